@@ -1,0 +1,106 @@
+//! Kernel benchmarks at DiffVSR's real shapes, shared by `diffvsr-wgpu bench kernels` and
+//! `benches/kernels.rs` (criterion).
+//!
+//! Each op module offers `bench_cases(gpu, dtype, quick)`; a case owns its input tensors and
+//! records one run of the op. Time is GPU time from timestamp queries where the adapter has them,
+//! else wall-clock time around submit-and-wait.
+
+use anyhow::Result;
+
+use crate::kernel::Recorder;
+use crate::{DType, Gpu};
+
+pub struct BenchCase {
+    pub name: String,
+    /// Human-readable shape, e.g. "16x64x64x512 -> 512".
+    pub shape: String,
+    /// Floating-point operations per run (0 for memory-bound kernels).
+    pub flops: f64,
+    /// Bytes read plus written per run (the minimum; used for GB/s).
+    pub bytes: f64,
+    pub run: Box<dyn Fn(&mut Recorder) -> Result<()>>,
+}
+
+pub struct BenchOptions {
+    pub filter: Option<String>,
+    pub dtype: DType,
+    pub iters: u32,
+    pub quick: bool,
+}
+
+/// Every benchmark case, op by op.
+pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
+    let mut v = Vec::new();
+    v.extend(crate::ops::elementwise::bench_cases(gpu, dtype, quick)?);
+    Ok(v)
+}
+
+/// Median seconds per run of `case` over `iters` timed runs (after one warm-up run).
+pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
+    // Warm-up: compiles pipelines and touches memory.
+    let mut rec = gpu.recorder();
+    (case.run)(&mut rec)?;
+    rec.submit();
+    gpu.sync()?;
+    if gpu.has_timestamps() {
+        let mut per_run = Vec::new();
+        for _ in 0..iters {
+            // Each dispatch gets its own begin/end stamps; one run may be several dispatches.
+            let mut rec = Recorder::new(gpu, 64);
+            (case.run)(&mut rec)?;
+            let t = rec.submit_timed()?;
+            per_run.push(t.iter().sum::<f64>());
+        }
+        per_run.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Ok(per_run[per_run.len() / 2])
+    } else {
+        let start = std::time::Instant::now();
+        let mut rec = gpu.recorder();
+        for _ in 0..iters {
+            (case.run)(&mut rec)?;
+        }
+        rec.submit();
+        gpu.sync()?;
+        Ok(start.elapsed().as_secs_f64() / iters as f64)
+    }
+}
+
+pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<()> {
+    println!("device: {}", gpu.describe());
+    println!(
+        "dtype: {}   timing: {}   cooperative matrices: {}",
+        opts.dtype.name(),
+        if gpu.has_timestamps() { "GPU timestamps (median)" } else { "wall clock (mean)" },
+        if gpu.has_coop_f16_16x16() { "yes" } else { "no" }
+    );
+    println!("{:<34} {:<40} {:>11} {:>10} {:>10}", "kernel", "shape", "time", "TFLOP/s", "GB/s");
+    for case in cases(gpu, opts.dtype, opts.quick)? {
+        if let Some(f) = &opts.filter {
+            if !case.name.contains(f.as_str()) {
+                continue;
+            }
+        }
+        let t = time_case(gpu, &case, opts.iters)?;
+        let tflops = if case.flops > 0.0 { format!("{:.2}", case.flops / t / 1e12) } else { "-".into() };
+        let gbs = if case.bytes > 0.0 { format!("{:.1}", case.bytes / t / 1e9) } else { "-".into() };
+        println!("{:<34} {:<40} {:>11} {:>10} {:>10}", case.name, case.shape, fmt_time(t), tflops, gbs);
+    }
+    Ok(())
+}
+
+pub fn fmt_time(t: f64) -> String {
+    if t >= 1.0 {
+        format!("{t:.3} s")
+    } else if t >= 1e-3 {
+        format!("{:.3} ms", t * 1e3)
+    } else {
+        format!("{:.1} us", t * 1e6)
+    }
+}
+
+/// Random device tensor for a benchmark input.
+pub fn random_tensor(gpu: &Gpu, shape: &[usize], dtype: DType, seed: u64) -> Result<crate::Tensor> {
+    let mut rng = crate::testutil::Rng::new(seed);
+    let n: usize = shape.iter().product();
+    crate::Tensor::from_f32(gpu, &rng.normals(n, 1.0), shape, dtype)
+}

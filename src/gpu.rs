@@ -1,0 +1,342 @@
+//! Device layer: adapter discovery, selection and device creation.
+//!
+//! The engine asks for the adapter's *own* limits (wgpu's defaults cap a storage binding at
+//! 128 MiB and workgroup memory at 16 KiB) and for every optional feature it has a use for.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::kernel::PipelineCache;
+use crate::tensor::BufferPool;
+
+/// Optional features the engine uses when the adapter offers them.
+pub fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::SUBGROUP_BARRIER
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+}
+
+/// How the user asked us to pick an adapter (`--adapter`, `--backend`, or their env vars).
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// `INDEX` into the list `devices` prints, or a case-insensitive substring of the name.
+    pub adapter: Option<String>,
+    /// Restrict to one backend: vulkan, metal, dx12, gl.
+    pub backend: Option<String>,
+    /// Never use f16 storage even if the adapter has SHADER_F16.
+    pub no_f16: bool,
+    /// Never use cooperative matrices even if the adapter reports them.
+    pub no_coop: bool,
+}
+
+impl GpuOptions {
+    /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`.
+    pub fn from_env() -> Self {
+        let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
+        GpuOptions {
+            adapter: std::env::var("DIFFVSR_ADAPTER").ok().filter(|s| !s.is_empty()),
+            backend: std::env::var("DIFFVSR_BACKEND").ok().filter(|s| !s.is_empty()),
+            no_f16: flag("DIFFVSR_NO_F16"),
+            no_coop: flag("DIFFVSR_NO_COOP"),
+        }
+    }
+}
+
+pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "metal" | "mtl" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        other => bail!("unknown backend '{other}': use one of vulkan, metal, dx12, gl"),
+    })
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter on every (requested) backend, in a stable order.
+pub fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance(backends).enumerate_adapters(backends))
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    }
+}
+
+/// Picks the adapter: the user's choice, else discrete > integrated > software, native APIs before GL.
+pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    let backends = match &opts.backend {
+        Some(b) => parse_backend(b)?,
+        None => wgpu::Backends::all(),
+    };
+    let adapters = enumerate(backends);
+    if adapters.is_empty() {
+        bail!(
+            "no GPU adapter found{}. Install a Vulkan driver for your GPU (NVIDIA/AMD/Intel drivers, or on Linux \
+             without a GPU the software driver: `apt-get install mesa-vulkan-drivers libvulkan1`), \
+             or try another --backend",
+            opts.backend.as_ref().map(|b| format!(" on backend '{b}'")).unwrap_or_default()
+        );
+    }
+    let chosen = if let Some(sel) = &opts.adapter {
+        if let Ok(i) = sel.parse::<usize>() {
+            adapters.into_iter().nth(i).ok_or_else(|| {
+                anyhow!("--adapter {i}: no adapter with that index; run `diffvsr-wgpu devices` to list them")
+            })?
+        } else {
+            let needle = sel.to_lowercase();
+            adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+                .ok_or_else(|| {
+                    anyhow!("--adapter '{sel}': no adapter name contains that; run `diffvsr-wgpu devices` to list them")
+                })?
+        }
+    } else {
+        let mut adapters = adapters;
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (type_rank(i.device_type), backend_rank(i.backend))
+        });
+        adapters.into_iter().next().unwrap()
+    };
+    let info = chosen.get_info();
+    if info.device_type == wgpu::DeviceType::Cpu {
+        log::warn!(
+            "using the software adapter '{}' ({:?}): expect it to be very slow. Install your GPU's driver for real speed.",
+            info.name,
+            info.backend
+        );
+    }
+    Ok(chosen)
+}
+
+/// A GPU device ready to run kernels, with the engine's caches.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    /// Cooperative-matrix configurations, empty when unsupported or disabled.
+    pub coop: Vec<wgpu::CooperativeMatrixProperties>,
+    pub(crate) pipelines: PipelineCache,
+    pub(crate) pool: Arc<BufferPool>,
+    poison: AtomicBool,
+    use_f16: bool,
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `opts`.
+    pub fn new(opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        let adapter = select_adapter(opts)?;
+        Self::from_adapter(adapter, opts)
+    }
+
+    /// Opens the adapter chosen by the environment (see [`GpuOptions::from_env`]).
+    pub fn from_env() -> Result<Arc<Gpu>> {
+        Self::new(&GpuOptions::from_env())
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Arc<Gpu>> {
+        let info = adapter.get_info();
+        let mut features = adapter.features() & wanted_features();
+        if opts.no_coop {
+            features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        }
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("diffvsr-wgpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            // SAFETY: the only experimental feature we request is cooperative matrices, used by
+            // kernels that are validated against CPU references before they are relied on.
+            experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .with_context(|| format!("could not open device '{}' ({:?})", info.name, info.backend))?;
+        device.on_uncaptured_error(Arc::new(|e| {
+            // Validation errors are bugs in the engine; out-of-memory is the user's to fix.
+            match e {
+                wgpu::Error::OutOfMemory { .. } => {
+                    eprintln!("error: the GPU ran out of memory. Try a smaller tile size or fewer frames per window.");
+                }
+                other => eprintln!("error: GPU error: {other}"),
+            }
+            std::process::exit(3);
+        }));
+        let coop = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
+        let use_f16 = features.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
+        let limits = device.limits();
+        Ok(Arc::new(Gpu {
+            adapter,
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            coop,
+            pipelines: PipelineCache::default(),
+            pool: Arc::new(BufferPool::default()),
+            poison: AtomicBool::new(std::env::var("DIFFVSR_POISON").map(|v| v == "1").unwrap_or(false)),
+            use_f16,
+        }))
+    }
+
+    pub fn has_f16(&self) -> bool {
+        self.use_f16
+    }
+
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// The f16×f16→f32 16×16×16 cooperative-matrix configuration, if the adapter has it.
+    pub fn has_coop_f16_16x16(&self) -> bool {
+        use wgpu::CooperativeScalarType as S;
+        self.coop.iter().any(|c| {
+            c.m_size == 16 && c.n_size == 16 && c.k_size == 16 && c.ab_type == S::F16 && c.cr_type == S::F32
+        })
+    }
+
+    /// Storage dtypes this device can run: f32 always, f16 with SHADER_F16.
+    pub fn dtypes(&self) -> Vec<crate::DType> {
+        let mut v = vec![crate::DType::F32];
+        if self.has_f16() {
+            v.push(crate::DType::F16);
+        }
+        v
+    }
+
+    /// When set, every freshly allocated tensor is filled with NaN, so a kernel that forgets to
+    /// write an element is caught by the tests.
+    pub fn set_poison(&self, on: bool) {
+        self.poison.store(on, Ordering::Relaxed);
+    }
+
+    pub fn poison(&self) -> bool {
+        self.poison.load(Ordering::Relaxed)
+    }
+
+    /// Waits until all submitted work is done.
+    pub fn sync(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?}, driver {} {})", self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info)
+    }
+}
+
+/// The `devices` report: every adapter on every backend with the features and limits we care about.
+pub fn devices_report() -> String {
+    let adapters = enumerate(wgpu::Backends::all());
+    let mut out = String::new();
+    if adapters.is_empty() {
+        out.push_str(
+            "no GPU adapters found. Install a Vulkan driver (or on Linux without a GPU: apt-get install mesa-vulkan-drivers libvulkan1)\n",
+        );
+        return out;
+    }
+    let default_name = select_adapter(&GpuOptions::default()).ok().map(|a| a.get_info());
+    for (i, a) in adapters.iter().enumerate() {
+        let info = a.get_info();
+        let f = a.features();
+        let l = a.limits();
+        let is_default = default_name
+            .as_ref()
+            .map(|d| d.name == info.name && d.backend == info.backend)
+            .unwrap_or(false);
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        let _ = writeln!(out, "[{i}] {}{}", info.name, if is_default { "  (default)" } else { "" });
+        let _ = writeln!(out, "    backend: {:?}   type: {:?}", info.backend, info.device_type);
+        let _ = writeln!(out, "    driver: {} {}", info.driver, info.driver_info);
+        let _ = writeln!(
+            out,
+            "    SHADER_F16: {}   SUBGROUP: {} (size {}..{})   TIMESTAMP_QUERY: {}   COOPERATIVE_MATRIX: {}",
+            yn(f.contains(wgpu::Features::SHADER_F16)),
+            yn(f.contains(wgpu::Features::SUBGROUP)),
+            info.subgroup_min_size,
+            info.subgroup_max_size,
+            yn(f.contains(wgpu::Features::TIMESTAMP_QUERY)),
+            yn(f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)),
+        );
+        if f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            for c in a.cooperative_matrix_properties() {
+                let _ = writeln!(
+                    out,
+                    "      coop matrix M{}N{}K{}  A/B {:?}  C {:?}{}",
+                    c.m_size,
+                    c.n_size,
+                    c.k_size,
+                    c.ab_type,
+                    c.cr_type,
+                    if c.saturating_accumulation { "  (saturating)" } else { "" }
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "    limits: storage binding {}, buffer {}, workgroup storage {} B, invocations/workgroup {}, workgroups/dim {}",
+            human_bytes(l.max_storage_buffer_binding_size as u64),
+            human_bytes(l.max_buffer_size),
+            l.max_compute_workgroup_storage_size,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroups_per_dimension
+        );
+    }
+    out
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < U.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[u])
+    }
+}

@@ -1,0 +1,14 @@
+//! diffvsr-wgpu: a GPU-native DiffVSR inference engine. Every operator is a hand-written WGSL
+//! compute kernel (`shaders/`) with a Rust dispatch function and a plain-Rust CPU reference
+//! (`ops/`), run through wgpu on Vulkan, Metal, DX12 or GL.
+
+pub mod bench;
+pub mod gpu;
+pub mod kernel;
+pub mod ops;
+pub mod tensor;
+pub mod testutil;
+
+pub use gpu::{Gpu, GpuOptions};
+pub use kernel::{Arg, Kernel, Recorder};
+pub use tensor::{DType, Tensor};

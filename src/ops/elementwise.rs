@@ -1,0 +1,361 @@
+//! Elementwise ops (`shaders/elementwise.wgsl`): add/mul/sub with a broadcast operand,
+//! scale, SiLU, exact GELU, GEGLU and the learned mix `σ(m)·x + (1−σ(m))·y`.
+//!
+//! Layout: flat. Broadcasting views `a` as `[outer, rep, inner]` and `b` as `[outer, 1, inner]`:
+//! a per-channel bias on channels-last `[N, H, W, C]` is `b = [C]` (outer 1, rep N·H·W, inner C);
+//! a per-frame time embedding is `b = [N, C]` (outer N, rep H·W, inner C).
+
+use anyhow::{bail, Result};
+
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::Tensor;
+
+const SRC: &str = include_str!("../../shaders/elementwise.wgsl");
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    inner: u32,
+    rep: u32,
+    alpha: f32,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add = 0,
+    Mul = 1,
+    Sub = 2,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Unary {
+    Scale(f32),
+    Silu,
+    Gelu,
+}
+
+fn run(rec: &mut Recorder, op: u32, a: &Tensor, b: &Tensor, out: &Tensor, inner: usize, rep: usize, alpha: f32) -> Result<()> {
+    let gpu = rec.gpu();
+    let k = Kernel::new("elementwise", SRC, a.dtype()).def("OP", format!("{op}u"));
+    let n = out.numel();
+    let p = Params { n: n as u32, inner: inner.max(1) as u32, rep: rep.max(1) as u32, alpha };
+    rec.dispatch(&k, &p, &[a.into(), b.into(), out.into()], grid(gpu, n.div_ceil(256) as u32))
+}
+
+/// How `b` broadcasts against `a`: returns (inner, rep) or an error naming both shapes.
+/// Accepted: equal element counts; or `b`'s shape equals `a`'s with one run of axes (between a
+/// leading and a trailing part) collapsed away, e.g. `[N,H,W,C]` with `[C]`, `[N,C]` or `[N,1,1,C]`.
+pub fn broadcast_plan(a: &[usize], b: &[usize]) -> Result<(usize, usize)> {
+    let na: usize = a.iter().product();
+    let nb: usize = b.iter().product();
+    if na == nb {
+        return Ok((na, 1));
+    }
+    if a.len() == b.len() {
+        // Same rank: numpy rules, and the broadcast axes must form one contiguous run.
+        let bc: Vec<usize> = (0..a.len()).filter(|&i| b[i] == 1 && a[i] != 1).collect();
+        let ok = !bc.is_empty()
+            && (0..a.len()).all(|i| b[i] == a[i] || b[i] == 1)
+            && bc.last().unwrap() - bc[0] + 1 == bc.len();
+        if ok {
+            let inner: usize = a[bc.last().unwrap() + 1..].iter().product();
+            let rep: usize = a[bc[0]..=*bc.last().unwrap()].iter().product();
+            return Ok((inner, rep));
+        }
+        bail!("cannot broadcast {b:?} against {a:?}");
+    }
+    let bs: Vec<usize> = b.iter().copied().filter(|&d| d != 1).collect();
+    // Try every split of `a` into [lead][mid][tail] with b == lead ++ tail.
+    for lead in 0..=a.len() {
+        for tail in 0..=(a.len() - lead) {
+            let (l, t) = (&a[..lead], &a[a.len() - tail..]);
+            let lt: Vec<usize> = l.iter().chain(t).copied().filter(|&d| d != 1).collect();
+            if lt == bs {
+                let inner: usize = t.iter().product();
+                let rep: usize = a[lead..a.len() - tail].iter().product();
+                if inner * rep * l.iter().product::<usize>() == na {
+                    return Ok((inner, rep));
+                }
+            }
+        }
+    }
+    bail!("cannot broadcast {b:?} against {a:?}")
+}
+
+/// `a op b`, `b` broadcast per [`broadcast_plan`].
+pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype() != b.dtype() {
+        bail!("{op:?}: dtypes differ ({:?} vs {:?})", a.dtype(), b.dtype());
+    }
+    let (inner, rep) = broadcast_plan(a.shape(), b.shape())?;
+    let out = Tensor::empty(rec.gpu(), a.shape(), a.dtype())?;
+    run(rec, op as u32, a, b, &out, inner, rep, 0.0)?;
+    Ok(out)
+}
+
+pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(rec, Binary::Add, a, b)
+}
+
+pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(rec, Binary::Mul, a, b)
+}
+
+pub fn unary(rec: &mut Recorder, op: Unary, x: &Tensor) -> Result<Tensor> {
+    let out = Tensor::empty(rec.gpu(), x.shape(), x.dtype())?;
+    let (code, alpha) = match op {
+        Unary::Scale(s) => (10, s),
+        Unary::Silu => (11, 0.0),
+        Unary::Gelu => (12, 0.0),
+    };
+    run(rec, code, x, x, &out, 1, 1, alpha)?;
+    Ok(out)
+}
+
+/// GEGLU over the last axis: `x[..., :D] * gelu(x[..., D:])`, output `[..., D]`.
+pub fn geglu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    let s = x.shape();
+    let last = *s.last().unwrap_or(&0);
+    if last % 2 != 0 {
+        bail!("geglu: last axis {last} of {s:?} is odd");
+    }
+    let mut os = s.to_vec();
+    *os.last_mut().unwrap() = last / 2;
+    let out = Tensor::empty(rec.gpu(), &os, x.dtype())?;
+    run(rec, 13, x, x, &out, last / 2, 1, 0.0)?;
+    Ok(out)
+}
+
+/// The learned mix `σ(m)·x + (1−σ(m))·y` (TE-3DVAE time mixer and video block).
+pub fn mix(rec: &mut Recorder, m: f32, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    if x.shape() != y.shape() || x.dtype() != y.dtype() {
+        bail!("mix: {x:?} and {y:?} differ");
+    }
+    let out = Tensor::empty(rec.gpu(), x.shape(), x.dtype())?;
+    run(rec, 14, x, y, &out, 1, 1, m)?;
+    Ok(out)
+}
+
+/// Benchmarks: the UNet's elementwise traffic at a 128² latent, 16 frames (8 × CFG), 256 channels.
+pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
+    use crate::bench::{random_tensor, BenchCase};
+    let s: Vec<usize> = if quick { vec![2, 8, 8, 32] } else { vec![16, 128, 128, 256] };
+    let n: usize = s.iter().product();
+    let es = dtype.size() as f64;
+    let x = random_tensor(gpu, &s, dtype, 1)?;
+    let y = random_tensor(gpu, &s, dtype, 2)?;
+    let bias = random_tensor(gpu, &[s[0], s[3]], dtype, 3)?;
+    let shape = format!("{s:?}");
+    let (x1, y1, x2, x3) = (x.clone(), y.clone(), x.clone(), x.clone());
+    Ok(vec![
+        BenchCase {
+            name: "add (same shape)".into(),
+            shape: shape.clone(),
+            flops: 0.0,
+            bytes: 3.0 * n as f64 * es,
+            run: Box::new(move |r| add(r, &x1, &y1).map(drop)),
+        },
+        BenchCase {
+            name: "add (per-frame embedding)".into(),
+            shape: format!("{s:?} + [{}, {}]", s[0], s[3]),
+            flops: 0.0,
+            bytes: 2.0 * n as f64 * es,
+            run: Box::new(move |r| add(r, &x2, &bias).map(drop)),
+        },
+        BenchCase {
+            name: "silu".into(),
+            shape,
+            flops: 0.0,
+            bytes: 2.0 * n as f64 * es,
+            run: Box::new(move |r| unary(r, Unary::Silu, &x3).map(drop)),
+        },
+    ])
+}
+
+/// CPU references.
+pub mod cpu {
+    use super::*;
+
+    pub fn gelu(x: f32) -> f32 {
+        (0.5 * x as f64 * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2))) as f32 // erf is accurate to 1e-16 abs; fine for |x| < 5
+    }
+
+    /// erf to double precision (Abramowitz–Stegun 7.1.28 is too coarse; this uses the series /
+    /// continued fraction split).
+    pub fn erf(x: f64) -> f64 {
+        let z = x.abs();
+        let r = if z < 2.5 {
+            // Maclaurin series.
+            let mut sum = z;
+            let mut term = z;
+            let z2 = z * z;
+            let mut n = 0.0;
+            loop {
+                n += 1.0;
+                term *= -z2 / n;
+                let add = term / (2.0 * n + 1.0);
+                sum += add;
+                if add.abs() < 1e-17 * sum.abs() {
+                    break;
+                }
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // Continued fraction for erfc.
+            let mut f = 0.0;
+            for k in (1..60).rev() {
+                f = (k as f64 / 2.0) / (z + f);
+            }
+            1.0 - (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + f)
+        };
+        if x < 0.0 {
+            -r
+        } else {
+            r
+        }
+    }
+
+    pub fn silu(x: f32) -> f32 {
+        (x as f64 / (1.0 + (-x as f64).exp())) as f32
+    }
+
+    pub fn binary(op: Binary, a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize]) -> Vec<f32> {
+        let (inner, rep) = broadcast_plan(a_shape, b_shape).unwrap();
+        (0..a.len())
+            .map(|i| {
+                let y = b[(i / (inner * rep)) * inner + i % inner];
+                match op {
+                    Binary::Add => a[i] + y,
+                    Binary::Mul => a[i] * y,
+                    Binary::Sub => a[i] - y,
+                }
+            })
+            .collect()
+    }
+
+    pub fn unary(op: Unary, x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .map(|&v| match op {
+                Unary::Scale(s) => s * v,
+                Unary::Silu => silu(v),
+                Unary::Gelu => gelu(v),
+            })
+            .collect()
+    }
+
+    pub fn geglu(x: &[f32], last: usize) -> Vec<f32> {
+        let d = last / 2;
+        x.chunks(last).flat_map(|row| (0..d).map(move |j| row[j] * gelu(row[d + j]))).collect()
+    }
+
+    pub fn mix(m: f32, x: &[f32], y: &[f32]) -> Vec<f32> {
+        let s = 1.0 / (1.0 + (-m as f64).exp());
+        x.iter().zip(y).map(|(&a, &b)| (s * a as f64 + (1.0 - s) * b as f64) as f32).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use crate::DType;
+
+    const TOL: f64 = 1e-5;
+
+    fn up(gpu: &crate::Gpu, v: &[f32], s: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
+        let t = Tensor::from_f32(gpu, v, s, dt).unwrap();
+        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
+        (t, host)
+    }
+
+    #[test]
+    fn binary_broadcasts_match_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[1], &[1]),
+            (&[7], &[7]),
+            (&[2, 3, 5, 33], &[33]),        // per-channel bias, channels-last
+            (&[3, 7, 1, 77], &[3, 77]),     // per-frame embedding
+            (&[2, 5, 7, 16], &[2, 1, 1, 16]),
+            (&[33, 7], &[1]),               // scalar
+        ];
+        for dt in gpu.dtypes() {
+            for &(sa, sb) in cases {
+                for op in [Binary::Add, Binary::Mul, Binary::Sub] {
+                    let (a, ah) = up(&gpu, &rng.normals(sa.iter().product(), 1.0), sa, dt);
+                    let (b, bh) = up(&gpu, &rng.normals(sb.iter().product(), 1.0), sb, dt);
+                    let mut rec = gpu.recorder();
+                    let out = binary(&mut rec, op, &a, &b).unwrap();
+                    rec.submit();
+                    let want = cpu::binary(op, &ah, sa, &bh, sb);
+                    assert_close(&format!("{op:?} {sa:?}+{sb:?} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unary_ops_match_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for n in [1usize, 7, 33, 77, 1000] {
+                for op in [Unary::Scale(-0.37), Unary::Silu, Unary::Gelu] {
+                    // Uniform in [-4, 4): covers GELU's tails without f16 subnormal outputs.
+                    let v: Vec<f32> = (0..n).map(|_| rng.uniform() * 8.0 - 4.0).collect();
+                    let (x, xh) = up(&gpu, &v, &[n], dt);
+                    let mut rec = gpu.recorder();
+                    let out = unary(&mut rec, op, &x).unwrap();
+                    rec.submit();
+                    assert_close(&format!("{op:?} n={n} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::unary(op, &xh), dt.tolerance(TOL));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn geglu_and_mix_match_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for (rows, d) in [(1usize, 1usize), (7, 33), (3, 77)] {
+                let (x, xh) = up(&gpu, &rng.normals(rows * 2 * d, 2.0), &[rows, 2 * d], dt);
+                let mut rec = gpu.recorder();
+                let out = geglu(&mut rec, &x).unwrap();
+                rec.submit();
+                assert_eq!(out.shape(), &[rows, d]);
+                assert_close(&format!("geglu {rows}x{d} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::geglu(&xh, 2 * d), dt.tolerance(TOL));
+
+                let n = rows * d;
+                let (a, ah) = up(&gpu, &rng.normals(n, 1.0), &[n], dt);
+                let (b, bh) = up(&gpu, &rng.normals(n, 1.0), &[n], dt);
+                let m = rng.normal();
+                let mut rec = gpu.recorder();
+                let out = mix(&mut rec, m, &a, &b).unwrap();
+                rec.submit();
+                assert_close(&format!("mix n={n} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::mix(m, &ah, &bh), dt.tolerance(TOL));
+            }
+        }
+    }
+
+    #[test]
+    fn cpu_erf_is_accurate() {
+        // Known values of erf.
+        for (x, want) in [(0.5, 0.5204998778130465), (1.0, 0.8427007929497149), (2.0, 0.9953222650189527), (3.0, 0.9999779095030014)] {
+            assert!((cpu::erf(x) - want).abs() < 1e-13, "erf({x})");
+            assert!((cpu::erf(-x) + want).abs() < 1e-13);
+        }
+    }
+
+    #[test]
+    fn bad_broadcast_is_an_error() {
+        assert!(broadcast_plan(&[2, 3, 4], &[5]).is_err());
+        assert_eq!(broadcast_plan(&[2, 3, 4], &[4]).unwrap(), (4, 6));
+        assert_eq!(broadcast_plan(&[2, 3, 4], &[2, 4]).unwrap(), (4, 3));
+    }
+}

@@ -1,0 +1,106 @@
+//! Helpers for kernel tests and benchmarks: a seeded RNG, relative-L2 comparison, and one
+//! shared test device with output poisoning switched on.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::gpu::Gpu;
+
+/// SplitMix64: small, seedable, good enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = (self.uniform() as f64).max(1e-12);
+        let u2 = self.uniform() as f64;
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+    /// `n` standard-normal values times `scale`.
+    pub fn normals(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.normal() * scale).collect()
+    }
+    pub fn below(&mut self, n: u32) -> u32 {
+        (self.next_u64() % n as u64) as u32
+    }
+}
+
+/// A fresh seed per call, so repeated runs cover different inputs; printed on failure.
+pub fn fresh_seed() -> u64 {
+    if let Ok(s) = std::env::var("DIFFVSR_TEST_SEED") {
+        if let Ok(v) = s.parse() {
+            return v;
+        }
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    t.as_nanos() as u64 ^ COUNTER.fetch_add(0x1234_5677, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// ‖got − want‖₂ / ‖want‖₂; infinite when anything is NaN or the lengths differ.
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    let mut num = 0.0f64;
+    let mut den = 0.0f64;
+    for (&g, &w) in got.iter().zip(want) {
+        if !g.is_finite() || !w.is_finite() {
+            return f64::INFINITY;
+        }
+        let d = g as f64 - w as f64;
+        num += d * d;
+        den += (w as f64) * (w as f64);
+    }
+    if den == 0.0 {
+        return if num == 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    (num / den).sqrt()
+}
+
+/// Panics with a useful message when `rel_l2(got, want) > tol`.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    let e = rel_l2(got, want);
+    if !(e <= tol) {
+        let bad = got.iter().zip(want).position(|(g, w)| !g.is_finite() || (g - w).abs() > 1e-3 + 1e-2 * w.abs());
+        panic!(
+            "{what}: relative L2 error {e:.3e} > {tol:.1e} (len {}; first bad index {:?}: got {:?} want {:?})",
+            want.len(),
+            bad,
+            bad.map(|i| got[i]),
+            bad.map(|i| want[i])
+        );
+    }
+}
+
+/// Rounds through f16 (the CPU twin of an f16 upload).
+pub fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+/// The device the tests share (the adapter the environment selects, poisoning on).
+pub fn test_gpu() -> Arc<Gpu> {
+    static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let gpu = Gpu::from_env().expect("tests need a GPU adapter (on CI: mesa-vulkan-drivers)");
+        gpu.set_poison(true);
+        eprintln!("test device: {}", gpu.describe());
+        gpu
+    })
+    .clone()
+}
