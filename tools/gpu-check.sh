@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One prepared run on a lent NVIDIA machine (no Rust toolchain, no network there):
+#   1. here:  tools/gpu-check.sh build     -> builds release binaries into .device-bin/
+#   2. there: tools/gpu-check.sh run       -> unpacks the Vulkan loader from .gl/, lists devices,
+#             runs every kernel test (the cooperative-matrix ones included) and the kernel
+#             benchmark in f16 and f32, writing logs to $OUT (or ./gpu-out).
+# Record what it measured in BENCHMARKS.md with the card's name.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-run}" in
+build)
+    set -e
+    cargo build --release --bin diffvsr-wgpu
+    # The library's unit tests (every kernel against its CPU reference) as one binary.
+    bin=$(cargo test --release --lib --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]==["lib"]: print(m["executable"])' | tail -1)
+    mkdir -p .device-bin
+    cp target/release/diffvsr-wgpu .device-bin/
+    cp "$bin" .device-bin/kernel-tests
+    strip .device-bin/* || true
+    ls -la .device-bin
+    ;;
+run)
+    out=${OUT:-./gpu-out}
+    mkdir -p "$out"
+    if ! ldconfig -p | grep -q libvulkan.so.1; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    fi
+    export DIFFVSR_BACKEND=vulkan RUST_LOG=warn,wgpu_hal=off
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/nvidia-smi.txt"
+    ./.device-bin/diffvsr-wgpu devices 2>&1 | tee "$out/devices.txt"
+    echo "== kernel tests"
+    timeout "${TEST_TIMEOUT:-180}" ./.device-bin/kernel-tests --test-threads 8 --nocapture 2>&1 | tee "$out/tests.txt" | grep -E "test result|FAILED|panicked|skipped" | head -60
+    echo "== bench f16"
+    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f16 --iters 10 2>&1 | tee "$out/bench-f16.txt"
+    echo "== bench f32"
+    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f32 --iters 5 --no-coop 2>&1 | tee "$out/bench-f32.txt"
+    ;;
+*)
+    echo "usage: tools/gpu-check.sh build|run" >&2
+    exit 2
+    ;;
+esac
