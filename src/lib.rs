@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod ops;
 pub mod tensor;
 pub mod testutil;
+pub mod weights;
 
 pub use gpu::{Gpu, GpuOptions};
 pub use kernel::{Arg, Kernel, Recorder};
