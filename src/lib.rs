@@ -11,5 +11,5 @@ pub mod testutil;
 pub mod weights;
 
 pub use gpu::{Gpu, GpuOptions};
-pub use kernel::{Arg, Kernel, Recorder};
+pub use kernel::{Arg, Graph, Kernel, Recorder};
 pub use tensor::{DType, Tensor};

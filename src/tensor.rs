@@ -10,7 +10,7 @@
 //! expects. The engine's activations are channels-last ([N, H, W, C], video [B, F, H, W, C])
 //! so convolutions read contiguous channel vectors and attention reads tokens directly.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::{anyhow, bail, Result};
@@ -78,7 +78,7 @@ pub const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// Free buffers by bucket size.
 #[derive(Default)]
 pub struct BufferPool {
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    free: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
     stats: Mutex<PoolStats>,
 }
 
@@ -93,9 +93,15 @@ pub struct PoolStats {
 }
 
 impl BufferPool {
-    fn take(self: &Arc<Self>, device: &wgpu::Device, bytes: u64) -> Result<Arc<PooledBuffer>> {
+    pub(crate) fn take(self: &Arc<Self>, device: &wgpu::Device, bytes: u64) -> Result<Arc<PooledBuffer>> {
         let size = bucket(bytes);
-        let reused = self.free.lock().unwrap().get_mut(&size).and_then(|v| v.pop());
+        // Best fit among free buffers up to 1.5x the request, so buffers freed by one layer
+        // serve the next layer's slightly different shapes.
+        let reused = {
+            let mut free = self.free.lock().unwrap();
+            let key = free.range(size..=size + size / 2).find(|(_, v)| !v.is_empty()).map(|(k, _)| *k);
+            key.and_then(|k| free.get_mut(&k).unwrap().pop())
+        };
         let buffer = match reused {
             Some(b) => b,
             None => {
@@ -118,7 +124,7 @@ impl BufferPool {
         };
         {
             let mut s = self.stats.lock().unwrap();
-            s.live_bytes += size;
+            s.live_bytes += buffer.size();
             s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
         }
         Ok(Arc::new(PooledBuffer { buffer, pool: Arc::downgrade(self) }))
@@ -137,6 +143,12 @@ impl BufferPool {
 pub struct PooledBuffer {
     pub buffer: wgpu::Buffer,
     pool: Weak<BufferPool>,
+}
+
+impl PooledBuffer {
+    pub(crate) fn belongs_to(&self, pool: &Arc<BufferPool>) -> bool {
+        std::ptr::eq(self.pool.as_ptr(), Arc::as_ptr(pool))
+    }
 }
 
 impl Drop for PooledBuffer {
@@ -165,11 +177,17 @@ impl std::fmt::Debug for Tensor {
 }
 
 impl Tensor {
-    /// A new tensor with undefined contents (NaN when the device's poison flag is on).
+    /// A new tensor with undefined contents (NaN when the device's poison flag is on), from the
+    /// device's pool. Ops allocate through [`crate::Recorder::empty`] instead, so that a captured
+    /// graph gets its own memory plan.
     pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::empty_in(gpu, &gpu.pool, shape, dtype)
+    }
+
+    pub(crate) fn empty_in(gpu: &Gpu, pool: &Arc<BufferPool>, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let bytes = ((n * dtype.size()) as u64).div_ceil(4) * 4;
-        let buf = gpu.pool.take(&gpu.device, bytes.max(4))?;
+        let buf = pool.take(&gpu.device, bytes.max(4))?;
         if gpu.poison() {
             let pattern: &[u8] = match dtype {
                 DType::F32 => &0x7FC0_0000u32.to_le_bytes(),
@@ -188,15 +206,7 @@ impl Tensor {
             bail!("tensor data has {} elements but shape {:?} needs {}", data.len(), shape, n);
         }
         let t = Tensor::empty(gpu, shape, dtype)?;
-        let mut bytes: Vec<u8> = match dtype {
-            DType::F32 => bytemuck::cast_slice(data).to_vec(),
-            DType::F16 => {
-                let h: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
-                bytemuck::cast_slice(&h).to_vec()
-            }
-        };
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        gpu.queue.write_buffer(&t.buf.buffer, 0, &bytes);
+        t.write_f32(gpu, data)?;
         Ok(t)
     }
 
@@ -204,6 +214,21 @@ impl Tensor {
     pub fn from_u32(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Tensor> {
         let t = Tensor::from_f32(gpu, bytemuck::cast_slice(data), shape, DType::F32)?;
         Ok(t)
+    }
+
+    /// Overwrites the contents from f32 host data (converted to the tensor's dtype). Ordered
+    /// before the next submission: use it to feed a [`crate::kernel::Graph`] new per-step values.
+    pub fn write_f32(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            bail!("write of {} values into a tensor of shape {:?}", data.len(), self.shape);
+        }
+        let mut bytes: Vec<u8> = match self.dtype {
+            DType::F32 => bytemuck::cast_slice(data).to_vec(),
+            DType::F16 => data.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+        };
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        gpu.queue.write_buffer(&self.buf.buffer, self.offset, &bytes);
+        Ok(())
     }
 
     pub fn shape(&self) -> &[usize] {

@@ -89,7 +89,7 @@ pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor) -> Result<
         bail!("{op:?}: dtypes differ ({:?} vs {:?})", a.dtype(), b.dtype());
     }
     let (inner, rep) = broadcast_plan(a.shape(), b.shape())?;
-    let out = Tensor::empty(rec.gpu(), a.shape(), a.dtype())?;
+    let out = rec.empty(a.shape(), a.dtype())?;
     run(rec, op as u32, a, b, &out, inner, rep, 0.0)?;
     Ok(out)
 }
@@ -103,7 +103,7 @@ pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 pub fn unary(rec: &mut Recorder, op: Unary, x: &Tensor) -> Result<Tensor> {
-    let out = Tensor::empty(rec.gpu(), x.shape(), x.dtype())?;
+    let out = rec.empty(x.shape(), x.dtype())?;
     let (code, alpha) = match op {
         Unary::Scale(s) => (10, s),
         Unary::Silu => (11, 0.0),
@@ -122,7 +122,7 @@ pub fn geglu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     }
     let mut os = s.to_vec();
     *os.last_mut().unwrap() = last / 2;
-    let out = Tensor::empty(rec.gpu(), &os, x.dtype())?;
+    let out = rec.empty(&os, x.dtype())?;
     run(rec, 13, x, x, &out, last / 2, 1, 0.0)?;
     Ok(out)
 }
@@ -132,7 +132,7 @@ pub fn mix(rec: &mut Recorder, m: f32, x: &Tensor, y: &Tensor) -> Result<Tensor>
     if x.shape() != y.shape() || x.dtype() != y.dtype() {
         bail!("mix: {x:?} and {y:?} differ");
     }
-    let out = Tensor::empty(rec.gpu(), x.shape(), x.dtype())?;
+    let out = rec.empty(x.shape(), x.dtype())?;
     run(rec, 14, x, y, &out, 1, 1, m)?;
     Ok(out)
 }
