@@ -1,0 +1,300 @@
+//! Model configs, read from the `config.json` files diffusers writes, so a downloaded model folder
+//! just works. `Default` is the real Stable Diffusion ×4 upscaler config (spec §2.1, §2.6).
+//! Settings the engine does not implement are rejected with a message, never ignored.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A value diffusers allows as either one number/bool for all blocks or one per block.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PerBlock<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T: Clone> PerBlock<T> {
+    pub fn get(&self, i: usize) -> T {
+        match self {
+            PerBlock::One(v) => v.clone(),
+            PerBlock::Each(v) => v[i.min(v.len() - 1)].clone(),
+        }
+    }
+    fn len_ok(&self, n: usize) -> bool {
+        match self {
+            PerBlock::One(_) => true,
+            PerBlock::Each(v) => v.len() == n,
+        }
+    }
+}
+
+/// diffusers `UNet2DConditionModel` (the SD×4 upscaler's UNet).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct UNet2DConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub layers_per_block: usize,
+    /// diffusers quirk: in SD-era configs this is the number of heads, not their width.
+    pub attention_head_dim: PerBlock<usize>,
+    pub num_attention_heads: Option<PerBlock<usize>>,
+    pub cross_attention_dim: usize,
+    pub only_cross_attention: PerBlock<bool>,
+    pub use_linear_projection: bool,
+    pub num_class_embeds: Option<usize>,
+    pub norm_num_groups: usize,
+    pub norm_eps: f64,
+    pub act_fn: String,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+    pub downsample_padding: usize,
+    pub mid_block_scale_factor: f64,
+    pub mid_block_type: Option<String>,
+    pub upcast_attention: bool,
+    pub resnet_time_scale_shift: String,
+    pub center_input_sample: bool,
+    pub class_embed_type: Option<String>,
+    pub addition_embed_type: Option<String>,
+    pub time_embedding_type: String,
+    pub transformer_layers_per_block: PerBlock<usize>,
+    pub dual_cross_attention: bool,
+    pub sample_size: Option<usize>,
+    pub conv_in_kernel: usize,
+    pub conv_out_kernel: usize,
+    pub attention_type: String,
+    pub time_embedding_dim: Option<usize>,
+    pub timestep_post_act: Option<String>,
+    pub time_cond_proj_dim: Option<usize>,
+    pub encoder_hid_dim: Option<usize>,
+    pub cross_attention_norm: Option<String>,
+}
+
+impl Default for UNet2DConfig {
+    fn default() -> Self {
+        UNet2DConfig {
+            in_channels: 7,
+            out_channels: 4,
+            block_out_channels: vec![256, 512, 512, 1024],
+            down_block_types: ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+                .map(String::from)
+                .to_vec(),
+            up_block_types: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+                .map(String::from)
+                .to_vec(),
+            layers_per_block: 2,
+            attention_head_dim: PerBlock::One(8),
+            num_attention_heads: None,
+            cross_attention_dim: 1024,
+            only_cross_attention: PerBlock::Each(vec![true, true, true, false]),
+            use_linear_projection: true,
+            num_class_embeds: Some(1000),
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            act_fn: "silu".into(),
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            downsample_padding: 1,
+            mid_block_scale_factor: 1.0,
+            mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
+            upcast_attention: false,
+            resnet_time_scale_shift: "default".into(),
+            center_input_sample: false,
+            class_embed_type: None,
+            addition_embed_type: None,
+            time_embedding_type: "positional".into(),
+            transformer_layers_per_block: PerBlock::One(1),
+            dual_cross_attention: false,
+            sample_size: Some(128),
+            conv_in_kernel: 3,
+            conv_out_kernel: 3,
+            attention_type: "default".into(),
+            time_embedding_dim: None,
+            timestep_post_act: None,
+            time_cond_proj_dim: None,
+            encoder_hid_dim: None,
+            cross_attention_norm: None,
+        }
+    }
+}
+
+impl UNet2DConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let c: Self = read_json(path)?;
+        c.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Heads of the attention in down-block level `i` (diffusers' `num_attention_heads or attention_head_dim`).
+    pub fn heads(&self, i: usize) -> usize {
+        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(i)
+    }
+
+    pub fn time_embed_dim(&self) -> usize {
+        self.block_out_channels[0] * 4
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            bail!("block_out_channels, down_block_types and up_block_types must have the same non-zero length");
+        }
+        for (what, ok) in [
+            ("attention_head_dim", self.attention_head_dim.len_ok(n)),
+            ("only_cross_attention", self.only_cross_attention.len_ok(n)),
+            ("transformer_layers_per_block", self.transformer_layers_per_block.len_ok(n)),
+        ] {
+            if !ok {
+                bail!("{what} must have one entry per block ({n})");
+            }
+        }
+        for t in &self.down_block_types {
+            if t != "DownBlock2D" && t != "CrossAttnDownBlock2D" {
+                bail!("unsupported down block type '{t}' (supported: DownBlock2D, CrossAttnDownBlock2D)");
+            }
+        }
+        for t in &self.up_block_types {
+            if t != "UpBlock2D" && t != "CrossAttnUpBlock2D" {
+                bail!("unsupported up block type '{t}' (supported: UpBlock2D, CrossAttnUpBlock2D)");
+            }
+        }
+        if let Some(m) = &self.mid_block_type {
+            if m != "UNetMidBlock2DCrossAttn" {
+                bail!("unsupported mid_block_type '{m}'");
+            }
+        }
+        if self.act_fn != "silu" {
+            bail!("unsupported act_fn '{}' (only silu)", self.act_fn);
+        }
+        if self.resnet_time_scale_shift != "default" {
+            bail!("unsupported resnet_time_scale_shift '{}'", self.resnet_time_scale_shift);
+        }
+        if self.time_embedding_type != "positional" {
+            bail!("unsupported time_embedding_type '{}'", self.time_embedding_type);
+        }
+        if self.class_embed_type.is_some() || self.addition_embed_type.is_some() || self.dual_cross_attention || self.center_input_sample {
+            bail!("class_embed_type, addition_embed_type, dual_cross_attention and center_input_sample are not supported");
+        }
+        if self.conv_in_kernel != 3 || self.conv_out_kernel != 3 || self.attention_type != "default" {
+            bail!("only conv_in_kernel = conv_out_kernel = 3 and attention_type 'default' are supported");
+        }
+        if self.time_embedding_dim.is_some()
+            || self.timestep_post_act.is_some()
+            || self.time_cond_proj_dim.is_some()
+            || self.encoder_hid_dim.is_some()
+            || self.cross_attention_norm.is_some()
+        {
+            bail!("time_embedding_dim, timestep_post_act, time_cond_proj_dim, encoder_hid_dim and cross_attention_norm are not supported");
+        }
+        if (0..n).any(|i| self.transformer_layers_per_block.get(i) != 1) {
+            bail!("transformer_layers_per_block other than 1 is not supported");
+        }
+        if self.block_out_channels.iter().any(|c| c % self.norm_num_groups != 0) {
+            bail!("every block_out_channels entry must be a multiple of norm_num_groups ({})", self.norm_num_groups);
+        }
+        for i in 0..n {
+            if self.block_out_channels[i] % self.heads(i) != 0 {
+                bail!("block {i}: {} channels do not split into {} heads", self.block_out_channels[i], self.heads(i));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// diffusers `AutoencoderKL` (only the decoder runs).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct VaeConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub up_block_types: Vec<String>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub act_fn: String,
+    pub scaling_factor: f64,
+    pub mid_block_add_attention: bool,
+    pub use_post_quant_conv: bool,
+    pub force_upcast: bool,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        VaeConfig {
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![128, 256, 512],
+            up_block_types: vec!["UpDecoderBlock2D".into(); 3],
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            act_fn: "silu".into(),
+            scaling_factor: 0.08333,
+            mid_block_add_attention: true,
+            use_post_quant_conv: true,
+            force_upcast: true,
+        }
+    }
+}
+
+impl VaeConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let c: Self = read_json(path)?;
+        c.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.block_out_channels.is_empty() || self.up_block_types.len() != self.block_out_channels.len() {
+            bail!("up_block_types must have one entry per block_out_channels entry");
+        }
+        if let Some(t) = self.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
+            bail!("unsupported VAE up block type '{t}'");
+        }
+        if self.act_fn != "silu" {
+            bail!("unsupported act_fn '{}' (only silu)", self.act_fn);
+        }
+        if self.block_out_channels.iter().any(|c| c % self.norm_num_groups != 0) {
+            bail!("every block_out_channels entry must be a multiple of norm_num_groups ({})", self.norm_num_groups);
+        }
+        Ok(())
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("config {} is not a valid model config", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_golden_configs_parse() {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sdx4");
+        let u = UNet2DConfig::from_file(&d.join("unet_config.json")).unwrap();
+        assert_eq!(u.block_out_channels, vec![32, 32, 32, 64]);
+        assert_eq!(u.heads(3), 2);
+        assert!(!u.only_cross_attention.get(3) && u.only_cross_attention.get(0));
+        let v = VaeConfig::from_file(&d.join("vae_config.json")).unwrap();
+        assert_eq!(v.block_out_channels, vec![32, 32, 64]);
+    }
+
+    #[test]
+    fn sdx4_defaults_are_valid_and_unsupported_settings_are_refused() {
+        let u = UNet2DConfig::default();
+        u.validate().unwrap();
+        assert_eq!((u.heads(1), u.time_embed_dim()), (8, 1024));
+        VaeConfig::default().validate().unwrap();
+        let bad: UNet2DConfig = serde_json::from_str(r#"{"act_fn": "gelu"}"#).unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("act_fn"));
+        let bad: UNet2DConfig = serde_json::from_str(r#"{"down_block_types": ["X","Y","Z","W"]}"#).unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("'X'"));
+    }
+}
