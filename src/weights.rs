@@ -114,6 +114,13 @@ impl WeightStore {
         Ok(v)
     }
 
+    /// Marks every tensor under `prefix` as deliberately unused (e.g. a VAE's encoder when only
+    /// the decoder runs), so [`WeightStore::finish`] does not report them.
+    pub fn skip_prefix(&mut self, prefix: &str) {
+        let names: Vec<String> = self.index.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        self.taken.extend(names);
+    }
+
     /// Errors if the files hold tensors the model never took (a different model's checkpoint).
     pub fn finish(&self) -> Result<()> {
         let extra: Vec<&String> = {

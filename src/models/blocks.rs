@@ -1,0 +1,241 @@
+//! The 2-D building blocks shared by the SD×4 UNet and VAE (diffusers `resnet.py`,
+//! `attention.py`, `transformer_2d.py`, `downsampling.py`, `upsampling.py`).
+//! Activations: channels-last `[N, H, W, C]`; token sequences `[N, L, C]`.
+
+use anyhow::Result;
+
+use super::Loader;
+use crate::ops::attention::{attention, AttnOpts};
+use crate::ops::conv::{conv2d, ConvWeight};
+use crate::ops::elementwise::{add, geglu};
+use crate::ops::matmul::{linear, LinearWeight};
+use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
+use crate::{Recorder, Tensor};
+
+/// Per-image GroupNorm statistics (2-D models: every image is its own "window").
+pub const PER_IMAGE: GroupNormOpts = GroupNormOpts { frames: 1, pooled: false, silu: false };
+pub const PER_IMAGE_SILU: GroupNormOpts = GroupNormOpts { frames: 1, pooled: false, silu: true };
+
+/// diffusers `ResnetBlock2D` (time_scale_shift "default", output_scale_factor 1, no dropout):
+/// `h = conv1(SiLU(GN1(x))) [+ time_emb_proj(SiLU(temb))]; h = conv2(SiLU(GN2(h)));
+/// out = shortcut(x) + h`.
+pub struct ResnetBlock2D {
+    pub norm1: NormWeight,
+    pub conv1: ConvWeight,
+    pub time_emb_proj: Option<LinearWeight>,
+    pub norm2: NormWeight,
+    pub conv2: ConvWeight,
+    pub conv_shortcut: Option<ConvWeight>,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl ResnetBlock2D {
+    /// `temb_channels`: width of the time embedding, or `None` (VAE resnets have no temb).
+    pub fn load(l: &mut Loader, prefix: &str, cin: usize, cout: usize, temb_channels: Option<usize>, groups: usize, eps: f32) -> Result<Self> {
+        Ok(ResnetBlock2D {
+            norm1: l.norm(&format!("{prefix}.norm1"), cin)?,
+            conv1: l.conv2d(&format!("{prefix}.conv1"), cout, cin, 3)?,
+            time_emb_proj: match temb_channels {
+                Some(t) => Some(l.linear(&format!("{prefix}.time_emb_proj"), cout, t, true)?),
+                None => None,
+            },
+            norm2: l.norm(&format!("{prefix}.norm2"), cout)?,
+            conv2: l.conv2d(&format!("{prefix}.conv2"), cout, cout, 3)?,
+            conv_shortcut: if cin != cout { Some(l.conv2d(&format!("{prefix}.conv_shortcut"), cout, cin, 1)?) } else { None },
+            groups,
+            eps,
+        })
+    }
+
+    /// `x [N, H, W, Cin]`; `temb_silu [N, T]` is `SiLU(temb)`, computed once per forward.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>) -> Result<Tensor> {
+        let h = group_norm_w(rec, x, self.groups, self.eps, &self.norm1, PER_IMAGE_SILU)?;
+        let mut h = conv2d(rec, &h, &self.conv1, 1, 1)?;
+        if let (Some(p), Some(t)) = (&self.time_emb_proj, temb_silu) {
+            let t = linear(rec, t, p)?;
+            let n = t.shape()[0];
+            let c = t.shape()[1];
+            h = add(rec, &h, &t.reshape(&[n, 1, 1, c])?)?;
+        }
+        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, PER_IMAGE_SILU)?;
+        let h = conv2d(rec, &h, &self.conv2, 1, 1)?;
+        match &self.conv_shortcut {
+            Some(s) => {
+                let sc = conv2d(rec, x, s, 1, 0)?;
+                add(rec, &sc, &h)
+            }
+            None => add(rec, x, &h),
+        }
+    }
+}
+
+/// diffusers `Attention` as used by the UNet transformers: q/k/v without bias, `to_out.0` with
+/// bias, `heads` heads, scale dh^-1/2.
+pub struct Attention {
+    pub to_q: LinearWeight,
+    pub to_k: LinearWeight,
+    pub to_v: LinearWeight,
+    pub to_out: LinearWeight,
+    pub heads: usize,
+}
+
+impl Attention {
+    pub fn load(l: &mut Loader, prefix: &str, dim: usize, ctx_dim: usize, heads: usize, qkv_bias: bool) -> Result<Self> {
+        Ok(Attention {
+            to_q: l.linear(&format!("{prefix}.to_q"), dim, dim, qkv_bias)?,
+            to_k: l.linear(&format!("{prefix}.to_k"), dim, ctx_dim, qkv_bias)?,
+            to_v: l.linear(&format!("{prefix}.to_v"), dim, ctx_dim, qkv_bias)?,
+            to_out: l.linear(&format!("{prefix}.to_out.0"), dim, dim, true)?,
+            heads,
+        })
+    }
+
+    /// `x [N, L, dim]` attends to `ctx [N, Lc, ctx_dim]` (`x` itself for self-attention).
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let q = linear(rec, x, &self.to_q)?;
+        let k = linear(rec, ctx, &self.to_k)?;
+        let v = linear(rec, ctx, &self.to_v)?;
+        let dh = self.to_q.out_features / self.heads;
+        let o = attention(rec, &q, &k, &v, self.heads, AttnOpts { scale: (dh as f32).powf(-0.5), causal: false })?;
+        linear(rec, &o, &self.to_out)
+    }
+}
+
+/// diffusers `FeedForward` with GEGLU: `net.2(geglu(net.0.proj(x)))`, inner width 4·dim.
+pub struct FeedForward {
+    pub proj: LinearWeight,
+    pub out: LinearWeight,
+}
+
+impl FeedForward {
+    pub fn load(l: &mut Loader, prefix: &str, dim: usize) -> Result<Self> {
+        Ok(FeedForward {
+            proj: l.linear(&format!("{prefix}.net.0.proj"), 8 * dim, dim, true)?,
+            out: l.linear(&format!("{prefix}.net.2"), dim, 4 * dim, true)?,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let h = linear(rec, x, &self.proj)?;
+        let h = geglu(rec, &h)?;
+        linear(rec, &h, &self.out)
+    }
+}
+
+/// diffusers `BasicTransformerBlock` (plain LayerNorms, eps 1e-5):
+/// `x += attn1(LN1(x) [, text if only_cross]); x += attn2(LN2(x), text); x += FF(LN3(x))`.
+pub struct BasicTransformerBlock {
+    pub norm1: NormWeight,
+    pub attn1: Attention,
+    pub norm2: NormWeight,
+    pub attn2: Attention,
+    pub norm3: NormWeight,
+    pub ff: FeedForward,
+    pub only_cross_attention: bool,
+}
+
+impl BasicTransformerBlock {
+    pub fn load(l: &mut Loader, prefix: &str, dim: usize, ctx_dim: usize, heads: usize, only_cross: bool) -> Result<Self> {
+        Ok(BasicTransformerBlock {
+            norm1: l.norm(&format!("{prefix}.norm1"), dim)?,
+            attn1: Attention::load(l, &format!("{prefix}.attn1"), dim, if only_cross { ctx_dim } else { dim }, heads, false)?,
+            norm2: l.norm(&format!("{prefix}.norm2"), dim)?,
+            attn2: Attention::load(l, &format!("{prefix}.attn2"), dim, ctx_dim, heads, false)?,
+            norm3: l.norm(&format!("{prefix}.norm3"), dim)?,
+            ff: FeedForward::load(l, &format!("{prefix}.ff"), dim)?,
+            only_cross_attention: only_cross,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let n = layer_norm_w(rec, x, &self.norm1, 1e-5)?;
+        let a = self.attn1.forward(rec, &n, if self.only_cross_attention { ctx } else { &n })?;
+        let x = add(rec, x, &a)?;
+        let n = layer_norm_w(rec, &x, &self.norm2, 1e-5)?;
+        let a = self.attn2.forward(rec, &n, ctx)?;
+        let x = add(rec, &x, &a)?;
+        let n = layer_norm_w(rec, &x, &self.norm3, 1e-5)?;
+        let f = self.ff.forward(rec, &n)?;
+        add(rec, &x, &f)
+    }
+}
+
+/// diffusers `Transformer2DModel` with linear projections and one block:
+/// `out = proj_out(block(proj_in(GN(x) as tokens))) + x`, GN eps 1e-6, per image.
+pub struct Transformer2D {
+    pub norm: NormWeight,
+    pub proj_in: LinearWeight,
+    pub block: BasicTransformerBlock,
+    pub proj_out: LinearWeight,
+    pub groups: usize,
+}
+
+impl Transformer2D {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(l: &mut Loader, prefix: &str, dim: usize, ctx_dim: usize, heads: usize, only_cross: bool, groups: usize, linear_proj: bool) -> Result<Self> {
+        let proj = |l: &mut Loader, name: &str| -> Result<LinearWeight> {
+            if linear_proj {
+                l.linear(&format!("{prefix}.{name}"), dim, dim, true)
+            } else {
+                // A 1×1 conv over channels-last pixels is the same linear map on tokens.
+                let w = l.raw(&format!("{prefix}.{name}.weight"), &[dim, dim, 1, 1])?;
+                let b = l.raw(&format!("{prefix}.{name}.bias"), &[dim])?;
+                LinearWeight::from_torch_with_bias(l.gpu, &w, Some(&b), dim, dim, l.dtype)
+            }
+        };
+        Ok(Transformer2D {
+            norm: l.norm(&format!("{prefix}.norm"), dim)?,
+            proj_in: proj(l, "proj_in")?,
+            block: BasicTransformerBlock::load(l, &format!("{prefix}.transformer_blocks.0"), dim, ctx_dim, heads, only_cross)?,
+            proj_out: proj(l, "proj_out")?,
+            groups,
+        })
+    }
+
+    /// `x [N, H, W, C]`, `ctx [N, Lc, D]`.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let s = x.shape().to_vec();
+        let h = group_norm_w(rec, x, self.groups, 1e-6, &self.norm, PER_IMAGE)?;
+        let h = h.reshape(&[s[0], s[1] * s[2], s[3]])?;
+        let h = linear(rec, &h, &self.proj_in)?;
+        let h = self.block.forward(rec, &h, ctx)?;
+        let h = linear(rec, &h, &self.proj_out)?;
+        add(rec, &h.reshape(&s)?, x)
+    }
+}
+
+/// diffusers `Downsample2D` with a conv: 3×3, stride 2, padding `pad`.
+pub struct Downsample2D {
+    pub conv: ConvWeight,
+    pub pad: usize,
+}
+
+impl Downsample2D {
+    pub fn load(l: &mut Loader, prefix: &str, c: usize, pad: usize) -> Result<Self> {
+        Ok(Downsample2D { conv: l.conv2d(&format!("{prefix}.conv"), c, c, 3)?, pad })
+    }
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        conv2d(rec, x, &self.conv, 2, self.pad)
+    }
+}
+
+/// diffusers `Upsample2D` with a conv: nearest ×2 (or nearest to `size`, as the UNet asks when
+/// the latent is not a multiple of 2^levels), then 3×3 conv.
+pub struct Upsample2D {
+    pub conv: ConvWeight,
+}
+
+impl Upsample2D {
+    pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
+        Ok(Upsample2D { conv: l.conv2d(&format!("{prefix}.conv"), c, c, 3)? })
+    }
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
+        let h = match size {
+            Some(s) => upsample_nearest_to(rec, x, s)?,
+            None => upsample_nearest2x(rec, x)?,
+        };
+        conv2d(rec, &h, &self.conv, 1, 1)
+    }
+}

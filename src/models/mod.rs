@@ -1,0 +1,77 @@
+//! Models built from the kernel library. Each module reads like the spec: one Rust struct per
+//! PyTorch module, holding its weights under the checkpoint's own names, with a `forward` that
+//! records kernel calls. Activations are channels-last inside (see `tensor.rs`).
+
+pub mod blocks;
+pub mod sd_unet;
+pub mod sd_vae;
+
+use anyhow::Result;
+
+use crate::ops::conv::ConvWeight;
+use crate::ops::matmul::LinearWeight;
+use crate::ops::norm::NormWeight;
+use crate::weights::WeightStore;
+use crate::{DType, Gpu, Tensor};
+
+/// Uploads a model's weights from a [`WeightStore`], by name and expected shape.
+pub struct Loader<'a> {
+    pub gpu: &'a Gpu,
+    pub store: &'a mut WeightStore,
+    /// Storage dtype of weights and activations.
+    pub dtype: DType,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(gpu: &'a Gpu, store: &'a mut WeightStore, dtype: DType) -> Self {
+        Loader { gpu, store, dtype }
+    }
+
+    pub fn raw(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.store.take(name, shape)
+    }
+
+    /// A tensor uploaded in the model's dtype.
+    pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let v = self.store.take(name, shape)?;
+        Tensor::from_f32(self.gpu, &v, shape, self.dtype)
+    }
+
+    /// `prefix.weight [cout, cin, k, k]` and `prefix.bias [cout]` of a Conv2d.
+    pub fn conv2d(&mut self, prefix: &str, cout: usize, cin: usize, k: usize) -> Result<ConvWeight> {
+        let shape = [cout, cin, k, k];
+        let w = self.store.take(&format!("{prefix}.weight"), &shape)?;
+        let b = self.store.take(&format!("{prefix}.bias"), &[cout])?;
+        ConvWeight::from_torch(self.gpu, &w, &shape, Some(&b), self.dtype)
+    }
+
+    /// A Linear `prefix.weight [out, in]`, with `prefix.bias [out]` when `bias`.
+    pub fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<LinearWeight> {
+        let w = self.store.take(&format!("{prefix}.weight"), &[out, inp])?;
+        let b = if bias { Some(self.store.take(&format!("{prefix}.bias"), &[out])?) } else { None };
+        LinearWeight::from_torch_with_bias(self.gpu, &w, b.as_deref(), out, inp, self.dtype)
+    }
+
+    /// A GroupNorm/LayerNorm's `prefix.weight` and `prefix.bias`, both `[c]`.
+    pub fn norm(&mut self, prefix: &str, c: usize) -> Result<NormWeight> {
+        let g = self.store.take(&format!("{prefix}.weight"), &[c])?;
+        let b = self.store.take(&format!("{prefix}.bias"), &[c])?;
+        NormWeight::from_torch(self.gpu, &g, &b)
+    }
+}
+
+/// Host-side NHWC → NCHW permute, for comparing intermediate activations with references.
+pub fn nhwc_to_nchw_host(v: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, h, w, c) = (shape[0], shape[1], shape[2], shape[3]);
+    let mut out = vec![0.0; v.len()];
+    for ni in 0..n {
+        for y in 0..h {
+            for x in 0..w {
+                for ci in 0..c {
+                    out[((ni * c + ci) * h + y) * w + x] = v[((ni * h + y) * w + x) * c + ci];
+                }
+            }
+        }
+    }
+    out
+}
