@@ -1,0 +1,687 @@
+//! Matrix multiplication and `nn.Linear` (`shaders/matmul*.wgsl`).
+//!
+//! Two kernels compute `out = a · b (+ bias)` with f32 accumulation:
+//! - the **portable** tiled kernel (`matmul.wgsl`): any storage dtype, any M, N, K; workgroup
+//!   tiles of 64×64 … 128×128 in workgroup memory, 4×4 … 8×8 outputs per invocation;
+//! - the **cooperative-matrix** kernel (`matmul_coop.wgsl`): f16 storage, 16×16×16 f16 → f32
+//!   tensor-core products, 128×256×32 workgroup tiles staged through workgroup memory, 8 subgroups
+//!   of 32 each owning a 64×64 block. It needs K % 4 == 0 and N % 4 == 0 (vec4 loads and stores);
+//!   M, N and K need not be tile multiples (zero-padded loads, guarded staged stores).
+//!
+//! [`Path::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
+//! storage dtype is f16 and the shape qualifies, and the portable kernel otherwise.
+//!
+//! Layout: row-major. `a` is `[batch.., M, K]`; `b` is a shared `[K, N]` (then every leading axis of
+//! `a` folds into M) or batched `[batch.., K, N]` with the same leading axes as `a`; `bias` is `[N]`;
+//! the output is `[batch.., M, N]`. A token sequence `[batch, tokens, C]` or channels-last
+//! `[N, H, W, C]` activation is already in this form with K = C.
+
+use anyhow::{bail, Result};
+
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::{DType, Tensor};
+use crate::Gpu;
+
+const SRC: &str = include_str!("../../shaders/matmul.wgsl");
+const COOP_S1: &str = concat!(include_str!("../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../shaders/matmul_coop_s1.wgsl"));
+const COOP_S4: &str = concat!(include_str!("../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../shaders/matmul_coop_s4.wgsl"));
+
+/// Row tiles per launch group (see `tile_of` in the shaders).
+const GROUP_M: u32 = 8;
+/// The cooperative kernel's workgroup tile.
+const COOP_BM: usize = 128;
+const COOP_BN: usize = 256;
+/// Its workgroup memory: a tile 128×40 f16, b tile 32×264 f16, staging 8 × 512 f32.
+const COOP_WG_BYTES: u32 = 128 * 40 * 2 + 32 * 264 * 2 + 8 * 512 * 4;
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    a_bs: u32,
+    b_bs: u32,
+    o_bs: u32,
+    batch: u32,
+}
+
+/// Which kernel a matmul uses.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Cooperative matrices when available and the shape qualifies, else portable.
+    Auto,
+    /// The portable tiled kernel (tile size chosen from the shape).
+    Portable,
+    /// The cooperative-matrix kernel with scalar-f16 workgroup tiles; an error where unavailable.
+    Coop,
+    /// The cooperative-matrix kernel with vec4<f16> workgroup tiles (one 8-byte store per vec4
+    /// instead of four 2-byte ones; relies on coopLoadT measuring offsets and strides in vec4
+    /// elements, checked by the GPU tests on hardware that has cooperative matrices).
+    CoopV4,
+}
+
+/// A concrete kernel choice.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Variant {
+    /// Portable kernel, workgroup tile (64·rm)×(64·rn).
+    Tiled { rm: u32, rn: u32 },
+    Coop { v4: bool },
+}
+
+/// Whether this adapter can run the cooperative kernel: 16×16×16 f16→f32 matrices, subgroups of
+/// exactly 32 (the kernel's 256 invocations must form its 8 subgroups), and enough workgroup memory.
+pub fn coop_available(gpu: &Gpu) -> bool {
+    gpu.has_coop_f16_16x16()
+        && gpu.has_subgroups()
+        && gpu.info.subgroup_min_size == 32
+        && gpu.info.subgroup_max_size == 32
+        && gpu.limits.max_compute_workgroup_storage_size >= COOP_WG_BYTES
+        && gpu.limits.max_compute_invocations_per_workgroup >= 256
+}
+
+/// Resolved problem: `batch` independent [M, K]·[K, N] products.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Plan {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    /// Batch strides in elements (b's is 0 for a shared weight).
+    a_bs: usize,
+    b_bs: usize,
+    o_bs: usize,
+    out_shape: Vec<usize>,
+}
+
+fn plan(a: &[usize], b: &[usize], bias: Option<&[usize]>) -> Result<Plan> {
+    if a.len() < 2 || b.len() < 2 {
+        bail!("matmul: a {a:?} and b {b:?} need at least 2 axes ([.., M, K] and [.., K, N])");
+    }
+    let (m, k) = (a[a.len() - 2], a[a.len() - 1]);
+    let (kb, n) = (b[b.len() - 2], b[b.len() - 1]);
+    if kb != k {
+        bail!("matmul: a {a:?} has K = {k} but b {b:?} has K = {kb}");
+    }
+    let lead = &a[..a.len() - 2];
+    let mut out_shape = lead.to_vec();
+    out_shape.extend([m, n]);
+    let p = if b.len() == 2 {
+        // A shared weight: fold every leading axis of a into M (bigger tiles, one launch).
+        let rows: usize = lead.iter().product::<usize>() * m;
+        Plan { batch: 1, m: rows, n, k, a_bs: 0, b_bs: 0, o_bs: 0, out_shape }
+    } else {
+        if &b[..b.len() - 2] != lead {
+            bail!("matmul: batch axes of a {a:?} and b {b:?} differ (b must be [K, N] or have a's leading axes)");
+        }
+        let batch: usize = lead.iter().product();
+        Plan { batch, m, n, k, a_bs: m * k, b_bs: k * n, o_bs: m * n, out_shape }
+    };
+    if let Some(s) = bias {
+        if s.iter().product::<usize>() != n || s.last() != Some(&n) {
+            bail!("matmul: bias {s:?} must be [{n}]");
+        }
+    }
+    let limit = u32::MAX as usize;
+    for (what, e) in [("a", p.batch * p.m * p.k), ("b", p.batch.max(1) * p.k * p.n), ("output", p.batch * p.m * p.n)] {
+        if e > limit {
+            bail!("matmul: {what} has {e} elements, beyond the kernels' 32-bit indexing");
+        }
+    }
+    Ok(p)
+}
+
+fn coop_shape_ok(p: &Plan) -> bool {
+    // K > 0: a vec4<f16> binding needs at least 8 bytes.
+    p.k > 0 && p.k % 4 == 0 && p.n % 4 == 0
+}
+
+/// The portable kernel's tile for this shape: 128-wide where the dimension allows, shrunk while
+/// the launch would have fewer than ~128 workgroups (to keep a large GPU busy).
+fn portable_tile(p: &Plan) -> (u32, u32) {
+    let big = |x: usize| if x >= 128 { 2u32 } else { 1 };
+    let (mut rm, mut rn) = (big(p.m), big(p.n));
+    let count = |rm: u32, rn: u32| p.m.div_ceil(64 * rm as usize) * p.n.div_ceil(64 * rn as usize) * p.batch;
+    while count(rm, rn) < 128 && (rm > 1 || rn > 1) {
+        if rm >= rn {
+            rm = 1;
+        } else {
+            rn = 1;
+        }
+    }
+    (rm, rn)
+}
+
+fn choose(gpu: &Gpu, dtype: DType, p: &Plan, path: Path) -> Result<Variant> {
+    let coop_ok = || -> Result<()> {
+        if !coop_available(gpu) {
+            bail!("matmul: this adapter cannot run the cooperative-matrix kernel (see matmul::coop_available)");
+        }
+        if dtype != DType::F16 {
+            bail!("matmul: the cooperative-matrix kernel needs f16 storage, not {}", dtype.name());
+        }
+        if !coop_shape_ok(p) {
+            bail!("matmul: the cooperative-matrix kernel needs K > 0 and K, N divisible by 4 (K = {}, N = {})", p.k, p.n);
+        }
+        Ok(())
+    };
+    Ok(match path {
+        Path::Auto => {
+            if coop_ok().is_ok() {
+                Variant::Coop { v4: false }
+            } else {
+                let (rm, rn) = portable_tile(p);
+                Variant::Tiled { rm, rn }
+            }
+        }
+        Path::Portable => {
+            let (rm, rn) = portable_tile(p);
+            Variant::Tiled { rm, rn }
+        }
+        Path::Coop => {
+            coop_ok()?;
+            Variant::Coop { v4: false }
+        }
+        Path::CoopV4 => {
+            coop_ok()?;
+            Variant::Coop { v4: true }
+        }
+    })
+}
+
+fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        bail!("matmul: a is {} but b is {}", a.dtype().name(), b.dtype().name());
+    }
+    if let Some(c) = bias {
+        if c.dtype() != a.dtype() {
+            bail!("matmul: bias is {} but a is {}", c.dtype().name(), a.dtype().name());
+        }
+    }
+    Ok(())
+}
+
+fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, p: &Plan, v: Variant) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    let out = Tensor::empty(gpu, &p.out_shape, a.dtype())?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let (bm, bn, kernel) = match v {
+        Variant::Tiled { rm, rn } => (
+            64 * rm as usize,
+            64 * rn as usize,
+            Kernel::new("matmul", SRC, a.dtype()).def("RM", format!("{rm}u")).def("RN", format!("{rn}u")),
+        ),
+        Variant::Coop { v4 } => (
+            COOP_BM,
+            COOP_BN,
+            Kernel::new(if v4 { "matmul_coop_v4" } else { "matmul_coop" }, if v4 { COOP_S4 } else { COOP_S1 }, a.dtype())
+                .with_coop(),
+        ),
+    };
+    let kernel = kernel.def("HAS_BIAS", bias.is_some()).def("GROUP_M", format!("{GROUP_M}u"));
+    let tiles_m = p.m.div_ceil(bm);
+    let tiles_n = p.n.div_ceil(bn);
+    let total = tiles_m * tiles_n * p.batch;
+    if total > u32::MAX as usize {
+        bail!("matmul: {total} workgroups is too many for one launch");
+    }
+    let params = Params {
+        m: p.m as u32,
+        n: p.n as u32,
+        k: p.k as u32,
+        tiles_m: tiles_m as u32,
+        tiles_n: tiles_n as u32,
+        a_bs: p.a_bs as u32,
+        b_bs: p.b_bs as u32,
+        o_bs: p.o_bs as u32,
+        batch: p.batch as u32,
+    };
+    let bias_arg = bias.unwrap_or(b);
+    rec.dispatch(&kernel, &params, &[a.into(), b.into(), bias_arg.into(), (&out).into()], grid(gpu, total as u32))?;
+    Ok(out)
+}
+
+/// `a · b (+ bias)` with the kernel [`Path::Auto`] picks. Shapes: see the module docs
+/// (`a [batch.., M, K]`, `b [K, N]` or `[batch.., K, N]`, `bias [N]` → `[batch.., M, N]`).
+pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    matmul_with(rec, a, b, bias, Path::Auto)
+}
+
+/// [`matmul`] on an explicit kernel path (tests and benchmarks).
+pub fn matmul_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, path: Path) -> Result<Tensor> {
+    check_dtypes(a, b, bias)?;
+    let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape()))?;
+    let v = choose(rec.gpu(), a.dtype(), &p, path)?;
+    run(rec, a, b, bias, &p, v)
+}
+
+/// An `nn.Linear` layer's parameters on the GPU. The weight is stored transposed, `[in, out]`
+/// (the `[K, N]` operand of [`matmul`]), so rows of both operands are contiguous for the kernels.
+pub struct LinearWeight {
+    /// `[in, out]`.
+    pub w: Tensor,
+    /// `[out]`.
+    pub bias: Option<Tensor>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl LinearWeight {
+    /// From PyTorch's `weight` `[out, in]` (row-major host data), without a bias.
+    pub fn from_torch(gpu: &Gpu, w: &[f32], out_features: usize, in_features: usize, dtype: DType) -> Result<LinearWeight> {
+        if w.len() != out_features * in_features {
+            bail!("linear weight has {} values but [{out_features}, {in_features}] needs {}", w.len(), out_features * in_features);
+        }
+        let mut t = vec![0f32; w.len()];
+        for o in 0..out_features {
+            for i in 0..in_features {
+                t[i * out_features + o] = w[o * in_features + i];
+            }
+        }
+        let w = Tensor::from_f32(gpu, &t, &[in_features, out_features], dtype)?;
+        Ok(LinearWeight { w, bias: None, in_features, out_features })
+    }
+
+    /// From PyTorch's `weight` `[out, in]` and optional `bias` `[out]`.
+    pub fn from_torch_with_bias(
+        gpu: &Gpu,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out_features: usize,
+        in_features: usize,
+        dtype: DType,
+    ) -> Result<LinearWeight> {
+        let lw = LinearWeight::from_torch(gpu, w, out_features, in_features, dtype)?;
+        match bias {
+            Some(b) => lw.with_bias(gpu, b),
+            None => Ok(lw),
+        }
+    }
+
+    /// Adds PyTorch's `bias` `[out]`.
+    pub fn with_bias(mut self, gpu: &Gpu, bias: &[f32]) -> Result<LinearWeight> {
+        if bias.len() != self.out_features {
+            bail!("linear bias has {} values but the layer has {} outputs", bias.len(), self.out_features);
+        }
+        self.bias = Some(Tensor::from_f32(gpu, bias, &[self.out_features], self.w.dtype())?);
+        Ok(self)
+    }
+}
+
+/// `nn.Linear`: `y = x Wᵀ + b` over the last axis, `x [.., in]` → `[.., out]` (tokens
+/// `[batch, tokens, C]` or channels-last activations).
+pub fn linear(rec: &mut Recorder, x: &Tensor, w: &LinearWeight) -> Result<Tensor> {
+    linear_with(rec, x, w, Path::Auto)
+}
+
+/// [`linear`] on an explicit kernel path.
+pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, path: Path) -> Result<Tensor> {
+    let s = x.shape();
+    if s.last() != Some(&w.in_features) {
+        bail!("linear: input {s:?} must end in in_features = {}", w.in_features);
+    }
+    let rows = x.numel() / w.in_features.max(1);
+    let y = matmul_with(rec, &x.reshape(&[rows, w.in_features])?, &w.w, w.bias.as_ref(), path)?;
+    let mut os = s.to_vec();
+    *os.last_mut().unwrap() = w.out_features;
+    y.reshape(&os)
+}
+
+/// Benchmarks: a square 8192³ matmul and the UNet's transformer linears over 16 frames of a 64²
+/// latent (16·4096 tokens), on every path this adapter runs.
+pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
+    use crate::bench::{random_tensor, BenchCase};
+    let mut paths = vec![(Path::Portable, "portable")];
+    if dtype == DType::F16 && coop_available(gpu) {
+        paths.push((Path::Coop, "coop"));
+        paths.push((Path::CoopV4, "coop-v4"));
+    }
+    let mut v = Vec::new();
+    let s = if quick { 64 } else { 8192 };
+    let a = random_tensor(gpu, &[s, s], dtype, 11)?;
+    let b = random_tensor(gpu, &[s, s], dtype, 12)?;
+    for &(path, label) in &paths {
+        let (a, b) = (a.clone(), b.clone());
+        v.push(BenchCase {
+            name: format!("matmul {label}"),
+            shape: format!("{s}x{s} . {s}x{s}"),
+            flops: 2.0 * (s as f64).powi(3),
+            bytes: 3.0 * (s * s * dtype.size()) as f64,
+            run: Box::new(move |r| matmul_with(r, &a, &b, None, path).map(drop)),
+        });
+    }
+    // (name, tokens, in, out, bias): GEGLU proj C → 8C, FF out 4C → C, attention q/k/v (no bias).
+    let tokens = if quick { 2 * 64 } else { 16 * 4096 };
+    let q = if quick { 16 } else { 1 };
+    let layers = [("GEGLU proj", 512 / q, 4096 / q, true), ("FF out", 2048 / q, 512 / q, true), ("q/k/v proj", 512 / q, 512 / q, false)];
+    for (i, &(name, fin, fout, has_bias)) in layers.iter().enumerate() {
+        let x = random_tensor(gpu, &[tokens, fin], dtype, 20 + i as u64)?;
+        let mut rng = crate::testutil::Rng::new(30 + i as u64);
+        let wv = rng.normals(fin * fout, 1.0 / (fin as f32).sqrt());
+        let bv = rng.normals(fout, 0.1);
+        let w = std::rc::Rc::new(LinearWeight::from_torch_with_bias(gpu, &wv, has_bias.then_some(&bv[..]), fout, fin, dtype)?);
+        for &(path, label) in &paths {
+            let (x, w) = (x.clone(), w.clone());
+            v.push(BenchCase {
+                name: format!("linear {name} {label}"),
+                shape: format!("{tokens}x{fin} -> {fout}"),
+                flops: 2.0 * (tokens * fin * fout) as f64,
+                bytes: ((tokens * fin + fin * fout + tokens * fout) * dtype.size()) as f64,
+                run: Box::new(move |r| linear_with(r, &x, &w, path).map(drop)),
+            });
+        }
+    }
+    Ok(v)
+}
+
+/// CPU references (f64 accumulation).
+pub mod cpu {
+    /// `batch` products `[m, k] · [k, n] (+ bias)`, row-major; `b_shared`: one `b` for all.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, batch: usize, m: usize, n: usize, k: usize, b_shared: bool) -> Vec<f32> {
+        let mut out = vec![0f32; batch * m * n];
+        for z in 0..batch {
+            let az = &a[z * m * k..(z + 1) * m * k];
+            let bz = if b_shared { b } else { &b[z * k * n..(z + 1) * k * n] };
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = bias.map(|c| c[j] as f64).unwrap_or(0.0);
+                    for l in 0..k {
+                        s += az[i * k + l] as f64 * bz[l * n + j] as f64;
+                    }
+                    out[(z * m + i) * n + j] = s as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// PyTorch `nn.Linear`: `x [rows, in]`, `w [out, in]`, `bias [out]` → `[rows, out]`.
+    pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, rows: usize, inp: usize, out: usize) -> Vec<f32> {
+        let mut y = vec![0f32; rows * out];
+        for r in 0..rows {
+            for o in 0..out {
+                let mut s = bias.map(|c| c[o] as f64).unwrap_or(0.0);
+                for i in 0..inp {
+                    s += x[r * inp + i] as f64 * w[o * inp + i] as f64;
+                }
+                y[r * out + o] = s as f32;
+            }
+        }
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    const TOL: f64 = 1e-4;
+
+    fn up(gpu: &Gpu, v: &[f32], shape: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
+        let t = Tensor::from_f32(gpu, v, shape, dt).unwrap();
+        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
+        (t, host)
+    }
+
+    /// One GPU-vs-CPU comparison. `lead` = batch axes of a; `shared` = b is [K, N].
+    #[allow(clippy::too_many_arguments)]
+    fn check(gpu: &Gpu, rng: &mut Rng, seed: u64, dt: DType, lead: &[usize], m: usize, n: usize, k: usize, shared: bool, with_bias: bool, v: Option<Variant>, path: Path) {
+        let batch: usize = lead.iter().product();
+        let mut sa = lead.to_vec();
+        sa.extend([m, k]);
+        let mut sb = if shared { vec![] } else { lead.to_vec() };
+        sb.extend([k, n]);
+        let (a, ah) = up(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
+        let (b, bh) = up(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
+        let (c, ch) = up(gpu, &rng.normals(n, 1.0), &[n], dt);
+        let bias = with_bias.then_some(&c);
+        let mut rec = gpu.recorder();
+        let out = match v {
+            Some(v) => {
+                let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape())).unwrap();
+                run(&mut rec, &a, &b, bias, &p, v).unwrap()
+            }
+            None => matmul_with(&mut rec, &a, &b, bias, path).unwrap(),
+        };
+        rec.submit();
+        let mut so = lead.to_vec();
+        so.extend([m, n]);
+        assert_eq!(out.shape(), &so[..]);
+        let want = if shared {
+            cpu::matmul(&ah, &bh, with_bias.then_some(&ch[..]), 1, batch * m, n, k, true)
+        } else {
+            cpu::matmul(&ah, &bh, with_bias.then_some(&ch[..]), batch, m, n, k, false)
+        };
+        assert_close(
+            &format!("matmul {v:?}/{path:?} lead {lead:?} M{m} N{n} K{k} shared {shared} bias {with_bias} {dt:?} seed {seed}"),
+            &out.to_f32(gpu).unwrap(),
+            &want,
+            dt.tolerance(TOL),
+        );
+    }
+
+    #[test]
+    fn portable_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for &(m, n, k) in &[(1, 1, 1), (7, 33, 77), (77, 7, 33), (33, 77, 130)] {
+                for with_bias in [false, true] {
+                    check(&gpu, &mut rng, seed, dt, &[], m, n, k, true, with_bias, None, Path::Portable);
+                }
+            }
+            // Shared weight under leading axes (folded into M), and batched b.
+            check(&gpu, &mut rng, seed, dt, &[2, 3], 7, 33, 20, true, true, None, Path::Portable);
+            check(&gpu, &mut rng, seed, dt, &[3], 33, 7, 77, false, false, None, Path::Portable);
+            check(&gpu, &mut rng, seed, dt, &[2, 2], 9, 70, 17, false, true, None, Path::Portable);
+            // More than GROUP_M row tiles: a full and a partial launch group.
+            check(&gpu, &mut rng, seed, dt, &[], 9 * 64 + 5, 70, 6, true, true, Some(Variant::Tiled { rm: 1, rn: 1 }), Path::Portable);
+        }
+    }
+
+    #[test]
+    fn empty_k_gives_the_bias() {
+        let gpu = test_gpu();
+        for dt in gpu.dtypes() {
+            let a = Tensor::from_f32(&gpu, &[], &[3, 0], dt).unwrap();
+            let b = Tensor::from_f32(&gpu, &[], &[0, 5], dt).unwrap();
+            let c = Tensor::from_f32(&gpu, &[1.0, -2.0, 3.0, 0.5, 0.25], &[5], dt).unwrap();
+            let mut rec = gpu.recorder();
+            let out = matmul(&mut rec, &a, &b, Some(&c)).unwrap();
+            rec.submit();
+            assert_eq!(out.to_f32(&gpu).unwrap(), [1.0, -2.0, 3.0, 0.5, 0.25].repeat(3), "{dt:?}");
+        }
+    }
+
+    /// Multi-tile, partial-edge, batched check of one portable tile shape.
+    fn check_tile(gpu: &Gpu, dt: DType, rm: u32, rn: u32) {
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        check(gpu, &mut rng, seed, dt, &[2], 135, 141, 37, false, true, Some(Variant::Tiled { rm, rn }), Path::Portable);
+    }
+
+    // The 128×128 tile the heuristic picks at real sizes, in every dtype (the 64×64 one is covered
+    // above). Each tile shape is a separately compiled pipeline (about 1.5 s each on lavapipe), so
+    // the mixed shapes are checked in f32 only and in a second test that runs in parallel.
+    #[test]
+    fn portable_large_tile_matches_cpu() {
+        let gpu = test_gpu();
+        for dt in gpu.dtypes() {
+            check_tile(&gpu, dt, 2, 2);
+        }
+    }
+
+    #[test]
+    fn portable_mixed_tiles_match_cpu() {
+        let gpu = test_gpu();
+        check_tile(&gpu, DType::F32, 2, 1);
+        check_tile(&gpu, DType::F32, 1, 2);
+    }
+
+    #[test]
+    fn linear_matches_torch_reference() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for &(lead, fin, fout) in &[(&[1usize][..], 1usize, 1usize), (&[2, 5][..], 33, 77), (&[3, 2, 4][..], 77, 7)] {
+                for with_bias in [false, true] {
+                    let rows: usize = lead.iter().product();
+                    let mut sx = lead.to_vec();
+                    sx.push(fin);
+                    let (x, xh) = up(&gpu, &rng.normals(rows * fin, 1.0), &sx, dt);
+                    let w = rng.normals(fout * fin, 0.3);
+                    let bv = rng.normals(fout, 1.0);
+                    let lw = LinearWeight::from_torch_with_bias(&gpu, &w, with_bias.then_some(&bv[..]), fout, fin, dt).unwrap();
+                    let mut rec = gpu.recorder();
+                    let y = linear(&mut rec, &x, &lw).unwrap();
+                    rec.submit();
+                    let mut sy = lead.to_vec();
+                    sy.push(fout);
+                    assert_eq!(y.shape(), &sy[..]);
+                    let (wh, bh) = if dt == DType::F16 { (round_f16(&w), round_f16(&bv)) } else { (w.clone(), bv.clone()) };
+                    let want = cpu::linear(&xh, &wh, with_bias.then_some(&bh[..]), rows, fin, fout);
+                    assert_close(
+                        &format!("linear {lead:?}x{fin} -> {fout} bias {with_bias} {dt:?} seed {seed}"),
+                        &y.to_f32(&gpu).unwrap(),
+                        &want,
+                        dt.tolerance(TOL),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let gpu = test_gpu();
+        let t = |s: &[usize], dt| Tensor::from_f32(&gpu, &vec![0.5; s.iter().product()], s, dt).unwrap();
+        let mut rec = gpu.recorder();
+        let f = DType::F32;
+        assert!(matmul(&mut rec, &t(&[3, 4], f), &t(&[5, 6], f), None).is_err(), "K mismatch");
+        assert!(matmul(&mut rec, &t(&[2, 3, 4], f), &t(&[3, 4, 6], f), None).is_err(), "batch mismatch");
+        assert!(matmul(&mut rec, &t(&[3, 4], f), &t(&[4, 6], f), Some(&t(&[5], f))).is_err(), "bias length");
+        assert!(matmul(&mut rec, &t(&[4], f), &t(&[4, 6], f), None).is_err(), "1-D a");
+        if gpu.has_f16() {
+            assert!(matmul(&mut rec, &t(&[3, 4], f), &t(&[4, 6], DType::F16), None).is_err(), "dtype mismatch");
+        }
+        assert!(matmul_with(&mut rec, &t(&[3, 4], f), &t(&[4, 6], f), None, Path::Coop).is_err(), "coop needs f16");
+        let lw = LinearWeight::from_torch(&gpu, &[1.0; 12], 3, 4, f).unwrap();
+        assert!(linear(&mut rec, &t(&[2, 5], f), &lw).is_err(), "in_features");
+        assert!(LinearWeight::from_torch(&gpu, &[1.0; 11], 3, 4, f).is_err());
+        assert!(lw.with_bias(&gpu, &[0.0; 4]).is_err());
+    }
+
+    #[test]
+    fn plan_folds_shared_weights_and_keeps_batches() {
+        let p = plan(&[2, 3, 5, 7], &[7, 9], Some(&[9])).unwrap();
+        assert_eq!((p.batch, p.m, p.n, p.k, p.b_bs), (1, 30, 9, 7, 0));
+        assert_eq!(p.out_shape, vec![2, 3, 5, 9]);
+        let p = plan(&[4, 5, 7], &[4, 7, 9], None).unwrap();
+        assert_eq!((p.batch, p.m, p.a_bs, p.b_bs, p.o_bs), (4, 5, 35, 63, 45));
+        assert_eq!(portable_tile(&Plan { batch: 1, m: 8192, n: 8192, k: 8192, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] }), (2, 2));
+        assert_eq!(portable_tile(&Plan { batch: 1, m: 7, n: 300, k: 8, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] }), (1, 1));
+    }
+
+    /// The cooperative kernels' full WGSL (both tile element types, with and without bias) must
+    /// parse, validate, and translate to SPIR-V with naga: catches syntax and typing errors, and
+    /// naga's SPIR-V writer panics, on machines without cooperative matrices.
+    #[test]
+    fn coop_wgsl_validates_and_translates() {
+        for v4 in [false, true] {
+            for has_bias in [false, true] {
+                let k = Kernel::new("matmul_coop", if v4 { COOP_S4 } else { COOP_S1 }, DType::F16)
+                    .with_coop()
+                    .def("HAS_BIAS", has_bias)
+                    .def("GROUP_M", format!("{GROUP_M}u"));
+                let src = k.wgsl();
+                let module = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: parse:\n{}", e.emit_to_string(&src)));
+                let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: validate:\n{}", e.emit_to_string(&src)));
+                // naga's SPIR-V writer is compiled in through wgpu's Vulkan backend, which Apple
+                // targets build only with `vulkan-portability`.
+                #[cfg(not(target_vendor = "apple"))]
+                spirv(&module, &info, v4, has_bias);
+                #[cfg(target_vendor = "apple")]
+                let _ = info;
+                // The workgroup memory the host checks for is what the shader declares.
+                let mut layouter = naga::proc::Layouter::default();
+                layouter.update(module.to_ctx()).unwrap();
+                let wg: u32 = module
+                    .global_variables
+                    .iter()
+                    .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                    .map(|(_, g)| layouter[g.ty].size)
+                    .sum();
+                assert_eq!(wg, COOP_WG_BYTES, "v4 {v4}");
+            }
+        }
+    }
+
+    #[cfg(not(target_vendor = "apple"))]
+    fn spirv(module: &naga::Module, info: &naga::valid::ModuleInfo, v4: bool, has_bias: bool) {
+        // The options wgpu-hal's Vulkan backend uses (adapter.rs), so the same writer paths run.
+        let opts = naga::back::spv::Options {
+            lang_version: (1, 6),
+            bounds_check_policies: naga::proc::BoundsCheckPolicies {
+                index: naga::proc::BoundsCheckPolicy::Restrict,
+                buffer: naga::proc::BoundsCheckPolicy::Restrict,
+                image_load: naga::proc::BoundsCheckPolicy::Restrict,
+                binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+            },
+            zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
+            force_loop_bounding: true,
+            ..Default::default()
+        };
+        let pipe = naga::back::spv::PipelineOptions {
+            shader_stage: naga::ShaderStage::Compute,
+            entry_point: "main".into(),
+        };
+        let words = naga::back::spv::write_vec(module, info, &opts, Some(&pipe))
+            .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: SPIR-V: {e}"));
+        assert!(words.len() > 100);
+    }
+
+    /// GPU tests of the cooperative kernels (run where the adapter has them, e.g. the H200).
+    #[test]
+    fn coop_matches_cpu() {
+        let gpu = test_gpu();
+        if !coop_available(&gpu) {
+            eprintln!("skipped: adapter lacks cooperative matrices");
+            return;
+        }
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let dt = DType::F16;
+        for path in [Path::Coop, Path::CoopV4] {
+            // Awkward sizes: M, N, K below, at and above the 128×256×32 tile, partial edge tiles.
+            for &(m, n, k) in &[(1, 4, 4), (7, 36, 76), (77, 260, 44), (130, 12, 100), (300, 516, 72), (128, 256, 32), (129, 260, 36)] {
+                for with_bias in [false, true] {
+                    check(&gpu, &mut rng, seed, dt, &[], m, n, k, true, with_bias, None, path);
+                }
+            }
+            check(&gpu, &mut rng, seed, dt, &[2, 3], 7, 36, 20, true, true, None, path);
+            check(&gpu, &mut rng, seed, dt, &[3], 131, 260, 68, false, true, None, path);
+            check(&gpu, &mut rng, seed, dt, &[2, 2], 9, 72, 16, false, false, None, path);
+            // Several k-steps with a long K (exercises the register prefetch).
+            check(&gpu, &mut rng, seed, dt, &[], 200, 300, 1000, true, true, None, path);
+        }
+        // Auto takes the coop kernel for f16 and falls back to the portable one for shapes it
+        // cannot handle.
+        check(&gpu, &mut rng, seed, dt, &[], 7, 33, 77, true, true, None, Path::Auto);
+        check(&gpu, &mut rng, seed, dt, &[], 70, 36, 44, true, true, None, Path::Auto);
+        let p = plan(&[7, 33], &[33, 8], None).unwrap();
+        assert_eq!(choose(&gpu, dt, &p, Path::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
+        let p = plan(&[7, 32], &[32, 8], None).unwrap();
+        assert_eq!(choose(&gpu, dt, &p, Path::Auto).unwrap(), Variant::Coop { v4: false });
+    }
+}
