@@ -149,6 +149,8 @@ pub struct Gpu {
     pub(crate) pool: Arc<BufferPool>,
     poison: AtomicBool,
     use_f16: bool,
+    /// Compile kernels with wgpu's runtime bounds checks (`DIFFVSR_SHADER_CHECKS=1`).
+    pub(crate) shader_checks: bool,
 }
 
 impl Gpu {
@@ -211,6 +213,7 @@ impl Gpu {
             pool: Arc::new(BufferPool::default()),
             poison: AtomicBool::new(std::env::var("DIFFVSR_POISON").map(|v| v == "1").unwrap_or(false)),
             use_f16,
+            shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
         }))
     }
 

@@ -116,10 +116,16 @@ impl Gpu {
             .validate(&module)
             .map_err(|e| anyhow!("kernel '{}' ({}) does not validate:\n{}", k.name, k.dtype.name(), e.emit_to_string(&src)))?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let shader = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(k.name),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        });
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(k.name), source: wgpu::ShaderSource::Wgsl(src.into()) };
+        let shader = if self.shader_checks {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel keeps its indices in range itself (guarded loads and stores),
+            // and is tested against a CPU reference with poisoned outputs. wgpu's default checks
+            // clamp every buffer and workgroup-memory index and bound every loop, which costs
+            // speed in the inner loops; DIFFVSR_SHADER_CHECKS=1 turns them back on for debugging.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(k.name),
             layout: None,

@@ -205,7 +205,7 @@ fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
 
 fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, p: &Plan, v: Variant) -> Result<Tensor> {
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &p.out_shape, a.dtype())?;
+    let out = rec.empty(&p.out_shape, a.dtype())?;
     if out.numel() == 0 {
         return Ok(out);
     }
