@@ -143,9 +143,8 @@ struct GnFinalizeParams {
 /// How a GroupNorm is cut into workgroups (shared by the stats and apply passes).
 #[derive(Clone, Copy, Debug)]
 struct GnPlan {
-    v: usize,
+    /// Index of the vector width in the source arrays.
     vi: usize,
-    segments: usize,
     params: GnParams,
 }
 
@@ -176,9 +175,7 @@ fn gn_plan(segments: usize, seg_px: usize, c: usize, groups: usize) -> Result<Gn
         bail!("group_norm: tensor of {elems} elements is too large for 32-bit indexing");
     }
     Ok(GnPlan {
-        v,
         vi,
-        segments,
         params: GnParams {
             cv: (c / v) as u32,
             cg: cg as u32,
@@ -237,6 +234,9 @@ pub fn group_norm(
         bail!("group_norm: x {:?} is empty", x.shape());
     }
     let (segments, seg_px) = if opts.pooled {
+        if opts.frames == 0 && x.shape().len() != 5 {
+            bail!("group_norm: pooled statistics over a 4-D x {:?} need opts.frames", x.shape());
+        }
         if n % frames != 0 {
             bail!("group_norm: {n} images of x {:?} are not whole windows of {frames} frames", x.shape());
         }
@@ -550,7 +550,7 @@ mod tests {
             let p = gn_plan(segs, seg_px, c, groups).unwrap();
             let q = p.params;
             let cg = c / groups;
-            assert_eq!(cg % p.v, 0);
+            assert_eq!(cg % [4, 2, 1][p.vi], 0);
             assert!(q.lanes as usize <= WG && q.rows >= 1 && (q.rows * q.lanes) as usize <= WG, "{q:?}");
             assert_eq!(q.chunk_px % (4 * q.rows), 0, "{q:?}");
             assert!(q.nchunks as usize * q.chunk_px as usize >= seg_px);
@@ -598,6 +598,7 @@ mod tests {
         assert!(layer_norm_w(&mut rec, &x, &w32, 1e-5).is_err());
         let x5 = Tensor::from_f32(&gpu, &[1.0; 2 * 3 * 64], &[1, 2, 3, 1, 64], DType::F32).unwrap();
         assert!(group_norm_w(&mut rec, &x5, 32, 1e-5, &w, GroupNormOpts { frames: 3, pooled: true, silu: false }).is_err());
+        assert!(group_norm_w(&mut rec, &x, 32, 1e-5, &w, GroupNormOpts { frames: 0, pooled: true, silu: false }).is_err(), "pooled without F");
         let big = Tensor::from_f32(&gpu, &[1.0; 20000], &[1, 20000], DType::F32).unwrap();
         let wb = NormWeight::from_torch(&gpu, &vec![1.0; 20000], &vec![0.0; 20000]).unwrap();
         assert!(layer_norm_w(&mut rec, &big, &wb, 1e-5).is_err());
