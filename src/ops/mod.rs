@@ -1,2 +1,3 @@
 pub mod elementwise;
 pub mod matmul;
+pub mod norm;
