@@ -1,1 +1,5 @@
 pub mod elementwise;
+pub mod concat;
+pub mod embed;
+pub mod layout;
+pub mod resize;
