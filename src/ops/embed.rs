@@ -244,6 +244,30 @@ mod tests {
     }
 
     #[test]
+    fn timestep_embedding_matches_diffusers_golden() {
+        // Against diffusers run by PyTorch on the CPU. (PyTorch on CUDA differs from its own CPU
+        // result by up to 6e-5 at t = 999 — another exp, a reciprocal multiply for the division —
+        // which is the conditioning described at `cpu::timestep_embedding`.)
+        use crate::ops::misc_golden::TIMESTEP;
+        let gpu = test_gpu();
+        for &(dim, flip, shift, t, want) in TIMESTEP {
+            let what = format!("dim {dim} flip {flip} shift {shift}");
+            assert_close(&format!("cpu {what}"), &cpu::timestep_embedding(t, dim, flip, shift), want, TOL);
+            let tt = Tensor::from_f32(&gpu, t, &[t.len()], DType::F32).unwrap();
+            let mut rec = gpu.recorder();
+            let out = timestep_embedding(&mut rec, &tt, dim, flip, shift).unwrap();
+            rec.submit();
+            let got = out.to_f32(&gpu).unwrap();
+            assert_close(&format!("gpu {what}"), &got, want, TOL);
+            // Elementwise, differences come only from the frequencies: PyTorch's CPU exp
+            // (SLEEF, 1 ulp) rounds e.g. freq[13] of dim 256 one ulp above the correctly rounded
+            // value we use, which moves sin at t = 981.5 by 2.9e-5.
+            let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "gpu {what}: max abs error {worst:e} against diffusers");
+        }
+    }
+
+    #[test]
     fn cpu_timestep_embedding_agrees_with_f64_math() {
         // t ≤ 1: the f32 path must equal exact math closely. Large t: the angle's f32 rounding
         // errors (ln 10000, product, quotient, exp — its argument's error amplified by up to

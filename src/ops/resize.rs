@@ -205,20 +205,44 @@ mod tests {
     }
 
     #[test]
-    fn cpu_nearest_index_matches_pytorch() {
-        // torch.nn.functional.interpolate(arange(23).view(1,1,23,1).float(), size=(45,1)) rows.
-        let want23_45 = [
-            0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15, 16, 16, 17,
-            17, 18, 18, 19, 19, 20, 20, 21, 21, 22,
-        ];
-        let got: Vec<usize> = (0..45).map(|d| cpu::nearest_index(d, 23, 45)).collect();
-        assert_eq!(got, want23_45);
-        // 7 -> 13: scale = 7/13 as f32.
-        let got: Vec<usize> = (0..13).map(|d| cpu::nearest_index(d, 7, 13)).collect();
-        assert_eq!(got, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6]);
-        // Downscale 45 -> 23.
-        let got: Vec<usize> = (0..23).map(|d| cpu::nearest_index(d, 45, 23)).collect();
-        assert_eq!(got[..5], [0, 1, 3, 5, 7]);
+    fn nearest_matches_pytorch_golden() {
+        use crate::ops::misc_golden::NEAREST;
+        for &(i, o, idx) in NEAREST {
+            let got: Vec<usize> = (0..o).map(|d| cpu::nearest_index(d, i, o)).collect();
+            assert_eq!(got, idx, "cpu nearest {i} -> {o}");
+        }
+        // The GPU along both axes, on an index ramp (exact in f16 too).
+        let gpu = test_gpu();
+        for dt in gpu.dtypes() {
+            for &(i, o, idx) in NEAREST {
+                let ramp: Vec<f32> = (0..i).map(|v| v as f32).collect();
+                let want: Vec<f32> = idx.iter().map(|&v| v as f32).collect();
+                for (s, size) in [([1, i, 1, 1], (o, 1)), ([1, 1, i, 1], (1, o))] {
+                    let x = Tensor::from_f32(&gpu, &ramp, &s, dt).unwrap();
+                    let mut rec = gpu.recorder();
+                    let out = upsample_nearest_to(&mut rec, &x, size).unwrap();
+                    rec.submit();
+                    assert_eq!(out.to_f32(&gpu).unwrap(), want, "gpu nearest {s:?} -> {size:?} {dt:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bilinear_matches_pytorch_golden() {
+        use crate::ops::misc_golden::BILINEAR;
+        let gpu = test_gpu();
+        for &([h, w, ho, wo], x, want) in BILINEAR {
+            let s = [1, h, w, 1]; // one channel: NCHW and NHWC coincide
+            assert_close(&format!("cpu bilinear {s:?} -> ({ho}, {wo})"), &cpu::bilinear(x, s, (ho, wo)), want, TOL);
+            for dt in gpu.dtypes() {
+                let xt = Tensor::from_f32(&gpu, x, &s, dt).unwrap();
+                let mut rec = gpu.recorder();
+                let out = resize_bilinear(&mut rec, &xt, (ho, wo)).unwrap();
+                rec.submit();
+                assert_close(&format!("gpu bilinear {s:?} -> ({ho}, {wo}) {dt:?}"), &out.to_f32(&gpu).unwrap(), want, dt.tolerance(TOL));
+            }
+        }
     }
 
     #[test]
@@ -302,8 +326,8 @@ mod tests {
 
     #[test]
     fn cpu_bilinear_matches_known_values() {
-        // torch: F.interpolate(tensor([[[[0., 1., 2.]]]]) (W=3), size=(1, 5), mode="bilinear",
-        // align_corners=False) = [0.0, 0.4, 1.0, 1.6, 2.0].
+        // By hand from the formula: W 3 -> 5 samples at max(0.6·(d + 0.5) − 0.5, 0) =
+        // 0, 0.4, 1.0, 1.6, 2.2 (clamped to the last pixel).
         let got = cpu::bilinear(&[0.0, 1.0, 2.0], [1, 1, 3, 1], (1, 5));
         for (g, w) in got.iter().zip([0.0f32, 0.4, 1.0, 1.6, 2.0]) {
             assert!((g - w).abs() < 1e-6, "{got:?}");
