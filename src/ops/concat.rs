@@ -10,8 +10,10 @@ use anyhow::{bail, Result};
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::tensor::Tensor;
 
-const SRC1: &str = concat!("alias V = T;\nconst VW: u32 = 1u;\n", include_str!("../../shaders/concat.wgsl"));
-const SRC4: &str = concat!("alias V = vec4<T>;\nconst VW: u32 = 4u;\n", include_str!("../../shaders/concat.wgsl"));
+// Variants of one kernel: the prefix picks the unit each load moves (see the shader's header).
+const SRC1: &str = concat!("alias V = T;\n", include_str!("../../shaders/concat.wgsl"));
+const SRC4: &str = concat!("alias V = vec4<T>;\n", include_str!("../../shaders/concat.wgsl"));
+const SRCW: &str = concat!("alias V = vec4<u32>;\n", include_str!("../../shaders/concat.wgsl"));
 
 #[repr(C)]
 #[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
@@ -27,13 +29,21 @@ fn copy_into(rec: &mut Recorder, x: &Tensor, out: &Tensor, rows: usize, ci: usiz
     if rows * ci == 0 {
         return Ok(());
     }
-    let vw = if ci % 4 == 0 && co % 4 == 0 && off % 4 == 0 { 4 } else { 1 };
-    let (src, name) = if vw == 4 { (SRC4, "concat_v4") } else { (SRC1, "concat") };
+    // The widest unit that divides every row segment: 16-byte words, 4 elements, or 1.
+    let es = x.dtype().size();
+    let fits = |unit: usize| ci % unit == 0 && co % unit == 0 && off % unit == 0;
+    let (src, name, unit) = if fits(16 / es) {
+        (SRCW, "concat_w16", 16 / es)
+    } else if fits(4) {
+        (SRC4, "concat_v4", 4)
+    } else {
+        (SRC1, "concat", 1)
+    };
     let k = Kernel::new(name, src, x.dtype());
-    let n = rows * ci / vw;
-    let p = Params { n: n as u32, ci: (ci / vw) as u32, co: (co / vw) as u32, off: (off / vw) as u32 };
+    let n = rows * ci / unit;
+    let p = Params { n: n as u32, ci: (ci / unit) as u32, co: (co / unit) as u32, off: (off / unit) as u32 };
     let gpu = rec.gpu();
-    rec.dispatch(&k, &p, &[x.into(), out.into()], grid(gpu, n.div_ceil(256) as u32))
+    rec.dispatch(&k, &p, &[x.into(), out.into()], grid(gpu, n.div_ceil(1024) as u32))
 }
 
 fn check_common(what: &str, xs: &[&Tensor]) -> Result<()> {
@@ -162,8 +172,8 @@ mod tests {
         let gpu = test_gpu();
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
-        // Leading dims, then the channel counts of the inputs: scalar and vec4 paths, a vec4
-        // input at an offset that is not a multiple of 4, three inputs, and the conv_in concat.
+        // Leading dims, then the channel counts of the inputs: scalar, vec4 and 16-byte-word
+        // paths (which one depends on the dtype), three inputs, and the conv_in concat (4 + 3).
         let cases: &[(&[usize], &[usize])] = &[
             (&[1, 1, 1], &[1, 1]),
             (&[2, 7, 33], &[4, 3]),
@@ -172,6 +182,8 @@ mod tests {
             (&[77], &[77, 1]),
             (&[2, 3, 5, 7], &[36, 4]),
             (&[300], &[260, 4]), // more rows than one workgroup
+            (&[3, 5], &[16, 8]),   // 16-byte words in f16 too
+            (&[2100], &[8, 8]),    // words, several workgroups of 1024 units
         ];
         for dt in gpu.dtypes() {
             for &(lead, cs) in cases {
