@@ -7,8 +7,9 @@
 // MODE 1: bilinear, align_corners = false, antialias off, as PyTorch's upsample_bilinear2d:
 //         src = max(scale * (dst + 0.5) - 0.5, 0); i0 = min(floor(src), in - 1);
 //         i1 = i0 + (i0 < in - 1); l1 = clamp(src - i0, 0, 1); l0 = 1 - l1; equal sizes copy.
-// Each thread produces 4 output units strided by the workgroup size, loading all before storing
-// any, so several loads are in flight per thread.
+// Nearest: each thread copies 4 units strided by the workgroup size, loading all before storing
+// any, so several loads are in flight per thread (H200, f16 [16, 64, 64, 512] x2: 0.40 ms,
+// against 0.77 ms for one vec4<f16> per thread). Bilinear: one output unit per thread.
 
 struct Params {
     n: u32,        // output units: N * Ho * Wo * cv
@@ -77,11 +78,11 @@ fn bilinear_at(i: u32) -> VF {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i0 = wg_index(wid, nwg) * 1024u + lid;
-    let i1 = i0 + 256u;
-    let i2 = i0 + 512u;
-    let i3 = i0 + 768u;
     if (MODE == 0u) {
+        let i0 = wg_index(wid, nwg) * 1024u + lid;
+        let i1 = i0 + 256u;
+        let i2 = i0 + 512u;
+        let i3 = i0 + 768u;
         var v0: V;
         var v1: V;
         var v2: V;
@@ -95,17 +96,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (i2 < p.n) { dst[i2] = v2; }
         if (i3 < p.n) { dst[i3] = v3; }
     } else {
-        var r0: VF;
-        var r1: VF;
-        var r2: VF;
-        var r3: VF;
-        if (i0 < p.n) { r0 = bilinear_at(i0); }
-        if (i1 < p.n) { r1 = bilinear_at(i1); }
-        if (i2 < p.n) { r2 = bilinear_at(i2); }
-        if (i3 < p.n) { r3 = bilinear_at(i3); }
-        if (i0 < p.n) { dst[i0] = V(r0); }
-        if (i1 < p.n) { dst[i1] = V(r1); }
-        if (i2 < p.n) { dst[i2] = V(r2); }
-        if (i3 < p.n) { dst[i3] = V(r3); }
+        // Four taps already give each thread several loads in flight; four outputs per thread
+        // measured slower here (H200, f32: 1.26 ms against 1.06 ms).
+        let i = wg_index(wid, nwg) * 256u + lid;
+        if (i < p.n) {
+            dst[i] = V(bilinear_at(i));
+        }
     }
 }

@@ -12,9 +12,7 @@ use crate::kernel::{grid, Kernel, Recorder};
 use crate::tensor::Tensor;
 
 const SRC: &str = include_str!("../../shaders/layout.wgsl");
-// Tile extents along R and S (as in the shader).
-const TR: usize = 32;
-const TS: usize = 64;
+const TILE: usize = 32; // as in the shader
 
 #[repr(C)]
 #[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,7 +33,7 @@ fn transpose(rec: &mut Recorder, x: &Tensor, batch: usize, r: usize, s: usize, o
     if x.numel() == 0 {
         return Ok(out);
     }
-    let (tiles_r, tiles_s) = (r.div_ceil(TR), s.div_ceil(TS));
+    let (tiles_r, tiles_s) = (r.div_ceil(TILE), s.div_ceil(TILE));
     let tiles = batch * tiles_r * tiles_s;
     let p = Params { r: r as u32, s: s as u32, tiles_r: tiles_r as u32, tiles_s: tiles_s as u32, tiles: tiles as u32 };
     let k = Kernel::new("layout_transpose", SRC, x.dtype());
@@ -153,7 +151,7 @@ mod tests {
         }
     }
 
-    // Channel and pixel counts of 1, 7, 33, 77, and both above one 32 × 64 tile at once.
+    // Channel and pixel counts of 1, 7, 33, 77, and both above one 32 × 32 tile at once.
     const IMAGES: &[&[usize]] = &[&[1, 1, 1, 1], &[2, 7, 3, 11], &[1, 33, 7, 1], &[3, 1, 5, 7], &[1, 77, 6, 13], &[2, 36, 33, 2], &[1, 5, 7, 77]];
     const VIDEOS: &[&[usize]] = &[&[1, 1, 1, 1, 1], &[2, 7, 3, 5, 1], &[1, 33, 2, 7, 11], &[1, 77, 3, 1, 13], &[2, 4, 1, 33, 1], &[1, 2, 3, 7, 70]];
 

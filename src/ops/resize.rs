@@ -76,8 +76,9 @@ fn resize(rec: &mut Recorder, x: &Tensor, size: (usize, usize), mode: Mode, what
         scale_h: scale(hi, ho),
         scale_w: scale(wi, wo),
     };
+    let per_wg = if mode == Mode::Nearest { 1024 } else { 256 }; // units per workgroup
     let gpu = rec.gpu();
-    rec.dispatch(&k, &p, &[x.into(), (&out).into()], grid(gpu, nv.div_ceil(1024) as u32))?;
+    rec.dispatch(&k, &p, &[x.into(), (&out).into()], grid(gpu, nv.div_ceil(per_wg) as u32))?;
     Ok(out)
 }
 
