@@ -1,1 +1,2 @@
 pub mod elementwise;
+pub mod conv;
