@@ -61,7 +61,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let w_tap = (w_phase + tap * p.cin_p) * cout_q;
         for (var c0 = 0u; c0 < p.cin; c0 += BK) {
             for (var r = 0u; r < A_LOADS; r++) {
-                As[t + r * WG] = load_x4(offs[r], c0 + 4u * a_kq);
+                As[t + r * WG] = vec4<f32>(load_x4(offs[r], c0 + 4u * a_kq));
             }
             for (var l = t; l < B_VECS; l += WG) {
                 let k = l / WG_N;

@@ -2,9 +2,9 @@
 @group(0) @binding(1) var<storage, read> x: array<vec4<T>>;
 
 // Channels ci..ci+3 of the pixel at element offset `off` (-1: zero padding), zero past Cin.
-fn load_x4(off: i32, ci: u32) -> vec4<f32> {
+fn load_x4(off: i32, ci: u32) -> vec4<T> {
     if (off < 0 || ci >= p.cin) {
-        return vec4<f32>(0.0);
+        return vec4<T>(0.0);
     }
-    return vec4<f32>(x[(u32(off) + ci) / 4u]);
+    return x[(u32(off) + ci) / 4u];
 }

@@ -26,6 +26,16 @@ const SRC_TILED_VEC4: &str = concat!(
     include_str!("../../shaders/conv_x_vec4.wgsl"),
     include_str!("../../shaders/conv.wgsl")
 );
+const SRC_COOP_VEC4: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_vec4.wgsl"),
+    include_str!("../../shaders/conv_coop.wgsl")
+);
+const SRC_COOP_SCALAR: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_scalar.wgsl"),
+    include_str!("../../shaders/conv_coop.wgsl")
+);
 const SRC_TILED_SCALAR: &str = concat!(
     include_str!("../../shaders/conv_geom.wgsl"),
     include_str!("../../shaders/conv_x_scalar.wgsl"),
@@ -176,6 +186,9 @@ pub enum ConvImpl {
     Auto,
     /// The portable workgroup-tiled kernel (every adapter, f32 and f16).
     Tiled,
+    /// The cooperative-matrix kernel (f16 storage; adapters with f16 16×16 cooperative
+    /// matrices and a fixed subgroup size). An error where unavailable.
+    Coop,
 }
 
 /// The full problem a kernel launch solves.
@@ -271,28 +284,79 @@ pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: ConvImpl
     launch(rec, x, w, &pb, imp)
 }
 
+/// The specialisation consts every conv kernel shares.
+fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool) -> Kernel {
+    Kernel::new(name, src, dtype)
+        .def("KT", format!("{}u", taps[0]))
+        .def("KH", format!("{}u", taps[1]))
+        .def("KW", format!("{}u", taps[2]))
+        .def("SH", format!("{}u", stride[0]))
+        .def("SW", format!("{}u", stride[1]))
+        .def("TRANSPOSED", transposed)
+}
+
+/// Workgroup memory of the cooperative kernel for a BN-wide tile (bytes; see conv_coop.wgsl).
+fn coop_smem(bn: u32) -> u32 {
+    128 * (32 + 8) * 2 + 32 * (bn + 8) * 2 + 8 * 256 * 4
+}
+
+/// The cooperative kernel's (subgroup size, BN) for this device, dtype and Cout, or why not.
+fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<(u32, u32), String> {
+    if dtype != DType::F16 {
+        return Err("the cooperative-matrix conv needs f16 storage".into());
+    }
+    if !gpu.has_coop_f16_16x16() || !gpu.has_subgroups() {
+        return Err("the adapter lacks f16 16×16 cooperative matrices or subgroups".into());
+    }
+    let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+    // The kernel splits its tile among a fixed number of subgroups, so their size must be known.
+    if lo != hi || ![16, 32, 64].contains(&lo) {
+        return Err(format!("the adapter's subgroup size varies ({lo}..{hi})"));
+    }
+    if 8 * lo > gpu.limits.max_compute_invocations_per_workgroup {
+        return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * lo));
+    }
+    let smem = gpu.limits.max_compute_workgroup_storage_size;
+    let bn = if cout > 128 && coop_smem(256) <= smem { 256 } else { 128 };
+    if coop_smem(bn) > smem {
+        return Err(format!("the kernel needs {} bytes of workgroup memory, the adapter has {smem}", coop_smem(bn)));
+    }
+    Ok((lo, bn))
+}
+
 fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: ConvImpl) -> Result<Tensor> {
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &pb.out_shape, x.dtype())?;
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
-    ensure!(out.numel() < u32::MAX as usize && x.numel() < u32::MAX as usize, "conv: tensor too large for 32-bit indexing");
+    ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < u32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
-    let _ = imp;
-    let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
-    let bm = (256 / (bn / 4)) * 4;
     let vec_in = w.cin % 4 == 0;
-    let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
-    let k = Kernel::new("conv_tiled", src, x.dtype())
-        .def("KT", format!("{}u", w.taps[0]))
-        .def("KH", format!("{}u", w.taps[1]))
-        .def("KW", format!("{}u", w.taps[2]))
-        .def("SH", format!("{}u", pb.stride[0]))
-        .def("SW", format!("{}u", pb.stride[1]))
-        .def("TRANSPOSED", transposed)
-        .def("BN", format!("{bn}u"))
-        .def("BK", format!("{TILED_BK}u"));
+    let coop = match imp {
+        // Narrow layers (Cout 3 or 4 at the networks' ends) waste most of a 128-wide tile.
+        ConvImpl::Auto => coop_config(gpu, x.dtype(), w.cout).ok().filter(|_| w.cout >= 64),
+        ConvImpl::Tiled => None,
+        ConvImpl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
+    };
+    let (k, bm, bn) = match coop {
+        Some((sg, bn)) => {
+            let src = if vec_in { SRC_COOP_VEC4 } else { SRC_COOP_SCALAR };
+            let k = geometry_kernel("conv_coop", src, x.dtype(), w.taps, pb.stride, transposed)
+                .with_coop()
+                .def("SG", format!("{sg}u"))
+                .def("BN", format!("{bn}u"));
+            (k, 128, bn)
+        }
+        None => {
+            let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
+            let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
+            let k = geometry_kernel("conv_tiled", src, x.dtype(), w.taps, pb.stride, transposed)
+                .def("BN", format!("{bn}u"))
+                .def("BK", format!("{TILED_BK}u"));
+            (k, (256 / (bn / 4)) * 4, bn)
+        }
+    };
+    let out = Tensor::empty(gpu, &pb.out_shape, x.dtype())?;
     let tiles_m = (m as u32).div_ceil(bm);
     let tiles_n = (w.cout as u32).div_ceil(bn);
     let p = Params {
@@ -505,8 +569,73 @@ mod tests {
         }
     }
 
-    fn imps(_gpu: &Gpu, _dt: DType) -> Vec<ConvImpl> {
-        vec![ConvImpl::Tiled]
+    /// The kernels to test in `dt`: the portable one always, the cooperative one where the
+    /// adapter has it (else a note that it was skipped).
+    fn imps(gpu: &Gpu, dt: DType) -> Vec<ConvImpl> {
+        let mut v = vec![ConvImpl::Tiled];
+        if dt == DType::F16 {
+            match coop_config(gpu, dt, 256) {
+                Ok(_) => v.push(ConvImpl::Coop),
+                Err(e) => eprintln!("cooperative conv skipped: adapter lacks cooperative matrices ({e})"),
+            }
+        }
+        v
+    }
+
+    /// The cooperative kernel is only compiled on adapters that have cooperative matrices, so
+    /// parse, validate and translate it to SPIR-V here for every specialisation the dispatch
+    /// functions can pick, on any machine.
+    #[test]
+    fn coop_kernels_validate_and_translate() {
+        let specs: &[([usize; 3], [usize; 2], bool)] =
+            &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
+        for &(taps, stride, transposed) in specs {
+            for src in [SRC_COOP_VEC4, SRC_COOP_SCALAR] {
+                for (sg, bn) in [(32u32, 128u32), (32, 256), (16, 128), (64, 256)] {
+                    let k = geometry_kernel("conv_coop", src, DType::F16, taps, stride, transposed)
+                        .with_coop()
+                        .def("SG", format!("{sg}u"))
+                        .def("BN", format!("{bn}u"));
+                    let what = format!("coop taps {taps:?} stride {stride:?} transposed {transposed} sg {sg} bn {bn}");
+                    let wgsl = k.wgsl();
+                    let module = naga::front::wgsl::parse_str(&wgsl).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
+                    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                        .validate(&module)
+                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
+                    // naga's SPIR-V writer is what wgpu runs on Vulkan; it panics on some
+                    // cooperative-matrix forms (a run-time coopStoreT stride, gpu-facts.md).
+                    #[cfg(any(target_os = "linux", target_os = "windows"))]
+                    {
+                        let opts = naga::back::spv::Options { lang_version: (1, 6), ..Default::default() };
+                        let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+                        naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+                    }
+                    let _ = info;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn auto_picks_a_kernel_that_matches_cpu() {
+        // The public entry points (ConvImpl::Auto) at a width where the cooperative kernel is
+        // chosen when available.
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (n, h, w, cin, cout) = (1, 5, 6, 24, 72);
+        for dt in gpu.dtypes() {
+            let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
+            let wv = rand(&mut rng, cout * cin * 9, 0.3, dt);
+            let bv = rand(&mut rng, cout, 0.5, dt);
+            let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, cin], dt).unwrap();
+            let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, 3, 3], Some(&bv), dt).unwrap();
+            let mut rec = gpu.recorder();
+            let y = conv2d(&mut rec, &x, &cw, 1, 1).unwrap();
+            rec.submit();
+            let want = cpu::conv2d(&xv, n, h, w, cin, &wv, cout, 3, 3, Some(&bv), 1, 1);
+            assert_close(&format!("conv2d auto {dt:?} seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+        }
     }
 
     #[test]
@@ -526,6 +655,8 @@ mod tests {
             (1, 1, 1, 8, 3, 3, 2, 1, true),
             (2, 9, 13, 33, 7, 3, 2, 1, true),
             (1, 8, 6, 16, 65, 3, 2, 1, false),
+            // Wider than the cooperative kernel's 128-column tile option.
+            (1, 9, 13, 40, 150, 3, 1, 1, true),
         ];
         for dt in gpu.dtypes() {
             for imp in imps(&gpu, dt) {
@@ -577,7 +708,7 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         // (n, h, w, cin, cout, bias)
-        let cases = [(1, 1, 1, 1, 1, true), (2, 7, 5, 33, 20, true), (1, 9, 13, 8, 77, false), (3, 4, 6, 7, 3, true)];
+        let cases = [(1, 1, 1, 1, 1, true), (2, 7, 5, 33, 20, true), (1, 9, 13, 8, 77, false), (3, 4, 6, 7, 3, true), (2, 9, 13, 16, 144, true)];
         for dt in gpu.dtypes() {
             for imp in imps(&gpu, dt) {
                 for &(n, h, w, cin, cout, with_bias) in &cases {
@@ -614,6 +745,7 @@ mod tests {
             (1, 1, 5, 7, 7, 9, [3, 3, 3], true),
             (2, 3, 7, 5, 12, 33, [3, 3, 3], false),
             (1, 8, 4, 3, 3, 3, [3, 3, 3], true),
+            (1, 3, 5, 7, 36, 136, [3, 3, 3], true),
         ];
         for dt in gpu.dtypes() {
             for imp in imps(&gpu, dt) {
