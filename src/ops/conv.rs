@@ -405,7 +405,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::be
     let mut v = Vec::new();
     for (i, (name, op, mut s, mut cout)) in full.into_iter().enumerate() {
         if quick {
-            // Channels ÷ 8, spatial ÷ 8 (≥ 4), at most 2 images/frames.
+            // Channels ÷ 8, spatial ÷ 8 (≥ 4), leading axis at most 2.
             let r = s.len();
             s[r - 1] /= 8;
             s[r - 2] = (s[r - 2] / 8).max(4);
@@ -614,6 +614,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn coop_matches_cpu_at_network_widths() {
+        // Long K loops (K = 4608 and 3456) at the UNet's and VAE's channel counts; the small
+        // cases above cover the edges. Only where the cooperative kernel runs.
+        let gpu = test_gpu();
+        let dt = DType::F16;
+        if let Err(e) = coop_config(&gpu, dt, 512) {
+            eprintln!("skipped: adapter lacks cooperative matrices ({e})");
+            return;
+        }
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (n, h, w, c) = (1, 12, 20, 512);
+        let xv = rand(&mut rng, n * h * w * c, 1.0, dt);
+        let wv = rand(&mut rng, c * c * 9, 0.02, dt);
+        let bv = rand(&mut rng, c, 0.5, dt);
+        let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, c], dt).unwrap();
+        let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3], Some(&bv), dt).unwrap();
+        let mut rec = gpu.recorder();
+        let y = conv2d_with(&mut rec, &x, &cw, 1, 1, ConvImpl::Coop).unwrap();
+        rec.submit();
+        let want = cpu::conv2d(&xv, n, h, w, c, &wv, c, 3, 3, Some(&bv), 1, 1);
+        assert_close(&format!("coop conv2d 3x3 512 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+
+        let (f, h, w, c) = (3, 8, 8, 128);
+        let xv = rand(&mut rng, f * h * w * c, 1.0, dt);
+        let wv = rand(&mut rng, c * c * 27, 0.03, dt);
+        let x = Tensor::from_f32(&gpu, &xv, &[1, f, h, w, c], dt).unwrap();
+        let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3, 3], None, dt).unwrap();
+        let mut rec = gpu.recorder();
+        let y = conv3d_with(&mut rec, &x, &cw, ConvImpl::Coop).unwrap();
+        rec.submit();
+        let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
+        assert_close(&format!("coop conv3d 3x3x3 128 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
     }
 
     #[test]
