@@ -20,6 +20,7 @@ const B_VECS: u32 = BK * WG_N;
 
 var<workgroup> As: array<vec4<f32>, BM * KQ>;   // [BM][BK/4]: a row's channels as vectors
 var<workgroup> Bs: array<vec4<f32>, BK * WG_N>; // [BK][BN/4]
+var<workgroup> rows: array<vec4<i32>, BM>;       // row_info of the tile's rows
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -37,31 +38,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let m0 = tm_i * BM;
     let n0 = tn_i * BN;
 
-    // This thread's A rows, fixed for the whole K loop.
-    var pos: array<Pos, A_LOADS>;
-    var live: array<bool, A_LOADS>;
-    for (var r = 0u; r < A_LOADS; r++) {
-        let m = m0 + (t + r * WG) / KQ;
-        live[r] = m < p.m;
-        pos[r] = split_m(min(m, p.m - 1u));
+    for (var r = t; r < BM; r += WG) {
+        rows[r] = row_info(m0 + r, py, px);
     }
+    workgroupBarrier();
     let a_kq = t % KQ;
 
     let tm = t / WG_N;
     let tn = t % WG_N;
-    var acc: array<vec4<f32>, 4>;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     let w_phase = phase * TAPS * p.cin_p;
     let cout_q = p.cout_p / 4u;
 
     for (var tap = 0u; tap < TAPS; tap++) {
-        var offs: array<i32, A_LOADS>;
-        for (var r = 0u; r < A_LOADS; r++) {
-            offs[r] = select(-1, tap_offset(pos[r], tap, py, px), live[r]);
-        }
+        let tt = tap / (KH * KW);
+        let ty = (tap / KW) % KH;
+        let tx = tap % KW;
         let w_tap = (w_phase + tap * p.cin_p) * cout_q;
         for (var c0 = 0u; c0 < p.cin; c0 += BK) {
             for (var r = 0u; r < A_LOADS; r++) {
-                As[t + r * WG] = vec4<f32>(load_x4(offs[r], c0 + 4u * a_kq));
+                let off = tap_offset(rows[(t + r * WG) / KQ], tt, ty, tx);
+                As[t + r * WG] = vec4<f32>(load_x4(off, c0 + 4u * a_kq));
             }
             for (var l = t; l < B_VECS; l += WG) {
                 let k = l / WG_N;
@@ -78,10 +78,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let b1 = Bs[(4u * kq + 1u) * WG_N + tn];
                 let b2 = Bs[(4u * kq + 2u) * WG_N + tn];
                 let b3 = Bs[(4u * kq + 3u) * WG_N + tn];
-                for (var i = 0u; i < 4u; i++) {
-                    let a = As[(4u * tm + i) * KQ + kq];
-                    acc[i] += a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3;
-                }
+                let a0 = As[(4u * tm) * KQ + kq];
+                let a1 = As[(4u * tm + 1u) * KQ + kq];
+                let a2 = As[(4u * tm + 2u) * KQ + kq];
+                let a3 = As[(4u * tm + 3u) * KQ + kq];
+                acc0 += a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
+                acc1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
+                acc2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
+                acc3 += a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
             }
             workgroupBarrier();
         }
@@ -94,17 +98,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             bv[j] = f32(bias[nb + j]);
         }
     }
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + 4u * tm + i;
-        if (m >= p.m) {
-            break;
-        }
-        let o = out_offset(split_m(m), py, px) + nb;
-        let v = acc[i] + bv;
-        for (var j = 0u; j < 4u; j++) {
-            if (nb + j < p.cout) {
-                out[o + j] = T(v[j]);
-            }
+    let mr = m0 + 4u * tm;
+    store_row(mr, nb, acc0 + bv, py, px);
+    store_row(mr + 1u, nb, acc1 + bv, py, px);
+    store_row(mr + 2u, nb, acc2 + bv, py, px);
+    store_row(mr + 3u, nb, acc3 + bv, py, px);
+}
+
+// Output row m, channels n..n+3 (those below Cout).
+fn store_row(m: u32, n: u32, v: vec4<f32>, py: u32, px: u32) {
+    if (m >= p.m) {
+        return;
+    }
+    let o = out_offset(split_m(m), py, px) + n;
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.cout) {
+            out[o + j] = T(v[j]);
         }
     }
 }

@@ -2,13 +2,14 @@
 // Prepended by conv_geom.wgsl and one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs); the
 // preamble enables f16 and wgpu_cooperative_matrix.
 //
-// Workgroup tile BM × BN × BK (BM = 128, BK = 32) staged through workgroup memory as f16; 8
-// subgroups of SG lanes in a 2 (M) × 4 (N) grid, each owning 64 × BN/4 of the tile as FM × FN
-// 16×16 f32 accumulators. The epilogue goes through a per-subgroup 16×16 f32 scratch tile
-// (adds the bias, converts to f16, and scatters the rows: transposed phases and edge tiles
-// have no constant output stride).
-// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN (128
-// or 256).
+// Workgroup tile BM × BN × BK staged through workgroup memory as f16. 8 subgroups of SG lanes,
+// each owning a 64 × 64 block as 4 × 4 f32 accumulators, arranged SGM × SGN: BN = 256 gives a
+// 128 × 256 tile, BN = 128 a 256 × 128 tile. The accumulators and fragments are named
+// variables, not arrays: an array of cooperative matrices indexed in a loop can end up in
+// local memory. The epilogue goes through a per-subgroup 16×16 f32 scratch tile (adds the
+// bias, converts to f16, scatters rows: transposed phases and edge tiles have no constant
+// output stride).
+// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN.
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
@@ -16,13 +17,13 @@
 
 const NSG: u32 = 8u;
 const WG: u32 = NSG * SG;
-const BM: u32 = 128u;
+const SGN: u32 = BN / 64u;
+const SGM: u32 = NSG / SGN;
+const BM: u32 = SGM * 64u;
 const BK: u32 = 32u;
 const KQ: u32 = BK / 4u;
-const FM: u32 = 4u;                 // 64 rows per subgroup
-const FN: u32 = BN / 64u;           // BN/4 columns per subgroup
-// Row strides of the staged tiles, padded by 16 bytes so the rows a matrix load reads together
-// fall into different banks.
+// Row strides of the staged tiles, padded by 16 bytes so the rows one matrix load reads fall
+// into different banks.
 const AS_STRIDE: u32 = BK + 8u;
 const BS_STRIDE: u32 = BN + 8u;
 const A_LOADS: u32 = BM * KQ / WG;
@@ -31,6 +32,40 @@ const B_LOADS: u32 = BK * BN / 4u / WG;
 var<workgroup> As: array<f16, BM * AS_STRIDE>;  // [BM][BK]  (row-major, padded)
 var<workgroup> Bs: array<f16, BK * BS_STRIDE>;  // [BK][BN]  (row-major, padded)
 var<workgroup> Cs: array<f32, NSG * 256u>;      // one 16×16 tile per subgroup
+var<workgroup> rows: array<vec4<i32>, BM>;      // row_info of the tile's rows
+
+alias FA = coop_mat16x16<f16, A>;
+alias FB = coop_mat16x16<f16, B>;
+alias FC = coop_mat16x16<f32, C>;
+
+fn load_a(row: u32, k: u32) -> FA {
+    return coopLoadT<FA>(&As[row * AS_STRIDE + k], AS_STRIDE);
+}
+
+fn load_b(k: u32, col: u32) -> FB {
+    return coopLoadT<FB>(&Bs[k * BS_STRIDE + col], BS_STRIDE);
+}
+
+// Writes accumulator `c` (rows m.., columns n.. of the output) through this subgroup's scratch.
+// Every subgroup calls it the same number of times (it holds workgroup barriers).
+fn store_c(c: FC, sg: u32, lane: u32, m: u32, n: u32, py: u32, px: u32, spare: bool) {
+    coopStoreT(c, &Cs[sg * 256u], 16u);
+    workgroupBarrier();
+    let per = 256u / SG;
+    let r = (lane * per) / 16u;
+    let col = (lane * per) % 16u;
+    let mm = m + r;
+    if (mm < p.m && !spare) {
+        let o = out_offset(split_m(mm), py, px);
+        for (var e = 0u; e < per; e++) {
+            let nn = n + col + e;
+            if (nn < p.cout) {
+                out[o + nn] = T(Cs[sg * 256u + r * 16u + col + e] + f32(bias[nn]));
+            }
+        }
+    }
+    workgroupBarrier();
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -50,32 +85,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let m0 = tm_i * BM;
     let n0 = tn_i * BN;
 
-    var pos: array<Pos, A_LOADS>;
-    var live: array<bool, A_LOADS>;
-    for (var r = 0u; r < A_LOADS; r++) {
-        let m = m0 + (t + r * WG) / KQ;
-        live[r] = m < p.m;
-        pos[r] = split_m(min(m, p.m - 1u));
+    for (var r = t; r < BM; r += WG) {
+        rows[r] = row_info(m0 + r, py, px);
     }
+    workgroupBarrier();
     let a_kq = t % KQ;
 
     // This subgroup's corner in the tile.
-    let sm = (sg / 4u) * 64u;
-    let sn = (sg % 4u) * (BN / 4u);
-    var acc: array<coop_mat16x16<f32, C>, FM * FN>;
+    let sm = (sg / SGN) * 64u;
+    let sn = (sg % SGN) * 64u;
+    var c00: FC; var c01: FC; var c02: FC; var c03: FC;
+    var c10: FC; var c11: FC; var c12: FC; var c13: FC;
+    var c20: FC; var c21: FC; var c22: FC; var c23: FC;
+    var c30: FC; var c31: FC; var c32: FC; var c33: FC;
     let w_phase = phase * TAPS * p.cin_p;
     let cout_q = p.cout_p / 4u;
 
     for (var tap = 0u; tap < TAPS; tap++) {
-        var offs: array<i32, A_LOADS>;
-        for (var r = 0u; r < A_LOADS; r++) {
-            offs[r] = select(-1, tap_offset(pos[r], tap, py, px), live[r]);
-        }
+        let tt = tap / (KH * KW);
+        let ty = (tap / KW) % KH;
+        let tx = tap % KW;
         let w_tap = (w_phase + tap * p.cin_p) * cout_q;
         for (var c0 = 0u; c0 < p.cin; c0 += BK) {
             for (var r = 0u; r < A_LOADS; r++) {
-                let v = load_x4(offs[r], c0 + 4u * a_kq);
-                let a = ((t + r * WG) / KQ) * AS_STRIDE + 4u * a_kq;
+                let row = (t + r * WG) / KQ;
+                let v = load_x4(tap_offset(rows[row], tt, ty, tx), c0 + 4u * a_kq);
+                let a = row * AS_STRIDE + 4u * a_kq;
                 As[a] = v.x;
                 As[a + 1u] = v.y;
                 As[a + 2u] = v.z;
@@ -97,41 +132,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             workgroupBarrier();
             for (var kk = 0u; kk < BK; kk += 16u) {
-                var a: array<coop_mat16x16<f16, A>, FM>;
-                for (var i = 0u; i < FM; i++) {
-                    a[i] = coopLoadT<coop_mat16x16<f16, A>>(&As[(sm + 16u * i) * AS_STRIDE + kk], AS_STRIDE);
-                }
-                for (var j = 0u; j < FN; j++) {
-                    let b = coopLoadT<coop_mat16x16<f16, B>>(&Bs[kk * BS_STRIDE + sn + 16u * j], BS_STRIDE);
-                    for (var i = 0u; i < FM; i++) {
-                        acc[i * FN + j] = coopMultiplyAdd(a[i], b, acc[i * FN + j]);
-                    }
-                }
+                let a0 = load_a(sm, kk);
+                let a1 = load_a(sm + 16u, kk);
+                let a2 = load_a(sm + 32u, kk);
+                let a3 = load_a(sm + 48u, kk);
+                var b = load_b(kk, sn);
+                c00 = coopMultiplyAdd(a0, b, c00);
+                c10 = coopMultiplyAdd(a1, b, c10);
+                c20 = coopMultiplyAdd(a2, b, c20);
+                c30 = coopMultiplyAdd(a3, b, c30);
+                b = load_b(kk, sn + 16u);
+                c01 = coopMultiplyAdd(a0, b, c01);
+                c11 = coopMultiplyAdd(a1, b, c11);
+                c21 = coopMultiplyAdd(a2, b, c21);
+                c31 = coopMultiplyAdd(a3, b, c31);
+                b = load_b(kk, sn + 32u);
+                c02 = coopMultiplyAdd(a0, b, c02);
+                c12 = coopMultiplyAdd(a1, b, c12);
+                c22 = coopMultiplyAdd(a2, b, c22);
+                c32 = coopMultiplyAdd(a3, b, c32);
+                b = load_b(kk, sn + 48u);
+                c03 = coopMultiplyAdd(a0, b, c03);
+                c13 = coopMultiplyAdd(a1, b, c13);
+                c23 = coopMultiplyAdd(a2, b, c23);
+                c33 = coopMultiplyAdd(a3, b, c33);
             }
             workgroupBarrier();
         }
     }
 
-    // Epilogue: each lane writes 256 / SG consecutive channels of one row per 16×16 tile.
-    let per = 256u / SG;
-    let r = (lane * per) / 16u;
-    let c = (lane * per) % 16u;
-    for (var i = 0u; i < FM; i++) {
-        let m = m0 + sm + 16u * i + r;
-        let q = split_m(min(m, p.m - 1u));
-        let o = out_offset(q, py, px);
-        for (var j = 0u; j < FN; j++) {
-            coopStoreT(acc[i * FN + j], &Cs[sg * 256u], 16u);
-            workgroupBarrier();
-            let n = n0 + sn + 16u * j + c;
-            if (m < p.m && !spare) {
-                for (var e = 0u; e < per; e++) {
-                    if (n + e < p.cout) {
-                        out[o + n + e] = T(Cs[sg * 256u + r * 16u + c + e] + f32(bias[n + e]));
-                    }
-                }
-            }
-            workgroupBarrier();
-        }
-    }
+    let m = m0 + sm;
+    let n = n0 + sn;
+    store_c(c00, sg, lane, m, n, py, px, spare);
+    store_c(c01, sg, lane, m, n + 16u, py, px, spare);
+    store_c(c02, sg, lane, m, n + 32u, py, px, spare);
+    store_c(c03, sg, lane, m, n + 48u, py, px, spare);
+    store_c(c10, sg, lane, m + 16u, n, py, px, spare);
+    store_c(c11, sg, lane, m + 16u, n + 16u, py, px, spare);
+    store_c(c12, sg, lane, m + 16u, n + 32u, py, px, spare);
+    store_c(c13, sg, lane, m + 16u, n + 48u, py, px, spare);
+    store_c(c20, sg, lane, m + 32u, n, py, px, spare);
+    store_c(c21, sg, lane, m + 32u, n + 16u, py, px, spare);
+    store_c(c22, sg, lane, m + 32u, n + 32u, py, px, spare);
+    store_c(c23, sg, lane, m + 32u, n + 48u, py, px, spare);
+    store_c(c30, sg, lane, m + 48u, n, py, px, spare);
+    store_c(c31, sg, lane, m + 48u, n + 16u, py, px, spare);
+    store_c(c32, sg, lane, m + 48u, n + 32u, py, px, spare);
+    store_c(c33, sg, lane, m + 48u, n + 48u, py, px, spare);
 }

@@ -37,12 +37,14 @@ fn split_m(m: u32) -> Pos {
     return r;
 }
 
-// Element offset of the input pixel (channel 0) that tap `tap` of output `q` reads in phase
-// (py, px), or -1 where it falls into the zero padding.
-fn tap_offset(q: Pos, tap: u32, py: u32, px: u32) -> i32 {
-    let tt = tap / (KH * KW);
-    let ty = (tap / KW) % KH;
-    let tx = tap % KW;
+// What the K loop needs of output row `m` in phase (py, px), computed once per workgroup and
+// kept in workgroup memory: (b·D + z, or -1 past the last row; front input frame z − pt; top
+// input row; left input column), the last three for tap (0, 0, 0).
+fn row_info(m: u32, py: u32, px: u32) -> vec4<i32> {
+    if (m >= p.m) {
+        return vec4<i32>(-1, 0, 0, 0);
+    }
+    let q = split_m(m);
     var pad_y = i32(p.ph);
     var pad_x = i32(p.pw);
     if (TRANSPOSED) {
@@ -50,13 +52,21 @@ fn tap_offset(q: Pos, tap: u32, py: u32, px: u32) -> i32 {
         pad_y = 1 - i32(py);
         pad_x = 1 - i32(px);
     }
-    let iz = i32(q.z) + i32(tt) - i32(p.pt);
-    let iy = i32(q.y * SH + ty) - pad_y;
-    let ix = i32(q.x * SW + tx) - pad_x;
-    if (iz < 0 || iz >= i32(p.d) || iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
+    return vec4<i32>(i32(q.b * p.d + q.z), i32(q.z) - i32(p.pt), i32(q.y * SH) - pad_y, i32(q.x * SW) - pad_x);
+}
+
+// Element offset of the input pixel (channel 0) that tap (tt, ty, tx) of a row reads, or -1
+// where it falls into the zero padding (or the row is past the end).
+fn tap_offset(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {
+    let iz = ri.y + i32(tt);
+    let iy = ri.z + i32(ty);
+    let ix = ri.w + i32(tx);
+    if (ri.x < 0 || iz < 0 || iz >= i32(p.d) || iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
         return -1;
     }
-    return i32((((q.b * p.d + u32(iz)) * p.h + u32(iy)) * p.w + u32(ix)) * p.cin);
+    // b·D + z + (iz − z) is the input frame of this tap.
+    let frame = ri.x + i32(tt) - i32(p.pt);
+    return ((frame * i32(p.h) + iy) * i32(p.w) + ix) * i32(p.cin);
 }
 
 // Element offset of output position `q` (channel 0) in phase (py, px).

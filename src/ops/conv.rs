@@ -295,9 +295,16 @@ fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [u
         .def("TRANSPOSED", transposed)
 }
 
+/// Output rows per workgroup of the cooperative kernel for a BN-wide tile (8 subgroups of
+/// 64 × 64).
+fn coop_bm(bn: u32) -> u32 {
+    8 / (bn / 64) * 64
+}
+
 /// Workgroup memory of the cooperative kernel for a BN-wide tile (bytes; see conv_coop.wgsl).
 fn coop_smem(bn: u32) -> u32 {
-    128 * (32 + 8) * 2 + 32 * (bn + 8) * 2 + 8 * 256 * 4
+    let bm = coop_bm(bn);
+    bm * (32 + 8) * 2 + 32 * (bn + 8) * 2 + 8 * 256 * 4 + bm * 16
 }
 
 /// The cooperative kernel's (subgroup size, BN) for this device, dtype and Cout, or why not.
@@ -328,7 +335,7 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Con
     let gpu = rec.gpu();
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
-    ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < u32::MAX as usize, "conv: tensor too large for 32-bit indexing");
+    ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
     let vec_in = w.cin % 4 == 0;
@@ -345,7 +352,7 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Con
                 .with_coop()
                 .def("SG", format!("{sg}u"))
                 .def("BN", format!("{bn}u"));
-            (k, 128, bn)
+            (k, coop_bm(bn), bn)
         }
         None => {
             let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
