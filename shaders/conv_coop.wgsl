@@ -9,7 +9,9 @@
 // local memory. The epilogue goes through a per-subgroup 16×16 f32 scratch tile (adds the
 // bias, converts to f16, scatters rows: transposed phases and edge tiles have no constant
 // output stride).
-// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN.
+// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN,
+// PREFETCH (issue the next K step's global loads before this step's multiplies), STRIDE_VEC
+// (see conv_coop_smem_vec4.wgsl).
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
@@ -29,8 +31,6 @@ const BS_STRIDE: u32 = BN + 8u;
 const A_LOADS: u32 = BM * KQ / WG;
 const B_LOADS: u32 = BK * BN / 4u / WG;
 
-var<workgroup> As: array<f16, BM * AS_STRIDE>;  // [BM][BK]  (row-major, padded)
-var<workgroup> Bs: array<f16, BK * BS_STRIDE>;  // [BK][BN]  (row-major, padded)
 var<workgroup> Cs: array<f32, NSG * 256u>;      // one 16×16 tile per subgroup
 var<workgroup> rows: array<vec4<i32>, BM>;      // row_info of the tile's rows
 
@@ -38,12 +38,47 @@ alias FA = coop_mat16x16<f16, A>;
 alias FB = coop_mat16x16<f16, B>;
 alias FC = coop_mat16x16<f32, C>;
 
-fn load_a(row: u32, k: u32) -> FA {
-    return coopLoadT<FA>(&As[row * AS_STRIDE + k], AS_STRIDE);
+// The next K step's global loads, held in registers while the current step multiplies
+// (PREFETCH), so their latency overlaps the matrix work.
+var<private> ra: array<vec4<T>, A_LOADS>;
+var<private> rb: array<vec4<T>, B_LOADS>;
+
+// Loads K step `ks` (tap ks / nck, channels (ks % nck)·BK..) of this thread's share of the
+// A and B tiles into ra / rb.
+fn fetch(ks: u32, nck: u32, t: u32, phase: u32, n0: u32) {
+    let tap = ks / nck;
+    let c0 = (ks % nck) * BK;
+    let tt = tap / (KH * KW);
+    let ty = (tap / KW) % KH;
+    let tx = tap % KW;
+    let a_kq = t % KQ;
+    for (var r = 0u; r < A_LOADS; r++) {
+        let row = (t + r * WG) / KQ;
+        ra[r] = load_x4(tap_offset(rows[row], tt, ty, tx), c0 + 4u * a_kq);
+    }
+    let cout_q = p.cout_p / 4u;
+    let w_row = (phase * TAPS + tap) * p.cin_p + c0;
+    for (var r = 0u; r < B_LOADS; r++) {
+        let l = t + r * WG;
+        let k = l / (BN / 4u);
+        let nq = n0 / 4u + l % (BN / 4u);
+        var b = vec4<T>(0.0);
+        if (nq < cout_q) {
+            b = wt[(w_row + k) * cout_q + nq];
+        }
+        rb[r] = b;
+    }
 }
 
-fn load_b(k: u32, col: u32) -> FB {
-    return coopLoadT<FB>(&Bs[k * BS_STRIDE + col], BS_STRIDE);
+// Writes the fetched registers into the staged tiles.
+fn stage(t: u32) {
+    for (var r = 0u; r < A_LOADS; r++) {
+        store_a((t + r * WG) / KQ, t % KQ, vec4<f16>(ra[r]));
+    }
+    for (var r = 0u; r < B_LOADS; r++) {
+        let l = t + r * WG;
+        store_b(l / (BN / 4u), l % (BN / 4u), vec4<f16>(rb[r]));
+    }
 }
 
 // Writes accumulator `c` (rows m.., columns n.. of the output) through this subgroup's scratch.
@@ -89,7 +124,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         rows[r] = row_info(m0 + r, py, px);
     }
     workgroupBarrier();
-    let a_kq = t % KQ;
 
     // This subgroup's corner in the tile.
     let sm = (sg / SGN) * 64u;
@@ -98,66 +132,46 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var c10: FC; var c11: FC; var c12: FC; var c13: FC;
     var c20: FC; var c21: FC; var c22: FC; var c23: FC;
     var c30: FC; var c31: FC; var c32: FC; var c33: FC;
-    let w_phase = phase * TAPS * p.cin_p;
-    let cout_q = p.cout_p / 4u;
 
-    for (var tap = 0u; tap < TAPS; tap++) {
-        let tt = tap / (KH * KW);
-        let ty = (tap / KW) % KH;
-        let tx = tap % KW;
-        let w_tap = (w_phase + tap * p.cin_p) * cout_q;
-        for (var c0 = 0u; c0 < p.cin; c0 += BK) {
-            for (var r = 0u; r < A_LOADS; r++) {
-                let row = (t + r * WG) / KQ;
-                let v = load_x4(tap_offset(rows[row], tt, ty, tx), c0 + 4u * a_kq);
-                let a = row * AS_STRIDE + 4u * a_kq;
-                As[a] = v.x;
-                As[a + 1u] = v.y;
-                As[a + 2u] = v.z;
-                As[a + 3u] = v.w;
-            }
-            for (var r = 0u; r < B_LOADS; r++) {
-                let l = t + r * WG;
-                let k = l / (BN / 4u);
-                let nq = l % (BN / 4u);
-                var b = vec4<T>(0.0);
-                if (n0 / 4u + nq < cout_q) {
-                    b = wt[w_tap + (c0 + k) * cout_q + n0 / 4u + nq];
-                }
-                let o = k * BS_STRIDE + 4u * nq;
-                Bs[o] = b.x;
-                Bs[o + 1u] = b.y;
-                Bs[o + 2u] = b.z;
-                Bs[o + 3u] = b.w;
-            }
-            workgroupBarrier();
-            for (var kk = 0u; kk < BK; kk += 16u) {
-                let a0 = load_a(sm, kk);
-                let a1 = load_a(sm + 16u, kk);
-                let a2 = load_a(sm + 32u, kk);
-                let a3 = load_a(sm + 48u, kk);
-                var b = load_b(kk, sn);
-                c00 = coopMultiplyAdd(a0, b, c00);
-                c10 = coopMultiplyAdd(a1, b, c10);
-                c20 = coopMultiplyAdd(a2, b, c20);
-                c30 = coopMultiplyAdd(a3, b, c30);
-                b = load_b(kk, sn + 16u);
-                c01 = coopMultiplyAdd(a0, b, c01);
-                c11 = coopMultiplyAdd(a1, b, c11);
-                c21 = coopMultiplyAdd(a2, b, c21);
-                c31 = coopMultiplyAdd(a3, b, c31);
-                b = load_b(kk, sn + 32u);
-                c02 = coopMultiplyAdd(a0, b, c02);
-                c12 = coopMultiplyAdd(a1, b, c12);
-                c22 = coopMultiplyAdd(a2, b, c22);
-                c32 = coopMultiplyAdd(a3, b, c32);
-                b = load_b(kk, sn + 48u);
-                c03 = coopMultiplyAdd(a0, b, c03);
-                c13 = coopMultiplyAdd(a1, b, c13);
-                c23 = coopMultiplyAdd(a2, b, c23);
-                c33 = coopMultiplyAdd(a3, b, c33);
-            }
-            workgroupBarrier();
+    // K runs tap by tap, BK channels at a time (channels past Cin are zero on both sides).
+    let nck = (p.cin + BK - 1u) / BK;
+    let nks = TAPS * nck;
+    fetch(0u, nck, t, phase, n0);
+    for (var ks = 0u; ks < nks; ks++) {
+        stage(t);
+        workgroupBarrier();
+        if (PREFETCH && ks + 1u < nks) {
+            fetch(ks + 1u, nck, t, phase, n0);
+        }
+        for (var kk = 0u; kk < BK; kk += 16u) {
+            let a0 = load_a(sm, kk);
+            let a1 = load_a(sm + 16u, kk);
+            let a2 = load_a(sm + 32u, kk);
+            let a3 = load_a(sm + 48u, kk);
+            var b = load_b(kk, sn);
+            c00 = coopMultiplyAdd(a0, b, c00);
+            c10 = coopMultiplyAdd(a1, b, c10);
+            c20 = coopMultiplyAdd(a2, b, c20);
+            c30 = coopMultiplyAdd(a3, b, c30);
+            b = load_b(kk, sn + 16u);
+            c01 = coopMultiplyAdd(a0, b, c01);
+            c11 = coopMultiplyAdd(a1, b, c11);
+            c21 = coopMultiplyAdd(a2, b, c21);
+            c31 = coopMultiplyAdd(a3, b, c31);
+            b = load_b(kk, sn + 32u);
+            c02 = coopMultiplyAdd(a0, b, c02);
+            c12 = coopMultiplyAdd(a1, b, c12);
+            c22 = coopMultiplyAdd(a2, b, c22);
+            c32 = coopMultiplyAdd(a3, b, c32);
+            b = load_b(kk, sn + 48u);
+            c03 = coopMultiplyAdd(a0, b, c03);
+            c13 = coopMultiplyAdd(a1, b, c13);
+            c23 = coopMultiplyAdd(a2, b, c23);
+            c33 = coopMultiplyAdd(a3, b, c33);
+        }
+        workgroupBarrier();
+        if (!PREFETCH && ks + 1u < nks) {
+            fetch(ks + 1u, nck, t, phase, n0);
         }
     }
 

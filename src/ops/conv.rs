@@ -26,21 +26,52 @@ const SRC_TILED_VEC4: &str = concat!(
     include_str!("../../shaders/conv_x_vec4.wgsl"),
     include_str!("../../shaders/conv.wgsl")
 );
-const SRC_COOP_VEC4: &str = concat!(
-    include_str!("../../shaders/conv_geom.wgsl"),
-    include_str!("../../shaders/conv_x_vec4.wgsl"),
-    include_str!("../../shaders/conv_coop.wgsl")
-);
-const SRC_COOP_SCALAR: &str = concat!(
-    include_str!("../../shaders/conv_geom.wgsl"),
-    include_str!("../../shaders/conv_x_scalar.wgsl"),
-    include_str!("../../shaders/conv_coop.wgsl")
-);
 const SRC_TILED_SCALAR: &str = concat!(
     include_str!("../../shaders/conv_geom.wgsl"),
     include_str!("../../shaders/conv_x_scalar.wgsl"),
     include_str!("../../shaders/conv.wgsl")
 );
+macro_rules! coop_src {
+    ($x:literal, $smem:literal) => {
+        concat!(
+            include_str!("../../shaders/conv_geom.wgsl"),
+            include_str!(concat!("../../shaders/conv_x_", $x, ".wgsl")),
+            include_str!(concat!("../../shaders/conv_coop_smem_", $smem, ".wgsl")),
+            include_str!("../../shaders/conv_coop.wgsl")
+        )
+    };
+}
+/// Cooperative kernel sources by (vector input loads, vector workgroup tiles).
+const SRC_COOP: [[&str; 2]; 2] = [[coop_src!("scalar", "scalar"), coop_src!("scalar", "vec4")], [coop_src!("vec4", "scalar"), coop_src!("vec4", "vec4")]];
+
+/// Variant of the cooperative kernel (see conv_coop.wgsl).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct CoopVariant {
+    smem_vec: bool,
+    stride_vec: bool,
+    prefetch: bool,
+}
+
+impl CoopVariant {
+    fn get() -> CoopVariant {
+        let mut v = CoopVariant { smem_vec: false, stride_vec: false, prefetch: false };
+        if let Ok(s) = std::env::var("DIFFVSR_CONV_COOP") {
+            v.smem_vec = s.contains("smemvec");
+            v.stride_vec = s.contains("stridevec");
+            v.prefetch = s.contains("prefetch");
+        }
+        v
+    }
+}
+
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, vec_in: bool, sg: u32, bn: u32, var: CoopVariant) -> Kernel {
+    geometry_kernel("conv_coop", SRC_COOP[vec_in as usize][var.smem_vec as usize], dtype, taps, stride, transposed)
+        .with_coop()
+        .def("SG", format!("{sg}u"))
+        .def("BN", format!("{bn}u"))
+        .def("PREFETCH", var.prefetch)
+        .def("STRIDE_VEC", var.stride_vec)
+}
 
 /// Packed K rows are padded to a multiple of this (the largest K step of any conv kernel).
 const CIN_ALIGN: usize = 32;
@@ -346,14 +377,7 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Con
         ConvImpl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
     };
     let (k, bm, bn) = match coop {
-        Some((sg, bn)) => {
-            let src = if vec_in { SRC_COOP_VEC4 } else { SRC_COOP_SCALAR };
-            let k = geometry_kernel("conv_coop", src, x.dtype(), w.taps, pb.stride, transposed)
-                .with_coop()
-                .def("SG", format!("{sg}u"))
-                .def("BN", format!("{bn}u"));
-            (k, coop_bm(bn), bn)
-        }
+        Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, vec_in, sg, bn, CoopVariant::get()), coop_bm(bn), bn),
         None => {
             let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
             let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
@@ -597,13 +621,10 @@ mod tests {
         let specs: &[([usize; 3], [usize; 2], bool)] =
             &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
         for &(taps, stride, transposed) in specs {
-            for src in [SRC_COOP_VEC4, SRC_COOP_SCALAR] {
+            for (vec_in, smem_vec, stride_vec, prefetch) in (0..16).map(|i| (i & 1 == 1, i & 2 == 2, i & 4 == 4, i & 8 == 8)) {
                 for (sg, bn) in [(32u32, 128u32), (32, 256), (16, 128), (64, 256)] {
-                    let k = geometry_kernel("conv_coop", src, DType::F16, taps, stride, transposed)
-                        .with_coop()
-                        .def("SG", format!("{sg}u"))
-                        .def("BN", format!("{bn}u"));
-                    let what = format!("coop taps {taps:?} stride {stride:?} transposed {transposed} sg {sg} bn {bn}");
+                    let k = coop_kernel(DType::F16, taps, stride, transposed, vec_in, sg, bn, CoopVariant { smem_vec, stride_vec, prefetch });
+                    let what = format!("coop taps {taps:?} stride {stride:?} transposed {transposed} sg {sg} bn {bn} {:?}", (vec_in, smem_vec, stride_vec, prefetch));
                     let wgsl = k.wgsl();
                     let module = naga::front::wgsl::parse_str(&wgsl).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
                     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
