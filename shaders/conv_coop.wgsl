@@ -2,16 +2,15 @@
 // Prepended by conv_geom.wgsl and one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs); the
 // preamble enables f16 and wgpu_cooperative_matrix.
 //
-// Workgroup tile BM × BN × BK staged through workgroup memory as f16. 8 subgroups of SG lanes,
+// Workgroup tile BM × BN × BK (BK = 32) staged through workgroup memory as vec4<f16>, the
+// next K step's global loads in flight during this step's multiplies. 8 subgroups of SG lanes,
 // each owning a 64 × 64 block as 4 × 4 f32 accumulators, arranged SGM × SGN: BN = 256 gives a
 // 128 × 256 tile, BN = 128 a 256 × 128 tile. The accumulators and fragments are named
 // variables, not arrays: an array of cooperative matrices indexed in a loop can end up in
 // local memory. The epilogue goes through a per-subgroup 16×16 f32 scratch tile (adds the
 // bias, converts to f16, scatters rows: transposed phases and edge tiles have no constant
 // output stride).
-// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN,
-// PREFETCH (issue the next K step's global loads before this step's multiplies), STRIDE_VEC
-// (see conv_coop_smem_vec4.wgsl).
+// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN.
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
@@ -31,6 +30,8 @@ const BS_STRIDE: u32 = BN + 8u;
 const A_LOADS: u32 = BM * KQ / WG;
 const B_LOADS: u32 = BK * BN / 4u / WG;
 
+var<workgroup> As: array<vec4<f16>, BM * AS_STRIDE / 4u>;  // [BM][BK]  (row-major, padded)
+var<workgroup> Bs: array<vec4<f16>, BK * BS_STRIDE / 4u>;  // [BK][BN]  (row-major, padded)
 var<workgroup> Cs: array<f32, NSG * 256u>;      // one 16×16 tile per subgroup
 var<workgroup> rows: array<vec4<i32>, BM>;      // row_info of the tile's rows
 
@@ -38,8 +39,18 @@ alias FA = coop_mat16x16<f16, A>;
 alias FB = coop_mat16x16<f16, B>;
 alias FC = coop_mat16x16<f32, C>;
 
-// The next K step's global loads, held in registers while the current step multiplies
-// (PREFETCH), so their latency overlaps the matrix work.
+// The staged tiles are vec4<f16> (one 8-byte store per four channels); a cooperative load
+// then counts its offset and stride in vectors (checked on NVIDIA: scalar units are wrong).
+fn load_a(row: u32, k: u32) -> FA {
+    return coopLoadT<FA>(&As[row * (AS_STRIDE / 4u) + k / 4u], AS_STRIDE / 4u);
+}
+
+fn load_b(k: u32, col: u32) -> FB {
+    return coopLoadT<FB>(&Bs[k * (BS_STRIDE / 4u) + col / 4u], BS_STRIDE / 4u);
+}
+
+// The next K step's global loads, held in registers while the current step multiplies, so
+// their latency overlaps the matrix work.
 var<private> ra: array<vec4<T>, A_LOADS>;
 var<private> rb: array<vec4<T>, B_LOADS>;
 
@@ -73,11 +84,11 @@ fn fetch(ks: u32, nck: u32, t: u32, phase: u32, n0: u32) {
 // Writes the fetched registers into the staged tiles.
 fn stage(t: u32) {
     for (var r = 0u; r < A_LOADS; r++) {
-        store_a((t + r * WG) / KQ, t % KQ, vec4<f16>(ra[r]));
+        As[((t + r * WG) / KQ) * (AS_STRIDE / 4u) + t % KQ] = vec4<f16>(ra[r]);
     }
     for (var r = 0u; r < B_LOADS; r++) {
         let l = t + r * WG;
-        store_b(l / (BN / 4u), l % (BN / 4u), vec4<f16>(rb[r]));
+        Bs[(l / (BN / 4u)) * (BS_STRIDE / 4u) + l % (BN / 4u)] = vec4<f16>(rb[r]);
     }
 }
 
@@ -140,7 +151,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var ks = 0u; ks < nks; ks++) {
         stage(t);
         workgroupBarrier();
-        if (PREFETCH && ks + 1u < nks) {
+        if (ks + 1u < nks) {
             fetch(ks + 1u, nck, t, phase, n0);
         }
         for (var kk = 0u; kk < BK; kk += 16u) {
@@ -170,9 +181,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             c33 = coopMultiplyAdd(a3, b, c33);
         }
         workgroupBarrier();
-        if (!PREFETCH && ks + 1u < nks) {
-            fetch(ks + 1u, nck, t, phase, n0);
-        }
     }
 
     let m = m0 + sm;

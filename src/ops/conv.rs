@@ -9,7 +9,11 @@
 //! * [`conv3d`]: stride 1, "same" zero padding in every axis (kernel (3,1,1), (5,1,1), 3×3×3);
 //!   input `[B, F, H, W, Cin]`.
 //!
-//! One shader serves every variant, specialised by consts (taps per axis, stride, transposed).
+//! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
+//! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
+//! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage,
+//! f32 accumulation, adapters with f16 16×16 matrices and a fixed subgroup size). [`ConvImpl`]
+//! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64.
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
 //! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
 //! one contiguous weight row per channel, and the zero padding removes every bounds check on
@@ -31,46 +35,20 @@ const SRC_TILED_SCALAR: &str = concat!(
     include_str!("../../shaders/conv_x_scalar.wgsl"),
     include_str!("../../shaders/conv.wgsl")
 );
-macro_rules! coop_src {
-    ($x:literal, $smem:literal) => {
-        concat!(
-            include_str!("../../shaders/conv_geom.wgsl"),
-            include_str!(concat!("../../shaders/conv_x_", $x, ".wgsl")),
-            include_str!(concat!("../../shaders/conv_coop_smem_", $smem, ".wgsl")),
-            include_str!("../../shaders/conv_coop.wgsl")
-        )
-    };
-}
-/// Cooperative kernel sources by (vector input loads, vector workgroup tiles).
-const SRC_COOP: [[&str; 2]; 2] = [[coop_src!("scalar", "scalar"), coop_src!("scalar", "vec4")], [coop_src!("vec4", "scalar"), coop_src!("vec4", "vec4")]];
+const SRC_COOP_VEC4: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_vec4.wgsl"),
+    include_str!("../../shaders/conv_coop.wgsl")
+);
+const SRC_COOP_SCALAR: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_scalar.wgsl"),
+    include_str!("../../shaders/conv_coop.wgsl")
+);
 
-/// Variant of the cooperative kernel (see conv_coop.wgsl).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-struct CoopVariant {
-    smem_vec: bool,
-    stride_vec: bool,
-    prefetch: bool,
-}
-
-impl CoopVariant {
-    fn get() -> CoopVariant {
-        let mut v = CoopVariant { smem_vec: false, stride_vec: false, prefetch: false };
-        if let Ok(s) = std::env::var("DIFFVSR_CONV_COOP") {
-            v.smem_vec = s.contains("smemvec");
-            v.stride_vec = s.contains("stridevec");
-            v.prefetch = s.contains("prefetch");
-        }
-        v
-    }
-}
-
-fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, vec_in: bool, sg: u32, bn: u32, var: CoopVariant) -> Kernel {
-    geometry_kernel("conv_coop", SRC_COOP[vec_in as usize][var.smem_vec as usize], dtype, taps, stride, transposed)
-        .with_coop()
-        .def("SG", format!("{sg}u"))
-        .def("BN", format!("{bn}u"))
-        .def("PREFETCH", var.prefetch)
-        .def("STRIDE_VEC", var.stride_vec)
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, vec_in: bool, sg: u32, bn: u32) -> Kernel {
+    let src = if vec_in { SRC_COOP_VEC4 } else { SRC_COOP_SCALAR };
+    geometry_kernel("conv_coop", src, dtype, taps, stride, transposed).with_coop().def("SG", format!("{sg}u")).def("BN", format!("{bn}u"))
 }
 
 /// Packed K rows are padded to a multiple of this (the largest K step of any conv kernel).
@@ -369,7 +347,7 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Con
     ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
-    let vec_in = w.cin % 4 == 0;
+    let vec_in = w.cin.is_multiple_of(4);
     let coop = match imp {
         // Narrow layers (Cout 3 or 4 at the networks' ends) waste most of a 128-wide tile.
         ConvImpl::Auto => coop_config(gpu, x.dtype(), w.cout).ok().filter(|_| w.cout >= 64),
@@ -377,7 +355,7 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Con
         ConvImpl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
     };
     let (k, bm, bn) = match coop {
-        Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, vec_in, sg, bn, CoopVariant::get()), coop_bm(bn), bn),
+        Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, vec_in, sg, bn), coop_bm(bn), bn),
         None => {
             let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
             let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
@@ -433,6 +411,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::be
         ("conv3d (5,1,1)", Op::C3 { kt: 5, kh: 1 }, vec![2, 8, 128, 128, 256], 256),
         ("conv3d 3x3x3", Op::C3 { kt: 3, kh: 3 }, vec![1, 4, 512, 512, 128], 128),
     ];
+    type Run = Box<dyn Fn(&mut Recorder) -> Result<()>>;
     let mut v = Vec::new();
     for (i, (name, op, mut s, mut cout)) in full.into_iter().enumerate() {
         if quick {
@@ -469,7 +448,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::be
         };
         let bytes = ((x.numel() + out_n + w.w.numel()) * dtype.size()) as f64;
         let shape = format!("{s:?} -> {cout}");
-        let run: Box<dyn Fn(&mut Recorder) -> Result<()>> = match op {
+        let run: Run = match op {
             Op::C2 { k, s: st } => Box::new(move |r| conv2d(r, &x, &w, st, k / 2).map(drop)),
             Op::T2 => Box::new(move |r| conv_transpose2d(r, &x, &w).map(drop)),
             Op::C3 { .. } => Box::new(move |r| conv3d(r, &x, &w).map(drop)),
@@ -621,10 +600,10 @@ mod tests {
         let specs: &[([usize; 3], [usize; 2], bool)] =
             &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
         for &(taps, stride, transposed) in specs {
-            for (vec_in, smem_vec, stride_vec, prefetch) in (0..16).map(|i| (i & 1 == 1, i & 2 == 2, i & 4 == 4, i & 8 == 8)) {
+            for vec_in in [false, true] {
                 for (sg, bn) in [(32u32, 128u32), (32, 256), (16, 128), (64, 256)] {
-                    let k = coop_kernel(DType::F16, taps, stride, transposed, vec_in, sg, bn, CoopVariant { smem_vec, stride_vec, prefetch });
-                    let what = format!("coop taps {taps:?} stride {stride:?} transposed {transposed} sg {sg} bn {bn} {:?}", (vec_in, smem_vec, stride_vec, prefetch));
+                    let k = coop_kernel(DType::F16, taps, stride, transposed, vec_in, sg, bn);
+                    let what = format!("coop taps {taps:?} stride {stride:?} transposed {transposed} sg {sg} bn {bn} vec_in {vec_in}");
                     let wgsl = k.wgsl();
                     let module = naga::front::wgsl::parse_str(&wgsl).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
                     let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
