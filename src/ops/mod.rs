@@ -7,3 +7,4 @@ pub mod layout;
 pub mod resize;
 #[cfg(test)]
 mod misc_golden;
+pub mod conv;
