@@ -32,6 +32,8 @@ pub struct BenchOptions {
 pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
     let mut v = Vec::new();
     v.extend(crate::ops::elementwise::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::attention::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::temporal_attention::bench_cases(gpu, dtype, quick)?);
     Ok(v)
 }
 

@@ -1,1 +1,3 @@
 pub mod elementwise;
+pub mod attention;
+pub mod temporal_attention;
