@@ -193,8 +193,8 @@ fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bo
         Some("it needs f16 storage")
     } else if causal {
         Some("it has no causal mask")
-    } else if dh % 64 != 0 || dh > MAX_HEAD_DIM {
-        Some("it needs a head width that is a multiple of 64, at most 512")
+    } else if ![64, 128, 256, 512].contains(&dh) {
+        Some("it needs a head width of 64, 128, 256 or 512")
     } else if lq < 32 {
         Some("it needs at least 32 queries")
     } else {
@@ -426,13 +426,21 @@ pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<cr
         let k = random_tensor(gpu, &[b, lk, c], dtype, seed + 1)?;
         let vv = random_tensor(gpu, &[b, lk, c], dtype, seed + 2)?;
         let es = dtype.size() as f64;
-        v.push(BenchCase {
-            name: name.into(),
-            shape: format!("{b}x{lq}x{lk} {heads}x{dh}"),
-            flops: 4.0 * (b * heads * lq * lk * dh) as f64,
-            bytes: es * (2 * b * lq * c + 2 * b * lk * c) as f64,
-            run: Box::new(move |r| attention(r, &q, &k, &vv, heads, AttnOpts::new(dh)).map(drop)),
-        });
+        // Where the cooperative kernel is the default, time the portable one beside it.
+        let mut paths = vec![(Path::Auto, "")];
+        if coop_applies(gpu, dtype, lq, dh, false) {
+            paths.push((Path::Portable, " (portable)"));
+        }
+        for (path, tag) in paths {
+            let (q, k, vv) = (q.clone(), k.clone(), vv.clone());
+            v.push(BenchCase {
+                name: format!("{name}{tag}"),
+                shape: format!("{b}x{lq}x{lk} {heads}x{dh}"),
+                flops: 4.0 * (b * heads * lq * lk * dh) as f64,
+                bytes: es * (2 * b * lq * c + 2 * b * lk * c) as f64,
+                run: Box::new(move |r| attention_with(r, &q, &k, &vv, heads, AttnOpts::new(dh), path).map(drop)),
+            });
+        }
     }
     Ok(v)
 }
@@ -665,7 +673,8 @@ mod tests {
                 check(&mut rng, seed, dt, 2, 2, lq, lk, heads, dh, false, coop);
             }
         }
-        check(&mut rng, seed, dt, 1, 1, 77, 130, 2, 192, false, coop);
+        check(&mut rng, seed, dt, 1, 1, 77, 130, 2, 256, false, coop);
+        assert!(!coop_applies(&gpu, dt, 77, 192, false));
         check(&mut rng, seed, dt, 1, 1, 33, 77, 1, 512, false, coop);
         check(&mut rng, seed, dt, 2, 2, 130, 200, 1, 512, false, coop);
         check(&mut rng, seed, dt, 4, 1, 64, 77, 8, 64, false, coop);
