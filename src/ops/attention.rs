@@ -574,6 +574,7 @@ mod tests {
             check(&mut rng, seed, dt, 1, 1, 7, 7, 1, 512, false, Tuning::default());
             check(&mut rng, seed, dt, 2, 2, 33, 77, 1, 512, false, Tuning::default());
             check(&mut rng, seed, dt, 1, 1, 70, 130, 1, 256, false, Tuning::default());
+            check(&mut rng, seed, dt, 1, 1, 33, 70, 1, 384, false, Tuning::default());
         }
     }
 
