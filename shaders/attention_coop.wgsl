@@ -89,6 +89,21 @@ fn stage_v(vbase4: u32, k0: u32, lid: u32) {
     }
 }
 
+fn max4(w: vec4<f32>) -> f32 {
+    return max(max(w.x, w.y), max(w.z, w.w));
+}
+
+// Scaled scores of row `row`, keys k0+col .. k0+col+8 of the tile in `ss`; missing keys NEG.
+// (Vectors, not a private array: loop-indexed arrays land in local memory on NVIDIA.)
+fn scores(k0: u32, row: u32, col: u32) -> mat2x4<f32> {
+    let i = row * SST + col;
+    let key = vec4<u32>(k0 + col) + vec4<u32>(0u, 1u, 2u, 3u);
+    let lk = vec4<u32>(p.lk);
+    let xa = vec4<f32>(ss[i], ss[i + 1u], ss[i + 2u], ss[i + 3u]) * p.scale;
+    let xb = vec4<f32>(ss[i + 4u], ss[i + 5u], ss[i + 6u], ss[i + 7u]) * p.scale;
+    return mat2x4<f32>(select(vec4<f32>(NEG), xa, key < lk), select(vec4<f32>(NEG), xb, key + 4u < lk));
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32,
@@ -132,19 +147,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         coopStoreT(acc, &ss[s_strip * 16u * SST + s_kf * 16u], SST);
         workgroupBarrier();
-        var x: array<f32, 8>;
-        var mx = NEG;
-        for (var j = 0u; j < 8u; j++) {
-            let key = k0 + scol + j;
-            x[j] = select(NEG, ss[srow * SST + scol + j] * p.scale, key < p.lk);
-            mx = max(mx, x[j]);
-        }
-        let mn = max(m_t, mx);
-        var sum = 0.0;
-        for (var j = 0u; j < 8u; j++) {
-            sum += exp2(x[j] - mn);
-        }
-        l_t = l_t * exp2(m_t - mn) + sum;
+        let x = scores(k0, srow, scol);
+        let mn = max(m_t, max(max4(x[0]), max4(x[1])));
+        let one = vec4<f32>(1.0);
+        l_t = l_t * exp2(m_t - mn) + dot(exp2(x[0] - mn), one) + dot(exp2(x[1] - mn), one);
         m_t = mn;
     }
     red[lid] = vec2<f32>(m_t, l_t);
@@ -186,11 +192,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         coopStoreT(acc, &ss[s_strip * 16u * SST + s_kf * 16u], SST);
         workgroupBarrier();
-        for (var j = 0u; j < 8u; j++) {
-            let key = k0 + scol + j;
-            let x = select(NEG, ss[srow * SST + scol + j] * p.scale, key < p.lk);
-            ps[srow * PST + scol + j] = f16(exp2(x - m_row) * inv_l);
-        }
+        let x = scores(k0, srow, scol);
+        let pa = vec4<f16>(exp2(x[0] - m_row) * inv_l);
+        let pb = vec4<f16>(exp2(x[1] - m_row) * inv_l);
+        let pi = srow * PST + scol;
+        ps[pi] = pa.x;
+        ps[pi + 1u] = pa.y;
+        ps[pi + 2u] = pa.z;
+        ps[pi + 3u] = pa.w;
+        ps[pi + 4u] = pb.x;
+        ps[pi + 5u] = pb.y;
+        ps[pi + 6u] = pb.z;
+        ps[pi + 7u] = pb.w;
         for (var vk0 = 0u; vk0 < BK; vk0 += VK) {
             workgroupBarrier();
             stage_v(vbase4, k0 + vk0, lid);
