@@ -28,6 +28,11 @@ struct Params {
 
 const DH4: u32 = DH / 4u;
 
+// The NF scores of each thread, sc[j·256 + lid]: workgroup memory rather than a private array,
+// which NVIDIA's compiler puts in (slow) local memory when indexed by a loop variable (measured:
+// time independent of the storage dtype, so not memory-bound). At most 16 KiB.
+var<workgroup> sc: array<f32, NF * 256u>;
+
 // Rotates the interleaved pairs (x0, x1), (x2, x3) by the angles whose cos/sin are in cs.
 fn rotate(x: vec4<f32>, cs: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(x.x * cs.x - x.y * cs.y, x.y * cs.x + x.x * cs.y,
@@ -52,9 +57,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let fstride = p.hw * p.c4;
     let qrow = base + i * fstride;
 
-    var s: array<f32, NF>;
     for (var j = 0u; j < NF; j++) {
-        s[j] = 0.0;
+        sc[j * 256u + lid] = 0.0;
     }
     for (var d4 = 0u; d4 < DH4; d4++) {
         var qv = vec4<f32>(q[qrow + d4]) * p.scale;
@@ -67,25 +71,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (rot) {
                 kv = rotate(kv, p.rope[j * 8u + d4]);
             }
-            s[j] += dot(qv, kv);
+            sc[j * 256u + lid] += dot(qv, kv);
         }
     }
     let bb = (head * NF + i) * NF;
     var mx = -3.0e38;
     for (var j = 0u; j < NF; j++) {
-        s[j] += f32(bias[bb + j]);
-        mx = max(mx, s[j]);
+        let x = sc[j * 256u + lid] + f32(bias[bb + j]);
+        sc[j * 256u + lid] = x;
+        mx = max(mx, x);
     }
     var sum = 0.0;
     for (var j = 0u; j < NF; j++) {
-        s[j] = exp(s[j] - mx);
-        sum += s[j];
+        let e = exp(sc[j * 256u + lid] - mx);
+        sc[j * 256u + lid] = e;
+        sum += e;
     }
     let inv = 1.0 / sum;
     for (var d4 = 0u; d4 < DH4; d4++) {
         var acc = vec4<f32>(0.0);
         for (var j = 0u; j < NF; j++) {
-            acc += s[j] * vec4<f32>(v[base + j * fstride + d4]);
+            acc += sc[j * 256u + lid] * vec4<f32>(v[base + j * fstride + d4]);
         }
         o[qrow + d4] = vec4<T>(acc * inv);
     }
