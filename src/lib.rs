@@ -5,7 +5,9 @@
 pub mod bench;
 pub mod config;
 pub mod gpu;
+pub mod forward;
 pub mod kernel;
+pub mod models;
 pub mod ops;
 pub mod tensor;
 pub mod testutil;
