@@ -366,10 +366,12 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// Call arguments and persistent ids: short tuples (no allowed call takes more than 7).
     fn tuple_items(&self, v: &Value, what: &str) -> Result<Vec<Value>> {
         match v {
             Value::Obj(i) => match &self.objs[*i] {
-                Obj::Tuple(t) => Ok(t.clone()),
+                Obj::Tuple(t) if t.len() <= 8 => Ok(t.clone()),
+                Obj::Tuple(t) => bail!("{what} has {} items: no allowed call takes that many", t.len()),
                 _ => bail!("{what} must be a tuple"),
             },
             _ => bail!("{what} must be a tuple"),
@@ -694,8 +696,17 @@ impl Machine<'_> {
         Ok(self.new_obj(Obj::Storage(Storage { key, dtype: *dtype, numel })))
     }
 
+    /// A tensor's size or stride. The rank is capped (torch allows 64 dims) before anything is
+    /// copied, so a hostile pickle cannot reuse one huge tuple for many tensors.
     fn uints(&self, v: &Value, what: &str) -> Result<Vec<usize>> {
-        self.tuple_items(v, what)?.iter().map(|x| uint(x, what)).collect()
+        match v {
+            Value::Obj(i) => match &self.objs[*i] {
+                Obj::Tuple(t) if t.len() <= 64 => t.iter().map(|x| uint(x, what)).collect(),
+                Obj::Tuple(t) => bail!("{what} has {} dimensions (at most 64)", t.len()),
+                _ => bail!("{what} must be a tuple"),
+            },
+            _ => bail!("{what} must be a tuple"),
+        }
     }
 }
 
@@ -837,6 +848,38 @@ mod tests {
         ] {
             let e = err(p);
             assert!(e.contains(want), "{p:?}: {e}");
+        }
+    }
+
+    /// Mutated versions of a real torch pickle either parse or fail with an error; none panics.
+    #[test]
+    fn mutated_pickles_never_panic() {
+        use std::io::Read;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/checkpoints/plain.pt");
+        let file = std::fs::read(path).unwrap();
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(&file[..])).unwrap();
+        let mut pkl = Vec::new();
+        z.by_name("plain/data.pkl").unwrap().read_to_end(&mut pkl).unwrap();
+        unpickle(&pkl).unwrap();
+        let seed = crate::testutil::fresh_seed();
+        eprintln!("seed {seed} (a panic below is a bug; DIFFVSR_TEST_SEED replays it)");
+        let mut rng = crate::testutil::Rng::new(seed);
+        for _ in 0..3000 {
+            let mut m = pkl.clone();
+            for _ in 0..1 + rng.below(3) {
+                let at = rng.below(m.len() as u32) as usize;
+                match rng.below(3) {
+                    0 => m[at] = rng.below(256) as u8,
+                    1 => m.truncate(at),
+                    _ => {
+                        m.remove(at);
+                    }
+                }
+                if m.is_empty() {
+                    break;
+                }
+            }
+            let _ = unpickle(&m);
         }
     }
 
