@@ -3,6 +3,7 @@
 //! (`ops/`), run through wgpu on Vulkan, Metal, DX12 or GL.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod gpu;
 pub mod forward;

@@ -1,12 +1,11 @@
 //! The `diffvsr-wgpu` command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
-
-use diffvsr_wgpu::{bench, forward, gpu, DType, Gpu, GpuOptions};
+use diffvsr_wgpu::{bench, checkpoint, forward, gpu, DType, Gpu, GpuOptions};
 
 #[derive(Parser)]
 #[command(name = "diffvsr-wgpu", version, about = "DiffVSR video super-resolution on any GPU (WGSL kernels on wgpu)")]
@@ -72,6 +71,22 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Convert weights (a PyTorch .pt/.pth/.bin checkpoint, safetensors files or a folder) to one
+    /// safetensors file. Reads pickles without Python and never runs code from them.
+    Convert {
+        /// Input file or folder.
+        input: PathBuf,
+        /// Output .safetensors file.
+        output: PathBuf,
+        /// Entry of the checkpoint holding the state dict (e.g. `ema` for DiffVSR_UNet.pt;
+        /// `a/b` for nested dicts). Default: the top level if it holds tensors, else the only
+        /// sub-dict of tensors, or `ema` among several.
+        #[arg(long)]
+        key: Option<String>,
+        /// Write floating tensors as f16 or f32. Default: f32 and f16 as stored, bf16 and f64 as f32.
+        #[arg(long)]
+        dtype: Option<DType>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +126,12 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
             }
             bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: iters.max(1), quick })
+        }
+        Cmd::Convert { input, output, key, dtype } => {
+            let summary = checkpoint::convert::convert(&input, &output, key.as_deref(), dtype)?;
+            println!("converted {} -> {}", input.display(), output.display());
+            print!("{summary}");
+            Ok(())
         }
     }
 }
