@@ -697,26 +697,7 @@ mod tests {
     #[test]
     fn coop_wgsl_validates_and_translates() {
         for (dh, ldq) in [(64usize, 512usize), (128, 1024), (192, 192), (512, 512), (64, 1536)] {
-            let src = coop_kernel(dh, ldq).wgsl();
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("dh {dh}: parse:\n{}", e.emit_to_string(&src)));
-            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("dh {dh}: validate:\n{}", e.emit_to_string(&src)));
-            let opts = naga::back::spv::Options {
-                lang_version: (1, 6),
-                bounds_check_policies: naga::proc::BoundsCheckPolicies {
-                    index: naga::proc::BoundsCheckPolicy::Restrict,
-                    buffer: naga::proc::BoundsCheckPolicy::Restrict,
-                    image_load: naga::proc::BoundsCheckPolicy::Restrict,
-                    binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-                },
-                zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
-                force_loop_bounding: true,
-                ..Default::default()
-            };
-            let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
-            let words = naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).unwrap_or_else(|e| panic!("dh {dh}: SPIR-V: {e}"));
-            assert!(words.len() > 100);
+            translate_check(&coop_kernel(dh, ldq));
             assert!(coop_consts(dh).3 <= 48 << 10);
         }
     }

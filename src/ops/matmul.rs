@@ -603,18 +603,7 @@ mod tests {
                     .with_coop()
                     .def("HAS_BIAS", has_bias)
                     .def("GROUP_M", format!("{GROUP_M}u"));
-                let src = k.wgsl();
-                let module = naga::front::wgsl::parse_str(&src)
-                    .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: parse:\n{}", e.emit_to_string(&src)));
-                let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                    .validate(&module)
-                    .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: validate:\n{}", e.emit_to_string(&src)));
-                // naga's SPIR-V writer is compiled in through wgpu's Vulkan backend, which Apple
-                // targets build only with `vulkan-portability`.
-                #[cfg(not(target_vendor = "apple"))]
-                spirv(&module, &info, v4, has_bias);
-                #[cfg(target_vendor = "apple")]
-                let _ = info;
+                let (module, _) = translate_check(&k);
                 // The workgroup memory the host checks for is what the shader declares.
                 let mut layouter = naga::proc::Layouter::default();
                 layouter.update(module.to_ctx()).unwrap();
@@ -627,30 +616,6 @@ mod tests {
                 assert_eq!(wg, COOP_WG_BYTES, "v4 {v4}");
             }
         }
-    }
-
-    #[cfg(not(target_vendor = "apple"))]
-    fn spirv(module: &naga::Module, info: &naga::valid::ModuleInfo, v4: bool, has_bias: bool) {
-        // The options wgpu-hal's Vulkan backend uses (adapter.rs), so the same writer paths run.
-        let opts = naga::back::spv::Options {
-            lang_version: (1, 6),
-            bounds_check_policies: naga::proc::BoundsCheckPolicies {
-                index: naga::proc::BoundsCheckPolicy::Restrict,
-                buffer: naga::proc::BoundsCheckPolicy::Restrict,
-                image_load: naga::proc::BoundsCheckPolicy::Restrict,
-                binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-            },
-            zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
-            force_loop_bounding: true,
-            ..Default::default()
-        };
-        let pipe = naga::back::spv::PipelineOptions {
-            shader_stage: naga::ShaderStage::Compute,
-            entry_point: "main".into(),
-        };
-        let words = naga::back::spv::write_vec(module, info, &opts, Some(&pipe))
-            .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: SPIR-V: {e}"));
-        assert!(words.len() > 100);
     }
 
     /// GPU tests of the cooperative kernels (run where the adapter has them, e.g. the H200).
