@@ -92,6 +92,14 @@ pub fn round_f16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
+/// Uploads `v` as `dt` and returns it with its host twin (rounded through f16 for f16 storage),
+/// which is what a CPU reference must compute on.
+pub fn upload(gpu: &Gpu, v: &[f32], shape: &[usize], dt: crate::DType) -> (crate::Tensor, Vec<f32>) {
+    let t = crate::Tensor::from_f32(gpu, v, shape, dt).unwrap();
+    let host = if dt == crate::DType::F16 { round_f16(v) } else { v.to_vec() };
+    (t, host)
+}
+
 /// The device the tests share (the adapter the environment selects, poisoning on).
 pub fn test_gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();

@@ -492,20 +492,15 @@ mod tests {
 
     const TOL: f64 = 1e-4;
 
-    fn up(gpu: &crate::Gpu, v: &[f32], s: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
-        let t = Tensor::from_f32(gpu, v, s, dt).unwrap();
-        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
-        (t, host)
-    }
 
     /// One GPU-vs-CPU comparison; `q` scaled by `qs` so the softmax is neither flat nor one-hot.
     #[allow(clippy::too_many_arguments)]
     fn check(rng: &mut Rng, seed: u64, dt: DType, b: usize, bk: usize, lq: usize, lk: usize, heads: usize, dh: usize, causal: bool, tune: Tuning) {
         let gpu = test_gpu();
         let c = heads * dh;
-        let (q, qh) = up(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
-        let (k, kh) = up(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
-        let (v, vh) = up(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let (q, qh) = upload(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
+        let (k, kh) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let (v, vh) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
         let mut opts = AttnOpts::new(dh);
         opts.causal = causal;
         let mut rec = gpu.recorder();
@@ -631,7 +626,7 @@ mod tests {
         for dt in gpu.dtypes() {
             let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
             let c = heads * dh;
-            let (qkv, h) = up(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+            let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
             let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
             let opts = AttnOpts::new(dh);
             let mut rec = gpu.recorder();
@@ -682,7 +677,7 @@ mod tests {
         // Fused q|k|v (q row stride 3·C, channel offsets).
         let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
         let c = heads * dh;
-        let (qkv, h) = up(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+        let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
         let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
         let opts = AttnOpts::new(dh);
         let mut rec = gpu.recorder();

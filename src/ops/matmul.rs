@@ -425,11 +425,6 @@ mod tests {
 
     const TOL: f64 = 1e-4;
 
-    fn up(gpu: &Gpu, v: &[f32], shape: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
-        let t = Tensor::from_f32(gpu, v, shape, dt).unwrap();
-        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
-        (t, host)
-    }
 
     /// One GPU-vs-CPU comparison. `lead` = batch axes of a; `shared` = b is [K, N].
     #[allow(clippy::too_many_arguments)]
@@ -439,9 +434,9 @@ mod tests {
         sa.extend([m, k]);
         let mut sb = if shared { vec![] } else { lead.to_vec() };
         sb.extend([k, n]);
-        let (a, ah) = up(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
-        let (b, bh) = up(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
-        let (c, ch) = up(gpu, &rng.normals(n, 1.0), &[n], dt);
+        let (a, ah) = upload(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
+        let (b, bh) = upload(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
+        let (c, ch) = upload(gpu, &rng.normals(n, 1.0), &[n], dt);
         let bias = with_bias.then_some(&c);
         let mut rec = gpu.recorder();
         let out = match v {
@@ -538,7 +533,7 @@ mod tests {
                     let rows: usize = lead.iter().product();
                     let mut sx = lead.to_vec();
                     sx.push(fin);
-                    let (x, xh) = up(&gpu, &rng.normals(rows * fin, 1.0), &sx, dt);
+                    let (x, xh) = upload(&gpu, &rng.normals(rows * fin, 1.0), &sx, dt);
                     let w = rng.normals(fout * fin, 0.3);
                     let bv = rng.normals(fout, 1.0);
                     let lw = LinearWeight::from_torch_with_bias(&gpu, &w, with_bias.then_some(&bv[..]), fout, fin, dt).unwrap();
