@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod fetch;
 pub mod gpu;
 pub mod kernel;
 pub mod ops;

@@ -1,10 +1,11 @@
 //! The `diffvsr-wgpu` command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use diffvsr_wgpu::{bench, gpu, DType, Gpu, GpuOptions};
+use diffvsr_wgpu::{bench, fetch, gpu, DType, Gpu, GpuOptions};
 
 #[derive(Parser)]
 #[command(name = "diffvsr-wgpu", version, about = "DiffVSR video super-resolution on any GPU (WGSL kernels on wgpu)")]
@@ -29,6 +30,37 @@ struct Cli {
 enum Cmd {
     /// List every GPU adapter on every backend, with the features and limits the engine uses.
     Devices,
+    /// Download the DiffVSR weights from the Hugging Face hub into its standard cache (shared
+    /// with Python tools). Resumes broken downloads, verifies sizes and sha256, skips what is
+    /// already there; every command then finds the weights by default.
+    FetchWeights {
+        /// Hub URL (a mirror, or a local server).
+        #[arg(long, env = "HF_ENDPOINT", default_value = fetch::DEFAULT_ENDPOINT)]
+        endpoint: String,
+        /// Access token for gated or private repositories (default: HF_TOKEN, else the token
+        /// saved by `huggingface-cli login`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Repository on the hub.
+        #[arg(long, default_value = fetch::DIFFVSR_REPO)]
+        repo: String,
+        /// Branch, tag or commit.
+        #[arg(long, default_value = fetch::DEFAULT_REVISION)]
+        revision: String,
+        /// Hub cache folder (default: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Fetch only repository paths matching this glob (`*` matches across folders; repeat
+        /// for several). Default: DiffVSR_UNet.pt, TE-3DVAE.pt and upscaler4x/*.
+        #[arg(long)]
+        include: Vec<String>,
+        /// Re-hash the weights already in the cache, downloading damaged ones again.
+        #[arg(long)]
+        verify: bool,
+        /// Further tries after a network failure, each resuming where the last stopped.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -60,6 +92,33 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Devices => {
             print!("{}", gpu::devices_report());
+            Ok(())
+        }
+        Cmd::FetchWeights { endpoint, token, repo, revision, cache_dir, include, verify, retries } => {
+            let mut o = fetch::FetchOptions::from_env()?;
+            o.endpoint = endpoint;
+            o.token = token.or(o.token);
+            o.repo_id = repo;
+            o.revision = revision;
+            if let Some(c) = cache_dir {
+                o.cache_dir = c;
+            }
+            if !include.is_empty() {
+                o.include = include;
+            }
+            o.verify_cached = verify;
+            o.retries = retries;
+            eprintln!("fetching {} ({}) from {} into {}", o.repo_id, o.revision, o.endpoint, o.cache_dir.display());
+            let r = fetch::fetch(&o)?;
+            let fetched = r.files.iter().filter(|(_, out)| *out != fetch::Outcome::Cached).count();
+            eprintln!(
+                "{} files at commit {}: {fetched} downloaded ({:.1} MB), {} already cached",
+                r.files.len(),
+                r.commit,
+                r.bytes_downloaded as f64 / 1e6,
+                r.files.len() - fetched
+            );
+            println!("{}", r.snapshot.display());
             Ok(())
         }
         Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick } } => {
