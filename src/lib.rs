@@ -3,10 +3,13 @@
 //! (`ops/`), run through wgpu on Vulkan, Metal, DX12 or GL.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod fetch;
 pub mod gpu;
+pub mod forward;
 pub mod kernel;
+pub mod models;
 pub mod ops;
 pub mod tensor;
 pub mod testutil;
