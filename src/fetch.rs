@@ -41,6 +41,9 @@ pub const DEFAULT_REVISION: &str = "main";
 pub const DEFAULT_INCLUDE: &[&str] = &["DiffVSR_UNet.pt", "TE-3DVAE.pt", "upscaler4x/*"];
 /// What a complete weights folder holds (checked by [`weights_dir_in`]).
 pub const REQUIRED: &[&str] = &["DiffVSR_UNet.pt", "TE-3DVAE.pt", "upscaler4x"];
+/// The checkpoints converted to safetensors after a fetch, with the entry holding the state dict
+/// (DiffVSR's loader reads `torch.load("DiffVSR_UNet.pt")['ema']`).
+pub const CONVERT: &[(&str, Option<&str>)] = &[("DiffVSR_UNet.pt", Some("ema")), ("TE-3DVAE.pt", None)];
 
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
@@ -64,6 +67,9 @@ pub struct FetchOptions {
     pub retry_delay: Duration,
     /// A progress bar on stderr when it is a terminal, plain lines otherwise.
     pub progress: bool,
+    /// Convert the [`CONVERT`] checkpoints to safetensors in `converted/<commit>/` of the cache
+    /// entry (once; again only when a checkpoint was downloaded anew).
+    pub convert: bool,
 }
 
 impl FetchOptions {
@@ -81,6 +87,7 @@ impl FetchOptions {
             retries: 5,
             retry_delay: Duration::from_secs(1),
             progress: true,
+            convert: true,
         })
     }
 }
@@ -102,6 +109,11 @@ pub struct FetchReport {
     pub files: Vec<(String, Outcome)>,
     /// Bytes received over the network for file contents.
     pub bytes_downloaded: u64,
+    /// Safetensors files written by this run.
+    pub converted: Vec<PathBuf>,
+    /// Conversions that failed (the download itself is complete: the engine also reads the
+    /// `.pt` files directly).
+    pub convert_errors: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,6 +197,34 @@ pub fn weights_dir_in(cache_dir: &Path, repo_id: &str, revision: &str) -> Result
     } else {
         Err(not_found())
     }
+}
+
+/// `converted/<commit>` of the cache entry: the safetensors copies of the [`CONVERT`] checkpoints.
+pub fn converted_dir(cache_dir: &Path, repo_id: &str, commit: &str) -> PathBuf {
+    repo_cache_dir(cache_dir, repo_id).join("converted").join(commit)
+}
+
+/// The best file to load for checkpoint `file` (e.g. `DiffVSR_UNet.pt`) of a weights folder:
+/// its safetensors conversion when there is one (beside it, or in `converted/<commit>` when the
+/// folder is a hub-cache snapshot), else the file itself.
+pub fn checkpoint_path(weights_dir: &Path, file: &str) -> PathBuf {
+    let stem = Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let st = format!("{stem}.safetensors");
+    let beside = weights_dir.join(&st);
+    if beside.is_file() {
+        return beside;
+    }
+    if let (Some(commit), Some(snapshots)) = (weights_dir.file_name(), weights_dir.parent()) {
+        if snapshots.file_name().is_some_and(|n| n == "snapshots") {
+            if let Some(repo) = snapshots.parent() {
+                let conv = repo.join("converted").join(commit).join(&st);
+                if conv.is_file() {
+                    return conv;
+                }
+            }
+        }
+    }
+    weights_dir.join(file)
 }
 
 fn is_commit_hash(s: &str) -> bool {
@@ -589,7 +629,14 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
     }
 
     let pb = progress_bar(opts.progress, todo_bytes);
-    let mut report = FetchReport { commit: commit.clone(), snapshot: snapshot.clone(), files: Vec::new(), bytes_downloaded: 0 };
+    let mut report = FetchReport {
+        commit: commit.clone(),
+        snapshot: snapshot.clone(),
+        files: Vec::new(),
+        bytes_downloaded: 0,
+        converted: Vec::new(),
+        convert_errors: Vec::new(),
+    };
     for (i, f) in files.iter().enumerate() {
         let outcome = if cached[i] {
             Outcome::Cached
@@ -619,7 +666,40 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
         }
         write_atomic(&refpath, commit.as_bytes())?;
     }
+    if opts.convert {
+        convert_checkpoints(&repo, &mut report, opts.progress)?;
+    }
     Ok(report)
+}
+
+/// Converts the fetched [`CONVERT`] checkpoints to safetensors, each once per commit (again when
+/// it was just downloaded, so a repaired blob never keeps a stale conversion).
+fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool) -> Result<()> {
+    let out_dir = repo.join("converted").join(&report.commit);
+    for &(file, key) in CONVERT {
+        let Some((_, outcome)) = report.files.iter().find(|(p, _)| p == file) else { continue };
+        let src = report.snapshot.join(file);
+        let stem = Path::new(file).file_stem().unwrap().to_string_lossy().into_owned();
+        let dst = out_dir.join(format!("{stem}.safetensors"));
+        if dst.is_file() && *outcome == Outcome::Cached {
+            continue;
+        }
+        fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        if progress {
+            eprintln!("converting {file} to {}", dst.display());
+        }
+        let tmp = out_dir.join(format!("{stem}.safetensors.tmp{}", std::process::id()));
+        let r = crate::checkpoint::convert::convert(&src, &tmp, key, None)
+            .and_then(|_| fs::rename(&tmp, &dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display())));
+        match r {
+            Ok(()) => report.converted.push(dst),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                report.convert_errors.push(format!("converting {file}: {e:#}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar(enabled: bool, total: u64) -> ProgressBar {

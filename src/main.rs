@@ -60,6 +60,10 @@ enum Cmd {
         /// Further tries after a network failure, each resuming where the last stopped.
         #[arg(long, default_value_t = 5)]
         retries: u32,
+        /// Keep the checkpoints as .pt only (by default they are also converted once to
+        /// safetensors, in converted/<commit>/ beside the snapshot).
+        #[arg(long)]
+        no_convert: bool,
     },
     /// One forward pass of one model on named input tensors (a safetensors file); writes the
     /// result as tensor `output` (f32).
@@ -146,7 +150,7 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", gpu::devices_report());
             Ok(())
         }
-        Cmd::FetchWeights { endpoint, token, repo, revision, cache_dir, include, verify, retries } => {
+        Cmd::FetchWeights { endpoint, token, repo, revision, cache_dir, include, verify, retries, no_convert } => {
             let mut o = fetch::FetchOptions::from_env()?;
             o.endpoint = endpoint;
             o.token = token.or(o.token);
@@ -160,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             o.verify_cached = verify;
             o.retries = retries;
+            o.convert = !no_convert;
             eprintln!("fetching {} ({}) from {} into {}", o.repo_id, o.revision, o.endpoint, o.cache_dir.display());
             let r = fetch::fetch(&o)?;
             let fetched = r.files.iter().filter(|(_, out)| *out != fetch::Outcome::Cached).count();
@@ -170,6 +175,12 @@ fn run(cli: Cli) -> Result<()> {
                 r.bytes_downloaded as f64 / 1e6,
                 r.files.len() - fetched
             );
+            for c in &r.converted {
+                eprintln!("converted: {}", c.display());
+            }
+            for e in &r.convert_errors {
+                eprintln!("warning: {e} (the .pt files are complete and load directly)");
+            }
             println!("{}", r.snapshot.display());
             Ok(())
         }

@@ -64,6 +64,7 @@ fn opts(hub: &FakeHub, cache: &Path) -> FetchOptions {
         retries: 0,
         retry_delay: Duration::from_millis(10),
         progress: false,
+        convert: false,
     }
 }
 
@@ -391,4 +392,76 @@ fn unsafe_names_from_the_hub_are_refused() {
     assert_eq!(normalize_etag("W/\"abc\""), "abc");
     assert_eq!(encode_path("refs/pr/1", false), "refs%2Fpr%2F1");
     assert_eq!(encode_path("a b/c.json", true), "a%20b/c.json");
+}
+
+fn golden(name: &str) -> Vec<u8> {
+    fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/checkpoints").join(name)).unwrap()
+}
+
+/// Same tensor names, dtypes, shapes and bytes.
+fn assert_same_tensors(got: &Path, want: &Path) {
+    let (g, w) = (crate::weights::WeightStore::open(got).unwrap(), crate::weights::WeightStore::open(want).unwrap());
+    assert_eq!(g.keys(), w.keys(), "{}", got.display());
+    for k in w.keys() {
+        let (a, b) = (g.raw(&k).unwrap(), w.raw(&k).unwrap());
+        assert_eq!((a.dtype, a.shape), (b.dtype, b.shape), "{k}");
+        assert_eq!(a.data, b.data, "{k}");
+    }
+}
+
+#[test]
+fn checkpoints_are_converted_once_to_safetensors() {
+    let f = |path: &str, data: Vec<u8>, lfs: bool| FakeFile { path: path.to_string(), data, lfs };
+    // Real torch.save files: an {'ema': state_dict, 'step': 5} like DiffVSR_UNet.pt, and a
+    // module state dict.
+    let hub = FakeHub::start(vec![
+        f("DiffVSR_UNet.pt", golden("ema.pt"), true),
+        f("TE-3DVAE.pt", golden("module.pt"), true),
+        f("upscaler4x/model_index.json", b"{}".to_vec(), false),
+    ]);
+    let tmp = TempDir::new("convert");
+    let mut o = opts(&hub, &tmp.0);
+    o.convert = true;
+    let r = fetch(&o).unwrap();
+    assert!(r.convert_errors.is_empty(), "{:?}", r.convert_errors);
+    let conv = converted_dir(&tmp.0, REPO, &hub.commit);
+    let (unet, vae) = (conv.join("DiffVSR_UNet.safetensors"), conv.join("TE-3DVAE.safetensors"));
+    assert_eq!(r.converted, vec![unet.clone(), vae.clone()]);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/checkpoints");
+    assert_same_tensors(&unet, &data.join("ema.safetensors"));
+    assert_same_tensors(&vae, &data.join("module.safetensors"));
+    assert_eq!(fs::read_dir(&conv).unwrap().count(), 2, "no temporary files left");
+
+    // Models find the conversion from the weights folder.
+    let dir = weights_dir_in(&tmp.0, REPO, "main").unwrap();
+    assert_eq!(checkpoint_path(&dir, "DiffVSR_UNet.pt"), unet);
+    assert_eq!(checkpoint_path(&dir, "TE-3DVAE.pt"), vae);
+    assert_eq!(checkpoint_path(&tmp.0, "TE-3DVAE.pt"), tmp.0.join("TE-3DVAE.pt"));
+
+    // Once only.
+    let before = fs::metadata(&unet).unwrap().modified().unwrap();
+    let r = fetch(&o).unwrap();
+    assert!(r.converted.is_empty() && r.convert_errors.is_empty());
+    assert_eq!(fs::metadata(&unet).unwrap().modified().unwrap(), before);
+}
+
+#[test]
+fn failed_conversion_is_reported_without_failing_the_fetch() {
+    let f = |path: &str, data: Vec<u8>, lfs: bool| FakeFile { path: path.to_string(), data, lfs };
+    let hub = FakeHub::start(vec![
+        f("DiffVSR_UNet.pt", golden("ema.pt"), true),
+        f("TE-3DVAE.pt", bytes(7, 5000), true),
+        f("upscaler4x/model_index.json", b"{}".to_vec(), false),
+    ]);
+    let tmp = TempDir::new("convert-bad");
+    let mut o = opts(&hub, &tmp.0);
+    o.convert = true;
+    let r = fetch(&o).unwrap();
+    assert_eq!(r.converted.len(), 1);
+    assert_eq!(r.convert_errors.len(), 1);
+    eprintln!("conversion error text: {}", r.convert_errors[0]);
+    assert!(r.convert_errors[0].contains("TE-3DVAE.pt"), "{:?}", r.convert_errors);
+    let conv = converted_dir(&tmp.0, REPO, &hub.commit);
+    assert_eq!(fs::read_dir(&conv).unwrap().count(), 1, "no partial output left");
+    weights_dir_in(&tmp.0, REPO, "main").unwrap();
 }
