@@ -615,6 +615,9 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
     for (i, f) in files.iter().enumerate() {
         let blob = blobs.join(&f.etag);
         if let Ok(m) = fs::metadata(&blob) {
+            if opts.verify_cached && opts.progress && f.sha256.is_some() {
+                eprintln!("verifying {} ({})", f.path, human(m.len()));
+            }
             let size_ok = f.size.is_none_or(|s| m.len() == s);
             let hash_ok = !opts.verify_cached || f.sha256.as_deref().is_none_or(|want| sha256_file(&blob).is_ok_and(|got| got == want));
             if size_ok && hash_ok {
