@@ -32,7 +32,7 @@ enum Cmd {
     Devices,
     /// Download the DiffVSR weights from the Hugging Face hub into its standard cache (shared
     /// with Python tools). Resumes broken downloads, verifies sizes and sha256, skips what is
-    /// already there; every command then finds the weights by default.
+    /// already there; the commands that need the DiffVSR weights then find them by default.
     FetchWeights {
         /// Hub URL (a mirror, or a local server).
         #[arg(long, env = "HF_ENDPOINT", default_value = fetch::DEFAULT_ENDPOINT)]
