@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod fetch;
 pub mod gpu;
 pub mod forward;
 pub mod kernel;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use diffvsr_wgpu::{bench, checkpoint, forward, gpu, DType, Gpu, GpuOptions};
+use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOptions};
 
 #[derive(Parser)]
 #[command(name = "diffvsr-wgpu", version, about = "DiffVSR video super-resolution on any GPU (WGSL kernels on wgpu)")]
@@ -30,6 +30,41 @@ struct Cli {
 enum Cmd {
     /// List every GPU adapter on every backend, with the features and limits the engine uses.
     Devices,
+    /// Download the DiffVSR weights from the Hugging Face hub into its standard cache (shared
+    /// with Python tools). Resumes broken downloads, verifies sizes and sha256, skips what is
+    /// already there; the commands that need the DiffVSR weights then find them by default.
+    FetchWeights {
+        /// Hub URL (a mirror, or a local server).
+        #[arg(long, env = "HF_ENDPOINT", default_value = fetch::DEFAULT_ENDPOINT)]
+        endpoint: String,
+        /// Access token for gated or private repositories (default: HF_TOKEN, else the token
+        /// saved by `huggingface-cli login`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Repository on the hub.
+        #[arg(long, default_value = fetch::DIFFVSR_REPO)]
+        repo: String,
+        /// Branch, tag or commit.
+        #[arg(long, default_value = fetch::DEFAULT_REVISION)]
+        revision: String,
+        /// Hub cache folder (default: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Fetch only repository paths matching this glob (`*` matches across folders; repeat
+        /// for several). Default: DiffVSR_UNet.pt, TE-3DVAE.pt and upscaler4x/*.
+        #[arg(long)]
+        include: Vec<String>,
+        /// Re-hash the weights already in the cache, downloading damaged ones again.
+        #[arg(long)]
+        verify: bool,
+        /// Further tries after a network failure, each resuming where the last stopped.
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// Keep the checkpoints as .pt only (by default they are also converted once to
+        /// safetensors, in converted/<commit>/ beside the snapshot).
+        #[arg(long)]
+        no_convert: bool,
+    },
     /// One forward pass of one model on named input tensors (a safetensors file); writes the
     /// result as tensor `output` (f32).
     Forward {
@@ -113,6 +148,40 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Devices => {
             print!("{}", gpu::devices_report());
+            Ok(())
+        }
+        Cmd::FetchWeights { endpoint, token, repo, revision, cache_dir, include, verify, retries, no_convert } => {
+            let mut o = fetch::FetchOptions::from_env()?;
+            o.endpoint = endpoint;
+            o.token = token.or(o.token);
+            o.repo_id = repo;
+            o.revision = revision;
+            if let Some(c) = cache_dir {
+                o.cache_dir = c;
+            }
+            if !include.is_empty() {
+                o.include = include;
+            }
+            o.verify_cached = verify;
+            o.retries = retries;
+            o.convert = !no_convert;
+            eprintln!("fetching {} ({}) from {} into {}", o.repo_id, o.revision, o.endpoint, o.cache_dir.display());
+            let r = fetch::fetch(&o)?;
+            let fetched = r.files.iter().filter(|(_, out)| *out != fetch::Outcome::Cached).count();
+            eprintln!(
+                "{} files at commit {}: {fetched} downloaded ({:.1} MB), {} already cached",
+                r.files.len(),
+                r.commit,
+                r.bytes_downloaded as f64 / 1e6,
+                r.files.len() - fetched
+            );
+            for c in &r.converted {
+                eprintln!("converted: {}", c.display());
+            }
+            for e in &r.convert_errors {
+                eprintln!("warning: {e} (the .pt files are complete and load directly)");
+            }
+            println!("{}", r.snapshot.display());
             Ok(())
         }
         Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, dtype, report, runs } => {
