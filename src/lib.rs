@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod ops;
 pub mod tensor;
 pub mod testutil;
+pub mod tokenizer;
 pub mod weights;
 
 pub use gpu::{Gpu, GpuOptions};
