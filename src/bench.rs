@@ -33,6 +33,12 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
     let mut v = Vec::new();
     v.extend(crate::ops::elementwise::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::matmul::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::norm::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::resize::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::concat::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::layout::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::embed::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::conv::bench_cases(gpu, dtype, quick)?);
     Ok(v)
 }
 

@@ -1,2 +1,10 @@
 pub mod elementwise;
 pub mod matmul;
+pub mod norm;
+pub mod concat;
+pub mod embed;
+pub mod layout;
+pub mod resize;
+#[cfg(test)]
+mod misc_golden;
+pub mod conv;

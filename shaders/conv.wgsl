@@ -1,0 +1,119 @@
+// Portable implicit-GEMM convolution (any adapter, f32 or f16 storage, f32 accumulation).
+// Prepended by conv_geom.wgsl and one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs).
+//
+// Workgroup tile BM × BN (output positions × output channels), K in steps of BK channels of one
+// tap. 256 threads as WG_M × WG_N, each owning a 4 × 4 block: rows 4·tm.., columns 4·tn...
+// Extra consts: BN (16, 32 or 64), BK = 16.
+
+@group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> out: array<T>;
+
+const WG: u32 = 256u;
+const WG_N: u32 = BN / 4u;
+const WG_M: u32 = WG / WG_N;
+const BM: u32 = WG_M * 4u;
+const KQ: u32 = BK / 4u;
+// vec4 loads per thread per K step.
+const A_LOADS: u32 = BM * KQ / WG;
+const B_VECS: u32 = BK * WG_N;
+
+var<workgroup> As: array<vec4<f32>, BM * KQ>;   // [BM][BK/4]: a row's channels as vectors
+var<workgroup> Bs: array<vec4<f32>, BK * WG_N>; // [BK][BN/4]
+var<workgroup> rows: array<vec4<i32>, BM>;       // row_info of the tile's rows
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+    let idx = wg_index(wid, nwg);
+    let tn_i = idx % p.tiles_n;
+    let rest = idx / p.tiles_n;
+    let tm_i = rest % p.tiles_m;
+    let phase = rest / p.tiles_m;
+    if (phase >= select(1u, 4u, TRANSPOSED)) {
+        return; // padding workgroups of a folded grid (uniform per workgroup)
+    }
+    let py = phase / 2u;
+    let px = phase % 2u;
+    let m0 = tm_i * BM;
+    let n0 = tn_i * BN;
+
+    for (var r = t; r < BM; r += WG) {
+        rows[r] = row_info(m0 + r, py, px);
+    }
+    workgroupBarrier();
+    let a_kq = t % KQ;
+
+    let tm = t / WG_N;
+    let tn = t % WG_N;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let w_phase = phase * TAPS * p.cin_p;
+    let cout_q = p.cout_p / 4u;
+
+    for (var tap = 0u; tap < TAPS; tap++) {
+        let tt = tap / (KH * KW);
+        let ty = (tap / KW) % KH;
+        let tx = tap % KW;
+        let w_tap = (w_phase + tap * p.cin_p) * cout_q;
+        for (var c0 = 0u; c0 < p.cin; c0 += BK) {
+            for (var r = 0u; r < A_LOADS; r++) {
+                let off = tap_offset(rows[(t + r * WG) / KQ], tt, ty, tx);
+                As[t + r * WG] = vec4<f32>(load_x4(off, c0 + 4u * a_kq));
+            }
+            for (var l = t; l < B_VECS; l += WG) {
+                let k = l / WG_N;
+                let nq = n0 / 4u + l % WG_N;
+                var b = vec4<f32>(0.0);
+                if (nq < cout_q) {
+                    b = vec4<f32>(wt[w_tap + (c0 + k) * cout_q + nq]);
+                }
+                Bs[l] = b;
+            }
+            workgroupBarrier();
+            for (var kq = 0u; kq < KQ; kq++) {
+                let b0 = Bs[(4u * kq) * WG_N + tn];
+                let b1 = Bs[(4u * kq + 1u) * WG_N + tn];
+                let b2 = Bs[(4u * kq + 2u) * WG_N + tn];
+                let b3 = Bs[(4u * kq + 3u) * WG_N + tn];
+                let a0 = As[(4u * tm) * KQ + kq];
+                let a1 = As[(4u * tm + 1u) * KQ + kq];
+                let a2 = As[(4u * tm + 2u) * KQ + kq];
+                let a3 = As[(4u * tm + 3u) * KQ + kq];
+                acc0 += a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
+                acc1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
+                acc2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
+                acc3 += a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
+            }
+            workgroupBarrier();
+        }
+    }
+
+    let nb = n0 + 4u * tn;
+    var bv = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (nb + j < p.cout) {
+            bv[j] = f32(bias[nb + j]);
+        }
+    }
+    let mr = m0 + 4u * tm;
+    store_row(mr, nb, acc0 + bv, py, px);
+    store_row(mr + 1u, nb, acc1 + bv, py, px);
+    store_row(mr + 2u, nb, acc2 + bv, py, px);
+    store_row(mr + 3u, nb, acc3 + bv, py, px);
+}
+
+// Output row m, channels n..n+3 (those below Cout).
+fn store_row(m: u32, n: u32, v: vec4<f32>, py: u32, px: u32) {
+    if (m >= p.m) {
+        return;
+    }
+    let o = out_offset(split_m(m), py, px) + n;
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < p.cout) {
+            out[o + j] = T(v[j]);
+        }
+    }
+}

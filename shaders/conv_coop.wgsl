@@ -1,0 +1,204 @@
+// Cooperative-matrix implicit-GEMM convolution (f16 storage, f16 × f16 → f32 16×16×16).
+// Prepended by conv_geom.wgsl and one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs); the
+// preamble enables f16 and wgpu_cooperative_matrix.
+//
+// Workgroup tile BM × BN × BK (BK = 32) staged through workgroup memory as vec4<f16>, the
+// next K step's global loads in flight during this step's multiplies. 8 subgroups of SG lanes,
+// each owning a 64 × 64 block as 4 × 4 f32 accumulators, arranged SGM × SGN: BN = 256 gives a
+// 128 × 256 tile, BN = 128 a 256 × 128 tile. The accumulators and fragments are named
+// variables, not arrays: an array of cooperative matrices indexed in a loop can end up in
+// local memory. The epilogue goes through a per-subgroup 16×16 f32 scratch tile (adds the
+// bias, converts to f16, scatters rows: transposed phases and edge tiles have no constant
+// output stride).
+// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN.
+
+@group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> out: array<T>;
+
+const NSG: u32 = 8u;
+const WG: u32 = NSG * SG;
+const SGN: u32 = BN / 64u;
+const SGM: u32 = NSG / SGN;
+const BM: u32 = SGM * 64u;
+const BK: u32 = 32u;
+const KQ: u32 = BK / 4u;
+// Row strides of the staged tiles, padded by 16 bytes so the rows one matrix load reads fall
+// into different banks.
+const AS_STRIDE: u32 = BK + 8u;
+const BS_STRIDE: u32 = BN + 8u;
+const A_LOADS: u32 = BM * KQ / WG;
+const B_LOADS: u32 = BK * BN / 4u / WG;
+
+var<workgroup> As: array<vec4<f16>, BM * AS_STRIDE / 4u>;  // [BM][BK]  (row-major, padded)
+var<workgroup> Bs: array<vec4<f16>, BK * BS_STRIDE / 4u>;  // [BK][BN]  (row-major, padded)
+var<workgroup> Cs: array<f32, NSG * 256u>;      // one 16×16 tile per subgroup
+var<workgroup> rows: array<vec4<i32>, BM>;      // row_info of the tile's rows
+
+alias FA = coop_mat16x16<f16, A>;
+alias FB = coop_mat16x16<f16, B>;
+alias FC = coop_mat16x16<f32, C>;
+
+// The staged tiles are vec4<f16> (one 8-byte store per four channels); a cooperative load
+// then counts its offset and stride in vectors (checked on NVIDIA: scalar units are wrong).
+fn load_a(row: u32, k: u32) -> FA {
+    return coopLoadT<FA>(&As[row * (AS_STRIDE / 4u) + k / 4u], AS_STRIDE / 4u);
+}
+
+fn load_b(k: u32, col: u32) -> FB {
+    return coopLoadT<FB>(&Bs[k * (BS_STRIDE / 4u) + col / 4u], BS_STRIDE / 4u);
+}
+
+// The next K step's global loads, held in registers while the current step multiplies, so
+// their latency overlaps the matrix work.
+var<private> ra: array<vec4<T>, A_LOADS>;
+var<private> rb: array<vec4<T>, B_LOADS>;
+
+// Loads K step `ks` (tap ks / nck, channels (ks % nck)·BK..) of this thread's share of the
+// A and B tiles into ra / rb.
+fn fetch(ks: u32, nck: u32, t: u32, phase: u32, n0: u32) {
+    let tap = ks / nck;
+    let c0 = (ks % nck) * BK;
+    let tt = tap / (KH * KW);
+    let ty = (tap / KW) % KH;
+    let tx = tap % KW;
+    let a_kq = t % KQ;
+    for (var r = 0u; r < A_LOADS; r++) {
+        let row = (t + r * WG) / KQ;
+        ra[r] = load_x4(tap_offset(rows[row], tt, ty, tx), c0 + 4u * a_kq);
+    }
+    let cout_q = p.cout_p / 4u;
+    let w_row = (phase * TAPS + tap) * p.cin_p + c0;
+    for (var r = 0u; r < B_LOADS; r++) {
+        let l = t + r * WG;
+        let k = l / (BN / 4u);
+        let nq = n0 / 4u + l % (BN / 4u);
+        var b = vec4<T>(0.0);
+        if (nq < cout_q) {
+            b = wt[(w_row + k) * cout_q + nq];
+        }
+        rb[r] = b;
+    }
+}
+
+// Writes the fetched registers into the staged tiles.
+fn stage(t: u32) {
+    for (var r = 0u; r < A_LOADS; r++) {
+        As[((t + r * WG) / KQ) * (AS_STRIDE / 4u) + t % KQ] = vec4<f16>(ra[r]);
+    }
+    for (var r = 0u; r < B_LOADS; r++) {
+        let l = t + r * WG;
+        Bs[(l / (BN / 4u)) * (BS_STRIDE / 4u) + l % (BN / 4u)] = vec4<f16>(rb[r]);
+    }
+}
+
+// Writes accumulator `c` (rows m.., columns n.. of the output) through this subgroup's scratch.
+// Every subgroup calls it the same number of times (it holds workgroup barriers).
+fn store_c(c: FC, sg: u32, lane: u32, m: u32, n: u32, py: u32, px: u32, spare: bool) {
+    coopStoreT(c, &Cs[sg * 256u], 16u);
+    workgroupBarrier();
+    let per = 256u / SG;
+    let r = (lane * per) / 16u;
+    let col = (lane * per) % 16u;
+    let mm = m + r;
+    if (mm < p.m && !spare) {
+        let o = out_offset(split_m(mm), py, px);
+        for (var e = 0u; e < per; e++) {
+            let nn = n + col + e;
+            if (nn < p.cout) {
+                out[o + nn] = T(Cs[sg * 256u + r * 16u + col + e] + f32(bias[nn]));
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32, @builtin(subgroup_id) sg: u32,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    let idx = wg_index(wid, nwg);
+    let tn_i = idx % p.tiles_n;
+    let rest = idx / p.tiles_n;
+    let tm_i = rest % p.tiles_m;
+    // Workgroups past the end of a folded grid run a clamped tile and store nothing (an early
+    // return here would put the cooperative operations into non-uniform control flow for naga).
+    let phases = select(1u, 4u, TRANSPOSED);
+    let spare = rest / p.tiles_m >= phases;
+    let phase = min(rest / p.tiles_m, phases - 1u);
+    let py = phase / 2u;
+    let px = phase % 2u;
+    let m0 = tm_i * BM;
+    let n0 = tn_i * BN;
+
+    for (var r = t; r < BM; r += WG) {
+        rows[r] = row_info(m0 + r, py, px);
+    }
+    workgroupBarrier();
+
+    // This subgroup's corner in the tile.
+    let sm = (sg / SGN) * 64u;
+    let sn = (sg % SGN) * 64u;
+    var c00: FC; var c01: FC; var c02: FC; var c03: FC;
+    var c10: FC; var c11: FC; var c12: FC; var c13: FC;
+    var c20: FC; var c21: FC; var c22: FC; var c23: FC;
+    var c30: FC; var c31: FC; var c32: FC; var c33: FC;
+
+    // K runs tap by tap, BK channels at a time (channels past Cin are zero on both sides).
+    let nck = (p.cin + BK - 1u) / BK;
+    let nks = TAPS * nck;
+    fetch(0u, nck, t, phase, n0);
+    for (var ks = 0u; ks < nks; ks++) {
+        stage(t);
+        workgroupBarrier();
+        if (ks + 1u < nks) {
+            fetch(ks + 1u, nck, t, phase, n0);
+        }
+        for (var kk = 0u; kk < BK; kk += 16u) {
+            let a0 = load_a(sm, kk);
+            let a1 = load_a(sm + 16u, kk);
+            let a2 = load_a(sm + 32u, kk);
+            let a3 = load_a(sm + 48u, kk);
+            var b = load_b(kk, sn);
+            c00 = coopMultiplyAdd(a0, b, c00);
+            c10 = coopMultiplyAdd(a1, b, c10);
+            c20 = coopMultiplyAdd(a2, b, c20);
+            c30 = coopMultiplyAdd(a3, b, c30);
+            b = load_b(kk, sn + 16u);
+            c01 = coopMultiplyAdd(a0, b, c01);
+            c11 = coopMultiplyAdd(a1, b, c11);
+            c21 = coopMultiplyAdd(a2, b, c21);
+            c31 = coopMultiplyAdd(a3, b, c31);
+            b = load_b(kk, sn + 32u);
+            c02 = coopMultiplyAdd(a0, b, c02);
+            c12 = coopMultiplyAdd(a1, b, c12);
+            c22 = coopMultiplyAdd(a2, b, c22);
+            c32 = coopMultiplyAdd(a3, b, c32);
+            b = load_b(kk, sn + 48u);
+            c03 = coopMultiplyAdd(a0, b, c03);
+            c13 = coopMultiplyAdd(a1, b, c13);
+            c23 = coopMultiplyAdd(a2, b, c23);
+            c33 = coopMultiplyAdd(a3, b, c33);
+        }
+        workgroupBarrier();
+    }
+
+    let m = m0 + sm;
+    let n = n0 + sn;
+    store_c(c00, sg, lane, m, n, py, px, spare);
+    store_c(c01, sg, lane, m, n + 16u, py, px, spare);
+    store_c(c02, sg, lane, m, n + 32u, py, px, spare);
+    store_c(c03, sg, lane, m, n + 48u, py, px, spare);
+    store_c(c10, sg, lane, m + 16u, n, py, px, spare);
+    store_c(c11, sg, lane, m + 16u, n + 16u, py, px, spare);
+    store_c(c12, sg, lane, m + 16u, n + 32u, py, px, spare);
+    store_c(c13, sg, lane, m + 16u, n + 48u, py, px, spare);
+    store_c(c20, sg, lane, m + 32u, n, py, px, spare);
+    store_c(c21, sg, lane, m + 32u, n + 16u, py, px, spare);
+    store_c(c22, sg, lane, m + 32u, n + 32u, py, px, spare);
+    store_c(c23, sg, lane, m + 32u, n + 48u, py, px, spare);
+    store_c(c30, sg, lane, m + 48u, n, py, px, spare);
+    store_c(c31, sg, lane, m + 48u, n + 16u, py, px, spare);
+    store_c(c32, sg, lane, m + 48u, n + 32u, py, px, spare);
+    store_c(c33, sg, lane, m + 48u, n + 48u, py, px, spare);
+}

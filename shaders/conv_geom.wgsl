@@ -1,0 +1,80 @@
+// Geometry shared by the convolution kernels (conv.wgsl, conv_coop.wgsl): implicit GEMM with
+// M = output positions, N = Cout, K = taps × Cin, gathered from channels-last input on the fly.
+//
+// Specialisation consts (see ops/conv.rs): KT, KH, KW (taps per axis; a transposed conv runs as
+// four 2×2 phases), SH, SW (spatial stride), TRANSPOSED (bool: output pixel (2y+py, 2x+px) of
+// phase (py, px)), VEC_IN (bool: Cin % 4 == 0, so input channels load as vec4).
+//
+// Input  x:   [NB, D, H, W, Cin]           (conv2d: D = 1, NB = N)
+// Output out: [NB, D, HO·OS, WO·OS, Cout]  (OS = 2 when TRANSPOSED, else 1; depth stride 1)
+// Weight w:   [PHASES][TAPS][CIN_P][COUT_P] as vec4 along Cout; rows ci >= Cin and columns
+//             co >= Cout are zero, so weight loads need no bounds checks.
+
+struct Params {
+    nb: u32, d: u32, h: u32, w: u32,
+    cin: u32, cout: u32, cin_p: u32, cout_p: u32,
+    ho: u32, wo: u32, pt: u32, ph: u32,
+    pw: u32, m: u32, tiles_m: u32, tiles_n: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+const TAPS: u32 = KT * KH * KW;
+
+// An output position of the GEMM's M axis, split into its coordinates (depth folded in time).
+struct Pos {
+    b: u32, z: u32, y: u32, x: u32,
+}
+
+fn split_m(m: u32) -> Pos {
+    var r: Pos;
+    r.x = m % p.wo;
+    let t = m / p.wo;
+    r.y = t % p.ho;
+    let t2 = t / p.ho;
+    r.z = t2 % p.d;
+    r.b = t2 / p.d;
+    return r;
+}
+
+// What the K loop needs of output row `m` in phase (py, px), computed once per workgroup and
+// kept in workgroup memory: (b·D + z, or -1 past the last row; front input frame z − pt; top
+// input row; left input column), the last three for tap (0, 0, 0).
+fn row_info(m: u32, py: u32, px: u32) -> vec4<i32> {
+    if (m >= p.m) {
+        return vec4<i32>(-1, 0, 0, 0);
+    }
+    let q = split_m(m);
+    var pad_y = i32(p.ph);
+    var pad_x = i32(p.pw);
+    if (TRANSPOSED) {
+        // Phase (py, px) of a k4 s2 p1 transposed conv is a 2×2 conv over rows y−1+py, y+py.
+        pad_y = 1 - i32(py);
+        pad_x = 1 - i32(px);
+    }
+    return vec4<i32>(i32(q.b * p.d + q.z), i32(q.z) - i32(p.pt), i32(q.y * SH) - pad_y, i32(q.x * SW) - pad_x);
+}
+
+// Element offset of the input pixel (channel 0) that tap (tt, ty, tx) of a row reads, or -1
+// where it falls into the zero padding (or the row is past the end).
+fn tap_offset(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {
+    let iz = ri.y + i32(tt);
+    let iy = ri.z + i32(ty);
+    let ix = ri.w + i32(tx);
+    if (ri.x < 0 || iz < 0 || iz >= i32(p.d) || iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
+        return -1;
+    }
+    // b·D + z + (iz − z) is the input frame of this tap.
+    let frame = ri.x + i32(tt) - i32(p.pt);
+    return ((frame * i32(p.h) + iy) * i32(p.w) + ix) * i32(p.cin);
+}
+
+// Element offset of output position `q` (channel 0) in phase (py, px).
+fn out_offset(q: Pos, py: u32, px: u32) -> u32 {
+    if (TRANSPOSED) {
+        let h2 = 2u * p.ho;
+        let w2 = 2u * p.wo;
+        return (((q.b * p.d + q.z) * h2 + 2u * q.y + py) * w2 + 2u * q.x + px) * p.cout;
+    }
+    return (((q.b * p.d + q.z) * p.ho + q.y) * p.wo + q.x) * p.cout;
+}

@@ -1,0 +1,838 @@
+//! Convolutions as implicit GEMM (`shaders/conv*.wgsl`): M = output positions, N = Cout,
+//! K = taps × Cin. The input patch is gathered tile by tile from the channels-last activation;
+//! no im2col buffer is ever written.
+//!
+//! * [`conv2d`]: any kh × kw, stride, symmetric zero padding (DiffVSR uses 1×1, 3×3 s1 p1,
+//!   3×3 s2 p1); input `[N, H, W, Cin]` (or `[B, F, H, W, Cin]`, per frame).
+//! * [`conv_transpose2d`]: kernel 4, stride 2, padding 1 (the MSTA up-projection), run as four
+//!   sub-pixel phases, each a 2×2 convolution writing every other output pixel.
+//! * [`conv3d`]: stride 1, "same" zero padding in every axis (kernel (3,1,1), (5,1,1), 3×3×3);
+//!   input `[B, F, H, W, Cin]`.
+//!
+//! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
+//! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
+//! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage,
+//! f32 accumulation, adapters with f16 16×16 matrices and a fixed subgroup size). [`ConvImpl`]
+//! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64.
+//! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
+//! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
+//! one contiguous weight row per channel, and the zero padding removes every bounds check on
+//! the weight side.
+
+use anyhow::{bail, ensure, Result};
+
+use crate::gpu::Gpu;
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::{DType, Tensor};
+
+const SRC_TILED_VEC4: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_vec4.wgsl"),
+    include_str!("../../shaders/conv.wgsl")
+);
+const SRC_TILED_SCALAR: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_scalar.wgsl"),
+    include_str!("../../shaders/conv.wgsl")
+);
+const SRC_COOP_VEC4: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_vec4.wgsl"),
+    include_str!("../../shaders/conv_coop.wgsl")
+);
+const SRC_COOP_SCALAR: &str = concat!(
+    include_str!("../../shaders/conv_geom.wgsl"),
+    include_str!("../../shaders/conv_x_scalar.wgsl"),
+    include_str!("../../shaders/conv_coop.wgsl")
+);
+
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, vec_in: bool, sg: u32, bn: u32) -> Kernel {
+    let src = if vec_in { SRC_COOP_VEC4 } else { SRC_COOP_SCALAR };
+    geometry_kernel("conv_coop", src, dtype, taps, stride, transposed).with_coop().def("SG", format!("{sg}u")).def("BN", format!("{bn}u"))
+}
+
+/// Packed K rows are padded to a multiple of this (the largest K step of any conv kernel).
+const CIN_ALIGN: usize = 32;
+/// Packed weight rows are padded to a multiple of this (vector loads along Cout).
+const COUT_ALIGN: usize = 8;
+/// K step of the portable kernel.
+const TILED_BK: u32 = 16;
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    nb: u32,
+    d: u32,
+    h: u32,
+    w: u32,
+    cin: u32,
+    cout: u32,
+    cin_p: u32,
+    cout_p: u32,
+    ho: u32,
+    wo: u32,
+    pt: u32,
+    ph: u32,
+    pw: u32,
+    m: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+}
+
+/// What a [`ConvWeight`] was made from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConvKind {
+    /// `nn.Conv2d`, PyTorch weight `[Cout, Cin, kh, kw]`.
+    Conv2d,
+    /// `nn.ConvTranspose2d(kernel 4, stride 2, padding 1)`, PyTorch weight `[Cin, Cout, 4, 4]`.
+    ConvTranspose2d,
+    /// `nn.Conv3d`, PyTorch weight `[Cout, Cin, kt, kh, kw]`.
+    Conv3d,
+}
+
+/// A convolution's weights and bias on the GPU, repacked for the implicit-GEMM kernels.
+#[derive(Clone, Debug)]
+pub struct ConvWeight {
+    pub kind: ConvKind,
+    pub cin: usize,
+    pub cout: usize,
+    /// Taps per axis (time, height, width) of the kernel as the shader runs it: a transposed
+    /// conv runs as four phases of (1, 2, 2).
+    pub taps: [usize; 3],
+    pub cin_p: usize,
+    pub cout_p: usize,
+    /// `[phases][taps][cin_p][cout_p]`, zero in the padding.
+    pub w: Tensor,
+    /// `[Cout]` (zeros when the layer has no bias).
+    pub bias: Tensor,
+}
+
+impl ConvWeight {
+    /// From a PyTorch `Conv2d` (`shape` = `[Cout, Cin, kh, kw]`) or `Conv3d`
+    /// (`[Cout, Cin, kt, kh, kw]`) weight, with an optional `[Cout]` bias.
+    pub fn from_torch(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
+        let (kind, cout, cin, taps) = match *shape {
+            [co, ci, kh, kw] => (ConvKind::Conv2d, co, ci, [1, kh, kw]),
+            [co, ci, kt, kh, kw] => (ConvKind::Conv3d, co, ci, [kt, kh, kw]),
+            _ => bail!("conv weight shape {shape:?}: expected [Cout, Cin, kh, kw] or [Cout, Cin, kt, kh, kw]"),
+        };
+        ensure!(cout > 0 && cin > 0 && taps.iter().all(|&k| k > 0), "conv weight shape {shape:?} has a zero axis");
+        ensure!(w.len() == shape.iter().product::<usize>(), "conv weight has {} values, shape {shape:?} needs {}", w.len(), shape.iter().product::<usize>());
+        let ntaps = taps[0] * taps[1] * taps[2];
+        let (cin_p, cout_p) = (cin.next_multiple_of(CIN_ALIGN), cout.next_multiple_of(COUT_ALIGN));
+        let mut packed = vec![0f32; ntaps * cin_p * cout_p];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for tap in 0..ntaps {
+                    packed[(tap * cin_p + ci) * cout_p + co] = w[(co * cin + ci) * ntaps + tap];
+                }
+            }
+        }
+        Self::upload(gpu, kind, cin, cout, taps, cin_p, cout_p, &packed, bias, dtype)
+    }
+
+    /// From a PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` weight
+    /// (`shape` = `[Cin, Cout, 4, 4]`), with an optional `[Cout]` bias.
+    pub fn from_torch_transposed(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
+        let [cin, cout, 4, 4] = *shape else {
+            bail!("conv-transpose weight shape {shape:?}: expected [Cin, Cout, 4, 4] (only kernel 4, stride 2, padding 1 is supported)");
+        };
+        ensure!(cout > 0 && cin > 0, "conv-transpose weight shape {shape:?} has a zero axis");
+        ensure!(w.len() == cin * cout * 16, "conv-transpose weight has {} values, shape {shape:?} needs {}", w.len(), cin * cout * 16);
+        let (cin_p, cout_p) = (cin.next_multiple_of(CIN_ALIGN), cout.next_multiple_of(COUT_ALIGN));
+        let mut packed = vec![0f32; 4 * 4 * cin_p * cout_p];
+        // Output row 2a+py gets kernel row ky from input row a+ty−1+py with ky = 3−2ty−py (ty ∈ {0,1}).
+        for (py, px, ty, tx) in (0..16).map(|i| (i >> 3, (i >> 2) & 1, (i >> 1) & 1, i & 1)) {
+            let (ky, kx) = (3 - 2 * ty - py, 3 - 2 * tx - px);
+            let base = ((py * 2 + px) * 4 + ty * 2 + tx) * cin_p;
+            for ci in 0..cin {
+                for co in 0..cout {
+                    packed[(base + ci) * cout_p + co] = w[((ci * cout + co) * 4 + ky) * 4 + kx];
+                }
+            }
+        }
+        Self::upload(gpu, ConvKind::ConvTranspose2d, cin, cout, [1, 2, 2], cin_p, cout_p, &packed, bias, dtype)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn upload(
+        gpu: &Gpu,
+        kind: ConvKind,
+        cin: usize,
+        cout: usize,
+        taps: [usize; 3],
+        cin_p: usize,
+        cout_p: usize,
+        packed: &[f32],
+        bias: Option<&[f32]>,
+        dtype: DType,
+    ) -> Result<ConvWeight> {
+        let zeros;
+        let bias = match bias {
+            Some(b) => {
+                ensure!(b.len() == cout, "conv bias has {} values, expected Cout = {cout}", b.len());
+                b
+            }
+            None => {
+                zeros = vec![0f32; cout];
+                &zeros
+            }
+        };
+        let w = Tensor::from_f32(gpu, packed, &[packed.len() / (cin_p * cout_p), cin_p, cout_p], dtype)?;
+        let bias = Tensor::from_f32(gpu, bias, &[cout], dtype)?;
+        Ok(ConvWeight { kind, cin, cout, taps, cin_p, cout_p, w, bias })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.w.dtype()
+    }
+}
+
+/// Which kernel runs a convolution.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConvImpl {
+    /// The best one for the device and dtype.
+    Auto,
+    /// The portable workgroup-tiled kernel (every adapter, f32 and f16).
+    Tiled,
+    /// The cooperative-matrix kernel (f16 storage; adapters with f16 16×16 cooperative
+    /// matrices and a fixed subgroup size). An error where unavailable.
+    Coop,
+}
+
+/// The full problem a kernel launch solves.
+#[derive(Clone, Debug)]
+struct Problem {
+    nb: usize,
+    d: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    pad: [usize; 3],
+    stride: [usize; 2],
+    out_shape: Vec<usize>,
+}
+
+fn check_input(what: &str, x: &Tensor, w: &ConvWeight) -> Result<()> {
+    ensure!(x.dtype() == w.dtype(), "{what}: input is {:?} but the weights are {:?}", x.dtype(), w.dtype());
+    let cin = *x.shape().last().unwrap_or(&0);
+    ensure!(cin == w.cin, "{what}: input {:?} has {cin} channels, the weights expect {}", x.shape(), w.cin);
+    ensure!(x.numel() > 0, "{what}: empty input {:?}", x.shape());
+    Ok(())
+}
+
+/// 2-D convolution of channels-last `x` `[N, H, W, Cin]` (or `[B, F, H, W, Cin]`, each frame on
+/// its own) with a [`ConvKind::Conv2d`] weight, square `stride` and symmetric zero padding
+/// `pad`: output `[.., Ho, Wo, Cout]` with `Ho = (H + 2·pad − kh) / stride + 1` (as PyTorch).
+pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize) -> Result<Tensor> {
+    conv2d_with(rec, x, w, stride, pad, ConvImpl::Auto)
+}
+
+pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, imp: ConvImpl) -> Result<Tensor> {
+    ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
+    check_input("conv2d", x, w)?;
+    let s = x.shape();
+    ensure!(s.len() == 4 || s.len() == 5, "conv2d: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
+    ensure!(stride >= 1, "conv2d: stride 0");
+    let (h, wd) = (s[s.len() - 3], s[s.len() - 2]);
+    let [_, kh, kw] = w.taps;
+    ensure!(pad < kh && pad < kw, "conv2d: padding {pad} is not smaller than the kernel {kh}×{kw}");
+    ensure!(h + 2 * pad >= kh && wd + 2 * pad >= kw, "conv2d: input {h}×{wd} (padding {pad}) is smaller than the kernel {kh}×{kw}");
+    let (ho, wo) = ((h + 2 * pad - kh) / stride + 1, (wd + 2 * pad - kw) / stride + 1);
+    let mut out_shape = s.to_vec();
+    let r = out_shape.len();
+    out_shape[r - 3] = ho;
+    out_shape[r - 2] = wo;
+    out_shape[r - 1] = w.cout;
+    let nb = s[..s.len() - 3].iter().product();
+    let pb = Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape };
+    launch(rec, x, w, &pb, imp)
+}
+
+/// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
+/// `[B, F, H, W, Cin]`) with a [`ConvKind::ConvTranspose2d`] weight: output `[.., 2H, 2W, Cout]`.
+pub fn conv_transpose2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Result<Tensor> {
+    conv_transpose2d_with(rec, x, w, ConvImpl::Auto)
+}
+
+pub fn conv_transpose2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: ConvImpl) -> Result<Tensor> {
+    ensure!(w.kind == ConvKind::ConvTranspose2d, "conv_transpose2d: weight is a {:?}", w.kind);
+    check_input("conv_transpose2d", x, w)?;
+    let s = x.shape();
+    ensure!(s.len() == 4 || s.len() == 5, "conv_transpose2d: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
+    let (h, wd) = (s[s.len() - 3], s[s.len() - 2]);
+    let mut out_shape = s.to_vec();
+    let r = out_shape.len();
+    out_shape[r - 3] = 2 * h;
+    out_shape[r - 2] = 2 * wd;
+    out_shape[r - 1] = w.cout;
+    let nb = s[..s.len() - 3].iter().product();
+    let pb = Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape };
+    launch(rec, x, w, &pb, imp)
+}
+
+/// 3-D convolution (stride 1, zero padding `k/2` in every axis, so the shape is kept) of
+/// channels-last video `x` `[B, F, H, W, Cin]` with a [`ConvKind::Conv3d`] weight of odd kernel
+/// sizes: output `[B, F, H, W, Cout]`. Kernel (3,1,1) / (5,1,1) is a temporal 1-D conv per pixel.
+pub fn conv3d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Result<Tensor> {
+    conv3d_with(rec, x, w, ConvImpl::Auto)
+}
+
+pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: ConvImpl) -> Result<Tensor> {
+    ensure!(w.kind == ConvKind::Conv3d, "conv3d: weight is a {:?}", w.kind);
+    check_input("conv3d", x, w)?;
+    let s = x.shape();
+    ensure!(s.len() == 5, "conv3d: input {s:?} is not [B, F, H, W, C]");
+    ensure!(w.taps.iter().all(|k| k % 2 == 1), "conv3d: kernel {:?} is not odd in every axis ('same' padding needs odd sizes)", w.taps);
+    let (d, h, wd) = (s[1], s[2], s[3]);
+    let [kt, kh, kw] = w.taps;
+    let mut out_shape = s.to_vec();
+    out_shape[4] = w.cout;
+    let pb = Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape };
+    launch(rec, x, w, &pb, imp)
+}
+
+/// The specialisation consts every conv kernel shares.
+fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool) -> Kernel {
+    Kernel::new(name, src, dtype)
+        .def("KT", format!("{}u", taps[0]))
+        .def("KH", format!("{}u", taps[1]))
+        .def("KW", format!("{}u", taps[2]))
+        .def("SH", format!("{}u", stride[0]))
+        .def("SW", format!("{}u", stride[1]))
+        .def("TRANSPOSED", transposed)
+}
+
+/// Output rows per workgroup of the cooperative kernel for a BN-wide tile (8 subgroups of
+/// 64 × 64).
+fn coop_bm(bn: u32) -> u32 {
+    8 / (bn / 64) * 64
+}
+
+/// Workgroup memory of the cooperative kernel for a BN-wide tile (bytes; see conv_coop.wgsl).
+fn coop_smem(bn: u32) -> u32 {
+    let bm = coop_bm(bn);
+    bm * (32 + 8) * 2 + 32 * (bn + 8) * 2 + 8 * 256 * 4 + bm * 16
+}
+
+/// The cooperative kernel's (subgroup size, BN) for this device, dtype and Cout, or why not.
+fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<(u32, u32), String> {
+    if dtype != DType::F16 {
+        return Err("the cooperative-matrix conv needs f16 storage".into());
+    }
+    if !gpu.has_coop_f16_16x16() || !gpu.has_subgroups() {
+        return Err("the adapter lacks f16 16×16 cooperative matrices or subgroups".into());
+    }
+    let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+    // The kernel splits its tile among a fixed number of subgroups, so their size must be known.
+    if lo != hi || ![16, 32, 64].contains(&lo) {
+        return Err(format!("the adapter's subgroup size varies ({lo}..{hi})"));
+    }
+    if 8 * lo > gpu.limits.max_compute_invocations_per_workgroup {
+        return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * lo));
+    }
+    let smem = gpu.limits.max_compute_workgroup_storage_size;
+    let bn = if cout > 128 && coop_smem(256) <= smem { 256 } else { 128 };
+    if coop_smem(bn) > smem {
+        return Err(format!("the kernel needs {} bytes of workgroup memory, the adapter has {smem}", coop_smem(bn)));
+    }
+    Ok((lo, bn))
+}
+
+fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: ConvImpl) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    let m = pb.nb * pb.d * pb.ho * pb.wo;
+    ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
+    ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
+    let transposed = w.kind == ConvKind::ConvTranspose2d;
+    let phases = if transposed { 4 } else { 1 };
+    let vec_in = w.cin.is_multiple_of(4);
+    let coop = match imp {
+        // Narrow layers (Cout 3 or 4 at the networks' ends) waste most of a 128-wide tile.
+        ConvImpl::Auto => coop_config(gpu, x.dtype(), w.cout).ok().filter(|_| w.cout >= 64),
+        ConvImpl::Tiled => None,
+        ConvImpl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
+    };
+    let (k, bm, bn) = match coop {
+        Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, vec_in, sg, bn), coop_bm(bn), bn),
+        None => {
+            let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
+            let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
+            let k = geometry_kernel("conv_tiled", src, x.dtype(), w.taps, pb.stride, transposed)
+                .def("BN", format!("{bn}u"))
+                .def("BK", format!("{TILED_BK}u"));
+            (k, (256 / (bn / 4)) * 4, bn)
+        }
+    };
+    let out = rec.empty(&pb.out_shape, x.dtype())?;
+    let tiles_m = (m as u32).div_ceil(bm);
+    let tiles_n = (w.cout as u32).div_ceil(bn);
+    let p = Params {
+        nb: pb.nb as u32,
+        d: pb.d as u32,
+        h: pb.h as u32,
+        w: pb.w as u32,
+        cin: w.cin as u32,
+        cout: w.cout as u32,
+        cin_p: w.cin_p as u32,
+        cout_p: w.cout_p as u32,
+        ho: pb.ho as u32,
+        wo: pb.wo as u32,
+        pt: pb.pad[0] as u32,
+        ph: pb.pad[1] as u32,
+        pw: pb.pad[2] as u32,
+        m: m as u32,
+        tiles_m,
+        tiles_n,
+    };
+    rec.dispatch(&k, &p, &[x.into(), (&w.w).into(), (&w.bias).into(), (&out).into()], grid(gpu, tiles_m * tiles_n * phases))?;
+    Ok(out)
+}
+
+/// Benchmarks at DiffVSR's shapes (UNet at a 128² latent, 8 frames × CFG = 16 images; VAE
+/// decoder at 512²); `quick` shrinks spatial sizes and channels for a software adapter.
+pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
+    use crate::bench::{random_tensor, BenchCase};
+    #[derive(Clone, Copy)]
+    enum Op {
+        C2 { k: usize, s: usize },
+        T2,
+        C3 { kt: usize, kh: usize },
+    }
+    // (name, op, input shape, Cout)
+    let full: Vec<(&str, Op, Vec<usize>, usize)> = vec![
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 64, 64, 512], 512),
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 128, 128, 256], 256),
+        ("conv3x3 s2", Op::C2 { k: 3, s: 2 }, vec![16, 128, 128, 256], 256),
+        ("conv1x1", Op::C2 { k: 1, s: 1 }, vec![16, 16, 16, 1024], 1024),
+        ("convT4x4 s2", Op::T2, vec![16, 32, 32, 512], 512),
+        ("conv3d (3,1,1)", Op::C3 { kt: 3, kh: 1 }, vec![2, 8, 64, 64, 512], 512),
+        ("conv3d (5,1,1)", Op::C3 { kt: 5, kh: 1 }, vec![2, 8, 128, 128, 256], 256),
+        ("conv3d 3x3x3", Op::C3 { kt: 3, kh: 3 }, vec![1, 4, 512, 512, 128], 128),
+    ];
+    type Run = Box<dyn Fn(&mut Recorder) -> Result<()>>;
+    let mut v = Vec::new();
+    for (i, (name, op, mut s, mut cout)) in full.into_iter().enumerate() {
+        if quick {
+            // Channels ÷ 8, spatial ÷ 8 (≥ 4), leading axis at most 2.
+            let r = s.len();
+            s[r - 1] /= 8;
+            s[r - 2] = (s[r - 2] / 8).max(4);
+            s[r - 3] = (s[r - 3] / 8).max(4);
+            s[0] = s[0].min(2);
+            cout /= 8;
+        }
+        let cin = *s.last().unwrap();
+        let x = random_tensor(gpu, &s, dtype, 10 + i as u64)?;
+        let mut rng = crate::testutil::Rng::new(20 + i as u64);
+        let (w, flops, out_n) = match op {
+            Op::C2 { k, s: st } => {
+                let w = ConvWeight::from_torch(gpu, &rng.normals(cout * cin * k * k, 0.05), &[cout, cin, k, k], Some(&rng.normals(cout, 0.1)), dtype)?;
+                let r = s.len();
+                let (ho, wo) = ((s[r - 3] + 2 * (k / 2) - k) / st + 1, (s[r - 2] + 2 * (k / 2) - k) / st + 1);
+                let outs = s[..r - 3].iter().product::<usize>() * ho * wo;
+                (w, 2.0 * (outs * cout * cin * k * k) as f64, outs * cout)
+            }
+            Op::T2 => {
+                let w = ConvWeight::from_torch_transposed(gpu, &rng.normals(cin * cout * 16, 0.05), &[cin, cout, 4, 4], Some(&rng.normals(cout, 0.1)), dtype)?;
+                let outs = 4 * s[..s.len() - 1].iter().product::<usize>();
+                // Each output pixel takes 2×2 of the 16 taps.
+                (w, 2.0 * (outs * cout * cin * 4) as f64, outs * cout)
+            }
+            Op::C3 { kt, kh } => {
+                let w = ConvWeight::from_torch(gpu, &rng.normals(cout * cin * kt * kh * kh, 0.05), &[cout, cin, kt, kh, kh], Some(&rng.normals(cout, 0.1)), dtype)?;
+                let outs = s[..4].iter().product::<usize>();
+                (w, 2.0 * (outs * cout * cin * kt * kh * kh) as f64, outs * cout)
+            }
+        };
+        let bytes = ((x.numel() + out_n + w.w.numel()) * dtype.size()) as f64;
+        let shape = format!("{s:?} -> {cout}");
+        let run: Run = match op {
+            Op::C2 { k, s: st } => Box::new(move |r| conv2d(r, &x, &w, st, k / 2).map(drop)),
+            Op::T2 => Box::new(move |r| conv_transpose2d(r, &x, &w).map(drop)),
+            Op::C3 { .. } => Box::new(move |r| conv3d(r, &x, &w).map(drop)),
+        };
+        v.push(BenchCase { name: name.to_string(), shape, flops, bytes, run });
+    }
+    Ok(v)
+}
+
+/// CPU references in PyTorch weight layout (f64 accumulation), channels-last activations.
+pub mod cpu {
+    /// `nn.Conv2d` with weight `[Cout, Cin, kh, kw]`: x `[N, H, W, Cin]` → `[N, Ho, Wo, Cout]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d(x: &[f32], n: usize, h: usize, w: usize, cin: usize, wt: &[f32], cout: usize, kh: usize, kw: usize, bias: Option<&[f32]>, stride: usize, pad: usize) -> Vec<f32> {
+        let ho = (h + 2 * pad - kh) / stride + 1;
+        let wo = (w + 2 * pad - kw) / stride + 1;
+        let mut out = vec![0f32; n * ho * wo * cout];
+        for b in 0..n {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    for co in 0..cout {
+                        let mut s = bias.map_or(0.0, |b| b[co] as f64);
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride + ky) as isize - pad as isize;
+                                let ix = (ox * stride + kx) as isize - pad as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xo = ((b * h + iy as usize) * w + ix as usize) * cin;
+                                for ci in 0..cin {
+                                    s += x[xo + ci] as f64 * wt[((co * cin + ci) * kh + ky) * kw + kx] as f64;
+                                }
+                            }
+                        }
+                        out[((b * ho + oy) * wo + ox) * cout + co] = s as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `nn.ConvTranspose2d(k 4, s 2, p 1)` with weight `[Cin, Cout, 4, 4]`, written as PyTorch
+    /// defines it (a scatter: input pixel i adds to outputs 2i − 1 + k).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_transpose2d(x: &[f32], n: usize, h: usize, w: usize, cin: usize, wt: &[f32], cout: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let (ho, wo) = (2 * h, 2 * w);
+        let mut acc = vec![0f64; n * ho * wo * cout];
+        for b in 0..n {
+            for iy in 0..h {
+                for ix in 0..w {
+                    for ky in 0..4 {
+                        for kx in 0..4 {
+                            let oy = (2 * iy + ky) as isize - 1;
+                            let ox = (2 * ix + kx) as isize - 1;
+                            if oy < 0 || ox < 0 || oy >= ho as isize || ox >= wo as isize {
+                                continue;
+                            }
+                            let oo = ((b * ho + oy as usize) * wo + ox as usize) * cout;
+                            for ci in 0..cin {
+                                let xv = x[((b * h + iy) * w + ix) * cin + ci] as f64;
+                                for co in 0..cout {
+                                    acc[oo + co] += xv * wt[((ci * cout + co) * 4 + ky) * 4 + kx] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        acc.chunks(cout).flat_map(|px| px.iter().enumerate().map(|(co, &v)| (v + bias.map_or(0.0, |b| b[co] as f64)) as f32)).collect()
+    }
+
+    /// `nn.Conv3d(padding = (kt/2, kh/2, kw/2))` with weight `[Cout, Cin, kt, kh, kw]`:
+    /// x `[B, F, H, W, Cin]` → `[B, F, H, W, Cout]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv3d(x: &[f32], b: usize, f: usize, h: usize, w: usize, cin: usize, wt: &[f32], cout: usize, k: [usize; 3], bias: Option<&[f32]>) -> Vec<f32> {
+        let [kt, kh, kw] = k;
+        let (pt, ph, pw) = ((kt / 2) as isize, (kh / 2) as isize, (kw / 2) as isize);
+        let mut out = vec![0f32; b * f * h * w * cout];
+        for bi in 0..b {
+            for z in 0..f {
+                for y in 0..h {
+                    for xx in 0..w {
+                        for co in 0..cout {
+                            let mut s = bias.map_or(0.0, |b| b[co] as f64);
+                            for dt in 0..kt {
+                                for dy in 0..kh {
+                                    for dx in 0..kw {
+                                        let iz = z as isize + dt as isize - pt;
+                                        let iy = y as isize + dy as isize - ph;
+                                        let ix = xx as isize + dx as isize - pw;
+                                        if iz < 0 || iy < 0 || ix < 0 || iz >= f as isize || iy >= h as isize || ix >= w as isize {
+                                            continue;
+                                        }
+                                        let xo = (((bi * f + iz as usize) * h + iy as usize) * w + ix as usize) * cin;
+                                        for ci in 0..cin {
+                                            s += x[xo + ci] as f64 * wt[(((co * cin + ci) * kt + dt) * kh + dy) * kw + dx] as f64;
+                                        }
+                                    }
+                                }
+                            }
+                            out[(((bi * f + z) * h + y) * w + xx) * cout + co] = s as f32;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    const TOL: f64 = 1e-4;
+
+    /// Random host data and its device twin (the host copy rounded like the upload).
+    fn rand(rng: &mut Rng, n: usize, scale: f32, dt: DType) -> Vec<f32> {
+        let v = rng.normals(n, scale);
+        if dt == DType::F16 {
+            round_f16(&v)
+        } else {
+            v
+        }
+    }
+
+    /// The kernels to test in `dt`: the portable one always, the cooperative one where the
+    /// adapter has it (else a note that it was skipped).
+    fn imps(gpu: &Gpu, dt: DType) -> Vec<ConvImpl> {
+        let mut v = vec![ConvImpl::Tiled];
+        if dt == DType::F16 {
+            match coop_config(gpu, dt, 256) {
+                Ok(_) => v.push(ConvImpl::Coop),
+                Err(e) => eprintln!("cooperative conv skipped: adapter lacks cooperative matrices ({e})"),
+            }
+        }
+        v
+    }
+
+    /// The cooperative kernel is only compiled on adapters that have cooperative matrices, so
+    /// parse, validate and translate it to SPIR-V here for every specialisation the dispatch
+    /// functions can pick, on any machine.
+    #[test]
+    fn coop_kernels_validate_and_translate() {
+        let specs: &[([usize; 3], [usize; 2], bool)] =
+            &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
+        for &(taps, stride, transposed) in specs {
+            for vec_in in [false, true] {
+                for (sg, bn) in [(32u32, 128u32), (32, 256), (16, 128), (64, 256)] {
+                    let k = coop_kernel(DType::F16, taps, stride, transposed, vec_in, sg, bn);
+                    let what = format!("coop taps {taps:?} stride {stride:?} transposed {transposed} sg {sg} bn {bn} vec_in {vec_in}");
+                    let wgsl = k.wgsl();
+                    let module = naga::front::wgsl::parse_str(&wgsl).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
+                    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                        .validate(&module)
+                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
+                    // naga's SPIR-V writer is what wgpu runs on Vulkan; it panics on some
+                    // cooperative-matrix forms (a run-time coopStoreT stride, gpu-facts.md).
+                    #[cfg(any(target_os = "linux", target_os = "windows"))]
+                    {
+                        let opts = naga::back::spv::Options { lang_version: (1, 6), ..Default::default() };
+                        let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+                        naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+                    }
+                    let _ = info; // only the SPIR-V check uses it
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn coop_matches_cpu_at_network_widths() {
+        // Long K loops (K = 4608 and 3456) at the UNet's and VAE's channel counts; the small
+        // cases above cover the edges. Only where the cooperative kernel runs.
+        let gpu = test_gpu();
+        let dt = DType::F16;
+        if let Err(e) = coop_config(&gpu, dt, 512) {
+            eprintln!("skipped: adapter lacks cooperative matrices ({e})");
+            return;
+        }
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (n, h, w, c) = (1, 12, 20, 512);
+        let xv = rand(&mut rng, n * h * w * c, 1.0, dt);
+        let wv = rand(&mut rng, c * c * 9, 0.02, dt);
+        let bv = rand(&mut rng, c, 0.5, dt);
+        let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, c], dt).unwrap();
+        let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3], Some(&bv), dt).unwrap();
+        let mut rec = gpu.recorder();
+        let y = conv2d_with(&mut rec, &x, &cw, 1, 1, ConvImpl::Coop).unwrap();
+        rec.submit();
+        let want = cpu::conv2d(&xv, n, h, w, c, &wv, c, 3, 3, Some(&bv), 1, 1);
+        assert_close(&format!("coop conv2d 3x3 512 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+
+        let (f, h, w, c) = (3, 8, 8, 128);
+        let xv = rand(&mut rng, f * h * w * c, 1.0, dt);
+        let wv = rand(&mut rng, c * c * 27, 0.03, dt);
+        let x = Tensor::from_f32(&gpu, &xv, &[1, f, h, w, c], dt).unwrap();
+        let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3, 3], None, dt).unwrap();
+        let mut rec = gpu.recorder();
+        let y = conv3d_with(&mut rec, &x, &cw, ConvImpl::Coop).unwrap();
+        rec.submit();
+        let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
+        assert_close(&format!("coop conv3d 3x3x3 128 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+    }
+
+    #[test]
+    fn auto_picks_a_kernel_that_matches_cpu() {
+        // The public entry points (ConvImpl::Auto) at a width where the cooperative kernel is
+        // chosen when available.
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (n, h, w, cin, cout) = (1, 5, 6, 24, 72);
+        for dt in gpu.dtypes() {
+            let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
+            let wv = rand(&mut rng, cout * cin * 9, 0.3, dt);
+            let bv = rand(&mut rng, cout, 0.5, dt);
+            let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, cin], dt).unwrap();
+            let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, 3, 3], Some(&bv), dt).unwrap();
+            let mut rec = gpu.recorder();
+            let y = conv2d(&mut rec, &x, &cw, 1, 1).unwrap();
+            rec.submit();
+            let want = cpu::conv2d(&xv, n, h, w, cin, &wv, cout, 3, 3, Some(&bv), 1, 1);
+            assert_close(&format!("conv2d auto {dt:?} seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+        }
+    }
+
+    #[test]
+    fn conv2d_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (n, h, w, cin, cout, k, stride, pad, bias)
+        let cases = [
+            (1, 1, 1, 1, 1, 1, 1, 0, true),
+            (2, 7, 5, 33, 77, 1, 1, 0, true),
+            (3, 9, 13, 16, 20, 1, 1, 0, false),
+            (1, 1, 1, 4, 7, 3, 1, 1, true),
+            (2, 7, 5, 7, 33, 3, 1, 1, true),
+            (1, 9, 13, 33, 77, 3, 1, 1, false),
+            (3, 5, 7, 20, 1, 3, 1, 1, true),
+            (1, 1, 1, 8, 3, 3, 2, 1, true),
+            (2, 9, 13, 33, 7, 3, 2, 1, true),
+            (1, 8, 6, 16, 65, 3, 2, 1, false),
+            // Wider than the cooperative kernel's 128-column tile option.
+            (1, 9, 13, 40, 150, 3, 1, 1, true),
+        ];
+        for dt in gpu.dtypes() {
+            for imp in imps(&gpu, dt) {
+                for &(n, h, w, cin, cout, k, st, pad, with_bias) in &cases {
+                    let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
+                    let wv = rand(&mut rng, cout * cin * k * k, 0.3, dt);
+                    let bv = rand(&mut rng, cout, 0.5, dt);
+                    let bias = with_bias.then_some(&bv[..]);
+                    let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, cin], dt).unwrap();
+                    let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, k, k], bias, dt).unwrap();
+                    let mut rec = gpu.recorder();
+                    let y = conv2d_with(&mut rec, &x, &cw, st, pad, imp).unwrap();
+                    rec.submit();
+                    let want = cpu::conv2d(&xv, n, h, w, cin, &wv, cout, k, k, bias, st, pad);
+                    let (ho, wo) = ((h + 2 * pad - k) / st + 1, (w + 2 * pad - k) / st + 1);
+                    assert_eq!(y.shape(), &[n, ho, wo, cout]);
+                    let what = format!("conv2d {imp:?} {dt:?} x[{n},{h},{w},{cin}] k{k} s{st} p{pad} -> {cout} bias {with_bias} seed {seed}");
+                    assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conv2d_per_frame_on_video_layout() {
+        // [B, F, H, W, C] runs each frame on its own: same as the [B·F, H, W, C] reference.
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (b, f, h, w, cin, cout) = (2, 3, 5, 7, 12, 9);
+        for dt in gpu.dtypes() {
+            let xv = rand(&mut rng, b * f * h * w * cin, 1.0, dt);
+            let wv = rand(&mut rng, cout * cin * 9, 0.3, dt);
+            let bv = rand(&mut rng, cout, 0.5, dt);
+            let x = Tensor::from_f32(&gpu, &xv, &[b, f, h, w, cin], dt).unwrap();
+            let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, 3, 3], Some(&bv), dt).unwrap();
+            let mut rec = gpu.recorder();
+            let y = conv2d(&mut rec, &x, &cw, 1, 1).unwrap();
+            rec.submit();
+            assert_eq!(y.shape(), &[b, f, h, w, cout]);
+            let want = cpu::conv2d(&xv, b * f, h, w, cin, &wv, cout, 3, 3, Some(&bv), 1, 1);
+            assert_close(&format!("conv2d video {dt:?} seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+        }
+    }
+
+    #[test]
+    fn conv_transpose2d_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (n, h, w, cin, cout, bias)
+        let cases = [(1, 1, 1, 1, 1, true), (2, 7, 5, 33, 20, true), (1, 9, 13, 8, 77, false), (3, 4, 6, 7, 3, true), (2, 9, 13, 16, 144, true)];
+        for dt in gpu.dtypes() {
+            for imp in imps(&gpu, dt) {
+                for &(n, h, w, cin, cout, with_bias) in &cases {
+                    let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
+                    let wv = rand(&mut rng, cin * cout * 16, 0.3, dt);
+                    let bv = rand(&mut rng, cout, 0.5, dt);
+                    let bias = with_bias.then_some(&bv[..]);
+                    let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, cin], dt).unwrap();
+                    let cw = ConvWeight::from_torch_transposed(&gpu, &wv, &[cin, cout, 4, 4], bias, dt).unwrap();
+                    let mut rec = gpu.recorder();
+                    let y = conv_transpose2d_with(&mut rec, &x, &cw, imp).unwrap();
+                    rec.submit();
+                    assert_eq!(y.shape(), &[n, 2 * h, 2 * w, cout]);
+                    let want = cpu::conv_transpose2d(&xv, n, h, w, cin, &wv, cout, bias);
+                    let what = format!("convT {imp:?} {dt:?} x[{n},{h},{w},{cin}] -> {cout} bias {with_bias} seed {seed}");
+                    assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conv3d_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (b, f, h, w, cin, cout, kernel, bias)
+        let cases = [
+            (1, 1, 1, 1, 1, 1, [3, 1, 1], true),
+            (2, 3, 7, 5, 33, 77, [3, 1, 1], true),
+            (1, 8, 5, 3, 16, 20, [3, 1, 1], false),
+            (1, 8, 3, 7, 33, 7, [5, 1, 1], true),
+            (2, 3, 5, 5, 8, 40, [5, 1, 1], true),
+            (1, 1, 5, 7, 7, 9, [3, 3, 3], true),
+            (2, 3, 7, 5, 12, 33, [3, 3, 3], false),
+            (1, 8, 4, 3, 3, 3, [3, 3, 3], true),
+            (1, 3, 5, 7, 36, 136, [3, 3, 3], true),
+        ];
+        for dt in gpu.dtypes() {
+            for imp in imps(&gpu, dt) {
+                for &(b, f, h, w, cin, cout, k, with_bias) in &cases {
+                    let xv = rand(&mut rng, b * f * h * w * cin, 1.0, dt);
+                    let wv = rand(&mut rng, cout * cin * k.iter().product::<usize>(), 0.3, dt);
+                    let bv = rand(&mut rng, cout, 0.5, dt);
+                    let bias = with_bias.then_some(&bv[..]);
+                    let x = Tensor::from_f32(&gpu, &xv, &[b, f, h, w, cin], dt).unwrap();
+                    let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, k[0], k[1], k[2]], bias, dt).unwrap();
+                    let mut rec = gpu.recorder();
+                    let y = conv3d_with(&mut rec, &x, &cw, imp).unwrap();
+                    rec.submit();
+                    assert_eq!(y.shape(), &[b, f, h, w, cout]);
+                    let want = cpu::conv3d(&xv, b, f, h, w, cin, &wv, cout, k, bias);
+                    let what = format!("conv3d {imp:?} {dt:?} x[{b},{f},{h},{w},{cin}] k{k:?} -> {cout} bias {with_bias} seed {seed}");
+                    assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let x = Tensor::from_f32(&gpu, &[1.0; 2 * 3 * 3 * 4], &[2, 3, 3, 4], dt).unwrap();
+        let w5 = ConvWeight::from_torch(&gpu, &[0.5; 8 * 5 * 9], &[8, 5, 3, 3], None, dt).unwrap();
+        let w4 = ConvWeight::from_torch(&gpu, &[0.5; 8 * 4 * 9], &[8, 4, 3, 3], None, dt).unwrap();
+        let w3d = ConvWeight::from_torch(&gpu, &[0.5; 8 * 4 * 3], &[8, 4, 3, 1, 1], None, dt).unwrap();
+        let mut rec = gpu.recorder();
+        assert!(conv2d(&mut rec, &x, &w5, 1, 1).is_err(), "channel mismatch");
+        assert!(conv2d(&mut rec, &x, &w3d, 1, 1).is_err(), "3-D weight in conv2d");
+        assert!(conv3d(&mut rec, &x, &w3d).is_err(), "4-D input to conv3d");
+        assert!(conv_transpose2d(&mut rec, &x, &w4).is_err(), "conv2d weight in conv_transpose2d");
+        assert!(conv2d(&mut rec, &x, &w4, 1, 3).is_err(), "padding >= kernel");
+        assert!(ConvWeight::from_torch(&gpu, &[0.5; 10], &[8, 4, 3, 3], None, dt).is_err(), "wrong length");
+        assert!(ConvWeight::from_torch_transposed(&gpu, &[0.5; 4 * 4 * 9], &[4, 4, 3, 3], None, dt).is_err(), "ConvT k3");
+        assert!(ConvWeight::from_torch(&gpu, &[0.5; 8 * 4 * 9], &[8, 4, 3, 3], Some(&[0.0; 7]), dt).is_err(), "bias length");
+        if gpu.has_f16() {
+            let xh = Tensor::from_f32(&gpu, &[1.0; 2 * 3 * 3 * 4], &[2, 3, 3, 4], DType::F16).unwrap();
+            assert!(conv2d(&mut rec, &xh, &w4, 1, 1).is_err(), "dtype mismatch");
+        }
+        assert!(conv2d(&mut rec, &x, &w4, 1, 1).is_ok());
+        rec.submit();
+    }
+}

@@ -1,0 +1,606 @@
+//! Normalisations: GroupNorm (per frame or pooled over the frames of a window, optional fused
+//! SiLU) and LayerNorm over the last axis.
+//!
+//! GroupNorm runs as three dispatches (`shaders/group_norm_{stats,finalize,apply}.wgsl`):
+//! 1. **stats**: the tensor is cut into chunks of pixels × blocks of whole groups; each workgroup
+//!    writes (Σ(x−K), Σ(x−K)²) per group for its chunk, K being the group's first element in the
+//!    segment (a shift that keeps the sums free of cancellation when |mean| ≫ σ);
+//! 2. **finalize**: one workgroup per (segment, group) reduces the partials into mean and 1/σ and
+//!    folds γ, β into a per-(segment, channel) table of scale, K and offset;
+//! 3. **apply**: `y = (x − K)·scale + offset` (+ SiLU), walking the chunks in reverse order so the first
+//!    ones it reads are the last ones pass 1 pulled into the cache.
+//!
+//! A "segment" is the set of pixels one statistic spans: one image (`pooled == false`) or the F
+//! consecutive frames of one batch element (`pooled == true`, the video ResNet blocks).
+//!
+//! Layouts: GroupNorm takes channels-last `[B·F, H, W, C]`, `[B, F, H, W, C]` or tokens
+//! `[N, L, C]`; LayerNorm `[..., C]`. γ/β are f32 tensors `[C]` (see [`NormWeight`]) whatever the
+//! activation dtype; statistics are f32.
+
+use anyhow::{bail, Result};
+
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::{DType, Tensor};
+
+/// Each shader is compiled in three vector widths. The prefix defines `VT` (storage vector),
+/// `VF` (f32 vector of the same width), `V`, `hsum` (sum of components) and `first`.
+macro_rules! widths {
+    ($file:literal) => {
+        [
+            concat!(
+                "alias VT = vec4<T>;\nalias VF = vec4<f32>;\nconst V: u32 = 4u;\n",
+                "fn hsum(v: VF) -> f32 { return (v.x + v.y) + (v.z + v.w); }\n",
+                "fn first(v: VF) -> f32 { return v.x; }\n",
+                include_str!($file)
+            ),
+            concat!(
+                "alias VT = vec2<T>;\nalias VF = vec2<f32>;\nconst V: u32 = 2u;\n",
+                "fn hsum(v: VF) -> f32 { return v.x + v.y; }\n",
+                "fn first(v: VF) -> f32 { return v.x; }\n",
+                include_str!($file)
+            ),
+            concat!(
+                "alias VT = T;\nalias VF = f32;\nconst V: u32 = 1u;\n",
+                "fn hsum(v: VF) -> f32 { return v; }\n",
+                "fn first(v: VF) -> f32 { return v; }\n",
+                include_str!($file)
+            ),
+        ]
+    };
+}
+
+const GN_STATS: [&str; 3] = widths!("../../shaders/group_norm_stats.wgsl");
+const GN_APPLY: [&str; 3] = widths!("../../shaders/group_norm_apply.wgsl");
+const GN_FINALIZE: &str = include_str!("../../shaders/group_norm_finalize.wgsl");
+const LN: [&str; 3] = widths!("../../shaders/layer_norm.wgsl");
+
+/// Widest vector (4, 2 or 1 elements) that divides `n`, and its index into the source arrays.
+fn width(n: usize) -> (usize, usize) {
+    if n % 4 == 0 {
+        (4, 0)
+    } else if n % 2 == 0 {
+        (2, 1)
+    } else {
+        (1, 2)
+    }
+}
+
+/// Threads per workgroup of every norm kernel.
+const WG: usize = 256;
+/// Pixel rows each GroupNorm thread visits per chunk (a multiple of the shaders' unroll of 4).
+const GN_ITER: usize = 16;
+
+/// Affine weights of a normalisation: γ and β as f32 tensors `[C]`.
+#[derive(Clone, Debug)]
+pub struct NormWeight {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+}
+
+/// GroupNorm's weights (`GroupNorm.weight`, `GroupNorm.bias`).
+pub type GroupNormWeight = NormWeight;
+/// LayerNorm's weights (`LayerNorm.weight`, `LayerNorm.bias`).
+pub type LayerNormWeight = NormWeight;
+
+impl NormWeight {
+    /// From PyTorch's `weight` and `bias` (both `[C]`).
+    pub fn from_torch(gpu: &crate::Gpu, gamma: &[f32], beta: &[f32]) -> Result<NormWeight> {
+        if gamma.len() != beta.len() || gamma.is_empty() {
+            bail!("norm weight: gamma has {} elements, beta {}", gamma.len(), beta.len());
+        }
+        let c = gamma.len();
+        Ok(NormWeight {
+            gamma: Tensor::from_f32(gpu, gamma, &[c], DType::F32)?,
+            beta: Tensor::from_f32(gpu, beta, &[c], DType::F32)?,
+        })
+    }
+    pub fn channels(&self) -> usize {
+        self.gamma.numel()
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct GroupNormOpts {
+    /// Frames per batch element (F). With a 5-D input it must equal `x.shape()[1]` (or be 0).
+    pub frames: usize,
+    /// Statistics over all F frames of a batch element (the video ResNet blocks and the UNet's
+    /// `conv_norm_out`) instead of per frame (the transformer-input norm).
+    pub pooled: bool,
+    /// Apply SiLU after the affine transform.
+    pub silu: bool,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct GnParams {
+    cv: u32,
+    cg: u32,
+    groups: u32,
+    gpb: u32,
+    cgv: u32,
+    lanes: u32,
+    rows: u32,
+    rows_p2: u32,
+    seg_px: u32,
+    chunk_px: u32,
+    nchunks: u32,
+    nblk: u32,
+    total_wg: u32,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct GnFinalizeParams {
+    c: u32,
+    cg: u32,
+    groups: u32,
+    nchunks: u32,
+    seg_px: u32,
+    eps: f32,
+    total_wg: u32,
+}
+
+/// How a GroupNorm is cut into workgroups (shared by the stats and apply passes).
+#[derive(Clone, Copy, Debug)]
+struct GnPlan {
+    /// Index of the vector width in the source arrays.
+    vi: usize,
+    params: GnParams,
+}
+
+/// `segments` statistics segments of `seg_px` pixels × `c` channels each.
+fn gn_plan(segments: usize, seg_px: usize, c: usize, groups: usize) -> Result<GnPlan> {
+    let cg = c / groups;
+    // The vector width divides the group width so a vector never straddles two groups.
+    let (v, vi) = width(cg);
+    let cgv = cg / v;
+    if cgv > WG {
+        bail!("group_norm: groups of {cg} channels are wider than one workgroup can hold ({} max)", WG * v);
+    }
+    // Channel blocks hold whole groups; threads left over become extra pixel rows.
+    let gpb = groups.min(WG / cgv);
+    let lanes = gpb * cgv;
+    let rows = WG / lanes;
+    let nblk = groups.div_ceil(gpb);
+    let mut chunk_px = rows * GN_ITER;
+    // Bound the partials per (segment, group) the finalize pass reduces (each of its threads
+    // loops over nchunks / 256 of them).
+    while seg_px.div_ceil(chunk_px) > 16 * WG {
+        chunk_px *= 2;
+    }
+    let nchunks = seg_px.div_ceil(chunk_px);
+    let total = segments * nchunks * nblk;
+    let elems = segments * seg_px * c;
+    if elems >= u32::MAX as usize || total >= u32::MAX as usize {
+        bail!("group_norm: tensor of {elems} elements is too large for 32-bit indexing");
+    }
+    Ok(GnPlan {
+        vi,
+        params: GnParams {
+            cv: (c / v) as u32,
+            cg: cg as u32,
+            groups: groups as u32,
+            gpb: gpb as u32,
+            cgv: cgv as u32,
+            lanes: lanes as u32,
+            rows: rows as u32,
+            rows_p2: rows.next_power_of_two() as u32,
+            seg_px: seg_px as u32,
+            chunk_px: chunk_px as u32,
+            nchunks: nchunks as u32,
+            nblk: nblk as u32,
+            total_wg: total as u32,
+        },
+    })
+}
+
+/// (images N, pixels per image, channels) of a GroupNorm input, and F.
+fn gn_dims(x: &Tensor, frames: usize) -> Result<(usize, usize, usize, usize)> {
+    let s = x.shape();
+    let c = *s.last().unwrap_or(&0);
+    match s.len() {
+        5 => {
+            if frames != 0 && frames != s[1] {
+                bail!("group_norm: opts.frames = {frames} but x {s:?} ([B, F, H, W, C]) has {} frames", s[1]);
+            }
+            Ok((s[0] * s[1], s[2] * s[3], c, s[1]))
+        }
+        2..=4 => Ok((s[0], s[1..s.len() - 1].iter().product(), c, frames.max(1))),
+        _ => bail!("group_norm: x {s:?} must be [N, H, W, C], [B, F, H, W, C] or [N, L, C]"),
+    }
+}
+
+/// GroupNorm with `groups` groups on channels-last `x` (`[B·F, H, W, C]` with F = `opts.frames`,
+/// `[B, F, H, W, C]`, or tokens `[N, L, C]`), PyTorch semantics (biased variance, eps inside the
+/// square root), then `y·γ + β` and optionally SiLU. Statistics span each image's
+/// (C/G)·H·W values, or with `opts.pooled` the (C/G)·F·H·W values of each batch element's F
+/// frames (frame index fastest within a batch element, as the reference's `(b f)`).
+/// `gamma`, `beta`: f32 `[C]`.
+pub fn group_norm(
+    rec: &mut Recorder,
+    x: &Tensor,
+    groups: usize,
+    eps: f32,
+    gamma: &Tensor,
+    beta: &Tensor,
+    opts: GroupNormOpts,
+) -> Result<Tensor> {
+    let (n, px, c, frames) = gn_dims(x, opts.frames)?;
+    if groups == 0 || c == 0 || c % groups != 0 {
+        bail!("group_norm: {c} channels of x {:?} are not divisible into {groups} groups", x.shape());
+    }
+    check_weights("group_norm", c, gamma, beta)?;
+    if n == 0 || px == 0 {
+        bail!("group_norm: x {:?} is empty", x.shape());
+    }
+    let (segments, seg_px) = if opts.pooled {
+        if opts.frames == 0 && x.shape().len() != 5 {
+            bail!("group_norm: pooled statistics over a 4-D x {:?} need opts.frames", x.shape());
+        }
+        if n % frames != 0 {
+            bail!("group_norm: {n} images of x {:?} are not whole windows of {frames} frames", x.shape());
+        }
+        (n / frames, frames * px)
+    } else {
+        (n, px)
+    };
+    let plan = gn_plan(segments, seg_px, c, groups)?;
+    let gpu = rec.gpu();
+    let dt = x.dtype();
+    let gp = &plan.params;
+    let part = rec.empty(&[segments, gp.nchunks as usize, groups, 2], DType::F32)?;
+    let table = rec.empty(&[segments, 3, c], DType::F32)?;
+    let out = rec.empty(x.shape(), dt)?;
+
+    let stats = Kernel::new("group_norm_stats", GN_STATS[plan.vi], dt);
+    rec.dispatch(&stats, gp, &[x.into(), (&part).into()], grid(gpu, gp.total_wg))?;
+
+    let fp = GnFinalizeParams {
+        c: c as u32,
+        cg: gp.cg,
+        groups: groups as u32,
+        nchunks: gp.nchunks,
+        seg_px: gp.seg_px,
+        eps,
+        total_wg: (segments * groups) as u32,
+    };
+    let fin = Kernel::new("group_norm_finalize", GN_FINALIZE, dt);
+    rec.dispatch(&fin, &fp, &[x.into(), (&part).into(), gamma.into(), beta.into(), (&table).into()], grid(gpu, fp.total_wg))?;
+
+    let apply = Kernel::new("group_norm_apply", GN_APPLY[plan.vi], dt).def("SILU", opts.silu);
+    rec.dispatch(&apply, gp, &[x.into(), (&table).into(), (&out).into()], grid(gpu, gp.total_wg))?;
+    Ok(out)
+}
+
+/// [`group_norm`] with a [`GroupNormWeight`].
+pub fn group_norm_w(
+    rec: &mut Recorder,
+    x: &Tensor,
+    groups: usize,
+    eps: f32,
+    w: &GroupNormWeight,
+    opts: GroupNormOpts,
+) -> Result<Tensor> {
+    group_norm(rec, x, groups, eps, &w.gamma, &w.beta, opts)
+}
+
+fn check_weights(op: &str, c: usize, gamma: &Tensor, beta: &Tensor) -> Result<()> {
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.dtype() != DType::F32 {
+            bail!("{op}: {name} must be f32 (NormWeight::from_torch makes it so), got {:?}", t.dtype());
+        }
+        if t.numel() != c {
+            bail!("{op}: {name} {:?} does not match {c} channels", t.shape());
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct LnParams {
+    rows: u32,
+    cv: u32,
+    eps: f32,
+    inv_c: f32,
+}
+
+/// Most vectors one LayerNorm thread keeps in registers.
+const LN_EMAX: usize = 16;
+
+/// (team size TS, vectors per thread E) for a row of `cv` vectors: about 4 vectors per thread,
+/// so a thread has several loads in flight and a row's team stays small.
+fn ln_plan(cv: usize) -> (usize, usize) {
+    let ts = cv.div_ceil(4).next_power_of_two().min(WG);
+    (ts, cv.div_ceil(ts))
+}
+
+/// LayerNorm over the last axis of `x` `[..., C]` (biased variance, PyTorch semantics), then
+/// `y·γ + β`. `gamma`, `beta`: f32 `[C]`.
+pub fn layer_norm(rec: &mut Recorder, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    let c = *x.shape().last().unwrap_or(&0);
+    if c == 0 || x.numel() == 0 {
+        bail!("layer_norm: x {:?} is empty", x.shape());
+    }
+    check_weights("layer_norm", c, gamma, beta)?;
+    let rows = x.numel() / c;
+    let (v, vi) = width(c);
+    let cv = c / v;
+    let (ts, e) = ln_plan(cv);
+    if e > LN_EMAX {
+        bail!("layer_norm: {c} channels is more than the kernel holds ({} max at this alignment)", LN_EMAX * WG * v);
+    }
+    let gpu = rec.gpu();
+    let out = rec.empty(x.shape(), x.dtype())?;
+    let k = Kernel::new("layer_norm", LN[vi], x.dtype()).def("TS", format!("{ts}u")).def("E", format!("{e}u"));
+    let p = LnParams { rows: rows as u32, cv: cv as u32, eps, inv_c: 1.0 / c as f32 };
+    let wgs = rows.div_ceil(WG / ts);
+    rec.dispatch(&k, &p, &[x.into(), gamma.into(), beta.into(), (&out).into()], grid(gpu, wgs as u32))?;
+    Ok(out)
+}
+
+/// [`layer_norm`] with a [`LayerNormWeight`].
+pub fn layer_norm_w(rec: &mut Recorder, x: &Tensor, w: &LayerNormWeight, eps: f32) -> Result<Tensor> {
+    layer_norm(rec, x, &w.gamma, &w.beta, eps)
+}
+
+/// Benchmarks at DiffVSR's shapes: the pooled GroupNorm+SiLU of a video ResNet block at a 128²
+/// latent (2 × 8 frames, 256 channels), the per-frame transformer-input GroupNorm at 64², and a
+/// transformer LayerNorm over 16 frames × 64² tokens × 512. Bytes: x read once, y written once.
+pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
+    use crate::bench::{random_tensor, BenchCase};
+    let es = dtype.size() as f64;
+    let (pooled_s, frame_s, ln_s): ([usize; 4], [usize; 4], [usize; 2]) = if quick {
+        ([2 * 8, 8, 8, 64], [4, 8, 8, 128], [64, 128])
+    } else {
+        ([2 * 8, 128, 128, 256], [16, 64, 64, 512], [16 * 4096, 512])
+    };
+    let mut v = Vec::new();
+    for (name, s, opts, eps) in [
+        ("group_norm pooled F=8 + silu", pooled_s, GroupNormOpts { frames: 8, pooled: true, silu: true }, 1e-5),
+        ("group_norm per-frame", frame_s, GroupNormOpts { frames: 1, pooled: false, silu: false }, 1e-6),
+    ] {
+        let x = random_tensor(gpu, &s, dtype, 1)?;
+        let c = s[3];
+        let w = NormWeight::from_torch(gpu, &vec![1.0; c], &vec![0.0; c])?;
+        let n = x.numel() as f64;
+        v.push(BenchCase {
+            name: name.into(),
+            shape: format!("{s:?} G=32"),
+            flops: 0.0,
+            bytes: 2.0 * n * es,
+            run: Box::new(move |r| group_norm_w(r, &x, 32, eps, &w, opts).map(drop)),
+        });
+    }
+    let x = random_tensor(gpu, &ln_s, dtype, 2)?;
+    let w = NormWeight::from_torch(gpu, &vec![1.0; ln_s[1]], &vec![0.0; ln_s[1]])?;
+    let n = x.numel() as f64;
+    v.push(BenchCase {
+        name: "layer_norm".into(),
+        shape: format!("{ln_s:?}"),
+        flops: 0.0,
+        bytes: 2.0 * n * es,
+        run: Box::new(move |r| layer_norm_w(r, &x, &w, 1e-5).map(drop)),
+    });
+    Ok(v)
+}
+
+/// CPU references (f64 accumulation), PyTorch semantics.
+pub mod cpu {
+    /// GroupNorm of channels-last `x` viewed `[n, px, c]`; statistics per image, or per run of
+    /// `frames` consecutive images when `pooled`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm(
+        x: &[f32],
+        n: usize,
+        px: usize,
+        c: usize,
+        groups: usize,
+        eps: f32,
+        gamma: &[f32],
+        beta: &[f32],
+        frames: usize,
+        pooled: bool,
+        silu: bool,
+    ) -> Vec<f32> {
+        assert_eq!(x.len(), n * px * c);
+        let cg = c / groups;
+        let (segs, seg_px) = if pooled { (n / frames, frames * px) } else { (n, px) };
+        let mut y = vec![0.0f32; x.len()];
+        for s in 0..segs {
+            let seg = &x[s * seg_px * c..(s + 1) * seg_px * c];
+            for g in 0..groups {
+                let vals = || (0..seg_px).flat_map(move |p| (0..cg).map(move |j| seg[p * c + g * cg + j] as f64));
+                let cnt = (seg_px * cg) as f64;
+                let mean = vals().sum::<f64>() / cnt;
+                let var = vals().map(|v| (v - mean) * (v - mean)).sum::<f64>() / cnt;
+                let rstd = 1.0 / (var + eps as f64).sqrt();
+                for p in 0..seg_px {
+                    for j in 0..cg {
+                        let ch = g * cg + j;
+                        let i = (s * seg_px + p) * c + ch;
+                        let mut v = (x[i] as f64 - mean) * rstd * gamma[ch] as f64 + beta[ch] as f64;
+                        if silu {
+                            v /= 1.0 + (-v).exp();
+                        }
+                        y[i] = v as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// LayerNorm over rows of `c` values.
+    pub fn layer_norm(x: &[f32], c: usize, gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+        x.chunks(c)
+            .flat_map(|row| {
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+                let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+                let rstd = 1.0 / (var + eps as f64).sqrt();
+                row.iter()
+                    .enumerate()
+                    .map(move |(j, &v)| ((v as f64 - mean) * rstd * gamma[j] as f64 + beta[j] as f64) as f32)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    const TOL: f64 = 1e-4;
+
+    /// `n` values `normal·scale + offset`, uploaded, and their host twin (f16-rounded for f16).
+    fn up(gpu: &crate::Gpu, rng: &mut Rng, shape: &[usize], scale: f32, offset: f32, dt: DType) -> (Tensor, Vec<f32>) {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = rng.normals(n, scale).into_iter().map(|x| x + offset).collect();
+        let t = Tensor::from_f32(gpu, &v, shape, dt).unwrap();
+        let host = if dt == DType::F16 { round_f16(&v) } else { v };
+        (t, host)
+    }
+
+    fn weights(gpu: &crate::Gpu, rng: &mut Rng, c: usize) -> (NormWeight, Vec<f32>, Vec<f32>) {
+        let g: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
+        let b = rng.normals(c, 0.5);
+        (NormWeight::from_torch(gpu, &g, &b).unwrap(), g, b)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_gn(gpu: &crate::Gpu, rng: &mut Rng, seed: u64, dt: DType, shape: &[usize], groups: usize, opts: GroupNormOpts, scale: f32, offset: f32, eps: f32) {
+        let c = *shape.last().unwrap();
+        let (x, xh) = up(gpu, rng, shape, scale, offset, dt);
+        let (w, g, b) = weights(gpu, rng, c);
+        let mut rec = gpu.recorder();
+        let out = group_norm_w(&mut rec, &x, groups, eps, &w, opts).unwrap();
+        rec.submit();
+        let (n, px, _, frames) = gn_dims(&x, opts.frames).unwrap();
+        let want = cpu::group_norm(&xh, n, px, c, groups, eps, &g, &b, frames, opts.pooled, opts.silu);
+        assert_eq!(out.shape(), shape);
+        assert_close(
+            &format!("group_norm {shape:?} G={groups} {opts:?} x~N({offset},{scale}) {dt:?} seed {seed}"),
+            &out.to_f32(gpu).unwrap(),
+            &want,
+            dt.tolerance(TOL),
+        );
+    }
+
+    #[test]
+    fn group_norm_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (C, groups): the UNet's 32 groups at several widths (1, 2, 3, 10 channels per group),
+        // and small odd configs, incl. one with several channel blocks (600 / 200 groups of 3).
+        let cg_cases = [(32, 32), (64, 32), (96, 32), (320, 32), (6, 3), (12, 4), (8, 2), (600, 200)];
+        let hw = [(1, 1), (7, 5), (13, 9)];
+        let mut k = 0usize;
+        for dt in gpu.dtypes() {
+            for &(c, groups) in &cg_cases {
+                for &(h, w) in &hw {
+                    // Cycle through frames × pooled × silu so each value meets every C and size.
+                    for rep in 0..2 {
+                        k += 1;
+                        let frames = [1, 3, 8][(k + rep) % 3];
+                        let pooled = (k / 3 + rep) % 2 == 0;
+                        let silu = (k / 2) % 2 == rep % 2;
+                        let b = if frames == 8 && h * w * c > 10_000 { 1 } else { 2 };
+                        let opts = GroupNormOpts { frames, pooled, silu };
+                        check_gn(&gpu, &mut rng, seed, dt, &[b * frames, h, w, c], groups, opts, 3.0, 5.0, 1e-5);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn group_norm_five_d_and_tokens() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            let opts = GroupNormOpts { frames: 0, pooled: true, silu: true };
+            check_gn(&gpu, &mut rng, seed, dt, &[2, 3, 5, 7, 64], 32, opts, 2.0, -1.0, 1e-5);
+            let opts = GroupNormOpts { frames: 1, pooled: false, silu: false };
+            check_gn(&gpu, &mut rng, seed, dt, &[3, 35, 96], 32, opts, 2.0, 1.0, 1e-6);
+        }
+    }
+
+    #[test]
+    fn group_norm_many_chunks_large_mean() {
+        // Groups spread over many workgroups (partials merged by the finalize pass) with a mean
+        // far above σ: naive Σx² − (Σx)²/n in f32 would lose the variance here.
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            let opts = GroupNormOpts { frames: 8, pooled: true, silu: false };
+            check_gn(&gpu, &mut rng, seed, dt, &[2 * 8, 24, 20, 32], 32, opts, 1.0, 300.0, 1e-5);
+            let opts = GroupNormOpts { frames: 1, pooled: false, silu: true };
+            check_gn(&gpu, &mut rng, seed, dt, &[2, 40, 33, 256], 32, opts, 0.5, -100.0, 1e-6);
+        }
+    }
+
+    #[test]
+    fn group_norm_plan_covers_all() {
+        // Geometry invariants over many shapes (host only).
+        for (segs, seg_px, c, groups) in [(1, 1, 32, 32), (2, 131072, 256, 32), (16, 4096, 512, 32), (3, 77, 600, 200), (1, 1 << 22, 128, 32), (4, 9, 1024, 32), (1, 5, 7, 7), (1, 5, 1024, 1)] {
+            let p = gn_plan(segs, seg_px, c, groups).unwrap();
+            let q = p.params;
+            let cg = c / groups;
+            assert_eq!(cg % [4, 2, 1][p.vi], 0);
+            assert!(q.lanes as usize <= WG && q.rows >= 1 && (q.rows * q.lanes) as usize <= WG, "{q:?}");
+            assert_eq!(q.chunk_px % (4 * q.rows), 0, "{q:?}");
+            assert!(q.nchunks as usize * q.chunk_px as usize >= seg_px);
+            assert!((q.nblk * q.gpb) as usize >= groups);
+            assert!((q.chunk_px / q.rows) < 4096, "lavapipe trip limit: {q:?}");
+            assert!(q.nchunks / 256 < 4096, "{q:?}");
+        }
+        assert!(gn_plan(1, 1, 4096, 1).is_err());
+    }
+
+    #[test]
+    fn layer_norm_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for c in [1usize, 2, 7, 33, 77, 320, 1024] {
+                for (shape, offset) in [(vec![1, c], 0.0), (vec![5, 7, c], 5.0), (vec![77, c], -300.0)] {
+                    let (x, xh) = up(&gpu, &mut rng, &shape, 3.0, offset, dt);
+                    let (w, g, b) = weights(&gpu, &mut rng, c);
+                    let mut rec = gpu.recorder();
+                    let out = layer_norm_w(&mut rec, &x, &w, 1e-5).unwrap();
+                    rec.submit();
+                    assert_eq!(out.shape(), &shape[..]);
+                    let want = cpu::layer_norm(&xh, c, &g, &b, 1e-5);
+                    assert_close(&format!("layer_norm {shape:?} x~N({offset},3) {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let gpu = test_gpu();
+        let x = Tensor::from_f32(&gpu, &[1.0; 2 * 3 * 64], &[2, 3, 64], DType::F32).unwrap();
+        let w = NormWeight::from_torch(&gpu, &[1.0; 64], &[0.0; 64]).unwrap();
+        let w32 = NormWeight::from_torch(&gpu, &[1.0; 32], &[0.0; 32]).unwrap();
+        let mut rec = gpu.recorder();
+        let o = GroupNormOpts { frames: 1, pooled: false, silu: false };
+        assert!(group_norm_w(&mut rec, &x, 30, 1e-5, &w, o).is_err(), "groups not dividing C");
+        assert!(group_norm_w(&mut rec, &x, 32, 1e-5, &w32, o).is_err(), "weights of the wrong size");
+        assert!(group_norm_w(&mut rec, &x, 32, 1e-5, &w, GroupNormOpts { frames: 4, pooled: true, silu: false }).is_err(), "2 images are not windows of 4");
+        let g16 = Tensor::from_f32(&gpu, &[1.0; 64], &[64], DType::F16).unwrap();
+        assert!(group_norm(&mut rec, &x, 32, 1e-5, &g16, &w.beta, o).is_err(), "f16 gamma");
+        assert!(layer_norm_w(&mut rec, &x, &w32, 1e-5).is_err());
+        let x5 = Tensor::from_f32(&gpu, &[1.0; 2 * 3 * 64], &[1, 2, 3, 1, 64], DType::F32).unwrap();
+        assert!(group_norm_w(&mut rec, &x5, 32, 1e-5, &w, GroupNormOpts { frames: 3, pooled: true, silu: false }).is_err());
+        assert!(group_norm_w(&mut rec, &x, 32, 1e-5, &w, GroupNormOpts { frames: 0, pooled: true, silu: false }).is_err(), "pooled without F");
+        let big = Tensor::from_f32(&gpu, &[1.0; 20000], &[1, 20000], DType::F32).unwrap();
+        let wb = NormWeight::from_torch(&gpu, &vec![1.0; 20000], &vec![0.0; 20000]).unwrap();
+        assert!(layer_norm_w(&mut rec, &big, &wb, 1e-5).is_err());
+    }
+}
