@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod gpu;
 pub mod kernel;
+pub mod models;
 pub mod ops;
 pub mod tensor;
 pub mod testutil;

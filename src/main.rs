@@ -1,5 +1,6 @@
 //! The `diffvsr-wgpu` command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -29,6 +30,22 @@ struct Cli {
 enum Cmd {
     /// List every GPU adapter on every backend, with the features and limits the engine uses.
     Devices,
+    /// Encode a text prompt with the release's CLIP text encoder and save the embedding for reuse
+    /// (the pipeline reads it with --prompt-embeds).
+    EncodePrompt {
+        /// The prompt (e.g. "clear, high quality, high-resolution, 4K").
+        text: String,
+        /// Output file: safetensors with one f32 tensor `prompt_embeds` [1, 77, D].
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Folder holding text_encoder/ and tokenizer/ (the SD x4 upscaler, DiffVSR's upscaler4x/),
+        /// or the release's top folder.
+        #[arg(long, env = "DIFFVSR_WEIGHTS")]
+        weights: Option<PathBuf>,
+        /// Storage dtype of the encoder: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -60,6 +77,26 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Devices => {
             print!("{}", gpu::devices_report());
+            Ok(())
+        }
+        Cmd::EncodePrompt { text, output, weights, dtype } => {
+            let Some(weights) = weights else {
+                anyhow::bail!("no weights folder: pass --weights DIR (or set DIFFVSR_WEIGHTS)");
+            };
+            let g = Gpu::new(&opts)?;
+            if dtype == DType::F16 && !g.has_f16() {
+                anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
+            }
+            let t = std::time::Instant::now();
+            let r = diffvsr_wgpu::models::clip_text::encode_prompt_to_file(&g, &weights, &text, &output, dtype)?;
+            eprintln!(
+                "{text:?}: {} of {} tokens used; prompt_embeds {:?} written to {} ({:.1} s)",
+                r.used,
+                r.ids.len(),
+                r.shape,
+                output.display(),
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick } } => {

@@ -164,7 +164,7 @@ impl SpecialTokens {
             }
             if let Some(n) = cfg.get("model_max_length").and_then(Value::as_f64) {
                 // Configs without a limit carry a huge sentinel (1e30): CLIP's towers take 77.
-                if n >= 1.0 && n < 1e9 {
+                if (1.0..1e9).contains(&n) {
                     model_max_length = n as usize;
                 }
             }
