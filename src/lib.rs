@@ -3,8 +3,10 @@
 //! (`ops/`), run through wgpu on Vulkan, Metal, DX12 or GL.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod gpu;
+pub mod forward;
 pub mod kernel;
 pub mod models;
 pub mod ops;

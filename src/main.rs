@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use diffvsr_wgpu::{bench, gpu, DType, Gpu, GpuOptions};
+use diffvsr_wgpu::{bench, checkpoint, forward, gpu, DType, Gpu, GpuOptions};
 
 #[derive(Parser)]
 #[command(name = "diffvsr-wgpu", version, about = "DiffVSR video super-resolution on any GPU (WGSL kernels on wgpu)")]
@@ -46,10 +46,63 @@ enum Cmd {
         #[arg(long, default_value = "f32")]
         dtype: DType,
     },
+    /// One forward pass of one model on named input tensors (a safetensors file); writes the
+    /// result as tensor `output` (f32).
+    Forward {
+        /// unet | vae-decoder | text-encoder
+        #[arg(long)]
+        model: forward::ModelKind,
+        /// The model's diffusers config.json (default: the SD×4 upscaler's).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Weights: a .safetensors file or a folder of them.
+        #[arg(long, conflicts_with = "random_weights")]
+        weights: Option<PathBuf>,
+        /// Build the model with seeded random weights instead (full-size checks without a download).
+        #[arg(long)]
+        random_weights: Option<u64>,
+        /// Inputs (.safetensors): unet: sample [B,C,H,W], timestep [B], class_labels [B],
+        /// encoder_hidden_states [B,77,D]; vae-decoder: latents [B,4,h,w] (already divided by the
+        /// scaling factor); text-encoder: input_ids [B,77] (token ids as numbers).
+        #[arg(long, required_unless_present = "random_inputs")]
+        inputs: Option<PathBuf>,
+        /// Synthesize seeded inputs of batch B at latent size H×W instead, e.g. 16x128x128
+        /// (text-encoder: B sequences of H·W random tokens, e.g. 2x77x1).
+        #[arg(long, value_parser = parse_bhw, conflicts_with = "inputs")]
+        random_inputs: Option<(usize, usize, usize)>,
+        /// Where to write the output tensor (.safetensors).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Storage dtype (default: f16 for the UNet where supported, f32 for the VAE decoder).
+        #[arg(long)]
+        dtype: Option<DType>,
+        /// Print planned memory, dispatch count and GPU time per forward.
+        #[arg(long)]
+        report: bool,
+        /// Timed repetitions for --report.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
+    },
+    /// Convert weights (a PyTorch .pt/.pth/.bin checkpoint, safetensors files or a folder) to one
+    /// safetensors file. Reads pickles without Python and never runs code from them.
+    Convert {
+        /// Input file or folder.
+        input: PathBuf,
+        /// Output .safetensors file.
+        output: PathBuf,
+        /// Entry of the checkpoint holding the state dict (e.g. `ema` for DiffVSR_UNet.pt;
+        /// `a/b` for nested dicts). Default: the top level if it holds tensors, else the only
+        /// sub-dict of tensors, or `ema` among several.
+        #[arg(long)]
+        key: Option<String>,
+        /// Write floating tensors as f16 or f32. Default: f32 and f16 as stored, bf16 and f64 as f32.
+        #[arg(long)]
+        dtype: Option<DType>,
     },
 }
 
@@ -99,6 +152,10 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, dtype, report, runs } => {
+            let g = Gpu::new(&opts)?;
+            forward::run(&g, &forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, dtype, report, runs })
+        }
         Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick } } => {
             let g = Gpu::new(&opts)?;
             let dtype = dtype.unwrap_or(if g.has_f16() { DType::F16 } else { DType::F32 });
@@ -107,6 +164,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: iters.max(1), quick })
         }
+        Cmd::Convert { input, output, key, dtype } => {
+            let summary = checkpoint::convert::convert(&input, &output, key.as_deref(), dtype)?;
+            println!("converted {} -> {}", input.display(), output.display());
+            print!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+fn parse_bhw(s: &str) -> Result<(usize, usize, usize), String> {
+    let v: Vec<usize> = s.split('x').map(|p| p.parse().map_err(|_| format!("'{s}' is not BxHxW, e.g. 16x128x128"))).collect::<Result<_, _>>()?;
+    match v[..] {
+        [b, h, w] if b > 0 && h > 0 && w > 0 => Ok((b, h, w)),
+        _ => Err(format!("'{s}' is not BxHxW with positive sizes, e.g. 16x128x128")),
     }
 }
 

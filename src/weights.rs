@@ -1,74 +1,196 @@
-//! Pretrained weights from safetensors files, memory-mapped and loaded strictly.
+//! Pretrained weights from safetensors files and PyTorch checkpoints, memory-mapped and loaded
+//! strictly.
 //!
 //! A model asks for each tensor by name and expected shape ([`WeightStore::take`]); a missing
 //! key, a wrong shape or an unsupported dtype is an error naming the tensor, both shapes and the
 //! file. After building, [`WeightStore::finish`] reports keys the model never asked for, so a
 //! checkpoint of another model is never half-loaded silently. f32, f16 and bf16 are accepted and
-//! converted on the host; the model then uploads in its storage dtype.
+//! converted on the host; the model then uploads in its storage dtype. f64 and integer/bool
+//! buffers (`position_ids`, `num_batches_tracked`) convert to f32 too, integers only where exact.
+//!
+//! Files are recognised by content, not by name: a zip archive is a `torch.save` checkpoint
+//! (read by [`crate::checkpoint`], no Python, no code run), a legacy `torch.save` pickle is
+//! refused with instructions, anything else must be safetensors. A PyTorch tensor may be a
+//! strided view sharing its storage with others; it is gathered on [`WeightStore::take`]. Its
+//! storage's zip CRC is checked on first use, so a corrupt download fails loudly.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+pub use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
+
+use crate::checkpoint::{self, Format};
+
+/// Extensions of PyTorch checkpoints picked up from a folder.
+const TORCH_EXTS: [&str; 3] = ["bin", "pt", "pth"];
 
 struct File {
     path: PathBuf,
     map: memmap2::Mmap,
-    data_start: usize,
-    meta: Metadata,
+    storages: Vec<Storage>,
+}
+
+/// A byte range of a file holding one or more tensors' elements.
+struct Storage {
+    range: Range<usize>,
+    /// Zip entry name and CRC-32 (PyTorch checkpoints); safetensors has no checksum.
+    crc: Option<(String, u32)>,
+    crc_ok: OnceLock<bool>,
+}
+
+struct Entry {
+    file: usize,
+    storage: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// In elements; `None` when the tensor is contiguous.
+    strides: Option<Vec<usize>>,
+    /// In elements, from the start of the storage.
+    offset: usize,
+}
+
+/// A tensor's elements in their stored dtype, contiguous, little-endian.
+pub struct RawTensor<'a> {
+    pub dtype: Dtype,
+    pub shape: &'a [usize],
+    pub data: Cow<'a, [u8]>,
 }
 
 pub struct WeightStore {
     files: Vec<File>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, Entry>,
     taken: BTreeSet<String>,
+    notes: Vec<String>,
+    /// Seeded random weights for any name and shape (full-size builds without checkpoints).
+    synthetic: Option<u64>,
 }
 
 impl WeightStore {
-    /// Opens one `.safetensors` file, or every `*.safetensors` file in a folder.
+    /// Opens one weights file (`.safetensors`, or a PyTorch `.pt`/`.pth`/`.bin` checkpoint), or
+    /// a folder: every `*.safetensors` file in it, or if it has none (a diffusers folder with
+    /// only `diffusion_pytorch_model.bin`), every `.bin`/`.pt`/`.pth` file.
     pub fn open(path: &Path) -> Result<WeightStore> {
+        Self::open_with_key(path, None)
+    }
+
+    /// [`WeightStore::open`], taking the state dict from entry `key` of PyTorch checkpoints
+    /// (`Some("ema")` for DiffVSR_UNet.pt; `a/b` for nested dicts). Without a key the state dict
+    /// is found as [`checkpoint::select`] describes (which picks `ema` for DiffVSR_UNet.pt).
+    /// A key is an error for safetensors files, which have no nesting.
+    pub fn open_with_key(path: &Path, key: Option<&str>) -> Result<WeightStore> {
         let paths: Vec<PathBuf> = if path.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            let all: Vec<PathBuf> = std::fs::read_dir(path)
                 .with_context(|| format!("reading folder {}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                .filter(|p| p.is_file())
                 .collect();
+            let has_ext = |p: &PathBuf, exts: &[&str]| p.extension().is_some_and(|e| exts.iter().any(|x| e == *x));
+            let mut v: Vec<PathBuf> = all.iter().filter(|p| has_ext(p, &["safetensors"])).cloned().collect();
+            if v.is_empty() {
+                v = all.iter().filter(|p| has_ext(p, &TORCH_EXTS)).cloned().collect();
+            } else if all.iter().any(|p| has_ext(p, &TORCH_EXTS)) {
+                log::info!("{}: using the .safetensors files, ignoring the PyTorch ones beside them", path.display());
+            }
             v.sort();
             if v.is_empty() {
-                bail!("no .safetensors files in {}", path.display());
+                bail!("no .safetensors, .bin, .pt or .pth files in {}", path.display());
             }
             v
         } else {
             vec![path.to_path_buf()]
         };
-        let mut store = WeightStore { files: Vec::new(), index: HashMap::new(), taken: BTreeSet::new() };
+        let mut store = WeightStore {
+            files: Vec::new(),
+            index: HashMap::new(),
+            taken: BTreeSet::new(),
+            notes: Vec::new(),
+            synthetic: None,
+        };
         for p in paths {
-            store.add_file(&p)?;
+            store.add_file(&p, key)?;
         }
         Ok(store)
     }
 
-    fn add_file(&mut self, path: &Path) -> Result<()> {
+    /// A store that answers every request with seeded random values of the requested shape
+    /// (norm scales near 1, other weights scaled by 1/√fan-in), for building and running a
+    /// full-size model without downloading it.
+    pub fn synthetic(seed: u64) -> WeightStore {
+        WeightStore {
+            files: Vec::new(),
+            index: HashMap::new(),
+            taken: BTreeSet::new(),
+            notes: Vec::new(),
+            synthetic: Some(seed),
+        }
+    }
+
+    fn add_file(&mut self, path: &Path, key: Option<&str>) -> Result<()> {
         let f = std::fs::File::open(path).with_context(|| format!("cannot open weights file {}", path.display()))?;
         // SAFETY: the map is read-only; a file truncated underneath us while mapped is outside
         // what we can defend against (as for every mmap user), and is not a normal workflow.
         let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
-        let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not a valid safetensors file ({e}); it may be truncated or corrupt: download it again",
-                path.display()
-            )
-        })?;
         let idx = self.files.len();
-        for name in meta.tensors().keys() {
-            if let Some(&other) = self.index.get(name) {
-                bail!("tensor '{name}' is in both {} and {}", self.files[other].path.display(), path.display());
+        let mut entries: Vec<(String, Entry)> = Vec::new();
+        let mut storages: Vec<Storage> = Vec::new();
+        match checkpoint::sniff(&map) {
+            Format::TorchLegacy => return Err(checkpoint::legacy_error(path)),
+            Format::TorchZip => {
+                let ck = checkpoint::open(path, &map, key)?;
+                for s in ck.storages {
+                    storages.push(Storage { range: s.range, crc: Some((s.entry, s.crc32)), crc_ok: OnceLock::new() });
+                }
+                for t in ck.tensors {
+                    let strides = (!is_contiguous(&t.shape, &t.strides)).then_some(t.strides);
+                    let e = Entry {
+                        file: idx,
+                        storage: t.storage,
+                        dtype: t.dtype,
+                        shape: t.shape,
+                        strides,
+                        offset: t.offset,
+                    };
+                    entries.push((t.name, e));
+                }
+                self.notes.extend(ck.notes.into_iter().map(|n| format!("{}: {n}", path.display())));
             }
-            self.index.insert(name.clone(), idx);
+            Format::Other => {
+                let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not a valid safetensors file ({e}); it may be truncated or corrupt: download it again",
+                        path.display()
+                    )
+                })?;
+                if let Some(key) = key {
+                    bail!("--key {key}: {} is a safetensors file, which has no sub-dicts to select", path.display());
+                }
+                for (name, info) in meta.tensors() {
+                    let (a, b) = info.data_offsets;
+                    storages.push(Storage { range: 8 + n + a..8 + n + b, crc: None, crc_ok: OnceLock::new() });
+                    let e = Entry {
+                        file: idx,
+                        storage: storages.len() - 1,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        strides: None,
+                        offset: 0,
+                    };
+                    entries.push((name, e));
+                }
+            }
         }
-        self.files.push(File { path: path.to_path_buf(), map, data_start: 8 + n, meta });
+        for (name, e) in entries {
+            if let Some(other) = self.index.get(&name) {
+                bail!("tensor '{name}' is in both {} and {}", self.files[other.file].path.display(), path.display());
+            }
+            self.index.insert(name, e);
+        }
+        self.files.push(File { path: path.to_path_buf(), map, storages });
         Ok(())
     }
 
@@ -83,33 +205,73 @@ impl WeightStore {
         v
     }
 
-    fn info(&self, name: &str) -> Option<(&File, &TensorInfo)> {
-        let &i = self.index.get(name)?;
-        let f = &self.files[i];
-        Some((f, f.meta.info(name)?))
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.index.get(name).map(|e| e.shape.clone())
     }
 
-    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.info(name).map(|(_, i)| i.shape.clone())
+    /// The stored element type of `name`.
+    pub fn dtype(&self, name: &str) -> Option<Dtype> {
+        self.index.get(name).map(|e| e.dtype)
+    }
+
+    /// How the state dicts were found in PyTorch checkpoints, and the non-tensor entries skipped.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Checks the CRC of the storage behind `name` (once per storage; PyTorch checkpoints only).
+    pub fn verify(&self, name: &str) -> Result<()> {
+        let Some(e) = self.index.get(name) else { bail!("no tensor '{name}'") };
+        let file = &self.files[e.file];
+        let s = &file.storages[e.storage];
+        if let Some((entry, crc)) = &s.crc {
+            if !*s.crc_ok.get_or_init(|| crc32fast::hash(&file.map[s.range.clone()]) == *crc) {
+                bail!(
+                    "{}: {entry} (holding tensor '{name}') fails its CRC check: the file is corrupt: download it again",
+                    file.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The elements of `name` in their stored dtype, contiguous (borrowed from the file where
+    /// they already are). Does not mark the tensor used.
+    pub fn raw(&self, name: &str) -> Result<RawTensor<'_>> {
+        self.verify(name)?;
+        let e = &self.index[name];
+        let file = &self.files[e.file];
+        let storage = &file.map[file.storages[e.storage].range.clone()];
+        let data = gather(storage, elem_size(e.dtype), &e.shape, e.strides.as_deref(), e.offset);
+        Ok(RawTensor { dtype: e.dtype, shape: &e.shape, data })
     }
 
     /// The tensor `name` as f32, checked against `shape`; marks it used.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let Some((file, info)) = self.info(name) else {
+        if let Some(seed) = self.synthetic {
+            let h = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            let mut rng = crate::testutil::Rng::new(h);
+            let n: usize = shape.iter().product();
+            let is_norm = name.contains("norm") && shape.len() == 1;
+            let scale = if shape.len() >= 2 { 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
+            self.taken.insert(name.to_string());
+            return Ok((0..n).map(|_| if is_norm && name.ends_with("weight") { 1.0 + 0.1 * rng.normal() } else { scale * rng.normal() }).collect());
+        }
+        let Some(e) = self.index.get(name) else {
             let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
             bail!("missing tensor '{name}' (expected shape {shape:?}) in {}: is this the right checkpoint for this model and config?", files.join(", "));
         };
-        if info.shape != shape {
+        let path = &self.files[e.file].path;
+        if e.shape != shape {
             bail!(
                 "tensor '{name}' in {} has shape {:?}, but the model config expects {:?}: the config and weights don't match",
-                file.path.display(),
-                info.shape,
+                path.display(),
+                e.shape,
                 shape
             );
         }
-        let (a, b) = info.data_offsets;
-        let bytes = &file.map[file.data_start + a..file.data_start + b];
-        let v = to_f32(bytes, info.dtype).with_context(|| format!("tensor '{name}' in {}", file.path.display()))?;
+        let raw = self.raw(name)?;
+        let v = to_f32(&raw.data, raw.dtype).with_context(|| format!("tensor '{name}' in {}", path.display()))?;
         self.taken.insert(name.to_string());
         Ok(v)
     }
@@ -140,16 +302,87 @@ impl WeightStore {
     }
 }
 
-fn to_f32(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>> {
+/// Bytes per element (every dtype the store reads is at least a byte wide).
+pub fn elem_size(d: Dtype) -> usize {
+    d.bitsize().div_ceil(8)
+}
+
+/// Whether elements at `strides` lie densely in row-major order (size-1 dims may have any stride).
+pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
+    let mut expect = 1usize;
+    for (&d, &s) in shape.iter().zip(strides).rev() {
+        if d != 1 && s != expect {
+            return false;
+        }
+        expect = expect.saturating_mul(d);
+    }
+    true
+}
+
+/// The elements of a strided view of `storage` (elements of `es` bytes) in row-major order.
+/// The view must have been checked to lie inside the storage.
+fn gather<'a>(
+    storage: &'a [u8],
+    es: usize,
+    shape: &[usize],
+    strides: Option<&[usize]>,
+    offset: usize,
+) -> Cow<'a, [u8]> {
+    let numel: usize = shape.iter().product();
+    let Some(strides) = strides else {
+        return Cow::Borrowed(&storage[offset * es..(offset + numel) * es]);
+    };
+    if numel == 0 {
+        return Cow::Borrowed(&[]);
+    }
+    let mut out = Vec::with_capacity(numel * es);
+    // Copy the innermost dimension as one run when it is dense.
+    let nd = shape.len();
+    let (run, outer) = if strides[nd - 1] == 1 { (shape[nd - 1], nd - 1) } else { (1, nd) };
+    let mut idx = vec![0usize; outer];
+    loop {
+        let base = offset + idx.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
+        out.extend_from_slice(&storage[base * es..(base + run) * es]);
+        let mut d = outer;
+        loop {
+            if d == 0 {
+                return Cow::Owned(out);
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Elements of `dtype` as f32. Integers must be exact in f32 (|x| ≤ 2^24).
+pub fn to_f32(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>> {
+    fn ints<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> i64) -> Result<Vec<f32>> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| {
+                let v = f(c.try_into().unwrap());
+                if v.unsigned_abs() > 1 << 24 {
+                    bail!("integer {v} is not exact in f32");
+                }
+                Ok(v as f32)
+            })
+            .collect()
+    }
     Ok(match dtype {
         Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
-        other => bail!("unsupported dtype {other:?} (expected f32, f16 or bf16)"),
+        Dtype::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        Dtype::I64 => ints::<8>(bytes, i64::from_le_bytes)?,
+        Dtype::I32 => ints::<4>(bytes, |c| i32::from_le_bytes(c) as i64)?,
+        Dtype::I16 => ints::<2>(bytes, |c| i16::from_le_bytes(c) as i64)?,
+        Dtype::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
+        Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as f32).collect(),
+        other => bail!("unsupported dtype {other:?} (expected f32, f16, bf16, f64 or an integer type)"),
     })
 }
 
@@ -203,6 +436,48 @@ mod tests {
         }
         std::fs::write(&p, b"garbage garbage garbage").unwrap();
         assert!(WeightStore::open(&p).is_err());
+    }
+
+    #[test]
+    fn strided_views_gather_in_row_major_order() {
+        let seed = crate::testutil::fresh_seed();
+        let mut rng = crate::testutil::Rng::new(seed);
+        for case in 0..300 {
+            let nd = rng.below(5) as usize;
+            let shape: Vec<usize> = (0..nd).map(|_| rng.below(5) as usize + usize::from(case % 7 != 0)).collect();
+            // Half the cases contiguous (the borrowed path), the rest arbitrary strides,
+            // including 0 (expanded views) and overlapping ones.
+            let strides: Vec<usize> = if case % 2 == 0 {
+                let mut st = vec![1usize; nd];
+                for d in (0..nd.saturating_sub(1)).rev() {
+                    st[d] = st[d + 1] * shape[d + 1];
+                }
+                st
+            } else {
+                (0..nd).map(|_| rng.below(8) as usize).collect()
+            };
+            let offset = rng.below(6) as usize;
+            let es = [1, 2, 4, 8][rng.below(4) as usize];
+            let extent = shape.iter().zip(&strides).map(|(&d, &s)| d.saturating_sub(1) * s).sum::<usize>();
+            let storage: Vec<u8> = (0..(offset + extent + 1) * es).map(|_| rng.below(256) as u8).collect();
+            let numel: usize = shape.iter().product();
+            let mut want = Vec::new();
+            for flat in 0..numel {
+                let (mut rem, mut at) = (flat, offset);
+                for d in (0..nd).rev() {
+                    at += (rem % shape[d]) * strides[d];
+                    rem /= shape[d];
+                }
+                want.extend_from_slice(&storage[at * es..(at + 1) * es]);
+            }
+            let st = (!is_contiguous(&shape, &strides)).then_some(&strides[..]);
+            let got = gather(&storage, es, &shape, st, offset);
+            assert_eq!(
+                got.as_ref(),
+                &want[..],
+                "seed {seed} case {case}: shape {shape:?} strides {strides:?} offset {offset}"
+            );
+        }
     }
 
     #[test]

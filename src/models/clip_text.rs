@@ -22,7 +22,6 @@ use crate::ops::attention::{attention_qkv, AttnOpts};
 use crate::ops::elementwise::{add, unary, Unary};
 use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{layer_norm_w, NormWeight};
-use crate::testutil::Rng;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::WeightStore;
 use crate::{DType, Gpu, Recorder, Tensor};
@@ -97,67 +96,6 @@ impl ClipTextConfig {
     }
 }
 
-/// Where the weights come from: a checkpoint through a [`Loader`], or seeded random values.
-pub trait WeightSource {
-    fn gpu(&self) -> &Gpu;
-    /// Storage dtype of weights and activations.
-    fn dtype(&self) -> DType;
-    /// The tensor `name` as f32 in PyTorch layout, checked against `shape`.
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
-
-    fn linear(&mut self, prefix: &str, out: usize, inp: usize) -> Result<LinearWeight> {
-        let w = self.take(&format!("{prefix}.weight"), &[out, inp])?;
-        let b = self.take(&format!("{prefix}.bias"), &[out])?;
-        LinearWeight::from_torch_with_bias(self.gpu(), &w, Some(&b), out, inp, self.dtype())
-    }
-
-    fn norm(&mut self, prefix: &str, c: usize) -> Result<NormWeight> {
-        let g = self.take(&format!("{prefix}.weight"), &[c])?;
-        let b = self.take(&format!("{prefix}.bias"), &[c])?;
-        NormWeight::from_torch(self.gpu(), &g, &b)
-    }
-}
-
-impl WeightSource for Loader<'_> {
-    fn gpu(&self) -> &Gpu {
-        self.gpu
-    }
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.store.take(name, shape)
-    }
-}
-
-/// Seeded random weights at any config (full-size runs and benchmarks without a checkpoint):
-/// matrices N(0, 1/fan_in), embeddings N(0, 1), norm scales 1 + N(0, 0.1²), biases N(0, 0.1²).
-pub struct RandomWeights<'a> {
-    pub gpu: &'a Gpu,
-    pub dtype: DType,
-    pub rng: Rng,
-}
-
-impl WeightSource for RandomWeights<'_> {
-    fn gpu(&self) -> &Gpu {
-        self.gpu
-    }
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let n: usize = shape.iter().product();
-        Ok(if shape.len() == 2 {
-            let scale = if name.contains("embedding") { 1.0 } else { 1.0 / (shape[1] as f32).sqrt() };
-            self.rng.normals(n, scale)
-        } else if name.contains("norm") && name.ends_with("weight") {
-            self.rng.normals(n, 0.1).into_iter().map(|v| 1.0 + v).collect()
-        } else {
-            self.rng.normals(n, 0.1)
-        })
-    }
-}
-
 /// `CLIPAttention`: q/k/v/out projections with bias, causal, scale dh^-1/2.
 pub struct ClipAttention {
     /// q_proj, k_proj and v_proj stacked into one `[3·D, D]` Linear (channels `[q | k | v]`):
@@ -168,15 +106,15 @@ pub struct ClipAttention {
 }
 
 impl ClipAttention {
-    pub fn load(src: &mut dyn WeightSource, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
+    pub fn load(l: &mut Loader, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
         let mut w = Vec::with_capacity(3 * dim * dim);
         let mut b = Vec::with_capacity(3 * dim);
         for p in ["q_proj", "k_proj", "v_proj"] {
-            w.extend(src.take(&format!("{prefix}.{p}.weight"), &[dim, dim])?);
-            b.extend(src.take(&format!("{prefix}.{p}.bias"), &[dim])?);
+            w.extend(l.raw(&format!("{prefix}.{p}.weight"), &[dim, dim])?);
+            b.extend(l.raw(&format!("{prefix}.{p}.bias"), &[dim])?);
         }
-        let qkv = LinearWeight::from_torch_with_bias(src.gpu(), &w, Some(&b), 3 * dim, dim, src.dtype())?;
-        Ok(ClipAttention { qkv, out_proj: src.linear(&format!("{prefix}.out_proj"), dim, dim)?, heads })
+        let qkv = LinearWeight::from_torch_with_bias(l.gpu, &w, Some(&b), 3 * dim, dim, l.dtype)?;
+        Ok(ClipAttention { qkv, out_proj: l.linear(&format!("{prefix}.out_proj"), dim, dim, true)?, heads })
     }
 
     /// `x [B, L, D]` → `[B, L, D]`.
@@ -195,8 +133,8 @@ pub struct ClipMlp {
 }
 
 impl ClipMlp {
-    pub fn load(src: &mut dyn WeightSource, prefix: &str, dim: usize, inner: usize) -> Result<Self> {
-        Ok(ClipMlp { fc1: src.linear(&format!("{prefix}.fc1"), inner, dim)?, fc2: src.linear(&format!("{prefix}.fc2"), dim, inner)? })
+    pub fn load(l: &mut Loader, prefix: &str, dim: usize, inner: usize) -> Result<Self> {
+        Ok(ClipMlp { fc1: l.linear(&format!("{prefix}.fc1"), inner, dim, true)?, fc2: l.linear(&format!("{prefix}.fc2"), dim, inner, true)? })
     }
 
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
@@ -216,13 +154,13 @@ pub struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    pub fn load(src: &mut dyn WeightSource, prefix: &str, c: &ClipTextConfig) -> Result<Self> {
+    pub fn load(l: &mut Loader, prefix: &str, c: &ClipTextConfig) -> Result<Self> {
         let d = c.hidden_size;
         Ok(ClipEncoderLayer {
-            layer_norm1: src.norm(&format!("{prefix}.layer_norm1"), d)?,
-            self_attn: ClipAttention::load(src, &format!("{prefix}.self_attn"), d, c.num_attention_heads)?,
-            layer_norm2: src.norm(&format!("{prefix}.layer_norm2"), d)?,
-            mlp: ClipMlp::load(src, &format!("{prefix}.mlp"), d, c.intermediate_size)?,
+            layer_norm1: l.norm(&format!("{prefix}.layer_norm1"), d)?,
+            self_attn: ClipAttention::load(l, &format!("{prefix}.self_attn"), d, c.num_attention_heads)?,
+            layer_norm2: l.norm(&format!("{prefix}.layer_norm2"), d)?,
+            mlp: ClipMlp::load(l, &format!("{prefix}.mlp"), d, c.intermediate_size)?,
             eps: c.layer_norm_eps as f32,
         })
     }
@@ -254,27 +192,23 @@ impl ClipTextModel {
     /// transformers 4, as the SD×4 release) or not (transformers 5); the `position_ids` buffer
     /// older files carry is skipped. Call `l.store.finish()` afterwards to refuse extra tensors.
     pub fn load(l: &mut Loader, config: &ClipTextConfig) -> Result<Self> {
-        let prefix = if l.store.contains("text_model.embeddings.token_embedding.weight") { "text_model." } else { "" };
-        l.store.skip_prefix(&format!("{prefix}embeddings.position_ids"));
-        ClipTextModel::build(l, config, prefix)
-    }
-
-    /// Seeded random weights (no checkpoint needed).
-    pub fn random(gpu: &Gpu, config: &ClipTextConfig, dtype: DType, seed: u64) -> Result<Self> {
-        ClipTextModel::build(&mut RandomWeights { gpu, dtype, rng: Rng::new(seed) }, config, "")
-    }
-
-    pub fn build(src: &mut dyn WeightSource, config: &ClipTextConfig, prefix: &str) -> Result<Self> {
         config.validate()?;
         let c = config;
         let d = c.hidden_size;
-        let token_embedding = src.take(&format!("{prefix}embeddings.token_embedding.weight"), &[c.vocab_size, d])?;
-        let position_embedding = src.take(&format!("{prefix}embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?;
+        let p = if l.store.contains("text_model.embeddings.token_embedding.weight") { "text_model." } else { "" };
+        l.store.skip_prefix(&format!("{p}embeddings.position_ids"));
+        let token_embedding = l.raw(&format!("{p}embeddings.token_embedding.weight"), &[c.vocab_size, d])?;
+        let position_embedding = l.raw(&format!("{p}embeddings.position_embedding.weight"), &[c.max_position_embeddings, d])?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::load(src, &format!("{prefix}encoder.layers.{i}"), c))
+            .map(|i| ClipEncoderLayer::load(l, &format!("{p}encoder.layers.{i}"), c))
             .collect::<Result<Vec<_>>>()?;
-        let final_layer_norm = src.norm(&format!("{prefix}final_layer_norm"), d)?;
-        Ok(ClipTextModel { config: c.clone(), dtype: src.dtype(), token_embedding, position_embedding, layers, final_layer_norm })
+        let final_layer_norm = l.norm(&format!("{p}final_layer_norm"), d)?;
+        Ok(ClipTextModel { config: c.clone(), dtype: l.dtype, token_embedding, position_embedding, layers, final_layer_norm })
+    }
+
+    /// Seeded random weights ([`WeightStore::synthetic`]): full-size runs without a checkpoint.
+    pub fn random(gpu: &Gpu, config: &ClipTextConfig, dtype: DType, seed: u64) -> Result<Self> {
+        ClipTextModel::load(&mut Loader::new(gpu, &mut WeightStore::synthetic(seed), dtype), config)
     }
 
     /// Token plus position embeddings of `ids` (`batch` sequences of equal length, row-major),
@@ -343,28 +277,35 @@ pub fn resolve_pipeline_dir(dir: &Path) -> Result<PathBuf> {
     )
 }
 
-/// The one weights file of a `text_encoder/` folder (a release may ship both f32 and f16 copies).
+/// The one weights file of a `text_encoder/` folder: a release may ship f32 and f16 copies, and
+/// safetensors beside PyTorch pickles. Preference: `model.safetensors`, `model.fp16.safetensors`,
+/// a lone `.safetensors`, `pytorch_model.bin`, `pytorch_model.fp16.bin`, a lone `.bin`/`.pt`.
 pub fn text_encoder_weights(dir: &Path) -> Result<PathBuf> {
-    for name in ["model.safetensors", "model.fp16.safetensors"] {
-        if dir.join(name).is_file() {
-            return Ok(dir.join(name));
-        }
-    }
-    let mut st: Vec<PathBuf> = std::fs::read_dir(dir)
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter(|p| p.is_file())
         .collect();
-    st.sort();
-    match st.len() {
-        1 => Ok(st.remove(0)),
-        0 if dir.join("pytorch_model.bin").exists() => bail!(
-            "{} holds only pytorch_model.bin: reading PyTorch pickles is not supported yet; convert it once to model.safetensors",
-            dir.display()
-        ),
-        0 => bail!("no .safetensors weights in {}", dir.display()),
-        _ => bail!("several .safetensors files in {} and none named model.safetensors: keep one", dir.display()),
+    let with_ext = |exts: &[&str]| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = files.iter().filter(|p| p.extension().is_some_and(|e| exts.iter().any(|x| e == *x))).cloned().collect();
+        v.sort();
+        v
+    };
+    for (preferred, exts) in [
+        (&["model.safetensors", "model.fp16.safetensors"][..], &["safetensors"][..]),
+        (&["pytorch_model.bin", "pytorch_model.fp16.bin"][..], &["bin", "pt", "pth"][..]),
+    ] {
+        if let Some(p) = preferred.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+            return Ok(p);
+        }
+        let mut v = with_ext(exts);
+        match v.len() {
+            0 => continue,
+            1 => return Ok(v.remove(0)),
+            _ => bail!("several weights files in {} ({}): keep one", dir.display(), v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        }
     }
+    bail!("no weights (.safetensors, .bin, .pt) in {}", dir.display())
 }
 
 impl TextEncoder {
@@ -483,39 +424,49 @@ pub mod cpu {
     use crate::ops::matmul::cpu::linear;
     use crate::ops::norm::cpu::layer_norm;
 
+    /// A weight source: `w(name, shape)` returns a tensor by its name without prefix.
+    pub type Weights<'a> = &'a mut dyn FnMut(&str, &[usize]) -> Vec<f32>;
+
+    fn lin(w: Weights, x: &[f32], name: &str, rows: usize, out: usize, inp: usize) -> Vec<f32> {
+        let wt = w(&format!("{name}.weight"), &[out, inp]);
+        let b = w(&format!("{name}.bias"), &[out]);
+        linear(x, &wt, Some(&b), rows, inp, out)
+    }
+
+    fn ln(w: Weights, x: &[f32], name: &str, d: usize, eps: f32) -> Vec<f32> {
+        layer_norm(x, d, &w(&format!("{name}.weight"), &[d]), &w(&format!("{name}.bias"), &[d]), eps)
+    }
+
     /// `last_hidden_state` (or, with `layers < num_hidden_layers`, `hidden_states[layers]`
-    /// without the final norm) of `batch` sequences `ids`. `w(name)` returns a tensor by its
-    /// name without prefix.
-    pub fn clip_text(c: &ClipTextConfig, w: &dyn Fn(&str) -> Vec<f32>, ids: &[u32], batch: usize, layers: usize) -> Vec<f32> {
-        let d = c.hidden_size;
+    /// without the final norm) of `batch` sequences `ids`.
+    pub fn clip_text(c: &ClipTextConfig, w: Weights, ids: &[u32], batch: usize, layers: usize) -> Vec<f32> {
+        let (d, inner) = (c.hidden_size, c.intermediate_size);
         let len = ids.len() / batch;
         let rows = ids.len();
-        let tok = w("embeddings.token_embedding.weight");
-        let pos = w("embeddings.position_embedding.weight");
+        let tok = w("embeddings.token_embedding.weight", &[c.vocab_size, d]);
+        let pos = w("embeddings.position_embedding.weight", &[c.max_position_embeddings, d]);
         let mut x: Vec<f32> = Vec::with_capacity(rows * d);
         for (n, &id) in ids.iter().enumerate() {
             let p = n % len;
             x.extend((0..d).map(|j| tok[id as usize * d + j] + pos[p * d + j]));
         }
         let eps = c.layer_norm_eps as f32;
-        let lin = |x: &[f32], name: &str, out: usize, inp: usize| linear(x, &w(&format!("{name}.weight")), Some(&w(&format!("{name}.bias"))), rows, inp, out);
-        let ln = |x: &[f32], name: &str| layer_norm(x, d, &w(&format!("{name}.weight")), &w(&format!("{name}.bias")), eps);
         for i in 0..layers {
             let p = format!("encoder.layers.{i}");
-            let h = ln(&x, &format!("{p}.layer_norm1"));
-            let q = lin(&h, &format!("{p}.self_attn.q_proj"), d, d);
-            let k = lin(&h, &format!("{p}.self_attn.k_proj"), d, d);
-            let v = lin(&h, &format!("{p}.self_attn.v_proj"), d, d);
+            let h = ln(w, &x, &format!("{p}.layer_norm1"), d, eps);
+            let q = lin(w, &h, &format!("{p}.self_attn.q_proj"), rows, d, d);
+            let k = lin(w, &h, &format!("{p}.self_attn.k_proj"), rows, d, d);
+            let v = lin(w, &h, &format!("{p}.self_attn.v_proj"), rows, d, d);
             let o = causal_attention(&q, &k, &v, batch, len, c.num_attention_heads, c.head_dim());
-            let a = lin(&o, &format!("{p}.self_attn.out_proj"), d, d);
+            let a = lin(w, &o, &format!("{p}.self_attn.out_proj"), rows, d, d);
             x.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
-            let h = ln(&x, &format!("{p}.layer_norm2"));
-            let h: Vec<f32> = lin(&h, &format!("{p}.mlp.fc1"), c.intermediate_size, d).into_iter().map(gelu).collect();
-            let f = lin(&h, &format!("{p}.mlp.fc2"), d, c.intermediate_size);
+            let h = ln(w, &x, &format!("{p}.layer_norm2"), d, eps);
+            let h: Vec<f32> = lin(w, &h, &format!("{p}.mlp.fc1"), rows, inner, d).into_iter().map(gelu).collect();
+            let f = lin(w, &h, &format!("{p}.mlp.fc2"), rows, d, inner);
             x.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
         }
         if layers == c.num_hidden_layers {
-            x = ln(&x, "final_layer_norm");
+            x = ln(w, &x, "final_layer_norm", d, eps);
         }
         x
     }
@@ -671,8 +622,10 @@ mod tests {
             let mut store = WeightStore::open(&path).unwrap();
             let model = ClipTextModel::load(&mut Loader::new(&gpu, &mut store, dt), &c).unwrap();
             store.finish().unwrap();
-            let get = |name: &str| {
-                let v = w[name].1.clone();
+            let mut get = |name: &str, shape: &[usize]| {
+                let (s, v) = &w[name];
+                assert_eq!(s, shape, "{name}");
+                let v = v.clone();
                 // Linear weights and biases are stored in f16; norm weights stay f32 and the
                 // embeddings are summed on the host in f32.
                 if dt == DType::F16 && !name.contains("norm") && !name.contains("embedding") {
@@ -687,7 +640,7 @@ mod tests {
                 let mut rec = gpu.recorder();
                 let out = model.forward(&mut rec, &ids, batch).unwrap();
                 rec.submit();
-                let mut want = cpu::clip_text(&c, &get, &ids, batch, c.num_hidden_layers);
+                let mut want = cpu::clip_text(&c, &mut get, &ids, batch, c.num_hidden_layers);
                 if dt == DType::F16 {
                     want = round_f16(&want);
                 }
@@ -697,42 +650,23 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
-    /// One layer at the real width (1024, 16 heads of 64, FFN 4096) on 77 tokens, f32, against the
-    /// CPU reference: the head layout and the kernels' tiling at the full model's shapes.
+    /// One layer at the real width (1024, 16 heads of 64, FFN 4096) on 77 tokens, f32, with
+    /// synthetic weights, against the CPU reference: the head layout and the kernels' tiling at
+    /// the full model's shapes.
     #[test]
     fn full_width_layer_matches_cpu_reference() {
         let gpu = test_gpu();
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let c = ClipTextConfig { vocab_size: 64, num_hidden_layers: 1, ..Default::default() };
-        let w = random_weights(&c, &mut rng);
-        let mut src = MapSource { gpu: &gpu, w: &w };
-        let model = ClipTextModel::build(&mut src, &c, "").unwrap();
+        let model = ClipTextModel::random(&gpu, &c, DType::F32, seed).unwrap();
         let ids: Vec<u32> = (0..77).map(|_| rng.below(c.vocab_size as u32)).collect();
         let mut rec = gpu.recorder();
         let out = model.forward(&mut rec, &ids, 1).unwrap();
         rec.submit();
-        let want = cpu::clip_text(&c, &|n: &str| w[n].1.clone(), &ids, 1, 1);
+        let mut st = WeightStore::synthetic(seed);
+        let want = cpu::clip_text(&c, &mut |n: &str, s: &[usize]| st.take(n, s).unwrap(), &ids, 1, 1);
         assert_close(&format!("seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, 1e-4);
-    }
-
-    struct MapSource<'a> {
-        gpu: &'a Gpu,
-        w: &'a HashMap<String, (Vec<usize>, Vec<f32>)>,
-    }
-
-    impl WeightSource for MapSource<'_> {
-        fn gpu(&self) -> &Gpu {
-            self.gpu
-        }
-        fn dtype(&self) -> DType {
-            DType::F32
-        }
-        fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-            let (s, v) = &self.w[name];
-            assert_eq!(s, shape, "{name}");
-            Ok(v.clone())
-        }
     }
 
     /// `encode-prompt` on a release-shaped folder (`top/upscaler4x/{text_encoder,tokenizer}`)
@@ -779,7 +713,8 @@ mod tests {
         let e = resolve_pipeline_dir(&data()).unwrap_err().to_string();
         assert!(e.contains("upscaler4x"), "{e}");
         let e = text_encoder_weights(&data().join("clip_tokenizer")).unwrap_err().to_string();
-        assert!(e.contains("no .safetensors"), "{e}");
+        assert!(e.contains("no weights"), "{e}");
+        assert!(text_encoder_weights(&data().join("clip_text")).unwrap().ends_with("model.safetensors"));
     }
 
     /// The SD×4 config at full size with random weights runs one prompt (slow on a software

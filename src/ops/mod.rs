@@ -8,3 +8,5 @@ pub mod resize;
 #[cfg(test)]
 mod misc_golden;
 pub mod conv;
+pub mod attention;
+pub mod temporal_attention;

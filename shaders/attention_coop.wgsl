@@ -1,0 +1,259 @@
+// Attention on cooperative matrices (tensor cores): f16 storage, 16×16×16 f16 products with f32
+// accumulation. Same operands and layouts as attention.wgsl (no causal mask).
+//
+// A workgroup is 8 subgroups of 32 and owns BQ = 32 query rows of one (batch, head); keys go BK = 64
+// at a time. A cooperative accumulator cannot be rescaled row by row, so instead of an online
+// softmax the kernel makes two passes over the keys:
+//   pass 1: S = Q·Kᵀ per tile; each invocation keeps a running (max, sum of exp) over its 8 of the
+//           64 columns of one row; the row's max m and sum l are combined at the end;
+//   pass 2: S again, P = exp2(S − m) / l (final weights, f16) into workgroup memory, O += P·V in
+//           accumulators that stay in registers for the whole key loop.
+// That costs one more Q·Kᵀ (1.5× the products) and keeps the accumulators on the tensor cores.
+//
+// Subgroup sg computes the S fragment (rows 16·(sg/4).., keys 16·(sg%4)..) and the NO = DH/64
+// output fragments (rows 16·(sg%2).., columns 16·(sg/2 + 4t)..), t < NO.
+// K is staged DC channels at a time ([BK][DC]), V VK keys at a time ([VK][DH]), both in `kv`.
+// Q fragments are read straight from memory: the host shifts the last query tile back so that all
+// BQ rows exist (needs Lq >= BQ); overlapping rows are computed twice with the same result.
+//
+// Constants from the host: DH (multiple of 64, <= 512), NO = DH/64, DC, VK, KVF (f16 elements of
+// `kv`), LDQ (row stride of q in elements; a constant because cooperative loads want one).
+
+const BQ: u32 = 32u;
+const BK: u32 = 64u;
+const KST: u32 = DC + 8u;
+const VST: u32 = DH + 8u;
+const SST: u32 = BK + 4u;
+const PST: u32 = BK + 8u;
+const DH4: u32 = DH / 4u;
+const NEG: f32 = -3.0e38;
+const M_INIT: f32 = -1.0e30;
+
+struct Params {
+    lq: u32,
+    lk: u32,
+    heads: u32,
+    nqt: u32,
+    ldk4: u32,     // row strides of k, v in vec4 units
+    ldv4: u32,
+    ldo: u32,      // output row stride (elements)
+    qoff: u32,     // channel offset of head 0 in q (elements)
+    koff4: u32,    // ... in k and v (vec4 units)
+    voff4: u32,
+    kv_div: u32,
+    scale: f32,    // softmax scale · log2(e)
+    groups: u32,   // workgroups that own a tile: batch · heads · nqt
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<T>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<T>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<T>>;
+@group(0) @binding(4) var<storage, read_write> o: array<T>;
+
+var<workgroup> kv: array<f16, KVF>;
+var<workgroup> ss: array<f32, BQ * SST>;
+var<workgroup> ps: array<f16, BQ * PST>;
+var<workgroup> red: array<vec2<f32>, 256>;
+
+alias MA = coop_mat16x16<f16, A>;
+alias MB = coop_mat16x16<f16, B>;
+alias MC = coop_mat16x16<f32, C>;
+
+fn put4(i: u32, x: vec4<f16>) {
+    kv[i] = x.x;
+    kv[i + 1u] = x.y;
+    kv[i + 2u] = x.z;
+    kv[i + 3u] = x.w;
+}
+
+// K rows k0 .. k0+BK, channels d0 .. d0+DC of the head → kv as [BK][KST]; missing keys are zero.
+fn stage_k(kbase4: u32, k0: u32, d0: u32, lid: u32) {
+    for (var e = lid; e < BK * DC / 4u; e += 256u) {
+        let r = e / (DC / 4u);
+        let c4 = e % (DC / 4u);
+        let key = k0 + r;
+        let x = vec4<f16>(k[kbase4 + min(key, p.lk - 1u) * p.ldk4 + d0 / 4u + c4]);
+        put4(r * KST + c4 * 4u, select(vec4<f16>(0.0h), x, key < p.lk));
+    }
+}
+
+// V rows k0 .. k0+VK, all DH channels → kv as [VK][VST].
+fn stage_v(vbase4: u32, k0: u32, lid: u32) {
+    for (var e = lid; e < VK * DH4; e += 256u) {
+        let r = e / DH4;
+        let c4 = e % DH4;
+        let key = k0 + r;
+        let x = vec4<f16>(v[vbase4 + min(key, p.lk - 1u) * p.ldv4 + c4]);
+        put4(r * VST + c4 * 4u, select(vec4<f16>(0.0h), x, key < p.lk));
+    }
+}
+
+fn max4(w: vec4<f32>) -> f32 {
+    return max(max(w.x, w.y), max(w.z, w.w));
+}
+
+// Scaled scores of row `row`, keys k0+col .. k0+col+8 of the tile in `ss`; missing keys NEG.
+// (Vectors, not a private array: loop-indexed arrays land in local memory on NVIDIA.)
+fn scores(k0: u32, row: u32, col: u32) -> mat2x4<f32> {
+    let i = row * SST + col;
+    let key = vec4<u32>(k0 + col) + vec4<u32>(0u, 1u, 2u, 3u);
+    let lk = vec4<u32>(p.lk);
+    let xa = vec4<f32>(ss[i], ss[i + 1u], ss[i + 2u], ss[i + 3u]) * p.scale;
+    let xb = vec4<f32>(ss[i + 4u], ss[i + 5u], ss[i + 6u], ss[i + 7u]) * p.scale;
+    return mat2x4<f32>(select(vec4<f32>(NEG), xa, key < lk), select(vec4<f32>(NEG), xb, key + 4u < lk));
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32,
+        @builtin(subgroup_invocation_id) lane: u32) {
+    // Workgroups past the end (slack of the 2-D folding) redo the last tile and store the same
+    // values: an early return would put the cooperative operations in non-uniform control flow.
+    let w = min(wg_index(wid, nwg), p.groups - 1u);
+    let qt = w % p.nqt;
+    let bh = w / p.nqt;
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let kb = b / p.kv_div;
+    let q0 = min(qt * BQ, p.lq - BQ);
+    let kbase4 = kb * p.lk * p.ldk4 + p.koff4 + h * DH4;
+    let vbase4 = kb * p.lk * p.ldv4 + p.voff4 + h * DH4;
+    // Q fragment rows of this subgroup's S fragment.
+    let s_strip = sg / 4u;
+    let s_kf = sg % 4u;
+    let qrow = (b * p.lq + q0 + 16u * s_strip) * LDQ + p.qoff + h * DH;
+    let ntiles = (p.lk + BK - 1u) / BK;
+
+    // Softmax statistics: invocation lid covers row lid/8, columns 8·(lid%8) .. +8 of each tile.
+    let srow = lid / 8u;
+    let scol = (lid % 8u) * 8u;
+    var m_t = M_INIT;
+    var l_t = 0.0;
+
+    // Pass 1: row max and sum of exponentials.
+    for (var t = 0u; t < ntiles; t++) {
+        let k0 = t * BK;
+        var acc: MC;
+        for (var d0 = 0u; d0 < DH; d0 += DC) {
+            workgroupBarrier();
+            stage_k(kbase4, k0, d0, lid);
+            workgroupBarrier();
+            for (var dd = 0u; dd < DC; dd += 16u) {
+                let a = coopLoadT<MA>(&q[qrow + d0 + dd], LDQ);
+                let bm = coopLoad<MB>(&kv[s_kf * 16u * KST + dd], KST);
+                acc = coopMultiplyAdd(a, bm, acc);
+            }
+        }
+        coopStoreT(acc, &ss[s_strip * 16u * SST + s_kf * 16u], SST);
+        workgroupBarrier();
+        let x = scores(k0, srow, scol);
+        let mn = max(m_t, max(max4(x[0]), max4(x[1])));
+        let one = vec4<f32>(1.0);
+        l_t = l_t * exp2(m_t - mn) + dot(exp2(x[0] - mn), one) + dot(exp2(x[1] - mn), one);
+        m_t = mn;
+    }
+    red[lid] = vec2<f32>(m_t, l_t);
+    workgroupBarrier();
+    var m_row = M_INIT;
+    for (var j = 0u; j < 8u; j++) {
+        m_row = max(m_row, red[srow * 8u + j].x);
+    }
+    var l_row = 0.0;
+    for (var j = 0u; j < 8u; j++) {
+        let r = red[srow * 8u + j];
+        l_row += r.y * exp2(r.x - m_row);
+    }
+    let inv_l = 1.0 / l_row;
+
+    // Pass 2: O = P·V with the final weights.
+    let o_strip = sg % 2u;
+    let o_cf = sg / 2u;
+    var o0: MC;
+    var o1: MC;
+    var o2: MC;
+    var o3: MC;
+    var o4: MC;
+    var o5: MC;
+    var o6: MC;
+    var o7: MC;
+    for (var t = 0u; t < ntiles; t++) {
+        let k0 = t * BK;
+        var acc: MC;
+        for (var d0 = 0u; d0 < DH; d0 += DC) {
+            workgroupBarrier();
+            stage_k(kbase4, k0, d0, lid);
+            workgroupBarrier();
+            for (var dd = 0u; dd < DC; dd += 16u) {
+                let a = coopLoadT<MA>(&q[qrow + d0 + dd], LDQ);
+                let bm = coopLoad<MB>(&kv[s_kf * 16u * KST + dd], KST);
+                acc = coopMultiplyAdd(a, bm, acc);
+            }
+        }
+        coopStoreT(acc, &ss[s_strip * 16u * SST + s_kf * 16u], SST);
+        workgroupBarrier();
+        let x = scores(k0, srow, scol);
+        let pa = vec4<f16>(exp2(x[0] - m_row) * inv_l);
+        let pb = vec4<f16>(exp2(x[1] - m_row) * inv_l);
+        let pi = srow * PST + scol;
+        ps[pi] = pa.x;
+        ps[pi + 1u] = pa.y;
+        ps[pi + 2u] = pa.z;
+        ps[pi + 3u] = pa.w;
+        ps[pi + 4u] = pb.x;
+        ps[pi + 5u] = pb.y;
+        ps[pi + 6u] = pb.z;
+        ps[pi + 7u] = pb.w;
+        for (var vk0 = 0u; vk0 < BK; vk0 += VK) {
+            workgroupBarrier();
+            stage_v(vbase4, k0 + vk0, lid);
+            workgroupBarrier();
+            for (var ks = 0u; ks < VK; ks += 16u) {
+                let a = coopLoadT<MA>(&ps[o_strip * 16u * PST + vk0 + ks], PST);
+                let vb = ks * VST + o_cf * 16u;
+                o0 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb], VST), o0);
+                if (NO > 1u) {
+                    o1 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 64u], VST), o1);
+                }
+                if (NO > 2u) {
+                    o2 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 128u], VST), o2);
+                    o3 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 192u], VST), o3);
+                }
+                if (NO > 4u) {
+                    o4 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 256u], VST), o4);
+                    o5 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 320u], VST), o5);
+                    o6 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 384u], VST), o6);
+                    o7 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 448u], VST), o7);
+                }
+            }
+        }
+    }
+
+    // Out through `ss`: each subgroup stores one fragment to its own 16×16 slot, then its lanes
+    // copy it to memory.
+    let orow0 = b * p.lq + q0 + 16u * o_strip;
+    let ocol0 = h * DH + o_cf * 16u;
+    flush_out(o0, sg, lane, orow0, ocol0);
+    if (NO > 1u) {
+        flush_out(o1, sg, lane, orow0, ocol0 + 64u);
+    }
+    if (NO > 2u) {
+        flush_out(o2, sg, lane, orow0, ocol0 + 128u);
+        flush_out(o3, sg, lane, orow0, ocol0 + 192u);
+    }
+    if (NO > 4u) {
+        flush_out(o4, sg, lane, orow0, ocol0 + 256u);
+        flush_out(o5, sg, lane, orow0, ocol0 + 320u);
+        flush_out(o6, sg, lane, orow0, ocol0 + 384u);
+        flush_out(o7, sg, lane, orow0, ocol0 + 448u);
+    }
+}
+
+fn flush_out(c: MC, sg: u32, lane: u32, row0: u32, col0: u32) {
+    workgroupBarrier();
+    coopStoreT(c, &ss[sg * 256u], 16u);
+    workgroupBarrier();
+    for (var e = lane; e < 256u; e += 32u) {
+        o[(row0 + e / 16u) * p.ldo + col0 + e % 16u] = T(ss[sg * 256u + e]);
+    }
+}

@@ -1,0 +1,294 @@
+//! `diffvsr-wgpu forward`: one forward pass of one model on named input tensors, written as a
+//! safetensors tensor `output` (f32), so the engine can be checked against any other
+//! implementation tensor by tensor.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{UNet2DConfig, VaeConfig};
+use crate::models::clip_text::{text_encoder_weights, ClipTextConfig, ClipTextModel};
+use crate::models::sd_unet::{UNet2D, UNetInputs};
+use crate::models::sd_vae::VaeDecoder;
+use crate::models::Loader;
+use crate::weights::{save_f32, WeightStore};
+use crate::{DType, Gpu, Recorder, Tensor};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    Unet,
+    VaeDecoder,
+    TextEncoder,
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "unet" => Ok(ModelKind::Unet),
+            "vae-decoder" => Ok(ModelKind::VaeDecoder),
+            "text-encoder" => Ok(ModelKind::TextEncoder),
+            o => bail!("unknown model '{o}': use unet, vae-decoder or text-encoder"),
+        }
+    }
+}
+
+pub struct ForwardOptions {
+    pub model: ModelKind,
+    pub config: Option<PathBuf>,
+    /// Weights file or folder; `None` with `random_weights` builds the model with seeded random weights.
+    pub weights: Option<PathBuf>,
+    pub random_weights: Option<u64>,
+    /// Inputs file; `None` with `random_inputs` synthesizes seeded inputs of that size.
+    pub inputs: Option<PathBuf>,
+    /// (batch, height, width) of synthesized inputs (latent size).
+    pub random_inputs: Option<(usize, usize, usize)>,
+    pub output: Option<PathBuf>,
+    pub dtype: Option<DType>,
+    pub report: bool,
+    /// Timed replays for `--report`.
+    pub runs: usize,
+}
+
+/// The model, loaded and ready to capture a forward.
+pub enum Model {
+    Unet(UNet2D),
+    VaeDecoder(VaeDecoder),
+    TextEncoder(ClipTextModel),
+}
+
+/// The default storage dtype: f16 for the UNet where the adapter has it; f32 for the VAE
+/// decoder (it overflows in f16, which is why diffusers upcasts it).
+pub fn default_dtype(gpu: &Gpu, model: ModelKind) -> DType {
+    match model {
+        ModelKind::Unet if gpu.has_f16() => DType::F16,
+        _ => DType::F32,
+    }
+}
+
+/// Loads `kind` strictly from a weights file or folder (see [`load_model_from`]).
+pub fn load_model(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Path>, weights: &std::path::Path, dtype: DType) -> Result<Model> {
+    // A text_encoder/ folder may hold f32 and f16 copies of the same weights: take one.
+    let weights = if kind == ModelKind::TextEncoder && weights.is_dir() { text_encoder_weights(weights)? } else { weights.to_path_buf() };
+    let weights = weights.as_path();
+    let mut store = WeightStore::open(weights)?;
+    load_model_from(gpu, kind, config, &mut store, dtype).with_context(|| format!("loading {}", weights.display()))
+}
+
+/// Builds `kind` from `config` (the built-in SD×4 config when `None`) with weights from `store`,
+/// failing on any missing, misshapen or unexpected tensor.
+pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Path>, store: &mut WeightStore, dtype: DType) -> Result<Model> {
+    let mut l = Loader::new(gpu, store, dtype);
+    let m = match kind {
+        ModelKind::Unet => {
+            let c = match config {
+                Some(p) => UNet2DConfig::from_file(p)?,
+                None => UNet2DConfig::default(),
+            };
+            Model::Unet(UNet2D::load(&mut l, &c)?)
+        }
+        ModelKind::VaeDecoder => {
+            let c = match config {
+                Some(p) => VaeConfig::from_file(p)?,
+                None => VaeConfig::default(),
+            };
+            Model::VaeDecoder(VaeDecoder::load(&mut l, &c)?)
+        }
+        ModelKind::TextEncoder => {
+            let c = match config {
+                Some(p) => ClipTextConfig::from_file(p)?,
+                None => ClipTextConfig::default(),
+            };
+            Model::TextEncoder(ClipTextModel::load(&mut l, &c)?)
+        }
+    };
+    store.finish()?;
+    Ok(m)
+}
+
+/// Named input tensors of a forward, uploaded.
+pub struct Inputs {
+    pub tensors: Vec<(String, Tensor)>,
+    /// Token ids `[batch, tokens]` on the host (the text encoder gathers its embeddings there).
+    pub ids: Option<(Vec<u32>, usize)>,
+}
+
+impl Inputs {
+    fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t).with_context(|| format!("the inputs file has no tensor '{name}'"))
+    }
+}
+
+/// Seeded random inputs of batch `b` at latent size `h`×`w` for `model` (for benchmarks and
+/// full-size checks): timesteps 981, noise level 20.
+pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize), dtype: DType) -> Result<Inputs> {
+    let mut rng = crate::testutil::Rng::new(7);
+    let mut t = |name: &str, shape: &[usize]| -> Result<(String, Tensor)> {
+        let n = shape.iter().product();
+        Ok((name.to_string(), Tensor::from_f32(gpu, &rng.normals(n, 1.0), shape, dtype)?))
+    };
+    let tensors = match model {
+        Model::Unet(u) => {
+            let c = &u.config;
+            vec![
+                t("sample", &[b, c.in_channels, h, w])?,
+                ("timestep".into(), Tensor::from_f32(gpu, &vec![981.0; b], &[b], DType::F32)?),
+                ("class_labels".into(), Tensor::from_u32(gpu, &vec![20; b], &[b])?),
+                t("encoder_hidden_states", &[b, 77, c.cross_attention_dim])?,
+            ]
+        }
+        Model::VaeDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, h, w])?],
+        Model::TextEncoder(m) => {
+            // B sequences of H·W tokens (2x77x1: the CFG pair of prompts).
+            let ids = (0..b * h * w).map(|_| rng.below(m.config.vocab_size as u32)).collect();
+            return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, b)) });
+        }
+    };
+    Ok(Inputs { tensors, ids: None })
+}
+
+/// Reads and uploads the inputs `kind` needs from a safetensors file.
+pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &std::path::Path, dtype: DType) -> Result<Inputs> {
+    let mut store = WeightStore::open(path)?;
+    if kind == ModelKind::TextEncoder {
+        let name = "input_ids";
+        let shape = store.shape(name).with_context(|| format!("inputs file {} has no tensor '{name}'", path.display()))?;
+        if shape.len() != 2 {
+            bail!("'{name}' must be [batch, tokens], found {shape:?}");
+        }
+        let ids = store
+            .take(name, &shape)?
+            .iter()
+            .map(|&x| if x >= 0.0 && x.fract() == 0.0 { Ok(x as u32) } else { bail!("'{name}' must hold non-negative integers, found {x}") })
+            .collect::<Result<_>>()?;
+        return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, shape[0])) });
+    }
+    let mut tensors = Vec::new();
+    let mut take = |name: &str, as_dtype: Option<DType>, ids: bool| -> Result<()> {
+        let shape = store.shape(name).with_context(|| format!("inputs file {} has no tensor '{name}'", path.display()))?;
+        let v = store.take(name, &shape)?;
+        let t = if ids {
+            let ids: Vec<u32> = v
+                .iter()
+                .map(|&x| if x >= 0.0 && x.fract() == 0.0 { Ok(x as u32) } else { bail!("'{name}' must hold non-negative integers, found {x}") })
+                .collect::<Result<_>>()?;
+            Tensor::from_u32(gpu, &ids, &shape)?
+        } else {
+            Tensor::from_f32(gpu, &v, &shape, as_dtype.unwrap_or(dtype))?
+        };
+        tensors.push((name.to_string(), t));
+        Ok(())
+    };
+    match kind {
+        ModelKind::Unet => {
+            take("sample", None, false)?;
+            take("timestep", Some(DType::F32), false)?;
+            let has_labels = take("class_labels", None, true);
+            if let Err(e) = has_labels {
+                if !e.to_string().contains("has no tensor") {
+                    return Err(e);
+                }
+            }
+            take("encoder_hidden_states", None, false)?;
+        }
+        ModelKind::VaeDecoder => take("latents", None, false)?,
+        ModelKind::TextEncoder => unreachable!("handled above"),
+    }
+    Ok(Inputs { tensors, ids: None })
+}
+
+impl Model {
+    /// Records one forward of the model on `inp`; returns the output (PyTorch layout).
+    pub fn forward(&self, rec: &mut Recorder, inp: &Inputs, taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
+        match self {
+            Model::Unet(u) => {
+                let sample = inp.get("sample")?;
+                let timestep = inp.get("timestep")?;
+                let class_labels = inp.get("class_labels").ok();
+                let ehs = inp.get("encoder_hidden_states")?;
+                let b = sample.shape()[0];
+                if timestep.numel() != b {
+                    bail!("timestep has {} values for a batch of {b}", timestep.numel());
+                }
+                let timestep = timestep.reshape(&[b])?;
+                u.forward(rec, &UNetInputs { sample, timestep: &timestep, class_labels, encoder_hidden_states: ehs }, taps)
+            }
+            Model::VaeDecoder(v) => v.forward(rec, inp.get("latents")?, taps),
+            Model::TextEncoder(m) => {
+                let (ids, batch) = inp.ids.as_ref().context("the text encoder's inputs need 'input_ids'")?;
+                m.forward(rec, ids, *batch)
+            }
+        }
+    }
+}
+
+pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
+    let dtype = o.dtype.unwrap_or_else(|| default_dtype(gpu, o.model));
+    if dtype == DType::F16 && !gpu.has_f16() {
+        bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
+    }
+    let t0 = Instant::now();
+    let (model, weights_name) = match (&o.weights, o.random_weights) {
+        (Some(w), None) => (load_model(gpu, o.model, o.config.as_deref(), w, dtype)?, w.display().to_string()),
+        (None, Some(seed)) => {
+            let mut store = WeightStore::synthetic(seed);
+            (load_model_from(gpu, o.model, o.config.as_deref(), &mut store, dtype)?, format!("random weights, seed {seed}"))
+        }
+        _ => bail!("give exactly one of --weights FILE and --random-weights SEED"),
+    };
+    let weight_bytes = gpu.pool.stats().live_bytes;
+    let load_s = t0.elapsed().as_secs_f64();
+    let inputs = match (&o.inputs, o.random_inputs) {
+        (Some(p), None) => load_inputs(gpu, o.model, p, dtype)?,
+        (None, Some(size)) => random_inputs(gpu, &model, size, dtype)?,
+        _ => bail!("give exactly one of --inputs FILE and --random-inputs BxHxW"),
+    };
+
+    let t1 = Instant::now();
+    let mut rec = Recorder::capture(gpu);
+    let out = model.forward(&mut rec, &inputs, None)?;
+    let graph = rec.into_graph();
+    let build_s = t1.elapsed().as_secs_f64();
+    graph.run(gpu);
+    let result = out.to_f32(gpu)?;
+    if let Some(i) = result.iter().position(|v| !v.is_finite()) {
+        bail!("the output has a non-finite value at index {i} ({}): with --dtype f16 the model may overflow; try --dtype f32", result[i]);
+    }
+    if let Some(path) = &o.output {
+        save_f32(path, &[("output", out.shape(), &result)])?;
+        eprintln!("wrote output {:?} to {}", out.shape(), path.display());
+    }
+
+    if o.report {
+        let mut times = Vec::new();
+        let mut submit = Vec::new();
+        for _ in 0..o.runs.max(1) {
+            let t = Instant::now();
+            graph.run(gpu);
+            submit.push(t.elapsed().as_secs_f64());
+            gpu.sync()?;
+        }
+        for _ in 0..o.runs.max(1) {
+            times.push(graph.run_timed(gpu)?);
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        submit.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let gpu_t = times[times.len() / 2];
+        let sub_t = submit[submit.len() / 2];
+        println!("device:                 {}", gpu.describe());
+        println!("model:                  {:?} ({weights_name}, storage {})", o.model, dtype.name());
+        println!("weights on device:      {}", crate::gpu::human_bytes(weight_bytes));
+        println!("planned activations:    {} (peak of the forward's memory plan)", crate::gpu::human_bytes(graph.planned_bytes()));
+        println!("dispatches:             {}", graph.dispatches());
+        println!("command buffers:        1 per forward");
+        println!(
+            "GPU time per forward:   {} ({})",
+            crate::bench::fmt_time(gpu_t),
+            if gpu.has_timestamps() { "timestamps, median" } else { "wall clock, median" }
+        );
+        println!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
+        println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
+    }
+    Ok(())
+}

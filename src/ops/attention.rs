@@ -1,0 +1,735 @@
+//! Multi-head attention (`shaders/attention.wgsl`): flash-style, an online softmax over key
+//! tiles with f32 accumulation; the score matrix never reaches memory.
+//!
+//! Layout: token sequences, channels-last. `q [B, Lq, heads·dh]`, `k`/`v [Bk, Lk, heads·dh]`,
+//! out `[B, Lq, heads·dh]`; head `h` is channels `h·dh .. (h+1)·dh` (PyTorch's
+//! `b n (h d) -> b h n d`). A `[N, H, W, C]` activation is already `[N, H·W, C]` tokens.
+//!
+//! Covers the UNet's self- and text cross-attention (dh 64/128, 8 heads, Lk = 77), the
+//! TE-3DVAE's single-head attention (dh 512) and the text encoder's causal self-attention.
+//! Temporal attention over the frame axis is in [`crate::ops::temporal_attention`].
+
+use anyhow::{bail, Result};
+
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::{DType, Tensor};
+
+const SRC: &str = include_str!("../../shaders/attention.wgsl");
+const COOP_SRC: &str = include_str!("../../shaders/attention_coop.wgsl");
+
+/// Largest head width: the output tile lives in registers (dh/32 vec4 per row and thread).
+pub const MAX_HEAD_DIM: usize = 512;
+
+/// Options of one attention call.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct AttnOpts {
+    /// Multiplies Q·Kᵀ before the softmax (usually dh^-1/2).
+    pub scale: f32,
+    /// Query `i` sees keys `0..=i` only (CLIP's text encoder).
+    pub causal: bool,
+}
+
+impl AttnOpts {
+    /// Scale dh^-1/2, no mask.
+    pub fn new(dh: usize) -> AttnOpts {
+        AttnOpts { scale: 1.0 / (dh as f32).sqrt(), causal: false }
+    }
+    pub fn causal(self) -> AttnOpts {
+        AttnOpts { causal: true, ..self }
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    lq: u32,
+    lk: u32,
+    heads: u32,
+    nqt: u32,
+    ldq: u32,
+    ldk: u32,
+    ldv: u32,
+    ldo: u32,
+    qoff: u32,
+    koff: u32,
+    voff: u32,
+    kv_div: u32,
+    k_begin: u32,
+    k_end: u32,
+    flags: u32,
+    scale: f32,
+}
+
+/// Tile shape of one kernel variant (see the shader's header).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Tiles {
+    rg: usize,
+    tn: usize,
+    ks: usize,
+    uf: usize,
+    ps: usize,
+}
+
+impl Tiles {
+    const TM: usize = 4;
+    const DC: usize = 16;
+    fn cg(&self) -> usize {
+        256 / self.rg
+    }
+    fn bq(&self) -> usize {
+        self.rg * Self::TM
+    }
+    fn bk(&self) -> usize {
+        self.cg() * self.tn
+    }
+    fn smem_bytes(&self) -> usize {
+        4 * (self.bq() * self.ps + self.uf)
+    }
+
+    /// Picks tiles for head width `dh` within `smem` bytes of workgroup memory.
+    fn choose(dh: usize, smem: usize) -> Result<Tiles> {
+        // Budget: at most 32 KiB, so several workgroups share a multiprocessor on big GPUs.
+        let budget = smem.min(32 << 10) / 4;
+        let (rg, tn) = if dh > 128 {
+            // 32 rows × dh/32 vec4 per thread keeps the output tile at 64 registers for dh 512.
+            (8, 2)
+        } else if budget >= 64 * 68 + 2176 {
+            (16, 4)
+        } else {
+            (16, 2)
+        };
+        let cg = 256 / rg;
+        let (bq, bk) = (rg * Self::TM, cg * tn);
+        // Pad P's rows when a 32-wide subgroup spans two row groups (bank conflicts otherwise).
+        let ps = if cg < 32 { bk + 4 } else { bk };
+        let qk = Self::DC * (bq + 4) + Self::DC * (bk + 4);
+        let red = bq * cg;
+        let fixed = bq * ps;
+        if budget < fixed + qk.max(red) {
+            bail!("attention: this GPU's {smem} bytes of workgroup memory are too few for head width {dh}");
+        }
+        let room = budget - fixed;
+        let mut ks = bk;
+        while ks > 4 && ks * dh > room {
+            ks /= 2;
+        }
+        if ks * dh > room {
+            bail!("attention: this GPU's {smem} bytes of workgroup memory are too few for head width {dh}");
+        }
+        let uf = qk.max(red).max(ks * dh).div_ceil(4) * 4;
+        let t = Tiles { rg, tn, ks, uf, ps };
+        debug_assert!(t.smem_bytes() <= smem);
+        Ok(t)
+    }
+
+    /// Conservative count of loop iterations one invocation runs per key tile (lavapipe's
+    /// 65 535-iteration limit counts every loop of the invocation together).
+    fn iters_per_tile(&self, dh: usize) -> usize {
+        let chunks = dh.div_ceil(Self::DC);
+        let s = chunks * (2 + (self.bq() + self.bk()) * Self::DC / 256 + Self::DC * (1 + Self::TM * self.tn));
+        let nch = (dh / 4).div_ceil(self.cg());
+        let pv = (self.bk() / self.ks) * (2 + self.ks * dh / 256 + (self.ks / 4) * (1 + Self::TM + nch * (1 + Self::TM)));
+        let soft = Self::TM * (4 + self.tn * 2 + self.cg() / 4 + nch);
+        s + pv + soft + 8
+    }
+}
+
+/// How one operand is laid out: `[batch, len, ld]` with the heads starting at channel `off`.
+#[derive(Copy, Clone)]
+struct View<'a> {
+    t: &'a Tensor,
+    batch: usize,
+    len: usize,
+    ld: usize,
+    off: usize,
+}
+
+/// Which kernel runs.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Path {
+    /// The cooperative-matrix kernel where it applies ([`coop_applies`]), else the portable one.
+    #[default]
+    Auto,
+    /// The portable kernel (`attention.wgsl`).
+    Portable,
+    /// The cooperative-matrix kernel (`attention_coop.wgsl`); an error where it does not apply.
+    Coop,
+}
+
+/// Testing knobs: a smaller workgroup-memory budget, keys per dispatch, the kernel.
+#[derive(Copy, Clone, Debug, Default)]
+struct Tuning {
+    smem: Option<usize>,
+    max_tiles_per_dispatch: Option<usize>,
+    path: Path,
+}
+
+/// Constants of the cooperative kernel for head width `dh`: (DC, VK, KVF, workgroup bytes).
+fn coop_consts(dh: usize) -> (usize, usize, usize, usize) {
+    let dc = if dh % 128 == 0 { 128 } else { 64 };
+    let vk = if dh <= 128 { 64 } else { 16 };
+    let kvf = (64 * (dc + 8)).max(vk * (dh + 8));
+    let bytes = 2 * kvf + 4 * 32 * 68 + 2 * 32 * 72 + 8 * 256;
+    (dc, vk, kvf, bytes)
+}
+
+/// Whether the adapter can run the cooperative-matrix kernel at all: 16×16×16 f16→f32 matrices
+/// and subgroups of exactly 32 (its 256 invocations must form 8 subgroups).
+pub fn coop_available(gpu: &crate::Gpu) -> bool {
+    gpu.has_coop_f16_16x16()
+        && gpu.has_subgroups()
+        && gpu.info.subgroup_min_size == 32
+        && gpu.info.subgroup_max_size == 32
+        && gpu.limits.max_compute_invocations_per_workgroup >= 256
+        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(512).3
+}
+
+/// Why the cooperative kernel cannot take this call, or `None` when it can: f16 storage, no
+/// causal mask, dh a multiple of 64 up to 512, at least 32 queries.
+fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> Option<&'static str> {
+    if !coop_available(gpu) {
+        Some("the adapter lacks cooperative matrices (16x16x16 f16) with 32-wide subgroups")
+    } else if dtype != DType::F16 {
+        Some("it needs f16 storage")
+    } else if causal {
+        Some("it has no causal mask")
+    } else if ![64, 128, 256, 512].contains(&dh) {
+        Some("it needs a head width of 64, 128, 256 or 512")
+    } else if lq < 32 {
+        Some("it needs at least 32 queries")
+    } else {
+        None
+    }
+}
+
+/// Whether [`attention`] takes the cooperative-matrix kernel for these sizes on this adapter.
+pub fn coop_applies(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> bool {
+    coop_refusal(gpu, dtype, lq, dh, causal).is_none()
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct CoopParams {
+    lq: u32,
+    lk: u32,
+    heads: u32,
+    nqt: u32,
+    ldk4: u32,
+    ldv4: u32,
+    ldo: u32,
+    qoff: u32,
+    koff4: u32,
+    voff4: u32,
+    kv_div: u32,
+    scale: f32,
+    groups: u32,
+}
+
+fn coop_kernel(dh: usize, ldq: usize) -> Kernel {
+    let (dc, vk, kvf, _) = coop_consts(dh);
+    Kernel::new("attention_coop", COOP_SRC, DType::F16)
+        .with_coop()
+        .def("DH", format!("{dh}u"))
+        .def("NO", format!("{}u", dh / 64))
+        .def("DC", format!("{dc}u"))
+        .def("VK", format!("{vk}u"))
+        .def("KVF", format!("{kvf}u"))
+        .def("LDQ", format!("{ldq}u"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: usize, dh: usize, opts: AttnOpts) -> Result<()> {
+    let gpu = rec.gpu();
+    let (b, lq, lk) = (q.batch, q.len, k.len);
+    let nqt = lq.div_ceil(32);
+    let groups = b * heads * nqt;
+    let p = CoopParams {
+        lq: lq as u32,
+        lk: lk as u32,
+        heads: heads as u32,
+        nqt: nqt as u32,
+        ldk4: (k.ld / 4) as u32,
+        ldv4: (v.ld / 4) as u32,
+        ldo: (heads * dh) as u32,
+        qoff: q.off as u32,
+        koff4: (k.off / 4) as u32,
+        voff4: (v.off / 4) as u32,
+        kv_div: (b / k.batch) as u32,
+        scale: opts.scale * std::f32::consts::LOG2_E,
+        groups: groups as u32,
+    };
+    rec.dispatch(&coop_kernel(dh, q.ld), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))
+}
+
+/// Lavapipe (and any CPU adapter) stops shader loops after 65 535 iterations per invocation.
+fn loop_limited(gpu: &crate::Gpu) -> bool {
+    gpu.info.device_type == wgpu::DeviceType::Cpu
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, opts: AttnOpts, tune: Tuning) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    let dtype = q.t.dtype();
+    if k.t.dtype() != dtype || v.t.dtype() != dtype {
+        bail!("attention: dtypes differ (q {:?}, k {:?}, v {:?})", dtype, k.t.dtype(), v.t.dtype());
+    }
+    if heads == 0 || dh == 0 || dh % 4 != 0 || dh > MAX_HEAD_DIM {
+        bail!("attention: head width {dh} must be a positive multiple of 4 up to {MAX_HEAD_DIM} (heads {heads})");
+    }
+    if k.len == 0 || k.len != v.len || k.batch != v.batch {
+        bail!("attention: k has {} keys in {} batches, v {} in {}", k.len, k.batch, v.len, v.batch);
+    }
+    if k.batch == 0 || q.batch % k.batch != 0 {
+        bail!("attention: the k/v batch {} must divide the query batch {}", k.batch, q.batch);
+    }
+    let (b, lq, lk) = (q.batch, q.len, k.len);
+    let c = heads * dh;
+    let out = rec.empty(&[b, lq, c], dtype)?;
+    if b == 0 || lq == 0 {
+        return Ok(out);
+    }
+    let ld = |x: usize| -> Result<u32> { u32::try_from(x).map_err(|_| anyhow::anyhow!("attention: size {x} overflows u32")) };
+    for n in [b * lq * q.ld, k.batch * lk * k.ld, v.batch * lk * v.ld, b * heads * lq * (dh + 2)] {
+        ld(n)?;
+    }
+    let refusal = coop_refusal(gpu, dtype, lq, dh, opts.causal);
+    match (tune.path, refusal) {
+        (Path::Coop, Some(why)) => bail!("attention: the cooperative-matrix kernel does not apply: {why}"),
+        (Path::Coop | Path::Auto, None) => {
+            run_coop(rec, q, k, v, &out, heads, dh, opts)?;
+            return Ok(out);
+        }
+        _ => {}
+    }
+    let tiles = Tiles::choose(dh, tune.smem.unwrap_or(gpu.limits.max_compute_workgroup_storage_size as usize))?;
+    let kernel = Kernel::new("attention", SRC, dtype)
+        .def("DH", format!("{dh}u"))
+        .def("RG", format!("{}u", tiles.rg))
+        .def("TN", format!("{}u", tiles.tn))
+        .def("KS", format!("{}u", tiles.ks))
+        .def("UF", format!("{}u", tiles.uf))
+        .def("PS", format!("{}u", tiles.ps))
+        .def("CAUSAL", opts.causal);
+    let nqt = lq.div_ceil(tiles.bq());
+    let ntiles = lk.div_ceil(tiles.bk());
+    let per_dispatch = match tune.max_tiles_per_dispatch {
+        Some(n) => n.max(1),
+        None if loop_limited(gpu) => (40_000 / tiles.iters_per_tile(dh)).max(1),
+        None => ntiles,
+    };
+    let parts = ntiles.div_ceil(per_dispatch);
+    // The carried state, (O, running max, row sum) per row and head; only when split.
+    let state = if parts > 1 {
+        rec.empty(&[b * heads * lq * (dh + 2)], DType::F32)?
+    } else {
+        rec.empty(&[1], DType::F32)?
+    };
+    for part in 0..parts {
+        let k_begin = part * per_dispatch * tiles.bk();
+        let k_end = ((part + 1) * per_dispatch * tiles.bk()).min(lk);
+        let flags = (part == 0) as u32 | (((part + 1 == parts) as u32) << 1);
+        let p = Params {
+            lq: ld(lq)?,
+            lk: ld(lk)?,
+            heads: ld(heads)?,
+            nqt: ld(nqt)?,
+            ldq: ld(q.ld)?,
+            ldk: ld(k.ld)?,
+            ldv: ld(v.ld)?,
+            ldo: ld(c)?,
+            qoff: ld(q.off)?,
+            koff: ld(k.off)?,
+            voff: ld(v.off)?,
+            kv_div: ld(b / k.batch)?,
+            k_begin: ld(k_begin)?,
+            k_end: ld(k_end)?,
+            flags,
+            scale: opts.scale * std::f32::consts::LOG2_E,
+        };
+        let groups = ld(b * heads * nqt)?;
+        rec.dispatch(&kernel, &p, &[q.t.into(), k.t.into(), v.t.into(), (&out).into(), (&state).into()], grid(gpu, groups))?;
+    }
+    Ok(out)
+}
+
+fn seq_shape(name: &str, t: &Tensor) -> Result<(usize, usize, usize)> {
+    match *t.shape() {
+        [b, l, c] => Ok((b, l, c)),
+        _ => bail!("attention: {name} must be [batch, tokens, channels], got {:?}", t.shape()),
+    }
+}
+
+/// Multi-head attention `softmax(Q·Kᵀ·scale)·V`.
+///
+/// `q [B, Lq, heads·dh]`, `k`, `v [Bk, Lk, heads·dh]` with `Bk` dividing `B`: query batch entry
+/// `b` uses K/V entry `b / (B / Bk)`, so one text context `[2, 77, C]` serves a `(cfg f)` batch
+/// of `2·F` frames. Returns `[B, Lq, heads·dh]`. `dh` must be a multiple of 4, at most 512.
+pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, opts: AttnOpts) -> Result<Tensor> {
+    attention_tuned(rec, q, k, v, heads, opts, Tuning::default())
+}
+
+/// [`attention`] with the kernel chosen by the caller (benchmarks, comparisons).
+pub fn attention_with(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, opts: AttnOpts, path: Path) -> Result<Tensor> {
+    attention_tuned(rec, q, k, v, heads, opts, Tuning { path, ..Tuning::default() })
+}
+
+fn attention_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, opts: AttnOpts, tune: Tuning) -> Result<Tensor> {
+    let (b, lq, c) = seq_shape("q", q)?;
+    let (bk, lk, ck) = seq_shape("k", k)?;
+    if k.shape() != v.shape() {
+        bail!("attention: k {:?} and v {:?} differ", k.shape(), v.shape());
+    }
+    if ck != c || heads == 0 || c % heads != 0 {
+        bail!("attention: q {:?} and k {:?} must have the same channels, a multiple of heads {heads}", q.shape(), k.shape());
+    }
+    let dh = c / heads;
+    let view = |t, batch, len| View { t, batch, len, ld: c, off: 0 };
+    run(rec, view(q, b, lq), view(k, bk, lk), view(v, bk, lk), heads, dh, opts, tune)
+}
+
+/// Self-attention on a fused projection `qkv [B, L, 3·heads·dh]` (channels `[q | k | v]`, as a
+/// single `to_qkv` Linear writes them); returns `[B, L, heads·dh]`. Saves splitting copies.
+pub fn attention_qkv(rec: &mut Recorder, qkv: &Tensor, heads: usize, opts: AttnOpts) -> Result<Tensor> {
+    let (b, l, c3) = seq_shape("qkv", qkv)?;
+    if heads == 0 || c3 % (3 * heads) != 0 {
+        bail!("attention_qkv: {:?} is not [batch, tokens, 3·heads·dh] for {heads} heads", qkv.shape());
+    }
+    let c = c3 / 3;
+    let view = |off| View { t: qkv, batch: b, len: l, ld: c3, off };
+    run(rec, view(0), view(c), view(2 * c), heads, c / heads, opts, Tuning::default())
+}
+
+/// Benchmarks at DiffVSR's shapes (UNet at a 64² latent level, batch 16 = 8 frames × CFG).
+pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
+    use crate::bench::{random_tensor, BenchCase};
+    // (name, batch, Lq, Lk, heads, dh)
+    let shapes: &[(&str, usize, usize, usize, usize, usize)] = if quick {
+        &[
+            ("attention self dh64", 2, 64, 64, 2, 64),
+            ("attention self dh128", 2, 33, 33, 2, 128),
+            ("attention cross 77", 2, 64, 77, 2, 64),
+            ("attention vae dh512", 1, 70, 70, 1, 512),
+        ]
+    } else {
+        &[
+            ("attention self dh64", 16, 4096, 4096, 8, 64),
+            ("attention self dh128", 16, 256, 256, 8, 128),
+            ("attention cross 77", 16, 4096, 77, 8, 64),
+            ("attention vae dh512", 1, 16384, 16384, 1, 512),
+        ]
+    };
+    let mut v = Vec::new();
+    for (i, &(name, b, lq, lk, heads, dh)) in shapes.iter().enumerate() {
+        let c = heads * dh;
+        let seed = 100 + 3 * i as u64;
+        let q = random_tensor(gpu, &[b, lq, c], dtype, seed)?;
+        let k = random_tensor(gpu, &[b, lk, c], dtype, seed + 1)?;
+        let vv = random_tensor(gpu, &[b, lk, c], dtype, seed + 2)?;
+        let es = dtype.size() as f64;
+        // Where the cooperative kernel is the default, time the portable one beside it.
+        let mut paths = vec![(Path::Auto, "")];
+        if coop_applies(gpu, dtype, lq, dh, false) {
+            paths.push((Path::Portable, " (portable)"));
+        }
+        for (path, tag) in paths {
+            let (q, k, vv) = (q.clone(), k.clone(), vv.clone());
+            v.push(BenchCase {
+                name: format!("{name}{tag}"),
+                shape: format!("{b}x{lq}x{lk} {heads}x{dh}"),
+                flops: 4.0 * (b * heads * lq * lk * dh) as f64,
+                bytes: es * (2 * b * lq * c + 2 * b * lk * c) as f64,
+                run: Box::new(move |r| attention_with(r, &q, &k, &vv, heads, AttnOpts::new(dh), path).map(drop)),
+            });
+        }
+    }
+    Ok(v)
+}
+
+/// CPU reference (f64 accumulation), same layouts as [`attention`].
+pub mod cpu {
+    use super::AttnOpts;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, bk: usize, lq: usize, lk: usize, heads: usize, dh: usize, opts: AttnOpts) -> Vec<f32> {
+        let c = heads * dh;
+        let mut out = vec![0f32; b * lq * c];
+        let mut s = vec![0f64; lk];
+        for bi in 0..b {
+            let kb = bi / (b / bk);
+            for h in 0..heads {
+                for i in 0..lq {
+                    let qr = &q[(bi * lq + i) * c + h * dh..][..dh];
+                    let mut mx = f64::NEG_INFINITY;
+                    for (j, sj) in s.iter_mut().enumerate() {
+                        let kr = &k[(kb * lk + j) * c + h * dh..][..dh];
+                        let dot: f64 = qr.iter().zip(kr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        *sj = if opts.causal && j > i { f64::NEG_INFINITY } else { dot * opts.scale as f64 };
+                        mx = mx.max(*sj);
+                    }
+                    let mut sum = 0.0;
+                    for sj in s.iter_mut() {
+                        *sj = (*sj - mx).exp();
+                        sum += *sj;
+                    }
+                    for d in 0..dh {
+                        let mut acc = 0.0;
+                        for (j, &pj) in s.iter().enumerate() {
+                            acc += pj * v[(kb * lk + j) * c + h * dh + d] as f64;
+                        }
+                        out[(bi * lq + i) * c + h * dh + d] = (acc / sum) as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    const TOL: f64 = 1e-4;
+
+    fn up(gpu: &crate::Gpu, v: &[f32], s: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
+        let t = Tensor::from_f32(gpu, v, s, dt).unwrap();
+        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
+        (t, host)
+    }
+
+    /// One GPU-vs-CPU comparison; `q` scaled by `qs` so the softmax is neither flat nor one-hot.
+    #[allow(clippy::too_many_arguments)]
+    fn check(rng: &mut Rng, seed: u64, dt: DType, b: usize, bk: usize, lq: usize, lk: usize, heads: usize, dh: usize, causal: bool, tune: Tuning) {
+        let gpu = test_gpu();
+        let c = heads * dh;
+        let (q, qh) = up(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
+        let (k, kh) = up(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let (v, vh) = up(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let mut opts = AttnOpts::new(dh);
+        opts.causal = causal;
+        let mut rec = gpu.recorder();
+        let out = attention_tuned(&mut rec, &q, &k, &v, heads, opts, tune).unwrap();
+        rec.submit();
+        assert_eq!(out.shape(), &[b, lq, c]);
+        let want = cpu::attention(&qh, &kh, &vh, b, bk, lq, lk, heads, dh, opts);
+        let what = format!("attention b{b}/{bk} lq{lq} lk{lk} {heads}x{dh} causal {causal} {tune:?} {dt:?} seed {seed}");
+        assert_close(&what, &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+    }
+
+    #[test]
+    fn self_attention_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for l in [1usize, 7, 33, 77, 130] {
+                for (heads, dh) in [(1usize, 32usize), (2, 64), (8, 128)] {
+                    // The 8×128 head at 130 tokens is the slowest case on lavapipe: once per dtype.
+                    if heads == 8 && l == 77 {
+                        continue;
+                    }
+                    check(&mut rng, seed, dt, 2, 2, l, l, heads, dh, false, Tuning::default());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn causal_attention_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for l in [1usize, 7, 33, 77, 130] {
+                check(&mut rng, seed, dt, 2, 2, l, l, 2, 64, true, Tuning::default());
+            }
+            // Fewer queries than keys and the other way round.
+            check(&mut rng, seed, dt, 1, 1, 33, 130, 1, 32, true, Tuning::default());
+            check(&mut rng, seed, dt, 1, 1, 130, 7, 1, 32, true, Tuning::default());
+        }
+    }
+
+    #[test]
+    fn cross_attention_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for lq in [1usize, 33, 130] {
+                check(&mut rng, seed, dt, 2, 2, lq, 77, 8, 64, false, Tuning::default());
+            }
+            // One text context shared by a batch of 4 (K/V batch 1), and by pairs (K/V batch 2).
+            check(&mut rng, seed, dt, 4, 1, 33, 77, 2, 64, false, Tuning::default());
+            check(&mut rng, seed, dt, 4, 2, 7, 77, 2, 32, false, Tuning::default());
+        }
+    }
+
+    #[test]
+    fn wide_single_head_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            check(&mut rng, seed, dt, 1, 1, 7, 7, 1, 512, false, Tuning::default());
+            check(&mut rng, seed, dt, 2, 2, 33, 77, 1, 512, false, Tuning::default());
+            check(&mut rng, seed, dt, 1, 1, 70, 130, 1, 256, false, Tuning::default());
+            check(&mut rng, seed, dt, 1, 1, 33, 70, 1, 384, false, Tuning::default());
+        }
+    }
+
+    #[test]
+    fn small_workgroup_memory_and_split_keys_match_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let small = Tuning { smem: Some(16 << 10), max_tiles_per_dispatch: None, path: Path::Portable };
+        let split = Tuning { smem: None, max_tiles_per_dispatch: Some(1), path: Path::Portable };
+        let both = Tuning { smem: Some(16 << 10), max_tiles_per_dispatch: Some(2), path: Path::Portable };
+        for dt in gpu.dtypes() {
+            for (heads, dh) in [(2usize, 32usize), (2, 64), (1, 128), (1, 512)] {
+                check(&mut rng, seed, dt, 2, 2, 77, 130, heads, dh, false, small);
+            }
+            check(&mut rng, seed, dt, 2, 2, 130, 130, 2, 64, false, split);
+            check(&mut rng, seed, dt, 2, 2, 130, 130, 2, 64, true, split);
+            check(&mut rng, seed, dt, 1, 1, 33, 200, 1, 512, false, split);
+            check(&mut rng, seed, dt, 2, 1, 130, 77, 2, 64, true, both);
+        }
+    }
+
+    #[test]
+    fn long_key_ranges_match_cpu() {
+        // 128 key tiles: one dispatch would run into lavapipe's loop limit; the automatic split
+        // must keep every invocation under it (on GPUs this is a single dispatch).
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            check(&mut rng, seed, dt, 1, 1, 3, 4096, 1, 512, false, Tuning::default());
+            if dt == DType::F32 {
+                check(&mut rng, seed, dt, 1, 1, 2, 8192, 1, 64, false, Tuning::default());
+            }
+        }
+    }
+
+    /// Shows the limit exists (expected to FAIL on lavapipe), so the test above means something.
+    #[test]
+    #[ignore]
+    fn unsplit_long_key_range() {
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let all = Tuning { smem: None, max_tiles_per_dispatch: Some(1 << 20), path: Path::Portable };
+        check(&mut rng, seed, DType::F32, 1, 1, 3, 4096, 1, 512, false, all);
+        check(&mut rng, seed, DType::F32, 1, 1, 2, 8192, 1, 64, false, all);
+    }
+
+    #[test]
+    fn fused_qkv_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
+            let c = heads * dh;
+            let (qkv, h) = up(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+            let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
+            let opts = AttnOpts::new(dh);
+            let mut rec = gpu.recorder();
+            let out = attention_qkv(&mut rec, &qkv, heads, opts).unwrap();
+            rec.submit();
+            let want = cpu::attention(&part(0), &part(1), &part(2), b, b, l, l, heads, dh, opts);
+            assert_close(&format!("attention_qkv {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let gpu = test_gpu();
+        let t = |s: &[usize]| Tensor::empty(&gpu, s, DType::F32).unwrap();
+        let mut rec = gpu.recorder();
+        let o = AttnOpts::new(64);
+        assert!(attention(&mut rec, &t(&[2, 7, 128]), &t(&[2, 9, 64]), &t(&[2, 9, 64]), 2, o).is_err());
+        assert!(attention(&mut rec, &t(&[2, 7, 128]), &t(&[2, 9, 128]), &t(&[2, 8, 128]), 2, o).is_err());
+        assert!(attention(&mut rec, &t(&[3, 7, 128]), &t(&[2, 9, 128]), &t(&[2, 9, 128]), 2, o).is_err());
+        assert!(attention(&mut rec, &t(&[2, 7, 128]), &t(&[2, 0, 128]), &t(&[2, 0, 128]), 2, o).is_err());
+        assert!(attention(&mut rec, &t(&[2, 7, 60]), &t(&[2, 9, 60]), &t(&[2, 9, 60]), 10, o).is_err()); // dh 6
+        assert!(attention(&mut rec, &t(&[2, 7, 1024]), &t(&[2, 9, 1024]), &t(&[2, 9, 1024]), 1, o).is_err());
+        assert!(attention(&mut rec, &t(&[7, 128]), &t(&[9, 128]), &t(&[9, 128]), 2, o).is_err());
+    }
+
+    /// The cooperative kernel on adapters that have it (e.g. the H200); skipped elsewhere.
+    #[test]
+    fn coop_matches_cpu() {
+        let gpu = test_gpu();
+        if !coop_available(&gpu) || !gpu.has_f16() {
+            eprintln!("coop_matches_cpu: skipped (no cooperative matrices with 32-wide subgroups)");
+            return;
+        }
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let coop = Tuning { path: Path::Coop, ..Tuning::default() };
+        let dt = DType::F16;
+        for (lq, lk) in [(32usize, 1usize), (33, 7), (77, 77), (130, 130), (32, 200)] {
+            for (heads, dh) in [(2usize, 64usize), (1, 128)] {
+                check(&mut rng, seed, dt, 2, 2, lq, lk, heads, dh, false, coop);
+            }
+        }
+        check(&mut rng, seed, dt, 1, 1, 77, 130, 2, 256, false, coop);
+        assert!(!coop_applies(&gpu, dt, 77, 192, false));
+        check(&mut rng, seed, dt, 1, 1, 33, 77, 1, 512, false, coop);
+        check(&mut rng, seed, dt, 2, 2, 130, 200, 1, 512, false, coop);
+        check(&mut rng, seed, dt, 4, 1, 64, 77, 8, 64, false, coop);
+        // Fused q|k|v (q row stride 3·C, channel offsets).
+        let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
+        let c = heads * dh;
+        let (qkv, h) = up(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+        let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
+        let opts = AttnOpts::new(dh);
+        let mut rec = gpu.recorder();
+        let out = attention_qkv(&mut rec, &qkv, heads, opts).unwrap();
+        rec.submit();
+        let want = cpu::attention(&part(0), &part(1), &part(2), b, b, l, l, heads, dh, opts);
+        assert_close(&format!("coop attention_qkv seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+    }
+
+    /// The cooperative kernel's WGSL must parse, validate and translate to SPIR-V with naga (the
+    /// writer wgpu's Vulkan backend uses) even on machines without cooperative matrices.
+    #[test]
+    fn coop_wgsl_validates_and_translates() {
+        for (dh, ldq) in [(64usize, 512usize), (128, 1024), (192, 192), (512, 512), (64, 1536)] {
+            let src = coop_kernel(dh, ldq).wgsl();
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("dh {dh}: parse:\n{}", e.emit_to_string(&src)));
+            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("dh {dh}: validate:\n{}", e.emit_to_string(&src)));
+            let opts = naga::back::spv::Options {
+                lang_version: (1, 6),
+                bounds_check_policies: naga::proc::BoundsCheckPolicies {
+                    index: naga::proc::BoundsCheckPolicy::Restrict,
+                    buffer: naga::proc::BoundsCheckPolicy::Restrict,
+                    image_load: naga::proc::BoundsCheckPolicy::Restrict,
+                    binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+                },
+                zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
+                force_loop_bounding: true,
+                ..Default::default()
+            };
+            let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+            let words = naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).unwrap_or_else(|e| panic!("dh {dh}: SPIR-V: {e}"));
+            assert!(words.len() > 100);
+            assert!(coop_consts(dh).3 <= 48 << 10);
+        }
+    }
+
+    #[test]
+    fn tiles_fit_the_budgets() {
+        for dh in [4usize, 32, 64, 128, 256, 512] {
+            for smem in [16usize << 10, 32 << 10, 48 << 10] {
+                let t = Tiles::choose(dh, smem).unwrap();
+                assert!(t.smem_bytes() <= smem, "dh {dh} smem {smem}: {t:?} needs {}", t.smem_bytes());
+                assert!(t.ks >= 4 && t.bk() % t.ks == 0 && t.uf % 4 == 0 && t.ps % 4 == 0, "{t:?}");
+                assert!(t.iters_per_tile(dh) < 40_000);
+            }
+        }
+    }
+}

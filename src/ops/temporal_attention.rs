@@ -1,0 +1,338 @@
+//! Temporal attention (`shaders/temporal_attention.wgsl`): the UNet's TemporalAttention core
+//! (spec §3.2), attention over the frame axis of a video, independently per pixel and head, with
+//! RoPE on the first 32 channels of each head and a T5 relative-position bias.
+//!
+//! Layout: channels-last video `[B, F, H, W, heads·dh]` for q, k, v and the output (the
+//! projections `to_q/k/v` and `to_out` are plain matmuls over the channel axis, outside this op).
+
+use anyhow::{bail, Result};
+
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::{DType, Tensor};
+
+const SRC: &str = include_str!("../../shaders/temporal_attention.wgsl");
+
+/// Most frames per window the kernel takes (the RoPE table and the scores are sized for it).
+pub const MAX_FRAMES: usize = 16;
+/// Channels of each head that RoPE rotates (`RotaryEmbedding(32)`).
+pub const ROPE_DIM: usize = 32;
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    hw: u32,
+    heads: u32,
+    c4: u32,
+    scale: f32,
+    _pad: [u32; 3],
+    rope: [f32; 4 * 8 * MAX_FRAMES],
+}
+
+/// RoPE angle of channel pair `j` (channels 2j, 2j+1) at frame `pos`: pos · 10000^(−2j/32).
+pub fn rope_angle(pos: usize, j: usize) -> f64 {
+    pos as f64 * 10000f64.powf(-2.0 * j as f64 / ROPE_DIM as f64)
+}
+
+/// `softmax((RoPE(q·dh^-1/2)·RoPE(k)ᵀ + bias[h]))·v` over the frame axis.
+///
+/// `q`, `k`, `v`: `[B, F, H, W, heads·dh]`, same dtype; `bias`: `[heads, F, F]` in that dtype
+/// (from [`relative_position_bias`]); `rope`: rotate channels 0..32 of each head of q and k by
+/// the frame index (needs dh ≥ 32). F ≤ 16, dh a multiple of 4. Returns `[B, F, H, W, heads·dh]`.
+pub fn temporal_attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: &Tensor, rope: bool) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    let [b, f, h, w, c] = *q.shape() else {
+        bail!("temporal_attention: q must be a video [B, F, H, W, C], got {:?}", q.shape());
+    };
+    if k.shape() != q.shape() || v.shape() != q.shape() {
+        bail!("temporal_attention: q {:?}, k {:?} and v {:?} must have one shape", q.shape(), k.shape(), v.shape());
+    }
+    let dtype = q.dtype();
+    if k.dtype() != dtype || v.dtype() != dtype || bias.dtype() != dtype {
+        bail!("temporal_attention: q, k, v and bias must share a dtype");
+    }
+    if heads == 0 || c % heads != 0 || (c / heads) % 4 != 0 {
+        bail!("temporal_attention: {c} channels do not split into {heads} heads of a multiple of 4");
+    }
+    let dh = c / heads;
+    if rope && dh < ROPE_DIM {
+        bail!("temporal_attention: RoPE rotates {ROPE_DIM} channels but heads are {dh} wide");
+    }
+    if f == 0 || f > MAX_FRAMES {
+        bail!("temporal_attention: {f} frames; 1 to {MAX_FRAMES} supported");
+    }
+    if bias.shape() != [heads, f, f] {
+        bail!("temporal_attention: bias must be [heads, F, F] = [{heads}, {f}, {f}], got {:?}", bias.shape());
+    }
+    let out = rec.empty(q.shape(), dtype)?;
+    let n = b * h * w * heads * f;
+    if n == 0 {
+        return Ok(out);
+    }
+    if q.numel() > u32::MAX as usize {
+        bail!("temporal_attention: {:?} is too large for 32-bit indexing", q.shape());
+    }
+    let mut table = [0f32; 4 * 8 * MAX_FRAMES];
+    for pos in 0..f {
+        for j in 0..ROPE_DIM / 2 {
+            let a = rope_angle(pos, j);
+            table[(pos * 16 + j) * 2] = a.cos() as f32;
+            table[(pos * 16 + j) * 2 + 1] = a.sin() as f32;
+        }
+    }
+    let p = Params {
+        n: n as u32,
+        hw: (h * w) as u32,
+        heads: heads as u32,
+        c4: (c / 4) as u32,
+        scale: 1.0 / (dh as f32).sqrt(),
+        _pad: [0; 3],
+        rope: table,
+    };
+    let kernel = Kernel::new("temporal_attention", SRC, dtype)
+        .def("DH", format!("{dh}u"))
+        .def("NF", format!("{f}u"))
+        .def("ROPE", rope);
+    rec.dispatch(&kernel, &p, &[q.into(), k.into(), v.into(), bias.into(), (&out).into()], grid(gpu, n.div_ceil(256) as u32))?;
+    Ok(out)
+}
+
+/// T5 relative-position bucket (`RelativePositionBias._relative_position_bucket`, bidirectional,
+/// 32 buckets, max distance 32) of query frame `i` and key frame `j`.
+pub fn relative_position_bucket(i: usize, j: usize) -> usize {
+    const HALF: i64 = 16; // num_buckets / 2
+    const MAX_EXACT: i64 = 8; // half / 2
+    let n = i as i64 - j as i64; // −(j − i)
+    let mut ret = if n < 0 { HALF } else { 0 };
+    let n = n.abs();
+    ret += if n < MAX_EXACT {
+        n
+    } else {
+        // f32 as PyTorch computes it; `.long()` truncates (the value is non-negative here).
+        let large = MAX_EXACT + ((n as f32 / MAX_EXACT as f32).ln() / (32f64 / MAX_EXACT as f64).ln() as f32 * (HALF - MAX_EXACT) as f32) as i64;
+        large.min(HALF - 1)
+    };
+    ret as usize
+}
+
+/// The bias `[heads, F, F]` of `RelativePositionBias(heads, num_buckets=32, max_distance=32)`
+/// from its embedding weight `table [32, heads]`: `bias[h, i, j] = table[bucket(i, j), h]`.
+/// Built once per window length on the host.
+pub fn relative_position_bias(table: &[f32], heads: usize, f: usize) -> Result<Vec<f32>> {
+    if table.len() != 32 * heads {
+        bail!("relative_position_bias: table has {} values, expected [32, {heads}]", table.len());
+    }
+    let mut out = vec![0f32; heads * f * f];
+    for h in 0..heads {
+        for i in 0..f {
+            for j in 0..f {
+                out[(h * f + i) * f + j] = table[relative_position_bucket(i, j) * heads + h];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Benchmark: 8 frames at a 64² latent level, 512 channels (8 heads × 64), B = 2 (CFG pair).
+pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
+    use crate::bench::{random_tensor, BenchCase};
+    let (b, f, h, w, heads, dh) = if quick { (1, 8, 8, 8, 2, 64) } else { (2, 8, 64, 64, 8, 64) };
+    let c = heads * dh;
+    let s = [b, f, h, w, c];
+    let q = random_tensor(gpu, &s, dtype, 200)?;
+    let k = random_tensor(gpu, &s, dtype, 201)?;
+    let v = random_tensor(gpu, &s, dtype, 202)?;
+    let bias = random_tensor(gpu, &[heads, f, f], dtype, 203)?;
+    let n = (b * f * h * w * c) as f64;
+    Ok(vec![BenchCase {
+        name: "temporal attention".into(),
+        shape: format!("{s:?} {heads}x{dh} rope"),
+        flops: 4.0 * (b * h * w * heads * f * f * dh) as f64,
+        bytes: 4.0 * n * dtype.size() as f64,
+        run: Box::new(move |r| temporal_attention(r, &q, &k, &v, heads, &bias, true).map(drop)),
+    }])
+}
+
+/// CPU reference (f64), same layouts.
+pub mod cpu {
+    use super::*;
+
+    /// RoPE as `rotary-embedding-torch` applies it: interleaved pairs of the first 32 channels.
+    pub fn rope(x: &mut [f64], pos: usize) {
+        for j in 0..ROPE_DIM / 2 {
+            let (s, c) = rope_angle(pos, j).sin_cos();
+            let (a, b) = (x[2 * j], x[2 * j + 1]);
+            x[2 * j] = a * c - b * s;
+            x[2 * j + 1] = b * c + a * s;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn temporal_attention(q: &[f32], k: &[f32], v: &[f32], shape: [usize; 5], heads: usize, bias: &[f32], rope: bool) -> Vec<f32> {
+        let [b, f, h, w, c] = shape;
+        let dh = c / heads;
+        let hw = h * w;
+        let mut out = vec![0f32; q.len()];
+        let row = |bi: usize, fi: usize, px: usize, hd: usize| ((bi * f + fi) * hw + px) * c + hd * dh;
+        for bi in 0..b {
+            for px in 0..hw {
+                for hd in 0..heads {
+                    let get = |t: &[f32], fi: usize, scale: f64| -> Vec<f64> {
+                        let mut r: Vec<f64> = t[row(bi, fi, px, hd)..][..dh].iter().map(|&x| x as f64 * scale).collect();
+                        if rope {
+                            self::rope(&mut r, fi);
+                        }
+                        r
+                    };
+                    let ks: Vec<Vec<f64>> = (0..f).map(|j| get(k, j, 1.0)).collect();
+                    for i in 0..f {
+                        let qi = get(q, i, 1.0 / (dh as f64).sqrt());
+                        let mut s: Vec<f64> = (0..f)
+                            .map(|j| qi.iter().zip(&ks[j]).map(|(a, b)| a * b).sum::<f64>() + bias[(hd * f + i) * f + j] as f64)
+                            .collect();
+                        let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        s.iter_mut().for_each(|x| *x = (*x - mx).exp());
+                        let sum: f64 = s.iter().sum();
+                        for d in 0..dh {
+                            let acc: f64 = (0..f).map(|j| s[j] * v[row(bi, j, px, hd) + d] as f64).sum();
+                            out[row(bi, i, px, hd) + d] = (acc / sum) as f32;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    const TOL: f64 = 1e-4;
+
+    fn up(gpu: &crate::Gpu, v: &[f32], s: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
+        let t = Tensor::from_f32(gpu, v, s, dt).unwrap();
+        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
+        (t, host)
+    }
+
+    #[test]
+    fn temporal_attention_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            for f in [1usize, 3, 8] {
+                for (heads, dh) in [(2usize, 32usize), (1, 64), (3, 64)] {
+                    for rope in [false, true] {
+                        let shape = [2, f, 3, 5, heads * dh];
+                        let n: usize = shape.iter().product();
+                        // Scale 2 makes the scores spread so the softmax, RoPE and bias all matter.
+                        let (q, qh) = up(&gpu, &rng.normals(n, 2.0), &shape, dt);
+                        let (k, kh) = up(&gpu, &rng.normals(n, 2.0), &shape, dt);
+                        let (v, vh) = up(&gpu, &rng.normals(n, 1.0), &shape, dt);
+                        let (bias, bh) = up(&gpu, &rng.normals(heads * f * f, 1.0), &[heads, f, f], dt);
+                        let mut rec = gpu.recorder();
+                        let out = temporal_attention(&mut rec, &q, &k, &v, heads, &bias, rope).unwrap();
+                        rec.submit();
+                        assert_eq!(out.shape(), &shape);
+                        let want = cpu::temporal_attention(&qh, &kh, &vh, shape, heads, &bh, rope);
+                        let what = format!("temporal attention {shape:?} heads {heads} rope {rope} {dt:?} seed {seed}");
+                        assert_close(&what, &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rope_and_bias_change_the_result() {
+        // Guards against a kernel that ignores either: the CPU reference must see a difference
+        // well above the tolerance for these inputs, so the comparison above is meaningful.
+        let mut rng = Rng::new(fresh_seed());
+        let shape = [1, 8, 1, 3, 64];
+        let n: usize = shape.iter().product();
+        let (q, k, v) = (rng.normals(n, 2.0), rng.normals(n, 2.0), rng.normals(n, 1.0));
+        let bias = rng.normals(64, 1.0);
+        let zero = vec![0f32; 64];
+        let base = cpu::temporal_attention(&q, &k, &v, shape, 1, &bias, true);
+        assert!(rel_l2(&cpu::temporal_attention(&q, &k, &v, shape, 1, &bias, false), &base) > 1e-2);
+        assert!(rel_l2(&cpu::temporal_attention(&q, &k, &v, shape, 1, &zero, true), &base) > 1e-2);
+    }
+
+    /// `_relative_position_bucket` transcribed from the reference (tensor ops become scalars).
+    fn t5_bucket(relative_position: i64, num_buckets: i64, max_distance: i64) -> i64 {
+        let mut ret = 0;
+        let mut n = -relative_position;
+        let num_buckets = num_buckets / 2;
+        ret += (n < 0) as i64 * num_buckets;
+        n = n.abs();
+        let max_exact = num_buckets / 2;
+        let is_small = n < max_exact;
+        let val_if_large = max_exact
+            + ((n as f32 / max_exact as f32).ln() / (max_distance as f64 / max_exact as f64).ln() as f32 * (num_buckets - max_exact) as f32) as i64;
+        let val_if_large = val_if_large.min(num_buckets - 1);
+        ret += if is_small { n } else { val_if_large };
+        ret
+    }
+
+    #[test]
+    fn relative_position_buckets_match_t5() {
+        for f in [1usize, 3, 8, 16] {
+            for i in 0..f {
+                for j in 0..f {
+                    // rel_pos = k_pos − q_pos in the reference's forward.
+                    let want = t5_bucket(j as i64 - i as i64, 32, 32) as usize;
+                    assert_eq!(relative_position_bucket(i, j), want, "i {i} j {j}");
+                }
+            }
+        }
+        // By hand, n = i − j: |n| < 8 is exact; else 8 + ⌊ln(|n|/8)/ln 4 · 8⌋; +16 when j > i.
+        //   n = 8: 8 + ⌊0⌋ = 8;  n = 9: 8 + ⌊0.680⌋ = 8;  n = 10: 8 + ⌊1.288⌋ = 9;
+        //   n = 12: 8 + ⌊2.340⌋ = 10;  n = 14: 8 + ⌊3.229⌋ = 11;  n = 15: 8 + ⌊3.628⌋ = 11.
+        let b = relative_position_bucket;
+        assert_eq!([b(0, 0), b(3, 0), b(0, 3), b(7, 0), b(0, 7)], [0, 3, 19, 7, 23]);
+        assert_eq!([b(8, 0), b(9, 0), b(10, 0), b(12, 0), b(14, 0), b(15, 0)], [8, 8, 9, 10, 11, 11]);
+        assert_eq!([b(0, 8), b(0, 9), b(2, 12), b(1, 13), b(0, 15), b(15, 1)], [24, 24, 25, 26, 27, 11]);
+        // For F = 8 every |n| ≤ 7: bucket = |i − j| + 16·[j > i] (spec §3.2).
+        for i in 0..8 {
+            for j in 0..8 {
+                assert_eq!(b(i, j), i.abs_diff(j) + if j > i { 16 } else { 0 });
+            }
+        }
+    }
+
+    #[test]
+    fn relative_position_bias_gathers_the_table() {
+        let heads = 3;
+        let table: Vec<f32> = (0..32 * heads).map(|x| x as f32).collect();
+        let bias = relative_position_bias(&table, heads, 16).unwrap();
+        assert_eq!(bias.len(), heads * 256);
+        for h in 0..heads {
+            for i in 0..16 {
+                for j in 0..16 {
+                    assert_eq!(bias[(h * 16 + i) * 16 + j], (relative_position_bucket(i, j) * heads + h) as f32);
+                }
+            }
+        }
+        assert!(relative_position_bias(&table, 2, 8).is_err());
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let gpu = test_gpu();
+        let t = |s: &[usize]| Tensor::empty(&gpu, s, DType::F32).unwrap();
+        let x = t(&[1, 4, 2, 3, 64]);
+        let mut rec = gpu.recorder();
+        assert!(temporal_attention(&mut rec, &x, &x, &x, 2, &t(&[2, 4, 4]), true).is_ok());
+        assert!(temporal_attention(&mut rec, &x, &x, &x, 2, &t(&[2, 4, 3]), true).is_err());
+        assert!(temporal_attention(&mut rec, &x, &x, &t(&[1, 4, 2, 3, 32]), 2, &t(&[2, 4, 4]), true).is_err());
+        assert!(temporal_attention(&mut rec, &x, &x, &x, 4, &t(&[4, 4, 4]), true).is_err()); // dh 16 < 32
+        assert!(temporal_attention(&mut rec, &x, &x, &x, 4, &t(&[4, 4, 4]), false).is_ok());
+        let long = t(&[1, 17, 1, 1, 32]);
+        assert!(temporal_attention(&mut rec, &long, &long, &long, 1, &t(&[1, 17, 17]), false).is_err());
+        assert!(temporal_attention(&mut rec, &t(&[4, 2, 3, 64]), &x, &x, 2, &t(&[2, 4, 4]), true).is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! The tiny SD×4 UNet and VAE decoder against diffusers' own outputs (tests/data/sdx4, made by
+//! tools/golden_sdx4.py): final outputs and intermediate activations, f32 and f16 storage, run
+//! through a captured graph (the same path `forward` uses).
+
+use std::path::{Path, PathBuf};
+
+use diffvsr_wgpu::forward::{load_inputs, load_model, ModelKind};
+use diffvsr_wgpu::models::nhwc_to_nchw_host;
+use diffvsr_wgpu::testutil::{rel_l2, test_gpu};
+use diffvsr_wgpu::weights::WeightStore;
+use diffvsr_wgpu::{DType, Recorder};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sdx4").join(name)
+}
+
+/// Runs `kind` on the golden inputs and checks the output and every tap against diffusers.
+fn check(kind: ModelKind, stem: &str, dtype: DType, tol: f64) {
+    let gpu = test_gpu();
+    if dtype == DType::F16 && !gpu.has_f16() {
+        eprintln!("skipped: adapter lacks SHADER_F16");
+        return;
+    }
+    let model = load_model(&gpu, kind, Some(&data(&format!("{stem}_config.json"))), &data(&format!("{stem}.safetensors")), dtype).unwrap();
+    let io_path = data(&format!("{stem}_io.safetensors"));
+    let inputs = load_inputs(&gpu, kind, &io_path, dtype).unwrap();
+    let mut golden = WeightStore::open(&io_path).unwrap();
+
+    let mut taps = Vec::new();
+    let mut rec = Recorder::capture(&gpu);
+    let out = model.forward(&mut rec, &inputs, Some(&mut taps)).unwrap();
+    let graph = rec.into_graph();
+    graph.run(&gpu);
+
+    let mut report = Vec::new();
+    let mut worst = 0.0f64;
+    for (name, t) in &taps {
+        let key = format!("tap.{name}");
+        if !golden.contains(&key) {
+            continue;
+        }
+        let shape = golden.shape(&key).unwrap();
+        let want = golden.take(&key, &shape).unwrap();
+        let got = nhwc_to_nchw_host(&t.to_f32(&gpu).unwrap(), t.shape());
+        let e = rel_l2(&got, &want);
+        worst = worst.max(e);
+        report.push(format!("{name}: {e:.2e}"));
+    }
+    let shape = golden.shape("output").unwrap();
+    assert_eq!(out.shape(), shape.as_slice());
+    let want = golden.take("output", &shape).unwrap();
+    let e = rel_l2(&out.to_f32(&gpu).unwrap(), &want);
+    report.push(format!("output: {e:.2e}"));
+    eprintln!("{stem} {}: {}", dtype.name(), report.join(", "));
+    assert!(worst <= tol && e <= tol, "{stem} {:?} relative L2 above {tol:.0e}: {}", dtype, report.join(", "));
+    assert!(report.len() >= 3, "{stem}: intermediates were not compared: {report:?}");
+}
+
+#[test]
+fn unet_matches_diffusers_f32() {
+    check(ModelKind::Unet, "unet", DType::F32, 1e-4);
+}
+
+#[test]
+fn unet_matches_diffusers_f16() {
+    check(ModelKind::Unet, "unet", DType::F16, 1e-2);
+}
+
+#[test]
+fn vae_decoder_matches_diffusers_f32() {
+    check(ModelKind::VaeDecoder, "vae", DType::F32, 1e-4);
+}
+
+#[test]
+fn vae_decoder_matches_diffusers_f16() {
+    check(ModelKind::VaeDecoder, "vae", DType::F16, 1e-2);
+}
+
+/// Loading is strict: a missing tensor, a wrong shape and a truncated file are clear errors.
+#[test]
+fn loading_errors_name_the_problem() {
+    use diffvsr_wgpu::weights::save_f32;
+    let gpu = test_gpu();
+    let dir = std::env::temp_dir().join(format!("diffvsr-loading-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = data("vae_config.json");
+    let mut full = WeightStore::open(&data("vae.safetensors")).unwrap();
+    let keys = full.keys();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = keys
+        .iter()
+        .map(|k| {
+            let s = full.shape(k).unwrap();
+            (k.clone(), s.clone(), full.take(k, &s).unwrap())
+        })
+        .collect();
+    let write = |path: &Path, ts: &[(String, Vec<usize>, Vec<f32>)]| {
+        let v: Vec<(&str, &[usize], &[f32])> = ts.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())).collect();
+        save_f32(path, &v).unwrap();
+    };
+    let load = |p: &Path| load_model(&gpu, ModelKind::VaeDecoder, Some(&cfg), p, DType::F32).err().map(|e| format!("{e:#}")).unwrap_or_default();
+
+    // Missing key.
+    let missing = dir.join("missing.safetensors");
+    let i = tensors.iter().position(|t| t.0 == "decoder.conv_in.weight").unwrap();
+    let removed = tensors.remove(i);
+    write(&missing, &tensors);
+    let e = load(&missing);
+    assert!(e.contains("missing tensor 'decoder.conv_in.weight'"), "{e}");
+    tensors.insert(i, removed);
+
+    // Wrong shape.
+    let wrong = dir.join("wrong.safetensors");
+    let mut bad = tensors.clone();
+    let t = bad.iter_mut().find(|t| t.0 == "decoder.conv_out.bias").unwrap();
+    t.1 = vec![4];
+    t.2 = vec![0.5; 4];
+    write(&wrong, &bad);
+    let e = load(&wrong);
+    assert!(e.contains("decoder.conv_out.bias") && e.contains("[4]") && e.contains("[3]"), "{e}");
+
+    // Unexpected key (another model's checkpoint).
+    let extra = dir.join("extra.safetensors");
+    let mut more = tensors.clone();
+    more.push(("decoder.something_else.weight".into(), vec![2], vec![1.0, 2.0]));
+    write(&extra, &more);
+    let e = load(&extra);
+    assert!(e.contains("unexpected") && e.contains("decoder.something_else.weight"), "{e}");
+
+    // Truncated file.
+    let trunc = dir.join("trunc.safetensors");
+    let bytes = std::fs::read(data("vae.safetensors")).unwrap();
+    std::fs::write(&trunc, &bytes[..bytes.len() - 1000]).unwrap();
+    let e = load(&trunc);
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+/// The full-size SD×4 UNet (random weights) builds, plans and runs at a 16×16 latent.
+#[test]
+fn full_size_sdx4_unet_runs_at_a_small_latent() {
+    use diffvsr_wgpu::forward::{load_model_from, random_inputs};
+    let gpu = test_gpu();
+    let dtype = if gpu.has_f16() { DType::F16 } else { DType::F32 };
+    let mut store = WeightStore::synthetic(1);
+    let model = load_model_from(&gpu, ModelKind::Unet, None, &mut store, dtype).unwrap();
+    let inputs = random_inputs(&gpu, &model, (1, 16, 16), dtype).unwrap();
+    let mut rec = Recorder::capture(&gpu);
+    let out = model.forward(&mut rec, &inputs, None).unwrap();
+    let graph = rec.into_graph();
+    graph.run(&gpu);
+    assert_eq!(out.shape(), &[1, 4, 16, 16]);
+    let v = out.to_f32(&gpu).unwrap();
+    assert!(v.iter().all(|x| x.is_finite()), "non-finite output");
+    assert!(graph.planned_bytes() > 0 && graph.dispatches() > 100);
+    eprintln!("full SD×4 UNet at 16×16: {} dispatches, planned {} bytes", graph.dispatches(), graph.planned_bytes());
+}
