@@ -142,6 +142,11 @@ impl Gpu {
         Ok(p)
     }
 
+    /// Number of compiled pipelines (each kernel variant compiles once per device).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
     pub fn recorder(&self) -> Recorder<'_> {
         Recorder::new(self, 0)
     }

@@ -92,6 +92,14 @@ pub fn round_f16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
+/// Uploads `v` as `dt` and returns it with its host twin (rounded through f16 for f16 storage),
+/// which is what a CPU reference must compute on.
+pub fn upload(gpu: &Gpu, v: &[f32], shape: &[usize], dt: crate::DType) -> (crate::Tensor, Vec<f32>) {
+    let t = crate::Tensor::from_f32(gpu, v, shape, dt).unwrap();
+    let host = if dt == crate::DType::F16 { round_f16(v) } else { v.to_vec() };
+    (t, host)
+}
+
 /// The device the tests share (the adapter the environment selects, poisoning on).
 pub fn test_gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
@@ -103,4 +111,34 @@ pub fn test_gpu() -> Arc<Gpu> {
         gpu
     })
     .clone()
+}
+
+/// Parses and validates `k`'s full WGSL with naga, then translates it to SPIR-V with the
+/// options wgpu's Vulkan backend uses for the engine's kernels (runtime checks off, as
+/// `Gpu::pipeline` compiles them). Catches syntax and typing errors, and naga's SPIR-V writer
+/// panics (e.g. a run-time `coopStoreT` stride), on machines that can't run the kernel.
+pub fn translate_check(k: &crate::Kernel) -> (naga::Module, naga::valid::ModuleInfo) {
+    let src = k.wgsl();
+    let what = format!("kernel '{}' {:?} {:?}", k.name, k.dtype, k.defs);
+    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{what}: parse:\n{}", e.emit_to_string(&src)));
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{what}: validate:\n{}", e.emit_to_string(&src)));
+    let unchecked = naga::proc::BoundsCheckPolicy::Unchecked;
+    let opts = naga::back::spv::Options {
+        lang_version: (1, 6),
+        bounds_check_policies: naga::proc::BoundsCheckPolicies {
+            index: unchecked,
+            buffer: unchecked,
+            image_load: unchecked,
+            binding_array: unchecked,
+        },
+        zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None,
+        force_loop_bounding: false,
+        ..Default::default()
+    };
+    let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
+    let words = naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+    assert!(words.len() > 100, "{what}: SPIR-V suspiciously short");
+    (module, info)
 }

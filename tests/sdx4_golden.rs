@@ -16,13 +16,17 @@ fn data(name: &str) -> PathBuf {
 
 /// Runs `kind` on the golden inputs and checks the output and every tap against diffusers.
 fn check(kind: ModelKind, stem: &str, dtype: DType, tol: f64) {
+    check_io(kind, stem, &format!("{stem}_io.safetensors"), dtype, tol, 3);
+}
+
+fn check_io(kind: ModelKind, stem: &str, io_name: &str, dtype: DType, tol: f64, min_compared: usize) {
     let gpu = test_gpu();
     if dtype == DType::F16 && !gpu.has_f16() {
         eprintln!("skipped: adapter lacks SHADER_F16");
         return;
     }
     let model = load_model(&gpu, kind, Some(&data(&format!("{stem}_config.json"))), &data(&format!("{stem}.safetensors")), dtype).unwrap();
-    let io_path = data(&format!("{stem}_io.safetensors"));
+    let io_path = data(io_name);
     let inputs = load_inputs(&gpu, kind, &io_path, dtype).unwrap();
     let mut golden = WeightStore::open(&io_path).unwrap();
 
@@ -53,7 +57,7 @@ fn check(kind: ModelKind, stem: &str, dtype: DType, tol: f64) {
     report.push(format!("output: {e:.2e}"));
     eprintln!("{stem} {}: {}", dtype.name(), report.join(", "));
     assert!(worst <= tol && e <= tol, "{stem} {:?} relative L2 above {tol:.0e}: {}", dtype, report.join(", "));
-    assert!(report.len() >= 3, "{stem}: intermediates were not compared: {report:?}");
+    assert!(report.len() >= min_compared, "{stem}: intermediates were not compared: {report:?}");
 }
 
 #[test]
@@ -64,6 +68,12 @@ fn unet_matches_diffusers_f32() {
 #[test]
 fn unet_matches_diffusers_f16() {
     check(ModelKind::Unet, "unet", DType::F16, 1e-2);
+}
+
+/// A 12×18 latent (not a multiple of 8): each up-sampler goes to its skip's size, as diffusers does.
+#[test]
+fn unet_matches_diffusers_at_an_odd_latent_size() {
+    check_io(ModelKind::Unet, "unet", "unet_odd_io.safetensors", DType::F32, 1e-4, 1);
 }
 
 #[test]
@@ -152,4 +162,35 @@ fn full_size_sdx4_unet_runs_at_a_small_latent() {
     assert!(v.iter().all(|x| x.is_finite()), "non-finite output");
     assert!(graph.planned_bytes() > 0 && graph.dispatches() > 100);
     eprintln!("full SD×4 UNet at 16×16: {} dispatches, planned {} bytes", graph.dispatches(), graph.planned_bytes());
+}
+
+/// The captured UNet graph replays for a new denoising step with only the timestep rewritten
+/// (no new pipelines, bind groups or buffers), and gives what a fresh capture gives.
+#[test]
+fn captured_unet_replays_a_new_timestep() {
+    let gpu = test_gpu();
+    let model = load_model(&gpu, ModelKind::Unet, Some(&data("unet_config.json")), &data("unet.safetensors"), DType::F32).unwrap();
+    let inputs = load_inputs(&gpu, ModelKind::Unet, &data("unet_io.safetensors"), DType::F32).unwrap();
+    let mut rec = Recorder::capture(&gpu);
+    let out = model.forward(&mut rec, &inputs, None).unwrap();
+    let graph = rec.into_graph();
+    let timestep = &inputs.tensors.iter().find(|(n, _)| n == "timestep").unwrap().1;
+    let pipelines_before = gpu.pipeline_count();
+
+    let mut golden = WeightStore::open(&data("unet_io.safetensors")).unwrap();
+    let want = golden.take("output", &[2, 4, 16, 24]).unwrap();
+    graph.run(&gpu);
+    assert!(rel_l2(&out.to_f32(&gpu).unwrap(), &want) < 1e-4);
+
+    timestep.write_f32(&gpu, &[41.0, 761.0]).unwrap();
+    graph.run(&gpu);
+    let replayed = out.to_f32(&gpu).unwrap();
+    assert!(rel_l2(&replayed, &want) > 1e-3, "the new timestep changed nothing");
+    assert_eq!(gpu.pipeline_count(), pipelines_before);
+
+    let mut rec = Recorder::capture(&gpu);
+    let fresh = model.forward(&mut rec, &inputs, None).unwrap();
+    rec.into_graph().run(&gpu);
+    let e = rel_l2(&replayed, &fresh.to_f32(&gpu).unwrap());
+    assert!(e < 1e-6, "replay differs from a fresh capture by {e:e}");
 }

@@ -116,6 +116,16 @@ def unet_golden(gen):
     }
     io.update({f"tap.{k}": v for k, v in taps.items()})
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(OUT, "unet_io.safetensors"))
+    # (after saving: the hooks keep the latest forward's taps)
+    # A latent that is not a multiple of 2^levels: diffusers then upsamples to each skip's size.
+    odd = torch.randn(1, 7, 12, 18, generator=gen)
+    odd_text = torch.randn(1, 77, UNET_CONFIG["cross_attention_dim"], generator=gen)
+    with torch.no_grad():
+        odd_out = unet(odd, torch.tensor([21.0]), encoder_hidden_states=odd_text, class_labels=torch.tensor([50])).sample
+    save_file(
+        {"sample": odd, "timestep": torch.tensor([21.0]), "class_labels": torch.tensor([50.0]), "encoder_hidden_states": odd_text, "output": odd_out},
+        os.path.join(OUT, "unet_odd_io.safetensors"),
+    )
     with open(os.path.join(OUT, "unet_config.json"), "w") as f:
         json.dump(dict(unet.config), f, indent=1, default=list)
     print("unet params", sum(p.numel() for p in unet.parameters()), "output", tuple(out.shape), file=sys.stderr)

@@ -492,20 +492,15 @@ mod tests {
 
     const TOL: f64 = 1e-4;
 
-    fn up(gpu: &crate::Gpu, v: &[f32], s: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
-        let t = Tensor::from_f32(gpu, v, s, dt).unwrap();
-        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
-        (t, host)
-    }
 
     /// One GPU-vs-CPU comparison; `q` scaled by `qs` so the softmax is neither flat nor one-hot.
     #[allow(clippy::too_many_arguments)]
     fn check(rng: &mut Rng, seed: u64, dt: DType, b: usize, bk: usize, lq: usize, lk: usize, heads: usize, dh: usize, causal: bool, tune: Tuning) {
         let gpu = test_gpu();
         let c = heads * dh;
-        let (q, qh) = up(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
-        let (k, kh) = up(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
-        let (v, vh) = up(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let (q, qh) = upload(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
+        let (k, kh) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let (v, vh) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
         let mut opts = AttnOpts::new(dh);
         opts.causal = causal;
         let mut rec = gpu.recorder();
@@ -631,7 +626,7 @@ mod tests {
         for dt in gpu.dtypes() {
             let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
             let c = heads * dh;
-            let (qkv, h) = up(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+            let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
             let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
             let opts = AttnOpts::new(dh);
             let mut rec = gpu.recorder();
@@ -682,7 +677,7 @@ mod tests {
         // Fused q|k|v (q row stride 3·C, channel offsets).
         let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
         let c = heads * dh;
-        let (qkv, h) = up(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+        let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
         let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
         let opts = AttnOpts::new(dh);
         let mut rec = gpu.recorder();
@@ -697,26 +692,7 @@ mod tests {
     #[test]
     fn coop_wgsl_validates_and_translates() {
         for (dh, ldq) in [(64usize, 512usize), (128, 1024), (192, 192), (512, 512), (64, 1536)] {
-            let src = coop_kernel(dh, ldq).wgsl();
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("dh {dh}: parse:\n{}", e.emit_to_string(&src)));
-            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("dh {dh}: validate:\n{}", e.emit_to_string(&src)));
-            let opts = naga::back::spv::Options {
-                lang_version: (1, 6),
-                bounds_check_policies: naga::proc::BoundsCheckPolicies {
-                    index: naga::proc::BoundsCheckPolicy::Restrict,
-                    buffer: naga::proc::BoundsCheckPolicy::Restrict,
-                    image_load: naga::proc::BoundsCheckPolicy::Restrict,
-                    binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-                },
-                zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
-                force_loop_bounding: true,
-                ..Default::default()
-            };
-            let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
-            let words = naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).unwrap_or_else(|e| panic!("dh {dh}: SPIR-V: {e}"));
-            assert!(words.len() > 100);
+            translate_check(&coop_kernel(dh, ldq));
             assert!(coop_consts(dh).3 <= 48 << 10);
         }
     }

@@ -603,21 +603,7 @@ mod tests {
             for vec_in in [false, true] {
                 for (sg, bn) in [(32u32, 128u32), (32, 256), (16, 128), (64, 256)] {
                     let k = coop_kernel(DType::F16, taps, stride, transposed, vec_in, sg, bn);
-                    let what = format!("coop taps {taps:?} stride {stride:?} transposed {transposed} sg {sg} bn {bn} vec_in {vec_in}");
-                    let wgsl = k.wgsl();
-                    let module = naga::front::wgsl::parse_str(&wgsl).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
-                    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                        .validate(&module)
-                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&wgsl)));
-                    // naga's SPIR-V writer is what wgpu runs on Vulkan; it panics on some
-                    // cooperative-matrix forms (a run-time coopStoreT stride, gpu-facts.md).
-                    #[cfg(any(target_os = "linux", target_os = "windows"))]
-                    {
-                        let opts = naga::back::spv::Options { lang_version: (1, 6), ..Default::default() };
-                        let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
-                        naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
-                    }
-                    let _ = info; // only the SPIR-V check uses it
+                    translate_check(&k);
                 }
             }
         }

@@ -425,11 +425,6 @@ mod tests {
 
     const TOL: f64 = 1e-4;
 
-    fn up(gpu: &Gpu, v: &[f32], shape: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
-        let t = Tensor::from_f32(gpu, v, shape, dt).unwrap();
-        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
-        (t, host)
-    }
 
     /// One GPU-vs-CPU comparison. `lead` = batch axes of a; `shared` = b is [K, N].
     #[allow(clippy::too_many_arguments)]
@@ -439,9 +434,9 @@ mod tests {
         sa.extend([m, k]);
         let mut sb = if shared { vec![] } else { lead.to_vec() };
         sb.extend([k, n]);
-        let (a, ah) = up(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
-        let (b, bh) = up(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
-        let (c, ch) = up(gpu, &rng.normals(n, 1.0), &[n], dt);
+        let (a, ah) = upload(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
+        let (b, bh) = upload(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
+        let (c, ch) = upload(gpu, &rng.normals(n, 1.0), &[n], dt);
         let bias = with_bias.then_some(&c);
         let mut rec = gpu.recorder();
         let out = match v {
@@ -538,7 +533,7 @@ mod tests {
                     let rows: usize = lead.iter().product();
                     let mut sx = lead.to_vec();
                     sx.push(fin);
-                    let (x, xh) = up(&gpu, &rng.normals(rows * fin, 1.0), &sx, dt);
+                    let (x, xh) = upload(&gpu, &rng.normals(rows * fin, 1.0), &sx, dt);
                     let w = rng.normals(fout * fin, 0.3);
                     let bv = rng.normals(fout, 1.0);
                     let lw = LinearWeight::from_torch_with_bias(&gpu, &w, with_bias.then_some(&bv[..]), fout, fin, dt).unwrap();
@@ -603,18 +598,7 @@ mod tests {
                     .with_coop()
                     .def("HAS_BIAS", has_bias)
                     .def("GROUP_M", format!("{GROUP_M}u"));
-                let src = k.wgsl();
-                let module = naga::front::wgsl::parse_str(&src)
-                    .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: parse:\n{}", e.emit_to_string(&src)));
-                let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                    .validate(&module)
-                    .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: validate:\n{}", e.emit_to_string(&src)));
-                // naga's SPIR-V writer is compiled in through wgpu's Vulkan backend, which Apple
-                // targets build only with `vulkan-portability`.
-                #[cfg(not(target_vendor = "apple"))]
-                spirv(&module, &info, v4, has_bias);
-                #[cfg(target_vendor = "apple")]
-                let _ = info;
+                let (module, _) = translate_check(&k);
                 // The workgroup memory the host checks for is what the shader declares.
                 let mut layouter = naga::proc::Layouter::default();
                 layouter.update(module.to_ctx()).unwrap();
@@ -627,30 +611,6 @@ mod tests {
                 assert_eq!(wg, COOP_WG_BYTES, "v4 {v4}");
             }
         }
-    }
-
-    #[cfg(not(target_vendor = "apple"))]
-    fn spirv(module: &naga::Module, info: &naga::valid::ModuleInfo, v4: bool, has_bias: bool) {
-        // The options wgpu-hal's Vulkan backend uses (adapter.rs), so the same writer paths run.
-        let opts = naga::back::spv::Options {
-            lang_version: (1, 6),
-            bounds_check_policies: naga::proc::BoundsCheckPolicies {
-                index: naga::proc::BoundsCheckPolicy::Restrict,
-                buffer: naga::proc::BoundsCheckPolicy::Restrict,
-                image_load: naga::proc::BoundsCheckPolicy::Restrict,
-                binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-            },
-            zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::Polyfill,
-            force_loop_bounding: true,
-            ..Default::default()
-        };
-        let pipe = naga::back::spv::PipelineOptions {
-            shader_stage: naga::ShaderStage::Compute,
-            entry_point: "main".into(),
-        };
-        let words = naga::back::spv::write_vec(module, info, &opts, Some(&pipe))
-            .unwrap_or_else(|e| panic!("v4 {v4} bias {has_bias}: SPIR-V: {e}"));
-        assert!(words.len() > 100);
     }
 
     /// GPU tests of the cooperative kernels (run where the adapter has them, e.g. the H200).

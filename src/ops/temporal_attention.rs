@@ -212,11 +212,6 @@ mod tests {
 
     const TOL: f64 = 1e-4;
 
-    fn up(gpu: &crate::Gpu, v: &[f32], s: &[usize], dt: DType) -> (Tensor, Vec<f32>) {
-        let t = Tensor::from_f32(gpu, v, s, dt).unwrap();
-        let host = if dt == DType::F16 { round_f16(v) } else { v.to_vec() };
-        (t, host)
-    }
 
     #[test]
     fn temporal_attention_matches_cpu() {
@@ -230,10 +225,10 @@ mod tests {
                         let shape = [2, f, 3, 5, heads * dh];
                         let n: usize = shape.iter().product();
                         // Scale 2 makes the scores spread so the softmax, RoPE and bias all matter.
-                        let (q, qh) = up(&gpu, &rng.normals(n, 2.0), &shape, dt);
-                        let (k, kh) = up(&gpu, &rng.normals(n, 2.0), &shape, dt);
-                        let (v, vh) = up(&gpu, &rng.normals(n, 1.0), &shape, dt);
-                        let (bias, bh) = up(&gpu, &rng.normals(heads * f * f, 1.0), &[heads, f, f], dt);
+                        let (q, qh) = upload(&gpu, &rng.normals(n, 2.0), &shape, dt);
+                        let (k, kh) = upload(&gpu, &rng.normals(n, 2.0), &shape, dt);
+                        let (v, vh) = upload(&gpu, &rng.normals(n, 1.0), &shape, dt);
+                        let (bias, bh) = upload(&gpu, &rng.normals(heads * f * f, 1.0), &[heads, f, f], dt);
                         let mut rec = gpu.recorder();
                         let out = temporal_attention(&mut rec, &q, &k, &v, heads, &bias, rope).unwrap();
                         rec.submit();
