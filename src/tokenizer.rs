@@ -350,8 +350,15 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// tests/data of the checkout that built the tests, else of the working directory (a test
+    /// binary copied to another machine and run from the repository root there).
     fn data() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+        let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        if built.is_dir() {
+            built
+        } else {
+            PathBuf::from("tests/data")
+        }
     }
 
     fn golden() -> Value {

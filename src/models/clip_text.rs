@@ -507,8 +507,15 @@ mod tests {
     use crate::testutil::*;
     use std::collections::HashMap;
 
+    /// tests/data of the checkout that built the tests, else of the working directory (a test
+    /// binary copied to another machine and run from the repository root there).
     fn data() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+        let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        if built.is_dir() {
+            built
+        } else {
+            PathBuf::from("tests/data")
+        }
     }
 
     /// The golden file's inputs and outputs.
@@ -702,6 +709,23 @@ mod tests {
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         assert_eq!(meta.metadata().as_ref().unwrap()["prompt"], prompt);
         let _ = std::fs::remove_dir_all(&top);
+    }
+
+    /// `forward --model text-encoder` on the golden files (weights, config, input_ids).
+    #[test]
+    fn forward_command_path_matches_golden() {
+        use crate::forward::{load_inputs, load_model, ModelKind};
+        let gpu = test_gpu();
+        let dir = data().join("clip_text");
+        let model = load_model(&gpu, ModelKind::TextEncoder, Some(&dir.join("config.json")), &dir, DType::F32).unwrap();
+        let inputs = load_inputs(&gpu, ModelKind::TextEncoder, &dir.join("io.safetensors"), DType::F32).unwrap();
+        let mut rec = Recorder::capture(&gpu);
+        let out = model.forward(&mut rec, &inputs, None).unwrap();
+        let graph = rec.into_graph();
+        graph.run(&gpu);
+        let (_, batch, want, _) = golden_io();
+        assert_eq!(out.shape(), &[batch, 77, 32]);
+        assert_close("forward text-encoder", &out.to_f32(&gpu).unwrap(), &want, 1e-4);
     }
 
     #[test]
