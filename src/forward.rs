@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::config::{UNet2DConfig, VaeConfig};
+use crate::models::clip_text::{text_encoder_weights, ClipTextConfig, ClipTextModel};
 use crate::models::sd_unet::{UNet2D, UNetInputs};
 use crate::models::sd_vae::VaeDecoder;
 use crate::models::Loader;
@@ -18,6 +19,7 @@ use crate::{DType, Gpu, Recorder, Tensor};
 pub enum ModelKind {
     Unet,
     VaeDecoder,
+    TextEncoder,
 }
 
 impl std::str::FromStr for ModelKind {
@@ -26,7 +28,8 @@ impl std::str::FromStr for ModelKind {
         match s {
             "unet" => Ok(ModelKind::Unet),
             "vae-decoder" => Ok(ModelKind::VaeDecoder),
-            o => bail!("unknown model '{o}': use unet or vae-decoder"),
+            "text-encoder" => Ok(ModelKind::TextEncoder),
+            o => bail!("unknown model '{o}': use unet, vae-decoder or text-encoder"),
         }
     }
 }
@@ -52,6 +55,7 @@ pub struct ForwardOptions {
 pub enum Model {
     Unet(UNet2D),
     VaeDecoder(VaeDecoder),
+    TextEncoder(ClipTextModel),
 }
 
 /// The default storage dtype: f16 for the UNet where the adapter has it; f32 for the VAE
@@ -65,6 +69,9 @@ pub fn default_dtype(gpu: &Gpu, model: ModelKind) -> DType {
 
 /// Loads `kind` strictly from a weights file or folder (see [`load_model_from`]).
 pub fn load_model(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Path>, weights: &std::path::Path, dtype: DType) -> Result<Model> {
+    // A text_encoder/ folder may hold f32 and f16 copies of the same weights: take one.
+    let weights = if kind == ModelKind::TextEncoder && weights.is_dir() { text_encoder_weights(weights)? } else { weights.to_path_buf() };
+    let weights = weights.as_path();
     let mut store = WeightStore::open(weights)?;
     load_model_from(gpu, kind, config, &mut store, dtype).with_context(|| format!("loading {}", weights.display()))
 }
@@ -88,6 +95,13 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Pa
             };
             Model::VaeDecoder(VaeDecoder::load(&mut l, &c)?)
         }
+        ModelKind::TextEncoder => {
+            let c = match config {
+                Some(p) => ClipTextConfig::from_file(p)?,
+                None => ClipTextConfig::default(),
+            };
+            Model::TextEncoder(ClipTextModel::load(&mut l, &c)?)
+        }
     };
     store.finish()?;
     Ok(m)
@@ -96,6 +110,8 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Pa
 /// Named input tensors of a forward, uploaded.
 pub struct Inputs {
     pub tensors: Vec<(String, Tensor)>,
+    /// Token ids `[batch, tokens]` on the host (the text encoder gathers its embeddings there).
+    pub ids: Option<(Vec<u32>, usize)>,
 }
 
 impl Inputs {
@@ -123,13 +139,31 @@ pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize),
             ]
         }
         Model::VaeDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, h, w])?],
+        Model::TextEncoder(m) => {
+            // B sequences of H·W tokens (2x77x1: the CFG pair of prompts).
+            let ids = (0..b * h * w).map(|_| rng.below(m.config.vocab_size as u32)).collect();
+            return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, b)) });
+        }
     };
-    Ok(Inputs { tensors })
+    Ok(Inputs { tensors, ids: None })
 }
 
 /// Reads and uploads the inputs `kind` needs from a safetensors file.
 pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &std::path::Path, dtype: DType) -> Result<Inputs> {
     let mut store = WeightStore::open(path)?;
+    if kind == ModelKind::TextEncoder {
+        let name = "input_ids";
+        let shape = store.shape(name).with_context(|| format!("inputs file {} has no tensor '{name}'", path.display()))?;
+        if shape.len() != 2 {
+            bail!("'{name}' must be [batch, tokens], found {shape:?}");
+        }
+        let ids = store
+            .take(name, &shape)?
+            .iter()
+            .map(|&x| if x >= 0.0 && x.fract() == 0.0 { Ok(x as u32) } else { bail!("'{name}' must hold non-negative integers, found {x}") })
+            .collect::<Result<_>>()?;
+        return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, shape[0])) });
+    }
     let mut tensors = Vec::new();
     let mut take = |name: &str, as_dtype: Option<DType>, ids: bool| -> Result<()> {
         let shape = store.shape(name).with_context(|| format!("inputs file {} has no tensor '{name}'", path.display()))?;
@@ -159,8 +193,9 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &std::path::Path, dtype: DT
             take("encoder_hidden_states", None, false)?;
         }
         ModelKind::VaeDecoder => take("latents", None, false)?,
+        ModelKind::TextEncoder => unreachable!("handled above"),
     }
-    Ok(Inputs { tensors })
+    Ok(Inputs { tensors, ids: None })
 }
 
 impl Model {
@@ -180,6 +215,10 @@ impl Model {
                 u.forward(rec, &UNetInputs { sample, timestep: &timestep, class_labels, encoder_hidden_states: ehs }, taps)
             }
             Model::VaeDecoder(v) => v.forward(rec, inp.get("latents")?, taps),
+            Model::TextEncoder(m) => {
+                let (ids, batch) = inp.ids.as_ref().context("the text encoder's inputs need 'input_ids'")?;
+                m.forward(rec, ids, *batch)
+            }
         }
     }
 }

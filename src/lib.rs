@@ -13,6 +13,7 @@ pub mod models;
 pub mod ops;
 pub mod tensor;
 pub mod testutil;
+pub mod tokenizer;
 pub mod weights;
 
 pub use gpu::{Gpu, GpuOptions};

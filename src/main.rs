@@ -65,10 +65,26 @@ enum Cmd {
         #[arg(long)]
         no_convert: bool,
     },
+    /// Encode a text prompt with the release's CLIP text encoder and save the embedding for reuse
+    /// (the pipeline reads it with --prompt-embeds).
+    EncodePrompt {
+        /// The prompt (e.g. "clear, high quality, high-resolution, 4K").
+        text: String,
+        /// Output file: safetensors with one f32 tensor `prompt_embeds` [1, 77, D].
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Folder holding text_encoder/ and tokenizer/ (the SD x4 upscaler, DiffVSR's upscaler4x/),
+        /// or the release's top folder.
+        #[arg(long, env = "DIFFVSR_WEIGHTS")]
+        weights: Option<PathBuf>,
+        /// Storage dtype of the encoder: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+    },
     /// One forward pass of one model on named input tensors (a safetensors file); writes the
     /// result as tensor `output` (f32).
     Forward {
-        /// unet | vae-decoder
+        /// unet | vae-decoder | text-encoder
         #[arg(long)]
         model: forward::ModelKind,
         /// The model's diffusers config.json (default: the SD×4 upscaler's).
@@ -82,10 +98,11 @@ enum Cmd {
         random_weights: Option<u64>,
         /// Inputs (.safetensors): unet: sample [B,C,H,W], timestep [B], class_labels [B],
         /// encoder_hidden_states [B,77,D]; vae-decoder: latents [B,4,h,w] (already divided by the
-        /// scaling factor).
+        /// scaling factor); text-encoder: input_ids [B,77] (token ids as numbers).
         #[arg(long, required_unless_present = "random_inputs")]
         inputs: Option<PathBuf>,
-        /// Synthesize seeded inputs of batch B at latent size H×W instead, e.g. 16x128x128.
+        /// Synthesize seeded inputs of batch B at latent size H×W instead, e.g. 16x128x128
+        /// (text-encoder: B sequences of H·W random tokens, e.g. 2x77x1).
         #[arg(long, value_parser = parse_bhw, conflicts_with = "inputs")]
         random_inputs: Option<(usize, usize, usize)>,
         /// Where to write the output tensor (.safetensors).
@@ -182,6 +199,29 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("warning: {e} (the .pt files are complete and load directly)");
             }
             println!("{}", r.snapshot.display());
+            Ok(())
+        }
+        Cmd::EncodePrompt { text, output, weights, dtype } => {
+            let weights = match weights {
+                Some(w) => w,
+                // The fetched release (its top folder holds upscaler4x/), or an error saying
+                // exactly what to run.
+                None => fetch::default_weights_dir()?,
+            };
+            let g = Gpu::new(&opts)?;
+            if dtype == DType::F16 && !g.has_f16() {
+                anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
+            }
+            let t = std::time::Instant::now();
+            let r = diffvsr_wgpu::models::clip_text::encode_prompt_to_file(&g, &weights, &text, &output, dtype)?;
+            eprintln!(
+                "{text:?}: {} of {} tokens used; prompt_embeds {:?} written to {} ({:.1} s)",
+                r.used,
+                r.ids.len(),
+                r.shape,
+                output.display(),
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, dtype, report, runs } => {
