@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Golden tensors for the video UNets, made by running the official code (imported at run time
+from a clone given on the command line; none of it is copied here).
+
+DiffVSR `UNet3DVSRModel` (xh9998/DiffVSR @3b2b998), tiny config, seeded random weights with the
+zero-initialised ones (temporal `to_out`, `shift_conv`) made non-zero and the norms' affine
+weights perturbed; 8 frames, CFG batch 2, a non-square 8x12 latent (not a multiple of 8, so the
+up-samplers get explicit sizes and MSTA's bilinear fix-up runs). Writes tests/data/diffvsr_unet/:
+  config.json            the tiny config (official format)
+  unet.pt                {'ema': state_dict} via torch.save (official checkpoint layout), f16 values
+  io.safetensors         sample [B,7,F,H,W] (latents ++ low-res), timestep, class_labels,
+                         encoder_hidden_states, output [B,4,F,H,W], tap.<module> intermediates
+                         laid out [(b f), c, h, w]
+The reference runs on exactly the stored (f16-rounded) weights.
+
+    /opt/golden-venv/bin/python tools/golden_video_unet.py --diffvsr-repo /work/ext/DiffVSR
+"""
+import argparse
+import json
+import os
+import sys
+import types
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+
+DIFFVSR_CONFIG = dict(
+    down_temporal_idx=[0, 1, 2, 3],
+    mid_temporal=True,
+    up_temporal_idx=[0, 1, 2, 3],
+    video_condition=False,
+    temporal_module_config={"num_attention_layers": 1, "attention_block_types": ["", ""]},
+    msatten=True,
+    downsample_2x=False,
+    sample_size=16,
+    in_channels=7,
+    out_channels=4,
+    attention_head_dim=[1, 1, 1, 2],  # heads per level; temporal heads must be >= 32 wide (RoPE 32)
+    block_out_channels=[32, 32, 32, 64],
+    down_block_types=["DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D"],
+    up_block_types=["CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"],
+    only_cross_attention=[True, True, True, False],
+    layers_per_block=2,
+    norm_num_groups=32,  # the temporal layers hard-code 32 groups anyway
+    norm_eps=1e-5,
+    cross_attention_dim=32,
+    use_linear_projection=True,
+    num_class_embeds=1000,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    use_first_frame=False,
+)
+
+
+def shim_imports():
+    # temporal_module.py imports torchvision without using it.
+    # Load what the official modules use from diffusers first: diffusers and transformers probe
+    # torchvision's import spec, which the stand-in lacks.
+    import diffusers.models.attention  # noqa: F401
+    import diffusers.models.embeddings  # noqa: F401
+    import diffusers.models.modeling_utils  # noqa: F401
+
+    if "torchvision" not in sys.modules:
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            sys.modules["torchvision"] = types.ModuleType("torchvision")
+
+
+def randomise(model, gen):
+    """Seeded weights: zero-initialised tensors made non-zero, norm affines perturbed, all
+    rounded to f16 (the values the checkpoint stores)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("rotary_emb.freqs"):
+                continue
+            if "norm" in name and p.dim() == 1:
+                if name.endswith(".weight"):
+                    p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=gen))
+                else:
+                    p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+            elif torch.count_nonzero(p) == 0:
+                fan_in = p[0].numel() if p.dim() > 1 else 1
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5 * (0.5 if p.dim() > 1 else 0.1))
+            p.copy_(p.half().float())
+
+
+def diffvsr(repo):
+    sys.path.insert(0, os.path.abspath(repo))
+    shim_imports()
+    from models.unet import UNet3DVSRModel
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1234)
+    model = UNet3DVSRModel(**DIFFVSR_CONFIG).eval()
+    randomise(model, gen)
+
+    b, f, h, w = 2, 8, 8, 12
+    sample = torch.randn(b, 4, f, h, w, generator=gen)
+    low_res = torch.randn(b, 3, f, h, w, generator=gen)
+    timestep = torch.tensor([981.0, 437.0])
+    class_labels = torch.tensor([20, 250])
+    ehs = torch.randn(b, 77, DIFFVSR_CONFIG["cross_attention_dim"], generator=gen)
+
+    taps = {}
+
+    def hook(name):
+        def fn(_m, _i, out):
+            t = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
+            if t.dim() == 5:
+                t = t.permute(0, 2, 1, 3, 4).reshape(-1, t.shape[1], t.shape[3], t.shape[4])
+            taps["tap." + name] = t.detach().float().contiguous()
+        return fn
+
+    names = ["conv_in", "down_blocks.1.attentions.0", "mid_block", "mid_temporal_block"]
+    names += [f"down_temporal_blocks.{i}" for i in range(4)] + [f"up_temporal_blocks.{i}" for i in range(4)]
+    names += ["up_blocks.1.attentions.2"]
+    mods = dict(model.named_modules())
+    for n in names:
+        mods[n].register_forward_hook(hook(n))
+
+    with torch.no_grad():
+        out = model(sample, timestep, low_res, encoder_hidden_states=ehs, class_labels=class_labels).sample
+
+    d = os.path.join(ROOT, "diffvsr_unet")
+    os.makedirs(d, exist_ok=True)
+    cfg = dict(DIFFVSR_CONFIG, _class_name="UNet3DVSRModel")
+    with open(os.path.join(d, "config.json"), "w") as fh:
+        json.dump(cfg, fh, indent=1)
+    sd = {k: v.half() for k, v in model.state_dict().items()}
+    torch.save({"ema": sd}, os.path.join(d, "unet.pt"))
+    io = {
+        "sample": torch.cat([sample, low_res], dim=1).contiguous(),
+        "timestep": timestep,
+        "class_labels": class_labels.float(),
+        "encoder_hidden_states": ehs,
+        "output": out.float().contiguous(),
+    }
+    io.update(taps)
+    save_file(io, os.path.join(d, "io.safetensors"))
+    print("diffvsr: %d tensors, %d params, output %s std %.3f" % (len(sd), sum(v.numel() for v in sd.values()), tuple(out.shape), out.std()))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--diffvsr-repo")
+    ap.add_argument("--uav-repo")
+    a = ap.parse_args()
+    if a.diffvsr_repo:
+        diffvsr(a.diffvsr_repo)
