@@ -66,3 +66,13 @@ fn diffvsr_unet_matches_official_f32() {
 fn diffvsr_unet_matches_official_f16() {
     check(ModelKind::DiffvsrUnet, "diffvsr_unet", DType::F16, 1e-2);
 }
+
+#[test]
+fn uav_unet_matches_official_f32() {
+    check(ModelKind::UavUnet, "uav_unet", DType::F32, 1e-4);
+}
+
+#[test]
+fn uav_unet_matches_official_f16() {
+    check(ModelKind::UavUnet, "uav_unet", DType::F16, 1e-2);
+}

@@ -2,10 +2,12 @@
 """Golden tensors for the video UNets, made by running the official code (imported at run time
 from a clone given on the command line; none of it is copied here).
 
-DiffVSR `UNet3DVSRModel` (xh9998/DiffVSR @3b2b998), tiny config, seeded random weights with the
+DiffVSR `UNet3DVSRModel` (xh9998/DiffVSR @3b2b998) and Upscale-A-Video `UNetVideoModel`
+(sczhou/Upscale-A-Video @10ca1d7; needs diffusers 0.16.0), tiny configs, seeded random weights with the
 zero-initialised ones (temporal `to_out`, `shift_conv`) made non-zero and the norms' affine
-weights perturbed; 8 frames, CFG batch 2, a non-square 8x12 latent (not a multiple of 8, so the
-up-samplers get explicit sizes and MSTA's bilinear fix-up runs). Writes tests/data/diffvsr_unet/:
+weights perturbed; 8 frames, CFG batch 2, non-square latents: DiffVSR 8x12 (not a multiple of 8,
+so the up-samplers get explicit sizes and MSTA's bilinear fix-up runs), UAV 16x24. Writes
+tests/data/diffvsr_unet/ and tests/data/uav_unet/:
   config.json            the tiny config (official format)
   unet.pt                {'ema': state_dict} via torch.save (official checkpoint layout), f16 values
   io.safetensors         sample [B,7,F,H,W] (latents ++ low-res), timestep, class_labels,
@@ -14,6 +16,8 @@ up-samplers get explicit sizes and MSTA's bilinear fix-up runs). Writes tests/da
 The reference runs on exactly the stored (f16-rounded) weights.
 
     /opt/golden-venv/bin/python tools/golden_video_unet.py --diffvsr-repo /work/ext/DiffVSR
+    /opt/uav-venv/bin/python tools/golden_video_unet.py --uav-repo /work/ext/Upscale-A-Video \
+        --append-path /opt/golden-venv/lib/python3.11/site-packages   # torch, unless the venv has it
 """
 import argparse
 import json
@@ -21,8 +25,13 @@ import os
 import sys
 import types
 
-import torch
-from safetensors.torch import save_file
+# --append-path must take effect before torch is imported.
+for _i, _a in enumerate(sys.argv[:-1]):
+    if _a == "--append-path":
+        sys.path.append(sys.argv[_i + 1])
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
 
@@ -52,6 +61,9 @@ DIFFVSR_CONFIG = dict(
     freq_shift=0,
     use_first_frame=False,
 )
+
+UAV_CONFIG = {k: v for k, v in DIFFVSR_CONFIG.items() if k not in ("msatten", "video_condition", "downsample_2x")}
+UAV_CONFIG["temporal_module_config"] = {"attention_block_types": ["", ""]}
 
 
 def shim_imports():
@@ -87,22 +99,16 @@ def randomise(model, gen):
             p.copy_(p.half().float())
 
 
-def diffvsr(repo):
-    sys.path.insert(0, os.path.abspath(repo))
-    shim_imports()
-    from models.unet import UNet3DVSRModel
-
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1234)
-    model = UNet3DVSRModel(**DIFFVSR_CONFIG).eval()
+def run(model, cfg, class_name, out_dir, names, size, seed):
+    gen = torch.Generator().manual_seed(seed)
     randomise(model, gen)
 
-    b, f, h, w = 2, 8, 8, 12
+    b, f, h, w = 2, 8, size[0], size[1]
     sample = torch.randn(b, 4, f, h, w, generator=gen)
     low_res = torch.randn(b, 3, f, h, w, generator=gen)
     timestep = torch.tensor([981.0, 437.0])
     class_labels = torch.tensor([20, 250])
-    ehs = torch.randn(b, 77, DIFFVSR_CONFIG["cross_attention_dim"], generator=gen)
+    ehs = torch.randn(b, 77, cfg["cross_attention_dim"], generator=gen)
 
     taps = {}
 
@@ -114,9 +120,6 @@ def diffvsr(repo):
             taps["tap." + name] = t.detach().float().contiguous()
         return fn
 
-    names = ["conv_in", "down_blocks.1.attentions.0", "mid_block", "mid_temporal_block"]
-    names += [f"down_temporal_blocks.{i}" for i in range(4)] + [f"up_temporal_blocks.{i}" for i in range(4)]
-    names += ["up_blocks.1.attentions.2"]
     mods = dict(model.named_modules())
     for n in names:
         mods[n].register_forward_hook(hook(n))
@@ -124,11 +127,10 @@ def diffvsr(repo):
     with torch.no_grad():
         out = model(sample, timestep, low_res, encoder_hidden_states=ehs, class_labels=class_labels).sample
 
-    d = os.path.join(ROOT, "diffvsr_unet")
+    d = os.path.join(ROOT, out_dir)
     os.makedirs(d, exist_ok=True)
-    cfg = dict(DIFFVSR_CONFIG, _class_name="UNet3DVSRModel")
     with open(os.path.join(d, "config.json"), "w") as fh:
-        json.dump(cfg, fh, indent=1)
+        json.dump(dict(cfg, _class_name=class_name), fh, indent=1)
     sd = {k: v.half() for k, v in model.state_dict().items()}
     torch.save({"ema": sd}, os.path.join(d, "unet.pt"))
     io = {
@@ -140,13 +142,47 @@ def diffvsr(repo):
     }
     io.update(taps)
     save_file(io, os.path.join(d, "io.safetensors"))
-    print("diffvsr: %d tensors, %d params, output %s std %.3f" % (len(sd), sum(v.numel() for v in sd.values()), tuple(out.shape), out.std()))
+    print("%s: %d tensors, %d params, output %s std %.3f" % (out_dir, len(sd), sum(v.numel() for v in sd.values()), tuple(out.shape), out.std()))
+
+
+def tap_names(down, mid, up):
+    names = ["conv_in", "down_blocks.1.attentions.0", "mid_block", mid, "up_blocks.1.attentions.2"]
+    return names + [f"{down}.{i}" for i in range(4)] + [f"{up}.{i}" for i in range(4)]
+
+
+def diffvsr(repo):
+    sys.path.insert(0, os.path.abspath(repo))
+    shim_imports()
+    from models.unet import UNet3DVSRModel
+
+    torch.manual_seed(0)
+    model = UNet3DVSRModel(**DIFFVSR_CONFIG).eval()
+    names = tap_names("down_temporal_blocks", "mid_temporal_block", "up_temporal_blocks")
+    # 8x12: not a multiple of 8 (explicit up-sampler sizes, MSTA's bilinear fix-up).
+    run(model, DIFFVSR_CONFIG, "UNet3DVSRModel", "diffvsr_unet", names, (8, 12), 1234)
+
+
+def uav(repo):
+    # Import the module files directly: the package's __init__ pulls in the pipeline and RAFT.
+    sys.path.insert(0, os.path.join(os.path.abspath(repo), "models_video"))
+    shim_imports()
+    from unet_video import UNetVideoModel
+
+    torch.manual_seed(0)
+    model = UNetVideoModel(**UAV_CONFIG).eval()
+    names = tap_names("down_temp_blocks", "mid_temp_block", "up_temp_blocks")
+    # 16x24: a multiple of 8 (plain x2 up-sampling).
+    run(model, UAV_CONFIG, "UNetVideoModel", "uav_unet", names, (16, 24), 4321)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--diffvsr-repo")
     ap.add_argument("--uav-repo")
+    ap.add_argument("--append-path", action="append", default=[],
+                    help="site-packages searched after this interpreter's own (e.g. torch from another venv)")
     a = ap.parse_args()
     if a.diffvsr_repo:
         diffvsr(a.diffvsr_repo)
+    if a.uav_repo:
+        uav(a.uav_repo)
