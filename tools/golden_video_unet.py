@@ -16,6 +16,8 @@ tests/data/diffvsr_unet/ and tests/data/uav_unet/:
 The reference runs on exactly the stored (f16-rounded) weights.
 
     /opt/golden-venv/bin/python tools/golden_video_unet.py --diffvsr-repo /work/ext/DiffVSR
+    python3 /work/shared/spec/derive_shapes.py --keys /tmp/keys && \
+        /opt/golden-venv/bin/python tools/golden_video_unet.py --encode-keys /tmp/keys   # full-size key lists
     /opt/uav-venv/bin/python tools/golden_video_unet.py --uav-repo /work/ext/Upscale-A-Video \
         --append-path /opt/golden-venv/lib/python3.11/site-packages   # torch, unless the venv has it
 """
@@ -175,10 +177,31 @@ def uav(repo):
     run(model, UAV_CONFIG, "UNetVideoModel", "uav_unet", names, (16, 24), 4321)
 
 
+def encode_keys(keys_dir):
+    """The full-size key lists of /work/shared/spec/derive_shapes.py --keys DIR, front-coded (each
+    line: characters shared with the previous entry, a tab, the rest) to keep them small."""
+    for src, dst in [("diffvsr_unet.keys.txt", "diffvsr_unet"), ("uav_unet_video.keys.txt", "uav_unet")]:
+        lines = open(os.path.join(keys_dir, src)).read().splitlines()
+        out, prev = [], ""
+        for line in lines:
+            if line.startswith("#"):
+                out.append(line + " -- front-coded by tools/golden_video_unet.py --encode-keys")
+                continue
+            n = 0
+            while n < min(len(prev), len(line)) and prev[n] == line[n]:
+                n += 1
+            out.append("%d\t%s" % (n, line[n:]))
+            prev = line
+        with open(os.path.join(ROOT, dst, "full_keys.txt"), "w") as fh:
+            fh.write("\n".join(out) + "\n")
+        print(dst, len(lines) - 1, "keys")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--diffvsr-repo")
     ap.add_argument("--uav-repo")
+    ap.add_argument("--encode-keys", metavar="DIR", help="output folder of derive_shapes.py --keys")
     ap.add_argument("--append-path", action="append", default=[],
                     help="site-packages searched after this interpreter's own (e.g. torch from another venv)")
     a = ap.parse_args()
@@ -186,3 +209,5 @@ if __name__ == "__main__":
         diffvsr(a.diffvsr_repo)
     if a.uav_repo:
         uav(a.uav_repo)
+    if a.encode_keys:
+        encode_keys(a.encode_keys)
