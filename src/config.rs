@@ -451,4 +451,35 @@ mod tests {
         let bad: UNet2DConfig = serde_json::from_str(r#"{"down_block_types": ["X","Y","Z","W"]}"#).unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("'X'"));
     }
+
+    #[test]
+    fn video_unet_configs_parse_and_validate() {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let c = VideoUNetConfig::from_file(&d.join("diffvsr_unet/config.json"), VideoUNetKind::Uav).unwrap();
+        assert_eq!((c.kind().unwrap(), c.msatten()), (VideoUNetKind::DiffVsr, true));
+        assert_eq!(c.base_2d().down_block_types[1], "CrossAttnDownBlock2D");
+        let u = VideoUNetConfig::from_file(&d.join("uav_unet/config.json"), VideoUNetKind::DiffVsr).unwrap();
+        assert_eq!((u.kind().unwrap(), u.msatten()), (VideoUNetKind::Uav, false));
+        for k in [VideoUNetKind::DiffVsr, VideoUNetKind::Uav] {
+            let o = VideoUNetConfig::official(k);
+            o.validate().unwrap();
+            assert_eq!((o.kind().unwrap(), o.msatten()), (k, k == VideoUNetKind::DiffVsr));
+        }
+        // The configs as published, where a clone of the official code is at hand.
+        for (p, k) in [
+            ("/work/ext/DiffVSR/configs/unet_3d_config.json", VideoUNetKind::DiffVsr),
+            ("/work/ext/Upscale-A-Video/configs/unet_video_config.json", VideoUNetKind::Uav),
+        ] {
+            if Path::new(p).exists() {
+                let c = VideoUNetConfig::from_file(Path::new(p), k).unwrap();
+                assert_eq!((c.kind().unwrap(), c.msatten(), c.base.block_out_channels.clone()), (k, k == VideoUNetKind::DiffVsr, vec![256, 512, 512, 1024]));
+            }
+        }
+        let bad = |j: &str| serde_json::from_str::<VideoUNetConfig>(j).unwrap().validate().unwrap_err().to_string();
+        assert!(bad(r#"{"_class_name": "UNet3DVSRModel", "video_condition": true}"#).contains("video_condition"));
+        assert!(bad(r#"{"_class_name": "UNetVideoModel", "temporal_module_config": {"attention_block_types": ["Temporal_Self", ""]}}"#).contains("attention_block_types"));
+        assert!(bad(r#"{"_class_name": "X"}"#).contains("_class_name"));
+        assert!(bad(r#"{"_class_name": "UNetVideoModel", "block_out_channels": [32, 32, 32, 48], "norm_num_groups": 16, "attention_head_dim": 1}"#).contains("multiples of 32"));
+        assert!(bad(r#"{"_class_name": "UNetVideoModel", "block_out_channels": [32, 32, 32, 64], "attention_head_dim": 2}"#).contains("RoPE"));
+    }
 }
