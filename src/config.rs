@@ -412,7 +412,7 @@ impl VideoUNetConfig {
                 bail!("block {i}: {c} channels; the temporal layers' GroupNorm(32) needs multiples of 32");
             }
             let dh = c / b.heads(i);
-            if dh < crate::ops::temporal_attention::ROPE_DIM || dh % 4 != 0 {
+            if dh < crate::ops::temporal_attention::ROPE_DIM || !dh.is_multiple_of(4) {
                 bail!("block {i}: temporal attention heads are {dh} wide; RoPE needs at least 32 and a multiple of 4");
             }
         }

@@ -59,7 +59,7 @@ pub struct ForwardOptions {
 pub enum Model {
     Unet(UNet2D),
     VaeDecoder(VaeDecoder),
-    VideoUnet(VideoUNet),
+    VideoUnet(Box<VideoUNet>),
 }
 
 /// The default storage dtype: f16 for the UNet where the adapter has it; f32 for the VAE
@@ -105,7 +105,7 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Pa
             if c.kind()? != vk {
                 bail!("the config is a {:?} UNet but --model asks for {kind:?}", c.kind()?);
             }
-            Model::VideoUnet(VideoUNet::load(&mut l, &c)?)
+            Model::VideoUnet(Box::new(VideoUNet::load(&mut l, &c)?))
         }
     };
     store.finish()?;

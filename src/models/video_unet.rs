@@ -67,7 +67,7 @@ fn conv_any(l: &mut Loader, prefix: &str, shape: &[usize]) -> Result<ConvWeight>
 /// `[B·F, H, W, C]` viewed as `[B, F, H, W, C]`.
 fn video(x: &Tensor, frames: usize) -> Result<Tensor> {
     let s = x.shape();
-    if s.len() != 4 || s[0] % frames != 0 {
+    if s.len() != 4 || !s[0].is_multiple_of(frames) {
         bail!("video UNet: {s:?} is not [B·F, H, W, C] with F = {frames}");
     }
     x.reshape(&[s[0] / frames, frames, s[1], s[2], s[3]])
@@ -352,9 +352,9 @@ impl VideoUNet {
 
         let mut down_blocks = Vec::new();
         let mut out_ch = boc[0];
-        for i in 0..n {
+        for (i, &level_ch) in boc.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = level_ch;
             let cross = c.down_block_types[i] == "CrossAttnDownBlock2D";
             let p = format!("down_blocks.{i}");
             let mut resnets = Vec::new();
