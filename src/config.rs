@@ -266,6 +266,160 @@ impl VaeConfig {
     }
 }
 
+/// Which released video UNet a config or checkpoint is: the architectures are one, the tensor
+/// names and MSTA differ.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum VideoUNetKind {
+    /// DiffVSR `UNet3DVSRModel` (spec §4.1).
+    DiffVsr,
+    /// Upscale-A-Video `UNetVideoModel` (spec §3.2).
+    Uav,
+}
+
+/// A video UNet config as the official repos publish it (DiffVSR `configs/unet_3d_config.json`,
+/// UAV `configs/unet_video_config.json`): the SD×4 UNet's settings with `*3D` block names plus the
+/// temporal-layer settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct VideoUNetConfig {
+    #[serde(flatten)]
+    pub base: UNet2DConfig,
+    #[serde(rename = "_class_name", default)]
+    pub class_name: Option<String>,
+    #[serde(default = "all_levels")]
+    pub down_temporal_idx: Vec<usize>,
+    #[serde(default = "yes")]
+    pub mid_temporal: bool,
+    #[serde(default = "all_levels")]
+    pub up_temporal_idx: Vec<usize>,
+    /// DiffVSR's multi-scale temporal attention; the DiffVSR code defaults it on, UAV lacks it.
+    #[serde(default)]
+    pub msatten: Option<bool>,
+    #[serde(default)]
+    pub temporal_module_config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub video_condition: Option<bool>,
+    #[serde(default)]
+    pub downsample_2x: bool,
+    #[serde(default)]
+    pub use_first_frame: bool,
+    #[serde(default)]
+    pub use_relative_position: bool,
+}
+
+fn all_levels() -> Vec<usize> {
+    vec![0, 1, 2, 3]
+}
+fn yes() -> bool {
+    true
+}
+
+/// GroupNorm groups the temporal layers hard-code (spec §9).
+pub const TEMPORAL_GROUPS: usize = 32;
+
+impl VideoUNetConfig {
+    /// The released DiffVSR or UAV config (spec §4.1, §3.2).
+    pub fn official(kind: VideoUNetKind) -> Self {
+        VideoUNetConfig {
+            base: UNet2DConfig {
+                down_block_types: ["DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D"].map(String::from).to_vec(),
+                up_block_types: ["CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"].map(String::from).to_vec(),
+                mid_block_type: None,
+                ..UNet2DConfig::default()
+            },
+            class_name: Some(match kind {
+                VideoUNetKind::DiffVsr => "UNet3DVSRModel".into(),
+                VideoUNetKind::Uav => "UNetVideoModel".into(),
+            }),
+            down_temporal_idx: all_levels(),
+            mid_temporal: true,
+            up_temporal_idx: all_levels(),
+            msatten: Some(kind == VideoUNetKind::DiffVsr),
+            temporal_module_config: None,
+            video_condition: Some(false),
+            downsample_2x: false,
+            use_first_frame: false,
+            use_relative_position: false,
+        }
+    }
+
+    pub fn from_file(path: &Path, default_kind: VideoUNetKind) -> Result<Self> {
+        let mut c: Self = read_json(path)?;
+        if c.class_name.is_none() {
+            c.class_name = Some(match default_kind {
+                VideoUNetKind::DiffVsr => "UNet3DVSRModel".into(),
+                VideoUNetKind::Uav => "UNetVideoModel".into(),
+            });
+        }
+        c.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(c)
+    }
+
+    pub fn kind(&self) -> Result<VideoUNetKind> {
+        match self.class_name.as_deref() {
+            Some("UNet3DVSRModel") => Ok(VideoUNetKind::DiffVsr),
+            Some("UNetVideoModel") => Ok(VideoUNetKind::Uav),
+            o => bail!("video UNet _class_name {o:?}: expected UNet3DVSRModel (DiffVSR) or UNetVideoModel (Upscale-A-Video)"),
+        }
+    }
+
+    pub fn msatten(&self) -> bool {
+        self.msatten.unwrap_or(self.kind().ok() == Some(VideoUNetKind::DiffVsr))
+    }
+
+    /// The 2-D settings with the `*3D` block names mapped to their 2-D counterparts (the layouts
+    /// are the same; the 3-D blocks add temporal layers).
+    pub fn base_2d(&self) -> UNet2DConfig {
+        let mut b = self.base.clone();
+        let map = |v: &mut Vec<String>| v.iter_mut().for_each(|t| *t = t.replace("3D", "2D"));
+        map(&mut b.down_block_types);
+        map(&mut b.up_block_types);
+        if b.mid_block_type.as_deref() == Some("UNetMidBlock3DCrossAttn") {
+            b.mid_block_type = Some("UNetMidBlock2DCrossAttn".into());
+        }
+        b
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let kind = self.kind()?;
+        let b = self.base_2d();
+        b.validate()?;
+        let n = b.block_out_channels.len();
+        if self.down_temporal_idx.iter().chain(&self.up_temporal_idx).any(|&i| i >= n) {
+            bail!("down_temporal_idx / up_temporal_idx name a level beyond the {n} blocks");
+        }
+        if self.video_condition.unwrap_or(kind == VideoUNetKind::DiffVsr) {
+            bail!("video_condition is not supported (the released models have it off)");
+        }
+        if self.downsample_2x || self.use_first_frame || self.use_relative_position {
+            bail!("downsample_2x, use_first_frame and use_relative_position are not supported (the released models have them off)");
+        }
+        if kind == VideoUNetKind::Uav && self.msatten == Some(true) {
+            bail!("msatten is a DiffVSR setting; UNetVideoModel has no multi-scale temporal attention");
+        }
+        if let Some(t) = &self.temporal_module_config {
+            if let Some(a) = t.get("attention_block_types") {
+                let empty = a.as_array().is_some_and(|v| v.iter().all(|x| x.as_str() == Some("")));
+                if !empty {
+                    bail!("temporal_module_config.attention_block_types {a}: only [\"\", \"\"] (no attention in the temporal modules, as released) is supported");
+                }
+            }
+            if t.get("use_scale_shift").and_then(|v| v.as_bool()) == Some(true) {
+                bail!("temporal_module_config.use_scale_shift is not supported");
+            }
+        }
+        for (i, &c) in b.block_out_channels.iter().enumerate() {
+            if c % TEMPORAL_GROUPS != 0 {
+                bail!("block {i}: {c} channels; the temporal layers' GroupNorm(32) needs multiples of 32");
+            }
+            let dh = c / b.heads(i);
+            if dh < crate::ops::temporal_attention::ROPE_DIM || !dh.is_multiple_of(4) {
+                bail!("block {i}: temporal attention heads are {dh} wide; RoPE needs at least 32 and a multiple of 4");
+            }
+        }
+        Ok(())
+    }
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("config {} is not a valid model config", path.display()))
@@ -296,5 +450,36 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("act_fn"));
         let bad: UNet2DConfig = serde_json::from_str(r#"{"down_block_types": ["X","Y","Z","W"]}"#).unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("'X'"));
+    }
+
+    #[test]
+    fn video_unet_configs_parse_and_validate() {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let c = VideoUNetConfig::from_file(&d.join("diffvsr_unet/config.json"), VideoUNetKind::Uav).unwrap();
+        assert_eq!((c.kind().unwrap(), c.msatten()), (VideoUNetKind::DiffVsr, true));
+        assert_eq!(c.base_2d().down_block_types[1], "CrossAttnDownBlock2D");
+        let u = VideoUNetConfig::from_file(&d.join("uav_unet/config.json"), VideoUNetKind::DiffVsr).unwrap();
+        assert_eq!((u.kind().unwrap(), u.msatten()), (VideoUNetKind::Uav, false));
+        for k in [VideoUNetKind::DiffVsr, VideoUNetKind::Uav] {
+            let o = VideoUNetConfig::official(k);
+            o.validate().unwrap();
+            assert_eq!((o.kind().unwrap(), o.msatten()), (k, k == VideoUNetKind::DiffVsr));
+        }
+        // The configs as published, where a clone of the official code is at hand.
+        for (p, k) in [
+            ("/work/ext/DiffVSR/configs/unet_3d_config.json", VideoUNetKind::DiffVsr),
+            ("/work/ext/Upscale-A-Video/configs/unet_video_config.json", VideoUNetKind::Uav),
+        ] {
+            if Path::new(p).exists() {
+                let c = VideoUNetConfig::from_file(Path::new(p), k).unwrap();
+                assert_eq!((c.kind().unwrap(), c.msatten(), c.base.block_out_channels.clone()), (k, k == VideoUNetKind::DiffVsr, vec![256, 512, 512, 1024]));
+            }
+        }
+        let bad = |j: &str| serde_json::from_str::<VideoUNetConfig>(j).unwrap().validate().unwrap_err().to_string();
+        assert!(bad(r#"{"_class_name": "UNet3DVSRModel", "video_condition": true}"#).contains("video_condition"));
+        assert!(bad(r#"{"_class_name": "UNetVideoModel", "temporal_module_config": {"attention_block_types": ["Temporal_Self", ""]}}"#).contains("attention_block_types"));
+        assert!(bad(r#"{"_class_name": "X"}"#).contains("_class_name"));
+        assert!(bad(r#"{"_class_name": "UNetVideoModel", "block_out_channels": [32, 32, 32, 48], "norm_num_groups": 16, "attention_head_dim": 1}"#).contains("multiples of 32"));
+        assert!(bad(r#"{"_class_name": "UNetVideoModel", "block_out_channels": [32, 32, 32, 64], "attention_head_dim": 2}"#).contains("RoPE"));
     }
 }

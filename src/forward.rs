@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{UNet2DConfig, VaeConfig};
+use crate::config::{UNet2DConfig, VaeConfig, VideoUNetConfig, VideoUNetKind};
 use crate::models::clip_text::{text_encoder_weights, ClipTextConfig, ClipTextModel};
 use crate::models::sd_unet::{UNet2D, UNetInputs};
 use crate::models::sd_vae::VaeDecoder;
+use crate::models::video_unet::{VideoUNet, VideoUNetInputs};
 use crate::models::Loader;
 use crate::weights::{save_f32, WeightStore};
 use crate::{DType, Gpu, Recorder, Tensor};
@@ -20,6 +21,10 @@ pub enum ModelKind {
     Unet,
     VaeDecoder,
     TextEncoder,
+    /// DiffVSR `UNet3DVSRModel`.
+    DiffvsrUnet,
+    /// Upscale-A-Video `UNetVideoModel`.
+    UavUnet,
 }
 
 impl std::str::FromStr for ModelKind {
@@ -29,7 +34,9 @@ impl std::str::FromStr for ModelKind {
             "unet" => Ok(ModelKind::Unet),
             "vae-decoder" => Ok(ModelKind::VaeDecoder),
             "text-encoder" => Ok(ModelKind::TextEncoder),
-            o => bail!("unknown model '{o}': use unet, vae-decoder or text-encoder"),
+            "diffvsr-unet" => Ok(ModelKind::DiffvsrUnet),
+            "uav-unet" => Ok(ModelKind::UavUnet),
+            o => bail!("unknown model '{o}': use unet, vae-decoder, text-encoder, diffvsr-unet or uav-unet"),
         }
     }
 }
@@ -56,13 +63,14 @@ pub enum Model {
     Unet(UNet2D),
     VaeDecoder(VaeDecoder),
     TextEncoder(ClipTextModel),
+    VideoUnet(Box<VideoUNet>),
 }
 
 /// The default storage dtype: f16 for the UNet where the adapter has it; f32 for the VAE
 /// decoder (it overflows in f16, which is why diffusers upcasts it).
 pub fn default_dtype(gpu: &Gpu, model: ModelKind) -> DType {
     match model {
-        ModelKind::Unet if gpu.has_f16() => DType::F16,
+        ModelKind::Unet | ModelKind::DiffvsrUnet | ModelKind::UavUnet if gpu.has_f16() => DType::F16,
         _ => DType::F32,
     }
 }
@@ -101,6 +109,17 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Pa
                 None => ClipTextConfig::default(),
             };
             Model::TextEncoder(ClipTextModel::load(&mut l, &c)?)
+        }
+        ModelKind::DiffvsrUnet | ModelKind::UavUnet => {
+            let vk = if kind == ModelKind::DiffvsrUnet { VideoUNetKind::DiffVsr } else { VideoUNetKind::Uav };
+            let c = match config {
+                Some(p) => VideoUNetConfig::from_file(p, vk)?,
+                None => VideoUNetConfig::official(vk),
+            };
+            if c.kind()? != vk {
+                bail!("the config is a {:?} UNet but --model asks for {kind:?}", c.kind()?);
+            }
+            Model::VideoUnet(Box::new(VideoUNet::load(&mut l, &c)?))
         }
     };
     store.finish()?;
@@ -144,6 +163,16 @@ pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize),
             let ids = (0..b * h * w).map(|_| rng.below(m.config.vocab_size as u32)).collect();
             return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, b)) });
         }
+        Model::VideoUnet(u) => {
+            // A window of 8 frames.
+            let c = &u.config.base;
+            vec![
+                t("sample", &[b, c.in_channels, 8, h, w])?,
+                ("timestep".into(), Tensor::from_f32(gpu, &vec![981.0; b], &[b], DType::F32)?),
+                ("class_labels".into(), Tensor::from_u32(gpu, &vec![20; b], &[b])?),
+                t("encoder_hidden_states", &[b, 77, c.cross_attention_dim])?,
+            ]
+        }
     };
     Ok(Inputs { tensors, ids: None })
 }
@@ -181,7 +210,7 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &std::path::Path, dtype: DT
         Ok(())
     };
     match kind {
-        ModelKind::Unet => {
+        ModelKind::Unet | ModelKind::DiffvsrUnet | ModelKind::UavUnet => {
             take("sample", None, false)?;
             take("timestep", Some(DType::F32), false)?;
             let has_labels = take("class_labels", None, true);
@@ -218,6 +247,22 @@ impl Model {
             Model::TextEncoder(m) => {
                 let (ids, batch) = inp.ids.as_ref().context("the text encoder's inputs need 'input_ids'")?;
                 m.forward(rec, ids, *batch)
+            }
+            Model::VideoUnet(u) => {
+                let sample = inp.get("sample")?;
+                let b = sample.shape()[0];
+                let timestep = inp.get("timestep")?;
+                if timestep.numel() != b {
+                    bail!("timestep has {} values for a batch of {b}", timestep.numel());
+                }
+                let timestep = timestep.reshape(&[b])?;
+                let vi = VideoUNetInputs {
+                    sample,
+                    timestep: &timestep,
+                    class_labels: inp.get("class_labels").ok(),
+                    encoder_hidden_states: inp.get("encoder_hidden_states")?,
+                };
+                u.forward(rec, &vi, taps)
             }
         }
     }

@@ -84,25 +84,28 @@ enum Cmd {
     /// One forward pass of one model on named input tensors (a safetensors file); writes the
     /// result as tensor `output` (f32).
     Forward {
-        /// unet | vae-decoder | text-encoder
+        /// unet | vae-decoder | text-encoder | diffvsr-unet | uav-unet
         #[arg(long)]
         model: forward::ModelKind,
-        /// The model's diffusers config.json (default: the SD×4 upscaler's).
+        /// The model's config.json (default: the released one; for the video UNets the official
+        /// configs/unet_3d_config.json or configs/unet_video_config.json).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Weights: a .safetensors file or a folder of them.
+        /// Weights: a .safetensors file, a PyTorch checkpoint (.pt/.bin; DiffVSR_UNet.pt's 'ema'), or a folder.
         #[arg(long, conflicts_with = "random_weights")]
         weights: Option<PathBuf>,
         /// Build the model with seeded random weights instead (full-size checks without a download).
         #[arg(long)]
         random_weights: Option<u64>,
         /// Inputs (.safetensors): unet: sample [B,C,H,W], timestep [B], class_labels [B],
-        /// encoder_hidden_states [B,77,D]; vae-decoder: latents [B,4,h,w] (already divided by the
-        /// scaling factor); text-encoder: input_ids [B,77] (token ids as numbers).
+        /// encoder_hidden_states [B,77,D]; diffvsr-unet, uav-unet: the same with sample
+        /// [B,7,F,H,W]; vae-decoder: latents [B,4,h,w] (already divided by the scaling factor);
+        /// text-encoder: input_ids [B,77] (token ids as numbers).
         #[arg(long, required_unless_present = "random_inputs")]
         inputs: Option<PathBuf>,
-        /// Synthesize seeded inputs of batch B at latent size H×W instead, e.g. 16x128x128
-        /// (text-encoder: B sequences of H·W random tokens, e.g. 2x77x1).
+        /// Synthesize seeded inputs of batch B at latent size H×W instead, e.g. 16x128x128 (the
+        /// video UNets get windows of 8 frames; text-encoder: B sequences of H·W random tokens,
+        /// e.g. 2x77x1).
         #[arg(long, value_parser = parse_bhw, conflicts_with = "inputs")]
         random_inputs: Option<(usize, usize, usize)>,
         /// Where to write the output tensor (.safetensors).

@@ -29,6 +29,9 @@ pub struct ResnetBlock2D {
     pub conv_shortcut: Option<ConvWeight>,
     pub groups: usize,
     pub eps: f32,
+    /// GroupNorm statistics over all frames of a video window (the video UNets' `ResnetBlock3D`
+    /// normalises the 5-D tensor) instead of per image.
+    pub pooled: bool,
 }
 
 impl ResnetBlock2D {
@@ -46,20 +49,27 @@ impl ResnetBlock2D {
             conv_shortcut: if cin != cout { Some(l.conv2d(&format!("{prefix}.conv_shortcut"), cout, cin, 1)?) } else { None },
             groups,
             eps,
+            pooled: false,
         })
     }
 
     /// `x [N, H, W, Cin]`; `temb_silu [N, T]` is `SiLU(temb)`, computed once per forward.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>) -> Result<Tensor> {
-        let h = group_norm_w(rec, x, self.groups, self.eps, &self.norm1, PER_IMAGE_SILU)?;
+        self.forward_frames(rec, x, temb_silu, 1)
+    }
+
+    /// [`forward`](Self::forward) on video frames `x [B·F, H, W, Cin]` (F = `frames`, frame index
+    /// fastest): `temb_silu [B, T]` is shared by a batch element's frames, and with `pooled` the
+    /// norms' statistics span its F frames.
+    pub fn forward_frames(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>, frames: usize) -> Result<Tensor> {
+        let opts = GroupNormOpts { frames, pooled: self.pooled, silu: true };
+        let h = group_norm_w(rec, x, self.groups, self.eps, &self.norm1, opts)?;
         let mut h = conv2d(rec, &h, &self.conv1, 1, 1)?;
         if let (Some(p), Some(t)) = (&self.time_emb_proj, temb_silu) {
             let t = linear(rec, t, p)?;
-            let n = t.shape()[0];
-            let c = t.shape()[1];
-            h = add(rec, &h, &t.reshape(&[n, 1, 1, c])?)?;
+            h = add_per_batch(rec, &h, &t)?;
         }
-        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, PER_IMAGE_SILU)?;
+        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, opts)?;
         let h = conv2d(rec, &h, &self.conv2, 1, 1)?;
         match &self.conv_shortcut {
             Some(s) => {
@@ -69,6 +79,15 @@ impl ResnetBlock2D {
             None => add(rec, x, &h),
         }
     }
+}
+
+/// `x [N·k, ..., C] + t [N, C]`, `t[n]` added to every element of the `n`-th k-th of `x` (a time
+/// embedding onto images or onto all frames of a video window).
+pub fn add_per_batch(rec: &mut Recorder, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let (n, c) = (t.shape()[0], t.shape()[1]);
+    let s = x.shape().to_vec();
+    let y = add(rec, &x.reshape(&[n, x.numel() / (n * c), c])?, &t.reshape(&[n, 1, c])?)?;
+    y.reshape(&s)
 }
 
 /// diffusers `Attention` as used by the UNet transformers: q/k/v without bias, `to_out.0` with

@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod sd_unet;
 pub mod sd_vae;
 pub mod clip_text;
+pub mod video_unet;
 
 use anyhow::Result;
 
