@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::config::{UNet2DConfig, VaeConfig};
 use crate::models::sd_unet::{UNet2D, UNetInputs};
 use crate::models::sd_vae::VaeDecoder;
+use crate::models::video_vae::{Te3dVaeDecoder, UavVae3dDecoder, VideoVaeConfig};
 use crate::models::Loader;
 use crate::weights::{save_f32, WeightStore};
 use crate::{DType, Gpu, Recorder, Tensor};
@@ -18,6 +19,10 @@ use crate::{DType, Gpu, Recorder, Tensor};
 pub enum ModelKind {
     Unet,
     VaeDecoder,
+    /// DiffVSR's TE-3DVAE decoder.
+    Te3dVaeDecoder,
+    /// Upscale-A-Video's `vae_3d` decoder.
+    UavVae3dDecoder,
 }
 
 impl std::str::FromStr for ModelKind {
@@ -26,7 +31,9 @@ impl std::str::FromStr for ModelKind {
         match s {
             "unet" => Ok(ModelKind::Unet),
             "vae-decoder" => Ok(ModelKind::VaeDecoder),
-            o => bail!("unknown model '{o}': use unet or vae-decoder"),
+            "te3dvae-decoder" => Ok(ModelKind::Te3dVaeDecoder),
+            "uav-vae3d-decoder" => Ok(ModelKind::UavVae3dDecoder),
+            o => bail!("unknown model '{o}': use unet, vae-decoder, te3dvae-decoder or uav-vae3d-decoder"),
         }
     }
 }
@@ -52,6 +59,8 @@ pub struct ForwardOptions {
 pub enum Model {
     Unet(UNet2D),
     VaeDecoder(VaeDecoder),
+    Te3dVaeDecoder(Te3dVaeDecoder),
+    UavVae3dDecoder(UavVae3dDecoder),
 }
 
 /// The default storage dtype: f16 for the UNet where the adapter has it; f32 for the VAE
@@ -88,6 +97,20 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Pa
             };
             Model::VaeDecoder(VaeDecoder::load(&mut l, &c)?)
         }
+        ModelKind::Te3dVaeDecoder => {
+            let c = match config {
+                Some(p) => VideoVaeConfig::from_file(p)?,
+                None => VideoVaeConfig::default(),
+            };
+            Model::Te3dVaeDecoder(Te3dVaeDecoder::load(&mut l, &c)?)
+        }
+        ModelKind::UavVae3dDecoder => {
+            let c = match config {
+                Some(p) => VideoVaeConfig::from_file(p)?,
+                None => VideoVaeConfig::uav_vae3d(),
+            };
+            Model::UavVae3dDecoder(UavVae3dDecoder::load(&mut l, &c)?)
+        }
     };
     store.finish()?;
     Ok(m)
@@ -123,6 +146,9 @@ pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize),
             ]
         }
         Model::VaeDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, h, w])?],
+        // One decode chunk of the official pipelines: 4 frames (DiffVSR), 3 frames (UAV).
+        Model::Te3dVaeDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, 4, h, w])?],
+        Model::UavVae3dDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, 3, h, w])?],
     };
     Ok(Inputs { tensors })
 }
@@ -158,7 +184,7 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &std::path::Path, dtype: DT
             }
             take("encoder_hidden_states", None, false)?;
         }
-        ModelKind::VaeDecoder => take("latents", None, false)?,
+        ModelKind::VaeDecoder | ModelKind::Te3dVaeDecoder | ModelKind::UavVae3dDecoder => take("latents", None, false)?,
     }
     Ok(Inputs { tensors })
 }
@@ -180,6 +206,8 @@ impl Model {
                 u.forward(rec, &UNetInputs { sample, timestep: &timestep, class_labels, encoder_hidden_states: ehs }, taps)
             }
             Model::VaeDecoder(v) => v.forward(rec, inp.get("latents")?, taps),
+            Model::Te3dVaeDecoder(v) => v.forward(rec, inp.get("latents")?, taps),
+            Model::UavVae3dDecoder(v) => v.forward(rec, inp.get("latents")?, taps),
         }
     }
 }

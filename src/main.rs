@@ -33,7 +33,7 @@ enum Cmd {
     /// One forward pass of one model on named input tensors (a safetensors file); writes the
     /// result as tensor `output` (f32).
     Forward {
-        /// unet | vae-decoder
+        /// unet | vae-decoder | te3dvae-decoder | uav-vae3d-decoder
         #[arg(long)]
         model: forward::ModelKind,
         /// The model's diffusers config.json (default: the SD×4 upscaler's).
@@ -47,7 +47,8 @@ enum Cmd {
         random_weights: Option<u64>,
         /// Inputs (.safetensors): unet: sample [B,C,H,W], timestep [B], class_labels [B],
         /// encoder_hidden_states [B,77,D]; vae-decoder: latents [B,4,h,w] (already divided by the
-        /// scaling factor).
+        /// scaling factor); te3dvae-decoder / uav-vae3d-decoder: latents [B,4,F,h,w] (likewise;
+        /// output [B,3,F,H,W]).
         #[arg(long, required_unless_present = "random_inputs")]
         inputs: Option<PathBuf>,
         /// Synthesize seeded inputs of batch B at latent size H×W instead, e.g. 16x128x128.

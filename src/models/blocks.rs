@@ -51,7 +51,15 @@ impl ResnetBlock2D {
 
     /// `x [N, H, W, Cin]`; `temb_silu [N, T]` is `SiLU(temb)`, computed once per forward.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>) -> Result<Tensor> {
-        let h = group_norm_w(rec, x, self.groups, self.eps, &self.norm1, PER_IMAGE_SILU)?;
+        self.forward_frames(rec, x, temb_silu, 1)
+    }
+
+    /// [`Self::forward`] on video frames `x [B·F, H, W, Cin]` whose GroupNorm statistics are
+    /// pooled over each batch element's `frames` frames when `frames > 1` (a 2-D resnet applied
+    /// to a 5-D tensor, as UAV's `ResnetBlock3D`).
+    pub fn forward_frames(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>, frames: usize) -> Result<Tensor> {
+        let gn = if frames > 1 { GroupNormOpts { frames, pooled: true, silu: true } } else { PER_IMAGE_SILU };
+        let h = group_norm_w(rec, x, self.groups, self.eps, &self.norm1, gn)?;
         let mut h = conv2d(rec, &h, &self.conv1, 1, 1)?;
         if let (Some(p), Some(t)) = (&self.time_emb_proj, temb_silu) {
             let t = linear(rec, t, p)?;
@@ -59,7 +67,7 @@ impl ResnetBlock2D {
             let c = t.shape()[1];
             h = add(rec, &h, &t.reshape(&[n, 1, 1, c])?)?;
         }
-        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, PER_IMAGE_SILU)?;
+        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, gn)?;
         let h = conv2d(rec, &h, &self.conv2, 1, 1)?;
         match &self.conv_shortcut {
             Some(s) => {

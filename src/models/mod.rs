@@ -5,6 +5,7 @@
 pub mod blocks;
 pub mod sd_unet;
 pub mod sd_vae;
+pub mod video_vae;
 
 use anyhow::Result;
 
