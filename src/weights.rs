@@ -68,6 +68,8 @@ pub struct WeightStore {
     notes: Vec<String>,
     /// Seeded random weights for any name and shape (full-size builds without checkpoints).
     synthetic: Option<u64>,
+    /// (name, shape) of every synthetic tensor handed out, in order: the model's key list.
+    requested: Vec<(String, Vec<usize>)>,
 }
 
 impl WeightStore {
@@ -110,6 +112,7 @@ impl WeightStore {
             taken: BTreeSet::new(),
             notes: Vec::new(),
             synthetic: None,
+            requested: Vec::new(),
         };
         for p in paths {
             store.add_file(&p, key)?;
@@ -127,6 +130,7 @@ impl WeightStore {
             taken: BTreeSet::new(),
             notes: Vec::new(),
             synthetic: Some(seed),
+            requested: Vec::new(),
         }
     }
 
@@ -194,6 +198,12 @@ impl WeightStore {
         Ok(())
     }
 
+    /// (name, shape) of every tensor a synthetic store handed out, in request order (what a
+    /// model takes from a checkpoint; compared with official key lists in full-size tests).
+    pub fn requested(&self) -> &[(String, Vec<usize>)] {
+        &self.requested
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
@@ -255,6 +265,7 @@ impl WeightStore {
             let is_norm = name.contains("norm") && shape.len() == 1;
             let scale = if shape.len() >= 2 { 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
             self.taken.insert(name.to_string());
+            self.requested.push((name.to_string(), shape.to_vec()));
             return Ok((0..n).map(|_| if is_norm && name.ends_with("weight") { 1.0 + 0.1 * rng.normal() } else { scale * rng.normal() }).collect());
         }
         let Some(e) = self.index.get(name) else {

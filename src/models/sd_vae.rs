@@ -31,7 +31,13 @@ pub struct VaeAttention {
 
 impl VaeAttention {
     pub fn load(l: &mut Loader, prefix: &str, c: usize, groups: usize) -> Result<Self> {
-        let old = l.store.contains(&format!("{prefix}.query.weight"));
+        Self::load_with(l, prefix, c, groups, false)
+    }
+
+    /// [`Self::load`]; `prefer_old`: the names to ask for when the store has neither (a
+    /// synthetic store, as in full-size key checks of models saved with the old names).
+    pub fn load_with(l: &mut Loader, prefix: &str, c: usize, groups: usize, prefer_old: bool) -> Result<Self> {
+        let old = l.store.contains(&format!("{prefix}.query.weight")) || (prefer_old && !l.store.contains(&format!("{prefix}.to_q.weight")));
         let name = |new: &str, old_name: &str| format!("{prefix}.{}", if old { old_name } else { new });
         Ok(VaeAttention {
             group_norm: l.norm(&format!("{prefix}.group_norm"), c)?,
@@ -75,6 +81,11 @@ pub struct VaeDecoder {
 
 impl VaeDecoder {
     pub fn load(l: &mut Loader, config: &VaeConfig) -> Result<Self> {
+        Self::load_with(l, config, false)
+    }
+
+    /// [`Self::load`]; `old_attention_names`: see [`VaeAttention::load_with`].
+    pub fn load_with(l: &mut Loader, config: &VaeConfig, old_attention_names: bool) -> Result<Self> {
         config.validate()?;
         let c = config;
         let g = c.norm_num_groups;
@@ -116,7 +127,7 @@ impl VaeDecoder {
                 ResnetBlock2D::load(l, "decoder.mid_block.resnets.1", top, top, None, g, eps)?,
             ],
             mid_attention: if c.mid_block_add_attention {
-                Some(VaeAttention::load(l, "decoder.mid_block.attentions.0", top, g)?)
+                Some(VaeAttention::load_with(l, "decoder.mid_block.attentions.0", top, g, old_attention_names)?)
             } else {
                 None
             },

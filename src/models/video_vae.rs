@@ -487,7 +487,7 @@ pub struct UavVae3dDecoder {
 impl UavVae3dDecoder {
     pub fn load(l: &mut Loader, config: &VideoVaeConfig) -> Result<Self> {
         let c2 = config.vae3d_as_2d()?;
-        Ok(UavVae3dDecoder { config: config.clone(), decoder: VaeDecoder::load(l, &c2)? })
+        Ok(UavVae3dDecoder { config: config.clone(), decoder: VaeDecoder::load_with(l, &c2, true)? })
     }
 
     /// `latents [B, latent_channels, F, h, w]` → `[B, out_channels, F, H, W]` (the UAV pipeline
@@ -497,5 +497,41 @@ impl UavVae3dDecoder {
         let x = self.decoder.decode_nhwc(rec, &x, f, taps)?;
         let s = x.shape().to_vec();
         nfhwc_to_ncfhw(rec, &x.reshape(&[b, f, s[1], s[2], s[3]])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(p: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(p)
+    }
+
+    #[test]
+    fn official_and_golden_configs_parse() {
+        let te = VideoVaeConfig::from_file(&data("te3dvae/official_config.json")).unwrap();
+        te.validate_te3dvae().unwrap();
+        assert_eq!((te.block_out_channels.clone(), te.layers_per_block, te.latent_channels), (vec![128, 256, 512], 2, 4));
+        VideoVaeConfig::from_file(&data("te3dvae/config.json")).unwrap().validate_te3dvae().unwrap();
+        let uav = VideoVaeConfig::from_file(&data("uav_vae3d/official_config.json")).unwrap();
+        let c2 = uav.vae3d_as_2d().unwrap();
+        assert_eq!((c2.block_out_channels, c2.norm_num_groups, c2.layers_per_block), (vec![128, 256, 512], 32, 2));
+        VideoVaeConfig::from_file(&data("uav_vae3d/config.json")).unwrap().vae3d_as_2d().unwrap();
+        VideoVaeConfig::default().validate_te3dvae().unwrap();
+        VideoVaeConfig::uav_vae3d().vae3d_as_2d().unwrap();
+    }
+
+    #[test]
+    fn unsupported_video_vae_settings_are_refused() {
+        let e = |j: &str| serde_json::from_str::<VideoVaeConfig>(j).unwrap();
+        let msg = e(r#"{"up_block_types": ["UpDecoderBlock3D_plus", "UpDecoderBlock3D_plus", "UpDecoderBlock3D_plus"]}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("UpDecoderBlock3D_plus"), "{msg}");
+        let msg = e(r#"{"condition_img": true}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("condition_img"), "{msg}");
+        let msg = e(r#"{"block_out_channels": [48, 64]}"#).validate_te3dvae().unwrap_err().to_string();
+        assert!(msg.contains("multiples of 32"), "{msg}");
+        let msg = e(r#"{"_class_name": "AutoencoderKL3D"}"#).validate_te3dvae().unwrap_err().to_string();
+        assert!(msg.contains("AutoencoderKL3D"), "{msg}");
     }
 }
