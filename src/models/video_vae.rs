@@ -232,7 +232,7 @@ impl SpatioTemporalResBlock {
         let sh = s.shape().to_vec();
         let s5 = s.reshape(&[sh[0] / frames, frames, sh[1], sh[2], sh[3]])?;
         let t = self.temporal.forward(rec, &s5)?;
-        Ok(mix(rec, self.mix_factor, &t, &s5)?.reshape(&sh)?)
+        mix(rec, self.mix_factor, &t, &s5)?.reshape(&sh)
     }
 }
 
@@ -414,9 +414,9 @@ impl Te3dVaeDecoder {
         let rev: Vec<usize> = boc.iter().rev().copied().collect();
         let mut up_blocks = Vec::new();
         let mut out_ch = rev[0];
-        for i in 0..n {
+        for (i, &ch) in rev.iter().enumerate() {
             let prev = out_ch;
-            out_ch = rev[i];
+            out_ch = ch;
             let mut resnets = Vec::new();
             for j in 0..=c.layers_per_block {
                 resnets.push(SpatioTemporalResBlock::load(l, &format!("decoder.up_blocks.{i}.resnets.{j}"), if j == 0 { prev } else { out_ch }, out_ch)?);
