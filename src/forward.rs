@@ -12,6 +12,7 @@ use crate::models::clip_text::{text_encoder_weights, ClipTextConfig, ClipTextMod
 use crate::models::sd_unet::{UNet2D, UNetInputs};
 use crate::models::sd_vae::VaeDecoder;
 use crate::models::video_unet::{VideoUNet, VideoUNetInputs};
+use crate::models::video_vae::{Te3dVaeDecoder, UavVae3dDecoder, VideoVaeConfig};
 use crate::models::Loader;
 use crate::weights::{save_f32, WeightStore};
 use crate::{DType, Gpu, Recorder, Tensor};
@@ -25,6 +26,10 @@ pub enum ModelKind {
     DiffvsrUnet,
     /// Upscale-A-Video `UNetVideoModel`.
     UavUnet,
+    /// DiffVSR's TE-3DVAE decoder.
+    Te3dVaeDecoder,
+    /// Upscale-A-Video's `vae_3d` decoder.
+    UavVae3dDecoder,
 }
 
 impl std::str::FromStr for ModelKind {
@@ -36,7 +41,9 @@ impl std::str::FromStr for ModelKind {
             "text-encoder" => Ok(ModelKind::TextEncoder),
             "diffvsr-unet" => Ok(ModelKind::DiffvsrUnet),
             "uav-unet" => Ok(ModelKind::UavUnet),
-            o => bail!("unknown model '{o}': use unet, vae-decoder, text-encoder, diffvsr-unet or uav-unet"),
+            "te3dvae-decoder" => Ok(ModelKind::Te3dVaeDecoder),
+            "uav-vae3d-decoder" => Ok(ModelKind::UavVae3dDecoder),
+            o => bail!("unknown model '{o}': use unet, vae-decoder, text-encoder, diffvsr-unet, uav-unet, te3dvae-decoder or uav-vae3d-decoder"),
         }
     }
 }
@@ -64,6 +71,8 @@ pub enum Model {
     VaeDecoder(VaeDecoder),
     TextEncoder(ClipTextModel),
     VideoUnet(Box<VideoUNet>),
+    Te3dVaeDecoder(Te3dVaeDecoder),
+    UavVae3dDecoder(UavVae3dDecoder),
 }
 
 /// The default storage dtype: f16 for the UNet where the adapter has it; f32 for the VAE
@@ -121,6 +130,20 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&std::path::Pa
             }
             Model::VideoUnet(Box::new(VideoUNet::load(&mut l, &c)?))
         }
+        ModelKind::Te3dVaeDecoder => {
+            let c = match config {
+                Some(p) => VideoVaeConfig::from_file(p)?,
+                None => VideoVaeConfig::default(),
+            };
+            Model::Te3dVaeDecoder(Te3dVaeDecoder::load(&mut l, &c)?)
+        }
+        ModelKind::UavVae3dDecoder => {
+            let c = match config {
+                Some(p) => VideoVaeConfig::from_file(p)?,
+                None => VideoVaeConfig::uav_vae3d(),
+            };
+            Model::UavVae3dDecoder(UavVae3dDecoder::load(&mut l, &c)?)
+        }
     };
     store.finish()?;
     Ok(m)
@@ -173,6 +196,9 @@ pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize),
                 t("encoder_hidden_states", &[b, 77, c.cross_attention_dim])?,
             ]
         }
+        // One decode chunk of the official pipelines: 4 frames (DiffVSR), 3 frames (UAV).
+        Model::Te3dVaeDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, 4, h, w])?],
+        Model::UavVae3dDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, 3, h, w])?],
     };
     Ok(Inputs { tensors, ids: None })
 }
@@ -221,7 +247,7 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &std::path::Path, dtype: DT
             }
             take("encoder_hidden_states", None, false)?;
         }
-        ModelKind::VaeDecoder => take("latents", None, false)?,
+        ModelKind::VaeDecoder | ModelKind::Te3dVaeDecoder | ModelKind::UavVae3dDecoder => take("latents", None, false)?,
         ModelKind::TextEncoder => unreachable!("handled above"),
     }
     Ok(Inputs { tensors, ids: None })
@@ -264,6 +290,8 @@ impl Model {
                 };
                 u.forward(rec, &vi, taps)
             }
+            Model::Te3dVaeDecoder(v) => v.forward(rec, inp.get("latents")?, taps),
+            Model::UavVae3dDecoder(v) => v.forward(rec, inp.get("latents")?, taps),
         }
     }
 }

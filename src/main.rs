@@ -84,7 +84,7 @@ enum Cmd {
     /// One forward pass of one model on named input tensors (a safetensors file); writes the
     /// result as tensor `output` (f32).
     Forward {
-        /// unet | vae-decoder | text-encoder | diffvsr-unet | uav-unet
+        /// unet | vae-decoder | text-encoder | diffvsr-unet | uav-unet | te3dvae-decoder | uav-vae3d-decoder
         #[arg(long)]
         model: forward::ModelKind,
         /// The model's config.json (default: the released one; for the video UNets the official
@@ -100,7 +100,8 @@ enum Cmd {
         /// Inputs (.safetensors): unet: sample [B,C,H,W], timestep [B], class_labels [B],
         /// encoder_hidden_states [B,77,D]; diffvsr-unet, uav-unet: the same with sample
         /// [B,7,F,H,W]; vae-decoder: latents [B,4,h,w] (already divided by the scaling factor);
-        /// text-encoder: input_ids [B,77] (token ids as numbers).
+        /// te3dvae-decoder / uav-vae3d-decoder: latents [B,4,F,h,w] (likewise; output
+        /// [B,3,F,H,W]); text-encoder: input_ids [B,77] (token ids as numbers).
         #[arg(long, required_unless_present = "random_inputs")]
         inputs: Option<PathBuf>,
         /// Synthesize seeded inputs of batch B at latent size H×W instead, e.g. 16x128x128 (the

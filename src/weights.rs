@@ -198,6 +198,12 @@ impl WeightStore {
         Ok(())
     }
 
+    /// (name, shape) of every tensor a synthetic store handed out, in request order (what a
+    /// model takes from a checkpoint; compared with official key lists in full-size tests).
+    pub fn requested(&self) -> &[(String, Vec<usize>)] {
+        &self.requested
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
@@ -279,11 +285,6 @@ impl WeightStore {
         let v = to_f32(&raw.data, raw.dtype).with_context(|| format!("tensor '{name}' in {}", path.display()))?;
         self.taken.insert(name.to_string());
         Ok(v)
-    }
-
-    /// The names and shapes a synthetic store handed out, in request order (empty for files).
-    pub fn requested(&self) -> &[(String, Vec<usize>)] {
-        &self.requested
     }
 
     /// Marks every tensor under `prefix` as deliberately unused (e.g. a VAE's encoder when only

@@ -7,6 +7,7 @@ pub mod sd_unet;
 pub mod sd_vae;
 pub mod clip_text;
 pub mod video_unet;
+pub mod video_vae;
 
 use anyhow::Result;
 

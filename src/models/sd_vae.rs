@@ -11,7 +11,7 @@ use crate::ops::conv::{conv2d, ConvWeight};
 use crate::ops::elementwise::add;
 use crate::ops::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::ops::matmul::{linear, LinearWeight};
-use crate::ops::norm::{group_norm_w, NormWeight};
+use crate::ops::norm::{group_norm_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
 
 /// Key prefixes of a full `AutoencoderKL` file that decoding never uses.
@@ -31,7 +31,13 @@ pub struct VaeAttention {
 
 impl VaeAttention {
     pub fn load(l: &mut Loader, prefix: &str, c: usize, groups: usize) -> Result<Self> {
-        let old = l.store.contains(&format!("{prefix}.query.weight"));
+        Self::load_with(l, prefix, c, groups, false)
+    }
+
+    /// [`Self::load`]; `prefer_old`: the names to ask for when the store has neither (a
+    /// synthetic store, as in full-size key checks of models saved with the old names).
+    pub fn load_with(l: &mut Loader, prefix: &str, c: usize, groups: usize, prefer_old: bool) -> Result<Self> {
+        let old = l.store.contains(&format!("{prefix}.query.weight")) || (prefer_old && !l.store.contains(&format!("{prefix}.to_q.weight")));
         let name = |new: &str, old_name: &str| format!("{prefix}.{}", if old { old_name } else { new });
         Ok(VaeAttention {
             group_norm: l.norm(&format!("{prefix}.group_norm"), c)?,
@@ -75,6 +81,11 @@ pub struct VaeDecoder {
 
 impl VaeDecoder {
     pub fn load(l: &mut Loader, config: &VaeConfig) -> Result<Self> {
+        Self::load_with(l, config, false)
+    }
+
+    /// [`Self::load`]; `old_attention_names`: see [`VaeAttention::load_with`].
+    pub fn load_with(l: &mut Loader, config: &VaeConfig, old_attention_names: bool) -> Result<Self> {
         config.validate()?;
         let c = config;
         let g = c.norm_num_groups;
@@ -116,7 +127,7 @@ impl VaeDecoder {
                 ResnetBlock2D::load(l, "decoder.mid_block.resnets.1", top, top, None, g, eps)?,
             ],
             mid_attention: if c.mid_block_add_attention {
-                Some(VaeAttention::load(l, "decoder.mid_block.attentions.0", top, g)?)
+                Some(VaeAttention::load_with(l, "decoder.mid_block.attentions.0", top, g, old_attention_names)?)
             } else {
                 None
             },
@@ -128,40 +139,50 @@ impl VaeDecoder {
 
     /// `latents [B, latent_channels, h, w]` (PyTorch layout, already divided by the scaling
     /// factor, as `AutoencoderKL.decode` receives them) → `[B, out_channels, h·2^(n−1), w·2^(n−1)]`.
-    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor, mut taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
+    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor, taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
         let s = latents.shape();
         if s.len() != 4 || s[1] != self.config.latent_channels {
             bail!("vae decoder: latents must be [B, {}, h, w], got {s:?}", self.config.latent_channels);
         }
+        let x = nchw_to_nhwc(rec, latents)?;
+        let x = self.decode_nhwc(rec, &x, 1, taps)?;
+        nhwc_to_nchw(rec, &x)
+    }
+
+    /// The decoder on channels-last latents `x [N, h, w, latent_channels]` → `[N, H, W, out]`.
+    /// With `frames > 1`, `x` holds `N = B·F` video frames and every resnet's GroupNorm and
+    /// `conv_norm_out` pool their statistics over each batch element's F frames (UAV's
+    /// `vae_3d`, whose 2-D layers see 5-D tensors); the attention's norm stays per frame.
+    pub fn decode_nhwc(&self, rec: &mut Recorder, x: &Tensor, frames: usize, mut taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
         let mut tap = |name: &str, t: &Tensor| {
             if let Some(v) = taps.as_deref_mut() {
                 v.push((name.to_string(), t.clone()));
             }
         };
         let g = self.config.norm_num_groups;
-        let mut x = nchw_to_nhwc(rec, latents)?;
+        let mut x = x.clone();
         if let Some(p) = &self.post_quant_conv {
             x = conv2d(rec, &x, p, 1, 0)?;
         }
         x = conv2d(rec, &x, &self.conv_in, 1, 1)?;
         tap("decoder.conv_in", &x);
-        x = self.mid_resnets[0].forward(rec, &x, None)?;
+        x = self.mid_resnets[0].forward_frames(rec, &x, None, frames)?;
         if let Some(a) = &self.mid_attention {
             x = a.forward(rec, &x)?;
         }
-        x = self.mid_resnets[1].forward(rec, &x, None)?;
+        x = self.mid_resnets[1].forward_frames(rec, &x, None, frames)?;
         tap("decoder.mid_block", &x);
         for (i, blk) in self.up_blocks.iter().enumerate() {
             for r in &blk.resnets {
-                x = r.forward(rec, &x, None)?;
+                x = r.forward_frames(rec, &x, None, frames)?;
             }
             if let Some(u) = &blk.upsampler {
                 x = u.forward(rec, &x, None)?;
             }
             tap(&format!("decoder.up_blocks.{i}"), &x);
         }
-        let x = group_norm_w(rec, &x, g, 1e-6, &self.conv_norm_out, PER_IMAGE_SILU)?;
-        let x = conv2d(rec, &x, &self.conv_out, 1, 1)?;
-        nhwc_to_nchw(rec, &x)
+        let gn = if frames > 1 { GroupNormOpts { frames, pooled: true, silu: true } } else { PER_IMAGE_SILU };
+        let x = group_norm_w(rec, &x, g, 1e-6, &self.conv_norm_out, gn)?;
+        conv2d(rec, &x, &self.conv_out, 1, 1)
     }
 }

@@ -1,0 +1,542 @@
+//! The video VAE decoders: DiffVSR's TE-3DVAE (`AutoencoderKLTemporalDecoder`, spec §4.2) and
+//! Upscale-A-Video's `vae_3d` (`AutoencoderKLVideo` with `UpDecoderBlock3D`, spec §3.4).
+//!
+//! Both take `latents [B, latent_channels, F, h, w]` (PyTorch layout, already divided by the
+//! scaling factor) and return `[B, out_channels, F, H, W]`. Inside, activations are
+//! channels-last frames `[B·F, H, W, C]` (frame index fastest within a batch element), which is
+//! also `[B, F, H, W, C]` for the 3-D convolutions and the temporal attention.
+//! Only the decoders run: the encoder's weights in a full checkpoint are skipped by name.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use super::blocks::{FeedForward, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
+use super::sd_vae::{VaeDecoder, UNUSED_PREFIXES};
+use super::Loader;
+use crate::config::VaeConfig;
+use crate::ops::attention::{attention, AttnOpts};
+use crate::ops::concat::concat;
+use crate::ops::conv::{conv2d, conv3d, ConvWeight};
+use crate::ops::elementwise::{add, mix, unary, Unary};
+use crate::ops::embed::timestep_embedding_as;
+use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
+use crate::ops::matmul::{linear, LinearWeight};
+use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::temporal_attention::temporal_attention;
+use crate::{DType, Recorder, Tensor};
+
+/// GroupNorm(32) is hard-coded throughout the TE-3DVAE decoder, whatever the config says.
+const TE_GROUPS: usize = 32;
+
+/// The official video VAE configs as published (DiffVSR `configs/vae_config.json`, UAV
+/// `configs/vae_3d_config.json`); fields the decoder does not read are ignored.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct VideoVaeConfig {
+    #[serde(rename = "_class_name")]
+    pub class_name: Option<String>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub up_block_types: Option<Vec<String>>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub act_fn: String,
+    pub scaling_factor: f64,
+    pub force_upcast: bool,
+    /// UAV `vae_video` (LR-conditioned decoder): not supported.
+    pub condition_img: bool,
+}
+
+impl Default for VideoVaeConfig {
+    /// DiffVSR's TE-3DVAE config (`configs/vae_config.json`).
+    fn default() -> Self {
+        VideoVaeConfig {
+            class_name: Some("AutoencoderKLTemporalDecoder".into()),
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![128, 256, 512],
+            up_block_types: None,
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            act_fn: "silu".into(),
+            scaling_factor: 0.08333,
+            force_upcast: true,
+            condition_img: false,
+        }
+    }
+}
+
+impl VideoVaeConfig {
+    /// UAV's `vae_3d` config (`configs/vae_3d_config.json`).
+    pub fn uav_vae3d() -> Self {
+        VideoVaeConfig {
+            class_name: Some("AutoencoderKL3D".into()),
+            up_block_types: Some(vec!["UpDecoderBlock3D".into(); 3]),
+            force_upcast: false,
+            ..Self::default()
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("config {} is not a valid video VAE config", path.display()))
+    }
+
+    fn validate_common(&self) -> Result<()> {
+        if self.block_out_channels.is_empty() || self.latent_channels == 0 || self.out_channels == 0 {
+            bail!("block_out_channels, latent_channels and out_channels must be non-empty / positive");
+        }
+        if self.act_fn != "silu" {
+            bail!("unsupported act_fn '{}' (only silu)", self.act_fn);
+        }
+        if self.condition_img {
+            bail!("condition_img (UAV's LR-conditioned vae_video) is not supported");
+        }
+        Ok(())
+    }
+
+    /// Checks a TE-3DVAE config (`AutoencoderKLTemporalDecoder`).
+    pub fn validate_te3dvae(&self) -> Result<()> {
+        self.validate_common()?;
+        if let Some(c) = &self.class_name {
+            if c != "AutoencoderKLTemporalDecoder" {
+                bail!("config class '{c}' is not a TE-3DVAE (AutoencoderKLTemporalDecoder)");
+            }
+        }
+        if self.layers_per_block == 0 {
+            bail!("layers_per_block must be at least 1");
+        }
+        if let Some(c) = self.block_out_channels.iter().find(|&&c| c % TE_GROUPS != 0) {
+            bail!("TE-3DVAE block_out_channels must be multiples of 32 (GroupNorm(32) is hard-coded), found {c}");
+        }
+        Ok(())
+    }
+
+    /// Checks a UAV `vae_3d` config and returns the equivalent 2-D decoder config.
+    pub fn vae3d_as_2d(&self) -> Result<VaeConfig> {
+        self.validate_common()?;
+        let n = self.block_out_channels.len();
+        let types = self.up_block_types.clone().unwrap_or_else(|| vec!["UpDecoderBlock3D".into(); n]);
+        if types.len() != n {
+            bail!("up_block_types must have one entry per block_out_channels entry");
+        }
+        if let Some(t) = types.iter().find(|t| *t != "UpDecoderBlock3D") {
+            bail!("unsupported video VAE up block type '{t}' (only UpDecoderBlock3D: UAV's vae_3d)");
+        }
+        let c = VaeConfig {
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            latent_channels: self.latent_channels,
+            block_out_channels: self.block_out_channels.clone(),
+            up_block_types: vec!["UpDecoderBlock2D".into(); n],
+            layers_per_block: self.layers_per_block,
+            norm_num_groups: self.norm_num_groups,
+            act_fn: self.act_fn.clone(),
+            scaling_factor: self.scaling_factor,
+            mid_block_add_attention: true,
+            use_post_quant_conv: true,
+            force_upcast: self.force_upcast,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `latents [B, C, F, h, w]` → channels-last frames `[B·F, h, w, C]`, with F.
+fn video_in(rec: &mut Recorder, latents: &Tensor, channels: usize, what: &str) -> Result<(Tensor, usize, usize)> {
+    let s = latents.shape();
+    if s.len() != 5 || s[1] != channels {
+        bail!("{what}: latents must be [B, {channels}, F, h, w], got {s:?}");
+    }
+    let (b, f) = (s[0], s[2]);
+    let x = ncfhw_to_nfhwc(rec, latents)?;
+    Ok((x.reshape(&[b * f, s[3], s[4], channels])?, b, f))
+}
+
+fn conv3d_weight(l: &mut Loader, prefix: &str, cout: usize, cin: usize, k: [usize; 3]) -> Result<ConvWeight> {
+    let shape = [cout, cin, k[0], k[1], k[2]];
+    let w = l.raw(&format!("{prefix}.weight"), &shape)?;
+    let b = l.raw(&format!("{prefix}.bias"), &[cout])?;
+    ConvWeight::from_torch(l.gpu, &w, &shape, Some(&b), l.dtype)
+}
+
+/// A 1×1 Conv2d `[cout, cin, 1, 1]` as the linear map it is on channels-last pixels.
+fn conv1x1_as_linear(l: &mut Loader, prefix: &str, c: usize) -> Result<LinearWeight> {
+    let w = l.raw(&format!("{prefix}.weight"), &[c, c, 1, 1])?;
+    let b = l.raw(&format!("{prefix}.bias"), &[c])?;
+    LinearWeight::from_torch_with_bias(l.gpu, &w, Some(&b), c, c, l.dtype)
+}
+
+/// A learned scalar (`mix_factor [1]`).
+fn scalar(l: &mut Loader, name: &str) -> Result<f32> {
+    Ok(l.raw(name, &[1])?[0])
+}
+
+/// TE-3DVAE `TemporalResnetBlock` (in = out channels, no time embedding):
+/// `x + conv2(SiLU(GN2(conv1(SiLU(GN1(x))))))` with 3×3×3 convolutions (zero padding in time)
+/// and GroupNorm(32, eps 1e-5) pooled over each batch element's frames.
+pub struct TemporalResnetBlock {
+    pub norm1: NormWeight,
+    pub conv1: ConvWeight,
+    pub norm2: NormWeight,
+    pub conv2: ConvWeight,
+}
+
+impl TemporalResnetBlock {
+    pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
+        Ok(TemporalResnetBlock {
+            norm1: l.norm(&format!("{prefix}.norm1"), c)?,
+            conv1: conv3d_weight(l, &format!("{prefix}.conv1"), c, c, [3, 3, 3])?,
+            norm2: l.norm(&format!("{prefix}.norm2"), c)?,
+            conv2: conv3d_weight(l, &format!("{prefix}.conv2"), c, c, [3, 3, 3])?,
+        })
+    }
+
+    /// `x [B, F, H, W, C]`.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let gn = GroupNormOpts { frames: x.shape()[1], pooled: true, silu: true };
+        let h = group_norm_w(rec, x, TE_GROUPS, 1e-5, &self.norm1, gn)?;
+        let h = conv3d(rec, &h, &self.conv1)?;
+        let h = group_norm_w(rec, &h, TE_GROUPS, 1e-5, &self.norm2, gn)?;
+        let h = conv3d(rec, &h, &self.conv2)?;
+        add(rec, x, &h)
+    }
+}
+
+/// TE-3DVAE `SpatioTemporalResBlock`: `s = ResnetBlock2D(x)` per frame (eps 1e-6),
+/// `t = TemporalResnetBlock(s)`, then diffusers' `AlphaBlender` ("learned",
+/// `switch_spatial_to_temporal_mix`): `(1 − σ(m))·s + σ(m)·t`.
+pub struct SpatioTemporalResBlock {
+    pub spatial: ResnetBlock2D,
+    pub temporal: TemporalResnetBlock,
+    pub mix_factor: f32,
+}
+
+impl SpatioTemporalResBlock {
+    pub fn load(l: &mut Loader, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
+        Ok(SpatioTemporalResBlock {
+            spatial: ResnetBlock2D::load(l, &format!("{prefix}.spatial_res_block"), cin, cout, None, TE_GROUPS, 1e-6)?,
+            temporal: TemporalResnetBlock::load(l, &format!("{prefix}.temporal_res_block"), cout)?,
+            mix_factor: scalar(l, &format!("{prefix}.time_mixer.mix_factor"))?,
+        })
+    }
+
+    /// `x [B·F, H, W, Cin]` → `[B·F, H, W, Cout]`.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, frames: usize) -> Result<Tensor> {
+        let s = self.spatial.forward(rec, x, None)?;
+        let sh = s.shape().to_vec();
+        let s5 = s.reshape(&[sh[0] / frames, frames, sh[1], sh[2], sh[3]])?;
+        let t = self.temporal.forward(rec, &s5)?;
+        mix(rec, self.mix_factor, &t, &s5)?.reshape(&sh)
+    }
+}
+
+/// Self-attention over frames with one head (`to_q/k/v` without bias, `to_out.0` with bias;
+/// scale dh^-1/2), on tokens laid out `[B·F, L, C]`.
+pub struct FrameAttention {
+    pub to_q: LinearWeight,
+    pub to_k: LinearWeight,
+    pub to_v: LinearWeight,
+    pub to_out: LinearWeight,
+}
+
+impl FrameAttention {
+    pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
+        Ok(FrameAttention {
+            to_q: l.linear(&format!("{prefix}.to_q"), c, c, false)?,
+            to_k: l.linear(&format!("{prefix}.to_k"), c, c, false)?,
+            to_v: l.linear(&format!("{prefix}.to_v"), c, c, false)?,
+            to_out: l.linear(&format!("{prefix}.to_out.0"), c, c, true)?,
+        })
+    }
+
+    /// `x [B·F, L, C]`; `zero_bias [1, F, F]` (no positional bias in this model).
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, frames: usize, zero_bias: &Tensor) -> Result<Tensor> {
+        let s = x.shape().to_vec();
+        let v5 = [s[0] / frames, frames, 1, s[1], s[2]];
+        let q = linear(rec, x, &self.to_q)?.reshape(&v5)?;
+        let k = linear(rec, x, &self.to_k)?.reshape(&v5)?;
+        let v = linear(rec, x, &self.to_v)?.reshape(&v5)?;
+        let o = temporal_attention(rec, &q, &k, &v, 1, zero_bias, false)?;
+        linear(rec, &o.reshape(&s)?, &self.to_out)
+    }
+}
+
+/// `VideoTransformerBlock` (ff_in, two self-attentions over frames, GEGLU feed-forwards,
+/// LayerNorms eps 1e-5): `z += FF_in(LN_in(z)); z += A1(LN1(z)); z += A2(LN2(z)); z += FF(LN3(z))`.
+pub struct VideoTransformerBlock {
+    pub norm_in: NormWeight,
+    pub ff_in: FeedForward,
+    pub norm1: NormWeight,
+    pub attn1: FrameAttention,
+    pub norm2: NormWeight,
+    pub attn2: FrameAttention,
+    pub norm3: NormWeight,
+    pub ff: FeedForward,
+}
+
+impl VideoTransformerBlock {
+    pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
+        let p = |n: &str| format!("{prefix}.{n}");
+        Ok(VideoTransformerBlock {
+            norm_in: l.norm(&p("norm_in"), c)?,
+            ff_in: FeedForward::load(l, &p("ff_in"), c)?,
+            norm1: l.norm(&p("norm1"), c)?,
+            attn1: FrameAttention::load(l, &p("attn1"), c)?,
+            norm2: l.norm(&p("norm2"), c)?,
+            attn2: FrameAttention::load(l, &p("attn2"), c)?,
+            norm3: l.norm(&p("norm3"), c)?,
+            ff: FeedForward::load(l, &p("ff"), c)?,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder, z: &Tensor, frames: usize) -> Result<Tensor> {
+        let zero_bias = Tensor::from_f32(rec.gpu(), &vec![0.0; frames * frames], &[1, frames, frames], z.dtype())?;
+        let n = layer_norm_w(rec, z, &self.norm_in, 1e-5)?;
+        let h = self.ff_in.forward(rec, &n)?;
+        let z = add(rec, z, &h)?;
+        let n = layer_norm_w(rec, &z, &self.norm1, 1e-5)?;
+        let h = self.attn1.forward(rec, &n, frames, &zero_bias)?;
+        let z = add(rec, &z, &h)?;
+        let n = layer_norm_w(rec, &z, &self.norm2, 1e-5)?;
+        let h = self.attn2.forward(rec, &n, frames, &zero_bias)?;
+        let z = add(rec, &z, &h)?;
+        let n = layer_norm_w(rec, &z, &self.norm3, 1e-5)?;
+        let h = self.ff.forward(rec, &n)?;
+        add(rec, &z, &h)
+    }
+}
+
+/// TE-3DVAE mid-block `MemoryEfficientVideoBlock`:
+/// `a = Attn(GN32(x))` single-head over each frame's pixels (1×1-conv q/k/v, scale C^-1/2, not
+/// yet projected); `e = video_time_embed(sinusoid(frame index))` ([cos | sin]);
+/// `m = VideoTransformerBlock(a + e)` over frames; `out = x + proj_out(σ(mix)·a + (1 − σ(mix))·m)`.
+pub struct MemoryEfficientVideoBlock {
+    pub norm: NormWeight,
+    pub q: LinearWeight,
+    pub k: LinearWeight,
+    pub v: LinearWeight,
+    pub proj_out: LinearWeight,
+    pub time_mix_block: VideoTransformerBlock,
+    pub time_embed_0: LinearWeight,
+    pub time_embed_2: LinearWeight,
+    pub mix_factor: f32,
+}
+
+impl MemoryEfficientVideoBlock {
+    pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
+        let p = |n: &str| format!("{prefix}.{n}");
+        Ok(MemoryEfficientVideoBlock {
+            norm: l.norm(&p("norm"), c)?,
+            q: conv1x1_as_linear(l, &p("q"), c)?,
+            k: conv1x1_as_linear(l, &p("k"), c)?,
+            v: conv1x1_as_linear(l, &p("v"), c)?,
+            proj_out: conv1x1_as_linear(l, &p("proj_out"), c)?,
+            time_mix_block: VideoTransformerBlock::load(l, &p("time_mix_block"), c)?,
+            time_embed_0: l.linear(&p("video_time_embed.0"), 4 * c, c, true)?,
+            time_embed_2: l.linear(&p("video_time_embed.2"), c, 4 * c, true)?,
+            mix_factor: scalar(l, &p("mix_factor"))?,
+        })
+    }
+
+    /// `x [B·F, H, W, C]`.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, frames: usize) -> Result<Tensor> {
+        let s = x.shape().to_vec();
+        let (n, c) = (s[0], s[3]);
+        let b = n / frames;
+        let h = group_norm_w(rec, x, TE_GROUPS, 1e-6, &self.norm, PER_IMAGE)?;
+        let h = h.reshape(&[n, s[1] * s[2], c])?;
+        let q = linear(rec, &h, &self.q)?;
+        let k = linear(rec, &h, &self.k)?;
+        let v = linear(rec, &h, &self.v)?;
+        let a = attention(rec, &q, &k, &v, 1, AttnOpts { scale: (c as f32).powf(-0.5), causal: false })?;
+
+        let idx: Vec<f32> = (0..frames).map(|i| i as f32).collect();
+        let idx = Tensor::from_f32(rec.gpu(), &idx, &[frames], DType::F32)?;
+        let e = timestep_embedding_as(rec, &idx, c, true, 0.0, x.dtype())?;
+        let e = linear(rec, &e, &self.time_embed_0)?;
+        let e = unary(rec, Unary::Silu, &e)?;
+        let e = linear(rec, &e, &self.time_embed_2)?;
+        let e = if b > 1 { concat(rec, &vec![&e; b])? } else { e };
+        let xm = add(rec, &a, &e.reshape(&[n, 1, c])?)?;
+
+        let m = self.time_mix_block.forward(rec, &xm, frames)?;
+        let o = mix(rec, self.mix_factor, &a, &m)?;
+        let o = linear(rec, &o, &self.proj_out)?;
+        add(rec, x, &o.reshape(&s)?)
+    }
+}
+
+pub struct TemporalUpBlock {
+    pub resnets: Vec<SpatioTemporalResBlock>,
+    pub upsampler: Option<Upsample2D>,
+}
+
+/// DiffVSR's TE-3DVAE decoder (`AutoencoderKLTemporalDecoder.decode`).
+pub struct Te3dVaeDecoder {
+    pub config: VideoVaeConfig,
+    pub post_quant_conv: ConvWeight,
+    pub conv_in: ConvWeight,
+    pub mid_resnets: Vec<SpatioTemporalResBlock>,
+    pub mid_attention: MemoryEfficientVideoBlock,
+    pub up_blocks: Vec<TemporalUpBlock>,
+    pub conv_norm_out: NormWeight,
+    pub conv_out: ConvWeight,
+    pub time_conv_out: ConvWeight,
+}
+
+impl Te3dVaeDecoder {
+    pub fn load(l: &mut Loader, config: &VideoVaeConfig) -> Result<Self> {
+        config.validate_te3dvae()?;
+        let c = config;
+        let boc = &c.block_out_channels;
+        let n = boc.len();
+        let top = boc[n - 1];
+        let lat = c.latent_channels;
+        for p in UNUSED_PREFIXES {
+            l.store.skip_prefix(p);
+        }
+        let post_quant_conv = l.conv2d("post_quant_conv", lat, lat, 1)?;
+        let conv_in = l.conv2d("decoder.conv_in", top, lat, 3)?;
+        // MidBlockTemporalDecoder(num_layers = layers_per_block): all resnets have weights, but
+        // its forward runs resnets[0], then (attention, resnets[1]) once: zip stops at the one
+        // attention, so resnets beyond the second never run.
+        let mut mid_resnets = Vec::new();
+        for j in 0..c.layers_per_block {
+            mid_resnets.push(SpatioTemporalResBlock::load(l, &format!("decoder.mid_block.resnets.{j}"), top, top)?);
+        }
+        let mid_attention = MemoryEfficientVideoBlock::load(l, "decoder.mid_block.attentions.0", top)?;
+        let rev: Vec<usize> = boc.iter().rev().copied().collect();
+        let mut up_blocks = Vec::new();
+        let mut out_ch = rev[0];
+        for (i, &ch) in rev.iter().enumerate() {
+            let prev = out_ch;
+            out_ch = ch;
+            let mut resnets = Vec::new();
+            for j in 0..=c.layers_per_block {
+                resnets.push(SpatioTemporalResBlock::load(l, &format!("decoder.up_blocks.{i}.resnets.{j}"), if j == 0 { prev } else { out_ch }, out_ch)?);
+            }
+            let upsampler = if i + 1 < n { Some(Upsample2D::load(l, &format!("decoder.up_blocks.{i}.upsamplers.0"), out_ch)?) } else { None };
+            up_blocks.push(TemporalUpBlock { resnets, upsampler });
+        }
+        Ok(Te3dVaeDecoder {
+            config: c.clone(),
+            post_quant_conv,
+            conv_in,
+            mid_resnets,
+            mid_attention,
+            up_blocks,
+            conv_norm_out: l.norm("decoder.conv_norm_out", boc[0])?,
+            conv_out: l.conv2d("decoder.conv_out", c.out_channels, boc[0], 3)?,
+            time_conv_out: conv3d_weight(l, "decoder.time_conv_out", c.out_channels, c.out_channels, [3, 3, 3])?,
+        })
+    }
+
+    /// `latents [B, latent_channels, F, h, w]` → `[B, out_channels, F, h·2^(n−1), w·2^(n−1)]`.
+    /// Every frame window of the input is one `num_frames` group of the reference (the DiffVSR
+    /// pipeline decodes chunks of 4 frames: pass F = 4 for the same result). F ≤ 16.
+    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor, mut taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
+        let mut tap = |name: &str, t: &Tensor| {
+            if let Some(v) = taps.as_deref_mut() {
+                v.push((name.to_string(), t.clone()));
+            }
+        };
+        let (x, b, f) = video_in(rec, latents, self.config.latent_channels, "te3dvae decoder")?;
+        let x = conv2d(rec, &x, &self.post_quant_conv, 1, 0)?;
+        let mut x = conv2d(rec, &x, &self.conv_in, 1, 1)?;
+        tap("decoder.conv_in", &x);
+        x = self.mid_resnets[0].forward(rec, &x, f)?;
+        tap("decoder.mid_block.resnets.0", &x);
+        if self.mid_resnets.len() > 1 {
+            x = self.mid_attention.forward(rec, &x, f)?;
+            tap("decoder.mid_block.attentions.0", &x);
+            x = self.mid_resnets[1].forward(rec, &x, f)?;
+        }
+        tap("decoder.mid_block", &x);
+        for (i, blk) in self.up_blocks.iter().enumerate() {
+            for r in &blk.resnets {
+                x = r.forward(rec, &x, f)?;
+            }
+            if let Some(u) = &blk.upsampler {
+                x = u.forward(rec, &x, None)?;
+            }
+            tap(&format!("decoder.up_blocks.{i}"), &x);
+        }
+        let x = group_norm_w(rec, &x, TE_GROUPS, 1e-6, &self.conv_norm_out, PER_IMAGE_SILU)?;
+        let x = conv2d(rec, &x, &self.conv_out, 1, 1)?;
+        let s = x.shape().to_vec();
+        let x = x.reshape(&[b, f, s[1], s[2], s[3]])?;
+        let x = conv3d(rec, &x, &self.time_conv_out)?;
+        nfhwc_to_ncfhw(rec, &x)
+    }
+}
+
+/// Upscale-A-Video's `vae_3d` decoder: the SD×4 VAE decoder ([`VaeDecoder`], old attention
+/// names) applied to every frame, except that its resnets' GroupNorms and `conv_norm_out` pool
+/// statistics over each batch element's F frames (the attention's norm is per frame).
+pub struct UavVae3dDecoder {
+    pub config: VideoVaeConfig,
+    pub decoder: VaeDecoder,
+}
+
+impl UavVae3dDecoder {
+    pub fn load(l: &mut Loader, config: &VideoVaeConfig) -> Result<Self> {
+        let c2 = config.vae3d_as_2d()?;
+        let mut decoder = VaeDecoder::load_with(l, &c2, true)?;
+        // UAV's ResnetBlock3D normalises the 5-D chunk: statistics over all its frames.
+        for r in decoder.mid_resnets.iter_mut().chain(decoder.up_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut())) {
+            r.pooled = true;
+        }
+        Ok(UavVae3dDecoder { config: config.clone(), decoder })
+    }
+
+    /// `latents [B, latent_channels, F, h, w]` → `[B, out_channels, F, H, W]` (the UAV pipeline
+    /// decodes chunks of 3 frames).
+    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor, taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
+        let (x, b, f) = video_in(rec, latents, self.config.latent_channels, "uav vae_3d decoder")?;
+        let x = self.decoder.decode_nhwc(rec, &x, f, taps)?;
+        let s = x.shape().to_vec();
+        nfhwc_to_ncfhw(rec, &x.reshape(&[b, f, s[1], s[2], s[3]])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(p: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(p)
+    }
+
+    #[test]
+    fn official_and_golden_configs_parse() {
+        let te = VideoVaeConfig::from_file(&data("te3dvae/official_config.json")).unwrap();
+        te.validate_te3dvae().unwrap();
+        assert_eq!((te.block_out_channels.clone(), te.layers_per_block, te.latent_channels), (vec![128, 256, 512], 2, 4));
+        VideoVaeConfig::from_file(&data("te3dvae/config.json")).unwrap().validate_te3dvae().unwrap();
+        let uav = VideoVaeConfig::from_file(&data("uav_vae3d/official_config.json")).unwrap();
+        let c2 = uav.vae3d_as_2d().unwrap();
+        assert_eq!((c2.block_out_channels, c2.norm_num_groups, c2.layers_per_block), (vec![128, 256, 512], 32, 2));
+        VideoVaeConfig::from_file(&data("uav_vae3d/config.json")).unwrap().vae3d_as_2d().unwrap();
+        VideoVaeConfig::default().validate_te3dvae().unwrap();
+        VideoVaeConfig::uav_vae3d().vae3d_as_2d().unwrap();
+    }
+
+    #[test]
+    fn unsupported_video_vae_settings_are_refused() {
+        let e = |j: &str| serde_json::from_str::<VideoVaeConfig>(j).unwrap();
+        let msg = e(r#"{"up_block_types": ["UpDecoderBlock3D_plus", "UpDecoderBlock3D_plus", "UpDecoderBlock3D_plus"]}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("UpDecoderBlock3D_plus"), "{msg}");
+        let msg = e(r#"{"condition_img": true}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("condition_img"), "{msg}");
+        let msg = e(r#"{"block_out_channels": [48, 64]}"#).validate_te3dvae().unwrap_err().to_string();
+        assert!(msg.contains("multiples of 32"), "{msg}");
+        let msg = e(r#"{"_class_name": "AutoencoderKL3D"}"#).validate_te3dvae().unwrap_err().to_string();
+        assert!(msg.contains("AutoencoderKL3D"), "{msg}");
+    }
+}

@@ -1,0 +1,146 @@
+//! The tiny video VAE decoders against the official code's own outputs (tests/data/te3dvae and
+//! tests/data/uav_vae3d, made by tools/golden_video_vae.py): DiffVSR's TE-3DVAE and
+//! Upscale-A-Video's vae_3d, weights read from `.pt` checkpoints in the official layout through
+//! the native reader, final outputs and intermediates compared in f32 and f16 storage, run
+//! through a captured graph (the same path `forward` uses). Also the full-size key check.
+
+use std::path::{Path, PathBuf};
+
+use diffvsr_wgpu::forward::{load_inputs, load_model, ModelKind};
+use diffvsr_wgpu::models::nhwc_to_nchw_host;
+use diffvsr_wgpu::testutil::{rel_l2, test_gpu};
+use diffvsr_wgpu::weights::WeightStore;
+use diffvsr_wgpu::{DType, Recorder};
+
+fn data(model: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(model).join(name)
+}
+
+/// Runs `kind` on the golden inputs `io` and checks the output and every tap against the reference.
+fn check(kind: ModelKind, model: &str, io: &str, dtype: DType, tol: f64) {
+    let gpu = test_gpu();
+    if dtype == DType::F16 && !gpu.has_f16() {
+        eprintln!("skipped: adapter lacks SHADER_F16");
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let m = load_model(&gpu, kind, Some(&data(model, "config.json")), &data(model, "weights.pt"), dtype).unwrap();
+    let io_path = data(model, io);
+    let inputs = load_inputs(&gpu, kind, &io_path, dtype).unwrap();
+    let mut golden = WeightStore::open(&io_path).unwrap();
+
+    let mut taps = Vec::new();
+    let mut rec = Recorder::capture(&gpu);
+    let out = m.forward(&mut rec, &inputs, Some(&mut taps)).unwrap();
+    let graph = rec.into_graph();
+    graph.run(&gpu);
+
+    let mut report = Vec::new();
+    let mut worst = 0.0f64;
+    for (name, t) in &taps {
+        let key = format!("tap.{name}");
+        if !golden.contains(&key) {
+            continue;
+        }
+        let shape = golden.shape(&key).unwrap();
+        let want = golden.take(&key, &shape).unwrap();
+        let got = nhwc_to_nchw_host(&t.to_f32(&gpu).unwrap(), t.shape());
+        assert_eq!(got.len(), want.len(), "{name}: {:?} vs {shape:?}", t.shape());
+        let e = rel_l2(&got, &want);
+        worst = worst.max(e);
+        report.push(format!("{name}: {e:.2e}"));
+    }
+    let shape = golden.shape("output").unwrap();
+    assert_eq!(out.shape(), shape.as_slice());
+    let want = golden.take("output", &shape).unwrap();
+    let e = rel_l2(&out.to_f32(&gpu).unwrap(), &want);
+    report.push(format!("output: {e:.2e}"));
+    eprintln!("{model} {io} {}: {} ({:.1} s)", dtype.name(), report.join(", "), t0.elapsed().as_secs_f64());
+    assert!(worst <= tol && e <= tol, "{model} {io} {:?} relative L2 above {tol:.0e}: {}", dtype, report.join(", "));
+    assert!(report.len() >= 3, "{model}: intermediates were not compared: {report:?}");
+}
+
+#[test]
+fn te3dvae_matches_official_f32_4_frames() {
+    check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f4.safetensors", DType::F32, 1e-4);
+}
+
+#[test]
+fn te3dvae_matches_official_f16_4_frames() {
+    check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f4.safetensors", DType::F16, 1e-2);
+}
+
+#[test]
+fn te3dvae_matches_official_f32_8_frames() {
+    check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f8.safetensors", DType::F32, 1e-4);
+}
+
+#[test]
+fn uav_vae3d_matches_official_f32() {
+    check(ModelKind::UavVae3dDecoder, "uav_vae3d", "io_f3.safetensors", DType::F32, 1e-4);
+}
+
+#[test]
+fn uav_vae3d_matches_official_f16() {
+    check(ModelKind::UavVae3dDecoder, "uav_vae3d", "io_f3.safetensors", DType::F16, 1e-2);
+}
+
+/// `(name, shape)` lines of a key list written by the spec's derive_shapes.py.
+fn key_list(path: &Path) -> Vec<(String, Vec<usize>)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, shape) = l.split_once('\t').unwrap();
+            let dims = shape.trim_matches(['[', ']']).split(',').filter(|d| !d.trim().is_empty()).map(|d| d.trim().parse().unwrap()).collect();
+            (name.to_string(), dims)
+        })
+        .collect()
+}
+
+/// The full-size decoder, built from the published config with synthetic weights, takes exactly
+/// the official checkpoint's decoder keys and shapes (every other key is under a prefix the
+/// decoder skips: the encoder), and runs one small forward.
+fn full_size(kind: ModelKind, model: &str, total_keys: usize, frames: usize, latent: (usize, usize)) {
+    use diffvsr_wgpu::forward::{load_model_from, Inputs};
+    use diffvsr_wgpu::models::sd_vae::UNUSED_PREFIXES;
+    let gpu = test_gpu();
+    let t0 = std::time::Instant::now();
+    let official = key_list(&data(model, "full_keys.txt"));
+    assert_eq!(official.len(), total_keys, "{model}: key list length");
+    let mut want: Vec<(String, Vec<usize>)> = official.into_iter().filter(|(n, _)| !UNUSED_PREFIXES.iter().any(|p| n.starts_with(p))).collect();
+    want.sort();
+    let dtype = if gpu.has_f16() { DType::F16 } else { DType::F32 };
+    let mut store = WeightStore::synthetic(3);
+    let m = load_model_from(&gpu, kind, Some(&data(model, "official_config.json")), &mut store, dtype).unwrap();
+    let mut got = store.requested().to_vec();
+    got.sort();
+    let missing: Vec<_> = want.iter().filter(|k| !got.contains(k)).collect();
+    let extra: Vec<_> = got.iter().filter(|k| !want.contains(k)).collect();
+    assert!(missing.is_empty() && extra.is_empty() && got.len() == want.len(), "{model}: not taken {missing:?}; not in the official list {extra:?}");
+
+    let t_load = t0.elapsed().as_secs_f64();
+    let (h, w) = latent;
+    let mut rng = diffvsr_wgpu::testutil::Rng::new(5);
+    let lat = diffvsr_wgpu::Tensor::from_f32(&gpu, &rng.normals(4 * frames * h * w, 1.0), &[1, 4, frames, h, w], dtype).unwrap();
+    let inputs = Inputs { tensors: vec![("latents".into(), lat)], ids: None };
+    let mut rec = Recorder::capture(&gpu);
+    let out = m.forward(&mut rec, &inputs, None).unwrap();
+    let graph = rec.into_graph();
+    graph.run(&gpu);
+    assert_eq!(out.shape(), &[1, 3, frames, 4 * h, 4 * w]);
+    let v = out.to_f32(&gpu).unwrap();
+    assert!(v.iter().all(|x| x.is_finite()), "{model}: non-finite output");
+    eprintln!("full {model}: {} keys taken, {} dispatches, load {t_load:.1} s, total {:.1} s", got.len(), graph.dispatches(), t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn full_size_te3dvae_keys_match_and_it_runs() {
+    full_size(ModelKind::Te3dVaeDecoder, "te3dvae", 336, 2, (2, 4));
+}
+
+#[test]
+fn full_size_uav_vae3d_keys_match_and_it_runs() {
+    full_size(ModelKind::UavVae3dDecoder, "uav_vae3d", 204, 3, (2, 4));
+}
