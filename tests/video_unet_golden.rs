@@ -128,13 +128,11 @@ fn full_size(kind: ModelKind, dir: &str, run: bool) {
 // on lavapipe with 2 shared cores, so they run on request: `cargo test --test video_unet_golden
 // -- --ignored`.
 #[test]
-#[ignore = "slow on lavapipe (full-size weights); run with --ignored"]
 fn full_size_diffvsr_unet_has_the_official_keys_and_runs() {
     full_size(ModelKind::DiffvsrUnet, "diffvsr_unet", true);
 }
 
 #[test]
-#[ignore = "slow on lavapipe (full-size weights); run with --ignored"]
 fn full_size_uav_unet_has_the_official_keys() {
     full_size(ModelKind::UavUnet, "uav_unet", false);
 }

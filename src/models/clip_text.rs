@@ -741,10 +741,9 @@ mod tests {
         assert!(text_encoder_weights(&data().join("clip_text")).unwrap().ends_with("model.safetensors"));
     }
 
-    /// The SD×4 config at full size with random weights runs one prompt (slow on a software
-    /// adapter: `cargo test --release -- --ignored full_size`).
+    /// The SD×4 config at full size with random weights runs one prompt (about a minute on a
+    /// software adapter, both dtypes).
     #[test]
-    #[ignore]
     fn full_size_random_weights_run_one_prompt() {
         let gpu = test_gpu();
         for dt in gpu.dtypes() {
