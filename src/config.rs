@@ -467,11 +467,11 @@ mod tests {
         }
         // The configs as published, where a clone of the official code is at hand.
         for (p, k) in [
-            ("/work/ext/DiffVSR/configs/unet_3d_config.json", VideoUNetKind::DiffVsr),
-            ("/work/ext/Upscale-A-Video/configs/unet_video_config.json", VideoUNetKind::Uav),
+            ("DiffVSR/configs/unet_3d_config.json", VideoUNetKind::DiffVsr),
+            ("Upscale-A-Video/configs/unet_video_config.json", VideoUNetKind::Uav),
         ] {
-            if Path::new(p).exists() {
-                let c = VideoUNetConfig::from_file(Path::new(p), k).unwrap();
+            if let Some(p) = crate::testutil::official_file(p) {
+                let c = VideoUNetConfig::from_file(&p, k).unwrap();
                 assert_eq!((c.kind().unwrap(), c.msatten(), c.base.block_out_channels.clone()), (k, k == VideoUNetKind::DiffVsr, vec![256, 512, 512, 1024]));
             }
         }

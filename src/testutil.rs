@@ -142,3 +142,11 @@ pub fn translate_check(k: &crate::Kernel) -> (naga::Module, naga::valid::ModuleI
     assert!(words.len() > 100, "{what}: SPIR-V suspiciously short");
     (module, info)
 }
+
+/// A file of the official DiffVSR / Upscale-A-Video code, when a clone is at hand:
+/// `DIFFVSR_OFFICIAL_CODE` names a folder holding `DiffVSR/` and `Upscale-A-Video/` (nothing of
+/// that code is in this repository). `None` when unset or missing; tests then skip that part.
+pub fn official_file(rel: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(&std::env::var("DIFFVSR_OFFICIAL_CODE").ok()?).join(rel);
+    p.exists().then_some(p)
+}

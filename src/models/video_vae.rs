@@ -515,13 +515,21 @@ mod tests {
 
     #[test]
     fn official_and_golden_configs_parse() {
-        let te = VideoVaeConfig::from_file(&data("te3dvae/official_config.json")).unwrap();
-        te.validate_te3dvae().unwrap();
+        // The configs as published, where a clone of the official code is at hand.
+        if let Some(p) = crate::testutil::official_file("DiffVSR/configs/vae_config.json") {
+            let te = VideoVaeConfig::from_file(&p).unwrap();
+            te.validate_te3dvae().unwrap();
+            assert_eq!((te.block_out_channels.clone(), te.layers_per_block, te.latent_channels), (vec![128, 256, 512], 2, 4));
+        }
+        if let Some(p) = crate::testutil::official_file("Upscale-A-Video/configs/vae_3d_config.json") {
+            let c2 = VideoVaeConfig::from_file(&p).unwrap().vae3d_as_2d().unwrap();
+            assert_eq!((c2.block_out_channels, c2.norm_num_groups, c2.layers_per_block), (vec![128, 256, 512], 32, 2));
+        }
+        let te = VideoVaeConfig::default();
         assert_eq!((te.block_out_channels.clone(), te.layers_per_block, te.latent_channels), (vec![128, 256, 512], 2, 4));
-        VideoVaeConfig::from_file(&data("te3dvae/config.json")).unwrap().validate_te3dvae().unwrap();
-        let uav = VideoVaeConfig::from_file(&data("uav_vae3d/official_config.json")).unwrap();
-        let c2 = uav.vae3d_as_2d().unwrap();
+        let c2 = VideoVaeConfig::uav_vae3d().vae3d_as_2d().unwrap();
         assert_eq!((c2.block_out_channels, c2.norm_num_groups, c2.layers_per_block), (vec![128, 256, 512], 32, 2));
+        VideoVaeConfig::from_file(&data("te3dvae/config.json")).unwrap().validate_te3dvae().unwrap();
         VideoVaeConfig::from_file(&data("uav_vae3d/config.json")).unwrap().vae3d_as_2d().unwrap();
         VideoVaeConfig::default().validate_te3dvae().unwrap();
         VideoVaeConfig::uav_vae3d().vae3d_as_2d().unwrap();
