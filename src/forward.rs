@@ -296,6 +296,43 @@ impl Model {
     }
 }
 
+/// Where `model`'s weights (and diffusers config, if any) are in the release that
+/// `diffvsr-wgpu fetch-weights` put in the Hugging Face cache; an error saying what to run when
+/// they are not there.
+pub fn fetched_weights(model: ModelKind) -> Result<(PathBuf, Option<PathBuf>)> {
+    if matches!(model, ModelKind::UavUnet | ModelKind::UavVae3dDecoder) {
+        bail!(
+            "Upscale-A-Video's weights are only on Google Drive: download them by hand (see README, \"Getting the weights\"), then pass --weights"
+        );
+    }
+    let dir = crate::fetch::default_weights_dir()?;
+    let up = dir.join("upscaler4x");
+    // A diffusers component folder: its config and one weights file (a folder may hold both a
+    // .safetensors and a .bin copy, or an fp16 variant, which must not be loaded together).
+    let component = |name: &str| -> Result<(PathBuf, Option<PathBuf>)> {
+        let d = up.join(name);
+        for f in ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors"] {
+            if d.join(f).is_file() {
+                let cfg = d.join("config.json");
+                return Ok((d.join(f), cfg.is_file().then_some(cfg)));
+            }
+        }
+        bail!("no weights file in {}: run 'diffvsr-wgpu fetch-weights --verify' (or pass --weights)", d.display())
+    };
+    Ok(match model {
+        ModelKind::DiffvsrUnet => (crate::fetch::checkpoint_path(&dir, "DiffVSR_UNet.pt"), None),
+        ModelKind::Te3dVaeDecoder => (crate::fetch::checkpoint_path(&dir, "TE-3DVAE.pt"), None),
+        ModelKind::Unet => component("unet")?,
+        ModelKind::VaeDecoder => component("vae")?,
+        ModelKind::TextEncoder => {
+            let te = up.join("text_encoder");
+            let cfg = te.join("config.json");
+            (te, cfg.is_file().then_some(cfg))
+        }
+        ModelKind::UavUnet | ModelKind::UavVae3dDecoder => unreachable!(),
+    })
+}
+
 pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let dtype = o.dtype.unwrap_or_else(|| default_dtype(gpu, o.model));
     if dtype == DType::F16 && !gpu.has_f16() {
@@ -308,7 +345,12 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             let mut store = WeightStore::synthetic(seed);
             (load_model_from(gpu, o.model, o.config.as_deref(), &mut store, dtype)?, format!("random weights, seed {seed}"))
         }
-        _ => bail!("give exactly one of --weights FILE and --random-weights SEED"),
+        (None, None) => {
+            let (w, config) = fetched_weights(o.model)?;
+            let config = o.config.clone().or(config);
+            (load_model(gpu, o.model, config.as_deref(), &w, dtype)?, w.display().to_string())
+        }
+        _ => bail!("give at most one of --weights FILE and --random-weights SEED"),
     };
     let weight_bytes = gpu.pool.stats().live_bytes;
     let load_s = t0.elapsed().as_secs_f64();
@@ -364,4 +406,17 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uav_weights_are_not_fetched_and_the_error_says_so() {
+        for m in [ModelKind::UavUnet, ModelKind::UavVae3dDecoder] {
+            let e = fetched_weights(m).unwrap_err().to_string();
+            assert!(e.contains("Google Drive") && e.contains("--weights"), "{e}");
+        }
+    }
 }

@@ -91,7 +91,8 @@ enum Cmd {
         /// configs/unet_3d_config.json or configs/unet_video_config.json).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Weights: a .safetensors file, a PyTorch checkpoint (.pt/.bin; DiffVSR_UNet.pt's 'ema'), or a folder.
+        /// Weights: a .safetensors file, a PyTorch checkpoint (.pt/.bin; DiffVSR_UNet.pt's 'ema'), or a
+        /// folder. Default: the release `fetch-weights` downloaded (DiffVSR and SD×4 models).
         #[arg(long, conflicts_with = "random_weights")]
         weights: Option<PathBuf>,
         /// Build the model with seeded random weights instead (full-size checks without a download).
