@@ -45,6 +45,9 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
     Ok(v)
 }
 
+/// Timestamped dispatches per run; a case that records more is an error rather than under-counted.
+const MAX_TIMED_DISPATCHES: u32 = 4096;
+
 /// Median seconds per run of `case` over `iters` timed runs (after one warm-up run).
 pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
     // Warm-up: compiles pipelines and touches memory.
@@ -56,8 +59,11 @@ pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
         let mut per_run = Vec::new();
         for _ in 0..iters {
             // Each dispatch gets its own begin/end stamps; one run may be several dispatches.
-            let mut rec = Recorder::new(gpu, 64);
+            let mut rec = Recorder::new(gpu, MAX_TIMED_DISPATCHES);
             (case.run)(&mut rec)?;
+            if rec.dispatches > MAX_TIMED_DISPATCHES as usize {
+                anyhow::bail!("bench case '{}' records {} dispatches, more than the {MAX_TIMED_DISPATCHES} timed", case.name, rec.dispatches);
+            }
             let t = rec.submit_timed()?;
             per_run.push(t.iter().sum::<f64>());
         }
