@@ -46,7 +46,7 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
 }
 
 /// Timestamped dispatches per run; a case that records more is an error rather than under-counted.
-const MAX_TIMED_DISPATCHES: u32 = 4096;
+const MAX_TIMED_DISPATCHES: u32 = 2048; // 2 queries each; wgpu caps a query set at 4096
 
 /// Median seconds per run of `case` over `iters` timed runs (after one warm-up run).
 pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
