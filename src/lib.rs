@@ -6,6 +6,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod fetch;
+pub mod golden;
 pub mod gpu;
 pub mod forward;
 pub mod kernel;

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use diffvsr_wgpu::forward::{load_inputs, load_model, ModelKind};
-use diffvsr_wgpu::models::nhwc_to_nchw_host;
-use diffvsr_wgpu::testutil::{rel_l2, test_gpu};
+use diffvsr_wgpu::forward::ModelKind;
+use diffvsr_wgpu::golden::check_model;
+use diffvsr_wgpu::testutil::test_gpu;
 use diffvsr_wgpu::weights::WeightStore;
 use diffvsr_wgpu::{DType, Recorder};
 
@@ -22,39 +22,9 @@ fn check(kind: ModelKind, dir: &str, dtype: DType, tol: f64) {
         return;
     }
     let t0 = std::time::Instant::now();
-    let model = load_model(&gpu, kind, Some(&data(dir, "config.json")), &data(dir, "unet.pt"), dtype).unwrap();
-    let io_path = data(dir, "io.safetensors");
-    let inputs = load_inputs(&gpu, kind, &io_path, dtype).unwrap();
-    let mut golden = WeightStore::open(&io_path).unwrap();
-
-    let mut taps = Vec::new();
-    let mut rec = Recorder::capture(&gpu);
-    let out = model.forward(&mut rec, &inputs, Some(&mut taps)).unwrap();
-    let graph = rec.into_graph();
-    graph.run(&gpu);
-
-    let mut report = Vec::new();
-    let mut worst = 0.0f64;
-    for (name, t) in &taps {
-        let key = format!("tap.{name}");
-        if !golden.contains(&key) {
-            continue;
-        }
-        let shape = golden.shape(&key).unwrap();
-        let want = golden.take(&key, &shape).unwrap();
-        let got = nhwc_to_nchw_host(&t.to_f32(&gpu).unwrap(), t.shape());
-        let e = rel_l2(&got, &want);
-        worst = worst.max(e);
-        report.push(format!("{name}: {e:.2e}"));
-    }
-    let shape = golden.shape("output").unwrap();
-    assert_eq!(out.shape(), shape.as_slice());
-    let want = golden.take("output", &shape).unwrap();
-    let e = rel_l2(&out.to_f32(&gpu).unwrap(), &want);
-    report.push(format!("output: {e:.2e}"));
-    eprintln!("{dir} {} ({} dispatches, {:.1} s): {}", dtype.name(), graph.dispatches(), t0.elapsed().as_secs_f64(), report.join(", "));
-    assert!(worst <= tol && e <= tol, "{dir} {:?} relative L2 above {tol:.0e}: {}", dtype, report.join(", "));
-    assert!(report.len() >= 10, "{dir}: intermediates were not compared: {report:?}");
+    let r = check_model(&gpu, kind, &data(dir, "config.json"), &data(dir, "unet.pt"), &data(dir, "io.safetensors"), dtype).unwrap();
+    eprintln!("{dir} {} ({} dispatches, {:.1} s): {}", dtype.name(), r.dispatches, t0.elapsed().as_secs_f64(), r.lines.join(", "));
+    r.assert_within(&format!("{dir} {dtype:?}"), tol, 9);
 }
 
 #[test]

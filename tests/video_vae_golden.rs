@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use diffvsr_wgpu::forward::{load_inputs, load_model, ModelKind};
-use diffvsr_wgpu::models::nhwc_to_nchw_host;
-use diffvsr_wgpu::testutil::{rel_l2, test_gpu};
+use diffvsr_wgpu::forward::ModelKind;
+use diffvsr_wgpu::golden::check_model;
+use diffvsr_wgpu::testutil::test_gpu;
 use diffvsr_wgpu::weights::WeightStore;
 use diffvsr_wgpu::{DType, Recorder};
 
@@ -24,40 +24,9 @@ fn check(kind: ModelKind, model: &str, io: &str, dtype: DType, tol: f64) {
         return;
     }
     let t0 = std::time::Instant::now();
-    let m = load_model(&gpu, kind, Some(&data(model, "config.json")), &data(model, "weights.pt"), dtype).unwrap();
-    let io_path = data(model, io);
-    let inputs = load_inputs(&gpu, kind, &io_path, dtype).unwrap();
-    let mut golden = WeightStore::open(&io_path).unwrap();
-
-    let mut taps = Vec::new();
-    let mut rec = Recorder::capture(&gpu);
-    let out = m.forward(&mut rec, &inputs, Some(&mut taps)).unwrap();
-    let graph = rec.into_graph();
-    graph.run(&gpu);
-
-    let mut report = Vec::new();
-    let mut worst = 0.0f64;
-    for (name, t) in &taps {
-        let key = format!("tap.{name}");
-        if !golden.contains(&key) {
-            continue;
-        }
-        let shape = golden.shape(&key).unwrap();
-        let want = golden.take(&key, &shape).unwrap();
-        let got = nhwc_to_nchw_host(&t.to_f32(&gpu).unwrap(), t.shape());
-        assert_eq!(got.len(), want.len(), "{name}: {:?} vs {shape:?}", t.shape());
-        let e = rel_l2(&got, &want);
-        worst = worst.max(e);
-        report.push(format!("{name}: {e:.2e}"));
-    }
-    let shape = golden.shape("output").unwrap();
-    assert_eq!(out.shape(), shape.as_slice());
-    let want = golden.take("output", &shape).unwrap();
-    let e = rel_l2(&out.to_f32(&gpu).unwrap(), &want);
-    report.push(format!("output: {e:.2e}"));
-    eprintln!("{model} {io} {}: {} ({:.1} s)", dtype.name(), report.join(", "), t0.elapsed().as_secs_f64());
-    assert!(worst <= tol && e <= tol, "{model} {io} {:?} relative L2 above {tol:.0e}: {}", dtype, report.join(", "));
-    assert!(report.len() >= 3, "{model}: intermediates were not compared: {report:?}");
+    let r = check_model(&gpu, kind, &data(model, "config.json"), &data(model, "weights.pt"), &data(model, io), dtype).unwrap();
+    eprintln!("{model} {io} {}: {} ({:.1} s)", dtype.name(), r.lines.join(", "), t0.elapsed().as_secs_f64());
+    r.assert_within(&format!("{model} {io} {dtype:?}"), tol, 2);
 }
 
 #[test]
