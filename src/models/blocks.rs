@@ -7,7 +7,8 @@ use anyhow::Result;
 use super::Loader;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::conv::{conv2d, ConvWeight};
-use crate::ops::elementwise::{add, geglu};
+use crate::ops::elementwise::{add, geglu, unary, Unary};
+use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
@@ -256,5 +257,51 @@ impl Upsample2D {
             None => upsample_nearest2x(rec, x)?,
         };
         conv2d(rec, &h, &self.conv, 1, 1)
+    }
+}
+
+/// The UNets' time and noise-level embedding (diffusers `TimestepEmbedding` + `class_embedding`):
+/// `temb = linear_2(SiLU(linear_1(sinusoid(t)))) + class_embedding[noise_level]`.
+pub struct TimeEmbedding {
+    pub linear_1: LinearWeight,
+    pub linear_2: LinearWeight,
+    /// `class_embedding.weight [num_class_embeds, time_embed_dim]`.
+    pub class_embedding: Option<Tensor>,
+    /// Width of the sinusoid (`block_out_channels[0]`), its order and shift.
+    pub dim: usize,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f32,
+}
+
+impl TimeEmbedding {
+    pub fn load(l: &mut Loader, c: &crate::config::UNet2DConfig) -> Result<Self> {
+        let dim = c.block_out_channels[0];
+        let temb = c.time_embed_dim();
+        Ok(TimeEmbedding {
+            linear_1: l.linear("time_embedding.linear_1", temb, dim, true)?,
+            linear_2: l.linear("time_embedding.linear_2", temb, temb, true)?,
+            class_embedding: match c.num_class_embeds {
+                Some(k) => Some(l.tensor("class_embedding.weight", &[k, temb])?),
+                None => None,
+            },
+            dim,
+            flip_sin_to_cos: c.flip_sin_to_cos,
+            freq_shift: c.freq_shift as f32,
+        })
+    }
+
+    /// `SiLU(temb) [B, time_embed_dim]`: every resnet projects exactly this, so it is computed once.
+    /// `timestep [B]` f32, `class_labels [B]` u32 ids (required when the model has a class embedding).
+    pub fn forward_silu(&self, rec: &mut Recorder, timestep: &Tensor, class_labels: Option<&Tensor>, dtype: crate::DType) -> Result<Tensor> {
+        let t_emb = timestep_embedding_as(rec, timestep, self.dim, self.flip_sin_to_cos, self.freq_shift, dtype)?;
+        let temb = linear(rec, &t_emb, &self.linear_1)?;
+        let temb = unary(rec, Unary::Silu, &temb)?;
+        let mut temb = linear(rec, &temb, &self.linear_2)?;
+        if let Some(table) = &self.class_embedding {
+            let Some(ids) = class_labels else { anyhow::bail!("this UNet needs class_labels (the noise level)") };
+            let ce = embedding_lookup(rec, table, ids)?;
+            temb = add(rec, &temb, &ce)?;
+        }
+        unary(rec, Unary::Silu, &temb)
     }
 }

@@ -2,15 +2,12 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{Downsample2D, ResnetBlock2D, Transformer2D, Upsample2D, PER_IMAGE_SILU};
+use super::blocks::{Downsample2D, ResnetBlock2D, TimeEmbedding, Transformer2D, Upsample2D, PER_IMAGE_SILU};
 use super::Loader;
 use crate::config::UNet2DConfig;
 use crate::ops::concat::concat_channels;
 use crate::ops::conv::{conv2d, ConvWeight};
-use crate::ops::elementwise::{add, unary, Unary};
-use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::layout::{nchw_to_nhwc, nhwc_to_nchw};
-use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{group_norm_w, NormWeight};
 use crate::{Recorder, Tensor};
 
@@ -34,10 +31,7 @@ pub struct MidBlock {
 pub struct UNet2D {
     pub config: UNet2DConfig,
     pub conv_in: ConvWeight,
-    pub time_linear_1: LinearWeight,
-    pub time_linear_2: LinearWeight,
-    /// `class_embedding.weight [num_class_embeds, time_embed_dim]` (noise level → embedding).
-    pub class_embedding: Option<Tensor>,
+    pub time_embedding: TimeEmbedding,
     pub down_blocks: Vec<DownBlock>,
     pub mid_block: MidBlock,
     pub up_blocks: Vec<UpBlock>,
@@ -145,12 +139,7 @@ impl UNet2D {
         Ok(UNet2D {
             config: c.clone(),
             conv_in: l.conv2d("conv_in", boc[0], c.in_channels, 3)?,
-            time_linear_1: l.linear("time_embedding.linear_1", temb, boc[0], true)?,
-            time_linear_2: l.linear("time_embedding.linear_2", temb, temb, true)?,
-            class_embedding: match c.num_class_embeds {
-                Some(k) => Some(l.tensor("class_embedding.weight", &[k, temb])?),
-                None => None,
-            },
+            time_embedding: TimeEmbedding::load(l, c)?,
             down_blocks,
             mid_block,
             up_blocks,
@@ -182,18 +171,7 @@ impl UNet2D {
             }
         };
 
-        // Time and noise-level embedding: temb = linear_2(SiLU(linear_1(sinusoid(t)))) + class_emb.
-        let t_emb = timestep_embedding_as(rec, inp.timestep, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift as f32, dtype)?;
-        let temb = linear(rec, &t_emb, &self.time_linear_1)?;
-        let temb = unary(rec, Unary::Silu, &temb)?;
-        let mut temb = linear(rec, &temb, &self.time_linear_2)?;
-        if let Some(table) = &self.class_embedding {
-            let Some(ids) = inp.class_labels else { bail!("unet: this model needs class_labels (the noise level)") };
-            let ce = embedding_lookup(rec, table, ids)?;
-            temb = add(rec, &temb, &ce)?;
-        }
-        // Every resnet projects SiLU(temb): compute it once.
-        let temb_silu = unary(rec, Unary::Silu, &temb)?;
+        let temb_silu = self.time_embedding.forward_silu(rec, inp.timestep, inp.class_labels, dtype)?;
         let ctx = inp.encoder_hidden_states;
 
         let x = nchw_to_nhwc(rec, inp.sample)?;

@@ -9,13 +9,12 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{add_per_batch, Attention, BasicTransformerBlock, Downsample2D, ResnetBlock2D, Upsample2D};
+use super::blocks::{add_per_batch, Attention, BasicTransformerBlock, Downsample2D, ResnetBlock2D, TimeEmbedding, Upsample2D};
 use super::Loader;
 use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
 use crate::ops::concat::concat_channels;
 use crate::ops::conv::{conv2d, conv3d, conv_transpose2d, ConvWeight};
 use crate::ops::elementwise::{add, unary, Unary};
-use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
@@ -306,9 +305,7 @@ pub struct VideoUNet {
     pub config: VideoUNetConfig,
     pub kind: VideoUNetKind,
     pub conv_in: ConvWeight,
-    pub time_linear_1: LinearWeight,
-    pub time_linear_2: LinearWeight,
-    pub class_embedding: Option<Tensor>,
+    pub time_embedding: TimeEmbedding,
     pub down_blocks: Vec<VideoLevel>,
     pub mid_resnets: [ResnetBlock2D; 2],
     pub mid_attention: Transformer3D,
@@ -424,12 +421,7 @@ impl VideoUNet {
             config: config.clone(),
             kind,
             conv_in: l.conv2d("conv_in", boc[0], c.in_channels, 3)?,
-            time_linear_1: l.linear("time_embedding.linear_1", temb, boc[0], true)?,
-            time_linear_2: l.linear("time_embedding.linear_2", temb, temb, true)?,
-            class_embedding: match c.num_class_embeds {
-                Some(k) => Some(l.tensor("class_embedding.weight", &[k, temb])?),
-                None => None,
-            },
+            time_embedding: TimeEmbedding::load(l, &c)?,
             down_blocks,
             mid_resnets,
             mid_attention,
@@ -464,16 +456,7 @@ impl VideoUNet {
             }
         };
 
-        let t_emb = timestep_embedding_as(rec, inp.timestep, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift as f32, dtype)?;
-        let temb = linear(rec, &t_emb, &self.time_linear_1)?;
-        let temb = unary(rec, Unary::Silu, &temb)?;
-        let mut temb = linear(rec, &temb, &self.time_linear_2)?;
-        if let Some(table) = &self.class_embedding {
-            let Some(ids) = inp.class_labels else { bail!("video unet: this model needs class_labels (the noise level)") };
-            let ce = embedding_lookup(rec, table, ids)?;
-            temb = add(rec, &temb, &ce)?;
-        }
-        let temb_silu = unary(rec, Unary::Silu, &temb)?;
+        let temb_silu = self.time_embedding.forward_silu(rec, inp.timestep, inp.class_labels, dtype)?;
         let ctx = inp.encoder_hidden_states;
 
         let x = ncfhw_to_nfhwc(rec, inp.sample)?;
