@@ -315,14 +315,9 @@ pub struct VideoUNet {
     pub conv_out: ConvWeight,
 }
 
-/// Per-forward inputs: `sample [B, in_channels, F, H, W]` (latents then the low-res frames),
-/// `timestep [B]` f32, `class_labels [B]` u32 noise levels, `encoder_hidden_states [B, L, D]`.
-pub struct VideoUNetInputs<'a> {
-    pub sample: &'a Tensor,
-    pub timestep: &'a Tensor,
-    pub class_labels: Option<&'a Tensor>,
-    pub encoder_hidden_states: &'a Tensor,
-}
+/// Per-forward inputs, as the 2-D UNet's but with `sample [B, in_channels, F, H, W]` (latents
+/// then the low-res frames).
+pub type VideoUNetInputs<'a> = super::sd_unet::UNetInputs<'a>;
 
 impl VideoUNet {
     pub fn load(l: &mut Loader, config: &VideoUNetConfig) -> Result<Self> {
