@@ -1,25 +1,16 @@
 //! Kernel benchmarks at DiffVSR's real shapes, shared by `diffvsr-wgpu bench kernels` and
 //! `benches/kernels.rs` (criterion).
 //!
-//! Each op module offers `bench_cases(gpu, dtype, quick)`; a case owns its input tensors and
-//! records one run of the op. Time is GPU time from timestamp queries where the adapter has them,
+//! Each op module offers `bench_cases(gpu, dtype, quick)` (cases are declared beside their op,
+//! see `ops/bench_case.rs`); this runner sits above the ops and times them. A case owns its
+//! input tensors and records one run of the op. Time is GPU time from timestamp queries where the adapter has them,
 //! else wall-clock time around submit-and-wait.
 
 use anyhow::Result;
 
 use crate::kernel::Recorder;
+pub use crate::ops::bench_case::{random_tensor, BenchCase};
 use crate::{DType, Gpu};
-
-pub struct BenchCase {
-    pub name: String,
-    /// Human-readable shape, e.g. "16x64x64x512 -> 512".
-    pub shape: String,
-    /// Floating-point operations per run (0 for memory-bound kernels).
-    pub flops: f64,
-    /// Bytes read plus written per run (the minimum; used for GB/s).
-    pub bytes: f64,
-    pub run: Box<dyn Fn(&mut Recorder) -> Result<()>>,
-}
 
 pub struct BenchOptions {
     pub filter: Option<String>,
@@ -112,11 +103,4 @@ pub fn fmt_time(t: f64) -> String {
     } else {
         format!("{:.1} us", t * 1e6)
     }
-}
-
-/// Random device tensor for a benchmark input.
-pub fn random_tensor(gpu: &Gpu, shape: &[usize], dtype: DType, seed: u64) -> Result<crate::Tensor> {
-    let mut rng = crate::testutil::Rng::new(seed);
-    let n: usize = shape.iter().product();
-    crate::Tensor::from_f32(gpu, &rng.normals(n, 1.0), shape, dtype)
 }

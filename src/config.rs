@@ -407,12 +407,17 @@ impl VideoUNetConfig {
                 bail!("temporal_module_config.use_scale_shift is not supported");
             }
         }
+        // Only levels with a transformer (a cross-attention down or up block, and the mid block)
+        // have temporal attention, and only those and the temporal modules' levels have the
+        // temporal layers' GroupNorm(32): plain DownBlock3D/UpBlock3D levels need neither.
+        let attention = |i: usize| b.down_block_types[i].starts_with("CrossAttn") || b.up_block_types[n - 1 - i].starts_with("CrossAttn") || i == n - 1;
+        let temporal = |i: usize| self.down_temporal_idx.contains(&i) || self.up_temporal_idx.contains(&(n - 1 - i)) || (self.mid_temporal && i == n - 1);
         for (i, &c) in b.block_out_channels.iter().enumerate() {
-            if c % TEMPORAL_GROUPS != 0 {
+            if (attention(i) || temporal(i)) && c % TEMPORAL_GROUPS != 0 {
                 bail!("block {i}: {c} channels; the temporal layers' GroupNorm(32) needs multiples of 32");
             }
             let dh = c / b.heads(i);
-            if dh < crate::ops::temporal_attention::ROPE_DIM || !dh.is_multiple_of(4) {
+            if attention(i) && (dh < crate::ops::temporal_attention::ROPE_DIM || !dh.is_multiple_of(4)) {
                 bail!("block {i}: temporal attention heads are {dh} wide; RoPE needs at least 32 and a multiple of 4");
             }
         }

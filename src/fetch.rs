@@ -36,14 +36,8 @@ use sha2::{Digest, Sha256};
 pub const DIFFVSR_REPO: &str = "huihui9998/DiffVSR";
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub const DEFAULT_REVISION: &str = "main";
-/// What `fetch-weights` downloads by default: the two DiffVSR checkpoints and the diffusers copy
-/// of the SD x4 upscaler (text encoder, tokenizer, schedulers, …) they build on.
-pub const DEFAULT_INCLUDE: &[&str] = &["DiffVSR_UNet.pt", "TE-3DVAE.pt", "upscaler4x/*"];
-/// What a complete weights folder holds (checked by [`weights_dir_in`]).
-pub const REQUIRED: &[&str] = &["DiffVSR_UNet.pt", "TE-3DVAE.pt", "upscaler4x"];
-/// The checkpoints converted to safetensors after a fetch, with the entry holding the state dict
-/// (DiffVSR's loader reads `torch.load("DiffVSR_UNet.pt")['ema']`).
-pub const CONVERT: &[(&str, Option<&str>)] = &[("DiffVSR_UNet.pt", Some("ema")), ("TE-3DVAE.pt", None)];
+// The release's layout (what to download, what makes a complete folder, what to convert).
+pub use crate::models::release::{checkpoint_path, CONVERT, DEFAULT_INCLUDE, REQUIRED};
 
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
@@ -202,29 +196,6 @@ pub fn weights_dir_in(cache_dir: &Path, repo_id: &str, revision: &str) -> Result
 /// `converted/<commit>` of the cache entry: the safetensors copies of the [`CONVERT`] checkpoints.
 pub fn converted_dir(cache_dir: &Path, repo_id: &str, commit: &str) -> PathBuf {
     repo_cache_dir(cache_dir, repo_id).join("converted").join(commit)
-}
-
-/// The best file to load for checkpoint `file` (e.g. `DiffVSR_UNet.pt`) of a weights folder:
-/// its safetensors conversion when there is one (beside it, or in `converted/<commit>` when the
-/// folder is a hub-cache snapshot), else the file itself.
-pub fn checkpoint_path(weights_dir: &Path, file: &str) -> PathBuf {
-    let stem = Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let st = format!("{stem}.safetensors");
-    let beside = weights_dir.join(&st);
-    if beside.is_file() {
-        return beside;
-    }
-    if let (Some(commit), Some(snapshots)) = (weights_dir.file_name(), weights_dir.parent()) {
-        if snapshots.file_name().is_some_and(|n| n == "snapshots") {
-            if let Some(repo) = snapshots.parent() {
-                let conv = repo.join("converted").join(commit).join(&st);
-                if conv.is_file() {
-                    return conv;
-                }
-            }
-        }
-    }
-    weights_dir.join(file)
 }
 
 fn is_commit_hash(s: &str) -> bool {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::forward::{load_inputs, load_model, ModelKind};
+use crate::models::registry::{load_inputs, load_model, ModelKind};
 use crate::models::nhwc_to_nchw_host;
 use crate::testutil::rel_l2;
 use crate::weights::WeightStore;
@@ -41,11 +41,12 @@ pub fn check_model(gpu: &Gpu, kind: ModelKind, config: &Path, weights: &Path, io
     let inputs = load_inputs(gpu, kind, io, dtype)?;
     let mut golden = WeightStore::open(io)?;
 
-    let mut taps = Vec::new();
     let mut rec = Recorder::capture(gpu);
-    let out = model.forward(&mut rec, &inputs, Some(&mut taps))?;
+    rec.collect_taps();
+    let out = model.forward(&mut rec, &inputs)?;
+    let taps = rec.take_taps();
     let graph = rec.into_graph();
-    graph.run(gpu);
+    graph.run(gpu)?;
 
     let mut lines = Vec::new();
     let mut worst_tap = 0.0f64;

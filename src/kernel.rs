@@ -1,156 +1,16 @@
-//! Kernels: WGSL specialisation, the pipeline cache, and the [`Recorder`] that records
-//! dispatches into one command buffer.
-//!
-//! A kernel is a WGSL file in `shaders/` whose entry point is `main`. Before compiling, the
-//! engine prepends a preamble that fixes the storage type and any compile-time constants:
-//!
-//! ```wgsl
-//! enable f16;            // only when the variant uses f16
-//! alias T = f16;         // storage element type of activations
-//! const WG: u32 = 256u;  // per-variant constants (`Kernel::def`)
-//! ```
-//! followed by `shaders/common.wgsl` (shared helpers). Binding 0 is the kernel's uniform
-//! parameter block; storage bindings follow in the order the dispatch passes them.
+//! The executor: the [`Recorder`] that records kernel dispatches, and the [`Graph`] a captured
+//! forward pass becomes (one command buffer, memory planned by tensor lifetime, replayed with
+//! new per-step values).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 
-use crate::gpu::Gpu;
-use crate::tensor::{BufferPool, DType, PooledBuffer, Tensor};
-
-const COMMON: &str = include_str!("../shaders/common.wgsl");
-
-/// One specialisation of a WGSL kernel.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Kernel {
-    pub name: &'static str,
-    pub source: &'static str,
-    pub dtype: DType,
-    /// `const NAME: TYPE = VALUE;` lines, as (name, wgsl literal) pairs, e.g. ("WG", "256u").
-    pub defs: Vec<(String, String)>,
-    /// Needs `enable f16;` even with f32 storage (e.g. cooperative-matrix inputs).
-    pub needs_f16: bool,
-    /// Needs `enable wgpu_cooperative_matrix;`.
-    pub coop: bool,
-}
-
-impl Kernel {
-    pub fn new(name: &'static str, source: &'static str, dtype: DType) -> Kernel {
-        Kernel { name, source, dtype, defs: Vec::new(), needs_f16: false, coop: false }
-    }
-    /// Adds a `const NAME = VALUE;` line (VALUE is WGSL, e.g. "64u", "true", "1e-5").
-    pub fn def(mut self, name: &str, value: impl std::fmt::Display) -> Kernel {
-        self.defs.push((name.to_string(), value.to_string()));
-        self
-    }
-    pub fn with_f16(mut self) -> Kernel {
-        self.needs_f16 = true;
-        self
-    }
-    pub fn with_coop(mut self) -> Kernel {
-        self.coop = true;
-        self.needs_f16 = true;
-        self
-    }
-
-    /// The full WGSL text that is compiled.
-    pub fn wgsl(&self) -> String {
-        let mut s = String::new();
-        if self.dtype == DType::F16 || self.needs_f16 {
-            s.push_str("enable f16;\n");
-        }
-        if self.coop {
-            s.push_str("enable wgpu_cooperative_matrix;\n");
-        }
-        s.push_str(&format!("alias T = {};\n", self.dtype.wgsl()));
-        for (k, v) in &self.defs {
-            let ty = if v == "true" || v == "false" {
-                "bool"
-            } else if v.ends_with('u') {
-                "u32"
-            } else if v.ends_with('i') {
-                "i32"
-            } else {
-                "f32"
-            };
-            s.push_str(&format!("const {k}: {ty} = {v};\n"));
-        }
-        s.push_str(COMMON);
-        s.push('\n');
-        s.push_str(self.source);
-        s
-    }
-}
-
-#[derive(Default)]
-pub struct PipelineCache {
-    map: Mutex<HashMap<Kernel, Arc<wgpu::ComputePipeline>>>,
-}
-
-impl PipelineCache {
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap().len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Gpu {
-    /// The compiled pipeline for `k`, compiling it on first use.
-    pub fn pipeline(&self, k: &Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
-        if let Some(p) = self.pipelines.map.lock().unwrap().get(k) {
-            return Ok(p.clone());
-        }
-        let src = k.wgsl();
-        // Validate with naga first: a clear error naming the kernel beats a device-lost panic.
-        let module = naga::front::wgsl::parse_str(&src)
-            .map_err(|e| anyhow!("kernel '{}' ({}) does not parse:\n{}", k.name, k.dtype.name(), e.emit_to_string(&src)))?;
-        let mut caps = naga::valid::Capabilities::all();
-        if !self.features.contains(wgpu::Features::SHADER_F16) {
-            caps.remove(naga::valid::Capabilities::SHADER_FLOAT16);
-        }
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
-            .map_err(|e| anyhow!("kernel '{}' ({}) does not validate:\n{}", k.name, k.dtype.name(), e.emit_to_string(&src)))?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let desc = wgpu::ShaderModuleDescriptor { label: Some(k.name), source: wgpu::ShaderSource::Wgsl(src.into()) };
-        let shader = if self.shader_checks {
-            self.device.create_shader_module(desc)
-        } else {
-            // SAFETY: every kernel keeps its indices in range itself (guarded loads and stores),
-            // and is tested against a CPU reference with poisoned outputs. wgpu's default checks
-            // clamp every buffer and workgroup-memory index and bound every loop, which costs
-            // speed in the inner loops; DIFFVSR_SHADER_CHECKS=1 turns them back on for debugging.
-            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-        };
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(k.name),
-            layout: None,
-            module: &shader,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(anyhow!("kernel '{}' ({}) failed to build: {e}", k.name, k.dtype.name()));
-        }
-        let p = Arc::new(pipeline);
-        self.pipelines.map.lock().unwrap().insert(k.clone(), p.clone());
-        Ok(p)
-    }
-
-    /// Number of compiled pipelines (each kernel variant compiles once per device).
-    pub fn pipeline_count(&self) -> usize {
-        self.pipelines.len()
-    }
-
-    pub fn recorder(&self) -> Recorder<'_> {
-        Recorder::new(self, 0)
-    }
-}
+pub use crate::gpu::pipelines::Kernel;
+use crate::gpu::pool::{BufferPool, PooledBuffer};
+use crate::gpu::{human_bytes, Gpu};
+use crate::dtype::DType;
+use crate::tensor::Tensor;
 
 /// What a dispatch binds after its uniform block.
 pub enum Arg<'a> {
@@ -175,32 +35,60 @@ pub fn grid(gpu: &Gpu, n: u32) -> [u32; 3] {
     }
 }
 
+/// Activation memory for captured graphs. Graphs captured into one arena share its buffers, so
+/// graphs that never run at the same time (text encoder, UNet, VAE decoder) cost the largest
+/// plan among them, not the sum.
+///
+/// The rule that makes sharing safe: a graph's intermediates are only valid while it runs, and
+/// a tensor that outlives its capture (a graph's output) must be consumed before another graph
+/// of the same arena runs — or, better, be written into a tensor outside the arena with an
+/// `_into` op, which is what the pipeline does for everything it keeps across graphs.
+#[derive(Clone, Default)]
+pub struct Arena(Arc<BufferPool>);
+
+impl Arena {
+    pub fn new() -> Arena {
+        Arena::default()
+    }
+    /// Device memory the arena holds: the peak of the largest plan captured into it.
+    pub fn peak_bytes(&self) -> u64 {
+        self.0.stats().created_bytes
+    }
+}
+
 /// Records dispatches. Two modes:
 ///
 /// * **eager** ([`Gpu::recorder`]): dispatches go into one command encoder; [`Recorder::submit`]
 ///   sends them as one command buffer. Every bound buffer is kept alive until then (see the
 ///   pool's safety note), so eager work does not reuse memory within one submission.
-/// * **capture** ([`Recorder::capture`]): dispatches are kept as (pipeline, bind group,
-///   workgroups) steps and become a [`Graph`] that can be replayed any number of times without
-///   rebuilding anything. Tensors allocated with [`Recorder::empty`] come from the graph's own
-///   arena: a tensor dropped during capture frees its buffer for later steps of the same graph,
-///   so the arena's size is the planned peak of live activations, not the sum of them.
+/// * **capture** ([`Recorder::capture`], [`Recorder::capture_in`]): dispatches are kept as
+///   (pipeline, bind group, workgroups) steps and become a [`Graph`] that can be replayed any
+///   number of times without rebuilding anything. Tensors allocated with [`Recorder::empty`]
+///   come from an [`Arena`]: a tensor dropped during capture frees its buffer for later steps, so
+///   the arena's size is the planned peak of live activations, not the sum of them.
+///
+/// Every dispatch is checked before it is recorded: each bound tensor against the GPU's binding
+/// limit and offset alignment, and the kernel's uniform block (as naga reflects it from the
+/// WGSL) against the size of the Rust parameter struct. Tensors that share a buffer (in-place
+/// writes, views of one tensor) are bound through a variant of the kernel whose storage is all
+/// `read_write`, since WebGPU forbids binding one buffer as both read-only and writable.
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
     encoder: Option<wgpu::CommandEncoder>,
     keep: Vec<Arc<PooledBuffer>>,
     timer: Option<Timer>,
     capture: Option<Capture>,
+    taps: Option<Vec<(String, Tensor)>>,
     pub dispatches: usize,
 }
 
 struct Capture {
-    arena: Arc<BufferPool>,
+    arena: Arena,
     steps: Vec<Step>,
 }
 
 struct Step {
-    pipeline: Arc<wgpu::ComputePipeline>,
+    pipeline: Arc<crate::gpu::pipelines::Pipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
 }
@@ -225,17 +113,24 @@ impl<'g> Recorder<'g> {
             capacity: timed,
             used: 0,
         });
-        Recorder { gpu, encoder: Some(encoder), keep: Vec::new(), timer, capture: None, dispatches: 0 }
+        Recorder { gpu, encoder: Some(encoder), keep: Vec::new(), timer, capture: None, taps: None, dispatches: 0 }
     }
 
-    /// A capturing recorder: see the type's docs; finish with [`Recorder::into_graph`].
+    /// A capturing recorder with an arena of its own: see the type's docs; finish with
+    /// [`Recorder::into_graph`].
     pub fn capture(gpu: &'g Gpu) -> Recorder<'g> {
+        Recorder::capture_in(gpu, &Arena::new())
+    }
+
+    /// A capturing recorder whose activations come from `arena`, shared with other graphs.
+    pub fn capture_in(gpu: &'g Gpu, arena: &Arena) -> Recorder<'g> {
         Recorder {
             gpu,
             encoder: None,
             keep: Vec::new(),
             timer: None,
-            capture: Some(Capture { arena: Arc::new(BufferPool::default()), steps: Vec::new() }),
+            capture: Some(Capture { arena: arena.clone(), steps: Vec::new() }),
+            taps: None,
             dispatches: 0,
         }
     }
@@ -247,9 +142,26 @@ impl<'g> Recorder<'g> {
     /// A new tensor for an op's output: from the device pool (eager) or the graph's arena (capture).
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         match &self.capture {
-            Some(c) => Tensor::empty_in(self.gpu, &c.arena, shape, dtype),
+            Some(c) => Tensor::empty_in(self.gpu, &c.arena.0, shape, dtype),
             None => Tensor::empty(self.gpu, shape, dtype),
         }
+    }
+
+    /// From now on, [`Recorder::tap`] keeps the tensors it is given (for golden tests).
+    pub fn collect_taps(&mut self) {
+        self.taps.get_or_insert_with(Vec::new);
+    }
+
+    /// Names an intermediate activation; kept only after [`Recorder::collect_taps`].
+    pub fn tap(&mut self, name: &str, t: &Tensor) {
+        if let Some(v) = &mut self.taps {
+            v.push((name.to_string(), t.clone()));
+        }
+    }
+
+    /// The tapped tensors, in the order they were tapped.
+    pub fn take_taps(&mut self) -> Vec<(String, Tensor)> {
+        self.taps.take().unwrap_or_default()
     }
 
     /// Records one dispatch of `kernel` with `params` at binding 0 and `args` at 1, 2, ...
@@ -260,7 +172,23 @@ impl<'g> Recorder<'g> {
         args: &[Arg<'_>],
         workgroups: [u32; 3],
     ) -> Result<()> {
-        let pipeline = self.gpu.pipeline(kernel)?;
+        let tensors: Vec<&Tensor> = args.iter().map(|Arg::T(t)| *t).collect();
+        self.check_bindings(kernel, &tensors)?;
+        let mut pipeline = self.gpu.pipeline(kernel)?;
+        // A buffer bound twice, once writable, must be bound writable both times.
+        let writes = |i: usize| pipeline.writable.contains(&(i as u32 + 1));
+        let conflict = (0..tensors.len()).any(|i| (i + 1..tensors.len()).any(|j| tensors[i].same_storage(tensors[j]) && (writes(i) || writes(j))));
+        if conflict {
+            pipeline = self.gpu.pipeline(&kernel.clone().all_read_write())?;
+        }
+        let size = std::mem::size_of::<P>() as u64;
+        if pipeline.params_size != size {
+            bail!(
+                "kernel '{}': its WGSL parameter block is {} bytes but the Rust Params struct is {size}: the two have drifted apart",
+                kernel.name,
+                pipeline.params_size
+            );
+        }
         let mut bytes = bytemuck::bytes_of(params).to_vec();
         bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
         let ubuf = wgpu::util::DeviceExt::create_buffer_init(
@@ -268,26 +196,19 @@ impl<'g> Recorder<'g> {
             &wgpu::util::BufferInitDescriptor { label: Some("params"), contents: &bytes, usage: wgpu::BufferUsages::UNIFORM },
         );
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
-        for (i, a) in args.iter().enumerate() {
-            match a {
-                Arg::T(t) => {
-                    // Eager: keep until submit. Capture: buffers from outside the arena (inputs,
-                    // weights) must outlive the graph; arena buffers are the arena's.
-                    let foreign = match &self.capture {
-                        Some(c) => !t.buf.belongs_to(&c.arena),
-                        None => true,
-                    };
-                    if foreign {
-                        self.keep.push(t.buf.clone());
-                    }
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: (i + 1) as u32,
-                        resource: wgpu::BindingResource::Buffer(t.binding()),
-                    });
-                }
+        for (i, t) in tensors.iter().enumerate() {
+            // Eager: keep until submit. Capture: buffers from outside the arena (inputs,
+            // weights) must outlive the graph; arena buffers are the arena's.
+            let foreign = match &self.capture {
+                Some(c) => !t.buf.belongs_to(&c.arena.0),
+                None => true,
+            };
+            if foreign {
+                self.keep.push(t.buf.clone());
             }
+            entries.push(wgpu::BindGroupEntry { binding: (i + 1) as u32, resource: wgpu::BindingResource::Buffer(t.binding()) });
         }
-        let layout = pipeline.get_bind_group_layout(0);
+        let layout = pipeline.pipeline.get_bind_group_layout(0);
         let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.name),
             layout: &layout,
@@ -312,13 +233,43 @@ impl<'g> Recorder<'g> {
         };
         let enc = self.encoder.as_mut().expect("eager recorder");
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: ts });
-        pass.set_pipeline(&pipeline);
+        pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         Ok(())
     }
 
-    /// Submits everything recorded so far (does not wait).
+    /// Every bound tensor must fit one binding and start at an aligned offset: refused here with
+    /// a message naming what to lower, rather than as a wgpu validation error later.
+    fn check_bindings(&self, kernel: &Kernel, tensors: &[&Tensor]) -> Result<()> {
+        let max = self.gpu.max_binding();
+        let align = self.gpu.offset_alignment().max(1);
+        for t in tensors {
+            let bytes = t.bytes().div_ceil(4) * 4;
+            if bytes > max {
+                bail!(
+                    "kernel '{}' needs a tensor {:?} of {} in one binding, but this GPU binds at most {} \
+                     (max_storage_buffer_binding_size): lower the tile size (--tile) or the frames per chunk",
+                    kernel.name,
+                    t.shape(),
+                    human_bytes(bytes),
+                    human_bytes(max)
+                );
+            }
+            if t.offset() % align != 0 {
+                bail!(
+                    "kernel '{}' binds a view {t:?} at byte {}, which is not a multiple of this GPU's storage offset alignment ({align} bytes): \
+                     copy it into a tensor of its own first",
+                    kernel.name,
+                    t.offset()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits everything recorded so far (does not wait). Device errors surface at the next
+    /// [`Gpu::sync`].
     pub fn submit(mut self) {
         if let Some(enc) = self.encoder.take() {
             self.gpu.queue.submit([enc.finish()]);
@@ -343,6 +294,13 @@ impl<'g> Recorder<'g> {
     pub fn into_graph(mut self) -> Graph {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
         Graph { steps: c.steps, arena: c.arena, _keep: std::mem::take(&mut self.keep) }
+    }
+}
+
+impl Gpu {
+    /// An eager recorder on this device.
+    pub fn recorder(&self) -> Recorder<'_> {
+        Recorder::new(self, 0)
     }
 }
 
@@ -381,7 +339,7 @@ fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::Que
 /// [`Tensor::write_f32`] before [`Graph::run`]; nothing is read back.
 pub struct Graph {
     steps: Vec<Step>,
-    arena: Arc<BufferPool>,
+    arena: Arena,
     _keep: Vec<Arc<PooledBuffer>>,
 }
 
@@ -396,24 +354,27 @@ impl Graph {
             }),
         });
         for s in &self.steps {
-            pass.set_pipeline(&s.pipeline);
+            pass.set_pipeline(&s.pipeline.pipeline);
             pass.set_bind_group(0, &s.bind_group, &[]);
             pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
         }
     }
 
-    /// Submits one replay (does not wait).
-    pub fn run(&self, gpu: &Gpu) {
+    /// Submits one replay (does not wait). A device error reported since the last sync (out of
+    /// memory, say) is returned here rather than replaying on a broken device.
+    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+        gpu.check()?;
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
         self.encode(&mut enc, None);
         gpu.queue.submit([enc.finish()]);
+        Ok(())
     }
 
     /// One replay, waited for; GPU seconds when the adapter has timestamps, else wall-clock.
     pub fn run_timed(&self, gpu: &Gpu) -> Result<f64> {
         if !gpu.has_timestamps() {
             let t = std::time::Instant::now();
-            self.run(gpu);
+            self.run(gpu)?;
             gpu.sync()?;
             return Ok(t.elapsed().as_secs_f64());
         }
@@ -428,9 +389,15 @@ impl Graph {
         self.steps.len()
     }
 
-    /// Device memory the graph's activations occupy (its arena), in bytes.
+    /// Device memory the graph's activations occupy (its arena, shared with the other graphs
+    /// captured into it), in bytes.
     pub fn planned_bytes(&self) -> u64 {
-        self.arena.stats().created_bytes
+        self.arena.peak_bytes()
+    }
+
+    /// The arena this graph's activations live in.
+    pub fn arena(&self) -> &Arena {
+        &self.arena
     }
 }
 
@@ -462,8 +429,8 @@ mod tests {
             let bv = rng.normals(n, 1.0);
             x.write_f32(&gpu, &xv).unwrap();
             b.write_f32(&gpu, &bv).unwrap();
-            graph.run(&gpu);
-            let mut want = cpu::unary(Unary::Silu, &xv);
+            graph.run(&gpu).unwrap();
+            let mut want = cpu::unary(&Unary::Silu, 0.0, &xv);
             for _ in 0..10 {
                 want = want.iter().zip(&bv).map(|(a, b)| a + b).collect();
             }

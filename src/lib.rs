@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod dtype;
 pub mod fetch;
 pub mod golden;
 pub mod gpu;
@@ -12,11 +13,17 @@ pub mod forward;
 pub mod kernel;
 pub mod models;
 pub mod ops;
+pub mod rng;
+pub mod step_values;
 pub mod tensor;
 pub mod testutil;
 pub mod tokenizer;
 pub mod weights;
 
+#[cfg(test)]
+mod executor_tests;
+
 pub use gpu::{Gpu, GpuOptions};
 pub use kernel::{Arg, Graph, Kernel, Recorder};
-pub use tensor::{DType, Tensor};
+pub use dtype::DType;
+pub use tensor::Tensor;

@@ -166,7 +166,13 @@ enum BenchWhat {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let opts = GpuOptions { adapter: cli.adapter, backend: cli.backend, no_f16: cli.no_f16, no_coop: cli.no_coop };
+    let opts = GpuOptions {
+        adapter: cli.adapter,
+        backend: cli.backend,
+        no_f16: cli.no_f16,
+        no_coop: cli.no_coop,
+        max_binding: GpuOptions::from_env().max_binding,
+    };
     match cli.cmd {
         Cmd::Devices => {
             print!("{}", gpu::devices_report());
@@ -258,7 +264,27 @@ fn parse_bhw(s: &str) -> Result<(usize, usize, usize), String> {
     }
 }
 
+/// Mesa's Vulkan drivers try to reach a Wayland compositor when the instance is created and print
+/// "error: XDG_RUNTIME_DIR is invalid or not set" where the variable is missing (servers, CI,
+/// ssh sessions), although nothing is wrong for compute. Give them a private, empty runtime
+/// folder instead, before any thread exists.
+fn quiet_display_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join("diffvsr-wgpu-runtime");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_display_probe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

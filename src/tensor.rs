@@ -1,6 +1,7 @@
-//! GPU tensors and the buffer pool they live in.
+//! GPU tensors and views of them.
 //!
-//! A [`Tensor`] is a view (byte offset, shape, dtype) of a pooled storage buffer. Cloning is
+//! A [`Tensor`] is a shape and dtype at a byte offset of a pooled storage buffer
+//! (`gpu/pool.rs`); [`Tensor::narrow`] makes views of contiguous ranges. Cloning is
 //! cheap (an `Arc`). When the last clone drops, the buffer goes back to the pool and the next
 //! allocation of a similar size reuses it. Queue order keeps that safe: a [`crate::Recorder`]
 //! holds every buffer it binds until it is submitted, so a buffer is never handed out again
@@ -10,169 +11,34 @@
 //! expects. The engine's activations are channels-last ([N, H, W, C], video [B, F, H, W, C])
 //! so convolutions read contiguous channel vectors and attention reads tokens directly.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use half::f16;
 
+pub use crate::dtype::DType;
+use crate::gpu::pool::{BufferPool, PooledBuffer};
 use crate::gpu::Gpu;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    F32,
-    F16,
-}
-
-impl DType {
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-    pub fn wgsl(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-        }
-    }
-    pub fn name(self) -> &'static str {
-        self.wgsl()
-    }
-    /// Relative-L2 tolerance of a kernel test in this storage dtype (f16 storage rounds every
-    /// stored value to 11 significant bits).
-    pub fn tolerance(self, f32_tol: f64) -> f64 {
-        match self {
-            DType::F32 => f32_tol,
-            DType::F16 => 5e-3,
-        }
-    }
-}
-
-impl std::str::FromStr for DType {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(DType::F32),
-            "f16" => Ok(DType::F16),
-            o => bail!("unknown dtype '{o}': use f32 or f16"),
-        }
-    }
-}
-
-/// Rounds a byte size up to a pool bucket: powers of two split into 4 steps, so reuse is
-/// likely and waste is at most 25%.
-fn bucket(bytes: u64) -> u64 {
-    let b = bytes.max(256);
-    let p = 63 - (b - 1).leading_zeros() as u64; // 2^p >= b/2 ... the floor of log2(b-1)
-    let base = 1u64 << p;
-    let step = (base / 4).max(64);
-    b.div_ceil(step) * step
-}
-
-pub const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
-
-/// Free buffers by bucket size.
-#[derive(Default)]
-pub struct BufferPool {
-    free: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
-    stats: Mutex<PoolStats>,
-}
-
-#[derive(Default, Clone, Copy, Debug)]
-pub struct PoolStats {
-    /// Bytes in buffers ever created by the pool.
-    pub created_bytes: u64,
-    /// Bytes currently handed out.
-    pub live_bytes: u64,
-    /// The most bytes handed out at once.
-    pub peak_live_bytes: u64,
-}
-
-impl BufferPool {
-    pub(crate) fn take(self: &Arc<Self>, device: &wgpu::Device, bytes: u64) -> Result<Arc<PooledBuffer>> {
-        let size = bucket(bytes);
-        // Best fit among free buffers up to 1.5x the request, so buffers freed by one layer
-        // serve the next layer's slightly different shapes.
-        let reused = {
-            let mut free = self.free.lock().unwrap();
-            let key = free.range(size..=size + size / 2).find(|(_, v)| !v.is_empty()).map(|(k, _)| *k);
-            key.and_then(|k| free.get_mut(&k).unwrap().pop())
-        };
-        let buffer = match reused {
-            Some(b) => b,
-            None => {
-                let max = device.limits().max_buffer_size;
-                if size > max {
-                    bail!(
-                        "a tensor of {} exceeds this GPU's largest buffer ({}); use smaller tiles or fewer frames",
-                        crate::gpu::human_bytes(bytes),
-                        crate::gpu::human_bytes(max)
-                    );
-                }
-                self.stats.lock().unwrap().created_bytes += size;
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("pooled tensor"),
-                    size,
-                    usage: STORAGE_USAGE,
-                    mapped_at_creation: false,
-                })
-            }
-        };
-        {
-            let mut s = self.stats.lock().unwrap();
-            s.live_bytes += buffer.size();
-            s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
-        }
-        Ok(Arc::new(PooledBuffer { buffer, pool: Arc::downgrade(self) }))
-    }
-
-    pub fn stats(&self) -> PoolStats {
-        *self.stats.lock().unwrap()
-    }
-
-    /// Drops every free buffer (frees device memory).
-    pub fn trim(&self) {
-        self.free.lock().unwrap().clear();
-    }
-}
-
-pub struct PooledBuffer {
-    pub buffer: wgpu::Buffer,
-    pool: Weak<BufferPool>,
-}
-
-impl PooledBuffer {
-    pub(crate) fn belongs_to(&self, pool: &Arc<BufferPool>) -> bool {
-        std::ptr::eq(self.pool.as_ptr(), Arc::as_ptr(pool))
-    }
-}
-
-impl Drop for PooledBuffer {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            let size = self.buffer.size();
-            pool.stats.lock().unwrap().live_bytes -= size;
-            pool.free.lock().unwrap().entry(size).or_default().push(self.buffer.clone());
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Tensor {
     pub(crate) buf: Arc<PooledBuffer>,
-    /// Byte offset into the buffer; a multiple of the device's storage-offset alignment.
+    /// Byte offset into the buffer: 0 for a tensor of its own, else a view's start.
     pub(crate) offset: u64,
     shape: Vec<usize>,
     dtype: DType,
+    /// A view of part of another tensor's storage (see [`Tensor::narrow`]): writes from the host
+    /// must then stay inside its own bytes.
+    view: bool,
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {})", self.shape, self.dtype.name())
+        if self.view {
+            write!(f, "Tensor({:?}, {}, view at byte {})", self.shape, self.dtype.name(), self.offset)
+        } else {
+            write!(f, "Tensor({:?}, {})", self.shape, self.dtype.name())
+        }
     }
 }
 
@@ -185,22 +51,27 @@ impl Tensor {
     }
 
     pub(crate) fn empty_in(gpu: &Gpu, pool: &Arc<BufferPool>, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let bytes = ((n * dtype.size()) as u64).div_ceil(4) * 4;
-        let buf = pool.take(&gpu.device, bytes.max(4))?;
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes = n.and_then(|n| n.checked_mul(dtype.size())).ok_or_else(|| anyhow!("a tensor of shape {shape:?} is too large to address"))?;
+        let bytes = (bytes as u64).div_ceil(4) * 4;
+        let buf = pool.take(&gpu.buffer_limits(), bytes.max(4))?;
         if gpu.poison() {
             let pattern: &[u8] = match dtype {
                 DType::F32 => &0x7FC0_0000u32.to_le_bytes(),
                 DType::F16 => &0x7E00_7E00u32.to_le_bytes(),
+                DType::U32 => &u32::MAX.to_le_bytes(),
             };
             let data: Vec<u8> = pattern.iter().copied().cycle().take(buf.buffer.size() as usize).collect();
             gpu.queue.write_buffer(&buf.buffer, 0, &data);
         }
-        Ok(Tensor { buf, offset: 0, shape: shape.to_vec(), dtype })
+        Ok(Tensor { buf, offset: 0, shape: shape.to_vec(), dtype, view: false })
     }
 
-    /// Uploads f32 host data, converting to `dtype`.
+    /// Uploads f32 host data, converting to `dtype` (f32 or f16).
     pub fn from_f32(gpu: &Gpu, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        if !dtype.is_float() {
+            bail!("Tensor::from_f32 makes float tensors; use Tensor::from_u32 for {dtype}");
+        }
         let n: usize = shape.iter().product();
         if n != data.len() {
             bail!("tensor data has {} elements but shape {:?} needs {}", data.len(), shape, n);
@@ -210,9 +81,14 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Uploads raw u32 data (indices, token ids). The dtype tag is F32 (4-byte elements).
+    /// Uploads u32 data (indices, token ids, class labels) as a [`DType::U32`] tensor.
     pub fn from_u32(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Tensor> {
-        let t = Tensor::from_f32(gpu, bytemuck::cast_slice(data), shape, DType::F32)?;
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            bail!("tensor data has {} elements but shape {:?} needs {}", data.len(), shape, n);
+        }
+        let t = Tensor::empty(gpu, shape, DType::U32)?;
+        t.write_bytes(gpu, bytemuck::cast_slice(data))?;
         Ok(t)
     }
 
@@ -222,10 +98,30 @@ impl Tensor {
         if data.len() != self.numel() {
             bail!("write of {} values into a tensor of shape {:?}", data.len(), self.shape);
         }
-        let mut bytes: Vec<u8> = match self.dtype {
+        let bytes: Vec<u8> = match self.dtype {
             DType::F32 => bytemuck::cast_slice(data).to_vec(),
             DType::F16 => data.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+            DType::U32 => bail!("write_f32 into a u32 tensor {self:?}: use write_u32"),
         };
+        self.write_bytes(gpu, &bytes)
+    }
+
+    /// Overwrites a u32 tensor's contents.
+    pub fn write_u32(&self, gpu: &Gpu, data: &[u32]) -> Result<()> {
+        if self.dtype != DType::U32 || data.len() != self.numel() {
+            bail!("write of {} u32 values into {self:?}", data.len());
+        }
+        self.write_bytes(gpu, bytemuck::cast_slice(data))
+    }
+
+    /// Writes this tensor's bytes. The queue writes whole 4-byte words: a tensor of its own may
+    /// round up into its allocation's slack, a view may not spill into its neighbour.
+    fn write_bytes(&self, gpu: &Gpu, bytes: &[u8]) -> Result<()> {
+        let end = self.offset + bytes.len() as u64;
+        if self.offset % 4 != 0 || (self.view && end % 4 != 0) {
+            bail!("cannot write {self:?} from the host: it starts or ends inside a 4-byte word (an f16 view at an odd element); write the whole tensor or an even-sized view");
+        }
+        let mut bytes = bytes.to_vec();
         bytes.resize(bytes.len().div_ceil(4) * 4, 0);
         gpu.queue.write_buffer(&self.buf.buffer, self.offset, &bytes);
         Ok(())
@@ -249,6 +145,14 @@ impl Tensor {
     pub fn offset(&self) -> u64 {
         self.offset
     }
+    /// Whether this is a view of part of another tensor's storage.
+    pub fn is_view(&self) -> bool {
+        self.view
+    }
+    /// Whether `self` and `other` use the same device buffer (views of one tensor do).
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.buf, &other.buf)
+    }
 
     /// Same storage, new shape (same element count).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
@@ -257,6 +161,34 @@ impl Tensor {
             bail!("cannot reshape {:?} to {:?}", self.shape, shape);
         }
         Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+    }
+
+    /// A view of `len` entries of `axis` from `start`: no copy, same storage. It must be a
+    /// contiguous range of the storage, so every axis before `axis` must have size 1 (a range
+    /// of batch elements, or of frames of a single video `[1, F, H, W, C]`). Ops read and write
+    /// views like any tensor; binding one needs its byte offset to be a multiple of the GPU's
+    /// storage offset alignment (checked at dispatch).
+    pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+        let s = &self.shape;
+        if axis >= s.len() {
+            bail!("narrow: axis {axis} of a tensor of shape {s:?}");
+        }
+        if start.checked_add(len).is_none_or(|e| e > s[axis]) {
+            bail!("narrow: entries {start}..{} of axis {axis} of {s:?} are out of range", start.saturating_add(len));
+        }
+        if s[..axis].iter().any(|&d| d != 1) {
+            bail!("narrow: axis {axis} of {s:?} is not contiguous (an earlier axis is larger than 1); narrow the earlier axes first");
+        }
+        let stride: usize = s[axis + 1..].iter().product();
+        let mut shape = s.clone();
+        shape[axis] = len;
+        Ok(Tensor {
+            buf: self.buf.clone(),
+            offset: self.offset + (start * stride * self.dtype.size()) as u64,
+            shape,
+            dtype: self.dtype,
+            view: true,
+        })
     }
 
     /// The binding this tensor is read or written through (rounded up to 4 bytes).
@@ -269,13 +201,26 @@ impl Tensor {
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let bytes = self.read_bytes(gpu)?;
         Ok(match self.dtype {
-            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes[..self.numel() * 4]).to_vec(),
-            DType::F16 => bytemuck::cast_slice::<u8, f16>(&bytes[..self.numel() * 2]).iter().map(|h| h.to_f32()).collect(),
+            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes).to_vec(),
+            DType::F16 => bytemuck::cast_slice::<u8, f16>(&bytes).iter().map(|h| h.to_f32()).collect(),
+            DType::U32 => bytemuck::cast_slice::<u8, u32>(&bytes).iter().map(|&v| v as f32).collect(),
         })
     }
 
+    /// Downloads a u32 tensor (waits for the GPU).
+    pub fn to_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
+        if self.dtype != DType::U32 {
+            bail!("to_u32 of {self:?}");
+        }
+        Ok(bytemuck::cast_slice::<u8, u32>(&self.read_bytes(gpu)?).to_vec())
+    }
+
+    /// This tensor's bytes, exactly (waits for the GPU). Copies whole 4-byte words and trims, so
+    /// an f16 view at an odd element reads correctly.
     pub fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
-        let size = self.bytes().div_ceil(4) * 4;
+        let start = self.offset / 4 * 4;
+        let end = (self.offset + self.bytes()).div_ceil(4) * 4;
+        let size = (end - start).max(4);
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -283,7 +228,7 @@ impl Tensor {
             mapped_at_creation: false,
         });
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.buf.buffer, self.offset, &staging, 0, size);
+        enc.copy_buffer_to_buffer(&self.buf.buffer, start, &staging, 0, size);
         gpu.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -291,24 +236,10 @@ impl Tensor {
         });
         gpu.sync()?;
         rx.recv().map_err(|_| anyhow!("GPU readback was dropped"))?.map_err(|e| anyhow!("GPU readback failed: {e}"))?;
-        let v = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?.to_vec();
+        let skip = (self.offset - start) as usize;
+        let v = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?[skip..skip + self.bytes() as usize].to_vec();
         staging.unmap();
         Ok(v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bucket;
-
-    #[test]
-    fn buckets_cover_request_and_waste_little() {
-        for b in [1u64, 255, 256, 257, 1000, 4096, 4097, 1 << 20, (1 << 20) + 1, 123_456_789] {
-            let s = bucket(b);
-            assert!(s >= b, "{b} -> {s}");
-            assert!(s as f64 <= (b.max(256) as f64) * 1.26 + 64.0, "{b} -> {s}");
-            assert_eq!(s % 64, 0);
-        }
     }
 }
 

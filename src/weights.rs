@@ -260,7 +260,7 @@ impl WeightStore {
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         if let Some(seed) = self.synthetic {
             let h = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-            let mut rng = crate::testutil::Rng::new(h);
+            let mut rng = crate::rng::Rng::new(h);
             let n: usize = shape.iter().product();
             let is_norm = name.contains("norm") && shape.len() == 1;
             let scale = if shape.len() >= 2 { 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn strided_views_gather_in_row_major_order() {
         let seed = crate::testutil::fresh_seed();
-        let mut rng = crate::testutil::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         for case in 0..300 {
             let nd = rng.below(5) as usize;
             let shape: Vec<usize> = (0..nd).map(|_| rng.below(5) as usize + usize::from(case % 7 != 0)).collect();

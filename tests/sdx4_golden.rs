@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use diffvsr_wgpu::forward::{load_inputs, load_model, ModelKind};
+use diffvsr_wgpu::models::registry::{load_inputs, load_model, ModelKind};
 use diffvsr_wgpu::golden::check_model;
 use diffvsr_wgpu::testutil::{rel_l2, test_gpu};
 use diffvsr_wgpu::weights::WeightStore;
@@ -117,16 +117,16 @@ fn loading_errors_name_the_problem() {
 /// The full-size SD×4 UNet (random weights) builds, plans and runs at a 16×16 latent.
 #[test]
 fn full_size_sdx4_unet_runs_at_a_small_latent() {
-    use diffvsr_wgpu::forward::{load_model_from, random_inputs};
+    use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
     let gpu = test_gpu();
     let dtype = if gpu.has_f16() { DType::F16 } else { DType::F32 };
     let mut store = WeightStore::synthetic(1);
     let model = load_model_from(&gpu, ModelKind::Unet, None, &mut store, dtype).unwrap();
     let inputs = random_inputs(&gpu, &model, (1, 16, 16), dtype).unwrap();
     let mut rec = Recorder::capture(&gpu);
-    let out = model.forward(&mut rec, &inputs, None).unwrap();
+    let out = model.forward(&mut rec, &inputs).unwrap();
     let graph = rec.into_graph();
-    graph.run(&gpu);
+    graph.run(&gpu).unwrap();
     assert_eq!(out.shape(), &[1, 4, 16, 16]);
     let v = out.to_f32(&gpu).unwrap();
     assert!(v.iter().all(|x| x.is_finite()), "non-finite output");
@@ -142,25 +142,25 @@ fn captured_unet_replays_a_new_timestep() {
     let model = load_model(&gpu, ModelKind::Unet, Some(&data("unet_config.json")), &data("unet.safetensors"), DType::F32).unwrap();
     let inputs = load_inputs(&gpu, ModelKind::Unet, &data("unet_io.safetensors"), DType::F32).unwrap();
     let mut rec = Recorder::capture(&gpu);
-    let out = model.forward(&mut rec, &inputs, None).unwrap();
+    let out = model.forward(&mut rec, &inputs).unwrap();
     let graph = rec.into_graph();
     let timestep = &inputs.tensors.iter().find(|(n, _)| n == "timestep").unwrap().1;
     let pipelines_before = gpu.pipeline_count();
 
     let mut golden = WeightStore::open(&data("unet_io.safetensors")).unwrap();
     let want = golden.take("output", &[2, 4, 16, 24]).unwrap();
-    graph.run(&gpu);
+    graph.run(&gpu).unwrap();
     assert!(rel_l2(&out.to_f32(&gpu).unwrap(), &want) < 1e-4);
 
     timestep.write_f32(&gpu, &[41.0, 761.0]).unwrap();
-    graph.run(&gpu);
+    graph.run(&gpu).unwrap();
     let replayed = out.to_f32(&gpu).unwrap();
     assert!(rel_l2(&replayed, &want) > 1e-3, "the new timestep changed nothing");
     assert_eq!(gpu.pipeline_count(), pipelines_before);
 
     let mut rec = Recorder::capture(&gpu);
-    let fresh = model.forward(&mut rec, &inputs, None).unwrap();
-    rec.into_graph().run(&gpu);
+    let fresh = model.forward(&mut rec, &inputs).unwrap();
+    rec.into_graph().run(&gpu).unwrap();
     let e = rel_l2(&replayed, &fresh.to_f32(&gpu).unwrap());
     assert!(e < 1e-6, "replay differs from a fresh capture by {e:e}");
 }

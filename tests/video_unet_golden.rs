@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use diffvsr_wgpu::forward::ModelKind;
+use diffvsr_wgpu::models::registry::ModelKind;
 use diffvsr_wgpu::golden::check_model;
 use diffvsr_wgpu::testutil::test_gpu;
 use diffvsr_wgpu::weights::WeightStore;
@@ -67,7 +67,7 @@ fn official_keys(dir: &str) -> std::collections::BTreeMap<String, String> {
 /// takes must be exactly the official checkpoint's keys and shapes. Optionally runs one forward
 /// (8 frames at an 8×8 latent).
 fn full_size(kind: ModelKind, dir: &str, run: bool) {
-    use diffvsr_wgpu::forward::{load_model_from, random_inputs};
+    use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
     let gpu = test_gpu();
     let dtype = if gpu.has_f16() { DType::F16 } else { DType::F32 };
     let mut store = WeightStore::synthetic(1);
@@ -85,9 +85,9 @@ fn full_size(kind: ModelKind, dir: &str, run: bool) {
     }
     let inputs = random_inputs(&gpu, &model, (1, 8, 8), dtype).unwrap();
     let mut rec = Recorder::capture(&gpu);
-    let out = model.forward(&mut rec, &inputs, None).unwrap();
+    let out = model.forward(&mut rec, &inputs).unwrap();
     let graph = rec.into_graph();
-    graph.run(&gpu);
+    graph.run(&gpu).unwrap();
     assert_eq!(out.shape(), &[1, 4, 8, 8, 8]);
     let v = out.to_f32(&gpu).unwrap();
     assert!(v.iter().all(|x| x.is_finite()), "{dir}: non-finite output");
@@ -105,4 +105,36 @@ fn full_size_diffvsr_unet_has_the_official_keys_and_runs() {
 #[test]
 fn full_size_uav_unet_has_the_official_keys() {
     full_size(ModelKind::UavUnet, "uav_unet", false);
+}
+
+/// Configs the official code runs must load: a first level of 32 channels with 2 heads (16 wide,
+/// too narrow for temporal attention's RoPE) is fine when that level has no attention
+/// (`DownBlock3D`/`UpBlock3D`). It builds and runs one small forward.
+#[test]
+fn narrow_heads_in_levels_without_attention_load_and_run() {
+    use diffvsr_wgpu::config::{VideoUNetConfig, VideoUNetKind};
+    use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data("diffvsr_unet", "config.json")).unwrap()).unwrap();
+    c["block_out_channels"] = serde_json::json!([32, 64]);
+    c["attention_head_dim"] = serde_json::json!(2);
+    c["down_block_types"] = serde_json::json!(["DownBlock3D", "CrossAttnDownBlock3D"]);
+    c["up_block_types"] = serde_json::json!(["CrossAttnUpBlock3D", "UpBlock3D"]);
+    c["down_temporal_idx"] = serde_json::json!([0, 1]);
+    c["up_temporal_idx"] = serde_json::json!([0, 1]);
+    let dir = std::env::temp_dir().join(format!("diffvsr-narrow-heads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, c.to_string()).unwrap();
+    VideoUNetConfig::from_file(&path, VideoUNetKind::DiffVsr).unwrap().validate().unwrap();
+
+    let gpu = test_gpu();
+    let mut store = WeightStore::synthetic(4);
+    let model = load_model_from(&gpu, ModelKind::DiffvsrUnet, Some(&path), &mut store, DType::F32).unwrap();
+    let inputs = random_inputs(&gpu, &model, (1, 6, 10), DType::F32).unwrap();
+    let mut rec = Recorder::capture(&gpu);
+    let out = model.forward(&mut rec, &inputs).unwrap();
+    rec.into_graph().run(&gpu).unwrap();
+    assert_eq!(out.shape(), &[1, 4, 8, 6, 10]);
+    assert!(out.to_f32(&gpu).unwrap().iter().all(|v| v.is_finite()));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

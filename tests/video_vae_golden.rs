@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use diffvsr_wgpu::forward::ModelKind;
+use diffvsr_wgpu::models::registry::ModelKind;
 use diffvsr_wgpu::golden::check_model;
 use diffvsr_wgpu::testutil::test_gpu;
 use diffvsr_wgpu::weights::WeightStore;
@@ -73,7 +73,7 @@ fn key_list(path: &Path) -> Vec<(String, Vec<usize>)> {
 /// the official checkpoint's decoder keys and shapes (every other key is under a prefix the
 /// decoder skips: the encoder), and runs one small forward.
 fn full_size(kind: ModelKind, model: &str, total_keys: usize, frames: usize, latent: (usize, usize)) {
-    use diffvsr_wgpu::forward::{load_model_from, Inputs};
+    use diffvsr_wgpu::models::registry::{load_model_from, Inputs};
     use diffvsr_wgpu::models::sd_vae::UNUSED_PREFIXES;
     let gpu = test_gpu();
     let t0 = std::time::Instant::now();
@@ -96,9 +96,9 @@ fn full_size(kind: ModelKind, model: &str, total_keys: usize, frames: usize, lat
     let lat = diffvsr_wgpu::Tensor::from_f32(&gpu, &rng.normals(4 * frames * h * w, 1.0), &[1, 4, frames, h, w], dtype).unwrap();
     let inputs = Inputs { tensors: vec![("latents".into(), lat)], ids: None };
     let mut rec = Recorder::capture(&gpu);
-    let out = m.forward(&mut rec, &inputs, None).unwrap();
+    let out = m.forward(&mut rec, &inputs).unwrap();
     let graph = rec.into_graph();
-    graph.run(&gpu);
+    graph.run(&gpu).unwrap();
     assert_eq!(out.shape(), &[1, 3, frames, 4 * h, 4 * w]);
     let v = out.to_f32(&gpu).unwrap();
     assert!(v.iter().all(|x| x.is_finite()), "{model}: non-finite output");

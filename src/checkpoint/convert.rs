@@ -73,7 +73,7 @@ fn target(stored: Dtype, want: Option<DType>) -> Dtype {
     match (float, want) {
         (false, _) => stored,
         (true, Some(DType::F16)) => Dtype::F16,
-        (true, Some(DType::F32)) => Dtype::F32,
+        (true, Some(_)) => Dtype::F32,
         (true, None) if stored == Dtype::F16 => Dtype::F16,
         (true, None) => Dtype::F32,
     }

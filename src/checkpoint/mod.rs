@@ -514,7 +514,7 @@ mod tests {
         let full = std::fs::read(data("plain.pt")).unwrap();
         let seed = crate::testutil::fresh_seed();
         eprintln!("seed {seed} (a panic below is a bug; DIFFVSR_TEST_SEED replays it)");
-        let mut rng = crate::testutil::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         let p = tmp("damaged.pt");
         for _ in 0..400 {
             let mut m = full.clone();

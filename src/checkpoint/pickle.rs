@@ -863,7 +863,7 @@ mod tests {
         unpickle(&pkl).unwrap();
         let seed = crate::testutil::fresh_seed();
         eprintln!("seed {seed} (a panic below is a bug; DIFFVSR_TEST_SEED replays it)");
-        let mut rng = crate::testutil::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         for _ in 0..3000 {
             let mut m = pkl.clone();
             for _ in 0..1 + rng.below(3) {

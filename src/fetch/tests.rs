@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::fake_hub::{FakeFile, FakeHub, REPO};
 use super::*;
-use crate::testutil::Rng;
+use crate::rng::Rng;
 
 /// A folder under the system temp dir, removed when dropped.
 struct TempDir(PathBuf);

@@ -170,12 +170,26 @@ impl BasicTransformerBlock {
     }
 
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        self.forward_with(rec, x, ctx, |_, x| Ok(x))
+    }
+
+    /// [`forward`](Self::forward) with `between` run on the residual stream after the
+    /// cross-attention and before the feed-forward: where the video transformer block puts its
+    /// temporal attention.
+    pub fn forward_with(
+        &self,
+        rec: &mut Recorder,
+        x: &Tensor,
+        ctx: &Tensor,
+        between: impl FnOnce(&mut Recorder, Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let n = layer_norm_w(rec, x, &self.norm1, 1e-5)?;
         let a = self.attn1.forward(rec, &n, if self.only_cross_attention { ctx } else { &n })?;
         let x = add(rec, x, &a)?;
         let n = layer_norm_w(rec, &x, &self.norm2, 1e-5)?;
         let a = self.attn2.forward(rec, &n, ctx)?;
         let x = add(rec, &x, &a)?;
+        let x = between(rec, x)?;
         let n = layer_norm_w(rec, &x, &self.norm3, 1e-5)?;
         let f = self.ff.forward(rec, &n)?;
         add(rec, &x, &f)
@@ -199,10 +213,7 @@ impl Transformer2D {
             if linear_proj {
                 l.linear(&format!("{prefix}.{name}"), dim, dim, true)
             } else {
-                // A 1×1 conv over channels-last pixels is the same linear map on tokens.
-                let w = l.raw(&format!("{prefix}.{name}.weight"), &[dim, dim, 1, 1])?;
-                let b = l.raw(&format!("{prefix}.{name}.bias"), &[dim])?;
-                LinearWeight::from_torch_with_bias(l.gpu, &w, Some(&b), dim, dim, l.dtype)
+                l.conv1x1_as_linear(&format!("{prefix}.{name}"), dim, dim)
             }
         };
         Ok(Transformer2D {

@@ -12,7 +12,7 @@
 //! uploaded. Everything after that runs on the engine's kernels; q/k/v are one fused Linear whose
 //! output the causal attention kernel reads in place.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -263,50 +263,7 @@ pub struct TextEncoder {
     pub model: ClipTextModel,
 }
 
-/// The folder holding `text_encoder/` and `tokenizer/`: `dir` itself, or `dir/upscaler4x`
-/// (DiffVSR's `pretrained_models/` layout).
-pub fn resolve_pipeline_dir(dir: &Path) -> Result<PathBuf> {
-    for cand in [dir.to_path_buf(), dir.join("upscaler4x")] {
-        if cand.join("text_encoder").is_dir() && cand.join("tokenizer").is_dir() {
-            return Ok(cand);
-        }
-    }
-    bail!(
-        "{} holds neither text_encoder/ and tokenizer/ nor upscaler4x/ with them: give the SD x4 upscaler folder (DiffVSR's upscaler4x/) or the release's top folder",
-        dir.display()
-    )
-}
-
-/// The one weights file of a `text_encoder/` folder: a release may ship f32 and f16 copies, and
-/// safetensors beside PyTorch pickles. Preference: `model.safetensors`, `model.fp16.safetensors`,
-/// a lone `.safetensors`, `pytorch_model.bin`, `pytorch_model.fp16.bin`, a lone `.bin`/`.pt`.
-pub fn text_encoder_weights(dir: &Path) -> Result<PathBuf> {
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    let with_ext = |exts: &[&str]| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = files.iter().filter(|p| p.extension().is_some_and(|e| exts.iter().any(|x| e == *x))).cloned().collect();
-        v.sort();
-        v
-    };
-    for (preferred, exts) in [
-        (&["model.safetensors", "model.fp16.safetensors"][..], &["safetensors"][..]),
-        (&["pytorch_model.bin", "pytorch_model.fp16.bin"][..], &["bin", "pt", "pth"][..]),
-    ] {
-        if let Some(p) = preferred.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
-            return Ok(p);
-        }
-        let mut v = with_ext(exts);
-        match v.len() {
-            0 => continue,
-            1 => return Ok(v.remove(0)),
-            _ => bail!("several weights files in {} ({}): keep one", dir.display(), v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
-        }
-    }
-    bail!("no weights (.safetensors, .bin, .pt) in {}", dir.display())
-}
+pub use super::release::{resolve_pipeline_dir, text_encoder_weights};
 
 impl TextEncoder {
     /// From a release folder (see [`resolve_pipeline_dir`]).
@@ -396,7 +353,7 @@ pub fn encode_prompt_to_file(gpu: &Gpu, weights: &Path, text: &str, out: &Path, 
 /// Benchmarks: one encoder layer of the SD×4 text encoder (23 such layers make the model) on the
 /// CFG pair (prompt + negative prompt, 2 × 77 tokens), random weights. A layer rather than the
 /// whole model because the bench harness times at most 64 dispatches per run (a layer is 10).
-pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
+pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
     let full = ClipTextConfig::default();
     let c = if quick {
         ClipTextConfig { hidden_size: 64, intermediate_size: 256, num_attention_heads: 4, ..full.clone() }
@@ -407,8 +364,8 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::be
     let one = ClipTextConfig { num_hidden_layers: 1, vocab_size: 1, ..c.clone() };
     let mut model = ClipTextModel::random(gpu, &one, dtype, 5)?;
     let layer = model.layers.remove(0);
-    let x = crate::bench::random_tensor(gpu, &[2, 77, c.hidden_size], dtype, 6)?;
-    Ok(vec![crate::bench::BenchCase {
+    let x = crate::ops::bench_case::random_tensor(gpu, &[2, 77, c.hidden_size], dtype, 6)?;
+    Ok(vec![crate::ops::bench_case::BenchCase {
         name: format!("clip text encoder layer (x{})", c.num_hidden_layers),
         shape: format!("2x77x{}, {} heads, ffn {}", c.hidden_size, c.num_attention_heads, c.intermediate_size),
         flops: one.flops(2, 77),
@@ -509,12 +466,12 @@ mod tests {
 
     /// tests/data of the checkout that built the tests, else of the working directory (a test
     /// binary copied to another machine and run from the repository root there).
-    fn data() -> PathBuf {
-        let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    fn data() -> std::path::PathBuf {
+        let built = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
         if built.is_dir() {
             built
         } else {
-            PathBuf::from("tests/data")
+            std::path::PathBuf::from("tests/data")
         }
     }
 
@@ -532,8 +489,8 @@ mod tests {
     /// The tolerances for the golden comparison: 1e-4 in f32, 1e-2 with f16 storage.
     fn golden_tol(dt: DType) -> f64 {
         match dt {
-            DType::F32 => 1e-4,
             DType::F16 => 1e-2,
+            _ => 1e-4,
         }
     }
 
@@ -714,15 +671,15 @@ mod tests {
     /// `forward --model text-encoder` on the golden files (weights, config, input_ids).
     #[test]
     fn forward_command_path_matches_golden() {
-        use crate::forward::{load_inputs, load_model, ModelKind};
+        use crate::models::registry::{load_inputs, load_model, ModelKind};
         let gpu = test_gpu();
         let dir = data().join("clip_text");
         let model = load_model(&gpu, ModelKind::TextEncoder, Some(&dir.join("config.json")), &dir, DType::F32).unwrap();
         let inputs = load_inputs(&gpu, ModelKind::TextEncoder, &dir.join("io.safetensors"), DType::F32).unwrap();
         let mut rec = Recorder::capture(&gpu);
-        let out = model.forward(&mut rec, &inputs, None).unwrap();
+        let out = model.forward(&mut rec, &inputs).unwrap();
         let graph = rec.into_graph();
-        graph.run(&gpu);
+        graph.run(&gpu).unwrap();
         let (_, batch, want, _) = golden_io();
         assert_eq!(out.shape(), &[batch, 77, 32]);
         assert_close("forward text-encoder", &out.to_f32(&gpu).unwrap(), &want, 1e-4);

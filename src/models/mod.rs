@@ -8,6 +8,9 @@ pub mod sd_vae;
 pub mod clip_text;
 pub mod video_unet;
 pub mod video_vae;
+pub mod registry;
+pub mod release;
+pub mod unet;
 
 use anyhow::Result;
 
@@ -42,10 +45,31 @@ impl<'a> Loader<'a> {
 
     /// `prefix.weight [cout, cin, k, k]` and `prefix.bias [cout]` of a Conv2d.
     pub fn conv2d(&mut self, prefix: &str, cout: usize, cin: usize, k: usize) -> Result<ConvWeight> {
-        let shape = [cout, cin, k, k];
+        self.conv(prefix, &[cout, cin, k, k])
+    }
+
+    /// `prefix.weight` of any Conv2d/Conv3d shape (`[cout, cin, kh, kw]` or `[cout, cin, kt, kh, kw]`)
+    /// and `prefix.bias [cout]`.
+    pub fn conv(&mut self, prefix: &str, shape: &[usize]) -> Result<ConvWeight> {
+        let w = self.store.take(&format!("{prefix}.weight"), shape)?;
+        let b = self.store.take(&format!("{prefix}.bias"), &shape[..1])?;
+        ConvWeight::from_torch(self.gpu, &w, shape, Some(&b), self.dtype)
+    }
+
+    /// A ConvTranspose2d: `prefix.weight [cin, cout, k, k]` (PyTorch's transposed layout) and `prefix.bias [cout]`.
+    pub fn conv_transposed(&mut self, prefix: &str, cin: usize, cout: usize, k: usize) -> Result<ConvWeight> {
+        let shape = [cin, cout, k, k];
         let w = self.store.take(&format!("{prefix}.weight"), &shape)?;
         let b = self.store.take(&format!("{prefix}.bias"), &[cout])?;
-        ConvWeight::from_torch(self.gpu, &w, &shape, Some(&b), self.dtype)
+        ConvWeight::from_torch_transposed(self.gpu, &w, &shape, Some(&b), self.dtype)
+    }
+
+    /// A 1×1 Conv2d `prefix.weight [cout, cin, 1, 1]` with bias, as the linear map it is on
+    /// channels-last pixels.
+    pub fn conv1x1_as_linear(&mut self, prefix: &str, cout: usize, cin: usize) -> Result<LinearWeight> {
+        let w = self.store.take(&format!("{prefix}.weight"), &[cout, cin, 1, 1])?;
+        let b = self.store.take(&format!("{prefix}.bias"), &[cout])?;
+        LinearWeight::from_torch_with_bias(self.gpu, &w, Some(&b), cout, cin, self.dtype)
     }
 
     /// A Linear `prefix.weight [out, in]`, with `prefix.bias [out]` when `bias`.

@@ -139,13 +139,13 @@ impl VaeDecoder {
 
     /// `latents [B, latent_channels, h, w]` (PyTorch layout, already divided by the scaling
     /// factor, as `AutoencoderKL.decode` receives them) → `[B, out_channels, h·2^(n−1), w·2^(n−1)]`.
-    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor, taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
+    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor) -> Result<Tensor> {
         let s = latents.shape();
         if s.len() != 4 || s[1] != self.config.latent_channels {
             bail!("vae decoder: latents must be [B, {}, h, w], got {s:?}", self.config.latent_channels);
         }
         let x = nchw_to_nhwc(rec, latents)?;
-        let x = self.decode_nhwc(rec, &x, 1, taps)?;
+        let x = self.decode_nhwc(rec, &x, 1)?;
         nhwc_to_nchw(rec, &x)
     }
 
@@ -153,25 +153,20 @@ impl VaeDecoder {
     /// With `frames > 1`, `x` holds `N = B·F` video frames and every resnet's GroupNorm and
     /// `conv_norm_out` pool their statistics over each batch element's F frames (UAV's
     /// `vae_3d`, whose 2-D layers see 5-D tensors); the attention's norm stays per frame.
-    pub fn decode_nhwc(&self, rec: &mut Recorder, x: &Tensor, frames: usize, mut taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
-        let mut tap = |name: &str, t: &Tensor| {
-            if let Some(v) = taps.as_deref_mut() {
-                v.push((name.to_string(), t.clone()));
-            }
-        };
+    pub fn decode_nhwc(&self, rec: &mut Recorder, x: &Tensor, frames: usize) -> Result<Tensor> {
         let g = self.config.norm_num_groups;
         let mut x = x.clone();
         if let Some(p) = &self.post_quant_conv {
             x = conv2d(rec, &x, p, 1, 0)?;
         }
         x = conv2d(rec, &x, &self.conv_in, 1, 1)?;
-        tap("decoder.conv_in", &x);
+        rec.tap("decoder.conv_in", &x);
         x = self.mid_resnets[0].forward_frames(rec, &x, None, frames)?;
         if let Some(a) = &self.mid_attention {
             x = a.forward(rec, &x)?;
         }
         x = self.mid_resnets[1].forward_frames(rec, &x, None, frames)?;
-        tap("decoder.mid_block", &x);
+        rec.tap("decoder.mid_block", &x);
         for (i, blk) in self.up_blocks.iter().enumerate() {
             for r in &blk.resnets {
                 x = r.forward_frames(rec, &x, None, frames)?;
@@ -179,7 +174,7 @@ impl VaeDecoder {
             if let Some(u) = &blk.upsampler {
                 x = u.forward(rec, &x, None)?;
             }
-            tap(&format!("decoder.up_blocks.{i}"), &x);
+            rec.tap(&format!("decoder.up_blocks.{i}"), &x);
         }
         let gn = if frames > 1 { GroupNormOpts { frames, pooled: true, silu: true } } else { PER_IMAGE_SILU };
         let x = group_norm_w(rec, &x, g, 1e-6, &self.conv_norm_out, gn)?;

@@ -9,10 +9,10 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{add_per_batch, Attention, BasicTransformerBlock, Downsample2D, ResnetBlock2D, TimeEmbedding, Upsample2D};
+use super::blocks::{add_per_batch, Attention, BasicTransformerBlock, ResnetBlock2D};
+use super::unet::{Parts, Place, SpatialTransformer, TemporalStep, UNetCore, UNetInputs};
 use super::Loader;
 use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
-use crate::ops::concat::concat_channels;
 use crate::ops::conv::{conv2d, conv3d, conv_transpose2d, ConvWeight};
 use crate::ops::elementwise::{add, unary, Unary};
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
@@ -57,12 +57,6 @@ impl Names {
     }
 }
 
-fn conv_any(l: &mut Loader, prefix: &str, shape: &[usize]) -> Result<ConvWeight> {
-    let w = l.raw(&format!("{prefix}.weight"), shape)?;
-    let b = l.raw(&format!("{prefix}.bias"), &[shape[0]])?;
-    ConvWeight::from_torch(l.gpu, &w, shape, Some(&b), l.dtype)
-}
-
 /// `[B·F, H, W, C]` viewed as `[B, F, H, W, C]`.
 fn video(x: &Tensor, frames: usize) -> Result<Tensor> {
     let s = x.shape();
@@ -87,13 +81,13 @@ impl TemporalResnet {
     pub fn load(l: &mut Loader, prefix: &str, c: usize, kt: usize, temb_channels: Option<usize>) -> Result<Self> {
         Ok(TemporalResnet {
             norm1: l.norm(&format!("{prefix}.norm1"), c)?,
-            conv1: conv_any(l, &format!("{prefix}.conv1"), &[c, c, kt, 1, 1])?,
+            conv1: l.conv(&format!("{prefix}.conv1"), &[c, c, kt, 1, 1])?,
             time_emb_proj: match temb_channels {
                 Some(t) => Some(l.linear(&format!("{prefix}.time_emb_proj"), c, t, true)?),
                 None => None,
             },
             norm2: l.norm(&format!("{prefix}.norm2"), c)?,
-            conv2: conv_any(l, &format!("{prefix}.conv2"), &[c, c, 3, 1, 1])?,
+            conv2: l.conv(&format!("{prefix}.conv2"), &[c, c, 3, 1, 1])?,
         })
     }
 
@@ -170,13 +164,11 @@ pub struct VideoTransformerBlock {
 impl VideoTransformerBlock {
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, ctx_dim: usize, heads: usize, only_cross: bool, msatten: bool) -> Result<Self> {
         let msta = if msatten {
-            let w = l.raw(&format!("{prefix}.temporal_up_conv.weight"), &[dim, dim, 4, 4])?;
-            let b = l.raw(&format!("{prefix}.temporal_up_conv.bias"), &[dim])?;
             Some(Msta {
                 down: l.conv2d(&format!("{prefix}.temporal_down_conv"), dim, dim, 3)?,
                 attn: TemporalAttn::load(l, &format!("{prefix}.attn_temporal_small"), dim, heads)?,
                 norm: l.norm(&format!("{prefix}.norm_temporal_small"), dim)?,
-                up: ConvWeight::from_torch_transposed(l.gpu, &w, &[dim, dim, 4, 4], Some(&b), l.dtype)?,
+                up: l.conv_transposed(&format!("{prefix}.temporal_up_conv"), dim, dim, 4)?,
             })
         } else {
             None
@@ -192,24 +184,24 @@ impl VideoTransformerBlock {
     /// `x [B·F, H, W, C]` (tokens of each frame), `ctx [B, Lc, D]` (shared by a batch element's frames).
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor, frames: usize) -> Result<Tensor> {
         let s = x.shape().to_vec();
-        let (hh, ww) = (s[1], s[2]);
-        let b = &self.base;
-        let tokens = x.reshape(&[s[0], hh * ww, s[3]])?;
-        let n = layer_norm_w(rec, &tokens, &b.norm1, 1e-5)?;
-        let a = b.attn1.forward(rec, &n, if b.only_cross_attention { ctx } else { &n })?;
-        let x = add(rec, &tokens, &a)?;
-        let n = layer_norm_w(rec, &x, &b.norm2, 1e-5)?;
-        let a = b.attn2.forward(rec, &n, ctx)?;
-        let x = add(rec, &x, &a)?;
+        let tokens = x.reshape(&[s[0], s[1] * s[2], s[3]])?;
+        let out = self.base.forward_with(rec, &tokens, ctx, |rec, x| {
+            let x5 = video(&x.reshape(&s)?, frames)?;
+            let t = self.temporal_step(rec, &x5)?;
+            t.reshape(x.shape())
+        })?;
+        out.reshape(&s)
+    }
 
-        let x5 = video(&x.reshape(&s)?, frames)?;
-        let n = layer_norm_w(rec, &x5, &self.norm_temporal, 1e-5)?;
+    /// The temporal step on `x [B, F, H, W, C]`: `x + TA(LN_t x)`, plus the MSTA branch.
+    fn temporal_step(&self, rec: &mut Recorder, x5: &Tensor) -> Result<Tensor> {
+        let (hh, ww) = (x5.shape()[2], x5.shape()[3]);
+        let n = layer_norm_w(rec, x5, &self.norm_temporal, 1e-5)?;
         let a = self.attn_temporal.forward(rec, &n)?;
-        let mut x5 = add(rec, &x5, &a)?;
+        let mut out = add(rec, x5, &a)?;
         if let Some(m) = &self.msta {
             // The down branch starts from the block's input to the temporal step, not from A.
-            let xin = video(&x.reshape(&s)?, frames)?;
-            let d = conv2d(rec, &xin, &m.down, 2, 1)?;
+            let d = conv2d(rec, x5, &m.down, 2, 1)?;
             let n = layer_norm_w(rec, &d, &m.norm, 1e-5)?;
             let a = m.attn.forward(rec, &n)?;
             let sm = add(rec, &d, &a)?;
@@ -217,16 +209,12 @@ impl VideoTransformerBlock {
             let us = u.shape().to_vec();
             if us[2] != hh || us[3] != ww {
                 let r = resize_bilinear(rec, &u.reshape(&[us[0] * us[1], us[2], us[3], us[4]])?, (hh, ww))?;
-                u = r.reshape(x5.shape())?;
+                u = r.reshape(out.shape())?;
             }
-            let u = unary(rec, Unary::Scale(0.5), &u)?;
-            x5 = add(rec, &x5, &u)?;
+            let u = unary(rec, Unary::scale(0.5), &u)?;
+            out = add(rec, &out, &u)?;
         }
-
-        let x = x5.reshape(&[s[0], hh * ww, s[3]])?;
-        let n = layer_norm_w(rec, &x, &b.norm3, 1e-5)?;
-        let f = b.ff.forward(rec, &n)?;
-        add(rec, &x, &f)?.reshape(&s)
+        Ok(out)
     }
 }
 
@@ -293,229 +281,85 @@ impl TemporalModule3D {
     }
 }
 
-pub struct VideoLevel {
-    pub resnets: Vec<ResnetBlock2D>,
-    pub attentions: Vec<Transformer3D>,
-    pub downsampler: Option<Downsample2D>,
-    pub upsampler: Option<Upsample2D>,
-    pub temporal: Option<TemporalModule3D>,
+impl TemporalStep for TemporalModule3D {
+    fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: &Tensor, frames: usize) -> Result<Tensor> {
+        TemporalModule3D::forward(self, rec, x, temb_silu, frames)
+    }
+}
+
+impl SpatialTransformer for Transformer3D {
+    fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor, frames: usize) -> Result<Tensor> {
+        Transformer3D::forward(self, rec, x, ctx, frames)
+    }
 }
 
 pub struct VideoUNet {
     pub config: VideoUNetConfig,
     pub kind: VideoUNetKind,
-    pub conv_in: ConvWeight,
-    pub time_embedding: TimeEmbedding,
-    pub down_blocks: Vec<VideoLevel>,
-    pub mid_resnets: [ResnetBlock2D; 2],
-    pub mid_attention: Transformer3D,
-    pub mid_temporal: Option<TemporalModule3D>,
-    pub up_blocks: Vec<VideoLevel>,
-    pub conv_norm_out: NormWeight,
-    pub conv_out: ConvWeight,
+    pub core: UNetCore<Transformer3D, TemporalModule3D>,
 }
 
 /// Per-forward inputs, as the 2-D UNet's but with `sample [B, in_channels, F, H, W]` (latents
 /// then the low-res frames).
-pub type VideoUNetInputs<'a> = super::sd_unet::UNetInputs<'a>;
+pub type VideoUNetInputs<'a> = UNetInputs<'a>;
+
+/// The video UNets' transformers (with MSTA for DiffVSR) and temporal modules where the config
+/// puts them.
+struct Video<'c> {
+    config: &'c VideoUNetConfig,
+    names: Names,
+    msatten: bool,
+    temb: usize,
+}
+
+impl Parts for Video<'_> {
+    type Attn = Transformer3D;
+    type Temporal = TemporalModule3D;
+    fn attention(&mut self, l: &mut Loader, prefix: &str, dim: usize, heads: usize, only_cross: bool) -> Result<Transformer3D> {
+        let c = &self.config.base;
+        Transformer3D::load(l, prefix, dim, c.cross_attention_dim, heads, only_cross, c.norm_num_groups, self.msatten)
+    }
+    fn temporal(&mut self, l: &mut Loader, place: Place, ch: usize) -> Result<Option<(String, TemporalModule3D)>> {
+        let (c, n) = (self.config, &self.names);
+        let name = match place {
+            Place::Down(i) if c.down_temporal_idx.contains(&i) => format!("{}.{i}", n.down_temporal),
+            Place::Mid if c.mid_temporal => n.mid_temporal.to_string(),
+            Place::Up(i) if c.up_temporal_idx.contains(&i) => format!("{}.{i}", n.up_temporal),
+            _ => return Ok(None),
+        };
+        let m = TemporalModule3D::load(l, &name, n, ch, self.temb)?;
+        Ok(Some((name, m)))
+    }
+}
 
 impl VideoUNet {
     pub fn load(l: &mut Loader, config: &VideoUNetConfig) -> Result<Self> {
         config.validate()?;
         let kind = config.kind()?;
-        let names = Names::of(kind);
-        let msatten = config.msatten();
         let c = config.base_2d();
         if !c.use_linear_projection {
             bail!("video UNet: only use_linear_projection = true is supported (as released)");
         }
-        if c.mid_block_scale_factor != 1.0 {
-            bail!("mid_block_scale_factor {} is not supported (the released models use 1)", c.mid_block_scale_factor);
-        }
-        let boc = &c.block_out_channels;
-        let n = boc.len();
-        let temb = c.time_embed_dim();
-        let (g, eps, ctx) = (c.norm_num_groups, c.norm_eps as f32, c.cross_attention_dim);
-        let resnet = |l: &mut Loader, p: &str, cin: usize, cout: usize| -> Result<ResnetBlock2D> {
-            let mut r = ResnetBlock2D::load(l, p, cin, cout, Some(temb), g, eps)?;
-            r.pooled = true;
-            Ok(r)
-        };
-
-        let mut down_blocks = Vec::new();
-        let mut out_ch = boc[0];
-        for (i, &level_ch) in boc.iter().enumerate() {
-            let in_ch = out_ch;
-            out_ch = level_ch;
-            let cross = c.down_block_types[i] == "CrossAttnDownBlock2D";
-            let p = format!("down_blocks.{i}");
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for j in 0..c.layers_per_block {
-                resnets.push(resnet(l, &format!("{p}.resnets.{j}"), if j == 0 { in_ch } else { out_ch }, out_ch)?);
-                if cross {
-                    attentions.push(Transformer3D::load(l, &format!("{p}.attentions.{j}"), out_ch, ctx, c.heads(i), c.only_cross_attention.get(i), g, msatten)?);
-                }
-            }
-            let downsampler = if i + 1 < n { Some(Downsample2D::load(l, &format!("{p}.downsamplers.0"), out_ch, c.downsample_padding)?) } else { None };
-            let temporal = if config.down_temporal_idx.contains(&i) {
-                Some(TemporalModule3D::load(l, &format!("{}.{i}", names.down_temporal), &names, out_ch, temb)?)
-            } else {
-                None
-            };
-            down_blocks.push(VideoLevel { resnets, attentions, downsampler, upsampler: None, temporal });
-        }
-
-        let top = boc[n - 1];
-        let mid_resnets = [resnet(l, "mid_block.resnets.0", top, top)?, resnet(l, "mid_block.resnets.1", top, top)?];
-        let mid_attention = Transformer3D::load(l, "mid_block.attentions.0", top, ctx, c.heads(n - 1), false, g, msatten)?;
-        let mid_temporal = if config.mid_temporal { Some(TemporalModule3D::load(l, names.mid_temporal, &names, top, temb)?) } else { None };
-
-        let rev: Vec<usize> = boc.iter().rev().copied().collect();
-        let mut up_blocks = Vec::new();
-        let mut out_ch = rev[0];
-        for i in 0..n {
-            let prev_out = out_ch;
-            out_ch = rev[i];
-            let in_ch = rev[(i + 1).min(n - 1)];
-            let level = n - 1 - i;
-            let cross = c.up_block_types[i] == "CrossAttnUpBlock2D";
-            let layers = c.layers_per_block + 1;
-            let p = format!("up_blocks.{i}");
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for j in 0..layers {
-                let skip = if j == layers - 1 { in_ch } else { out_ch };
-                let rin = if j == 0 { prev_out } else { out_ch };
-                resnets.push(resnet(l, &format!("{p}.resnets.{j}"), rin + skip, out_ch)?);
-                if cross {
-                    attentions.push(Transformer3D::load(
-                        l,
-                        &format!("{p}.attentions.{j}"),
-                        out_ch,
-                        ctx,
-                        c.heads(level),
-                        c.only_cross_attention.get(level),
-                        g,
-                        msatten,
-                    )?);
-                }
-            }
-            let upsampler = if i + 1 < n { Some(Upsample2D::load(l, &format!("{p}.upsamplers.0"), out_ch)?) } else { None };
-            let temporal = if config.up_temporal_idx.contains(&i) {
-                Some(TemporalModule3D::load(l, &format!("{}.{i}", names.up_temporal), &names, out_ch, temb)?)
-            } else {
-                None
-            };
-            up_blocks.push(VideoLevel { resnets, attentions, downsampler: None, upsampler, temporal });
-        }
+        let mut parts = Video { config, names: Names::of(kind), msatten: config.msatten(), temb: c.time_embed_dim() };
+        let core = UNetCore::load(l, &c, true, &mut parts)?;
         // The shared RoPE module's inverse frequencies (fixed; the kernel computes them).
         l.raw("temporal_rotary_emb.freqs", &[16])?;
-
-        Ok(VideoUNet {
-            config: config.clone(),
-            kind,
-            conv_in: l.conv2d("conv_in", boc[0], c.in_channels, 3)?,
-            time_embedding: TimeEmbedding::load(l, &c)?,
-            down_blocks,
-            mid_resnets,
-            mid_attention,
-            mid_temporal,
-            up_blocks,
-            conv_norm_out: l.norm("conv_norm_out", boc[0])?,
-            conv_out: l.conv2d("conv_out", c.out_channels, boc[0], 3)?,
-        })
+        Ok(VideoUNet { config: config.clone(), kind, core })
     }
 
-    /// One forward pass; returns `[B, out_channels, F, H, W]` (PyTorch layout). `taps`, when given,
-    /// receives named intermediates `[B·F, H, W, C]` under the checkpoint's module names.
-    pub fn forward(&self, rec: &mut Recorder, inp: &VideoUNetInputs, mut taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
-        let c = self.config.base_2d();
-        let names = Names::of(self.kind);
-        let dtype = inp.sample.dtype();
+    /// One forward pass; returns `[B, out_channels, F, H, W]` (PyTorch layout). Intermediates are
+    /// tapped (see [`Recorder::tap`]) as `[B·F, H, W, C]` under the checkpoint's module names.
+    pub fn forward(&self, rec: &mut Recorder, inp: &VideoUNetInputs) -> Result<Tensor> {
+        let c = &self.core.config;
         let s = inp.sample.shape();
         if s.len() != 5 || s[1] != c.in_channels {
             bail!("video unet: sample must be [B, {}, F, H, W], got {:?}", c.in_channels, s);
         }
         let (b, f, h, w) = (s[0], s[2], s[3], s[4]);
-        if inp.timestep.shape() != [b] {
-            bail!("video unet: timestep must be [{b}] (one per batch element), got {:?}", inp.timestep.shape());
-        }
-        let e = inp.encoder_hidden_states.shape();
-        if e.len() != 3 || e[0] != b || e[2] != c.cross_attention_dim {
-            bail!("video unet: encoder_hidden_states must be [{b}, L, {}], got {e:?}", c.cross_attention_dim);
-        }
-        let mut tap = |name: &str, t: &Tensor| {
-            if let Some(v) = taps.as_deref_mut() {
-                v.push((name.to_string(), t.clone()));
-            }
-        };
-
-        let temb_silu = self.time_embedding.forward_silu(rec, inp.timestep, inp.class_labels, dtype)?;
-        let ctx = inp.encoder_hidden_states;
-
+        let temb_silu = self.core.time_embedding(rec, inp, b)?;
         let x = ncfhw_to_nfhwc(rec, inp.sample)?;
         let x = x.reshape(&[b * f, h, w, c.in_channels])?;
-        let mut x = conv2d(rec, &x, &self.conv_in, 1, 1)?;
-        tap("conv_in", &x);
-        let mut skips = vec![x.clone()];
-        for (i, blk) in self.down_blocks.iter().enumerate() {
-            for (j, r) in blk.resnets.iter().enumerate() {
-                x = r.forward_frames(rec, &x, Some(&temb_silu), f)?;
-                if let Some(a) = blk.attentions.get(j) {
-                    x = a.forward(rec, &x, ctx, f)?;
-                    tap(&format!("down_blocks.{i}.attentions.{j}"), &x);
-                }
-                skips.push(x.clone());
-            }
-            if let Some(d) = &blk.downsampler {
-                x = d.forward(rec, &x)?;
-                skips.push(x.clone());
-            }
-            tap(&format!("down_blocks.{i}"), &x);
-            // Skips are taken before the level's temporal module (spec §3.2).
-            if let Some(t) = &blk.temporal {
-                x = t.forward(rec, &x, &temb_silu, f)?;
-                tap(&format!("{}.{i}", names.down_temporal), &x);
-            }
-        }
-
-        x = self.mid_resnets[0].forward_frames(rec, &x, Some(&temb_silu), f)?;
-        x = self.mid_attention.forward(rec, &x, ctx, f)?;
-        x = self.mid_resnets[1].forward_frames(rec, &x, Some(&temb_silu), f)?;
-        tap("mid_block", &x);
-        if let Some(t) = &self.mid_temporal {
-            x = t.forward(rec, &x, &temb_silu, f)?;
-            tap(names.mid_temporal, &x);
-        }
-
-        let levels = self.up_blocks.iter().filter(|u| u.upsampler.is_some()).count();
-        let forward_upsample_size = h % (1 << levels) != 0 || w % (1 << levels) != 0;
-        for (i, blk) in self.up_blocks.iter().enumerate() {
-            for (j, r) in blk.resnets.iter().enumerate() {
-                let skip = skips.pop().expect("skip stack matches the block layout");
-                x = concat_channels(rec, &[&x, &skip])?;
-                drop(skip);
-                x = r.forward_frames(rec, &x, Some(&temb_silu), f)?;
-                if let Some(a) = blk.attentions.get(j) {
-                    x = a.forward(rec, &x, ctx, f)?;
-                    tap(&format!("up_blocks.{i}.attentions.{j}"), &x);
-                }
-            }
-            if let Some(u) = &blk.upsampler {
-                let size = if forward_upsample_size { skips.last().map(|s| (s.shape()[1], s.shape()[2])) } else { None };
-                x = u.forward(rec, &x, size)?;
-            }
-            tap(&format!("up_blocks.{i}"), &x);
-            if let Some(t) = &blk.temporal {
-                x = t.forward(rec, &x, &temb_silu, f)?;
-                tap(&format!("{}.{i}", names.up_temporal), &x);
-            }
-        }
-
-        let pooled = GroupNormOpts { frames: f, pooled: true, silu: true };
-        let x = group_norm_w(rec, &x, c.norm_num_groups, c.norm_eps as f32, &self.conv_norm_out, pooled)?;
-        let x = conv2d(rec, &x, &self.conv_out, 1, 1)?;
+        let x = self.core.forward(rec, &x, &temb_silu, inp.encoder_hidden_states, f)?;
         let x = x.reshape(&[b, f, h, w, c.out_channels])?;
         nfhwc_to_ncfhw(rec, &x)
     }

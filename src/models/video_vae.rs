@@ -158,20 +158,6 @@ fn video_in(rec: &mut Recorder, latents: &Tensor, channels: usize, what: &str) -
     Ok((x.reshape(&[b * f, s[3], s[4], channels])?, b, f))
 }
 
-fn conv3d_weight(l: &mut Loader, prefix: &str, cout: usize, cin: usize, k: [usize; 3]) -> Result<ConvWeight> {
-    let shape = [cout, cin, k[0], k[1], k[2]];
-    let w = l.raw(&format!("{prefix}.weight"), &shape)?;
-    let b = l.raw(&format!("{prefix}.bias"), &[cout])?;
-    ConvWeight::from_torch(l.gpu, &w, &shape, Some(&b), l.dtype)
-}
-
-/// A 1×1 Conv2d `[cout, cin, 1, 1]` as the linear map it is on channels-last pixels.
-fn conv1x1_as_linear(l: &mut Loader, prefix: &str, c: usize) -> Result<LinearWeight> {
-    let w = l.raw(&format!("{prefix}.weight"), &[c, c, 1, 1])?;
-    let b = l.raw(&format!("{prefix}.bias"), &[c])?;
-    LinearWeight::from_torch_with_bias(l.gpu, &w, Some(&b), c, c, l.dtype)
-}
-
 /// A learned scalar (`mix_factor [1]`).
 fn scalar(l: &mut Loader, name: &str) -> Result<f32> {
     Ok(l.raw(name, &[1])?[0])
@@ -191,9 +177,9 @@ impl TemporalResnetBlock {
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
         Ok(TemporalResnetBlock {
             norm1: l.norm(&format!("{prefix}.norm1"), c)?,
-            conv1: conv3d_weight(l, &format!("{prefix}.conv1"), c, c, [3, 3, 3])?,
+            conv1: l.conv(&format!("{prefix}.conv1"), &[c, c, 3, 3, 3])?,
             norm2: l.norm(&format!("{prefix}.norm2"), c)?,
-            conv2: conv3d_weight(l, &format!("{prefix}.conv2"), c, c, [3, 3, 3])?,
+            conv2: l.conv(&format!("{prefix}.conv2"), &[c, c, 3, 3, 3])?,
         })
     }
 
@@ -333,10 +319,10 @@ impl MemoryEfficientVideoBlock {
         let p = |n: &str| format!("{prefix}.{n}");
         Ok(MemoryEfficientVideoBlock {
             norm: l.norm(&p("norm"), c)?,
-            q: conv1x1_as_linear(l, &p("q"), c)?,
-            k: conv1x1_as_linear(l, &p("k"), c)?,
-            v: conv1x1_as_linear(l, &p("v"), c)?,
-            proj_out: conv1x1_as_linear(l, &p("proj_out"), c)?,
+            q: l.conv1x1_as_linear(&p("q"), c, c)?,
+            k: l.conv1x1_as_linear(&p("k"), c, c)?,
+            v: l.conv1x1_as_linear(&p("v"), c, c)?,
+            proj_out: l.conv1x1_as_linear(&p("proj_out"), c, c)?,
             time_mix_block: VideoTransformerBlock::load(l, &p("time_mix_block"), c)?,
             time_embed_0: l.linear(&p("video_time_embed.0"), 4 * c, c, true)?,
             time_embed_2: l.linear(&p("video_time_embed.2"), c, 4 * c, true)?,
@@ -433,31 +419,26 @@ impl Te3dVaeDecoder {
             up_blocks,
             conv_norm_out: l.norm("decoder.conv_norm_out", boc[0])?,
             conv_out: l.conv2d("decoder.conv_out", c.out_channels, boc[0], 3)?,
-            time_conv_out: conv3d_weight(l, "decoder.time_conv_out", c.out_channels, c.out_channels, [3, 3, 3])?,
+            time_conv_out: l.conv("decoder.time_conv_out", &[c.out_channels, c.out_channels, 3, 3, 3])?,
         })
     }
 
     /// `latents [B, latent_channels, F, h, w]` → `[B, out_channels, F, h·2^(n−1), w·2^(n−1)]`.
     /// Every frame window of the input is one `num_frames` group of the reference (the DiffVSR
     /// pipeline decodes chunks of 4 frames: pass F = 4 for the same result). F ≤ 16.
-    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor, mut taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
-        let mut tap = |name: &str, t: &Tensor| {
-            if let Some(v) = taps.as_deref_mut() {
-                v.push((name.to_string(), t.clone()));
-            }
-        };
+    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor) -> Result<Tensor> {
         let (x, b, f) = video_in(rec, latents, self.config.latent_channels, "te3dvae decoder")?;
         let x = conv2d(rec, &x, &self.post_quant_conv, 1, 0)?;
         let mut x = conv2d(rec, &x, &self.conv_in, 1, 1)?;
-        tap("decoder.conv_in", &x);
+        rec.tap("decoder.conv_in", &x);
         x = self.mid_resnets[0].forward(rec, &x, f)?;
-        tap("decoder.mid_block.resnets.0", &x);
+        rec.tap("decoder.mid_block.resnets.0", &x);
         if self.mid_resnets.len() > 1 {
             x = self.mid_attention.forward(rec, &x, f)?;
-            tap("decoder.mid_block.attentions.0", &x);
+            rec.tap("decoder.mid_block.attentions.0", &x);
             x = self.mid_resnets[1].forward(rec, &x, f)?;
         }
-        tap("decoder.mid_block", &x);
+        rec.tap("decoder.mid_block", &x);
         for (i, blk) in self.up_blocks.iter().enumerate() {
             for r in &blk.resnets {
                 x = r.forward(rec, &x, f)?;
@@ -465,7 +446,7 @@ impl Te3dVaeDecoder {
             if let Some(u) = &blk.upsampler {
                 x = u.forward(rec, &x, None)?;
             }
-            tap(&format!("decoder.up_blocks.{i}"), &x);
+            rec.tap(&format!("decoder.up_blocks.{i}"), &x);
         }
         let x = group_norm_w(rec, &x, TE_GROUPS, 1e-6, &self.conv_norm_out, PER_IMAGE_SILU)?;
         let x = conv2d(rec, &x, &self.conv_out, 1, 1)?;
@@ -497,9 +478,9 @@ impl UavVae3dDecoder {
 
     /// `latents [B, latent_channels, F, h, w]` → `[B, out_channels, F, H, W]` (the UAV pipeline
     /// decodes chunks of 3 frames).
-    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor, taps: Option<&mut Vec<(String, Tensor)>>) -> Result<Tensor> {
+    pub fn forward(&self, rec: &mut Recorder, latents: &Tensor) -> Result<Tensor> {
         let (x, b, f) = video_in(rec, latents, self.config.latent_channels, "uav vae_3d decoder")?;
-        let x = self.decoder.decode_nhwc(rec, &x, f, taps)?;
+        let x = self.decoder.decode_nhwc(rec, &x, f)?;
         let s = x.shape().to_vec();
         nfhwc_to_ncfhw(rec, &x.reshape(&[b, f, s[1], s[2], s[3]])?)
     }

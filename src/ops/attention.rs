@@ -146,7 +146,7 @@ struct View<'a> {
 
 /// Which kernel runs.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub enum Path {
+pub enum Impl {
     /// The cooperative-matrix kernel where it applies ([`coop_applies`]), else the portable one.
     #[default]
     Auto,
@@ -161,7 +161,7 @@ pub enum Path {
 struct Tuning {
     smem: Option<usize>,
     max_tiles_per_dispatch: Option<usize>,
-    path: Path,
+    path: Impl,
 }
 
 /// Constants of the cooperative kernel for head width `dh`: (DC, VK, KVF, workgroup bytes).
@@ -294,8 +294,8 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
     }
     let refusal = coop_refusal(gpu, dtype, lq, dh, opts.causal);
     match (tune.path, refusal) {
-        (Path::Coop, Some(why)) => bail!("attention: the cooperative-matrix kernel does not apply: {why}"),
-        (Path::Coop | Path::Auto, None) => {
+        (Impl::Coop, Some(why)) => bail!("attention: the cooperative-matrix kernel does not apply: {why}"),
+        (Impl::Coop | Impl::Auto, None) => {
             run_coop(rec, q, k, v, &out, heads, dh, opts)?;
             return Ok(out);
         }
@@ -369,7 +369,7 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: 
 }
 
 /// [`attention`] with the kernel chosen by the caller (benchmarks, comparisons).
-pub fn attention_with(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, opts: AttnOpts, path: Path) -> Result<Tensor> {
+pub fn attention_with(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, opts: AttnOpts, path: Impl) -> Result<Tensor> {
     attention_tuned(rec, q, k, v, heads, opts, Tuning { path, ..Tuning::default() })
 }
 
@@ -400,8 +400,8 @@ pub fn attention_qkv(rec: &mut Recorder, qkv: &Tensor, heads: usize, opts: AttnO
 }
 
 /// Benchmarks at DiffVSR's shapes (UNet at a 64² latent level, batch 16 = 8 frames × CFG).
-pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     // (name, batch, Lq, Lk, heads, dh)
     let shapes: &[(&str, usize, usize, usize, usize, usize)] = if quick {
         &[
@@ -427,9 +427,9 @@ pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<cr
         let vv = random_tensor(gpu, &[b, lk, c], dtype, seed + 2)?;
         let es = dtype.size() as f64;
         // Where the cooperative kernel is the default, time the portable one beside it.
-        let mut paths = vec![(Path::Auto, "")];
+        let mut paths = vec![(Impl::Auto, "")];
         if coop_applies(gpu, dtype, lq, dh, false) {
-            paths.push((Path::Portable, " (portable)"));
+            paths.push((Impl::Portable, " (portable)"));
         }
         for (path, tag) in paths {
             let (q, k, vv) = (q.clone(), k.clone(), vv.clone());
@@ -578,9 +578,9 @@ mod tests {
         let gpu = test_gpu();
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
-        let small = Tuning { smem: Some(16 << 10), max_tiles_per_dispatch: None, path: Path::Portable };
-        let split = Tuning { smem: None, max_tiles_per_dispatch: Some(1), path: Path::Portable };
-        let both = Tuning { smem: Some(16 << 10), max_tiles_per_dispatch: Some(2), path: Path::Portable };
+        let small = Tuning { smem: Some(16 << 10), max_tiles_per_dispatch: None, path: Impl::Portable };
+        let split = Tuning { smem: None, max_tiles_per_dispatch: Some(1), path: Impl::Portable };
+        let both = Tuning { smem: Some(16 << 10), max_tiles_per_dispatch: Some(2), path: Impl::Portable };
         for dt in gpu.dtypes() {
             for (heads, dh) in [(2usize, 32usize), (2, 64), (1, 128), (1, 512)] {
                 check(&mut rng, seed, dt, 2, 2, 77, 130, heads, dh, false, small);
@@ -613,7 +613,7 @@ mod tests {
     fn unsplit_long_key_range() {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
-        let all = Tuning { smem: None, max_tiles_per_dispatch: Some(1 << 20), path: Path::Portable };
+        let all = Tuning { smem: None, max_tiles_per_dispatch: Some(1 << 20), path: Impl::Portable };
         check(&mut rng, seed, DType::F32, 1, 1, 3, 4096, 1, 512, false, all);
         check(&mut rng, seed, DType::F32, 1, 1, 2, 8192, 1, 64, false, all);
     }
@@ -662,7 +662,7 @@ mod tests {
         }
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
-        let coop = Tuning { path: Path::Coop, ..Tuning::default() };
+        let coop = Tuning { path: Impl::Coop, ..Tuning::default() };
         let dt = DType::F16;
         for (lq, lk) in [(32usize, 1usize), (33, 7), (77, 77), (130, 130), (32, 200)] {
             for (heads, dh) in [(2usize, 64usize), (1, 128)] {
@@ -692,7 +692,9 @@ mod tests {
     #[test]
     fn coop_wgsl_validates_and_translates() {
         for (dh, ldq) in [(64usize, 512usize), (128, 1024), (192, 192), (512, 512), (64, 1536)] {
-            translate_check(&coop_kernel(dh, ldq));
+            let (module, _) = translate_check(&coop_kernel(dh, ldq));
+            // The parameter block is the Rust one (checked at dispatch where the kernel runs).
+            assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<CoopParams>() as u64);
             assert!(coop_consts(dh).3 <= 48 << 10);
         }
     }

@@ -46,6 +46,26 @@ fn copy_into(rec: &mut Recorder, x: &Tensor, out: &Tensor, rows: usize, ci: usiz
     rec.dispatch(&k, &p, &[x.into(), out.into()], grid(gpu, n.div_ceil(1024) as u32))
 }
 
+/// Copies `src` into `dst` (same shape and dtype; either may be a view): how a window, a chunk
+/// or a CFG half is written into a larger tensor without a new allocation.
+pub fn copy(rec: &mut Recorder, src: &Tensor, dst: &Tensor) -> Result<()> {
+    if src.shape() != dst.shape() || src.dtype() != dst.dtype() {
+        bail!("copy: {src:?} into {dst:?}: shapes or dtypes differ");
+    }
+    if src.same_storage(dst) && overlaps(src, dst) {
+        bail!("copy: {src:?} and {dst:?} overlap in one buffer");
+    }
+    if src.numel() > u32::MAX as usize {
+        bail!("copy: {src:?} exceeds 32-bit indexing");
+    }
+    copy_into(rec, src, dst, 1, src.numel(), src.numel(), 0)
+}
+
+/// Whether two tensors' byte ranges overlap (meaningful when they share a buffer).
+pub(crate) fn overlaps(a: &Tensor, b: &Tensor) -> bool {
+    a.offset() < b.offset() + b.bytes() && b.offset() < a.offset() + a.bytes()
+}
+
 fn check_common(what: &str, xs: &[&Tensor]) -> Result<()> {
     let Some(first) = xs.first() else { bail!("{what}: no tensors to concatenate") };
     for x in xs {
@@ -116,8 +136,8 @@ pub fn concat(rec: &mut Recorder, xs: &[&Tensor]) -> Result<Tensor> {
 
 /// Benchmark: up_blocks.1's first skip concat (1024 + 512 channels at 32²) at a 128² latent,
 /// 16 = 8 frames × CFG.
-pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     let (sa, sb): (Vec<usize>, Vec<usize>) =
         if quick { (vec![2, 8, 8, 64], vec![2, 8, 8, 32]) } else { (vec![16, 32, 32, 1024], vec![16, 32, 32, 512]) };
     let n: usize = sa.iter().product::<usize>() + sb.iter().product::<usize>();

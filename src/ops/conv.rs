@@ -12,7 +12,7 @@
 //! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
 //! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage,
-//! f32 accumulation, adapters with f16 16×16 matrices and a fixed subgroup size). [`ConvImpl`]
+//! f32 accumulation, adapters with f16 16×16 matrices and a fixed subgroup size). [`Impl`]
 //! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64.
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
 //! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
@@ -190,7 +190,7 @@ impl ConvWeight {
 
 /// Which kernel runs a convolution.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ConvImpl {
+pub enum Impl {
     /// The best one for the device and dtype.
     Auto,
     /// The portable workgroup-tiled kernel (every adapter, f32 and f16).
@@ -226,10 +226,10 @@ fn check_input(what: &str, x: &Tensor, w: &ConvWeight) -> Result<()> {
 /// its own) with a [`ConvKind::Conv2d`] weight, square `stride` and symmetric zero padding
 /// `pad`: output `[.., Ho, Wo, Cout]` with `Ho = (H + 2·pad − kh) / stride + 1` (as PyTorch).
 pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize) -> Result<Tensor> {
-    conv2d_with(rec, x, w, stride, pad, ConvImpl::Auto)
+    conv2d_with(rec, x, w, stride, pad, Impl::Auto)
 }
 
-pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, imp: ConvImpl) -> Result<Tensor> {
+pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, imp: Impl) -> Result<Tensor> {
     ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
     check_input("conv2d", x, w)?;
     let s = x.shape();
@@ -253,10 +253,10 @@ pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize
 /// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
 /// `[B, F, H, W, Cin]`) with a [`ConvKind::ConvTranspose2d`] weight: output `[.., 2H, 2W, Cout]`.
 pub fn conv_transpose2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Result<Tensor> {
-    conv_transpose2d_with(rec, x, w, ConvImpl::Auto)
+    conv_transpose2d_with(rec, x, w, Impl::Auto)
 }
 
-pub fn conv_transpose2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: ConvImpl) -> Result<Tensor> {
+pub fn conv_transpose2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) -> Result<Tensor> {
     ensure!(w.kind == ConvKind::ConvTranspose2d, "conv_transpose2d: weight is a {:?}", w.kind);
     check_input("conv_transpose2d", x, w)?;
     let s = x.shape();
@@ -276,10 +276,10 @@ pub fn conv_transpose2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp
 /// channels-last video `x` `[B, F, H, W, Cin]` with a [`ConvKind::Conv3d`] weight of odd kernel
 /// sizes: output `[B, F, H, W, Cout]`. Kernel (3,1,1) / (5,1,1) is a temporal 1-D conv per pixel.
 pub fn conv3d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Result<Tensor> {
-    conv3d_with(rec, x, w, ConvImpl::Auto)
+    conv3d_with(rec, x, w, Impl::Auto)
 }
 
-pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: ConvImpl) -> Result<Tensor> {
+pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) -> Result<Tensor> {
     ensure!(w.kind == ConvKind::Conv3d, "conv3d: weight is a {:?}", w.kind);
     check_input("conv3d", x, w)?;
     let s = x.shape();
@@ -340,7 +340,7 @@ fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<(u32, u32), Strin
     Ok((lo, bn))
 }
 
-fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: ConvImpl) -> Result<Tensor> {
+fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Impl) -> Result<Tensor> {
     let gpu = rec.gpu();
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
@@ -350,9 +350,9 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Con
     let vec_in = w.cin.is_multiple_of(4);
     let coop = match imp {
         // Narrow layers (Cout 3 or 4 at the networks' ends) waste most of a 128-wide tile.
-        ConvImpl::Auto => coop_config(gpu, x.dtype(), w.cout).ok().filter(|_| w.cout >= 64),
-        ConvImpl::Tiled => None,
-        ConvImpl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
+        Impl::Auto => coop_config(gpu, x.dtype(), w.cout).ok().filter(|_| w.cout >= 64),
+        Impl::Tiled => None,
+        Impl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
     };
     let (k, bm, bn) = match coop {
         Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, vec_in, sg, bn), coop_bm(bn), bn),
@@ -392,8 +392,8 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Con
 
 /// Benchmarks at DiffVSR's shapes (UNet at a 128² latent, 8 frames × CFG = 16 images; VAE
 /// decoder at 512²); `quick` shrinks spatial sizes and channels for a software adapter.
-pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     #[derive(Clone, Copy)]
     enum Op {
         C2 { k: usize, s: usize },
@@ -425,7 +425,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::be
         }
         let cin = *s.last().unwrap();
         let x = random_tensor(gpu, &s, dtype, 10 + i as u64)?;
-        let mut rng = crate::testutil::Rng::new(20 + i as u64);
+        let mut rng = crate::rng::Rng::new(20 + i as u64);
         let (w, flops, out_n) = match op {
             Op::C2 { k, s: st } => {
                 let w = ConvWeight::from_torch(gpu, &rng.normals(cout * cin * k * k, 0.05), &[cout, cin, k, k], Some(&rng.normals(cout, 0.1)), dtype)?;
@@ -581,11 +581,11 @@ mod tests {
 
     /// The kernels to test in `dt`: the portable one always, the cooperative one where the
     /// adapter has it (else a note that it was skipped).
-    fn imps(gpu: &Gpu, dt: DType) -> Vec<ConvImpl> {
-        let mut v = vec![ConvImpl::Tiled];
+    fn imps(gpu: &Gpu, dt: DType) -> Vec<Impl> {
+        let mut v = vec![Impl::Tiled];
         if dt == DType::F16 {
             match coop_config(gpu, dt, 256) {
-                Ok(_) => v.push(ConvImpl::Coop),
+                Ok(_) => v.push(Impl::Coop),
                 Err(e) => eprintln!("cooperative conv skipped: adapter lacks cooperative matrices ({e})"),
             }
         }
@@ -603,7 +603,9 @@ mod tests {
             for vec_in in [false, true] {
                 for (sg, bn) in [(32u32, 128u32), (32, 256), (16, 128), (64, 256)] {
                     let k = coop_kernel(DType::F16, taps, stride, transposed, vec_in, sg, bn);
-                    translate_check(&k);
+                    let (module, _) = translate_check(&k);
+                    // The parameter block is the Rust one (checked at dispatch where the kernel runs).
+                    assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
                 }
             }
         }
@@ -628,7 +630,7 @@ mod tests {
         let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, c], dt).unwrap();
         let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3], Some(&bv), dt).unwrap();
         let mut rec = gpu.recorder();
-        let y = conv2d_with(&mut rec, &x, &cw, 1, 1, ConvImpl::Coop).unwrap();
+        let y = conv2d_with(&mut rec, &x, &cw, 1, 1, Impl::Coop).unwrap();
         rec.submit();
         let want = cpu::conv2d(&xv, n, h, w, c, &wv, c, 3, 3, Some(&bv), 1, 1);
         assert_close(&format!("coop conv2d 3x3 512 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
@@ -639,7 +641,7 @@ mod tests {
         let x = Tensor::from_f32(&gpu, &xv, &[1, f, h, w, c], dt).unwrap();
         let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3, 3], None, dt).unwrap();
         let mut rec = gpu.recorder();
-        let y = conv3d_with(&mut rec, &x, &cw, ConvImpl::Coop).unwrap();
+        let y = conv3d_with(&mut rec, &x, &cw, Impl::Coop).unwrap();
         rec.submit();
         let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
         assert_close(&format!("coop conv3d 3x3x3 128 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
@@ -647,7 +649,7 @@ mod tests {
 
     #[test]
     fn auto_picks_a_kernel_that_matches_cpu() {
-        // The public entry points (ConvImpl::Auto) at a width where the cooperative kernel is
+        // The public entry points (Impl::Auto) at a width where the cooperative kernel is
         // chosen when available.
         let gpu = test_gpu();
         let seed = fresh_seed();

@@ -1,6 +1,10 @@
 //! Elementwise ops (`shaders/elementwise.wgsl`): add/mul/sub with a broadcast operand,
 //! scale, SiLU, exact GELU, GEGLU and the learned mix `σ(m)·x + (1−σ(m))·y`.
 //!
+//! Each op allocates its output, or writes into a given tensor or view with its `_into` twin;
+//! the output may be the first operand itself (an in-place update). Scales and mix weights are
+//! [`Scalar`]s: a constant, or a per-step value read at run time.
+//!
 //! Layout: flat. Broadcasting views `a` as `[outer, rep, inner]` and `b` as `[outer, 1, inner]`:
 //! a per-channel bias on channels-last `[N, H, W, C]` is `b = [C]` (outer 1, rep N·H·W, inner C);
 //! a per-frame time embedding is `b = [N, C]` (outer N, rep H·W, inner C).
@@ -8,6 +12,8 @@
 use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
+use crate::ops::concat::overlaps;
+use crate::step_values::Scalar;
 use crate::tensor::Tensor;
 
 const SRC: &str = include_str!("../../shaders/elementwise.wgsl");
@@ -19,6 +25,8 @@ struct Params {
     inner: u32,
     rep: u32,
     alpha: f32,
+    /// Slot of `alpha` in the per-step values, or `Scalar::NO_SLOT` to use `alpha` itself.
+    alpha_slot: u32,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -28,19 +36,45 @@ pub enum Binary {
     Sub = 2,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Unary {
-    Scale(f32),
+    Scale(Scalar),
     Silu,
     Gelu,
 }
 
-fn run(rec: &mut Recorder, op: u32, a: &Tensor, b: &Tensor, out: &Tensor, inner: usize, rep: usize, alpha: f32) -> Result<()> {
+impl Unary {
+    /// Scaling by a constant.
+    pub fn scale(s: f32) -> Unary {
+        Unary::Scale(Scalar::Const(s))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(rec: &mut Recorder, op: u32, a: &Tensor, b: &Tensor, out: &Tensor, inner: usize, rep: usize, alpha: &Scalar) -> Result<()> {
     let gpu = rec.gpu();
     let k = Kernel::new("elementwise", SRC, a.dtype()).def("OP", format!("{op}u"));
     let n = out.numel();
-    let p = Params { n: n as u32, inner: inner.max(1) as u32, rep: rep.max(1) as u32, alpha };
-    rec.dispatch(&k, &p, &[a.into(), b.into(), out.into()], grid(gpu, n.div_ceil(256) as u32))
+    if n > u32::MAX as usize {
+        bail!("elementwise: {out:?} exceeds 32-bit indexing");
+    }
+    let (value, alpha_slot) = alpha.params();
+    let p = Params { n: n as u32, inner: inner.max(1) as u32, rep: rep.max(1) as u32, alpha: value, alpha_slot };
+    // A constant reads no slot: any small buffer fills the binding.
+    let sv = alpha.values().unwrap_or(a);
+    rec.dispatch(&k, &p, &[a.into(), b.into(), out.into(), sv.into()], grid(gpu, n.div_ceil(256) as u32))
+}
+
+/// `out` may be `x` itself (each element is read, then written, by one invocation); any other
+/// overlap with an input is refused.
+fn check_out(what: &str, out: &Tensor, inputs: &[&Tensor]) -> Result<()> {
+    for x in inputs {
+        let same_range = x.offset() == out.offset() && x.bytes() == out.bytes();
+        if x.same_storage(out) && overlaps(x, out) && !same_range {
+            bail!("{what}: the output {out:?} partly overlaps the input {x:?}");
+        }
+    }
+    Ok(())
 }
 
 /// How `b` broadcasts against `a`: returns (inner, rep) or an error naming both shapes.
@@ -85,13 +119,25 @@ pub fn broadcast_plan(a: &[usize], b: &[usize]) -> Result<(usize, usize)> {
 
 /// `a op b`, `b` broadcast per [`broadcast_plan`].
 pub fn binary(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.dtype() != b.dtype() {
-        bail!("{op:?}: dtypes differ ({:?} vs {:?})", a.dtype(), b.dtype());
+    let out = rec.empty(a.shape(), a.dtype())?;
+    binary_into(rec, op, a, b, &out)?;
+    Ok(out)
+}
+
+/// [`binary`] into `out` (shape of `a`; may be `a` itself: `a += b` in place).
+pub fn binary_into(rec: &mut Recorder, op: Binary, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() || a.dtype() != out.dtype() {
+        bail!("{op:?}: dtypes differ ({a:?}, {b:?} into {out:?})");
+    }
+    if out.shape() != a.shape() {
+        bail!("{op:?}: output {out:?} does not have the shape of {a:?}");
     }
     let (inner, rep) = broadcast_plan(a.shape(), b.shape())?;
-    let out = rec.empty(a.shape(), a.dtype())?;
-    run(rec, op as u32, a, b, &out, inner, rep, 0.0)?;
-    Ok(out)
+    check_out(&format!("{op:?}"), out, &[a])?;
+    if b.same_storage(out) && overlaps(b, out) {
+        bail!("{op:?}: the output {out:?} overlaps the broadcast operand {b:?}");
+    }
+    run(rec, op as u32, a, b, out, inner, rep, &Scalar::Const(0.0))
 }
 
 pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -104,13 +150,22 @@ pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 pub fn unary(rec: &mut Recorder, op: Unary, x: &Tensor) -> Result<Tensor> {
     let out = rec.empty(x.shape(), x.dtype())?;
+    unary_into(rec, op, x, &out)?;
+    Ok(out)
+}
+
+/// [`unary`] into `out` (same shape and dtype; may be `x` itself).
+pub fn unary_into(rec: &mut Recorder, op: Unary, x: &Tensor, out: &Tensor) -> Result<()> {
+    if x.shape() != out.shape() || x.dtype() != out.dtype() {
+        bail!("{op:?}: {x:?} into {out:?}: shapes or dtypes differ");
+    }
+    check_out(&format!("{op:?}"), out, &[x])?;
     let (code, alpha) = match op {
         Unary::Scale(s) => (10, s),
-        Unary::Silu => (11, 0.0),
-        Unary::Gelu => (12, 0.0),
+        Unary::Silu => (11, Scalar::Const(0.0)),
+        Unary::Gelu => (12, Scalar::Const(0.0)),
     };
-    run(rec, code, x, x, &out, 1, 1, alpha)?;
-    Ok(out)
+    run(rec, code, x, x, out, 1, 1, &alpha)
 }
 
 /// GEGLU over the last axis: `x[..., :D] * gelu(x[..., D:])`, output `[..., D]`.
@@ -123,23 +178,29 @@ pub fn geglu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     let mut os = s.to_vec();
     *os.last_mut().unwrap() = last / 2;
     let out = rec.empty(&os, x.dtype())?;
-    run(rec, 13, x, x, &out, last / 2, 1, 0.0)?;
+    run(rec, 13, x, x, &out, last / 2, 1, &Scalar::Const(0.0))?;
     Ok(out)
 }
 
 /// The learned mix `σ(m)·x + (1−σ(m))·y` (TE-3DVAE time mixer and video block).
-pub fn mix(rec: &mut Recorder, m: f32, x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    if x.shape() != y.shape() || x.dtype() != y.dtype() {
-        bail!("mix: {x:?} and {y:?} differ");
-    }
+pub fn mix(rec: &mut Recorder, m: impl Into<Scalar>, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let out = rec.empty(x.shape(), x.dtype())?;
-    run(rec, 14, x, y, &out, 1, 1, m)?;
+    mix_into(rec, m, x, y, &out)?;
     Ok(out)
 }
 
+/// [`mix`] into `out` (may be `x` or `y` itself).
+pub fn mix_into(rec: &mut Recorder, m: impl Into<Scalar>, x: &Tensor, y: &Tensor, out: &Tensor) -> Result<()> {
+    if x.shape() != y.shape() || x.dtype() != y.dtype() || x.shape() != out.shape() || x.dtype() != out.dtype() {
+        bail!("mix: {x:?}, {y:?} into {out:?} differ");
+    }
+    check_out("mix", out, &[x, y])?;
+    run(rec, 14, x, y, out, 1, 1, &m.into())
+}
+
 /// Benchmarks: the UNet's elementwise traffic at a 128² latent, 16 frames (8 × CFG), 256 channels.
-pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     let s: Vec<usize> = if quick { vec![2, 8, 8, 32] } else { vec![16, 128, 128, 256] };
     let n: usize = s.iter().product();
     let es = dtype.size() as f64;
@@ -234,10 +295,11 @@ pub mod cpu {
             .collect()
     }
 
-    pub fn unary(op: Unary, x: &[f32]) -> Vec<f32> {
+    /// `scale` is the value of a [`Unary::Scale`] operand.
+    pub fn unary(op: &Unary, scale: f32, x: &[f32]) -> Vec<f32> {
         x.iter()
             .map(|&v| match op {
-                Unary::Scale(s) => s * v,
+                Unary::Scale(_) => scale * v,
                 Unary::Silu => silu(v),
                 Unary::Gelu => gelu(v),
             })
@@ -298,14 +360,14 @@ mod tests {
         let mut rng = Rng::new(seed);
         for dt in gpu.dtypes() {
             for n in [1usize, 7, 33, 77, 1000] {
-                for op in [Unary::Scale(-0.37), Unary::Silu, Unary::Gelu] {
+                for op in [Unary::scale(-0.37), Unary::Silu, Unary::Gelu] {
                     // Uniform in [-4, 4): covers GELU's tails without f16 subnormal outputs.
                     let v: Vec<f32> = (0..n).map(|_| rng.uniform() * 8.0 - 4.0).collect();
                     let (x, xh) = upload(&gpu, &v, &[n], dt);
                     let mut rec = gpu.recorder();
-                    let out = unary(&mut rec, op, &x).unwrap();
+                    let out = unary(&mut rec, op.clone(), &x).unwrap();
                     rec.submit();
-                    assert_close(&format!("{op:?} n={n} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::unary(op, &xh), dt.tolerance(TOL));
+                    assert_close(&format!("{op:?} n={n} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::unary(&op, -0.37, &xh), dt.tolerance(TOL));
                 }
             }
         }

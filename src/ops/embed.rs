@@ -102,7 +102,7 @@ pub fn embedding_lookup(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Res
     if ts.len() != 2 || ts[0] == 0 {
         bail!("embedding_lookup: table must be a non-empty [V, D] tensor, got {table:?}");
     }
-    if ids.shape().len() != 1 || ids.dtype() != DType::F32 {
+    if ids.shape().len() != 1 || ids.dtype() != DType::U32 {
         bail!("embedding_lookup: ids must be a [n] u32 tensor (Tensor::from_u32), got {ids:?}");
     }
     let (rows, d) = (ts[0], ts[1]);
@@ -126,8 +126,8 @@ pub fn embedding_lookup(rec: &mut Recorder, table: &Tensor, ids: &Tensor) -> Res
 
 /// Benchmarks (launch-bound at these sizes): the UNet's time embedding and class-embedding
 /// lookup for 16 = 8 frames × CFG.
-pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     let (b, v, d) = if quick { (2, 10, 32) } else { (16, 1000, 1024) };
     let t = Tensor::from_f32(gpu, &(0..b).map(|i| (i * 61 % 1000) as f32).collect::<Vec<_>>(), &[b], DType::F32)?;
     let table = random_tensor(gpu, &[v, d], dtype, 1)?;

@@ -78,8 +78,8 @@ pub fn nfhwc_to_ncfhw(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
 }
 
 /// Benchmark: a 16-frame, 256-channel, 128² activation from PyTorch's layout into the engine's.
-pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     let s: Vec<usize> = if quick { vec![2, 32, 8, 8] } else { vec![16, 256, 128, 128] };
     let n: usize = s.iter().product();
     let x = random_tensor(gpu, &s, dtype, 1)?;

@@ -8,7 +8,7 @@
 //!   of 32 each owning a 64×64 block. It needs K % 4 == 0 and N % 4 == 0 (vec4 loads and stores);
 //!   M, N and K need not be tile multiples (zero-padded loads, guarded staged stores).
 //!
-//! [`Path::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
+//! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 and the shape qualifies, and the portable kernel otherwise.
 //!
 //! Layout: row-major. `a` is `[batch.., M, K]`; `b` is a shared `[K, N]` (then every leading axis of
@@ -50,7 +50,7 @@ struct Params {
 
 /// Which kernel a matmul uses.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Path {
+pub enum Impl {
     /// Cooperative matrices when available and the shape qualifies, else portable.
     Auto,
     /// The portable tiled kernel (tile size chosen from the shape).
@@ -156,7 +156,7 @@ fn portable_tile(p: &Plan) -> (u32, u32) {
     (rm, rn)
 }
 
-fn choose(gpu: &Gpu, dtype: DType, p: &Plan, path: Path) -> Result<Variant> {
+fn choose(gpu: &Gpu, dtype: DType, p: &Plan, path: Impl) -> Result<Variant> {
     let coop_ok = || -> Result<()> {
         if !coop_available(gpu) {
             bail!("matmul: this adapter cannot run the cooperative-matrix kernel (see matmul::coop_available)");
@@ -170,7 +170,7 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, path: Path) -> Result<Variant> {
         Ok(())
     };
     Ok(match path {
-        Path::Auto => {
+        Impl::Auto => {
             if coop_ok().is_ok() {
                 Variant::Coop { v4: true }
             } else {
@@ -178,15 +178,15 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, path: Path) -> Result<Variant> {
                 Variant::Tiled { rm, rn }
             }
         }
-        Path::Portable => {
+        Impl::Portable => {
             let (rm, rn) = portable_tile(p);
             Variant::Tiled { rm, rn }
         }
-        Path::Coop => {
+        Impl::Coop => {
             coop_ok()?;
             Variant::Coop { v4: false }
         }
-        Path::CoopV4 => {
+        Impl::CoopV4 => {
             coop_ok()?;
             Variant::Coop { v4: true }
         }
@@ -247,14 +247,14 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, p: &Pl
     Ok(out)
 }
 
-/// `a · b (+ bias)` with the kernel [`Path::Auto`] picks. Shapes: see the module docs
+/// `a · b (+ bias)` with the kernel [`Impl::Auto`] picks. Shapes: see the module docs
 /// (`a [batch.., M, K]`, `b [K, N]` or `[batch.., K, N]`, `bias [N]` → `[batch.., M, N]`).
 pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    matmul_with(rec, a, b, bias, Path::Auto)
+    matmul_with(rec, a, b, bias, Impl::Auto)
 }
 
 /// [`matmul`] on an explicit kernel path (tests and benchmarks).
-pub fn matmul_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, path: Path) -> Result<Tensor> {
+pub fn matmul_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, path: Impl) -> Result<Tensor> {
     check_dtypes(a, b, bias)?;
     let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape()))?;
     let v = choose(rec.gpu(), a.dtype(), &p, path)?;
@@ -317,11 +317,11 @@ impl LinearWeight {
 /// `nn.Linear`: `y = x Wᵀ + b` over the last axis, `x [.., in]` → `[.., out]` (tokens
 /// `[batch, tokens, C]` or channels-last activations).
 pub fn linear(rec: &mut Recorder, x: &Tensor, w: &LinearWeight) -> Result<Tensor> {
-    linear_with(rec, x, w, Path::Auto)
+    linear_with(rec, x, w, Impl::Auto)
 }
 
 /// [`linear`] on an explicit kernel path.
-pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, path: Path) -> Result<Tensor> {
+pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, path: Impl) -> Result<Tensor> {
     let s = x.shape();
     if s.last() != Some(&w.in_features) {
         bail!("linear: input {s:?} must end in in_features = {}", w.in_features);
@@ -335,12 +335,12 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, path: Path)
 
 /// Benchmarks: a square 8192³ matmul and the UNet's transformer linears over 16 frames of a 64²
 /// latent (16·4096 tokens), on every path this adapter runs.
-pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
-    let mut paths = vec![(Path::Portable, "portable")];
+pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
+    let mut paths = vec![(Impl::Portable, "portable")];
     if dtype == DType::F16 && coop_available(gpu) {
-        paths.push((Path::Coop, "coop"));
-        paths.push((Path::CoopV4, "coop-v4"));
+        paths.push((Impl::Coop, "coop"));
+        paths.push((Impl::CoopV4, "coop-v4"));
     }
     let mut v = Vec::new();
     let s = if quick { 64 } else { 8192 };
@@ -362,7 +362,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::be
     let layers = [("GEGLU proj", 512 / q, 4096 / q, true), ("FF out", 2048 / q, 512 / q, true), ("q/k/v proj", 512 / q, 512 / q, false)];
     for (i, &(name, fin, fout, has_bias)) in layers.iter().enumerate() {
         let x = random_tensor(gpu, &[tokens, fin], dtype, 20 + i as u64)?;
-        let mut rng = crate::testutil::Rng::new(30 + i as u64);
+        let mut rng = crate::rng::Rng::new(30 + i as u64);
         let wv = rng.normals(fin * fout, 1.0 / (fin as f32).sqrt());
         let bv = rng.normals(fout, 0.1);
         let w = std::rc::Rc::new(LinearWeight::from_torch_with_bias(gpu, &wv, has_bias.then_some(&bv[..]), fout, fin, dtype)?);
@@ -428,7 +428,7 @@ mod tests {
 
     /// One GPU-vs-CPU comparison. `lead` = batch axes of a; `shared` = b is [K, N].
     #[allow(clippy::too_many_arguments)]
-    fn check(gpu: &Gpu, rng: &mut Rng, seed: u64, dt: DType, lead: &[usize], m: usize, n: usize, k: usize, shared: bool, with_bias: bool, v: Option<Variant>, path: Path) {
+    fn check(gpu: &Gpu, rng: &mut Rng, seed: u64, dt: DType, lead: &[usize], m: usize, n: usize, k: usize, shared: bool, with_bias: bool, v: Option<Variant>, path: Impl) {
         let batch: usize = lead.iter().product();
         let mut sa = lead.to_vec();
         sa.extend([m, k]);
@@ -471,15 +471,15 @@ mod tests {
         for dt in gpu.dtypes() {
             for &(m, n, k) in &[(1, 1, 1), (7, 33, 77), (77, 7, 33), (33, 77, 130)] {
                 for with_bias in [false, true] {
-                    check(&gpu, &mut rng, seed, dt, &[], m, n, k, true, with_bias, None, Path::Portable);
+                    check(&gpu, &mut rng, seed, dt, &[], m, n, k, true, with_bias, None, Impl::Portable);
                 }
             }
             // Shared weight under leading axes (folded into M), and batched b.
-            check(&gpu, &mut rng, seed, dt, &[2, 3], 7, 33, 20, true, true, None, Path::Portable);
-            check(&gpu, &mut rng, seed, dt, &[3], 33, 7, 77, false, false, None, Path::Portable);
-            check(&gpu, &mut rng, seed, dt, &[2, 2], 9, 70, 17, false, true, None, Path::Portable);
+            check(&gpu, &mut rng, seed, dt, &[2, 3], 7, 33, 20, true, true, None, Impl::Portable);
+            check(&gpu, &mut rng, seed, dt, &[3], 33, 7, 77, false, false, None, Impl::Portable);
+            check(&gpu, &mut rng, seed, dt, &[2, 2], 9, 70, 17, false, true, None, Impl::Portable);
             // More than GROUP_M row tiles: a full and a partial launch group.
-            check(&gpu, &mut rng, seed, dt, &[], 9 * 64 + 5, 70, 6, true, true, Some(Variant::Tiled { rm: 1, rn: 1 }), Path::Portable);
+            check(&gpu, &mut rng, seed, dt, &[], 9 * 64 + 5, 70, 6, true, true, Some(Variant::Tiled { rm: 1, rn: 1 }), Impl::Portable);
         }
     }
 
@@ -501,7 +501,7 @@ mod tests {
     fn check_tile(gpu: &Gpu, dt: DType, rm: u32, rn: u32) {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
-        check(gpu, &mut rng, seed, dt, &[2], 135, 141, 37, false, true, Some(Variant::Tiled { rm, rn }), Path::Portable);
+        check(gpu, &mut rng, seed, dt, &[2], 135, 141, 37, false, true, Some(Variant::Tiled { rm, rn }), Impl::Portable);
     }
 
     // The 128×128 tile the heuristic picks at real sizes, in every dtype (the 64×64 one is covered
@@ -569,7 +569,7 @@ mod tests {
         if gpu.has_f16() {
             assert!(matmul(&mut rec, &t(&[3, 4], f), &t(&[4, 6], DType::F16), None).is_err(), "dtype mismatch");
         }
-        assert!(matmul_with(&mut rec, &t(&[3, 4], f), &t(&[4, 6], f), None, Path::Coop).is_err(), "coop needs f16");
+        assert!(matmul_with(&mut rec, &t(&[3, 4], f), &t(&[4, 6], f), None, Impl::Coop).is_err(), "coop needs f16");
         let lw = LinearWeight::from_torch(&gpu, &[1.0; 12], 3, 4, f).unwrap();
         assert!(linear(&mut rec, &t(&[2, 5], f), &lw).is_err(), "in_features");
         assert!(LinearWeight::from_torch(&gpu, &[1.0; 11], 3, 4, f).is_err());
@@ -599,6 +599,8 @@ mod tests {
                     .def("HAS_BIAS", has_bias)
                     .def("GROUP_M", format!("{GROUP_M}u"));
                 let (module, _) = translate_check(&k);
+                // The parameter block is the Rust one (checked at dispatch where the kernel runs).
+                assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
                 // The workgroup memory the host checks for is what the shader declares.
                 let mut layouter = naga::proc::Layouter::default();
                 layouter.update(module.to_ctx()).unwrap();
@@ -624,7 +626,7 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let dt = DType::F16;
-        for path in [Path::Coop, Path::CoopV4] {
+        for path in [Impl::Coop, Impl::CoopV4] {
             // Awkward sizes: M, N, K below, at and above the 128×256×32 tile, partial edge tiles.
             for &(m, n, k) in &[(1, 4, 4), (7, 36, 76), (77, 260, 44), (130, 12, 100), (300, 516, 72), (128, 256, 32), (129, 260, 36)] {
                 for with_bias in [false, true] {
@@ -639,11 +641,11 @@ mod tests {
         }
         // Auto takes the coop kernel for f16 and falls back to the portable one for shapes it
         // cannot handle.
-        check(&gpu, &mut rng, seed, dt, &[], 7, 33, 77, true, true, None, Path::Auto);
-        check(&gpu, &mut rng, seed, dt, &[], 70, 36, 44, true, true, None, Path::Auto);
+        check(&gpu, &mut rng, seed, dt, &[], 7, 33, 77, true, true, None, Impl::Auto);
+        check(&gpu, &mut rng, seed, dt, &[], 70, 36, 44, true, true, None, Impl::Auto);
         let p = plan(&[7, 33], &[33, 8], None).unwrap();
-        assert_eq!(choose(&gpu, dt, &p, Path::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
+        assert_eq!(choose(&gpu, dt, &p, Impl::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
         let p = plan(&[7, 32], &[32, 8], None).unwrap();
-        assert_eq!(choose(&gpu, dt, &p, Path::Auto).unwrap(), Variant::Coop { v4: true });
+        assert_eq!(choose(&gpu, dt, &p, Impl::Auto).unwrap(), Variant::Coop { v4: true });
     }
 }

@@ -1,3 +1,7 @@
+//! The kernel library: one op per file, each with its WGSL shader, Rust dispatch, CPU twin
+//! (`cpu` module), benchmark cases and tests.
+
+pub mod bench_case;
 pub mod elementwise;
 pub mod matmul;
 pub mod norm;

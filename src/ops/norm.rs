@@ -347,8 +347,8 @@ pub fn layer_norm_w(rec: &mut Recorder, x: &Tensor, w: &LayerNormWeight, eps: f3
 /// Benchmarks at DiffVSR's shapes: the pooled GroupNorm+SiLU of a video ResNet block at a 128²
 /// latent (2 × 8 frames, 256 channels), the per-frame transformer-input GroupNorm at 64², and a
 /// transformer LayerNorm over 16 frames × 64² tokens × 512. Bytes: x read once, y written once.
-pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     let es = dtype.size() as f64;
     let (pooled_s, frame_s, ln_s): ([usize; 4], [usize; 4], [usize; 2]) = if quick {
         ([2 * 8, 8, 8, 64], [4, 8, 8, 128], [64, 128])

@@ -109,8 +109,8 @@ pub fn resize_bilinear(rec: &mut Recorder, x: &Tensor, size: (usize, usize)) -> 
 
 /// Benchmarks: the UNet's ×2 up-sampler input at a 128² latent (16 = 8 frames × CFG) and a
 /// bilinear ×2 of the same tensor.
-pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: crate::DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     let s: Vec<usize> = if quick { vec![2, 8, 8, 32] } else { vec![16, 64, 64, 512] };
     let n: usize = s.iter().product();
     let es = dtype.size() as f64;

@@ -134,8 +134,8 @@ pub fn relative_position_bias(table: &[f32], heads: usize, f: usize) -> Result<V
 }
 
 /// Benchmark: 8 frames at a 64² latent level, 512 channels (8 heads × 64), B = 2 (CFG pair).
-pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::bench::BenchCase>> {
-    use crate::bench::{random_tensor, BenchCase};
+pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
     let (b, f, h, w, heads, dh) = if quick { (1, 8, 8, 8, 2, 64) } else { (2, 8, 64, 64, 8, 64) };
     let c = heads * dh;
     let s = [b, f, h, w, c];

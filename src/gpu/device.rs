@@ -5,12 +5,13 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::kernel::PipelineCache;
-use crate::tensor::BufferPool;
+use super::pipelines::{Kernel, Pipeline, PipelineCache};
+use super::pool::{human_bytes, BufferLimits, BufferPool};
+use crate::dtype::DType;
 
 /// Optional features the engine uses when the adapter offers them.
 pub fn wanted_features() -> wgpu::Features {
@@ -34,6 +35,9 @@ pub struct GpuOptions {
     pub no_f16: bool,
     /// Never use cooperative matrices even if the adapter reports them.
     pub no_coop: bool,
+    /// Treat the GPU as if its largest storage binding were at most this many bytes: to plan
+    /// for, or test on, a smaller GPU (`DIFFVSR_MAX_BINDING`).
+    pub max_binding: Option<u64>,
 }
 
 impl GpuOptions {
@@ -45,6 +49,7 @@ impl GpuOptions {
             backend: std::env::var("DIFFVSR_BACKEND").ok().filter(|s| !s.is_empty()),
             no_f16: flag("DIFFVSR_NO_F16"),
             no_coop: flag("DIFFVSR_NO_COOP"),
+            max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -65,9 +70,19 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-/// Every adapter on every (requested) backend, in a stable order.
+/// Every adapter on the requested backends, in a stable order. GL is probed only when asked
+/// for explicitly or when no native backend (Vulkan, Metal, DX12) has an adapter: its EGL probe
+/// prints error-looking lines on machines without a display even when nothing is wrong.
 pub fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance(backends).enumerate_adapters(backends))
+    let probe = |b: wgpu::Backends| pollster::block_on(instance(b).enumerate_adapters(b));
+    if backends == wgpu::Backends::GL {
+        return probe(backends);
+    }
+    let native = probe(backends - wgpu::Backends::GL);
+    if native.is_empty() && backends.contains(wgpu::Backends::GL) {
+        return probe(wgpu::Backends::GL);
+    }
+    native
 }
 
 fn type_rank(t: wgpu::DeviceType) -> u32 {
@@ -147,6 +162,8 @@ pub struct Gpu {
     pub coop: Vec<wgpu::CooperativeMatrixProperties>,
     pub(crate) pipelines: PipelineCache,
     pub(crate) pool: Arc<BufferPool>,
+    /// The first device error wgpu reported since the last [`Gpu::sync`] (see [`Gpu::check`]).
+    error: Arc<Mutex<Option<DeviceError>>>,
     poison: AtomicBool,
     use_f16: bool,
     /// Compile kernels with wgpu's runtime bounds checks (`DIFFVSR_SHADER_CHECKS=1`).
@@ -184,15 +201,18 @@ impl Gpu {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .with_context(|| format!("could not open device '{}' ({:?})", info.name, info.backend))?;
-        device.on_uncaptured_error(Arc::new(|e| {
-            // Validation errors are bugs in the engine; out-of-memory is the user's to fix.
-            match e {
-                wgpu::Error::OutOfMemory { .. } => {
-                    eprintln!("error: the GPU ran out of memory. Try a smaller tile size or fewer frames per window.");
-                }
-                other => eprintln!("error: GPU error: {other}"),
+        // Errors wgpu reports asynchronously are kept and returned by the next sync or replay,
+        // so the caller can stop cleanly (never half a frame) and say what to do.
+        let error: Arc<Mutex<Option<DeviceError>>> = Arc::default();
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            let mut slot = slot.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(match e {
+                    wgpu::Error::OutOfMemory { .. } => DeviceError::OutOfMemory,
+                    other => DeviceError::Other(other.to_string()),
+                });
             }
-            std::process::exit(3);
         }));
         let coop = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             adapter.cooperative_matrix_properties()
@@ -200,7 +220,11 @@ impl Gpu {
             Vec::new()
         };
         let use_f16 = features.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
-        let limits = device.limits();
+        let mut limits = device.limits();
+        if let Some(m) = opts.max_binding {
+            // A simulated smaller GPU: what one binding may hold shrinks (buffers may stay larger).
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m.max(4));
+        }
         Ok(Arc::new(Gpu {
             adapter,
             device,
@@ -211,6 +235,7 @@ impl Gpu {
             coop,
             pipelines: PipelineCache::default(),
             pool: Arc::new(BufferPool::default()),
+            error,
             poison: AtomicBool::new(std::env::var("DIFFVSR_POISON").map(|v| v == "1").unwrap_or(false)),
             use_f16,
             shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
@@ -238,10 +263,10 @@ impl Gpu {
     }
 
     /// Storage dtypes this device can run: f32 always, f16 with SHADER_F16.
-    pub fn dtypes(&self) -> Vec<crate::DType> {
-        let mut v = vec![crate::DType::F32];
+    pub fn dtypes(&self) -> Vec<DType> {
+        let mut v = vec![DType::F32];
         if self.has_f16() {
-            v.push(crate::DType::F16);
+            v.push(DType::F16);
         }
         v
     }
@@ -256,12 +281,49 @@ impl Gpu {
         self.poison.load(Ordering::Relaxed)
     }
 
-    /// Waits until all submitted work is done.
+    /// Waits until all submitted work is done; returns the first device error reported since
+    /// the last sync (out of memory, a lost device, a validation error), if any.
     pub fn sync(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
+        let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check()?;
+        waited.map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
         Ok(())
+    }
+
+    /// Returns (and clears) the first device error reported since the last check, without waiting.
+    pub fn check(&self) -> Result<()> {
+        match self.error.lock().unwrap().take() {
+            None => Ok(()),
+            Some(DeviceError::OutOfMemory) => bail!(
+                "the GPU ran out of memory: lower the tile size (--tile) or the frames per chunk, or close other programs using the GPU"
+            ),
+            Some(DeviceError::Other(m)) => bail!("GPU error: {m}"),
+        }
+    }
+
+    /// The compiled pipeline for kernel variant `k`, compiling it on first use.
+    pub fn pipeline(&self, k: &Kernel) -> Result<Arc<Pipeline>> {
+        self.pipelines.get_or_build(&self.device, self.features, self.shader_checks, k)
+    }
+
+    /// Number of compiled pipelines (each kernel variant compiles once per device).
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// What a buffer pool may allocate on this device.
+    pub fn buffer_limits(&self) -> BufferLimits<'_> {
+        BufferLimits { device: &self.device, max_buffer: self.limits.max_buffer_size }
+    }
+
+    /// The largest storage binding (bytes) a kernel may read or write through.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Byte offsets of bound views must be multiples of this.
+    pub fn offset_alignment(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment as u64
     }
 
     pub fn describe(&self) -> String {
@@ -329,17 +391,9 @@ pub fn devices_report() -> String {
     out
 }
 
-pub fn human_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < U.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[u])
-    }
+/// A device error wgpu reported asynchronously, kept until the next sync.
+#[derive(Clone, Debug)]
+enum DeviceError {
+    OutOfMemory,
+    Other(String),
 }

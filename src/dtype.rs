@@ -1,0 +1,76 @@
+//! Element types of GPU tensors. Plain data: reading a file or planning memory needs no GPU.
+
+use anyhow::{bail, Result};
+
+/// The element type a tensor is stored in on the device.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    /// Indices and token ids (embedding lookups, class labels). Never an activation dtype.
+    U32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
+    }
+    /// The WGSL scalar type.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+        }
+    }
+    pub fn name(self) -> &'static str {
+        self.wgsl()
+    }
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
+    }
+    /// Relative-L2 tolerance of a kernel test in this storage dtype (f16 storage rounds every
+    /// stored value to 11 significant bits; integers are exact).
+    pub fn tolerance(self, f32_tol: f64) -> f64 {
+        match self {
+            DType::F32 => f32_tol,
+            DType::F16 => 5e-3,
+            DType::U32 => 0.0,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = anyhow::Error;
+    /// The storage dtypes a user can ask for (`--dtype`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(DType::F32),
+            "f16" => Ok(DType::F16),
+            o => bail!("unknown dtype '{o}': use f32 or f16"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DType;
+
+    #[test]
+    fn sizes_names_and_parsing() {
+        assert_eq!((DType::F32.size(), DType::F16.size(), DType::U32.size()), (4, 2, 4));
+        assert_eq!("f16".parse::<DType>().unwrap(), DType::F16);
+        assert!("u32".parse::<DType>().is_err(), "u32 is not a storage dtype a user picks");
+        assert!(!DType::U32.is_float());
+    }
+}

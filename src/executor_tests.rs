@@ -1,0 +1,217 @@
+//! Tests of the executor as the sampling loop uses it: per-step values across replays, views
+//! and in-place writes, graphs sharing one arena, device errors as `Result`s, limits checked
+//! before a binding is made, and Rust parameter blocks checked against their WGSL twins.
+
+use crate::gpu::{Gpu, GpuOptions};
+use crate::kernel::{grid, Arena, Kernel};
+use crate::ops::concat::copy;
+use crate::ops::elementwise::{add, binary_into, cpu, mix, mix_into, unary, unary_into, Binary, Unary};
+use crate::step_values::StepValues;
+use crate::testutil::*;
+use crate::{DType, Recorder, Tensor};
+
+/// `y = mix(m, s·x, x) + b`, with `s` and `m` per-step values: a captured graph replayed with
+/// new values matches both the CPU reference and a graph captured afresh with those values.
+#[test]
+fn replay_with_new_step_values_matches_a_fresh_capture() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for dt in gpu.dtypes() {
+        let n = 77;
+        let (x, xh) = upload(&gpu, &rng.normals(n, 1.0), &[7, 11], dt);
+        let (b, bh) = upload(&gpu, &rng.normals(11, 1.0), &[11], dt);
+        let mut sv = StepValues::new(&gpu, &["scale", "mix"]).unwrap();
+        let record = |rec: &mut Recorder, sv: &StepValues| {
+            let sx = unary(rec, Unary::Scale(sv.slot("scale").unwrap()), &x).unwrap();
+            let m = mix(rec, sv.slot("mix").unwrap(), &sx, &x).unwrap();
+            add(rec, &m, &b).unwrap()
+        };
+        let mut rec = Recorder::capture(&gpu);
+        let out = record(&mut rec, &sv);
+        let graph = rec.into_graph();
+        for step in 0..3 {
+            let (s, m) = (rng.normal(), rng.normal());
+            sv.set("scale", s).unwrap();
+            sv.set("mix", m).unwrap();
+            sv.upload(&gpu).unwrap();
+            graph.run(&gpu).unwrap();
+            let replayed = out.to_f32(&gpu).unwrap();
+
+            let mut rec = Recorder::capture(&gpu);
+            let fresh_out = record(&mut rec, &sv);
+            rec.into_graph().run(&gpu).unwrap();
+            assert_eq!(replayed, fresh_out.to_f32(&gpu).unwrap(), "step {step} {dt:?}: replay differs from a fresh capture");
+
+            let sxh: Vec<f32> = xh.iter().map(|v| s * v).collect();
+            let want = cpu::binary(Binary::Add, &cpu::mix(m, &sxh, &xh), &[7, 11], &bh, &[11]);
+            assert_close(&format!("step {step} {dt:?} seed {seed}"), &replayed, &want, dt.tolerance(1e-5));
+        }
+    }
+}
+
+/// Views of frames of one video tensor are read and written in place: a window is copied into
+/// a running buffer at a frame offset, blended there with `mix_into`, and updated with an
+/// in-place add, all without new allocations, against the CPU twin.
+#[test]
+fn views_and_in_place_writes_match_cpu() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for dt in gpu.dtypes() {
+        // [1, F, H, W, C] with awkward sizes; a frame is 7·5·8 elements (aligned for any dtype
+        // once the frame offset is a multiple of the GPU's storage offset alignment).
+        let (f, h, w, c) = (13usize, 7usize, 5usize, 8usize);
+        let frame = h * w * c;
+        let (run, mut runh) = upload(&gpu, &rng.normals(f * frame, 1.0), &[1, f, h, w, c], dt);
+        let (win, winh) = upload(&gpu, &rng.normals(8 * frame, 1.0), &[1, 8, h, w, c], dt);
+        let align = gpu.offset_alignment() as usize;
+        // Pick frame offsets whose byte offsets the GPU can bind.
+        let ok = |start: usize| (start * frame * dt.size()) % align == 0;
+        let starts: Vec<usize> = (0..=f - 4).filter(|&s| ok(s)).collect();
+        assert!(starts.len() >= 2, "no two bindable frame offsets for {dt:?} (alignment {align})");
+        let (s0, s1) = (starts[0], *starts.last().unwrap());
+
+        let mut rec = gpu.recorder();
+        // Frames s1..s1+4 of the running buffer ← the window's frames 4..8.
+        let dst = run.narrow(1, s1, 4).unwrap();
+        let src = win.narrow(1, 4, 4).unwrap();
+        assert!(dst.is_view() && dst.same_storage(&run));
+        copy(&mut rec, &src, &dst).unwrap();
+        // Frames s0..s0+4 ← mix(0.3, window frames 0..4, themselves), in place.
+        let a = run.narrow(1, s0, 4).unwrap();
+        mix_into(&mut rec, 0.3f32, &win.narrow(1, 0, 4).unwrap(), &a, &a).unwrap();
+        // The same frames += a per-channel bias, in place.
+        let (bias, biash) = upload(&gpu, &rng.normals(c, 1.0), &[c], dt);
+        binary_into(&mut rec, Binary::Add, &a, &bias, &a).unwrap();
+        // And the whole buffer scaled by 2 in place.
+        unary_into(&mut rec, Unary::scale(2.0), &run, &run).unwrap();
+        rec.submit();
+
+        runh[s1 * frame..(s1 + 4) * frame].copy_from_slice(&winh[4 * frame..]);
+        let old = runh[s0 * frame..(s0 + 4) * frame].to_vec();
+        let mixed = cpu::mix(0.3, &winh[..4 * frame], &old);
+        let biased = cpu::binary(Binary::Add, &mixed, &[4 * h * w, c], &biash, &[c]);
+        runh[s0 * frame..(s0 + 4) * frame].copy_from_slice(&biased);
+        let want: Vec<f32> = runh.iter().map(|v| 2.0 * v).collect();
+        assert_close(&format!("views {dt:?} seed {seed} frames {s0}/{s1}"), &run.to_f32(&gpu).unwrap(), &want, dt.tolerance(1e-5));
+        // Views read back exactly their own part.
+        assert_eq!(a.to_f32(&gpu).unwrap().len(), 4 * frame);
+    }
+}
+
+#[test]
+fn bad_views_and_overlaps_are_refused() {
+    let gpu = test_gpu();
+    let t = Tensor::from_f32(&gpu, &[0.5; 24], &[2, 3, 4], DType::F32).unwrap();
+    assert!(t.narrow(1, 0, 2).unwrap_err().to_string().contains("not contiguous"));
+    assert!(t.narrow(0, 1, 2).unwrap_err().to_string().contains("out of range"));
+    let v = t.narrow(0, 1, 1).unwrap().narrow(1, 1, 2).unwrap();
+    assert_eq!(v.shape(), &[1, 2, 4]);
+    let mut rec = gpu.recorder();
+    // A copy between overlapping ranges of one buffer, and an output that half-overlaps its input.
+    let whole = t.reshape(&[24]).unwrap();
+    let e = copy(&mut rec, &whole.narrow(0, 0, 12).unwrap(), &whole.narrow(0, 4, 12).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("overlap"), "{e}");
+    let e = unary_into(&mut rec, Unary::Silu, &whole.narrow(0, 0, 12).unwrap(), &whole.narrow(0, 4, 12).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("overlaps"), "{e}");
+    // An f16 view at an odd element cannot be written from the host.
+    if gpu.has_f16() {
+        let h = Tensor::from_f32(&gpu, &[0.5; 6], &[6], DType::F16).unwrap();
+        assert!(h.narrow(0, 1, 2).unwrap().write_f32(&gpu, &[1.0, 2.0]).is_err());
+        assert_eq!(h.narrow(0, 1, 3).unwrap().to_f32(&gpu).unwrap(), vec![0.5; 3], "an odd f16 view reads back exactly");
+    }
+}
+
+/// Two graphs captured into one arena (they never run at the same time): the arena holds the
+/// larger plan, not the sum, and both still compute the right values when run in turn, with
+/// each graph's result written into a tensor outside the arena.
+#[test]
+fn two_graphs_share_one_arena() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let n = 4096;
+    let (x, xh) = upload(&gpu, &rng.normals(n, 1.0), &[n], DType::F32);
+    let chain = |rec: &mut Recorder, k: usize, result: &Tensor| {
+        let mut h = unary(rec, Unary::Silu, &x).unwrap();
+        for _ in 0..k {
+            h = add(rec, &h, &x).unwrap();
+        }
+        copy(rec, &h, result).unwrap();
+    };
+    let want = |k: usize| -> Vec<f32> { xh.iter().map(|&v| cpu::silu(v) + k as f32 * v).collect() };
+
+    let alone = {
+        let mut rec = Recorder::capture(&gpu);
+        let r = Tensor::empty(&gpu, &[n], DType::F32).unwrap();
+        chain(&mut rec, 6, &r);
+        rec.into_graph().planned_bytes()
+    };
+    let arena = Arena::new();
+    let (ra, rb) = (Tensor::empty(&gpu, &[n], DType::F32).unwrap(), Tensor::empty(&gpu, &[n], DType::F32).unwrap());
+    let mut rec = Recorder::capture_in(&gpu, &arena);
+    chain(&mut rec, 6, &ra);
+    let ga = rec.into_graph();
+    let mut rec = Recorder::capture_in(&gpu, &arena);
+    chain(&mut rec, 3, &rb);
+    let gb = rec.into_graph();
+    assert_eq!(arena.peak_bytes(), alone, "the second graph must fit in the first one's memory");
+    assert_eq!(ga.planned_bytes(), gb.planned_bytes());
+    for _ in 0..2 {
+        ga.run(&gpu).unwrap();
+        gb.run(&gpu).unwrap();
+    }
+    assert_close(&format!("graph a seed {seed}"), &ra.to_f32(&gpu).unwrap(), &want(6), 1e-5);
+    assert_close(&format!("graph b seed {seed}"), &rb.to_f32(&gpu).unwrap(), &want(3), 1e-5);
+}
+
+/// A GPU with a small binding limit (as `DIFFVSR_MAX_BINDING` simulates one): a tensor that fits
+/// a buffer but not one binding is refused before any wgpu call, naming the setting to lower.
+#[test]
+fn an_over_limit_binding_is_refused_with_what_to_lower() {
+    let gpu = Gpu::new(&GpuOptions { max_binding: Some(4096), ..GpuOptions::from_env() }).unwrap();
+    assert_eq!(gpu.max_binding(), 4096);
+    let mut rec = gpu.recorder();
+    let small = Tensor::from_f32(&gpu, &[0.5; 1000], &[1000], DType::F32).unwrap();
+    unary(&mut rec, Unary::Silu, &small).unwrap();
+    let big = Tensor::from_f32(&gpu, &[0.5; 1100], &[1100], DType::F32).unwrap();
+    let e = unary(&mut rec, Unary::Silu, &big).unwrap_err().to_string();
+    assert!(e.contains("max_storage_buffer_binding_size") && e.contains("--tile") && e.contains("[1100]"), "{e}");
+    rec.submit();
+    gpu.sync().unwrap();
+}
+
+/// An error wgpu reports asynchronously is returned by the next sync (and refused by the next
+/// replay), and the process carries on.
+#[test]
+fn a_device_error_is_returned_not_an_exit() {
+    let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
+    // A buffer mapped at creation must have a size that is a multiple of 4: a validation error.
+    let _bad = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("deliberately invalid"),
+        size: 3,
+        usage: wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: true,
+    });
+    let e = gpu.sync().unwrap_err().to_string();
+    assert!(e.starts_with("GPU error"), "{e}");
+    // Reported once; the device still works.
+    gpu.sync().unwrap();
+    let t = Tensor::from_f32(&gpu, &[1.0, -2.0, 3.0], &[3], DType::F32).unwrap();
+    assert_eq!(t.to_f32(&gpu).unwrap(), vec![1.0, -2.0, 3.0]);
+}
+
+/// The Rust parameter block of a dispatch must match the kernel's WGSL uniform, as naga
+/// reflects it; every op's dispatch goes through this check, so every kernel the tests run is
+/// covered. Here a deliberately short block is refused.
+#[test]
+fn a_params_struct_that_drifts_from_its_wgsl_is_refused() {
+    let gpu = test_gpu();
+    let x = Tensor::from_f32(&gpu, &[1.0; 4], &[4], DType::F32).unwrap();
+    let k = Kernel::new("elementwise", include_str!("../shaders/elementwise.wgsl"), DType::F32).def("OP", "11u");
+    let mut rec = gpu.recorder();
+    let short = [4u32, 1, 1, 0]; // missing `alpha_slot`
+    let e = rec.dispatch(&k, &short, &[(&x).into(), (&x).into(), (&x).into(), (&x).into()], grid(&gpu, 1)).unwrap_err();
+    assert!(e.to_string().contains("drifted"), "{e}");
+}

@@ -1,0 +1,10 @@
+//! The device layer, below the executor: adapters, limits, features and device errors
+//! (`device.rs`), buffers and their pool (`pool.rs`), kernels and the pipeline cache
+//! (`pipelines.rs`). It knows nothing of what tensors mean.
+
+pub mod device;
+pub mod pipelines;
+pub mod pool;
+
+pub use device::{devices_report, enumerate, parse_backend, select_adapter, wanted_features, Gpu, GpuOptions};
+pub use pool::human_bytes;

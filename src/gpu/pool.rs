@@ -1,0 +1,157 @@
+//! Device buffers: a best-fit pool that hands out storage buffers and takes them back when the
+//! last tensor using one drops. A graph's arena is one such pool (see `kernel.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use anyhow::{bail, Result};
+
+/// Rounds a byte size up to a pool bucket: powers of two split into 4 steps, so reuse is
+/// likely and waste is at most 25%.
+fn bucket(bytes: u64) -> u64 {
+    let b = bytes.max(256);
+    let p = 63 - (b - 1).leading_zeros() as u64; // the floor of log2(b-1)
+    let base = 1u64 << p;
+    let step = (base / 4).max(64);
+    b.div_ceil(step) * step
+}
+
+pub const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// What the pool may create: the device and the largest buffer it accepts.
+pub struct BufferLimits<'a> {
+    pub device: &'a wgpu::Device,
+    /// `max_buffer_size` (or a lower limit the user set to simulate a smaller GPU).
+    pub max_buffer: u64,
+}
+
+/// Free buffers by bucket size.
+#[derive(Default)]
+pub struct BufferPool {
+    free: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
+    stats: Mutex<PoolStats>,
+}
+
+#[derive(Default, Clone, Copy, Debug)]
+pub struct PoolStats {
+    /// Bytes in buffers ever created by the pool.
+    pub created_bytes: u64,
+    /// Bytes currently handed out.
+    pub live_bytes: u64,
+    /// The most bytes handed out at once.
+    pub peak_live_bytes: u64,
+}
+
+impl BufferPool {
+    /// A buffer of at least `bytes`: a free one of a similar size, else a new one. A request
+    /// over the buffer limit, or one the device cannot allocate, is an error saying what to lower.
+    pub(crate) fn take(self: &Arc<Self>, lim: &BufferLimits, bytes: u64) -> Result<Arc<PooledBuffer>> {
+        let size = bucket(bytes);
+        // Best fit among free buffers up to 1.5x the request, so buffers freed by one layer
+        // serve the next layer's slightly different shapes.
+        let reused = {
+            let mut free = self.free.lock().unwrap();
+            let key = free.range(size..=size + size / 2).find(|(_, v)| !v.is_empty()).map(|(k, _)| *k);
+            key.and_then(|k| free.get_mut(&k).unwrap().pop())
+        };
+        let buffer = match reused {
+            Some(b) => b,
+            None => {
+                if size > lim.max_buffer {
+                    bail!(
+                        "a tensor of {} is larger than this GPU's largest buffer ({}, max_buffer_size): \
+                         lower the tile size (--tile) or the frames per chunk",
+                        human_bytes(bytes),
+                        human_bytes(lim.max_buffer)
+                    );
+                }
+                let scope = lim.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+                let buffer = lim.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("pooled tensor"),
+                    size,
+                    usage: STORAGE_USAGE,
+                    mapped_at_creation: false,
+                });
+                if let Some(e) = pollster::block_on(scope.pop()) {
+                    let live = self.stats().live_bytes;
+                    bail!(
+                        "the GPU ran out of memory allocating {} ({} already in use by this pool): \
+                         lower the tile size (--tile) or the frames per chunk ({e})",
+                        human_bytes(size),
+                        human_bytes(live)
+                    );
+                }
+                self.stats.lock().unwrap().created_bytes += size;
+                buffer
+            }
+        };
+        {
+            let mut s = self.stats.lock().unwrap();
+            s.live_bytes += buffer.size();
+            s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
+        }
+        Ok(Arc::new(PooledBuffer { buffer, pool: Arc::downgrade(self) }))
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        *self.stats.lock().unwrap()
+    }
+
+    /// Drops every free buffer (frees device memory).
+    pub fn trim(&self) {
+        self.free.lock().unwrap().clear();
+    }
+}
+
+pub struct PooledBuffer {
+    pub buffer: wgpu::Buffer,
+    pool: Weak<BufferPool>,
+}
+
+impl PooledBuffer {
+    pub(crate) fn belongs_to(&self, pool: &Arc<BufferPool>) -> bool {
+        std::ptr::eq(self.pool.as_ptr(), Arc::as_ptr(pool))
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            let size = self.buffer.size();
+            pool.stats.lock().unwrap().live_bytes -= size;
+            pool.free.lock().unwrap().entry(size).or_default().push(self.buffer.clone());
+        }
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < U.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket;
+
+    #[test]
+    fn buckets_cover_request_and_waste_little() {
+        for b in [1u64, 255, 256, 257, 1000, 4096, 4097, 1 << 20, (1 << 20) + 1, 123_456_789] {
+            let s = bucket(b);
+            assert!(s >= b, "{b} -> {s}");
+            assert!(s as f64 <= (b.max(256) as f64) * 1.26 + 64.0, "{b} -> {s}");
+            assert_eq!(s % 64, 0);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! What the code knows about the DiffVSR release's folder layout (spec §4): the two
+//! checkpoints, the SD×4 pipeline folder `upscaler4x/` and its components, their safetensors
+//! conversions, and the config files that override the built-in configs. Used by
+//! `fetch-weights` (what to download and convert), `forward`, `encode-prompt` and the pipeline.
+//! No network and no GPU here; where the fetched cache is, is `fetch.rs`'s business.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// The DiffVSR video UNet checkpoint; its state dict is under `'ema'`.
+pub const UNET_CHECKPOINT: &str = "DiffVSR_UNet.pt";
+pub const UNET_CHECKPOINT_KEY: &str = "ema";
+/// The TE-3DVAE checkpoint (a plain state dict).
+pub const VAE_CHECKPOINT: &str = "TE-3DVAE.pt";
+/// The SD×4 upscaler's diffusers folder: `text_encoder/`, `tokenizer/`, `scheduler/`,
+/// `low_res_scheduler/` (and `unet/`, `vae/`, which DiffVSR does not use).
+pub const PIPELINE_DIR: &str = "upscaler4x";
+/// Config files beside the checkpoints that replace the built-in released configs (how tests
+/// and users run other model sizes).
+pub const UNET_CONFIG_OVERRIDE: &str = "unet_3d_config.json";
+pub const VAE_CONFIG_OVERRIDE: &str = "vae_config.json";
+
+/// What `fetch-weights` downloads by default (huggingface_hub `allow_patterns`).
+pub const DEFAULT_INCLUDE: &[&str] = &[UNET_CHECKPOINT, VAE_CHECKPOINT, "upscaler4x/*"];
+/// What a weights folder must hold to count as a fetched release.
+pub const REQUIRED: &[&str] = &[UNET_CHECKPOINT, VAE_CHECKPOINT, PIPELINE_DIR];
+/// The checkpoints converted to safetensors after a fetch, with the entry holding the state dict
+/// (DiffVSR's loader reads `torch.load("DiffVSR_UNet.pt")['ema']`).
+pub const CONVERT: &[(&str, Option<&str>)] = &[(UNET_CHECKPOINT, Some(UNET_CHECKPOINT_KEY)), (VAE_CHECKPOINT, None)];
+
+/// The best file to load for checkpoint `file` (e.g. `DiffVSR_UNet.pt`) of a weights folder:
+/// its safetensors conversion when there is one (beside it, or in `converted/<commit>` when the
+/// folder is a hub-cache snapshot), else the file itself.
+pub fn checkpoint_path(weights_dir: &Path, file: &str) -> PathBuf {
+    let stem = Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let st = format!("{stem}.safetensors");
+    let beside = weights_dir.join(&st);
+    if beside.is_file() {
+        return beside;
+    }
+    if let (Some(commit), Some(snapshots)) = (weights_dir.file_name(), weights_dir.parent()) {
+        if snapshots.file_name().is_some_and(|n| n == "snapshots") {
+            if let Some(repo) = snapshots.parent() {
+                let conv = repo.join("converted").join(commit).join(&st);
+                if conv.is_file() {
+                    return conv;
+                }
+            }
+        }
+    }
+    weights_dir.join(file)
+}
+
+/// The folder holding `text_encoder/` and `tokenizer/`: `dir` itself, or `dir/upscaler4x`
+/// (DiffVSR's `pretrained_models/` layout).
+pub fn resolve_pipeline_dir(dir: &Path) -> Result<PathBuf> {
+    for cand in [dir.to_path_buf(), dir.join(PIPELINE_DIR)] {
+        if cand.join("text_encoder").is_dir() && cand.join("tokenizer").is_dir() {
+            return Ok(cand);
+        }
+    }
+    bail!(
+        "{} holds neither text_encoder/ and tokenizer/ nor upscaler4x/ with them: give the SD x4 upscaler folder (DiffVSR's upscaler4x/) or the release's top folder",
+        dir.display()
+    )
+}
+
+/// The one weights file of a `text_encoder/` folder: a release may ship f32 and f16 copies, and
+/// safetensors beside PyTorch pickles. Preference: `model.safetensors`, `model.fp16.safetensors`,
+/// a lone `.safetensors`, `pytorch_model.bin`, `pytorch_model.fp16.bin`, a lone `.bin`/`.pt`.
+pub fn text_encoder_weights(dir: &Path) -> Result<PathBuf> {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    let with_ext = |exts: &[&str]| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = files.iter().filter(|p| p.extension().is_some_and(|e| exts.iter().any(|x| e == *x))).cloned().collect();
+        v.sort();
+        v
+    };
+    for (preferred, exts) in [
+        (&["model.safetensors", "model.fp16.safetensors"][..], &["safetensors"][..]),
+        (&["pytorch_model.bin", "pytorch_model.fp16.bin"][..], &["bin", "pt", "pth"][..]),
+    ] {
+        if let Some(p) = preferred.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+            return Ok(p);
+        }
+        let mut v = with_ext(exts);
+        match v.len() {
+            0 => continue,
+            1 => return Ok(v.remove(0)),
+            _ => bail!("several weights files in {} ({}): keep one", dir.display(), v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        }
+    }
+    bail!("no weights (.safetensors, .bin, .pt) in {}", dir.display())
+}
+
+/// A diffusers component folder of `upscaler4x/` (`unet`, `vae`): its weights file and its
+/// config. A folder may hold both a .safetensors and a .bin copy, or an fp16 variant, which
+/// must not be loaded together: the first found of the usual names wins.
+pub fn component(release_dir: &Path, name: &str) -> Result<(PathBuf, Option<PathBuf>)> {
+    let d = release_dir.join(PIPELINE_DIR).join(name);
+    for f in ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors"] {
+        if d.join(f).is_file() {
+            let cfg = d.join("config.json");
+            return Ok((d.join(f), cfg.is_file().then_some(cfg)));
+        }
+    }
+    bail!("no weights file in {}: run 'diffvsr-wgpu fetch-weights --verify' (or pass --weights)", d.display())
+}
+
+/// The DiffVSR checkpoints of a release folder, with their config overrides when present:
+/// (weights, config).
+pub fn video_unet(release_dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    let cfg = release_dir.join(UNET_CONFIG_OVERRIDE);
+    (checkpoint_path(release_dir, UNET_CHECKPOINT), cfg.is_file().then_some(cfg))
+}
+
+pub fn video_vae(release_dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    let cfg = release_dir.join(VAE_CONFIG_OVERRIDE);
+    (checkpoint_path(release_dir, VAE_CHECKPOINT), cfg.is_file().then_some(cfg))
+}
+
+/// The text encoder folder (`upscaler4x/text_encoder`) and its config.
+pub fn text_encoder(release_dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    let te = release_dir.join(PIPELINE_DIR).join("text_encoder");
+    let cfg = te.join("config.json");
+    (te, cfg.is_file().then_some(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_prefer_their_conversion_and_overrides_are_found() {
+        let dir = std::env::temp_dir().join(format!("diffvsr-release-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(video_unet(&dir), (dir.join(UNET_CHECKPOINT), None));
+        std::fs::write(dir.join("DiffVSR_UNet.safetensors"), b"x").unwrap();
+        std::fs::write(dir.join(UNET_CONFIG_OVERRIDE), b"{}").unwrap();
+        assert_eq!(video_unet(&dir), (dir.join("DiffVSR_UNet.safetensors"), Some(dir.join(UNET_CONFIG_OVERRIDE))));
+        assert_eq!(video_vae(&dir).0, dir.join(VAE_CHECKPOINT));
+        assert!(component(&dir, "unet").unwrap_err().to_string().contains("fetch-weights"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
