@@ -81,16 +81,31 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<()> {
         if gpu.has_coop_f16_16x16() { "yes" } else { "no" }
     );
     println!("{:<34} {:<40} {:>11} {:>10} {:>10}", "kernel", "shape", "time", "TFLOP/s", "GB/s");
-    for case in cases(gpu, opts.dtype, opts.quick)? {
-        if let Some(f) = &opts.filter {
-            if !case.name.contains(f.as_str()) {
-                continue;
-            }
+    let selected: Vec<BenchCase> =
+        cases(gpu, opts.dtype, opts.quick)?.into_iter().filter(|c| opts.filter.as_ref().is_none_or(|f| c.name.contains(f.as_str()))).collect();
+    if selected.is_empty() {
+        anyhow::bail!("no benchmark case matches --filter {:?}", opts.filter.as_deref().unwrap_or(""));
+    }
+    let n = selected.len();
+    use std::io::IsTerminal as _;
+    let tty = std::io::stderr().is_terminal();
+    for (i, case) in selected.into_iter().enumerate() {
+        // Progress on stderr (the table on stdout stays clean for redirection): a line that is
+        // overwritten on a terminal, one line per case elsewhere.
+        if tty {
+            eprint!("[{}/{n}] {} {} ...\r", i + 1, case.name, case.shape);
+        } else {
+            eprintln!("[{}/{n}] {} {}", i + 1, case.name, case.shape);
         }
         let t = time_case(gpu, &case, opts.iters)?;
+        if tty {
+            eprint!("\x1b[2K");
+        }
         let tflops = if case.flops > 0.0 { format!("{:.2}", case.flops / t / 1e12) } else { "-".into() };
         let gbs = if case.bytes > 0.0 { format!("{:.1}", case.bytes / t / 1e9) } else { "-".into() };
         println!("{:<34} {:<40} {:>11} {:>10} {:>10}", case.name, case.shape, fmt_time(t), tflops, gbs);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub use crate::models::registry::ModelKind;
 use crate::models::registry::{default_dtype, fetched_weights, load_inputs, load_model, load_model_from, random_inputs};
@@ -23,10 +23,56 @@ pub struct ForwardOptions {
     /// (batch, height, width) of synthesized inputs (latent size).
     pub random_inputs: Option<(usize, usize, usize)>,
     pub output: Option<PathBuf>,
+    /// Reference output to compare with (else the inputs file's own `output`, if any).
+    pub expect: Option<PathBuf>,
+    /// Relative L2 tolerance of the comparison (default by storage dtype).
+    pub tolerance: Option<f64>,
     pub dtype: Option<DType>,
     pub report: bool,
     /// Timed replays for `--report`.
     pub runs: usize,
+}
+
+/// Default tolerance of `--expect` by storage dtype: what the golden tests hold the models to,
+/// with room (f32 runs are ~1e-6 off their references, f16 storage ~2e-3).
+pub fn default_tolerance(dtype: DType) -> f64 {
+    if dtype == DType::F16 {
+        1e-2
+    } else {
+        1e-4
+    }
+}
+
+/// Compares the output with the reference named by `--expect`, or with the inputs file's own
+/// `output` tensor; prints the verdict. `Some(passed)` when there was a reference.
+fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType) -> Result<Option<bool>> {
+    let (path, explicit) = match (&o.expect, &o.inputs) {
+        (Some(p), _) => (p.clone(), true),
+        (None, Some(p)) => (p.clone(), false),
+        (None, None) => return Ok(None),
+    };
+    let mut store = WeightStore::open(&path)?;
+    if !store.contains("output") {
+        if explicit {
+            bail!("--expect {}: the file has no tensor 'output'", path.display());
+        }
+        return Ok(None);
+    }
+    let want_shape = store.shape("output").with_context(|| format!("reading 'output' of {}", path.display()))?;
+    if want_shape != shape {
+        bail!("the output is {shape:?} but the reference 'output' in {} is {want_shape:?}", path.display());
+    }
+    let want = store.take("output", &want_shape)?;
+    let err = crate::golden::rel_l2(got, &want);
+    let tol = o.tolerance.unwrap_or_else(|| default_tolerance(dtype));
+    let pass = err <= tol;
+    println!(
+        "relative L2 error vs {} 'output': {err:.3e} (tolerance {tol:.0e}, {} storage): {}",
+        path.display(),
+        dtype.name(),
+        if pass { "PASS" } else { "FAIL" }
+    );
+    Ok(Some(pass))
 }
 
 pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
@@ -64,8 +110,10 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     graph.run(gpu)?;
     let result = out.to_f32(gpu)?;
     if let Some(i) = result.iter().position(|v| !v.is_finite()) {
-        bail!("the output has a non-finite value at index {i} ({}): with --dtype f16 the model may overflow; try --dtype f32", result[i]);
+        let hint = if dtype == DType::F16 { ": the model may overflow in f16; try --dtype f32" } else { ": the weights or inputs may be damaged" };
+        bail!("the output has a non-finite value at index {i} ({}){hint}", result[i]);
     }
+    let verdict = compare(o, out.shape(), &result, dtype)?;
     if let Some(path) = &o.output {
         save_f32(path, &[("output", out.shape(), &result)])?;
         eprintln!("wrote output {:?} to {}", out.shape(), path.display());
@@ -100,6 +148,9 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         );
         println!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
         println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
+    }
+    if verdict == Some(false) {
+        bail!("the output does not match the reference (FAIL above)");
     }
     Ok(())
 }

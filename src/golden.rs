@@ -8,7 +8,6 @@ use anyhow::{ensure, Context, Result};
 
 use crate::models::registry::{load_inputs, load_model, ModelKind};
 use crate::models::nhwc_to_nchw_host;
-use crate::testutil::rel_l2;
 use crate::weights::WeightStore;
 use crate::{DType, Gpu, Recorder};
 
@@ -72,4 +71,25 @@ pub fn check_model(gpu: &Gpu, kind: ModelKind, config: &Path, weights: &Path, io
     let output = rel_l2(&out.to_f32(gpu)?, &want);
     lines.push(format!("output: {output:.2e}"));
     Ok(GoldenReport { output, worst_tap, taps: compared, dispatches: graph.dispatches(), lines })
+}
+
+/// ‖got − want‖₂ / ‖want‖₂; infinite when anything is NaN or the lengths differ.
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    let mut num = 0.0f64;
+    let mut den = 0.0f64;
+    for (&g, &w) in got.iter().zip(want) {
+        if !g.is_finite() || !w.is_finite() {
+            return f64::INFINITY;
+        }
+        let d = g as f64 - w as f64;
+        num += d * d;
+        den += (w as f64) * (w as f64);
+    }
+    if den == 0.0 {
+        return if num == 0.0 { 0.0 } else { f64::INFINITY };
+    }
+    (num / den).sqrt()
 }

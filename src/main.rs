@@ -4,26 +4,53 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOptions};
 
+/// What works today: the engine's models, each checked against its reference, and the tools
+/// around them. Not yet: the upscaling filter itself (sampler, windows, y4m in and out).
 #[derive(Parser)]
-#[command(name = "diffvsr-wgpu", version, about = "DiffVSR video super-resolution on any GPU (WGSL kernels on wgpu)")]
+#[command(
+    name = "diffvsr-wgpu",
+    version,
+    about = "DiffVSR video super-resolution engine on any GPU (WGSL kernels on wgpu).",
+    long_about = "DiffVSR video super-resolution engine on any GPU (WGSL kernels on wgpu).\n\n\
+                  Works today: listing GPUs, fetching and converting the weights, encoding prompts, \
+                  one forward pass of each model (checked against reference tensors), kernel benchmarks. \
+                  Not yet: the upscaling filter itself (ffmpeg pipe in, ffmpeg pipe out)."
+)]
 struct Cli {
-    /// Adapter to use: an index from `devices`, or part of its name.
-    #[arg(long, global = true, env = "DIFFVSR_ADAPTER")]
-    adapter: Option<String>,
-    /// Backend to use: vulkan, metal, dx12 or gl.
-    #[arg(long, global = true, env = "DIFFVSR_BACKEND")]
-    backend: Option<String>,
-    /// Never use f16 storage, even where the adapter supports it.
-    #[arg(long, global = true)]
-    no_f16: bool,
-    /// Never use cooperative matrices (tensor cores), even where the adapter reports them.
-    #[arg(long, global = true)]
-    no_coop: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// How to choose and use the GPU (commands that run one).
+#[derive(Args, Clone, Debug)]
+struct GpuArgs {
+    /// Adapter to use: an index from `devices`, or part of its name.
+    #[arg(long, env = "DIFFVSR_ADAPTER")]
+    adapter: Option<String>,
+    /// Backend to use: vulkan, metal, dx12 or gl.
+    #[arg(long, env = "DIFFVSR_BACKEND")]
+    backend: Option<String>,
+    /// Never use f16 storage, even where the adapter supports it.
+    #[arg(long)]
+    no_f16: bool,
+    /// Never use cooperative matrices (tensor cores), even where the adapter reports them.
+    #[arg(long)]
+    no_coop: bool,
+}
+
+impl GpuArgs {
+    fn open(&self) -> Result<std::sync::Arc<Gpu>> {
+        Gpu::new(&GpuOptions {
+            adapter: self.adapter.clone(),
+            backend: self.backend.clone(),
+            no_f16: self.no_f16,
+            no_coop: self.no_coop,
+            max_binding: GpuOptions::from_env().max_binding,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -65,8 +92,7 @@ enum Cmd {
         #[arg(long)]
         no_convert: bool,
     },
-    /// Encode a text prompt with the release's CLIP text encoder and save the embedding for reuse
-    /// (the pipeline reads it with --prompt-embeds).
+    /// Encode a text prompt with the release's CLIP text encoder and save the embedding for reuse.
     EncodePrompt {
         /// The prompt (e.g. "clear, high quality, high-resolution, 4K").
         text: String,
@@ -80,6 +106,8 @@ enum Cmd {
         /// Storage dtype of the encoder: f32 or f16.
         #[arg(long, default_value = "f32")]
         dtype: DType,
+        #[command(flatten)]
+        gpu: GpuArgs,
     },
     /// One forward pass of one model on named input tensors (a safetensors file); writes the
     /// result as tensor `output` (f32).
@@ -110,9 +138,17 @@ enum Cmd {
         /// e.g. 2x77x1).
         #[arg(long, value_parser = parse_bhw, conflicts_with = "inputs")]
         random_inputs: Option<(usize, usize, usize)>,
-        /// Where to write the output tensor (.safetensors).
+        /// Where to write the output tensor (.safetensors); nothing is written without it.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Reference output (.safetensors, tensor `output`) to compare with: prints the relative
+        /// L2 error and PASS or FAIL, and exits non-zero on FAIL. Without it, an `output` tensor
+        /// in the inputs file is the reference.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Relative L2 tolerance for --expect (default: 1e-4 with f32 storage, 1e-2 with f16).
+        #[arg(long)]
+        tolerance: Option<f64>,
         /// Storage dtype (default: f16 for the UNet where supported, f32 for the VAE decoder).
         #[arg(long)]
         dtype: Option<DType>,
@@ -122,6 +158,8 @@ enum Cmd {
         /// Timed repetitions for --report.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        #[command(flatten)]
+        gpu: GpuArgs,
     },
     /// Benchmarks.
     Bench {
@@ -159,20 +197,18 @@ enum BenchWhat {
         /// Timed repetitions per kernel.
         #[arg(long, default_value_t = 10)]
         iters: u32,
-        /// Tiny shapes (a smoke run, e.g. on a software adapter).
-        #[arg(long)]
+        /// Tiny shapes (a smoke run; the default on a software adapter).
+        #[arg(long, conflicts_with = "full")]
         quick: bool,
+        /// DiffVSR's real shapes even on a software adapter (slow there: tens of minutes).
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        gpu: GpuArgs,
     },
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let opts = GpuOptions {
-        adapter: cli.adapter,
-        backend: cli.backend,
-        no_f16: cli.no_f16,
-        no_coop: cli.no_coop,
-        max_binding: GpuOptions::from_env().max_binding,
-    };
     match cli.cmd {
         Cmd::Devices => {
             print!("{}", gpu::devices_report());
@@ -212,14 +248,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", r.snapshot.display());
             Ok(())
         }
-        Cmd::EncodePrompt { text, output, weights, dtype } => {
+        Cmd::EncodePrompt { text, output, weights, dtype, gpu } => {
             let weights = match weights {
                 Some(w) => w,
                 // The fetched release (its top folder holds upscaler4x/), or an error saying
                 // exactly what to run.
                 None => fetch::default_weights_dir()?,
             };
-            let g = Gpu::new(&opts)?;
+            let g = gpu.open()?;
             if dtype == DType::F16 && !g.has_f16() {
                 anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
             }
@@ -235,12 +271,19 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, dtype, report, runs } => {
-            let g = Gpu::new(&opts)?;
-            forward::run(&g, &forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, dtype, report, runs })
+        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, gpu } => {
+            let g = gpu.open()?;
+            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs };
+            forward::run(&g, &o)
         }
-        Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick } } => {
-            let g = Gpu::new(&opts)?;
+        Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick, full, gpu } } => {
+            let g = gpu.open()?;
+            // Real shapes take tens of minutes on a software adapter: quick there unless --full.
+            let software = g.info.device_type == wgpu::DeviceType::Cpu;
+            let quick = quick || (software && !full);
+            if software && quick && !full {
+                eprintln!("software adapter: using the quick shapes (--full for DiffVSR's real shapes)");
+            }
             let dtype = dtype.unwrap_or(if g.has_f16() { DType::F16 } else { DType::F32 });
             if dtype == DType::F16 && !g.has_f16() {
                 anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");

@@ -19,26 +19,7 @@ pub fn fresh_seed() -> u64 {
     t.as_nanos() as u64 ^ COUNTER.fetch_add(0x1234_5677, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// ‖got − want‖₂ / ‖want‖₂; infinite when anything is NaN or the lengths differ.
-pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    if got.len() != want.len() {
-        return f64::INFINITY;
-    }
-    let mut num = 0.0f64;
-    let mut den = 0.0f64;
-    for (&g, &w) in got.iter().zip(want) {
-        if !g.is_finite() || !w.is_finite() {
-            return f64::INFINITY;
-        }
-        let d = g as f64 - w as f64;
-        num += d * d;
-        den += (w as f64) * (w as f64);
-    }
-    if den == 0.0 {
-        return if num == 0.0 { 0.0 } else { f64::INFINITY };
-    }
-    (num / den).sqrt()
-}
+pub use crate::golden::rel_l2;
 
 /// Panics with a useful message when `rel_l2(got, want) > tol`.
 #[track_caller]

@@ -260,13 +260,13 @@ impl WeightStore {
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         if let Some(seed) = self.synthetic {
             let h = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-            let mut rng = crate::rng::Rng::new(h);
             let n: usize = shape.iter().product();
             let is_norm = name.contains("norm") && shape.len() == 1;
             let scale = if shape.len() >= 2 { 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
             self.taken.insert(name.to_string());
             self.requested.push((name.to_string(), shape.to_vec()));
-            return Ok((0..n).map(|_| if is_norm && name.ends_with("weight") { 1.0 + 0.1 * rng.normal() } else { scale * rng.normal() }).collect());
+            let (mean, scale) = if is_norm && name.ends_with("weight") { (1.0, 0.1) } else { (0.0, scale) };
+            return Ok(synthetic_values(h, n, mean, scale));
         }
         let Some(e) = self.index.get(name) else {
             let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
@@ -314,6 +314,35 @@ impl WeightStore {
 }
 
 /// Bytes per element (every dtype the store reads is at least a byte wide).
+/// `n` seeded values of mean `mean` and standard deviation `scale` (uniform on ±√3·scale: a
+/// benchmark's weights need the right size, not a Gaussian shape). Generated in chunks seeded
+/// by their position, in parallel: a full-size model's ~10⁹ values take seconds, and the values
+/// do not depend on the number of threads.
+fn synthetic_values(seed: u64, n: usize, mean: f32, scale: f32) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    let fill = |first_chunk: usize, part: &mut [f32]| {
+        for (ci, c) in part.chunks_mut(CHUNK).enumerate() {
+            let mut rng = crate::rng::Rng::new(seed ^ ((first_chunk + ci) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for x in c {
+                *x = mean + scale * 3f32.sqrt() * (2.0 * rng.uniform() - 1.0);
+            }
+        }
+    };
+    let mut v = vec![0f32; n];
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
+    if n <= 4 * CHUNK || threads == 1 {
+        fill(0, &mut v);
+        return v;
+    }
+    let per = n.div_ceil(CHUNK).div_ceil(threads) * CHUNK;
+    std::thread::scope(|s| {
+        for (ti, part) in v.chunks_mut(per).enumerate() {
+            s.spawn(move || fill(ti * per / CHUNK, part));
+        }
+    });
+    v
+}
+
 pub fn elem_size(d: Dtype) -> usize {
     d.bitsize().div_ceil(8)
 }

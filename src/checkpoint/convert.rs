@@ -17,7 +17,7 @@ use safetensors::tensor::View;
 use safetensors::Dtype;
 
 use crate::weights::{elem_size, to_f32, WeightStore};
-use crate::DType;
+use crate::dtype::DType;
 
 #[derive(Debug)]
 pub struct ConvertSummary {

@@ -360,7 +360,7 @@ mod tests {
 
     use super::*;
     use crate::weights::WeightStore;
-    use crate::DType;
+    use crate::dtype::DType;
     use std::path::PathBuf;
 
     fn data(name: &str) -> PathBuf {

@@ -1,0 +1,65 @@
+//! README's commands must work as written: the `cargo run --release -- …` lines of its command
+//! blocks run here through the test build of the same binary (same arguments, same working
+//! folder), and the test command it names is the one `.ci/run` runs.
+
+use std::path::Path;
+use std::process::Command;
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap()
+}
+
+/// The shell commands of README's ```sh blocks, continuation lines joined, comments dropped.
+fn sh_commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut cur = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_block = t == "```sh";
+            continue;
+        }
+        if !in_block || t.starts_with('#') || t.is_empty() {
+            continue;
+        }
+        let code = t.split(" # ").next().unwrap().trim_end();
+        if let Some(part) = code.strip_suffix('\\') {
+            cur.push_str(part.trim_end());
+            cur.push(' ');
+        } else {
+            cur.push_str(code);
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_cargo_run_commands_work_as_written() {
+    let cmds: Vec<String> = sh_commands(&readme()).into_iter().filter(|c| c.starts_with("cargo run --release -- ")).collect();
+    assert!(!cmds.is_empty(), "README has no `cargo run --release --` command");
+    for c in &cmds {
+        let args: Vec<&str> = c["cargo run --release -- ".len()..].split_whitespace().collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "README command failed: {c}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        if args.first() == Some(&"forward") {
+            assert!(stdout.contains("PASS"), "README's forward command printed no PASS: {stdout}");
+        }
+        assert!(!stderr.contains("XDG_RUNTIME_DIR"), "backend probing printed error-looking lines: {stderr}");
+    }
+}
+
+#[test]
+fn readme_test_command_is_what_ci_runs() {
+    let cmds = sh_commands(&readme());
+    assert!(cmds.iter().any(|c| c == "cargo test"), "README's test command is not `cargo test`: {cmds:?}");
+    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l.trim() == "cargo test"), ".ci/run does not run README's test command");
+}
