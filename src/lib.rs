@@ -18,6 +18,7 @@ pub mod step_values;
 pub mod tensor;
 pub mod testutil;
 pub mod tokenizer;
+pub mod video;
 pub mod weights;
 
 #[cfg(test)]
