@@ -13,6 +13,7 @@ pub mod forward;
 pub mod kernel;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
 pub mod rng;
 pub mod step_values;
 pub mod tensor;
