@@ -1,7 +1,12 @@
 //! The tiny video UNets against the official code's own outputs (tests/data/diffvsr_unet,
-//! tests/data/uav_unet; made by tools/golden_video_unet.py): final outputs and intermediates, f32
-//! and f16 storage, weights read natively from the official `.pt` checkpoint layout, run through a
-//! captured graph (the path `forward` uses).
+//! tests/data/diffvsr_unet_heads, tests/data/uav_unet; made by tools/golden_video_unet.py): final
+//! outputs and intermediates, f32 and f16 storage, weights read natively from the official `.pt`
+//! checkpoint layout, run through a captured graph (the path `forward` uses).
+//!
+//! f32 is held to 1e-5: measured 1.0e-6 to 2.9e-6 on lavapipe, about what PyTorch's own f32 run
+//! differs from its f64 run (1.0e-6 on diffvsr_unet's output). The RoPE frequencies are the
+//! checkpoint's (f16-rounded here), as the reference uses them: the exact ones moved the taps by
+//! up to 1.9e-5.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +20,7 @@ fn data(dir: &str, name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(dir).join(name)
 }
 
-fn check(kind: ModelKind, dir: &str, dtype: DType, tol: f64) {
+fn check(kind: ModelKind, dir: &str, dtype: DType, tol: f64, min_taps: usize) {
     let gpu = test_gpu();
     if dtype == DType::F16 && !gpu.has_f16() {
         eprintln!("skipped: adapter lacks SHADER_F16");
@@ -24,27 +29,38 @@ fn check(kind: ModelKind, dir: &str, dtype: DType, tol: f64) {
     let t0 = std::time::Instant::now();
     let r = check_model(&gpu, kind, &data(dir, "config.json"), &data(dir, "unet.pt"), &data(dir, "io.safetensors"), dtype).unwrap();
     eprintln!("{dir} {} ({} dispatches, {:.1} s): {}", dtype.name(), r.dispatches, t0.elapsed().as_secs_f64(), r.lines.join(", "));
-    r.assert_within(&format!("{dir} {dtype:?}"), tol, 9);
+    r.assert_within(&format!("{dir} {dtype:?}"), tol, min_taps);
 }
 
 #[test]
 fn diffvsr_unet_matches_official_f32() {
-    check(ModelKind::DiffvsrUnet, "diffvsr_unet", DType::F32, 1e-4);
+    check(ModelKind::DiffvsrUnet, "diffvsr_unet", DType::F32, 1e-5, 9);
 }
 
 #[test]
 fn diffvsr_unet_matches_official_f16() {
-    check(ModelKind::DiffvsrUnet, "diffvsr_unet", DType::F16, 1e-2);
+    check(ModelKind::DiffvsrUnet, "diffvsr_unet", DType::F16, 1e-2, 9);
+}
+
+/// Two heads of 32 in every transformer (spatial, temporal and MSTA attention), at an odd 9×13.
+#[test]
+fn diffvsr_unet_multi_head_matches_official_f32() {
+    check(ModelKind::DiffvsrUnet, "diffvsr_unet_heads", DType::F32, 1e-5, 4);
+}
+
+#[test]
+fn diffvsr_unet_multi_head_matches_official_f16() {
+    check(ModelKind::DiffvsrUnet, "diffvsr_unet_heads", DType::F16, 1e-2, 4);
 }
 
 #[test]
 fn uav_unet_matches_official_f32() {
-    check(ModelKind::UavUnet, "uav_unet", DType::F32, 1e-4);
+    check(ModelKind::UavUnet, "uav_unet", DType::F32, 1e-5, 9);
 }
 
 #[test]
 fn uav_unet_matches_official_f16() {
-    check(ModelKind::UavUnet, "uav_unet", DType::F16, 1e-2);
+    check(ModelKind::UavUnet, "uav_unet", DType::F16, 1e-2, 9);
 }
 
 /// The key list derive_shapes.py writes for the official full-size model (front-coded, see

@@ -6,16 +6,18 @@ DiffVSR `UNet3DVSRModel` (xh9998/DiffVSR @3b2b998) and Upscale-A-Video `UNetVide
 (sczhou/Upscale-A-Video @10ca1d7; needs diffusers 0.16.0), tiny configs, seeded random weights with the
 zero-initialised ones (temporal `to_out`, `shift_conv`) made non-zero and the norms' affine
 weights perturbed; 8 frames, CFG batch 2, non-square latents: DiffVSR 8x12 (not a multiple of 8,
-so the up-samplers get explicit sizes and MSTA's bilinear fix-up runs), UAV 16x24. Writes
-tests/data/diffvsr_unet/ and tests/data/uav_unet/:
+so the up-samplers get explicit sizes and MSTA's bilinear fix-up runs), UAV 16x24. With --heads,
+a one-level DiffVSR config with two heads of 32 in every transformer, at 9x13. Writes
+tests/data/diffvsr_unet/ (--heads: diffvsr_unet_heads/) and tests/data/uav_unet/:
   config.json            the tiny config (official format)
   unet.pt                {'ema': state_dict} via torch.save (official checkpoint layout), f16 values
   io.safetensors         sample [B,7,F,H,W] (latents ++ low-res), timestep, class_labels,
                          encoder_hidden_states, output [B,4,F,H,W], tap.<module> intermediates
                          laid out [(b f), c, h, w]
-The reference runs on exactly the stored (f16-rounded) weights.
+The reference runs on exactly the stored (f16-rounded) weights, the RoPE frequencies included.
 
     /opt/golden-venv/bin/python tools/golden_video_unet.py --diffvsr-repo /work/ext/DiffVSR
+    /opt/golden-venv/bin/python tools/golden_video_unet.py --diffvsr-repo /work/ext/DiffVSR --heads
     python3 /work/shared/spec/derive_shapes.py --keys /tmp/keys && \
         /opt/golden-venv/bin/python tools/golden_video_unet.py --encode-keys /tmp/keys   # full-size key lists
     /opt/uav-venv/bin/python tools/golden_video_unet.py --uav-repo /work/ext/Upscale-A-Video \
@@ -64,6 +66,25 @@ DIFFVSR_CONFIG = dict(
     use_first_frame=False,
 )
 
+# Several heads per attention block (64 channels = 2 heads of 32, so RoPE covers whole heads):
+# the multi-head paths of the spatial and temporal attentions (head split, per-head RoPE and T5
+# bias, MSTA's branch) in every transformer. One level (down, mid and up transformers, self- and
+# cross-attention), no TemporalModule3D (the diffvsr_unet golden has those), to keep the file at
+# a few MB.
+DIFFVSR_HEADS_CONFIG = dict(
+    DIFFVSR_CONFIG,
+    down_temporal_idx=[],
+    mid_temporal=False,
+    up_temporal_idx=[],
+    attention_head_dim=[2],
+    block_out_channels=[64],
+    down_block_types=["CrossAttnDownBlock3D"],
+    up_block_types=["CrossAttnUpBlock3D"],
+    only_cross_attention=[False],
+    layers_per_block=1,
+    num_class_embeds=300,
+)
+
 UAV_CONFIG = {k: v for k, v in DIFFVSR_CONFIG.items() if k not in ("msatten", "video_condition", "downsample_2x")}
 UAV_CONFIG["temporal_module_config"] = {"attention_block_types": ["", ""]}
 
@@ -89,6 +110,11 @@ def randomise(model, gen):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("rotary_emb.freqs"):
+                # Kept (the fixed RoPE inverse frequencies), but rounded like every other stored
+                # tensor: the official code rotates by the checkpoint's values, so the reference
+                # must run on what unet.pt holds (f32 ones would differ from it by up to 2.4e-4
+                # relative and move the f32 output by ~1e-5).
+                p.copy_(p.half().float())
                 continue
             if "norm" in name and p.dim() == 1:
                 if name.endswith(".weight"):
@@ -119,7 +145,7 @@ def run(model, cfg, class_name, out_dir, names, size, seed):
             t = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
             if t.dim() == 5:
                 t = t.permute(0, 2, 1, 3, 4).reshape(-1, t.shape[1], t.shape[3], t.shape[4])
-            taps["tap." + name] = t.detach().float().contiguous()
+            taps["tap." + name] = t.detach().float().clone().contiguous()
         return fn
 
     mods = dict(model.named_modules())
@@ -164,6 +190,19 @@ def diffvsr(repo):
     run(model, DIFFVSR_CONFIG, "UNet3DVSRModel", "diffvsr_unet", names, (8, 12), 1234)
 
 
+def diffvsr_heads(repo):
+    sys.path.insert(0, os.path.abspath(repo))
+    shim_imports()
+    from models.unet import UNet3DVSRModel
+
+    torch.manual_seed(0)
+    model = UNet3DVSRModel(**DIFFVSR_HEADS_CONFIG).eval()
+    # Every transformer's output (down_blocks.0 and up_blocks.0 equal the last of them here).
+    names = ["down_blocks.0.attentions.0", "mid_block", "up_blocks.0.attentions.0", "up_blocks.0.attentions.1"]
+    # 9x13: odd, so MSTA's stride-2 branch comes back 10x14 and the bilinear fix-up runs.
+    run(model, DIFFVSR_HEADS_CONFIG, "UNet3DVSRModel", "diffvsr_unet_heads", names, (9, 13), 5678)
+
+
 def uav(repo):
     # Import the module files directly: the package's __init__ pulls in the pipeline and RAFT.
     sys.path.insert(0, os.path.join(os.path.abspath(repo), "models_video"))
@@ -200,13 +239,15 @@ def encode_keys(keys_dir):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--diffvsr-repo")
+    ap.add_argument("--heads", action="store_true",
+                    help="with --diffvsr-repo: the multi-head config (tests/data/diffvsr_unet_heads) instead")
     ap.add_argument("--uav-repo")
     ap.add_argument("--encode-keys", metavar="DIR", help="output folder of derive_shapes.py --keys")
     ap.add_argument("--append-path", action="append", default=[],
                     help="site-packages searched after this interpreter's own (e.g. torch from another venv)")
     a = ap.parse_args()
     if a.diffvsr_repo:
-        diffvsr(a.diffvsr_repo)
+        (diffvsr_heads if a.heads else diffvsr)(a.diffvsr_repo)
     if a.uav_repo:
         uav(a.uav_repo)
     if a.encode_keys:

@@ -19,7 +19,7 @@ use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::resize_bilinear;
-use crate::ops::temporal_attention::{relative_position_bias, temporal_attention};
+use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_rope, Rope};
 use crate::{Recorder, Tensor};
 
 /// Epsilon of the GroupNorms in the temporal layers (`ResnetBlock3DCNN`/`ResnetBlock3D` defaults,
@@ -108,7 +108,8 @@ impl TemporalResnet {
 }
 
 /// `TemporalAttention`: self-attention over the frame axis at every pixel, RoPE on the first 32
-/// channels of each head, T5 relative-position bias (`time_rel_pos_bias`), `to_out.0` with bias.
+/// channels of each head (by the checkpoint's `rotary_emb.freqs`), T5 relative-position bias
+/// (`time_rel_pos_bias`), `to_out.0` with bias.
 pub struct TemporalAttn {
     pub to_q: LinearWeight,
     pub to_k: LinearWeight,
@@ -116,6 +117,9 @@ pub struct TemporalAttn {
     pub to_out: LinearWeight,
     /// `time_rel_pos_bias.relative_attention_bias.weight [32, heads]`, expanded per window length.
     pub rel_table: Vec<f32>,
+    /// `rotary_emb.freqs [16]`: the RoPE inverse frequencies as the checkpoint stores them (f16
+    /// checkpoints round them), which the reference rotates by.
+    pub rope_freqs: Vec<f32>,
     pub heads: usize,
 }
 
@@ -123,9 +127,9 @@ impl TemporalAttn {
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
         let a = Attention::load(l, prefix, dim, dim, heads, false)?;
         let rel_table = l.raw(&format!("{prefix}.time_rel_pos_bias.relative_attention_bias.weight"), &[32, heads])?;
-        // The RoPE inverse frequencies are fixed (10000^(−2j/32)); the kernel computes them.
-        l.raw(&format!("{prefix}.rotary_emb.freqs"), &[16])?;
-        Ok(TemporalAttn { to_q: a.to_q, to_k: a.to_k, to_v: a.to_v, to_out: a.to_out, rel_table, heads })
+        // Nominally 10000^(−2j/32), but the reference rotates by the stored values.
+        let rope_freqs = l.raw(&format!("{prefix}.rotary_emb.freqs"), &[16])?;
+        Ok(TemporalAttn { to_q: a.to_q, to_k: a.to_k, to_v: a.to_v, to_out: a.to_out, rel_table, rope_freqs, heads })
     }
 
     /// `x [B, F, H, W, C]` (already normalised) → `[B, F, H, W, C]`.
@@ -136,7 +140,7 @@ impl TemporalAttn {
         let v = linear(rec, x, &self.to_v)?;
         let bias = relative_position_bias(&self.rel_table, self.heads, f)?;
         let bias = Tensor::from_f32(rec.gpu(), &bias, &[self.heads, f, f], x.dtype())?;
-        let o = temporal_attention(rec, &q, &k, &v, self.heads, &bias, true)?;
+        let o = temporal_attention_rope(rec, &q, &k, &v, self.heads, &bias, Rope::Freqs(&self.rope_freqs))?;
         linear(rec, &o, &self.to_out)
     }
 }
@@ -342,7 +346,8 @@ impl VideoUNet {
         }
         let mut parts = Video { config, names: Names::of(kind), msatten: config.msatten(), temb: c.time_embed_dim() };
         let core = UNetCore::load(l, &c, true, &mut parts)?;
-        // The shared RoPE module's inverse frequencies (fixed; the kernel computes them).
+        // The shared RoPE module's inverse frequencies: each temporal attention rotates by its own
+        // copy (`<attn>.rotary_emb.freqs`, the same parameter), so this one is not used.
         l.raw("temporal_rotary_emb.freqs", &[16])?;
         Ok(VideoUNet { config: config.clone(), kind, core })
     }

@@ -34,12 +34,41 @@ pub fn rope_angle(pos: usize, j: usize) -> f64 {
     pos as f64 * 10000f64.powf(-2.0 * j as f64 / ROPE_DIM as f64)
 }
 
+/// RoPE angle from given inverse frequencies, as `rotary-embedding-torch` 0.2.3 computes it in
+/// f32: the f32 position times the module's stored `freqs[j]`, one rounded product.
+pub fn rope_angle_from(freqs: &[f32], pos: usize, j: usize) -> f64 {
+    (pos as f32 * freqs[j]) as f64
+}
+
+/// Which rotation the kernel applies to the first 32 channels of each head of q and k.
+#[derive(Copy, Clone, Debug)]
+pub enum Rope<'a> {
+    None,
+    /// The exact inverse frequencies 10000^(−2j/32) ([`rope_angle`]).
+    Exact,
+    /// The 16 inverse frequencies a checkpoint stores (`rotary_emb.freqs`), which the reference
+    /// module rotates by ([`rope_angle_from`]); f16 checkpoints hold them rounded.
+    Freqs(&'a [f32]),
+}
+
 /// `softmax((RoPE(q·dh^-1/2)·RoPE(k)ᵀ + bias[h]))·v` over the frame axis.
 ///
 /// `q`, `k`, `v`: `[B, F, H, W, heads·dh]`, same dtype; `bias`: `[heads, F, F]` in that dtype
 /// (from [`relative_position_bias`]); `rope`: rotate channels 0..32 of each head of q and k by
 /// the frame index (needs dh ≥ 32). F ≤ 16, dh a multiple of 4. Returns `[B, F, H, W, heads·dh]`.
 pub fn temporal_attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: &Tensor, rope: bool) -> Result<Tensor> {
+    temporal_attention_rope(rec, q, k, v, heads, bias, if rope { Rope::Exact } else { Rope::None })
+}
+
+/// [`temporal_attention`] with the rotation given as a [`Rope`] (a model passes its checkpoint's
+/// `rotary_emb.freqs`, as the reference rotates by those).
+pub fn temporal_attention_rope(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: &Tensor, rope_kind: Rope) -> Result<Tensor> {
+    let rope = !matches!(rope_kind, Rope::None);
+    if let Rope::Freqs(fr) = rope_kind {
+        if fr.len() != ROPE_DIM / 2 {
+            bail!("temporal_attention: {} RoPE frequencies, expected {}", fr.len(), ROPE_DIM / 2);
+        }
+    }
     let gpu = rec.gpu();
     let [b, f, h, w, c] = *q.shape() else {
         bail!("temporal_attention: q must be a video [B, F, H, W, C], got {:?}", q.shape());
@@ -75,7 +104,10 @@ pub fn temporal_attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor
     let mut table = [0f32; 4 * 8 * MAX_FRAMES];
     for pos in 0..f {
         for j in 0..ROPE_DIM / 2 {
-            let a = rope_angle(pos, j);
+            let a = match rope_kind {
+                Rope::Freqs(fr) => rope_angle_from(fr, pos, j),
+                _ => rope_angle(pos, j),
+            };
             table[(pos * 16 + j) * 2] = a.cos() as f32;
             table[(pos * 16 + j) * 2 + 1] = a.sin() as f32;
         }
@@ -159,8 +191,13 @@ pub mod cpu {
 
     /// RoPE as `rotary-embedding-torch` applies it: interleaved pairs of the first 32 channels.
     pub fn rope(x: &mut [f64], pos: usize) {
+        rope_by(x, pos, &rope_angle)
+    }
+
+    /// [`rope`] with the angle of (position, pair) given.
+    pub fn rope_by(x: &mut [f64], pos: usize, angle: &dyn Fn(usize, usize) -> f64) {
         for j in 0..ROPE_DIM / 2 {
-            let (s, c) = rope_angle(pos, j).sin_cos();
+            let (s, c) = angle(pos, j).sin_cos();
             let (a, b) = (x[2 * j], x[2 * j + 1]);
             x[2 * j] = a * c - b * s;
             x[2 * j + 1] = b * c + a * s;
@@ -169,6 +206,20 @@ pub mod cpu {
 
     #[allow(clippy::too_many_arguments)]
     pub fn temporal_attention(q: &[f32], k: &[f32], v: &[f32], shape: [usize; 5], heads: usize, bias: &[f32], rope: bool) -> Vec<f32> {
+        temporal_attention_by(q, k, v, shape, heads, bias, if rope { Some(&rope_angle) } else { None })
+    }
+
+    /// [`temporal_attention`] with the RoPE angle of (position, pair) given (`None`: no RoPE).
+    #[allow(clippy::too_many_arguments)]
+    pub fn temporal_attention_by(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: [usize; 5],
+        heads: usize,
+        bias: &[f32],
+        angle: Option<&dyn Fn(usize, usize) -> f64>,
+    ) -> Vec<f32> {
         let [b, f, h, w, c] = shape;
         let dh = c / heads;
         let hw = h * w;
@@ -179,8 +230,8 @@ pub mod cpu {
                 for hd in 0..heads {
                     let get = |t: &[f32], fi: usize, scale: f64| -> Vec<f64> {
                         let mut r: Vec<f64> = t[row(bi, fi, px, hd)..][..dh].iter().map(|&x| x as f64 * scale).collect();
-                        if rope {
-                            self::rope(&mut r, fi);
+                        if let Some(a) = angle {
+                            rope_by(&mut r, fi, a);
                         }
                         r
                     };
@@ -240,6 +291,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// With a checkpoint's frequencies (here rounded to f16, as an f16 checkpoint stores them) the
+    /// kernel rotates by those, not by the exact ones: it matches the CPU reference given the same
+    /// values, and the exact frequencies would differ by more than the tolerance.
+    #[test]
+    fn temporal_attention_rotates_by_given_freqs() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let freqs: Vec<f32> = (0..ROPE_DIM / 2).map(|j| round_f16(&[10000f32.powf(-2.0 * j as f32 / ROPE_DIM as f32)])[0]).collect();
+        let by_freqs = |pos: usize, j: usize| rope_angle_from(&freqs, pos, j);
+        let (heads, dh) = (2usize, 32usize);
+        let shape = [1, 8, 3, 5, heads * dh];
+        let n: usize = shape.iter().product();
+        let dt = DType::F32;
+        let (q, qh) = upload(&gpu, &rng.normals(n, 4.0), &shape, dt);
+        let (k, kh) = upload(&gpu, &rng.normals(n, 4.0), &shape, dt);
+        let (v, vh) = upload(&gpu, &rng.normals(n, 1.0), &shape, dt);
+        let (bias, bh) = upload(&gpu, &vec![0f32; heads * 64], &[heads, 8, 8], dt);
+        let mut rec = gpu.recorder();
+        let out = temporal_attention_rope(&mut rec, &q, &k, &v, heads, &bias, Rope::Freqs(&freqs)).unwrap();
+        rec.submit();
+        let got = out.to_f32(&gpu).unwrap();
+        let want = cpu::temporal_attention_by(&qh, &kh, &vh, shape, heads, &bh, Some(&by_freqs));
+        let exact = cpu::temporal_attention(&qh, &kh, &vh, shape, heads, &bh, true);
+        let what = format!("temporal attention with f16 freqs, seed {seed}");
+        assert_close(&what, &got, &want, 1e-6);
+        assert!(rel_l2(&exact, &want) > 1e-5, "{what}: exact and f16 frequencies should differ");
+        let mut rec = gpu.recorder();
+        assert!(temporal_attention_rope(&mut rec, &q, &k, &v, heads, &bias, Rope::Freqs(&freqs[..8])).is_err());
     }
 
     #[test]
