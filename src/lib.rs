@@ -15,6 +15,7 @@ pub mod ops;
 pub mod tensor;
 pub mod testutil;
 pub mod tokenizer;
+pub mod video;
 pub mod weights;
 
 pub use gpu::{Gpu, GpuOptions};
