@@ -12,6 +12,7 @@ pub mod forward;
 pub mod kernel;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
 pub mod tensor;
 pub mod testutil;
 pub mod tokenizer;
