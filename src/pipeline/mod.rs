@@ -12,4 +12,6 @@
 //!
 //! No GPU here; `job.rs` (the streaming loop) will sit on top.
 
+pub mod noise;
 pub mod scheduler;
+pub mod windows;
