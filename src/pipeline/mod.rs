@@ -14,4 +14,5 @@
 
 pub mod noise;
 pub mod scheduler;
+pub mod tiles;
 pub mod windows;
