@@ -13,11 +13,13 @@ pub mod forward;
 pub mod kernel;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
 pub mod rng;
 pub mod step_values;
 pub mod tensor;
 pub mod testutil;
 pub mod tokenizer;
+pub mod video;
 pub mod weights;
 
 #[cfg(test)]

@@ -1,0 +1,18 @@
+//! The sampling job's plain-data floor (design/layout.md floor 7; issue 9): everything the
+//! streaming loop decides on the host, with CPU references for the GPU kernels that apply it.
+//!
+//! * [`scheduler`]: DDIM (v-prediction, η = 0) as released, with the `linear` override; per-step
+//!   coefficients; CFG combine; the low-res noise augmentation (spec §2.3–2.5).
+//! * [`noise`]: Philox4x32-10 Gaussian noise keyed by seed, frame, position, channel; the noise
+//!   rescheduling permutations (spec §4.3).
+//! * [`windows`]: mirror padding, 8/4 windows, ILT weights, streaming finality, `--frames`
+//!   segments (spec §4.3, §4.5).
+//! * [`tiles`]: latent padding to multiples of 8, tile plan, feathered blend weights, the
+//!   `--tile auto` memory estimate (spec §4.3 "Spatial tiling").
+//!
+//! No GPU here; `job.rs` (the streaming loop) will sit on top.
+
+pub mod noise;
+pub mod scheduler;
+pub mod tiles;
+pub mod windows;

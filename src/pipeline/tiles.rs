@@ -1,0 +1,387 @@
+//! The spatial plan for large frames (issue 9, deliverable 4; the released code tiles LR frames
+//! above 400² into 256-pixel tiles with 64 of overlap and pastes the centres without blending,
+//! spec §4.3 "Spatial tiling"):
+//!
+//! * The latent is at LR resolution and must be a multiple of 8 in each direction: the LR frame is
+//!   reflect-padded at the bottom and right ([`LatentPad`], the same mirror as the temporal
+//!   padding, so even a 1-pixel frame pads) and the ×4 output is cropped back to exactly 4W × 4H.
+//!   Never resized.
+//! * Tiles over the padded latent ([`TilePlan`]): a multiple of 8 in size and position, spread
+//!   evenly with at least the requested overlap; one tile when the latent fits.
+//! * Feathered blend: along each axis a tile's weight rises with a smoothstep over its overlap with
+//!   the previous tile and falls over its overlap with the next; the axis weights are normalised to
+//!   sum to 1 at every position and the 2-D weight is their product, so the weights of all tiles
+//!   sum to 1 everywhere (a constant image stays constant across seams). The same plan ×4
+//!   ([`TilePlan::scaled`]) blends the VAE's pixel tiles.
+//! * `--tile auto`: [`tile_for_limits`] picks the largest tile whose biggest buffer fits the
+//!   adapter's binding limit and whose working set fits its memory, from a [`MemoryModel`].
+
+use std::ops::Range;
+
+/// Latent sizes are multiples of this (three ×2 down-samplings in the UNet).
+pub const LATENT_MULTIPLE: usize = 8;
+/// VAE upscale factor: output pixels per latent pixel.
+pub const SCALE: usize = 4;
+
+/// Reflect padding of an LR frame to the latent size, and the crop back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatentPad {
+    /// LR (= unpadded latent) size.
+    pub height: usize,
+    pub width: usize,
+    /// Rows added at the bottom, columns added at the right.
+    pub bottom: usize,
+    pub right: usize,
+}
+
+impl LatentPad {
+    pub fn new(height: usize, width: usize) -> LatentPad {
+        assert!(height >= 1 && width >= 1);
+        let up = |n: usize| n.div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE - n;
+        LatentPad { height, width, bottom: up(height), right: up(width) }
+    }
+    /// Padded latent size (rows, columns).
+    pub fn padded(&self) -> (usize, usize) {
+        (self.height + self.bottom, self.width + self.right)
+    }
+    /// The source row for padded row `y` (reflect without repeating the edge, bouncing).
+    pub fn source_row(&self, y: usize) -> usize {
+        crate::pipeline::windows::mirror_frame(self.height, y)
+    }
+    /// The source column for padded column `x`.
+    pub fn source_col(&self, x: usize) -> usize {
+        crate::pipeline::windows::mirror_frame(self.width, x)
+    }
+    /// Output crop of the ×4 result: rows 0..4H, columns 0..4W of the (4·padded) image.
+    pub fn output_crop(&self) -> (Range<usize>, Range<usize>) {
+        (0..SCALE * self.height, 0..SCALE * self.width)
+    }
+    /// CPU reference: pads one `[H][W]` plane.
+    pub fn pad_plane(&self, plane: &[f32]) -> Vec<f32> {
+        assert_eq!(plane.len(), self.height * self.width);
+        let (ph, pw) = self.padded();
+        let mut out = Vec::with_capacity(ph * pw);
+        for y in 0..ph {
+            let sy = self.source_row(y);
+            out.extend((0..pw).map(|x| plane[sy * self.width + self.source_col(x)]));
+        }
+        out
+    }
+}
+
+/// Tile spans along one axis of length `n` (a multiple of 8): each a multiple of 8 long and at a
+/// multiple of 8, covering 0..n, consecutive spans overlapping by at least `overlap` (rounded up
+/// to 8) where there is more than one.
+pub fn axis_spans(n: usize, tile: usize, overlap: usize) -> Result<Vec<Range<usize>>, String> {
+    let m = LATENT_MULTIPLE;
+    if n == 0 || n % m != 0 {
+        return Err(format!("latent size {n} is not a positive multiple of {m}"));
+    }
+    if tile < m || tile % m != 0 {
+        return Err(format!("--tile {tile}: must be a multiple of {m}, at least {m}"));
+    }
+    let overlap = overlap.div_ceil(m) * m;
+    if tile >= n {
+        return Ok(vec![0..n]);
+    }
+    if overlap >= tile {
+        return Err(format!("--tile-overlap {overlap} must be below --tile {tile}"));
+    }
+    // Fewest tiles with at least `overlap` between neighbours, starts spread evenly, in units of 8.
+    let count = (n - overlap).div_ceil(tile - overlap);
+    let last = (n - tile) / m;
+    Ok((0..count)
+        .map(|i| {
+            let s = m * ((i * last + (count - 1) / 2) / (count - 1).max(1));
+            s..s + tile
+        })
+        .collect())
+}
+
+/// Feather weights along one axis for `spans` over 0..n: `w[t][p − start_t]`, summing to 1 at
+/// every p.
+pub fn axis_weights(spans: &[Range<usize>], n: usize) -> Vec<Vec<f32>> {
+    let smooth = |u: f64| {
+        let u = u.clamp(0.0, 1.0);
+        u * u * (3.0 - 2.0 * u)
+    };
+    let raw: Vec<Vec<f64>> = spans
+        .iter()
+        .enumerate()
+        .map(|(t, s)| {
+            let rise = if t > 0 { spans[t - 1].end.saturating_sub(s.start) } else { 0 };
+            let fall = if t + 1 < spans.len() { s.end.saturating_sub(spans[t + 1].start) } else { 0 };
+            s.clone()
+                .map(|p| {
+                    let mut w = 1.0;
+                    if rise > 0 {
+                        w = f64::min(w, smooth(((p - s.start) as f64 + 0.5) / rise as f64));
+                    }
+                    if fall > 0 {
+                        w = f64::min(w, smooth(((s.end - p) as f64 - 0.5) / fall as f64));
+                    }
+                    w
+                })
+                .collect()
+        })
+        .collect();
+    let mut sum = vec![0f64; n];
+    for (s, w) in spans.iter().zip(&raw) {
+        for (p, &v) in s.clone().zip(w) {
+            sum[p] += v;
+        }
+    }
+    spans
+        .iter()
+        .zip(&raw)
+        .map(|(s, w)| s.clone().zip(w).map(|(p, &v)| (v / sum[p]) as f32).collect())
+        .collect()
+}
+
+/// One tile: where it sits in the padded latent and its blend weights (`[h][w]`, row-major).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tile {
+    pub rows: Range<usize>,
+    pub cols: Range<usize>,
+    pub weights: Vec<f32>,
+}
+
+/// The tiles of a padded latent, row by row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TilePlan {
+    pub height: usize,
+    pub width: usize,
+    pub tiles: Vec<Tile>,
+}
+
+impl TilePlan {
+    /// Tiles of at most `tile`×`tile` over a `height`×`width` padded latent (multiples of 8).
+    pub fn new(height: usize, width: usize, tile: usize, overlap: usize) -> Result<TilePlan, String> {
+        let rs = axis_spans(height, tile, overlap)?;
+        let cs = axis_spans(width, tile, overlap)?;
+        Ok(TilePlan::from_spans(height, width, &rs, &cs))
+    }
+
+    fn from_spans(height: usize, width: usize, rs: &[Range<usize>], cs: &[Range<usize>]) -> TilePlan {
+        let (wr, wc) = (axis_weights(rs, height), axis_weights(cs, width));
+        let mut tiles = Vec::new();
+        for (r, wy) in rs.iter().zip(&wr) {
+            for (c, wx) in cs.iter().zip(&wc) {
+                let weights = wy.iter().flat_map(|&a| wx.iter().map(move |&b| a * b)).collect();
+                tiles.push(Tile { rows: r.clone(), cols: c.clone(), weights });
+            }
+        }
+        TilePlan { height, width, tiles }
+    }
+
+    /// The same tiling in output pixels (×`factor`), with weights recomputed at that resolution.
+    pub fn scaled(&self, factor: usize) -> TilePlan {
+        let mut rs: Vec<Range<usize>> = self.tiles.iter().map(|t| t.rows.start * factor..t.rows.end * factor).collect();
+        let mut cs: Vec<Range<usize>> = self.tiles.iter().map(|t| t.cols.start * factor..t.cols.end * factor).collect();
+        for v in [&mut rs, &mut cs] {
+            v.sort_by_key(|r| (r.start, r.end));
+            v.dedup();
+        }
+        TilePlan::from_spans(self.height * factor, self.width * factor, &rs, &cs)
+    }
+
+    /// CPU reference of the blend: Σ_t weight_t · tile_t over a `[h][w]` plane.
+    pub fn blend(&self, tiles: &[Vec<f32>]) -> Vec<f32> {
+        assert_eq!(tiles.len(), self.tiles.len());
+        let mut out = vec![0f32; self.height * self.width];
+        for (t, data) in self.tiles.iter().zip(tiles) {
+            let tw = t.cols.len();
+            assert_eq!(data.len(), t.rows.len() * tw);
+            for (i, y) in t.rows.clone().enumerate() {
+                for (j, x) in t.cols.clone().enumerate() {
+                    out[y * self.width + x] += t.weights[i * tw + j] * data[i * tw + j];
+                }
+            }
+        }
+        out
+    }
+
+    /// CPU reference of cutting tile `t` out of a `[h][w]` plane.
+    pub fn cut(&self, plane: &[f32], t: usize) -> Vec<f32> {
+        let t = &self.tiles[t];
+        t.rows.clone().flat_map(|y| t.cols.clone().map(move |x| plane[y * self.width + x])).collect()
+    }
+}
+
+/// What `--tile auto` assumes about memory, per latent pixel of a tile (one window of 8 frames,
+/// CFG batch 2, and the VAE's 4-frame decode chunk).
+///
+/// Assumptions of [`MemoryModel::diffvsr_estimate`] (to be replaced by the executor's measured
+/// arena sizes once it reports them):
+/// * the largest single buffer is the TE-3DVAE's 256-channel full-resolution activation
+///   (after `up_blocks.1`'s up-sampler, spec §4.2) for a 4-frame chunk in f32:
+///   4 frames × 16 output pixels × 256 channels × 4 bytes = 64 KiB per latent pixel;
+/// * the working set (both models' live activations, arena peak) is 4× that, since the decoder
+///   holds a resnet's input, its two convs' outputs and the skip at once;
+/// * weights and the fixed overhead are `fixed_bytes` (the UNet in f16 ≈ 1.9 GB, the TE-3DVAE in
+///   f32 ≈ 0.6 GB, the text encoder freed after the prompts);
+/// * 20% of the adapter's memory is left for the driver and fragmentation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MemoryModel {
+    pub largest_buffer_per_px: f64,
+    pub working_set_per_px: f64,
+    pub fixed_bytes: f64,
+}
+
+impl MemoryModel {
+    pub fn diffvsr_estimate() -> MemoryModel {
+        let largest = 4.0 * 16.0 * 256.0 * 4.0;
+        MemoryModel { largest_buffer_per_px: largest, working_set_per_px: 4.0 * largest, fixed_bytes: 2.5e9 }
+    }
+}
+
+/// The `--tile auto` choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileChoice {
+    /// Tile side in latent pixels; ≥ both padded latent sides means one tile.
+    pub tile: usize,
+    pub overlap: usize,
+}
+
+/// Default overlap for a tile: a quarter of it (the release: 64 of 256), at least 8, a multiple of 8.
+pub fn default_overlap(tile: usize) -> usize {
+    (tile / 4 / LATENT_MULTIPLE).max(1) * LATENT_MULTIPLE
+}
+
+/// Picks the largest square tile (multiple of 8) of a `height`×`width` padded latent whose
+/// largest buffer fits `max_binding_bytes` and whose working set plus fixed bytes fits 80% of
+/// `mem_bytes`. Errors when not even an 8×8 tile fits.
+pub fn tile_for_limits(max_binding_bytes: u64, mem_bytes: u64, model: &MemoryModel, height: usize, width: usize) -> Result<TileChoice, String> {
+    let budget = 0.8 * mem_bytes as f64 - model.fixed_bytes;
+    let fits = |s: usize| {
+        let px = (s * s) as f64;
+        px * model.largest_buffer_per_px <= max_binding_bytes as f64 && px * model.working_set_per_px <= budget
+    };
+    // A whole non-square latent that fits needs no tiling.
+    let whole = (height * width) as f64;
+    if whole * model.largest_buffer_per_px <= max_binding_bytes as f64 && whole * model.working_set_per_px <= budget {
+        let tile = height.max(width);
+        return Ok(TileChoice { tile, overlap: default_overlap(tile) });
+    }
+    let mut s = height.max(width).div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE;
+    while s >= LATENT_MULTIPLE && !fits(s) {
+        s -= LATENT_MULTIPLE;
+    }
+    if s < LATENT_MULTIPLE {
+        return Err(format!(
+            "no tile fits: binding limit {max_binding_bytes} B, memory {mem_bytes} B; use a GPU with more memory or set --tile by hand"
+        ));
+    }
+    Ok(TileChoice { tile: s, overlap: default_overlap(s) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{fresh_seed, Rng};
+
+    #[test]
+    fn latent_padding_and_crop() {
+        for (h, w) in [(1usize, 1usize), (7, 13), (33, 8), (180, 320), (13, 33)] {
+            let p = LatentPad::new(h, w);
+            let (ph, pw) = p.padded();
+            assert_eq!((ph % 8, pw % 8), (0, 0));
+            assert!(p.bottom < 8 && p.right < 8);
+            assert_eq!(p.output_crop(), (0..4 * h, 0..4 * w));
+        }
+        let p = LatentPad::new(7, 13);
+        assert_eq!((p.bottom, p.right), (1, 3));
+        assert_eq!(p.source_row(7), 5);
+        assert_eq!((13..16).map(|x| p.source_col(x)).collect::<Vec<_>>(), vec![11, 10, 9]);
+        let mut rng = Rng::new(fresh_seed());
+        let plane = rng.normals(7 * 13, 1.0);
+        let padded = p.pad_plane(&plane);
+        assert_eq!(padded.len(), 8 * 16);
+        assert_eq!(padded[7 * 16 + 13], plane[5 * 13 + 11]);
+        assert_eq!(padded[2 * 16 + 4], plane[2 * 13 + 4]);
+    }
+
+    #[test]
+    fn spans_cover_with_the_overlap() {
+        for n in [8usize, 56, 184, 264, 320, 1000] {
+            for (tile, ov) in [(64usize, 16usize), (96, 24), (256, 64), (8, 0), (40, 8)] {
+                let spans = axis_spans(n, tile, ov).unwrap();
+                assert_eq!(spans[0].start, 0);
+                assert_eq!(spans.last().unwrap().end, n);
+                for s in &spans {
+                    assert!(s.start % 8 == 0 && s.len() % 8 == 0 && s.len() <= tile.max(8) && s.end <= n);
+                }
+                for p in spans.windows(2) {
+                    assert!(p[0].end >= p[1].start + ov.min(tile), "n={n} tile={tile} ov={ov}: {spans:?}");
+                    assert!(p[1].start > p[0].start);
+                }
+            }
+        }
+        assert!(axis_spans(13, 8, 0).unwrap_err().contains("multiple of 8"));
+        assert!(axis_spans(64, 12, 0).unwrap_err().contains("--tile 12"));
+        assert!(axis_spans(64, 16, 16).unwrap_err().contains("--tile-overlap"));
+    }
+
+    #[test]
+    fn weights_sum_to_one_and_keep_constants_across_seams() {
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for (h, w) in [(8usize, 8usize), (56, 104), (264, 40), (104, 264)] {
+            for (tile, ov) in [(32usize, 8usize), (48, 16), (64, 24)] {
+                let plan = TilePlan::new(h, w, tile, ov).unwrap();
+                let k = 0.3 + rng.uniform();
+                let tiles: Vec<Vec<f32>> = plan.tiles.iter().map(|t| vec![k; t.rows.len() * t.cols.len()]).collect();
+                let out = plan.blend(&tiles);
+                assert!(out.iter().all(|&v| (v - k).abs() < 1e-5), "seed {seed} {h}x{w} tile {tile}");
+                // Any image cut into tiles and blended back is itself.
+                let img = rng.normals(h * w, 1.0);
+                let tiles: Vec<Vec<f32>> = (0..plan.tiles.len()).map(|t| plan.cut(&img, t)).collect();
+                let back = plan.blend(&tiles);
+                for (a, b) in back.iter().zip(&img) {
+                    assert!((a - b).abs() < 1e-5);
+                }
+                assert!(plan.tiles.iter().all(|t| t.weights.iter().all(|&v| (0.0..=1.0).contains(&v))));
+                // ×4 for the VAE: same property.
+                let big = plan.scaled(4);
+                let tiles: Vec<Vec<f32>> = big.tiles.iter().map(|t| vec![k; t.rows.len() * t.cols.len()]).collect();
+                assert!(big.blend(&tiles).iter().all(|&v| (v - k).abs() < 1e-5));
+                assert_eq!(big.tiles.len(), plan.tiles.len());
+            }
+        }
+    }
+
+    #[test]
+    fn weights_are_feathered_not_pasted() {
+        let plan = TilePlan::new(8, 104, 64, 24).unwrap();
+        assert_eq!(plan.tiles.len(), 2);
+        let (a, b) = (&plan.tiles[0], &plan.tiles[1]);
+        let overlap = a.cols.end - b.cols.start;
+        assert!(overlap >= 24);
+        // Across the overlap the first tile's weight falls smoothly from ~1 to ~0.
+        let row: Vec<f32> = (b.cols.start..a.cols.end).map(|x| a.weights[x - a.cols.start]).collect();
+        assert!(row.windows(2).all(|p| p[1] < p[0]), "{row:?}");
+        assert!(row[0] > 0.95 && *row.last().unwrap() < 0.05, "{row:?}");
+        assert!(row.windows(2).all(|p| p[0] - p[1] < 0.15), "a step in {row:?}");
+    }
+
+    #[test]
+    fn tile_for_limits_fits_the_limits() {
+        let m = MemoryModel::diffvsr_estimate();
+        // 720p output = 180×320 LR → 184×320 latent on a 2 GiB binding limit, 24 GB card: tiled.
+        let c = tile_for_limits(2 << 30, 24_000_000_000, &m, 184, 320).unwrap();
+        assert!(c.tile < 184 && c.tile % 8 == 0);
+        let px = (c.tile * c.tile) as f64;
+        assert!(px * m.largest_buffer_per_px <= (2u64 << 30) as f64);
+        let bigger = ((c.tile + 8) * (c.tile + 8)) as f64;
+        assert!(bigger * m.largest_buffer_per_px > (2u64 << 30) as f64 || bigger * m.working_set_per_px > 0.8 * 24e9 - m.fixed_bytes);
+        assert_eq!(c.overlap, default_overlap(c.tile));
+        // A small clip fits whole.
+        let c = tile_for_limits(2 << 30, 24_000_000_000, &m, 64, 64).unwrap();
+        assert!(c.tile >= 64);
+        assert_eq!(TilePlan::new(64, 64, c.tile, c.overlap).unwrap().tiles.len(), 1);
+        // Nothing fits in 1 GB of memory with 2.5 GB of weights.
+        assert!(tile_for_limits(2 << 30, 1_000_000_000, &m, 64, 64).unwrap_err().contains("no tile fits"));
+        assert_eq!(default_overlap(256), 64);
+        assert_eq!(default_overlap(8), 8);
+    }
+}

@@ -1,0 +1,350 @@
+//! The temporal plan for long videos (issue 9, deliverable 3; spec §4.3 and §4.5):
+//!
+//! * The clip of T frames is padded to a multiple of 8 (`padded_len`) by mirroring without
+//!   repeating the last frame (DV `inference_tile.py` L72-75 appends frames T−2, T−3, …). The
+//!   release fails for T ≤ 4 (it indexes before frame 0); here the mirror keeps bouncing
+//!   (… T−2, …, 1, 0, 1, …), so 1 frame in gives 1 frame out. Output is trimmed back to T.
+//! * Windows of 8 frames at stride 4 over the padded clip: starts 0, 4, …, T_pad − 8 (one window
+//!   when T_pad = 8). Each is denoised on its own through all steps.
+//! * ILT on the final latents (DV `fuse_latents`): window 0 copied; for window i ≥ 1, overlap
+//!   frame j = 0…3 is `w_prev(j)·Z_{i−1}[4+j] + w_cur(j)·Z_i[j]` with the released weights
+//!   w_prev = 0.2 + 0.6·α_j, w_cur = 0.2 + 0.6·(1 − α_j) (0.8/0.2 … 0.2/0.8), or the paper's
+//!   α_j / 1 − α_j with `--ilt paper`, α_j = 1 − j/(P−1), P = 4; frames 4…7 of window i copied.
+//! * Streaming: output frame f is final once window ⌊f/4⌋ is done (or the clip is known to have no
+//!   such window) — [`final_frames`]; window i can run once input frame 4i + 7 has arrived or the
+//!   clip has ended ([`window_ready`]).
+//! * Segments (`--frames START:END`): the windows that touch frames START…END−1 and the input
+//!   frames they read ([`segment_plan`]); blending those windows gives the whole-run values.
+
+use std::ops::Range;
+
+/// Frames per window.
+pub const WINDOW: usize = 8;
+/// Window stride.
+pub const STRIDE: usize = 4;
+/// Overlapping frames between consecutive windows (P in the paper).
+pub const OVERLAP: usize = WINDOW - STRIDE;
+
+/// T rounded up to a multiple of 8 (the released padding). `t` must be ≥ 1.
+pub fn padded_len(t: usize) -> usize {
+    t.max(1).div_ceil(WINDOW) * WINDOW
+}
+
+/// The input frame shown at padded position `i` of a `t`-frame clip: itself for i < t, else the
+/// mirror without repeating the edge (period 2t − 2; always 0 when t = 1).
+pub fn mirror_frame(t: usize, i: usize) -> usize {
+    assert!(t >= 1, "a clip has at least one frame");
+    if i < t {
+        return i;
+    }
+    if t == 1 {
+        return 0;
+    }
+    let m = i % (2 * t - 2);
+    if m < t {
+        m
+    } else {
+        2 * t - 2 - m
+    }
+}
+
+/// Number of windows for a `t`-frame clip.
+pub fn window_count(t: usize) -> usize {
+    (padded_len(t) - WINDOW) / STRIDE + 1
+}
+
+/// First padded frame of window `i`.
+pub fn window_start(i: usize) -> usize {
+    i * STRIDE
+}
+
+/// Which ILT weights to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ilt {
+    /// The released code's softened weights, 0.2 + 0.6·α_j (default).
+    Released,
+    /// The paper's α_j = 1 − j/(P − 1).
+    Paper,
+}
+
+impl std::str::FromStr for Ilt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Ilt, String> {
+        match s {
+            "released" => Ok(Ilt::Released),
+            "paper" => Ok(Ilt::Paper),
+            _ => Err(format!("--ilt {s}: expected released or paper")),
+        }
+    }
+}
+
+/// (weight of the previous window's frame 4 + j, weight of the current window's frame j) for
+/// overlap frame j = 0…3.
+pub fn ilt_weights(ilt: Ilt, j: usize) -> (f32, f32) {
+    assert!(j < OVERLAP);
+    let alpha = 1.0 - j as f64 / (OVERLAP - 1) as f64;
+    let (p, c) = match ilt {
+        Ilt::Released => (0.2 + 0.6 * alpha, 0.2 + 0.6 * (1.0 - alpha)),
+        Ilt::Paper => (alpha, 1.0 - alpha),
+    };
+    (p as f32, c as f32)
+}
+
+/// CPU reference of the ILT blend kernel: w_prev·prev + w_cur·cur.
+pub fn ilt_blend(prev: &[f32], cur: &[f32], weights: (f32, f32)) -> Vec<f32> {
+    assert_eq!(prev.len(), cur.len(), "ilt_blend: frames differ in size");
+    prev.iter().zip(cur).map(|(&p, &c)| weights.0 * p + weights.1 * c).collect()
+}
+
+/// Where output frame `f` comes from: (window, frame within the window, weight), one or two parts.
+pub fn frame_sources(ilt: Ilt, t: usize, f: usize) -> Vec<(usize, usize, f32)> {
+    assert!(f < padded_len(t), "frame {f} is past the padded clip");
+    let last = window_count(t) - 1;
+    let b = f / STRIDE;
+    let j = f % STRIDE;
+    if b == 0 {
+        vec![(0, j, 1.0)]
+    } else if b > last {
+        // The second half of the last window: copied.
+        vec![(last, STRIDE + j, 1.0)]
+    } else {
+        let (wp, wc) = ilt_weights(ilt, j);
+        vec![(b - 1, STRIDE + j, wp), (b, j, wc)]
+    }
+}
+
+/// The window after which output frame `f` no longer changes.
+pub fn final_after_window(t: usize, f: usize) -> usize {
+    (f / STRIDE).min(window_count(t) - 1)
+}
+
+/// How many leading output frames are final once windows 0…`windows_done`−1 are done. `total`
+/// is the clip length once the stream has ended (`None` while frames may still come).
+pub fn final_frames(windows_done: usize, total: Option<usize>) -> usize {
+    match total {
+        Some(t) if windows_done >= window_count(t) => t,
+        Some(t) => (windows_done * STRIDE).min(t),
+        None => windows_done * STRIDE,
+    }
+}
+
+/// Whether window `i` can run with `frames_available` input frames read; `total` is the clip
+/// length once the stream has ended.
+pub fn window_ready(i: usize, frames_available: usize, total: Option<usize>) -> bool {
+    match total {
+        Some(t) => i < window_count(t),
+        None => frames_available >= window_start(i) + WINDOW,
+    }
+}
+
+/// Input frames (after mirroring) that window `i` of a `t`-frame clip shows, in order.
+pub fn window_frames(t: usize, i: usize) -> [usize; WINDOW] {
+    std::array::from_fn(|k| mirror_frame(t, window_start(i) + k))
+}
+
+/// What a `--frames START:END` run computes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentPlan {
+    /// Output frames emitted.
+    pub frames: Range<usize>,
+    /// Windows denoised (each through all steps).
+    pub windows: Range<usize>,
+    /// Input frames read for those windows (mirrored padding included).
+    pub reads: Range<usize>,
+}
+
+/// The plan for `--frames start:end` of a `t`-frame clip. The whole clip is `0:t`.
+pub fn segment_plan(t: usize, start: usize, end: usize) -> Result<SegmentPlan, String> {
+    if t == 0 {
+        return Err("the input has no frames".into());
+    }
+    if start >= end {
+        return Err(format!("--frames {start}:{end}: START must be below END"));
+    }
+    if end > t {
+        return Err(format!("--frames {start}:{end}: the input has only {t} frames"));
+    }
+    let last = window_count(t) - 1;
+    // Windows i with 4i ≤ f < 4i + 8 for some f in start..end.
+    let first = (start + 1).saturating_sub(WINDOW).div_ceil(STRIDE);
+    let windows = first.min(last)..((end - 1) / STRIDE).min(last) + 1;
+    let mut lo = usize::MAX;
+    let mut hi = 0;
+    for i in windows.clone() {
+        for f in window_frames(t, i) {
+            lo = lo.min(f);
+            hi = hi.max(f + 1);
+        }
+    }
+    Ok(SegmentPlan { frames: start..end, windows, reads: lo..hi })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{fresh_seed, Rng};
+
+    #[test]
+    fn padding_mirrors_as_released_and_beyond() {
+        // Released: frames T-2, T-3, … appended (when the clip is long enough for that).
+        assert_eq!((13..16).map(|i| mirror_frame(13, i)).collect::<Vec<_>>(), vec![11, 10, 9]);
+        assert_eq!(mirror_frame(7, 7), 5);
+        assert_eq!((5..8).map(|i| mirror_frame(5, i)).collect::<Vec<_>>(), vec![3, 2, 1]);
+        // Shorter than the release handles: keeps bouncing without repeating an edge.
+        assert_eq!((0..8).map(|i| mirror_frame(3, i)).collect::<Vec<_>>(), vec![0, 1, 2, 1, 0, 1, 2, 1]);
+        assert_eq!((0..8).map(|i| mirror_frame(1, i)).collect::<Vec<_>>(), vec![0; 8]);
+        assert_eq!((0..8).map(|i| mirror_frame(2, i)).collect::<Vec<_>>(), vec![0, 1, 0, 1, 0, 1, 0, 1]);
+        for (t, tp, nw) in [(1, 8, 1), (7, 8, 1), (8, 8, 1), (9, 16, 3), (13, 16, 3), (16, 16, 3), (33, 40, 9)] {
+            assert_eq!((padded_len(t), window_count(t)), (tp, nw), "T={t}");
+        }
+    }
+
+    #[test]
+    fn ilt_weights_as_released_and_as_in_the_paper() {
+        let rel: Vec<(f32, f32)> = (0..4).map(|j| ilt_weights(Ilt::Released, j)).collect();
+        let want = [(0.8, 0.2), (0.6, 0.4), (0.4, 0.6), (0.2, 0.8)];
+        for (g, w) in rel.iter().zip(want) {
+            assert!((g.0 - w.0).abs() < 1e-6 && (g.1 - w.1).abs() < 1e-6, "{rel:?}");
+        }
+        let paper: Vec<(f32, f32)> = (0..4).map(|j| ilt_weights(Ilt::Paper, j)).collect();
+        let want = [(1.0, 0.0), (2.0 / 3.0, 1.0 / 3.0), (1.0 / 3.0, 2.0 / 3.0), (0.0, 1.0)];
+        for (g, w) in paper.iter().zip(want) {
+            assert!((g.0 - w.0).abs() < 1e-6 && (g.1 - w.1).abs() < 1e-6, "{paper:?}");
+        }
+        assert_eq!("paper".parse::<Ilt>().unwrap(), Ilt::Paper);
+        assert!("soft".parse::<Ilt>().is_err());
+        let mut rng = Rng::new(fresh_seed());
+        let (a, b) = (rng.normals(13, 1.0), rng.normals(13, 1.0));
+        let got = ilt_blend(&a, &b, (0.6, 0.4));
+        for k in 0..13 {
+            assert!((got[k] - (0.6 * a[k] + 0.4 * b[k])).abs() < 1e-6);
+        }
+    }
+
+    /// The released `fuse_latents` on per-frame scalars, written from spec §4.3.
+    fn released_fuse(ilt: Ilt, z: &[[f32; WINDOW]], tp: usize) -> Vec<f32> {
+        let mut out = vec![0f32; tp];
+        for (i, zi) in z.iter().enumerate() {
+            let s = window_start(i);
+            if i == 0 {
+                out[s..s + WINDOW].copy_from_slice(zi);
+            } else {
+                for j in 0..OVERLAP {
+                    let (wp, wc) = ilt_weights(ilt, j);
+                    out[s + j] = wp * z[i - 1][STRIDE + j] + wc * zi[j];
+                }
+                out[s + OVERLAP..s + WINDOW].copy_from_slice(&zi[OVERLAP..]);
+            }
+        }
+        out
+    }
+
+    fn assemble(ilt: Ilt, t: usize, f: usize, z: &dyn Fn(usize, usize) -> f32) -> f32 {
+        frame_sources(ilt, t, f).iter().map(|&(w, k, wt)| wt * z(w, k)).sum()
+    }
+
+    #[test]
+    fn frame_sources_reproduce_fuse_latents() {
+        let mut rng = Rng::new(fresh_seed());
+        for ilt in [Ilt::Released, Ilt::Paper] {
+            for t in [1, 7, 8, 13, 33] {
+                let nw = window_count(t);
+                let z: Vec<[f32; WINDOW]> = (0..nw).map(|_| std::array::from_fn(|_| rng.normal())).collect();
+                let want = released_fuse(ilt, &z, padded_len(t));
+                for f in 0..padded_len(t) {
+                    let got = assemble(ilt, t, f, &|w, k| z[w][k]);
+                    assert!((got - want[f]).abs() < 1e-6, "T={t} frame {f}: {got} vs {}", want[f]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_finality() {
+        for t in [1usize, 7, 8, 13, 33] {
+            let nw = window_count(t);
+            for f in 0..t {
+                let w = final_after_window(t, f);
+                // No window after w feeds frame f; window w does.
+                assert!(frame_sources(Ilt::Released, t, f).iter().all(|&(i, ..)| i <= w));
+                assert!(frame_sources(Ilt::Released, t, f).iter().any(|&(i, ..)| i == w));
+                // final_frames agrees, with the length known or not yet.
+                assert!(final_frames(w + 1, Some(t)) > f);
+                // …and not before window w is done.
+                assert!(final_frames(w, Some(t)) <= f, "T={t} f={f}");
+                // Without the length, a frame past the last window's start needs the end of stream.
+                assert_eq!(final_frames(w + 1, None) > f, f < STRIDE * (w + 1), "T={t} f={f}");
+            }
+            assert_eq!(final_frames(nw, Some(t)), t);
+            assert_eq!(final_frames(0, Some(t)), 0);
+            for i in 0..nw {
+                assert!(window_ready(i, 0, Some(t)));
+                assert!(window_ready(i, window_start(i) + WINDOW, None));
+                assert!(!window_ready(i, window_start(i) + WINDOW - 1, None));
+            }
+            assert!(!window_ready(nw, usize::MAX / 2, Some(t)));
+        }
+        // 13 frames: after window 0, frames 0-3 are final; after window 1, 0-7; the tail needs all.
+        assert_eq!(final_frames(1, None), 4);
+        assert_eq!(final_frames(2, Some(13)), 8);
+        assert_eq!(final_frames(3, Some(13)), 13);
+    }
+
+    #[test]
+    fn segments_use_exactly_the_windows_touching_their_frames() {
+        let p = segment_plan(13, 0, 6).unwrap();
+        assert_eq!((p.windows.clone(), p.reads.clone()), (0..2, 0..12));
+        let q = segment_plan(13, 6, 13).unwrap();
+        assert_eq!((q.windows.clone(), q.reads.clone()), (0..3, 0..13));
+        for t in [1usize, 7, 8, 13, 33] {
+            for start in 0..t {
+                for end in start + 1..=t {
+                    let plan = segment_plan(t, start, end).unwrap();
+                    let mut touching: Vec<usize> = (start..end)
+                        .flat_map(|f| frame_sources(Ilt::Released, t, f).into_iter().map(|s| s.0))
+                        .collect();
+                    touching.sort();
+                    touching.dedup();
+                    assert_eq!(touching, plan.windows.clone().collect::<Vec<_>>(), "T={t} {start}:{end}");
+                }
+            }
+        }
+        assert!(segment_plan(13, 6, 14).unwrap_err().contains("only 13 frames"));
+        assert!(segment_plan(13, 6, 6).unwrap_err().contains("START must be below END"));
+    }
+
+    #[test]
+    fn segments_concatenate_to_the_whole_run() {
+        // A stand-in for denoising: each window's result depends on all its input frames and on
+        // its frames' noise, so a segment that reads too little or blends wrongly differs.
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for t in [1usize, 7, 13, 33] {
+            let input: Vec<f32> = (0..t).map(|_| rng.normal()).collect();
+            let noise = |f: usize| crate::pipeline::noise::normal4(seed, crate::pipeline::noise::Stream::Latent, f as u32, 0, 0)[0];
+            let denoise = |i: usize, reads: &Range<usize>| -> [f32; WINDOW] {
+                let frames = window_frames(t, i);
+                let mix: f32 = frames.iter().enumerate().map(|(k, &f)| {
+                    assert!(reads.contains(&f), "window {i} reads frame {f} outside {reads:?}");
+                    (k as f32 + 1.0) * input[f]
+                }).sum();
+                std::array::from_fn(|k| input[frames[k]] + 0.1 * mix + noise(window_start(i) + k))
+            };
+            let whole = segment_plan(t, 0, t).unwrap();
+            let zw: Vec<[f32; WINDOW]> = whole.windows.clone().map(|i| denoise(i, &whole.reads)).collect();
+            let full: Vec<f32> = (0..t).map(|f| assemble(Ilt::Released, t, f, &|w, k| zw[w][k])).collect();
+            for cut in 1..t {
+                let mut joined = Vec::new();
+                for (s, e) in [(0, cut), (cut, t)] {
+                    let p = segment_plan(t, s, e).unwrap();
+                    let z: Vec<Option<[f32; WINDOW]>> =
+                        (0..window_count(t)).map(|i| p.windows.contains(&i).then(|| denoise(i, &p.reads))).collect();
+                    for f in p.frames {
+                        joined.push(assemble(Ilt::Released, t, f, &|w, k| z[w].expect("window outside the plan")[k]));
+                    }
+                }
+                assert_eq!(joined, full, "seed {seed} T={t} cut {cut}");
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Plain-data video floor (design/layout.md floor 1): y4m streams in and out ([`y4m`]) and the CPU
+//! references for colour conversion and chroma resampling ([`color`]). No GPU, no models: frames
+//! are frames. The product is the streaming y4m filter of issue 9 (deliverables 5 and 8).
+
+pub mod color;
+pub mod y4m;
+
+pub use color::{Matrix, MatrixChoice, YuvParams};
+pub use y4m::{Chroma, Frame, FrameFormat, Header, Range, Reader, Siting, Writer, Y4mError};
