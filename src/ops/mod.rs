@@ -14,3 +14,4 @@ mod misc_golden;
 pub mod conv;
 pub mod attention;
 pub mod temporal_attention;
+pub mod sampler;
