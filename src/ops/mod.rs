@@ -15,3 +15,4 @@ pub mod conv;
 pub mod attention;
 pub mod temporal_attention;
 pub mod sampler;
+pub mod noise;
