@@ -78,6 +78,7 @@ pub fn normal4(seed: u64, stream: Stream, frame: u32, y: u32, x: u32) -> [f32; 4
 
 /// One frame's noise, planar `[channels][height][width]` (channels ≤ 4), as the GPU kernel
 /// writes it for a frame-sized region starting at (y0, x0) of the padded frame.
+#[allow(clippy::too_many_arguments)]
 pub fn noise_region(seed: u64, stream: Stream, frame: u32, channels: usize, y0: u32, x0: u32, h: usize, w: usize) -> Vec<f32> {
     assert!(channels <= 4, "at most 4 channels per counter");
     let mut out = vec![0f32; channels * h * w];
@@ -217,9 +218,8 @@ mod tests {
             while f0 < t {
                 let p = block_permutation(seed, (f0 / 4) as u64);
                 let prev: Vec<u64> = (0..4).map(|k| idx[f0 - 8 + p[k]]).collect();
-                for k in 0..4.min(t - f0) {
-                    idx[f0 + k] = prev[k];
-                }
+                let n = 4.min(t - f0);
+                idx[f0..f0 + n].copy_from_slice(&prev[..n]);
                 f0 += 4;
             }
             for (f, &want) in idx.iter().enumerate() {

@@ -74,15 +74,15 @@ impl LatentPad {
 /// to 8) where there is more than one.
 pub fn axis_spans(n: usize, tile: usize, overlap: usize) -> Result<Vec<Range<usize>>, String> {
     let m = LATENT_MULTIPLE;
-    if n == 0 || n % m != 0 {
+    if n == 0 || !n.is_multiple_of(m) {
         return Err(format!("latent size {n} is not a positive multiple of {m}"));
     }
-    if tile < m || tile % m != 0 {
+    if tile < m || !tile.is_multiple_of(m) {
         return Err(format!("--tile {tile}: must be a multiple of {m}, at least {m}"));
     }
     let overlap = overlap.div_ceil(m) * m;
     if tile >= n {
-        return Ok(vec![0..n]);
+        return Ok(std::iter::once(0..n).collect());
     }
     if overlap >= tile {
         return Err(format!("--tile-overlap {overlap} must be below --tile {tile}"));
@@ -309,7 +309,7 @@ mod tests {
                 assert_eq!(spans[0].start, 0);
                 assert_eq!(spans.last().unwrap().end, n);
                 for s in &spans {
-                    assert!(s.start % 8 == 0 && s.len() % 8 == 0 && s.len() <= tile.max(8) && s.end <= n);
+                    assert!(s.start.is_multiple_of(8) && s.len().is_multiple_of(8) && s.len() <= tile.max(8) && s.end <= n);
                 }
                 for p in spans.windows(2) {
                     assert!(p[0].end >= p[1].start + ov.min(tile), "n={n} tile={tile} ov={ov}: {spans:?}");
@@ -369,7 +369,7 @@ mod tests {
         let m = MemoryModel::diffvsr_estimate();
         // 720p output = 180×320 LR → 184×320 latent on a 2 GiB binding limit, 24 GB card: tiled.
         let c = tile_for_limits(2 << 30, 24_000_000_000, &m, 184, 320).unwrap();
-        assert!(c.tile < 184 && c.tile % 8 == 0);
+        assert!(c.tile < 184 && c.tile.is_multiple_of(8));
         let px = (c.tile * c.tile) as f64;
         assert!(px * m.largest_buffer_per_px <= (2u64 << 30) as f64);
         let bigger = ((c.tile + 8) * (c.tile + 8)) as f64;

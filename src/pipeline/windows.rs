@@ -137,6 +137,20 @@ pub fn window_ready(i: usize, frames_available: usize, total: Option<usize>) -> 
     }
 }
 
+/// The first input frame a streaming run must still hold once windows 0…`windows_done`−1 are
+/// done and `frames_read` frames have been read; earlier frames can be dropped. With the length
+/// unknown, the tail's mirror padding may reach back up to 7 frames before the last one read, so
+/// those are kept too; memory stays one window plus 8 frames whatever the clip length.
+pub fn first_input_needed(windows_done: usize, frames_read: usize, total: Option<usize>) -> usize {
+    match total {
+        Some(t) => (windows_done..window_count(t))
+            .flat_map(|i| window_frames(t, i))
+            .min()
+            .unwrap_or(t),
+        None => (windows_done * STRIDE).min(frames_read.saturating_sub(WINDOW)),
+    }
+}
+
 /// Input frames (after mirroring) that window `i` of a `t`-frame clip shows, in order.
 pub fn window_frames(t: usize, i: usize) -> [usize; WINDOW] {
     std::array::from_fn(|k| mirror_frame(t, window_start(i) + k))
@@ -251,9 +265,9 @@ mod tests {
                 let nw = window_count(t);
                 let z: Vec<[f32; WINDOW]> = (0..nw).map(|_| std::array::from_fn(|_| rng.normal())).collect();
                 let want = released_fuse(ilt, &z, padded_len(t));
-                for f in 0..padded_len(t) {
+                for (f, &w) in want.iter().enumerate() {
                     let got = assemble(ilt, t, f, &|w, k| z[w][k]);
-                    assert!((got - want[f]).abs() < 1e-6, "T={t} frame {f}: {got} vs {}", want[f]);
+                    assert!((got - w).abs() < 1e-6, "T={t} frame {f}: {got} vs {w}");
                 }
             }
         }
@@ -288,6 +302,44 @@ mod tests {
         assert_eq!(final_frames(1, None), 4);
         assert_eq!(final_frames(2, Some(13)), 8);
         assert_eq!(final_frames(3, Some(13)), 13);
+    }
+
+    #[test]
+    fn streaming_keeps_every_frame_a_later_window_reads() {
+        for t in [1usize, 7, 8, 9, 13, 33] {
+            let nw = window_count(t);
+            for done in 0..=nw {
+                let keep = first_input_needed(done, t, Some(t));
+                for i in done..nw {
+                    assert!(window_frames(t, i).iter().all(|&f| f >= keep), "T={t} done={done}");
+                }
+                // While the length is unknown: whatever the clip turns out to be (≥ what was
+                // read), every frame the remaining windows read is kept or not read yet.
+                for read in 0..=t {
+                    if done > 0 && read < window_start(done - 1) + WINDOW {
+                        continue; // window done−1 could not have run yet
+                    }
+                    let keep = first_input_needed(done, read, None);
+                    for tt in read.max(1)..read + 40 {
+                        for i in done..window_count(tt) {
+                            for f in window_frames(tt, i) {
+                                assert!(f >= keep || f >= read, "T={tt} done={done} read={read}: window {i} reads {f}, kept from {keep}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // A loop that runs each window as soon as it is ready keeps 8 frames between windows:
+        // just before window k is ready it has read 4k + 7 frames and keeps them from 4k − 1;
+        // frame 4k + 7 then makes window k ready.
+        for k in 1..1000 {
+            let read = window_start(k) + WINDOW - 1;
+            assert_eq!(read - first_input_needed(k, read, None), WINDOW);
+        }
+        // 9 frames: the last window (start 8) shows frames 8, 7, 6, …, 1.
+        assert_eq!(window_frames(9, 2), [8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(first_input_needed(2, 9, Some(9)), 1);
     }
 
     #[test]

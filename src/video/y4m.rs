@@ -432,6 +432,16 @@ fn read_line_bounded<R: BufRead>(r: &mut R, max: usize) -> io::Result<Result<Opt
     }
 }
 
+/// The known producer bug behind many misaligned high-bit-depth streams, as advice.
+fn odd_width_hint(f: &FrameFormat) -> &'static str {
+    if f.width % 2 == 1 && f.depth > 8 && matches!(f.chroma, Chroma::C420 | Chroma::C422) {
+        "; ffmpeg's y4m writer cuts odd-width chroma rows short above 8 bits: pad the input to an even width \
+         (ffmpeg … -vf pad=ceil(iw/2)*2:ih …)"
+    } else {
+        ""
+    }
+}
+
 /// Reads frames one at a time from a y4m stream.
 pub struct Reader<R: Read> {
     inner: BufReader<R>,
@@ -497,7 +507,10 @@ impl<R: Read> Reader<R> {
             let shown = String::from_utf8_lossy(&body[..body.len().min(16)]).into_owned();
             return Err(Y4mError::frame(
                 i,
-                format!("bad FRAME line {shown:?}: expected \"FRAME\" (is the header's W/H/C right for this stream?)"),
+                format!(
+                    "bad FRAME line {shown:?}: expected \"FRAME\" (is the header's W/H/C right for this stream?){}",
+                    odd_width_hint(&self.format)
+                ),
             ));
         };
         if self.buf.len() != self.frame_bytes {
@@ -534,13 +547,14 @@ impl<R: Read> Reader<R> {
                     return Err(Y4mError::frame(
                         i,
                         format!(
-                            "{} sample {} at x={}, y={} exceeds the {}-bit maximum {max} (is C{} right?)",
+                            "{} sample {} at x={}, y={} exceeds the {}-bit maximum {max} (is C{} right?){}",
                             ["Y", "U", "V"][p],
                             plane[k],
                             k % pw,
                             k / pw,
                             f.depth,
-                            self.header.colourspace_tag.as_deref().unwrap_or("420jpeg")
+                            self.header.colourspace_tag.as_deref().unwrap_or("420jpeg"),
+                            odd_width_hint(&f)
                         ),
                     ));
                 }
@@ -881,6 +895,87 @@ mod tests {
         assert!(w.write_frame(&other).unwrap_err().to_string().contains("does not match"));
         assert_eq!(w.frames_written(), 1);
         assert_eq!(w.into_inner(), before, "a refused frame wrote bytes");
+    }
+
+    /// tests/data/y4m: streams written by ffmpeg (`tools/make_y4m_samples.sh`), 2 frames each.
+    const FFMPEG_SAMPLES: &[(&str, u32, Chroma, Siting, u8, Range, &str)] = &[
+        ("gray", 13, Chroma::Mono, Siting::Center, 8, Range::Full, "p"),
+        ("yuv420p", 13, Chroma::C420, Siting::Center, 8, Range::Limited, "p"),
+        ("yuv420p_full", 13, Chroma::C420, Siting::Center, 8, Range::Full, "p"),
+        ("yuv420p_left", 13, Chroma::C420, Siting::Left, 8, Range::Limited, "p"),
+        ("yuv420p_topleft", 13, Chroma::C420, Siting::TopLeft, 8, Range::Limited, "p"),
+        ("yuv420p_tt", 13, Chroma::C420, Siting::Center, 8, Range::Limited, "t"),
+        ("yuv422p", 13, Chroma::C422, Siting::Left, 8, Range::Limited, "p"),
+        ("yuv444p", 13, Chroma::C444, Siting::Center, 8, Range::Limited, "p"),
+        ("w14_gray", 14, Chroma::Mono, Siting::Center, 8, Range::Full, "p"),
+        ("w14_gray10le", 14, Chroma::Mono, Siting::Center, 10, Range::Full, "p"),
+        ("w14_gray12le", 14, Chroma::Mono, Siting::Center, 12, Range::Full, "p"),
+        ("w14_yuv420p", 14, Chroma::C420, Siting::Center, 8, Range::Limited, "p"),
+        ("w14_yuv420p10le", 14, Chroma::C420, Siting::Center, 10, Range::Limited, "p"),
+        ("w14_yuv420p12le", 14, Chroma::C420, Siting::Center, 12, Range::Limited, "p"),
+        ("w14_yuv422p", 14, Chroma::C422, Siting::Left, 8, Range::Limited, "p"),
+        ("w14_yuv422p10le", 14, Chroma::C422, Siting::Left, 10, Range::Limited, "p"),
+        ("w14_yuv422p12le", 14, Chroma::C422, Siting::Left, 12, Range::Limited, "p"),
+        ("w14_yuv444p", 14, Chroma::C444, Siting::Center, 8, Range::Limited, "p"),
+        ("w14_yuv444p10le", 14, Chroma::C444, Siting::Center, 10, Range::Limited, "p"),
+        ("w14_yuv444p12le", 14, Chroma::C444, Siting::Center, 12, Range::Limited, "p"),
+    ];
+
+    fn sample(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/data/y4m/{name}.y4m", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn reads_ffmpeg_streams_and_writes_them_back_byte_for_byte() {
+        for &(name, w, chroma, siting, depth, range, interlacing) in FFMPEG_SAMPLES {
+            let bytes = sample(name);
+            let (h, frames) = read_all(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((h.width, h.height, h.chroma, h.siting, h.depth, h.range), (w, 7, chroma, siting, depth, range), "{name}");
+            assert_eq!(h.interlacing.as_deref(), Some(interlacing), "{name}");
+            assert_eq!(h.frame_rate.as_deref(), Some("30000:1001"), "{name}");
+            assert!(h.pixel_aspect.is_some(), "{name}");
+            assert_eq!(frames.len(), 2, "{name}");
+            assert_eq!(stream(&h, &frames), bytes, "{name}: not written back byte for byte");
+            let out = String::from_utf8(h.scaled(4).unwrap().to_bytes()).unwrap();
+            let first = String::from_utf8(bytes[..bytes.iter().position(|&b| b == b'\n').unwrap() + 1].to_vec()).unwrap();
+            assert_eq!(out, first.replace(&format!("W{w} H7"), &format!("W{} H28", 4 * w)), "{name}");
+        }
+    }
+
+    #[test]
+    fn ffmpeg_high_bit_depth_samples_agree_with_its_8_bit_ones() {
+        // The same test picture at 8, 10 and 12 bits: samples scaled down by 2^(d−8) land within
+        // 2 codes of the 8-bit ones (ffmpeg scales and dithers each depth separately). A wrong
+        // byte order or plane offset would be far off.
+        for (base, hi) in [
+            ("w14_gray", ["w14_gray10le", "w14_gray12le"]),
+            ("w14_yuv420p", ["w14_yuv420p10le", "w14_yuv420p12le"]),
+            ("w14_yuv422p", ["w14_yuv422p10le", "w14_yuv422p12le"]),
+            ("w14_yuv444p", ["w14_yuv444p10le", "w14_yuv444p12le"]),
+        ] {
+            let (_, f8) = read_all(&sample(base)).unwrap();
+            for name in hi {
+                let (h, f) = read_all(&sample(name)).unwrap();
+                let shift = h.depth - 8;
+                for (a, b) in f.iter().zip(&f8) {
+                    for p in 0..3 {
+                        assert_eq!(a.planes[p].len(), b.planes[p].len());
+                        for (x, y) in a.planes[p].iter().zip(&b.planes[p]) {
+                            let d = ((*x as f64) / (1u32 << shift) as f64 - *y as f64).abs();
+                            assert!(d <= 2.0, "{name} plane {p}: {x} vs 8-bit {y}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ffmpeg_odd_width_high_bit_depth_is_refused_with_a_hint() {
+        let e = err_of(&sample("odd_width_yuv420p10le"));
+        assert_eq!(e.frame, Some(0), "{e}");
+        assert!(e.to_string().contains("pad the input to an even width"), "{e}");
     }
 
     #[test]
