@@ -10,7 +10,8 @@
 //! [`source_frames`]) and whose pixel (y, x) is position (y0 + y, x0 + x). Philox words are
 //! exact on every GPU ([`philox_words`] exposes them for tests); the normals differ from the
 //! host's f64 Box–Muller by the f32 `log`/`cos`/`sin` of the device (1e-7 to 5e-7 relative L2
-//! on lavapipe; the tests allow 1e-5: WGSL leaves those functions' f32 accuracy to the device), and are bit-identical across runs on one device.
+//! on lavapipe; the tests allow 1e-5, as WGSL leaves those functions' f32 accuracy to the
+//! device), and are bit-identical across runs on one device.
 //!
 //! The seed, stream and offsets are kernel parameters: noise is drawn once per window or tile,
 //! outside the replayed denoising step.

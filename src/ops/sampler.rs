@@ -24,7 +24,8 @@
 use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
-use crate::step_values::Scalar;
+use crate::pipeline::scheduler::DdimCoeffs;
+use crate::step_values::{Scalar, StepValues};
 use crate::tensor::Tensor;
 use crate::DType;
 
@@ -135,6 +136,36 @@ fn run(
 }
 
 const ZERO: Scalar = Scalar::Const(0.0);
+
+/// Per-step value slots of the denoising loop, as the replayed step reads them: name them in
+/// [`StepValues::new`], record the step with [`StepSlots::scalars`], and before each replay call
+/// [`StepSlots::set`] then [`StepValues::upload`].
+pub struct StepSlots;
+
+impl StepSlots {
+    /// DDIM coefficient a (of x_t).
+    pub const A: &'static str = "ddim_a";
+    /// DDIM coefficient b (of v).
+    pub const B: &'static str = "ddim_b";
+    /// Guidance scale.
+    pub const GUIDANCE: &'static str = "guidance";
+    pub const NAMES: [&'static str; 3] = [StepSlots::A, StepSlots::B, StepSlots::GUIDANCE];
+
+    /// (a, b, guidance) as slots of `values`, for [`guided_ddim_step_into`].
+    pub fn scalars(values: &StepValues) -> Result<[Scalar; 3]> {
+        Ok([values.slot(Self::A)?, values.slot(Self::B)?, values.slot(Self::GUIDANCE)?])
+    }
+
+    /// Sets one step's coefficients (as the f32 the CPU twin uses) and the guidance scale on the
+    /// host; [`StepValues::upload`] sends them.
+    pub fn set(values: &mut StepValues, coeffs: &DdimCoeffs, guidance: f32) -> Result<()> {
+        let [a, b] = coeffs.as_f32();
+        values.set(Self::A, a)?;
+        values.set(Self::B, b)?;
+        values.set(Self::GUIDANCE, guidance)
+    }
+}
+
 
 /// The DDIM step (v-prediction, η = 0): `out = a·x_t + b·v`, with (a, b) the step's
 /// [`crate::pipeline::scheduler::DdimCoeffs`] (as f32). `out` may be `x_t` itself.
@@ -362,7 +393,6 @@ mod tests {
     use super::*;
     use crate::pipeline::scheduler::{self, Ddim, LowResNoise};
     use crate::pipeline::windows::{ilt_weights, Ilt};
-    use crate::step_values::StepValues;
     use crate::testutil::*;
 
     const TOL: f64 = 1e-5;
@@ -544,11 +574,11 @@ mod tests {
         let v_pair = Tensor::from_f32(&gpu, &vp, &[2, 3, 7, 5, 4], DType::F32).unwrap();
         let eh = rng.normals(n, 1.0);
         let eps = Tensor::from_f32(&gpu, &eh, &s, DType::F32).unwrap();
-        let mut sv = step_values(&gpu, 0.0, 0.0, 0.0);
-        let slot = |sv: &StepValues, k: &str| sv.slot(k).unwrap();
+        let mut sv = StepValues::new(&gpu, &StepSlots::NAMES).unwrap();
+        let [a, b, g] = StepSlots::scalars(&sv).unwrap();
         let mut rec = Recorder::capture(&gpu);
-        guided_ddim_step_into(&mut rec, &x, &v_pair, &slot(&sv, "a"), &slot(&sv, "b"), &slot(&sv, "g"), &x).unwrap();
-        let aug = add_noise(&mut rec, &x, &eps, &slot(&sv, "a"), &slot(&sv, "g")).unwrap();
+        guided_ddim_step_into(&mut rec, &x, &v_pair, &a, &b, &g, &x).unwrap();
+        let aug = add_noise(&mut rec, &x, &eps, &a, &g).unwrap();
         let graph = rec.into_graph();
         assert_eq!(graph.dispatches(), 2);
 
@@ -557,9 +587,7 @@ mod tests {
         for (i, st) in Ddim::released().steps(7).unwrap().into_iter().enumerate() {
             let [a, b] = st.coeffs.as_f32();
             let g = 1.0 + i as f32;
-            sv.set("a", a).unwrap();
-            sv.set("b", b).unwrap();
-            sv.set("g", g).unwrap();
+            StepSlots::set(&mut sv, &st.coeffs, g).unwrap();
             sv.upload(&gpu).unwrap();
             graph.run(&gpu).unwrap();
             want = cpu::guided_ddim_step(&want, &vp, a, b, g);
