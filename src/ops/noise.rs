@@ -348,6 +348,19 @@ mod tests {
     }
 
     #[test]
+    fn bench_cases_run() {
+        let gpu = test_gpu();
+        for dt in gpu.dtypes() {
+            for case in bench_cases(&gpu, dt, true).unwrap() {
+                let mut rec = gpu.recorder();
+                (case.run)(&mut rec).unwrap_or_else(|e| panic!("{} {dt:?}: {e}", case.name));
+                rec.submit();
+                gpu.sync().unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn kernels_translate() {
         for (mode, dt) in [(0u32, DType::F32), (0, DType::F16), (1, DType::U32), (2, DType::U32)] {
             translate_check(&Kernel::new("noise", SRC, dt).def("MODE", format!("{mode}u")));

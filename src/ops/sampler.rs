@@ -285,7 +285,7 @@ pub fn ilt_blend_into(rec: &mut Recorder, prev_tail: &Tensor, new_head: &Tensor,
     }
     let p = ws[0];
     let frames = frames_of(prev_tail);
-    if p == 0 || (p != frames && p != 1) || prev_tail.numel() % p != 0 {
+    if p == 0 || (p != frames && p != 1) || !prev_tail.numel().is_multiple_of(p) {
         bail!("ilt_blend: weights {weights:?} are for {p} frames but prev_tail {prev_tail:?} is frame-major with {frames}");
     }
     check_out("ilt_blend", out, &[prev_tail, new_head], &[weights])?;
@@ -642,6 +642,19 @@ mod tests {
         let e = ddim_step_into(&mut rec, &x, &t(&[1, 2, 3, 4], DType::F32), &sv1.slot("a").unwrap(), &sv2.slot("b").unwrap(), &x).unwrap_err().to_string();
         assert!(e.contains("two different per-step value buffers"), "{e}");
         rec.submit();
+    }
+
+    #[test]
+    fn bench_cases_run() {
+        let gpu = test_gpu();
+        for dt in gpu.dtypes() {
+            for case in bench_cases(&gpu, dt, true).unwrap() {
+                let mut rec = gpu.recorder();
+                (case.run)(&mut rec).unwrap_or_else(|e| panic!("{} {dt:?}: {e}", case.name));
+                rec.submit();
+                gpu.sync().unwrap();
+            }
+        }
     }
 
     #[test]
