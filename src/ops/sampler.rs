@@ -292,6 +292,14 @@ pub fn ilt_blend_into(rec: &mut Recorder, prev_tail: &Tensor, new_head: &Tensor,
     run(rec, "ilt_blend", Op::Blend, prev_tail, new_head, out, prev_tail.numel() / p, [&ZERO, &ZERO, &ZERO], Some((weights, pair)))
 }
 
+/// The ILT weights of [`crate::pipeline::windows::ilt_weights`] as the `[P, 2]` f32 tensor
+/// [`ilt_blend_into`] takes: (w_prev, w_new) for each overlap frame.
+pub fn ilt_weight_tensor(gpu: &crate::Gpu, ilt: crate::pipeline::windows::Ilt) -> Result<Tensor> {
+    use crate::pipeline::windows::{ilt_weights, OVERLAP};
+    let w: Vec<f32> = (0..OVERLAP).flat_map(|j| <[f32; 2]>::from(ilt_weights(ilt, j))).collect();
+    Tensor::from_f32(gpu, &w, &[OVERLAP, 2], DType::F32)
+}
+
 /// Benchmarks at the default job's sizes: 8-frame windows of 128² latents (512² output),
 /// 4 latent channels, CFG batch 2.
 pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
@@ -306,11 +314,7 @@ pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<cr
     let lr = random_tensor(gpu, &[f, hw, hw, 3], dtype, 4)?;
     let eps = random_tensor(gpu, &[f, hw, hw, 3], dtype, 5)?;
     let prev = random_tensor(gpu, &lat, dtype, 6)?;
-    let w: Vec<f32> = (0..4).flat_map(|j| {
-        let (p, c) = crate::pipeline::windows::ilt_weights(crate::pipeline::windows::Ilt::Released, j);
-        [p, c]
-    }).collect();
-    let weights = Tensor::from_f32(gpu, &w, &[4, 2], DType::F32)?;
+    let weights = ilt_weight_tensor(gpu, crate::pipeline::windows::Ilt::Released)?;
     let shape = format!("{lat:?}");
     let (x1, x2) = (x.clone(), x.clone());
     let (a, b, g) = (Scalar::Const(0.98), Scalar::Const(-0.17), Scalar::Const(5.0));
@@ -521,7 +525,13 @@ mod tests {
                         if pairs { vec![p, c] } else { vec![p] }
                     })
                     .collect();
-                let weights = Tensor::from_f32(&gpu, &wv, if pairs { &[4, 2][..] } else { &[4][..] }, DType::F32).unwrap();
+                let weights = if pairs {
+                    let t = ilt_weight_tensor(&gpu, ilt).unwrap();
+                    assert_eq!(t.to_f32(&gpu).unwrap(), wv);
+                    t
+                } else {
+                    Tensor::from_f32(&gpu, &wv, &[4], DType::F32).unwrap()
+                };
                 let (prev, ph) = upload(&gpu, &rng.normals(8 * fl, 1.0), &s, dt);
                 let (new, nh) = upload(&gpu, &rng.normals(8 * fl, 1.0), &s, dt);
                 let out = Tensor::empty(&gpu, &s, dt).unwrap();
