@@ -17,6 +17,10 @@
 //!   [`latent_noise_frame`] follows the chain to the frame whose noise a frame carries, so the GPU
 //!   kernel just takes that frame index.
 //!
+//! For the WGSL twin: WGSL has no 64-bit integers, so `mulhilo(M, c)` is built from 16-bit halves
+//! (or a 32×32→64 helper), and the key bumps wrap in u32, exactly as [`philox4x32_10`] does;
+//! `philox_known_answers` gives the vectors to check it with.
+//!
 //! The host computes Box–Muller in f64; a GPU in f32 agrees to about 1e-6·|z| on real hardware
 //! (WGSL only promises 2⁻¹¹ absolute for `cos`/`sin`), and is bit-identical to itself, which is
 //! what makes segments and re-runs byte-identical.
@@ -94,7 +98,7 @@ pub fn noise_region(seed: u64, stream: Stream, frame: u32, channels: usize, y0: 
 }
 
 /// The permutation for block `b` (frames 4b…4b+3): frame 4b + k takes the noise of frame
-/// 4(b − 2) + p[k]. Fisher–Yates from one Philox call; only used for b ≥ 2.
+/// 4(b − 2) + `p[k]`. Fisher–Yates from one Philox call; only used for b ≥ 2.
 pub fn block_permutation(seed: u64, block: u64) -> [usize; 4] {
     let r = philox4x32_10([block as u32, (block >> 32) as u32, 0, Stream::Permutation as u32], seed_key(seed));
     let mut p = [0, 1, 2, 3];

@@ -355,7 +355,7 @@ impl LowResNoise {
     }
 }
 
-/// CPU reference of the noise augmentation kernel: c[0]·x + c[1]·n.
+/// CPU reference of the noise augmentation kernel: `c[0]·x + c[1]·n`.
 pub fn add_noise(x: &[f32], noise: &[f32], c: [f64; 2]) -> Vec<f32> {
     assert_eq!(x.len(), noise.len(), "add_noise: x and noise differ in length");
     let [a, b] = c.map(|v| v as f32);
