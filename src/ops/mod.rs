@@ -14,3 +14,5 @@ mod misc_golden;
 pub mod conv;
 pub mod attention;
 pub mod temporal_attention;
+pub mod sampler;
+pub mod noise;
