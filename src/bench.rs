@@ -33,6 +33,8 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
     v.extend(crate::models::clip_text::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::attention::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::temporal_attention::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::sampler::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::noise::bench_cases(gpu, dtype, quick)?);
     Ok(v)
 }
 

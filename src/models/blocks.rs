@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::Loader;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::conv::{conv2d, ConvWeight};
-use crate::ops::elementwise::{add, geglu, unary, Unary};
+use crate::ops::elementwise::{add, add_assign, geglu, unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
@@ -75,9 +75,9 @@ impl ResnetBlock2D {
         match &self.conv_shortcut {
             Some(s) => {
                 let sc = conv2d(rec, x, s, 1, 0)?;
-                add(rec, &sc, &h)
+                add_assign(rec, &h, &sc)
             }
-            None => add(rec, x, &h),
+            None => add_assign(rec, &h, x),
         }
     }
 }
@@ -185,14 +185,14 @@ impl BasicTransformerBlock {
     ) -> Result<Tensor> {
         let n = layer_norm_w(rec, x, &self.norm1, 1e-5)?;
         let a = self.attn1.forward(rec, &n, if self.only_cross_attention { ctx } else { &n })?;
-        let x = add(rec, x, &a)?;
+        let x = add_assign(rec, &a, x)?;
         let n = layer_norm_w(rec, &x, &self.norm2, 1e-5)?;
         let a = self.attn2.forward(rec, &n, ctx)?;
-        let x = add(rec, &x, &a)?;
+        let x = add_assign(rec, &a, &x)?;
         let x = between(rec, x)?;
         let n = layer_norm_w(rec, &x, &self.norm3, 1e-5)?;
         let f = self.ff.forward(rec, &n)?;
-        add(rec, &x, &f)
+        add_assign(rec, &f, &x)
     }
 }
 
@@ -233,7 +233,7 @@ impl Transformer2D {
         let h = linear(rec, &h, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx)?;
         let h = linear(rec, &h, &self.proj_out)?;
-        add(rec, &h.reshape(&s)?, x)
+        add_assign(rec, &h.reshape(&s)?, x)
     }
 }
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::Loader;
 use crate::ops::attention::{attention_qkv, AttnOpts};
-use crate::ops::elementwise::{add, unary, Unary};
+use crate::ops::elementwise::{add_assign, unary, Unary};
 use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{layer_norm_w, NormWeight};
 use crate::tokenizer::ClipTokenizer;
@@ -168,10 +168,10 @@ impl ClipEncoderLayer {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         let h = layer_norm_w(rec, x, &self.layer_norm1, self.eps)?;
         let h = self.self_attn.forward(rec, &h)?;
-        let x = add(rec, x, &h)?;
+        let x = add_assign(rec, &h, x)?;
         let h = layer_norm_w(rec, &x, &self.layer_norm2, self.eps)?;
         let h = self.mlp.forward(rec, &h)?;
-        add(rec, &x, &h)
+        add_assign(rec, &h, &x)
     }
 }
 

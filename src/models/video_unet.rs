@@ -14,7 +14,7 @@ use super::unet::{Parts, Place, SpatialTransformer, TemporalStep, UNetCore, UNet
 use super::Loader;
 use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
 use crate::ops::conv::{conv2d, conv3d, conv_transpose2d, ConvWeight};
-use crate::ops::elementwise::{add, unary, Unary};
+use crate::ops::elementwise::{add_assign, unary, Unary};
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, LinearWeight};
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
@@ -103,7 +103,7 @@ impl TemporalResnet {
         }
         let h = group_norm_w(rec, &h, TEMPORAL_GROUPS, TEMPORAL_EPS, &self.norm2, opts)?;
         let h = conv3d(rec, &h, &self.conv2)?;
-        add(rec, x, &h.reshape(x.shape())?)
+        add_assign(rec, &h.reshape(x.shape())?, x)
     }
 }
 
@@ -202,13 +202,13 @@ impl VideoTransformerBlock {
         let (hh, ww) = (x5.shape()[2], x5.shape()[3]);
         let n = layer_norm_w(rec, x5, &self.norm_temporal, 1e-5)?;
         let a = self.attn_temporal.forward(rec, &n)?;
-        let mut out = add(rec, x5, &a)?;
+        let mut out = add_assign(rec, &a, x5)?;
         if let Some(m) = &self.msta {
             // The down branch starts from the block's input to the temporal step, not from A.
             let d = conv2d(rec, x5, &m.down, 2, 1)?;
             let n = layer_norm_w(rec, &d, &m.norm, 1e-5)?;
             let a = m.attn.forward(rec, &n)?;
-            let sm = add(rec, &d, &a)?;
+            let sm = add_assign(rec, &a, &d)?;
             let mut u = conv_transpose2d(rec, &sm, &m.up)?;
             let us = u.shape().to_vec();
             if us[2] != hh || us[3] != ww {
@@ -216,7 +216,7 @@ impl VideoTransformerBlock {
                 u = r.reshape(out.shape())?;
             }
             let u = unary(rec, Unary::scale(0.5), &u)?;
-            out = add(rec, &out, &u)?;
+            out = add_assign(rec, &out, &u)?;
         }
         Ok(out)
     }
@@ -253,7 +253,7 @@ impl Transformer3D {
         let h = linear(rec, &h, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx, frames)?;
         let h = linear(rec, &h, &self.proj_out)?;
-        add(rec, &h, &y)
+        add_assign(rec, &h, &y)
     }
 }
 
@@ -281,7 +281,7 @@ impl TemporalModule3D {
         let h = self.resnet_t.forward(rec, x, Some(temb_silu), frames)?;
         let h = self.resnet_s.forward_frames(rec, &h, Some(temb_silu), frames)?;
         let h = conv2d(rec, &h, &self.shift_conv, 1, 0)?;
-        add(rec, x, &h)
+        add_assign(rec, &h, x)
     }
 }
 

@@ -19,7 +19,7 @@ use crate::config::VaeConfig;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::concat::concat;
 use crate::ops::conv::{conv2d, conv3d, ConvWeight};
-use crate::ops::elementwise::{add, mix, unary, Unary};
+use crate::ops::elementwise::{add, add_assign, mix, unary, Unary};
 use crate::ops::embed::timestep_embedding_as;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, LinearWeight};
@@ -190,7 +190,7 @@ impl TemporalResnetBlock {
         let h = conv3d(rec, &h, &self.conv1)?;
         let h = group_norm_w(rec, &h, TE_GROUPS, 1e-5, &self.norm2, gn)?;
         let h = conv3d(rec, &h, &self.conv2)?;
-        add(rec, x, &h)
+        add_assign(rec, &h, x)
     }
 }
 
@@ -285,16 +285,16 @@ impl VideoTransformerBlock {
         let zero_bias = Tensor::from_f32(rec.gpu(), &vec![0.0; frames * frames], &[1, frames, frames], z.dtype())?;
         let n = layer_norm_w(rec, z, &self.norm_in, 1e-5)?;
         let h = self.ff_in.forward(rec, &n)?;
-        let z = add(rec, z, &h)?;
+        let z = add_assign(rec, &h, z)?;
         let n = layer_norm_w(rec, &z, &self.norm1, 1e-5)?;
         let h = self.attn1.forward(rec, &n, frames, &zero_bias)?;
-        let z = add(rec, &z, &h)?;
+        let z = add_assign(rec, &h, &z)?;
         let n = layer_norm_w(rec, &z, &self.norm2, 1e-5)?;
         let h = self.attn2.forward(rec, &n, frames, &zero_bias)?;
-        let z = add(rec, &z, &h)?;
+        let z = add_assign(rec, &h, &z)?;
         let n = layer_norm_w(rec, &z, &self.norm3, 1e-5)?;
         let h = self.ff.forward(rec, &n)?;
-        add(rec, &z, &h)
+        add_assign(rec, &h, &z)
     }
 }
 
@@ -354,7 +354,7 @@ impl MemoryEfficientVideoBlock {
         let m = self.time_mix_block.forward(rec, &xm, frames)?;
         let o = mix(rec, self.mix_factor, &a, &m)?;
         let o = linear(rec, &o, &self.proj_out)?;
-        add(rec, x, &o.reshape(&s)?)
+        add_assign(rec, &o.reshape(&s)?, x)
     }
 }
 

@@ -144,6 +144,14 @@ pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, Binary::Add, a, b)
 }
 
+/// `acc += x` in place (`x` of `acc`'s shape, or broadcast); returns `acc`. For residual adds
+/// whose left operand is a fresh intermediate: no new buffer, so the activation plan's peak
+/// drops (floating-point addition commutes, so `acc + x` is `x + acc` bit for bit).
+pub fn add_assign(rec: &mut Recorder, acc: &Tensor, x: &Tensor) -> Result<Tensor> {
+    binary_into(rec, Binary::Add, acc, x, acc)?;
+    Ok(acc.clone())
+}
+
 pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(rec, Binary::Mul, a, b)
 }
