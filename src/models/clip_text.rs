@@ -732,6 +732,17 @@ mod tests {
     fn config_and_folder_errors_are_clear() {
         let c: ClipTextConfig = serde_json::from_str(r#"{"hidden_act": "quick_gelu"}"#).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("quick_gelu"));
+        // Zero divisors are errors naming the setting, never a panic.
+        for (j, want) in [
+            (r#"{"num_attention_heads": 0}"#, "0 heads"),
+            (r#"{"hidden_size": 0}"#, "hidden_size 0"),
+            (r#"{"hidden_size": 1000, "num_attention_heads": 16}"#, "16 heads"),
+            (r#"{"num_hidden_layers": 0}"#, "positive"),
+            (r#"{"vocab_size": 0}"#, "positive"),
+        ] {
+            let e = serde_json::from_str::<ClipTextConfig>(j).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{j}: {e}");
+        }
         let f = ClipTextConfig::default().flops(1, 77);
         assert!((44e9..46e9).contains(&f), "{f}"); // spec §6.2: 45 GFLOP per prompt
         let e = resolve_pipeline_dir(&data()).unwrap_err().to_string();

@@ -88,7 +88,7 @@ impl VideoVaeConfig {
     }
 
     fn validate_common(&self) -> Result<()> {
-        if self.block_out_channels.is_empty() || self.latent_channels == 0 || self.out_channels == 0 {
+        if self.block_out_channels.is_empty() || self.block_out_channels.contains(&0) || self.latent_channels == 0 || self.out_channels == 0 {
             bail!("block_out_channels, latent_channels and out_channels must be non-empty / positive");
         }
         if self.act_fn != "silu" {
@@ -546,5 +546,16 @@ mod tests {
         assert!(msg.contains("multiples of 32"), "{msg}");
         let msg = e(r#"{"_class_name": "AutoencoderKL3D"}"#).validate_te3dvae().unwrap_err().to_string();
         assert!(msg.contains("AutoencoderKL3D"), "{msg}");
+        // Zero divisors and empty lists are errors, never a panic.
+        let msg = e(r#"{"norm_num_groups": 0}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("norm_num_groups"), "{msg}");
+        for j in [r#"{"block_out_channels": []}"#, r#"{"block_out_channels": [0, 0, 0]}"#, r#"{"latent_channels": 0}"#] {
+            let msg = e(j).vae3d_as_2d().unwrap_err().to_string();
+            assert!(msg.contains("block_out_channels"), "{j}: {msg}");
+            let msg = e(j).validate_te3dvae().unwrap_err().to_string();
+            assert!(msg.contains("block_out_channels"), "{j}: {msg}");
+        }
+        let msg = e(r#"{"up_block_types": []}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("one entry per"), "{msg}");
     }
 }
