@@ -449,6 +449,7 @@ impl VideoUNetConfig {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    crate::weights::check_regular_file(path, "config")?;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("config {} is not a valid model config", path.display()))
 }

@@ -9,6 +9,8 @@ pub mod fetch;
 pub mod golden;
 pub mod gpu;
 pub mod forward;
+#[cfg(test)]
+mod hostile_inputs;
 pub mod kernel;
 pub mod models;
 pub mod ops;

@@ -104,6 +104,7 @@ impl WeightStore {
             }
             v
         } else {
+            check_regular_file(path, "weights file")?;
             vec![path.to_path_buf()]
         };
         let mut store = WeightStore {
@@ -322,6 +323,17 @@ impl WeightStore {
         }
         Ok(())
     }
+}
+
+/// Errors unless `path` is a regular file (following symlinks): a FIFO, device or folder where
+/// a file is expected would block a read forever or mean nothing. `what` names the file's role.
+pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
+    let m = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !m.is_file() {
+        let kind = if m.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
+        bail!("{what} {} is {kind}: give a regular file", path.display());
+    }
+    Ok(())
 }
 
 /// Bytes per element (every dtype the store reads is at least a byte wide).

@@ -61,6 +61,7 @@ impl Default for ClipTextConfig {
 
 impl ClipTextConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
+        crate::weights::check_regular_file(path, "config")?;
         let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let c: Self = serde_json::from_str(&s).with_context(|| format!("parsing {}", path.display()))?;
         c.validate().with_context(|| format!("config {}", path.display()))?;

@@ -83,6 +83,7 @@ impl VideoVaeConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
+        crate::weights::check_regular_file(path, "config")?;
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("config {} is not a valid video VAE config", path.display()))
     }
