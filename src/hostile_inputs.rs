@@ -60,3 +60,21 @@ fn forward_inputs_are_bounded_safetensors_files() {
         assert!(t0.elapsed().as_secs() < 5, "refusing a FIFO took {:?}", t0.elapsed());
     }
 }
+
+/// A `class_labels` of the wrong length says so, instead of "cannot broadcast" from deep inside
+/// the time embedding.
+#[test]
+fn wrong_class_labels_length_is_named() {
+    let gpu = test_gpu();
+    let c = crate::config::UNet2DConfig { block_out_channels: vec![32, 32, 32, 64], num_class_embeds: Some(10), ..Default::default() };
+    let mut store = crate::weights::WeightStore::synthetic(fresh_seed());
+    let mut l = crate::models::Loader::new(&gpu, &mut store, DType::F32);
+    let te = crate::models::blocks::TimeEmbedding::load(&mut l, &c).unwrap();
+    let mut rec = crate::Recorder::capture(&gpu);
+    let t = crate::Tensor::from_f32(&gpu, &[981.0, 500.0], &[2], DType::F32).unwrap();
+    let labels = crate::Tensor::from_u32(&gpu, &[20, 20, 20], &[3]).unwrap();
+    let e = format!("{:#}", te.forward_silu(&mut rec, &t, Some(&labels), DType::F32).err().unwrap());
+    assert!(e.contains("class_labels must be [2]") && e.contains("[3]"), "{e}");
+    let labels = crate::Tensor::from_u32(&gpu, &[20, 7], &[2]).unwrap();
+    assert_eq!(te.forward_silu(&mut rec, &t, Some(&labels), DType::F32).unwrap().shape(), &[2, 128]);
+}

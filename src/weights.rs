@@ -315,9 +315,11 @@ impl WeightStore {
         };
         if !extra.is_empty() {
             let shown: Vec<&str> = extra.iter().take(10).map(|s| s.as_str()).collect();
+            let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
             bail!(
-                "{} unexpected tensor(s) in the weights, e.g. {}: the checkpoint does not belong to this model/config",
+                "{} unexpected tensor(s) in {}, e.g. {}: the checkpoint does not belong to this model/config",
                 extra.len(),
+                files.join(", "),
                 shown.join(", ")
             );
         }
@@ -453,7 +455,7 @@ mod tests {
         let e = s.take("y.weight", &[1]).unwrap_err().to_string();
         assert!(e.contains("missing tensor 'y.weight'"), "{e}");
         let e = s.finish().unwrap_err().to_string();
-        assert!(e.contains("x.bias"), "{e}");
+        assert!(e.contains("x.bias") && e.contains("a.safetensors"), "{e}");
         s.take("x.bias", &[2]).unwrap();
         s.finish().unwrap();
     }
