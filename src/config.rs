@@ -7,6 +7,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+/// The largest width, count or group number a config may give: far beyond any released model
+/// (widths ≤ 1280, ≤ 1000 class embeddings), and small enough that no product of a few of them
+/// overflows. Larger values are corrupt or hostile configs.
+pub const MAX_DIM: usize = 1 << 16;
+
 /// A value diffusers allows as either one number/bool for all blocks or one per block.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
@@ -174,6 +179,15 @@ impl UNet2DConfig {
         if self.block_out_channels.contains(&0) || self.cross_attention_dim == 0 || self.in_channels == 0 || self.out_channels == 0 {
             bail!("block_out_channels entries, cross_attention_dim, in_channels and out_channels must be positive");
         }
+        let big = |v: &usize| *v > MAX_DIM;
+        if self.block_out_channels.iter().any(big)
+            || [self.cross_attention_dim, self.in_channels, self.out_channels, self.norm_num_groups, self.layers_per_block].iter().any(big)
+            || self.num_class_embeds.as_ref().is_some_and(big)
+            || self.attention_head_dim.any(big)
+            || self.num_attention_heads.as_ref().is_some_and(|h| h.any(big))
+        {
+            bail!("a channel count, head count, group count, layer count or num_class_embeds exceeds {MAX_DIM}: the config is corrupt");
+        }
         for t in &self.down_block_types {
             if t != "DownBlock2D" && t != "CrossAttnDownBlock2D" {
                 bail!("unsupported down block type '{t}' (supported: DownBlock2D, CrossAttnDownBlock2D)");
@@ -286,6 +300,9 @@ impl VaeConfig {
         }
         if self.block_out_channels.contains(&0) || self.latent_channels == 0 || self.out_channels == 0 {
             bail!("block_out_channels entries, latent_channels and out_channels must be positive");
+        }
+        if self.block_out_channels.iter().chain([&self.latent_channels, &self.out_channels, &self.in_channels, &self.norm_num_groups, &self.layers_per_block]).any(|&v| v > MAX_DIM) {
+            bail!("a channel, group or layer count exceeds {MAX_DIM}: the config is corrupt");
         }
         if self.block_out_channels.iter().any(|c| c % self.norm_num_groups != 0) {
             bail!("every block_out_channels entry must be a multiple of norm_num_groups ({})", self.norm_num_groups);
@@ -499,6 +516,8 @@ mod tests {
             (r#"{"transformer_layers_per_block": []}"#, "transformer_layers_per_block"),
             (r#"{"block_out_channels": [], "down_block_types": [], "up_block_types": []}"#, "non-zero length"),
             (r#"{"block_out_channels": [256, 0, 512, 1024]}"#, "positive"),
+            (r#"{"block_out_channels": [4611686018427387904, 512, 512, 1024]}"#, "exceeds"),
+            (r#"{"num_class_embeds": 4611686018427387904}"#, "exceeds"),
         ] {
             let e = unet(j).unwrap_err();
             assert!(e.contains(want), "{j}: {e}");

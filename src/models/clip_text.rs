@@ -86,6 +86,10 @@ impl ClipTextConfig {
         if self.vocab_size == 0 || self.max_position_embeddings == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0 {
             bail!("vocab_size, max_position_embeddings, num_hidden_layers and intermediate_size must be positive");
         }
+        let max = crate::config::MAX_DIM;
+        if [self.vocab_size, self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.max_position_embeddings].iter().any(|&v| v > max) {
+            bail!("vocab_size, hidden_size, intermediate_size, num_hidden_layers or max_position_embeddings exceeds {max}: the config is corrupt");
+        }
         Ok(())
     }
 
@@ -740,6 +744,7 @@ mod tests {
             (r#"{"hidden_size": 1000, "num_attention_heads": 16}"#, "16 heads"),
             (r#"{"num_hidden_layers": 0}"#, "positive"),
             (r#"{"vocab_size": 0}"#, "positive"),
+            (r#"{"vocab_size": 4611686018427387904}"#, "exceeds"),
         ] {
             let e = serde_json::from_str::<ClipTextConfig>(j).unwrap().validate().unwrap_err().to_string();
             assert!(e.contains(want), "{j}: {e}");

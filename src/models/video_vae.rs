@@ -95,6 +95,10 @@ impl VideoVaeConfig {
         if self.act_fn != "silu" {
             bail!("unsupported act_fn '{}' (only silu)", self.act_fn);
         }
+        let max = crate::config::MAX_DIM;
+        if self.block_out_channels.iter().chain([&self.latent_channels, &self.out_channels, &self.in_channels, &self.layers_per_block]).any(|&v| v > max) {
+            bail!("a channel or layer count exceeds {max}: the config is corrupt");
+        }
         if self.condition_img {
             bail!("condition_img (UAV's LR-conditioned vae_video) is not supported");
         }
@@ -556,6 +560,8 @@ mod tests {
             let msg = e(j).validate_te3dvae().unwrap_err().to_string();
             assert!(msg.contains("block_out_channels"), "{j}: {msg}");
         }
+        let msg = e(r#"{"layers_per_block": 4611686018427387904}"#).validate_te3dvae().unwrap_err().to_string();
+        assert!(msg.contains("exceeds"), "{msg}");
         let msg = e(r#"{"up_block_types": []}"#).vae3d_as_2d().unwrap_err().to_string();
         assert!(msg.contains("one entry per"), "{msg}");
     }
