@@ -405,7 +405,7 @@ pub fn select<'p>(pk: &'p Pickle, key: Option<&str>) -> Result<(&'p Items, Vec<S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Against the files of `tools/golden_checkpoints.py` (tests/data/checkpoints): each `.pt`
     //! must give exactly the tensors torch itself saved beside it as safetensors.
 
