@@ -225,7 +225,7 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &std::path::Path, dtype: DT
         );
     }
     let mut store = WeightStore::open(path)?;
-    let limit = { let l = gpu.device.limits(); (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size) };
+    let limit = { let l = gpu.device.limits(); l.max_storage_buffer_binding_size.min(l.max_buffer_size) };
     let check = |name: &str, shape: &[usize]| -> Result<()> {
         let what = || format!("input '{name}' {shape:?} in {}", path.display());
         let bytes = shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64)).filter(|&b| b <= limit);

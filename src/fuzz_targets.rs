@@ -14,8 +14,11 @@ use crate::models::video_vae::VideoVaeConfig;
 use crate::tokenizer::{ClipTokenizer, SpecialTokens};
 use crate::weights::WeightStore;
 
+/// A target: arbitrary bytes in, nothing out, never a panic.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("safetensors", safetensors),
     ("checkpoint", torch_checkpoint),
     ("pickle", pickle),
