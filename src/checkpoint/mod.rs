@@ -735,6 +735,14 @@ pub(crate) mod tests {
             let e = open_err(&p, None);
             assert!(e.contains(&format!("declares {n} entries")) && e.contains("many_entries.pt"), "{e}");
         }
+        // torch writes zip64 records too; a 0xffff count defers to the zip64 one.
+        let at64 = full.windows(4).rposition(|w| w == b"PK\x06\x06").unwrap();
+        let mut m = full.clone();
+        m[at + 8..at + 12].copy_from_slice(&[0xff; 4]);
+        m[at64 + 24..at64 + 40].copy_from_slice(&[(1u64 << 40).to_le_bytes(), (1u64 << 40).to_le_bytes()].concat());
+        std::fs::write(&p, &m).unwrap();
+        let e = open_err(&p, None);
+        assert!(e.contains(&format!("declares {} entries", 1u64 << 40)), "{e}");
     }
 
     #[test]
