@@ -250,8 +250,8 @@ fn check_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<()> {
     for p in [vocab, merges] {
         crate::weights::check_regular_file(p, "tokenizer file")?;
     }
-    let text = std::fs::read_to_string(merges).with_context(|| format!("reading {}", merges.display()))?;
-    if !text.lines().any(|l| !l.trim().is_empty() && !l.starts_with("#version")) {
+    let merges_text = std::fs::read_to_string(merges).with_context(|| format!("reading {}", merges.display()))?;
+    if !merges_text.lines().any(|l| !l.trim().is_empty() && !l.starts_with("#version")) {
         bail!("{} holds no merges: the tokenizer would split every word into single bytes; the file is truncated or not CLIP's: download it again", merges.display());
     }
     let text = std::fs::read_to_string(vocab).with_context(|| format!("reading {}", vocab.display()))?;
@@ -264,6 +264,24 @@ fn check_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<()> {
     for (token, &id) in &map {
         if let Some(other) = by_id.insert(id, token) {
             bail!("{} gives id {id} to both {other:?} and {token:?}: the vocabulary is damaged; download it again", vocab.display());
+        }
+    }
+    // Each merge's parts and result must be tokens (tokenizers 0.23 checks this only after
+    // copying the merged token into a buffer sized for the longest token, and panics first).
+    // Lines as tokenizers reads them; it reports malformed ones itself.
+    for (n, line) in merges_text.lines().enumerate().filter(|(_, l)| !l.starts_with("#version")) {
+        let mut parts = line.split(' ');
+        if let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) {
+            for t in [a, b, &format!("{a}{b}")] {
+                if !map.contains_key(t) {
+                    bail!(
+                        "{} line {}: the merge {line:?} needs the token {t:?}, which {} lacks: the files do not belong together; download them again",
+                        merges.display(),
+                        n + 1,
+                        vocab.display()
+                    );
+                }
+            }
         }
     }
     Ok(())
@@ -431,6 +449,11 @@ mod tests {
         assert!(e.contains("vocab.json") && e.contains("id 2") && e.contains("\"ab</w>\"") && e.contains("\"b\""), "{e}");
         tiny(&dir, "{}", "#version: 0.2\na b</w>\n");
         assert!(err(&dir).contains("is empty"));
+        // A merge whose result is no token (and longer than any token: tokenizers panicked;
+        // found by the tokenizer_files fuzz target).
+        tiny(&dir, &TINY_VOCAB.replace("\"ab</w>\": 5, ", ""), "#version: 0.2\na b</w>\n");
+        let e = err(&dir);
+        assert!(e.contains("merges.txt line 2") && e.contains("\"ab</w>\"") && e.contains("vocab.json"), "{e}");
         #[cfg(unix)]
         {
             tiny(&dir, TINY_VOCAB, "#version: 0.2\na b</w>\n");

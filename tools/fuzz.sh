@@ -30,7 +30,7 @@ for t in "${targets[@]}"; do
     -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1
   rc=$?
   set -e
-  grep -E "^(#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|.*panicked at)" "$log" || true
+  grep -E "^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|.*panicked at)" "$log" || true
   if [ $rc -ne 0 ]; then
     echo "$t: libFuzzer stopped with status $rc: a finding is in fuzz/artifacts/$t/ (see $log)"
     exit $rc
