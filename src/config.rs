@@ -7,6 +7,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+/// The largest width, count or group number a config may give: far beyond any released model
+/// (widths ≤ 1280, ≤ 1000 class embeddings), and small enough that no product of a few of them
+/// overflows. Larger values are corrupt or hostile configs.
+pub const MAX_DIM: usize = 1 << 16;
+
 /// A value diffusers allows as either one number/bool for all blocks or one per block.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
@@ -16,16 +21,27 @@ pub enum PerBlock<T> {
 }
 
 impl<T: Clone> PerBlock<T> {
-    pub fn get(&self, i: usize) -> T {
+    /// The value for block `i` (the last entry past the end). An empty list, which
+    /// [`UNet2DConfig::validate`] refuses, reads as `T::default()` rather than panicking.
+    pub fn get(&self, i: usize) -> T
+    where
+        T: Default,
+    {
         match self {
             PerBlock::One(v) => v.clone(),
-            PerBlock::Each(v) => v[i.min(v.len() - 1)].clone(),
+            PerBlock::Each(v) => v.get(i).or(v.last()).cloned().unwrap_or_default(),
         }
     }
     fn len_ok(&self, n: usize) -> bool {
         match self {
             PerBlock::One(_) => true,
             PerBlock::Each(v) => v.len() == n,
+        }
+    }
+    fn any(&self, f: impl Fn(&T) -> bool) -> bool {
+        match self {
+            PerBlock::One(v) => f(v),
+            PerBlock::Each(v) => v.iter().any(f),
         }
     }
 }
@@ -145,12 +161,32 @@ impl UNet2DConfig {
         }
         for (what, ok) in [
             ("attention_head_dim", self.attention_head_dim.len_ok(n)),
+            ("num_attention_heads", self.num_attention_heads.as_ref().is_none_or(|h| h.len_ok(n))),
             ("only_cross_attention", self.only_cross_attention.len_ok(n)),
             ("transformer_layers_per_block", self.transformer_layers_per_block.len_ok(n)),
         ] {
             if !ok {
                 bail!("{what} must have one entry per block ({n})");
             }
+        }
+        let zero = |v: &usize| *v == 0;
+        if self.attention_head_dim.any(zero) || self.num_attention_heads.as_ref().is_some_and(|h| h.any(zero)) {
+            bail!("attention_head_dim / num_attention_heads must be positive (a head count of 0 cannot split the channels)");
+        }
+        if self.norm_num_groups == 0 {
+            bail!("norm_num_groups must be positive, found 0");
+        }
+        if self.block_out_channels.contains(&0) || self.cross_attention_dim == 0 || self.in_channels == 0 || self.out_channels == 0 {
+            bail!("block_out_channels entries, cross_attention_dim, in_channels and out_channels must be positive");
+        }
+        let big = |v: &usize| *v > MAX_DIM;
+        if self.block_out_channels.iter().any(big)
+            || [self.cross_attention_dim, self.in_channels, self.out_channels, self.norm_num_groups, self.layers_per_block].iter().any(big)
+            || self.num_class_embeds.as_ref().is_some_and(big)
+            || self.attention_head_dim.any(big)
+            || self.num_attention_heads.as_ref().is_some_and(|h| h.any(big))
+        {
+            bail!("a channel count, head count, group count, layer count or num_class_embeds exceeds {MAX_DIM}: the config is corrupt");
         }
         for t in &self.down_block_types {
             if t != "DownBlock2D" && t != "CrossAttnDownBlock2D" {
@@ -258,6 +294,15 @@ impl VaeConfig {
         }
         if self.act_fn != "silu" {
             bail!("unsupported act_fn '{}' (only silu)", self.act_fn);
+        }
+        if self.norm_num_groups == 0 {
+            bail!("norm_num_groups must be positive, found 0");
+        }
+        if self.block_out_channels.contains(&0) || self.latent_channels == 0 || self.out_channels == 0 {
+            bail!("block_out_channels entries, latent_channels and out_channels must be positive");
+        }
+        if self.block_out_channels.iter().chain([&self.latent_channels, &self.out_channels, &self.in_channels, &self.norm_num_groups, &self.layers_per_block]).any(|&v| v > MAX_DIM) {
+            bail!("a channel, group or layer count exceeds {MAX_DIM}: the config is corrupt");
         }
         if self.block_out_channels.iter().any(|c| c % self.norm_num_groups != 0) {
             bail!("every block_out_channels entry must be a multiple of norm_num_groups ({})", self.norm_num_groups);
@@ -426,6 +471,7 @@ impl VideoUNetConfig {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    crate::weights::check_regular_file(path, "config")?;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("config {} is not a valid model config", path.display()))
 }
@@ -455,6 +501,58 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("act_fn"));
         let bad: UNet2DConfig = serde_json::from_str(r#"{"down_block_types": ["X","Y","Z","W"]}"#).unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("'X'"));
+    }
+
+    /// Zero divisors, empty per-block lists and per-block lists of the wrong length are errors
+    /// naming the setting, never a panic (the checks run before anything divides or indexes).
+    #[test]
+    fn degenerate_configs_are_errors_not_panics() {
+        let unet = |j: &str| serde_json::from_str::<UNet2DConfig>(j).unwrap().validate().map_err(|e| e.to_string());
+        for (j, want) in [
+            (r#"{"norm_num_groups": 0}"#, "norm_num_groups"),
+            (r#"{"attention_head_dim": 0}"#, "positive"),
+            (r#"{"attention_head_dim": [8, 0, 8, 8]}"#, "positive"),
+            (r#"{"attention_head_dim": []}"#, "attention_head_dim must have one entry per block (4)"),
+            (r#"{"num_attention_heads": []}"#, "num_attention_heads must have one entry per block (4)"),
+            (r#"{"num_attention_heads": [8, 8]}"#, "num_attention_heads must have one entry per block (4)"),
+            (r#"{"num_attention_heads": 0}"#, "positive"),
+            (r#"{"num_attention_heads": [8, 8, 0, 8]}"#, "positive"),
+            (r#"{"only_cross_attention": []}"#, "only_cross_attention"),
+            (r#"{"transformer_layers_per_block": []}"#, "transformer_layers_per_block"),
+            (r#"{"block_out_channels": [], "down_block_types": [], "up_block_types": []}"#, "non-zero length"),
+            (r#"{"block_out_channels": [256, 0, 512, 1024]}"#, "positive"),
+            (r#"{"block_out_channels": [4611686018427387904, 512, 512, 1024]}"#, "exceeds"),
+            (r#"{"num_class_embeds": 4611686018427387904}"#, "exceeds"),
+        ] {
+            let e = unet(j).unwrap_err();
+            assert!(e.contains(want), "{j}: {e}");
+        }
+        // The same through the video UNet (which divides by the heads in its own checks).
+        let e = serde_json::from_str::<VideoUNetConfig>(r#"{"_class_name": "UNetVideoModel", "num_attention_heads": [8, 8, 8, 0]}"#)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("positive"), "{e}");
+        let vae = |j: &str| serde_json::from_str::<VaeConfig>(j).unwrap().validate().unwrap_err().to_string();
+        assert!(vae(r#"{"norm_num_groups": 0}"#).contains("norm_num_groups"));
+        assert!(vae(r#"{"block_out_channels": [], "up_block_types": []}"#).contains("one entry per"));
+        assert!(vae(r#"{"block_out_channels": [0, 0, 0]}"#).contains("positive"));
+        // Per-block values never panic on access, even unvalidated.
+        assert_eq!(PerBlock::<usize>::Each(vec![]).get(3), 0);
+        assert_eq!(PerBlock::Each(vec![1, 2]).get(5), 2);
+        // Nesting deeper than serde_json's recursion limit is a parse error, not a stack overflow.
+        let dir = std::env::temp_dir().join(format!("diffvsr-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("deep.json");
+        for key in ["attention_head_dim", "unknown_key"] {
+            std::fs::write(&p, format!("{{\"{key}\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000))).unwrap();
+            match UNet2DConfig::from_file(&p) {
+                Err(e) => assert!(format!("{e:#}").contains("deep.json"), "{e:#}"),
+                // serde_json skips an unknown key's value without recursing.
+                Ok(_) => assert_eq!(key, "unknown_key"),
+            }
+        }
     }
 
     #[test]

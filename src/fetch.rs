@@ -19,13 +19,16 @@
 //! lacks a file's hash, a `HEAD` on the resolve URL supplies it (`X-Linked-Etag`/`ETag`,
 //! `X-Linked-Size`), as huggingface_hub does.
 //!
-//! Every downloaded file is checked against its size, and LFS files (the weights) against their
-//! sha256; data that fails is deleted and reported, so a corrupt file never reaches the cache.
+//! Every downloaded file is checked against its size, LFS files (the weights) against their
+//! sha256 and other files against their git blob id (sha1); data that fails is deleted and
+//! reported, so a corrupt file never reaches the cache. No body may exceed the size the hub
+//! lists (or [`FetchOptions::unlisted_size_limit`] when it lists none). Redirects are followed
+//! as huggingface_hub follows them: the token goes only to the endpoint's own origin.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -64,7 +67,17 @@ pub struct FetchOptions {
     /// Convert the [`CONVERT`] checkpoints to safetensors in `converted/<commit>/` of the cache
     /// entry (once; again only when a checkpoint was downloaded anew).
     pub convert: bool,
+    /// Most bytes accepted for a file whose size the hub does not give.
+    pub unlisted_size_limit: u64,
+    /// How long the first contact (the file listing), retries included, may go unanswered
+    /// before the fetch gives up and says the network or endpoint is silent.
+    pub silent_timeout: Duration,
 }
+
+/// [`FetchOptions::unlisted_size_limit`] by default: far above any config or tokenizer file.
+pub const UNLISTED_SIZE_LIMIT: u64 = 256 << 20;
+/// [`FetchOptions::silent_timeout`] by default.
+pub const SILENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl FetchOptions {
     /// The defaults for DiffVSR, with the endpoint, token and cache taken from the environment
@@ -82,6 +95,8 @@ impl FetchOptions {
             retry_delay: Duration::from_secs(1),
             progress: true,
             convert: true,
+            unlisted_size_limit: UNLISTED_SIZE_LIMIT,
+            silent_timeout: SILENT_TIMEOUT,
         })
     }
 }
@@ -276,6 +291,10 @@ struct RemoteFile {
 /// How a request failed: worth another try (the network), or not (everything else).
 enum Failure {
     Transient(anyhow::Error),
+    /// No answer in time: worth another try, except past the first contact's deadline.
+    Silent(anyhow::Error),
+    /// Nothing listens at the address: another try, but not on first contact (a wrong endpoint).
+    Refused(anyhow::Error),
     Fatal(anyhow::Error),
 }
 
@@ -295,17 +314,22 @@ fn classify(e: ureq::Error, what: &str) -> Failure {
     // Name resolution failing is not worth waiting for: usually no network at all.
     let dns = matches!(e, ureq::Error::HostNotFound)
         || matches!(&e, ureq::Error::Io(io) if io.to_string().contains("lookup address"));
-    let transient = !dns
-        && matches!(
-            e,
-            ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::BodyStalled
-        );
+    let silent = matches!(e, ureq::Error::Timeout(_) | ureq::Error::BodyStalled)
+        || matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut);
+    let transient = !dns && matches!(e, ureq::Error::Io(_) | ureq::Error::ConnectionFailed);
+    let refused = matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
     let err = if dns {
         anyhow!("{what}: {e} (is this machine offline? HF_ENDPOINT or --endpoint chooses the hub)")
+    } else if refused {
+        anyhow!("{what}: connection refused: nothing answers at that address (a wrong or dead endpoint? HF_ENDPOINT or --endpoint chooses the hub)")
     } else {
         anyhow!("{what}: {e}")
     };
-    if transient {
+    if refused {
+        Failure::Refused(err)
+    } else if silent {
+        Failure::Silent(err)
+    } else if transient {
         Failure::Transient(err)
     } else {
         Failure::Fatal(err)
@@ -331,7 +355,10 @@ fn check_repo_path(p: &str) -> Result<()> {
         || p.starts_with('/')
         || p.contains('\\')
         || p.contains('\0')
-        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        // `C:/x` is an absolute path on Windows (and `a:b` a stream of file `a`).
+        || p.as_bytes().get(1) == Some(&b':') && p.as_bytes()[0].is_ascii_alphabetic()
+        || cfg!(windows) && p.contains(':');
     if bad {
         bail!("the hub listed an unsafe file path {p:?}; refusing to write it");
     }
@@ -354,6 +381,51 @@ fn normalize_etag(e: &str) -> String {
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
+
+/// `scheme://host[:port]` of an absolute http(s) URL, lower-cased; `None` for anything else.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Credentials in a URL (`user@host`) never appear in a hub's redirect; refuse them.
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+/// Where a redirect from `from` to `location` leads, and whether it stays on `from`'s origin
+/// (scheme, host and port), which alone may receive the token (huggingface_hub follows only
+/// such relative redirects with it). A redirect from https to plain http is refused outright.
+fn redirect_target(from: &str, location: &str) -> Result<(String, bool)> {
+    let from_origin = origin(from).ok_or_else(|| anyhow!("unusable URL {from:?}"))?;
+    let location = location.trim();
+    let next = if location.contains("://") {
+        location.to_string()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{}://{rest}", from_origin.split("://").next().unwrap_or("https"))
+    } else if location.starts_with('/') {
+        format!("{from_origin}{location}")
+    } else {
+        // Relative to the current folder.
+        let path_end = from.find('?').unwrap_or(from.len());
+        let base = &from[..path_end];
+        let dir = &base[..base.rfind('/').filter(|&i| i >= from_origin.len()).map_or(base.len(), |i| i + 1)];
+        let sep = if dir.ends_with('/') { "" } else { "/" };
+        format!("{dir}{sep}{location}")
+    };
+    let Some(next_origin) = origin(&next) else { bail!("the server redirected to an unusable URL {location:?}") };
+    if from_origin.starts_with("https://") && next_origin.starts_with("http://") {
+        bail!("the server redirected from https to plain http ({next_origin}); refusing to follow it");
+    }
+    Ok((next.clone(), next_origin == from_origin))
+}
+
+/// Most redirects one request follows.
+const MAX_REDIRECTS: usize = 10;
 
 fn header<'a>(r: &'a ureq::http::Response<ureq::Body>, name: &str) -> Option<&'a str> {
     r.headers().get(name).and_then(|v| v.to_str().ok())
@@ -383,11 +455,11 @@ impl<'a> Hub<'a> {
         let mut cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(concat!("diffvsr-wgpu/", env!("CARGO_PKG_VERSION")))
-            // Keep the Authorization header on same-host redirects (a renamed repository) and
-            // drop it when the hub sends a file to its CDN, as huggingface_hub does.
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+            // Redirects are followed by `Hub::send`, which sends the token only to the origin
+            // that issued it (see `redirect_target`).
+            .max_redirects(0)
             .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_per_read(Some(Duration::from_secs(60)));
+            .timeout_per_read(Some(SILENT_TIMEOUT));
         if loopback {
             // A local mirror (or the tests' stand-in hub) is never reached through a proxy.
             cfg = cfg.proxy(None);
@@ -395,47 +467,126 @@ impl<'a> Hub<'a> {
         Ok(Hub { opts, agent: cfg.build().new_agent(), endpoint })
     }
 
-    fn get(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
-        let r = self.agent.get(url);
-        match &self.opts.token {
-            Some(t) => r.header("Authorization", format!("Bearer {t}")),
-            None => r,
-        }
+    /// One request with `headers`: a `HEAD` (whose redirects [`Hub::head_file`] follows one at
+    /// a time), or a `GET` following redirects by hand. The token goes only to the endpoint's
+    /// origin and to same-origin redirects, never to another host (the hub's CDN) and never
+    /// over http after https.
+    fn send(&self, head: bool, url: &str, headers: &[(&str, String)], what: &str) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        self.send_by(head, url, headers, what, None)
     }
 
-    fn head(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
-        let r = self.agent.head(url);
-        match &self.opts.token {
-            Some(t) => r.header("Authorization", format!("Bearer {t}")),
-            None => r,
+    /// [`Hub::send`], giving up at `deadline` (the whole exchange, redirects included).
+    fn send_by(
+        &self,
+        head: bool,
+        url: &str,
+        headers: &[(&str, String)],
+        what: &str,
+        deadline: Option<Instant>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let mut url = url.to_string();
+        let mut token = self.opts.token.as_deref().filter(|_| origin(&url) == origin(&self.endpoint));
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = if head { self.agent.head(&url) } else { self.agent.get(&url) };
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if let Some(t) = token {
+                req = req.header("Authorization", format!("Bearer {t}"));
+            }
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Failure::Silent(anyhow!("{what}: no answer in time")));
+                }
+                req = req.config().timeout_global(Some(left)).build();
+            }
+            let resp = req.call().map_err(|e| classify(e, what))?;
+            let status = resp.status().as_u16();
+            let loc = header(&resp, "location").filter(|_| !head && matches!(status, 301 | 302 | 303 | 307 | 308));
+            let Some(loc) = loc else { return Ok(resp) };
+            let (next, same_origin) = redirect_target(&url, loc).map_err(|e| Failure::Fatal(e.context(what.to_string())))?;
+            if !same_origin {
+                token = None;
+            }
+            url = next;
         }
+        Err(Failure::Fatal(anyhow!("{what}: more than {MAX_REDIRECTS} redirects")))
     }
 
     /// Runs `f` until it succeeds, fails for good, or runs out of tries.
-    fn with_retries<T>(&self, mut f: impl FnMut() -> Result<T, Failure>) -> Result<T> {
+    fn with_retries<T>(&self, f: impl FnMut() -> Result<T, Failure>) -> Result<T> {
+        self.with_retries_by(None, f)
+    }
+
+    /// [`Hub::with_retries`] for the first contact: no further try after `deadline` (the
+    /// error then says the network or endpoint is silent), and none after a refused
+    /// connection (nothing listens at the endpoint).
+    fn with_retries_by<T>(&self, deadline: Option<Instant>, mut f: impl FnMut() -> Result<T, Failure>) -> Result<T> {
         let mut delay = self.opts.retry_delay;
         let mut tries = 0;
+        let start = Instant::now();
         loop {
-            match f() {
+            let e = match f() {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(e)) if tries < self.opts.retries => {
-                    tries += 1;
-                    log::warn!("{e:#}; trying again in {delay:?} ({tries}/{})", self.opts.retries);
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-                Err(Failure::Transient(e)) => {
-                    let n = self.opts.retries + 1;
-                    return Err(e.context(format!("gave up after {n} tr{}", if n == 1 { "y" } else { "ies" })));
-                }
+                Err(Failure::Refused(e)) if deadline.is_some() => return Err(e),
+                Err(Failure::Transient(e) | Failure::Silent(e) | Failure::Refused(e)) => e,
+            };
+            if deadline.is_some_and(|d| Instant::now() + delay >= d) {
+                return Err(anyhow!(
+                    "no usable answer from {} within {:.0} s ({} tr{}, {:.1} s): the network or the endpoint is silent \
+                     (offline, a firewall, or a wrong HF_ENDPOINT / --endpoint); last error: {e:#}",
+                    self.endpoint,
+                    self.opts.silent_timeout.as_secs_f64(),
+                    tries + 1,
+                    if tries == 0 { "y" } else { "ies" },
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+            if tries < self.opts.retries {
+                tries += 1;
+                log::warn!("{e:#}; trying again in {delay:?} ({tries}/{})", self.opts.retries);
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(30));
+            } else {
+                let n = self.opts.retries + 1;
+                return Err(e.context(format!("gave up after {n} tr{}", if n == 1 { "y" } else { "ies" })));
             }
         }
     }
 
-    /// An error status on a repository URL, in the words of what to do about it.
-    fn status_error(&self, status: u16, what: &str) -> Failure {
+    /// An error status on a repository URL, in the words of what to do about it. The hub says
+    /// what is missing in `X-Error-Code` (as huggingface_hub reads it); a server that answers 404
+    /// without one is not a hub at all: a wrong or dead endpoint, not a missing repository.
+    fn status_error(&self, resp: &ureq::http::Response<ureq::Body>, what: &str) -> Failure {
+        let status = resp.status().as_u16();
         let repo = &self.opts.repo_id;
+        let rev = &self.opts.revision;
+        let endpoint = &self.endpoint;
+        match header(resp, "x-error-code") {
+            Some("RepoNotFound") => {
+                return Failure::Fatal(anyhow!(
+                    "{what}: HTTP {status}: repository {repo} not found or gated on {endpoint}: check --repo; a private or gated \
+                     repository needs HF_TOKEN (or --token) with access{}",
+                    if self.opts.token.is_some() { " (the token given was refused)" } else { "" }
+                ))
+            }
+            Some("RevisionNotFound") => {
+                return Failure::Fatal(anyhow!("{what}: HTTP {status}: revision {rev} not found in {repo}: check --revision"))
+            }
+            Some("EntryNotFound") => {
+                return Failure::Fatal(anyhow!("{what}: HTTP {status}: the file is not in {repo} at revision {rev}"))
+            }
+            None if status == 404 => {
+                return Failure::Fatal(anyhow!(
+                    "{what}: HTTP 404 from {endpoint}, without the error code a Hugging Face hub sends: {endpoint} does not look \
+                     like a hub (a wrong or dead endpoint? HF_ENDPOINT or --endpoint chooses it; the hub is {DEFAULT_ENDPOINT}), \
+                     or it is a mirror without {repo} at {rev}"
+                ))
+            }
+            _ => {}
+        }
         match status {
             401 | 403 => Failure::Fatal(anyhow!(
                 "{what}: HTTP {status}: repository {repo} not found or gated: set HF_TOKEN (or --token) to a token with access{}",
@@ -460,11 +611,12 @@ impl<'a> Hub<'a> {
             encode_path(&self.opts.revision, false)
         );
         let what = format!("listing {} at {}", self.opts.repo_id, self.endpoint);
-        let info: RepoInfo = self.with_retries(|| {
-            let resp = self.get(&url).call().map_err(|e| classify(e, &what))?;
+        let deadline = Instant::now() + self.opts.silent_timeout;
+        let info: RepoInfo = self.with_retries_by(Some(deadline), || {
+            let resp = self.send_by(false, &url, &[], &what, Some(deadline))?;
             let status = resp.status().as_u16();
             if status != 200 {
-                return Err(self.status_error(status, &what));
+                return Err(self.status_error(&resp, &what));
             }
             let text = resp
                 .into_body()
@@ -487,19 +639,12 @@ impl<'a> Hub<'a> {
         let what = format!("looking up {path}");
         for _ in 0..5 {
             let resp = self.with_retries(|| {
-                // Not following redirects: the hub's own answer carries the etag of an LFS file
+                // Redirects one at a time: the hub's own answer carries the etag of an LFS file
                 // (X-Linked-Etag), the CDN's does not.
-                let r = self
-                    .head(&url)
-                    .header("Accept-Encoding", "identity")
-                    .config()
-                    .max_redirects(0)
-                    .build()
-                    .call()
-                    .map_err(|e| classify(e, &what))?;
+                let r = self.send(true, &url, &[("Accept-Encoding", "identity".to_string())], &what)?;
                 let status = r.status().as_u16();
                 if !(200..400).contains(&status) {
-                    return Err(self.status_error(status, &what));
+                    return Err(self.status_error(&r, &what));
                 }
                 Ok(r)
             })?;
@@ -513,12 +658,13 @@ impl<'a> Hub<'a> {
             let Some(loc) = header(&resp, "location") else {
                 bail!("{what}: the hub sent no ETag for it");
             };
-            url = if loc.starts_with("http://") || loc.starts_with("https://") {
-                loc.to_string()
-            } else {
-                let origin: String = self.endpoint.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-                format!("{origin}{}{loc}", if loc.starts_with('/') { "" } else { "/" })
-            };
+            // Only same-origin (relative) redirects are followed here, as huggingface_hub does: a
+            // HEAD is never sent to another host, with or without the token.
+            let (next, same_origin) = redirect_target(&url, loc).with_context(|| what.clone())?;
+            if !same_origin {
+                bail!("{what}: the hub redirected to another host ({}) without giving the file's ETag; refusing to follow", origin(&next).unwrap_or_default());
+            }
+            url = next;
         }
         bail!("{what}: too many redirects")
     }
@@ -586,11 +732,11 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
     for (i, f) in files.iter().enumerate() {
         let blob = blobs.join(&f.etag);
         if let Ok(m) = fs::metadata(&blob) {
-            if opts.verify_cached && opts.progress && f.sha256.is_some() {
+            if opts.verify_cached && opts.progress {
                 eprintln!("verifying {} ({})", f.path, human(m.len()));
             }
             let size_ok = f.size.is_none_or(|s| m.len() == s);
-            let hash_ok = !opts.verify_cached || f.sha256.as_deref().is_none_or(|want| sha256_file(&blob).is_ok_and(|got| got == want));
+            let hash_ok = !opts.verify_cached || verify_hash(&blob, f).is_ok();
             if size_ok && hash_ok {
                 cached[i] = true;
                 continue;
@@ -760,11 +906,11 @@ fn get_into(hub: &Hub, url: &str, f: &RemoteFile, part: &Path, pb: &ProgressBar,
             have = 0;
         }
     }
-    let mut req = hub.get(url).header("Accept-Encoding", "identity");
+    let mut headers = vec![("Accept-Encoding", "identity".to_string())];
     if have > 0 {
-        req = req.header("Range", format!("bytes={have}-"));
+        headers.push(("Range", format!("bytes={have}-")));
     }
-    let resp = req.call().map_err(|e| classify(e, &what))?;
+    let resp = hub.send(false, url, &headers, &what)?;
     let status = resp.status().as_u16();
     match status {
         200 if have > 0 => {
@@ -795,7 +941,7 @@ fn get_into(hub: &Hub, url: &str, f: &RemoteFile, part: &Path, pb: &ProgressBar,
                 }
             };
         }
-        _ => return Err(hub.status_error(status, &what)),
+        _ => return Err(hub.status_error(&resp, &what)),
     }
 
     let mut body = resp.into_body().into_reader();
@@ -811,13 +957,16 @@ fn get_into(hub: &Hub, url: &str, f: &RemoteFile, part: &Path, pb: &ProgressBar,
                 return Err(Failure::Transient(anyhow!("{what}: connection lost after {have}{of} bytes: {e}")));
             }
         };
-        if let Some(size) = f.size {
-            if have + n as u64 > size {
-                file.set_len(0)?;
-                return Err(Failure::Fatal(anyhow!(
-                    "{what}: the server sent more than the {size} bytes the hub lists; the bad data was deleted"
-                )));
-            }
+        // Every body is bounded: by the size the hub lists, else by the limit for unlisted sizes.
+        let (limit, whose) = match f.size {
+            Some(size) => (size, "the hub lists"),
+            None => (hub.opts.unlisted_size_limit, "accepted for a file whose size the hub does not list"),
+        };
+        if have + n as u64 > limit {
+            file.set_len(0)?;
+            drop(file);
+            let _ = fs::remove_file(part);
+            return Err(Failure::Fatal(anyhow!("{what}: the server sent more than the {limit} bytes {whose}; the data was deleted")));
         }
         file.write_all(&buf[..n]).with_context(|| format!("writing {}", part.display()))?;
         have += n as u64;
@@ -840,13 +989,52 @@ fn verify(part: &Path, f: &RemoteFile) -> Result<()> {
             bail!("size mismatch: {len} bytes, the hub lists {size}");
         }
     }
+    verify_hash(part, f)
+}
+
+/// The file's sha256 (LFS files), else its git blob id when the hub's etag is one (40 hex
+/// digits: every file outside LFS on the hub).
+fn verify_hash(path: &Path, f: &RemoteFile) -> Result<()> {
     if let Some(want) = &f.sha256 {
-        let got = sha256_file(part)?;
+        let got = sha256_file(path)?;
         if &got != want {
             bail!("sha256 mismatch: got {got}, the hub lists {want}");
         }
+    } else if is_git_blob_id(&f.etag) {
+        let got = git_blob_id_file(path)?;
+        if !got.eq_ignore_ascii_case(&f.etag) {
+            bail!("git blob id mismatch: got {got}, the hub lists {}", f.etag);
+        }
+    } else {
+        log::warn!("{}: the hub's etag {:?} is no hash; only the size was checked", f.path, f.etag);
     }
     Ok(())
+}
+
+fn is_git_blob_id(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The git blob id (sha1 of `blob {len}\0` and the contents) of a file.
+pub fn git_blob_id_file(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let mut h = sha1::Sha1::default();
+    h.update(format!("blob {len}\0").as_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut seen = 0u64;
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        seen += n as u64;
+        h.update(&buf[..n]);
+    }
+    if seen != len {
+        bail!("{} changed while being read", path.display());
+    }
+    Ok(h.finish())
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -905,6 +1093,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+mod sha1;
 #[cfg(test)]
 mod fake_hub;
 #[cfg(test)]

@@ -10,6 +10,10 @@ pub mod fetch;
 pub mod golden;
 pub mod gpu;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzz_targets;
+#[cfg(test)]
+mod hostile_inputs;
 pub mod kernel;
 pub mod models;
 pub mod ops;

@@ -111,6 +111,7 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
+    crate::weights::check_regular_file(path, "tokenizer config")?;
     let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Some(serde_json::from_str(&s).with_context(|| format!("parsing {}", path.display()))?))
 }
@@ -242,6 +243,50 @@ fn special_from_value(v: &Value, key: &str) -> Result<SpecialToken> {
     }
 }
 
+/// What the BPE loader would silently accept but changes every prompt's ids: a `merges.txt`
+/// without merges (every word falls apart into bytes), and two tokens of `vocab.json` with one id
+/// (one of them can never be produced, and decoding is ambiguous).
+fn check_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<()> {
+    for p in [vocab, merges] {
+        crate::weights::check_regular_file(p, "tokenizer file")?;
+    }
+    let merges_text = std::fs::read_to_string(merges).with_context(|| format!("reading {}", merges.display()))?;
+    if !merges_text.lines().any(|l| !l.trim().is_empty() && !l.starts_with("#version")) {
+        bail!("{} holds no merges: the tokenizer would split every word into single bytes; the file is truncated or not CLIP's: download it again", merges.display());
+    }
+    let text = std::fs::read_to_string(vocab).with_context(|| format!("reading {}", vocab.display()))?;
+    let map: std::collections::BTreeMap<String, u32> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON object of token → id", vocab.display()))?;
+    if map.is_empty() {
+        bail!("{} is empty: the file is truncated or not CLIP's: download it again", vocab.display());
+    }
+    let mut by_id: std::collections::HashMap<u32, &str> = std::collections::HashMap::with_capacity(map.len());
+    for (token, &id) in &map {
+        if let Some(other) = by_id.insert(id, token) {
+            bail!("{} gives id {id} to both {other:?} and {token:?}: the vocabulary is damaged; download it again", vocab.display());
+        }
+    }
+    // Each merge's parts and result must be tokens (tokenizers 0.23 checks this only after
+    // copying the merged token into a buffer sized for the longest token, and panics first).
+    // Lines as tokenizers reads them; it reports malformed ones itself.
+    for (n, line) in merges_text.lines().enumerate().filter(|(_, l)| !l.starts_with("#version")) {
+        let mut parts = line.split(' ');
+        if let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) {
+            for t in [a, b, &format!("{a}{b}")] {
+                if !map.contains_key(t) {
+                    bail!(
+                        "{} line {}: the merge {line:?} needs the token {t:?}, which {} lacks: the files do not belong together; download them again",
+                        merges.display(),
+                        n + 1,
+                        vocab.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// CLIP's tokenizer, ready to turn prompts into fixed-length id sequences.
 pub struct ClipTokenizer {
     tk: Tokenizer,
@@ -270,6 +315,7 @@ impl ClipTokenizer {
                 bail!("missing tokenizer file {} (a tokenizer folder holds vocab.json and merges.txt)", p.display());
             }
         }
+        check_vocab_and_merges(vocab, merges)?;
         let path = |p: &Path| p.to_str().map(String::from).ok_or_else(|| anyhow!("non-UTF-8 path {}", p.display()));
         let bpe = BPE::from_file(&path(vocab)?, &path(merges)?)
             .unk_token(specials.unk.content.clone())
@@ -372,6 +418,52 @@ mod tests {
         } else {
             let cfg = data().join("clip_text/tokenizer_variants").join(variant);
             ClipTokenizer::from_files(&tok.join("vocab.json"), &tok.join("merges.txt"), &cfg).unwrap()
+        }
+    }
+
+    /// A tiny tokenizer folder: the two CLIP specials, `!`, the bytes of "ab" and one merge.
+    fn tiny(dir: &Path, vocab: &str, merges: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("vocab.json"), vocab).unwrap();
+        std::fs::write(dir.join("merges.txt"), merges).unwrap();
+    }
+    const TINY_VOCAB: &str = r#"{"!": 0, "a": 1, "b": 2, "a</w>": 3, "b</w>": 4, "ab</w>": 5, "<|startoftext|>": 6, "<|endoftext|>": 7}"#;
+
+    /// An empty merges.txt and duplicate vocabulary ids are errors naming the file, not a
+    /// tokenizer that quietly gives other ids; a FIFO among the files is refused at once.
+    #[test]
+    fn damaged_vocabulary_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("diffvsr-tokenizer-test-{}", std::process::id()));
+        let specials = SpecialTokens::clip_defaults;
+        tiny(&dir, TINY_VOCAB, "#version: 0.2\na b</w>\n");
+        let t = ClipTokenizer::from_files(&dir.join("vocab.json"), &dir.join("merges.txt"), &dir).unwrap();
+        assert_eq!(&t.encode("ab").unwrap()[..3], &[6, 5, 7]);
+        let err = |dir: &Path| format!("{:#}", ClipTokenizer::new(&dir.join("vocab.json"), &dir.join("merges.txt"), specials()).err().unwrap());
+        for merges in ["", "#version: 0.2\n", "#version: 0.2\n\n  \n"] {
+            tiny(&dir, TINY_VOCAB, merges);
+            let e = err(&dir);
+            assert!(e.contains("merges.txt") && e.contains("no merges"), "{merges:?}: {e}");
+        }
+        tiny(&dir, &TINY_VOCAB.replace("\"ab</w>\": 5", "\"ab</w>\": 2"), "#version: 0.2\na b</w>\n");
+        let e = err(&dir);
+        assert!(e.contains("vocab.json") && e.contains("id 2") && e.contains("\"ab</w>\"") && e.contains("\"b\""), "{e}");
+        tiny(&dir, "{}", "#version: 0.2\na b</w>\n");
+        assert!(err(&dir).contains("is empty"));
+        // A merge whose result is no token (and longer than any token: tokenizers panicked;
+        // found by the tokenizer_files fuzz target).
+        tiny(&dir, &TINY_VOCAB.replace("\"ab</w>\": 5, ", ""), "#version: 0.2\na b</w>\n");
+        let e = err(&dir);
+        assert!(e.contains("merges.txt line 2") && e.contains("\"ab</w>\"") && e.contains("vocab.json"), "{e}");
+        #[cfg(unix)]
+        {
+            tiny(&dir, TINY_VOCAB, "#version: 0.2\na b</w>\n");
+            let fifo = dir.join("tokenizer_config.json");
+            let _ = std::fs::remove_file(&fifo);
+            assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+            let t0 = std::time::Instant::now();
+            let e = format!("{:#}", ClipTokenizer::from_dir(&dir).err().unwrap());
+            assert!(e.contains("tokenizer_config.json") && e.contains("not a regular file"), "{e}");
+            assert!(t0.elapsed().as_secs() < 5);
         }
     }
 

@@ -104,6 +104,7 @@ impl WeightStore {
             }
             v
         } else {
+            check_regular_file(path, "weights file")?;
             vec![path.to_path_buf()]
         };
         let mut store = WeightStore {
@@ -230,9 +231,20 @@ impl WeightStore {
     }
 
     /// Checks the CRC of the storage behind `name` (once per storage; PyTorch checkpoints only).
+    /// Also refuses tensors whose elements are narrower than a byte (safetensors' F4, F6_*),
+    /// which the store cannot address.
     pub fn verify(&self, name: &str) -> Result<()> {
         let Some(e) = self.index.get(name) else { bail!("no tensor '{name}'") };
         let file = &self.files[e.file];
+        if !e.dtype.bitsize().is_multiple_of(8) {
+            bail!(
+                "tensor '{name}' in {} has dtype {:?} ({} bits per element), which this engine cannot read: \
+                 convert the weights to f32, f16 or bf16 first",
+                file.path.display(),
+                e.dtype,
+                e.dtype.bitsize()
+            );
+        }
         let s = &file.storages[e.storage];
         if let Some((entry, crc)) = &s.crc {
             if !*s.crc_ok.get_or_init(|| crc32fast::hash(&file.map[s.range.clone()]) == *crc) {
@@ -303,14 +315,27 @@ impl WeightStore {
         };
         if !extra.is_empty() {
             let shown: Vec<&str> = extra.iter().take(10).map(|s| s.as_str()).collect();
+            let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
             bail!(
-                "{} unexpected tensor(s) in the weights, e.g. {}: the checkpoint does not belong to this model/config",
+                "{} unexpected tensor(s) in {}, e.g. {}: the checkpoint does not belong to this model/config",
                 extra.len(),
+                files.join(", "),
                 shown.join(", ")
             );
         }
         Ok(())
     }
+}
+
+/// Errors unless `path` is a regular file (following symlinks): a FIFO, device or folder where
+/// a file is expected would block a read forever or mean nothing. `what` names the file's role.
+pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
+    let m = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !m.is_file() {
+        let kind = if m.is_dir() { "a folder" } else { "not a regular file (a FIFO, socket or device)" };
+        bail!("{what} {} is {kind}: give a regular file", path.display());
+    }
+    Ok(())
 }
 
 /// Bytes per element (every dtype the store reads is at least a byte wide).
@@ -459,7 +484,7 @@ mod tests {
         let e = s.take("y.weight", &[1]).unwrap_err().to_string();
         assert!(e.contains("missing tensor 'y.weight'"), "{e}");
         let e = s.finish().unwrap_err().to_string();
-        assert!(e.contains("x.bias"), "{e}");
+        assert!(e.contains("x.bias") && e.contains("a.safetensors"), "{e}");
         s.take("x.bias", &[2]).unwrap();
         s.finish().unwrap();
     }
@@ -517,6 +542,36 @@ mod tests {
                 &want[..],
                 "seed {seed} case {case}: shape {shape:?} strides {strides:?} offset {offset}"
             );
+        }
+    }
+
+    /// safetensors 0.8 accepts sub-byte dtypes (F4, F6_*); using one is an error naming the
+    /// tensor and the file, in the store and in `convert` (never a panic, never blamed on the
+    /// output file).
+    #[test]
+    fn sub_byte_dtypes_are_refused_by_name() {
+        let seed = crate::testutil::fresh_seed();
+        let mut rng = crate::testutil::Rng::new(seed);
+        for (dt, name) in [(Dtype::F4, "f4"), (Dtype::F6_E2M3, "f6a"), (Dtype::F6_E3M2, "f6b")] {
+            let p = tmp(&format!("{name}.safetensors"));
+            let shape = vec![3usize, 8];
+            let bytes: Vec<u8> = (0..24 * dt.bitsize() / 8).map(|_| rng.below(256) as u8).collect();
+            let ok: Vec<f32> = rng.normals(4, 1.0);
+            let views = vec![
+                ("packed.weight", safetensors::tensor::TensorView::new(dt, shape.clone(), &bytes).unwrap()),
+                ("fine", safetensors::tensor::TensorView::new(Dtype::F32, vec![4], bytemuck::cast_slice(&ok)).unwrap()),
+            ];
+            safetensors::serialize_to_file(views, None, &p).unwrap();
+            let mut s = WeightStore::open(&p).unwrap();
+            assert_eq!(s.take("fine", &[4]).unwrap(), ok);
+            for e in [s.take("packed.weight", &shape).unwrap_err(), s.raw("packed.weight").err().unwrap()] {
+                let e = format!("{e:#}");
+                assert!(e.contains("'packed.weight'") && e.contains(&format!("{name}.safetensors")) && e.contains(&format!("{dt:?}")), "{e}");
+            }
+            let out = tmp(&format!("{name}-out.safetensors"));
+            let e = format!("{:#}", crate::checkpoint::convert::convert(&p, &out, None, None).unwrap_err());
+            assert!(e.contains("'packed.weight'") && e.contains(&format!("{name}.safetensors")) && !e.contains("-out"), "{e}");
+            assert!(!out.exists());
         }
     }
 

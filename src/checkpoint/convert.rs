@@ -146,8 +146,18 @@ pub fn convert(input: &Path, output: &Path, key: Option<&str>, dtype: Option<DTy
     if let Some(k) = key {
         meta.insert("key".to_string(), k.to_string());
     }
-    safetensors::serialize_to_file(views, Some(meta), output)
-        .with_context(|| format!("writing {}", output.display()))?;
+    // Written under a temporary name beside the output and renamed when complete, so a failed
+    // or interrupted conversion never leaves a partial file under the output's name; a failure
+    // removes the temporary file too.
+    let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
+    let tmp = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
+    let written = safetensors::serialize_to_file(views, Some(meta), &tmp)
+        .with_context(|| format!("writing {}", output.display()))
+        .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     let bytes_out = std::fs::metadata(output).with_context(|| format!("reading back {}", output.display()))?.len();
     Ok(ConvertSummary {
         tensors: names.len(),

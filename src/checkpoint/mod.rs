@@ -112,6 +112,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
             path.display()
         )
     };
+    check_zip_directory(data).map_err(|e| corrupt(&e))?;
     let mut zip = zip::ZipArchive::new(Cursor::new(data)).map_err(|e| corrupt(&e))?;
 
     let pkls: Vec<String> =
@@ -197,7 +198,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
     }
 
     let mut storages: Vec<TorchStorage> = Vec::new();
-    let mut storage_index: HashMap<String, usize> = HashMap::new();
+    let mut storage_index: HashMap<std::rc::Rc<str>, usize> = HashMap::new();
     let mut tensors = Vec::with_capacity(order.len());
     for name in order {
         let t = by_name[&name];
@@ -245,7 +246,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
                 st.dtype
             );
         }
-        check_view(&t.shape, &t.strides, t.offset, st.numel).with_context(|| {
+        check_view(&t.shape, &t.strides, t.offset, st.numel, es, max_view_bytes(data.len())).with_context(|| {
             format!(
                 "{}: tensor '{name}' (shape {:?}, stride {:?}, offset {})",
                 path.display(),
@@ -269,12 +270,62 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
     Ok(TorchCheckpoint { tensors, storages, notes })
 }
 
-/// Checks that a strided view stays inside its storage of `numel` elements.
-fn check_view(shape: &[usize], strides: &[usize], offset: usize, numel: usize) -> Result<()> {
+/// A materialised view may hold at most this many times the file's bytes (plus
+/// [`VIEW_FLOOR`]): views that overlap themselves (`expand`, stride 0) are the only way a tensor
+/// can be larger than its storage, and no checkpoint needs them to be much larger.
+pub const VIEW_EXPANSION: usize = 4;
+pub const VIEW_FLOOR: usize = 16 << 20;
+
+/// The largest materialised view (in bytes) a file of `file_len` bytes may declare.
+pub fn max_view_bytes(file_len: usize) -> usize {
+    file_len.saturating_mul(VIEW_EXPANSION).saturating_add(VIEW_FLOOR)
+}
+
+/// At most this many zip entries (a checkpoint has a few per tensor storage).
+pub const MAX_ZIP_ENTRIES: u64 = 1 << 20;
+
+/// Checks the entry count the zip's end-of-central-directory record declares against the bytes
+/// of the directory (each entry takes at least 46) and [`MAX_ZIP_ENTRIES`], before the zip reader
+/// allocates for that many entries. Leaves everything else (a missing record too) to the reader.
+fn check_zip_directory(data: &[u8]) -> Result<()> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    let tail = data.len().saturating_sub(22 + 0xffff);
+    let Some(at) = data[tail..].windows(4).rposition(|w| w == EOCD).map(|i| tail + i) else { return Ok(()) };
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, &x| a << 8 | x as u64);
+    let Some(rec) = data.get(at..at + 22) else { return Ok(()) };
+    let (mut entries, mut dir_len) = (le(&rec[10..12]), le(&rec[12..16]));
+    if entries == 0xffff || dir_len == 0xffff_ffff {
+        // zip64: the locator just before the record points at the zip64 record.
+        let loc = at.checked_sub(20).and_then(|l| data.get(l..l + 20)).filter(|l| l.starts_with(b"PK\x06\x07"));
+        let rec64 = loc.and_then(|l| usize::try_from(le(&l[8..16])).ok()).and_then(|o| data.get(o..o.checked_add(56)?));
+        if let Some(r) = rec64.filter(|r| r.starts_with(b"PK\x06\x06")) {
+            (entries, dir_len) = (le(&r[32..40]), le(&r[40..48]));
+        }
+    }
+    if entries > MAX_ZIP_ENTRIES || entries.saturating_mul(46) > dir_len.min(data.len() as u64) {
+        bail!(
+            "the zip directory declares {entries} entries in {dir_len} bytes (file of {} bytes): more than it can hold",
+            data.len()
+        );
+    }
+    Ok(())
+}
+
+/// Checks that a strided view stays inside its storage of `numel` elements of `es` bytes, and
+/// that materialising it takes at most `max_bytes`.
+fn check_view(shape: &[usize], strides: &[usize], offset: usize, numel: usize, es: usize, max_bytes: usize) -> Result<()> {
     let count =
         shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| anyhow!("element count overflows"))?;
     if count == 0 {
         return Ok(());
+    }
+    let bytes = count.checked_mul(es).filter(|&b| b <= max_bytes);
+    if bytes.is_none() {
+        bail!(
+            "the view holds {count} elements of {es} bytes, read from a storage of {numel}: more than {VIEW_EXPANSION}x the \
+             file's size, which only an expanded (stride-0) view can do; refusing to materialise it (re-save the tensor \
+             with .clone() or as safetensors)"
+        );
     }
     let mut last = offset;
     for (&d, &s) in shape.iter().zip(strides) {
@@ -354,7 +405,7 @@ pub fn select<'p>(pk: &'p Pickle, key: Option<&str>) -> Result<(&'p Items, Vec<S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Against the files of `tools/golden_checkpoints.py` (tests/data/checkpoints): each `.pt`
     //! must give exactly the tensors torch itself saved beside it as safetensors.
 
@@ -529,6 +580,169 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A `torch.save`-style archive holding `pkl` as `archive/data.pkl` and each `(key, bytes)`
+    /// as `archive/data/<key>`.
+    pub(crate) fn torch_zip(pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        w.start_file("archive/data.pkl", o).unwrap();
+        w.write_all(pkl).unwrap();
+        for (k, b) in storages {
+            w.start_file(format!("archive/data/{k}"), o).unwrap();
+            w.write_all(b).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    /// One f32 tensor of a hand-written state dict: (name, storage key, storage numel, offset,
+    /// shape, strides).
+    pub(crate) type TensorSpec<'a> = (&'a str, &'a str, u64, u64, &'a [u64], &'a [u64]);
+
+    /// The pickle `torch.save` writes for a dict of f32 tensors (protocol 2); each storage key is
+    /// written once and memoised, as torch does when tensors share a storage.
+    pub(crate) fn state_dict_pkl(tensors: &[TensorSpec]) -> Vec<u8> {
+        fn s(p: &mut Vec<u8>, x: &str) {
+            p.push(b'X');
+            p.extend((x.len() as u32).to_le_bytes());
+            p.extend(x.as_bytes());
+        }
+        fn int(p: &mut Vec<u8>, v: u64) {
+            p.extend([0x8a, 9]);
+            p.extend(v.to_le_bytes());
+            p.push(0);
+        }
+        let mut p = vec![0x80, 2, b'}', b'('];
+        let mut memo: Vec<&str> = Vec::new();
+        for &(name, key, numel, offset, shape, strides) in tensors {
+            s(&mut p, name);
+            p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+            s(&mut p, "storage");
+            p.extend(b"ctorch\nFloatStorage\n");
+            match memo.iter().position(|k| *k == key) {
+                Some(i) => p.extend([b'h', i as u8]),
+                None => {
+                    s(&mut p, key);
+                    p.extend([b'q', memo.len() as u8]);
+                    memo.push(key);
+                }
+            }
+            s(&mut p, "cpu");
+            int(&mut p, numel);
+            p.extend(b"tQ");
+            int(&mut p, offset);
+            for dims in [shape, strides] {
+                p.push(b'(');
+                dims.iter().for_each(|&d| int(&mut p, d));
+                p.push(b't');
+            }
+            p.extend(b"\x89ccollections\nOrderedDict\n)RtR");
+        }
+        p.extend(b"u.");
+        p
+    }
+
+    fn random_f32_bytes(rng: &mut crate::testutil::Rng, n: usize) -> Vec<u8> {
+        bytemuck::cast_slice(&rng.normals(n, 1.0)).to_vec()
+    }
+
+    /// A view may never read past its storage, and a stride-0 ("expanded") view that would
+    /// materialise far more than the file holds is refused when the file is opened, in the store,
+    /// in `convert` (which leaves no file behind) and for every size up to overflow.
+    #[test]
+    fn expanded_views_are_bounded_by_the_file() {
+        let mut rng = crate::testutil::Rng::new(crate::testutil::fresh_seed());
+        let store = random_f32_bytes(&mut rng, 8);
+        let vals: Vec<f32> = bytemuck::cast_slice(&store).to_vec();
+        let dir = tmp("views");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("expanded.pt");
+        // A small expanded view is legitimate, and reads repeated rows.
+        std::fs::write(&p, torch_zip(&state_dict_pkl(&[("w", "0", 8, 2, &[3, 4], &[0, 1])]), &[("0", &store)])).unwrap();
+        let mut s = WeightStore::open(&p).unwrap();
+        let want: Vec<f32> = (0..3).flat_map(|_| vals[2..6].to_vec()).collect();
+        assert_eq!(s.take("w", &[3, 4]).unwrap(), want);
+
+        let big = (VIEW_FLOOR as u64 / 4) * 2;
+        for (shape, strides, offset, want) in [
+            (&[big, 4][..], &[0, 1][..], 0, "expanded (stride-0)"),
+            (&[1 << 40, 1][..], &[0, 1][..], 0, "expanded (stride-0)"),
+            (&[1 << 40, 1 << 40][..], &[0, 0][..], 0, "overflows"),
+            (&[2, 4][..], &[4, 1][..], 1, "reads element 8 of a storage of 8"),
+            (&[4][..], &[1][..], 1 << 62, "of a storage of 8"),
+        ] {
+            std::fs::write(&p, torch_zip(&state_dict_pkl(&[("w", "0", 8, offset, shape, strides)]), &[("0", &store)])).unwrap();
+            let e = open_err(&p, None);
+            assert!(e.contains("'w'") && e.contains("expanded.pt") && e.contains(want), "{shape:?} {strides:?}: {e}");
+            let out = dir.join("out.safetensors");
+            let e = format!("{:#}", convert::convert(&p, &out, None, None).unwrap_err());
+            assert!(e.contains("'w'"), "{e}");
+            let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left, vec![std::ffi::OsString::from("expanded.pt")], "convert left files behind");
+        }
+        // A storage smaller than the pickle says.
+        std::fs::write(&p, torch_zip(&state_dict_pkl(&[("w", "0", 9, 0, &[8], &[1])]), &[("0", &store)])).unwrap();
+        let e = open_err(&p, None);
+        assert!(e.contains("holds 32 bytes") && e.contains("9 elements"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+
+        // A conversion that fails while writing (the output name is taken by a folder) leaves
+        // neither a partial output nor its temporary file.
+        let blocker = dir.join("blocker");
+        std::fs::create_dir_all(blocker.join("inside")).unwrap();
+        assert!(convert::convert(&data("plain.pt"), &blocker, None, None).is_err());
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("blocker")], "convert left files behind");
+    }
+
+    /// Many tensors naming one storage share its key (no copy per persistent id), and a storage
+    /// key longer than torch ever writes is refused.
+    #[test]
+    fn storage_keys_are_shared_and_bounded() {
+        let mut rng = crate::testutil::Rng::new(crate::testutil::fresh_seed());
+        let store = random_f32_bytes(&mut rng, 4);
+        let key = "k".repeat(pickle::MAX_KEY_LEN);
+        let names: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+        let specs: Vec<TensorSpec> = names.iter().map(|n| (n.as_str(), key.as_str(), 4, 0, &[4][..], &[1][..])).collect();
+        let pk = pickle::unpickle(&state_dict_pkl(&specs)).unwrap();
+        let keys: Vec<&std::rc::Rc<str>> = pk.dict(&pk.root).unwrap().iter().map(|(_, v)| &pk.tensor(v).unwrap().storage.key).collect();
+        assert_eq!(keys.len(), 50);
+        assert!(keys.iter().all(|k| std::rc::Rc::ptr_eq(k, keys[0])), "each persistent id copied the key");
+        let p = tmp("shared.pt");
+        std::fs::write(&p, torch_zip(&state_dict_pkl(&specs), &[(&key, &store)])).unwrap();
+        let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
+        assert_eq!((ck.tensors.len(), ck.storages.len()), (50, 1));
+
+        let long = "k".repeat(pickle::MAX_KEY_LEN + 1);
+        let e = format!("{:#}", pickle::unpickle(&state_dict_pkl(&[("t", &long, 4, 0, &[4], &[1])])).err().unwrap());
+        assert!(e.contains("too long"), "{e}");
+    }
+
+    /// A zip directory that declares more entries than its bytes can hold is refused before the
+    /// zip reader allocates for them.
+    #[test]
+    fn zip_entry_count_is_checked_against_the_directory() {
+        let full = std::fs::read(data("plain.pt")).unwrap();
+        let at = full.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+        let p = tmp("many_entries.pt");
+        for n in [0xfffeu16, 5000] {
+            let mut m = full.clone();
+            m[at + 8..at + 10].copy_from_slice(&n.to_le_bytes());
+            m[at + 10..at + 12].copy_from_slice(&n.to_le_bytes());
+            std::fs::write(&p, &m).unwrap();
+            let e = open_err(&p, None);
+            assert!(e.contains(&format!("declares {n} entries")) && e.contains("many_entries.pt"), "{e}");
+        }
+        // torch writes zip64 records too; a 0xffff count defers to the zip64 one.
+        let at64 = full.windows(4).rposition(|w| w == b"PK\x06\x06").unwrap();
+        let mut m = full.clone();
+        m[at + 8..at + 12].copy_from_slice(&[0xff; 4]);
+        m[at64 + 24..at64 + 40].copy_from_slice(&[(1u64 << 40).to_le_bytes(), (1u64 << 40).to_le_bytes()].concat());
+        std::fs::write(&p, &m).unwrap();
+        let e = open_err(&p, None);
+        assert!(e.contains(&format!("declares {} entries", 1u64 << 40)), "{e}");
     }
 
     #[test]

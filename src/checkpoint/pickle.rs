@@ -60,7 +60,8 @@ pub enum Obj {
 /// A storage named by a persistent id: the zip entry `<archive>/data/<key>`.
 #[derive(Clone, Debug)]
 pub struct Storage {
-    pub key: String,
+    /// Shared with the pickle's string and every tensor of the storage, never copied per use.
+    pub key: Rc<str>,
     pub dtype: Dtype,
     /// Length in elements of `dtype`.
     pub numel: usize,
@@ -253,7 +254,16 @@ fn opcode_name(op: u8) -> &'static str {
     }
 }
 
+/// At most this many values (stack pushes, memo entries, marks, tensor dimensions) per pickle:
+/// far more than any state dict holds (a few per tensor), and a bound on the memory a hostile
+/// pickle can make the reader use (each value is a few dozen bytes).
+pub const MAX_VALUES: usize = 1 << 23;
+/// Storage keys are short (torch writes the storage's index); a longer one is refused.
+pub const MAX_KEY_LEN: usize = 256;
+
 struct Machine<'a> {
+    /// Values created so far (see [`MAX_VALUES`]).
+    values: usize,
     data: &'a [u8],
     pos: usize,
     stack: Vec<Value>,
@@ -264,7 +274,7 @@ struct Machine<'a> {
 
 /// Runs the restricted pickle machine over `data` (a whole `data.pkl`).
 pub fn unpickle(data: &[u8]) -> Result<Pickle> {
-    let mut m = Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), objs: Vec::new() };
+    let mut m = Machine { values: 0, data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), objs: Vec::new() };
     loop {
         let at = m.pos;
         let op = *m.take(1).map_err(|_| anyhow!("the pickle ends without STOP (truncated)"))?.first().unwrap();
@@ -329,6 +339,15 @@ impl Machine<'_> {
         self.stack.push(v);
     }
 
+    /// Counts `n` new values against [`MAX_VALUES`].
+    fn spend(&mut self, n: usize) -> Result<()> {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_VALUES {
+            bail!("the pickle builds more than {MAX_VALUES} values: no state dict is that large; the file is corrupt or hostile");
+        }
+        Ok(())
+    }
+
     fn new_obj(&mut self, o: Obj) -> Value {
         self.objs.push(o);
         Value::Obj(self.objs.len() - 1)
@@ -389,6 +408,9 @@ impl Machine<'_> {
 
     /// Executes one opcode; true at STOP.
     fn step(&mut self, op: u8) -> Result<bool> {
+        // Every opcode adds at most one value to the stack, the memo or the marks; tensor
+        // dimensions are counted where they are copied.
+        self.spend(1)?;
         match op {
             0x80 => {
                 let p = self.u8()?;
@@ -657,6 +679,7 @@ impl Machine<'_> {
                 if shape.len() != strides.len() {
                     bail!("_rebuild_tensor_v2: size {shape:?} and stride {strides:?} differ in length");
                 }
+                self.spend(2 * shape.len())?;
                 Ok(self.new_obj(Obj::Tensor(Tensor { storage, offset, shape, strides })))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => {
@@ -684,11 +707,15 @@ impl Machine<'_> {
         if &**tag != "storage" {
             bail!("persistent id kind '{tag}' is not 'storage'");
         }
-        let key = match key {
-            Value::Str(s) => s.to_string(),
-            Value::Int(i) => i.to_string(),
+        let key: Rc<str> = match key {
+            // Shared, not copied: a pickle may name one storage many times (through the memo).
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => Rc::from(i.to_string()),
             _ => bail!("storage key is neither a string nor an int"),
         };
+        if key.len() > MAX_KEY_LEN {
+            bail!("storage key of {} bytes is too long (torch writes short names; at most {MAX_KEY_LEN})", key.len());
+        }
         if key.is_empty() || key.contains(['/', '\\']) || key.contains("..") {
             bail!("storage key '{key}' is not a plain name");
         }
@@ -851,6 +878,26 @@ mod tests {
         }
     }
 
+    /// A pickle that runs more than [`MAX_VALUES`] value-creating opcodes is refused (memory
+    /// and time bounded), even when it holds little at any moment.
+    #[test]
+    fn value_budget_is_enforced() {
+        let mut p = vec![0x80, 2];
+        for _ in 0..MAX_VALUES / 2 + 1 {
+            p.extend(b"N0");
+        }
+        p.extend(b"N.");
+        let e = err(&p);
+        assert!(e.contains("more than") && e.contains("values"), "{e}");
+        // Just under the budget parses.
+        let mut p = vec![0x80, 2];
+        for _ in 0..MAX_VALUES / 2 - 4 {
+            p.extend(b"N0");
+        }
+        p.extend(b"N.");
+        assert!(matches!(unpickle(&p).unwrap().root, Value::None));
+    }
+
     /// Mutated versions of a real torch pickle either parse or fail with an error; none panics.
     #[test]
     fn mutated_pickles_never_panic() {
@@ -891,7 +938,7 @@ mod tests {
         p.extend(b"K\x01K\x02K\x02\x86K\x01K\x02\x86\x89ccollections\nOrderedDict\n)RtR.");
         let pk = unpickle(&p).unwrap();
         let t = pk.tensor(&pk.root).unwrap();
-        assert_eq!((t.storage.key.as_str(), t.storage.dtype, t.storage.numel), ("0", Dtype::F32, 6));
+        assert_eq!((&*t.storage.key, t.storage.dtype, t.storage.numel), ("0", Dtype::F32, 6));
         assert_eq!((t.offset, t.shape.clone(), t.strides.clone()), (1, vec![2, 2], vec![1, 2]));
         // A storage key that tries to escape the archive's data folder.
         let at = p.windows(5).position(|w| w == b"\x01\x00\x00\x000").unwrap();

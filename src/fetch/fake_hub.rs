@@ -23,9 +23,9 @@ impl FakeFile {
         hex(&Sha256::digest(&self.data))
     }
 
-    /// A stand-in for the git blob id (40 hex digits; the client only uses it as a name).
+    /// The git blob id, as the hub lists it for files outside LFS.
     pub fn blob_id(&self) -> String {
-        self.sha256()[..40].to_string()
+        super::sha1::git_blob_id(&self.data)
     }
 
     /// The blob name the cache should use.
@@ -56,6 +56,16 @@ pub struct Knobs {
     pub ignore_range: bool,
     /// The next GET of this file answers with this status.
     pub fail_once: Option<(String, u16)>,
+    /// Resolve URLs answer with a redirect to this origin (another host), same path.
+    pub redirect_to: Option<String>,
+    /// Resolve URLs accept any revision (a second hub standing in for another host).
+    pub any_revision: bool,
+    /// Every request answers 404 with no hub error code (a wrong endpoint).
+    pub all_404: bool,
+    /// No sizes anywhere: not in the listing, HEAD or Content-Length (bodies end at close).
+    pub no_size: bool,
+    /// Serve this many extra bytes after this file's contents.
+    pub overlong: Option<(String, usize)>,
 }
 
 #[derive(Default)]
@@ -189,7 +199,10 @@ impl Shared {
 
         let reply = self.route(&method, &target, range.as_deref(), auth.as_deref());
         let head = method == "HEAD";
-        let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n", reply.status, reply.body.len());
+        let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
+        if !self.knobs.lock().unwrap().no_size {
+            out.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
+        }
         for (k, v) in &reply.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -215,6 +228,17 @@ impl Shared {
     }
 
     fn route(&self, method: &str, target: &str, range: Option<&str>, auth: Option<&str>) -> Reply {
+        let mut r = self.route_inner(method, target, range, auth);
+        if self.knobs.lock().unwrap().no_size {
+            r.headers.retain(|(k, _)| k != "X-Linked-Size");
+        }
+        r
+    }
+
+    fn route_inner(&self, method: &str, target: &str, range: Option<&str>, auth: Option<&str>) -> Reply {
+        if self.knobs.lock().unwrap().all_404 {
+            return Reply::new(404, "Not Found");
+        }
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let path = percent_decode(path);
         let api_prefix = format!("/api/models/{REPO}/revision/");
@@ -224,25 +248,28 @@ impl Shared {
                 return Reply::new(401, "unauthorized");
             }
             if rev != "main" && rev != self.commit {
-                return Reply::new(404, "revision not found");
+                return Reply::new(404, "revision not found").header("X-Error-Code", "RevisionNotFound");
             }
             return Reply::new(200, self.listing(query.contains("blobs=true")))
                 .header("Content-Type", "application/json");
         }
         if path.starts_with("/api/models/") {
             // The real hub answers 401 for a repository that does not exist (or is private).
-            return Reply::new(401, "repository not found");
+            return Reply::new(401, "repository not found").header("X-Error-Code", "RepoNotFound");
         }
         if let Some(rest) = path.strip_prefix(&resolve_prefix) {
             if !self.authorized(auth) {
                 return Reply::new(401, "unauthorized");
             }
+            if let Some(base) = self.knobs.lock().unwrap().redirect_to.clone() {
+                return Reply::new(302, "").header("Location", format!("{base}{target}"));
+            }
             let Some((rev, file)) = rest.split_once('/') else { return Reply::new(404, "") };
-            if rev != "main" && rev != self.commit {
-                return Reply::new(404, "revision not found");
+            if rev != "main" && rev != self.commit && !self.knobs.lock().unwrap().any_revision {
+                return Reply::new(404, "revision not found").header("X-Error-Code", "RevisionNotFound");
             }
             let Some(f) = self.files.iter().find(|f| f.path == file) else {
-                return Reply::new(404, "entry not found");
+                return Reply::new(404, "entry not found").header("X-Error-Code", "EntryNotFound");
             };
             if f.lfs {
                 // As the hub does: a redirect to the content store, the LFS facts in headers.
@@ -267,6 +294,11 @@ impl Shared {
     fn content(&self, method: &str, f: &FakeFile, range: Option<&str>) -> Reply {
         let mut knobs = self.knobs.lock().unwrap();
         let mut data = f.data.clone();
+        if let Some((p, n)) = &knobs.overlong {
+            if *p == f.path {
+                data.extend(std::iter::repeat_n(0x55u8, *n));
+            }
+        }
         if knobs.corrupt.as_deref() == Some(f.path.as_str()) {
             let mid = data.len() / 2;
             data[mid] ^= 0x5a;

@@ -65,6 +65,8 @@ fn opts(hub: &FakeHub, cache: &Path) -> FetchOptions {
         retry_delay: Duration::from_millis(10),
         progress: false,
         convert: false,
+        unlisted_size_limit: UNLISTED_SIZE_LIMIT,
+        silent_timeout: Duration::from_secs(10),
     }
 }
 
@@ -382,7 +384,7 @@ fn glob_patterns_match_like_huggingface_hub() {
 
 #[test]
 fn unsafe_names_from_the_hub_are_refused() {
-    for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", "", "./a"] {
+    for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "a\\b", "", "./a", "C:/x", "c:x", "C:"] {
         assert!(check_repo_path(bad).is_err(), "{bad:?}");
     }
     check_repo_path("upscaler4x/unet/config.json").unwrap();
@@ -464,4 +466,156 @@ fn failed_conversion_is_reported_without_failing_the_fetch() {
     let conv = converted_dir(&tmp.0, REPO, &hub.commit);
     assert_eq!(fs::read_dir(&conv).unwrap().count(), 1, "no partial output left");
     weights_dir_in(&tmp.0, REPO, "main").unwrap();
+}
+
+/// The token goes to the endpoint's origin only: a resolve URL redirected to another host is
+/// fetched there without it, and a HEAD is never sent there at all (huggingface_hub's rule).
+#[test]
+fn token_never_leaves_the_endpoint() {
+    let other = FakeHub::start(repo_files());
+    other.knobs.lock().unwrap().any_revision = true;
+    let hub = FakeHub::start(repo_files());
+    {
+        let mut k = hub.knobs.lock().unwrap();
+        k.token = Some("hf_secret".to_string());
+        k.redirect_to = Some(other.endpoint.clone());
+    }
+    let tmp = TempDir::new("redirect");
+    let mut o = opts(&hub, &tmp.0);
+    o.token = Some("hf_secret".to_string());
+    let report = fetch(&o).unwrap();
+    for (path, _) in &report.files {
+        assert_eq!(fs::read(report.snapshot.join(path)).unwrap(), hub.file(path).data, "{path}");
+    }
+    let theirs = other.stats.lock().unwrap().log.clone();
+    assert_eq!(theirs.iter().filter(|l| l.starts_with("GET ") && l.contains("/resolve/")).count(), DEFAULT_FILES, "{theirs:?}");
+    assert!(theirs.iter().all(|l| l.ends_with("auth=-")), "the token reached another host: {theirs:?}");
+    let ours = hub.stats.lock().unwrap().log.clone();
+    assert!(ours.iter().all(|l| l.ends_with("auth=Bearer hf_secret")), "{ours:?}");
+
+    // A HEAD redirected to another host without an ETag is an error; that host is not asked.
+    other.reset_stats();
+    hub.knobs.lock().unwrap().no_blob_info = true;
+    let tmp = TempDir::new("redirect-head");
+    let mut o = opts(&hub, &tmp.0);
+    o.token = Some("hf_secret".to_string());
+    let e = err_text(fetch(&o));
+    assert!(e.contains("another host") && e.contains(&other.endpoint), "{e}");
+    assert!(other.stats.lock().unwrap().log.is_empty(), "{:?}", other.stats.lock().unwrap().log);
+}
+
+#[test]
+fn redirect_targets_and_who_gets_the_token() {
+    let t = |from: &str, loc: &str| redirect_target(from, loc).map_err(|e| e.to_string());
+    let base = "https://huggingface.co/org/repo/resolve/abc/file.json";
+    assert_eq!(t(base, "/org/renamed/resolve/abc/file.json").unwrap(), ("https://huggingface.co/org/renamed/resolve/abc/file.json".into(), true));
+    assert_eq!(t(base, "other.json").unwrap(), ("https://huggingface.co/org/repo/resolve/abc/other.json".into(), true));
+    assert!(t(base, "https://HuggingFace.co/x").unwrap().1);
+    assert_eq!(t(base, "https://cdn-lfs.hf.co/x?sig=1").unwrap(), ("https://cdn-lfs.hf.co/x?sig=1".into(), false));
+    assert_eq!(t(base, "//cdn-lfs.hf.co/x").unwrap(), ("https://cdn-lfs.hf.co/x".into(), false));
+    // Another port is another origin.
+    assert!(!t("http://127.0.0.1:8000/a", "http://127.0.0.1:8001/a").unwrap().1);
+    // Never from https down to http, not even on the same host.
+    assert!(t(base, "http://huggingface.co/x").unwrap_err().contains("plain http"));
+    assert!(t(base, "ftp://x/y").is_err() && t(base, "https://user@evil/x").is_err());
+}
+
+/// Files outside LFS are checked against the hub's git blob id, on download and with --verify.
+#[test]
+fn non_lfs_files_are_verified_by_git_blob_id() {
+    let hub = FakeHub::start(repo_files());
+    let tmp = TempDir::new("blobid");
+    let name = "upscaler4x/tokenizer/vocab.json";
+    hub.knobs.lock().unwrap().corrupt = Some(name.to_string());
+    let e = err_text(fetch(&opts(&hub, &tmp.0)));
+    assert!(e.contains(name) && e.contains("git blob id mismatch") && e.contains(&hub.file(name).blob_id()), "{e}");
+    hub.knobs.lock().unwrap().corrupt = None;
+    fetch(&opts(&hub, &tmp.0)).unwrap();
+
+    // A same-size change to a cached non-LFS blob is found by --verify.
+    let blob = repo_dir(&tmp.0).join("blobs").join(hub.file(name).etag());
+    let mut bad = hub.file(name).data.clone();
+    bad[7] ^= 0x20;
+    fs::write(&blob, &bad).unwrap();
+    let mut o = opts(&hub, &tmp.0);
+    o.verify_cached = true;
+    let report = fetch(&o).unwrap();
+    assert_eq!(downloaded(&report), 1, "{:?}", report.files);
+    assert_eq!(fs::read(&blob).unwrap(), hub.file(name).data);
+}
+
+/// No body may run past the size the hub lists, nor, when it lists none, past the limit for
+/// unlisted sizes; what was received is deleted.
+#[test]
+fn bodies_are_bounded_by_the_listed_size() {
+    let hub = FakeHub::start(repo_files());
+    let tmp = TempDir::new("overlong");
+    let name = "upscaler4x/unet/config.json";
+    hub.knobs.lock().unwrap().overlong = Some((name.to_string(), 5000));
+    let e = err_text(fetch(&opts(&hub, &tmp.0)));
+    let size = hub.file(name).data.len();
+    assert!(e.contains(name) && e.contains(&format!("more than the {size} bytes the hub lists")), "{e}");
+
+    // No sizes at all (listing, HEAD, Content-Length): small files pass, verified by hash; a
+    // file past the limit is refused and deleted.
+    let hub = FakeHub::start(repo_files());
+    {
+        let mut k = hub.knobs.lock().unwrap();
+        k.no_blob_info = true;
+        k.no_size = true;
+    }
+    let tmp = TempDir::new("unsized");
+    let mut o = opts(&hub, &tmp.0);
+    o.unlisted_size_limit = 100_000;
+    let e = err_text(fetch(&o));
+    assert!(e.contains("DiffVSR_UNet.pt") && e.contains("more than the 100000 bytes accepted"), "{e}");
+    assert!(hub.served("DiffVSR_UNet.pt") < 300_000 + 1, "streamed on");
+    let left: Vec<_> = fs::read_dir(repo_dir(&tmp.0).join("blobs")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+    o.unlisted_size_limit = 1 << 20;
+    let report = fetch(&o).unwrap();
+    for (path, _) in &report.files {
+        assert_eq!(fs::read(report.snapshot.join(path)).unwrap(), hub.file(path).data, "{path}");
+    }
+}
+
+/// Issue 12: a server that answers 404 to everything, a refused connection and a silent one
+/// each get their own message, quickly, instead of blaming the repository or waiting minutes.
+#[test]
+fn dead_wrong_or_silent_endpoints_are_told_apart() {
+    let hub = FakeHub::start(repo_files());
+    hub.knobs.lock().unwrap().all_404 = true;
+    let tmp = TempDir::new("endpoint");
+    let e = err_text(fetch(&opts(&hub, &tmp.0)));
+    assert!(e.contains("does not look like a hub") && e.contains(&hub.endpoint) && e.contains("--endpoint"), "{e}");
+
+    // The real repository and revision errors still say which.
+    let hub = FakeHub::start(repo_files());
+    let mut o = opts(&hub, &tmp.0);
+    o.revision = "v9".to_string();
+    assert!(err_text(fetch(&o)).contains("revision v9 not found"));
+
+    // Nothing listens: no retries, no waiting.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut o = opts(&hub, &tmp.0);
+    o.endpoint = format!("http://127.0.0.1:{port}");
+    o.retries = 5;
+    o.retry_delay = Duration::from_secs(1);
+    let t0 = std::time::Instant::now();
+    let e = err_text(fetch(&o));
+    assert!(e.contains("connection refused") && e.contains("endpoint"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+
+    // Something accepts connections but never answers: given up at the deadline, saying so.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut o = opts(&hub, &tmp.0);
+    o.endpoint = format!("http://{}", silent.local_addr().unwrap());
+    o.retries = 5;
+    o.retry_delay = Duration::from_millis(200);
+    o.silent_timeout = Duration::from_secs(1);
+    let t0 = std::time::Instant::now();
+    let e = err_text(fetch(&o));
+    assert!(e.contains("within 1 s") && e.contains("silent"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    drop(silent);
 }

@@ -310,6 +310,13 @@ impl TimeEmbedding {
         let mut temb = linear(rec, &temb, &self.linear_2)?;
         if let Some(table) = &self.class_embedding {
             let Some(ids) = class_labels else { anyhow::bail!("this UNet needs class_labels (the noise level)") };
+            let b = timestep.shape().first().copied().unwrap_or(0);
+            if ids.shape() != [b] {
+                anyhow::bail!(
+                    "class_labels must be [{b}] (one noise level per batch element, like timestep), got {:?}",
+                    ids.shape()
+                );
+            }
             let ce = embedding_lookup(rec, table, ids)?;
             temb = add(rec, &temb, &ce)?;
         }

@@ -61,6 +61,7 @@ impl Default for ClipTextConfig {
 
 impl ClipTextConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
+        crate::weights::check_regular_file(path, "config")?;
         let s = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let c: Self = serde_json::from_str(&s).with_context(|| format!("parsing {}", path.display()))?;
         c.validate().with_context(|| format!("config {}", path.display()))?;
@@ -84,6 +85,10 @@ impl ClipTextConfig {
         }
         if self.vocab_size == 0 || self.max_position_embeddings == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0 {
             bail!("vocab_size, max_position_embeddings, num_hidden_layers and intermediate_size must be positive");
+        }
+        let max = crate::config::MAX_DIM;
+        if [self.vocab_size, self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.max_position_embeddings].iter().any(|&v| v > max) {
+            bail!("vocab_size, hidden_size, intermediate_size, num_hidden_layers or max_position_embeddings exceeds {max}: the config is corrupt");
         }
         Ok(())
     }
@@ -689,6 +694,18 @@ mod tests {
     fn config_and_folder_errors_are_clear() {
         let c: ClipTextConfig = serde_json::from_str(r#"{"hidden_act": "quick_gelu"}"#).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("quick_gelu"));
+        // Zero divisors are errors naming the setting, never a panic.
+        for (j, want) in [
+            (r#"{"num_attention_heads": 0}"#, "0 heads"),
+            (r#"{"hidden_size": 0}"#, "hidden_size 0"),
+            (r#"{"hidden_size": 1000, "num_attention_heads": 16}"#, "16 heads"),
+            (r#"{"num_hidden_layers": 0}"#, "positive"),
+            (r#"{"vocab_size": 0}"#, "positive"),
+            (r#"{"vocab_size": 4611686018427387904}"#, "exceeds"),
+        ] {
+            let e = serde_json::from_str::<ClipTextConfig>(j).unwrap().validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{j}: {e}");
+        }
         let f = ClipTextConfig::default().flops(1, 77);
         assert!((44e9..46e9).contains(&f), "{f}"); // spec §6.2: 45 GFLOP per prompt
         let e = resolve_pipeline_dir(&data()).unwrap_err().to_string();

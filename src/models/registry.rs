@@ -187,11 +187,44 @@ pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize),
 }
 
 /// Reads and uploads the inputs `kind` needs from a safetensors file.
+///
+/// Inputs are safetensors only (a PyTorch checkpoint may hold expanded views that are tiny on
+/// disk and huge in memory), must be regular files (a FIFO would block), and every input's size
+/// and frame count is checked against the GPU's binding limit and the model before anything is
+/// allocated for it.
 pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &Path, dtype: DType) -> Result<Inputs> {
+    crate::weights::check_regular_file(path, "inputs file")?;
+    let mut head = Vec::with_capacity(512);
+    {
+        use std::io::Read;
+        let f = std::fs::File::open(path).with_context(|| format!("cannot open inputs file {}", path.display()))?;
+        f.take(512).read_to_end(&mut head).with_context(|| format!("cannot read inputs file {}", path.display()))?;
+    }
+    if crate::checkpoint::sniff(&head) != crate::checkpoint::Format::Other {
+        bail!(
+            "inputs file {} is a PyTorch checkpoint: --inputs takes safetensors only (save the inputs with safetensors.torch.save_file, \
+             or 'diffvsr-wgpu convert' them)",
+            path.display()
+        );
+    }
     let mut store = WeightStore::open(path)?;
+    let limit = gpu.max_binding();
+    let check = |name: &str, shape: &[usize]| -> Result<()> {
+        let what = || format!("input '{name}' {shape:?} in {}", path.display());
+        let bytes = shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64)).filter(|&b| b <= limit);
+        if bytes.is_none() {
+            bail!("{}: larger than this GPU can bind ({} per tensor): use fewer frames or a smaller size", what(), crate::gpu::human_bytes(limit));
+        }
+        let max_f = crate::ops::temporal_attention::MAX_FRAMES;
+        if matches!(kind, ModelKind::DiffvsrUnet | ModelKind::UavUnet | ModelKind::Te3dVaeDecoder) && shape.len() == 5 && shape[2] > max_f {
+            bail!("{}: {} frames; the model takes 1 to {max_f} frames per window", what(), shape[2]);
+        }
+        Ok(())
+    };
     if kind == ModelKind::TextEncoder {
         let name = "input_ids";
         let shape = store.shape(name).with_context(|| format!("inputs file {} has no tensor '{name}'", path.display()))?;
+        check(name, &shape)?;
         if shape.len() != 2 {
             bail!("'{name}' must be [batch, tokens], found {shape:?}");
         }
@@ -205,6 +238,7 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &Path, dtype: DType) -> Res
     let mut tensors = Vec::new();
     let mut take = |name: &str, as_dtype: Option<DType>, ids: bool| -> Result<()> {
         let shape = store.shape(name).with_context(|| format!("inputs file {} has no tensor '{name}'", path.display()))?;
+        check(name, &shape)?;
         let v = store.take(name, &shape)?;
         let t = if ids {
             let ids: Vec<u32> = v

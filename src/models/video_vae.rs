@@ -83,16 +83,21 @@ impl VideoVaeConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
+        crate::weights::check_regular_file(path, "config")?;
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("config {} is not a valid video VAE config", path.display()))
     }
 
     fn validate_common(&self) -> Result<()> {
-        if self.block_out_channels.is_empty() || self.latent_channels == 0 || self.out_channels == 0 {
+        if self.block_out_channels.is_empty() || self.block_out_channels.contains(&0) || self.latent_channels == 0 || self.out_channels == 0 {
             bail!("block_out_channels, latent_channels and out_channels must be non-empty / positive");
         }
         if self.act_fn != "silu" {
             bail!("unsupported act_fn '{}' (only silu)", self.act_fn);
+        }
+        let max = crate::config::MAX_DIM;
+        if self.block_out_channels.iter().chain([&self.latent_channels, &self.out_channels, &self.in_channels, &self.layers_per_block]).any(|&v| v > max) {
+            bail!("a channel or layer count exceeds {max}: the config is corrupt");
         }
         if self.condition_img {
             bail!("condition_img (UAV's LR-conditioned vae_video) is not supported");
@@ -527,5 +532,18 @@ mod tests {
         assert!(msg.contains("multiples of 32"), "{msg}");
         let msg = e(r#"{"_class_name": "AutoencoderKL3D"}"#).validate_te3dvae().unwrap_err().to_string();
         assert!(msg.contains("AutoencoderKL3D"), "{msg}");
+        // Zero divisors and empty lists are errors, never a panic.
+        let msg = e(r#"{"norm_num_groups": 0}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("norm_num_groups"), "{msg}");
+        for j in [r#"{"block_out_channels": []}"#, r#"{"block_out_channels": [0, 0, 0]}"#, r#"{"latent_channels": 0}"#] {
+            let msg = e(j).vae3d_as_2d().unwrap_err().to_string();
+            assert!(msg.contains("block_out_channels"), "{j}: {msg}");
+            let msg = e(j).validate_te3dvae().unwrap_err().to_string();
+            assert!(msg.contains("block_out_channels"), "{j}: {msg}");
+        }
+        let msg = e(r#"{"layers_per_block": 4611686018427387904}"#).validate_te3dvae().unwrap_err().to_string();
+        assert!(msg.contains("exceeds"), "{msg}");
+        let msg = e(r#"{"up_block_types": []}"#).vae3d_as_2d().unwrap_err().to_string();
+        assert!(msg.contains("one entry per"), "{msg}");
     }
 }
