@@ -2,6 +2,15 @@
 
 use anyhow::{bail, Result};
 
+/// The element type of a tensor stored in a file (safetensors' dtype, which the PyTorch
+/// checkpoint reader maps onto too). Distinct from [`DType`], what the device stores.
+pub use safetensors::Dtype as FileDtype;
+
+/// Bytes per element of a stored dtype (sub-byte dtypes round up; the readers refuse them).
+pub fn file_elem_size(d: FileDtype) -> usize {
+    d.bitsize().div_ceil(8)
+}
+
 /// The element type a tensor is stored in on the device.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DType {

@@ -146,6 +146,7 @@ pub fn tokenizer_files(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::FileDtype;
 
     /// Every committed corpus input (seeds and regression cases of each fuzz target) goes
     /// through its target, as in a fuzzing run: nothing may panic.
@@ -198,13 +199,13 @@ mod tests {
         put("pickle", "regress-long-key.pkl", &state_dict_pkl(&[("t", &"k".repeat(300), 4, 0, &[4], &[1])]));
 
         // Sub-byte dtypes, which safetensors 0.8 accepts.
-        for (dt, name) in [(safetensors::Dtype::F4, "f4"), (safetensors::Dtype::F6_E2M3, "f6")] {
+        for (dt, name) in [(FileDtype::F4, "f4"), (FileDtype::F6_E2M3, "f6")] {
             let bytes: Vec<u8> = (0..24 * dt.bitsize() / 8).map(|_| rng.below(256) as u8).collect();
             let v = vec![("w", safetensors::tensor::TensorView::new(dt, vec![3, 8], &bytes).unwrap())];
             put("safetensors", &format!("regress-{name}.safetensors"), &safetensors::serialize(v, None).unwrap());
         }
         let half: Vec<half::f16> = rng.normals(6, 1.0).iter().map(|&x| half::f16::from_f32(x)).collect();
-        let v = vec![("h", safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![2, 3], bytemuck::cast_slice(&half)).unwrap())];
+        let v = vec![("h", safetensors::tensor::TensorView::new(FileDtype::F16, vec![2, 3], bytemuck::cast_slice(&half)).unwrap())];
         put("safetensors", "f16.safetensors", &safetensors::serialize(v, None).unwrap());
 
         for (name, json) in [

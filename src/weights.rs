@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
-pub use safetensors::tensor::Dtype;
+pub use crate::dtype::{file_elem_size, FileDtype};
 use safetensors::SafeTensors;
 
 use crate::checkpoint::{self, Format};
@@ -46,7 +46,7 @@ struct Storage {
 struct Entry {
     file: usize,
     storage: usize,
-    dtype: Dtype,
+    dtype: FileDtype,
     shape: Vec<usize>,
     /// In elements; `None` when the tensor is contiguous.
     strides: Option<Vec<usize>>,
@@ -56,7 +56,7 @@ struct Entry {
 
 /// A tensor's elements in their stored dtype, contiguous, little-endian.
 pub struct RawTensor<'a> {
-    pub dtype: Dtype,
+    pub dtype: FileDtype,
     pub shape: &'a [usize],
     pub data: Cow<'a, [u8]>,
 }
@@ -221,7 +221,7 @@ impl WeightStore {
     }
 
     /// The stored element type of `name`.
-    pub fn dtype(&self, name: &str) -> Option<Dtype> {
+    pub fn dtype(&self, name: &str) -> Option<FileDtype> {
         self.index.get(name).map(|e| e.dtype)
     }
 
@@ -264,7 +264,7 @@ impl WeightStore {
         let e = &self.index[name];
         let file = &self.files[e.file];
         let storage = &file.map[file.storages[e.storage].range.clone()];
-        let data = gather(storage, elem_size(e.dtype), &e.shape, e.strides.as_deref(), e.offset);
+        let data = gather(storage, file_elem_size(e.dtype), &e.shape, e.strides.as_deref(), e.offset);
         Ok(RawTensor { dtype: e.dtype, shape: &e.shape, data })
     }
 
@@ -368,10 +368,6 @@ fn synthetic_values(seed: u64, n: usize, mean: f32, scale: f32) -> Vec<f32> {
     v
 }
 
-pub fn elem_size(d: Dtype) -> usize {
-    d.bitsize().div_ceil(8)
-}
-
 /// Whether elements at `strides` lie densely in row-major order (size-1 dims may have any stride).
 pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
     let mut expect = 1usize;
@@ -424,7 +420,7 @@ fn gather<'a>(
 }
 
 /// Elements of `dtype` as f32. Integers must be exact in f32 (|x| ≤ 2^24).
-pub fn to_f32(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>> {
+pub fn to_f32(bytes: &[u8], dtype: FileDtype) -> Result<Vec<f32>> {
     fn ints<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> i64) -> Result<Vec<f32>> {
         bytes
             .chunks_exact(N)
@@ -438,15 +434,15 @@ pub fn to_f32(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>> {
             .collect()
     }
     Ok(match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        Dtype::I64 => ints::<8>(bytes, i64::from_le_bytes)?,
-        Dtype::I32 => ints::<4>(bytes, |c| i32::from_le_bytes(c) as i64)?,
-        Dtype::I16 => ints::<2>(bytes, |c| i16::from_le_bytes(c) as i64)?,
-        Dtype::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
-        Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as f32).collect(),
+        FileDtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        FileDtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        FileDtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        FileDtype::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        FileDtype::I64 => ints::<8>(bytes, i64::from_le_bytes)?,
+        FileDtype::I32 => ints::<4>(bytes, |c| i32::from_le_bytes(c) as i64)?,
+        FileDtype::I16 => ints::<2>(bytes, |c| i16::from_le_bytes(c) as i64)?,
+        FileDtype::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
+        FileDtype::U8 | FileDtype::BOOL => bytes.iter().map(|&b| b as f32).collect(),
         other => bail!("unsupported dtype {other:?} (expected f32, f16, bf16, f64 or an integer type)"),
     })
 }
@@ -456,7 +452,7 @@ pub fn save_f32(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()>
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(n, s, d)| {
-            Ok((n.to_string(), safetensors::tensor::TensorView::new(Dtype::F32, s.to_vec(), bytemuck::cast_slice(d))?))
+            Ok((n.to_string(), safetensors::tensor::TensorView::new(FileDtype::F32, s.to_vec(), bytemuck::cast_slice(d))?))
         })
         .collect::<Result<_>>()?;
     safetensors::serialize_to_file(views, None, path).with_context(|| format!("writing {}", path.display()))?;
@@ -552,14 +548,14 @@ mod tests {
     fn sub_byte_dtypes_are_refused_by_name() {
         let seed = crate::testutil::fresh_seed();
         let mut rng = crate::testutil::Rng::new(seed);
-        for (dt, name) in [(Dtype::F4, "f4"), (Dtype::F6_E2M3, "f6a"), (Dtype::F6_E3M2, "f6b")] {
+        for (dt, name) in [(FileDtype::F4, "f4"), (FileDtype::F6_E2M3, "f6a"), (FileDtype::F6_E3M2, "f6b")] {
             let p = tmp(&format!("{name}.safetensors"));
             let shape = vec![3usize, 8];
             let bytes: Vec<u8> = (0..24 * dt.bitsize() / 8).map(|_| rng.below(256) as u8).collect();
             let ok: Vec<f32> = rng.normals(4, 1.0);
             let views = vec![
                 ("packed.weight", safetensors::tensor::TensorView::new(dt, shape.clone(), &bytes).unwrap()),
-                ("fine", safetensors::tensor::TensorView::new(Dtype::F32, vec![4], bytemuck::cast_slice(&ok)).unwrap()),
+                ("fine", safetensors::tensor::TensorView::new(FileDtype::F32, vec![4], bytemuck::cast_slice(&ok)).unwrap()),
             ];
             safetensors::serialize_to_file(views, None, &p).unwrap();
             let mut s = WeightStore::open(&p).unwrap();
@@ -581,8 +577,8 @@ mod tests {
         let h: Vec<half::f16> = [1.5f32, -2.0, 0.25].iter().map(|&x| half::f16::from_f32(x)).collect();
         let b: Vec<half::bf16> = [1.5f32, -2.0, 0.25].iter().map(|&x| half::bf16::from_f32(x)).collect();
         let views = vec![
-            ("h", safetensors::tensor::TensorView::new(Dtype::F16, vec![3], bytemuck::cast_slice(&h)).unwrap()),
-            ("b", safetensors::tensor::TensorView::new(Dtype::BF16, vec![3], bytemuck::cast_slice(&b)).unwrap()),
+            ("h", safetensors::tensor::TensorView::new(FileDtype::F16, vec![3], bytemuck::cast_slice(&h)).unwrap()),
+            ("b", safetensors::tensor::TensorView::new(FileDtype::BF16, vec![3], bytemuck::cast_slice(&b)).unwrap()),
         ];
         safetensors::serialize_to_file(views, None, &p).unwrap();
         let mut s = WeightStore::open(&p).unwrap();

@@ -14,9 +14,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::View;
-use safetensors::Dtype;
+use crate::dtype::FileDtype;
 
-use crate::weights::{elem_size, to_f32, WeightStore};
+use crate::dtype::file_elem_size;
+use crate::weights::{to_f32, WeightStore};
 use crate::dtype::DType;
 
 #[derive(Debug)]
@@ -63,40 +64,40 @@ fn human(b: u64) -> String {
     }
 }
 
-fn dtype_name(d: Dtype) -> String {
+fn dtype_name(d: FileDtype) -> String {
     format!("{d:?}").to_lowercase()
 }
 
 /// What a stored dtype is written as.
-fn target(stored: Dtype, want: Option<DType>) -> Dtype {
-    let float = matches!(stored, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64);
+fn target(stored: FileDtype, want: Option<DType>) -> FileDtype {
+    let float = matches!(stored, FileDtype::F32 | FileDtype::F16 | FileDtype::BF16 | FileDtype::F64);
     match (float, want) {
         (false, _) => stored,
-        (true, Some(DType::F16)) => Dtype::F16,
-        (true, Some(_)) => Dtype::F32,
-        (true, None) if stored == Dtype::F16 => Dtype::F16,
-        (true, None) => Dtype::F32,
+        (true, Some(DType::F16)) => FileDtype::F16,
+        (true, Some(_)) => FileDtype::F32,
+        (true, None) if stored == FileDtype::F16 => FileDtype::F16,
+        (true, None) => FileDtype::F32,
     }
 }
 
 struct Lazy<'a> {
     store: &'a WeightStore,
     name: &'a str,
-    from: Dtype,
-    to: Dtype,
+    from: FileDtype,
+    to: FileDtype,
     shape: Vec<usize>,
     overflow: &'a Cell<usize>,
 }
 
 impl View for Lazy<'_> {
-    fn dtype(&self) -> Dtype {
+    fn dtype(&self) -> FileDtype {
         self.to
     }
     fn shape(&self) -> &[usize] {
         &self.shape
     }
     fn data_len(&self) -> usize {
-        self.shape.iter().product::<usize>() * elem_size(self.to)
+        self.shape.iter().product::<usize>() * file_elem_size(self.to)
     }
     fn data(&self) -> Cow<'_, [u8]> {
         // Every storage was verified before writing began, and views were bounds-checked when
@@ -107,8 +108,8 @@ impl View for Lazy<'_> {
         }
         let v = to_f32(&raw.data, self.from).expect("float dtypes always convert");
         Cow::Owned(match self.to {
-            Dtype::F32 => bytemuck::cast_slice(&v).to_vec(),
-            Dtype::F16 => {
+            FileDtype::F32 => bytemuck::cast_slice(&v).to_vec(),
+            FileDtype::F16 => {
                 let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
                 let over = v.iter().zip(&h).filter(|(x, h)| x.is_finite() && h.is_infinite()).count();
                 self.overflow.set(self.overflow.get() + over);
@@ -136,7 +137,7 @@ pub fn convert(input: &Path, output: &Path, key: Option<&str>, dtype: Option<DTy
         let from = store.dtype(name).unwrap();
         let to = target(from, dtype);
         let shape = store.shape(name).unwrap();
-        bytes_in += shape.iter().product::<usize>() * elem_size(from);
+        bytes_in += shape.iter().product::<usize>() * file_elem_size(from);
         let label = if from == to { dtype_name(from) } else { format!("{} → {}", dtype_name(from), dtype_name(to)) };
         *dtypes.entry(label).or_default() += 1;
         views.push((name.as_str(), Lazy { store: &store, name, from, to, shape, overflow: &overflow }));

@@ -26,7 +26,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use safetensors::Dtype;
+use crate::dtype::FileDtype;
 
 use pickle::{Items, Pickle, Value};
 
@@ -67,7 +67,7 @@ pub fn legacy_error(path: &Path) -> anyhow::Error {
 #[derive(Clone, Debug)]
 pub struct TorchTensor {
     pub name: String,
-    pub dtype: Dtype,
+    pub dtype: FileDtype,
     pub shape: Vec<usize>,
     /// In elements.
     pub strides: Vec<usize>,
@@ -234,7 +234,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
             }
         };
         let s = &storages[si];
-        let es = crate::weights::elem_size(st.dtype);
+        let es = crate::dtype::file_elem_size(st.dtype);
         let bytes_needed = st.numel.checked_mul(es);
         if bytes_needed.is_none_or(|b| b > s.range.len()) {
             bail!(
@@ -462,7 +462,7 @@ pub(crate) mod tests {
         assert_eq!((t("sliced").offset, t("sliced").strides), (9, vec![9, 3]));
         let (a, b) = (t("shared_a"), t("shared_b"));
         assert_eq!((a.storage, a.offset, b.offset), (b.storage, 2, 10));
-        assert_eq!(t("bf").dtype, Dtype::BF16);
+        assert_eq!(t("bf").dtype, FileDtype::BF16);
         assert_eq!(t("half_t").strides, vec![1, 3]);
         assert_eq!(t("expanded").strides, vec![1, 0]);
     }
@@ -760,7 +760,7 @@ pub(crate) mod tests {
             let shape = want.shape(&k).unwrap();
             let (gd, wd) = (got.dtype(&k).unwrap(), want.dtype(&k).unwrap());
             let expect_dtype = match wd {
-                Dtype::BF16 | Dtype::F64 => Dtype::F32,
+                FileDtype::BF16 | FileDtype::F64 => FileDtype::F32,
                 d => d,
             };
             assert_eq!(gd, expect_dtype, "{k}");
@@ -774,11 +774,11 @@ pub(crate) mod tests {
         for k in want.keys() {
             let shape = want.shape(&k).unwrap();
             let w = want.take(&k, &shape).unwrap();
-            if want.dtype(&k) == Some(Dtype::I64) {
-                assert_eq!(got.dtype(&k), Some(Dtype::I64));
+            if want.dtype(&k) == Some(FileDtype::I64) {
+                assert_eq!(got.dtype(&k), Some(FileDtype::I64));
                 continue;
             }
-            assert_eq!(got.dtype(&k), Some(Dtype::F16), "{k}");
+            assert_eq!(got.dtype(&k), Some(FileDtype::F16), "{k}");
             assert_eq!(got.take(&k, &shape).unwrap(), crate::testutil::round_f16(&w), "{k}");
         }
 

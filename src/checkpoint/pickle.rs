@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Result};
-use safetensors::Dtype;
+use crate::dtype::FileDtype;
 
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -41,9 +41,9 @@ pub enum Global {
     RebuildParameter,
     RebuildParameterWithState,
     /// `torch.FloatStorage` etc.: the element type of a persistent storage.
-    Storage(Dtype),
+    Storage(FileDtype),
     /// `torch.float32` etc., when a checkpoint stores a dtype as a value.
-    Dtype(Dtype),
+    Dtype(FileDtype),
 }
 
 #[derive(Debug)]
@@ -62,7 +62,7 @@ pub enum Obj {
 pub struct Storage {
     /// Shared with the pickle's string and every tensor of the storage, never copied per use.
     pub key: Rc<str>,
-    pub dtype: Dtype,
+    pub dtype: FileDtype,
     /// Length in elements of `dtype`.
     pub numel: usize,
 }
@@ -148,28 +148,28 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
         ("torch._utils", "_rebuild_tensor_v2") => Ok(Global::RebuildTensorV2),
         ("torch._utils", "_rebuild_parameter") => Ok(Global::RebuildParameter),
         ("torch._utils", "_rebuild_parameter_with_state") => Ok(Global::RebuildParameterWithState),
-        ("torch", "FloatStorage") => storage(Dtype::F32),
-        ("torch", "HalfStorage") => storage(Dtype::F16),
-        ("torch", "BFloat16Storage") => storage(Dtype::BF16),
-        ("torch", "DoubleStorage") => storage(Dtype::F64),
-        ("torch", "LongStorage") => storage(Dtype::I64),
-        ("torch", "IntStorage") => storage(Dtype::I32),
-        ("torch", "ShortStorage") => storage(Dtype::I16),
-        ("torch", "CharStorage") => storage(Dtype::I8),
-        ("torch", "ByteStorage") => storage(Dtype::U8),
-        ("torch", "BoolStorage") => storage(Dtype::BOOL),
+        ("torch", "FloatStorage") => storage(FileDtype::F32),
+        ("torch", "HalfStorage") => storage(FileDtype::F16),
+        ("torch", "BFloat16Storage") => storage(FileDtype::BF16),
+        ("torch", "DoubleStorage") => storage(FileDtype::F64),
+        ("torch", "LongStorage") => storage(FileDtype::I64),
+        ("torch", "IntStorage") => storage(FileDtype::I32),
+        ("torch", "ShortStorage") => storage(FileDtype::I16),
+        ("torch", "CharStorage") => storage(FileDtype::I8),
+        ("torch", "ByteStorage") => storage(FileDtype::U8),
+        ("torch", "BoolStorage") => storage(FileDtype::BOOL),
         // What torch 2.x writes for a bare untyped storage: bytes.
-        ("torch", "UntypedStorage") | ("torch.storage", "UntypedStorage") => storage(Dtype::U8),
-        ("torch", "float32" | "float") => dtype(Dtype::F32),
-        ("torch", "float16" | "half") => dtype(Dtype::F16),
-        ("torch", "bfloat16") => dtype(Dtype::BF16),
-        ("torch", "float64" | "double") => dtype(Dtype::F64),
-        ("torch", "int64" | "long") => dtype(Dtype::I64),
-        ("torch", "int32" | "int") => dtype(Dtype::I32),
-        ("torch", "int16" | "short") => dtype(Dtype::I16),
-        ("torch", "int8") => dtype(Dtype::I8),
-        ("torch", "uint8") => dtype(Dtype::U8),
-        ("torch", "bool") => dtype(Dtype::BOOL),
+        ("torch", "UntypedStorage") | ("torch.storage", "UntypedStorage") => storage(FileDtype::U8),
+        ("torch", "float32" | "float") => dtype(FileDtype::F32),
+        ("torch", "float16" | "half") => dtype(FileDtype::F16),
+        ("torch", "bfloat16") => dtype(FileDtype::BF16),
+        ("torch", "float64" | "double") => dtype(FileDtype::F64),
+        ("torch", "int64" | "long") => dtype(FileDtype::I64),
+        ("torch", "int32" | "int") => dtype(FileDtype::I32),
+        ("torch", "int16" | "short") => dtype(FileDtype::I16),
+        ("torch", "int8") => dtype(FileDtype::I8),
+        ("torch", "uint8") => dtype(FileDtype::U8),
+        ("torch", "bool") => dtype(FileDtype::BOOL),
         ("torch", n) if n.ends_with("Storage") => {
             bail!("tensor storage type 'torch.{n}' is not supported (only float, half, bfloat16, double, integer and bool tensors)")
         }
@@ -938,7 +938,7 @@ mod tests {
         p.extend(b"K\x01K\x02K\x02\x86K\x01K\x02\x86\x89ccollections\nOrderedDict\n)RtR.");
         let pk = unpickle(&p).unwrap();
         let t = pk.tensor(&pk.root).unwrap();
-        assert_eq!((&*t.storage.key, t.storage.dtype, t.storage.numel), ("0", Dtype::F32, 6));
+        assert_eq!((&*t.storage.key, t.storage.dtype, t.storage.numel), ("0", FileDtype::F32, 6));
         assert_eq!((t.offset, t.shape.clone(), t.strides.clone()), (1, vec![2, 2], vec![1, 2]));
         // A storage key that tries to escape the archive's data folder.
         let at = p.windows(5).position(|w| w == b"\x01\x00\x00\x000").unwrap();
