@@ -1,0 +1,412 @@
+//! The upscaling job (issue 9): a y4m stream in, a y4m stream at 4× out, frame by frame.
+//!
+//! What it does, per spec §4.3 (the released pipeline) with this engine's seeded noise:
+//!
+//! * Reads frames as they arrive; each is converted to RGB in [−1, 1] (CPU colour for now) and
+//!   reflect-padded to a multiple of 8 ([`LatentPad`]: the SD×4 UNet's latent is the LR frame).
+//! * Windows of 8 frames, stride 4 ([`windows`]); a window runs as soon as its frames are read
+//!   (or the stream has ended and the tail is mirror-padded).
+//! * Per window: the initial latents from [`noise::latent_noise`] (keyed by the absolute padded
+//!   frame, so rescheduled as released), the LR noise augmentation (host, [`add_noise`]), both
+//!   uploaded once; then one captured graph per job (UNet on the CFG pair [negative, positive],
+//!   guidance combine, DDIM step, copy of the new latents into the second batch element),
+//!   replayed every step with the timestep and the per-step scalars (a, b, guidance) written
+//!   before the replay. Nothing is read back inside the step loop.
+//! * ILT fuse of the final latents (host, [`windows::ilt_blend`]), TE-3DVAE decode in chunks of
+//!   4 frames (latents ÷ the VAE's scaling factor; one captured graph replayed per chunk),
+//!   clamp, crop to 4W × 4H, RGB → YUV in the input's chroma format, depth and range.
+//! * Each output frame is written as soon as no later window can change it; input frames no
+//!   later window needs are dropped, so memory is bounded by the window size.
+//!
+//! Not here yet: spatial tiles (the whole padded frame is one tile), GPU colour conversion and
+//! noise kernels, fused sampler kernels, `--frames` segments.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+
+use crate::models::unet::UNetInputs;
+use crate::models::video_unet::VideoUNet;
+use crate::models::video_vae::Te3dVaeDecoder;
+use crate::ops::concat::copy;
+use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
+use crate::pipeline::noise::{self, Stream};
+use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
+use crate::pipeline::tiles::{LatentPad, SCALE};
+use crate::pipeline::windows::{self, Ilt, STRIDE, WINDOW};
+use crate::step_values::StepValues;
+use crate::video::color::{frame_to_rgb, rgb_to_frame, MatrixChoice, YuvParams};
+use crate::video::y4m::{Reader, Writer};
+use crate::{DType, Gpu, Recorder, Tensor};
+
+/// Latent channels of the SD×4 family.
+const LATENT_CHANNELS: usize = 4;
+/// Channels of the (RGB) low-res conditioning image.
+const LR_CHANNELS: usize = 3;
+/// Frames per VAE decode chunk (as released).
+pub const DECODE_CHUNK: usize = 4;
+
+/// Text embeddings `[1, L, D]` on the host (from the text encoder or a `--prompt-embeds` file).
+#[derive(Clone, Debug)]
+pub struct PromptEmbeds {
+    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+}
+
+impl PromptEmbeds {
+    pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Result<PromptEmbeds> {
+        if shape.len() != 3 || shape[0] != 1 || shape.iter().product::<usize>() != data.len() {
+            bail!("prompt embeddings must be [1, L, D] with matching data, got shape {shape:?} and {} values", data.len());
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!("prompt embeddings hold a non-finite value at {i}");
+        }
+        Ok(PromptEmbeds { data, shape })
+    }
+
+    /// Reads `prompt_embeds [1, L, D]` from a safetensors file (as `encode-prompt` writes it).
+    pub fn from_file(path: &std::path::Path) -> Result<PromptEmbeds> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+        let t = st.tensor("prompt_embeds").with_context(|| format!("{}: no tensor 'prompt_embeds'", path.display()))?;
+        let data: Vec<f32> = match t.dtype() {
+            safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            safetensors::Dtype::F16 => t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            d => bail!("{}: prompt_embeds is {d:?}; expected F32 or F16", path.display()),
+        };
+        PromptEmbeds::new(data, t.shape().to_vec()).with_context(|| format!("{}", path.display()))
+    }
+}
+
+/// What the job does.
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    /// DDIM steps (≥ 1).
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    pub guidance: f32,
+    /// Low-res noise level (also the UNet's class label), 0…350.
+    pub noise_level: u32,
+    /// Seeds all noise (latents, LR augmentation, rescheduling permutations).
+    pub seed: u64,
+    pub ilt: Ilt,
+    /// Positive and negative prompt embeddings, each `[1, 77, D]`.
+    pub positive: PromptEmbeds,
+    pub negative: PromptEmbeds,
+    /// YUV ↔ RGB matrix.
+    pub matrix: MatrixChoice,
+}
+
+/// Where the job is (for progress reports on stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Window `window` finished denoising step `step` (1-based) of `steps`; `windows` is the
+    /// window count once the stream length is known.
+    Step { window: usize, windows: Option<usize>, step: usize, steps: usize },
+    /// `done` output frames are written; `total` once the stream length is known.
+    Frames { done: usize, total: Option<usize> },
+}
+
+/// What the job did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobStats {
+    pub frames_in: usize,
+    pub frames_out: usize,
+    pub windows: usize,
+    /// Most input frames held at once (bounded by the window size, not the clip length).
+    pub max_frames_held: usize,
+}
+
+/// The per-job GPU state: one captured sampler step and one captured decode chunk.
+struct Engine<'g> {
+    gpu: &'g Gpu,
+    /// `[2, 7, 8, h, w]`: batch 0 = negative, 1 = positive; channels 0–3 latents, 4–6 noisy LR.
+    sample: Tensor,
+    timestep: Tensor,
+    values: StepValues,
+    step_graph: crate::kernel::Graph,
+    latents: Tensor,
+    vae_in: Tensor,
+    vae_out: Tensor,
+    vae_graph: crate::kernel::Graph,
+}
+
+impl<'g> Engine<'g> {
+    fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+        let c = &unet.config.base;
+        if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
+            bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
+        }
+        for (name, e) in [("prompt", &opts.positive), ("negative prompt", &opts.negative)] {
+            if e.shape[2] != c.cross_attention_dim {
+                bail!("{name} embeddings are {:?} but the UNet's cross_attention_dim is {}: they come from another text encoder", e.shape, c.cross_attention_dim);
+            }
+        }
+        if opts.positive.shape != opts.negative.shape {
+            bail!("prompt embeddings {:?} and negative prompt embeddings {:?} differ in shape", opts.positive.shape, opts.negative.shape);
+        }
+        let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+        let mut ctx = opts.negative.data.clone();
+        ctx.extend_from_slice(&opts.positive.data);
+        let ctx = Tensor::from_f32(gpu, &ctx, &[2, l, d], unet_dtype)?;
+        let sample = Tensor::empty(gpu, &[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, ph, pw], unet_dtype)?;
+        let timestep = Tensor::from_f32(gpu, &[0.0, 0.0], &[2], DType::F32)?;
+        let labels = Tensor::from_u32(gpu, &[opts.noise_level; 2], &[2])?;
+        let values = StepValues::new(gpu, &["guidance", "a", "b"])?;
+
+        let mut rec = Recorder::capture(gpu);
+        let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+        // Guidance: g = v_u + s·(v_c − v_u).
+        let (vu, vc) = (v.narrow(0, 0, 1)?, v.narrow(0, 1, 1)?);
+        let g = binary(&mut rec, Binary::Sub, &vc, &vu)?;
+        unary_into(&mut rec, Unary::Scale(values.slot("guidance")?), &g, &g)?;
+        binary_into(&mut rec, Binary::Add, &g, &vu, &g)?;
+        // DDIM (η = 0, v-prediction): x ← a·x + b·g, in place in the sample's latent channels.
+        let x = sample.narrow(0, 0, 1)?.narrow(1, 0, LATENT_CHANNELS)?;
+        unary_into(&mut rec, Unary::Scale(values.slot("a")?), &x, &x)?;
+        unary_into(&mut rec, Unary::Scale(values.slot("b")?), &g, &g)?;
+        binary_into(&mut rec, Binary::Add, &x, &g, &x)?;
+        copy(&mut rec, &x, &sample.narrow(0, 1, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
+        let step_graph = rec.into_graph();
+
+        let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, ph, pw], vae_dtype)?;
+        let mut rec = Recorder::capture(gpu);
+        let vae_out = vae.forward(&mut rec, &vae_in)?;
+        let vae_graph = rec.into_graph();
+        let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * ph, SCALE * pw];
+        if vae_out.shape() != want {
+            bail!("the VAE decoder gives {:?} for latents {:?}; the pipeline needs a ×4 decoder ({want:?})", vae_out.shape(), vae_in.shape());
+        }
+        Ok(Engine { gpu, sample, timestep, values, step_graph, latents: x, vae_in, vae_out, vae_graph })
+    }
+
+    /// Denoises one window through all steps; returns its final latents `[4][8][h][w]`.
+    fn denoise(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
+        self.sample.write_f32(self.gpu, sample)?;
+        self.values.set("guidance", guidance)?;
+        for (i, s) in steps.iter().enumerate() {
+            let [a, b] = s.coeffs.as_f32();
+            self.values.set("a", a)?;
+            self.values.set("b", b)?;
+            self.values.upload(self.gpu)?;
+            self.timestep.write_f32(self.gpu, &[s.t as f32; 2])?;
+            self.step_graph.run(self.gpu)?;
+            on_step(i + 1);
+        }
+        let out = self.latents.to_f32(self.gpu)?;
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            bail!("the sampler produced a non-finite latent (at {i}): the UNet overflowed its dtype; try --no-f16");
+        }
+        Ok(out)
+    }
+
+    /// Decodes a chunk of 4 latent frames (`[4][4][h][w]`, not yet scaled) to RGB `[3][4][4h][4w]`.
+    fn decode(&self, latents: &[f32]) -> Result<Vec<f32>> {
+        self.vae_in.write_f32(self.gpu, latents)?;
+        self.vae_graph.run(self.gpu)?;
+        self.vae_out.to_f32(self.gpu)
+    }
+}
+
+/// One input frame, padded: RGB `[3][ph][pw]` in [−1, 1].
+type PaddedFrame = Vec<f32>;
+
+/// Runs the whole job; see the module doc. Errors name the frame; frames already written are
+/// whole. The writer is flushed after every frame so a downstream reader sees them at once.
+#[allow(clippy::too_many_arguments)]
+pub fn run_job<R: Read, W: Write>(
+    gpu: &Gpu,
+    unet: &VideoUNet,
+    unet_dtype: DType,
+    vae: &Te3dVaeDecoder,
+    vae_dtype: DType,
+    mut reader: Reader<R>,
+    writer: &mut Writer<W>,
+    opts: &JobOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<JobStats> {
+    if opts.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let header = reader.header().clone();
+    let in_fmt = header.format();
+    let out_fmt = writer.header().format();
+    if out_fmt.width != SCALE as u32 * in_fmt.width || out_fmt.height != SCALE as u32 * in_fmt.height {
+        bail!("the output header is {}x{}; the input is {}x{} and the job upscales ×{SCALE}", out_fmt.width, out_fmt.height, in_fmt.width, in_fmt.height);
+    }
+    let in_params = YuvParams { matrix: opts.matrix.resolve(in_fmt.height), range: header.range, depth: header.depth };
+    let out_params = YuvParams { matrix: opts.matrix.resolve(out_fmt.height), range: writer.header().range, depth: writer.header().depth };
+    let pad = LatentPad::new(in_fmt.height as usize, in_fmt.width as usize);
+    let (ph, pw) = pad.padded();
+    let plane = ph * pw;
+    let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
+    let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
+    let scaling = vae.config.scaling_factor as f32;
+    if scaling == 0.0 || !scaling.is_finite() {
+        bail!("the VAE config's scaling_factor is {scaling}");
+    }
+    let mut engine = Engine::new(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
+
+    let mut stats = JobStats::default();
+    let mut held: BTreeMap<usize, PaddedFrame> = BTreeMap::new();
+    let mut total: Option<usize> = None;
+    let mut read = 0usize;
+    let mut prev: Option<Vec<f32>> = None; // the previous window's final latents [4][8][h][w]
+    let mut i = 0usize; // next window
+
+    // Frame k of window latents [4][8][h][w], as [4][h][w].
+    let latent_frame = |z: &[f32], k: usize| -> Vec<f32> {
+        let mut out = Vec::with_capacity(LATENT_CHANNELS * plane);
+        for c in 0..LATENT_CHANNELS {
+            let o = (c * WINDOW + k) * plane;
+            out.extend_from_slice(&z[o..o + plane]);
+        }
+        out
+    };
+
+    loop {
+        // Read until window i can run, or the stream ends.
+        while total.is_none() && !windows::window_ready(i, read, None) {
+            match reader.read_frame()? {
+                Some(frame) => {
+                    let rgb = frame_to_rgb(&frame, &in_params);
+                    let mut padded = Vec::with_capacity(LR_CHANNELS * plane);
+                    for c in 0..LR_CHANNELS {
+                        let p: Vec<f32> = rgb[c * (rgb.len() / 3)..(c + 1) * (rgb.len() / 3)].iter().map(|&v| (v - 0.5) * 2.0).collect();
+                        padded.extend(pad.pad_plane(&p));
+                    }
+                    held.insert(read, padded);
+                    read += 1;
+                    stats.max_frames_held = stats.max_frames_held.max(held.len());
+                }
+                None => total = Some(read),
+            }
+        }
+        if total == Some(0) {
+            break;
+        }
+        if let Some(t) = total {
+            if i >= windows::window_count(t) {
+                break;
+            }
+        }
+        let windows_total = total.map(windows::window_count);
+        // The input frames this window shows (mirror padding only once the length is known).
+        let frames: [usize; WINDOW] = match total {
+            Some(t) => windows::window_frames(t, i),
+            None => std::array::from_fn(|k| windows::window_start(i) + k),
+        };
+        let start = windows::window_start(i);
+        let mut sample = vec![0f32; 2 * (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane];
+        let batch = (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane;
+        for (k, &src) in frames.iter().enumerate() {
+            let f = (start + k) as u64;
+            let lr = held.get(&src).with_context(|| format!("internal: input frame {src} was dropped before window {i} used it"))?;
+            let z = noise::latent_noise(opts.seed, f, 0, 0, ph, pw);
+            let n = noise::noise_region(opts.seed, Stream::LowRes, f as u32, LR_CHANNELS, 0, 0, ph, pw);
+            let lr = add_noise(lr, &n, lr_coeffs);
+            for b in 0..2 {
+                for c in 0..LATENT_CHANNELS {
+                    let o = b * batch + (c * WINDOW + k) * plane;
+                    sample[o..o + plane].copy_from_slice(&z[c * plane..(c + 1) * plane]);
+                }
+                for c in 0..LR_CHANNELS {
+                    let o = b * batch + ((LATENT_CHANNELS + c) * WINDOW + k) * plane;
+                    sample[o..o + plane].copy_from_slice(&lr[c * plane..(c + 1) * plane]);
+                }
+            }
+        }
+        let n_steps = steps.len();
+        let z = engine.denoise(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
+        // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
+        // of the previous window's second half with this window's first half.
+        let chunk: Vec<Vec<f32>> = (0..STRIDE)
+            .map(|j| match &prev {
+                None => latent_frame(&z, j),
+                Some(p) => windows::ilt_blend(&latent_frame(p, STRIDE + j), &latent_frame(&z, j), windows::ilt_weights(opts.ilt, j)),
+            })
+            .collect();
+        emit_chunk(&engine, &chunk, i, total.unwrap_or(usize::MAX), scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+        prev = Some(z);
+        i += 1;
+        stats.windows = i;
+        let keep = windows::first_input_needed(i, read, total);
+        held.retain(|&k, _| k >= keep);
+    }
+    if let (Some(t), Some(p)) = (total, &prev) {
+        // The last window's second half, copied.
+        let chunk: Vec<Vec<f32>> = (0..STRIDE).map(|j| latent_frame(p, STRIDE + j)).collect();
+        emit_chunk(&engine, &chunk, i, t, scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+    }
+    stats.frames_in = read;
+    writer.flush()?;
+    if stats.frames_out != read {
+        bail!("internal: wrote {} frames for {read} read", stats.frames_out);
+    }
+    Ok(stats)
+}
+
+/// Decodes fused latent chunk `k` (padded frames 4k…4k+3, each `[4][h][w]`) and writes the
+/// frames among them that are real input frames (< `t`).
+#[allow(clippy::too_many_arguments)]
+fn emit_chunk<W: Write>(
+    engine: &Engine,
+    chunk: &[Vec<f32>],
+    k: usize,
+    t: usize,
+    scaling: f32,
+    pad: &LatentPad,
+    out_fmt: crate::video::y4m::FrameFormat,
+    out_params: &YuvParams,
+    writer: &mut Writer<W>,
+    stats: &mut JobStats,
+    total: Option<usize>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<()> {
+    let first = k * DECODE_CHUNK;
+    if first >= t {
+        return Ok(());
+    }
+    let (ph, pw) = pad.padded();
+    let plane = ph * pw;
+    // [4 channels][4 frames][h][w], ÷ the scaling factor.
+    let mut lat = vec![0f32; LATENT_CHANNELS * DECODE_CHUNK * plane];
+    for (j, f) in chunk.iter().enumerate() {
+        for c in 0..LATENT_CHANNELS {
+            let o = (c * DECODE_CHUNK + j) * plane;
+            for (d, s) in lat[o..o + plane].iter_mut().zip(&f[c * plane..(c + 1) * plane]) {
+                *d = s / scaling;
+            }
+        }
+    }
+    let rgb = engine.decode(&lat)?;
+    let (oh, ow) = (SCALE * ph, SCALE * pw);
+    let (rows, cols) = pad.output_crop();
+    let (h, w) = (rows.len(), cols.len());
+    for j in 0..DECODE_CHUNK {
+        let f = first + j;
+        if f >= t {
+            break;
+        }
+        let mut out = vec![0f32; 3 * h * w];
+        for c in 0..LR_CHANNELS {
+            let src = &rgb[(c * DECODE_CHUNK + j) * oh * ow..(c * DECODE_CHUNK + j + 1) * oh * ow];
+            for y in 0..h {
+                let s = &src[(rows.start + y) * ow + cols.start..(rows.start + y) * ow + cols.start + w];
+                for (d, &v) in out[(c * h + y) * w..(c * h + y + 1) * w].iter_mut().zip(s) {
+                    *d = v.clamp(-1.0, 1.0) * 0.5 + 0.5;
+                }
+            }
+        }
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            bail!("output frame {f}: the VAE decoder produced a non-finite value (at {i})");
+        }
+        let frame = rgb_to_frame(&out, out_fmt, out_params);
+        writer.write_frame(&frame).with_context(|| format!("writing output frame {f}"))?;
+        writer.flush().with_context(|| format!("writing output frame {f}"))?;
+        stats.frames_out += 1;
+        progress(Progress::Frames { done: stats.frames_out, total });
+    }
+    Ok(())
+}
