@@ -410,3 +410,127 @@ fn emit_chunk<W: Write>(
     }
     Ok(())
 }
+
+/// The released prompt (spec §4.3).
+pub const DEFAULT_PROMPT: &str = "clear, high quality, high-resolution, 4K";
+/// The released negative prompt (spec §4.3).
+pub const DEFAULT_NEGATIVE_PROMPT: &str = "low quality, blurry, low-resolution, noisy, unsharp, weird textures, worst quality";
+
+/// What the `upscale` command was given.
+#[derive(Clone, Debug)]
+pub struct UpscaleArgs {
+    /// Input y4m file (`None`: stdin).
+    pub input: Option<std::path::PathBuf>,
+    /// Output y4m file (`None`: stdout).
+    pub output: Option<std::path::PathBuf>,
+    /// The release folder (DiffVSR_UNet.pt, TE-3DVAE.pt, upscaler4x/, config overrides).
+    pub weights: std::path::PathBuf,
+    pub steps: usize,
+    pub guidance: f32,
+    pub noise_level: u32,
+    pub seed: u64,
+    pub ilt: Ilt,
+    pub matrix: MatrixChoice,
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// `prompt_embeds` files (from `encode-prompt`) for the prompt and the negative prompt; the
+    /// text encoder is not loaded when both are given.
+    pub prompt_embeds: Option<std::path::PathBuf>,
+    pub negative_prompt_embeds: Option<std::path::PathBuf>,
+    pub quiet: bool,
+}
+
+/// True when `e` comes from a closed output pipe (the downstream reader quit).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::video::y4m::Y4mError>().is_some_and(|y| y.is_broken_pipe())
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prompt embeddings (positive, negative): from files where given, else from the release's text
+/// encoder (loaded once, both prompts encoded in one batch).
+fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbeds)> {
+    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
+    let (mut pos, mut neg) = (from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?);
+    if pos.is_none() || neg.is_none() {
+        let enc = crate::models::clip_text::TextEncoder::load(gpu, &a.weights, DType::F32).context("loading the text encoder (or give --prompt-embeds and --negative-prompt-embeds)")?;
+        let mut rec = gpu.recorder();
+        let e = enc.encode(&mut rec, &[&a.negative_prompt, &a.prompt])?;
+        rec.submit();
+        let v = e.to_f32(gpu)?;
+        let s = e.shape();
+        let half = v.len() / 2;
+        if neg.is_none() {
+            neg = Some(PromptEmbeds::new(v[..half].to_vec(), vec![1, s[1], s[2]]).context("the negative prompt's embeddings")?);
+        }
+        if pos.is_none() {
+            pos = Some(PromptEmbeds::new(v[half..].to_vec(), vec![1, s[1], s[2]]).context("the prompt's embeddings")?);
+        }
+    }
+    Ok((pos.expect("set above"), neg.expect("set above")))
+}
+
+/// The `upscale` command: loads the models from the release folder, then runs [`run_job`] from
+/// the input to the output with progress on stderr.
+pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
+    use crate::models::registry::{default_dtype, load_model, Model, ModelKind};
+    use crate::models::release;
+    if a.noise_level > crate::pipeline::scheduler::MAX_NOISE_LEVEL {
+        bail!("--noise-level {}: at most {}", a.noise_level, crate::pipeline::scheduler::MAX_NOISE_LEVEL);
+    }
+    if a.steps == 0 || a.steps > 1000 {
+        bail!("--steps {}: between 1 and 1000", a.steps);
+    }
+    // Open the input first: a malformed stream is reported before minutes of model loading.
+    let input: Box<dyn Read> = match &a.input {
+        Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let reader = Reader::new(std::io::BufReader::new(input))?;
+    let out_header = reader.header().scaled(SCALE as u32)?;
+
+    let (positive, negative) = prompt_embeds(gpu, a)?;
+    let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);
+    let vae_dtype = default_dtype(gpu, ModelKind::Te3dVaeDecoder);
+    let (uw, uc) = release::video_unet(&a.weights);
+    let unet = match load_model(gpu, ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
+        Model::VideoUnet(u) => u,
+        _ => bail!("internal: {} did not load as a video UNet", uw.display()),
+    };
+    let (vw, vc) = release::video_vae(&a.weights);
+    let vae = match load_model(gpu, ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype)? {
+        Model::Te3dVaeDecoder(v) => v,
+        _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
+    };
+    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix };
+
+    let output: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = Writer::new(std::io::BufWriter::new(output), out_header)?;
+    let t0 = std::time::Instant::now();
+    let quiet = a.quiet;
+    let mut frames_done = 0usize;
+    let show = |x: Option<usize>| x.map_or("?".to_string(), |v| v.to_string());
+    let stats = run_job(gpu, &unet, unet_dtype, &vae, vae_dtype, reader, &mut writer, &opts, |p| {
+        if quiet {
+            return;
+        }
+        match p {
+            Progress::Step { window, windows, step, steps } => {
+                eprint!("\rwindow {}/{} step {step}/{steps}, {frames_done} frames written, {:.0} s   ", window + 1, show(windows), t0.elapsed().as_secs_f64());
+            }
+            Progress::Frames { done, total } => {
+                frames_done = done;
+                let fps = done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                eprint!("\rframe {done}/{} written, {fps:.3} frames/s   ", show(total));
+            }
+        }
+    })?;
+    if !quiet {
+        eprintln!("\r{} frames in, {} out, {} windows, {:.1} s", stats.frames_in, stats.frames_out, stats.windows, t0.elapsed().as_secs_f64());
+    }
+    Ok(stats)
+}
