@@ -534,3 +534,82 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     }
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::registry::{load_model, Model, ModelKind};
+    use crate::pipeline::scheduler::{cfg_combine, ddim_step};
+    use crate::testutil::{assert_close, fresh_seed, test_gpu, Rng};
+
+    fn data(p: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(p)
+    }
+
+    /// The captured step graph (UNet on the CFG pair, guidance, DDIM, copy to the second batch
+    /// element, replayed with new per-step values) against the same steps done one uncaptured
+    /// UNet forward at a time with the host's `cfg_combine` and `ddim_step`.
+    #[test]
+    fn captured_sampler_matches_host_reference_steps() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let unet = match load_model(&gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), dt).unwrap() {
+            Model::VideoUnet(u) => u,
+            _ => unreachable!(),
+        };
+        let vae = match load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&data("te3dvae/config.json")), &data("te3dvae/weights.pt"), dt).unwrap() {
+            Model::Te3dVaeDecoder(v) => v,
+            _ => unreachable!(),
+        };
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let d = unet.config.base.cross_attention_dim;
+        let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto };
+        let (h, w) = (8, 16);
+        let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        let per_batch = 7 * WINDOW * h * w;
+        let lat = 4 * WINDOW * h * w;
+        let sample = rng.normals(per_batch, 1.0);
+        let mut pair = sample.clone();
+        pair.extend_from_slice(&sample);
+        let steps = Ddim::released().steps(opts.steps).unwrap();
+        let mut seen = Vec::new();
+        let got = engine.denoise(&pair, &steps, opts.guidance, |s| seen.push(s)).unwrap();
+        assert_eq!(seen, vec![1, 2, 3]);
+
+        // Host reference.
+        let mut ctx = neg.data.clone();
+        ctx.extend_from_slice(&pos.data);
+        let ctx = Tensor::from_f32(&gpu, &ctx, &[2, 77, d], dt).unwrap();
+        let labels = Tensor::from_u32(&gpu, &[50, 50], &[2]).unwrap();
+        let mut x = sample[..lat].to_vec();
+        for s in &steps {
+            let mut host = x.clone();
+            host.extend_from_slice(&sample[lat..]);
+            let mut both = host.clone();
+            both.extend_from_slice(&host);
+            let st = Tensor::from_f32(&gpu, &both, &[2, 7, WINDOW, h, w], dt).unwrap();
+            let ts = Tensor::from_f32(&gpu, &[s.t as f32; 2], &[2], DType::F32).unwrap();
+            let mut rec = gpu.recorder();
+            let v = unet.forward(&mut rec, &UNetInputs { sample: &st, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
+            rec.submit();
+            let v = v.to_f32(&gpu).unwrap();
+            let g = cfg_combine(&v[..lat], &v[lat..], opts.guidance);
+            x = ddim_step(&x, &g, &s.coeffs);
+        }
+        assert_close(&format!("final latents (seed {seed})"), &got, &x, 1e-4);
+        // The second batch element carries the same latents (the copy at the end of the step).
+        let second = engine.sample.narrow(0, 1, 1).unwrap().narrow(1, 0, 4).unwrap().to_f32(&gpu).unwrap();
+        assert_eq!(second, got);
+    }
+
+    #[test]
+    fn prompt_embeds_are_checked() {
+        assert!(PromptEmbeds::new(vec![0.0; 6], vec![1, 2, 3]).is_ok());
+        assert!(PromptEmbeds::new(vec![0.0; 6], vec![2, 1, 3]).is_err());
+        assert!(PromptEmbeds::new(vec![0.0; 5], vec![1, 2, 3]).is_err());
+        assert!(PromptEmbeds::new(vec![f32::NAN; 6], vec![1, 2, 3]).is_err());
+    }
+}
