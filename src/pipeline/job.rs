@@ -605,6 +605,84 @@ mod tests {
         assert_eq!(second, got);
     }
 
+    /// Hands out at most `chunk` bytes per read and counts what it handed out.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        given: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.chunk).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            self.given.set(self.pos);
+            Ok(n)
+        }
+    }
+    /// Records how much input had been handed out when the first output bytes came.
+    struct Watch {
+        out: Vec<u8>,
+        given: std::rc::Rc<std::cell::Cell<usize>>,
+        at_first_frame: Option<usize>,
+    }
+    impl Write for Watch {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.at_first_frame.is_none() && !self.out.is_empty() {
+                self.at_first_frame = Some(self.given.get());
+            }
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// 13 frames (3 windows, a mirrored tail): 13 frames out, the first before the input ends,
+    /// and never more input frames held than a window plus its look-back.
+    #[test]
+    fn job_streams_three_windows_with_bounded_memory() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let unet = match load_model(&gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), dt).unwrap() {
+            Model::VideoUnet(u) => u,
+            _ => unreachable!(),
+        };
+        let vae = match load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&data("te3dvae/config.json")), &data("te3dvae/weights.pt"), dt).unwrap() {
+            Model::Te3dVaeDecoder(v) => v,
+            _ => unreachable!(),
+        };
+        let d = unet.config.base.cross_attention_dim;
+        let mut rng = Rng::new(5);
+        let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto };
+        let (w, h, n) = (5usize, 3usize, 13usize);
+        let header = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
+        let frame_len = 6 + 3 * w * h;
+        let mut data_in = header.clone();
+        for f in 0..n {
+            data_in.extend_from_slice(b"FRAME\n");
+            data_in.extend((0..3 * w * h).map(|i| (20 + (i * 13 + f * 7) % 200) as u8));
+        }
+        let total_len = data_in.len();
+        let given = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = Reader::new(Trickle { data: data_in, pos: 0, chunk: 16, given: given.clone() }).unwrap();
+        let out_header = reader.header().scaled(4).unwrap();
+        let mut writer = Writer::new(Watch { out: Vec::new(), given: given.clone(), at_first_frame: None }, out_header).unwrap();
+        let stats = run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &opts, |_| {}).unwrap();
+        assert_eq!((stats.frames_in, stats.frames_out, stats.windows), (n, n, 3));
+        assert!(stats.max_frames_held <= WINDOW + STRIDE, "held {} input frames", stats.max_frames_held);
+        let watch = writer.into_inner();
+        let first = watch.at_first_frame.expect("frames were written");
+        // Window 0 needs frames 0..8: the first output frame comes before frame 10 is read.
+        assert!(first < header.len() + 10 * frame_len && first < total_len, "first output after {first} of {total_len} input bytes");
+        let out_frame = 6 + 3 * 16 * w * h;
+        assert_eq!(watch.out.len(), b"YUV4MPEG2 W20 H12 F25:1 C444\n".len() + n * out_frame);
+    }
+
     #[test]
     fn prompt_embeds_are_checked() {
         assert!(PromptEmbeds::new(vec![0.0; 6], vec![1, 2, 3]).is_ok());
