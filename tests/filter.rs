@@ -168,3 +168,57 @@ fn a_truncated_stream_names_the_frame_and_fails() {
     assert!(!err.contains("panicked"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ten_bit_stays_ten_bit() {
+    let dir = tmp("p10");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    // 3 frames of 5×3, 4:2:0 10-bit (little-endian 16-bit samples).
+    let (w, h, n) = (5usize, 3usize, 3usize);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut s = format!("YUV4MPEG2 W{w} H{h} F30000:1001 It A1:1 C420p10 XYSCSS=420P10\n").into_bytes();
+    for f in 0..n {
+        s.extend_from_slice(b"FRAME\n");
+        for i in 0..w * h + 2 * cw * ch {
+            let v: u16 = if i < w * h { 64 + ((i * 97 + f * 31) % 876) as u16 } else { 64 + ((i * 53 + f * 11) % 896) as u16 };
+            s.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, s).unwrap();
+    let out = dir.join("out.y4m");
+    ok(&upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
+    let bytes = std::fs::read(&out).unwrap();
+    let (ow, oh) = (4 * w, 4 * h);
+    let payload = 2 * (ow * oh + 2 * ow.div_ceil(2) * oh.div_ceil(2));
+    let (header, f) = frames(&bytes, payload);
+    assert_eq!(header, format!("YUV4MPEG2 W{ow} H{oh} F30000:1001 It A1:1 C420p10 XYSCSS=420P10"));
+    assert_eq!(f.len(), n);
+    for (k, fr) in f.iter().enumerate() {
+        let max = fr.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).max().unwrap();
+        assert!(max < 1024, "frame {k}: sample {max} does not fit in 10 bits");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_settings_fail_with_a_message() {
+    let dir = tmp("bad");
+    let rel = release(&dir);
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(7, 5, 1)).unwrap();
+    let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--noise-level", "400"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--noise-level 400"), "{}", String::from_utf8_lossy(&o.stderr));
+    // Not a y4m stream at all.
+    std::fs::write(&input, b"RIFF....WAVEfmt ").unwrap();
+    let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("y4m stream header"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
