@@ -133,6 +133,7 @@ struct Engine<'g> {
 }
 
 impl<'g> Engine<'g> {
+    #[allow(clippy::too_many_arguments)]
     fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
         let c = &unet.config.base;
         if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
