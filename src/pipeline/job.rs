@@ -256,16 +256,6 @@ pub fn run_job<R: Read, W: Write>(
     let mut prev: Option<Vec<f32>> = None; // the previous window's final latents [4][8][h][w]
     let mut i = 0usize; // next window
 
-    // Frame k of window latents [4][8][h][w], as [4][h][w].
-    let latent_frame = |z: &[f32], k: usize| -> Vec<f32> {
-        let mut out = Vec::with_capacity(LATENT_CHANNELS * plane);
-        for c in 0..LATENT_CHANNELS {
-            let o = (c * WINDOW + k) * plane;
-            out.extend_from_slice(&z[o..o + plane]);
-        }
-        out
-    };
-
     loop {
         // Read until window i can run, or the stream ends.
         while total.is_none() && !windows::window_ready(i, read, None) {
@@ -322,12 +312,7 @@ pub fn run_job<R: Read, W: Write>(
         let z = engine.denoise(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
         // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
         // of the previous window's second half with this window's first half.
-        let chunk: Vec<Vec<f32>> = (0..STRIDE)
-            .map(|j| match &prev {
-                None => latent_frame(&z, j),
-                Some(p) => windows::ilt_blend(&latent_frame(p, STRIDE + j), &latent_frame(&z, j), windows::ilt_weights(opts.ilt, j)),
-            })
-            .collect();
+        let chunk = fused_chunk(opts.ilt, prev.as_deref(), Some(&z), plane);
         emit_chunk(&engine, &chunk, i, total.unwrap_or(usize::MAX), scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
         prev = Some(z);
         i += 1;
@@ -337,7 +322,7 @@ pub fn run_job<R: Read, W: Write>(
     }
     if let (Some(t), Some(p)) = (total, &prev) {
         // The last window's second half, copied.
-        let chunk: Vec<Vec<f32>> = (0..STRIDE).map(|j| latent_frame(p, STRIDE + j)).collect();
+        let chunk = fused_chunk(opts.ilt, Some(p), None, plane);
         emit_chunk(&engine, &chunk, i, t, scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
     }
     stats.frames_in = read;
@@ -346,6 +331,31 @@ pub fn run_job<R: Read, W: Write>(
         bail!("internal: wrote {} frames for {read} read", stats.frames_out);
     }
     Ok(stats)
+}
+
+/// Frame `k` of window latents `[4][8][h][w]`, as `[4][h][w]`.
+fn latent_frame(z: &[f32], k: usize, plane: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(LATENT_CHANNELS * plane);
+    for c in 0..LATENT_CHANNELS {
+        let o = (c * WINDOW + k) * plane;
+        out.extend_from_slice(&z[o..o + plane]);
+    }
+    out
+}
+
+/// The 4 final latent frames that become decodable when a window ends (`[4][h][w]` each):
+/// window 0's first half (`prev` = None); the ILT blend of the previous window's second half
+/// with this window's first half; or, after the last window (`cur` = None), its second half
+/// copied. Matches [`windows::frame_sources`].
+fn fused_chunk(ilt: Ilt, prev: Option<&[f32]>, cur: Option<&[f32]>, plane: usize) -> Vec<Vec<f32>> {
+    (0..STRIDE)
+        .map(|j| match (prev, cur) {
+            (None, Some(z)) => latent_frame(z, j, plane),
+            (Some(p), Some(z)) => windows::ilt_blend(&latent_frame(p, STRIDE + j, plane), &latent_frame(z, j, plane), windows::ilt_weights(ilt, j)),
+            (Some(p), None) => latent_frame(p, STRIDE + j, plane),
+            (None, None) => unreachable!("fused_chunk needs a window"),
+        })
+        .collect()
 }
 
 /// Decodes fused latent chunk `k` (padded frames 4k…4k+3, each `[4][h][w]`) and writes the
@@ -682,6 +692,44 @@ mod tests {
         assert!(first < header.len() + 10 * frame_len && first < total_len, "first output after {first} of {total_len} input bytes");
         let out_frame = 6 + 3 * 16 * w * h;
         assert_eq!(watch.out.len(), b"YUV4MPEG2 W20 H12 F25:1 C444\n".len() + n * out_frame);
+    }
+
+    /// The chunks the job emits window by window, for every frame of several clip lengths,
+    /// against [`windows::frame_sources`] (window latents tagged 100·window + frame).
+    #[test]
+    fn fused_chunks_follow_frame_sources() {
+        let plane = 2;
+        for ilt in [Ilt::Released, Ilt::Paper] {
+            for t in [1, 4, 7, 8, 9, 12, 13, 17, 30] {
+                let count = windows::window_count(t);
+                let win = |i: usize| -> Vec<f32> {
+                    let mut z = vec![0f32; LATENT_CHANNELS * WINDOW * plane];
+                    for c in 0..LATENT_CHANNELS {
+                        for k in 0..WINDOW {
+                            for p in 0..plane {
+                                z[(c * WINDOW + k) * plane + p] = (100 * i + k) as f32 + 0.01 * c as f32;
+                            }
+                        }
+                    }
+                    z
+                };
+                let mut emitted = Vec::new();
+                let mut prev: Option<Vec<f32>> = None;
+                for i in 0..count {
+                    let z = win(i);
+                    emitted.extend(fused_chunk(ilt, prev.as_deref(), Some(&z), plane));
+                    prev = Some(z);
+                }
+                emitted.extend(fused_chunk(ilt, prev.as_deref(), None, plane));
+                assert_eq!(emitted.len(), windows::padded_len(t), "t = {t}");
+                for (f, got) in emitted.iter().enumerate() {
+                    for c in 0..LATENT_CHANNELS {
+                        let want: f32 = windows::frame_sources(ilt, t, f).iter().map(|&(i, k, wt)| wt * ((100 * i + k) as f32 + 0.01 * c as f32)).sum();
+                        assert!((got[c * plane] - want).abs() < 1e-3, "t {t} frame {f} channel {c}: {} vs {want}", got[c * plane]);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
