@@ -166,6 +166,9 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Upscale a y4m video ×4 with DiffVSR (stdin to stdout by default), e.g.
+    /// `ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu upscale | ffmpeg -f yuv4mpegpipe -i - out.mp4`.
+    Upscale(UpscaleCli),
     /// Convert weights (a PyTorch .pt/.pth/.bin checkpoint, safetensors files or a folder) to one
     /// safetensors file. Reads pickles without Python and never runs code from them.
     Convert {
@@ -182,6 +185,56 @@ enum Cmd {
         #[arg(long)]
         dtype: Option<DType>,
     },
+}
+
+/// The `upscale` command's flags.
+#[derive(Args)]
+struct UpscaleCli {
+    /// Input y4m file (default: stdin).
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Output y4m file (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// The DiffVSR release folder (default: the release `fetch-weights` downloaded). A
+    /// unet_3d_config.json or vae_config.json beside the checkpoints overrides the built-in configs.
+    #[arg(long, env = "DIFFVSR_WEIGHTS")]
+    weights: Option<PathBuf>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE)]
+    guidance: f32,
+    /// Low-res noise augmentation level (0 to 350).
+    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
+    noise_level: u32,
+    /// Seed of all noise: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 10)]
+    seed: u64,
+    /// ILT weights: released (0.8/0.2 … 0.2/0.8) or paper (1 − j/3).
+    #[arg(long, default_value = "released")]
+    ilt: diffvsr_wgpu::pipeline::windows::Ilt,
+    /// YUV matrix: auto (BT.709 from 720 lines up, else BT.601), bt601 or bt709.
+    #[arg(long, default_value = "auto")]
+    matrix: diffvsr_wgpu::video::color::MatrixChoice,
+    /// Prompt.
+    #[arg(long, default_value = diffvsr_wgpu::pipeline::job::DEFAULT_PROMPT)]
+    prompt: String,
+    /// Negative prompt.
+    #[arg(long, default_value = diffvsr_wgpu::pipeline::job::DEFAULT_NEGATIVE_PROMPT)]
+    negative_prompt: String,
+    /// Prompt embeddings from `encode-prompt` (safetensors `prompt_embeds` [1,77,D]) instead of --prompt.
+    #[arg(long)]
+    prompt_embeds: Option<PathBuf>,
+    /// Negative prompt embeddings from `encode-prompt` instead of --negative-prompt.
+    #[arg(long)]
+    negative_prompt_embeds: Option<PathBuf>,
+    /// No progress on stderr.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Subcommand)]
@@ -289,6 +342,34 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
             }
             bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: iters.max(1), quick })
+        }
+        Cmd::Upscale(u) => {
+            let weights = match u.weights {
+                Some(w) => w,
+                None => fetch::default_weights_dir()?,
+            };
+            let g = u.gpu.open()?;
+            let a = diffvsr_wgpu::pipeline::job::UpscaleArgs {
+                input: u.input,
+                output: u.output,
+                weights,
+                steps: u.steps,
+                guidance: u.guidance,
+                noise_level: u.noise_level,
+                seed: u.seed,
+                ilt: u.ilt,
+                matrix: u.matrix,
+                prompt: u.prompt,
+                negative_prompt: u.negative_prompt,
+                prompt_embeds: u.prompt_embeds,
+                negative_prompt_embeds: u.negative_prompt_embeds,
+                quiet: u.quiet,
+            };
+            match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {
+                // The downstream reader quit: end quietly.
+                Err(e) if diffvsr_wgpu::pipeline::job::is_broken_pipe(&e) => Ok(()),
+                r => r.map(|_| ()),
+            }
         }
         Cmd::Convert { input, output, key, dtype } => {
             let summary = checkpoint::convert::convert(&input, &output, key.as_deref(), dtype)?;

@@ -16,3 +16,4 @@ pub mod noise;
 pub mod scheduler;
 pub mod tiles;
 pub mod windows;
+pub mod job;

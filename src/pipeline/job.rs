@@ -1,0 +1,742 @@
+//! The upscaling job (issue 9): a y4m stream in, a y4m stream at 4× out, frame by frame.
+//!
+//! What it does, per spec §4.3 (the released pipeline) with this engine's seeded noise:
+//!
+//! * Reads frames as they arrive; each is converted to RGB in [−1, 1] (CPU colour for now) and
+//!   reflect-padded to a multiple of 8 ([`LatentPad`]: the SD×4 UNet's latent is the LR frame).
+//! * Windows of 8 frames, stride 4 ([`windows`]); a window runs as soon as its frames are read
+//!   (or the stream has ended and the tail is mirror-padded).
+//! * Per window: the initial latents from [`noise::latent_noise`] (keyed by the absolute padded
+//!   frame, so rescheduled as released), the LR noise augmentation (host, [`add_noise`]), both
+//!   uploaded once; then one captured graph per job (UNet on the CFG pair [negative, positive],
+//!   guidance combine, DDIM step, copy of the new latents into the second batch element),
+//!   replayed every step with the timestep and the per-step scalars (a, b, guidance) written
+//!   before the replay. Nothing is read back inside the step loop.
+//! * ILT fuse of the final latents (host, [`windows::ilt_blend`]), TE-3DVAE decode in chunks of
+//!   4 frames (latents ÷ the VAE's scaling factor; one captured graph replayed per chunk),
+//!   clamp, crop to 4W × 4H, RGB → YUV in the input's chroma format, depth and range.
+//! * Each output frame is written as soon as no later window can change it; input frames no
+//!   later window needs are dropped, so memory is bounded by the window size.
+//!
+//! Not here yet: spatial tiles (the whole padded frame is one tile), GPU colour conversion and
+//! noise kernels, fused sampler kernels, `--frames` segments.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+
+use crate::models::unet::UNetInputs;
+use crate::models::video_unet::VideoUNet;
+use crate::models::video_vae::Te3dVaeDecoder;
+use crate::ops::concat::copy;
+use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
+use crate::pipeline::noise::{self, Stream};
+use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
+use crate::pipeline::tiles::{LatentPad, SCALE};
+use crate::pipeline::windows::{self, Ilt, STRIDE, WINDOW};
+use crate::step_values::StepValues;
+use crate::video::color::{frame_to_rgb, rgb_to_frame, MatrixChoice, YuvParams};
+use crate::video::y4m::{Reader, Writer};
+use crate::{DType, Gpu, Recorder, Tensor};
+
+/// Latent channels of the SD×4 family.
+const LATENT_CHANNELS: usize = 4;
+/// Channels of the (RGB) low-res conditioning image.
+const LR_CHANNELS: usize = 3;
+/// Frames per VAE decode chunk (as released).
+pub const DECODE_CHUNK: usize = 4;
+
+/// Text embeddings `[1, L, D]` on the host (from the text encoder or a `--prompt-embeds` file).
+#[derive(Clone, Debug)]
+pub struct PromptEmbeds {
+    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+}
+
+impl PromptEmbeds {
+    pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Result<PromptEmbeds> {
+        if shape.len() != 3 || shape[0] != 1 || shape.iter().product::<usize>() != data.len() {
+            bail!("prompt embeddings must be [1, L, D] with matching data, got shape {shape:?} and {} values", data.len());
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!("prompt embeddings hold a non-finite value at {i}");
+        }
+        Ok(PromptEmbeds { data, shape })
+    }
+
+    /// Reads `prompt_embeds [1, L, D]` from a safetensors file (as `encode-prompt` writes it).
+    pub fn from_file(path: &std::path::Path) -> Result<PromptEmbeds> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+        let t = st.tensor("prompt_embeds").with_context(|| format!("{}: no tensor 'prompt_embeds'", path.display()))?;
+        let data: Vec<f32> = match t.dtype() {
+            safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            safetensors::Dtype::F16 => t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            d => bail!("{}: prompt_embeds is {d:?}; expected F32 or F16", path.display()),
+        };
+        PromptEmbeds::new(data, t.shape().to_vec()).with_context(|| format!("{}", path.display()))
+    }
+}
+
+/// What the job does.
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    /// DDIM steps (≥ 1).
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    pub guidance: f32,
+    /// Low-res noise level (also the UNet's class label), 0…350.
+    pub noise_level: u32,
+    /// Seeds all noise (latents, LR augmentation, rescheduling permutations).
+    pub seed: u64,
+    pub ilt: Ilt,
+    /// Positive and negative prompt embeddings, each `[1, 77, D]`.
+    pub positive: PromptEmbeds,
+    pub negative: PromptEmbeds,
+    /// YUV ↔ RGB matrix.
+    pub matrix: MatrixChoice,
+}
+
+/// Where the job is (for progress reports on stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Window `window` finished denoising step `step` (1-based) of `steps`; `windows` is the
+    /// window count once the stream length is known.
+    Step { window: usize, windows: Option<usize>, step: usize, steps: usize },
+    /// `done` output frames are written; `total` once the stream length is known.
+    Frames { done: usize, total: Option<usize> },
+}
+
+/// What the job did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobStats {
+    pub frames_in: usize,
+    pub frames_out: usize,
+    pub windows: usize,
+    /// Most input frames held at once (bounded by the window size, not the clip length).
+    pub max_frames_held: usize,
+}
+
+/// The per-job GPU state: one captured sampler step and one captured decode chunk.
+struct Engine<'g> {
+    gpu: &'g Gpu,
+    /// `[2, 7, 8, h, w]`: batch 0 = negative, 1 = positive; channels 0–3 latents, 4–6 noisy LR.
+    sample: Tensor,
+    timestep: Tensor,
+    values: StepValues,
+    step_graph: crate::kernel::Graph,
+    latents: Tensor,
+    vae_in: Tensor,
+    vae_out: Tensor,
+    vae_graph: crate::kernel::Graph,
+}
+
+impl<'g> Engine<'g> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+        let c = &unet.config.base;
+        if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
+            bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
+        }
+        for (name, e) in [("prompt", &opts.positive), ("negative prompt", &opts.negative)] {
+            if e.shape[2] != c.cross_attention_dim {
+                bail!("{name} embeddings are {:?} but the UNet's cross_attention_dim is {}: they come from another text encoder", e.shape, c.cross_attention_dim);
+            }
+        }
+        if opts.positive.shape != opts.negative.shape {
+            bail!("prompt embeddings {:?} and negative prompt embeddings {:?} differ in shape", opts.positive.shape, opts.negative.shape);
+        }
+        let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+        let mut ctx = opts.negative.data.clone();
+        ctx.extend_from_slice(&opts.positive.data);
+        let ctx = Tensor::from_f32(gpu, &ctx, &[2, l, d], unet_dtype)?;
+        let sample = Tensor::empty(gpu, &[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, ph, pw], unet_dtype)?;
+        let timestep = Tensor::from_f32(gpu, &[0.0, 0.0], &[2], DType::F32)?;
+        let labels = Tensor::from_u32(gpu, &[opts.noise_level; 2], &[2])?;
+        let values = StepValues::new(gpu, &["guidance", "a", "b"])?;
+
+        let mut rec = Recorder::capture(gpu);
+        let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+        // Guidance: g = v_u + s·(v_c − v_u).
+        let (vu, vc) = (v.narrow(0, 0, 1)?, v.narrow(0, 1, 1)?);
+        let g = binary(&mut rec, Binary::Sub, &vc, &vu)?;
+        unary_into(&mut rec, Unary::Scale(values.slot("guidance")?), &g, &g)?;
+        binary_into(&mut rec, Binary::Add, &g, &vu, &g)?;
+        // DDIM (η = 0, v-prediction): x ← a·x + b·g, in place in the sample's latent channels.
+        let x = sample.narrow(0, 0, 1)?.narrow(1, 0, LATENT_CHANNELS)?;
+        unary_into(&mut rec, Unary::Scale(values.slot("a")?), &x, &x)?;
+        unary_into(&mut rec, Unary::Scale(values.slot("b")?), &g, &g)?;
+        binary_into(&mut rec, Binary::Add, &x, &g, &x)?;
+        copy(&mut rec, &x, &sample.narrow(0, 1, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
+        let step_graph = rec.into_graph();
+
+        let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, ph, pw], vae_dtype)?;
+        let mut rec = Recorder::capture(gpu);
+        let vae_out = vae.forward(&mut rec, &vae_in)?;
+        let vae_graph = rec.into_graph();
+        let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * ph, SCALE * pw];
+        if vae_out.shape() != want {
+            bail!("the VAE decoder gives {:?} for latents {:?}; the pipeline needs a ×4 decoder ({want:?})", vae_out.shape(), vae_in.shape());
+        }
+        Ok(Engine { gpu, sample, timestep, values, step_graph, latents: x, vae_in, vae_out, vae_graph })
+    }
+
+    /// Denoises one window through all steps; returns its final latents `[4][8][h][w]`.
+    fn denoise(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
+        self.sample.write_f32(self.gpu, sample)?;
+        self.values.set("guidance", guidance)?;
+        for (i, s) in steps.iter().enumerate() {
+            let [a, b] = s.coeffs.as_f32();
+            self.values.set("a", a)?;
+            self.values.set("b", b)?;
+            self.values.upload(self.gpu)?;
+            self.timestep.write_f32(self.gpu, &[s.t as f32; 2])?;
+            self.step_graph.run(self.gpu)?;
+            on_step(i + 1);
+        }
+        let out = self.latents.to_f32(self.gpu)?;
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            bail!("the sampler produced a non-finite latent (at {i}): the UNet overflowed its dtype; try --no-f16");
+        }
+        Ok(out)
+    }
+
+    /// Decodes a chunk of 4 latent frames (`[4][4][h][w]`, not yet scaled) to RGB `[3][4][4h][4w]`.
+    fn decode(&self, latents: &[f32]) -> Result<Vec<f32>> {
+        self.vae_in.write_f32(self.gpu, latents)?;
+        self.vae_graph.run(self.gpu)?;
+        self.vae_out.to_f32(self.gpu)
+    }
+}
+
+/// One input frame, padded: RGB `[3][ph][pw]` in [−1, 1].
+type PaddedFrame = Vec<f32>;
+
+/// Runs the whole job; see the module doc. Errors name the frame; frames already written are
+/// whole. The writer is flushed after every frame so a downstream reader sees them at once.
+#[allow(clippy::too_many_arguments)]
+pub fn run_job<R: Read, W: Write>(
+    gpu: &Gpu,
+    unet: &VideoUNet,
+    unet_dtype: DType,
+    vae: &Te3dVaeDecoder,
+    vae_dtype: DType,
+    mut reader: Reader<R>,
+    writer: &mut Writer<W>,
+    opts: &JobOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<JobStats> {
+    if opts.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let header = reader.header().clone();
+    let in_fmt = header.format();
+    let out_fmt = writer.header().format();
+    if out_fmt.width != SCALE as u32 * in_fmt.width || out_fmt.height != SCALE as u32 * in_fmt.height {
+        bail!("the output header is {}x{}; the input is {}x{} and the job upscales ×{SCALE}", out_fmt.width, out_fmt.height, in_fmt.width, in_fmt.height);
+    }
+    let in_params = YuvParams { matrix: opts.matrix.resolve(in_fmt.height), range: header.range, depth: header.depth };
+    let out_params = YuvParams { matrix: opts.matrix.resolve(out_fmt.height), range: writer.header().range, depth: writer.header().depth };
+    let pad = LatentPad::new(in_fmt.height as usize, in_fmt.width as usize);
+    let (ph, pw) = pad.padded();
+    let plane = ph * pw;
+    let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
+    let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
+    let scaling = vae.config.scaling_factor as f32;
+    if scaling == 0.0 || !scaling.is_finite() {
+        bail!("the VAE config's scaling_factor is {scaling}");
+    }
+    let mut engine = Engine::new(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
+
+    let mut stats = JobStats::default();
+    let mut held: BTreeMap<usize, PaddedFrame> = BTreeMap::new();
+    let mut total: Option<usize> = None;
+    let mut read = 0usize;
+    let mut prev: Option<Vec<f32>> = None; // the previous window's final latents [4][8][h][w]
+    let mut i = 0usize; // next window
+
+    loop {
+        // Read until window i can run, or the stream ends.
+        while total.is_none() && !windows::window_ready(i, read, None) {
+            match reader.read_frame()? {
+                Some(frame) => {
+                    let rgb = frame_to_rgb(&frame, &in_params);
+                    let mut padded = Vec::with_capacity(LR_CHANNELS * plane);
+                    for c in 0..LR_CHANNELS {
+                        let p: Vec<f32> = rgb[c * (rgb.len() / 3)..(c + 1) * (rgb.len() / 3)].iter().map(|&v| (v - 0.5) * 2.0).collect();
+                        padded.extend(pad.pad_plane(&p));
+                    }
+                    held.insert(read, padded);
+                    read += 1;
+                    stats.max_frames_held = stats.max_frames_held.max(held.len());
+                }
+                None => total = Some(read),
+            }
+        }
+        if total == Some(0) {
+            break;
+        }
+        if let Some(t) = total {
+            if i >= windows::window_count(t) {
+                break;
+            }
+        }
+        let windows_total = total.map(windows::window_count);
+        // The input frames this window shows (mirror padding only once the length is known).
+        let frames: [usize; WINDOW] = match total {
+            Some(t) => windows::window_frames(t, i),
+            None => std::array::from_fn(|k| windows::window_start(i) + k),
+        };
+        let start = windows::window_start(i);
+        let mut sample = vec![0f32; 2 * (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane];
+        let batch = (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane;
+        for (k, &src) in frames.iter().enumerate() {
+            let f = (start + k) as u64;
+            let lr = held.get(&src).with_context(|| format!("internal: input frame {src} was dropped before window {i} used it"))?;
+            let z = noise::latent_noise(opts.seed, f, 0, 0, ph, pw);
+            let n = noise::noise_region(opts.seed, Stream::LowRes, f as u32, LR_CHANNELS, 0, 0, ph, pw);
+            let lr = add_noise(lr, &n, lr_coeffs);
+            for b in 0..2 {
+                for c in 0..LATENT_CHANNELS {
+                    let o = b * batch + (c * WINDOW + k) * plane;
+                    sample[o..o + plane].copy_from_slice(&z[c * plane..(c + 1) * plane]);
+                }
+                for c in 0..LR_CHANNELS {
+                    let o = b * batch + ((LATENT_CHANNELS + c) * WINDOW + k) * plane;
+                    sample[o..o + plane].copy_from_slice(&lr[c * plane..(c + 1) * plane]);
+                }
+            }
+        }
+        let n_steps = steps.len();
+        let z = engine.denoise(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
+        // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
+        // of the previous window's second half with this window's first half.
+        let chunk = fused_chunk(opts.ilt, prev.as_deref(), Some(&z), plane);
+        emit_chunk(&engine, &chunk, i, total.unwrap_or(usize::MAX), scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+        prev = Some(z);
+        i += 1;
+        stats.windows = i;
+        let keep = windows::first_input_needed(i, read, total);
+        held.retain(|&k, _| k >= keep);
+    }
+    if let (Some(t), Some(p)) = (total, &prev) {
+        // The last window's second half, copied.
+        let chunk = fused_chunk(opts.ilt, Some(p), None, plane);
+        emit_chunk(&engine, &chunk, i, t, scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+    }
+    stats.frames_in = read;
+    writer.flush()?;
+    if stats.frames_out != read {
+        bail!("internal: wrote {} frames for {read} read", stats.frames_out);
+    }
+    Ok(stats)
+}
+
+/// Frame `k` of window latents `[4][8][h][w]`, as `[4][h][w]`.
+fn latent_frame(z: &[f32], k: usize, plane: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(LATENT_CHANNELS * plane);
+    for c in 0..LATENT_CHANNELS {
+        let o = (c * WINDOW + k) * plane;
+        out.extend_from_slice(&z[o..o + plane]);
+    }
+    out
+}
+
+/// The 4 final latent frames that become decodable when a window ends (`[4][h][w]` each):
+/// window 0's first half (`prev` = None); the ILT blend of the previous window's second half
+/// with this window's first half; or, after the last window (`cur` = None), its second half
+/// copied. Matches [`windows::frame_sources`].
+fn fused_chunk(ilt: Ilt, prev: Option<&[f32]>, cur: Option<&[f32]>, plane: usize) -> Vec<Vec<f32>> {
+    (0..STRIDE)
+        .map(|j| match (prev, cur) {
+            (None, Some(z)) => latent_frame(z, j, plane),
+            (Some(p), Some(z)) => windows::ilt_blend(&latent_frame(p, STRIDE + j, plane), &latent_frame(z, j, plane), windows::ilt_weights(ilt, j)),
+            (Some(p), None) => latent_frame(p, STRIDE + j, plane),
+            (None, None) => unreachable!("fused_chunk needs a window"),
+        })
+        .collect()
+}
+
+/// Decodes fused latent chunk `k` (padded frames 4k…4k+3, each `[4][h][w]`) and writes the
+/// frames among them that are real input frames (< `t`).
+#[allow(clippy::too_many_arguments)]
+fn emit_chunk<W: Write>(
+    engine: &Engine,
+    chunk: &[Vec<f32>],
+    k: usize,
+    t: usize,
+    scaling: f32,
+    pad: &LatentPad,
+    out_fmt: crate::video::y4m::FrameFormat,
+    out_params: &YuvParams,
+    writer: &mut Writer<W>,
+    stats: &mut JobStats,
+    total: Option<usize>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<()> {
+    let first = k * DECODE_CHUNK;
+    if first >= t {
+        return Ok(());
+    }
+    let (ph, pw) = pad.padded();
+    let plane = ph * pw;
+    // [4 channels][4 frames][h][w], ÷ the scaling factor.
+    let mut lat = vec![0f32; LATENT_CHANNELS * DECODE_CHUNK * plane];
+    for (j, f) in chunk.iter().enumerate() {
+        for c in 0..LATENT_CHANNELS {
+            let o = (c * DECODE_CHUNK + j) * plane;
+            for (d, s) in lat[o..o + plane].iter_mut().zip(&f[c * plane..(c + 1) * plane]) {
+                *d = s / scaling;
+            }
+        }
+    }
+    let rgb = engine.decode(&lat)?;
+    let (oh, ow) = (SCALE * ph, SCALE * pw);
+    let (rows, cols) = pad.output_crop();
+    let (h, w) = (rows.len(), cols.len());
+    for j in 0..DECODE_CHUNK {
+        let f = first + j;
+        if f >= t {
+            break;
+        }
+        let mut out = vec![0f32; 3 * h * w];
+        for c in 0..LR_CHANNELS {
+            let src = &rgb[(c * DECODE_CHUNK + j) * oh * ow..(c * DECODE_CHUNK + j + 1) * oh * ow];
+            for y in 0..h {
+                let s = &src[(rows.start + y) * ow + cols.start..(rows.start + y) * ow + cols.start + w];
+                for (d, &v) in out[(c * h + y) * w..(c * h + y + 1) * w].iter_mut().zip(s) {
+                    *d = v.clamp(-1.0, 1.0) * 0.5 + 0.5;
+                }
+            }
+        }
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            bail!("output frame {f}: the VAE decoder produced a non-finite value (at {i})");
+        }
+        let frame = rgb_to_frame(&out, out_fmt, out_params);
+        writer.write_frame(&frame).with_context(|| format!("writing output frame {f}"))?;
+        writer.flush().with_context(|| format!("writing output frame {f}"))?;
+        stats.frames_out += 1;
+        progress(Progress::Frames { done: stats.frames_out, total });
+    }
+    Ok(())
+}
+
+/// The released prompt (spec §4.3).
+pub const DEFAULT_PROMPT: &str = "clear, high quality, high-resolution, 4K";
+/// The released negative prompt (spec §4.3).
+pub const DEFAULT_NEGATIVE_PROMPT: &str = "low quality, blurry, low-resolution, noisy, unsharp, weird textures, worst quality";
+
+/// What the `upscale` command was given.
+#[derive(Clone, Debug)]
+pub struct UpscaleArgs {
+    /// Input y4m file (`None`: stdin).
+    pub input: Option<std::path::PathBuf>,
+    /// Output y4m file (`None`: stdout).
+    pub output: Option<std::path::PathBuf>,
+    /// The release folder (DiffVSR_UNet.pt, TE-3DVAE.pt, upscaler4x/, config overrides).
+    pub weights: std::path::PathBuf,
+    pub steps: usize,
+    pub guidance: f32,
+    pub noise_level: u32,
+    pub seed: u64,
+    pub ilt: Ilt,
+    pub matrix: MatrixChoice,
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// `prompt_embeds` files (from `encode-prompt`) for the prompt and the negative prompt; the
+    /// text encoder is not loaded when both are given.
+    pub prompt_embeds: Option<std::path::PathBuf>,
+    pub negative_prompt_embeds: Option<std::path::PathBuf>,
+    pub quiet: bool,
+}
+
+/// True when `e` comes from a closed output pipe (the downstream reader quit).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::video::y4m::Y4mError>().is_some_and(|y| y.is_broken_pipe())
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prompt embeddings (positive, negative): from files where given, else from the release's text
+/// encoder (loaded once, both prompts encoded in one batch).
+fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbeds)> {
+    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
+    let (mut pos, mut neg) = (from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?);
+    if pos.is_none() || neg.is_none() {
+        let enc = crate::models::clip_text::TextEncoder::load(gpu, &a.weights, DType::F32).context("loading the text encoder (or give --prompt-embeds and --negative-prompt-embeds)")?;
+        let mut rec = gpu.recorder();
+        let e = enc.encode(&mut rec, &[&a.negative_prompt, &a.prompt])?;
+        rec.submit();
+        let v = e.to_f32(gpu)?;
+        let s = e.shape();
+        let half = v.len() / 2;
+        if neg.is_none() {
+            neg = Some(PromptEmbeds::new(v[..half].to_vec(), vec![1, s[1], s[2]]).context("the negative prompt's embeddings")?);
+        }
+        if pos.is_none() {
+            pos = Some(PromptEmbeds::new(v[half..].to_vec(), vec![1, s[1], s[2]]).context("the prompt's embeddings")?);
+        }
+    }
+    Ok((pos.expect("set above"), neg.expect("set above")))
+}
+
+/// The `upscale` command: loads the models from the release folder, then runs [`run_job`] from
+/// the input to the output with progress on stderr.
+pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
+    use crate::models::registry::{default_dtype, load_model, Model, ModelKind};
+    use crate::models::release;
+    if a.noise_level > crate::pipeline::scheduler::MAX_NOISE_LEVEL {
+        bail!("--noise-level {}: at most {}", a.noise_level, crate::pipeline::scheduler::MAX_NOISE_LEVEL);
+    }
+    if a.steps == 0 || a.steps > 1000 {
+        bail!("--steps {}: between 1 and 1000", a.steps);
+    }
+    // Open the input first: a malformed stream is reported before minutes of model loading.
+    let input: Box<dyn Read> = match &a.input {
+        Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let reader = Reader::new(std::io::BufReader::new(input))?;
+    let out_header = reader.header().scaled(SCALE as u32)?;
+
+    let (positive, negative) = prompt_embeds(gpu, a)?;
+    let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);
+    let vae_dtype = default_dtype(gpu, ModelKind::Te3dVaeDecoder);
+    let (uw, uc) = release::video_unet(&a.weights);
+    let unet = match load_model(gpu, ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
+        Model::VideoUnet(u) => u,
+        _ => bail!("internal: {} did not load as a video UNet", uw.display()),
+    };
+    let (vw, vc) = release::video_vae(&a.weights);
+    let vae = match load_model(gpu, ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype)? {
+        Model::Te3dVaeDecoder(v) => v,
+        _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
+    };
+    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix };
+
+    let output: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = Writer::new(std::io::BufWriter::new(output), out_header)?;
+    let t0 = std::time::Instant::now();
+    let quiet = a.quiet;
+    let mut frames_done = 0usize;
+    let show = |x: Option<usize>| x.map_or("?".to_string(), |v| v.to_string());
+    let stats = run_job(gpu, &unet, unet_dtype, &vae, vae_dtype, reader, &mut writer, &opts, |p| {
+        if quiet {
+            return;
+        }
+        match p {
+            Progress::Step { window, windows, step, steps } => {
+                eprint!("\rwindow {}/{} step {step}/{steps}, {frames_done} frames written, {:.0} s   ", window + 1, show(windows), t0.elapsed().as_secs_f64());
+            }
+            Progress::Frames { done, total } => {
+                frames_done = done;
+                let fps = done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                eprint!("\rframe {done}/{} written, {fps:.3} frames/s   ", show(total));
+            }
+        }
+    })?;
+    if !quiet {
+        eprintln!("\r{} frames in, {} out, {} windows, {:.1} s", stats.frames_in, stats.frames_out, stats.windows, t0.elapsed().as_secs_f64());
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::registry::{load_model, Model, ModelKind};
+    use crate::pipeline::scheduler::{cfg_combine, ddim_step};
+    use crate::testutil::{assert_close, fresh_seed, test_gpu, Rng};
+
+    fn data(p: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(p)
+    }
+
+    /// The captured step graph (UNet on the CFG pair, guidance, DDIM, copy to the second batch
+    /// element, replayed with new per-step values) against the same steps done one uncaptured
+    /// UNet forward at a time with the host's `cfg_combine` and `ddim_step`.
+    #[test]
+    fn captured_sampler_matches_host_reference_steps() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let unet = match load_model(&gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), dt).unwrap() {
+            Model::VideoUnet(u) => u,
+            _ => unreachable!(),
+        };
+        let vae = match load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&data("te3dvae/config.json")), &data("te3dvae/weights.pt"), dt).unwrap() {
+            Model::Te3dVaeDecoder(v) => v,
+            _ => unreachable!(),
+        };
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let d = unet.config.base.cross_attention_dim;
+        let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto };
+        let (h, w) = (8, 16);
+        let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        let per_batch = 7 * WINDOW * h * w;
+        let lat = 4 * WINDOW * h * w;
+        let sample = rng.normals(per_batch, 1.0);
+        let mut pair = sample.clone();
+        pair.extend_from_slice(&sample);
+        let steps = Ddim::released().steps(opts.steps).unwrap();
+        let mut seen = Vec::new();
+        let got = engine.denoise(&pair, &steps, opts.guidance, |s| seen.push(s)).unwrap();
+        assert_eq!(seen, vec![1, 2, 3]);
+
+        // Host reference.
+        let mut ctx = neg.data.clone();
+        ctx.extend_from_slice(&pos.data);
+        let ctx = Tensor::from_f32(&gpu, &ctx, &[2, 77, d], dt).unwrap();
+        let labels = Tensor::from_u32(&gpu, &[50, 50], &[2]).unwrap();
+        let mut x = sample[..lat].to_vec();
+        for s in &steps {
+            let mut host = x.clone();
+            host.extend_from_slice(&sample[lat..]);
+            let mut both = host.clone();
+            both.extend_from_slice(&host);
+            let st = Tensor::from_f32(&gpu, &both, &[2, 7, WINDOW, h, w], dt).unwrap();
+            let ts = Tensor::from_f32(&gpu, &[s.t as f32; 2], &[2], DType::F32).unwrap();
+            let mut rec = gpu.recorder();
+            let v = unet.forward(&mut rec, &UNetInputs { sample: &st, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
+            rec.submit();
+            let v = v.to_f32(&gpu).unwrap();
+            let g = cfg_combine(&v[..lat], &v[lat..], opts.guidance);
+            x = ddim_step(&x, &g, &s.coeffs);
+        }
+        assert_close(&format!("final latents (seed {seed})"), &got, &x, 1e-4);
+        // The second batch element carries the same latents (the copy at the end of the step).
+        let second = engine.sample.narrow(0, 1, 1).unwrap().narrow(1, 0, 4).unwrap().to_f32(&gpu).unwrap();
+        assert_eq!(second, got);
+    }
+
+    /// Hands out at most `chunk` bytes per read and counts what it handed out.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        given: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.chunk).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            self.given.set(self.pos);
+            Ok(n)
+        }
+    }
+    /// Records how much input had been handed out when the first output bytes came.
+    struct Watch {
+        out: Vec<u8>,
+        given: std::rc::Rc<std::cell::Cell<usize>>,
+        at_first_frame: Option<usize>,
+    }
+    impl Write for Watch {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.at_first_frame.is_none() && !self.out.is_empty() {
+                self.at_first_frame = Some(self.given.get());
+            }
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// 13 frames (3 windows, a mirrored tail): 13 frames out, the first before the input ends,
+    /// and never more input frames held than a window plus its look-back.
+    #[test]
+    fn job_streams_three_windows_with_bounded_memory() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let unet = match load_model(&gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), dt).unwrap() {
+            Model::VideoUnet(u) => u,
+            _ => unreachable!(),
+        };
+        let vae = match load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&data("te3dvae/config.json")), &data("te3dvae/weights.pt"), dt).unwrap() {
+            Model::Te3dVaeDecoder(v) => v,
+            _ => unreachable!(),
+        };
+        let d = unet.config.base.cross_attention_dim;
+        let mut rng = Rng::new(5);
+        let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto };
+        let (w, h, n) = (5usize, 3usize, 13usize);
+        let header = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
+        let frame_len = 6 + 3 * w * h;
+        let mut data_in = header.clone();
+        for f in 0..n {
+            data_in.extend_from_slice(b"FRAME\n");
+            data_in.extend((0..3 * w * h).map(|i| (20 + (i * 13 + f * 7) % 200) as u8));
+        }
+        let total_len = data_in.len();
+        let given = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = Reader::new(Trickle { data: data_in, pos: 0, chunk: 16, given: given.clone() }).unwrap();
+        let out_header = reader.header().scaled(4).unwrap();
+        let mut writer = Writer::new(Watch { out: Vec::new(), given: given.clone(), at_first_frame: None }, out_header).unwrap();
+        let stats = run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &opts, |_| {}).unwrap();
+        assert_eq!((stats.frames_in, stats.frames_out, stats.windows), (n, n, 3));
+        assert!(stats.max_frames_held <= WINDOW + STRIDE, "held {} input frames", stats.max_frames_held);
+        let watch = writer.into_inner();
+        let first = watch.at_first_frame.expect("frames were written");
+        // Window 0 needs frames 0..8: the first output frame comes before frame 10 is read.
+        assert!(first < header.len() + 10 * frame_len && first < total_len, "first output after {first} of {total_len} input bytes");
+        let out_frame = 6 + 3 * 16 * w * h;
+        assert_eq!(watch.out.len(), b"YUV4MPEG2 W20 H12 F25:1 C444\n".len() + n * out_frame);
+    }
+
+    /// The chunks the job emits window by window, for every frame of several clip lengths,
+    /// against [`windows::frame_sources`] (window latents tagged 100·window + frame).
+    #[test]
+    fn fused_chunks_follow_frame_sources() {
+        let plane = 2;
+        for ilt in [Ilt::Released, Ilt::Paper] {
+            for t in [1, 4, 7, 8, 9, 12, 13, 17, 30] {
+                let count = windows::window_count(t);
+                let win = |i: usize| -> Vec<f32> {
+                    let mut z = vec![0f32; LATENT_CHANNELS * WINDOW * plane];
+                    for c in 0..LATENT_CHANNELS {
+                        for k in 0..WINDOW {
+                            for p in 0..plane {
+                                z[(c * WINDOW + k) * plane + p] = (100 * i + k) as f32 + 0.01 * c as f32;
+                            }
+                        }
+                    }
+                    z
+                };
+                let mut emitted = Vec::new();
+                let mut prev: Option<Vec<f32>> = None;
+                for i in 0..count {
+                    let z = win(i);
+                    emitted.extend(fused_chunk(ilt, prev.as_deref(), Some(&z), plane));
+                    prev = Some(z);
+                }
+                emitted.extend(fused_chunk(ilt, prev.as_deref(), None, plane));
+                assert_eq!(emitted.len(), windows::padded_len(t), "t = {t}");
+                for (f, got) in emitted.iter().enumerate() {
+                    for c in 0..LATENT_CHANNELS {
+                        let want: f32 = windows::frame_sources(ilt, t, f).iter().map(|&(i, k, wt)| wt * ((100 * i + k) as f32 + 0.01 * c as f32)).sum();
+                        assert!((got[c * plane] - want).abs() < 1e-3, "t {t} frame {f} channel {c}: {} vs {want}", got[c * plane]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prompt_embeds_are_checked() {
+        assert!(PromptEmbeds::new(vec![0.0; 6], vec![1, 2, 3]).is_ok());
+        assert!(PromptEmbeds::new(vec![0.0; 6], vec![2, 1, 3]).is_err());
+        assert!(PromptEmbeds::new(vec![0.0; 5], vec![1, 2, 3]).is_err());
+        assert!(PromptEmbeds::new(vec![f32::NAN; 6], vec![1, 2, 3]).is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! End to end through the binary: `diffvsr-wgpu upscale` on small synthetic y4m streams, with
+//! the tiny golden models laid out as a release folder (config overrides beside the
+//! checkpoints), 2 steps. Checks the output header, the exact frame count, the 4× size, and
+//! determinism (same seed → same bytes, another seed → other bytes); and that a truncated input
+//! stops with a message naming the frame.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(p)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("diffvsr-filter-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A release folder of the tiny models: DiffVSR_UNet.pt + unet_3d_config.json, TE-3DVAE.pt +
+/// vae_config.json, upscaler4x/{text_encoder, tokenizer}.
+fn release(dir: &Path) -> PathBuf {
+    let r = dir.join("release");
+    std::fs::create_dir_all(r.join("upscaler4x/text_encoder")).unwrap();
+    std::fs::create_dir_all(r.join("upscaler4x/tokenizer")).unwrap();
+    let cp = |from: PathBuf, to: &str| {
+        std::fs::copy(&from, r.join(to)).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+    };
+    cp(data("diffvsr_unet/unet.pt"), "DiffVSR_UNet.pt");
+    cp(data("diffvsr_unet/config.json"), "unet_3d_config.json");
+    cp(data("te3dvae/weights.pt"), "TE-3DVAE.pt");
+    cp(data("te3dvae/config.json"), "vae_config.json");
+    cp(data("clip_text/model.safetensors"), "upscaler4x/text_encoder/model.safetensors");
+    cp(data("clip_text/config.json"), "upscaler4x/text_encoder/config.json");
+    for f in ["merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"] {
+        cp(data(&format!("clip_tokenizer/{f}")), &format!("upscaler4x/tokenizer/{f}"));
+    }
+    r
+}
+
+/// `prompt_embeds [1, 77, 32]` (the tiny UNet's cross-attention width), deterministic values.
+fn embeds(path: &Path, salt: u32) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let v: Vec<f32> = (0..77 * 32).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(salt) >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 2.0).collect();
+    let view = TensorView::new(Dtype::F32, vec![1, 77, 32], bytemuck::cast_slice(&v)).unwrap();
+    safetensors::serialize_to_file([("prompt_embeds", view)], None, path).unwrap();
+}
+
+/// A 4:2:0 8-bit stream of `n` frames `w`×`h` with a moving pattern.
+fn stream(w: usize, h: usize, n: usize) -> Vec<u8> {
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut s = format!("YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg XCOLORRANGE=LIMITED\n").into_bytes();
+    for f in 0..n {
+        s.extend_from_slice(b"FRAME\n");
+        s.extend((0..w * h).map(|i| (16 + (i % w * 17 + i / w * 29 + f * 13) % 220) as u8));
+        s.extend((0..cw * ch).map(|i| (64 + (i * 11 + f * 5) % 128) as u8));
+        s.extend((0..cw * ch).map(|i| (96 + (i * 7 + f * 3) % 96) as u8));
+    }
+    s
+}
+
+fn upscale(release: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .arg("upscale")
+        .arg("--weights")
+        .arg(release)
+        .arg("-i")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--steps", "2", "--quiet"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "upscale failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Splits a y4m file into its header line and its frames (each FRAME line + payload), given
+/// the frame payload size.
+fn frames(bytes: &[u8], payload: usize) -> (String, Vec<Vec<u8>>) {
+    let nl = bytes.iter().position(|&b| b == b'\n').expect("a header line");
+    let header = String::from_utf8(bytes[..nl].to_vec()).unwrap();
+    let mut rest = &bytes[nl + 1..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        assert!(rest.starts_with(b"FRAME\n"), "frame {} does not start with FRAME", out.len());
+        assert!(rest.len() >= 6 + payload, "frame {} is truncated", out.len());
+        out.push(rest[6..6 + payload].to_vec());
+        rest = &rest[6 + payload..];
+    }
+    (header, out)
+}
+
+#[test]
+fn upscale_is_4x_frame_exact_and_deterministic() {
+    let dir = tmp("det");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    // 7 frames of 7×5: odd, not multiples of 8 (the latent pads to 8×8, the output crops back).
+    let (w, h, n) = (7, 5, 7);
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(w, h, n)).unwrap();
+    let pe = ["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()];
+    let run = |name: &str, seed: &str| {
+        let out = dir.join(name);
+        let mut args = pe.to_vec();
+        args.extend(["--seed", seed]);
+        ok(&upscale(&rel, &input, &out, &args));
+        std::fs::read(out).unwrap()
+    };
+    let a = run("a.y4m", "1");
+    let a2 = run("a2.y4m", "1");
+    let b = run("b.y4m", "2");
+
+    let (ow, oh) = (4 * w, 4 * h);
+    let payload = ow * oh + 2 * (ow.div_ceil(2) * oh.div_ceil(2));
+    let (header, fa) = frames(&a, payload);
+    assert_eq!(header, format!("YUV4MPEG2 W{ow} H{oh} F25:1 Ip A1:1 C420jpeg XCOLORRANGE=LIMITED"));
+    assert_eq!(fa.len(), n, "one output frame per input frame");
+    assert_eq!(a, a2, "the same seed must give the same bytes");
+    assert_eq!(a.len(), b.len());
+    assert_ne!(a, b, "another seed must give other bytes");
+    // Not a constant image: the model's output varies over the frame.
+    let luma = &fa[0][..ow * oh];
+    assert!(luma.iter().any(|&v| v != luma[0]), "output luma is constant");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn one_frame_in_gives_one_frame_out_with_the_text_encoder() {
+    let dir = tmp("one");
+    let rel = release(&dir);
+    let input = dir.join("in.y4m");
+    // 9×6: wider than 8, so the latent is 16×8.
+    std::fs::write(&input, stream(9, 6, 1)).unwrap();
+    let out = dir.join("out.y4m");
+    ok(&upscale(&rel, &input, &out, &["--prompt", "a test", "--seed", "3"]));
+    let bytes = std::fs::read(&out).unwrap();
+    let payload = 36 * 24 + 2 * (18 * 12);
+    let (header, f) = frames(&bytes, payload);
+    assert!(header.starts_with("YUV4MPEG2 W36 H24 "), "{header}");
+    assert_eq!(f.len(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_truncated_stream_names_the_frame_and_fails() {
+    let dir = tmp("trunc");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let input = dir.join("in.y4m");
+    let mut s = stream(7, 5, 3);
+    s.truncate(s.len() - 10);
+    std::fs::write(&input, s).unwrap();
+    let out = dir.join("out.y4m");
+    let o = upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
+    assert!(!o.status.success(), "a truncated stream must fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("frame 2"), "the message names the frame: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ten_bit_stays_ten_bit() {
+    let dir = tmp("p10");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    // 3 frames of 5×3, 4:2:0 10-bit (little-endian 16-bit samples).
+    let (w, h, n) = (5usize, 3usize, 3usize);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut s = format!("YUV4MPEG2 W{w} H{h} F30000:1001 It A1:1 C420p10 XYSCSS=420P10\n").into_bytes();
+    for f in 0..n {
+        s.extend_from_slice(b"FRAME\n");
+        for i in 0..w * h + 2 * cw * ch {
+            let v: u16 = if i < w * h { 64 + ((i * 97 + f * 31) % 876) as u16 } else { 64 + ((i * 53 + f * 11) % 896) as u16 };
+            s.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, s).unwrap();
+    let out = dir.join("out.y4m");
+    ok(&upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
+    let bytes = std::fs::read(&out).unwrap();
+    let (ow, oh) = (4 * w, 4 * h);
+    let payload = 2 * (ow * oh + 2 * ow.div_ceil(2) * oh.div_ceil(2));
+    let (header, f) = frames(&bytes, payload);
+    assert_eq!(header, format!("YUV4MPEG2 W{ow} H{oh} F30000:1001 It A1:1 C420p10 XYSCSS=420P10"));
+    assert_eq!(f.len(), n);
+    for (k, fr) in f.iter().enumerate() {
+        let max = fr.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).max().unwrap();
+        assert!(max < 1024, "frame {k}: sample {max} does not fit in 10 bits");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_settings_fail_with_a_message() {
+    let dir = tmp("bad");
+    let rel = release(&dir);
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(7, 5, 1)).unwrap();
+    let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--noise-level", "400"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--noise-level 400"), "{}", String::from_utf8_lossy(&o.stderr));
+    // Not a y4m stream at all.
+    std::fs::write(&input, b"RIFF....WAVEfmt ").unwrap();
+    let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("y4m stream header"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
