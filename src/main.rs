@@ -7,17 +7,18 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOptions};
 
-/// What works today: the engine's models, each checked against its reference, and the tools
-/// around them. Not yet: the upscaling filter itself (sampler, windows, y4m in and out).
+/// The command line: `upscale` (the DiffVSR job as a y4m filter) and the tools around the
+/// engine's models.
 #[derive(Parser)]
 #[command(
     name = "diffvsr-wgpu",
     version,
     about = "DiffVSR video super-resolution engine on any GPU (WGSL kernels on wgpu).",
     long_about = "DiffVSR video super-resolution engine on any GPU (WGSL kernels on wgpu).\n\n\
-                  Works today: listing GPUs, fetching and converting the weights, encoding prompts, \
-                  one forward pass of each model (checked against reference tensors), kernel benchmarks. \
-                  Not yet: the upscaling filter itself (ffmpeg pipe in, ffmpeg pipe out)."
+                  `upscale` runs the DiffVSR job on a y4m stream (ffmpeg pipe in, ffmpeg pipe out). Not yet: \
+                  spatial tiles (a large frame fails with a message naming the limit), --frames segments, \
+                  a GIF preview. The other commands list GPUs, fetch and convert the weights, encode \
+                  prompts, run one forward pass of each model against reference tensors, and benchmark kernels."
 )]
 struct Cli {
     #[command(subcommand)]

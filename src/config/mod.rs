@@ -4,6 +4,11 @@
 
 use std::path::Path;
 
+pub mod clip_text;
+pub mod video_vae;
+pub use clip_text::ClipTextConfig;
+pub use video_vae::VideoVaeConfig;
+
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
