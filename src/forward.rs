@@ -178,8 +178,10 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "weight_bytes_note": "pool bytes live after loading the model (weights on device)",
                 "planned_activation_bytes": graph.planned_bytes(),
                 "planned_activation_bytes_note": "planned: peak of the forward's memory plan (arena)",
-                "measured_peak_bytes": pool.peak_live_bytes,
-                "measured_peak_bytes_note": "measured: the buffer pool's peak of bytes handed out at once (weights + activations + inputs), over the whole process",
+                "pool_peak_live_bytes": pool.peak_live_bytes,
+                "pool_peak_live_bytes_note": "measured: the device buffer pool's peak of bytes handed out at once (weights, inputs, outputs; the activations live in the arena, not here)",
+                "measured_peak_bytes": pool.peak_live_bytes + graph.planned_bytes(),
+                "measured_peak_bytes_note": "measured: pool peak + the arena's buffers as created (weights + activations); buffers the engine allocated, not the driver's own count",
                 "load_s": load_s,
                 "graph_build_s": build_s,
             });
