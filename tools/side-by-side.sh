@@ -6,7 +6,7 @@
 #          the card machine lacks (diffusers, einops, rotary-embedding-torch) -> .whl/ (pip
 #          download, no deps). Both folders are git-ignored; nothing fetched is committed.
 #   there: tools/side-by-side.sh run     every case below, each under `timeout`, the whole run held
-#          to RUN_BUDGET seconds (default 540, inside one 10-minute call); writes $OUT (or
+#          to RUN_BUDGET seconds (default 550, inside one 10-minute call); writes $OUT (or
 #          ./gpu-out/side-by-side): the engine's JSON reports, the kernel table, ref.json, BENCHMARKS.json and
 #          table.md, and prints the table.
 #   here:  tools/side-by-side.sh tiny    the same on the CPU: the engine on lavapipe with the tiny
@@ -58,6 +58,7 @@ run | tiny) ;;
 esac
 
 out=${OUT:-./gpu-out/side-by-side}
+PART=${PART:-all} # all | models | kernels
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 start=$SECONDS
@@ -72,7 +73,7 @@ else
     BIN=${BIN:-$ROOT/.device-bin/diffvsr-wgpu}
     PY=${PYTHON:-python3}
     REPO=${DIFFVSR_REPO:-$ROOT/.whl/DiffVSR}
-    budget=${RUN_BUDGET:-540}
+    budget=${RUN_BUDGET:-550}
     runs=5
     kdtype=${KERNEL_DTYPE:-f16}
     # The Vulkan loader and the NVIDIA ICD, as tools/gpu-check.sh does it.
@@ -136,12 +137,27 @@ else
     ref_limit=${REF_TIMEOUT:-170}
 fi
 
+# PyTorch first: it needs the least time and is what every ratio divides by.
+t=$(left "$ref_limit")
+[ "$PART" = kernels ] && refargs+=(--skip-models)
+[ "$PART" = models ] && refargs+=(--skip-kernels)
+rcmd="$PY tools/bench_reference.py --diffvsr-repo $REPO ${refargs[*]} --out $out/ref.json"
+if [ "$t" -eq 0 ]; then
+    echo '{"models": [], "kernels": [], "error": "out of run budget"}' >"$out/ref.json"
+else
+    echo "== PyTorch reference (limit ${t}s)"
+    # shellcheck disable=SC2086
+    timeout "$t" $rcmd 2>&1 | tee "$out/ref.txt" | grep -vE "^\s*$" | tail -40
+fi
+
 commands=()
 echo "[" >"$out/cases.json"
 first=1
 i=0
 for c in "${cases[@]}"; do
     IFS='|' read -r name args dtype shape ref limit <<<"$c"
+    [ "$PART" = kernels ] && continue
+    if [ -n "${CASES:-}" ] && ! grep -qE "$CASES" <<<"$name"; then continue; fi
     i=$((i + 1))
     j="engine-$i.json"
     rm -f "$out/$j"
@@ -177,7 +193,9 @@ echo "]" >>"$out/cases.json"
 kcmd="$BIN bench kernels ${kargs[*]}"
 t=$(left "${KERNEL_TIMEOUT:-100}")
 kerr=""
-if [ "$t" -eq 0 ]; then
+if [ "$PART" = models ]; then
+    kerr="not run (PART=models)"
+elif [ "$t" -eq 0 ]; then
     kerr="out of run budget"
 else
     echo "== engine: bench kernels (limit ${t}s)"
@@ -187,16 +205,6 @@ else
 fi
 printf '{"command": "%s", "error": "%s"}\n' "$kcmd" "$kerr" >"$out/kernels-status.json"
 commands+=("$kcmd")
-
-t=$(left "$ref_limit")
-rcmd="$PY tools/bench_reference.py --diffvsr-repo $REPO ${refargs[*]} --out $out/ref.json"
-if [ "$t" -eq 0 ]; then
-    echo '{"models": [], "kernels": [], "error": "out of run budget"}' >"$out/ref.json"
-else
-    echo "== PyTorch reference (limit ${t}s)"
-    # shellcheck disable=SC2086
-    timeout "$t" $rcmd 2>&1 | tee "$out/ref.txt" | grep -vE "^\s*$" | tail -40
-fi
 
 engine_dev=""  # taken from the engine reports by side_by_side_table.py
 date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
