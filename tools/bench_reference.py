@@ -36,6 +36,7 @@ DIFFVSR_UNET_FULL = dict(
     mid_temporal=True,
     up_temporal_idx=[0, 1, 2, 3],
     video_condition=False,
+    temporal_module_config={"attention_block_types": ["", ""]},  # as released: no attention
     msatten=True,
     downsample_2x=False,
     in_channels=7,
@@ -379,6 +380,10 @@ def main():
     args = ap.parse_args()
 
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        with open(args.out, "w") as f:
+            json.dump({"torch": torch.__version__, "models": [], "kernels": [], "error": "torch.cuda.is_available() is False"}, f, indent=1)
+        sys.exit("bench_reference: no CUDA device visible to torch (use --device cpu for a smoke test)")
     timer = Timer(device, args.warmup, args.iters)
     only = [s for s in args.only.split(",") if s]
     result = {

@@ -3,7 +3,7 @@
 #
 #   here:  tools/side-by-side.sh build   release binary -> .device-bin/; the official code's
 #          models/ (and configs/) -> .whl/DiffVSR/ (DIFFVSR_REPO=/path/to/clone); wheels for what
-#          the card machine lacks (diffusers, einops, rotary-embedding-torch) -> .whl/ (pip
+#          the card machine lacks (diffusers 0.30.0, rotary-embedding-torch) -> .whl/ (pip
 #          download, no deps). Both folders are git-ignored; nothing fetched is committed.
 #   there: tools/side-by-side.sh run     every case below, each under `timeout`, the whole run held
 #          to RUN_BUDGET seconds (default 550, inside one 10-minute call); writes $OUT (or
@@ -39,11 +39,12 @@ build)
     else
         echo "no official clone at $repo (set DIFFVSR_REPO): the reference will fail" >&2
     fi
-    # The card machine has torch but no diffusers and no network. Pure-Python wheels, no deps:
-    # diffusers' own deps (huggingface_hub, safetensors, regex, importlib_metadata, Pillow) must
-    # already be there or be added to this list.
+    # The card machine (Python 3.12, torch, einops, huggingface_hub, safetensors, Pillow, ...) lacks
+    # diffusers and rotary-embedding-torch: pure-Python wheels, no deps (see the device README).
     mkdir -p .whl
-    ${PIP:-python3 -m pip} download --no-deps -d .whl "diffusers==${DIFFUSERS_VERSION:-0.30.0}" einops rotary-embedding-torch \
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${DEVICE_PYTHON:-3.12}" --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        "diffusers==${DIFFUSERS_VERSION:-0.30.0}" "rotary-embedding-torch==${ROTARY_VERSION:-0.2.3}" \
         || echo "pip download failed: bring the wheels into .whl/ by hand" >&2
     ls -la .device-bin .whl
     du -sh .device-bin .whl 2>/dev/null
@@ -85,10 +86,11 @@ else
         export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     fi
     export DIFFVSR_BACKEND=vulkan
-    # Wheels brought in .whl/ (no network there): installed into a private folder on PYTHONPATH.
-    if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c "import diffusers" 2>/dev/null; then
-        "$PY" -m pip install --no-index --no-deps --target "$out/pylib" .whl/*.whl >"$out/pip.txt" 2>&1 || echo "wheel install failed: see $out/pip.txt"
-        export PYTHONPATH="$out/pylib${PYTHONPATH:+:$PYTHONPATH}"
+    # Wheels brought in .whl/ (no network there), into a private folder on PYTHONPATH.
+    if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c "import diffusers, rotary_embedding_torch" 2>/dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/sbs-site .whl/*.whl >"$out/pip.txt" 2>&1 ||
+            echo "wheel install failed: see $out/pip.txt"
+        export PYTHONPATH="/tmp/sbs-site${PYTHONPATH:+:$PYTHONPATH}"
     fi
 fi
 export RUST_LOG=${RUST_LOG:-warn,wgpu_hal=off}
@@ -204,7 +206,7 @@ else
     [ $rc -eq 0 ] || kerr="exit $rc$([ $rc -eq 124 ] && echo ": timed out after ${t}s, partial table")"
 fi
 printf '{"command": "%s", "error": "%s"}\n' "$kcmd" "$kerr" >"$out/kernels-status.json"
-commands+=("$kcmd")
+[ "$PART" = models ] || commands+=("$kcmd")
 
 engine_dev=""  # taken from the engine reports by side_by_side_table.py
 date=$(date -u +%Y-%m-%dT%H:%M:%SZ)

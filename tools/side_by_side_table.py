@@ -176,6 +176,10 @@ def main():
         f"card: {result['card']}  driver: {result['driver']}  date: {result['date']}",
         f"engine adapter: {result['engine_device']}",
         f"reference: torch {result['torch']} (CUDA {result['cuda']}, diffusers {result['diffusers']}) on {result['reference_device']}, {result['reference_timing']}",
+    ]
+    if not ref or ref.get("error"):
+        lines.append(f"PyTorch reference: {ref.get('error') if ref else 'no ref.json (did it run? see ref.txt)'}")
+    lines += [
         "",
         "| case | shape | engine ms | PyTorch ms | engine ÷ PyTorch | engine peak | PyTorch peak | notes |",
         "|---|---|---|---|---|---|---|---|",
