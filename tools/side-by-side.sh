@@ -181,7 +181,7 @@ for c in "${cases[@]}"; do
             err="timed out after ${t}s"
         elif [ $rc -ne 0 ] || [ ! -s "$out/$j" ]; then
             status=failed
-            err="exit $rc: $(tail -3 "$out/engine-$i.txt" | tr '\n"\\' '   ' | cut -c1-400)"
+            err="exit $rc: $(tail -3 "$out/engine-$i.txt" | tr '\n\r\t"\\' '     ' | cut -c1-400)"
         fi
     fi
     commands+=("$cmd")
