@@ -31,6 +31,8 @@ pub struct ForwardOptions {
     pub report: bool,
     /// Timed replays for `--report`.
     pub runs: usize,
+    /// Also write the report as one JSON object to this file (implies `report`).
+    pub json: Option<PathBuf>,
 }
 
 /// Default tolerance of `--expect` by storage dtype: what the golden tests hold the models to,
@@ -119,7 +121,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         eprintln!("wrote output {:?} to {}", out.shape(), path.display());
     }
 
-    if o.report {
+    if o.report || o.json.is_some() {
         let mut times = Vec::new();
         let mut submit = Vec::new();
         for _ in 0..o.runs.max(1) {
@@ -148,6 +150,44 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         );
         println!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
         println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
+        if let Some(path) = &o.json {
+            let pool = gpu.pool.stats();
+            let (b, h, w) = o.random_inputs.unwrap_or((0, 0, 0));
+            let report = serde_json::json!({
+                "model": format!("{:?}", o.model),
+                "config": o.config.as_ref().map(|p| p.display().to_string()),
+                "weights": weights_name,
+                "dtype": dtype.name(),
+                "random_inputs": o.random_inputs.map(|_| serde_json::json!({"batch": b, "height": h, "width": w})),
+                "inputs": o.inputs.as_ref().map(|p| p.display().to_string()),
+                "output_shape": out.shape(),
+                "device": {
+                    "name": gpu.info.name,
+                    "backend": format!("{:?}", gpu.info.backend),
+                    "device_type": format!("{:?}", gpu.info.device_type),
+                    "driver": gpu.info.driver,
+                    "driver_info": gpu.info.driver_info,
+                },
+                "gpu_ms_median": gpu_t * 1e3,
+                "gpu_ms_all": times.iter().map(|t| t * 1e3).collect::<Vec<_>>(),
+                "timing_source": if gpu.has_timestamps() { "timestamps" } else { "wall clock" },
+                "submit_ms_median": sub_t * 1e3,
+                "runs": times.len(),
+                "dispatches": graph.dispatches(),
+                "weight_bytes": weight_bytes,
+                "weight_bytes_note": "pool bytes live after loading the model (weights on device)",
+                "planned_activation_bytes": graph.planned_bytes(),
+                "planned_activation_bytes_note": "planned: peak of the forward's memory plan (arena)",
+                "pool_peak_live_bytes": pool.peak_live_bytes,
+                "pool_peak_live_bytes_note": "measured: the device buffer pool's peak of bytes handed out at once (weights, inputs, outputs; the activations live in the arena, not here)",
+                "measured_peak_bytes": pool.peak_live_bytes + graph.planned_bytes(),
+                "measured_peak_bytes_note": "measured: pool peak + the arena's buffers as created (weights + activations); buffers the engine allocated, not the driver's own count",
+                "load_s": load_s,
+                "graph_build_s": build_s,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote report to {}", path.display());
+        }
     }
     if verdict == Some(false) {
         bail!("the output does not match the reference (FAIL above)");

@@ -159,6 +159,10 @@ enum Cmd {
         /// Timed repetitions for --report.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Also write the report as one JSON object (model, dtype, shape, device, median GPU ms,
+        /// dispatches, planned and measured bytes) to this file; implies --report.
+        #[arg(long, alias = "report-json")]
+        json: Option<PathBuf>,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -325,9 +329,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, gpu } => {
+        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, gpu } => {
             let g = gpu.open()?;
-            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs };
+            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json };
             forward::run(&g, &o)
         }
         Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick, full, gpu } } => {

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# The engine beside PyTorch on the same card, in one device call (issue 10).
+#
+#   here:  tools/side-by-side.sh build   release binary -> .device-bin/; the official code's
+#          models/ (and configs/) -> .whl/DiffVSR/ (DIFFVSR_REPO=/path/to/clone); wheels for what
+#          the card machine lacks (diffusers 0.30.0, rotary-embedding-torch) -> .whl/ (pip
+#          download, no deps). Both folders are git-ignored; nothing fetched is committed.
+#   there: tools/side-by-side.sh run     every case below, each under `timeout`, the whole run held
+#          to RUN_BUDGET seconds (default 550, inside one 10-minute call); writes $OUT (or
+#          ./gpu-out/side-by-side): the engine's JSON reports, the kernel table, ref.json, BENCHMARKS.json and
+#          table.md, and prints the table.
+#   here:  tools/side-by-side.sh tiny    the same on the CPU: the engine on lavapipe with the tiny
+#          test configs (debug binary unless BIN is set), PyTorch on the CPU (PYTHON, default
+#          /work/official/venv/bin/python; DIFFVSR_REPO default /work/official/DiffVSR). A smoke
+#          test of the script: its numbers say nothing about any GPU.
+#
+# Cases: DiffVSR UNet window call (CFG pair x 8 frames) at 64², 128², 180x320 latent (f16);
+# TE-3DVAE decode of one 4-frame chunk at 128² and 180x320, f32 and f16; SD x4 UNet batch 16 at
+# 128² (f16); `bench kernels` against PyTorch matmul / linear / SDPA / conv at the same shapes.
+# A failing or timed-out case is recorded as failed with its error; the run goes on.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+mode=${1:-run}
+case "$mode" in
+build)
+    set -e
+    nice -n 10 cargo build --release --bin diffvsr-wgpu
+    mkdir -p .device-bin
+    cp target/release/diffvsr-wgpu .device-bin/
+    strip .device-bin/diffvsr-wgpu || true
+    repo=${DIFFVSR_REPO:-/work/official/DiffVSR}
+    if [ -d "$repo/models" ]; then
+        rm -rf .whl/DiffVSR && mkdir -p .whl/DiffVSR
+        cp -a "$repo/models" .whl/DiffVSR/
+        [ -d "$repo/configs" ] && cp -a "$repo/configs" .whl/DiffVSR/
+        echo "official code: $repo -> .whl/DiffVSR (git-ignored, not committed)"
+    else
+        echo "no official clone at $repo (set DIFFVSR_REPO): the reference will fail" >&2
+    fi
+    # The card machine (Python 3.12, torch, einops, huggingface_hub, safetensors, Pillow, ...) lacks
+    # diffusers and rotary-embedding-torch: pure-Python wheels, no deps (see the device README).
+    mkdir -p .whl
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${DEVICE_PYTHON:-3.12}" --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        "diffusers==${DIFFUSERS_VERSION:-0.30.0}" "rotary-embedding-torch==${ROTARY_VERSION:-0.2.3}" \
+        || echo "pip download failed: bring the wheels into .whl/ by hand" >&2
+    ls -la .device-bin .whl
+    du -sh .device-bin .whl 2>/dev/null
+    echo "carry to the device: .device-bin .gl .whl (64 MiB at most in all)"
+    exit 0
+    ;;
+run | tiny) ;;
+*)
+    echo "usage: tools/side-by-side.sh build|run|tiny" >&2
+    exit 2
+    ;;
+esac
+
+out=${OUT:-./gpu-out/side-by-side}
+PART=${PART:-all} # all | models | kernels
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+start=$SECONDS
+if [ "$mode" = tiny ]; then
+    BIN=${BIN:-$ROOT/target/debug/diffvsr-wgpu}
+    PY=${PYTHON:-/work/official/venv/bin/python}
+    REPO=${DIFFVSR_REPO:-/work/official/DiffVSR}
+    budget=${RUN_BUDGET:-300}
+    runs=2
+    kdtype=f16
+else
+    BIN=${BIN:-$ROOT/.device-bin/diffvsr-wgpu}
+    PY=${PYTHON:-python3}
+    REPO=${DIFFVSR_REPO:-$ROOT/.whl/DiffVSR}
+    budget=${RUN_BUDGET:-550}
+    runs=5
+    kdtype=${KERNEL_DTYPE:-f16}
+    # The Vulkan loader and the NVIDIA ICD, as tools/gpu-check.sh does it.
+    if ! ldconfig -p | grep -q libvulkan.so.1; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    fi
+    export DIFFVSR_BACKEND=vulkan
+    # Wheels brought in .whl/ (no network there), into a private folder on PYTHONPATH.
+    if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c "import diffusers, rotary_embedding_torch" 2>/dev/null; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/sbs-site .whl/*.whl >"$out/pip.txt" 2>&1 ||
+            echo "wheel install failed: see $out/pip.txt"
+        export PYTHONPATH="/tmp/sbs-site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+fi
+export RUST_LOG=${RUST_LOG:-warn,wgpu_hal=off}
+
+# Seconds left for a step: its own limit, cut to what the run budget leaves (0: skip it).
+left() {
+    local want=$1 rem=$((budget - (SECONDS - start)))
+    if [ "$rem" -lt 10 ]; then echo 0; elif [ "$want" -gt "$rem" ]; then echo "$rem"; else echo "$want"; fi
+}
+
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
+"$BIN" devices >"$out/devices.txt" 2>&1 || true
+
+# name | engine args | dtype | shape | reference case name | limit (s)
+if [ "$mode" = tiny ]; then
+    U="--model diffvsr-unet --config tests/data/diffvsr_unet/config.json"
+    V="--model te3dvae-decoder --config tests/data/te3dvae/config.json"
+    S="--model unet --config tests/data/sdx4/unet_config.json"
+    cases=(
+        "diffvsr-unet 8x12|$U --random-inputs 2x8x12 --dtype f16|f16|2x7x8x8x12|diffvsr-unet 8x12|60"
+        "diffvsr-unet 16x16|$U --random-inputs 2x16x16 --dtype f16|f16|2x7x8x16x16|diffvsr-unet 16x16|60"
+        "te3dvae-decode 8x12 f32|$V --random-inputs 1x8x12 --dtype f32|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
+        "te3dvae-decode 8x12 f16|$V --random-inputs 1x8x12 --dtype f16|f16|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
+        "sdx4-unet 2x16x16|$S --random-inputs 2x16x16 --dtype f16|f16|2x7x16x16|sdx4-unet 2x16x16|40"
+    )
+    refargs=(--device cpu --tiny --warmup 1 --iters 2)
+    kargs=(--quick --iters 2 --dtype "$kdtype")
+    ref_limit=180
+else
+    U="--model diffvsr-unet"
+    V="--model te3dvae-decoder"
+    cases=(
+        "diffvsr-unet 64x64|$U --random-inputs 2x64x64 --dtype f16|f16|2x7x8x64x64|diffvsr-unet 64x64|75"
+        "diffvsr-unet 128x128|$U --random-inputs 2x128x128 --dtype f16|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
+        "diffvsr-unet 180x320|$U --random-inputs 2x180x320 --dtype f16|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
+        "te3dvae-decode 128x128 f32|$V --random-inputs 1x128x128 --dtype f32|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
+        "te3dvae-decode 128x128 f16|$V --random-inputs 1x128x128 --dtype f16|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
+        "te3dvae-decode 180x320 f32|$V --random-inputs 1x180x320 --dtype f32|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
+        "te3dvae-decode 180x320 f16|$V --random-inputs 1x180x320 --dtype f16|f16|1x4x4x180x320|te3dvae-decode 180x320 float16|40"
+        "sdx4-unet 16x128x128|--model unet --random-inputs 16x128x128 --dtype f16|f16|16x7x128x128|sdx4-unet 16x128x128|60"
+    )
+    refargs=(--device cuda --warmup 3 --iters 10)
+    kargs=(--iters 10 --dtype "$kdtype")
+    ref_limit=${REF_TIMEOUT:-170}
+fi
+
+# PyTorch first: it needs the least time and is what every ratio divides by.
+t=$(left "$ref_limit")
+[ "$PART" = kernels ] && refargs+=(--skip-models)
+[ "$PART" = models ] && refargs+=(--skip-kernels)
+rcmd="$PY tools/bench_reference.py --diffvsr-repo $REPO ${refargs[*]} --out $out/ref.json"
+if [ "$t" -eq 0 ]; then
+    echo '{"models": [], "kernels": [], "error": "out of run budget"}' >"$out/ref.json"
+else
+    echo "== PyTorch reference (limit ${t}s)"
+    # shellcheck disable=SC2086
+    timeout "$t" $rcmd 2>&1 | tee "$out/ref.txt" | grep -vE "^\s*$" | tail -40
+fi
+
+commands=()
+echo "[" >"$out/cases.json"
+first=1
+i=0
+for c in "${cases[@]}"; do
+    IFS='|' read -r name args dtype shape ref limit <<<"$c"
+    [ "$PART" = kernels ] && continue
+    if [ -n "${CASES:-}" ] && ! grep -qE "$CASES" <<<"$name"; then continue; fi
+    i=$((i + 1))
+    j="engine-$i.json"
+    rm -f "$out/$j"
+    cmd="$BIN forward --random-weights 1 $args --report --runs $runs --json $out/$j"
+    t=$(left "$limit")
+    status=ok
+    err=""
+    if [ "$t" -eq 0 ]; then
+        status=skipped
+        err="out of run budget"
+    else
+        echo "== engine: $name (limit ${t}s)"
+        # shellcheck disable=SC2086
+        timeout "$t" $cmd >"$out/engine-$i.txt" 2>&1
+        rc=$?
+        grep -E "GPU time|planned|weights on|dispatches|error|Error" "$out/engine-$i.txt" | head -8
+        if [ $rc -eq 124 ]; then
+            status=failed
+            err="timed out after ${t}s"
+        elif [ $rc -ne 0 ] || [ ! -s "$out/$j" ]; then
+            status=failed
+            err="exit $rc: $(tail -3 "$out/engine-$i.txt" | tr '\n\r\t"\\' '     ' | cut -c1-400)"
+        fi
+    fi
+    commands+=("$cmd")
+    [ $first -eq 1 ] || echo "," >>"$out/cases.json"
+    first=0
+    printf '{"name": "%s", "shape": "%s", "dtype": "%s", "ref": "%s", "engine_json": "%s", "status": "%s", "error": "%s", "command": "%s"}\n' \
+        "$name" "$shape" "$dtype" "$ref" "$j" "$status" "$err" "$cmd" >>"$out/cases.json"
+done
+echo "]" >>"$out/cases.json"
+
+kcmd="$BIN bench kernels ${kargs[*]}"
+t=$(left "${KERNEL_TIMEOUT:-100}")
+kerr=""
+if [ "$PART" = models ]; then
+    kerr="not run (PART=models)"
+elif [ "$t" -eq 0 ]; then
+    kerr="out of run budget"
+else
+    echo "== engine: bench kernels (limit ${t}s)"
+    timeout "$t" $kcmd >"$out/bench-kernels.txt" 2>"$out/bench-kernels.err"
+    rc=$?
+    [ $rc -eq 0 ] || kerr="exit $rc$([ $rc -eq 124 ] && echo ": timed out after ${t}s, partial table")"
+fi
+printf '{"command": "%s", "error": "%s"}\n' "$kcmd" "$kerr" >"$out/kernels-status.json"
+[ "$PART" = models ] || commands+=("$kcmd")
+
+engine_dev=""  # taken from the engine reports by side_by_side_table.py
+date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+{
+    printf '{"date": "%s", "card": "%s", "driver": "%s", "engine_device": "%s", "kernel_dtype": "%s", "tiny": %s, "run_seconds": %s, "commands": [' \
+        "$date" "${card:-none (no nvidia-smi)}" "${driver:-}" "$engine_dev" "$kdtype" "$([ "$mode" = tiny ] && echo true || echo false)" "$((SECONDS - start))"
+    sep=""
+    for c in "${commands[@]}"; do
+        printf '%s"%s"' "$sep" "$c"
+        sep=", "
+    done
+    echo "]}"
+} >"$out/meta.json"
+
+json=${BENCH_JSON:-$out/BENCHMARKS.json}
+"$PY" tools/side_by_side_table.py "$out" --json "$json" --md "$out/table.md"
+echo "run took $((SECONDS - start)) s; files in $out"
