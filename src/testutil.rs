@@ -100,3 +100,17 @@ pub fn official_file(rel: &str) -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(&std::env::var("DIFFVSR_OFFICIAL_CODE").ok()?).join(rel);
     p.exists().then_some(p)
 }
+
+/// Runs every quick bench case of an op once in every storage dtype (so a case that no longer
+/// matches its op's API fails a test, not a benchmark run).
+pub fn run_quick_bench_cases(cases: fn(&Gpu, crate::DType, bool) -> anyhow::Result<Vec<crate::ops::bench_case::BenchCase>>) {
+    let gpu = test_gpu();
+    for dt in gpu.dtypes() {
+        for case in cases(&gpu, dt, true).unwrap() {
+            let mut rec = gpu.recorder();
+            (case.run)(&mut rec).unwrap_or_else(|e| panic!("{} {dt:?}: {e}", case.name));
+            rec.submit();
+            gpu.sync().unwrap();
+        }
+    }
+}

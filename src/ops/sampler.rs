@@ -656,15 +656,7 @@ mod tests {
 
     #[test]
     fn bench_cases_run() {
-        let gpu = test_gpu();
-        for dt in gpu.dtypes() {
-            for case in bench_cases(&gpu, dt, true).unwrap() {
-                let mut rec = gpu.recorder();
-                (case.run)(&mut rec).unwrap_or_else(|e| panic!("{} {dt:?}: {e}", case.name));
-                rec.submit();
-                gpu.sync().unwrap();
-            }
-        }
+        run_quick_bench_cases(bench_cases);
     }
 
     #[test]

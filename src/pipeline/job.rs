@@ -557,6 +557,19 @@ mod tests {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(p)
     }
 
+    /// The tiny golden DiffVSR UNet and TE-3DVAE decoder.
+    fn tiny_models(gpu: &crate::Gpu, dt: DType) -> (Box<crate::models::video_unet::VideoUNet>, crate::models::video_vae::Te3dVaeDecoder) {
+        let unet = match load_model(gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), dt).unwrap() {
+            Model::VideoUnet(u) => u,
+            _ => unreachable!(),
+        };
+        let vae = match load_model(gpu, ModelKind::Te3dVaeDecoder, Some(&data("te3dvae/config.json")), &data("te3dvae/weights.pt"), dt).unwrap() {
+            Model::Te3dVaeDecoder(v) => v,
+            _ => unreachable!(),
+        };
+        (unet, vae)
+    }
+
     /// The captured step graph (UNet on the CFG pair, guidance, DDIM, copy to the second batch
     /// element, replayed with new per-step values) against the same steps done one uncaptured
     /// UNet forward at a time with the host's `cfg_combine` and `ddim_step`.
@@ -564,14 +577,7 @@ mod tests {
     fn captured_sampler_matches_host_reference_steps() {
         let gpu = test_gpu();
         let dt = DType::F32;
-        let unet = match load_model(&gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), dt).unwrap() {
-            Model::VideoUnet(u) => u,
-            _ => unreachable!(),
-        };
-        let vae = match load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&data("te3dvae/config.json")), &data("te3dvae/weights.pt"), dt).unwrap() {
-            Model::Te3dVaeDecoder(v) => v,
-            _ => unreachable!(),
-        };
+        let (unet, vae) = tiny_models(&gpu, dt);
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let d = unet.config.base.cross_attention_dim;
@@ -657,14 +663,7 @@ mod tests {
     fn job_streams_three_windows_with_bounded_memory() {
         let gpu = test_gpu();
         let dt = DType::F32;
-        let unet = match load_model(&gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), dt).unwrap() {
-            Model::VideoUnet(u) => u,
-            _ => unreachable!(),
-        };
-        let vae = match load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&data("te3dvae/config.json")), &data("te3dvae/weights.pt"), dt).unwrap() {
-            Model::Te3dVaeDecoder(v) => v,
-            _ => unreachable!(),
-        };
+        let (unet, vae) = tiny_models(&gpu, dt);
         let d = unet.config.base.cross_attention_dim;
         let mut rng = Rng::new(5);
         let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
