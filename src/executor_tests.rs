@@ -67,7 +67,7 @@ fn views_and_in_place_writes_match_cpu() {
         let (win, winh) = upload(&gpu, &rng.normals(8 * frame, 1.0), &[1, 8, h, w, c], dt);
         let align = gpu.offset_alignment() as usize;
         // Pick frame offsets whose byte offsets the GPU can bind.
-        let ok = |start: usize| (start * frame * dt.size()) % align == 0;
+        let ok = |start: usize| (start * frame * dt.size()).is_multiple_of(align);
         let starts: Vec<usize> = (0..=f - 4).filter(|&s| ok(s)).collect();
         assert!(starts.len() >= 2, "no two bindable frame offsets for {dt:?} (alignment {align})");
         let (s0, s1) = (starts[0], *starts.last().unwrap());

@@ -118,7 +118,7 @@ impl Tensor {
     /// round up into its allocation's slack, a view may not spill into its neighbour.
     fn write_bytes(&self, gpu: &Gpu, bytes: &[u8]) -> Result<()> {
         let end = self.offset + bytes.len() as u64;
-        if self.offset % 4 != 0 || (self.view && end % 4 != 0) {
+        if !self.offset.is_multiple_of(4) || (self.view && !end.is_multiple_of(4)) {
             bail!("cannot write {self:?} from the host: it starts or ends inside a 4-byte word (an f16 view at an odd element); write the whole tensor or an even-sized view");
         }
         let mut bytes = bytes.to_vec();

@@ -238,7 +238,7 @@ impl UNet2DConfig {
             bail!("every block_out_channels entry must be a multiple of norm_num_groups ({})", self.norm_num_groups);
         }
         for i in 0..n {
-            if self.block_out_channels[i] % self.heads(i) != 0 {
+            if !self.block_out_channels[i].is_multiple_of(self.heads(i)) {
                 bail!("block {i}: {} channels do not split into {} heads", self.block_out_channels[i], self.heads(i));
             }
         }

@@ -318,7 +318,7 @@ impl Gpu {
 
     /// The largest storage binding (bytes) a kernel may read or write through.
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// Byte offsets of bound views must be multiples of this.
@@ -381,7 +381,7 @@ pub fn devices_report() -> String {
         let _ = writeln!(
             out,
             "    limits: storage binding {}, buffer {}, workgroup storage {} B, invocations/workgroup {}, workgroups/dim {}",
-            human_bytes(l.max_storage_buffer_binding_size as u64),
+            human_bytes(l.max_storage_buffer_binding_size),
             human_bytes(l.max_buffer_size),
             l.max_compute_workgroup_storage_size,
             l.max_compute_invocations_per_workgroup,

@@ -50,7 +50,7 @@ impl std::str::FromStr for ModelKind {
 
 /// The model, loaded and ready to capture a forward.
 pub enum Model {
-    Unet(UNet2D),
+    Unet(Box<UNet2D>),
     VaeDecoder(VaeDecoder),
     TextEncoder(ClipTextModel),
     VideoUnet(Box<VideoUNet>),
@@ -86,7 +86,7 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, store:
                 Some(p) => UNet2DConfig::from_file(p)?,
                 None => UNet2DConfig::default(),
             };
-            Model::Unet(UNet2D::load(&mut l, &c)?)
+            Model::Unet(Box::new(UNet2D::load(&mut l, &c)?))
         }
         ModelKind::VaeDecoder => {
             let c = match config {

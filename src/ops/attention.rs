@@ -166,7 +166,7 @@ struct Tuning {
 
 /// Constants of the cooperative kernel for head width `dh`: (DC, VK, KVF, workgroup bytes).
 fn coop_consts(dh: usize) -> (usize, usize, usize, usize) {
-    let dc = if dh % 128 == 0 { 128 } else { 64 };
+    let dc = if dh.is_multiple_of(128) { 128 } else { 64 };
     let vk = if dh <= 128 { 64 } else { 16 };
     let kvf = (64 * (dc + 8)).max(vk * (dh + 8));
     let bytes = 2 * kvf + 4 * 32 * 68 + 2 * 32 * 72 + 8 * 256;
@@ -273,13 +273,13 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
     if k.t.dtype() != dtype || v.t.dtype() != dtype {
         bail!("attention: dtypes differ (q {:?}, k {:?}, v {:?})", dtype, k.t.dtype(), v.t.dtype());
     }
-    if heads == 0 || dh == 0 || dh % 4 != 0 || dh > MAX_HEAD_DIM {
+    if heads == 0 || dh == 0 || !dh.is_multiple_of(4) || dh > MAX_HEAD_DIM {
         bail!("attention: head width {dh} must be a positive multiple of 4 up to {MAX_HEAD_DIM} (heads {heads})");
     }
     if k.len == 0 || k.len != v.len || k.batch != v.batch {
         bail!("attention: k has {} keys in {} batches, v {} in {}", k.len, k.batch, v.len, v.batch);
     }
-    if k.batch == 0 || q.batch % k.batch != 0 {
+    if k.batch == 0 || !q.batch.is_multiple_of(k.batch) {
         bail!("attention: the k/v batch {} must divide the query batch {}", k.batch, q.batch);
     }
     let (b, lq, lk) = (q.batch, q.len, k.len);
@@ -705,7 +705,7 @@ mod tests {
             for smem in [16usize << 10, 32 << 10, 48 << 10] {
                 let t = Tiles::choose(dh, smem).unwrap();
                 assert!(t.smem_bytes() <= smem, "dh {dh} smem {smem}: {t:?} needs {}", t.smem_bytes());
-                assert!(t.ks >= 4 && t.bk() % t.ks == 0 && t.uf % 4 == 0 && t.ps % 4 == 0, "{t:?}");
+                assert!(t.ks >= 4 && t.bk().is_multiple_of(t.ks) && t.uf.is_multiple_of(4) && t.ps.is_multiple_of(4), "{t:?}");
                 assert!(t.iters_per_tile(dh) < 40_000);
             }
         }

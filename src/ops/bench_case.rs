@@ -6,6 +6,9 @@ use anyhow::Result;
 use crate::kernel::Recorder;
 use crate::{DType, Gpu};
 
+/// Records one run of a case's op.
+pub type BenchRun = Box<dyn Fn(&mut Recorder) -> Result<()>>;
+
 pub struct BenchCase {
     pub name: String,
     /// Human-readable shape, e.g. "16x64x64x512 -> 512".
@@ -14,7 +17,7 @@ pub struct BenchCase {
     pub flops: f64,
     /// Bytes read plus written per run (the minimum; used for GB/s).
     pub bytes: f64,
-    pub run: Box<dyn Fn(&mut Recorder) -> Result<()>>,
+    pub run: BenchRun,
 }
 
 /// Random device tensor for a benchmark input.

@@ -31,7 +31,7 @@ fn copy_into(rec: &mut Recorder, x: &Tensor, out: &Tensor, rows: usize, ci: usiz
     }
     // The widest unit that divides every row segment: 16-byte words, 4 elements, or 1.
     let es = x.dtype().size();
-    let fits = |unit: usize| ci % unit == 0 && co % unit == 0 && off % unit == 0;
+    let fits = |unit: usize| ci.is_multiple_of(unit) && co.is_multiple_of(unit) && off.is_multiple_of(unit);
     let (src, name, unit) = if fits(16 / es) {
         (SRCW, "concat_w16", 16 / es)
     } else if fits(4) {

@@ -180,7 +180,7 @@ pub fn unary_into(rec: &mut Recorder, op: Unary, x: &Tensor, out: &Tensor) -> Re
 pub fn geglu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
     let s = x.shape();
     let last = *s.last().unwrap_or(&0);
-    if last % 2 != 0 {
+    if !last.is_multiple_of(2) {
         bail!("geglu: last axis {last} of {s:?} is odd");
     }
     let mut os = s.to_vec();

@@ -137,7 +137,7 @@ fn plan(a: &[usize], b: &[usize], bias: Option<&[usize]>) -> Result<Plan> {
 
 fn coop_shape_ok(p: &Plan) -> bool {
     // K > 0: a vec4<f16> binding needs at least 8 bytes.
-    p.k > 0 && p.k % 4 == 0 && p.n % 4 == 0
+    p.k > 0 && p.k.is_multiple_of(4) && p.n.is_multiple_of(4)
 }
 
 /// The portable kernel's tile for this shape: 128-wide where the dimension allows, shrunk while

@@ -56,9 +56,9 @@ const LN: [&str; 3] = widths!("../../shaders/layer_norm.wgsl");
 
 /// Widest vector (4, 2 or 1 elements) that divides `n`, and its index into the source arrays.
 fn width(n: usize) -> (usize, usize) {
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         (4, 0)
-    } else if n % 2 == 0 {
+    } else if n.is_multiple_of(2) {
         (2, 1)
     } else {
         (1, 2)
@@ -504,7 +504,7 @@ mod tests {
                     for rep in 0..2 {
                         k += 1;
                         let frames = [1, 3, 8][(k + rep) % 3];
-                        let pooled = (k / 3 + rep) % 2 == 0;
+                        let pooled = (k / 3 + rep).is_multiple_of(2);
                         let silu = (k / 2) % 2 == rep % 2;
                         let b = if frames == 8 && h * w * c > 10_000 { 1 } else { 2 };
                         let opts = GroupNormOpts { frames, pooled, silu };

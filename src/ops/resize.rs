@@ -47,7 +47,7 @@ fn resize(rec: &mut Recorder, x: &Tensor, size: (usize, usize), mode: Mode, what
     }
     let (n, hi, wi, c) = (s[0], s[1], s[2], s[3]);
     let (ho, wo) = size;
-    if s.iter().any(|&d| d == 0) || ho == 0 || wo == 0 {
+    if s.contains(&0) || ho == 0 || wo == 0 {
         bail!("{what}: empty input {s:?} or output size ({ho}, {wo})");
     }
     let out = rec.empty(&[n, ho, wo, c], x.dtype())?;
@@ -57,7 +57,7 @@ fn resize(rec: &mut Recorder, x: &Tensor, size: (usize, usize), mode: Mode, what
     }
     // Nearest is a pure copy: move 16-byte words when a pixel's channels fill whole words.
     let es = x.dtype().size();
-    let (src, name, cv) = if mode == Mode::Nearest && (c * es) % 16 == 0 {
+    let (src, name, cv) = if mode == Mode::Nearest && (c * es).is_multiple_of(16) {
         (SRCW, "resize_w16", c * es / 16)
     } else if c % 4 == 0 {
         (SRC4, "resize_v4", c / 4)

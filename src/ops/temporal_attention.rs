@@ -80,7 +80,7 @@ pub fn temporal_attention_rope(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &T
     if k.dtype() != dtype || v.dtype() != dtype || bias.dtype() != dtype {
         bail!("temporal_attention: q, k, v and bias must share a dtype");
     }
-    if heads == 0 || c % heads != 0 || (c / heads) % 4 != 0 {
+    if heads == 0 || c % heads != 0 || !(c / heads).is_multiple_of(4) {
         bail!("temporal_attention: {c} channels do not split into {heads} heads of a multiple of 4");
     }
     let dh = c / heads;
