@@ -35,6 +35,7 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
     v.extend(crate::ops::temporal_attention::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::sampler::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::noise::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::color::bench_cases(gpu, dtype, quick)?);
     Ok(v)
 }
 

@@ -16,3 +16,4 @@ pub mod attention;
 pub mod temporal_attention;
 pub mod sampler;
 pub mod noise;
+pub mod color;
