@@ -238,6 +238,14 @@ struct UpscaleCli {
     /// No progress on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Emit only output frames START to END−1 (counted from 0), bit-identical to the same frames
+    /// of a whole-clip run, so a long video can be split over many GPUs and the parts joined
+    /// (concatenate the frames). Reads the whole input up to the context windows it needs
+    /// (up to 8 frames past END), keeps only those, and stops reading there. `START:` runs to the
+    /// end of the stream. END past the end of the stream is not an error: the frames from START
+    /// to the last are written and a note says so on stderr; START past the end is an error.
+    #[arg(long, value_name = "START:END")]
+    frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -369,6 +377,7 @@ fn run(cli: Cli) -> Result<()> {
                 prompt_embeds: u.prompt_embeds,
                 negative_prompt_embeds: u.negative_prompt_embeds,
                 quiet: u.quiet,
+                frames: u.frames,
             };
             match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {
                 // The downstream reader quit: end quietly.

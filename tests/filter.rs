@@ -222,3 +222,81 @@ fn bad_settings_fail_with_a_message() {
     assert!(!err.contains("panicked"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--frames 0:6` and `--frames 6:13` of a 13-frame clip (3 windows, a mirrored tail), their
+/// frames joined, equal the whole run byte for byte; a segment stops reading after the windows
+/// it needs (a stream broken after them still works); END past the end is cut with a note;
+/// bad ranges fail with a message.
+#[test]
+fn segments_join_to_the_whole_run_byte_for_byte() {
+    let dir = tmp("seg");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let (w, h, n) = (7, 5, 13);
+    let input = dir.join("in.y4m");
+    let clip = stream(w, h, n);
+    std::fs::write(&input, &clip).unwrap();
+    let pe = ["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap(), "--seed", "4"];
+    let run = |name: &str, input: &Path, extra: &[&str]| -> (Output, Vec<u8>) {
+        let out = dir.join(name);
+        let mut args = pe.to_vec();
+        args.extend(extra);
+        let o = upscale(&rel, input, &out, &args);
+        let bytes = std::fs::read(&out).unwrap_or_default();
+        (o, bytes)
+    };
+    let (ow, oh) = (4 * w, 4 * h);
+    let payload = ow * oh + 2 * (ow.div_ceil(2) * oh.div_ceil(2));
+    let (o, whole) = run("whole.y4m", &input, &[]);
+    ok(&o);
+    let (hw, fw) = frames(&whole, payload);
+    assert_eq!(fw.len(), n);
+
+    let (o, a) = run("a.y4m", &input, &["--frames", "0:6"]);
+    ok(&o);
+    let (o, b) = run("b.y4m", &input, &["--frames", "6:13"]);
+    ok(&o);
+    let (ha, fa) = frames(&a, payload);
+    let (hb, fb) = frames(&b, payload);
+    assert_eq!((ha.as_str(), hb.as_str()), (hw.as_str(), hw.as_str()), "a segment has the whole run's header");
+    assert_eq!((fa.len(), fb.len()), (6, 7));
+    // One header, then the frames of both segments: the whole run's bytes.
+    let mut joined = a.clone();
+    joined.extend_from_slice(&b[hb.len() + 1..]);
+    assert!(joined == whole, "segments 0:6 + 6:13 differ from the whole run (frames equal: {:?})", fa.iter().chain(&fb).zip(&fw).map(|(x, y)| x == y).collect::<Vec<_>>());
+
+    // 0:6 needs windows 0 and 1, i.e. input frames 0..12: a stream broken inside frame 12
+    // still gives the same 6 frames (the whole run fails on it).
+    let frame_in = 6 + w * h + 2 * (w.div_ceil(2) * h.div_ceil(2));
+    let broken = dir.join("broken.y4m");
+    std::fs::write(&broken, &clip[..clip.len() - frame_in / 2]).unwrap();
+    let (o, a2) = run("a2.y4m", &broken, &["--frames", "0:6"]);
+    ok(&o);
+    assert!(a2 == a, "0:6 read past the windows it needs, or differs");
+    let (o, _) = run("whole2.y4m", &broken, &[]);
+    assert!(!o.status.success(), "the whole run must fail on the broken stream");
+
+    // END past the end: frames 10..13, cut, with a note; the same bytes as the whole run's.
+    let (o, c) = run("c.y4m", &input, &["--frames", "10:100"]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("only 13 frames"), "{err}");
+    let (_, fc) = frames(&c, payload);
+    assert_eq!(fc, fw[10..].to_vec());
+    // START: runs to the end.
+    let (o, d) = run("d.y4m", &input, &["--frames", "9:"]);
+    ok(&o);
+    assert_eq!(frames(&d, payload).1, fw[9..].to_vec());
+
+    // Bad ranges: a clear message and a non-zero exit.
+    for (range, msg) in [("6:6", "START must be below END"), ("7:3", "START must be below END"), ("a:6", "expected START:END"), ("6", "expected START:END"), ("13:20", "only 13 frames")] {
+        let (o, _) = run("bad.y4m", &input, &["--frames", range]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "--frames {range} must fail");
+        assert!(err.contains(msg), "--frames {range}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

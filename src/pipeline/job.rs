@@ -34,7 +34,7 @@ use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
 use crate::pipeline::noise::{self, Stream};
 use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
 use crate::pipeline::tiles::{LatentPad, SCALE};
-use crate::pipeline::windows::{self, Ilt, STRIDE, WINDOW};
+use crate::pipeline::windows::{self, FrameRange, Ilt, STRIDE, WINDOW};
 use crate::step_values::StepValues;
 use crate::video::color::{frame_to_rgb, rgb_to_frame, MatrixChoice, YuvParams};
 use crate::video::y4m::{Reader, Writer};
@@ -96,6 +96,8 @@ pub struct JobOptions {
     pub negative: PromptEmbeds,
     /// YUV ↔ RGB matrix.
     pub matrix: MatrixChoice,
+    /// `--frames START:END`: emit only these output frames (None: all).
+    pub frames: Option<FrameRange>,
 }
 
 /// Where the job is (for progress reports on stderr).
@@ -114,6 +116,9 @@ pub struct JobStats {
     pub frames_in: usize,
     pub frames_out: usize,
     pub windows: usize,
+    /// `--frames` asked for frames past the end of the stream: the input's length (the segment
+    /// was cut there).
+    pub cut_at: Option<usize>,
     /// Most input frames held at once (bounded by the window size, not the clip length).
     pub max_frames_held: usize,
 }
@@ -254,12 +259,31 @@ pub fn run_job<R: Read, W: Write>(
     let mut total: Option<usize> = None;
     let mut read = 0usize;
     let mut prev: Option<Vec<f32>> = None; // the previous window's final latents [4][8][h][w]
-    let mut i = 0usize; // next window
+    // A segment runs the windows that touch its frames (`windows::segment_plan`): from the
+    // first reaching START to the last reaching END − 1 (or the clip's last). Input frames
+    // before the first window's earliest possible read are read past, not kept; none are read
+    // after the last window's. Noise is keyed by absolute frame, so each window and each
+    // decoded chunk is the whole run's, byte for byte.
+    let (start_frame, end_frame) = match opts.frames {
+        Some(r) => (r.start, r.end),
+        None => (0, None),
+    };
+    let last_window = end_frame.map_or(usize::MAX, windows::last_window_for);
+    let first_read = windows::segment_first_read(start_frame);
+    let mut i = windows::first_window_for(start_frame); // next window
+    // Output frames to write: START up to END and the clip's end.
+    let emit = |total: Option<usize>| start_frame..end_frame.unwrap_or(usize::MAX).min(total.unwrap_or(usize::MAX));
+    // How many frames this run writes, once known (for progress).
+    let frames_total = |total: Option<usize>| Some(emit(total).len()).filter(|_| emit(total).end != usize::MAX);
 
     loop {
+        if i > last_window {
+            break;
+        }
         // Read until window i can run, or the stream ends.
         while total.is_none() && !windows::window_ready(i, read, None) {
             match reader.read_frame()? {
+                Some(_) if read < first_read => read += 1,
                 Some(frame) => {
                     let rgb = frame_to_rgb(&frame, &in_params);
                     let mut padded = Vec::with_capacity(LR_CHANNELS * plane);
@@ -278,6 +302,9 @@ pub fn run_job<R: Read, W: Write>(
             break;
         }
         if let Some(t) = total {
+            if start_frame >= t {
+                bail!("--frames {start_frame}:{}: the input has only {t} frames (0 to {})", end_frame.map_or(String::new(), |e| e.to_string()), t - 1);
+            }
             if i >= windows::window_count(t) {
                 break;
             }
@@ -312,23 +339,39 @@ pub fn run_job<R: Read, W: Write>(
         let z = engine.denoise(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
         // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
         // of the previous window's second half with this window's first half.
-        let chunk = fused_chunk(opts.ilt, prev.as_deref(), Some(&z), plane);
-        emit_chunk(&engine, &chunk, i, total.unwrap_or(usize::MAX), scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+        // A segment's first window (i > 0) has no previous window: its first half is before START.
+        if i == 0 || prev.is_some() {
+            let chunk = fused_chunk(opts.ilt, prev.as_deref(), Some(&z), plane);
+            emit_chunk(&engine, &chunk, i, emit(total), scaling, &pad, out_fmt, &out_params, writer, &mut stats, frames_total(total), &mut progress)?;
+        }
         prev = Some(z);
         i += 1;
-        stats.windows = i;
+        stats.windows += 1;
         let keep = windows::first_input_needed(i, read, total);
         held.retain(|&k, _| k >= keep);
     }
     if let (Some(t), Some(p)) = (total, &prev) {
-        // The last window's second half, copied.
-        let chunk = fused_chunk(opts.ilt, Some(p), None, plane);
-        emit_chunk(&engine, &chunk, i, t, scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+        // The last window's second half, copied (only once the clip's last window has run).
+        if i == windows::window_count(t) {
+            let chunk = fused_chunk(opts.ilt, Some(p), None, plane);
+            emit_chunk(&engine, &chunk, i, emit(total), scaling, &pad, out_fmt, &out_params, writer, &mut stats, frames_total(total), &mut progress)?;
+        }
     }
     stats.frames_in = read;
     writer.flush()?;
-    if stats.frames_out != read {
-        bail!("internal: wrote {} frames for {read} read", stats.frames_out);
+    let want = emit(total);
+    if want.end == usize::MAX {
+        // Only a whole run or an open segment can get here without the length, and both read
+        // to the end of the stream.
+        bail!("internal: the stream's length is unknown at the end of the job");
+    }
+    if stats.frames_out != want.len() {
+        bail!("internal: wrote {} frames; expected frames {}..{}", stats.frames_out, want.start, want.end);
+    }
+    if let (Some(e), Some(t)) = (end_frame, total) {
+        if e > t {
+            stats.cut_at = Some(t);
+        }
     }
     Ok(stats)
 }
@@ -359,13 +402,14 @@ fn fused_chunk(ilt: Ilt, prev: Option<&[f32]>, cur: Option<&[f32]>, plane: usize
 }
 
 /// Decodes fused latent chunk `k` (padded frames 4k…4k+3, each `[4][h][w]`) and writes the
-/// frames among them that are real input frames (< `t`).
+/// frames among them in `emit` (real input frames, within the `--frames` segment); a chunk
+/// with none is not decoded.
 #[allow(clippy::too_many_arguments)]
 fn emit_chunk<W: Write>(
     engine: &Engine,
     chunk: &[Vec<f32>],
     k: usize,
-    t: usize,
+    emit: std::ops::Range<usize>,
     scaling: f32,
     pad: &LatentPad,
     out_fmt: crate::video::y4m::FrameFormat,
@@ -376,7 +420,7 @@ fn emit_chunk<W: Write>(
     progress: &mut impl FnMut(Progress),
 ) -> Result<()> {
     let first = k * DECODE_CHUNK;
-    if first >= t {
+    if !(first..first + DECODE_CHUNK).any(|f| emit.contains(&f)) {
         return Ok(());
     }
     let (ph, pw) = pad.padded();
@@ -397,8 +441,8 @@ fn emit_chunk<W: Write>(
     let (h, w) = (rows.len(), cols.len());
     for j in 0..DECODE_CHUNK {
         let f = first + j;
-        if f >= t {
-            break;
+        if !emit.contains(&f) {
+            continue;
         }
         let mut out = vec![0f32; 3 * h * w];
         for c in 0..LR_CHANNELS {
@@ -449,6 +493,8 @@ pub struct UpscaleArgs {
     pub prompt_embeds: Option<std::path::PathBuf>,
     pub negative_prompt_embeds: Option<std::path::PathBuf>,
     pub quiet: bool,
+    /// `--frames START:END`: only these output frames.
+    pub frames: Option<FrameRange>,
 }
 
 /// True when `e` comes from a closed output pipe (the downstream reader quit).
@@ -514,7 +560,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
     };
-    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix };
+    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames };
 
     let output: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
@@ -542,6 +588,10 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     })?;
     if !quiet {
         eprintln!("\r{} frames in, {} out, {} windows, {:.1} s", stats.frames_in, stats.frames_out, stats.windows, t0.elapsed().as_secs_f64());
+    }
+    if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
+        // Said even with --quiet: the output is shorter than asked.
+        eprintln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
     }
     Ok(stats)
 }
@@ -583,7 +633,7 @@ mod tests {
         let d = unet.config.base.cross_attention_dim;
         let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto };
+        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto, frames: None };
         let (h, w) = (8, 16);
         let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
         let per_batch = 7 * WINDOW * h * w;
@@ -668,7 +718,7 @@ mod tests {
         let mut rng = Rng::new(5);
         let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto };
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto, frames: None };
         let (w, h, n) = (5usize, 3usize, 13usize);
         let header = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
         let frame_len = 6 + 3 * w * h;
