@@ -300,3 +300,58 @@ fn segments_join_to_the_whole_run_byte_for_byte() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Without a command the binary is the filter: stdin to stdout, or `-i`/`-o`, the same bytes as
+/// `upscale`; `--help` still lists the commands.
+#[test]
+fn no_command_is_the_upscale_filter() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tmp("nocmd");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let input = dir.join("in.y4m");
+    let clip = stream(7, 5, 3);
+    std::fs::write(&input, &clip).unwrap();
+    let extra = ["--seed", "6", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()];
+    let mut common = vec!["--weights", rel.to_str().unwrap(), "--steps", "2", "--quiet"];
+    common.extend(extra);
+    let sub = dir.join("sub.y4m");
+    ok(&upscale(&rel, &input, &sub, &extra));
+    let want = std::fs::read(&sub).unwrap();
+    assert!(want.len() > clip.len(), "upscale wrote {} bytes", want.len());
+
+    // stdin → stdout.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .args(&common)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = std::thread::spawn(move || stdin.write_all(&clip));
+    let o = child.wait_with_output().unwrap();
+    feed.join().unwrap().unwrap();
+    ok(&o);
+    assert!(o.stdout == want, "the filter on stdin/stdout differs from upscale ({} vs {} bytes)", o.stdout.len(), want.len());
+
+    // -i / -o at the top level.
+    let top = dir.join("top.y4m");
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).args(&common).arg("-i").arg(&input).arg("-o").arg(&top).output().unwrap();
+    ok(&o);
+    assert!(std::fs::read(&top).unwrap() == want, "the filter with -i/-o differs from upscale");
+
+    // --help lists the commands and the filter's options; a filter option with a command fails.
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{help}");
+    for cmd in ["upscale", "devices", "fetch-weights", "encode-prompt", "forward", "convert", "--frames", "--steps"] {
+        assert!(help.contains(cmd), "--help lacks {cmd}: {help}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).args(["--steps", "2", "devices"]).output().unwrap();
+    assert!(!o.status.success(), "--steps before a command must fail");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
