@@ -2,7 +2,9 @@
 //! the tiny golden models laid out as a release folder (config overrides beside the
 //! checkpoints), 2 steps. Checks the output header, the exact frame count, the 4× size, and
 //! determinism (same seed → same bytes, another seed → other bytes); and that a truncated input
-//! stops with a message naming the frame.
+//! stops with a message naming the frame. Also: `--frames` segments joined equal the whole run;
+//! the binary without a command is the filter; the filter between two ffmpeg processes (skipped
+//! with a note where ffmpeg is missing; `.ci/run` installs it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -353,5 +355,54 @@ fn no_command_is_the_upscale_filter() {
     }
     let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).args(["--steps", "2", "devices"]).output().unwrap();
     assert!(!o.status.success(), "--steps before a command must fail");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The job as people run it: `ffmpeg … -f yuv4mpegpipe - | diffvsr-wgpu | ffmpeg -f
+/// yuv4mpegpipe -i - …` (7 frames of testsrc2 at 14×10, tiny models, 2 steps): 7 frames of
+/// 56×40 come out of the second ffmpeg. Skipped, with a note, where ffmpeg is not installed
+/// (`.ci/run` installs it).
+#[test]
+fn between_two_ffmpegs() {
+    use std::process::Stdio;
+    if Command::new("ffmpeg").arg("-version").output().map_or(true, |o| !o.status.success()) {
+        eprintln!("note: ffmpeg is not installed: between_two_ffmpegs skipped (.ci/run installs it)");
+        return;
+    }
+    let dir = tmp("ffmpeg");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let mut src = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=14x10:rate=8", "-frames:v", "7", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut filter = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .arg("--weights")
+        .arg(&rel)
+        .args(["--steps", "2", "--quiet", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+        .stdin(Stdio::from(src.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sink = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-f", "yuv4mpegpipe", "-i", "-", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+        .stdin(Stdio::from(filter.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = sink.wait_with_output().unwrap();
+    let f = filter.wait_with_output().unwrap();
+    assert!(src.wait().unwrap().success(), "the source ffmpeg failed");
+    assert!(f.status.success(), "diffvsr-wgpu failed: {}", String::from_utf8_lossy(&f.stderr));
+    assert!(out.status.success(), "the sink ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    let frame = 56 * 40 + 2 * (28 * 20);
+    assert_eq!(out.stdout.len(), 7 * frame, "expected 7 frames of 56×40 4:2:0 ({} bytes each)", frame);
+    let luma = &out.stdout[..56 * 40];
+    assert!(luma.iter().any(|&v| v != luma[0]), "the first frame's luma is constant");
     std::fs::remove_dir_all(&dir).unwrap();
 }
