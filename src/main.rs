@@ -253,6 +253,10 @@ struct UpscaleCli {
     /// to the last are written and a note says so on stderr; START past the end is an error.
     #[arg(long, value_name = "START:END")]
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
+    /// Print the plan (windows, segment, memory estimate) and exit without loading a model or
+    /// reading a frame (the frame count comes from the input file's size).
+    #[arg(long)]
+    plan: bool,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -283,6 +287,12 @@ enum BenchWhat {
 
 /// The `upscale` command (and the filter without a command).
 fn run_upscale(u: UpscaleCli) -> Result<()> {
+    if u.plan {
+        let weights = u.weights.clone().or_else(|| fetch::default_weights_dir().ok());
+        let text_encoder = u.prompt_embeds.is_none() || u.negative_prompt_embeds.is_none();
+        print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder)?);
+        return Ok(());
+    }
     let weights = match u.weights {
         Some(w) => w,
         None => fetch::default_weights_dir()?,

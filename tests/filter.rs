@@ -406,3 +406,38 @@ fn between_two_ffmpegs() {
     assert!(luma.iter().any(|&v| v != luma[0]), "the first frame's luma is constant");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--plan` prints the windows, the segment and the memory estimate, and writes no video.
+#[test]
+fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
+    let dir = tmp("plan");
+    let rel = release(&dir);
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(7, 5, 13)).unwrap();
+    let out = dir.join("out.y4m");
+    let plan = |extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).arg("-o").arg(&out).arg("--plan").args(extra).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (ok_, text, err) = plan(&[]);
+    assert!(ok_, "{err}");
+    for want in [
+        "13 frames",
+        "28x20",
+        "windows 0..3 of 3",
+        "window 2: padded frames 8..16, input frames [8, 9, 10, 11, 12, 11, 10, 9]",
+        "memory (estimate)",
+        "DiffVSR_UNet.pt",
+    ] {
+        assert!(text.contains(want), "--plan lacks {want:?}:\n{text}");
+    }
+    assert!(!text.contains("missing"), "the tiny release's weights are there:\n{text}");
+    assert!(!out.exists(), "--plan wrote the output");
+    let (ok_, text, err) = plan(&["--frames", "0:6"]);
+    assert!(ok_, "{err}");
+    assert!(text.contains("output frames 0..6; windows 0..2 of 3; input frames 0..12"), "{text}");
+    assert!(!text.contains("window 2:"), "{text}");
+    let (ok_, _, err) = plan(&["--frames", "13:20"]);
+    assert!(!ok_ && err.contains("only 13 frames"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -19,7 +19,8 @@
 //!   later window needs are dropped, so memory is bounded by the window size.
 //!
 //! Not here yet: spatial tiles (the whole padded frame is one tile), GPU colour conversion and
-//! noise kernels, fused sampler kernels, `--frames` segments.
+//! noise kernels, fused sampler kernels. `--frames START:END` runs only the windows touching the
+//! segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints what a run would do.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -594,6 +595,122 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         eprintln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
     }
     Ok(stats)
+}
+
+/// What `--plan` prints: the windows to run, the segment, and a memory estimate, without
+/// loading a model or reading a frame. The frame count comes from the input file's size (a
+/// stream on stdin has no known length: the plan then gives the windows as they will run).
+pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool) -> Result<String> {
+    use crate::gpu::human_bytes;
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let (header, t): (crate::video::y4m::Header, Option<usize>) = match input {
+        Some(p) => {
+            let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            let size = f.metadata().with_context(|| format!("reading {}", p.display()))?.len();
+            // The header line, as written (its length locates the first frame).
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while f.read(&mut byte)? == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+                if line.len() > 4096 {
+                    bail!("{}: not a y4m stream header (no end of line in 4096 bytes)", p.display());
+                }
+            }
+            let reader = Reader::new(std::io::Cursor::new([line.as_slice(), b"\n"].concat()))?;
+            let h = reader.header().clone();
+            let fb = 6 + h.format().frame_bytes().context("the frame size overflows")? as u64;
+            let body = size - (line.len() as u64 + 1).min(size);
+            // Exact when no FRAME line carries parameters (as ffmpeg writes them).
+            let t = (body % fb == 0).then_some((body / fb) as usize);
+            (h, t)
+        }
+        None => (Reader::new(std::io::stdin().lock())?.header().clone(), None),
+    };
+    let fmt = header.format();
+    let pad = LatentPad::new(fmt.height as usize, fmt.width as usize);
+    let (ph, pw) = pad.padded();
+    writeln!(o, "input:    {}x{} {:?} {}-bit, {}", fmt.width, fmt.height, fmt.chroma, fmt.depth, match t {
+        Some(t) => format!("{t} frames (from the file size)"),
+        None if input.is_some() => "frame count unknown (the file size is not a whole number of plain frames)".into(),
+        None => "frame count unknown until the stream ends (stdin)".into(),
+    })?;
+    writeln!(o, "output:   {}x{} (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8); tiles: none (the whole frame is one tile)", SCALE as u32 * fmt.width, SCALE as u32 * fmt.height)?;
+    let (start, end) = match frames {
+        Some(r) => (r.start, r.end),
+        None => (0, None),
+    };
+    let seg_end = match (end, t) {
+        (Some(e), Some(t)) => Some(e.min(t)),
+        (e, t) => e.or(t),
+    };
+    if let Some(t) = t.filter(|&t| start >= t) {
+        bail!("--frames {start}:{}: the input has only {t} frames", end.map_or(String::new(), |e| e.to_string()));
+    }
+    match (t, seg_end) {
+        (Some(t), Some(e)) => {
+            let p = windows::segment_plan(t, start, e).map_err(anyhow::Error::msg)?;
+            let note = if end.is_some_and(|x| x > t) { format!(" (END cut to the input's {t} frames)") } else { String::new() };
+            writeln!(o, "segment:  output frames {}..{}{note}; windows {}..{} of {}; input frames {}..{} used (earlier ones read past, none after read)", p.frames.start, p.frames.end, p.windows.start, p.windows.end, windows::window_count(t), p.reads.start, p.reads.end)?;
+            let n = p.windows.len();
+            for (k, i) in p.windows.clone().enumerate() {
+                if n > 8 && k == 3 {
+                    writeln!(o, "  … {} more windows …", n - 6)?;
+                }
+                if n > 8 && (3..n - 3).contains(&k) {
+                    continue;
+                }
+                writeln!(o, "  window {i}: padded frames {}..{}, input frames {:?}", windows::window_start(i), windows::window_start(i) + WINDOW, windows::window_frames(t, i))?;
+            }
+        }
+        (_, Some(e)) => {
+            let (a, b) = (windows::first_window_for(start), windows::last_window_for(e));
+            writeln!(o, "segment:  output frames {start}..{e}; windows {a}..{} (fewer if the stream is shorter); input frames from {} kept, none read past frame {}", b + 1, windows::segment_first_read(start), windows::segment_read_limit(e) - 1)?;
+        }
+        (_, None) => {
+            writeln!(o, "segment:  output frames {start} to the end of the stream; windows of {WINDOW} frames at stride {STRIDE} from window {}, each run as soon as its frames have arrived; the tail is mirror-padded", windows::first_window_for(start))?;
+        }
+    }
+    // Memory: weights from the checkpoint files; the job's own buffers exactly (f32 upper bound).
+    let mut weight_bytes = 0u64;
+    let mut wl = Vec::new();
+    if let Some(w) = weights {
+        let mut files = vec![crate::models::release::video_unet(w).0, crate::models::release::video_vae(w).0];
+        if text_encoder {
+            files.push(crate::models::release::text_encoder(w).0);
+        }
+        for f in files {
+            let b = dir_or_file_bytes(&f);
+            weight_bytes += b.unwrap_or(0);
+            wl.push(format!("{} {}", f.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()), b.map_or("missing".to_string(), human_bytes)));
+        }
+    } else {
+        wl.push("not found (run fetch-weights or give --weights)".into());
+    }
+    let plane = (ph * pw) as u64;
+    let f32b = 4u64;
+    let sample = 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * plane * f32b;
+    let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * plane * f32b;
+    let host = (WINDOW + STRIDE) as u64 * LR_CHANNELS as u64 * plane * f32b + 2 * LATENT_CHANNELS as u64 * WINDOW as u64 * plane * f32b;
+    writeln!(o, "memory (estimate):")?;
+    writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?;
+    writeln!(o, "  job tensors:      {} (the CFG window [2,7,8,{ph},{pw}] and the decode chunk in and out, f32)", human_bytes(sample + vae))?;
+    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured on the GPU (`forward --report` prints them per model)")?;
+    writeln!(o, "  host:             {} (at most {} input frames and two windows' latents), whatever the clip length", human_bytes(host), WINDOW + STRIDE)?;
+    Ok(o)
+}
+
+/// Bytes of a file, or of all files under a folder.
+fn dir_or_file_bytes(p: &std::path::Path) -> Option<u64> {
+    let m = std::fs::metadata(p).ok()?;
+    if m.is_file() {
+        return Some(m.len());
+    }
+    let mut total = 0;
+    for e in std::fs::read_dir(p).ok()? {
+        total += dir_or_file_bytes(&e.ok()?.path())?;
+    }
+    Some(total)
 }
 
 #[cfg(test)]
