@@ -7,22 +7,27 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOptions};
 
-/// The command line: `upscale` (the DiffVSR job as a y4m filter) and the tools around the
-/// engine's models.
+/// The command line: `upscale` (the DiffVSR job as a y4m filter, also what runs without a
+/// command) and the tools around the engine's models.
 #[derive(Parser)]
 #[command(
     name = "diffvsr-wgpu",
     version,
     about = "DiffVSR video super-resolution engine on any GPU (WGSL kernels on wgpu).",
     long_about = "DiffVSR video super-resolution engine on any GPU (WGSL kernels on wgpu).\n\n\
-                  `upscale` runs the DiffVSR job on a y4m stream (ffmpeg pipe in, ffmpeg pipe out). Not yet: \
-                  spatial tiles (a large frame fails with a message naming the limit), --frames segments, \
-                  a GIF preview. The other commands list GPUs, fetch and convert the weights, encode \
+                  Without a command it is the filter: `upscale` with the options below, the y4m stream \
+                  from stdin (or -i) upscaled ×4 to stdout (or -o), e.g. \
+                  `ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu | ffmpeg -f yuv4mpegpipe -i - out.mp4`. \
+                  Not yet: spatial tiles (a large frame fails with a message naming the limit), a GIF preview. The other commands list GPUs, fetch and convert the weights, encode \
                   prompts, run one forward pass of each model against reference tensors, and benchmark kernels."
 )]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    /// The filter's options (those of `upscale`) when no command is given.
+    #[command(flatten)]
+    upscale: UpscaleCli,
 }
 
 /// How to choose and use the GPU (commands that run one).
@@ -171,7 +176,8 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchWhat,
     },
-    /// Upscale a y4m video ×4 with DiffVSR (stdin to stdout by default), e.g.
+    /// Upscale a y4m video ×4 with DiffVSR (stdin to stdout by default; also what runs without
+    /// a command), e.g.
     /// `ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu upscale | ffmpeg -f yuv4mpegpipe -i - out.mp4`.
     Upscale(UpscaleCli),
     /// Convert weights (a PyTorch .pt/.pth/.bin checkpoint, safetensors files or a folder) to one
@@ -238,6 +244,19 @@ struct UpscaleCli {
     /// No progress on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Emit only output frames START to END−1 (counted from 0), bit-identical to the same frames
+    /// of a whole-clip run, so a long video can be split over many GPUs and the parts joined
+    /// (concatenate the frames). Denoises only the windows that touch the segment; reads the
+    /// input from its start but keeps only those windows' frames (from START−7 on), and stops
+    /// reading after the last of them (at most 8 frames past END). `START:` runs to the end of
+    /// the stream. END past the end of the stream is not an error: the frames from START
+    /// to the last are written and a note says so on stderr; START past the end is an error.
+    #[arg(long, value_name = "START:END")]
+    frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
+    /// Print the plan (windows, segment, memory estimate) and exit without loading a model or
+    /// reading a frame (the frame count comes from the input file's size).
+    #[arg(long)]
+    plan: bool,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -266,8 +285,48 @@ enum BenchWhat {
     },
 }
 
+/// The `upscale` command (and the filter without a command).
+fn run_upscale(u: UpscaleCli) -> Result<()> {
+    if u.plan {
+        let weights = u.weights.clone().or_else(|| fetch::default_weights_dir().ok());
+        let text_encoder = u.prompt_embeds.is_none() || u.negative_prompt_embeds.is_none();
+        print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder)?);
+        return Ok(());
+    }
+    let weights = match u.weights {
+        Some(w) => w,
+        None => fetch::default_weights_dir()?,
+    };
+    let g = u.gpu.open()?;
+    let a = diffvsr_wgpu::pipeline::job::UpscaleArgs {
+        input: u.input,
+        output: u.output,
+        weights,
+        steps: u.steps,
+        guidance: u.guidance,
+        noise_level: u.noise_level,
+        seed: u.seed,
+        ilt: u.ilt,
+        matrix: u.matrix,
+        prompt: u.prompt,
+        negative_prompt: u.negative_prompt,
+        prompt_embeds: u.prompt_embeds,
+        negative_prompt_embeds: u.negative_prompt_embeds,
+        quiet: u.quiet,
+        frames: u.frames,
+    };
+    match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {
+        // The downstream reader quit: end quietly.
+        Err(e) if diffvsr_wgpu::pipeline::job::is_broken_pipe(&e) => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
+    let Some(cmd) = cli.cmd else {
+        return run_upscale(cli.upscale);
+    };
+    match cmd {
         Cmd::Devices => {
             print!("{}", gpu::devices_report());
             Ok(())
@@ -348,34 +407,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: iters.max(1), quick })
         }
-        Cmd::Upscale(u) => {
-            let weights = match u.weights {
-                Some(w) => w,
-                None => fetch::default_weights_dir()?,
-            };
-            let g = u.gpu.open()?;
-            let a = diffvsr_wgpu::pipeline::job::UpscaleArgs {
-                input: u.input,
-                output: u.output,
-                weights,
-                steps: u.steps,
-                guidance: u.guidance,
-                noise_level: u.noise_level,
-                seed: u.seed,
-                ilt: u.ilt,
-                matrix: u.matrix,
-                prompt: u.prompt,
-                negative_prompt: u.negative_prompt,
-                prompt_embeds: u.prompt_embeds,
-                negative_prompt_embeds: u.negative_prompt_embeds,
-                quiet: u.quiet,
-            };
-            match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {
-                // The downstream reader quit: end quietly.
-                Err(e) if diffvsr_wgpu::pipeline::job::is_broken_pipe(&e) => Ok(()),
-                r => r.map(|_| ()),
-            }
-        }
+        Cmd::Upscale(u) => run_upscale(u),
         Cmd::Convert { input, output, key, dtype } => {
             let summary = checkpoint::convert::convert(&input, &output, key.as_deref(), dtype)?;
             println!("converted {} -> {}", input.display(), output.display());

@@ -19,7 +19,8 @@
 //!   later window needs are dropped, so memory is bounded by the window size.
 //!
 //! Not here yet: spatial tiles (the whole padded frame is one tile), GPU colour conversion and
-//! noise kernels, fused sampler kernels, `--frames` segments.
+//! noise kernels, fused sampler kernels. `--frames START:END` runs only the windows touching the
+//! segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints what a run would do.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -34,7 +35,7 @@ use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
 use crate::pipeline::noise::{self, Stream};
 use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
 use crate::pipeline::tiles::{LatentPad, SCALE};
-use crate::pipeline::windows::{self, Ilt, STRIDE, WINDOW};
+use crate::pipeline::windows::{self, FrameRange, Ilt, STRIDE, WINDOW};
 use crate::step_values::StepValues;
 use crate::video::color::{frame_to_rgb, rgb_to_frame, MatrixChoice, YuvParams};
 use crate::video::y4m::{Reader, Writer};
@@ -96,6 +97,8 @@ pub struct JobOptions {
     pub negative: PromptEmbeds,
     /// YUV ↔ RGB matrix.
     pub matrix: MatrixChoice,
+    /// `--frames START:END`: emit only these output frames (None: all).
+    pub frames: Option<FrameRange>,
 }
 
 /// Where the job is (for progress reports on stderr).
@@ -114,6 +117,9 @@ pub struct JobStats {
     pub frames_in: usize,
     pub frames_out: usize,
     pub windows: usize,
+    /// `--frames` asked for frames past the end of the stream: the input's length (the segment
+    /// was cut there).
+    pub cut_at: Option<usize>,
     /// Most input frames held at once (bounded by the window size, not the clip length).
     pub max_frames_held: usize,
 }
@@ -254,12 +260,31 @@ pub fn run_job<R: Read, W: Write>(
     let mut total: Option<usize> = None;
     let mut read = 0usize;
     let mut prev: Option<Vec<f32>> = None; // the previous window's final latents [4][8][h][w]
-    let mut i = 0usize; // next window
+    // A segment runs the windows that touch its frames (`windows::segment_plan`): from the
+    // first reaching START to the last reaching END − 1 (or the clip's last). Input frames
+    // before the first window's earliest possible read are read past, not kept; none are read
+    // after the last window's. Noise is keyed by absolute frame, so each window and each
+    // decoded chunk is the whole run's, byte for byte.
+    let (start_frame, end_frame) = match opts.frames {
+        Some(r) => (r.start, r.end),
+        None => (0, None),
+    };
+    let last_window = end_frame.map_or(usize::MAX, windows::last_window_for);
+    let first_read = windows::segment_first_read(start_frame);
+    let mut i = windows::first_window_for(start_frame); // next window
+    // Output frames to write: START up to END and the clip's end.
+    let emit = |total: Option<usize>| start_frame..end_frame.unwrap_or(usize::MAX).min(total.unwrap_or(usize::MAX));
+    // How many frames this run writes, once known (for progress).
+    let frames_total = |total: Option<usize>| Some(emit(total).len()).filter(|_| emit(total).end != usize::MAX);
 
     loop {
+        if i > last_window {
+            break;
+        }
         // Read until window i can run, or the stream ends.
         while total.is_none() && !windows::window_ready(i, read, None) {
             match reader.read_frame()? {
+                Some(_) if read < first_read => read += 1,
                 Some(frame) => {
                     let rgb = frame_to_rgb(&frame, &in_params);
                     let mut padded = Vec::with_capacity(LR_CHANNELS * plane);
@@ -278,6 +303,9 @@ pub fn run_job<R: Read, W: Write>(
             break;
         }
         if let Some(t) = total {
+            if start_frame >= t {
+                bail!("--frames {start_frame}:{}: the input has only {t} frames (0 to {})", end_frame.map_or(String::new(), |e| e.to_string()), t - 1);
+            }
             if i >= windows::window_count(t) {
                 break;
             }
@@ -312,23 +340,39 @@ pub fn run_job<R: Read, W: Write>(
         let z = engine.denoise(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
         // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
         // of the previous window's second half with this window's first half.
-        let chunk = fused_chunk(opts.ilt, prev.as_deref(), Some(&z), plane);
-        emit_chunk(&engine, &chunk, i, total.unwrap_or(usize::MAX), scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+        // A segment's first window (i > 0) has no previous window: its first half is before START.
+        if i == 0 || prev.is_some() {
+            let chunk = fused_chunk(opts.ilt, prev.as_deref(), Some(&z), plane);
+            emit_chunk(&engine, &chunk, i, emit(total), scaling, &pad, out_fmt, &out_params, writer, &mut stats, frames_total(total), &mut progress)?;
+        }
         prev = Some(z);
         i += 1;
-        stats.windows = i;
+        stats.windows += 1;
         let keep = windows::first_input_needed(i, read, total);
         held.retain(|&k, _| k >= keep);
     }
     if let (Some(t), Some(p)) = (total, &prev) {
-        // The last window's second half, copied.
-        let chunk = fused_chunk(opts.ilt, Some(p), None, plane);
-        emit_chunk(&engine, &chunk, i, t, scaling, &pad, out_fmt, &out_params, writer, &mut stats, total, &mut progress)?;
+        // The last window's second half, copied (only once the clip's last window has run).
+        if i == windows::window_count(t) {
+            let chunk = fused_chunk(opts.ilt, Some(p), None, plane);
+            emit_chunk(&engine, &chunk, i, emit(total), scaling, &pad, out_fmt, &out_params, writer, &mut stats, frames_total(total), &mut progress)?;
+        }
     }
     stats.frames_in = read;
     writer.flush()?;
-    if stats.frames_out != read {
-        bail!("internal: wrote {} frames for {read} read", stats.frames_out);
+    let want = emit(total);
+    if want.end == usize::MAX {
+        // Only a whole run or an open segment can get here without the length, and both read
+        // to the end of the stream.
+        bail!("internal: the stream's length is unknown at the end of the job");
+    }
+    if stats.frames_out != want.len() {
+        bail!("internal: wrote {} frames; expected frames {}..{}", stats.frames_out, want.start, want.end);
+    }
+    if let (Some(e), Some(t)) = (end_frame, total) {
+        if e > t {
+            stats.cut_at = Some(t);
+        }
     }
     Ok(stats)
 }
@@ -359,13 +403,14 @@ fn fused_chunk(ilt: Ilt, prev: Option<&[f32]>, cur: Option<&[f32]>, plane: usize
 }
 
 /// Decodes fused latent chunk `k` (padded frames 4k…4k+3, each `[4][h][w]`) and writes the
-/// frames among them that are real input frames (< `t`).
+/// frames among them in `emit` (real input frames, within the `--frames` segment); a chunk
+/// with none is not decoded.
 #[allow(clippy::too_many_arguments)]
 fn emit_chunk<W: Write>(
     engine: &Engine,
     chunk: &[Vec<f32>],
     k: usize,
-    t: usize,
+    emit: std::ops::Range<usize>,
     scaling: f32,
     pad: &LatentPad,
     out_fmt: crate::video::y4m::FrameFormat,
@@ -376,7 +421,7 @@ fn emit_chunk<W: Write>(
     progress: &mut impl FnMut(Progress),
 ) -> Result<()> {
     let first = k * DECODE_CHUNK;
-    if first >= t {
+    if !(first..first + DECODE_CHUNK).any(|f| emit.contains(&f)) {
         return Ok(());
     }
     let (ph, pw) = pad.padded();
@@ -397,8 +442,8 @@ fn emit_chunk<W: Write>(
     let (h, w) = (rows.len(), cols.len());
     for j in 0..DECODE_CHUNK {
         let f = first + j;
-        if f >= t {
-            break;
+        if !emit.contains(&f) {
+            continue;
         }
         let mut out = vec![0f32; 3 * h * w];
         for c in 0..LR_CHANNELS {
@@ -449,6 +494,8 @@ pub struct UpscaleArgs {
     pub prompt_embeds: Option<std::path::PathBuf>,
     pub negative_prompt_embeds: Option<std::path::PathBuf>,
     pub quiet: bool,
+    /// `--frames START:END`: only these output frames.
+    pub frames: Option<FrameRange>,
 }
 
 /// True when `e` comes from a closed output pipe (the downstream reader quit).
@@ -514,7 +561,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
     };
-    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix };
+    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames };
 
     let output: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
@@ -543,7 +590,127 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if !quiet {
         eprintln!("\r{} frames in, {} out, {} windows, {:.1} s", stats.frames_in, stats.frames_out, stats.windows, t0.elapsed().as_secs_f64());
     }
+    if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
+        // Said even with --quiet: the output is shorter than asked.
+        eprintln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
+    }
     Ok(stats)
+}
+
+/// What `--plan` prints: the windows to run, the segment, and a memory estimate, without
+/// loading a model or reading a frame. The frame count comes from the input file's size (a
+/// stream on stdin has no known length: the plan then gives the windows as they will run).
+pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool) -> Result<String> {
+    use crate::gpu::human_bytes;
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let (header, t): (crate::video::y4m::Header, Option<usize>) = match input {
+        Some(p) => {
+            let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            let size = f.metadata().with_context(|| format!("reading {}", p.display()))?.len();
+            // The header line, as written (its length locates the first frame).
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while f.read(&mut byte)? == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+                if line.len() > 4096 {
+                    bail!("{}: not a y4m stream header (no end of line in 4096 bytes)", p.display());
+                }
+            }
+            let reader = Reader::new(std::io::Cursor::new([line.as_slice(), b"\n"].concat()))?;
+            let h = reader.header().clone();
+            let fb = 6 + h.format().frame_bytes().context("the frame size overflows")? as u64;
+            let body = size - (line.len() as u64 + 1).min(size);
+            // Exact when no FRAME line carries parameters (as ffmpeg writes them).
+            let t = (body % fb == 0).then_some((body / fb) as usize);
+            (h, t)
+        }
+        None => (Reader::new(std::io::stdin().lock())?.header().clone(), None),
+    };
+    let fmt = header.format();
+    let pad = LatentPad::new(fmt.height as usize, fmt.width as usize);
+    let (ph, pw) = pad.padded();
+    writeln!(o, "input:    {}x{} {:?} {}-bit, {}", fmt.width, fmt.height, fmt.chroma, fmt.depth, match t {
+        Some(t) => format!("{t} frames (from the file size)"),
+        None if input.is_some() => "frame count unknown (the file size is not a whole number of plain frames)".into(),
+        None => "frame count unknown until the stream ends (stdin)".into(),
+    })?;
+    writeln!(o, "output:   {}x{} (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8); tiles: none (the whole frame is one tile)", SCALE as u32 * fmt.width, SCALE as u32 * fmt.height)?;
+    let (start, end) = match frames {
+        Some(r) => (r.start, r.end),
+        None => (0, None),
+    };
+    let seg_end = match (end, t) {
+        (Some(e), Some(t)) => Some(e.min(t)),
+        (e, t) => e.or(t),
+    };
+    if let Some(t) = t.filter(|&t| start >= t) {
+        bail!("--frames {start}:{}: the input has only {t} frames", end.map_or(String::new(), |e| e.to_string()));
+    }
+    match (t, seg_end) {
+        (Some(t), Some(e)) => {
+            let p = windows::segment_plan(t, start, e).map_err(anyhow::Error::msg)?;
+            let note = if end.is_some_and(|x| x > t) { format!(" (END cut to the input's {t} frames)") } else { String::new() };
+            writeln!(o, "segment:  output frames {}..{}{note}; windows {}..{} of {}; input frames {}..{} used (earlier ones read past, none after read)", p.frames.start, p.frames.end, p.windows.start, p.windows.end, windows::window_count(t), p.reads.start, p.reads.end)?;
+            let n = p.windows.len();
+            for (k, i) in p.windows.clone().enumerate() {
+                if n > 8 && k == 3 {
+                    writeln!(o, "  … {} more windows …", n - 6)?;
+                }
+                if n > 8 && (3..n - 3).contains(&k) {
+                    continue;
+                }
+                writeln!(o, "  window {i}: padded frames {}..{}, input frames {:?}", windows::window_start(i), windows::window_start(i) + WINDOW, windows::window_frames(t, i))?;
+            }
+        }
+        (_, Some(e)) => {
+            let (a, b) = (windows::first_window_for(start), windows::last_window_for(e));
+            writeln!(o, "segment:  output frames {start}..{e}; windows {a}..{} (fewer if the stream is shorter); input frames from {} kept, none read past frame {}", b + 1, windows::segment_first_read(start), windows::segment_read_limit(e) - 1)?;
+        }
+        (_, None) => {
+            writeln!(o, "segment:  output frames {start} to the end of the stream; windows of {WINDOW} frames at stride {STRIDE} from window {}, each run as soon as its frames have arrived; the tail is mirror-padded", windows::first_window_for(start))?;
+        }
+    }
+    // Memory: weights from the checkpoint files; the job's own buffers exactly (f32 upper bound).
+    let mut weight_bytes = 0u64;
+    let mut wl = Vec::new();
+    if let Some(w) = weights {
+        let mut files = vec![crate::models::release::video_unet(w).0, crate::models::release::video_vae(w).0];
+        if text_encoder {
+            files.push(crate::models::release::text_encoder(w).0);
+        }
+        for f in files {
+            let b = dir_or_file_bytes(&f);
+            weight_bytes += b.unwrap_or(0);
+            wl.push(format!("{} {}", f.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()), b.map_or("missing".to_string(), human_bytes)));
+        }
+    } else {
+        wl.push("not found (run fetch-weights or give --weights)".into());
+    }
+    let plane = (ph * pw) as u64;
+    let f32b = 4u64;
+    let sample = 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * plane * f32b;
+    let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * plane * f32b;
+    let host = (WINDOW + STRIDE) as u64 * LR_CHANNELS as u64 * plane * f32b + 2 * LATENT_CHANNELS as u64 * WINDOW as u64 * plane * f32b;
+    writeln!(o, "memory (estimate):")?;
+    writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?;
+    writeln!(o, "  job tensors:      {} (the CFG window [2,7,8,{ph},{pw}] and the decode chunk in and out, f32)", human_bytes(sample + vae))?;
+    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured on the GPU (`forward --report` prints them per model)")?;
+    writeln!(o, "  host:             {} (at most {} input frames and two windows' latents), whatever the clip length", human_bytes(host), WINDOW + STRIDE)?;
+    Ok(o)
+}
+
+/// Bytes of a file, or of all files under a folder.
+fn dir_or_file_bytes(p: &std::path::Path) -> Option<u64> {
+    let m = std::fs::metadata(p).ok()?;
+    if m.is_file() {
+        return Some(m.len());
+    }
+    let mut total = 0;
+    for e in std::fs::read_dir(p).ok()? {
+        total += dir_or_file_bytes(&e.ok()?.path())?;
+    }
+    Some(total)
 }
 
 #[cfg(test)]
@@ -583,7 +750,7 @@ mod tests {
         let d = unet.config.base.cross_attention_dim;
         let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto };
+        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto, frames: None };
         let (h, w) = (8, 16);
         let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
         let per_batch = 7 * WINDOW * h * w;
@@ -668,7 +835,7 @@ mod tests {
         let mut rng = Rng::new(5);
         let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto };
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto, frames: None };
         let (w, h, n) = (5usize, 3usize, 13usize);
         let header = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
         let frame_len = 6 + 3 * w * h;

@@ -182,8 +182,8 @@ pub fn segment_plan(t: usize, start: usize, end: usize) -> Result<SegmentPlan, S
     }
     let last = window_count(t) - 1;
     // Windows i with 4i ≤ f < 4i + 8 for some f in start..end.
-    let first = (start + 1).saturating_sub(WINDOW).div_ceil(STRIDE);
-    let windows = first.min(last)..((end - 1) / STRIDE).min(last) + 1;
+    let first = first_window_for(start);
+    let windows = first.min(last)..last_window_for(end).min(last) + 1;
     let mut lo = usize::MAX;
     let mut hi = 0;
     for i in windows.clone() {
@@ -193,6 +193,63 @@ pub fn segment_plan(t: usize, start: usize, end: usize) -> Result<SegmentPlan, S
         }
     }
     Ok(SegmentPlan { frames: start..end, windows, reads: lo..hi })
+}
+
+/// A `--frames START:END` request: output frames START…END−1, or START to the end of the
+/// stream when END is left out (`START:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRange {
+    pub start: usize,
+    /// `None`: to the end of the stream.
+    pub end: Option<usize>,
+}
+
+impl std::str::FromStr for FrameRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FrameRange, String> {
+        let bad = || format!("--frames {s}: expected START:END (output frames START to END−1, counted from 0, e.g. 0:100) or START: (to the end)");
+        let (a, b) = s.split_once(':').ok_or_else(bad)?;
+        let num = |v: &str| -> Result<usize, String> {
+            if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            v.parse().map_err(|_| bad())
+        };
+        let start = num(a)?;
+        let end = if b.is_empty() { None } else { Some(num(b)?) };
+        if let Some(e) = end {
+            if start >= e {
+                return Err(format!("--frames {s}: START must be below END (END is the first frame not emitted)"));
+            }
+        }
+        Ok(FrameRange { start, end })
+    }
+}
+
+/// The first window a segment starting at output frame `start` needs: the first whose 8 frames
+/// reach `start` (window i covers padded frames 4i…4i+7).
+pub fn first_window_for(start: usize) -> usize {
+    (start + 1).saturating_sub(WINDOW).div_ceil(STRIDE)
+}
+
+/// The last window a segment ending before output frame `end` can need (fewer when the clip
+/// has fewer windows).
+pub fn last_window_for(end: usize) -> usize {
+    (end - 1) / STRIDE
+}
+
+/// Input frames a streaming segment ending before `end` reads when the stream is at least that
+/// long: enough that its last window runs on real frames, without mirror padding. Past this it
+/// reads nothing; a stream that ends earlier has a known length, which fixes the mirror
+/// padding exactly as in a whole-clip run.
+pub fn segment_read_limit(end: usize) -> usize {
+    window_start(last_window_for(end)) + WINDOW
+}
+
+/// The earliest input frame a segment's first window can show: its own first frame, or up to
+/// 7 frames earlier when the clip is short enough for its tail mirror to bounce back.
+pub fn segment_first_read(start: usize) -> usize {
+    (window_start(first_window_for(start)) + 1).saturating_sub(WINDOW)
 }
 
 #[cfg(test)]
@@ -365,6 +422,42 @@ mod tests {
         }
         assert!(segment_plan(13, 6, 14).unwrap_err().contains("only 13 frames"));
         assert!(segment_plan(13, 6, 6).unwrap_err().contains("START must be below END"));
+    }
+
+    #[test]
+    fn frame_ranges_parse_and_bad_ones_say_why() {
+        assert_eq!("0:6".parse::<FrameRange>().unwrap(), FrameRange { start: 0, end: Some(6) });
+        assert_eq!("6:".parse::<FrameRange>().unwrap(), FrameRange { start: 6, end: None });
+        for bad in ["6", "a:b", "6:x", ":6", "-1:4", "1:2:3", "", "+1:4", " 1:4"] {
+            let e = bad.parse::<FrameRange>().unwrap_err();
+            assert!(e.contains("expected START:END"), "{bad:?}: {e}");
+        }
+        for bad in ["6:6", "7:6"] {
+            assert!(bad.parse::<FrameRange>().unwrap_err().contains("START must be below END"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_streaming_limits_agree_with_the_plan() {
+        for t in [1usize, 7, 8, 9, 13, 33] {
+            for start in 0..t {
+                for end in start + 1..=t {
+                    let plan = segment_plan(t, start, end).unwrap();
+                    // The first window and the earliest read frame are known before the length.
+                    assert_eq!(plan.windows.start, first_window_for(start).min(window_count(t) - 1), "T={t} {start}:{end}");
+                    assert!(plan.reads.start >= segment_first_read(start), "T={t} {start}:{end}: {plan:?}");
+                    // A stream at least segment_read_limit long: the windows run on real frames.
+                    let limit = segment_read_limit(end);
+                    if t >= limit {
+                        assert_eq!(plan.windows.end, last_window_for(end) + 1);
+                        assert!(plan.reads.end <= limit);
+                        for i in plan.windows.clone() {
+                            assert_eq!(window_frames(t, i), window_frames(limit, i), "T={t} window {i}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
