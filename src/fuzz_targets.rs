@@ -18,13 +18,14 @@ use crate::weights::WeightStore;
 pub type Target = fn(&[u8]);
 
 /// The targets, by name (the names of `fuzz/fuzz_targets/*.rs` and `fuzz/corpus/*`).
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("safetensors", safetensors),
     ("checkpoint", torch_checkpoint),
     ("pickle", pickle),
     ("config", configs),
     ("tokenizer_text", tokenizer_text),
     ("tokenizer_files", tokenizer_files),
+    ("y4m", y4m),
 ];
 
 /// A scratch folder of this process and call (targets read files by path).
@@ -141,6 +142,36 @@ pub fn tokenizer_files(data: &[u8]) {
         let _ = t.encode("a photo of a cat, 4k!");
     }
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A y4m stream as the filter reads it: the header, then every frame until the end or the first
+/// error, each converted to RGB and back (the job's colour path); each frame the reader accepts
+/// must write and read back unchanged, under the input's header and its ×4 output header.
+pub fn y4m(data: &[u8]) {
+    use crate::video::color::{frame_to_rgb, rgb_to_frame, MatrixChoice, YuvParams};
+    use crate::video::y4m::{Reader, Writer};
+    let Ok(mut reader) = Reader::new(data) else { return };
+    let header = reader.header().clone();
+    let _ = header.scaled(4).map(|h| h.to_bytes());
+    let params = YuvParams { matrix: MatrixChoice::Auto.resolve(header.height), range: header.range, depth: header.depth };
+    let mut writer = Writer::new(Vec::new(), header.clone()).expect("writing to memory");
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = reader.read_frame() {
+        let rgb = frame_to_rgb(&frame, &params);
+        assert_eq!(rgb.len(), 3 * frame.format.width as usize * frame.format.height as usize);
+        let back = rgb_to_frame(&rgb, frame.format, &params);
+        assert_eq!(back.format, frame.format);
+        writer.write_frame(&frame).expect("writing to memory");
+        frames.push(frame);
+    }
+    let written = writer.into_inner();
+    let mut again = Reader::new(written.as_slice()).expect("the writer's header reads back");
+    assert_eq!(again.header().to_bytes(), header.to_bytes(), "the header round-trips");
+    for f in &frames {
+        let g = again.read_frame().expect("a written frame reads back").expect("as many frames as written");
+        assert!(g.planes == f.planes && g.params == f.params, "a frame round-trips");
+    }
+    assert!(matches!(again.read_frame(), Ok(None)));
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-60}
 shift || true
-all=(safetensors checkpoint pickle config tokenizer_text tokenizer_files)
+all=(safetensors checkpoint pickle config tokenizer_text tokenizer_files y4m)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 

@@ -30,6 +30,8 @@ pub const MAX_DIMENSION: u32 = 16384;
 pub const MAX_HEADER_BYTES: usize = 4096;
 /// Largest accepted `FRAME` line, in bytes (the newline included).
 pub const MAX_FRAME_LINE_BYTES: usize = 1024;
+/// First size of the frame buffer; it doubles as frame bytes arrive, up to the frame size.
+const FRAME_BUFFER_START: usize = 1 << 20;
 
 const MAGIC: &[u8] = b"YUV4MPEG2";
 const FRAME_MAGIC: &[u8] = b"FRAME";
@@ -513,11 +515,18 @@ impl<R: Read> Reader<R> {
                 ),
             ));
         };
-        if self.buf.len() != self.frame_bytes {
-            self.buf = vec![0; self.frame_bytes];
+        // The buffer grows with the bytes that arrive (doubling from 1 MiB), so a header that
+        // declares a huge frame followed by a short stream costs what the stream holds, not
+        // what the header claims; a whole frame keeps its buffer for the next one.
+        if self.buf.len() > self.frame_bytes {
+            self.buf.truncate(self.frame_bytes);
         }
         let mut got = 0;
         while got < self.frame_bytes {
+            if got == self.buf.len() {
+                let grown = (2 * self.buf.len()).clamp(FRAME_BUFFER_START.min(self.frame_bytes), self.frame_bytes);
+                self.buf.resize(grown, 0);
+            }
             match self.inner.read(&mut self.buf[got..]) {
                 Ok(0) => {
                     return Err(Y4mError::frame(
@@ -821,6 +830,25 @@ mod tests {
         }
         let long = [b"YUV4MPEG2 W7 H7 X".as_slice(), &[b'a'; MAX_HEADER_BYTES]].concat();
         assert!(err_of(&long).to_string().contains("longer than 4096"));
+    }
+
+    /// A header may declare a 1.5 GiB frame (16384² 4:4:4 at 16 bits); a stream that then
+    /// ends after a few bytes must cost a few bytes, not the declared frame (issue 11: no
+    /// allocation the input does not pay for). A whole frame of a multi-MiB size still reads.
+    #[test]
+    fn frame_buffers_grow_with_the_bytes_that_arrive() {
+        let mut short = b"YUV4MPEG2 W16384 H16384 C444p16\nFRAME\n".to_vec();
+        short.extend_from_slice(&[7; 1000]);
+        let mut r = Reader::new(short.as_slice()).unwrap();
+        let e = r.read_frame().unwrap_err();
+        assert!(e.to_string().contains("truncated: stream ended after 1000 of"), "{e}");
+        assert!(r.buf.capacity() <= FRAME_BUFFER_START, "a 1000-byte frame held a {}-byte buffer", r.buf.capacity());
+
+        let mut rng = Rng::new(fresh_seed());
+        let header = Header::new(1031, 777, "444p10").unwrap(); // 4.6 MiB a frame: three doublings
+        let frames: Vec<Frame> = (0..2).map(|_| random_frame(&mut rng, header.format())).collect();
+        let (_, got) = read_all(&stream(&header, &frames)).unwrap();
+        assert!(got.len() == 2 && got[0].planes == frames[0].planes && got[1].planes == frames[1].planes);
     }
 
     #[test]
