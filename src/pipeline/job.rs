@@ -216,6 +216,33 @@ impl<'g> Engine<'g> {
     }
 }
 
+/// One window through the job's engine, for the pipeline golden test
+/// (`pipeline::golden_window`): builds the [`Engine`] for an `h`×`w` latent, denoises `sample`
+/// (`[2, 7, 8, h, w]` laid out as [`run_job`] builds it) through `opts.steps` released DDIM
+/// steps, and decodes the first 4 final latent frames ÷ the VAE's scaling factor, as
+/// [`emit_chunk`] does. Returns the final latents `[4][8][h][w]` and the decoder's output
+/// `[3][4][4h][4w]` (before the clamp).
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn denoise_and_decode_window(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, h: usize, w: usize, dtype: DType, sample: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+    let plane = h * w;
+    let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
+    let mut engine = Engine::new(gpu, unet, vae, opts, h, w, dtype, dtype)?;
+    let z = engine.denoise(sample, &steps, opts.guidance, |_| {})?;
+    let scaling = vae.config.scaling_factor as f32;
+    let mut lat = vec![0f32; LATENT_CHANNELS * DECODE_CHUNK * plane];
+    for (j, f) in fused_chunk(opts.ilt, None, Some(&z), plane).iter().enumerate() {
+        for c in 0..LATENT_CHANNELS {
+            let o = (c * DECODE_CHUNK + j) * plane;
+            for (d, s) in lat[o..o + plane].iter_mut().zip(&f[c * plane..(c + 1) * plane]) {
+                *d = s / scaling;
+            }
+        }
+    }
+    let rgb = engine.decode(&lat)?;
+    Ok((z, rgb))
+}
+
 /// One input frame, padded: RGB `[3][ph][pw]` in [−1, 1].
 type PaddedFrame = Vec<f32>;
 

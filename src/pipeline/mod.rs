@@ -17,3 +17,5 @@ pub mod scheduler;
 pub mod tiles;
 pub mod windows;
 pub mod job;
+#[cfg(test)]
+mod golden_window;
