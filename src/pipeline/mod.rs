@@ -9,6 +9,8 @@
 //!   segments (spec §4.3, §4.5).
 //! * [`tiles`]: latent padding to multiples of 8, tile plan, feathered blend weights, the
 //!   `--tile auto` memory estimate (spec §4.3 "Spatial tiling").
+//! * [`progress`]: the job's progress line on stderr (frames, window, step, frames/s, ETA).
+//! * [`interrupt`]: stopping on Ctrl-C between frames, with whole frames written.
 //!
 //! No GPU here; `job.rs` (the streaming loop) will sit on top.
 
@@ -17,3 +19,5 @@ pub mod scheduler;
 pub mod tiles;
 pub mod windows;
 pub mod job;
+pub mod interrupt;
+pub mod progress;
