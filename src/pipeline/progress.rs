@@ -3,8 +3,10 @@
 //! until then a spinner on a terminal). On a terminal one line is rewritten in place (at most
 //! ten times a second); elsewhere (logs, CI) one plain line per finished window.
 //!
-//! The ETA counts denoising steps, the bulk of the work: elapsed time per step done × steps
-//! left (each window of the run takes `steps` of them).
+//! The ETA: once a window of the run has been done whole (its steps, then the decode and
+//! writing of the frames it finished, and the reads for the next), the mean time per window ×
+//! the windows left, less the time already spent in the current one. Before that, the steps
+//! alone: time per step done × steps left (the first window's decode not yet counted).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -51,8 +53,11 @@ pub struct Reporter<E: Write> {
     frames_total: Option<usize>,
     /// Latest (window, step), step 1-based.
     at: Option<(usize, usize)>,
+    /// Elapsed time at the first step event of the run's first window and of the current one.
+    first_window_at: Option<(usize, Duration)>,
+    current_window_at: Option<(usize, Duration)>,
     frames_done: usize,
-    last_draw: Option<Instant>,
+    last_draw: Option<Duration>,
     spin: usize,
     /// A terminal line is on screen (to be cleared before other output).
     drawn: bool,
@@ -72,6 +77,8 @@ impl<E: Write> Reporter<E> {
             window_count: input_frames.filter(|&t| t > 0).map(windows::window_count),
             frames_total: input_frames.map(|t| end.unwrap_or(t).min(t).saturating_sub(start)),
             at: None,
+            first_window_at: None,
+            current_window_at: None,
             frames_done: 0,
             last_draw: None,
             spin: 0,
@@ -88,10 +95,17 @@ impl<E: Write> Reporter<E> {
         Some(first..end + 1)
     }
 
-    /// Seconds left, from the steps done so far and the steps still to run.
+    /// Time left (see the module doc).
     pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
         let w = self.run_windows()?;
         let (window, step) = self.at?;
+        if let (Some((i0, t0)), Some((i, t))) = (self.first_window_at, self.current_window_at) {
+            if i > i0 {
+                let per_window = (t - t0).as_secs_f64() / (i - i0) as f64;
+                let left = per_window * w.end.saturating_sub(i) as f64 - (elapsed.saturating_sub(t)).as_secs_f64();
+                return Some(Duration::from_secs_f64(left.max(0.0)));
+            }
+        }
         let done = (window.checked_sub(w.start)? * self.steps + step) as f64;
         let total = (w.len() * self.steps) as f64;
         (done > 0.0).then(|| Duration::from_secs_f64(elapsed.as_secs_f64() * (total - done).max(0.0) / done))
@@ -125,11 +139,20 @@ impl<E: Write> Reporter<E> {
         s
     }
 
-    /// One job event.
+    /// One job event, now.
     pub fn event(&mut self, p: Progress) {
+        self.event_at(p, self.t0.elapsed());
+    }
+
+    /// One job event at `elapsed` since the reporter was made.
+    pub fn event_at(&mut self, p: Progress, elapsed: Duration) {
         let mut window_done = false;
         match p {
             Progress::Step { window, windows, step, steps } => {
+                if self.current_window_at.is_none_or(|(i, _)| i != window) {
+                    self.current_window_at = Some((window, elapsed));
+                    self.first_window_at.get_or_insert((window, elapsed));
+                }
                 self.at = Some((window, step));
                 self.steps = steps.max(1);
                 if windows.is_some() {
@@ -144,16 +167,15 @@ impl<E: Write> Reporter<E> {
                 }
             }
         }
-        let now = Instant::now();
         let draw = match self.style {
-            Style::Terminal => window_done || self.last_draw.is_none_or(|t| now - t >= REDRAW),
+            Style::Terminal => window_done || self.last_draw.is_none_or(|t| elapsed.saturating_sub(t) >= REDRAW),
             Style::Lines => window_done,
         };
         if !draw {
             return;
         }
-        self.last_draw = Some(now);
-        let line = self.line(now - self.t0);
+        self.last_draw = Some(elapsed);
+        let line = self.line(elapsed);
         // Progress is best effort: a closed stderr must not stop the job.
         let _ = match self.style {
             Style::Terminal => write!(self.out, "\r{line}\x1b[K"),
@@ -240,6 +262,24 @@ mod tests {
         r.event(step(0, None, 10));
         let out = String::from_utf8(r.into_inner()).unwrap();
         assert!(out.starts_with("frames 0, window 1 step 10/10,") && !out.contains("ETA") && out.ends_with('\n'), "{out:?}");
+    }
+
+    /// Once a window has been done whole, the ETA is the mean time per window (decode
+    /// included) × the windows left, less the time spent in the current one.
+    #[test]
+    fn eta_uses_whole_windows_once_one_is_done() {
+        let secs = Duration::from_secs;
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
+        r.event_at(step(0, None, 1), secs(1));
+        r.event_at(step(0, None, 10), secs(10));
+        // Steps only so far: 10 s for 10 of 30 steps.
+        assert_eq!(r.eta(secs(10)), Some(secs(20)));
+        r.event_at(Progress::Frames { done: 4, total: None }, secs(40));
+        // Window 1 starts at 41 s: a window takes 40 s (steps 10 s, decode and the rest 30 s).
+        r.event_at(step(1, None, 1), secs(41));
+        assert_eq!(r.eta(secs(41)), Some(secs(80)), "windows 1 and 2 left");
+        assert_eq!(r.eta(secs(61)), Some(secs(60)));
+        assert_eq!(r.eta(secs(200)), Some(secs(0)));
     }
 
     /// Plain lines: one per finished window, no carriage returns; a terminal rewrites one line.
