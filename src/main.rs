@@ -18,7 +18,7 @@ use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOption
                   Without a command it is the filter: `upscale` with the options below, the y4m stream \
                   from stdin (or -i) upscaled ×4 to stdout (or -o), e.g. \
                   `ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu | ffmpeg -f yuv4mpegpipe -i - out.mp4`. \
-                  Not yet: spatial tiles (a large frame fails with a message naming the limit), a GIF preview. The other commands list GPUs, fetch and convert the weights, encode \
+                  Not yet: spatial tiles (a large frame fails with a message naming the limit). The other commands list GPUs, fetch and convert the weights, encode \
                   prompts, run one forward pass of each model against reference tensors, and benchmark kernels."
 )]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -241,9 +241,15 @@ struct UpscaleCli {
     /// Negative prompt embeddings from `encode-prompt` instead of --negative-prompt.
     #[arg(long)]
     negative_prompt_embeds: Option<PathBuf>,
-    /// No progress on stderr.
+    /// No progress on stderr (frames written, window and step, frames/s, ETA once the length is
+    /// known). Ctrl-C stops after the frame being written (exit code 130; a second Ctrl-C
+    /// stops at once).
     #[arg(long)]
     quiet: bool,
+    /// Also write a small animated GIF of the output (at most 320 pixels on the long side, the
+    /// stream's frame rate), frame by frame as the output is written; with --frames, of the segment.
+    #[arg(long, value_name = "PREVIEW.gif")]
+    gif: Option<PathBuf>,
     /// Emit only output frames START to END−1 (counted from 0), bit-identical to the same frames
     /// of a whole-clip run, so a long video can be split over many GPUs and the parts joined
     /// (concatenate the frames). Denoises only the windows that touch the segment; reads the
@@ -314,11 +320,29 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         negative_prompt_embeds: u.negative_prompt_embeds,
         quiet: u.quiet,
         frames: u.frames,
+        gif: u.gif,
     };
+    stop_on_ctrl_c();
     match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {
         // The downstream reader quit: end quietly.
         Err(e) if diffvsr_wgpu::pipeline::job::is_broken_pipe(&e) => Ok(()),
         r => r.map(|_| ()),
+    }
+}
+
+/// Ctrl-C (SIGINT; the console's Ctrl-C on Windows) asks the job to stop after the frame it is
+/// writing, so the output holds only whole frames; a second Ctrl-C ends the process at once.
+fn stop_on_ctrl_c() {
+    use diffvsr_wgpu::pipeline::interrupt;
+    let r = ctrlc::set_handler(|| {
+        if interrupt::request() {
+            eprintln!("\nCtrl-C again: stopping at once (the frame being written may be cut)");
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping after the frame being written (Ctrl-C again to stop at once)");
+    });
+    if let Err(e) = r {
+        log::warn!("Ctrl-C handler not installed ({e}): Ctrl-C will end the job at once");
     }
 }
 
@@ -449,6 +473,11 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // Stopped by Ctrl-C: said as such, with the shell's exit code for SIGINT.
+        Err(e) if diffvsr_wgpu::pipeline::interrupt::is_interrupted(&e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

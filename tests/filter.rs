@@ -4,7 +4,8 @@
 //! determinism (same seed → same bytes, another seed → other bytes); and that a truncated input
 //! stops with a message naming the frame. Also: `--frames` segments joined equal the whole run;
 //! the binary without a command is the filter; the filter between two ffmpeg processes (skipped
-//! with a note where ffmpeg is missing; `.ci/run` installs it).
+//! with a note where ffmpeg is missing; `.ci/run` installs it); the `--gif` preview and the
+//! progress lines; Ctrl-C on a slow stream (whole frames, exit code 130).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -439,5 +440,139 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     assert!(!text.contains("window 2:"), "{text}");
     let (ok_, _, err) = plan(&["--frames", "13:20"]);
     assert!(!ok_ && err.contains("only 13 frames"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--gif` with a `--frames` segment, progress not silenced: the GIF holds the segment's frames
+/// at the output's size (28×20, under the 320-pixel cap) with the delay of 25 fps, and decodes;
+/// stderr (not a terminal here) has one plain progress line per window of the segment, with
+/// frame counts and an ETA (the input is a file, so its length is known), and no `\r`.
+#[test]
+fn gif_preview_of_a_segment_and_progress_lines() {
+    let dir = tmp("gif");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(7, 5, 13)).unwrap();
+    let (out, gif) = (dir.join("out.y4m"), dir.join("preview.gif"));
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .arg("--weights")
+        .arg(&rel)
+        .arg("-i")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--gif")
+        .arg(&gif)
+        .args(["--steps", "2", "--frames", "2:9", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&o);
+    let payload = 28 * 20 + 2 * (14 * 10);
+    assert_eq!(frames(&std::fs::read(&out).unwrap(), payload).1.len(), 7);
+
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::RGBA);
+    let mut d = opts.read_info(std::fs::File::open(&gif).unwrap()).unwrap();
+    assert_eq!((d.width(), d.height()), (28, 20));
+    let mut n = 0;
+    while let Some(f) = d.read_next_frame().unwrap() {
+        assert_eq!((f.width, f.height, f.delay), (28, 20, 4), "frame {n}");
+        n += 1;
+    }
+    assert_eq!(n, 7, "one GIF frame per output frame of the segment");
+
+    // 2:9 runs windows 0, 1 and 2 of the clip.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains('\r'), "plain lines when stderr is not a terminal: {err:?}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("frames ")).collect();
+    assert_eq!(lines.len(), 3, "one progress line per window: {err}");
+    for (k, l) in lines.iter().enumerate() {
+        assert!(l.contains(&format!("window {}/3 step 2/2", k + 1)) && l.contains("/7") && l.contains("ETA"), "{l}");
+    }
+    assert!(err.contains("7 out"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ctrl-C (SIGINT) while the input arrives slowly: the job stops after the frame it is writing
+/// with exit code 130 and a message saying what was written; the output holds only whole
+/// frames, and the GIF preview is closed with the same frames.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_with_whole_frames() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let dir = tmp("sigint");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let (w, h, n) = (7, 5, 13);
+    let clip = stream(w, h, n);
+    let header_len = clip.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let frame_in = 6 + w * h + 2 * (w.div_ceil(2) * h.div_ceil(2));
+    let gif = dir.join("preview.gif");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .arg("--weights")
+        .arg(&rel)
+        .arg("--gif")
+        .arg(&gif)
+        .args(["--steps", "2", "--quiet", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first window's 8 frames at once; the rest, slowly, only after the signal.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = std::thread::spawn(move || {
+        let first = header_len + 8 * frame_in;
+        stdin.write_all(&clip[..first]).unwrap();
+        stdin.flush().unwrap();
+        let _ = wait.recv();
+        for f in clip[first..].chunks(frame_in) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if stdin.write_all(f).is_err() {
+                return; // the filter has stopped reading
+            }
+        }
+    });
+    let (ow, oh) = (4 * w, 4 * h);
+    let out_frame = 6 + ow * oh + 2 * (ow.div_ceil(2) * oh.div_ceil(2));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the header and the first output frame have arrived.
+    while out.iter().position(|&b| b == b'\n').is_none_or(|nl| out.len() < nl + 1 + out_frame) {
+        let k = stdout.read(&mut buf).unwrap();
+        assert!(k > 0, "the filter ended before its first frame");
+        out.extend_from_slice(&buf[..k]);
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    go.send(()).unwrap();
+    stdout.read_to_end(&mut out).unwrap();
+    let o = child.wait_with_output().unwrap();
+    feed.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "exit status {:?}: {err}", o.status);
+    assert!(err.contains("interrupted (Ctrl-C)") && err.contains("whole output frames"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let nl = out.iter().position(|&b| b == b'\n').unwrap();
+    let body = out.len() - (nl + 1);
+    assert_eq!(body % out_frame, 0, "{body} bytes after the header: not whole frames of {out_frame}");
+    let written = body / out_frame;
+    assert!((1..n).contains(&written), "{written} frames written");
+    assert!(err.contains(&format!("stopped after {written} whole output frames")), "{err}");
+    frames(&out, out_frame - 6);
+    let mut d = gif::DecodeOptions::new().read_info(std::fs::File::open(&gif).unwrap()).unwrap();
+    let mut g = 0;
+    while d.read_next_frame().unwrap().is_some() {
+        g += 1;
+    }
+    assert_eq!(g, written, "the GIF holds the frames written");
     std::fs::remove_dir_all(&dir).unwrap();
 }

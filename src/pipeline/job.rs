@@ -32,6 +32,7 @@ use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::concat::copy;
 use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
+use crate::pipeline::interrupt;
 use crate::pipeline::noise::{self, Stream};
 use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
 use crate::pipeline::tiles::{LatentPad, SCALE};
@@ -200,6 +201,7 @@ impl<'g> Engine<'g> {
             self.timestep.write_f32(self.gpu, &[s.t as f32; 2])?;
             self.step_graph.run(self.gpu)?;
             on_step(i + 1);
+            interrupt::check()?;
         }
         let out = self.latents.to_f32(self.gpu)?;
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
@@ -310,6 +312,7 @@ pub fn run_job<R: Read, W: Write>(
         }
         // Read until window i can run, or the stream ends.
         while total.is_none() && !windows::window_ready(i, read, None) {
+            interrupt::check()?;
             match reader.read_frame()? {
                 Some(_) if read < first_read => read += 1,
                 Some(frame) => {
@@ -486,6 +489,7 @@ fn emit_chunk<W: Write>(
             bail!("output frame {f}: the VAE decoder produced a non-finite value (at {i})");
         }
         let frame = rgb_to_frame(&out, out_fmt, out_params);
+        interrupt::check()?;
         writer.write_frame(&frame).with_context(|| format!("writing output frame {f}"))?;
         writer.flush().with_context(|| format!("writing output frame {f}"))?;
         stats.frames_out += 1;
@@ -523,6 +527,8 @@ pub struct UpscaleArgs {
     pub quiet: bool,
     /// `--frames START:END`: only these output frames.
     pub frames: Option<FrameRange>,
+    /// `--gif PREVIEW.gif`: a small animated preview of the frames written.
+    pub gif: Option<std::path::PathBuf>,
 }
 
 /// True when `e` comes from a closed output pipe (the downstream reader quit).
@@ -595,33 +601,94 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut writer = Writer::new(std::io::BufWriter::new(output), out_header)?;
-    let t0 = std::time::Instant::now();
-    let quiet = a.quiet;
+    // --gif: each frame also goes to the preview as it is written.
+    let preview = match &a.gif {
+        Some(p) => {
+            let h = writer.header();
+            let params = YuvParams { matrix: opts.matrix.resolve(h.height), range: h.range, depth: h.depth };
+            Some(std::rc::Rc::new(std::cell::RefCell::new(crate::video::preview::GifPreview::create(p, h, params)?)))
+        }
+        None => None,
+    };
+    if let Some(p) = &preview {
+        let p = p.clone();
+        writer.on_frame(Box::new(move |f| p.borrow_mut().push(f).map_err(|e| std::io::Error::other(format!("--gif: {e:#}")))));
+    }
+    // The clip's length, for the ETA, when the input is a file (from its size).
+    // (Only a regular file: a named pipe must not be read twice.)
+    let input_frames = match &a.input {
+        Some(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => y4m_file_frames(p).ok().and_then(|(_, t)| t),
+        _ => None,
+    };
+    let mut reporter = crate::pipeline::progress::Reporter::new(std::io::stderr(), crate::pipeline::progress::Style::for_stderr(), a.steps, a.frames, input_frames);
     let mut frames_done = 0usize;
-    let show = |x: Option<usize>| x.map_or("?".to_string(), |v| v.to_string());
-    let stats = run_job(gpu, &unet, unet_dtype, &vae, vae_dtype, reader, &mut writer, &opts, |p| {
-        if quiet {
-            return;
+    let result = run_job(gpu, &unet, unet_dtype, &vae, vae_dtype, reader, &mut writer, &opts, |p| {
+        if let Progress::Frames { done, .. } = p {
+            frames_done = done;
         }
-        match p {
-            Progress::Step { window, windows, step, steps } => {
-                eprint!("\rwindow {}/{} step {step}/{steps}, {frames_done} frames written, {:.0} s   ", window + 1, show(windows), t0.elapsed().as_secs_f64());
-            }
-            Progress::Frames { done, total } => {
-                frames_done = done;
-                let fps = done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                eprint!("\rframe {done}/{} written, {fps:.3} frames/s   ", show(total));
-            }
+        if !a.quiet {
+            reporter.event(p);
         }
-    })?;
-    if !quiet {
-        eprintln!("\r{} frames in, {} out, {} windows, {:.1} s", stats.frames_in, stats.frames_out, stats.windows, t0.elapsed().as_secs_f64());
+    });
+    reporter.clear();
+    let elapsed = reporter.elapsed();
+    drop(writer);
+    // The preview is closed (its trailer written) whether the job ended, failed or stopped.
+    let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish());
+    let stats = match result {
+        // After Ctrl-C, an error is the stop itself, or its echo (a pipeline's other ends got
+        // the signal too: a truncated input, a closed output).
+        Err(e) if interrupt::requested() || interrupt::is_interrupted(&e) => {
+            let start = a.frames.map_or(0, |r| r.start);
+            let end = a.frames.and_then(|r| r.end).map_or(String::new(), |e| e.to_string());
+            let detail = if frames_done == 0 {
+                "stopped before any output frame was written".to_string()
+            } else {
+                format!(
+                    "stopped after {frames_done} whole output frames (frames {start}..{}); the rest can be run later with --frames {}:{end} and the parts joined",
+                    start + frames_done,
+                    start + frames_done
+                )
+            };
+            return Err(interrupt::Interrupted { detail }.into());
+        }
+        r => r?,
+    };
+    if let Some(g) = gif {
+        g?;
+    }
+    if !a.quiet {
+        eprintln!("{} frames in, {} out, {} windows, {:.1} s", stats.frames_in, stats.frames_out, stats.windows, elapsed.as_secs_f64());
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.
         eprintln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
     }
     Ok(stats)
+}
+
+/// A y4m file's header and frame count (from its size; `None` when the size is not a whole
+/// number of plain frames, or the path is not a regular file, e.g. a pipe).
+pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header, Option<usize>)> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let meta = f.metadata().with_context(|| format!("reading {}", p.display()))?;
+    let size = meta.len();
+    // The header line, as written (its length locates the first frame).
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while f.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+        if line.len() > 4096 {
+            bail!("{}: not a y4m stream header (no end of line in 4096 bytes)", p.display());
+        }
+    }
+    let reader = Reader::new(std::io::Cursor::new([line.as_slice(), b"\n"].concat()))?;
+    let h = reader.header().clone();
+    let fb = 6 + h.format().frame_bytes().context("the frame size overflows")? as u64;
+    let body = size - (line.len() as u64 + 1).min(size);
+    // Exact when no FRAME line carries parameters (as ffmpeg writes them).
+    let t = (meta.is_file() && body % fb == 0).then_some((body / fb) as usize);
+    Ok((h, t))
 }
 
 /// What `--plan` prints: the windows to run, the segment, and a memory estimate, without
@@ -632,26 +699,7 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
     use std::fmt::Write as _;
     let mut o = String::new();
     let (header, t): (crate::video::y4m::Header, Option<usize>) = match input {
-        Some(p) => {
-            let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            let size = f.metadata().with_context(|| format!("reading {}", p.display()))?.len();
-            // The header line, as written (its length locates the first frame).
-            let mut line = Vec::new();
-            let mut byte = [0u8; 1];
-            while f.read(&mut byte)? == 1 && byte[0] != b'\n' {
-                line.push(byte[0]);
-                if line.len() > 4096 {
-                    bail!("{}: not a y4m stream header (no end of line in 4096 bytes)", p.display());
-                }
-            }
-            let reader = Reader::new(std::io::Cursor::new([line.as_slice(), b"\n"].concat()))?;
-            let h = reader.header().clone();
-            let fb = 6 + h.format().frame_bytes().context("the frame size overflows")? as u64;
-            let body = size - (line.len() as u64 + 1).min(size);
-            // Exact when no FRAME line carries parameters (as ffmpeg writes them).
-            let t = (body % fb == 0).then_some((body / fb) as usize);
-            (h, t)
-        }
+        Some(p) => y4m_file_frames(p)?,
         None => (Reader::new(std::io::stdin().lock())?.header().clone(), None),
     };
     let fmt = header.format();

@@ -9,13 +9,17 @@
 //!   segments (spec §4.3, §4.5).
 //! * [`tiles`]: latent padding to multiples of 8, tile plan, feathered blend weights, the
 //!   `--tile auto` memory estimate (spec §4.3 "Spatial tiling").
+//! * [`progress`]: the job's progress line on stderr (frames, window, step, frames/s, ETA).
+//! * [`interrupt`]: stopping on Ctrl-C between frames, with whole frames written.
 //!
-//! No GPU here; `job.rs` (the streaming loop) will sit on top.
+//! No GPU in these; [`job`] (the streaming loop) sits on top of them.
 
 pub mod noise;
 pub mod scheduler;
 pub mod tiles;
 pub mod windows;
 pub mod job;
+pub mod interrupt;
+pub mod progress;
 #[cfg(test)]
 mod golden_window;

@@ -3,6 +3,7 @@
 //! are frames. The product is the streaming y4m filter of issue 9 (deliverables 5 and 8).
 
 pub mod color;
+pub mod preview;
 pub mod y4m;
 
 pub use color::{Matrix, MatrixChoice, YuvParams};

@@ -574,18 +574,28 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// Called with each frame once it is written (e.g. `--gif`'s preview).
+pub type FrameHook = Box<dyn FnMut(&Frame) -> io::Result<()>>;
+
 /// Writes a y4m stream: the header on creation, then whole frames.
 pub struct Writer<W: Write> {
     inner: W,
     header: Header,
     written: u64,
+    on_frame: Option<FrameHook>,
 }
 
 impl<W: Write> Writer<W> {
     /// Writes `header` (e.g. `input.scaled(4)?`).
     pub fn new(mut inner: W, header: Header) -> Result<Writer<W>, Y4mError> {
         inner.write_all(&header.to_bytes()).map_err(|e| Y4mError::io(None, "writing the stream header", e))?;
-        Ok(Writer { inner, header, written: 0 })
+        Ok(Writer { inner, header, written: 0, on_frame: None })
+    }
+
+    /// Calls `hook` with every frame after its bytes are written (its error fails the write,
+    /// naming the frame; the frame's bytes are out already, whole).
+    pub fn on_frame(&mut self, hook: FrameHook) {
+        self.on_frame = Some(hook);
     }
 
     pub fn header(&self) -> &Header {
@@ -642,6 +652,9 @@ impl<W: Write> Writer<W> {
         }
         self.inner.write_all(&bytes).map_err(|e| Y4mError::io(Some(i), "writing the frame", e))?;
         self.written += 1;
+        if let Some(hook) = &mut self.on_frame {
+            hook(frame).map_err(|e| Y4mError::io(Some(i), "after writing the frame", e))?;
+        }
         Ok(())
     }
 
@@ -899,6 +912,29 @@ mod tests {
         assert!(r.read_frame().unwrap().is_some());
         assert!(r.read_frame().is_err());
         assert!(r.read_frame().unwrap().is_none());
+    }
+
+    /// The frame hook sees each written frame after its bytes; its error names the frame.
+    #[test]
+    fn writer_hook_sees_each_written_frame() {
+        let mut rng = Rng::new(fresh_seed());
+        let header = Header::new(5, 3, "420jpeg").unwrap();
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut w = Writer::new(Vec::new(), header.clone()).unwrap();
+        let s = seen.clone();
+        w.on_frame(Box::new(move |f| {
+            s.borrow_mut().push(f.clone());
+            if s.borrow().len() == 2 {
+                return Err(io::Error::other("preview disk full"));
+            }
+            Ok(())
+        }));
+        let frames: Vec<Frame> = (0..2).map(|_| random_frame(&mut rng, header.format())).collect();
+        w.write_frame(&frames[0]).unwrap();
+        let e = w.write_frame(&frames[1]).unwrap_err();
+        assert!(e.to_string().contains("y4m frame 1: after writing the frame: preview disk full"), "{e}");
+        assert_eq!(*seen.borrow(), frames);
+        assert_eq!(w.frames_written(), 2, "the frame's bytes were written whole before the hook");
     }
 
     #[test]

@@ -1,0 +1,304 @@
+//! The job's progress on stderr: frames written, window and step, frames per second, and an ETA
+//! once the run's length is known (from the input file's size, or once the stream has ended;
+//! until then a spinner on a terminal). On a terminal one line is rewritten in place (at most
+//! ten times a second); elsewhere (logs, CI) one plain line per finished window.
+//!
+//! The ETA: once a window of the run has been done whole (its steps, then the decode and
+//! writing of the frames it finished, and the reads for the next), the mean time per window ×
+//! the windows left, less the time already spent in the current one. Before that, the steps
+//! alone: time per step done × steps left (the first window's decode not yet counted).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::pipeline::job::Progress;
+use crate::pipeline::windows::{self, FrameRange};
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// One line rewritten with `\r` (stderr is a terminal).
+    Terminal,
+    /// One plain line per finished window.
+    Lines,
+}
+
+impl Style {
+    /// Terminal when stderr is one, else plain lines.
+    pub fn for_stderr() -> Style {
+        use std::io::IsTerminal as _;
+        if std::io::stderr().is_terminal() {
+            Style::Terminal
+        } else {
+            Style::Lines
+        }
+    }
+}
+
+const SPINNER: [char; 4] = ['|', '/', '-', '\\'];
+const REDRAW: Duration = Duration::from_millis(100);
+
+/// Turns the job's [`Progress`] events into lines on `out`.
+pub struct Reporter<E: Write> {
+    out: E,
+    style: Style,
+    t0: Instant,
+    steps: usize,
+    /// The `--frames` segment (START 0 and no END for a whole run).
+    start: usize,
+    end: Option<usize>,
+    /// The clip's window count, once known.
+    window_count: Option<usize>,
+    /// Output frames this run writes, once known.
+    frames_total: Option<usize>,
+    /// Latest (window, step), step 1-based.
+    at: Option<(usize, usize)>,
+    /// Elapsed time at the first step event of the run's first window and of the current one.
+    first_window_at: Option<(usize, Duration)>,
+    current_window_at: Option<(usize, Duration)>,
+    frames_done: usize,
+    last_draw: Option<Duration>,
+    spin: usize,
+    /// A terminal line is on screen (to be cleared before other output).
+    drawn: bool,
+}
+
+impl<E: Write> Reporter<E> {
+    /// `input_frames`: the clip's length when known before the run (an input file).
+    pub fn new(out: E, style: Style, steps: usize, frames: Option<FrameRange>, input_frames: Option<usize>) -> Reporter<E> {
+        let (start, end) = frames.map_or((0, None), |r| (r.start, r.end));
+        Reporter {
+            out,
+            style,
+            t0: Instant::now(),
+            steps: steps.max(1),
+            start,
+            end,
+            window_count: input_frames.filter(|&t| t > 0).map(windows::window_count),
+            frames_total: input_frames.map(|t| end.unwrap_or(t).min(t).saturating_sub(start)),
+            at: None,
+            first_window_at: None,
+            current_window_at: None,
+            frames_done: 0,
+            last_draw: None,
+            spin: 0,
+            drawn: false,
+        }
+    }
+
+    /// The windows this run denoises, once the clip's length is known.
+    fn run_windows(&self) -> Option<std::ops::Range<usize>> {
+        let n = self.window_count?;
+        let last = n - 1;
+        let first = windows::first_window_for(self.start).min(last);
+        let end = self.end.map_or(last, |e| windows::last_window_for(e).min(last));
+        Some(first..end + 1)
+    }
+
+    /// Time left (see the module doc).
+    pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
+        let w = self.run_windows()?;
+        let (window, step) = self.at?;
+        if let (Some((i0, t0)), Some((i, t))) = (self.first_window_at, self.current_window_at) {
+            if i > i0 {
+                let per_window = (t - t0).as_secs_f64() / (i - i0) as f64;
+                let left = per_window * w.end.saturating_sub(i) as f64 - (elapsed.saturating_sub(t)).as_secs_f64();
+                return Some(Duration::from_secs_f64(left.max(0.0)));
+            }
+        }
+        let done = (window.checked_sub(w.start)? * self.steps + step) as f64;
+        let total = (w.len() * self.steps) as f64;
+        (done > 0.0).then(|| Duration::from_secs_f64(elapsed.as_secs_f64() * (total - done).max(0.0) / done))
+    }
+
+    /// The progress line at `elapsed` (without `\r` or newline).
+    pub fn line(&mut self, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64();
+        let mut s = match self.frames_total {
+            Some(t) => format!("frames {}/{t}", self.frames_done),
+            None => format!("frames {}", self.frames_done),
+        };
+        if let Some((window, step)) = self.at {
+            match self.run_windows() {
+                Some(w) => s += &format!(", window {}/{} step {step}/{}", window + 1 - w.start.min(window), w.len(), self.steps),
+                None => s += &format!(", window {} step {step}/{}", window + 1 - windows::first_window_for(self.start).min(window), self.steps),
+            }
+        }
+        if self.frames_done > 0 && secs > 0.0 {
+            s += &format!(", {:.2} frames/s", self.frames_done as f64 / secs);
+        }
+        s += &format!(", {} elapsed", human_duration(elapsed));
+        match self.eta(elapsed) {
+            Some(eta) => s += &format!(", ETA {}", human_duration(eta)),
+            None if self.style == Style::Terminal => {
+                s += &format!(" {}", SPINNER[self.spin % SPINNER.len()]);
+                self.spin += 1;
+            }
+            None => {}
+        }
+        s
+    }
+
+    /// One job event, now.
+    pub fn event(&mut self, p: Progress) {
+        self.event_at(p, self.t0.elapsed());
+    }
+
+    /// One job event at `elapsed` since the reporter was made.
+    pub fn event_at(&mut self, p: Progress, elapsed: Duration) {
+        let mut window_done = false;
+        match p {
+            Progress::Step { window, windows, step, steps } => {
+                if self.current_window_at.is_none_or(|(i, _)| i != window) {
+                    self.current_window_at = Some((window, elapsed));
+                    self.first_window_at.get_or_insert((window, elapsed));
+                }
+                self.at = Some((window, step));
+                self.steps = steps.max(1);
+                if windows.is_some() {
+                    self.window_count = windows;
+                }
+                window_done = step == steps;
+            }
+            Progress::Frames { done, total } => {
+                self.frames_done = done;
+                if total.is_some() {
+                    self.frames_total = total;
+                }
+            }
+        }
+        let draw = match self.style {
+            Style::Terminal => window_done || self.last_draw.is_none_or(|t| elapsed.saturating_sub(t) >= REDRAW),
+            Style::Lines => window_done,
+        };
+        if !draw {
+            return;
+        }
+        self.last_draw = Some(elapsed);
+        let line = self.line(elapsed);
+        // Progress is best effort: a closed stderr must not stop the job.
+        let _ = match self.style {
+            Style::Terminal => write!(self.out, "\r{line}\x1b[K"),
+            Style::Lines => writeln!(self.out, "{line}"),
+        };
+        let _ = self.out.flush();
+        self.drawn = self.style == Style::Terminal;
+    }
+
+    /// Clears the terminal line (before other output on stderr).
+    pub fn clear(&mut self) {
+        if self.drawn {
+            let _ = write!(self.out, "\r\x1b[K");
+            let _ = self.out.flush();
+            self.drawn = false;
+        }
+    }
+
+    /// Time since the reporter was made.
+    pub fn elapsed(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    pub fn into_inner(self) -> E {
+        self.out
+    }
+}
+
+/// `45 s`, `3 min 12 s`, `2 h 05 min`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(window: usize, windows: Option<usize>, step: usize) -> Progress {
+        Progress::Step { window, windows, step, steps: 10 }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(Duration::from_secs(45)), "45 s");
+        assert_eq!(human_duration(Duration::from_secs(192)), "3 min 12 s");
+        assert_eq!(human_duration(Duration::from_secs(7500)), "2 h 05 min");
+    }
+
+    /// 13 frames: 3 windows of 10 steps. After window 0's 5th step, 5 of 30 steps are done.
+    #[test]
+    fn eta_counts_the_steps_left_of_the_run() {
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
+        assert_eq!(r.eta(Duration::from_secs(10)), None, "no step done yet");
+        r.event(step(0, None, 5));
+        assert_eq!(r.eta(Duration::from_secs(10)), Some(Duration::from_secs(50)));
+        let line = r.line(Duration::from_secs(10));
+        assert!(line.contains("frames 0/13") && line.contains("window 1/3 step 5/10") && line.contains("ETA 50 s"), "{line}");
+        // A segment 6:13 runs windows 0..3 too (frame 6 is in window 0); 9:13 runs windows 1..3.
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, Some(FrameRange { start: 9, end: Some(13) }), Some(13));
+        r.event(step(1, Some(3), 10));
+        assert_eq!(r.eta(Duration::from_secs(10)), Some(Duration::from_secs(10)));
+        assert!(r.line(Duration::from_secs(10)).contains("frames 0/4, window 1/2 step 10/10"));
+    }
+
+    /// A stream of unknown length: no ETA; a spinner on a terminal, nothing in plain lines;
+    /// the ETA appears once the job reports the window count.
+    #[test]
+    fn unknown_length_spins_until_the_stream_ends() {
+        let mut r = Reporter::new(Vec::new(), Style::Terminal, 10, None, None);
+        r.event(step(0, None, 1));
+        let a = r.line(Duration::from_secs(1));
+        let b = r.line(Duration::from_secs(1));
+        assert!(!a.contains("ETA") && a.ends_with(['|', '/', '-', '\\']) && a != b, "{a} / {b}");
+        r.event(Progress::Frames { done: 4, total: Some(6) });
+        r.event(step(1, Some(2), 10));
+        let c = r.line(Duration::from_secs(20));
+        assert!(c.contains("frames 4/6") && c.contains("window 2/2") && c.contains("0.20 frames/s") && c.contains("ETA 0 s"), "{c}");
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, None);
+        r.event(step(0, None, 10));
+        let out = String::from_utf8(r.into_inner()).unwrap();
+        assert!(out.starts_with("frames 0, window 1 step 10/10,") && !out.contains("ETA") && out.ends_with('\n'), "{out:?}");
+    }
+
+    /// Once a window has been done whole, the ETA is the mean time per window (decode
+    /// included) × the windows left, less the time spent in the current one.
+    #[test]
+    fn eta_uses_whole_windows_once_one_is_done() {
+        let secs = Duration::from_secs;
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
+        r.event_at(step(0, None, 1), secs(1));
+        r.event_at(step(0, None, 10), secs(10));
+        // Steps only so far: 10 s for 10 of 30 steps.
+        assert_eq!(r.eta(secs(10)), Some(secs(20)));
+        r.event_at(Progress::Frames { done: 4, total: None }, secs(40));
+        // Window 1 starts at 41 s: a window takes 40 s (steps 10 s, decode and the rest 30 s).
+        r.event_at(step(1, None, 1), secs(41));
+        assert_eq!(r.eta(secs(41)), Some(secs(80)), "windows 1 and 2 left");
+        assert_eq!(r.eta(secs(61)), Some(secs(60)));
+        assert_eq!(r.eta(secs(200)), Some(secs(0)));
+    }
+
+    /// Plain lines: one per finished window, no carriage returns; a terminal rewrites one line.
+    #[test]
+    fn lines_once_per_window_terminal_in_place() {
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
+        for w in 0..3 {
+            for s in 1..=10 {
+                r.event(step(w, None, s));
+            }
+            r.event(Progress::Frames { done: 4 * (w + 1), total: None });
+        }
+        let out = String::from_utf8(r.into_inner()).unwrap();
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(!out.contains('\r'));
+        let mut r = Reporter::new(Vec::new(), Style::Terminal, 10, None, Some(13));
+        r.event(step(0, None, 1));
+        r.clear();
+        let out = String::from_utf8(r.into_inner()).unwrap();
+        assert!(out.starts_with('\r') && !out.contains('\n') && out.ends_with("\r\x1b[K"), "{out:?}");
+    }
+}

@@ -1,0 +1,210 @@
+//! `--gif PREVIEW.gif`: a small animated GIF of the output, written frame by frame as the
+//! output frames are (bounded memory: one frame at a time), and closed with its trailer at the
+//! end or on a stop.
+//!
+//! Each frame is converted back to RGB with the output's matrix, range and depth (the preview
+//! shows exactly what was written), shrunk by area averaging so that its long side is at most
+//! [`MAX_SIDE`] pixels (never enlarged), and quantised to its own 256-colour palette (the `gif`
+//! crate's NeuQuant). The frame delay comes from the stream's frame rate, in GIF's hundredths
+//! of a second.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use crate::video::color::{frame_to_rgb, YuvParams};
+use crate::video::y4m::{Frame, Header};
+
+/// Longest side of the preview, in pixels.
+pub const MAX_SIDE: usize = 320;
+/// NeuQuant sampling factor (1 = best and slowest, 30 = fastest); 10 is its usual default.
+const QUANT_SPEED: i32 = 10;
+
+/// The preview's size for a `w`×`h` frame: the same aspect, the long side at most [`MAX_SIDE`].
+pub fn preview_size(w: usize, h: usize) -> (usize, usize) {
+    let long = w.max(h);
+    if long <= MAX_SIDE {
+        return (w, h);
+    }
+    let scale = |v: usize| ((v * MAX_SIDE + long / 2) / long).max(1);
+    (scale(w), scale(h))
+}
+
+/// GIF frame delay (hundredths of a second) for a y4m frame rate `N:D` (25 fps when absent or
+/// unreadable). At least 2: viewers show shorter delays as 1/10 s.
+pub fn frame_delay(frame_rate: Option<&str>) -> u16 {
+    let (n, d) = frame_rate
+        .and_then(|r| r.split_once(':'))
+        .and_then(|(n, d)| Some((n.parse::<u64>().ok()?, d.parse::<u64>().ok()?)))
+        .filter(|&(n, d)| n > 0 && d > 0)
+        .unwrap_or((25, 1));
+    ((100 * d + n / 2) / n).clamp(2, u16::MAX as u64) as u16
+}
+
+/// Planar RGB `[3][h][w]` in [0, 1] → interleaved 8-bit RGB of `ow`×`oh`, each output pixel the
+/// mean of the source pixels in its rectangle (the rectangles tile the frame).
+pub fn shrink_rgb(rgb: &[f32], w: usize, h: usize, ow: usize, oh: usize) -> Vec<u8> {
+    assert_eq!(rgb.len(), 3 * w * h, "RGB size");
+    assert!(ow >= 1 && oh >= 1 && ow <= w && oh <= h, "shrink {w}x{h} to {ow}x{oh}");
+    let span = |i: usize, n: usize, on: usize| (i * n / on, ((i + 1) * n / on).max(i * n / on + 1));
+    let mut out = Vec::with_capacity(3 * ow * oh);
+    for oy in 0..oh {
+        let (y0, y1) = span(oy, h, oh);
+        for ox in 0..ow {
+            let (x0, x1) = span(ox, w, ow);
+            let count = ((y1 - y0) * (x1 - x0)) as f32;
+            for c in 0..3 {
+                let plane = &rgb[c * w * h..(c + 1) * w * h];
+                let sum: f32 = (y0..y1).map(|y| plane[y * w + x0..y * w + x1].iter().sum::<f32>()).sum();
+                out.push((sum / count * 255.0).round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    out
+}
+
+/// An animated GIF being written, one frame per [`GifPreview::push`].
+pub struct GifPreview<W: Write> {
+    encoder: Option<gif::Encoder<W>>,
+    params: YuvParams,
+    size: (usize, usize),
+    delay: u16,
+    frames: usize,
+}
+
+impl GifPreview<std::io::BufWriter<std::fs::File>> {
+    /// Creates `path` for the frames of a stream with `header` (the output's), read as `params`.
+    pub fn create(path: &std::path::Path, header: &Header, params: YuvParams) -> Result<Self> {
+        let f = std::fs::File::create(path).with_context(|| format!("--gif: creating {}", path.display()))?;
+        GifPreview::new(std::io::BufWriter::new(f), header, params).with_context(|| format!("--gif {}", path.display()))
+    }
+}
+
+impl<W: Write> GifPreview<W> {
+    pub fn new(inner: W, header: &Header, params: YuvParams) -> Result<Self> {
+        let (w, h) = preview_size(header.width as usize, header.height as usize);
+        // GIF sizes are 16-bit; the preview is at most MAX_SIDE on its long side.
+        let mut encoder = gif::Encoder::new(inner, w as u16, h as u16, &[]).context("writing the GIF header")?;
+        encoder.set_repeat(gif::Repeat::Infinite).context("writing the GIF header")?;
+        Ok(GifPreview { encoder: Some(encoder), params, size: (w, h), delay: frame_delay(header.frame_rate.as_deref()), frames: 0 })
+    }
+
+    /// The preview's width and height.
+    pub fn size(&self) -> (usize, usize) {
+        self.size
+    }
+
+    /// Frames added so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Adds one output frame.
+    pub fn push(&mut self, frame: &Frame) -> Result<()> {
+        let enc = self.encoder.as_mut().context("internal: frame added to a finished GIF")?;
+        let (fw, fh) = (frame.format.width as usize, frame.format.height as usize);
+        let rgb = frame_to_rgb(frame, &self.params);
+        let (w, h) = self.size;
+        let pixels = shrink_rgb(&rgb, fw, fh, w, h);
+        let mut g = gif::Frame::from_rgb_speed(w as u16, h as u16, &pixels, QUANT_SPEED);
+        g.delay = self.delay;
+        enc.write_frame(&g).with_context(|| format!("writing GIF frame {}", self.frames))?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Writes the trailer and flushes; returns the writer.
+    pub fn finish(mut self) -> Result<W> {
+        let enc = self.encoder.take().context("internal: GIF finished twice")?;
+        let mut w = enc.into_inner().context("writing the GIF trailer")?;
+        w.flush().context("writing the GIF")?;
+        Ok(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::color::{rgb_to_frame, Matrix};
+    use crate::video::y4m::Range;
+
+    #[test]
+    fn sizes_keep_the_aspect_and_never_grow() {
+        assert_eq!(preview_size(28, 20), (28, 20));
+        assert_eq!(preview_size(320, 100), (320, 100));
+        assert_eq!(preview_size(3840, 2160), (320, 180));
+        assert_eq!(preview_size(720, 1280), (180, 320));
+        assert_eq!(preview_size(4000, 4), (320, 1));
+    }
+
+    #[test]
+    fn delays_follow_the_frame_rate() {
+        assert_eq!(frame_delay(Some("25:1")), 4);
+        assert_eq!(frame_delay(Some("30000:1001")), 3);
+        assert_eq!(frame_delay(Some("24:1")), 4);
+        assert_eq!(frame_delay(Some("1:1")), 100);
+        assert_eq!(frame_delay(Some("120:1")), 2, "at least 2");
+        assert_eq!(frame_delay(Some("0:0")), 4);
+        assert_eq!(frame_delay(None), 4);
+    }
+
+    #[test]
+    fn shrink_averages_areas() {
+        // 4×2 → 2×1: each output pixel the mean of a 2×2 block, per channel.
+        let (w, h) = (4, 2);
+        let mut rgb = vec![0f32; 3 * w * h];
+        for c in 0..3 {
+            for i in 0..w * h {
+                rgb[c * w * h + i] = if i % w < 2 { 0.2 * c as f32 } else { 1.0 };
+            }
+        }
+        assert_eq!(shrink_rgb(&rgb, w, h, 2, 1), vec![0, 51, 102, 255, 255, 255]);
+        // The same size is a plain conversion.
+        assert_eq!(shrink_rgb(&[0.0, 0.5, 1.0], 1, 1, 1, 1), vec![0, 128, 255]);
+        // 7 → 3 columns: spans 0..2, 2..4, 4..7 cover every column once.
+        let ramp: Vec<f32> = (0..3).flat_map(|_| (0..7).map(|x| x as f32 / 6.0)).collect();
+        let got = shrink_rgb(&ramp, 7, 1, 3, 1);
+        let want = |a: usize, b: usize| ((a..b).map(|x| x as f32 / 6.0).sum::<f32>() / (b - a) as f32 * 255.0).round() as u8;
+        assert_eq!([got[0], got[3], got[6]], [want(0, 2), want(2, 4), want(4, 7)]);
+    }
+
+    /// A 400×200 4:2:0 stream of 3 frames → a 320×160 GIF of 3 frames that the decoder reads
+    /// back, with the delay of 25 fps and colours close to the frames'.
+    #[test]
+    fn gif_decodes_with_the_frames_size_and_delay() {
+        let header = Header::new(400, 200, "420jpeg").unwrap();
+        let params = YuvParams { matrix: Matrix::Bt601, range: Range::Limited, depth: 8 };
+        let mut p = GifPreview::new(Vec::new(), &header, params).unwrap();
+        assert_eq!(p.size(), (320, 160));
+        let (w, h) = (400, 200);
+        for f in 0..3 {
+            // Left half red-ish, right half grey, brightening with f.
+            let mut rgb = vec![0f32; 3 * w * h];
+            for i in 0..w * h {
+                let left = i % w < w / 2;
+                rgb[i] = if left { 0.8 } else { 0.3 + 0.1 * f as f32 };
+                rgb[w * h + i] = if left { 0.1 } else { 0.3 + 0.1 * f as f32 };
+                rgb[2 * w * h + i] = if left { 0.1 } else { 0.3 + 0.1 * f as f32 };
+            }
+            p.push(&rgb_to_frame(&rgb, header.format(), &params)).unwrap();
+        }
+        assert_eq!(p.frames(), 3);
+        let bytes = p.finish().unwrap();
+        assert_eq!(bytes.last(), Some(&0x3b), "the GIF ends with its trailer");
+        let mut opts = gif::DecodeOptions::new();
+        opts.set_color_output(gif::ColorOutput::RGBA);
+        let mut d = opts.read_info(bytes.as_slice()).unwrap();
+        assert_eq!((d.width(), d.height()), (320, 160));
+        let mut n = 0;
+        while let Some(fr) = d.read_next_frame().unwrap() {
+            assert_eq!((fr.width, fr.height, fr.delay), (320, 160, 4));
+            let px = |x: usize, y: usize| &fr.buffer[4 * (y * 320 + x)..4 * (y * 320 + x) + 3];
+            let grey = ((0.3 + 0.1 * n as f32) * 255.0) as i32;
+            for (got, want) in px(40, 80).iter().zip([204, 25, 25]).chain(px(280, 80).iter().zip([grey; 3])) {
+                assert!((*got as i32 - want).abs() <= 12, "frame {n}: {:?} / {:?}", px(40, 80), px(280, 80));
+            }
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+}
