@@ -176,7 +176,7 @@ const PROBE: usize = 16;
 
 /// Picks the job's tiles over the `ph`×`pw` padded latent: `--tile N` for both models, or for
 /// `--tile auto` the largest tile each model's biggest tensor allows under the adapter's binding
-/// limit (after [`BINDING_HEADROOM`](crate::pipeline::tiles::BINDING_HEADROOM)). The bytes per
+/// limit (and its buffer limit, after [`BUFFER_HEADROOM`](crate::pipeline::tiles::BUFFER_HEADROOM)). The bytes per
 /// latent pixel are measured, not assumed: both graphs are captured once at a 16×16 probe
 /// latent (8×8 where that does not fit) and their largest tensors (arena activations, the
 /// sample and the decode input) divided by its pixels (an upper bound: the few tensors that do
@@ -199,11 +199,11 @@ fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOpt
             let unet_px = probe.step_graph.arena().largest_tensor_bytes().max(probe.sample.bytes()) as f64 / px;
             let vae_px = probe.vae_graph.arena().largest_tensor_bytes().max(probe.vae_in.bytes()) as f64 / px;
             drop(probe);
-            let limit = gpu.max_binding();
-            log::info!("--tile auto: largest tensor per latent pixel: UNet {unet_px:.0} B, VAE decoder {vae_px:.0} B; binding limit {limit} B");
+            let (limit, buffer) = (gpu.max_binding(), gpu.limits.max_buffer_size);
+            log::info!("--tile auto: largest tensor per latent pixel: UNet {unet_px:.0} B, VAE decoder {vae_px:.0} B; binding limit {limit} B, buffer limit {buffer} B");
             measured = Some((unet_px, vae_px));
             let pick = |what: &str, per_px: f64| {
-                tile_for_binding(limit, per_px, ph, pw).map(|c| c.tile).map_err(|e| anyhow::anyhow!("--tile auto: the {what}'s largest tensor takes {per_px:.0} bytes per latent pixel: {e}"))
+                tile_for_binding(limit, buffer, per_px, ph, pw).map(|c| c.tile).map_err(|e| anyhow::anyhow!("--tile auto: the {what}'s largest tensor takes {per_px:.0} bytes per latent pixel: {e}"))
             };
             (pick("UNet", unet_px)?, pick("VAE decoder", vae_px)?)
         }
@@ -1126,7 +1126,7 @@ mod tests {
     fn tile_auto_fits_the_binding_limit() {
         use crate::gpu::GpuOptions;
         let dt = DType::F32;
-        let limit = 4_000_000;
+        let limit = 3_000_000;
         let gpu = Gpu::new(&GpuOptions { max_binding: Some(limit), ..GpuOptions::from_env() }).unwrap();
         let (unet, vae) = tiny_models(&gpu, dt);
         let d = unet.config.base.cross_attention_dim;
@@ -1149,6 +1149,41 @@ mod tests {
         let (unet, vae) = tiny_models(&gpu, dt);
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+    }
+
+    /// What `--tile auto` picks for the released models (their configs, seeded random weights,
+    /// the default dtypes: UNet f16 where the adapter has it, VAE f32) for a 720p output
+    /// (180×320 LR, latent 184×320) on a GPU with a 2 GiB binding limit. Prints the measured
+    /// bytes per latent pixel and the tiles; captures only the probe graphs. Slow on a software
+    /// adapter (it builds the full-size models): `cargo test --lib released_tiles -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn released_tiles_for_720p_under_2_gib() {
+        use crate::gpu::GpuOptions;
+        use crate::models::registry::{default_dtype, load_model_from, Model, ModelKind};
+        let gpu = Gpu::new(&GpuOptions { max_binding: Some(2 << 30), ..GpuOptions::from_env() }).unwrap();
+        let (ud, vd) = (default_dtype(&gpu, ModelKind::DiffvsrUnet), default_dtype(&gpu, ModelKind::Te3dVaeDecoder));
+        let mut store = crate::weights::WeightStore::synthetic(1);
+        let Model::VideoUnet(unet) = load_model_from(&gpu, ModelKind::DiffvsrUnet, None, &mut store, ud).unwrap() else { unreachable!() };
+        let Model::Te3dVaeDecoder(vae) = load_model_from(&gpu, ModelKind::Te3dVaeDecoder, None, &mut store, vd).unwrap() else { unreachable!() };
+        let d = unet.config.base.cross_attention_dim;
+        let e = PromptEmbeds::new(vec![0.1; 77 * d], vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, 184, 320, ud, vd).unwrap();
+        let (u, v) = tiles.measured.unwrap();
+        eprintln!("{}: UNet ({ud:?}) {u:.0} B, VAE ({vd:?}) {v:.0} B per latent pixel; at this adapter's binding limit ({} B): {}", gpu.describe(), gpu.max_binding(), tiles.summary());
+        // A software adapter binds less than 2 GiB: the choice at exactly 2 GiB, from the same
+        // measurements.
+        let two = 2u64 << 30;
+        assert!(v * (184.0 * 320.0) > two as f64, "one whole 720p VAE chunk would fit 2 GiB");
+        let at = |per_px: f64| {
+            let t = crate::pipeline::tiles::tile_for_binding(two, u64::MAX, per_px, 184, 320).unwrap().tile;
+            TilePlan::new(184, 320, t, crate::pipeline::tiles::default_overlap(t)).unwrap()
+        };
+        let t2 = JobTiles::new(at(u), at(v));
+        let (vh, vw) = t2.vae.tile_size();
+        assert!(v * (vh * vw) as f64 <= two as f64);
+        eprintln!("at a 2 GiB binding limit: {}", t2.summary());
     }
 
     #[test]

@@ -323,16 +323,18 @@ impl TileOptions {
     }
 }
 
-/// Fraction of the binding limit `--tile auto` fills: the buffer pool rounds a tensor up by at
-/// most 25% (`gpu::pool`), so a tensor within 80% of a limit also fits it as a buffer.
-pub const BINDING_HEADROOM: f64 = 0.8;
+/// Fraction of the largest buffer (`max_buffer_size`) `--tile auto` lets one tensor fill: the
+/// buffer pool rounds a tensor up by at most 25% (`gpu::pool`), so a tensor within 80% of the
+/// limit also fits it as a buffer. (A binding holds the tensor's exact bytes: no headroom.)
+pub const BUFFER_HEADROOM: f64 = 0.8;
 
 /// `--tile auto` for one model: the largest tile (square, or the whole latent) whose largest
-/// tensor, at `bytes_per_px` per latent pixel of the tile, fits [`BINDING_HEADROOM`] of
-/// `max_binding_bytes`.
-pub fn tile_for_binding(max_binding_bytes: u64, bytes_per_px: f64, height: usize, width: usize) -> Result<TileChoice, String> {
+/// tensor, at `bytes_per_px` per latent pixel of the tile, fits one binding
+/// (`max_binding_bytes`) and, rounded up by the pool, one buffer (`max_buffer_bytes`).
+pub fn tile_for_binding(max_binding_bytes: u64, max_buffer_bytes: u64, bytes_per_px: f64, height: usize, width: usize) -> Result<TileChoice, String> {
     let model = MemoryModel { largest_buffer_per_px: bytes_per_px, working_set_per_px: 0.0, fixed_bytes: 0.0 };
-    tile_for_limits((BINDING_HEADROOM * max_binding_bytes as f64) as u64, u64::MAX, &model, height, width)
+    let limit = max_binding_bytes.min((BUFFER_HEADROOM * max_buffer_bytes as f64) as u64);
+    tile_for_limits(limit, u64::MAX, &model, height, width)
 }
 
 /// What `--tile auto` assumes about memory, per latent pixel of a tile (one window of 8 frames,
