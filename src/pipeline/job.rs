@@ -32,8 +32,9 @@
 //!   later window needs are dropped, so memory is bounded by the window size.
 //!
 //! Not here yet: GPU colour conversion and noise kernels, fused sampler kernels, a GPU blend of
-//! the tiles (they are read back and blended on the host). `--frames START:END` runs only the windows touching the
-//! segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints what a run would do.
+//! the tiles (they are read back and blended on the host). `--frames START:END` runs only the
+//! windows touching the segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints
+//! what a run would do.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -176,8 +177,9 @@ const PROBE: usize = 16;
 
 /// Picks the job's tiles over the `ph`×`pw` padded latent: `--tile N` for both models, or for
 /// `--tile auto` the largest tile each model's biggest tensor allows under the adapter's binding
-/// limit (and its buffer limit, after [`BUFFER_HEADROOM`](crate::pipeline::tiles::BUFFER_HEADROOM)). The bytes per
-/// latent pixel are measured, not assumed: both graphs are captured once at a 16×16 probe
+/// limit (and its buffer limit, after
+/// [`BUFFER_HEADROOM`](crate::pipeline::tiles::BUFFER_HEADROOM)). The bytes per latent pixel
+/// are measured, not assumed: both graphs are captured once at a 16×16 probe
 /// latent (8×8 where that does not fit) and their largest tensors (arena activations, the
 /// sample and the decode input) divided by its pixels (an upper bound: the few tensors that do
 /// not grow with the tile only raise it).
