@@ -54,6 +54,10 @@ impl Arena {
     pub fn peak_bytes(&self) -> u64 {
         self.0.stats().created_bytes
     }
+    /// The largest tensor allocated in the arena (bytes): what one storage binding must hold.
+    pub fn largest_tensor_bytes(&self) -> u64 {
+        self.0.stats().largest_request
+    }
 }
 
 /// Records dispatches. Two modes:

@@ -18,7 +18,7 @@ use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOption
                   Without a command it is the filter: `upscale` with the options below, the y4m stream \
                   from stdin (or -i) upscaled ×4 to stdout (or -o), e.g. \
                   `ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu | ffmpeg -f yuv4mpegpipe -i - out.mp4`. \
-                  Not yet: spatial tiles (a large frame fails with a message naming the limit). The other commands list GPUs, fetch and convert the weights, encode \
+                  Large frames run in spatial tiles (--tile). The other commands list GPUs, fetch and convert the weights, encode \
                   prompts, run one forward pass of each model against reference tensors, and benchmark kernels."
 )]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -259,8 +259,18 @@ struct UpscaleCli {
     /// to the last are written and a note says so on stderr; START past the end is an error.
     #[arg(long, value_name = "START:END")]
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
-    /// Print the plan (windows, segment, memory estimate) and exit without loading a model or
-    /// reading a frame (the frame count comes from the input file's size).
+    /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), for the UNet and the
+    /// VAE decoder alike, or `auto`: the largest tile each model's biggest tensor allows under
+    /// the GPU's binding limit (one tile, the whole frame, when it fits). Tiles overlap and are
+    /// blended with feathered weights. Lower it if the GPU runs out of memory.
+    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    tile: diffvsr_wgpu::pipeline::tiles::TileSize,
+    /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below the tile; default a
+    /// quarter of the tile).
+    #[arg(long, value_name = "N")]
+    tile_overlap: Option<usize>,
+    /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a
+    /// model or reading a frame (the frame count comes from the input file's size).
     #[arg(long)]
     plan: bool,
     #[command(flatten)]
@@ -293,10 +303,19 @@ enum BenchWhat {
 
 /// The `upscale` command (and the filter without a command).
 fn run_upscale(u: UpscaleCli) -> Result<()> {
+    let tiles = diffvsr_wgpu::pipeline::tiles::TileOptions { tile: u.tile, overlap: u.tile_overlap };
+    tiles.check().map_err(anyhow::Error::msg)?;
     if u.plan {
         let weights = u.weights.clone().or_else(|| fetch::default_weights_dir().ok());
         let text_encoder = u.prompt_embeds.is_none() || u.negative_prompt_embeds.is_none();
-        print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder)?);
+        // The adapter's binding limit (its limits only: no device is opened).
+        let opts = GpuOptions { adapter: u.gpu.adapter.clone(), backend: u.gpu.backend.clone(), ..GpuOptions::from_env() };
+        let binding = gpu::select_adapter(&opts).ok().map(|a| {
+            let l = a.limits();
+            let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+            opts.max_binding.map_or(b, |m| b.min(m.max(4)))
+        });
+        print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder, tiles, binding)?);
         return Ok(());
     }
     let weights = match u.weights {
@@ -321,6 +340,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         quiet: u.quiet,
         frames: u.frames,
         gif: u.gif,
+        tiles,
     };
     stop_on_ctrl_c();
     match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {

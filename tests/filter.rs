@@ -110,23 +110,25 @@ fn upscale_is_4x_frame_exact_and_deterministic() {
     let input = dir.join("in.y4m");
     std::fs::write(&input, stream(w, h, n)).unwrap();
     let pe = ["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()];
-    let run = |name: &str, seed: &str| {
+    let run = |name: &str, seed: &str, extra: &[&str]| {
         let out = dir.join(name);
         let mut args = pe.to_vec();
         args.extend(["--seed", seed]);
+        args.extend(extra);
         ok(&upscale(&rel, &input, &out, &args));
         std::fs::read(out).unwrap()
     };
-    let a = run("a.y4m", "1");
-    let a2 = run("a2.y4m", "1");
-    let b = run("b.y4m", "2");
+    let a = run("a.y4m", "1", &[]);
+    // Also: `--tile 8` is one tile of the 8×8 latent, which must be the untiled job byte for byte.
+    let a2 = run("a2.y4m", "1", &["--tile", "8"]);
+    let b = run("b.y4m", "2", &[]);
 
     let (ow, oh) = (4 * w, 4 * h);
     let payload = ow * oh + 2 * (ow.div_ceil(2) * oh.div_ceil(2));
     let (header, fa) = frames(&a, payload);
     assert_eq!(header, format!("YUV4MPEG2 W{ow} H{oh} F25:1 Ip A1:1 C420jpeg XCOLORRANGE=LIMITED"));
     assert_eq!(fa.len(), n, "one output frame per input frame");
-    assert_eq!(a, a2, "the same seed must give the same bytes");
+    assert_eq!(a, a2, "the same seed (and one tile by --tile 8 or by auto) must give the same bytes");
     assert_eq!(a.len(), b.len());
     assert_ne!(a, b, "another seed must give other bytes");
     // Not a constant image: the model's output varies over the frame.
@@ -574,5 +576,62 @@ fn ctrl_c_stops_with_whole_frames() {
         g += 1;
     }
     assert_eq!(g, written, "the GIF holds the frames written");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Spatial tiles, end to end: a 21×6 clip (latent 24×8) with `--tile 16 --tile-overlap 8`
+/// runs both models in 2 feathered tiles and writes every frame at 4× size; `--plan` lists the
+/// tiles; bad tile flags fail with a message before any model loads. (`--tile auto` under a
+/// small binding limit is `job::tests::tile_auto_fits_the_binding_limit`; one tile equal to
+/// the untiled job is checked in `upscale_is_4x_frame_exact_and_deterministic`.)
+#[test]
+fn large_frames_run_in_feathered_tiles() {
+    let dir = tmp("tiles");
+    let rel = release(&dir);
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let (w, h, n) = (21, 6, 2);
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(w, h, n)).unwrap();
+    let pe = ["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap(), "--seed", "5"];
+    let run = |extra: &[&str]| -> (Output, Vec<u8>) {
+        let out = dir.join("out.y4m");
+        let _ = std::fs::remove_file(&out);
+        let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).arg("-o").arg(&out).args(["--steps", "1"]).args(pe).args(extra).output().unwrap();
+        (o, std::fs::read(&out).unwrap_or_default())
+    };
+    let (o, tiled) = run(&["--tile", "16", "--tile-overlap", "8"]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let two = "2x1 = 2 tiles of 16x8, overlapping by at least 8, feathered";
+    assert!(err.contains(&format!("tiles: UNet {two}")) && err.contains(&format!("VAE {two}")), "{err}");
+    let (ow, oh) = (4 * w, 4 * h);
+    let (header, f) = frames(&tiled, ow * oh + 2 * (ow.div_ceil(2) * oh.div_ceil(2)));
+    assert!(header.starts_with(&format!("YUV4MPEG2 W{ow} H{oh} ")), "{header}");
+    assert_eq!(f.len(), n);
+    assert!(f.iter().all(|fr| fr[..ow * oh].iter().any(|&v| v != fr[0])), "a constant output frame");
+
+    // --plan lists fixed tiles (and loads nothing).
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).args(["--plan", "--tile", "16"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains(&format!("--tile 16: UNet and VAE {two} (columns from 0,8; rows from 0)")), "{text}");
+    assert!(text.contains("[2,7,8,8,16]"), "{text}");
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).arg("--plan").output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("tiles:    auto: picked when the models load"), "{}", String::from_utf8_lossy(&o.stdout));
+
+    for (args, msg) in [
+        (&["--tile", "12"][..], "--tile 12: must be a multiple of 8"),
+        (&["--tile", "big"][..], "expected auto or a size"),
+        (&["--tile", "16", "--tile-overlap", "16"][..], "--tile-overlap 16 must be below --tile 16"),
+        (&["--tile-overlap", "4"][..], "--tile-overlap 4: must be a multiple of 8"),
+    ] {
+        let (o, _) = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(err.contains(msg), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -42,12 +42,19 @@ pub struct PoolStats {
     pub live_bytes: u64,
     /// The most bytes handed out at once.
     pub peak_live_bytes: u64,
+    /// The largest single request (before rounding to a bucket): the largest tensor the pool
+    /// has held, which is what a storage binding must fit.
+    pub largest_request: u64,
 }
 
 impl BufferPool {
     /// A buffer of at least `bytes`: a free one of a similar size, else a new one. A request
     /// over the buffer limit, or one the device cannot allocate, is an error saying what to lower.
     pub(crate) fn take(self: &Arc<Self>, lim: &BufferLimits, bytes: u64) -> Result<Arc<PooledBuffer>> {
+        {
+            let mut s = self.stats.lock().unwrap();
+            s.largest_request = s.largest_request.max(bytes);
+        }
         let size = bucket(bytes);
         // Best fit among free buffers up to 1.5x the request, so buffers freed by one layer
         // serve the next layer's slightly different shapes.

@@ -82,6 +82,7 @@ fn window_matches_official_pipeline() {
         negative: PromptEmbeds::new(neg, neg_shape).unwrap(),
         matrix: MatrixChoice::Auto,
         frames: None,
+        tiles: Default::default(),
     };
     // run_job's sample: both CFG halves [latents (4 channels) ++ noisy LR (3)], each [C][8][h][w].
     let mut half = z0;

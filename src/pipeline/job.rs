@@ -12,15 +12,29 @@
 //!   guidance combine, DDIM step, copy of the new latents into the second batch element),
 //!   replayed every step with the timestep and the per-step scalars (a, b, guidance) written
 //!   before the replay. Nothing is read back inside the step loop.
-//! * ILT fuse of the final latents (host, [`windows::ilt_blend`]), TE-3DVAE decode in chunks of
-//!   4 frames (latents ÷ the VAE's scaling factor; one captured graph replayed per chunk),
-//!   clamp, crop to 4W × 4H, RGB → YUV in the input's chroma format, depth and range.
+//! * Spatial tiles ([`tiles`](crate::pipeline::tiles), `--tile`): when the padded latent is
+//!   larger than a tile, each window runs tile by tile, every tile through all DDIM steps (the
+//!   step graph is captured once for the tile size; all tiles have that size). A tile's sample
+//!   is cut from the whole frame's, so its noise is the whole-frame noise at those pixels
+//!   (keyed by absolute position) and nothing depends on where tiles fall. The tiles' final
+//!   latents are read back once per tile and blended on the host with feathered weights
+//!   summing to 1 ([`TilePlan::blend`]), not pasted as released (spec §4.3). `--tile auto`
+//!   picks the tile per model from its largest tensor, measured on a small probe graph, and
+//!   the adapter's binding limit, so the VAE decoder (at ×4 resolution) and the UNet may get
+//!   different tiles.
+//! * ILT fuse of the whole frame's final latents (host, [`windows::ilt_blend`]), TE-3DVAE
+//!   decode in chunks of 4 frames (latents ÷ the VAE's scaling factor; one captured graph for
+//!   the VAE tile size, replayed per chunk and tile; the tiles' ×4 pixels blended with the
+//!   same plan's feathered weights recomputed at ×4), clamp, crop to 4W × 4H, RGB → YUV in the
+//!   input's chroma format, depth and range. One tile covering the frame skips every cut and
+//!   blend: the untiled job, byte for byte.
 //! * Each output frame is written as soon as no later window can change it; input frames no
 //!   later window needs are dropped, so memory is bounded by the window size.
 //!
-//! Not here yet: spatial tiles (the whole padded frame is one tile), GPU colour conversion and
-//! noise kernels, fused sampler kernels. `--frames START:END` runs only the windows touching the
-//! segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints what a run would do.
+//! Not here yet: GPU colour conversion and noise kernels, fused sampler kernels, a GPU blend of
+//! the tiles (they are read back and blended on the host). `--frames START:END` runs only the
+//! windows touching the segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints
+//! what a run would do.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -35,7 +49,7 @@ use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
 use crate::pipeline::interrupt;
 use crate::pipeline::noise::{self, Stream};
 use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
-use crate::pipeline::tiles::{LatentPad, SCALE};
+use crate::pipeline::tiles::{tile_for_binding, LatentPad, TileOptions, TilePlan, TileSize, SCALE};
 use crate::pipeline::windows::{self, FrameRange, Ilt, STRIDE, WINDOW};
 use crate::step_values::StepValues;
 use crate::video::color::{frame_to_rgb, rgb_to_frame, MatrixChoice, YuvParams};
@@ -100,13 +114,16 @@ pub struct JobOptions {
     pub matrix: MatrixChoice,
     /// `--frames START:END`: emit only these output frames (None: all).
     pub frames: Option<FrameRange>,
+    /// `--tile`, `--tile-overlap`: spatial tiles of the UNet and the VAE.
+    pub tiles: TileOptions,
 }
 
 /// Where the job is (for progress reports on stderr).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Window `window` finished denoising step `step` (1-based) of `steps`; `windows` is the
-    /// window count once the stream length is known.
+    /// window count once the stream length is known. With spatial tiles the steps of every
+    /// tile count: `steps` is tiles × DDIM steps.
     Step { window: usize, windows: Option<usize>, step: usize, steps: usize },
     /// `done` output frames are written; `total` once the stream length is known.
     Frames { done: usize, total: Option<usize> },
@@ -123,9 +140,83 @@ pub struct JobStats {
     pub cut_at: Option<usize>,
     /// Most input frames held at once (bounded by the window size, not the clip length).
     pub max_frames_held: usize,
+    /// The spatial tiles the job ran (UNet and VAE), in words.
+    pub tiles: String,
 }
 
-/// The per-job GPU state: one captured sampler step and one captured decode chunk.
+/// The spatial tiles of a job over the padded latent: the UNet's, the VAE's (in latent
+/// pixels) and the VAE's ×4 in output pixels (same tiles, weights recomputed at that size).
+#[derive(Clone, Debug)]
+pub struct JobTiles {
+    pub unet: TilePlan,
+    pub vae: TilePlan,
+    pub vae_px: TilePlan,
+    /// `--tile auto`: the measured bytes per latent pixel of the UNet's and the VAE's largest
+    /// tensors.
+    pub measured: Option<(f64, f64)>,
+}
+
+impl JobTiles {
+    /// One tile of the whole padded latent for both models (the untiled job).
+    pub fn whole(ph: usize, pw: usize) -> JobTiles {
+        JobTiles::new(TilePlan::new(ph, pw, ph.max(pw), 0).expect("one tile"), TilePlan::new(ph, pw, ph.max(pw), 0).expect("one tile"))
+    }
+    pub fn new(unet: TilePlan, vae: TilePlan) -> JobTiles {
+        let vae_px = vae.scaled(SCALE);
+        JobTiles { unet, vae, vae_px, measured: None }
+    }
+    /// In words, for the job's summary.
+    pub fn summary(&self) -> String {
+        format!("UNet {}; VAE {}", self.unet.summary(), self.vae.summary())
+    }
+}
+
+/// Latent side of the probe graphs `--tile auto` measures (a multiple of 8; every activation
+/// of both models scales with the tile's pixels, attention included: it is flash-style). Where
+/// the probe itself exceeds the binding limit (a tiny simulated limit), 8 is tried.
+const PROBE: usize = 16;
+
+/// Picks the job's tiles over the `ph`×`pw` padded latent: `--tile N` for both models, or for
+/// `--tile auto` the largest tile each model's biggest tensor allows under the adapter's binding
+/// limit (and its buffer limit, after
+/// [`BUFFER_HEADROOM`](crate::pipeline::tiles::BUFFER_HEADROOM)). The bytes per latent pixel
+/// are measured, not assumed: both graphs are captured once at a 16×16 probe
+/// latent (8×8 where that does not fit) and their largest tensors (arena activations, the
+/// sample and the decode input) divided by its pixels (an upper bound: the few tensors that do
+/// not grow with the tile only raise it).
+#[allow(clippy::too_many_arguments)]
+fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<JobTiles> {
+    opts.tiles.check().map_err(anyhow::Error::msg)?;
+    let mut measured = None;
+    let (ut, vt) = match opts.tiles.tile {
+        TileSize::Fixed(n) => (n, n),
+        TileSize::Auto => {
+            let probe = match Engine::new(gpu, unet, vae, opts, PROBE, PROBE, unet_dtype, vae_dtype) {
+                Ok(p) => p,
+                Err(_) => Engine::new(gpu, unet, vae, opts, PROBE / 2, PROBE / 2, unet_dtype, vae_dtype).context("--tile auto: capturing the models at an 8x8 probe latent")?,
+            };
+            let px = {
+                let (h, w) = probe.tiles.unet.tile_size();
+                (h * w) as f64
+            };
+            let unet_px = probe.step_graph.arena().largest_tensor_bytes().max(probe.sample.bytes()) as f64 / px;
+            let vae_px = probe.vae_graph.arena().largest_tensor_bytes().max(probe.vae_in.bytes()) as f64 / px;
+            drop(probe);
+            let (limit, buffer) = (gpu.max_binding(), gpu.limits.max_buffer_size);
+            log::info!("--tile auto: largest tensor per latent pixel: UNet {unet_px:.0} B, VAE decoder {vae_px:.0} B; binding limit {limit} B, buffer limit {buffer} B");
+            measured = Some((unet_px, vae_px));
+            let pick = |what: &str, per_px: f64| {
+                tile_for_binding(limit, buffer, per_px, ph, pw).map(|c| c.tile).map_err(|e| anyhow::anyhow!("--tile auto: the {what}'s largest tensor takes {per_px:.0} bytes per latent pixel: {e}"))
+            };
+            (pick("UNet", unet_px)?, pick("VAE decoder", vae_px)?)
+        }
+    };
+    let plan = |t: usize| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
+    Ok(JobTiles { measured, ..JobTiles::new(plan(ut)?, plan(vt)?) })
+}
+
+/// The per-job GPU state: one captured sampler step (for the UNet's tile size) and one
+/// captured decode chunk (for the VAE's tile size), and the tiles.
 struct Engine<'g> {
     gpu: &'g Gpu,
     /// `[2, 7, 8, h, w]`: batch 0 = negative, 1 = positive; channels 0–3 latents, 4–6 noisy LR.
@@ -137,11 +228,20 @@ struct Engine<'g> {
     vae_in: Tensor,
     vae_out: Tensor,
     vae_graph: crate::kernel::Graph,
+    tiles: JobTiles,
 }
 
 impl<'g> Engine<'g> {
+    /// One tile of `ph`×`pw` for both models.
     #[allow(clippy::too_many_arguments)]
     fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+        Engine::tiled(gpu, unet, vae, opts, JobTiles::whole(ph, pw), unet_dtype, vae_dtype)
+    }
+
+    /// The graphs for the tiles' sizes (the UNet's step at the UNet tile, the decode at the VAE
+    /// tile).
+    fn tiled(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, tiles: JobTiles, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+        let (ph, pw) = tiles.unet.tile_size();
         let c = &unet.config.base;
         if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
             bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
@@ -178,15 +278,47 @@ impl<'g> Engine<'g> {
         copy(&mut rec, &x, &sample.narrow(0, 1, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
         let step_graph = rec.into_graph();
 
-        let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, ph, pw], vae_dtype)?;
+        let (vh, vw) = tiles.vae.tile_size();
+        let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
         let mut rec = Recorder::capture(gpu);
         let vae_out = vae.forward(&mut rec, &vae_in)?;
         let vae_graph = rec.into_graph();
-        let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * ph, SCALE * pw];
+        let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * vh, SCALE * vw];
         if vae_out.shape() != want {
             bail!("the VAE decoder gives {:?} for latents {:?}; the pipeline needs a ×4 decoder ({want:?})", vae_out.shape(), vae_in.shape());
         }
-        Ok(Engine { gpu, sample, timestep, values, step_graph, latents: x, vae_in, vae_out, vae_graph })
+        Ok(Engine { gpu, sample, timestep, values, step_graph, latents: x, vae_in, vae_out, vae_graph, tiles })
+    }
+
+    /// Denoises one window of the whole padded frame (`sample`: `[2][7][8][ph][pw]`), tile by
+    /// tile through all steps, and blends the tiles' final latents with their feathered
+    /// weights; returns `[4][8][ph][pw]`. `on_step` counts the steps of every tile (1 …
+    /// tiles × steps). One tile: [`Engine::denoise`] on the whole frame, nothing cut or blended.
+    fn denoise_window(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
+        let plan = self.tiles.unet.clone();
+        if plan.tiles.len() == 1 {
+            return self.denoise(sample, steps, guidance, on_step);
+        }
+        let planes = 2 * (LATENT_CHANNELS + LR_CHANNELS) * WINDOW;
+        let mut outs = Vec::with_capacity(plan.tiles.len());
+        for t in 0..plan.tiles.len() {
+            let tile = cut_planes(&plan, sample, planes, t);
+            let n = steps.len();
+            outs.push(self.denoise(&tile, steps, guidance, |s| on_step(t * n + s))?);
+        }
+        Ok(blend_planes(&plan, &outs, LATENT_CHANNELS * WINDOW))
+    }
+
+    /// Decodes a chunk of 4 whole latent frames (`[4][4][ph][pw]`, not yet scaled) to RGB
+    /// `[3][4][4ph][4pw]`: per VAE tile, blended in output pixels with the ×4 plan's feathered
+    /// weights. One tile: [`Engine::decode`] on the whole chunk.
+    fn decode_chunk(&self, latents: &[f32]) -> Result<Vec<f32>> {
+        let plan = &self.tiles.vae;
+        if plan.tiles.len() == 1 {
+            return self.decode(latents);
+        }
+        let outs = (0..plan.tiles.len()).map(|t| self.decode(&cut_planes(plan, latents, LATENT_CHANNELS * DECODE_CHUNK, t))).collect::<Result<Vec<_>>>()?;
+        Ok(blend_planes(&self.tiles.vae_px, &outs, LR_CHANNELS * DECODE_CHUNK))
     }
 
     /// Denoises one window through all steps; returns its final latents `[4][8][h][w]`.
@@ -245,6 +377,32 @@ pub(crate) fn denoise_and_decode_window(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dV
     Ok((z, rgb))
 }
 
+/// Tile `t` of `planes` stacked `[h][w]` planes (`data`: `[planes][h][w]` over the plan's
+/// whole size), as `[planes][th][tw]`.
+fn cut_planes(plan: &TilePlan, data: &[f32], planes: usize, t: usize) -> Vec<f32> {
+    let size = plan.height * plan.width;
+    assert_eq!(data.len(), planes * size);
+    data.chunks_exact(size).flat_map(|p| plan.cut(p, t)).collect()
+}
+
+/// The feathered blend of every tile's `[planes][th][tw]` into `[planes][h][w]`.
+fn blend_planes(plan: &TilePlan, tiles: &[Vec<f32>], planes: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(planes * plan.height * plan.width);
+    for p in 0..planes {
+        let plane: Vec<Vec<f32>> = plan
+            .tiles
+            .iter()
+            .zip(tiles)
+            .map(|(t, d)| {
+                let n = t.rows.len() * t.cols.len();
+                d[p * n..(p + 1) * n].to_vec()
+            })
+            .collect();
+        out.extend(plan.blend(&plane));
+    }
+    out
+}
+
 /// One input frame, padded: RGB `[3][ph][pw]` in [−1, 1].
 type PaddedFrame = Vec<f32>;
 
@@ -282,9 +440,10 @@ pub fn run_job<R: Read, W: Write>(
     if scaling == 0.0 || !scaling.is_finite() {
         bail!("the VAE config's scaling_factor is {scaling}");
     }
-    let mut engine = Engine::new(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
+    let tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
+    let mut stats = JobStats { tiles: tiles.summary(), ..JobStats::default() };
+    let mut engine = Engine::tiled(gpu, unet, vae, opts, tiles, unet_dtype, vae_dtype)?;
 
-    let mut stats = JobStats::default();
     let mut held: BTreeMap<usize, PaddedFrame> = BTreeMap::new();
     let mut total: Option<usize> = None;
     let mut read = 0usize;
@@ -366,8 +525,8 @@ pub fn run_job<R: Read, W: Write>(
                 }
             }
         }
-        let n_steps = steps.len();
-        let z = engine.denoise(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
+        let n_steps = steps.len() * engine.tiles.unet.tiles.len();
+        let z = engine.denoise_window(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
         // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
         // of the previous window's second half with this window's first half.
         // A segment's first window (i > 0) has no previous window: its first half is before START.
@@ -466,7 +625,7 @@ fn emit_chunk<W: Write>(
             }
         }
     }
-    let rgb = engine.decode(&lat)?;
+    let rgb = engine.decode_chunk(&lat)?;
     let (oh, ow) = (SCALE * ph, SCALE * pw);
     let (rows, cols) = pad.output_crop();
     let (h, w) = (rows.len(), cols.len());
@@ -529,6 +688,8 @@ pub struct UpscaleArgs {
     pub frames: Option<FrameRange>,
     /// `--gif PREVIEW.gif`: a small animated preview of the frames written.
     pub gif: Option<std::path::PathBuf>,
+    /// `--tile`, `--tile-overlap`.
+    pub tiles: TileOptions,
 }
 
 /// True when `e` comes from a closed output pipe (the downstream reader quit).
@@ -573,6 +734,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if a.steps == 0 || a.steps > 1000 {
         bail!("--steps {}: between 1 and 1000", a.steps);
     }
+    a.tiles.check().map_err(anyhow::Error::msg)?;
     // Open the input first: a malformed stream is reported before minutes of model loading.
     let input: Box<dyn Read> = match &a.input {
         Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
@@ -594,7 +756,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
     };
-    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames };
+    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames, tiles: a.tiles };
 
     let output: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
@@ -658,7 +820,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         g?;
     }
     if !a.quiet {
-        eprintln!("{} frames in, {} out, {} windows, {:.1} s", stats.frames_in, stats.frames_out, stats.windows, elapsed.as_secs_f64());
+        eprintln!("{} frames in, {} out, {} windows, {:.1} s; tiles: {}", stats.frames_in, stats.frames_out, stats.windows, elapsed.as_secs_f64(), stats.tiles);
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.
@@ -691,10 +853,12 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     Ok((h, t))
 }
 
-/// What `--plan` prints: the windows to run, the segment, and a memory estimate, without
-/// loading a model or reading a frame. The frame count comes from the input file's size (a
-/// stream on stdin has no known length: the plan then gives the windows as they will run).
-pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool) -> Result<String> {
+/// What `--plan` prints: the windows to run, the segment, the spatial tiles and a memory
+/// estimate, without loading a model or reading a frame. The frame count comes from the input
+/// file's size (a stream on stdin has no known length: the plan then gives the windows as they
+/// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
+/// whose tiles depend on the models' measured tensors and are picked when they load).
+pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, max_binding: Option<u64>) -> Result<String> {
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -710,7 +874,23 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
         None if input.is_some() => "frame count unknown (the file size is not a whole number of plain frames)".into(),
         None => "frame count unknown until the stream ends (stdin)".into(),
     })?;
-    writeln!(o, "output:   {}x{} (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8); tiles: none (the whole frame is one tile)", SCALE as u32 * fmt.width, SCALE as u32 * fmt.height)?;
+    writeln!(o, "output:   {}x{} (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8)", SCALE as u32 * fmt.width, SCALE as u32 * fmt.height)?;
+    tiles.check().map_err(anyhow::Error::msg)?;
+    // The tile sizes the job tensors below are counted at (the whole latent where unknown).
+    let (mut uh, mut uw, mut vh, mut vw) = (ph, pw, ph, pw);
+    match tiles.tile {
+        TileSize::Fixed(n) => {
+            let p = tiles.plan(ph, pw, n).map_err(anyhow::Error::msg)?;
+            (uh, uw) = p.tile_size();
+            (vh, vw) = (uh, uw);
+            writeln!(o, "tiles:    --tile {n}: UNet and VAE {} (VAE tiles x{SCALE} in output pixels, blended with the same feathered weights)", p.summary())?;
+        }
+        TileSize::Auto => {
+            let limit = max_binding.map_or("unknown here (no adapter found)".to_string(), crate::gpu::human_bytes);
+            let overlap = tiles.overlap.map_or("a quarter of the tile".to_string(), |v| v.to_string());
+            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}); one tile when the whole latent fits; overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
+        }
+    }
     let (start, end) = match frames {
         Some(r) => (r.start, r.end),
         None => (0, None),
@@ -764,14 +944,19 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
     }
     let plane = (ph * pw) as u64;
     let f32b = 4u64;
-    let sample = 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * plane * f32b;
-    let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * plane * f32b;
-    let host = (WINDOW + STRIDE) as u64 * LR_CHANNELS as u64 * plane * f32b + 2 * LATENT_CHANNELS as u64 * WINDOW as u64 * plane * f32b;
+    let sample = 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * (uh * uw) as u64 * f32b;
+    let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * (vh * vw) as u64 * f32b;
+    // Input frames, two windows' latents, the window's CFG sample and one decoded chunk (the
+    // tiles' outputs, until blended, about as much again when tiled).
+    let host = (WINDOW + STRIDE) as u64 * LR_CHANNELS as u64 * plane * f32b
+        + 2 * LATENT_CHANNELS as u64 * WINDOW as u64 * plane * f32b
+        + 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * plane * f32b
+        + (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK) as u64 * plane * f32b;
     writeln!(o, "memory (estimate):")?;
     writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?;
-    writeln!(o, "  job tensors:      {} (the CFG window [2,7,8,{ph},{pw}] and the decode chunk in and out, f32)", human_bytes(sample + vae))?;
+    writeln!(o, "  job tensors:      {} (the CFG window [2,7,8,{uh},{uw}] and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + vae))?;
     writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured on the GPU (`forward --report` prints them per model)")?;
-    writeln!(o, "  host:             {} (at most {} input frames and two windows' latents), whatever the clip length", human_bytes(host), WINDOW + STRIDE)?;
+    writeln!(o, "  host:             {} (at most {} input frames, two windows' latents, a window's CFG sample and a decoded chunk; about twice the last two when tiled), whatever the clip length", human_bytes(host), WINDOW + STRIDE)?;
     Ok(o)
 }
 
@@ -825,7 +1010,7 @@ mod tests {
         let d = unet.config.base.cross_attention_dim;
         let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto, frames: None };
+        let opts = JobOptions { steps: 3, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
         let (h, w) = (8, 16);
         let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
         let per_batch = 7 * WINDOW * h * w;
@@ -910,7 +1095,7 @@ mod tests {
         let mut rng = Rng::new(5);
         let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto, frames: None };
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
         let (w, h, n) = (5usize, 3usize, 13usize);
         let header = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
         let frame_len = 6 + 3 * w * h;
@@ -971,6 +1156,129 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The job's tile paths on the host: cutting a window's planes into UNet tiles and blending
+    /// them back gives the window (a constant stays constant across seams); and the VAE path —
+    /// latent tiles cut, each "decoded" ×4 (here nearest-neighbour, which commutes with
+    /// cutting), blended with the ×4 plan — equals decoding the whole chunk.
+    #[test]
+    fn tiles_cut_and_blend_back_in_latents_and_in_pixels() {
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (ph, pw) = (24, 40);
+        let unet = TilePlan::new(ph, pw, 24, 8).unwrap();
+        let vae = TilePlan::new(ph, pw, 16, 8).unwrap();
+        let tiles = JobTiles::new(unet, vae);
+        assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (2, 2 * 4));
+        assert!(tiles.summary().contains("2x1 = 2 tiles of 24x24") && tiles.summary().contains("4x2 = 8 tiles of 16x16"), "{}", tiles.summary());
+        let planes = 5;
+        let data = rng.normals(planes * ph * pw, 1.0);
+        let plan = &tiles.unet;
+        let cut: Vec<Vec<f32>> = (0..plan.tiles.len()).map(|t| cut_planes(plan, &data, planes, t)).collect();
+        assert!(cut.iter().all(|c| c.len() == planes * 24 * 24));
+        assert_close(&format!("UNet tiles blended back (seed {seed})"), &blend_planes(plan, &cut, planes), &data, 1e-6);
+        let k = 0.25 + rng.uniform();
+        let consts: Vec<Vec<f32>> = cut.iter().map(|c| vec![k; c.len()]).collect();
+        assert!(blend_planes(plan, &consts, planes).iter().all(|v| (v - k).abs() < 1e-5));
+
+        let up = |x: &[f32], h: usize, w: usize| -> Vec<f32> {
+            x.chunks_exact(h * w).flat_map(|p| (0..SCALE * h).flat_map(move |y| (0..SCALE * w).map(move |c| p[(y / SCALE) * w + c / SCALE]))).collect()
+        };
+        let (vh, vw) = tiles.vae.tile_size();
+        let decoded: Vec<Vec<f32>> = (0..tiles.vae.tiles.len()).map(|t| up(&cut_planes(&tiles.vae, &data, planes, t), vh, vw)).collect();
+        let got = blend_planes(&tiles.vae_px, &decoded, planes);
+        assert_close(&format!("VAE pixel tiles blended (seed {seed})"), &got, &up(&data, ph, pw), 1e-5);
+        // One tile: the whole frame, weights exactly 1.
+        let one = JobTiles::whole(ph, pw);
+        assert_eq!((one.unet.tiles.len(), one.vae_px.tiles.len()), (1, 1));
+        assert!(one.vae_px.tiles[0].weights.iter().all(|&w| w == 1.0));
+    }
+
+    /// `--tile auto` on a GPU with a small binding limit (as `DIFFVSR_MAX_BINDING` simulates):
+    /// both models get several tiles, the VAE's smaller (its tensors at ×4 are the largest), and
+    /// the graphs for those tiles capture within the limit; a UNet tile one step larger than
+    /// auto's is refused with an error naming `--tile`. Without the limit: one tile each.
+    #[test]
+    fn tile_auto_fits_the_binding_limit() {
+        use crate::gpu::GpuOptions;
+        let dt = DType::F32;
+        let limit = 3_000_000;
+        let gpu = Gpu::new(&GpuOptions { max_binding: Some(limit), ..GpuOptions::from_env() }).unwrap();
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let d = unet.config.base.cross_attention_dim;
+        let mut rng = Rng::new(3);
+        let e = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let (ph, pw) = (24, 40);
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
+        let (un, vn) = (tiles.unet.tiles.len(), tiles.vae.tiles.len());
+        assert!(un > 1 && vn > un, "{}", tiles.summary());
+        Engine::tiled(&gpu, &unet, &vae, &opts, tiles.clone(), dt, dt).unwrap();
+        // A square UNet tile whose largest tensor (at the measured bytes per pixel) passes the limit.
+        let (unet_px, _) = tiles.measured.unwrap();
+        let s = ((limit as f64 / unet_px).sqrt() as usize / 8 + 1) * 8;
+        let bigger = TilePlan::new(s, s, s, 0).unwrap();
+        let err = Engine::tiled(&gpu, &unet, &vae, &opts, JobTiles::new(bigger, tiles.vae.clone()), dt, dt).err().expect("a larger UNet tile must not fit").to_string();
+        assert!(err.contains("--tile") && err.contains("max_storage_buffer_binding_size"), "{err}");
+
+        let gpu = test_gpu();
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
+        assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+    }
+
+    /// What `--tile auto` picks for the released models (their configs, seeded random weights,
+    /// the default dtypes: UNet f16 where the adapter has it, VAE f32) for a 720p output
+    /// (180×320 LR, latent 184×320) on a GPU with a 2 GiB binding limit. Prints the measured
+    /// bytes per latent pixel and the tiles; captures only the probe graphs. Slow on a software
+    /// adapter (it builds the full-size models): `cargo test --lib released_tiles -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn released_tiles_for_720p_under_2_gib() {
+        use crate::gpu::GpuOptions;
+        use crate::models::registry::{default_dtype, load_model_from, Model, ModelKind};
+        let gpu = Gpu::new(&GpuOptions { max_binding: Some(2 << 30), ..GpuOptions::from_env() }).unwrap();
+        let (ud, vd) = (default_dtype(&gpu, ModelKind::DiffvsrUnet), default_dtype(&gpu, ModelKind::Te3dVaeDecoder));
+        let mut store = crate::weights::WeightStore::synthetic(1);
+        let Model::VideoUnet(unet) = load_model_from(&gpu, ModelKind::DiffvsrUnet, None, &mut store, ud).unwrap() else { unreachable!() };
+        let Model::Te3dVaeDecoder(vae) = load_model_from(&gpu, ModelKind::Te3dVaeDecoder, None, &mut store, vd).unwrap() else { unreachable!() };
+        let d = unet.config.base.cross_attention_dim;
+        let e = PromptEmbeds::new(vec![0.1; 77 * d], vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, 184, 320, ud, vd).unwrap();
+        let (u, v) = tiles.measured.unwrap();
+        eprintln!("{}: UNet ({ud:?}) {u:.0} B, VAE ({vd:?}) {v:.0} B per latent pixel; at this adapter's binding limit ({} B): {}", gpu.describe(), gpu.max_binding(), tiles.summary());
+        // A software adapter binds less than 2 GiB: the choice at exactly 2 GiB, from the same
+        // measurements.
+        let two = 2u64 << 30;
+        assert!(v * (184.0 * 320.0) > two as f64, "one whole 720p VAE chunk would fit 2 GiB");
+        let at = |per_px: f64| {
+            let t = crate::pipeline::tiles::tile_for_binding(two, u64::MAX, per_px, 184, 320).unwrap().tile;
+            TilePlan::new(184, 320, t, crate::pipeline::tiles::default_overlap(t)).unwrap()
+        };
+        let t2 = JobTiles::new(at(u), at(v));
+        let (vh, vw) = t2.vae.tile_size();
+        assert!(v * (vh * vw) as f64 <= two as f64);
+        eprintln!("at a 2 GiB binding limit: {}", t2.summary());
+    }
+
+    #[test]
+    fn tile_flags_are_checked() {
+        use crate::pipeline::tiles::TileSize;
+        let f = |tile: TileSize, overlap: Option<usize>| TileOptions { tile, overlap }.check();
+        assert!(f(TileSize::Auto, None).is_ok() && f(TileSize::Fixed(64), Some(16)).is_ok() && f(TileSize::Fixed(64), Some(0)).is_ok());
+        assert!(f(TileSize::Fixed(64), Some(12)).unwrap_err().contains("--tile-overlap 12: must be a multiple of 8"));
+        assert!(f(TileSize::Fixed(64), Some(64)).unwrap_err().contains("--tile-overlap 64 must be below --tile 64"));
+        assert!("60".parse::<TileSize>().unwrap_err().contains("--tile 60: must be a multiple of 8"));
+        assert!("0".parse::<TileSize>().unwrap_err().contains("at least 8"));
+        assert!("big".parse::<TileSize>().unwrap_err().contains("auto or a size"));
+        assert_eq!("AUTO".parse::<TileSize>().unwrap(), TileSize::Auto);
+        assert_eq!("128".parse::<TileSize>().unwrap(), TileSize::Fixed(128));
+        // Auto with an overlap at least the tile it picked: named at plan time.
+        let o = TileOptions { tile: TileSize::Auto, overlap: Some(32) };
+        assert!(o.plan(64, 64, 32).unwrap_err().contains("picked by --tile auto"));
+        assert_eq!(o.plan(16, 16, 32).unwrap().tiles.len(), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! * [`windows`]: mirror padding, 8/4 windows, ILT weights, streaming finality, `--frames`
 //!   segments (spec §4.3, §4.5).
 //! * [`tiles`]: latent padding to multiples of 8, tile plan, feathered blend weights, the
-//!   `--tile auto` memory estimate (spec §4.3 "Spatial tiling").
+//!   `--tile`/`--tile-overlap` flags and the `--tile auto` choice (spec §4.3 "Spatial tiling").
 //! * [`progress`]: the job's progress line on stderr (frames, window, step, frames/s, ETA).
 //! * [`interrupt`]: stopping on Ctrl-C between frames, with whole frames written.
 //!

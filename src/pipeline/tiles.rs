@@ -13,8 +13,12 @@
 //!   sum to 1 at every position and the 2-D weight is their product, so the weights of all tiles
 //!   sum to 1 everywhere (a constant image stays constant across seams). The same plan ×4
 //!   ([`TilePlan::scaled`]) blends the VAE's pixel tiles.
-//! * `--tile auto`: [`tile_for_limits`] picks the largest tile whose biggest buffer fits the
-//!   adapter's binding limit and whose working set fits its memory, from a [`MemoryModel`].
+//! * `--tile N` / `--tile-overlap N` ([`TileOptions`], in latent = LR pixels, multiples of 8).
+//! * `--tile auto`: [`tile_for_binding`] picks the largest tile whose biggest tensor fits the
+//!   adapter's binding limit, from the bytes per latent pixel the job measures on a probe graph
+//!   (wgpu does not report an adapter's memory size, so the job does not plan for it; running out
+//!   of memory is an error naming `--tile`). [`tile_for_limits`] and the [`MemoryModel`] estimate
+//!   also weigh a working set against a known memory size.
 
 use std::ops::Range;
 
@@ -206,6 +210,131 @@ impl TilePlan {
         let t = &self.tiles[t];
         t.rows.clone().flat_map(|y| t.cols.clone().map(move |x| plane[y * self.width + x])).collect()
     }
+
+    /// The size every tile has (rows, columns): all spans along an axis are equally long.
+    pub fn tile_size(&self) -> (usize, usize) {
+        let t = &self.tiles[0];
+        debug_assert!(self.tiles.iter().all(|u| u.rows.len() == t.rows.len() && u.cols.len() == t.cols.len()));
+        (t.rows.len(), t.cols.len())
+    }
+
+    /// The distinct row spans and column spans, in order.
+    pub fn spans(&self) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+        let mut rs: Vec<Range<usize>> = Vec::new();
+        let mut cs: Vec<Range<usize>> = Vec::new();
+        for t in &self.tiles {
+            if !rs.contains(&t.rows) {
+                rs.push(t.rows.clone());
+            }
+            if !cs.contains(&t.cols) {
+                cs.push(t.cols.clone());
+            }
+        }
+        (rs, cs)
+    }
+
+    /// One line for `--plan` and the job's summary: "one tile (W×H)" or the grid, the tile
+    /// size (width × height) and where the tiles start.
+    pub fn summary(&self) -> String {
+        if self.tiles.len() == 1 {
+            return format!("one tile ({}x{}, the whole latent)", self.width, self.height);
+        }
+        let (rs, cs) = self.spans();
+        let (th, tw) = self.tile_size();
+        let starts = |v: &[Range<usize>]| v.iter().map(|r| r.start.to_string()).collect::<Vec<_>>().join(",");
+        let overlap = |v: &[Range<usize>]| v.windows(2).map(|p| p[0].end - p[1].start).min();
+        let ov = overlap(&rs).into_iter().chain(overlap(&cs)).min().unwrap_or(0);
+        let join = if ov == 0 { "side by side (no overlap)".to_string() } else { format!("overlapping by at least {ov}, feathered") };
+        format!("{}x{} = {} tiles of {tw}x{th}, {join} (columns from {}; rows from {})", cs.len(), rs.len(), self.tiles.len(), starts(&cs), starts(&rs))
+    }
+}
+
+/// `--tile`: `auto` (from the adapter's binding limit) or a side in latent pixels (= LR pixels),
+/// a multiple of 8.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TileSize {
+    #[default]
+    Auto,
+    Fixed(usize),
+}
+
+impl std::str::FromStr for TileSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<TileSize, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(TileSize::Auto);
+        }
+        let n: usize = s.trim().parse().map_err(|_| format!("--tile {s}: expected auto or a size in LR pixels (a multiple of {LATENT_MULTIPLE}, e.g. 128)"))?;
+        check_multiple("--tile", n, LATENT_MULTIPLE)?;
+        Ok(TileSize::Fixed(n))
+    }
+}
+
+impl std::fmt::Display for TileSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TileSize::Auto => write!(f, "auto"),
+            TileSize::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+fn check_multiple(flag: &str, n: usize, min: usize) -> Result<(), String> {
+    if n < min || !n.is_multiple_of(LATENT_MULTIPLE) {
+        let at_least = if min > 0 { format!(", at least {min}") } else { String::new() };
+        return Err(format!("{flag} {n}: must be a multiple of {LATENT_MULTIPLE}{at_least} (LR pixels = latent pixels), e.g. {}", (n / LATENT_MULTIPLE).max(1) * LATENT_MULTIPLE));
+    }
+    Ok(())
+}
+
+/// The job's tile flags: `--tile` and `--tile-overlap` (None: [`default_overlap`] of the tile).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TileOptions {
+    pub tile: TileSize,
+    pub overlap: Option<usize>,
+}
+
+impl TileOptions {
+    /// Checks the flags on their own (before a frame size is known): sizes are multiples of 8
+    /// and the overlap is below a fixed tile.
+    pub fn check(&self) -> Result<(), String> {
+        if let TileSize::Fixed(n) = self.tile {
+            check_multiple("--tile", n, LATENT_MULTIPLE)?;
+        }
+        if let Some(o) = self.overlap {
+            check_multiple("--tile-overlap", o, 0)?;
+            if let TileSize::Fixed(n) = self.tile {
+                if o >= n {
+                    return Err(format!("--tile-overlap {o} must be below --tile {n}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan over a `height`×`width` padded latent with tile side `tile` (`--tile`, or what
+    /// auto picked) and the overlap asked for (or the default for that tile).
+    pub fn plan(&self, height: usize, width: usize, tile: usize) -> Result<TilePlan, String> {
+        let overlap = self.overlap.unwrap_or_else(|| default_overlap(tile));
+        if overlap >= tile && tile < height.max(width) {
+            return Err(format!("--tile-overlap {overlap} must be below the tile ({tile}{}); lower it or give a larger --tile", if self.tile == TileSize::Auto { ", picked by --tile auto" } else { "" }));
+        }
+        TilePlan::new(height, width, tile, overlap)
+    }
+}
+
+/// Fraction of the largest buffer (`max_buffer_size`) `--tile auto` lets one tensor fill: the
+/// buffer pool rounds a tensor up by at most 25% (`gpu::pool`), so a tensor within 80% of the
+/// limit also fits it as a buffer. (A binding holds the tensor's exact bytes: no headroom.)
+pub const BUFFER_HEADROOM: f64 = 0.8;
+
+/// `--tile auto` for one model: the largest tile (square, or the whole latent) whose largest
+/// tensor, at `bytes_per_px` per latent pixel of the tile, fits one binding
+/// (`max_binding_bytes`) and, rounded up by the pool, one buffer (`max_buffer_bytes`).
+pub fn tile_for_binding(max_binding_bytes: u64, max_buffer_bytes: u64, bytes_per_px: f64, height: usize, width: usize) -> Result<TileChoice, String> {
+    let model = MemoryModel { largest_buffer_per_px: bytes_per_px, working_set_per_px: 0.0, fixed_bytes: 0.0 };
+    let limit = max_binding_bytes.min((BUFFER_HEADROOM * max_buffer_bytes as f64) as u64);
+    tile_for_limits(limit, u64::MAX, &model, height, width)
 }
 
 /// What `--tile auto` assumes about memory, per latent pixel of a tile (one window of 8 frames,
@@ -243,8 +372,12 @@ pub struct TileChoice {
     pub overlap: usize,
 }
 
-/// Default overlap for a tile: a quarter of it (the release: 64 of 256), at least 8, a multiple of 8.
+/// Default overlap for a tile: a quarter of it (the release: 64 of 256), at least 8, a multiple
+/// of 8; none for the smallest tile (8), which cannot overlap its neighbour and stay a step ahead.
 pub fn default_overlap(tile: usize) -> usize {
+    if tile <= LATENT_MULTIPLE {
+        return 0;
+    }
     (tile / 4 / LATENT_MULTIPLE).max(1) * LATENT_MULTIPLE
 }
 
@@ -382,6 +515,6 @@ mod tests {
         // Nothing fits in 1 GB of memory with 2.5 GB of weights.
         assert!(tile_for_limits(2 << 30, 1_000_000_000, &m, 64, 64).unwrap_err().contains("no tile fits"));
         assert_eq!(default_overlap(256), 64);
-        assert_eq!(default_overlap(8), 8);
+        assert_eq!((default_overlap(8), default_overlap(16), default_overlap(40)), (0, 8, 8));
     }
 }
