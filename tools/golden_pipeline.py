@@ -10,7 +10,7 @@ The pipeline runs as released except for what a test must pin down:
     (the release runs the UNet in f16; this checks the f32 path);
   * schedulers: diffusers' DDIMScheduler from the upscaler's scheduler config with
     beta_schedule overridden to "linear" (inference_tile.py), DDPMScheduler from the low-res
-    scheduler config (spec §2.3; the same dicts as tools/golden_scheduler.py);
+    scheduler config (spec §2.3; tools/release_schedulers.py, shared with golden_scheduler.py);
   * noise: the initial latents are passed as `latents=`, and the pipeline module's
     `randn_tensor` is replaced by a function handing out the stored LR augmentation noise (the
     only other draw), so nothing is drawn by torch;
@@ -70,30 +70,7 @@ TOOLS = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(TOOLS, "..", "tests", "data")
 sys.path.insert(0, TOOLS)
 
-# The release's scheduler configs (spec §2.3), as tools/golden_scheduler.py states them.
-MAIN = {  # upscaler4x/scheduler/scheduler_config.json
-    "_class_name": "DDIMScheduler",
-    "beta_end": 0.02,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.0001,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
-LOW_RES = {  # upscaler4x/low_res_scheduler/scheduler_config.json
-    "_class_name": "DDPMScheduler",
-    "beta_end": 0.02,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.0001,
-    "clip_sample": True,
-    "num_train_timesteps": 1000,
-    "trained_betas": None,
-    "variance_type": "fixed_small",
-}
+from release_schedulers import LOW_RES, MAIN  # noqa: E402  (spec §2.3)
 
 STEPS = 3
 GUIDANCE = 5.0

@@ -3,7 +3,7 @@
 #   main:    DDIMScheduler.from_config(upscaler4x/scheduler/scheduler_config.json) with
 #            beta_schedule overridden to "linear" (DV inference_tile.py L55-58)
 #   low-res: DDPMScheduler from upscaler4x/low_res_scheduler/scheduler_config.json, add_noise only
-# The config dicts below are the fields spec §2.3 reads from the release's files.
+# The config dicts (tools/release_schedulers.py) are the fields spec §2.3 reads from the release's files.
 # Also writes float64 tables computed with torch in float64 from the same formulas, to check the
 # engine's f64 host maths tightly (diffusers itself keeps its tables in float32).
 #
@@ -14,29 +14,7 @@ import torch
 import diffusers
 from diffusers import DDIMScheduler, DDPMScheduler
 
-MAIN = {  # upscaler4x/scheduler/scheduler_config.json (spec §2.3)
-    "_class_name": "DDIMScheduler",
-    "beta_end": 0.02,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.0001,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
-LOW_RES = {  # upscaler4x/low_res_scheduler/scheduler_config.json (spec §2.3)
-    "_class_name": "DDPMScheduler",
-    "beta_end": 0.02,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.0001,
-    "clip_sample": True,
-    "num_train_timesteps": 1000,
-    "trained_betas": None,
-    "variance_type": "fixed_small",
-}
+from release_schedulers import LOW_RES, MAIN  # noqa: E402
 
 def f64_alphas_cumprod(schedule, start, end, n):
     if schedule == "linear":
