@@ -48,6 +48,7 @@ use crate::ops::concat::copy;
 use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
 use crate::pipeline::interrupt;
 use crate::pipeline::noise::{self, Stream};
+pub use crate::pipeline::progress::Progress;
 use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
 use crate::pipeline::tiles::{tile_for_binding, LatentPad, TileOptions, TilePlan, TileSize, SCALE};
 use crate::pipeline::windows::{self, FrameRange, Ilt, STRIDE, WINDOW};
@@ -116,17 +117,6 @@ pub struct JobOptions {
     pub frames: Option<FrameRange>,
     /// `--tile`, `--tile-overlap`: spatial tiles of the UNet and the VAE.
     pub tiles: TileOptions,
-}
-
-/// Where the job is (for progress reports on stderr).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// Window `window` finished denoising step `step` (1-based) of `steps`; `windows` is the
-    /// window count once the stream length is known. With spatial tiles the steps of every
-    /// tile count: `steps` is tiles × DDIM steps.
-    Step { window: usize, windows: Option<usize>, step: usize, steps: usize },
-    /// `done` output frames are written; `total` once the stream length is known.
-    Frames { done: usize, total: Option<usize> },
 }
 
 /// What the job did.

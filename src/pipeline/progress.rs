@@ -11,8 +11,19 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::pipeline::job::Progress;
 use crate::pipeline::windows::{self, FrameRange};
+
+/// Where the job is: the events the job's `run_job` reports (defined here, beside their
+/// reader, so that this file does not import the job).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Window `window` finished denoising step `step` (1-based) of `steps`; `windows` is the
+    /// window count once the stream length is known. With spatial tiles the steps of every
+    /// tile count: `steps` is tiles × DDIM steps.
+    Step { window: usize, windows: Option<usize>, step: usize, steps: usize },
+    /// `done` output frames are written; `total` once the stream length is known.
+    Frames { done: usize, total: Option<usize> },
+}
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
