@@ -215,3 +215,28 @@ fn a_params_struct_that_drifts_from_its_wgsl_is_refused() {
     let e = rec.dispatch(&k, &short, &[(&x).into(), (&x).into(), (&x).into(), (&x).into()], grid(&gpu, 1)).unwrap_err();
     assert!(e.to_string().contains("drifted"), "{e}");
 }
+
+/// `Graph::profile` (what `forward --profile` prints) times every step of a replay under its
+/// kernel's label, in order, and leaves the graph's output as a plain replay does.
+#[test]
+fn profile_times_every_dispatch_under_its_kernel_label() {
+    let gpu = test_gpu();
+    if !gpu.has_timestamps() {
+        eprintln!("note: this adapter has no timestamp queries: profile_times_every_dispatch_under_its_kernel_label skipped");
+        return;
+    }
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let (x, xh) = upload(&gpu, &rng.normals(33, 1.0), &[3, 11], DType::F32);
+    let mut rec = Recorder::capture(&gpu);
+    let y = unary(&mut rec, Unary::Silu, &x).unwrap();
+    let z = add(&mut rec, &y, &x).unwrap();
+    let graph = rec.into_graph();
+    let steps = graph.profile(&gpu).unwrap();
+    assert_eq!(steps.len(), graph.dispatches());
+    assert_eq!(steps.len(), 2);
+    assert!(steps.iter().all(|(label, t)| label.starts_with("elementwise f32 OP=") && t.is_finite() && *t >= 0.0), "{steps:?}");
+    assert_ne!(steps[0].0, steps[1].0, "SiLU and add are different specialisations: {steps:?}");
+    let want: Vec<f32> = xh.iter().map(|&v| v / (1.0 + (-v).exp()) + v).collect();
+    assert_close(&format!("seed {seed}"), &z.to_f32(&gpu).unwrap(), &want, 1e-5);
+}

@@ -33,6 +33,8 @@ pub struct ForwardOptions {
     pub runs: usize,
     /// Also write the report as one JSON object to this file (implies `report`).
     pub json: Option<PathBuf>,
+    /// Print GPU time per kernel (one timestamped replay).
+    pub profile: bool,
 }
 
 /// Default tolerance of `--expect` by storage dtype: what the golden tests hold the models to,
@@ -189,8 +191,32 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             eprintln!("wrote report to {}", path.display());
         }
     }
+    if o.profile {
+        print_profile(&graph.profile(gpu)?);
+    }
     if verdict == Some(false) {
         bail!("the output does not match the reference (FAIL above)");
     }
     Ok(())
+}
+
+/// The per-dispatch times of one replay, summed by kernel specialisation, largest first.
+fn print_profile(steps: &[(String, f64)]) {
+    let mut by: Vec<(String, usize, f64)> = Vec::new();
+    for (label, t) in steps {
+        match by.iter_mut().find(|(l, _, _)| l == label) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += t;
+            }
+            None => by.push((label.clone(), 1, *t)),
+        }
+    }
+    by.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = steps.iter().map(|(_, t)| t).sum();
+    println!("GPU time by kernel (one replay, a pass per dispatch: {} in all, {} dispatches):", crate::bench::fmt_time(total), steps.len());
+    println!("{:>12} {:>6} {:>6}  kernel", "time", "share", "calls");
+    for (label, n, t) in &by {
+        println!("{:>12} {:>5.1}% {:>6}  {label}", crate::bench::fmt_time(*t), 100.0 * t / total.max(1e-12), n);
+    }
 }

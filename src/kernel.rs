@@ -92,6 +92,8 @@ struct Capture {
 }
 
 struct Step {
+    /// The kernel's name and specialisation, for profiles (`forward --profile`).
+    label: String,
     pipeline: Arc<crate::gpu::pipelines::Pipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
@@ -220,7 +222,7 @@ impl<'g> Recorder<'g> {
         });
         self.dispatches += 1;
         if let Some(c) = &mut self.capture {
-            c.steps.push(Step { pipeline, bind_group, workgroups });
+            c.steps.push(Step { label: kernel.label(), pipeline, bind_group, workgroups });
             return Ok(());
         }
         let ts = match &mut self.timer {
@@ -391,6 +393,41 @@ impl Graph {
 
     pub fn dispatches(&self) -> usize {
         self.steps.len()
+    }
+
+    /// One replay with a timestamp pair around every dispatch: (kernel label, GPU seconds) per
+    /// step, in order. Each dispatch gets a compute pass of its own, so the sum is a little above
+    /// [`Graph::run_timed`]'s single-pass time. Needs timestamp queries.
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, f64)>> {
+        if !gpu.has_timestamps() {
+            bail!("--profile needs timestamp queries, which this adapter does not have");
+        }
+        // A query set holds at most 4096 queries: 2048 dispatches per submission.
+        const CHUNK: usize = 2048;
+        let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        let mut out = Vec::with_capacity(self.steps.len());
+        for chunk in self.steps.chunks(CHUNK) {
+            let n = chunk.len() as u32;
+            let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count: 2 * n });
+            let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+            for (i, s) in chunk.iter().enumerate() {
+                let i = i as u32;
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(&s.label),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &set,
+                        beginning_of_pass_write_index: Some(2 * i),
+                        end_of_pass_write_index: Some(2 * i + 1),
+                    }),
+                });
+                pass.set_pipeline(&s.pipeline.pipeline);
+                pass.set_bind_group(0, &s.bind_group, &[]);
+                pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+            }
+            let ticks = resolve_timestamps(gpu, &mut enc, &set, 2 * n)?;
+            out.extend(chunk.iter().zip(ticks.chunks(2)).map(|(s, t)| (s.label.clone(), t[1].saturating_sub(t[0]) as f64 * period)));
+        }
+        Ok(out)
     }
 
     /// Device memory the graph's activations occupy (its arena, shared with the other graphs

@@ -168,6 +168,9 @@ enum Cmd {
         /// dispatches, planned and measured bytes) to this file; implies --report.
         #[arg(long, alias = "report-json")]
         json: Option<PathBuf>,
+        /// Print GPU time per kernel, summed over one replay (needs timestamp queries).
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -432,9 +435,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, gpu } => {
+        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, gpu } => {
             let g = gpu.open()?;
-            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json };
+            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile };
             forward::run(&g, &o)
         }
         Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick, full, gpu } } => {

@@ -63,6 +63,15 @@ impl Kernel {
         self
     }
 
+    /// The name with its specialisation, e.g. `matmul f16 RM=2 RN=2 HAS_BIAS=true`.
+    pub fn label(&self) -> String {
+        let mut s = format!("{} {}", self.name, self.dtype.name());
+        for (k, v) in &self.defs {
+            s.push_str(&format!(" {k}={}", v.trim_end_matches('u')));
+        }
+        s
+    }
+
     /// The full WGSL text that is compiled.
     pub fn wgsl(&self) -> String {
         let mut s = String::new();
