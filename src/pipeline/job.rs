@@ -2,7 +2,8 @@
 //!
 //! What it does, per spec §4.3 (the released pipeline) with this engine's seeded noise:
 //!
-//! * Reads frames as they arrive; each is converted to RGB in [−1, 1] (CPU colour for now) and
+//! * Reads frames as they arrive; each is converted to RGB in [−1, 1] on the GPU
+//!   ([`ops::color`](crate::ops::color): chroma upsampling, matrix, range) and
 //!   reflect-padded to a multiple of 8 ([`LatentPad`]: the SD×4 UNet's latent is the LR frame).
 //! * Windows of 8 frames, stride 4 ([`windows`]); a window runs as soon as its frames are read
 //!   (or the stream has ended and the tail is mirror-padded).
@@ -25,14 +26,15 @@
 //! * ILT fuse of the whole frame's final latents (host, [`windows::ilt_blend`]), TE-3DVAE
 //!   decode in chunks of 4 frames (latents ÷ the VAE's scaling factor; one captured graph for
 //!   the VAE tile size, replayed per chunk and tile; the tiles' ×4 pixels blended with the
-//!   same plan's feathered weights recomputed at ×4), clamp, crop to 4W × 4H, RGB → YUV in the
-//!   input's chroma format, depth and range. One tile covering the frame skips every cut and
+//!   same plan's feathered weights recomputed at ×4), crop to 4W × 4H, then clamp and RGB → YUV in the
+//!   input's chroma format, depth and range on the GPU. One tile covering the frame skips every cut and
 //!   blend: the untiled job, byte for byte.
 //! * Each output frame is written as soon as no later window can change it; input frames no
 //!   later window needs are dropped, so memory is bounded by the window size.
 //!
-//! Not here yet: GPU colour conversion and noise kernels, fused sampler kernels, a GPU blend of
-//! the tiles (they are read back and blended on the host). `--frames START:END` runs only the
+//! Not here yet: the noise and ILT kernels in the job (`ops::noise`, `ops::sampler` exist and
+//! match their host twins, which the job still uses), fused sampler kernels, a GPU blend of the
+//! tiles (they are read back and blended on the host). `--frames START:END` runs only the
 //! windows touching the segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints
 //! what a run would do.
 
@@ -53,8 +55,9 @@ use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
 use crate::pipeline::tiles::{tile_for_binding, LatentPad, TileOptions, TilePlan, TileSize, SCALE};
 use crate::pipeline::windows::{self, FrameRange, Ilt, STRIDE, WINDOW};
 use crate::step_values::StepValues;
-use crate::video::color::{frame_to_rgb, rgb_to_frame, MatrixChoice, YuvParams};
-use crate::video::y4m::{Reader, Writer};
+use crate::ops::color;
+use crate::video::color::{MatrixChoice, YuvParams};
+use crate::video::y4m::{Frame, FrameFormat, Reader, Writer};
 use crate::{DType, Gpu, Recorder, Tensor};
 
 /// Latent channels of the SD×4 family.
@@ -465,12 +468,7 @@ pub fn run_job<R: Read, W: Write>(
             match reader.read_frame()? {
                 Some(_) if read < first_read => read += 1,
                 Some(frame) => {
-                    let rgb = frame_to_rgb(&frame, &in_params);
-                    let mut padded = Vec::with_capacity(LR_CHANNELS * plane);
-                    for c in 0..LR_CHANNELS {
-                        let p: Vec<f32> = rgb[c * (rgb.len() / 3)..(c + 1) * (rgb.len() / 3)].iter().map(|&v| (v - 0.5) * 2.0).collect();
-                        padded.extend(pad.pad_plane(&p));
-                    }
+                    let padded = frame_to_padded_rgb(gpu, &frame, &in_params, &pad).with_context(|| format!("converting input frame {read} to RGB"))?;
                     held.insert(read, padded);
                     read += 1;
                     stats.max_frames_held = stats.max_frames_held.max(held.len());
@@ -592,7 +590,7 @@ fn emit_chunk<W: Write>(
     emit: std::ops::Range<usize>,
     scaling: f32,
     pad: &LatentPad,
-    out_fmt: crate::video::y4m::FrameFormat,
+    out_fmt: FrameFormat,
     out_params: &YuvParams,
     writer: &mut Writer<W>,
     stats: &mut JobStats,
@@ -624,20 +622,21 @@ fn emit_chunk<W: Write>(
         if !emit.contains(&f) {
             continue;
         }
+        // The frame's crop, channels-last [h][w][3] in [−1, 1] (clamped by the encoder).
         let mut out = vec![0f32; 3 * h * w];
         for c in 0..LR_CHANNELS {
             let src = &rgb[(c * DECODE_CHUNK + j) * oh * ow..(c * DECODE_CHUNK + j + 1) * oh * ow];
             for y in 0..h {
                 let s = &src[(rows.start + y) * ow + cols.start..(rows.start + y) * ow + cols.start + w];
-                for (d, &v) in out[(c * h + y) * w..(c * h + y + 1) * w].iter_mut().zip(s) {
-                    *d = v.clamp(-1.0, 1.0) * 0.5 + 0.5;
+                for (x, &v) in s.iter().enumerate() {
+                    out[3 * (y * w + x) + c] = v;
                 }
             }
         }
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
             bail!("output frame {f}: the VAE decoder produced a non-finite value (at {i})");
         }
-        let frame = rgb_to_frame(&out, out_fmt, out_params);
+        let frame = rgb_to_output_frame(engine.gpu, &out, out_fmt, out_params).with_context(|| format!("converting output frame {f} to YUV"))?;
         interrupt::check()?;
         writer.write_frame(&frame).with_context(|| format!("writing output frame {f}"))?;
         writer.flush().with_context(|| format!("writing output frame {f}"))?;
@@ -645,6 +644,36 @@ fn emit_chunk<W: Write>(
         progress(Progress::Frames { done: stats.frames_out, total });
     }
     Ok(())
+}
+
+/// An input frame → the model's LR input, padded: `[3][ph][pw]` in [−1, 1]. Chroma upsampling,
+/// the YUV matrix and the code range run on the GPU (`ops::color::yuv_to_rgb`, whose CPU twin
+/// is `video::color::frame_to_rgb`); the reflect padding on the host.
+fn frame_to_padded_rgb(gpu: &Gpu, frame: &Frame, params: &YuvParams, pad: &LatentPad) -> Result<PaddedFrame> {
+    let planes = color::upload_frame(gpu, frame)?;
+    let mut rec = gpu.recorder();
+    let uv = planes.uv.as_ref().map(|(u, v)| (u, v));
+    let rgb = color::yuv_to_rgb(&mut rec, &planes.y, uv, &frame.format, params, DType::F32)?;
+    rec.submit();
+    let hwc = rgb.to_f32(gpu)?;
+    let n = hwc.len() / LR_CHANNELS;
+    let mut out = Vec::new();
+    for c in 0..LR_CHANNELS {
+        let p: Vec<f32> = (0..n).map(|i| hwc[LR_CHANNELS * i + c]).collect();
+        out.extend(pad.pad_plane(&p));
+    }
+    Ok(out)
+}
+
+/// A decoded frame, cropped, channels-last `[h][w][3]` in [−1, 1] → an output frame of
+/// `format`: the clamp, the YUV matrix, the code range, chroma downsampling and rounding run on
+/// the GPU (`ops::color::rgb_to_yuv`, whose CPU twin is `video::color::rgb_to_frame`).
+fn rgb_to_output_frame(gpu: &Gpu, hwc: &[f32], format: FrameFormat, params: &YuvParams) -> Result<Frame> {
+    let t = Tensor::from_f32(gpu, hwc, &[format.height as usize, format.width as usize, LR_CHANNELS], DType::F32)?;
+    let mut rec = gpu.recorder();
+    let planes = color::rgb_to_yuv(&mut rec, &t, &format, params)?;
+    rec.submit();
+    color::download_frame(gpu, &planes, format)
 }
 
 /// The released prompt (spec §4.3).
