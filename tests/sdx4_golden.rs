@@ -115,7 +115,12 @@ fn loading_errors_name_the_problem() {
 }
 
 /// The full-size SD×4 UNet (random weights) builds, plans and runs at a 16×16 latent.
+///
+/// On request only (`-- --ignored`, ~90 s on lavapipe): DiffVSR does not use this model, and the
+/// full-size DiffVSR UNet check (`video_unet_golden`) builds and runs the same shared skeleton
+/// (`models/unet.rs`) at the same widths.
 #[test]
+#[ignore]
 fn full_size_sdx4_unet_runs_at_a_small_latent() {
     use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
     let gpu = test_gpu();

@@ -641,12 +641,17 @@ mod tests {
         assert!(text_encoder_weights(&data().join("clip_text")).unwrap().ends_with("model.safetensors"));
     }
 
-    /// The SD×4 config at full size with random weights runs one prompt (about a minute on a
-    /// software adapter, both dtypes).
+    /// The SD×4 config at full size with random weights runs one prompt, in f32 as `upscale`
+    /// runs it. On request only (`-- --ignored`; about 90 s on a software adapter): one layer at
+    /// full width is checked against the CPU by `full_width_layer_matches_cpu_reference`, the
+    /// layer stack against transformers by the tiny goldens, and 23 identical layers add
+    /// nothing to either.
     #[test]
+    #[ignore]
     fn full_size_random_weights_run_one_prompt() {
         let gpu = test_gpu();
-        for dt in gpu.dtypes() {
+        {
+            let dt = DType::F32;
             let t = std::time::Instant::now();
             let model = ClipTextModel::random(&gpu, &ClipTextConfig::default(), dt, 1).unwrap();
             let load = t.elapsed();
