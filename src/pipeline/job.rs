@@ -7,9 +7,10 @@
 //!   reflect-padded to a multiple of 8 ([`LatentPad`]: the SD×4 UNet's latent is the LR frame).
 //! * Windows of 8 frames, stride 4 ([`windows`]); a window runs as soon as its frames are read
 //!   (or the stream has ended and the tail is mirror-padded).
-//! * Per window: the initial latents from [`noise::latent_noise`] (keyed by the absolute padded
-//!   frame, so rescheduled as released), the LR noise augmentation (host, [`add_noise`]), both
-//!   uploaded once; then one captured graph per job (UNet on the CFG pair [negative, positive],
+//! * Per window and tile, built on the GPU ([`Engine::load_sample`]): the initial latents from
+//!   the Philox noise kernel (`ops::noise`, keyed by the seed, the absolute padded frame, so
+//!   rescheduled as released, and the absolute pixel), and the LR frames with their noise
+//!   augmentation (`ops::sampler::add_noise_into`); then one captured graph per job (UNet on the CFG pair [negative, positive],
 //!   guidance combine, DDIM step, copy of the new latents into the second batch element),
 //!   replayed every step with the timestep and the per-step scalars (a, b, guidance) written
 //!   before the replay. Nothing is read back inside the step loop.
@@ -32,8 +33,8 @@
 //! * Each output frame is written as soon as no later window can change it; input frames no
 //!   later window needs are dropped, so memory is bounded by the window size.
 //!
-//! Not here yet: the noise and ILT kernels in the job (`ops::noise`, `ops::sampler` exist and
-//! match their host twins, which the job still uses), fused sampler kernels, a GPU blend of the
+//! Not here yet: the ILT kernel in the job (`ops::sampler::ilt_blend_into` exists and matches
+//! its host twin, which the job still uses), fused sampler kernels, a GPU blend of the
 //! tiles (they are read back and blended on the host). `--frames START:END` runs only the
 //! windows touching the segment (see [`windows::segment_plan`]); `--plan` ([`plan`]) prints
 //! what a run would do.
@@ -48,13 +49,16 @@ use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::concat::copy;
 use crate::ops::elementwise::{binary, binary_into, unary_into, Binary, Unary};
+use crate::ops::layout::nfhwc_to_ncfhw;
+use crate::ops::noise::{gaussian_noise, source_frames};
+use crate::ops::sampler::add_noise_into;
 use crate::pipeline::interrupt;
-use crate::pipeline::noise::{self, Stream};
+use crate::pipeline::noise::Stream;
 pub use crate::pipeline::progress::Progress;
-use crate::pipeline::scheduler::{add_noise, Ddim, DdimStep, LowResNoise};
+use crate::pipeline::scheduler::{Ddim, DdimStep, LowResNoise};
 use crate::pipeline::tiles::{tile_for_binding, LatentPad, TileOptions, TilePlan, TileSize, SCALE};
 use crate::pipeline::windows::{self, FrameRange, Ilt, STRIDE, WINDOW};
-use crate::step_values::StepValues;
+use crate::step_values::{Scalar, StepValues};
 use crate::ops::color;
 use crate::video::color::{MatrixChoice, YuvParams};
 use crate::video::y4m::{Frame, FrameFormat, Reader, Writer};
@@ -208,6 +212,26 @@ fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOpt
     Ok(JobTiles { measured, ..JobTiles::new(plan(ut)?, plan(vt)?) })
 }
 
+/// What a window's noise is keyed by: the seed, and per frame of the window the absolute padded
+/// frame whose noise it takes (`ops::noise::source_frames`: rescheduled for the initial
+/// latents, the frame itself for the LR augmentation), as u32 tables on the GPU; and the LR
+/// augmentation's (√ᾱ, √(1−ᾱ)).
+struct WindowNoise {
+    seed: u64,
+    latent_frames: Tensor,
+    lr_frames: Tensor,
+    lr_coeffs: [f64; 2],
+}
+
+impl WindowNoise {
+    /// The window starting at padded frame `start`.
+    fn new(gpu: &Gpu, seed: u64, start: usize, lr_coeffs: [f64; 2]) -> Result<WindowNoise> {
+        let frames = start as u64..(start + WINDOW) as u64;
+        let table = |stream| -> Result<Tensor> { Tensor::from_u32(gpu, &source_frames(seed, stream, frames.clone())?, &[WINDOW]) };
+        Ok(WindowNoise { seed, latent_frames: table(Stream::Latent)?, lr_frames: table(Stream::LowRes)?, lr_coeffs })
+    }
+}
+
 /// The per-job GPU state: one captured sampler step (for the UNet's tile size) and one
 /// captured decode chunk (for the VAE's tile size), and the tiles.
 struct Engine<'g> {
@@ -287,6 +311,8 @@ impl<'g> Engine<'g> {
     /// tile through all steps, and blends the tiles' final latents with their feathered
     /// weights; returns `[4][8][ph][pw]`. `on_step` counts the steps of every tile (1 …
     /// tiles × steps). One tile: [`Engine::denoise`] on the whole frame, nothing cut or blended.
+    #[cfg(test)]
+    #[allow(dead_code)]
     fn denoise_window(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
         let plan = self.tiles.unet.clone();
         if plan.tiles.len() == 1 {
@@ -314,9 +340,61 @@ impl<'g> Engine<'g> {
         Ok(blend_planes(&self.tiles.vae_px, &outs, LR_CHANNELS * DECODE_CHUNK))
     }
 
-    /// Denoises one window through all steps; returns its final latents `[4][8][h][w]`.
-    fn denoise(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
+    /// Denoises window `window` of the job: per UNet tile, [`Engine::load_sample`] builds the
+    /// tile's sample on the GPU from `lr` (the window's 8 padded LR frames, `[3][8][ph][pw]` in
+    /// [−1, 1]) and the noise of the tile's absolute positions, then all steps run; the tiles'
+    /// final latents are blended with the plan's feathered weights. One tile covering the frame:
+    /// nothing cut or blended. Returns `[4][8][ph][pw]`.
+    fn denoise_window_gpu(&mut self, lr: &[f32], window: &WindowNoise, steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
+        let plan = self.tiles.unet.clone();
+        let n = steps.len();
+        let mut outs = Vec::with_capacity(plan.tiles.len());
+        for (t, tile) in plan.tiles.iter().enumerate() {
+            let lr_tile = if plan.tiles.len() == 1 { lr.to_vec() } else { cut_planes(&plan, lr, LR_CHANNELS * WINDOW, t) };
+            self.load_sample(&lr_tile, window, tile.rows.start as u32, tile.cols.start as u32)?;
+            outs.push(self.run_steps(steps, guidance, |s| on_step(t * n + s))?);
+        }
+        if outs.len() == 1 {
+            return Ok(outs.pop().unwrap());
+        }
+        Ok(blend_planes(&plan, &outs, LATENT_CHANNELS * WINDOW))
+    }
+
+    /// Writes one tile's sample `[2][7][8][th][tw]` on the GPU: channels 0–3 the initial latent
+    /// noise (rescheduled, keyed by absolute frame and the tile's position (y0, x0) in the
+    /// padded frame), channels 4–6 the LR tile (`[3][8][th][tw]`) augmented with its own noise
+    /// (`ops::sampler::add_noise_into`); both batch elements (the CFG pair) alike.
+    fn load_sample(&mut self, lr_tile: &[f32], window: &WindowNoise, y0: u32, x0: u32) -> Result<()> {
+        let gpu = self.gpu;
+        let s = self.sample.shape().to_vec();
+        let (th, tw, dt) = (s[3], s[4], self.sample.dtype());
+        let lr = Tensor::from_f32(gpu, lr_tile, &[1, LR_CHANNELS, WINDOW, th, tw], dt)?;
+        let mut rec = gpu.recorder();
+        let z = gaussian_noise(&mut rec, &window.latent_frames, window.seed, Stream::Latent, y0, x0, [th, tw, LATENT_CHANNELS], dt)?;
+        let z = nfhwc_to_ncfhw(&mut rec, &z.reshape(&[1, WINDOW, th, tw, LATENT_CHANNELS])?)?;
+        let e = gaussian_noise(&mut rec, &window.lr_frames, window.seed, Stream::LowRes, y0, x0, [th, tw, LR_CHANNELS], dt)?;
+        let e = nfhwc_to_ncfhw(&mut rec, &e.reshape(&[1, WINDOW, th, tw, LR_CHANNELS])?)?;
+        let [c0, c1] = window.lr_coeffs.map(|c| Scalar::Const(c as f32));
+        for b in 0..2 {
+            let half = self.sample.narrow(0, b, 1)?;
+            copy(&mut rec, &z, &half.narrow(1, 0, LATENT_CHANNELS)?)?;
+            add_noise_into(&mut rec, &lr, &e, &c0, &c1, &half.narrow(1, LATENT_CHANNELS, LR_CHANNELS)?)?;
+        }
+        rec.submit();
+        Ok(())
+    }
+
+    /// Denoises one window through all steps from a sample built on the host; returns its final
+    /// latents `[4][8][h][w]`.
+    #[cfg(test)]
+    fn denoise(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
         self.sample.write_f32(self.gpu, sample)?;
+        self.run_steps(steps, guidance, on_step)
+    }
+
+    /// All DDIM steps on the sample in place (one replay of the captured step each); returns
+    /// the final latents `[4][8][h][w]`.
+    fn run_steps(&mut self, steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
         self.values.set("guidance", guidance)?;
         for (i, s) in steps.iter().enumerate() {
             let [a, b] = s.coeffs.as_f32();
@@ -494,27 +572,19 @@ pub fn run_job<R: Read, W: Write>(
             None => std::array::from_fn(|k| windows::window_start(i) + k),
         };
         let start = windows::window_start(i);
-        let mut sample = vec![0f32; 2 * (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane];
-        let batch = (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane;
+        // The window's LR frames [3][8][ph][pw]; the noise and the augmentation are added on
+        // the GPU, tile by tile (`Engine::load_sample`).
+        let mut lr = vec![0f32; LR_CHANNELS * WINDOW * plane];
         for (k, &src) in frames.iter().enumerate() {
-            let f = (start + k) as u64;
-            let lr = held.get(&src).with_context(|| format!("internal: input frame {src} was dropped before window {i} used it"))?;
-            let z = noise::latent_noise(opts.seed, f, 0, 0, ph, pw);
-            let n = noise::noise_region(opts.seed, Stream::LowRes, f as u32, LR_CHANNELS, 0, 0, ph, pw);
-            let lr = add_noise(lr, &n, lr_coeffs);
-            for b in 0..2 {
-                for c in 0..LATENT_CHANNELS {
-                    let o = b * batch + (c * WINDOW + k) * plane;
-                    sample[o..o + plane].copy_from_slice(&z[c * plane..(c + 1) * plane]);
-                }
-                for c in 0..LR_CHANNELS {
-                    let o = b * batch + ((LATENT_CHANNELS + c) * WINDOW + k) * plane;
-                    sample[o..o + plane].copy_from_slice(&lr[c * plane..(c + 1) * plane]);
-                }
+            let f = held.get(&src).with_context(|| format!("internal: input frame {src} was dropped before window {i} used it"))?;
+            for c in 0..LR_CHANNELS {
+                let o = (c * WINDOW + k) * plane;
+                lr[o..o + plane].copy_from_slice(&f[c * plane..(c + 1) * plane]);
             }
         }
+        let noise = WindowNoise::new(gpu, opts.seed, start, lr_coeffs)?;
         let n_steps = steps.len() * engine.tiles.unet.tiles.len();
-        let z = engine.denoise_window(&sample, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
+        let z = engine.denoise_window_gpu(&lr, &noise, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
         // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
         // of the previous window's second half with this window's first half.
         // A segment's first window (i > 0) has no previous window: its first half is before START.
@@ -1067,6 +1137,52 @@ mod tests {
         // The second batch element carries the same latents (the copy at the end of the step).
         let second = engine.sample.narrow(0, 1, 1).unwrap().narrow(1, 0, 4).unwrap().to_f32(&gpu).unwrap();
         assert_eq!(second, got);
+    }
+
+    /// The sample `Engine::load_sample` builds on the GPU for a tile at (8, 24) of window 3
+    /// (whose latent noise is rescheduled) equals the host construction: `pipeline::noise` at
+    /// the absolute frames and positions, `scheduler::add_noise`, both CFG halves alike.
+    #[test]
+    fn gpu_window_sample_matches_the_host_construction() {
+        use crate::pipeline::noise;
+        use crate::pipeline::scheduler::add_noise;
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let d = unet.config.base.cross_attention_dim;
+        let e = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let (h, w) = (8, 16);
+        let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        let plane = h * w;
+        let lr = rng.normals(LR_CHANNELS * WINDOW * plane, 0.5);
+        let (start, y0, x0) = (12, 8, 24);
+        let coeffs = LowResNoise::released().coeffs(opts.noise_level).unwrap();
+        engine.load_sample(&lr, &WindowNoise::new(&gpu, seed, start, coeffs).unwrap(), y0, x0).unwrap();
+        let got = engine.sample.to_f32(&gpu).unwrap();
+
+        let batch = (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane;
+        let mut want = vec![0f32; 2 * batch];
+        for k in 0..WINDOW {
+            let f = (start + k) as u64;
+            let z = noise::latent_noise(seed, f, y0, x0, h, w);
+            let n = noise::noise_region(seed, Stream::LowRes, f as u32, LR_CHANNELS, y0, x0, h, w);
+            let frame: Vec<f32> = (0..LR_CHANNELS).flat_map(|c| lr[(c * WINDOW + k) * plane..(c * WINDOW + k + 1) * plane].to_vec()).collect();
+            let aug = add_noise(&frame, &n, coeffs);
+            for b in 0..2 {
+                for c in 0..LATENT_CHANNELS {
+                    let o = b * batch + (c * WINDOW + k) * plane;
+                    want[o..o + plane].copy_from_slice(&z[c * plane..(c + 1) * plane]);
+                }
+                for c in 0..LR_CHANNELS {
+                    let o = b * batch + ((LATENT_CHANNELS + c) * WINDOW + k) * plane;
+                    want[o..o + plane].copy_from_slice(&aug[c * plane..(c + 1) * plane]);
+                }
+            }
+        }
+        assert_close(&format!("window sample (seed {seed})"), &got, &want, 1e-5);
     }
 
     /// Hands out at most `chunk` bytes per read and counts what it handed out.
