@@ -642,11 +642,10 @@ mod tests {
     }
 
     /// The SD×4 config at full size with random weights runs one prompt, in f32 as `upscale`
-    /// runs it. On request only (`cargo test --lib full_size_random_weights -- --ignored`; about 90 s
-    /// on a software adapter): one layer at
-    /// full width is checked against the CPU by `full_width_layer_matches_cpu_reference`, the
-    /// layer stack against transformers by the tiny goldens, and 23 identical layers add
-    /// nothing to either.
+    /// runs it. On request only (`cargo test --lib full_size_random_weights -- --ignored`; about
+    /// 90 s on a software adapter): one layer at full width is checked against the CPU by
+    /// `full_width_layer_matches_cpu_reference`, the layer stack against transformers by the tiny
+    /// goldens, and 23 identical layers add nothing to either.
     #[test]
     #[ignore]
     fn full_size_random_weights_run_one_prompt() {
