@@ -151,7 +151,7 @@ fn frames(bytes: &[u8], payload: usize) -> (String, Vec<Vec<u8>>) {
 #[test]
 fn upscale_is_4x_frame_exact_and_deterministic() {
     let dir = tmp("det");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -207,7 +207,7 @@ fn one_frame_in_gives_one_frame_out_with_the_text_encoder() {
 #[test]
 fn a_truncated_stream_names_the_frame_and_fails() {
     let dir = tmp("trunc");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -227,7 +227,7 @@ fn a_truncated_stream_names_the_frame_and_fails() {
 #[test]
 fn ten_bit_stays_ten_bit() {
     let dir = tmp("p10");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -262,7 +262,7 @@ fn ten_bit_stays_ten_bit() {
 #[test]
 fn bad_settings_fail_with_a_message() {
     let dir = tmp("bad");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let input = dir.join("in.y4m");
     std::fs::write(&input, stream(7, 5, 1)).unwrap();
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--noise-level", "400"]);
@@ -285,7 +285,7 @@ fn bad_settings_fail_with_a_message() {
 #[test]
 fn segments_join_to_the_whole_run_byte_for_byte() {
     let dir = tmp("seg");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -359,7 +359,7 @@ fn no_command_is_the_upscale_filter() {
     use std::io::Write;
     use std::process::Stdio;
     let dir = tmp("nocmd");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -419,7 +419,7 @@ fn between_two_ffmpegs() {
         return;
     }
     let dir = tmp("ffmpeg");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -502,7 +502,7 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
 #[test]
 fn gif_preview_of_a_segment_and_progress_lines() {
     let dir = tmp("gif");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -557,7 +557,7 @@ fn ctrl_c_stops_with_whole_frames() {
     use std::io::{Read, Write};
     use std::process::Stdio;
     let dir = tmp("sigint");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -637,7 +637,7 @@ fn ctrl_c_stops_with_whole_frames() {
 #[test]
 fn large_frames_run_in_feathered_tiles() {
     let dir = tmp("tiles");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -692,7 +692,7 @@ fn large_frames_run_in_feathered_tiles() {
 #[test]
 fn other_chroma_formats_and_depths_keep_their_format() {
     let dir = tmp("formats");
-    let rel = micro_release();
+    let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
     embeds(&neg, 2);
@@ -721,7 +721,7 @@ fn other_chroma_formats_and_depths_keep_their_format() {
         let input = dir.join(format!("in-{tag}.y4m"));
         std::fs::write(&input, s).unwrap();
         let out = dir.join(format!("out-{tag}.y4m"));
-        ok(&upscale(rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
+        ok(&upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
         let (ow, oh) = (4 * w, 4 * h);
         let (ocw, och) = match tag {
             "422" => (ow.div_ceil(2), oh),
