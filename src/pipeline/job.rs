@@ -307,27 +307,6 @@ impl<'g> Engine<'g> {
         Ok(Engine { gpu, sample, timestep, values, step_graph, latents: x, vae_in, vae_out, vae_graph, tiles })
     }
 
-    /// Denoises one window of the whole padded frame (`sample`: `[2][7][8][ph][pw]`), tile by
-    /// tile through all steps, and blends the tiles' final latents with their feathered
-    /// weights; returns `[4][8][ph][pw]`. `on_step` counts the steps of every tile (1 …
-    /// tiles × steps). One tile: [`Engine::denoise`] on the whole frame, nothing cut or blended.
-    #[cfg(test)]
-    #[allow(dead_code)]
-    fn denoise_window(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<f32>> {
-        let plan = self.tiles.unet.clone();
-        if plan.tiles.len() == 1 {
-            return self.denoise(sample, steps, guidance, on_step);
-        }
-        let planes = 2 * (LATENT_CHANNELS + LR_CHANNELS) * WINDOW;
-        let mut outs = Vec::with_capacity(plan.tiles.len());
-        for t in 0..plan.tiles.len() {
-            let tile = cut_planes(&plan, sample, planes, t);
-            let n = steps.len();
-            outs.push(self.denoise(&tile, steps, guidance, |s| on_step(t * n + s))?);
-        }
-        Ok(blend_planes(&plan, &outs, LATENT_CHANNELS * WINDOW))
-    }
-
     /// Decodes a chunk of 4 whole latent frames (`[4][4][ph][pw]`, not yet scaled) to RGB
     /// `[3][4][4ph][4pw]`: per VAE tile, blended in output pixels with the ×4 plan's feathered
     /// weights. One tile: [`Engine::decode`] on the whole chunk.
@@ -434,16 +413,7 @@ pub(crate) fn denoise_and_decode_window(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dV
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
     let mut engine = Engine::new(gpu, unet, vae, opts, h, w, dtype, dtype)?;
     let z = engine.denoise(sample, &steps, opts.guidance, |_| {})?;
-    let scaling = vae.config.scaling_factor as f32;
-    let mut lat = vec![0f32; LATENT_CHANNELS * DECODE_CHUNK * plane];
-    for (j, f) in fused_chunk(opts.ilt, None, Some(&z), plane).iter().enumerate() {
-        for c in 0..LATENT_CHANNELS {
-            let o = (c * DECODE_CHUNK + j) * plane;
-            for (d, s) in lat[o..o + plane].iter_mut().zip(&f[c * plane..(c + 1) * plane]) {
-                *d = s / scaling;
-            }
-        }
-    }
+    let lat = decoder_input(&fused_chunk(opts.ilt, None, Some(&z), plane), vae.config.scaling_factor as f32, plane);
     let rgb = engine.decode(&lat)?;
     Ok((z, rgb))
 }
@@ -649,6 +619,21 @@ fn fused_chunk(ilt: Ilt, prev: Option<&[f32]>, cur: Option<&[f32]>, plane: usize
         .collect()
 }
 
+/// A fused chunk (4 latent frames, each `[4][h][w]`) as the decoder takes it: `[4 channels][4
+/// frames][h][w]`, divided by the VAE's scaling factor.
+fn decoder_input(chunk: &[Vec<f32>], scaling: f32, plane: usize) -> Vec<f32> {
+    let mut lat = vec![0f32; LATENT_CHANNELS * DECODE_CHUNK * plane];
+    for (j, f) in chunk.iter().enumerate() {
+        for c in 0..LATENT_CHANNELS {
+            let o = (c * DECODE_CHUNK + j) * plane;
+            for (d, s) in lat[o..o + plane].iter_mut().zip(&f[c * plane..(c + 1) * plane]) {
+                *d = s / scaling;
+            }
+        }
+    }
+    lat
+}
+
 /// Decodes fused latent chunk `k` (padded frames 4k…4k+3, each `[4][h][w]`) and writes the
 /// frames among them in `emit` (real input frames, within the `--frames` segment); a chunk
 /// with none is not decoded.
@@ -673,17 +658,7 @@ fn emit_chunk<W: Write>(
     }
     let (ph, pw) = pad.padded();
     let plane = ph * pw;
-    // [4 channels][4 frames][h][w], ÷ the scaling factor.
-    let mut lat = vec![0f32; LATENT_CHANNELS * DECODE_CHUNK * plane];
-    for (j, f) in chunk.iter().enumerate() {
-        for c in 0..LATENT_CHANNELS {
-            let o = (c * DECODE_CHUNK + j) * plane;
-            for (d, s) in lat[o..o + plane].iter_mut().zip(&f[c * plane..(c + 1) * plane]) {
-                *d = s / scaling;
-            }
-        }
-    }
-    let rgb = engine.decode_chunk(&lat)?;
+    let rgb = engine.decode_chunk(&decoder_input(chunk, scaling, plane))?;
     let (oh, ow) = (SCALE * ph, SCALE * pw);
     let (rows, cols) = pad.output_crop();
     let (h, w) = (rows.len(), cols.len());
@@ -1086,6 +1061,14 @@ mod tests {
         (unet, vae)
     }
 
+    /// Job options for the tiny models: random prompt and negative-prompt embeddings of width
+    /// `d`, `steps` released DDIM steps, guidance 5, noise level 50, the released ILT.
+    fn test_options(d: usize, rng: &mut Rng, seed: u64, steps: usize) -> JobOptions {
+        let mut embeds = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let (positive, negative) = (embeds(), embeds());
+        JobOptions { steps, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive, negative, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() }
+    }
+
     /// The captured step graph (UNet on the CFG pair, guidance, DDIM, copy to the second batch
     /// element, replayed with new per-step values) against the same steps done one uncaptured
     /// UNet forward at a time with the host's `cfg_combine` and `ddim_step`.
@@ -1097,10 +1080,9 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let d = unet.config.base.cross_attention_dim;
-        let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         // Two steps: the second replays the captured step with new per-step values.
-        let opts = JobOptions { steps: 2, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: pos.clone(), negative: neg.clone(), matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let opts = test_options(d, &mut rng, seed, 2);
+        let (pos, neg) = (&opts.positive, &opts.negative);
         let (h, w) = (8, 16);
         let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
         let per_batch = 7 * WINDOW * h * w;
@@ -1151,9 +1133,7 @@ mod tests {
         let (unet, vae) = tiny_models(&gpu, dt);
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
-        let d = unet.config.base.cross_attention_dim;
-        let e = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut rng, seed, 1);
         let (h, w) = (8, 16);
         let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
         let plane = h * w;
@@ -1227,11 +1207,7 @@ mod tests {
         let gpu = test_gpu();
         let dt = DType::F32;
         let (unet, vae) = tiny_models(&gpu, dt);
-        let d = unet.config.base.cross_attention_dim;
-        let mut rng = Rng::new(5);
-        let pos = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let neg = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 9, ilt: Ilt::Released, positive: pos, negative: neg, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1);
         let (w, h, n) = (5usize, 3usize, 13usize);
         let header = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
         let frame_len = 6 + 3 * w * h;
