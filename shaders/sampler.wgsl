@@ -1,5 +1,6 @@
 // Sampling-loop kernels (see src/ops/sampler.rs). Flat and layout-agnostic; arithmetic in f32
-// whatever the storage type T. Entry `main` is specialised by the const OP:
+// whatever the storage types: X for `x`, Y for `y`, T for `out` (the job keeps its latents in
+// f32 while an f16 UNet writes `y`). Entry `main` is specialised by the const OP:
 //   0 axpby:  out[i] = A·x[i] + B·y[i]
 //             (the DDIM step with y = v; the low-res noise augmentation with y = noise)
 //   1 cfg:    out[i] = u + G·(c − u),              u = y[i], c = y[n + i]  (y = [negative; positive])
@@ -20,9 +21,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> x: array<X>;
 // cfg binds `y` again as `x` (unused), so every variant has the same layout.
-@group(0) @binding(2) var<storage, read> y: array<T>;
+@group(0) @binding(2) var<storage, read> y: array<Y>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 // Per-step values (src/step_values.rs); bound to `x` when every scalar is a constant.
 @group(0) @binding(4) var<storage, read> step_values: array<f32>;

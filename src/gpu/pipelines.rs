@@ -34,15 +34,24 @@ pub struct Kernel {
     pub coop: bool,
     /// Every storage binding declared `read_write` (see [`Kernel::all_read_write`]).
     pub read_write: bool,
+    /// `alias NAME = TYPE;` lines beside `T`, for kernels whose bindings have several storage
+    /// dtypes (see [`Kernel::alias`]).
+    pub aliases: Vec<(&'static str, DType)>,
 }
 
 impl Kernel {
     pub fn new(name: &'static str, source: &'static str, dtype: DType) -> Kernel {
-        Kernel { name, source, dtype, defs: Vec::new(), needs_f16: false, coop: false, read_write: false }
+        Kernel { name, source, dtype, defs: Vec::new(), needs_f16: false, coop: false, read_write: false, aliases: Vec::new() }
     }
     /// Adds a `const NAME = VALUE;` line (VALUE is WGSL, e.g. "64u", "true", "1e-5").
     pub fn def(mut self, name: &str, value: impl std::fmt::Display) -> Kernel {
         self.defs.push((name.to_string(), value.to_string()));
+        self
+    }
+    /// Adds `alias NAME = TYPE;` (e.g. a second storage dtype for one input: the sampler reads
+    /// an f16 UNet output into f32 latents).
+    pub fn alias(mut self, name: &'static str, dtype: DType) -> Kernel {
+        self.aliases.push((name, dtype));
         self
     }
     pub fn with_f16(mut self) -> Kernel {
@@ -66,6 +75,9 @@ impl Kernel {
     /// The name with its specialisation, e.g. `matmul f16 RM=2 RN=2 HAS_BIAS=true`.
     pub fn label(&self) -> String {
         let mut s = format!("{} {}", self.name, self.dtype.name());
+        for (k, t) in &self.aliases {
+            s.push_str(&format!(" {k}={}", t.name()));
+        }
         for (k, v) in &self.defs {
             s.push_str(&format!(" {k}={}", v.trim_end_matches('u')));
         }
@@ -75,13 +87,16 @@ impl Kernel {
     /// The full WGSL text that is compiled.
     pub fn wgsl(&self) -> String {
         let mut s = String::new();
-        if self.dtype == DType::F16 || self.needs_f16 {
+        if self.dtype == DType::F16 || self.needs_f16 || self.aliases.iter().any(|(_, t)| *t == DType::F16) {
             s.push_str("enable f16;\n");
         }
         if self.coop {
             s.push_str("enable wgpu_cooperative_matrix;\n");
         }
         s.push_str(&format!("alias T = {};\n", self.dtype.wgsl()));
+        for (k, t) in &self.aliases {
+            s.push_str(&format!("alias {k} = {};\n", t.wgsl()));
+        }
         for (k, v) in &self.defs {
             let ty = if v == "true" || v == "false" {
                 "bool"

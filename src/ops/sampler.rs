@@ -5,7 +5,10 @@
 //! They run inside a captured graph that is replayed once per denoising step, so every number
 //! that changes between steps (the DDIM coefficients, the guidance scale) is a [`Scalar`]: a
 //! constant, or a [`crate::step_values::StepValues`] slot the host rewrites before each replay.
-//! Nothing is read back. Arithmetic is f32 whatever the storage dtype.
+//! Nothing is read back. Arithmetic is f32 whatever the storage dtypes, and the inputs and the
+//! output may each have their own: the job keeps its latents in f32 between steps while an f16
+//! UNet writes the velocity (spec §2.5: the release steps fp16 latents; f32 is the harmless
+//! improvement), and [`scale_into`] moves them into the UNet's f16 sample.
 //!
 //! The maths is `pipeline::scheduler` / `pipeline::windows`' (the CPU twins in [`cpu`] call or
 //! equal them):
@@ -93,15 +96,21 @@ fn check_out(what: &str, out: &Tensor, in_place: &[&Tensor], others: &[&Tensor])
     Ok(())
 }
 
-fn check_dtypes(what: &str, ts: &[(&str, &Tensor)]) -> Result<()> {
-    let (n0, t0) = ts[0];
-    if !t0.dtype().is_float() {
-        bail!("{what}: {n0} {t0:?} is not a float tensor");
-    }
-    for (n, t) in &ts[1..] {
-        if t.dtype() != t0.dtype() {
-            bail!("{what}: dtypes differ ({n0} {t0:?}, {n} {t:?})");
+/// Every tensor of `ts` is a float tensor (each may have its own storage dtype).
+fn check_floats(what: &str, ts: &[(&str, &Tensor)]) -> Result<()> {
+    for (n, t) in ts {
+        if !t.dtype().is_float() {
+            bail!("{what}: {n} {t:?} is not a float tensor");
         }
+    }
+    Ok(())
+}
+
+/// `a` and `b` share a storage dtype (the two sides of an in-place update, or the two windows
+/// of a blend).
+fn check_same_dtype(what: &str, (na, a): (&str, &Tensor), (nb, b): (&str, &Tensor)) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        bail!("{what}: dtypes differ ({na} {a:?}, {nb} {b:?})");
     }
     Ok(())
 }
@@ -128,7 +137,7 @@ fn run(
     let (gv, g_slot) = g.params();
     let p = Params { n: n as u32, frame: frame.max(1) as u32, a: av, a_slot, b: bv, b_slot, g: gv, g_slot };
     let wpair = weights.is_some_and(|(_, pair)| pair);
-    let k = Kernel::new("sampler", SRC, x.dtype()).def("OP", format!("{}u", op as u32)).def("WPAIR", wpair);
+    let k = Kernel::new("sampler", SRC, out.dtype()).alias("X", x.dtype()).alias("Y", y.dtype()).def("OP", format!("{}u", op as u32)).def("WPAIR", wpair);
     // Unused bindings are filled with a tensor already bound.
     let sv = values.unwrap_or(x);
     let w = weights.map(|(w, _)| w).unwrap_or(x);
@@ -168,9 +177,11 @@ impl StepSlots {
 
 
 /// The DDIM step (v-prediction, η = 0): `out = a·x_t + b·v`, with (a, b) the step's
-/// [`crate::pipeline::scheduler::DdimCoeffs`] (as f32). `out` may be `x_t` itself.
+/// [`crate::pipeline::scheduler::DdimCoeffs`] (as f32). `out` may be `x_t` itself; `x_t` and
+/// `out` share a dtype, `v` may have another.
 pub fn ddim_step_into(rec: &mut Recorder, x_t: &Tensor, v: &Tensor, a: &Scalar, b: &Scalar, out: &Tensor) -> Result<()> {
-    check_dtypes("ddim_step", &[("x_t", x_t), ("v", v), ("out", out)])?;
+    check_floats("ddim_step", &[("x_t", x_t), ("v", v), ("out", out)])?;
+    check_same_dtype("ddim_step", ("x_t", x_t), ("out", out))?;
     if x_t.shape() != v.shape() || x_t.shape() != out.shape() {
         bail!("ddim_step: shapes differ (x_t {x_t:?}, v {v:?}, out {out:?})");
     }
@@ -201,7 +212,7 @@ fn half_shape(what: &str, v_pair: &Tensor) -> Result<Vec<usize>> {
 /// Classifier-free guidance: `v_pair` is `[2·B, ...]`, the negative (unconditional) half first,
 /// as the released pipeline batches it; `out` (`[B, ...]`) = v_u + g·(v_c − v_u).
 pub fn cfg_combine_into(rec: &mut Recorder, v_pair: &Tensor, guidance: &Scalar, out: &Tensor) -> Result<()> {
-    check_dtypes("cfg_combine", &[("v_pair", v_pair), ("out", out)])?;
+    check_floats("cfg_combine", &[("v_pair", v_pair), ("out", out)])?;
     let h = half_shape("cfg_combine", v_pair)?;
     if out.shape() != h.as_slice() {
         bail!("cfg_combine: output {out:?} must have half of v_pair {v_pair:?}'s batch ({h:?})");
@@ -220,7 +231,8 @@ pub fn cfg_combine(rec: &mut Recorder, v_pair: &Tensor, guidance: &Scalar) -> Re
 
 /// CFG fused into the DDIM step, one pass over memory:
 /// `out = a·x_t + b·(v_u + g·(v_c − v_u))`, `v_pair` = `[2·B, ...]` (negative half first),
-/// `x_t` and `out` `[B, ...]`. `out` may be `x_t` itself (the loop's in-place update).
+/// `x_t` and `out` `[B, ...]`. `out` may be `x_t` itself (the loop's in-place update). `x_t` and
+/// `out` share a dtype (the latents'); `v_pair` may have another (the UNet's).
 #[allow(clippy::too_many_arguments)]
 pub fn guided_ddim_step_into(
     rec: &mut Recorder,
@@ -231,7 +243,8 @@ pub fn guided_ddim_step_into(
     guidance: &Scalar,
     out: &Tensor,
 ) -> Result<()> {
-    check_dtypes("guided_ddim_step", &[("x_t", x_t), ("v_pair", v_pair), ("out", out)])?;
+    check_floats("guided_ddim_step", &[("x_t", x_t), ("v_pair", v_pair), ("out", out)])?;
+    check_same_dtype("guided_ddim_step", ("x_t", x_t), ("out", out))?;
     let h = half_shape("guided_ddim_step", v_pair)?;
     if x_t.shape() != h.as_slice() || out.shape() != x_t.shape() {
         bail!("guided_ddim_step: x_t {x_t:?} and out {out:?} must both be half of v_pair {v_pair:?} ({h:?})");
@@ -243,12 +256,23 @@ pub fn guided_ddim_step_into(
 /// The low-res noise augmentation `out = c0·x + c1·noise` with (c0, c1) = (√ᾱ, √(1−ᾱ)) of the
 /// noise level ([`crate::pipeline::scheduler::LowResNoise::coeffs`]). `out` may be `x` itself.
 pub fn add_noise_into(rec: &mut Recorder, x: &Tensor, noise: &Tensor, c0: &Scalar, c1: &Scalar, out: &Tensor) -> Result<()> {
-    check_dtypes("add_noise", &[("x", x), ("noise", noise), ("out", out)])?;
+    check_floats("add_noise", &[("x", x), ("noise", noise), ("out", out)])?;
     if x.shape() != noise.shape() || x.shape() != out.shape() {
         bail!("add_noise: shapes differ (x {x:?}, noise {noise:?}, out {out:?})");
     }
     check_out("add_noise", out, &[x], &[noise])?;
     run(rec, "add_noise", Op::Axpby, x, noise, out, 1, [c0, c1, &ZERO], None)
+}
+
+/// `out = a·x`, converting between storage dtypes: how the job's f32 latents enter the UNet's
+/// sample (f16 under `--dtype f16`) after each step. `out` may be `x` itself.
+pub fn scale_into(rec: &mut Recorder, x: &Tensor, a: &Scalar, out: &Tensor) -> Result<()> {
+    check_floats("scale", &[("x", x), ("out", out)])?;
+    if x.shape() != out.shape() {
+        bail!("scale: shapes differ (x {x:?}, out {out:?})");
+    }
+    check_out("scale", out, &[x], &[])?;
+    run(rec, "scale", Op::Axpby, x, x, out, 1, [a, &ZERO, &ZERO], None)
 }
 
 /// [`add_noise_into`] into a new tensor.
@@ -268,9 +292,10 @@ fn frames_of(t: &Tensor) -> usize {
 /// first P frames) are frame-major `[P, ...]` or `[1, P, ...]` (views from [`Tensor::narrow`]
 /// work); `weights` is f32, either `[P]` — frame j = w_j·prev + (1 − w_j)·new — or `[P, 2]`
 /// holding (w_prev, w_new) per frame, as [`crate::pipeline::windows::ilt_weights`] gives them.
-/// `out` may be `prev_tail` or `new_head` itself.
+/// `out` may be `prev_tail` or `new_head` itself, or have another dtype (the decoder's input).
 pub fn ilt_blend_into(rec: &mut Recorder, prev_tail: &Tensor, new_head: &Tensor, weights: &Tensor, out: &Tensor) -> Result<()> {
-    check_dtypes("ilt_blend", &[("prev_tail", prev_tail), ("new_head", new_head), ("out", out)])?;
+    check_floats("ilt_blend", &[("prev_tail", prev_tail), ("new_head", new_head), ("out", out)])?;
+    check_same_dtype("ilt_blend", ("prev_tail", prev_tail), ("new_head", new_head))?;
     if prev_tail.shape() != new_head.shape() || out.shape() != prev_tail.shape() {
         bail!("ilt_blend: shapes differ (prev_tail {prev_tail:?}, new_head {new_head:?}, out {out:?})");
     }
@@ -622,6 +647,48 @@ mod tests {
         assert_ne!(replayed, before, "the step changed nothing");
     }
 
+    /// The job's mixed storage: f32 latents stepped in place by an f16 velocity, moved into an
+    /// f16 sample by `scale_into`, and two f32 windows blended into an f16 decoder input.
+    #[test]
+    fn f32_latents_beside_f16_storage_match_cpu() {
+        let gpu = test_gpu();
+        if !gpu.has_f16() {
+            return;
+        }
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (f32_, f16_) = (DType::F32, DType::F16);
+        for s in [&[1usize, 4, 7, 5, 3][..], &[1, 4, 8, 1, 33]] {
+            let n: usize = s.iter().product();
+            let mut ps = s.to_vec();
+            ps[0] = 2;
+            let [a, b] = Ddim::released().steps(50).unwrap()[rng.below(50) as usize].coeffs.as_f32();
+            let g = 1.0 + 6.0 * rng.uniform();
+            let (x, xh) = upload(&gpu, &rng.normals(n, 1.0), s, f32_);
+            let (vp, vph) = upload(&gpu, &rng.normals(2 * n, 1.0), &ps, f16_);
+            let sample = Tensor::empty(&gpu, s, f16_).unwrap();
+            let mut rec = gpu.recorder();
+            guided_ddim_step_into(&mut rec, &x, &vp, &a.into(), &b.into(), &g.into(), &x).unwrap();
+            scale_into(&mut rec, &x, &Scalar::Const(1.0), &sample).unwrap();
+            rec.submit();
+            let what = format!("{s:?} seed {seed}");
+            let want = cpu::guided_ddim_step(&xh, &vph, a, b, g);
+            assert_close(&format!("guided step, f32 latents, f16 velocity {what}"), &x.to_f32(&gpu).unwrap(), &want, TOL);
+            assert_close(&format!("f32 latents into an f16 sample {what}"), &sample.to_f32(&gpu).unwrap(), &crate::testutil::round_f16(&want), TOL);
+
+            // Frame-major [1, 4, ...] windows blended into an f16 output, weights ÷ a scale.
+            let (p, ph) = upload(&gpu, &rng.normals(n, 1.0), s, f32_);
+            let (q, qh) = upload(&gpu, &rng.normals(n, 1.0), s, f32_);
+            let wv: Vec<f32> = (0..4).flat_map(|j| <[f32; 2]>::from(ilt_weights(Ilt::Released, j)).map(|w| w / 0.0833)).collect();
+            let w = Tensor::from_f32(&gpu, &wv, &[4, 2], f32_).unwrap();
+            let out = Tensor::empty(&gpu, s, f16_).unwrap();
+            let mut rec = gpu.recorder();
+            ilt_blend_into(&mut rec, &p, &q, &w, &out).unwrap();
+            rec.submit();
+            assert_close(&format!("ilt_blend f32 → f16 {what}"), &out.to_f32(&gpu).unwrap(), &cpu::ilt_blend(&ph, &qh, &wv, true), f16_.tolerance(TOL));
+        }
+    }
+
     #[test]
     fn bad_inputs_are_errors_naming_the_tensors() {
         let gpu = test_gpu();
@@ -632,8 +699,11 @@ mod tests {
         let e = ddim_step_into(&mut rec, &x, &t(&[1, 2, 3, 5], DType::F32), &c, &c, &x).unwrap_err().to_string();
         assert!(e.contains("[1, 2, 3, 4]") && e.contains("[1, 2, 3, 5]"), "{e}");
         if gpu.has_f16() {
-            let e = ddim_step_into(&mut rec, &x, &t(&[1, 2, 3, 4], DType::F16), &c, &c, &x).unwrap_err().to_string();
-            assert!(e.contains("f16") && e.contains("f32"), "{e}");
+            // The latents and the step's output share a dtype; the velocity may have another.
+            let e = ddim_step_into(&mut rec, &x, &t(&[1, 2, 3, 4], DType::F32), &c, &c, &t(&[1, 2, 3, 4], DType::F16)).unwrap_err().to_string();
+            assert!(e.contains("f16") && e.contains("f32") && e.contains("out"), "{e}");
+            let e = ilt_blend_into(&mut rec, &x, &t(&[1, 2, 3, 4], DType::F16), &Tensor::from_f32(&gpu, &[0.5; 2], &[2], DType::F32).unwrap(), &x).unwrap_err().to_string();
+            assert!(e.contains("new_head") && e.contains("f16"), "{e}");
         }
         let e = cfg_combine(&mut rec, &t(&[3, 2], DType::F32), &c).unwrap_err().to_string();
         assert!(e.contains("[3, 2]"), "{e}");
@@ -664,7 +734,9 @@ mod tests {
         for dt in [DType::F32, DType::F16] {
             for op in 0..4u32 {
                 for pair in [false, true] {
-                    translate_check(&Kernel::new("sampler", SRC, dt).def("OP", format!("{op}u")).def("WPAIR", pair));
+                    for other in [DType::F32, DType::F16] {
+                        translate_check(&Kernel::new("sampler", SRC, dt).alias("X", dt).alias("Y", other).def("OP", format!("{op}u")).def("WPAIR", pair));
+                    }
                 }
             }
         }
