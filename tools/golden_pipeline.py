@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden tensors for one window of the upscaling job, made by the official DiffVSR pipeline
+"""Golden tensors for two windows of the upscaling job, made by the official DiffVSR pipeline
 (`StableDiffusionUpscalePipeline.__call__` of xh9998/DiffVSR @3b2b998,
 models/pipeline_stable_diffusion_DiffVSR.py, configured as inference_tile.py's `load_pipeline`
 configures it), imported at run time from a local clone; none of that code is copied here.
@@ -13,26 +13,32 @@ The pipeline runs as released except for what a test must pin down:
     scheduler config (spec §2.3; tools/release_schedulers.py, shared with golden_scheduler.py);
   * noise: the initial latents are passed as `latents=`, and the pipeline module's
     `randn_tensor` is replaced by a function handing out the stored LR augmentation noise (the
-    only other draw), so nothing is drawn by torch;
+    only other draw), so nothing is drawn by torch; the module's `random` (whose unseeded
+    `random.shuffle` reschedules the noise) is replaced by a seeded `random.Random` whose
+    shuffles are recorded;
   * prompts: `prompt_embeds=` / `negative_prompt_embeds=` (seeded [1, 77, 32]); the text
     encoder is a stand-in that only carries the dtype (the pipeline reads nothing else of it
     when embeddings are given).
-One 8-frame window (so the FreeNoise shuffle and the ILT fuse do nothing), LR 8x16 (non-square,
-a multiple of 8 as the job pads it), 3 DDIM steps, guidance 5, noise level 50, eta 0.
-The pipeline's own __call__ does the CFG batch order, the timesteps, the class labels,
-scale_model_input, the guidance combine, the DDIM step, 1/scaling_factor and the chunked decode;
-hooks on the UNet and the VAE record what went in and out.
+12 frames: two 8-frame windows (starts 0 and 4), so the noise rescheduling (frames 8-11 take
+a shuffle of frames 0-3's initial noise) and the ILT fuse (`fuse_latents`, frames 4-7) both act.
+LR 8x16 (non-square, a multiple of 8 as the job pads it), 2 DDIM steps, guidance 5, noise level
+50, eta 0. The pipeline's own __call__ does the CFG batch order, the timesteps, the class labels,
+scale_model_input, the guidance combine, the DDIM step, the windows, the fuse, 1/scaling_factor
+and the chunked decode; hooks record what went in and out.
 
-Writes tests/data/pipeline_window/window.safetensors (f32, engine layout [B, C, F, H, W]):
-  lr             [1, 3, 8, 8, 16]     LR frames in [-1, 1] (the pipeline's `image`)
-  lr_noise       [1, 3, 8, 8, 16]     the augmentation noise (the pipeline's randn_tensor draw)
-  latents_init   [1, 4, 8, 8, 16]     the initial latents (`latents=`)
+Writes tests/data/pipeline_window/windows.safetensors (f32, engine layout [B, C, F, H, W]):
+  lr             [1, 3, 12, 8, 16]    LR frames in [-1, 1] (the pipeline's `image`)
+  lr_noise       [1, 3, 12, 8, 16]    the augmentation noise (the pipeline's randn_tensor draw)
+  latents_init   [1, 4, 12, 8, 16]    the initial latents (`latents=`, before the rescheduling)
+  permutation    [4]                  the shuffle: frame 8 + k starts from frame permutation[k]
   prompt_embeds, negative_prompt_embeds   [1, 77, 32]
-  unet_lowres    [2, 3, 8, 8, 16]     the noisy LR image the UNet was given (both CFG halves)
-  timesteps      [3]                  the UNet's timestep per step
+  unet_lowres    [2, 3, 8, 8, 16]     the noisy LR frames 0-7 the UNet was given (both halves)
+  timesteps      [2]                  the UNet's timestep per step
   class_labels   [2]                  the UNet's class labels
-  step_latents   [3, 1, 4, 8, 8, 16]  the latents after each DDIM step (the last: final latents)
-  decoded        [1, 3, 4, 32, 64]    the VAE output of the first 4-frame chunk, before the
+  window_init    [2, 1, 4, 8, 8, 16]  the latents each window started from (after the shuffle)
+  window_final   [2, 1, 4, 8, 8, 16]  each window's latents after its last DDIM step
+  fused          [1, 4, 12, 8, 16]    fuse_latents' output
+  decoded        [1, 3, 12, 32, 64]   the VAE output of the three 4-frame chunks, before the
                                       pipeline's clamp (the script checks that the pipeline's
                                       returned frames are exactly its clamp)
   scalars        [3]                  guidance, noise_level, vae scaling_factor
@@ -61,7 +67,9 @@ Shims (the released code as-is does not import under its own pinned diffusers 0.
 import argparse
 import json
 import os
+import random
 import sys
+import types
 
 import torch
 from safetensors.torch import save_file
@@ -72,10 +80,11 @@ sys.path.insert(0, TOOLS)
 
 from release_schedulers import LOW_RES, MAIN  # noqa: E402  (spec §2.3)
 
-STEPS = 3
+STEPS = 2
 GUIDANCE = 5.0
 NOISE_LEVEL = 50
-FRAMES, LR_H, LR_W = 8, 8, 16
+FRAMES, LR_H, LR_W = 12, 8, 16
+WINDOW, STRIDE = 8, 4
 SEED = 20261204
 
 
@@ -145,6 +154,25 @@ def main(repo, out_dir):
 
     official.randn_tensor = injected_randn
 
+    # The rescheduling's shuffles, seeded and recorded (the release's `random` is unseeded).
+    shuffles = []
+    seeded = random.Random(SEED)
+
+    def recording_shuffle(x):
+        seeded.shuffle(x)
+        shuffles.append(list(x))
+
+    official.random = types.SimpleNamespace(shuffle=recording_shuffle)
+    fuses = []
+    fuse = official.fuse_latents
+
+    def recording_fuse(latents_list, short_seq, stride, output_seq):
+        out = fuse(latents_list, short_seq, stride, output_seq)
+        fuses.append(out.clone())
+        return out
+
+    official.fuse_latents = recording_fuse
+
     pipe = official.StableDiffusionUpscalePipeline(
         vae=vae,
         text_encoder=TextEncoderStandIn(),
@@ -195,43 +223,56 @@ def main(repo, out_dir):
         ).images
 
     # What the pipeline did, stated so a change in the official code shows here.
+    windows = (FRAMES - WINDOW) // STRIDE + 1
     assert draws == [tuple(lr_noise.shape)]
-    assert len(unet_calls) == STEPS and len(step_latents) == STEPS
+    assert len(unet_calls) == windows * STEPS and len(step_latents) == windows * STEPS
+    assert len(shuffles) == 1 and sorted(shuffles[0]) == list(range(STRIDE)), f"shuffles {shuffles}"
+    perm = shuffles[0]
+    assert perm != sorted(perm), "the seeded shuffle is the identity: pick another SEED"
     sf = vae.config.scaling_factor
-    for c in unet_calls:
+    for i, c in enumerate(unet_calls):
         assert torch.equal(c["ehs"], torch.cat([neg, pos])), "CFG batch is not [negative, positive]"
         assert torch.equal(c["sample"][0], c["sample"][1]), "the CFG halves' latents differ"
         assert torch.equal(c["low_res"][0], c["low_res"][1]), "the CFG halves' LR images differ"
-        assert torch.equal(c["low_res"], unet_calls[0]["low_res"]), "the noisy LR image changed between steps"
-    assert torch.equal(unet_calls[0]["sample"][:1], latents_init), "the first step did not start from latents="
-    timesteps = torch.stack([c["t"].reshape(()) for c in unet_calls]).float()
+        first = unet_calls[i - i % STEPS]
+        assert torch.equal(c["low_res"], first["low_res"]), "the noisy LR image changed between steps"
+    timesteps = torch.stack([c["t"].reshape(()) for c in unet_calls[:STEPS]]).float()
+    assert torch.equal(timesteps, torch.stack([c["t"].reshape(()) for c in unet_calls[STEPS:]]).float()), "windows ran other timesteps"
     labels = unet_calls[0]["labels"]
-    assert len(decodes) == 2 and all(n == 4 for _, n, _ in decodes), "expected two 4-frame decode chunks"
-    final = step_latents[-1]
-    z0 = final[0, :, :4].permute(1, 0, 2, 3)  # [(t), c, h, w] as the pipeline rearranges it
-    assert torch.allclose(decodes[0][0], z0 / sf, rtol=1e-6, atol=0), "decode chunk 0 is not final latents / scaling_factor"
+    window_init = torch.stack([unet_calls[w * STEPS]["sample"][:1] for w in range(windows)])
+    window_final = torch.stack([step_latents[(w + 1) * STEPS - 1] for w in range(windows)])
+    assert torch.equal(window_init[0], latents_init[:, :, :WINDOW]), "window 0 did not start from latents="
+    assert len(fuses) == 1
+    fused = fuses[0]
+    assert len(decodes) == FRAMES // 4 and all(n == 4 for _, n, _ in decodes), "expected 4-frame decode chunks"
+    for k, (z, _, _) in enumerate(decodes):
+        zk = fused[0, :, 4 * k:4 * k + 4].permute(1, 0, 2, 3)  # [(t), c, h, w] as the pipeline rearranges it
+        assert torch.allclose(z, zk / sf, rtol=1e-6, atol=0), f"decode chunk {k} is not the fused latents / scaling_factor"
     raw = torch.cat([o for _, _, o in decodes])  # [(t), 3, H, W]
     assert torch.equal(frames, raw.clamp(-1, 1)), "the pipeline's frames are not its decode, clamped"
 
-    decoded = decodes[0][2].permute(1, 0, 2, 3).unsqueeze(0).contiguous()  # [1, 3, 4, H, W]
+    decoded = raw.permute(1, 0, 2, 3).unsqueeze(0).contiguous()  # [1, 3, F, H, W]
     io = {
         "lr": lr,
         "lr_noise": lr_noise,
         "latents_init": latents_init,
+        "permutation": torch.tensor(perm),
         "prompt_embeds": pos,
         "negative_prompt_embeds": neg,
         "unet_lowres": unet_calls[0]["low_res"],
         "timesteps": timesteps,
         "class_labels": labels.float(),
-        "step_latents": torch.stack(step_latents),
+        "window_init": window_init,
+        "window_final": window_final,
+        "fused": fused,
         "decoded": decoded,
         "scalars": torch.tensor([GUIDANCE, float(NOISE_LEVEL), sf]),
     }
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "window.safetensors")
+    path = os.path.join(out_dir, "windows.safetensors")
     save_file({k: v.float().contiguous() for k, v in io.items()}, path)
     print(f"{path}: {os.path.getsize(path)} bytes; timesteps {timesteps.tolist()}, class labels {labels.tolist()}, "
-          f"final latents std {final.std():.3f}, decoded std {decoded.std():.3f} "
+          f"shuffle {perm}, fused latents std {fused.std():.3f}, decoded std {decoded.std():.3f} "
           f"({(decoded.abs() > 1).float().mean():.1%} outside [-1, 1])")
 
 

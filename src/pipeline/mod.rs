@@ -12,13 +12,15 @@
 //! * [`progress`]: the job's progress line on stderr (frames, window, step, frames/s, ETA).
 //! * [`interrupt`]: stopping on Ctrl-C between frames, with whole frames written.
 //!
-//! No GPU in these; [`job`] (the streaming loop) sits on top of them.
+//! No GPU in these; [`job`] (the streaming loop) sits on top of them, with [`chunks`] (the
+//! ILT fuse of the windows' final latents into the decoder's input, on the GPU).
 
 pub mod noise;
 pub mod scheduler;
 pub mod tiles;
 pub mod windows;
 pub mod job;
+pub mod chunks;
 pub mod interrupt;
 pub mod progress;
 #[cfg(test)]

@@ -111,10 +111,18 @@ pub fn block_permutation(seed: u64, block: u64) -> [usize; 4] {
 
 /// The frame whose base noise frame `f` carries after rescheduling (always < 8).
 pub fn latent_noise_frame(seed: u64, frame: u64) -> u64 {
+    rescheduled_source(frame, |b| block_permutation(seed, b))
+}
+
+/// The rescheduling as released, for any permutations (`perm(b)` for block b ≥ 2): frames
+/// 4b…4b+3 take the noise of frames 4(b − 2) + perm(b)[k], which may themselves have been
+/// rescheduled; follows that chain to a frame below 8. The pipeline golden feeds it the
+/// official code's recorded shuffle.
+pub fn rescheduled_source(frame: u64, perm: impl Fn(u64) -> [usize; 4]) -> u64 {
     let mut f = frame;
     while f >= 8 {
         let b = f / 4;
-        f = 4 * (b - 2) + block_permutation(seed, b)[(f % 4) as usize] as u64;
+        f = 4 * (b - 2) + perm(b)[(f % 4) as usize] as u64;
     }
     f
 }
