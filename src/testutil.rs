@@ -114,3 +114,32 @@ pub fn run_quick_bench_cases(cases: fn(&Gpu, crate::DType, bool) -> anyhow::Resu
         }
     }
 }
+
+/// Writes the micro model configs into `dir`, as a release folder's overrides
+/// (`unet_3d_config.json`, `vae_config.json`): the tiny golden configs of `tests/data` cut down
+/// to a 2-level DiffVSR UNet [32, 64] with one layer per block and a TE-3DVAE with one layer
+/// per block. About 3× less work per window on a software driver than the golden models, for
+/// the job tests that need no golden weights (with [`crate::weights::WeightStore::synthetic`]).
+/// Returns the two paths.
+pub fn write_micro_configs(dir: &std::path::Path) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let edit = |from: &str, to: &str, f: &dyn Fn(&mut serde_json::Value)| -> std::io::Result<std::path::PathBuf> {
+        let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data.join(from))?).map_err(std::io::Error::other)?;
+        f(&mut c);
+        let out = dir.join(to);
+        std::fs::write(&out, c.to_string())?;
+        Ok(out)
+    };
+    let unet = edit("diffvsr_unet/config.json", "unet_3d_config.json", &|c| {
+        c["block_out_channels"] = serde_json::json!([32, 64]);
+        c["attention_head_dim"] = serde_json::json!([1, 2]);
+        c["layers_per_block"] = serde_json::json!(1);
+        c["down_block_types"] = serde_json::json!(["DownBlock3D", "CrossAttnDownBlock3D"]);
+        c["up_block_types"] = serde_json::json!(["CrossAttnUpBlock3D", "UpBlock3D"]);
+        c["down_temporal_idx"] = serde_json::json!([0, 1]);
+        c["up_temporal_idx"] = serde_json::json!([0, 1]);
+        c["only_cross_attention"] = serde_json::json!([true, false]);
+    })?;
+    let vae = edit("te3dvae/config.json", "vae_config.json", &|c| c["layers_per_block"] = serde_json::json!(1))?;
+    Ok((unet, vae))
+}

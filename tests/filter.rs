@@ -44,12 +44,13 @@ fn release(dir: &Path) -> PathBuf {
     r
 }
 
-/// A release folder of micro models, written once per test run under `target/tmp`: the tiny
-/// golden configs cut down (a 2-level UNet [32, 64] and a TE-3DVAE, one layer per block) with
-/// seeded synthetic weights as `DiffVSR_UNet.safetensors` / `TE-3DVAE.safetensors`. About 3×
-/// less work per window on the software driver than the golden models; the tests that need no
-/// golden weights run on it. (`one_frame_in_gives_one_frame_out_with_the_text_encoder` keeps the
-/// `.pt` release, with its text encoder.)
+/// A release folder of micro models, written once per test run under `target/tmp`: the micro
+/// configs ([`diffvsr_wgpu::testutil::write_micro_configs`]: a 2-level UNet [32, 64] and a
+/// TE-3DVAE, one layer per block) with seeded synthetic weights as `DiffVSR_UNet.safetensors` /
+/// `TE-3DVAE.safetensors`. About 3× less work per window on the software driver than the golden
+/// models; the tests that need no golden weights run on it.
+/// (`one_frame_in_gives_one_frame_out_with_the_text_encoder` keeps the `.pt` release, with its
+/// text encoder.)
 fn micro_release() -> &'static Path {
     use diffvsr_wgpu::models::registry::{load_model_from, ModelKind};
     use diffvsr_wgpu::weights::{save_f32, WeightStore};
@@ -58,22 +59,7 @@ fn micro_release() -> &'static Path {
         let r = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("filter-micro-release-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&r);
         std::fs::create_dir_all(&r).unwrap();
-        let edit = |from: &str, to: &str, f: &dyn Fn(&mut serde_json::Value)| {
-            let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(data(from)).unwrap()).unwrap();
-            f(&mut c);
-            std::fs::write(r.join(to), c.to_string()).unwrap();
-        };
-        edit("diffvsr_unet/config.json", "unet_3d_config.json", &|c| {
-            c["block_out_channels"] = serde_json::json!([32, 64]);
-            c["attention_head_dim"] = serde_json::json!([1, 2]);
-            c["layers_per_block"] = serde_json::json!(1);
-            c["down_block_types"] = serde_json::json!(["DownBlock3D", "CrossAttnDownBlock3D"]);
-            c["up_block_types"] = serde_json::json!(["CrossAttnUpBlock3D", "UpBlock3D"]);
-            c["down_temporal_idx"] = serde_json::json!([0, 1]);
-            c["up_temporal_idx"] = serde_json::json!([0, 1]);
-            c["only_cross_attention"] = serde_json::json!([true, false]);
-        });
-        edit("te3dvae/config.json", "vae_config.json", &|c| c["layers_per_block"] = serde_json::json!(1));
+        diffvsr_wgpu::testutil::write_micro_configs(&r).unwrap();
         let gpu = diffvsr_wgpu::testutil::test_gpu();
         for (kind, config, file, seed) in [
             (ModelKind::DiffvsrUnet, "unet_3d_config.json", "DiffVSR_UNet.safetensors", 11),

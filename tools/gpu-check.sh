@@ -3,7 +3,7 @@
 #   1. here:  tools/gpu-check.sh build     -> builds release binaries into .device-bin/
 #   2. there: tools/gpu-check.sh run       -> unpacks the Vulkan loader from .gl/, lists devices,
 #             runs every kernel test (the cooperative-matrix ones included), the full-size
-#             forwards CI leaves to request (the DiffVSR UNet on one window, the text encoder;
+#             forwards CI leaves to request (the DiffVSR UNet on one window, the TE-3DVAE, the text encoder;
 #             random weights, with a per-kernel profile) and the kernel benchmark in f16 and
 #             f32, writing logs to $OUT (or ./gpu-out).
 # Record what it measured in BENCHMARKS.md with the card's name.
@@ -43,6 +43,7 @@ run)
     timeout "${TEST_TIMEOUT:-180}" ./.device-bin/kernel-tests --test-threads 8 --nocapture 2>&1 | tee "$out/tests.txt" | grep -E "test result|FAILED|panicked|skipped" | head -60
     echo "== full-size forwards (random weights)"
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --report --profile 2>&1 | tee "$out/forward-diffvsr-unet.txt" | head -30
+    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$out/forward-te3dvae.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report 2>&1 | tee "$out/forward-text-encoder.txt" | head -12
     echo "== bench f16"
     timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f16 --iters 10 2>&1 | tee "$out/bench-f16.txt"
