@@ -51,19 +51,26 @@ impl Tensor {
     }
 
     pub(crate) fn empty_in(gpu: &Gpu, pool: &Arc<BufferPool>, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let t = Tensor::unpoisoned_in(gpu, pool, shape, dtype)?;
+        if gpu.poison() {
+            let word = match dtype {
+                DType::F32 => 0x7FC0_0000u32,
+                DType::F16 => 0x7E00_7E00u32,
+                DType::U32 => u32::MAX,
+            };
+            let data = vec![word; (t.buf.buffer.size() / 4) as usize];
+            gpu.queue.write_buffer(&t.buf.buffer, 0, bytemuck::cast_slice(&data));
+        }
+        Ok(t)
+    }
+
+    /// A new tensor the caller fills at once from the host (no poisoning: it would be
+    /// overwritten, and poisoning a full-size model's weights costs seconds).
+    fn unpoisoned_in(gpu: &Gpu, pool: &Arc<BufferPool>, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let bytes = n.and_then(|n| n.checked_mul(dtype.size())).ok_or_else(|| anyhow!("a tensor of shape {shape:?} is too large to address"))?;
         let bytes = (bytes as u64).div_ceil(4) * 4;
         let buf = pool.take(&gpu.buffer_limits(), bytes.max(4))?;
-        if gpu.poison() {
-            let pattern: &[u8] = match dtype {
-                DType::F32 => &0x7FC0_0000u32.to_le_bytes(),
-                DType::F16 => &0x7E00_7E00u32.to_le_bytes(),
-                DType::U32 => &u32::MAX.to_le_bytes(),
-            };
-            let data: Vec<u8> = pattern.iter().copied().cycle().take(buf.buffer.size() as usize).collect();
-            gpu.queue.write_buffer(&buf.buffer, 0, &data);
-        }
         Ok(Tensor { buf, offset: 0, shape: shape.to_vec(), dtype, view: false })
     }
 
@@ -76,7 +83,7 @@ impl Tensor {
         if n != data.len() {
             bail!("tensor data has {} elements but shape {:?} needs {}", data.len(), shape, n);
         }
-        let t = Tensor::empty(gpu, shape, dtype)?;
+        let t = Tensor::unpoisoned_in(gpu, &gpu.pool, shape, dtype)?;
         t.write_f32(gpu, data)?;
         Ok(t)
     }
@@ -87,7 +94,7 @@ impl Tensor {
         if n != data.len() {
             bail!("tensor data has {} elements but shape {:?} needs {}", data.len(), shape, n);
         }
-        let t = Tensor::empty(gpu, shape, DType::U32)?;
+        let t = Tensor::unpoisoned_in(gpu, &gpu.pool, shape, DType::U32)?;
         t.write_bytes(gpu, bytemuck::cast_slice(data))?;
         Ok(t)
     }
@@ -98,12 +105,17 @@ impl Tensor {
         if data.len() != self.numel() {
             bail!("write of {} values into a tensor of shape {:?}", data.len(), self.shape);
         }
-        let bytes: Vec<u8> = match self.dtype {
-            DType::F32 => bytemuck::cast_slice(data).to_vec(),
-            DType::F16 => data.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+        match self.dtype {
+            DType::F32 => self.write_bytes(gpu, bytemuck::cast_slice(data)),
+            DType::F16 => {
+                // `half`'s slice conversion uses the CPU's F16C instructions where present:
+                // loading a full-size model is mostly this loop.
+                let mut h = vec![f16::ZERO; data.len()];
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut h[..], data);
+                self.write_bytes(gpu, bytemuck::cast_slice(&h))
+            }
             DType::U32 => bail!("write_f32 into a u32 tensor {self:?}: use write_u32"),
-        };
-        self.write_bytes(gpu, &bytes)
+        }
     }
 
     /// Overwrites a u32 tensor's contents.
@@ -121,9 +133,13 @@ impl Tensor {
         if !self.offset.is_multiple_of(4) || (self.view && !end.is_multiple_of(4)) {
             bail!("cannot write {self:?} from the host: it starts or ends inside a 4-byte word (an f16 view at an odd element); write the whole tensor or an even-sized view");
         }
-        let mut bytes = bytes.to_vec();
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        gpu.queue.write_buffer(&self.buf.buffer, self.offset, &bytes);
+        if bytes.len().is_multiple_of(4) {
+            gpu.queue.write_buffer(&self.buf.buffer, self.offset, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            gpu.queue.write_buffer(&self.buf.buffer, self.offset, &padded);
+        }
         Ok(())
     }
 

@@ -279,9 +279,16 @@ impl LinearWeight {
             bail!("linear weight has {} values but [{out_features}, {in_features}] needs {}", w.len(), out_features * in_features);
         }
         let mut t = vec![0f32; w.len()];
-        for o in 0..out_features {
+        // A transpose blocked over outputs (see `ConvWeight::from_torch`: the plain loop's
+        // strided writes dominated loading a full-size model).
+        const BLOCK: usize = 16;
+        for o0 in (0..out_features).step_by(BLOCK) {
+            let o1 = (o0 + BLOCK).min(out_features);
             for i in 0..in_features {
-                t[i * out_features + o] = w[o * in_features + i];
+                let dst = i * out_features;
+                for o in o0..o1 {
+                    t[dst + o] = w[o * in_features + i];
+                }
             }
         }
         let w = Tensor::from_f32(gpu, &t, &[in_features, out_features], dtype)?;
@@ -335,13 +342,20 @@ pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, path: Impl)
 
 /// Benchmarks: a square 8192³ matmul and the UNet's transformer linears over 16 frames of a 64²
 /// latent (16·4096 tokens), on every path this adapter runs.
-pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
-    use crate::ops::bench_case::{random_tensor, BenchCase};
+/// The kernel paths this adapter can run for `dtype`, with their labels (benchmarks time each;
+/// `bench ceilings` takes the best).
+pub fn bench_paths(gpu: &Gpu, dtype: DType) -> Vec<(Impl, &'static str)> {
     let mut paths = vec![(Impl::Portable, "portable")];
     if dtype == DType::F16 && coop_available(gpu) {
         paths.push((Impl::Coop, "coop"));
         paths.push((Impl::CoopV4, "coop-v4"));
     }
+    paths
+}
+
+pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::ops::bench_case::BenchCase>> {
+    use crate::ops::bench_case::{random_tensor, BenchCase};
+    let paths = bench_paths(gpu, dtype);
     let mut v = Vec::new();
     let s = if quick { 64 } else { 8192 };
     let a = random_tensor(gpu, &[s, s], dtype, 11)?;
