@@ -3,10 +3,18 @@
 //!
 //! Each op module offers `bench_cases(gpu, dtype, quick)` (cases are declared beside their op,
 //! see `ops/bench_case.rs`); this runner sits above the ops and times them. A case owns its
-//! input tensors and records one run of the op. Time is GPU time from timestamp queries where the adapter has them,
-//! else wall-clock time around submit-and-wait.
+//! input tensors and records one run of the op. Time is GPU time from timestamp queries where
+//! the adapter has them, else wall-clock time around submit-and-wait. The adapter's own
+//! ceilings ([`ceilings`]) are measured first, and every figure is also a fraction of them;
+//! [`report`] writes the JSON and the roofline SVG.
 
-use anyhow::Result;
+pub mod ceilings;
+pub mod report;
+
+use anyhow::{Context, Result};
+
+use ceilings::Ceilings;
+use report::{Measured, Meta};
 
 use crate::kernel::Recorder;
 pub use crate::ops::bench_case::{random_tensor, BenchCase};
@@ -17,6 +25,10 @@ pub struct BenchOptions {
     pub dtype: DType,
     pub iters: u32,
     pub quick: bool,
+    /// `--json FILE`: the whole run as one JSON object ([`report::to_json`]).
+    pub json: Option<std::path::PathBuf>,
+    /// `--roofline FILE.svg` ([`report::roofline_svg`]).
+    pub roofline: Option<std::path::PathBuf>,
 }
 
 /// Every benchmark case, op by op.
@@ -75,23 +87,58 @@ pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
     }
 }
 
-pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<()> {
+fn timing(gpu: &Gpu) -> &'static str {
+    if gpu.has_timestamps() {
+        "GPU timestamps (median)"
+    } else {
+        "wall clock (mean)"
+    }
+}
+
+/// Prints the ceilings as `bench ceilings` and `bench kernels` show them.
+fn print_ceilings(c: &Ceilings) {
+    println!("ceilings: copy {:.1} GB/s ({}), GEMM {:.3} TFLOP/s ({}); ridge at {:.1} FLOP/byte", c.copy_gbs, c.copy_shape, c.gemm_tflops, c.gemm_case, c.ridge());
+}
+
+fn meta(gpu: &Gpu, dtype: DType) -> Meta {
+    let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Meta { device: gpu.describe(), dtype: dtype.name().into(), timing: timing(gpu).into(), unix_time }
+}
+
+/// `bench ceilings`: the adapter's copy bandwidth and best GEMM.
+pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Option<&std::path::Path>) -> Result<Ceilings> {
     println!("device: {}", gpu.describe());
-    println!(
-        "dtype: {}   timing: {}   cooperative matrices: {}",
-        opts.dtype.name(),
-        if gpu.has_timestamps() { "GPU timestamps (median)" } else { "wall clock (mean)" },
-        if gpu.has_coop_f16_16x16() { "yes" } else { "no" }
-    );
-    println!("{:<34} {:<40} {:>11} {:>10} {:>10}", "kernel", "shape", "time", "TFLOP/s", "GB/s");
+    println!("dtype: {}   timing: {}", dtype.name(), timing(gpu));
+    let c = ceilings::measure(gpu, dtype, quick, iters)?;
+    print_ceilings(&c);
+    if let Some(p) = json {
+        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, dtype), &c, &[]))?)?;
+    }
+    Ok(c)
+}
+
+fn write_file(p: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+}
+
+/// `bench kernels`: the ceilings, then every selected case, as a table on stdout (progress on
+/// stderr), and the JSON and roofline files when asked for. Returns the measured cases.
+pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
+    println!("device: {}", gpu.describe());
+    println!("dtype: {}   timing: {}   cooperative matrices: {}", opts.dtype.name(), timing(gpu), if gpu.has_coop_f16_16x16() { "yes" } else { "no" });
     let selected: Vec<BenchCase> =
         cases(gpu, opts.dtype, opts.quick)?.into_iter().filter(|c| opts.filter.as_ref().is_none_or(|f| c.name.contains(f.as_str()))).collect();
     if selected.is_empty() {
         anyhow::bail!("no benchmark case matches --filter {:?}", opts.filter.as_deref().unwrap_or(""));
     }
+    eprintln!("measuring the adapter's ceilings (copy bandwidth, best GEMM) ...");
+    let ceil = ceilings::measure(gpu, opts.dtype, opts.quick, opts.iters)?;
+    print_ceilings(&ceil);
+    println!("{:<34} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", "kernel", "shape", "time", "TFLOP/s", "GB/s", "%GEMM", "%copy");
     let n = selected.len();
     use std::io::IsTerminal as _;
     let tty = std::io::stderr().is_terminal();
+    let mut rows = Vec::with_capacity(n);
     for (i, case) in selected.into_iter().enumerate() {
         // Progress on stderr (the table on stdout stays clean for redirection): a line that is
         // overwritten on a terminal, one line per case elsewhere.
@@ -104,13 +151,24 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<()> {
         if tty {
             eprint!("\x1b[2K");
         }
-        let tflops = if case.flops > 0.0 { format!("{:.2}", case.flops / t / 1e12) } else { "-".into() };
-        let gbs = if case.bytes > 0.0 { format!("{:.1}", case.bytes / t / 1e9) } else { "-".into() };
-        println!("{:<34} {:<40} {:>11} {:>10} {:>10}", case.name, case.shape, fmt_time(t), tflops, gbs);
+        let m = Measured { name: case.name, shape: case.shape, seconds: t, flops: case.flops, bytes: case.bytes };
+        let num = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
+        println!("{:<34} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", m.name, m.shape, fmt_time(t), num(m.tflops(), 2), num(m.gbs(), 1), pct(m.of_gemm(&ceil)), pct(m.of_copy(&ceil)));
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
+        rows.push(m);
     }
-    Ok(())
+    if let Some(p) = &opts.json {
+        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, opts.dtype), &ceil, &rows))?)?;
+        eprintln!("wrote {}", p.display());
+    }
+    if let Some(p) = &opts.roofline {
+        let title = format!("{} ({})", gpu.describe(), opts.dtype.name());
+        write_file(p, &report::roofline_svg(&title, &ceil, &rows))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(rows)
 }
 
 pub fn fmt_time(t: f64) -> String {
@@ -120,5 +178,38 @@ pub fn fmt_time(t: f64) -> String {
         format!("{:.3} ms", t * 1e3)
     } else {
         format!("{:.1} us", t * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::test_gpu;
+
+    /// `bench kernels` end to end on one quick case: ceilings measured (finite, positive), the
+    /// table row, and the JSON and SVG files written and readable.
+    #[test]
+    fn quick_run_writes_json_and_roofline_with_ceilings() {
+        let gpu = test_gpu();
+        let dir = std::env::temp_dir().join(format!("diffvsr-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (json, svg) = (dir.join("bench.json"), dir.join("roofline.svg"));
+        let opts = BenchOptions { filter: Some("matmul portable".into()), dtype: DType::F32, iters: 1, quick: true, json: Some(json.clone()), roofline: Some(svg.clone()) };
+        let rows = run_kernels(&gpu, &opts).unwrap();
+        assert_eq!(rows.len(), 1);
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let c = &j["ceilings"];
+        for k in ["copy_gbs", "gemm_tflops"] {
+            let v = c[k].as_f64().unwrap();
+            assert!(v.is_finite() && v > 0.0, "{k} = {v}");
+        }
+        assert!(c["gemm_case"].as_str().unwrap().starts_with("matmul portable"));
+        let case = &j["cases"][0];
+        assert_eq!(case["name"], "matmul portable");
+        let frac = case["fraction_of_gemm"].as_f64().unwrap();
+        assert!(frac > 0.0 && frac.is_finite(), "{frac}");
+        let drawing = std::fs::read_to_string(&svg).unwrap();
+        assert_eq!(drawing.matches("<circle").count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -299,9 +299,51 @@ enum BenchWhat {
         /// DiffVSR's real shapes even on a software adapter (slow there: tens of minutes).
         #[arg(long)]
         full: bool,
+        /// Also write the run (device, ceilings, every case with its fractions of them) as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Also draw each compute kernel against the measured copy and GEMM roofs (SVG).
+        #[arg(long, value_name = "FILE.svg")]
+        roofline: Option<PathBuf>,
         #[command(flatten)]
         gpu: GpuArgs,
     },
+    /// Measure the adapter's ceilings: the copy bandwidth a kernel sees and the best GEMM.
+    Ceilings {
+        /// Storage dtype: f32 or f16 (default: f16 where supported).
+        #[arg(long)]
+        dtype: Option<DType>,
+        /// Timed repetitions per measurement.
+        #[arg(long, default_value_t = 10)]
+        iters: u32,
+        /// Small sizes (the default on a software adapter).
+        #[arg(long, conflicts_with = "full")]
+        quick: bool,
+        /// Full sizes even on a software adapter.
+        #[arg(long)]
+        full: bool,
+        /// Also write the ceilings as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        gpu: GpuArgs,
+    },
+}
+
+/// A benchmark's adapter, dtype and whether it runs the quick sizes: real shapes take tens of
+/// minutes on a software adapter, so quick there unless `--full`.
+fn bench_setup(gpu: &GpuArgs, dtype: Option<DType>, quick: bool, full: bool) -> Result<(std::sync::Arc<Gpu>, DType, bool)> {
+    let g = gpu.open()?;
+    let software = g.info.device_type == wgpu::DeviceType::Cpu;
+    let quick = quick || (software && !full);
+    if software && quick && !full {
+        eprintln!("software adapter: using the quick shapes (--full for DiffVSR's real shapes)");
+    }
+    let dtype = dtype.unwrap_or(if g.has_f16() { DType::F16 } else { DType::F32 });
+    if dtype == DType::F16 && !g.has_f16() {
+        anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
+    }
+    Ok((g, dtype, quick))
 }
 
 /// The `upscale` command (and the filter without a command).
@@ -440,19 +482,13 @@ fn run(cli: Cli) -> Result<()> {
             let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile };
             forward::run(&g, &o)
         }
-        Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick, full, gpu } } => {
-            let g = gpu.open()?;
-            // Real shapes take tens of minutes on a software adapter: quick there unless --full.
-            let software = g.info.device_type == wgpu::DeviceType::Cpu;
-            let quick = quick || (software && !full);
-            if software && quick && !full {
-                eprintln!("software adapter: using the quick shapes (--full for DiffVSR's real shapes)");
-            }
-            let dtype = dtype.unwrap_or(if g.has_f16() { DType::F16 } else { DType::F32 });
-            if dtype == DType::F16 && !g.has_f16() {
-                anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
-            }
-            bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: iters.max(1), quick })
+        Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick, full, json, roofline, gpu } } => {
+            let (g, dtype, quick) = bench_setup(&gpu, dtype, quick, full)?;
+            bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: iters.max(1), quick, json, roofline }).map(drop)
+        }
+        Cmd::Bench { what: BenchWhat::Ceilings { dtype, iters, quick, full, json, gpu } } => {
+            let (g, dtype, quick) = bench_setup(&gpu, dtype, quick, full)?;
+            bench::run_ceilings(&g, dtype, quick, iters.max(1), json.as_deref()).map(drop)
         }
         Cmd::Upscale(u) => run_upscale(u),
         Cmd::Convert { input, output, key, dtype } => {

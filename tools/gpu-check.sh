@@ -46,9 +46,9 @@ run)
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$out/forward-te3dvae.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report 2>&1 | tee "$out/forward-text-encoder.txt" | head -12
     echo "== bench f16"
-    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f16 --iters 10 2>&1 | tee "$out/bench-f16.txt"
+    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f16 --iters 10 --json "$out/bench-f16.json" --roofline "$out/roofline-f16.svg" 2>&1 | tee "$out/bench-f16.txt"
     echo "== bench f32"
-    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f32 --iters 5 --no-coop 2>&1 | tee "$out/bench-f32.txt"
+    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f32 --iters 5 --no-coop --json "$out/bench-f32.json" 2>&1 | tee "$out/bench-f32.txt"
     ;;
 *)
     echo "usage: tools/gpu-check.sh build|run" >&2
