@@ -97,7 +97,7 @@ fn timing(gpu: &Gpu) -> &'static str {
 
 /// Prints the ceilings as `bench ceilings` and `bench kernels` show them.
 fn print_ceilings(c: &Ceilings) {
-    println!("ceilings: copy {:.1} GB/s ({}), GEMM {:.3} TFLOP/s ({}); ridge at {:.1} FLOP/byte", c.copy_gbs, c.copy_shape, c.gemm_tflops, c.gemm_case, c.ridge());
+    println!("ceilings: copy {:.1} GB/s ({}), GEMM {} ({}); ridge at {:.1} FLOP/byte", c.copy_gbs, c.copy_shape, report::fmt_rate(c.gemm_tflops * 1e12), c.gemm_case, c.ridge());
 }
 
 fn meta(gpu: &Gpu, dtype: DType) -> Meta {

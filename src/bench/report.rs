@@ -76,6 +76,15 @@ pub fn to_json(meta: &Meta, ceilings: &Ceilings, rows: &[Measured]) -> serde_jso
     })
 }
 
+/// A FLOP rate with a unit that keeps a few digits: TFLOP/s on GPUs, GFLOP/s on a CPU driver.
+pub fn fmt_rate(flops_per_s: f64) -> String {
+    if flops_per_s >= 1e12 {
+        format!("{:.2} TFLOP/s", flops_per_s / 1e12)
+    } else {
+        format!("{:.2} GFLOP/s", flops_per_s / 1e9)
+    }
+}
+
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -122,10 +131,10 @@ pub fn roofline_svg(title: &str, ceilings: &Ceilings, rows: &[Measured]) -> Stri
         sy(peak)
     );
     s += &format!(
-        "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c00\">GEMM {:.2} TFLOP/s ({})</text>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c00\">copy {:.1} GB/s</text>\n",
+        "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c00\">GEMM {} ({})</text>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c00\">copy {:.1} GB/s</text>\n",
         sx(ridge) + 4.0,
         sy(peak) - 6.0,
-        ceilings.gemm_tflops,
+        fmt_rate(peak),
         xml_escape(&ceilings.gemm_case),
         sx(x0) + 4.0,
         sy(bw * x0) - 6.0,
@@ -134,7 +143,7 @@ pub fn roofline_svg(title: &str, ceilings: &Ceilings, rows: &[Measured]) -> Stri
     // The cases, numbered, with the legend on the right.
     for (i, (m, ai, fl)) in pts.iter().enumerate() {
         let (x, y) = (sx(*ai), sy(*fl));
-        let label = format!("{} {}: {:.3} TFLOP/s at {ai:.1} FLOP/B", m.name, m.shape, fl / 1e12);
+        let label = format!("{} {}: {} at {ai:.1} FLOP/B", m.name, m.shape, fmt_rate(*fl));
         s += &format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"#036\"><title>{}</title></circle><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n", xml_escape(&label), x + 6.0, y - 4.0, i + 1);
         s += &format!("<text x=\"{:.1}\" y=\"{:.1}\">{} {}</text>\n", w - right + 12.0, top + 14.0 * (i as f64 + 1.0), i + 1, xml_escape(&m.name));
     }
