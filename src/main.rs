@@ -276,6 +276,11 @@ struct UpscaleCli {
     /// model or reading a frame (the frame count comes from the input file's size).
     #[arg(long)]
     plan: bool,
+    /// Time the job without the release: seeded random weights in place of the checkpoints (the
+    /// built-in configs, or the overrides in --weights DIR) and random prompt embeddings unless
+    /// given. The output is noise-like, not an upscale.
+    #[arg(long, value_name = "SEED")]
+    random_weights: Option<u64>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
@@ -363,9 +368,11 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder, tiles, binding)?);
         return Ok(());
     }
-    let weights = match u.weights {
-        Some(w) => w,
-        None => fetch::default_weights_dir()?,
+    let weights = match (u.weights, u.random_weights) {
+        (Some(w), _) => w,
+        // Random weights need no release; the built-in configs apply.
+        (None, Some(_)) => PathBuf::new(),
+        (None, None) => fetch::default_weights_dir()?,
     };
     let g = u.gpu.open()?;
     let a = diffvsr_wgpu::pipeline::job::UpscaleArgs {
@@ -386,6 +393,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         frames: u.frames,
         gif: u.gif,
         tiles,
+        random_weights: u.random_weights,
     };
     stop_on_ctrl_c();
     match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {

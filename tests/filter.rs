@@ -173,6 +173,28 @@ fn upscale_is_4x_frame_exact_and_deterministic() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--random-weights`: the job runs from a folder holding only config overrides (no
+/// checkpoint, no text encoder: synthetic weights and random prompt embeddings), as the GPU
+/// benchmark times it at full size.
+#[test]
+fn random_weights_run_the_job_without_a_release() {
+    let dir = tmp("random");
+    let configs = dir.join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    diffvsr_wgpu::testutil::write_micro_configs(&configs).unwrap();
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(7, 5, 1)).unwrap();
+    let out = dir.join("out.y4m");
+    ok(&upscale(&configs, &input, &out, &["--random-weights", "3"]));
+    let (header, f) = frames(&std::fs::read(&out).unwrap(), 28 * 20 + 2 * (14 * 10));
+    assert!(header.starts_with("YUV4MPEG2 W28 H20 "), "{header}");
+    assert_eq!(f.len(), 1);
+    // Without it, the same folder is not a release: the missing checkpoint is named.
+    let o = upscale(&configs, &input, &dir.join("none.y4m"), &[]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("DiffVSR_UNet"), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn one_frame_in_gives_one_frame_out_with_the_text_encoder() {
     let dir = tmp("one");

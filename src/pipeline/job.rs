@@ -755,6 +755,11 @@ pub struct UpscaleArgs {
     pub gif: Option<std::path::PathBuf>,
     /// `--tile`, `--tile-overlap`.
     pub tiles: TileOptions,
+    /// `--random-weights SEED`: seeded synthetic weights in place of the checkpoints (the
+    /// configs as usual: built in, or the overrides in `weights`), and random prompt
+    /// embeddings where none are given, for timing the job without the release. The output is
+    /// not an upscale.
+    pub random_weights: Option<u64>,
 }
 
 /// True when `e` comes from a closed output pipe (the downstream reader quit).
@@ -808,19 +813,39 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let reader = Reader::new(std::io::BufReader::new(input))?;
     let out_header = reader.header().scaled(SCALE as u32)?;
 
-    let (positive, negative) = prompt_embeds(gpu, a)?;
     let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);
     let vae_dtype = default_dtype(gpu, ModelKind::Te3dVaeDecoder);
-    let (uw, uc) = release::video_unet(&a.weights);
-    let unet = match load_model(gpu, ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
+    let (uw, mut uc) = release::video_unet(&a.weights);
+    let (vw, mut vc) = release::video_vae(&a.weights);
+    if a.weights.as_os_str().is_empty() {
+        // `--random-weights` without `--weights`: the built-in configs, not files in the
+        // working folder.
+        (uc, vc) = (None, None);
+    }
+    let load = |kind, config: Option<&std::path::Path>, weights: &std::path::Path, dtype| match a.random_weights {
+        Some(seed) => crate::models::registry::load_model_from(gpu, kind, config, &mut crate::weights::WeightStore::synthetic(seed), dtype),
+        None => load_model(gpu, kind, config, weights, dtype),
+    };
+    let unet = match load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
         Model::VideoUnet(u) => u,
         _ => bail!("internal: {} did not load as a video UNet", uw.display()),
     };
-    let (vw, vc) = release::video_vae(&a.weights);
-    let vae = match load_model(gpu, ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype)? {
+    let vae = match load(ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype)? {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
     };
+    let (positive, negative) = match a.random_weights {
+        Some(seed) if a.prompt_embeds.is_none() || a.negative_prompt_embeds.is_none() => {
+            let d = unet.config.base.cross_attention_dim;
+            let mut rng = crate::rng::Rng::new(seed ^ 0x5EED);
+            let mut random = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]);
+            (random()?, random()?)
+        }
+        _ => prompt_embeds(gpu, a)?,
+    };
+    if a.random_weights.is_some() && !a.quiet {
+        eprintln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
+    }
     let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames, tiles: a.tiles };
 
     let output: Box<dyn Write> = match &a.output {
