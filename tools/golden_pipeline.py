@@ -72,7 +72,6 @@ import sys
 import types
 
 import torch
-from safetensors.torch import save_file
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(TOOLS, "..", "tests", "data")
@@ -125,6 +124,8 @@ def load_models(repo):
 
 
 def main(repo, out_dir):
+    from safetensors.torch import save_file  # here: bench_official_pipeline.py imports this module
+
     torch.set_num_threads(2)
     import diffusers.utils
     from diffusers.utils.torch_utils import randn_tensor

@@ -6,10 +6,6 @@
 #             forwards CI leaves to request (the DiffVSR UNet on one window, the TE-3DVAE, the text encoder;
 #             random weights, with a per-kernel profile) and the kernel benchmark in f16 and
 #             f32, writing logs to $OUT (or ./gpu-out).
-#   there: tools/gpu-check.sh job       -> issue 9's benchmark, in a call of its own: the whole
-#             job on a 32-frame 128x128 clip (512x512 out), 50 steps, the released configs with
-#             random weights (`upscale --random-weights`): seconds per output frame and peak GPU
-#             memory (nvidia-smi sampled every 200 ms), to $OUT/job.txt.
 # Record what it measured in BENCHMARKS.md with the card's name.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +23,6 @@ for l in sys.stdin:
     mkdir -p .device-bin
     cp target/release/diffvsr-wgpu .device-bin/
     cp "$bin" .device-bin/kernel-tests
-    # The job benchmark's clip (the card machine has no ffmpeg): 32 frames of 128x128, 4:2:0.
-    ffmpeg -v error -y -f lavfi -i testsrc2=size=128x128:rate=25 -frames:v 32 -pix_fmt yuv420p -f yuv4mpegpipe .device-bin/clip-128.y4m
     strip .device-bin/* || true
     ls -la .device-bin
     ;;
@@ -56,30 +50,8 @@ run)
     echo "== bench f32"
     timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f32 --iters 5 --no-coop --json "$out/bench-f32.json" 2>&1 | tee "$out/bench-f32.txt"
     ;;
-job)
-    out=${OUT:-./gpu-out}
-    mkdir -p "$out"
-    if ! ldconfig -p | grep -q libvulkan.so.1; then
-        for f in .gl/*.deb; do dpkg -x "$f" /; done
-        ldconfig
-    fi
-    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
-        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-    fi
-    export DIFFVSR_BACKEND=vulkan RUST_LOG=warn,wgpu_hal=off
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/job.txt"
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/job-memory.csv" 2>/dev/null &
-    smi=$!
-    start=$(date +%s.%N)
-    timeout "${JOB_TIMEOUT:-540}" ./.device-bin/diffvsr-wgpu upscale --random-weights 1 --steps 50 \
-        -i .device-bin/clip-128.y4m -o /dev/null 2>&1 | tr '\r' '\n' | tail -3 | tee -a "$out/job.txt"
-    end=$(date +%s.%N)
-    kill "$smi" 2>/dev/null
-    peak=$(sort -n "$out/job-memory.csv" | tail -1)
-    python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print(f'job: 32 frames 128x128 -> 512x512, 50 steps: {t:.1f} s wall, {t/32:.2f} s per output frame; peak GPU memory {sys.argv[3]} MiB (whole card, nvidia-smi)')" "$start" "$end" "${peak:-?}" | tee -a "$out/job.txt"
-    ;;
 *)
-    echo "usage: tools/gpu-check.sh build|run|job" >&2
+    echo "usage: tools/gpu-check.sh build|run" >&2
     exit 2
     ;;
 esac

@@ -18,6 +18,13 @@
 # TE-3DVAE decode of one 4-frame chunk at 128² and 180x320, f32 and f16; SD x4 UNet batch 16 at
 # 128² (f16); `bench kernels` against PyTorch matmul / linear / SDPA / conv at the same shapes.
 # A failing or timed-out case is recorded as failed with its error; the run goes on.
+#
+# PART=job (a call of its own; issue 9's benchmark): the whole job on a 32-frame 128x128 clip
+# (512x512 out, made by ffmpeg at build time), 50 steps, both sides with random weights: the
+# engine's `upscale --random-weights` (wall time; peak GPU memory sampled by nvidia-smi) and the
+# official pipeline (tools/bench_official_pipeline.py: UNet fp16, VAE fp32 as released;
+# torch.cuda.max_memory_allocated). Writes job.txt and job-ref.json. In tiny mode: 12 frames of
+# 8x8, 2 steps, the tiny test configs, on lavapipe and the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,6 +37,8 @@ build)
     mkdir -p .device-bin
     cp target/release/diffvsr-wgpu .device-bin/
     strip .device-bin/diffvsr-wgpu || true
+    # PART=job's clip (the card machine has no ffmpeg): 32 frames of 128x128, 4:2:0.
+    ffmpeg -v error -y -f lavfi -i testsrc2=size=128x128:rate=25 -frames:v 32 -pix_fmt yuv420p -f yuv4mpegpipe .device-bin/clip-128.y4m
     repo=${DIFFVSR_REPO:-/work/official/DiffVSR}
     if [ -d "$repo/models" ]; then
         rm -rf .whl/DiffVSR && mkdir -p .whl/DiffVSR
@@ -105,6 +114,35 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
 "$BIN" devices >"$out/devices.txt" 2>&1 || true
+
+if [ "$PART" = job ]; then
+    if [ "$mode" = tiny ]; then
+        clip="$out/clip.y4m"
+        ffmpeg -v error -y -f lavfi -i testsrc2=size=8x8:rate=25 -frames:v 12 -pix_fmt yuv420p -f yuv4mpegpipe "$clip"
+        cfg="$out/configs"
+        mkdir -p "$cfg"
+        cp tests/data/diffvsr_unet/config.json "$cfg/unet_3d_config.json"
+        cp tests/data/te3dvae/config.json "$cfg/vae_config.json"
+        frames=12 size=8 steps=2 wargs=(--weights "$cfg") pargs=(--tiny --device cpu)
+    else
+        clip=.device-bin/clip-128.y4m frames=32 size=128 steps=50 wargs=() pargs=()
+    fi
+    echo "== engine: the job, $frames frames ${size}x${size}, $steps steps, random weights" | tee "$out/job.txt"
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$out/job-memory.csv" 2>/dev/null &
+    smi=$!
+    t0=$(date +%s.%N)
+    timeout "$(left "${JOB_TIMEOUT:-300}")" "$BIN" upscale --random-weights 1 "${wargs[@]}" --steps "$steps" -i "$clip" -o /dev/null 2>&1 |
+        tr '\r' '\n' | grep -v "^\s*$" | tail -2 | tee -a "$out/job.txt"
+    t1=$(date +%s.%N)
+    kill "$smi" 2>/dev/null
+    peak=$(sort -n "$out/job-memory.csv" 2>/dev/null | tail -1)
+    "$PY" -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); n=int(sys.argv[3]); print(f'engine: {t:.1f} s wall (with model build), {t/n:.2f} s per output frame; peak GPU memory {sys.argv[4]} MiB (whole card, nvidia-smi)')" \
+        "$t0" "$t1" "$frames" "${peak:-?}" | tee -a "$out/job.txt"
+    echo "== official pipeline" | tee -a "$out/job.txt"
+    timeout "$(left "${JOB_REF_TIMEOUT:-300}")" "$PY" tools/bench_official_pipeline.py --diffvsr-repo "$REPO" "${pargs[@]}" \
+        --frames "$frames" --size "$size" --steps "$steps" --out "$out/job-ref.json" 2>&1 | tail -3 | tee -a "$out/job.txt"
+    exit 0
+fi
 
 # name | engine args | dtype | shape | reference case name | limit (s)
 if [ "$mode" = tiny ]; then
