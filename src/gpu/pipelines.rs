@@ -149,6 +149,7 @@ impl PipelineCache {
         if let Some(p) = self.map.lock().unwrap().get(k) {
             return Ok(p.clone());
         }
+        let started = std::time::Instant::now();
         let src = k.wgsl();
         // Validate with naga first: a clear error naming the kernel beats a device-lost panic.
         let module = naga::front::wgsl::parse_str(&src)
@@ -185,6 +186,9 @@ impl PipelineCache {
             return Err(anyhow!("kernel '{}' ({}) failed to build: {e}", k.name, k.dtype.name()));
         }
         let p = Arc::new(Pipeline { pipeline, params_size, writable });
+        // RUST_LOG=diffvsr_wgpu::gpu::pipelines=debug lists every specialisation built and its
+        // time (naga, the driver's compile; a cold driver cache is most of it).
+        log::debug!("built kernel {} in {:.1} ms", k.label(), started.elapsed().as_secs_f64() * 1e3);
         self.map.lock().unwrap().insert(k.clone(), p.clone());
         Ok(p)
     }

@@ -140,6 +140,9 @@ pub struct JobStats {
     pub cut_at: Option<usize>,
     /// Most input frames held at once (bounded by the window size, not the clip length).
     pub max_frames_held: usize,
+    /// The device's buffer pool, bytes ever created, after each window: it stops growing once
+    /// the buffers of a window and its neighbour exist (GPU memory flat in the clip length).
+    pub gpu_created_bytes: Vec<u64>,
     /// The spatial tiles the job ran (UNet and VAE), in words.
     pub tiles: String,
 }
@@ -608,6 +611,7 @@ pub fn run_job<R: Read, W: Write>(
         prev = Some(z);
         i += 1;
         stats.windows += 1;
+        stats.gpu_created_bytes.push(gpu.pool.stats().created_bytes);
         let keep = windows::first_input_needed(i, read, total);
         held.retain(|&k, _| k >= keep);
     }
@@ -1210,10 +1214,12 @@ mod tests {
     }
 
     /// 13 frames (3 windows, a mirrored tail): 13 frames out, the first before the input ends,
-    /// and never more input frames held than a window plus its look-back. (Micro models.)
+    /// never more input frames held than a window plus its look-back, and no new GPU buffer
+    /// after the second window: memory is flat in the clip's length. (Micro models.)
     #[test]
     fn job_streams_three_windows_with_bounded_memory() {
-        let gpu = test_gpu();
+        // A device of its own: its buffer pool sees only this job (other tests share test_gpu).
+        let gpu = crate::Gpu::new(&crate::gpu::GpuOptions::from_env()).unwrap();
         let dt = DType::F32;
         let (unet, vae) = micro_models(&gpu, dt);
         let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1);
@@ -1233,6 +1239,9 @@ mod tests {
         let stats = run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &opts, |_| {}).unwrap();
         assert_eq!((stats.frames_in, stats.frames_out, stats.windows), (n, n, 3));
         assert!(stats.max_frames_held <= WINDOW + STRIDE, "held {} input frames", stats.max_frames_held);
+        // GPU memory: the third window allocates nothing new (it reuses what the first freed).
+        let c = &stats.gpu_created_bytes;
+        assert!(c.len() == 3 && c[2] == c[1], "pool bytes created after each window: {c:?}");
         let watch = writer.into_inner();
         let first = watch.at_first_frame.expect("frames were written");
         // Window 0 needs frames 0..8: the first output frame comes before frame 10 is read.
