@@ -25,6 +25,8 @@ pub use crate::golden::rel_l2;
 #[track_caller]
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     let e = rel_l2(got, want);
+    // Not `e > tol`: a NaN error must fail too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     if !(e <= tol) {
         let bad = got.iter().zip(want).position(|(g, w)| !g.is_finite() || (g - w).abs() > 1e-3 + 1e-2 * w.abs());
         panic!(

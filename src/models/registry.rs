@@ -49,6 +49,8 @@ impl std::str::FromStr for ModelKind {
 }
 
 /// The model, loaded and ready to capture a forward.
+// One model value per load, moved once: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     Unet(Box<UNet2D>),
     VaeDecoder(VaeDecoder),

@@ -100,9 +100,9 @@ impl VaeDecoder {
         let rev: Vec<usize> = boc.iter().rev().copied().collect();
         let mut up_blocks = Vec::new();
         let mut out_ch = rev[0];
-        for i in 0..n {
+        for (i, &ch) in rev.iter().enumerate().take(n) {
             let prev = out_ch;
-            out_ch = rev[i];
+            out_ch = ch;
             let mut resnets = Vec::new();
             for j in 0..=c.layers_per_block {
                 resnets.push(ResnetBlock2D::load(

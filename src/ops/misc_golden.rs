@@ -444,8 +444,9 @@ pub const BILINEAR: &[([usize; 4], &[f32], &[f32])] = &[
 
 /// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift)` on the CPU:
 /// (dim, flip, shift, t, out [len(t), dim]).
+pub type TimestepCase = (usize, bool, f32, &'static [f32], &'static [f32]);
 #[rustfmt::skip]
-pub const TIMESTEP: &[(usize, bool, f32, &[f32], &[f32])] = &[
+pub const TIMESTEP: &[TimestepCase] = &[
     (
         256,
         true,
