@@ -292,18 +292,8 @@ enum BenchWhat {
         /// Only kernels whose name contains this.
         #[arg(long)]
         filter: Option<String>,
-        /// Storage dtype: f32 or f16 (default: f16 where supported).
-        #[arg(long)]
-        dtype: Option<DType>,
-        /// Timed repetitions per kernel.
-        #[arg(long, default_value_t = 10)]
-        iters: u32,
-        /// Tiny shapes (a smoke run; the default on a software adapter).
-        #[arg(long, conflicts_with = "full")]
-        quick: bool,
-        /// DiffVSR's real shapes even on a software adapter (slow there: tens of minutes).
-        #[arg(long)]
-        full: bool,
+        #[command(flatten)]
+        sizing: BenchSizing,
         /// Also write the run (device, ceilings, every case with its fractions of them) as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -315,18 +305,8 @@ enum BenchWhat {
     },
     /// Measure the adapter's ceilings: the copy bandwidth a kernel sees and the best GEMM.
     Ceilings {
-        /// Storage dtype: f32 or f16 (default: f16 where supported).
-        #[arg(long)]
-        dtype: Option<DType>,
-        /// Timed repetitions per measurement.
-        #[arg(long, default_value_t = 10)]
-        iters: u32,
-        /// Small sizes (the default on a software adapter).
-        #[arg(long, conflicts_with = "full")]
-        quick: bool,
-        /// Full sizes even on a software adapter.
-        #[arg(long)]
-        full: bool,
+        #[command(flatten)]
+        sizing: BenchSizing,
         /// Also write the ceilings as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -335,9 +315,28 @@ enum BenchWhat {
     },
 }
 
+/// The storage dtype, repetitions and sizes of a benchmark.
+#[derive(Args)]
+struct BenchSizing {
+    /// Storage dtype: f32 or f16 (default: f16 where supported).
+    #[arg(long)]
+    dtype: Option<DType>,
+    /// Timed repetitions per case.
+    #[arg(long, default_value_t = 10)]
+    iters: u32,
+    /// Small sizes (a smoke run; the default on a software adapter).
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// The full sizes (DiffVSR's real shapes for `kernels`) even on a software adapter (slow
+    /// there: tens of minutes).
+    #[arg(long)]
+    full: bool,
+}
+
 /// A benchmark's adapter, dtype and whether it runs the quick sizes: real shapes take tens of
 /// minutes on a software adapter, so quick there unless `--full`.
-fn bench_setup(gpu: &GpuArgs, dtype: Option<DType>, quick: bool, full: bool) -> Result<(std::sync::Arc<Gpu>, DType, bool)> {
+fn bench_setup(gpu: &GpuArgs, BenchSizing { dtype, quick, full, .. }: &BenchSizing) -> Result<(std::sync::Arc<Gpu>, DType, bool)> {
+    let (dtype, quick, full) = (*dtype, *quick, *full);
     let g = gpu.open()?;
     let software = g.info.device_type == wgpu::DeviceType::Cpu;
     let quick = quick || (software && !full);
@@ -490,13 +489,13 @@ fn run(cli: Cli) -> Result<()> {
             let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile };
             forward::run(&g, &o)
         }
-        Cmd::Bench { what: BenchWhat::Kernels { filter, dtype, iters, quick, full, json, roofline, gpu } } => {
-            let (g, dtype, quick) = bench_setup(&gpu, dtype, quick, full)?;
-            bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: iters.max(1), quick, json, roofline }).map(drop)
+        Cmd::Bench { what: BenchWhat::Kernels { filter, sizing, json, roofline, gpu } } => {
+            let (g, dtype, quick) = bench_setup(&gpu, &sizing)?;
+            bench::run_kernels(&g, &bench::BenchOptions { filter, dtype, iters: sizing.iters.max(1), quick, json, roofline }).map(drop)
         }
-        Cmd::Bench { what: BenchWhat::Ceilings { dtype, iters, quick, full, json, gpu } } => {
-            let (g, dtype, quick) = bench_setup(&gpu, dtype, quick, full)?;
-            bench::run_ceilings(&g, dtype, quick, iters.max(1), json.as_deref()).map(drop)
+        Cmd::Bench { what: BenchWhat::Ceilings { sizing, json, gpu } } => {
+            let (g, dtype, quick) = bench_setup(&gpu, &sizing)?;
+            bench::run_ceilings(&g, dtype, quick, sizing.iters.max(1), json.as_deref()).map(drop)
         }
         Cmd::Upscale(u) => run_upscale(u),
         Cmd::Convert { input, output, key, dtype } => {
