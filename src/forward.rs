@@ -81,9 +81,7 @@ fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType) -> Re
 
 pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let dtype = o.dtype.unwrap_or_else(|| default_dtype(gpu, o.model));
-    if dtype == DType::F16 && !gpu.has_f16() {
-        bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
-    }
+    gpu.require_dtype(dtype)?;
     let t0 = Instant::now();
     let (model, weights_name) = match (&o.weights, o.random_weights) {
         (Some(w), None) => (load_model(gpu, o.model, o.config.as_deref(), w, dtype)?, w.display().to_string()),

@@ -61,8 +61,13 @@ impl GpuArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// List every GPU adapter on every backend, with the features and limits the engine uses.
-    Devices,
+    /// List every GPU adapter with the features and limits the engine uses: on Vulkan, Metal and
+    /// DX12, or on the one backend named (GL is listed only when named or when nothing else is).
+    Devices {
+        /// Only this backend: vulkan, metal, dx12 or gl. `--adapter` indices refer to this list.
+        #[arg(long, env = "DIFFVSR_BACKEND")]
+        backend: Option<String>,
+    },
     /// Download the DiffVSR weights from the Hugging Face hub into its standard cache (shared
     /// with Python tools). Resumes broken downloads, verifies sizes and sha256, skips what is
     /// already there; the commands that need the DiffVSR weights then find them by default.
@@ -344,9 +349,7 @@ fn bench_setup(gpu: &GpuArgs, BenchSizing { dtype, quick, full, .. }: &BenchSizi
         eprintln!("software adapter: using the quick shapes (--full for DiffVSR's real shapes)");
     }
     let dtype = dtype.unwrap_or(if g.has_f16() { DType::F16 } else { DType::F32 });
-    if dtype == DType::F16 && !g.has_f16() {
-        anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
-    }
+    g.require_dtype(dtype)?;
     Ok((g, dtype, quick))
 }
 
@@ -423,8 +426,8 @@ fn run(cli: Cli) -> Result<()> {
         return run_upscale(cli.upscale);
     };
     match cmd {
-        Cmd::Devices => {
-            print!("{}", gpu::devices_report());
+        Cmd::Devices { backend } => {
+            print!("{}", gpu::devices_report(backend.as_deref())?);
             Ok(())
         }
         Cmd::FetchWeights { endpoint, token, repo, revision, cache_dir, include, verify, retries, no_convert } => {
@@ -469,9 +472,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => fetch::default_weights_dir()?,
             };
             let g = gpu.open()?;
-            if dtype == DType::F16 && !g.has_f16() {
-                anyhow::bail!("--dtype f16: this adapter lacks SHADER_F16; use --dtype f32");
-            }
+            g.require_dtype(dtype)?;
             let t = std::time::Instant::now();
             let r = diffvsr_wgpu::models::clip_text::encode_prompt_to_file(&g, &weights, &text, &output, dtype)?;
             eprintln!(

@@ -246,6 +246,19 @@ impl Gpu {
         self.use_f16
     }
 
+    /// Fails with the fix when `dtype` is storage this adapter can't run (f16 without
+    /// SHADER_F16: most GL drivers, older GPUs, or `DIFFVSR_NO_F16`).
+    pub fn require_dtype(&self, dtype: DType) -> Result<()> {
+        if dtype == DType::F16 && !self.use_f16 {
+            bail!(
+                "f16 storage: this adapter ({:?} backend) lacks SHADER_F16{}; use --dtype f32",
+                self.info.backend,
+                if self.features.contains(wgpu::Features::SHADER_F16) { " (turned off by DIFFVSR_NO_F16)" } else { "" }
+            );
+        }
+        Ok(())
+    }
+
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
     }
@@ -331,17 +344,24 @@ impl Gpu {
     }
 }
 
-/// The `devices` report: every adapter on every backend with the features and limits we care about.
-pub fn devices_report() -> String {
-    let adapters = enumerate(wgpu::Backends::all());
+/// The `devices` report: every adapter on `backend` (all native backends when `None`; GL only
+/// when asked for or when there is no native one, as in [`enumerate`]) with the features and
+/// limits we care about. The indices are the ones `--adapter` takes with the same `--backend`.
+pub fn devices_report(backend: Option<&str>) -> Result<String> {
+    let backends = backend.map(parse_backend).transpose()?.unwrap_or(wgpu::Backends::all());
+    let adapters = enumerate(backends);
     let mut out = String::new();
     if adapters.is_empty() {
-        out.push_str(
-            "no GPU adapters found. Install a Vulkan driver (or on Linux without a GPU: apt-get install mesa-vulkan-drivers libvulkan1)\n",
+        let _ = writeln!(
+            out,
+            "no GPU adapters found{}. Install a Vulkan driver (or on Linux without a GPU: apt-get install mesa-vulkan-drivers libvulkan1{})",
+            backend.map(|b| format!(" on backend '{b}'")).unwrap_or_default(),
+            if backends == wgpu::Backends::GL { "; for GL: libegl1 libegl-mesa0 libgl1-mesa-dri" } else { "" }
         );
-        return out;
+        return Ok(out);
     }
-    let default_name = select_adapter(&GpuOptions::default()).ok().map(|a| a.get_info());
+    let default_opts = GpuOptions { backend: backend.map(str::to_string), ..GpuOptions::default() };
+    let default_name = select_adapter(&default_opts).ok().map(|a| a.get_info());
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let f = a.features();
@@ -388,7 +408,7 @@ pub fn devices_report() -> String {
             l.max_compute_workgroups_per_dimension
         );
     }
-    out
+    Ok(out)
 }
 
 /// A device error wgpu reported asynchronously, kept until the next sync.

@@ -81,6 +81,7 @@ pub fn load_model(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, weights: &P
 /// Builds `kind` from `config` (the built-in SD×4 config when `None`) with weights from `store`,
 /// failing on any missing, misshapen or unexpected tensor.
 pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, store: &mut WeightStore, dtype: DType) -> Result<Model> {
+    gpu.require_dtype(dtype)?;
     let mut l = Loader::new(gpu, store, dtype);
     let m = match kind {
         ModelKind::Unet => {
