@@ -97,7 +97,11 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         _ => bail!("give at most one of --weights FILE and --random-weights SEED"),
     };
     let weight_bytes = gpu.pool.stats().live_bytes;
+    // The uploads are queued: wait for them, so the time is the model's on the GPU.
+    gpu.sync()?;
     let load_s = t0.elapsed().as_secs_f64();
+    // Before the forward, which may take long: loading time is a figure people check.
+    eprintln!("loaded {:?} ({weights_name}, {} on the GPU, {}) in {load_s:.2} s", o.model, crate::gpu::human_bytes(weight_bytes), dtype.name());
     let inputs = match (&o.inputs, o.random_inputs) {
         (Some(p), None) => load_inputs(gpu, o.model, p, dtype)?,
         (None, Some(size)) => random_inputs(gpu, &model, size, dtype)?,
@@ -140,7 +144,11 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         println!("device:                 {}", gpu.describe());
         println!("model:                  {:?} ({weights_name}, storage {})", o.model, dtype.name());
         println!("weights on device:      {}", crate::gpu::human_bytes(weight_bytes));
-        println!("planned activations:    {} (peak of the forward's memory plan)", crate::gpu::human_bytes(graph.planned_bytes()));
+        println!(
+            "planned activations:    {} (the arena the forward's memory plan created; tensors live at once peak at {})",
+            crate::gpu::human_bytes(graph.planned_bytes()),
+            crate::gpu::human_bytes(graph.live_peak_bytes())
+        );
         println!("dispatches:             {}", graph.dispatches());
         println!("command buffers:        1 per forward");
         println!(

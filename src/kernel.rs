@@ -436,6 +436,13 @@ impl Graph {
         self.arena.peak_bytes()
     }
 
+    /// The most activation bytes live at once during the capture (exact tensor sizes): what
+    /// a perfect plan of this dispatch order would need. `planned_bytes` above it is the
+    /// allocator's rounding and fragmentation.
+    pub fn live_peak_bytes(&self) -> u64 {
+        self.arena.0.stats().peak_live_requested
+    }
+
     /// The arena this graph's activations live in.
     pub fn arena(&self) -> &Arena {
         &self.arena

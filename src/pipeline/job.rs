@@ -837,6 +837,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Some(seed) => crate::models::registry::load_model_from(gpu, kind, config, &mut crate::weights::WeightStore::synthetic(seed), dtype),
         None => load_model(gpu, kind, config, weights, dtype),
     };
+    let loading = std::time::Instant::now();
     let unet = match load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
         Model::VideoUnet(u) => u,
         _ => bail!("internal: {} did not load as a video UNet", uw.display()),
@@ -854,6 +855,17 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         }
         _ => prompt_embeds(gpu, a)?,
     };
+    if !a.quiet {
+        // Waits for the uploads: the time is the models' on the GPU, not only read and queued.
+        gpu.sync()?;
+        eprintln!(
+            "models loaded in {:.1} s (UNet {}, TE-3DVAE {}; {} on the GPU)",
+            loading.elapsed().as_secs_f64(),
+            unet_dtype.name(),
+            vae_dtype.name(),
+            crate::gpu::human_bytes(gpu.pool.stats().live_bytes)
+        );
+    }
     if a.random_weights.is_some() && !a.quiet {
         eprintln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
     }
