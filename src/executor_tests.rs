@@ -29,7 +29,7 @@ fn replay_with_new_step_values_matches_a_fresh_capture() {
         };
         let mut rec = Recorder::capture(&gpu);
         let out = record(&mut rec, &sv);
-        let graph = rec.into_graph();
+        let graph = rec.into_graph().unwrap();
         for step in 0..3 {
             let (s, m) = (rng.normal(), rng.normal());
             sv.set("scale", s).unwrap();
@@ -40,7 +40,7 @@ fn replay_with_new_step_values_matches_a_fresh_capture() {
 
             let mut rec = Recorder::capture(&gpu);
             let fresh_out = record(&mut rec, &sv);
-            rec.into_graph().run(&gpu).unwrap();
+            rec.into_graph().unwrap().run(&gpu).unwrap();
             assert_eq!(replayed, fresh_out.to_f32(&gpu).unwrap(), "step {step} {dt:?}: replay differs from a fresh capture");
 
             let sxh: Vec<f32> = xh.iter().map(|v| s * v).collect();
@@ -146,16 +146,16 @@ fn two_graphs_share_one_arena() {
         let mut rec = Recorder::capture(&gpu);
         let r = Tensor::empty(&gpu, &[n], DType::F32).unwrap();
         chain(&mut rec, 6, &r);
-        rec.into_graph().planned_bytes()
+        rec.into_graph().unwrap().planned_bytes()
     };
     let arena = Arena::new();
     let (ra, rb) = (Tensor::empty(&gpu, &[n], DType::F32).unwrap(), Tensor::empty(&gpu, &[n], DType::F32).unwrap());
     let mut rec = Recorder::capture_in(&gpu, &arena);
     chain(&mut rec, 6, &ra);
-    let ga = rec.into_graph();
+    let ga = rec.into_graph().unwrap();
     let mut rec = Recorder::capture_in(&gpu, &arena);
     chain(&mut rec, 3, &rb);
-    let gb = rec.into_graph();
+    let gb = rec.into_graph().unwrap();
     assert_eq!(arena.peak_bytes(), alone, "the second graph must fit in the first one's memory");
     assert_eq!(ga.planned_bytes(), gb.planned_bytes());
     for _ in 0..2 {
@@ -231,7 +231,7 @@ fn profile_times_every_dispatch_under_its_kernel_label() {
     let mut rec = Recorder::capture(&gpu);
     let y = unary(&mut rec, Unary::Silu, &x).unwrap();
     let z = add(&mut rec, &y, &x).unwrap();
-    let graph = rec.into_graph();
+    let graph = rec.into_graph().unwrap();
     let steps = graph.profile(&gpu).unwrap();
     assert_eq!(steps.len(), graph.dispatches());
     assert_eq!(steps.len(), 2);

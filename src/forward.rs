@@ -111,8 +111,14 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let t1 = Instant::now();
     let mut rec = Recorder::capture(gpu);
     let out = model.forward(&mut rec, &inputs)?;
-    let graph = rec.into_graph();
+    let graph = rec.into_graph()?;
     let build_s = t1.elapsed().as_secs_f64();
+    eprintln!(
+        "graph: {} dispatches, activations {} planned (tensors alive at once peak at {}), built in {build_s:.2} s",
+        graph.dispatches(),
+        crate::gpu::human_bytes(graph.planned_bytes()),
+        crate::gpu::human_bytes(graph.live_peak_bytes())
+    );
     graph.run(gpu)?;
     let result = out.to_f32(gpu)?;
     if let Some(i) = result.iter().position(|v| !v.is_finite()) {

@@ -44,7 +44,7 @@ pub fn check_model(gpu: &Gpu, kind: ModelKind, config: &Path, weights: &Path, io
     rec.collect_taps();
     let out = model.forward(&mut rec, &inputs)?;
     let taps = rec.take_taps();
-    let graph = rec.into_graph();
+    let graph = rec.into_graph()?;
     graph.run(gpu)?;
 
     let mut lines = Vec::new();

@@ -2,12 +2,12 @@
 //! forward pass becomes (one command buffer, memory planned by tensor lifetime, replayed with
 //! new per-step values).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 
 pub use crate::gpu::pipelines::Kernel;
-use crate::gpu::pool::{BufferPool, PooledBuffer};
+use crate::gpu::arena::{resolve_live_slots, Storage, Trace};
 use crate::gpu::{human_bytes, Gpu};
 use crate::dtype::DType;
 use crate::tensor::Tensor;
@@ -35,28 +35,23 @@ pub fn grid(gpu: &Gpu, n: u32) -> [u32; 3] {
     }
 }
 
-/// Activation memory for captured graphs. Graphs captured into one arena share its buffers, so
-/// graphs that never run at the same time (text encoder, UNet, VAE decoder) cost the largest
-/// plan among them, not the sum.
+/// Activation memory for captured graphs, shared by graphs that never run at the same time
+/// (text encoder, UNet, VAE decoder): see `gpu/arena.rs`.
 ///
 /// The rule that makes sharing safe: a graph's intermediates are only valid while it runs, and
 /// a tensor that outlives its capture (a graph's output) must be consumed before another graph
 /// of the same arena runs — or, better, be written into a tensor outside the arena with an
 /// `_into` op, which is what the pipeline does for everything it keeps across graphs.
-#[derive(Clone, Default)]
-pub struct Arena(Arc<BufferPool>);
+pub use crate::gpu::arena::Arena;
 
 impl Arena {
-    pub fn new() -> Arena {
-        Arena::default()
-    }
-    /// Device memory the arena holds: the peak of the largest plan captured into it.
+    /// Device memory the arena holds: the buffers of the largest plans captured into it.
     pub fn peak_bytes(&self) -> u64 {
-        self.0.stats().created_bytes
+        self.stats().created_bytes
     }
     /// The largest tensor allocated in the arena (bytes): what one storage binding must hold.
     pub fn largest_tensor_bytes(&self) -> u64 {
-        self.0.stats().largest_request
+        self.stats().largest_request
     }
 }
 
@@ -68,8 +63,9 @@ impl Arena {
 /// * **capture** ([`Recorder::capture`], [`Recorder::capture_in`]): dispatches are kept as
 ///   (pipeline, bind group, workgroups) steps and become a [`Graph`] that can be replayed any
 ///   number of times without rebuilding anything. Tensors allocated with [`Recorder::empty`]
-///   come from an [`Arena`]: a tensor dropped during capture frees its buffer for later steps, so
-///   the arena's size is the planned peak of live activations, not the sum of them.
+///   are slots of an [`Arena`] with no memory until the capture ends: [`Recorder::into_graph`]
+///   sees every tensor's lifetime, gives tensors that are never alive together the same buffers,
+///   and only then creates the bind groups.
 ///
 /// Every dispatch is checked before it is recorded: each bound tensor against the GPU's binding
 /// limit and offset alignment, and the kernel's uniform block (as naga reflects it from the
@@ -79,7 +75,7 @@ impl Arena {
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
     encoder: Option<wgpu::CommandEncoder>,
-    keep: Vec<Arc<PooledBuffer>>,
+    keep: Vec<Arc<Storage>>,
     timer: Option<Timer>,
     capture: Option<Capture>,
     taps: Option<Vec<(String, Tensor)>>,
@@ -88,7 +84,24 @@ pub struct Recorder<'g> {
 
 struct Capture {
     arena: Arena,
-    steps: Vec<Step>,
+    trace: Arc<Mutex<Trace>>,
+    steps: Vec<PendingStep>,
+}
+
+/// A captured dispatch whose bind group waits for the memory plan.
+struct PendingStep {
+    label: String,
+    pipeline: Arc<crate::gpu::pipelines::Pipeline>,
+    params: wgpu::Buffer,
+    binds: Vec<Bind>,
+    workgroups: [u32; 3],
+}
+
+/// A storage binding of a pending step: a slot of the capture's plan, or a buffer that exists
+/// (weights, inputs, tensors of other graphs), at a byte offset and size.
+enum Bind {
+    Slot(usize, u64, u64),
+    Buffer(Arc<Storage>, u64, u64),
 }
 
 struct Step {
@@ -135,7 +148,7 @@ impl<'g> Recorder<'g> {
             encoder: None,
             keep: Vec::new(),
             timer: None,
-            capture: Some(Capture { arena: arena.clone(), steps: Vec::new() }),
+            capture: Some(Capture { arena: arena.clone(), trace: Arc::default(), steps: Vec::new() }),
             taps: None,
             dispatches: 0,
         }
@@ -148,7 +161,7 @@ impl<'g> Recorder<'g> {
     /// A new tensor for an op's output: from the device pool (eager) or the graph's arena (capture).
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         match &self.capture {
-            Some(c) => Tensor::empty_in(self.gpu, &c.arena.0, shape, dtype),
+            Some(c) => Tensor::planned(&c.trace, shape, dtype),
             None => Tensor::empty(self.gpu, shape, dtype),
         }
     }
@@ -201,18 +214,24 @@ impl<'g> Recorder<'g> {
             &self.gpu.device,
             &wgpu::util::BufferInitDescriptor { label: Some("params"), contents: &bytes, usage: wgpu::BufferUsages::UNIFORM },
         );
+        self.dispatches += 1;
+        if let Some(c) = &mut self.capture {
+            let binds = tensors
+                .iter()
+                .map(|t| match t.buf.slot_of(&c.trace) {
+                    Some(id) => Bind::Slot(id, t.offset(), t.binding_size()),
+                    None => Bind::Buffer(t.buf.clone(), t.offset(), t.binding_size()),
+                })
+                .collect();
+            c.steps.push(PendingStep { label: kernel.label(), pipeline, params: ubuf, binds, workgroups });
+            c.trace.lock().unwrap().now += 1;
+            return Ok(());
+        }
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
         for (i, t) in tensors.iter().enumerate() {
-            // Eager: keep until submit. Capture: buffers from outside the arena (inputs,
-            // weights) must outlive the graph; arena buffers are the arena's.
-            let foreign = match &self.capture {
-                Some(c) => !t.buf.belongs_to(&c.arena.0),
-                None => true,
-            };
-            if foreign {
-                self.keep.push(t.buf.clone());
-            }
-            entries.push(wgpu::BindGroupEntry { binding: (i + 1) as u32, resource: wgpu::BindingResource::Buffer(t.binding()) });
+            // Kept until submit (see the pool's safety note).
+            self.keep.push(t.buf.clone());
+            entries.push(wgpu::BindGroupEntry { binding: (i + 1) as u32, resource: wgpu::BindingResource::Buffer(t.binding()?) });
         }
         let layout = pipeline.pipeline.get_bind_group_layout(0);
         let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -220,11 +239,6 @@ impl<'g> Recorder<'g> {
             layout: &layout,
             entries: &entries,
         });
-        self.dispatches += 1;
-        if let Some(c) = &mut self.capture {
-            c.steps.push(Step { label: kernel.label(), pipeline, bind_group, workgroups });
-            return Ok(());
-        }
         let ts = match &mut self.timer {
             Some(t) if t.used < t.capacity => {
                 let i = t.used;
@@ -296,10 +310,39 @@ impl<'g> Recorder<'g> {
         Ok(ticks.chunks(2).map(|c| c[1].saturating_sub(c[0]) as f64 * period).collect())
     }
 
-    /// Ends a capture: the steps, their arena and every buffer they bind from outside it.
-    pub fn into_graph(mut self) -> Graph {
+    /// Ends a capture: plans the activations' memory (creating what the arena lacks, which can
+    /// fail for want of device memory), binds every step, and returns the graph with every
+    /// buffer it binds from outside the arena. Tensors of the capture still held (its outputs)
+    /// are readable from here on.
+    pub fn into_graph(mut self) -> Result<Graph> {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
-        Graph { steps: c.steps, arena: c.arena, _keep: std::mem::take(&mut self.keep) }
+        let (buffers, live_peak, largest) = {
+            let trace = c.trace.lock().unwrap();
+            (c.arena.place(self.gpu, &trace)?, trace.peak_live(), trace.largest())
+        };
+        resolve_live_slots(&c.trace, &buffers);
+        let mut keep = Vec::new();
+        let mut steps = Vec::with_capacity(c.steps.len());
+        for p in c.steps {
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: p.params.as_entire_binding() }];
+            for (i, b) in p.binds.iter().enumerate() {
+                let (buffer, offset, size) = match b {
+                    Bind::Slot(id, offset, size) => (&buffers[*id], *offset, *size),
+                    Bind::Buffer(s, offset, size) => (s.buffer()?, *offset, *size),
+                };
+                let binding = wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(size) };
+                entries.push(wgpu::BindGroupEntry { binding: (i + 1) as u32, resource: wgpu::BindingResource::Buffer(binding) });
+            }
+            let layout = p.pipeline.pipeline.get_bind_group_layout(0);
+            let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&p.label), layout: &layout, entries: &entries });
+            keep.extend(p.binds.into_iter().filter_map(|b| match b {
+                Bind::Buffer(s, ..) => Some(s),
+                Bind::Slot(..) => None,
+            }));
+            steps.push(Step { label: p.label, pipeline: p.pipeline, bind_group, workgroups: p.workgroups });
+        }
+        keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        Ok(Graph { steps, arena: c.arena, live_peak, largest, _keep: keep })
     }
 }
 
@@ -346,7 +389,11 @@ fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::Que
 pub struct Graph {
     steps: Vec<Step>,
     arena: Arena,
-    _keep: Vec<Arc<PooledBuffer>>,
+    /// The most activation bytes alive at once during the capture.
+    live_peak: u64,
+    /// The graph's largest activation (bytes).
+    largest: u64,
+    _keep: Vec<Arc<Storage>>,
 }
 
 impl Graph {
@@ -440,7 +487,13 @@ impl Graph {
     /// a perfect plan of this dispatch order would need. `planned_bytes` above it is the
     /// allocator's rounding and fragmentation.
     pub fn live_peak_bytes(&self) -> u64 {
-        self.arena.0.stats().peak_live_requested
+        self.live_peak
+    }
+
+    /// The graph's largest activation tensor (bytes): what one storage binding must hold. (The
+    /// arena's figure is the largest over every graph captured into it.)
+    pub fn largest_tensor_bytes(&self) -> u64 {
+        self.largest
     }
 
     /// The arena this graph's activations live in.
@@ -468,7 +521,7 @@ mod tests {
         for _ in 0..10 {
             h = add(&mut rec, &h, &b).unwrap(); // the previous h drops here: its buffer is reused
         }
-        let graph = rec.into_graph();
+        let graph = rec.into_graph().unwrap();
         assert_eq!(graph.dispatches(), 11);
         let one = (n * 4) as u64;
         assert!(graph.planned_bytes() <= 3 * one + 3 * 256, "planned {} for 11 tensors of {one} bytes", graph.planned_bytes());

@@ -1,28 +1,33 @@
 //! GPU tensors and views of them.
 //!
-//! A [`Tensor`] is a shape and dtype at a byte offset of a pooled storage buffer
-//! (`gpu/pool.rs`); [`Tensor::narrow`] makes views of contiguous ranges. Cloning is
-//! cheap (an `Arc`). When the last clone drops, the buffer goes back to the pool and the next
-//! allocation of a similar size reuses it. Queue order keeps that safe: a [`crate::Recorder`]
-//! holds every buffer it binds until it is submitted, so a buffer is never handed out again
-//! while unsubmitted work still refers to it.
+//! A [`Tensor`] is a shape and dtype at a byte offset of a storage buffer; [`Tensor::narrow`]
+//! makes views of contiguous ranges. Cloning is cheap (an `Arc`). Two kinds of storage:
+//!
+//! * a buffer of the device pool (`gpu/pool.rs`): weights, inputs, eager work. When the last
+//!   clone drops, the buffer goes back to the pool and the next allocation of a similar size
+//!   reuses it. Queue order keeps that safe: a [`crate::Recorder`] holds every buffer it binds
+//!   until it is submitted, so a buffer is never handed out again while unsubmitted work still
+//!   refers to it.
+//! * a slot of a graph being captured (`gpu/arena.rs`): no memory until the capture ends and
+//!   plans it; until then the tensor can only be bound by the capture's dispatches.
 //!
 //! Layout: the tensor itself is only a shape; each kernel says in its docs which layout it
 //! expects. The engine's activations are channels-last ([N, H, W, C], video [B, F, H, W, C])
 //! so convolutions read contiguous channel vectors and attention reads tokens directly.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 use half::f16;
 
 pub use crate::dtype::DType;
-use crate::gpu::pool::{BufferPool, PooledBuffer};
+use crate::gpu::arena::{Storage, Trace};
+use crate::gpu::pool::BufferPool;
 use crate::gpu::Gpu;
 
 #[derive(Clone)]
 pub struct Tensor {
-    pub(crate) buf: Arc<PooledBuffer>,
+    pub(crate) buf: Arc<Storage>,
     /// Byte offset into the buffer: 0 for a tensor of its own, else a view's start.
     pub(crate) offset: u64,
     shape: Vec<usize>,
@@ -58,8 +63,9 @@ impl Tensor {
                 DType::F16 => 0x7E00_7E00u32,
                 DType::U32 => u32::MAX,
             };
-            let data = vec![word; (t.buf.buffer.size() / 4) as usize];
-            gpu.queue.write_buffer(&t.buf.buffer, 0, bytemuck::cast_slice(&data));
+            let buf = t.buf.buffer()?;
+            let data = vec![word; (buf.size() / 4) as usize];
+            gpu.queue.write_buffer(buf, 0, bytemuck::cast_slice(&data));
         }
         Ok(t)
     }
@@ -67,10 +73,13 @@ impl Tensor {
     /// A new tensor the caller fills at once from the host (no poisoning: it would be
     /// overwritten, and poisoning a full-size model's weights costs seconds).
     fn unpoisoned_in(gpu: &Gpu, pool: &Arc<BufferPool>, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let bytes = n.and_then(|n| n.checked_mul(dtype.size())).ok_or_else(|| anyhow!("a tensor of shape {shape:?} is too large to address"))?;
-        let bytes = (bytes as u64).div_ceil(4) * 4;
-        let buf = pool.take(&gpu.buffer_limits(), bytes.max(4))?;
+        let buf = Arc::new(Storage::Pooled(pool.take(&gpu.buffer_limits(), tensor_bytes(shape, dtype)?)?));
+        Ok(Tensor { buf, offset: 0, shape: shape.to_vec(), dtype, view: false })
+    }
+
+    /// A tensor of a graph being captured: memory planned when the capture ends (`gpu/arena.rs`).
+    pub(crate) fn planned(trace: &Arc<Mutex<Trace>>, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let buf = Trace::slot(trace, tensor_bytes(shape, dtype)?);
         Ok(Tensor { buf, offset: 0, shape: shape.to_vec(), dtype, view: false })
     }
 
@@ -134,11 +143,11 @@ impl Tensor {
             bail!("cannot write {self:?} from the host: it starts or ends inside a 4-byte word (an f16 view at an odd element); write the whole tensor or an even-sized view");
         }
         if bytes.len().is_multiple_of(4) {
-            gpu.queue.write_buffer(&self.buf.buffer, self.offset, bytes);
+            gpu.queue.write_buffer(self.buf.buffer()?, self.offset, bytes);
         } else {
             let mut padded = bytes.to_vec();
             padded.resize(bytes.len().div_ceil(4) * 4, 0);
-            gpu.queue.write_buffer(&self.buf.buffer, self.offset, &padded);
+            gpu.queue.write_buffer(self.buf.buffer()?, self.offset, &padded);
         }
         Ok(())
     }
@@ -155,8 +164,9 @@ impl Tensor {
     pub fn bytes(&self) -> u64 {
         (self.numel() * self.dtype.size()) as u64
     }
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buf.buffer
+    /// The device buffer (an error for a tensor of a graph whose capture has not ended).
+    pub fn buffer(&self) -> Result<&wgpu::Buffer> {
+        self.buf.buffer()
     }
     pub fn offset(&self) -> u64 {
         self.offset
@@ -208,9 +218,13 @@ impl Tensor {
     }
 
     /// The binding this tensor is read or written through (rounded up to 4 bytes).
-    pub fn binding(&self) -> wgpu::BufferBinding<'_> {
-        let size = self.bytes().div_ceil(4) * 4;
-        wgpu::BufferBinding { buffer: &self.buf.buffer, offset: self.offset, size: wgpu::BufferSize::new(size.max(4)) }
+    pub fn binding(&self) -> Result<wgpu::BufferBinding<'_>> {
+        Ok(wgpu::BufferBinding { buffer: self.buf.buffer()?, offset: self.offset, size: wgpu::BufferSize::new(self.binding_size()) })
+    }
+
+    /// Bytes a binding of this tensor spans (rounded up to 4 bytes).
+    pub(crate) fn binding_size(&self) -> u64 {
+        (self.bytes().div_ceil(4) * 4).max(4)
     }
 
     /// Downloads and converts to f32 (waits for the GPU). Never call this inside a denoising loop.
@@ -244,7 +258,7 @@ impl Tensor {
             mapped_at_creation: false,
         });
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&self.buf.buffer, start, &staging, 0, size);
+        enc.copy_buffer_to_buffer(self.buf.buffer()?, start, &staging, 0, size);
         gpu.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -257,6 +271,13 @@ impl Tensor {
         staging.unmap();
         Ok(v)
     }
+}
+
+/// Bytes of a tensor's storage (whole 4-byte words, at least one).
+fn tensor_bytes(shape: &[usize], dtype: DType) -> Result<u64> {
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let bytes = n.and_then(|n| n.checked_mul(dtype.size())).ok_or_else(|| anyhow!("a tensor of shape {shape:?} is too large to address"))?;
+    Ok(((bytes as u64).div_ceil(4) * 4).max(4))
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ fn full_size_sdx4_unet_runs_at_a_small_latent() {
     let inputs = random_inputs(&gpu, &model, (1, 16, 16), dtype).unwrap();
     let mut rec = Recorder::capture(&gpu);
     let out = model.forward(&mut rec, &inputs).unwrap();
-    let graph = rec.into_graph();
+    let graph = rec.into_graph().unwrap();
     graph.run(&gpu).unwrap();
     assert_eq!(out.shape(), &[1, 4, 16, 16]);
     let v = out.to_f32(&gpu).unwrap();
@@ -148,7 +148,7 @@ fn captured_unet_replays_a_new_timestep() {
     let inputs = load_inputs(&gpu, ModelKind::Unet, &data("unet_io.safetensors"), DType::F32).unwrap();
     let mut rec = Recorder::capture(&gpu);
     let out = model.forward(&mut rec, &inputs).unwrap();
-    let graph = rec.into_graph();
+    let graph = rec.into_graph().unwrap();
     let timestep = &inputs.tensors.iter().find(|(n, _)| n == "timestep").unwrap().1;
     let pipelines_before = gpu.pipeline_count();
 
@@ -165,7 +165,7 @@ fn captured_unet_replays_a_new_timestep() {
 
     let mut rec = Recorder::capture(&gpu);
     let fresh = model.forward(&mut rec, &inputs).unwrap();
-    rec.into_graph().run(&gpu).unwrap();
+    rec.into_graph().unwrap().run(&gpu).unwrap();
     let e = rel_l2(&replayed, &fresh.to_f32(&gpu).unwrap());
     assert!(e < 1e-6, "replay differs from a fresh capture by {e:e}");
 }

@@ -102,7 +102,7 @@ fn full_size(kind: ModelKind, dir: &str, run: bool) {
     let inputs = random_inputs(&gpu, &model, (1, 8, 8), dtype).unwrap();
     let mut rec = Recorder::capture(&gpu);
     let out = model.forward(&mut rec, &inputs).unwrap();
-    let graph = rec.into_graph();
+    let graph = rec.into_graph().unwrap();
     graph.run(&gpu).unwrap();
     assert_eq!(out.shape(), &[1, 4, 8, 8, 8]);
     let v = out.to_f32(&gpu).unwrap();
@@ -159,7 +159,7 @@ fn narrow_heads_in_levels_without_attention_load_and_run() {
     let inputs = random_inputs(&gpu, &model, (1, 6, 10), DType::F32).unwrap();
     let mut rec = Recorder::capture(&gpu);
     let out = model.forward(&mut rec, &inputs).unwrap();
-    rec.into_graph().run(&gpu).unwrap();
+    rec.into_graph().unwrap().run(&gpu).unwrap();
     assert_eq!(out.shape(), &[1, 4, 8, 6, 10]);
     assert!(out.to_f32(&gpu).unwrap().iter().all(|v| v.is_finite()));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -100,7 +100,7 @@ fn full_size(kind: ModelKind, model: &str, total_keys: usize, frames: usize, lat
     let inputs = Inputs { tensors: vec![("latents".into(), lat)], ids: None };
     let mut rec = Recorder::capture(&gpu);
     let out = m.forward(&mut rec, &inputs).unwrap();
-    let graph = rec.into_graph();
+    let graph = rec.into_graph().unwrap();
     graph.run(&gpu).unwrap();
     assert_eq!(out.shape(), &[1, 3, frames, 4 * h, 4 * w]);
     let v = out.to_f32(&gpu).unwrap();

@@ -2,6 +2,7 @@
 //! (`device.rs`), buffers and their pool (`pool.rs`), kernels and the pipeline cache
 //! (`pipelines.rs`). It knows nothing of what tensors mean.
 
+pub mod arena;
 pub mod device;
 pub mod pipelines;
 pub mod pool;

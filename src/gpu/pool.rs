@@ -1,5 +1,5 @@
 //! Device buffers: a best-fit pool that hands out storage buffers and takes them back when the
-//! last tensor using one drops. A graph's arena is one such pool (see `kernel.rs`).
+//! last tensor using one drops. Graphs plan their activations differently (`arena.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -54,7 +54,7 @@ pub struct PoolStats {
 impl BufferPool {
     /// A buffer of at least `bytes`: a free one of a similar size, else a new one. A request
     /// over the buffer limit, or one the device cannot allocate, is an error saying what to lower.
-    pub(crate) fn take(self: &Arc<Self>, lim: &BufferLimits, bytes: u64) -> Result<Arc<PooledBuffer>> {
+    pub(crate) fn take(self: &Arc<Self>, lim: &BufferLimits, bytes: u64) -> Result<PooledBuffer> {
         {
             let mut s = self.stats.lock().unwrap();
             s.largest_request = s.largest_request.max(bytes);
@@ -70,30 +70,8 @@ impl BufferPool {
         let buffer = match reused {
             Some(b) => b,
             None => {
-                if size > lim.max_buffer {
-                    bail!(
-                        "a tensor of {} is larger than this GPU's largest buffer ({}, max_buffer_size): \
-                         lower the tile size (--tile) or the frames per chunk",
-                        human_bytes(bytes),
-                        human_bytes(lim.max_buffer)
-                    );
-                }
-                let scope = lim.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-                let buffer = lim.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("pooled tensor"),
-                    size,
-                    usage: STORAGE_USAGE,
-                    mapped_at_creation: false,
-                });
-                if let Some(e) = pollster::block_on(scope.pop()) {
-                    let live = self.stats().live_bytes;
-                    bail!(
-                        "the GPU ran out of memory allocating {} ({} already in use by this pool): \
-                         lower the tile size (--tile) or the frames per chunk ({e})",
-                        human_bytes(size),
-                        human_bytes(live)
-                    );
-                }
+                let live = self.stats().live_bytes;
+                let buffer = create_storage_buffer(lim, size, "pooled tensor", live)?;
                 self.stats.lock().unwrap().created_bytes += size;
                 buffer
             }
@@ -105,7 +83,7 @@ impl BufferPool {
             s.live_requested += bytes;
             s.peak_live_requested = s.peak_live_requested.max(s.live_requested);
         }
-        Ok(Arc::new(PooledBuffer { buffer, requested: bytes, pool: Arc::downgrade(self) }))
+        Ok(PooledBuffer { buffer, requested: bytes, pool: Arc::downgrade(self) })
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -118,17 +96,35 @@ impl BufferPool {
     }
 }
 
+/// A storage buffer of `size` bytes, or an error naming what to lower: over the buffer limit,
+/// or out of device memory (`in_use`: bytes the caller already holds, for the message).
+pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, in_use: u64) -> Result<wgpu::Buffer> {
+    if size > lim.max_buffer {
+        bail!(
+            "a tensor of {} is larger than this GPU's largest buffer ({}, max_buffer_size): \
+             lower the tile size (--tile) or the frames per chunk",
+            human_bytes(size),
+            human_bytes(lim.max_buffer)
+        );
+    }
+    let scope = lim.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let buffer = lim.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage: STORAGE_USAGE, mapped_at_creation: false });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        bail!(
+            "the GPU ran out of memory allocating {} ({} already in use): \
+             lower the tile size (--tile) or the frames per chunk ({e})",
+            human_bytes(size),
+            human_bytes(in_use)
+        );
+    }
+    Ok(buffer)
+}
+
 pub struct PooledBuffer {
     pub buffer: wgpu::Buffer,
     /// The bytes asked for (the buffer may be a larger bucket).
     requested: u64,
     pool: Weak<BufferPool>,
-}
-
-impl PooledBuffer {
-    pub(crate) fn belongs_to(&self, pool: &Arc<BufferPool>) -> bool {
-        std::ptr::eq(self.pool.as_ptr(), Arc::as_ptr(pool))
-    }
 }
 
 impl Drop for PooledBuffer {

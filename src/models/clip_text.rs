@@ -609,7 +609,7 @@ mod tests {
         let inputs = load_inputs(&gpu, ModelKind::TextEncoder, &dir.join("io.safetensors"), DType::F32).unwrap();
         let mut rec = Recorder::capture(&gpu);
         let out = model.forward(&mut rec, &inputs).unwrap();
-        let graph = rec.into_graph();
+        let graph = rec.into_graph().unwrap();
         graph.run(&gpu).unwrap();
         let (_, batch, want, _) = golden_io();
         assert_eq!(out.shape(), &[batch, 77, 32]);

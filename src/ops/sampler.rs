@@ -614,7 +614,7 @@ mod tests {
         let mut rec = Recorder::capture(&gpu);
         guided_ddim_step_into(&mut rec, &x, &v_pair, &a, &b, &g, &x).unwrap();
         let aug = add_noise(&mut rec, &x, &eps, &a, &g).unwrap();
-        let graph = rec.into_graph();
+        let graph = rec.into_graph().unwrap();
         assert_eq!(graph.dispatches(), 2);
 
         let mut want = x0.clone();
@@ -641,7 +641,7 @@ mod tests {
         x.write_f32(&gpu, &before).unwrap();
         let mut rec = Recorder::capture(&gpu);
         guided_ddim_step_into(&mut rec, &x, &v_pair, &last.0.into(), &last.1.into(), &last.2.into(), &x).unwrap();
-        rec.into_graph().run(&gpu).unwrap();
+        rec.into_graph().unwrap().run(&gpu).unwrap();
         let fresh = x.to_f32(&gpu).unwrap();
         assert!(replayed.iter().zip(&fresh).all(|(p, q)| p.to_bits() == q.to_bits()), "replay and fresh capture differ, seed {seed}");
         assert_ne!(replayed, before, "the step changed nothing");

@@ -203,8 +203,8 @@ fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOpt
                 let (h, w) = probe.tiles.unet.tile_size();
                 (h * w) as f64
             };
-            let unet_px = probe.step_graph.arena().largest_tensor_bytes().max(probe.sample.bytes()) as f64 / px;
-            let vae_px = probe.vae_graph.arena().largest_tensor_bytes().max(probe.vae_in.bytes()) as f64 / px;
+            let unet_px = probe.step_graph.largest_tensor_bytes().max(probe.sample.bytes()) as f64 / px;
+            let vae_px = probe.vae_graph.largest_tensor_bytes().max(probe.vae_in.bytes()) as f64 / px;
             drop(probe);
             let (limit, buffer) = (gpu.max_binding(), gpu.limits.max_buffer_size);
             log::info!("--tile auto: largest tensor per latent pixel: UNet {unet_px:.0} B, VAE decoder {vae_px:.0} B; binding limit {limit} B, buffer limit {buffer} B");
@@ -300,13 +300,13 @@ impl<'g> Engine<'g> {
         let [a, b, g] = StepSlots::scalars(&values)?;
         guided_ddim_step_into(&mut rec, &latents, &v, &a, &b, &g, &latents)?;
         load_latents(&mut rec, &latents, &sample)?;
-        let step_graph = rec.into_graph();
+        let step_graph = rec.into_graph()?;
 
         let (vh, vw) = tiles.vae.tile_size();
         let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
         let mut rec = Recorder::capture(gpu);
         let vae_out = vae.forward(&mut rec, &vae_in)?;
-        let vae_graph = rec.into_graph();
+        let vae_graph = rec.into_graph()?;
         let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * vh, SCALE * vw];
         if vae_out.shape() != want {
             bail!("the VAE decoder gives {:?} for latents {:?}; the pipeline needs a ×4 decoder ({want:?})", vae_out.shape(), vae_in.shape());
@@ -1145,7 +1145,7 @@ mod tests {
         let labels = Tensor::from_u32(gpu, &[opts.noise_level; 2], &[2]).unwrap();
         let mut rec = Recorder::capture(gpu);
         unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
-        rec.into_graph().dispatches()
+        rec.into_graph().unwrap().dispatches()
     }
 
     /// The sample `Engine::load_sample` builds on the GPU for a tile at (8, 24) of window 3
