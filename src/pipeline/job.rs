@@ -293,7 +293,12 @@ impl<'g> Engine<'g> {
         let values = StepValues::new(gpu, &StepSlots::NAMES)?;
         let latents = Tensor::empty(gpu, &[1, LATENT_CHANNELS, WINDOW, ph, pw], DType::F32)?;
 
-        let mut rec = Recorder::capture(gpu);
+        // The step and the decode never run at the same time: one arena holds the larger of the
+        // two plans, not both. Safe because nothing of the step's activations is read after it
+        // runs (its result goes into `latents`), and the decode's output is read as soon as it
+        // has run, before the next step.
+        let arena = crate::kernel::Arena::new();
+        let mut rec = Recorder::capture_in(gpu, &arena);
         let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
         // Guidance and DDIM (η = 0, v-prediction) in one pass, in place on the f32 latents:
         // x ← a·x + b·(v_u + g·(v_c − v_u)); then x into both CFG halves of the sample.
@@ -304,7 +309,7 @@ impl<'g> Engine<'g> {
 
         let (vh, vw) = tiles.vae.tile_size();
         let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
-        let mut rec = Recorder::capture(gpu);
+        let mut rec = Recorder::capture_in(gpu, &arena);
         let vae_out = vae.forward(&mut rec, &vae_in)?;
         let vae_graph = rec.into_graph()?;
         let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * vh, SCALE * vw];
