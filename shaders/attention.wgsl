@@ -59,6 +59,7 @@ struct Params {
     k_end: u32,
     flags: u32,
     scale: f32,    // softmax scale · log2(e)
+    groups: u32,   // workgroups that own a tile: batch · heads · nqt
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -153,6 +154,9 @@ fn v_block(kk: u32, c4: u32) -> mat4x4<f32> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let wg = wg_index(wid, nwg);
+    if (wg >= p.groups) {
+        return; // slack of a 2-D folded grid (uniform per workgroup): it would write past `o`
+    }
     let qt = wg % p.nqt;
     let bh = wg / p.nqt;
     let b = bh / p.heads;

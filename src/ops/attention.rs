@@ -58,6 +58,8 @@ struct Params {
     k_end: u32,
     flags: u32,
     scale: f32,
+    /// Workgroups that own a tile (the rest of a folded grid return at once).
+    groups: u32,
 }
 
 /// Tile shape of one kernel variant (see the shader's header).
@@ -345,8 +347,9 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
             k_end: ld(k_end)?,
             flags,
             scale: opts.scale * std::f32::consts::LOG2_E,
+            groups: ld(b * heads * nqt)?,
         };
-        let groups = ld(b * heads * nqt)?;
+        let groups = p.groups;
         rec.dispatch(&kernel, &p, &[q.t.into(), k.t.into(), v.t.into(), (&out).into(), (&state).into()], grid(gpu, groups))?;
     }
     Ok(out)
