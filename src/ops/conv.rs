@@ -121,21 +121,11 @@ impl ConvWeight {
         let ntaps = taps[0] * taps[1] * taps[2];
         let (cin_p, cout_p) = (cin.next_multiple_of(CIN_ALIGN), cout.next_multiple_of(COUT_ALIGN));
         let mut packed = vec![0f32; ntaps * cin_p * cout_p];
-        // A transpose, blocked over output channels: each pass reads BLOCK source rows front to
-        // back and writes runs of BLOCK values (the plain loop strides through one side per
-        // element, which made it most of a full-size model's load time).
-        const BLOCK: usize = 16;
-        for co0 in (0..cout).step_by(BLOCK) {
-            let co1 = (co0 + BLOCK).min(cout);
-            for ci in 0..cin {
-                for tap in 0..ntaps {
-                    let dst = (tap * cin_p + ci) * cout_p;
-                    for co in co0..co1 {
-                        packed[dst + co] = w[(co * cin + ci) * ntaps + tap];
-                    }
-                }
-            }
-        }
+        // Row (tap, ci) holds w[co][ci][tap] for every co; padding rows and columns stay 0.
+        super::pack::gather_rows(&mut packed, cout_p, cout, w, |r| {
+            let (tap, ci) = (r / cin_p, r % cin_p);
+            (ci < cin).then_some((ci * ntaps + tap, cin * ntaps))
+        });
         Self::upload(gpu, kind, cin, cout, taps, cin_p, cout_p, &packed, bias, dtype)
     }
 
@@ -150,15 +140,14 @@ impl ConvWeight {
         let (cin_p, cout_p) = (cin.next_multiple_of(CIN_ALIGN), cout.next_multiple_of(COUT_ALIGN));
         let mut packed = vec![0f32; 4 * 4 * cin_p * cout_p];
         // Output row 2a+py gets kernel row ky from input row a+ty−1+py with ky = 3−2ty−py (ty ∈ {0,1}).
-        for (py, px, ty, tx) in (0..16).map(|i| (i >> 3, (i >> 2) & 1, (i >> 1) & 1, i & 1)) {
+        // Rows are (phase, tap, ci) with phase = 2py+px and tap = 2ty+tx: the row's index is
+        // ((py·2 + px)·4 + ty·2 + tx)·cin_p + ci, and it holds w[ci][co][ky][kx] for every co.
+        super::pack::gather_rows(&mut packed, cout_p, cout, w, |r| {
+            let (i, ci) = (r / cin_p, r % cin_p);
+            let (py, px, ty, tx) = (i >> 3, (i >> 2) & 1, (i >> 1) & 1, i & 1);
             let (ky, kx) = (3 - 2 * ty - py, 3 - 2 * tx - px);
-            let base = ((py * 2 + px) * 4 + ty * 2 + tx) * cin_p;
-            for ci in 0..cin {
-                for co in 0..cout {
-                    packed[(base + ci) * cout_p + co] = w[((ci * cout + co) * 4 + ky) * 4 + kx];
-                }
-            }
-        }
+            (ci < cin).then_some((ci * cout * 16 + ky * 4 + kx, 16))
+        });
         Self::upload(gpu, ConvKind::ConvTranspose2d, cin, cout, [1, 2, 2], cin_p, cout_p, &packed, bias, dtype)
     }
 

@@ -278,19 +278,9 @@ impl LinearWeight {
         if w.len() != out_features * in_features {
             bail!("linear weight has {} values but [{out_features}, {in_features}] needs {}", w.len(), out_features * in_features);
         }
+        // The transpose: row i holds w[o][i] for every o.
         let mut t = vec![0f32; w.len()];
-        // A transpose blocked over outputs (see `ConvWeight::from_torch`: the plain loop's
-        // strided writes dominated loading a full-size model).
-        const BLOCK: usize = 16;
-        for o0 in (0..out_features).step_by(BLOCK) {
-            let o1 = (o0 + BLOCK).min(out_features);
-            for i in 0..in_features {
-                let dst = i * out_features;
-                for o in o0..o1 {
-                    t[dst + o] = w[o * in_features + i];
-                }
-            }
-        }
+        super::pack::gather_rows(&mut t, out_features.max(1), out_features, w, |i| Some((i, in_features)));
         let w = Tensor::from_f32(gpu, &t, &[in_features, out_features], dtype)?;
         Ok(LinearWeight { w, bias: None, in_features, out_features })
     }

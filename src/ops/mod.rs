@@ -17,3 +17,4 @@ pub mod temporal_attention;
 pub mod sampler;
 pub mod noise;
 pub mod color;
+pub mod pack;
