@@ -293,11 +293,19 @@ impl<'g> Engine<'g> {
         let values = StepValues::new(gpu, &StepSlots::NAMES)?;
         let latents = Tensor::empty(gpu, &[1, LATENT_CHANNELS, WINDOW, ph, pw], DType::F32)?;
 
-        // The step and the decode never run at the same time: one arena holds the larger of the
-        // two plans, not both. Safe because nothing of the step's activations is read after it
-        // runs (its result goes into `latents`), and the decode's output is read as soon as it
-        // has run, before the next step.
+        // The step and the decode never run at the same time: one arena holds about the larger of
+        // the two plans, not both. Safe because nothing of the step's activations is read after
+        // it runs (its result goes into `latents`), and the decode's output is read as soon as it
+        // has run, before the next step. The decode is planned first: its tensors (at 4× the
+        // latent's size) are the larger, and a later plan reuses only buffers that hold its
+        // tensors.
         let arena = crate::kernel::Arena::new();
+        let (vh, vw) = tiles.vae.tile_size();
+        let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
+        let mut rec = Recorder::capture_in(gpu, &arena);
+        let vae_out = vae.forward(&mut rec, &vae_in)?;
+        let vae_graph = rec.into_graph()?;
+
         let mut rec = Recorder::capture_in(gpu, &arena);
         let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
         // Guidance and DDIM (η = 0, v-prediction) in one pass, in place on the f32 latents:
@@ -306,12 +314,6 @@ impl<'g> Engine<'g> {
         guided_ddim_step_into(&mut rec, &latents, &v, &a, &b, &g, &latents)?;
         load_latents(&mut rec, &latents, &sample)?;
         let step_graph = rec.into_graph()?;
-
-        let (vh, vw) = tiles.vae.tile_size();
-        let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
-        let mut rec = Recorder::capture_in(gpu, &arena);
-        let vae_out = vae.forward(&mut rec, &vae_in)?;
-        let vae_graph = rec.into_graph()?;
         let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * vh, SCALE * vw];
         if vae_out.shape() != want {
             bail!("the VAE decoder gives {:?} for latents {:?}; the pipeline needs a ×4 decoder ({want:?})", vae_out.shape(), vae_in.shape());
@@ -1151,6 +1153,39 @@ mod tests {
         let mut rec = Recorder::capture(gpu);
         unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
         rec.into_graph().unwrap().dispatches()
+    }
+
+    /// The step and the decode never run at once, so they share one arena: the engine holds
+    /// less than the two plans made apart, and the step's plan is no larger than alone.
+    #[test]
+    fn step_and_decode_share_one_arena() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let seed = fresh_seed();
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(seed), seed, 1);
+        let (h, w) = (8, 16);
+        let engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        assert_eq!(engine.step_graph.planned_bytes(), engine.vae_graph.planned_bytes(), "one arena");
+        let vae_alone = {
+            let x = Tensor::empty(&gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, h, w], dt).unwrap();
+            let mut rec = Recorder::capture(&gpu);
+            let _out = vae.forward(&mut rec, &x).unwrap();
+            rec.into_graph().unwrap().planned_bytes()
+        };
+        let step_alone = {
+            let sample = Tensor::empty(&gpu, &[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, h, w], dt).unwrap();
+            let ctx = Tensor::empty(&gpu, &[2, 77, unet.config.base.cross_attention_dim], dt).unwrap();
+            let ts = Tensor::from_f32(&gpu, &[1.0; 2], &[2], DType::F32).unwrap();
+            let labels = Tensor::from_u32(&gpu, &[opts.noise_level; 2], &[2]).unwrap();
+            let mut rec = Recorder::capture(&gpu);
+            let _v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
+            rec.into_graph().unwrap().planned_bytes()
+        };
+        let shared = engine.step_graph.planned_bytes();
+        eprintln!("activations: step alone {step_alone} B, decode alone {vae_alone} B, shared {shared} B");
+        assert!(shared < step_alone + vae_alone, "shared {shared} B is not below {step_alone} + {vae_alone} B");
+        assert!(shared >= step_alone.max(vae_alone) / 2, "shared {shared} B: implausibly small");
     }
 
     /// The sample `Engine::load_sample` builds on the GPU for a tile at (8, 24) of window 3
