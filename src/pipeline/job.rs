@@ -1144,7 +1144,8 @@ mod tests {
     }
 
     /// Dispatches of one uncaptured UNet forward on the job's CFG pair.
-    fn unet_dispatches(gpu: &crate::Gpu, unet: &VideoUNet, opts: &JobOptions, h: usize, w: usize) -> usize {
+    /// The UNet's CFG-pair forward at an `h`×`w` latent (f32), captured alone in an arena of its own.
+    fn unet_alone(gpu: &crate::Gpu, unet: &VideoUNet, opts: &JobOptions, h: usize, w: usize) -> crate::kernel::Graph {
         let d = unet.config.base.cross_attention_dim;
         let sample = Tensor::empty(gpu, &[2, 7, WINDOW, h, w], DType::F32).unwrap();
         let ctx = Tensor::empty(gpu, &[2, 77, d], DType::F32).unwrap();
@@ -1152,11 +1153,15 @@ mod tests {
         let labels = Tensor::from_u32(gpu, &[opts.noise_level; 2], &[2]).unwrap();
         let mut rec = Recorder::capture(gpu);
         unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
-        rec.into_graph().unwrap().dispatches()
+        rec.into_graph().unwrap()
+    }
+
+    fn unet_dispatches(gpu: &crate::Gpu, unet: &VideoUNet, opts: &JobOptions, h: usize, w: usize) -> usize {
+        unet_alone(gpu, unet, opts, h, w).dispatches()
     }
 
     /// The step and the decode never run at once, so they share one arena: the engine holds
-    /// less than the two plans made apart, and the step's plan is no larger than alone.
+    /// less than the two plans made apart.
     #[test]
     fn step_and_decode_share_one_arena() {
         let gpu = test_gpu();
@@ -1173,15 +1178,7 @@ mod tests {
             let _out = vae.forward(&mut rec, &x).unwrap();
             rec.into_graph().unwrap().planned_bytes()
         };
-        let step_alone = {
-            let sample = Tensor::empty(&gpu, &[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, h, w], dt).unwrap();
-            let ctx = Tensor::empty(&gpu, &[2, 77, unet.config.base.cross_attention_dim], dt).unwrap();
-            let ts = Tensor::from_f32(&gpu, &[1.0; 2], &[2], DType::F32).unwrap();
-            let labels = Tensor::from_u32(&gpu, &[opts.noise_level; 2], &[2]).unwrap();
-            let mut rec = Recorder::capture(&gpu);
-            let _v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
-            rec.into_graph().unwrap().planned_bytes()
-        };
+        let step_alone = unet_alone(&gpu, &unet, &opts, h, w).planned_bytes();
         let shared = engine.step_graph.planned_bytes();
         eprintln!("activations: step alone {step_alone} B, decode alone {vae_alone} B, shared {shared} B");
         assert!(shared < step_alone + vae_alone, "shared {shared} B is not below {step_alone} + {vae_alone} B");
