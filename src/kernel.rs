@@ -44,17 +44,6 @@ pub fn grid(gpu: &Gpu, n: u32) -> [u32; 3] {
 /// `_into` op, which is what the pipeline does for everything it keeps across graphs.
 pub use crate::gpu::arena::Arena;
 
-impl Arena {
-    /// Device memory the arena holds: the buffers of the largest plans captured into it.
-    pub fn peak_bytes(&self) -> u64 {
-        self.stats().created_bytes
-    }
-    /// The largest tensor allocated in the arena (bytes): what one storage binding must hold.
-    pub fn largest_tensor_bytes(&self) -> u64 {
-        self.stats().largest_request
-    }
-}
-
 /// Records dispatches. Two modes:
 ///
 /// * **eager** ([`Gpu::recorder`]): dispatches go into one command encoder; [`Recorder::submit`]
@@ -490,8 +479,7 @@ impl Graph {
         self.live_peak
     }
 
-    /// The graph's largest activation tensor (bytes): what one storage binding must hold. (The
-    /// arena's figure is the largest over every graph captured into it.)
+    /// The graph's largest activation tensor (bytes): what one storage binding must hold.
     pub fn largest_tensor_bytes(&self) -> u64 {
         self.largest
     }

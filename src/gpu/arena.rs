@@ -119,17 +119,6 @@ impl Trace {
     }
 }
 
-/// What the arena has created and planned.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct ArenaStats {
-    /// Bytes of the buffers it holds (the plan's memory).
-    pub created_bytes: u64,
-    /// The largest tensor it has held: what one storage binding must fit.
-    pub largest_request: u64,
-    /// The most tensor bytes alive at once in any graph planned into it.
-    pub peak_live_requested: u64,
-}
-
 /// Activation memory shared by the graphs captured into it (see the module docs).
 #[derive(Clone, Default)]
 pub struct Arena(Arc<Mutex<ArenaState>>);
@@ -137,7 +126,8 @@ pub struct Arena(Arc<Mutex<ArenaState>>);
 #[derive(Default)]
 struct ArenaState {
     buffers: Vec<wgpu::Buffer>,
-    stats: ArenaStats,
+    /// Bytes of `buffers`.
+    created_bytes: u64,
 }
 
 impl Arena {
@@ -145,8 +135,9 @@ impl Arena {
         Arena::default()
     }
 
-    pub fn stats(&self) -> ArenaStats {
-        self.0.lock().unwrap().stats
+    /// Device memory the arena holds: the buffers of the largest plans captured into it.
+    pub fn peak_bytes(&self) -> u64 {
+        self.0.lock().unwrap().created_bytes
     }
 
     /// Gives every slot of `trace` a buffer, creating (and, on a poisoning device, filling
@@ -161,17 +152,15 @@ impl Arena {
         let existing: Vec<u64> = st.buffers.iter().map(|b| b.size()).collect();
         let (assign, new_sizes) = assign_buffers(&lives, &existing);
         for size in new_sizes {
-            let b = create_storage_buffer(&gpu.buffer_limits(), size, "graph activations", st.stats.created_bytes)?;
+            let b = create_storage_buffer(&gpu.buffer_limits(), size, "graph activations", st.created_bytes)?;
             if gpu.poison() {
                 // NaN as f32 and as both f16 halves.
                 let data = vec![0x7FC0_7FC0u32; (size / 4) as usize];
                 gpu.queue.write_buffer(&b, 0, bytemuck::cast_slice(&data));
             }
-            st.stats.created_bytes += size;
+            st.created_bytes += size;
             st.buffers.push(b);
         }
-        st.stats.largest_request = st.stats.largest_request.max(lives.iter().map(|l| l.0).max().unwrap_or(0));
-        st.stats.peak_live_requested = st.stats.peak_live_requested.max(trace.peak_live);
         Ok(assign.iter().map(|&i| st.buffers[i].clone()).collect())
     }
 }

@@ -45,10 +45,6 @@ pub struct PoolStats {
     /// The largest single request (before rounding to a bucket): the largest tensor the pool
     /// has held, which is what a storage binding must fit.
     pub largest_request: u64,
-    /// Bytes of the requests (tensor sizes, not buckets) handed out now, and their peak: for a
-    /// graph's arena, the least memory any plan of the same dispatch order could use.
-    pub live_requested: u64,
-    pub peak_live_requested: u64,
 }
 
 impl BufferPool {
@@ -80,10 +76,8 @@ impl BufferPool {
             let mut s = self.stats.lock().unwrap();
             s.live_bytes += buffer.size();
             s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
-            s.live_requested += bytes;
-            s.peak_live_requested = s.peak_live_requested.max(s.live_requested);
         }
-        Ok(PooledBuffer { buffer, requested: bytes, pool: Arc::downgrade(self) })
+        Ok(PooledBuffer { buffer, pool: Arc::downgrade(self) })
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -122,8 +116,6 @@ pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, 
 
 pub struct PooledBuffer {
     pub buffer: wgpu::Buffer,
-    /// The bytes asked for (the buffer may be a larger bucket).
-    requested: u64,
     pool: Weak<BufferPool>,
 }
 
@@ -131,11 +123,7 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
             let size = self.buffer.size();
-            {
-                let mut s = pool.stats.lock().unwrap();
-                s.live_bytes -= size;
-                s.live_requested -= self.requested;
-            }
+            pool.stats.lock().unwrap().live_bytes -= size;
             pool.free.lock().unwrap().entry(size).or_default().push(self.buffer.clone());
         }
     }
