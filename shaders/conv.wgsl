@@ -110,10 +110,10 @@ fn store_row(m: u32, n: u32, v: vec4<f32>, py: u32, px: u32) {
     if (m >= p.m) {
         return;
     }
-    let o = out_offset(split_m(m), py, px) + n;
+    let o = out_offset(split_m(m), py, px);
     for (var j = 0u; j < 4u; j++) {
         if (n + j < p.cout) {
-            out[o + j] = T(v[j]);
+            out[o + n + j] = T(v[j] + residual(o, n + j));
         }
     }
 }

@@ -8,7 +8,7 @@
 // 128 × 256 tile, BN = 128 a 256 × 128 tile. The accumulators and fragments are named
 // variables, not arrays: an array of cooperative matrices indexed in a loop can end up in
 // local memory. The epilogue goes through a per-subgroup 16×16 f32 scratch tile (adds the
-// bias, converts to f16, scatters rows: transposed phases and edge tiles have no constant
+// bias and any residual, converts to f16, scatters rows: transposed phases and edge tiles have no constant
 // output stride).
 // Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN.
 
@@ -106,7 +106,7 @@ fn store_c(c: FC, sg: u32, lane: u32, m: u32, n: u32, py: u32, px: u32, spare: b
         for (var e = 0u; e < per; e++) {
             let nn = n + col + e;
             if (nn < p.cout) {
-                out[o + nn] = T(Cs[sg * 256u + r * 16u + col + e] + f32(bias[nn]));
+                out[o + nn] = T(Cs[sg * 256u + r * 16u + col + e] + f32(bias[nn]) + residual(o, nn));
             }
         }
     }

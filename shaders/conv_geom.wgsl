@@ -3,7 +3,8 @@
 //
 // Specialisation consts (see ops/conv.rs): KT, KH, KW (taps per axis; a transposed conv runs as
 // four 2×2 phases), SH, SW (spatial stride), TRANSPOSED (bool: output pixel (2y+py, 2x+px) of
-// phase (py, px)), VEC_IN (bool: Cin % 4 == 0, so input channels load as vec4).
+// phase (py, px)), VEC_IN (bool: Cin % 4 == 0, so input channels load as vec4), HAS_RES (bool: add
+// a residual as the output is stored).
 //
 // Input  x:   [NB, D, H, W, Cin]           (conv2d: D = 1, NB = N)
 // Output out: [NB, D, HO·OS, WO·OS, Cout]  (OS = 2 when TRANSPOSED, else 1; depth stride 1)
@@ -15,9 +16,13 @@ struct Params {
     cin: u32, cout: u32, cin_p: u32, cout_p: u32,
     ho: u32, wo: u32, pt: u32, ph: u32,
     pw: u32, m: u32, tiles_m: u32, tiles_n: u32,
+    res_rep: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// The residual epilogue (HAS_RES, see ops/residual.rs); without one the dispatch binds the bias
+// here again.
+@group(0) @binding(5) var<storage, read> res: array<T>;
 
 const TAPS: u32 = KT * KH * KW;
 
@@ -70,6 +75,15 @@ fn tap_offset(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {
 }
 
 // Element offset of output position `q` (channel 0) in phase (py, px).
+// What the residual adds to output channel n of the output pixel at element offset o (from
+// out_offset): res[(pixel / res_rep)·Cout + n].
+fn residual(o: u32, n: u32) -> f32 {
+    if (!HAS_RES) {
+        return 0.0;
+    }
+    return f32(res[((o / p.cout) / p.res_rep) * p.cout + n]);
+}
+
 fn out_offset(q: Pos, py: u32, px: u32) -> u32 {
     if (TRANSPOSED) {
         let h2 = 2u * p.ho;

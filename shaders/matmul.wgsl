@@ -4,6 +4,7 @@
 // Specialised by (see ops/matmul.rs):
 //   RM, RN    each thread owns RM×RN blocks of 4×4 outputs; the workgroup tile is (64·RM)×(64·RN)
 //   HAS_BIAS  add bias[col]
+//   HAS_RES   add res[((z·M + row) / res_rep)·N + col] (ops/residual.rs)
 //   GROUP_M   row tiles per group in the launch order (L2 reuse of b)
 // 256 invocations as 16×16: thread (tx, ty) owns rows g·64 + 4·ty + r and columns h·64 + 4·tx + c,
 // so the vec4 reads from workgroup memory are conflict-free (b) or broadcast (a).
@@ -28,6 +29,7 @@ struct Params {
     b_bs: u32,
     o_bs: u32,
     batch: u32,
+    res_rep: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,6 +38,8 @@ struct Params {
 // Without a bias the dispatch binds b here again (every binding must be used).
 @group(0) @binding(3) var<storage, read> bias: array<T>;
 @group(0) @binding(4) var<storage, read_write> out: array<T>;
+// Without a residual the dispatch binds a here again.
+@group(0) @binding(5) var<storage, read> res: array<T>;
 
 var<workgroup> As: array<vec4<f32>, BK * AST>;
 var<workgroup> Bs: array<vec4<f32>, BK * BST>;
@@ -141,6 +145,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                         var x = v[c];
                         if (HAS_BIAS) {
                             x += f32(bias[col]);
+                        }
+                        if (HAS_RES) {
+                            x += f32(res[((z * p.m + row) / p.res_rep) * p.n + col]);
                         }
                         out[o_off + row * p.n + col] = T(x);
                     }

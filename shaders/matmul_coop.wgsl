@@ -3,7 +3,7 @@
 //   a [batch, M, K], b [batch, K, N] (batch stride 0 for a shared weight), out [batch, M, N],
 //   bias [N]. Needs K % 4 == 0 and N % 4 == 0 (whole vec4<f16> loads and stores); any M, N, K
 //   otherwise: edge tiles load zeros into workgroup memory and store through a guarded staging copy.
-// Specialised by HAS_BIAS and GROUP_M (see ops/matmul.rs); a second file (matmul_coop_s1.wgsl or
+// Specialised by HAS_BIAS, HAS_RES (add res[(row / res_rep)·N + col], ops/residual.rs) and GROUP_M (see ops/matmul.rs); a second file (matmul_coop_s1.wgsl or
 // matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b.
 //
 // Workgroup tile 128×256, k-step 32, 256 invocations that must form 8 subgroups of 32 (the host
@@ -31,6 +31,7 @@ struct Params {
     b_bs: u32,
     o_bs: u32,
     batch: u32,
+    res_rep: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,6 +40,8 @@ struct Params {
 // Without a bias the dispatch binds b here again (every binding must be used).
 @group(0) @binding(3) var<storage, read> bias: array<T>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<T>>;
+// Without a residual the dispatch binds a here again.
+@group(0) @binding(5) var<storage, read> res: array<vec4<T>>;
 
 var<workgroup> stage: array<f32, 8u * STAGE>;
 
@@ -72,7 +75,12 @@ fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
             if (HAS_BIAS) {
                 v += vec4<f32>(f32(bias[col]), f32(bias[col + 1u]), f32(bias[col + 2u]), f32(bias[col + 3u]));
             }
-            out[o_off4 + (row * p.n + col) / 4u] = vec4<T>(v);
+            let o4 = o_off4 + (row * p.n + col) / 4u;
+            if (HAS_RES) {
+                // The output's flat row (batch included) is o4·4 / N; N % 4 == 0.
+                v += vec4<f32>(res[(((o4 * 4u) / p.n) / p.res_rep) * (p.n / 4u) + col / 4u]);
+            }
+            out[o4] = vec4<T>(v);
         }
     }
     workgroupBarrier();

@@ -13,7 +13,8 @@
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
 //! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage,
 //! f32 accumulation, adapters with f16 16×16 matrices and a fixed subgroup size). [`Impl`]
-//! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64.
+//! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64. Both can add a
+//! [`Residual`] to the output as they store it (the `_add` functions).
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
 //! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
 //! one contiguous weight row per channel, and the zero padding removes every bounds check on
@@ -23,6 +24,7 @@ use anyhow::{bail, ensure, Result};
 
 use crate::gpu::Gpu;
 use crate::kernel::{grid, Kernel, Recorder};
+use crate::ops::residual::Residual;
 use crate::tensor::{DType, Tensor};
 
 const SRC_TILED_VEC4: &str = concat!(
@@ -46,9 +48,10 @@ const SRC_COOP_SCALAR: &str = concat!(
     include_str!("../../shaders/conv_coop.wgsl")
 );
 
-fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, vec_in: bool, sg: u32, bn: u32) -> Kernel {
+#[allow(clippy::too_many_arguments)]
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, vec_in: bool, sg: u32, bn: u32) -> Kernel {
     let src = if vec_in { SRC_COOP_VEC4 } else { SRC_COOP_SCALAR };
-    geometry_kernel("conv_coop", src, dtype, taps, stride, transposed).with_coop().def("SG", format!("{sg}u")).def("BN", format!("{bn}u"))
+    geometry_kernel("conv_coop", src, dtype, taps, stride, transposed, has_res).with_coop().def("SG", format!("{sg}u")).def("BN", format!("{bn}u"))
 }
 
 /// Packed K rows are padded to a multiple of this (the largest K step of any conv kernel).
@@ -77,6 +80,8 @@ struct Params {
     m: u32,
     tiles_m: u32,
     tiles_n: u32,
+    /// Output pixels per residual row (see ops/residual.rs); 1 without a residual.
+    res_rep: u32,
 }
 
 /// What a [`ConvWeight`] was made from.
@@ -227,6 +232,17 @@ pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad
 }
 
 pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, imp: Impl) -> Result<Tensor> {
+    conv2d_add_with(rec, x, w, stride, pad, None, imp)
+}
+
+/// [`conv2d`] plus a [`Residual`] added as the output is stored (a resnet's skip connection, or
+/// a time embedding per batch element).
+pub fn conv2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, res: Residual) -> Result<Tensor> {
+    conv2d_add_with(rec, x, w, stride, pad, Some(res), Impl::Auto)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
     ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
     check_input("conv2d", x, w)?;
     let s = x.shape();
@@ -244,7 +260,7 @@ pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
     let pb = Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape };
-    launch(rec, x, w, &pb, imp)
+    launch(rec, x, w, &pb, res, imp)
 }
 
 /// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
@@ -254,6 +270,15 @@ pub fn conv_transpose2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Resul
 }
 
 pub fn conv_transpose2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) -> Result<Tensor> {
+    conv_transpose2d_add_with(rec, x, w, None, imp)
+}
+
+/// [`conv_transpose2d`] plus a [`Residual`] added as the output is stored.
+pub fn conv_transpose2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Residual) -> Result<Tensor> {
+    conv_transpose2d_add_with(rec, x, w, Some(res), Impl::Auto)
+}
+
+pub fn conv_transpose2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
     ensure!(w.kind == ConvKind::ConvTranspose2d, "conv_transpose2d: weight is a {:?}", w.kind);
     check_input("conv_transpose2d", x, w)?;
     let s = x.shape();
@@ -266,7 +291,7 @@ pub fn conv_transpose2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
     let pb = Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape };
-    launch(rec, x, w, &pb, imp)
+    launch(rec, x, w, &pb, res, imp)
 }
 
 /// 3-D convolution (stride 1, zero padding `k/2` in every axis, so the shape is kept) of
@@ -277,6 +302,15 @@ pub fn conv3d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Result<Tensor> 
 }
 
 pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) -> Result<Tensor> {
+    conv3d_add_with(rec, x, w, None, imp)
+}
+
+/// [`conv3d`] plus a [`Residual`] added as the output is stored.
+pub fn conv3d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Residual) -> Result<Tensor> {
+    conv3d_add_with(rec, x, w, Some(res), Impl::Auto)
+}
+
+pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
     ensure!(w.kind == ConvKind::Conv3d, "conv3d: weight is a {:?}", w.kind);
     check_input("conv3d", x, w)?;
     let s = x.shape();
@@ -287,12 +321,13 @@ pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) ->
     let mut out_shape = s.to_vec();
     out_shape[4] = w.cout;
     let pb = Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape };
-    launch(rec, x, w, &pb, imp)
+    launch(rec, x, w, &pb, res, imp)
 }
 
 /// The specialisation consts every conv kernel shares.
-fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool) -> Kernel {
+fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool) -> Kernel {
     Kernel::new(name, src, dtype)
+        .def("HAS_RES", has_res)
         .def("KT", format!("{}u", taps[0]))
         .def("KH", format!("{}u", taps[1]))
         .def("KW", format!("{}u", taps[2]))
@@ -337,10 +372,14 @@ fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<(u32, u32), Strin
     Ok((lo, bn))
 }
 
-fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Impl) -> Result<Tensor> {
+fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
     let gpu = rec.gpu();
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
+    let res_rep = match &res {
+        Some(r) => r.rep("conv", &pb.out_shape, x.dtype())?,
+        None => 1,
+    };
     ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
@@ -352,11 +391,11 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Imp
         Impl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
     };
     let (k, bm, bn) = match coop {
-        Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, vec_in, sg, bn), coop_bm(bn), bn),
+        Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), vec_in, sg, bn), coop_bm(bn), bn),
         None => {
             let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
             let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
-            let k = geometry_kernel("conv_tiled", src, x.dtype(), w.taps, pb.stride, transposed)
+            let k = geometry_kernel("conv_tiled", src, x.dtype(), w.taps, pb.stride, transposed, res.is_some())
                 .def("BN", format!("{bn}u"))
                 .def("BK", format!("{TILED_BK}u"));
             (k, (256 / (bn / 4)) * 4, bn)
@@ -382,8 +421,11 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Imp
         m: m as u32,
         tiles_m,
         tiles_n,
+        res_rep,
     };
-    rec.dispatch(&k, &p, &[x.into(), (&w.w).into(), (&w.bias).into(), (&out).into()], grid(gpu, tiles_m * tiles_n * phases))?;
+    // Without a residual the bias fills its binding.
+    let res_arg = res.map(|r| r.tensor()).unwrap_or(&w.bias);
+    rec.dispatch(&k, &p, &[x.into(), (&w.w).into(), (&w.bias).into(), (&out).into(), res_arg.into()], grid(gpu, tiles_m * tiles_n * phases))?;
     Ok(out)
 }
 
@@ -598,8 +640,8 @@ mod tests {
             &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
         for &(taps, stride, transposed) in specs {
             for vec_in in [false, true] {
-                for (sg, bn) in [(32u32, 128u32), (32, 256), (16, 128), (64, 256)] {
-                    let k = coop_kernel(DType::F16, taps, stride, transposed, vec_in, sg, bn);
+                for (sg, bn, has_res) in [(32u32, 128u32, false), (32, 256, true), (16, 128, true), (64, 256, false)] {
+                    let k = coop_kernel(DType::F16, taps, stride, transposed, has_res, vec_in, sg, bn);
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                     assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
@@ -790,6 +832,69 @@ mod tests {
                     assert_eq!(y.shape(), &[b, f, h, w, cout]);
                     let want = cpu::conv3d(&xv, b, f, h, w, cin, &wv, cout, k, bias);
                     let what = format!("conv3d {imp:?} {dt:?} x[{b},{f},{h},{w},{cin}] k{k:?} -> {cout} bias {with_bias} seed {seed}");
+                    assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                }
+            }
+        }
+    }
+
+    /// The residual epilogue of every conv kind against conv-then-add on the CPU: same-shape
+    /// residuals (a strided conv, the transposed conv's scattered phases, a 3×3×3 conv) and
+    /// per-batch `[B, Cout]` ones over a video window (the resnets' time embedding).
+    #[test]
+    fn residual_epilogue_matches_cpu() {
+        use crate::ops::residual::cpu as res_cpu;
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (kind, input shape, cout, kernel, stride, per batch)
+        let cases: [(ConvKind, &[usize], usize, [usize; 3], usize, bool); 5] = [
+            (ConvKind::Conv2d, &[2, 7, 5, 7], 33, [1, 3, 3], 2, false),
+            (ConvKind::Conv2d, &[2, 3, 5, 7, 12], 9, [1, 3, 3], 1, true),
+            (ConvKind::ConvTranspose2d, &[2, 4, 6, 8], 20, [1, 4, 4], 2, false),
+            (ConvKind::Conv3d, &[2, 3, 5, 4, 12], 36, [3, 1, 1], 1, true),
+            (ConvKind::Conv3d, &[1, 3, 5, 7, 8], 77, [3, 3, 3], 1, false),
+        ];
+        for dt in gpu.dtypes() {
+            for imp in imps(&gpu, dt) {
+                for &(kind, xs, cout, k, st, per_batch) in &cases {
+                    let cin = xs[xs.len() - 1];
+                    let taps: usize = k.iter().product();
+                    let xv = rand(&mut rng, xs.iter().product(), 1.0, dt);
+                    let wv = rand(&mut rng, cout * cin * taps, 0.3, dt);
+                    let bv = rand(&mut rng, cout, 0.5, dt);
+                    let x = Tensor::from_f32(&gpu, &xv, xs, dt).unwrap();
+                    let (h, w) = (xs[xs.len() - 3], xs[xs.len() - 2]);
+                    let (mut want, ws) = match kind {
+                        ConvKind::Conv2d => {
+                            let n = xs[..xs.len() - 3].iter().product();
+                            let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, 3, 3], Some(&bv), dt).unwrap();
+                            (cpu::conv2d(&xv, n, h, w, cin, &wv, cout, 3, 3, Some(&bv), st, 1), cw)
+                        }
+                        ConvKind::ConvTranspose2d => {
+                            let cw = ConvWeight::from_torch_transposed(&gpu, &wv, &[cin, cout, 4, 4], Some(&bv), dt).unwrap();
+                            (cpu::conv_transpose2d(&xv, xs[0], h, w, cin, &wv, cout, Some(&bv)), cw)
+                        }
+                        ConvKind::Conv3d => {
+                            let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, k[0], k[1], k[2]], Some(&bv), dt).unwrap();
+                            (cpu::conv3d(&xv, xs[0], xs[1], h, w, cin, &wv, cout, k, Some(&bv)), cw)
+                        }
+                    };
+                    let rows = want.len() / cout;
+                    let rn = if per_batch { xs[0] * cout } else { want.len() };
+                    let rv = rand(&mut rng, rn, 1.0, dt);
+                    let r = Tensor::from_f32(&gpu, &rv, &[rn / cout, cout], dt).unwrap();
+                    let res = if per_batch { Residual::PerBatch(&r) } else { Residual::Same(&r) };
+                    let mut rec = gpu.recorder();
+                    let y = match kind {
+                        ConvKind::Conv2d => conv2d_add_with(&mut rec, &x, &ws, st, 1, Some(res), imp),
+                        ConvKind::ConvTranspose2d => conv_transpose2d_add_with(&mut rec, &x, &ws, Some(res), imp),
+                        ConvKind::Conv3d => conv3d_add_with(&mut rec, &x, &ws, Some(res), imp),
+                    }
+                    .unwrap();
+                    rec.submit();
+                    res_cpu::add(&mut want, &rv, cout, if per_batch { rows / xs[0] } else { 1 });
+                    let what = format!("{kind:?} + residual (per batch {per_batch}) {imp:?} {dt:?} x{xs:?} -> {cout} seed {seed}");
                     assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
                 }
             }

@@ -8,6 +8,8 @@
 //!   of 32 each owning a 64×64 block. It needs K % 4 == 0 and N % 4 == 0 (vec4 loads and stores);
 //!   M, N and K need not be tile multiples (zero-padded loads, guarded staged stores).
 //!
+//! Both can add a [`Residual`] to the output as they store it ([`linear_add`]).
+//!
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 and the shape qualifies, and the portable kernel otherwise.
 //!
@@ -19,6 +21,7 @@
 use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
+use crate::ops::residual::Residual;
 use crate::tensor::{DType, Tensor};
 use crate::Gpu;
 
@@ -46,6 +49,8 @@ struct Params {
     b_bs: u32,
     o_bs: u32,
     batch: u32,
+    /// Output rows per residual row (see ops/residual.rs); 1 without a residual.
+    res_rep: u32,
 }
 
 /// Which kernel a matmul uses.
@@ -205,8 +210,13 @@ fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
     Ok(())
 }
 
-fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, p: &Plan, v: Variant) -> Result<Tensor> {
+#[allow(clippy::too_many_arguments)]
+fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, res: Option<Residual>, p: &Plan, v: Variant) -> Result<Tensor> {
     let gpu = rec.gpu();
+    let res_rep = match &res {
+        Some(r) => r.rep("matmul", &p.out_shape, a.dtype())?,
+        None => 1,
+    };
     let out = rec.empty(&p.out_shape, a.dtype())?;
     if out.numel() == 0 {
         return Ok(out);
@@ -224,7 +234,7 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, p: &Pl
                 .with_coop(),
         ),
     };
-    let kernel = kernel.def("HAS_BIAS", bias.is_some()).def("GROUP_M", format!("{GROUP_M}u"));
+    let kernel = kernel.def("HAS_BIAS", bias.is_some()).def("HAS_RES", res.is_some()).def("GROUP_M", format!("{GROUP_M}u"));
     let tiles_m = p.m.div_ceil(bm);
     let tiles_n = p.n.div_ceil(bn);
     let total = tiles_m * tiles_n * p.batch;
@@ -241,9 +251,12 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, p: &Pl
         b_bs: p.b_bs as u32,
         o_bs: p.o_bs as u32,
         batch: p.batch as u32,
+        res_rep,
     };
+    // Unused bindings are filled with an input of the same element type.
     let bias_arg = bias.unwrap_or(b);
-    rec.dispatch(&kernel, &params, &[a.into(), b.into(), bias_arg.into(), (&out).into()], grid(gpu, total as u32))?;
+    let res_arg = res.map(|r| r.tensor()).unwrap_or(a);
+    rec.dispatch(&kernel, &params, &[a.into(), b.into(), bias_arg.into(), (&out).into(), res_arg.into()], grid(gpu, total as u32))?;
     Ok(out)
 }
 
@@ -255,10 +268,15 @@ pub fn matmul(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>)
 
 /// [`matmul`] on an explicit kernel path (tests and benchmarks).
 pub fn matmul_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, path: Impl) -> Result<Tensor> {
+    matmul_add_with(rec, a, b, bias, None, path)
+}
+
+/// [`matmul_with`] plus a [`Residual`] added as the output is stored.
+pub fn matmul_add_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, res: Option<Residual>, path: Impl) -> Result<Tensor> {
     check_dtypes(a, b, bias)?;
     let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape()))?;
     let v = choose(rec.gpu(), a.dtype(), &p, path)?;
-    run(rec, a, b, bias, &p, v)
+    run(rec, a, b, bias, res, &p, v)
 }
 
 /// An `nn.Linear` layer's parameters on the GPU. The weight is stored transposed, `[in, out]`
@@ -319,12 +337,23 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &LinearWeight) -> Result<Tensor
 
 /// [`linear`] on an explicit kernel path.
 pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, path: Impl) -> Result<Tensor> {
+    linear_add_with(rec, x, w, None, path)
+}
+
+/// `x Wᵀ + b + res` in one pass: a linear layer feeding a residual connection
+/// (`Residual::Same`, the residual stream viewed as the output's rows) or a per-batch vector.
+pub fn linear_add(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, res: Residual) -> Result<Tensor> {
+    linear_add_with(rec, x, w, Some(res), Impl::Auto)
+}
+
+/// [`linear_add`] (or [`linear`] without a residual) on an explicit kernel path.
+pub fn linear_add_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, res: Option<Residual>, path: Impl) -> Result<Tensor> {
     let s = x.shape();
     if s.last() != Some(&w.in_features) {
         bail!("linear: input {s:?} must end in in_features = {}", w.in_features);
     }
     let rows = x.numel() / w.in_features.max(1);
-    let y = matmul_with(rec, &x.reshape(&[rows, w.in_features])?, &w.w, w.bias.as_ref(), path)?;
+    let y = matmul_add_with(rec, &x.reshape(&[rows, w.in_features])?, &w.w, w.bias.as_ref(), res, path)?;
     let mut os = s.to_vec();
     *os.last_mut().unwrap() = w.out_features;
     y.reshape(&os)
@@ -446,7 +475,7 @@ mod tests {
         let out = match v {
             Some(v) => {
                 let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape())).unwrap();
-                run(&mut rec, &a, &b, bias, &p, v).unwrap()
+                run(&mut rec, &a, &b, bias, None, &p, v).unwrap()
             }
             None => matmul_with(&mut rec, &a, &b, bias, path).unwrap(),
         };
@@ -485,6 +514,69 @@ mod tests {
             // More than GROUP_M row tiles: a full and a partial launch group.
             check(&gpu, &mut rng, seed, dt, &[], 9 * 64 + 5, 70, 6, true, true, Some(Variant::Tiled { rm: 1, rn: 1 }), Impl::Portable);
         }
+    }
+
+    /// The residual epilogue on `path` against the CPU: a same-shape residual and a per-batch
+    /// `[B, N]` one, with a shared weight (leading axes folded into M) and with a batched `b`.
+    /// N and K are multiples of 4 so the cooperative kernel runs them too.
+    fn check_residual(gpu: &Gpu, seed: u64, dt: DType, path: Impl) {
+        use crate::ops::residual::cpu as res_cpu;
+        let mut rng = Rng::new(seed);
+        for &(lead, m, n, k, shared, per_batch) in &[
+            (&[1usize][..], 7, 36, 20, true, false),
+            (&[3][..], 33, 12, 76, false, false),
+            (&[2, 3][..], 5, 260, 12, true, true),
+            (&[4][..], 9, 8, 16, false, true),
+        ] {
+            let batch: usize = lead.iter().product();
+            let mut sa = lead.to_vec();
+            sa.extend([m, k]);
+            let mut sb = if shared { vec![] } else { lead.to_vec() };
+            sb.extend([k, n]);
+            let (a, ah) = upload(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
+            let (b, bh) = upload(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
+            let (c, ch) = upload(gpu, &rng.normals(n, 1.0), &[n], dt);
+            let mut so = lead.to_vec();
+            so.extend([m, n]);
+            // Per batch: one row per element of the first leading axis.
+            let rs = if per_batch { vec![lead[0], n] } else { so.clone() };
+            let (r, rh) = upload(gpu, &rng.normals(rs.iter().product(), 1.0), &rs, dt);
+            let res = if per_batch { Residual::PerBatch(&r) } else { Residual::Same(&r) };
+            let mut rec = gpu.recorder();
+            let out = matmul_add_with(&mut rec, &a, &b, Some(&c), Some(res), path).unwrap();
+            rec.submit();
+            assert_eq!(out.shape(), &so[..]);
+            let mut want = if shared {
+                cpu::matmul(&ah, &bh, Some(&ch), 1, batch * m, n, k, true)
+            } else {
+                cpu::matmul(&ah, &bh, Some(&ch), batch, m, n, k, false)
+            };
+            let rep = if per_batch { batch * m / lead[0] } else { 1 };
+            res_cpu::add(&mut want, &rh, n, rep);
+            assert_close(
+                &format!("matmul + residual {path:?} lead {lead:?} M{m} N{n} K{k} shared {shared} per-batch {per_batch} {dt:?} seed {seed}"),
+                &out.to_f32(gpu).unwrap(),
+                &want,
+                dt.tolerance(TOL),
+            );
+        }
+    }
+
+    #[test]
+    fn residual_epilogue_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        for dt in gpu.dtypes() {
+            check_residual(&gpu, seed, dt, Impl::Portable);
+        }
+        // A residual that does not fit is refused, naming both shapes.
+        let t = |s: &[usize]| Tensor::from_f32(&gpu, &vec![0.5; s.iter().product()], s, DType::F32).unwrap();
+        let mut rec = gpu.recorder();
+        let (a, b) = (t(&[6, 4]), t(&[4, 8]));
+        let e = matmul_add_with(&mut rec, &a, &b, None, Some(Residual::Same(&t(&[6, 4]))), Impl::Portable).unwrap_err();
+        assert!(e.to_string().contains("[6, 4]") && e.to_string().contains("[6, 8]"), "{e}");
+        let e = matmul_add_with(&mut rec, &a, &b, None, Some(Residual::PerBatch(&t(&[4, 8]))), Impl::Portable).unwrap_err();
+        assert!(e.to_string().contains("[B, 8]"), "{e}");
     }
 
     #[test]
@@ -591,16 +683,18 @@ mod tests {
         assert_eq!(portable_tile(&Plan { batch: 1, m: 7, n: 300, k: 8, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] }), (1, 1));
     }
 
-    /// The cooperative kernels' full WGSL (both tile element types, with and without bias) must
+    /// The cooperative kernels' full WGSL (both tile element types, with and without bias and
+    /// residual) must
     /// parse, validate, and translate to SPIR-V with naga: catches syntax and typing errors, and
     /// naga's SPIR-V writer panics, on machines without cooperative matrices.
     #[test]
     fn coop_wgsl_validates_and_translates() {
         for v4 in [false, true] {
-            for has_bias in [false, true] {
+            for (has_bias, has_res) in [(false, false), (true, false), (true, true)] {
                 let k = Kernel::new("matmul_coop", if v4 { COOP_S4 } else { COOP_S1 }, DType::F16)
                     .with_coop()
                     .def("HAS_BIAS", has_bias)
+                    .def("HAS_RES", has_res)
                     .def("GROUP_M", format!("{GROUP_M}u"));
                 let (module, _) = translate_check(&k);
                 // The parameter block is the Rust one (checked at dispatch where the kernel runs).
@@ -642,6 +736,7 @@ mod tests {
             check(&gpu, &mut rng, seed, dt, &[2, 2], 9, 72, 16, false, false, None, path);
             // Several k-steps with a long K (exercises the register prefetch).
             check(&gpu, &mut rng, seed, dt, &[], 200, 300, 1000, true, true, None, path);
+            check_residual(&gpu, seed, dt, path);
         }
         // Auto takes the coop kernel for f16 and falls back to the portable one for shapes it
         // cannot handle.

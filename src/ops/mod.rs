@@ -18,3 +18,4 @@ pub mod sampler;
 pub mod noise;
 pub mod color;
 pub mod pack;
+pub mod residual;
