@@ -6,10 +6,11 @@ use anyhow::Result;
 
 use super::Loader;
 use crate::ops::attention::{attention, AttnOpts};
-use crate::ops::conv::{conv2d, ConvWeight};
-use crate::ops::elementwise::{add, add_assign, geglu, unary, Unary};
+use crate::ops::conv::{conv2d, conv2d_add, ConvWeight};
+use crate::ops::elementwise::{add, geglu, unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
-use crate::ops::matmul::{linear, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
 use crate::{Recorder, Tensor};
@@ -20,7 +21,7 @@ pub const PER_IMAGE_SILU: GroupNormOpts = GroupNormOpts { frames: 1, pooled: fal
 
 /// diffusers `ResnetBlock2D` (time_scale_shift "default", output_scale_factor 1, no dropout):
 /// `h = conv1(SiLU(GN1(x))) [+ time_emb_proj(SiLU(temb))]; h = conv2(SiLU(GN2(h)));
-/// out = shortcut(x) + h`.
+/// out = shortcut(x) + h`. Both additions happen in the convolutions' stores.
 pub struct ResnetBlock2D {
     pub norm1: NormWeight,
     pub conv1: ConvWeight,
@@ -65,30 +66,20 @@ impl ResnetBlock2D {
     pub fn forward_frames(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>, frames: usize) -> Result<Tensor> {
         let opts = GroupNormOpts { frames, pooled: self.pooled, silu: true };
         let h = group_norm_w(rec, x, self.groups, self.eps, &self.norm1, opts)?;
-        let mut h = conv2d(rec, &h, &self.conv1, 1, 1)?;
-        if let (Some(p), Some(t)) = (&self.time_emb_proj, temb_silu) {
-            let t = linear(rec, t, p)?;
-            h = add_per_batch(rec, &h, &t)?;
-        }
-        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, opts)?;
-        let h = conv2d(rec, &h, &self.conv2, 1, 1)?;
-        match &self.conv_shortcut {
-            Some(s) => {
-                let sc = conv2d(rec, x, s, 1, 0)?;
-                add_assign(rec, &h, &sc)
+        let h = match (&self.time_emb_proj, temb_silu) {
+            (Some(p), Some(t)) => {
+                let t = linear(rec, t, p)?;
+                conv2d_add(rec, &h, &self.conv1, 1, 1, Residual::PerBatch(&t))?
             }
-            None => add_assign(rec, &h, x),
-        }
+            _ => conv2d(rec, &h, &self.conv1, 1, 1)?,
+        };
+        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, opts)?;
+        let skip = match &self.conv_shortcut {
+            Some(s) => conv2d(rec, x, s, 1, 0)?,
+            None => x.clone(),
+        };
+        conv2d_add(rec, &h, &self.conv2, 1, 1, Residual::Same(&skip))
     }
-}
-
-/// `x [N·k, ..., C] + t [N, C]`, `t[n]` added to every element of the `n`-th k-th of `x` (a time
-/// embedding onto images or onto all frames of a video window).
-pub fn add_per_batch(rec: &mut Recorder, x: &Tensor, t: &Tensor) -> Result<Tensor> {
-    let (n, c) = (t.shape()[0], t.shape()[1]);
-    let s = x.shape().to_vec();
-    let y = add(rec, &x.reshape(&[n, x.numel() / (n * c), c])?, &t.reshape(&[n, 1, c])?)?;
-    y.reshape(&s)
 }
 
 /// diffusers `Attention` as used by the UNet transformers: q/k/v without bias, `to_out.0` with
@@ -112,14 +103,15 @@ impl Attention {
         })
     }
 
-    /// `x [N, L, dim]` attends to `ctx [N, Lc, ctx_dim]` (`x` itself for self-attention).
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+    /// `x [N, L, dim]` attends to `ctx [N, Lc, ctx_dim]` (`x` itself for self-attention);
+    /// returns `res + attention`, the sum formed as `to_out` stores its output.
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor, res: &Tensor) -> Result<Tensor> {
         let q = linear(rec, x, &self.to_q)?;
         let k = linear(rec, ctx, &self.to_k)?;
         let v = linear(rec, ctx, &self.to_v)?;
         let dh = self.to_q.out_features / self.heads;
         let o = attention(rec, &q, &k, &v, self.heads, AttnOpts { scale: (dh as f32).powf(-0.5), causal: false })?;
-        linear(rec, &o, &self.to_out)
+        linear_add(rec, &o, &self.to_out, Residual::Same(res))
     }
 }
 
@@ -137,10 +129,11 @@ impl FeedForward {
         })
     }
 
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    /// `res + FF(x)`, the sum formed as `net.2` stores its output.
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
         let h = linear(rec, x, &self.proj)?;
         let h = geglu(rec, &h)?;
-        linear(rec, &h, &self.out)
+        linear_add(rec, &h, &self.out, Residual::Same(res))
     }
 }
 
@@ -184,15 +177,12 @@ impl BasicTransformerBlock {
         between: impl FnOnce(&mut Recorder, Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let n = layer_norm_w(rec, x, &self.norm1, 1e-5)?;
-        let a = self.attn1.forward(rec, &n, if self.only_cross_attention { ctx } else { &n })?;
-        let x = add_assign(rec, &a, x)?;
+        let x = self.attn1.forward_add(rec, &n, if self.only_cross_attention { ctx } else { &n }, x)?;
         let n = layer_norm_w(rec, &x, &self.norm2, 1e-5)?;
-        let a = self.attn2.forward(rec, &n, ctx)?;
-        let x = add_assign(rec, &a, &x)?;
+        let x = self.attn2.forward_add(rec, &n, ctx, &x)?;
         let x = between(rec, x)?;
         let n = layer_norm_w(rec, &x, &self.norm3, 1e-5)?;
-        let f = self.ff.forward(rec, &n)?;
-        add_assign(rec, &f, &x)
+        self.ff.forward_add(rec, &n, &x)
     }
 }
 
@@ -232,8 +222,7 @@ impl Transformer2D {
         let h = h.reshape(&[s[0], s[1] * s[2], s[3]])?;
         let h = linear(rec, &h, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx)?;
-        let h = linear(rec, &h, &self.proj_out)?;
-        add_assign(rec, &h.reshape(&s)?, x)
+        linear_add(rec, &h, &self.proj_out, Residual::Same(x))?.reshape(&s)
     }
 }
 

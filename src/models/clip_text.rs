@@ -18,8 +18,9 @@ use anyhow::{bail, Context, Result};
 
 use super::Loader;
 use crate::ops::attention::{attention_qkv, AttnOpts};
-use crate::ops::elementwise::{add_assign, unary, Unary};
-use crate::ops::matmul::{linear, LinearWeight};
+use crate::ops::elementwise::{unary, Unary};
+use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::residual::Residual;
 use crate::ops::norm::{layer_norm_w, NormWeight};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::WeightStore;
@@ -48,12 +49,12 @@ impl ClipAttention {
         Ok(ClipAttention { qkv, out_proj: l.linear(&format!("{prefix}.out_proj"), dim, dim, true)?, heads })
     }
 
-    /// `x [B, L, D]` → `[B, L, D]`.
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    /// `res + attention(x)` for `x [B, L, D]` → `[B, L, D]` (the sum formed as `out_proj` stores).
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
         let qkv = linear(rec, x, &self.qkv)?;
         let dh = self.out_proj.in_features / self.heads;
         let o = attention_qkv(rec, &qkv, self.heads, AttnOpts::new(dh).causal())?;
-        linear(rec, &o, &self.out_proj)
+        linear_add(rec, &o, &self.out_proj, Residual::Same(res))
     }
 }
 
@@ -68,10 +69,11 @@ impl ClipMlp {
         Ok(ClipMlp { fc1: l.linear(&format!("{prefix}.fc1"), inner, dim, true)?, fc2: l.linear(&format!("{prefix}.fc2"), dim, inner, true)? })
     }
 
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    /// `res + MLP(x)` (the sum formed as `fc2` stores).
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
         let h = linear(rec, x, &self.fc1)?;
         let h = unary(rec, Unary::Gelu, &h)?;
-        linear(rec, &h, &self.fc2)
+        linear_add(rec, &h, &self.fc2, Residual::Same(res))
     }
 }
 
@@ -98,11 +100,9 @@ impl ClipEncoderLayer {
 
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         let h = layer_norm_w(rec, x, &self.layer_norm1, self.eps)?;
-        let h = self.self_attn.forward(rec, &h)?;
-        let x = add_assign(rec, &h, x)?;
+        let x = self.self_attn.forward_add(rec, &h, x)?;
         let h = layer_norm_w(rec, &x, &self.layer_norm2, self.eps)?;
-        let h = self.mlp.forward(rec, &h)?;
-        add_assign(rec, &h, &x)
+        self.mlp.forward_add(rec, &h, &x)
     }
 }
 

@@ -51,16 +51,28 @@ impl<'a> Loader<'a> {
     /// `prefix.weight` of any Conv2d/Conv3d shape (`[cout, cin, kh, kw]` or `[cout, cin, kt, kh, kw]`)
     /// and `prefix.bias [cout]`.
     pub fn conv(&mut self, prefix: &str, shape: &[usize]) -> Result<ConvWeight> {
-        let w = self.store.take(&format!("{prefix}.weight"), shape)?;
-        let b = self.store.take(&format!("{prefix}.bias"), &shape[..1])?;
+        self.conv_scaled(prefix, shape, 1.0)
+    }
+
+    /// [`conv`](Self::conv) with weight and bias multiplied by `scale` (on the host, before the
+    /// upload): a constant factor on the layer's output folded into the layer, so the output
+    /// can go straight into a residual sum.
+    pub fn conv_scaled(&mut self, prefix: &str, shape: &[usize], scale: f32) -> Result<ConvWeight> {
+        let w = scaled(self.store.take(&format!("{prefix}.weight"), shape)?, scale);
+        let b = scaled(self.store.take(&format!("{prefix}.bias"), &shape[..1])?, scale);
         ConvWeight::from_torch(self.gpu, &w, shape, Some(&b), self.dtype)
     }
 
     /// A ConvTranspose2d: `prefix.weight [cin, cout, k, k]` (PyTorch's transposed layout) and `prefix.bias [cout]`.
     pub fn conv_transposed(&mut self, prefix: &str, cin: usize, cout: usize, k: usize) -> Result<ConvWeight> {
+        self.conv_transposed_scaled(prefix, cin, cout, k, 1.0)
+    }
+
+    /// [`conv_transposed`](Self::conv_transposed) scaled like [`conv_scaled`](Self::conv_scaled).
+    pub fn conv_transposed_scaled(&mut self, prefix: &str, cin: usize, cout: usize, k: usize, scale: f32) -> Result<ConvWeight> {
         let shape = [cin, cout, k, k];
-        let w = self.store.take(&format!("{prefix}.weight"), &shape)?;
-        let b = self.store.take(&format!("{prefix}.bias"), &[cout])?;
+        let w = scaled(self.store.take(&format!("{prefix}.weight"), &shape)?, scale);
+        let b = scaled(self.store.take(&format!("{prefix}.bias"), &[cout])?, scale);
         ConvWeight::from_torch_transposed(self.gpu, &w, &shape, Some(&b), self.dtype)
     }
 
@@ -85,6 +97,13 @@ impl<'a> Loader<'a> {
         let b = self.store.take(&format!("{prefix}.bias"), &[c])?;
         NormWeight::from_torch(self.gpu, &g, &b)
     }
+}
+
+fn scaled(mut v: Vec<f32>, s: f32) -> Vec<f32> {
+    if s != 1.0 {
+        v.iter_mut().for_each(|x| *x *= s);
+    }
+    v
 }
 
 /// Host-side NHWC → NCHW permute, for comparing intermediate activations with references.

@@ -8,9 +8,9 @@ use super::Loader;
 use crate::config::VaeConfig;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::conv::{conv2d, ConvWeight};
-use crate::ops::elementwise::add_assign;
 use crate::ops::layout::{nchw_to_nhwc, nhwc_to_nchw};
-use crate::ops::matmul::{linear, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
 
@@ -58,8 +58,7 @@ impl VaeAttention {
         let k = linear(rec, &h, &self.to_k)?;
         let v = linear(rec, &h, &self.to_v)?;
         let o = attention(rec, &q, &k, &v, 1, AttnOpts { scale: (c as f32).powf(-0.5), causal: false })?;
-        let o = linear(rec, &o, &self.to_out)?;
-        add_assign(rec, &o.reshape(&s)?, x)
+        linear_add(rec, &o, &self.to_out, Residual::Same(x))?.reshape(&s)
     }
 }
 

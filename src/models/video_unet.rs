@@ -9,14 +9,15 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{add_per_batch, Attention, BasicTransformerBlock, ResnetBlock2D};
+use super::blocks::{Attention, BasicTransformerBlock, ResnetBlock2D};
 use super::unet::{Parts, Place, SpatialTransformer, TemporalStep, UNetCore, UNetInputs};
 use super::Loader;
 use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
-use crate::ops::conv::{conv2d, conv3d, conv_transpose2d, ConvWeight};
-use crate::ops::elementwise::{add_assign, unary, Unary};
+use crate::ops::conv::{conv2d, conv2d_add, conv3d, conv3d_add, conv_transpose2d, conv_transpose2d_add, ConvWeight};
+use crate::ops::elementwise::add_assign;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
-use crate::ops::matmul::{linear, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::resize_bilinear;
 use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_rope, Rope};
@@ -96,14 +97,15 @@ impl TemporalResnet {
         let opts = GroupNormOpts { frames, pooled: true, silu: true };
         let x5 = video(x, frames)?;
         let h = group_norm_w(rec, &x5, TEMPORAL_GROUPS, TEMPORAL_EPS, &self.norm1, opts)?;
-        let mut h = conv3d(rec, &h, &self.conv1)?;
-        if let (Some(p), Some(t)) = (&self.time_emb_proj, temb_silu) {
-            let t = linear(rec, t, p)?;
-            h = add_per_batch(rec, &h, &t)?;
-        }
+        let h = match (&self.time_emb_proj, temb_silu) {
+            (Some(p), Some(t)) => {
+                let t = linear(rec, t, p)?;
+                conv3d_add(rec, &h, &self.conv1, Residual::PerBatch(&t))?
+            }
+            _ => conv3d(rec, &h, &self.conv1)?,
+        };
         let h = group_norm_w(rec, &h, TEMPORAL_GROUPS, TEMPORAL_EPS, &self.norm2, opts)?;
-        let h = conv3d(rec, &h, &self.conv2)?;
-        add_assign(rec, &h.reshape(x.shape())?, x)
+        conv3d_add(rec, &h, &self.conv2, Residual::Same(&x5))?.reshape(x.shape())
     }
 }
 
@@ -132,8 +134,9 @@ impl TemporalAttn {
         Ok(TemporalAttn { to_q: a.to_q, to_k: a.to_k, to_v: a.to_v, to_out: a.to_out, rel_table, rope_freqs, heads })
     }
 
-    /// `x [B, F, H, W, C]` (already normalised) → `[B, F, H, W, C]`.
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    /// `res + TA(x)` for `x [B, F, H, W, C]` (already normalised; the sum formed as `to_out`
+    /// stores) → `[B, F, H, W, C]`.
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
         let f = x.shape()[1];
         let q = linear(rec, x, &self.to_q)?;
         let k = linear(rec, x, &self.to_k)?;
@@ -141,7 +144,7 @@ impl TemporalAttn {
         let bias = relative_position_bias(&self.rel_table, self.heads, f)?;
         let bias = Tensor::from_f32(rec.gpu(), &bias, &[self.heads, f, f], x.dtype())?;
         let o = temporal_attention_rope(rec, &q, &k, &v, self.heads, &bias, Rope::Freqs(&self.rope_freqs))?;
-        linear(rec, &o, &self.to_out)
+        linear_add(rec, &o, &self.to_out, Residual::Same(res))
     }
 }
 
@@ -151,6 +154,8 @@ pub struct Msta {
     pub down: ConvWeight,
     pub attn: TemporalAttn,
     pub norm: NormWeight,
+    /// `temporal_up_conv` times 0.5, the branch's weight in the block's sum (exact: a power of
+    /// two; the bilinear resize that may follow is linear, so the factor commutes with it).
     pub up: ConvWeight,
 }
 
@@ -172,7 +177,7 @@ impl VideoTransformerBlock {
                 down: l.conv2d(&format!("{prefix}.temporal_down_conv"), dim, dim, 3)?,
                 attn: TemporalAttn::load(l, &format!("{prefix}.attn_temporal_small"), dim, heads)?,
                 norm: l.norm(&format!("{prefix}.norm_temporal_small"), dim)?,
-                up: l.conv_transposed(&format!("{prefix}.temporal_up_conv"), dim, dim, 4)?,
+                up: l.conv_transposed_scaled(&format!("{prefix}.temporal_up_conv"), dim, dim, 4, 0.5)?,
             })
         } else {
             None
@@ -201,24 +206,21 @@ impl VideoTransformerBlock {
     fn temporal_step(&self, rec: &mut Recorder, x5: &Tensor) -> Result<Tensor> {
         let (hh, ww) = (x5.shape()[2], x5.shape()[3]);
         let n = layer_norm_w(rec, x5, &self.norm_temporal, 1e-5)?;
-        let a = self.attn_temporal.forward(rec, &n)?;
-        let mut out = add_assign(rec, &a, x5)?;
-        if let Some(m) = &self.msta {
-            // The down branch starts from the block's input to the temporal step, not from A.
-            let d = conv2d(rec, x5, &m.down, 2, 1)?;
-            let n = layer_norm_w(rec, &d, &m.norm, 1e-5)?;
-            let a = m.attn.forward(rec, &n)?;
-            let sm = add_assign(rec, &a, &d)?;
-            let mut u = conv_transpose2d(rec, &sm, &m.up)?;
-            let us = u.shape().to_vec();
-            if us[2] != hh || us[3] != ww {
-                let r = resize_bilinear(rec, &u.reshape(&[us[0] * us[1], us[2], us[3], us[4]])?, (hh, ww))?;
-                u = r.reshape(out.shape())?;
-            }
-            let u = unary(rec, Unary::scale(0.5), &u)?;
-            out = add_assign(rec, &out, &u)?;
+        let out = self.attn_temporal.forward_add(rec, &n, x5)?;
+        let Some(m) = &self.msta else { return Ok(out) };
+        // The down branch starts from the block's input to the temporal step, not from A.
+        let d = conv2d(rec, x5, &m.down, 2, 1)?;
+        let n = layer_norm_w(rec, &d, &m.norm, 1e-5)?;
+        let sm = m.attn.forward_add(rec, &n, &d)?;
+        // `m.up` carries the 0.5.
+        let (h2, w2) = (2 * sm.shape()[2], 2 * sm.shape()[3]);
+        if (h2, w2) == (hh, ww) {
+            return conv_transpose2d_add(rec, &sm, &m.up, Residual::Same(&out));
         }
-        Ok(out)
+        let u = conv_transpose2d(rec, &sm, &m.up)?;
+        let us = u.shape().to_vec();
+        let r = resize_bilinear(rec, &u.reshape(&[us[0] * us[1], us[2], us[3], us[4]])?, (hh, ww))?;
+        add_assign(rec, &r.reshape(out.shape())?, &out)
     }
 }
 
@@ -252,8 +254,7 @@ impl Transformer3D {
         let h = group_norm_w(rec, &y, self.groups, TEMPORAL_EPS, &self.norm, per_frame)?;
         let h = linear(rec, &h, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx, frames)?;
-        let h = linear(rec, &h, &self.proj_out)?;
-        add_assign(rec, &h, &y)
+        linear_add(rec, &h, &self.proj_out, Residual::Same(&y))
     }
 }
 
@@ -280,8 +281,7 @@ impl TemporalModule3D {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: &Tensor, frames: usize) -> Result<Tensor> {
         let h = self.resnet_t.forward(rec, x, Some(temb_silu), frames)?;
         let h = self.resnet_s.forward_frames(rec, &h, Some(temb_silu), frames)?;
-        let h = conv2d(rec, &h, &self.shift_conv, 1, 0)?;
-        add_assign(rec, &h, x)
+        conv2d_add(rec, &h, &self.shift_conv, 1, 0, Residual::Same(x))
     }
 }
 

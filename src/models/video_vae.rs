@@ -14,11 +14,12 @@ use super::sd_vae::{VaeDecoder, UNUSED_PREFIXES};
 use super::Loader;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::concat::concat;
-use crate::ops::conv::{conv2d, conv3d, ConvWeight};
-use crate::ops::elementwise::{add, add_assign, mix, unary, Unary};
+use crate::ops::conv::{conv2d, conv3d, conv3d_add, ConvWeight};
+use crate::ops::elementwise::{add, mix, unary, Unary};
 use crate::ops::embed::timestep_embedding_as;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
-use crate::ops::matmul::{linear, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::temporal_attention::temporal_attention;
 use crate::{DType, Recorder, Tensor};
@@ -44,7 +45,8 @@ fn scalar(l: &mut Loader, name: &str) -> Result<f32> {
 
 /// TE-3DVAE `TemporalResnetBlock` (in = out channels, no time embedding):
 /// `x + conv2(SiLU(GN2(conv1(SiLU(GN1(x))))))` with 3×3×3 convolutions (zero padding in time)
-/// and GroupNorm(32, eps 1e-5) pooled over each batch element's frames.
+/// and GroupNorm(32, eps 1e-5) pooled over each batch element's frames. `conv2` may hold its
+/// weights times a constant (see [`SpatioTemporalResBlock`]).
 pub struct TemporalResnetBlock {
     pub norm1: NormWeight,
     pub conv1: ConvWeight,
@@ -53,12 +55,13 @@ pub struct TemporalResnetBlock {
 }
 
 impl TemporalResnetBlock {
-    pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
+    /// `branch_scale`: a factor folded into `conv2`, so forward gives `x + branch_scale·branch`.
+    pub fn load(l: &mut Loader, prefix: &str, c: usize, branch_scale: f32) -> Result<Self> {
         Ok(TemporalResnetBlock {
             norm1: l.norm(&format!("{prefix}.norm1"), c)?,
             conv1: l.conv(&format!("{prefix}.conv1"), &[c, c, 3, 3, 3])?,
             norm2: l.norm(&format!("{prefix}.norm2"), c)?,
-            conv2: l.conv(&format!("{prefix}.conv2"), &[c, c, 3, 3, 3])?,
+            conv2: l.conv_scaled(&format!("{prefix}.conv2"), &[c, c, 3, 3, 3], branch_scale)?,
         })
     }
 
@@ -68,26 +71,29 @@ impl TemporalResnetBlock {
         let h = group_norm_w(rec, x, TE_GROUPS, 1e-5, &self.norm1, gn)?;
         let h = conv3d(rec, &h, &self.conv1)?;
         let h = group_norm_w(rec, &h, TE_GROUPS, 1e-5, &self.norm2, gn)?;
-        let h = conv3d(rec, &h, &self.conv2)?;
-        add_assign(rec, &h, x)
+        conv3d_add(rec, &h, &self.conv2, Residual::Same(x))
     }
 }
 
 /// TE-3DVAE `SpatioTemporalResBlock`: `s = ResnetBlock2D(x)` per frame (eps 1e-6),
 /// `t = TemporalResnetBlock(s)`, then diffusers' `AlphaBlender` ("learned",
 /// `switch_spatial_to_temporal_mix`): `(1 − σ(m))·s + σ(m)·t`.
+///
+/// With `t = s + branch` that blend is `s + σ(m)·branch`, so σ(m) is folded into the temporal
+/// block's last convolution at load and its residual store forms the blend: no separate pass.
 pub struct SpatioTemporalResBlock {
     pub spatial: ResnetBlock2D,
+    /// Its `conv2` holds σ(`time_mixer.mix_factor`) × the checkpoint's weights and bias.
     pub temporal: TemporalResnetBlock,
-    pub mix_factor: f32,
 }
 
 impl SpatioTemporalResBlock {
     pub fn load(l: &mut Loader, prefix: &str, cin: usize, cout: usize) -> Result<Self> {
+        let mix_factor = scalar(l, &format!("{prefix}.time_mixer.mix_factor"))?;
+        let blend = 1.0 / (1.0 + (-mix_factor).exp());
         Ok(SpatioTemporalResBlock {
             spatial: ResnetBlock2D::load(l, &format!("{prefix}.spatial_res_block"), cin, cout, None, TE_GROUPS, 1e-6)?,
-            temporal: TemporalResnetBlock::load(l, &format!("{prefix}.temporal_res_block"), cout)?,
-            mix_factor: scalar(l, &format!("{prefix}.time_mixer.mix_factor"))?,
+            temporal: TemporalResnetBlock::load(l, &format!("{prefix}.temporal_res_block"), cout, blend)?,
         })
     }
 
@@ -96,8 +102,7 @@ impl SpatioTemporalResBlock {
         let s = self.spatial.forward(rec, x, None)?;
         let sh = s.shape().to_vec();
         let s5 = s.reshape(&[sh[0] / frames, frames, sh[1], sh[2], sh[3]])?;
-        let t = self.temporal.forward(rec, &s5)?;
-        mix(rec, self.mix_factor, &t, &s5)?.reshape(&sh)
+        self.temporal.forward(rec, &s5)?.reshape(&sh)
     }
 }
 
@@ -120,15 +125,16 @@ impl FrameAttention {
         })
     }
 
-    /// `x [B·F, L, C]`; `zero_bias [1, F, F]` (no positional bias in this model).
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, frames: usize, zero_bias: &Tensor) -> Result<Tensor> {
+    /// `res + attention(x)` for `x [B·F, L, C]` (the sum formed as `to_out` stores);
+    /// `zero_bias [1, F, F]` (no positional bias in this model).
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, frames: usize, zero_bias: &Tensor, res: &Tensor) -> Result<Tensor> {
         let s = x.shape().to_vec();
         let v5 = [s[0] / frames, frames, 1, s[1], s[2]];
         let q = linear(rec, x, &self.to_q)?.reshape(&v5)?;
         let k = linear(rec, x, &self.to_k)?.reshape(&v5)?;
         let v = linear(rec, x, &self.to_v)?.reshape(&v5)?;
         let o = temporal_attention(rec, &q, &k, &v, 1, zero_bias, false)?;
-        linear(rec, &o.reshape(&s)?, &self.to_out)
+        linear_add(rec, &o.reshape(&s)?, &self.to_out, Residual::Same(res))
     }
 }
 
@@ -163,17 +169,13 @@ impl VideoTransformerBlock {
     pub fn forward(&self, rec: &mut Recorder, z: &Tensor, frames: usize) -> Result<Tensor> {
         let zero_bias = Tensor::from_f32(rec.gpu(), &vec![0.0; frames * frames], &[1, frames, frames], z.dtype())?;
         let n = layer_norm_w(rec, z, &self.norm_in, 1e-5)?;
-        let h = self.ff_in.forward(rec, &n)?;
-        let z = add_assign(rec, &h, z)?;
+        let z = self.ff_in.forward_add(rec, &n, z)?;
         let n = layer_norm_w(rec, &z, &self.norm1, 1e-5)?;
-        let h = self.attn1.forward(rec, &n, frames, &zero_bias)?;
-        let z = add_assign(rec, &h, &z)?;
+        let z = self.attn1.forward_add(rec, &n, frames, &zero_bias, &z)?;
         let n = layer_norm_w(rec, &z, &self.norm2, 1e-5)?;
-        let h = self.attn2.forward(rec, &n, frames, &zero_bias)?;
-        let z = add_assign(rec, &h, &z)?;
+        let z = self.attn2.forward_add(rec, &n, frames, &zero_bias, &z)?;
         let n = layer_norm_w(rec, &z, &self.norm3, 1e-5)?;
-        let h = self.ff.forward(rec, &n)?;
-        add_assign(rec, &h, &z)
+        self.ff.forward_add(rec, &n, &z)
     }
 }
 
@@ -232,8 +234,7 @@ impl MemoryEfficientVideoBlock {
 
         let m = self.time_mix_block.forward(rec, &xm, frames)?;
         let o = mix(rec, self.mix_factor, &a, &m)?;
-        let o = linear(rec, &o, &self.proj_out)?;
-        add_assign(rec, &o.reshape(&s)?, x)
+        linear_add(rec, &o, &self.proj_out, Residual::Same(x))?.reshape(&s)
     }
 }
 

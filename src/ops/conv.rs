@@ -848,7 +848,8 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         // (kind, input shape, cout, kernel, stride, per batch)
-        let cases: [(ConvKind, &[usize], usize, [usize; 3], usize, bool); 5] = [
+        type Case = (ConvKind, &'static [usize], usize, [usize; 3], usize, bool);
+        let cases: [Case; 5] = [
             (ConvKind::Conv2d, &[2, 7, 5, 7], 33, [1, 3, 3], 2, false),
             (ConvKind::Conv2d, &[2, 3, 5, 7, 12], 9, [1, 3, 3], 1, true),
             (ConvKind::ConvTranspose2d, &[2, 4, 6, 8], 20, [1, 4, 4], 2, false),
