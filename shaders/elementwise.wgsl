@@ -4,7 +4,6 @@
 //     0 add, 1 mul, 2 sub
 //   unary ops (a -> out), `alpha` a scalar parameter or a per-step value:
 //     10 scale (alpha * x), 11 silu, 12 gelu (erf)
-//   13 geglu: a viewed [rows, 2*inner] -> out [rows, inner] = a[:, :inner] * gelu(a[:, inner:])
 //   14 mix: out = sigmoid(alpha) * a + (1 - sigmoid(alpha)) * b   (same shapes)
 
 struct Params {
@@ -43,11 +42,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let x = f32(a[i]);
         let y = f32(b[bi]);
         if (OP == 0u) { r = x + y; } else if (OP == 1u) { r = x * y; } else { r = x - y; }
-    } else if (OP == 13u) {
-        let row = i / p.inner;
-        let col = i % p.inner;
-        let base = row * 2u * p.inner;
-        r = f32(a[base + col]) * gelu_f32(f32(a[base + p.inner + col]));
     } else if (OP == 14u) {
         let s = 1.0 / (1.0 + exp(-alpha()));
         r = s * f32(a[i]) + (1.0 - s) * f32(b[i]);

@@ -5,6 +5,7 @@
 //   RM, RN    each thread owns RM×RN blocks of 4×4 outputs; the workgroup tile is (64·RM)×(64·RN)
 //   HAS_BIAS  add bias[col]
 //   HAS_RES   add res[((z·M + row) / res_rep)·N + col] (ops/residual.rs)
+//   GEGLU     store x·gelu(g) per column pair: see `Store::Geglu` in ops/matmul.rs
 //   GROUP_M   row tiles per group in the launch order (L2 reuse of b)
 // 256 invocations as 16×16: thread (tx, ty) owns rows g·64 + 4·ty + r and columns h·64 + 4·tx + c,
 // so the vec4 reads from workgroup memory are conflict-free (b) or broadcast (a).
@@ -139,6 +140,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             for (var h = 0u; h < RN; h++) {
                 let v = acc[(g * 4u + r) * RN + h];
+                if (GEGLU) {
+                    // (x_j, x_j+1, g_j, g_j+1) with j = col / 2; N % 4 == 0, one shared weight.
+                    let col = n0 + h * 64u + tx * 4u;
+                    if (col < p.n) {
+                        var u = v;
+                        if (HAS_BIAS) {
+                            u += vec4<f32>(f32(bias[col]), f32(bias[col + 1u]), f32(bias[col + 2u]), f32(bias[col + 3u]));
+                        }
+                        let o = row * (p.n / 2u) + col / 2u;
+                        out[o] = T(u.x * gelu_f32(u.z));
+                        out[o + 1u] = T(u.y * gelu_f32(u.w));
+                    }
+                    continue;
+                }
                 for (var c = 0u; c < 4u; c++) {
                     let col = n0 + h * 64u + tx * 4u + c;
                     if (col < p.n) {

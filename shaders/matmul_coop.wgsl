@@ -3,7 +3,8 @@
 //   a [batch, M, K], b [batch, K, N] (batch stride 0 for a shared weight), out [batch, M, N],
 //   bias [N]. Needs K % 4 == 0 and N % 4 == 0 (whole vec4<f16> loads and stores); any M, N, K
 //   otherwise: edge tiles load zeros into workgroup memory and store through a guarded staging copy.
-// Specialised by HAS_BIAS, HAS_RES (add res[(row / res_rep)·N + col], ops/residual.rs) and GROUP_M (see ops/matmul.rs); a second file (matmul_coop_s1.wgsl or
+// Specialised by HAS_BIAS, HAS_RES (add res[(row / res_rep)·N + col], ops/residual.rs), GEGLU
+// (store x·gelu(g) per column pair, `Store::Geglu` in ops/matmul.rs) and GROUP_M (see ops/matmul.rs); a second file (matmul_coop_s1.wgsl or
 // matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b.
 //
 // Workgroup tile 128×256, k-step 32, 256 invocations that must form 8 subgroups of 32 (the host
@@ -69,6 +70,23 @@ fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
         let c4 = e % 8u;
         let row = m0 + (s / 4u) * 64u + i * 16u + r;
         let col = n0 + (s % 4u) * 64u + jp * 32u + c4 * 4u;
+        if (GEGLU) {
+            // Two column groups (x_j, x_j+1, g_j, g_j+1), (x_j+2, .., g_j+3), j = col / 2, make
+            // one output vec4: the even slots store, the odd ones only lent their values.
+            // N % 8 == 0, one shared weight (batch 1).
+            if (live && row < p.m && col < p.n && c4 % 2u == 0u) {
+                let sv = s * STAGE + r * 32u + c4 * 4u;
+                var u0 = vec4<f32>(stage[sv], stage[sv + 1u], stage[sv + 2u], stage[sv + 3u]);
+                var u1 = vec4<f32>(stage[sv + 4u], stage[sv + 5u], stage[sv + 6u], stage[sv + 7u]);
+                if (HAS_BIAS) {
+                    u0 += vec4<f32>(f32(bias[col]), f32(bias[col + 1u]), f32(bias[col + 2u]), f32(bias[col + 3u]));
+                    u1 += vec4<f32>(f32(bias[col + 4u]), f32(bias[col + 5u]), f32(bias[col + 6u]), f32(bias[col + 7u]));
+                }
+                let g = vec4<f32>(u0.x * gelu_f32(u0.z), u0.y * gelu_f32(u0.w), u1.x * gelu_f32(u1.z), u1.y * gelu_f32(u1.w));
+                out[(row * (p.n / 2u) + col / 2u) / 4u] = vec4<T>(g);
+            }
+            continue;
+        }
         if (live && row < p.m && col < p.n) {
             let sv = s * STAGE + r * 32u + c4 * 4u;
             var v = vec4<f32>(stage[sv], stage[sv + 1u], stage[sv + 2u], stage[sv + 3u]);

@@ -7,9 +7,9 @@ use anyhow::Result;
 use super::Loader;
 use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::conv::{conv2d, conv2d_add, ConvWeight};
-use crate::ops::elementwise::{add, geglu, unary, Unary};
+use crate::ops::elementwise::{add, unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
-use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
 use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
@@ -117,22 +117,22 @@ impl Attention {
 
 /// diffusers `FeedForward` with GEGLU: `net.2(geglu(net.0.proj(x)))`, inner width 4·dim.
 pub struct FeedForward {
-    pub proj: LinearWeight,
+    /// `net.0.proj`, gated as its product is stored.
+    pub proj: GegluWeight,
     pub out: LinearWeight,
 }
 
 impl FeedForward {
     pub fn load(l: &mut Loader, prefix: &str, dim: usize) -> Result<Self> {
         Ok(FeedForward {
-            proj: l.linear(&format!("{prefix}.net.0.proj"), 8 * dim, dim, true)?,
+            proj: l.geglu(&format!("{prefix}.net.0.proj"), 4 * dim, dim)?,
             out: l.linear(&format!("{prefix}.net.2"), dim, 4 * dim, true)?,
         })
     }
 
     /// `res + FF(x)`, the sum formed as `net.2` stores its output.
     pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
-        let h = linear(rec, x, &self.proj)?;
-        let h = geglu(rec, &h)?;
+        let h = linear_geglu(rec, x, &self.proj)?;
         linear_add(rec, &h, &self.out, Residual::Same(res))
     }
 }

@@ -15,7 +15,7 @@ pub mod unet;
 use anyhow::Result;
 
 use crate::ops::conv::ConvWeight;
-use crate::ops::matmul::LinearWeight;
+use crate::ops::matmul::{GegluWeight, LinearWeight};
 use crate::ops::norm::NormWeight;
 use crate::weights::WeightStore;
 use crate::{DType, Gpu, Tensor};
@@ -89,6 +89,14 @@ impl<'a> Loader<'a> {
         let w = self.store.take(&format!("{prefix}.weight"), &[out, inp])?;
         let b = if bias { Some(self.store.take(&format!("{prefix}.bias"), &[out])?) } else { None };
         LinearWeight::from_torch_with_bias(self.gpu, &w, b.as_deref(), out, inp, self.dtype)
+    }
+
+    /// A GEGLU projection `prefix.weight [2·inner, in]` with `prefix.bias`, packed for
+    /// [`linear_geglu`](crate::ops::matmul::linear_geglu).
+    pub fn geglu(&mut self, prefix: &str, inner: usize, inp: usize) -> Result<GegluWeight> {
+        let w = self.store.take(&format!("{prefix}.weight"), &[2 * inner, inp])?;
+        let b = self.store.take(&format!("{prefix}.bias"), &[2 * inner])?;
+        GegluWeight::from_torch(self.gpu, &w, Some(&b), inner, inp, self.dtype)
     }
 
     /// A GroupNorm/LayerNorm's `prefix.weight` and `prefix.bias`, both `[c]`.

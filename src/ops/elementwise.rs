@@ -1,5 +1,6 @@
 //! Elementwise ops (`shaders/elementwise.wgsl`): add/mul/sub with a broadcast operand,
-//! scale, SiLU, exact GELU, GEGLU and the learned mix `σ(m)·x + (1−σ(m))·y`.
+//! scale, SiLU, exact GELU and the learned mix `σ(m)·x + (1−σ(m))·y`. (GEGLU is gated in the
+//! projection's store, `matmul::linear_geglu`; its CPU twin stays here with GELU's.)
 //!
 //! Each op allocates its output, or writes into a given tensor or view with its `_into` twin;
 //! the output may be the first operand itself (an in-place update). Scales and mix weights are
@@ -176,20 +177,6 @@ pub fn unary_into(rec: &mut Recorder, op: Unary, x: &Tensor, out: &Tensor) -> Re
     run(rec, code, x, x, out, 1, 1, &alpha)
 }
 
-/// GEGLU over the last axis: `x[..., :D] * gelu(x[..., D:])`, output `[..., D]`.
-pub fn geglu(rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-    let s = x.shape();
-    let last = *s.last().unwrap_or(&0);
-    if !last.is_multiple_of(2) {
-        bail!("geglu: last axis {last} of {s:?} is odd");
-    }
-    let mut os = s.to_vec();
-    *os.last_mut().unwrap() = last / 2;
-    let out = rec.empty(&os, x.dtype())?;
-    run(rec, 13, x, x, &out, last / 2, 1, &Scalar::Const(0.0))?;
-    Ok(out)
-}
-
 /// The learned mix `σ(m)·x + (1−σ(m))·y` (TE-3DVAE time mixer and video block).
 pub fn mix(rec: &mut Recorder, m: impl Into<Scalar>, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     let out = rec.empty(x.shape(), x.dtype())?;
@@ -314,6 +301,7 @@ pub mod cpu {
             .collect()
     }
 
+    /// diffusers `GEGLU` after its projection: rows of `last` = 2·d, `row[j] · gelu(row[d + j])`.
     pub fn geglu(x: &[f32], last: usize) -> Vec<f32> {
         let d = last / 2;
         x.chunks(last).flat_map(|row| (0..d).map(move |j| row[j] * gelu(row[d + j]))).collect()
@@ -382,22 +370,12 @@ mod tests {
     }
 
     #[test]
-    fn geglu_and_mix_match_cpu() {
+    fn mix_matches_cpu() {
         let gpu = test_gpu();
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         for dt in gpu.dtypes() {
             for (rows, d) in [(1usize, 1usize), (7, 33), (3, 77)] {
-                // Uniform in [-4, 4): a gate far below -4 makes a subnormal f16 output, whose
-                // rounding alone exceeds the f16 tolerance when a row has a single element.
-                let v: Vec<f32> = (0..rows * 2 * d).map(|_| rng.uniform() * 8.0 - 4.0).collect();
-                let (x, xh) = upload(&gpu, &v, &[rows, 2 * d], dt);
-                let mut rec = gpu.recorder();
-                let out = geglu(&mut rec, &x).unwrap();
-                rec.submit();
-                assert_eq!(out.shape(), &[rows, d]);
-                assert_close(&format!("geglu {rows}x{d} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::geglu(&xh, 2 * d), dt.tolerance(TOL));
-
                 let n = rows * d;
                 let (a, ah) = upload(&gpu, &rng.normals(n, 1.0), &[n], dt);
                 let (b, bh) = upload(&gpu, &rng.normals(n, 1.0), &[n], dt);

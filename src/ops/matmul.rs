@@ -8,7 +8,8 @@
 //!   of 32 each owning a 64×64 block. It needs K % 4 == 0 and N % 4 == 0 (vec4 loads and stores);
 //!   M, N and K need not be tile multiples (zero-padded loads, guarded staged stores).
 //!
-//! Both can add a [`Residual`] to the output as they store it ([`linear_add`]).
+//! Both can add a [`Residual`] to the output as they store it ([`linear_add`]), or gate it with
+//! GEGLU ([`linear_geglu`]: each stored value is `x·gelu(gate)` of a pair of columns).
 //!
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 and the shape qualifies, and the portable kernel otherwise.
@@ -140,9 +141,21 @@ fn plan(a: &[usize], b: &[usize], bias: Option<&[usize]>) -> Result<Plan> {
     Ok(p)
 }
 
-fn coop_shape_ok(p: &Plan) -> bool {
-    // K > 0: a vec4<f16> binding needs at least 8 bytes.
-    p.k > 0 && p.k.is_multiple_of(4) && p.n.is_multiple_of(4)
+/// What a kernel does with the product (after the bias) as it stores it.
+#[derive(Copy, Clone, Debug)]
+enum Store<'a> {
+    Plain,
+    Add(Residual<'a>),
+    /// Columns come in groups of four `(x_j, x_j+1, g_j, g_j+1)` ([`GegluWeight`]'s order); two
+    /// values `x·gelu(g)` are stored per group, at output columns j, j + 1 of an N/2-wide output.
+    Geglu,
+}
+
+fn coop_shape_ok(p: &Plan, store: Store) -> bool {
+    // K > 0: a vec4<f16> binding needs at least 8 bytes. GEGLU stores whole vec4s of output from
+    // two groups: N % 8.
+    let n_align = if matches!(store, Store::Geglu) { 8 } else { 4 };
+    p.k > 0 && p.k.is_multiple_of(4) && p.n.is_multiple_of(n_align)
 }
 
 /// The portable kernel's tile for this shape: 128-wide where the dimension allows, shrunk while
@@ -161,7 +174,7 @@ fn portable_tile(p: &Plan) -> (u32, u32) {
     (rm, rn)
 }
 
-fn choose(gpu: &Gpu, dtype: DType, p: &Plan, path: Impl) -> Result<Variant> {
+fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result<Variant> {
     let coop_ok = || -> Result<()> {
         if !coop_available(gpu) {
             bail!("matmul: this adapter cannot run the cooperative-matrix kernel (see matmul::coop_available)");
@@ -169,8 +182,8 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, path: Impl) -> Result<Variant> {
         if dtype != DType::F16 {
             bail!("matmul: the cooperative-matrix kernel needs f16 storage, not {}", dtype.name());
         }
-        if !coop_shape_ok(p) {
-            bail!("matmul: the cooperative-matrix kernel needs K > 0 and K, N divisible by 4 (K = {}, N = {})", p.k, p.n);
+        if !coop_shape_ok(p, store) {
+            bail!("matmul: the cooperative-matrix kernel needs K > 0 and K, N divisible by 4 (N by 8 with GEGLU) (K = {}, N = {})", p.k, p.n);
         }
         Ok(())
     };
@@ -211,13 +224,21 @@ fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, res: Option<Residual>, p: &Plan, v: Variant) -> Result<Tensor> {
+fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, v: Variant) -> Result<Tensor> {
     let gpu = rec.gpu();
-    let res_rep = match &res {
-        Some(r) => r.rep("matmul", &p.out_shape, a.dtype())?,
-        None => 1,
+    let mut out_shape = p.out_shape.clone();
+    let res_rep = match &store {
+        Store::Add(r) => r.rep("matmul", &p.out_shape, a.dtype())?,
+        Store::Geglu => {
+            if p.batch != 1 || !p.n.is_multiple_of(4) {
+                bail!("matmul: the GEGLU store needs a shared weight and N % 4 == 0 (batch {}, N = {})", p.batch, p.n);
+            }
+            *out_shape.last_mut().unwrap() = p.n / 2;
+            1
+        }
+        Store::Plain => 1,
     };
-    let out = rec.empty(&p.out_shape, a.dtype())?;
+    let out = rec.empty(&out_shape, a.dtype())?;
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -234,7 +255,11 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, res: O
                 .with_coop(),
         ),
     };
-    let kernel = kernel.def("HAS_BIAS", bias.is_some()).def("HAS_RES", res.is_some()).def("GROUP_M", format!("{GROUP_M}u"));
+    let kernel = kernel
+        .def("HAS_BIAS", bias.is_some())
+        .def("HAS_RES", matches!(store, Store::Add(_)))
+        .def("GEGLU", matches!(store, Store::Geglu))
+        .def("GROUP_M", format!("{GROUP_M}u"));
     let tiles_m = p.m.div_ceil(bm);
     let tiles_n = p.n.div_ceil(bn);
     let total = tiles_m * tiles_n * p.batch;
@@ -255,7 +280,10 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, res: O
     };
     // Unused bindings are filled with an input of the same element type.
     let bias_arg = bias.unwrap_or(b);
-    let res_arg = res.map(|r| r.tensor()).unwrap_or(a);
+    let res_arg = match store {
+        Store::Add(r) => r.tensor(),
+        _ => a,
+    };
     rec.dispatch(&kernel, &params, &[a.into(), b.into(), bias_arg.into(), (&out).into(), res_arg.into()], grid(gpu, total as u32))?;
     Ok(out)
 }
@@ -273,10 +301,14 @@ pub fn matmul_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Ten
 
 /// [`matmul_with`] plus a [`Residual`] added as the output is stored.
 pub fn matmul_add_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, res: Option<Residual>, path: Impl) -> Result<Tensor> {
+    matmul_store(rec, a, b, bias, res.map_or(Store::Plain, Store::Add), path)
+}
+
+fn matmul_store(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, path: Impl) -> Result<Tensor> {
     check_dtypes(a, b, bias)?;
     let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape()))?;
-    let v = choose(rec.gpu(), a.dtype(), &p, path)?;
-    run(rec, a, b, bias, res, &p, v)
+    let v = choose(rec.gpu(), a.dtype(), &p, store, path)?;
+    run(rec, a, b, bias, store, &p, v)
 }
 
 /// An `nn.Linear` layer's parameters on the GPU. The weight is stored transposed, `[in, out]`
@@ -356,6 +388,64 @@ pub fn linear_add_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, res: Op
     let y = matmul_add_with(rec, &x.reshape(&[rows, w.in_features])?, &w.w, w.bias.as_ref(), res, path)?;
     let mut os = s.to_vec();
     *os.last_mut().unwrap() = w.out_features;
+    y.reshape(&os)
+}
+
+/// diffusers' `GEGLU.proj` (PyTorch weight `[2·inner, in]`: the value half, then the gate half)
+/// packed for [`linear_geglu`]: output features reordered in groups of four, `x_j, x_j+1, g_j,
+/// g_j+1` for j = 0, 2, 4, …, so every value sits in the same vector as its gate.
+pub struct GegluWeight {
+    /// `[in, 2·inner]` in the interleaved order.
+    pub lin: LinearWeight,
+    pub inner: usize,
+}
+
+impl GegluWeight {
+    pub fn from_torch(gpu: &Gpu, w: &[f32], bias: Option<&[f32]>, inner: usize, in_features: usize, dtype: DType) -> Result<GegluWeight> {
+        if !inner.is_multiple_of(2) || w.len() != 2 * inner * in_features {
+            bail!("GEGLU weight: {} values for [2·{inner}, {in_features}] (inner must be even)", w.len());
+        }
+        // Packed output feature i reads PyTorch feature src(i).
+        let src = |i: usize| {
+            let (j, e) = (2 * (i / 4), i % 4);
+            if e < 2 {
+                j + e
+            } else {
+                inner + j + e - 2
+            }
+        };
+        let mut pw = vec![0f32; w.len()];
+        for (i, row) in pw.chunks_exact_mut(in_features.max(1)).enumerate() {
+            row.copy_from_slice(&w[src(i) * in_features..][..in_features]);
+        }
+        let mut lin = LinearWeight::from_torch(gpu, &pw, 2 * inner, in_features, dtype)?;
+        if let Some(b) = bias {
+            if b.len() != 2 * inner {
+                bail!("GEGLU bias has {} values, not 2·{inner}", b.len());
+            }
+            let pb: Vec<f32> = (0..2 * inner).map(|i| b[src(i)]).collect();
+            lin = lin.with_bias(gpu, &pb)?;
+        }
+        Ok(GegluWeight { lin, inner })
+    }
+}
+
+/// diffusers `GEGLU`: `h = x Wᵀ + b; h[.., :inner] · gelu(h[.., inner:])`, `x [.., in]` → `[.., inner]`,
+/// the gating done as the product is stored (the `2·inner`-wide projection never reaches memory).
+pub fn linear_geglu(rec: &mut Recorder, x: &Tensor, w: &GegluWeight) -> Result<Tensor> {
+    linear_geglu_with(rec, x, w, Impl::Auto)
+}
+
+pub fn linear_geglu_with(rec: &mut Recorder, x: &Tensor, w: &GegluWeight, path: Impl) -> Result<Tensor> {
+    let l = &w.lin;
+    let s = x.shape();
+    if s.last() != Some(&l.in_features) {
+        bail!("linear_geglu: input {s:?} must end in in_features = {}", l.in_features);
+    }
+    let rows = x.numel() / l.in_features.max(1);
+    let y = matmul_store(rec, &x.reshape(&[rows, l.in_features])?, &l.w, l.bias.as_ref(), Store::Geglu, path)?;
+    let mut os = s.to_vec();
+    *os.last_mut().unwrap() = w.inner;
     y.reshape(&os)
 }
 
@@ -475,7 +565,7 @@ mod tests {
         let out = match v {
             Some(v) => {
                 let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape())).unwrap();
-                run(&mut rec, &a, &b, bias, None, &p, v).unwrap()
+                run(&mut rec, &a, &b, bias, Store::Plain, &p, v).unwrap()
             }
             None => matmul_with(&mut rec, &a, &b, bias, path).unwrap(),
         };
@@ -577,6 +667,42 @@ mod tests {
         assert!(e.to_string().contains("[6, 4]") && e.to_string().contains("[6, 8]"), "{e}");
         let e = matmul_add_with(&mut rec, &a, &b, None, Some(Residual::PerBatch(&t(&[4, 8]))), Impl::Portable).unwrap_err();
         assert!(e.to_string().contains("[B, 8]"), "{e}");
+    }
+
+    /// `linear_geglu` against PyTorch's `GEGLU` on the CPU (linear, then value · gelu(gate)).
+    fn check_geglu(gpu: &Gpu, seed: u64, dt: DType, path: Impl, cases: &[(usize, usize, usize)]) {
+        use crate::ops::elementwise::cpu::geglu;
+        let mut rng = Rng::new(seed);
+        for &(rows, fin, inner) in cases {
+            for with_bias in [false, true] {
+                let (x, xh) = upload(gpu, &rng.normals(rows * fin, 1.0), &[rows, fin], dt);
+                let w = rng.normals(2 * inner * fin, 1.0 / (fin as f32).sqrt());
+                let bv = rng.normals(2 * inner, 0.5);
+                let gw = GegluWeight::from_torch(gpu, &w, with_bias.then_some(&bv[..]), inner, fin, dt).unwrap();
+                let mut rec = gpu.recorder();
+                let y = linear_geglu_with(&mut rec, &x, &gw, path).unwrap();
+                rec.submit();
+                assert_eq!(y.shape(), &[rows, inner]);
+                let (wh, bh) = if dt == DType::F16 { (round_f16(&w), round_f16(&bv)) } else { (w.clone(), bv.clone()) };
+                let h = cpu::linear(&xh, &wh, with_bias.then_some(&bh[..]), rows, fin, 2 * inner);
+                assert_close(
+                    &format!("linear_geglu {path:?} {rows}x{fin} -> 2·{inner} bias {with_bias} {dt:?} seed {seed}"),
+                    &y.to_f32(gpu).unwrap(),
+                    &geglu(&h, 2 * inner),
+                    dt.tolerance(TOL),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn geglu_epilogue_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        for dt in gpu.dtypes() {
+            check_geglu(&gpu, seed, dt, Impl::Portable, &[(1, 1, 2), (7, 33, 6), (77, 5, 36), (130, 20, 70)]);
+        }
+        assert!(GegluWeight::from_torch(&gpu, &[0.5; 3 * 4], None, 3, 2, DType::F32).is_err(), "odd inner");
     }
 
     #[test]
@@ -690,11 +816,12 @@ mod tests {
     #[test]
     fn coop_wgsl_validates_and_translates() {
         for v4 in [false, true] {
-            for (has_bias, has_res) in [(false, false), (true, false), (true, true)] {
+            for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
                 let k = Kernel::new("matmul_coop", if v4 { COOP_S4 } else { COOP_S1 }, DType::F16)
                     .with_coop()
                     .def("HAS_BIAS", has_bias)
                     .def("HAS_RES", has_res)
+                    .def("GEGLU", geglu)
                     .def("GROUP_M", format!("{GROUP_M}u"));
                 let (module, _) = translate_check(&k);
                 // The parameter block is the Rust one (checked at dispatch where the kernel runs).
@@ -737,14 +864,15 @@ mod tests {
             // Several k-steps with a long K (exercises the register prefetch).
             check(&gpu, &mut rng, seed, dt, &[], 200, 300, 1000, true, true, None, path);
             check_residual(&gpu, seed, dt, path);
+            check_geglu(&gpu, seed, dt, path, &[(1, 4, 4), (77, 36, 36), (200, 64, 132)]);
         }
         // Auto takes the coop kernel for f16 and falls back to the portable one for shapes it
         // cannot handle.
         check(&gpu, &mut rng, seed, dt, &[], 7, 33, 77, true, true, None, Impl::Auto);
         check(&gpu, &mut rng, seed, dt, &[], 70, 36, 44, true, true, None, Impl::Auto);
         let p = plan(&[7, 33], &[33, 8], None).unwrap();
-        assert_eq!(choose(&gpu, dt, &p, Impl::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
+        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
         let p = plan(&[7, 32], &[32, 8], None).unwrap();
-        assert_eq!(choose(&gpu, dt, &p, Impl::Auto).unwrap(), Variant::Coop { v4: true });
+        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true });
     }
 }
