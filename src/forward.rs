@@ -114,8 +114,9 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let graph = rec.into_graph()?;
     let build_s = t1.elapsed().as_secs_f64();
     eprintln!(
-        "graph: {} dispatches, activations {} planned (tensors alive at once peak at {}), built in {build_s:.2} s",
+        "graph: {} dispatches binding {} of activations, activations {} planned (tensors alive at once peak at {}), built in {build_s:.2} s",
         graph.dispatches(),
+        crate::gpu::human_bytes(graph.activation_bytes_bound()),
         crate::gpu::human_bytes(graph.planned_bytes()),
         crate::gpu::human_bytes(graph.live_peak_bytes())
     );
@@ -155,7 +156,11 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             crate::gpu::human_bytes(graph.planned_bytes()),
             crate::gpu::human_bytes(graph.live_peak_bytes())
         );
-        println!("dispatches:             {}", graph.dispatches());
+        println!(
+            "dispatches:             {} (binding {} of activations in all: each kernel's inputs and outputs once)",
+            graph.dispatches(),
+            crate::gpu::human_bytes(graph.activation_bytes_bound())
+        );
         println!("command buffers:        1 per forward");
         println!(
             "GPU time per forward:   {} ({})",
@@ -188,6 +193,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "submit_ms_median": sub_t * 1e3,
                 "runs": times.len(),
                 "dispatches": graph.dispatches(),
+                "activation_bytes_bound": graph.activation_bytes_bound(),
                 "weight_bytes": weight_bytes,
                 "weight_bytes_note": "pool bytes live after loading the model (weights on device)",
                 "planned_activation_bytes": graph.planned_bytes(),

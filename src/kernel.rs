@@ -312,7 +312,13 @@ impl<'g> Recorder<'g> {
         resolve_live_slots(&c.trace, &buffers);
         let mut keep = Vec::new();
         let mut steps = Vec::with_capacity(c.steps.len());
+        let mut activation_bytes_bound = 0u64;
         for p in c.steps {
+            // Each distinct activation binding once (kernels fill unused bindings with an input).
+            let mut slots: Vec<(usize, u64, u64)> = p.binds.iter().filter_map(|b| if let Bind::Slot(id, o, n) = b { Some((*id, *o, *n)) } else { None }).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            activation_bytes_bound += slots.iter().map(|s| s.2).sum::<u64>();
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: p.params.as_entire_binding() }];
             for (i, b) in p.binds.iter().enumerate() {
                 let (buffer, offset, size) = match b {
@@ -331,7 +337,7 @@ impl<'g> Recorder<'g> {
             steps.push(Step { label: p.label, pipeline: p.pipeline, bind_group, workgroups: p.workgroups });
         }
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        Ok(Graph { steps, arena: c.arena, live_peak, largest, _keep: keep })
+        Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, _keep: keep })
     }
 }
 
@@ -382,6 +388,8 @@ pub struct Graph {
     live_peak: u64,
     /// The graph's largest activation (bytes).
     largest: u64,
+    /// Σ over dispatches of their activation bindings' sizes.
+    activation_bytes_bound: u64,
     _keep: Vec<Arc<Storage>>,
 }
 
@@ -477,6 +485,14 @@ impl Graph {
     /// allocator's rounding and fragmentation.
     pub fn live_peak_bytes(&self) -> u64 {
         self.live_peak
+    }
+
+    /// Σ over the dispatches of the activation bytes each binds (inputs and outputs; weights
+    /// and the caller's inputs not counted): the traffic a run makes if every kernel reads and
+    /// writes its activations once. A proxy for memory traffic that fusions lower, the same on
+    /// every adapter; tiled kernels re-read parts of their inputs, caches absorb some.
+    pub fn activation_bytes_bound(&self) -> u64 {
+        self.activation_bytes_bound
     }
 
     /// The graph's largest activation tensor (bytes): what one storage binding must hold.

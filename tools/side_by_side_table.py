@@ -100,6 +100,7 @@ def main():
             "engine_error": None if e else c.get("error", "no engine report"),
             "engine_ms": e.get("gpu_ms_median") if e else None,
             "engine_dispatches": e.get("dispatches") if e else None,
+            "engine_activation_bytes_bound": e.get("activation_bytes_bound") if e else None,
             "engine_weight_bytes": e.get("weight_bytes") if e else None,
             "engine_planned_activation_bytes": e.get("planned_activation_bytes") if e else None,
             "engine_peak_bytes": e.get("measured_peak_bytes") if e else None,
