@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::Loader;
-use crate::ops::attention::{attention, AttnOpts};
+use crate::ops::attention::{attention, attention_qkv, AttnOpts};
 use crate::ops::conv::{conv2d, conv2d_add, ConvWeight};
 use crate::ops::elementwise::{add, unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
@@ -82,35 +82,80 @@ impl ResnetBlock2D {
     }
 }
 
+/// An attention's q, k, v projections: three Linears (cross-attention: k and v read the
+/// context), or for self-attention `to_q | to_k | to_v` stacked into one Linear whose output
+/// `[.., 3·dim]` the attention kernel reads in place.
+// A few dozen per model, built once: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Qkv {
+    Separate { to_q: LinearWeight, to_k: LinearWeight, to_v: LinearWeight },
+    Stacked(LinearWeight),
+}
+
+impl Qkv {
+    /// `to_q`, `to_k`, `to_v` under `prefix` (`[dim, dim]` or, with `conv1x1`, `[dim, dim, 1, 1]`
+    /// weights), stacked.
+    pub fn load_stacked(l: &mut Loader, names: [String; 3], dim: usize, bias: bool, conv1x1: bool) -> Result<Qkv> {
+        let shape: &[usize] = if conv1x1 { &[dim, dim, 1, 1] } else { &[dim, dim] };
+        Ok(Qkv::Stacked(l.stacked_linear(&names, shape, bias)?))
+    }
+
+    /// Multi-head attention of `x [N, L, dim]` to `ctx` (`None`: self-attention), unprojected.
+    pub fn attend(&self, rec: &mut Recorder, x: &Tensor, ctx: Option<&Tensor>, heads: usize) -> Result<Tensor> {
+        match (self, ctx) {
+            (Qkv::Stacked(w), None) => {
+                let qkv = linear(rec, x, w)?;
+                let dh = w.out_features / 3 / heads;
+                attention_qkv(rec, &qkv, heads, AttnOpts { scale: (dh as f32).powf(-0.5), causal: false })
+            }
+            (Qkv::Stacked(_), Some(_)) => anyhow::bail!("a stacked q/k/v projection serves self-attention only"),
+            (Qkv::Separate { to_q, to_k, to_v }, ctx) => {
+                let ctx = ctx.unwrap_or(x);
+                let q = linear(rec, x, to_q)?;
+                let k = linear(rec, ctx, to_k)?;
+                let v = linear(rec, ctx, to_v)?;
+                let dh = to_q.out_features / heads;
+                attention(rec, &q, &k, &v, heads, AttnOpts { scale: (dh as f32).powf(-0.5), causal: false })
+            }
+        }
+    }
+}
+
 /// diffusers `Attention` as used by the UNet transformers: q/k/v without bias, `to_out.0` with
 /// bias, `heads` heads, scale dh^-1/2.
 pub struct Attention {
-    pub to_q: LinearWeight,
-    pub to_k: LinearWeight,
-    pub to_v: LinearWeight,
+    pub qkv: Qkv,
     pub to_out: LinearWeight,
     pub heads: usize,
 }
 
 impl Attention {
+    /// Cross-attention to a `ctx_dim`-wide context.
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, ctx_dim: usize, heads: usize, qkv_bias: bool) -> Result<Self> {
         Ok(Attention {
-            to_q: l.linear(&format!("{prefix}.to_q"), dim, dim, qkv_bias)?,
-            to_k: l.linear(&format!("{prefix}.to_k"), dim, ctx_dim, qkv_bias)?,
-            to_v: l.linear(&format!("{prefix}.to_v"), dim, ctx_dim, qkv_bias)?,
+            qkv: Qkv::Separate {
+                to_q: l.linear(&format!("{prefix}.to_q"), dim, dim, qkv_bias)?,
+                to_k: l.linear(&format!("{prefix}.to_k"), dim, ctx_dim, qkv_bias)?,
+                to_v: l.linear(&format!("{prefix}.to_v"), dim, ctx_dim, qkv_bias)?,
+            },
             to_out: l.linear(&format!("{prefix}.to_out.0"), dim, dim, true)?,
             heads,
         })
     }
 
-    /// `x [N, L, dim]` attends to `ctx [N, Lc, ctx_dim]` (`x` itself for self-attention);
-    /// returns `res + attention`, the sum formed as `to_out` stores its output.
-    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor, res: &Tensor) -> Result<Tensor> {
-        let q = linear(rec, x, &self.to_q)?;
-        let k = linear(rec, ctx, &self.to_k)?;
-        let v = linear(rec, ctx, &self.to_v)?;
-        let dh = self.to_q.out_features / self.heads;
-        let o = attention(rec, &q, &k, &v, self.heads, AttnOpts { scale: (dh as f32).powf(-0.5), causal: false })?;
+    /// Self-attention, its q/k/v stacked.
+    pub fn load_self(l: &mut Loader, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
+        Ok(Attention {
+            qkv: Qkv::load_stacked(l, ["to_q", "to_k", "to_v"].map(|n| format!("{prefix}.{n}")), dim, false, false)?,
+            to_out: l.linear(&format!("{prefix}.to_out.0"), dim, dim, true)?,
+            heads,
+        })
+    }
+
+    /// `x [N, L, dim]` attends to `ctx [N, Lc, ctx_dim]` (`None`: to itself); returns
+    /// `res + attention`, the sum formed as `to_out` stores its output.
+    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, ctx: Option<&Tensor>, res: &Tensor) -> Result<Tensor> {
+        let o = self.qkv.attend(rec, x, ctx, self.heads)?;
         linear_add(rec, &o, &self.to_out, Residual::Same(res))
     }
 }
@@ -153,7 +198,11 @@ impl BasicTransformerBlock {
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, ctx_dim: usize, heads: usize, only_cross: bool) -> Result<Self> {
         Ok(BasicTransformerBlock {
             norm1: l.norm(&format!("{prefix}.norm1"), dim)?,
-            attn1: Attention::load(l, &format!("{prefix}.attn1"), dim, if only_cross { ctx_dim } else { dim }, heads, false)?,
+            attn1: if only_cross {
+                Attention::load(l, &format!("{prefix}.attn1"), dim, ctx_dim, heads, false)?
+            } else {
+                Attention::load_self(l, &format!("{prefix}.attn1"), dim, heads)?
+            },
             norm2: l.norm(&format!("{prefix}.norm2"), dim)?,
             attn2: Attention::load(l, &format!("{prefix}.attn2"), dim, ctx_dim, heads, false)?,
             norm3: l.norm(&format!("{prefix}.norm3"), dim)?,
@@ -177,9 +226,9 @@ impl BasicTransformerBlock {
         between: impl FnOnce(&mut Recorder, Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let n = layer_norm_w(rec, x, &self.norm1, 1e-5)?;
-        let x = self.attn1.forward_add(rec, &n, if self.only_cross_attention { ctx } else { &n }, x)?;
+        let x = self.attn1.forward_add(rec, &n, self.only_cross_attention.then_some(ctx), x)?;
         let n = layer_norm_w(rec, &x, &self.norm2, 1e-5)?;
-        let x = self.attn2.forward_add(rec, &n, ctx, &x)?;
+        let x = self.attn2.forward_add(rec, &n, Some(ctx), &x)?;
         let x = between(rec, x)?;
         let n = layer_norm_w(rec, &x, &self.norm3, 1e-5)?;
         self.ff.forward_add(rec, &n, &x)

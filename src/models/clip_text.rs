@@ -39,13 +39,7 @@ pub struct ClipAttention {
 
 impl ClipAttention {
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
-        let mut w = Vec::with_capacity(3 * dim * dim);
-        let mut b = Vec::with_capacity(3 * dim);
-        for p in ["q_proj", "k_proj", "v_proj"] {
-            w.extend(l.raw(&format!("{prefix}.{p}.weight"), &[dim, dim])?);
-            b.extend(l.raw(&format!("{prefix}.{p}.bias"), &[dim])?);
-        }
-        let qkv = LinearWeight::from_torch_with_bias(l.gpu, &w, Some(&b), 3 * dim, dim, l.dtype)?;
+        let qkv = l.stacked_linear(&["q_proj", "k_proj", "v_proj"].map(|p| format!("{prefix}.{p}")), &[dim, dim], true)?;
         Ok(ClipAttention { qkv, out_proj: l.linear(&format!("{prefix}.out_proj"), dim, dim, true)?, heads })
     }
 

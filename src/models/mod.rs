@@ -91,6 +91,23 @@ impl<'a> Loader<'a> {
         LinearWeight::from_torch_with_bias(self.gpu, &w, b.as_deref(), out, inp, self.dtype)
     }
 
+    /// Linears with one input stacked into one `[Σ out, in]` Linear (output channels in the order
+    /// of `prefixes`): `prefix.weight` of `weight_shape` (`[out, in]`, or `[out, in, 1, 1]` for
+    /// 1×1 convolutions) and, with `bias`, `prefix.bias [out]` each. One GEMM reads the input once
+    /// where three would read it three times (an attention's q, k and v).
+    pub fn stacked_linear(&mut self, prefixes: &[String], weight_shape: &[usize], bias: bool) -> Result<LinearWeight> {
+        let (out, inp) = (weight_shape[0], weight_shape[1]);
+        let mut w = Vec::with_capacity(prefixes.len() * out * inp);
+        let mut b = Vec::with_capacity(prefixes.len() * out);
+        for p in prefixes {
+            w.extend(self.store.take(&format!("{p}.weight"), weight_shape)?);
+            if bias {
+                b.extend(self.store.take(&format!("{p}.bias"), &[out])?);
+            }
+        }
+        LinearWeight::from_torch_with_bias(self.gpu, &w, bias.then_some(&b[..]), prefixes.len() * out, inp, self.dtype)
+    }
+
     /// A GEGLU projection `prefix.weight [2·inner, in]` with `prefix.bias`, packed for
     /// [`linear_geglu`](crate::ops::matmul::linear_geglu).
     pub fn geglu(&mut self, prefix: &str, inner: usize, inp: usize) -> Result<GegluWeight> {

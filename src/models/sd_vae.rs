@@ -3,13 +3,12 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
+use super::blocks::{Qkv, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
 use super::Loader;
 use crate::config::VaeConfig;
-use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::conv::{conv2d, ConvWeight};
 use crate::ops::layout::{nchw_to_nhwc, nhwc_to_nchw};
-use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::matmul::{linear_add, LinearWeight};
 use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
@@ -22,9 +21,8 @@ pub const UNUSED_PREFIXES: [&str; 2] = ["encoder.", "quant_conv."];
 /// `proj_attn`) and current (`to_q`, `to_k`, `to_v`, `to_out.0`) names.
 pub struct VaeAttention {
     pub group_norm: NormWeight,
-    pub to_q: LinearWeight,
-    pub to_k: LinearWeight,
-    pub to_v: LinearWeight,
+    /// `to_q | to_k | to_v` (or `query | key | value`), stacked.
+    pub qkv: Qkv,
     pub to_out: LinearWeight,
     pub groups: usize,
 }
@@ -41,9 +39,7 @@ impl VaeAttention {
         let name = |new: &str, old_name: &str| format!("{prefix}.{}", if old { old_name } else { new });
         Ok(VaeAttention {
             group_norm: l.norm(&format!("{prefix}.group_norm"), c)?,
-            to_q: l.linear(&name("to_q", "query"), c, c, true)?,
-            to_k: l.linear(&name("to_k", "key"), c, c, true)?,
-            to_v: l.linear(&name("to_v", "value"), c, c, true)?,
+            qkv: Qkv::load_stacked(l, [name("to_q", "query"), name("to_k", "key"), name("to_v", "value")], c, true, false)?,
             to_out: l.linear(&name("to_out.0", "proj_attn"), c, c, true)?,
             groups,
         })
@@ -54,10 +50,7 @@ impl VaeAttention {
         let c = s[3];
         let h = group_norm_w(rec, x, self.groups, 1e-6, &self.group_norm, PER_IMAGE)?;
         let h = h.reshape(&[s[0], s[1] * s[2], c])?;
-        let q = linear(rec, &h, &self.to_q)?;
-        let k = linear(rec, &h, &self.to_k)?;
-        let v = linear(rec, &h, &self.to_v)?;
-        let o = attention(rec, &q, &k, &v, 1, AttnOpts { scale: (c as f32).powf(-0.5), causal: false })?;
+        let o = self.qkv.attend(rec, &h, None, 1)?;
         linear_add(rec, &o, &self.to_out, Residual::Same(x))?.reshape(&s)
     }
 }

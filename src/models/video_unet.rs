@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{Attention, BasicTransformerBlock, ResnetBlock2D};
+use super::blocks::{Attention, BasicTransformerBlock, Qkv, ResnetBlock2D};
 use super::unet::{Parts, Place, SpatialTransformer, TemporalStep, UNetCore, UNetInputs};
 use super::Loader;
 use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
@@ -128,10 +128,11 @@ pub struct TemporalAttn {
 impl TemporalAttn {
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
         let a = Attention::load(l, prefix, dim, dim, heads, false)?;
+        let Qkv::Separate { to_q, to_k, to_v } = a.qkv else { unreachable!("Attention::load keeps q, k, v apart") };
         let rel_table = l.raw(&format!("{prefix}.time_rel_pos_bias.relative_attention_bias.weight"), &[32, heads])?;
         // Nominally 10000^(−2j/32), but the reference rotates by the stored values.
         let rope_freqs = l.raw(&format!("{prefix}.rotary_emb.freqs"), &[16])?;
-        Ok(TemporalAttn { to_q: a.to_q, to_k: a.to_k, to_v: a.to_v, to_out: a.to_out, rel_table, rope_freqs, heads })
+        Ok(TemporalAttn { to_q, to_k, to_v, to_out: a.to_out, rel_table, rope_freqs, heads })
     }
 
     /// `res + TA(x)` for `x [B, F, H, W, C]` (already normalised; the sum formed as `to_out`

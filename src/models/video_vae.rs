@@ -9,10 +9,9 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{FeedForward, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
+use super::blocks::{FeedForward, Qkv, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
 use super::sd_vae::{VaeDecoder, UNUSED_PREFIXES};
 use super::Loader;
-use crate::ops::attention::{attention, AttnOpts};
 use crate::ops::concat::concat;
 use crate::ops::conv::{conv2d, conv3d, conv3d_add, ConvWeight};
 use crate::ops::elementwise::{add, mix, unary, Unary};
@@ -185,9 +184,8 @@ impl VideoTransformerBlock {
 /// `m = VideoTransformerBlock(a + e)` over frames; `out = x + proj_out(σ(mix)·a + (1 − σ(mix))·m)`.
 pub struct MemoryEfficientVideoBlock {
     pub norm: NormWeight,
-    pub q: LinearWeight,
-    pub k: LinearWeight,
-    pub v: LinearWeight,
+    /// The 1×1 convolutions `q | k | v`, stacked.
+    pub qkv: Qkv,
     pub proj_out: LinearWeight,
     pub time_mix_block: VideoTransformerBlock,
     pub time_embed_0: LinearWeight,
@@ -200,9 +198,7 @@ impl MemoryEfficientVideoBlock {
         let p = |n: &str| format!("{prefix}.{n}");
         Ok(MemoryEfficientVideoBlock {
             norm: l.norm(&p("norm"), c)?,
-            q: l.conv1x1_as_linear(&p("q"), c, c)?,
-            k: l.conv1x1_as_linear(&p("k"), c, c)?,
-            v: l.conv1x1_as_linear(&p("v"), c, c)?,
+            qkv: Qkv::load_stacked(l, [p("q"), p("k"), p("v")], c, true, true)?,
             proj_out: l.conv1x1_as_linear(&p("proj_out"), c, c)?,
             time_mix_block: VideoTransformerBlock::load(l, &p("time_mix_block"), c)?,
             time_embed_0: l.linear(&p("video_time_embed.0"), 4 * c, c, true)?,
@@ -218,10 +214,7 @@ impl MemoryEfficientVideoBlock {
         let b = n / frames;
         let h = group_norm_w(rec, x, TE_GROUPS, 1e-6, &self.norm, PER_IMAGE)?;
         let h = h.reshape(&[n, s[1] * s[2], c])?;
-        let q = linear(rec, &h, &self.q)?;
-        let k = linear(rec, &h, &self.k)?;
-        let v = linear(rec, &h, &self.v)?;
-        let a = attention(rec, &q, &k, &v, 1, AttnOpts { scale: (c as f32).powf(-0.5), causal: false })?;
+        let a = self.qkv.attend(rec, &h, None, 1)?;
 
         let idx: Vec<f32> = (0..frames).map(|i| i as f32).collect();
         let idx = Tensor::from_f32(rec.gpu(), &idx, &[frames], DType::F32)?;
