@@ -5,6 +5,9 @@
 // One thread per (batch, pixel, head, query frame i); the NF ≤ 16 scores stay in registers. The
 // frames are the fastest-varying thread index, so the NF threads reading the same key row sit in
 // one subgroup and share each load. Constants: DH (head width, multiple of 4), NF, ROPE.
+//
+// q, k and v may be one stacked projection [B, NF, H, W, 3·C] bound three times: rows of ld4
+// vectors, k and v at koff4, voff4 within a row (separate tensors: ld4 = C/4, offsets 0).
 
 struct Params {
     n: u32,        // threads: B·H·W·heads·NF
@@ -12,9 +15,9 @@ struct Params {
     heads: u32,
     c4: u32,       // channels / 4
     scale: f32,    // dh^-1/2, applied to q
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    ld4: u32,      // input row stride, vec4s
+    koff4: u32,    // k's and v's offsets within an input row, vec4s
+    voff4: u32,
     // (cos θ, sin θ) of channel pairs 4c, 4c+1 and 4c+2, 4c+3 at position f: rope[f·8 + c].
     rope: array<vec4<f32>, 128>,
 }
@@ -52,10 +55,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let pos = rest / p.heads;
     let b = pos / p.hw;
     let px = pos % p.hw;
-    // Row of frame f, in vec4 units: ((b·NF + f)·HW + px)·C/4 + head·DH/4.
-    let base = (b * NF * p.hw + px) * p.c4 + head * DH4;
-    let fstride = p.hw * p.c4;
+    // Input row of frame f, in vec4 units: ((b·NF + f)·HW + px)·ld4 + head·DH/4; the output's
+    // the same with C/4.
+    let base = (b * NF * p.hw + px) * p.ld4 + head * DH4;
+    let fstride = p.hw * p.ld4;
     let qrow = base + i * fstride;
+    let kbase = base + p.koff4;
+    let vbase = base + p.voff4;
+    let orow = ((b * NF + i) * p.hw + px) * p.c4 + head * DH4;
 
     for (var j = 0u; j < NF; j++) {
         sc[j * 256u + lid] = 0.0;
@@ -67,7 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             qv = rotate(qv, p.rope[i * 8u + d4]);
         }
         for (var j = 0u; j < NF; j++) {
-            var kv = vec4<f32>(k[base + j * fstride + d4]);
+            var kv = vec4<f32>(k[kbase + j * fstride + d4]);
             if (rot) {
                 kv = rotate(kv, p.rope[j * 8u + d4]);
             }
@@ -91,8 +98,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var d4 = 0u; d4 < DH4; d4++) {
         var acc = vec4<f32>(0.0);
         for (var j = 0u; j < NF; j++) {
-            acc += sc[j * 256u + lid] * vec4<f32>(v[base + j * fstride + d4]);
+            acc += sc[j * 256u + lid] * vec4<f32>(v[vbase + j * fstride + d4]);
         }
-        o[qrow + d4] = vec4<T>(acc * inv);
+        o[orow + d4] = vec4<T>(acc * inv);
     }
 }

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{Attention, BasicTransformerBlock, Qkv, ResnetBlock2D};
+use super::blocks::{BasicTransformerBlock, ResnetBlock2D};
 use super::unet::{Parts, Place, SpatialTransformer, TemporalStep, UNetCore, UNetInputs};
 use super::Loader;
 use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
@@ -20,7 +20,7 @@ use crate::ops::matmul::{linear, linear_add, LinearWeight};
 use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::resize_bilinear;
-use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_rope, Rope};
+use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_qkv, Rope};
 use crate::{Recorder, Tensor};
 
 /// Epsilon of the GroupNorms in the temporal layers (`ResnetBlock3DCNN`/`ResnetBlock3D` defaults,
@@ -113,9 +113,8 @@ impl TemporalResnet {
 /// channels of each head (by the checkpoint's `rotary_emb.freqs`), T5 relative-position bias
 /// (`time_rel_pos_bias`), `to_out.0` with bias.
 pub struct TemporalAttn {
-    pub to_q: LinearWeight,
-    pub to_k: LinearWeight,
-    pub to_v: LinearWeight,
+    /// `to_q | to_k | to_v`, stacked (read in place by the attention kernel).
+    pub qkv: LinearWeight,
     pub to_out: LinearWeight,
     /// `time_rel_pos_bias.relative_attention_bias.weight [32, heads]`, expanded per window length.
     pub rel_table: Vec<f32>,
@@ -127,24 +126,22 @@ pub struct TemporalAttn {
 
 impl TemporalAttn {
     pub fn load(l: &mut Loader, prefix: &str, dim: usize, heads: usize) -> Result<Self> {
-        let a = Attention::load(l, prefix, dim, dim, heads, false)?;
-        let Qkv::Separate { to_q, to_k, to_v } = a.qkv else { unreachable!("Attention::load keeps q, k, v apart") };
+        let qkv = l.stacked_linear(&["to_q", "to_k", "to_v"].map(|n| format!("{prefix}.{n}")), &[dim, dim], false)?;
+        let to_out = l.linear(&format!("{prefix}.to_out.0"), dim, dim, true)?;
         let rel_table = l.raw(&format!("{prefix}.time_rel_pos_bias.relative_attention_bias.weight"), &[32, heads])?;
         // Nominally 10000^(−2j/32), but the reference rotates by the stored values.
         let rope_freqs = l.raw(&format!("{prefix}.rotary_emb.freqs"), &[16])?;
-        Ok(TemporalAttn { to_q, to_k, to_v, to_out: a.to_out, rel_table, rope_freqs, heads })
+        Ok(TemporalAttn { qkv, to_out, rel_table, rope_freqs, heads })
     }
 
     /// `res + TA(x)` for `x [B, F, H, W, C]` (already normalised; the sum formed as `to_out`
     /// stores) → `[B, F, H, W, C]`.
     pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
         let f = x.shape()[1];
-        let q = linear(rec, x, &self.to_q)?;
-        let k = linear(rec, x, &self.to_k)?;
-        let v = linear(rec, x, &self.to_v)?;
+        let qkv = linear(rec, x, &self.qkv)?;
         let bias = relative_position_bias(&self.rel_table, self.heads, f)?;
         let bias = Tensor::from_f32(rec.gpu(), &bias, &[self.heads, f, f], x.dtype())?;
-        let o = temporal_attention_rope(rec, &q, &k, &v, self.heads, &bias, Rope::Freqs(&self.rope_freqs))?;
+        let o = temporal_attention_qkv(rec, &qkv, self.heads, &bias, Rope::Freqs(&self.rope_freqs))?;
         linear_add(rec, &o, &self.to_out, Residual::Same(res))
     }
 }

@@ -20,7 +20,7 @@ use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, linear_add, LinearWeight};
 use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
-use crate::ops::temporal_attention::temporal_attention;
+use crate::ops::temporal_attention::{temporal_attention_qkv, Rope};
 use crate::{DType, Recorder, Tensor};
 
 pub use crate::config::video_vae::TE_GROUPS;
@@ -108,18 +108,15 @@ impl SpatioTemporalResBlock {
 /// Self-attention over frames with one head (`to_q/k/v` without bias, `to_out.0` with bias;
 /// scale dh^-1/2), on tokens laid out `[B·F, L, C]`.
 pub struct FrameAttention {
-    pub to_q: LinearWeight,
-    pub to_k: LinearWeight,
-    pub to_v: LinearWeight,
+    /// `to_q | to_k | to_v`, stacked.
+    pub qkv: LinearWeight,
     pub to_out: LinearWeight,
 }
 
 impl FrameAttention {
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
         Ok(FrameAttention {
-            to_q: l.linear(&format!("{prefix}.to_q"), c, c, false)?,
-            to_k: l.linear(&format!("{prefix}.to_k"), c, c, false)?,
-            to_v: l.linear(&format!("{prefix}.to_v"), c, c, false)?,
+            qkv: l.stacked_linear(&["to_q", "to_k", "to_v"].map(|n| format!("{prefix}.{n}")), &[c, c], false)?,
             to_out: l.linear(&format!("{prefix}.to_out.0"), c, c, true)?,
         })
     }
@@ -128,11 +125,8 @@ impl FrameAttention {
     /// `zero_bias [1, F, F]` (no positional bias in this model).
     pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, frames: usize, zero_bias: &Tensor, res: &Tensor) -> Result<Tensor> {
         let s = x.shape().to_vec();
-        let v5 = [s[0] / frames, frames, 1, s[1], s[2]];
-        let q = linear(rec, x, &self.to_q)?.reshape(&v5)?;
-        let k = linear(rec, x, &self.to_k)?.reshape(&v5)?;
-        let v = linear(rec, x, &self.to_v)?.reshape(&v5)?;
-        let o = temporal_attention(rec, &q, &k, &v, 1, zero_bias, false)?;
+        let qkv = linear(rec, x, &self.qkv)?.reshape(&[s[0] / frames, frames, 1, s[1], 3 * s[2]])?;
+        let o = temporal_attention_qkv(rec, &qkv, 1, zero_bias, Rope::None)?;
         linear_add(rec, &o.reshape(&s)?, &self.to_out, Residual::Same(res))
     }
 }

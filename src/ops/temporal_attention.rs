@@ -25,7 +25,9 @@ struct Params {
     heads: u32,
     c4: u32,
     scale: f32,
-    _pad: [u32; 3],
+    ld4: u32,
+    koff4: u32,
+    voff4: u32,
     rope: [f32; 4 * 8 * MAX_FRAMES],
 }
 
@@ -63,6 +65,32 @@ pub fn temporal_attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor
 /// [`temporal_attention`] with the rotation given as a [`Rope`] (a model passes its checkpoint's
 /// `rotary_emb.freqs`, as the reference rotates by those).
 pub fn temporal_attention_rope(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: &Tensor, rope_kind: Rope) -> Result<Tensor> {
+    if k.shape() != q.shape() || v.shape() != q.shape() {
+        bail!("temporal_attention: q {:?}, k {:?} and v {:?} must have one shape", q.shape(), k.shape(), v.shape());
+    }
+    let c = q.shape().last().copied().unwrap_or(0);
+    launch(rec, [q, k, v], q.shape(), [c, 0, 0], heads, bias, rope_kind)
+}
+
+/// [`temporal_attention_rope`] on one stacked projection `qkv [B, F, H, W, 3·C]` (channels
+/// `[q | k | v]`, as a stacked `to_q | to_k | to_v` Linear writes them), read in place;
+/// returns `[B, F, H, W, C]`.
+pub fn temporal_attention_qkv(rec: &mut Recorder, qkv: &Tensor, heads: usize, bias: &Tensor, rope_kind: Rope) -> Result<Tensor> {
+    let s = qkv.shape();
+    let c3 = s.last().copied().unwrap_or(0);
+    if s.len() != 5 || !c3.is_multiple_of(3) {
+        bail!("temporal_attention_qkv: {s:?} is not a video [B, F, H, W, 3·C]");
+    }
+    let c = c3 / 3;
+    let mut shape = s.to_vec();
+    shape[4] = c;
+    launch(rec, [qkv, qkv, qkv], &shape, [c3, c, 2 * c], heads, bias, rope_kind)
+}
+
+/// q, k, v read from `qkv` (tensors or one stacked tensor) with rows of `layout[0]` channels,
+/// k at channel `layout[1]` and v at `layout[2]` of a row; the attention has `shape`.
+fn launch(rec: &mut Recorder, qkv: [&Tensor; 3], shape: &[usize], layout: [usize; 3], heads: usize, bias: &Tensor, rope_kind: Rope) -> Result<Tensor> {
+    let [q, k, v] = qkv;
     let rope = !matches!(rope_kind, Rope::None);
     if let Rope::Freqs(fr) = rope_kind {
         if fr.len() != ROPE_DIM / 2 {
@@ -70,11 +98,11 @@ pub fn temporal_attention_rope(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &T
         }
     }
     let gpu = rec.gpu();
-    let [b, f, h, w, c] = *q.shape() else {
+    let [b, f, h, w, c] = *shape else {
         bail!("temporal_attention: q must be a video [B, F, H, W, C], got {:?}", q.shape());
     };
-    if k.shape() != q.shape() || v.shape() != q.shape() {
-        bail!("temporal_attention: q {:?}, k {:?} and v {:?} must have one shape", q.shape(), k.shape(), v.shape());
+    if layout.iter().any(|x| x % 4 != 0) {
+        bail!("temporal_attention: {c} channels are not a multiple of 4");
     }
     let dtype = q.dtype();
     if k.dtype() != dtype || v.dtype() != dtype || bias.dtype() != dtype {
@@ -93,7 +121,7 @@ pub fn temporal_attention_rope(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &T
     if bias.shape() != [heads, f, f] {
         bail!("temporal_attention: bias must be [heads, F, F] = [{heads}, {f}, {f}], got {:?}", bias.shape());
     }
-    let out = rec.empty(q.shape(), dtype)?;
+    let out = rec.empty(shape, dtype)?;
     let n = b * h * w * heads * f;
     if n == 0 {
         return Ok(out);
@@ -118,7 +146,9 @@ pub fn temporal_attention_rope(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &T
         heads: heads as u32,
         c4: (c / 4) as u32,
         scale: 1.0 / (dh as f32).sqrt(),
-        _pad: [0; 3],
+        ld4: (layout[0] / 4) as u32,
+        koff4: (layout[1] / 4) as u32,
+        voff4: (layout[2] / 4) as u32,
         rope: table,
     };
     let kernel = Kernel::new("temporal_attention", SRC, dtype)
@@ -290,6 +320,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A stacked `[q | k | v]` projection read in place gives what the three tensors give.
+    #[test]
+    fn stacked_qkv_matches_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            let (heads, dh, f) = (3usize, 32usize, 7usize);
+            let c = heads * dh;
+            let shape = [2, f, 3, 5, c];
+            let px: usize = shape[..4].iter().product();
+            let (q, k, v) = (rng.normals(px * c, 2.0), rng.normals(px * c, 2.0), rng.normals(px * c, 1.0));
+            let stacked: Vec<f32> = (0..px).flat_map(|i| [&q, &k, &v].into_iter().flat_map(move |t| t[i * c..(i + 1) * c].iter().copied())).collect();
+            let (qkv, sh) = upload(&gpu, &stacked, &[2, f, 3, 5, 3 * c], dt);
+            let (bias, bh) = upload(&gpu, &rng.normals(heads * f * f, 1.0), &[heads, f, f], dt);
+            let mut rec = gpu.recorder();
+            let out = temporal_attention_qkv(&mut rec, &qkv, heads, &bias, Rope::Exact).unwrap();
+            rec.submit();
+            assert_eq!(out.shape(), &shape);
+            let part = |j: usize| -> Vec<f32> { sh.chunks(3 * c).flat_map(|r| r[j * c..(j + 1) * c].iter().copied()).collect() };
+            let want = cpu::temporal_attention(&part(0), &part(1), &part(2), shape, heads, &bh, true);
+            assert_close(&format!("stacked temporal attention {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
         }
     }
 
