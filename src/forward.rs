@@ -161,6 +161,9 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             graph.dispatches(),
             crate::gpu::human_bytes(graph.activation_bytes_bound())
         );
+        if graph.read_write_dispatches() > 0 {
+            println!("read-write dispatches:  {} (packed activations: an input and an output share a buffer)", graph.read_write_dispatches());
+        }
         println!("command buffers:        1 per forward");
         println!(
             "GPU time per forward:   {} ({})",
@@ -194,6 +197,8 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "runs": times.len(),
                 "dispatches": graph.dispatches(),
                 "activation_bytes_bound": graph.activation_bytes_bound(),
+                "packed_activations": gpu.pack_activations(),
+                "read_write_dispatches": graph.read_write_dispatches(),
                 "weight_bytes": weight_bytes,
                 "weight_bytes_note": "pool bytes live after loading the model (weights on device)",
                 "planned_activation_bytes": graph.planned_bytes(),

@@ -80,6 +80,9 @@ struct Capture {
 /// A captured dispatch whose bind group waits for the memory plan.
 struct PendingStep {
     label: String,
+    /// Kept to fetch the all-read-write variant when the plan puts a read-only and a writable
+    /// binding of this step into one buffer (a packed arena).
+    kernel: Kernel,
     pipeline: Arc<crate::gpu::pipelines::Pipeline>,
     params: wgpu::Buffer,
     binds: Vec<Bind>,
@@ -127,7 +130,7 @@ impl<'g> Recorder<'g> {
     /// A capturing recorder with an arena of its own: see the type's docs; finish with
     /// [`Recorder::into_graph`].
     pub fn capture(gpu: &'g Gpu) -> Recorder<'g> {
-        Recorder::capture_in(gpu, &Arena::new())
+        Recorder::capture_in(gpu, &Arena::for_gpu(gpu))
     }
 
     /// A capturing recorder whose activations come from `arena`, shared with other graphs.
@@ -212,7 +215,7 @@ impl<'g> Recorder<'g> {
                     None => Bind::Buffer(t.buf.clone(), t.offset(), t.binding_size()),
                 })
                 .collect();
-            c.steps.push(PendingStep { label: kernel.label(), pipeline, params: ubuf, binds, workgroups });
+            c.steps.push(PendingStep { label: kernel.label(), kernel: kernel.clone(), pipeline, params: ubuf, binds, workgroups });
             c.trace.lock().unwrap().now += 1;
             return Ok(());
         }
@@ -305,39 +308,53 @@ impl<'g> Recorder<'g> {
     /// are readable from here on.
     pub fn into_graph(mut self) -> Result<Graph> {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
-        let (buffers, live_peak, largest) = {
+        let (places, live_peak, largest) = {
             let trace = c.trace.lock().unwrap();
             (c.arena.place(self.gpu, &trace)?, trace.peak_live(), trace.largest())
         };
-        resolve_live_slots(&c.trace, &buffers);
+        resolve_live_slots(&c.trace, &places);
         let mut keep = Vec::new();
         let mut steps = Vec::with_capacity(c.steps.len());
         let mut activation_bytes_bound = 0u64;
+        let mut read_write_dispatches = 0;
         for p in c.steps {
             // Each distinct activation binding once (kernels fill unused bindings with an input).
             let mut slots: Vec<(usize, u64, u64)> = p.binds.iter().filter_map(|b| if let Bind::Slot(id, o, n) = b { Some((*id, *o, *n)) } else { None }).collect();
             slots.sort_unstable();
             slots.dedup();
             activation_bytes_bound += slots.iter().map(|s| s.2).sum::<u64>();
+            let mut placed = Vec::with_capacity(p.binds.len());
+            for b in &p.binds {
+                placed.push(match b {
+                    Bind::Slot(id, offset, size) => (&places[*id].0, places[*id].1 + *offset, *size),
+                    Bind::Buffer(s, offset, size) => {
+                        let (buf, base) = s.place()?;
+                        (buf, base + *offset, *size)
+                    }
+                });
+            }
+            // One buffer bound read-only and writable in one dispatch is an error in WebGPU: take
+            // the kernel's variant whose bindings are all read-write.
+            let writes = |i: usize| p.pipeline.writable.contains(&(i as u32 + 1));
+            let n = placed.len();
+            let mixed = (0..n).any(|i| (i + 1..n).any(|j| placed[i].0 == placed[j].0 && writes(i) != writes(j)));
+            read_write_dispatches += mixed as usize;
+            let pipeline = if mixed { self.gpu.pipeline(&p.kernel.clone().all_read_write())? } else { p.pipeline.clone() };
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: p.params.as_entire_binding() }];
-            for (i, b) in p.binds.iter().enumerate() {
-                let (buffer, offset, size) = match b {
-                    Bind::Slot(id, offset, size) => (&buffers[*id], *offset, *size),
-                    Bind::Buffer(s, offset, size) => (s.buffer()?, *offset, *size),
-                };
+            for (i, &(buffer, offset, size)) in placed.iter().enumerate() {
                 let binding = wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(size) };
                 entries.push(wgpu::BindGroupEntry { binding: (i + 1) as u32, resource: wgpu::BindingResource::Buffer(binding) });
             }
-            let layout = p.pipeline.pipeline.get_bind_group_layout(0);
+            let layout = pipeline.pipeline.get_bind_group_layout(0);
             let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&p.label), layout: &layout, entries: &entries });
             keep.extend(p.binds.into_iter().filter_map(|b| match b {
                 Bind::Buffer(s, ..) => Some(s),
                 Bind::Slot(..) => None,
             }));
-            steps.push(Step { label: p.label, pipeline: p.pipeline, bind_group, workgroups: p.workgroups });
+            steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups });
         }
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, _keep: keep })
+        Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, read_write_dispatches, _keep: keep })
     }
 }
 
@@ -390,6 +407,9 @@ pub struct Graph {
     largest: u64,
     /// Σ over dispatches of their activation bindings' sizes.
     activation_bytes_bound: u64,
+    /// Dispatches that run their kernel's all-read-write variant because the plan put an input
+    /// and an output in one buffer (a packed arena).
+    read_write_dispatches: usize,
     _keep: Vec<Arc<Storage>>,
 }
 
@@ -493,6 +513,12 @@ impl Graph {
     /// every adapter; tiled kernels re-read parts of their inputs, caches absorb some.
     pub fn activation_bytes_bound(&self) -> u64 {
         self.activation_bytes_bound
+    }
+
+    /// Dispatches whose kernels bind everything read-write, because the memory plan put one of
+    /// their inputs and an output in one buffer (nearly all, in a packed arena).
+    pub fn read_write_dispatches(&self) -> usize {
+        self.read_write_dispatches
     }
 
     /// The graph's largest activation tensor (bytes): what one storage binding must hold.

@@ -63,7 +63,7 @@ impl Tensor {
                 DType::F16 => 0x7E00_7E00u32,
                 DType::U32 => u32::MAX,
             };
-            let buf = t.buf.buffer()?;
+            let (buf, _) = t.buf.place()?;
             let data = vec![word; (buf.size() / 4) as usize];
             gpu.queue.write_buffer(buf, 0, bytemuck::cast_slice(&data));
         }
@@ -142,12 +142,13 @@ impl Tensor {
         if !self.offset.is_multiple_of(4) || (self.view && !end.is_multiple_of(4)) {
             bail!("cannot write {self:?} from the host: it starts or ends inside a 4-byte word (an f16 view at an odd element); write the whole tensor or an even-sized view");
         }
+        let (buf, at) = self.location()?;
         if bytes.len().is_multiple_of(4) {
-            gpu.queue.write_buffer(self.buf.buffer()?, self.offset, bytes);
+            gpu.queue.write_buffer(buf, at, bytes);
         } else {
             let mut padded = bytes.to_vec();
             padded.resize(bytes.len().div_ceil(4) * 4, 0);
-            gpu.queue.write_buffer(self.buf.buffer()?, self.offset, &padded);
+            gpu.queue.write_buffer(buf, at, &padded);
         }
         Ok(())
     }
@@ -164,10 +165,13 @@ impl Tensor {
     pub fn bytes(&self) -> u64 {
         (self.numel() * self.dtype.size()) as u64
     }
-    /// The device buffer (an error for a tensor of a graph whose capture has not ended).
-    pub fn buffer(&self) -> Result<&wgpu::Buffer> {
-        self.buf.buffer()
+    /// The device buffer and this tensor's first byte in it (an error for a tensor of a graph
+    /// whose capture has not ended). A packed arena puts many tensors in one buffer.
+    pub fn location(&self) -> Result<(&wgpu::Buffer, u64)> {
+        let (buf, base) = self.buf.place()?;
+        Ok((buf, base + self.offset))
     }
+    /// Byte offset within its storage (non-zero for views).
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -219,7 +223,8 @@ impl Tensor {
 
     /// The binding this tensor is read or written through (rounded up to 4 bytes).
     pub fn binding(&self) -> Result<wgpu::BufferBinding<'_>> {
-        Ok(wgpu::BufferBinding { buffer: self.buf.buffer()?, offset: self.offset, size: wgpu::BufferSize::new(self.binding_size()) })
+        let (buffer, offset) = self.location()?;
+        Ok(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(self.binding_size()) })
     }
 
     /// Bytes a binding of this tensor spans (rounded up to 4 bytes).
@@ -248,8 +253,9 @@ impl Tensor {
     /// This tensor's bytes, exactly (waits for the GPU). Copies whole 4-byte words and trims, so
     /// an f16 view at an odd element reads correctly.
     pub fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
-        let start = self.offset / 4 * 4;
-        let end = (self.offset + self.bytes()).div_ceil(4) * 4;
+        let (buf, at) = self.location()?;
+        let start = at / 4 * 4;
+        let end = (at + self.bytes()).div_ceil(4) * 4;
         let size = (end - start).max(4);
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -258,7 +264,7 @@ impl Tensor {
             mapped_at_creation: false,
         });
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(self.buf.buffer()?, start, &staging, 0, size);
+        enc.copy_buffer_to_buffer(buf, start, &staging, 0, size);
         gpu.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
@@ -266,7 +272,7 @@ impl Tensor {
         });
         gpu.sync()?;
         rx.recv().map_err(|_| anyhow!("GPU readback was dropped"))?.map_err(|e| anyhow!("GPU readback failed: {e}"))?;
-        let skip = (self.offset - start) as usize;
+        let skip = (at - start) as usize;
         let v = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?[skip..skip + self.bytes() as usize].to_vec();
         staging.unmap();
         Ok(v)

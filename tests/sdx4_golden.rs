@@ -8,6 +8,7 @@ use diffvsr_wgpu::models::registry::{load_inputs, load_model, ModelKind};
 use diffvsr_wgpu::golden::check_model;
 use diffvsr_wgpu::testutil::{rel_l2, test_gpu};
 use diffvsr_wgpu::weights::WeightStore;
+use diffvsr_wgpu::kernel::Arena;
 use diffvsr_wgpu::{DType, Recorder};
 
 fn data(name: &str) -> PathBuf {
@@ -141,6 +142,25 @@ fn full_size_sdx4_unet_runs_at_a_small_latent() {
 
 /// The captured UNet graph replays for a new denoising step with only the timestep rewritten
 /// (no new pipelines, bind groups or buffers), and gives what a fresh capture gives.
+/// A packed arena (every activation at an offset of one buffer) plans exactly the live peak
+/// (up to alignment) and gives the golden output, its kernels bound read-write.
+#[test]
+fn unet_matches_diffusers_in_a_packed_arena() {
+    let gpu = test_gpu();
+    let model = load_model(&gpu, ModelKind::Unet, Some(&data("unet_config.json")), &data("unet.safetensors"), DType::F32).unwrap();
+    let inputs = load_inputs(&gpu, ModelKind::Unet, &data("unet_io.safetensors"), DType::F32).unwrap();
+    let mut rec = Recorder::capture_in(&gpu, &Arena::packed());
+    let out = model.forward(&mut rec, &inputs).unwrap();
+    let graph = rec.into_graph().unwrap();
+    graph.run(&gpu).unwrap();
+    let want = WeightStore::open(&data("unet_io.safetensors")).unwrap().take("output", &[2, 4, 16, 24]).unwrap();
+    let e = rel_l2(&out.to_f32(&gpu).unwrap(), &want);
+    assert!(e < 1e-4, "packed arena: relative L2 error {e:e}");
+    let (plan, peak) = (graph.planned_bytes(), graph.live_peak_bytes());
+    assert!(plan >= peak && plan <= peak + peak / 20, "packed plan {plan} against a live peak of {peak}");
+    assert!(graph.read_write_dispatches() > graph.dispatches() / 2, "{} of {} dispatches read-write", graph.read_write_dispatches(), graph.dispatches());
+}
+
 #[test]
 fn captured_unet_replays_a_new_timestep() {
     let gpu = test_gpu();

@@ -299,7 +299,7 @@ impl<'g> Engine<'g> {
         // has run, before the next step. The decode is planned first: its tensors (at 4× the
         // latent's size) are the larger, and a later plan reuses only buffers that hold its
         // tensors.
-        let arena = crate::kernel::Arena::new();
+        let arena = crate::kernel::Arena::for_gpu(gpu);
         let (vh, vw) = tiles.vae.tile_size();
         let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
         let mut rec = Recorder::capture_in(gpu, &arena);
