@@ -127,3 +127,42 @@ fn full_size_te3dvae_runs() {
 fn full_size_uav_vae3d_keys_match_and_it_runs() {
     full_size(ModelKind::UavVae3dDecoder, "uav_vae3d", 204, 3, (2, 4), true);
 }
+
+/// A decode whose last upsampling would not fit one storage binding (a 720p chunk in f32 on a
+/// 2 GiB GPU; here a small config on a GPU opened with a 1 MiB binding limit) runs that
+/// upsampler and the next resnet's spatial half a few frames at a time, with the same values as
+/// the unsplit decode on an unlimited GPU.
+#[test]
+fn te3dvae_splits_an_upsampling_over_the_binding_limit() {
+    use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
+    use diffvsr_wgpu::testutil::rel_l2;
+    use diffvsr_wgpu::{Gpu, GpuOptions};
+    // block_out_channels [32, 64, 64]: the last upsampler's output is 64 channels at full size
+    // (4 frames of 32×48: 1.5 MiB in f32), the resnet after it narrows to 32 (0.75 MiB).
+    let dir = std::env::temp_dir().join(format!("te3dvae-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"_class_name": "AutoencoderKLTemporalDecoder", "block_out_channels": [32, 64, 64], "in_channels": 3,
+            "latent_channels": 4, "layers_per_block": 1, "out_channels": 3, "scaling_factor": 0.08333}"#,
+    )
+    .unwrap();
+    let run = |gpu: &Gpu| {
+        let model = load_model_from(gpu, ModelKind::Te3dVaeDecoder, Some(&config), &mut WeightStore::synthetic(5), DType::F32).unwrap();
+        let inputs = random_inputs(gpu, &model, (1, 8, 12), DType::F32).unwrap();
+        let mut rec = Recorder::capture(gpu);
+        let out = model.forward(&mut rec, &inputs).unwrap();
+        let graph = rec.into_graph().unwrap();
+        graph.run(gpu).unwrap();
+        (out.to_f32(gpu).unwrap(), graph.dispatches(), graph.largest_tensor_bytes())
+    };
+    let (want, n_whole, largest) = run(&test_gpu());
+    let small = Gpu::new(&GpuOptions { max_binding: Some(1 << 20), ..GpuOptions::from_env() }).unwrap();
+    let (got, n_split, largest_split) = run(&small);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(largest > 1 << 20 && largest_split <= 1 << 20, "largest tensors {largest} and {largest_split} bytes");
+    assert!(n_split > n_whole, "the split decode should run the upsampler in groups ({n_split} vs {n_whole} dispatches)");
+    let e = rel_l2(&got, &want);
+    assert!(e < 1e-6, "split and whole decodes differ by {e:e}");
+}

@@ -99,6 +99,11 @@ impl SpatioTemporalResBlock {
     /// `x [B·F, H, W, Cin]` → `[B·F, H, W, Cout]`.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, frames: usize) -> Result<Tensor> {
         let s = self.spatial.forward(rec, x, None)?;
+        self.forward_temporal(rec, &s, frames)
+    }
+
+    /// The temporal half on the spatial block's output `s [B·F, H, W, Cout]`.
+    pub fn forward_temporal(&self, rec: &mut Recorder, s: &Tensor, frames: usize) -> Result<Tensor> {
         let sh = s.shape().to_vec();
         let s5 = s.reshape(&[sh[0] / frames, frames, sh[1], sh[2], sh[3]])?;
         self.temporal.forward(rec, &s5)?.reshape(&sh)
@@ -306,11 +311,21 @@ impl Te3dVaeDecoder {
             x = self.mid_resnets[1].forward(rec, &x, f)?;
         }
         rec.tap("decoder.mid_block", &x);
+        // An upsampler whose output would not fit one storage binding runs together with the
+        // next block's first resnet, a few frames at a time (see `upsample_into_resnet`).
+        let mut deferred: Option<&Upsample2D> = None;
         for (i, blk) in self.up_blocks.iter().enumerate() {
             for r in &blk.resnets {
-                x = r.forward(rec, &x, f)?;
+                x = match deferred.take() {
+                    Some(u) => upsample_into_resnet(rec, u, r, &x, f)?,
+                    None => r.forward(rec, &x, f)?,
+                };
             }
             if let Some(u) = &blk.upsampler {
+                if upsampled_image_bytes(&x, x.shape()[3]) * x.shape()[0] as u64 > rec.gpu().max_binding() {
+                    deferred = Some(u);
+                    continue;
+                }
                 x = u.forward(rec, &x, None)?;
             }
             rec.tap(&format!("decoder.up_blocks.{i}"), &x);
@@ -322,6 +337,33 @@ impl Te3dVaeDecoder {
         let x = conv3d(rec, &x, &self.time_conv_out)?;
         nfhwc_to_ncfhw(rec, &x)
     }
+}
+
+/// Bytes of one image of `x [N, h, w, C]` upsampled ×2 with `c` channels.
+fn upsampled_image_bytes(x: &Tensor, c: usize) -> u64 {
+    let s = x.shape();
+    (4 * s[1] * s[2] * c * x.dtype().size()) as u64
+}
+
+/// `r(u(x))` for an upsampler `u` whose output `[B·F, 2h, 2w, C]` exceeds the device's largest
+/// storage binding (a 720p chunk's last upsampling: 4 × 720×1280 × 256 channels in f32 is
+/// 3.8 GB against NVIDIA's 2 GiB): the upsampler and the resnet's per-frame spatial half run on
+/// groups of frames that fit, their outputs (narrower: the resnet halves the channels) are
+/// joined, and the temporal half runs on the whole window. Same values as unsplit: every
+/// operation up to the join works on each image alone.
+fn upsample_into_resnet(rec: &mut Recorder, u: &Upsample2D, r: &SpatioTemporalResBlock, x: &Tensor, frames: usize) -> Result<Tensor> {
+    let n = x.shape()[0];
+    let widest = x.shape()[3].max(r.spatial.conv1.cout);
+    let per_image = upsampled_image_bytes(x, widest);
+    let group = ((rec.gpu().max_binding() / per_image.max(1)) as usize).clamp(1, n);
+    let mut parts = Vec::new();
+    for first in (0..n).step_by(group) {
+        let xs = x.narrow(0, first, group.min(n - first))?;
+        let up = u.forward(rec, &xs, None)?;
+        parts.push(r.spatial.forward(rec, &up, None)?);
+    }
+    let s = concat(rec, &parts.iter().collect::<Vec<_>>())?;
+    r.forward_temporal(rec, &s, frames)
 }
 
 /// Upscale-A-Video's `vae_3d` decoder: the SD×4 VAE decoder ([`VaeDecoder`], old attention
