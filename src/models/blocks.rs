@@ -7,7 +7,7 @@ use anyhow::Result;
 use super::Loader;
 use crate::ops::attention::{attention, attention_qkv, AttnOpts};
 use crate::ops::conv::{conv2d, conv2d_add, ConvWeight};
-use crate::ops::elementwise::{add, unary, Unary};
+use crate::ops::elementwise::{unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
 use crate::ops::residual::Residual;
@@ -345,19 +345,21 @@ impl TimeEmbedding {
         let t_emb = timestep_embedding_as(rec, timestep, self.dim, self.flip_sin_to_cos, self.freq_shift, dtype)?;
         let temb = linear(rec, &t_emb, &self.linear_1)?;
         let temb = unary(rec, Unary::Silu, &temb)?;
-        let mut temb = linear(rec, &temb, &self.linear_2)?;
-        if let Some(table) = &self.class_embedding {
-            let Some(ids) = class_labels else { anyhow::bail!("this UNet needs class_labels (the noise level)") };
-            let b = timestep.shape().first().copied().unwrap_or(0);
-            if ids.shape() != [b] {
-                anyhow::bail!(
-                    "class_labels must be [{b}] (one noise level per batch element, like timestep), got {:?}",
-                    ids.shape()
-                );
+        let temb = match &self.class_embedding {
+            Some(table) => {
+                let Some(ids) = class_labels else { anyhow::bail!("this UNet needs class_labels (the noise level)") };
+                let b = timestep.shape().first().copied().unwrap_or(0);
+                if ids.shape() != [b] {
+                    anyhow::bail!(
+                        "class_labels must be [{b}] (one noise level per batch element, like timestep), got {:?}",
+                        ids.shape()
+                    );
+                }
+                let ce = embedding_lookup(rec, table, ids)?;
+                linear_add(rec, &temb, &self.linear_2, Residual::Same(&ce))?
             }
-            let ce = embedding_lookup(rec, table, ids)?;
-            temb = add(rec, &temb, &ce)?;
-        }
+            None => linear(rec, &temb, &self.linear_2)?,
+        };
         unary(rec, Unary::Silu, &temb)
     }
 }
