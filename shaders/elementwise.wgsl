@@ -1,5 +1,7 @@
-// Elementwise kernels. Layout-agnostic: they see flat arrays.
-// Entry `main` is specialised by the const OP (see ops/elementwise.rs):
+// Elementwise kernels. Layout-agnostic: they see flat arrays, V elements per invocation (4 where
+// every operand's length and the broadcast's inner size divide by 4, else 1). The prefix (see
+// ops/elementwise.rs) defines VT (storage vector), VF (f32 vector), V and gelu_v.
+// Entry `main` is specialised by the const OP:
 //   binary ops (a, b -> out), b broadcast as a viewed [outer, rep, inner], b viewed [outer, 1, inner]:
 //     0 add, 1 mul, 2 sub
 //   unary ops (a -> out), `alpha` a scalar parameter or a per-step value:
@@ -7,18 +9,18 @@
 //   14 mix: out = sigmoid(alpha) * a + (1 - sigmoid(alpha)) * b   (same shapes)
 
 struct Params {
-    n: u32,       // output elements
-    inner: u32,
+    n: u32,       // output vectors (elements / V)
+    inner: u32,   // in elements
     rep: u32,
     alpha: f32,
     alpha_slot: u32,  // index of alpha in `step_values`, or 0xFFFFFFFF to use `alpha` itself
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(1) var<storage, read> a: array<VT>;
 // Unary ops bind `a` again as `b` (unused) so every variant has the same layout.
-@group(0) @binding(2) var<storage, read> b: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<VT>;
+@group(0) @binding(3) var<storage, read_write> out: array<VT>;
 // Per-step values (see src/step_values.rs); bound to `a` when alpha is a constant.
 @group(0) @binding(4) var<storage, read> step_values: array<f32>;
 
@@ -36,18 +38,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= p.n) {
         return;
     }
-    var r: f32;
+    var r: VF;
+    let x = VF(a[i]);
     if (OP < 10u) {
-        let bi = (i / (p.inner * p.rep)) * p.inner + i % p.inner;
-        let x = f32(a[i]);
-        let y = f32(b[bi]);
+        // The broadcast index of element V·i; V divides inner, so its V elements are contiguous.
+        let e = i * V;
+        let y = VF(b[((e / (p.inner * p.rep)) * p.inner + e % p.inner) / V]);
         if (OP == 0u) { r = x + y; } else if (OP == 1u) { r = x * y; } else { r = x - y; }
     } else if (OP == 14u) {
         let s = 1.0 / (1.0 + exp(-alpha()));
-        r = s * f32(a[i]) + (1.0 - s) * f32(b[i]);
+        r = s * x + (1.0 - s) * VF(b[i]);
+    } else if (OP == 10u) {
+        r = alpha() * x;
+    } else if (OP == 11u) {
+        r = x / (VF(1.0) + exp(-x));
     } else {
-        let x = f32(a[i]);
-        if (OP == 10u) { r = alpha() * x; } else if (OP == 11u) { r = silu_f32(x); } else { r = gelu_f32(x); }
+        r = gelu_v(x);
     }
-    out[i] = T(r);
+    out[i] = VT(r);
 }

@@ -17,7 +17,18 @@ use crate::ops::concat::overlaps;
 use crate::step_values::Scalar;
 use crate::tensor::Tensor;
 
-const SRC: &str = include_str!("../../shaders/elementwise.wgsl");
+/// The kernel in two widths: four elements per invocation (vec4 loads and stores) where every
+/// length divides by 4, else one.
+const SRC_V4: &str = concat!(
+    "alias VT = vec4<T>;\nalias VF = vec4<f32>;\nconst V: u32 = 4u;\n",
+    "fn gelu_v(x: VF) -> VF { return VF(gelu_f32(x.x), gelu_f32(x.y), gelu_f32(x.z), gelu_f32(x.w)); }\n",
+    include_str!("../../shaders/elementwise.wgsl")
+);
+const SRC_V1: &str = concat!(
+    "alias VT = T;\nalias VF = f32;\nconst V: u32 = 1u;\n",
+    "fn gelu_v(x: VF) -> VF { return gelu_f32(x); }\n",
+    include_str!("../../shaders/elementwise.wgsl")
+);
 
 #[repr(C)]
 #[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
@@ -54,16 +65,19 @@ impl Unary {
 #[allow(clippy::too_many_arguments)]
 fn run(rec: &mut Recorder, op: u32, a: &Tensor, b: &Tensor, out: &Tensor, inner: usize, rep: usize, alpha: &Scalar) -> Result<()> {
     let gpu = rec.gpu();
-    let k = Kernel::new("elementwise", SRC, a.dtype()).def("OP", format!("{op}u"));
     let n = out.numel();
     if n > u32::MAX as usize {
         bail!("elementwise: {out:?} exceeds 32-bit indexing");
     }
+    // Vectors where every operand is whole vectors: a broadcast `b` then repeats in whole ones.
+    let v4 = [a, b, out].iter().all(|t| t.numel() % 4 == 0) && inner.max(1) % 4 == 0;
+    let (name, src, width) = if v4 { ("elementwise_v4", SRC_V4, 4) } else { ("elementwise", SRC_V1, 1) };
+    let k = Kernel::new(name, src, a.dtype()).def("OP", format!("{op}u"));
     let (value, alpha_slot) = alpha.params();
-    let p = Params { n: n as u32, inner: inner.max(1) as u32, rep: rep.max(1) as u32, alpha: value, alpha_slot };
+    let p = Params { n: (n / width) as u32, inner: inner.max(1) as u32, rep: rep.max(1) as u32, alpha: value, alpha_slot };
     // A constant reads no slot: any small buffer fills the binding.
     let sv = alpha.values().unwrap_or(a);
-    rec.dispatch(&k, &p, &[a.into(), b.into(), out.into(), sv.into()], grid(gpu, n.div_ceil(256) as u32))
+    rec.dispatch(&k, &p, &[a.into(), b.into(), out.into(), sv.into()], grid(gpu, (n / width).div_ceil(256) as u32))
 }
 
 /// `out` may be `x` itself (each element is read, then written, by one invocation); any other
@@ -174,7 +188,8 @@ pub fn unary_into(rec: &mut Recorder, op: Unary, x: &Tensor, out: &Tensor) -> Re
         Unary::Silu => (11, Scalar::Const(0.0)),
         Unary::Gelu => (12, Scalar::Const(0.0)),
     };
-    run(rec, code, x, x, out, 1, 1, &alpha)
+    // No broadcast: `inner` is the whole tensor (which lets the vec4 kernel take it).
+    run(rec, code, x, x, out, x.numel(), 1, &alpha)
 }
 
 /// The learned mix `σ(m)·x + (1−σ(m))·y` (TE-3DVAE time mixer and video block).
@@ -190,7 +205,7 @@ pub fn mix_into(rec: &mut Recorder, m: impl Into<Scalar>, x: &Tensor, y: &Tensor
         bail!("mix: {x:?}, {y:?} into {out:?} differ");
     }
     check_out("mix", out, &[x, y])?;
-    run(rec, 14, x, y, out, 1, 1, &m.into())
+    run(rec, 14, x, y, out, x.numel(), 1, &m.into())
 }
 
 /// Benchmarks: the UNet's elementwise traffic at a 128² latent, 16 frames (8 × CFG), 256 channels.
@@ -333,6 +348,10 @@ mod tests {
             (&[3, 7, 1, 77], &[3, 77]),     // per-frame embedding
             (&[2, 5, 7, 16], &[2, 1, 1, 16]),
             (&[33, 7], &[1]),               // scalar
+            // Whole vectors of 4 (the vec4 kernel): same shape, per channel, per frame.
+            (&[3, 5, 76], &[3, 5, 76]),
+            (&[2, 3, 5, 32], &[32]),
+            (&[3, 7, 1, 76], &[3, 76]),
         ];
         for dt in gpu.dtypes() {
             for &(sa, sb) in cases {
@@ -375,7 +394,7 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         for dt in gpu.dtypes() {
-            for (rows, d) in [(1usize, 1usize), (7, 33), (3, 77)] {
+            for (rows, d) in [(1usize, 1usize), (7, 33), (3, 77), (4, 20)] {
                 let n = rows * d;
                 let (a, ah) = upload(&gpu, &rng.normals(n, 1.0), &[n], dt);
                 let (b, bh) = upload(&gpu, &rng.normals(n, 1.0), &[n], dt);
