@@ -70,7 +70,7 @@ fn run(rec: &mut Recorder, op: u32, a: &Tensor, b: &Tensor, out: &Tensor, inner:
         bail!("elementwise: {out:?} exceeds 32-bit indexing");
     }
     // Vectors where every operand is whole vectors: a broadcast `b` then repeats in whole ones.
-    let v4 = [a, b, out].iter().all(|t| t.numel() % 4 == 0) && inner.max(1) % 4 == 0;
+    let v4 = [a, b, out].iter().all(|t| t.numel().is_multiple_of(4)) && inner.max(1).is_multiple_of(4);
     let (name, src, width) = if v4 { ("elementwise_v4", SRC_V4, 4) } else { ("elementwise", SRC_V1, 1) };
     let k = Kernel::new(name, src, a.dtype()).def("OP", format!("{op}u"));
     let (value, alpha_slot) = alpha.params();
