@@ -40,7 +40,8 @@ def parse_kernel_table(path):
     except OSError:
         return rows
     for line in lines:
-        m = re.match(r"^(?P<head>.*?)\s+(?P<t>[\d.]+) (?P<u>s|ms|us)\s+(?P<tf>\S+)\s+(?P<gb>\S+)\s*$", line)
+        # time, TFLOP/s, GB/s, then the fractions of the ceilings (%GEMM, %copy) where printed.
+        m = re.match(r"^(?P<head>.*?)\s+(?P<t>[\d.]+) (?P<u>s|ms|us)\s+(?P<tf>\S+)\s+(?P<gb>\S+)(?:\s+\S+){0,2}\s*$", line)
         if not m or line.startswith("kernel ") or line.startswith("device"):
             continue
         head = m.group("head")
