@@ -209,7 +209,7 @@ fn a_device_error_is_returned_not_an_exit() {
 fn a_params_struct_that_drifts_from_its_wgsl_is_refused() {
     let gpu = test_gpu();
     let x = Tensor::from_f32(&gpu, &[1.0; 4], &[4], DType::F32).unwrap();
-    let k = Kernel::new("elementwise", include_str!("../shaders/elementwise.wgsl"), DType::F32).def("OP", "11u");
+    let k = Kernel::new("elementwise", crate::ops::elementwise::SRC_V1, DType::F32).def("OP", "11u");
     let mut rec = gpu.recorder();
     let short = [4u32, 1, 1, 0]; // missing `alpha_slot`
     let e = rec.dispatch(&k, &short, &[(&x).into(), (&x).into(), (&x).into(), (&x).into()], grid(&gpu, 1)).unwrap_err();

@@ -188,7 +188,13 @@ impl<'g> Recorder<'g> {
         let mut pipeline = self.gpu.pipeline(kernel)?;
         // A buffer bound twice, once writable, must be bound writable both times.
         let writes = |i: usize| pipeline.writable.contains(&(i as u32 + 1));
-        let conflict = (0..tensors.len()).any(|i| (i + 1..tensors.len()).any(|j| tensors[i].same_storage(tensors[j]) && (writes(i) || writes(j))));
+        // Placed tensors of a packed arena share one buffer without sharing storage.
+        let same_buffer = |a: &Tensor, b: &Tensor| match (a.location(), b.location()) {
+            (Ok((x, _)), Ok((y, _))) => x == y,
+            _ => false,
+        };
+        let conflict = (0..tensors.len())
+            .any(|i| (i + 1..tensors.len()).any(|j| (tensors[i].same_storage(tensors[j]) || same_buffer(tensors[i], tensors[j])) && (writes(i) || writes(j))));
         if conflict {
             pipeline = self.gpu.pipeline(&kernel.clone().all_read_write())?;
         }

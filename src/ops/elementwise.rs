@@ -24,7 +24,7 @@ const SRC_V4: &str = concat!(
     "fn gelu_v(x: VF) -> VF { return VF(gelu_f32(x.x), gelu_f32(x.y), gelu_f32(x.z), gelu_f32(x.w)); }\n",
     include_str!("../../shaders/elementwise.wgsl")
 );
-const SRC_V1: &str = concat!(
+pub(crate) const SRC_V1: &str = concat!(
     "alias VT = T;\nalias VF = f32;\nconst V: u32 = 1u;\n",
     "fn gelu_v(x: VF) -> VF { return gelu_f32(x); }\n",
     include_str!("../../shaders/elementwise.wgsl")
