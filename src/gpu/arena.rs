@@ -163,11 +163,6 @@ impl Arena {
         }
     }
 
-    /// Whether this arena packs tensors at offsets of one buffer.
-    pub fn is_packed(&self) -> bool {
-        self.0.lock().unwrap().packed
-    }
-
     /// Device memory the arena holds: the buffers of the largest plans captured into it.
     pub fn peak_bytes(&self) -> u64 {
         self.0.lock().unwrap().created_bytes
