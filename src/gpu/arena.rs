@@ -295,6 +295,23 @@ mod tests {
     use super::{assign_buffers, assign_offsets};
     use crate::rng::Rng;
 
+    /// 1 to 200 lives of 4 to 4000 bytes, starting in dispatches 0..300, 1 to 40 long.
+    fn random_lives(rng: &mut Rng) -> Vec<(u64, usize, usize)> {
+        let n = 1 + (rng.uniform() * 200.0) as usize;
+        (0..n)
+            .map(|_| {
+                let s = (rng.uniform() * 300.0) as usize;
+                let len = 1 + (rng.uniform() * 40.0) as usize;
+                (4 * (1 + (rng.uniform() * 1000.0) as u64), s, s + len)
+            })
+            .collect()
+    }
+
+    /// The most bytes alive at once, each life rounded up to `align`.
+    fn live_peak(lives: &[(u64, usize, usize)], align: u64) -> u64 {
+        (0..400).map(|t| lives.iter().filter(|l| l.1 <= t && t < l.2).map(|l| l.0.div_ceil(align) * align).sum::<u64>()).max().unwrap_or(0)
+    }
+
     /// Random lifetimes: no two overlapping lives share a buffer, every buffer holds its
     /// lives, the total is at least the live peak (no plan can do better) and at most the sum
     /// of sizes; existing buffers are reused before new ones are made.
@@ -303,14 +320,7 @@ mod tests {
         let seed = crate::testutil::fresh_seed();
         let mut rng = Rng::new(seed);
         for case in 0..50 {
-            let n = 1 + (rng.uniform() * 200.0) as usize;
-            let lives: Vec<(u64, usize, usize)> = (0..n)
-                .map(|_| {
-                    let s = (rng.uniform() * 300.0) as usize;
-                    let len = 1 + (rng.uniform() * 40.0) as usize;
-                    (4 * (1 + (rng.uniform() * 1000.0) as u64), s, s + len)
-                })
-                .collect();
+            let lives = random_lives(&mut rng);
             let existing: Vec<u64> = if case % 2 == 0 { vec![] } else { vec![4000, 40] };
             let (assign, new) = assign_buffers(&lives, &existing);
             let sizes: Vec<u64> = existing.iter().chain(&new).copied().collect();
@@ -321,10 +331,7 @@ mod tests {
                     assert!(!(overlap && assign[i] == assign[j]), "seed {seed} case {case}: lives {i} and {j} overlap in one buffer");
                 }
             }
-            let mut peak = 0;
-            for t in 0..400 {
-                peak = peak.max(lives.iter().filter(|l| l.1 <= t && t < l.2).map(|l| l.0).sum::<u64>());
-            }
+            let peak = live_peak(&lives, 1);
             let total: u64 = sizes.iter().sum::<u64>();
             assert!(total >= peak, "seed {seed} case {case}");
             assert!(new.iter().sum::<u64>() <= lives.iter().map(|l| l.0).sum::<u64>(), "seed {seed} case {case}");
@@ -343,14 +350,7 @@ mod tests {
         let seed = crate::testutil::fresh_seed();
         let mut rng = Rng::new(seed);
         for case in 0..50 {
-            let n = 1 + (rng.uniform() * 200.0) as usize;
-            let lives: Vec<(u64, usize, usize)> = (0..n)
-                .map(|_| {
-                    let s = (rng.uniform() * 300.0) as usize;
-                    let len = 1 + (rng.uniform() * 40.0) as usize;
-                    (4 * (1 + (rng.uniform() * 1000.0) as u64), s, s + len)
-                })
-                .collect();
+            let lives = random_lives(&mut rng);
             let (off, total) = assign_offsets(&lives, 256);
             for (i, &(bi, si, ei)) in lives.iter().enumerate() {
                 assert!(off[i] % 256 == 0 && off[i] + bi <= total, "seed {seed} case {case}: life {i} misplaced");
@@ -360,10 +360,7 @@ mod tests {
                     assert!(!(in_time && in_memory), "seed {seed} case {case}: lives {i} and {j} overlap");
                 }
             }
-            let mut peak = 0;
-            for t in 0..400 {
-                peak = peak.max(lives.iter().filter(|l| l.1 <= t && t < l.2).map(|l| l.0.div_ceil(256) * 256).sum::<u64>());
-            }
+            let peak = live_peak(&lives, 256);
             assert!(total >= peak, "seed {seed} case {case}");
             assert!(total <= lives.iter().map(|l| l.0.div_ceil(256) * 256).sum::<u64>(), "seed {seed} case {case}");
         }

@@ -549,35 +549,67 @@ mod tests {
     const TOL: f64 = 1e-4;
 
 
+    /// Random operands of one product and their host twins: `a [lead.., M, K]`, `b [K, N]`
+    /// (`shared`) or `[lead.., K, N]`, a bias `[N]`; `out_shape` is `[lead.., M, N]`.
+    struct Operands {
+        a: Tensor,
+        b: Tensor,
+        c: Tensor,
+        ah: Vec<f32>,
+        bh: Vec<f32>,
+        ch: Vec<f32>,
+        out_shape: Vec<usize>,
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        shared: bool,
+    }
+
+    impl Operands {
+        #[allow(clippy::too_many_arguments)]
+        fn new(gpu: &Gpu, rng: &mut Rng, dt: DType, lead: &[usize], m: usize, n: usize, k: usize, shared: bool) -> Operands {
+            let batch: usize = lead.iter().product();
+            let mut sa = lead.to_vec();
+            sa.extend([m, k]);
+            let mut sb = if shared { vec![] } else { lead.to_vec() };
+            sb.extend([k, n]);
+            let (a, ah) = upload(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
+            let (b, bh) = upload(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
+            let (c, ch) = upload(gpu, &rng.normals(n, 1.0), &[n], dt);
+            let mut out_shape = lead.to_vec();
+            out_shape.extend([m, n]);
+            Operands { a, b, c, ah, bh, ch, out_shape, batch, m, n, k, shared }
+        }
+
+        /// `a · b (+ bias)` on the CPU.
+        fn want(&self, with_bias: bool) -> Vec<f32> {
+            let bias = with_bias.then_some(&self.ch[..]);
+            if self.shared {
+                cpu::matmul(&self.ah, &self.bh, bias, 1, self.batch * self.m, self.n, self.k, true)
+            } else {
+                cpu::matmul(&self.ah, &self.bh, bias, self.batch, self.m, self.n, self.k, false)
+            }
+        }
+    }
+
     /// One GPU-vs-CPU comparison. `lead` = batch axes of a; `shared` = b is [K, N].
     #[allow(clippy::too_many_arguments)]
     fn check(gpu: &Gpu, rng: &mut Rng, seed: u64, dt: DType, lead: &[usize], m: usize, n: usize, k: usize, shared: bool, with_bias: bool, v: Option<Variant>, path: Impl) {
-        let batch: usize = lead.iter().product();
-        let mut sa = lead.to_vec();
-        sa.extend([m, k]);
-        let mut sb = if shared { vec![] } else { lead.to_vec() };
-        sb.extend([k, n]);
-        let (a, ah) = upload(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
-        let (b, bh) = upload(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
-        let (c, ch) = upload(gpu, &rng.normals(n, 1.0), &[n], dt);
-        let bias = with_bias.then_some(&c);
+        let o = Operands::new(gpu, rng, dt, lead, m, n, k, shared);
+        let (a, b) = (&o.a, &o.b);
+        let bias = with_bias.then_some(&o.c);
         let mut rec = gpu.recorder();
         let out = match v {
             Some(v) => {
                 let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape())).unwrap();
-                run(&mut rec, &a, &b, bias, Store::Plain, &p, v).unwrap()
+                run(&mut rec, a, b, bias, Store::Plain, &p, v).unwrap()
             }
-            None => matmul_with(&mut rec, &a, &b, bias, path).unwrap(),
+            None => matmul_with(&mut rec, a, b, bias, path).unwrap(),
         };
         rec.submit();
-        let mut so = lead.to_vec();
-        so.extend([m, n]);
-        assert_eq!(out.shape(), &so[..]);
-        let want = if shared {
-            cpu::matmul(&ah, &bh, with_bias.then_some(&ch[..]), 1, batch * m, n, k, true)
-        } else {
-            cpu::matmul(&ah, &bh, with_bias.then_some(&ch[..]), batch, m, n, k, false)
-        };
+        assert_eq!(out.shape(), &o.out_shape[..]);
+        let want = o.want(with_bias);
         assert_close(
             &format!("matmul {v:?}/{path:?} lead {lead:?} M{m} N{n} K{k} shared {shared} bias {with_bias} {dt:?} seed {seed}"),
             &out.to_f32(gpu).unwrap(),
@@ -618,30 +650,17 @@ mod tests {
             (&[2, 3][..], 5, 260, 12, true, true),
             (&[4][..], 9, 8, 16, false, true),
         ] {
-            let batch: usize = lead.iter().product();
-            let mut sa = lead.to_vec();
-            sa.extend([m, k]);
-            let mut sb = if shared { vec![] } else { lead.to_vec() };
-            sb.extend([k, n]);
-            let (a, ah) = upload(gpu, &rng.normals(batch * m * k, 1.0), &sa, dt);
-            let (b, bh) = upload(gpu, &rng.normals(sb.iter().product(), 1.0), &sb, dt);
-            let (c, ch) = upload(gpu, &rng.normals(n, 1.0), &[n], dt);
-            let mut so = lead.to_vec();
-            so.extend([m, n]);
+            let o = Operands::new(gpu, &mut rng, dt, lead, m, n, k, shared);
             // Per batch: one row per element of the first leading axis.
-            let rs = if per_batch { vec![lead[0], n] } else { so.clone() };
+            let rs = if per_batch { vec![lead[0], n] } else { o.out_shape.clone() };
             let (r, rh) = upload(gpu, &rng.normals(rs.iter().product(), 1.0), &rs, dt);
             let res = if per_batch { Residual::PerBatch(&r) } else { Residual::Same(&r) };
             let mut rec = gpu.recorder();
-            let out = matmul_add_with(&mut rec, &a, &b, Some(&c), Some(res), path).unwrap();
+            let out = matmul_add_with(&mut rec, &o.a, &o.b, Some(&o.c), Some(res), path).unwrap();
             rec.submit();
-            assert_eq!(out.shape(), &so[..]);
-            let mut want = if shared {
-                cpu::matmul(&ah, &bh, Some(&ch), 1, batch * m, n, k, true)
-            } else {
-                cpu::matmul(&ah, &bh, Some(&ch), batch, m, n, k, false)
-            };
-            let rep = if per_batch { batch * m / lead[0] } else { 1 };
+            assert_eq!(out.shape(), &o.out_shape[..]);
+            let mut want = o.want(true);
+            let rep = if per_batch { o.batch * m / lead[0] } else { 1 };
             res_cpu::add(&mut want, &rh, n, rep);
             assert_close(
                 &format!("matmul + residual {path:?} lead {lead:?} M{m} N{n} K{k} shared {shared} per-batch {per_batch} {dt:?} seed {seed}"),
