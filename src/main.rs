@@ -283,6 +283,12 @@ struct UpscaleCli {
     /// quarter of the tile).
     #[arg(long, value_name = "N")]
     tile_overlap: Option<usize>,
+    /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep
+    /// the call within one 128×128-latent window's pixels (up to 4, for inputs below 512×512),
+    /// when the frame is one tile under --tile auto; else 1. Changes speed and memory, never
+    /// the output.
+    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    windows_per_call: diffvsr_wgpu::pipeline::groups::WindowsPerCall,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a
     /// model or reading a frame (the frame count comes from the input file's size).
     #[arg(long)]
@@ -373,7 +379,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
             opts.max_binding.map_or(b, |m| b.min(m.max(4)))
         });
-        print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder, tiles, binding)?);
+        print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {
@@ -401,6 +407,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         frames: u.frames,
         gif: u.gif,
         tiles,
+        windows_per_call: u.windows_per_call,
         random_weights: u.random_weights,
     };
     stop_on_ctrl_c();

@@ -490,6 +490,12 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     assert!(text.contains("output frames 9..13; windows 1..3 of 3"), "{text}");
     let (ok_, _, err) = plan(&["--frames", "13:20"]);
     assert!(!ok_ && err.contains("only 13 frames"), "{err}");
+    // Windows per UNet call: auto says how it picks; a count scales the job's buffers.
+    assert!(text.contains("windows per UNet call: auto"), "{text}");
+    let (ok_, text, err) = plan(&["--windows-per-call", "2"]);
+    assert!(ok_ && text.contains("windows per UNet call: 2") && text.contains("2 CFG windows [4,7,8,8,8]") && text.contains("at most 16 input frames"), "{err}{text}");
+    let (ok_, _, err) = plan(&["--windows-per-call", "9"]);
+    assert!(!ok_ && err.contains("from 1 to 8"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

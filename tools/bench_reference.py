@@ -176,6 +176,8 @@ def model_cases(args, device):
         vae_cfg = load_config(args.vae_config or os.path.join(DATA, "te3dvae", "config.json"))
         sdx4_cfg = load_config(args.sdx4_config or os.path.join(DATA, "sdx4", "unet_config.json"))
         unet_sizes = [(8, 12), (16, 16)]
+        # Windows denoised together in one UNet call (the engine's --windows-per-call).
+        unet_groups = [(2, 8, 12)]
         vae_sizes = [(8, 12)]
         sdx4 = (2, 16, 16)
     else:
@@ -183,6 +185,7 @@ def model_cases(args, device):
         vae_cfg = load_config(args.vae_config) if args.vae_config else TE3DVAE_FULL
         sdx4_cfg = load_config(args.sdx4_config) if args.sdx4_config else SDX4_UNET_FULL
         unet_sizes = [(64, 64), (128, 128), (180, 320)]
+        unet_groups = [(4, 64, 64)]
         vae_sizes = [(128, 128), (180, 320)]
         sdx4 = (16, 128, 128)
     half = torch.float16 if device.type == "cuda" or args.cpu_half else torch.float32
@@ -196,7 +199,7 @@ def model_cases(args, device):
 
     state = {}
 
-    def diffvsr_unet(h, w):
+    def diffvsr_unet(h, w, windows=1):
         def build():
             gen = torch.Generator().manual_seed(1)
             if "unet" not in state:
@@ -205,11 +208,11 @@ def model_cases(args, device):
                 randomize(model, 1)
                 state["unet"] = model.to(device, half)
             model = state["unet"]
-            b, f = 2, 8
+            b, f = 2 * windows, 8
             sample = torch.randn(b, 4, f, h, w, generator=gen).to(device, half)
             low = torch.randn(b, 3, f, h, w, generator=gen).to(device, half)
-            t = torch.tensor([981.0, 981.0], device=device)
-            cl = torch.tensor([20, 20], device=device)
+            t = torch.full((b,), 981.0, device=device)
+            cl = torch.full((b,), 20, device=device)
             ehs = torch.randn(b, 77, unet_cfg["cross_attention_dim"], generator=gen).to(device, half)
 
             def fn():
@@ -268,6 +271,8 @@ def model_cases(args, device):
 
     for h, w in unet_sizes:
         cases.append((f"diffvsr-unet {h}x{w}", diffvsr_unet(h, w)))
+    for g, h, w in unet_groups:
+        cases.append((f"diffvsr-unet {g} windows {h}x{w}", diffvsr_unet(h, w, g)))
     for dt in dict.fromkeys((torch.float32, half)):  # fp32 and fp16 (one dtype on the CPU without --cpu-half)
         for h, w in vae_sizes:
             cases.append((f"te3dvae-decode {h}x{w} {str(dt).replace('torch.', '')}", te3dvae(h, w, dt)))

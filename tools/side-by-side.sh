@@ -152,6 +152,7 @@ if [ "$mode" = tiny ]; then
     cases=(
         "diffvsr-unet 8x12|$U --random-inputs 2x8x12 --dtype f16|f16|2x7x8x8x12|diffvsr-unet 8x12|60"
         "diffvsr-unet 16x16|$U --random-inputs 2x16x16 --dtype f16|f16|2x7x8x16x16|diffvsr-unet 16x16|60"
+        "diffvsr-unet 2 windows 8x12|$U --random-inputs 4x8x12 --dtype f16|f16|4x7x8x8x12|diffvsr-unet 2 windows 8x12|60"
         "te3dvae-decode 8x12 f32|$V --random-inputs 1x8x12 --dtype f32|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "te3dvae-decode 8x12 f16|$V --random-inputs 1x8x12 --dtype f16|f16|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "sdx4-unet 2x16x16|$S --random-inputs 2x16x16 --dtype f16|f16|2x7x16x16|sdx4-unet 2x16x16|40"
@@ -166,6 +167,10 @@ else
         "diffvsr-unet 64x64|$U --random-inputs 2x64x64 --dtype f16|f16|2x7x8x64x64|diffvsr-unet 64x64|75"
         "diffvsr-unet 128x128|$U --random-inputs 2x128x128 --dtype f16|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
         "diffvsr-unet 180x320|$U --random-inputs 2x180x320 --dtype f16|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
+        # Four windows in one UNet call (the job's --windows-per-call auto at a 64² latent),
+        # against the official UNet at the same batch; its one-window-per-call cost is 4 × the
+        # 64x64 row.
+        "diffvsr-unet 4 windows 64x64|$U --random-inputs 8x64x64 --dtype f16|f16|8x7x8x64x64|diffvsr-unet 4 windows 64x64|75"
         "te3dvae-decode 128x128 f32|$V --random-inputs 1x128x128 --dtype f32|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
         "te3dvae-decode 128x128 f16|$V --random-inputs 1x128x128 --dtype f16|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
         "te3dvae-decode 180x320 f32|$V --random-inputs 1x180x320 --dtype f32|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"

@@ -8,8 +8,8 @@
 //! embeddings given, all in f32. Here the same inputs go through the job's pieces: the released
 //! schedules ([`Ddim::released`], [`LowResNoise::released`]), [`add_noise`], the rescheduling
 //! rule ([`rescheduled_source`]) fed the official shuffle, the sample layout of `run_job`, the
-//! captured step graph, the ILT fuse on the GPU and the decode of
-//! [`job::denoise_and_decode_windows`].
+//! captured step graph (both windows in one UNet call in the f32 run, one per call in the f16
+//! run), the ILT fuse on the GPU and the decode of [`job::denoise_and_decode_windows`].
 
 use crate::golden::rel_l2;
 use crate::models::registry::{load_model, Model, ModelKind};
@@ -105,6 +105,7 @@ fn two_windows_match_official_pipeline() {
         matrix: MatrixChoice::Auto,
         frames: None,
         tiles: Default::default(),
+        windows_per_call: Default::default(),
     };
     // run_job's samples: both CFG halves [latents (4 channels) ++ noisy LR (3)], each [C][8][h][w].
     let samples: Vec<Vec<f32>> = starts
@@ -133,9 +134,12 @@ fn two_windows_match_official_pipeline() {
             _ => unreachable!(),
         };
         // The decode (f32 in both runs, as released) is compared once: an f16 UNet changes only
-        // the latents it gets, and each decoded chunk costs seconds on lavapipe.
+        // the latents it gets, and each decoded chunk costs seconds on lavapipe. The f32 run
+        // denoises both windows in one UNet call (`--windows-per-call 2`: batch 4, the
+        // windows' negative halves then their positive halves), the f16 run one per call.
         let decode = unet_dt == DType::F32;
-        let (finals, chunks) = job::denoise_and_decode_windows(&gpu, &unet, &vae, &opts, h, w, unet_dt, vae_dt, &samples, decode).unwrap();
+        let per_call = if unet_dt == DType::F32 { 2 } else { 1 };
+        let (finals, chunks) = job::denoise_and_decode_windows(&gpu, &unet, &vae, &opts, h, w, per_call, unet_dt, vae_dt, &samples, decode).unwrap();
         assert_eq!((finals.len(), chunks.len()), (windows, if decode { windows + 1 } else { 0 }));
         let mut report = Vec::new();
         for (i, (got, want)) in finals.iter().zip(window_final.chunks_exact(lat)).enumerate() {
@@ -149,7 +153,7 @@ fn two_windows_match_official_pipeline() {
             compare_decoded(&chunks, &decoded, frames, plane, &mut report);
         }
         let text: Vec<String> = report.iter().map(|(n, e)| format!("{n} {e:.2e}")).collect();
-        eprintln!("official pipeline, two windows, UNet {unet_dt:?}: {}", text.join(", "));
+        eprintln!("official pipeline, two windows, UNet {unet_dt:?}, {per_call} per call: {}", text.join(", "));
         assert!(report.iter().all(|(_, e)| *e <= tol), "UNet {unet_dt:?}: relative L2 above {tol:.0e}: {}", text.join(", "));
     }
 }

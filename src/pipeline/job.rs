@@ -6,12 +6,15 @@
 //!   ([`ops::color`](crate::ops::color): chroma upsampling, matrix, range) and
 //!   reflect-padded to a multiple of 8 ([`LatentPad`]: the SD×4 UNet's latent is the LR frame).
 //! * Windows of 8 frames, stride 4 ([`windows`]); a window runs as soon as its frames are read
-//!   (or the stream has ended and the tail is mirror-padded).
+//!   (or the stream has ended and the tail is mirror-padded). With `--windows-per-call N`
+//!   ([`groups`]), up to N windows run together, as one UNet call of batch 2N per step, once
+//!   the last of them can run.
 //! * Per window and tile, built on the GPU ([`Engine::load_sample`]): the initial latents from
 //!   the Philox noise kernel (`ops::noise`, keyed by the seed, the absolute padded frame, so
 //!   rescheduled as released, and the absolute pixel), and the LR frames with their noise
-//!   augmentation (`ops::sampler::add_noise_into`); then one captured graph per job (UNet on
-//!   the CFG pair [negative, positive]; the guidance combine and the DDIM step in one kernel,
+//!   augmentation (`ops::sampler::add_noise_into`); then one captured graph per job and group
+//!   size (UNet on the CFG pair [negative, positive] of each window of the group; the
+//!   guidance combine and the DDIM step in one kernel,
 //!   `ops::sampler::guided_ddim_step_into`, on f32 latents whatever the UNet's dtype; the new
 //!   latents into both batch elements), replayed every step with the timestep and the per-step
 //!   scalars (a, b, guidance) written before the replay. Nothing is read back inside the step
@@ -45,7 +48,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::models::unet::UNetInputs;
 use crate::models::video_unet::VideoUNet;
@@ -55,6 +58,7 @@ use crate::ops::layout::nfhwc_to_ncfhw;
 use crate::ops::noise::{gaussian_noise, source_frames};
 use crate::ops::sampler::{add_noise_into, guided_ddim_step_into, scale_into, StepSlots};
 use crate::pipeline::chunks::{fuse_chunk_into, ChunkWeights};
+use crate::pipeline::groups::{self, Grouping, WindowsPerCall};
 use crate::pipeline::interrupt;
 use crate::pipeline::noise::Stream;
 pub use crate::pipeline::progress::Progress;
@@ -127,6 +131,8 @@ pub struct JobOptions {
     pub frames: Option<FrameRange>,
     /// `--tile`, `--tile-overlap`: spatial tiles of the UNet and the VAE.
     pub tiles: TileOptions,
+    /// `--windows-per-call`: windows denoised together in one UNet call ([`groups`]).
+    pub windows_per_call: WindowsPerCall,
 }
 
 /// What the job did.
@@ -140,12 +146,15 @@ pub struct JobStats {
     pub cut_at: Option<usize>,
     /// Most input frames held at once (bounded by the window size, not the clip length).
     pub max_frames_held: usize,
-    /// GPU buffer bytes the device's pool created after the second window: 0 when GPU memory is
-    /// flat in the clip's length (from the third window on, every window reuses what an
-    /// earlier one freed). A number, not a list per window, so the stats stay bounded too.
+    /// GPU buffer bytes the device's pool created after the second group of windows (the second
+    /// window at one window per UNet call): 0 when GPU memory is flat in the clip's length (from
+    /// the third group on, every group reuses what an earlier one freed). A number, not a list
+    /// per window, so the stats stay bounded too.
     pub gpu_bytes_created_late: u64,
     /// The spatial tiles the job ran (UNet and VAE), in words.
     pub tiles: String,
+    /// Windows per UNet call, and why.
+    pub windows_per_call: Grouping,
 }
 
 /// The spatial tiles of a job over the padded latent: the UNet's, the VAE's (in latent
@@ -203,7 +212,8 @@ fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOpt
                 let (h, w) = probe.tiles.unet.tile_size();
                 (h * w) as f64
             };
-            let unet_px = probe.step_graph.largest_tensor_bytes().max(probe.sample.bytes()) as f64 / px;
+            let step = probe.step(1);
+            let unet_px = step.graph.largest_tensor_bytes().max(step.sample.bytes()) as f64 / px;
             let vae_px = probe.vae_graph.largest_tensor_bytes().max(probe.vae_in.bytes()) as f64 / px;
             drop(probe);
             let (limit, buffer) = (gpu.max_binding(), gpu.limits.max_buffer_size);
@@ -239,19 +249,28 @@ impl WindowNoise {
     }
 }
 
-/// The per-job GPU state: one captured sampler step (for the UNet's tile size) and one
+/// One captured sampler step for `k` windows in one UNet call (batch 2k: the windows'
+/// negative halves, then their positive halves, as the guided step reads a CFG pair).
+struct StepGraph {
+    /// `[2k, 7, 8, h, w]` in the UNet's dtype: batch g < k is window slot g's negative half,
+    /// k + g its positive half; channels 0–3 latents, 4–6 noisy LR.
+    sample: Tensor,
+    /// `[k, 4, 8, h, w]`, f32: the latents between steps (spec §2.5: the release steps fp16
+    /// latents; f32 is the harmless improvement), copied into both halves of `sample`.
+    latents: Tensor,
+    /// `[2k]`.
+    timestep: Tensor,
+    graph: crate::kernel::Graph,
+}
+
+/// The per-job GPU state: the captured sampler steps (for the UNet's tile size; one per group
+/// size up to the job's windows per call, since a run's last group may be short) and one
 /// captured decode chunk (for the VAE's tile size), and the tiles.
 struct Engine<'g> {
     gpu: &'g Gpu,
-    /// `[2, 7, 8, h, w]` in the UNet's dtype: batch 0 = negative, 1 = positive; channels 0–3
-    /// latents, 4–6 noisy LR.
-    sample: Tensor,
-    /// `[1, 4, 8, h, w]`, f32: the latents between steps (spec §2.5: the release steps fp16
-    /// latents; f32 is the harmless improvement), copied into both halves of `sample`.
-    latents: Tensor,
-    timestep: Tensor,
+    /// `steps[k − 1]` runs k windows per UNet call.
+    steps: Vec<StepGraph>,
     values: StepValues,
-    step_graph: crate::kernel::Graph,
     /// The ILT weights ÷ the VAE's scaling factor ([`fuse_chunk_into`]).
     chunk_weights: ChunkWeights,
     vae_in: Tensor,
@@ -260,17 +279,24 @@ struct Engine<'g> {
     tiles: JobTiles,
 }
 
+/// What one window of a group brings: its 8 padded LR frames `[3][8][ph][pw]` in [−1, 1] and
+/// its noise.
+struct WindowInput {
+    lr: Vec<f32>,
+    noise: WindowNoise,
+}
+
 impl<'g> Engine<'g> {
-    /// One tile of `ph`×`pw` for both models.
+    /// One tile of `ph`×`pw` for both models, one window per UNet call.
     #[allow(clippy::too_many_arguments)]
     fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
-        Engine::tiled(gpu, unet, vae, opts, JobTiles::whole(ph, pw), unet_dtype, vae_dtype)
+        Engine::tiled(gpu, unet, vae, opts, JobTiles::whole(ph, pw), 1, unet_dtype, vae_dtype)
     }
 
-    /// The graphs for the tiles' sizes (the UNet's step at the UNet tile, the decode at the VAE
-    /// tile).
-    fn tiled(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, tiles: JobTiles, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
-        let (ph, pw) = tiles.unet.tile_size();
+    /// The graphs for the tiles' sizes (the UNet's steps at the UNet tile for 1 to
+    /// `per_call` windows per call, the decode at the VAE tile).
+    #[allow(clippy::too_many_arguments)]
+    fn tiled(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, tiles: JobTiles, per_call: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
         let c = &unet.config.base;
         if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
             bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
@@ -283,43 +309,46 @@ impl<'g> Engine<'g> {
         if opts.positive.shape != opts.negative.shape {
             bail!("prompt embeddings {:?} and negative prompt embeddings {:?} differ in shape", opts.positive.shape, opts.negative.shape);
         }
-        let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
-        let mut ctx = opts.negative.data.clone();
-        ctx.extend_from_slice(&opts.positive.data);
-        let ctx = Tensor::from_f32(gpu, &ctx, &[2, l, d], unet_dtype)?;
-        let sample = Tensor::empty(gpu, &[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, ph, pw], unet_dtype)?;
-        let timestep = Tensor::from_f32(gpu, &[0.0, 0.0], &[2], DType::F32)?;
-        let labels = Tensor::from_u32(gpu, &[opts.noise_level; 2], &[2])?;
+        if tiles.unet.tiles.len() > 1 && per_call > 1 {
+            bail!("internal: windows are grouped only when the frame is one UNet tile");
+        }
         let values = StepValues::new(gpu, &StepSlots::NAMES)?;
-        let latents = Tensor::empty(gpu, &[1, LATENT_CHANNELS, WINDOW, ph, pw], DType::F32)?;
 
-        // The step and the decode never run at the same time: one arena holds about the larger of
-        // the two plans, not both. Safe because nothing of the step's activations is read after
-        // it runs (its result goes into `latents`), and the decode's output is read as soon as it
-        // has run, before the next step. The decode is planned first: its tensors (at 4× the
+        // The steps and the decode never run at the same time: one arena holds about the largest
+        // of the plans, not their sum. Safe because nothing of a step's activations is read after
+        // it runs (its result goes into its latents), and the decode's output is read as soon as
+        // it has run, before the next step. The decode is planned first: its tensors (at 4× the
         // latent's size) are the larger, and a later plan reuses only buffers that hold its
-        // tensors.
+        // tensors; then the steps from the most windows per call down.
         let arena = crate::kernel::Arena::for_gpu(gpu);
         let (vh, vw) = tiles.vae.tile_size();
         let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
         let mut rec = Recorder::capture_in(gpu, &arena);
         let vae_out = vae.forward(&mut rec, &vae_in)?;
         let vae_graph = rec.into_graph()?;
-
-        let mut rec = Recorder::capture_in(gpu, &arena);
-        let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
-        // Guidance and DDIM (η = 0, v-prediction) in one pass, in place on the f32 latents:
-        // x ← a·x + b·(v_u + g·(v_c − v_u)); then x into both CFG halves of the sample.
-        let [a, b, g] = StepSlots::scalars(&values)?;
-        guided_ddim_step_into(&mut rec, &latents, &v, &a, &b, &g, &latents)?;
-        load_latents(&mut rec, &latents, &sample)?;
-        let step_graph = rec.into_graph()?;
         let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * vh, SCALE * vw];
         if vae_out.shape() != want {
             bail!("the VAE decoder gives {:?} for latents {:?}; the pipeline needs a ×4 decoder ({want:?})", vae_out.shape(), vae_in.shape());
         }
+        let mut steps = (1..=per_call.max(1))
+            .rev()
+            .map(|k| {
+                let step = capture_step(gpu, &arena, unet, opts, tiles.unet.tile_size(), k, &values, unet_dtype);
+                if per_call > 1 {
+                    step.with_context(|| format!("capturing the sampler step for {k} windows per UNet call (--windows-per-call {} asked for; 1 needs the least memory)", per_call))
+                } else {
+                    step
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        steps.reverse();
         let chunk_weights = ChunkWeights::new(gpu, opts.ilt, vae.config.scaling_factor as f32)?;
-        Ok(Engine { gpu, sample, latents, timestep, values, step_graph, chunk_weights, vae_in, vae_out, vae_graph, tiles })
+        Ok(Engine { gpu, steps, values, chunk_weights, vae_in, vae_out, vae_graph, tiles })
+    }
+
+    /// The captured step for `k` windows per call.
+    fn step(&self, k: usize) -> &StepGraph {
+        &self.steps[k - 1]
     }
 
     /// Decodes the chunk that becomes final when window `cur` ends ([`fuse_chunk_into`]: window
@@ -346,84 +375,103 @@ impl<'g> Engine<'g> {
         Ok(blend_planes(&self.tiles.vae_px, &outs, LR_CHANNELS * DECODE_CHUNK))
     }
 
-    /// Denoises window `window` of the job: per UNet tile, [`Engine::load_sample`] builds the
-    /// tile's sample on the GPU from `lr` (the window's 8 padded LR frames, `[3][8][ph][pw]` in
-    /// [−1, 1]) and the noise of the tile's absolute positions, then all steps run. One tile
-    /// covering the frame: the final latents stay on the GPU (copied out of the step's state).
-    /// Several: each tile's are read back and blended with the plan's feathered weights.
-    /// Returns the window's final latents `[1, 4, 8, ph, pw]`, f32, on the GPU.
-    fn denoise_window_gpu(&mut self, lr: &[f32], window: &WindowNoise, steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Tensor> {
+    /// Denoises a group of windows (at most the engine's windows per call) through all steps.
+    /// One UNet tile covering the frame: [`Engine::load_sample`] builds each window's sample
+    /// on the GPU in its batch slot, all steps run once for the group, and each window's final
+    /// latents stay on the GPU (copied out of the step's state). Several tiles (one window per
+    /// group): per tile, the sample of the tile, all steps, and the tile's final latents read
+    /// back; the tiles are blended with the plan's feathered weights. Returns each window's final
+    /// latents `[1, 4, 8, ph, pw]`, f32, on the GPU.
+    fn denoise_group(&mut self, group: &[WindowInput], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<Tensor>> {
         let plan = self.tiles.unet.clone();
-        let n = steps.len();
+        let k = group.len();
+        ensure!((1..=self.steps.len()).contains(&k), "internal: a group of {k} windows; the engine runs 1 to {}", self.steps.len());
         if plan.tiles.len() == 1 {
-            self.load_sample(lr, window, 0, 0)?;
-            self.run_steps(steps, guidance, on_step)?;
-            return self.final_latents();
+            for (slot, w) in group.iter().enumerate() {
+                self.load_sample(k, slot, &w.lr, &w.noise, 0, 0)?;
+            }
+            self.run_steps(k, steps, guidance, on_step)?;
+            return (0..k).map(|slot| self.final_latents(k, slot)).collect();
         }
+        ensure!(k == 1, "internal: windows are grouped only when the frame is one UNet tile");
+        let n = steps.len();
         let mut outs = Vec::with_capacity(plan.tiles.len());
         for (t, tile) in plan.tiles.iter().enumerate() {
-            self.load_sample(&cut_planes(&plan, lr, LR_CHANNELS * WINDOW, t), window, tile.rows.start as u32, tile.cols.start as u32)?;
-            self.run_steps(steps, guidance, |s| on_step(t * n + s))?;
-            outs.push(self.latents.to_f32(self.gpu)?);
+            self.load_sample(1, 0, &cut_planes(&plan, &group[0].lr, LR_CHANNELS * WINDOW, t), &group[0].noise, tile.rows.start as u32, tile.cols.start as u32)?;
+            self.run_steps(1, steps, guidance, |s| on_step(t * n + s))?;
+            outs.push(self.step(1).latents.to_f32(self.gpu)?);
         }
         let whole = blend_planes(&plan, &outs, LATENT_CHANNELS * WINDOW);
-        Tensor::from_f32(self.gpu, &whole, &[1, LATENT_CHANNELS, WINDOW, plan.height, plan.width], DType::F32)
+        Ok(vec![Tensor::from_f32(self.gpu, &whole, &[1, LATENT_CHANNELS, WINDOW, plan.height, plan.width], DType::F32)?])
     }
 
-    /// Writes one tile's sample on the GPU: the f32 latents `[1][4][8][th][tw]` from the initial
-    /// noise (rescheduled, keyed by absolute frame and the tile's position (y0, x0) in the padded
-    /// frame), and the sample `[2][7][8][th][tw]`: channels 0–3 those latents, channels 4–6 the
-    /// LR tile (`[3][8][th][tw]`) augmented with its own noise (`ops::sampler::add_noise_into`);
-    /// both batch elements (the CFG pair) alike.
-    fn load_sample(&mut self, lr_tile: &[f32], window: &WindowNoise, y0: u32, x0: u32) -> Result<()> {
+    /// Writes one tile's sample on the GPU into batch slot `slot` of the `k`-window step: the
+    /// f32 latents `[4][8][th][tw]` from the initial noise (rescheduled, keyed by absolute frame
+    /// and the tile's position (y0, x0) in the padded frame), and both CFG halves of the sample
+    /// `[7][8][th][tw]`: channels 0–3 those latents, channels 4–6 the LR tile (`[3][8][th][tw]`)
+    /// augmented with its own noise (`ops::sampler::add_noise_into`).
+    fn load_sample(&self, k: usize, slot: usize, lr_tile: &[f32], window: &WindowNoise, y0: u32, x0: u32) -> Result<()> {
         let gpu = self.gpu;
-        let s = self.sample.shape().to_vec();
-        let (th, tw, dt) = (s[3], s[4], self.sample.dtype());
+        let step = self.step(k);
+        let s = step.sample.shape().to_vec();
+        let (th, tw, dt) = (s[3], s[4], step.sample.dtype());
         let lr = Tensor::from_f32(gpu, lr_tile, &[1, LR_CHANNELS, WINDOW, th, tw], dt)?;
+        let latents = step.latents.narrow(0, slot, 1)?;
         let mut rec = gpu.recorder();
         let z = gaussian_noise(&mut rec, &window.latent_frames, window.seed, Stream::Latent, y0, x0, [th, tw, LATENT_CHANNELS], DType::F32)?;
         let z = nfhwc_to_ncfhw(&mut rec, &z.reshape(&[1, WINDOW, th, tw, LATENT_CHANNELS])?)?;
-        copy(&mut rec, &z, &self.latents)?;
-        load_latents(&mut rec, &self.latents, &self.sample)?;
+        copy(&mut rec, &z, &latents)?;
         let e = gaussian_noise(&mut rec, &window.lr_frames, window.seed, Stream::LowRes, y0, x0, [th, tw, LR_CHANNELS], dt)?;
         let e = nfhwc_to_ncfhw(&mut rec, &e.reshape(&[1, WINDOW, th, tw, LR_CHANNELS])?)?;
         let [c0, c1] = window.lr_coeffs.map(|c| Scalar::Const(c as f32));
-        for b in 0..2 {
-            add_noise_into(&mut rec, &lr, &e, &c0, &c1, &self.sample.narrow(0, b, 1)?.narrow(1, LATENT_CHANNELS, LR_CHANNELS)?)?;
+        for half in [slot, k + slot] {
+            let b = step.sample.narrow(0, half, 1)?;
+            scale_into(&mut rec, &latents, &Scalar::Const(1.0), &b.narrow(1, 0, LATENT_CHANNELS)?)?;
+            add_noise_into(&mut rec, &lr, &e, &c0, &c1, &b.narrow(1, LATENT_CHANNELS, LR_CHANNELS)?)?;
         }
         rec.submit();
         Ok(())
     }
 
-    /// Denoises one window through all steps from a sample built on the host (`[2, 7, 8, h, w]`,
-    /// both halves' latents alike); returns its final latents on the GPU.
+    /// Denoises a group of windows through all steps from samples built on the host (each
+    /// `[2, 7, 8, h, w]`, both halves' latents alike); returns their final latents on the GPU.
     #[cfg(test)]
-    fn denoise(&mut self, sample: &[f32], steps: &[DdimStep], guidance: f32, on_step: impl FnMut(usize)) -> Result<Tensor> {
-        self.sample.write_f32(self.gpu, sample)?;
-        self.latents.write_f32(self.gpu, &sample[..self.latents.numel()])?;
-        self.run_steps(steps, guidance, on_step)?;
-        self.final_latents()
+    fn denoise(&mut self, samples: &[&[f32]], steps: &[DdimStep], guidance: f32, on_step: impl FnMut(usize)) -> Result<Vec<Tensor>> {
+        let k = samples.len();
+        let step = self.step(k);
+        let half = step.sample.numel() / (2 * k);
+        let lat = step.latents.numel() / k;
+        for (slot, s) in samples.iter().enumerate() {
+            step.sample.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..half])?;
+            step.sample.narrow(0, k + slot, 1)?.write_f32(self.gpu, &s[half..])?;
+            step.latents.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..lat])?;
+        }
+        self.run_steps(k, steps, guidance, on_step)?;
+        (0..k).map(|slot| self.final_latents(k, slot)).collect()
     }
 
-    /// All DDIM steps on the latents in place (one replay of the captured step each). Nothing
-    /// is read back.
-    fn run_steps(&mut self, steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<()> {
+    /// All DDIM steps of the `k`-window step on its latents in place (one replay of the
+    /// captured step each). Nothing is read back.
+    fn run_steps(&mut self, k: usize, steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<()> {
         for (i, s) in steps.iter().enumerate() {
             StepSlots::set(&mut self.values, &s.coeffs, guidance)?;
             self.values.upload(self.gpu)?;
-            self.timestep.write_f32(self.gpu, &[s.t as f32; 2])?;
-            self.step_graph.run(self.gpu)?;
+            let step = self.step(k);
+            step.timestep.write_f32(self.gpu, &vec![s.t as f32; 2 * k])?;
+            step.graph.run(self.gpu)?;
             on_step(i + 1);
             interrupt::check()?;
         }
         Ok(())
     }
 
-    /// A copy of the latents after the last step (the next window's steps overwrite them).
-    fn final_latents(&self) -> Result<Tensor> {
-        let out = Tensor::empty(self.gpu, self.latents.shape(), DType::F32)?;
+    /// A copy of slot `slot`'s latents after the last step of the `k`-window step (the next
+    /// group's steps overwrite them).
+    fn final_latents(&self, k: usize, slot: usize) -> Result<Tensor> {
+        let latents = self.step(k).latents.narrow(0, slot, 1)?;
+        let out = Tensor::empty(self.gpu, latents.shape(), DType::F32)?;
         let mut rec = self.gpu.recorder();
-        copy(&mut rec, &self.latents, &out)?;
+        copy(&mut rec, &latents, &out)?;
         rec.submit();
         Ok(out)
     }
@@ -437,39 +485,69 @@ impl<'g> Engine<'g> {
     }
 }
 
-/// The f32 latents `[1, 4, 8, h, w]` into the latent channels of both CFG halves of `sample`
-/// (`[2, 7, 8, h, w]`, in the UNet's dtype).
+/// Captures the sampler step for `k` windows per UNet call at a `th`×`tw` latent in `arena`:
+/// the UNet on the k CFG pairs, then guidance and DDIM (η = 0, v-prediction) in one pass, in
+/// place on the f32 latents — x ← a·x + b·(v_u + g·(v_c − v_u)) — and x into both CFG halves of
+/// the sample.
+#[allow(clippy::too_many_arguments)]
+fn capture_step(gpu: &Gpu, arena: &crate::kernel::Arena, unet: &VideoUNet, opts: &JobOptions, (th, tw): (usize, usize), k: usize, values: &StepValues, dtype: DType) -> Result<StepGraph> {
+    let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+    // The context: k negative prompts, then k positive ones (the sample's batch order).
+    let ctx: Vec<f32> = [&opts.negative.data, &opts.positive.data].iter().flat_map(|e| std::iter::repeat_n(e.as_slice(), k).flatten().copied()).collect();
+    let ctx = Tensor::from_f32(gpu, &ctx, &[2 * k, l, d], dtype)?;
+    let sample = Tensor::empty(gpu, &[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?;
+    let timestep = Tensor::from_f32(gpu, &vec![0.0; 2 * k], &[2 * k], DType::F32)?;
+    let labels = Tensor::from_u32(gpu, &vec![opts.noise_level; 2 * k], &[2 * k])?;
+    let latents = Tensor::empty(gpu, &[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?;
+    let mut rec = Recorder::capture_in(gpu, arena);
+    let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+    let [a, b, g] = StepSlots::scalars(values)?;
+    guided_ddim_step_into(&mut rec, &latents, &v, &a, &b, &g, &latents)?;
+    load_latents(&mut rec, &latents, &sample)?;
+    let graph = rec.into_graph()?;
+    Ok(StepGraph { sample, latents, timestep, graph })
+}
+
+/// The f32 latents `[k, 4, 8, h, w]` into the latent channels of both CFG halves of each
+/// window slot of `sample` (`[2k, 7, 8, h, w]`, in the UNet's dtype): one copy per batch element,
+/// since a view spans whole leading batch elements only.
 fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result<()> {
-    for b in 0..2 {
-        scale_into(rec, latents, &Scalar::Const(1.0), &sample.narrow(0, b, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
+    let k = latents.shape()[0];
+    for slot in 0..k {
+        let z = latents.narrow(0, slot, 1)?;
+        for half in [slot, k + slot] {
+            scale_into(rec, &z, &Scalar::Const(1.0), &sample.narrow(0, half, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
+        }
     }
     Ok(())
 }
 
 /// Windows through the job's engine, for the pipeline golden test (`pipeline::golden_window`):
-/// builds the [`Engine`] for an `h`×`w` latent, denoises each of `samples` (`[2, 7, 8, h, w]`
-/// laid out as [`run_job`] builds it; window i starts at frame 4i) through `opts.steps` released
-/// DDIM steps, and, when `decode`, decodes every chunk as [`run_job`] does
-/// ([`Engine::decode_fused`]: the ILT fuse on the GPU, ÷ the VAE's scaling factor). Returns each
-/// window's final latents `[4][8][h][w]` and the decoded chunks `[3][4][4h][4w]` (before the
-/// clamp), one more than the windows.
+/// builds the [`Engine`] for an `h`×`w` latent with `per_call` windows per UNet call, denoises
+/// `samples` (each `[2, 7, 8, h, w]` laid out as [`run_job`] builds it; window i starts at frame
+/// 4i) in groups of `per_call` through `opts.steps` released DDIM steps, and, when `decode`,
+/// decodes every chunk as [`run_job`] does ([`Engine::decode_fused`]: the ILT fuse on the GPU, ÷
+/// the VAE's scaling factor). Returns each window's final latents `[4][8][h][w]` and the decoded
+/// chunks `[3][4][4h][4w]` (before the clamp), one more than the windows.
 #[cfg(test)]
 pub(crate) type FinalsAndChunks = (Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn denoise_and_decode_windows(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, h: usize, w: usize, unet_dtype: DType, vae_dtype: DType, samples: &[Vec<f32>], decode: bool) -> Result<FinalsAndChunks> {
+pub(crate) fn denoise_and_decode_windows(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, h: usize, w: usize, per_call: usize, unet_dtype: DType, vae_dtype: DType, samples: &[Vec<f32>], decode: bool) -> Result<FinalsAndChunks> {
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
-    let mut engine = Engine::new(gpu, unet, vae, opts, h, w, unet_dtype, vae_dtype)?;
+    let mut engine = Engine::tiled(gpu, unet, vae, opts, JobTiles::whole(h, w), per_call, unet_dtype, vae_dtype)?;
     let (mut finals, mut chunks) = (Vec::new(), Vec::new());
     let mut prev: Option<Tensor> = None;
-    for sample in samples {
-        let z = engine.denoise(sample, &steps, opts.guidance, |_| {})?;
-        if decode {
-            chunks.push(engine.decode_fused(prev.as_ref(), Some(&z))?);
+    for group in samples.chunks(per_call) {
+        let group: Vec<&[f32]> = group.iter().map(Vec::as_slice).collect();
+        for z in engine.denoise(&group, &steps, opts.guidance, |_| {})? {
+            if decode {
+                chunks.push(engine.decode_fused(prev.as_ref(), Some(&z))?);
+            }
+            finals.push(z.to_f32(gpu)?);
+            prev = Some(z);
         }
-        finals.push(z.to_f32(gpu)?);
-        prev = Some(z);
     }
     if decode {
         chunks.push(engine.decode_fused(prev.as_ref(), None)?);
@@ -537,14 +615,17 @@ pub fn run_job<R: Read, W: Write>(
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
     let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
     let tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
-    let mut stats = JobStats { tiles: tiles.summary(), ..JobStats::default() };
-    let mut engine = Engine::tiled(gpu, unet, vae, opts, tiles, unet_dtype, vae_dtype)?;
+    let grouping = opts.windows_per_call.resolve(&group_context(gpu, &tiles)).map_err(anyhow::Error::msg)?;
+    let per_call = grouping.windows;
+    let mut stats = JobStats { tiles: tiles.summary(), windows_per_call: grouping, ..JobStats::default() };
+    let mut engine = Engine::tiled(gpu, unet, vae, opts, tiles, per_call, unet_dtype, vae_dtype)?;
 
     let mut held: BTreeMap<usize, PaddedFrame> = BTreeMap::new();
     let mut total: Option<usize> = None;
     let mut read = 0usize;
     let mut prev: Option<Tensor> = None; // the previous window's final latents [1, 4, 8, h, w], f32
-    let mut created_after_second = 0u64; // the pool's created bytes after window 2 (stats)
+    let mut created_after_second = 0u64; // the pool's created bytes after group 2 (stats)
+    let mut groups_done = 0usize;
     // A segment runs the windows that touch its frames (`windows::segment_plan`): from the
     // first reaching START to the last reaching END − 1 (or the clip's last). Input frames
     // before the first window's earliest possible read are read past, not kept; none are read
@@ -566,8 +647,9 @@ pub fn run_job<R: Read, W: Write>(
         if i > last_window {
             break;
         }
-        // Read until window i can run, or the stream ends.
-        while total.is_none() && !windows::window_ready(i, read, None) {
+        // Read until the group's last window can run, or the stream ends.
+        let group = groups::next_group(i, per_call, last_window);
+        while total.is_none() && !windows::window_ready(group.end - 1, read, None) {
             interrupt::check()?;
             match reader.read_frame()? {
                 Some(_) if read < first_read => read += 1,
@@ -583,6 +665,7 @@ pub fn run_job<R: Read, W: Write>(
         if total == Some(0) {
             break;
         }
+        let mut group = group;
         if let Some(t) = total {
             if start_frame >= t {
                 bail!("--frames {start_frame}:{}: the input has only {t} frames (0 to {})", end_frame.map_or(String::new(), |e| e.to_string()), t - 1);
@@ -590,40 +673,30 @@ pub fn run_job<R: Read, W: Write>(
             if i >= windows::window_count(t) {
                 break;
             }
+            group.end = group.end.min(windows::window_count(t));
         }
         let windows_total = total.map(windows::window_count);
-        // The input frames this window shows (mirror padding only once the length is known).
-        let frames: [usize; WINDOW] = match total {
-            Some(t) => windows::window_frames(t, i),
-            None => std::array::from_fn(|k| windows::window_start(i) + k),
-        };
-        let start = windows::window_start(i);
-        // The window's LR frames [3][8][ph][pw]; the noise and the augmentation are added on
-        // the GPU, tile by tile (`Engine::load_sample`).
-        let mut lr = vec![0f32; LR_CHANNELS * WINDOW * plane];
-        for (k, &src) in frames.iter().enumerate() {
-            let f = held.get(&src).with_context(|| format!("internal: input frame {src} was dropped before window {i} used it"))?;
-            for c in 0..LR_CHANNELS {
-                let o = (c * WINDOW + k) * plane;
-                lr[o..o + plane].copy_from_slice(&f[c * plane..(c + 1) * plane]);
-            }
-        }
-        let noise = WindowNoise::new(gpu, opts.seed, start, lr_coeffs)?;
+        let inputs = group.clone().map(|w| window_input(gpu, w, total, &held, plane, opts.seed, lr_coeffs)).collect::<Result<Vec<_>>>()?;
         let n_steps = steps.len() * engine.tiles.unet.tiles.len();
-        let z = engine.denoise_window_gpu(&lr, &noise, &steps, opts.guidance, |s| progress(Progress::Step { window: i, windows: windows_total, step: s, steps: n_steps }))?;
-        // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT blend
-        // of the previous window's second half with this window's first half.
-        // A segment's first window (i > 0) has no previous window: its first half is before START.
-        if i == 0 || prev.is_some() {
-            emit_chunk(&engine, prev.as_ref(), Some(&z), i, emit(total), &pad, out_fmt, &out_params, writer, &mut stats, frames_total(total), &mut progress)?;
+        let k = inputs.len();
+        let zs = engine.denoise_group(&inputs, &steps, opts.guidance, |s| progress(Progress::Step { window: i, group: k, windows: windows_total, step: s, steps: n_steps }))?;
+        for z in zs {
+            // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT
+            // blend of the previous window's second half with this window's first half. A
+            // segment's first window (i > 0) has no previous window: its first half is before
+            // START.
+            if i == 0 || prev.is_some() {
+                emit_chunk(&engine, prev.as_ref(), Some(&z), i, emit(total), &pad, out_fmt, &out_params, writer, &mut stats, frames_total(total), &mut progress)?;
+            }
+            prev = Some(z);
+            i += 1;
+            stats.windows += 1;
         }
-        prev = Some(z);
-        i += 1;
-        stats.windows += 1;
+        groups_done += 1;
         let created = gpu.pool.stats().created_bytes;
-        match stats.windows {
+        match groups_done {
             2 => created_after_second = created,
-            w if w > 2 => stats.gpu_bytes_created_late = created - created_after_second,
+            g if g > 2 => stats.gpu_bytes_created_late = created - created_after_second,
             _ => {}
         }
         let keep = windows::first_input_needed(i, read, total);
@@ -652,6 +725,39 @@ pub fn run_job<R: Read, W: Write>(
         }
     }
     Ok(stats)
+}
+
+/// Window `w`'s input: its LR frames `[3][8][ph][pw]` from the held input frames (mirror
+/// padding only once the stream's length `total` is known) and its noise tables; the noise and
+/// the augmentation are added on the GPU, tile by tile ([`Engine::load_sample`]).
+#[allow(clippy::too_many_arguments)]
+fn window_input(gpu: &Gpu, w: usize, total: Option<usize>, held: &BTreeMap<usize, PaddedFrame>, plane: usize, seed: u64, lr_coeffs: [f64; 2]) -> Result<WindowInput> {
+    let frames: [usize; WINDOW] = match total {
+        Some(t) => windows::window_frames(t, w),
+        None => std::array::from_fn(|k| windows::window_start(w) + k),
+    };
+    let mut lr = vec![0f32; LR_CHANNELS * WINDOW * plane];
+    for (k, &src) in frames.iter().enumerate() {
+        let f = held.get(&src).with_context(|| format!("internal: input frame {src} was dropped before window {w} used it"))?;
+        for c in 0..LR_CHANNELS {
+            let o = (c * WINDOW + k) * plane;
+            lr[o..o + plane].copy_from_slice(&f[c * plane..(c + 1) * plane]);
+        }
+    }
+    Ok(WindowInput { lr, noise: WindowNoise::new(gpu, seed, windows::window_start(w), lr_coeffs)? })
+}
+
+/// What `--windows-per-call` decides on: the adapter, the UNet's tiles and `--tile auto`'s
+/// measurement.
+fn group_context(gpu: &Gpu, tiles: &JobTiles) -> groups::GroupContext {
+    let (th, tw) = tiles.unet.tile_size();
+    groups::GroupContext {
+        software: gpu.info.device_type == wgpu::DeviceType::Cpu,
+        unet_tiles: tiles.unet.tiles.len(),
+        tile_px: th * tw,
+        largest_per_px: tiles.measured.map(|(u, _)| u),
+        max_binding: gpu.max_binding(),
+    }
 }
 
 /// Decodes latent chunk `k` (padded frames 4k…4k+3: what window `cur` = k makes final, fused
@@ -773,6 +879,8 @@ pub struct UpscaleArgs {
     pub gif: Option<std::path::PathBuf>,
     /// `--tile`, `--tile-overlap`.
     pub tiles: TileOptions,
+    /// `--windows-per-call`.
+    pub windows_per_call: WindowsPerCall,
     /// `--random-weights SEED`: seeded synthetic weights in place of the checkpoints (the
     /// configs as usual: built in, or the overrides in `weights`), and random prompt
     /// embeddings where none are given, for timing the job without the release. The output is
@@ -876,7 +984,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if a.random_weights.is_some() && !a.quiet {
         eprintln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
     }
-    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames, tiles: a.tiles };
+    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames, tiles: a.tiles, windows_per_call: a.windows_per_call };
 
     let output: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
@@ -940,7 +1048,8 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         g?;
     }
     if !a.quiet {
-        eprintln!("{} frames in, {} out, {} windows, {:.1} s; tiles: {}", stats.frames_in, stats.frames_out, stats.windows, elapsed.as_secs_f64(), stats.tiles);
+        let g = &stats.windows_per_call;
+        eprintln!("{} frames in, {} out, {} windows, {:.1} s; tiles: {}; windows per UNet call: {} ({})", stats.frames_in, stats.frames_out, stats.windows, elapsed.as_secs_f64(), stats.tiles, g.windows, g.why);
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.
@@ -978,7 +1087,8 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
 /// file's size (a stream on stdin has no known length: the plan then gives the windows as they
 /// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
 /// whose tiles depend on the models' measured tensors and are picked when they load).
-pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, max_binding: Option<u64>) -> Result<String> {
+#[allow(clippy::too_many_arguments)]
+pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -1062,22 +1172,37 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
     } else {
         wl.push("not found (run fetch-weights or give --weights)".into());
     }
+    // Windows per UNet call: a fixed count as given (one under fixed tiles smaller than the
+    // frame); auto is picked when the models load, and counted here at its most.
+    let g = match windows_per_call {
+        WindowsPerCall::Fixed(n) if (uh, uw) == (ph, pw) => n,
+        WindowsPerCall::Auto if (uh, uw) == (ph, pw) => (groups::GROUP_PIXELS / (ph * pw)).clamp(1, groups::MAX_AUTO),
+        _ => 1,
+    };
+    match windows_per_call {
+        WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
+        WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}; else 1)", 128, 128, groups::MAX_AUTO)?,
+    }
     let plane = (ph * pw) as u64;
     let f32b = 4u64;
-    let sample = 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * (uh * uw) as u64 * f32b;
-    // The f32 latents between steps (a tile), and two windows' final latents (whole frames).
-    let latents = LATENT_CHANNELS as u64 * WINDOW as u64 * ((uh * uw) as u64 + 2 * plane) * f32b;
+    let gb = g as u64;
+    let sample = gb * 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * (uh * uw) as u64 * f32b;
+    // The f32 latents between steps (a tile per window of a call), and the final latents of a
+    // call's windows and the one before them (whole frames).
+    let latents = LATENT_CHANNELS as u64 * WINDOW as u64 * (gb * (uh * uw) as u64 + (gb + 1) * plane) * f32b;
     let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * (vh * vw) as u64 * f32b;
-    // Input frames, the window's LR frames and one decoded chunk (when tiled, about as much
-    // again: the UNet tiles' latents and the VAE tiles' outputs, until blended).
-    let host = (WINDOW + STRIDE) as u64 * LR_CHANNELS as u64 * plane * f32b
-        + LR_CHANNELS as u64 * WINDOW as u64 * plane * f32b
+    // Input frames, the call's windows' LR frames and one decoded chunk (when tiled, about as
+    // much again: the UNet tiles' latents and the VAE tiles' outputs, until blended).
+    let held = WINDOW + g * STRIDE;
+    let host = held as u64 * LR_CHANNELS as u64 * plane * f32b
+        + gb * LR_CHANNELS as u64 * WINDOW as u64 * plane * f32b
         + (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK) as u64 * plane * f32b;
+    let call = if g == 1 { "the CFG window".to_string() } else { format!("{g} CFG windows") };
     writeln!(o, "memory (estimate):")?;
     writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?;
-    writeln!(o, "  job tensors:      {} (the CFG window [2,7,8,{uh},{uw}], the latents, two windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae))?;
-    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured on the GPU (`forward --report` prints them per model)")?;
-    writeln!(o, "  host:             {} (at most {} input frames, a window's LR frames and a decoded chunk; about twice the last when tiled), whatever the clip length", human_bytes(host), WINDOW + STRIDE)?;
+    writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
+    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured on the GPU (`forward --report` prints them per model; {g} windows per call is batch {})", 2 * g)?;
+    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames and a decoded chunk; about twice the last when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") })?;
     Ok(o)
 }
 
@@ -1140,7 +1265,7 @@ mod tests {
     fn test_options(d: usize, rng: &mut Rng, seed: u64, steps: usize) -> JobOptions {
         let mut embeds = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
         let (positive, negative) = (embeds(), embeds());
-        JobOptions { steps, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive, negative, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() }
+        JobOptions { steps, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive, negative, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto }
     }
 
     /// Dispatches of one uncaptured UNet forward on the job's CFG pair.
@@ -1171,7 +1296,7 @@ mod tests {
         let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(seed), seed, 1);
         let (h, w) = (8, 16);
         let engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
-        assert_eq!(engine.step_graph.planned_bytes(), engine.vae_graph.planned_bytes(), "one arena");
+        assert_eq!(engine.step(1).graph.planned_bytes(), engine.vae_graph.planned_bytes(), "one arena");
         let vae_alone = {
             let x = Tensor::empty(&gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, h, w], dt).unwrap();
             let mut rec = Recorder::capture(&gpu);
@@ -1179,7 +1304,7 @@ mod tests {
             rec.into_graph().unwrap().planned_bytes()
         };
         let step_alone = unet_alone(&gpu, &unet, &opts, h, w).planned_bytes();
-        let shared = engine.step_graph.planned_bytes();
+        let shared = engine.step(1).graph.planned_bytes();
         eprintln!("activations: step alone {step_alone} B, decode alone {vae_alone} B, shared {shared} B");
         assert!(shared < step_alone + vae_alone, "shared {shared} B is not below {step_alone} + {vae_alone} B");
         assert!(shared >= step_alone.max(vae_alone) / 2, "shared {shared} B: implausibly small");
@@ -1202,15 +1327,15 @@ mod tests {
         let mut rng = Rng::new(seed);
         let opts = test_options(unet.config.base.cross_attention_dim, &mut rng, seed, 1);
         let (h, w) = (8, 16);
-        let mut engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
-        assert_eq!(engine.step_graph.dispatches(), unet_dispatches(&gpu, &unet, &opts, h, w) + 3, "the step is the UNet, one guided DDIM step and two copies");
+        let engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        assert_eq!(engine.step(1).graph.dispatches(), unet_dispatches(&gpu, &unet, &opts, h, w) + 3, "the step is the UNet, one guided DDIM step and two copies");
         let plane = h * w;
         let lr = rng.normals(LR_CHANNELS * WINDOW * plane, 0.5);
         let (start, y0, x0) = (12, 8, 24);
         let coeffs = LowResNoise::released().coeffs(opts.noise_level).unwrap();
-        engine.load_sample(&lr, &WindowNoise::new(&gpu, seed, start, coeffs).unwrap(), y0, x0).unwrap();
-        let got = engine.sample.to_f32(&gpu).unwrap();
-        assert_eq!(engine.latents.to_f32(&gpu).unwrap(), got[..LATENT_CHANNELS * WINDOW * h * w], "the f32 latents are the sample's");
+        engine.load_sample(1, 0, &lr, &WindowNoise::new(&gpu, seed, start, coeffs).unwrap(), y0, x0).unwrap();
+        let got = engine.step(1).sample.to_f32(&gpu).unwrap();
+        assert_eq!(engine.step(1).latents.to_f32(&gpu).unwrap(), got[..LATENT_CHANNELS * WINDOW * h * w], "the f32 latents are the sample's");
 
         let batch = (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane;
         let mut want = vec![0f32; 2 * batch];
@@ -1278,15 +1403,12 @@ mod tests {
         let gpu = crate::Gpu::new(&crate::gpu::GpuOptions::from_env()).unwrap();
         let dt = DType::F32;
         let (unet, vae) = micro_models(&gpu, dt);
-        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1);
+        // One window per call, as `auto` picks on a software adapter (on a GPU it would group
+        // these small frames).
+        let opts = JobOptions { windows_per_call: WindowsPerCall::Fixed(1), ..test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1) };
         let (w, h, n) = (5usize, 3usize, 13usize);
-        let header = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
+        let (data_in, header) = micro_clip(n);
         let frame_len = 6 + 3 * w * h;
-        let mut data_in = header.clone();
-        for f in 0..n {
-            data_in.extend_from_slice(b"FRAME\n");
-            data_in.extend((0..3 * w * h).map(|i| (20 + (i * 13 + f * 7) % 200) as u8));
-        }
         let total_len = data_in.len();
         let given = std::rc::Rc::new(std::cell::Cell::new(0));
         let reader = Reader::new(Trickle { data: data_in, pos: 0, chunk: 16, given: given.clone() }).unwrap();
@@ -1300,9 +1422,54 @@ mod tests {
         let watch = writer.into_inner();
         let first = watch.at_first_frame.expect("frames were written");
         // Window 0 needs frames 0..8: the first output frame comes before frame 10 is read.
-        assert!(first < header.len() + 10 * frame_len && first < total_len, "first output after {first} of {total_len} input bytes");
+        assert!(first < header + 10 * frame_len && first < total_len, "first output after {first} of {total_len} input bytes");
         let out_frame = 6 + 3 * 16 * w * h;
         assert_eq!(watch.out.len(), b"YUV4MPEG2 W20 H12 F25:1 C444\n".len() + n * out_frame);
+    }
+
+    /// A y4m clip of `n` 5×3 4:4:4 frames with varied pixels, and its header's length.
+    fn micro_clip(n: usize) -> (Vec<u8>, usize) {
+        let (w, h) = (5usize, 3usize);
+        let mut data = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
+        let header = data.len();
+        for f in 0..n {
+            data.extend_from_slice(b"FRAME\n");
+            data.extend((0..3 * w * h).map(|i| (20 + (i * 13 + f * 7) % 200) as u8));
+        }
+        (data, header)
+    }
+
+    /// Several windows per UNet call change no byte of the output: 13 frames (3 windows) at 1
+    /// window per call, at 2 (windows 0–1, then a short group: 2), and a `--frames 9:13`
+    /// segment at 2 (windows 1–2: window 1 now in the other batch slot) give the same frames;
+    /// at 2 the job holds at most one more window stride of input frames. (Micro models.)
+    #[test]
+    fn windows_per_call_changes_no_byte() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = micro_models(&gpu, dt);
+        let n = 13;
+        let (clip, _) = micro_clip(n);
+        let run = |per_call: usize, frames: Option<FrameRange>| {
+            let opts = JobOptions { frames, windows_per_call: WindowsPerCall::Fixed(per_call), ..test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1) };
+            let reader = Reader::new(std::io::Cursor::new(clip.clone())).unwrap();
+            let out_header = reader.header().scaled(4).unwrap();
+            let mut writer = Writer::new(Vec::new(), out_header).unwrap();
+            let stats = run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &opts, |_| {}).unwrap();
+            assert_eq!(stats.windows_per_call.windows, per_call, "{:?}", stats.windows_per_call);
+            (stats, writer.into_inner())
+        };
+        let header = b"YUV4MPEG2 W20 H12 F25:1 C444\n".len();
+        let frame = 6 + 3 * 20 * 12;
+        let (one, want) = run(1, None);
+        assert_eq!((one.windows, want.len()), (3, header + n * frame));
+        let (two, got) = run(2, None);
+        assert_eq!((two.frames_out, two.windows), (n, 3));
+        assert!(got == want, "2 windows per call: the output differs from 1 per call");
+        assert!(two.max_frames_held <= WINDOW + 2 * STRIDE, "held {} input frames", two.max_frames_held);
+        let (seg, got) = run(2, Some(FrameRange { start: 9, end: Some(n) }));
+        assert_eq!((seg.frames_out, seg.windows), (n - 9, 2));
+        assert!(got[header..] == want[header + 9 * frame..], "a segment at 2 windows per call: frames 9..{n} differ from the whole run's");
     }
 
     /// The job's tile paths on the host: cutting a window's planes into UNet tiles and blending
@@ -1356,17 +1523,17 @@ mod tests {
         let d = unet.config.base.cross_attention_dim;
         let mut rng = Rng::new(3);
         let e = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto };
         let (ph, pw) = (24, 40);
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
         let (un, vn) = (tiles.unet.tiles.len(), tiles.vae.tiles.len());
         assert!(un > 1 && vn > un, "{}", tiles.summary());
-        Engine::tiled(&gpu, &unet, &vae, &opts, tiles.clone(), dt, dt).unwrap();
+        Engine::tiled(&gpu, &unet, &vae, &opts, tiles.clone(), 1, dt, dt).unwrap();
         // A square UNet tile whose largest tensor (at the measured bytes per pixel) passes the limit.
         let (unet_px, _) = tiles.measured.unwrap();
         let s = ((limit as f64 / unet_px).sqrt() as usize / 8 + 1) * 8;
         let bigger = TilePlan::new(s, s, s, 0).unwrap();
-        let err = Engine::tiled(&gpu, &unet, &vae, &opts, JobTiles::new(bigger, tiles.vae.clone()), dt, dt).err().expect("a larger UNet tile must not fit").to_string();
+        let err = Engine::tiled(&gpu, &unet, &vae, &opts, JobTiles::new(bigger, tiles.vae.clone()), 1, dt, dt).err().expect("a larger UNet tile must not fit").to_string();
         assert!(err.contains("--tile") && err.contains("max_storage_buffer_binding_size"), "{err}");
 
         let gpu = test_gpu();
@@ -1392,7 +1559,7 @@ mod tests {
         let Model::Te3dVaeDecoder(vae) = load_model_from(&gpu, ModelKind::Te3dVaeDecoder, None, &mut store, vd).unwrap() else { unreachable!() };
         let d = unet.config.base.cross_attention_dim;
         let e = PromptEmbeds::new(vec![0.1; 77 * d], vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default() };
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto };
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, 184, 320, ud, vd).unwrap();
         let (u, v) = tiles.measured.unwrap();
         eprintln!("{}: UNet ({ud:?}) {u:.0} B, VAE ({vd:?}) {v:.0} B per latent pixel; at this adapter's binding limit ({} B): {}", gpu.describe(), gpu.max_binding(), tiles.summary());

@@ -11,6 +11,7 @@
 //!   `--tile`/`--tile-overlap` flags and the `--tile auto` choice (spec §4.3 "Spatial tiling").
 //! * [`progress`]: the job's progress line on stderr (frames, window, step, frames/s, ETA).
 //! * [`interrupt`]: stopping on Ctrl-C between frames, with whole frames written.
+//! * [`groups`]: `--windows-per-call`, several windows in one UNet call.
 //!
 //! No GPU in these; [`job`] (the streaming loop) sits on top of them, with [`chunks`] (the
 //! ILT fuse of the windows' final latents into the decoder's input, on the GPU).
@@ -20,6 +21,7 @@ pub mod scheduler;
 pub mod tiles;
 pub mod windows;
 pub mod job;
+pub mod groups;
 pub mod chunks;
 pub mod interrupt;
 pub mod progress;

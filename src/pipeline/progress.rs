@@ -1,7 +1,8 @@
 //! The job's progress on stderr: frames written, window and step, frames per second, and an ETA
 //! once the run's length is known (from the input file's size, or once the stream has ended;
 //! until then a spinner on a terminal). On a terminal one line is rewritten in place (at most
-//! ten times a second); elsewhere (logs, CI) one plain line per finished window.
+//! ten times a second); elsewhere (logs, CI) one plain line per finished window (or group of
+//! windows denoised together).
 //!
 //! The ETA: once a window of the run has been done whole (its steps, then the decode and
 //! writing of the frames it finished, and the reads for the next), the mean time per window ×
@@ -17,10 +18,11 @@ use crate::pipeline::windows::{self, FrameRange};
 /// reader, so that this file does not import the job).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// Window `window` finished denoising step `step` (1-based) of `steps`; `windows` is the
-    /// window count once the stream length is known. With spatial tiles the steps of every
-    /// tile count: `steps` is tiles × DDIM steps.
-    Step { window: usize, windows: Option<usize>, step: usize, steps: usize },
+    /// The `group` windows from `window` on (denoised together in one UNet call per step;
+    /// usually 1) finished denoising step `step` (1-based) of `steps`; `windows` is the window
+    /// count once the stream length is known. With spatial tiles the steps of every tile count:
+    /// `steps` is tiles × DDIM steps.
+    Step { window: usize, group: usize, windows: Option<usize>, step: usize, steps: usize },
     /// `done` output frames are written; `total` once the stream length is known.
     Frames { done: usize, total: Option<usize> },
 }
@@ -62,8 +64,8 @@ pub struct Reporter<E: Write> {
     window_count: Option<usize>,
     /// Output frames this run writes, once known.
     frames_total: Option<usize>,
-    /// Latest (window, step), step 1-based.
-    at: Option<(usize, usize)>,
+    /// Latest (first window, windows in its group, step), step 1-based.
+    at: Option<(usize, usize, usize)>,
     /// Elapsed time at the first step event of the run's first window and of the current one.
     first_window_at: Option<(usize, Duration)>,
     current_window_at: Option<(usize, Duration)>,
@@ -109,7 +111,7 @@ impl<E: Write> Reporter<E> {
     /// Time left (see the module doc).
     pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
         let w = self.run_windows()?;
-        let (window, step) = self.at?;
+        let (window, group, step) = self.at?;
         if let (Some((i0, t0)), Some((i, t))) = (self.first_window_at, self.current_window_at) {
             if i > i0 {
                 let per_window = (t - t0).as_secs_f64() / (i - i0) as f64;
@@ -117,7 +119,7 @@ impl<E: Write> Reporter<E> {
                 return Some(Duration::from_secs_f64(left.max(0.0)));
             }
         }
-        let done = (window.checked_sub(w.start)? * self.steps + step) as f64;
+        let done = (window.checked_sub(w.start)? * self.steps + group * step) as f64;
         let total = (w.len() * self.steps) as f64;
         (done > 0.0).then(|| Duration::from_secs_f64(elapsed.as_secs_f64() * (total - done).max(0.0) / done))
     }
@@ -129,10 +131,15 @@ impl<E: Write> Reporter<E> {
             Some(t) => format!("frames {}/{t}", self.frames_done),
             None => format!("frames {}", self.frames_done),
         };
-        if let Some((window, step)) = self.at {
+        if let Some((window, group, step)) = self.at {
+            let first = window + 1 - self.run_windows().map_or(windows::first_window_for(self.start), |w| w.start).min(window);
+            let which = match group {
+                1 => format!("window {first}"),
+                g => format!("windows {first}-{}", first + g - 1),
+            };
             match self.run_windows() {
-                Some(w) => s += &format!(", window {}/{} step {step}/{}", window + 1 - w.start.min(window), w.len(), self.steps),
-                None => s += &format!(", window {} step {step}/{}", window + 1 - windows::first_window_for(self.start).min(window), self.steps),
+                Some(w) => s += &format!(", {which}/{} step {step}/{}", w.len(), self.steps),
+                None => s += &format!(", {which} step {step}/{}", self.steps),
             }
         }
         if self.frames_done > 0 && secs > 0.0 {
@@ -159,12 +166,12 @@ impl<E: Write> Reporter<E> {
     pub fn event_at(&mut self, p: Progress, elapsed: Duration) {
         let mut window_done = false;
         match p {
-            Progress::Step { window, windows, step, steps } => {
+            Progress::Step { window, group, windows, step, steps } => {
                 if self.current_window_at.is_none_or(|(i, _)| i != window) {
                     self.current_window_at = Some((window, elapsed));
                     self.first_window_at.get_or_insert((window, elapsed));
                 }
-                self.at = Some((window, step));
+                self.at = Some((window, group.max(1), step));
                 self.steps = steps.max(1);
                 if windows.is_some() {
                     self.window_count = windows;
@@ -230,7 +237,7 @@ mod tests {
     use super::*;
 
     fn step(window: usize, windows: Option<usize>, step: usize) -> Progress {
-        Progress::Step { window, windows, step, steps: 10 }
+        Progress::Step { window, group: 1, windows, step, steps: 10 }
     }
 
     #[test]
@@ -291,6 +298,16 @@ mod tests {
         assert_eq!(r.eta(secs(41)), Some(secs(80)), "windows 1 and 2 left");
         assert_eq!(r.eta(secs(61)), Some(secs(60)));
         assert_eq!(r.eta(secs(200)), Some(secs(0)));
+    }
+
+    /// Windows denoised together show as a range, and their steps count for each of them.
+    #[test]
+    fn a_group_of_windows_shows_its_range() {
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
+        r.event(Progress::Step { window: 0, group: 2, windows: None, step: 5, steps: 10 });
+        let line = r.line(Duration::from_secs(10));
+        // 2 × 5 of 30 window-steps in 10 s.
+        assert!(line.contains("windows 1-2/3 step 5/10") && line.contains("ETA 20 s"), "{line}");
     }
 
     /// Plain lines: one per finished window, no carriage returns; a terminal rewrites one line.

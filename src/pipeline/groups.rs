@@ -1,0 +1,174 @@
+//! Several windows in one UNet call: `--windows-per-call N|auto` (issue 10, item 4).
+//!
+//! Windows are independent until their final latents are fused (the ILT blend reads final
+//! latents only, and the noise is keyed by absolute frame and pixel), so G windows can be
+//! denoised together: one UNet call of batch 2G (G CFG pairs) per step instead of G calls.
+//! No kernel mixes batch elements or picks its reduction order from the batch size, so each
+//! window's latents are the same bytes whatever it is grouped with: grouping changes the speed
+//! and the memory, never the output, and `--frames` parts still join byte for byte
+//! (`job::tests::windows_per_call_changes_no_byte`).
+//!
+//! Why: a small frame's window leaves a big GPU idle. Issue 10's H200 run timed a window call
+//! (a CFG pair × 8 frames) at a 64² latent at 103 ms and at 128², four times the pixels, at
+//! 267 ms; two 128² windows in one call took 503 ms, 6% less than two calls.
+//!
+//! What `auto` picks: as many windows as keep the call within the latent pixels of one
+//! 128² window ([`GROUP_PIXELS`]; a 512×512 input), at most [`MAX_AUTO`], so a clip of small
+//! frames never needs more UNet memory than a 512×512 clip. One window per call where that gains
+//! nothing: frames of 128² latent pixels or more, frames cut into spatial tiles (tiles exist to
+//! save memory), a software adapter (a CPU gains nothing from a larger batch; it only delays the
+//! first output frame), and under a fixed `--tile` (the binding check below needs the tile
+//! planner's measurement of the UNet's largest tensor).
+
+use std::fmt;
+
+/// Latent pixels per UNet call `auto` fills up to (one 128² window).
+pub const GROUP_PIXELS: usize = 128 * 128;
+/// Most windows `auto` puts in one call.
+pub const MAX_AUTO: usize = 4;
+/// Most windows `--windows-per-call N` accepts.
+pub const MAX_WINDOWS_PER_CALL: usize = 8;
+
+/// The `--windows-per-call` flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WindowsPerCall {
+    #[default]
+    Auto,
+    Fixed(usize),
+}
+
+impl std::str::FromStr for WindowsPerCall {
+    type Err = String;
+    fn from_str(s: &str) -> Result<WindowsPerCall, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(WindowsPerCall::Auto);
+        }
+        match s.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_WINDOWS_PER_CALL).contains(&n) => Ok(WindowsPerCall::Fixed(n)),
+            _ => Err(format!("--windows-per-call {s}: expected auto or a number from 1 to {MAX_WINDOWS_PER_CALL}")),
+        }
+    }
+}
+
+impl fmt::Display for WindowsPerCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WindowsPerCall::Auto => write!(f, "auto"),
+            WindowsPerCall::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// What the choice depends on, known once the models have loaded and the tiles are picked.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupContext {
+    /// The adapter is a CPU (lavapipe, llvmpipe).
+    pub software: bool,
+    /// UNet tiles per frame, and one tile's latent pixels.
+    pub unet_tiles: usize,
+    pub tile_px: usize,
+    /// `--tile auto`'s measurement: bytes per latent pixel of the UNet's largest tensor for one
+    /// window (None under a fixed `--tile`).
+    pub largest_per_px: Option<f64>,
+    /// The adapter's binding limit in bytes.
+    pub max_binding: u64,
+}
+
+/// Windows per UNet call, and why, in words (for the job's summary).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grouping {
+    pub windows: usize,
+    pub why: String,
+}
+
+impl WindowsPerCall {
+    /// The windows per call for this job (see the module doc). A fixed N whose largest tensor
+    /// would exceed the binding limit is an error naming the most that fits; under spatial
+    /// tiles a fixed N runs one window per call, and says so.
+    pub fn resolve(self, c: &GroupContext) -> Result<Grouping, String> {
+        let fits = |g: usize| c.largest_per_px.is_none_or(|b| g as f64 * b * c.tile_px as f64 <= c.max_binding as f64);
+        let one = |why: &str| Ok(Grouping { windows: 1, why: why.to_string() });
+        match self {
+            WindowsPerCall::Fixed(n) if c.unet_tiles > 1 => Ok(Grouping { windows: 1, why: format!("--windows-per-call {n} does not apply: the frame runs in {} UNet tiles, one window at a time", c.unet_tiles) }),
+            WindowsPerCall::Fixed(n) if !fits(n) => {
+                let most = (1..n).rev().find(|&g| fits(g)).unwrap_or(1);
+                Err(format!("--windows-per-call {n}: the UNet's largest tensor would exceed the GPU's binding limit ({}); at most {most} windows fit in one call here", crate::gpu::human_bytes(c.max_binding)))
+            }
+            WindowsPerCall::Fixed(n) => Ok(Grouping { windows: n, why: "--windows-per-call".into() }),
+            WindowsPerCall::Auto if c.software => one("auto: a software adapter gains nothing from a larger batch"),
+            WindowsPerCall::Auto if c.unet_tiles > 1 => one("auto: the frame runs in UNet tiles"),
+            WindowsPerCall::Auto if c.largest_per_px.is_none() => one("auto: with a fixed --tile windows are not grouped"),
+            WindowsPerCall::Auto => {
+                let g = (GROUP_PIXELS / c.tile_px.max(1)).clamp(1, MAX_AUTO);
+                let g = (1..=g).rev().find(|&g| fits(g)).unwrap_or(1);
+                let why = if g == 1 { "auto: the frame fills a call" } else { "auto: small frames" };
+                one(why).map(|o| Grouping { windows: g, ..o })
+            }
+        }
+    }
+}
+
+/// The windows a run denoises together: from window `next`, up to `per_call` of them, not past
+/// `last` (the segment's last window, or the clip's once its length is known).
+pub fn next_group(next: usize, per_call: usize, last: usize) -> std::ops::Range<usize> {
+    next..(next + per_call.max(1)).min(last.saturating_add(1)).max(next + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(tile_px: usize) -> GroupContext {
+        GroupContext { software: false, unet_tiles: 1, tile_px, largest_per_px: Some(1000.0), max_binding: 2 << 30 }
+    }
+
+    #[test]
+    fn the_flag_parses_and_says_what_it_takes() {
+        assert_eq!("auto".parse::<WindowsPerCall>(), Ok(WindowsPerCall::Auto));
+        assert_eq!("3".parse::<WindowsPerCall>(), Ok(WindowsPerCall::Fixed(3)));
+        for bad in ["0", "9", "x", "-1"] {
+            let e = bad.parse::<WindowsPerCall>().unwrap_err();
+            assert!(e.contains("from 1 to 8"), "{e}");
+        }
+        assert_eq!(WindowsPerCall::Fixed(2).to_string(), "2");
+    }
+
+    /// Auto fills a call up to one 128² window's pixels, at most 4 windows; never on a CPU,
+    /// under tiles or without the binding measurement; never past the binding limit.
+    #[test]
+    fn auto_groups_small_frames_within_the_limits() {
+        let auto = |c: GroupContext| WindowsPerCall::Auto.resolve(&c).unwrap().windows;
+        assert_eq!(auto(ctx(128 * 128)), 1);
+        assert_eq!(auto(ctx(180 * 320)), 1);
+        assert_eq!(auto(ctx(96 * 96)), 1);
+        assert_eq!(auto(ctx(88 * 88)), 2);
+        assert_eq!(auto(ctx(72 * 72)), 3);
+        assert_eq!(auto(ctx(64 * 64)), 4);
+        assert_eq!(auto(ctx(8 * 8)), 4);
+        assert_eq!(auto(GroupContext { software: true, ..ctx(64 * 64) }), 1);
+        assert_eq!(auto(GroupContext { unet_tiles: 2, ..ctx(64 * 64) }), 1);
+        assert_eq!(auto(GroupContext { largest_per_px: None, ..ctx(64 * 64) }), 1);
+        // 4096 px × 1000 B = 4.1 MB a window: a 9 MB limit takes two.
+        assert_eq!(auto(GroupContext { max_binding: 9_000_000, ..ctx(64 * 64) }), 2);
+    }
+
+    #[test]
+    fn a_fixed_count_is_kept_refused_over_the_limit_and_dropped_under_tiles() {
+        let fixed = |n, c: GroupContext| WindowsPerCall::Fixed(n).resolve(&c);
+        assert_eq!(fixed(6, ctx(180 * 320)).unwrap().windows, 6);
+        assert_eq!(fixed(6, GroupContext { largest_per_px: None, ..ctx(64 * 64) }).unwrap().windows, 6);
+        let g = fixed(3, GroupContext { unet_tiles: 4, ..ctx(64 * 64) }).unwrap();
+        assert!(g.windows == 1 && g.why.contains("4 UNet tiles"), "{g:?}");
+        let e = fixed(3, GroupContext { max_binding: 9_000_000, ..ctx(64 * 64) }).unwrap_err();
+        assert!(e.contains("at most 2 windows"), "{e}");
+    }
+
+    #[test]
+    fn groups_stop_at_the_last_window() {
+        assert_eq!(next_group(0, 4, 9), 0..4);
+        assert_eq!(next_group(8, 4, 9), 8..10);
+        assert_eq!(next_group(5, 1, 9), 5..6);
+        assert_eq!(next_group(3, 4, usize::MAX), 3..7);
+        assert_eq!(next_group(9, 4, 9), 9..10);
+    }
+}
