@@ -150,6 +150,12 @@ impl<'g> Recorder<'g> {
         self.gpu
     }
 
+    /// The largest tensor a capturing recorder has planned so far (0 for an eager one): what
+    /// its graph would need of one binding, known before anything is allocated.
+    pub fn planned_largest(&self) -> u64 {
+        self.capture.as_ref().map_or(0, |c| c.trace.lock().unwrap().largest())
+    }
+
     /// A new tensor for an op's output: from the device pool (eager) or the graph's arena (capture).
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         match &self.capture {

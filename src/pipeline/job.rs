@@ -63,7 +63,7 @@ use crate::pipeline::interrupt;
 use crate::pipeline::noise::Stream;
 pub use crate::pipeline::progress::Progress;
 use crate::pipeline::scheduler::{Ddim, DdimStep, LowResNoise};
-use crate::pipeline::tiles::{tile_for_binding, LatentPad, TileOptions, TilePlan, TileSize, SCALE};
+use crate::pipeline::tiles::{tile_for_binding, LatentPad, TileOptions, TilePlan, TileSize, BUFFER_HEADROOM, SCALE};
 use crate::pipeline::windows::{self, FrameRange, Ilt, STRIDE, WINDOW};
 use crate::step_values::{Scalar, StepValues};
 use crate::ops::color;
@@ -196,7 +196,9 @@ const PROBE: usize = 16;
 /// are measured, not assumed: both graphs are captured once at a 16×16 probe
 /// latent (8×8 where that does not fit) and their largest tensors (arena activations, the
 /// sample and the decode input) divided by its pixels (an upper bound: the few tensors that do
-/// not grow with the tile only raise it).
+/// not grow with the tile only raise it). Where that bound asks for tiles, the whole frame's
+/// graph is also recorded (never allocated) and its largest tensor checked exactly: one tile
+/// when it fits.
 #[allow(clippy::too_many_arguments)]
 fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<JobTiles> {
     opts.tiles.check().map_err(anyhow::Error::msg)?;
@@ -222,11 +224,49 @@ fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOpt
             let pick = |what: &str, per_px: f64| {
                 tile_for_binding(limit, buffer, per_px, ph, pw).map(|c| c.tile).map_err(|e| anyhow::anyhow!("--tile auto: the {what}'s largest tensor takes {per_px:.0} bytes per latent pixel: {e}"))
             };
-            (pick("UNet", unet_px)?, pick("VAE decoder", vae_px)?)
+            let (mut ut, mut vt) = (pick("UNet", unet_px)?, pick("VAE decoder", vae_px)?);
+            // Where the probe's bound asks for tiles, the whole frame recorded exactly (nothing
+            // allocated) may still fit: the TE-3DVAE splits an upsampling over the binding limit
+            // into frame groups, which a small probe never needs.
+            let fits = |largest: Result<u64>| largest.is_ok_and(|b| b <= limit.min((BUFFER_HEADROOM * buffer as f64) as u64));
+            let whole = ph.max(pw);
+            if ut < whole && fits(whole_frame_largest(gpu, |rec| unet_step_largest(rec, unet, opts, ph, pw, unet_dtype))) {
+                ut = whole;
+            }
+            if vt < whole && fits(whole_frame_largest(gpu, |rec| vae_chunk_largest(rec, vae, ph, pw, vae_dtype))) {
+                log::info!("--tile auto: the VAE decoder fits the whole frame once it splits its upsamplings");
+                vt = whole;
+            }
+            (ut, vt)
         }
     };
     let plan = |t: usize| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
     Ok(JobTiles { measured, ..JobTiles::new(plan(ut)?, plan(vt)?) })
+}
+
+/// The largest tensor `record` plans in a capture that is never allocated or run.
+fn whole_frame_largest(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> Result<()>) -> Result<u64> {
+    let mut rec = Recorder::capture(gpu);
+    record(&mut rec)?;
+    Ok(rec.planned_largest())
+}
+
+/// Records the UNet's forward on one window's CFG pair at `ph`×`pw` (inputs planned too).
+fn unet_step_largest(rec: &mut Recorder, unet: &VideoUNet, opts: &JobOptions, ph: usize, pw: usize, dtype: DType) -> Result<()> {
+    let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+    let sample = rec.empty(&[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, ph, pw], dtype)?;
+    let ctx = rec.empty(&[2, l, d], dtype)?;
+    let timestep = rec.empty(&[2], DType::F32)?;
+    let labels = rec.empty(&[2], DType::U32)?;
+    unet.forward(rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+    Ok(())
+}
+
+/// Records the VAE decoder's forward on one chunk at `ph`×`pw` (its input planned too).
+fn vae_chunk_largest(rec: &mut Recorder, vae: &Te3dVaeDecoder, ph: usize, pw: usize, dtype: DType) -> Result<()> {
+    let x = rec.empty(&[1, LATENT_CHANNELS, DECODE_CHUNK, ph, pw], dtype)?;
+    vae.forward(rec, &x)?;
+    Ok(())
 }
 
 /// What a window's noise is keyed by: the seed, and per frame of the window the absolute padded
@@ -1118,7 +1158,7 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
         TileSize::Auto => {
             let limit = max_binding.map_or("unknown here (no adapter found)".to_string(), crate::gpu::human_bytes);
             let overlap = tiles.overlap.map_or("a quarter of the tile".to_string(), |v| v.to_string());
-            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}); one tile when the whole latent fits; overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
+            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}); one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
         }
     }
     let (start, end) = match frames {
@@ -1540,6 +1580,40 @@ mod tests {
         let (unet, vae) = tiny_models(&gpu, dt);
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+    }
+
+    /// `--tile auto` where the probe's per-pixel bound asks for tiles but the TE-3DVAE fits the
+    /// whole frame once it splits its upsampling into frame groups: a decoder whose last
+    /// upsampler is twice as wide as the resnet after it (block_out_channels [32, 64, 64], as
+    /// the released decoder's 256 → 128), an 8×16 latent, a 1 MiB binding limit. The whole
+    /// frame's graph, recorded exactly, fits: one VAE tile, and its graph captures within the
+    /// limit. (The split decode's values: `tests/video_vae_golden.rs`.)
+    #[test]
+    fn tile_auto_lets_the_vae_split_instead_of_tiling() {
+        use crate::gpu::GpuOptions;
+        use crate::weights::WeightStore;
+        let dt = DType::F32;
+        let limit = 1 << 20;
+        let gpu = Gpu::new(&GpuOptions { max_binding: Some(limit), ..GpuOptions::from_env() }).unwrap();
+        let (unet, _) = micro_models(&gpu, dt);
+        let dir = std::env::temp_dir().join(format!("diffvsr-split-vae-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("vae_config.json");
+        std::fs::write(&config, r#"{"_class_name": "AutoencoderKLTemporalDecoder", "block_out_channels": [32, 64, 64], "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "out_channels": 3, "scaling_factor": 0.08333}"#).unwrap();
+        let vae = match crate::models::registry::load_model_from(&gpu, ModelKind::Te3dVaeDecoder, Some(&config), &mut WeightStore::synthetic(2), dt).unwrap() {
+            Model::Te3dVaeDecoder(v) => v,
+            _ => unreachable!(),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(4), 1, 1);
+        let (ph, pw) = (8, 16);
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
+        let (_, vae_px) = tiles.measured.unwrap();
+        let probe_only = tile_for_binding(gpu.max_binding(), gpu.limits.max_buffer_size, vae_px, ph, pw).unwrap().tile;
+        assert!(probe_only < pw, "the probe's bound alone already fits the frame ({probe_only}): the test shows nothing");
+        assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+        let engine = Engine::tiled(&gpu, &unet, &vae, &opts, tiles, 1, dt, dt).unwrap();
+        assert!(engine.vae_graph.largest_tensor_bytes() <= limit, "{} B", engine.vae_graph.largest_tensor_bytes());
     }
 
     /// What `--tile auto` picks for the released models (their configs, seeded random weights,
