@@ -256,8 +256,8 @@ struct UpscaleCli {
     #[arg(long)]
     negative_prompt_embeds: Option<PathBuf>,
     /// No progress on stderr (frames written, window and step, frames/s, ETA once the length is
-    /// known). Ctrl-C stops after the frame being written (exit code 130; a second Ctrl-C
-    /// stops at once).
+    /// known). Ctrl-C (or SIGTERM, SIGHUP) stops after the frame being written (exit code 130;
+    /// a second one stops at once).
     #[arg(long)]
     quiet: bool,
     /// Also write a small animated GIF of the output (at most 320 pixels on the long side, the
@@ -418,19 +418,20 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
     }
 }
 
-/// Ctrl-C (SIGINT; the console's Ctrl-C on Windows) asks the job to stop after the frame it is
-/// writing, so the output holds only whole frames; a second Ctrl-C ends the process at once.
+/// Ctrl-C (SIGINT; the console's Ctrl-C on Windows), and SIGTERM and SIGHUP (`kill`, a container
+/// or service manager stopping the job, a closed terminal) ask the job to stop after the frame it
+/// is writing, so the output holds only whole frames; a second signal ends the process at once.
 fn stop_on_ctrl_c() {
     use diffvsr_wgpu::pipeline::interrupt;
     let r = ctrlc::set_handler(|| {
         if interrupt::request() {
-            eprintln!("\nCtrl-C again: stopping at once (the frame being written may be cut)");
+            eprintln!("\nstop signal again: stopping at once (the frame being written may be cut)");
             std::process::exit(130);
         }
-        eprintln!("\nCtrl-C: stopping after the frame being written (Ctrl-C again to stop at once)");
+        eprintln!("\nstop signal (Ctrl-C, SIGTERM or SIGHUP): stopping after the frame being written (again to stop at once)");
     });
     if let Err(e) = r {
-        log::warn!("Ctrl-C handler not installed ({e}): Ctrl-C will end the job at once");
+        log::warn!("signal handler not installed ({e}): Ctrl-C or SIGTERM will end the job at once");
     }
 }
 
@@ -553,7 +554,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        // Stopped by Ctrl-C: said as such, with the shell's exit code for SIGINT.
+        // Stopped by Ctrl-C (or SIGTERM, SIGHUP): said as such, with the shell's exit code for
+        // SIGINT whichever signal it was (the handler is not told).
         Err(e) if diffvsr_wgpu::pipeline::interrupt::is_interrupted(&e) => {
             eprintln!("{e:#}");
             ExitCode::from(130)

@@ -6,7 +6,7 @@
 //! stops with a message naming the frame. Also: `--frames` segments joined equal the whole run;
 //! the binary without a command is the filter; the filter between two ffmpeg processes (skipped
 //! with a note where ffmpeg is missing; `.ci/run` installs it); the `--gif` preview and the
-//! progress lines; Ctrl-C on a slow stream (whole frames, exit code 130); 4:2:2, 4:4:4 12-bit and
+//! progress lines; Ctrl-C and SIGTERM on a slow stream (whole frames, exit code 130); 4:2:2, 4:4:4 12-bit and
 //! mono streams keeping their format.
 
 use std::path::{Path, PathBuf};
@@ -552,15 +552,22 @@ fn gif_preview_of_a_segment_and_progress_lines() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Ctrl-C (SIGINT) while the input arrives slowly: the job stops after the frame it is writing
-/// with exit code 130 and a message saying what was written; the output holds only whole
-/// frames, and the GIF preview is closed with the same frames.
+/// Ctrl-C (SIGINT), and SIGTERM as `kill` or a container's stop sends it, while the input
+/// arrives slowly: the job stops after the frame it is writing with exit code 130 and a message
+/// saying what was written; the output holds only whole frames, and the GIF preview is closed
+/// with the same frames.
 #[cfg(unix)]
 #[test]
-fn ctrl_c_stops_with_whole_frames() {
+fn a_stop_signal_leaves_whole_frames() {
+    stop_by_signal("INT");
+    stop_by_signal("TERM");
+}
+
+#[cfg(unix)]
+fn stop_by_signal(signal: &str) {
     use std::io::{Read, Write};
     use std::process::Stdio;
-    let dir = tmp("sigint");
+    let dir = tmp(&format!("sig{signal}"));
     let rel = micro_release().to_path_buf();
     let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
     embeds(&pos, 1);
@@ -607,15 +614,15 @@ fn ctrl_c_stops_with_whole_frames() {
         assert!(k > 0, "the filter ended before its first frame");
         out.extend_from_slice(&buf[..k]);
     }
-    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     go.send(()).unwrap();
     stdout.read_to_end(&mut out).unwrap();
     let o = child.wait_with_output().unwrap();
     feed.join().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "exit status {:?}: {err}", o.status);
-    assert!(err.contains("interrupted (Ctrl-C)") && err.contains("whole output frames"), "{err}");
+    assert_eq!(o.status.code(), Some(130), "SIG{signal}: exit status {:?}: {err}", o.status);
+    assert!(err.contains("stopped by a signal") && err.contains("whole output frames"), "SIG{signal}: {err}");
     assert!(!err.contains("panicked"), "{err}");
     let nl = out.iter().position(|&b| b == b'\n').unwrap();
     let body = out.len() - (nl + 1);

@@ -1,4 +1,5 @@
-//! Stopping the job on Ctrl-C with whole frames: the binary's SIGINT handler calls [`request`];
+//! Stopping the job on Ctrl-C (or SIGTERM, SIGHUP) with whole frames: the binary's signal
+//! handler calls [`request`];
 //! the job calls [`check`] between input frames, between denoising steps and after each output
 //! frame, and returns [`Interrupted`] there. A frame being written is finished first, so the
 //! output holds only whole frames.
@@ -29,7 +30,8 @@ pub fn check() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The job stopped on request (Ctrl-C); `detail` says what was written and how to resume.
+/// The job stopped on request (Ctrl-C, SIGTERM or SIGHUP); `detail` says what was written and
+/// how to resume.
 #[derive(Debug)]
 pub struct Interrupted {
     pub detail: String,
@@ -38,9 +40,9 @@ pub struct Interrupted {
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.detail.is_empty() {
-            write!(f, "interrupted (Ctrl-C)")
+            write!(f, "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)")
         } else {
-            write!(f, "interrupted (Ctrl-C): {}", self.detail)
+            write!(f, "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP): {}", self.detail)
         }
     }
 }
@@ -60,7 +62,7 @@ mod tests {
     fn interrupted_is_found_through_context() {
         let e = anyhow::Error::new(Interrupted { detail: "4 frames written".into() }).context("the job");
         assert!(is_interrupted(&e));
-        assert!(format!("{e:#}").contains("interrupted (Ctrl-C): 4 frames written"), "{e:#}");
+        assert!(format!("{e:#}").contains("stopped by a signal (Ctrl-C, SIGTERM or SIGHUP): 4 frames written"), "{e:#}");
         assert!(!is_interrupted(&anyhow::anyhow!("something else")));
     }
 }
