@@ -189,9 +189,10 @@ fn random_weights_run_the_job_without_a_release() {
     let (header, f) = frames(&std::fs::read(&out).unwrap(), 28 * 20 + 2 * (14 * 10));
     assert!(header.starts_with("YUV4MPEG2 W28 H20 "), "{header}");
     assert_eq!(f.len(), 1);
-    // Without it, the same folder is not a release: the missing checkpoint is named.
+    // Without it, the same folder is not a release: everything missing is named at once.
     let o = upscale(&configs, &input, &dir.join("none.y4m"), &[]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("DiffVSR_UNet"), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no DiffVSR_UNet.pt, no TE-3DVAE.pt, no upscaler4x/text_encoder") && err.contains("fetch-weights"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

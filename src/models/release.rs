@@ -123,6 +123,22 @@ pub fn video_vae(release_dir: &Path) -> (PathBuf, Option<PathBuf>) {
     (checkpoint_path(release_dir, VAE_CHECKPOINT), cfg.is_file().then_some(cfg))
 }
 
+/// What the upscale job needs of a release folder and does not find there, as the user should
+/// look for it: the two checkpoints (or their safetensors conversions), and, unless both prompts
+/// come as embeddings (`text_encoder` false), the text encoder and tokenizer folders.
+pub fn missing_for_upscale(release_dir: &Path, text_encoder: bool) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (file, path) in [(UNET_CHECKPOINT, video_unet(release_dir).0), (VAE_CHECKPOINT, video_vae(release_dir).0)] {
+        if !path.is_file() {
+            missing.push(file.to_string());
+        }
+    }
+    if text_encoder && resolve_pipeline_dir(release_dir).is_err() {
+        missing.push(format!("{PIPELINE_DIR}/text_encoder and {PIPELINE_DIR}/tokenizer"));
+    }
+    missing
+}
+
 /// The text encoder folder (`upscaler4x/text_encoder`) and its config.
 pub fn text_encoder(release_dir: &Path) -> (PathBuf, Option<PathBuf>) {
     let te = release_dir.join(PIPELINE_DIR).join("text_encoder");

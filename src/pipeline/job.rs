@@ -992,7 +992,25 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Some(seed) => crate::models::registry::load_model_from(gpu, kind, config, &mut crate::weights::WeightStore::synthetic(seed), dtype),
         None => load_model(gpu, kind, config, weights, dtype),
     };
+    let embeds_given = a.prompt_embeds.is_some() && a.negative_prompt_embeds.is_some();
+    if a.random_weights.is_none() {
+        // Everything missing at once, before minutes of loading.
+        let missing = release::missing_for_upscale(&a.weights, !embeds_given);
+        if !missing.is_empty() {
+            bail!(
+                "{} is not a complete DiffVSR release: no {}. Run 'diffvsr-wgpu fetch-weights' or give --weights DIR{}",
+                a.weights.display(),
+                missing.join(", no "),
+                if embeds_given { "" } else { " (the text encoder is not needed with --prompt-embeds and --negative-prompt-embeds)" }
+            );
+        }
+    }
     let loading = std::time::Instant::now();
+    // The prompts first: the text encoder is loaded, run and freed before the video models, so
+    // it never shares the GPU with them, and a missing one is reported before their load.
+    let encoded = if a.random_weights.is_some() && !embeds_given { None } else { Some(prompt_embeds(gpu, a)?) };
+    // The encoder's buffers went back to the pool: hand them to the driver.
+    gpu.pool.trim();
     let unet = match load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
         Model::VideoUnet(u) => u,
         _ => bail!("internal: {} did not load as a video UNet", uw.display()),
@@ -1001,14 +1019,15 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
     };
-    let (positive, negative) = match a.random_weights {
-        Some(seed) if a.prompt_embeds.is_none() || a.negative_prompt_embeds.is_none() => {
+    let (positive, negative) = match (encoded, a.random_weights) {
+        (Some(e), _) => e,
+        (None, seed) => {
+            // --random-weights without both embeddings files: random ones of the UNet's width.
             let d = unet.config.base.cross_attention_dim;
-            let mut rng = crate::rng::Rng::new(seed ^ 0x5EED);
+            let mut rng = crate::rng::Rng::new(seed.unwrap_or_default() ^ 0x5EED);
             let mut random = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]);
             (random()?, random()?)
         }
-        _ => prompt_embeds(gpu, a)?,
     };
     if !a.quiet {
         // Waits for the uploads: the time is the models' on the GPU, not only read and queued.
