@@ -523,7 +523,9 @@ fn gif_preview_of_a_segment_and_progress_lines() {
         .arg(&out)
         .arg("--gif")
         .arg(&gif)
-        .args(["--steps", "1", "--frames", "2:9", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+        // One window per UNet call, as auto picks on a software adapter (on a GPU it would
+        // group these small frames, and print a line per group).
+        .args(["--steps", "1", "--windows-per-call", "1", "--frames", "2:9", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
         .output()
         .unwrap();
     ok(&o);
@@ -583,7 +585,9 @@ fn stop_by_signal(signal: &str) {
         .arg(&rel)
         .arg("--gif")
         .arg(&gif)
-        .args(["--steps", "1", "--quiet", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+        // One window per call: the first output frame must come from the first 8 input frames
+        // (on a GPU, auto would wait for a group's frames, which come only after the signal).
+        .args(["--steps", "1", "--quiet", "--windows-per-call", "1", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
