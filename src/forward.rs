@@ -113,8 +113,12 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let out = model.forward(&mut rec, &inputs)?;
     let graph = rec.into_graph()?;
     let build_s = t1.elapsed().as_secs_f64();
+    let rw = match graph.read_write_dispatches() {
+        0 => String::new(),
+        n => format!(", {n} of them with read-write bindings only"),
+    };
     eprintln!(
-        "graph: {} dispatches binding {} of activations, activations {} planned (tensors alive at once peak at {}), built in {build_s:.2} s",
+        "graph: {} dispatches binding {} of activations, activations {} planned (tensors alive at once peak at {}){rw}, built in {build_s:.2} s",
         graph.dispatches(),
         crate::gpu::human_bytes(graph.activation_bytes_bound()),
         crate::gpu::human_bytes(graph.planned_bytes()),

@@ -45,11 +45,10 @@ struct GpuArgs {
     /// Never use cooperative matrices (tensor cores), even where the adapter reports them.
     #[arg(long)]
     no_coop: bool,
-    /// Pack each graph's activations at offsets of one buffer: close to the least memory the
-    /// dispatch order allows, but every kernel binds its buffers read-write
-    /// (or DIFFVSR_PACK_ACTIVATIONS=1).
+    /// Give each activation a buffer of its own instead of packing them at offsets of a few
+    /// buffers (more memory; or DIFFVSR_NO_PACK_ACTIVATIONS=1).
     #[arg(long)]
-    pack_activations: bool,
+    no_pack_activations: bool,
 }
 
 impl GpuArgs {
@@ -60,7 +59,7 @@ impl GpuArgs {
             no_f16: self.no_f16,
             no_coop: self.no_coop,
             max_binding: GpuOptions::from_env().max_binding,
-            pack_activations: self.pack_activations || GpuOptions::from_env().pack_activations,
+            no_pack_activations: self.no_pack_activations || GpuOptions::from_env().no_pack_activations,
         })
     }
 }

@@ -142,8 +142,9 @@ fn full_size_sdx4_unet_runs_at_a_small_latent() {
 
 /// The captured UNet graph replays for a new denoising step with only the timestep rewritten
 /// (no new pipelines, bind groups or buffers), and gives what a fresh capture gives.
-/// A packed arena (every activation at an offset of one buffer) plans exactly the live peak
-/// (up to alignment) and gives the golden output, its kernels bound read-write.
+/// A packed arena (activations at offsets of a few buffers, no dispatch's output in a buffer
+/// it reads) gives the golden output with every kernel's read-only bindings kept, and plans
+/// less than the arena of a buffer per tensor.
 #[test]
 fn unet_matches_diffusers_in_a_packed_arena() {
     let gpu = test_gpu();
@@ -156,9 +157,15 @@ fn unet_matches_diffusers_in_a_packed_arena() {
     let want = WeightStore::open(&data("unet_io.safetensors")).unwrap().take("output", &[2, 4, 16, 24]).unwrap();
     let e = rel_l2(&out.to_f32(&gpu).unwrap(), &want);
     assert!(e < 1e-4, "packed arena: relative L2 error {e:e}");
+    assert_eq!(graph.read_write_dispatches(), 0, "dispatches bound read-write only");
+    let per_tensor = {
+        let mut rec = Recorder::capture_in(&gpu, &Arena::new());
+        model.forward(&mut rec, &inputs).unwrap();
+        rec.into_graph().unwrap().planned_bytes()
+    };
     let (plan, peak) = (graph.planned_bytes(), graph.live_peak_bytes());
-    assert!(plan >= peak && plan <= peak + peak / 20, "packed plan {plan} against a live peak of {peak}");
-    assert!(graph.read_write_dispatches() > graph.dispatches() / 2, "{} of {} dispatches read-write", graph.read_write_dispatches(), graph.dispatches());
+    eprintln!("packed plan {plan} B, a buffer per tensor {per_tensor} B, live peak {peak} B");
+    assert!(plan >= peak && plan < per_tensor, "packed plan {plan} against a live peak of {peak} and {per_tensor} unpacked");
 }
 
 #[test]

@@ -9,16 +9,19 @@
 //! free up: on the full-size DiffVSR UNet the online pool this replaces created 1.6× the bytes
 //! this plan does (608 against 381 MiB at a 16×16 latent).
 //!
-//! Every tensor keeps a buffer of its own at offset 0, so tensors bound by one dispatch are
-//! always different buffers and read-only bindings stay read-only.
+//! That is [`Arena::new`] (`--no-pack-activations`): every tensor keeps a buffer of its own at
+//! offset 0, so tensors bound by one dispatch are always different buffers and read-only
+//! bindings stay read-only.
 //!
-//! A **packed** arena ([`Arena::packed`], `--pack-activations`) instead gives each slot an
-//! offset in one buffer ([`assign_offsets`], greedy by size: each slot, largest first, takes the
-//! tightest gap left by the slots alive beside it), which comes close to the live peak. Nearly
-//! every dispatch then binds that buffer both as input and output, which WebGPU allows only when
-//! every binding is read-write, so those dispatches get their kernels' all-read-write variants
-//! (`Recorder::into_graph`). Where the plan would exceed the largest buffer the device allows,
-//! the arena falls back to shared buffers.
+//! A **packed** arena ([`Arena::packed`], the default) instead gives each slot an offset in one
+//! of a few buffers ([`assign_coloured_offsets`]): each slot, largest first, takes the tightest
+//! gap left by the slots alive beside it, and no dispatch's output shares a buffer with one of
+//! its inputs, since WebGPU lets one dispatch bind a buffer read-only and writable only if
+//! every binding of it is read-write. So every kernel keeps its read-only bindings, and the plan
+//! comes between the live peak and a buffer per tensor (one buffer would reach the live peak,
+//! with nearly every kernel bound read-write: measured in BENCHMARKS.md). Where that is not
+//! less than a buffer per tensor, or a buffer would exceed the largest the device allows, the
+//! graph gets a buffer per tensor.
 //!
 //! Graphs captured into one arena never run at the same time, so a later plan reuses the
 //! earlier plans' buffers (those large enough) before creating any: the arena costs about the
@@ -149,7 +152,7 @@ impl Arena {
         Arena::default()
     }
 
-    /// An arena that packs tensors at offsets of one buffer (see the module docs).
+    /// An arena that packs tensors at offsets of a few buffers (see the module docs).
     pub fn packed() -> Arena {
         Arena(Arc::new(Mutex::new(ArenaState { packed: true, ..Default::default() })))
     }
@@ -169,8 +172,10 @@ impl Arena {
     }
 
     /// Gives every slot of `trace` a place, creating (and, on a poisoning device, filling
-    /// with NaN) the buffers the arena lacks: the place of each slot, by slot id.
-    pub(crate) fn place(&self, gpu: &Gpu, trace: &Trace) -> Result<Vec<Place>> {
+    /// with NaN) the buffers the arena lacks: the place of each slot, by slot id. `conflicts`
+    /// are the pairs of slots one dispatch binds writable and read-only (a packed arena keeps
+    /// each pair in different buffers).
+    pub(crate) fn place(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> Result<Vec<Place>> {
         // Slots alive when the capture ends (outputs, taps) live on; a slot never bound still
         // needs a buffer to read from.
         let forever = trace.now + 1;
@@ -178,22 +183,34 @@ impl Arena {
             trace.slots.iter().map(|l| (l.bytes, l.start, l.end.unwrap_or(forever).max(l.start + 1))).collect();
         let mut st = self.0.lock().unwrap();
         if st.packed {
-            let (offsets, total) = assign_offsets(&lives, gpu.offset_alignment().max(4));
-            if total <= gpu.limits.max_buffer_size {
-                // The smallest buffer already there that holds the plan, or a new one.
-                let found = (0..st.buffers.len()).filter(|&b| st.buffers[b].size() >= total).min_by_key(|&b| st.buffers[b].size());
-                let b = match found {
-                    Some(b) => b,
-                    None => st.create(gpu, total.max(4))?,
-                };
-                let buf = st.buffers[b].clone();
-                return Ok(offsets.into_iter().map(|o| (buf.clone(), o)).collect());
+            // Packed buffers: no dispatch writes a buffer it also reads.
+            let (at, totals) = assign_coloured_offsets(&lives, conflicts, gpu.offset_alignment().max(4));
+            let largest = totals.iter().copied().max().unwrap_or(0);
+            // Packing is not always smaller (the SD×4 VAE decoder's few large tensors fit a
+            // buffer each more tightly): the plan of a buffer per tensor where that is less.
+            let per_tensor: u64 = assign_buffers(&lives, &[]).1.iter().sum();
+            if largest <= gpu.limits.max_buffer_size && totals.iter().sum::<u64>() <= per_tensor {
+                // Largest first, each in the smallest buffer already there (and not taken by
+                // another of this plan's) that holds it, or a new one.
+                let mut order: Vec<usize> = (0..totals.len()).collect();
+                order.sort_by_key(|&c| std::cmp::Reverse(totals[c]));
+                let mut buffer_of = vec![usize::MAX; totals.len()];
+                for c in order {
+                    let found = (0..st.buffers.len()).filter(|b| !buffer_of.contains(b) && st.buffers[*b].size() >= totals[c]).min_by_key(|&b| st.buffers[b].size());
+                    buffer_of[c] = match found {
+                        Some(b) => b,
+                        None => st.create(gpu, totals[c].max(4))?,
+                    };
+                }
+                return Ok(at.iter().map(|&(c, o)| (st.buffers[buffer_of[c]].clone(), o)).collect());
             }
-            log::info!(
-                "packed activations need one buffer of {} but this GPU's largest is {}: planning a buffer per tensor instead",
-                super::human_bytes(total),
-                super::human_bytes(gpu.limits.max_buffer_size)
-            );
+            if largest > gpu.limits.max_buffer_size {
+                log::info!(
+                    "packed activations need a buffer of {} but this GPU's largest is {}: planning a buffer per tensor instead",
+                    super::human_bytes(largest),
+                    super::human_bytes(gpu.limits.max_buffer_size)
+                );
+            }
         }
         let existing: Vec<u64> = st.buffers.iter().map(|b| b.size()).collect();
         let (assign, new_sizes) = assign_buffers(&lives, &existing);
@@ -257,6 +274,107 @@ pub(crate) fn assign_buffers(lives: &[(u64, usize, usize)], existing: &[u64]) ->
     (assign, sizes[existing.len()..].to_vec())
 }
 
+/// Offsets in several buffers, none holding both lives of a conflict pair: `lives` as for
+/// [`assign_offsets`], `conflicts` pairs of lives that must not share a buffer (one dispatch
+/// writes one and reads the other; a pair of a life with itself, an op in place, is skipped:
+/// nothing separates it). Two greedy plans, the smaller kept: buffers by creation order (each
+/// life the lowest-numbered buffer none of its earlier partners is in, then each buffer packed
+/// by [`assign_offsets`]), and buffers by size ([`coloured_by_size`]). Neither wins on every
+/// graph (measured on the models: BENCHMARKS.md). Returns each life's (buffer, offset) and each
+/// buffer's bytes. Two lives that overlap in time never overlap in memory in one buffer.
+pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: &[(usize, usize)], align: u64) -> (Vec<(usize, u64)>, Vec<u64>) {
+    let partners = conflict_partners(lives.len(), conflicts);
+    let by_order = coloured_by_order(lives, &partners, align);
+    let by_size = coloured_by_size(lives, &partners, align);
+    let sum = |p: &(Vec<(usize, u64)>, Vec<u64>)| p.1.iter().sum::<u64>();
+    if sum(&by_size) < sum(&by_order) {
+        by_size
+    } else {
+        by_order
+    }
+}
+
+/// Each life's conflict partners (self-pairs dropped).
+fn conflict_partners(n: usize, conflicts: &[(usize, usize)]) -> Vec<Vec<usize>> {
+    let mut partners: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &(a, b) in conflicts {
+        if a != b {
+            partners[a].push(b);
+            partners[b].push(a);
+        }
+    }
+    partners
+}
+
+/// Buffers by creation order: each life takes the lowest-numbered buffer none of its earlier
+/// partners is in; then each buffer is packed by [`assign_offsets`].
+fn coloured_by_order(lives: &[(u64, usize, usize)], partners: &[Vec<usize>], align: u64) -> (Vec<(usize, u64)>, Vec<u64>) {
+    let mut colour = vec![usize::MAX; lives.len()];
+    for i in 0..lives.len() {
+        let used: Vec<usize> = partners[i].iter().map(|&j| colour[j]).filter(|&c| c != usize::MAX).collect();
+        colour[i] = (0..).find(|c| !used.contains(c)).expect("a free buffer");
+    }
+    let colours = colour.iter().max().map_or(0, |&c| c + 1);
+    let mut at = vec![(0usize, 0u64); lives.len()];
+    let mut totals = Vec::with_capacity(colours);
+    for c in 0..colours {
+        let ids: Vec<usize> = (0..lives.len()).filter(|&i| colour[i] == c).collect();
+        let own: Vec<(u64, usize, usize)> = ids.iter().map(|&i| lives[i]).collect();
+        let (offsets, total) = assign_offsets(&own, align);
+        for (&i, o) in ids.iter().zip(offsets) {
+            at[i] = (c, o);
+        }
+        totals.push(total);
+    }
+    (at, totals)
+}
+
+/// Buffers by size: each life, largest first, takes the buffer and tightest gap that grow the
+/// buffers' total the least, among the buffers none of its placed partners is in (a new buffer
+/// when that is cheapest or none is left).
+fn coloured_by_size(lives: &[(u64, usize, usize)], partners: &[Vec<usize>], align: u64) -> (Vec<(usize, u64)>, Vec<u64>) {
+    let up = |x: u64| x.div_ceil(align) * align;
+    let mut order: Vec<usize> = (0..lives.len()).collect();
+    order.sort_by(|&a, &b| lives[b].0.cmp(&lives[a].0).then(a.cmp(&b)));
+    let mut at = vec![(usize::MAX, 0u64); lives.len()];
+    // Per buffer: placed lives as (offset, bytes, start, end), and its bytes.
+    let mut placed: Vec<Vec<(u64, u64, usize, usize)>> = Vec::new();
+    let mut totals: Vec<u64> = Vec::new();
+    for i in order {
+        let (bytes, start, end) = lives[i];
+        let barred: Vec<usize> = partners[i].iter().map(|&j| at[j].0).filter(|&c| c != usize::MAX).collect();
+        // (growth of the total, buffer, offset); a new buffer grows it by the life's bytes.
+        let mut best = (up(bytes), placed.len(), 0u64);
+        for c in (0..placed.len()).filter(|c| !barred.contains(c)) {
+            let mut near: Vec<(u64, u64)> = placed[c].iter().filter(|p| p.2 < end && start < p.3).map(|p| (p.0, p.0 + p.1)).collect();
+            near.sort_unstable();
+            let mut gap: Option<(u64, u64)> = None; // (gap, offset)
+            let mut cursor = 0u64;
+            for &(o, e) in &near {
+                let a = up(cursor);
+                if o >= a + bytes && gap.is_none_or(|(g, _)| o - a < g) {
+                    gap = Some((o - a, a));
+                }
+                cursor = cursor.max(e);
+            }
+            let off = gap.map_or(up(cursor), |(_, a)| a);
+            let growth = up(off + bytes).saturating_sub(totals[c]);
+            if growth < best.0 || (growth == best.0 && c < best.1) {
+                best = (growth, c, off);
+            }
+        }
+        let (_, c, off) = best;
+        if c == placed.len() {
+            placed.push(Vec::new());
+            totals.push(0);
+        }
+        placed[c].push((off, bytes, start, end));
+        totals[c] = totals[c].max(up(off + bytes));
+        at[i] = (c, off);
+    }
+    (at, totals)
+}
+
 /// Offsets in one buffer, greedy by size: `lives` as for [`assign_buffers`]. Each life, largest
 /// first, takes the tightest gap (at a multiple of `align`) among the lives already placed that
 /// overlap it in time, or the end of them. Returns each life's offset and the bytes the buffer
@@ -292,7 +410,7 @@ pub(crate) fn assign_offsets(lives: &[(u64, usize, usize)], align: u64) -> (Vec<
 
 #[cfg(test)]
 mod tests {
-    use super::{assign_buffers, assign_offsets};
+    use super::{assign_buffers, assign_coloured_offsets, assign_offsets};
     use crate::rng::Rng;
 
     /// 1 to 200 lives of 4 to 4000 bytes, starting in dispatches 0..300, 1 to 40 long.
@@ -364,6 +482,41 @@ mod tests {
             assert!(total >= peak, "seed {seed} case {case}");
             assert!(total <= lives.iter().map(|l| l.0.div_ceil(256) * 256).sum::<u64>(), "seed {seed} case {case}");
         }
+    }
+
+    /// Packed buffers that keep each conflict pair (a dispatch's output and an input) apart: no
+    /// pair shares a buffer, lives alive together in one buffer never overlap in memory, and a
+    /// chain (each op reads the last output) takes two buffers of one tensor each.
+    #[test]
+    fn coloured_offsets_keep_conflict_pairs_apart() {
+        let seed = crate::testutil::fresh_seed();
+        let mut rng = Rng::new(seed);
+        for case in 0..50 {
+            let lives = random_lives(&mut rng);
+            let n = lives.len();
+            // Pairs alive at once, as a dispatch's output and input are; some self-pairs.
+            let conflicts: Vec<(usize, usize)> = (0..2 * n)
+                .map(|_| ((rng.uniform() * n as f32) as usize % n, (rng.uniform() * n as f32) as usize % n))
+                .filter(|&(a, b)| lives[a].1 < lives[b].2 && lives[b].1 < lives[a].2)
+                .collect();
+            let (at, totals) = assign_coloured_offsets(&lives, &conflicts, 256);
+            for &(a, b) in &conflicts {
+                assert!(a == b || at[a].0 != at[b].0, "seed {seed} case {case}: conflict pair {a}, {b} shares buffer {}", at[a].0);
+            }
+            for (i, &(bi, si, ei)) in lives.iter().enumerate() {
+                let (ci, oi) = at[i];
+                assert!(oi % 256 == 0 && oi + bi <= totals[ci], "seed {seed} case {case}: life {i} misplaced");
+                for (j, &(bj, sj, ej)) in lives.iter().enumerate().skip(i + 1) {
+                    let (cj, oj) = at[j];
+                    let in_memory = ci == cj && oi < oj + bj && oj < oi + bi;
+                    assert!(!(si < ej && sj < ei && in_memory), "seed {seed} case {case}: lives {i} and {j} overlap");
+                }
+            }
+            assert!(totals.iter().sum::<u64>() >= live_peak(&lives, 256), "seed {seed} case {case}");
+        }
+        let chain: Vec<(u64, usize, usize)> = (0..100).map(|i| (1000, i, i + 2)).collect();
+        let reads: Vec<(usize, usize)> = (1..100).map(|i| (i, i - 1)).collect();
+        assert_eq!(assign_coloured_offsets(&chain, &reads, 256).1, vec![1024, 1024]);
     }
 
     /// A chain packs into two tensors' bytes, the least possible, and a tensor kept across the

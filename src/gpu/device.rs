@@ -38,14 +38,15 @@ pub struct GpuOptions {
     /// Treat the GPU as if its largest storage binding were at most this many bytes: to plan
     /// for, or test on, a smaller GPU (`DIFFVSR_MAX_BINDING`).
     pub max_binding: Option<u64>,
-    /// Captured graphs pack their activations at offsets of one buffer (`Arena::packed`):
-    /// less memory, every kernel binding read-write (`DIFFVSR_PACK_ACTIVATIONS`).
-    pub pack_activations: bool,
+    /// Captured graphs give each activation a buffer of its own (`Arena::new`) instead of
+    /// packing them at offsets of a few buffers (`Arena::packed`, the default: less memory,
+    /// the same bindings) (`DIFFVSR_NO_PACK_ACTIVATIONS`).
+    pub no_pack_activations: bool,
 }
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
-    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_PACK_ACTIVATIONS`.
+    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`.
     pub fn from_env() -> Self {
         let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         GpuOptions {
@@ -54,7 +55,7 @@ impl GpuOptions {
             no_f16: flag("DIFFVSR_NO_F16"),
             no_coop: flag("DIFFVSR_NO_COOP"),
             max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
-            pack_activations: flag("DIFFVSR_PACK_ACTIVATIONS"),
+            no_pack_activations: flag("DIFFVSR_NO_PACK_ACTIVATIONS"),
         }
     }
 }
@@ -245,11 +246,12 @@ impl Gpu {
             poison: AtomicBool::new(std::env::var("DIFFVSR_POISON").map(|v| v == "1").unwrap_or(false)),
             use_f16,
             shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
-            pack_activations: opts.pack_activations,
+            pack_activations: !opts.no_pack_activations,
         }))
     }
 
-    /// Whether captured graphs pack their activations into one buffer ([`GpuOptions::pack_activations`]).
+    /// Whether captured graphs pack their activations at offsets of a few buffers (the default;
+    /// [`GpuOptions::no_pack_activations`]).
     pub fn pack_activations(&self) -> bool {
         self.pack_activations
     }
