@@ -92,7 +92,8 @@ impl WindowsPerCall {
             WindowsPerCall::Fixed(n) if c.unet_tiles > 1 => Ok(Grouping { windows: 1, why: format!("--windows-per-call {n} does not apply: the frame runs in {} UNet tiles, one window at a time", c.unet_tiles) }),
             WindowsPerCall::Fixed(n) if !fits(n) => {
                 let most = (1..n).rev().find(|&g| fits(g)).unwrap_or(1);
-                Err(format!("--windows-per-call {n}: the UNet's largest tensor would exceed the GPU's binding limit ({}); at most {most} windows fit in one call here", crate::gpu::human_bytes(c.max_binding)))
+                let mib = c.max_binding as f64 / (1u64 << 20) as f64;
+                Err(format!("--windows-per-call {n}: the UNet's largest tensor would exceed the GPU's binding limit ({mib:.1} MiB); at most {most} windows fit in one call here"))
             }
             WindowsPerCall::Fixed(n) => Ok(Grouping { windows: n, why: "--windows-per-call".into() }),
             WindowsPerCall::Auto if c.software => one("auto: a software adapter gains nothing from a larger batch"),
