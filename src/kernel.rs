@@ -320,17 +320,24 @@ impl<'g> Recorder<'g> {
     /// are readable from here on.
     pub fn into_graph(mut self) -> Result<Graph> {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
-        // Pairs of slots one dispatch binds writable and read-only: a packed arena keeps them in
-        // different buffers, so the kernels keep their read-only bindings.
-        let conflicts: Vec<(usize, usize)> = c
-            .steps
-            .iter()
-            .flat_map(|p| {
-                let slots: Vec<(usize, bool)> = p.binds.iter().enumerate().filter_map(|(i, b)| if let Bind::Slot(id, ..) = b { Some((*id, p.pipeline.writable.contains(&(i as u32 + 1)))) } else { None }).collect();
-                let pairs: Vec<(usize, usize)> = slots.iter().filter(|s| s.1).flat_map(|&(w, _)| slots.iter().filter(|s| !s.1).map(move |&(r, _)| (w, r))).collect();
-                pairs
-            })
-            .collect();
+        // A packed arena keeps these pairs in different buffers, so kernels keep their read-only
+        // bindings.
+        let mut conflicts = Vec::new();
+        for p in &c.steps {
+            let mut written = Vec::new();
+            let mut read = Vec::new();
+            for (i, b) in p.binds.iter().enumerate() {
+                if let Bind::Slot(id, ..) = b {
+                    // Binding 0 is the parameters: bind i is binding i + 1.
+                    if p.pipeline.writable.contains(&(i as u32 + 1)) {
+                        written.push(*id);
+                    } else {
+                        read.push(*id);
+                    }
+                }
+            }
+            conflicts.extend(written.iter().flat_map(|&w| read.iter().map(move |&r| (w, r))));
+        }
         let (places, live_peak, largest) = {
             let trace = c.trace.lock().unwrap();
             (c.arena.place(self.gpu, &trace, &conflicts)?, trace.peak_live(), trace.largest())

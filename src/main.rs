@@ -409,7 +409,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         windows_per_call: u.windows_per_call,
         random_weights: u.random_weights,
     };
-    stop_on_ctrl_c();
+    stop_on_signals();
     match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {
         // The downstream reader quit: end quietly.
         Err(e) if diffvsr_wgpu::pipeline::job::is_broken_pipe(&e) => Ok(()),
@@ -420,7 +420,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
 /// Ctrl-C (SIGINT; the console's Ctrl-C on Windows), and SIGTERM and SIGHUP (`kill`, a container
 /// or service manager stopping the job, a closed terminal) ask the job to stop after the frame it
 /// is writing, so the output holds only whole frames; a second signal ends the process at once.
-fn stop_on_ctrl_c() {
+fn stop_on_signals() {
     use diffvsr_wgpu::pipeline::interrupt;
     let r = ctrlc::set_handler(|| {
         if interrupt::request() {
