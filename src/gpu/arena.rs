@@ -346,18 +346,7 @@ fn coloured_by_size(lives: &[(u64, usize, usize)], partners: &[Vec<usize>], alig
         // (growth of the total, buffer, offset); a new buffer grows it by the life's bytes.
         let mut best = (up(bytes), placed.len(), 0u64);
         for c in (0..placed.len()).filter(|c| !barred.contains(c)) {
-            let mut near: Vec<(u64, u64)> = placed[c].iter().filter(|p| p.2 < end && start < p.3).map(|p| (p.0, p.0 + p.1)).collect();
-            near.sort_unstable();
-            let mut gap: Option<(u64, u64)> = None; // (gap, offset)
-            let mut cursor = 0u64;
-            for &(o, e) in &near {
-                let a = up(cursor);
-                if o >= a + bytes && gap.is_none_or(|(g, _)| o - a < g) {
-                    gap = Some((o - a, a));
-                }
-                cursor = cursor.max(e);
-            }
-            let off = gap.map_or(up(cursor), |(_, a)| a);
+            let off = tightest_offset(&placed[c], lives[i], align);
             let growth = up(off + bytes).saturating_sub(totals[c]);
             if growth < best.0 || (growth == best.0 && c < best.1) {
                 best = (growth, c, off);
@@ -389,23 +378,31 @@ pub(crate) fn assign_offsets(lives: &[(u64, usize, usize)], align: u64) -> (Vec<
     let mut total = 0u64;
     for i in order {
         let (bytes, start, end) = lives[i];
-        let mut near: Vec<(u64, u64)> = placed.iter().filter(|p| p.2 < end && start < p.3).map(|p| (p.0, p.0 + p.1)).collect();
-        near.sort_unstable();
-        let mut best: Option<(u64, u64)> = None; // (gap, offset)
-        let mut cursor = 0u64;
-        for &(o, e) in &near {
-            let at = up(cursor);
-            if o >= at + bytes && best.is_none_or(|(g, _)| o - at < g) {
-                best = Some((o - at, at));
-            }
-            cursor = cursor.max(e);
-        }
-        let at = best.map_or(up(cursor), |(_, at)| at);
+        let at = tightest_offset(&placed, lives[i], align);
         offsets[i] = at;
         placed.push((at, bytes, start, end));
         total = total.max(at + bytes);
     }
     (offsets, up(total))
+}
+
+/// Where `life` goes among the lives already `placed` in one buffer, as (offset, bytes, start,
+/// end): the tightest gap (at a multiple of `align`) between the placed lives that overlap it in
+/// time, or past the end of them.
+fn tightest_offset(placed: &[(u64, u64, usize, usize)], (bytes, start, end): (u64, usize, usize), align: u64) -> u64 {
+    let up = |x: u64| x.div_ceil(align) * align;
+    let mut near: Vec<(u64, u64)> = placed.iter().filter(|p| p.2 < end && start < p.3).map(|p| (p.0, p.0 + p.1)).collect();
+    near.sort_unstable();
+    let mut best: Option<(u64, u64)> = None; // (gap, offset)
+    let mut cursor = 0u64;
+    for &(o, e) in &near {
+        let at = up(cursor);
+        if o >= at + bytes && best.is_none_or(|(g, _)| o - at < g) {
+            best = Some((o - at, at));
+        }
+        cursor = cursor.max(e);
+    }
+    best.map_or(up(cursor), |(_, at)| at)
 }
 
 #[cfg(test)]
