@@ -152,8 +152,17 @@ pub fn convert(input: &Path, output: &Path, key: Option<&str>, dtype: Option<DTy
     // removes the temporary file too.
     let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
     let tmp = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    let written = safetensors::serialize_to_file(views, Some(meta), &tmp)
-        .with_context(|| format!("writing {}", output.display()))
+    // safetensors writes through a private temporary file (mode 0600); the output gets the
+    // permissions any new file gets here (the umask's), as `cp` or `torch.save` would give it.
+    let permissions = std::fs::File::create(&tmp)
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .with_context(|| format!("creating {}", tmp.display()));
+    let written = permissions
+        .and_then(|p| {
+            safetensors::serialize_to_file(views, Some(meta), &tmp).with_context(|| format!("writing {}", output.display()))?;
+            std::fs::set_permissions(&tmp, p).with_context(|| format!("setting the permissions of {}", tmp.display()))
+        })
         .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);

@@ -751,6 +751,15 @@ pub(crate) mod tests {
         let mut want = WeightStore::open(&data("plain.safetensors")).unwrap();
         let s = convert::convert(&data("plain.pt"), &out, None, None).unwrap();
         assert_eq!(s.tensors, 15);
+        // The permissions of any new file there, not the 0600 of safetensors' temporary file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let probe = tmp("converted.probe");
+            let fresh = std::fs::File::create(&probe).unwrap().metadata().unwrap().permissions().mode();
+            let _ = std::fs::remove_file(&probe);
+            assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, fresh & 0o777);
+        }
         assert_eq!(s.bytes_out, std::fs::metadata(&out).unwrap().len());
         let text = s.to_string();
         assert!(text.contains("15 tensors") && text.contains("bf16 → f32") && text.contains("1 i64"), "{text}");
