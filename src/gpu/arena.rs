@@ -284,24 +284,22 @@ pub(crate) fn assign_buffers(lives: &[(u64, usize, usize)], existing: &[u64]) ->
 /// them wins on every graph (measured on the models: BENCHMARKS.md). Returns each life's
 /// (buffer, offset) and each buffer's bytes. Two lives that overlap in time never overlap in
 /// memory in one buffer.
-pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: &[(usize, usize)], align: u64) -> (Vec<(usize, u64)>, Vec<u64>) {
+pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: &[(usize, usize)], align: u64) -> PackedPlan {
     let partners = conflict_partners(lives.len(), conflicts);
     let mut by_size: Vec<usize> = (0..lives.len()).collect();
     by_size.sort_by(|&a, &b| lives[b].0.cmp(&lives[a].0).then(a.cmp(&b)));
     let mut by_start: Vec<usize> = (0..lives.len()).collect();
     by_start.sort_by_key(|&i| (lives[i].1, i));
-    let mut best: Option<(Vec<(usize, u64)>, Vec<u64>)> = None;
-    for order in [&by_size, &by_start] {
-        for buffers in [4, 6, 8] {
-            let colour = colour_by_profile(lives, &partners, order, buffers, align);
-            let plan = pack_colours(lives, &colour, align);
-            if best.as_ref().is_none_or(|b| plan.1.iter().sum::<u64>() < b.1.iter().sum::<u64>()) {
-                best = Some(plan);
-            }
-        }
-    }
-    best.expect("at least one plan")
+    [&by_size, &by_start]
+        .into_iter()
+        .flat_map(|order| [4, 6, 8].map(|buffers| (order, buffers)))
+        .map(|(order, buffers)| pack_colours(lives, &colour_by_profile(lives, &partners, order, buffers, align), align))
+        .min_by_key(|plan| plan.1.iter().sum::<u64>())
+        .expect("six plans")
 }
+
+/// A packed plan: each life's (buffer, offset) and each buffer's bytes.
+type PackedPlan = (Vec<(usize, u64)>, Vec<u64>);
 
 /// Each life's conflict partners (self-pairs dropped).
 fn conflict_partners(n: usize, conflicts: &[(usize, usize)]) -> Vec<Vec<usize>> {
@@ -354,7 +352,7 @@ fn colour_by_profile(lives: &[(u64, usize, usize)], partners: &[Vec<usize>], ord
 
 /// Each buffer's lives (`colour`) packed by [`assign_offsets`]: each life's (buffer, offset)
 /// and each buffer's bytes.
-fn pack_colours(lives: &[(u64, usize, usize)], colour: &[usize], align: u64) -> (Vec<(usize, u64)>, Vec<u64>) {
+fn pack_colours(lives: &[(u64, usize, usize)], colour: &[usize], align: u64) -> PackedPlan {
     let colours = colour.iter().max().map_or(0, |&c| c + 1);
     let mut at = vec![(0usize, 0u64); lives.len()];
     let mut totals = Vec::with_capacity(colours);
