@@ -243,10 +243,10 @@ struct UpscaleCli {
     #[arg(long, default_value = "auto")]
     matrix: diffvsr_wgpu::video::color::MatrixChoice,
     /// Prompt.
-    #[arg(long, default_value = diffvsr_wgpu::pipeline::job::DEFAULT_PROMPT)]
+    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_PROMPT)]
     prompt: String,
     /// Negative prompt.
-    #[arg(long, default_value = diffvsr_wgpu::pipeline::job::DEFAULT_NEGATIVE_PROMPT)]
+    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_NEGATIVE_PROMPT)]
     negative_prompt: String,
     /// Prompt embeddings from `encode-prompt` (safetensors `prompt_embeds` [1,77,D]) instead of --prompt.
     #[arg(long)]
@@ -378,7 +378,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
             opts.max_binding.map_or(b, |m| b.min(m.max(4)))
         });
-        print!("{}", diffvsr_wgpu::pipeline::job::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
+        print!("{}", diffvsr_wgpu::pipeline::plan::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {
@@ -388,7 +388,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         (None, None) => fetch::default_weights_dir()?,
     };
     let g = u.gpu.open()?;
-    let a = diffvsr_wgpu::pipeline::job::UpscaleArgs {
+    let a = diffvsr_wgpu::pipeline::upscale::UpscaleArgs {
         input: u.input,
         output: u.output,
         weights,
@@ -410,9 +410,9 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         random_weights: u.random_weights,
     };
     stop_on_signals();
-    match diffvsr_wgpu::pipeline::job::upscale(&g, &a) {
+    match diffvsr_wgpu::pipeline::upscale::upscale(&g, &a) {
         // The downstream reader quit: end quietly.
-        Err(e) if diffvsr_wgpu::pipeline::job::is_broken_pipe(&e) => Ok(()),
+        Err(e) if diffvsr_wgpu::pipeline::upscale::is_broken_pipe(&e) => Ok(()),
         r => r.map(|_| ()),
     }
 }

@@ -1,7 +1,7 @@
 //! End to end through the binary: `diffvsr-wgpu upscale` on small synthetic y4m streams, with
 //! micro models laid out as a release folder (config overrides beside the checkpoints; see
-//! [`micro_release`]), 1 step (the sampler's step-to-step replay is `job::tests`' to check).
-//! Checks the output header, the exact frame count, the 4× size, and
+//! [`micro_release`]), 1 step (the sampler's step-to-step replay is for the unit tests of
+//! `pipeline::job` and `pipeline::engine` to check). Checks the output header, the exact frame count, the 4× size, and
 //! determinism (same seed → same bytes, another seed → other bytes); and that a truncated input
 //! stops with a message naming the frame. Also: `--frames` segments joined equal the whole run;
 //! the binary without a command is the filter; the filter between two ffmpeg processes (skipped
@@ -648,7 +648,7 @@ fn stop_by_signal(signal: &str) {
 /// Spatial tiles, end to end: a 21×6 clip (latent 24×8) with `--tile 16 --tile-overlap 8`
 /// runs both models in 2 feathered tiles and writes every frame at 4× size; `--plan` lists the
 /// tiles; bad tile flags fail with a message before any model loads. (`--tile auto` under a
-/// small binding limit is `job::tests::tile_auto_fits_the_binding_limit`; one tile equal to
+/// small binding limit is `engine::tests::tile_auto_fits_the_binding_limit`; one tile equal to
 /// the untiled job is checked in `upscale_is_4x_frame_exact_and_deterministic`.)
 #[test]
 fn large_frames_run_in_feathered_tiles() {

@@ -9,11 +9,12 @@
 //! schedules ([`Ddim::released`], [`LowResNoise::released`]), [`add_noise`], the rescheduling
 //! rule ([`rescheduled_source`]) fed the official shuffle, the sample layout of `run_job`, the
 //! captured step graph (both windows in one UNet call in the f32 run, one per call in the f16
-//! run), the ILT fuse on the GPU and the decode of [`job::denoise_and_decode_windows`].
+//! run), the ILT fuse on the GPU and the decode of [`engine::denoise_and_decode_windows`].
 
 use crate::golden::rel_l2;
 use crate::models::registry::{load_model, Model, ModelKind};
-use crate::pipeline::job::{self, JobOptions, PromptEmbeds};
+use crate::pipeline::engine;
+use crate::pipeline::options::{JobOptions, PromptEmbeds};
 use crate::pipeline::noise::rescheduled_source;
 use crate::pipeline::scheduler::{add_noise, Ddim, LowResNoise};
 use crate::pipeline::windows::{Ilt, STRIDE, WINDOW};
@@ -139,7 +140,7 @@ fn two_windows_match_official_pipeline() {
         // windows' negative halves then their positive halves), the f16 run one per call.
         let decode = unet_dt == DType::F32;
         let per_call = if unet_dt == DType::F32 { 2 } else { 1 };
-        let (finals, chunks) = job::denoise_and_decode_windows(&gpu, &unet, &vae, &opts, h, w, per_call, unet_dt, vae_dt, &samples, decode).unwrap();
+        let (finals, chunks) = engine::denoise_and_decode_windows(&gpu, &unet, &vae, &opts, h, w, per_call, unet_dt, vae_dt, &samples, decode).unwrap();
         assert_eq!((finals.len(), chunks.len()), (windows, if decode { windows + 1 } else { 0 }));
         let mut report = Vec::new();
         for (i, (got, want)) in finals.iter().zip(window_final.chunks_exact(lat)).enumerate() {

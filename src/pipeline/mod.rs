@@ -13,17 +13,25 @@
 //! * [`interrupt`]: stopping on Ctrl-C between frames, with whole frames written.
 //! * [`groups`]: `--windows-per-call`, several windows in one UNet call.
 //!
-//! No GPU in these; [`job`] (the streaming loop) sits on top of them, with [`chunks`] (the
-//! ILT fuse of the windows' final latents into the decoder's input, on the GPU).
+//! No GPU in these. On top of them: [`options`] (what a job is given), [`engine`] (the captured
+//! sampler steps and decode on the GPU, and the job's tiles), [`chunks`] (the ILT fuse of the
+//! windows' final latents into the decoder's input, on the GPU), [`job`] (the streaming loop),
+//! [`upscale`] (the command around it) and [`plan`] (`upscale --plan`).
 
 pub mod noise;
 pub mod scheduler;
 pub mod tiles;
 pub mod windows;
+pub mod options;
+pub mod engine;
 pub mod job;
+pub mod plan;
+pub mod upscale;
 pub mod groups;
 pub mod chunks;
 pub mod interrupt;
 pub mod progress;
 #[cfg(test)]
 mod golden_window;
+#[cfg(test)]
+mod test_models;

@@ -517,4 +517,22 @@ mod tests {
         assert_eq!(default_overlap(256), 64);
         assert_eq!((default_overlap(8), default_overlap(16), default_overlap(40)), (0, 8, 8));
     }
+
+    #[test]
+    fn tile_flags_are_checked() {
+        use crate::pipeline::tiles::TileSize;
+        let f = |tile: TileSize, overlap: Option<usize>| TileOptions { tile, overlap }.check();
+        assert!(f(TileSize::Auto, None).is_ok() && f(TileSize::Fixed(64), Some(16)).is_ok() && f(TileSize::Fixed(64), Some(0)).is_ok());
+        assert!(f(TileSize::Fixed(64), Some(12)).unwrap_err().contains("--tile-overlap 12: must be a multiple of 8"));
+        assert!(f(TileSize::Fixed(64), Some(64)).unwrap_err().contains("--tile-overlap 64 must be below --tile 64"));
+        assert!("60".parse::<TileSize>().unwrap_err().contains("--tile 60: must be a multiple of 8"));
+        assert!("0".parse::<TileSize>().unwrap_err().contains("at least 8"));
+        assert!("big".parse::<TileSize>().unwrap_err().contains("auto or a size"));
+        assert_eq!("AUTO".parse::<TileSize>().unwrap(), TileSize::Auto);
+        assert_eq!("128".parse::<TileSize>().unwrap(), TileSize::Fixed(128));
+        // Auto with an overlap at least the tile it picked: named at plan time.
+        let o = TileOptions { tile: TileSize::Auto, overlap: Some(32) };
+        assert!(o.plan(64, 64, 32).unwrap_err().contains("picked by --tile auto"));
+        assert_eq!(o.plan(16, 16, 32).unwrap().tiles.len(), 1);
+    }
 }

@@ -1,0 +1,740 @@
+//! The job's GPU engine: the sampler step captured once per job and group size (the UNet on
+//! the CFG pairs of up to N windows, the guided DDIM step, the latents written back into the
+//! sample), the decode chunk captured once, both in one arena; the spatial tiles the job runs
+//! (`--tile`, measured for `--tile auto`); and the host-side cut and blend of tiles. The
+//! streaming loop that drives it is [`job`](crate::pipeline::job).
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::models::unet::UNetInputs;
+use crate::models::video_unet::VideoUNet;
+use crate::models::video_vae::Te3dVaeDecoder;
+use crate::ops::concat::copy;
+use crate::ops::layout::nfhwc_to_ncfhw;
+use crate::ops::noise::{gaussian_noise, source_frames};
+use crate::ops::sampler::{add_noise_into, guided_ddim_step_into, scale_into, StepSlots};
+use crate::pipeline::chunks::{fuse_chunk_into, ChunkWeights};
+use crate::pipeline::interrupt;
+use crate::pipeline::noise::Stream;
+use crate::pipeline::options::JobOptions;
+use crate::pipeline::scheduler::DdimStep;
+use crate::pipeline::tiles::{tile_for_binding, TilePlan, TileSize, BUFFER_HEADROOM, SCALE};
+use crate::pipeline::windows::WINDOW;
+use crate::step_values::{Scalar, StepValues};
+use crate::{DType, Gpu, Recorder, Tensor};
+
+/// Latent channels of the SD×4 family.
+pub(crate) const LATENT_CHANNELS: usize = 4;
+/// Channels of the (RGB) low-res conditioning image.
+pub(crate) const LR_CHANNELS: usize = 3;
+/// Frames per VAE decode chunk (as released).
+pub const DECODE_CHUNK: usize = 4;
+
+/// The spatial tiles of a job over the padded latent: the UNet's, the VAE's (in latent
+/// pixels) and the VAE's ×4 in output pixels (same tiles, weights recomputed at that size).
+#[derive(Clone, Debug)]
+pub struct JobTiles {
+    pub unet: TilePlan,
+    pub vae: TilePlan,
+    pub vae_px: TilePlan,
+    /// `--tile auto`: the measured bytes per latent pixel of the UNet's and the VAE's largest
+    /// tensors.
+    pub measured: Option<(f64, f64)>,
+}
+
+impl JobTiles {
+    /// One tile of the whole padded latent for both models (the untiled job).
+    pub fn whole(ph: usize, pw: usize) -> JobTiles {
+        JobTiles::new(TilePlan::new(ph, pw, ph.max(pw), 0).expect("one tile"), TilePlan::new(ph, pw, ph.max(pw), 0).expect("one tile"))
+    }
+    pub fn new(unet: TilePlan, vae: TilePlan) -> JobTiles {
+        let vae_px = vae.scaled(SCALE);
+        JobTiles { unet, vae, vae_px, measured: None }
+    }
+    /// In words, for the job's summary.
+    pub fn summary(&self) -> String {
+        format!("UNet {}; VAE {}", self.unet.summary(), self.vae.summary())
+    }
+}
+
+/// Latent side of the probe graphs `--tile auto` measures (a multiple of 8; every activation
+/// of both models scales with the tile's pixels, attention included: it is flash-style). Where
+/// the probe itself exceeds the binding limit (a tiny simulated limit), 8 is tried.
+pub(crate) const PROBE: usize = 16;
+
+/// Picks the job's tiles over the `ph`×`pw` padded latent: `--tile N` for both models, or for
+/// `--tile auto` the largest tile each model's biggest tensor allows under the adapter's binding
+/// limit (and its buffer limit, after
+/// [`BUFFER_HEADROOM`](crate::pipeline::tiles::BUFFER_HEADROOM)). The bytes per latent pixel
+/// are measured, not assumed: both graphs are captured once at a 16×16 probe
+/// latent (8×8 where that does not fit) and their largest tensors (arena activations, the
+/// sample and the decode input) divided by its pixels (an upper bound: the few tensors that do
+/// not grow with the tile only raise it). Where that bound asks for tiles, the whole frame's
+/// graph is also recorded (never allocated) and its largest tensor checked exactly: one tile
+/// when it fits.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<JobTiles> {
+    opts.tiles.check().map_err(anyhow::Error::msg)?;
+    let mut measured = None;
+    let (ut, vt) = match opts.tiles.tile {
+        TileSize::Fixed(n) => (n, n),
+        TileSize::Auto => {
+            let probe = match Engine::new(gpu, unet, vae, opts, PROBE, PROBE, unet_dtype, vae_dtype) {
+                Ok(p) => p,
+                Err(_) => Engine::new(gpu, unet, vae, opts, PROBE / 2, PROBE / 2, unet_dtype, vae_dtype).context("--tile auto: capturing the models at an 8x8 probe latent")?,
+            };
+            let px = {
+                let (h, w) = probe.tiles.unet.tile_size();
+                (h * w) as f64
+            };
+            let step = probe.step(1);
+            let unet_px = step.graph.largest_tensor_bytes().max(step.sample.bytes()) as f64 / px;
+            let vae_px = probe.vae_graph.largest_tensor_bytes().max(probe.vae_in.bytes()) as f64 / px;
+            drop(probe);
+            let (limit, buffer) = (gpu.max_binding(), gpu.limits.max_buffer_size);
+            log::info!("--tile auto: largest tensor per latent pixel: UNet {unet_px:.0} B, VAE decoder {vae_px:.0} B; binding limit {limit} B, buffer limit {buffer} B");
+            measured = Some((unet_px, vae_px));
+            let pick = |what: &str, per_px: f64| {
+                tile_for_binding(limit, buffer, per_px, ph, pw).map(|c| c.tile).map_err(|e| anyhow::anyhow!("--tile auto: the {what}'s largest tensor takes {per_px:.0} bytes per latent pixel: {e}"))
+            };
+            let (mut ut, mut vt) = (pick("UNet", unet_px)?, pick("VAE decoder", vae_px)?);
+            // Where the probe's bound asks for tiles, the whole frame recorded exactly (nothing
+            // allocated) may still fit: the TE-3DVAE splits an upsampling over the binding limit
+            // into frame groups, which a small probe never needs.
+            let fits = |largest: Result<u64>| largest.is_ok_and(|b| b <= limit.min((BUFFER_HEADROOM * buffer as f64) as u64));
+            let whole = ph.max(pw);
+            if ut < whole && fits(whole_frame_largest(gpu, |rec| unet_step_largest(rec, unet, opts, ph, pw, unet_dtype))) {
+                ut = whole;
+            }
+            if vt < whole && fits(whole_frame_largest(gpu, |rec| vae_chunk_largest(rec, vae, ph, pw, vae_dtype))) {
+                log::info!("--tile auto: the VAE decoder fits the whole frame once it splits its upsamplings");
+                vt = whole;
+            }
+            (ut, vt)
+        }
+    };
+    let plan = |t: usize| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
+    Ok(JobTiles { measured, ..JobTiles::new(plan(ut)?, plan(vt)?) })
+}
+
+/// The largest tensor `record` plans in a capture that is never allocated or run.
+fn whole_frame_largest(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> Result<()>) -> Result<u64> {
+    let mut rec = Recorder::capture(gpu);
+    record(&mut rec)?;
+    Ok(rec.planned_largest())
+}
+
+/// Records the UNet's forward on one window's CFG pair at `ph`×`pw` (inputs planned too).
+fn unet_step_largest(rec: &mut Recorder, unet: &VideoUNet, opts: &JobOptions, ph: usize, pw: usize, dtype: DType) -> Result<()> {
+    let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+    let sample = rec.empty(&[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, ph, pw], dtype)?;
+    let ctx = rec.empty(&[2, l, d], dtype)?;
+    let timestep = rec.empty(&[2], DType::F32)?;
+    let labels = rec.empty(&[2], DType::U32)?;
+    unet.forward(rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+    Ok(())
+}
+
+/// Records the VAE decoder's forward on one chunk at `ph`×`pw` (its input planned too).
+fn vae_chunk_largest(rec: &mut Recorder, vae: &Te3dVaeDecoder, ph: usize, pw: usize, dtype: DType) -> Result<()> {
+    let x = rec.empty(&[1, LATENT_CHANNELS, DECODE_CHUNK, ph, pw], dtype)?;
+    vae.forward(rec, &x)?;
+    Ok(())
+}
+
+/// What a window's noise is keyed by: the seed, and per frame of the window the absolute padded
+/// frame whose noise it takes (`ops::noise::source_frames`: rescheduled for the initial
+/// latents, the frame itself for the LR augmentation), as u32 tables on the GPU; and the LR
+/// augmentation's (√ᾱ, √(1−ᾱ)).
+pub(crate) struct WindowNoise {
+    seed: u64,
+    latent_frames: Tensor,
+    lr_frames: Tensor,
+    lr_coeffs: [f64; 2],
+}
+
+impl WindowNoise {
+    /// The window starting at padded frame `start`.
+    pub(crate) fn new(gpu: &Gpu, seed: u64, start: usize, lr_coeffs: [f64; 2]) -> Result<WindowNoise> {
+        let frames = start as u64..(start + WINDOW) as u64;
+        let table = |stream| -> Result<Tensor> { Tensor::from_u32(gpu, &source_frames(seed, stream, frames.clone())?, &[WINDOW]) };
+        Ok(WindowNoise { seed, latent_frames: table(Stream::Latent)?, lr_frames: table(Stream::LowRes)?, lr_coeffs })
+    }
+}
+
+/// One captured sampler step for `k` windows in one UNet call (batch 2k: the windows'
+/// negative halves, then their positive halves, as the guided step reads a CFG pair).
+struct StepGraph {
+    /// `[2k, 7, 8, h, w]` in the UNet's dtype: batch g < k is window slot g's negative half,
+    /// k + g its positive half; channels 0–3 latents, 4–6 noisy LR.
+    sample: Tensor,
+    /// `[k, 4, 8, h, w]`, f32: the latents between steps (spec §2.5: the release steps fp16
+    /// latents; f32 is the harmless improvement), copied into both halves of `sample`.
+    latents: Tensor,
+    /// `[2k]`.
+    timestep: Tensor,
+    graph: crate::kernel::Graph,
+}
+
+/// The per-job GPU state: the captured sampler steps (for the UNet's tile size; one per group
+/// size up to the job's windows per call, since a run's last group may be short) and one
+/// captured decode chunk (for the VAE's tile size), and the tiles.
+pub(crate) struct Engine<'g> {
+    pub(crate) gpu: &'g Gpu,
+    /// `steps[k − 1]` runs k windows per UNet call.
+    steps: Vec<StepGraph>,
+    values: StepValues,
+    /// The ILT weights ÷ the VAE's scaling factor ([`fuse_chunk_into`]).
+    chunk_weights: ChunkWeights,
+    vae_in: Tensor,
+    vae_out: Tensor,
+    vae_graph: crate::kernel::Graph,
+    pub(crate) tiles: JobTiles,
+}
+
+/// What one window of a group brings: its 8 padded LR frames `[3][8][ph][pw]` in [−1, 1] and
+/// its noise.
+pub(crate) struct WindowInput {
+    pub(crate) lr: Vec<f32>,
+    pub(crate) noise: WindowNoise,
+}
+
+impl<'g> Engine<'g> {
+    /// One tile of `ph`×`pw` for both models, one window per UNet call.
+    #[allow(clippy::too_many_arguments)]
+    fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+        Engine::tiled(gpu, unet, vae, opts, JobTiles::whole(ph, pw), 1, unet_dtype, vae_dtype)
+    }
+
+    /// The graphs for the tiles' sizes (the UNet's steps at the UNet tile for 1 to
+    /// `per_call` windows per call, the decode at the VAE tile).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn tiled(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, tiles: JobTiles, per_call: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+        let c = &unet.config.base;
+        if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
+            bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
+        }
+        for (name, e) in [("prompt", &opts.positive), ("negative prompt", &opts.negative)] {
+            if e.shape[2] != c.cross_attention_dim {
+                bail!("{name} embeddings are {:?} but the UNet's cross_attention_dim is {}: they come from another text encoder", e.shape, c.cross_attention_dim);
+            }
+        }
+        if opts.positive.shape != opts.negative.shape {
+            bail!("prompt embeddings {:?} and negative prompt embeddings {:?} differ in shape", opts.positive.shape, opts.negative.shape);
+        }
+        if tiles.unet.tiles.len() > 1 && per_call > 1 {
+            bail!("internal: windows are grouped only when the frame is one UNet tile");
+        }
+        let values = StepValues::new(gpu, &StepSlots::NAMES)?;
+
+        // The steps and the decode never run at the same time: one arena holds about the largest
+        // of the plans, not their sum. Safe because nothing of a step's activations is read after
+        // it runs (its result goes into its latents), and the decode's output is read as soon as
+        // it has run, before the next step. The decode is planned first: its tensors (at 4× the
+        // latent's size) are the larger, and a later plan reuses only buffers that hold its
+        // tensors; then the steps from the most windows per call down.
+        let arena = crate::kernel::Arena::for_gpu(gpu);
+        let (vh, vw) = tiles.vae.tile_size();
+        let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
+        let mut rec = Recorder::capture_in(gpu, &arena);
+        let vae_out = vae.forward(&mut rec, &vae_in)?;
+        let vae_graph = rec.into_graph()?;
+        let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * vh, SCALE * vw];
+        if vae_out.shape() != want {
+            bail!("the VAE decoder gives {:?} for latents {:?}; the pipeline needs a ×4 decoder ({want:?})", vae_out.shape(), vae_in.shape());
+        }
+        let mut steps = (1..=per_call.max(1))
+            .rev()
+            .map(|k| {
+                let step = capture_step(gpu, &arena, unet, opts, tiles.unet.tile_size(), k, &values, unet_dtype);
+                if per_call > 1 {
+                    step.with_context(|| format!("capturing the sampler step for {k} windows per UNet call (--windows-per-call {} asked for; 1 needs the least memory)", per_call))
+                } else {
+                    step
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        steps.reverse();
+        let chunk_weights = ChunkWeights::new(gpu, opts.ilt, vae.config.scaling_factor as f32)?;
+        Ok(Engine { gpu, steps, values, chunk_weights, vae_in, vae_out, vae_graph, tiles })
+    }
+
+    /// The captured step for `k` windows per call.
+    fn step(&self, k: usize) -> &StepGraph {
+        &self.steps[k - 1]
+    }
+
+    /// Decodes the chunk that becomes final when window `cur` ends ([`fuse_chunk_into`]: window
+    /// 0's first half, the ILT blend of `prev`'s second half with `cur`'s first, or after the last
+    /// window `prev`'s second half; each `[1, 4, 8, ph, pw]` f32 on the GPU) to RGB
+    /// `[3][4][4ph][4pw]`. One VAE tile: fused straight into the decoder's input. Several: the
+    /// fused chunk is read back, cut per VAE tile, and the tiles' ×4 pixels blended with the ×4
+    /// plan's feathered weights.
+    pub(crate) fn decode_fused(&self, prev: Option<&Tensor>, cur: Option<&Tensor>) -> Result<Vec<f32>> {
+        let gpu = self.gpu;
+        let plan = &self.tiles.vae;
+        let mut rec = gpu.recorder();
+        if plan.tiles.len() == 1 {
+            fuse_chunk_into(&mut rec, prev, cur, &self.chunk_weights, &self.vae_in)?;
+            rec.submit();
+            self.vae_graph.run(gpu)?;
+            return self.vae_out.to_f32(gpu);
+        }
+        let chunk = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, plan.height, plan.width], DType::F32)?;
+        fuse_chunk_into(&mut rec, prev, cur, &self.chunk_weights, &chunk)?;
+        rec.submit();
+        let latents = chunk.to_f32(gpu)?;
+        let outs = (0..plan.tiles.len()).map(|t| self.decode(&cut_planes(plan, &latents, LATENT_CHANNELS * DECODE_CHUNK, t))).collect::<Result<Vec<_>>>()?;
+        Ok(blend_planes(&self.tiles.vae_px, &outs, LR_CHANNELS * DECODE_CHUNK))
+    }
+
+    /// Denoises a group of windows (at most the engine's windows per call) through all steps.
+    /// One UNet tile covering the frame: [`Engine::load_sample`] builds each window's sample
+    /// on the GPU in its batch slot, all steps run once for the group, and each window's final
+    /// latents stay on the GPU (copied out of the step's state). Several tiles (one window per
+    /// group): per tile, the sample of the tile, all steps, and the tile's final latents read
+    /// back; the tiles are blended with the plan's feathered weights. Returns each window's final
+    /// latents `[1, 4, 8, ph, pw]`, f32, on the GPU.
+    pub(crate) fn denoise_group(&mut self, group: &[WindowInput], steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<Vec<Tensor>> {
+        let plan = self.tiles.unet.clone();
+        let k = group.len();
+        ensure!((1..=self.steps.len()).contains(&k), "internal: a group of {k} windows; the engine runs 1 to {}", self.steps.len());
+        if plan.tiles.len() == 1 {
+            for (slot, w) in group.iter().enumerate() {
+                self.load_sample(k, slot, &w.lr, &w.noise, 0, 0)?;
+            }
+            self.run_steps(k, steps, guidance, on_step)?;
+            return (0..k).map(|slot| self.final_latents(k, slot)).collect();
+        }
+        ensure!(k == 1, "internal: windows are grouped only when the frame is one UNet tile");
+        let n = steps.len();
+        let mut outs = Vec::with_capacity(plan.tiles.len());
+        for (t, tile) in plan.tiles.iter().enumerate() {
+            self.load_sample(1, 0, &cut_planes(&plan, &group[0].lr, LR_CHANNELS * WINDOW, t), &group[0].noise, tile.rows.start as u32, tile.cols.start as u32)?;
+            self.run_steps(1, steps, guidance, |s| on_step(t * n + s))?;
+            outs.push(self.step(1).latents.to_f32(self.gpu)?);
+        }
+        let whole = blend_planes(&plan, &outs, LATENT_CHANNELS * WINDOW);
+        Ok(vec![Tensor::from_f32(self.gpu, &whole, &[1, LATENT_CHANNELS, WINDOW, plan.height, plan.width], DType::F32)?])
+    }
+
+    /// Writes one tile's sample on the GPU into batch slot `slot` of the `k`-window step: the
+    /// f32 latents `[4][8][th][tw]` from the initial noise (rescheduled, keyed by absolute frame
+    /// and the tile's position (y0, x0) in the padded frame), and both CFG halves of the sample
+    /// `[7][8][th][tw]`: channels 0–3 those latents, channels 4–6 the LR tile (`[3][8][th][tw]`)
+    /// augmented with its own noise (`ops::sampler::add_noise_into`).
+    fn load_sample(&self, k: usize, slot: usize, lr_tile: &[f32], window: &WindowNoise, y0: u32, x0: u32) -> Result<()> {
+        let gpu = self.gpu;
+        let step = self.step(k);
+        let s = step.sample.shape().to_vec();
+        let (th, tw, dt) = (s[3], s[4], step.sample.dtype());
+        let lr = Tensor::from_f32(gpu, lr_tile, &[1, LR_CHANNELS, WINDOW, th, tw], dt)?;
+        let latents = step.latents.narrow(0, slot, 1)?;
+        let mut rec = gpu.recorder();
+        let z = gaussian_noise(&mut rec, &window.latent_frames, window.seed, Stream::Latent, y0, x0, [th, tw, LATENT_CHANNELS], DType::F32)?;
+        let z = nfhwc_to_ncfhw(&mut rec, &z.reshape(&[1, WINDOW, th, tw, LATENT_CHANNELS])?)?;
+        copy(&mut rec, &z, &latents)?;
+        let e = gaussian_noise(&mut rec, &window.lr_frames, window.seed, Stream::LowRes, y0, x0, [th, tw, LR_CHANNELS], dt)?;
+        let e = nfhwc_to_ncfhw(&mut rec, &e.reshape(&[1, WINDOW, th, tw, LR_CHANNELS])?)?;
+        let [c0, c1] = window.lr_coeffs.map(|c| Scalar::Const(c as f32));
+        for half in [slot, k + slot] {
+            let b = step.sample.narrow(0, half, 1)?;
+            scale_into(&mut rec, &latents, &Scalar::Const(1.0), &b.narrow(1, 0, LATENT_CHANNELS)?)?;
+            add_noise_into(&mut rec, &lr, &e, &c0, &c1, &b.narrow(1, LATENT_CHANNELS, LR_CHANNELS)?)?;
+        }
+        rec.submit();
+        Ok(())
+    }
+
+    /// Denoises a group of windows through all steps from samples built on the host (each
+    /// `[2, 7, 8, h, w]`, both halves' latents alike); returns their final latents on the GPU.
+    #[cfg(test)]
+    fn denoise(&mut self, samples: &[&[f32]], steps: &[DdimStep], guidance: f32, on_step: impl FnMut(usize)) -> Result<Vec<Tensor>> {
+        let k = samples.len();
+        let step = self.step(k);
+        let half = step.sample.numel() / (2 * k);
+        let lat = step.latents.numel() / k;
+        for (slot, s) in samples.iter().enumerate() {
+            step.sample.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..half])?;
+            step.sample.narrow(0, k + slot, 1)?.write_f32(self.gpu, &s[half..])?;
+            step.latents.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..lat])?;
+        }
+        self.run_steps(k, steps, guidance, on_step)?;
+        (0..k).map(|slot| self.final_latents(k, slot)).collect()
+    }
+
+    /// All DDIM steps of the `k`-window step on its latents in place (one replay of the
+    /// captured step each). Nothing is read back.
+    fn run_steps(&mut self, k: usize, steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<()> {
+        for (i, s) in steps.iter().enumerate() {
+            StepSlots::set(&mut self.values, &s.coeffs, guidance)?;
+            self.values.upload(self.gpu)?;
+            let step = self.step(k);
+            step.timestep.write_f32(self.gpu, &vec![s.t as f32; 2 * k])?;
+            step.graph.run(self.gpu)?;
+            on_step(i + 1);
+            interrupt::check()?;
+        }
+        Ok(())
+    }
+
+    /// A copy of slot `slot`'s latents after the last step of the `k`-window step (the next
+    /// group's steps overwrite them).
+    fn final_latents(&self, k: usize, slot: usize) -> Result<Tensor> {
+        let latents = self.step(k).latents.narrow(0, slot, 1)?;
+        let out = Tensor::empty(self.gpu, latents.shape(), DType::F32)?;
+        let mut rec = self.gpu.recorder();
+        copy(&mut rec, &latents, &out)?;
+        rec.submit();
+        Ok(out)
+    }
+
+    /// Decodes a chunk of 4 latent frames (`[4][4][h][w]`, already ÷ the scaling factor) to RGB
+    /// `[3][4][4h][4w]`.
+    fn decode(&self, latents: &[f32]) -> Result<Vec<f32>> {
+        self.vae_in.write_f32(self.gpu, latents)?;
+        self.vae_graph.run(self.gpu)?;
+        self.vae_out.to_f32(self.gpu)
+    }
+}
+
+/// Captures the sampler step for `k` windows per UNet call at a `th`×`tw` latent in `arena`:
+/// the UNet on the k CFG pairs, then guidance and DDIM (η = 0, v-prediction) in one pass, in
+/// place on the f32 latents — x ← a·x + b·(v_u + g·(v_c − v_u)) — and x into both CFG halves of
+/// the sample.
+#[allow(clippy::too_many_arguments)]
+fn capture_step(gpu: &Gpu, arena: &crate::kernel::Arena, unet: &VideoUNet, opts: &JobOptions, (th, tw): (usize, usize), k: usize, values: &StepValues, dtype: DType) -> Result<StepGraph> {
+    let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+    // The context: k negative prompts, then k positive ones (the sample's batch order).
+    let ctx: Vec<f32> = [&opts.negative.data, &opts.positive.data].iter().flat_map(|e| std::iter::repeat_n(e.as_slice(), k).flatten().copied()).collect();
+    let ctx = Tensor::from_f32(gpu, &ctx, &[2 * k, l, d], dtype)?;
+    let sample = Tensor::empty(gpu, &[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?;
+    let timestep = Tensor::from_f32(gpu, &vec![0.0; 2 * k], &[2 * k], DType::F32)?;
+    let labels = Tensor::from_u32(gpu, &vec![opts.noise_level; 2 * k], &[2 * k])?;
+    let latents = Tensor::empty(gpu, &[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?;
+    let mut rec = Recorder::capture_in(gpu, arena);
+    let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+    let [a, b, g] = StepSlots::scalars(values)?;
+    guided_ddim_step_into(&mut rec, &latents, &v, &a, &b, &g, &latents)?;
+    load_latents(&mut rec, &latents, &sample)?;
+    let graph = rec.into_graph()?;
+    Ok(StepGraph { sample, latents, timestep, graph })
+}
+
+/// The f32 latents `[k, 4, 8, h, w]` into the latent channels of both CFG halves of each
+/// window slot of `sample` (`[2k, 7, 8, h, w]`, in the UNet's dtype): one copy per batch element,
+/// since a view spans whole leading batch elements only.
+fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result<()> {
+    let k = latents.shape()[0];
+    for slot in 0..k {
+        let z = latents.narrow(0, slot, 1)?;
+        for half in [slot, k + slot] {
+            scale_into(rec, &z, &Scalar::Const(1.0), &sample.narrow(0, half, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Windows through the job's engine, for the pipeline golden test (`pipeline::golden_window`):
+/// builds the [`Engine`] for an `h`×`w` latent with `per_call` windows per UNet call, denoises
+/// `samples` (each `[2, 7, 8, h, w]` laid out as [`run_job`] builds it; window i starts at frame
+/// 4i) in groups of `per_call` through `opts.steps` released DDIM steps, and, when `decode`,
+/// decodes every chunk as [`run_job`] does ([`Engine::decode_fused`]: the ILT fuse on the GPU, ÷
+/// the VAE's scaling factor). Returns each window's final latents `[4][8][h][w]` and the decoded
+/// chunks `[3][4][4h][4w]` (before the clamp), one more than the windows.
+#[cfg(test)]
+pub(crate) type FinalsAndChunks = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn denoise_and_decode_windows(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, h: usize, w: usize, per_call: usize, unet_dtype: DType, vae_dtype: DType, samples: &[Vec<f32>], decode: bool) -> Result<FinalsAndChunks> {
+    let steps = crate::pipeline::scheduler::Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
+    let mut engine = Engine::tiled(gpu, unet, vae, opts, JobTiles::whole(h, w), per_call, unet_dtype, vae_dtype)?;
+    let (mut finals, mut chunks) = (Vec::new(), Vec::new());
+    let mut prev: Option<Tensor> = None;
+    for group in samples.chunks(per_call) {
+        let group: Vec<&[f32]> = group.iter().map(Vec::as_slice).collect();
+        for z in engine.denoise(&group, &steps, opts.guidance, |_| {})? {
+            if decode {
+                chunks.push(engine.decode_fused(prev.as_ref(), Some(&z))?);
+            }
+            finals.push(z.to_f32(gpu)?);
+            prev = Some(z);
+        }
+    }
+    if decode {
+        chunks.push(engine.decode_fused(prev.as_ref(), None)?);
+    }
+    Ok((finals, chunks))
+}
+
+/// Tile `t` of `planes` stacked `[h][w]` planes (`data`: `[planes][h][w]` over the plan's
+/// whole size), as `[planes][th][tw]`.
+fn cut_planes(plan: &TilePlan, data: &[f32], planes: usize, t: usize) -> Vec<f32> {
+    let size = plan.height * plan.width;
+    assert_eq!(data.len(), planes * size);
+    data.chunks_exact(size).flat_map(|p| plan.cut(p, t)).collect()
+}
+
+/// The feathered blend of every tile's `[planes][th][tw]` into `[planes][h][w]`.
+fn blend_planes(plan: &TilePlan, tiles: &[Vec<f32>], planes: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(planes * plan.height * plan.width);
+    for p in 0..planes {
+        let plane: Vec<Vec<f32>> = plan
+            .tiles
+            .iter()
+            .zip(tiles)
+            .map(|(t, d)| {
+                let n = t.rows.len() * t.cols.len();
+                d[p * n..(p + 1) * n].to_vec()
+            })
+            .collect();
+        out.extend(plan.blend(&plane));
+    }
+    out
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::registry::{Model, ModelKind};
+    use crate::pipeline::options::PromptEmbeds;
+    use crate::pipeline::scheduler::LowResNoise;
+    use crate::pipeline::test_models::{micro_models, test_options, tiny_models};
+    use crate::pipeline::tiles::TileOptions;
+    use crate::pipeline::windows::Ilt;
+    use crate::pipeline::groups::WindowsPerCall;
+    use crate::testutil::{assert_close, fresh_seed, test_gpu, Rng};
+    use crate::video::color::MatrixChoice;
+
+    /// The UNet's CFG-pair forward at an `h`×`w` latent (f32), captured alone in an arena of its own.
+    fn unet_alone(gpu: &crate::Gpu, unet: &VideoUNet, opts: &JobOptions, h: usize, w: usize) -> crate::kernel::Graph {
+        let d = unet.config.base.cross_attention_dim;
+        let sample = Tensor::empty(gpu, &[2, 7, WINDOW, h, w], DType::F32).unwrap();
+        let ctx = Tensor::empty(gpu, &[2, 77, d], DType::F32).unwrap();
+        let ts = Tensor::from_f32(gpu, &[1.0; 2], &[2], DType::F32).unwrap();
+        let labels = Tensor::from_u32(gpu, &[opts.noise_level; 2], &[2]).unwrap();
+        let mut rec = Recorder::capture(gpu);
+        unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
+        rec.into_graph().unwrap()
+    }
+
+    /// Dispatches of [`unet_alone`]'s graph.
+    fn unet_dispatches(gpu: &crate::Gpu, unet: &VideoUNet, opts: &JobOptions, h: usize, w: usize) -> usize {
+        unet_alone(gpu, unet, opts, h, w).dispatches()
+    }
+
+    /// The step and the decode never run at once, so they share one arena: the engine holds
+    /// less than the two plans made apart.
+    #[test]
+    fn step_and_decode_share_one_arena() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let seed = fresh_seed();
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(seed), seed, 1);
+        let (h, w) = (8, 16);
+        let engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        assert_eq!(engine.step(1).graph.planned_bytes(), engine.vae_graph.planned_bytes(), "one arena");
+        let vae_alone = {
+            let x = Tensor::empty(&gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, h, w], dt).unwrap();
+            let mut rec = Recorder::capture(&gpu);
+            let _out = vae.forward(&mut rec, &x).unwrap();
+            rec.into_graph().unwrap().planned_bytes()
+        };
+        let step_alone = unet_alone(&gpu, &unet, &opts, h, w).planned_bytes();
+        let shared = engine.step(1).graph.planned_bytes();
+        eprintln!("activations: step alone {step_alone} B, decode alone {vae_alone} B, shared {shared} B");
+        assert!(shared < step_alone + vae_alone, "shared {shared} B is not below {step_alone} + {vae_alone} B");
+        assert!(shared >= step_alone.max(vae_alone) / 2, "shared {shared} B: implausibly small");
+    }
+
+    /// The sample `Engine::load_sample` builds on the GPU for a tile at (8, 24) of window 3
+    /// (whose latent noise is rescheduled) equals the host construction: `pipeline::noise` at
+    /// the absolute frames and positions, `scheduler::add_noise`, both CFG halves alike; the
+    /// f32 latents are the sample's. The captured step is the UNet and three sampler dispatches.
+    /// (What the step computes, replayed over steps, is checked against the official pipeline by
+    /// `pipeline::golden_window`.)
+    #[test]
+    fn gpu_window_sample_matches_the_host_construction() {
+        use crate::pipeline::noise;
+        use crate::pipeline::scheduler::add_noise;
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut rng, seed, 1);
+        let (h, w) = (8, 16);
+        let engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        assert_eq!(engine.step(1).graph.dispatches(), unet_dispatches(&gpu, &unet, &opts, h, w) + 3, "the step is the UNet, one guided DDIM step and two copies");
+        let plane = h * w;
+        let lr = rng.normals(LR_CHANNELS * WINDOW * plane, 0.5);
+        let (start, y0, x0) = (12, 8, 24);
+        let coeffs = LowResNoise::released().coeffs(opts.noise_level).unwrap();
+        engine.load_sample(1, 0, &lr, &WindowNoise::new(&gpu, seed, start, coeffs).unwrap(), y0, x0).unwrap();
+        let got = engine.step(1).sample.to_f32(&gpu).unwrap();
+        assert_eq!(engine.step(1).latents.to_f32(&gpu).unwrap(), got[..LATENT_CHANNELS * WINDOW * h * w], "the f32 latents are the sample's");
+
+        let batch = (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane;
+        let mut want = vec![0f32; 2 * batch];
+        for k in 0..WINDOW {
+            let f = (start + k) as u64;
+            let z = noise::latent_noise(seed, f, y0, x0, h, w);
+            let n = noise::noise_region(seed, Stream::LowRes, f as u32, LR_CHANNELS, y0, x0, h, w);
+            let frame: Vec<f32> = (0..LR_CHANNELS).flat_map(|c| lr[(c * WINDOW + k) * plane..(c * WINDOW + k + 1) * plane].to_vec()).collect();
+            let aug = add_noise(&frame, &n, coeffs);
+            for b in 0..2 {
+                for c in 0..LATENT_CHANNELS {
+                    let o = b * batch + (c * WINDOW + k) * plane;
+                    want[o..o + plane].copy_from_slice(&z[c * plane..(c + 1) * plane]);
+                }
+                for c in 0..LR_CHANNELS {
+                    let o = b * batch + ((LATENT_CHANNELS + c) * WINDOW + k) * plane;
+                    want[o..o + plane].copy_from_slice(&aug[c * plane..(c + 1) * plane]);
+                }
+            }
+        }
+        assert_close(&format!("window sample (seed {seed})"), &got, &want, 1e-5);
+    }
+
+    /// The job's tile paths on the host: cutting a window's planes into UNet tiles and blending
+    /// them back gives the window (a constant stays constant across seams); and the VAE path —
+    /// latent tiles cut, each "decoded" ×4 (here nearest-neighbour, which commutes with
+    /// cutting), blended with the ×4 plan — equals decoding the whole chunk.
+    #[test]
+    fn tiles_cut_and_blend_back_in_latents_and_in_pixels() {
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (ph, pw) = (24, 40);
+        let unet = TilePlan::new(ph, pw, 24, 8).unwrap();
+        let vae = TilePlan::new(ph, pw, 16, 8).unwrap();
+        let tiles = JobTiles::new(unet, vae);
+        assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (2, 2 * 4));
+        assert!(tiles.summary().contains("2x1 = 2 tiles of 24x24") && tiles.summary().contains("4x2 = 8 tiles of 16x16"), "{}", tiles.summary());
+        let planes = 5;
+        let data = rng.normals(planes * ph * pw, 1.0);
+        let plan = &tiles.unet;
+        let cut: Vec<Vec<f32>> = (0..plan.tiles.len()).map(|t| cut_planes(plan, &data, planes, t)).collect();
+        assert!(cut.iter().all(|c| c.len() == planes * 24 * 24));
+        assert_close(&format!("UNet tiles blended back (seed {seed})"), &blend_planes(plan, &cut, planes), &data, 1e-6);
+        let k = 0.25 + rng.uniform();
+        let consts: Vec<Vec<f32>> = cut.iter().map(|c| vec![k; c.len()]).collect();
+        assert!(blend_planes(plan, &consts, planes).iter().all(|v| (v - k).abs() < 1e-5));
+
+        let up = |x: &[f32], h: usize, w: usize| -> Vec<f32> {
+            x.chunks_exact(h * w).flat_map(|p| (0..SCALE * h).flat_map(move |y| (0..SCALE * w).map(move |c| p[(y / SCALE) * w + c / SCALE]))).collect()
+        };
+        let (vh, vw) = tiles.vae.tile_size();
+        let decoded: Vec<Vec<f32>> = (0..tiles.vae.tiles.len()).map(|t| up(&cut_planes(&tiles.vae, &data, planes, t), vh, vw)).collect();
+        let got = blend_planes(&tiles.vae_px, &decoded, planes);
+        assert_close(&format!("VAE pixel tiles blended (seed {seed})"), &got, &up(&data, ph, pw), 1e-5);
+        // One tile: the whole frame, weights exactly 1.
+        let one = JobTiles::whole(ph, pw);
+        assert_eq!((one.unet.tiles.len(), one.vae_px.tiles.len()), (1, 1));
+        assert!(one.vae_px.tiles[0].weights.iter().all(|&w| w == 1.0));
+    }
+
+    /// `--tile auto` on a GPU with a small binding limit (as `DIFFVSR_MAX_BINDING` simulates):
+    /// both models get several tiles, the VAE's smaller (its tensors at ×4 are the largest), and
+    /// the graphs for those tiles capture within the limit; a UNet tile one step larger than
+    /// auto's is refused with an error naming `--tile`. Without the limit: one tile each.
+    #[test]
+    fn tile_auto_fits_the_binding_limit() {
+        use crate::gpu::GpuOptions;
+        let dt = DType::F32;
+        let limit = 3_000_000;
+        let gpu = Gpu::new(&GpuOptions { max_binding: Some(limit), ..GpuOptions::from_env() }).unwrap();
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let d = unet.config.base.cross_attention_dim;
+        let mut rng = Rng::new(3);
+        let e = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto };
+        let (ph, pw) = (24, 40);
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
+        let (un, vn) = (tiles.unet.tiles.len(), tiles.vae.tiles.len());
+        assert!(un > 1 && vn > un, "{}", tiles.summary());
+        Engine::tiled(&gpu, &unet, &vae, &opts, tiles.clone(), 1, dt, dt).unwrap();
+        // A square UNet tile whose largest tensor (at the measured bytes per pixel) passes the limit.
+        let (unet_px, _) = tiles.measured.unwrap();
+        let s = ((limit as f64 / unet_px).sqrt() as usize / 8 + 1) * 8;
+        let bigger = TilePlan::new(s, s, s, 0).unwrap();
+        let err = Engine::tiled(&gpu, &unet, &vae, &opts, JobTiles::new(bigger, tiles.vae.clone()), 1, dt, dt).err().expect("a larger UNet tile must not fit").to_string();
+        assert!(err.contains("--tile") && err.contains("max_storage_buffer_binding_size"), "{err}");
+
+        let gpu = test_gpu();
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
+        assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+    }
+
+    /// `--tile auto` where the probe's per-pixel bound asks for tiles but the TE-3DVAE fits the
+    /// whole frame once it splits its upsampling into frame groups: a decoder whose last
+    /// upsampler is twice as wide as the resnet after it (block_out_channels [32, 64, 64], as
+    /// the released decoder's 256 → 128), an 8×16 latent, a 1 MiB binding limit. The whole
+    /// frame's graph, recorded exactly, fits: one VAE tile, and its graph captures within the
+    /// limit. (The split decode's values: `tests/video_vae_golden.rs`.)
+    #[test]
+    fn tile_auto_lets_the_vae_split_instead_of_tiling() {
+        use crate::gpu::GpuOptions;
+        use crate::weights::WeightStore;
+        let dt = DType::F32;
+        let limit = 1 << 20;
+        let gpu = Gpu::new(&GpuOptions { max_binding: Some(limit), ..GpuOptions::from_env() }).unwrap();
+        let (unet, _) = micro_models(&gpu, dt);
+        let dir = std::env::temp_dir().join(format!("diffvsr-split-vae-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("vae_config.json");
+        std::fs::write(&config, r#"{"_class_name": "AutoencoderKLTemporalDecoder", "block_out_channels": [32, 64, 64], "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "out_channels": 3, "scaling_factor": 0.08333}"#).unwrap();
+        let vae = match crate::models::registry::load_model_from(&gpu, ModelKind::Te3dVaeDecoder, Some(&config), &mut WeightStore::synthetic(2), dt).unwrap() {
+            Model::Te3dVaeDecoder(v) => v,
+            _ => unreachable!(),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(4), 1, 1);
+        let (ph, pw) = (8, 16);
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
+        let (_, vae_px) = tiles.measured.unwrap();
+        let probe_only = tile_for_binding(gpu.max_binding(), gpu.limits.max_buffer_size, vae_px, ph, pw).unwrap().tile;
+        assert!(probe_only < pw, "the probe's bound alone already fits the frame ({probe_only}): the test shows nothing");
+        assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+        let engine = Engine::tiled(&gpu, &unet, &vae, &opts, tiles, 1, dt, dt).unwrap();
+        assert!(engine.vae_graph.largest_tensor_bytes() <= limit, "{} B", engine.vae_graph.largest_tensor_bytes());
+    }
+
+    /// What `--tile auto` picks for the released models (their configs, seeded random weights,
+    /// the default dtypes: UNet f16 where the adapter has it, VAE f32) for a 720p output
+    /// (180×320 LR, latent 184×320) on a GPU with a 2 GiB binding limit. Prints the measured
+    /// bytes per latent pixel and the tiles; captures only the probe graphs. Slow on a software
+    /// adapter (it builds the full-size models): `cargo test --lib released_tiles -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn released_tiles_for_720p_under_2_gib() {
+        use crate::gpu::GpuOptions;
+        use crate::models::registry::{default_dtype, load_model_from, Model, ModelKind};
+        let gpu = Gpu::new(&GpuOptions { max_binding: Some(2 << 30), ..GpuOptions::from_env() }).unwrap();
+        let (ud, vd) = (default_dtype(&gpu, ModelKind::DiffvsrUnet), default_dtype(&gpu, ModelKind::Te3dVaeDecoder));
+        let mut store = crate::weights::WeightStore::synthetic(1);
+        let Model::VideoUnet(unet) = load_model_from(&gpu, ModelKind::DiffvsrUnet, None, &mut store, ud).unwrap() else { unreachable!() };
+        let Model::Te3dVaeDecoder(vae) = load_model_from(&gpu, ModelKind::Te3dVaeDecoder, None, &mut store, vd).unwrap() else { unreachable!() };
+        let d = unet.config.base.cross_attention_dim;
+        let e = PromptEmbeds::new(vec![0.1; 77 * d], vec![1, 77, d]).unwrap();
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto };
+        let tiles = choose_tiles(&gpu, &unet, &vae, &opts, 184, 320, ud, vd).unwrap();
+        let (u, v) = tiles.measured.unwrap();
+        eprintln!("{}: UNet ({ud:?}) {u:.0} B, VAE ({vd:?}) {v:.0} B per latent pixel; at this adapter's binding limit ({} B): {}", gpu.describe(), gpu.max_binding(), tiles.summary());
+        // A software adapter binds less than 2 GiB: the choice at exactly 2 GiB, from the same
+        // measurements.
+        let two = 2u64 << 30;
+        assert!(v * (184.0 * 320.0) > two as f64, "one whole 720p VAE chunk would fit 2 GiB");
+        let at = |per_px: f64| {
+            let t = crate::pipeline::tiles::tile_for_binding(two, u64::MAX, per_px, 184, 320).unwrap().tile;
+            TilePlan::new(184, 320, t, crate::pipeline::tiles::default_overlap(t)).unwrap()
+        };
+        let t2 = JobTiles::new(at(u), at(v));
+        let (vh, vw) = t2.vae.tile_size();
+        assert!(v * (vh * vw) as f64 <= two as f64);
+        eprintln!("at a 2 GiB binding limit: {}", t2.summary());
+    }
+}

@@ -1,0 +1,78 @@
+//! What a job is given: its options and the prompt embeddings.
+
+use anyhow::{bail, Context, Result};
+
+use crate::pipeline::groups::WindowsPerCall;
+use crate::pipeline::tiles::TileOptions;
+use crate::pipeline::windows::{FrameRange, Ilt};
+use crate::video::color::MatrixChoice;
+
+/// Text embeddings `[1, L, D]` on the host (from the text encoder or a `--prompt-embeds` file).
+#[derive(Clone, Debug)]
+pub struct PromptEmbeds {
+    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+}
+
+impl PromptEmbeds {
+    pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Result<PromptEmbeds> {
+        if shape.len() != 3 || shape[0] != 1 || shape.iter().product::<usize>() != data.len() {
+            bail!("prompt embeddings must be [1, L, D] with matching data, got shape {shape:?} and {} values", data.len());
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            bail!("prompt embeddings hold a non-finite value at {i}");
+        }
+        Ok(PromptEmbeds { data, shape })
+    }
+
+    /// Reads `prompt_embeds [1, L, D]` from a safetensors file (as `encode-prompt` writes it).
+    pub fn from_file(path: &std::path::Path) -> Result<PromptEmbeds> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+        let t = st.tensor("prompt_embeds").with_context(|| format!("{}: no tensor 'prompt_embeds'", path.display()))?;
+        let data: Vec<f32> = match t.dtype() {
+            safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            safetensors::Dtype::F16 => t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            d => bail!("{}: prompt_embeds is {d:?}; expected F32 or F16", path.display()),
+        };
+        PromptEmbeds::new(data, t.shape().to_vec()).with_context(|| format!("{}", path.display()))
+    }
+}
+
+/// What the job does.
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    /// DDIM steps (≥ 1).
+    pub steps: usize,
+    /// Classifier-free guidance scale.
+    pub guidance: f32,
+    /// Low-res noise level (also the UNet's class label), 0…350.
+    pub noise_level: u32,
+    /// Seeds all noise (latents, LR augmentation, rescheduling permutations).
+    pub seed: u64,
+    pub ilt: Ilt,
+    /// Positive and negative prompt embeddings, each `[1, 77, D]`.
+    pub positive: PromptEmbeds,
+    pub negative: PromptEmbeds,
+    /// YUV ↔ RGB matrix.
+    pub matrix: MatrixChoice,
+    /// `--frames START:END`: emit only these output frames (None: all).
+    pub frames: Option<FrameRange>,
+    /// `--tile`, `--tile-overlap`: spatial tiles of the UNet and the VAE.
+    pub tiles: TileOptions,
+    /// `--windows-per-call`: windows denoised together in one UNet call ([`groups`]).
+    pub windows_per_call: WindowsPerCall,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_embeds_are_checked() {
+        assert!(PromptEmbeds::new(vec![0.0; 6], vec![1, 2, 3]).is_ok());
+        assert!(PromptEmbeds::new(vec![0.0; 6], vec![2, 1, 3]).is_err());
+        assert!(PromptEmbeds::new(vec![0.0; 5], vec![1, 2, 3]).is_err());
+        assert!(PromptEmbeds::new(vec![f32::NAN; 6], vec![1, 2, 3]).is_err());
+    }
+}

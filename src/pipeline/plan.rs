@@ -1,0 +1,172 @@
+//! `upscale --plan`: what a run would do, without loading a model or reading a frame.
+
+use std::io::Read;
+
+use anyhow::{bail, Context, Result};
+
+use crate::pipeline::engine::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS, PROBE};
+use crate::pipeline::groups::{self, WindowsPerCall};
+use crate::pipeline::tiles::{LatentPad, TileOptions, TileSize, SCALE};
+use crate::pipeline::windows::{self, FrameRange, STRIDE, WINDOW};
+use crate::video::y4m::Reader;
+
+/// A y4m file's header and frame count (from its size; `None` when the size is not a whole
+/// number of plain frames, or the path is not a regular file, e.g. a pipe).
+pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header, Option<usize>)> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+    let meta = f.metadata().with_context(|| format!("reading {}", p.display()))?;
+    let size = meta.len();
+    // The header line, as written (its length locates the first frame).
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while f.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+        if line.len() > 4096 {
+            bail!("{}: not a y4m stream header (no end of line in 4096 bytes)", p.display());
+        }
+    }
+    let reader = Reader::new(std::io::Cursor::new([line.as_slice(), b"\n"].concat()))?;
+    let h = reader.header().clone();
+    let fb = 6 + h.format().frame_bytes().context("the frame size overflows")? as u64;
+    let body = size - (line.len() as u64 + 1).min(size);
+    // Exact when no FRAME line carries parameters (as ffmpeg writes them).
+    let t = (meta.is_file() && body % fb == 0).then_some((body / fb) as usize);
+    Ok((h, t))
+}
+
+/// What `--plan` prints: the windows to run, the segment, the spatial tiles and a memory
+/// estimate, without loading a model or reading a frame. The frame count comes from the input
+/// file's size (a stream on stdin has no known length: the plan then gives the windows as they
+/// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
+/// whose tiles depend on the models' measured tensors and are picked when they load).
+#[allow(clippy::too_many_arguments)]
+pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
+    use crate::gpu::human_bytes;
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let (header, t): (crate::video::y4m::Header, Option<usize>) = match input {
+        Some(p) => y4m_file_frames(p)?,
+        None => (Reader::new(std::io::stdin().lock())?.header().clone(), None),
+    };
+    let fmt = header.format();
+    let pad = LatentPad::new(fmt.height as usize, fmt.width as usize);
+    let (ph, pw) = pad.padded();
+    writeln!(o, "input:    {}x{} {:?} {}-bit, {}", fmt.width, fmt.height, fmt.chroma, fmt.depth, match t {
+        Some(t) => format!("{t} frames (from the file size)"),
+        None if input.is_some() => "frame count unknown (the file size is not a whole number of plain frames)".into(),
+        None => "frame count unknown until the stream ends (stdin)".into(),
+    })?;
+    writeln!(o, "output:   {}x{} (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8)", SCALE as u32 * fmt.width, SCALE as u32 * fmt.height)?;
+    tiles.check().map_err(anyhow::Error::msg)?;
+    // The tile sizes the job tensors below are counted at (the whole latent where unknown).
+    let (mut uh, mut uw, mut vh, mut vw) = (ph, pw, ph, pw);
+    match tiles.tile {
+        TileSize::Fixed(n) => {
+            let p = tiles.plan(ph, pw, n).map_err(anyhow::Error::msg)?;
+            (uh, uw) = p.tile_size();
+            (vh, vw) = (uh, uw);
+            writeln!(o, "tiles:    --tile {n}: UNet and VAE {} (VAE tiles x{SCALE} in output pixels, blended with the same feathered weights)", p.summary())?;
+        }
+        TileSize::Auto => {
+            let limit = max_binding.map_or("unknown here (no adapter found)".to_string(), crate::gpu::human_bytes);
+            let overlap = tiles.overlap.map_or("a quarter of the tile".to_string(), |v| v.to_string());
+            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}); one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
+        }
+    }
+    let (start, end) = match frames {
+        Some(r) => (r.start, r.end),
+        None => (0, None),
+    };
+    let seg_end = match (end, t) {
+        (Some(e), Some(t)) => Some(e.min(t)),
+        (e, t) => e.or(t),
+    };
+    if let Some(t) = t.filter(|&t| start >= t) {
+        bail!("--frames {start}:{}: the input has only {t} frames", end.map_or(String::new(), |e| e.to_string()));
+    }
+    match (t, seg_end) {
+        (Some(t), Some(e)) => {
+            let p = windows::segment_plan(t, start, e).map_err(anyhow::Error::msg)?;
+            let note = if end.is_some_and(|x| x > t) { format!(" (END cut to the input's {t} frames)") } else { String::new() };
+            writeln!(o, "segment:  output frames {}..{}{note}; windows {}..{} of {}; input frames {}..{} used (earlier ones read past, none after read)", p.frames.start, p.frames.end, p.windows.start, p.windows.end, windows::window_count(t), p.reads.start, p.reads.end)?;
+            let n = p.windows.len();
+            for (k, i) in p.windows.clone().enumerate() {
+                if n > 8 && k == 3 {
+                    writeln!(o, "  … {} more windows …", n - 6)?;
+                }
+                if n > 8 && (3..n - 3).contains(&k) {
+                    continue;
+                }
+                writeln!(o, "  window {i}: padded frames {}..{}, input frames {:?}", windows::window_start(i), windows::window_start(i) + WINDOW, windows::window_frames(t, i))?;
+            }
+        }
+        (_, Some(e)) => {
+            let (a, b) = (windows::first_window_for(start), windows::last_window_for(e));
+            writeln!(o, "segment:  output frames {start}..{e}; windows {a}..{} (fewer if the stream is shorter); input frames from {} kept, none read past frame {}", b + 1, windows::segment_first_read(start), windows::segment_read_limit(e) - 1)?;
+        }
+        (_, None) => {
+            writeln!(o, "segment:  output frames {start} to the end of the stream; windows of {WINDOW} frames at stride {STRIDE} from window {}, each run as soon as its frames have arrived; the tail is mirror-padded", windows::first_window_for(start))?;
+        }
+    }
+    // Memory: weights from the checkpoint files; the job's own buffers exactly (f32 upper bound).
+    let mut weight_bytes = 0u64;
+    let mut wl = Vec::new();
+    if let Some(w) = weights {
+        let mut files = vec![crate::models::release::video_unet(w).0, crate::models::release::video_vae(w).0];
+        if text_encoder {
+            files.push(crate::models::release::text_encoder(w).0);
+        }
+        for f in files {
+            let b = dir_or_file_bytes(&f);
+            weight_bytes += b.unwrap_or(0);
+            wl.push(format!("{} {}", f.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()), b.map_or("missing".to_string(), human_bytes)));
+        }
+    } else {
+        wl.push("not found (run fetch-weights or give --weights)".into());
+    }
+    // Windows per UNet call: a fixed count as given (one under fixed tiles smaller than the
+    // frame); auto is picked when the models load, and counted here at its most.
+    let g = match windows_per_call {
+        WindowsPerCall::Fixed(n) if (uh, uw) == (ph, pw) => n,
+        WindowsPerCall::Auto if (uh, uw) == (ph, pw) => (groups::GROUP_PIXELS / (ph * pw)).clamp(1, groups::MAX_AUTO),
+        _ => 1,
+    };
+    match windows_per_call {
+        WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
+        WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}; else 1)", 128, 128, groups::MAX_AUTO)?,
+    }
+    let plane = (ph * pw) as u64;
+    let f32b = 4u64;
+    let gb = g as u64;
+    let sample = gb * 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * (uh * uw) as u64 * f32b;
+    // The f32 latents between steps (a tile per window of a call), and the final latents of a
+    // call's windows and the one before them (whole frames).
+    let latents = LATENT_CHANNELS as u64 * WINDOW as u64 * (gb * (uh * uw) as u64 + (gb + 1) * plane) * f32b;
+    let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * (vh * vw) as u64 * f32b;
+    // Input frames, the call's windows' LR frames and one decoded chunk (when tiled, about as
+    // much again: the UNet tiles' latents and the VAE tiles' outputs, until blended).
+    let held = WINDOW + g * STRIDE;
+    let host = held as u64 * LR_CHANNELS as u64 * plane * f32b
+        + gb * LR_CHANNELS as u64 * WINDOW as u64 * plane * f32b
+        + (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK) as u64 * plane * f32b;
+    let call = if g == 1 { "the CFG window".to_string() } else { format!("{g} CFG windows") };
+    writeln!(o, "memory (estimate):")?;
+    writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?;
+    writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
+    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured on the GPU (`forward --report` prints them per model; {g} windows per call is batch {})", 2 * g)?;
+    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames and a decoded chunk; about twice the last when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") })?;
+    Ok(o)
+}
+
+/// Bytes of a file, or of all files under a folder.
+fn dir_or_file_bytes(p: &std::path::Path) -> Option<u64> {
+    let m = std::fs::metadata(p).ok()?;
+    if m.is_file() {
+        return Some(m.len());
+    }
+    let mut total = 0;
+    for e in std::fs::read_dir(p).ok()? {
+        total += dir_or_file_bytes(&e.ok()?.path())?;
+    }
+    Some(total)
+}

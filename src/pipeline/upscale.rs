@@ -1,0 +1,249 @@
+//! The `upscale` command: the release's models loaded, the input and output opened, the job
+//! run with progress on stderr and an optional GIF preview.
+
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+
+use crate::pipeline::groups::WindowsPerCall;
+use crate::pipeline::interrupt;
+use crate::pipeline::job::{run_job, JobStats};
+use crate::pipeline::options::{JobOptions, PromptEmbeds};
+use crate::pipeline::plan::y4m_file_frames;
+use crate::pipeline::progress::Progress;
+use crate::pipeline::tiles::{TileOptions, SCALE};
+use crate::pipeline::windows::{FrameRange, Ilt};
+use crate::video::color::{MatrixChoice, YuvParams};
+use crate::video::y4m::{Reader, Writer};
+use crate::{DType, Gpu};
+
+/// The released prompt (spec §4.3).
+pub const DEFAULT_PROMPT: &str = "clear, high quality, high-resolution, 4K";
+/// The released negative prompt (spec §4.3).
+pub const DEFAULT_NEGATIVE_PROMPT: &str = "low quality, blurry, low-resolution, noisy, unsharp, weird textures, worst quality";
+
+/// What the `upscale` command was given.
+#[derive(Clone, Debug)]
+pub struct UpscaleArgs {
+    /// Input y4m file (`None`: stdin).
+    pub input: Option<std::path::PathBuf>,
+    /// Output y4m file (`None`: stdout).
+    pub output: Option<std::path::PathBuf>,
+    /// The release folder (DiffVSR_UNet.pt, TE-3DVAE.pt, upscaler4x/, config overrides).
+    pub weights: std::path::PathBuf,
+    pub steps: usize,
+    pub guidance: f32,
+    pub noise_level: u32,
+    pub seed: u64,
+    pub ilt: Ilt,
+    pub matrix: MatrixChoice,
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// `prompt_embeds` files (from `encode-prompt`) for the prompt and the negative prompt; the
+    /// text encoder is not loaded when both are given.
+    pub prompt_embeds: Option<std::path::PathBuf>,
+    pub negative_prompt_embeds: Option<std::path::PathBuf>,
+    pub quiet: bool,
+    /// `--frames START:END`: only these output frames.
+    pub frames: Option<FrameRange>,
+    /// `--gif PREVIEW.gif`: a small animated preview of the frames written.
+    pub gif: Option<std::path::PathBuf>,
+    /// `--tile`, `--tile-overlap`.
+    pub tiles: TileOptions,
+    /// `--windows-per-call`.
+    pub windows_per_call: WindowsPerCall,
+    /// `--random-weights SEED`: seeded synthetic weights in place of the checkpoints (the
+    /// configs as usual: built in, or the overrides in `weights`), and random prompt
+    /// embeddings where none are given, for timing the job without the release. The output is
+    /// not an upscale.
+    pub random_weights: Option<u64>,
+}
+
+/// True when `e` comes from a closed output pipe (the downstream reader quit).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<crate::video::y4m::Y4mError>().is_some_and(|y| y.is_broken_pipe())
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prompt embeddings (positive, negative): from files where given, else from the release's text
+/// encoder (loaded once, both prompts encoded in one batch).
+fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbeds)> {
+    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
+    let (mut pos, mut neg) = (from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?);
+    if pos.is_none() || neg.is_none() {
+        let enc = crate::models::clip_text::TextEncoder::load(gpu, &a.weights, DType::F32).context("loading the text encoder (or give --prompt-embeds and --negative-prompt-embeds)")?;
+        let mut rec = gpu.recorder();
+        let e = enc.encode(&mut rec, &[&a.negative_prompt, &a.prompt])?;
+        rec.submit();
+        let v = e.to_f32(gpu)?;
+        let s = e.shape();
+        let half = v.len() / 2;
+        if neg.is_none() {
+            neg = Some(PromptEmbeds::new(v[..half].to_vec(), vec![1, s[1], s[2]]).context("the negative prompt's embeddings")?);
+        }
+        if pos.is_none() {
+            pos = Some(PromptEmbeds::new(v[half..].to_vec(), vec![1, s[1], s[2]]).context("the prompt's embeddings")?);
+        }
+    }
+    Ok((pos.expect("set above"), neg.expect("set above")))
+}
+
+/// The `upscale` command: loads the models from the release folder, then runs [`run_job`] from
+/// the input to the output with progress on stderr.
+pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
+    use crate::models::registry::{default_dtype, load_model, Model, ModelKind};
+    use crate::models::release;
+    if a.noise_level > crate::pipeline::scheduler::MAX_NOISE_LEVEL {
+        bail!("--noise-level {}: at most {}", a.noise_level, crate::pipeline::scheduler::MAX_NOISE_LEVEL);
+    }
+    if a.steps == 0 || a.steps > 1000 {
+        bail!("--steps {}: between 1 and 1000", a.steps);
+    }
+    a.tiles.check().map_err(anyhow::Error::msg)?;
+    // Open the input first: a malformed stream is reported before minutes of model loading.
+    let input: Box<dyn Read> = match &a.input {
+        Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let reader = Reader::new(std::io::BufReader::new(input))?;
+    let out_header = reader.header().scaled(SCALE as u32)?;
+
+    let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);
+    let vae_dtype = default_dtype(gpu, ModelKind::Te3dVaeDecoder);
+    let (uw, mut uc) = release::video_unet(&a.weights);
+    let (vw, mut vc) = release::video_vae(&a.weights);
+    if a.weights.as_os_str().is_empty() {
+        // `--random-weights` without `--weights`: the built-in configs, not files in the
+        // working folder.
+        (uc, vc) = (None, None);
+    }
+    let load = |kind, config: Option<&std::path::Path>, weights: &std::path::Path, dtype| match a.random_weights {
+        Some(seed) => crate::models::registry::load_model_from(gpu, kind, config, &mut crate::weights::WeightStore::synthetic(seed), dtype),
+        None => load_model(gpu, kind, config, weights, dtype),
+    };
+    let embeds_given = a.prompt_embeds.is_some() && a.negative_prompt_embeds.is_some();
+    if a.random_weights.is_none() {
+        // Everything missing at once, before minutes of loading.
+        let missing = release::missing_for_upscale(&a.weights, !embeds_given);
+        if !missing.is_empty() {
+            bail!(
+                "{} is not a complete DiffVSR release: no {}. Run 'diffvsr-wgpu fetch-weights' or give --weights DIR{}",
+                a.weights.display(),
+                missing.join(", no "),
+                if embeds_given { "" } else { " (the text encoder is not needed with --prompt-embeds and --negative-prompt-embeds)" }
+            );
+        }
+    }
+    let loading = std::time::Instant::now();
+    // The prompts first: the text encoder is loaded, run and freed before the video models, so
+    // it never shares the GPU with them, and a missing one is reported before their load.
+    let encoded = if a.random_weights.is_some() && !embeds_given { None } else { Some(prompt_embeds(gpu, a)?) };
+    // The encoder's buffers went back to the pool: hand them to the driver.
+    gpu.pool.trim();
+    let unet = match load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
+        Model::VideoUnet(u) => u,
+        _ => bail!("internal: {} did not load as a video UNet", uw.display()),
+    };
+    let vae = match load(ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype)? {
+        Model::Te3dVaeDecoder(v) => v,
+        _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
+    };
+    let (positive, negative) = match (encoded, a.random_weights) {
+        (Some(e), _) => e,
+        (None, seed) => {
+            // --random-weights without both embeddings files: random ones of the UNet's width.
+            let d = unet.config.base.cross_attention_dim;
+            let mut rng = crate::rng::Rng::new(seed.unwrap_or_default() ^ 0x5EED);
+            let mut random = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]);
+            (random()?, random()?)
+        }
+    };
+    if !a.quiet {
+        // Waits for the uploads: the time is the models' on the GPU, not only read and queued.
+        gpu.sync()?;
+        eprintln!(
+            "models loaded in {:.1} s (UNet {}, TE-3DVAE {}; {} on the GPU)",
+            loading.elapsed().as_secs_f64(),
+            unet_dtype.name(),
+            vae_dtype.name(),
+            crate::gpu::human_bytes(gpu.pool.stats().live_bytes)
+        );
+    }
+    if a.random_weights.is_some() && !a.quiet {
+        eprintln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
+    }
+    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames, tiles: a.tiles, windows_per_call: a.windows_per_call };
+
+    let output: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = Writer::new(std::io::BufWriter::new(output), out_header)?;
+    // --gif: each frame also goes to the preview as it is written.
+    let preview = match &a.gif {
+        Some(p) => {
+            let h = writer.header();
+            let params = YuvParams { matrix: opts.matrix.resolve(h.height), range: h.range, depth: h.depth };
+            Some(std::rc::Rc::new(std::cell::RefCell::new(crate::video::preview::GifPreview::create(p, h, params)?)))
+        }
+        None => None,
+    };
+    if let Some(p) = &preview {
+        let p = p.clone();
+        writer.on_frame(Box::new(move |f| p.borrow_mut().push(f).map_err(|e| std::io::Error::other(format!("--gif: {e:#}")))));
+    }
+    // The clip's length, for the ETA, when the input is a file (from its size).
+    // (Only a regular file: a named pipe must not be read twice.)
+    let input_frames = match &a.input {
+        Some(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => y4m_file_frames(p).ok().and_then(|(_, t)| t),
+        _ => None,
+    };
+    let mut reporter = crate::pipeline::progress::Reporter::new(std::io::stderr(), crate::pipeline::progress::Style::for_stderr(), a.steps, a.frames, input_frames);
+    let mut frames_done = 0usize;
+    let result = run_job(gpu, &unet, unet_dtype, &vae, vae_dtype, reader, &mut writer, &opts, |p| {
+        if let Progress::Frames { done, .. } = p {
+            frames_done = done;
+        }
+        if !a.quiet {
+            reporter.event(p);
+        }
+    });
+    reporter.clear();
+    let elapsed = reporter.elapsed();
+    drop(writer);
+    // The preview is closed (its trailer written) whether the job ended, failed or stopped.
+    let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish());
+    let stats = match result {
+        // After Ctrl-C, an error is the stop itself, or its echo (a pipeline's other ends got
+        // the signal too: a truncated input, a closed output).
+        Err(e) if interrupt::requested() || interrupt::is_interrupted(&e) => {
+            let start = a.frames.map_or(0, |r| r.start);
+            let end = a.frames.and_then(|r| r.end).map_or(String::new(), |e| e.to_string());
+            let detail = if frames_done == 0 {
+                "stopped before any output frame was written".to_string()
+            } else {
+                format!(
+                    "stopped after {frames_done} whole output frames (frames {start}..{}); the rest can be run later with --frames {}:{end} and the parts joined",
+                    start + frames_done,
+                    start + frames_done
+                )
+            };
+            return Err(interrupt::Interrupted { detail }.into());
+        }
+        r => r?,
+    };
+    if let Some(g) = gif {
+        g?;
+    }
+    if !a.quiet {
+        let g = &stats.windows_per_call;
+        eprintln!("{} frames in, {} out, {} windows, {:.1} s; tiles: {}; windows per UNet call: {} ({})", stats.frames_in, stats.frames_out, stats.windows, elapsed.as_secs_f64(), stats.tiles, g.windows, g.why);
+    }
+    if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
+        // Said even with --quiet: the output is shorter than asked.
+        eprintln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
+    }
+    Ok(stats)
+}
