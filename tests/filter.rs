@@ -284,6 +284,14 @@ fn bad_settings_fail_with_a_message() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("y4m stream header"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // Interlaced frames: refused with the ffmpeg fix before the models load.
+    let progressive = stream(7, 5, 1);
+    let at = progressive.iter().position(|&b| b == b'\n').unwrap();
+    let header = String::from_utf8(progressive[..at].to_vec()).unwrap().replace(" Ip ", " It ");
+    std::fs::write(&input, [header.as_bytes(), &progressive[at..]].concat()).unwrap();
+    let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("interlaced") && err.contains("bwdif") && !err.contains("models loaded"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -497,6 +505,10 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     assert!(ok_ && text.contains("windows per UNet call: 2") && text.contains("2 CFG windows [4,7,8,8,8]") && text.contains("at most 16 input frames"), "{err}{text}");
     let (ok_, _, err) = plan(&["--windows-per-call", "9"]);
     assert!(!ok_ && err.contains("from 1 to 8"), "{err}");
+    // A stream of a header only: nothing to run, and no --frames it was not given.
+    std::fs::write(&input, b"YUV4MPEG2 W7 H5 F25:1 C444\n").unwrap();
+    let (ok_, text, err) = plan(&[]);
+    assert!(ok_ && text.contains("the input has no frames") && !err.contains("--frames"), "{err}{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

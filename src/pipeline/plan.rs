@@ -48,6 +48,8 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
         Some(p) => y4m_file_frames(p)?,
         None => (Reader::new(std::io::stdin().lock())?.header().clone(), None),
     };
+    // What a run would refuse, --plan refuses too.
+    header.require_progressive()?;
     let fmt = header.format();
     let pad = LatentPad::new(fmt.height as usize, fmt.width as usize);
     let (ph, pw) = pad.padded();
@@ -81,6 +83,10 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
         (Some(e), Some(t)) => Some(e.min(t)),
         (e, t) => e.or(t),
     };
+    if t == Some(0) && frames.is_none() {
+        writeln!(o, "segment:  none: the input has no frames (a run writes the output's header and no frame)")?;
+        return Ok(o);
+    }
     if let Some(t) = t.filter(|&t| start >= t) {
         bail!("--frames {start}:{}: the input has only {t} frames", end.map_or(String::new(), |e| e.to_string()));
     }

@@ -108,6 +108,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         None => Box::new(std::io::stdin().lock()),
     };
     let reader = Reader::new(std::io::BufReader::new(input))?;
+    reader.header().require_progressive()?;
     let out_header = reader.header().scaled(SCALE as u32)?;
 
     let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);

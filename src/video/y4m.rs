@@ -189,7 +189,8 @@ pub struct Header {
     pub height: u32,
     /// `F` as written (e.g. `30000:1001`), if present.
     pub frame_rate: Option<String>,
-    /// `I` as written (`p`, `t`, `b`, `m`, `?`), if present. Frames are processed as progressive.
+    /// `I` as written (`p`, `t`, `b`, `m`, `?`), if present. The upscaler takes progressive
+    /// frames only ([`Header::require_progressive`]).
     pub interlacing: Option<String>,
     /// `A` as written (e.g. `1:1`, `0:0`), if present.
     pub pixel_aspect: Option<String>,
@@ -352,6 +353,21 @@ impl Header {
     }
 
     /// The frame format this header describes.
+    /// Refuses interlaced frames (`It`, `Ib`, `Im`): DiffVSR upscales whole frames, and two
+    /// fields woven into one would be upscaled with their combing (×4 taller) into an output
+    /// that is no longer made of fields. `Ip`, `I?` and no `I` tag pass.
+    pub fn require_progressive(&self) -> Result<(), Y4mError> {
+        let order = match self.interlacing.as_deref() {
+            Some("t") => "It: interlaced, top field first",
+            Some("b") => "Ib: interlaced, bottom field first",
+            Some("m") => "Im: mixed progressive and interlaced frames",
+            _ => return Ok(()),
+        };
+        Err(Y4mError::header(format!(
+            "the input is interlaced ({order}), and the upscaler takes progressive frames. Deinterlace it in the ffmpeg that decodes (-vf bwdif=mode=send_frame), or if its frames are progressive and only labelled interlaced, relabel them (-vf setfield=prog)"
+        )))
+    }
+
     pub fn format(&self) -> FrameFormat {
         FrameFormat { width: self.width, height: self.height, chroma: self.chroma, siting: self.siting, depth: self.depth }
     }
@@ -729,6 +745,20 @@ mod tests {
             assert_eq!(h.x_tags, vec!["YSCSS=FOO".to_string(), "COLORRANGE=FULL".to_string()]);
             assert_eq!(String::from_utf8(h.to_bytes()).unwrap(), line, "C{c}");
             assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
+        }
+    }
+
+    /// Progressive, unknown and untagged streams pass; interlaced ones are refused with the fix.
+    #[test]
+    fn interlaced_input_is_refused_with_the_fix() {
+        for tag in ["", " Ip", " I?"] {
+            let h = Header::parse(format!("YUV4MPEG2 W8 H8{tag}\n").as_bytes()).unwrap();
+            assert!(h.require_progressive().is_ok(), "{tag:?}");
+        }
+        for (tag, says) in [("t", "top field first"), ("b", "bottom field first"), ("m", "mixed")] {
+            let h = Header::parse(format!("YUV4MPEG2 W8 H8 I{tag}\n").as_bytes()).unwrap();
+            let e = h.require_progressive().unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("bwdif") && e.contains("setfield=prog"), "I{tag}: {e}");
         }
     }
 
