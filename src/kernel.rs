@@ -273,11 +273,12 @@ impl<'g> Recorder<'g> {
             if bytes > max {
                 bail!(
                     "kernel '{}' needs a tensor {:?} of {} in one binding, but this GPU binds at most {} \
-                     (max_storage_buffer_binding_size): lower the tile size (--tile) or the frames per chunk",
+                     (max_storage_buffer_binding_size): {}",
                     kernel.name,
                     t.shape(),
                     human_bytes(bytes),
-                    human_bytes(max)
+                    human_bytes(max),
+                    crate::gpu::pool::SMALLER
                 );
             }
             if t.offset() % align != 0 {

@@ -321,9 +321,7 @@ impl Gpu {
     pub fn check(&self) -> Result<()> {
         match self.error.lock().unwrap().take() {
             None => Ok(()),
-            Some(DeviceError::OutOfMemory) => bail!(
-                "the GPU ran out of memory: lower the tile size (--tile) or the frames per chunk, or close other programs using the GPU"
-            ),
+            Some(DeviceError::OutOfMemory) => bail!("the GPU ran out of memory: {}, or close other programs using the GPU", super::pool::SMALLER),
             Some(DeviceError::Other(m)) => bail!("GPU error: {m}"),
         }
     }

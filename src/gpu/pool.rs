@@ -92,11 +92,14 @@ impl BufferPool {
 
 /// A storage buffer of `size` bytes, or an error naming what to lower: over the buffer limit,
 /// or out of device memory (`in_use`: bytes the caller already holds, for the message).
+/// What to do when the work does not fit the GPU, in an error message.
+pub(crate) const SMALLER: &str = "upscale with smaller tiles (--tile 64) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
+
 pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, in_use: u64) -> Result<wgpu::Buffer> {
     if size > lim.max_buffer {
         bail!(
             "a tensor of {} is larger than this GPU's largest buffer ({}, max_buffer_size): \
-             lower the tile size (--tile) or the frames per chunk",
+             {SMALLER}",
             human_bytes(size),
             human_bytes(lim.max_buffer)
         );
@@ -106,7 +109,7 @@ pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, 
     if let Some(e) = pollster::block_on(scope.pop()) {
         bail!(
             "the GPU ran out of memory allocating {} ({} already in use): \
-             lower the tile size (--tile) or the frames per chunk ({e})",
+             {SMALLER}, or close other programs using the GPU ({e})",
             human_bytes(size),
             human_bytes(in_use)
         );
