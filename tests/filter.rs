@@ -505,6 +505,9 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     assert!(ok_ && text.contains("windows per UNet call: 2") && text.contains("2 CFG windows [4,7,8,8,8]") && text.contains("at most 16 input frames"), "{err}{text}");
     let (ok_, _, err) = plan(&["--windows-per-call", "9"]);
     assert!(!ok_ && err.contains("from 1 to 8"), "{err}");
+    // No call holds more windows than the clip's three.
+    let (ok_, text, err) = plan(&["--windows-per-call", "8"]);
+    assert!(ok_ && text.contains("windows per UNet call: 3"), "{err}{text}");
     // A stream of a header only: nothing to run, and no --frames it was not given.
     std::fs::write(&input, b"YUV4MPEG2 W7 H5 F25:1 C444\n").unwrap();
     let (ok_, text, err) = plan(&[]);

@@ -437,9 +437,9 @@ fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result
 
 /// Windows through the job's engine, for the pipeline golden test (`pipeline::golden_window`):
 /// builds the [`Engine`] for an `h`×`w` latent with `per_call` windows per UNet call, denoises
-/// `samples` (each `[2, 7, 8, h, w]` laid out as [`run_job`] builds it; window i starts at frame
+/// `samples` (each `[2, 7, 8, h, w]` laid out as [`run_job`](crate::pipeline::job::run_job) builds it; window i starts at frame
 /// 4i) in groups of `per_call` through `opts.steps` released DDIM steps, and, when `decode`,
-/// decodes every chunk as [`run_job`] does ([`Engine::decode_fused`]: the ILT fuse on the GPU, ÷
+/// decodes every chunk as [`run_job`](crate::pipeline::job::run_job) does ([`Engine::decode_fused`]: the ILT fuse on the GPU, ÷
 /// the VAE's scaling factor). Returns each window's final latents `[4][8][h][w]` and the decoded
 /// chunks `[3][4][4h][4w]` (before the clamp), one more than the windows.
 #[cfg(test)]
@@ -650,7 +650,7 @@ mod tests {
         let d = unet.config.base.cross_attention_dim;
         let mut rng = Rng::new(3);
         let e = PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto };
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto, input_frames: None };
         let (ph, pw) = (24, 40);
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
         let (un, vn) = (tiles.unet.tiles.len(), tiles.vae.tiles.len());
@@ -720,7 +720,7 @@ mod tests {
         let Model::Te3dVaeDecoder(vae) = load_model_from(&gpu, ModelKind::Te3dVaeDecoder, None, &mut store, vd).unwrap() else { unreachable!() };
         let d = unet.config.base.cross_attention_dim;
         let e = PromptEmbeds::new(vec![0.1; 77 * d], vec![1, 77, d]).unwrap();
-        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto };
+        let opts = JobOptions { steps: 1, guidance: 5.0, noise_level: 50, seed: 1, ilt: Ilt::Released, positive: e.clone(), negative: e, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto, input_frames: None };
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, 184, 320, ud, vd).unwrap();
         let (u, v) = tiles.measured.unwrap();
         eprintln!("{}: UNet ({ud:?}) {u:.0} B, VAE ({vd:?}) {v:.0} B per latent pixel; at this adapter's binding limit ({} B): {}", gpu.describe(), gpu.max_binding(), tiles.summary());

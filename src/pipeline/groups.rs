@@ -18,7 +18,9 @@
 //! nothing: frames of 128² latent pixels or more, frames cut into spatial tiles (tiles exist to
 //! save memory), a software adapter (a CPU gains nothing from a larger batch; it only delays the
 //! first output frame), and under a fixed `--tile` (the binding check below needs the tile
-//! planner's measurement of the UNet's largest tensor).
+//! planner's measurement of the UNet's largest tensor). Whatever the count, no call holds more
+//! windows than the run has where that is known before it starts (an input file's length, a
+//! `--frames` segment), so a short clip captures no step graph for windows that never come.
 
 use std::fmt;
 
@@ -72,6 +74,9 @@ pub struct GroupContext {
     pub largest_per_px: Option<f64>,
     /// The adapter's binding limit in bytes.
     pub max_binding: u64,
+    /// The windows the run denoises, where known before it starts (a file's length, a
+    /// `--frames` segment): no call holds more.
+    pub run_windows: Option<usize>,
 }
 
 /// Windows per UNet call, and why, in words (for the job's summary).
@@ -84,26 +89,34 @@ pub struct Grouping {
 impl WindowsPerCall {
     /// The windows per call for this job (see the module doc). A fixed N whose largest tensor
     /// would exceed the binding limit is an error naming the most that fits; under spatial
-    /// tiles a fixed N runs one window per call, and says so.
+    /// tiles a fixed N runs one window per call, and says so. No call holds more windows than
+    /// the run has, where that is known.
     pub fn resolve(self, c: &GroupContext) -> Result<Grouping, String> {
         let fits = |g: usize| c.largest_per_px.is_none_or(|b| g as f64 * b * c.tile_px as f64 <= c.max_binding as f64);
         let one = |why: &str| Ok(Grouping { windows: 1, why: why.to_string() });
+        // A run of fewer windows than a call could hold: its windows, no more (checked against
+        // the binding limit as such).
+        let run = |g: usize| c.run_windows.map_or(g, |w| g.min(w.max(1)));
+        let short = |g: usize| match c.run_windows {
+            Some(w) if w.max(1) < g => format!("; the run has {w} window{}", if w == 1 { "" } else { "s" }),
+            _ => String::new(),
+        };
         match self {
             WindowsPerCall::Fixed(n) if c.unet_tiles > 1 => Ok(Grouping { windows: 1, why: format!("--windows-per-call {n} does not apply: the frame runs in {} UNet tiles, one window at a time", c.unet_tiles) }),
-            WindowsPerCall::Fixed(n) if !fits(n) => {
-                let most = (1..n).rev().find(|&g| fits(g)).unwrap_or(1);
+            WindowsPerCall::Fixed(n) if !fits(run(n)) => {
+                let most = (1..run(n)).rev().find(|&g| fits(g)).unwrap_or(1);
                 let mib = c.max_binding as f64 / (1u64 << 20) as f64;
                 Err(format!("--windows-per-call {n}: the UNet's largest tensor would exceed the GPU's binding limit ({mib:.1} MiB); at most {most} windows fit in one call here"))
             }
-            WindowsPerCall::Fixed(n) => Ok(Grouping { windows: n, why: "--windows-per-call".into() }),
+            WindowsPerCall::Fixed(n) => Ok(Grouping { windows: run(n), why: format!("--windows-per-call{}", short(n)) }),
             WindowsPerCall::Auto if c.software => one("auto: a software adapter gains nothing from a larger batch"),
             WindowsPerCall::Auto if c.unet_tiles > 1 => one("auto: the frame runs in UNet tiles"),
             WindowsPerCall::Auto if c.largest_per_px.is_none() => one("auto: with a fixed --tile windows are not grouped"),
             WindowsPerCall::Auto => {
                 let g = (GROUP_PIXELS / c.tile_px.max(1)).clamp(1, MAX_AUTO);
                 let g = (1..=g).rev().find(|&g| fits(g)).unwrap_or(1);
-                let why = if g == 1 { "auto: the frame fills a call" } else { "auto: small frames" };
-                one(why).map(|o| Grouping { windows: g, ..o })
+                let why = if g == 1 { "auto: the frame fills a call".to_string() } else { format!("auto: small frames{}", short(g)) };
+                Ok(Grouping { windows: run(g), why })
             }
         }
     }
@@ -120,7 +133,7 @@ mod tests {
     use super::*;
 
     fn ctx(tile_px: usize) -> GroupContext {
-        GroupContext { software: false, unet_tiles: 1, tile_px, largest_per_px: Some(1000.0), max_binding: 2 << 30 }
+        GroupContext { software: false, unet_tiles: 1, tile_px, largest_per_px: Some(1000.0), max_binding: 2 << 30, run_windows: None }
     }
 
     #[test]
@@ -162,6 +175,21 @@ mod tests {
         assert!(g.windows == 1 && g.why.contains("4 UNet tiles"), "{g:?}");
         let e = fixed(3, GroupContext { max_binding: 9_000_000, ..ctx(64 * 64) }).unwrap_err();
         assert!(e.contains("at most 2 windows"), "{e}");
+    }
+
+    /// A run of fewer windows than the count gets calls of its windows only (no graph is
+    /// captured, nor memory planned, for windows that never come).
+    #[test]
+    fn no_call_holds_more_windows_than_the_run() {
+        let runs = |w| GroupContext { run_windows: Some(w), ..ctx(64 * 64) };
+        let g = WindowsPerCall::Auto.resolve(&runs(2)).unwrap();
+        assert!(g.windows == 2 && g.why.contains("the run has 2 windows"), "{g:?}");
+        assert_eq!(WindowsPerCall::Auto.resolve(&runs(9)).unwrap().windows, 4);
+        assert_eq!(WindowsPerCall::Fixed(6).resolve(&runs(1)).unwrap().windows, 1);
+        assert_eq!(WindowsPerCall::Fixed(6).resolve(&runs(0)).unwrap().windows, 1);
+        assert_eq!(WindowsPerCall::Fixed(3).resolve(&runs(5)).unwrap().windows, 3);
+        // Eight would exceed a 9 MB binding, the run's two do not.
+        assert_eq!(WindowsPerCall::Fixed(8).resolve(&GroupContext { max_binding: 9_000_000, ..runs(2) }).unwrap().windows, 2);
     }
 
     #[test]

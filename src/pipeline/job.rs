@@ -125,7 +125,7 @@ pub fn run_job<R: Read, W: Write>(
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
     let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
     let tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
-    let grouping = opts.windows_per_call.resolve(&group_context(gpu, &tiles)).map_err(anyhow::Error::msg)?;
+    let grouping = opts.windows_per_call.resolve(&group_context(gpu, &tiles, run_windows(opts))).map_err(anyhow::Error::msg)?;
     let per_call = grouping.windows;
     let mut stats = JobStats { tiles: tiles.summary(), windows_per_call: grouping, ..JobStats::default() };
     let mut engine = Engine::tiled(gpu, unet, vae, opts, tiles, per_call, unet_dtype, vae_dtype)?;
@@ -257,9 +257,20 @@ fn window_input(gpu: &Gpu, w: usize, total: Option<usize>, held: &BTreeMap<usize
     Ok(WindowInput { lr, noise: WindowNoise::new(gpu, seed, windows::window_start(w), lr_coeffs)? })
 }
 
+/// The windows a run denoises, where known before it reads a frame: those of the `--frames`
+/// segment (up to its END, or the input's length when that is known), or of the whole input.
+fn run_windows(opts: &JobOptions) -> Option<usize> {
+    let (start, end) = opts.frames.map_or((0, None), |r| (r.start, r.end));
+    match (opts.input_frames, end) {
+        (Some(t), _) => windows::segment_plan(t, start, end.unwrap_or(t).min(t)).ok().map(|p| p.windows.len()),
+        (None, Some(e)) if e > start => Some(windows::last_window_for(e) + 1 - windows::first_window_for(start)),
+        _ => None,
+    }
+}
+
 /// What `--windows-per-call` decides on: the adapter, the UNet's tiles and `--tile auto`'s
-/// measurement.
-fn group_context(gpu: &Gpu, tiles: &JobTiles) -> groups::GroupContext {
+/// measurement, and the run's windows where known.
+fn group_context(gpu: &Gpu, tiles: &JobTiles, run_windows: Option<usize>) -> groups::GroupContext {
     let (th, tw) = tiles.unet.tile_size();
     groups::GroupContext {
         software: gpu.info.device_type == wgpu::DeviceType::Cpu,
@@ -267,6 +278,7 @@ fn group_context(gpu: &Gpu, tiles: &JobTiles) -> groups::GroupContext {
         tile_px: th * tw,
         largest_per_px: tiles.measured.map(|(u, _)| u),
         max_binding: gpu.max_binding(),
+        run_windows,
     }
 }
 

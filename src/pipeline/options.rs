@@ -60,8 +60,11 @@ pub struct JobOptions {
     pub frames: Option<FrameRange>,
     /// `--tile`, `--tile-overlap`: spatial tiles of the UNet and the VAE.
     pub tiles: TileOptions,
-    /// `--windows-per-call`: windows denoised together in one UNet call ([`groups`]).
+    /// `--windows-per-call`: windows denoised together in one UNet call ([`groups`](crate::pipeline::groups)).
     pub windows_per_call: WindowsPerCall,
+    /// The input's frame count where known before reading (a file, from its size): a call
+    /// never holds more windows than the run has.
+    pub input_frames: Option<usize>,
 }
 
 #[cfg(test)]

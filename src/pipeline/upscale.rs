@@ -175,7 +175,26 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if a.random_weights.is_some() && !a.quiet {
         eprintln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
     }
-    let opts = JobOptions { steps: a.steps, guidance: a.guidance, noise_level: a.noise_level, seed: a.seed, ilt: a.ilt, positive, negative, matrix: a.matrix, frames: a.frames, tiles: a.tiles, windows_per_call: a.windows_per_call };
+    // The clip's length, for the ETA and the windows per call, when the input is a file (from
+    // its size). (Only a regular file: a named pipe must not be read twice.)
+    let input_frames = match &a.input {
+        Some(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => y4m_file_frames(p).ok().and_then(|(_, t)| t),
+        _ => None,
+    };
+    let opts = JobOptions {
+        steps: a.steps,
+        guidance: a.guidance,
+        noise_level: a.noise_level,
+        seed: a.seed,
+        ilt: a.ilt,
+        positive,
+        negative,
+        matrix: a.matrix,
+        frames: a.frames,
+        tiles: a.tiles,
+        windows_per_call: a.windows_per_call,
+        input_frames,
+    };
 
     let output: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
@@ -195,12 +214,6 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         let p = p.clone();
         writer.on_frame(Box::new(move |f| p.borrow_mut().push(f).map_err(|e| std::io::Error::other(format!("--gif: {e:#}")))));
     }
-    // The clip's length, for the ETA, when the input is a file (from its size).
-    // (Only a regular file: a named pipe must not be read twice.)
-    let input_frames = match &a.input {
-        Some(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => y4m_file_frames(p).ok().and_then(|(_, t)| t),
-        _ => None,
-    };
     let mut reporter = crate::pipeline::progress::Reporter::new(std::io::stderr(), crate::pipeline::progress::Style::for_stderr(), a.steps, a.frames, input_frames);
     let mut frames_done = 0usize;
     let result = run_job(gpu, &unet, unet_dtype, &vae, vae_dtype, reader, &mut writer, &opts, |p| {
