@@ -243,7 +243,7 @@ fn ten_bit_stays_ten_bit() {
     // 3 frames of 5×3, 4:2:0 10-bit (little-endian 16-bit samples).
     let (w, h, n) = (5usize, 3usize, 3usize);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let mut s = format!("YUV4MPEG2 W{w} H{h} F30000:1001 It A1:1 C420p10 XYSCSS=420P10\n").into_bytes();
+    let mut s = format!("YUV4MPEG2 W{w} H{h} F30000:1001 Ip A1:1 C420p10 XYSCSS=420P10\n").into_bytes();
     for f in 0..n {
         s.extend_from_slice(b"FRAME\n");
         for i in 0..w * h + 2 * cw * ch {
@@ -259,7 +259,7 @@ fn ten_bit_stays_ten_bit() {
     let (ow, oh) = (4 * w, 4 * h);
     let payload = 2 * (ow * oh + 2 * ow.div_ceil(2) * oh.div_ceil(2));
     let (header, f) = frames(&bytes, payload);
-    assert_eq!(header, format!("YUV4MPEG2 W{ow} H{oh} F30000:1001 It A1:1 C420p10 XYSCSS=420P10"));
+    assert_eq!(header, format!("YUV4MPEG2 W{ow} H{oh} F30000:1001 Ip A1:1 C420p10 XYSCSS=420P10"));
     assert_eq!(f.len(), n);
     for (k, fr) in f.iter().enumerate() {
         let max = fr.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).max().unwrap();
