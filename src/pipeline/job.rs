@@ -261,11 +261,7 @@ fn window_input(gpu: &Gpu, w: usize, total: Option<usize>, held: &BTreeMap<usize
 /// segment (up to its END, or the input's length when that is known), or of the whole input.
 fn run_windows(opts: &JobOptions) -> Option<usize> {
     let (start, end) = opts.frames.map_or((0, None), |r| (r.start, r.end));
-    match (opts.input_frames, end) {
-        (Some(t), _) => windows::segment_plan(t, start, end.unwrap_or(t).min(t)).ok().map(|p| p.windows.len()),
-        (None, Some(e)) if e > start => Some(windows::last_window_for(e) + 1 - windows::first_window_for(start)),
-        _ => None,
-    }
+    windows::windows_to_run(opts.input_frames, start, end)
 }
 
 /// What `--windows-per-call` decides on: the adapter, the UNet's tiles and `--tile auto`'s

@@ -90,8 +90,7 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
     if let Some(t) = t.filter(|&t| start >= t) {
         bail!("--frames {start}:{}: the input has only {t} frames", end.map_or(String::new(), |e| e.to_string()));
     }
-    // The windows the run denoises, where known (no call holds more).
-    let run_windows = match (t, seg_end) {
+    match (t, seg_end) {
         (Some(t), Some(e)) => {
             let p = windows::segment_plan(t, start, e).map_err(anyhow::Error::msg)?;
             let note = if end.is_some_and(|x| x > t) { format!(" (END cut to the input's {t} frames)") } else { String::new() };
@@ -106,18 +105,15 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
                 }
                 writeln!(o, "  window {i}: padded frames {}..{}, input frames {:?}", windows::window_start(i), windows::window_start(i) + WINDOW, windows::window_frames(t, i))?;
             }
-            Some(n)
         }
         (_, Some(e)) => {
             let (a, b) = (windows::first_window_for(start), windows::last_window_for(e));
             writeln!(o, "segment:  output frames {start}..{e}; windows {a}..{} (fewer if the stream is shorter); input frames from {} kept, none read past frame {}", b + 1, windows::segment_first_read(start), windows::segment_read_limit(e) - 1)?;
-            Some(b + 1 - a)
         }
         (_, None) => {
             writeln!(o, "segment:  output frames {start} to the end of the stream; windows of {WINDOW} frames at stride {STRIDE} from window {}, each run as soon as its frames have arrived; the tail is mirror-padded", windows::first_window_for(start))?;
-            None
         }
-    };
+    }
     // Memory: weights from the checkpoint files; the job's own buffers exactly (f32 upper bound).
     let mut weight_bytes = 0u64;
     let mut wl = Vec::new();
@@ -141,7 +137,8 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
         WindowsPerCall::Auto if (uh, uw) == (ph, pw) => (groups::GROUP_PIXELS / (ph * pw)).clamp(1, groups::MAX_AUTO),
         _ => 1,
     };
-    let g = run_windows.map_or(g, |w: usize| g.min(w.max(1)));
+    // No call holds more windows than the run has, where that is known.
+    let g = windows::windows_to_run(t, start, end).map_or(g, |w| g.min(w.max(1)));
     match windows_per_call {
         WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
         WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}; else 1)", 128, 128, groups::MAX_AUTO)?,

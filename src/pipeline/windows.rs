@@ -238,6 +238,17 @@ pub fn last_window_for(end: usize) -> usize {
     (end - 1) / STRIDE
 }
 
+/// How many windows a run of output frames `start..end` (`None`: to the end) denoises, where
+/// that is known before it reads a frame: from the clip's length `total` when known, else an
+/// upper bound from END alone; `None` for an open segment of a stream of unknown length.
+pub fn windows_to_run(total: Option<usize>, start: usize, end: Option<usize>) -> Option<usize> {
+    match (total, end) {
+        (Some(t), _) => segment_plan(t, start, end.unwrap_or(t).min(t)).ok().map(|p| p.windows.len()),
+        (None, Some(e)) if e > start => Some(last_window_for(e) + 1 - first_window_for(start)),
+        _ => None,
+    }
+}
+
 /// Input frames a streaming segment ending before `end` reads when the stream is at least that
 /// long: enough that its last window runs on real frames, without mirror padding. Past this it
 /// reads nothing; a stream that ends earlier has a known length, which fixes the mirror
@@ -256,6 +267,17 @@ pub fn segment_first_read(start: usize) -> usize {
 mod tests {
     use super::*;
     use crate::testutil::{fresh_seed, Rng};
+
+    /// The windows a run denoises: the clip's or the segment's when the length is known, an
+    /// upper bound from END alone, nothing for an open stream.
+    #[test]
+    fn windows_to_run_counts_the_segment() {
+        assert_eq!(windows_to_run(Some(13), 0, None), Some(window_count(13)));
+        assert_eq!(windows_to_run(Some(13), 9, Some(100)), Some(segment_plan(13, 9, 13).unwrap().windows.len()));
+        assert_eq!(windows_to_run(Some(13), 20, None), None);
+        assert_eq!(windows_to_run(None, 0, Some(6)), Some(last_window_for(6) + 1));
+        assert_eq!(windows_to_run(None, 0, None), None);
+    }
 
     #[test]
     fn padding_mirrors_as_released_and_beyond() {
