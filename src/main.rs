@@ -354,7 +354,7 @@ struct BenchSizing {
 fn bench_setup(gpu: &GpuArgs, BenchSizing { dtype, quick, full, .. }: &BenchSizing) -> Result<(std::sync::Arc<Gpu>, DType, bool)> {
     let (dtype, quick, full) = (*dtype, *quick, *full);
     let g = gpu.open()?;
-    let software = g.info.device_type == wgpu::DeviceType::Cpu;
+    let software = g.is_software();
     let quick = quick || (software && !full);
     if software && quick && !full {
         eprintln!("software adapter: using the quick shapes (--full for DiffVSR's real shapes)");

@@ -304,6 +304,12 @@ impl Gpu {
         self.poison.store(on, Ordering::Relaxed);
     }
 
+    /// A software adapter (lavapipe, llvmpipe, WARP): its "GPU" memory and kernels are the
+    /// host's, so work that a GPU would take off the host gains nothing there.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     pub fn poison(&self) -> bool {
         self.poison.load(Ordering::Relaxed)
     }

@@ -265,7 +265,7 @@ fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: 
 
 /// Lavapipe (and any CPU adapter) stops shader loops after 65 535 iterations per invocation.
 fn loop_limited(gpu: &crate::Gpu) -> bool {
-    gpu.info.device_type == wgpu::DeviceType::Cpu
+    gpu.is_software()
 }
 
 #[allow(clippy::too_many_arguments)]

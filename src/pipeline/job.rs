@@ -269,7 +269,7 @@ fn run_windows(opts: &JobOptions) -> Option<usize> {
 fn group_context(gpu: &Gpu, tiles: &JobTiles, run_windows: Option<usize>) -> groups::GroupContext {
     let (th, tw) = tiles.unet.tile_size();
     groups::GroupContext {
-        software: gpu.info.device_type == wgpu::DeviceType::Cpu,
+        software: gpu.is_software(),
         unet_tiles: tiles.unet.tiles.len(),
         tile_px: th * tw,
         largest_per_px: tiles.measured.map(|(u, _)| u),
