@@ -70,8 +70,13 @@ impl Tensor {
         Ok(t)
     }
 
-    /// A new tensor the caller fills at once from the host (no poisoning: it would be
-    /// overwritten, and poisoning a full-size model's weights costs seconds).
+    /// A new tensor the caller overwrites whole at once, from the host or by a kernel (no
+    /// poisoning: it would be overwritten, and poisoning a full-size model's weights costs
+    /// seconds).
+    pub(crate) fn unpoisoned(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::unpoisoned_in(gpu, &gpu.pool, shape, dtype)
+    }
+
     fn unpoisoned_in(gpu: &Gpu, pool: &Arc<BufferPool>, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let buf = Arc::new(Storage::Pooled(pool.take(&gpu.buffer_limits(), tensor_bytes(shape, dtype)?)?));
         Ok(Tensor { buf, offset: 0, shape: shape.to_vec(), dtype, view: false })

@@ -44,6 +44,23 @@ pub fn round_f16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
+/// Panics unless `got` is `want` as stored in `dt`: the same f32 bits, or with f16 storage
+/// the device's rounding of `want` (within one f16 step either way: WGSL leaves the rounding of
+/// f32 → f16 conversions to the device).
+#[track_caller]
+pub fn assert_stored_exactly(what: &str, got: &[f32], want: &[f32], dt: crate::DType) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let same = |g: f32, w: f32| match dt {
+        crate::DType::F16 => {
+            let (gh, wh) = (half::f16::from_f32(g), half::f16::from_f32(w));
+            gh.to_f32() == g && (gh.to_bits() as i32 - wh.to_bits() as i32).abs() <= 1
+        }
+        _ => g.to_bits() == w.to_bits(),
+    };
+    let bad = got.iter().zip(want).position(|(&g, &w)| !same(g, w));
+    assert!(bad.is_none(), "{what}: element {bad:?} is {:?}, expected {:?} stored as {}", bad.map(|i| got[i]), bad.map(|i| want[i]), dt.name());
+}
+
 /// Uploads `v` as `dt` and returns it with its host twin (rounded through f16 for f16 storage),
 /// which is what a CPU reference must compute on.
 pub fn upload(gpu: &Gpu, v: &[f32], shape: &[usize], dt: crate::DType) -> (crate::Tensor, Vec<f32>) {

@@ -268,17 +268,21 @@ impl WeightStore {
         Ok(RawTensor { dtype: e.dtype, shape: &e.shape, data })
     }
 
+    /// For a synthetic store, the generator of tensor `name` of `shape` (recorded and marked
+    /// used as [`take`](Self::take) does): its values, where [`take`](Self::take) would hand them
+    /// out on the host, can be generated where they will live (`ops::synthetic` on the GPU).
+    /// `None` for a store over files.
+    pub fn synthetic_tensor(&mut self, name: &str, shape: &[usize]) -> Option<Synthetic> {
+        let seed = self.synthetic?;
+        self.taken.insert(name.to_string());
+        self.requested.push((name.to_string(), shape.to_vec()));
+        Some(Synthetic::for_tensor(seed, name, shape))
+    }
+
     /// The tensor `name` as f32, checked against `shape`; marks it used.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        if let Some(seed) = self.synthetic {
-            let h = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-            let n: usize = shape.iter().product();
-            let is_norm = name.contains("norm") && shape.len() == 1;
-            let scale = if shape.len() >= 2 { 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
-            self.taken.insert(name.to_string());
-            self.requested.push((name.to_string(), shape.to_vec()));
-            let (mean, scale) = if is_norm && name.ends_with("weight") { (1.0, 0.1) } else { (0.0, scale) };
-            return Ok(synthetic_values(h, n, mean, scale));
+        if let Some(g) = self.synthetic_tensor(name, shape) {
+            return Ok(g.values(shape.iter().product()));
         }
         let Some(e) = self.index.get(name) else {
             let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
@@ -338,34 +342,72 @@ pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Bytes per element (every dtype the store reads is at least a byte wide).
-/// `n` seeded values of mean `mean` and standard deviation `scale` (uniform on ±√3·scale: a
-/// benchmark's weights need the right size, not a Gaussian shape). Generated in chunks seeded
-/// by their position, in parallel: a full-size model's ~10⁹ values take seconds, and the values
-/// do not depend on the number of threads.
-fn synthetic_values(seed: u64, n: usize, mean: f32, scale: f32) -> Vec<f32> {
-    const CHUNK: usize = 1 << 16;
-    let fill = |first_chunk: usize, part: &mut [f32]| {
-        for (ci, c) in part.chunks_mut(CHUNK).enumerate() {
-            let mut rng = crate::rng::Rng::new(seed ^ ((first_chunk + ci) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for x in c {
-                *x = mean + scale * 3f32.sqrt() * (2.0 * rng.uniform() - 1.0);
-            }
-        }
-    };
-    let mut v = vec![0f32; n];
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
-    if n <= 4 * CHUNK || threads == 1 {
-        fill(0, &mut v);
-        return v;
+/// The seeded values of one synthetic tensor: element i (in PyTorch's row-major order) is
+/// `mean + half_width · u(i)`, u(i) uniform on [−1, 1) from a hash of i keyed by the seed and the
+/// tensor's name. A benchmark's weights need the right size, not a Gaussian shape: the standard
+/// deviation is `half_width / √3`. Counter-based, so any element can be made anywhere in any
+/// order: on the host in parallel ([`Synthetic::values`]), or on the GPU straight into a
+/// kernel's packed layout (`ops::synthetic`, bit for bit the same f32 where `mean` is 0, as for
+/// every weight of two or more axes).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Synthetic {
+    pub key: u64,
+    pub mean: f32,
+    pub half_width: f32,
+}
+
+impl Synthetic {
+    /// The generator a synthetic store uses for `name`: norm scales near 1 (mean 1, std 0.1),
+    /// other weights of two or more axes with std 1/√fan-in (fan-in: the product of the axes
+    /// after the first), other vectors (biases) with std 0.1.
+    pub fn for_tensor(seed: u64, name: &str, shape: &[usize]) -> Synthetic {
+        let key = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let is_norm = name.contains("norm") && shape.len() == 1;
+        let std = if shape.len() >= 2 { 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
+        let (mean, std) = if is_norm && name.ends_with("weight") { (1.0, 0.1) } else { (0.0, std) };
+        Synthetic { key, mean, half_width: std * 3f32.sqrt() }
     }
-    let per = n.div_ceil(CHUNK).div_ceil(threads) * CHUNK;
-    std::thread::scope(|s| {
-        for (ti, part) in v.chunks_mut(per).enumerate() {
-            s.spawn(move || fill(ti * per / CHUNK, part));
+
+    /// u(i): 24 bits of a two-round hash of i keyed by the key's two halves, as an exact f32 on
+    /// [−1, 1). `shaders/synthetic.wgsl` computes the same integers.
+    pub fn unit(&self, i: u32) -> f32 {
+        let w = mix32(mix32(i.wrapping_add(self.key as u32)) ^ (self.key >> 32) as u32);
+        ((w >> 8) as i32 - (1 << 23)) as f32 * (1.0 / (1u32 << 23) as f32)
+    }
+
+    /// Element `i`.
+    pub fn value(&self, i: u32) -> f32 {
+        self.mean + self.half_width * self.unit(i)
+    }
+
+    /// Elements 0..n, in parallel (up to 8 threads; the values do not depend on how many).
+    pub fn values(&self, n: usize) -> Vec<f32> {
+        assert!(n <= 1 << 32, "a synthetic tensor of {n} elements exceeds 32-bit indexing");
+        let mut v = vec![0f32; n];
+        let fill = |first: usize, part: &mut [f32]| part.iter_mut().enumerate().for_each(|(k, x)| *x = self.value((first + k) as u32));
+        let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
+        if n < 1 << 18 || threads == 1 {
+            fill(0, &mut v);
+            return v;
         }
-    });
-    v
+        let per = n.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (t, part) in v.chunks_mut(per).enumerate() {
+                let fill = &fill;
+                s.spawn(move || fill(t * per, part));
+            }
+        });
+        v
+    }
+}
+
+/// A well-mixing 32-bit integer hash (Wellons' "lowbias32").
+fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
 }
 
 /// Whether elements at `strides` lie densely in row-major order (size-1 dims may have any stride).

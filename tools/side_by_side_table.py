@@ -103,6 +103,7 @@ def main():
             "engine_dispatches": e.get("dispatches") if e else None,
             "engine_activation_bytes_bound": e.get("activation_bytes_bound") if e else None,
             "engine_weight_bytes": e.get("weight_bytes") if e else None,
+            "engine_load_s": e.get("load_s") if e else None,
             "engine_planned_activation_bytes": e.get("planned_activation_bytes") if e else None,
             "engine_peak_bytes": e.get("measured_peak_bytes") if e else None,
             "engine_peak_note": "weights + activations as the engine allocated them (pool peak + arena)",
@@ -196,6 +197,8 @@ def main():
             notes.append(f"{row.get('engine_dtype')} vs {row.get('ref_dtype')}")
         if row.get("engine_path"):
             notes.append(f"engine path {row['engine_path']}")
+        if row.get("engine_load_s") is not None:
+            notes.append(f"engine model built in {row['engine_load_s']:.1f} s")
         ratio = row.get("ratio")
         lines.append(
             f"| {row['name']} | {row.get('shape')} | {fmt_ms(row.get('engine_ms'))} | {fmt_ms(row.get('ref_ms'))} | "

@@ -17,7 +17,7 @@ use anyhow::Result;
 use crate::ops::conv::ConvWeight;
 use crate::ops::matmul::{GegluWeight, LinearWeight};
 use crate::ops::norm::NormWeight;
-use crate::weights::WeightStore;
+use crate::weights::{Synthetic, WeightStore};
 use crate::{DType, Gpu, Tensor};
 
 /// Uploads a model's weights from a [`WeightStore`], by name and expected shape.
@@ -26,11 +26,25 @@ pub struct Loader<'a> {
     pub store: &'a mut WeightStore,
     /// Storage dtype of weights and activations.
     pub dtype: DType,
+    /// Where a synthetic store's weights are generated, straight into their packed layouts: on
+    /// the GPU (the default on a hardware adapter) or on the host (on a software adapter, whose
+    /// kernels run on the host anyway, slower than the host's own parallel loops).
+    pub generate_on_gpu: bool,
 }
 
 impl<'a> Loader<'a> {
     pub fn new(gpu: &'a Gpu, store: &'a mut WeightStore, dtype: DType) -> Self {
-        Loader { gpu, store, dtype }
+        Loader { gpu, store, dtype, generate_on_gpu: !gpu.is_software() }
+    }
+
+    /// A weight's values: a checkpoint's on the host, or a synthetic store's generator, which
+    /// the weight types run straight into their packed layouts (a full-size model's ~10⁹
+    /// random values are never laid out in PyTorch's order, and on a GPU never cross the bus).
+    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<Values> {
+        Ok(match self.store.synthetic_tensor(name, shape) {
+            Some(g) => Values::Synthetic(g),
+            None => Values::Host(self.store.take(name, shape)?),
+        })
     }
 
     pub fn raw(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -58,9 +72,12 @@ impl<'a> Loader<'a> {
     /// upload): a constant factor on the layer's output folded into the layer, so the output
     /// can go straight into a residual sum.
     pub fn conv_scaled(&mut self, prefix: &str, shape: &[usize], scale: f32) -> Result<ConvWeight> {
-        let w = scaled(self.store.take(&format!("{prefix}.weight"), shape)?, scale);
+        let w = self.weight(&format!("{prefix}.weight"), shape)?;
         let b = scaled(self.store.take(&format!("{prefix}.bias"), &shape[..1])?, scale);
-        ConvWeight::from_torch(self.gpu, &w, shape, Some(&b), self.dtype)
+        match w {
+            Values::Host(w) => ConvWeight::from_torch(self.gpu, &scaled(w, scale), shape, Some(&b), self.dtype),
+            Values::Synthetic(g) => ConvWeight::synthetic(self.gpu, &g, scale, shape, Some(&b), self.dtype, self.generate_on_gpu),
+        }
     }
 
     /// A ConvTranspose2d: `prefix.weight [cin, cout, k, k]` (PyTorch's transposed layout) and `prefix.bias [cout]`.
@@ -71,24 +88,27 @@ impl<'a> Loader<'a> {
     /// [`conv_transposed`](Self::conv_transposed) scaled like [`conv_scaled`](Self::conv_scaled).
     pub fn conv_transposed_scaled(&mut self, prefix: &str, cin: usize, cout: usize, k: usize, scale: f32) -> Result<ConvWeight> {
         let shape = [cin, cout, k, k];
-        let w = scaled(self.store.take(&format!("{prefix}.weight"), &shape)?, scale);
+        let w = self.weight(&format!("{prefix}.weight"), &shape)?;
         let b = scaled(self.store.take(&format!("{prefix}.bias"), &[cout])?, scale);
-        ConvWeight::from_torch_transposed(self.gpu, &w, &shape, Some(&b), self.dtype)
+        match w {
+            Values::Host(w) => ConvWeight::from_torch_transposed(self.gpu, &scaled(w, scale), &shape, Some(&b), self.dtype),
+            Values::Synthetic(g) => ConvWeight::synthetic_transposed(self.gpu, &g, scale, &shape, Some(&b), self.dtype, self.generate_on_gpu),
+        }
     }
 
     /// A 1×1 Conv2d `prefix.weight [cout, cin, 1, 1]` with bias, as the linear map it is on
     /// channels-last pixels.
     pub fn conv1x1_as_linear(&mut self, prefix: &str, cout: usize, cin: usize) -> Result<LinearWeight> {
-        let w = self.store.take(&format!("{prefix}.weight"), &[cout, cin, 1, 1])?;
+        let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, 1, 1])?;
         let b = self.store.take(&format!("{prefix}.bias"), &[cout])?;
-        LinearWeight::from_torch_with_bias(self.gpu, &w, Some(&b), cout, cin, self.dtype)
+        self.stacked(vec![w], Some(&b), cout, cin)
     }
 
     /// A Linear `prefix.weight [out, in]`, with `prefix.bias [out]` when `bias`.
     pub fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<LinearWeight> {
-        let w = self.store.take(&format!("{prefix}.weight"), &[out, inp])?;
+        let w = self.weight(&format!("{prefix}.weight"), &[out, inp])?;
         let b = if bias { Some(self.store.take(&format!("{prefix}.bias"), &[out])?) } else { None };
-        LinearWeight::from_torch_with_bias(self.gpu, &w, b.as_deref(), out, inp, self.dtype)
+        self.stacked(vec![w], b.as_deref(), out, inp)
     }
 
     /// Linears with one input stacked into one `[Σ out, in]` Linear (output channels in the order
@@ -97,23 +117,48 @@ impl<'a> Loader<'a> {
     /// where three would read it three times (an attention's q, k and v).
     pub fn stacked_linear(&mut self, prefixes: &[String], weight_shape: &[usize], bias: bool) -> Result<LinearWeight> {
         let (out, inp) = (weight_shape[0], weight_shape[1]);
-        let mut w = Vec::with_capacity(prefixes.len() * out * inp);
+        let mut parts = Vec::with_capacity(prefixes.len());
         let mut b = Vec::with_capacity(prefixes.len() * out);
         for p in prefixes {
-            w.extend(self.store.take(&format!("{p}.weight"), weight_shape)?);
+            parts.push(self.weight(&format!("{p}.weight"), weight_shape)?);
             if bias {
                 b.extend(self.store.take(&format!("{p}.bias"), &[out])?);
             }
         }
-        LinearWeight::from_torch_with_bias(self.gpu, &w, bias.then_some(&b[..]), prefixes.len() * out, inp, self.dtype)
+        self.stacked(parts, bias.then_some(&b[..]), out, inp)
+    }
+
+    /// Linear weights `[out_each, inp]` stacked along the output features (one part: a plain
+    /// Linear), with the stacked `bias`.
+    fn stacked(&mut self, parts: Vec<Values>, bias: Option<&[f32]>, out_each: usize, inp: usize) -> Result<LinearWeight> {
+        let out = parts.len() * out_each;
+        let (mut host, mut gens) = (Vec::new(), Vec::new());
+        for p in parts {
+            match p {
+                Values::Host(w) => host.extend(w),
+                Values::Synthetic(g) => gens.push(g),
+            }
+        }
+        let lw = if gens.is_empty() {
+            LinearWeight::from_torch(self.gpu, &host, out, inp, self.dtype)?
+        } else {
+            LinearWeight::synthetic(self.gpu, &gens, out_each, inp, self.dtype, self.generate_on_gpu)?
+        };
+        match bias {
+            Some(b) => lw.with_bias(self.gpu, b),
+            None => Ok(lw),
+        }
     }
 
     /// A GEGLU projection `prefix.weight [2·inner, in]` with `prefix.bias`, packed for
     /// [`linear_geglu`](crate::ops::matmul::linear_geglu).
     pub fn geglu(&mut self, prefix: &str, inner: usize, inp: usize) -> Result<GegluWeight> {
-        let w = self.store.take(&format!("{prefix}.weight"), &[2 * inner, inp])?;
+        let w = self.weight(&format!("{prefix}.weight"), &[2 * inner, inp])?;
         let b = self.store.take(&format!("{prefix}.bias"), &[2 * inner])?;
-        GegluWeight::from_torch(self.gpu, &w, Some(&b), inner, inp, self.dtype)
+        match w {
+            Values::Host(w) => GegluWeight::from_torch(self.gpu, &w, Some(&b), inner, inp, self.dtype),
+            Values::Synthetic(g) => GegluWeight::synthetic(self.gpu, &g, Some(&b), inner, inp, self.dtype, self.generate_on_gpu),
+        }
     }
 
     /// A GroupNorm/LayerNorm's `prefix.weight` and `prefix.bias`, both `[c]`.
@@ -122,6 +167,12 @@ impl<'a> Loader<'a> {
         let b = self.store.take(&format!("{prefix}.bias"), &[c])?;
         NormWeight::from_torch(self.gpu, &g, &b)
     }
+}
+
+/// Where a weight's values come from (see [`Loader`]'s `weight`).
+enum Values {
+    Host(Vec<f32>),
+    Synthetic(Synthetic),
 }
 
 fn scaled(mut v: Vec<f32>, s: f32) -> Vec<f32> {
@@ -145,4 +196,62 @@ pub fn nhwc_to_nchw_host(v: &[f32], shape: &[usize]) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_stored_exactly, fresh_seed, test_gpu};
+
+    /// Every layout a loader packs (conv 2-D, 3-D and transposed, scaled or not; linear with and
+    /// without bias, stacked, from a 1×1 conv; GEGLU), at awkward sizes: a synthetic store's
+    /// weights, generated on the GPU or on the host, equal a checkpoint of the same store's
+    /// values packed on the host, in f32 bit for bit and in f16 to the device's rounding.
+    #[test]
+    fn synthetic_weights_equal_their_checkpoint() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let build = |l: &mut Loader| -> Vec<(&'static str, Tensor)> {
+            let c = l.conv("c2", &[7, 5, 3, 3]).unwrap();
+            let c3 = l.conv_scaled("c3", &[9, 33, 3, 1, 1], 0.7).unwrap();
+            let ct = l.conv_transposed_scaled("ct", 6, 7, 4, 0.25).unwrap();
+            let lin = l.linear("lin", 33, 7, false).unwrap();
+            let linb = l.linear("linb", 5, 77, true).unwrap();
+            let qkv = l.stacked_linear(&["q".into(), "k".into(), "v".into()], &[5, 7], true).unwrap();
+            let p = l.conv1x1_as_linear("p", 7, 33).unwrap();
+            let ff = l.geglu("ff", 6, 5).unwrap();
+            vec![
+                ("conv", c.w),
+                ("conv bias", c.bias),
+                ("conv3d ×0.7", c3.w),
+                ("conv-transpose ×0.25", ct.w),
+                ("conv-transpose bias", ct.bias),
+                ("linear", lin.w),
+                ("linear with bias", linb.w),
+                ("stacked", qkv.w),
+                ("stacked bias", qkv.bias.unwrap()),
+                ("1×1 conv as linear", p.w),
+                ("GEGLU", ff.lin.w),
+                ("GEGLU bias", ff.lin.bias.unwrap()),
+            ]
+        };
+        let path = std::env::temp_dir().join(format!("diffvsr-synthetic-{}-{seed}.safetensors", std::process::id()));
+        for (dt, on_gpu) in [(DType::F32, true), (DType::F16, true), (DType::F32, false), (DType::F16, false)] {
+            let mut synthetic = WeightStore::synthetic(seed);
+            let got = build(&mut Loader { generate_on_gpu: on_gpu, ..Loader::new(&gpu, &mut synthetic, dt) });
+            let mut values = WeightStore::synthetic(seed);
+            let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = synthetic.requested().iter().map(|(n, s)| (n.clone(), s.clone(), values.take(n, s).unwrap())).collect();
+            let views: Vec<(&str, &[usize], &[f32])> = tensors.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice())).collect();
+            crate::weights::save_f32(&path, &views).unwrap();
+            let mut file = WeightStore::open(&path).unwrap();
+            let want = build(&mut Loader::new(&gpu, &mut file, dt));
+            file.finish().unwrap();
+            for ((what, g), (_, w)) in got.iter().zip(&want) {
+                assert_eq!(g.shape(), w.shape(), "{what}");
+                let what = format!("seed {seed}, {what}, {}, generated on the {}", dt.name(), if on_gpu { "GPU" } else { "host" });
+                assert_stored_exactly(&what, &g.to_f32(&gpu).unwrap(), &w.to_f32(&gpu).unwrap(), dt);
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -25,7 +25,9 @@ use anyhow::{bail, ensure, Result};
 use crate::gpu::Gpu;
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::residual::Residual;
+use crate::ops::synthetic::{Packing, Placement};
 use crate::tensor::{DType, Tensor};
+use crate::weights::Synthetic;
 
 const SRC_TILED_VEC4: &str = concat!(
     include_str!("../../shaders/conv_geom.wgsl"),
@@ -116,59 +118,135 @@ impl ConvWeight {
     /// From a PyTorch `Conv2d` (`shape` = `[Cout, Cin, kh, kw]`) or `Conv3d`
     /// (`[Cout, Cin, kt, kh, kw]`) weight, with an optional `[Cout]` bias.
     pub fn from_torch(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
+        Layout::conv(shape)?.pack(gpu, w, shape, bias, dtype)
+    }
+
+    /// From a PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` weight
+    /// (`shape` = `[Cin, Cout, 4, 4]`), with an optional `[Cout]` bias.
+    pub fn from_torch_transposed(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
+        Layout::transposed(shape)?.pack(gpu, w, shape, bias, dtype)
+    }
+
+    /// [`from_torch`](Self::from_torch) of a synthetic weight of PyTorch shape `shape` (times
+    /// `factor`), generated straight into the packed layout, on the GPU when `on_gpu` (else on
+    /// the host).
+    pub fn synthetic(gpu: &Gpu, gen: &Synthetic, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
+        Layout::conv(shape)?.generate(gpu, gen, factor, bias, dtype, on_gpu)
+    }
+
+    /// [`from_torch_transposed`](Self::from_torch_transposed) of a synthetic weight, generated
+    /// as [`synthetic`](Self::synthetic) is.
+    pub fn synthetic_transposed(gpu: &Gpu, gen: &Synthetic, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
+        Layout::transposed(shape)?.generate(gpu, gen, factor, bias, dtype, on_gpu)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.w.dtype()
+    }
+}
+
+/// Where a PyTorch conv weight's elements go in the packed `[phases·taps][cin_p][cout_p]`
+/// layout: row (phase, tap, ci) holds the weight's elements for every co at a stride. One
+/// description for packing a checkpoint's weight and for generating a synthetic one.
+struct Layout {
+    kind: ConvKind,
+    cin: usize,
+    cout: usize,
+    taps: [usize; 3],
+    cin_p: usize,
+    cout_p: usize,
+}
+
+impl Layout {
+    /// A `Conv2d` (`[Cout, Cin, kh, kw]`) or `Conv3d` (`[Cout, Cin, kt, kh, kw]`) weight.
+    fn conv(shape: &[usize]) -> Result<Layout> {
         let (kind, cout, cin, taps) = match *shape {
             [co, ci, kh, kw] => (ConvKind::Conv2d, co, ci, [1, kh, kw]),
             [co, ci, kt, kh, kw] => (ConvKind::Conv3d, co, ci, [kt, kh, kw]),
             _ => bail!("conv weight shape {shape:?}: expected [Cout, Cin, kh, kw] or [Cout, Cin, kt, kh, kw]"),
         };
         ensure!(cout > 0 && cin > 0 && taps.iter().all(|&k| k > 0), "conv weight shape {shape:?} has a zero axis");
-        ensure!(w.len() == shape.iter().product::<usize>(), "conv weight has {} values, shape {shape:?} needs {}", w.len(), shape.iter().product::<usize>());
-        let ntaps = taps[0] * taps[1] * taps[2];
-        let (cin_p, cout_p) = (cin.next_multiple_of(CIN_ALIGN), cout.next_multiple_of(COUT_ALIGN));
-        let mut packed = vec![0f32; ntaps * cin_p * cout_p];
-        // Row (tap, ci) holds w[co][ci][tap] for every co; padding rows and columns stay 0.
-        super::pack::gather_rows(&mut packed, cout_p, cout, w, |r| {
-            let (tap, ci) = (r / cin_p, r % cin_p);
-            (ci < cin).then_some((ci * ntaps + tap, cin * ntaps))
-        });
-        Self::upload(gpu, kind, cin, cout, taps, cin_p, cout_p, &packed, bias, dtype)
+        Ok(Layout::new(kind, cin, cout, taps))
     }
 
-    /// From a PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` weight
-    /// (`shape` = `[Cin, Cout, 4, 4]`), with an optional `[Cout]` bias.
-    pub fn from_torch_transposed(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
+    /// A `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` weight (`[Cin, Cout, 4, 4]`),
+    /// run as four phases of (1, 2, 2) taps.
+    fn transposed(shape: &[usize]) -> Result<Layout> {
         let [cin, cout, 4, 4] = *shape else {
             bail!("conv-transpose weight shape {shape:?}: expected [Cin, Cout, 4, 4] (only kernel 4, stride 2, padding 1 is supported)");
         };
         ensure!(cout > 0 && cin > 0, "conv-transpose weight shape {shape:?} has a zero axis");
-        ensure!(w.len() == cin * cout * 16, "conv-transpose weight has {} values, shape {shape:?} needs {}", w.len(), cin * cout * 16);
-        let (cin_p, cout_p) = (cin.next_multiple_of(CIN_ALIGN), cout.next_multiple_of(COUT_ALIGN));
-        let mut packed = vec![0f32; 4 * 4 * cin_p * cout_p];
-        // Output row 2a+py gets kernel row ky from input row a+ty−1+py with ky = 3−2ty−py (ty ∈ {0,1}).
-        // Rows are (phase, tap, ci) with phase = 2py+px and tap = 2ty+tx: the row's index is
-        // ((py·2 + px)·4 + ty·2 + tx)·cin_p + ci, and it holds w[ci][co][ky][kx] for every co.
-        super::pack::gather_rows(&mut packed, cout_p, cout, w, |r| {
-            let (i, ci) = (r / cin_p, r % cin_p);
-            let (py, px, ty, tx) = (i >> 3, (i >> 2) & 1, (i >> 1) & 1, i & 1);
-            let (ky, kx) = (3 - 2 * ty - py, 3 - 2 * tx - px);
-            (ci < cin).then_some((ci * cout * 16 + ky * 4 + kx, 16))
-        });
-        Self::upload(gpu, ConvKind::ConvTranspose2d, cin, cout, [1, 2, 2], cin_p, cout_p, &packed, bias, dtype)
+        Ok(Layout::new(ConvKind::ConvTranspose2d, cin, cout, [1, 2, 2]))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn upload(
-        gpu: &Gpu,
-        kind: ConvKind,
-        cin: usize,
-        cout: usize,
-        taps: [usize; 3],
-        cin_p: usize,
-        cout_p: usize,
-        packed: &[f32],
-        bias: Option<&[f32]>,
-        dtype: DType,
-    ) -> Result<ConvWeight> {
+    fn new(kind: ConvKind, cin: usize, cout: usize, taps: [usize; 3]) -> Layout {
+        Layout { kind, cin, cout, taps, cin_p: cin.next_multiple_of(CIN_ALIGN), cout_p: cout.next_multiple_of(COUT_ALIGN) }
+    }
+
+    fn ntaps(&self) -> usize {
+        self.taps.iter().product()
+    }
+
+    /// Packed rows: (tap, ci), or (phase, tap, ci) for the four phases of a transposed conv.
+    fn rows(&self) -> usize {
+        let phases = if self.kind == ConvKind::ConvTranspose2d { 4 } else { 1 };
+        phases * self.ntaps() * self.cin_p
+    }
+
+    fn packed_shape(&self) -> [usize; 3] {
+        [self.rows() / self.cin_p, self.cin_p, self.cout_p]
+    }
+
+    /// Elements of the PyTorch weight.
+    fn src_len(&self) -> usize {
+        match self.kind {
+            ConvKind::ConvTranspose2d => self.cin * self.cout * 16,
+            _ => self.cout * self.cin * self.ntaps(),
+        }
+    }
+
+    /// Row r → (base, stride) of its elements in the PyTorch weight (None: a padding row).
+    fn row_fn(&self) -> impl Fn(usize) -> Option<(usize, usize)> + Sync + '_ {
+        move |r| {
+            let (i, ci) = (r / self.cin_p, r % self.cin_p);
+            if ci >= self.cin {
+                return None;
+            }
+            if self.kind != ConvKind::ConvTranspose2d {
+                // Row (tap, ci) holds w[co][ci][tap] for every co.
+                let ntaps = self.ntaps();
+                return Some((ci * ntaps + i, self.cin * ntaps));
+            }
+            // Output row 2a+py gets kernel row ky from input row a+ty−1+py with ky = 3−2ty−py
+            // (ty ∈ {0,1}). Rows are (phase, tap, ci) with phase = 2py+px and tap = 2ty+tx: the
+            // row's index is ((py·2 + px)·4 + ty·2 + tx)·cin_p + ci, and it holds w[ci][co][ky][kx]
+            // for every co.
+            let (py, px, ty, tx) = (i >> 3, (i >> 2) & 1, (i >> 1) & 1, i & 1);
+            let (ky, kx) = (3 - 2 * ty - py, 3 - 2 * tx - px);
+            Some((ci * self.cout * 16 + ky * 4 + kx, 16))
+        }
+    }
+
+    /// The packed weight of the PyTorch weight `w` (of `shape`), on the host.
+    fn pack(&self, gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
+        let what = if self.kind == ConvKind::ConvTranspose2d { "conv-transpose" } else { "conv" };
+        ensure!(w.len() == self.src_len(), "{what} weight has {} values, shape {shape:?} needs {}", w.len(), self.src_len());
+        let mut packed = vec![0f32; self.rows() * self.cout_p];
+        super::pack::gather_rows(&mut packed, self.cout_p, self.cout, w, self.row_fn());
+        let w = Tensor::from_f32(gpu, &packed, &self.packed_shape(), dtype)?;
+        self.finish(gpu, w, bias)
+    }
+
+    /// The packed weight of `gen`'s values (times `factor`): zeros, then every mapped row.
+    fn generate(&self, gpu: &Gpu, gen: &Synthetic, factor: f32, bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
+        let mut w = Packing::new(gpu, &self.packed_shape(), dtype, on_gpu)?;
+        w.fill_rows(gen, factor, self.src_len(), &Placement::rows(self.rows(), self.cout_p, self.cout), self.row_fn())?;
+        self.finish(gpu, w.finish()?, bias)
+    }
+
+    /// The weight with its bias (zeros when the layer has none).
+    fn finish(&self, gpu: &Gpu, w: Tensor, bias: Option<&[f32]>) -> Result<ConvWeight> {
+        let cout = self.cout;
         let zeros;
         let bias = match bias {
             Some(b) => {
@@ -180,13 +258,8 @@ impl ConvWeight {
                 &zeros
             }
         };
-        let w = Tensor::from_f32(gpu, packed, &[packed.len() / (cin_p * cout_p), cin_p, cout_p], dtype)?;
-        let bias = Tensor::from_f32(gpu, bias, &[cout], dtype)?;
-        Ok(ConvWeight { kind, cin, cout, taps, cin_p, cout_p, w, bias })
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.w.dtype()
+        let bias = Tensor::from_f32(gpu, bias, &[cout], w.dtype())?;
+        Ok(ConvWeight { kind: self.kind, cin: self.cin, cout, taps: self.taps, cin_p: self.cin_p, cout_p: self.cout_p, w, bias })
     }
 }
 

@@ -23,7 +23,9 @@ use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::residual::Residual;
+use crate::ops::synthetic::{Packing, Placement};
 use crate::tensor::{DType, Tensor};
+use crate::weights::Synthetic;
 use crate::Gpu;
 
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
@@ -335,6 +337,21 @@ impl LinearWeight {
         Ok(LinearWeight { w, bias: None, in_features, out_features })
     }
 
+    /// [`from_torch`](Self::from_torch) of synthetic weights generated straight into the
+    /// transposed layout (on the GPU when `on_gpu`, else on the host): `parts` (each a PyTorch
+    /// `[out_each, in]` weight) stacked along the output features in order, as
+    /// [`Loader::stacked_linear`](crate::models::Loader::stacked_linear) stacks them.
+    pub fn synthetic(gpu: &Gpu, parts: &[Synthetic], out_each: usize, in_features: usize, dtype: DType, on_gpu: bool) -> Result<LinearWeight> {
+        let out_features = parts.len() * out_each;
+        let mut w = Packing::new(gpu, &[in_features, out_features], dtype, on_gpu)?;
+        for (k, gen) in parts.iter().enumerate() {
+            // Row i of part k holds w_k[o][i] for every o, at columns k·out_each + o.
+            let place = Placement { rows: in_features, row_len: out_features, col0: k * out_each, col_step: 1, cols: out_each };
+            w.fill_rows(gen, 1.0, out_each * in_features, &place, |i| Some((i, in_features)))?;
+        }
+        Ok(LinearWeight { w: w.finish()?, bias: None, in_features, out_features })
+    }
+
     /// From PyTorch's `weight` `[out, in]` and optional `bias` `[out]`.
     pub fn from_torch_with_bias(
         gpu: &Gpu,
@@ -405,28 +422,57 @@ impl GegluWeight {
         if !inner.is_multiple_of(2) || w.len() != 2 * inner * in_features {
             bail!("GEGLU weight: {} values for [2·{inner}, {in_features}] (inner must be even)", w.len());
         }
-        // Packed output feature i reads PyTorch feature src(i).
-        let src = |i: usize| {
-            let (j, e) = (2 * (i / 4), i % 4);
-            if e < 2 {
-                j + e
-            } else {
-                inner + j + e - 2
-            }
-        };
+        let src = geglu_source(inner);
         let mut pw = vec![0f32; w.len()];
         for (i, row) in pw.chunks_exact_mut(in_features.max(1)).enumerate() {
             row.copy_from_slice(&w[src(i) * in_features..][..in_features]);
         }
-        let mut lin = LinearWeight::from_torch(gpu, &pw, 2 * inner, in_features, dtype)?;
+        let lin = LinearWeight::from_torch(gpu, &pw, 2 * inner, in_features, dtype)?;
+        GegluWeight::with_bias(gpu, lin, bias, inner)
+    }
+
+    /// [`from_torch`](Self::from_torch) of a synthetic weight, generated straight into the
+    /// interleaved, transposed layout (on the GPU when `on_gpu`, else on the host): packed
+    /// column 4p + e reads PyTorch row 2p + e (the value half, e < 2) or inner + 2p + e − 2 (the
+    /// gate half), so each e is one strided fill.
+    pub fn synthetic(gpu: &Gpu, gen: &Synthetic, bias: Option<&[f32]>, inner: usize, in_features: usize, dtype: DType, on_gpu: bool) -> Result<GegluWeight> {
+        if !inner.is_multiple_of(2) {
+            bail!("GEGLU weight: inner {inner} must be even");
+        }
+        let mut w = Packing::new(gpu, &[in_features, 2 * inner], dtype, on_gpu)?;
+        let src = geglu_source(inner);
+        for e in 0..4 {
+            let place = Placement { rows: in_features, row_len: 2 * inner, col0: e, col_step: 4, cols: inner / 2 };
+            w.fill_rows(gen, 1.0, 2 * inner * in_features, &place, |i| Some((src(e) * in_features + i, 2 * in_features)))?;
+        }
+        let lin = LinearWeight { w: w.finish()?, bias: None, in_features, out_features: 2 * inner };
+        GegluWeight::with_bias(gpu, lin, bias, inner)
+    }
+
+    /// The packed projection with PyTorch's `bias` `[2·inner]` in the packed order.
+    fn with_bias(gpu: &Gpu, mut lin: LinearWeight, bias: Option<&[f32]>, inner: usize) -> Result<GegluWeight> {
         if let Some(b) = bias {
             if b.len() != 2 * inner {
                 bail!("GEGLU bias has {} values, not 2·{inner}", b.len());
             }
+            let src = geglu_source(inner);
             let pb: Vec<f32> = (0..2 * inner).map(|i| b[src(i)]).collect();
             lin = lin.with_bias(gpu, &pb)?;
         }
         Ok(GegluWeight { lin, inner })
+    }
+}
+
+/// The PyTorch output feature that packed GEGLU feature i reads: features in groups of four,
+/// `x_j, x_j+1, g_j, g_j+1` for j = 0, 2, 4, … (values, then their gates `inner` further on).
+fn geglu_source(inner: usize) -> impl Fn(usize) -> usize {
+    move |i| {
+        let (j, e) = (2 * (i / 4), i % 4);
+        if e < 2 {
+            j + e
+        } else {
+            inner + j + e - 2
+        }
     }
 }
 

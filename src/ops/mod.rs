@@ -19,3 +19,4 @@ pub mod noise;
 pub mod color;
 pub mod pack;
 pub mod residual;
+pub mod synthetic;

@@ -1,0 +1,279 @@
+//! Seeded random weights generated straight into a kernel's packed layout, on the GPU
+//! (`shaders/synthetic.wgsl`) or, on a software adapter, on the host. A full-size model built
+//! with `--random-weights` then never lays its values out in PyTorch's order, packs them or (on
+//! a GPU) copies them over the bus: the host only describes where each element goes.
+//!
+//! The values are [`Synthetic`]'s (what a synthetic
+//! [`WeightStore`](crate::weights::WeightStore) hands out from `take`), so a weight generated
+//! here equals the host packing of the same store's values: bit for bit in f32 where the
+//! generator's mean is 0 (every weight of two or more axes; a device may fuse `mean + h·u`
+//! otherwise), and to the f16 rounding of the device with f16 storage.
+//!
+//! The placement is the host packer's ([`pack::gather_rows`](super::pack::gather_rows)): row r
+//! of the packed layout holds source elements `base + c·stride` for c < `cols`, with the row's
+//! `(base, stride)` from the same function the host packing uses; here those elements land at
+//! columns `col0 + c·col_step` of rows `row_len` long, so several tensors (stacked projections)
+//! or interleaved column groups (GEGLU) share one packed weight.
+
+use anyhow::{ensure, Result};
+
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::Tensor;
+use crate::weights::Synthetic;
+use crate::{DType, Gpu};
+
+const SRC: &str = include_str!("../../shaders/synthetic.wgsl");
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    first: u32,
+    cols: u32,
+    row_len: u32,
+    col0: u32,
+    col_step: u32,
+    key0: u32,
+    key1: u32,
+    mean: f32,
+    half_width: f32,
+    factor: f32,
+}
+
+/// Where one generated tensor's elements go in a packed weight of `rows` rows of `row_len`:
+/// columns `col0 + c·col_step` for c < `cols` of every row the row function maps.
+#[derive(Copy, Clone, Debug)]
+pub struct Placement {
+    pub rows: usize,
+    pub row_len: usize,
+    pub col0: usize,
+    pub col_step: usize,
+    pub cols: usize,
+}
+
+impl Placement {
+    /// Rows of `row_len` filled from column 0, one column per source step (a plain packing).
+    pub fn rows(rows: usize, row_len: usize, cols: usize) -> Placement {
+        Placement { rows, row_len, col0: 0, col_step: 1, cols }
+    }
+}
+
+/// The row table `(dst_row, base, stride)` of every mapped row, checked against the packed
+/// weight's size and 32-bit indexing.
+fn row_table(out_len: usize, place: &Placement, src_len: usize, row: &impl Fn(usize) -> Option<(usize, usize)>) -> Result<Vec<u32>> {
+    let last_col = place.col0 + place.cols.saturating_sub(1) * place.col_step;
+    ensure!(place.cols == 0 || (last_col < place.row_len && place.rows * place.row_len <= out_len), "synthetic fill: {place:?} reaches past its rows or the packed weight's {out_len} elements");
+    ensure!(out_len <= u32::MAX as usize && src_len <= u32::MAX as usize, "synthetic fill: {out_len} packed or {src_len} source elements exceed 32-bit indexing");
+    let mut table = Vec::new();
+    for r in 0..place.rows {
+        if let Some((base, stride)) = row(r) {
+            ensure!(place.cols == 0 || base + (place.cols - 1) * stride < src_len, "synthetic fill: row {r} reads past the source's {src_len} elements");
+            table.extend([r as u32, base as u32, stride as u32]);
+        }
+    }
+    Ok(table)
+}
+
+/// Zeros every element of `out` (a float tensor): the packed layout's padding, before the fills.
+pub fn zero(rec: &mut Recorder, out: &Tensor) -> Result<()> {
+    ensure!(out.dtype().is_float(), "synthetic zero: {out:?} must be f32 or f16");
+    let n = out.numel();
+    ensure!(n <= u32::MAX as usize, "synthetic zero: {out:?} exceeds 32-bit indexing");
+    let table = Tensor::from_u32(rec.gpu(), &[0], &[1])?;
+    let p = Params { n: n as u32, first: 0, cols: 1, row_len: 0, col0: 0, col_step: 0, key0: 0, key1: 0, mean: 0.0, half_width: 0.0, factor: 0.0 };
+    let k = Kernel::new("synthetic", SRC, out.dtype()).def("MODE", "0u");
+    rec.dispatch(&k, &p, &[(&table).into(), out.into()], grid(rec.gpu(), n.div_ceil(256) as u32))
+}
+
+/// Writes `gen`'s elements of a source tensor of `src_len` elements, times `factor`, into
+/// `out` (the packed weight, f32 or f16) as `place` and `row` say: row r (of `place.rows`)
+/// gets source elements `base + c·stride`, c < `place.cols`, where `row(r)` is
+/// `Some((base, stride))`; other rows and columns are left as they are.
+pub fn fill_rows(rec: &mut Recorder, out: &Tensor, gen: &Synthetic, factor: f32, src_len: usize, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)>) -> Result<()> {
+    ensure!(out.dtype().is_float(), "synthetic fill: {out:?} must be f32 or f16");
+    let table = row_table(out.numel(), place, src_len, &row)?;
+    let entries = table.len() / 3;
+    if entries == 0 || place.cols == 0 {
+        return Ok(());
+    }
+    let gpu = rec.gpu();
+    let table = Tensor::from_u32(gpu, &table, &[table.len()])?;
+    let k = Kernel::new("synthetic", SRC, out.dtype()).def("MODE", "1u");
+    // One workgroup row per entry, in dispatches of at most the adapter's grid height.
+    let max_rows = gpu.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+    let col_groups = place.cols.div_ceil(256);
+    ensure!(col_groups <= max_rows, "synthetic fill: {} columns exceed one dispatch's grid", place.cols);
+    for first in (0..entries).step_by(max_rows) {
+        let p = Params {
+            n: 0,
+            first: first as u32,
+            cols: place.cols as u32,
+            row_len: place.row_len as u32,
+            col0: place.col0 as u32,
+            col_step: place.col_step as u32,
+            key0: gen.key as u32,
+            key1: (gen.key >> 32) as u32,
+            mean: gen.mean,
+            half_width: gen.half_width,
+            factor,
+        };
+        rec.dispatch(&k, &p, &[(&table).into(), out.into()], [col_groups as u32, (entries - first).min(max_rows) as u32, 1])?;
+    }
+    Ok(())
+}
+
+/// A packed weight being generated from synthetic tensors, zeros at first: on the GPU (the
+/// fills recorded into one command buffer) or on the host (filled in parallel and uploaded at
+/// the end: on a software adapter the host is the device, and this is faster there).
+pub struct Packing<'g> {
+    gpu: &'g Gpu,
+    shape: Vec<usize>,
+    dtype: DType,
+    on: On<'g>,
+}
+
+enum On<'g> {
+    Gpu { out: Tensor, rec: Recorder<'g> },
+    Host(Vec<f32>),
+}
+
+impl<'g> Packing<'g> {
+    pub fn new(gpu: &'g Gpu, shape: &[usize], dtype: DType, on_gpu: bool) -> Result<Packing<'g>> {
+        let on = if on_gpu {
+            let out = Tensor::unpoisoned(gpu, shape, dtype)?;
+            let mut rec = gpu.recorder();
+            zero(&mut rec, &out)?;
+            On::Gpu { out, rec }
+        } else {
+            On::Host(vec![0f32; shape.iter().product()])
+        };
+        Ok(Packing { gpu, shape: shape.to_vec(), dtype, on })
+    }
+
+    /// [`fill_rows`] into the packed weight.
+    pub fn fill_rows(&mut self, gen: &Synthetic, factor: f32, src_len: usize, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)> + Sync) -> Result<()> {
+        match &mut self.on {
+            On::Gpu { out, rec } => fill_rows(rec, out, gen, factor, src_len, place, row),
+            On::Host(out) => {
+                row_table(out.len(), place, src_len, &row)?;
+                cpu::fill_rows_parallel(out, gen, factor, place, row);
+                Ok(())
+            }
+        }
+    }
+
+    /// The packed weight, on the GPU.
+    pub fn finish(self) -> Result<Tensor> {
+        match self.on {
+            On::Gpu { out, rec } => {
+                rec.submit();
+                Ok(out)
+            }
+            On::Host(v) => Tensor::from_f32(self.gpu, &v, &self.shape, self.dtype),
+        }
+    }
+}
+
+/// CPU reference.
+pub mod cpu {
+    use super::Placement;
+    use crate::weights::Synthetic;
+
+    /// [`fill_rows`](super::fill_rows) on the host: the same elements from the host generator.
+    pub fn fill_rows(out: &mut [f32], gen: &Synthetic, factor: f32, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)>) {
+        fill_row_range(out, 0, place.rows, gen, factor, place, &row);
+    }
+
+    /// Rows `first..end` of the placement into `out`, the packed weight from row `first` on.
+    fn fill_row_range(out: &mut [f32], first: usize, end: usize, gen: &Synthetic, factor: f32, place: &Placement, row: &impl Fn(usize) -> Option<(usize, usize)>) {
+        for r in first..end {
+            let Some((base, stride)) = row(r) else { continue };
+            let dst = &mut out[(r - first) * place.row_len..][..place.row_len];
+            // u32 arithmetic, as the kernel's (row_table checks that it does not wrap).
+            let (base, stride) = (base as u32, stride as u32);
+            let value = |c: usize| gen.value(base + c as u32 * stride) * factor;
+            if place.col_step == 1 {
+                // Contiguous: a loop the compiler vectorises.
+                dst[place.col0..place.col0 + place.cols].iter_mut().enumerate().for_each(|(c, x)| *x = value(c));
+            } else {
+                (0..place.cols).for_each(|c| dst[place.col0 + c * place.col_step] = value(c));
+            }
+        }
+    }
+
+    /// [`fill_rows`] over up to 8 threads, each a range of rows (the loaders' host path).
+    pub fn fill_rows_parallel(out: &mut [f32], gen: &Synthetic, factor: f32, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)> + Sync) {
+        let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
+        if threads == 1 || place.rows * place.cols < 1 << 16 {
+            return fill_rows(out, gen, factor, place, row);
+        }
+        let per = place.rows.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (t, part) in out.chunks_mut(per * place.row_len).enumerate() {
+                let row = &row;
+                let first = t * per;
+                let end = (first + per).min(place.rows);
+                s.spawn(move || fill_row_range(part, first, end, gen, factor, place, row));
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assert_stored_exactly, fresh_seed, test_gpu, translate_check, Rng};
+    use crate::DType;
+
+    /// Zero then fills of random placements (interleaved column groups, skipped rows, a
+    /// factor, awkward sizes) into a NaN-poisoned tensor, against the host: f32 exactly (the
+    /// generator's mean is 0 here, as for every weight it makes), f16 to the device's rounding.
+    #[test]
+    fn fills_match_cpu() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for (rows, cols, groups) in [(1usize, 1usize, 1usize), (7, 33, 2), (77, 5, 4), (33, 130, 1)] {
+            let row_len = cols * groups + 3;
+            let stride = rows + 2;
+            let src_len = stride * cols + rows;
+            for dt in [DType::F32, DType::F16] {
+                let out = Tensor::empty(&gpu, &[rows, row_len], dt).unwrap();
+                let mut want = vec![0f32; rows * row_len];
+                let mut rec = gpu.recorder();
+                zero(&mut rec, &out).unwrap();
+                for g in 0..groups {
+                    let gen = Synthetic { key: rng.next_u64(), mean: 0.0, half_width: 0.5 + rng.uniform() };
+                    let factor = if g == 1 { 0.7 } else { 1.0 };
+                    let place = Placement { rows, row_len, col0: g, col_step: groups, cols };
+                    let row = |r: usize| (r % 5 != 3).then_some((r, stride));
+                    fill_rows(&mut rec, &out, &gen, factor, src_len, &place, row).unwrap();
+                    cpu::fill_rows(&mut want, &gen, factor, &place, row);
+                }
+                rec.submit();
+                let got = out.to_f32(&gpu).unwrap();
+                assert_stored_exactly(&format!("seed {seed}: {rows}×{cols} in {groups} groups, {}", dt.name()), &got, &want, dt);
+            }
+        }
+    }
+
+    /// A placement past the packed weight or a row past the source is refused on the host.
+    #[test]
+    fn out_of_range_placements_are_refused() {
+        let gpu = test_gpu();
+        let out = Tensor::empty(&gpu, &[4, 8], DType::F32).unwrap();
+        let gen = Synthetic { key: 1, mean: 0.0, half_width: 1.0 };
+        let mut rec = gpu.recorder();
+        let e = fill_rows(&mut rec, &out, &gen, 1.0, 64, &Placement { rows: 4, row_len: 8, col0: 1, col_step: 1, cols: 8 }, |r| Some((r, 1))).unwrap_err();
+        assert!(e.to_string().contains("reaches past"), "{e}");
+        let e = fill_rows(&mut rec, &out, &gen, 1.0, 10, &Placement::rows(4, 8, 8), |r| Some((r, 2))).unwrap_err();
+        assert!(e.to_string().contains("reads past"), "{e}");
+    }
+
+    #[test]
+    fn kernels_translate() {
+        for (mode, dt) in [(0u32, DType::F32), (0, DType::F16), (1, DType::F32), (1, DType::F16)] {
+            translate_check(&Kernel::new("synthetic", SRC, dt).def("MODE", format!("{mode}u")));
+        }
+    }
+}
