@@ -191,8 +191,7 @@ mod tests {
     #[test]
     fn quick_run_writes_json_and_roofline_with_ceilings() {
         let gpu = test_gpu();
-        let dir = std::env::temp_dir().join(format!("diffvsr-bench-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("bench");
         let (json, svg) = (dir.join("bench.json"), dir.join("roofline.svg"));
         let opts = BenchOptions { filter: Some("matmul portable".into()), dtype: DType::F32, iters: 1, quick: true, json: Some(json.clone()), roofline: Some(svg.clone()) };
         let rows = run_kernels(&gpu, &opts).unwrap();

@@ -31,9 +31,7 @@ pub const TARGETS: [(&str, Target); 7] = [
 /// A scratch folder of this process and call (targets read files by path).
 fn scratch() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir()
-        .join(format!("diffvsr-fuzz-{}", std::process::id()))
-        .join(N.fetch_add(1, Ordering::Relaxed).to_string());
+    let d = crate::testutil::scratch_dir("fuzz").join(N.fetch_add(1, Ordering::Relaxed).to_string());
     std::fs::create_dir_all(&d).expect("a scratch folder");
     d
 }

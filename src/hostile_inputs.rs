@@ -10,9 +10,7 @@ use crate::weights::save_f32;
 use crate::DType;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("diffvsr-hostile-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    crate::testutil::scratch_dir("hostile").join(name)
 }
 
 fn err(kind: ModelKind, path: &Path) -> String {

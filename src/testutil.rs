@@ -1,7 +1,8 @@
-//! Helpers for kernel tests and benchmarks: a seeded RNG, relative-L2 comparison, and one
-//! shared test device with output poisoning switched on.
+//! Helpers for kernel tests and benchmarks: a seeded RNG, relative-L2 comparison, one shared
+//! test device with output poisoning switched on, and the test process's scratch folder.
 
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once, OnceLock};
 
 use crate::gpu::Gpu;
 
@@ -59,6 +60,32 @@ pub fn assert_stored_exactly(what: &str, got: &[f32], want: &[f32], dt: crate::D
     };
     let bad = got.iter().zip(want).position(|(&g, &w)| !same(g, w));
     assert!(bad.is_none(), "{what}: element {bad:?} is {:?}, expected {:?} stored as {}", bad.map(|i| got[i]), bad.map(|i| want[i]), dt.name());
+}
+
+/// A folder for this test process's files, created: `diffvsr-tests-<pid>/<tag>` in the
+/// system's temp folder. The tests of one process share it (they run as threads, and several
+/// use one file set). The folders of test processes that have ended are removed the first
+/// time a process asks (where `/proc` says which have ended), so runs do not pile up files.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(remove_ended_runs);
+    let d = std::env::temp_dir().join(format!("diffvsr-tests-{}", std::process::id())).join(tag);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating the scratch folder {}: {e}", d.display()));
+    d
+}
+
+fn remove_ended_runs() {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("diffvsr-tests-")).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Uploads `v` as `dt` and returns it with its host twin (rounded through f16 for f16 storage),

@@ -433,7 +433,7 @@ mod tests {
     /// tokenizer that quietly gives other ids; a FIFO among the files is refused at once.
     #[test]
     fn damaged_vocabulary_files_are_refused() {
-        let dir = std::env::temp_dir().join(format!("diffvsr-tokenizer-test-{}", std::process::id()));
+        let dir = crate::testutil::scratch_dir("tokenizer");
         let specials = SpecialTokens::clip_defaults;
         tiny(&dir, TINY_VOCAB, "#version: 0.2\na b</w>\n");
         let t = ClipTokenizer::from_files(&dir.join("vocab.json"), &dir.join("merges.txt"), &dir).unwrap();

@@ -506,9 +506,7 @@ mod tests {
     use super::*;
 
     fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("diffvsr-weights-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d.join(name)
+        crate::testutil::scratch_dir("weights").join(name)
     }
 
     #[test]

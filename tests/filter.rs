@@ -17,7 +17,8 @@ fn data(p: &str) -> PathBuf {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("diffvsr-filter-{}-{name}", std::process::id()));
+    let d = diffvsr_wgpu::testutil::scratch_dir(&format!("filter-{name}"));
+    // Empty, should a test run twice in one process.
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -56,9 +57,7 @@ fn micro_release() -> &'static Path {
     use diffvsr_wgpu::weights::{save_f32, WeightStore};
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let r = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("filter-micro-release-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&r);
-        std::fs::create_dir_all(&r).unwrap();
+        let r = diffvsr_wgpu::testutil::scratch_dir("filter-micro-release");
         diffvsr_wgpu::testutil::write_micro_configs(&r).unwrap();
         let gpu = diffvsr_wgpu::testutil::test_gpu();
         for (kind, config, file, seed) in [

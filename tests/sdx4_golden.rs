@@ -62,8 +62,7 @@ fn vae_decoder_matches_diffusers_f16() {
 fn loading_errors_name_the_problem() {
     use diffvsr_wgpu::weights::save_f32;
     let gpu = test_gpu();
-    let dir = std::env::temp_dir().join(format!("diffvsr-loading-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = diffvsr_wgpu::testutil::scratch_dir("loading");
     let cfg = data("vae_config.json");
     let mut full = WeightStore::open(&data("vae.safetensors")).unwrap();
     let keys = full.keys();

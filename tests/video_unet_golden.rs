@@ -147,8 +147,7 @@ fn narrow_heads_in_levels_without_attention_load_and_run() {
     c["down_temporal_idx"] = serde_json::json!([0, 1]);
     c["up_temporal_idx"] = serde_json::json!([0, 1]);
     c["only_cross_attention"] = serde_json::json!([true, false]);
-    let dir = std::env::temp_dir().join(format!("diffvsr-narrow-heads-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = diffvsr_wgpu::testutil::scratch_dir("narrow-heads");
     let path = dir.join("config.json");
     std::fs::write(&path, c.to_string()).unwrap();
     VideoUNetConfig::from_file(&path, VideoUNetKind::DiffVsr).unwrap().validate().unwrap();

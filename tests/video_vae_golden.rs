@@ -139,8 +139,7 @@ fn te3dvae_splits_an_upsampling_over_the_binding_limit() {
     use diffvsr_wgpu::{Gpu, GpuOptions};
     // block_out_channels [32, 64, 64]: the last upsampler's output is 64 channels at full size
     // (4 frames of 32×48: 1.5 MiB in f32), the resnet after it narrows to 32 (0.75 MiB).
-    let dir = std::env::temp_dir().join(format!("te3dvae-split-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = diffvsr_wgpu::testutil::scratch_dir("te3dvae-split");
     let config = dir.join("config.json");
     std::fs::write(
         &config,

@@ -419,9 +419,7 @@ pub(crate) mod tests {
     }
 
     fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("diffvsr-checkpoint-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d.join(name)
+        crate::testutil::scratch_dir("checkpoint").join(name)
     }
 
     fn open_err(path: &Path, key: Option<&str>) -> String {

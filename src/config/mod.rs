@@ -547,8 +547,7 @@ mod tests {
         assert_eq!(PerBlock::<usize>::Each(vec![]).get(3), 0);
         assert_eq!(PerBlock::Each(vec![1, 2]).get(5), 2);
         // Nesting deeper than serde_json's recursion limit is a parse error, not a stack overflow.
-        let dir = std::env::temp_dir().join(format!("diffvsr-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("config");
         let p = dir.join("deep.json");
         for key in ["attention_head_dim", "unknown_key"] {
             std::fs::write(&p, format!("{{\"{key}\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000))).unwrap();

@@ -502,7 +502,7 @@ mod tests {
         let mut rng = Rng::new(seed);
         let c = ClipTextConfig { vocab_size: 101, hidden_size: 48, intermediate_size: 72, num_hidden_layers: 2, num_attention_heads: 3, ..Default::default() };
         let w = random_weights(&c, &mut rng);
-        let path = std::env::temp_dir().join(format!("diffvsr-clip-text-{}-{seed}.safetensors", std::process::id()));
+        let path = crate::testutil::scratch_dir("clip-text").join(format!("{seed}.safetensors"));
         let pos_ids: Vec<f32> = (0..77).map(|i| i as f32).collect();
         let mut list: Vec<(&str, &[usize], &[f32])> = w.iter().map(|(k, (s, v))| (k.as_str(), s.as_slice(), v.as_slice())).collect();
         list.push(("embeddings.position_ids", &[1, 77], &pos_ids));
@@ -563,7 +563,7 @@ mod tests {
     #[test]
     fn encode_prompt_writes_the_embedding_file() {
         let gpu = test_gpu();
-        let top = std::env::temp_dir().join(format!("diffvsr-encode-prompt-{}", std::process::id()));
+        let top = crate::testutil::scratch_dir("encode-prompt");
         let up = top.join("upscaler4x");
         for (sub, src, files) in [
             ("text_encoder", "clip_text", &["config.json", "model.safetensors"][..]),

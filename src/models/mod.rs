@@ -235,7 +235,7 @@ mod tests {
                 ("GEGLU bias", ff.lin.bias.unwrap()),
             ]
         };
-        let path = std::env::temp_dir().join(format!("diffvsr-synthetic-{}-{seed}.safetensors", std::process::id()));
+        let path = crate::testutil::scratch_dir("synthetic").join(format!("{seed}.safetensors"));
         for (dt, on_gpu) in [(DType::F32, true), (DType::F16, true), (DType::F32, false), (DType::F16, false)] {
             let mut synthetic = WeightStore::synthetic(seed);
             let got = build(&mut Loader { generate_on_gpu: on_gpu, ..Loader::new(&gpu, &mut synthetic, dt) });

@@ -152,8 +152,7 @@ mod tests {
 
     #[test]
     fn checkpoints_prefer_their_conversion_and_overrides_are_found() {
-        let dir = std::env::temp_dir().join(format!("diffvsr-release-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("release");
         assert_eq!(video_unet(&dir), (dir.join(UNET_CHECKPOINT), None));
         std::fs::write(dir.join("DiffVSR_UNet.safetensors"), b"x").unwrap();
         std::fs::write(dir.join(UNET_CONFIG_OVERRIDE), b"{}").unwrap();

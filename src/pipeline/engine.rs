@@ -676,8 +676,7 @@ mod tests {
         let limit = 1 << 20;
         let gpu = Gpu::new(&GpuOptions { max_binding: Some(limit), ..GpuOptions::from_env() }).unwrap();
         let (unet, _) = micro_models(&gpu, dt);
-        let dir = std::env::temp_dir().join(format!("diffvsr-split-vae-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("split-vae");
         let config = dir.join("vae_config.json");
         std::fs::write(&config, r#"{"_class_name": "AutoencoderKLTemporalDecoder", "block_out_channels": [32, 64, 64], "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "out_channels": 3, "scaling_factor": 0.08333}"#).unwrap();
         let vae = match crate::models::registry::load_model_from(&gpu, ModelKind::Te3dVaeDecoder, Some(&config), &mut WeightStore::synthetic(2), dt).unwrap() {

@@ -29,8 +29,7 @@ pub(crate) fn tiny_models(gpu: &crate::Gpu, dt: DType) -> (Box<crate::models::vi
 /// The micro models of [`crate::testutil::write_micro_configs`] with synthetic weights.
 pub(crate) fn micro_models(gpu: &crate::Gpu, dt: DType) -> (Box<crate::models::video_unet::VideoUNet>, crate::models::video_vae::Te3dVaeDecoder) {
     use crate::weights::WeightStore;
-    let dir = std::env::temp_dir().join(format!("diffvsr-micro-configs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::testutil::scratch_dir("micro-configs");
     let (uc, vc) = crate::testutil::write_micro_configs(&dir).unwrap();
     let unet = match crate::models::registry::load_model_from(gpu, ModelKind::DiffvsrUnet, Some(&uc), &mut WeightStore::synthetic(11), dt).unwrap() {
         Model::VideoUnet(u) => u,
