@@ -279,28 +279,35 @@ impl WeightStore {
         Some(Synthetic::for_tensor(seed, name, shape))
     }
 
+    /// Checks that the files hold tensor `name` with `shape`, readable (its storage passes its
+    /// CRC), and marks it used: [`take`](Self::take) without the conversion. Its elements are
+    /// then [`raw`](Self::raw), e.g. to pack them straight from the file.
+    pub fn claim(&mut self, name: &str, shape: &[usize]) -> Result<()> {
+        let Some(e) = self.index.get(name) else {
+            let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
+            bail!("missing tensor '{name}' (expected shape {shape:?}) in {}: is this the right checkpoint for this model and config?", files.join(", "));
+        };
+        if e.shape != shape {
+            bail!(
+                "tensor '{name}' in {} has shape {:?}, but the model config expects {:?}: the config and weights don't match",
+                self.files[e.file].path.display(),
+                e.shape,
+                shape
+            );
+        }
+        self.verify(name)?;
+        self.taken.insert(name.to_string());
+        Ok(())
+    }
+
     /// The tensor `name` as f32, checked against `shape`; marks it used.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         if let Some(g) = self.synthetic_tensor(name, shape) {
             return Ok(g.values(shape.iter().product()));
         }
-        let Some(e) = self.index.get(name) else {
-            let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
-            bail!("missing tensor '{name}' (expected shape {shape:?}) in {}: is this the right checkpoint for this model and config?", files.join(", "));
-        };
-        let path = &self.files[e.file].path;
-        if e.shape != shape {
-            bail!(
-                "tensor '{name}' in {} has shape {:?}, but the model config expects {:?}: the config and weights don't match",
-                path.display(),
-                e.shape,
-                shape
-            );
-        }
+        self.claim(name, shape)?;
         let raw = self.raw(name)?;
-        let v = to_f32(&raw.data, raw.dtype).with_context(|| format!("tensor '{name}' in {}", path.display()))?;
-        self.taken.insert(name.to_string());
-        Ok(v)
+        to_f32(&raw.data, raw.dtype).with_context(|| format!("tensor '{name}' in {}", self.files[self.index[name].file].path.display()))
     }
 
     /// Marks every tensor under `prefix` as deliberately unused (e.g. a VAE's encoder when only

@@ -12,12 +12,13 @@ pub mod registry;
 pub mod release;
 pub mod unet;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::ops::conv::ConvWeight;
 use crate::ops::matmul::{GegluWeight, LinearWeight};
 use crate::ops::norm::NormWeight;
-use crate::weights::{Synthetic, WeightStore};
+use crate::ops::pack::Src;
+use crate::weights::{to_f32, RawTensor, Synthetic, WeightStore};
 use crate::{DType, Gpu, Tensor};
 
 /// Uploads a model's weights from a [`WeightStore`], by name and expected shape.
@@ -37,14 +38,34 @@ impl<'a> Loader<'a> {
         Loader { gpu, store, dtype, generate_on_gpu: !gpu.is_software() }
     }
 
-    /// A weight's values: a checkpoint's on the host, or a synthetic store's generator, which
-    /// the weight types run straight into their packed layouts (a full-size model's ~10⁹
-    /// random values are never laid out in PyTorch's order, and on a GPU never cross the bus).
-    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<Values> {
-        Ok(match self.store.synthetic_tensor(name, shape) {
-            Some(g) => Values::Synthetic(g),
-            None => Values::Host(self.store.take(name, shape)?),
-        })
+    /// The weights `names`, each of `shape`, checked and marked used: a checkpoint's elements
+    /// as stored (packed straight from the mapped file), or a synthetic store's generators (made
+    /// straight into the packed layouts: a full-size model's ~10⁹ random values are never laid
+    /// out in PyTorch's order, and on a GPU never cross the bus).
+    fn weights(&mut self, names: &[String], shape: &[usize]) -> Result<Vec<Values<'_>>> {
+        let mut gens = Vec::new();
+        for n in names {
+            match self.store.synthetic_tensor(n, shape) {
+                Some(g) => gens.push(Values::Synthetic(g)),
+                None => self.store.claim(n, shape)?,
+            }
+        }
+        if !gens.is_empty() {
+            return Ok(gens);
+        }
+        let store: &WeightStore = self.store;
+        names
+            .iter()
+            .map(|n| {
+                let raw = store.raw(n)?;
+                Ok(if Src::reads_stored(raw.dtype) { Values::Stored(raw) } else { Values::Host(to_f32(&raw.data, raw.dtype).with_context(|| format!("tensor '{n}'"))?) })
+            })
+            .collect()
+    }
+
+    /// [`weights`](Self::weights) of one name.
+    fn weight(&mut self, name: String, shape: &[usize]) -> Result<Values<'_>> {
+        Ok(self.weights(&[name], shape)?.pop().expect("one weight"))
     }
 
     pub fn raw(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -72,12 +93,10 @@ impl<'a> Loader<'a> {
     /// upload): a constant factor on the layer's output folded into the layer, so the output
     /// can go straight into a residual sum.
     pub fn conv_scaled(&mut self, prefix: &str, shape: &[usize], scale: f32) -> Result<ConvWeight> {
-        let w = self.weight(&format!("{prefix}.weight"), shape)?;
         let b = scaled(self.store.take(&format!("{prefix}.bias"), &shape[..1])?, scale);
-        match w {
-            Values::Host(w) => ConvWeight::from_torch(self.gpu, &scaled(w, scale), shape, Some(&b), self.dtype),
-            Values::Synthetic(g) => ConvWeight::synthetic(self.gpu, &g, scale, shape, Some(&b), self.dtype, self.generate_on_gpu),
-        }
+        let (gpu, dtype, on_gpu) = (self.gpu, self.dtype, self.generate_on_gpu);
+        let w = self.weight(format!("{prefix}.weight"), shape)?;
+        ConvWeight::pack(gpu, w.src(), scale, shape, Some(&b), dtype, w.on_gpu(on_gpu))
     }
 
     /// A ConvTranspose2d: `prefix.weight [cin, cout, k, k]` (PyTorch's transposed layout) and `prefix.bias [cout]`.
@@ -88,27 +107,21 @@ impl<'a> Loader<'a> {
     /// [`conv_transposed`](Self::conv_transposed) scaled like [`conv_scaled`](Self::conv_scaled).
     pub fn conv_transposed_scaled(&mut self, prefix: &str, cin: usize, cout: usize, k: usize, scale: f32) -> Result<ConvWeight> {
         let shape = [cin, cout, k, k];
-        let w = self.weight(&format!("{prefix}.weight"), &shape)?;
         let b = scaled(self.store.take(&format!("{prefix}.bias"), &[cout])?, scale);
-        match w {
-            Values::Host(w) => ConvWeight::from_torch_transposed(self.gpu, &scaled(w, scale), &shape, Some(&b), self.dtype),
-            Values::Synthetic(g) => ConvWeight::synthetic_transposed(self.gpu, &g, scale, &shape, Some(&b), self.dtype, self.generate_on_gpu),
-        }
+        let (gpu, dtype, on_gpu) = (self.gpu, self.dtype, self.generate_on_gpu);
+        let w = self.weight(format!("{prefix}.weight"), &shape)?;
+        ConvWeight::pack_transposed(gpu, w.src(), scale, &shape, Some(&b), dtype, w.on_gpu(on_gpu))
     }
 
     /// A 1×1 Conv2d `prefix.weight [cout, cin, 1, 1]` with bias, as the linear map it is on
     /// channels-last pixels.
     pub fn conv1x1_as_linear(&mut self, prefix: &str, cout: usize, cin: usize) -> Result<LinearWeight> {
-        let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, 1, 1])?;
-        let b = self.store.take(&format!("{prefix}.bias"), &[cout])?;
-        self.stacked(vec![w], Some(&b), cout, cin)
+        self.stacked_linear(&[prefix.to_string()], &[cout, cin, 1, 1], true)
     }
 
     /// A Linear `prefix.weight [out, in]`, with `prefix.bias [out]` when `bias`.
     pub fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<LinearWeight> {
-        let w = self.weight(&format!("{prefix}.weight"), &[out, inp])?;
-        let b = if bias { Some(self.store.take(&format!("{prefix}.bias"), &[out])?) } else { None };
-        self.stacked(vec![w], b.as_deref(), out, inp)
+        self.stacked_linear(&[prefix.to_string()], &[out, inp], bias)
     }
 
     /// Linears with one input stacked into one `[Σ out, in]` Linear (output channels in the order
@@ -117,48 +130,31 @@ impl<'a> Loader<'a> {
     /// where three would read it three times (an attention's q, k and v).
     pub fn stacked_linear(&mut self, prefixes: &[String], weight_shape: &[usize], bias: bool) -> Result<LinearWeight> {
         let (out, inp) = (weight_shape[0], weight_shape[1]);
-        let mut parts = Vec::with_capacity(prefixes.len());
         let mut b = Vec::with_capacity(prefixes.len() * out);
-        for p in prefixes {
-            parts.push(self.weight(&format!("{p}.weight"), weight_shape)?);
-            if bias {
+        if bias {
+            for p in prefixes {
                 b.extend(self.store.take(&format!("{p}.bias"), &[out])?);
             }
         }
-        self.stacked(parts, bias.then_some(&b[..]), out, inp)
-    }
-
-    /// Linear weights `[out_each, inp]` stacked along the output features (one part: a plain
-    /// Linear), with the stacked `bias`.
-    fn stacked(&mut self, parts: Vec<Values>, bias: Option<&[f32]>, out_each: usize, inp: usize) -> Result<LinearWeight> {
-        let out = parts.len() * out_each;
-        let (mut host, mut gens) = (Vec::new(), Vec::new());
-        for p in parts {
-            match p {
-                Values::Host(w) => host.extend(w),
-                Values::Synthetic(g) => gens.push(g),
-            }
-        }
-        let lw = if gens.is_empty() {
-            LinearWeight::from_torch(self.gpu, &host, out, inp, self.dtype)?
+        let (gpu, dtype, on_gpu) = (self.gpu, self.dtype, self.generate_on_gpu);
+        let names: Vec<String> = prefixes.iter().map(|p| format!("{p}.weight")).collect();
+        let parts = self.weights(&names, weight_shape)?;
+        let srcs: Vec<Src<'_>> = parts.iter().map(Values::src).collect();
+        let lw = LinearWeight::pack(gpu, &srcs, out, inp, dtype, parts.iter().all(|p| p.on_gpu(on_gpu)))?;
+        if bias {
+            lw.with_bias(gpu, &b)
         } else {
-            LinearWeight::synthetic(self.gpu, &gens, out_each, inp, self.dtype, self.generate_on_gpu)?
-        };
-        match bias {
-            Some(b) => lw.with_bias(self.gpu, b),
-            None => Ok(lw),
+            Ok(lw)
         }
     }
 
     /// A GEGLU projection `prefix.weight [2·inner, in]` with `prefix.bias`, packed for
     /// [`linear_geglu`](crate::ops::matmul::linear_geglu).
     pub fn geglu(&mut self, prefix: &str, inner: usize, inp: usize) -> Result<GegluWeight> {
-        let w = self.weight(&format!("{prefix}.weight"), &[2 * inner, inp])?;
         let b = self.store.take(&format!("{prefix}.bias"), &[2 * inner])?;
-        match w {
-            Values::Host(w) => GegluWeight::from_torch(self.gpu, &w, Some(&b), inner, inp, self.dtype),
-            Values::Synthetic(g) => GegluWeight::synthetic(self.gpu, &g, Some(&b), inner, inp, self.dtype, self.generate_on_gpu),
-        }
+        let (gpu, dtype, on_gpu) = (self.gpu, self.dtype, self.generate_on_gpu);
+        let w = self.weight(format!("{prefix}.weight"), &[2 * inner, inp])?;
+        GegluWeight::pack(gpu, w.src(), Some(&b), inner, inp, dtype, w.on_gpu(on_gpu))
     }
 
     /// A GroupNorm/LayerNorm's `prefix.weight` and `prefix.bias`, both `[c]`.
@@ -169,10 +165,29 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// Where a weight's values come from (see [`Loader`]'s `weight`).
-enum Values {
+/// Where a weight's values come from (see [`Loader`]'s `weights`).
+enum Values<'s> {
+    /// A checkpoint's elements as stored (f32, f16, bf16), read straight from the file.
+    Stored(RawTensor<'s>),
+    /// A checkpoint's elements of another dtype, converted to f32.
     Host(Vec<f32>),
     Synthetic(Synthetic),
+}
+
+impl Values<'_> {
+    fn src(&self) -> Src<'_> {
+        match self {
+            Values::Stored(r) => Src::Stored(r),
+            Values::Host(v) => Src::Values(v),
+            Values::Synthetic(g) => Src::Synthetic(g),
+        }
+    }
+
+    /// Whether to make the packed weight on the GPU: a synthetic weight, where the loader
+    /// generates on the GPU.
+    fn on_gpu(&self, generate_on_gpu: bool) -> bool {
+        generate_on_gpu && matches!(self, Values::Synthetic(_))
+    }
 }
 
 fn scaled(mut v: Vec<f32>, s: f32) -> Vec<f32> {

@@ -25,9 +25,9 @@ use anyhow::{bail, ensure, Result};
 use crate::gpu::Gpu;
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::residual::Residual;
-use crate::ops::synthetic::{Packing, Placement};
+use crate::ops::pack::{Placement, Src};
+use crate::ops::synthetic::Packing;
 use crate::tensor::{DType, Tensor};
-use crate::weights::Synthetic;
 
 const SRC_TILED_VEC4: &str = concat!(
     include_str!("../../shaders/conv_geom.wgsl"),
@@ -118,26 +118,25 @@ impl ConvWeight {
     /// From a PyTorch `Conv2d` (`shape` = `[Cout, Cin, kh, kw]`) or `Conv3d`
     /// (`[Cout, Cin, kt, kh, kw]`) weight, with an optional `[Cout]` bias.
     pub fn from_torch(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
-        Layout::conv(shape)?.pack(gpu, w, shape, bias, dtype)
+        ConvWeight::pack(gpu, Src::Values(w), 1.0, shape, bias, dtype, false)
     }
 
     /// From a PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` weight
     /// (`shape` = `[Cin, Cout, 4, 4]`), with an optional `[Cout]` bias.
     pub fn from_torch_transposed(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
-        Layout::transposed(shape)?.pack(gpu, w, shape, bias, dtype)
+        ConvWeight::pack_transposed(gpu, Src::Values(w), 1.0, shape, bias, dtype, false)
     }
 
-    /// [`from_torch`](Self::from_torch) of a synthetic weight of PyTorch shape `shape` (times
-    /// `factor`), generated straight into the packed layout, on the GPU when `on_gpu` (else on
-    /// the host).
-    pub fn synthetic(gpu: &Gpu, gen: &Synthetic, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
-        Layout::conv(shape)?.generate(gpu, gen, factor, bias, dtype, on_gpu)
+    /// [`from_torch`](Self::from_torch) from any source (times `factor`), packed on the host,
+    /// or generated on the GPU when `on_gpu` (a synthetic source).
+    pub fn pack(gpu: &Gpu, src: Src<'_>, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
+        Layout::conv(shape)?.build(gpu, src, factor, shape, bias, dtype, on_gpu)
     }
 
-    /// [`from_torch_transposed`](Self::from_torch_transposed) of a synthetic weight, generated
-    /// as [`synthetic`](Self::synthetic) is.
-    pub fn synthetic_transposed(gpu: &Gpu, gen: &Synthetic, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
-        Layout::transposed(shape)?.generate(gpu, gen, factor, bias, dtype, on_gpu)
+    /// [`from_torch_transposed`](Self::from_torch_transposed) from any source, as
+    /// [`pack`](Self::pack).
+    pub fn pack_transposed(gpu: &Gpu, src: Src<'_>, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
+        Layout::transposed(shape)?.build(gpu, src, factor, shape, bias, dtype, on_gpu)
     }
 
     pub fn dtype(&self) -> DType {
@@ -147,7 +146,7 @@ impl ConvWeight {
 
 /// Where a PyTorch conv weight's elements go in the packed `[phases·taps][cin_p][cout_p]`
 /// layout: row (phase, tap, ci) holds the weight's elements for every co at a stride. One
-/// description for packing a checkpoint's weight and for generating a synthetic one.
+/// description for packing a checkpoint's weight and generating a synthetic one.
 struct Layout {
     kind: ConvKind,
     cin: usize,
@@ -205,6 +204,11 @@ impl Layout {
         }
     }
 
+    /// Every row, the first `cout` of its `cout_p` columns.
+    fn placement(&self) -> Placement {
+        Placement::rows(self.rows(), self.cout_p, self.cout)
+    }
+
     /// Row r → (base, stride) of its elements in the PyTorch weight (None: a padding row).
     fn row_fn(&self) -> impl Fn(usize) -> Option<(usize, usize)> + Sync + '_ {
         move |r| {
@@ -227,20 +231,16 @@ impl Layout {
         }
     }
 
-    /// The packed weight of the PyTorch weight `w` (of `shape`), on the host.
-    fn pack(&self, gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
-        let what = if self.kind == ConvKind::ConvTranspose2d { "conv-transpose" } else { "conv" };
-        ensure!(w.len() == self.src_len(), "{what} weight has {} values, shape {shape:?} needs {}", w.len(), self.src_len());
-        let mut packed = vec![0f32; self.rows() * self.cout_p];
-        super::pack::gather_rows(&mut packed, self.cout_p, self.cout, w, self.row_fn());
-        let w = Tensor::from_f32(gpu, &packed, &self.packed_shape(), dtype)?;
-        self.finish(gpu, w, bias)
-    }
-
-    /// The packed weight of `gen`'s values (times `factor`): zeros, then every mapped row.
-    fn generate(&self, gpu: &Gpu, gen: &Synthetic, factor: f32, bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
+    /// The packed weight of `factor` times `src` (of PyTorch shape `shape`): zeros, then every
+    /// mapped row.
+    #[allow(clippy::too_many_arguments)]
+    fn build(&self, gpu: &Gpu, src: Src<'_>, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
+        if let Some(n) = src.elements() {
+            let what = if self.kind == ConvKind::ConvTranspose2d { "conv-transpose" } else { "conv" };
+            ensure!(n == self.src_len(), "{what} weight has {n} values, shape {shape:?} needs {}", self.src_len());
+        }
         let mut w = Packing::new(gpu, &self.packed_shape(), dtype, on_gpu)?;
-        w.fill_rows(gen, factor, self.src_len(), &Placement::rows(self.rows(), self.cout_p, self.cout), self.row_fn())?;
+        w.fill_rows(src, factor, self.src_len(), &self.placement(), self.row_fn())?;
         self.finish(gpu, w.finish()?, bias)
     }
 

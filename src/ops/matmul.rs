@@ -23,9 +23,9 @@ use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::residual::Residual;
-use crate::ops::synthetic::{Packing, Placement};
+use crate::ops::pack::{Placement, Src};
+use crate::ops::synthetic::Packing;
 use crate::tensor::{DType, Tensor};
-use crate::weights::Synthetic;
 use crate::Gpu;
 
 const SRC: &str = include_str!("../../shaders/matmul.wgsl");
@@ -327,27 +327,26 @@ pub struct LinearWeight {
 impl LinearWeight {
     /// From PyTorch's `weight` `[out, in]` (row-major host data), without a bias.
     pub fn from_torch(gpu: &Gpu, w: &[f32], out_features: usize, in_features: usize, dtype: DType) -> Result<LinearWeight> {
-        if w.len() != out_features * in_features {
-            bail!("linear weight has {} values but [{out_features}, {in_features}] needs {}", w.len(), out_features * in_features);
-        }
-        // The transpose: row i holds w[o][i] for every o.
-        let mut t = vec![0f32; w.len()];
-        super::pack::gather_rows(&mut t, out_features.max(1), out_features, w, |i| Some((i, in_features)));
-        let w = Tensor::from_f32(gpu, &t, &[in_features, out_features], dtype)?;
-        Ok(LinearWeight { w, bias: None, in_features, out_features })
+        LinearWeight::pack(gpu, &[Src::Values(w)], out_features, in_features, dtype, false)
     }
 
-    /// [`from_torch`](Self::from_torch) of synthetic weights generated straight into the
-    /// transposed layout (on the GPU when `on_gpu`, else on the host): `parts` (each a PyTorch
-    /// `[out_each, in]` weight) stacked along the output features in order, as
+    /// [`from_torch`](Self::from_torch) from any sources, packed on the host or generated on the
+    /// GPU when `on_gpu` (synthetic sources): `parts` (each a PyTorch `[out_each, in]` weight)
+    /// stacked along the output features in order, as
     /// [`Loader::stacked_linear`](crate::models::Loader::stacked_linear) stacks them.
-    pub fn synthetic(gpu: &Gpu, parts: &[Synthetic], out_each: usize, in_features: usize, dtype: DType, on_gpu: bool) -> Result<LinearWeight> {
+    pub fn pack(gpu: &Gpu, parts: &[Src<'_>], out_each: usize, in_features: usize, dtype: DType, on_gpu: bool) -> Result<LinearWeight> {
         let out_features = parts.len() * out_each;
+        if out_features == 0 || in_features == 0 {
+            bail!("linear weight [{out_features}, {in_features}] has a zero axis");
+        }
         let mut w = Packing::new(gpu, &[in_features, out_features], dtype, on_gpu)?;
-        for (k, gen) in parts.iter().enumerate() {
-            // Row i of part k holds w_k[o][i] for every o, at columns k·out_each + o.
+        for (k, src) in parts.iter().enumerate() {
+            if let Some(n) = src.elements().filter(|&n| n != out_each * in_features) {
+                bail!("linear weight has {n} values but [{out_each}, {in_features}] needs {}", out_each * in_features);
+            }
+            // The transpose: row i of part k holds w_k[o][i] for every o, at columns k·out_each + o.
             let place = Placement { rows: in_features, row_len: out_features, col0: k * out_each, col_step: 1, cols: out_each };
-            w.fill_rows(gen, 1.0, out_each * in_features, &place, |i| Some((i, in_features)))?;
+            w.fill_rows(*src, 1.0, out_each * in_features, &place, |i| Some((i, in_features)))?;
         }
         Ok(LinearWeight { w: w.finish()?, bias: None, in_features, out_features })
     }
@@ -419,31 +418,21 @@ pub struct GegluWeight {
 
 impl GegluWeight {
     pub fn from_torch(gpu: &Gpu, w: &[f32], bias: Option<&[f32]>, inner: usize, in_features: usize, dtype: DType) -> Result<GegluWeight> {
-        if !inner.is_multiple_of(2) || w.len() != 2 * inner * in_features {
-            bail!("GEGLU weight: {} values for [2·{inner}, {in_features}] (inner must be even)", w.len());
-        }
-        let src = geglu_source(inner);
-        let mut pw = vec![0f32; w.len()];
-        for (i, row) in pw.chunks_exact_mut(in_features.max(1)).enumerate() {
-            row.copy_from_slice(&w[src(i) * in_features..][..in_features]);
-        }
-        let lin = LinearWeight::from_torch(gpu, &pw, 2 * inner, in_features, dtype)?;
-        GegluWeight::with_bias(gpu, lin, bias, inner)
+        GegluWeight::pack(gpu, Src::Values(w), bias, inner, in_features, dtype, false)
     }
 
-    /// [`from_torch`](Self::from_torch) of a synthetic weight, generated straight into the
-    /// interleaved, transposed layout (on the GPU when `on_gpu`, else on the host): packed
-    /// column 4p + e reads PyTorch row 2p + e (the value half, e < 2) or inner + 2p + e − 2 (the
-    /// gate half), so each e is one strided fill.
-    pub fn synthetic(gpu: &Gpu, gen: &Synthetic, bias: Option<&[f32]>, inner: usize, in_features: usize, dtype: DType, on_gpu: bool) -> Result<GegluWeight> {
-        if !inner.is_multiple_of(2) {
-            bail!("GEGLU weight: inner {inner} must be even");
+    /// [`from_torch`](Self::from_torch) from any source, packed on the host or generated on the
+    /// GPU when `on_gpu` (a synthetic source).
+    pub fn pack(gpu: &Gpu, src: Src<'_>, bias: Option<&[f32]>, inner: usize, in_features: usize, dtype: DType, on_gpu: bool) -> Result<GegluWeight> {
+        if inner == 0 || !inner.is_multiple_of(2) || in_features == 0 {
+            bail!("GEGLU weight [2·{inner}, {in_features}]: inner must be even and positive, in_features positive");
+        }
+        if let Some(n) = src.elements().filter(|&n| n != 2 * inner * in_features) {
+            bail!("GEGLU weight: {n} values for [2·{inner}, {in_features}]");
         }
         let mut w = Packing::new(gpu, &[in_features, 2 * inner], dtype, on_gpu)?;
-        let src = geglu_source(inner);
-        for e in 0..4 {
-            let place = Placement { rows: in_features, row_len: 2 * inner, col0: e, col_step: 4, cols: inner / 2 };
-            w.fill_rows(gen, 1.0, 2 * inner * in_features, &place, |i| Some((src(e) * in_features + i, 2 * in_features)))?;
+        for (place, row) in geglu_fills(inner, in_features) {
+            w.fill_rows(src, 1.0, 2 * inner * in_features, &place, row)?;
         }
         let lin = LinearWeight { w: w.finish()?, bias: None, in_features, out_features: 2 * inner };
         GegluWeight::with_bias(gpu, lin, bias, inner)
@@ -461,6 +450,17 @@ impl GegluWeight {
         }
         Ok(GegluWeight { lin, inner })
     }
+}
+
+/// The packed `[in, 2·inner]` GEGLU weight as four strided fills of the PyTorch weight
+/// `[2·inner, in]`: packed column 4p + e reads PyTorch row 2p + e (the value half, e < 2) or
+/// inner + 2p + e − 2 (the gate half), at every input i.
+fn geglu_fills(inner: usize, in_features: usize) -> impl Iterator<Item = (Placement, impl Fn(usize) -> Option<(usize, usize)> + Sync)> {
+    let src = geglu_source(inner);
+    (0..4).map(move |e| {
+        let first = src(e) * in_features;
+        (Placement { rows: in_features, row_len: 2 * inner, col0: e, col_step: 4, cols: inner / 2 }, move |i| Some((first + i, 2 * in_features)))
+    })
 }
 
 /// The PyTorch output feature that packed GEGLU feature i reads: features in groups of four,

@@ -1,5 +1,6 @@
 //! Seeded random weights generated straight into a kernel's packed layout, on the GPU
-//! (`shaders/synthetic.wgsl`) or, on a software adapter, on the host. A full-size model built
+//! (`shaders/synthetic.wgsl`) or, on a software adapter, on the host; and [`Packing`], which
+//! builds any packed weight, from a checkpoint or a generator. A full-size model built
 //! with `--random-weights` then never lays its values out in PyTorch's order, packs them or (on
 //! a GPU) copies them over the bus: the host only describes where each element goes.
 //!
@@ -9,15 +10,16 @@
 //! generator's mean is 0 (every weight of two or more axes; a device may fuse `mean + h·u`
 //! otherwise), and to the f16 rounding of the device with f16 storage.
 //!
-//! The placement is the host packer's ([`pack::gather_rows`](super::pack::gather_rows)): row r
-//! of the packed layout holds source elements `base + c·stride` for c < `cols`, with the row's
-//! `(base, stride)` from the same function the host packing uses; here those elements land at
-//! columns `col0 + c·col_step` of rows `row_len` long, so several tensors (stacked projections)
-//! or interleaved column groups (GEGLU) share one packed weight.
+//! The placement is the host packer's ([`pack`](super::pack)): row r of the packed layout holds
+//! source elements `base + c·stride` for c < `cols`, with the row's `(base, stride)` from the
+//! same function the host packing uses, at columns `col0 + c·col_step` of rows `row_len` long,
+//! so several tensors (stacked projections) or interleaved column groups (GEGLU) share one
+//! packed weight.
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
+use crate::ops::pack::{Placement, Src};
 use crate::tensor::Tensor;
 use crate::weights::Synthetic;
 use crate::{DType, Gpu};
@@ -40,34 +42,16 @@ struct Params {
     factor: f32,
 }
 
-/// Where one generated tensor's elements go in a packed weight of `rows` rows of `row_len`:
-/// columns `col0 + c·col_step` for c < `cols` of every row the row function maps.
-#[derive(Copy, Clone, Debug)]
-pub struct Placement {
-    pub rows: usize,
-    pub row_len: usize,
-    pub col0: usize,
-    pub col_step: usize,
-    pub cols: usize,
-}
-
-impl Placement {
-    /// Rows of `row_len` filled from column 0, one column per source step (a plain packing).
-    pub fn rows(rows: usize, row_len: usize, cols: usize) -> Placement {
-        Placement { rows, row_len, col0: 0, col_step: 1, cols }
-    }
-}
-
 /// The row table `(dst_row, base, stride)` of every mapped row, checked against the packed
 /// weight's size and 32-bit indexing.
 fn row_table(out_len: usize, place: &Placement, src_len: usize, row: &impl Fn(usize) -> Option<(usize, usize)>) -> Result<Vec<u32>> {
     let last_col = place.col0 + place.cols.saturating_sub(1) * place.col_step;
-    ensure!(place.cols == 0 || (last_col < place.row_len && place.rows * place.row_len <= out_len), "synthetic fill: {place:?} reaches past its rows or the packed weight's {out_len} elements");
-    ensure!(out_len <= u32::MAX as usize && src_len <= u32::MAX as usize, "synthetic fill: {out_len} packed or {src_len} source elements exceed 32-bit indexing");
+    ensure!(place.cols == 0 || (last_col < place.row_len && place.rows * place.row_len <= out_len), "packing: {place:?} reaches past its rows or the packed weight's {out_len} elements");
+    ensure!(out_len <= u32::MAX as usize && src_len <= u32::MAX as usize, "packing: {out_len} packed or {src_len} source elements exceed 32-bit indexing");
     let mut table = Vec::new();
     for r in 0..place.rows {
         if let Some((base, stride)) = row(r) {
-            ensure!(place.cols == 0 || base + (place.cols - 1) * stride < src_len, "synthetic fill: row {r} reads past the source's {src_len} elements");
+            ensure!(place.cols == 0 || base + (place.cols - 1) * stride < src_len, "packing: row {r} reads past the source's {src_len} elements");
             table.extend([r as u32, base as u32, stride as u32]);
         }
     }
@@ -122,9 +106,10 @@ pub fn fill_rows(rec: &mut Recorder, out: &Tensor, gen: &Synthetic, factor: f32,
     Ok(())
 }
 
-/// A packed weight being generated from synthetic tensors, zeros at first: on the GPU (the
-/// fills recorded into one command buffer) or on the host (filled in parallel and uploaded at
-/// the end: on a software adapter the host is the device, and this is faster there).
+/// A packed weight being filled, zeros at first: on the GPU from synthetic tensors (the fills
+/// recorded into one command buffer), or on the host from any [`Src`] (filled in parallel and
+/// uploaded at the end; on a software adapter the host is the device, and generating there is
+/// faster).
 pub struct Packing<'g> {
     gpu: &'g Gpu,
     shape: Vec<usize>,
@@ -150,13 +135,18 @@ impl<'g> Packing<'g> {
         Ok(Packing { gpu, shape: shape.to_vec(), dtype, on })
     }
 
-    /// [`fill_rows`] into the packed weight.
-    pub fn fill_rows(&mut self, gen: &Synthetic, factor: f32, src_len: usize, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)> + Sync) -> Result<()> {
-        match &mut self.on {
-            On::Gpu { out, rec } => fill_rows(rec, out, gen, factor, src_len, place, row),
-            On::Host(out) => {
+    /// `factor` times the elements of `src` (a tensor of `src_len` elements) into the packed
+    /// weight, as [`pack::fill_rows`](crate::ops::pack::fill_rows) places them.
+    pub fn fill_rows(&mut self, src: Src<'_>, factor: f32, src_len: usize, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)> + Sync) -> Result<()> {
+        if let Some(n) = src.elements() {
+            ensure!(n == src_len, "a weight of {n} values where its shape needs {src_len}");
+        }
+        match (&mut self.on, src) {
+            (On::Gpu { out, rec }, Src::Synthetic(gen)) => fill_rows(rec, out, gen, factor, src_len, place, row),
+            (On::Gpu { .. }, _) => bail!("internal: only synthetic weights are generated on the GPU"),
+            (On::Host(out), src) => {
                 row_table(out.len(), place, src_len, &row)?;
-                cpu::fill_rows_parallel(out, gen, factor, place, row);
+                crate::ops::pack::fill_rows(out, place, src, factor, row);
                 Ok(())
             }
         }
@@ -181,41 +171,13 @@ pub mod cpu {
 
     /// [`fill_rows`](super::fill_rows) on the host: the same elements from the host generator.
     pub fn fill_rows(out: &mut [f32], gen: &Synthetic, factor: f32, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)>) {
-        fill_row_range(out, 0, place.rows, gen, factor, place, &row);
-    }
-
-    /// Rows `first..end` of the placement into `out`, the packed weight from row `first` on.
-    fn fill_row_range(out: &mut [f32], first: usize, end: usize, gen: &Synthetic, factor: f32, place: &Placement, row: &impl Fn(usize) -> Option<(usize, usize)>) {
-        for r in first..end {
-            let Some((base, stride)) = row(r) else { continue };
-            let dst = &mut out[(r - first) * place.row_len..][..place.row_len];
-            // u32 arithmetic, as the kernel's (row_table checks that it does not wrap).
-            let (base, stride) = (base as u32, stride as u32);
-            let value = |c: usize| gen.value(base + c as u32 * stride) * factor;
-            if place.col_step == 1 {
-                // Contiguous: a loop the compiler vectorises.
-                dst[place.col0..place.col0 + place.cols].iter_mut().enumerate().for_each(|(c, x)| *x = value(c));
-            } else {
-                (0..place.cols).for_each(|c| dst[place.col0 + c * place.col_step] = value(c));
+        for r in 0..place.rows {
+            if let Some((base, stride)) = row(r) {
+                for c in 0..place.cols {
+                    out[r * place.row_len + place.col0 + c * place.col_step] = gen.value((base + c * stride) as u32) * factor;
+                }
             }
         }
-    }
-
-    /// [`fill_rows`] over up to 8 threads, each a range of rows (the loaders' host path).
-    pub fn fill_rows_parallel(out: &mut [f32], gen: &Synthetic, factor: f32, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)> + Sync) {
-        let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
-        if threads == 1 || place.rows * place.cols < 1 << 16 {
-            return fill_rows(out, gen, factor, place, row);
-        }
-        let per = place.rows.div_ceil(threads);
-        std::thread::scope(|s| {
-            for (t, part) in out.chunks_mut(per * place.row_len).enumerate() {
-                let row = &row;
-                let first = t * per;
-                let end = (first + per).min(place.rows);
-                s.spawn(move || fill_row_range(part, first, end, gen, factor, place, row));
-            }
-        });
     }
 }
 
