@@ -1,17 +1,19 @@
 //! Pretrained weights from safetensors files and PyTorch checkpoints, memory-mapped and loaded
 //! strictly.
 //!
-//! A model asks for each tensor by name and expected shape ([`WeightStore::take`]); a missing
-//! key, a wrong shape or an unsupported dtype is an error naming the tensor, both shapes and the
-//! file. After building, [`WeightStore::finish`] reports keys the model never asked for, so a
-//! checkpoint of another model is never half-loaded silently. f32, f16 and bf16 are accepted and
-//! converted on the host; the model then uploads in its storage dtype. f64 and integer/bool
-//! buffers (`position_ids`, `num_batches_tracked`) convert to f32 too, integers only where exact.
+//! A model asks for each tensor by name and expected shape ([`WeightStore::take`] for its values
+//! as f32, or [`WeightStore::claim`] then [`WeightStore::raw`] for its elements as stored, which
+//! the loaders pack straight into the kernels' layouts); a missing key, a wrong shape or an
+//! unsupported dtype is an error naming the tensor, both shapes and the file. After building,
+//! [`WeightStore::finish`] reports keys the model never asked for, so a checkpoint of another
+//! model is never half-loaded silently. f32, f16 and bf16 are accepted; the model uploads in its
+//! storage dtype. f64 and integer/bool buffers (`position_ids`, `num_batches_tracked`) convert
+//! to f32, integers only where exact.
 //!
 //! Files are recognised by content, not by name: a zip archive is a `torch.save` checkpoint
 //! (read by [`crate::checkpoint`], no Python, no code run), a legacy `torch.save` pickle is
 //! refused with instructions, anything else must be safetensors. A PyTorch tensor may be a
-//! strided view sharing its storage with others; it is gathered on [`WeightStore::take`]. Its
+//! strided view sharing its storage with others; it is gathered on [`WeightStore::raw`]. Its
 //! storage's zip CRC is checked on first use, so a corrupt download fails loudly.
 
 use std::borrow::Cow;

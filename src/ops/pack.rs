@@ -2,9 +2,8 @@
 //! rows of gathers at a stride (a transpose, possibly of a sub-kernel): row r of the packed
 //! weight holds source elements `base + c·stride` (c < `cols`, with `(base, stride)` from a
 //! function of r), placed at columns `col0 + c·col_step`. One routine, parallel over rows,
-//! fills them all from any [`Source`]: a checkpoint's values, or a synthetic generator (whose
-//! GPU twin is [`ops::synthetic`](super::synthetic)). Loading a full-size model was mostly
-//! these loops run one element at a time on one core.
+//! fills them all from any [`Src`]: a checkpoint's elements as stored, host values, or a
+//! synthetic generator (whose GPU twin is [`ops::synthetic`](super::synthetic)).
 
 use crate::weights::{FileDtype, RawTensor, Synthetic};
 

@@ -1,8 +1,8 @@
 //! Seeded random weights generated straight into a kernel's packed layout, on the GPU
-//! (`shaders/synthetic.wgsl`) or, on a software adapter, on the host; and [`Packing`], which
-//! builds any packed weight, from a checkpoint or a generator. A full-size model built
+//! (`shaders/synthetic.wgsl`) or, on a software adapter, on the host. A full-size model built
 //! with `--random-weights` then never lays its values out in PyTorch's order, packs them or (on
 //! a GPU) copies them over the bus: the host only describes where each element goes.
+//! [`Packing`] builds any packed weight this way, from a checkpoint or a generator.
 //!
 //! The values are [`Synthetic`]'s (what a synthetic
 //! [`WeightStore`](crate::weights::WeightStore) hands out from `take`), so a weight generated
