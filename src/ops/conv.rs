@@ -235,11 +235,8 @@ impl Layout {
     /// mapped row.
     #[allow(clippy::too_many_arguments)]
     fn build(&self, gpu: &Gpu, src: Src<'_>, factor: f32, shape: &[usize], bias: Option<&[f32]>, dtype: DType, on_gpu: bool) -> Result<ConvWeight> {
-        if let Some(n) = src.elements() {
-            let what = if self.kind == ConvKind::ConvTranspose2d { "conv-transpose" } else { "conv" };
-            ensure!(n == self.src_len(), "{what} weight has {n} values, shape {shape:?} needs {}", self.src_len());
-        }
-        let mut w = Packing::new(gpu, &self.packed_shape(), dtype, on_gpu)?;
+        let what = if self.kind == ConvKind::ConvTranspose2d { "conv-transpose" } else { "conv" };
+        let mut w = Packing::new(gpu, format!("{what} weight {shape:?}"), &self.packed_shape(), dtype, on_gpu)?;
         w.fill_rows(src, factor, self.src_len(), &self.placement(), self.row_fn())?;
         self.finish(gpu, w.finish()?, bias)
     }

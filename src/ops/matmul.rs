@@ -339,11 +339,8 @@ impl LinearWeight {
         if out_features == 0 || in_features == 0 {
             bail!("linear weight [{out_features}, {in_features}] has a zero axis");
         }
-        let mut w = Packing::new(gpu, &[in_features, out_features], dtype, on_gpu)?;
+        let mut w = Packing::new(gpu, format!("linear weight [{out_each}, {in_features}]"), &[in_features, out_features], dtype, on_gpu)?;
         for (k, src) in parts.iter().enumerate() {
-            if let Some(n) = src.elements().filter(|&n| n != out_each * in_features) {
-                bail!("linear weight has {n} values but [{out_each}, {in_features}] needs {}", out_each * in_features);
-            }
             // The transpose: row i of part k holds w_k[o][i] for every o, at columns k·out_each + o.
             let place = Placement { rows: in_features, row_len: out_features, col0: k * out_each, col_step: 1, cols: out_each };
             w.fill_rows(*src, 1.0, out_each * in_features, &place, |i| Some((i, in_features)))?;
@@ -427,10 +424,7 @@ impl GegluWeight {
         if inner == 0 || !inner.is_multiple_of(2) || in_features == 0 {
             bail!("GEGLU weight [2·{inner}, {in_features}]: inner must be even and positive, in_features positive");
         }
-        if let Some(n) = src.elements().filter(|&n| n != 2 * inner * in_features) {
-            bail!("GEGLU weight: {n} values for [2·{inner}, {in_features}]");
-        }
-        let mut w = Packing::new(gpu, &[in_features, 2 * inner], dtype, on_gpu)?;
+        let mut w = Packing::new(gpu, format!("GEGLU weight [2·{inner}, {in_features}]"), &[in_features, 2 * inner], dtype, on_gpu)?;
         for (place, row) in geglu_fills(inner, in_features) {
             w.fill_rows(src, 1.0, 2 * inner * in_features, &place, row)?;
         }

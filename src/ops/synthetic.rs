@@ -112,6 +112,8 @@ pub fn fill_rows(rec: &mut Recorder, out: &Tensor, gen: &Synthetic, factor: f32,
 /// faster).
 pub struct Packing<'g> {
     gpu: &'g Gpu,
+    /// What is packed, for errors (e.g. `conv weight [320, 4, 3, 3]`).
+    what: String,
     shape: Vec<usize>,
     dtype: DType,
     on: On<'g>,
@@ -123,7 +125,8 @@ enum On<'g> {
 }
 
 impl<'g> Packing<'g> {
-    pub fn new(gpu: &'g Gpu, shape: &[usize], dtype: DType, on_gpu: bool) -> Result<Packing<'g>> {
+    /// The packed weight `what` (named in errors) of `shape`, zeros.
+    pub fn new(gpu: &'g Gpu, what: String, shape: &[usize], dtype: DType, on_gpu: bool) -> Result<Packing<'g>> {
         let on = if on_gpu {
             let out = Tensor::unpoisoned(gpu, shape, dtype)?;
             let mut rec = gpu.recorder();
@@ -132,14 +135,14 @@ impl<'g> Packing<'g> {
         } else {
             On::Host(vec![0f32; shape.iter().product()])
         };
-        Ok(Packing { gpu, shape: shape.to_vec(), dtype, on })
+        Ok(Packing { gpu, what, shape: shape.to_vec(), dtype, on })
     }
 
     /// `factor` times the elements of `src` (a tensor of `src_len` elements) into the packed
     /// weight, as [`pack::fill_rows`](crate::ops::pack::fill_rows) places them.
     pub fn fill_rows(&mut self, src: Src<'_>, factor: f32, src_len: usize, place: &Placement, row: impl Fn(usize) -> Option<(usize, usize)> + Sync) -> Result<()> {
         if let Some(n) = src.elements() {
-            ensure!(n == src_len, "a weight of {n} values where its shape needs {src_len}");
+            ensure!(n == src_len, "{}: {n} values where its shape needs {src_len}", self.what);
         }
         match (&mut self.on, src) {
             (On::Gpu { out, rec }, Src::Synthetic(gen)) => fill_rows(rec, out, gen, factor, src_len, place, row),
@@ -219,7 +222,8 @@ mod tests {
         }
     }
 
-    /// A placement past the packed weight or a row past the source is refused on the host.
+    /// A placement past the packed weight, a row past the source or a source of the wrong
+    /// length is refused on the host.
     #[test]
     fn out_of_range_placements_are_refused() {
         let gpu = test_gpu();
@@ -230,6 +234,9 @@ mod tests {
         assert!(e.to_string().contains("reaches past"), "{e}");
         let e = fill_rows(&mut rec, &out, &gen, 1.0, 10, &Placement::rows(4, 8, 8), |r| Some((r, 2))).unwrap_err();
         assert!(e.to_string().contains("reads past"), "{e}");
+        // A source of the wrong length is refused, naming the weight.
+        let e = crate::ops::conv::ConvWeight::from_torch(&gpu, &[0.5; 60], &[7, 5, 3, 3], None, DType::F32).err().unwrap().to_string();
+        assert!(e.contains("conv weight [7, 5, 3, 3]: 60 values where its shape needs 315"), "{e}");
     }
 
     #[test]
