@@ -15,12 +15,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> part: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read> gamma: array<f32>;
-@group(0) @binding(4) var<storage, read> beta: array<f32>;
+// The statistics pass's partials, then its shifts K (see group_norm_stats.wgsl)
+@group(0) @binding(1) var<storage, read> part: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
 // [segments, 3, C]: scales, shifts K, offsets
-@group(0) @binding(5) var<storage, read_write> table: array<f32>;
+@group(0) @binding(4) var<storage, read_write> table: array<f32>;
 
 var<workgroup> red: array<vec2<f32>, 256>;
 var<workgroup> stats: vec2<f32>;
@@ -49,8 +49,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (lid == 0u) {
         let n = f32(p.seg_px) * f32(p.cg);
-        // The same shift K the statistics pass subtracted.
-        let k = f32(x[seg * p.seg_px * p.c + g * p.cg]);
+        // The shift K the statistics pass subtracted, stored after the partials.
+        let k = part[p.total_wg * p.nchunks + w].x;
         let m = red[0].x / n;
         let var_ = max(red[0].y / n - m * m, 0.0);   // biased, as PyTorch
         stats = vec2<f32>(m, inverseSqrt(var_ + p.eps));

@@ -29,7 +29,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<VT>;
-// [segments, nchunks, groups] of (Σ(x−K), Σ(x−K)²)
+// [segments, nchunks, groups] of (Σ(x−K), Σ(x−K)²), then [segments, groups] of (K, 0) for the
+// finalize pass (so it need not bind x for one element per group)
 @group(0) @binding(2) var<storage, read_write> part: array<vec2<f32>>;
 
 var<workgroup> red: array<vec2<f32>, 256>;
@@ -93,6 +94,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 acc += red[lid * p.cgv + k];
             }
             part[(seg * p.nchunks + chunk) * p.groups + gg] = acc;
+            if (chunk == 0u) {
+                let k = first(VF(x[base * p.cv + (gg * p.cg) / V]));
+                part[(p.total_wg / p.nblk) * p.groups + seg * p.groups + gg] = vec2<f32>(k, 0.0);
+            }
         }
     }
 }

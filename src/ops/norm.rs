@@ -4,7 +4,8 @@
 //! GroupNorm runs as three dispatches (`shaders/group_norm_{stats,finalize,apply}.wgsl`):
 //! 1. **stats**: the tensor is cut into chunks of pixels × blocks of whole groups; each workgroup
 //!    writes (Σ(x−K), Σ(x−K)²) per group for its chunk, K being the group's first element in the
-//!    segment (a shift that keeps the sums free of cancellation when |mean| ≫ σ);
+//!    segment (a shift that keeps the sums free of cancellation when |mean| ≫ σ), and the first
+//!    chunk's workgroups also write K itself;
 //! 2. **finalize**: one workgroup per (segment, group) reduces the partials into mean and 1/σ and
 //!    folds γ, β into a per-(segment, channel) table of scale, K and offset;
 //! 3. **apply**: `y = (x − K)·scale + offset` (+ SiLU), walking the chunks in reverse order so the first
@@ -248,7 +249,8 @@ pub fn group_norm(
     let gpu = rec.gpu();
     let dt = x.dtype();
     let gp = &plan.params;
-    let part = rec.empty(&[segments, gp.nchunks as usize, groups, 2], DType::F32)?;
+    // The chunks' partial sums, then each (segment, group)'s shift K.
+    let part = rec.empty(&[segments * (gp.nchunks as usize + 1) * groups, 2], DType::F32)?;
     let table = rec.empty(&[segments, 3, c], DType::F32)?;
     let out = rec.empty(x.shape(), dt)?;
 
@@ -265,7 +267,7 @@ pub fn group_norm(
         total_wg: (segments * groups) as u32,
     };
     let fin = Kernel::new("group_norm_finalize", GN_FINALIZE, dt);
-    rec.dispatch(&fin, &fp, &[x.into(), (&part).into(), gamma.into(), beta.into(), (&table).into()], grid(gpu, fp.total_wg))?;
+    rec.dispatch(&fin, &fp, &[(&part).into(), gamma.into(), beta.into(), (&table).into()], grid(gpu, fp.total_wg))?;
 
     let apply = Kernel::new("group_norm_apply", GN_APPLY[plan.vi], dt).def("SILU", opts.silu);
     rec.dispatch(&apply, gp, &[x.into(), (&table).into(), (&out).into()], grid(gpu, gp.total_wg))?;
