@@ -235,8 +235,10 @@ fn profile_times_every_dispatch_under_its_kernel_label() {
     let steps = graph.profile(&gpu).unwrap();
     assert_eq!(steps.len(), graph.dispatches());
     assert_eq!(steps.len(), 2);
-    assert!(steps.iter().all(|(label, t)| label.starts_with("elementwise f32 OP=") && t.is_finite() && *t >= 0.0), "{steps:?}");
-    assert_ne!(steps[0].0, steps[1].0, "SiLU and add are different specialisations: {steps:?}");
+    assert!(steps.iter().all(|s| s.label.starts_with("elementwise f32 OP=") && s.seconds.is_finite() && s.seconds >= 0.0), "{steps:?}");
+    assert_ne!(steps[0].label, steps[1].label, "SiLU and add are different specialisations: {steps:?}");
+    // Activations only: SiLU's y, then the add's y and z (x is the caller's, 33 f32 each).
+    assert_eq!(steps.iter().map(|s| s.bytes_bound).collect::<Vec<_>>(), [33 * 4, 2 * 33 * 4], "{steps:?}");
     let want: Vec<f32> = xh.iter().map(|&v| v / (1.0 + (-v).exp()) + v).collect();
     assert_close(&format!("seed {seed}"), &z.to_f32(&gpu).unwrap(), &want, 1e-5);
 }

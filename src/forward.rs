@@ -227,23 +227,41 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     Ok(())
 }
 
-/// The per-dispatch times of one replay, summed by kernel specialisation, largest first.
-fn print_profile(steps: &[(String, f64)]) {
-    let mut by: Vec<(String, usize, f64)> = Vec::new();
-    for (label, t) in steps {
-        match by.iter_mut().find(|(l, _, _)| l == label) {
-            Some(e) => {
-                e.1 += 1;
-                e.2 += t;
+/// The per-dispatch times of one replay, summed by kernel specialisation, largest first. "bound"
+/// is the activation bytes the calls bind and "rate" that over their time: for a memory-bound
+/// kernel, a floor on the bandwidth it reached, to set beside `bench ceilings`' copy rate.
+fn print_profile(steps: &[crate::kernel::StepTime]) {
+    struct Row<'a> {
+        label: &'a str,
+        calls: usize,
+        seconds: f64,
+        bytes: u64,
+    }
+    let mut by: Vec<Row> = Vec::new();
+    for s in steps {
+        match by.iter_mut().find(|r| r.label == s.label) {
+            Some(r) => {
+                r.calls += 1;
+                r.seconds += s.seconds;
+                r.bytes += s.bytes_bound;
             }
-            None => by.push((label.clone(), 1, *t)),
+            None => by.push(Row { label: &s.label, calls: 1, seconds: s.seconds, bytes: s.bytes_bound }),
         }
     }
-    by.sort_by(|a, b| b.2.total_cmp(&a.2));
-    let total: f64 = steps.iter().map(|(_, t)| t).sum();
+    by.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let total: f64 = steps.iter().map(|s| s.seconds).sum();
     println!("GPU time by kernel (one replay, a pass per dispatch: {} in all, {} dispatches):", crate::bench::fmt_time(total), steps.len());
-    println!("{:>12} {:>6} {:>6}  kernel", "time", "share", "calls");
-    for (label, n, t) in &by {
-        println!("{:>12} {:>5.1}% {:>6}  {label}", crate::bench::fmt_time(*t), 100.0 * t / total.max(1e-12), n);
+    println!("{:>12} {:>6} {:>6} {:>11} {:>11}  kernel", "time", "share", "calls", "bound", "rate");
+    for r in &by {
+        let rate = if r.seconds > 0.0 { format!("{:.1} GB/s", r.bytes as f64 / r.seconds * 1e-9) } else { "-".into() };
+        println!(
+            "{:>12} {:>5.1}% {:>6} {:>11} {:>11}  {}",
+            crate::bench::fmt_time(r.seconds),
+            100.0 * r.seconds / total.max(1e-12),
+            r.calls,
+            crate::gpu::human_bytes(r.bytes),
+            rate,
+            r.label
+        );
     }
 }

@@ -102,6 +102,20 @@ struct Step {
     pipeline: Arc<crate::gpu::pipelines::Pipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// The activation bytes this dispatch binds (each distinct binding once).
+    bytes_bound: u64,
+}
+
+/// One dispatch of a [`Graph::profile`] replay.
+#[derive(Clone, Debug)]
+pub struct StepTime {
+    /// The kernel's name and specialisation.
+    pub label: String,
+    /// GPU seconds between the timestamps around the dispatch.
+    pub seconds: f64,
+    /// The activation bytes the dispatch binds (see [`Graph::activation_bytes_bound`]): divided
+    /// by `seconds`, a lower bound on the bandwidth a memory-bound kernel reached.
+    pub bytes_bound: u64,
 }
 
 struct Timer {
@@ -353,7 +367,8 @@ impl<'g> Recorder<'g> {
             let mut slots: Vec<(usize, u64, u64)> = p.binds.iter().filter_map(|b| if let Bind::Slot(id, o, n) = b { Some((*id, *o, *n)) } else { None }).collect();
             slots.sort_unstable();
             slots.dedup();
-            activation_bytes_bound += slots.iter().map(|s| s.2).sum::<u64>();
+            let bytes_bound = slots.iter().map(|s| s.2).sum::<u64>();
+            activation_bytes_bound += bytes_bound;
             let mut placed = Vec::with_capacity(p.binds.len());
             for b in &p.binds {
                 placed.push(match b {
@@ -382,7 +397,7 @@ impl<'g> Recorder<'g> {
                 Bind::Buffer(s, ..) => Some(s),
                 Bind::Slot(..) => None,
             }));
-            steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups });
+            steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups, bytes_bound });
         }
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
         Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, read_write_dispatches, _keep: keep })
@@ -490,10 +505,10 @@ impl Graph {
         self.steps.len()
     }
 
-    /// One replay with a timestamp pair around every dispatch: (kernel label, GPU seconds) per
-    /// step, in order. Each dispatch gets a compute pass of its own, so the sum is a little above
+    /// One replay with a timestamp pair around every dispatch: the kernel label, GPU seconds and
+    /// activation bytes bound of every step, in order. Each dispatch gets a compute pass of its own, so the sum is a little above
     /// [`Graph::run_timed`]'s single-pass time. Needs timestamp queries.
-    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<(String, f64)>> {
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<StepTime>> {
         if !gpu.has_timestamps() {
             bail!("--profile needs timestamp queries, which this adapter does not have");
         }
@@ -520,7 +535,11 @@ impl Graph {
                 pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
             }
             let ticks = resolve_timestamps(gpu, &mut enc, &set, 2 * n)?;
-            out.extend(chunk.iter().zip(ticks.chunks(2)).map(|(s, t)| (s.label.clone(), t[1].saturating_sub(t[0]) as f64 * period)));
+            out.extend(chunk.iter().zip(ticks.chunks(2)).map(|(s, t)| StepTime {
+                label: s.label.clone(),
+                seconds: t[1].saturating_sub(t[0]) as f64 * period,
+                bytes_bound: s.bytes_bound,
+            }));
         }
         Ok(out)
     }
