@@ -56,9 +56,7 @@ var<workgroup> ss: array<f32, BQ * SST>;
 var<workgroup> ps: array<f16, BQ * PST>;
 var<workgroup> red: array<vec2<f32>, 256>;
 
-alias MA = coop_mat16x16<f16, A>;
-alias MB = coop_mat16x16<f16, B>;
-alias MC = coop_mat16x16<f32, C>;
+// FA, FB, FC: the preamble's 16×16 fragment types (the host runs this kernel only with FS = 16).
 
 fn put4(i: u32, x: vec4<f16>) {
     kv[i] = x.x;
@@ -134,14 +132,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Pass 1: row max and sum of exponentials.
     for (var t = 0u; t < ntiles; t++) {
         let k0 = t * BK;
-        var acc: MC;
+        var acc: FC;
         for (var d0 = 0u; d0 < DH; d0 += DC) {
             workgroupBarrier();
             stage_k(kbase4, k0, d0, lid);
             workgroupBarrier();
             for (var dd = 0u; dd < DC; dd += 16u) {
-                let a = coopLoadT<MA>(&q[qrow + d0 + dd], LDQ);
-                let bm = coopLoad<MB>(&kv[s_kf * 16u * KST + dd], KST);
+                let a = coopLoadT<FA>(&q[qrow + d0 + dd], LDQ);
+                let bm = coopLoad<FB>(&kv[s_kf * 16u * KST + dd], KST);
                 acc = coopMultiplyAdd(a, bm, acc);
             }
         }
@@ -169,24 +167,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Pass 2: O = P·V with the final weights.
     let o_strip = sg % 2u;
     let o_cf = sg / 2u;
-    var o0: MC;
-    var o1: MC;
-    var o2: MC;
-    var o3: MC;
-    var o4: MC;
-    var o5: MC;
-    var o6: MC;
-    var o7: MC;
+    var o0: FC;
+    var o1: FC;
+    var o2: FC;
+    var o3: FC;
+    var o4: FC;
+    var o5: FC;
+    var o6: FC;
+    var o7: FC;
     for (var t = 0u; t < ntiles; t++) {
         let k0 = t * BK;
-        var acc: MC;
+        var acc: FC;
         for (var d0 = 0u; d0 < DH; d0 += DC) {
             workgroupBarrier();
             stage_k(kbase4, k0, d0, lid);
             workgroupBarrier();
             for (var dd = 0u; dd < DC; dd += 16u) {
-                let a = coopLoadT<MA>(&q[qrow + d0 + dd], LDQ);
-                let bm = coopLoad<MB>(&kv[s_kf * 16u * KST + dd], KST);
+                let a = coopLoadT<FA>(&q[qrow + d0 + dd], LDQ);
+                let bm = coopLoad<FB>(&kv[s_kf * 16u * KST + dd], KST);
                 acc = coopMultiplyAdd(a, bm, acc);
             }
         }
@@ -209,21 +207,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             stage_v(vbase4, k0 + vk0, lid);
             workgroupBarrier();
             for (var ks = 0u; ks < VK; ks += 16u) {
-                let a = coopLoadT<MA>(&ps[o_strip * 16u * PST + vk0 + ks], PST);
+                let a = coopLoadT<FA>(&ps[o_strip * 16u * PST + vk0 + ks], PST);
                 let vb = ks * VST + o_cf * 16u;
-                o0 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb], VST), o0);
+                o0 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb], VST), o0);
                 if (NO > 1u) {
-                    o1 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 64u], VST), o1);
+                    o1 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 64u], VST), o1);
                 }
                 if (NO > 2u) {
-                    o2 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 128u], VST), o2);
-                    o3 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 192u], VST), o3);
+                    o2 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 128u], VST), o2);
+                    o3 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 192u], VST), o3);
                 }
                 if (NO > 4u) {
-                    o4 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 256u], VST), o4);
-                    o5 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 320u], VST), o5);
-                    o6 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 384u], VST), o6);
-                    o7 = coopMultiplyAdd(a, coopLoadT<MB>(&kv[vb + 448u], VST), o7);
+                    o4 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 256u], VST), o4);
+                    o5 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 320u], VST), o5);
+                    o6 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 384u], VST), o6);
+                    o7 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 448u], VST), o7);
                 }
             }
         }
@@ -249,7 +247,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-fn flush_out(c: MC, sg: u32, lane: u32, row0: u32, col0: u32) {
+fn flush_out(c: FC, sg: u32, lane: u32, row0: u32, col0: u32) {
     workgroupBarrier();
     coopStoreT(c, &ss[sg * 256u], 16u);
     workgroupBarrier();

@@ -1,16 +1,18 @@
-// Cooperative-matrix implicit-GEMM convolution (f16 storage, f16 × f16 → f32 16×16×16).
-// Prepended by conv_geom.wgsl and one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs); the
-// preamble enables f16 and wgpu_cooperative_matrix.
+// Cooperative-matrix implicit-GEMM convolution (f16 storage, f16 × f16 → f32 on FS×FS×FS
+// fragments: FS = 16, or 8 where the adapter has only those). Prepended by conv_geom.wgsl and
+// one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs); the preamble enables f16 and
+// wgpu_cooperative_matrix and declares FS and the fragment types FA, FB, FC.
 //
-// Workgroup tile BM × BN × BK (BK = 32) staged through workgroup memory as vec4<f16>, the
+// Workgroup tile BM × BN × BK (BK = 2·FS) staged through workgroup memory as vec4<f16>, the
 // next K step's global loads in flight during this step's multiplies. 8 subgroups of SG lanes,
-// each owning a 64 × 64 block as 4 × 4 f32 accumulators, arranged SGM × SGN: BN = 256 gives a
-// 128 × 256 tile, BN = 128 a 256 × 128 tile. The accumulators and fragments are named
-// variables, not arrays: an array of cooperative matrices indexed in a loop can end up in
-// local memory. The epilogue goes through a per-subgroup 16×16 f32 scratch tile (adds the
-// bias and any residual, converts to f16, scatters rows: transposed phases and edge tiles have no constant
-// output stride).
-// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed), BN.
+// each owning an SB × SB block (SB = 4·FS) as 4 × 4 f32 accumulators, arranged SGM × SGN:
+// BN = 4·SB gives a 2·SB × 4·SB tile (128 × 256 at FS = 16), BN = 2·SB a 4·SB × 2·SB tile. The
+// accumulators and fragments are named variables, not arrays: an array of cooperative matrices
+// indexed in a loop can end up in local memory. The epilogue goes through a per-subgroup FS×FS
+// f32 scratch tile (adds the bias and any residual, converts to f16, scatters rows: transposed
+// phases and edge tiles have no constant output stride).
+// Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed and the
+// loads below divide evenly among the invocations), BN.
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
@@ -18,10 +20,11 @@
 
 const NSG: u32 = 8u;
 const WG: u32 = NSG * SG;
-const SGN: u32 = BN / 64u;
+const SB: u32 = 4u * FS;
+const SGN: u32 = BN / SB;
 const SGM: u32 = NSG / SGN;
-const BM: u32 = SGM * 64u;
-const BK: u32 = 32u;
+const BM: u32 = SGM * SB;
+const BK: u32 = 2u * FS;
 const KQ: u32 = BK / 4u;
 // Row strides of the staged tiles, padded by 16 bytes so the rows one matrix load reads fall
 // into different banks.
@@ -32,12 +35,8 @@ const B_LOADS: u32 = BK * BN / 4u / WG;
 
 var<workgroup> As: array<vec4<f16>, BM * AS_STRIDE / 4u>;  // [BM][BK]  (row-major, padded)
 var<workgroup> Bs: array<vec4<f16>, BK * BS_STRIDE / 4u>;  // [BK][BN]  (row-major, padded)
-var<workgroup> Cs: array<f32, NSG * 256u>;      // one 16×16 tile per subgroup
+var<workgroup> Cs: array<f32, NSG * FS * FS>;   // one FS×FS tile per subgroup
 var<workgroup> rows: array<vec4<i32>, BM>;      // row_info of the tile's rows
-
-alias FA = coop_mat16x16<f16, A>;
-alias FB = coop_mat16x16<f16, B>;
-alias FC = coop_mat16x16<f32, C>;
 
 // The staged tiles are vec4<f16> (one 8-byte store per four channels); a cooperative load
 // then counts its offset and stride in vectors (checked on NVIDIA: scalar units are wrong).
@@ -95,18 +94,20 @@ fn stage(t: u32) {
 // Writes accumulator `c` (rows m.., columns n.. of the output) through this subgroup's scratch.
 // Every subgroup calls it the same number of times (it holds workgroup barriers).
 fn store_c(c: FC, sg: u32, lane: u32, m: u32, n: u32, py: u32, px: u32, spare: bool) {
-    coopStoreT(c, &Cs[sg * 256u], 16u);
+    coopStoreT(c, &Cs[sg * (FS * FS)], FS);
     workgroupBarrier();
-    let per = 256u / SG;
-    let r = (lane * per) / 16u;
-    let col = (lane * per) % 16u;
+    // Each lane copies `per` consecutive elements of one row (the host checks FS·FS % SG == 0
+    // and per <= FS).
+    let per = FS * FS / SG;
+    let r = (lane * per) / FS;
+    let col = (lane * per) % FS;
     let mm = m + r;
     if (mm < p.m && !spare) {
         let o = out_offset(split_m(mm), py, px);
         for (var e = 0u; e < per; e++) {
             let nn = n + col + e;
             if (nn < p.cout) {
-                out[o + nn] = T(Cs[sg * 256u + r * 16u + col + e] + f32(bias[nn]) + residual(o, nn));
+                out[o + nn] = T(Cs[sg * (FS * FS) + r * FS + col + e] + f32(bias[nn]) + residual(o, nn));
             }
         }
     }
@@ -137,8 +138,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
 
     // This subgroup's corner in the tile.
-    let sm = (sg / SGN) * 64u;
-    let sn = (sg % SGN) * 64u;
+    let sm = (sg / SGN) * SB;
+    let sn = (sg % SGN) * SB;
     var c00: FC; var c01: FC; var c02: FC; var c03: FC;
     var c10: FC; var c11: FC; var c12: FC; var c13: FC;
     var c20: FC; var c21: FC; var c22: FC; var c23: FC;
@@ -154,27 +155,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (ks + 1u < nks) {
             fetch(ks + 1u, nck, t, phase, n0);
         }
-        for (var kk = 0u; kk < BK; kk += 16u) {
+        for (var kk = 0u; kk < BK; kk += FS) {
             let a0 = load_a(sm, kk);
-            let a1 = load_a(sm + 16u, kk);
-            let a2 = load_a(sm + 32u, kk);
-            let a3 = load_a(sm + 48u, kk);
+            let a1 = load_a(sm + FS, kk);
+            let a2 = load_a(sm + 2u * FS, kk);
+            let a3 = load_a(sm + 3u * FS, kk);
             var b = load_b(kk, sn);
             c00 = coopMultiplyAdd(a0, b, c00);
             c10 = coopMultiplyAdd(a1, b, c10);
             c20 = coopMultiplyAdd(a2, b, c20);
             c30 = coopMultiplyAdd(a3, b, c30);
-            b = load_b(kk, sn + 16u);
+            b = load_b(kk, sn + FS);
             c01 = coopMultiplyAdd(a0, b, c01);
             c11 = coopMultiplyAdd(a1, b, c11);
             c21 = coopMultiplyAdd(a2, b, c21);
             c31 = coopMultiplyAdd(a3, b, c31);
-            b = load_b(kk, sn + 32u);
+            b = load_b(kk, sn + 2u * FS);
             c02 = coopMultiplyAdd(a0, b, c02);
             c12 = coopMultiplyAdd(a1, b, c12);
             c22 = coopMultiplyAdd(a2, b, c22);
             c32 = coopMultiplyAdd(a3, b, c32);
-            b = load_b(kk, sn + 48u);
+            b = load_b(kk, sn + 3u * FS);
             c03 = coopMultiplyAdd(a0, b, c03);
             c13 = coopMultiplyAdd(a1, b, c13);
             c23 = coopMultiplyAdd(a2, b, c23);
@@ -186,19 +187,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let m = m0 + sm;
     let n = n0 + sn;
     store_c(c00, sg, lane, m, n, py, px, spare);
-    store_c(c01, sg, lane, m, n + 16u, py, px, spare);
-    store_c(c02, sg, lane, m, n + 32u, py, px, spare);
-    store_c(c03, sg, lane, m, n + 48u, py, px, spare);
-    store_c(c10, sg, lane, m + 16u, n, py, px, spare);
-    store_c(c11, sg, lane, m + 16u, n + 16u, py, px, spare);
-    store_c(c12, sg, lane, m + 16u, n + 32u, py, px, spare);
-    store_c(c13, sg, lane, m + 16u, n + 48u, py, px, spare);
-    store_c(c20, sg, lane, m + 32u, n, py, px, spare);
-    store_c(c21, sg, lane, m + 32u, n + 16u, py, px, spare);
-    store_c(c22, sg, lane, m + 32u, n + 32u, py, px, spare);
-    store_c(c23, sg, lane, m + 32u, n + 48u, py, px, spare);
-    store_c(c30, sg, lane, m + 48u, n, py, px, spare);
-    store_c(c31, sg, lane, m + 48u, n + 16u, py, px, spare);
-    store_c(c32, sg, lane, m + 48u, n + 32u, py, px, spare);
-    store_c(c33, sg, lane, m + 48u, n + 48u, py, px, spare);
+    store_c(c01, sg, lane, m, n + FS, py, px, spare);
+    store_c(c02, sg, lane, m, n + 2u * FS, py, px, spare);
+    store_c(c03, sg, lane, m, n + 3u * FS, py, px, spare);
+    store_c(c10, sg, lane, m + FS, n, py, px, spare);
+    store_c(c11, sg, lane, m + FS, n + FS, py, px, spare);
+    store_c(c12, sg, lane, m + FS, n + 2u * FS, py, px, spare);
+    store_c(c13, sg, lane, m + FS, n + 3u * FS, py, px, spare);
+    store_c(c20, sg, lane, m + 2u * FS, n, py, px, spare);
+    store_c(c21, sg, lane, m + 2u * FS, n + FS, py, px, spare);
+    store_c(c22, sg, lane, m + 2u * FS, n + 2u * FS, py, px, spare);
+    store_c(c23, sg, lane, m + 2u * FS, n + 3u * FS, py, px, spare);
+    store_c(c30, sg, lane, m + 3u * FS, n, py, px, spare);
+    store_c(c31, sg, lane, m + 3u * FS, n + FS, py, px, spare);
+    store_c(c32, sg, lane, m + 3u * FS, n + 2u * FS, py, px, spare);
+    store_c(c33, sg, lane, m + 3u * FS, n + 3u * FS, py, px, spare);
 }

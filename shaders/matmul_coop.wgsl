@@ -1,26 +1,40 @@
 // Cooperative-matrix (tensor-core) matmul: out[z] = a[z] · b[z] (+ bias), all row-major, f16
-// storage, f16 × f16 → f32 16×16×16 products.
+// storage, f16 × f16 → f32 products on FS×FS×FS fragments (FS = 16, or 8 where the adapter has
+// only those; the preamble declares FS and the fragment types FA, FB, FC).
 //   a [batch, M, K], b [batch, K, N] (batch stride 0 for a shared weight), out [batch, M, N],
 //   bias [N]. Needs K % 4 == 0 and N % 4 == 0 (whole vec4<f16> loads and stores); any M, N, K
 //   otherwise: edge tiles load zeros into workgroup memory and store through a guarded staging copy.
 // Specialised by HAS_BIAS, HAS_RES (add res[(row / res_rep)·N + col], ops/residual.rs), GEGLU
-// (store x·gelu(g) per column pair, `Store::Geglu` in ops/matmul.rs) and GROUP_M (see ops/matmul.rs); a second file (matmul_coop_s1.wgsl or
+// (store x·gelu(g) per column pair, `Store::Geglu` in ops/matmul.rs), GROUP_M (see ops/matmul.rs)
+// and SG, the adapter's fixed subgroup width; a second file (matmul_coop_s1.wgsl or
 // matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b.
 //
-// Workgroup tile 128×256, k-step 32, 256 invocations that must form 8 subgroups of 32 (the host
-// only selects this kernel on such adapters). The subgroups form a 2×4 grid; each owns a 64×64
-// block as 4×4 accumulators. Every cooperative operation is executed by all subgroups the same
-// number of times (uniform control flow); only addresses depend on the subgroup id.
+// 8 subgroups of SG invocations in a 2×4 grid, each owning an SB×SB block (SB = 4·FS) as 4×4
+// accumulators: a BM×BN = 8·FS × 16·FS workgroup tile (128×256 with FS = 16), k-step BK = 2·FS.
+// The host checks that the loads below divide evenly among the invocations. Every cooperative
+// operation is executed by all subgroups the same number of times (uniform control flow); only
+// addresses depend on the subgroup id.
 
-const BM: u32 = 128u;
-const BN: u32 = 256u;
-const BK: u32 = 32u;
+const NI: u32 = 8u * SG;
+const SB: u32 = 4u * FS;
+const BM: u32 = 2u * SB;
+const BN: u32 = 4u * SB;
+const BK: u32 = 2u * FS;
 // Row strides of the workgroup tiles in f16 elements, padded by 8 so that the 16-byte row pieces
-// of one 16×16 load land on different banks.
+// of one fragment load land on different banks.
 const AS: u32 = BK + 8u;
 const BS: u32 = BN + 8u;
-// Per-subgroup staging area: two 16×16 f32 accumulators side by side (16 rows of 32).
-const STAGE: u32 = 512u;
+// Per-subgroup staging area: two FS×FS f32 accumulators side by side (FS rows of 2·FS).
+const STAGE: u32 = 2u * FS * FS;
+// Global → register loads: an A tile row is BK / 4 vec4 and a B tile row BN / 4, so NI
+// invocations cover A_STEP rows of A and B_STEP rows of B per round, in A_LOADS and B_LOADS rounds.
+const A_STEP: u32 = NI / (BK / 4u);
+const B_STEP: u32 = NI / (BN / 4u);
+const A_LOADS: u32 = BM / A_STEP;
+const B_LOADS: u32 = BK / B_STEP;
+// The epilogue copies 8 staged FS × 2·FS slices (FS·FS / 2 vec4 each) in FLUSH_ROUNDS rounds.
+const SLICE4: u32 = FS * FS / 2u;
+const FLUSH_ROUNDS: u32 = 8u * SLICE4 / NI;
 
 struct Params {
     m: u32,
@@ -46,10 +60,6 @@ struct Params {
 
 var<workgroup> stage: array<f32, 8u * STAGE>;
 
-alias MA = coop_mat16x16<f16, A>;
-alias MB = coop_mat16x16<f16, B>;
-alias MC = coop_mat16x16<f32, C>;
-
 fn tile_of(w: u32) -> vec2<u32> {
     let per_group = GROUP_M * p.tiles_n;
     let first_m = (w / per_group) * GROUP_M;
@@ -58,24 +68,24 @@ fn tile_of(w: u32) -> vec2<u32> {
     return vec2<u32>(first_m + r % size_m, r / size_m);
 }
 
-// One 16×32 slice (accumulator row i, accumulator column pair jp) of every subgroup's block has
-// been stored to `stage`; all 256 invocations copy the 8 slices out with bias and bounds checks.
+// One FS × 2·FS slice (accumulator row i, accumulator column pair jp) of every subgroup's block
+// has been stored to `stage`; all NI invocations copy the 8 slices out with bias and bounds checks.
 fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
     workgroupBarrier();
-    for (var q = 0u; q < 4u; q++) {
-        let idx = lid + 256u * q;
-        let s = idx / 128u;              // stage slot = subgroup id
-        let e = idx % 128u;
-        let r = e / 8u;
-        let c4 = e % 8u;
-        let row = m0 + (s / 4u) * 64u + i * 16u + r;
-        let col = n0 + (s % 4u) * 64u + jp * 32u + c4 * 4u;
+    for (var q = 0u; q < FLUSH_ROUNDS; q++) {
+        let idx = lid + NI * q;
+        let s = idx / SLICE4;            // stage slot = subgroup id
+        let e = idx % SLICE4;
+        let r = e / (FS / 2u);
+        let c4 = e % (FS / 2u);
+        let row = m0 + (s / 4u) * SB + i * FS + r;
+        let col = n0 + (s % 4u) * SB + jp * (2u * FS) + c4 * 4u;
         if (GEGLU) {
             // Two column groups (x_j, x_j+1, g_j, g_j+1), (x_j+2, .., g_j+3), j = col / 2, make
             // one output vec4: the even slots store, the odd ones only lent their values.
             // N % 8 == 0, one shared weight (batch 1).
             if (live && row < p.m && col < p.n && c4 % 2u == 0u) {
-                let sv = s * STAGE + r * 32u + c4 * 4u;
+                let sv = s * STAGE + r * (2u * FS) + c4 * 4u;
                 var u0 = vec4<f32>(stage[sv], stage[sv + 1u], stage[sv + 2u], stage[sv + 3u]);
                 var u1 = vec4<f32>(stage[sv + 4u], stage[sv + 5u], stage[sv + 6u], stage[sv + 7u]);
                 if (HAS_BIAS) {
@@ -88,7 +98,7 @@ fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
             continue;
         }
         if (live && row < p.m && col < p.n) {
-            let sv = s * STAGE + r * 32u + c4 * 4u;
+            let sv = s * STAGE + r * (2u * FS) + c4 * 4u;
             var v = vec4<f32>(stage[sv], stage[sv + 1u], stage[sv + 2u], stage[sv + 3u]);
             if (HAS_BIAS) {
                 v += vec4<f32>(f32(bias[col]), f32(bias[col + 1u]), f32(bias[col + 2u]), f32(bias[col + 3u]));
@@ -104,7 +114,7 @@ fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
     workgroupBarrier();
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NI)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
     let per_batch = p.tiles_m * p.tiles_n;
@@ -126,82 +136,81 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let a_last = arrayLength(&a) - 1u;
     let b_last = arrayLength(&b) - 1u;
 
-    // Global → register mapping: a tile rows are 8 vec4 (8 invocations per row), b tile rows are
-    // 64 vec4 (64 invocations per row).
-    let la_r = lid / 8u;      // + 32·i
-    let la_c = lid % 8u;
-    let lb_r = lid / 64u;     // + 4·i
-    let lb_c = lid % 64u;
-    var ra: array<vec4<f16>, 4>;
-    var rb: array<vec4<f16>, 8>;
+    // Global → register mapping: BK / 4 invocations per a tile row, BN / 4 per b tile row.
+    let la_r = lid / (BK / 4u);      // + A_STEP·i
+    let la_c = lid % (BK / 4u);
+    let lb_r = lid / (BN / 4u);      // + B_STEP·i
+    let lb_c = lid % (BN / 4u);
+    var ra: array<vec4<f16>, A_LOADS>;
+    var rb: array<vec4<f16>, B_LOADS>;
     let zero = vec4<f16>(0.0h);
-    for (var i = 0u; i < 4u; i++) {
-        let row = m0 + la_r + 32u * i;
+    for (var i = 0u; i < A_LOADS; i++) {
+        let row = m0 + la_r + A_STEP * i;
         ra[i] = select(zero, vec4<f16>(a[min(a_off4 + row * k4 + la_c, a_last)]), row < p.m && la_c < k4);
     }
-    for (var i = 0u; i < 8u; i++) {
-        let kr = lb_r + 4u * i;
+    for (var i = 0u; i < B_LOADS; i++) {
+        let kr = lb_r + B_STEP * i;
         let c = n0 / 4u + lb_c;
         rb[i] = select(zero, vec4<f16>(b[min(b_off4 + kr * n4 + c, b_last)]), kr < p.k && c < n4);
     }
 
     let sg_m = sg / 4u;
     let sg_n = sg % 4u;
-    let a_base = sg_m * 64u * AS;
-    let b_base = sg_n * 64u;
+    let a_base = sg_m * SB * AS;
+    let b_base = sg_n * SB;
 
-    var c00: MC; var c01: MC; var c02: MC; var c03: MC;
-    var c10: MC; var c11: MC; var c12: MC; var c13: MC;
-    var c20: MC; var c21: MC; var c22: MC; var c23: MC;
-    var c30: MC; var c31: MC; var c32: MC; var c33: MC;
+    var c00: FC; var c01: FC; var c02: FC; var c03: FC;
+    var c10: FC; var c11: FC; var c12: FC; var c13: FC;
+    var c20: FC; var c21: FC; var c22: FC; var c23: FC;
+    var c30: FC; var c31: FC; var c32: FC; var c33: FC;
 
     let ktiles = (p.k + BK - 1u) / BK;
     for (var kt = 0u; kt < ktiles; kt++) {
-        for (var i = 0u; i < 4u; i++) {
-            put_a((la_r + 32u * i) * AS + la_c * 4u, ra[i]);
+        for (var i = 0u; i < A_LOADS; i++) {
+            put_a((la_r + A_STEP * i) * AS + la_c * 4u, ra[i]);
         }
-        for (var i = 0u; i < 8u; i++) {
-            put_b((lb_r + 4u * i) * BS + lb_c * 4u, rb[i]);
+        for (var i = 0u; i < B_LOADS; i++) {
+            put_b((lb_r + B_STEP * i) * BS + lb_c * 4u, rb[i]);
         }
         workgroupBarrier();
         // Fetch the next k-step while this one is multiplied.
         if (kt + 1u < ktiles) {
             let kq = (kt + 1u) * (BK / 4u);
-            for (var i = 0u; i < 4u; i++) {
-                let row = m0 + la_r + 32u * i;
+            for (var i = 0u; i < A_LOADS; i++) {
+                let row = m0 + la_r + A_STEP * i;
                 let c = kq + la_c;
                 ra[i] = select(zero, vec4<f16>(a[min(a_off4 + row * k4 + c, a_last)]), row < p.m && c < k4);
             }
             let kb = (kt + 1u) * BK;
-            for (var i = 0u; i < 8u; i++) {
-                let kr = kb + lb_r + 4u * i;
+            for (var i = 0u; i < B_LOADS; i++) {
+                let kr = kb + lb_r + B_STEP * i;
                 let c = n0 / 4u + lb_c;
                 rb[i] = select(zero, vec4<f16>(b[min(b_off4 + kr * n4 + c, b_last)]), kr < p.k && c < n4);
             }
         }
-        for (var kk = 0u; kk < BK; kk += 16u) {
+        for (var kk = 0u; kk < BK; kk += FS) {
             let bo = kk * BS + b_base;
-            let b0 = coopLoadT<MB>(&Bs[bo / SW], BS / SW);
-            let b1 = coopLoadT<MB>(&Bs[(bo + 16u) / SW], BS / SW);
-            let b2 = coopLoadT<MB>(&Bs[(bo + 32u) / SW], BS / SW);
-            let b3 = coopLoadT<MB>(&Bs[(bo + 48u) / SW], BS / SW);
+            let b0 = coopLoadT<FB>(&Bs[bo / SW], BS / SW);
+            let b1 = coopLoadT<FB>(&Bs[(bo + FS) / SW], BS / SW);
+            let b2 = coopLoadT<FB>(&Bs[(bo + 2u * FS) / SW], BS / SW);
+            let b3 = coopLoadT<FB>(&Bs[(bo + 3u * FS) / SW], BS / SW);
             let ao = a_base + kk;
-            let a0 = coopLoadT<MA>(&As[ao / SW], AS / SW);
+            let a0 = coopLoadT<FA>(&As[ao / SW], AS / SW);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
             c02 = coopMultiplyAdd(a0, b2, c02);
             c03 = coopMultiplyAdd(a0, b3, c03);
-            let a1 = coopLoadT<MA>(&As[(ao + 16u * AS) / SW], AS / SW);
+            let a1 = coopLoadT<FA>(&As[(ao + FS * AS) / SW], AS / SW);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
             c12 = coopMultiplyAdd(a1, b2, c12);
             c13 = coopMultiplyAdd(a1, b3, c13);
-            let a2 = coopLoadT<MA>(&As[(ao + 32u * AS) / SW], AS / SW);
+            let a2 = coopLoadT<FA>(&As[(ao + 2u * FS * AS) / SW], AS / SW);
             c20 = coopMultiplyAdd(a2, b0, c20);
             c21 = coopMultiplyAdd(a2, b1, c21);
             c22 = coopMultiplyAdd(a2, b2, c22);
             c23 = coopMultiplyAdd(a2, b3, c23);
-            let a3 = coopLoadT<MA>(&As[(ao + 48u * AS) / SW], AS / SW);
+            let a3 = coopLoadT<FA>(&As[(ao + 3u * FS * AS) / SW], AS / SW);
             c30 = coopMultiplyAdd(a3, b0, c30);
             c31 = coopMultiplyAdd(a3, b1, c31);
             c32 = coopMultiplyAdd(a3, b2, c32);
@@ -214,12 +223,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // run-time coopStoreT stride).
     let o_off4 = z * (p.o_bs / 4u);
     let sb = sg * STAGE;
-    coopStoreT(c00, &stage[sb], 32u); coopStoreT(c01, &stage[sb + 16u], 32u); flush(0u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c02, &stage[sb], 32u); coopStoreT(c03, &stage[sb + 16u], 32u); flush(0u, 1u, m0, n0, o_off4, lid, live);
-    coopStoreT(c10, &stage[sb], 32u); coopStoreT(c11, &stage[sb + 16u], 32u); flush(1u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c12, &stage[sb], 32u); coopStoreT(c13, &stage[sb + 16u], 32u); flush(1u, 1u, m0, n0, o_off4, lid, live);
-    coopStoreT(c20, &stage[sb], 32u); coopStoreT(c21, &stage[sb + 16u], 32u); flush(2u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c22, &stage[sb], 32u); coopStoreT(c23, &stage[sb + 16u], 32u); flush(2u, 1u, m0, n0, o_off4, lid, live);
-    coopStoreT(c30, &stage[sb], 32u); coopStoreT(c31, &stage[sb + 16u], 32u); flush(3u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c32, &stage[sb], 32u); coopStoreT(c33, &stage[sb + 16u], 32u); flush(3u, 1u, m0, n0, o_off4, lid, live);
+    coopStoreT(c00, &stage[sb], 2u * FS); coopStoreT(c01, &stage[sb + FS], 2u * FS); flush(0u, 0u, m0, n0, o_off4, lid, live);
+    coopStoreT(c02, &stage[sb], 2u * FS); coopStoreT(c03, &stage[sb + FS], 2u * FS); flush(0u, 1u, m0, n0, o_off4, lid, live);
+    coopStoreT(c10, &stage[sb], 2u * FS); coopStoreT(c11, &stage[sb + FS], 2u * FS); flush(1u, 0u, m0, n0, o_off4, lid, live);
+    coopStoreT(c12, &stage[sb], 2u * FS); coopStoreT(c13, &stage[sb + FS], 2u * FS); flush(1u, 1u, m0, n0, o_off4, lid, live);
+    coopStoreT(c20, &stage[sb], 2u * FS); coopStoreT(c21, &stage[sb + FS], 2u * FS); flush(2u, 0u, m0, n0, o_off4, lid, live);
+    coopStoreT(c22, &stage[sb], 2u * FS); coopStoreT(c23, &stage[sb + FS], 2u * FS); flush(2u, 1u, m0, n0, o_off4, lid, live);
+    coopStoreT(c30, &stage[sb], 2u * FS); coopStoreT(c31, &stage[sb + FS], 2u * FS); flush(3u, 0u, m0, n0, o_off4, lid, live);
+    coopStoreT(c32, &stage[sb], 2u * FS); coopStoreT(c33, &stage[sb + FS], 2u * FS); flush(3u, 1u, m0, n0, o_off4, lid, live);
 }

@@ -125,7 +125,7 @@ fn write_file(p: &std::path::Path, text: &str) -> Result<()> {
 /// stderr), and the JSON and roofline files when asked for. Returns the measured cases.
 pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     println!("device: {}", gpu.describe());
-    println!("dtype: {}   timing: {}   cooperative matrices: {}", opts.dtype.name(), timing(gpu), if gpu.has_coop_f16_16x16() { "yes" } else { "no" });
+    println!("dtype: {}   timing: {}   cooperative matrices: {}", opts.dtype.name(), timing(gpu), match gpu.coop_fragment() { Some(16) => "yes (16×16×16)", Some(_) => "yes (8×8×8)", None => "no" });
     let selected: Vec<BenchCase> =
         cases(gpu, opts.dtype, opts.quick)?.into_iter().filter(|c| opts.filter.as_ref().is_none_or(|f| c.name.contains(f.as_str()))).collect();
     if selected.is_empty() {

@@ -281,12 +281,20 @@ impl Gpu {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
-    /// The f16×f16→f32 16×16×16 cooperative-matrix configuration, if the adapter has it.
-    pub fn has_coop_f16_16x16(&self) -> bool {
+    /// The size of the square f16×f16→f32 cooperative-matrix fragments the kernels use: 16 where
+    /// the adapter has 16×16×16 (NVIDIA, AMD), else 8 where it has 8×8×8 (Apple's simdgroup
+    /// matrices, Mesa's lavapipe), else `None`.
+    pub fn coop_fragment(&self) -> Option<u32> {
         use wgpu::CooperativeScalarType as S;
-        self.coop.iter().any(|c| {
-            c.m_size == 16 && c.n_size == 16 && c.k_size == 16 && c.ab_type == S::F16 && c.cr_type == S::F32
-        })
+        let has = |n: u32| self.coop.iter().any(|c| c.m_size == n && c.n_size == n && c.k_size == n && c.ab_type == S::F16 && c.cr_type == S::F32);
+        [16, 8].into_iter().find(|&n| has(n))
+    }
+
+    /// A fixed subgroup width (the cooperative kernels split their tiles among a known number of
+    /// subgroups), or `None` where it varies or subgroups are missing.
+    pub fn fixed_subgroup_size(&self) -> Option<u32> {
+        let (lo, hi) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
+        (self.has_subgroups() && lo == hi && lo > 0).then_some(lo)
     }
 
     /// Storage dtypes this device can run: f32 always, f16 with SHADER_F16.

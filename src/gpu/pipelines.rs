@@ -30,8 +30,10 @@ pub struct Kernel {
     pub defs: Vec<(String, String)>,
     /// Needs `enable f16;` even with f32 storage (e.g. cooperative-matrix inputs).
     pub needs_f16: bool,
-    /// Needs `enable wgpu_cooperative_matrix;`.
-    pub coop: bool,
+    /// A cooperative-matrix kernel with fragments of this size (16 or 8): the preamble enables
+    /// `wgpu_cooperative_matrix` and declares `FS` and the fragment types `FA`, `FB` (f16 A and B)
+    /// and `FC` (f32 accumulator), so one source serves both sizes.
+    pub coop: Option<u32>,
     /// Every storage binding declared `read_write` (see [`Kernel::all_read_write`]).
     pub read_write: bool,
     /// `alias NAME = TYPE;` lines beside `T`, for kernels whose bindings have several storage
@@ -41,7 +43,7 @@ pub struct Kernel {
 
 impl Kernel {
     pub fn new(name: &'static str, source: &'static str, dtype: DType) -> Kernel {
-        Kernel { name, source, dtype, defs: Vec::new(), needs_f16: false, coop: false, read_write: false, aliases: Vec::new() }
+        Kernel { name, source, dtype, defs: Vec::new(), needs_f16: false, coop: None, read_write: false, aliases: Vec::new() }
     }
     /// Adds a `const NAME = VALUE;` line (VALUE is WGSL, e.g. "64u", "true", "1e-5").
     pub fn def(mut self, name: &str, value: impl std::fmt::Display) -> Kernel {
@@ -58,8 +60,10 @@ impl Kernel {
         self.needs_f16 = true;
         self
     }
-    pub fn with_coop(mut self) -> Kernel {
-        self.coop = true;
+    /// A cooperative-matrix kernel on `fs`×`fs`×`fs` fragments (see [`Kernel::coop`]).
+    pub fn with_coop(mut self, fs: u32) -> Kernel {
+        assert!(fs == 8 || fs == 16, "cooperative fragments are 8×8 or 16×16, not {fs}");
+        self.coop = Some(fs);
         self.needs_f16 = true;
         self
     }
@@ -78,6 +82,9 @@ impl Kernel {
         for (k, t) in &self.aliases {
             s.push_str(&format!(" {k}={}", t.name()));
         }
+        if let Some(fs) = self.coop {
+            s.push_str(&format!(" FS={fs}"));
+        }
         for (k, v) in &self.defs {
             s.push_str(&format!(" {k}={}", v.trim_end_matches('u')));
         }
@@ -90,7 +97,7 @@ impl Kernel {
         if self.dtype == DType::F16 || self.needs_f16 || self.aliases.iter().any(|(_, t)| *t == DType::F16) {
             s.push_str("enable f16;\n");
         }
-        if self.coop {
+        if self.coop.is_some() {
             s.push_str("enable wgpu_cooperative_matrix;\n");
         }
         s.push_str(&format!("alias T = {};\n", self.dtype.wgsl()));
@@ -108,6 +115,12 @@ impl Kernel {
                 "f32"
             };
             s.push_str(&format!("const {k}: {ty} = {v};\n"));
+        }
+        if let Some(fs) = self.coop {
+            s.push_str(&format!("const FS: u32 = {fs}u;\n"));
+            for (name, t, role) in [("FA", "f16", "A"), ("FB", "f16", "B"), ("FC", "f32", "C")] {
+                s.push_str(&format!("alias {name} = coop_mat{fs}x{fs}<{t}, {role}>;\n"));
+            }
         }
         s.push_str(COMMON);
         s.push('\n');

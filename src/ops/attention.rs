@@ -178,10 +178,8 @@ fn coop_consts(dh: usize) -> (usize, usize, usize, usize) {
 /// Whether the adapter can run the cooperative-matrix kernel at all: 16×16×16 f16→f32 matrices
 /// and subgroups of exactly 32 (its 256 invocations must form 8 subgroups).
 pub fn coop_available(gpu: &crate::Gpu) -> bool {
-    gpu.has_coop_f16_16x16()
-        && gpu.has_subgroups()
-        && gpu.info.subgroup_min_size == 32
-        && gpu.info.subgroup_max_size == 32
+    gpu.coop_fragment() == Some(16)
+        && gpu.fixed_subgroup_size() == Some(32)
         && gpu.limits.max_compute_invocations_per_workgroup >= 256
         && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(512).3
 }
@@ -230,7 +228,7 @@ struct CoopParams {
 fn coop_kernel(dh: usize, ldq: usize) -> Kernel {
     let (dc, vk, kvf, _) = coop_consts(dh);
     Kernel::new("attention_coop", COOP_SRC, DType::F16)
-        .with_coop()
+        .with_coop(16)
         .def("DH", format!("{dh}u"))
         .def("NO", format!("{}u", dh / 64))
         .def("DC", format!("{dc}u"))

@@ -12,7 +12,7 @@
 //! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
 //! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage,
-//! f32 accumulation, adapters with f16 16×16 matrices and a fixed subgroup size). [`Impl`]
+//! f32 accumulation, adapters with f16 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`]
 //! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64. Both can add a
 //! [`Residual`] to the output as they store it (the `_add` functions).
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
@@ -51,9 +51,12 @@ const SRC_COOP_SCALAR: &str = concat!(
 );
 
 #[allow(clippy::too_many_arguments)]
-fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, vec_in: bool, sg: u32, bn: u32) -> Kernel {
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, vec_in: bool, cfg: CoopCfg) -> Kernel {
     let src = if vec_in { SRC_COOP_VEC4 } else { SRC_COOP_SCALAR };
-    geometry_kernel("conv_coop", src, dtype, taps, stride, transposed, has_res).with_coop().def("SG", format!("{sg}u")).def("BN", format!("{bn}u"))
+    geometry_kernel("conv_coop", src, dtype, taps, stride, transposed, has_res)
+        .with_coop(cfg.fs)
+        .def("SG", format!("{}u", cfg.sg))
+        .def("BN", format!("{}u", cfg.bn))
 }
 
 /// Packed K rows are padded to a multiple of this (the largest K step of any conv kernel).
@@ -267,8 +270,8 @@ pub enum Impl {
     Auto,
     /// The portable workgroup-tiled kernel (every adapter, f32 and f16).
     Tiled,
-    /// The cooperative-matrix kernel (f16 storage; adapters with f16 16×16 cooperative
-    /// matrices and a fixed subgroup size). An error where unavailable.
+    /// The cooperative-matrix kernel (f16 storage; adapters with f16 16×16 or 8×8 cooperative
+    /// matrices and a fixed subgroup size that splits its tiles evenly). An error where unavailable.
     Coop,
 }
 
@@ -406,40 +409,72 @@ fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [u
         .def("TRANSPOSED", transposed)
 }
 
-/// Output rows per workgroup of the cooperative kernel for a BN-wide tile (8 subgroups of
-/// 64 × 64).
-fn coop_bm(bn: u32) -> u32 {
-    8 / (bn / 64) * 64
+/// The cooperative kernel's shape on one adapter (see conv_coop.wgsl): fragments of FS, subgroups
+/// of SG lanes, 8 subgroups each owning a 4·FS square block, BN output channels per workgroup
+/// (two or four blocks wide).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct CoopCfg {
+    fs: u32,
+    sg: u32,
+    bn: u32,
 }
 
-/// Workgroup memory of the cooperative kernel for a BN-wide tile (bytes; see conv_coop.wgsl).
-fn coop_smem(bn: u32) -> u32 {
-    let bm = coop_bm(bn);
-    bm * (32 + 8) * 2 + 32 * (bn + 8) * 2 + 8 * 256 * 4 + bm * 16
+impl CoopCfg {
+    /// Output rows per workgroup.
+    fn bm(self) -> u32 {
+        8 / (self.bn / (4 * self.fs)) * 4 * self.fs
+    }
+    fn bk(self) -> u32 {
+        2 * self.fs
+    }
+    /// Workgroup memory (bytes): the staged tiles, each subgroup's FS×FS f32 scratch and the
+    /// rows' geometry.
+    fn smem(self) -> u32 {
+        let (bm, bk) = (self.bm(), self.bk());
+        bm * (bk + 8) * 2 + bk * (self.bn + 8) * 2 + 8 * self.fs * self.fs * 4 + bm * 16
+    }
+    /// Whether the tile loads and the epilogue's copy divide evenly among the 8·SG invocations.
+    fn divides(self) -> bool {
+        let wg = 8 * self.sg;
+        let per = self.fs * self.fs / self.sg.max(1);
+        (self.bm() * self.bk() / 4).is_multiple_of(wg)
+            && (self.bk() * self.bn / 4).is_multiple_of(wg)
+            && (self.fs * self.fs).is_multiple_of(self.sg)
+            && per <= self.fs
+            && self.fs.is_multiple_of(per)
+    }
 }
 
-/// The cooperative kernel's (subgroup size, BN) for this device, dtype and Cout, or why not.
-fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<(u32, u32), String> {
+/// Whether this adapter runs the cooperative kernel (f16, at the widest Cout).
+pub fn coop_available(gpu: &Gpu) -> bool {
+    coop_config(gpu, DType::F16, 256).is_ok()
+}
+
+/// The cooperative kernel's configuration for this device, dtype and Cout, or why not.
+fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCfg, String> {
     if dtype != DType::F16 {
         return Err("the cooperative-matrix conv needs f16 storage".into());
     }
-    if !gpu.has_coop_f16_16x16() || !gpu.has_subgroups() {
-        return Err("the adapter lacks f16 16×16 cooperative matrices or subgroups".into());
-    }
-    let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+    let Some(fs) = gpu.coop_fragment() else {
+        return Err("the adapter lacks f16 cooperative matrices (16×16×16 or 8×8×8)".into());
+    };
     // The kernel splits its tile among a fixed number of subgroups, so their size must be known.
-    if lo != hi || ![16, 32, 64].contains(&lo) {
-        return Err(format!("the adapter's subgroup size varies ({lo}..{hi})"));
-    }
-    if 8 * lo > gpu.limits.max_compute_invocations_per_workgroup {
-        return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * lo));
+    let Some(sg) = gpu.fixed_subgroup_size() else {
+        return Err(format!("the adapter's subgroup size varies ({}..{}) or it has no subgroups", gpu.info.subgroup_min_size, gpu.info.subgroup_max_size));
+    };
+    if 8 * sg > gpu.limits.max_compute_invocations_per_workgroup {
+        return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * sg));
     }
     let smem = gpu.limits.max_compute_workgroup_storage_size;
-    let bn = if cout > 128 && coop_smem(256) <= smem { 256 } else { 128 };
-    if coop_smem(bn) > smem {
-        return Err(format!("the kernel needs {} bytes of workgroup memory, the adapter has {smem}", coop_smem(bn)));
+    let (narrow, wide) = (CoopCfg { fs, sg, bn: 8 * fs }, CoopCfg { fs, sg, bn: 16 * fs });
+    let cfg = if cout > 8 * fs as usize && wide.smem() <= smem && wide.divides() { wide } else { narrow };
+    if !cfg.divides() {
+        return Err(format!("{fs}×{fs} fragments with {sg}-wide subgroups do not split the kernel's tiles evenly"));
     }
-    Ok((lo, bn))
+    if cfg.smem() > smem {
+        return Err(format!("the kernel needs {} bytes of workgroup memory, the adapter has {smem}", cfg.smem()));
+    }
+    Ok(cfg)
 }
 
 fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
@@ -461,7 +496,7 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Opt
         Impl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
     };
     let (k, bm, bn) = match coop {
-        Some((sg, bn)) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), vec_in, sg, bn), coop_bm(bn), bn),
+        Some(cfg) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), vec_in, cfg), cfg.bm(), cfg.bn),
         None => {
             let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
             let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
@@ -710,11 +745,18 @@ mod tests {
             &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
         for &(taps, stride, transposed) in specs {
             for vec_in in [false, true] {
-                for (sg, bn, has_res) in [(32u32, 128u32, false), (32, 256, true), (16, 128, true), (64, 256, false)] {
-                    let k = coop_kernel(DType::F16, taps, stride, transposed, has_res, vec_in, sg, bn);
+                for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
+                    let cfg = CoopCfg { fs, sg, bn };
+                    assert!(cfg.divides(), "{cfg:?}");
+                    let k = coop_kernel(DType::F16, taps, stride, transposed, has_res, vec_in, cfg);
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                     assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
+                    // The workgroup memory the host checks for is what the shader declares.
+                    let mut layouter = naga::proc::Layouter::default();
+                    layouter.update(module.to_ctx()).unwrap();
+                    let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
+                    assert_eq!(wg, cfg.smem(), "{cfg:?}");
                 }
             }
         }

@@ -3,10 +3,12 @@
 //! Two kernels compute `out = a · b (+ bias)` with f32 accumulation:
 //! - the **portable** tiled kernel (`matmul.wgsl`): any storage dtype, any M, N, K; workgroup
 //!   tiles of 64×64 … 128×128 in workgroup memory, 4×4 … 8×8 outputs per invocation;
-//! - the **cooperative-matrix** kernel (`matmul_coop.wgsl`): f16 storage, 16×16×16 f16 → f32
-//!   tensor-core products, 128×256×32 workgroup tiles staged through workgroup memory, 8 subgroups
-//!   of 32 each owning a 64×64 block. It needs K % 4 == 0 and N % 4 == 0 (vec4 loads and stores);
-//!   M, N and K need not be tile multiples (zero-padded loads, guarded staged stores).
+//! - the **cooperative-matrix** kernel (`matmul_coop.wgsl`): f16 storage, f16 → f32 tensor-core
+//!   products on 16×16×16 fragments (8×8×8 where the adapter has only those: Apple, Mesa's
+//!   lavapipe), 8 subgroups each owning a 4×4 block of fragments, so 128×256×32 workgroup tiles
+//!   at 16 (64×128×16 at 8) staged through workgroup memory. It needs a fixed subgroup width that
+//!   splits the loads evenly (32 at 16; 8 or 32 at 8), K % 4 == 0 and N % 4 == 0 (vec4 loads and
+//!   stores); M, N and K need not be tile multiples (zero-padded loads, guarded staged stores).
 //!
 //! Both can add a [`Residual`] to the output as they store it ([`linear_add`]), or gate it with
 //! GEGLU ([`linear_geglu`]: each stored value is `x·gelu(gate)` of a pair of columns).
@@ -34,11 +36,55 @@ const COOP_S4: &str = concat!(include_str!("../../shaders/matmul_coop.wgsl"), "\
 
 /// Row tiles per launch group (see `tile_of` in the shaders).
 const GROUP_M: u32 = 8;
-/// The cooperative kernel's workgroup tile.
-const COOP_BM: usize = 128;
-const COOP_BN: usize = 256;
-/// Its workgroup memory: a tile 128×40 f16, b tile 32×264 f16, staging 8 × 512 f32.
-const COOP_WG_BYTES: u32 = 128 * 40 * 2 + 32 * 264 * 2 + 8 * 512 * 4;
+/// The cooperative kernel on one adapter: its fragment size FS (16, or 8) and the subgroup
+/// width SG; 8 subgroups share a workgroup tile of 8·FS × 16·FS (see matmul_coop.wgsl).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct CoopCfg {
+    fs: usize,
+    sg: usize,
+}
+
+impl CoopCfg {
+    fn bm(self) -> usize {
+        8 * self.fs
+    }
+    fn bn(self) -> usize {
+        16 * self.fs
+    }
+    fn bk(self) -> usize {
+        2 * self.fs
+    }
+    fn invocations(self) -> usize {
+        8 * self.sg
+    }
+    /// Workgroup memory: the a tile BM × (BK + 8) f16, the b tile BK × (BN + 8) f16 and 8
+    /// subgroups' staging of FS × 2·FS f32.
+    fn wg_bytes(self) -> u32 {
+        (self.bm() * (self.bk() + 8) * 2 + self.bk() * (self.bn() + 8) * 2 + 8 * 2 * self.fs * self.fs * 4) as u32
+    }
+    /// Whether the kernel's global loads and epilogue copy divide evenly among its invocations
+    /// (e.g. 16×16 fragments with 32-wide subgroups, or 8×8 with 8- or 32-wide ones).
+    fn divides(self) -> bool {
+        let ni = self.invocations();
+        let (a_row, b_row) = (self.bk() / 4, self.bn() / 4);
+        ni.is_multiple_of(a_row)
+            && self.bm().is_multiple_of(ni / a_row)
+            && ni.is_multiple_of(b_row)
+            && self.bk().is_multiple_of(ni / b_row)
+            && (4 * self.fs * self.fs).is_multiple_of(ni)
+    }
+}
+
+/// The cooperative kernel's configuration on this adapter, if it can run it: f16×f16→f32
+/// fragments (16×16×16 or 8×8×8), a fixed subgroup width that splits the work evenly, and
+/// enough invocations and workgroup memory.
+fn coop_config(gpu: &Gpu) -> Option<CoopCfg> {
+    let cfg = CoopCfg { fs: gpu.coop_fragment()? as usize, sg: gpu.fixed_subgroup_size()? as usize };
+    (cfg.divides()
+        && cfg.invocations() <= gpu.limits.max_compute_invocations_per_workgroup as usize
+        && cfg.wg_bytes() <= gpu.limits.max_compute_workgroup_storage_size)
+        .then_some(cfg)
+}
 
 #[repr(C)]
 #[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
@@ -81,15 +127,9 @@ enum Variant {
     Coop { v4: bool },
 }
 
-/// Whether this adapter can run the cooperative kernel: 16×16×16 f16→f32 matrices, subgroups of
-/// exactly 32 (the kernel's 256 invocations must form its 8 subgroups), and enough workgroup memory.
+/// Whether this adapter can run the cooperative kernel (see `coop_config`).
 pub fn coop_available(gpu: &Gpu) -> bool {
-    gpu.has_coop_f16_16x16()
-        && gpu.has_subgroups()
-        && gpu.info.subgroup_min_size == 32
-        && gpu.info.subgroup_max_size == 32
-        && gpu.limits.max_compute_workgroup_storage_size >= COOP_WG_BYTES
-        && gpu.limits.max_compute_invocations_per_workgroup >= 256
+    coop_config(gpu).is_some()
 }
 
 /// Resolved problem: `batch` independent [M, K]·[K, N] products.
@@ -225,6 +265,12 @@ fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
     Ok(())
 }
 
+fn coop_kernel(v4: bool, cfg: CoopCfg) -> Kernel {
+    Kernel::new(if v4 { "matmul_coop_v4" } else { "matmul_coop" }, if v4 { COOP_S4 } else { COOP_S1 }, DType::F16)
+        .with_coop(cfg.fs as u32)
+        .def("SG", format!("{}u", cfg.sg))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, v: Variant) -> Result<Tensor> {
     let gpu = rec.gpu();
@@ -250,12 +296,10 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
             64 * rn as usize,
             Kernel::new("matmul", SRC, a.dtype()).def("RM", format!("{rm}u")).def("RN", format!("{rn}u")),
         ),
-        Variant::Coop { v4 } => (
-            COOP_BM,
-            COOP_BN,
-            Kernel::new(if v4 { "matmul_coop_v4" } else { "matmul_coop" }, if v4 { COOP_S4 } else { COOP_S1 }, a.dtype())
-                .with_coop(),
-        ),
+        Variant::Coop { v4 } => {
+            let cfg = coop_config(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative matmul was chosen on an adapter without it"))?;
+            (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg))
+        }
     };
     let kernel = kernel
         .def("HAS_BIAS", bias.is_some())
@@ -868,38 +912,40 @@ mod tests {
         assert_eq!(portable_tile(&Plan { batch: 1, m: 7, n: 300, k: 8, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] }), (1, 1));
     }
 
-    /// The cooperative kernels' full WGSL (both tile element types, with and without bias and
-    /// residual) must
-    /// parse, validate, and translate to SPIR-V with naga: catches syntax and typing errors, and
-    /// naga's SPIR-V writer panics, on machines without cooperative matrices.
+    /// The cooperative kernels' full WGSL (both tile element types, with and without bias,
+    /// residual and GEGLU store, for 16×16 fragments with 32-wide subgroups and 8×8 ones with 8-
+    /// and 32-wide subgroups) must parse, validate, and translate to SPIR-V with naga: catches
+    /// syntax and typing errors, and naga's SPIR-V writer panics, on machines without cooperative
+    /// matrices.
     #[test]
     fn coop_wgsl_validates_and_translates() {
-        for v4 in [false, true] {
-            for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
-                let k = Kernel::new("matmul_coop", if v4 { COOP_S4 } else { COOP_S1 }, DType::F16)
-                    .with_coop()
-                    .def("HAS_BIAS", has_bias)
-                    .def("HAS_RES", has_res)
-                    .def("GEGLU", geglu)
-                    .def("GROUP_M", format!("{GROUP_M}u"));
-                let (module, _) = translate_check(&k);
-                // The parameter block is the Rust one (checked at dispatch where the kernel runs).
-                assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
-                // The workgroup memory the host checks for is what the shader declares.
-                let mut layouter = naga::proc::Layouter::default();
-                layouter.update(module.to_ctx()).unwrap();
-                let wg: u32 = module
-                    .global_variables
-                    .iter()
-                    .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
-                    .map(|(_, g)| layouter[g.ty].size)
-                    .sum();
-                assert_eq!(wg, COOP_WG_BYTES, "v4 {v4}");
+        for cfg in [CoopCfg { fs: 16, sg: 32 }, CoopCfg { fs: 8, sg: 8 }, CoopCfg { fs: 8, sg: 32 }] {
+            assert!(cfg.divides(), "{cfg:?}");
+            for v4 in [false, true] {
+                for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
+                    let k = coop_kernel(v4, cfg).def("HAS_BIAS", has_bias).def("HAS_RES", has_res).def("GEGLU", geglu).def("GROUP_M", format!("{GROUP_M}u"));
+                    let (module, _) = translate_check(&k);
+                    // The parameter block is the Rust one (checked at dispatch where the kernel runs).
+                    assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
+                    // The workgroup memory the host checks for is what the shader declares.
+                    let mut layouter = naga::proc::Layouter::default();
+                    layouter.update(module.to_ctx()).unwrap();
+                    let wg: u32 = module
+                        .global_variables
+                        .iter()
+                        .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                        .map(|(_, g)| layouter[g.ty].size)
+                        .sum();
+                    assert_eq!(wg, cfg.wg_bytes(), "{cfg:?} v4 {v4}");
+                }
             }
         }
+        // Subgroups too wide for 8×8 fragments' tile leave invocations without loads: refused.
+        assert!(!CoopCfg { fs: 8, sg: 64 }.divides());
     }
 
-    /// GPU tests of the cooperative kernels (run where the adapter has them, e.g. the H200).
+    /// GPU tests of the cooperative kernels (run where the adapter has them: 16×16 fragments on
+    /// the H200, 8×8 on Mesa 26's lavapipe, see TESTING.md).
     #[test]
     fn coop_matches_cpu() {
         let gpu = test_gpu();
@@ -911,8 +957,9 @@ mod tests {
         let mut rng = Rng::new(seed);
         let dt = DType::F16;
         for path in [Impl::Coop, Impl::CoopV4] {
-            // Awkward sizes: M, N, K below, at and above the 128×256×32 tile, partial edge tiles.
-            for &(m, n, k) in &[(1, 4, 4), (7, 36, 76), (77, 260, 44), (130, 12, 100), (300, 516, 72), (128, 256, 32), (129, 260, 36)] {
+            // Awkward sizes: M, N, K below, at and above the 128×256×32 and 64×128×16 tiles,
+            // partial edge tiles.
+            for &(m, n, k) in &[(1, 4, 4), (7, 36, 76), (77, 260, 44), (130, 12, 100), (300, 516, 72), (128, 256, 32), (129, 260, 36), (64, 128, 16), (65, 132, 20)] {
                 for with_bias in [false, true] {
                     check(&gpu, &mut rng, seed, dt, &[], m, n, k, true, with_bias, None, path);
                 }
