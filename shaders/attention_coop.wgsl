@@ -1,26 +1,32 @@
-// Attention on cooperative matrices (tensor cores): f16 storage, 16×16×16 f16 products with f32
-// accumulation. Same operands and layouts as attention.wgsl (no causal mask).
+// Attention on cooperative matrices (tensor cores): f16 storage, f16 products with f32
+// accumulation on FS×FS×FS fragments (FS = 16, or 8 where the adapter has only those; the preamble
+// declares FS and the fragment types FA, FB, FC). Same operands and layouts as attention.wgsl (no
+// causal mask).
 //
-// A workgroup is 8 subgroups of 32 and owns BQ = 32 query rows of one (batch, head); keys go BK = 64
-// at a time. A cooperative accumulator cannot be rescaled row by row, so instead of an online
+// A workgroup is 8 subgroups of SG = FS·FS/8 (32 at FS = 16, 8 at FS = 8: the host checks) and owns
+// BQ = 2·FS query rows of one (batch, head); keys go BK = 4·FS at a time. A cooperative accumulator cannot be rescaled row by row, so instead of an online
 // softmax the kernel makes two passes over the keys:
 //   pass 1: S = Q·Kᵀ per tile; each invocation keeps a running (max, sum of exp) over its 8 of the
-//           64 columns of one row; the row's max m and sum l are combined at the end;
+//           BK columns of one row; the row's max m and sum l are combined at the end;
 //   pass 2: S again, P = exp2(S − m) / l (final weights, f16) into workgroup memory, O += P·V in
 //           accumulators that stay in registers for the whole key loop.
 // That costs one more Q·Kᵀ (1.5× the products) and keeps the accumulators on the tensor cores.
 //
-// Subgroup sg computes the S fragment (rows 16·(sg/4).., keys 16·(sg%4)..) and the NO = DH/64
-// output fragments (rows 16·(sg%2).., columns 16·(sg/2 + 4t)..), t < NO.
+// Subgroup sg computes the S fragment (rows FS·(sg/4).., keys FS·(sg%4)..) and the NO = DH/(4·FS)
+// output fragments (rows FS·(sg%2).., columns FS·(sg/2 + 4t)..), t < NO (at most 8).
 // K is staged DC channels at a time ([BK][DC]), V VK keys at a time ([VK][DH]), both in `kv`.
 // Q fragments are read straight from memory: the host shifts the last query tile back so that all
 // BQ rows exist (needs Lq >= BQ); overlapping rows are computed twice with the same result.
 //
-// Constants from the host: DH (multiple of 64, <= 512), NO = DH/64, DC, VK, KVF (f16 elements of
-// `kv`), LDQ (row stride of q in elements; a constant because cooperative loads want one).
+// Constants from the host: SG, DH (multiple of 64, <= 512, and <= 256 at FS = 8), NO, DC, VK (both
+// multiples of FS, VK dividing BK), KVF (f16 elements of `kv`), LDQ (row stride of q in elements;
+// a constant because cooperative loads want one).
 
-const BQ: u32 = 32u;
-const BK: u32 = 64u;
+const NI: u32 = 8u * SG;
+const BQ: u32 = 2u * FS;
+const BK: u32 = 4u * FS;
+// Softmax statistics: BK / 8 invocations per row of scores, 8 columns each (BQ·BK/8 = NI).
+const RI: u32 = BK / 8u;
 const KST: u32 = DC + 8u;
 const VST: u32 = DH + 8u;
 const SST: u32 = BK + 4u;
@@ -54,9 +60,7 @@ struct Params {
 var<workgroup> kv: array<f16, KVF>;
 var<workgroup> ss: array<f32, BQ * SST>;
 var<workgroup> ps: array<f16, BQ * PST>;
-var<workgroup> red: array<vec2<f32>, 256>;
-
-// FA, FB, FC: the preamble's 16×16 fragment types (the host runs this kernel only with FS = 16).
+var<workgroup> red: array<vec2<f32>, NI>;
 
 fn put4(i: u32, x: vec4<f16>) {
     kv[i] = x.x;
@@ -67,7 +71,7 @@ fn put4(i: u32, x: vec4<f16>) {
 
 // K rows k0 .. k0+BK, channels d0 .. d0+DC of the head → kv as [BK][KST]; missing keys are zero.
 fn stage_k(kbase4: u32, k0: u32, d0: u32, lid: u32) {
-    for (var e = lid; e < BK * DC / 4u; e += 256u) {
+    for (var e = lid; e < BK * DC / 4u; e += NI) {
         let r = e / (DC / 4u);
         let c4 = e % (DC / 4u);
         let key = k0 + r;
@@ -78,7 +82,7 @@ fn stage_k(kbase4: u32, k0: u32, d0: u32, lid: u32) {
 
 // V rows k0 .. k0+VK, all DH channels → kv as [VK][VST].
 fn stage_v(vbase4: u32, k0: u32, lid: u32) {
-    for (var e = lid; e < VK * DH4; e += 256u) {
+    for (var e = lid; e < VK * DH4; e += NI) {
         let r = e / DH4;
         let c4 = e % DH4;
         let key = k0 + r;
@@ -102,7 +106,7 @@ fn scores(k0: u32, row: u32, col: u32) -> mat2x4<f32> {
     return mat2x4<f32>(select(vec4<f32>(NEG), xa, key < lk), select(vec4<f32>(NEG), xb, key + 4u < lk));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NI)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32,
         @builtin(subgroup_invocation_id) lane: u32) {
@@ -120,12 +124,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Q fragment rows of this subgroup's S fragment.
     let s_strip = sg / 4u;
     let s_kf = sg % 4u;
-    let qrow = (b * p.lq + q0 + 16u * s_strip) * LDQ + p.qoff + h * DH;
+    let qrow = (b * p.lq + q0 + FS * s_strip) * LDQ + p.qoff + h * DH;
     let ntiles = (p.lk + BK - 1u) / BK;
 
-    // Softmax statistics: invocation lid covers row lid/8, columns 8·(lid%8) .. +8 of each tile.
-    let srow = lid / 8u;
-    let scol = (lid % 8u) * 8u;
+    // Softmax statistics: invocation lid covers row lid/RI, columns 8·(lid%RI) .. +8 of each tile.
+    let srow = lid / RI;
+    let scol = (lid % RI) * 8u;
     var m_t = M_INIT;
     var l_t = 0.0;
 
@@ -137,13 +141,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             workgroupBarrier();
             stage_k(kbase4, k0, d0, lid);
             workgroupBarrier();
-            for (var dd = 0u; dd < DC; dd += 16u) {
+            for (var dd = 0u; dd < DC; dd += FS) {
                 let a = coopLoadT<FA>(&q[qrow + d0 + dd], LDQ);
-                let bm = coopLoad<FB>(&kv[s_kf * 16u * KST + dd], KST);
+                let bm = coopLoad<FB>(&kv[s_kf * FS * KST + dd], KST);
                 acc = coopMultiplyAdd(a, bm, acc);
             }
         }
-        coopStoreT(acc, &ss[s_strip * 16u * SST + s_kf * 16u], SST);
+        coopStoreT(acc, &ss[s_strip * FS * SST + s_kf * FS], SST);
         workgroupBarrier();
         let x = scores(k0, srow, scol);
         let mn = max(m_t, max(max4(x[0]), max4(x[1])));
@@ -154,12 +158,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     red[lid] = vec2<f32>(m_t, l_t);
     workgroupBarrier();
     var m_row = M_INIT;
-    for (var j = 0u; j < 8u; j++) {
-        m_row = max(m_row, red[srow * 8u + j].x);
+    for (var j = 0u; j < RI; j++) {
+        m_row = max(m_row, red[srow * RI + j].x);
     }
     var l_row = 0.0;
-    for (var j = 0u; j < 8u; j++) {
-        let r = red[srow * 8u + j];
+    for (var j = 0u; j < RI; j++) {
+        let r = red[srow * RI + j];
         l_row += r.y * exp2(r.x - m_row);
     }
     let inv_l = 1.0 / l_row;
@@ -182,13 +186,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             workgroupBarrier();
             stage_k(kbase4, k0, d0, lid);
             workgroupBarrier();
-            for (var dd = 0u; dd < DC; dd += 16u) {
+            for (var dd = 0u; dd < DC; dd += FS) {
                 let a = coopLoadT<FA>(&q[qrow + d0 + dd], LDQ);
-                let bm = coopLoad<FB>(&kv[s_kf * 16u * KST + dd], KST);
+                let bm = coopLoad<FB>(&kv[s_kf * FS * KST + dd], KST);
                 acc = coopMultiplyAdd(a, bm, acc);
             }
         }
-        coopStoreT(acc, &ss[s_strip * 16u * SST + s_kf * 16u], SST);
+        coopStoreT(acc, &ss[s_strip * FS * SST + s_kf * FS], SST);
         workgroupBarrier();
         let x = scores(k0, srow, scol);
         let pa = vec4<f16>(exp2(x[0] - m_row) * inv_l);
@@ -206,52 +210,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             workgroupBarrier();
             stage_v(vbase4, k0 + vk0, lid);
             workgroupBarrier();
-            for (var ks = 0u; ks < VK; ks += 16u) {
-                let a = coopLoadT<FA>(&ps[o_strip * 16u * PST + vk0 + ks], PST);
-                let vb = ks * VST + o_cf * 16u;
+            for (var ks = 0u; ks < VK; ks += FS) {
+                let a = coopLoadT<FA>(&ps[o_strip * FS * PST + vk0 + ks], PST);
+                let vb = ks * VST + o_cf * FS;
                 o0 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb], VST), o0);
                 if (NO > 1u) {
-                    o1 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 64u], VST), o1);
+                    o1 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 4u * FS], VST), o1);
                 }
                 if (NO > 2u) {
-                    o2 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 128u], VST), o2);
-                    o3 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 192u], VST), o3);
+                    o2 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 8u * FS], VST), o2);
+                    o3 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 12u * FS], VST), o3);
                 }
                 if (NO > 4u) {
-                    o4 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 256u], VST), o4);
-                    o5 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 320u], VST), o5);
-                    o6 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 384u], VST), o6);
-                    o7 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 448u], VST), o7);
+                    o4 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 16u * FS], VST), o4);
+                    o5 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 20u * FS], VST), o5);
+                    o6 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 24u * FS], VST), o6);
+                    o7 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 28u * FS], VST), o7);
                 }
             }
         }
     }
 
-    // Out through `ss`: each subgroup stores one fragment to its own 16×16 slot, then its lanes
+    // Out through `ss`: each subgroup stores one fragment to its own FS×FS slot, then its lanes
     // copy it to memory.
-    let orow0 = b * p.lq + q0 + 16u * o_strip;
-    let ocol0 = h * DH + o_cf * 16u;
+    let orow0 = b * p.lq + q0 + FS * o_strip;
+    let ocol0 = h * DH + o_cf * FS;
     flush_out(o0, sg, lane, orow0, ocol0);
     if (NO > 1u) {
-        flush_out(o1, sg, lane, orow0, ocol0 + 64u);
+        flush_out(o1, sg, lane, orow0, ocol0 + 4u * FS);
     }
     if (NO > 2u) {
-        flush_out(o2, sg, lane, orow0, ocol0 + 128u);
-        flush_out(o3, sg, lane, orow0, ocol0 + 192u);
+        flush_out(o2, sg, lane, orow0, ocol0 + 8u * FS);
+        flush_out(o3, sg, lane, orow0, ocol0 + 12u * FS);
     }
     if (NO > 4u) {
-        flush_out(o4, sg, lane, orow0, ocol0 + 256u);
-        flush_out(o5, sg, lane, orow0, ocol0 + 320u);
-        flush_out(o6, sg, lane, orow0, ocol0 + 384u);
-        flush_out(o7, sg, lane, orow0, ocol0 + 448u);
+        flush_out(o4, sg, lane, orow0, ocol0 + 16u * FS);
+        flush_out(o5, sg, lane, orow0, ocol0 + 20u * FS);
+        flush_out(o6, sg, lane, orow0, ocol0 + 24u * FS);
+        flush_out(o7, sg, lane, orow0, ocol0 + 28u * FS);
     }
 }
 
 fn flush_out(c: FC, sg: u32, lane: u32, row0: u32, col0: u32) {
     workgroupBarrier();
-    coopStoreT(c, &ss[sg * 256u], 16u);
+    coopStoreT(c, &ss[sg * (FS * FS)], FS);
     workgroupBarrier();
-    for (var e = lane; e < 256u; e += 32u) {
-        o[(row0 + e / 16u) * p.ldo + col0 + e % 16u] = T(ss[sg * 256u + e]);
+    for (var e = lane; e < FS * FS; e += SG) {
+        o[(row0 + e / FS) * p.ldo + col0 + e % FS] = T(ss[sg * (FS * FS) + e]);
     }
 }

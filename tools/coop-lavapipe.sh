@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the library's tests on the newest Mesa lavapipe, which has cooperative matrices
 # (8×8×8 f16 × f16 → f32 on subgroups of 8), so the cooperative-matrix kernels run on the CPU:
-# the matmul and conv kernels at FS = 8 (their residual, GEGLU and bias epilogues, edge tiles,
+# matmul, conv and attention at FS = 8 (their residual, GEGLU and bias epilogues, edge tiles,
 # and every tiny model golden through them). Debian 12's lavapipe (CI's) has no cooperative
-# matrices; the attention kernel needs 16×16 fragments and still runs only on a GPU.
+# matrices.
 #
 #   tools/coop-lavapipe.sh                  # the whole library test suite
 #   tools/coop-lavapipe.sh coop_matches     # tests whose names contain a filter (libtest args)

@@ -8,6 +8,10 @@
 //! Covers the UNet's self- and text cross-attention (dh 64/128, 8 heads, Lk = 77), the
 //! TE-3DVAE's single-head attention (dh 512) and the text encoder's causal self-attention.
 //! Temporal attention over the frame axis is in [`crate::ops::temporal_attention`].
+//!
+//! Where the adapter has cooperative matrices, f16 attention without a causal mask runs on them
+//! (`shaders/attention_coop.wgsl`, [`coop_applies`]): 16×16 fragments with 32-wide subgroups, or
+//! 8×8 with 8-wide ones (Mesa's lavapipe), the latter up to dh 256.
 
 use anyhow::{bail, Result};
 
@@ -166,37 +170,53 @@ struct Tuning {
     path: Impl,
 }
 
-/// Constants of the cooperative kernel for head width `dh`: (DC, VK, KVF, workgroup bytes).
-fn coop_consts(dh: usize) -> (usize, usize, usize, usize) {
+/// Constants of the cooperative kernel for fragments of `fs` and head width `dh`: (DC, VK, KVF,
+/// workgroup bytes). Its tile is BQ = 2·FS queries × BK = 4·FS keys.
+fn coop_consts(fs: usize, dh: usize) -> (usize, usize, usize, usize) {
+    let (bq, bk, ni) = (2 * fs, 4 * fs, fs * fs);
     let dc = if dh.is_multiple_of(128) { 128 } else { 64 };
-    let vk = if dh <= 128 { 64 } else { 16 };
-    let kvf = (64 * (dc + 8)).max(vk * (dh + 8));
-    let bytes = 2 * kvf + 4 * 32 * 68 + 2 * 32 * 72 + 8 * 256;
+    let vk = (if dh <= 128 { 64 } else { 16 }).min(bk);
+    let kvf = (bk * (dc + 8)).max(vk * (dh + 8));
+    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 8 * ni;
     (dc, vk, kvf, bytes)
 }
 
-/// Whether the adapter can run the cooperative-matrix kernel at all: 16×16×16 f16→f32 matrices
-/// and subgroups of exactly 32 (its 256 invocations must form 8 subgroups).
+/// The widest head for fragments of `fs`: each subgroup keeps DH / (4·FS) output fragments, at
+/// most 8 (512 at 16, 256 at 8).
+fn coop_max_dh(fs: usize) -> usize {
+    32 * fs
+}
+
+/// The cooperative kernel's fragment size on this adapter: f16×f16→f32 fragments of 16 with
+/// 32-wide subgroups, or of 8 with 8-wide ones (its 8 subgroups must hold FS·FS invocations, one
+/// per 8 scores of a BQ × BK tile), with the invocations and workgroup memory it needs.
+fn coop_fs(gpu: &crate::Gpu) -> Option<usize> {
+    let fs = gpu.coop_fragment()? as usize;
+    let fits = gpu.fixed_subgroup_size()? as usize == fs * fs / 8
+        && gpu.limits.max_compute_invocations_per_workgroup as usize >= fs * fs
+        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, coop_max_dh(fs)).3;
+    fits.then_some(fs)
+}
+
+/// Whether the adapter can run the cooperative-matrix kernel at all (see `coop_fs`).
 pub fn coop_available(gpu: &crate::Gpu) -> bool {
-    gpu.coop_fragment() == Some(16)
-        && gpu.fixed_subgroup_size() == Some(32)
-        && gpu.limits.max_compute_invocations_per_workgroup >= 256
-        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(512).3
+    coop_fs(gpu).is_some()
 }
 
 /// Why the cooperative kernel cannot take this call, or `None` when it can: f16 storage, no
-/// causal mask, dh a multiple of 64 up to 512, at least 32 queries.
-fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> Option<&'static str> {
-    if !coop_available(gpu) {
-        Some("the adapter lacks cooperative matrices (16x16x16 f16) with 32-wide subgroups")
-    } else if dtype != DType::F16 {
-        Some("it needs f16 storage")
+/// causal mask, dh 64, 128, 256 or 512 (up to 256 with 8×8 fragments), at least 2·FS queries.
+fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> Option<String> {
+    let Some(fs) = coop_fs(gpu) else {
+        return Some("the adapter lacks f16 cooperative matrices with subgroups to match (16×16 with 32 lanes, 8×8 with 8)".into());
+    };
+    if dtype != DType::F16 {
+        Some("it needs f16 storage".into())
     } else if causal {
-        Some("it has no causal mask")
-    } else if ![64, 128, 256, 512].contains(&dh) {
-        Some("it needs a head width of 64, 128, 256 or 512")
-    } else if lq < 32 {
-        Some("it needs at least 32 queries")
+        Some("it has no causal mask".into())
+    } else if ![64, 128, 256, 512].contains(&dh) || dh > coop_max_dh(fs) {
+        Some(format!("it needs a head width of 64, 128, 256 or 512, at most {} with {fs}×{fs} fragments", coop_max_dh(fs)))
+    } else if lq < 2 * fs {
+        Some(format!("it needs at least {} queries", 2 * fs))
     } else {
         None
     }
@@ -225,12 +245,13 @@ struct CoopParams {
     groups: u32,
 }
 
-fn coop_kernel(dh: usize, ldq: usize) -> Kernel {
-    let (dc, vk, kvf, _) = coop_consts(dh);
+fn coop_kernel(fs: usize, dh: usize, ldq: usize) -> Kernel {
+    let (dc, vk, kvf, _) = coop_consts(fs, dh);
     Kernel::new("attention_coop", COOP_SRC, DType::F16)
-        .with_coop(16)
+        .with_coop(fs as u32)
+        .def("SG", format!("{}u", fs * fs / 8))
         .def("DH", format!("{dh}u"))
-        .def("NO", format!("{}u", dh / 64))
+        .def("NO", format!("{}u", dh / (4 * fs)))
         .def("DC", format!("{dc}u"))
         .def("VK", format!("{vk}u"))
         .def("KVF", format!("{kvf}u"))
@@ -240,8 +261,9 @@ fn coop_kernel(dh: usize, ldq: usize) -> Kernel {
 #[allow(clippy::too_many_arguments)]
 fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: usize, dh: usize, opts: AttnOpts) -> Result<()> {
     let gpu = rec.gpu();
+    let fs = coop_fs(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative attention was chosen on an adapter without it"))?;
     let (b, lq, lk) = (q.batch, q.len, k.len);
-    let nqt = lq.div_ceil(32);
+    let nqt = lq.div_ceil(2 * fs);
     let groups = b * heads * nqt;
     let p = CoopParams {
         lq: lq as u32,
@@ -258,7 +280,7 @@ fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: 
         scale: opts.scale * std::f32::consts::LOG2_E,
         groups: groups as u32,
     };
-    rec.dispatch(&coop_kernel(dh, q.ld), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))
+    rec.dispatch(&coop_kernel(fs, dh, q.ld), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))
 }
 
 /// Lavapipe (and any CPU adapter) stops shader loops after 65 535 iterations per invocation.
@@ -653,27 +675,35 @@ mod tests {
         assert!(attention(&mut rec, &t(&[7, 128]), &t(&[9, 128]), &t(&[9, 128]), 2, o).is_err());
     }
 
-    /// The cooperative kernel on adapters that have it (e.g. the H200); skipped elsewhere.
+    /// The cooperative kernel on adapters that have it (the H200 at 16×16, Mesa 26's lavapipe at
+    /// 8×8: tools/coop-lavapipe.sh); skipped elsewhere.
     #[test]
     fn coop_matches_cpu() {
         let gpu = test_gpu();
         if !coop_available(&gpu) || !gpu.has_f16() {
-            eprintln!("coop_matches_cpu: skipped (no cooperative matrices with 32-wide subgroups)");
+            eprintln!("coop_matches_cpu: skipped (no cooperative matrices with subgroups to match)");
             return;
         }
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let coop = Tuning { path: Impl::Coop, ..Tuning::default() };
         let dt = DType::F16;
-        for (lq, lk) in [(32usize, 1usize), (33, 7), (77, 77), (130, 130), (32, 200)] {
+        let fs = coop_fs(&gpu).unwrap();
+        // Queries at, just above and well above the tile (2·FS), keys below, across and over it.
+        for (lq, lk) in [(32usize, 1usize), (33, 7), (77, 77), (130, 130), (32, 200), (2 * fs, 33), (2 * fs + 1, 4 * fs + 1)] {
             for (heads, dh) in [(2usize, 64usize), (1, 128)] {
                 check(&mut rng, seed, dt, 2, 2, lq, lk, heads, dh, false, coop);
             }
         }
         check(&mut rng, seed, dt, 1, 1, 77, 130, 2, 256, false, coop);
         assert!(!coop_applies(&gpu, dt, 77, 192, false));
-        check(&mut rng, seed, dt, 1, 1, 33, 77, 1, 512, false, coop);
-        check(&mut rng, seed, dt, 2, 2, 130, 200, 1, 512, false, coop);
+        assert!(!coop_applies(&gpu, dt, 2 * fs - 1, 64, false), "fewer queries than the tile");
+        if coop_max_dh(fs) >= 512 {
+            check(&mut rng, seed, dt, 1, 1, 33, 77, 1, 512, false, coop);
+            check(&mut rng, seed, dt, 2, 2, 130, 200, 1, 512, false, coop);
+        } else {
+            assert!(!coop_applies(&gpu, dt, 77, 512, false), "dh 512 needs 16×16 fragments");
+        }
         check(&mut rng, seed, dt, 4, 1, 64, 77, 8, 64, false, coop);
         // Fused q|k|v (q row stride 3·C, channel offsets).
         let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
@@ -692,11 +722,21 @@ mod tests {
     /// writer wgpu's Vulkan backend uses) even on machines without cooperative matrices.
     #[test]
     fn coop_wgsl_validates_and_translates() {
-        for (dh, ldq) in [(64usize, 512usize), (128, 1024), (192, 192), (512, 512), (64, 1536)] {
-            let (module, _) = translate_check(&coop_kernel(dh, ldq));
-            // The parameter block is the Rust one (checked at dispatch where the kernel runs).
-            assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<CoopParams>() as u64);
-            assert!(coop_consts(dh).3 <= 48 << 10);
+        for fs in [16usize, 8] {
+            for (dh, ldq) in [(64usize, 512usize), (128, 1024), (192, 192), (256, 768), (512, 512), (64, 1536)] {
+                if dh > coop_max_dh(fs) {
+                    continue;
+                }
+                let (module, _) = translate_check(&coop_kernel(fs, dh, ldq));
+                // The parameter block is the Rust one (checked at dispatch where the kernel runs).
+                assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<CoopParams>() as u64);
+                // The workgroup memory the host checks for is what the shader declares.
+                let mut layouter = naga::proc::Layouter::default();
+                layouter.update(module.to_ctx()).unwrap();
+                let wg: usize = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size as usize).sum();
+                assert_eq!(wg, coop_consts(fs, dh).3, "fs {fs} dh {dh}");
+                assert!(coop_consts(fs, dh).3 <= 48 << 10);
+            }
         }
     }
 

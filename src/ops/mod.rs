@@ -24,9 +24,9 @@ pub mod synthetic;
 #[cfg(test)]
 mod tests {
     /// Which cooperative kernels the test adapter runs. With `DIFFVSR_EXPECT_COOP=FS` (set by
-    /// tools/coop-lavapipe.sh) the adapter must have FS×FS fragments and the matmul and conv
-    /// kernels must take them: a driver without them would otherwise let every cooperative test
-    /// skip and pass.
+    /// tools/coop-lavapipe.sh) the adapter must have FS×FS fragments and the matmul, conv and
+    /// attention kernels must take them: a driver without them would otherwise let every
+    /// cooperative test skip and pass.
     #[test]
     fn cooperative_kernels_run_here() {
         let gpu = crate::testutil::test_gpu();
@@ -38,7 +38,7 @@ mod tests {
         );
         if let Ok(want) = std::env::var("DIFFVSR_EXPECT_COOP") {
             assert_eq!(gpu.coop_fragment(), Some(want.parse().expect("DIFFVSR_EXPECT_COOP is a fragment size, 8 or 16")));
-            assert!(matmul && conv, "the cooperative matmul and conv must run on this adapter");
+            assert!(matmul && conv && attention, "the cooperative matmul, conv and attention must run on this adapter");
         }
     }
 }
