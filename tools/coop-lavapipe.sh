@@ -5,8 +5,11 @@
 # and every tiny model golden through them). Debian 12's lavapipe (CI's) has no cooperative
 # matrices.
 #
-#   tools/coop-lavapipe.sh                  # the whole library test suite
+#   tools/coop-lavapipe.sh                  # the library suite and the model goldens (tests/*_golden.rs)
 #   tools/coop-lavapipe.sh coop_matches     # tests whose names contain a filter (libtest args)
+#
+# (The filter and README tests start the binary, which would find the system's driver, and the
+# GL tests use GL: they are not run here.)
 #
 # The first run downloads Mesa and its libraries from Debian unstable (~60 MB, Debian's own
 # servers, through a private apt configuration: the system's sources are not touched) into
@@ -45,19 +48,30 @@ EOF
     chmod +x "$dir/run"
 fi
 
-# The library's test binary, built as `cargo test` builds it.
-bin=$(cargo test --lib --no-run --message-format=json 2>/dev/null |
+# The library's test binary (first) and the model goldens', built as `cargo test` builds them.
+mapfile -t bins < <(cargo test --lib --tests --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
+lib, goldens = [], []
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "lib" in m["target"]["kind"]:
-        print(m["executable"])')
-[ -n "$bin" ] || { echo "coop-lavapipe: could not build the library's tests (run cargo test --lib --no-run)" >&2; exit 1; }
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        if t.get("kind") == ["lib"]:
+            lib.append(m["executable"])
+        elif t.get("name", "").endswith("_golden"):
+            goldens.append(m["executable"])
+print("\n".join(lib + sorted(goldens)))')
+[ ${#bins[@]} -gt 1 ] || { echo "coop-lavapipe: could not build the tests (run cargo test --no-run)" >&2; exit 1; }
 
 # The adapter must run the cooperative kernels, or every cooperative test would skip and pass.
-if ! DIFFVSR_EXPECT_COOP=8 "$dir/run" "$bin" --exact ops::tests::cooperative_kernels_run_here --nocapture 2>&1 | grep -E "^test device|cooperative fragments" >&2; then
+if ! DIFFVSR_EXPECT_COOP=8 "$dir/run" "${bins[0]}" --exact ops::tests::cooperative_kernels_run_here --nocapture 2>&1 | grep -E "^test device|cooperative fragments" >&2; then
     echo "coop-lavapipe: this lavapipe does not run the cooperative kernels; nothing would test them" >&2
     exit 1
 fi
 export DIFFVSR_EXPECT_COOP=8
-exec "$dir/run" "$bin" --test-threads "${TEST_THREADS:-2}" "$@"
+status=0
+for bin in "${bins[@]}"; do
+    echo "coop-lavapipe: $(basename "$bin")" >&2
+    "$dir/run" "$bin" --test-threads "${TEST_THREADS:-2}" "$@" || status=1
+done
+exit $status
