@@ -40,7 +40,9 @@ run)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/nvidia-smi.txt"
     ./.device-bin/diffvsr-wgpu devices 2>&1 | tee "$out/devices.txt"
     echo "== kernel tests"
-    timeout "${TEST_TIMEOUT:-180}" ./.device-bin/kernel-tests --test-threads 8 --nocapture 2>&1 | tee "$out/tests.txt" | grep -E "test result|FAILED|panicked|skipped" | head -60
+    # An NVIDIA card must run the cooperative kernels on 16×16 fragments: with this set,
+    # ops::tests::cooperative_kernels_run_here fails where they would all skip.
+    DIFFVSR_EXPECT_COOP=16 timeout "${TEST_TIMEOUT:-180}" ./.device-bin/kernel-tests --test-threads 8 --nocapture 2>&1 | tee "$out/tests.txt" | grep -E "test result|FAILED|panicked|skipped|cooperative fragments" | head -60
     echo "== full-size forwards (random weights)"
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --report --profile 2>&1 | tee "$out/forward-diffvsr-unet.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$out/forward-te3dvae.txt" | head -30

@@ -23,8 +23,8 @@ pub mod synthetic;
 
 #[cfg(test)]
 mod tests {
-    /// Which cooperative kernels the test adapter runs. With `DIFFVSR_EXPECT_COOP=FS` (set by
-    /// tools/coop-lavapipe.sh) the adapter must have FS×FS fragments and the matmul, conv and
+    /// Which cooperative kernels the test adapter runs. With `DIFFVSR_EXPECT_COOP=FS` (8 in
+    /// tools/coop-lavapipe.sh, 16 in tools/gpu-check.sh) the adapter must have FS×FS fragments and the matmul, conv and
     /// attention kernels must take them: a driver without them would otherwise let every
     /// cooperative test skip and pass.
     #[test]
