@@ -1,8 +1,8 @@
 //! Activation memory of captured graphs, planned when the capture ends.
 //!
 //! While a graph is captured, each tensor an op allocates ([`crate::Recorder::empty`]) is a
-//! [`Slot`]: a size and a lifetime in dispatches (from its creation to the drop of its last
-//! view), with no device memory yet. When the capture ends, [`Arena::place`] sees every lifetime
+//! `Slot`: a size and a lifetime in dispatches (from its creation to the drop of its last
+//! view), with no device memory yet. When the capture ends, `Arena::place` sees every lifetime
 //! at once and assigns each slot a buffer ("shared objects", greedy by size): tensors whose
 //! lifetimes do not overlap share a buffer, the largest tensors are placed first, and each takes
 //! the smallest free buffer that holds it. Knowing the whole graph beats reusing buffers as they
@@ -14,7 +14,7 @@
 //! bindings stay read-only.
 //!
 //! A **packed** arena ([`Arena::packed`], the default) instead gives each slot an offset in one
-//! of a few buffers ([`assign_coloured_offsets`]), and no dispatch's output shares a buffer with
+//! of a few buffers (`assign_coloured_offsets`), and no dispatch's output shares a buffer with
 //! one of its inputs, since WebGPU lets one dispatch bind a buffer read-only and writable only
 //! if every binding of it is read-write. The slots are shared out among the buffers so that
 //! each buffer's own peak stays low, then packed in each buffer largest first, each into the

@@ -111,7 +111,7 @@ pub enum Impl {
     Portable,
     /// The cooperative-matrix kernel with scalar-f16 workgroup tiles; an error where unavailable.
     Coop,
-    /// The cooperative-matrix kernel with vec4<f16> workgroup tiles (one 8-byte store per vec4
+    /// The cooperative-matrix kernel with `vec4<f16>` workgroup tiles (one 8-byte store per vec4
     /// instead of four 2-byte ones; relies on coopLoadT measuring offsets and strides in vec4
     /// elements, checked by the GPU tests on hardware that has cooperative matrices).
     /// `Auto`'s choice: it passed `coop_matches_cpu` on an H200 and ran 3–5% faster than `Coop`

@@ -9,7 +9,7 @@
 //!   (or the stream has ended and the tail is mirror-padded). With `--windows-per-call N`
 //!   ([`groups`]), up to N windows run together, as one UNet call of batch 2N per step, once
 //!   the last of them can run.
-//! * Per window and tile, built on the GPU ([`Engine::load_sample`](crate::pipeline::engine::Engine::load_sample)): the initial latents from
+//! * Per window and tile, built on the GPU (`Engine::load_sample`): the initial latents from
 //!   the Philox noise kernel (`ops::noise`, keyed by the seed, the absolute padded frame, so
 //!   rescheduled as released, and the absolute pixel), and the LR frames with their noise
 //!   augmentation (`ops::sampler::add_noise_into`); then one captured graph per job and group

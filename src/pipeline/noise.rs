@@ -115,7 +115,7 @@ pub fn latent_noise_frame(seed: u64, frame: u64) -> u64 {
 }
 
 /// The rescheduling as released, for any permutations (`perm(b)` for block b ≥ 2): frames
-/// 4b…4b+3 take the noise of frames 4(b − 2) + perm(b)[k], which may themselves have been
+/// 4b…4b+3 take the noise of frames 4(b − 2) + `perm(b)[k]`, which may themselves have been
 /// rescheduled; follows that chain to a frame below 8. The pipeline golden feeds it the
 /// official code's recorded shuffle.
 pub fn rescheduled_source(frame: u64, perm: impl Fn(u64) -> [usize; 4]) -> u64 {
