@@ -121,11 +121,27 @@ fn write_file(p: &std::path::Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
 }
 
+/// The adapter's cooperative-matrix fragments and which kernels take them, e.g. `8×8×8: matmul
+/// yes, conv yes, attention yes` (a kernel that does not runs its portable twin).
+fn coop_summary(gpu: &Gpu) -> String {
+    let Some(fs) = gpu.coop_fragment() else {
+        return "no".into();
+    };
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    format!(
+        "{fs}×{fs}×{fs} (subgroups {}): matmul {}, conv {}, attention {}",
+        gpu.fixed_subgroup_size().map_or("of varying width".to_string(), |s| format!("of {s}")),
+        yn(crate::ops::matmul::coop_available(gpu)),
+        yn(crate::ops::conv::coop_available(gpu)),
+        yn(crate::ops::attention::coop_available(gpu))
+    )
+}
+
 /// `bench kernels`: the ceilings, then every selected case, as a table on stdout (progress on
 /// stderr), and the JSON and roofline files when asked for. Returns the measured cases.
 pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     println!("device: {}", gpu.describe());
-    println!("dtype: {}   timing: {}   cooperative matrices: {}", opts.dtype.name(), timing(gpu), match gpu.coop_fragment() { Some(16) => "yes (16×16×16)", Some(_) => "yes (8×8×8)", None => "no" });
+    println!("dtype: {}   timing: {}   cooperative matrices: {}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
     let selected: Vec<BenchCase> =
         cases(gpu, opts.dtype, opts.quick)?.into_iter().filter(|c| opts.filter.as_ref().is_none_or(|f| c.name.contains(f.as_str()))).collect();
     if selected.is_empty() {
