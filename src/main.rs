@@ -49,6 +49,12 @@ struct GpuArgs {
     /// buffers (more memory; or DIFFVSR_NO_PACK_ACTIVATIONS=1).
     #[arg(long)]
     no_pack_activations: bool,
+    /// Convolutions on f32 storage (the VAE decoders') multiply on tensor cores with operands
+    /// rounded to f16, accumulating and storing in f32, as PyTorch's TF32 default does; where the
+    /// adapter has cooperative matrices (or DIFFVSR_F16_OPERANDS=1). About 6e-4 relative error
+    /// on the VAE goldens, against 2e-3 with f16 storage.
+    #[arg(long)]
+    f16_operands: bool,
 }
 
 impl GpuArgs {
@@ -60,6 +66,7 @@ impl GpuArgs {
             no_coop: self.no_coop,
             max_binding: GpuOptions::from_env().max_binding,
             no_pack_activations: self.no_pack_activations || GpuOptions::from_env().no_pack_activations,
+            f16_operands: self.f16_operands || GpuOptions::from_env().f16_operands,
         })
     }
 }

@@ -10,7 +10,7 @@ use diffvsr_wgpu::models::registry::ModelKind;
 use diffvsr_wgpu::golden::check_model;
 use diffvsr_wgpu::testutil::test_gpu;
 use diffvsr_wgpu::weights::WeightStore;
-use diffvsr_wgpu::{DType, Recorder};
+use diffvsr_wgpu::{DType, Gpu, GpuOptions, Recorder};
 
 fn data(model: &str, name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(model).join(name)
@@ -32,6 +32,23 @@ fn check(kind: ModelKind, model: &str, io: &str, dtype: DType, tol: f64) {
 #[test]
 fn te3dvae_matches_official_f32_4_frames() {
     check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f4.safetensors", DType::F32, 1e-4);
+}
+
+/// f32 storage with `--f16-operands`: where the adapter has cooperative matrices, the
+/// convolutions multiply on them with operands rounded to f16 (f32 accumulation and storage, as
+/// PyTorch's TF32 default does). The decode must still match the official fp32 one, at every tap,
+/// within forward's tolerance for this mode (6.1e-4 measured on Mesa 26's lavapipe). Elsewhere
+/// the option changes nothing and the test says it skipped.
+#[test]
+fn te3dvae_on_f16_operands_matches_official_f32() {
+    let gpu = Gpu::new(&GpuOptions { f16_operands: true, ..GpuOptions::from_env() }).unwrap();
+    if !(gpu.f16_operands() && diffvsr_wgpu::ops::conv::coop_available(&gpu)) {
+        eprintln!("skipped: the adapter has no cooperative matrices (or no f16) to take f16 operands");
+        return;
+    }
+    let r = check_model(&gpu, ModelKind::Te3dVaeDecoder, &data("te3dvae", "config.json"), &data("te3dvae", "weights.pt"), &data("te3dvae", "io_f4.safetensors"), DType::F32).unwrap();
+    eprintln!("te3dvae f32 on f16 operands: {}", r.lines.join(", "));
+    r.assert_within("te3dvae io_f4 f32 on f16 operands", diffvsr_wgpu::forward::default_tolerance(DType::F32, true), 2);
 }
 
 #[test]

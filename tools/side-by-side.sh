@@ -15,7 +15,7 @@
 #          test of the script: its numbers say nothing about any GPU.
 #
 # Cases: DiffVSR UNet window call (CFG pair x 8 frames) at 64², 128², 180x320 latent (f16);
-# TE-3DVAE decode of one 4-frame chunk at 128² and 180x320, f32 and f16; SD x4 UNet batch 16 at
+# TE-3DVAE decode of one 4-frame chunk at 128² and 180x320, f32, f16 and f32 on f16 operands; SD x4 UNet batch 16 at
 # 128² (f16); `bench kernels` against PyTorch matmul / linear / SDPA / conv at the same shapes.
 # A failing or timed-out case is recorded as failed with its error; the run goes on.
 #
@@ -155,6 +155,7 @@ if [ "$mode" = tiny ]; then
         "diffvsr-unet 2 windows 8x12|$U --random-inputs 4x8x12 --dtype f16|f16|4x7x8x8x12|diffvsr-unet 2 windows 8x12|60"
         "te3dvae-decode 8x12 f32|$V --random-inputs 1x8x12 --dtype f32|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "te3dvae-decode 8x12 f16|$V --random-inputs 1x8x12 --dtype f16|f16|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
+        "te3dvae-decode 8x12 f32 on f16 operands|$V --random-inputs 1x8x12 --dtype f32 --f16-operands|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "sdx4-unet 2x16x16|$S --random-inputs 2x16x16 --dtype f16|f16|2x7x16x16|sdx4-unet 2x16x16|40"
     )
     refargs=(--device cpu --tiny --warmup 1 --iters 2)
@@ -175,6 +176,10 @@ else
         "te3dvae-decode 128x128 f16|$V --random-inputs 1x128x128 --dtype f16|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
         "te3dvae-decode 180x320 f32|$V --random-inputs 1x180x320 --dtype f32|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
         "te3dvae-decode 180x320 f16|$V --random-inputs 1x180x320 --dtype f16|f16|1x4x4x180x320|te3dvae-decode 180x320 float16|40"
+        # f32 storage with the convolutions on tensor cores, operands rounded to f16: against the
+        # official fp32 decode, whose convolutions PyTorch runs in TF32 by default.
+        "te3dvae-decode 128x128 f32 on f16 operands|$V --random-inputs 1x128x128 --dtype f32 --f16-operands|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
+        "te3dvae-decode 180x320 f32 on f16 operands|$V --random-inputs 1x180x320 --dtype f32 --f16-operands|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
         "sdx4-unet 16x128x128|--model unet --random-inputs 16x128x128 --dtype f16|f16|16x7x128x128|sdx4-unet 16x128x128|60"
         # A buffer per activation (the arena before packing became the default): its memory and
         # whether packing costs time, at the shape with the worst memory ratio.

@@ -42,11 +42,15 @@ pub struct GpuOptions {
     /// packing them at offsets of a few buffers (`Arena::packed`, the default: less memory,
     /// the same bindings) (`DIFFVSR_NO_PACK_ACTIVATIONS`).
     pub no_pack_activations: bool,
+    /// Convolutions on f32 storage multiply on tensor cores with their operands rounded to f16
+    /// (f32 accumulation and storage; PyTorch's TF32 default does the like), where the adapter
+    /// has cooperative matrices and f16 (`DIFFVSR_F16_OPERANDS`).
+    pub f16_operands: bool,
 }
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
-    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`.
+    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`.
     pub fn from_env() -> Self {
         let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         GpuOptions {
@@ -56,6 +60,7 @@ impl GpuOptions {
             no_coop: flag("DIFFVSR_NO_COOP"),
             max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
             no_pack_activations: flag("DIFFVSR_NO_PACK_ACTIVATIONS"),
+            f16_operands: flag("DIFFVSR_F16_OPERANDS"),
         }
     }
 }
@@ -175,6 +180,7 @@ pub struct Gpu {
     /// Compile kernels with wgpu's runtime bounds checks (`DIFFVSR_SHADER_CHECKS=1`).
     pub(crate) shader_checks: bool,
     pack_activations: bool,
+    f16_operands: bool,
 }
 
 impl Gpu {
@@ -247,6 +253,7 @@ impl Gpu {
             use_f16,
             shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
             pack_activations: !opts.no_pack_activations,
+            f16_operands: opts.f16_operands && use_f16,
         }))
     }
 
@@ -258,6 +265,12 @@ impl Gpu {
 
     pub fn has_f16(&self) -> bool {
         self.use_f16
+    }
+
+    /// Whether convolutions on f32 storage may round their operands to f16 for the tensor cores
+    /// ([`GpuOptions::f16_operands`]; never with `--no-f16`).
+    pub fn f16_operands(&self) -> bool {
+        self.f16_operands
     }
 
     /// Fails with the fix when `dtype` is storage this adapter can't run (f16 without

@@ -452,8 +452,9 @@ pub fn coop_available(gpu: &Gpu) -> bool {
 
 /// The cooperative kernel's configuration for this device, dtype and Cout, or why not.
 fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCfg, String> {
-    if dtype != DType::F16 {
-        return Err("the cooperative-matrix conv needs f16 storage".into());
+    // f32 storage runs on f16 operands only where asked (`--f16-operands`).
+    if !(dtype == DType::F16 || dtype == DType::F32 && gpu.f16_operands()) {
+        return Err("the cooperative-matrix conv needs f16 storage, or f32 with --f16-operands".into());
     }
     let Some(fs) = gpu.coop_fragment() else {
         return Err("the adapter lacks f16 cooperative matrices (16×16×16 or 8×8×8)".into());
@@ -748,15 +749,18 @@ mod tests {
                 for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
                     let cfg = CoopCfg { fs, sg, bn };
                     assert!(cfg.divides(), "{cfg:?}");
-                    let k = coop_kernel(DType::F16, taps, stride, transposed, has_res, vec_in, cfg);
-                    let (module, _) = translate_check(&k);
-                    // The parameter block is the Rust one (checked at dispatch where the kernel runs).
-                    assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
-                    // The workgroup memory the host checks for is what the shader declares.
-                    let mut layouter = naga::proc::Layouter::default();
-                    layouter.update(module.to_ctx()).unwrap();
-                    let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
-                    assert_eq!(wg, cfg.smem(), "{cfg:?}");
+                    // f16 storage, and f32 storage on f16 operands (`--f16-operands`).
+                    for dt in [DType::F16, DType::F32] {
+                        let k = coop_kernel(dt, taps, stride, transposed, has_res, vec_in, cfg);
+                        let (module, _) = translate_check(&k);
+                        // The parameter block is the Rust one (checked at dispatch where the kernel runs).
+                        assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
+                        // The workgroup memory the host checks for is what the shader declares.
+                        let mut layouter = naga::proc::Layouter::default();
+                        layouter.update(module.to_ctx()).unwrap();
+                        let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
+                        assert_eq!(wg, cfg.smem(), "{cfg:?}");
+                    }
                 }
             }
         }
@@ -796,6 +800,51 @@ mod tests {
         rec.submit();
         let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
         assert_close(&format!("coop conv3d 3x3x3 128 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+    }
+
+    /// f32 storage takes the cooperative kernel (f16 operands, f32 accumulation and stores) only
+    /// with `--f16-operands`, and then matches the CPU within f16 operand rounding: awkward sizes,
+    /// a residual store, the 3-D kernel. Runs where the adapter has cooperative matrices
+    /// (tools/coop-lavapipe.sh, a GPU).
+    #[test]
+    fn f32_storage_takes_f16_operands_only_where_asked() {
+        let dt = DType::F32;
+        let plain = test_gpu();
+        assert!(plain.f16_operands() || coop_config(&plain, dt, 256).is_err(), "f32 convs must stay exact by default");
+        let gpu = Gpu::new(&crate::GpuOptions { f16_operands: true, ..crate::GpuOptions::from_env() }).unwrap();
+        if let Err(e) = coop_config(&gpu, dt, 256) {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // Operands rounded to 11 significant bits: about 3e-4 relative per product, averaging out.
+        let tol = DType::F16.tolerance(TOL);
+        for &(n, h, w, cin, cout) in &[(1usize, 7usize, 9usize, 33usize, 77usize), (2, 5, 6, 64, 130)] {
+            let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
+            let wv = rand(&mut rng, cout * cin * 9, 0.3, dt);
+            let bv = rand(&mut rng, cout, 0.5, dt);
+            let rv = rand(&mut rng, n * h * w * cout, 1.0, dt);
+            let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, cin], dt).unwrap();
+            let r = Tensor::from_f32(&gpu, &rv, &[n, h, w, cout], dt).unwrap();
+            let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, 3, 3], Some(&bv), dt).unwrap();
+            let mut rec = gpu.recorder();
+            let y = conv2d_add_with(&mut rec, &x, &cw, 1, 1, Some(Residual::Same(&r)), Impl::Coop).unwrap();
+            rec.submit();
+            let mut want = cpu::conv2d(&xv, n, h, w, cin, &wv, cout, 3, 3, Some(&bv), 1, 1);
+            want.iter_mut().zip(&rv).for_each(|(a, b)| *a += b);
+            assert_close(&format!("f32 on f16 operands: conv2d {n}x{h}x{w} {cin}->{cout} + residual, seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, tol);
+        }
+        let (f, h, w, c) = (3, 5, 7, 64);
+        let xv = rand(&mut rng, f * h * w * c, 1.0, dt);
+        let wv = rand(&mut rng, c * c * 27, 0.1, dt);
+        let x = Tensor::from_f32(&gpu, &xv, &[1, f, h, w, c], dt).unwrap();
+        let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3, 3], None, dt).unwrap();
+        let mut rec = gpu.recorder();
+        let y = conv3d_with(&mut rec, &x, &cw, Impl::Coop).unwrap();
+        rec.submit();
+        let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
+        assert_close(&format!("f32 on f16 operands: conv3d 3x3x3 {c}, seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, tol);
     }
 
     #[test]
