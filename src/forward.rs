@@ -130,11 +130,19 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     );
     graph.run(gpu)?;
     let result = out.to_f32(gpu)?;
+    // f32 storage whose convolutions round their operands to f16 (`--f16-operands`).
+    let f16_operands = dtype == DType::F32 && gpu.f16_operands() && crate::ops::conv::coop_available(gpu);
     if let Some(i) = result.iter().position(|v| !v.is_finite()) {
-        let hint = if dtype == DType::F16 { ": the model may overflow in f16; try --dtype f32" } else { ": the weights or inputs may be damaged" };
+        let hint = if dtype == DType::F16 {
+            ": the model may overflow in f16; try --dtype f32"
+        } else if f16_operands {
+            ": a convolution's input may exceed f16's range; run without --f16-operands"
+        } else {
+            ": the weights or inputs may be damaged"
+        };
         bail!("the output has a non-finite value at index {i} ({}){hint}", result[i]);
     }
-    let verdict = compare(o, out.shape(), &result, dtype, dtype == DType::F32 && gpu.f16_operands() && crate::ops::conv::coop_available(gpu))?;
+    let verdict = compare(o, out.shape(), &result, dtype, f16_operands)?;
     if let Some(path) = &o.output {
         save_f32(path, &[("output", out.shape(), &result)])?;
         eprintln!("wrote output {:?} to {}", out.shape(), path.display());
