@@ -11,8 +11,9 @@
 //!
 //! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
-//! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage,
-//! f32 accumulation, adapters with f16 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`]
+//! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage, or f32
+//! storage rounded to f16 operands with `--f16-operands`; f32 accumulation; adapters with f16
+//! 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`]
 //! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64. Both can add a
 //! [`Residual`] to the output as they store it (the `_add` functions).
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
@@ -270,8 +271,9 @@ pub enum Impl {
     Auto,
     /// The portable workgroup-tiled kernel (every adapter, f32 and f16).
     Tiled,
-    /// The cooperative-matrix kernel (f16 storage; adapters with f16 16×16 or 8×8 cooperative
-    /// matrices and a fixed subgroup size that splits its tiles evenly). An error where unavailable.
+    /// The cooperative-matrix kernel (f16 storage, or f32 storage on f16 operands with
+    /// `--f16-operands`; adapters with f16 16×16 or 8×8 cooperative matrices and a fixed subgroup
+    /// size that splits its tiles evenly). An error where unavailable.
     Coop,
 }
 
