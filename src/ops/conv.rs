@@ -792,16 +792,21 @@ mod tests {
         let want = cpu::conv2d(&xv, n, h, w, c, &wv, c, 3, 3, Some(&bv), 1, 1);
         assert_close(&format!("coop conv2d 3x3 512 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
 
-        let (f, h, w, c) = (3, 8, 8, 128);
-        let xv = rand(&mut rng, f * h * w * c, 1.0, dt);
-        let wv = rand(&mut rng, c * c * 27, 0.03, dt);
-        let x = Tensor::from_f32(&gpu, &xv, &[1, f, h, w, c], dt).unwrap();
-        let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3, 3], None, dt).unwrap();
+        check_coop_conv3d(&gpu, &mut rng, dt, [3, 8, 8, 128], 0.03, dt.tolerance(TOL), &format!("coop, seed {seed}"));
+    }
+
+    /// A 3×3×3 conv of C channels over F frames (`[F, H, W, C]`) on the cooperative kernel,
+    /// against the CPU.
+    fn check_coop_conv3d(gpu: &Gpu, rng: &mut Rng, dt: DType, [f, h, w, c]: [usize; 4], scale: f32, tol: f64, what: &str) {
+        let xv = rand(rng, f * h * w * c, 1.0, dt);
+        let wv = rand(rng, c * c * 27, scale, dt);
+        let x = Tensor::from_f32(gpu, &xv, &[1, f, h, w, c], dt).unwrap();
+        let cw = ConvWeight::from_torch(gpu, &wv, &[c, c, 3, 3, 3], None, dt).unwrap();
         let mut rec = gpu.recorder();
         let y = conv3d_with(&mut rec, &x, &cw, Impl::Coop).unwrap();
         rec.submit();
         let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
-        assert_close(&format!("coop conv3d 3x3x3 128 seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+        assert_close(&format!("{what}: conv3d 3x3x3 {c}"), &y.to_f32(gpu).unwrap(), &want, tol);
     }
 
     /// f32 storage takes the cooperative kernel (f16 operands, f32 accumulation and stores) only
@@ -837,16 +842,7 @@ mod tests {
             want.iter_mut().zip(&rv).for_each(|(a, b)| *a += b);
             assert_close(&format!("f32 on f16 operands: conv2d {n}x{h}x{w} {cin}->{cout} + residual, seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, tol);
         }
-        let (f, h, w, c) = (3, 5, 7, 64);
-        let xv = rand(&mut rng, f * h * w * c, 1.0, dt);
-        let wv = rand(&mut rng, c * c * 27, 0.1, dt);
-        let x = Tensor::from_f32(&gpu, &xv, &[1, f, h, w, c], dt).unwrap();
-        let cw = ConvWeight::from_torch(&gpu, &wv, &[c, c, 3, 3, 3], None, dt).unwrap();
-        let mut rec = gpu.recorder();
-        let y = conv3d_with(&mut rec, &x, &cw, Impl::Coop).unwrap();
-        rec.submit();
-        let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
-        assert_close(&format!("f32 on f16 operands: conv3d 3x3x3 {c}, seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, tol);
+        check_coop_conv3d(&gpu, &mut rng, dt, [3, 5, 7, 64], 0.1, tol, &format!("f32 on f16 operands, seed {seed}"));
     }
 
     #[test]
