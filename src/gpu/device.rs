@@ -42,9 +42,9 @@ pub struct GpuOptions {
     /// packing them at offsets of a few buffers (`Arena::packed`, the default: less memory,
     /// the same bindings) (`DIFFVSR_NO_PACK_ACTIVATIONS`).
     pub no_pack_activations: bool,
-    /// Convolutions on f32 storage multiply on tensor cores with their operands rounded to f16
-    /// (f32 accumulation and storage; PyTorch's TF32 default does the like), where the adapter
-    /// has cooperative matrices and f16 (`DIFFVSR_F16_OPERANDS`).
+    /// Convolutions and linear layers on f32 storage multiply on tensor cores with their
+    /// operands rounded to f16 (f32 accumulation and storage; PyTorch's TF32 default does the
+    /// like), where the adapter has cooperative matrices and f16 (`DIFFVSR_F16_OPERANDS`).
     pub f16_operands: bool,
 }
 
@@ -267,8 +267,8 @@ impl Gpu {
         self.use_f16
     }
 
-    /// Whether convolutions on f32 storage may round their operands to f16 for the tensor cores
-    /// ([`GpuOptions::f16_operands`]; never with `--no-f16`).
+    /// Whether convolutions and linear layers on f32 storage may round their operands to f16 for
+    /// the tensor cores ([`GpuOptions::f16_operands`]; never with `--no-f16`).
     pub fn f16_operands(&self) -> bool {
         self.f16_operands
     }

@@ -14,7 +14,8 @@
 //! GEGLU ([`linear_geglu`]: each stored value is `x·gelu(gate)` of a pair of columns).
 //!
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
-//! storage dtype is f16 and the shape qualifies, and the portable kernel otherwise.
+//! storage dtype is f16 (or f32 with `--f16-operands`: operands rounded to f16 as they are staged)
+//! and the shape qualifies, and the portable kernel otherwise.
 //!
 //! Layout: row-major. `a` is `[batch.., M, K]`; `b` is a shared `[K, N]` (then every leading axis of
 //! `a` folds into M) or batched `[batch.., K, N]` with the same leading axes as `a`; `bias` is `[N]`;
@@ -221,8 +222,9 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
         if !coop_available(gpu) {
             bail!("matmul: this adapter cannot run the cooperative-matrix kernel (see matmul::coop_available)");
         }
-        if dtype != DType::F16 {
-            bail!("matmul: the cooperative-matrix kernel needs f16 storage, not {}", dtype.name());
+        // f32 storage runs on f16 operands only where asked (`--f16-operands`).
+        if !(dtype == DType::F16 || dtype == DType::F32 && gpu.f16_operands()) {
+            bail!("matmul: the cooperative-matrix kernel needs f16 storage (or f32 with --f16-operands), not {}", dtype.name());
         }
         if !coop_shape_ok(p, store) {
             bail!("matmul: the cooperative-matrix kernel needs K > 0 and K, N divisible by 4 (N by 8 with GEGLU) (K = {}, N = {})", p.k, p.n);
@@ -265,8 +267,9 @@ fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
     Ok(())
 }
 
-fn coop_kernel(v4: bool, cfg: CoopCfg) -> Kernel {
-    Kernel::new(if v4 { "matmul_coop_v4" } else { "matmul_coop" }, if v4 { COOP_S4 } else { COOP_S1 }, DType::F16)
+/// The cooperative kernel in `dtype` storage (f16, or f32 rounded to f16 operands as it is staged).
+fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType) -> Kernel {
+    Kernel::new(if v4 { "matmul_coop_v4" } else { "matmul_coop" }, if v4 { COOP_S4 } else { COOP_S1 }, dtype)
         .with_coop(cfg.fs as u32)
         .def("SG", format!("{}u", cfg.sg))
 }
@@ -298,7 +301,7 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         ),
         Variant::Coop { v4 } => {
             let cfg = coop_config(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative matmul was chosen on an adapter without it"))?;
-            (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg))
+            (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg, a.dtype()))
         }
     };
     let kernel = kernel
@@ -923,7 +926,9 @@ mod tests {
             assert!(cfg.divides(), "{cfg:?}");
             for v4 in [false, true] {
                 for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
-                    let k = coop_kernel(v4, cfg).def("HAS_BIAS", has_bias).def("HAS_RES", has_res).def("GEGLU", geglu).def("GROUP_M", format!("{GROUP_M}u"));
+                    // f32 storage (on f16 operands) for the residual store, f16 for the others.
+                    let dt = if has_res { DType::F32 } else { DType::F16 };
+                    let k = coop_kernel(v4, cfg, dt).def("HAS_BIAS", has_bias).def("HAS_RES", has_res).def("GEGLU", geglu).def("GROUP_M", format!("{GROUP_M}u"));
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                     assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
@@ -942,6 +947,38 @@ mod tests {
         }
         // Subgroups too wide for 8×8 fragments' tile leave invocations without loads: refused.
         assert!(!CoopCfg { fs: 8, sg: 64 }.divides());
+    }
+
+    /// f32 storage takes the cooperative kernel (f16 operands, f32 accumulation and stores) only
+    /// with `--f16-operands`, and then matches the CPU within f16 operand rounding: awkward sizes,
+    /// bias and residual stores, shared and batched weights. Runs where the adapter has
+    /// cooperative matrices (tools/coop-lavapipe.sh, a GPU).
+    #[test]
+    fn f32_storage_takes_f16_operands_only_where_asked() {
+        use crate::ops::residual::cpu as res_cpu;
+        let dt = DType::F32;
+        let p = plan(&[7, 32], &[32, 8], None).unwrap();
+        let plain = test_gpu();
+        assert!(plain.f16_operands() || choose(&plain, dt, &p, Store::Plain, Impl::Coop).is_err(), "f32 matmuls must stay exact by default");
+        let gpu = Gpu::new(&crate::GpuOptions { f16_operands: true, ..crate::GpuOptions::from_env() }).unwrap();
+        if let Err(e) = choose(&gpu, dt, &p, Store::Plain, Impl::Coop) {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true });
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for &(lead, m, n, k, shared) in &[(&[][..], 77usize, 260usize, 44usize, true), (&[3][..], 33, 12, 76, false), (&[2][..], 130, 36, 100, true)] {
+            let o = Operands::new(&gpu, &mut rng, dt, lead, m, n, k, shared);
+            let (r, rh) = upload(&gpu, &rng.normals(o.out_shape.iter().product(), 1.0), &o.out_shape, dt);
+            let mut rec = gpu.recorder();
+            let out = matmul_add_with(&mut rec, &o.a, &o.b, Some(&o.c), Some(Residual::Same(&r)), Impl::Auto).unwrap();
+            rec.submit();
+            let mut want = o.want(true);
+            res_cpu::add(&mut want, &rh, n, 1);
+            // Operands rounded to 11 significant bits.
+            assert_close(&format!("f32 on f16 operands: matmul + residual lead {lead:?} M{m} N{n} K{k} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, DType::F16.tolerance(TOL));
+        }
     }
 
     /// GPU tests of the cooperative kernels (run where the adapter has them: 16×16 fragments on
