@@ -131,7 +131,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     graph.run(gpu)?;
     let result = out.to_f32(gpu)?;
     // f32 storage whose convolutions round their operands to f16 (`--f16-operands`).
-    let f16_operands = dtype == DType::F32 && gpu.f16_operands() && crate::ops::conv::coop_available(gpu);
+    let f16_operands = crate::ops::conv::on_f16_operands(gpu, dtype);
     if let Some(i) = result.iter().position(|v| !v.is_finite()) {
         let hint = if dtype == DType::F16 {
             ": the model may overflow in f16; try --dtype f32"

@@ -42,7 +42,7 @@ fn te3dvae_matches_official_f32_4_frames() {
 #[test]
 fn te3dvae_on_f16_operands_matches_official_f32() {
     let gpu = Gpu::new(&GpuOptions { f16_operands: true, ..GpuOptions::from_env() }).unwrap();
-    if !(gpu.f16_operands() && diffvsr_wgpu::ops::conv::coop_available(&gpu)) {
+    if !diffvsr_wgpu::ops::conv::on_f16_operands(&gpu, DType::F32) {
         eprintln!("skipped: the adapter has no cooperative matrices (or no f16) to take f16 operands");
         return;
     }

@@ -273,6 +273,12 @@ impl Gpu {
         self.f16_operands
     }
 
+    /// Whether the cooperative (tensor-core) kernels may take tensors of `dtype` storage: f16,
+    /// and f32 rounded to f16 operands where [`Gpu::f16_operands`] allows.
+    pub fn coop_takes(&self, dtype: DType) -> bool {
+        dtype == DType::F16 || dtype == DType::F32 && self.f16_operands
+    }
+
     /// Fails with the fix when `dtype` is storage this adapter can't run (f16 without
     /// SHADER_F16: most GL drivers, older GPUs, or `DIFFVSR_NO_F16`).
     pub fn require_dtype(&self, dtype: DType) -> Result<()> {

@@ -452,10 +452,17 @@ pub fn coop_available(gpu: &Gpu) -> bool {
     coop_config(gpu, DType::F16, 256).is_ok()
 }
 
+/// Whether convolutions in `dtype` storage run on f16 operands here: f32 storage with
+/// `--f16-operands`, on an adapter that runs the cooperative kernel (what `forward` and `upscale`
+/// report, and what sets `forward`'s default tolerance).
+pub fn on_f16_operands(gpu: &Gpu, dtype: DType) -> bool {
+    dtype == DType::F32 && coop_config(gpu, dtype, 256).is_ok()
+}
+
 /// The cooperative kernel's configuration for this device, dtype and Cout, or why not.
 fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCfg, String> {
     // f32 storage runs on f16 operands only where asked (`--f16-operands`).
-    if !(dtype == DType::F16 || dtype == DType::F32 && gpu.f16_operands()) {
+    if !gpu.coop_takes(dtype) {
         return Err("the cooperative-matrix conv needs f16 storage, or f32 with --f16-operands".into());
     }
     let Some(fs) = gpu.coop_fragment() else {

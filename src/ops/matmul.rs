@@ -223,7 +223,7 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
             bail!("matmul: this adapter cannot run the cooperative-matrix kernel (see matmul::coop_available)");
         }
         // f32 storage runs on f16 operands only where asked (`--f16-operands`).
-        if !(dtype == DType::F16 || dtype == DType::F32 && gpu.f16_operands()) {
+        if !gpu.coop_takes(dtype) {
             bail!("matmul: the cooperative-matrix kernel needs f16 storage (or f32 with --f16-operands), not {}", dtype.name());
         }
         if !coop_shape_ok(p, store) {

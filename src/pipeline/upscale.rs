@@ -165,7 +165,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         // Waits for the uploads: the time is the models' on the GPU, not only read and queued.
         gpu.sync()?;
         // f32 storage whose convolutions round their operands to f16 (`--f16-operands`).
-        let operands = if vae_dtype == DType::F32 && gpu.f16_operands() && crate::ops::conv::coop_available(gpu) { " on f16 operands" } else { "" };
+        let operands = if crate::ops::conv::on_f16_operands(gpu, vae_dtype) { " on f16 operands" } else { "" };
         eprintln!(
             "models loaded in {:.1} s (UNet {}, TE-3DVAE {}{operands}; {} on the GPU)",
             loading.elapsed().as_secs_f64(),
