@@ -1,7 +1,8 @@
-// Attention on cooperative matrices (tensor cores): f16 storage, f16 products with f32
-// accumulation on FS×FS×FS fragments (FS = 16, or 8 where the adapter has only those; the preamble
-// declares FS and the fragment types FA, FB, FC). Same operands and layouts as attention.wgsl (no
-// causal mask).
+// Attention on cooperative matrices (tensor cores): f16 products with f32 accumulation on
+// FS×FS×FS fragments (FS = 16, or 8 where the adapter has only those; the preamble declares FS and
+// the fragment types FA, FB, FC). Same operands and layouts as attention.wgsl (no causal mask).
+// Storage T is f16, or f32 rounded to f16 operands (`--f16-operands`); the host appends the Q
+// loader that fits it: attention_coop_q_direct.wgsl or attention_coop_q_staged.wgsl.
 //
 // A workgroup is 8 subgroups of SG = FS·FS/8 (32 at FS = 16, 8 at FS = 8: the host checks) and owns
 // BQ = 2·FS query rows of one (batch, head); keys go BK = 4·FS at a time. A cooperative accumulator cannot be rescaled row by row, so instead of an online
@@ -15,8 +16,9 @@
 // Subgroup sg computes the S fragment (rows FS·(sg/4).., keys FS·(sg%4)..) and the NO = DH/(4·FS)
 // output fragments (rows FS·(sg%2).., columns FS·(sg/2 + 4t)..), t < NO (at most 8).
 // K is staged DC channels at a time ([BK][DC]), V VK keys at a time ([VK][DH]), both in `kv`.
-// Q fragments are read straight from memory: the host shifts the last query tile back so that all
-// BQ rows exist (needs Lq >= BQ); overlapping rows are computed twice with the same result.
+// Q fragments are read straight from f16 memory, or from f32 memory staged DC channels at a time
+// beside K (`stage_q`, `q_frag`). The host shifts the last query tile back so that all BQ rows
+// exist (needs Lq >= BQ); overlapping rows are computed twice with the same result.
 //
 // Constants from the host: SG, DH (multiple of 64, <= 512, and <= 256 at FS = 8), NO, DC, VK (both
 // multiples of FS, VK dividing BK), KVF (f16 elements of `kv`), LDQ (row stride of q in elements;
@@ -124,7 +126,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Q fragment rows of this subgroup's S fragment.
     let s_strip = sg / 4u;
     let s_kf = sg % 4u;
-    let qrow = (b * p.lq + q0 + FS * s_strip) * LDQ + p.qoff + h * DH;
+    let qtile = (b * p.lq + q0) * LDQ + p.qoff + h * DH;
+    let qrow = qtile + FS * s_strip * LDQ;
     let ntiles = (p.lk + BK - 1u) / BK;
 
     // Softmax statistics: invocation lid covers row lid/RI, columns 8·(lid%RI) .. +8 of each tile.
@@ -140,9 +143,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var d0 = 0u; d0 < DH; d0 += DC) {
             workgroupBarrier();
             stage_k(kbase4, k0, d0, lid);
+            stage_q(qtile, d0, lid);
             workgroupBarrier();
             for (var dd = 0u; dd < DC; dd += FS) {
-                let a = coopLoadT<FA>(&q[qrow + d0 + dd], LDQ);
+                let a = q_frag(qrow, s_strip, d0 + dd, dd);
                 let bm = coopLoad<FB>(&kv[s_kf * FS * KST + dd], KST);
                 acc = coopMultiplyAdd(a, bm, acc);
             }
@@ -185,9 +189,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var d0 = 0u; d0 < DH; d0 += DC) {
             workgroupBarrier();
             stage_k(kbase4, k0, d0, lid);
+            stage_q(qtile, d0, lid);
             workgroupBarrier();
             for (var dd = 0u; dd < DC; dd += FS) {
-                let a = coopLoadT<FA>(&q[qrow + d0 + dd], LDQ);
+                let a = q_frag(qrow, s_strip, d0 + dd, dd);
                 let bm = coopLoad<FB>(&kv[s_kf * FS * KST + dd], KST);
                 acc = coopMultiplyAdd(a, bm, acc);
             }

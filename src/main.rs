@@ -49,7 +49,7 @@ struct GpuArgs {
     /// buffers (more memory; or DIFFVSR_NO_PACK_ACTIVATIONS=1).
     #[arg(long)]
     no_pack_activations: bool,
-    /// Convolutions and linear layers on f32 storage (the VAE decoders') multiply on tensor
+    /// Convolutions, linear layers and attention on f32 storage (the VAE decoders') multiply on tensor
     /// cores with operands rounded to f16, accumulating and storing in f32, as PyTorch's TF32
     /// default does; where the adapter has cooperative matrices (or DIFFVSR_F16_OPERANDS=1).
     /// About 7e-4 relative error on the VAE goldens, against 2e-3 with f16 storage.

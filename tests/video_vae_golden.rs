@@ -35,7 +35,7 @@ fn te3dvae_matches_official_f32_4_frames() {
 }
 
 /// f32 storage with `--f16-operands`: where the adapter has cooperative matrices, the
-/// convolutions and linear layers multiply on them with operands rounded to f16 (f32 accumulation and storage, as
+/// convolutions, linear layers and attention multiply on them with operands rounded to f16 (f32 accumulation and storage, as
 /// PyTorch's TF32 default does). The decode must still match the official fp32 one, at every tap,
 /// within forward's tolerance for this mode (6.9e-4 measured on Mesa 26's lavapipe). Elsewhere
 /// the option changes nothing and the test says it skipped.

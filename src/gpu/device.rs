@@ -42,7 +42,7 @@ pub struct GpuOptions {
     /// packing them at offsets of a few buffers (`Arena::packed`, the default: less memory,
     /// the same bindings) (`DIFFVSR_NO_PACK_ACTIVATIONS`).
     pub no_pack_activations: bool,
-    /// Convolutions and linear layers on f32 storage multiply on tensor cores with their
+    /// Convolutions, linear layers and attention on f32 storage multiply on tensor cores with their
     /// operands rounded to f16 (f32 accumulation and storage; PyTorch's TF32 default does the
     /// like), where the adapter has cooperative matrices and f16 (`DIFFVSR_F16_OPERANDS`).
     pub f16_operands: bool,

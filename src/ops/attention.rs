@@ -11,7 +11,9 @@
 //!
 //! Where the adapter has cooperative matrices, f16 attention without a causal mask runs on them
 //! (`shaders/attention_coop.wgsl`, [`coop_applies`]): 16×16 fragments with 32-wide subgroups, or
-//! 8×8 with 8-wide ones (Mesa's lavapipe), the latter up to dh 256.
+//! 8×8 with 8-wide ones (Mesa's lavapipe), the latter up to dh 256. So does f32 attention where
+//! `--f16-operands` allows ([`crate::Gpu::coop_takes`]): its operands are rounded to f16, its
+//! softmax and accumulation stay f32.
 
 use anyhow::{bail, Result};
 
@@ -19,7 +21,10 @@ use crate::kernel::{grid, Kernel, Recorder};
 use crate::tensor::{DType, Tensor};
 
 const SRC: &str = include_str!("../../shaders/attention.wgsl");
-const COOP_SRC: &str = include_str!("../../shaders/attention_coop.wgsl");
+/// The cooperative kernel with its Q loader: fragments straight from f16 memory, or staged through
+/// workgroup memory from f32 (see the shader's header).
+const COOP_SRC_DIRECT: &str = concat!(include_str!("../../shaders/attention_coop.wgsl"), include_str!("../../shaders/attention_coop_q_direct.wgsl"));
+const COOP_SRC_STAGED: &str = concat!(include_str!("../../shaders/attention_coop.wgsl"), include_str!("../../shaders/attention_coop_q_staged.wgsl"));
 
 /// Largest head width: the output tile lives in registers (dh/32 vec4 per row and thread).
 pub const MAX_HEAD_DIM: usize = 512;
@@ -171,13 +176,15 @@ struct Tuning {
 }
 
 /// Constants of the cooperative kernel for fragments of `fs` and head width `dh`: (DC, VK, KVF,
-/// workgroup bytes). Its tile is BQ = 2·FS queries × BK = 4·FS keys.
-fn coop_consts(fs: usize, dh: usize) -> (usize, usize, usize, usize) {
+/// workgroup bytes). Its tile is BQ = 2·FS queries × BK = 4·FS keys; `staged_q` (f32 storage) adds
+/// the f16 copy of Q's BQ × DC chunk.
+fn coop_consts(fs: usize, dh: usize, staged_q: bool) -> (usize, usize, usize, usize) {
     let (bq, bk, ni) = (2 * fs, 4 * fs, fs * fs);
     let dc = if dh.is_multiple_of(128) { 128 } else { 64 };
     let vk = (if dh <= 128 { 64 } else { 16 }).min(bk);
     let kvf = (bk * (dc + 8)).max(vk * (dh + 8));
-    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 8 * ni;
+    let qs = if staged_q { 2 * bq * (dc + 8) } else { 0 };
+    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 8 * ni + qs;
     (dc, vk, kvf, bytes)
 }
 
@@ -194,7 +201,7 @@ fn coop_fs(gpu: &crate::Gpu) -> Option<usize> {
     let fs = gpu.coop_fragment()? as usize;
     let fits = gpu.fixed_subgroup_size()? as usize == fs * fs / 8
         && gpu.limits.max_compute_invocations_per_workgroup as usize >= fs * fs
-        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, coop_max_dh(fs)).3;
+        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, coop_max_dh(fs), false).3;
     fits.then_some(fs)
 }
 
@@ -203,20 +210,24 @@ pub fn coop_available(gpu: &crate::Gpu) -> bool {
     coop_fs(gpu).is_some()
 }
 
-/// Why the cooperative kernel cannot take this call, or `None` when it can: f16 storage, no
-/// causal mask, dh 64, 128, 256 or 512 (up to 256 with 8×8 fragments), at least 2·FS queries.
+/// Why the cooperative kernel cannot take this call, or `None` when it can: f16 storage (or f32
+/// where `--f16-operands` allows), no causal mask, dh 64, 128, 256 or 512 (up to 256 with 8×8
+/// fragments), at least 2·FS queries.
 fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> Option<String> {
     let Some(fs) = coop_fs(gpu) else {
         return Some("the adapter lacks f16 cooperative matrices with subgroups to match (16×16 with 32 lanes, 8×8 with 8)".into());
     };
-    if dtype != DType::F16 {
-        Some("it needs f16 storage".into())
+    let staged_bytes = coop_consts(fs, dh, true).3;
+    if !gpu.coop_takes(dtype) {
+        Some("it needs f16 storage, or f32 with --f16-operands".into())
     } else if causal {
         Some("it has no causal mask".into())
     } else if ![64, 128, 256, 512].contains(&dh) || dh > coop_max_dh(fs) {
         Some(format!("it needs a head width of 64, 128, 256 or 512, at most {} with {fs}×{fs} fragments", coop_max_dh(fs)))
     } else if lq < 2 * fs {
         Some(format!("it needs at least {} queries", 2 * fs))
+    } else if dtype == DType::F32 && staged_bytes > gpu.limits.max_compute_workgroup_storage_size as usize {
+        Some(format!("staging f32 queries needs {staged_bytes} bytes of workgroup memory"))
     } else {
         None
     }
@@ -245,9 +256,11 @@ struct CoopParams {
     groups: u32,
 }
 
-fn coop_kernel(fs: usize, dh: usize, ldq: usize) -> Kernel {
-    let (dc, vk, kvf, _) = coop_consts(fs, dh);
-    Kernel::new("attention_coop", COOP_SRC, DType::F16)
+/// The cooperative kernel for storage `dtype` (f16, or f32 on f16 operands).
+fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType) -> Kernel {
+    let staged_q = dtype == DType::F32;
+    let (dc, vk, kvf, _) = coop_consts(fs, dh, staged_q);
+    Kernel::new("attention_coop", if staged_q { COOP_SRC_STAGED } else { COOP_SRC_DIRECT }, dtype)
         .with_coop(fs as u32)
         .def("SG", format!("{}u", fs * fs / 8))
         .def("DH", format!("{dh}u"))
@@ -280,7 +293,7 @@ fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: 
         scale: opts.scale * std::f32::consts::LOG2_E,
         groups: groups as u32,
     };
-    rec.dispatch(&coop_kernel(fs, dh, q.ld), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))
+    rec.dispatch(&coop_kernel(fs, dh, q.ld, q.t.dtype()), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))
 }
 
 /// Lavapipe (and any CPU adapter) stops shader loops after 65 535 iterations per invocation.
@@ -516,14 +529,19 @@ mod tests {
     const TOL: f64 = 1e-4;
 
 
-    /// One GPU-vs-CPU comparison; `q` scaled by `qs` so the softmax is neither flat nor one-hot.
+    /// One GPU-vs-CPU comparison at `dt`'s tolerance.
     #[allow(clippy::too_many_arguments)]
     fn check(rng: &mut Rng, seed: u64, dt: DType, b: usize, bk: usize, lq: usize, lk: usize, heads: usize, dh: usize, causal: bool, tune: Tuning) {
-        let gpu = test_gpu();
+        check_on(&test_gpu(), dt.tolerance(TOL), rng, seed, dt, b, bk, lq, lk, heads, dh, causal, tune)
+    }
+
+    /// One comparison on `gpu` within relative L2 `tol`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_on(gpu: &crate::Gpu, tol: f64, rng: &mut Rng, seed: u64, dt: DType, b: usize, bk: usize, lq: usize, lk: usize, heads: usize, dh: usize, causal: bool, tune: Tuning) {
         let c = heads * dh;
-        let (q, qh) = upload(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
-        let (k, kh) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
-        let (v, vh) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let (q, qh) = upload(gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
+        let (k, kh) = upload(gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let (v, vh) = upload(gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
         let mut opts = AttnOpts::new(dh);
         opts.causal = causal;
         let mut rec = gpu.recorder();
@@ -532,7 +550,7 @@ mod tests {
         assert_eq!(out.shape(), &[b, lq, c]);
         let want = cpu::attention(&qh, &kh, &vh, b, bk, lq, lk, heads, dh, opts);
         let what = format!("attention b{b}/{bk} lq{lq} lk{lk} {heads}x{dh} causal {causal} {tune:?} {dt:?} seed {seed}");
-        assert_close(&what, &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+        assert_close(&what, &out.to_f32(gpu).unwrap(), &want, tol);
     }
 
     #[test]
@@ -718,24 +736,60 @@ mod tests {
         assert_close(&format!("coop attention_qkv seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
     }
 
+    /// f32 attention takes the cooperative kernel only with `--f16-operands`, then staging its
+    /// queries as f16 (skipped where the adapter lacks cooperative matrices).
+    #[test]
+    fn f32_storage_takes_f16_operands_only_where_asked() {
+        let dt = DType::F32;
+        let plain = test_gpu();
+        assert!(plain.f16_operands() || !coop_applies(&plain, dt, 77, 64, false), "f32 attention must stay exact by default");
+        let gpu = crate::Gpu::new(&crate::GpuOptions { f16_operands: true, ..crate::GpuOptions::from_env() }).unwrap();
+        let Some(fs) = coop_fs(&gpu) else {
+            eprintln!("skipped: adapter lacks cooperative matrices");
+            return;
+        };
+        assert!(coop_applies(&gpu, dt, 77, 64, false));
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let coop = Tuning { path: Impl::Coop, ..Tuning::default() };
+        // Operands rounded to 11 significant bits: f16's tolerance.
+        let tol = DType::F16.tolerance(TOL);
+        // A tile and one row over it, keys across tiles; two DC chunks at dh 256; a shared K/V.
+        for &(b, bk, lq, lk, heads, dh) in &[(2usize, 2usize, 2 * fs + 1, 4 * fs + 1, 2usize, 64usize), (1, 1, 77, 130, 1, 128), (1, 1, 33, 70, 1, 256), (4, 1, 64, 77, 2, 64)] {
+            check_on(&gpu, tol, &mut rng, seed, dt, b, bk, lq, lk, heads, dh, false, coop);
+        }
+        // Fused q|k|v: queries at a row stride of 3·C.
+        let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
+        let c = heads * dh;
+        let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+        let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
+        let opts = AttnOpts::new(dh);
+        let mut rec = gpu.recorder();
+        let out = attention_qkv(&mut rec, &qkv, heads, opts).unwrap();
+        rec.submit();
+        let want = cpu::attention(&part(0), &part(1), &part(2), b, b, l, l, heads, dh, opts);
+        assert_close(&format!("f32 on f16 operands: attention_qkv seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, tol);
+    }
+
     /// The cooperative kernel's WGSL must parse, validate and translate to SPIR-V with naga (the
     /// writer wgpu's Vulkan backend uses) even on machines without cooperative matrices.
     #[test]
     fn coop_wgsl_validates_and_translates() {
-        for fs in [16usize, 8] {
+        for (fs, dt) in [(16usize, DType::F16), (8, DType::F16), (16, DType::F32), (8, DType::F32)] {
             for (dh, ldq) in [(64usize, 512usize), (128, 1024), (192, 192), (256, 768), (512, 512), (64, 1536)] {
                 if dh > coop_max_dh(fs) {
                     continue;
                 }
-                let (module, _) = translate_check(&coop_kernel(fs, dh, ldq));
+                let (module, _) = translate_check(&coop_kernel(fs, dh, ldq, dt));
                 // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                 assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<CoopParams>() as u64);
                 // The workgroup memory the host checks for is what the shader declares.
                 let mut layouter = naga::proc::Layouter::default();
                 layouter.update(module.to_ctx()).unwrap();
                 let wg: usize = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size as usize).sum();
-                assert_eq!(wg, coop_consts(fs, dh).3, "fs {fs} dh {dh}");
-                assert!(coop_consts(fs, dh).3 <= 48 << 10);
+                let staged_q = dt == DType::F32;
+                assert_eq!(wg, coop_consts(fs, dh, staged_q).3, "fs {fs} dh {dh} {dt:?}");
+                assert!(coop_consts(fs, dh, staged_q).3 <= 48 << 10);
             }
         }
     }
