@@ -46,6 +46,9 @@ run)
     echo "== full-size forwards (random weights)"
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --report --profile 2>&1 | tee "$out/forward-diffvsr-unet.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$out/forward-te3dvae.txt" | head -30
+    # The same decode with its convolutions, linear layers and attention on f16 operands
+    # (not the default until this comparison says so).
+    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --f16-operands --report --profile 2>&1 | tee "$out/forward-te3dvae-f16-operands.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report 2>&1 | tee "$out/forward-text-encoder.txt" | head -12
     echo "== bench f16"
     timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f16 --iters 10 --json "$out/bench-f16.json" --roofline "$out/roofline-f16.svg" 2>&1 | tee "$out/bench-f16.txt"
