@@ -53,7 +53,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let w_phase = phase * TAPS * p.cin_p;
     let cout_q = p.cout_p / 4u;
 
-    for (var tap = 0u; tap < TAPS; tap++) {
+    // Only the time taps that reach a frame of this tile (see live_time_taps).
+    let live = live_time_taps(m0, BM);
+    for (var tap = live.x * (KH * KW); tap < live.y * (KH * KW); tap++) {
         let tt = tap / (KH * KW);
         let ty = (tap / KW) % KH;
         let tx = tap % KW;

@@ -145,14 +145,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var c20: FC; var c21: FC; var c22: FC; var c23: FC;
     var c30: FC; var c31: FC; var c32: FC; var c33: FC;
 
-    // K runs tap by tap, BK channels at a time (channels past Cin are zero on both sides).
+    // K runs tap by tap, BK channels at a time (channels past Cin are zero on both sides), over
+    // the time taps that reach a frame of this tile.
     let nck = (p.cin + BK - 1u) / BK;
-    let nks = TAPS * nck;
-    fetch(0u, nck, t, phase, n0);
-    for (var ks = 0u; ks < nks; ks++) {
+    let live = live_time_taps(m0, BM);
+    let ks_first = live.x * (KH * KW * nck);
+    let ks_end = live.y * (KH * KW * nck);
+    fetch(ks_first, nck, t, phase, n0);
+    for (var ks = ks_first; ks < ks_end; ks++) {
         stage(t);
         workgroupBarrier();
-        if (ks + 1u < nks) {
+        if (ks + 1u < ks_end) {
             fetch(ks + 1u, nck, t, phase, n0);
         }
         for (var kk = 0u; kk < BK; kk += FS) {

@@ -60,6 +60,30 @@ fn row_info(m: u32, py: u32, px: u32) -> vec4<i32> {
     return vec4<i32>(i32(q.b * p.d + q.z), i32(q.z) - i32(p.pt), i32(q.y * SH) - pad_y, i32(q.x * SW) - pad_x);
 }
 
+// The time taps [first, end) that reach an input frame for some row of the tile m0 .. m0+bm;
+// the others fall into the zero padding of every row of it (a tile within the first or last
+// frames of a clip) and would only multiply zeros, so the K loops skip them. A tile's rows are
+// consecutive, so their frames z run from that of its first row to that of its last, unless the
+// tile wraps into the next batch entry (then any z). Uniform per workgroup. Needs m0 < p.m.
+fn live_time_taps(m0: u32, bm: u32) -> vec2<u32> {
+    if (KT == 1u) {
+        return vec2<u32>(0u, 1u);
+    }
+    let per_frame = p.ho * p.wo;
+    let f0 = m0 / per_frame;
+    let f1 = (min(m0 + bm, p.m) - 1u) / per_frame;
+    var z_lo = f0 % p.d;
+    var z_hi = f1 % p.d;
+    if (f1 - f0 >= p.d || z_hi < z_lo) {
+        z_lo = 0u;
+        z_hi = p.d - 1u;
+    }
+    // Tap tt of frame z reads input frame z − pt + tt, which must lie in 0 .. D.
+    let first = max(i32(p.pt) - i32(z_hi), 0);
+    let end = min(i32(KT), i32(p.d + p.pt) - i32(z_lo));
+    return vec2<u32>(u32(first), u32(end));
+}
+
 // Element offset of the input pixel (channel 0) that tap (tt, ty, tx) of a row reads, or -1
 // where it falls into the zero padding (or the row is past the end).
 fn tap_offset(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {

@@ -982,6 +982,12 @@ mod tests {
             (2, 3, 7, 5, 12, 33, [3, 3, 3], false),
             (1, 8, 4, 3, 3, 3, [3, 3, 3], true),
             (1, 3, 5, 7, 36, 136, [3, 3, 3], true),
+            // Frames of 128, 135 and 256 rows: tiles that lie within the first or last frames
+            // skip the time taps that only reach padding (live_time_taps), others straddle two
+            // frames or two batch entries.
+            (1, 4, 8, 16, 16, 40, [3, 3, 3], true),
+            (2, 5, 9, 15, 8, 20, [5, 1, 1], true),
+            (1, 8, 16, 16, 8, 64, [3, 1, 1], false),
         ];
         for dt in gpu.dtypes() {
             for imp in imps(&gpu, dt) {
