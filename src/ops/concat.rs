@@ -84,17 +84,26 @@ fn check_common(what: &str, xs: &[&Tensor]) -> Result<()> {
 
 /// Concatenation along the last axis: `[..., C_i]` tensors with equal leading dims →
 /// `[..., ΣC_i]`, inputs in the order given (`cat([h, skip], dim=channel)` in channels-last).
+/// An input whose axis 0 is shorter (dividing the others') repeats along it.
 pub fn concat_channels(rec: &mut Recorder, xs: &[&Tensor]) -> Result<Tensor> {
     check_common("concat_channels", xs)?;
-    let lead = &xs[0].shape()[..xs[0].shape().len() - 1];
+    let rank = xs[0].shape().len();
+    // Axis 0 of the output is the longest input's (below the channel axis); a shorter one must
+    // divide it and repeats along it (one skip serving both halves of a CFG pair,
+    // `UNetInputs::cfg_pair`).
+    let n0 = if rank > 1 { xs.iter().map(|x| x.shape()[0]).max().unwrap_or(0) } else { 1 };
+    let lead0 = |x: &Tensor| if rank > 1 { x.shape()[0] } else { 1 };
+    let inner = &xs[0].shape()[1.min(rank - 1)..rank - 1];
     for x in xs {
-        if &x.shape()[..x.shape().len() - 1] != lead {
-            bail!("concat_channels: leading dims differ ({:?} vs {:?})", xs[0], x);
+        let s = x.shape();
+        if &s[1.min(rank - 1)..rank - 1] != inner || lead0(x) == 0 || !n0.is_multiple_of(lead0(x)) {
+            bail!("concat_channels: leading dims differ ({:?} vs {:?}; a shorter axis 0 must divide the longest)", xs[0], x);
         }
     }
-    let rows: usize = lead.iter().product();
+    let rows: usize = n0 * inner.iter().product::<usize>();
     let co: usize = xs.iter().map(|x| *x.shape().last().unwrap()).sum();
-    let mut shape = lead.to_vec();
+    let mut shape = if rank > 1 { vec![n0] } else { vec![] };
+    shape.extend_from_slice(inner);
     shape.push(co);
     let out = rec.empty(&shape, xs[0].dtype())?;
     if out.numel() > u32::MAX as usize {
@@ -103,7 +112,13 @@ pub fn concat_channels(rec: &mut Recorder, xs: &[&Tensor]) -> Result<Tensor> {
     let mut off = 0;
     for x in xs {
         let ci = *x.shape().last().unwrap();
-        copy_into(rec, x, &out, rows, ci, co, off)?;
+        // A repeating input is copied once per block of its rows, each block further on by
+        // its rows' worth of output.
+        let reps = n0 / lead0(x);
+        let x_rows = rows / reps;
+        for rep in 0..reps {
+            copy_into(rec, x, &out, x_rows, ci, co, off + rep * x_rows * co)?;
+        }
         off += ci;
     }
     Ok(out)
@@ -230,6 +245,48 @@ mod tests {
                 assert_close(&format!("concat_channels {lead:?} {cs:?} {dt:?} seed {seed}"), &got, &want, dt.tolerance(TOL));
             }
         }
+    }
+
+    /// An input with a shorter axis 0 repeats along it (a CFG pair's shared skip): `[n/r, ...]`
+    /// blocks, each the whole input, in the order of the longer inputs' rows.
+    #[test]
+    fn concat_channels_repeats_a_shorter_axis0() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (axis 0 of each input, inner dims, channels of each input)
+        let cases: &[(&[usize], &[usize], &[usize])] = &[(&[4, 2, 1], &[5, 7], &[6, 10, 3]), (&[2, 6], &[33], &[8, 16]), (&[16, 8], &[3, 3], &[4, 4])];
+        for dt in gpu.dtypes() {
+            for &(ns, inner, cs) in cases {
+                let n0 = *ns.iter().max().unwrap();
+                let mut refs = Vec::new();
+                let mut host = Vec::new();
+                for (&n, &c) in ns.iter().zip(cs) {
+                    let mut s = vec![n];
+                    s.extend_from_slice(inner);
+                    s.push(c);
+                    let (t, h) = upload(&gpu, &mut rng, &s, dt);
+                    // The input as if it were n0 long: its blocks repeated.
+                    let expanded: Vec<f32> = (0..n0 / n).flat_map(|_| h.iter().copied()).collect();
+                    let mut es = s.clone();
+                    es[0] = n0;
+                    refs.push(t);
+                    host.push((expanded, es));
+                }
+                let mut rec = gpu.recorder();
+                let out = concat_channels(&mut rec, &refs.iter().collect::<Vec<_>>()).unwrap();
+                rec.submit();
+                let mut want_shape = vec![n0];
+                want_shape.extend_from_slice(inner);
+                want_shape.push(cs.iter().sum());
+                assert_eq!(out.shape(), &want_shape[..]);
+                let want = cpu::concat_last(&host.iter().map(|(v, s)| (&v[..], &s[..])).collect::<Vec<_>>());
+                assert_eq!(out.to_f32(&gpu).unwrap(), want, "concat_channels repeating {ns:?} {inner:?} {cs:?} {dt:?} seed {seed}");
+            }
+        }
+        let t = |n: usize| Tensor::empty(&gpu, &[n, 3, 2], DType::F32).unwrap();
+        let mut rec = gpu.recorder();
+        assert!(concat_channels(&mut rec, &[&t(4), &t(3)]).is_err(), "3 does not divide 4");
     }
 
     #[test]
