@@ -35,6 +35,8 @@ pub struct ForwardOptions {
     pub json: Option<PathBuf>,
     /// Print GPU time per kernel (one timestamped replay).
     pub profile: bool,
+    /// UNets: the batch is a CFG pair (`Inputs::into_cfg_pair`).
+    pub cfg_pair: bool,
 }
 
 /// Default tolerance of `--expect` by storage dtype: what the golden tests hold the models to,
@@ -106,11 +108,14 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
     // Before the forward, which may take long: loading time is a figure people check.
     eprintln!("loaded {:?} ({weights_name}, {} on the GPU, {}) in {load_s:.2} s", o.model, crate::gpu::human_bytes(weight_bytes), dtype.name());
-    let inputs = match (&o.inputs, o.random_inputs) {
+    let mut inputs = match (&o.inputs, o.random_inputs) {
         (Some(p), None) => load_inputs(gpu, o.model, p, dtype)?,
         (None, Some(size)) => random_inputs(gpu, &model, size, dtype)?,
         _ => bail!("give exactly one of --inputs FILE and --random-inputs BxHxW"),
     };
+    if o.cfg_pair {
+        inputs = inputs.into_cfg_pair(gpu, o.inputs.is_none())?;
+    }
 
     let t1 = Instant::now();
     let mut rec = Recorder::capture(gpu);
@@ -198,6 +203,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "dtype": dtype.name(),
                 "random_inputs": o.random_inputs.map(|_| serde_json::json!({"batch": b, "height": h, "width": w})),
                 "inputs": o.inputs.as_ref().map(|p| p.display().to_string()),
+                "cfg_pair": o.cfg_pair,
                 "output_shape": out.shape(),
                 "device": {
                     "name": gpu.info.name,

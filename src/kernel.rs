@@ -183,6 +183,11 @@ impl<'g> Recorder<'g> {
         self.taps.get_or_insert_with(Vec::new);
     }
 
+    /// Whether [`Recorder::tap`] keeps what it is given.
+    pub fn collects_taps(&self) -> bool {
+        self.taps.is_some()
+    }
+
     /// Names an intermediate activation; kept only after [`Recorder::collect_taps`].
     pub fn tap(&mut self, name: &str, t: &Tensor) {
         if let Some(v) = &mut self.taps {

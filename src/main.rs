@@ -188,6 +188,11 @@ enum Cmd {
         /// Print GPU time per kernel, summed over one replay (needs timestamp queries).
         #[arg(long)]
         profile: bool,
+        /// UNets: the batch is a classifier-free-guidance pair, as `upscale` runs it (equal
+        /// halves but for the prompt), so the layers before the text enters run once for both
+        /// halves. Random inputs get equal halves; an inputs file must have them.
+        #[arg(long)]
+        cfg_pair: bool,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -505,9 +510,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, gpu } => {
+        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair, gpu } => {
             let g = gpu.open()?;
-            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile };
+            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair };
             forward::run(&g, &o)
         }
         Cmd::Bench { what: BenchWhat::Kernels { filter, sizing, json, roofline, gpu } } => {

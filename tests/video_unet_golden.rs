@@ -163,3 +163,42 @@ fn narrow_heads_in_levels_without_attention_load_and_run() {
     assert!(out.to_f32(&gpu).unwrap().iter().all(|v| v.is_finite()));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A CFG pair (`forward --cfg-pair`, how the sampler runs the UNet): the layers before the text
+/// enters run once for both halves. The output must equal, bit for bit, the whole batch run
+/// through every layer, for the video UNet and the SD×4 UNet, with fewer activation bytes
+/// planned. (The sampler's own use is checked against the official pipeline by the engine's
+/// two-window golden.)
+#[test]
+fn cfg_pair_shares_the_layers_before_the_text() {
+    use diffvsr_wgpu::models::registry::{load_model_from, random_inputs, Inputs};
+    let gpu = test_gpu();
+    let cases = [(ModelKind::DiffvsrUnet, data("diffvsr_unet", "config.json"), (4, 8, 16)), (ModelKind::Unet, data("sdx4", "unet_config.json"), (2, 9, 13))];
+    for dtype in gpu.dtypes() {
+        for (kind, config, size) in &cases {
+            let mut store = WeightStore::synthetic(3);
+            let model = load_model_from(&gpu, *kind, Some(config), &mut store, dtype).unwrap();
+            let pair = random_inputs(&gpu, &model, *size, dtype).unwrap().into_cfg_pair(&gpu, true).unwrap();
+            let whole = Inputs { tensors: pair.tensors.clone(), ids: None, cfg_pair: false };
+            let run = |inp: &Inputs| {
+                let mut rec = Recorder::capture(&gpu);
+                let out = model.forward(&mut rec, inp).unwrap();
+                let graph = rec.into_graph().unwrap();
+                graph.run(&gpu).unwrap();
+                (out.to_f32(&gpu).unwrap(), graph.planned_bytes())
+            };
+            let (shared, shared_bytes) = run(&pair);
+            let (plain, plain_bytes) = run(&whole);
+            assert!(shared.iter().all(|v| v.is_finite()), "{kind:?} {dtype:?}: non-finite output");
+            assert!(shared == plain, "{kind:?} {dtype:?}: the shared layers changed the output");
+            assert!(shared_bytes < plain_bytes, "{kind:?} {dtype:?}: {shared_bytes} B planned, not below {plain_bytes} B");
+            eprintln!("{kind:?} {dtype:?} {size:?}: activations {plain_bytes} B → {shared_bytes} B with the halves shared");
+        }
+    }
+    // An inputs file must already be a CFG pair.
+    let mut store = WeightStore::synthetic(3);
+    let model = load_model_from(&gpu, ModelKind::Unet, Some(&data("sdx4", "unet_config.json")), &mut store, DType::F32).unwrap();
+    let e = random_inputs(&gpu, &model, (2, 4, 4), DType::F32).unwrap().into_cfg_pair(&gpu, false).err().expect("random halves differ");
+    assert!(e.to_string().contains("halves of 'sample' differ"), "{e}");
+    assert!(random_inputs(&gpu, &model, (3, 4, 4), DType::F32).unwrap().into_cfg_pair(&gpu, true).is_err(), "an odd batch");
+}

@@ -145,14 +145,16 @@ if [ "$PART" = job ]; then
 fi
 
 # name | engine args | dtype | shape | reference case name | limit (s)
+# The UNet rows run as the sampler does (--cfg-pair: the two CFG halves share the layers before
+# the text enters); PyTorch computes both halves throughout.
 if [ "$mode" = tiny ]; then
     U="--model diffvsr-unet --config tests/data/diffvsr_unet/config.json"
     V="--model te3dvae-decoder --config tests/data/te3dvae/config.json"
     S="--model unet --config tests/data/sdx4/unet_config.json"
     cases=(
-        "diffvsr-unet 8x12|$U --random-inputs 2x8x12 --dtype f16|f16|2x7x8x8x12|diffvsr-unet 8x12|60"
-        "diffvsr-unet 16x16|$U --random-inputs 2x16x16 --dtype f16|f16|2x7x8x16x16|diffvsr-unet 16x16|60"
-        "diffvsr-unet 2 windows 8x12|$U --random-inputs 4x8x12 --dtype f16|f16|4x7x8x8x12|diffvsr-unet 2 windows 8x12|60"
+        "diffvsr-unet 8x12|$U --random-inputs 2x8x12 --dtype f16 --cfg-pair|f16|2x7x8x8x12|diffvsr-unet 8x12|60"
+        "diffvsr-unet 16x16|$U --random-inputs 2x16x16 --dtype f16 --cfg-pair|f16|2x7x8x16x16|diffvsr-unet 16x16|60"
+        "diffvsr-unet 2 windows 8x12|$U --random-inputs 4x8x12 --dtype f16 --cfg-pair|f16|4x7x8x8x12|diffvsr-unet 2 windows 8x12|60"
         "te3dvae-decode 8x12 f32|$V --random-inputs 1x8x12 --dtype f32|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "te3dvae-decode 8x12 f16|$V --random-inputs 1x8x12 --dtype f16|f16|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "te3dvae-decode 8x12 f32 on f16 operands|$V --random-inputs 1x8x12 --dtype f32 --f16-operands|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
@@ -165,13 +167,15 @@ else
     U="--model diffvsr-unet"
     V="--model te3dvae-decoder"
     cases=(
-        "diffvsr-unet 64x64|$U --random-inputs 2x64x64 --dtype f16|f16|2x7x8x64x64|diffvsr-unet 64x64|75"
-        "diffvsr-unet 128x128|$U --random-inputs 2x128x128 --dtype f16|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
-        "diffvsr-unet 180x320|$U --random-inputs 2x180x320 --dtype f16|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
+        "diffvsr-unet 64x64|$U --random-inputs 2x64x64 --dtype f16 --cfg-pair|f16|2x7x8x64x64|diffvsr-unet 64x64|75"
+        "diffvsr-unet 128x128|$U --random-inputs 2x128x128 --dtype f16 --cfg-pair|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
+        # The same without sharing the layers before the text between the CFG halves.
+        "diffvsr-unet 128x128 halves apart|$U --random-inputs 2x128x128 --dtype f16|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
+        "diffvsr-unet 180x320|$U --random-inputs 2x180x320 --dtype f16 --cfg-pair|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
         # Four windows in one UNet call (the job's --windows-per-call auto at a 64² latent),
         # against the official UNet at the same batch; its one-window-per-call cost is 4 × the
         # 64x64 row.
-        "diffvsr-unet 4 windows 64x64|$U --random-inputs 8x64x64 --dtype f16|f16|8x7x8x64x64|diffvsr-unet 4 windows 64x64|75"
+        "diffvsr-unet 4 windows 64x64|$U --random-inputs 8x64x64 --dtype f16 --cfg-pair|f16|8x7x8x64x64|diffvsr-unet 4 windows 64x64|75"
         "te3dvae-decode 128x128 f32|$V --random-inputs 1x128x128 --dtype f32|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
         "te3dvae-decode 128x128 f16|$V --random-inputs 1x128x128 --dtype f16|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
         "te3dvae-decode 180x320 f32|$V --random-inputs 1x180x320 --dtype f32|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
@@ -180,10 +184,10 @@ else
         # official fp32 decode, whose convolutions PyTorch runs in TF32 by default.
         "te3dvae-decode 128x128 f32 on f16 operands|$V --random-inputs 1x128x128 --dtype f32 --f16-operands|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
         "te3dvae-decode 180x320 f32 on f16 operands|$V --random-inputs 1x180x320 --dtype f32 --f16-operands|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
-        "sdx4-unet 16x128x128|--model unet --random-inputs 16x128x128 --dtype f16|f16|16x7x128x128|sdx4-unet 16x128x128|60"
+        "sdx4-unet 16x128x128|--model unet --random-inputs 16x128x128 --dtype f16 --cfg-pair|f16|16x7x128x128|sdx4-unet 16x128x128|60"
         # A buffer per activation (the arena before packing became the default): its memory and
         # whether packing costs time, at the shape with the worst memory ratio.
-        "diffvsr-unet 180x320 unpacked|$U --random-inputs 2x180x320 --dtype f16 --no-pack-activations|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
+        "diffvsr-unet 180x320 unpacked|$U --random-inputs 2x180x320 --dtype f16 --cfg-pair --no-pack-activations|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
     )
     refargs=(--device cuda --warmup 3 --iters 10)
     kargs=(--iters 10 --dtype "$kdtype")

@@ -140,11 +140,47 @@ pub struct Inputs {
     pub tensors: Vec<(String, Tensor)>,
     /// Token ids `[batch, tokens]` on the host (the text encoder gathers its embeddings there).
     pub ids: Option<(Vec<u32>, usize)>,
+    /// A UNet batch that is a CFG pair ([`UNetInputs::cfg_pair`]; see [`Inputs::into_cfg_pair`]).
+    pub cfg_pair: bool,
 }
 
 impl Inputs {
     fn get(&self, name: &str) -> Result<&Tensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t).with_context(|| format!("the inputs file has no tensor '{name}'"))
+    }
+
+    /// These UNet inputs as classifier-free guidance's pair (`forward --cfg-pair`): the UNet then
+    /// shares the layers before the text enters between the two halves, as the sampler runs it.
+    /// With `equalize` (synthesized inputs) the sample's second half becomes a copy of its first;
+    /// otherwise (an inputs file) the halves must already be equal. Timesteps and class labels
+    /// must be equal across the halves either way.
+    pub fn into_cfg_pair(mut self, gpu: &Gpu, equalize: bool) -> Result<Inputs> {
+        let sample = self.get("sample").context("--cfg-pair is for the UNets, whose inputs have a 'sample'")?;
+        let b = sample.shape()[0];
+        if !b.is_multiple_of(2) {
+            bail!("--cfg-pair needs an even batch (a negative and a positive half), got {b}");
+        }
+        let halves_differ = |v: &[f32]| v[..v.len() / 2] != v[v.len() / 2..];
+        let mut v = sample.to_f32(gpu)?;
+        if equalize {
+            let half = v.len() / 2;
+            let (first, second) = v.split_at_mut(half);
+            second.copy_from_slice(first);
+            sample.write_f32(gpu, &v)?;
+        } else if halves_differ(&v) {
+            bail!("--cfg-pair: the two halves of 'sample' differ; a CFG pair has the same sample for its negative and positive prompt (drop --cfg-pair)");
+        }
+        if halves_differ(&self.get("timestep")?.to_f32(gpu)?) {
+            bail!("--cfg-pair: the two halves of 'timestep' differ");
+        }
+        if let Ok(labels) = self.get("class_labels") {
+            let l = labels.to_u32(gpu)?;
+            if l[..l.len() / 2] != l[l.len() / 2..] {
+                bail!("--cfg-pair: the two halves of 'class_labels' differ");
+            }
+        }
+        self.cfg_pair = true;
+        Ok(self)
     }
 }
 
@@ -170,7 +206,7 @@ pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize),
         Model::TextEncoder(m) => {
             // B sequences of H·W tokens (2x77x1: the CFG pair of prompts).
             let ids = (0..b * h * w).map(|_| rng.below(m.config.vocab_size as u32)).collect();
-            return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, b)) });
+            return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, b)), cfg_pair: false });
         }
         Model::VideoUnet(u) => {
             // A window of 8 frames.
@@ -186,7 +222,7 @@ pub fn random_inputs(gpu: &Gpu, model: &Model, (b, h, w): (usize, usize, usize),
         Model::Te3dVaeDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, 4, h, w])?],
         Model::UavVae3dDecoder(v) => vec![t("latents", &[b, v.config.latent_channels, 3, h, w])?],
     };
-    Ok(Inputs { tensors, ids: None })
+    Ok(Inputs { tensors, ids: None, cfg_pair: false })
 }
 
 /// Reads and uploads the inputs `kind` needs from a safetensors file.
@@ -236,7 +272,7 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &Path, dtype: DType) -> Res
             .iter()
             .map(|&x| if x >= 0.0 && x.fract() == 0.0 { Ok(x as u32) } else { bail!("'{name}' must hold non-negative integers, found {x}") })
             .collect::<Result<_>>()?;
-        return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, shape[0])) });
+        return Ok(Inputs { tensors: Vec::new(), ids: Some((ids, shape[0])), cfg_pair: false });
     }
     let mut tensors = Vec::new();
     let mut take = |name: &str, as_dtype: Option<DType>, ids: bool| -> Result<()> {
@@ -270,7 +306,7 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &Path, dtype: DType) -> Res
         ModelKind::VaeDecoder | ModelKind::Te3dVaeDecoder | ModelKind::UavVae3dDecoder => take("latents", None, false)?,
         ModelKind::TextEncoder => unreachable!("handled above"),
     }
-    Ok(Inputs { tensors, ids: None })
+    Ok(Inputs { tensors, ids: None, cfg_pair: false })
 }
 
 impl Model {
@@ -288,7 +324,7 @@ impl Model {
                     bail!("timestep has {} values for a batch of {b}", timestep.numel());
                 }
                 let timestep = timestep.reshape(&[b])?;
-                u.forward(rec, &UNetInputs { sample, timestep: &timestep, class_labels, encoder_hidden_states: ehs })
+                u.forward(rec, &UNetInputs { sample, timestep: &timestep, class_labels, encoder_hidden_states: ehs, cfg_pair: inp.cfg_pair })
             }
             Model::VaeDecoder(v) => v.forward(rec, inp.get("latents")?),
             Model::TextEncoder(m) => {
@@ -308,6 +344,7 @@ impl Model {
                     timestep: &timestep,
                     class_labels: inp.get("class_labels").ok(),
                     encoder_hidden_states: inp.get("encoder_hidden_states")?,
+                    cfg_pair: inp.cfg_pair,
                 };
                 u.forward(rec, &vi)
             }

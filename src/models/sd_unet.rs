@@ -54,8 +54,8 @@ impl UNet2D {
             bail!("unet: sample must be [B, {}, H, W], got {:?}", c.in_channels, s);
         }
         let temb_silu = self.core.time_embedding(rec, inp, s[0])?;
-        let x = nchw_to_nhwc(rec, inp.sample)?;
-        let x = self.core.forward(rec, &x, &temb_silu, inp.encoder_hidden_states, 1)?;
+        let x = nchw_to_nhwc(rec, &inp.unique_sample()?)?;
+        let x = self.core.forward(rec, &x, &temb_silu, inp.encoder_hidden_states, 1, inp.cfg_pair)?;
         nhwc_to_nchw(rec, &x)
     }
 }

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use super::blocks::{Downsample2D, ResnetBlock2D, TimeEmbedding, Upsample2D};
 use super::Loader;
 use crate::config::UNet2DConfig;
-use crate::ops::concat::concat_channels;
+use crate::ops::concat::{concat, concat_channels};
 use crate::ops::conv::{conv2d, ConvWeight};
 use crate::ops::norm::{group_norm_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
@@ -74,6 +74,28 @@ pub struct UNetInputs<'a> {
     pub timestep: &'a Tensor,
     pub class_labels: Option<&'a Tensor>,
     pub encoder_hidden_states: &'a Tensor,
+    /// The batch is classifier-free guidance's pair `[negatives | positives]` whose halves hold
+    /// the same sample, timesteps and class labels; only `encoder_hidden_states` differ (the
+    /// sampler's batch, spec §2.5). The layers before the first text attention (conv_in, the
+    /// first down level and its temporal module, the next level's first resnet) then run once,
+    /// on the first half, and their outputs and skips serve both halves. The caller vouches
+    /// for the equality; the result is the same as without.
+    pub cfg_pair: bool,
+}
+
+impl UNetInputs<'_> {
+    /// The first half of `sample`, if the batch is a CFG pair (see [`UNetInputs::cfg_pair`]),
+    /// else all of it.
+    pub fn unique_sample(&self) -> Result<Tensor> {
+        let b = self.sample.shape()[0];
+        if !self.cfg_pair {
+            return Ok(self.sample.clone());
+        }
+        if !b.is_multiple_of(2) {
+            bail!("unet: a CFG pair needs an even batch, got {b}");
+        }
+        self.sample.narrow(0, 0, b / 2)
+    }
 }
 
 pub struct UNetCore<A, T> {
@@ -192,18 +214,23 @@ impl<A: SpatialTransformer, T: TemporalStep> UNetCore<A, T> {
     }
 
     /// The skeleton's forward on frames `x [B·F, H, W, in_channels]` → `[B·F, H, W,
-    /// out_channels]`. Taps (see [`Recorder::tap`]) carry the checkpoint's module names.
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: &Tensor, ctx: &Tensor, frames: usize) -> Result<Tensor> {
+    /// out_channels]`, or with `cfg_pair` on the first CFG half `x [B·F/2, ..]` of a batch of B
+    /// (see [`UNetInputs::cfg_pair`]). Taps (see [`Recorder::tap`]) carry the checkpoint's module
+    /// names and always the whole batch.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: &Tensor, ctx: &Tensor, frames: usize, cfg_pair: bool) -> Result<Tensor> {
         let c = &self.config;
         let (h, w) = (x.shape()[1], x.shape()[2]);
         let f = frames;
+        let mut half = Half::new(temb_silu, cfg_pair)?;
         let mut x = conv2d(rec, x, &self.conv_in, 1, 1)?;
-        rec.tap("conv_in", &x);
+        half.tap(rec, "conv_in", &x)?;
         let mut skips = vec![x.clone()];
         for (i, blk) in self.down_blocks.iter().enumerate() {
             for (j, r) in blk.resnets.iter().enumerate() {
-                x = r.forward_frames(rec, &x, Some(temb_silu), f)?;
+                x = r.forward_frames(rec, &x, Some(half.temb()), f)?;
                 if let Some(a) = blk.attentions.get(j) {
+                    // The text enters here: from now on each half is its own.
+                    x = half.widen(rec, &x)?;
                     x = a.forward(rec, &x, ctx, f)?;
                     rec.tap(&format!("down_blocks.{i}.attentions.{j}"), &x);
                 }
@@ -213,14 +240,15 @@ impl<A: SpatialTransformer, T: TemporalStep> UNetCore<A, T> {
                 x = d.forward(rec, &x)?;
                 skips.push(x.clone());
             }
-            rec.tap(&format!("down_blocks.{i}"), &x);
+            half.tap(rec, &format!("down_blocks.{i}"), &x)?;
             // Skips are taken before the level's temporal module (spec §3.2).
             if let Some((name, t)) = &blk.temporal {
-                x = t.forward(rec, &x, temb_silu, f)?;
-                rec.tap(name, &x);
+                x = t.forward(rec, &x, half.temb(), f)?;
+                half.tap(rec, name, &x)?;
             }
         }
 
+        x = half.widen(rec, &x)?;
         x = self.mid_resnets[0].forward_frames(rec, &x, Some(temb_silu), f)?;
         x = self.mid_attention.forward(rec, &x, ctx, f)?;
         x = self.mid_resnets[1].forward_frames(rec, &x, Some(temb_silu), f)?;
@@ -237,6 +265,7 @@ impl<A: SpatialTransformer, T: TemporalStep> UNetCore<A, T> {
         for (i, blk) in self.up_blocks.iter().enumerate() {
             for (j, r) in blk.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("skip stack matches the block layout");
+                // A skip from the shared layers repeats over the two halves.
                 x = concat_channels(rec, &[&x, &skip])?;
                 drop(skip);
                 x = r.forward_frames(rec, &x, Some(temb_silu), f)?;
@@ -259,5 +288,54 @@ impl<A: SpatialTransformer, T: TemporalStep> UNetCore<A, T> {
         let opts = GroupNormOpts { frames: f, pooled: self.pooled, silu: true };
         let x = group_norm_w(rec, &x, c.norm_num_groups, c.norm_eps as f32, &self.conv_norm_out, opts)?;
         conv2d(rec, &x, &self.conv_out, 1, 1)
+    }
+}
+
+/// The state of a CFG pair's shared layers ([`UNetInputs::cfg_pair`]): while `shared`, the
+/// activations hold the first half of the batch only.
+struct Half {
+    shared: bool,
+    /// `SiLU(temb)` of the whole batch, and of its first half.
+    temb: Tensor,
+    temb_half: Tensor,
+}
+
+impl Half {
+    fn new(temb_silu: &Tensor, cfg_pair: bool) -> Result<Half> {
+        let b = temb_silu.shape()[0];
+        if cfg_pair && !b.is_multiple_of(2) {
+            bail!("unet: a CFG pair needs an even batch, got {b}");
+        }
+        let temb_half = if cfg_pair { temb_silu.narrow(0, 0, b / 2)? } else { temb_silu.clone() };
+        Ok(Half { shared: cfg_pair, temb: temb_silu.clone(), temb_half })
+    }
+
+    /// `SiLU(temb)` for the activations as they are now.
+    fn temb(&self) -> &Tensor {
+        if self.shared {
+            &self.temb_half
+        } else {
+            &self.temb
+        }
+    }
+
+    /// `x` for the whole batch: the shared half twice (both halves are equal up to here).
+    fn widen(&mut self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        if !self.shared {
+            return Ok(x.clone());
+        }
+        self.shared = false;
+        concat(rec, &[x, x])
+    }
+
+    /// Taps `x` as the whole batch would hold it (a copy of both halves, only when taps are kept).
+    fn tap(&self, rec: &mut Recorder, name: &str, x: &Tensor) -> Result<()> {
+        if self.shared && rec.collects_taps() {
+            let whole = concat(rec, &[x, x])?;
+            rec.tap(name, &whole);
+        } else {
+            rec.tap(name, x);
+        }
+        Ok(())
     }
 }

@@ -360,9 +360,10 @@ impl VideoUNet {
         }
         let (b, f, h, w) = (s[0], s[2], s[3], s[4]);
         let temb_silu = self.core.time_embedding(rec, inp, b)?;
-        let x = ncfhw_to_nfhwc(rec, inp.sample)?;
-        let x = x.reshape(&[b * f, h, w, c.in_channels])?;
-        let x = self.core.forward(rec, &x, &temb_silu, inp.encoder_hidden_states, f)?;
+        let sample = inp.unique_sample()?;
+        let x = ncfhw_to_nfhwc(rec, &sample)?;
+        let x = x.reshape(&[sample.shape()[0] * f, h, w, c.in_channels])?;
+        let x = self.core.forward(rec, &x, &temb_silu, inp.encoder_hidden_states, f, inp.cfg_pair)?;
         let x = x.reshape(&[b, f, h, w, c.out_channels])?;
         nfhwc_to_ncfhw(rec, &x)
     }

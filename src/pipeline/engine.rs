@@ -131,7 +131,7 @@ fn unet_step_largest(rec: &mut Recorder, unet: &VideoUNet, opts: &JobOptions, ph
     let ctx = rec.empty(&[2, l, d], dtype)?;
     let timestep = rec.empty(&[2], DType::F32)?;
     let labels = rec.empty(&[2], DType::U32)?;
-    unet.forward(rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+    unet.forward(rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx, cfg_pair: true })?;
     Ok(())
 }
 
@@ -413,7 +413,7 @@ fn capture_step(gpu: &Gpu, arena: &crate::kernel::Arena, unet: &VideoUNet, opts:
     let labels = Tensor::from_u32(gpu, &vec![opts.noise_level; 2 * k], &[2 * k])?;
     let latents = Tensor::empty(gpu, &[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?;
     let mut rec = Recorder::capture_in(gpu, arena);
-    let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx })?;
+    let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx, cfg_pair: true })?;
     let [a, b, g] = StepSlots::scalars(values)?;
     guided_ddim_step_into(&mut rec, &latents, &v, &a, &b, &g, &latents)?;
     load_latents(&mut rec, &latents, &sample)?;
@@ -503,7 +503,7 @@ mod tests {
     use crate::pipeline::test_models::{micro_models, test_options, tiny_models};
     use crate::testutil::{assert_close, fresh_seed, test_gpu, Rng};
 
-    /// The UNet's CFG-pair forward at an `h`×`w` latent (f32), captured alone in an arena of its own.
+    /// The UNet's CFG-pair forward (halves shared, as the step runs it) at an `h`×`w` latent (f32), captured alone in an arena of its own.
     fn unet_alone(gpu: &crate::Gpu, unet: &VideoUNet, opts: &JobOptions, h: usize, w: usize) -> crate::kernel::Graph {
         let d = unet.config.base.cross_attention_dim;
         let sample = Tensor::empty(gpu, &[2, 7, WINDOW, h, w], DType::F32).unwrap();
@@ -511,7 +511,7 @@ mod tests {
         let ts = Tensor::from_f32(gpu, &[1.0; 2], &[2], DType::F32).unwrap();
         let labels = Tensor::from_u32(gpu, &[opts.noise_level; 2], &[2]).unwrap();
         let mut rec = Recorder::capture(gpu);
-        unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx }).unwrap();
+        unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &ts, class_labels: Some(&labels), encoder_hidden_states: &ctx, cfg_pair: true }).unwrap();
         rec.into_graph().unwrap()
     }
 
