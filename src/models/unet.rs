@@ -76,7 +76,7 @@ pub struct UNetInputs<'a> {
     pub encoder_hidden_states: &'a Tensor,
     /// The batch is classifier-free guidance's pair `[negatives | positives]` whose halves hold
     /// the same sample, timesteps and class labels; only `encoder_hidden_states` differ (the
-    /// sampler's batch, spec §2.5). The layers before the first text attention (conv_in, the
+    /// sampler's batch, spec §2.4–2.5). The layers before the first text attention (conv_in, the
     /// first down level and its temporal module, the next level's first resnet) then run once,
     /// on the first half, and their outputs and skips serve both halves. The caller vouches
     /// for the equality; the result is the same as without.

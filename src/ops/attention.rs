@@ -665,17 +665,23 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         for dt in gpu.dtypes() {
-            let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
-            let c = heads * dh;
-            let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
-            let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
-            let opts = AttnOpts::new(dh);
-            let mut rec = gpu.recorder();
-            let out = attention_qkv(&mut rec, &qkv, heads, opts).unwrap();
-            rec.submit();
-            let want = cpu::attention(&part(0), &part(1), &part(2), b, b, l, l, heads, dh, opts);
-            assert_close(&format!("attention_qkv {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+            check_fused_qkv(&gpu, dt.tolerance(TOL), &mut rng, dt, &format!("attention_qkv {dt:?} seed {seed}"));
         }
+    }
+
+    /// Self-attention on a fused q|k|v projection (queries at a row stride of 3·C, channel
+    /// offsets) against the CPU on the split parts.
+    fn check_fused_qkv(gpu: &crate::Gpu, tol: f64, rng: &mut Rng, dt: DType, what: &str) {
+        let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
+        let c = heads * dh;
+        let (qkv, h) = upload(gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
+        let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
+        let opts = AttnOpts::new(dh);
+        let mut rec = gpu.recorder();
+        let out = attention_qkv(&mut rec, &qkv, heads, opts).unwrap();
+        rec.submit();
+        let want = cpu::attention(&part(0), &part(1), &part(2), b, b, l, l, heads, dh, opts);
+        assert_close(what, &out.to_f32(gpu).unwrap(), &want, tol);
     }
 
     #[test]
@@ -723,17 +729,7 @@ mod tests {
             assert!(!coop_applies(&gpu, dt, 77, 512, false), "dh 512 needs 16×16 fragments");
         }
         check(&mut rng, seed, dt, 4, 1, 64, 77, 8, 64, false, coop);
-        // Fused q|k|v (q row stride 3·C, channel offsets).
-        let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
-        let c = heads * dh;
-        let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
-        let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
-        let opts = AttnOpts::new(dh);
-        let mut rec = gpu.recorder();
-        let out = attention_qkv(&mut rec, &qkv, heads, opts).unwrap();
-        rec.submit();
-        let want = cpu::attention(&part(0), &part(1), &part(2), b, b, l, l, heads, dh, opts);
-        assert_close(&format!("coop attention_qkv seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+        check_fused_qkv(&gpu, dt.tolerance(TOL), &mut rng, dt, &format!("coop attention_qkv seed {seed}"));
     }
 
     /// f32 attention takes the cooperative kernel only with `--f16-operands`, then staging its
@@ -758,17 +754,7 @@ mod tests {
         for &(b, bk, lq, lk, heads, dh) in &[(2usize, 2usize, 2 * fs + 1, 4 * fs + 1, 2usize, 64usize), (1, 1, 77, 130, 1, 128), (1, 1, 33, 70, 1, 256), (4, 1, 64, 77, 2, 64)] {
             check_on(&gpu, tol, &mut rng, seed, dt, b, bk, lq, lk, heads, dh, false, coop);
         }
-        // Fused q|k|v: queries at a row stride of 3·C.
-        let (b, l, heads, dh) = (2usize, 77usize, 2usize, 64usize);
-        let c = heads * dh;
-        let (qkv, h) = upload(&gpu, &rng.normals(b * l * 3 * c, 1.0), &[b, l, 3 * c], dt);
-        let part = |o: usize| -> Vec<f32> { h.chunks(3 * c).flat_map(|r| r[o * c..(o + 1) * c].to_vec()).collect() };
-        let opts = AttnOpts::new(dh);
-        let mut rec = gpu.recorder();
-        let out = attention_qkv(&mut rec, &qkv, heads, opts).unwrap();
-        rec.submit();
-        let want = cpu::attention(&part(0), &part(1), &part(2), b, b, l, l, heads, dh, opts);
-        assert_close(&format!("f32 on f16 operands: attention_qkv seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, tol);
+        check_fused_qkv(&gpu, tol, &mut rng, dt, &format!("f32 on f16 operands: attention_qkv seed {seed}"));
     }
 
     /// The cooperative kernel's WGSL must parse, validate and translate to SPIR-V with naga (the
