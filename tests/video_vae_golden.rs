@@ -114,7 +114,7 @@ fn full_size(kind: ModelKind, model: &str, total_keys: usize, frames: usize, lat
     let (h, w) = latent;
     let mut rng = diffvsr_wgpu::testutil::Rng::new(5);
     let lat = diffvsr_wgpu::Tensor::from_f32(&gpu, &rng.normals(4 * frames * h * w, 1.0), &[1, 4, frames, h, w], dtype).unwrap();
-    let inputs = Inputs { tensors: vec![("latents".into(), lat)], ids: None };
+    let inputs = Inputs { tensors: vec![("latents".into(), lat)], ids: None, cfg_pair: false };
     let mut rec = Recorder::capture(&gpu);
     let out = m.forward(&mut rec, &inputs).unwrap();
     let graph = rec.into_graph().unwrap();
