@@ -127,8 +127,9 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         n => format!(", {n} of them with read-write bindings only"),
     };
     eprintln!(
-        "graph: {} dispatches binding {} of activations, activations {} planned (tensors alive at once peak at {}){rw}, built in {build_s:.2} s",
+        "graph: {} dispatches ({}) binding {} of activations, activations {} planned (tensors alive at once peak at {}){rw}, built in {build_s:.2} s",
         graph.dispatches(),
+        fmt_flops(graph.flops()),
         crate::gpu::human_bytes(graph.activation_bytes_bound()),
         crate::gpu::human_bytes(graph.planned_bytes()),
         crate::gpu::human_bytes(graph.live_peak_bytes())
@@ -192,6 +193,11 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             if gpu.has_timestamps() { "timestamps, median" } else { "wall clock, median" }
         );
         println!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
+        println!(
+            "arithmetic:             {} per forward, {}/s effective (matrix products, 2 per multiply-add, as PyTorch counts)",
+            fmt_flops(graph.flops()),
+            fmt_flops(graph.flops() / gpu_t)
+        );
         println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
         if let Some(path) = &o.json {
             let pool = gpu.pool.stats();
@@ -218,6 +224,8 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "submit_ms_median": sub_t * 1e3,
                 "runs": times.len(),
                 "dispatches": graph.dispatches(),
+                "flops": graph.flops(),
+                "flops_note": "matrix products (matmul, conv, attention), 2 per multiply-add, as PyTorch's FLOP counter counts them",
                 "activation_bytes_bound": graph.activation_bytes_bound(),
                 "packed_activations": gpu.pack_activations(),
                 "read_write_dispatches": graph.read_write_dispatches(),
@@ -248,12 +256,14 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
 /// The per-dispatch times of one replay, summed by kernel specialisation, largest first. "bound"
 /// is the activation bytes the calls bind and "rate" that over their time: for a memory-bound
 /// kernel, a floor on the bandwidth it reached, to set beside `bench ceilings`' copy rate.
+/// "arithmetic" is the FLOPs the matrix ops count over the time, to set beside its best GEMM.
 fn print_profile(steps: &[crate::kernel::StepTime]) {
     struct Row<'a> {
         label: &'a str,
         calls: usize,
         seconds: f64,
         bytes: u64,
+        flops: f64,
     }
     let mut by: Vec<Row> = Vec::new();
     for s in steps {
@@ -262,24 +272,38 @@ fn print_profile(steps: &[crate::kernel::StepTime]) {
                 r.calls += 1;
                 r.seconds += s.seconds;
                 r.bytes += s.bytes_bound;
+                r.flops += s.flops;
             }
-            None => by.push(Row { label: &s.label, calls: 1, seconds: s.seconds, bytes: s.bytes_bound }),
+            None => by.push(Row { label: &s.label, calls: 1, seconds: s.seconds, bytes: s.bytes_bound, flops: s.flops }),
         }
     }
     by.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
     println!("GPU time by kernel (one replay, a pass per dispatch: {} in all, {} dispatches):", crate::bench::fmt_time(total), steps.len());
-    println!("{:>12} {:>6} {:>6} {:>11} {:>11}  kernel", "time", "share", "calls", "bound", "rate");
+    println!("{:>12} {:>6} {:>6} {:>11} {:>11} {:>14}  kernel", "time", "share", "calls", "bound", "rate", "arithmetic");
     for r in &by {
-        let rate = if r.seconds > 0.0 { format!("{:.1} GB/s", r.bytes as f64 / r.seconds * 1e-9) } else { "-".into() };
+        let per_s = |x: f64| if r.seconds > 0.0 { x / r.seconds } else { 0.0 };
+        let rate = if r.seconds > 0.0 { format!("{:.1} GB/s", per_s(r.bytes as f64) * 1e-9) } else { "-".into() };
+        let arith = if r.flops > 0.0 && r.seconds > 0.0 { format!("{}/s", fmt_flops(per_s(r.flops))) } else { "-".into() };
         println!(
-            "{:>12} {:>5.1}% {:>6} {:>11} {:>11}  {}",
+            "{:>12} {:>5.1}% {:>6} {:>11} {:>11} {:>14}  {}",
             crate::bench::fmt_time(r.seconds),
             100.0 * r.seconds / total.max(1e-12),
             r.calls,
             crate::gpu::human_bytes(r.bytes),
             rate,
+            arith,
             r.label
         );
+    }
+}
+
+/// FLOPs in the largest unit that keeps them above 1 (e.g. "29.21 TFLOP").
+fn fmt_flops(f: f64) -> String {
+    match f {
+        f if f >= 1e12 => format!("{:.2} TFLOP", f * 1e-12),
+        f if f >= 1e9 => format!("{:.1} GFLOP", f * 1e-9),
+        f if f >= 1e6 => format!("{:.1} MFLOP", f * 1e-6),
+        f => format!("{f:.0} FLOP"),
     }
 }

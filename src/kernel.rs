@@ -87,6 +87,8 @@ struct PendingStep {
     params: wgpu::Buffer,
     binds: Vec<Bind>,
     workgroups: [u32; 3],
+    /// Arithmetic the op says this dispatch does ([`Recorder::add_flops`]).
+    flops: f64,
 }
 
 /// A storage binding of a pending step: a slot of the capture's plan, or a buffer that exists
@@ -104,6 +106,8 @@ struct Step {
     workgroups: [u32; 3],
     /// The activation bytes this dispatch binds (each distinct binding once).
     bytes_bound: u64,
+    /// The arithmetic of the dispatch (0 where the op does not count it).
+    flops: f64,
 }
 
 /// One dispatch of a [`Graph::profile`] replay.
@@ -116,6 +120,9 @@ pub struct StepTime {
     /// The activation bytes the dispatch binds (see [`Graph::activation_bytes_bound`]): divided
     /// by `seconds`, a lower bound on the bandwidth a memory-bound kernel reached.
     pub bytes_bound: u64,
+    /// The arithmetic the op counts for the dispatch (matrix products, as PyTorch's FLOP
+    /// counter does: 2 per multiply-add, padding included), 0 for the others.
+    pub flops: f64,
 }
 
 struct Timer {
@@ -246,7 +253,7 @@ impl<'g> Recorder<'g> {
                     None => Bind::Buffer(t.buf.clone(), t.offset(), t.binding_size()),
                 })
                 .collect();
-            c.steps.push(PendingStep { label: kernel.label(), kernel: kernel.clone(), pipeline, params: ubuf, binds, workgroups });
+            c.steps.push(PendingStep { label: kernel.label(), kernel: kernel.clone(), pipeline, params: ubuf, binds, workgroups, flops: 0.0 });
             c.trace.lock().unwrap().now += 1;
             return Ok(());
         }
@@ -280,6 +287,15 @@ impl<'g> Recorder<'g> {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         Ok(())
+    }
+
+    /// Counts `flops` (2 per multiply-add) for the dispatch just recorded: the matrix ops
+    /// (matmul, conv, attention) say what they compute, so graphs report FLOPs and profiles
+    /// rates. Only captured graphs keep the count.
+    pub fn add_flops(&mut self, flops: f64) {
+        if let Some(step) = self.capture.as_mut().and_then(|c| c.steps.last_mut()) {
+            step.flops += flops;
+        }
     }
 
     /// Every bound tensor must fit one binding and start at an aligned offset: refused here with
@@ -402,7 +418,7 @@ impl<'g> Recorder<'g> {
                 Bind::Buffer(s, ..) => Some(s),
                 Bind::Slot(..) => None,
             }));
-            steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups, bytes_bound });
+            steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups, bytes_bound, flops: p.flops });
         }
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
         Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, read_write_dispatches, _keep: keep })
@@ -544,6 +560,7 @@ impl Graph {
                 label: s.label.clone(),
                 seconds: t[1].saturating_sub(t[0]) as f64 * period,
                 bytes_bound: s.bytes_bound,
+                flops: s.flops,
             }));
         }
         Ok(out)
@@ -568,6 +585,12 @@ impl Graph {
     /// every adapter; tiled kernels re-read parts of their inputs, caches absorb some.
     pub fn activation_bytes_bound(&self) -> u64 {
         self.activation_bytes_bound
+    }
+
+    /// The arithmetic of one replay as the ops count it ([`Recorder::add_flops`]): the matrix
+    /// products, 2 FLOPs per multiply-add, as PyTorch's FLOP counter counts them.
+    pub fn flops(&self) -> f64 {
+        self.steps.iter().map(|s| s.flops).sum()
     }
 
     /// Dispatches whose kernels bind everything read-write, because the memory plan put one of

@@ -101,6 +101,7 @@ def main():
             "engine_error": None if e else c.get("error", "no engine report"),
             "engine_ms": e.get("gpu_ms_median") if e else None,
             "engine_dispatches": e.get("dispatches") if e else None,
+            "engine_flops": e.get("flops") if e else None,
             "engine_activation_bytes_bound": e.get("activation_bytes_bound") if e else None,
             "engine_weight_bytes": e.get("weight_bytes") if e else None,
             "engine_load_s": e.get("load_s") if e else None,
@@ -199,6 +200,8 @@ def main():
             notes.append(f"engine path {row['engine_path']}")
         if row.get("engine_load_s") is not None:
             notes.append(f"engine model built in {row['engine_load_s']:.1f} s")
+        if row.get("engine_flops") and row.get("engine_ms"):
+            notes.append(f"engine {row['engine_flops'] / 1e12:.2f} TFLOP, {row['engine_flops'] / row['engine_ms'] * 1e-9:.1f} TFLOP/s")
         ratio = row.get("ratio")
         lines.append(
             f"| {row['name']} | {row.get('shape')} | {fmt_ms(row.get('engine_ms'))} | {fmt_ms(row.get('ref_ms'))} | "

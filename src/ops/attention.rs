@@ -293,7 +293,15 @@ fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: 
         scale: opts.scale * std::f32::consts::LOG2_E,
         groups: groups as u32,
     };
-    rec.dispatch(&coop_kernel(fs, dh, q.ld, q.t.dtype()), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))
+    rec.dispatch(&coop_kernel(fs, dh, q.ld, q.t.dtype()), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))?;
+    rec.add_flops(attention_flops(b * heads, lq, lk, dh));
+    Ok(())
+}
+
+/// Q·Kᵀ and P·V of `bh` (batch, head) pairs: 4·Lq·Lk·dh each, as PyTorch counts attention (the
+/// cooperative kernel's second Q·Kᵀ pass not included).
+fn attention_flops(bh: usize, lq: usize, lk: usize, dh: usize) -> f64 {
+    4.0 * bh as f64 * lq as f64 * lk as f64 * dh as f64
 }
 
 /// Lavapipe (and any CPU adapter) stops shader loops after 65 535 iterations per invocation.
@@ -384,6 +392,7 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
         };
         let groups = p.groups;
         rec.dispatch(&kernel, &p, &[q.t.into(), k.t.into(), v.t.into(), (&out).into(), (&state).into()], grid(gpu, groups))?;
+        rec.add_flops(attention_flops(b * heads, lq, k_end - k_begin, dh));
     }
     Ok(out)
 }

@@ -541,6 +541,9 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Opt
     // Without a residual the bias fills its binding.
     let res_arg = res.map(|r| r.tensor()).unwrap_or(&w.bias);
     rec.dispatch(&k, &p, &[x.into(), (&w.w).into(), (&w.bias).into(), (&out).into(), res_arg.into()], grid(gpu, tiles_m * tiles_n * phases))?;
+    // Every output position of every phase over all taps, as PyTorch counts a convolution
+    // (the time taps a tile skips as padding included).
+    rec.add_flops(2.0 * (m * phases as usize) as f64 * w.cout as f64 * (w.taps.iter().product::<usize>() * w.cin) as f64);
     Ok(out)
 }
 

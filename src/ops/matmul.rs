@@ -334,6 +334,7 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         _ => a,
     };
     rec.dispatch(&kernel, &params, &[a.into(), b.into(), bias_arg.into(), (&out).into(), res_arg.into()], grid(gpu, total as u32))?;
+    rec.add_flops(2.0 * (p.batch * p.m) as f64 * p.n as f64 * p.k as f64);
     Ok(out)
 }
 

@@ -156,6 +156,8 @@ fn launch(rec: &mut Recorder, qkv: [&Tensor; 3], shape: &[usize], layout: [usize
         .def("NF", format!("{f}u"))
         .def("ROPE", rope);
     rec.dispatch(&kernel, &p, &[q.into(), k.into(), v.into(), bias.into(), (&out).into()], grid(gpu, n.div_ceil(256) as u32))?;
+    // Scores and weighted sum over the frames: 4·F·F·dh per pixel and head.
+    rec.add_flops(4.0 * (b * h * w * heads) as f64 * (f * f * dh) as f64);
     Ok(out)
 }
 
