@@ -194,9 +194,9 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         );
         println!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
         println!(
-            "arithmetic:             {} per forward, {}/s effective (matrix products, 2 per multiply-add, as PyTorch counts)",
+            "arithmetic:             {} per forward, {} effective (matrix products, 2 per multiply-add, as PyTorch counts)",
             fmt_flops(graph.flops()),
-            fmt_flops(graph.flops() / gpu_t)
+            crate::bench::report::fmt_rate(graph.flops() / gpu_t)
         );
         println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
         if let Some(path) = &o.json {
@@ -284,7 +284,7 @@ fn print_profile(steps: &[crate::kernel::StepTime]) {
     for r in &by {
         let per_s = |x: f64| if r.seconds > 0.0 { x / r.seconds } else { 0.0 };
         let rate = if r.seconds > 0.0 { format!("{:.1} GB/s", per_s(r.bytes as f64) * 1e-9) } else { "-".into() };
-        let arith = if r.flops > 0.0 && r.seconds > 0.0 { format!("{}/s", fmt_flops(per_s(r.flops))) } else { "-".into() };
+        let arith = if r.flops > 0.0 && r.seconds > 0.0 { crate::bench::report::fmt_rate(per_s(r.flops)) } else { "-".into() };
         println!(
             "{:>12} {:>5.1}% {:>6} {:>11} {:>11} {:>14}  {}",
             crate::bench::fmt_time(r.seconds),
@@ -298,7 +298,8 @@ fn print_profile(steps: &[crate::kernel::StepTime]) {
     }
 }
 
-/// FLOPs in the largest unit that keeps them above 1 (e.g. "29.21 TFLOP").
+/// A FLOP count in the largest unit that keeps it above 1 (e.g. "29.21 TFLOP"); rates use
+/// `bench::report::fmt_rate`.
 fn fmt_flops(f: f64) -> String {
     match f {
         f if f >= 1e12 => format!("{:.2} TFLOP", f * 1e-12),

@@ -160,7 +160,9 @@ impl Inputs {
         if !b.is_multiple_of(2) {
             bail!("--cfg-pair needs an even batch (a negative and a positive half), got {b}");
         }
-        let halves_differ = |v: &[f32]| v[..v.len() / 2] != v[v.len() / 2..];
+        fn halves_differ<T: PartialEq>(v: &[T]) -> bool {
+            v[..v.len() / 2] != v[v.len() / 2..]
+        }
         let mut v = sample.to_f32(gpu)?;
         if equalize {
             let half = v.len() / 2;
@@ -174,8 +176,7 @@ impl Inputs {
             bail!("--cfg-pair: the two halves of 'timestep' differ");
         }
         if let Ok(labels) = self.get("class_labels") {
-            let l = labels.to_u32(gpu)?;
-            if l[..l.len() / 2] != l[l.len() / 2..] {
+            if halves_differ(&labels.to_u32(gpu)?) {
                 bail!("--cfg-pair: the two halves of 'class_labels' differ");
             }
         }
