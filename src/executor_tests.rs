@@ -166,6 +166,75 @@ fn two_graphs_share_one_arena() {
     assert_close(&format!("graph b seed {seed}"), &rb.to_f32(&gpu).unwrap(), &want(3), 1e-5);
 }
 
+/// `into_plan` reports what `into_graph` creates, for both arena kinds, and creates nothing:
+/// the numbers `forward --plan-only` prints are the ones a run would allocate.
+#[test]
+fn a_plan_is_what_the_graph_would_create() {
+    let gpu = test_gpu();
+    let mut rng = Rng::new(fresh_seed());
+    let n = 4096;
+    let x = Tensor::from_f32(&gpu, &rng.normals(n, 1.0), &[n], DType::F32).unwrap();
+    let x4 = Tensor::from_f32(&gpu, &rng.normals(n / 4, 1.0), &[n / 4], DType::F32).unwrap();
+    // Small tensors made while a large one lives and after another has died: packed, they
+    // share the dead one's buffer at offsets, where a buffer per tensor needs one more.
+    let chain = |rec: &mut Recorder| {
+        let a = unary(rec, Unary::Silu, &x).unwrap();
+        let b = add(rec, &a, &x).unwrap();
+        drop(a);
+        let c = unary(rec, Unary::Silu, &x4).unwrap();
+        let d = unary(rec, Unary::Silu, &x4).unwrap();
+        let e = add(rec, &c, &d).unwrap();
+        let f = add(rec, &e, &c).unwrap();
+        drop((c, d, e));
+        let g = add(rec, &b, &b).unwrap();
+        (g, f)
+    };
+    let mut planned = Vec::new();
+    for (kind, make) in [("a buffer per tensor", Arena::new as fn() -> Arena), ("packed", Arena::packed)] {
+        let planned_in = make();
+        let mut rec = Recorder::capture_in(&gpu, &planned_in);
+        let out = chain(&mut rec);
+        let plan = rec.into_plan();
+        assert_eq!(planned_in.peak_bytes(), 0, "{kind}: planning created buffers");
+        assert!(out.0.to_f32(&gpu).is_err(), "{kind}: a planned-only tensor must not be readable");
+        let arena = make();
+        let mut rec = Recorder::capture_in(&gpu, &arena);
+        let _out = chain(&mut rec);
+        let graph = rec.into_graph().unwrap();
+        assert_eq!(plan.planned_bytes, graph.planned_bytes(), "{kind}");
+        assert!(plan.planned_bytes > plan.largest, "{kind}: the chain should need more than its largest tensor");
+        assert_eq!(plan.dispatches, graph.dispatches(), "{kind}");
+        assert_eq!(plan.activation_bytes_bound, graph.activation_bytes_bound(), "{kind}");
+        assert_eq!(plan.live_peak, graph.live_peak_bytes(), "{kind}");
+        planned.push(plan.planned_bytes);
+    }
+    assert!(planned[1] < planned[0], "packing should win on this chain: {planned:?}");
+}
+
+/// `--plan-limits`: a software adapter plans a graph whose tensors exceed its own binding limit,
+/// as the larger GPU would run it, without allocating them; without the limits the same capture
+/// is refused at the dispatch.
+#[test]
+fn plan_limits_plan_for_a_larger_gpu() {
+    let big = [40 << 20];
+    let capture = |gpu: &Gpu| -> anyhow::Result<crate::kernel::GraphPlan> {
+        let mut rec = Recorder::capture(gpu);
+        let x = rec.empty(&big, DType::F32)?;
+        let _y = unary(&mut rec, Unary::Silu, &x)?;
+        Ok(rec.into_plan())
+    };
+    let small = Gpu::new(&GpuOptions { max_binding: Some(64 << 20), ..GpuOptions::from_env() }).unwrap();
+    let e = capture(&small).unwrap_err().to_string();
+    assert!(e.contains("max_storage_buffer_binding_size"), "{e}");
+    let planning = Gpu::new(&GpuOptions { plan_limits: Some((1 << 30, 2 << 30)), ..GpuOptions::from_env() }).unwrap();
+    assert_eq!(planning.max_binding(), 1 << 30);
+    let plan = capture(&planning).unwrap();
+    assert_eq!(plan.dispatches, 1);
+    assert_eq!(plan.live_peak, 2 * (160 << 20), "input and output alive together");
+    assert!(plan.planned_bytes >= plan.live_peak, "{plan:?}");
+    assert_eq!(planning.pool.stats().created_bytes, 0, "nothing may be allocated");
+}
+
 /// A GPU with a small binding limit (as `DIFFVSR_MAX_BINDING` simulates one): a tensor that fits
 /// a buffer but not one binding is refused before any wgpu call, naming the setting to lower.
 #[test]

@@ -37,6 +37,8 @@ pub struct ForwardOptions {
     pub profile: bool,
     /// UNets: the batch is a CFG pair (`Inputs::into_cfg_pair`).
     pub cfg_pair: bool,
+    /// Capture and plan only: nothing runs, no activation is created ([`print_plan`]).
+    pub plan_only: bool,
 }
 
 /// Default tolerance of `--expect` by storage dtype: what the golden tests hold the models to,
@@ -120,6 +122,11 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let t1 = Instant::now();
     let mut rec = Recorder::capture(gpu);
     let out = model.forward(&mut rec, &inputs)?;
+    if o.plan_only {
+        let plan = rec.into_plan();
+        print_plan(gpu, &plan, weight_bytes, t1.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let graph = rec.into_graph()?;
     let build_s = t1.elapsed().as_secs_f64();
     let rw = match graph.read_write_dispatches() {
@@ -251,6 +258,38 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         bail!("the output does not match the reference (FAIL above)");
     }
     Ok(())
+}
+
+/// `--plan-only`: the graph and the device memory a run would allocate (weights, inputs, and
+/// the activations' plan as `into_graph` would create it), for this adapter's limits or those
+/// of `--plan-limits`.
+fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, build_s: f64) {
+    use crate::gpu::human_bytes;
+    let pool = gpu.pool.stats();
+    eprintln!(
+        "graph: {} dispatches ({}) binding {} of activations, activations {} planned in {} buffers (tensors alive at once peak at {}; the largest is {}), planned in {build_s:.2} s; not run (--plan-only)",
+        plan.dispatches,
+        fmt_flops(plan.flops),
+        human_bytes(plan.activation_bytes_bound),
+        human_bytes(plan.planned_bytes),
+        plan.buffers,
+        human_bytes(plan.live_peak),
+        human_bytes(plan.largest)
+    );
+    println!("device:                 {}", gpu.describe());
+    println!(
+        "planned for:            a largest storage binding of {} and a largest buffer of {}",
+        human_bytes(gpu.max_binding()),
+        human_bytes(gpu.limits.max_buffer_size)
+    );
+    println!("weights on device:      {}", human_bytes(weight_bytes));
+    println!("inputs on device:       {}", human_bytes(pool.live_bytes.saturating_sub(weight_bytes)));
+    println!("planned activations:    {} (outputs included)", human_bytes(plan.planned_bytes));
+    println!(
+        "device memory in all:   {} (the pool's peak so far, weights and inputs, plus the planned activations: what `--report` prints as measured, less the driver's own)",
+        human_bytes(pool.peak_live_bytes + plan.planned_bytes)
+    );
+    println!("dispatches:             {} ({})", plan.dispatches, fmt_flops(plan.flops));
 }
 
 /// The per-dispatch times of one replay, summed by kernel specialisation, largest first. "bound"

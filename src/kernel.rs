@@ -91,6 +91,55 @@ struct PendingStep {
     flops: f64,
 }
 
+impl PendingStep {
+    /// The activation bytes this dispatch binds, each distinct binding once (kernels fill
+    /// unused bindings with an input).
+    fn activation_bytes_bound(&self) -> u64 {
+        let mut slots: Vec<(usize, u64, u64)> = self.binds.iter().filter_map(|b| if let Bind::Slot(id, o, n) = b { Some((*id, *o, *n)) } else { None }).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots.iter().map(|s| s.2).sum()
+    }
+}
+
+/// The pairs of slots one dispatch binds writable and read-only: a packed arena keeps each pair
+/// in different buffers, so kernels keep their read-only bindings.
+fn write_read_pairs(steps: &[PendingStep]) -> Vec<(usize, usize)> {
+    let mut conflicts = Vec::new();
+    for p in steps {
+        let mut written = Vec::new();
+        let mut read = Vec::new();
+        for (i, b) in p.binds.iter().enumerate() {
+            if let Bind::Slot(id, ..) = b {
+                // Binding 0 is the parameters: bind i is binding i + 1.
+                if p.pipeline.writable.contains(&(i as u32 + 1)) {
+                    written.push(*id);
+                } else {
+                    read.push(*id);
+                }
+            }
+        }
+        conflicts.extend(written.iter().flat_map(|&w| read.iter().map(move |&r| (w, r))));
+    }
+    conflicts
+}
+
+/// A captured graph's size and memory plan, without its buffers ([`Recorder::into_plan`]).
+#[derive(Clone, Debug)]
+pub struct GraphPlan {
+    pub dispatches: usize,
+    /// Arithmetic of the matrix ops, as [`Graph::flops`].
+    pub flops: f64,
+    /// As [`Graph::activation_bytes_bound`].
+    pub activation_bytes_bound: u64,
+    /// The activation buffers the plan would create in an empty arena, and their count.
+    pub planned_bytes: u64,
+    pub buffers: usize,
+    /// The most activation bytes alive at once, and the largest activation.
+    pub live_peak: u64,
+    pub largest: u64,
+}
+
 /// A storage binding of a pending step: a slot of the capture's plan, or a buffer that exists
 /// (weights, inputs, tensors of other graphs), at a byte offset and size.
 enum Bind {
@@ -356,24 +405,7 @@ impl<'g> Recorder<'g> {
     /// are readable from here on.
     pub fn into_graph(mut self) -> Result<Graph> {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
-        // A packed arena keeps these pairs in different buffers, so kernels keep their read-only
-        // bindings.
-        let mut conflicts = Vec::new();
-        for p in &c.steps {
-            let mut written = Vec::new();
-            let mut read = Vec::new();
-            for (i, b) in p.binds.iter().enumerate() {
-                if let Bind::Slot(id, ..) = b {
-                    // Binding 0 is the parameters: bind i is binding i + 1.
-                    if p.pipeline.writable.contains(&(i as u32 + 1)) {
-                        written.push(*id);
-                    } else {
-                        read.push(*id);
-                    }
-                }
-            }
-            conflicts.extend(written.iter().flat_map(|&w| read.iter().map(move |&r| (w, r))));
-        }
+        let conflicts = write_read_pairs(&c.steps);
         let (places, live_peak, largest) = {
             let trace = c.trace.lock().unwrap();
             (c.arena.place(self.gpu, &trace, &conflicts)?, trace.peak_live(), trace.largest())
@@ -384,11 +416,7 @@ impl<'g> Recorder<'g> {
         let mut activation_bytes_bound = 0u64;
         let mut read_write_dispatches = 0;
         for p in c.steps {
-            // Each distinct activation binding once (kernels fill unused bindings with an input).
-            let mut slots: Vec<(usize, u64, u64)> = p.binds.iter().filter_map(|b| if let Bind::Slot(id, o, n) = b { Some((*id, *o, *n)) } else { None }).collect();
-            slots.sort_unstable();
-            slots.dedup();
-            let bytes_bound = slots.iter().map(|s| s.2).sum::<u64>();
+            let bytes_bound = p.activation_bytes_bound();
             activation_bytes_bound += bytes_bound;
             let mut placed = Vec::with_capacity(p.binds.len());
             for b in &p.binds {
@@ -422,6 +450,26 @@ impl<'g> Recorder<'g> {
         }
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
         Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, read_write_dispatches, _keep: keep })
+    }
+
+    /// Ends a capture with its memory plan only: what [`Recorder::into_graph`] would create and
+    /// bind, without creating any activation buffer or bind group (`forward --plan-only`, which
+    /// plans for a GPU larger than this one). The capture's tensors stay unplaced: reading them
+    /// is an error.
+    pub fn into_plan(mut self) -> GraphPlan {
+        let c = self.capture.take().expect("into_plan needs a capturing recorder (Recorder::capture)");
+        let conflicts = write_read_pairs(&c.steps);
+        let trace = c.trace.lock().unwrap();
+        let (planned_bytes, buffers) = c.arena.plan_bytes(self.gpu, &trace, &conflicts);
+        GraphPlan {
+            dispatches: c.steps.len(),
+            flops: c.steps.iter().map(|p| p.flops).sum(),
+            activation_bytes_bound: c.steps.iter().map(PendingStep::activation_bytes_bound).sum(),
+            planned_bytes,
+            buffers,
+            live_peak: trace.peak_live(),
+            largest: trace.largest(),
+        }
     }
 }
 

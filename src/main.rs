@@ -59,7 +59,14 @@ struct GpuArgs {
 
 impl GpuArgs {
     fn open(&self) -> Result<std::sync::Arc<Gpu>> {
+        self.open_planning(None)
+    }
+
+    /// Opens the adapter; with `plan_limits` (binding, buffer), one whose graphs are planned for
+    /// those limits and never run (`forward --plan-only`).
+    fn open_planning(&self, plan_limits: Option<(u64, u64)>) -> Result<std::sync::Arc<Gpu>> {
         Gpu::new(&GpuOptions {
+            plan_limits,
             adapter: self.adapter.clone(),
             backend: self.backend.clone(),
             no_f16: self.no_f16,
@@ -193,6 +200,16 @@ enum Cmd {
         /// halves. Random inputs get equal halves; an inputs file must have them.
         #[arg(long)]
         cfg_pair: bool,
+        /// Capture the forward and plan its memory, without creating its activations or running
+        /// it: prints the dispatches, FLOPs and memory (weights, inputs, planned activations) a
+        /// run would need. With --plan-limits, for a GPU larger than this one.
+        #[arg(long, conflicts_with_all = ["report", "json", "profile", "output", "expect"])]
+        plan_only: bool,
+        /// With --plan-only: plan as if this adapter's largest storage binding and largest
+        /// buffer were BINDING and BUFFER, e.g. 2GiB,4GiB (an NVIDIA H100 or H200 on Vulkan), so
+        /// a software adapter can plan the full-size shapes a GPU would run.
+        #[arg(long, requires = "plan_only", value_parser = parse_plan_limits, value_name = "BINDING,BUFFER")]
+        plan_limits: Option<(u64, u64)>,
         #[command(flatten)]
         gpu: GpuArgs,
     },
@@ -510,9 +527,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair, gpu } => {
-            let g = gpu.open()?;
-            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair };
+        Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair, plan_only, plan_limits, gpu } => {
+            let g = gpu.open_planning(plan_limits)?;
+            let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair, plan_only };
             forward::run(&g, &o)
         }
         Cmd::Bench { what: BenchWhat::Kernels { filter, sizing, json, roofline, gpu } } => {
@@ -576,4 +593,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--plan-limits BINDING,BUFFER`: two sizes, the binding no larger than the buffer.
+fn parse_plan_limits(s: &str) -> std::result::Result<(u64, u64), String> {
+    let (binding, buffer) = s.split_once(',').ok_or_else(|| format!("'{s}': give the largest binding and the largest buffer, e.g. 2GiB,4GiB"))?;
+    let (binding, buffer) = (gpu::parse_bytes(binding)?, gpu::parse_bytes(buffer)?);
+    if binding > buffer {
+        return Err(format!("'{s}': a binding cannot be larger than a buffer"));
+    }
+    Ok((binding, buffer))
 }

@@ -176,41 +176,22 @@ impl Arena {
     /// are the pairs of slots one dispatch binds writable and read-only (a packed arena keeps
     /// each pair in different buffers).
     pub(crate) fn place(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> Result<Vec<Place>> {
-        // Slots alive when the capture ends (outputs, taps) live on; a slot never bound still
-        // needs a buffer to read from.
-        let forever = trace.now + 1;
-        let lives: Vec<(u64, usize, usize)> =
-            trace.slots.iter().map(|l| (l.bytes, l.start, l.end.unwrap_or(forever).max(l.start + 1))).collect();
+        let lives = lives(trace);
         let mut st = self.0.lock().unwrap();
-        if st.packed {
-            // Packed buffers: no dispatch writes a buffer it also reads.
-            let (at, totals) = assign_coloured_offsets(&lives, conflicts, gpu.offset_alignment().max(4));
-            let largest = totals.iter().copied().max().unwrap_or(0);
-            // Packing is not always smaller (the SD×4 VAE decoder's few large tensors fit a
-            // buffer each more tightly): the plan of a buffer per tensor where that is less.
-            let per_tensor: u64 = assign_buffers(&lives, &[]).1.iter().sum();
-            if largest <= gpu.limits.max_buffer_size && totals.iter().sum::<u64>() <= per_tensor {
-                // Largest first, each in the smallest buffer already there (and not taken by
-                // another of this plan's) that holds it, or a new one.
-                let mut order: Vec<usize> = (0..totals.len()).collect();
-                order.sort_by_key(|&c| std::cmp::Reverse(totals[c]));
-                let mut buffer_of = vec![usize::MAX; totals.len()];
-                for c in order {
-                    let found = (0..st.buffers.len()).filter(|b| !buffer_of.contains(b) && st.buffers[*b].size() >= totals[c]).min_by_key(|&b| st.buffers[b].size());
-                    buffer_of[c] = match found {
-                        Some(b) => b,
-                        None => st.create(gpu, totals[c].max(4))?,
-                    };
-                }
-                return Ok(at.iter().map(|&(c, o)| (st.buffers[buffer_of[c]].clone(), o)).collect());
+        if let Some((at, totals)) = st.packed_plan(gpu, &lives, conflicts) {
+            // Largest first, each in the smallest buffer already there (and not taken by
+            // another of this plan's) that holds it, or a new one.
+            let mut order: Vec<usize> = (0..totals.len()).collect();
+            order.sort_by_key(|&c| std::cmp::Reverse(totals[c]));
+            let mut buffer_of = vec![usize::MAX; totals.len()];
+            for c in order {
+                let found = (0..st.buffers.len()).filter(|b| !buffer_of.contains(b) && st.buffers[*b].size() >= totals[c]).min_by_key(|&b| st.buffers[b].size());
+                buffer_of[c] = match found {
+                    Some(b) => b,
+                    None => st.create(gpu, totals[c].max(4))?,
+                };
             }
-            if largest > gpu.limits.max_buffer_size {
-                log::info!(
-                    "packed activations need a buffer of {} but this GPU's largest is {}: planning a buffer per tensor instead",
-                    super::human_bytes(largest),
-                    super::human_bytes(gpu.limits.max_buffer_size)
-                );
-            }
+            return Ok(at.iter().map(|&(c, o)| (st.buffers[buffer_of[c]].clone(), o)).collect());
         }
         let existing: Vec<u64> = st.buffers.iter().map(|b| b.size()).collect();
         let (assign, new_sizes) = assign_buffers(&lives, &existing);
@@ -219,9 +200,52 @@ impl Arena {
         }
         Ok(assign.iter().map(|&i| (st.buffers[i].clone(), 0)).collect())
     }
+
+    /// The bytes [`Arena::place`] would create for `trace` in an empty arena of this kind, and
+    /// how many buffers, without creating any: what a graph's activations need (`forward
+    /// --plan-only`).
+    pub(crate) fn plan_bytes(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> (u64, usize) {
+        let lives = lives(trace);
+        let st = self.0.lock().unwrap();
+        let sizes = match st.packed_plan(gpu, &lives, conflicts) {
+            Some((_, totals)) => totals.iter().map(|&t| t.max(4)).collect(),
+            None => assign_buffers(&lives, &[]).1,
+        };
+        (sizes.iter().sum(), sizes.len())
+    }
+}
+
+/// Each slot's (bytes, first dispatch, end), the end exclusive. Slots alive when the capture
+/// ends (outputs, taps) live on; a slot never bound still needs a buffer to read from.
+fn lives(trace: &Trace) -> Vec<(u64, usize, usize)> {
+    let forever = trace.now + 1;
+    trace.slots.iter().map(|l| (l.bytes, l.start, l.end.unwrap_or(forever).max(l.start + 1))).collect()
 }
 
 impl ArenaState {
+    /// A packed arena's plan (each life's buffer and offset, each buffer's bytes) where it is the
+    /// one to use: no buffer over the largest the device allows, and no more bytes than a
+    /// buffer per tensor (the SD×4 VAE decoder's few large tensors fit a buffer each more
+    /// tightly). `None`: a buffer per tensor.
+    fn packed_plan(&self, gpu: &Gpu, lives: &[(u64, usize, usize)], conflicts: &[(usize, usize)]) -> Option<PackedPlan> {
+        if !self.packed {
+            return None;
+        }
+        // Packed buffers: no dispatch writes a buffer it also reads.
+        let (at, totals) = assign_coloured_offsets(lives, conflicts, gpu.offset_alignment().max(4));
+        let largest = totals.iter().copied().max().unwrap_or(0);
+        if largest > gpu.limits.max_buffer_size {
+            log::info!(
+                "packed activations need a buffer of {} but this GPU's largest is {}: planning a buffer per tensor instead",
+                super::human_bytes(largest),
+                super::human_bytes(gpu.limits.max_buffer_size)
+            );
+            return None;
+        }
+        let per_tensor: u64 = assign_buffers(lives, &[]).1.iter().sum();
+        (totals.iter().sum::<u64>() <= per_tensor).then_some((at, totals))
+    }
+
     /// A new buffer of `size` bytes (NaN-filled on a poisoning device); its index.
     fn create(&mut self, gpu: &Gpu, size: u64) -> Result<usize> {
         let b = create_storage_buffer(&gpu.buffer_limits(), size, "graph activations", self.created_bytes)?;

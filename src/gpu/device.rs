@@ -38,6 +38,10 @@ pub struct GpuOptions {
     /// Treat the GPU as if its largest storage binding were at most this many bytes: to plan
     /// for, or test on, a smaller GPU (`DIFFVSR_MAX_BINDING`).
     pub max_binding: Option<u64>,
+    /// Plan as if the adapter's largest storage binding and largest buffer were these many
+    /// bytes (`forward --plan-only --plan-limits`): for capturing and planning a graph meant
+    /// for a larger GPU. Nothing over the adapter's own limits may then be bound or created.
+    pub plan_limits: Option<(u64, u64)>,
     /// Captured graphs give each activation a buffer of its own (`Arena::new`) instead of
     /// packing them at offsets of a few buffers (`Arena::packed`, the default: less memory,
     /// the same bindings) (`DIFFVSR_NO_PACK_ACTIVATIONS`).
@@ -59,6 +63,7 @@ impl GpuOptions {
             no_f16: flag("DIFFVSR_NO_F16"),
             no_coop: flag("DIFFVSR_NO_COOP"),
             max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
+            plan_limits: None,
             no_pack_activations: flag("DIFFVSR_NO_PACK_ACTIVATIONS"),
             f16_operands: flag("DIFFVSR_F16_OPERANDS"),
         }
@@ -234,6 +239,10 @@ impl Gpu {
         };
         let use_f16 = features.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
         let mut limits = device.limits();
+        if let Some((binding, buffer)) = opts.plan_limits {
+            limits.max_storage_buffer_binding_size = binding;
+            limits.max_buffer_size = buffer;
+        }
         if let Some(m) = opts.max_binding {
             // A simulated smaller GPU: what one binding may hold shrinks (buffers may stay larger).
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m.max(4));

@@ -8,4 +8,4 @@ pub mod pipelines;
 pub mod pool;
 
 pub use device::{devices_report, enumerate, parse_backend, select_adapter, wanted_features, Gpu, GpuOptions};
-pub use pool::human_bytes;
+pub use pool::{human_bytes, parse_bytes};

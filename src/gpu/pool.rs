@@ -147,9 +147,43 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// A byte count as people write one: `4096`, `128MiB`, `2GiB`, `1.5 GiB` (KiB, MiB, GiB, TiB;
+/// KB/MB/GB/TB and K/M/G/T read as the same powers of 1024, since GPU limits are).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("'{s}' is not a size: give bytes, or a number with KiB, MiB or GiB (e.g. 2GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        u => return Err(format!("'{s}': unknown unit '{u}' (use B, KiB, MiB, GiB or TiB)")),
+    };
+    let bytes = v * (1u64 << shift) as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("'{s}' is not a usable size"));
+    }
+    Ok(bytes.round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::bucket;
+    use super::{bucket, parse_bytes};
+
+    #[test]
+    fn sizes_parse_as_written() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5 gb"), Ok(3 << 29));
+        assert_eq!(parse_bytes("4G"), Ok(4 << 30));
+        for bad in ["", "GiB", "2 parsecs", "-1", "0", "1e3"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn buckets_cover_request_and_waste_little() {

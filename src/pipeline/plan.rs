@@ -161,7 +161,7 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
     writeln!(o, "memory (estimate):")?;
     writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?;
     writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
-    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured on the GPU (`forward --report` prints them per model; {g} windows per call is batch {})", 2 * g)?;
+    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw} --cfg-pair` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", 2 * g)?;
     writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames and a decoded chunk; about twice the last when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") })?;
     Ok(o)
 }
