@@ -5,13 +5,16 @@
 // loader that fits it: attention_coop_q_direct.wgsl or attention_coop_q_staged.wgsl.
 //
 // A workgroup is 8 subgroups of SG = FS·FS/8 (32 at FS = 16, 8 at FS = 8: the host checks) and owns
-// BQ = 2·FS query rows of one (batch, head); keys go BK = 4·FS at a time. A cooperative accumulator cannot be rescaled row by row, so instead of an online
-// softmax the kernel makes two passes over the keys:
-//   pass 1: S = Q·Kᵀ per tile; each invocation keeps a running (max, sum of exp) over its 8 of the
-//           BK columns of one row; the row's max m and sum l are combined at the end;
-//   pass 2: S again, P = exp2(S − m) / l (final weights, f16) into workgroup memory, O += P·V in
-//           accumulators that stay in registers for the whole key loop.
-// That costs one more Q·Kᵀ (1.5× the products) and keeps the accumulators on the tensor cores.
+// BQ = 2·FS query rows of one (batch, head); keys go BK = 4·FS at a time, in one pass:
+//   S = Q·Kᵀ per tile into workgroup memory; the 8 columns each invocation reads of one row give,
+//   through subgroup shuffles, the row's tile max; P = exp2(S − m) in f16 for a reference max m
+//   per row; O += P·V in accumulators that stay in registers for the whole key loop; O / l at
+//   the end, l the row's sum of exponentials.
+// A cooperative accumulator cannot be rescaled row by row, so m is raised only when a row's
+// scores pass it by more than TAU (P then stays at most 2^TAU, well inside f16): only then does
+// the workgroup move its accumulators through workgroup memory to scale their rows by
+// exp2(m_old − m_new). After the first tiles that is rare (the running max settles), so the
+// products are those of one pass (two passes, which this replaced, did Q·Kᵀ twice).
 //
 // Subgroup sg computes the S fragment (rows FS·(sg/4).., keys FS·(sg%4)..) and the NO = DH/(4·FS)
 // output fragments (rows FS·(sg%2).., columns FS·(sg/2 + 4t)..), t < NO (at most 8).
@@ -27,7 +30,8 @@
 const NI: u32 = 8u * SG;
 const BQ: u32 = 2u * FS;
 const BK: u32 = 4u * FS;
-// Softmax statistics: BK / 8 invocations per row of scores, 8 columns each (BQ·BK/8 = NI).
+// Softmax statistics: BK / 8 invocations per row of scores, 8 columns each (BQ·BK/8 = NI), lanes
+// of one subgroup (RI divides SG).
 const RI: u32 = BK / 8u;
 const KST: u32 = DC + 8u;
 const VST: u32 = DH + 8u;
@@ -36,6 +40,8 @@ const PST: u32 = BK + 8u;
 const DH4: u32 = DH / 4u;
 const NEG: f32 = -3.0e38;
 const M_INIT: f32 = -1.0e30;
+// How far (log2) a row's scores may pass its reference max before the accumulators are rescaled.
+const TAU: f32 = 8.0;
 
 struct Params {
     lq: u32,
@@ -62,7 +68,10 @@ struct Params {
 var<workgroup> kv: array<f16, KVF>;
 var<workgroup> ss: array<f32, BQ * SST>;
 var<workgroup> ps: array<f16, BQ * PST>;
-var<workgroup> red: array<vec2<f32>, NI>;
+// Per query row: the factor its accumulators are scaled by this tile, then 1 / l for the output.
+var<workgroup> rowf: array<f32, BQ>;
+// 1 + the last tile at which some row raised its reference max.
+var<workgroup> rescaled_at: atomic<u32>;
 
 fn put4(i: u32, x: vec4<f16>) {
     kv[i] = x.x;
@@ -130,49 +139,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let qrow = qtile + FS * s_strip * LDQ;
     let ntiles = (p.lk + BK - 1u) / BK;
 
-    // Softmax statistics: invocation lid covers row lid/RI, columns 8·(lid%RI) .. +8 of each tile.
-    let srow = lid / RI;
-    let scol = (lid % RI) * 8u;
-    var m_t = M_INIT;
+    // Softmax statistics: invocation v (lane-major, so a row's RI invocations are lanes of one
+    // subgroup) covers row v/RI, columns 8·(v%RI) .. +8 of each tile.
+    let vi = sg * SG + lane;
+    let srow = vi / RI;
+    let scol = (vi % RI) * 8u;
+    var m_ref = M_INIT;
     var l_t = 0.0;
+    // Workgroup memory starts undefined (the engine compiles without zero-initialisation); the
+    // key loop's first barrier orders this before any atomicMax.
+    if (lid == 0u) {
+        atomicStore(&rescaled_at, 0u);
+    }
 
-    // Pass 1: row max and sum of exponentials.
-    for (var t = 0u; t < ntiles; t++) {
-        let k0 = t * BK;
-        var acc: FC;
-        for (var d0 = 0u; d0 < DH; d0 += DC) {
-            workgroupBarrier();
-            stage_k(kbase4, k0, d0, lid);
-            stage_q(qtile, d0, lid);
-            workgroupBarrier();
-            for (var dd = 0u; dd < DC; dd += FS) {
-                let a = q_frag(qrow, s_strip, d0 + dd, dd);
-                let bm = coopLoad<FB>(&kv[s_kf * FS * KST + dd], KST);
-                acc = coopMultiplyAdd(a, bm, acc);
-            }
-        }
-        coopStoreT(acc, &ss[s_strip * FS * SST + s_kf * FS], SST);
-        workgroupBarrier();
-        let x = scores(k0, srow, scol);
-        let mn = max(m_t, max(max4(x[0]), max4(x[1])));
-        let one = vec4<f32>(1.0);
-        l_t = l_t * exp2(m_t - mn) + dot(exp2(x[0] - mn), one) + dot(exp2(x[1] - mn), one);
-        m_t = mn;
-    }
-    red[lid] = vec2<f32>(m_t, l_t);
-    workgroupBarrier();
-    var m_row = M_INIT;
-    for (var j = 0u; j < RI; j++) {
-        m_row = max(m_row, red[srow * RI + j].x);
-    }
-    var l_row = 0.0;
-    for (var j = 0u; j < RI; j++) {
-        let r = red[srow * RI + j];
-        l_row += r.y * exp2(r.x - m_row);
-    }
-    let inv_l = 1.0 / l_row;
-
-    // Pass 2: O = P·V with the final weights.
     let o_strip = sg % 2u;
     let o_cf = sg / 2u;
     var o0: FC;
@@ -200,8 +179,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         coopStoreT(acc, &ss[s_strip * FS * SST + s_kf * FS], SST);
         workgroupBarrier();
         let x = scores(k0, srow, scol);
-        let pa = vec4<f16>(exp2(x[0] - m_row) * inv_l);
-        let pb = vec4<f16>(exp2(x[1] - m_row) * inv_l);
+        var tmax = max(max4(x[0]), max4(x[1]));
+        for (var sh = 1u; sh < RI; sh <<= 1u) {
+            tmax = max(tmax, subgroupShuffleXor(tmax, sh));
+        }
+        // The same decision in each of the row's invocations: they hold the same m_ref and tmax.
+        let raise = tmax > m_ref + TAU;
+        let m_new = select(m_ref, tmax, raise);
+        let alpha = exp2(m_ref - m_new);
+        m_ref = m_new;
+        if (raise) {
+            atomicMax(&rescaled_at, t + 1u);
+        }
+        if (vi % RI == 0u) {
+            rowf[srow] = alpha;
+        }
+        let ea = exp2(x[0] - m_ref);
+        let eb = exp2(x[1] - m_ref);
+        let one = vec4<f32>(1.0);
+        l_t = l_t * alpha + dot(ea, one) + dot(eb, one);
+        let pa = vec4<f16>(ea);
+        let pb = vec4<f16>(eb);
         let pi = srow * PST + scol;
         ps[pi] = pa.x;
         ps[pi + 1u] = pa.y;
@@ -211,6 +209,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         ps[pi + 5u] = pb.y;
         ps[pi + 6u] = pb.z;
         ps[pi + 7u] = pb.w;
+        // Uniform across the workgroup (a barrier and one load): whether any row raised its max
+        // at this tile. At the first tile the accumulators are still zero.
+        if (workgroupUniformLoad(&rescaled_at) == t + 1u && t > 0u) {
+            let r0 = FS * o_strip;
+            o0 = rescale(o0, sg, lane, r0);
+            if (NO > 1u) {
+                o1 = rescale(o1, sg, lane, r0);
+            }
+            if (NO > 2u) {
+                o2 = rescale(o2, sg, lane, r0);
+                o3 = rescale(o3, sg, lane, r0);
+            }
+            if (NO > 4u) {
+                o4 = rescale(o4, sg, lane, r0);
+                o5 = rescale(o5, sg, lane, r0);
+                o6 = rescale(o6, sg, lane, r0);
+                o7 = rescale(o7, sg, lane, r0);
+            }
+        }
         for (var vk0 = 0u; vk0 < BK; vk0 += VK) {
             workgroupBarrier();
             stage_v(vbase4, k0 + vk0, lid);
@@ -235,32 +252,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
+    // The row's sum over its RI invocations, all at the same reference max.
+    for (var sh = 1u; sh < RI; sh <<= 1u) {
+        l_t += subgroupShuffleXor(l_t, sh);
+    }
+    workgroupBarrier();
+    if (vi % RI == 0u) {
+        rowf[srow] = 1.0 / l_t;
+    }
 
     // Out through `ss`: each subgroup stores one fragment to its own FS×FS slot, then its lanes
     // copy it to memory.
     let orow0 = b * p.lq + q0 + FS * o_strip;
     let ocol0 = h * DH + o_cf * FS;
-    flush_out(o0, sg, lane, orow0, ocol0);
+    flush_out(o0, sg, lane, FS * o_strip, orow0, ocol0);
     if (NO > 1u) {
-        flush_out(o1, sg, lane, orow0, ocol0 + 4u * FS);
+        flush_out(o1, sg, lane, FS * o_strip, orow0, ocol0 + 4u * FS);
     }
     if (NO > 2u) {
-        flush_out(o2, sg, lane, orow0, ocol0 + 8u * FS);
-        flush_out(o3, sg, lane, orow0, ocol0 + 12u * FS);
+        flush_out(o2, sg, lane, FS * o_strip, orow0, ocol0 + 8u * FS);
+        flush_out(o3, sg, lane, FS * o_strip, orow0, ocol0 + 12u * FS);
     }
     if (NO > 4u) {
-        flush_out(o4, sg, lane, orow0, ocol0 + 16u * FS);
-        flush_out(o5, sg, lane, orow0, ocol0 + 20u * FS);
-        flush_out(o6, sg, lane, orow0, ocol0 + 24u * FS);
-        flush_out(o7, sg, lane, orow0, ocol0 + 28u * FS);
+        flush_out(o4, sg, lane, FS * o_strip, orow0, ocol0 + 16u * FS);
+        flush_out(o5, sg, lane, FS * o_strip, orow0, ocol0 + 20u * FS);
+        flush_out(o6, sg, lane, FS * o_strip, orow0, ocol0 + 24u * FS);
+        flush_out(o7, sg, lane, FS * o_strip, orow0, ocol0 + 28u * FS);
     }
 }
 
-fn flush_out(c: FC, sg: u32, lane: u32, row0: u32, col0: u32) {
+// Stores accumulator `c` (tile rows r0.., FS·o_strip for this subgroup) to memory rows row0..
+// through this subgroup's FS×FS slot of `ss`, dividing each row by its sum (`rowf`).
+fn flush_out(c: FC, sg: u32, lane: u32, r0: u32, row0: u32, col0: u32) {
     workgroupBarrier();
     coopStoreT(c, &ss[sg * (FS * FS)], FS);
     workgroupBarrier();
     for (var e = lane; e < FS * FS; e += SG) {
-        o[(row0 + e / FS) * p.ldo + col0 + e % FS] = T(ss[sg * (FS * FS) + e]);
+        o[(row0 + e / FS) * p.ldo + col0 + e % FS] = T(ss[sg * (FS * FS) + e] * rowf[r0 + e / FS]);
     }
+}
+
+// Accumulator `c` (tile rows r0..) with each row scaled by its factor in `rowf`, through this
+// subgroup's FS×FS slot of `ss` (whose scores have been read by now).
+fn rescale(c: FC, sg: u32, lane: u32, r0: u32) -> FC {
+    let slot = sg * (FS * FS);
+    coopStoreT(c, &ss[slot], FS);
+    workgroupBarrier();
+    for (var e = lane; e < FS * FS; e += SG) {
+        ss[slot + e] *= rowf[r0 + e / FS];
+    }
+    workgroupBarrier();
+    return coopLoadT<FC>(&ss[slot], FS);
 }

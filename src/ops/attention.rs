@@ -11,7 +11,10 @@
 //!
 //! Where the adapter has cooperative matrices, f16 attention without a causal mask runs on them
 //! (`shaders/attention_coop.wgsl`, [`coop_applies`]): 16×16 fragments with 32-wide subgroups, or
-//! 8×8 with 8-wide ones (Mesa's lavapipe), the latter up to dh 256. So does f32 attention where
+//! 8×8 with 8-wide ones (Mesa's lavapipe), the latter up to dh 256. It makes one pass over the
+//! keys; since a cooperative accumulator cannot be scaled row by row, a row's reference max is
+//! raised (and its accumulators rescaled through workgroup memory) only when its scores pass it
+//! by more than 2^8. So does f32 attention where
 //! `--f16-operands` allows ([`crate::Gpu::coop_takes`]): its operands are rounded to f16, its
 //! softmax and accumulation stay f32.
 
@@ -179,12 +182,13 @@ struct Tuning {
 /// workgroup bytes). Its tile is BQ = 2·FS queries × BK = 4·FS keys; `staged_q` (f32 storage) adds
 /// the f16 copy of Q's BQ × DC chunk.
 fn coop_consts(fs: usize, dh: usize, staged_q: bool) -> (usize, usize, usize, usize) {
-    let (bq, bk, ni) = (2 * fs, 4 * fs, fs * fs);
+    let (bq, bk) = (2 * fs, 4 * fs);
     let dc = if dh.is_multiple_of(128) { 128 } else { 64 };
     let vk = (if dh <= 128 { 64 } else { 16 }).min(bk);
     let kvf = (bk * (dc + 8)).max(vk * (dh + 8));
     let qs = if staged_q { 2 * bq * (dc + 8) } else { 0 };
-    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 8 * ni + qs;
+    // kv, the scores, P, a factor per row, the rescale flag.
+    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 4 * bq + 4 + qs;
     (dc, vk, kvf, bytes)
 }
 
@@ -739,6 +743,61 @@ mod tests {
         }
         check(&mut rng, seed, dt, 4, 1, 64, 77, 8, 64, false, coop);
         check_fused_qkv(&gpu, dt.tolerance(TOL), &mut rng, dt, &format!("coop attention_qkv seed {seed}"));
+    }
+
+    /// The cooperative kernel raises a row's reference max only when its scores pass it by more
+    /// than TAU, then rescales that row's accumulators. Keys whose scores grow along the sequence
+    /// make rows do so after the first tile, at different tiles and by different factors
+    /// (counted on the CPU below, so the case cannot go stale); skipped without the kernel.
+    #[test]
+    fn coop_rescales_rows_whose_scores_keep_rising() {
+        let gpu = test_gpu();
+        if !coop_available(&gpu) || !gpu.has_f16() {
+            eprintln!("skipped: no cooperative matrices with subgroups to match");
+            return;
+        }
+        let fs = coop_fs(&gpu).unwrap();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let dt = DType::F16;
+        let (lq, lk, heads, dh) = (2 * fs + 3, 12 * fs + 5, 2, 64);
+        let c = heads * dh;
+        let mut keys = rng.normals(lk * c, 1.0);
+        for (j, row) in keys.chunks_mut(c).enumerate() {
+            let ramp = 1.0 + 5.0 * j as f32 / lk as f32;
+            row.iter_mut().for_each(|x| *x *= ramp);
+        }
+        let (q, qh) = upload(&gpu, &rng.normals(lq * c, 1.0), &[1, lq, c], dt);
+        let (k, kh) = upload(&gpu, &keys, &[1, lk, c], dt);
+        let (v, vh) = upload(&gpu, &rng.normals(lk * c, 1.0), &[1, lk, c], dt);
+        let opts = AttnOpts::new(dh);
+        // The kernel's decisions, replayed: per row and head, the tiles (after the first) at
+        // which the tile's max passes the reference max by more than TAU = 8 (log2 units).
+        let bk = 4 * fs;
+        let mut raised_at = Vec::new();
+        for h in 0..heads {
+            for i in 0..lq {
+                let mut m_ref = f32::NEG_INFINITY;
+                for (t, keys) in (0..lk).collect::<Vec<_>>().chunks(bk).enumerate() {
+                    let dot = |j: usize| (0..dh).map(|d| qh[i * c + h * dh + d] * kh[j * c + h * dh + d]).sum::<f32>();
+                    let tmax = keys.iter().map(|&j| dot(j) * opts.scale * std::f32::consts::LOG2_E).fold(f32::NEG_INFINITY, f32::max);
+                    if tmax > m_ref + 8.0 {
+                        m_ref = tmax;
+                        if t > 0 {
+                            raised_at.push(t);
+                        }
+                    }
+                }
+            }
+        }
+        raised_at.sort_unstable();
+        raised_at.dedup();
+        assert!(raised_at.len() >= 2, "the keys should make rows raise their max at several later tiles: {raised_at:?}");
+        let mut rec = gpu.recorder();
+        let out = attention_tuned(&mut rec, &q, &k, &v, heads, opts, Tuning { path: Impl::Coop, ..Tuning::default() }).unwrap();
+        rec.submit();
+        let want = cpu::attention(&qh, &kh, &vh, 1, 1, lq, lk, heads, dh, opts);
+        assert_close(&format!("rising scores, raised at tiles {raised_at:?}, seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
     }
 
     /// f32 attention takes the cooperative kernel only with `--f16-operands`, then staging its
