@@ -4,21 +4,21 @@
 // wgpu_cooperative_matrix and declares FS and the fragment types FA, FB, FC.
 //
 // Workgroup tile BM × BN × BK (BK = 2·FS) staged through workgroup memory as vec4<f16>, the
-// next K step's global loads in flight during this step's multiplies. 8 subgroups of SG lanes,
-// each owning an SB × SB block (SB = 4·FS) as 4 × 4 f32 accumulators, arranged SGM × SGN:
-// BN = 4·SB gives a 2·SB × 4·SB tile (128 × 256 at FS = 16), BN = 2·SB a 4·SB × 2·SB tile. The
+// next K step's global loads in flight during this step's multiplies. NSG (8, or 4 for grids
+// too small to fill the GPU) subgroups of SG lanes, each owning an SB × SB block (SB = 4·FS) as
+// 4 × 4 f32 accumulators, arranged SGM × SGN: with 8, BN = 4·SB gives a 2·SB × 4·SB tile
+// (128 × 256 at FS = 16) and BN = 2·SB a 4·SB × 2·SB tile; 4 subgroups halve the rows. The
 // accumulators and fragments are named variables, not arrays: an array of cooperative matrices
 // indexed in a loop can end up in local memory. The epilogue goes through a per-subgroup FS×FS
 // f32 scratch tile (adds the bias and any residual, converts to f16, scatters rows: transposed
 // phases and edge tiles have no constant output stride).
 // Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed and the
-// loads below divide evenly among the invocations), BN.
+// loads below divide evenly among the invocations), NSG, BN.
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
 @group(0) @binding(4) var<storage, read_write> out: array<T>;
 
-const NSG: u32 = 8u;
 const WG: u32 = NSG * SG;
 const SB: u32 = 4u * FS;
 const SGN: u32 = BN / SB;

@@ -57,6 +57,7 @@ fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: b
     geometry_kernel("conv_coop", src, dtype, taps, stride, transposed, has_res)
         .with_coop(cfg.fs)
         .def("SG", format!("{}u", cfg.sg))
+        .def("NSG", format!("{}u", cfg.nsg))
         .def("BN", format!("{}u", cfg.bn))
 }
 
@@ -275,6 +276,10 @@ pub enum Impl {
     /// `--f16-operands`; adapters with f16 16×16 or 8×8 cooperative matrices and a fixed subgroup
     /// size that splits its tiles evenly). An error where unavailable.
     Coop,
+    /// The cooperative kernel on 4 subgroups instead of 8: tiles of half the rows, so twice the
+    /// workgroups, for grids too small to fill a large GPU (the UNets' 16×16 level). Not chosen
+    /// by `Auto` until a GPU has timed it: `bench kernels` runs both (BENCHMARKS.md).
+    CoopHalf,
 }
 
 /// The full problem a kernel launch solves.
@@ -412,19 +417,20 @@ fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [u
 }
 
 /// The cooperative kernel's shape on one adapter (see conv_coop.wgsl): fragments of FS, subgroups
-/// of SG lanes, 8 subgroups each owning a 4·FS square block, BN output channels per workgroup
-/// (two or four blocks wide).
+/// of SG lanes, NSG subgroups (8, or 4 for half the rows) each owning a 4·FS square block, BN
+/// output channels per workgroup (two or four blocks wide).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct CoopCfg {
     fs: u32,
     sg: u32,
+    nsg: u32,
     bn: u32,
 }
 
 impl CoopCfg {
     /// Output rows per workgroup.
     fn bm(self) -> u32 {
-        8 / (self.bn / (4 * self.fs)) * 4 * self.fs
+        self.nsg / (self.bn / (4 * self.fs)) * 4 * self.fs
     }
     fn bk(self) -> u32 {
         2 * self.fs
@@ -433,17 +439,26 @@ impl CoopCfg {
     /// rows' geometry.
     fn smem(self) -> u32 {
         let (bm, bk) = (self.bm(), self.bk());
-        bm * (bk + 8) * 2 + bk * (self.bn + 8) * 2 + 8 * self.fs * self.fs * 4 + bm * 16
+        bm * (bk + 8) * 2 + bk * (self.bn + 8) * 2 + self.nsg * self.fs * self.fs * 4 + bm * 16
     }
-    /// Whether the tile loads and the epilogue's copy divide evenly among the 8·SG invocations.
+    /// Whether the subgroups tile the block grid and the tile loads and the epilogue's copy
+    /// divide evenly among the NSG·SG invocations.
     fn divides(self) -> bool {
-        let wg = 8 * self.sg;
+        let wg = self.nsg * self.sg;
         let per = self.fs * self.fs / self.sg.max(1);
-        (self.bm() * self.bk() / 4).is_multiple_of(wg)
+        let sgn = self.bn / (4 * self.fs);
+        sgn > 0
+            && self.nsg.is_multiple_of(sgn)
+            && (self.bm() * self.bk() / 4).is_multiple_of(wg)
             && (self.bk() * self.bn / 4).is_multiple_of(wg)
             && (self.fs * self.fs).is_multiple_of(self.sg)
             && per <= self.fs
             && self.fs.is_multiple_of(per)
+    }
+
+    /// The same columns on 4 subgroups: half the rows per workgroup, twice the workgroups.
+    fn halved(self) -> CoopCfg {
+        CoopCfg { nsg: 4, ..self }
     }
 }
 
@@ -476,7 +491,7 @@ fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCfg, String> 
         return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * sg));
     }
     let smem = gpu.limits.max_compute_workgroup_storage_size;
-    let (narrow, wide) = (CoopCfg { fs, sg, bn: 8 * fs }, CoopCfg { fs, sg, bn: 16 * fs });
+    let (narrow, wide) = (CoopCfg { fs, sg, nsg: 8, bn: 8 * fs }, CoopCfg { fs, sg, nsg: 8, bn: 16 * fs });
     let cfg = if cout > 8 * fs as usize && wide.smem() <= smem && wide.divides() { wide } else { narrow };
     if !cfg.divides() {
         return Err(format!("{fs}×{fs} fragments with {sg}-wide subgroups do not split the kernel's tiles evenly"));
@@ -503,7 +518,14 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Opt
         // Narrow layers (Cout 3 or 4 at the networks' ends) waste most of a 128-wide tile.
         Impl::Auto => coop_config(gpu, x.dtype(), w.cout).ok().filter(|_| w.cout >= 64),
         Impl::Tiled => None,
-        Impl::Coop => Some(coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?),
+        Impl::Coop | Impl::CoopHalf => {
+            let cfg = coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?;
+            match imp {
+                Impl::CoopHalf if !cfg.halved().divides() => bail!("conv: {:?} on 4 subgroups does not split its tiles evenly", cfg),
+                Impl::CoopHalf => Some(cfg.halved()),
+                _ => Some(cfg),
+            }
+        }
     };
     let (k, bm, bn) = match coop {
         Some(cfg) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), vec_in, cfg), cfg.bm(), cfg.bn),
@@ -557,20 +579,22 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
         T2,
         C3 { kt: usize, kh: usize },
     }
-    // (name, op, input shape, Cout)
-    let full: Vec<(&str, Op, Vec<usize>, usize)> = vec![
-        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 64, 64, 512], 512),
-        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 128, 128, 256], 256),
-        ("conv3x3 s2", Op::C2 { k: 3, s: 2 }, vec![16, 128, 128, 256], 256),
-        ("conv1x1", Op::C2 { k: 1, s: 1 }, vec![16, 16, 16, 1024], 1024),
-        ("convT4x4 s2", Op::T2, vec![16, 32, 32, 512], 512),
-        ("conv3d (3,1,1)", Op::C3 { kt: 3, kh: 1 }, vec![2, 8, 64, 64, 512], 512),
-        ("conv3d (5,1,1)", Op::C3 { kt: 5, kh: 1 }, vec![2, 8, 128, 128, 256], 256),
-        ("conv3d 3x3x3", Op::C3 { kt: 3, kh: 3 }, vec![1, 4, 512, 512, 128], 128),
+    // (name, op, input shape, Cout, whether to time the 4-subgroup tiles too: the UNets' 16×16
+    // level, where 16 images give the 8-subgroup tiles about one workgroup per SM of an H200)
+    let full: Vec<(&str, Op, Vec<usize>, usize, bool)> = vec![
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 64, 64, 512], 512, false),
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 128, 128, 256], 256, false),
+        ("conv3x3 s2", Op::C2 { k: 3, s: 2 }, vec![16, 128, 128, 256], 256, false),
+        ("conv1x1", Op::C2 { k: 1, s: 1 }, vec![16, 16, 16, 1024], 1024, true),
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 16, 16, 1024], 1024, true),
+        ("convT4x4 s2", Op::T2, vec![16, 32, 32, 512], 512, false),
+        ("conv3d (3,1,1)", Op::C3 { kt: 3, kh: 1 }, vec![2, 8, 64, 64, 512], 512, false),
+        ("conv3d (5,1,1)", Op::C3 { kt: 5, kh: 1 }, vec![2, 8, 128, 128, 256], 256, false),
+        ("conv3d 3x3x3", Op::C3 { kt: 3, kh: 3 }, vec![1, 4, 512, 512, 128], 128, false),
     ];
     type Run = Box<dyn Fn(&mut Recorder) -> Result<()>>;
     let mut v = Vec::new();
-    for (i, (name, op, mut s, mut cout)) in full.into_iter().enumerate() {
+    for (i, (name, op, mut s, mut cout, halved_too)) in full.into_iter().enumerate() {
         if quick {
             // Channels ÷ 8, spatial ÷ 8 (≥ 4), leading axis at most 2.
             let r = s.len();
@@ -605,12 +629,21 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
         };
         let bytes = ((x.numel() + out_n + w.w.numel()) * dtype.size()) as f64;
         let shape = format!("{s:?} -> {cout}");
+        let mut halved = None;
+        if let (true, Op::C2 { k, s: 1 }) = (halved_too, op) {
+            if coop_config(gpu, dtype, cout).is_ok_and(|c| c.halved().divides()) {
+                let (x, w) = (x.clone(), w.clone());
+                let run: Run = Box::new(move |r| conv2d_with(r, &x, &w, 1, k / 2, Impl::CoopHalf).map(drop));
+                halved = Some(BenchCase { name: format!("{name} (4 subgroups)"), shape: shape.clone(), flops, bytes, run });
+            }
+        }
         let run: Run = match op {
             Op::C2 { k, s: st } => Box::new(move |r| conv2d(r, &x, &w, st, k / 2).map(drop)),
             Op::T2 => Box::new(move |r| conv_transpose2d(r, &x, &w).map(drop)),
             Op::C3 { .. } => Box::new(move |r| conv3d(r, &x, &w).map(drop)),
         };
         v.push(BenchCase { name: name.to_string(), shape, flops, bytes, run });
+        v.extend(halved);
     }
     Ok(v)
 }
@@ -742,7 +775,7 @@ mod tests {
         let mut v = vec![Impl::Tiled];
         if dt == DType::F16 {
             match coop_config(gpu, dt, 256) {
-                Ok(_) => v.push(Impl::Coop),
+                Ok(_) => v.extend([Impl::Coop, Impl::CoopHalf]),
                 Err(e) => eprintln!("cooperative conv skipped: adapter lacks cooperative matrices ({e})"),
             }
         }
@@ -759,10 +792,11 @@ mod tests {
         for &(taps, stride, transposed) in specs {
             for vec_in in [false, true] {
                 for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
-                    let cfg = CoopCfg { fs, sg, bn };
-                    assert!(cfg.divides(), "{cfg:?}");
-                    // f16 storage, and f32 storage on f16 operands (`--f16-operands`).
-                    for dt in [DType::F16, DType::F32] {
+                    // 8 and 4 subgroups; f16 storage, and f32 storage on f16 operands
+                    // (`--f16-operands`).
+                    let cfgs = [CoopCfg { fs, sg, nsg: 8, bn }, CoopCfg { fs, sg, nsg: 4, bn }];
+                    for (cfg, dt) in cfgs.into_iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
+                        assert!(cfg.divides(), "{cfg:?}");
                         let k = coop_kernel(dt, taps, stride, transposed, has_res, vec_in, cfg);
                         let (module, _) = translate_check(&k);
                         // The parameter block is the Rust one (checked at dispatch where the kernel runs).
