@@ -712,20 +712,28 @@ mod tests {
         assert!(attention(&mut rec, &t(&[7, 128]), &t(&[9, 128]), &t(&[9, 128]), 2, o).is_err());
     }
 
+    /// The test device and its fragment size where it runs the cooperative kernel in f16; `None`
+    /// (the test `name` skipped, with a note) elsewhere.
+    fn coop_gpu(name: &str) -> Option<(std::sync::Arc<crate::Gpu>, usize)> {
+        let gpu = test_gpu();
+        match coop_fs(&gpu).filter(|_| gpu.has_f16()) {
+            Some(fs) => Some((gpu, fs)),
+            None => {
+                eprintln!("{name}: skipped (no cooperative matrices with subgroups to match)");
+                None
+            }
+        }
+    }
+
     /// The cooperative kernel on adapters that have it (the H200 at 16×16, Mesa 26's lavapipe at
     /// 8×8: tools/coop-lavapipe.sh); skipped elsewhere.
     #[test]
     fn coop_matches_cpu() {
-        let gpu = test_gpu();
-        if !coop_available(&gpu) || !gpu.has_f16() {
-            eprintln!("coop_matches_cpu: skipped (no cooperative matrices with subgroups to match)");
-            return;
-        }
+        let Some((gpu, fs)) = coop_gpu("coop_matches_cpu") else { return };
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let coop = Tuning { path: Impl::Coop, ..Tuning::default() };
         let dt = DType::F16;
-        let fs = coop_fs(&gpu).unwrap();
         // Queries at, just above and well above the tile (2·FS), keys below, across and over it.
         for (lq, lk) in [(32usize, 1usize), (33, 7), (77, 77), (130, 130), (32, 200), (2 * fs, 33), (2 * fs + 1, 4 * fs + 1)] {
             for (heads, dh) in [(2usize, 64usize), (1, 128)] {
@@ -751,12 +759,7 @@ mod tests {
     /// (counted on the CPU below, so the case cannot go stale); skipped without the kernel.
     #[test]
     fn coop_rescales_rows_whose_scores_keep_rising() {
-        let gpu = test_gpu();
-        if !coop_available(&gpu) || !gpu.has_f16() {
-            eprintln!("skipped: no cooperative matrices with subgroups to match");
-            return;
-        }
-        let fs = coop_fs(&gpu).unwrap();
+        let Some((gpu, fs)) = coop_gpu("coop_rescales_rows_whose_scores_keep_rising") else { return };
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let dt = DType::F16;
