@@ -37,7 +37,7 @@ pub struct ForwardOptions {
     pub profile: bool,
     /// UNets: the batch is a CFG pair (`Inputs::into_cfg_pair`).
     pub cfg_pair: bool,
-    /// Capture and plan only: nothing runs, no activation is created ([`print_plan`]).
+    /// Capture and plan only: nothing runs, no activation is created (`forward --plan-only`).
     pub plan_only: bool,
 }
 
