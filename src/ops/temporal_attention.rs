@@ -302,7 +302,8 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         for dt in gpu.dtypes() {
-            for f in [1usize, 3, 8] {
+            // Frames filling none, part, all or each of the kernel's four groups of four.
+            for f in [1usize, 3, 4, 8, 13, 16] {
                 for (heads, dh) in [(2usize, 32usize), (1, 64), (3, 64)] {
                     for rope in [false, true] {
                         let shape = [2, f, 3, 5, heads * dh];
