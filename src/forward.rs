@@ -186,6 +186,10 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             crate::gpu::human_bytes(graph.live_peak_bytes())
         );
         println!(
+            "device memory in all:   {} (the device pool's peak, weights, inputs and outputs, plus the activations' buffers: what the engine allocated, not the driver's own)",
+            crate::gpu::human_bytes(gpu.pool.stats().peak_live_bytes + graph.planned_bytes())
+        );
+        println!(
             "dispatches:             {} (binding {} of activations in all: each kernel's inputs and outputs once)",
             graph.dispatches(),
             crate::gpu::human_bytes(graph.activation_bytes_bound())
@@ -286,7 +290,7 @@ fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, bui
     println!("inputs on device:       {}", human_bytes(pool.live_bytes.saturating_sub(weight_bytes)));
     println!("planned activations:    {} (outputs included)", human_bytes(plan.planned_bytes));
     println!(
-        "device memory in all:   {} (the pool's peak so far, weights and inputs, plus the planned activations: what `--report` prints as measured, less the driver's own)",
+        "device memory in all:   {} (the pool's peak so far, weights and inputs, plus the planned activations: what `--report` prints for a run, less its outputs' readback)",
         human_bytes(pool.peak_live_bytes + plan.planned_bytes)
     );
     println!("dispatches:             {} ({})", plan.dispatches, fmt_flops(plan.flops));

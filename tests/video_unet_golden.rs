@@ -203,11 +203,11 @@ fn cfg_pair_shares_the_layers_before_the_text() {
     assert!(random_inputs(&gpu, &model, (3, 4, 4), DType::F32).unwrap().into_cfg_pair(&gpu, true).is_err(), "an odd batch");
 }
 
-/// `forward --plan-only` prints the activation plan a run creates (`--report`'s line), for the
-/// tiny DiffVSR UNet as the sampler runs it, without running it.
+/// `forward --plan-only` prints the activation plan and the device memory a run allocates
+/// (`--report`'s lines), for the tiny DiffVSR UNet as the sampler runs it, without running it.
 #[test]
 fn plan_only_prints_what_a_run_allocates() {
-    let forward = |extra: &[&str]| -> String {
+    let forward = |extra: &[&str]| -> [String; 2] {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
             .args(["forward", "--model", "diffvsr-unet", "--random-weights", "3", "--random-inputs", "2x16x24", "--cfg-pair", "--dtype", "f32", "--config"])
             .arg(data("diffvsr_unet", "config.json"))
@@ -216,10 +216,12 @@ fn plan_only_prints_what_a_run_allocates() {
             .unwrap();
         let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success(), "forward {extra:?} failed: {err}");
-        let line = out.lines().find(|l| l.starts_with("planned activations:")).unwrap_or_else(|| panic!("no plan line in {out}"));
-        line.split(['(', ':']).nth(1).unwrap().trim().to_string()
+        ["planned activations:", "device memory in all:"].map(|key| {
+            let line = out.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no '{key}' line in {out}"));
+            line[key.len()..].split('(').next().unwrap().trim().to_string()
+        })
     };
     let planned = forward(&["--plan-only"]);
     assert_eq!(planned, forward(&["--report", "--runs", "1"]), "--plan-only and --report disagree");
-    assert!(planned.ends_with("MiB") || planned.ends_with("KiB"), "{planned}");
+    assert!(planned.iter().all(|v| v.ends_with("MiB") || v.ends_with("KiB")), "{planned:?}");
 }
