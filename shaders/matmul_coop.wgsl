@@ -9,15 +9,16 @@
 // and SG, the adapter's fixed subgroup width; a second file (matmul_coop_s1.wgsl or
 // matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b.
 //
-// 8 subgroups of SG invocations in a 2×4 grid, each owning an SB×SB block (SB = 4·FS) as 4×4
-// accumulators: a BM×BN = 8·FS × 16·FS workgroup tile (128×256 with FS = 16), k-step BK = 2·FS.
+// NSG subgroups of SG invocations in an (NSG/4)×4 grid, each owning an SB×SB block (SB = 4·FS)
+// as 4×4 accumulators: with 8, a BM×BN = 8·FS × 16·FS workgroup tile (128×256 with FS = 16);
+// with 4 (grids too small to fill a GPU), half the rows. k-step BK = 2·FS.
 // The host checks that the loads below divide evenly among the invocations. Every cooperative
 // operation is executed by all subgroups the same number of times (uniform control flow); only
 // addresses depend on the subgroup id.
 
-const NI: u32 = 8u * SG;
+const NI: u32 = NSG * SG;
 const SB: u32 = 4u * FS;
-const BM: u32 = 2u * SB;
+const BM: u32 = (NSG / 4u) * SB;
 const BN: u32 = 4u * SB;
 const BK: u32 = 2u * FS;
 // Row strides of the workgroup tiles in f16 elements, padded by 8 so that the 16-byte row pieces
@@ -32,9 +33,9 @@ const A_STEP: u32 = NI / (BK / 4u);
 const B_STEP: u32 = NI / (BN / 4u);
 const A_LOADS: u32 = BM / A_STEP;
 const B_LOADS: u32 = BK / B_STEP;
-// The epilogue copies 8 staged FS × 2·FS slices (FS·FS / 2 vec4 each) in FLUSH_ROUNDS rounds.
+// The epilogue copies NSG staged FS × 2·FS slices (FS·FS / 2 vec4 each) in FLUSH_ROUNDS rounds.
 const SLICE4: u32 = FS * FS / 2u;
-const FLUSH_ROUNDS: u32 = 8u * SLICE4 / NI;
+const FLUSH_ROUNDS: u32 = NSG * SLICE4 / NI;
 
 struct Params {
     m: u32,
@@ -58,7 +59,7 @@ struct Params {
 // Without a residual the dispatch binds a here again.
 @group(0) @binding(5) var<storage, read> res: array<vec4<T>>;
 
-var<workgroup> stage: array<f32, 8u * STAGE>;
+var<workgroup> stage: array<f32, NSG * STAGE>;
 
 fn tile_of(w: u32) -> vec2<u32> {
     let per_group = GROUP_M * p.tiles_n;
@@ -69,7 +70,7 @@ fn tile_of(w: u32) -> vec2<u32> {
 }
 
 // One FS × 2·FS slice (accumulator row i, accumulator column pair jp) of every subgroup's block
-// has been stored to `stage`; all NI invocations copy the 8 slices out with bias and bounds checks.
+// has been stored to `stage`; all NI invocations copy the NSG slices out with bias and bounds checks.
 fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
     workgroupBarrier();
     for (var q = 0u; q < FLUSH_ROUNDS; q++) {

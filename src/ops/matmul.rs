@@ -37,17 +37,19 @@ const COOP_S4: &str = concat!(include_str!("../../shaders/matmul_coop.wgsl"), "\
 
 /// Row tiles per launch group (see `tile_of` in the shaders).
 const GROUP_M: u32 = 8;
-/// The cooperative kernel on one adapter: its fragment size FS (16, or 8) and the subgroup
-/// width SG; 8 subgroups share a workgroup tile of 8·FS × 16·FS (see matmul_coop.wgsl).
+/// The cooperative kernel on one adapter: its fragment size FS (16, or 8), the subgroup width
+/// SG and the subgroups per workgroup NSG: 8 share a workgroup tile of 8·FS × 16·FS, 4 (for
+/// grids too small to fill a GPU) one of half the rows (see matmul_coop.wgsl).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct CoopCfg {
     fs: usize,
     sg: usize,
+    nsg: usize,
 }
 
 impl CoopCfg {
     fn bm(self) -> usize {
-        8 * self.fs
+        self.nsg * self.fs
     }
     fn bn(self) -> usize {
         16 * self.fs
@@ -56,23 +58,29 @@ impl CoopCfg {
         2 * self.fs
     }
     fn invocations(self) -> usize {
-        8 * self.sg
+        self.nsg * self.sg
     }
-    /// Workgroup memory: the a tile BM × (BK + 8) f16, the b tile BK × (BN + 8) f16 and 8
+    /// Workgroup memory: the a tile BM × (BK + 8) f16, the b tile BK × (BN + 8) f16 and NSG
     /// subgroups' staging of FS × 2·FS f32.
     fn wg_bytes(self) -> u32 {
-        (self.bm() * (self.bk() + 8) * 2 + self.bk() * (self.bn() + 8) * 2 + 8 * 2 * self.fs * self.fs * 4) as u32
+        (self.bm() * (self.bk() + 8) * 2 + self.bk() * (self.bn() + 8) * 2 + self.nsg * 2 * self.fs * self.fs * 4) as u32
     }
     /// Whether the kernel's global loads and epilogue copy divide evenly among its invocations
     /// (e.g. 16×16 fragments with 32-wide subgroups, or 8×8 with 8- or 32-wide ones).
     fn divides(self) -> bool {
         let ni = self.invocations();
         let (a_row, b_row) = (self.bk() / 4, self.bn() / 4);
-        ni.is_multiple_of(a_row)
+        (self.nsg == 8 || self.nsg == 4)
+            && ni.is_multiple_of(a_row)
             && self.bm().is_multiple_of(ni / a_row)
             && ni.is_multiple_of(b_row)
             && self.bk().is_multiple_of(ni / b_row)
-            && (4 * self.fs * self.fs).is_multiple_of(ni)
+            && (self.nsg * self.fs * self.fs / 2).is_multiple_of(ni)
+    }
+
+    /// The same tile width on 4 subgroups: half the rows, twice the workgroups.
+    fn halved(self) -> CoopCfg {
+        CoopCfg { nsg: 4, ..self }
     }
 }
 
@@ -80,7 +88,7 @@ impl CoopCfg {
 /// fragments (16×16×16 or 8×8×8), a fixed subgroup width that splits the work evenly, and
 /// enough invocations and workgroup memory.
 fn coop_config(gpu: &Gpu) -> Option<CoopCfg> {
-    let cfg = CoopCfg { fs: gpu.coop_fragment()? as usize, sg: gpu.fixed_subgroup_size()? as usize };
+    let cfg = CoopCfg { fs: gpu.coop_fragment()? as usize, sg: gpu.fixed_subgroup_size()? as usize, nsg: 8 };
     (cfg.divides()
         && cfg.invocations() <= gpu.limits.max_compute_invocations_per_workgroup as usize
         && cfg.wg_bytes() <= gpu.limits.max_compute_workgroup_storage_size)
@@ -118,6 +126,10 @@ pub enum Impl {
     /// `Auto`'s choice: it passed `coop_matches_cpu` on an H200 and ran 3–5% faster than `Coop`
     /// (BENCHMARKS.md).
     CoopV4,
+    /// `CoopV4` on 4 subgroups instead of 8: tiles of half the rows, twice the workgroups, for
+    /// grids too small to fill a large GPU (the UNets' 16×16 level). Not chosen by `Auto` until a
+    /// GPU has timed it: `bench kernels` runs it beside `CoopV4` there (BENCHMARKS.md).
+    CoopV4Half,
 }
 
 /// A concrete kernel choice.
@@ -125,7 +137,8 @@ pub enum Impl {
 enum Variant {
     /// Portable kernel, workgroup tile (64·rm)×(64·rn).
     Tiled { rm: u32, rn: u32 },
-    Coop { v4: bool },
+    /// Cooperative kernel; `half`: on 4 subgroups (`CoopCfg::halved`).
+    Coop { v4: bool, half: bool },
 }
 
 /// Whether this adapter can run the cooperative kernel (see `coop_config`).
@@ -234,7 +247,7 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
     Ok(match path {
         Impl::Auto => {
             if coop_ok().is_ok() {
-                Variant::Coop { v4: true }
+                Variant::Coop { v4: true, half: false }
             } else {
                 let (rm, rn) = portable_tile(p);
                 Variant::Tiled { rm, rn }
@@ -246,11 +259,18 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
         }
         Impl::Coop => {
             coop_ok()?;
-            Variant::Coop { v4: false }
+            Variant::Coop { v4: false, half: false }
         }
         Impl::CoopV4 => {
             coop_ok()?;
-            Variant::Coop { v4: true }
+            Variant::Coop { v4: true, half: false }
+        }
+        Impl::CoopV4Half => {
+            coop_ok()?;
+            if !coop_config(gpu).is_some_and(|c| c.halved().divides()) {
+                bail!("matmul: the cooperative kernel on 4 subgroups does not split its tiles evenly on this adapter");
+            }
+            Variant::Coop { v4: true, half: true }
         }
     })
 }
@@ -272,6 +292,7 @@ fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType) -> Kernel {
     Kernel::new(if v4 { "matmul_coop_v4" } else { "matmul_coop" }, if v4 { COOP_S4 } else { COOP_S1 }, dtype)
         .with_coop(cfg.fs as u32)
         .def("SG", format!("{}u", cfg.sg))
+        .def("NSG", format!("{}u", cfg.nsg))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -299,8 +320,9 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
             64 * rn as usize,
             Kernel::new("matmul", SRC, a.dtype()).def("RM", format!("{rm}u")).def("RN", format!("{rn}u")),
         ),
-        Variant::Coop { v4 } => {
+        Variant::Coop { v4, half } => {
             let cfg = coop_config(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative matmul was chosen on an adapter without it"))?;
+            let cfg = if half { cfg.halved() } else { cfg };
             (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg, a.dtype()))
         }
     };
@@ -567,17 +589,30 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
             run: Box::new(move |r| matmul_with(r, &a, &b, None, path).map(drop)),
         });
     }
-    // (name, tokens, in, out, bias): GEGLU proj C → 8C, FF out 4C → C, attention q/k/v (no bias).
-    let tokens = if quick { 2 * 64 } else { 16 * 4096 };
+    // (name, tokens, in, out, bias): GEGLU proj C → 8C, FF out 4C → C, attention q/k/v (no bias),
+    // at the 64×64 level (C = 512); then two at the 16×16 level (C = 1024, 16·256 tokens), where
+    // the 8-subgroup tiles make about one workgroup per SM of an H200, so the 4-subgroup tiles
+    // run beside them.
     let q = if quick { 16 } else { 1 };
-    let layers = [("GEGLU proj", 512 / q, 4096 / q, true), ("FF out", 2048 / q, 512 / q, true), ("q/k/v proj", 512 / q, 512 / q, false)];
-    for (i, &(name, fin, fout, has_bias)) in layers.iter().enumerate() {
+    let (tokens, tokens16) = if quick { (2 * 64, 2 * 64) } else { (16 * 4096, 16 * 256) };
+    let mut paths16 = paths.clone();
+    if dtype == DType::F16 && coop_config(gpu).is_some_and(|c| c.halved().divides()) {
+        paths16.push((Impl::CoopV4Half, "coop-v4 4sg"));
+    }
+    let layers = [
+        ("GEGLU proj", tokens, 512 / q, 4096 / q, true, &paths),
+        ("FF out", tokens, 2048 / q, 512 / q, true, &paths),
+        ("q/k/v proj", tokens, 512 / q, 512 / q, false, &paths),
+        ("16x16 q/k/v proj", tokens16, 1024 / q, 1024 / q, false, &paths16),
+        ("16x16 FF out", tokens16, 4096 / q, 1024 / q, true, &paths16),
+    ];
+    for (i, &(name, tokens, fin, fout, has_bias, paths)) in layers.iter().enumerate() {
         let x = random_tensor(gpu, &[tokens, fin], dtype, 20 + i as u64)?;
         let mut rng = crate::rng::Rng::new(30 + i as u64);
         let wv = rng.normals(fin * fout, 1.0 / (fin as f32).sqrt());
         let bv = rng.normals(fout, 0.1);
         let w = std::rc::Rc::new(LinearWeight::from_torch_with_bias(gpu, &wv, has_bias.then_some(&bv[..]), fout, fin, dtype)?);
-        for &(path, label) in &paths {
+        for &(path, label) in paths {
             let (x, w) = (x.clone(), w.clone());
             v.push(BenchCase {
                 name: format!("linear {name} {label}"),
@@ -923,7 +958,8 @@ mod tests {
     /// matrices.
     #[test]
     fn coop_wgsl_validates_and_translates() {
-        for cfg in [CoopCfg { fs: 16, sg: 32 }, CoopCfg { fs: 8, sg: 8 }, CoopCfg { fs: 8, sg: 32 }] {
+        let eight = [CoopCfg { fs: 16, sg: 32, nsg: 8 }, CoopCfg { fs: 8, sg: 8, nsg: 8 }, CoopCfg { fs: 8, sg: 32, nsg: 8 }];
+        for cfg in eight.into_iter().flat_map(|c| [c, c.halved()]) {
             assert!(cfg.divides(), "{cfg:?}");
             for v4 in [false, true] {
                 for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
@@ -947,7 +983,7 @@ mod tests {
             }
         }
         // Subgroups too wide for 8×8 fragments' tile leave invocations without loads: refused.
-        assert!(!CoopCfg { fs: 8, sg: 64 }.divides());
+        assert!(!CoopCfg { fs: 8, sg: 64, nsg: 8 }.divides());
     }
 
     /// f32 storage takes the cooperative kernel (f16 operands, f32 accumulation and stores) only
@@ -966,7 +1002,7 @@ mod tests {
             eprintln!("skipped: {e}");
             return;
         }
-        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true });
+        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false });
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         for &(lead, m, n, k, shared) in &[(&[][..], 77usize, 260usize, 44usize, true), (&[3][..], 33, 12, 76, false), (&[2][..], 130, 36, 100, true)] {
@@ -994,7 +1030,7 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let dt = DType::F16;
-        for path in [Impl::Coop, Impl::CoopV4] {
+        for path in [Impl::Coop, Impl::CoopV4, Impl::CoopV4Half] {
             // Awkward sizes: M, N, K below, at and above the 128×256×32 and 64×128×16 tiles,
             // partial edge tiles.
             for &(m, n, k) in &[(1, 4, 4), (7, 36, 76), (77, 260, 44), (130, 12, 100), (300, 516, 72), (128, 256, 32), (129, 260, 36), (64, 128, 16), (65, 132, 20)] {
@@ -1017,6 +1053,6 @@ mod tests {
         let p = plan(&[7, 33], &[33, 8], None).unwrap();
         assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
         let p = plan(&[7, 32], &[32, 8], None).unwrap();
-        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true });
+        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false });
     }
 }
