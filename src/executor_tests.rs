@@ -206,6 +206,8 @@ fn a_plan_is_what_the_graph_would_create() {
         assert_eq!(plan.dispatches, graph.dispatches(), "{kind}");
         assert_eq!(plan.activation_bytes_bound, graph.activation_bytes_bound(), "{kind}");
         assert_eq!(plan.live_peak, graph.live_peak_bytes(), "{kind}");
+        // Buffer count, largest tensor and FLOPs too.
+        assert_eq!(plan, graph.plan(), "{kind}");
         planned.push(plan.planned_bytes);
     }
     assert!(planned[1] < planned[0], "packing should win on this chain: {planned:?}");

@@ -133,14 +133,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         0 => String::new(),
         n => format!(", {n} of them with read-write bindings only"),
     };
-    eprintln!(
-        "graph: {} dispatches ({}) binding {} of activations, activations {} planned (tensors alive at once peak at {}){rw}, built in {build_s:.2} s",
-        graph.dispatches(),
-        fmt_flops(graph.flops()),
-        crate::gpu::human_bytes(graph.activation_bytes_bound()),
-        crate::gpu::human_bytes(graph.planned_bytes()),
-        crate::gpu::human_bytes(graph.live_peak_bytes())
-    );
+    eprintln!("graph: {}{rw}, built in {build_s:.2} s", graph_summary(&graph.plan()));
     graph.run(gpu)?;
     let result = out.to_f32(gpu)?;
     // f32 storage whose convolutions round their operands to f16 (`--f16-operands`).
@@ -187,7 +180,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         );
         println!(
             "device memory in all:   {} (the device pool's peak, weights, inputs and outputs, plus the activations' buffers: what the engine allocated, not the driver's own)",
-            crate::gpu::human_bytes(gpu.pool.stats().peak_live_bytes + graph.planned_bytes())
+            crate::gpu::human_bytes(device_total(gpu, graph.planned_bytes()))
         );
         println!(
             "dispatches:             {} (binding {} of activations in all: each kernel's inputs and outputs once)",
@@ -246,7 +239,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "planned_activation_bytes_note": "planned: peak of the forward's memory plan (arena)",
                 "pool_peak_live_bytes": pool.peak_live_bytes,
                 "pool_peak_live_bytes_note": "measured: the device buffer pool's peak of bytes handed out at once (weights, inputs, outputs; the activations live in the arena, not here)",
-                "measured_peak_bytes": pool.peak_live_bytes + graph.planned_bytes(),
+                "measured_peak_bytes": device_total(gpu, graph.planned_bytes()),
                 "measured_peak_bytes_note": "measured: pool peak + the arena's buffers as created (weights + activations); buffers the engine allocated, not the driver's own count",
                 "load_s": load_s,
                 "graph_build_s": build_s,
@@ -264,22 +257,34 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     Ok(())
 }
 
+/// The `graph:` line's description of a captured graph, planned or built.
+fn graph_summary(p: &crate::kernel::GraphPlan) -> String {
+    use crate::gpu::human_bytes;
+    format!(
+        "{} dispatches ({}) binding {} of activations, activations {} planned in {} buffers (tensors alive at once peak at {}; the largest is {})",
+        p.dispatches,
+        fmt_flops(p.flops),
+        human_bytes(p.activation_bytes_bound),
+        human_bytes(p.planned_bytes),
+        p.buffers,
+        human_bytes(p.live_peak),
+        human_bytes(p.largest)
+    )
+}
+
+/// The device memory the engine allocates for a forward: the pool's peak (weights, inputs,
+/// outputs) plus the activations' buffers (`--report`'s "in all", its JSON's
+/// `measured_peak_bytes`; `--plan-only`'s before any activation exists).
+fn device_total(gpu: &Gpu, activation_bytes: u64) -> u64 {
+    gpu.pool.stats().peak_live_bytes + activation_bytes
+}
+
 /// `--plan-only`: the graph and the device memory a run would allocate (weights, inputs, and
 /// the activations' plan as `into_graph` would create it), for this adapter's limits or those
 /// of `--plan-limits`.
 fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, build_s: f64) {
     use crate::gpu::human_bytes;
-    let pool = gpu.pool.stats();
-    eprintln!(
-        "graph: {} dispatches ({}) binding {} of activations, activations {} planned in {} buffers (tensors alive at once peak at {}; the largest is {}), planned in {build_s:.2} s; not run (--plan-only)",
-        plan.dispatches,
-        fmt_flops(plan.flops),
-        human_bytes(plan.activation_bytes_bound),
-        human_bytes(plan.planned_bytes),
-        plan.buffers,
-        human_bytes(plan.live_peak),
-        human_bytes(plan.largest)
-    );
+    eprintln!("graph: {}, planned in {build_s:.2} s; not run (--plan-only)", graph_summary(plan));
     println!("device:                 {}", gpu.describe());
     println!(
         "planned for:            a largest storage binding of {} and a largest buffer of {}",
@@ -287,11 +292,11 @@ fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, bui
         human_bytes(gpu.limits.max_buffer_size)
     );
     println!("weights on device:      {}", human_bytes(weight_bytes));
-    println!("inputs on device:       {}", human_bytes(pool.live_bytes.saturating_sub(weight_bytes)));
+    println!("inputs on device:       {}", human_bytes(gpu.pool.stats().live_bytes.saturating_sub(weight_bytes)));
     println!("planned activations:    {} (outputs included)", human_bytes(plan.planned_bytes));
     println!(
         "device memory in all:   {} (the pool's peak so far, weights and inputs, plus the planned activations: what `--report` prints for a run, less its outputs' readback)",
-        human_bytes(pool.peak_live_bytes + plan.planned_bytes)
+        human_bytes(device_total(gpu, plan.planned_bytes))
     );
     println!("dispatches:             {} ({})", plan.dispatches, fmt_flops(plan.flops));
 }

@@ -124,8 +124,9 @@ fn write_read_pairs(steps: &[PendingStep]) -> Vec<(usize, usize)> {
     conflicts
 }
 
-/// A captured graph's size and memory plan, without its buffers ([`Recorder::into_plan`]).
-#[derive(Clone, Debug)]
+/// A captured graph's size and memory plan, without its buffers ([`Recorder::into_plan`]), or
+/// with them ([`Graph::plan`]).
+#[derive(Clone, Debug, PartialEq)]
 pub struct GraphPlan {
     pub dispatches: usize,
     /// Arithmetic of the matrix ops, as [`Graph::flops`].
@@ -655,6 +656,20 @@ impl Graph {
     /// The arena this graph's activations live in.
     pub fn arena(&self) -> &Arena {
         &self.arena
+    }
+
+    /// The graph's size and memory as [`Recorder::into_plan`] gives them before any buffer
+    /// exists (for a graph alone in its arena, the same numbers).
+    pub fn plan(&self) -> GraphPlan {
+        GraphPlan {
+            dispatches: self.dispatches(),
+            flops: self.flops(),
+            activation_bytes_bound: self.activation_bytes_bound,
+            planned_bytes: self.planned_bytes(),
+            buffers: self.arena.buffer_count(),
+            live_peak: self.live_peak,
+            largest: self.largest,
+        }
     }
 }
 

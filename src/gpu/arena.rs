@@ -171,6 +171,11 @@ impl Arena {
         self.0.lock().unwrap().created_bytes
     }
 
+    /// How many buffers the arena holds.
+    pub fn buffer_count(&self) -> usize {
+        self.0.lock().unwrap().buffers.len()
+    }
+
     /// Gives every slot of `trace` a place, creating (and, on a poisoning device, filling
     /// with NaN) the buffers the arena lacks: the place of each slot, by slot id. `conflicts`
     /// are the pairs of slots one dispatch binds writable and read-only (a packed arena keeps
