@@ -16,7 +16,6 @@ use anyhow::{Context, Result};
 use ceilings::Ceilings;
 use report::{Measured, Meta};
 
-use crate::kernel::Recorder;
 pub use crate::ops::bench_case::{random_tensor, BenchCase};
 use crate::{DType, Gpu};
 
@@ -52,46 +51,16 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
 }
 
 /// Timestamped dispatches per run; a case that records more is an error rather than under-counted.
-const MAX_TIMED_DISPATCHES: u32 = 2048; // 2 queries each; wgpu caps a query set at 4096
-
 /// Median seconds per run of `case` over `iters` timed runs (after one warm-up run).
 pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
-    // Warm-up: compiles pipelines and touches memory.
-    let mut rec = gpu.recorder();
-    (case.run)(&mut rec)?;
-    rec.submit();
-    gpu.sync()?;
-    if gpu.has_timestamps() {
-        let mut per_run = Vec::new();
-        for _ in 0..iters {
-            // Each dispatch gets its own begin/end stamps; one run may be several dispatches.
-            let mut rec = Recorder::new(gpu, MAX_TIMED_DISPATCHES);
-            (case.run)(&mut rec)?;
-            if rec.dispatches > MAX_TIMED_DISPATCHES as usize {
-                anyhow::bail!("bench case '{}' records {} dispatches, more than the {MAX_TIMED_DISPATCHES} timed", case.name, rec.dispatches);
-            }
-            let t = rec.submit_timed()?;
-            per_run.push(t.iter().sum::<f64>());
-        }
-        per_run.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        Ok(per_run[per_run.len() / 2])
-    } else {
-        let start = std::time::Instant::now();
-        let mut rec = gpu.recorder();
-        for _ in 0..iters {
-            (case.run)(&mut rec)?;
-        }
-        rec.submit();
-        gpu.sync()?;
-        Ok(start.elapsed().as_secs_f64() / iters as f64)
-    }
+    crate::kernel::time_runs(gpu, None, iters, &*case.run).map_err(|e| e.context(format!("bench case '{}'", case.name)))
 }
 
 fn timing(gpu: &Gpu) -> &'static str {
     if gpu.has_timestamps() {
         "GPU timestamps (median)"
     } else {
-        "wall clock (mean)"
+        "wall clock (median)"
     }
 }
 
@@ -141,7 +110,8 @@ fn coop_summary(gpu: &Gpu) -> String {
 /// stderr), and the JSON and roofline files when asked for. Returns the measured cases.
 pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     println!("device: {}", gpu.describe());
-    println!("dtype: {}   timing: {}   cooperative matrices: {}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
+    let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
+    println!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
     let selected: Vec<BenchCase> =
         cases(gpu, opts.dtype, opts.quick)?.into_iter().filter(|c| opts.filter.as_ref().is_none_or(|f| c.name.contains(f.as_str()))).collect();
     if selected.is_empty() {
@@ -174,6 +144,10 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         rows.push(m);
+    }
+    // The rows above ran the tuned tiles; say where they are not the rule's.
+    for t in gpu.tuner().picks().iter().filter(|t| t.pick != 0) {
+        println!("tuned: {}", t.describe());
     }
     if let Some(p) = &opts.json {
         write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, opts.dtype), &ceil, &rows))?)?;

@@ -202,6 +202,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             fmt_flops(graph.flops()),
             crate::bench::report::fmt_rate(graph.flops() / gpu_t)
         );
+        println!("kernel tiles:           {}", tuning_summary(gpu));
         println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
         if let Some(path) = &o.json {
             let pool = gpu.pool.stats();
@@ -243,6 +244,14 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "measured_peak_bytes_note": "measured: pool peak + the arena's buffers as created (weights + activations); buffers the engine allocated, not the driver's own count",
                 "load_s": load_s,
                 "graph_build_s": build_s,
+                "graph_build_s_note": "capture and memory plan, and the tuning of new shapes when tuning is on",
+                "tuning": gpu.tuner().is_on(),
+                "tuned": gpu.tuner().picks().iter().map(|t| serde_json::json!({
+                    "key": t.key,
+                    "candidates": t.labels,
+                    "seconds": t.seconds,
+                    "pick": t.labels[t.pick],
+                })).collect::<Vec<_>>(),
             });
             std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
             eprintln!("wrote report to {}", path.display());
@@ -255,6 +264,17 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         bail!("the output does not match the reference (FAIL above)");
     }
     Ok(())
+}
+
+/// What `--report` says of the kernel tiles: how many shapes were timed and how many took
+/// another tile than the fixed rule's.
+fn tuning_summary(gpu: &Gpu) -> String {
+    if !gpu.tuner().is_on() {
+        return "the fixed rules' (tuning off: --tune on times each shape's candidates)".into();
+    }
+    let picks = gpu.tuner().picks();
+    let moved = picks.iter().filter(|t| t.pick != 0).count();
+    format!("timed on this device for {} shapes; {moved} run another tile than the fixed rule's (RUST_LOG=debug lists them)", picks.len())
 }
 
 /// The `graph:` line's description of a captured graph, planned or built.

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Result};
 
 pub use crate::gpu::pipelines::Kernel;
 use crate::gpu::arena::{resolve_live_slots, Storage, Trace};
+use crate::gpu::pool::BufferPool;
 use crate::gpu::{human_bytes, Gpu};
 use crate::dtype::DType;
 use crate::tensor::Tensor;
@@ -68,6 +69,9 @@ pub struct Recorder<'g> {
     timer: Option<Timer>,
     capture: Option<Capture>,
     taps: Option<Vec<(String, Tensor)>>,
+    /// Where an eager recorder's [`Recorder::empty`] takes memory: the device pool, or a pool
+    /// of the caller's ([`Recorder::new_in`]) that frees its buffers when dropped.
+    pool: Option<Arc<BufferPool>>,
     pub dispatches: usize,
 }
 
@@ -195,7 +199,14 @@ impl<'g> Recorder<'g> {
             capacity: timed,
             used: 0,
         });
-        Recorder { gpu, encoder: Some(encoder), keep: Vec::new(), timer, capture: None, taps: None, dispatches: 0 }
+        Recorder { gpu, encoder: Some(encoder), keep: Vec::new(), timer, capture: None, taps: None, pool: None, dispatches: 0 }
+    }
+
+    /// [`Recorder::new`] whose new tensors come from `pool` instead of the device's: scratch
+    /// work (timing candidate kernels) that must neither keep memory nor count in the device
+    /// pool's peak.
+    pub(crate) fn new_in(gpu: &'g Gpu, timed: u32, pool: &Arc<BufferPool>) -> Recorder<'g> {
+        Recorder { pool: Some(pool.clone()), ..Recorder::new(gpu, timed) }
     }
 
     /// A capturing recorder with an arena of its own: see the type's docs; finish with
@@ -213,6 +224,7 @@ impl<'g> Recorder<'g> {
             timer: None,
             capture: Some(Capture { arena: arena.clone(), trace: Arc::default(), steps: Vec::new() }),
             taps: None,
+            pool: None,
             dispatches: 0,
         }
     }
@@ -231,7 +243,7 @@ impl<'g> Recorder<'g> {
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         match &self.capture {
             Some(c) => Tensor::planned(&c.trace, shape, dtype),
-            None => Tensor::empty(self.gpu, shape, dtype),
+            None => Tensor::empty_in(self.gpu, self.pool.as_ref().unwrap_or(&self.gpu.pool), shape, dtype),
         }
     }
 
@@ -472,6 +484,65 @@ impl<'g> Recorder<'g> {
             largest: trace.largest(),
         }
     }
+}
+
+/// Timestamps one timed run may take: 2 queries a dispatch, and wgpu caps a query set at 4096.
+pub const MAX_TIMED_DISPATCHES: u32 = 2048;
+
+/// Median seconds per run of `run` over `iters` runs, after one warm-up run (which compiles
+/// its pipelines and touches its memory): GPU timestamps summed over a run's dispatches where
+/// the adapter has them, else the wall clock around each run's submission. With `pool`, the
+/// runs' new tensors come from it (scratch that is freed with it).
+pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dyn Fn(&mut Recorder) -> Result<()>) -> Result<f64> {
+    let recorder = |timed| match pool {
+        Some(p) => Recorder::new_in(gpu, timed, p),
+        None => Recorder::new(gpu, timed),
+    };
+    let mut rec = recorder(0);
+    run(&mut rec)?;
+    rec.submit();
+    gpu.sync()?;
+    let timed = if gpu.has_timestamps() { MAX_TIMED_DISPATCHES } else { 0 };
+    let mut per_run = Vec::new();
+    for _ in 0..iters.max(1) {
+        let mut rec = recorder(timed);
+        run(&mut rec)?;
+        if rec.dispatches > MAX_TIMED_DISPATCHES as usize {
+            bail!("a timed run records {} dispatches, more than the {MAX_TIMED_DISPATCHES} that can be timed", rec.dispatches);
+        }
+        let start = std::time::Instant::now();
+        let stamps = rec.submit_timed()?;
+        per_run.push(if timed > 0 { stamps.iter().sum::<f64>() } else { start.elapsed().as_secs_f64() });
+    }
+    per_run.sort_by(f64::total_cmp);
+    Ok(per_run[per_run.len() / 2])
+}
+
+/// Timed runs per candidate when tuning (after one warm-up run); the median is kept.
+const TUNE_ITERS: u32 = 3;
+
+/// Which of an op's `candidates` (interchangeable kernels or tiles, the rule's choice first)
+/// to run for the problem `key` names: the device's [`Tuner`](crate::gpu::tune::Tuner) times
+/// each with `run` (which records one launch of it on scratch tensors made with
+/// [`Recorder::empty`], freed afterwards) the first time it meets the key, where tuning is on.
+/// A device error pending from earlier work is returned first, so that a candidate's timing
+/// never takes it for its own.
+pub(crate) fn tuned<C: Copy>(gpu: &Gpu, key: impl FnOnce() -> String, candidates: &[C], label: impl Fn(C) -> String, run: impl Fn(&mut Recorder, C) -> Result<()>) -> Result<C> {
+    let tuner = gpu.tuner();
+    if candidates.len() < 2 || !tuner.is_on() {
+        return Ok(candidates[0]);
+    }
+    let key = key();
+    if let Some(pick) = tuner.known(&key) {
+        return Ok(candidates[pick]);
+    }
+    gpu.sync()?;
+    let labels: Vec<String> = candidates.iter().map(|&c| label(c)).collect();
+    let pick = tuner.pick(&key, &labels, |i| {
+        let scratch = Arc::new(BufferPool::default());
+        time_runs(gpu, Some(&scratch), TUNE_ITERS, &|r| run(r, candidates[i]))
+    });
+    Ok(candidates[pick])
 }
 
 impl Gpu {

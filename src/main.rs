@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use diffvsr_wgpu::gpu::TuneMode;
 use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOptions};
 
 /// The command line: `upscale` (the DiffVSR job as a y4m filter, also what runs without a
@@ -55,18 +56,24 @@ struct GpuArgs {
     /// About 7e-4 relative error on the VAE goldens, against 2e-3 with f16 storage.
     #[arg(long)]
     f16_operands: bool,
+    /// Time the candidate tiles of each matmul and convolution shape the first time it runs and
+    /// keep the fastest (the same values, sooner): auto tunes on a hardware GPU and not on a
+    /// software adapter; costs a moment per new shape.
+    #[arg(long, env = "DIFFVSR_TUNE", default_value = "auto", value_name = "auto|on|off")]
+    tune: TuneMode,
 }
 
 impl GpuArgs {
     fn open(&self) -> Result<std::sync::Arc<Gpu>> {
-        self.open_planning(None)
+        self.open_planning(false, None)
     }
 
-    /// Opens the adapter; with `plan_limits` (binding, buffer), one whose graphs are planned for
-    /// those limits and never run (`forward --plan-only`).
-    fn open_planning(&self, plan_limits: Option<(u64, u64)>) -> Result<std::sync::Arc<Gpu>> {
+    /// Opens the adapter; `plan_only` for graphs that are planned and never run (`forward
+    /// --plan-only`: nothing is tuned), with `plan_limits` (binding, buffer) as the adapter's.
+    fn open_planning(&self, plan_only: bool, plan_limits: Option<(u64, u64)>) -> Result<std::sync::Arc<Gpu>> {
         Gpu::new(&GpuOptions {
             plan_limits,
+            tune: if plan_only { TuneMode::Off } else { self.tune },
             adapter: self.adapter.clone(),
             backend: self.backend.clone(),
             no_f16: self.no_f16,
@@ -528,7 +535,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Forward { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair, plan_only, plan_limits, gpu } => {
-            let g = gpu.open_planning(plan_limits)?;
+            let g = gpu.open_planning(plan_only, plan_limits)?;
             let o = forward::ForwardOptions { model, config, weights, random_weights, inputs, random_inputs, output, expect, tolerance, dtype, report, runs, json, profile, cfg_pair, plan_only };
             forward::run(&g, &o)
         }

@@ -203,6 +203,42 @@ fn cfg_pair_shares_the_layers_before_the_text() {
     assert!(random_inputs(&gpu, &model, (3, 4, 4), DType::F32).unwrap().into_cfg_pair(&gpu, true).is_err(), "an odd batch");
 }
 
+/// Tuning (`--tune`) picks among tiles that compute the same sums in the same order, so the
+/// tiny DiffVSR UNet gives the same bytes with it and without, in every storage dtype; and
+/// with it, its shapes were timed. (The kernel tests check each op's candidates; this checks
+/// every shape a model meets, views and folded batches included.)
+#[test]
+fn tuning_changes_no_byte() {
+    use diffvsr_wgpu::gpu::{GpuOptions, TuneMode};
+    use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
+    use diffvsr_wgpu::Gpu;
+    let config = data("diffvsr_unet", "config.json");
+    let open = |tune| {
+        let gpu = Gpu::new(&GpuOptions { tune, ..GpuOptions::from_env() }).unwrap();
+        gpu.set_poison(true);
+        gpu
+    };
+    let (tuned, fixed) = (open(TuneMode::On), open(TuneMode::Off));
+    for dtype in fixed.dtypes() {
+        let run = |gpu: &Gpu| {
+            let mut store = WeightStore::synthetic(5);
+            let model = load_model_from(gpu, ModelKind::DiffvsrUnet, Some(&config), &mut store, dtype).unwrap();
+            let inputs = random_inputs(gpu, &model, (2, 8, 16), dtype).unwrap().into_cfg_pair(gpu, true).unwrap();
+            let mut rec = Recorder::capture(gpu);
+            let out = model.forward(&mut rec, &inputs).unwrap();
+            let graph = rec.into_graph().unwrap();
+            graph.run(gpu).unwrap();
+            out.read_bytes(gpu).unwrap()
+        };
+        let before = tuned.tuner().picks().len();
+        assert!(run(&tuned) == run(&fixed), "{dtype:?}: tuning changed the output");
+        let timed = tuned.tuner().picks().len() - before;
+        assert!(timed >= 10, "{dtype:?}: only {timed} shapes were tuned");
+        assert!(fixed.tuner().picks().is_empty(), "tuning off timed something");
+        eprintln!("{dtype:?}: {timed} shapes tuned, the same bytes");
+    }
+}
+
 /// `forward --plan-only` prints the activation plan and the device memory a run allocates
 /// (`--report`'s lines), for the tiny DiffVSR UNet as the sampler runs it, without running it.
 #[test]

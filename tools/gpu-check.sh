@@ -44,7 +44,10 @@ run)
     # ops::tests::cooperative_kernels_run_here fails where they would all skip.
     DIFFVSR_EXPECT_COOP=16 timeout "${TEST_TIMEOUT:-180}" ./.device-bin/kernel-tests --test-threads 8 --nocapture 2>&1 | tee "$out/tests.txt" | grep -E "test result|FAILED|panicked|skipped|cooperative fragments" | head -60
     echo "== full-size forwards (random weights)"
-    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --profile 2>&1 | tee "$out/forward-diffvsr-unet.txt" | head -30
+    # Tuned (the default on a GPU; its log lists each shape's candidates and times), then with
+    # the fixed rules' tiles, to measure what tuning gains and what it costs the graph build.
+    RUST_LOG=warn,wgpu_hal=off,diffvsr_wgpu::gpu::tune=debug timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --profile 2>&1 | tee "$out/forward-diffvsr-unet.txt" | grep -v "tuned " | head -30
+    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off 2>&1 | tee "$out/forward-diffvsr-unet-untuned.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$out/forward-te3dvae.txt" | head -30
     # The same decode with its convolutions, linear layers and attention on f16 operands
     # (not the default until this comparison says so).

@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::pipelines::{Kernel, Pipeline, PipelineCache};
 use super::pool::{human_bytes, BufferLimits, BufferPool};
+use super::tune::{TuneMode, Tuner};
 use crate::dtype::DType;
 
 /// Optional features the engine uses when the adapter offers them.
@@ -50,11 +51,15 @@ pub struct GpuOptions {
     /// operands rounded to f16 (f32 accumulation and storage; PyTorch's TF32 default does the
     /// like), where the adapter has cooperative matrices and f16 (`DIFFVSR_F16_OPERANDS`).
     pub f16_operands: bool,
+    /// Whether matmuls and convolutions time their candidate tiles on each new shape and keep
+    /// the fastest (`gpu/tune.rs`; `DIFFVSR_TUNE`): by default on a hardware GPU.
+    pub tune: TuneMode,
 }
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
-    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`.
+    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
+    /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto).
     pub fn from_env() -> Self {
         let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         GpuOptions {
@@ -66,6 +71,7 @@ impl GpuOptions {
             plan_limits: None,
             no_pack_activations: flag("DIFFVSR_NO_PACK_ACTIVATIONS"),
             f16_operands: flag("DIFFVSR_F16_OPERANDS"),
+            tune: std::env::var("DIFFVSR_TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
         }
     }
 }
@@ -186,6 +192,7 @@ pub struct Gpu {
     pub(crate) shader_checks: bool,
     pack_activations: bool,
     f16_operands: bool,
+    tuner: Tuner,
 }
 
 impl Gpu {
@@ -247,6 +254,12 @@ impl Gpu {
             // A simulated smaller GPU: what one binding may hold shrinks (buffers may stay larger).
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m.max(4));
         }
+        let tune = match opts.tune {
+            TuneMode::On => true,
+            TuneMode::Off => false,
+            // A planning device never runs anything; a software adapter's timings are noise.
+            TuneMode::Auto => opts.plan_limits.is_none() && info.device_type != wgpu::DeviceType::Cpu,
+        };
         Ok(Arc::new(Gpu {
             adapter,
             device,
@@ -263,7 +276,13 @@ impl Gpu {
             shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
             pack_activations: !opts.no_pack_activations,
             f16_operands: opts.f16_operands && use_f16,
+            tuner: Tuner::new(tune),
         }))
+    }
+
+    /// The per-shape kernel choices of this device ([`GpuOptions::tune`]).
+    pub fn tuner(&self) -> &Tuner {
+        &self.tuner
     }
 
     /// Whether captured graphs pack their activations at offsets of a few buffers (the default;

@@ -13,9 +13,10 @@
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
 //! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage, or f32
 //! storage rounded to f16 operands with `--f16-operands`; f32 accumulation; adapters with f16
-//! 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`]
-//! picks; `Auto` takes the cooperative kernel where it runs and Cout ≥ 64. Both can add a
-//! [`Residual`] to the output as they store it (the `_add` functions).
+//! 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`] picks; `Auto` takes the
+//! cooperative kernel where it runs and Cout ≥ 64, and where tuning is on (`gpu/tune.rs`) times
+//! that kernel's tiles on each new shape and keeps the fastest. Both can add a [`Residual`] to
+//! the output as they store it (the `_add` functions).
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
 //! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
 //! one contiguous weight row per channel, and the zero padding removes every bounds check on
@@ -277,8 +278,8 @@ pub enum Impl {
     /// size that splits its tiles evenly). An error where unavailable.
     Coop,
     /// The cooperative kernel on 4 subgroups instead of 8: tiles of half the rows, so twice the
-    /// workgroups, for grids too small to fill a large GPU (the UNets' 16×16 level). Not chosen
-    /// by `Auto` until a GPU has timed it: `bench kernels` runs both (BENCHMARKS.md).
+    /// workgroups, for grids too small to fill a large GPU (the UNets' 16×16 level). `Auto` runs
+    /// it where tuning times it faster for the shape; `bench kernels` times it beside `Auto`.
     CoopHalf,
 }
 
@@ -323,6 +324,10 @@ pub fn conv2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize,
 
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    launch(rec, x, w, &conv2d_problem(x, w, stride, pad)?, res, imp)
+}
+
+fn conv2d_problem(x: &Tensor, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
     ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
     check_input("conv2d", x, w)?;
     let s = x.shape();
@@ -339,8 +344,7 @@ pub fn conv2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: u
     out_shape[r - 2] = wo;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    let pb = Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape };
-    launch(rec, x, w, &pb, res, imp)
+    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape })
 }
 
 /// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
@@ -359,6 +363,10 @@ pub fn conv_transpose2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res:
 }
 
 pub fn conv_transpose2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    launch(rec, x, w, &transposed_problem(x, w)?, res, imp)
+}
+
+fn transposed_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
     ensure!(w.kind == ConvKind::ConvTranspose2d, "conv_transpose2d: weight is a {:?}", w.kind);
     check_input("conv_transpose2d", x, w)?;
     let s = x.shape();
@@ -370,8 +378,7 @@ pub fn conv_transpose2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight,
     out_shape[r - 2] = 2 * wd;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    let pb = Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape };
-    launch(rec, x, w, &pb, res, imp)
+    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape })
 }
 
 /// 3-D convolution (stride 1, zero padding `k/2` in every axis, so the shape is kept) of
@@ -391,6 +398,10 @@ pub fn conv3d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Residual)
 }
 
 pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    launch(rec, x, w, &conv3d_problem(x, w)?, res, imp)
+}
+
+fn conv3d_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
     ensure!(w.kind == ConvKind::Conv3d, "conv3d: weight is a {:?}", w.kind);
     check_input("conv3d", x, w)?;
     let s = x.shape();
@@ -400,8 +411,7 @@ pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Opti
     let [kt, kh, kw] = w.taps;
     let mut out_shape = s.to_vec();
     out_shape[4] = w.cout;
-    let pb = Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape };
-    launch(rec, x, w, &pb, res, imp)
+    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape })
 }
 
 /// The specialisation consts every conv kernel shares.
@@ -502,7 +512,98 @@ fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCfg, String> 
     Ok(cfg)
 }
 
+/// A kernel and its tile, as one launch runs it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Tile {
+    Coop(CoopCfg),
+    /// The portable kernel with BN output channels per workgroup (16, 32 or 64).
+    Tiled { bn: u32 },
+}
+
+impl Tile {
+    /// Output rows × channels per workgroup.
+    fn block(self) -> (u32, u32) {
+        match self {
+            Tile::Coop(c) => (c.bm(), c.bn),
+            // 256 threads of 4 × 4 outputs.
+            Tile::Tiled { bn } => ((256 / (bn / 4)) * 4, bn),
+        }
+    }
+
+    fn label(self) -> String {
+        let (bm, bn) = self.block();
+        match self {
+            Tile::Coop(c) => format!("coop {bm}x{bn} on {} subgroups", c.nsg),
+            Tile::Tiled { .. } => format!("tiled {bm}x{bn}"),
+        }
+    }
+}
+
+/// The portable kernel's tile width: the narrowest that covers Cout, at most 64.
+fn tiled_bn(cout: usize) -> u32 {
+    if cout <= 16 {
+        16
+    } else if cout <= 32 {
+        32
+    } else {
+        64
+    }
+}
+
+/// `Auto`'s candidates, the rule's choice first: the cooperative kernel where it runs and
+/// Cout ≥ 64 (narrow layers, Cout 3 or 4 at the networks' ends, waste most of its tile), in
+/// its 8-subgroup tile, on 4 subgroups, and one output block narrower; else the portable
+/// kernel at its width and half of it. Every candidate adds each output's products in the same
+/// order (K steps of one size, taps in order), so the tuner's choice changes no value.
+fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
+    let Some(cfg) = coop_config(gpu, dtype, cout).ok().filter(|_| cout >= 64) else {
+        let bn = tiled_bn(cout);
+        let mut v = vec![Tile::Tiled { bn }];
+        if bn > 16 {
+            v.push(Tile::Tiled { bn: bn / 2 });
+        }
+        return v;
+    };
+    let narrow = CoopCfg { bn: 8 * cfg.fs, ..cfg };
+    let mut v = vec![cfg];
+    for c in [cfg.halved(), narrow, narrow.halved()] {
+        if c.divides() && c.smem() <= gpu.limits.max_compute_workgroup_storage_size && !v.contains(&c) {
+            v.push(c);
+        }
+    }
+    v.into_iter().map(Tile::Coop).collect()
+}
+
+/// The tile `imp` asks for: `Auto` runs the tuner over [`auto_tiles`] (timing each on scratch
+/// tensors of this problem the first time it meets it, where tuning is on).
+fn choose(gpu: &Gpu, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Impl) -> Result<Tile> {
+    Ok(match imp {
+        Impl::Auto => {
+            let tiles = auto_tiles(gpu, x.dtype(), w.cout);
+            let key = || format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape());
+            crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
+                let scratch = r.empty(x.shape(), x.dtype())?;
+                launch_tile(r, &scratch, w, pb, None, t).map(drop)
+            })?
+        }
+        Impl::Tiled => Tile::Tiled { bn: tiled_bn(w.cout) },
+        Impl::Coop | Impl::CoopHalf => {
+            let cfg = coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?;
+            match imp {
+                Impl::CoopHalf if !cfg.halved().divides() => bail!("conv: {:?} on 4 subgroups does not split its tiles evenly", cfg),
+                Impl::CoopHalf => Tile::Coop(cfg.halved()),
+                _ => Tile::Coop(cfg),
+            }
+        }
+    })
+}
+
 fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    let tile = choose(rec.gpu(), x, w, pb, imp)?;
+    launch_tile(rec, x, w, pb, res, tile)
+}
+
+fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, tile: Tile) -> Result<Tensor> {
     let gpu = rec.gpu();
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
@@ -514,28 +615,14 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Opt
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
     let vec_in = w.cin.is_multiple_of(4);
-    let coop = match imp {
-        // Narrow layers (Cout 3 or 4 at the networks' ends) waste most of a 128-wide tile.
-        Impl::Auto => coop_config(gpu, x.dtype(), w.cout).ok().filter(|_| w.cout >= 64),
-        Impl::Tiled => None,
-        Impl::Coop | Impl::CoopHalf => {
-            let cfg = coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?;
-            match imp {
-                Impl::CoopHalf if !cfg.halved().divides() => bail!("conv: {:?} on 4 subgroups does not split its tiles evenly", cfg),
-                Impl::CoopHalf => Some(cfg.halved()),
-                _ => Some(cfg),
-            }
-        }
-    };
-    let (k, bm, bn) = match coop {
-        Some(cfg) => (coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), vec_in, cfg), cfg.bm(), cfg.bn),
-        None => {
-            let bn: u32 = if w.cout <= 16 { 16 } else if w.cout <= 32 { 32 } else { 64 };
+    let (bm, bn) = tile.block();
+    let k = match tile {
+        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), vec_in, cfg),
+        Tile::Tiled { bn } => {
             let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
-            let k = geometry_kernel("conv_tiled", src, x.dtype(), w.taps, pb.stride, transposed, res.is_some())
+            geometry_kernel("conv_tiled", src, x.dtype(), w.taps, pb.stride, transposed, res.is_some())
                 .def("BN", format!("{bn}u"))
-                .def("BK", format!("{TILED_BK}u"));
-            (k, (256 / (bn / 4)) * 4, bn)
+                .def("BK", format!("{TILED_BK}u"))
         }
     };
     let out = rec.empty(&pb.out_shape, x.dtype())?;
@@ -851,6 +938,74 @@ mod tests {
         rec.submit();
         let want = cpu::conv3d(&xv, 1, f, h, w, c, &wv, c, [3, 3, 3], None);
         assert_close(&format!("{what}: conv3d 3x3x3 {c}"), &y.to_f32(gpu).unwrap(), &want, tol);
+    }
+
+    /// The tuner's premise and its use: `Auto`'s candidate tiles give the same bytes, and with
+    /// tuning on, `Auto` times every candidate once per shape and runs one of them. 3×3, 1×1,
+    /// strided, transposed and 3×3×3 convolutions at awkward sizes (tiles that straddle images,
+    /// frames whose time taps reach padding), in every dtype the adapter stores. On CI's
+    /// lavapipe the candidates are the portable kernel's two widths; where the cooperative
+    /// kernel runs (tools/coop-lavapipe.sh, a GPU), its tiles on 8 and 4 subgroups, one or two
+    /// blocks wide.
+    #[test]
+    fn tuned_tiles_agree_byte_for_byte() {
+        let gpu = Gpu::new(&crate::GpuOptions { tune: crate::gpu::TuneMode::On, ..crate::GpuOptions::from_env() }).unwrap();
+        gpu.set_poison(true);
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (input shape, weight shape, stride, what)
+        let cases: [(&[usize], &[usize], usize, &str); 5] = [
+            (&[2, 7, 9, 36], &[72, 36, 3, 3], 1, "3x3"),
+            (&[1, 33, 5, 64], &[96, 64, 1, 1], 1, "1x1"),
+            (&[2, 9, 7, 33], &[68, 33, 3, 3], 2, "3x3 s2"),
+            (&[1, 5, 6, 40], &[40, 80, 4, 4], 1, "transposed"),
+            (&[1, 3, 6, 7, 24], &[64, 24, 3, 3, 3], 1, "3x3x3"),
+        ];
+        for dt in gpu.dtypes() {
+            for &(xs, ws, stride, what) in &cases {
+                let x = Tensor::from_f32(&gpu, &rand(&mut rng, xs.iter().product(), 1.0, dt), xs, dt).unwrap();
+                let wv = rand(&mut rng, ws.iter().product(), 0.1, dt);
+                let bv = rand(&mut rng, if what == "transposed" { ws[1] } else { ws[0] }, 0.5, dt);
+                let (cw, pb) = match what {
+                    "transposed" => {
+                        let cw = ConvWeight::from_torch_transposed(&gpu, &wv, ws, Some(&bv), dt).unwrap();
+                        let pb = transposed_problem(&x, &cw).unwrap();
+                        (cw, pb)
+                    }
+                    "3x3x3" => {
+                        let cw = ConvWeight::from_torch(&gpu, &wv, ws, Some(&bv), dt).unwrap();
+                        let pb = conv3d_problem(&x, &cw).unwrap();
+                        (cw, pb)
+                    }
+                    _ => {
+                        let cw = ConvWeight::from_torch(&gpu, &wv, ws, Some(&bv), dt).unwrap();
+                        let pb = conv2d_problem(&x, &cw, stride, ws[2] / 2).unwrap();
+                        (cw, pb)
+                    }
+                };
+                let tiles = auto_tiles(&gpu, dt, cw.cout);
+                assert!(tiles.len() >= 2, "{what}: one candidate {tiles:?}: nothing for the tuner to choose");
+                let run = |imp: Option<Tile>| {
+                    let mut rec = gpu.recorder();
+                    let y = match imp {
+                        Some(t) => launch_tile(&mut rec, &x, &cw, &pb, None, t),
+                        None => launch(&mut rec, &x, &cw, &pb, None, Impl::Auto),
+                    }
+                    .unwrap();
+                    rec.submit();
+                    y.read_bytes(&gpu).unwrap()
+                };
+                let first = run(Some(tiles[0]));
+                for &t in &tiles[1..] {
+                    assert!(run(Some(t)) == first, "{what} {}: {} gives other bytes than {} (seed {seed})", dt.name(), t.label(), tiles[0].label());
+                }
+                assert!(run(None) == first, "{what} {}: the tuned launch differs (seed {seed})", dt.name());
+                let picks = gpu.tuner().picks();
+                let tuned = picks.iter().find(|t| t.key.contains(&format!("{} -> {} on {:?}", cw.cin, cw.cout, xs)) && t.key.contains(dt.name())).expect("the tuner kept no choice");
+                assert_eq!(tuned.labels, tiles.iter().map(|t| t.label()).collect::<Vec<_>>());
+                assert!(tuned.seconds.iter().all(|s| s.is_some_and(|s| s > 0.0)), "{what}: a candidate was not timed: {tuned:?}");
+            }
+        }
     }
 
     /// f32 storage takes the cooperative kernel (f16 operands, f32 accumulation and stores) only

@@ -15,7 +15,9 @@
 //!
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 (or f32 with `--f16-operands`: operands rounded to f16 as they are staged)
-//! and the shape qualifies, and the portable kernel otherwise.
+//! and the shape qualifies, and the portable kernel otherwise; where tuning is on
+//! (`gpu/tune.rs`) it times that kernel's tiles (8 or 4 subgroups; the portable kernel's four)
+//! on each new shape and keeps the fastest.
 //!
 //! Layout: row-major. `a` is `[batch.., M, K]`; `b` is a shared `[K, N]` (then every leading axis of
 //! `a` folds into M) or batched `[batch.., K, N]` with the same leading axes as `a`; `bias` is `[N]`;
@@ -127,8 +129,8 @@ pub enum Impl {
     /// (BENCHMARKS.md).
     CoopV4,
     /// `CoopV4` on 4 subgroups instead of 8: tiles of half the rows, twice the workgroups, for
-    /// grids too small to fill a large GPU (the UNets' 16×16 level). Not chosen by `Auto` until a
-    /// GPU has timed it: `bench kernels` runs it beside `CoopV4` there (BENCHMARKS.md).
+    /// grids too small to fill a large GPU (the UNets' 16×16 level). `Auto` runs it where tuning
+    /// times it faster for the shape; `bench kernels` times it beside `Auto` (BENCHMARKS.md).
     CoopV4Half,
 }
 
@@ -230,6 +232,7 @@ fn portable_tile(p: &Plan) -> (u32, u32) {
     (rm, rn)
 }
 
+/// The kernel `path` asks for; for `Auto`, the rule's choice (see [`auto_variants`]).
 fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result<Variant> {
     let coop_ok = || -> Result<()> {
         if !coop_available(gpu) {
@@ -245,14 +248,7 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
         Ok(())
     };
     Ok(match path {
-        Impl::Auto => {
-            if coop_ok().is_ok() {
-                Variant::Coop { v4: true, half: false }
-            } else {
-                let (rm, rn) = portable_tile(p);
-                Variant::Tiled { rm, rn }
-            }
-        }
+        Impl::Auto => auto_variants(gpu, coop_ok().is_ok(), p)[0],
         Impl::Portable => {
             let (rm, rn) = portable_tile(p);
             Variant::Tiled { rm, rn }
@@ -272,6 +268,57 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
             }
             Variant::Coop { v4: true, half: true }
         }
+    })
+}
+
+/// `Auto`'s candidates, the rule's choice first: the cooperative vec4 kernel on 8 subgroups and
+/// on 4 where it runs (`coop`), else the portable kernel in its four tiles. Every candidate
+/// adds each output's products in K order with the same K step, so the tuner's choice changes
+/// no value.
+fn auto_variants(gpu: &Gpu, coop: bool, p: &Plan) -> Vec<Variant> {
+    if coop {
+        let mut v = vec![Variant::Coop { v4: true, half: false }];
+        if coop_config(gpu).is_some_and(|c| c.halved().divides()) {
+            v.push(Variant::Coop { v4: true, half: true });
+        }
+        return v;
+    }
+    let (rm, rn) = portable_tile(p);
+    let mut v = vec![Variant::Tiled { rm, rn }];
+    for (rm, rn) in [(2, 2), (2, 1), (1, 2), (1, 1)] {
+        if !v.contains(&Variant::Tiled { rm, rn }) {
+            v.push(Variant::Tiled { rm, rn });
+        }
+    }
+    v
+}
+
+impl Variant {
+    fn label(self) -> String {
+        match self {
+            Variant::Tiled { rm, rn } => format!("tiled {}x{}", 64 * rm, 64 * rn),
+            Variant::Coop { v4, half } => format!("coop{} on {} subgroups", if v4 { " vec4" } else { "" }, if half { 4 } else { 8 }),
+        }
+    }
+}
+
+/// The kernel to run: `Auto` runs the tuner over [`auto_variants`] (timing each on scratch
+/// operands of this problem, with a plain store, the first time it meets it, where tuning is
+/// on); any other path as [`choose`] resolves it.
+fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, path: Impl) -> Result<Variant> {
+    let v = choose(gpu, a.dtype(), p, store, path)?;
+    if path != Impl::Auto {
+        return Ok(v);
+    }
+    let variants = auto_variants(gpu, matches!(v, Variant::Coop { .. }), p);
+    let key = || format!("matmul {} {}x{}x{} batch {}{}", a.dtype().name(), p.m, p.k, p.n, p.batch, if p.b_bs > 0 { " (batched b)" } else { "" });
+    crate::kernel::tuned(gpu, key, &variants, Variant::label, |r, v| {
+        let sa = r.empty(a.shape(), a.dtype())?;
+        // A weight is bound as it is; an activation still being captured has no memory yet.
+        let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
+        let sb = like(r, b)?;
+        let sbias = bias.map(|t| like(r, t)).transpose()?;
+        run(r, &sa, &sb, sbias.as_ref(), Store::Plain, p, v).map(drop)
     })
 }
 
@@ -379,7 +426,7 @@ pub fn matmul_add_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<
 fn matmul_store(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, path: Impl) -> Result<Tensor> {
     check_dtypes(a, b, bias)?;
     let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape()))?;
-    let v = choose(rec.gpu(), a.dtype(), &p, store, path)?;
+    let v = choose_tuned(rec.gpu(), a, b, bias, store, &p, path)?;
     run(rec, a, b, bias, store, &p, v)
 }
 
@@ -739,6 +786,54 @@ mod tests {
             &want,
             dt.tolerance(TOL),
         );
+    }
+
+    /// The tuner's premise and its use: `Auto`'s candidate kernels give the same bytes, with
+    /// every store, and with tuning on `Auto` times each once per shape and runs one of them.
+    /// Shared and batched weights at awkward sizes, in every dtype the adapter stores. On CI's
+    /// lavapipe the candidates are the portable kernel's four tiles; where the cooperative kernel
+    /// runs (tools/coop-lavapipe.sh, a GPU), its tiles on 8 and 4 subgroups.
+    #[test]
+    fn tuned_variants_agree_byte_for_byte() {
+        let gpu = Gpu::new(&crate::GpuOptions { tune: crate::gpu::TuneMode::On, ..crate::GpuOptions::from_env() }).unwrap();
+        gpu.set_poison(true);
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (lead, M, N, K, shared weight, GEGLU store)
+        type Case<'a> = (&'a [usize], usize, usize, usize, bool, bool);
+        let cases: [Case; 4] = [(&[], 130, 72, 33, true, false), (&[2, 3], 7, 20, 68, true, false), (&[2], 77, 36, 12, false, false), (&[], 33, 48, 40, true, true)];
+        for dt in gpu.dtypes() {
+            for &(lead, m, n, k, shared, geglu) in &cases {
+                let o = Operands::new(&gpu, &mut rng, dt, lead, m, n, k, shared);
+                let p = plan(o.a.shape(), o.b.shape(), Some(o.c.shape())).unwrap();
+                let store = if geglu { Store::Geglu } else { Store::Plain };
+                let rule = choose(&gpu, dt, &p, store, Impl::Auto).unwrap();
+                let variants = auto_variants(&gpu, matches!(rule, Variant::Coop { .. }), &p);
+                assert_eq!(variants[0], rule);
+                assert!(variants.len() >= 2, "one candidate {variants:?}: nothing for the tuner to choose");
+                let what = format!("lead {lead:?} M{m} N{n} K{k} shared {shared} geglu {geglu} {} (seed {seed})", dt.name());
+                let go = |v: Option<Variant>| {
+                    let mut rec = gpu.recorder();
+                    let y = match v {
+                        Some(v) => run(&mut rec, &o.a, &o.b, Some(&o.c), store, &p, v),
+                        None => matmul_store(&mut rec, &o.a, &o.b, Some(&o.c), store, Impl::Auto),
+                    }
+                    .unwrap();
+                    rec.submit();
+                    y.read_bytes(&gpu).unwrap()
+                };
+                let first = go(Some(variants[0]));
+                for &v in &variants[1..] {
+                    assert!(go(Some(v)) == first, "{what}: {} gives other bytes than {}", v.label(), variants[0].label());
+                }
+                assert!(go(None) == first, "{what}: the tuned launch differs");
+                let key = format!("{}x{}x{} batch {}", p.m, p.k, p.n, p.batch);
+                let picks = gpu.tuner().picks();
+                let tuned = picks.iter().find(|t| t.key.contains(&key) && t.key.contains(dt.name())).expect("the tuner kept no choice");
+                assert_eq!(tuned.labels, variants.iter().map(|v| v.label()).collect::<Vec<_>>());
+                assert!(tuned.seconds.iter().all(|s| s.is_some_and(|s| s > 0.0)), "{what}: a candidate was not timed: {tuned:?}");
+            }
+        }
     }
 
     #[test]
