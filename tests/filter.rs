@@ -174,7 +174,7 @@ fn upscale_is_4x_frame_exact_and_deterministic() {
 
 /// `--random-weights`: the job runs from a folder holding only config overrides (no
 /// checkpoint, no text encoder: synthetic weights and random prompt embeddings), as the GPU
-/// benchmark times it at full size.
+/// benchmark times it at full size; with `--tune on` too, to the same bytes.
 #[test]
 fn random_weights_run_the_job_without_a_release() {
     let dir = tmp("random");
@@ -188,6 +188,10 @@ fn random_weights_run_the_job_without_a_release() {
     let (header, f) = frames(&std::fs::read(&out).unwrap(), 28 * 20 + 2 * (14 * 10));
     assert!(header.starts_with("YUV4MPEG2 W28 H20 "), "{header}");
     assert_eq!(f.len(), 1);
+    // Tuned kernel tiles (the default on a GPU) change no byte of the job: UNet, VAE, sampler.
+    let tuned = dir.join("tuned.y4m");
+    ok(&upscale(&configs, &input, &tuned, &["--random-weights", "3", "--tune", "on"]));
+    assert!(std::fs::read(&tuned).unwrap() == std::fs::read(&out).unwrap(), "--tune on changed the output");
     // Without it, the same folder is not a release: everything missing is named at once.
     let o = upscale(&configs, &input, &dir.join("none.y4m"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);

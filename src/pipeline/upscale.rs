@@ -166,8 +166,10 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         gpu.sync()?;
         // f32 storage whose convolutions round their operands to f16 (`--f16-operands`).
         let operands = if crate::ops::conv::on_f16_operands(gpu, vae_dtype) { " on f16 operands" } else { "" };
+        // Tuning runs as each graph is first captured: say why the first window takes longer.
+        let tuning = if gpu.tuner().is_on() { "; the first window also times the kernel tiles of each new shape (--tune off skips it)" } else { "" };
         eprintln!(
-            "models loaded in {:.1} s (UNet {}, TE-3DVAE {}{operands}; {} on the GPU)",
+            "models loaded in {:.1} s (UNet {}, TE-3DVAE {}{operands}; {} on the GPU){tuning}",
             loading.elapsed().as_secs_f64(),
             unet_dtype.name(),
             vae_dtype.name(),
@@ -255,7 +257,20 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     }
     if !a.quiet {
         let g = &stats.windows_per_call;
-        eprintln!("{} frames in, {} out, {} windows, {:.1} s; tiles: {}; windows per UNet call: {} ({})", stats.frames_in, stats.frames_out, stats.windows, elapsed.as_secs_f64(), stats.tiles, g.windows, g.why);
+        let tuned = match gpu.tuner().is_on() {
+            true => format!("; kernel tiles timed for {} shapes (--tune)", gpu.tuner().picks().len()),
+            false => String::new(),
+        };
+        eprintln!(
+            "{} frames in, {} out, {} windows, {:.1} s; tiles: {}; windows per UNet call: {} ({}){tuned}",
+            stats.frames_in,
+            stats.frames_out,
+            stats.windows,
+            elapsed.as_secs_f64(),
+            stats.tiles,
+            g.windows,
+            g.why
+        );
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.
