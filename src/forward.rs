@@ -251,6 +251,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                     "candidates": t.labels,
                     "seconds": t.seconds,
                     "pick": t.labels[t.pick],
+                    "from_cache": t.cached,
                 })).collect::<Vec<_>>(),
             });
             std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -274,7 +275,9 @@ fn tuning_summary(gpu: &Gpu) -> String {
     }
     let picks = gpu.tuner().picks();
     let moved = picks.iter().filter(|t| t.pick != 0).count();
-    format!("timed on this device for {} shapes; {moved} run another tile than the fixed rule's (RUST_LOG=debug lists them)", picks.len())
+    let cached = picks.iter().filter(|t| t.cached).count();
+    let file = gpu.tuner().cache_path().map_or("no cache file".to_string(), |p| format!("{cached} from {}", p.display()));
+    format!("tuned for {} shapes ({file}); {moved} run another tile than the fixed rule's (RUST_LOG=debug lists them)", picks.len())
 }
 
 /// The `graph:` line's description of a captured graph, planned or built.

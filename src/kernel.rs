@@ -533,11 +533,11 @@ pub(crate) fn tuned<C: Copy>(gpu: &Gpu, key: impl FnOnce() -> String, candidates
         return Ok(candidates[0]);
     }
     let key = key();
-    if let Some(pick) = tuner.known(&key) {
+    let labels: Vec<String> = candidates.iter().map(|&c| label(c)).collect();
+    if let Some(pick) = tuner.known(&key, &labels) {
         return Ok(candidates[pick]);
     }
     gpu.sync()?;
-    let labels: Vec<String> = candidates.iter().map(|&c| label(c)).collect();
     let pick = tuner.pick(&key, &labels, |i| {
         let scratch = Arc::new(BufferPool::default());
         time_runs(gpu, Some(&scratch), TUNE_ITERS, &|r| run(r, candidates[i]))

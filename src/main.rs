@@ -74,6 +74,7 @@ impl GpuArgs {
         Gpu::new(&GpuOptions {
             plan_limits,
             tune: if plan_only { TuneMode::Off } else { self.tune },
+            tune_cache: GpuOptions::from_env().tune_cache,
             adapter: self.adapter.clone(),
             backend: self.backend.clone(),
             no_f16: self.no_f16,

@@ -96,12 +96,15 @@ pub fn upload(gpu: &Gpu, v: &[f32], shape: &[usize], dt: crate::DType) -> (crate
     (t, host)
 }
 
-/// The device the tests share (the adapter the environment selects, poisoning on).
+/// The device the tests share (the adapter the environment selects, poisoning on, no tuning
+/// cache file).
 pub fn test_gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
         let _ = env_logger::builder().is_test(true).try_init();
-        let gpu = Gpu::from_env().expect("tests need a GPU adapter (on CI: mesa-vulkan-drivers)");
+        // Tuning follows DIFFVSR_TUNE (on a GPU it is on), but never with the user's cache file.
+        let opts = crate::GpuOptions { tune_cache: None, ..crate::GpuOptions::from_env() };
+        let gpu = Gpu::new(&opts).expect("tests need a GPU adapter (on CI: mesa-vulkan-drivers)");
         gpu.set_poison(true);
         eprintln!("test device: {}", gpu.describe());
         gpu

@@ -174,7 +174,8 @@ fn upscale_is_4x_frame_exact_and_deterministic() {
 
 /// `--random-weights`: the job runs from a folder holding only config overrides (no
 /// checkpoint, no text encoder: synthetic weights and random prompt embeddings), as the GPU
-/// benchmark times it at full size; with `--tune on` too, to the same bytes.
+/// benchmark times it at full size; with `--tune on` too, to the same bytes, timing its shapes
+/// once and reading them from the tuning cache after.
 #[test]
 fn random_weights_run_the_job_without_a_release() {
     let dir = tmp("random");
@@ -188,10 +189,29 @@ fn random_weights_run_the_job_without_a_release() {
     let (header, f) = frames(&std::fs::read(&out).unwrap(), 28 * 20 + 2 * (14 * 10));
     assert!(header.starts_with("YUV4MPEG2 W28 H20 "), "{header}");
     assert_eq!(f.len(), 1);
-    // Tuned kernel tiles (the default on a GPU) change no byte of the job: UNet, VAE, sampler.
-    let tuned = dir.join("tuned.y4m");
-    ok(&upscale(&configs, &input, &tuned, &["--random-weights", "3", "--tune", "on"]));
-    assert!(std::fs::read(&tuned).unwrap() == std::fs::read(&out).unwrap(), "--tune on changed the output");
+    // Tuned kernel tiles (the default on a GPU) change no byte of the job (UNet, VAE, sampler),
+    // timed or read from the tuning cache the first run left.
+    let cache = dir.join("tuning");
+    for run in ["timed", "cached"] {
+        let tuned = dir.join(format!("{run}.y4m"));
+        let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+            .env("DIFFVSR_TUNE_CACHE", &cache)
+            .args(["upscale", "--steps", "1", "--random-weights", "3", "--tune", "on", "--weights"])
+            .arg(&configs)
+            .arg("-i")
+            .arg(&input)
+            .arg("-o")
+            .arg(&tuned)
+            .output()
+            .unwrap();
+        ok(&o);
+        assert!(std::fs::read(&tuned).unwrap() == std::fs::read(&out).unwrap(), "--tune on ({run}) changed the output");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err.lines().find(|l| l.contains("kernel tiles tuned for")).unwrap_or_else(|| panic!("no tuning summary in {err}"));
+        assert_eq!(line.contains(", 0 of them read from the tuning cache"), run == "timed", "{run}: {line}");
+    }
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(files.len() == 1 && files[0].to_string_lossy().ends_with(".json"), "one cache file per adapter: {files:?}");
     // Without it, the same folder is not a release: everything missing is named at once.
     let o = upscale(&configs, &input, &dir.join("none.y4m"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -214,7 +214,8 @@ fn tuning_changes_no_byte() {
     use diffvsr_wgpu::Gpu;
     let config = data("diffvsr_unet", "config.json");
     let open = |tune| {
-        let gpu = Gpu::new(&GpuOptions { tune, ..GpuOptions::from_env() }).unwrap();
+        // No cache file: the shapes must be timed here.
+        let gpu = Gpu::new(&GpuOptions { tune, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
         gpu.set_poison(true);
         gpu
     };

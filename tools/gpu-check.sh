@@ -37,6 +37,8 @@ run)
         export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     fi
     export DIFFVSR_BACKEND=vulkan RUST_LOG=warn,wgpu_hal=off
+    # Tuned kernel tiles (the default on a GPU) persist here and come back with the logs.
+    export DIFFVSR_TUNE_CACHE="$out/tuning"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/nvidia-smi.txt"
     ./.device-bin/diffvsr-wgpu devices 2>&1 | tee "$out/devices.txt"
     echo "== kernel tests"

@@ -103,6 +103,9 @@ else
     fi
 fi
 export RUST_LOG=${RUST_LOG:-warn,wgpu_hal=off}
+# The engine tunes its kernel tiles on a GPU (--tune auto): its cache comes back with the
+# results (every shape's candidates and times), and the rows after the first of a shape read it.
+export DIFFVSR_TUNE_CACHE=${DIFFVSR_TUNE_CACHE:-$out/tuning}
 
 # Seconds left for a step: its own limit, cut to what the run budget leaves (0: skip it).
 left() {

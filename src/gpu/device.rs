@@ -54,12 +54,15 @@ pub struct GpuOptions {
     /// Whether matmuls and convolutions time their candidate tiles on each new shape and keep
     /// the fastest (`gpu/tune.rs`; `DIFFVSR_TUNE`): by default on a hardware GPU.
     pub tune: TuneMode,
+    /// The folder where tuned choices persist between runs, a file per adapter and driver
+    /// (`DIFFVSR_TUNE_CACHE`; see [`tune::default_cache_dir`](super::tune::default_cache_dir)).
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
     /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
-    /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto).
+    /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`.
     pub fn from_env() -> Self {
         let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         GpuOptions {
@@ -72,6 +75,7 @@ impl GpuOptions {
             no_pack_activations: flag("DIFFVSR_NO_PACK_ACTIVATIONS"),
             f16_operands: flag("DIFFVSR_F16_OPERANDS"),
             tune: std::env::var("DIFFVSR_TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
+            tune_cache: super::tune::default_cache_dir(),
         }
     }
 }
@@ -260,6 +264,7 @@ impl Gpu {
             // A planning device never runs anything; a software adapter's timings are noise.
             TuneMode::Auto => opts.plan_limits.is_none() && info.device_type != wgpu::DeviceType::Cpu,
         };
+        let tune_cache = opts.tune_cache.as_ref().map(|d| super::tune::cache_file(d, &info));
         Ok(Arc::new(Gpu {
             adapter,
             device,
@@ -276,7 +281,7 @@ impl Gpu {
             shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
             pack_activations: !opts.no_pack_activations,
             f16_operands: opts.f16_operands && use_f16,
-            tuner: Tuner::new(tune),
+            tuner: Tuner::new(tune, tune_cache),
         }))
     }
 

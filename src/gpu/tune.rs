@@ -11,11 +11,17 @@
 //! products added in K order, with the same K step), so a choice changes the time and never a
 //! value: the tests check that byte for byte. Software adapters (lavapipe) do not tune by
 //! default: their timings say nothing a user would want, and tuning costs them seconds.
+//!
+//! The choices persist in a file per adapter, driver and build ([`cache_file`]), so the next run
+//! on the same card starts with them and times only shapes it has not met; a choice whose
+//! candidates have changed since (another build's tiles) is timed again.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 /// Whether to tune (`--tune`, `DIFFVSR_TUNE`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -45,7 +51,7 @@ impl std::str::FromStr for TuneMode {
 pub const MARGIN: f64 = 0.03;
 
 /// One shape's measurement.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tuned {
     /// The op and its shape, e.g. `conv f16 k[1, 3, 3] 320->320 16x64x64`.
     pub key: String,
@@ -55,6 +61,9 @@ pub struct Tuned {
     pub seconds: Vec<Option<f64>>,
     /// The index kept.
     pub pick: usize,
+    /// Read from the cache file rather than timed in this run.
+    #[serde(skip)]
+    pub cached: bool,
 }
 
 impl Tuned {
@@ -70,12 +79,35 @@ impl Tuned {
 #[derive(Debug, Default)]
 pub struct Tuner {
     on: bool,
+    /// Every choice known: this run's and the cache file's.
     picks: Mutex<BTreeMap<String, Tuned>>,
+    /// The keys this run has asked for.
+    met: Mutex<std::collections::BTreeSet<String>>,
+    /// Where the choices are kept between runs (none: this run only).
+    cache: Option<PathBuf>,
+}
+
+/// The cache file's contents.
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    /// What the choices were measured on (for people reading the file).
+    adapter: String,
+    picks: Vec<Tuned>,
 }
 
 impl Tuner {
-    pub fn new(on: bool) -> Tuner {
-        Tuner { on, picks: Mutex::default() }
+    /// A tuner (`on`) whose choices persist in the file `cache`, starting with those it holds.
+    /// A file that cannot be read is set aside with a warning (it is rewritten as shapes are
+    /// timed).
+    pub fn new(on: bool, cache: Option<PathBuf>) -> Tuner {
+        let mut picks = BTreeMap::new();
+        if let Some(path) = cache.as_ref().filter(|p| on && p.exists()) {
+            match read_cache(path) {
+                Ok(v) => picks.extend(v.into_iter().map(|t| (t.key.clone(), Tuned { cached: true, ..t }))),
+                Err(e) => log::warn!("the tuning cache {} is unreadable ({e:#}); its shapes are timed again", path.display()),
+            }
+        }
+        Tuner { on, picks: Mutex::new(picks), met: Mutex::default(), cache: cache.filter(|_| on) }
     }
 
     pub fn is_on(&self) -> bool {
@@ -91,7 +123,7 @@ impl Tuner {
         if !self.on || labels.len() < 2 {
             return 0;
         }
-        if let Some(pick) = self.known(key) {
+        if let Some(pick) = self.known(key, labels) {
             return pick;
         }
         // Timed without the lock: timing runs kernels, and other threads may tune other shapes.
@@ -107,20 +139,96 @@ impl Tuner {
             })
             .collect();
         let pick = fastest(&seconds);
-        let t = Tuned { key: key.to_string(), labels: labels.to_vec(), seconds, pick };
+        let t = Tuned { key: key.to_string(), labels: labels.to_vec(), seconds, pick, cached: false };
         log::debug!("tuned {}", t.describe());
-        self.picks.lock().unwrap().entry(key.to_string()).or_insert(t).pick
+        self.met.lock().unwrap().insert(key.to_string());
+        let mut picks = self.picks.lock().unwrap();
+        picks.insert(key.to_string(), t);
+        if let Some(path) = &self.cache {
+            if let Err(e) = write_cache(path, picks.values()) {
+                log::warn!("could not keep the tuned tiles in {} ({e:#}); they hold for this run", path.display());
+            }
+        }
+        pick
     }
 
-    /// The choice made for `key`, if one was.
-    pub fn known(&self, key: &str) -> Option<usize> {
-        self.picks.lock().unwrap().get(key).map(|t| t.pick)
+    /// The choice made for `key` among these candidates, if one was (a choice among other
+    /// candidates, from another build's cache, does not count).
+    pub fn known(&self, key: &str, labels: &[String]) -> Option<usize> {
+        let pick = self.picks.lock().unwrap().get(key).filter(|t| t.labels == labels).map(|t| t.pick);
+        if pick.is_some() {
+            self.met.lock().unwrap().insert(key.to_string());
+        }
+        pick
     }
 
-    /// Every choice made so far, by key.
+    /// The file the choices persist in, if any.
+    pub fn cache_path(&self) -> Option<&Path> {
+        self.cache.as_deref()
+    }
+
+    /// The choices for the shapes this run has met, by key (timed now, or `cached`).
     pub fn picks(&self) -> Vec<Tuned> {
-        self.picks.lock().unwrap().values().cloned().collect()
+        let met = self.met.lock().unwrap();
+        self.picks.lock().unwrap().values().filter(|t| met.contains(&t.key)).cloned().collect()
     }
+}
+
+fn read_cache(path: &Path) -> Result<Vec<Tuned>> {
+    let text = std::fs::read_to_string(path)?;
+    let file: CacheFile = serde_json::from_str(&text)?;
+    // A hand-edited or damaged entry must not index past its candidates.
+    Ok(file.picks.into_iter().filter(|t| t.pick < t.labels.len() && t.labels.len() == t.seconds.len()).collect())
+}
+
+/// Writes every choice to `path` through a temporary file and a rename, so a reader (another
+/// run on the same card) never sees half a file.
+fn write_cache<'a>(path: &Path, picks: impl Iterator<Item = &'a Tuned>) -> Result<()> {
+    let adapter = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&CacheFile { adapter, picks: picks.cloned().collect() })?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text + "\n")?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The folder for tuning caches: `$DIFFVSR_TUNE_CACHE` (`off` or empty: none), else
+/// `$XDG_CACHE_HOME/diffvsr-wgpu/tuning`, else `~/.cache/diffvsr-wgpu/tuning`
+/// (`%LOCALAPPDATA%\diffvsr-wgpu\tuning` on Windows).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var(k).ok();
+    match var("DIFFVSR_TUNE_CACHE") {
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => return None,
+        Some(v) => return Some(PathBuf::from(v)),
+        None => {}
+    }
+    let nonempty = |k: &str| var(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = nonempty("XDG_CACHE_HOME").or_else(|| nonempty("LOCALAPPDATA")).or_else(|| nonempty("HOME").map(|h| h.join(".cache")))?;
+    Some(base.join("diffvsr-wgpu").join("tuning"))
+}
+
+/// The cache file in `dir` for one adapter: named after the card, and keyed by everything
+/// that can change which tile is fastest or which tiles exist (the adapter and its backend,
+/// driver and driver version, this build's version).
+pub fn cache_file(dir: &Path, info: &wgpu::AdapterInfo) -> PathBuf {
+    use sha2::Digest as _;
+    let id = format!(
+        "{}|{:?}|{:x}:{:x}|{}|{}|{}",
+        info.name,
+        info.backend,
+        info.vendor,
+        info.device,
+        info.driver,
+        info.driver_info,
+        env!("CARGO_PKG_VERSION")
+    );
+    let hash = sha2::Sha256::digest(id.as_bytes());
+    let name: String = info.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{}-{hex}.json", name.trim_matches('-')))
 }
 
 /// The default (index 0) unless another candidate is faster by more than [`MARGIN`]; then the
@@ -149,7 +257,7 @@ mod tests {
 
     #[test]
     fn keeps_the_fastest_and_times_each_shape_once() {
-        let tuner = Tuner::new(true);
+        let tuner = Tuner::new(true, None);
         let calls = Cell::new(0);
         let times = [3.0, 1.0, 2.0];
         let time = |i: usize| {
@@ -164,13 +272,13 @@ mod tests {
         assert_eq!(tuner.pick("b", &labels(3), |i| Ok([1.0, 2.0, 3.0][i])), 0);
         let picks = tuner.picks();
         assert_eq!(picks.len(), 2);
-        assert_eq!(picks[0], Tuned { key: "a".into(), labels: labels(3), seconds: vec![Some(3.0), Some(1.0), Some(2.0)], pick: 1 });
+        assert_eq!(picks[0], Tuned { key: "a".into(), labels: labels(3), seconds: vec![Some(3.0), Some(1.0), Some(2.0)], pick: 1, cached: false });
         assert_eq!(picks[0].describe(), "a: tile 1 1000.000 ms (against tile 0 3000.000 ms, tile 2 2000.000 ms)");
     }
 
     #[test]
     fn the_default_stays_within_the_margin_and_when_timing_fails() {
-        let tuner = Tuner::new(true);
+        let tuner = Tuner::new(true, None);
         // 2% faster: noise, not a reason to leave the rule's tile.
         assert_eq!(tuner.pick("close", &labels(2), |i| Ok([1.0, 0.98][i])), 0);
         assert_eq!(tuner.pick("clear", &labels(2), |i| Ok([1.0, 0.9][i])), 1);
@@ -182,12 +290,50 @@ mod tests {
 
     #[test]
     fn off_or_one_candidate_times_nothing() {
-        let off = Tuner::new(false);
+        let off = Tuner::new(false, None);
         assert_eq!(off.pick("a", &labels(3), |_| panic!("timed while off")), 0);
         assert!(off.picks().is_empty());
-        let on = Tuner::new(true);
+        let on = Tuner::new(true, None);
         assert_eq!(on.pick("a", &labels(1), |_| panic!("timed one candidate")), 0);
         assert!(on.picks().is_empty());
+    }
+
+    #[test]
+    fn choices_persist_for_the_same_candidates_only() {
+        let dir = crate::testutil::scratch_dir("tune-cache");
+        let path = dir.join("card.json");
+        let _ = std::fs::remove_file(&path);
+        let first = Tuner::new(true, Some(path.clone()));
+        assert_eq!(first.pick("a", &labels(2), |i| Ok([2.0, 1.0][i])), 1);
+        assert_eq!(first.pick("b", &labels(3), |i| Ok([1.0, 2.0, 3.0][i])), 0);
+        // The next run starts with both choices, times neither, and says they were read.
+        let next = Tuner::new(true, Some(path.clone()));
+        assert!(next.picks().is_empty(), "no shape met yet");
+        assert_eq!(next.pick("a", &labels(2), |_| panic!("timed a cached shape")), 1);
+        assert_eq!(next.picks().iter().map(|t| (t.key.as_str(), t.cached)).collect::<Vec<_>>(), [("a", true)]);
+        // Other candidates (another build's tiles) are timed again, and the file keeps the new choice.
+        assert_eq!(next.pick("b", &labels(2), |i| Ok([3.0, 1.0][i])), 1);
+        assert_eq!(Tuner::new(true, Some(path.clone())).known("b", &labels(2)), Some(1));
+        // Off: the file is neither read nor written.
+        let off = Tuner::new(false, Some(path.clone()));
+        assert_eq!(off.known("a", &labels(2)), None);
+        // A damaged file is set aside and rewritten.
+        std::fs::write(&path, "{ not json").unwrap();
+        let damaged = Tuner::new(true, Some(path.clone()));
+        assert_eq!(damaged.known("a", &labels(2)), None);
+        assert_eq!(damaged.pick("a", &labels(2), |i| Ok([1.0, 2.0][i])), 0);
+        assert_eq!(read_cache(&path).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cache_files_are_per_card_and_driver() {
+        let base = crate::testutil::test_gpu().info.clone();
+        let info = |name: &str, driver: &str| wgpu::AdapterInfo { name: name.into(), driver_info: driver.into(), ..base.clone() };
+        let dir = Path::new("/cache");
+        let a = cache_file(dir, &info("NVIDIA H200", "580.159.04"));
+        assert!(a.starts_with(dir) && a.file_name().unwrap().to_str().unwrap().starts_with("nvidia-h200-"), "{a:?}");
+        assert_ne!(a, cache_file(dir, &info("NVIDIA H200", "590.1")), "a new driver must time again");
+        assert_eq!(a, cache_file(dir, &info("NVIDIA H200", "580.159.04")));
     }
 
     #[test]

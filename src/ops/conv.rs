@@ -949,7 +949,8 @@ mod tests {
     /// blocks wide.
     #[test]
     fn tuned_tiles_agree_byte_for_byte() {
-        let gpu = Gpu::new(&crate::GpuOptions { tune: crate::gpu::TuneMode::On, ..crate::GpuOptions::from_env() }).unwrap();
+        // No cache file: every candidate must be timed here.
+        let gpu = Gpu::new(&crate::GpuOptions { tune: crate::gpu::TuneMode::On, tune_cache: None, ..crate::GpuOptions::from_env() }).unwrap();
         gpu.set_poison(true);
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);

@@ -795,7 +795,8 @@ mod tests {
     /// runs (tools/coop-lavapipe.sh, a GPU), its tiles on 8 and 4 subgroups.
     #[test]
     fn tuned_variants_agree_byte_for_byte() {
-        let gpu = Gpu::new(&crate::GpuOptions { tune: crate::gpu::TuneMode::On, ..crate::GpuOptions::from_env() }).unwrap();
+        // No cache file: every candidate must be timed here.
+        let gpu = Gpu::new(&crate::GpuOptions { tune: crate::gpu::TuneMode::On, tune_cache: None, ..crate::GpuOptions::from_env() }).unwrap();
         gpu.set_poison(true);
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);

@@ -167,7 +167,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         // f32 storage whose convolutions round their operands to f16 (`--f16-operands`).
         let operands = if crate::ops::conv::on_f16_operands(gpu, vae_dtype) { " on f16 operands" } else { "" };
         // Tuning runs as each graph is first captured: say why the first window takes longer.
-        let tuning = if gpu.tuner().is_on() { "; the first window also times the kernel tiles of each new shape (--tune off skips it)" } else { "" };
+        let tuning = if gpu.tuner().is_on() { "; the first window also times the kernel tiles of shapes the tuning cache lacks (--tune off skips it)" } else { "" };
         eprintln!(
             "models loaded in {:.1} s (UNet {}, TE-3DVAE {}{operands}; {} on the GPU){tuning}",
             loading.elapsed().as_secs_f64(),
@@ -258,7 +258,10 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if !a.quiet {
         let g = &stats.windows_per_call;
         let tuned = match gpu.tuner().is_on() {
-            true => format!("; kernel tiles timed for {} shapes (--tune)", gpu.tuner().picks().len()),
+            true => {
+                let picks = gpu.tuner().picks();
+                format!("; kernel tiles tuned for {} shapes, {} of them read from the tuning cache (--tune)", picks.len(), picks.iter().filter(|t| t.cached).count())
+            }
             false => String::new(),
         };
         eprintln!(
