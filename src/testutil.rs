@@ -96,14 +96,17 @@ pub fn upload(gpu: &Gpu, v: &[f32], shape: &[usize], dt: crate::DType) -> (crate
     (t, host)
 }
 
-/// The device the tests share (the adapter the environment selects, poisoning on, no tuning
-/// cache file).
+/// The device the tests share (the adapter the environment selects, poisoning on, tuning only
+/// where `DIFFVSR_TUNE` asks, no tuning cache file).
 pub fn test_gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
         let _ = env_logger::builder().is_test(true).try_init();
-        // Tuning follows DIFFVSR_TUNE (on a GPU it is on), but never with the user's cache file.
-        let opts = crate::GpuOptions { tune_cache: None, ..crate::GpuOptions::from_env() };
+        // Rules' tiles unless DIFFVSR_TUNE asks (the tuning tests open devices of their own), so
+        // a GPU runs the suite as CI's lavapipe does; never with the user's cache file.
+        let env = crate::GpuOptions::from_env();
+        let tune = if std::env::var_os("DIFFVSR_TUNE").is_some() { env.tune } else { crate::gpu::TuneMode::Off };
+        let opts = crate::GpuOptions { tune, tune_cache: None, ..env };
         let gpu = Gpu::new(&opts).expect("tests need a GPU adapter (on CI: mesa-vulkan-drivers)");
         gpu.set_poison(true);
         eprintln!("test device: {}", gpu.describe());
