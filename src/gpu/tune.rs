@@ -85,6 +85,8 @@ pub struct Tuner {
     met: Mutex<std::collections::BTreeSet<String>>,
     /// Where the choices are kept between runs (none: this run only).
     cache: Option<PathBuf>,
+    /// A write to `cache` failed (warned about once).
+    write_failed: std::sync::atomic::AtomicBool,
 }
 
 /// The cache file's contents.
@@ -107,7 +109,7 @@ impl Tuner {
                 Err(e) => log::warn!("the tuning cache {} is unreadable ({e:#}); its shapes are timed again", path.display()),
             }
         }
-        Tuner { on, picks: Mutex::new(picks), met: Mutex::default(), cache: cache.filter(|_| on) }
+        Tuner { on, picks: Mutex::new(picks), met: Mutex::default(), cache: cache.filter(|_| on), write_failed: Default::default() }
     }
 
     pub fn is_on(&self) -> bool {
@@ -145,8 +147,11 @@ impl Tuner {
         let mut picks = self.picks.lock().unwrap();
         picks.insert(key.to_string(), t);
         if let Some(path) = &self.cache {
+            // Said once: a folder that refuses one write refuses the next.
             if let Err(e) = write_cache(path, picks.values()) {
-                log::warn!("could not keep the tuned tiles in {} ({e:#}); they hold for this run", path.display());
+                if !self.write_failed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!("could not keep the tuned tiles in {} ({e:#}); they hold for this run (DIFFVSR_TUNE_CACHE moves the cache)", path.display());
+                }
             }
         }
         pick
@@ -317,6 +322,11 @@ mod tests {
         // Off: the file is neither read nor written.
         let off = Tuner::new(false, Some(path.clone()));
         assert_eq!(off.known("a", &labels(2)), None);
+        // A cache that cannot be written leaves the choices to the run.
+        let blocked = Tuner::new(true, Some(path.join("under-a-file.json")));
+        assert_eq!(blocked.pick("a", &labels(2), |i| Ok([2.0, 1.0][i])), 1);
+        assert_eq!(blocked.pick("c", &labels(2), |i| Ok([2.0, 1.0][i])), 1);
+        assert!(blocked.write_failed.load(std::sync::atomic::Ordering::Relaxed));
         // A damaged file is set aside and rewritten.
         std::fs::write(&path, "{ not json").unwrap();
         let damaged = Tuner::new(true, Some(path.clone()));
