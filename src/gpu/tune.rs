@@ -16,8 +16,9 @@
 //! on the same card starts with them and times only shapes it has not met; a choice whose
 //! candidates have changed since (another build's tiles) is timed again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
@@ -53,7 +54,8 @@ pub const MARGIN: f64 = 0.03;
 /// One shape's measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tuned {
-    /// The op and its shape, e.g. `conv f16 k[1, 3, 3] 320->320 16x64x64`.
+    /// The op and its problem, e.g. `conv f16 taps [1, 3, 3] stride [1, 1] pad [0, 1, 1] 320 ->
+    /// 320 on [16, 64, 64, 320]`.
     pub key: String,
     /// The candidates, the default first.
     pub labels: Vec<String>,
@@ -82,11 +84,11 @@ pub struct Tuner {
     /// Every choice known: this run's and the cache file's.
     picks: Mutex<BTreeMap<String, Tuned>>,
     /// The keys this run has asked for.
-    met: Mutex<std::collections::BTreeSet<String>>,
+    met: Mutex<BTreeSet<String>>,
     /// Where the choices are kept between runs (none: this run only).
     cache: Option<PathBuf>,
     /// A write to `cache` failed (warned about once).
-    write_failed: std::sync::atomic::AtomicBool,
+    write_failed: AtomicBool,
 }
 
 /// The cache file's contents.
@@ -149,7 +151,7 @@ impl Tuner {
         if let Some(path) = &self.cache {
             // Said once: a folder that refuses one write refuses the next.
             if let Err(e) = write_cache(path, picks.values()) {
-                if !self.write_failed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                if !self.write_failed.swap(true, Ordering::Relaxed) {
                     log::warn!("could not keep the tuned tiles in {} ({e:#}); they hold for this run (DIFFVSR_TUNE_CACHE moves the cache)", path.display());
                 }
             }
@@ -326,7 +328,7 @@ mod tests {
         let blocked = Tuner::new(true, Some(path.join("under-a-file.json")));
         assert_eq!(blocked.pick("a", &labels(2), |i| Ok([2.0, 1.0][i])), 1);
         assert_eq!(blocked.pick("c", &labels(2), |i| Ok([2.0, 1.0][i])), 1);
-        assert!(blocked.write_failed.load(std::sync::atomic::Ordering::Relaxed));
+        assert!(blocked.write_failed.load(Ordering::Relaxed));
         // A damaged file is set aside and rewritten.
         std::fs::write(&path, "{ not json").unwrap();
         let damaged = Tuner::new(true, Some(path.clone()));
