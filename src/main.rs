@@ -58,7 +58,8 @@ struct GpuArgs {
     f16_operands: bool,
     /// Time the candidate tiles of each matmul and convolution shape the first time it runs and
     /// keep the fastest (the same values, sooner): auto tunes on a hardware GPU and not on a
-    /// software adapter; costs a moment per new shape.
+    /// software adapter. The choices persist per adapter and driver in
+    /// ~/.cache/diffvsr-wgpu/tuning (DIFFVSR_TUNE_CACHE=DIR moves it, off keeps them to the run).
     #[arg(long, env = "DIFFVSR_TUNE", default_value = "auto", value_name = "auto|on|off")]
     tune: TuneMode,
 }
