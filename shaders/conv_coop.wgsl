@@ -3,8 +3,9 @@
 // one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs); the preamble enables f16 and
 // wgpu_cooperative_matrix and declares FS and the fragment types FA, FB, FC.
 //
-// Workgroup tile BM × BN × BK (BK = 2·FS) staged through workgroup memory as vec4<f16>, the
-// next K step's global loads in flight during this step's multiplies. NSG (8, or 4 for grids
+// Workgroup tile BM × BN × BK (BK = 2·FS) staged through workgroup memory as vec4<f16>, with
+// PREFETCH the next K step's global loads in flight during this step's multiplies (else each
+// step is loaded, then staged: fewer live registers). NSG (8, or 4 for grids
 // too small to fill the GPU) subgroups of SG lanes, each owning an SB × SB block (SB = 4·FS) as
 // 4 × 4 f32 accumulators, arranged SGM × SGN: with 8, BN = 4·SB gives a 2·SB × 4·SB tile
 // (128 × 256 at FS = 16) and BN = 2·SB a 4·SB × 2·SB tile; 4 subgroups halve the rows. The
@@ -13,7 +14,7 @@
 // f32 scratch tile (adds the bias and any residual, converts to f16, scatters rows: transposed
 // phases and edge tiles have no constant output stride).
 // Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed and the
-// loads below divide evenly among the invocations), NSG, BN.
+// loads below divide evenly among the invocations), NSG, BN, PREFETCH.
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
@@ -151,11 +152,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let live = live_time_taps(m0, BM);
     let ks_first = live.x * (KH * KW * nck);
     let ks_end = live.y * (KH * KW * nck);
-    fetch(ks_first, nck, t, phase, n0);
+    if (PREFETCH) {
+        fetch(ks_first, nck, t, phase, n0);
+    }
     for (var ks = ks_first; ks < ks_end; ks++) {
+        if (!PREFETCH) {
+            fetch(ks, nck, t, phase, n0);
+        }
         stage(t);
         workgroupBarrier();
-        if (ks + 1u < ks_end) {
+        if (PREFETCH && ks + 1u < ks_end) {
             fetch(ks + 1u, nck, t, phase, n0);
         }
         for (var kk = 0u; kk < BK; kk += FS) {

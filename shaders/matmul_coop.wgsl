@@ -11,7 +11,9 @@
 //
 // NSG subgroups of SG invocations in an (NSG/4)×4 grid, each owning an SB×SB block (SB = 4·FS)
 // as 4×4 accumulators: with 8, a BM×BN = 8·FS × 16·FS workgroup tile (128×256 with FS = 16);
-// with 4 (grids too small to fill a GPU), half the rows. k-step BK = 2·FS.
+// with 4 (grids too small to fill a GPU), half the rows. k-step BK = 2·FS. With PREFETCH the next
+// k-step's global loads are in flight during this step's multiplies; without, each step is
+// loaded, then staged (fewer live registers).
 // The host checks that the loads below divide evenly among the invocations. Every cooperative
 // operation is executed by all subgroups the same number of times (uniform control flow); only
 // addresses depend on the subgroup id.
@@ -115,6 +117,39 @@ fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
     workgroupBarrier();
 }
 
+// This invocation's share of k-step kt's a and b tiles (zeros past the edges), in registers
+// until stage_tiles: BK / 4 invocations per a tile row, BN / 4 per b tile row.
+var<private> ra: array<vec4<f16>, A_LOADS>;
+var<private> rb: array<vec4<f16>, B_LOADS>;
+
+fn fetch(kt: u32, m0: u32, n0: u32, a_off4: u32, b_off4: u32, lid: u32) {
+    let k4 = p.k / 4u;
+    let n4 = p.n / 4u;
+    let a_last = arrayLength(&a) - 1u;
+    let b_last = arrayLength(&b) - 1u;
+    let zero = vec4<f16>(0.0h);
+    let c_a = kt * (BK / 4u) + lid % (BK / 4u);
+    for (var i = 0u; i < A_LOADS; i++) {
+        let row = m0 + lid / (BK / 4u) + A_STEP * i;
+        ra[i] = select(zero, vec4<f16>(a[min(a_off4 + row * k4 + c_a, a_last)]), row < p.m && c_a < k4);
+    }
+    let c_b = n0 / 4u + lid % (BN / 4u);
+    for (var i = 0u; i < B_LOADS; i++) {
+        let kr = kt * BK + lid / (BN / 4u) + B_STEP * i;
+        rb[i] = select(zero, vec4<f16>(b[min(b_off4 + kr * n4 + c_b, b_last)]), kr < p.k && c_b < n4);
+    }
+}
+
+// Writes the fetched registers into the workgroup tiles.
+fn stage_tiles(lid: u32) {
+    for (var i = 0u; i < A_LOADS; i++) {
+        put_a((lid / (BK / 4u) + A_STEP * i) * AS + (lid % (BK / 4u)) * 4u, ra[i]);
+    }
+    for (var i = 0u; i < B_LOADS; i++) {
+        put_b((lid / (BN / 4u) + B_STEP * i) * BS + (lid % (BN / 4u)) * 4u, rb[i]);
+    }
+}
+
 @compute @workgroup_size(NI)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
@@ -130,29 +165,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let t = tile_of(w % per_batch);
     let m0 = t.x * BM;
     let n0 = t.y * BN;
-    let k4 = p.k / 4u;
-    let n4 = p.n / 4u;
     let a_off4 = z * (p.a_bs / 4u);
     let b_off4 = z * (p.b_bs / 4u);
-    let a_last = arrayLength(&a) - 1u;
-    let b_last = arrayLength(&b) - 1u;
 
-    // Global → register mapping: BK / 4 invocations per a tile row, BN / 4 per b tile row.
-    let la_r = lid / (BK / 4u);      // + A_STEP·i
-    let la_c = lid % (BK / 4u);
-    let lb_r = lid / (BN / 4u);      // + B_STEP·i
-    let lb_c = lid % (BN / 4u);
-    var ra: array<vec4<f16>, A_LOADS>;
-    var rb: array<vec4<f16>, B_LOADS>;
-    let zero = vec4<f16>(0.0h);
-    for (var i = 0u; i < A_LOADS; i++) {
-        let row = m0 + la_r + A_STEP * i;
-        ra[i] = select(zero, vec4<f16>(a[min(a_off4 + row * k4 + la_c, a_last)]), row < p.m && la_c < k4);
-    }
-    for (var i = 0u; i < B_LOADS; i++) {
-        let kr = lb_r + B_STEP * i;
-        let c = n0 / 4u + lb_c;
-        rb[i] = select(zero, vec4<f16>(b[min(b_off4 + kr * n4 + c, b_last)]), kr < p.k && c < n4);
+    if (PREFETCH) {
+        fetch(0u, m0, n0, a_off4, b_off4, lid);
     }
 
     let sg_m = sg / 4u;
@@ -167,27 +184,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     let ktiles = (p.k + BK - 1u) / BK;
     for (var kt = 0u; kt < ktiles; kt++) {
-        for (var i = 0u; i < A_LOADS; i++) {
-            put_a((la_r + A_STEP * i) * AS + la_c * 4u, ra[i]);
+        if (!PREFETCH) {
+            fetch(kt, m0, n0, a_off4, b_off4, lid);
         }
-        for (var i = 0u; i < B_LOADS; i++) {
-            put_b((lb_r + B_STEP * i) * BS + lb_c * 4u, rb[i]);
-        }
+        stage_tiles(lid);
         workgroupBarrier();
         // Fetch the next k-step while this one is multiplied.
-        if (kt + 1u < ktiles) {
-            let kq = (kt + 1u) * (BK / 4u);
-            for (var i = 0u; i < A_LOADS; i++) {
-                let row = m0 + la_r + A_STEP * i;
-                let c = kq + la_c;
-                ra[i] = select(zero, vec4<f16>(a[min(a_off4 + row * k4 + c, a_last)]), row < p.m && c < k4);
-            }
-            let kb = (kt + 1u) * BK;
-            for (var i = 0u; i < B_LOADS; i++) {
-                let kr = kb + lb_r + B_STEP * i;
-                let c = n0 / 4u + lb_c;
-                rb[i] = select(zero, vec4<f16>(b[min(b_off4 + kr * n4 + c, b_last)]), kr < p.k && c < n4);
-            }
+        if (PREFETCH && kt + 1u < ktiles) {
+            fetch(kt + 1u, m0, n0, a_off4, b_off4, lid);
         }
         for (var kk = 0u; kk < BK; kk += FS) {
             let bo = kk * BS + b_base;

@@ -47,6 +47,10 @@ struct CoopCfg {
     fs: usize,
     sg: usize,
     nsg: usize,
+    /// The next k-step's global loads in flight during this step's multiplies (else loaded and
+    /// staged in turn: fewer live registers, which a standalone probe found faster on an H200
+    /// at this tile, gpu-facts).
+    prefetch: bool,
 }
 
 impl CoopCfg {
@@ -90,7 +94,7 @@ impl CoopCfg {
 /// fragments (16×16×16 or 8×8×8), a fixed subgroup width that splits the work evenly, and
 /// enough invocations and workgroup memory.
 fn coop_config(gpu: &Gpu) -> Option<CoopCfg> {
-    let cfg = CoopCfg { fs: gpu.coop_fragment()? as usize, sg: gpu.fixed_subgroup_size()? as usize, nsg: 8 };
+    let cfg = CoopCfg { fs: gpu.coop_fragment()? as usize, sg: gpu.fixed_subgroup_size()? as usize, nsg: 8, prefetch: true };
     (cfg.divides()
         && cfg.invocations() <= gpu.limits.max_compute_invocations_per_workgroup as usize
         && cfg.wg_bytes() <= gpu.limits.max_compute_workgroup_storage_size)
@@ -139,8 +143,9 @@ pub enum Impl {
 enum Variant {
     /// Portable kernel, workgroup tile (64·rm)×(64·rn).
     Tiled { rm: u32, rn: u32 },
-    /// Cooperative kernel; `half`: on 4 subgroups (`CoopCfg::halved`).
-    Coop { v4: bool, half: bool },
+    /// Cooperative kernel; `half`: on 4 subgroups (`CoopCfg::halved`); `prefetch`: see
+    /// [`CoopCfg::prefetch`].
+    Coop { v4: bool, half: bool, prefetch: bool },
 }
 
 /// Whether this adapter can run the cooperative kernel (see `coop_config`).
@@ -255,18 +260,18 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
         }
         Impl::Coop => {
             coop_ok()?;
-            Variant::Coop { v4: false, half: false }
+            Variant::Coop { v4: false, half: false, prefetch: true }
         }
         Impl::CoopV4 => {
             coop_ok()?;
-            Variant::Coop { v4: true, half: false }
+            Variant::Coop { v4: true, half: false, prefetch: true }
         }
         Impl::CoopV4Half => {
             coop_ok()?;
             if !coop_config(gpu).is_some_and(|c| c.halved().divides()) {
                 bail!("matmul: the cooperative kernel on 4 subgroups does not split its tiles evenly on this adapter");
             }
-            Variant::Coop { v4: true, half: true }
+            Variant::Coop { v4: true, half: true, prefetch: true }
         }
     })
 }
@@ -277,11 +282,8 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
 /// no value.
 fn auto_variants(gpu: &Gpu, coop: bool, p: &Plan) -> Vec<Variant> {
     if coop {
-        let mut v = vec![Variant::Coop { v4: true, half: false }];
-        if coop_config(gpu).is_some_and(|c| c.halved().divides()) {
-            v.push(Variant::Coop { v4: true, half: true });
-        }
-        return v;
+        let halves: &[bool] = if coop_config(gpu).is_some_and(|c| c.halved().divides()) { &[false, true] } else { &[false] };
+        return [true, false].iter().flat_map(|&prefetch| halves.iter().map(move |&half| Variant::Coop { v4: true, half, prefetch })).collect();
     }
     let (rm, rn) = portable_tile(p);
     let mut v = vec![Variant::Tiled { rm, rn }];
@@ -297,7 +299,9 @@ impl Variant {
     fn label(self) -> String {
         match self {
             Variant::Tiled { rm, rn } => format!("tiled {}x{}", 64 * rm, 64 * rn),
-            Variant::Coop { v4, half } => format!("coop{} on {} subgroups", if v4 { " vec4" } else { "" }, if half { 4 } else { 8 }),
+            Variant::Coop { v4, half, prefetch } => {
+                format!("coop{} on {} subgroups{}", if v4 { " vec4" } else { "" }, if half { 4 } else { 8 }, if prefetch { "" } else { ", loads not overlapped" })
+            }
         }
     }
 }
@@ -340,6 +344,7 @@ fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType) -> Kernel {
         .with_coop(cfg.fs as u32)
         .def("SG", format!("{}u", cfg.sg))
         .def("NSG", format!("{}u", cfg.nsg))
+        .def("PREFETCH", cfg.prefetch)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -367,9 +372,9 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
             64 * rn as usize,
             Kernel::new("matmul", SRC, a.dtype()).def("RM", format!("{rm}u")).def("RN", format!("{rn}u")),
         ),
-        Variant::Coop { v4, half } => {
+        Variant::Coop { v4, half, prefetch } => {
             let cfg = coop_config(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative matmul was chosen on an adapter without it"))?;
-            let cfg = if half { cfg.halved() } else { cfg };
+            let cfg = CoopCfg { prefetch, ..if half { cfg.halved() } else { cfg } };
             (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg, a.dtype()))
         }
     };
@@ -1054,8 +1059,9 @@ mod tests {
     /// matrices.
     #[test]
     fn coop_wgsl_validates_and_translates() {
-        let eight = [CoopCfg { fs: 16, sg: 32, nsg: 8 }, CoopCfg { fs: 8, sg: 8, nsg: 8 }, CoopCfg { fs: 8, sg: 32, nsg: 8 }];
-        for cfg in eight.into_iter().flat_map(|c| [c, c.halved()]) {
+        let eight = [CoopCfg { fs: 16, sg: 32, nsg: 8, prefetch: true }, CoopCfg { fs: 8, sg: 8, nsg: 8, prefetch: true }, CoopCfg { fs: 8, sg: 32, nsg: 8, prefetch: true }];
+        // Both load schedules, on 8 and on 4 subgroups.
+        for cfg in eight.into_iter().flat_map(|c| [c, CoopCfg { prefetch: false, ..c.halved() }]) {
             assert!(cfg.divides(), "{cfg:?}");
             for v4 in [false, true] {
                 for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
@@ -1079,7 +1085,7 @@ mod tests {
             }
         }
         // Subgroups too wide for 8×8 fragments' tile leave invocations without loads: refused.
-        assert!(!CoopCfg { fs: 8, sg: 64, nsg: 8 }.divides());
+        assert!(!CoopCfg { fs: 8, sg: 64, nsg: 8, prefetch: true }.divides());
     }
 
     /// f32 storage takes the cooperative kernel (f16 operands, f32 accumulation and stores) only
@@ -1098,7 +1104,7 @@ mod tests {
             eprintln!("skipped: {e}");
             return;
         }
-        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false });
+        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false, prefetch: true });
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         for &(lead, m, n, k, shared) in &[(&[][..], 77usize, 260usize, 44usize, true), (&[3][..], 33, 12, 76, false), (&[2][..], 130, 36, 100, true)] {
@@ -1149,6 +1155,6 @@ mod tests {
         let p = plan(&[7, 33], &[33, 8], None).unwrap();
         assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
         let p = plan(&[7, 32], &[32, 8], None).unwrap();
-        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false });
+        assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false, prefetch: true });
     }
 }
