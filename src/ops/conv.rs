@@ -561,8 +561,8 @@ fn tiled_bn(cout: usize) -> u32 {
 
 /// `Auto`'s candidates, the rule's choice first: the cooperative kernel where it runs and
 /// Cout ≥ 64 (narrow layers, Cout 3 or 4 at the networks' ends, waste most of its tile), in
-/// its 8-subgroup tile, on 4 subgroups, and one output block narrower; else the portable
-/// kernel at its width and half of it. Every candidate adds each output's products in the same
+/// its 8-subgroup tile, on 4 subgroups, one output block narrower (on 8 and 4), and the first
+/// two with their loads not overlapped; else the portable kernel at its width and half of it. Every candidate adds each output's products in the same
 /// order (K steps of one size, taps in order), so the tuner's choice changes no value.
 fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
     let Some(cfg) = coop_config(gpu, dtype, cout).ok().filter(|_| cout >= 64) else {
@@ -888,8 +888,8 @@ mod tests {
         for &(taps, stride, transposed) in specs {
             for vec_in in [false, true] {
                 for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
-                    // 8 and 4 subgroups; f16 storage, and f32 storage on f16 operands
-                    // (`--f16-operands`).
+                    // 8 subgroups with overlapped loads and 4 without; f16 storage, and f32
+                    // storage on f16 operands (`--f16-operands`).
                     let cfgs = [CoopCfg { fs, sg, nsg: 8, bn, prefetch: true }, CoopCfg { fs, sg, nsg: 4, bn, prefetch: false }];
                     for (cfg, dt) in cfgs.into_iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
                         assert!(cfg.divides(), "{cfg:?}");
@@ -955,7 +955,7 @@ mod tests {
     /// frames whose time taps reach padding), in every dtype the adapter stores. On CI's
     /// lavapipe the candidates are the portable kernel's two widths; where the cooperative
     /// kernel runs (tools/coop-lavapipe.sh, a GPU), its tiles on 8 and 4 subgroups, one or two
-    /// blocks wide.
+    /// blocks wide, loads overlapped or not.
     #[test]
     fn tuned_tiles_agree_byte_for_byte() {
         // No cache file: every candidate must be timed here.

@@ -16,8 +16,8 @@
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 (or f32 with `--f16-operands`: operands rounded to f16 as they are staged)
 //! and the shape qualifies, and the portable kernel otherwise; where tuning is on
-//! (`gpu/tune.rs`) it times that kernel's tiles (8 or 4 subgroups; the portable kernel's four)
-//! on each new shape and keeps the fastest.
+//! (`gpu/tune.rs`) it times that kernel's variants (8 or 4 subgroups, loads overlapped or not;
+//! the portable kernel's four tiles) on each new shape and keeps the fastest.
 //!
 //! Layout: row-major. `a` is `[batch.., M, K]`; `b` is a shared `[K, N]` (then every leading axis of
 //! `a` folds into M) or batched `[batch.., K, N]` with the same leading axes as `a`; `bias` is `[N]`;
@@ -277,7 +277,8 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
 }
 
 /// `Auto`'s candidates, the rule's choice first: the cooperative vec4 kernel on 8 subgroups and
-/// on 4 where it runs (`coop`), else the portable kernel in its four tiles. Every candidate
+/// on 4, each with its loads overlapped and not, where it runs (`coop`), else the portable
+/// kernel in its four tiles. Every candidate
 /// adds each output's products in K order with the same K step, so the tuner's choice changes
 /// no value.
 fn auto_variants(gpu: &Gpu, coop: bool, p: &Plan) -> Vec<Variant> {
@@ -797,7 +798,8 @@ mod tests {
     /// every store, and with tuning on `Auto` times each once per shape and runs one of them.
     /// Shared and batched weights at awkward sizes, in every dtype the adapter stores. On CI's
     /// lavapipe the candidates are the portable kernel's four tiles; where the cooperative kernel
-    /// runs (tools/coop-lavapipe.sh, a GPU), its tiles on 8 and 4 subgroups.
+    /// runs (tools/coop-lavapipe.sh, a GPU), its tiles on 8 and 4 subgroups, loads overlapped or
+    /// not.
     #[test]
     fn tuned_variants_agree_byte_for_byte() {
         // No cache file: every candidate must be timed here.
