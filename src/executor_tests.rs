@@ -206,8 +206,14 @@ fn a_plan_is_what_the_graph_would_create() {
         assert_eq!(plan.dispatches, graph.dispatches(), "{kind}");
         assert_eq!(plan.activation_bytes_bound, graph.activation_bytes_bound(), "{kind}");
         assert_eq!(plan.live_peak, graph.live_peak_bytes(), "{kind}");
-        // Buffer count, largest tensor and FLOPs too.
+        // Buffer count, largest tensor, FLOPs and the tally by kernel too.
         assert_eq!(plan, graph.plan(), "{kind}");
+        let calls: usize = plan.by_kernel.iter().map(|r| r.calls).sum();
+        let bound: u64 = plan.by_kernel.iter().map(|r| r.bytes_bound).sum();
+        assert_eq!((calls, bound), (plan.dispatches, plan.activation_bytes_bound), "{kind}: the tally by kernel misses dispatches");
+        // The chain's 4 adds, then its 3 SiLUs (fewer bytes bound).
+        let rows: Vec<(bool, usize)> = plan.by_kernel.iter().map(|r| (r.label.contains("OP=0"), r.calls)).collect();
+        assert_eq!(rows, [(true, 4), (false, 3)], "{kind}: {:?}", plan.by_kernel);
         planned.push(plan.planned_bytes);
     }
     assert!(planned[1] < planned[0], "packing should win on this chain: {planned:?}");

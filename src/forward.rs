@@ -322,6 +322,26 @@ fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, bui
         human_bytes(device_total(gpu, plan.planned_bytes))
     );
     println!("dispatches:             {} ({})", plan.dispatches, fmt_flops(plan.flops));
+    print_tally(&plan.by_kernel, plan.activation_bytes_bound);
+}
+
+/// `--plan-only`'s table of the dispatches by kernel specialisation: the activation bytes
+/// each kind binds (its share of the graph's traffic, what fusion removes) and the FLOPs the
+/// matrix ops count.
+fn print_tally(rows: &[crate::kernel::KernelTally], bytes_bound: u64) {
+    println!("dispatches by kernel (activation bytes bound, most first):");
+    println!("{:>6} {:>11} {:>6} {:>14}  kernel", "calls", "bound", "share", "arithmetic");
+    for r in rows {
+        let arith = if r.flops > 0.0 { fmt_flops(r.flops) } else { "-".into() };
+        println!(
+            "{:>6} {:>11} {:>5.1}% {:>14}  {}",
+            r.calls,
+            crate::gpu::human_bytes(r.bytes_bound),
+            100.0 * r.bytes_bound as f64 / bytes_bound.max(1) as f64,
+            arith,
+            r.label
+        );
+    }
 }
 
 /// The per-dispatch times of one replay, summed by kernel specialisation, largest first. "bound"

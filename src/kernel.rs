@@ -143,6 +143,38 @@ pub struct GraphPlan {
     /// The most activation bytes alive at once, and the largest activation.
     pub live_peak: u64,
     pub largest: u64,
+    /// The dispatches by kernel specialisation, most activation bytes bound first.
+    pub by_kernel: Vec<KernelTally>,
+}
+
+/// The dispatches of one kernel specialisation in a graph: how many, the activation bytes they
+/// bind (each distinct binding once per dispatch, see [`Graph::activation_bytes_bound`]) and
+/// the FLOPs their ops count. What the memory-bound work costs can be read off a plan before
+/// it runs: its bytes over the adapter's copy rate are a floor on its time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTally {
+    pub label: String,
+    pub calls: usize,
+    pub bytes_bound: u64,
+    pub flops: f64,
+}
+
+/// Sums `(label, bytes bound, flops)` per dispatch by label, most bytes first (ties by label,
+/// so the order is the same for a plan and the graph it becomes).
+fn tally<'a>(steps: impl Iterator<Item = (&'a str, u64, f64)>) -> Vec<KernelTally> {
+    let mut rows: Vec<KernelTally> = Vec::new();
+    for (label, bytes, flops) in steps {
+        match rows.iter_mut().find(|r| r.label == label) {
+            Some(r) => {
+                r.calls += 1;
+                r.bytes_bound += bytes;
+                r.flops += flops;
+            }
+            None => rows.push(KernelTally { label: label.to_string(), calls: 1, bytes_bound: bytes, flops }),
+        }
+    }
+    rows.sort_by(|a, b| b.bytes_bound.cmp(&a.bytes_bound).then_with(|| a.label.cmp(&b.label)));
+    rows
 }
 
 /// A storage binding of a pending step: a slot of the capture's plan, or a buffer that exists
@@ -482,6 +514,7 @@ impl<'g> Recorder<'g> {
             buffers,
             live_peak: trace.peak_live(),
             largest: trace.largest(),
+            by_kernel: tally(c.steps.iter().map(|p| (p.label.as_str(), p.activation_bytes_bound(), p.flops))),
         }
     }
 }
@@ -740,6 +773,7 @@ impl Graph {
             buffers: self.arena.buffer_count(),
             live_peak: self.live_peak,
             largest: self.largest,
+            by_kernel: tally(self.steps.iter().map(|s| (s.label.as_str(), s.bytes_bound, s.flops))),
         }
     }
 }
