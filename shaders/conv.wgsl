@@ -1,5 +1,6 @@
 // Portable implicit-GEMM convolution (any adapter, f32 or f16 storage, f32 accumulation).
-// Prepended by conv_geom.wgsl and one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs).
+// Prepended by conv_geom.wgsl, one of conv_x_{vec4,scalar}.wgsl and one of
+// conv_x_{plain,norm}.wgsl (see ops/conv.rs).
 //
 // Workgroup tile BM × BN (output positions × output channels), K in steps of BK channels of one
 // tap. 256 threads as WG_M × WG_N, each owning a 4 × 4 block: rows 4·tm.., columns 4·tn...
@@ -63,7 +64,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var c0 = 0u; c0 < p.cin; c0 += BK) {
             for (var r = 0u; r < A_LOADS; r++) {
                 let off = tap_offset(rows[(t + r * WG) / KQ], tt, ty, tx);
-                As[t + r * WG] = vec4<f32>(load_x4(off, c0 + 4u * a_kq));
+                let ci = c0 + 4u * a_kq;
+                As[t + r * WG] = vec4<f32>(x_normed(load_x4(off, ci), x_norm_at(off, ci)));
             }
             for (var l = t; l < B_VECS; l += WG) {
                 let k = l / WG_N;

@@ -1,6 +1,8 @@
 // Cooperative-matrix implicit-GEMM convolution (f16 storage, f16 × f16 → f32 on FS×FS×FS
-// fragments: FS = 16, or 8 where the adapter has only those). Prepended by conv_geom.wgsl and
-// one of conv_x_{vec4,scalar}.wgsl (see ops/conv.rs); the preamble enables f16 and
+// fragments: FS = 16, or 8 where the adapter has only those). Prepended by conv_geom.wgsl, one
+// of conv_x_{vec4,scalar}.wgsl and one of conv_x_{plain,norm}.wgsl (see ops/conv.rs): a
+// normalised input is loaded as stored and normalised as it is staged, so the loads stay in
+// flight during the multiplies. The preamble enables f16 and
 // wgpu_cooperative_matrix and declares FS and the fragment types FA, FB, FC.
 //
 // Workgroup tile BM × BN × BK (BK = 2·FS) staged through workgroup memory as vec4<f16>, with
@@ -53,6 +55,8 @@ fn load_b(k: u32, col: u32) -> FB {
 // their latency overlaps the matrix work.
 var<private> ra: array<vec4<T>, A_LOADS>;
 var<private> rb: array<vec4<T>, B_LOADS>;
+// Where each of ra's vectors finds its normalisation (x_norm_at; unused for a plain input).
+var<private> rn: array<u32, A_LOADS>;
 
 // Loads K step `ks` (tap ks / nck, channels (ks % nck)·BK..) of this thread's share of the
 // A and B tiles into ra / rb.
@@ -65,7 +69,9 @@ fn fetch(ks: u32, nck: u32, t: u32, phase: u32, n0: u32) {
     let a_kq = t % KQ;
     for (var r = 0u; r < A_LOADS; r++) {
         let row = (t + r * WG) / KQ;
-        ra[r] = load_x4(tap_offset(rows[row], tt, ty, tx), c0 + 4u * a_kq);
+        let off = tap_offset(rows[row], tt, ty, tx);
+        ra[r] = load_x4(off, c0 + 4u * a_kq);
+        rn[r] = x_norm_at(off, c0 + 4u * a_kq);
     }
     let cout_q = p.cout_p / 4u;
     let w_row = (phase * TAPS + tap) * p.cin_p + c0;
@@ -84,7 +90,7 @@ fn fetch(ks: u32, nck: u32, t: u32, phase: u32, n0: u32) {
 // Writes the fetched registers into the staged tiles.
 fn stage(t: u32) {
     for (var r = 0u; r < A_LOADS; r++) {
-        As[((t + r * WG) / KQ) * (AS_STRIDE / 4u) + t % KQ] = vec4<f16>(ra[r]);
+        As[((t + r * WG) / KQ) * (AS_STRIDE / 4u) + t % KQ] = vec4<f16>(x_normed(ra[r], rn[r]));
     }
     for (var r = 0u; r < B_LOADS; r++) {
         let l = t + r * WG;

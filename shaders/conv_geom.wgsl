@@ -3,8 +3,8 @@
 //
 // Specialisation consts (see ops/conv.rs): KT, KH, KW (taps per axis; a transposed conv runs as
 // four 2×2 phases), SH, SW (spatial stride), TRANSPOSED (bool: output pixel (2y+py, 2x+px) of
-// phase (py, px)), VEC_IN (bool: Cin % 4 == 0, so input channels load as vec4), HAS_RES (bool: add
-// a residual as the output is stored).
+// phase (py, px)), HAS_RES (bool: add a residual as the output is stored); with a normalised
+// input (conv_x_norm.wgsl), SILU.
 //
 // Input  x:   [NB, D, H, W, Cin]           (conv2d: D = 1, NB = N)
 // Output out: [NB, D, HO·OS, WO·OS, Cout]  (OS = 2 when TRANSPOSED, else 1; depth stride 1)
@@ -17,6 +17,8 @@ struct Params {
     ho: u32, wo: u32, pt: u32, ph: u32,
     pw: u32, m: u32, tiles_m: u32, tiles_n: u32,
     res_rep: u32,
+    // Pixels per GroupNorm segment of a normalised input (conv_x_norm.wgsl); else unused.
+    seg_px: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -62,6 +62,12 @@ struct GpuArgs {
     /// ~/.cache/diffvsr-wgpu/tuning (DIFFVSR_TUNE_CACHE=DIR moves it, off keeps them to the run).
     #[arg(long, env = "DIFFVSR_TUNE", default_value = "auto", value_name = "auto|on|off")]
     tune: TuneMode,
+    /// Apply each GroupNorm (and SiLU) inside the convolution that reads it, as it loads its
+    /// input, instead of in a pass of its own (the same values, a pass over memory less, the
+    /// normalisation redone per tap): auto times both per shape where tuning is on and keeps
+    /// them apart where it is off.
+    #[arg(long, env = "DIFFVSR_NORM_INTO_CONV", default_value = "auto", value_name = "auto|on|off")]
+    norm_into_conv: TuneMode,
 }
 
 impl GpuArgs {
@@ -83,6 +89,7 @@ impl GpuArgs {
             max_binding: GpuOptions::from_env().max_binding,
             no_pack_activations: self.no_pack_activations || GpuOptions::from_env().no_pack_activations,
             f16_operands: self.f16_operands || GpuOptions::from_env().f16_operands,
+            norm_into_conv: self.norm_into_conv,
         })
     }
 }

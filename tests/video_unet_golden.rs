@@ -203,23 +203,27 @@ fn cfg_pair_shares_the_layers_before_the_text() {
     assert!(random_inputs(&gpu, &model, (3, 4, 4), DType::F32).unwrap().into_cfg_pair(&gpu, true).is_err(), "an odd batch");
 }
 
-/// Tuning (`--tune`) picks among tiles that compute the same sums in the same order, so the
-/// tiny DiffVSR UNet gives the same bytes with it and without, in every storage dtype; and
-/// with it, its shapes were timed. (The kernel tests check each op's candidates; this checks
-/// every shape a model meets, views and folded batches included.)
+/// Tuning (`--tune`) picks among tiles that compute the same sums in the same order, and the
+/// GroupNorms applied as convolutions load (`--norm-into-conv`) compute what the norms' own
+/// passes store, so the tiny DiffVSR UNet gives the same bytes with either and without, in every
+/// storage dtype; with tuning on, its shapes (and where each norm runs) were timed. (The kernel
+/// tests check each op's candidates; this checks every shape a model meets, views and folded
+/// batches included.)
 #[test]
-fn tuning_changes_no_byte() {
+fn tuning_and_norms_on_load_change_no_byte() {
     use diffvsr_wgpu::gpu::{GpuOptions, TuneMode};
     use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
     use diffvsr_wgpu::Gpu;
     let config = data("diffvsr_unet", "config.json");
-    let open = |tune| {
+    let open = |tune, norm_into_conv| {
         // No cache file: the shapes must be timed here.
-        let gpu = Gpu::new(&GpuOptions { tune, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
+        let gpu = Gpu::new(&GpuOptions { tune, tune_cache: None, norm_into_conv, ..GpuOptions::from_env() }).unwrap();
         gpu.set_poison(true);
         gpu
     };
-    let (tuned, fixed) = (open(TuneMode::On), open(TuneMode::Off));
+    let tuned = open(TuneMode::On, TuneMode::Auto);
+    let fixed = open(TuneMode::Off, TuneMode::Off);
+    let fused = open(TuneMode::Off, TuneMode::On);
     for dtype in fixed.dtypes() {
         let run = |gpu: &Gpu| {
             let mut store = WeightStore::synthetic(5);
@@ -229,14 +233,22 @@ fn tuning_changes_no_byte() {
             let out = model.forward(&mut rec, &inputs).unwrap();
             let graph = rec.into_graph().unwrap();
             graph.run(gpu).unwrap();
-            out.read_bytes(gpu).unwrap()
+            (out.read_bytes(gpu).unwrap(), graph.plan().by_kernel)
         };
         let before = tuned.tuner().picks().len();
-        assert!(run(&tuned) == run(&fixed), "{dtype:?}: tuning changed the output");
+        let (want, apart) = run(&fixed);
+        assert!(run(&tuned).0 == want, "{dtype:?}: tuning changed the output");
         let timed = tuned.tuner().picks().len() - before;
         assert!(timed >= 10, "{dtype:?}: only {timed} shapes were tuned");
+        let norm_choices = tuned.tuner().picks().iter().filter(|t| t.key.starts_with("group norm")).count();
+        assert!(norm_choices >= 3, "{dtype:?}: where the norms run was timed for {norm_choices} shapes");
         assert!(fixed.tuner().picks().is_empty(), "tuning off timed something");
-        eprintln!("{dtype:?}: {timed} shapes tuned, the same bytes");
+        let (got, together) = run(&fused);
+        assert!(got == want, "{dtype:?}: the norms applied on load changed the output");
+        // Every GroupNorm + SiLU before a convolution went into it: no such norm pass is left.
+        let passes = |rows: &[diffvsr_wgpu::kernel::KernelTally]| rows.iter().filter(|r| r.label.starts_with("group_norm_apply") && r.label.contains("SILU=true")).map(|r| r.calls).sum::<usize>();
+        assert!(passes(&apart) >= 10 && passes(&together) == 0, "{dtype:?}: {} norm + SiLU passes apart, {} with the norms on load", passes(&apart), passes(&together));
+        eprintln!("{dtype:?}: {timed} shapes tuned, {} norm passes folded, the same bytes", passes(&apart));
     }
 }
 

@@ -50,6 +50,9 @@ run)
     # the fixed rules' tiles, to measure what tuning gains and what it costs the graph build.
     RUST_LOG=warn,wgpu_hal=off,diffvsr_wgpu::gpu::tune=debug timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --profile 2>&1 | tee "$out/forward-diffvsr-unet.txt" | grep -v "tuned " | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off 2>&1 | tee "$out/forward-diffvsr-unet-untuned.txt" | head -30
+    # The rules' tiles with every GroupNorm + SiLU applied as its convolution loads (the tuned
+    # run above times that choice per shape; this is all of them at once).
+    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off --norm-into-conv on 2>&1 | tee "$out/forward-diffvsr-unet-norms-on-load.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$out/forward-te3dvae.txt" | head -30
     # The same decode with its convolutions, linear layers and attention on f16 operands
     # (not the default until this comparison says so).

@@ -57,12 +57,18 @@ pub struct GpuOptions {
     /// The folder where tuned choices persist between runs, a file per adapter and driver
     /// (`DIFFVSR_TUNE_CACHE`; see [`tune::default_cache_dir`](super::tune::default_cache_dir)).
     pub tune_cache: Option<std::path::PathBuf>,
+    /// Whether a convolution that reads a GroupNorm's output applies the norm as it loads its
+    /// input instead of after a pass of its own (`ops::conv::conv2d_normed`;
+    /// `DIFFVSR_NORM_INTO_CONV`): auto times both per shape where tuning is on and keeps them
+    /// apart elsewhere.
+    pub norm_into_conv: TuneMode,
 }
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
     /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
-    /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`.
+    /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
+    /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off).
     pub fn from_env() -> Self {
         let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         GpuOptions {
@@ -76,6 +82,7 @@ impl GpuOptions {
             f16_operands: flag("DIFFVSR_F16_OPERANDS"),
             tune: std::env::var("DIFFVSR_TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
             tune_cache: super::tune::default_cache_dir(),
+            norm_into_conv: std::env::var("DIFFVSR_NORM_INTO_CONV").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
         }
     }
 }
@@ -197,6 +204,7 @@ pub struct Gpu {
     pack_activations: bool,
     f16_operands: bool,
     tuner: Tuner,
+    norm_into_conv: TuneMode,
 }
 
 impl Gpu {
@@ -282,12 +290,19 @@ impl Gpu {
             pack_activations: !opts.no_pack_activations,
             f16_operands: opts.f16_operands && use_f16,
             tuner: Tuner::new(tune, tune_cache),
+            norm_into_conv: opts.norm_into_conv,
         }))
     }
 
     /// The per-shape kernel choices of this device ([`GpuOptions::tune`]).
     pub fn tuner(&self) -> &Tuner {
         &self.tuner
+    }
+
+    /// Whether convolutions apply the GroupNorm before them as they load
+    /// ([`GpuOptions::norm_into_conv`]).
+    pub fn norm_into_conv(&self) -> TuneMode {
+        self.norm_into_conv
     }
 
     /// Whether captured graphs pack their activations at offsets of a few buffers (the default;

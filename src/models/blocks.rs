@@ -6,12 +6,12 @@ use anyhow::Result;
 
 use super::Loader;
 use crate::ops::attention::{attention, attention_qkv, AttnOpts};
-use crate::ops::conv::{conv2d, conv2d_add, ConvWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
 use crate::ops::elementwise::{unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
 use crate::{Recorder, Tensor};
 
@@ -65,20 +65,22 @@ impl ResnetBlock2D {
     /// norms' statistics span its F frames.
     pub fn forward_frames(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>, frames: usize) -> Result<Tensor> {
         let opts = GroupNormOpts { frames, pooled: self.pooled, silu: true };
-        let h = group_norm_w(rec, x, self.groups, self.eps, &self.norm1, opts)?;
+        // Each norm (+ SiLU) is applied by the convolution after it, in its own pass or as the
+        // convolution loads (conv::Fuse).
+        let norm1 = group_norm_table_w(rec, x, self.groups, self.eps, &self.norm1, opts)?;
         let h = match (&self.time_emb_proj, temb_silu) {
             (Some(p), Some(t)) => {
                 let t = linear(rec, t, p)?;
-                conv2d_add(rec, &h, &self.conv1, 1, 1, Residual::PerBatch(&t))?
+                conv2d_normed(rec, x, &norm1, &self.conv1, 1, 1, Some(Residual::PerBatch(&t)))?
             }
-            _ => conv2d(rec, &h, &self.conv1, 1, 1)?,
+            _ => conv2d_normed(rec, x, &norm1, &self.conv1, 1, 1, None)?,
         };
-        let h = group_norm_w(rec, &h, self.groups, self.eps, &self.norm2, opts)?;
+        let norm2 = group_norm_table_w(rec, &h, self.groups, self.eps, &self.norm2, opts)?;
         let skip = match &self.conv_shortcut {
             Some(s) => conv2d(rec, x, s, 1, 0)?,
             None => x.clone(),
         };
-        conv2d_add(rec, &h, &self.conv2, 1, 1, Residual::Same(&skip))
+        conv2d_normed(rec, &h, &norm2, &self.conv2, 1, 1, Some(Residual::Same(&skip)))
     }
 }
 

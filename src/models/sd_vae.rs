@@ -6,11 +6,11 @@ use anyhow::{bail, Result};
 use super::blocks::{Qkv, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
 use super::Loader;
 use crate::config::VaeConfig;
-use crate::ops::conv::{conv2d, ConvWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
 use crate::ops::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::ops::matmul::{linear_add, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, group_norm_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
 
 /// Key prefixes of a full `AutoencoderKL` file that decoding never uses.
@@ -169,7 +169,7 @@ impl VaeDecoder {
             rec.tap(&format!("decoder.up_blocks.{i}"), &x);
         }
         let gn = if frames > 1 { GroupNormOpts { frames, pooled: true, silu: true } } else { PER_IMAGE_SILU };
-        let x = group_norm_w(rec, &x, g, 1e-6, &self.conv_norm_out, gn)?;
-        conv2d(rec, &x, &self.conv_out, 1, 1)
+        let norm = group_norm_table_w(rec, &x, g, 1e-6, &self.conv_norm_out, gn)?;
+        conv2d_normed(rec, &x, &norm, &self.conv_out, 1, 1, None)
     }
 }

@@ -15,8 +15,8 @@ use super::blocks::{Downsample2D, ResnetBlock2D, TimeEmbedding, Upsample2D};
 use super::Loader;
 use crate::config::UNet2DConfig;
 use crate::ops::concat::{concat, concat_channels};
-use crate::ops::conv::{conv2d, ConvWeight};
-use crate::ops::norm::{group_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
+use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
 
 /// The transformer a UNet puts after its resnets (`Transformer2DModel` or `Transformer3DModel`).
@@ -286,8 +286,8 @@ impl<A: SpatialTransformer, T: TemporalStep> UNetCore<A, T> {
         }
 
         let opts = GroupNormOpts { frames: f, pooled: self.pooled, silu: true };
-        let x = group_norm_w(rec, &x, c.norm_num_groups, c.norm_eps as f32, &self.conv_norm_out, opts)?;
-        conv2d(rec, &x, &self.conv_out, 1, 1)
+        let norm = group_norm_table_w(rec, &x, c.norm_num_groups, c.norm_eps as f32, &self.conv_norm_out, opts)?;
+        conv2d_normed(rec, &x, &norm, &self.conv_out, 1, 1, None)
     }
 }
 

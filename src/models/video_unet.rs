@@ -13,12 +13,12 @@ use super::blocks::{BasicTransformerBlock, ResnetBlock2D};
 use super::unet::{Parts, Place, SpatialTransformer, TemporalStep, UNetCore, UNetInputs};
 use super::Loader;
 use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
-use crate::ops::conv::{conv2d, conv2d_add, conv3d, conv3d_add, conv_transpose2d, conv_transpose2d_add, ConvWeight};
+use crate::ops::conv::{conv2d, conv2d_add, conv3d_normed, conv_transpose2d, conv_transpose2d_add, ConvWeight};
 use crate::ops::elementwise::add_assign;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, linear_add, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::resize_bilinear;
 use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_qkv, Rope};
 use crate::{Recorder, Tensor};
@@ -96,16 +96,14 @@ impl TemporalResnet {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>, frames: usize) -> Result<Tensor> {
         let opts = GroupNormOpts { frames, pooled: true, silu: true };
         let x5 = video(x, frames)?;
-        let h = group_norm_w(rec, &x5, TEMPORAL_GROUPS, TEMPORAL_EPS, &self.norm1, opts)?;
-        let h = match (&self.time_emb_proj, temb_silu) {
-            (Some(p), Some(t)) => {
-                let t = linear(rec, t, p)?;
-                conv3d_add(rec, &h, &self.conv1, Residual::PerBatch(&t))?
-            }
-            _ => conv3d(rec, &h, &self.conv1)?,
+        let norm1 = group_norm_table_w(rec, &x5, TEMPORAL_GROUPS, TEMPORAL_EPS, &self.norm1, opts)?;
+        let t = match (&self.time_emb_proj, temb_silu) {
+            (Some(p), Some(t)) => Some(linear(rec, t, p)?),
+            _ => None,
         };
-        let h = group_norm_w(rec, &h, TEMPORAL_GROUPS, TEMPORAL_EPS, &self.norm2, opts)?;
-        conv3d_add(rec, &h, &self.conv2, Residual::Same(&x5))?.reshape(x.shape())
+        let h = conv3d_normed(rec, &x5, &norm1, &self.conv1, t.as_ref().map(Residual::PerBatch))?;
+        let norm2 = group_norm_table_w(rec, &h, TEMPORAL_GROUPS, TEMPORAL_EPS, &self.norm2, opts)?;
+        conv3d_normed(rec, &h, &norm2, &self.conv2, Some(Residual::Same(&x5)))?.reshape(x.shape())
     }
 }
 

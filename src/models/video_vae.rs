@@ -13,13 +13,13 @@ use super::blocks::{FeedForward, Qkv, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_
 use super::sd_vae::{VaeDecoder, UNUSED_PREFIXES};
 use super::Loader;
 use crate::ops::concat::concat;
-use crate::ops::conv::{conv2d, conv3d, conv3d_add, ConvWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, conv3d, conv3d_normed, ConvWeight};
 use crate::ops::elementwise::{add, mix, unary, Unary};
 use crate::ops::embed::timestep_embedding_as;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, linear_add, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::temporal_attention::{temporal_attention_qkv, Rope};
 use crate::{DType, Recorder, Tensor};
 
@@ -67,10 +67,10 @@ impl TemporalResnetBlock {
     /// `x [B, F, H, W, C]`.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         let gn = GroupNormOpts { frames: x.shape()[1], pooled: true, silu: true };
-        let h = group_norm_w(rec, x, TE_GROUPS, 1e-5, &self.norm1, gn)?;
-        let h = conv3d(rec, &h, &self.conv1)?;
-        let h = group_norm_w(rec, &h, TE_GROUPS, 1e-5, &self.norm2, gn)?;
-        conv3d_add(rec, &h, &self.conv2, Residual::Same(x))
+        let norm1 = group_norm_table_w(rec, x, TE_GROUPS, 1e-5, &self.norm1, gn)?;
+        let h = conv3d_normed(rec, x, &norm1, &self.conv1, None)?;
+        let norm2 = group_norm_table_w(rec, &h, TE_GROUPS, 1e-5, &self.norm2, gn)?;
+        conv3d_normed(rec, &h, &norm2, &self.conv2, Some(Residual::Same(x)))
     }
 }
 
@@ -330,8 +330,8 @@ impl Te3dVaeDecoder {
             }
             rec.tap(&format!("decoder.up_blocks.{i}"), &x);
         }
-        let x = group_norm_w(rec, &x, TE_GROUPS, 1e-6, &self.conv_norm_out, PER_IMAGE_SILU)?;
-        let x = conv2d(rec, &x, &self.conv_out, 1, 1)?;
+        let norm = group_norm_table_w(rec, &x, TE_GROUPS, 1e-6, &self.conv_norm_out, PER_IMAGE_SILU)?;
+        let x = conv2d_normed(rec, &x, &norm, &self.conv_out, 1, 1, None)?;
         let s = x.shape().to_vec();
         let x = x.reshape(&[b, f, s[1], s[2], s[3]])?;
         let x = conv3d(rec, &x, &self.time_conv_out)?;

@@ -26,36 +26,75 @@ use anyhow::{bail, ensure, Result};
 
 use crate::gpu::Gpu;
 use crate::kernel::{grid, Kernel, Recorder};
+use crate::gpu::TuneMode;
+use crate::ops::norm::{group_norm_apply, GnTable};
 use crate::ops::residual::Residual;
 use crate::ops::pack::{Placement, Src};
 use crate::ops::synthetic::Packing;
 use crate::tensor::{DType, Tensor};
 
-const SRC_TILED_VEC4: &str = concat!(
-    include_str!("../../shaders/conv_geom.wgsl"),
-    include_str!("../../shaders/conv_x_vec4.wgsl"),
-    include_str!("../../shaders/conv.wgsl")
-);
-const SRC_TILED_SCALAR: &str = concat!(
-    include_str!("../../shaders/conv_geom.wgsl"),
-    include_str!("../../shaders/conv_x_scalar.wgsl"),
-    include_str!("../../shaders/conv.wgsl")
-);
-const SRC_COOP_VEC4: &str = concat!(
-    include_str!("../../shaders/conv_geom.wgsl"),
-    include_str!("../../shaders/conv_x_vec4.wgsl"),
-    include_str!("../../shaders/conv_coop.wgsl")
-);
-const SRC_COOP_SCALAR: &str = concat!(
-    include_str!("../../shaders/conv_geom.wgsl"),
-    include_str!("../../shaders/conv_x_scalar.wgsl"),
-    include_str!("../../shaders/conv_coop.wgsl")
-);
+/// Sources of each kernel for the three ways it loads its input: four channels at a time (Cin
+/// % 4 == 0), one at a time, or four at a time through a GroupNorm (`conv_x_norm.wgsl`).
+macro_rules! conv_sources {
+    ($kernel:literal) => {
+        [
+            concat!(
+                include_str!("../../shaders/conv_geom.wgsl"),
+                include_str!("../../shaders/conv_x_vec4.wgsl"),
+                include_str!("../../shaders/conv_x_plain.wgsl"),
+                include_str!($kernel)
+            ),
+            concat!(
+                include_str!("../../shaders/conv_geom.wgsl"),
+                include_str!("../../shaders/conv_x_scalar.wgsl"),
+                include_str!("../../shaders/conv_x_plain.wgsl"),
+                include_str!($kernel)
+            ),
+            concat!(
+                include_str!("../../shaders/conv_geom.wgsl"),
+                include_str!("../../shaders/conv_x_vec4.wgsl"),
+                include_str!("../../shaders/conv_x_norm.wgsl"),
+                include_str!($kernel)
+            ),
+        ]
+    };
+}
+const SRC_TILED: [&str; 3] = conv_sources!("../../shaders/conv.wgsl");
+const SRC_COOP: [&str; 3] = conv_sources!("../../shaders/conv_coop.wgsl");
+
+/// How a kernel loads its input.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Load {
+    /// As stored, four channels per load (Cin % 4 == 0).
+    Vec4,
+    /// As stored, channel by channel (any Cin, e.g. 3 or 4 at the networks' ends).
+    Scalar,
+    /// Four channels per load, normalised by a GroupNorm's table (then SiLU when `silu`).
+    Normed { silu: bool },
+}
+
+impl Load {
+    fn plain(cin: usize) -> Load {
+        if cin.is_multiple_of(4) {
+            Load::Vec4
+        } else {
+            Load::Scalar
+        }
+    }
+
+    /// The kernel with this load: its source among `srcs`, its name and consts.
+    fn kernel(self, name: &'static str, normed_name: &'static str, srcs: &[&'static str; 3], dtype: DType) -> Kernel {
+        match self {
+            Load::Vec4 => Kernel::new(name, srcs[0], dtype),
+            Load::Scalar => Kernel::new(name, srcs[1], dtype),
+            Load::Normed { silu } => Kernel::new(normed_name, srcs[2], dtype).def("SILU", silu),
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
-fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, vec_in: bool, cfg: CoopCfg) -> Kernel {
-    let src = if vec_in { SRC_COOP_VEC4 } else { SRC_COOP_SCALAR };
-    geometry_kernel("conv_coop", src, dtype, taps, stride, transposed, has_res)
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, load: Load, cfg: CoopCfg) -> Kernel {
+    geometry(load.kernel("conv_coop", "conv_coop_gn", &SRC_COOP, dtype), taps, stride, transposed, has_res)
         .with_coop(cfg.fs)
         .def("SG", format!("{}u", cfg.sg))
         .def("NSG", format!("{}u", cfg.nsg))
@@ -91,6 +130,8 @@ struct Params {
     tiles_n: u32,
     /// Output pixels per residual row (see ops/residual.rs); 1 without a residual.
     res_rep: u32,
+    /// Pixels per GroupNorm segment of a normalised input; 0 without one.
+    seg_px: u32,
 }
 
 /// What a [`ConvWeight`] was made from.
@@ -402,6 +443,29 @@ pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Opti
     launch(rec, x, w, &conv3d_problem(x, w)?, res, imp)
 }
 
+/// [`conv2d`] (plus an optional [`Residual`]) of `GroupNorm(x)`, then SiLU where the norm has
+/// it: `norm` is the table of `x`'s statistics
+/// ([`group_norm_table`](crate::ops::norm::group_norm_table)), applied in its own pass or as the
+/// convolution loads its input ([`Fuse`]; the same values either way).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>) -> Result<Tensor> {
+    conv2d_normed_with(rec, x, norm, w, stride, pad, res, Fuse::Auto, Impl::Auto)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_normed_with(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+    launch_normed(rec, x, norm, w, &conv2d_problem(x, w, stride, pad)?, res, fuse, imp)
+}
+
+/// [`conv3d`] (plus an optional [`Residual`]) of `GroupNorm(x)`, as [`conv2d_normed`].
+pub fn conv3d_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, res: Option<Residual>) -> Result<Tensor> {
+    conv3d_normed_with(rec, x, norm, w, res, Fuse::Auto, Impl::Auto)
+}
+
+pub fn conv3d_normed_with(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+    launch_normed(rec, x, norm, w, &conv3d_problem(x, w)?, res, fuse, imp)
+}
+
 fn conv3d_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
     ensure!(w.kind == ConvKind::Conv3d, "conv3d: weight is a {:?}", w.kind);
     check_input("conv3d", x, w)?;
@@ -416,9 +480,8 @@ fn conv3d_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
 }
 
 /// The specialisation consts every conv kernel shares.
-fn geometry_kernel(name: &'static str, src: &'static str, dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool) -> Kernel {
-    Kernel::new(name, src, dtype)
-        .def("HAS_RES", has_res)
+fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool) -> Kernel {
+    k.def("HAS_RES", has_res)
         .def("KT", format!("{}u", taps[0]))
         .def("KH", format!("{}u", taps[1]))
         .def("KW", format!("{}u", taps[2]))
@@ -584,15 +647,20 @@ fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
 }
 
 /// The tile `imp` asks for: `Auto` runs the tuner over [`auto_tiles`] (timing each on scratch
-/// tensors of this problem the first time it meets it, where tuning is on).
-fn choose(gpu: &Gpu, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Impl) -> Result<Tile> {
+/// tensors of this problem the first time it meets it, where tuning is on). With `norm`, for the
+/// kernel that applies it as it loads.
+fn choose(gpu: &Gpu, x: &Tensor, w: &ConvWeight, pb: &Problem, norm: Option<&GnTable>, imp: Impl) -> Result<Tile> {
     Ok(match imp {
         Impl::Auto => {
             let tiles = auto_tiles(gpu, x.dtype(), w.cout);
-            let key = || format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape());
+            let key = || {
+                let gn = norm.map(|n| format!(" after group norm{}", if n.silu { " + silu" } else { "" })).unwrap_or_default();
+                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{gn}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
+            };
             crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
                 let scratch = r.empty(x.shape(), x.dtype())?;
-                launch_tile(r, &scratch, w, pb, None, t).map(drop)
+                let norm = norm.map(|n| r.empty(n.table.shape(), DType::F32).map(|t| n.with_table(t))).transpose()?;
+                launch_tile(r, &scratch, w, pb, None, norm.as_ref(), t).map(drop)
             })?
         }
         Impl::Tiled => Tile::Tiled { bn: tiled_bn(w.cout) },
@@ -608,11 +676,81 @@ fn choose(gpu: &Gpu, x: &Tensor, w: &ConvWeight, pb: &Problem, imp: Impl) -> Res
 }
 
 fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
-    let tile = choose(rec.gpu(), x, w, pb, imp)?;
-    launch_tile(rec, x, w, pb, res, tile)
+    let tile = choose(rec.gpu(), x, w, pb, None, imp)?;
+    launch_tile(rec, x, w, pb, res, None, tile)
 }
 
-fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, tile: Tile) -> Result<Tensor> {
+/// Where a GroupNorm before a convolution is applied: in a pass of its own, or by the
+/// convolution as it loads its input (no normalised tensor is written or read again, but the
+/// normalisation and SiLU are redone for every tap and output tile that loads an element).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fuse {
+    /// As the device says ([`Gpu::norm_into_conv`]): where tuning is on, both are timed on
+    /// each new shape and the faster kept; else apart.
+    Auto,
+    Apart,
+    Fused,
+}
+
+/// The convolution of `GroupNorm(x)` (then SiLU where `norm` has it), `norm` being the table
+/// of `x`'s statistics ([`group_norm_table`](crate::ops::norm::group_norm_table)): the same
+/// values as [`group_norm_apply`] followed by the convolution, with the norm applied where
+/// `fuse` says.
+#[allow(clippy::too_many_arguments)]
+fn launch_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, pb: &Problem, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+    ensure!(x.shape() == norm.shape.as_slice(), "conv: a GroupNorm table of {:?} given with the input {:?}", norm.shape, x.shape());
+    let gpu = rec.gpu();
+    // The normalising loads read four channels at a time.
+    let fusable = w.cin.is_multiple_of(4);
+    let fused = match fuse {
+        Fuse::Fused => {
+            ensure!(fusable, "conv: a GroupNorm can only be applied on load where Cin is a multiple of 4 (Cin = {})", w.cin);
+            true
+        }
+        Fuse::Apart => false,
+        Fuse::Auto => match gpu.norm_into_conv() {
+            TuneMode::On => fusable,
+            TuneMode::Off => false,
+            TuneMode::Auto => fusable && gpu.tuner().is_on() && {
+                let apart = choose(gpu, x, w, pb, None, imp)?;
+                let together = choose(gpu, x, w, pb, Some(norm), imp)?;
+                let key = || {
+                    format!(
+                        "group norm{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
+                        if norm.silu { " + silu" } else { "" },
+                        x.dtype().name(),
+                        w.taps,
+                        pb.stride,
+                        pb.pad,
+                        w.cin,
+                        w.cout,
+                        x.shape()
+                    )
+                };
+                let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
+                crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
+                    let scratch = r.empty(x.shape(), x.dtype())?;
+                    let n = norm.with_table(r.empty(norm.table.shape(), DType::F32)?);
+                    if f {
+                        launch_tile(r, &scratch, w, pb, None, Some(&n), together).map(drop)
+                    } else {
+                        let h = group_norm_apply(r, &scratch, &n)?;
+                        launch_tile(r, &h, w, pb, None, None, apart).map(drop)
+                    }
+                })?
+            },
+        },
+    };
+    if fused {
+        let tile = choose(gpu, x, w, pb, Some(norm), imp)?;
+        launch_tile(rec, x, w, pb, res, Some(norm), tile)
+    } else {
+        let h = group_norm_apply(rec, x, norm)?;
+        launch(rec, &h, w, pb, res, imp)
+    }
+}
+
+fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, norm: Option<&GnTable>, tile: Tile) -> Result<Tensor> {
     let gpu = rec.gpu();
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
@@ -623,16 +761,19 @@ fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res
     ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
-    let vec_in = w.cin.is_multiple_of(4);
+    let load = match norm {
+        Some(n) => {
+            ensure!(w.cin.is_multiple_of(4), "conv: a GroupNorm applied on load needs Cin % 4 == 0 (Cin = {})", w.cin);
+            Load::Normed { silu: n.silu }
+        }
+        None => Load::plain(w.cin),
+    };
     let (bm, bn) = tile.block();
     let k = match tile {
-        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), vec_in, cfg),
-        Tile::Tiled { bn } => {
-            let src = if vec_in { SRC_TILED_VEC4 } else { SRC_TILED_SCALAR };
-            geometry_kernel("conv_tiled", src, x.dtype(), w.taps, pb.stride, transposed, res.is_some())
-                .def("BN", format!("{bn}u"))
-                .def("BK", format!("{TILED_BK}u"))
-        }
+        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), load, cfg),
+        Tile::Tiled { bn } => geometry(load.kernel("conv_tiled", "conv_tiled_gn", &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some())
+            .def("BN", format!("{bn}u"))
+            .def("BK", format!("{TILED_BK}u")),
     };
     let out = rec.empty(&pb.out_shape, x.dtype())?;
     let tiles_m = (m as u32).div_ceil(bm);
@@ -655,10 +796,15 @@ fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res
         tiles_m,
         tiles_n,
         res_rep,
+        seg_px: norm.map_or(0, |n| n.seg_px as u32),
     };
     // Without a residual the bias fills its binding.
     let res_arg = res.map(|r| r.tensor()).unwrap_or(&w.bias);
-    rec.dispatch(&k, &p, &[x.into(), (&w.w).into(), (&w.bias).into(), (&out).into(), res_arg.into()], grid(gpu, tiles_m * tiles_n * phases))?;
+    let mut binds = vec![x.into(), (&w.w).into(), (&w.bias).into(), (&out).into(), res_arg.into()];
+    if let Some(n) = norm {
+        binds.push((&n.table).into());
+    }
+    rec.dispatch(&k, &p, &binds, grid(gpu, tiles_m * tiles_n * phases))?;
     // Every output position of every phase over all taps, as PyTorch counts a convolution
     // (the time taps a tile skips as padding included).
     rec.add_flops(2.0 * (m * phases as usize) as f64 * w.cout as f64 * (w.taps.iter().product::<usize>() * w.cin) as f64);
@@ -886,14 +1032,14 @@ mod tests {
         let specs: &[([usize; 3], [usize; 2], bool)] =
             &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
         for &(taps, stride, transposed) in specs {
-            for vec_in in [false, true] {
+            for load in [Load::Scalar, Load::Vec4, Load::Normed { silu: true }, Load::Normed { silu: false }] {
                 for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
                     // 8 subgroups with overlapped loads and 4 without; f16 storage, and f32
                     // storage on f16 operands (`--f16-operands`).
                     let cfgs = [CoopCfg { fs, sg, nsg: 8, bn, prefetch: true }, CoopCfg { fs, sg, nsg: 4, bn, prefetch: false }];
                     for (cfg, dt) in cfgs.into_iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
                         assert!(cfg.divides(), "{cfg:?}");
-                        let k = coop_kernel(dt, taps, stride, transposed, has_res, vec_in, cfg);
+                        let k = coop_kernel(dt, taps, stride, transposed, has_res, load, cfg);
                         let (module, _) = translate_check(&k);
                         // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                         assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
@@ -998,7 +1144,7 @@ mod tests {
                 let run = |imp: Option<Tile>| {
                     let mut rec = gpu.recorder();
                     let y = match imp {
-                        Some(t) => launch_tile(&mut rec, &x, &cw, &pb, None, t),
+                        Some(t) => launch_tile(&mut rec, &x, &cw, &pb, None, None, t),
                         None => launch(&mut rec, &x, &cw, &pb, None, Impl::Auto),
                     }
                     .unwrap();
@@ -1299,5 +1445,88 @@ mod tests {
         }
         assert!(conv2d(&mut rec, &x, &w4, 1, 1).is_ok());
         rec.submit();
+    }
+
+    /// A GroupNorm (+ SiLU) applied as the convolution loads its input gives what its own pass
+    /// then the convolution give, byte for byte, and what the CPU gives: per-image and pooled
+    /// statistics, groups whose channels straddle the kernel's 4-channel loads (5 per group),
+    /// padding taps (which stay zero: the padding is the norm's output's), tiles that straddle
+    /// images and frames, strided, 1×1, temporal and 3×3×3 kernels, a residual, on every kernel
+    /// the adapter runs.
+    #[test]
+    fn normed_input_matches_the_norm_pass() {
+        use crate::ops::norm::{cpu as norm_cpu, group_norm_table, GroupNormOpts, NormWeight};
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (input shape, groups, weight shape, stride, pooled over the frames, silu, residual)
+        type Case = (&'static [usize], usize, &'static [usize], usize, bool, bool, bool);
+        let cases: [Case; 5] = [
+            (&[2, 3, 7, 9, 40], 8, &[33, 40, 3, 3], 1, false, true, false),
+            (&[1, 5, 6, 64], 32, &[64, 64, 3, 3], 2, false, false, true),
+            (&[1, 33, 1, 8], 2, &[77, 8, 1, 1], 1, false, true, false),
+            (&[2, 3, 5, 7, 64], 32, &[64, 64, 3, 1, 1], 1, true, true, true),
+            (&[1, 4, 5, 3, 12], 4, &[7, 12, 3, 3, 3], 1, true, false, false),
+        ];
+        for dt in gpu.dtypes() {
+            for imp in imps(&gpu, dt) {
+                for &(xs, groups, ws, stride, pooled, silu, with_res) in &cases {
+                    let what = format!("{} {imp:?} x {xs:?} w {ws:?} pooled {pooled} silu {silu} res {with_res} seed {seed}", dt.name());
+                    let c = xs[xs.len() - 1];
+                    let (h, w) = (xs[xs.len() - 3], xs[xs.len() - 2]);
+                    let frames = if xs.len() == 5 { xs[1] } else { 1 };
+                    // A mean far from zero, so a wrong segment or channel in the table shows.
+                    let xv: Vec<f32> = rand(&mut rng, xs.iter().product(), 2.0, dt).iter().map(|v| v + 3.0).collect();
+                    let xv = if dt == DType::F16 { round_f16(&xv) } else { xv };
+                    let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
+                    let beta = rng.normals(c, 0.5);
+                    let nw = NormWeight::from_torch(&gpu, &gamma, &beta).unwrap();
+                    let wv = rand(&mut rng, ws.iter().product(), 0.2, dt);
+                    let bv = rand(&mut rng, ws[0], 0.5, dt);
+                    let x = Tensor::from_f32(&gpu, &xv, xs, dt).unwrap();
+                    let cw = ConvWeight::from_torch(&gpu, &wv, ws, Some(&bv), dt).unwrap();
+
+                    // The CPU: the norm, rounded as the GPU stores it, then the convolution.
+                    let n = xs[..xs.len() - 3].iter().product::<usize>();
+                    let normed = norm_cpu::group_norm(&xv, n, h * w, c, groups, 1e-5, &gamma, &beta, frames, pooled, silu);
+                    let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
+                    let mut want = if ws.len() == 5 {
+                        cpu::conv3d(&normed, xs[0], frames, h, w, c, &wv, ws[0], [ws[2], ws[3], ws[4]], Some(&bv))
+                    } else {
+                        cpu::conv2d(&normed, n, h, w, c, &wv, ws[0], ws[2], ws[3], Some(&bv), stride, ws[2] / 2)
+                    };
+                    let mut out_shape = xs.to_vec();
+                    let r = out_shape.len();
+                    out_shape[r - 3] = (h + 2 * (ws[2] / 2) - ws[2]) / stride + 1;
+                    out_shape[r - 2] = (w + 2 * (ws[3] / 2) - ws[3]) / stride + 1;
+                    out_shape[r - 1] = ws[0];
+                    let skip_v = rand(&mut rng, want.len(), 1.0, dt);
+                    let skip = Tensor::from_f32(&gpu, &skip_v, &out_shape, dt).unwrap();
+                    if with_res {
+                        want.iter_mut().zip(&skip_v).for_each(|(o, s)| *o += s);
+                    }
+
+                    let run = |fuse: Fuse| {
+                        let mut rec = gpu.recorder();
+                        let opts = GroupNormOpts { frames, pooled, silu };
+                        let t = group_norm_table(&mut rec, &x, groups, 1e-5, &nw.gamma, &nw.beta, opts).unwrap();
+                        let res = with_res.then_some(Residual::Same(&skip));
+                        let y = if ws.len() == 5 {
+                            conv3d_normed_with(&mut rec, &x, &t, &cw, res, fuse, imp)
+                        } else {
+                            conv2d_normed_with(&mut rec, &x, &t, &cw, stride, ws[2] / 2, res, fuse, imp)
+                        }
+                        .unwrap();
+                        rec.submit();
+                        assert_eq!(y.shape(), out_shape.as_slice(), "{what}");
+                        (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap())
+                    };
+                    let (fused_bytes, fused) = run(Fuse::Fused);
+                    assert_close(&format!("normed conv, {what}"), &fused, &want, dt.tolerance(TOL));
+                    let (apart_bytes, _) = run(Fuse::Apart);
+                    assert!(fused_bytes == apart_bytes, "{what}: the norm applied on load changes the bytes of the norm pass's result");
+                }
+            }
+        }
     }
 }

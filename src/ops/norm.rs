@@ -216,7 +216,8 @@ fn gn_dims(x: &Tensor, frames: usize) -> Result<(usize, usize, usize, usize)> {
 /// square root), then `y·γ + β` and optionally SiLU. Statistics span each image's
 /// (C/G)·H·W values, or with `opts.pooled` the (C/G)·F·H·W values of each batch element's F
 /// frames (frame index fastest within a batch element, as the reference's `(b f)`).
-/// `gamma`, `beta`: f32 `[C]`.
+/// `gamma`, `beta`: f32 `[C]`. The statistics ([`group_norm_table`]), then their application
+/// ([`group_norm_apply`]).
 pub fn group_norm(
     rec: &mut Recorder,
     x: &Tensor,
@@ -226,6 +227,45 @@ pub fn group_norm(
     beta: &Tensor,
     opts: GroupNormOpts,
 ) -> Result<Tensor> {
+    let t = group_norm_table(rec, x, groups, eps, gamma, beta, opts)?;
+    group_norm_apply(rec, x, &t)
+}
+
+/// A GroupNorm's statistics folded with its affine weights: `group_norm_finalize.wgsl`'s
+/// `[segments, 3, C]` table of scales, shifts K and offsets, so that the norm of channel c of
+/// pixel p is `(x − K)·scale + offset` from row `p / seg_px` (then SiLU where `silu`). It is
+/// applied by its own pass ([`group_norm_apply`]) or as a convolution loads its input
+/// (`conv::conv2d_normed`).
+#[derive(Clone, Debug)]
+pub struct GnTable {
+    /// f32 `[segments, 3, C]`.
+    pub table: Tensor,
+    /// Pixels per statistics segment (an image, or a window's frames when pooled).
+    pub seg_px: usize,
+    pub silu: bool,
+    /// The shape of the input the statistics were taken of.
+    pub shape: Vec<usize>,
+    plan: GnPlan,
+}
+
+impl GnTable {
+    /// The same norm with another table tensor of the same shape (scratch for timing runs).
+    pub fn with_table(&self, table: Tensor) -> GnTable {
+        GnTable { table, ..self.clone() }
+    }
+}
+
+/// The first two passes of [`group_norm`]: the statistics of `x` folded with γ and β into a
+/// [`GnTable`].
+pub fn group_norm_table(
+    rec: &mut Recorder,
+    x: &Tensor,
+    groups: usize,
+    eps: f32,
+    gamma: &Tensor,
+    beta: &Tensor,
+    opts: GroupNormOpts,
+) -> Result<GnTable> {
     let (n, px, c, frames) = gn_dims(x, opts.frames)?;
     if groups == 0 || c == 0 || c % groups != 0 {
         bail!("group_norm: {c} channels of x {:?} are not divisible into {groups} groups", x.shape());
@@ -252,7 +292,6 @@ pub fn group_norm(
     // The chunks' partial sums, then each (segment, group)'s shift K.
     let part = rec.empty(&[segments * (gp.nchunks as usize + 1) * groups, 2], DType::F32)?;
     let table = rec.empty(&[segments, 3, c], DType::F32)?;
-    let out = rec.empty(x.shape(), dt)?;
 
     let stats = Kernel::new("group_norm_stats", GN_STATS[plan.vi], dt);
     rec.dispatch(&stats, gp, &[x.into(), (&part).into()], grid(gpu, gp.total_wg))?;
@@ -268,9 +307,23 @@ pub fn group_norm(
     };
     let fin = Kernel::new("group_norm_finalize", GN_FINALIZE, dt);
     rec.dispatch(&fin, &fp, &[(&part).into(), gamma.into(), beta.into(), (&table).into()], grid(gpu, fp.total_wg))?;
+    Ok(GnTable { table, seg_px, silu: opts.silu, shape: x.shape().to_vec(), plan })
+}
 
-    let apply = Kernel::new("group_norm_apply", GN_APPLY[plan.vi], dt).def("SILU", opts.silu);
-    rec.dispatch(&apply, gp, &[x.into(), (&table).into(), (&out).into()], grid(gpu, gp.total_wg))?;
+/// [`group_norm_table`] with a [`GroupNormWeight`].
+pub fn group_norm_table_w(rec: &mut Recorder, x: &Tensor, groups: usize, eps: f32, w: &GroupNormWeight, opts: GroupNormOpts) -> Result<GnTable> {
+    group_norm_table(rec, x, groups, eps, &w.gamma, &w.beta, opts)
+}
+
+/// The last pass of [`group_norm`]: `t` applied to `x`, the tensor its statistics were taken of.
+pub fn group_norm_apply(rec: &mut Recorder, x: &Tensor, t: &GnTable) -> Result<Tensor> {
+    if x.shape() != t.shape.as_slice() {
+        bail!("group_norm: a table of x {:?} applied to {:?}", t.shape, x.shape());
+    }
+    let gp = &t.plan.params;
+    let out = rec.empty(x.shape(), x.dtype())?;
+    let apply = Kernel::new("group_norm_apply", GN_APPLY[t.plan.vi], x.dtype()).def("SILU", t.silu);
+    rec.dispatch(&apply, gp, &[x.into(), (&t.table).into(), (&out).into()], grid(rec.gpu(), gp.total_wg))?;
     Ok(out)
 }
 
