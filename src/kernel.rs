@@ -106,6 +106,20 @@ impl PendingStep {
     }
 }
 
+/// Each slot's first and last dispatch (indices into `steps`), `None` for a slot none binds.
+fn slot_uses(steps: &[PendingStep], slots: usize) -> Vec<Option<(usize, usize)>> {
+    let mut uses = vec![None; slots];
+    for (i, p) in steps.iter().enumerate() {
+        for b in &p.binds {
+            if let Bind::Slot(id, ..) = b {
+                let u: &mut Option<(usize, usize)> = &mut uses[*id];
+                *u = Some(u.map_or((i, i), |(first, _)| (first, i)));
+            }
+        }
+    }
+    uses
+}
+
 /// The pairs of slots one dispatch binds writable and read-only: a packed arena keeps each pair
 /// in different buffers, so kernels keep their read-only bindings.
 fn write_read_pairs(steps: &[PendingStep]) -> Vec<(usize, usize)> {
@@ -452,7 +466,9 @@ impl<'g> Recorder<'g> {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
         let conflicts = write_read_pairs(&c.steps);
         let (places, live_peak, largest) = {
-            let trace = c.trace.lock().unwrap();
+            let mut trace = c.trace.lock().unwrap();
+            let uses = slot_uses(&c.steps, trace.slot_count());
+            trace.narrow_to_uses(&uses);
             (c.arena.place(self.gpu, &trace, &conflicts)?, trace.peak_live(), trace.largest())
         };
         resolve_live_slots(&c.trace, &places);
@@ -504,7 +520,9 @@ impl<'g> Recorder<'g> {
     pub fn into_plan(mut self) -> GraphPlan {
         let c = self.capture.take().expect("into_plan needs a capturing recorder (Recorder::capture)");
         let conflicts = write_read_pairs(&c.steps);
-        let trace = c.trace.lock().unwrap();
+        let mut trace = c.trace.lock().unwrap();
+        let uses = slot_uses(&c.steps, trace.slot_count());
+        trace.narrow_to_uses(&uses);
         let (planned_bytes, buffers) = c.arena.plan_bytes(self.gpu, &trace, &conflicts);
         GraphPlan {
             dispatches: c.steps.len(),

@@ -1,8 +1,10 @@
 //! Activation memory of captured graphs, planned when the capture ends.
 //!
 //! While a graph is captured, each tensor an op allocates ([`crate::Recorder::empty`]) is a
-//! `Slot`: a size and a lifetime in dispatches (from its creation to the drop of its last
-//! view), with no device memory yet. When the capture ends, `Arena::place` sees every lifetime
+//! `Slot`: a size and a lifetime in dispatches, with no device memory yet. The lifetime runs
+//! from the first to the last dispatch that binds the slot, or to the end for a slot still held
+//! when the capture ends (outputs, taps): a handle the model code keeps longer (a shadowed
+//! `let`) costs no memory. When the capture ends, `Arena::place` sees every lifetime
 //! at once and assigns each slot a buffer ("shared objects", greedy by size): tensors whose
 //! lifetimes do not overlap share a buffer, the largest tensors are placed first, and each takes
 //! the smallest free buffer that holds it. Knowing the whole graph beats reusing buffers as they
@@ -120,6 +122,40 @@ impl Trace {
         let life = &mut self.slots[id];
         life.end = Some(now);
         self.live -= life.bytes;
+    }
+
+    /// How many slots the capture made.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Narrows each slot's life to the dispatches that bind it (`uses[id]`: its first and last,
+    /// `None` if none does): a tensor's Rust handle may be held long after its last dispatch (a
+    /// shadowed `let`, a value kept for a later branch) and its memory need not be. Slots still
+    /// held when the capture ends (outputs, taps) keep living to the end; a slot no dispatch
+    /// binds keeps one dispatch. The live peak is counted again over the narrowed lives.
+    pub(crate) fn narrow_to_uses(&mut self, uses: &[Option<(usize, usize)>]) {
+        for (life, u) in self.slots.iter_mut().zip(uses) {
+            match (life.end, *u) {
+                (Some(_), Some((first, last))) => {
+                    life.start = first;
+                    life.end = Some(last + 1);
+                }
+                (Some(_), None) => life.end = Some(life.start + 1),
+                (None, Some((first, _))) => life.start = first,
+                (None, None) => {}
+            }
+        }
+        let mut delta = vec![0i128; self.now + 2];
+        for (bytes, start, end) in lives(self) {
+            delta[start] += bytes as i128;
+            delta[end] -= bytes as i128;
+        }
+        let mut live = 0i128;
+        self.peak_live = delta.iter().map(|d| {
+            live += d;
+            live
+        }).max().unwrap_or(0) as u64;
     }
 
     /// The most slot bytes alive at once: what a perfect plan of this dispatch order needs.
