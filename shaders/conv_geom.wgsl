@@ -1,7 +1,7 @@
 // Geometry shared by the convolution kernels (conv.wgsl, conv_coop.wgsl): implicit GEMM with
 // M = output positions, N = Cout, K = taps × Cin, gathered from channels-last input on the fly.
 //
-// Specialisation consts (see ops/conv.rs): KT, KH, KW (taps per axis; a transposed conv runs as
+// Specialisation consts (see ops/conv/mod.rs): KT, KH, KW (taps per axis; a transposed conv runs as
 // four 2×2 phases), SH, SW (spatial stride), TRANSPOSED (bool: output pixel (2y+py, 2x+px) of
 // phase (py, px)), HAS_RES (bool: add a residual as the output is stored); with a normalised
 // input (conv_x_norm.wgsl), SILU.

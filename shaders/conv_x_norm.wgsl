@@ -1,5 +1,5 @@
 // The convolution's input is a GroupNorm's output (then SiLU when SILU), normalised as it loads
-// (ops/conv.rs, `conv2d_normed`): x is the norm's input, `norm` its [segments, 3, Cin] table of
+// (ops/conv/mod.rs, `conv2d_normed`): x is the norm's input, `norm` its [segments, 3, Cin] table of
 // scales, shifts K and offsets (group_norm_finalize.wgsl), segments of p.seg_px pixels. The
 // arithmetic is group_norm_apply.wgsl's, rounded to T as that pass stores it, so both paths give
 // the convolution the same operands. Needs Cin % 4 == 0 (conv_x_vec4.wgsl's loads).

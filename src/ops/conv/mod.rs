@@ -1,0 +1,490 @@
+//! Convolutions as implicit GEMM (`shaders/conv*.wgsl`): M = output positions, N = Cout,
+//! K = taps × Cin. The input patch is gathered tile by tile from the channels-last activation;
+//! no im2col buffer is ever written.
+//!
+//! * [`conv2d`]: any kh × kw, stride, symmetric zero padding (DiffVSR uses 1×1, 3×3 s1 p1,
+//!   3×3 s2 p1); input `[N, H, W, Cin]` (or `[B, F, H, W, Cin]`, per frame).
+//! * [`conv_transpose2d`]: kernel 4, stride 2, padding 1 (the MSTA up-projection), run as four
+//!   sub-pixel phases, each a 2×2 convolution writing every other output pixel.
+//! * [`conv3d`]: stride 1, "same" zero padding in every axis (kernel (3,1,1), (5,1,1), 3×3×3);
+//!   input `[B, F, H, W, Cin]`.
+//!
+//! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
+//! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
+//! thread, f32 or f16 storage), and `conv_coop.wgsl`, cooperative matrices (f16 storage, or f32
+//! storage rounded to f16 operands with `--f16-operands`; f32 accumulation; adapters with f16
+//! 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`] picks; `Auto` takes the
+//! cooperative kernel where it runs and Cout ≥ 64, and where tuning is on (`gpu/tune.rs`) times
+//! that kernel's tiles on each new shape and keeps the fastest. Both can add a [`Residual`] to
+//! the output as they store it (the `_add` functions).
+//! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
+//! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
+//! one contiguous weight row per channel, and the zero padding removes every bounds check on
+//! the weight side.
+
+use anyhow::{bail, ensure, Result};
+
+use crate::gpu::Gpu;
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::gpu::TuneMode;
+use crate::ops::norm::{group_norm_apply, GnTable};
+use crate::ops::residual::Residual;
+use crate::ops::pack::{Placement, Src};
+use crate::ops::synthetic::Packing;
+use crate::tensor::{DType, Tensor};
+
+mod bench;
+pub mod cpu;
+#[cfg(test)]
+mod tests;
+mod tiles;
+mod weight;
+
+pub use bench::bench_cases;
+pub use tiles::{coop_available, on_f16_operands};
+use tiles::{auto_tiles, coop_config, tiled_bn, CoopCfg, Tile};
+pub use weight::{ConvKind, ConvWeight};
+
+/// Sources of each kernel for the three ways it loads its input: four channels at a time (Cin
+/// % 4 == 0), one at a time, or four at a time through a GroupNorm (`conv_x_norm.wgsl`).
+macro_rules! conv_sources {
+    ($kernel:literal) => {
+        [
+            concat!(
+                include_str!("../../../shaders/conv_geom.wgsl"),
+                include_str!("../../../shaders/conv_x_vec4.wgsl"),
+                include_str!("../../../shaders/conv_x_plain.wgsl"),
+                include_str!($kernel)
+            ),
+            concat!(
+                include_str!("../../../shaders/conv_geom.wgsl"),
+                include_str!("../../../shaders/conv_x_scalar.wgsl"),
+                include_str!("../../../shaders/conv_x_plain.wgsl"),
+                include_str!($kernel)
+            ),
+            concat!(
+                include_str!("../../../shaders/conv_geom.wgsl"),
+                include_str!("../../../shaders/conv_x_vec4.wgsl"),
+                include_str!("../../../shaders/conv_x_norm.wgsl"),
+                include_str!($kernel)
+            ),
+        ]
+    };
+}
+const SRC_TILED: [&str; 3] = conv_sources!("../../../shaders/conv.wgsl");
+const SRC_COOP: [&str; 3] = conv_sources!("../../../shaders/conv_coop.wgsl");
+
+/// How a kernel loads its input.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Load {
+    /// As stored, four channels per load (Cin % 4 == 0).
+    Vec4,
+    /// As stored, channel by channel (any Cin, e.g. 3 or 4 at the networks' ends).
+    Scalar,
+    /// Four channels per load, normalised by a GroupNorm's table (then SiLU when `silu`).
+    Normed { silu: bool },
+}
+
+impl Load {
+    fn plain(cin: usize) -> Load {
+        if cin.is_multiple_of(4) {
+            Load::Vec4
+        } else {
+            Load::Scalar
+        }
+    }
+
+    /// The kernel with this load: its source among `srcs`, its name and consts.
+    fn kernel(self, name: &'static str, normed_name: &'static str, srcs: &[&'static str; 3], dtype: DType) -> Kernel {
+        match self {
+            Load::Vec4 => Kernel::new(name, srcs[0], dtype),
+            Load::Scalar => Kernel::new(name, srcs[1], dtype),
+            Load::Normed { silu } => Kernel::new(normed_name, srcs[2], dtype).def("SILU", silu),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, load: Load, cfg: CoopCfg) -> Kernel {
+    geometry(load.kernel("conv_coop", "conv_coop_gn", &SRC_COOP, dtype), taps, stride, transposed, has_res)
+        .with_coop(cfg.fs)
+        .def("SG", format!("{}u", cfg.sg))
+        .def("NSG", format!("{}u", cfg.nsg))
+        .def("BN", format!("{}u", cfg.bn))
+        .def("PREFETCH", cfg.prefetch)
+}
+
+/// K step of the portable kernel.
+const TILED_BK: u32 = 16;
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    nb: u32,
+    d: u32,
+    h: u32,
+    w: u32,
+    cin: u32,
+    cout: u32,
+    cin_p: u32,
+    cout_p: u32,
+    ho: u32,
+    wo: u32,
+    pt: u32,
+    ph: u32,
+    pw: u32,
+    m: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+    /// Output pixels per residual row (see ops/residual.rs); 1 without a residual.
+    res_rep: u32,
+    /// Pixels per GroupNorm segment of a normalised input; 0 without one.
+    seg_px: u32,
+}
+
+/// Which kernel runs a convolution.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Impl {
+    /// The best one for the device and dtype.
+    Auto,
+    /// The portable workgroup-tiled kernel (every adapter, f32 and f16).
+    Tiled,
+    /// The cooperative-matrix kernel (f16 storage, or f32 storage on f16 operands with
+    /// `--f16-operands`; adapters with f16 16×16 or 8×8 cooperative matrices and a fixed subgroup
+    /// size that splits its tiles evenly). An error where unavailable.
+    Coop,
+    /// The cooperative kernel on 4 subgroups instead of 8: tiles of half the rows, so twice the
+    /// workgroups, for grids too small to fill a large GPU (the UNets' 16×16 level). `Auto` runs
+    /// it where tuning times it faster for the shape; `bench kernels` times it beside `Auto`.
+    CoopHalf,
+}
+
+/// The full problem a kernel launch solves.
+#[derive(Clone, Debug)]
+struct Problem {
+    nb: usize,
+    d: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    pad: [usize; 3],
+    stride: [usize; 2],
+    out_shape: Vec<usize>,
+}
+
+fn check_input(what: &str, x: &Tensor, w: &ConvWeight) -> Result<()> {
+    ensure!(x.dtype() == w.dtype(), "{what}: input is {:?} but the weights are {:?}", x.dtype(), w.dtype());
+    let cin = *x.shape().last().unwrap_or(&0);
+    ensure!(cin == w.cin, "{what}: input {:?} has {cin} channels, the weights expect {}", x.shape(), w.cin);
+    ensure!(x.numel() > 0, "{what}: empty input {:?}", x.shape());
+    Ok(())
+}
+
+/// 2-D convolution of channels-last `x` `[N, H, W, Cin]` (or `[B, F, H, W, Cin]`, each frame on
+/// its own) with a [`ConvKind::Conv2d`] weight, square `stride` and symmetric zero padding
+/// `pad`: output `[.., Ho, Wo, Cout]` with `Ho = (H + 2·pad − kh) / stride + 1` (as PyTorch).
+pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize) -> Result<Tensor> {
+    conv2d_with(rec, x, w, stride, pad, Impl::Auto)
+}
+
+pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, imp: Impl) -> Result<Tensor> {
+    conv2d_add_with(rec, x, w, stride, pad, None, imp)
+}
+
+/// [`conv2d`] plus a [`Residual`] added as the output is stored (a resnet's skip connection, or
+/// a time embedding per batch element).
+pub fn conv2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, res: Residual) -> Result<Tensor> {
+    conv2d_add_with(rec, x, w, stride, pad, Some(res), Impl::Auto)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    launch(rec, x, w, &conv2d_problem(x, w, stride, pad)?, res, imp)
+}
+
+fn conv2d_problem(x: &Tensor, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
+    ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
+    check_input("conv2d", x, w)?;
+    let s = x.shape();
+    ensure!(s.len() == 4 || s.len() == 5, "conv2d: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
+    ensure!(stride >= 1, "conv2d: stride 0");
+    let (h, wd) = (s[s.len() - 3], s[s.len() - 2]);
+    let [_, kh, kw] = w.taps;
+    ensure!(pad < kh && pad < kw, "conv2d: padding {pad} is not smaller than the kernel {kh}×{kw}");
+    ensure!(h + 2 * pad >= kh && wd + 2 * pad >= kw, "conv2d: input {h}×{wd} (padding {pad}) is smaller than the kernel {kh}×{kw}");
+    let (ho, wo) = ((h + 2 * pad - kh) / stride + 1, (wd + 2 * pad - kw) / stride + 1);
+    let mut out_shape = s.to_vec();
+    let r = out_shape.len();
+    out_shape[r - 3] = ho;
+    out_shape[r - 2] = wo;
+    out_shape[r - 1] = w.cout;
+    let nb = s[..s.len() - 3].iter().product();
+    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape })
+}
+
+/// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
+/// `[B, F, H, W, Cin]`) with a [`ConvKind::ConvTranspose2d`] weight: output `[.., 2H, 2W, Cout]`.
+pub fn conv_transpose2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Result<Tensor> {
+    conv_transpose2d_with(rec, x, w, Impl::Auto)
+}
+
+pub fn conv_transpose2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) -> Result<Tensor> {
+    conv_transpose2d_add_with(rec, x, w, None, imp)
+}
+
+/// [`conv_transpose2d`] plus a [`Residual`] added as the output is stored.
+pub fn conv_transpose2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Residual) -> Result<Tensor> {
+    conv_transpose2d_add_with(rec, x, w, Some(res), Impl::Auto)
+}
+
+pub fn conv_transpose2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    launch(rec, x, w, &transposed_problem(x, w)?, res, imp)
+}
+
+fn transposed_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
+    ensure!(w.kind == ConvKind::ConvTranspose2d, "conv_transpose2d: weight is a {:?}", w.kind);
+    check_input("conv_transpose2d", x, w)?;
+    let s = x.shape();
+    ensure!(s.len() == 4 || s.len() == 5, "conv_transpose2d: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
+    let (h, wd) = (s[s.len() - 3], s[s.len() - 2]);
+    let mut out_shape = s.to_vec();
+    let r = out_shape.len();
+    out_shape[r - 3] = 2 * h;
+    out_shape[r - 2] = 2 * wd;
+    out_shape[r - 1] = w.cout;
+    let nb = s[..s.len() - 3].iter().product();
+    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape })
+}
+
+/// 3-D convolution (stride 1, zero padding `k/2` in every axis, so the shape is kept) of
+/// channels-last video `x` `[B, F, H, W, Cin]` with a [`ConvKind::Conv3d`] weight of odd kernel
+/// sizes: output `[B, F, H, W, Cout]`. Kernel (3,1,1) / (5,1,1) is a temporal 1-D conv per pixel.
+pub fn conv3d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight) -> Result<Tensor> {
+    conv3d_with(rec, x, w, Impl::Auto)
+}
+
+pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) -> Result<Tensor> {
+    conv3d_add_with(rec, x, w, None, imp)
+}
+
+/// [`conv3d`] plus a [`Residual`] added as the output is stored.
+pub fn conv3d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Residual) -> Result<Tensor> {
+    conv3d_add_with(rec, x, w, Some(res), Impl::Auto)
+}
+
+pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    launch(rec, x, w, &conv3d_problem(x, w)?, res, imp)
+}
+
+/// [`conv2d`] (plus an optional [`Residual`]) of `GroupNorm(x)`, then SiLU where the norm has
+/// it: `norm` is the table of `x`'s statistics
+/// ([`group_norm_table`](crate::ops::norm::group_norm_table)), applied in its own pass or as the
+/// convolution loads its input ([`Fuse`]; the same values either way).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>) -> Result<Tensor> {
+    conv2d_normed_with(rec, x, norm, w, stride, pad, res, Fuse::Auto, Impl::Auto)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_normed_with(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+    launch_normed(rec, x, norm, w, &conv2d_problem(x, w, stride, pad)?, res, fuse, imp)
+}
+
+/// [`conv3d`] (plus an optional [`Residual`]) of `GroupNorm(x)`, as [`conv2d_normed`].
+pub fn conv3d_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, res: Option<Residual>) -> Result<Tensor> {
+    conv3d_normed_with(rec, x, norm, w, res, Fuse::Auto, Impl::Auto)
+}
+
+pub fn conv3d_normed_with(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+    launch_normed(rec, x, norm, w, &conv3d_problem(x, w)?, res, fuse, imp)
+}
+
+fn conv3d_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
+    ensure!(w.kind == ConvKind::Conv3d, "conv3d: weight is a {:?}", w.kind);
+    check_input("conv3d", x, w)?;
+    let s = x.shape();
+    ensure!(s.len() == 5, "conv3d: input {s:?} is not [B, F, H, W, C]");
+    ensure!(w.taps.iter().all(|k| k % 2 == 1), "conv3d: kernel {:?} is not odd in every axis ('same' padding needs odd sizes)", w.taps);
+    let (d, h, wd) = (s[1], s[2], s[3]);
+    let [kt, kh, kw] = w.taps;
+    let mut out_shape = s.to_vec();
+    out_shape[4] = w.cout;
+    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape })
+}
+
+/// The specialisation consts every conv kernel shares.
+fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool) -> Kernel {
+    k.def("HAS_RES", has_res)
+        .def("KT", format!("{}u", taps[0]))
+        .def("KH", format!("{}u", taps[1]))
+        .def("KW", format!("{}u", taps[2]))
+        .def("SH", format!("{}u", stride[0]))
+        .def("SW", format!("{}u", stride[1]))
+        .def("TRANSPOSED", transposed)
+}
+
+/// The tile `imp` asks for: `Auto` runs the tuner over [`auto_tiles`] (timing each on scratch
+/// tensors of this problem the first time it meets it, where tuning is on). With `norm`, for the
+/// kernel that applies it as it loads.
+fn choose(gpu: &Gpu, x: &Tensor, w: &ConvWeight, pb: &Problem, norm: Option<&GnTable>, imp: Impl) -> Result<Tile> {
+    Ok(match imp {
+        Impl::Auto => {
+            let tiles = auto_tiles(gpu, x.dtype(), w.cout);
+            let key = || {
+                let gn = norm.map(|n| format!(" after group norm{}", if n.silu { " + silu" } else { "" })).unwrap_or_default();
+                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{gn}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
+            };
+            crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
+                let scratch = r.empty(x.shape(), x.dtype())?;
+                let norm = norm.map(|n| r.empty(n.table.shape(), DType::F32).map(|t| n.with_table(t))).transpose()?;
+                launch_tile(r, &scratch, w, pb, None, norm.as_ref(), t).map(drop)
+            })?
+        }
+        Impl::Tiled => Tile::Tiled { bn: tiled_bn(w.cout) },
+        Impl::Coop | Impl::CoopHalf => {
+            let cfg = coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?;
+            match imp {
+                Impl::CoopHalf if !cfg.halved().divides() => bail!("conv: {:?} on 4 subgroups does not split its tiles evenly", cfg),
+                Impl::CoopHalf => Tile::Coop(cfg.halved()),
+                _ => Tile::Coop(cfg),
+            }
+        }
+    })
+}
+
+fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    let tile = choose(rec.gpu(), x, w, pb, None, imp)?;
+    launch_tile(rec, x, w, pb, res, None, tile)
+}
+
+/// Where a GroupNorm before a convolution is applied: in a pass of its own, or by the
+/// convolution as it loads its input (no normalised tensor is written or read again, but the
+/// normalisation and SiLU are redone for every tap and output tile that loads an element).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fuse {
+    /// As the device says ([`Gpu::norm_into_conv`]): where tuning is on, both are timed on
+    /// each new shape and the faster kept; else apart.
+    Auto,
+    Apart,
+    Fused,
+}
+
+/// The convolution of `GroupNorm(x)` (then SiLU where `norm` has it), `norm` being the table
+/// of `x`'s statistics ([`group_norm_table`](crate::ops::norm::group_norm_table)): the same
+/// values as [`group_norm_apply`] followed by the convolution, with the norm applied where
+/// `fuse` says.
+#[allow(clippy::too_many_arguments)]
+fn launch_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, pb: &Problem, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+    ensure!(x.shape() == norm.shape.as_slice(), "conv: a GroupNorm table of {:?} given with the input {:?}", norm.shape, x.shape());
+    let gpu = rec.gpu();
+    // The normalising loads read four channels at a time.
+    let fusable = w.cin.is_multiple_of(4);
+    let fused = match fuse {
+        Fuse::Fused => {
+            ensure!(fusable, "conv: a GroupNorm can only be applied on load where Cin is a multiple of 4 (Cin = {})", w.cin);
+            true
+        }
+        Fuse::Apart => false,
+        Fuse::Auto => match gpu.norm_into_conv() {
+            TuneMode::On => fusable,
+            TuneMode::Off => false,
+            TuneMode::Auto => fusable && gpu.tuner().is_on() && {
+                let apart = choose(gpu, x, w, pb, None, imp)?;
+                let together = choose(gpu, x, w, pb, Some(norm), imp)?;
+                let key = || {
+                    format!(
+                        "group norm{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
+                        if norm.silu { " + silu" } else { "" },
+                        x.dtype().name(),
+                        w.taps,
+                        pb.stride,
+                        pb.pad,
+                        w.cin,
+                        w.cout,
+                        x.shape()
+                    )
+                };
+                let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
+                crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
+                    let scratch = r.empty(x.shape(), x.dtype())?;
+                    let n = norm.with_table(r.empty(norm.table.shape(), DType::F32)?);
+                    if f {
+                        launch_tile(r, &scratch, w, pb, None, Some(&n), together).map(drop)
+                    } else {
+                        let h = group_norm_apply(r, &scratch, &n)?;
+                        launch_tile(r, &h, w, pb, None, None, apart).map(drop)
+                    }
+                })?
+            },
+        },
+    };
+    if fused {
+        let tile = choose(gpu, x, w, pb, Some(norm), imp)?;
+        launch_tile(rec, x, w, pb, res, Some(norm), tile)
+    } else {
+        let h = group_norm_apply(rec, x, norm)?;
+        launch(rec, &h, w, pb, res, imp)
+    }
+}
+
+fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, norm: Option<&GnTable>, tile: Tile) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    let m = pb.nb * pb.d * pb.ho * pb.wo;
+    ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
+    let res_rep = match &res {
+        Some(r) => r.rep("conv", &pb.out_shape, x.dtype())?,
+        None => 1,
+    };
+    ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
+    let transposed = w.kind == ConvKind::ConvTranspose2d;
+    let phases = if transposed { 4 } else { 1 };
+    let load = match norm {
+        Some(n) => {
+            ensure!(w.cin.is_multiple_of(4), "conv: a GroupNorm applied on load needs Cin % 4 == 0 (Cin = {})", w.cin);
+            Load::Normed { silu: n.silu }
+        }
+        None => Load::plain(w.cin),
+    };
+    let (bm, bn) = tile.block();
+    let k = match tile {
+        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), load, cfg),
+        Tile::Tiled { bn } => geometry(load.kernel("conv_tiled", "conv_tiled_gn", &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some())
+            .def("BN", format!("{bn}u"))
+            .def("BK", format!("{TILED_BK}u")),
+    };
+    let out = rec.empty(&pb.out_shape, x.dtype())?;
+    let tiles_m = (m as u32).div_ceil(bm);
+    let tiles_n = (w.cout as u32).div_ceil(bn);
+    let p = Params {
+        nb: pb.nb as u32,
+        d: pb.d as u32,
+        h: pb.h as u32,
+        w: pb.w as u32,
+        cin: w.cin as u32,
+        cout: w.cout as u32,
+        cin_p: w.cin_p as u32,
+        cout_p: w.cout_p as u32,
+        ho: pb.ho as u32,
+        wo: pb.wo as u32,
+        pt: pb.pad[0] as u32,
+        ph: pb.pad[1] as u32,
+        pw: pb.pad[2] as u32,
+        m: m as u32,
+        tiles_m,
+        tiles_n,
+        res_rep,
+        seg_px: norm.map_or(0, |n| n.seg_px as u32),
+    };
+    // Without a residual the bias fills its binding.
+    let res_arg = res.map(|r| r.tensor()).unwrap_or(&w.bias);
+    let mut binds = vec![x.into(), (&w.w).into(), (&w.bias).into(), (&out).into(), res_arg.into()];
+    if let Some(n) = norm {
+        binds.push((&n.table).into());
+    }
+    rec.dispatch(&k, &p, &binds, grid(gpu, tiles_m * tiles_n * phases))?;
+    // Every output position of every phase over all taps, as PyTorch counts a convolution
+    // (the time taps a tile skips as padding included).
+    rec.add_flops(2.0 * (m * phases as usize) as f64 * w.cout as f64 * (w.taps.iter().product::<usize>() * w.cin) as f64);
+    Ok(out)
+}

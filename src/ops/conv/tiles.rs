@@ -1,0 +1,160 @@
+//! The kernels' tiles: the cooperative kernel's configuration on an adapter, and the candidate
+//! tiles of a problem that tuning times.
+
+use super::*;
+
+/// The cooperative kernel's shape on one adapter (see conv_coop.wgsl): fragments of FS, subgroups
+/// of SG lanes, NSG subgroups (8, or 4 for half the rows) each owning a 4·FS square block, BN
+/// output channels per workgroup (two or four blocks wide); `prefetch`: the next K step's global
+/// loads in flight during this step's multiplies (else loaded and staged in turn: fewer live
+/// registers, which a standalone probe found faster on an H200 at 128 × 256, gpu-facts).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) struct CoopCfg {
+    pub(super) fs: u32,
+    pub(super) sg: u32,
+    pub(super) nsg: u32,
+    pub(super) bn: u32,
+    pub(super) prefetch: bool,
+}
+
+impl CoopCfg {
+    /// Output rows per workgroup.
+    pub(super) fn bm(self) -> u32 {
+        self.nsg / (self.bn / (4 * self.fs)) * 4 * self.fs
+    }
+    pub(super) fn bk(self) -> u32 {
+        2 * self.fs
+    }
+    /// Workgroup memory (bytes): the staged tiles, each subgroup's FS×FS f32 scratch and the
+    /// rows' geometry.
+    pub(super) fn smem(self) -> u32 {
+        let (bm, bk) = (self.bm(), self.bk());
+        bm * (bk + 8) * 2 + bk * (self.bn + 8) * 2 + self.nsg * self.fs * self.fs * 4 + bm * 16
+    }
+    /// Whether the subgroups tile the block grid and the tile loads and the epilogue's copy
+    /// divide evenly among the NSG·SG invocations.
+    pub(super) fn divides(self) -> bool {
+        let wg = self.nsg * self.sg;
+        let per = self.fs * self.fs / self.sg.max(1);
+        let sgn = self.bn / (4 * self.fs);
+        sgn > 0
+            && self.nsg.is_multiple_of(sgn)
+            && (self.bm() * self.bk() / 4).is_multiple_of(wg)
+            && (self.bk() * self.bn / 4).is_multiple_of(wg)
+            && (self.fs * self.fs).is_multiple_of(self.sg)
+            && per <= self.fs
+            && self.fs.is_multiple_of(per)
+    }
+
+    /// The same columns on 4 subgroups: half the rows per workgroup, twice the workgroups.
+    pub(super) fn halved(self) -> CoopCfg {
+        CoopCfg { nsg: 4, ..self }
+    }
+
+    /// The same tile, each K step loaded and staged in turn.
+    pub(super) fn single_buffered(self) -> CoopCfg {
+        CoopCfg { prefetch: false, ..self }
+    }
+}
+
+/// Whether this adapter runs the cooperative kernel (f16, at the widest Cout).
+pub fn coop_available(gpu: &Gpu) -> bool {
+    coop_config(gpu, DType::F16, 256).is_ok()
+}
+
+/// Whether convolutions in `dtype` storage run on f16 operands here: f32 storage with
+/// `--f16-operands`, on an adapter that runs the cooperative kernel (what `forward` and `upscale`
+/// report, and what sets `forward`'s default tolerance).
+pub fn on_f16_operands(gpu: &Gpu, dtype: DType) -> bool {
+    dtype == DType::F32 && coop_config(gpu, dtype, 256).is_ok()
+}
+
+/// The cooperative kernel's configuration for this device, dtype and Cout, or why not.
+pub(super) fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCfg, String> {
+    // f32 storage runs on f16 operands only where asked (`--f16-operands`).
+    if !gpu.coop_takes(dtype) {
+        return Err("the cooperative-matrix conv needs f16 storage, or f32 with --f16-operands".into());
+    }
+    let Some(fs) = gpu.coop_fragment() else {
+        return Err("the adapter lacks f16 cooperative matrices (16×16×16 or 8×8×8)".into());
+    };
+    // The kernel splits its tile among a fixed number of subgroups, so their size must be known.
+    let Some(sg) = gpu.fixed_subgroup_size() else {
+        return Err(format!("the adapter's subgroup size varies ({}..{}) or it has no subgroups", gpu.info.subgroup_min_size, gpu.info.subgroup_max_size));
+    };
+    if 8 * sg > gpu.limits.max_compute_invocations_per_workgroup {
+        return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * sg));
+    }
+    let smem = gpu.limits.max_compute_workgroup_storage_size;
+    let (narrow, wide) = (CoopCfg { fs, sg, nsg: 8, bn: 8 * fs, prefetch: true }, CoopCfg { fs, sg, nsg: 8, bn: 16 * fs, prefetch: true });
+    let cfg = if cout > 8 * fs as usize && wide.smem() <= smem && wide.divides() { wide } else { narrow };
+    if !cfg.divides() {
+        return Err(format!("{fs}×{fs} fragments with {sg}-wide subgroups do not split the kernel's tiles evenly"));
+    }
+    if cfg.smem() > smem {
+        return Err(format!("the kernel needs {} bytes of workgroup memory, the adapter has {smem}", cfg.smem()));
+    }
+    Ok(cfg)
+}
+
+/// A kernel and its tile, as one launch runs it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum Tile {
+    Coop(CoopCfg),
+    /// The portable kernel with BN output channels per workgroup (16, 32 or 64).
+    Tiled { bn: u32 },
+}
+
+impl Tile {
+    /// Output rows × channels per workgroup.
+    pub(super) fn block(self) -> (u32, u32) {
+        match self {
+            Tile::Coop(c) => (c.bm(), c.bn),
+            // 256 threads of 4 × 4 outputs.
+            Tile::Tiled { bn } => ((256 / (bn / 4)) * 4, bn),
+        }
+    }
+
+    pub(super) fn label(self) -> String {
+        let (bm, bn) = self.block();
+        match self {
+            Tile::Coop(c) => format!("coop {bm}x{bn} on {} subgroups{}", c.nsg, if c.prefetch { "" } else { ", loads not overlapped" }),
+            Tile::Tiled { .. } => format!("tiled {bm}x{bn}"),
+        }
+    }
+}
+
+/// The portable kernel's tile width: the narrowest that covers Cout, at most 64.
+pub(super) fn tiled_bn(cout: usize) -> u32 {
+    if cout <= 16 {
+        16
+    } else if cout <= 32 {
+        32
+    } else {
+        64
+    }
+}
+
+/// `Auto`'s candidates, the rule's choice first: the cooperative kernel where it runs and
+/// Cout ≥ 64 (narrow layers, Cout 3 or 4 at the networks' ends, waste most of its tile), in
+/// its 8-subgroup tile, on 4 subgroups, one output block narrower (on 8 and 4), and the first
+/// two with their loads not overlapped; else the portable kernel at its width and half of it. Every candidate adds each output's products in the same
+/// order (K steps of one size, taps in order), so the tuner's choice changes no value.
+pub(super) fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
+    let Some(cfg) = coop_config(gpu, dtype, cout).ok().filter(|_| cout >= 64) else {
+        let bn = tiled_bn(cout);
+        let mut v = vec![Tile::Tiled { bn }];
+        if bn > 16 {
+            v.push(Tile::Tiled { bn: bn / 2 });
+        }
+        return v;
+    };
+    let narrow = CoopCfg { bn: 8 * cfg.fs, ..cfg };
+    let mut v = vec![cfg];
+    for c in [cfg.halved(), narrow, narrow.halved(), cfg.single_buffered(), cfg.halved().single_buffered()] {
+        if c.divides() && c.smem() <= gpu.limits.max_compute_workgroup_storage_size && !v.contains(&c) {
+            v.push(c);
+        }
+    }
+    v.into_iter().map(Tile::Coop).collect()
+}
