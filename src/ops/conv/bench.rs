@@ -15,21 +15,24 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
         C3 { kt: usize, kh: usize },
     }
     // (name, op, input shape, Cout, whether to time the 4-subgroup tiles too: the UNets' 16×16
-    // level, where 16 images give the 8-subgroup tiles about one workgroup per SM of an H200)
-    let full: Vec<(&str, Op, Vec<usize>, usize, bool)> = vec![
-        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 64, 64, 512], 512, false),
-        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 128, 128, 256], 256, false),
-        ("conv3x3 s2", Op::C2 { k: 3, s: 2 }, vec![16, 128, 128, 256], 256, false),
-        ("conv1x1", Op::C2 { k: 1, s: 1 }, vec![16, 16, 16, 1024], 1024, true),
-        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 16, 16, 1024], 1024, true),
-        ("convT4x4 s2", Op::T2, vec![16, 32, 32, 512], 512, false),
-        ("conv3d (3,1,1)", Op::C3 { kt: 3, kh: 1 }, vec![2, 8, 64, 64, 512], 512, false),
-        ("conv3d (5,1,1)", Op::C3 { kt: 5, kh: 1 }, vec![2, 8, 128, 128, 256], 256, false),
-        ("conv3d 3x3x3", Op::C3 { kt: 3, kh: 3 }, vec![1, 4, 512, 512, 128], 128, false),
+    // level, where 16 images give the 8-subgroup tiles about one workgroup per SM of an H200;
+    // whether to time it after a GroupNorm + SiLU too, the norm's pass then the convolution
+    // against the norm applied as it loads)
+    type Case = (&'static str, Op, Vec<usize>, usize, bool, bool);
+    let full: Vec<Case> = vec![
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 64, 64, 512], 512, false, true),
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 128, 128, 256], 256, false, false),
+        ("conv3x3 s2", Op::C2 { k: 3, s: 2 }, vec![16, 128, 128, 256], 256, false, false),
+        ("conv1x1", Op::C2 { k: 1, s: 1 }, vec![16, 16, 16, 1024], 1024, true, false),
+        ("conv3x3", Op::C2 { k: 3, s: 1 }, vec![16, 16, 16, 1024], 1024, true, false),
+        ("convT4x4 s2", Op::T2, vec![16, 32, 32, 512], 512, false, false),
+        ("conv3d (3,1,1)", Op::C3 { kt: 3, kh: 1 }, vec![2, 8, 64, 64, 512], 512, false, true),
+        ("conv3d (5,1,1)", Op::C3 { kt: 5, kh: 1 }, vec![2, 8, 128, 128, 256], 256, false, false),
+        ("conv3d 3x3x3", Op::C3 { kt: 3, kh: 3 }, vec![1, 4, 512, 512, 128], 128, false, true),
     ];
     type Run = Box<dyn Fn(&mut Recorder) -> Result<()>>;
     let mut v = Vec::new();
-    for (i, (name, op, mut s, mut cout, halved_too)) in full.into_iter().enumerate() {
+    for (i, (name, op, mut s, mut cout, halved_too, normed_too)) in full.into_iter().enumerate() {
         if quick {
             // Channels ÷ 8, spatial ÷ 8 (≥ 4), leading axis at most 2.
             let r = s.len();
@@ -72,6 +75,26 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
                 halved = Some(BenchCase { name: format!("{name} (4 subgroups)"), shape: shape.clone(), flops, bytes, run });
             }
         }
+        let mut normed = Vec::new();
+        if normed_too {
+            // Statistics of x per image (per window of frames for the 3-D convolutions), as the
+            // resnets take them; made once, outside the timed runs.
+            let mut rec = gpu.recorder();
+            let c = *s.last().unwrap();
+            let norm = crate::ops::norm::NormWeight::from_torch(gpu, &rng.normals(c, 0.5), &rng.normals(c, 0.5))?;
+            let opts = crate::ops::norm::GroupNormOpts { frames: if s.len() == 5 { s[1] } else { 1 }, pooled: s.len() == 5, silu: true };
+            let table = crate::ops::norm::group_norm_table_w(&mut rec, &x, 32.min(c), 1e-5, &norm, opts)?;
+            rec.submit();
+            for (fuse, how) in [(Fuse::Apart, "apart"), (Fuse::Fused, "on load")] {
+                let (x, w, table) = (x.clone(), w.clone(), table.clone());
+                let run: Run = match op {
+                    Op::C2 { k, s: st } => Box::new(move |r| conv2d_normed_with(r, &x, &table, &w, st, k / 2, None, fuse, Impl::Auto).map(drop)),
+                    Op::C3 { .. } => Box::new(move |r| conv3d_normed_with(r, &x, &table, &w, None, fuse, Impl::Auto).map(drop)),
+                    Op::T2 => unreachable!("no transposed convolution follows a GroupNorm"),
+                };
+                normed.push(BenchCase { name: format!("{name}, GN+SiLU {how}"), shape: shape.clone(), flops, bytes, run });
+            }
+        }
         let run: Run = match op {
             Op::C2 { k, s: st } => Box::new(move |r| conv2d(r, &x, &w, st, k / 2).map(drop)),
             Op::T2 => Box::new(move |r| conv_transpose2d(r, &x, &w).map(drop)),
@@ -79,6 +102,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
         };
         v.push(BenchCase { name: name.to_string(), shape, flops, bytes, run });
         v.extend(halved);
+        v.extend(normed);
     }
     Ok(v)
 }
