@@ -11,6 +11,10 @@
 //! 3. **apply**: `y = (x − K)·scale + offset` (+ SiLU), walking the chunks in reverse order so the first
 //!    ones it reads are the last ones pass 1 pulled into the cache.
 //!
+//! Passes 1 and 2 are [`group_norm_table`] and pass 3 [`group_norm_apply`]: a convolution that
+//! reads the norm's output can take the table instead and apply it as it loads its input
+//! (`conv::conv2d_normed`, `conv::Fuse`).
+//!
 //! A "segment" is the set of pixels one statistic spans: one image (`pooled == false`) or the F
 //! consecutive frames of one batch element (`pooled == true`, the video ResNet blocks).
 //!

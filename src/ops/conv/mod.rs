@@ -16,7 +16,8 @@
 //! 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`] picks; `Auto` takes the
 //! cooperative kernel where it runs and Cout ≥ 64, and where tuning is on (`gpu/tune.rs`) times
 //! that kernel's tiles on each new shape and keeps the fastest. Both can add a [`Residual`] to
-//! the output as they store it (the `_add` functions).
+//! the output as they store it (the `_add` functions), and take their input through a
+//! GroupNorm (+ SiLU), applied in its own pass or as they load (the `_normed` functions, [`Fuse`]).
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
 //! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
 //! one contiguous weight row per channel, and the zero padding removes every bounds check on
