@@ -229,6 +229,13 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "submit_ms_median": sub_t * 1e3,
                 "runs": times.len(),
                 "dispatches": graph.dispatches(),
+                "by_kernel": graph.plan().by_kernel.iter().map(|r| serde_json::json!({
+                    "kernel": r.label,
+                    "calls": r.calls,
+                    "activation_bytes_bound": r.bytes_bound,
+                    "flops": r.flops,
+                })).collect::<Vec<_>>(),
+                "by_kernel_note": "the dispatches by kernel specialisation, most activation bytes bound first (what --plan-only prints; --profile times them)",
                 "flops": graph.flops(),
                 "flops_note": "matrix products (matmul, conv, attention), 2 per multiply-add, as PyTorch's FLOP counter counts them",
                 "activation_bytes_bound": graph.activation_bytes_bound(),

@@ -205,7 +205,7 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Also write the report as one JSON object (model, dtype, shape, device, median GPU ms,
-        /// dispatches, planned and measured bytes) to this file; implies --report.
+        /// dispatches, also by kernel, planned and measured bytes) to this file; implies --report.
         #[arg(long, alias = "report-json")]
         json: Option<PathBuf>,
         /// Print GPU time per kernel, summed over one replay (needs timestamp queries).

@@ -271,6 +271,14 @@ fn plan_only_prints_what_a_run_allocates() {
         })
     };
     let planned = forward(&["--plan-only"]);
-    assert_eq!(planned, forward(&["--report", "--runs", "1"]), "--plan-only and --report disagree");
+    let json = std::env::temp_dir().join(format!("diffvsr-plan-only-{}.json", std::process::id()));
+    assert_eq!(planned, forward(&["--report", "--runs", "1", "--json", json.to_str().unwrap()]), "--plan-only and --report disagree");
     assert!(planned.iter().all(|v| v.ends_with("MiB") || v.ends_with("KiB")), "{planned:?}");
+    // The report's JSON tallies every dispatch by kernel.
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let rows = report["by_kernel"].as_array().expect("by_kernel in the report");
+    let calls: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
+    assert_eq!(calls, report["dispatches"].as_u64().unwrap(), "by_kernel misses dispatches");
+    assert!(rows.iter().any(|r| r["kernel"].as_str().unwrap().starts_with("group_norm_stats")), "{rows:?}");
 }
