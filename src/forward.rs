@@ -274,17 +274,24 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     Ok(())
 }
 
-/// What `--report` says of the kernel tiles: how many shapes were timed and how many took
-/// another tile than the fixed rule's.
+/// What `--report` says of the kernel tiles: how many shapes were timed, how many took
+/// another tile than the fixed rule's, and where the GroupNorms before convolutions run.
 fn tuning_summary(gpu: &Gpu) -> String {
     if !gpu.tuner().is_on() {
         return "the fixed rules' (tuning off: --tune on times each shape's candidates)".into();
     }
     let picks = gpu.tuner().picks();
-    let moved = picks.iter().filter(|t| t.pick != 0).count();
+    let is_norm = |t: &&crate::gpu::tune::Tuned| t.key.starts_with(crate::ops::conv::NORM_TUNING_KEY);
+    let moved = picks.iter().filter(|t| t.pick != 0 && !is_norm(t)).count();
+    let norms: Vec<_> = picks.iter().filter(is_norm).collect();
+    let inside = norms.iter().filter(|t| t.pick != 0).count();
+    let norms = match norms.len() {
+        0 => String::new(),
+        n => format!("; {inside} of {n} GroupNorm shapes run inside their convolution"),
+    };
     let cached = picks.iter().filter(|t| t.cached).count();
     let file = gpu.tuner().cache_path().map_or("no cache file".to_string(), |p| format!("{cached} from {}", p.display()));
-    format!("tuned for {} shapes ({file}); {moved} run another tile than the fixed rule's (RUST_LOG=debug lists them)", picks.len())
+    format!("tuned for {} shapes ({file}); {moved} run another tile than the fixed rule's{norms} (RUST_LOG=debug lists them)", picks.len())
 }
 
 /// The `graph:` line's description of a captured graph, planned or built.

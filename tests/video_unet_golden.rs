@@ -240,7 +240,7 @@ fn tuning_and_norms_on_load_change_no_byte() {
         assert!(run(&tuned).0 == want, "{dtype:?}: tuning changed the output");
         let timed = tuned.tuner().picks().len() - before;
         assert!(timed >= 10, "{dtype:?}: only {timed} shapes were tuned");
-        let norm_choices = tuned.tuner().picks().iter().filter(|t| t.key.starts_with("group norm")).count();
+        let norm_choices = tuned.tuner().picks().iter().filter(|t| t.key.starts_with(diffvsr_wgpu::ops::conv::NORM_TUNING_KEY)).count();
         assert!(norm_choices >= 3, "{dtype:?}: where the norms run was timed for {norm_choices} shapes");
         assert!(fixed.tuner().picks().is_empty(), "tuning off timed something");
         let (got, together) = run(&fused);

@@ -359,6 +359,10 @@ fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Opt
     launch_tile(rec, x, w, pb, res, None, tile)
 }
 
+/// How the tuner's keys for where a GroupNorm runs begin (its other keys are tiles'), so reports
+/// can tell the two kinds of choice apart.
+pub const NORM_TUNING_KEY: &str = "group norm";
+
 /// Where a GroupNorm before a convolution is applied: in a pass of its own, or by the
 /// convolution as it loads its input (no normalised tensor is written or read again, but the
 /// normalisation and SiLU are redone for every tap and output tile that loads an element).
@@ -395,7 +399,7 @@ fn launch_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight,
                 let together = choose(gpu, x, w, pb, Some(norm), imp)?;
                 let key = || {
                     format!(
-                        "group norm{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
+                        "{NORM_TUNING_KEY}{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
                         if norm.silu { " + silu" } else { "" },
                         x.dtype().name(),
                         w.taps,
