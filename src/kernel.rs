@@ -106,18 +106,20 @@ impl PendingStep {
     }
 }
 
-/// Each slot's first and last dispatch (indices into `steps`), `None` for a slot none binds.
-fn slot_uses(steps: &[PendingStep], slots: usize) -> Vec<Option<(usize, usize)>> {
-    let mut uses = vec![None; slots];
-    for (i, p) in steps.iter().enumerate() {
+/// Narrows the lives of the capture's slots to the dispatches that bind them
+/// (`Trace::narrow_to_uses`), before its memory is planned.
+fn narrow_lives(c: &Capture) {
+    let mut trace = c.trace.lock().unwrap();
+    let mut uses: Vec<Option<(usize, usize)>> = vec![None; trace.slot_count()];
+    for (i, p) in c.steps.iter().enumerate() {
         for b in &p.binds {
             if let Bind::Slot(id, ..) = b {
-                let u: &mut Option<(usize, usize)> = &mut uses[*id];
+                let u = &mut uses[*id];
                 *u = Some(u.map_or((i, i), |(first, _)| (first, i)));
             }
         }
     }
-    uses
+    trace.narrow_to_uses(&uses);
 }
 
 /// The pairs of slots one dispatch binds writable and read-only: a packed arena keeps each pair
@@ -465,10 +467,9 @@ impl<'g> Recorder<'g> {
     pub fn into_graph(mut self) -> Result<Graph> {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
         let conflicts = write_read_pairs(&c.steps);
+        narrow_lives(&c);
         let (places, live_peak, largest) = {
-            let mut trace = c.trace.lock().unwrap();
-            let uses = slot_uses(&c.steps, trace.slot_count());
-            trace.narrow_to_uses(&uses);
+            let trace = c.trace.lock().unwrap();
             (c.arena.place(self.gpu, &trace, &conflicts)?, trace.peak_live(), trace.largest())
         };
         resolve_live_slots(&c.trace, &places);
@@ -520,9 +521,8 @@ impl<'g> Recorder<'g> {
     pub fn into_plan(mut self) -> GraphPlan {
         let c = self.capture.take().expect("into_plan needs a capturing recorder (Recorder::capture)");
         let conflicts = write_read_pairs(&c.steps);
-        let mut trace = c.trace.lock().unwrap();
-        let uses = slot_uses(&c.steps, trace.slot_count());
-        trace.narrow_to_uses(&uses);
+        narrow_lives(&c);
+        let trace = c.trace.lock().unwrap();
         let (planned_bytes, buffers) = c.arena.plan_bytes(self.gpu, &trace, &conflicts);
         GraphPlan {
             dispatches: c.steps.len(),

@@ -93,8 +93,6 @@ pub(crate) struct Trace {
     /// Dispatches recorded so far: a slot made now can first be bound by dispatch `now`.
     pub(crate) now: usize,
     slots: Vec<Life>,
-    live: u64,
-    peak_live: u64,
 }
 
 struct Life {
@@ -112,16 +110,11 @@ impl Trace {
         let storage = Arc::new(Storage::Planned(Slot { id, trace: trace.clone(), place: OnceLock::new() }));
         let start = t.now;
         t.slots.push(Life { bytes, start, end: None, storage: Arc::downgrade(&storage) });
-        t.live += bytes;
-        t.peak_live = t.peak_live.max(t.live);
         storage
     }
 
     fn end(&mut self, id: usize) {
-        let now = self.now;
-        let life = &mut self.slots[id];
-        life.end = Some(now);
-        self.live -= life.bytes;
+        self.slots[id].end = Some(self.now);
     }
 
     /// How many slots the capture made.
@@ -133,7 +126,7 @@ impl Trace {
     /// `None` if none does): a tensor's Rust handle may be held long after its last dispatch (a
     /// shadowed `let`, a value kept for a later branch) and its memory need not be. Slots still
     /// held when the capture ends (outputs, taps) keep living to the end; a slot no dispatch
-    /// binds keeps one dispatch. The live peak is counted again over the narrowed lives.
+    /// binds keeps one dispatch.
     pub(crate) fn narrow_to_uses(&mut self, uses: &[Option<(usize, usize)>]) {
         for (life, u) in self.slots.iter_mut().zip(uses) {
             match (life.end, *u) {
@@ -146,21 +139,20 @@ impl Trace {
                 (None, None) => {}
             }
         }
+    }
+
+    /// The most slot bytes alive at once: what a perfect plan of this dispatch order needs.
+    pub(crate) fn peak_live(&self) -> u64 {
         let mut delta = vec![0i128; self.now + 2];
         for (bytes, start, end) in lives(self) {
             delta[start] += bytes as i128;
             delta[end] -= bytes as i128;
         }
         let mut live = 0i128;
-        self.peak_live = delta.iter().map(|d| {
+        delta.iter().map(|d| {
             live += d;
             live
-        }).max().unwrap_or(0) as u64;
-    }
-
-    /// The most slot bytes alive at once: what a perfect plan of this dispatch order needs.
-    pub(crate) fn peak_live(&self) -> u64 {
-        self.peak_live
+        }).max().unwrap_or(0) as u64
     }
 
     /// The largest slot (bytes).
