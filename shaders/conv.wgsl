@@ -1,5 +1,5 @@
 // Portable implicit-GEMM convolution (any adapter, f32 or f16 storage, f32 accumulation).
-// Prepended by conv_geom.wgsl, one of conv_x_{vec4,scalar}.wgsl and one of
+// Prepended by conv_geom.wgsl, one of conv_x_{vec4,scalar,pair}.wgsl and one of
 // conv_x_{plain,norm}.wgsl (see ops/conv/mod.rs).
 //
 // Workgroup tile BM × BN (output positions × output channels), K in steps of BK channels of one

@@ -1,6 +1,6 @@
 // Cooperative-matrix implicit-GEMM convolution (f16 storage, f16 × f16 → f32 on FS×FS×FS
 // fragments: FS = 16, or 8 where the adapter has only those). Prepended by conv_geom.wgsl, one
-// of conv_x_{vec4,scalar}.wgsl and one of conv_x_{plain,norm}.wgsl (see ops/conv/mod.rs): a
+// of conv_x_{vec4,scalar,pair}.wgsl and one of conv_x_{plain,norm}.wgsl (see ops/conv/mod.rs): a
 // normalised input is loaded as stored and normalised as it is staged, so the loads stay in
 // flight during the multiplies. The preamble enables f16 and
 // wgpu_cooperative_matrix and declares FS and the fragment types FA, FB, FC.

@@ -6,7 +6,8 @@
 // phase (py, px)), HAS_RES (bool: add a residual as the output is stored); with a normalised
 // input (conv_x_norm.wgsl), SILU.
 //
-// Input  x:   [NB, D, H, W, Cin]           (conv2d: D = 1, NB = N)
+// Input  x:   [NB, D, H, W, Cin]           (conv2d: D = 1, NB = N; or a channel pair of two
+//                                          tensors, conv_x_pair.wgsl)
 // Output out: [NB, D, HO·OS, WO·OS, Cout]  (OS = 2 when TRANSPOSED, else 1; depth stride 1)
 // Weight w:   [PHASES][TAPS][CIN_P][COUT_P] as vec4 along Cout; rows ci >= Cin and columns
 //             co >= Cout are zero, so weight loads need no bounds checks.
@@ -19,6 +20,8 @@ struct Params {
     res_rep: u32,
     // Pixels per GroupNorm segment of a normalised input (conv_x_norm.wgsl); else unused.
     seg_px: u32,
+    // A channel pair's geometry (conv_x_pair.wgsl); else unused.
+    pair_c1: u32, pair_rows_a: u32, pair_rows_b: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -1,5 +1,7 @@
 // GroupNorm pass 3 of 3: y = (x − K)·scale + offset (then SiLU when SILU), with the same
 // workgroup geometry as the statistics pass, so each thread loads its V channels' table once.
+// x is read through xv (group_norm_x_one.wgsl, or group_norm_x_pair.wgsl for a channel pair,
+// whose output is then their normalised concatenation).
 //
 // Workgroups run in the reverse order of the statistics pass: the chunks read last by pass 1 are
 // the likeliest to still be in the L2 cache when this pass starts.
@@ -18,10 +20,12 @@ struct Params {
     nchunks: u32,
     nblk: u32,
     total_wg: u32,
+    pair_cv1: u32,
+    pair_rows_a: u32,
+    pair_rows_b: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<VT>;
 @group(0) @binding(2) var<storage, read> table: array<VF>;
 @group(0) @binding(3) var<storage, read_write> out: array<VT>;
 
@@ -66,10 +70,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let ib = (base + min(px + step, last)) * p.cv + cvec;
         let ic = (base + min(px + 2u * step, last)) * p.cv + cvec;
         let id = (base + min(px + 3u * step, last)) * p.cv + cvec;
-        let va = VF(x[ia]);
-        let vb = VF(x[ib]);
-        let vc = VF(x[ic]);
-        let vd = VF(x[id]);
+        let va = VF(xv(base + px, cvec));
+        let vb = VF(xv(base + min(px + step, last), cvec));
+        let vc = VF(xv(base + min(px + 2u * step, last), cvec));
+        let vd = VF(xv(base + min(px + 3u * step, last), cvec));
         out[ia] = finish((va - k) * a + b);
         if (px + step < px1) { out[ib] = finish((vb - k) * a + b); }
         if (px + 2u * step < px1) { out[ic] = finish((vc - k) * a + b); }

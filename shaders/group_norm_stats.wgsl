@@ -2,7 +2,8 @@
 // of whole groups (see ops/norm.rs for the geometry).
 //
 // x is channels-last, viewed as [segments, seg_px, C] and read as vectors of V channels (V divides
-// the group width, so a vector never straddles two groups). Thread `lid` owns one vector slot of
+// the group width, so a vector never straddles two groups) through xv (group_norm_x_one.wgsl, or
+// group_norm_x_pair.wgsl for a channel pair). Thread `lid` owns one vector slot of
 // the channel block (`slot`) and walks the chunk's pixels `row, row + rows, ...`, so its V
 // channels never change and every row of threads reads one contiguous span of memory.
 //
@@ -25,10 +26,12 @@ struct Params {
     nchunks: u32,   // chunks per segment
     nblk: u32,      // channel blocks
     total_wg: u32,  // segments * nchunks * nblk (the grid may hold a few more)
+    pair_cv1: u32,  // a channel pair's vectors in its first part (group_norm_x_pair.wgsl)
+    pair_rows_a: u32,
+    pair_rows_b: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<VT>;
 // [segments, nchunks, groups] of (Σ(x−K), Σ(x−K)²), then [segments, groups] of (K, 0) for the
 // finalize pass (so it need not bind x for one element per group)
 @group(0) @binding(2) var<storage, read_write> part: array<vec2<f32>>;
@@ -56,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var s = VF(0.0);
     var q = VF(0.0);
     if (live) {
-        let shift = VF(first(VF(x[base * p.cv + (g * p.cg) / V])));
+        let shift = VF(first(VF(xv(base, (g * p.cg) / V))));
         let px1 = min(chunk * p.chunk_px + p.chunk_px, p.seg_px);
         let last = px1 - 1u;
         let step = p.rows;
@@ -65,10 +68,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let pb = px + step;
             let pc = px + 2u * step;
             let pd = px + 3u * step;
-            let va = VF(x[(base + px) * p.cv + cvec]);
-            let vb = VF(x[(base + min(pb, last)) * p.cv + cvec]);
-            let vc = VF(x[(base + min(pc, last)) * p.cv + cvec]);
-            let vd = VF(x[(base + min(pd, last)) * p.cv + cvec]);
+            let va = VF(xv(base + px, cvec));
+            let vb = VF(xv(base + min(pb, last), cvec));
+            let vc = VF(xv(base + min(pc, last), cvec));
+            let vd = VF(xv(base + min(pd, last), cvec));
             let da = va - shift;
             let db = select(VF(0.0), vb - shift, pb < px1);
             let dc = select(VF(0.0), vc - shift, pc < px1);
@@ -95,7 +98,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             part[(seg * p.nchunks + chunk) * p.groups + gg] = acc;
             if (chunk == 0u) {
-                let k = first(VF(x[base * p.cv + (gg * p.cg) / V]));
+                let k = first(VF(xv(base, (gg * p.cg) / V)));
                 part[(p.total_wg / p.nblk) * p.groups + seg * p.groups + gg] = vec2<f32>(k, 0.0);
             }
         }

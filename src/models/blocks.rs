@@ -10,6 +10,7 @@ use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
 use crate::ops::elementwise::{unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
+use crate::ops::input::Input;
 use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_table_w, group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
@@ -62,8 +63,11 @@ impl ResnetBlock2D {
 
     /// [`forward`](Self::forward) on video frames `x [B·F, H, W, Cin]` (F = `frames`, frame index
     /// fastest): `temb_silu [B, T]` is shared by a batch element's frames, and with `pooled` the
-    /// norms' statistics span its F frames.
-    pub fn forward_frames(&self, rec: &mut Recorder, x: &Tensor, temb_silu: Option<&Tensor>, frames: usize) -> Result<Tensor> {
+    /// norms' statistics span its F frames. `x` may be a channel pair (the up path's activation
+    /// and skip, [`Input::channels`]): norm1, conv1 and the shortcut read both, so the
+    /// concatenation is never written.
+    pub fn forward_frames(&self, rec: &mut Recorder, x: impl Into<Input>, temb_silu: Option<&Tensor>, frames: usize) -> Result<Tensor> {
+        let x = &x.into();
         let opts = GroupNormOpts { frames, pooled: self.pooled, silu: true };
         // Each norm (+ SiLU) is applied by the convolution after it, in its own pass or as the
         // convolution loads (conv::Fuse).
@@ -78,7 +82,7 @@ impl ResnetBlock2D {
         let norm2 = group_norm_table_w(rec, &h, self.groups, self.eps, &self.norm2, opts)?;
         let skip = match &self.conv_shortcut {
             Some(s) => conv2d(rec, x, s, 1, 0)?,
-            None => x.clone(),
+            None => x.materialise(rec)?.into_owned(),
         };
         conv2d_normed(rec, &h, &norm2, &self.conv2, 1, 1, Some(Residual::Same(&skip)))
     }

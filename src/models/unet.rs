@@ -14,7 +14,8 @@ use anyhow::{bail, Result};
 use super::blocks::{Downsample2D, ResnetBlock2D, TimeEmbedding, Upsample2D};
 use super::Loader;
 use crate::config::UNet2DConfig;
-use crate::ops::concat::{concat, concat_channels};
+use crate::ops::concat::concat;
+use crate::ops::input::Input;
 use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
 use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
@@ -265,10 +266,10 @@ impl<A: SpatialTransformer, T: TemporalStep> UNetCore<A, T> {
         for (i, blk) in self.up_blocks.iter().enumerate() {
             for (j, r) in blk.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("skip stack matches the block layout");
-                // A skip from the shared layers repeats over the two halves.
-                x = concat_channels(rec, &[&x, &skip])?;
+                // The resnet reads x and its skip as one tensor of both's channels, without
+                // writing it; a skip from the shared layers repeats over the two halves.
+                x = r.forward_frames(rec, Input::channels(&x, &skip)?, Some(temb_silu), f)?;
                 drop(skip);
-                x = r.forward_frames(rec, &x, Some(temb_silu), f)?;
                 if let Some(a) = blk.attentions.get(j) {
                     x = a.forward(rec, &x, ctx, f)?;
                     rec.tap(&format!("up_blocks.{i}.attentions.{j}"), &x);

@@ -82,11 +82,11 @@ fn check_common(what: &str, xs: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Concatenation along the last axis: `[..., C_i]` tensors with equal leading dims →
-/// `[..., ΣC_i]`, inputs in the order given (`cat([h, skip], dim=channel)` in channels-last).
-/// An input whose axis 0 is shorter (dividing the others') repeats along it.
-pub fn concat_channels(rec: &mut Recorder, xs: &[&Tensor]) -> Result<Tensor> {
-    check_common("concat_channels", xs)?;
+/// The shape of `xs` concatenated along the last axis (see [`concat_channels`]), after checking
+/// that they can be: equal dtypes and dims below the channels, a shorter axis 0 dividing the
+/// longest.
+pub(crate) fn channel_cat_shape(what: &str, xs: &[&Tensor]) -> Result<Vec<usize>> {
+    check_common(what, xs)?;
     let rank = xs[0].shape().len();
     // Axis 0 of the output is the longest input's (below the channel axis); a shorter one must
     // divide it and repeats along it (one skip serving both halves of a CFG pair,
@@ -97,14 +97,25 @@ pub fn concat_channels(rec: &mut Recorder, xs: &[&Tensor]) -> Result<Tensor> {
     for x in xs {
         let s = x.shape();
         if &s[1.min(rank - 1)..rank - 1] != inner || lead0(x) == 0 || !n0.is_multiple_of(lead0(x)) {
-            bail!("concat_channels: leading dims differ ({:?} vs {:?}; a shorter axis 0 must divide the longest)", xs[0], x);
+            bail!("{what}: leading dims differ ({:?} vs {:?}; a shorter axis 0 must divide the longest)", xs[0], x);
         }
     }
-    let rows: usize = n0 * inner.iter().product::<usize>();
-    let co: usize = xs.iter().map(|x| *x.shape().last().unwrap()).sum();
     let mut shape = if rank > 1 { vec![n0] } else { vec![] };
     shape.extend_from_slice(inner);
-    shape.push(co);
+    shape.push(xs.iter().map(|x| *x.shape().last().unwrap()).sum());
+    Ok(shape)
+}
+
+/// Concatenation along the last axis: `[..., C_i]` tensors with equal leading dims →
+/// `[..., ΣC_i]`, inputs in the order given (`cat([h, skip], dim=channel)` in channels-last).
+/// An input whose axis 0 is shorter (dividing the others') repeats along it.
+pub fn concat_channels(rec: &mut Recorder, xs: &[&Tensor]) -> Result<Tensor> {
+    let shape = channel_cat_shape("concat_channels", xs)?;
+    let rank = shape.len();
+    let n0 = if rank > 1 { shape[0] } else { 1 };
+    let lead0 = |x: &Tensor| if rank > 1 { x.shape()[0] } else { 1 };
+    let co = shape[rank - 1];
+    let rows = shape.iter().product::<usize>() / co;
     let out = rec.empty(&shape, xs[0].dtype())?;
     if out.numel() > u32::MAX as usize {
         bail!("concat_channels: output {shape:?} exceeds 32-bit indexing");

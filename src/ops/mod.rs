@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 pub mod concat;
+pub mod input;
 pub mod embed;
 pub mod layout;
 pub mod resize;
@@ -60,7 +61,7 @@ mod tests {
         assert_eq!(flops(&|r| drop(super::matmul::matmul(r, &t(&[3, 7, 5]), &b, None).unwrap())), 2.0 * (3 * 7 * 9 * 5) as f64);
         // conv2d 3×3, 6 → 10 channels on 2 × 5×7: 2·(2·5·7 outputs)·10·(9·6).
         let w2 = super::conv::ConvWeight::from_torch(&gpu, &vec![0.5; 10 * 6 * 9], &[10, 6, 3, 3], None, dt).unwrap();
-        assert_eq!(flops(&|r| drop(super::conv::conv2d(r, &t(&[2, 5, 7, 6]), &w2, 1, 1).unwrap())), 2.0 * (2 * 5 * 7 * 10 * 9 * 6) as f64);
+        assert_eq!(flops(&|r| drop(super::conv::conv2d(r, t(&[2, 5, 7, 6]), &w2, 1, 1).unwrap())), 2.0 * (2 * 5 * 7 * 10 * 9 * 6) as f64);
         // conv3d 3×3×3 over 4 frames: every output over all 27 taps (padding included).
         let w3 = super::conv::ConvWeight::from_torch(&gpu, &vec![0.5; 8 * 4 * 27], &[8, 4, 3, 3, 3], None, dt).unwrap();
         assert_eq!(flops(&|r| drop(super::conv::conv3d(r, &t(&[1, 4, 5, 6, 4]), &w3).unwrap())), 2.0 * (4 * 5 * 6 * 8 * 27 * 4) as f64);

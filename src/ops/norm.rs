@@ -25,37 +25,57 @@
 use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
+use crate::ops::input::Input;
 use crate::tensor::{DType, Tensor};
 
 /// Each shader is compiled in three vector widths. The prefix defines `VT` (storage vector),
 /// `VF` (f32 vector of the same width), `V`, `hsum` (sum of components) and `first`.
+/// With two files, the first is inserted before the second (a GroupNorm pass's input binding).
 macro_rules! widths {
     ($file:literal) => {
+        widths!(@ [""] $file)
+    };
+    ($xfile:literal, $file:literal) => {
+        widths!(@ [include_str!($xfile)] $file)
+    };
+    (@ [$($x:tt)*] $file:literal) => {
         [
             concat!(
                 "alias VT = vec4<T>;\nalias VF = vec4<f32>;\nconst V: u32 = 4u;\n",
                 "fn hsum(v: VF) -> f32 { return (v.x + v.y) + (v.z + v.w); }\n",
                 "fn first(v: VF) -> f32 { return v.x; }\n",
+                $($x)*,
                 include_str!($file)
             ),
             concat!(
                 "alias VT = vec2<T>;\nalias VF = vec2<f32>;\nconst V: u32 = 2u;\n",
                 "fn hsum(v: VF) -> f32 { return v.x + v.y; }\n",
                 "fn first(v: VF) -> f32 { return v.x; }\n",
+                $($x)*,
                 include_str!($file)
             ),
             concat!(
                 "alias VT = T;\nalias VF = f32;\nconst V: u32 = 1u;\n",
                 "fn hsum(v: VF) -> f32 { return v; }\n",
                 "fn first(v: VF) -> f32 { return v; }\n",
+                $($x)*,
                 include_str!($file)
             ),
         ]
     };
 }
 
-const GN_STATS: [&str; 3] = widths!("../../shaders/group_norm_stats.wgsl");
-const GN_APPLY: [&str; 3] = widths!("../../shaders/group_norm_apply.wgsl");
+/// The GroupNorm passes that read the input, from one tensor and from a channel pair.
+const STATS_NAMES: [&str; 2] = ["group_norm_stats", "group_norm_stats_pair"];
+const APPLY_NAMES: [&str; 2] = ["group_norm_apply", "group_norm_apply_pair"];
+const GN_STATS: [[&str; 3]; 2] = [
+    widths!("../../shaders/group_norm_x_one.wgsl", "../../shaders/group_norm_stats.wgsl"),
+    widths!("../../shaders/group_norm_x_pair.wgsl", "../../shaders/group_norm_stats.wgsl"),
+];
+const GN_APPLY: [[&str; 3]; 2] = [
+    widths!("../../shaders/group_norm_x_one.wgsl", "../../shaders/group_norm_apply.wgsl"),
+    widths!("../../shaders/group_norm_x_pair.wgsl", "../../shaders/group_norm_apply.wgsl"),
+];
 const GN_FINALIZE: &str = include_str!("../../shaders/group_norm_finalize.wgsl");
 const LN: [&str; 3] = widths!("../../shaders/layer_norm.wgsl");
 
@@ -131,6 +151,11 @@ struct GnParams {
     nchunks: u32,
     nblk: u32,
     total_wg: u32,
+    /// A channel pair's vectors in its first part and its parts' pixels
+    /// (`group_norm_x_pair.wgsl`); set per pass by [`GnPlan::reading`].
+    pair_cv1: u32,
+    pair_rows_a: u32,
+    pair_rows_b: u32,
 }
 
 #[repr(C)]
@@ -195,13 +220,44 @@ fn gn_plan(segments: usize, seg_px: usize, c: usize, groups: usize) -> Result<Gn
             nchunks: nchunks as u32,
             nblk: nblk as u32,
             total_wg: total as u32,
+            pair_cv1: 0,
+            pair_rows_a: 0,
+            pair_rows_b: 0,
         },
     })
 }
 
-/// (images N, pixels per image, channels) of a GroupNorm input, and F.
-fn gn_dims(x: &Tensor, frames: usize) -> Result<(usize, usize, usize, usize)> {
-    let s = x.shape();
+impl GnPlan {
+    /// A pass of this plan over `x`: its kernel (named `names[0]`, or `names[1]` reading a
+    /// channel pair), parameters and bindings (x's first part, `others`, x's second part), or
+    /// `None` where a pair must be concatenated first (a part's channel count not a multiple of
+    /// the vector width, or no binding left for its second part).
+    fn reading<'t>(&self, rec: &Recorder, names: [&'static str; 2], srcs: &[[&'static str; 3]; 2], x: &'t Input, others: &[&'t Tensor]) -> Option<(Kernel, GnParams, Vec<&'t Tensor>)> {
+        let v = [4, 2, 1][self.vi];
+        if !x.pair_loadable(rec, v, others.len() as u32) {
+            return None;
+        }
+        let mut p = self.params;
+        let parts = x.tensors();
+        let mut binds = vec![parts[0]];
+        binds.extend_from_slice(others);
+        let k = match x.pair() {
+            None => {
+                (p.pair_cv1, p.pair_rows_a, p.pair_rows_b) = (p.cv, 0, 0);
+                Kernel::new(names[0], srcs[0][self.vi], x.dtype())
+            }
+            Some(g) => {
+                (p.pair_cv1, p.pair_rows_a, p.pair_rows_b) = ((g.c1 / v) as u32, g.rows_a as u32, g.rows_b as u32);
+                binds.push(parts[1]);
+                Kernel::new(names[1], srcs[1][self.vi], x.dtype()).def("X2_BINDING", format!("{}u", binds.len()))
+            }
+        };
+        Some((k, p, binds))
+    }
+}
+
+/// (images N, pixels per image, channels) of a GroupNorm input of shape `s`, and F.
+fn gn_dims(s: &[usize], frames: usize) -> Result<(usize, usize, usize, usize)> {
     let c = *s.last().unwrap_or(&0);
     match s.len() {
         5 => {
@@ -263,14 +319,15 @@ impl GnTable {
 /// [`GnTable`].
 pub fn group_norm_table(
     rec: &mut Recorder,
-    x: &Tensor,
+    x: impl Into<Input>,
     groups: usize,
     eps: f32,
     gamma: &Tensor,
     beta: &Tensor,
     opts: GroupNormOpts,
 ) -> Result<GnTable> {
-    let (n, px, c, frames) = gn_dims(x, opts.frames)?;
+    let x = x.into();
+    let (n, px, c, frames) = gn_dims(x.shape(), opts.frames)?;
     if groups == 0 || c == 0 || c % groups != 0 {
         bail!("group_norm: {c} channels of x {:?} are not divisible into {groups} groups", x.shape());
     }
@@ -297,8 +354,16 @@ pub fn group_norm_table(
     let part = rec.empty(&[segments * (gp.nchunks as usize + 1) * groups, 2], DType::F32)?;
     let table = rec.empty(&[segments, 3, c], DType::F32)?;
 
-    let stats = Kernel::new("group_norm_stats", GN_STATS[plan.vi], dt);
-    rec.dispatch(&stats, gp, &[x.into(), (&part).into()], grid(gpu, gp.total_wg))?;
+    let whole;
+    let (stats, sp, binds) = match plan.reading(rec, STATS_NAMES, &GN_STATS, &x, &[&part]) {
+        Some(r) => r,
+        None => {
+            whole = Input::Tensor(x.materialise(rec)?.into_owned());
+            plan.reading(rec, STATS_NAMES, &GN_STATS, &whole, &[&part]).expect("one tensor is always readable")
+        }
+    };
+    let binds: Vec<_> = binds.into_iter().map(Into::into).collect();
+    rec.dispatch(&stats, &sp, &binds, grid(gpu, gp.total_wg))?;
 
     let fp = GnFinalizeParams {
         c: c as u32,
@@ -315,19 +380,29 @@ pub fn group_norm_table(
 }
 
 /// [`group_norm_table`] with a [`GroupNormWeight`].
-pub fn group_norm_table_w(rec: &mut Recorder, x: &Tensor, groups: usize, eps: f32, w: &GroupNormWeight, opts: GroupNormOpts) -> Result<GnTable> {
+pub fn group_norm_table_w(rec: &mut Recorder, x: impl Into<Input>, groups: usize, eps: f32, w: &GroupNormWeight, opts: GroupNormOpts) -> Result<GnTable> {
     group_norm_table(rec, x, groups, eps, &w.gamma, &w.beta, opts)
 }
 
 /// The last pass of [`group_norm`]: `t` applied to `x`, the tensor its statistics were taken of.
-pub fn group_norm_apply(rec: &mut Recorder, x: &Tensor, t: &GnTable) -> Result<Tensor> {
+/// A channel pair ([`Input::Pair`]) is read from both parts, and the output is their normalised
+/// concatenation.
+pub fn group_norm_apply(rec: &mut Recorder, x: impl Into<Input>, t: &GnTable) -> Result<Tensor> {
+    let x = x.into();
     if x.shape() != t.shape.as_slice() {
         bail!("group_norm: a table of x {:?} applied to {:?}", t.shape, x.shape());
     }
-    let gp = &t.plan.params;
     let out = rec.empty(x.shape(), x.dtype())?;
-    let apply = Kernel::new("group_norm_apply", GN_APPLY[t.plan.vi], x.dtype()).def("SILU", t.silu);
-    rec.dispatch(&apply, gp, &[x.into(), (&t.table).into(), (&out).into()], grid(rec.gpu(), gp.total_wg))?;
+    let whole;
+    let (apply, ap, binds) = match t.plan.reading(rec, APPLY_NAMES, &GN_APPLY, &x, &[&t.table, &out]) {
+        Some(r) => r,
+        None => {
+            whole = Input::Tensor(x.materialise(rec)?.into_owned());
+            t.plan.reading(rec, APPLY_NAMES, &GN_APPLY, &whole, &[&t.table, &out]).expect("one tensor is always readable")
+        }
+    };
+    let binds: Vec<_> = binds.into_iter().map(Into::into).collect();
+    rec.dispatch(&apply.def("SILU", t.silu), &ap, &binds, grid(rec.gpu(), ap.total_wg))?;
     Ok(out)
 }
 
@@ -506,7 +581,7 @@ pub mod cpu {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::testutil::*;
 
@@ -535,7 +610,7 @@ mod tests {
         let mut rec = gpu.recorder();
         let out = group_norm_w(&mut rec, &x, groups, eps, &w, opts).unwrap();
         rec.submit();
-        let (n, px, _, frames) = gn_dims(&x, opts.frames).unwrap();
+        let (n, px, _, frames) = gn_dims(x.shape(), opts.frames).unwrap();
         let want = cpu::group_norm(&xh, n, px, c, groups, eps, &g, &b, frames, opts.pooled, opts.silu);
         assert_eq!(out.shape(), shape);
         assert_close(
@@ -572,6 +647,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A channel pair's concatenation on the host: row r of the pair is row r % rows of each
+    /// part (a part with fewer rows repeats).
+    pub(crate) fn host_pair(a: &[f32], c1: usize, b: &[f32], c2: usize, rows: usize) -> Vec<f32> {
+        let (ra, rb) = (a.len() / c1, b.len() / c2);
+        (0..rows).flat_map(|r| a[(r % ra) * c1..][..c1].iter().chain(&b[(r % rb) * c2..][..c2]).copied()).collect()
+    }
+
+    /// GroupNorm of a channel pair read from both parts: the values of the CPU norm of the
+    /// concatenation, and the bytes of the GPU norm of the written concatenation, for each
+    /// vector width (4, 2 and 1 channels per group's vector), groups that straddle the two
+    /// parts, a part that repeats over the batch (a skip shared by both CFG halves), and a pair
+    /// whose first part is not a whole number of vectors (concatenated first).
+    #[test]
+    fn channel_pair_matches_the_concatenation() {
+        use crate::ops::concat::concat_channels;
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        // (first part's shape, second part's shape, groups, frames, pooled)
+        type Case = (&'static [usize], &'static [usize], usize, usize, bool);
+        let cases: [Case; 5] = [
+            (&[2, 7, 5, 12], &[2, 7, 5, 20], 4, 1, false), // V = 4, group 1 straddles the parts
+            (&[6, 3, 5, 6], &[3, 3, 5, 10], 8, 3, true),   // V = 2, the second part repeats
+            (&[2, 1, 33, 3], &[4, 1, 33, 6], 3, 2, true),  // V = 1, the first part repeats
+            (&[2, 5, 5, 7], &[4, 5, 5, 9], 4, 1, false),   // V = 4 does not divide 7: concatenated
+            (&[1, 2, 3, 5, 8], &[1, 2, 3, 5, 24], 8, 0, true), // 5-D, pooled over its frames
+        ];
+        for dt in gpu.dtypes() {
+            for &(sa, sb, groups, frames, pooled) in &cases {
+                let what = format!("{} pair {sa:?} + {sb:?} G={groups} seed {seed}", dt.name());
+                let (a, ah) = up(&gpu, &mut rng, sa, 2.0, 3.0, dt);
+                let (b, bh) = up(&gpu, &mut rng, sb, 2.0, -1.0, dt);
+                let (c1, c2) = (sa[sa.len() - 1], sb[sb.len() - 1]);
+                let c = c1 + c2;
+                let pair = Input::channels(&a, &b).unwrap();
+                let shape = pair.shape().to_vec();
+                let rows = pair.numel() / c;
+                let (w, g, be) = weights(&gpu, &mut rng, c);
+                let opts = GroupNormOpts { frames, pooled, silu: true };
+                let run = |from_pair: bool| {
+                    let mut rec = gpu.recorder();
+                    let x = if from_pair { pair.clone() } else { Input::Tensor(concat_channels(&mut rec, &[&a, &b]).unwrap()) };
+                    let t = group_norm_table_w(&mut rec, &x, groups, 1e-5, &w, opts).unwrap();
+                    let y = group_norm_apply(&mut rec, &x, &t).unwrap();
+                    rec.submit();
+                    (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap(), y.shape().to_vec())
+                };
+                let (bytes, got, got_shape) = run(true);
+                assert_eq!(got_shape, shape, "{what}");
+                let xh = host_pair(&ah, c1, &bh, c2, rows);
+                let (n, px, _, f) = gn_dims(&shape, frames).unwrap();
+                let want = cpu::group_norm(&xh, n, px, c, groups, 1e-5, &g, &be, f, opts.pooled, true);
+                assert_close(&what, &got, &want, dt.tolerance(TOL));
+                assert!(bytes == run(false).0, "{what}: reading the pair changes the bytes of the norm of its concatenation");
+            }
+        }
+        // A pair whose parts cannot sit side by side is refused.
+        let (a, _) = up(&gpu, &mut rng, &[2, 3, 3, 4], 1.0, 0.0, DType::F32);
+        let (b, _) = up(&gpu, &mut rng, &[2, 3, 4, 4], 1.0, 0.0, DType::F32);
+        let e = Input::channels(&a, &b).unwrap_err().to_string();
+        assert!(e.contains("leading dims differ"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use anyhow::{bail, ensure, Result};
 use crate::gpu::Gpu;
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::gpu::TuneMode;
+use crate::ops::input::{Input, PairGeometry};
 use crate::ops::norm::{group_norm_apply, GnTable};
 use crate::ops::residual::Residual;
 use crate::ops::pack::{Placement, Src};
@@ -46,8 +47,9 @@ pub use tiles::{coop_available, on_f16_operands};
 use tiles::{auto_tiles, coop_config, tiled_bn, CoopCfg, Tile};
 pub use weight::{ConvKind, ConvWeight};
 
-/// Sources of each kernel for the three ways it loads its input: four channels at a time (Cin
-/// % 4 == 0), one at a time, or four at a time through a GroupNorm (`conv_x_norm.wgsl`).
+/// Sources of each kernel for the ways it loads its input ([`Load`]): four channels at a time
+/// (Cin % 4 == 0), one at a time, four at a time through a GroupNorm (`conv_x_norm.wgsl`), and
+/// the first and last of these from a channel pair (`conv_x_pair.wgsl`).
 macro_rules! conv_sources {
     ($kernel:literal) => {
         [
@@ -69,11 +71,26 @@ macro_rules! conv_sources {
                 include_str!("../../../shaders/conv_x_norm.wgsl"),
                 include_str!($kernel)
             ),
+            concat!(
+                include_str!("../../../shaders/conv_geom.wgsl"),
+                include_str!("../../../shaders/conv_x_pair.wgsl"),
+                include_str!("../../../shaders/conv_x_plain.wgsl"),
+                include_str!($kernel)
+            ),
+            concat!(
+                include_str!("../../../shaders/conv_geom.wgsl"),
+                include_str!("../../../shaders/conv_x_pair.wgsl"),
+                include_str!("../../../shaders/conv_x_norm.wgsl"),
+                include_str!($kernel)
+            ),
         ]
     };
 }
-const SRC_TILED: [&str; 3] = conv_sources!("../../../shaders/conv.wgsl");
-const SRC_COOP: [&str; 3] = conv_sources!("../../../shaders/conv_coop.wgsl");
+const SRC_TILED: [&str; 5] = conv_sources!("../../../shaders/conv.wgsl");
+const SRC_COOP: [&str; 5] = conv_sources!("../../../shaders/conv_coop.wgsl");
+/// The kernels' names by load: plain, normalised, from a pair, both.
+const NAMES_TILED: [&str; 4] = ["conv_tiled", "conv_tiled_gn", "conv_tiled_pair", "conv_tiled_gn_pair"];
+const NAMES_COOP: [&str; 4] = ["conv_coop", "conv_coop_gn", "conv_coop_pair", "conv_coop_gn_pair"];
 
 /// How a kernel loads its input.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -84,6 +101,9 @@ enum Load {
     Scalar,
     /// Four channels per load, normalised by a GroupNorm's table (then SiLU when `silu`).
     Normed { silu: bool },
+    /// As `Vec4` or `Normed`, from a channel pair (`Input::Pair`), whose second part is bound
+    /// at `x2_binding`.
+    Pair { norm: Option<bool>, x2_binding: u32 },
 }
 
 impl Load {
@@ -95,19 +115,21 @@ impl Load {
         }
     }
 
-    /// The kernel with this load: its source among `srcs`, its name and consts.
-    fn kernel(self, name: &'static str, normed_name: &'static str, srcs: &[&'static str; 3], dtype: DType) -> Kernel {
+    /// The kernel with this load: its source among `srcs`, its name among `names` and consts.
+    fn kernel(self, names: &[&'static str; 4], srcs: &[&'static str; 5], dtype: DType) -> Kernel {
         match self {
-            Load::Vec4 => Kernel::new(name, srcs[0], dtype),
-            Load::Scalar => Kernel::new(name, srcs[1], dtype),
-            Load::Normed { silu } => Kernel::new(normed_name, srcs[2], dtype).def("SILU", silu),
+            Load::Vec4 => Kernel::new(names[0], srcs[0], dtype),
+            Load::Scalar => Kernel::new(names[0], srcs[1], dtype),
+            Load::Normed { silu } => Kernel::new(names[1], srcs[2], dtype).def("SILU", silu),
+            Load::Pair { norm: None, x2_binding } => Kernel::new(names[2], srcs[3], dtype).def("X2_BINDING", format!("{x2_binding}u")),
+            Load::Pair { norm: Some(silu), x2_binding } => Kernel::new(names[3], srcs[4], dtype).def("SILU", silu).def("X2_BINDING", format!("{x2_binding}u")),
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, load: Load, cfg: CoopCfg) -> Kernel {
-    geometry(load.kernel("conv_coop", "conv_coop_gn", &SRC_COOP, dtype), taps, stride, transposed, has_res)
+    geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res)
         .with_coop(cfg.fs)
         .def("SG", format!("{}u", cfg.sg))
         .def("NSG", format!("{}u", cfg.nsg))
@@ -141,6 +163,10 @@ struct Params {
     res_rep: u32,
     /// Pixels per GroupNorm segment of a normalised input; 0 without one.
     seg_px: u32,
+    /// A channel pair's [`PairGeometry`]; the input's own Cin and pixels without one.
+    pair_c1: u32,
+    pair_rows_a: u32,
+    pair_rows_b: u32,
 }
 
 /// Which kernel runs a convolution.
@@ -174,7 +200,7 @@ struct Problem {
     out_shape: Vec<usize>,
 }
 
-fn check_input(what: &str, x: &Tensor, w: &ConvWeight) -> Result<()> {
+fn check_input(what: &str, x: &Input, w: &ConvWeight) -> Result<()> {
     ensure!(x.dtype() == w.dtype(), "{what}: input is {:?} but the weights are {:?}", x.dtype(), w.dtype());
     let cin = *x.shape().last().unwrap_or(&0);
     ensure!(cin == w.cin, "{what}: input {:?} has {cin} channels, the weights expect {}", x.shape(), w.cin);
@@ -185,26 +211,27 @@ fn check_input(what: &str, x: &Tensor, w: &ConvWeight) -> Result<()> {
 /// 2-D convolution of channels-last `x` `[N, H, W, Cin]` (or `[B, F, H, W, Cin]`, each frame on
 /// its own) with a [`ConvKind::Conv2d`] weight, square `stride` and symmetric zero padding
 /// `pad`: output `[.., Ho, Wo, Cout]` with `Ho = (H + 2·pad − kh) / stride + 1` (as PyTorch).
-pub fn conv2d(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize) -> Result<Tensor> {
+pub fn conv2d(rec: &mut Recorder, x: impl Into<Input>, w: &ConvWeight, stride: usize, pad: usize) -> Result<Tensor> {
     conv2d_with(rec, x, w, stride, pad, Impl::Auto)
 }
 
-pub fn conv2d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, imp: Impl) -> Result<Tensor> {
+pub fn conv2d_with(rec: &mut Recorder, x: impl Into<Input>, w: &ConvWeight, stride: usize, pad: usize, imp: Impl) -> Result<Tensor> {
     conv2d_add_with(rec, x, w, stride, pad, None, imp)
 }
 
 /// [`conv2d`] plus a [`Residual`] added as the output is stored (a resnet's skip connection, or
 /// a time embedding per batch element).
-pub fn conv2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, res: Residual) -> Result<Tensor> {
+pub fn conv2d_add(rec: &mut Recorder, x: impl Into<Input>, w: &ConvWeight, stride: usize, pad: usize, res: Residual) -> Result<Tensor> {
     conv2d_add_with(rec, x, w, stride, pad, Some(res), Impl::Auto)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
-    launch(rec, x, w, &conv2d_problem(x, w, stride, pad)?, res, imp)
+pub fn conv2d_add_with(rec: &mut Recorder, x: impl Into<Input>, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    let x = x.into();
+    launch(rec, &x, w, &conv2d_problem(&x, w, stride, pad)?, res, imp)
 }
 
-fn conv2d_problem(x: &Tensor, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
+fn conv2d_problem(x: &Input, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
     ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
     check_input("conv2d", x, w)?;
     let s = x.shape();
@@ -240,10 +267,11 @@ pub fn conv_transpose2d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res:
 }
 
 pub fn conv_transpose2d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
-    launch(rec, x, w, &transposed_problem(x, w)?, res, imp)
+    let x = Input::from(x);
+    launch(rec, &x, w, &transposed_problem(&x, w)?, res, imp)
 }
 
-fn transposed_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
+fn transposed_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     ensure!(w.kind == ConvKind::ConvTranspose2d, "conv_transpose2d: weight is a {:?}", w.kind);
     check_input("conv_transpose2d", x, w)?;
     let s = x.shape();
@@ -275,7 +303,8 @@ pub fn conv3d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Residual)
 }
 
 pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
-    launch(rec, x, w, &conv3d_problem(x, w)?, res, imp)
+    let x = Input::from(x);
+    launch(rec, &x, w, &conv3d_problem(&x, w)?, res, imp)
 }
 
 /// [`conv2d`] (plus an optional [`Residual`]) of `GroupNorm(x)`, then SiLU where the norm has
@@ -283,13 +312,14 @@ pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Opti
 /// ([`group_norm_table`](crate::ops::norm::group_norm_table)), applied in its own pass or as the
 /// convolution loads its input ([`Fuse`]; the same values either way).
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>) -> Result<Tensor> {
+pub fn conv2d_normed(rec: &mut Recorder, x: impl Into<Input>, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>) -> Result<Tensor> {
     conv2d_normed_with(rec, x, norm, w, stride, pad, res, Fuse::Auto, Impl::Auto)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_normed_with(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
-    launch_normed(rec, x, norm, w, &conv2d_problem(x, w, stride, pad)?, res, fuse, imp)
+pub fn conv2d_normed_with(rec: &mut Recorder, x: impl Into<Input>, norm: &GnTable, w: &ConvWeight, stride: usize, pad: usize, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+    let x = x.into();
+    launch_normed(rec, &x, norm, w, &conv2d_problem(&x, w, stride, pad)?, res, fuse, imp)
 }
 
 /// [`conv3d`] (plus an optional [`Residual`]) of `GroupNorm(x)`, as [`conv2d_normed`].
@@ -298,10 +328,11 @@ pub fn conv3d_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWei
 }
 
 pub fn conv3d_normed_with(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
-    launch_normed(rec, x, norm, w, &conv3d_problem(x, w)?, res, fuse, imp)
+    let x = Input::from(x);
+    launch_normed(rec, &x, norm, w, &conv3d_problem(&x, w)?, res, fuse, imp)
 }
 
-fn conv3d_problem(x: &Tensor, w: &ConvWeight) -> Result<Problem> {
+fn conv3d_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     ensure!(w.kind == ConvKind::Conv3d, "conv3d: weight is a {:?}", w.kind);
     check_input("conv3d", x, w)?;
     let s = x.shape();
@@ -327,17 +358,20 @@ fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, h
 
 /// The tile `imp` asks for: `Auto` runs the tuner over [`auto_tiles`] (timing each on scratch
 /// tensors of this problem the first time it meets it, where tuning is on). With `norm`, for the
-/// kernel that applies it as it loads.
-fn choose(gpu: &Gpu, x: &Tensor, w: &ConvWeight, pb: &Problem, norm: Option<&GnTable>, imp: Impl) -> Result<Tile> {
+/// kernel that applies it as it loads; with `as_one`, for a kernel that reads one tensor of
+/// `x`'s shape (the output of a norm pass over a channel pair).
+fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTable>, as_one: bool, imp: Impl) -> Result<Tile> {
+    let pair = x.pair().is_some() && !as_one;
     Ok(match imp {
         Impl::Auto => {
             let tiles = auto_tiles(gpu, x.dtype(), w.cout);
             let key = || {
                 let gn = norm.map(|n| format!(" after group norm{}", if n.silu { " + silu" } else { "" })).unwrap_or_default();
-                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{gn}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
+                let pair = if pair { " from a channel pair" } else { "" };
+                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{pair}{gn}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
             };
             crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
-                let scratch = r.empty(x.shape(), x.dtype())?;
+                let scratch = if pair { x.scratch(r)? } else { Input::Tensor(r.empty(x.shape(), x.dtype())?) };
                 let norm = norm.map(|n| r.empty(n.table.shape(), DType::F32).map(|t| n.with_table(t))).transpose()?;
                 launch_tile(r, &scratch, w, pb, None, norm.as_ref(), t).map(drop)
             })?
@@ -354,9 +388,19 @@ fn choose(gpu: &Gpu, x: &Tensor, w: &ConvWeight, pb: &Problem, norm: Option<&GnT
     })
 }
 
-fn launch(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
-    let tile = choose(rec.gpu(), x, w, pb, None, imp)?;
-    launch_tile(rec, x, w, pb, res, None, tile)
+/// Storage bindings of a convolution besides its input's: weights, bias, output, residual.
+const OTHER_BINDINGS: u32 = 4;
+
+/// `x` as a kernel can load it: a channel pair the kernels cannot read (channel counts not
+/// multiples of 4, or no binding left for its second part) is concatenated first.
+fn loadable(rec: &mut Recorder, x: &Input, normed: bool) -> Result<Input> {
+    Ok(if x.pair_loadable(rec, 4, OTHER_BINDINGS + normed as u32) { x.clone() } else { Input::Tensor(x.materialise(rec)?.into_owned()) })
+}
+
+fn launch(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
+    let x = loadable(rec, x, false)?;
+    let tile = choose(rec.gpu(), &x, w, pb, None, false, imp)?;
+    launch_tile(rec, &x, w, pb, res, None, tile)
 }
 
 /// How the tuner's keys for where a GroupNorm runs begin (its other keys are tiles'), so reports
@@ -380,11 +424,14 @@ pub enum Fuse {
 /// values as [`group_norm_apply`] followed by the convolution, with the norm applied where
 /// `fuse` says.
 #[allow(clippy::too_many_arguments)]
-fn launch_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight, pb: &Problem, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
+fn launch_normed(rec: &mut Recorder, x: &Input, norm: &GnTable, w: &ConvWeight, pb: &Problem, res: Option<Residual>, fuse: Fuse, imp: Impl) -> Result<Tensor> {
     ensure!(x.shape() == norm.shape.as_slice(), "conv: a GroupNorm table of {:?} given with the input {:?}", norm.shape, x.shape());
     let gpu = rec.gpu();
     // The normalising loads read four channels at a time.
     let fusable = w.cin.is_multiple_of(4);
+    // A pair the normalising kernel cannot read would be concatenated for it; then `Auto` keeps
+    // the norm's own pass, which reads the pair and writes the normalised concatenation.
+    let readable = x.pair_loadable(rec, 4, OTHER_BINDINGS + 1);
     let fused = match fuse {
         Fuse::Fused => {
             ensure!(fusable, "conv: a GroupNorm can only be applied on load where Cin is a multiple of 4 (Cin = {})", w.cin);
@@ -392,11 +439,11 @@ fn launch_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight,
         }
         Fuse::Apart => false,
         Fuse::Auto => match gpu.norm_into_conv() {
-            TuneMode::On => fusable,
+            TuneMode::On => fusable && readable,
             TuneMode::Off => false,
-            TuneMode::Auto => fusable && gpu.tuner().is_on() && {
-                let apart = choose(gpu, x, w, pb, None, imp)?;
-                let together = choose(gpu, x, w, pb, Some(norm), imp)?;
+            TuneMode::Auto => fusable && readable && gpu.tuner().is_on() && {
+                let apart = choose(gpu, x, w, pb, None, true, imp)?;
+                let together = choose(gpu, x, w, pb, Some(norm), false, imp)?;
                 let key = || {
                     format!(
                         "{NORM_TUNING_KEY}{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
@@ -412,28 +459,29 @@ fn launch_normed(rec: &mut Recorder, x: &Tensor, norm: &GnTable, w: &ConvWeight,
                 };
                 let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
                 crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
-                    let scratch = r.empty(x.shape(), x.dtype())?;
+                    let scratch = x.scratch(r)?;
                     let n = norm.with_table(r.empty(norm.table.shape(), DType::F32)?);
                     if f {
                         launch_tile(r, &scratch, w, pb, None, Some(&n), together).map(drop)
                     } else {
                         let h = group_norm_apply(r, &scratch, &n)?;
-                        launch_tile(r, &h, w, pb, None, None, apart).map(drop)
+                        launch_tile(r, &Input::Tensor(h), w, pb, None, None, apart).map(drop)
                     }
                 })?
             },
         },
     };
     if fused {
-        let tile = choose(gpu, x, w, pb, Some(norm), imp)?;
-        launch_tile(rec, x, w, pb, res, Some(norm), tile)
+        let x = loadable(rec, x, true)?;
+        let tile = choose(rec.gpu(), &x, w, pb, Some(norm), false, imp)?;
+        launch_tile(rec, &x, w, pb, res, Some(norm), tile)
     } else {
         let h = group_norm_apply(rec, x, norm)?;
-        launch(rec, &h, w, pb, res, imp)
+        launch(rec, &Input::Tensor(h), w, pb, res, imp)
     }
 }
 
-fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res: Option<Residual>, norm: Option<&GnTable>, tile: Tile) -> Result<Tensor> {
+fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res: Option<Residual>, norm: Option<&GnTable>, tile: Tile) -> Result<Tensor> {
     let gpu = rec.gpu();
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
@@ -444,21 +492,25 @@ fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res
     ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
-    let load = match norm {
-        Some(n) => {
-            ensure!(w.cin.is_multiple_of(4), "conv: a GroupNorm applied on load needs Cin % 4 == 0 (Cin = {})", w.cin);
-            Load::Normed { silu: n.silu }
-        }
-        None => Load::plain(w.cin),
+    if norm.is_some() {
+        ensure!(w.cin.is_multiple_of(4), "conv: a GroupNorm applied on load needs Cin % 4 == 0 (Cin = {})", w.cin);
+    }
+    // The second part of a pair is bound after every other binding.
+    let x2_binding = 1 + OTHER_BINDINGS + norm.is_some() as u32 + 1;
+    let load = match (x.pair(), norm) {
+        (Some(_), n) => Load::Pair { norm: n.map(|n| n.silu), x2_binding },
+        (None, Some(n)) => Load::Normed { silu: n.silu },
+        (None, None) => Load::plain(w.cin),
     };
     let (bm, bn) = tile.block();
     let k = match tile {
         Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), load, cfg),
-        Tile::Tiled { bn } => geometry(load.kernel("conv_tiled", "conv_tiled_gn", &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some())
+        Tile::Tiled { bn } => geometry(load.kernel(&NAMES_TILED, &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some())
             .def("BN", format!("{bn}u"))
             .def("BK", format!("{TILED_BK}u")),
     };
     let out = rec.empty(&pb.out_shape, x.dtype())?;
+    let pair = x.pair().unwrap_or(PairGeometry { c1: w.cin, rows_a: x.numel() / w.cin, rows_b: x.numel() / w.cin });
     let tiles_m = (m as u32).div_ceil(bm);
     let tiles_n = (w.cout as u32).div_ceil(bn);
     let p = Params {
@@ -480,12 +532,20 @@ fn launch_tile(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pb: &Problem, res
         tiles_n,
         res_rep,
         seg_px: norm.map_or(0, |n| n.seg_px as u32),
+        pair_c1: pair.c1 as u32,
+        pair_rows_a: pair.rows_a as u32,
+        pair_rows_b: pair.rows_b as u32,
     };
     // Without a residual the bias fills its binding.
     let res_arg = res.map(|r| r.tensor()).unwrap_or(&w.bias);
-    let mut binds = vec![x.into(), (&w.w).into(), (&w.bias).into(), (&out).into(), res_arg.into()];
+    let parts = x.tensors();
+    let mut binds = vec![parts[0].into(), (&w.w).into(), (&w.bias).into(), (&out).into(), res_arg.into()];
     if let Some(n) = norm {
         binds.push((&n.table).into());
+    }
+    if let Some(b) = parts.get(1) {
+        debug_assert_eq!(binds.len() as u32 + 1, x2_binding);
+        binds.push((*b).into());
     }
     rec.dispatch(&k, &p, &binds, grid(gpu, tiles_m * tiles_n * phases))?;
     // Every output position of every phase over all taps, as PyTorch counts a convolution

@@ -123,7 +123,7 @@ fn tuned_tiles_agree_byte_for_byte() {
     ];
     for dt in gpu.dtypes() {
         for &(xs, ws, stride, what) in &cases {
-            let x = Tensor::from_f32(&gpu, &rand(&mut rng, xs.iter().product(), 1.0, dt), xs, dt).unwrap();
+            let x = Input::from(Tensor::from_f32(&gpu, &rand(&mut rng, xs.iter().product(), 1.0, dt), xs, dt).unwrap());
             let wv = rand(&mut rng, ws.iter().product(), 0.1, dt);
             let bv = rand(&mut rng, if what == "transposed" { ws[1] } else { ws[0] }, 0.5, dt);
             let (cw, pb) = match what {
@@ -529,6 +529,98 @@ fn normed_input_matches_the_norm_pass() {
                 assert_close(&format!("normed conv, {what}"), &fused, &want, dt.tolerance(TOL));
                 let (apart_bytes, _) = run(Fuse::Apart);
                 assert!(fused_bytes == apart_bytes, "{what}: the norm applied on load changes the bytes of the norm pass's result");
+            }
+        }
+    }
+}
+
+/// A convolution of a channel pair (`Input::Pair`) read from both parts, plain and after a
+/// GroupNorm (+ SiLU) applied on load or in its own pass: the values of the CPU convolution of
+/// the concatenation, and the bytes of the GPU convolution of the written concatenation. The
+/// cases: a 3×3 over frames with groups straddling the parts, a 1×1 (a resnet's shortcut) whose
+/// second part repeats over the batch (a skip shared by both CFG halves), a strided 3×3 with a
+/// residual, and parts the kernels cannot read directly; on every kernel the adapter runs.
+#[test]
+fn channel_pair_matches_the_concatenation() {
+    use crate::ops::concat::concat_channels;
+    use crate::ops::norm::{cpu as norm_cpu, group_norm_table, tests::host_pair, GroupNormOpts, NormWeight};
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    // (first part, second part, groups, weight shape, stride, residual)
+    type Case = (&'static [usize], &'static [usize], usize, &'static [usize], usize, bool);
+    let cases: [Case; 4] = [
+        (&[2, 3, 5, 7, 12], &[2, 3, 5, 7, 20], 4, &[33, 32, 3, 3], 1, false),
+        (&[4, 5, 6, 16], &[2, 5, 6, 8], 6, &[24, 24, 1, 1], 1, false),
+        (&[1, 9, 7, 4], &[1, 9, 7, 8], 3, &[7, 12, 3, 3], 2, true),
+        // Parts of 6 channels: a 4-channel load would straddle them, so they are concatenated.
+        (&[1, 5, 4, 6], &[1, 5, 4, 6], 3, &[5, 12, 3, 3], 1, false),
+    ];
+    for dt in gpu.dtypes() {
+        for imp in imps(&gpu, dt) {
+            for &(sa, sb, groups, ws, stride, with_res) in &cases {
+                let what = format!("{} {imp:?} pair {sa:?} + {sb:?} w {ws:?} seed {seed}", dt.name());
+                let (c1, c2) = (sa[sa.len() - 1], sb[sb.len() - 1]);
+                let c = c1 + c2;
+                let av: Vec<f32> = rand(&mut rng, sa.iter().product(), 2.0, dt).iter().map(|v| v + 3.0).collect();
+                let bv = rand(&mut rng, sb.iter().product(), 1.0, dt);
+                let av = if dt == DType::F16 { round_f16(&av) } else { av };
+                let a = Tensor::from_f32(&gpu, &av, sa, dt).unwrap();
+                let b = Tensor::from_f32(&gpu, &bv, sb, dt).unwrap();
+                let pair = Input::channels(&a, &b).unwrap();
+                let xs = pair.shape().to_vec();
+                let xh = host_pair(&av, c1, &bv, c2, pair.numel() / c);
+                let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
+                let beta = rng.normals(c, 0.5);
+                let nw = NormWeight::from_torch(&gpu, &gamma, &beta).unwrap();
+                let wv = rand(&mut rng, ws.iter().product(), 0.2, dt);
+                let biasv = rand(&mut rng, ws[0], 0.5, dt);
+                let cw = ConvWeight::from_torch(&gpu, &wv, ws, Some(&biasv), dt).unwrap();
+                let (h, w) = (xs[xs.len() - 3], xs[xs.len() - 2]);
+                let n = xs[..xs.len() - 3].iter().product::<usize>();
+                let pad = ws[2] / 2;
+                let mut out_shape = xs.clone();
+                let r = out_shape.len();
+                out_shape[r - 3] = (h + 2 * pad - ws[2]) / stride + 1;
+                out_shape[r - 2] = (w + 2 * pad - ws[3]) / stride + 1;
+                out_shape[r - 1] = ws[0];
+                let skip_v = rand(&mut rng, out_shape.iter().product(), 1.0, dt);
+                let skip = Tensor::from_f32(&gpu, &skip_v, &out_shape, dt).unwrap();
+                let conv_cpu = |x: &[f32]| {
+                    let mut y = cpu::conv2d(x, n, h, w, c, &wv, ws[0], ws[2], ws[3], Some(&biasv), stride, pad);
+                    if with_res {
+                        y.iter_mut().zip(&skip_v).for_each(|(o, s)| *o += s);
+                    }
+                    y
+                };
+                // (normalised, from the pair, fuse) → the output's bytes and values.
+                let run = |normed: bool, from_pair: bool, fuse: Fuse| {
+                    let mut rec = gpu.recorder();
+                    let x = if from_pair { pair.clone() } else { Input::Tensor(concat_channels(&mut rec, &[&a, &b]).unwrap()) };
+                    let res = with_res.then_some(Residual::Same(&skip));
+                    let y = if normed {
+                        let opts = GroupNormOpts { frames: 0, pooled: false, silu: true };
+                        let t = group_norm_table(&mut rec, &x, groups, 1e-5, &nw.gamma, &nw.beta, opts).unwrap();
+                        conv2d_normed_with(&mut rec, &x, &t, &cw, stride, pad, res, fuse, imp)
+                    } else {
+                        conv2d_add_with(&mut rec, &x, &cw, stride, pad, res, imp)
+                    }
+                    .unwrap();
+                    rec.submit();
+                    assert_eq!(y.shape(), out_shape.as_slice(), "{what}");
+                    (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap())
+                };
+
+                let (plain, got) = run(false, true, Fuse::Auto);
+                assert_close(&format!("conv of a pair, {what}"), &got, &conv_cpu(&xh), dt.tolerance(TOL));
+                assert!(plain == run(false, false, Fuse::Auto).0, "{what}: reading the pair changes the bytes of the convolution of its concatenation");
+
+                let normed = norm_cpu::group_norm(&xh, n, h * w, c, groups, 1e-5, &gamma, &beta, 1, false, true);
+                let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
+                let (fused, got) = run(true, true, Fuse::Fused);
+                assert_close(&format!("normed conv of a pair, {what}"), &got, &conv_cpu(&normed), dt.tolerance(TOL));
+                assert!(fused == run(true, true, Fuse::Apart).0, "{what}: the norm of a pair applied on load changes the bytes of its own pass");
+                assert!(fused == run(true, false, Fuse::Fused).0, "{what}: reading the pair changes the bytes of the normed convolution of its concatenation");
             }
         }
     }
