@@ -9,6 +9,8 @@
 //   GROUP_M   row tiles per group in the launch order (L2 reuse of b)
 // 256 invocations as 16×16: thread (tx, ty) owns rows g·64 + 4·ty + r and columns h·64 + 4·tx + c,
 // so the vec4 reads from workgroup memory are conflict-free (b) or broadcast (a).
+// A file before this one says how a is taken: matmul_a_plain.wgsl, or matmul_a_ln.wgsl for a
+// LayerNorm applied as it loads (ln_one, as a's elements are staged).
 
 const BM: u32 = 64u * RM;
 const BN: u32 = 64u * RN;
@@ -70,6 +72,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     var ra: array<f32, LA>;
     var rb: array<f32, LB>;
+    // What ln_one needs of each of this invocation's a rows (the same rows at every k-step).
+    var rt: array<vec4<f32>, LA>;
+    for (var i = 0u; i < LA; i++) {
+        rt[i] = ln_row(m0 + la_m + 16u * i);
+    }
     var acc: array<vec4<f32>, 16u * RM * RN / 4u>;   // [g·4 + r][h] rows of 4 columns
 
     let ktiles = (p.k + BK - 1u) / BK;
@@ -90,7 +97,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var kt = 0u; kt < ktiles; kt++) {
         for (var i = 0u; i < LA; i++) {
             let m = la_m + 16u * i;
-            As[la_k * AST + m / 4u][m % 4u] = ra[i];
+            let kk = kt * BK + la_k;
+            // The zero padding stays zero.
+            As[la_k * AST + m / 4u][m % 4u] = select(0.0, ln_one(ra[i], rt[i], kk), m0 + m < p.m && kk < p.k);
         }
         for (var i = 0u; i < LB; i++) {
             Bs[(lb_k + lb_step * i) * BST + lb_n / 4u][lb_n % 4u] = rb[i];

@@ -7,7 +7,9 @@
 // Specialised by HAS_BIAS, HAS_RES (add res[(row / res_rep)·N + col], ops/residual.rs), GEGLU
 // (store x·gelu(g) per column pair, `Store::Geglu` in ops/matmul.rs), GROUP_M (see ops/matmul.rs)
 // and SG, the adapter's fixed subgroup width; a second file (matmul_coop_s1.wgsl or
-// matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b.
+// matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b,
+// and a file before this one how a is taken (matmul_a_plain.wgsl, or matmul_a_ln.wgsl for a
+// LayerNorm applied as it loads).
 //
 // NSG subgroups of SG invocations in an (NSG/4)×4 grid, each owning an SB×SB block (SB = 4·FS)
 // as 4×4 accumulators: with 8, a BM×BN = 8·FS × 16·FS workgroup tile (128×256 with FS = 16);
@@ -119,8 +121,10 @@ fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
 
 // This invocation's share of k-step kt's a and b tiles (zeros past the edges), in registers
 // until stage_tiles: BK / 4 invocations per a tile row, BN / 4 per b tile row.
-var<private> ra: array<vec4<f16>, A_LOADS>;
+var<private> ra: array<AT, A_LOADS>;
 var<private> rb: array<vec4<f16>, B_LOADS>;
+// What ln_four needs of each of this invocation's a rows (the same rows at every k-step).
+var<private> rt: array<vec4<f32>, A_LOADS>;
 
 fn fetch(kt: u32, m0: u32, n0: u32, a_off4: u32, b_off4: u32, lid: u32) {
     let k4 = p.k / 4u;
@@ -131,7 +135,7 @@ fn fetch(kt: u32, m0: u32, n0: u32, a_off4: u32, b_off4: u32, lid: u32) {
     let c_a = kt * (BK / 4u) + lid % (BK / 4u);
     for (var i = 0u; i < A_LOADS; i++) {
         let row = m0 + lid / (BK / 4u) + A_STEP * i;
-        ra[i] = select(zero, vec4<f16>(a[min(a_off4 + row * k4 + c_a, a_last)]), row < p.m && c_a < k4);
+        ra[i] = select(AT(0.0), AT(a[min(a_off4 + row * k4 + c_a, a_last)]), row < p.m && c_a < k4);
     }
     let c_b = n0 / 4u + lid % (BN / 4u);
     for (var i = 0u; i < B_LOADS; i++) {
@@ -140,10 +144,14 @@ fn fetch(kt: u32, m0: u32, n0: u32, a_off4: u32, b_off4: u32, lid: u32) {
     }
 }
 
-// Writes the fetched registers into the workgroup tiles.
-fn stage_tiles(lid: u32) {
+// Writes k-step kt's fetched registers into the workgroup tiles (a's through ln_four; its zero
+// padding stays zero).
+fn stage_tiles(lid: u32, kt: u32, m0: u32) {
+    let c_a = kt * (BK / 4u) + lid % (BK / 4u);
     for (var i = 0u; i < A_LOADS; i++) {
-        put_a((lid / (BK / 4u) + A_STEP * i) * AS + (lid % (BK / 4u)) * 4u, ra[i]);
+        let r = lid / (BK / 4u) + A_STEP * i;
+        let live = m0 + r < p.m && c_a < p.k / 4u;
+        put_a(r * AS + (lid % (BK / 4u)) * 4u, vec4<f16>(select(AT(0.0), ln_four(ra[i], rt[i], 4u * c_a), live)));
     }
     for (var i = 0u; i < B_LOADS; i++) {
         put_b((lid / (BN / 4u) + B_STEP * i) * BS + (lid % (BN / 4u)) * 4u, rb[i]);
@@ -168,6 +176,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let a_off4 = z * (p.a_bs / 4u);
     let b_off4 = z * (p.b_bs / 4u);
 
+    for (var i = 0u; i < A_LOADS; i++) {
+        rt[i] = ln_row(m0 + lid / (BK / 4u) + A_STEP * i);
+    }
     if (PREFETCH) {
         fetch(0u, m0, n0, a_off4, b_off4, lid);
     }
@@ -187,7 +198,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (!PREFETCH) {
             fetch(kt, m0, n0, a_off4, b_off4, lid);
         }
-        stage_tiles(lid);
+        stage_tiles(lid, kt, m0);
         workgroupBarrier();
         // Fetch the next k-step while this one is multiplied.
         if (PREFETCH && kt + 1u < ktiles) {

@@ -275,20 +275,24 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
 }
 
 /// What `--report` says of the kernel tiles: how many shapes were timed, how many took
-/// another tile than the fixed rule's, and where the GroupNorms before convolutions run.
+/// another tile than the fixed rule's, and where the GroupNorms before convolutions and the
+/// LayerNorms before linear layers run.
 fn tuning_summary(gpu: &Gpu) -> String {
     if !gpu.tuner().is_on() {
         return "the fixed rules' (tuning off: --tune on times each shape's candidates)".into();
     }
     let picks = gpu.tuner().picks();
-    let is_norm = |t: &&crate::gpu::tune::Tuned| t.key.starts_with(crate::ops::conv::NORM_TUNING_KEY);
+    let (gn, ln) = (crate::ops::conv::NORM_TUNING_KEY, crate::ops::matmul::LN_TUNING_KEY);
+    let is_norm = |t: &&crate::gpu::tune::Tuned| t.key.starts_with(gn) || t.key.starts_with(ln);
     let moved = picks.iter().filter(|t| t.pick != 0 && !is_norm(t)).count();
-    let norms: Vec<_> = picks.iter().filter(is_norm).collect();
-    let inside = norms.iter().filter(|t| t.pick != 0).count();
-    let norms = match norms.len() {
-        0 => String::new(),
-        n => format!("; {inside} of {n} GroupNorm shapes run inside their convolution"),
+    let inside = |prefix: &str, what: &str| {
+        let norms: Vec<_> = picks.iter().filter(|t| t.key.starts_with(prefix)).collect();
+        match norms.len() {
+            0 => String::new(),
+            n => format!("; {} of {n} {what}", norms.iter().filter(|t| t.pick != 0).count()),
+        }
     };
+    let norms = inside(gn, "GroupNorm shapes run inside their convolution") + &inside(ln, "LayerNorm shapes inside their linear layer");
     let cached = picks.iter().filter(|t| t.cached).count();
     let file = gpu.tuner().cache_path().map_or("no cache file".to_string(), |p| format!("{cached} from {}", p.display()));
     format!("tuned for {} shapes ({file}); {moved} run another tile than the fixed rule's{norms} (RUST_LOG=debug lists them)", picks.len())

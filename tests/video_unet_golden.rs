@@ -204,9 +204,10 @@ fn cfg_pair_shares_the_layers_before_the_text() {
 }
 
 /// Tuning (`--tune`) picks among tiles that compute the same sums in the same order, and the
-/// GroupNorms applied as convolutions load (`--norm-into-conv`) compute what the norms' own
-/// passes store, so the tiny DiffVSR UNet gives the same bytes with either and without, in every
-/// storage dtype; with tuning on, its shapes (and where each norm runs) were timed. (The kernel
+/// GroupNorms applied as convolutions load and the LayerNorms applied as linear layers load
+/// (`--norm-into-conv`) compute what the norms' own passes store, so the tiny DiffVSR UNet gives
+/// the same bytes with either and without, in every storage dtype; with tuning on, its shapes
+/// (and where each norm runs) were timed. (The kernel
 /// tests check each op's candidates; this checks every shape a model meets, views and folded
 /// batches included.)
 #[test]
@@ -240,15 +241,19 @@ fn tuning_and_norms_on_load_change_no_byte() {
         assert!(run(&tuned).0 == want, "{dtype:?}: tuning changed the output");
         let timed = tuned.tuner().picks().len() - before;
         assert!(timed >= 10, "{dtype:?}: only {timed} shapes were tuned");
-        let norm_choices = tuned.tuner().picks().iter().filter(|t| t.key.starts_with(diffvsr_wgpu::ops::conv::NORM_TUNING_KEY)).count();
-        assert!(norm_choices >= 3, "{dtype:?}: where the norms run was timed for {norm_choices} shapes");
+        let choices = |prefix: &str| tuned.tuner().picks().iter().filter(|t| t.key.starts_with(prefix)).count();
+        let (gn_choices, ln_choices) = (choices(diffvsr_wgpu::ops::conv::NORM_TUNING_KEY), choices(diffvsr_wgpu::ops::matmul::LN_TUNING_KEY));
+        assert!(gn_choices >= 3 && ln_choices >= 3, "{dtype:?}: where the norms run was timed for {gn_choices} GroupNorm and {ln_choices} LayerNorm shapes");
         assert!(fixed.tuner().picks().is_empty(), "tuning off timed something");
         let (got, together) = run(&fused);
         assert!(got == want, "{dtype:?}: the norms applied on load changed the output");
         // Every GroupNorm + SiLU before a convolution went into it: no such norm pass is left.
         let passes = |rows: &[diffvsr_wgpu::kernel::KernelTally]| rows.iter().filter(|r| r.label.starts_with("group_norm_apply") && r.label.contains("SILU=true")).map(|r| r.calls).sum::<usize>();
         assert!(passes(&apart) >= 10 && passes(&together) == 0, "{dtype:?}: {} norm + SiLU passes apart, {} with the norms on load", passes(&apart), passes(&together));
-        eprintln!("{dtype:?}: {timed} shapes tuned, {} norm passes folded, the same bytes", passes(&apart));
+        // And every LayerNorm into the linear layer after it: only its statistics pass is left.
+        let ln = |rows: &[diffvsr_wgpu::kernel::KernelTally]| rows.iter().filter(|r| r.label.starts_with("layer_norm ")).map(|r| r.calls).sum::<usize>();
+        assert!(ln(&apart) >= 10 && ln(&together) == 0, "{dtype:?}: {} LayerNorm passes apart, {} with the norms on load", ln(&apart), ln(&together));
+        eprintln!("{dtype:?}: {timed} shapes tuned, {} GroupNorm and {} LayerNorm passes folded, the same bytes", passes(&apart), ln(&apart));
     }
 }
 

@@ -57,10 +57,11 @@ pub struct GpuOptions {
     /// The folder where tuned choices persist between runs, a file per adapter and driver
     /// (`DIFFVSR_TUNE_CACHE`; see [`tune::default_cache_dir`](super::tune::default_cache_dir)).
     pub tune_cache: Option<std::path::PathBuf>,
-    /// Whether a convolution that reads a GroupNorm's output applies the norm as it loads its
-    /// input instead of after a pass of its own (`ops::conv::conv2d_normed`;
-    /// `DIFFVSR_NORM_INTO_CONV`): auto times both per shape where tuning is on and keeps them
-    /// apart elsewhere.
+    /// Whether a convolution that reads a GroupNorm's output (`ops::conv::conv2d_normed`), or a
+    /// linear layer that reads a LayerNorm's (`ops::matmul::linear` of an
+    /// `Input::LayerNormed`), applies the norm as it loads its input instead of after a pass of
+    /// its own (`DIFFVSR_NORM_INTO_CONV`): auto times both per shape where tuning is on and
+    /// keeps them apart elsewhere.
     pub norm_into_conv: TuneMode,
 }
 
@@ -299,7 +300,7 @@ impl Gpu {
         &self.tuner
     }
 
-    /// Whether convolutions apply the GroupNorm before them as they load
+    /// Whether convolutions and linear layers apply the norm before them as they load
     /// ([`GpuOptions::norm_into_conv`]).
     pub fn norm_into_conv(&self) -> TuneMode {
         self.norm_into_conv

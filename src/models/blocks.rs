@@ -12,7 +12,7 @@ use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
 use crate::ops::input::Input;
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_table_w, group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, group_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
 use crate::{Recorder, Tensor};
 
@@ -107,7 +107,9 @@ impl Qkv {
     }
 
     /// Multi-head attention of `x [N, L, dim]` to `ctx` (`None`: self-attention), unprojected.
-    pub fn attend(&self, rec: &mut Recorder, x: &Tensor, ctx: Option<&Tensor>, heads: usize) -> Result<Tensor> {
+    /// `x` may be a LayerNorm's input, applied by the projection that reads it.
+    pub fn attend(&self, rec: &mut Recorder, x: impl Into<Input>, ctx: Option<&Tensor>, heads: usize) -> Result<Tensor> {
+        let x = x.into();
         match (self, ctx) {
             (Qkv::Stacked(w), None) => {
                 let qkv = linear(rec, x, w)?;
@@ -116,10 +118,17 @@ impl Qkv {
             }
             (Qkv::Stacked(_), Some(_)) => anyhow::bail!("a stacked q/k/v projection serves self-attention only"),
             (Qkv::Separate { to_q, to_k, to_v }, ctx) => {
-                let ctx = ctx.unwrap_or(x);
+                // Self-attention reads x three times: a norm of it is written once.
+                let (x, ctx) = match ctx {
+                    Some(c) => (x, c.clone()),
+                    None => {
+                        let t = x.materialise(rec)?.into_owned();
+                        (Input::Tensor(t.clone()), t)
+                    }
+                };
                 let q = linear(rec, x, to_q)?;
-                let k = linear(rec, ctx, to_k)?;
-                let v = linear(rec, ctx, to_v)?;
+                let k = linear(rec, &ctx, to_k)?;
+                let v = linear(rec, &ctx, to_v)?;
                 let dh = to_q.out_features / heads;
                 attention(rec, &q, &k, &v, heads, AttnOpts { scale: (dh as f32).powf(-0.5), causal: false })
             }
@@ -159,8 +168,9 @@ impl Attention {
     }
 
     /// `x [N, L, dim]` attends to `ctx [N, Lc, ctx_dim]` (`None`: to itself); returns
-    /// `res + attention`, the sum formed as `to_out` stores its output.
-    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, ctx: Option<&Tensor>, res: &Tensor) -> Result<Tensor> {
+    /// `res + attention`, the sum formed as `to_out` stores its output. `x` may be a
+    /// LayerNorm's input ([`Input::layer_normed`]).
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, ctx: Option<&Tensor>, res: &Tensor) -> Result<Tensor> {
         let o = self.qkv.attend(rec, x, ctx, self.heads)?;
         linear_add(rec, &o, &self.to_out, Residual::Same(res))
     }
@@ -181,8 +191,9 @@ impl FeedForward {
         })
     }
 
-    /// `res + FF(x)`, the sum formed as `net.2` stores its output.
-    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
+    /// `res + FF(x)`, the sum formed as `net.2` stores its output. `x` may be a LayerNorm's
+    /// input.
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, res: &Tensor) -> Result<Tensor> {
         let h = linear_geglu(rec, x, &self.proj)?;
         linear_add(rec, &h, &self.out, Residual::Same(res))
     }
@@ -231,13 +242,15 @@ impl BasicTransformerBlock {
         ctx: &Tensor,
         between: impl FnOnce(&mut Recorder, Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let n = layer_norm_w(rec, x, &self.norm1, 1e-5)?;
-        let x = self.attn1.forward_add(rec, &n, self.only_cross_attention.then_some(ctx), x)?;
-        let n = layer_norm_w(rec, &x, &self.norm2, 1e-5)?;
-        let x = self.attn2.forward_add(rec, &n, Some(ctx), &x)?;
+        // Each LayerNorm is applied by the projection after it, in its own pass or as the
+        // projection loads (norm::Fuse).
+        let n = Input::layer_normed(x, &self.norm1, 1e-5);
+        let x = self.attn1.forward_add(rec, n, self.only_cross_attention.then_some(ctx), x)?;
+        let n = Input::layer_normed(&x, &self.norm2, 1e-5);
+        let x = self.attn2.forward_add(rec, n, Some(ctx), &x)?;
         let x = between(rec, x)?;
-        let n = layer_norm_w(rec, &x, &self.norm3, 1e-5)?;
-        self.ff.forward_add(rec, &n, &x)
+        let n = Input::layer_normed(&x, &self.norm3, 1e-5);
+        self.ff.forward_add(rec, n, &x)
     }
 }
 

@@ -18,7 +18,8 @@ use crate::ops::elementwise::add_assign;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, linear_add, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_table_w, group_norm_w, layer_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::input::Input;
+use crate::ops::norm::{group_norm_table_w, group_norm_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::resize_bilinear;
 use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_qkv, Rope};
 use crate::{Recorder, Tensor};
@@ -132,11 +133,12 @@ impl TemporalAttn {
         Ok(TemporalAttn { qkv, to_out, rel_table, rope_freqs, heads })
     }
 
-    /// `res + TA(x)` for `x [B, F, H, W, C]` (already normalised; the sum formed as `to_out`
-    /// stores) → `[B, F, H, W, C]`.
-    pub fn forward_add(&self, rec: &mut Recorder, x: &Tensor, res: &Tensor) -> Result<Tensor> {
+    /// `res + TA(x)` for `x [B, F, H, W, C]` (normalised, or a LayerNorm's input applied by the
+    /// projection; the sum formed as `to_out` stores) → `[B, F, H, W, C]`.
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, res: &Tensor) -> Result<Tensor> {
+        let x = x.into();
         let f = x.shape()[1];
-        let qkv = linear(rec, x, &self.qkv)?;
+        let qkv = linear(rec, &x, &self.qkv)?;
         let bias = relative_position_bias(&self.rel_table, self.heads, f)?;
         let bias = Tensor::from_f32(rec.gpu(), &bias, &[self.heads, f, f], x.dtype())?;
         let o = temporal_attention_qkv(rec, &qkv, self.heads, &bias, Rope::Freqs(&self.rope_freqs))?;
@@ -201,13 +203,13 @@ impl VideoTransformerBlock {
     /// The temporal step on `x [B, F, H, W, C]`: `x + TA(LN_t x)`, plus the MSTA branch.
     fn temporal_step(&self, rec: &mut Recorder, x5: &Tensor) -> Result<Tensor> {
         let (hh, ww) = (x5.shape()[2], x5.shape()[3]);
-        let n = layer_norm_w(rec, x5, &self.norm_temporal, 1e-5)?;
-        let out = self.attn_temporal.forward_add(rec, &n, x5)?;
+        let n = Input::layer_normed(x5, &self.norm_temporal, 1e-5);
+        let out = self.attn_temporal.forward_add(rec, n, x5)?;
         let Some(m) = &self.msta else { return Ok(out) };
         // The down branch starts from the block's input to the temporal step, not from A.
         let d = conv2d(rec, x5, &m.down, 2, 1)?;
-        let n = layer_norm_w(rec, &d, &m.norm, 1e-5)?;
-        let sm = m.attn.forward_add(rec, &n, &d)?;
+        let n = Input::layer_normed(&d, &m.norm, 1e-5);
+        let sm = m.attn.forward_add(rec, n, &d)?;
         // `m.up` carries the 0.5.
         let (h2, w2) = (2 * sm.shape()[2], 2 * sm.shape()[3]);
         if (h2, w2) == (hh, ww) {

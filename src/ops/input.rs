@@ -1,8 +1,10 @@
-//! What a kernel reads as its input activation: one tensor, or two tensors' channels side by
-//! side, which the kernel gathers from both as it loads, so their concatenation is never
-//! written. A UNet's up path concatenates its activation with a skip before every resnet; the
-//! resnet's GroupNorm (`ops::norm`) and its convolutions (`ops::conv`) read the pair directly.
-//! An op that cannot read a pair (see [`Input::pair_loadable`]) concatenates it first
+//! What a kernel reads as its input activation: one tensor; two tensors' channels side by side,
+//! which the kernel gathers from both as it loads, so their concatenation is never written; or a
+//! tensor through a LayerNorm, which a matmul applies as it loads, so the normalised tensor is
+//! never written. A UNet's up path concatenates its activation with a skip before every resnet;
+//! the resnet's GroupNorm (`ops::norm`) and its convolutions (`ops::conv`) read the pair
+//! directly. A transformer's LayerNorms feed linear layers (`ops::matmul`). An op that cannot
+//! read an input directly (see [`Input::readable_directly`]) writes it out first
 //! ([`Input::materialise`]), so the values are the same either way.
 
 use std::borrow::Cow;
@@ -11,6 +13,7 @@ use anyhow::Result;
 
 use crate::kernel::Recorder;
 use crate::ops::concat::{channel_cat_shape, concat_channels};
+use crate::ops::norm::{layer_norm_w, LayerNormWeight};
 use crate::tensor::{DType, Tensor};
 
 /// An activation as an op reads it.
@@ -21,6 +24,8 @@ pub enum Input {
     /// [`concat_channels`] of the two would give, a part with the shorter axis 0 repeating along
     /// it (a skip from the layers a CFG pair's halves share). Build it with [`Input::channels`].
     Pair { a: Tensor, b: Tensor, shape: Vec<usize> },
+    /// `LayerNorm(x)` over the last axis with `w` and `eps`, not written.
+    LayerNormed { x: Tensor, w: LayerNormWeight, eps: f32 },
 }
 
 impl From<&Tensor> for Input {
@@ -59,16 +64,21 @@ impl Input {
         Ok(Input::Pair { a: a.clone(), b: b.clone(), shape })
     }
 
+    /// `LayerNorm(x)`, not written: [`layer_norm`](crate::ops::norm::layer_norm)'s values.
+    pub fn layer_normed(x: &Tensor, w: &LayerNormWeight, eps: f32) -> Input {
+        Input::LayerNormed { x: x.clone(), w: w.clone(), eps }
+    }
+
     pub fn shape(&self) -> &[usize] {
         match self {
-            Input::Tensor(t) => t.shape(),
+            Input::Tensor(t) | Input::LayerNormed { x: t, .. } => t.shape(),
             Input::Pair { shape, .. } => shape,
         }
     }
 
     pub fn dtype(&self) -> DType {
         match self {
-            Input::Tensor(t) => t.dtype(),
+            Input::Tensor(t) | Input::LayerNormed { x: t, .. } => t.dtype(),
             Input::Pair { a, .. } => a.dtype(),
         }
     }
@@ -80,15 +90,15 @@ impl Input {
     /// The tensors a kernel binds to read it, in order.
     pub fn tensors(&self) -> Vec<&Tensor> {
         match self {
-            Input::Tensor(t) => vec![t],
+            Input::Tensor(t) | Input::LayerNormed { x: t, .. } => vec![t],
             Input::Pair { a, b, .. } => vec![a, b],
         }
     }
 
-    /// Where a pair's channels are (`None` for one tensor).
+    /// Where a pair's channels are (`None` for anything else).
     pub fn pair(&self) -> Option<PairGeometry> {
         match self {
-            Input::Tensor(_) => None,
+            Input::Tensor(_) | Input::LayerNormed { .. } => None,
             Input::Pair { a, b, .. } => {
                 let c1 = *a.shape().last().unwrap_or(&0);
                 let c2 = *b.shape().last().unwrap_or(&0);
@@ -97,25 +107,28 @@ impl Input {
         }
     }
 
-    /// Whether a kernel that loads `vector` channels at a time can read this directly and
-    /// still bind everything else it needs (`other_bindings` storage buffers) within the
-    /// adapter's limit: a pair needs both parts' channel counts divisible by the vector (so no
-    /// load straddles them) and one more binding. One tensor always can.
-    pub fn pair_loadable(&self, rec: &Recorder, vector: usize, other_bindings: u32) -> bool {
-        match self.pair() {
-            None => true,
-            Some(g) => {
-                let c2 = self.shape().last().copied().unwrap_or(0) - g.c1;
-                g.c1.is_multiple_of(vector) && c2.is_multiple_of(vector) && other_bindings + 2 <= rec.gpu().limits.max_storage_buffers_per_shader_stage
+    /// Whether a GroupNorm or convolution kernel that loads `vector` channels at a time can
+    /// read this directly and still bind everything else it needs (`other_bindings` storage
+    /// buffers) within the adapter's limit: one tensor always; a pair where both parts' channel
+    /// counts divide by the vector (so no load straddles them) and one more binding is left; a
+    /// LayerNorm never (only the matmul applies one as it loads).
+    pub fn readable_directly(&self, rec: &Recorder, vector: usize, other_bindings: u32) -> bool {
+        match self {
+            Input::Tensor(_) => true,
+            Input::LayerNormed { .. } => false,
+            Input::Pair { a, b, .. } => {
+                let (c1, c2) = (*a.shape().last().unwrap_or(&0), *b.shape().last().unwrap_or(&0));
+                c1.is_multiple_of(vector) && c2.is_multiple_of(vector) && other_bindings + 2 <= rec.gpu().limits.max_storage_buffers_per_shader_stage
             }
         }
     }
 
-    /// One tensor holding the values: itself, or the pair concatenated.
+    /// One tensor holding the values: itself, the pair concatenated, or the LayerNorm's output.
     pub fn materialise(&self, rec: &mut Recorder) -> Result<Cow<'_, Tensor>> {
         Ok(match self {
             Input::Tensor(t) => Cow::Borrowed(t),
             Input::Pair { a, b, .. } => Cow::Owned(concat_channels(rec, &[a, b])?),
+            Input::LayerNormed { x, w, eps } => Cow::Owned(layer_norm_w(rec, x, w, *eps)?),
         })
     }
 
@@ -124,6 +137,7 @@ impl Input {
         Ok(match self {
             Input::Tensor(t) => Input::Tensor(rec.empty(t.shape(), t.dtype())?),
             Input::Pair { a, b, shape } => Input::Pair { a: rec.empty(a.shape(), a.dtype())?, b: rec.empty(b.shape(), b.dtype())?, shape: shape.clone() },
+            Input::LayerNormed { x, w, eps } => Input::LayerNormed { x: rec.empty(x.shape(), x.dtype())?, w: w.clone(), eps: *eps },
         })
     }
 }

@@ -11,7 +11,10 @@
 //!   stores); M, N and K need not be tile multiples (zero-padded loads, guarded staged stores).
 //!
 //! Both can add a [`Residual`] to the output as they store it ([`linear_add`]), or gate it with
-//! GEGLU ([`linear_geglu`]: each stored value is `x·gelu(gate)` of a pair of columns).
+//! GEGLU ([`linear_geglu`]: each stored value is `x·gelu(gate)` of a pair of columns), and both
+//! can take a LayerNorm's input and apply the norm as they load it (`matmul_a_ln.wgsl`, from
+//! the rows' statistics of [`layer_norm_table`]; the linear layers given an
+//! [`Input::layer_normed`], where [`Fuse`] says), so the normalised tensor is never written.
 //!
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 (or f32 with `--f16-operands`: operands rounded to f16 as they are staged)
@@ -26,16 +29,33 @@
 
 use anyhow::{bail, Result};
 
+use crate::gpu::TuneMode;
 use crate::kernel::{grid, Kernel, Recorder};
+use crate::ops::input::Input;
+use crate::ops::norm::{layer_norm_table, Fuse, LayerNormWeight};
 use crate::ops::residual::Residual;
 use crate::ops::pack::{Placement, Src};
 use crate::ops::synthetic::Packing;
 use crate::tensor::{DType, Tensor};
 use crate::Gpu;
 
-const SRC: &str = include_str!("../../shaders/matmul.wgsl");
-const COOP_S1: &str = concat!(include_str!("../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../shaders/matmul_coop_s1.wgsl"));
-const COOP_S4: &str = concat!(include_str!("../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../shaders/matmul_coop_s4.wgsl"));
+/// The three kernels (portable, cooperative with scalar or vec4 workgroup tiles), each after the
+/// file `$a` that says how it takes its a operand.
+macro_rules! matmul_sources {
+    ($a:literal) => {
+        [
+            concat!(include_str!($a), include_str!("../../shaders/matmul.wgsl")),
+            concat!(include_str!($a), include_str!("../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../shaders/matmul_coop_s1.wgsl")),
+            concat!(include_str!($a), include_str!("../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../shaders/matmul_coop_s4.wgsl")),
+        ]
+    };
+}
+/// a as stored.
+const PLAIN: [&str; 3] = matmul_sources!("../../shaders/matmul_a_plain.wgsl");
+const PLAIN_NAMES: [&str; 3] = ["matmul", "matmul_coop", "matmul_coop_v4"];
+/// a through a LayerNorm applied as it loads ([`Input::LayerNormed`]).
+const LN: [&str; 3] = matmul_sources!("../../shaders/matmul_a_ln.wgsl");
+const LN_NAMES: [&str; 3] = ["matmul_ln", "matmul_coop_ln", "matmul_coop_v4_ln"];
 
 /// Row tiles per launch group (see `tile_of` in the shaders).
 const GROUP_M: u32 = 8;
@@ -310,20 +330,35 @@ impl Variant {
 /// The kernel to run: `Auto` runs the tuner over [`auto_variants`] (timing each on scratch
 /// operands of this problem, with a plain store, the first time it meets it, where tuning is
 /// on); any other path as [`choose`] resolves it.
-fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, path: Impl) -> Result<Variant> {
+/// A LayerNorm a kernel applies to its a operand as it loads it: the rows' statistics
+/// ([`layer_norm_table`]) and the norm's weights.
+#[derive(Copy, Clone)]
+struct LnOperand<'a> {
+    table: &'a Tensor,
+    w: &'a LayerNormWeight,
+}
+
+/// With `ln`, for the kernel that applies that LayerNorm as it loads a.
+#[allow(clippy::too_many_arguments)]
+fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, ln: Option<&LayerNormWeight>, path: Impl) -> Result<Variant> {
     let v = choose(gpu, a.dtype(), p, store, path)?;
     if path != Impl::Auto {
         return Ok(v);
     }
     let variants = auto_variants(gpu, matches!(v, Variant::Coop { .. }), p);
-    let key = || format!("matmul {} {}x{}x{} batch {}{}", a.dtype().name(), p.m, p.k, p.n, p.batch, if p.b_bs > 0 { " (batched b)" } else { "" });
+    let key = || {
+        let ln = if ln.is_some() { " after layer norm" } else { "" };
+        format!("matmul {} {}x{}x{} batch {}{}{ln}", a.dtype().name(), p.m, p.k, p.n, p.batch, if p.b_bs > 0 { " (batched b)" } else { "" })
+    };
     crate::kernel::tuned(gpu, key, &variants, Variant::label, |r, v| {
         let sa = r.empty(a.shape(), a.dtype())?;
         // A weight is bound as it is; an activation still being captured has no memory yet.
         let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
         let sb = like(r, b)?;
         let sbias = bias.map(|t| like(r, t)).transpose()?;
-        run(r, &sa, &sb, sbias.as_ref(), Store::Plain, p, v).map(drop)
+        let table = ln.map(|_| r.empty(&[p.m, 4], DType::F32)).transpose()?;
+        let ln = ln.zip(table.as_ref()).map(|(w, table)| LnOperand { table, w });
+        run(r, &sa, &sb, sbias.as_ref(), Store::Plain, p, ln, v).map(drop)
     })
 }
 
@@ -339,9 +374,11 @@ fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
     Ok(())
 }
 
-/// The cooperative kernel in `dtype` storage (f16, or f32 rounded to f16 operands as it is staged).
-fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType) -> Kernel {
-    Kernel::new(if v4 { "matmul_coop_v4" } else { "matmul_coop" }, if v4 { COOP_S4 } else { COOP_S1 }, dtype)
+/// The cooperative kernel in `dtype` storage (f16, or f32 rounded to f16 operands as it is
+/// staged), taking a as `srcs` and `names` say.
+fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType, srcs: &[&'static str; 3], names: &[&'static str; 3]) -> Kernel {
+    let i = if v4 { 2 } else { 1 };
+    Kernel::new(names[i], srcs[i], dtype)
         .with_coop(cfg.fs as u32)
         .def("SG", format!("{}u", cfg.sg))
         .def("NSG", format!("{}u", cfg.nsg))
@@ -349,8 +386,12 @@ fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType) -> Kernel {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, v: Variant) -> Result<Tensor> {
+fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, ln: Option<LnOperand>, v: Variant) -> Result<Tensor> {
     let gpu = rec.gpu();
+    if ln.is_some() && p.batch != 1 {
+        bail!("matmul: a LayerNorm applied on load needs a shared weight (batch {})", p.batch);
+    }
+    let (srcs, names) = if ln.is_some() { (&LN, &LN_NAMES) } else { (&PLAIN, &PLAIN_NAMES) };
     let mut out_shape = p.out_shape.clone();
     let res_rep = match &store {
         Store::Add(r) => r.rep("matmul", &p.out_shape, a.dtype())?,
@@ -371,12 +412,12 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         Variant::Tiled { rm, rn } => (
             64 * rm as usize,
             64 * rn as usize,
-            Kernel::new("matmul", SRC, a.dtype()).def("RM", format!("{rm}u")).def("RN", format!("{rn}u")),
+            Kernel::new(names[0], srcs[0], a.dtype()).def("RM", format!("{rm}u")).def("RN", format!("{rn}u")),
         ),
         Variant::Coop { v4, half, prefetch } => {
             let cfg = coop_config(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative matmul was chosen on an adapter without it"))?;
             let cfg = CoopCfg { prefetch, ..if half { cfg.halved() } else { cfg } };
-            (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg, a.dtype()))
+            (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg, a.dtype(), srcs, names))
         }
     };
     let kernel = kernel
@@ -408,7 +449,11 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         Store::Add(r) => r.tensor(),
         _ => a,
     };
-    rec.dispatch(&kernel, &params, &[a.into(), b.into(), bias_arg.into(), (&out).into(), res_arg.into()], grid(gpu, total as u32))?;
+    let mut binds = vec![a.into(), b.into(), bias_arg.into(), (&out).into(), res_arg.into()];
+    if let Some(n) = ln {
+        binds.extend([n.table.into(), (&n.w.gamma).into(), (&n.w.beta).into()]);
+    }
+    rec.dispatch(&kernel, &params, &binds, grid(gpu, total as u32))?;
     rec.add_flops(2.0 * (p.batch * p.m) as f64 * p.n as f64 * p.k as f64);
     Ok(out)
 }
@@ -432,8 +477,8 @@ pub fn matmul_add_with(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<
 fn matmul_store(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, path: Impl) -> Result<Tensor> {
     check_dtypes(a, b, bias)?;
     let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape()))?;
-    let v = choose_tuned(rec.gpu(), a, b, bias, store, &p, path)?;
-    run(rec, a, b, bias, store, &p, v)
+    let v = choose_tuned(rec.gpu(), a, b, bias, store, &p, None, path)?;
+    run(rec, a, b, bias, store, &p, None, v)
 }
 
 /// An `nn.Linear` layer's parameters on the GPU. The weight is stored transposed, `[in, out]`
@@ -499,32 +544,104 @@ impl LinearWeight {
 
 /// `nn.Linear`: `y = x Wᵀ + b` over the last axis, `x [.., in]` → `[.., out]` (tokens
 /// `[batch, tokens, C]` or channels-last activations).
-pub fn linear(rec: &mut Recorder, x: &Tensor, w: &LinearWeight) -> Result<Tensor> {
+/// `x` may be a LayerNorm's input ([`Input::layer_normed`]): the norm is applied in its own pass
+/// or as the kernel loads x, as the device says ([`Fuse::Auto`]; the same values either way).
+pub fn linear(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight) -> Result<Tensor> {
     linear_with(rec, x, w, Impl::Auto)
 }
 
 /// [`linear`] on an explicit kernel path.
-pub fn linear_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, path: Impl) -> Result<Tensor> {
+pub fn linear_with(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight, path: Impl) -> Result<Tensor> {
     linear_add_with(rec, x, w, None, path)
 }
 
 /// `x Wᵀ + b + res` in one pass: a linear layer feeding a residual connection
 /// (`Residual::Same`, the residual stream viewed as the output's rows) or a per-batch vector.
-pub fn linear_add(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, res: Residual) -> Result<Tensor> {
+pub fn linear_add(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight, res: Residual) -> Result<Tensor> {
     linear_add_with(rec, x, w, Some(res), Impl::Auto)
 }
 
 /// [`linear_add`] (or [`linear`] without a residual) on an explicit kernel path.
-pub fn linear_add_with(rec: &mut Recorder, x: &Tensor, w: &LinearWeight, res: Option<Residual>, path: Impl) -> Result<Tensor> {
-    let s = x.shape();
+pub fn linear_add_with(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight, res: Option<Residual>, path: Impl) -> Result<Tensor> {
+    linear_store(rec, &x.into(), w, res.map_or(Store::Plain, Store::Add), path, Fuse::Auto)
+}
+
+/// How the tuner's keys for where a LayerNorm before a linear layer runs begin (as
+/// [`conv::NORM_TUNING_KEY`](crate::ops::conv::NORM_TUNING_KEY) for GroupNorms).
+pub const LN_TUNING_KEY: &str = "layer norm";
+
+/// Storage bindings of the matmul kernels besides a LayerNorm's three: a, b, bias, out, res.
+const BINDINGS: u32 = 5;
+
+/// The linear layers' shared body: `x Wᵀ + b` over x's last axis, stored as `store`, with a
+/// LayerNorm of x applied where `fuse` says (its own pass, or as the kernel loads x).
+fn linear_store(rec: &mut Recorder, x: &Input, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<Tensor> {
+    let s = x.shape().to_vec();
     if s.last() != Some(&w.in_features) {
         bail!("linear: input {s:?} must end in in_features = {}", w.in_features);
     }
     let rows = x.numel() / w.in_features.max(1);
-    let y = matmul_add_with(rec, &x.reshape(&[rows, w.in_features])?, &w.w, w.bias.as_ref(), res, path)?;
-    let mut os = s.to_vec();
-    *os.last_mut().unwrap() = w.out_features;
+    let y = match x {
+        Input::LayerNormed { x, w: nw, eps } if ln_on_load(rec, x, nw, *eps, w, store, path, fuse)? => {
+            let a = x.reshape(&[rows, w.in_features])?;
+            let table = layer_norm_table(rec, &a, nw, *eps)?;
+            check_dtypes(&a, &w.w, w.bias.as_ref())?;
+            let p = plan(a.shape(), w.w.shape(), w.bias.as_ref().map(|t| t.shape()))?;
+            let v = choose_tuned(rec.gpu(), &a, &w.w, w.bias.as_ref(), store, &p, Some(nw), path)?;
+            run(rec, &a, &w.w, w.bias.as_ref(), store, &p, Some(LnOperand { table: &table, w: nw }), v)?
+        }
+        _ => {
+            let a = x.materialise(rec)?;
+            matmul_store(rec, &a.reshape(&[rows, w.in_features])?, &w.w, w.bias.as_ref(), store, path)?
+        }
+    };
+    let mut os = s;
+    *os.last_mut().unwrap() = *y.shape().last().unwrap();
     y.reshape(&os)
+}
+
+/// Whether the LayerNorm (`nw`, `eps`) of `x` before the linear layer `w` is applied as the
+/// kernel loads x (else in its own pass): as `fuse` says, and for `Fuse::Auto` as the device
+/// says ([`Gpu::norm_into_conv`]): where tuning is on, both are timed on each new shape.
+#[allow(clippy::too_many_arguments)]
+fn ln_on_load(rec: &Recorder, x: &Tensor, nw: &LayerNormWeight, eps: f32, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<bool> {
+    let gpu = rec.gpu();
+    // The norm's table and weights take three more bindings.
+    let fusable = BINDINGS + 3 <= gpu.limits.max_storage_buffers_per_shader_stage;
+    Ok(match fuse {
+        Fuse::Fused => {
+            if !fusable {
+                bail!("linear: this adapter has too few storage bindings per shader stage to apply a LayerNorm as the matmul loads");
+            }
+            true
+        }
+        Fuse::Apart => false,
+        Fuse::Auto => match gpu.norm_into_conv() {
+            TuneMode::On => fusable,
+            TuneMode::Off => false,
+            TuneMode::Auto => fusable && gpu.tuner().is_on() && {
+                let rows = x.numel() / w.in_features.max(1);
+                let a = x.reshape(&[rows, w.in_features])?;
+                let p = plan(a.shape(), w.w.shape(), w.bias.as_ref().map(|t| t.shape()))?;
+                let apart = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, None, path)?;
+                let together = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, Some(nw), path)?;
+                let key = || format!("{LN_TUNING_KEY} into matmul {} {}x{}x{}{}", a.dtype().name(), p.m, p.k, p.n, if matches!(store, Store::Geglu) { " geglu" } else { "" });
+                let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
+                crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
+                    let scratch = r.empty(a.shape(), a.dtype())?;
+                    let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
+                    let (sb, sbias) = (like(r, &w.w)?, w.bias.as_ref().map(|t| like(r, t)).transpose()?);
+                    if f {
+                        let table = layer_norm_table(r, &scratch, nw, eps)?;
+                        run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(LnOperand { table: &table, w: nw }), together).map(drop)
+                    } else {
+                        let n = crate::ops::norm::layer_norm_w(r, &scratch, nw, eps)?;
+                        run(r, &n, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
+                    }
+                })?
+            },
+        },
+    })
 }
 
 /// diffusers' `GEGLU.proj` (PyTorch weight `[2·inner, in]`: the value half, then the gate half)
@@ -595,21 +712,13 @@ fn geglu_source(inner: usize) -> impl Fn(usize) -> usize {
 
 /// diffusers `GEGLU`: `h = x Wᵀ + b; h[.., :inner] · gelu(h[.., inner:])`, `x [.., in]` → `[.., inner]`,
 /// the gating done as the product is stored (the `2·inner`-wide projection never reaches memory).
-pub fn linear_geglu(rec: &mut Recorder, x: &Tensor, w: &GegluWeight) -> Result<Tensor> {
+/// `x` may be a LayerNorm's input, as for [`linear`].
+pub fn linear_geglu(rec: &mut Recorder, x: impl Into<Input>, w: &GegluWeight) -> Result<Tensor> {
     linear_geglu_with(rec, x, w, Impl::Auto)
 }
 
-pub fn linear_geglu_with(rec: &mut Recorder, x: &Tensor, w: &GegluWeight, path: Impl) -> Result<Tensor> {
-    let l = &w.lin;
-    let s = x.shape();
-    if s.last() != Some(&l.in_features) {
-        bail!("linear_geglu: input {s:?} must end in in_features = {}", l.in_features);
-    }
-    let rows = x.numel() / l.in_features.max(1);
-    let y = matmul_store(rec, &x.reshape(&[rows, l.in_features])?, &l.w, l.bias.as_ref(), Store::Geglu, path)?;
-    let mut os = s.to_vec();
-    *os.last_mut().unwrap() = w.inner;
-    y.reshape(&os)
+pub fn linear_geglu_with(rec: &mut Recorder, x: impl Into<Input>, w: &GegluWeight, path: Impl) -> Result<Tensor> {
+    linear_store(rec, &x.into(), &w.lin, Store::Geglu, path, Fuse::Auto)
 }
 
 /// Benchmarks: a square 8192³ matmul and the UNet's transformer linears over 16 frames of a 64²
@@ -779,7 +888,7 @@ mod tests {
         let out = match v {
             Some(v) => {
                 let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape())).unwrap();
-                run(&mut rec, a, b, bias, Store::Plain, &p, v).unwrap()
+                run(&mut rec, a, b, bias, Store::Plain, &p, None, v).unwrap()
             }
             None => matmul_with(&mut rec, a, b, bias, path).unwrap(),
         };
@@ -823,7 +932,7 @@ mod tests {
                 let go = |v: Option<Variant>| {
                     let mut rec = gpu.recorder();
                     let y = match v {
-                        Some(v) => run(&mut rec, &o.a, &o.b, Some(&o.c), store, &p, v),
+                        Some(v) => run(&mut rec, &o.a, &o.b, Some(&o.c), store, &p, None, v),
                         None => matmul_store(&mut rec, &o.a, &o.b, Some(&o.c), store, Impl::Auto),
                     }
                     .unwrap();
@@ -1038,7 +1147,7 @@ mod tests {
         }
         assert!(matmul_with(&mut rec, &t(&[3, 4], f), &t(&[4, 6], f), None, Impl::Coop).is_err(), "coop needs f16");
         let lw = LinearWeight::from_torch(&gpu, &[1.0; 12], 3, 4, f).unwrap();
-        assert!(linear(&mut rec, &t(&[2, 5], f), &lw).is_err(), "in_features");
+        assert!(linear(&mut rec, t(&[2, 5], f), &lw).is_err(), "in_features");
         assert!(LinearWeight::from_torch(&gpu, &[1.0; 11], 3, 4, f).is_err());
         assert!(lw.with_bias(&gpu, &[0.0; 4]).is_err());
     }
@@ -1055,8 +1164,8 @@ mod tests {
     }
 
     /// The cooperative kernels' full WGSL (both tile element types, with and without bias,
-    /// residual and GEGLU store, for 16×16 fragments with 32-wide subgroups and 8×8 ones with 8-
-    /// and 32-wide subgroups) must parse, validate, and translate to SPIR-V with naga: catches
+    /// residual and GEGLU store, the vec4 one also with a LayerNorm applied on load, for 16×16
+    /// fragments with 32-wide subgroups and 8×8 ones with 8- and 32-wide subgroups) must parse, validate, and translate to SPIR-V with naga: catches
     /// syntax and typing errors, and naga's SPIR-V writer panics, on machines without cooperative
     /// matrices.
     #[test]
@@ -1065,11 +1174,12 @@ mod tests {
         // Both load schedules, on 8 and on 4 subgroups.
         for cfg in eight.into_iter().flat_map(|c| [c, CoopCfg { prefetch: false, ..c.halved() }]) {
             assert!(cfg.divides(), "{cfg:?}");
-            for v4 in [false, true] {
+            for (v4, ln) in [(false, false), (true, false), (true, true)] {
                 for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
                     // f32 storage (on f16 operands) for the residual store, f16 for the others.
                     let dt = if has_res { DType::F32 } else { DType::F16 };
-                    let k = coop_kernel(v4, cfg, dt).def("HAS_BIAS", has_bias).def("HAS_RES", has_res).def("GEGLU", geglu).def("GROUP_M", format!("{GROUP_M}u"));
+                    let (srcs, names) = if ln { (&LN, &LN_NAMES) } else { (&PLAIN, &PLAIN_NAMES) };
+                    let k = coop_kernel(v4, cfg, dt, srcs, names).def("HAS_BIAS", has_bias).def("HAS_RES", has_res).def("GEGLU", geglu).def("GROUP_M", format!("{GROUP_M}u"));
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                     assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
@@ -1158,5 +1268,70 @@ mod tests {
         assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Tiled { rm: 1, rn: 1 });
         let p = plan(&[7, 32], &[32, 8], None).unwrap();
         assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false, prefetch: true });
+    }
+
+    /// A LayerNorm applied as the matmul loads its input (`Input::LayerNormed`, `matmul_a_ln.wgsl`)
+    /// on every kernel the adapter runs, with plain, residual and GEGLU stores, token tensors of
+    /// awkward sizes, and inputs whose mean is far from zero: the values of the CPU norm then the
+    /// CPU linear layer, and the bytes of the norm's own pass then the same kernel.
+    #[test]
+    fn layer_norm_on_load_matches_its_pass() {
+        use crate::ops::elementwise::cpu::geglu;
+        use crate::ops::norm::{cpu as norm_cpu, NormWeight};
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            let mut paths = vec![Impl::Portable];
+            if dt == DType::F16 && coop_available(&gpu) {
+                paths.extend([Impl::Coop, Impl::CoopV4, Impl::CoopV4Half]);
+            }
+            for path in paths {
+                // (x's shape, out features (GEGLU: 2·inner), store: 0 plain, 1 residual, 2 GEGLU)
+                for &(xs, n, store) in &[(&[1usize, 1, 4][..], 4usize, 0u8), (&[2, 7, 36][..], 40, 1), (&[77, 100][..], 36, 0), (&[3, 11, 64][..], 72, 2), (&[130, 20][..], 12, 1)] {
+                    let what = format!("{} {path:?} x {xs:?} -> {n} store {store} seed {seed}", dt.name());
+                    let c = *xs.last().unwrap();
+                    let rows = xs.iter().product::<usize>() / c;
+                    let xv: Vec<f32> = rng.normals(rows * c, 2.0).iter().map(|v| v + 3.0).collect();
+                    let (x, xh) = upload(&gpu, &xv, xs, dt);
+                    let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
+                    let beta = rng.normals(c, 0.5);
+                    let nw = NormWeight::from_torch(&gpu, &gamma, &beta).unwrap();
+                    let wv = rng.normals(n * c, 1.0 / (c as f32).sqrt());
+                    let bv = rng.normals(n, 0.5);
+                    let (wh, bh) = if dt == DType::F16 { (round_f16(&wv), round_f16(&bv)) } else { (wv.clone(), bv.clone()) };
+                    let lw = LinearWeight::from_torch_with_bias(&gpu, &wv, Some(&bv), n, c, dt).unwrap();
+                    let gw = GegluWeight::from_torch(&gpu, &wv, Some(&bv), n / 2, c, dt).unwrap();
+                    let out_n = if store == 2 { n / 2 } else { n };
+                    let (res, rh) = upload(&gpu, &rng.normals(rows * out_n, 1.0), &[rows, out_n], dt);
+
+                    let normed = norm_cpu::layer_norm(&xh, c, &gamma, &beta, 1e-5);
+                    let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
+                    let h = cpu::linear(&normed, &wh, Some(&bh), rows, c, n);
+                    let want = match store {
+                        0 => h,
+                        1 => h.iter().zip(&rh).map(|(a, b)| a + b).collect(),
+                        _ => geglu(&h, n),
+                    };
+                    let run = |fuse: Fuse| {
+                        let mut rec = gpu.recorder();
+                        let x = Input::layer_normed(&x, &nw, 1e-5);
+                        let res = res.reshape(&[rows, out_n]).unwrap();
+                        let y = match store {
+                            0 => linear_store(&mut rec, &x, &lw, Store::Plain, path, fuse),
+                            1 => linear_store(&mut rec, &x, &lw, Store::Add(Residual::Same(&res)), path, fuse),
+                            _ => linear_store(&mut rec, &x, &gw.lin, Store::Geglu, path, fuse),
+                        }
+                        .unwrap();
+                        rec.submit();
+                        assert_eq!(y.shape().last(), Some(&out_n), "{what}");
+                        (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap())
+                    };
+                    let (fused, got) = run(Fuse::Fused);
+                    assert_close(&format!("linear of a LayerNorm on load, {what}"), &got, &want, dt.tolerance(TOL));
+                    assert!(fused == run(Fuse::Apart).0, "{what}: the LayerNorm applied on load changes the bytes of its own pass");
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! Passes 1 and 2 are [`group_norm_table`] and pass 3 [`group_norm_apply`]: a convolution that
 //! reads the norm's output can take the table instead and apply it as it loads its input
-//! (`conv::conv2d_normed`, `conv::Fuse`).
+//! (`conv::conv2d_normed`, [`Fuse`]). LayerNorm is one pass (`layer_norm_row.wgsl` +
+//! `layer_norm.wgsl`); its statistics alone ([`layer_norm_table`]) let a linear layer apply it as
+//! it loads (`ops::matmul`).
 //!
 //! A "segment" is the set of pixels one statistic spans: one image (`pooled == false`) or the F
 //! consecutive frames of one batch element (`pooled == true`, the video ResNet blocks).
@@ -77,7 +79,8 @@ const GN_APPLY: [[&str; 3]; 2] = [
     widths!("../../shaders/group_norm_x_pair.wgsl", "../../shaders/group_norm_apply.wgsl"),
 ];
 const GN_FINALIZE: &str = include_str!("../../shaders/group_norm_finalize.wgsl");
-const LN: [&str; 3] = widths!("../../shaders/layer_norm.wgsl");
+const LN: [&str; 3] = widths!("../../shaders/layer_norm_row.wgsl", "../../shaders/layer_norm.wgsl");
+const LN_STATS: [&str; 3] = widths!("../../shaders/layer_norm_row.wgsl", "../../shaders/layer_norm_stats.wgsl");
 
 /// Widest vector (4, 2 or 1 elements) that divides `n`, and its index into the source arrays.
 fn width(n: usize) -> (usize, usize) {
@@ -94,6 +97,18 @@ fn width(n: usize) -> (usize, usize) {
 const WG: usize = 256;
 /// Pixel rows each GroupNorm thread visits per chunk (a multiple of the shaders' unroll of 4).
 const GN_ITER: usize = 16;
+
+/// Where a norm before a convolution or a linear layer is applied: in a pass of its own, or by
+/// the consumer as it loads its input (no normalised tensor is written or read again, but the
+/// normalisation (and SiLU) is redone wherever more than one tile loads an element).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fuse {
+    /// As the device says ([`Gpu::norm_into_conv`](crate::Gpu::norm_into_conv)): where tuning
+    /// is on, both are timed on each new shape and the faster kept; else apart.
+    Auto,
+    Apart,
+    Fused,
+}
 
 /// Affine weights of a normalisation: γ and β as f32 tensors `[C]`.
 #[derive(Clone, Debug)]
@@ -234,7 +249,7 @@ impl GnPlan {
     /// the vector width, or no binding left for its second part).
     fn reading<'t>(&self, rec: &Recorder, names: [&'static str; 2], srcs: &[[&'static str; 3]; 2], x: &'t Input, others: &[&'t Tensor]) -> Option<(Kernel, GnParams, Vec<&'t Tensor>)> {
         let v = [4, 2, 1][self.vi];
-        if !x.pair_loadable(rec, v, others.len() as u32) {
+        if !x.readable_directly(rec, v, others.len() as u32) {
             return None;
         }
         let mut p = self.params;
@@ -449,9 +464,9 @@ fn ln_plan(cv: usize) -> (usize, usize) {
     (ts, cv.div_ceil(ts))
 }
 
-/// LayerNorm over the last axis of `x` `[..., C]` (biased variance, PyTorch semantics), then
-/// `y·γ + β`. `gamma`, `beta`: f32 `[C]`.
-pub fn layer_norm(rec: &mut Recorder, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+/// How a LayerNorm pass over `x` is launched: its kernel (`name`, from `srcs`), parameters and
+/// workgroups.
+fn ln_launch(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32, name: &'static str, srcs: &[&'static str; 3]) -> Result<(Kernel, LnParams, usize)> {
     let c = *x.shape().last().unwrap_or(&0);
     if c == 0 || x.numel() == 0 {
         bail!("layer_norm: x {:?} is empty", x.shape());
@@ -464,13 +479,28 @@ pub fn layer_norm(rec: &mut Recorder, x: &Tensor, gamma: &Tensor, beta: &Tensor,
     if e > LN_EMAX {
         bail!("layer_norm: {c} channels is more than the kernel holds ({} max at this alignment)", LN_EMAX * WG * v);
     }
-    let gpu = rec.gpu();
-    let out = rec.empty(x.shape(), x.dtype())?;
-    let k = Kernel::new("layer_norm", LN[vi], x.dtype()).def("TS", format!("{ts}u")).def("E", format!("{e}u"));
+    let k = Kernel::new(name, srcs[vi], x.dtype()).def("TS", format!("{ts}u")).def("E", format!("{e}u"));
     let p = LnParams { rows: rows as u32, cv: cv as u32, eps, inv_c: 1.0 / c as f32 };
-    let wgs = rows.div_ceil(WG / ts);
-    rec.dispatch(&k, &p, &[x.into(), gamma.into(), beta.into(), (&out).into()], grid(gpu, wgs as u32))?;
+    Ok((k, p, rows.div_ceil(WG / ts)))
+}
+
+/// LayerNorm over the last axis of `x` `[..., C]` (biased variance, PyTorch semantics), then
+/// `y·γ + β`. `gamma`, `beta`: f32 `[C]`.
+pub fn layer_norm(rec: &mut Recorder, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    let (k, p, wgs) = ln_launch(x, gamma, beta, eps, "layer_norm", &LN)?;
+    let out = rec.empty(x.shape(), x.dtype())?;
+    rec.dispatch(&k, &p, &[x.into(), gamma.into(), beta.into(), (&out).into()], grid(rec.gpu(), wgs as u32))?;
     Ok(out)
+}
+
+/// A LayerNorm's statistics without their application: f32 `[rows, 4]` of (K, mean, 1/σ, 0) per
+/// row of `x` `[..., C]` (`layer_norm_stats.wgsl`), for a matmul that normalises its input as it
+/// loads it (`matmul_a_ln.wgsl`) with [`layer_norm`]'s arithmetic.
+pub fn layer_norm_table(rec: &mut Recorder, x: &Tensor, w: &LayerNormWeight, eps: f32) -> Result<Tensor> {
+    let (k, p, wgs) = ln_launch(x, &w.gamma, &w.beta, eps, "layer_norm_stats", &LN_STATS)?;
+    let table = rec.empty(&[p.rows as usize, 4], DType::F32)?;
+    rec.dispatch(&k, &p, &[x.into(), (&table).into()], grid(rec.gpu(), wgs as u32))?;
+    Ok(table)
 }
 
 /// [`layer_norm`] with a [`LayerNormWeight`].

@@ -30,6 +30,7 @@ use crate::kernel::{grid, Kernel, Recorder};
 use crate::gpu::TuneMode;
 use crate::ops::input::{Input, PairGeometry};
 use crate::ops::norm::{group_norm_apply, GnTable};
+pub use crate::ops::norm::Fuse;
 use crate::ops::residual::Residual;
 use crate::ops::pack::{Placement, Src};
 use crate::ops::synthetic::Packing;
@@ -394,7 +395,7 @@ const OTHER_BINDINGS: u32 = 4;
 /// `x` as a kernel can load it: a channel pair the kernels cannot read (channel counts not
 /// multiples of 4, or no binding left for its second part) is concatenated first.
 fn loadable(rec: &mut Recorder, x: &Input, normed: bool) -> Result<Input> {
-    Ok(if x.pair_loadable(rec, 4, OTHER_BINDINGS + normed as u32) { x.clone() } else { Input::Tensor(x.materialise(rec)?.into_owned()) })
+    Ok(if x.readable_directly(rec, 4, OTHER_BINDINGS + normed as u32) { x.clone() } else { Input::Tensor(x.materialise(rec)?.into_owned()) })
 }
 
 fn launch(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
@@ -407,17 +408,6 @@ fn launch(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res: Opti
 /// can tell the two kinds of choice apart.
 pub const NORM_TUNING_KEY: &str = "group norm";
 
-/// Where a GroupNorm before a convolution is applied: in a pass of its own, or by the
-/// convolution as it loads its input (no normalised tensor is written or read again, but the
-/// normalisation and SiLU are redone for every tap and output tile that loads an element).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Fuse {
-    /// As the device says ([`Gpu::norm_into_conv`]): where tuning is on, both are timed on
-    /// each new shape and the faster kept; else apart.
-    Auto,
-    Apart,
-    Fused,
-}
 
 /// The convolution of `GroupNorm(x)` (then SiLU where `norm` has it), `norm` being the table
 /// of `x`'s statistics ([`group_norm_table`](crate::ops::norm::group_norm_table)): the same
@@ -431,7 +421,7 @@ fn launch_normed(rec: &mut Recorder, x: &Input, norm: &GnTable, w: &ConvWeight, 
     let fusable = w.cin.is_multiple_of(4);
     // A pair the normalising kernel cannot read would be concatenated for it; then `Auto` keeps
     // the norm's own pass, which reads the pair and writes the normalised concatenation.
-    let readable = x.pair_loadable(rec, 4, OTHER_BINDINGS + 1);
+    let readable = x.readable_directly(rec, 4, OTHER_BINDINGS + 1);
     let fused = match fuse {
         Fuse::Fused => {
             ensure!(fusable, "conv: a GroupNorm can only be applied on load where Cin is a multiple of 4 (Cin = {})", w.cin);
