@@ -22,7 +22,7 @@ fn x_normed(v: vec4<T>, at: u32) -> vec4<T> {
         return vec4<T>(0.0);
     }
     let cq = p.cin / 4u;
-    let y = (vec4<f32>(v) - norm[at + cq]) * norm[at] + norm[at + 2u * cq];
+    let y = fma(vec4<f32>(v) - norm[at + cq], norm[at], norm[at + 2u * cq]);
     if (SILU) {
         return vec4<T>(y / (vec4<f32>(1.0) + exp(-y)));
     }

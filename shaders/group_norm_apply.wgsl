@@ -74,9 +74,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let vb = VF(xv(base + min(px + step, last), cvec));
         let vc = VF(xv(base + min(px + 2u * step, last), cvec));
         let vd = VF(xv(base + min(px + 3u * step, last), cvec));
-        out[ia] = finish((va - k) * a + b);
-        if (px + step < px1) { out[ib] = finish((vb - k) * a + b); }
-        if (px + 2u * step < px1) { out[ic] = finish((vc - k) * a + b); }
-        if (px + 3u * step < px1) { out[id] = finish((vd - k) * a + b); }
+        // fma: the kernels that apply the table as they load (conv_x_norm.wgsl, matmul_a_gn.wgsl)
+        // compute the same bits, whatever a compiler would fuse.
+        out[ia] = finish(fma(va - k, a, b));
+        if (px + step < px1) { out[ib] = finish(fma(vb - k, a, b)); }
+        if (px + 2u * step < px1) { out[ic] = finish(fma(vc - k, a, b)); }
+        if (px + 3u * step < px1) { out[id] = finish(fma(vd - k, a, b)); }
     }
 }

@@ -18,7 +18,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var k = 0u; k < E; k++) {
         let j = lane + k * TS;
         if (j < p.cv) {
-            out[base + j] = VT((r.v[k] - VF(r.mean)) * r.rstd * gamma[j] + beta[j]);
+            // fma: no compiler may round this differently in matmul_a_ln.wgsl.
+            out[base + j] = VT(fma((r.v[k] - VF(r.mean)) * r.rstd, gamma[j], beta[j]));
         }
     }
 }

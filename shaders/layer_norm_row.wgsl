@@ -7,7 +7,8 @@
 // two-pass Σ(x − mean)². Values are first shifted by the row's first element K: x − K is exact
 // when |mean| ≫ σ, and the mean of x − K is of the order of σ, so neither the mean's rounding
 // nor x − mean loses digits to the offset. Team sums go through a workgroup-memory tree; TS and
-// E are compile-time constants.
+// E are compile-time constants. Every multiply-add is an explicit fma, so no compiler can fuse
+// one kernel's and not another's: the statistics pass and the LayerNorm pass give the same bits.
 
 struct Params {
     rows: u32,
@@ -69,9 +70,9 @@ fn row_stats(lid: u32, row: u32) -> RowStats {
     for (var k = 0u; k < E; k++) {
         if (lane + k * TS < p.cv) {
             let d = r.v[k] - VF(r.mean);
-            q += d * d;
+            q = fma(d, d, q);
         }
     }
-    r.rstd = inverseSqrt(team_sum(lid, hsum(q)) * p.inv_c + p.eps);
+    r.rstd = inverseSqrt(fma(team_sum(lid, hsum(q)), p.inv_c, p.eps));
     return r;
 }

@@ -9,8 +9,9 @@
 //   GROUP_M   row tiles per group in the launch order (L2 reuse of b)
 // 256 invocations as 16×16: thread (tx, ty) owns rows g·64 + 4·ty + r and columns h·64 + 4·tx + c,
 // so the vec4 reads from workgroup memory are conflict-free (b) or broadcast (a).
-// A file before this one says how a is taken: matmul_a_plain.wgsl, or matmul_a_ln.wgsl for a
-// LayerNorm applied as it loads (ln_one, as a's elements are staged).
+// A file before this one says how a is taken: matmul_a_plain.wgsl, or matmul_a_ln.wgsl /
+// matmul_a_gn.wgsl for a LayerNorm / GroupNorm applied as it loads (ln_one, as a's elements are
+// staged).
 
 const BM: u32 = 64u * RM;
 const BN: u32 = 64u * RN;
@@ -33,6 +34,7 @@ struct Params {
     o_bs: u32,
     batch: u32,
     res_rep: u32,
+    seg_px: u32, // rows per GroupNorm segment of a (matmul_a_gn.wgsl); else unused
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,7 +46,9 @@ struct Params {
 // Without a residual the dispatch binds a here again.
 @group(0) @binding(5) var<storage, read> res: array<T>;
 
-var<workgroup> As: array<vec4<f32>, BK * AST>;
+// a's tile in the storage type: an operand normalised as it loads (ln_one) is rounded to T by
+// this store as the norm's own pass rounds its output, and no compiler can skip the rounding.
+var<workgroup> As: array<vec4<T>, BK * AST>;
 var<workgroup> Bs: array<vec4<f32>, BK * BST>;
 
 @compute @workgroup_size(256)
@@ -99,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let m = la_m + 16u * i;
             let kk = kt * BK + la_k;
             // The zero padding stays zero.
-            As[la_k * AST + m / 4u][m % 4u] = select(0.0, ln_one(ra[i], rt[i], kk), m0 + m < p.m && kk < p.k);
+            As[la_k * AST + m / 4u][m % 4u] = T(select(0.0, ln_one(ra[i], rt[i], kk), m0 + m < p.m && kk < p.k));
         }
         for (var i = 0u; i < LB; i++) {
             Bs[(lb_k + lb_step * i) * BST + lb_n / 4u][lb_n % 4u] = rb[i];
@@ -123,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var av: array<vec4<f32>, RM>;
             var bv: array<vec4<f32>, RN>;
             for (var g = 0u; g < RM; g++) {
-                av[g] = As[kk * AST + g * 16u + ty];
+                av[g] = vec4<f32>(As[kk * AST + g * 16u + ty]);
             }
             for (var h = 0u; h < RN; h++) {
                 bv[h] = Bs[kk * BST + h * 16u + tx];

@@ -8,7 +8,7 @@ fn ln_row(row: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
-// Element k of a row as the product takes it.
+// Element k of a row as the product takes it (before its rounding to T).
 fn ln_one(x: f32, r: vec4<f32>, k: u32) -> f32 {
     return x;
 }

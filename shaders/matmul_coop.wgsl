@@ -8,8 +8,8 @@
 // (store x·gelu(g) per column pair, `Store::Geglu` in ops/matmul.rs), GROUP_M (see ops/matmul.rs)
 // and SG, the adapter's fixed subgroup width; a second file (matmul_coop_s1.wgsl or
 // matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b,
-// and a file before this one how a is taken (matmul_a_plain.wgsl, or matmul_a_ln.wgsl for a
-// LayerNorm applied as it loads).
+// and a file before this one how a is taken (matmul_a_plain.wgsl, or matmul_a_ln.wgsl /
+// matmul_a_gn.wgsl for a LayerNorm / GroupNorm applied as it loads).
 //
 // NSG subgroups of SG invocations in an (NSG/4)×4 grid, each owning an SB×SB block (SB = 4·FS)
 // as 4×4 accumulators: with 8, a BM×BN = 8·FS × 16·FS workgroup tile (128×256 with FS = 16);
@@ -52,6 +52,7 @@ struct Params {
     o_bs: u32,
     batch: u32,
     res_rep: u32,
+    seg_px: u32, // rows per GroupNorm segment of a (matmul_a_gn.wgsl); else unused
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

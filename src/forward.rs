@@ -292,7 +292,7 @@ fn tuning_summary(gpu: &Gpu) -> String {
             n => format!("; {} of {n} {what}", norms.iter().filter(|t| t.pick != 0).count()),
         }
     };
-    let norms = inside(gn, "GroupNorm shapes run inside their convolution") + &inside(ln, "LayerNorm shapes inside their linear layer");
+    let norms = inside(gn, "GroupNorm shapes run inside their convolution or linear layer") + &inside(ln, "LayerNorm shapes inside their linear layer");
     let cached = picks.iter().filter(|t| t.cached).count();
     let file = gpu.tuner().cache_path().map_or("no cache file".to_string(), |p| format!("{cached} from {}", p.display()));
     format!("tuned for {} shapes ({file}); {moved} run another tile than the fixed rule's{norms} (RUST_LOG=debug lists them)", picks.len())

@@ -62,11 +62,11 @@ struct GpuArgs {
     /// ~/.cache/diffvsr-wgpu/tuning (DIFFVSR_TUNE_CACHE=DIR moves it, off keeps them to the run).
     #[arg(long, env = "DIFFVSR_TUNE", default_value = "auto", value_name = "auto|on|off")]
     tune: TuneMode,
-    /// Apply each GroupNorm (and SiLU) inside the convolution that reads it, and each LayerNorm
-    /// inside the linear layer that reads it, as they load their input, instead of in a pass of
-    /// its own (the same values, a pass over memory less, the normalisation redone per tap or
-    /// column tile): auto times both per shape where tuning is on and keeps them apart where it
-    /// is off.
+    /// Apply each GroupNorm (and SiLU) inside the convolution or linear layer that reads it, and
+    /// each LayerNorm inside the linear layer that reads it, as they load their input, instead
+    /// of in a pass of its own (the same values, a pass over memory less, the normalisation
+    /// redone per tap or column tile): auto times both per shape where tuning is on and keeps
+    /// them apart where it is off.
     #[arg(long, env = "DIFFVSR_NORM_INTO_CONV", default_value = "auto", value_name = "auto|on|off")]
     norm_into_conv: TuneMode,
 }

@@ -12,7 +12,7 @@ use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
 use crate::ops::input::Input;
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_table_w, group_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
 use crate::{Recorder, Tensor};
 
@@ -286,9 +286,10 @@ impl Transformer2D {
     /// `x [N, H, W, C]`, `ctx [N, Lc, D]`.
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         let s = x.shape().to_vec();
-        let h = group_norm_w(rec, x, self.groups, 1e-6, &self.norm, PER_IMAGE)?;
-        let h = h.reshape(&[s[0], s[1] * s[2], s[3]])?;
-        let h = linear(rec, &h, &self.proj_in)?;
+        // The norm is applied by proj_in, in its own pass or as proj_in loads (norm::Fuse).
+        let norm = group_norm_table_w(rec, x, self.groups, 1e-6, &self.norm, PER_IMAGE)?;
+        let h = Input::group_normed(&x.reshape(&[s[0], s[1] * s[2], s[3]])?, &norm)?;
+        let h = linear(rec, h, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx)?;
         linear_add(rec, &h, &self.proj_out, Residual::Same(x))?.reshape(&s)
     }

@@ -10,7 +10,8 @@ use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
 use crate::ops::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::ops::matmul::{linear_add, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_table_w, group_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::input::Input;
+use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
 
 /// Key prefixes of a full `AutoencoderKL` file that decoding never uses.
@@ -48,9 +49,10 @@ impl VaeAttention {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
         let s = x.shape().to_vec();
         let c = s[3];
-        let h = group_norm_w(rec, x, self.groups, 1e-6, &self.group_norm, PER_IMAGE)?;
-        let h = h.reshape(&[s[0], s[1] * s[2], c])?;
-        let o = self.qkv.attend(rec, &h, None, 1)?;
+        // The norm is applied by the q/k/v projection (norm::Fuse).
+        let norm = group_norm_table_w(rec, x, self.groups, 1e-6, &self.group_norm, PER_IMAGE)?;
+        let h = Input::group_normed(&x.reshape(&[s[0], s[1] * s[2], c])?, &norm)?;
+        let o = self.qkv.attend(rec, h, None, 1)?;
         linear_add(rec, &o, &self.to_out, Residual::Same(x))?.reshape(&s)
     }
 }

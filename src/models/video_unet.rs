@@ -19,7 +19,7 @@ use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, linear_add, LinearWeight};
 use crate::ops::residual::Residual;
 use crate::ops::input::Input;
-use crate::ops::norm::{group_norm_table_w, group_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::resize_bilinear;
 use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_qkv, Rope};
 use crate::{Recorder, Tensor};
@@ -249,8 +249,9 @@ impl Transformer3D {
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, ctx: &Tensor, frames: usize) -> Result<Tensor> {
         let y = self.resblock_temporal.forward(rec, x, None, frames)?;
         let per_frame = GroupNormOpts { frames, pooled: false, silu: false };
-        let h = group_norm_w(rec, &y, self.groups, TEMPORAL_EPS, &self.norm, per_frame)?;
-        let h = linear(rec, &h, &self.proj_in)?;
+        // The norm is applied by proj_in, in its own pass or as proj_in loads (norm::Fuse).
+        let norm = group_norm_table_w(rec, &y, self.groups, TEMPORAL_EPS, &self.norm, per_frame)?;
+        let h = linear(rec, Input::group_normed(&y, &norm)?, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx, frames)?;
         linear_add(rec, &h, &self.proj_out, Residual::Same(&y))
     }

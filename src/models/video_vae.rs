@@ -20,7 +20,7 @@ use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, linear_add, LinearWeight};
 use crate::ops::residual::Residual;
 use crate::ops::input::Input;
-use crate::ops::norm::{group_norm_table_w, group_norm_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::ops::temporal_attention::{temporal_attention_qkv, Rope};
 use crate::{DType, Recorder, Tensor};
 
@@ -214,9 +214,10 @@ impl MemoryEfficientVideoBlock {
         let s = x.shape().to_vec();
         let (n, c) = (s[0], s[3]);
         let b = n / frames;
-        let h = group_norm_w(rec, x, TE_GROUPS, 1e-6, &self.norm, PER_IMAGE)?;
-        let h = h.reshape(&[n, s[1] * s[2], c])?;
-        let a = self.qkv.attend(rec, &h, None, 1)?;
+        // The norm is applied by the q/k/v projection (norm::Fuse).
+        let norm = group_norm_table_w(rec, x, TE_GROUPS, 1e-6, &self.norm, PER_IMAGE)?;
+        let h = Input::group_normed(&x.reshape(&[n, s[1] * s[2], c])?, &norm)?;
+        let a = self.qkv.attend(rec, h, None, 1)?;
 
         let idx: Vec<f32> = (0..frames).map(|i| i as f32).collect();
         let idx = Tensor::from_f32(rec.gpu(), &idx, &[frames], DType::F32)?;

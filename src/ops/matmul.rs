@@ -12,9 +12,10 @@
 //!
 //! Both can add a [`Residual`] to the output as they store it ([`linear_add`]), or gate it with
 //! GEGLU ([`linear_geglu`]: each stored value is `x·gelu(gate)` of a pair of columns), and both
-//! can take a LayerNorm's input and apply the norm as they load it (`matmul_a_ln.wgsl`, from
-//! the rows' statistics of [`layer_norm_table`]; the linear layers given an
-//! [`Input::layer_normed`], where [`Fuse`] says), so the normalised tensor is never written.
+//! can take a LayerNorm's or GroupNorm's input and apply the norm as they load it
+//! (`matmul_a_ln.wgsl`, from the rows' statistics of [`layer_norm_table`]; `matmul_a_gn.wgsl`,
+//! from a [`GnTable`]; the linear layers given an [`Input::layer_normed`] or
+//! [`Input::group_normed`], where [`Fuse`] says), so the normalised tensor is never written.
 //!
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 (or f32 with `--f16-operands`: operands rounded to f16 as they are staged)
@@ -32,7 +33,7 @@ use anyhow::{bail, Result};
 use crate::gpu::TuneMode;
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::input::Input;
-use crate::ops::norm::{layer_norm_table, Fuse, LayerNormWeight};
+use crate::ops::norm::{group_norm_apply, layer_norm_table, layer_norm_w, Fuse, GnTable, LayerNormWeight};
 use crate::ops::residual::Residual;
 use crate::ops::pack::{Placement, Src};
 use crate::ops::synthetic::Packing;
@@ -56,6 +57,9 @@ const PLAIN_NAMES: [&str; 3] = ["matmul", "matmul_coop", "matmul_coop_v4"];
 /// a through a LayerNorm applied as it loads ([`Input::LayerNormed`]).
 const LN: [&str; 3] = matmul_sources!("../../shaders/matmul_a_ln.wgsl");
 const LN_NAMES: [&str; 3] = ["matmul_ln", "matmul_coop_ln", "matmul_coop_v4_ln"];
+/// a through a GroupNorm applied as it loads ([`Input::GroupNormed`]).
+const GN: [&str; 3] = matmul_sources!("../../shaders/matmul_a_gn.wgsl");
+const GN_NAMES: [&str; 3] = ["matmul_gn", "matmul_coop_gn", "matmul_coop_v4_gn"];
 
 /// Row tiles per launch group (see `tile_of` in the shaders).
 const GROUP_M: u32 = 8;
@@ -135,6 +139,8 @@ struct Params {
     batch: u32,
     /// Output rows per residual row (see ops/residual.rs); 1 without a residual.
     res_rep: u32,
+    /// Rows of a per GroupNorm segment where one is applied on load; else 0.
+    seg_px: u32,
 }
 
 /// Which kernel a matmul uses.
@@ -330,25 +336,39 @@ impl Variant {
 /// The kernel to run: `Auto` runs the tuner over [`auto_variants`] (timing each on scratch
 /// operands of this problem, with a plain store, the first time it meets it, where tuning is
 /// on); any other path as [`choose`] resolves it.
-/// A LayerNorm a kernel applies to its a operand as it loads it: the rows' statistics
-/// ([`layer_norm_table`]) and the norm's weights.
+/// A norm a kernel applies to its a operand as it loads it.
 #[derive(Copy, Clone)]
-struct LnOperand<'a> {
-    table: &'a Tensor,
-    w: &'a LayerNormWeight,
+enum ANorm<'a> {
+    /// A LayerNorm: the rows' statistics ([`layer_norm_table`]) and the norm's weights.
+    Layer { table: &'a Tensor, w: &'a LayerNormWeight },
+    /// A GroupNorm (without SiLU) of a's rows as pixels: its table ([`GnTable`]).
+    Group(&'a GnTable),
 }
 
-/// With `ln`, for the kernel that applies that LayerNorm as it loads a.
+impl ANorm<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            ANorm::Layer { .. } => "layer norm",
+            ANorm::Group(_) => "group norm",
+        }
+    }
+}
+
+/// With `norm`, for the kernel that applies that norm as it loads a.
 #[allow(clippy::too_many_arguments)]
-fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, ln: Option<&LayerNormWeight>, path: Impl) -> Result<Variant> {
+fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, norm: Option<NormIn>, path: Impl) -> Result<Variant> {
     let v = choose(gpu, a.dtype(), p, store, path)?;
     if path != Impl::Auto {
         return Ok(v);
     }
     let variants = auto_variants(gpu, matches!(v, Variant::Coop { .. }), p);
     let key = || {
-        let ln = if ln.is_some() { " after layer norm" } else { "" };
-        format!("matmul {} {}x{}x{} batch {}{}{ln}", a.dtype().name(), p.m, p.k, p.n, p.batch, if p.b_bs > 0 { " (batched b)" } else { "" })
+        let after = match norm {
+            Some(NormIn::Layer(..)) => " after layer norm",
+            Some(NormIn::Group(_)) => " after group norm",
+            None => "",
+        };
+        format!("matmul {} {}x{}x{} batch {}{}{after}", a.dtype().name(), p.m, p.k, p.n, p.batch, if p.b_bs > 0 { " (batched b)" } else { "" })
     };
     crate::kernel::tuned(gpu, key, &variants, Variant::label, |r, v| {
         let sa = r.empty(a.shape(), a.dtype())?;
@@ -356,9 +376,20 @@ fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
         let sb = like(r, b)?;
         let sbias = bias.map(|t| like(r, t)).transpose()?;
-        let table = ln.map(|_| r.empty(&[p.m, 4], DType::F32)).transpose()?;
-        let ln = ln.zip(table.as_ref()).map(|(w, table)| LnOperand { table, w });
-        run(r, &sa, &sb, sbias.as_ref(), Store::Plain, p, ln, v).map(drop)
+        // Scratch statistics of the same shapes.
+        let (table, gn);
+        let norm = match norm {
+            Some(NormIn::Layer(w, _)) => {
+                table = r.empty(&[p.m, 4], DType::F32)?;
+                Some(ANorm::Layer { table: &table, w })
+            }
+            Some(NormIn::Group(g)) => {
+                gn = g.with_table(r.empty(g.table.shape(), DType::F32)?);
+                Some(ANorm::Group(&gn))
+            }
+            None => None,
+        };
+        run(r, &sa, &sb, sbias.as_ref(), Store::Plain, p, norm, v).map(drop)
     })
 }
 
@@ -386,12 +417,18 @@ fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType, srcs: &[&'static str; 3], n
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, ln: Option<LnOperand>, v: Variant) -> Result<Tensor> {
+fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, norm: Option<ANorm>, v: Variant) -> Result<Tensor> {
     let gpu = rec.gpu();
-    if ln.is_some() && p.batch != 1 {
-        bail!("matmul: a LayerNorm applied on load needs a shared weight (batch {})", p.batch);
+    if let Some(n) = norm {
+        if p.batch != 1 {
+            bail!("matmul: a {} applied on load needs a shared weight (batch {})", n.name(), p.batch);
+        }
     }
-    let (srcs, names) = if ln.is_some() { (&LN, &LN_NAMES) } else { (&PLAIN, &PLAIN_NAMES) };
+    let (srcs, names) = match norm {
+        None => (&PLAIN, &PLAIN_NAMES),
+        Some(ANorm::Layer { .. }) => (&LN, &LN_NAMES),
+        Some(ANorm::Group(_)) => (&GN, &GN_NAMES),
+    };
     let mut out_shape = p.out_shape.clone();
     let res_rep = match &store {
         Store::Add(r) => r.rep("matmul", &p.out_shape, a.dtype())?,
@@ -442,6 +479,10 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         o_bs: p.o_bs as u32,
         batch: p.batch as u32,
         res_rep,
+        seg_px: match norm {
+            Some(ANorm::Group(g)) => g.seg_px as u32,
+            _ => 0,
+        },
     };
     // Unused bindings are filled with an input of the same element type.
     let bias_arg = bias.unwrap_or(b);
@@ -450,8 +491,10 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         _ => a,
     };
     let mut binds = vec![a.into(), b.into(), bias_arg.into(), (&out).into(), res_arg.into()];
-    if let Some(n) = ln {
-        binds.extend([n.table.into(), (&n.w.gamma).into(), (&n.w.beta).into()]);
+    match norm {
+        Some(ANorm::Layer { table, w }) => binds.extend([table.into(), (&w.gamma).into(), (&w.beta).into()]),
+        Some(ANorm::Group(g)) => binds.push((&g.table).into()),
+        None => {}
     }
     rec.dispatch(&kernel, &params, &binds, grid(gpu, total as u32))?;
     rec.add_flops(2.0 * (p.batch * p.m) as f64 * p.n as f64 * p.k as f64);
@@ -566,29 +609,58 @@ pub fn linear_add_with(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight
     linear_store(rec, &x.into(), w, res.map_or(Store::Plain, Store::Add), path, Fuse::Auto)
 }
 
-/// How the tuner's keys for where a LayerNorm before a linear layer runs begin (as
-/// [`conv::NORM_TUNING_KEY`](crate::ops::conv::NORM_TUNING_KEY) for GroupNorms).
+/// How the tuner's keys for where a LayerNorm before a linear layer runs begin (those for a
+/// GroupNorm begin as [`conv::NORM_TUNING_KEY`](crate::ops::conv::NORM_TUNING_KEY)).
 pub const LN_TUNING_KEY: &str = "layer norm";
 
-/// Storage bindings of the matmul kernels besides a LayerNorm's three: a, b, bias, out, res.
+/// Storage bindings of the matmul kernels besides a norm's: a, b, bias, out, res.
 const BINDINGS: u32 = 5;
 
+/// The norm of an [`Input`] a linear layer can apply as it loads, before its statistics exist.
+#[derive(Copy, Clone)]
+enum NormIn<'a> {
+    Layer(&'a LayerNormWeight, f32),
+    Group(&'a GnTable),
+}
+
+impl NormIn<'_> {
+    /// Storage bindings the kernel needs for it.
+    fn bindings(self) -> u32 {
+        match self {
+            NormIn::Layer(..) => 3,
+            NormIn::Group(_) => 1,
+        }
+    }
+}
+
 /// The linear layers' shared body: `x Wᵀ + b` over x's last axis, stored as `store`, with a
-/// LayerNorm of x applied where `fuse` says (its own pass, or as the kernel loads x).
+/// LayerNorm or GroupNorm of x applied where `fuse` says (its own pass, or as the kernel loads x).
 fn linear_store(rec: &mut Recorder, x: &Input, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<Tensor> {
     let s = x.shape().to_vec();
     if s.last() != Some(&w.in_features) {
         bail!("linear: input {s:?} must end in in_features = {}", w.in_features);
     }
     let rows = x.numel() / w.in_features.max(1);
-    let y = match x {
-        Input::LayerNormed { x, w: nw, eps } if ln_on_load(rec, x, nw, *eps, w, store, path, fuse)? => {
-            let a = x.reshape(&[rows, w.in_features])?;
-            let table = layer_norm_table(rec, &a, nw, *eps)?;
+    let norm = match x {
+        Input::LayerNormed { x: t, w: nw, eps } => Some((t, NormIn::Layer(nw, *eps))),
+        Input::GroupNormed { x: t, table } => Some((t, NormIn::Group(table))),
+        _ => None,
+    };
+    let y = match norm {
+        Some((t, n)) if norm_on_load(rec, t, n, w, store, path, fuse)? => {
+            let a = t.reshape(&[rows, w.in_features])?;
+            let table;
+            let an = match n {
+                NormIn::Layer(nw, eps) => {
+                    table = layer_norm_table(rec, &a, nw, eps)?;
+                    ANorm::Layer { table: &table, w: nw }
+                }
+                NormIn::Group(g) => ANorm::Group(g),
+            };
             check_dtypes(&a, &w.w, w.bias.as_ref())?;
             let p = plan(a.shape(), w.w.shape(), w.bias.as_ref().map(|t| t.shape()))?;
-            let v = choose_tuned(rec.gpu(), &a, &w.w, w.bias.as_ref(), store, &p, Some(nw), path)?;
-            run(rec, &a, &w.w, w.bias.as_ref(), store, &p, Some(LnOperand { table: &table, w: nw }), v)?
+            let v = choose_tuned(rec.gpu(), &a, &w.w, w.bias.as_ref(), store, &p, Some(n), path)?;
+            run(rec, &a, &w.w, w.bias.as_ref(), store, &p, Some(an), v)?
         }
         _ => {
             let a = x.materialise(rec)?;
@@ -600,18 +672,17 @@ fn linear_store(rec: &mut Recorder, x: &Input, w: &LinearWeight, store: Store, p
     y.reshape(&os)
 }
 
-/// Whether the LayerNorm (`nw`, `eps`) of `x` before the linear layer `w` is applied as the
-/// kernel loads x (else in its own pass): as `fuse` says, and for `Fuse::Auto` as the device
-/// says ([`Gpu::norm_into_conv`]): where tuning is on, both are timed on each new shape.
+/// Whether the norm `n` of `x` before the linear layer `w` is applied as the kernel loads x
+/// (else in its own pass): as `fuse` says, and for `Fuse::Auto` as the device says
+/// ([`Gpu::norm_into_conv`]): where tuning is on, both are timed on each new shape.
 #[allow(clippy::too_many_arguments)]
-fn ln_on_load(rec: &Recorder, x: &Tensor, nw: &LayerNormWeight, eps: f32, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<bool> {
+fn norm_on_load(rec: &Recorder, x: &Tensor, n: NormIn, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<bool> {
     let gpu = rec.gpu();
-    // The norm's table and weights take three more bindings.
-    let fusable = BINDINGS + 3 <= gpu.limits.max_storage_buffers_per_shader_stage;
+    let fusable = BINDINGS + n.bindings() <= gpu.limits.max_storage_buffers_per_shader_stage;
     Ok(match fuse {
         Fuse::Fused => {
             if !fusable {
-                bail!("linear: this adapter has too few storage bindings per shader stage to apply a LayerNorm as the matmul loads");
+                bail!("linear: this adapter has too few storage bindings per shader stage to apply a norm as the matmul loads");
             }
             true
         }
@@ -623,20 +694,36 @@ fn ln_on_load(rec: &Recorder, x: &Tensor, nw: &LayerNormWeight, eps: f32, w: &Li
                 let rows = x.numel() / w.in_features.max(1);
                 let a = x.reshape(&[rows, w.in_features])?;
                 let p = plan(a.shape(), w.w.shape(), w.bias.as_ref().map(|t| t.shape()))?;
+                let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
                 let apart = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, None, path)?;
-                let together = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, Some(nw), path)?;
-                let key = || format!("{LN_TUNING_KEY} into matmul {} {}x{}x{}{}", a.dtype().name(), p.m, p.k, p.n, if matches!(store, Store::Geglu) { " geglu" } else { "" });
+                let together = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, Some(n), path)?;
+                let prefix = match n {
+                    NormIn::Layer(..) => LN_TUNING_KEY,
+                    NormIn::Group(_) => crate::ops::conv::NORM_TUNING_KEY,
+                };
+                let key = || format!("{prefix} into matmul {} {}x{}x{}{}", a.dtype().name(), p.m, p.k, p.n, if matches!(store, Store::Geglu) { " geglu" } else { "" });
                 let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
                 crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
                     let scratch = r.empty(a.shape(), a.dtype())?;
-                    let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
                     let (sb, sbias) = (like(r, &w.w)?, w.bias.as_ref().map(|t| like(r, t)).transpose()?);
-                    if f {
-                        let table = layer_norm_table(r, &scratch, nw, eps)?;
-                        run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(LnOperand { table: &table, w: nw }), together).map(drop)
-                    } else {
-                        let n = crate::ops::norm::layer_norm_w(r, &scratch, nw, eps)?;
-                        run(r, &n, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
+                    match (n, f) {
+                        (NormIn::Layer(nw, eps), true) => {
+                            let table = layer_norm_table(r, &scratch, nw, eps)?;
+                            run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(ANorm::Layer { table: &table, w: nw }), together).map(drop)
+                        }
+                        (NormIn::Layer(nw, eps), false) => {
+                            let h = layer_norm_w(r, &scratch, nw, eps)?;
+                            run(r, &h, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
+                        }
+                        (NormIn::Group(g), true) => {
+                            let g = g.with_table(r.empty(g.table.shape(), DType::F32)?);
+                            run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(ANorm::Group(&g)), together).map(drop)
+                        }
+                        (NormIn::Group(g), false) => {
+                            let g = g.with_table(r.empty(g.table.shape(), DType::F32)?);
+                            let h = group_norm_apply(r, scratch.reshape(&g.shape)?, &g)?;
+                            run(r, &h.reshape(a.shape())?, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
+                        }
                     }
                 })?
             },
@@ -1164,9 +1251,10 @@ mod tests {
     }
 
     /// The cooperative kernels' full WGSL (both tile element types, with and without bias,
-    /// residual and GEGLU store, the vec4 one also with a LayerNorm applied on load, for 16×16
-    /// fragments with 32-wide subgroups and 8×8 ones with 8- and 32-wide subgroups) must parse, validate, and translate to SPIR-V with naga: catches
-    /// syntax and typing errors, and naga's SPIR-V writer panics, on machines without cooperative
+    /// residual and GEGLU store, the vec4 one also with a LayerNorm or GroupNorm applied on
+    /// load, for 16×16 fragments with 32-wide subgroups and 8×8 ones with 8- and 32-wide
+    /// subgroups) must parse, validate, and translate to SPIR-V with naga: catches syntax and
+    /// typing errors, and naga's SPIR-V writer panics, on machines without cooperative
     /// matrices.
     #[test]
     fn coop_wgsl_validates_and_translates() {
@@ -1174,11 +1262,11 @@ mod tests {
         // Both load schedules, on 8 and on 4 subgroups.
         for cfg in eight.into_iter().flat_map(|c| [c, CoopCfg { prefetch: false, ..c.halved() }]) {
             assert!(cfg.divides(), "{cfg:?}");
-            for (v4, ln) in [(false, false), (true, false), (true, true)] {
+            for (v4, a) in [(false, 0), (true, 0), (true, 1), (true, 2)] {
                 for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
                     // f32 storage (on f16 operands) for the residual store, f16 for the others.
                     let dt = if has_res { DType::F32 } else { DType::F16 };
-                    let (srcs, names) = if ln { (&LN, &LN_NAMES) } else { (&PLAIN, &PLAIN_NAMES) };
+                    let (srcs, names) = [(&PLAIN, &PLAIN_NAMES), (&LN, &LN_NAMES), (&GN, &GN_NAMES)][a];
                     let k = coop_kernel(v4, cfg, dt, srcs, names).def("HAS_BIAS", has_bias).def("HAS_RES", has_res).def("GEGLU", geglu).def("GROUP_M", format!("{GROUP_M}u"));
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
@@ -1329,9 +1417,84 @@ mod tests {
                     };
                     let (fused, got) = run(Fuse::Fused);
                     assert_close(&format!("linear of a LayerNorm on load, {what}"), &got, &want, dt.tolerance(TOL));
-                    assert!(fused == run(Fuse::Apart).0, "{what}: the LayerNorm applied on load changes the bytes of its own pass");
+                    let ab = run(Fuse::Apart).0;
+                    assert!(fused == ab, "{what}: the LayerNorm applied on load changes the bytes of its own pass");
                 }
             }
         }
+    }
+
+    /// A GroupNorm (a transformer's, before proj_in) applied as the matmul loads its input
+    /// (`Input::GroupNormed`, `matmul_a_gn.wgsl`) on every kernel the adapter runs: groups that
+    /// straddle 4-channel vectors, one and several segments, plain, residual and GEGLU stores;
+    /// the values of the CPU norm then the CPU linear layer, and the bytes of the norm's own pass
+    /// then the same kernel.
+    #[test]
+    fn group_norm_on_load_matches_its_pass() {
+        use crate::ops::elementwise::cpu::geglu;
+        use crate::ops::norm::{cpu as norm_cpu, group_norm_table, GroupNormOpts, NormWeight};
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        for dt in gpu.dtypes() {
+            let mut paths = vec![Impl::Portable];
+            if dt == DType::F16 && coop_available(&gpu) {
+                paths.extend([Impl::Coop, Impl::CoopV4, Impl::CoopV4Half]);
+            }
+            for path in paths {
+                // (x [N, H, W, C], groups, out features (GEGLU: 2·inner), store as above)
+                for &(xs, groups, n, store) in &[([2usize, 3, 5, 40], 8usize, 36usize, 0u8), ([1, 7, 11, 64], 32, 72, 2), ([3, 1, 1, 12], 4, 20, 1)] {
+                    let what = format!("{} {path:?} x {xs:?} G={groups} -> {n} store {store} seed {seed}", dt.name());
+                    let c = xs[3];
+                    let rows = xs[0] * xs[1] * xs[2];
+                    let xv: Vec<f32> = rng.normals(rows * c, 2.0).iter().map(|v| v - 2.0).collect();
+                    let (x, xh) = upload(&gpu, &xv, &xs, dt);
+                    let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
+                    let beta = rng.normals(c, 0.5);
+                    let nw = NormWeight::from_torch(&gpu, &gamma, &beta).unwrap();
+                    let wv = rng.normals(n * c, 1.0 / (c as f32).sqrt());
+                    let bv = rng.normals(n, 0.5);
+                    let (wh, bh) = if dt == DType::F16 { (round_f16(&wv), round_f16(&bv)) } else { (wv.clone(), bv.clone()) };
+                    let lw = LinearWeight::from_torch_with_bias(&gpu, &wv, Some(&bv), n, c, dt).unwrap();
+                    let gw = GegluWeight::from_torch(&gpu, &wv, Some(&bv), n / 2, c, dt).unwrap();
+                    let out_n = if store == 2 { n / 2 } else { n };
+                    let (res, rh) = upload(&gpu, &rng.normals(rows * out_n, 1.0), &[rows, out_n], dt);
+
+                    let normed = norm_cpu::group_norm(&xh, xs[0], xs[1] * xs[2], c, groups, 1e-6, &gamma, &beta, 1, false, false);
+                    let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
+                    let h = cpu::linear(&normed, &wh, Some(&bh), rows, c, n);
+                    let want = match store {
+                        0 => h,
+                        1 => h.iter().zip(&rh).map(|(a, b)| a + b).collect(),
+                        _ => geglu(&h, n),
+                    };
+                    let run = |fuse: Fuse| {
+                        let mut rec = gpu.recorder();
+                        let opts = GroupNormOpts { frames: 1, pooled: false, silu: false };
+                        let t = group_norm_table(&mut rec, &x, groups, 1e-6, &nw.gamma, &nw.beta, opts).unwrap();
+                        let x = Input::group_normed(&x.reshape(&[xs[0], xs[1] * xs[2], c]).unwrap(), &t).unwrap();
+                        let res = res.reshape(&[xs[0], xs[1] * xs[2], out_n]).unwrap();
+                        let y = match store {
+                            0 => linear_store(&mut rec, &x, &lw, Store::Plain, path, fuse),
+                            1 => linear_store(&mut rec, &x, &lw, Store::Add(Residual::Same(&res)), path, fuse),
+                            _ => linear_store(&mut rec, &x, &gw.lin, Store::Geglu, path, fuse),
+                        }
+                        .unwrap();
+                        rec.submit();
+                        assert_eq!(y.shape(), &[xs[0], xs[1] * xs[2], out_n], "{what}");
+                        (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap())
+                    };
+                    let (fused, got) = run(Fuse::Fused);
+                    assert_close(&format!("linear of a GroupNorm on load, {what}"), &got, &want, dt.tolerance(TOL));
+                    assert!(fused == run(Fuse::Apart).0, "{what}: the GroupNorm applied on load changes the bytes of its own pass");
+                }
+            }
+        }
+        // A norm with SiLU is refused.
+        let mut rec = gpu.recorder();
+        let x = Tensor::from_f32(&gpu, &[1.0; 8], &[1, 2, 1, 4], DType::F32).unwrap();
+        let nw = NormWeight::from_torch(&gpu, &[1.0; 4], &[0.0; 4]).unwrap();
+        let t = group_norm_table(&mut rec, &x, 2, 1e-6, &nw.gamma, &nw.beta, GroupNormOpts { frames: 1, pooled: false, silu: true }).unwrap();
+        assert!(Input::group_normed(&x, &t).unwrap_err().to_string().contains("SiLU"));
     }
 }
