@@ -871,6 +871,21 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
                 run: Box::new(move |r| linear_with(r, &x, &w, path).map(drop)),
             });
         }
+        // The projections a LayerNorm feeds, with the norm in its own pass and applied as the
+        // kernel loads (`Auto`'s kernel), where the tuner would choose between the two.
+        if name == "GEGLU proj" || name == "q/k/v proj" {
+            let norm = std::rc::Rc::new(crate::ops::norm::NormWeight::from_torch(gpu, &rng.normals(fin, 0.5), &rng.normals(fin, 0.5))?);
+            for (fuse, how) in [(Fuse::Apart, "apart"), (Fuse::Fused, "on load")] {
+                let (x, w, norm) = (x.clone(), w.clone(), norm.clone());
+                v.push(BenchCase {
+                    name: format!("linear {name}, LayerNorm {how}"),
+                    shape: format!("{tokens}x{fin} -> {fout}"),
+                    flops: 2.0 * (tokens * fin * fout) as f64,
+                    bytes: ((tokens * fin + fin * fout + tokens * fout) * dtype.size()) as f64,
+                    run: Box::new(move |r| linear_store(r, &Input::layer_normed(&x, &norm, 1e-5), &w, Store::Plain, Impl::Auto, fuse).map(drop)),
+                });
+            }
+        }
     }
     Ok(v)
 }
