@@ -1373,67 +1373,87 @@ mod tests {
         assert_eq!(choose(&gpu, dt, &p, Store::Plain, Impl::Auto).unwrap(), Variant::Coop { v4: true, half: false, prefetch: true });
     }
 
+    /// The kernels a norm-on-load test runs in `dt`: the portable one, and the cooperative ones
+    /// where the adapter has them.
+    fn norm_paths(gpu: &Gpu, dt: DType) -> Vec<Impl> {
+        let mut paths = vec![Impl::Portable];
+        if dt == DType::F16 && coop_available(gpu) {
+            paths.extend([Impl::Coop, Impl::CoopV4, Impl::CoopV4Half]);
+        }
+        paths
+    }
+
+    /// One norm-on-load case: linear layers with random weights of `norm(x)`, whose CPU twin
+    /// (rounded as the norm's pass stores it) is `normed` `[rows, c]`, with store 0 (plain), 1
+    /// (residual) or 2 (GEGLU over `n / 2`) on `path`: the values of the CPU linear layer, and
+    /// the same bytes with the norm applied on load (`input` built in the run's recorder) as in
+    /// its own pass.
+    #[allow(clippy::too_many_arguments)]
+    fn check_norm_on_load(gpu: &Gpu, rng: &mut Rng, what: &str, dt: DType, path: Impl, normed: &[f32], c: usize, n: usize, store: u8, input: &dyn Fn(&mut Recorder) -> Input) {
+        use crate::ops::elementwise::cpu::geglu;
+        let rows = normed.len() / c;
+        let wv = rng.normals(n * c, 1.0 / (c as f32).sqrt());
+        let bv = rng.normals(n, 0.5);
+        let (wh, bh) = if dt == DType::F16 { (round_f16(&wv), round_f16(&bv)) } else { (wv.clone(), bv.clone()) };
+        let lw = LinearWeight::from_torch_with_bias(gpu, &wv, Some(&bv), n, c, dt).unwrap();
+        let gw = GegluWeight::from_torch(gpu, &wv, Some(&bv), n / 2, c, dt).unwrap();
+        let out_n = if store == 2 { n / 2 } else { n };
+        let (res, rh) = upload(gpu, &rng.normals(rows * out_n, 1.0), &[rows, out_n], dt);
+        let h = cpu::linear(normed, &wh, Some(&bh), rows, c, n);
+        let want = match store {
+            0 => h,
+            1 => h.iter().zip(&rh).map(|(a, b)| a + b).collect(),
+            _ => geglu(&h, n),
+        };
+        let run = |fuse: Fuse| {
+            let mut rec = gpu.recorder();
+            let x = input(&mut rec);
+            let mut res_shape = x.shape().to_vec();
+            *res_shape.last_mut().unwrap() = out_n;
+            let res = res.reshape(&res_shape).unwrap();
+            let y = match store {
+                0 => linear_store(&mut rec, &x, &lw, Store::Plain, path, fuse),
+                1 => linear_store(&mut rec, &x, &lw, Store::Add(Residual::Same(&res)), path, fuse),
+                _ => linear_store(&mut rec, &x, &gw.lin, Store::Geglu, path, fuse),
+            }
+            .unwrap();
+            rec.submit();
+            assert_eq!(y.shape(), res_shape.as_slice(), "{what}");
+            (y.read_bytes(gpu).unwrap(), y.to_f32(gpu).unwrap())
+        };
+        let (fused, got) = run(Fuse::Fused);
+        assert_close(&format!("linear of a norm on load, {what}"), &got, &want, dt.tolerance(TOL));
+        assert!(fused == run(Fuse::Apart).0, "{what}: the norm applied on load changes the bytes of its own pass");
+    }
+
+    /// Random norm weights `[c]` and their host twins.
+    fn norm_weights(gpu: &Gpu, rng: &mut Rng, c: usize) -> (crate::ops::norm::NormWeight, Vec<f32>, Vec<f32>) {
+        let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
+        let beta = rng.normals(c, 0.5);
+        (crate::ops::norm::NormWeight::from_torch(gpu, &gamma, &beta).unwrap(), gamma, beta)
+    }
+
     /// A LayerNorm applied as the matmul loads its input (`Input::LayerNormed`, `matmul_a_ln.wgsl`)
     /// on every kernel the adapter runs, with plain, residual and GEGLU stores, token tensors of
     /// awkward sizes, and inputs whose mean is far from zero: the values of the CPU norm then the
     /// CPU linear layer, and the bytes of the norm's own pass then the same kernel.
     #[test]
     fn layer_norm_on_load_matches_its_pass() {
-        use crate::ops::elementwise::cpu::geglu;
-        use crate::ops::norm::{cpu as norm_cpu, NormWeight};
         let gpu = test_gpu();
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         for dt in gpu.dtypes() {
-            let mut paths = vec![Impl::Portable];
-            if dt == DType::F16 && coop_available(&gpu) {
-                paths.extend([Impl::Coop, Impl::CoopV4, Impl::CoopV4Half]);
-            }
-            for path in paths {
-                // (x's shape, out features (GEGLU: 2·inner), store: 0 plain, 1 residual, 2 GEGLU)
+            for path in norm_paths(&gpu, dt) {
+                // (x's shape, out features (GEGLU: 2·inner), store)
                 for &(xs, n, store) in &[(&[1usize, 1, 4][..], 4usize, 0u8), (&[2, 7, 36][..], 40, 1), (&[77, 100][..], 36, 0), (&[3, 11, 64][..], 72, 2), (&[130, 20][..], 12, 1)] {
-                    let what = format!("{} {path:?} x {xs:?} -> {n} store {store} seed {seed}", dt.name());
+                    let what = format!("LayerNorm, {} {path:?} x {xs:?} -> {n} store {store} seed {seed}", dt.name());
                     let c = *xs.last().unwrap();
-                    let rows = xs.iter().product::<usize>() / c;
-                    let xv: Vec<f32> = rng.normals(rows * c, 2.0).iter().map(|v| v + 3.0).collect();
+                    let xv: Vec<f32> = rng.normals(xs.iter().product(), 2.0).iter().map(|v| v + 3.0).collect();
                     let (x, xh) = upload(&gpu, &xv, xs, dt);
-                    let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
-                    let beta = rng.normals(c, 0.5);
-                    let nw = NormWeight::from_torch(&gpu, &gamma, &beta).unwrap();
-                    let wv = rng.normals(n * c, 1.0 / (c as f32).sqrt());
-                    let bv = rng.normals(n, 0.5);
-                    let (wh, bh) = if dt == DType::F16 { (round_f16(&wv), round_f16(&bv)) } else { (wv.clone(), bv.clone()) };
-                    let lw = LinearWeight::from_torch_with_bias(&gpu, &wv, Some(&bv), n, c, dt).unwrap();
-                    let gw = GegluWeight::from_torch(&gpu, &wv, Some(&bv), n / 2, c, dt).unwrap();
-                    let out_n = if store == 2 { n / 2 } else { n };
-                    let (res, rh) = upload(&gpu, &rng.normals(rows * out_n, 1.0), &[rows, out_n], dt);
-
-                    let normed = norm_cpu::layer_norm(&xh, c, &gamma, &beta, 1e-5);
+                    let (nw, gamma, beta) = norm_weights(&gpu, &mut rng, c);
+                    let normed = crate::ops::norm::cpu::layer_norm(&xh, c, &gamma, &beta, 1e-5);
                     let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
-                    let h = cpu::linear(&normed, &wh, Some(&bh), rows, c, n);
-                    let want = match store {
-                        0 => h,
-                        1 => h.iter().zip(&rh).map(|(a, b)| a + b).collect(),
-                        _ => geglu(&h, n),
-                    };
-                    let run = |fuse: Fuse| {
-                        let mut rec = gpu.recorder();
-                        let x = Input::layer_normed(&x, &nw, 1e-5);
-                        let res = res.reshape(&[rows, out_n]).unwrap();
-                        let y = match store {
-                            0 => linear_store(&mut rec, &x, &lw, Store::Plain, path, fuse),
-                            1 => linear_store(&mut rec, &x, &lw, Store::Add(Residual::Same(&res)), path, fuse),
-                            _ => linear_store(&mut rec, &x, &gw.lin, Store::Geglu, path, fuse),
-                        }
-                        .unwrap();
-                        rec.submit();
-                        assert_eq!(y.shape().last(), Some(&out_n), "{what}");
-                        (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap())
-                    };
-                    let (fused, got) = run(Fuse::Fused);
-                    assert_close(&format!("linear of a LayerNorm on load, {what}"), &got, &want, dt.tolerance(TOL));
-                    let ab = run(Fuse::Apart).0;
-                    assert!(fused == ab, "{what}: the LayerNorm applied on load changes the bytes of its own pass");
+                    check_norm_on_load(&gpu, &mut rng, &what, dt, path, &normed, c, n, store, &|_| Input::layer_normed(&x, &nw, 1e-5));
                 }
             }
         }
@@ -1446,62 +1466,27 @@ mod tests {
     /// then the same kernel.
     #[test]
     fn group_norm_on_load_matches_its_pass() {
-        use crate::ops::elementwise::cpu::geglu;
-        use crate::ops::norm::{cpu as norm_cpu, group_norm_table, GroupNormOpts, NormWeight};
+        use crate::ops::norm::{group_norm_table, GroupNormOpts, NormWeight};
         let gpu = test_gpu();
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
+        let opts = GroupNormOpts { frames: 1, pooled: false, silu: false };
         for dt in gpu.dtypes() {
-            let mut paths = vec![Impl::Portable];
-            if dt == DType::F16 && coop_available(&gpu) {
-                paths.extend([Impl::Coop, Impl::CoopV4, Impl::CoopV4Half]);
-            }
-            for path in paths {
-                // (x [N, H, W, C], groups, out features (GEGLU: 2·inner), store as above)
+            for path in norm_paths(&gpu, dt) {
+                // (x [N, H, W, C], groups, out features (GEGLU: 2·inner), store)
                 for &(xs, groups, n, store) in &[([2usize, 3, 5, 40], 8usize, 36usize, 0u8), ([1, 7, 11, 64], 32, 72, 2), ([3, 1, 1, 12], 4, 20, 1)] {
-                    let what = format!("{} {path:?} x {xs:?} G={groups} -> {n} store {store} seed {seed}", dt.name());
+                    let what = format!("GroupNorm, {} {path:?} x {xs:?} G={groups} -> {n} store {store} seed {seed}", dt.name());
                     let c = xs[3];
-                    let rows = xs[0] * xs[1] * xs[2];
-                    let xv: Vec<f32> = rng.normals(rows * c, 2.0).iter().map(|v| v - 2.0).collect();
+                    let xv: Vec<f32> = rng.normals(xs.iter().product(), 2.0).iter().map(|v| v - 2.0).collect();
                     let (x, xh) = upload(&gpu, &xv, &xs, dt);
-                    let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * rng.normal()).collect();
-                    let beta = rng.normals(c, 0.5);
-                    let nw = NormWeight::from_torch(&gpu, &gamma, &beta).unwrap();
-                    let wv = rng.normals(n * c, 1.0 / (c as f32).sqrt());
-                    let bv = rng.normals(n, 0.5);
-                    let (wh, bh) = if dt == DType::F16 { (round_f16(&wv), round_f16(&bv)) } else { (wv.clone(), bv.clone()) };
-                    let lw = LinearWeight::from_torch_with_bias(&gpu, &wv, Some(&bv), n, c, dt).unwrap();
-                    let gw = GegluWeight::from_torch(&gpu, &wv, Some(&bv), n / 2, c, dt).unwrap();
-                    let out_n = if store == 2 { n / 2 } else { n };
-                    let (res, rh) = upload(&gpu, &rng.normals(rows * out_n, 1.0), &[rows, out_n], dt);
-
-                    let normed = norm_cpu::group_norm(&xh, xs[0], xs[1] * xs[2], c, groups, 1e-6, &gamma, &beta, 1, false, false);
+                    let (nw, gamma, beta) = norm_weights(&gpu, &mut rng, c);
+                    let normed = crate::ops::norm::cpu::group_norm(&xh, xs[0], xs[1] * xs[2], c, groups, 1e-6, &gamma, &beta, 1, false, false);
                     let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
-                    let h = cpu::linear(&normed, &wh, Some(&bh), rows, c, n);
-                    let want = match store {
-                        0 => h,
-                        1 => h.iter().zip(&rh).map(|(a, b)| a + b).collect(),
-                        _ => geglu(&h, n),
+                    let input = |rec: &mut Recorder| {
+                        let t = group_norm_table(rec, &x, groups, 1e-6, &nw.gamma, &nw.beta, opts).unwrap();
+                        Input::group_normed(&x.reshape(&[xs[0], xs[1] * xs[2], c]).unwrap(), &t).unwrap()
                     };
-                    let run = |fuse: Fuse| {
-                        let mut rec = gpu.recorder();
-                        let opts = GroupNormOpts { frames: 1, pooled: false, silu: false };
-                        let t = group_norm_table(&mut rec, &x, groups, 1e-6, &nw.gamma, &nw.beta, opts).unwrap();
-                        let x = Input::group_normed(&x.reshape(&[xs[0], xs[1] * xs[2], c]).unwrap(), &t).unwrap();
-                        let res = res.reshape(&[xs[0], xs[1] * xs[2], out_n]).unwrap();
-                        let y = match store {
-                            0 => linear_store(&mut rec, &x, &lw, Store::Plain, path, fuse),
-                            1 => linear_store(&mut rec, &x, &lw, Store::Add(Residual::Same(&res)), path, fuse),
-                            _ => linear_store(&mut rec, &x, &gw.lin, Store::Geglu, path, fuse),
-                        }
-                        .unwrap();
-                        rec.submit();
-                        assert_eq!(y.shape(), &[xs[0], xs[1] * xs[2], out_n], "{what}");
-                        (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap())
-                    };
-                    let (fused, got) = run(Fuse::Fused);
-                    assert_close(&format!("linear of a GroupNorm on load, {what}"), &got, &want, dt.tolerance(TOL));
-                    assert!(fused == run(Fuse::Apart).0, "{what}: the GroupNorm applied on load changes the bytes of its own pass");
+                    check_norm_on_load(&gpu, &mut rng, &what, dt, path, &normed, c, n, store, &input);
                 }
             }
         }
