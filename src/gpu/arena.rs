@@ -337,8 +337,9 @@ pub(crate) fn assign_buffers(lives: &[(u64, usize, usize)], existing: &[u64]) ->
 /// nothing separates it). Each buffer needs at least the most bytes alive in it at once, so the
 /// lives are first shared out among buffers to keep the sum of those peaks low
 /// ([`colour_by_profile`]), then each buffer is packed by [`assign_offsets`]. That greedy
-/// sharing runs for a few orders and buffer counts, and the smallest plan is kept: no one of
-/// them wins on every graph (measured on the models: BENCHMARKS.md). Returns each life's
+/// sharing runs for four orders (largest first, by start, by end, by bytes × length) and three
+/// buffer counts, and the smallest plan is kept: no one of them wins on every graph (measured
+/// on the models: BENCHMARKS.md). Returns each life's
 /// (buffer, offset) and each buffer's bytes. Two lives that overlap in time never overlap in
 /// memory in one buffer.
 pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: &[(usize, usize)], align: u64) -> PackedPlan {
@@ -347,12 +348,17 @@ pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: 
     by_size.sort_by(|&a, &b| lives[b].0.cmp(&lives[a].0).then(a.cmp(&b)));
     let mut by_start: Vec<usize> = (0..lives.len()).collect();
     by_start.sort_by_key(|&i| (lives[i].1, i));
-    [&by_size, &by_start]
+    let mut by_end: Vec<usize> = (0..lives.len()).collect();
+    by_end.sort_by_key(|&i| (lives[i].2, i));
+    let mut by_area: Vec<usize> = (0..lives.len()).collect();
+    let area = |i: usize| lives[i].0 * (lives[i].2 - lives[i].1) as u64;
+    by_area.sort_by(|&a, &b| area(b).cmp(&area(a)).then(a.cmp(&b)));
+    [&by_size, &by_start, &by_end, &by_area]
         .into_iter()
         .flat_map(|order| [4, 6, 8].map(|buffers| (order, buffers)))
         .map(|(order, buffers)| pack_colours(lives, &colour_by_profile(lives, &partners, order, buffers, align), align))
         .min_by_key(|plan| plan.1.iter().sum::<u64>())
-        .expect("six plans")
+        .expect("twelve plans")
 }
 
 /// A packed plan: each life's (buffer, offset) and each buffer's bytes.
