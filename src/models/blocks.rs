@@ -6,14 +6,14 @@ use anyhow::Result;
 
 use super::Loader;
 use crate::ops::attention::{attention, attention_qkv, AttnOpts};
-use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, conv2d_upsampled, ConvWeight};
 use crate::ops::elementwise::{unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
 use crate::ops::input::Input;
 use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
-use crate::ops::resize::{upsample_nearest2x, upsample_nearest_to};
+use crate::ops::resize::upsample_nearest_to;
 use crate::{Recorder, Tensor};
 
 /// Per-image GroupNorm statistics (2-D models: every image is its own "window").
@@ -321,11 +321,16 @@ impl Upsample2D {
         Ok(Upsample2D { conv: l.conv2d(&format!("{prefix}.conv"), c, c, 3)? })
     }
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
-        let h = match size {
-            Some(s) => upsample_nearest_to(rec, x, s)?,
-            None => upsample_nearest2x(rec, x)?,
-        };
-        conv2d(rec, &h, &self.conv, 1, 1)
+        let r = x.shape().len();
+        let doubled = (2 * x.shape()[r - 3], 2 * x.shape()[r - 2]);
+        match size {
+            Some(s) if s != doubled => {
+                let h = upsample_nearest_to(rec, x, s)?;
+                conv2d(rec, &h, &self.conv, 1, 1)
+            }
+            // The convolution reads the ×2 upsampling as it loads: it is never written.
+            _ => conv2d_upsampled(rec, x, &self.conv, 1),
+        }
     }
 }
 

@@ -129,8 +129,8 @@ impl Load {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, load: Load, cfg: CoopCfg) -> Kernel {
-    geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res)
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, up: usize, load: Load, cfg: CoopCfg) -> Kernel {
+    geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res, up)
         .with_coop(cfg.fs)
         .def("SG", format!("{}u", cfg.sg))
         .def("NSG", format!("{}u", cfg.nsg))
@@ -198,6 +198,9 @@ struct Problem {
     wo: usize,
     pad: [usize; 3],
     stride: [usize; 2],
+    /// 2 where the convolution reads the nearest ×2 upsampling of its input (`h`, `w` are then
+    /// the upsampled sizes), else 1.
+    up: usize,
     out_shape: Vec<usize>,
 }
 
@@ -232,10 +235,38 @@ pub fn conv2d_add_with(rec: &mut Recorder, x: impl Into<Input>, w: &ConvWeight, 
     launch(rec, &x, w, &conv2d_problem(&x, w, stride, pad)?, res, imp)
 }
 
+/// [`conv2d`] (stride 1) of the nearest ×2 upsampling of `x` `[.., H, W, Cin]`
+/// (`F.interpolate(x, scale_factor=2)`, then the convolution): output `[.., Ho, Wo, Cout]` for a
+/// `2H × 2W` input. The kernels read x's pixel (y/2, x/2) for the upsampled one (y, x), so the
+/// upsampled tensor, four times x, is never written: the same values as
+/// [`upsample_nearest2x`](crate::ops::resize::upsample_nearest2x) then [`conv2d`].
+pub fn conv2d_upsampled(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pad: usize) -> Result<Tensor> {
+    conv2d_upsampled_with(rec, x, w, pad, Impl::Auto)
+}
+
+pub fn conv2d_upsampled_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pad: usize, imp: Impl) -> Result<Tensor> {
+    let x = Input::from(x);
+    let s = x.shape();
+    ensure!(s.len() == 4 || s.len() == 5, "conv2d_upsampled: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
+    let r = s.len();
+    ensure!(2 * s[r - 3] * s[r - 2] * s[r - 1] * s[..r - 3].iter().product::<usize>() < i32::MAX as usize, "conv2d_upsampled: the upsampled input is too large for 32-bit indexing");
+    // The problem of the upsampled input, read from x.
+    let mut up_shape = s.to_vec();
+    up_shape[r - 3] *= 2;
+    up_shape[r - 2] *= 2;
+    let mut pb = conv2d_problem_of(&up_shape, &x, w, 1, pad)?;
+    pb.up = 2;
+    launch(rec, &x, w, &pb, None, imp)
+}
+
 fn conv2d_problem(x: &Input, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
+    conv2d_problem_of(x.shape(), x, w, stride, pad)
+}
+
+/// The problem of a 2-D convolution of an input of shape `s` (x's, or its upsampling's).
+fn conv2d_problem_of(s: &[usize], x: &Input, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
     ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
     check_input("conv2d", x, w)?;
-    let s = x.shape();
     ensure!(s.len() == 4 || s.len() == 5, "conv2d: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
     ensure!(stride >= 1, "conv2d: stride 0");
     let (h, wd) = (s[s.len() - 3], s[s.len() - 2]);
@@ -249,7 +280,7 @@ fn conv2d_problem(x: &Input, w: &ConvWeight, stride: usize, pad: usize) -> Resul
     out_shape[r - 2] = wo;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape })
+    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], up: 1, out_shape })
 }
 
 /// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
@@ -284,7 +315,7 @@ fn transposed_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     out_shape[r - 2] = 2 * wd;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape })
+    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], up: 1, out_shape })
 }
 
 /// 3-D convolution (stride 1, zero padding `k/2` in every axis, so the shape is kept) of
@@ -343,12 +374,13 @@ fn conv3d_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     let [kt, kh, kw] = w.taps;
     let mut out_shape = s.to_vec();
     out_shape[4] = w.cout;
-    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape })
+    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], up: 1, out_shape })
 }
 
 /// The specialisation consts every conv kernel shares.
-fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool) -> Kernel {
+fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, up: usize) -> Kernel {
     k.def("HAS_RES", has_res)
+        .def("UP", format!("{up}u"))
         .def("KT", format!("{}u", taps[0]))
         .def("KH", format!("{}u", taps[1]))
         .def("KW", format!("{}u", taps[2]))
@@ -369,7 +401,8 @@ fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTa
             let key = || {
                 let gn = norm.map(|n| format!(" after group norm{}", if n.silu { " + silu" } else { "" })).unwrap_or_default();
                 let pair = if pair { " from a channel pair" } else { "" };
-                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{pair}{gn}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
+                let up = if pb.up > 1 { " upsampled ×2" } else { "" };
+                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{up}{pair}{gn}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
             };
             crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
                 let scratch = if pair { x.scratch(r)? } else { Input::Tensor(r.empty(x.shape(), x.dtype())?) };
@@ -485,6 +518,8 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
     if norm.is_some() {
         ensure!(w.cin.is_multiple_of(4), "conv: a GroupNorm applied on load needs Cin % 4 == 0 (Cin = {})", w.cin);
     }
+    // The loads of a norm or a pair count pixels in the input's own grid, not an upsampled one.
+    debug_assert!(pb.up == 1 || (norm.is_none() && x.pair().is_none()), "an upsampled input is read as stored");
     // The second part of a pair is bound after every other binding.
     let x2_binding = 1 + OTHER_BINDINGS + norm.is_some() as u32 + 1;
     let load = match (x.pair(), norm) {
@@ -494,8 +529,8 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
     };
     let (bm, bn) = tile.block();
     let k = match tile {
-        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), load, cfg),
-        Tile::Tiled { bn } => geometry(load.kernel(&NAMES_TILED, &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some())
+        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), pb.up, load, cfg),
+        Tile::Tiled { bn } => geometry(load.kernel(&NAMES_TILED, &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some(), pb.up)
             .def("BN", format!("{bn}u"))
             .def("BK", format!("{TILED_BK}u")),
     };
