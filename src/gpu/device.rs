@@ -58,8 +58,8 @@ pub struct GpuOptions {
     /// (`DIFFVSR_TUNE_CACHE`; see [`tune::default_cache_dir`](super::tune::default_cache_dir)).
     pub tune_cache: Option<std::path::PathBuf>,
     /// Whether a convolution that reads a GroupNorm's output (`ops::conv::conv2d_normed`), or a
-    /// linear layer that reads a LayerNorm's or GroupNorm's (`ops::matmul::linear` of an
-    /// `Input::LayerNormed` or `Input::GroupNormed`), applies the norm as it loads its input
+    /// linear layer that reads a LayerNorm's or GroupNorm's (`ops::matmul::linear` of a
+    /// `LinearInput::LayerNormed` or `GroupNormed`), applies the norm as it loads its input
     /// instead of after a pass of its own (`DIFFVSR_NORM_INTO_CONV`): auto times both per shape
     /// where tuning is on and keeps them apart elsewhere.
     pub norm_into_conv: TuneMode,

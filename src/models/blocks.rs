@@ -9,7 +9,7 @@ use crate::ops::attention::{attention, attention_qkv, AttnOpts};
 use crate::ops::conv::{conv2d, conv2d_normed, conv2d_upsampled, ConvWeight};
 use crate::ops::elementwise::{unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
-use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearInput, LinearWeight};
 use crate::ops::input::Input;
 use crate::ops::residual::Residual;
 use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
@@ -108,7 +108,7 @@ impl Qkv {
 
     /// Multi-head attention of `x [N, L, dim]` to `ctx` (`None`: self-attention), unprojected.
     /// `x` may be a LayerNorm's input, applied by the projection that reads it.
-    pub fn attend(&self, rec: &mut Recorder, x: impl Into<Input>, ctx: Option<&Tensor>, heads: usize) -> Result<Tensor> {
+    pub fn attend(&self, rec: &mut Recorder, x: impl Into<LinearInput>, ctx: Option<&Tensor>, heads: usize) -> Result<Tensor> {
         let x = x.into();
         match (self, ctx) {
             (Qkv::Stacked(w), None) => {
@@ -122,8 +122,8 @@ impl Qkv {
                 let (x, ctx) = match ctx {
                     Some(c) => (x, c.clone()),
                     None => {
-                        let t = x.materialise(rec)?.into_owned();
-                        (Input::Tensor(t.clone()), t)
+                        let t = x.materialise(rec)?;
+                        (LinearInput::from(&t), t)
                     }
                 };
                 let q = linear(rec, x, to_q)?;
@@ -169,8 +169,8 @@ impl Attention {
 
     /// `x [N, L, dim]` attends to `ctx [N, Lc, ctx_dim]` (`None`: to itself); returns
     /// `res + attention`, the sum formed as `to_out` stores its output. `x` may be a
-    /// LayerNorm's input ([`Input::layer_normed`]).
-    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, ctx: Option<&Tensor>, res: &Tensor) -> Result<Tensor> {
+    /// LayerNorm's input ([`LinearInput::layer_normed`]).
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<LinearInput>, ctx: Option<&Tensor>, res: &Tensor) -> Result<Tensor> {
         let o = self.qkv.attend(rec, x, ctx, self.heads)?;
         linear_add(rec, &o, &self.to_out, Residual::Same(res))
     }
@@ -193,7 +193,7 @@ impl FeedForward {
 
     /// `res + FF(x)`, the sum formed as `net.2` stores its output. `x` may be a LayerNorm's
     /// input.
-    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, res: &Tensor) -> Result<Tensor> {
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<LinearInput>, res: &Tensor) -> Result<Tensor> {
         let h = linear_geglu(rec, x, &self.proj)?;
         linear_add(rec, &h, &self.out, Residual::Same(res))
     }
@@ -244,12 +244,12 @@ impl BasicTransformerBlock {
     ) -> Result<Tensor> {
         // Each LayerNorm is applied by the projection after it, in its own pass or as the
         // projection loads (norm::Fuse).
-        let n = Input::layer_normed(x, &self.norm1, 1e-5);
+        let n = LinearInput::layer_normed(x, &self.norm1, 1e-5);
         let x = self.attn1.forward_add(rec, n, self.only_cross_attention.then_some(ctx), x)?;
-        let n = Input::layer_normed(&x, &self.norm2, 1e-5);
+        let n = LinearInput::layer_normed(&x, &self.norm2, 1e-5);
         let x = self.attn2.forward_add(rec, n, Some(ctx), &x)?;
         let x = between(rec, x)?;
-        let n = Input::layer_normed(&x, &self.norm3, 1e-5);
+        let n = LinearInput::layer_normed(&x, &self.norm3, 1e-5);
         self.ff.forward_add(rec, n, &x)
     }
 }
@@ -288,7 +288,7 @@ impl Transformer2D {
         let s = x.shape().to_vec();
         // The norm is applied by proj_in, in its own pass or as proj_in loads (norm::Fuse).
         let norm = group_norm_table_w(rec, x, self.groups, 1e-6, &self.norm, PER_IMAGE)?;
-        let h = Input::group_normed(&x.reshape(&[s[0], s[1] * s[2], s[3]])?, &norm)?;
+        let h = LinearInput::group_normed(&x.reshape(&[s[0], s[1] * s[2], s[3]])?, &norm)?;
         let h = linear(rec, h, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx)?;
         linear_add(rec, &h, &self.proj_out, Residual::Same(x))?.reshape(&s)

@@ -19,9 +19,8 @@ use anyhow::{bail, Context, Result};
 use super::Loader;
 use crate::ops::attention::{attention_qkv, AttnOpts};
 use crate::ops::elementwise::{unary, Unary};
-use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, LinearInput, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::input::Input;
 use crate::ops::norm::{layer_norm_w, NormWeight};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::WeightStore;
@@ -45,7 +44,7 @@ impl ClipAttention {
     }
 
     /// `res + attention(x)` for `x [B, L, D]` → `[B, L, D]` (the sum formed as `out_proj` stores).
-    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, res: &Tensor) -> Result<Tensor> {
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<LinearInput>, res: &Tensor) -> Result<Tensor> {
         let qkv = linear(rec, x, &self.qkv)?;
         let dh = self.out_proj.in_features / self.heads;
         let o = attention_qkv(rec, &qkv, self.heads, AttnOpts::new(dh).causal())?;
@@ -65,7 +64,7 @@ impl ClipMlp {
     }
 
     /// `res + MLP(x)` (the sum formed as `fc2` stores).
-    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, res: &Tensor) -> Result<Tensor> {
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<LinearInput>, res: &Tensor) -> Result<Tensor> {
         let h = linear(rec, x, &self.fc1)?;
         let h = unary(rec, Unary::Gelu, &h)?;
         linear_add(rec, &h, &self.fc2, Residual::Same(res))
@@ -94,9 +93,9 @@ impl ClipEncoderLayer {
     }
 
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor) -> Result<Tensor> {
-        let h = Input::layer_normed(x, &self.layer_norm1, self.eps);
+        let h = LinearInput::layer_normed(x, &self.layer_norm1, self.eps);
         let x = self.self_attn.forward_add(rec, h, x)?;
-        let h = Input::layer_normed(&x, &self.layer_norm2, self.eps);
+        let h = LinearInput::layer_normed(&x, &self.layer_norm2, self.eps);
         self.mlp.forward_add(rec, h, &x)
     }
 }

@@ -8,9 +8,8 @@ use super::Loader;
 use crate::config::VaeConfig;
 use crate::ops::conv::{conv2d, conv2d_normed, ConvWeight};
 use crate::ops::layout::{nchw_to_nhwc, nhwc_to_nchw};
-use crate::ops::matmul::{linear_add, LinearWeight};
+use crate::ops::matmul::{linear_add, LinearInput, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::input::Input;
 use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::{Recorder, Tensor};
 
@@ -51,7 +50,7 @@ impl VaeAttention {
         let c = s[3];
         // The norm is applied by the q/k/v projection (norm::Fuse).
         let norm = group_norm_table_w(rec, x, self.groups, 1e-6, &self.group_norm, PER_IMAGE)?;
-        let h = Input::group_normed(&x.reshape(&[s[0], s[1] * s[2], c])?, &norm)?;
+        let h = LinearInput::group_normed(&x.reshape(&[s[0], s[1] * s[2], c])?, &norm)?;
         let o = self.qkv.attend(rec, h, None, 1)?;
         linear_add(rec, &o, &self.to_out, Residual::Same(x))?.reshape(&s)
     }

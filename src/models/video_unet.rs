@@ -16,9 +16,8 @@ use crate::config::{VideoUNetConfig, VideoUNetKind, TEMPORAL_GROUPS};
 use crate::ops::conv::{conv2d, conv2d_add, conv3d_normed, conv_transpose2d, conv_transpose2d_add, ConvWeight};
 use crate::ops::elementwise::add_assign;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
-use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, LinearInput, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::input::Input;
 use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::ops::resize::resize_bilinear;
 use crate::ops::temporal_attention::{relative_position_bias, temporal_attention_qkv, Rope};
@@ -135,7 +134,7 @@ impl TemporalAttn {
 
     /// `res + TA(x)` for `x [B, F, H, W, C]` (normalised, or a LayerNorm's input applied by the
     /// projection; the sum formed as `to_out` stores) → `[B, F, H, W, C]`.
-    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, res: &Tensor) -> Result<Tensor> {
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<LinearInput>, res: &Tensor) -> Result<Tensor> {
         let x = x.into();
         let f = x.shape()[1];
         let qkv = linear(rec, &x, &self.qkv)?;
@@ -203,12 +202,12 @@ impl VideoTransformerBlock {
     /// The temporal step on `x [B, F, H, W, C]`: `x + TA(LN_t x)`, plus the MSTA branch.
     fn temporal_step(&self, rec: &mut Recorder, x5: &Tensor) -> Result<Tensor> {
         let (hh, ww) = (x5.shape()[2], x5.shape()[3]);
-        let n = Input::layer_normed(x5, &self.norm_temporal, 1e-5);
+        let n = LinearInput::layer_normed(x5, &self.norm_temporal, 1e-5);
         let out = self.attn_temporal.forward_add(rec, n, x5)?;
         let Some(m) = &self.msta else { return Ok(out) };
         // The down branch starts from the block's input to the temporal step, not from A.
         let d = conv2d(rec, x5, &m.down, 2, 1)?;
-        let n = Input::layer_normed(&d, &m.norm, 1e-5);
+        let n = LinearInput::layer_normed(&d, &m.norm, 1e-5);
         let sm = m.attn.forward_add(rec, n, &d)?;
         // `m.up` carries the 0.5.
         let (h2, w2) = (2 * sm.shape()[2], 2 * sm.shape()[3]);
@@ -251,7 +250,7 @@ impl Transformer3D {
         let per_frame = GroupNormOpts { frames, pooled: false, silu: false };
         // The norm is applied by proj_in, in its own pass or as proj_in loads (norm::Fuse).
         let norm = group_norm_table_w(rec, &y, self.groups, TEMPORAL_EPS, &self.norm, per_frame)?;
-        let h = linear(rec, Input::group_normed(&y, &norm)?, &self.proj_in)?;
+        let h = linear(rec, LinearInput::group_normed(&y, &norm)?, &self.proj_in)?;
         let h = self.block.forward(rec, &h, ctx, frames)?;
         linear_add(rec, &h, &self.proj_out, Residual::Same(&y))
     }

@@ -17,9 +17,8 @@ use crate::ops::conv::{conv2d, conv2d_normed, conv3d, conv3d_normed, ConvWeight}
 use crate::ops::elementwise::{add, mix, unary, Unary};
 use crate::ops::embed::timestep_embedding_as;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
-use crate::ops::matmul::{linear, linear_add, LinearWeight};
+use crate::ops::matmul::{linear, linear_add, LinearInput, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::input::Input;
 use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::ops::temporal_attention::{temporal_attention_qkv, Rope};
 use crate::{DType, Recorder, Tensor};
@@ -129,7 +128,7 @@ impl FrameAttention {
 
     /// `res + attention(x)` for `x [B·F, L, C]` (the sum formed as `to_out` stores);
     /// `zero_bias [1, F, F]` (no positional bias in this model).
-    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<Input>, frames: usize, zero_bias: &Tensor, res: &Tensor) -> Result<Tensor> {
+    pub fn forward_add(&self, rec: &mut Recorder, x: impl Into<LinearInput>, frames: usize, zero_bias: &Tensor, res: &Tensor) -> Result<Tensor> {
         let x = x.into();
         let s = x.shape().to_vec();
         let qkv = linear(rec, x, &self.qkv)?.reshape(&[s[0] / frames, frames, 1, s[1], 3 * s[2]])?;
@@ -169,13 +168,13 @@ impl VideoTransformerBlock {
     pub fn forward(&self, rec: &mut Recorder, z: &Tensor, frames: usize) -> Result<Tensor> {
         let zero_bias = Tensor::from_f32(rec.gpu(), &vec![0.0; frames * frames], &[1, frames, frames], z.dtype())?;
         // Each LayerNorm is applied by the projection after it (norm::Fuse).
-        let n = Input::layer_normed(z, &self.norm_in, 1e-5);
+        let n = LinearInput::layer_normed(z, &self.norm_in, 1e-5);
         let z = self.ff_in.forward_add(rec, n, z)?;
-        let n = Input::layer_normed(&z, &self.norm1, 1e-5);
+        let n = LinearInput::layer_normed(&z, &self.norm1, 1e-5);
         let z = self.attn1.forward_add(rec, n, frames, &zero_bias, &z)?;
-        let n = Input::layer_normed(&z, &self.norm2, 1e-5);
+        let n = LinearInput::layer_normed(&z, &self.norm2, 1e-5);
         let z = self.attn2.forward_add(rec, n, frames, &zero_bias, &z)?;
-        let n = Input::layer_normed(&z, &self.norm3, 1e-5);
+        let n = LinearInput::layer_normed(&z, &self.norm3, 1e-5);
         self.ff.forward_add(rec, n, &z)
     }
 }
@@ -216,7 +215,7 @@ impl MemoryEfficientVideoBlock {
         let b = n / frames;
         // The norm is applied by the q/k/v projection (norm::Fuse).
         let norm = group_norm_table_w(rec, x, TE_GROUPS, 1e-6, &self.norm, PER_IMAGE)?;
-        let h = Input::group_normed(&x.reshape(&[n, s[1] * s[2], c])?, &norm)?;
+        let h = LinearInput::group_normed(&x.reshape(&[n, s[1] * s[2], c])?, &norm)?;
         let a = self.qkv.attend(rec, h, None, 1)?;
 
         let idx: Vec<f32> = (0..frames).map(|i| i as f32).collect();

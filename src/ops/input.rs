@@ -1,12 +1,10 @@
-//! What a kernel reads as its input activation: one tensor; two tensors' channels side by side,
-//! which the kernel gathers from both as it loads, so their concatenation is never written; or a
-//! tensor through a LayerNorm or a GroupNorm, which a matmul applies as it loads, so the
-//! normalised tensor is never written. A UNet's up path concatenates its activation with a skip
+//! What a GroupNorm or convolution kernel reads as its input activation: one tensor, or two
+//! tensors' channels side by side, which the kernel gathers from both as it loads, so their
+//! concatenation is never written. A UNet's up path concatenates its activation with a skip
 //! before every resnet; the resnet's GroupNorm (`ops::norm`) and its convolutions (`ops::conv`)
-//! read the pair directly. A transformer's LayerNorms, and the GroupNorm before its `proj_in`,
-//! feed linear layers (`ops::matmul`). An op that cannot
-//! read an input directly (see [`Input::readable_directly`]) writes it out first
-//! ([`Input::materialise`]), so the values are the same either way.
+//! read the pair directly. An op that cannot read a pair (see [`Input::readable_directly`])
+//! concatenates it first ([`Input::materialise`]), so the values are the same either way. (A
+//! linear layer's input can also be a norm's, applied as it loads: `ops::matmul::LinearInput`.)
 
 use std::borrow::Cow;
 
@@ -14,7 +12,6 @@ use anyhow::Result;
 
 use crate::kernel::Recorder;
 use crate::ops::concat::{channel_cat_shape, concat_channels};
-use crate::ops::norm::{group_norm_apply, layer_norm_w, GnTable, LayerNormWeight};
 use crate::tensor::{DType, Tensor};
 
 /// An activation as an op reads it.
@@ -25,12 +22,6 @@ pub enum Input {
     /// [`concat_channels`] of the two would give, a part with the shorter axis 0 repeating along
     /// it (a skip from the layers a CFG pair's halves share). Build it with [`Input::channels`].
     Pair { a: Tensor, b: Tensor, shape: Vec<usize> },
-    /// `LayerNorm(x)` over the last axis with `w` and `eps`, not written.
-    LayerNormed { x: Tensor, w: LayerNormWeight, eps: f32 },
-    /// A GroupNorm (without SiLU) of x, whose statistics `table` holds, not written: x may be a
-    /// view of the tensor the table was taken of with other leading dims (tokens `[N, H·W, C]`
-    /// of `[N, H, W, C]`). Build it with [`Input::group_normed`].
-    GroupNormed { x: Tensor, table: GnTable },
 }
 
 impl From<&Tensor> for Input {
@@ -69,34 +60,16 @@ impl Input {
         Ok(Input::Pair { a: a.clone(), b: b.clone(), shape })
     }
 
-    /// `LayerNorm(x)`, not written: [`layer_norm`](crate::ops::norm::layer_norm)'s values.
-    pub fn layer_normed(x: &Tensor, w: &LayerNormWeight, eps: f32) -> Input {
-        Input::LayerNormed { x: x.clone(), w: w.clone(), eps }
-    }
-
-    /// `GroupNorm(x)` by its statistics `table` (of x, or of x with other leading dims), not
-    /// written. A norm with SiLU is refused (no kernel applies SiLU as a matmul loads).
-    pub fn group_normed(x: &Tensor, table: &GnTable) -> Result<Input> {
-        anyhow::ensure!(!table.silu, "a GroupNorm with SiLU cannot be applied as a linear layer loads");
-        anyhow::ensure!(
-            x.numel() == table.shape.iter().product::<usize>() && x.shape().last() == table.shape.last(),
-            "a GroupNorm table of {:?} given with the input {:?}",
-            table.shape,
-            x.shape()
-        );
-        Ok(Input::GroupNormed { x: x.clone(), table: table.clone() })
-    }
-
     pub fn shape(&self) -> &[usize] {
         match self {
-            Input::Tensor(t) | Input::LayerNormed { x: t, .. } | Input::GroupNormed { x: t, .. } => t.shape(),
+            Input::Tensor(t) => t.shape(),
             Input::Pair { shape, .. } => shape,
         }
     }
 
     pub fn dtype(&self) -> DType {
         match self {
-            Input::Tensor(t) | Input::LayerNormed { x: t, .. } | Input::GroupNormed { x: t, .. } => t.dtype(),
+            Input::Tensor(t) => t.dtype(),
             Input::Pair { a, .. } => a.dtype(),
         }
     }
@@ -108,7 +81,7 @@ impl Input {
     /// The tensors a kernel binds to read it, in order.
     pub fn tensors(&self) -> Vec<&Tensor> {
         match self {
-            Input::Tensor(t) | Input::LayerNormed { x: t, .. } | Input::GroupNormed { x: t, .. } => vec![t],
+            Input::Tensor(t) => vec![t],
             Input::Pair { a, b, .. } => vec![a, b],
         }
     }
@@ -116,7 +89,7 @@ impl Input {
     /// Where a pair's channels are (`None` for anything else).
     pub fn pair(&self) -> Option<PairGeometry> {
         match self {
-            Input::Tensor(_) | Input::LayerNormed { .. } | Input::GroupNormed { .. } => None,
+            Input::Tensor(_) => None,
             Input::Pair { a, b, .. } => {
                 let c1 = *a.shape().last().unwrap_or(&0);
                 let c2 = *b.shape().last().unwrap_or(&0);
@@ -128,12 +101,10 @@ impl Input {
     /// Whether a GroupNorm or convolution kernel that loads `vector` channels at a time can
     /// read this directly and still bind everything else it needs (`other_bindings` storage
     /// buffers) within the adapter's limit: one tensor always; a pair where both parts' channel
-    /// counts divide by the vector (so no load straddles them) and one more binding is left; a
-    /// norm never (only the matmul applies one as it loads).
+    /// counts divide by the vector (so no load straddles them) and one more binding is left.
     pub fn readable_directly(&self, rec: &Recorder, vector: usize, other_bindings: u32) -> bool {
         match self {
             Input::Tensor(_) => true,
-            Input::LayerNormed { .. } | Input::GroupNormed { .. } => false,
             Input::Pair { a, b, .. } => {
                 let (c1, c2) = (*a.shape().last().unwrap_or(&0), *b.shape().last().unwrap_or(&0));
                 c1.is_multiple_of(vector) && c2.is_multiple_of(vector) && other_bindings + 2 <= rec.gpu().limits.max_storage_buffers_per_shader_stage
@@ -141,13 +112,11 @@ impl Input {
         }
     }
 
-    /// One tensor holding the values: itself, the pair concatenated, or the norm's output.
+    /// One tensor holding the values: itself, or the pair concatenated.
     pub fn materialise(&self, rec: &mut Recorder) -> Result<Cow<'_, Tensor>> {
         Ok(match self {
             Input::Tensor(t) => Cow::Borrowed(t),
             Input::Pair { a, b, .. } => Cow::Owned(concat_channels(rec, &[a, b])?),
-            Input::LayerNormed { x, w, eps } => Cow::Owned(layer_norm_w(rec, x, w, *eps)?),
-            Input::GroupNormed { x, table } => Cow::Owned(group_norm_apply(rec, &x.reshape(&table.shape)?, table)?.reshape(x.shape())?),
         })
     }
 
@@ -156,8 +125,6 @@ impl Input {
         Ok(match self {
             Input::Tensor(t) => Input::Tensor(rec.empty(t.shape(), t.dtype())?),
             Input::Pair { a, b, shape } => Input::Pair { a: rec.empty(a.shape(), a.dtype())?, b: rec.empty(b.shape(), b.dtype())?, shape: shape.clone() },
-            Input::LayerNormed { x, w, eps } => Input::LayerNormed { x: rec.empty(x.shape(), x.dtype())?, w: w.clone(), eps: *eps },
-            Input::GroupNormed { x, table } => Input::GroupNormed { x: rec.empty(x.shape(), x.dtype())?, table: table.with_table(rec.empty(table.table.shape(), DType::F32)?) },
         })
     }
 }

@@ -14,8 +14,8 @@
 //! GEGLU ([`linear_geglu`]: each stored value is `x·gelu(gate)` of a pair of columns), and both
 //! can take a LayerNorm's or GroupNorm's input and apply the norm as they load it
 //! (`matmul_a_ln.wgsl`, from the rows' statistics of [`layer_norm_table`]; `matmul_a_gn.wgsl`,
-//! from a [`GnTable`]; the linear layers given an [`Input::layer_normed`] or
-//! [`Input::group_normed`], where [`Fuse`] says), so the normalised tensor is never written.
+//! from a [`GnTable`]; the linear layers given an [`LinearInput::layer_normed`] or
+//! [`LinearInput::group_normed`], where [`Fuse`] says), so the normalised tensor is never written.
 //!
 //! [`Impl::Auto`] takes the cooperative kernel when the adapter has it ([`coop_available`]), the
 //! storage dtype is f16 (or f32 with `--f16-operands`: operands rounded to f16 as they are staged)
@@ -54,10 +54,10 @@ macro_rules! matmul_sources {
 /// a as stored.
 const PLAIN: [&str; 3] = matmul_sources!("../../shaders/matmul_a_plain.wgsl");
 const PLAIN_NAMES: [&str; 3] = ["matmul", "matmul_coop", "matmul_coop_v4"];
-/// a through a LayerNorm applied as it loads ([`Input::LayerNormed`]).
+/// a through a LayerNorm applied as it loads ([`LinearInput::LayerNormed`]).
 const LN: [&str; 3] = matmul_sources!("../../shaders/matmul_a_ln.wgsl");
 const LN_NAMES: [&str; 3] = ["matmul_ln", "matmul_coop_ln", "matmul_coop_v4_ln"];
-/// a through a GroupNorm applied as it loads ([`Input::GroupNormed`]).
+/// a through a GroupNorm applied as it loads ([`LinearInput::GroupNormed`]).
 const GN: [&str; 3] = matmul_sources!("../../shaders/matmul_a_gn.wgsl");
 const GN_NAMES: [&str; 3] = ["matmul_gn", "matmul_coop_gn", "matmul_coop_v4_gn"];
 
@@ -585,27 +585,101 @@ impl LinearWeight {
     }
 }
 
+/// What a linear layer reads: an activation, or a norm's input that the kernel normalises as it
+/// loads (or a pass of the norm's own first, as [`Fuse`] says), so the normalised tensor is never
+/// written.
+#[derive(Clone, Debug)]
+pub enum LinearInput {
+    Input(Input),
+    /// `LayerNorm(x)` over the last axis with `w` and `eps`.
+    LayerNormed { x: Tensor, w: LayerNormWeight, eps: f32 },
+    /// A GroupNorm (without SiLU) of x, whose statistics `table` holds: x may be a view of the
+    /// tensor the table was taken of with other leading dims (tokens `[N, H·W, C]` of
+    /// `[N, H, W, C]`).
+    GroupNormed { x: Tensor, table: GnTable },
+}
+
+impl From<&Tensor> for LinearInput {
+    fn from(t: &Tensor) -> LinearInput {
+        LinearInput::Input(t.into())
+    }
+}
+
+impl From<Tensor> for LinearInput {
+    fn from(t: Tensor) -> LinearInput {
+        LinearInput::Input(t.into())
+    }
+}
+
+impl From<&LinearInput> for LinearInput {
+    fn from(x: &LinearInput) -> LinearInput {
+        x.clone()
+    }
+}
+
+impl LinearInput {
+    /// `LayerNorm(x)`: [`layer_norm`](crate::ops::norm::layer_norm)'s values.
+    pub fn layer_normed(x: &Tensor, w: &LayerNormWeight, eps: f32) -> LinearInput {
+        LinearInput::LayerNormed { x: x.clone(), w: w.clone(), eps }
+    }
+
+    /// `GroupNorm(x)` by its statistics `table` (of x, or of x with other leading dims). A norm
+    /// with SiLU is refused (no kernel applies SiLU as a matmul loads).
+    pub fn group_normed(x: &Tensor, table: &GnTable) -> Result<LinearInput> {
+        if table.silu {
+            bail!("a GroupNorm with SiLU cannot be applied as a linear layer loads");
+        }
+        if x.numel() != table.shape.iter().product::<usize>() || x.shape().last() != table.shape.last() {
+            bail!("a GroupNorm table of {:?} given with the input {:?}", table.shape, x.shape());
+        }
+        Ok(LinearInput::GroupNormed { x: x.clone(), table: table.clone() })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            LinearInput::Input(x) => x.shape(),
+            LinearInput::LayerNormed { x, .. } | LinearInput::GroupNormed { x, .. } => x.shape(),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            LinearInput::Input(x) => x.dtype(),
+            LinearInput::LayerNormed { x, .. } | LinearInput::GroupNormed { x, .. } => x.dtype(),
+        }
+    }
+
+    /// One tensor holding the values: the input's, or the norm's output from its own pass.
+    pub fn materialise(&self, rec: &mut Recorder) -> Result<Tensor> {
+        Ok(match self {
+            LinearInput::Input(x) => x.materialise(rec)?.into_owned(),
+            LinearInput::LayerNormed { x, w, eps } => layer_norm_w(rec, x, w, *eps)?,
+            LinearInput::GroupNormed { x, table } => group_norm_apply(rec, x.reshape(&table.shape)?, table)?.reshape(x.shape())?,
+        })
+    }
+}
+
 /// `nn.Linear`: `y = x Wᵀ + b` over the last axis, `x [.., in]` → `[.., out]` (tokens
 /// `[batch, tokens, C]` or channels-last activations).
-/// `x` may be a LayerNorm's input ([`Input::layer_normed`]): the norm is applied in its own pass
+/// `x` may be a LayerNorm's input ([`LinearInput::layer_normed`]): the norm is applied in its own pass
 /// or as the kernel loads x, as the device says ([`Fuse::Auto`]; the same values either way).
-pub fn linear(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight) -> Result<Tensor> {
+pub fn linear(rec: &mut Recorder, x: impl Into<LinearInput>, w: &LinearWeight) -> Result<Tensor> {
     linear_with(rec, x, w, Impl::Auto)
 }
 
 /// [`linear`] on an explicit kernel path.
-pub fn linear_with(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight, path: Impl) -> Result<Tensor> {
+pub fn linear_with(rec: &mut Recorder, x: impl Into<LinearInput>, w: &LinearWeight, path: Impl) -> Result<Tensor> {
     linear_add_with(rec, x, w, None, path)
 }
 
 /// `x Wᵀ + b + res` in one pass: a linear layer feeding a residual connection
 /// (`Residual::Same`, the residual stream viewed as the output's rows) or a per-batch vector.
-pub fn linear_add(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight, res: Residual) -> Result<Tensor> {
+pub fn linear_add(rec: &mut Recorder, x: impl Into<LinearInput>, w: &LinearWeight, res: Residual) -> Result<Tensor> {
     linear_add_with(rec, x, w, Some(res), Impl::Auto)
 }
 
 /// [`linear_add`] (or [`linear`] without a residual) on an explicit kernel path.
-pub fn linear_add_with(rec: &mut Recorder, x: impl Into<Input>, w: &LinearWeight, res: Option<Residual>, path: Impl) -> Result<Tensor> {
+pub fn linear_add_with(rec: &mut Recorder, x: impl Into<LinearInput>, w: &LinearWeight, res: Option<Residual>, path: Impl) -> Result<Tensor> {
     linear_store(rec, &x.into(), w, res.map_or(Store::Plain, Store::Add), path, Fuse::Auto)
 }
 
@@ -635,16 +709,16 @@ impl NormIn<'_> {
 
 /// The linear layers' shared body: `x Wᵀ + b` over x's last axis, stored as `store`, with a
 /// LayerNorm or GroupNorm of x applied where `fuse` says (its own pass, or as the kernel loads x).
-fn linear_store(rec: &mut Recorder, x: &Input, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<Tensor> {
+fn linear_store(rec: &mut Recorder, x: &LinearInput, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<Tensor> {
     let s = x.shape().to_vec();
     if s.last() != Some(&w.in_features) {
         bail!("linear: input {s:?} must end in in_features = {}", w.in_features);
     }
-    let rows = x.numel() / w.in_features.max(1);
+    let rows = s.iter().product::<usize>() / w.in_features.max(1);
     let norm = match x {
-        Input::LayerNormed { x: t, w: nw, eps } => Some((t, NormIn::Layer(nw, *eps))),
-        Input::GroupNormed { x: t, table } => Some((t, NormIn::Group(table))),
-        _ => None,
+        LinearInput::LayerNormed { x: t, w: nw, eps } => Some((t, NormIn::Layer(nw, *eps))),
+        LinearInput::GroupNormed { x: t, table } => Some((t, NormIn::Group(table))),
+        LinearInput::Input(_) => None,
     };
     let y = match norm {
         Some((t, n)) if norm_on_load(rec, t, n, w, store, path, fuse)? => {
@@ -800,11 +874,11 @@ fn geglu_source(inner: usize) -> impl Fn(usize) -> usize {
 /// diffusers `GEGLU`: `h = x Wᵀ + b; h[.., :inner] · gelu(h[.., inner:])`, `x [.., in]` → `[.., inner]`,
 /// the gating done as the product is stored (the `2·inner`-wide projection never reaches memory).
 /// `x` may be a LayerNorm's input, as for [`linear`].
-pub fn linear_geglu(rec: &mut Recorder, x: impl Into<Input>, w: &GegluWeight) -> Result<Tensor> {
+pub fn linear_geglu(rec: &mut Recorder, x: impl Into<LinearInput>, w: &GegluWeight) -> Result<Tensor> {
     linear_geglu_with(rec, x, w, Impl::Auto)
 }
 
-pub fn linear_geglu_with(rec: &mut Recorder, x: impl Into<Input>, w: &GegluWeight, path: Impl) -> Result<Tensor> {
+pub fn linear_geglu_with(rec: &mut Recorder, x: impl Into<LinearInput>, w: &GegluWeight, path: Impl) -> Result<Tensor> {
     linear_store(rec, &x.into(), &w.lin, Store::Geglu, path, Fuse::Auto)
 }
 
@@ -882,7 +956,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
                     shape: format!("{tokens}x{fin} -> {fout}"),
                     flops: 2.0 * (tokens * fin * fout) as f64,
                     bytes: ((tokens * fin + fin * fout + tokens * fout) * dtype.size()) as f64,
-                    run: Box::new(move |r| linear_store(r, &Input::layer_normed(&x, &norm, 1e-5), &w, Store::Plain, Impl::Auto, fuse).map(drop)),
+                    run: Box::new(move |r| linear_store(r, &LinearInput::layer_normed(&x, &norm, 1e-5), &w, Store::Plain, Impl::Auto, fuse).map(drop)),
                 });
             }
         }
@@ -1389,7 +1463,7 @@ mod tests {
     /// the same bytes with the norm applied on load (`input` built in the run's recorder) as in
     /// its own pass.
     #[allow(clippy::too_many_arguments)]
-    fn check_norm_on_load(gpu: &Gpu, rng: &mut Rng, what: &str, dt: DType, path: Impl, normed: &[f32], c: usize, n: usize, store: u8, input: &dyn Fn(&mut Recorder) -> Input) {
+    fn check_norm_on_load(gpu: &Gpu, rng: &mut Rng, what: &str, dt: DType, path: Impl, normed: &[f32], c: usize, n: usize, store: u8, input: &dyn Fn(&mut Recorder) -> LinearInput) {
         use crate::ops::elementwise::cpu::geglu;
         let rows = normed.len() / c;
         let wv = rng.normals(n * c, 1.0 / (c as f32).sqrt());
@@ -1433,7 +1507,7 @@ mod tests {
         (crate::ops::norm::NormWeight::from_torch(gpu, &gamma, &beta).unwrap(), gamma, beta)
     }
 
-    /// A LayerNorm applied as the matmul loads its input (`Input::LayerNormed`, `matmul_a_ln.wgsl`)
+    /// A LayerNorm applied as the matmul loads its input (`LinearInput::LayerNormed`, `matmul_a_ln.wgsl`)
     /// on every kernel the adapter runs, with plain, residual and GEGLU stores, token tensors of
     /// awkward sizes, and inputs whose mean is far from zero: the values of the CPU norm then the
     /// CPU linear layer, and the bytes of the norm's own pass then the same kernel.
@@ -1453,14 +1527,14 @@ mod tests {
                     let (nw, gamma, beta) = norm_weights(&gpu, &mut rng, c);
                     let normed = crate::ops::norm::cpu::layer_norm(&xh, c, &gamma, &beta, 1e-5);
                     let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
-                    check_norm_on_load(&gpu, &mut rng, &what, dt, path, &normed, c, n, store, &|_| Input::layer_normed(&x, &nw, 1e-5));
+                    check_norm_on_load(&gpu, &mut rng, &what, dt, path, &normed, c, n, store, &|_| LinearInput::layer_normed(&x, &nw, 1e-5));
                 }
             }
         }
     }
 
     /// A GroupNorm (a transformer's, before proj_in) applied as the matmul loads its input
-    /// (`Input::GroupNormed`, `matmul_a_gn.wgsl`) on every kernel the adapter runs: groups that
+    /// (`LinearInput::GroupNormed`, `matmul_a_gn.wgsl`) on every kernel the adapter runs: groups that
     /// straddle 4-channel vectors, one and several segments, plain, residual and GEGLU stores;
     /// the values of the CPU norm then the CPU linear layer, and the bytes of the norm's own pass
     /// then the same kernel.
@@ -1484,7 +1558,7 @@ mod tests {
                     let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
                     let input = |rec: &mut Recorder| {
                         let t = group_norm_table(rec, &x, groups, 1e-6, &nw.gamma, &nw.beta, opts).unwrap();
-                        Input::group_normed(&x.reshape(&[xs[0], xs[1] * xs[2], c]).unwrap(), &t).unwrap()
+                        LinearInput::group_normed(&x.reshape(&[xs[0], xs[1] * xs[2], c]).unwrap(), &t).unwrap()
                     };
                     check_norm_on_load(&gpu, &mut rng, &what, dt, path, &normed, c, n, store, &input);
                 }
@@ -1495,6 +1569,6 @@ mod tests {
         let x = Tensor::from_f32(&gpu, &[1.0; 8], &[1, 2, 1, 4], DType::F32).unwrap();
         let nw = NormWeight::from_torch(&gpu, &[1.0; 4], &[0.0; 4]).unwrap();
         let t = group_norm_table(&mut rec, &x, 2, 1e-6, &nw.gamma, &nw.beta, GroupNormOpts { frames: 1, pooled: false, silu: true }).unwrap();
-        assert!(Input::group_normed(&x, &t).unwrap_err().to_string().contains("SiLU"));
+        assert!(LinearInput::group_normed(&x, &t).unwrap_err().to_string().contains("SiLU"));
     }
 }
