@@ -17,6 +17,10 @@
 //! `layer_norm.wgsl`); its statistics alone ([`layer_norm_table`]) let a linear layer apply it as
 //! it loads (`ops::matmul`).
 //!
+//! The stats and apply passes also read a channel pair of two tensors as one input
+//! (`ops::input::Input`, `group_norm_x_pair.wgsl`): a UNet's activation and its skip, never
+//! concatenated.
+//!
 //! A "segment" is the set of pixels one statistic spans: one image (`pooled == false`) or the F
 //! consecutive frames of one batch element (`pooled == true`, the video ResNet blocks).
 //!

@@ -8,6 +8,8 @@
 //!   sub-pixel phases, each a 2×2 convolution writing every other output pixel.
 //! * [`conv3d`]: stride 1, "same" zero padding in every axis (kernel (3,1,1), (5,1,1), 3×3×3);
 //!   input `[B, F, H, W, Cin]`.
+//! * [`conv2d_upsampled`]: [`conv2d`] of the nearest ×2 upsampling of its input, read as it
+//!   loads (an `Upsample2D`'s convolution), so the upsampled tensor is never written.
 //!
 //! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
@@ -16,8 +18,10 @@
 //! 16×16 or 8×8 matrices and a fixed subgroup size). [`Impl`] picks; `Auto` takes the
 //! cooperative kernel where it runs and Cout ≥ 64, and where tuning is on (`gpu/tune.rs`) times
 //! that kernel's tiles on each new shape and keeps the fastest. Both can add a [`Residual`] to
-//! the output as they store it (the `_add` functions), and take their input through a
-//! GroupNorm (+ SiLU), applied in its own pass or as they load (the `_normed` functions, [`Fuse`]).
+//! the output as they store it (the `_add` functions), take their input through a GroupNorm
+//! (+ SiLU), applied in its own pass or as they load (the `_normed` functions, [`Fuse`]), and
+//! read a channel pair of two tensors as one input ([`Input::channels`], a UNet's activation
+//! and its skip) without its concatenation being written.
 //! Weights are repacked once by [`ConvWeight`] from PyTorch's layout to
 //! `[phase][tap][Cin padded to 32][Cout padded to 8]` (K-major rows of Cout): a K step reads
 //! one contiguous weight row per channel, and the zero padding removes every bounds check on
