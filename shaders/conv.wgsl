@@ -19,7 +19,10 @@ const KQ: u32 = BK / 4u;
 const A_LOADS: u32 = BM * KQ / WG;
 const B_VECS: u32 = BK * WG_N;
 
-var<workgroup> As: array<vec4<f32>, BM * KQ>;   // [BM][BK/4]: a row's channels as vectors
+// [BM][BK/4]: a row's channels as vectors, in the storage type: a normalised input
+// (conv_x_norm.wgsl) is rounded to T by this store as the norm's own pass rounds its output, and
+// no compiler can skip the rounding.
+var<workgroup> As: array<vec4<T>, BM * KQ>;
 var<workgroup> Bs: array<vec4<f32>, BK * WG_N>; // [BK][BN/4]
 var<workgroup> rows: array<vec4<i32>, BM>;       // row_info of the tile's rows
 
@@ -65,7 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             for (var r = 0u; r < A_LOADS; r++) {
                 let off = tap_offset(rows[(t + r * WG) / KQ], tt, ty, tx);
                 let ci = c0 + 4u * a_kq;
-                As[t + r * WG] = vec4<f32>(x_normed(load_x4(off, ci), x_norm_at(off, ci)));
+                As[t + r * WG] = x_normed(load_x4(off, ci), x_norm_at(off, ci));
             }
             for (var l = t; l < B_VECS; l += WG) {
                 let k = l / WG_N;
@@ -82,14 +85,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 let b1 = Bs[(4u * kq + 1u) * WG_N + tn];
                 let b2 = Bs[(4u * kq + 2u) * WG_N + tn];
                 let b3 = Bs[(4u * kq + 3u) * WG_N + tn];
-                let a0 = As[(4u * tm) * KQ + kq];
-                let a1 = As[(4u * tm + 1u) * KQ + kq];
-                let a2 = As[(4u * tm + 2u) * KQ + kq];
-                let a3 = As[(4u * tm + 3u) * KQ + kq];
-                acc0 += a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
-                acc1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
-                acc2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
-                acc3 += a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
+                let a0 = vec4<f32>(As[(4u * tm) * KQ + kq]);
+                let a1 = vec4<f32>(As[(4u * tm + 1u) * KQ + kq]);
+                let a2 = vec4<f32>(As[(4u * tm + 2u) * KQ + kq]);
+                let a3 = vec4<f32>(As[(4u * tm + 3u) * KQ + kq]);
+                // Explicit fma: every specialisation (tile, load) adds the same roundings, so
+                // the tuner's candidates and the normalising loads change no bit.
+                acc0 = fma(vec4<f32>(a0.w), b3, fma(vec4<f32>(a0.z), b2, fma(vec4<f32>(a0.y), b1, fma(vec4<f32>(a0.x), b0, acc0))));
+                acc1 = fma(vec4<f32>(a1.w), b3, fma(vec4<f32>(a1.z), b2, fma(vec4<f32>(a1.y), b1, fma(vec4<f32>(a1.x), b0, acc1))));
+                acc2 = fma(vec4<f32>(a2.w), b3, fma(vec4<f32>(a2.z), b2, fma(vec4<f32>(a2.y), b1, fma(vec4<f32>(a2.x), b0, acc2))));
+                acc3 = fma(vec4<f32>(a3.w), b3, fma(vec4<f32>(a3.z), b2, fma(vec4<f32>(a3.y), b1, fma(vec4<f32>(a3.x), b0, acc3))));
             }
             workgroupBarrier();
         }
