@@ -112,6 +112,15 @@ impl Input {
         }
     }
 
+    /// This input as a kernel that loads `vector` channels at a time, with `other_bindings`
+    /// storage bindings besides it, reads it: itself where [`readable_directly`], else the
+    /// pair concatenated.
+    ///
+    /// [`readable_directly`]: Input::readable_directly
+    pub fn for_kernel(&self, rec: &mut Recorder, vector: usize, other_bindings: u32) -> Result<Input> {
+        Ok(if self.readable_directly(rec, vector, other_bindings) { self.clone() } else { Input::Tensor(self.materialise(rec)?.into_owned()) })
+    }
+
     /// One tensor holding the values: itself, or the pair concatenated.
     pub fn materialise(&self, rec: &mut Recorder) -> Result<Cow<'_, Tensor>> {
         Ok(match self {

@@ -114,6 +114,27 @@ pub enum Fuse {
     Fused,
 }
 
+impl Fuse {
+    /// Whether the norm is applied as its consumer loads: as `Fused` and `Apart` say (the
+    /// caller checks that `Fused` can be done), and for `Auto` as the device says where the
+    /// consumer can (`possible`): always, never, or, where tuning is on, as `time` measures.
+    pub(crate) fn on_load(self, gpu: &crate::Gpu, possible: bool, time: impl FnOnce() -> Result<bool>) -> Result<bool> {
+        use crate::gpu::TuneMode;
+        Ok(match self {
+            Fuse::Fused => true,
+            Fuse::Apart => false,
+            Fuse::Auto => {
+                possible
+                    && match gpu.norm_into_conv() {
+                        TuneMode::On => true,
+                        TuneMode::Off => false,
+                        TuneMode::Auto => gpu.tuner().is_on() && time()?,
+                    }
+            }
+        })
+    }
+}
+
 /// Affine weights of a normalisation: γ and β as f32 tensors `[C]`.
 #[derive(Clone, Debug)]
 pub struct NormWeight {
@@ -247,15 +268,16 @@ fn gn_plan(segments: usize, seg_px: usize, c: usize, groups: usize) -> Result<Gn
 }
 
 impl GnPlan {
-    /// A pass of this plan over `x`: its kernel (named `names[0]`, or `names[1]` reading a
-    /// channel pair), parameters and bindings (x's first part, `others`, x's second part), or
-    /// `None` where a pair must be concatenated first (a part's channel count not a multiple of
-    /// the vector width, or no binding left for its second part).
-    fn reading<'t>(&self, rec: &Recorder, names: [&'static str; 2], srcs: &[[&'static str; 3]; 2], x: &'t Input, others: &[&'t Tensor]) -> Option<(Kernel, GnParams, Vec<&'t Tensor>)> {
-        let v = [4, 2, 1][self.vi];
-        if !x.readable_directly(rec, v, others.len() as u32) {
-            return None;
-        }
+    /// Elements per vector of the passes' loads.
+    fn vector(&self) -> usize {
+        [4, 2, 1][self.vi]
+    }
+
+    /// A pass of this plan over `x` (one tensor, or a pair the pass can read: see
+    /// [`Input::for_kernel`]): its kernel (named `names[0]`, or `names[1]` reading a channel
+    /// pair), parameters and bindings (x's first part, `others`, x's second part).
+    fn reading<'t>(&self, names: [&'static str; 2], srcs: &[[&'static str; 3]; 2], x: &'t Input, others: &[&'t Tensor]) -> (Kernel, GnParams, Vec<&'t Tensor>) {
+        let v = self.vector();
         let mut p = self.params;
         let parts = x.tensors();
         let mut binds = vec![parts[0]];
@@ -271,7 +293,7 @@ impl GnPlan {
                 Kernel::new(names[1], srcs[1][self.vi], x.dtype()).def("X2_BINDING", format!("{}u", binds.len()))
             }
         };
-        Some((k, p, binds))
+        (k, p, binds)
     }
 }
 
@@ -373,14 +395,8 @@ pub fn group_norm_table(
     let part = rec.empty(&[segments * (gp.nchunks as usize + 1) * groups, 2], DType::F32)?;
     let table = rec.empty(&[segments, 3, c], DType::F32)?;
 
-    let whole;
-    let (stats, sp, binds) = match plan.reading(rec, STATS_NAMES, &GN_STATS, &x, &[&part]) {
-        Some(r) => r,
-        None => {
-            whole = Input::Tensor(x.materialise(rec)?.into_owned());
-            plan.reading(rec, STATS_NAMES, &GN_STATS, &whole, &[&part]).expect("one tensor is always readable")
-        }
-    };
+    let x = x.for_kernel(rec, plan.vector(), 1)?;
+    let (stats, sp, binds) = plan.reading(STATS_NAMES, &GN_STATS, &x, &[&part]);
     let binds: Vec<_> = binds.into_iter().map(Into::into).collect();
     rec.dispatch(&stats, &sp, &binds, grid(gpu, gp.total_wg))?;
 
@@ -412,14 +428,8 @@ pub fn group_norm_apply(rec: &mut Recorder, x: impl Into<Input>, t: &GnTable) ->
         bail!("group_norm: a table of x {:?} applied to {:?}", t.shape, x.shape());
     }
     let out = rec.empty(x.shape(), x.dtype())?;
-    let whole;
-    let (apply, ap, binds) = match t.plan.reading(rec, APPLY_NAMES, &GN_APPLY, &x, &[&t.table, &out]) {
-        Some(r) => r,
-        None => {
-            whole = Input::Tensor(x.materialise(rec)?.into_owned());
-            t.plan.reading(rec, APPLY_NAMES, &GN_APPLY, &whole, &[&t.table, &out]).expect("one tensor is always readable")
-        }
-    };
+    let x = x.for_kernel(rec, t.plan.vector(), 2)?;
+    let (apply, ap, binds) = t.plan.reading(APPLY_NAMES, &GN_APPLY, &x, &[&t.table, &out]);
     let binds: Vec<_> = binds.into_iter().map(Into::into).collect();
     rec.dispatch(&apply.def("SILU", t.silu), &ap, &binds, grid(rec.gpu(), ap.total_wg))?;
     Ok(out)

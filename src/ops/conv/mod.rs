@@ -31,7 +31,6 @@ use anyhow::{bail, ensure, Result};
 
 use crate::gpu::Gpu;
 use crate::kernel::{grid, Kernel, Recorder};
-use crate::gpu::TuneMode;
 use crate::ops::input::{Input, PairGeometry};
 use crate::ops::norm::{group_norm_apply, GnTable};
 pub use crate::ops::norm::Fuse;
@@ -429,10 +428,10 @@ fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTa
 /// Storage bindings of a convolution besides its input's: weights, bias, output, residual.
 const OTHER_BINDINGS: u32 = 4;
 
-/// `x` as a kernel can load it: a channel pair the kernels cannot read (channel counts not
-/// multiples of 4, or no binding left for its second part) is concatenated first.
+/// `x` as a kernel can load it (four channels at a time; a norm's table takes a binding more):
+/// a channel pair the kernels cannot read is concatenated first.
 fn loadable(rec: &mut Recorder, x: &Input, normed: bool) -> Result<Input> {
-    Ok(if x.readable_directly(rec, 4, OTHER_BINDINGS + normed as u32) { x.clone() } else { Input::Tensor(x.materialise(rec)?.into_owned()) })
+    x.for_kernel(rec, 4, OTHER_BINDINGS + normed as u32)
 }
 
 fn launch(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
@@ -459,45 +458,37 @@ fn launch_normed(rec: &mut Recorder, x: &Input, norm: &GnTable, w: &ConvWeight, 
     // A pair the normalising kernel cannot read would be concatenated for it; then `Auto` keeps
     // the norm's own pass, which reads the pair and writes the normalised concatenation.
     let readable = x.readable_directly(rec, 4, OTHER_BINDINGS + 1);
-    let fused = match fuse {
-        Fuse::Fused => {
-            ensure!(fusable, "conv: a GroupNorm can only be applied on load where Cin is a multiple of 4 (Cin = {})", w.cin);
-            true
-        }
-        Fuse::Apart => false,
-        Fuse::Auto => match gpu.norm_into_conv() {
-            TuneMode::On => fusable && readable,
-            TuneMode::Off => false,
-            TuneMode::Auto => fusable && readable && gpu.tuner().is_on() && {
-                let apart = choose(gpu, x, w, pb, None, true, imp)?;
-                let together = choose(gpu, x, w, pb, Some(norm), false, imp)?;
-                let key = || {
-                    format!(
-                        "{NORM_TUNING_KEY}{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
-                        if norm.silu { " + silu" } else { "" },
-                        x.dtype().name(),
-                        w.taps,
-                        pb.stride,
-                        pb.pad,
-                        w.cin,
-                        w.cout,
-                        x.shape()
-                    )
-                };
-                let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
-                crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
-                    let scratch = x.scratch(r)?;
-                    let n = norm.with_table(r.empty(norm.table.shape(), DType::F32)?);
-                    if f {
-                        launch_tile(r, &scratch, w, pb, None, Some(&n), together).map(drop)
-                    } else {
-                        let h = group_norm_apply(r, &scratch, &n)?;
-                        launch_tile(r, &Input::Tensor(h), w, pb, None, None, apart).map(drop)
-                    }
-                })?
-            },
-        },
-    };
+    if fuse == Fuse::Fused {
+        ensure!(fusable, "conv: a GroupNorm can only be applied on load where Cin is a multiple of 4 (Cin = {})", w.cin);
+    }
+    let fused = fuse.on_load(gpu, fusable && readable, || {
+        let apart = choose(gpu, x, w, pb, None, true, imp)?;
+        let together = choose(gpu, x, w, pb, Some(norm), false, imp)?;
+        let key = || {
+            format!(
+                "{NORM_TUNING_KEY}{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
+                if norm.silu { " + silu" } else { "" },
+                x.dtype().name(),
+                w.taps,
+                pb.stride,
+                pb.pad,
+                w.cin,
+                w.cout,
+                x.shape()
+            )
+        };
+        let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
+        crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
+            let scratch = x.scratch(r)?;
+            let n = norm.with_table(r.empty(norm.table.shape(), DType::F32)?);
+            if f {
+                launch_tile(r, &scratch, w, pb, None, Some(&n), together).map(drop)
+            } else {
+                let h = group_norm_apply(r, &scratch, &n)?;
+                launch_tile(r, &Input::Tensor(h), w, pb, None, None, apart).map(drop)
+            }
+        })
+    })?;
     if fused {
         let x = loadable(rec, x, true)?;
         let tile = choose(rec.gpu(), &x, w, pb, Some(norm), false, imp)?;

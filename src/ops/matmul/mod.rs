@@ -30,7 +30,6 @@
 
 use anyhow::{bail, Result};
 
-use crate::gpu::TuneMode;
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::input::Input;
 use crate::ops::norm::{group_norm_apply, layer_norm_table, layer_norm_w, Fuse, GnTable, LayerNormWeight};
@@ -336,6 +335,16 @@ impl Variant {
 /// The kernel to run: `Auto` runs the tuner over [`auto_variants`] (timing each on scratch
 /// operands of this problem, with a plain store, the first time it meets it, where tuning is
 /// on); any other path as [`choose`] resolves it.
+/// An operand for a timing run: a weight is bound as it is; an activation still being captured
+/// has no memory yet, so a scratch tensor of its shape stands in.
+fn bound_or_scratch(r: &mut Recorder, t: &Tensor) -> Result<Tensor> {
+    if t.has_memory() {
+        Ok(t.clone())
+    } else {
+        r.empty(t.shape(), t.dtype())
+    }
+}
+
 /// A norm a kernel applies to its a operand as it loads it.
 #[derive(Copy, Clone)]
 enum ANorm<'a> {
@@ -372,10 +381,8 @@ fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
     };
     crate::kernel::tuned(gpu, key, &variants, Variant::label, |r, v| {
         let sa = r.empty(a.shape(), a.dtype())?;
-        // A weight is bound as it is; an activation still being captured has no memory yet.
-        let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
-        let sb = like(r, b)?;
-        let sbias = bias.map(|t| like(r, t)).transpose()?;
+        let sb = bound_or_scratch(r, b)?;
+        let sbias = bias.map(|t| bound_or_scratch(r, t)).transpose()?;
         // Scratch statistics of the same shapes.
         let (table, gn);
         let norm = match norm {
@@ -753,55 +760,44 @@ fn linear_store(rec: &mut Recorder, x: &LinearInput, w: &LinearWeight, store: St
 fn norm_on_load(rec: &Recorder, x: &Tensor, n: NormIn, w: &LinearWeight, store: Store, path: Impl, fuse: Fuse) -> Result<bool> {
     let gpu = rec.gpu();
     let fusable = BINDINGS + n.bindings() <= gpu.limits.max_storage_buffers_per_shader_stage;
-    Ok(match fuse {
-        Fuse::Fused => {
-            if !fusable {
-                bail!("linear: this adapter has too few storage bindings per shader stage to apply a norm as the matmul loads");
+    if fuse == Fuse::Fused && !fusable {
+        bail!("linear: this adapter has too few storage bindings per shader stage to apply a norm as the matmul loads");
+    }
+    fuse.on_load(gpu, fusable, || {
+        let rows = x.numel() / w.in_features.max(1);
+        let a = x.reshape(&[rows, w.in_features])?;
+        let p = plan(a.shape(), w.w.shape(), w.bias.as_ref().map(|t| t.shape()))?;
+        let apart = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, None, path)?;
+        let together = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, Some(n), path)?;
+        let prefix = match n {
+            NormIn::Layer(..) => LN_TUNING_KEY,
+            NormIn::Group(_) => crate::ops::conv::NORM_TUNING_KEY,
+        };
+        let key = || format!("{prefix} into matmul {} {}x{}x{}{}", a.dtype().name(), p.m, p.k, p.n, if matches!(store, Store::Geglu) { " geglu" } else { "" });
+        let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
+        crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
+            let scratch = r.empty(a.shape(), a.dtype())?;
+            let (sb, sbias) = (bound_or_scratch(r, &w.w)?, w.bias.as_ref().map(|t| bound_or_scratch(r, t)).transpose()?);
+            match (n, f) {
+                (NormIn::Layer(nw, eps), true) => {
+                    let table = layer_norm_table(r, &scratch, nw, eps)?;
+                    run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(ANorm::Layer { table: &table, w: nw }), together).map(drop)
+                }
+                (NormIn::Layer(nw, eps), false) => {
+                    let h = layer_norm_w(r, &scratch, nw, eps)?;
+                    run(r, &h, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
+                }
+                (NormIn::Group(g), true) => {
+                    let g = g.with_table(r.empty(g.table.shape(), DType::F32)?);
+                    run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(ANorm::Group(&g)), together).map(drop)
+                }
+                (NormIn::Group(g), false) => {
+                    let g = g.with_table(r.empty(g.table.shape(), DType::F32)?);
+                    let h = group_norm_apply(r, scratch.reshape(&g.shape)?, &g)?;
+                    run(r, &h.reshape(a.shape())?, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
+                }
             }
-            true
-        }
-        Fuse::Apart => false,
-        Fuse::Auto => match gpu.norm_into_conv() {
-            TuneMode::On => fusable,
-            TuneMode::Off => false,
-            TuneMode::Auto => fusable && gpu.tuner().is_on() && {
-                let rows = x.numel() / w.in_features.max(1);
-                let a = x.reshape(&[rows, w.in_features])?;
-                let p = plan(a.shape(), w.w.shape(), w.bias.as_ref().map(|t| t.shape()))?;
-                let like = |r: &mut Recorder, t: &Tensor| if t.has_memory() { Ok(t.clone()) } else { r.empty(t.shape(), t.dtype()) };
-                let apart = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, None, path)?;
-                let together = choose_tuned(gpu, &a, &w.w, w.bias.as_ref(), store, &p, Some(n), path)?;
-                let prefix = match n {
-                    NormIn::Layer(..) => LN_TUNING_KEY,
-                    NormIn::Group(_) => crate::ops::conv::NORM_TUNING_KEY,
-                };
-                let key = || format!("{prefix} into matmul {} {}x{}x{}{}", a.dtype().name(), p.m, p.k, p.n, if matches!(store, Store::Geglu) { " geglu" } else { "" });
-                let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
-                crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
-                    let scratch = r.empty(a.shape(), a.dtype())?;
-                    let (sb, sbias) = (like(r, &w.w)?, w.bias.as_ref().map(|t| like(r, t)).transpose()?);
-                    match (n, f) {
-                        (NormIn::Layer(nw, eps), true) => {
-                            let table = layer_norm_table(r, &scratch, nw, eps)?;
-                            run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(ANorm::Layer { table: &table, w: nw }), together).map(drop)
-                        }
-                        (NormIn::Layer(nw, eps), false) => {
-                            let h = layer_norm_w(r, &scratch, nw, eps)?;
-                            run(r, &h, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
-                        }
-                        (NormIn::Group(g), true) => {
-                            let g = g.with_table(r.empty(g.table.shape(), DType::F32)?);
-                            run(r, &scratch, &sb, sbias.as_ref(), Store::Plain, &p, Some(ANorm::Group(&g)), together).map(drop)
-                        }
-                        (NormIn::Group(g), false) => {
-                            let g = g.with_table(r.empty(g.table.shape(), DType::F32)?);
-                            let h = group_norm_apply(r, scratch.reshape(&g.shape)?, &g)?;
-                            run(r, &h.reshape(a.shape())?, &sb, sbias.as_ref(), Store::Plain, &p, None, apart).map(drop)
-                        }
-                    }
-                })?
-            },
-        },
+        })
     })
 }
 
