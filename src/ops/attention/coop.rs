@@ -1,0 +1,138 @@
+//! The cooperative-matrix attention kernel (`shaders/attention_coop.wgsl`): which adapters and
+//! calls it takes, its constants, and its launch.
+
+use anyhow::Result;
+
+use super::{attention_flops, AttnOpts, View};
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::tensor::{DType, Tensor};
+
+/// The cooperative kernel with its Q loader: fragments straight from f16 memory, or staged through
+/// workgroup memory from f32 (see the shader's header).
+const COOP_SRC_DIRECT: &str = concat!(include_str!("../../../shaders/attention_coop.wgsl"), include_str!("../../../shaders/attention_coop_q_direct.wgsl"));
+const COOP_SRC_STAGED: &str = concat!(include_str!("../../../shaders/attention_coop.wgsl"), include_str!("../../../shaders/attention_coop_q_staged.wgsl"));
+
+/// Constants of the cooperative kernel for fragments of `fs` and head width `dh`: (DC, VK, KVF,
+/// workgroup bytes). Its tile is BQ = 2·FS queries × BK = 4·FS keys; `staged_q` (f32 storage) adds
+/// the f16 copy of Q's BQ × DC chunk.
+pub(super) fn coop_consts(fs: usize, dh: usize, staged_q: bool) -> (usize, usize, usize, usize) {
+    let (bq, bk) = (2 * fs, 4 * fs);
+    let dc = if dh.is_multiple_of(128) { 128 } else { 64 };
+    let vk = (if dh <= 128 { 64 } else { 16 }).min(bk);
+    let kvf = (bk * (dc + 8)).max(vk * (dh + 8));
+    let qs = if staged_q { 2 * bq * (dc + 8) } else { 0 };
+    // kv, the scores, P, a factor per row, the rescale flag.
+    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 4 * bq + 4 + qs;
+    (dc, vk, kvf, bytes)
+}
+
+/// The widest head for fragments of `fs`: each subgroup keeps DH / (4·FS) output fragments, at
+/// most 8 (512 at 16, 256 at 8).
+pub(super) fn coop_max_dh(fs: usize) -> usize {
+    32 * fs
+}
+
+/// The cooperative kernel's fragment size on this adapter: f16×f16→f32 fragments of 16 with
+/// 32-wide subgroups, or of 8 with 8-wide ones (its 8 subgroups must hold FS·FS invocations, one
+/// per 8 scores of a BQ × BK tile), with the invocations and workgroup memory it needs.
+pub(super) fn coop_fs(gpu: &crate::Gpu) -> Option<usize> {
+    let fs = gpu.coop_fragment()? as usize;
+    let fits = gpu.fixed_subgroup_size()? as usize == fs * fs / 8
+        && gpu.limits.max_compute_invocations_per_workgroup as usize >= fs * fs
+        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, coop_max_dh(fs), false).3;
+    fits.then_some(fs)
+}
+
+/// Whether the adapter can run the cooperative-matrix kernel at all (see `coop_fs`).
+pub fn coop_available(gpu: &crate::Gpu) -> bool {
+    coop_fs(gpu).is_some()
+}
+
+/// Why the cooperative kernel cannot take this call, or `None` when it can: f16 storage (or f32
+/// where `--f16-operands` allows), no causal mask, dh 64, 128, 256 or 512 (up to 256 with 8×8
+/// fragments), at least 2·FS queries.
+pub(super) fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> Option<String> {
+    let Some(fs) = coop_fs(gpu) else {
+        return Some("the adapter lacks f16 cooperative matrices with subgroups to match (16×16 with 32 lanes, 8×8 with 8)".into());
+    };
+    let staged_bytes = coop_consts(fs, dh, true).3;
+    if !gpu.coop_takes(dtype) {
+        Some("it needs f16 storage, or f32 with --f16-operands".into())
+    } else if causal {
+        Some("it has no causal mask".into())
+    } else if ![64, 128, 256, 512].contains(&dh) || dh > coop_max_dh(fs) {
+        Some(format!("it needs a head width of 64, 128, 256 or 512, at most {} with {fs}×{fs} fragments", coop_max_dh(fs)))
+    } else if lq < 2 * fs {
+        Some(format!("it needs at least {} queries", 2 * fs))
+    } else if dtype == DType::F32 && staged_bytes > gpu.limits.max_compute_workgroup_storage_size as usize {
+        Some(format!("staging f32 queries needs {staged_bytes} bytes of workgroup memory"))
+    } else {
+        None
+    }
+}
+
+/// Whether [`attention`] takes the cooperative-matrix kernel for these sizes on this adapter.
+pub fn coop_applies(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> bool {
+    coop_refusal(gpu, dtype, lq, dh, causal).is_none()
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+pub(super) struct CoopParams {
+    lq: u32,
+    lk: u32,
+    heads: u32,
+    nqt: u32,
+    ldk4: u32,
+    ldv4: u32,
+    ldo: u32,
+    qoff: u32,
+    koff4: u32,
+    voff4: u32,
+    kv_div: u32,
+    scale: f32,
+    groups: u32,
+}
+
+/// The cooperative kernel for storage `dtype` (f16, or f32 on f16 operands).
+pub(super) fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType) -> Kernel {
+    let staged_q = dtype == DType::F32;
+    let (dc, vk, kvf, _) = coop_consts(fs, dh, staged_q);
+    Kernel::new("attention_coop", if staged_q { COOP_SRC_STAGED } else { COOP_SRC_DIRECT }, dtype)
+        .with_coop(fs as u32)
+        .def("SG", format!("{}u", fs * fs / 8))
+        .def("DH", format!("{dh}u"))
+        .def("NO", format!("{}u", dh / (4 * fs)))
+        .def("DC", format!("{dc}u"))
+        .def("VK", format!("{vk}u"))
+        .def("KVF", format!("{kvf}u"))
+        .def("LDQ", format!("{ldq}u"))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: usize, dh: usize, opts: AttnOpts) -> Result<()> {
+    let gpu = rec.gpu();
+    let fs = coop_fs(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative attention was chosen on an adapter without it"))?;
+    let (b, lq, lk) = (q.batch, q.len, k.len);
+    let nqt = lq.div_ceil(2 * fs);
+    let groups = b * heads * nqt;
+    let p = CoopParams {
+        lq: lq as u32,
+        lk: lk as u32,
+        heads: heads as u32,
+        nqt: nqt as u32,
+        ldk4: (k.ld / 4) as u32,
+        ldv4: (v.ld / 4) as u32,
+        ldo: (heads * dh) as u32,
+        qoff: q.off as u32,
+        koff4: (k.off / 4) as u32,
+        voff4: (v.off / 4) as u32,
+        kv_div: (b / k.batch) as u32,
+        scale: opts.scale * std::f32::consts::LOG2_E,
+        groups: groups as u32,
+    };
+    rec.dispatch(&coop_kernel(fs, dh, q.ld, q.t.dtype()), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))?;
+    rec.add_flops(attention_flops(b * heads, lq, lk, dh));
+    Ok(())
+}
+
