@@ -4,8 +4,9 @@
 // Storage T is f16, or f32 rounded to f16 operands (`--f16-operands`); the host appends the Q
 // loader that fits it: attention_coop_q_direct.wgsl or attention_coop_q_staged.wgsl.
 //
-// A workgroup is 8 subgroups of SG = FS·FS/8 (32 at FS = 16, 8 at FS = 8: the host checks) and owns
-// BQ = 2·FS query rows of one (batch, head); keys go BK = 4·FS at a time, in one pass:
+// A workgroup is NSG = 4·QS subgroups of SG = FS·FS/8 (32 at FS = 16, 8 at FS = 8: the host checks)
+// and owns BQ = QS·FS query rows of one (batch, head) (QS = 2 or 4 strips: the tuner's choice);
+// keys go BK = 4·FS at a time, in one pass:
 //   S = Q·Kᵀ per tile into workgroup memory; the 8 columns each invocation reads of one row give,
 //   through subgroup shuffles, the row's tile max; P = exp2(S − m) in f16 for a reference max m
 //   per row; O += P·V in accumulators that stay in registers for the whole key loop; O / l at
@@ -17,18 +18,23 @@
 // products are those of one pass (two passes, which this replaced, did Q·Kᵀ twice).
 //
 // Subgroup sg computes the S fragment (rows FS·(sg/4).., keys FS·(sg%4)..) and the NO = DH/(4·FS)
-// output fragments (rows FS·(sg%2).., columns FS·(sg/2 + 4t)..), t < NO (at most 8).
+// output fragments (rows FS·(sg%QS).., columns FS·(sg/QS + 4t)..), t < NO (at most 8). Each row's
+// products, softmax and sums are the same whatever QS is (a row rescales only by its own factor,
+// 1 where it did not raise its max), so both tiles give the same bits.
+// A wider query tile stages each K and V tile once for twice the rows (half the staging and
+// barriers per product), on twice the invocations.
 // K is staged DC channels at a time ([BK][DC]), V VK keys at a time ([VK][DH]), both in `kv`.
 // Q fragments are read straight from f16 memory, or from f32 memory staged DC channels at a time
 // beside K (`stage_q`, `q_frag`). The host shifts the last query tile back so that all BQ rows
 // exist (needs Lq >= BQ); overlapping rows are computed twice with the same result.
 //
-// Constants from the host: SG, DH (multiple of 64, <= 512, and <= 256 at FS = 8), NO, DC, VK (both
+// Constants from the host: SG, QS, DH (multiple of 64, <= 512, and <= 256 at FS = 8), NO, DC, VK (both
 // multiples of FS, VK dividing BK), KVF (f16 elements of `kv`), LDQ (row stride of q in elements;
 // a constant because cooperative loads want one).
 
-const NI: u32 = 8u * SG;
-const BQ: u32 = 2u * FS;
+const NSG: u32 = 4u * QS;
+const NI: u32 = NSG * SG;
+const BQ: u32 = QS * FS;
 const BK: u32 = 4u * FS;
 // Softmax statistics: BK / 8 invocations per row of scores, 8 columns each (BQ·BK/8 = NI), lanes
 // of one subgroup (RI divides SG).
@@ -152,8 +158,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         atomicStore(&rescaled_at, 0u);
     }
 
-    let o_strip = sg % 2u;
-    let o_cf = sg / 2u;
+    let o_strip = sg % QS;
+    let o_cf = sg / QS;
     var o0: FC;
     var o1: FC;
     var o2: FC;

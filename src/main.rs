@@ -56,7 +56,7 @@ struct GpuArgs {
     /// About 7e-4 relative error on the VAE goldens, against 2e-3 with f16 storage.
     #[arg(long)]
     f16_operands: bool,
-    /// Time the candidate tiles of each matmul and convolution shape the first time it runs and
+    /// Time the candidate tiles of each matmul, convolution and attention shape the first time it runs and
     /// keep the fastest (the same values, sooner): auto tunes on a hardware GPU and not on a
     /// software adapter. The choices persist per adapter and driver in
     /// ~/.cache/diffvsr-wgpu/tuning (DIFFVSR_TUNE_CACHE=DIR moves it, off keeps them to the run).

@@ -12,11 +12,36 @@ use crate::tensor::{DType, Tensor};
 const COOP_SRC_DIRECT: &str = concat!(include_str!("../../../shaders/attention_coop.wgsl"), include_str!("../../../shaders/attention_coop_q_direct.wgsl"));
 const COOP_SRC_STAGED: &str = concat!(include_str!("../../../shaders/attention_coop.wgsl"), include_str!("../../../shaders/attention_coop_q_staged.wgsl"));
 
-/// Constants of the cooperative kernel for fragments of `fs` and head width `dh`: (DC, VK, KVF,
-/// workgroup bytes). Its tile is BQ = 2·FS queries × BK = 4·FS keys; `staged_q` (f32 storage) adds
-/// the f16 copy of Q's BQ × DC chunk.
-pub(super) fn coop_consts(fs: usize, dh: usize, staged_q: bool) -> (usize, usize, usize, usize) {
-    let (bq, bk) = (2 * fs, 4 * fs);
+/// The cooperative kernel's query tiles: QS strips of FS rows on 4·QS subgroups. Both give the
+/// same bits (see the shader's header); which is faster depends on the adapter and the shape, so
+/// [`super::attention`] times them ([`crate::gpu::tune`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum QueryTile {
+    /// 2·FS rows on 8 subgroups (the rule's choice).
+    Narrow,
+    /// 4·FS rows on 16 subgroups: each K and V tile staged once for twice the rows.
+    Wide,
+}
+
+impl QueryTile {
+    /// Query strips of FS rows (the shader's QS).
+    pub(super) fn strips(self) -> usize {
+        match self {
+            QueryTile::Narrow => 2,
+            QueryTile::Wide => 4,
+        }
+    }
+
+    pub(super) fn label(self) -> String {
+        format!("{} query strips on {} subgroups", self.strips(), 4 * self.strips())
+    }
+}
+
+/// Constants of the cooperative kernel for fragments of `fs`, head width `dh` and query tile
+/// `tile`: (DC, VK, KVF, workgroup bytes). Its tile is BQ = QS·FS queries × BK = 4·FS keys;
+/// `staged_q` (f32 storage) adds the f16 copy of Q's BQ × DC chunk.
+pub(super) fn coop_consts(fs: usize, dh: usize, staged_q: bool, tile: QueryTile) -> (usize, usize, usize, usize) {
+    let (bq, bk) = (tile.strips() * fs, 4 * fs);
     let dc = if dh.is_multiple_of(128) { 128 } else { 64 };
     let vk = (if dh <= 128 { 64 } else { 16 }).min(bk);
     let kvf = (bk * (dc + 8)).max(vk * (dh + 8));
@@ -33,14 +58,32 @@ pub(super) fn coop_max_dh(fs: usize) -> usize {
 }
 
 /// The cooperative kernel's fragment size on this adapter: f16×f16→f32 fragments of 16 with
-/// 32-wide subgroups, or of 8 with 8-wide ones (its 8 subgroups must hold FS·FS invocations, one
-/// per 8 scores of a BQ × BK tile), with the invocations and workgroup memory it needs.
+/// 32-wide subgroups, or of 8 with 8-wide ones (its subgroups must hold QS·FS·FS/2 invocations,
+/// one per 8 scores of a BQ × BK tile), with the invocations and workgroup memory its narrow
+/// tile needs.
 pub(super) fn coop_fs(gpu: &crate::Gpu) -> Option<usize> {
     let fs = gpu.coop_fragment()? as usize;
-    let fits = gpu.fixed_subgroup_size()? as usize == fs * fs / 8
-        && gpu.limits.max_compute_invocations_per_workgroup as usize >= fs * fs
-        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, coop_max_dh(fs), false).3;
+    let fits = gpu.fixed_subgroup_size()? as usize == fs * fs / 8 && tile_fits(gpu, fs, coop_max_dh(fs), false, QueryTile::Narrow);
     fits.then_some(fs)
+}
+
+/// Whether the adapter has the invocations and workgroup memory for `tile` at this head width.
+fn tile_fits(gpu: &crate::Gpu, fs: usize, dh: usize, staged_q: bool, tile: QueryTile) -> bool {
+    let invocations = 4 * tile.strips() * fs * fs / 8;
+    gpu.limits.max_compute_invocations_per_workgroup as usize >= invocations
+        && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, dh, staged_q, tile).3
+}
+
+/// The query tiles that can take a call [`coop_refusal`] accepts, the narrow one first: the wide
+/// one where the adapter has room for it and there are queries to fill it.
+pub(super) fn coop_tiles(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize) -> Vec<QueryTile> {
+    let fs = coop_fs(gpu).unwrap_or(16);
+    let wide = lq >= QueryTile::Wide.strips() * fs && tile_fits(gpu, fs, dh, dtype == DType::F32, QueryTile::Wide);
+    if wide {
+        vec![QueryTile::Narrow, QueryTile::Wide]
+    } else {
+        vec![QueryTile::Narrow]
+    }
 }
 
 /// Whether the adapter can run the cooperative-matrix kernel at all (see `coop_fs`).
@@ -55,7 +98,7 @@ pub(super) fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize,
     let Some(fs) = coop_fs(gpu) else {
         return Some("the adapter lacks f16 cooperative matrices with subgroups to match (16×16 with 32 lanes, 8×8 with 8)".into());
     };
-    let staged_bytes = coop_consts(fs, dh, true).3;
+    let staged_bytes = coop_consts(fs, dh, true, QueryTile::Narrow).3;
     if !gpu.coop_takes(dtype) {
         Some("it needs f16 storage, or f32 with --f16-operands".into())
     } else if causal {
@@ -71,7 +114,7 @@ pub(super) fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize,
     }
 }
 
-/// Whether [`attention`] takes the cooperative-matrix kernel for these sizes on this adapter.
+/// Whether [`attention`](super::attention) takes the cooperative-matrix kernel for these sizes on this adapter.
 pub fn coop_applies(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize, causal: bool) -> bool {
     coop_refusal(gpu, dtype, lq, dh, causal).is_none()
 }
@@ -95,12 +138,13 @@ pub(super) struct CoopParams {
 }
 
 /// The cooperative kernel for storage `dtype` (f16, or f32 on f16 operands).
-pub(super) fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType) -> Kernel {
+pub(super) fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType, tile: QueryTile) -> Kernel {
     let staged_q = dtype == DType::F32;
-    let (dc, vk, kvf, _) = coop_consts(fs, dh, staged_q);
+    let (dc, vk, kvf, _) = coop_consts(fs, dh, staged_q, tile);
     Kernel::new("attention_coop", if staged_q { COOP_SRC_STAGED } else { COOP_SRC_DIRECT }, dtype)
         .with_coop(fs as u32)
         .def("SG", format!("{}u", fs * fs / 8))
+        .def("QS", format!("{}u", tile.strips()))
         .def("DH", format!("{dh}u"))
         .def("NO", format!("{}u", dh / (4 * fs)))
         .def("DC", format!("{dc}u"))
@@ -110,11 +154,14 @@ pub(super) fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType) -> Ker
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: usize, dh: usize, opts: AttnOpts) -> Result<()> {
+pub(super) fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: usize, dh: usize, opts: AttnOpts, tile: QueryTile) -> Result<()> {
     let gpu = rec.gpu();
     let fs = coop_fs(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative attention was chosen on an adapter without it"))?;
     let (b, lq, lk) = (q.batch, q.len, k.len);
-    let nqt = lq.div_ceil(2 * fs);
+    if lq < tile.strips() * fs || !tile_fits(gpu, fs, dh, q.t.dtype() == DType::F32, tile) {
+        anyhow::bail!("attention: the cooperative kernel's {} do not fit {lq} queries of head width {dh} on this adapter", tile.label());
+    }
+    let nqt = lq.div_ceil(tile.strips() * fs);
     let groups = b * heads * nqt;
     let p = CoopParams {
         lq: lq as u32,
@@ -131,7 +178,7 @@ pub(super) fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tens
         scale: opts.scale * std::f32::consts::LOG2_E,
         groups: groups as u32,
     };
-    rec.dispatch(&coop_kernel(fs, dh, q.ld, q.t.dtype()), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))?;
+    rec.dispatch(&coop_kernel(fs, dh, q.ld, q.t.dtype(), tile), &p, &[q.t.into(), k.t.into(), v.t.into(), out.into()], grid(gpu, groups as u32))?;
     rec.add_flops(attention_flops(b * heads, lq, lk, dh));
     Ok(())
 }

@@ -16,15 +16,17 @@
 //! raised (and its accumulators rescaled through workgroup memory) only when its scores pass it
 //! by more than 2^8. So does f32 attention where
 //! `--f16-operands` allows ([`crate::Gpu::coop_takes`]): its operands are rounded to f16, its
-//! softmax and accumulation stay f32.
+//! softmax and accumulation stay f32. Its workgroup owns 2·FS query rows on 8 subgroups, or 4·FS
+//! rows on 16 ([`QueryTile`]), which stages each key tile once for twice the rows; the two give
+//! the same bits, and where tuning is on the tuner times both per shape and keeps the faster.
 
 use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::tensor::{DType, Tensor};
 
-pub use coop::{coop_applies, coop_available};
-use coop::{coop_refusal, run_coop};
+pub use coop::{coop_applies, coop_available, QueryTile};
+use coop::{coop_refusal, coop_tiles, run_coop};
 
 const SRC: &str = include_str!("../../../shaders/attention.wgsl");
 
@@ -165,8 +167,12 @@ pub enum Impl {
     Auto,
     /// The portable kernel (`attention.wgsl`).
     Portable,
-    /// The cooperative-matrix kernel (`attention_coop.wgsl`); an error where it does not apply.
+    /// The cooperative-matrix kernel (`attention_coop.wgsl`) on its narrow query tile; an error
+    /// where it does not apply.
     Coop,
+    /// The cooperative-matrix kernel on its wide query tile ([`QueryTile::Wide`]); an error where
+    /// it does not apply or fit.
+    CoopWide,
 }
 
 /// Testing knobs: a smaller workgroup-memory budget, keys per dispatch, the kernel.
@@ -177,8 +183,7 @@ struct Tuning {
     path: Impl,
 }
 
-/// Q·Kᵀ and P·V of `bh` (batch, head) pairs: 4·Lq·Lk·dh each, as PyTorch counts attention (the
-/// cooperative kernel's second Q·Kᵀ pass not included).
+/// Q·Kᵀ and P·V of `bh` (batch, head) pairs: 4·Lq·Lk·dh each, as PyTorch counts attention.
 fn attention_flops(bh: usize, lq: usize, lk: usize, dh: usize) -> f64 {
     4.0 * bh as f64 * lq as f64 * lk as f64 * dh as f64
 }
@@ -215,13 +220,16 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
         ld(n)?;
     }
     let refusal = coop_refusal(gpu, dtype, lq, dh, opts.causal);
-    match (tune.path, refusal) {
-        (Impl::Coop, Some(why)) => bail!("attention: the cooperative-matrix kernel does not apply: {why}"),
-        (Impl::Coop | Impl::Auto, None) => {
-            run_coop(rec, q, k, v, &out, heads, dh, opts)?;
-            return Ok(out);
-        }
-        _ => {}
+    let tile = match (tune.path, refusal) {
+        (Impl::Coop | Impl::CoopWide, Some(why)) => bail!("attention: the cooperative-matrix kernel does not apply: {why}"),
+        (Impl::Coop, None) => Some(QueryTile::Narrow),
+        (Impl::CoopWide, None) => Some(QueryTile::Wide),
+        (Impl::Auto, None) => Some(tuned_tile(gpu, q, k, v, heads, dh, opts)?),
+        _ => None,
+    };
+    if let Some(tile) = tile {
+        run_coop(rec, q, k, v, &out, heads, dh, opts, tile)?;
+        return Ok(out);
     }
     let tiles = Tiles::choose(dh, tune.smem.unwrap_or(gpu.limits.max_compute_workgroup_storage_size as usize))?;
     let kernel = Kernel::new("attention", SRC, dtype)
@@ -274,6 +282,25 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
         rec.add_flops(attention_flops(b * heads, lq, k_end - k_begin, dh));
     }
     Ok(out)
+}
+
+/// The cooperative kernel's query tile for this call: the tuner's choice among [`coop_tiles`]
+/// (timed on scratch operands of the call's shapes the first time it meets them, where tuning is
+/// on), else the narrow one.
+#[allow(clippy::too_many_arguments)]
+fn tuned_tile(gpu: &crate::Gpu, q: View, k: View, v: View, heads: usize, dh: usize, opts: AttnOpts) -> Result<QueryTile> {
+    let dtype = q.t.dtype();
+    let tiles = coop_tiles(gpu, dtype, q.len, dh);
+    let key = || {
+        let fused = if q.ld != heads * dh { " (fused q/k/v)" } else { "" };
+        format!("attention {} batch {} (k/v {}) lq {} lk {} heads {heads}x{dh}{fused}", dtype.name(), q.batch, k.batch, q.len, k.len)
+    };
+    crate::kernel::tuned(gpu, key, &tiles, QueryTile::label, |r, tile| {
+        let scratch = |x: View| -> Result<Tensor> { r.empty(x.t.shape(), dtype) };
+        let (sq, sk, sv) = (scratch(q)?, scratch(k)?, scratch(v)?);
+        let out = r.empty(&[q.batch, q.len, heads * dh], dtype)?;
+        run_coop(r, View { t: &sq, ..q }, View { t: &sk, ..k }, View { t: &sv, ..v }, &out, heads, dh, opts, tile)
+    })
 }
 
 fn seq_shape(name: &str, t: &Tensor) -> Result<(usize, usize, usize)> {
@@ -350,10 +377,15 @@ pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<cr
         let k = random_tensor(gpu, &[b, lk, c], dtype, seed + 1)?;
         let vv = random_tensor(gpu, &[b, lk, c], dtype, seed + 2)?;
         let es = dtype.size() as f64;
-        // Where the cooperative kernel is the default, time the portable one beside it.
+        // Where the cooperative kernel is the default, time the portable one beside it, and each
+        // of its query tiles (the tuner's candidates) where there are two.
         let mut paths = vec![(Impl::Auto, "")];
         if coop_applies(gpu, dtype, lq, dh, false) {
             paths.push((Impl::Portable, " (portable)"));
+            if coop_tiles(gpu, dtype, lq, dh).len() > 1 {
+                paths.push((Impl::Coop, " (narrow query tile)"));
+                paths.push((Impl::CoopWide, " (wide query tile)"));
+            }
         }
         for (path, tag) in paths {
             let (q, k, vv) = (q.clone(), k.clone(), vv.clone());

@@ -1,4 +1,4 @@
-use super::coop::{coop_consts, coop_fs, coop_kernel, coop_max_dh, CoopParams};
+use super::coop::{coop_consts, coop_fs, coop_kernel, coop_max_dh, coop_tiles, CoopParams};
 use super::*;
 use crate::testutil::*;
 
@@ -188,32 +188,98 @@ fn coop_gpu(name: &str) -> Option<(std::sync::Arc<crate::Gpu>, usize)> {
     }
 }
 
+/// The cooperative kernel's query tiles that can take `lq` queries of width `dh`, as forced paths.
+fn coop_paths(gpu: &crate::Gpu, dt: DType, lq: usize, dh: usize) -> Vec<Tuning> {
+    coop_tiles(gpu, dt, lq, dh)
+        .into_iter()
+        .map(|t| Tuning { path: if t == QueryTile::Wide { Impl::CoopWide } else { Impl::Coop }, ..Tuning::default() })
+        .collect()
+}
+
 /// The cooperative kernel on adapters that have it (the H200 at 16×16, Mesa 26's lavapipe at
-/// 8×8: tools/coop-lavapipe.sh); skipped elsewhere.
+/// 8×8: tools/coop-lavapipe.sh), on each query tile that takes the call; skipped elsewhere.
 #[test]
 fn coop_matches_cpu() {
     let Some((gpu, fs)) = coop_gpu("coop_matches_cpu") else { return };
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
-    let coop = Tuning { path: Impl::Coop, ..Tuning::default() };
     let dt = DType::F16;
-    // Queries at, just above and well above the tile (2·FS), keys below, across and over it.
-    for (lq, lk) in [(32usize, 1usize), (33, 7), (77, 77), (130, 130), (32, 200), (2 * fs, 33), (2 * fs + 1, 4 * fs + 1)] {
+    let check_tiles = |rng: &mut Rng, b: usize, bk: usize, lq: usize, lk: usize, heads: usize, dh: usize| {
+        for coop in coop_paths(&gpu, dt, lq, dh) {
+            check(rng, seed, dt, b, bk, lq, lk, heads, dh, false, coop);
+        }
+    };
+    // Queries at, just above and well above each tile (2·FS, 4·FS), keys below, across and over it.
+    for (lq, lk) in [(32usize, 1usize), (33, 7), (77, 77), (130, 130), (32, 200), (2 * fs, 33), (2 * fs + 1, 4 * fs + 1), (4 * fs, 9), (4 * fs + 3, 70)] {
         for (heads, dh) in [(2usize, 64usize), (1, 128)] {
-            check(&mut rng, seed, dt, 2, 2, lq, lk, heads, dh, false, coop);
+            check_tiles(&mut rng, 2, 2, lq, lk, heads, dh);
         }
     }
-    check(&mut rng, seed, dt, 1, 1, 77, 130, 2, 256, false, coop);
+    check_tiles(&mut rng, 1, 1, 77, 130, 2, 256);
     assert!(!coop_applies(&gpu, dt, 77, 192, false));
     assert!(!coop_applies(&gpu, dt, 2 * fs - 1, 64, false), "fewer queries than the tile");
+    assert_eq!(coop_tiles(&gpu, dt, 4 * fs - 1, 64), [QueryTile::Narrow], "fewer queries than the wide tile");
     if coop_max_dh(fs) >= 512 {
-        check(&mut rng, seed, dt, 1, 1, 33, 77, 1, 512, false, coop);
-        check(&mut rng, seed, dt, 2, 2, 130, 200, 1, 512, false, coop);
+        check_tiles(&mut rng, 1, 1, 33, 77, 1, 512);
+        check_tiles(&mut rng, 2, 2, 130, 200, 1, 512);
     } else {
         assert!(!coop_applies(&gpu, dt, 77, 512, false), "dh 512 needs 16×16 fragments");
     }
-    check(&mut rng, seed, dt, 4, 1, 64, 77, 8, 64, false, coop);
+    check_tiles(&mut rng, 4, 1, 64, 77, 8, 64);
     check_fused_qkv(&gpu, dt.tolerance(TOL), &mut rng, dt, &format!("coop attention_qkv seed {seed}"));
+}
+
+/// Both query tiles give the same bytes (each row's sums and softmax are the same whatever rows
+/// share its workgroup), so the tuner may choose either; the tuned launch keeps a timed choice.
+/// Skipped without cooperative matrices, or where the adapter has no room for the wide tile.
+#[test]
+fn query_tiles_agree_byte_for_byte() {
+    if coop_gpu("query_tiles_agree_byte_for_byte").is_none() {
+        return;
+    }
+    // No cache file: the tile must be timed here.
+    let gpu = crate::Gpu::new(&crate::GpuOptions { tune: crate::gpu::TuneMode::On, tune_cache: None, f16_operands: true, ..crate::GpuOptions::from_env() }).unwrap();
+    gpu.set_poison(true);
+    let fs = coop_fs(&gpu).unwrap();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let mut compared = 0;
+    // (dtype, batch, k/v batch, Lq, Lk, heads, dh): a ragged last tile; rows that raise their max
+    // late (keys scaled up along the sequence); a shared K/V; dh 256; f32 on f16 operands.
+    let cases = [(DType::F16, 2, 2, 4 * fs + 5, 12 * fs + 5, 2, 64), (DType::F16, 4, 1, 9 * fs, 77, 1, 128), (DType::F16, 1, 1, 6 * fs + 1, 70, 1, 256), (DType::F32, 2, 2, 4 * fs + 5, 33, 2, 64)];
+    for (dt, b, bk, lq, lk, heads, dh) in cases {
+        let tiles = coop_tiles(&gpu, dt, lq, dh);
+        if !coop_applies(&gpu, dt, lq, dh, false) || tiles.len() < 2 {
+            eprintln!("query_tiles_agree_byte_for_byte: {dt:?} dh {dh} skipped (tiles {tiles:?})");
+            continue;
+        }
+        let c = heads * dh;
+        let mut keys = rng.normals(bk * lk * c, 1.0);
+        for (j, row) in keys.chunks_mut(c).enumerate() {
+            let ramp = 1.0 + 5.0 * (j % lk) as f32 / lk as f32;
+            row.iter_mut().for_each(|x| *x *= ramp);
+        }
+        let (q, _) = upload(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
+        let (k, _) = upload(&gpu, &keys, &[bk, lk, c], dt);
+        let (v, _) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let go = |path: Impl| {
+            let mut rec = gpu.recorder();
+            let y = attention_with(&mut rec, &q, &k, &v, heads, AttnOpts::new(dh), path).unwrap();
+            rec.submit();
+            y.read_bytes(&gpu).unwrap()
+        };
+        let what = format!("{dt:?} b{b}/{bk} lq{lq} lk{lk} {heads}x{dh} seed {seed}");
+        let narrow = go(Impl::Coop);
+        assert!(go(Impl::CoopWide) == narrow, "{what}: the wide query tile gives other bytes than the narrow one");
+        assert!(go(Impl::Auto) == narrow, "{what}: the tuned launch differs");
+        let key = format!("lq {lq} lk {lk} heads {heads}x{dh}");
+        let picks = gpu.tuner().picks();
+        let tuned = picks.iter().find(|t| t.key.contains(&key) && t.key.contains(dt.name())).unwrap_or_else(|| panic!("{what}: the tuner kept no choice: {picks:?}"));
+        assert_eq!(tuned.labels, tiles.iter().map(|t| t.label()).collect::<Vec<_>>());
+        assert!(tuned.seconds.iter().all(|s| s.is_some_and(|s| s > 0.0)), "{what}: a tile was not timed: {tuned:?}");
+        compared += 1;
+    }
+    assert!(compared > 0, "no case had both tiles to compare");
 }
 
 /// The cooperative kernel raises a row's reference max only when its scores pass it by more
@@ -292,7 +358,8 @@ fn f32_storage_takes_f16_operands_only_where_asked() {
 }
 
 /// The cooperative kernel's WGSL must parse, validate and translate to SPIR-V with naga (the
-/// writer wgpu's Vulkan backend uses) even on machines without cooperative matrices.
+/// writer wgpu's Vulkan backend uses) even on machines without cooperative matrices, on both
+/// query tiles.
 #[test]
 fn coop_wgsl_validates_and_translates() {
     for (fs, dt) in [(16usize, DType::F16), (8, DType::F16), (16, DType::F32), (8, DType::F32)] {
@@ -300,16 +367,22 @@ fn coop_wgsl_validates_and_translates() {
             if dh > coop_max_dh(fs) {
                 continue;
             }
-            let (module, _) = translate_check(&coop_kernel(fs, dh, ldq, dt));
-            // The parameter block is the Rust one (checked at dispatch where the kernel runs).
-            assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<CoopParams>() as u64);
-            // The workgroup memory the host checks for is what the shader declares.
-            let mut layouter = naga::proc::Layouter::default();
-            layouter.update(module.to_ctx()).unwrap();
-            let wg: usize = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size as usize).sum();
-            let staged_q = dt == DType::F32;
-            assert_eq!(wg, coop_consts(fs, dh, staged_q).3, "fs {fs} dh {dh} {dt:?}");
-            assert!(coop_consts(fs, dh, staged_q).3 <= 48 << 10);
+            for tile in [QueryTile::Narrow, QueryTile::Wide] {
+                let (module, _) = translate_check(&coop_kernel(fs, dh, ldq, dt, tile));
+                // The parameter block is the Rust one (checked at dispatch where the kernel runs).
+                assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<CoopParams>() as u64);
+                // The workgroup memory the host checks for is what the shader declares.
+                let mut layouter = naga::proc::Layouter::default();
+                layouter.update(module.to_ctx()).unwrap();
+                let wg: usize = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size as usize).sum();
+                let staged_q = dt == DType::F32;
+                let bytes = coop_consts(fs, dh, staged_q, tile).3;
+                assert_eq!(wg, bytes, "fs {fs} dh {dh} {dt:?} {tile:?}");
+                // Both tiles fit the 48 KiB of NVIDIA's Vulkan driver in f16; the narrow one in f32.
+                if tile == QueryTile::Narrow || !staged_q {
+                    assert!(bytes <= 48 << 10, "fs {fs} dh {dh} {dt:?} {tile:?}: {bytes} bytes");
+                }
+            }
         }
     }
 }
