@@ -25,7 +25,7 @@
 // barriers per product), on twice the invocations.
 // K is staged DC channels at a time ([BK][DC]), V VK keys at a time ([VK][DH]), both in `kv`.
 // Q fragments are read straight from f16 memory, or from f32 memory staged DC channels at a time
-// beside K (`stage_q`, `q_frag`). The host shifts the last query tile back so that all BQ rows
+// in `kv` after K (`stage_q`, `q_frag`). The host shifts the last query tile back so that all BQ rows
 // exist (needs Lq >= BQ); overlapping rows are computed twice with the same result.
 //
 // Constants from the host: SG, QS, DH (multiple of 64, <= 512, and <= 256 at FS = 8), NO, DC, VK (both

@@ -39,15 +39,17 @@ impl QueryTile {
 
 /// Constants of the cooperative kernel for fragments of `fs`, head width `dh` and query tile
 /// `tile`: (DC, VK, KVF, workgroup bytes). Its tile is BQ = QS·FS queries × BK = 4·FS keys;
-/// `staged_q` (f32 storage) adds the f16 copy of Q's BQ × DC chunk.
+/// `staged_q` (f32 storage) stages Q's BQ × DC chunk as f16 after K's BK × DC in `kv`, with DC
+/// 64 on the wide tile so that it fits 48 KiB. (DC only groups the Q·Kᵀ products into chunks,
+/// in the same order: it changes no bit.)
 pub(super) fn coop_consts(fs: usize, dh: usize, staged_q: bool, tile: QueryTile) -> (usize, usize, usize, usize) {
     let (bq, bk) = (tile.strips() * fs, 4 * fs);
-    let dc = if dh.is_multiple_of(128) { 128 } else { 64 };
+    let dc = if dh.is_multiple_of(128) && !(staged_q && tile == QueryTile::Wide) { 128 } else { 64 };
     let vk = (if dh <= 128 { 64 } else { 16 }).min(bk);
-    let kvf = (bk * (dc + 8)).max(vk * (dh + 8));
-    let qs = if staged_q { 2 * bq * (dc + 8) } else { 0 };
+    let qk = bk * (dc + 8) + if staged_q { bq * (dc + 8) } else { 0 };
+    let kvf = qk.max(vk * (dh + 8));
     // kv, the scores, P, a factor per row, the rescale flag.
-    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 4 * bq + 4 + qs;
+    let bytes = 2 * kvf + 4 * bq * (bk + 4) + 2 * bq * (bk + 8) + 4 * bq + 4;
     (dc, vk, kvf, bytes)
 }
 
