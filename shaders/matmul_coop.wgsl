@@ -5,30 +5,19 @@
 //   bias [N]. Needs K % 4 == 0 and N % 4 == 0 (whole vec4<f16> loads and stores); any M, N, K
 //   otherwise: edge tiles load zeros into workgroup memory and store through a guarded staging copy.
 // Specialised by HAS_BIAS, HAS_RES (add res[(row / res_rep)·N + col], ops/residual.rs), GEGLU
-// (store x·gelu(g) per column pair, `Store::Geglu` in ops/matmul.rs), GROUP_M (see ops/matmul.rs)
-// and SG, the adapter's fixed subgroup width; a second file (matmul_coop_s1.wgsl or
-// matmul_coop_s4.wgsl) declares the workgroup tiles As, Bs, their element width SW and put_a/put_b,
-// and a file before this one how a is taken (matmul_a_plain.wgsl, or matmul_a_ln.wgsl /
-// matmul_a_gn.wgsl for a LayerNorm / GroupNorm applied as it loads).
+// (store x·gelu(g) per column pair, `Store::Geglu` in ops/matmul), GROUP_M (see ops/matmul),
+// NSG, PREFETCH (see coop_gemm.wgsl) and SG, the adapter's fixed subgroup width; coop_tiles_s1.wgsl
+// or coop_tiles_s4.wgsl declares the staged tiles, and a file before this one how a is taken
+// (matmul_a_plain.wgsl, or matmul_a_ln.wgsl / matmul_a_gn.wgsl for a LayerNorm / GroupNorm
+// applied as it loads).
 //
-// NSG subgroups of SG invocations in an (NSG/4)×4 grid, each owning an SB×SB block (SB = 4·FS)
-// as 4×4 accumulators: with 8, a BM×BN = 8·FS × 16·FS workgroup tile (128×256 with FS = 16);
-// with 4 (grids too small to fill a GPU), half the rows. k-step BK = 2·FS. With PREFETCH the next
-// k-step's global loads are in flight during this step's multiplies; without, each step is
-// loaded, then staged (fewer live registers).
-// The host checks that the loads below divide evenly among the invocations. Every cooperative
-// operation is executed by all subgroups the same number of times (uniform control flow); only
-// addresses depend on the subgroup id.
+// The multiplies are the cooperative GEMM core's (coop_gemm.wgsl, shared with the convolution);
+// this file is the matmul's side of it: which tile a workgroup owns, its global loads and the
+// epilogue. The tile is four blocks wide: BN = 16·FS, BM = (NSG/4)·4·FS (128 × 256 with 8
+// subgroups at FS = 16; 4 subgroups, for grids too small to fill a GPU, take half the rows).
+// The host checks that the loads below divide evenly among the invocations.
 
-const NI: u32 = NSG * SG;
-const SB: u32 = 4u * FS;
-const BM: u32 = (NSG / 4u) * SB;
-const BN: u32 = 4u * SB;
-const BK: u32 = 2u * FS;
-// Row strides of the workgroup tiles in f16 elements, padded by 8 so that the 16-byte row pieces
-// of one fragment load land on different banks.
-const AS: u32 = BK + 8u;
-const BS: u32 = BN + 8u;
+const BN: u32 = 16u * FS;
 // Per-subgroup staging area: two FS×FS f32 accumulators side by side (FS rows of 2·FS).
 const STAGE: u32 = 2u * FS * FS;
 // Global → register loads: an A tile row is BK / 4 vec4 and a B tile row BN / 4, so NI
@@ -127,7 +116,36 @@ var<private> rb: array<vec4<f16>, B_LOADS>;
 // What ln_four needs of each of this invocation's a rows (the same rows at every k-step).
 var<private> rt: array<vec4<f32>, A_LOADS>;
 
-fn fetch(kt: u32, m0: u32, n0: u32, a_off4: u32, b_off4: u32, lid: u32) {
+// The workgroup's tile: its first row and column, the batch entry's offsets (vec4 units), and
+// whether it stores (workgroups past the end compute a copy of the last tile and store nothing).
+struct Tile {
+    m0: u32,
+    n0: u32,
+    a_off4: u32,
+    b_off4: u32,
+    o_off4: u32,
+    live: bool,
+}
+
+fn tile_begin(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Tile {
+    let per_batch = p.tiles_m * p.tiles_n;
+    let total = per_batch * p.batch;
+    let w_raw = wg_index(wid, nwg);
+    let w = min(w_raw, total - 1u);
+    let z = w / per_batch;
+    let mn = tile_of(w % per_batch);
+    let t = Tile(mn.x * BM, mn.y * BN, z * (p.a_bs / 4u), z * (p.b_bs / 4u), z * (p.o_bs / 4u), w_raw < total);
+    for (var i = 0u; i < A_LOADS; i++) {
+        rt[i] = ln_row(t.m0 + lid / (BK / 4u) + A_STEP * i);
+    }
+    return t;
+}
+
+fn k_range(t: Tile) -> vec2<u32> {
+    return vec2<u32>(0u, (p.k + BK - 1u) / BK);
+}
+
+fn fetch(t: Tile, kt: u32, lid: u32) {
     let k4 = p.k / 4u;
     let n4 = p.n / 4u;
     let a_last = arrayLength(&a) - 1u;
@@ -135,23 +153,23 @@ fn fetch(kt: u32, m0: u32, n0: u32, a_off4: u32, b_off4: u32, lid: u32) {
     let zero = vec4<f16>(0.0h);
     let c_a = kt * (BK / 4u) + lid % (BK / 4u);
     for (var i = 0u; i < A_LOADS; i++) {
-        let row = m0 + lid / (BK / 4u) + A_STEP * i;
-        ra[i] = select(AT(0.0), AT(a[min(a_off4 + row * k4 + c_a, a_last)]), row < p.m && c_a < k4);
+        let row = t.m0 + lid / (BK / 4u) + A_STEP * i;
+        ra[i] = select(AT(0.0), AT(a[min(t.a_off4 + row * k4 + c_a, a_last)]), row < p.m && c_a < k4);
     }
-    let c_b = n0 / 4u + lid % (BN / 4u);
+    let c_b = t.n0 / 4u + lid % (BN / 4u);
     for (var i = 0u; i < B_LOADS; i++) {
         let kr = kt * BK + lid / (BN / 4u) + B_STEP * i;
-        rb[i] = select(zero, vec4<f16>(b[min(b_off4 + kr * n4 + c_b, b_last)]), kr < p.k && c_b < n4);
+        rb[i] = select(zero, vec4<f16>(b[min(t.b_off4 + kr * n4 + c_b, b_last)]), kr < p.k && c_b < n4);
     }
 }
 
-// Writes k-step kt's fetched registers into the workgroup tiles (a's through ln_four; its zero
+// Writes k-step kt's fetched registers into the staged tiles (a's through ln_four; its zero
 // padding stays zero).
-fn stage_tiles(lid: u32, kt: u32, m0: u32) {
+fn stage_tiles(t: Tile, kt: u32, lid: u32) {
     let c_a = kt * (BK / 4u) + lid % (BK / 4u);
     for (var i = 0u; i < A_LOADS; i++) {
         let r = lid / (BK / 4u) + A_STEP * i;
-        let live = m0 + r < p.m && c_a < p.k / 4u;
+        let live = t.m0 + r < p.m && c_a < p.k / 4u;
         put_a(r * AS + (lid % (BK / 4u)) * 4u, vec4<f16>(select(AT(0.0), ln_four(ra[i], rt[i], 4u * c_a), live)));
     }
     for (var i = 0u; i < B_LOADS; i++) {
@@ -159,93 +177,12 @@ fn stage_tiles(lid: u32, kt: u32, m0: u32) {
     }
 }
 
-@compute @workgroup_size(NI)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32) {
-    let per_batch = p.tiles_m * p.tiles_n;
-    // Workgroups past the end (slack of the 2-D folding) compute a copy of the last tile and
-    // store nothing: an early return would put the cooperative operations below in non-uniform
-    // control flow.
-    let total = per_batch * p.batch;
-    let w_raw = wg_index(wid, nwg);
-    let live = w_raw < total;
-    let w = min(w_raw, total - 1u);
-    let z = w / per_batch;
-    let t = tile_of(w % per_batch);
-    let m0 = t.x * BM;
-    let n0 = t.y * BN;
-    let a_off4 = z * (p.a_bs / 4u);
-    let b_off4 = z * (p.b_bs / 4u);
-
-    for (var i = 0u; i < A_LOADS; i++) {
-        rt[i] = ln_row(m0 + lid / (BK / 4u) + A_STEP * i);
-    }
-    if (PREFETCH) {
-        fetch(0u, m0, n0, a_off4, b_off4, lid);
-    }
-
-    let sg_m = sg / 4u;
-    let sg_n = sg % 4u;
-    let a_base = sg_m * SB * AS;
-    let b_base = sg_n * SB;
-
-    var c00: FC; var c01: FC; var c02: FC; var c03: FC;
-    var c10: FC; var c11: FC; var c12: FC; var c13: FC;
-    var c20: FC; var c21: FC; var c22: FC; var c23: FC;
-    var c30: FC; var c31: FC; var c32: FC; var c33: FC;
-
-    let ktiles = (p.k + BK - 1u) / BK;
-    for (var kt = 0u; kt < ktiles; kt++) {
-        if (!PREFETCH) {
-            fetch(kt, m0, n0, a_off4, b_off4, lid);
-        }
-        stage_tiles(lid, kt, m0);
-        workgroupBarrier();
-        // Fetch the next k-step while this one is multiplied.
-        if (PREFETCH && kt + 1u < ktiles) {
-            fetch(kt + 1u, m0, n0, a_off4, b_off4, lid);
-        }
-        for (var kk = 0u; kk < BK; kk += FS) {
-            let bo = kk * BS + b_base;
-            let b0 = coopLoadT<FB>(&Bs[bo / SW], BS / SW);
-            let b1 = coopLoadT<FB>(&Bs[(bo + FS) / SW], BS / SW);
-            let b2 = coopLoadT<FB>(&Bs[(bo + 2u * FS) / SW], BS / SW);
-            let b3 = coopLoadT<FB>(&Bs[(bo + 3u * FS) / SW], BS / SW);
-            let ao = a_base + kk;
-            let a0 = coopLoadT<FA>(&As[ao / SW], AS / SW);
-            c00 = coopMultiplyAdd(a0, b0, c00);
-            c01 = coopMultiplyAdd(a0, b1, c01);
-            c02 = coopMultiplyAdd(a0, b2, c02);
-            c03 = coopMultiplyAdd(a0, b3, c03);
-            let a1 = coopLoadT<FA>(&As[(ao + FS * AS) / SW], AS / SW);
-            c10 = coopMultiplyAdd(a1, b0, c10);
-            c11 = coopMultiplyAdd(a1, b1, c11);
-            c12 = coopMultiplyAdd(a1, b2, c12);
-            c13 = coopMultiplyAdd(a1, b3, c13);
-            let a2 = coopLoadT<FA>(&As[(ao + 2u * FS * AS) / SW], AS / SW);
-            c20 = coopMultiplyAdd(a2, b0, c20);
-            c21 = coopMultiplyAdd(a2, b1, c21);
-            c22 = coopMultiplyAdd(a2, b2, c22);
-            c23 = coopMultiplyAdd(a2, b3, c23);
-            let a3 = coopLoadT<FA>(&As[(ao + 3u * FS * AS) / SW], AS / SW);
-            c30 = coopMultiplyAdd(a3, b0, c30);
-            c31 = coopMultiplyAdd(a3, b1, c31);
-            c32 = coopMultiplyAdd(a3, b2, c32);
-            c33 = coopMultiplyAdd(a3, b3, c33);
-        }
-        workgroupBarrier();
-    }
-
-    // Epilogue: the store stride must be a constant (naga 30.0.2's SPIR-V writer panics on a
-    // run-time coopStoreT stride).
-    let o_off4 = z * (p.o_bs / 4u);
+// The epilogue: the pair through this subgroup's staging area, then every subgroup's slice out
+// (the store stride must be a constant: naga 30.0.2's SPIR-V writer panics on a run-time
+// coopStoreT stride).
+fn store_pair(t: Tile, ca: FC, cb: FC, i: u32, jp: u32, sg: u32, lane: u32, lid: u32) {
     let sb = sg * STAGE;
-    coopStoreT(c00, &stage[sb], 2u * FS); coopStoreT(c01, &stage[sb + FS], 2u * FS); flush(0u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c02, &stage[sb], 2u * FS); coopStoreT(c03, &stage[sb + FS], 2u * FS); flush(0u, 1u, m0, n0, o_off4, lid, live);
-    coopStoreT(c10, &stage[sb], 2u * FS); coopStoreT(c11, &stage[sb + FS], 2u * FS); flush(1u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c12, &stage[sb], 2u * FS); coopStoreT(c13, &stage[sb + FS], 2u * FS); flush(1u, 1u, m0, n0, o_off4, lid, live);
-    coopStoreT(c20, &stage[sb], 2u * FS); coopStoreT(c21, &stage[sb + FS], 2u * FS); flush(2u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c22, &stage[sb], 2u * FS); coopStoreT(c23, &stage[sb + FS], 2u * FS); flush(2u, 1u, m0, n0, o_off4, lid, live);
-    coopStoreT(c30, &stage[sb], 2u * FS); coopStoreT(c31, &stage[sb + FS], 2u * FS); flush(3u, 0u, m0, n0, o_off4, lid, live);
-    coopStoreT(c32, &stage[sb], 2u * FS); coopStoreT(c33, &stage[sb + FS], 2u * FS); flush(3u, 1u, m0, n0, o_off4, lid, live);
+    coopStoreT(ca, &stage[sb], 2u * FS);
+    coopStoreT(cb, &stage[sb + FS], 2u * FS);
+    flush(i, jp, t.m0, t.n0, t.o_off4, lid, t.live);
 }

@@ -55,43 +55,51 @@ pub use weight::{ConvKind, ConvWeight};
 /// (Cin % 4 == 0), one at a time, four at a time through a GroupNorm (`conv_x_norm.wgsl`), and
 /// the first and last of these from a channel pair (`conv_x_pair.wgsl`).
 macro_rules! conv_sources {
-    ($kernel:literal) => {
+    ($kernel:expr) => {
         [
             concat!(
                 include_str!("../../../shaders/conv_geom.wgsl"),
                 include_str!("../../../shaders/conv_x_vec4.wgsl"),
                 include_str!("../../../shaders/conv_x_plain.wgsl"),
-                include_str!($kernel)
+                $kernel
             ),
             concat!(
                 include_str!("../../../shaders/conv_geom.wgsl"),
                 include_str!("../../../shaders/conv_x_scalar.wgsl"),
                 include_str!("../../../shaders/conv_x_plain.wgsl"),
-                include_str!($kernel)
+                $kernel
             ),
             concat!(
                 include_str!("../../../shaders/conv_geom.wgsl"),
                 include_str!("../../../shaders/conv_x_vec4.wgsl"),
                 include_str!("../../../shaders/conv_x_norm.wgsl"),
-                include_str!($kernel)
+                $kernel
             ),
             concat!(
                 include_str!("../../../shaders/conv_geom.wgsl"),
                 include_str!("../../../shaders/conv_x_pair.wgsl"),
                 include_str!("../../../shaders/conv_x_plain.wgsl"),
-                include_str!($kernel)
+                $kernel
             ),
             concat!(
                 include_str!("../../../shaders/conv_geom.wgsl"),
                 include_str!("../../../shaders/conv_x_pair.wgsl"),
                 include_str!("../../../shaders/conv_x_norm.wgsl"),
-                include_str!($kernel)
+                $kernel
             ),
         ]
     };
 }
-const SRC_TILED: [&str; 5] = conv_sources!("../../../shaders/conv.wgsl");
-const SRC_COOP: [&str; 5] = conv_sources!("../../../shaders/conv_coop.wgsl");
+const SRC_TILED: [&str; 5] = conv_sources!(include_str!("../../../shaders/conv.wgsl"));
+/// The convolution's side (`conv_coop.wgsl`) of the GEMM core it shares with the matmul
+/// (`coop_gemm.wgsl`), on vec4 staged tiles.
+const SRC_COOP: [&str; 5] = conv_sources!(concat!(
+    include_str!("../../../shaders/conv_coop.wgsl"),
+    "\n",
+    include_str!("../../../shaders/coop_gemm.wgsl"),
+    "\n",
+    include_str!("../../../shaders/coop_tiles_s4.wgsl")
+));
 /// The kernels' names by load: plain, normalised, from a pair, both.
 const NAMES_TILED: [&str; 4] = ["conv_tiled", "conv_tiled_gn", "conv_tiled_pair", "conv_tiled_gn_pair"];
 const NAMES_COOP: [&str; 4] = ["conv_coop", "conv_coop_gn", "conv_coop_pair", "conv_coop_gn_pair"];

@@ -40,13 +40,28 @@ use crate::tensor::{DType, Tensor};
 use crate::Gpu;
 
 /// The three kernels (portable, cooperative with scalar or vec4 workgroup tiles), each after the
-/// file `$a` that says how it takes its a operand.
+/// file `$a` that says how it takes its a operand. The cooperative ones are the matmul's side
+/// (`matmul_coop.wgsl`) of the GEMM core it shares with the convolution (`coop_gemm.wgsl`).
 macro_rules! matmul_sources {
     ($a:literal) => {
         [
             concat!(include_str!($a), include_str!("../../../shaders/matmul.wgsl")),
-            concat!(include_str!($a), include_str!("../../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../../shaders/matmul_coop_s1.wgsl")),
-            concat!(include_str!($a), include_str!("../../../shaders/matmul_coop.wgsl"), "\n", include_str!("../../../shaders/matmul_coop_s4.wgsl")),
+            concat!(
+                include_str!($a),
+                include_str!("../../../shaders/matmul_coop.wgsl"),
+                "\n",
+                include_str!("../../../shaders/coop_gemm.wgsl"),
+                "\n",
+                include_str!("../../../shaders/coop_tiles_s1.wgsl")
+            ),
+            concat!(
+                include_str!($a),
+                include_str!("../../../shaders/matmul_coop.wgsl"),
+                "\n",
+                include_str!("../../../shaders/coop_gemm.wgsl"),
+                "\n",
+                include_str!("../../../shaders/coop_tiles_s4.wgsl")
+            ),
         ]
     };
 }

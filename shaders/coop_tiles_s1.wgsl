@@ -1,6 +1,6 @@
-// Workgroup tiles for matmul_coop.wgsl as scalar f16 arrays: coopLoadT offsets and strides count
-// f16 elements (the unambiguous form).
-const SW: u32 = 1u;
+// Staged tiles of the cooperative GEMM core (coop_gemm.wgsl) as scalar f16 arrays: coopLoadT
+// offsets and strides count f16 elements (the unambiguous form).
+const TV: u32 = 1u;
 var<workgroup> As: array<f16, BM * AS>;
 var<workgroup> Bs: array<f16, BK * BS>;
 
