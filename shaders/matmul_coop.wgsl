@@ -13,11 +13,10 @@
 //
 // The multiplies are the cooperative GEMM core's (coop_gemm.wgsl, shared with the convolution);
 // this file is the matmul's side of it: which tile a workgroup owns, its global loads and the
-// epilogue. The tile is four blocks wide: BN = 16·FS, BM = (NSG/4)·4·FS (128 × 256 with 8
+// epilogue. The tile is four blocks wide: BN = 16·FS (from the host), BM = (NSG/4)·4·FS (128 × 256 with 8
 // subgroups at FS = 16; 4 subgroups, for grids too small to fill a GPU, take half the rows).
 // The host checks that the loads below divide evenly among the invocations.
 
-const BN: u32 = 16u * FS;
 // Per-subgroup staging area: two FS×FS f32 accumulators side by side (FS rows of 2·FS).
 const STAGE: u32 = 2u * FS * FS;
 // Global → register loads: an A tile row is BK / 4 vec4 and a B tile row BN / 4, so NI

@@ -13,6 +13,7 @@ pub mod resize;
 #[cfg(test)]
 mod misc_golden;
 pub mod conv;
+pub mod coop_gemm;
 pub mod attention;
 pub mod temporal_attention;
 pub mod sampler;

@@ -69,7 +69,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
         let shape = format!("{s:?} -> {cout}");
         let mut halved = None;
         if let (true, Op::C2 { k, s: 1 }) = (halved_too, op) {
-            if coop_config(gpu, dtype, cout).is_ok_and(|c| c.halved().divides()) {
+            if coop_config(gpu, dtype, cout).is_ok_and(|c| coop_divides(c.halved())) {
                 let (x, w) = (x.clone(), w.clone());
                 let run: Run = Box::new(move |r| conv2d_with(r, &x, &w, 1, k / 2, Impl::CoopHalf).map(drop));
                 halved = Some(BenchCase { name: format!("{name} (4 subgroups)"), shape: shape.clone(), flops, bytes, run });

@@ -48,7 +48,7 @@ mod weight;
 
 pub use bench::bench_cases;
 pub use tiles::{coop_available, on_f16_operands};
-use tiles::{auto_tiles, coop_config, tiled_bn, CoopCfg, Tile};
+use tiles::{auto_tiles, coop_config, coop_divides, tiled_bn, CoopCfg, Tile};
 pub use weight::{ConvKind, ConvWeight};
 
 /// Sources of each kernel for the ways it loads its input ([`Load`]): four channels at a time
@@ -141,12 +141,7 @@ impl Load {
 
 #[allow(clippy::too_many_arguments)]
 fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, up: usize, load: Load, cfg: CoopCfg) -> Kernel {
-    geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res, up)
-        .with_coop(cfg.fs)
-        .def("SG", format!("{}u", cfg.sg))
-        .def("NSG", format!("{}u", cfg.nsg))
-        .def("BN", format!("{}u", cfg.bn))
-        .def("PREFETCH", cfg.prefetch)
+    cfg.specialise(geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res, up))
 }
 
 /// K step of the portable kernel.
@@ -425,7 +420,7 @@ fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTa
         Impl::Coop | Impl::CoopHalf => {
             let cfg = coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?;
             match imp {
-                Impl::CoopHalf if !cfg.halved().divides() => bail!("conv: {:?} on 4 subgroups does not split its tiles evenly", cfg),
+                Impl::CoopHalf if !coop_divides(cfg.halved()) => bail!("conv: {:?} on 4 subgroups does not split its tiles evenly", cfg),
                 Impl::CoopHalf => Tile::Coop(cfg.halved()),
                 _ => Tile::Coop(cfg),
             }

@@ -40,9 +40,10 @@ fn coop_kernels_validate_and_translate() {
             for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
                 // 8 subgroups with overlapped loads and 4 without; f16 storage, and f32
                 // storage on f16 operands (`--f16-operands`).
-                let cfgs = [CoopCfg { fs, sg, nsg: 8, bn, prefetch: true }, CoopCfg { fs, sg, nsg: 4, bn, prefetch: false }];
+                let eight = CoopCfg::new(fs, sg, bn / (4 * fs));
+                let cfgs = [eight, eight.halved().single_buffered()];
                 for (cfg, dt) in cfgs.into_iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
-                    assert!(cfg.divides(), "{cfg:?}");
+                    assert!(coop_divides(cfg), "{cfg:?}");
                     let k = coop_kernel(dt, taps, stride, transposed, has_res, 1, load, cfg);
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
@@ -51,7 +52,7 @@ fn coop_kernels_validate_and_translate() {
                     let mut layouter = naga::proc::Layouter::default();
                     layouter.update(module.to_ctx()).unwrap();
                     let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
-                    assert_eq!(wg, cfg.smem(), "{cfg:?}");
+                    assert_eq!(wg, tiles::coop_smem(cfg), "{cfg:?}");
                 }
             }
         }

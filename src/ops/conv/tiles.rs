@@ -2,59 +2,22 @@
 //! tiles of a problem that tuning times.
 
 use super::*;
+use crate::ops::coop_gemm::CoopGemm;
 
-/// The cooperative kernel's shape on one adapter (see conv_coop.wgsl): fragments of FS, subgroups
-/// of SG lanes, NSG subgroups (8, or 4 for half the rows) each owning a 4·FS square block, BN
-/// output channels per workgroup (two or four blocks wide); `prefetch`: the next K step's global
-/// loads in flight during this step's multiplies (else loaded and staged in turn: fewer live
-/// registers, which a standalone probe found faster on an H200 at 128 × 256, gpu-facts).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) struct CoopCfg {
-    pub(super) fs: u32,
-    pub(super) sg: u32,
-    pub(super) nsg: u32,
-    pub(super) bn: u32,
-    pub(super) prefetch: bool,
+/// The cooperative kernel's tile on one adapter: the GEMM core's, two or four blocks wide.
+pub(super) type CoopCfg = CoopGemm;
+
+/// Workgroup memory of the cooperative kernel (bytes): the core's staged tiles, each subgroup's
+/// FS×FS f32 scratch for the epilogue and the rows' geometry.
+pub(super) fn coop_smem(c: CoopCfg) -> u32 {
+    c.staged_bytes() + c.nsg * c.fs * c.fs * 4 + c.bm() * 16
 }
 
-impl CoopCfg {
-    /// Output rows per workgroup.
-    pub(super) fn bm(self) -> u32 {
-        self.nsg / (self.bn / (4 * self.fs)) * 4 * self.fs
-    }
-    pub(super) fn bk(self) -> u32 {
-        2 * self.fs
-    }
-    /// Workgroup memory (bytes): the staged tiles, each subgroup's FS×FS f32 scratch and the
-    /// rows' geometry.
-    pub(super) fn smem(self) -> u32 {
-        let (bm, bk) = (self.bm(), self.bk());
-        bm * (bk + 8) * 2 + bk * (self.bn + 8) * 2 + self.nsg * self.fs * self.fs * 4 + bm * 16
-    }
-    /// Whether the subgroups tile the block grid and the tile loads and the epilogue's copy
-    /// divide evenly among the NSG·SG invocations.
-    pub(super) fn divides(self) -> bool {
-        let wg = self.nsg * self.sg;
-        let per = self.fs * self.fs / self.sg.max(1);
-        let sgn = self.bn / (4 * self.fs);
-        sgn > 0
-            && self.nsg.is_multiple_of(sgn)
-            && (self.bm() * self.bk() / 4).is_multiple_of(wg)
-            && (self.bk() * self.bn / 4).is_multiple_of(wg)
-            && (self.fs * self.fs).is_multiple_of(self.sg)
-            && per <= self.fs
-            && self.fs.is_multiple_of(per)
-    }
-
-    /// The same columns on 4 subgroups: half the rows per workgroup, twice the workgroups.
-    pub(super) fn halved(self) -> CoopCfg {
-        CoopCfg { nsg: 4, ..self }
-    }
-
-    /// The same tile, each K step loaded and staged in turn.
-    pub(super) fn single_buffered(self) -> CoopCfg {
-        CoopCfg { prefetch: false, ..self }
-    }
+/// Whether the core's loads divide evenly among the invocations, and so does the epilogue's
+/// copy of a subgroup's FS×FS scratch among its lanes (`per` consecutive elements of one row).
+pub(super) fn coop_divides(c: CoopCfg) -> bool {
+    let per = c.fs * c.fs / c.sg.max(1);
+    c.loads_divide() && (c.fs * c.fs).is_multiple_of(c.sg) && per <= c.fs && c.fs.is_multiple_of(per)
 }
 
 /// Whether this adapter runs the cooperative kernel (f16, at the widest Cout).
@@ -86,13 +49,13 @@ pub(super) fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCf
         return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * sg));
     }
     let smem = gpu.limits.max_compute_workgroup_storage_size;
-    let (narrow, wide) = (CoopCfg { fs, sg, nsg: 8, bn: 8 * fs, prefetch: true }, CoopCfg { fs, sg, nsg: 8, bn: 16 * fs, prefetch: true });
-    let cfg = if cout > 8 * fs as usize && wide.smem() <= smem && wide.divides() { wide } else { narrow };
-    if !cfg.divides() {
+    let (narrow, wide) = (CoopCfg::new(fs, sg, 2), CoopCfg::new(fs, sg, 4));
+    let cfg = if cout > 8 * fs as usize && coop_smem(wide) <= smem && coop_divides(wide) { wide } else { narrow };
+    if !coop_divides(cfg) {
         return Err(format!("{fs}×{fs} fragments with {sg}-wide subgroups do not split the kernel's tiles evenly"));
     }
-    if cfg.smem() > smem {
-        return Err(format!("the kernel needs {} bytes of workgroup memory, the adapter has {smem}", cfg.smem()));
+    if coop_smem(cfg) > smem {
+        return Err(format!("the kernel needs {} bytes of workgroup memory, the adapter has {smem}", coop_smem(cfg)));
     }
     Ok(cfg)
 }
@@ -152,7 +115,7 @@ pub(super) fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
     let narrow = CoopCfg { bn: 8 * cfg.fs, ..cfg };
     let mut v = vec![cfg];
     for c in [cfg.halved(), narrow, narrow.halved(), cfg.single_buffered(), cfg.halved().single_buffered()] {
-        if c.divides() && c.smem() <= gpu.limits.max_compute_workgroup_storage_size && !v.contains(&c) {
+        if coop_divides(c) && coop_smem(c) <= gpu.limits.max_compute_workgroup_storage_size && !v.contains(&c) {
             v.push(c);
         }
     }

@@ -37,6 +37,7 @@ use crate::ops::residual::Residual;
 use crate::ops::pack::{Placement, Src};
 use crate::ops::synthetic::Packing;
 use crate::tensor::{DType, Tensor};
+use crate::ops::coop_gemm::CoopGemm;
 use crate::Gpu;
 
 /// The three kernels (portable, cooperative with scalar or vec4 workgroup tiles), each after the
@@ -77,65 +78,31 @@ const GN_NAMES: [&str; 3] = ["matmul_gn", "matmul_coop_gn", "matmul_coop_v4_gn"]
 
 /// Row tiles per launch group (see `tile_of` in the shaders).
 const GROUP_M: u32 = 8;
-/// The cooperative kernel on one adapter: its fragment size FS (16, or 8), the subgroup width
-/// SG and the subgroups per workgroup NSG: 8 share a workgroup tile of 8·FS × 16·FS, 4 (for
-/// grids too small to fill a GPU) one of half the rows (see matmul_coop.wgsl).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-struct CoopCfg {
-    fs: usize,
-    sg: usize,
-    nsg: usize,
-    /// The next k-step's global loads in flight during this step's multiplies (else loaded and
-    /// staged in turn: fewer live registers, which a standalone probe found faster on an H200
-    /// at this tile, gpu-facts).
-    prefetch: bool,
+/// The cooperative kernel's tile on one adapter: the GEMM core's (see `ops::coop_gemm`), four
+/// blocks wide: 8 subgroups share a workgroup tile of 8·FS × 16·FS, 4 (for grids too small to
+/// fill a GPU) one of half the rows.
+type CoopCfg = CoopGemm;
+
+/// Workgroup memory of the cooperative kernel (bytes): the core's staged tiles and NSG
+/// subgroups' epilogue staging of FS × 2·FS f32.
+fn coop_wg_bytes(c: CoopCfg) -> u32 {
+    c.staged_bytes() + c.nsg * 2 * c.fs * c.fs * 4
 }
 
-impl CoopCfg {
-    fn bm(self) -> usize {
-        self.nsg * self.fs
-    }
-    fn bn(self) -> usize {
-        16 * self.fs
-    }
-    fn bk(self) -> usize {
-        2 * self.fs
-    }
-    fn invocations(self) -> usize {
-        self.nsg * self.sg
-    }
-    /// Workgroup memory: the a tile BM × (BK + 8) f16, the b tile BK × (BN + 8) f16 and NSG
-    /// subgroups' staging of FS × 2·FS f32.
-    fn wg_bytes(self) -> u32 {
-        (self.bm() * (self.bk() + 8) * 2 + self.bk() * (self.bn() + 8) * 2 + self.nsg * 2 * self.fs * self.fs * 4) as u32
-    }
-    /// Whether the kernel's global loads and epilogue copy divide evenly among its invocations
-    /// (e.g. 16×16 fragments with 32-wide subgroups, or 8×8 with 8- or 32-wide ones).
-    fn divides(self) -> bool {
-        let ni = self.invocations();
-        let (a_row, b_row) = (self.bk() / 4, self.bn() / 4);
-        (self.nsg == 8 || self.nsg == 4)
-            && ni.is_multiple_of(a_row)
-            && self.bm().is_multiple_of(ni / a_row)
-            && ni.is_multiple_of(b_row)
-            && self.bk().is_multiple_of(ni / b_row)
-            && (self.nsg * self.fs * self.fs / 2).is_multiple_of(ni)
-    }
-
-    /// The same tile width on 4 subgroups: half the rows, twice the workgroups.
-    fn halved(self) -> CoopCfg {
-        CoopCfg { nsg: 4, ..self }
-    }
+/// Whether the core's loads and the epilogue's copy of the staged slices divide evenly among
+/// the invocations (e.g. 16×16 fragments with 32-wide subgroups, or 8×8 with 8- or 32-wide ones).
+fn coop_divides(c: CoopCfg) -> bool {
+    c.bn == 16 * c.fs && (c.nsg == 8 || c.nsg == 4) && c.loads_divide() && (c.nsg * c.fs * c.fs / 2).is_multiple_of(c.invocations())
 }
 
 /// The cooperative kernel's configuration on this adapter, if it can run it: f16×f16→f32
 /// fragments (16×16×16 or 8×8×8), a fixed subgroup width that splits the work evenly, and
 /// enough invocations and workgroup memory.
 fn coop_config(gpu: &Gpu) -> Option<CoopCfg> {
-    let cfg = CoopCfg { fs: gpu.coop_fragment()? as usize, sg: gpu.fixed_subgroup_size()? as usize, nsg: 8, prefetch: true };
-    (cfg.divides()
-        && cfg.invocations() <= gpu.limits.max_compute_invocations_per_workgroup as usize
-        && cfg.wg_bytes() <= gpu.limits.max_compute_workgroup_storage_size)
+    let cfg = CoopCfg::new(gpu.coop_fragment()?, gpu.fixed_subgroup_size()?, 4);
+    (coop_divides(cfg)
+        && cfg.invocations() <= gpu.limits.max_compute_invocations_per_workgroup
+        && coop_wg_bytes(cfg) <= gpu.limits.max_compute_workgroup_storage_size)
         .then_some(cfg)
 }
 
@@ -308,7 +275,7 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
         }
         Impl::CoopV4Half => {
             coop_ok()?;
-            if !coop_config(gpu).is_some_and(|c| c.halved().divides()) {
+            if !coop_config(gpu).is_some_and(|c| coop_divides(c.halved())) {
                 bail!("matmul: the cooperative kernel on 4 subgroups does not split its tiles evenly on this adapter");
             }
             Variant::Coop { v4: true, half: true, prefetch: true }
@@ -323,7 +290,7 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
 /// no value.
 fn auto_variants(gpu: &Gpu, coop: bool, p: &Plan) -> Vec<Variant> {
     if coop {
-        let halves: &[bool] = if coop_config(gpu).is_some_and(|c| c.halved().divides()) { &[false, true] } else { &[false] };
+        let halves: &[bool] = if coop_config(gpu).is_some_and(|c| coop_divides(c.halved())) { &[false, true] } else { &[false] };
         return [true, false].iter().flat_map(|&prefetch| halves.iter().map(move |&half| Variant::Coop { v4: true, half, prefetch })).collect();
     }
     let (rm, rn) = portable_tile(p);
@@ -431,11 +398,7 @@ fn check_dtypes(a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<()> {
 /// staged), taking a as `srcs` and `names` say.
 fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType, srcs: &[&'static str; 3], names: &[&'static str; 3]) -> Kernel {
     let i = if v4 { 2 } else { 1 };
-    Kernel::new(names[i], srcs[i], dtype)
-        .with_coop(cfg.fs as u32)
-        .def("SG", format!("{}u", cfg.sg))
-        .def("NSG", format!("{}u", cfg.nsg))
-        .def("PREFETCH", cfg.prefetch)
+    cfg.specialise(Kernel::new(names[i], srcs[i], dtype))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -476,7 +439,7 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         Variant::Coop { v4, half, prefetch } => {
             let cfg = coop_config(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative matmul was chosen on an adapter without it"))?;
             let cfg = CoopCfg { prefetch, ..if half { cfg.halved() } else { cfg } };
-            (cfg.bm(), cfg.bn(), coop_kernel(v4, cfg, a.dtype(), srcs, names))
+            (cfg.bm() as usize, cfg.bn as usize, coop_kernel(v4, cfg, a.dtype(), srcs, names))
         }
     };
     let kernel = kernel

@@ -343,10 +343,10 @@ fn plan_folds_shared_weights_and_keeps_batches() {
 /// matrices.
 #[test]
 fn coop_wgsl_validates_and_translates() {
-    let eight = [CoopCfg { fs: 16, sg: 32, nsg: 8, prefetch: true }, CoopCfg { fs: 8, sg: 8, nsg: 8, prefetch: true }, CoopCfg { fs: 8, sg: 32, nsg: 8, prefetch: true }];
+    let eight = [CoopCfg::new(16, 32, 4), CoopCfg::new(8, 8, 4), CoopCfg::new(8, 32, 4)];
     // Both load schedules, on 8 and on 4 subgroups.
-    for cfg in eight.into_iter().flat_map(|c| [c, CoopCfg { prefetch: false, ..c.halved() }]) {
-        assert!(cfg.divides(), "{cfg:?}");
+    for cfg in eight.into_iter().flat_map(|c| [c, c.halved().single_buffered()]) {
+        assert!(coop_divides(cfg), "{cfg:?}");
         for (v4, a) in [(false, 0), (true, 0), (true, 1), (true, 2)] {
             for (has_bias, has_res, geglu) in [(false, false, false), (true, false, false), (true, true, false), (true, false, true)] {
                 // f32 storage (on f16 operands) for the residual store, f16 for the others.
@@ -365,12 +365,14 @@ fn coop_wgsl_validates_and_translates() {
                     .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
                     .map(|(_, g)| layouter[g.ty].size)
                     .sum();
-                assert_eq!(wg, cfg.wg_bytes(), "{cfg:?} v4 {v4}");
+                assert_eq!(wg, coop_wg_bytes(cfg), "{cfg:?} v4 {v4}");
             }
         }
     }
     // Subgroups too wide for 8×8 fragments' tile leave invocations without loads: refused.
-    assert!(!CoopCfg { fs: 8, sg: 64, nsg: 8, prefetch: true }.divides());
+    assert!(!coop_divides(CoopCfg::new(8, 64, 4)));
+    // The matmul's side stores four blocks wide.
+    assert!(!coop_divides(CoopCfg::new(16, 32, 2)));
 }
 
 /// f32 storage takes the cooperative kernel (f16 operands, f32 accumulation and stores) only
