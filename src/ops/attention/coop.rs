@@ -79,8 +79,7 @@ fn tile_fits(gpu: &crate::Gpu, fs: usize, dh: usize, staged_q: bool, tile: Query
 /// The query tiles that can take a call [`coop_refusal`] accepts, the narrow one first: the wide
 /// one where the adapter has room for it and there are queries to fill it.
 pub(super) fn coop_tiles(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize) -> Vec<QueryTile> {
-    let fs = coop_fs(gpu).unwrap_or(16);
-    let wide = lq >= QueryTile::Wide.strips() * fs && tile_fits(gpu, fs, dh, dtype == DType::F32, QueryTile::Wide);
+    let wide = coop_fs(gpu).is_some_and(|fs| lq >= QueryTile::Wide.strips() * fs && tile_fits(gpu, fs, dh, dtype == DType::F32, QueryTile::Wide));
     if wide {
         vec![QueryTile::Narrow, QueryTile::Wide]
     } else {

@@ -16,9 +16,10 @@
 //! raised (and its accumulators rescaled through workgroup memory) only when its scores pass it
 //! by more than 2^8. So does f32 attention where
 //! `--f16-operands` allows ([`crate::Gpu::coop_takes`]): its operands are rounded to f16, its
-//! softmax and accumulation stay f32. Its workgroup owns 2·FS query rows on 8 subgroups, or 4·FS
-//! rows on 16 ([`QueryTile`]), which stages each key tile once for twice the rows; the two give
-//! the same bits, and where tuning is on the tuner times both per shape and keeps the faster.
+//! softmax and accumulation stay f32. A workgroup of the cooperative kernel owns 2·FS query rows
+//! on 8 subgroups, or 4·FS rows on 16 ([`QueryTile`]), which stages each key tile once for twice
+//! the rows; the two give the same bits, and where tuning is on the tuner times both per shape
+//! and keeps the faster.
 
 use anyhow::{bail, Result};
 
