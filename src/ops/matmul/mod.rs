@@ -47,23 +47,19 @@ macro_rules! matmul_sources {
     ($a:literal) => {
         [
             concat!(include_str!($a), include_str!("../../../shaders/matmul.wgsl")),
-            concat!(
-                include_str!($a),
-                include_str!("../../../shaders/matmul_coop.wgsl"),
-                "\n",
-                include_str!("../../../shaders/coop_gemm.wgsl"),
-                "\n",
-                include_str!("../../../shaders/coop_tiles_s1.wgsl")
-            ),
-            concat!(
-                include_str!($a),
-                include_str!("../../../shaders/matmul_coop.wgsl"),
-                "\n",
-                include_str!("../../../shaders/coop_gemm.wgsl"),
-                "\n",
-                include_str!("../../../shaders/coop_tiles_s4.wgsl")
-            ),
+            matmul_sources!($a, "../../../shaders/coop_tiles_s1.wgsl"),
+            matmul_sources!($a, "../../../shaders/coop_tiles_s4.wgsl"),
         ]
+    };
+    ($a:literal, $tiles:literal) => {
+        concat!(
+            include_str!($a),
+            include_str!("../../../shaders/matmul_coop.wgsl"),
+            "\n",
+            include_str!("../../../shaders/coop_gemm.wgsl"),
+            "\n",
+            include_str!($tiles)
+        )
     };
 }
 /// a as stored.
