@@ -73,6 +73,7 @@ pub(super) fn coop_fs(gpu: &crate::Gpu) -> Option<usize> {
 fn tile_fits(gpu: &crate::Gpu, fs: usize, dh: usize, staged_q: bool, tile: QueryTile) -> bool {
     let invocations = 4 * tile.strips() * fs * fs / 8;
     gpu.limits.max_compute_invocations_per_workgroup as usize >= invocations
+        && gpu.limits.max_compute_workgroup_size_x as usize >= invocations
         && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, dh, staged_q, tile).3
 }
 
