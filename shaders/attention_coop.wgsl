@@ -29,7 +29,7 @@
 // exist (needs Lq >= BQ); overlapping rows are computed twice with the same result.
 //
 // Constants from the host: SG, QS, DH (multiple of 64, <= 512, and <= 256 at FS = 8), NO, DC, VK (both
-// multiples of FS, VK dividing BK), KVF (f16 elements of `kv`), LDQ (row stride of q in elements;
+// multiples of FS, VK dividing BK), KVF (f16 elements of `kv`, a multiple of 4), LDQ (row stride of q in elements;
 // a constant because cooperative loads want one).
 
 const NSG: u32 = 4u * QS;
@@ -71,19 +71,21 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<vec4<T>>;
 @group(0) @binding(4) var<storage, read_write> o: array<T>;
 
-var<workgroup> kv: array<f16, KVF>;
+// The staged K, V (and f32 storage's Q) and P are vec4<f16> arrays: one 8-byte store per four
+// values. A cooperative load then counts its offset and stride in vectors (SPIR-V measures the
+// stride in the pointer's element type): the offsets and strides below are the f16 ones divided
+// by 4 (all are multiples of 4).
+var<workgroup> kv: array<vec4<f16>, KVF / 4u>;
 var<workgroup> ss: array<f32, BQ * SST>;
-var<workgroup> ps: array<f16, BQ * PST>;
+var<workgroup> ps: array<vec4<f16>, BQ * PST / 4u>;
 // Per query row: the factor its accumulators are scaled by this tile, then 1 / l for the output.
 var<workgroup> rowf: array<f32, BQ>;
 // 1 + the last tile at which some row raised its reference max.
 var<workgroup> rescaled_at: atomic<u32>;
 
+// Four f16 at f16 offset i (a multiple of 4) of `kv`.
 fn put4(i: u32, x: vec4<f16>) {
-    kv[i] = x.x;
-    kv[i + 1u] = x.y;
-    kv[i + 2u] = x.z;
-    kv[i + 3u] = x.w;
+    kv[i / 4u] = x;
 }
 
 // K rows k0 .. k0+BK, channels d0 .. d0+DC of the head → kv as [BK][KST]; missing keys are zero.
@@ -178,7 +180,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             workgroupBarrier();
             for (var dd = 0u; dd < DC; dd += FS) {
                 let a = q_frag(qrow, s_strip, d0 + dd, dd);
-                let bm = coopLoad<FB>(&kv[s_kf * FS * KST + dd], KST);
+                let bm = coopLoad<FB>(&kv[(s_kf * FS * KST + dd) / 4u], KST / 4u);
                 acc = coopMultiplyAdd(a, bm, acc);
             }
         }
@@ -206,15 +208,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         l_t = l_t * alpha + dot(ea, one) + dot(eb, one);
         let pa = vec4<f16>(ea);
         let pb = vec4<f16>(eb);
-        let pi = srow * PST + scol;
-        ps[pi] = pa.x;
-        ps[pi + 1u] = pa.y;
-        ps[pi + 2u] = pa.z;
-        ps[pi + 3u] = pa.w;
-        ps[pi + 4u] = pb.x;
-        ps[pi + 5u] = pb.y;
-        ps[pi + 6u] = pb.z;
-        ps[pi + 7u] = pb.w;
+        let pi = (srow * PST + scol) / 4u;
+        ps[pi] = pa;
+        ps[pi + 1u] = pb;
         // Uniform across the workgroup (a barrier and one load): whether any row raised its max
         // at this tile. At the first tile the accumulators are still zero.
         if (workgroupUniformLoad(&rescaled_at) == t + 1u && t > 0u) {
@@ -239,21 +235,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             stage_v(vbase4, k0 + vk0, lid);
             workgroupBarrier();
             for (var ks = 0u; ks < VK; ks += FS) {
-                let a = coopLoadT<FA>(&ps[o_strip * FS * PST + vk0 + ks], PST);
-                let vb = ks * VST + o_cf * FS;
-                o0 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb], VST), o0);
+                let a = coopLoadT<FA>(&ps[(o_strip * FS * PST + vk0 + ks) / 4u], PST / 4u);
+                // In vectors: rows of V, then column fragments 4·FS apart.
+                let vb = (ks * VST + o_cf * FS) / 4u;
+                o0 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb], VST / 4u), o0);
                 if (NO > 1u) {
-                    o1 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 4u * FS], VST), o1);
+                    o1 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + FS], VST / 4u), o1);
                 }
                 if (NO > 2u) {
-                    o2 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 8u * FS], VST), o2);
-                    o3 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 12u * FS], VST), o3);
+                    o2 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 2u * FS], VST / 4u), o2);
+                    o3 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 3u * FS], VST / 4u), o3);
                 }
                 if (NO > 4u) {
-                    o4 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 16u * FS], VST), o4);
-                    o5 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 20u * FS], VST), o5);
-                    o6 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 24u * FS], VST), o6);
-                    o7 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 28u * FS], VST), o7);
+                    o4 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 4u * FS], VST / 4u), o4);
+                    o5 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 5u * FS], VST / 4u), o5);
+                    o6 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 6u * FS], VST / 4u), o6);
+                    o7 = coopMultiplyAdd(a, coopLoadT<FB>(&kv[vb + 7u * FS], VST / 4u), o7);
                 }
             }
         }

@@ -18,5 +18,5 @@ fn stage_q(qtile: u32, d0: u32, lid: u32) {
 
 // The Q fragment of this subgroup's strip, channels dd.. of the staged chunk.
 fn q_frag(qrow: u32, strip: u32, d: u32, dd: u32) -> FA {
-    return coopLoadT<FA>(&kv[QOFF + strip * FS * QST + dd], QST);
+    return coopLoadT<FA>(&kv[(QOFF + strip * FS * QST + dd) / 4u], QST / 4u);
 }
