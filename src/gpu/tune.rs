@@ -3,7 +3,8 @@
 //! The matmul and convolution kernels come in several tiles for one problem: the cooperative
 //! kernels on 8 or 4 subgroups, one or two output blocks wide, with the next K step's loads
 //! overlapped or not; the portable kernels with narrower or wider tiles. The cooperative
-//! attention kernel comes with a narrow and a wide query tile. Which is fastest depends on the GPU and the shape (a grid of 128
+//! attention kernel comes with a narrow and a wide query tile, and a deep one that stages more
+//! of K and V at once. Which is fastest depends on the GPU and the shape (a grid of 128
 //! workgroups fills one GPU and starves another), so fixed rules leave speed behind. Where an op
 //! has such a choice, the first time it meets a shape it times each candidate on scratch tensors
 //! of that shape and keeps the fastest for the rest of the process ([`Tuner::pick`]).

@@ -12,40 +12,57 @@ use crate::tensor::{DType, Tensor};
 const COOP_SRC_DIRECT: &str = concat!(include_str!("../../../shaders/attention_coop.wgsl"), include_str!("../../../shaders/attention_coop_q_direct.wgsl"));
 const COOP_SRC_STAGED: &str = concat!(include_str!("../../../shaders/attention_coop.wgsl"), include_str!("../../../shaders/attention_coop_q_staged.wgsl"));
 
-/// The cooperative kernel's query tiles: QS strips of FS rows on 4·QS subgroups. Both give the
-/// same bits (see the shader's header); which is faster depends on the adapter and the shape, so
-/// [`super::attention`] times them ([`crate::gpu::tune`]).
+/// The cooperative kernel's tiles: QS strips of FS query rows on 4·QS subgroups, K staged DC
+/// channels and V VK keys at a time. All give the same bits (see the shader's header; DC and VK
+/// only group the products into stages, in the same order); which is faster depends on the
+/// adapter and the shape, so [`super::attention`] times them ([`crate::gpu::tune`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum QueryTile {
-    /// 2·FS rows on 8 subgroups (the rule's choice).
+pub enum CoopTile {
+    /// 2·FS rows on 8 subgroups; K 128 channels (64 where dh is not a multiple of 128) and, past
+    /// dh 128, V 16 keys per stage (the rule's choice).
     Narrow,
     /// 4·FS rows on 16 subgroups: each K and V tile staged once for twice the rows.
     Wide,
+    /// The narrow rows with K 256 channels and V 32 keys per stage, for dh 256 and 512: half the
+    /// stages, so half the barriers, in all but 48 KiB of workgroup memory.
+    Deep,
 }
 
-impl QueryTile {
+impl CoopTile {
     /// Query strips of FS rows (the shader's QS).
     pub(super) fn strips(self) -> usize {
         match self {
-            QueryTile::Narrow => 2,
-            QueryTile::Wide => 4,
+            CoopTile::Narrow | CoopTile::Deep => 2,
+            CoopTile::Wide => 4,
         }
     }
 
     pub(super) fn label(self) -> String {
-        format!("{} query strips on {} subgroups", self.strips(), 4 * self.strips())
+        let deep = if self == CoopTile::Deep { ", deep stages" } else { "" };
+        format!("{} query strips on {} subgroups{deep}", self.strips(), 4 * self.strips())
     }
 }
 
-/// Constants of the cooperative kernel for fragments of `fs`, head width `dh` and query tile
-/// `tile`: (DC, VK, KVF, workgroup bytes). Its tile is BQ = QS·FS queries × BK = 4·FS keys;
-/// `staged_q` (f32 storage) stages Q's BQ × DC chunk as f16 after K's BK × DC in `kv`, with DC
-/// 64 on the wide tile so that it fits 48 KiB. (DC only groups the Q·Kᵀ products into chunks,
-/// in the same order: it changes no bit.)
-pub(super) fn coop_consts(fs: usize, dh: usize, staged_q: bool, tile: QueryTile) -> (usize, usize, usize, usize) {
+/// Constants of the cooperative kernel for fragments of `fs`, head width `dh` and tile `tile`:
+/// (DC, VK, KVF, workgroup bytes). Its tile is BQ = QS·FS queries × BK = 4·FS keys; `staged_q`
+/// (f32 storage) stages Q's BQ × DC chunk as f16 after K's BK × DC in `kv`, with DC 64 on the
+/// wide tile so that it fits 48 KiB.
+pub(super) fn coop_consts(fs: usize, dh: usize, staged_q: bool, tile: CoopTile) -> (usize, usize, usize, usize) {
     let (bq, bk) = (tile.strips() * fs, 4 * fs);
-    let dc = if dh.is_multiple_of(128) && !(staged_q && tile == QueryTile::Wide) { 128 } else { 64 };
-    let vk = (if dh <= 128 { 64 } else { 16 }).min(bk);
+    let dc = match tile {
+        CoopTile::Deep => dh.min(256),
+        CoopTile::Wide if staged_q => 64,
+        _ if dh.is_multiple_of(128) => 128,
+        _ => 64,
+    };
+    let vk = (if dh <= 128 {
+        64
+    } else if tile == CoopTile::Deep {
+        32
+    } else {
+        16
+    })
+    .min(bk);
     let qk = bk * (dc + 8) + if staged_q { bq * (dc + 8) } else { 0 };
     let kvf = qk.max(vk * (dh + 8));
     // kv, the scores, P, a factor per row, the rescale flag.
@@ -65,27 +82,32 @@ pub(super) fn coop_max_dh(fs: usize) -> usize {
 /// tile needs.
 pub(super) fn coop_fs(gpu: &crate::Gpu) -> Option<usize> {
     let fs = gpu.coop_fragment()? as usize;
-    let fits = gpu.fixed_subgroup_size()? as usize == fs * fs / 8 && tile_fits(gpu, fs, coop_max_dh(fs), false, QueryTile::Narrow);
+    let fits = gpu.fixed_subgroup_size()? as usize == fs * fs / 8 && tile_fits(gpu, fs, coop_max_dh(fs), false, CoopTile::Narrow);
     fits.then_some(fs)
 }
 
 /// Whether the adapter has the invocations and workgroup memory for `tile` at this head width.
-fn tile_fits(gpu: &crate::Gpu, fs: usize, dh: usize, staged_q: bool, tile: QueryTile) -> bool {
+fn tile_fits(gpu: &crate::Gpu, fs: usize, dh: usize, staged_q: bool, tile: CoopTile) -> bool {
     let invocations = 4 * tile.strips() * fs * fs / 8;
     gpu.limits.max_compute_invocations_per_workgroup as usize >= invocations
         && gpu.limits.max_compute_workgroup_size_x as usize >= invocations
         && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, dh, staged_q, tile).3
 }
 
-/// The query tiles that can take a call [`coop_refusal`] accepts, the narrow one first: the wide
-/// one where the adapter has room for it and there are queries to fill it.
-pub(super) fn coop_tiles(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize) -> Vec<QueryTile> {
-    let wide = coop_fs(gpu).is_some_and(|fs| lq >= QueryTile::Wide.strips() * fs && tile_fits(gpu, fs, dh, dtype == DType::F32, QueryTile::Wide));
-    if wide {
-        vec![QueryTile::Narrow, QueryTile::Wide]
-    } else {
-        vec![QueryTile::Narrow]
-    }
+/// The tiles that can take a call [`coop_refusal`] accepts, the narrow one first: the wide one
+/// where the adapter has room for it and there are queries to fill it, the deep one for heads of
+/// 256 and 512 where it has room.
+pub(super) fn coop_tiles(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize) -> Vec<CoopTile> {
+    let Some(fs) = coop_fs(gpu) else {
+        return vec![CoopTile::Narrow];
+    };
+    let staged_q = dtype == DType::F32;
+    let wide = lq >= CoopTile::Wide.strips() * fs && tile_fits(gpu, fs, dh, staged_q, CoopTile::Wide);
+    let deep = dh >= 256 && tile_fits(gpu, fs, dh, staged_q, CoopTile::Deep);
+    let mut tiles = vec![CoopTile::Narrow];
+    tiles.extend(wide.then_some(CoopTile::Wide));
+    tiles.extend(deep.then_some(CoopTile::Deep));
+    tiles
 }
 
 /// Whether the adapter can run the cooperative-matrix kernel at all (see `coop_fs`).
@@ -100,7 +122,7 @@ pub(super) fn coop_refusal(gpu: &crate::Gpu, dtype: DType, lq: usize, dh: usize,
     let Some(fs) = coop_fs(gpu) else {
         return Some("the adapter lacks f16 cooperative matrices with subgroups to match (16×16 with 32 lanes, 8×8 with 8)".into());
     };
-    let staged_bytes = coop_consts(fs, dh, true, QueryTile::Narrow).3;
+    let staged_bytes = coop_consts(fs, dh, true, CoopTile::Narrow).3;
     if !gpu.coop_takes(dtype) {
         Some("it needs f16 storage, or f32 with --f16-operands".into())
     } else if causal {
@@ -140,7 +162,7 @@ pub(super) struct CoopParams {
 }
 
 /// The cooperative kernel for storage `dtype` (f16, or f32 on f16 operands).
-pub(super) fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType, tile: QueryTile) -> Kernel {
+pub(super) fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType, tile: CoopTile) -> Kernel {
     let staged_q = dtype == DType::F32;
     let (dc, vk, kvf, _) = coop_consts(fs, dh, staged_q, tile);
     Kernel::new("attention_coop", if staged_q { COOP_SRC_STAGED } else { COOP_SRC_DIRECT }, dtype)
@@ -156,7 +178,7 @@ pub(super) fn coop_kernel(fs: usize, dh: usize, ldq: usize, dtype: DType, tile: 
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: usize, dh: usize, opts: AttnOpts, tile: QueryTile) -> Result<()> {
+pub(super) fn run_coop(rec: &mut Recorder, q: View, k: View, v: View, out: &Tensor, heads: usize, dh: usize, opts: AttnOpts, tile: CoopTile) -> Result<()> {
     let gpu = rec.gpu();
     let fs = coop_fs(gpu).ok_or_else(|| anyhow::anyhow!("internal: the cooperative attention was chosen on an adapter without it"))?;
     let (b, lq, lk) = (q.batch, q.len, k.len);

@@ -17,16 +17,16 @@
 //! by more than 2^8. So does f32 attention where
 //! `--f16-operands` allows ([`crate::Gpu::coop_takes`]): its operands are rounded to f16, its
 //! softmax and accumulation stay f32. A workgroup of the cooperative kernel owns 2·FS query rows
-//! on 8 subgroups, or 4·FS rows on 16 ([`QueryTile`]), which stages each key tile once for twice
-//! the rows; the two give the same bits, and where tuning is on the tuner times both per shape
-//! and keeps the faster.
+//! on 8 subgroups, or 4·FS rows on 16, which stages each key tile once for twice the rows, and may
+//! stage more of K and V at once ([`CoopTile`]); all give the same bits, and where tuning is on
+//! the tuner times them per shape and keeps the fastest.
 
 use anyhow::{bail, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::tensor::{DType, Tensor};
 
-pub use coop::{coop_applies, coop_available, QueryTile};
+pub use coop::{coop_applies, coop_available, CoopTile};
 use coop::{coop_refusal, coop_tiles, run_coop};
 
 const SRC: &str = include_str!("../../../shaders/attention.wgsl");
@@ -168,12 +168,9 @@ pub enum Impl {
     Auto,
     /// The portable kernel (`attention.wgsl`).
     Portable,
-    /// The cooperative-matrix kernel (`attention_coop.wgsl`) on its narrow query tile; an error
-    /// where it does not apply.
-    Coop,
-    /// The cooperative-matrix kernel on its wide query tile ([`QueryTile::Wide`]); an error where
-    /// it does not apply or fit.
-    CoopWide,
+    /// The cooperative-matrix kernel (`attention_coop.wgsl`) on this tile; an error where it does
+    /// not apply, or the tile does not fit the call or the adapter.
+    Coop(CoopTile),
 }
 
 /// Testing knobs: a smaller workgroup-memory budget, keys per dispatch, the kernel.
@@ -222,9 +219,8 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
     }
     let refusal = coop_refusal(gpu, dtype, lq, dh, opts.causal);
     let tile = match (tune.path, refusal) {
-        (Impl::Coop | Impl::CoopWide, Some(why)) => bail!("attention: the cooperative-matrix kernel does not apply: {why}"),
-        (Impl::Coop, None) => Some(QueryTile::Narrow),
-        (Impl::CoopWide, None) => Some(QueryTile::Wide),
+        (Impl::Coop(_), Some(why)) => bail!("attention: the cooperative-matrix kernel does not apply: {why}"),
+        (Impl::Coop(tile), None) => Some(tile),
         (Impl::Auto, None) => Some(tuned_tile(gpu, q, k, v, heads, dh, opts)?),
         _ => None,
     };
@@ -285,18 +281,18 @@ fn run(rec: &mut Recorder, q: View, k: View, v: View, heads: usize, dh: usize, o
     Ok(out)
 }
 
-/// The cooperative kernel's query tile for this call: the tuner's choice among [`coop_tiles`]
+/// The cooperative kernel's tile for this call: the tuner's choice among [`coop_tiles`]
 /// (timed on scratch operands of the call's shapes the first time it meets them, where tuning is
 /// on), else the narrow one.
 #[allow(clippy::too_many_arguments)]
-fn tuned_tile(gpu: &crate::Gpu, q: View, k: View, v: View, heads: usize, dh: usize, opts: AttnOpts) -> Result<QueryTile> {
+fn tuned_tile(gpu: &crate::Gpu, q: View, k: View, v: View, heads: usize, dh: usize, opts: AttnOpts) -> Result<CoopTile> {
     let dtype = q.t.dtype();
     let tiles = coop_tiles(gpu, dtype, q.len, dh);
     let key = || {
         let fused = if q.ld != heads * dh { " (fused q/k/v)" } else { "" };
         format!("attention {} batch {} (k/v {}) lq {} lk {} heads {heads}x{dh}{fused}", dtype.name(), q.batch, k.batch, q.len, k.len)
     };
-    crate::kernel::tuned(gpu, key, &tiles, QueryTile::label, |r, tile| {
+    crate::kernel::tuned(gpu, key, &tiles, CoopTile::label, |r, tile| {
         let scratch = |x: View| -> Result<Tensor> { r.empty(x.t.shape(), dtype) };
         let (sq, sk, sv) = (scratch(q)?, scratch(k)?, scratch(v)?);
         let out = r.empty(&[q.batch, q.len, heads * dh], dtype)?;
@@ -379,13 +375,13 @@ pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<cr
         let vv = random_tensor(gpu, &[b, lk, c], dtype, seed + 2)?;
         let es = dtype.size() as f64;
         // Where the cooperative kernel is the default, time the portable one beside it, and each
-        // of its query tiles (the tuner's candidates) where there are two.
-        let mut paths = vec![(Impl::Auto, "")];
+        // of its tiles (the tuner's candidates) where there are several.
+        let mut paths = vec![(Impl::Auto, String::new())];
         if coop_applies(gpu, dtype, lq, dh, false) {
-            paths.push((Impl::Portable, " (portable)"));
-            if coop_tiles(gpu, dtype, lq, dh).len() > 1 {
-                paths.push((Impl::Coop, " (narrow query tile)"));
-                paths.push((Impl::CoopWide, " (wide query tile)"));
+            paths.push((Impl::Portable, " (portable)".into()));
+            let tiles = coop_tiles(gpu, dtype, lq, dh);
+            if tiles.len() > 1 {
+                paths.extend(tiles.into_iter().map(|t| (Impl::Coop(t), format!(" ({})", t.label()))));
             }
         }
         for (path, tag) in paths {
