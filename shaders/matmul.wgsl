@@ -1,11 +1,11 @@
 // Portable tiled matmul: out[z] = a[z] · b[z] (+ bias), all row-major.
 //   a [batch, M, K], b [batch, K, N] (batch stride 0 when b is a shared weight), out [batch, M, N],
 //   bias [N]. Storage type T, f32 accumulation.
-// Specialised by (see ops/matmul.rs):
+// Specialised by (see ops/matmul):
 //   RM, RN    each thread owns RM×RN blocks of 4×4 outputs; the workgroup tile is (64·RM)×(64·RN)
 //   HAS_BIAS  add bias[col]
 //   HAS_RES   add res[((z·M + row) / res_rep)·N + col] (ops/residual.rs)
-//   GEGLU     store x·gelu(g) per column pair: see `Store::Geglu` in ops/matmul.rs
+//   GEGLU     store x·gelu(g) per column pair: see `Store::Geglu` in ops/matmul
 //   GROUP_M   row tiles per group in the launch order (L2 reuse of b)
 // 256 invocations as 16×16: thread (tx, ty) owns rows g·64 + 4·ty + r and columns h·64 + 4·tx + c,
 // so the vec4 reads from workgroup memory are conflict-free (b) or broadcast (a).

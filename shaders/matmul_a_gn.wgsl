@@ -1,4 +1,4 @@
-// The a operand is a GroupNorm's input, normalised as it loads (ops/matmul.rs, `linear` of an
+// The a operand is a GroupNorm's input, normalised as it loads (ops/matmul, `linear` of an
 // `Input::GroupNormed`: a transformer's proj_in after its norm, a VAE attention's q/k/v): a's
 // rows are pixels, p.seg_px to a statistics segment, and `gn_table` is the norm's
 // [segments, 3, K] table of scales, shifts and offsets (group_norm_finalize.wgsl). The

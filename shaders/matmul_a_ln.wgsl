@@ -1,4 +1,4 @@
-// The a operand is a LayerNorm's input, normalised as it loads (ops/matmul.rs, `linear` of an
+// The a operand is a LayerNorm's input, normalised as it loads (ops/matmul, `linear` of an
 // `Input::LayerNormed`): `ln_table` holds each row's (K, mean, 1/σ, 0) (layer_norm_stats.wgsl)
 // and γ, β are the norm's f32 weights over a's columns. The arithmetic is layer_norm.wgsl's,
 // rounded to T as that pass stores it (ln_one's caller stores it as T; ln_four returns T), so both

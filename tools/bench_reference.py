@@ -286,7 +286,7 @@ def model_cases(args, device):
 
 
 def kernel_cases(args, device):
-    """The shapes of the engine's `bench kernels` (src/ops/{matmul,attention,conv}.rs), quick
+    """The shapes of the engine's `bench kernels` (src/ops/{matmul,attention,conv}/), quick
     shapes with --tiny (what the engine uses on a software adapter). Names and shape strings
     match the engine's table so the two can be joined."""
     quick = args.tiny
