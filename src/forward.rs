@@ -340,6 +340,14 @@ fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, bui
         human_bytes(device_total(gpu, plan.planned_bytes))
     );
     println!("dispatches:             {} ({})", plan.dispatches, fmt_flops(plan.flops));
+    if gpu.tuner().is_on() {
+        // The tiles, and where each norm runs, are those a tuned run would take once the cache
+        // has them: a plan times nothing.
+        println!(
+            "kernel tiles:           earlier tuned runs' choices for {} shapes (the tuning cache), the fixed rules' for the others (--plan-only times nothing)",
+            gpu.tuner().picks().len()
+        );
+    }
     print_tally(&plan.by_kernel, plan.activation_bytes_bound);
 }
 

@@ -77,12 +77,14 @@ impl GpuArgs {
     }
 
     /// Opens the adapter; `plan_only` for graphs that are planned and never run (`forward
-    /// --plan-only`: nothing is tuned), with `plan_limits` (binding, buffer) as the adapter's.
+    /// --plan-only`: nothing is timed; where tuning is on, the choices of earlier runs are
+    /// made), with `plan_limits` (binding, buffer) as the adapter's.
     fn open_planning(&self, plan_only: bool, plan_limits: Option<(u64, u64)>) -> Result<std::sync::Arc<Gpu>> {
         Gpu::new(&GpuOptions {
             plan_limits,
-            tune: if plan_only { TuneMode::Off } else { self.tune },
+            tune: self.tune,
             tune_cache: GpuOptions::from_env().tune_cache,
+            replay_tuning: plan_only,
             adapter: self.adapter.clone(),
             backend: self.backend.clone(),
             no_f16: self.no_f16,
@@ -219,7 +221,8 @@ enum Cmd {
         cfg_pair: bool,
         /// Capture the forward and plan its memory, without creating its activations or running
         /// it: prints the dispatches, FLOPs and memory (weights, inputs, planned activations) a
-        /// run would need. With --plan-limits, for a GPU larger than this one.
+        /// run would need. It times nothing: where tuning is on, it makes the choices the tuning
+        /// cache holds from earlier runs. With --plan-limits, for a GPU larger than this one.
         #[arg(long, conflicts_with_all = ["report", "json", "profile", "output", "expect"])]
         plan_only: bool,
         /// With --plan-only: plan as if this adapter's largest storage binding and largest

@@ -260,12 +260,16 @@ fn tuning_and_norms_on_load_change_no_byte() {
 
 /// `forward --plan-only` prints the activation plan and the device memory a run allocates
 /// (`--report`'s lines), for the tiny DiffVSR UNet as the sampler runs it, without running it.
+/// Where tuning is on (`DIFFVSR_TUNE=on`), the plan makes the choices the run before it kept in
+/// the tuning cache they share (which may change the graph: where each norm runs).
 #[test]
 fn plan_only_prints_what_a_run_allocates() {
+    let cache = diffvsr_wgpu::testutil::scratch_dir("plan-only-tuning");
     let forward = |extra: &[&str]| -> [String; 2] {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
             .args(["forward", "--model", "diffvsr-unet", "--random-weights", "3", "--random-inputs", "2x16x24", "--cfg-pair", "--dtype", "f32", "--config"])
             .arg(data("diffvsr_unet", "config.json"))
+            .env("DIFFVSR_TUNE_CACHE", &cache)
             .args(extra)
             .output()
             .unwrap();
@@ -276,9 +280,10 @@ fn plan_only_prints_what_a_run_allocates() {
             line[key.len()..].split('(').next().unwrap().trim().to_string()
         })
     };
-    let planned = forward(&["--plan-only"]);
     let json = std::env::temp_dir().join(format!("diffvsr-plan-only-{}.json", std::process::id()));
-    assert_eq!(planned, forward(&["--report", "--runs", "1", "--json", json.to_str().unwrap()]), "--plan-only and --report disagree");
+    let ran = forward(&["--report", "--runs", "1", "--json", json.to_str().unwrap()]);
+    let planned = forward(&["--plan-only"]);
+    assert_eq!(planned, ran, "--plan-only and --report disagree");
     assert!(planned.iter().all(|v| v.ends_with("MiB") || v.ends_with("KiB")), "{planned:?}");
     // The report's JSON tallies every dispatch by kernel.
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

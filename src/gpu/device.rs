@@ -57,6 +57,10 @@ pub struct GpuOptions {
     /// The folder where tuned choices persist between runs, a file per adapter and driver
     /// (`DIFFVSR_TUNE_CACHE`; see [`tune::default_cache_dir`](super::tune::default_cache_dir)).
     pub tune_cache: Option<std::path::PathBuf>,
+    /// Where tuning is on, make the choices its cache holds and time nothing new
+    /// ([`Tuner::replaying`]): for a device that plans graphs it never runs (`forward
+    /// --plan-only`), so that the plan is what a run after the earlier ones would allocate.
+    pub replay_tuning: bool,
     /// Whether a convolution that reads a GroupNorm's output (`ops::conv::conv2d_normed`), or a
     /// linear layer that reads a LayerNorm's or GroupNorm's (`ops::matmul::linear` of a
     /// `LinearInput::LayerNormed` or `GroupNormed`), applies the norm as it loads its input
@@ -83,6 +87,7 @@ impl GpuOptions {
             f16_operands: flag("DIFFVSR_F16_OPERANDS"),
             tune: std::env::var("DIFFVSR_TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
             tune_cache: super::tune::default_cache_dir(),
+            replay_tuning: false,
             norm_into_conv: std::env::var("DIFFVSR_NORM_INTO_CONV").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
         }
     }
@@ -290,7 +295,7 @@ impl Gpu {
             shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
             pack_activations: !opts.no_pack_activations,
             f16_operands: opts.f16_operands && use_f16,
-            tuner: Tuner::new(tune, tune_cache),
+            tuner: if tune && opts.replay_tuning { Tuner::replaying(tune_cache) } else { Tuner::new(tune, tune_cache) },
             norm_into_conv: opts.norm_into_conv,
         }))
     }

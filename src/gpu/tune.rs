@@ -83,6 +83,9 @@ impl Tuned {
 #[derive(Debug, Default)]
 pub struct Tuner {
     on: bool,
+    /// Makes the choices the cache holds and times nothing new (a graph planned, never run:
+    /// `forward --plan-only`).
+    replay_only: bool,
     /// Every choice known: this run's and the cache file's.
     picks: Mutex<BTreeMap<String, Tuned>>,
     /// The keys this run has asked for.
@@ -113,11 +116,23 @@ impl Tuner {
                 Err(e) => log::warn!("the tuning cache {} is unreadable ({e:#}); its shapes are timed again", path.display()),
             }
         }
-        Tuner { on, picks: Mutex::new(picks), met: Mutex::default(), cache: cache.filter(|_| on), write_failed: Default::default() }
+        Tuner { on, replay_only: false, picks: Mutex::new(picks), met: Mutex::default(), cache: cache.filter(|_| on), write_failed: Default::default() }
+    }
+
+    /// A tuner that makes the choices the cache file holds (those of earlier runs on this
+    /// adapter) and the default for every other shape, timing nothing: for a graph that is
+    /// planned and never run, so that its plan is the one a tuned run would make.
+    pub fn replaying(cache: Option<PathBuf>) -> Tuner {
+        Tuner { replay_only: true, ..Tuner::new(true, cache) }
     }
 
     pub fn is_on(&self) -> bool {
         self.on
+    }
+
+    /// Whether candidates are timed for shapes without a choice (not when replaying).
+    pub fn times(&self) -> bool {
+        self.on && !self.replay_only
     }
 
     /// The candidate to run for `key`, given the candidates' `labels` (the default first): the
@@ -131,6 +146,9 @@ impl Tuner {
         }
         if let Some(pick) = self.known(key, labels) {
             return pick;
+        }
+        if self.replay_only {
+            return 0;
         }
         // Timed without the lock: timing runs kernels, and other threads may tune other shapes.
         let seconds: Vec<Option<f64>> = labels
@@ -146,9 +164,14 @@ impl Tuner {
             .collect();
         let pick = fastest(&seconds);
         let t = Tuned { key: key.to_string(), labels: labels.to_vec(), seconds, pick, cached: false };
-        log::debug!("tuned {}", t.describe());
         self.met.lock().unwrap().insert(key.to_string());
         let mut picks = self.picks.lock().unwrap();
+        // Another thread may have timed the same problem meanwhile: its choice stands, so that
+        // every graph of the process makes the same one (graphs captured apart must agree).
+        if let Some(first) = picks.get(key).filter(|p| p.labels == labels && !p.cached) {
+            return first.pick;
+        }
+        log::debug!("tuned {}", t.describe());
         picks.insert(key.to_string(), t);
         if let Some(path) = &self.cache {
             // Said once: a folder that refuses one write refuses the next.
@@ -283,6 +306,38 @@ mod tests {
         assert_eq!(picks.len(), 2);
         assert_eq!(picks[0], Tuned { key: "a".into(), labels: labels(3), seconds: vec![Some(3.0), Some(1.0), Some(2.0)], pick: 1, cached: false });
         assert_eq!(picks[0].describe(), "a: tile 1 1000.000 ms (against tile 0 3000.000 ms, tile 2 2000.000 ms)");
+    }
+
+    /// A planning device (`forward --plan-only`) makes the cached choices, the default for the
+    /// rest, and neither times nor writes anything.
+    #[test]
+    fn replaying_makes_the_cached_choices_and_times_nothing() {
+        let dir = crate::testutil::scratch_dir("tune-replay");
+        let path = dir.join("card.json");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(Tuner::new(true, Some(path.clone())).pick("a", &labels(2), |i| Ok([2.0, 1.0][i])), 1);
+        let plan = Tuner::replaying(Some(path.clone()));
+        assert!(plan.is_on() && !plan.times());
+        assert_eq!(plan.pick("a", &labels(2), |_| panic!("timed while replaying")), 1);
+        assert_eq!(plan.pick("b", &labels(2), |_| panic!("timed while replaying")), 0);
+        assert_eq!(Tuner::new(true, Some(path)).known("b", &labels(2)), None, "a replaying tuner wrote a choice");
+    }
+
+    /// Two threads may time one problem at once (graphs captured in parallel): the first choice
+    /// kept stands for both, so two graphs of one process never disagree on a tile.
+    #[test]
+    fn a_choice_made_meanwhile_stands() {
+        let tuner = Tuner::new(true, None);
+        // While this call times its candidates, another (nested here) times the same problem
+        // and keeps its choice first.
+        let outer = tuner.pick("a", &labels(2), |i| {
+            if i == 0 {
+                assert_eq!(tuner.pick("a", &labels(2), |j| Ok([1.0, 2.0][j])), 0);
+            }
+            Ok([2.0, 1.0][i])
+        });
+        assert_eq!(outer, 0, "the choice kept meanwhile stands");
+        assert_eq!(tuner.known("a", &labels(2)), Some(0));
     }
 
     #[test]
