@@ -13,9 +13,9 @@
 //
 // The multiplies are the cooperative GEMM core's (coop_gemm.wgsl, shared with the convolution);
 // this file is the matmul's side of it: which tile a workgroup owns, its global loads and the
-// epilogue. The tile is four blocks wide: BN = 16·FS (from the host), BM = (NSG/4)·4·FS (128 × 256 with 8
-// subgroups at FS = 16; 4 subgroups, for grids too small to fill a GPU, take half the rows).
-// The host checks that the loads below divide evenly among the invocations.
+// epilogue. The tile is four blocks wide (SGN = 4): BN = 16·FS from the host, BM = (NSG/4)·4·FS
+// (128 × 256 with 8 subgroups at FS = 16; 4 subgroups, for grids too small to fill a GPU, take
+// half the rows). The host checks that the loads below divide evenly among the invocations.
 
 // Per-subgroup staging area: two FS×FS f32 accumulators side by side (FS rows of 2·FS).
 const STAGE: u32 = 2u * FS * FS;
@@ -72,8 +72,8 @@ fn flush(i: u32, jp: u32, m0: u32, n0: u32, o_off4: u32, lid: u32, live: bool) {
         let e = idx % SLICE4;
         let r = e / (FS / 2u);
         let c4 = e % (FS / 2u);
-        let row = m0 + (s / 4u) * SB + i * FS + r;
-        let col = n0 + (s % 4u) * SB + jp * (2u * FS) + c4 * 4u;
+        let row = m0 + (s / SGN) * SB + i * FS + r;
+        let col = n0 + (s % SGN) * SB + jp * (2u * FS) + c4 * 4u;
         if (GEGLU) {
             // Two column groups (x_j, x_j+1, g_j, g_j+1), (x_j+2, .., g_j+3), j = col / 2, make
             // one output vec4: the even slots store, the odd ones only lent their values.
