@@ -142,7 +142,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         let hint = if dtype == DType::F16 {
             ": the model may overflow in f16; try --dtype f32"
         } else if f16_operands {
-            ": a convolution's input may exceed f16's range; run without --f16-operands"
+            ": a convolution's input may exceed f16's range; run with --f16-operands off"
         } else {
             ": the weights or inputs may be damaged"
         };

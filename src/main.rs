@@ -50,12 +50,14 @@ struct GpuArgs {
     /// buffers (more memory; or DIFFVSR_NO_PACK_ACTIVATIONS=1).
     #[arg(long)]
     no_pack_activations: bool,
-    /// Convolutions, linear layers and attention on f32 storage (the VAE decoders') multiply on tensor
-    /// cores with operands rounded to f16, accumulating and storing in f32, as PyTorch's TF32
-    /// default does; where the adapter has cooperative matrices (or DIFFVSR_F16_OPERANDS=1).
-    /// About 7e-4 relative error on the VAE goldens, against 2e-3 with f16 storage.
-    #[arg(long)]
-    f16_operands: bool,
+    /// Convolutions, linear layers and attention on f32 storage (the VAE decoders') multiply on
+    /// tensor cores with operands rounded to f16, accumulating and storing in f32, as PyTorch's
+    /// TF32 default does, where the adapter has cooperative matrices: about 7e-4 relative error
+    /// on the VAE goldens, against 2e-3 with f16 storage. auto: on for `upscale`, which decodes
+    /// again with f32 operands any chunk that overflows f16's range; off for `forward` and
+    /// `bench` (checks against references). on: everywhere, an overflow stops with an error.
+    #[arg(long, env = "DIFFVSR_F16_OPERANDS", default_value = "auto", value_name = "auto|on|off", num_args = 0..=1, default_missing_value = "on")]
+    f16_operands: TuneMode,
     /// Time the candidate tiles of each matmul, convolution and attention shape the first time it runs and
     /// keep the fastest (the same values, sooner): auto tunes on a hardware GPU and not on a
     /// software adapter. The choices persist per adapter and driver in
@@ -76,6 +78,15 @@ impl GpuArgs {
         self.open_planning(false, None)
     }
 
+    /// Opens the adapter for `upscale`, where `--f16-operands auto` means on.
+    fn open_for_upscale(&self) -> Result<std::sync::Arc<Gpu>> {
+        let mut args = self.clone();
+        if args.f16_operands == TuneMode::Auto {
+            args.f16_operands = TuneMode::On;
+        }
+        args.open()
+    }
+
     /// Opens the adapter; `plan_only` for graphs that are planned and never run (`forward
     /// --plan-only`: nothing is timed; where tuning is on, the choices of earlier runs are
     /// made), with `plan_limits` (binding, buffer) as the adapter's.
@@ -91,7 +102,7 @@ impl GpuArgs {
             no_coop: self.no_coop,
             max_binding: GpuOptions::from_env().max_binding,
             no_pack_activations: self.no_pack_activations || GpuOptions::from_env().no_pack_activations,
-            f16_operands: self.f16_operands || GpuOptions::from_env().f16_operands,
+            f16_operands: self.f16_operands == TuneMode::On,
             norm_into_conv: self.norm_into_conv,
         })
     }
@@ -436,7 +447,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         (None, Some(_)) => PathBuf::new(),
         (None, None) => fetch::default_weights_dir()?,
     };
-    let g = u.gpu.open()?;
+    let g = u.gpu.open_for_upscale()?;
     let a = diffvsr_wgpu::pipeline::upscale::UpscaleArgs {
         input: u.input,
         output: u.output,
@@ -457,6 +468,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         tiles,
         windows_per_call: u.windows_per_call,
         random_weights: u.random_weights,
+        redecode_overflow: u.gpu.f16_operands == TuneMode::Auto,
     };
     stop_on_signals();
     match diffvsr_wgpu::pipeline::upscale::upscale(&g, &a) {

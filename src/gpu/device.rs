@@ -209,6 +209,8 @@ pub struct Gpu {
     pub(crate) shader_checks: bool,
     pack_activations: bool,
     f16_operands: bool,
+    /// Set while [`Gpu::with_exact_operands`] captures: f32 storage keeps f32 operands.
+    exact_operands: AtomicBool,
     tuner: Tuner,
     norm_into_conv: TuneMode,
 }
@@ -295,6 +297,7 @@ impl Gpu {
             shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
             pack_activations: !opts.no_pack_activations,
             f16_operands: opts.f16_operands && use_f16,
+            exact_operands: AtomicBool::new(false),
             tuner: if tune && opts.replay_tuning { Tuner::replaying(tune_cache) } else { Tuner::new(tune, tune_cache) },
             norm_into_conv: opts.norm_into_conv,
         }))
@@ -324,13 +327,39 @@ impl Gpu {
     /// Whether convolutions and linear layers on f32 storage may round their operands to f16 for
     /// the tensor cores ([`GpuOptions::f16_operands`]; never with `--no-f16`).
     pub fn f16_operands(&self) -> bool {
-        self.f16_operands
+        self.f16_operands && !self.exact_operands.load(Ordering::Acquire)
+    }
+
+    /// Runs `capture` with f32 storage on f32 operands whatever [`GpuOptions::f16_operands`]
+    /// says: the exact kernels, for a graph that decodes again what overflowed f16 operands
+    /// (`pipeline::engine`). Kernels chosen meanwhile on other threads are exact too; the
+    /// pipeline captures on one thread.
+    pub fn with_exact_operands<T>(&self, capture: impl FnOnce() -> T) -> T {
+        /// Restores the option when the capture returns or panics.
+        struct Restore<'a>(&'a AtomicBool, bool);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.store(self.1, Ordering::Release);
+            }
+        }
+        let _restore = Restore(&self.exact_operands, self.exact_operands.swap(true, Ordering::AcqRel));
+        capture()
     }
 
     /// Whether the cooperative (tensor-core) kernels may take tensors of `dtype` storage: f16,
     /// and f32 rounded to f16 operands where [`Gpu::f16_operands`] allows.
     pub fn coop_takes(&self, dtype: DType) -> bool {
-        dtype == DType::F16 || dtype == DType::F32 && self.f16_operands
+        dtype == DType::F16 || dtype == DType::F32 && self.f16_operands()
+    }
+
+    /// `dtype`'s name as the kernels take it: "f32 on f16 operands" where f32 storage rounds its
+    /// operands to f16 (the tuner's keys: the candidates and their times differ).
+    pub fn operands_name(&self, dtype: DType) -> &'static str {
+        if dtype == DType::F32 && self.coop_takes(dtype) {
+            "f32 on f16 operands"
+        } else {
+            dtype.name()
+        }
     }
 
     /// Fails with the fix when `dtype` is storage this adapter can't run (f16 without

@@ -26,10 +26,11 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// Whether to tune (`--tune`, `DIFFVSR_TUNE`).
+/// Whether to tune (`--tune`, `DIFFVSR_TUNE`); also the auto|on|off of `--norm-into-conv` and
+/// `--f16-operands`, whose auto each option's help explains.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum TuneMode {
-    /// On a hardware GPU, off on a software adapter.
+    /// On a hardware GPU, off on a software adapter (for tuning).
     #[default]
     Auto,
     On,
@@ -43,7 +44,7 @@ impl std::str::FromStr for TuneMode {
             "auto" => Ok(TuneMode::Auto),
             "on" | "1" => Ok(TuneMode::On),
             "off" | "0" => Ok(TuneMode::Off),
-            _ => Err(format!("--tune {s}: expected auto, on or off")),
+            _ => Err(format!("{s}: expected auto, on or off")),
         }
     }
 }

@@ -3,6 +3,14 @@
 //! sample), the decode chunk captured once, both in one arena; the spatial tiles the job runs
 //! (`--tile`, measured for `--tile auto`); and the host-side cut and blend of tiles. The
 //! streaming loop that drives it is [`job`](crate::pipeline::job).
+//!
+//! The decode multiplies on f16 operands where `--f16-operands` allows (the tensor cores; f32
+//! storage and accumulation). A chunk whose values overflow f16's range there comes out
+//! non-finite, never quietly wrong (an infinite operand turns its products, the GroupNorm after
+//! it and everything downstream to inf or NaN), so it is decoded again with f32 operands: a
+//! second decode graph, captured the first time it is needed, in the same arena.
+
+use std::cell::{Cell, RefCell};
 
 use anyhow::{bail, ensure, Context, Result};
 
@@ -189,6 +197,15 @@ pub(crate) struct Engine<'g> {
     vae_in: Tensor,
     vae_out: Tensor,
     vae_graph: crate::kernel::Graph,
+    vae: &'g Te3dVaeDecoder,
+    /// Whether `vae_graph` multiplies on f16 operands and a chunk that overflows them is
+    /// decoded again with f32 operands ([`JobOptions::redecode_overflow`]).
+    redecode_overflow: bool,
+    /// The decode on f32 operands, reading `vae_in`, and its output: captured at the first
+    /// overflow.
+    exact_vae: RefCell<Option<(crate::kernel::Graph, Tensor)>>,
+    /// Decodes (chunks, or VAE tiles of one) run again with f32 operands.
+    pub(crate) redecoded: Cell<usize>,
     pub(crate) tiles: JobTiles,
 }
 
@@ -202,14 +219,14 @@ pub(crate) struct WindowInput {
 impl<'g> Engine<'g> {
     /// One tile of `ph`×`pw` for both models, one window per UNet call.
     #[allow(clippy::too_many_arguments)]
-    fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+    fn new(gpu: &'g Gpu, unet: &VideoUNet, vae: &'g Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
         Engine::tiled(gpu, unet, vae, opts, JobTiles::whole(ph, pw), 1, unet_dtype, vae_dtype)
     }
 
     /// The graphs for the tiles' sizes (the UNet's steps at the UNet tile for 1 to
     /// `per_call` windows per call, the decode at the VAE tile).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn tiled(gpu: &'g Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, tiles: JobTiles, per_call: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
+    pub(crate) fn tiled(gpu: &'g Gpu, unet: &VideoUNet, vae: &'g Te3dVaeDecoder, opts: &JobOptions, tiles: JobTiles, per_call: usize, unet_dtype: DType, vae_dtype: DType) -> Result<Engine<'g>> {
         let c = &unet.config.base;
         if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
             bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
@@ -256,7 +273,8 @@ impl<'g> Engine<'g> {
             .collect::<Result<Vec<_>>>()?;
         steps.reverse();
         let chunk_weights = ChunkWeights::new(gpu, opts.ilt, vae.config.scaling_factor as f32)?;
-        Ok(Engine { gpu, steps, values, chunk_weights, vae_in, vae_out, vae_graph, tiles })
+        let redecode_overflow = opts.redecode_overflow && crate::ops::conv::on_f16_operands(gpu, vae_dtype);
+        Ok(Engine { gpu, steps, values, chunk_weights, vae_in, vae_out, vae_graph, vae, redecode_overflow, exact_vae: RefCell::new(None), redecoded: Cell::new(0), tiles })
     }
 
     /// The captured step for `k` windows per call.
@@ -277,8 +295,7 @@ impl<'g> Engine<'g> {
         if plan.tiles.len() == 1 {
             fuse_chunk_into(&mut rec, prev, cur, &self.chunk_weights, &self.vae_in)?;
             rec.submit();
-            self.vae_graph.run(gpu)?;
-            return self.vae_out.to_f32(gpu);
+            return self.run_decode();
         }
         let chunk = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, plan.height, plan.width], DType::F32)?;
         fuse_chunk_into(&mut rec, prev, cur, &self.chunk_weights, &chunk)?;
@@ -393,8 +410,34 @@ impl<'g> Engine<'g> {
     /// `[3][4][4h][4w]`.
     fn decode(&self, latents: &[f32]) -> Result<Vec<f32>> {
         self.vae_in.write_f32(self.gpu, latents)?;
-        self.vae_graph.run(self.gpu)?;
-        self.vae_out.to_f32(self.gpu)
+        self.run_decode()
+    }
+
+    /// Runs the decode of what `vae_in` holds and reads its RGB back; where that overflowed f16
+    /// operands (a non-finite value) and [`Engine::redecode_overflow`], runs the decode on f32
+    /// operands instead (the graph's input is left as written: nothing is done in place on it).
+    fn run_decode(&self) -> Result<Vec<f32>> {
+        let gpu = self.gpu;
+        self.vae_graph.run(gpu)?;
+        let rgb = self.vae_out.to_f32(gpu)?;
+        if !self.redecode_overflow || rgb.iter().all(|v| v.is_finite()) {
+            return Ok(rgb);
+        }
+        let mut exact = self.exact_vae.borrow_mut();
+        if exact.is_none() {
+            log::warn!("a decode chunk overflowed f16 operands: decoding it, and any other that does, again with f32 operands (slower; --f16-operands off decodes every chunk so)");
+            let arena = self.vae_graph.arena().clone();
+            let graph = gpu.with_exact_operands(|| -> Result<_> {
+                let mut rec = Recorder::capture_in(gpu, &arena);
+                let out = self.vae.forward(&mut rec, &self.vae_in)?;
+                Ok((rec.into_graph()?, out))
+            });
+            *exact = Some(graph.context("capturing the decode on f32 operands, for a chunk that overflowed f16 operands")?);
+        }
+        let (graph, out) = exact.as_ref().expect("captured above");
+        graph.run(gpu)?;
+        self.redecoded.set(self.redecoded.get() + 1);
+        out.to_f32(gpu)
     }
 }
 
@@ -660,6 +703,57 @@ mod tests {
         let (unet, vae) = tiny_models(&gpu, dt);
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+    }
+
+    /// A decode chunk whose latents reach past f16's range (in f32 storage) comes out non-finite
+    /// on f16 operands, never quietly wrong, and the engine decodes it again on f32 operands:
+    /// bit for bit what an engine on f32 operands decodes. A chunk in range runs once, on f16
+    /// operands. Without `redecode_overflow` the non-finite chunk is returned, for the job's
+    /// error. Needs an adapter with cooperative matrices (coop lavapipe, a GPU).
+    #[test]
+    fn a_decode_that_overflows_f16_operands_runs_again_on_f32_operands() {
+        use crate::gpu::GpuOptions;
+        let dt = DType::F32;
+        let gpu = Gpu::new(&GpuOptions { f16_operands: true, ..GpuOptions::from_env() }).unwrap();
+        if !crate::ops::conv::on_f16_operands(&gpu, dt) {
+            eprintln!("skipped: this adapter has no f16 operands (no cooperative matrices)");
+            return;
+        }
+        let exact_gpu = Gpu::new(&GpuOptions { f16_operands: false, ..GpuOptions::from_env() }).unwrap();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut rng, seed, 1);
+        let (h, w) = (8, 8);
+        let engine = Engine::new(&gpu, &unet, &vae, &opts, h, w, dt, dt).unwrap();
+        assert!(engine.redecode_overflow);
+        let (exact_unet, exact_vae) = tiny_models(&exact_gpu, dt);
+        let exact = Engine::new(&exact_gpu, &exact_unet, &exact_vae, &opts, h, w, dt, dt).unwrap();
+        assert!(!exact.redecode_overflow, "f32 operands have nothing to decode again");
+
+        let n = LATENT_CHANNELS * DECODE_CHUNK * h * w;
+        let in_range = rng.normals(n, 1.0);
+        let huge: Vec<f32> = rng.normals(n, 1.0).iter().map(|v| v * 1e6).collect();
+        let on_f16 = engine.decode(&in_range).unwrap();
+        assert_eq!(engine.redecoded.get(), 0, "a chunk in range runs once");
+        let want = exact.decode(&in_range).unwrap();
+        assert_ne!(on_f16, want, "the chunk in range ran on f32 operands: the test shows nothing");
+        assert_close(&format!("in range, f16 operands vs f32, seed {seed}"), &on_f16, &want, 2e-3);
+
+        let want = exact.decode(&huge).unwrap();
+        assert!(want.iter().all(|v| v.is_finite()), "the huge latents overflow even f32 operands: the test shows nothing");
+        let got = engine.decode(&huge).unwrap();
+        assert_eq!(engine.redecoded.get(), 1);
+        assert!(got == want, "the decode again on f32 operands differs from the f32 engine's (seed {seed})");
+        // The exact graph stays; the next chunk in range runs on f16 operands again.
+        assert_eq!(engine.decode(&in_range).unwrap(), on_f16);
+        assert!(engine.decode(&huge).unwrap() == want);
+        assert_eq!(engine.redecoded.get(), 2);
+
+        let stopping = Engine::new(&gpu, &unet, &vae, &JobOptions { redecode_overflow: false, ..opts.clone() }, h, w, dt, dt).unwrap();
+        let got = stopping.decode(&huge).unwrap();
+        assert!(got.iter().any(|v| !v.is_finite()), "f16 operands did not overflow on latents of 1e6: the test shows nothing");
+        assert_eq!(stopping.redecoded.get(), 0);
     }
 
     /// `--tile auto` where the probe's per-pixel bound asks for tiles but the TE-3DVAE fits the

@@ -108,6 +108,7 @@ fn two_windows_match_official_pipeline() {
         tiles: Default::default(),
         windows_per_call: Default::default(),
         input_frames: None,
+        redecode_overflow: true,
     };
     // run_job's samples: both CFG halves [latents (4 channels) ++ noisy LR (3)], each [C][8][h][w].
     let samples: Vec<Vec<f32>> = starts

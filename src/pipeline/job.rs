@@ -89,6 +89,9 @@ pub struct JobStats {
     pub tiles: String,
     /// Windows per UNet call, and why.
     pub windows_per_call: Grouping,
+    /// Decodes (chunks, or VAE tiles of one) that overflowed f16 operands and ran again on f32
+    /// operands ([`JobOptions::redecode_overflow`]).
+    pub redecoded: usize,
 }
 
 /// One input frame, padded: RGB `[3][ph][pw]` in [−1, 1].
@@ -234,6 +237,7 @@ pub fn run_job<R: Read, W: Write>(
             stats.cut_at = Some(t);
         }
     }
+    stats.redecoded = engine.redecoded.get();
     Ok(stats)
 }
 
@@ -322,7 +326,9 @@ fn emit_chunk<W: Write>(
             }
         }
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
-            bail!("output frame {f}: a non-finite value (at {i}): the UNet or the VAE decoder overflowed its dtype; try --no-f16");
+            // Decoded again on f32 operands where that was allowed: the UNet's latents, or the
+            // decoder in f32, overflowed.
+            bail!("output frame {f}: a non-finite value (at {i}): the UNet or the VAE decoder overflowed its dtype; try --no-f16 (f32 storage and operands throughout)");
         }
         let frame = rgb_to_output_frame(engine.gpu, &out, out_fmt, out_params).with_context(|| format!("converting output frame {f} to YUV"))?;
         interrupt::check()?;

@@ -65,6 +65,10 @@ pub struct JobOptions {
     /// The input's frame count where known before reading (a file, from its size): a call
     /// never holds more windows than the run has.
     pub input_frames: Option<usize>,
+    /// Where the decoder multiplies f32 storage on f16 operands (`--f16-operands`), a chunk
+    /// whose decode overflowed f16's range is decoded again with f32 operands (`auto`, the
+    /// default), instead of stopping the job (`on`).
+    pub redecode_overflow: bool,
 }
 
 #[cfg(test)]

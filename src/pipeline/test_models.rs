@@ -48,5 +48,5 @@ pub(crate) fn micro_models(gpu: &crate::Gpu, dt: DType) -> (Box<crate::models::v
 pub(crate) fn test_options(d: usize, rng: &mut Rng, seed: u64, steps: usize) -> JobOptions {
     let mut embeds = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]).unwrap();
     let (positive, negative) = (embeds(), embeds());
-    JobOptions { steps, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive, negative, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto, input_frames: None }
+    JobOptions { steps, guidance: 5.0, noise_level: 50, seed, ilt: Ilt::Released, positive, negative, matrix: MatrixChoice::Auto, frames: None, tiles: TileOptions::default(), windows_per_call: WindowsPerCall::Auto, input_frames: None, redecode_overflow: true }
 }

@@ -57,6 +57,9 @@ pub struct UpscaleArgs {
     /// embeddings where none are given, for timing the job without the release. The output is
     /// not an upscale.
     pub random_weights: Option<u64>,
+    /// `--f16-operands auto`: a decode chunk that overflows f16 operands is decoded again with
+    /// f32 operands ([`JobOptions::redecode_overflow`]).
+    pub redecode_overflow: bool,
 }
 
 /// True when `e` comes from a closed output pipe (the downstream reader quit).
@@ -198,6 +201,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         tiles: a.tiles,
         windows_per_call: a.windows_per_call,
         input_frames,
+        redecode_overflow: a.redecode_overflow,
     };
 
     let output: Box<dyn Write> = match &a.output {
@@ -274,6 +278,9 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
             g.windows,
             g.why
         );
+    }
+    if stats.redecoded > 0 && !a.quiet {
+        eprintln!("note: {} decodes overflowed f16 operands and were run again on f32 operands (--f16-operands off runs them all so)", stats.redecoded);
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.

@@ -290,7 +290,7 @@ fn tuned_tile(gpu: &crate::Gpu, q: View, k: View, v: View, heads: usize, dh: usi
     let tiles = coop_tiles(gpu, dtype, q.len, dh);
     let key = || {
         let fused = if q.ld != heads * dh { " (fused q/k/v)" } else { "" };
-        format!("attention {} batch {} (k/v {}) lq {} lk {} heads {heads}x{dh}{fused}", dtype.name(), q.batch, k.batch, q.len, k.len)
+        format!("attention {} batch {} (k/v {}) lq {} lk {} heads {heads}x{dh}{fused}", gpu.operands_name(dtype), q.batch, k.batch, q.len, k.len)
     };
     crate::kernel::tuned(gpu, key, &tiles, CoopTile::label, |r, tile| {
         let scratch = |x: View| -> Result<Tensor> { r.empty(x.t.shape(), dtype) };

@@ -408,7 +408,7 @@ fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTa
                 let gn = norm.map(|n| format!(" after group norm{}", if n.silu { " + silu" } else { "" })).unwrap_or_default();
                 let pair = if pair { " from a channel pair" } else { "" };
                 let up = if pb.up > 1 { " upsampled ×2" } else { "" };
-                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{up}{pair}{gn}", x.dtype().name(), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
+                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{up}{pair}{gn}", gpu.operands_name(x.dtype()), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
             };
             crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
                 let scratch = if pair { x.scratch(r)? } else { Input::Tensor(r.empty(x.shape(), x.dtype())?) };
@@ -471,7 +471,7 @@ fn launch_normed(rec: &mut Recorder, x: &Input, norm: &GnTable, w: &ConvWeight, 
             format!(
                 "{NORM_TUNING_KEY}{} into conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}",
                 if norm.silu { " + silu" } else { "" },
-                x.dtype().name(),
+                gpu.operands_name(x.dtype()),
                 w.taps,
                 pb.stride,
                 pb.pad,

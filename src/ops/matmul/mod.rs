@@ -355,7 +355,7 @@ fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
             Some(NormIn::Group(_)) => " after group norm",
             None => "",
         };
-        format!("matmul {} {}x{}x{} batch {}{}{after}", a.dtype().name(), p.m, p.k, p.n, p.batch, if p.b_bs > 0 { " (batched b)" } else { "" })
+        format!("matmul {} {}x{}x{} batch {}{}{after}", gpu.operands_name(a.dtype()), p.m, p.k, p.n, p.batch, if p.b_bs > 0 { " (batched b)" } else { "" })
     };
     crate::kernel::tuned(gpu, key, &variants, Variant::label, |r, v| {
         let sa = r.empty(a.shape(), a.dtype())?;
@@ -747,7 +747,7 @@ fn norm_on_load(rec: &Recorder, x: &Tensor, n: NormIn, w: &LinearWeight, store: 
             NormIn::Layer(..) => LN_TUNING_KEY,
             NormIn::Group(_) => crate::ops::conv::NORM_TUNING_KEY,
         };
-        let key = || format!("{prefix} into matmul {} {}x{}x{}{}", a.dtype().name(), p.m, p.k, p.n, if matches!(store, Store::Geglu) { " geglu" } else { "" });
+        let key = || format!("{prefix} into matmul {} {}x{}x{}{}", gpu.operands_name(a.dtype()), p.m, p.k, p.n, if matches!(store, Store::Geglu) { " geglu" } else { "" });
         let label = |f: bool| if f { format!("normalised as loaded, {}", together.label()) } else { format!("norm pass, then {}", apart.label()) };
         crate::kernel::tuned(gpu, key, &[false, true], label, |r, f| {
             let scratch = r.empty(a.shape(), a.dtype())?;
