@@ -55,7 +55,7 @@ run)
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off --norm-into-conv on 2>&1 | tee "$out/forward-diffvsr-unet-norms-on-load.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$out/forward-te3dvae.txt" | head -30
     # The same decode with its convolutions, linear layers and attention on f16 operands
-    # (not the default until this comparison says so).
+    # (what `upscale` runs by default; forward's default stays f32 operands, as above).
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --f16-operands --report --profile 2>&1 | tee "$out/forward-te3dvae-f16-operands.txt" | head -30
     timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report 2>&1 | tee "$out/forward-text-encoder.txt" | head -12
     echo "== bench f16"
