@@ -171,7 +171,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         let gpu_t = times[times.len() / 2];
         let sub_t = submit[submit.len() / 2];
         println!("device:                 {}", gpu.describe());
-        println!("model:                  {:?} ({weights_name}, storage {})", o.model, dtype.name());
+        println!("model:                  {:?} ({weights_name}, storage {})", o.model, gpu.operands_name(dtype));
         println!("weights on device:      {}", crate::gpu::human_bytes(weight_bytes));
         println!(
             "planned activations:    {} (the arena the forward's memory plan created; tensors live at once peak at {})",
