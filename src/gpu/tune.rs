@@ -41,9 +41,10 @@ impl std::str::FromStr for TuneMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(TuneMode::Auto),
-            "on" | "1" => Ok(TuneMode::On),
-            "off" | "0" => Ok(TuneMode::Off),
+            // Empty: an environment variable set to nothing, as if unset.
+            "auto" | "" => Ok(TuneMode::Auto),
+            "on" | "1" | "true" | "yes" => Ok(TuneMode::On),
+            "off" | "0" | "false" | "no" => Ok(TuneMode::Off),
             _ => Err(format!("{s}: expected auto, on or off")),
         }
     }
@@ -411,6 +412,9 @@ mod tests {
         assert_eq!("auto".parse::<TuneMode>(), Ok(TuneMode::Auto));
         assert_eq!(" ON".parse::<TuneMode>(), Ok(TuneMode::On));
         assert_eq!("0".parse::<TuneMode>(), Ok(TuneMode::Off));
+        assert_eq!("true".parse::<TuneMode>(), Ok(TuneMode::On));
+        // DIFFVSR_F16_OPERANDS= (set to nothing) reads as unset.
+        assert_eq!("".parse::<TuneMode>(), Ok(TuneMode::Auto));
         assert!("fast".parse::<TuneMode>().unwrap_err().contains("auto, on or off"));
     }
 }
