@@ -70,7 +70,7 @@ pub struct Knobs {
 
 #[derive(Default)]
 pub struct Stats {
-    /// Body bytes sent, per repository path.
+    /// Body bytes sent (counted as each reply starts them), per repository path.
     pub served: HashMap<String, u64>,
     /// Every request: "METHOD target range=… auth=…".
     pub log: Vec<String>,
@@ -210,10 +210,13 @@ impl Shared {
         conn.write_all(out.as_bytes())?;
         if !head {
             let n = reply.cut.unwrap_or(reply.body.len()).min(reply.body.len());
-            conn.write_all(&reply.body[..n])?;
+            // Counted before it is sent: a client that has read the whole body may check the
+            // count at once, before this thread would run again (a count of what is offered:
+            // a client that hangs up early got less).
             if let Some(f) = &reply.file {
                 *self.stats.lock().unwrap().served.entry(f.clone()).or_default() += n as u64;
             }
+            conn.write_all(&reply.body[..n])?;
         }
         conn.flush()?;
         let _ = conn.shutdown(std::net::Shutdown::Both);
