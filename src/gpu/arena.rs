@@ -339,8 +339,8 @@ pub(crate) fn assign_buffers(lives: &[(u64, usize, usize)], existing: &[u64]) ->
 /// ([`colour_by_profile`]), then each buffer is packed by [`assign_offsets`]. That greedy
 /// sharing runs for four orders (largest first, by start, by end, by bytes × length) and three
 /// buffer counts, and the smallest plan is kept: no one of them wins on every graph (measured
-/// on the models: BENCHMARKS.md); then [`fold_buffers`] moves the lives of small buffers into
-/// the others' gaps where that saves bytes. Returns each life's
+/// on the models: BENCHMARKS.md). Each is first folded ([`fold_buffers`]: the lives of small
+/// buffers moved into the others' gaps where that saves bytes). Returns each life's
 /// (buffer, offset) and each buffer's bytes. Two lives that overlap in time never overlap in
 /// memory in one buffer.
 pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: &[(usize, usize)], align: u64) -> PackedPlan {
@@ -357,9 +357,8 @@ pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: 
     [&by_size, &by_start, &by_end, &by_area]
         .into_iter()
         .flat_map(|order| [4, 6, 8].map(|buffers| (order, buffers)))
-        .map(|(order, buffers)| pack_colours(lives, &colour_by_profile(lives, &partners, order, buffers, align), align))
+        .map(|(order, buffers)| fold_buffers(lives, &partners, pack_colours(lives, &colour_by_profile(lives, &partners, order, buffers, align), align), align))
         .min_by_key(|plan| plan.1.iter().sum::<u64>())
-        .map(|plan| fold_buffers(lives, &partners, plan, align))
         .expect("twelve plans")
 }
 
