@@ -66,9 +66,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let w_tap = (w_phase + tap * p.cin_p) * cout_q;
         for (var c0 = 0u; c0 < p.cin; c0 += BK) {
             for (var r = 0u; r < A_LOADS; r++) {
-                let off = tap_offset(rows[(t + r * WG) / KQ], tt, ty, tx);
+                let pix = tap_pixel(rows[(t + r * WG) / KQ], tt, ty, tx);
                 let ci = c0 + 4u * a_kq;
-                As[t + r * WG] = x_normed(load_x4(off, ci), x_norm_at(off, ci));
+                As[t + r * WG] = x_normed(load_x4(pix, ci), x_norm_at(pix, ci));
             }
             for (var l = t; l < B_VECS; l += WG) {
                 let k = l / WG_N;

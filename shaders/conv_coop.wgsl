@@ -79,9 +79,9 @@ fn fetch(t: Tile, ks: u32, lid: u32) {
     let a_kq = lid % KQ;
     for (var r = 0u; r < A_LOADS; r++) {
         let row = (lid + r * NI) / KQ;
-        let off = tap_offset(rows[row], tt, ty, tx);
-        ra[r] = load_x4(off, c0 + 4u * a_kq);
-        rn[r] = x_norm_at(off, c0 + 4u * a_kq);
+        let pix = tap_pixel(rows[row], tt, ty, tx);
+        ra[r] = load_x4(pix, c0 + 4u * a_kq);
+        rn[r] = x_norm_at(pix, c0 + 4u * a_kq);
     }
     let cout_q = p.cout_p / 4u;
     let w_row = (t.phase * TAPS + tap) * p.cin_p + c0;

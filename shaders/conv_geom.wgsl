@@ -91,9 +91,11 @@ fn live_time_taps(m0: u32, bm: u32) -> vec2<u32> {
     return vec2<u32>(u32(first), u32(end));
 }
 
-// Element offset of the input pixel (channel 0) that tap (tt, ty, tx) of a row reads, or -1
-// where it falls into the zero padding (or the row is past the end).
-fn tap_offset(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {
+// Index of the input pixel that tap (tt, ty, tx) of a row reads (its channel 0 is element
+// pixel·Cin), or -1 where it falls into the zero padding (or the row is past the end). A pixel
+// index, not an element offset: the loaders that need the pixel (a channel pair's, a
+// normalisation's segment) then need no division by Cin.
+fn tap_pixel(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {
     let iz = ri.y + i32(tt);
     let iy = ri.z + i32(ty);
     let ix = ri.w + i32(tx);
@@ -103,7 +105,7 @@ fn tap_offset(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {
     // b·D + z + (iz − z) is the input frame of this tap.
     let frame = ri.x + i32(tt) - i32(p.pt);
     let up = i32(UP);
-    return ((frame * (i32(p.h) / up) + iy / up) * (i32(p.w) / up) + ix / up) * i32(p.cin);
+    return (frame * (i32(p.h) / up) + iy / up) * (i32(p.w) / up) + ix / up;
 }
 
 // Element offset of output position `q` (channel 0) in phase (py, px).

@@ -5,15 +5,15 @@
 // the convolution the same operands. Needs Cin % 4 == 0 (conv_x_vec4.wgsl's loads).
 @group(0) @binding(6) var<storage, read> norm: array<vec4<f32>>;
 
-// The table index (in vectors) of channels ci..ci+3 of the pixel at element offset `off`, or
-// NO_NORM where the load is zero padding (which stays zero: the padding is the norm's output's).
+// The table index (in vectors) of channels ci..ci+3 of pixel `pix`, or NO_NORM where the load
+// is zero padding (which stays zero: the padding is the norm's output's).
 const NO_NORM: u32 = 0xffffffffu;
 
-fn x_norm_at(off: i32, ci: u32) -> u32 {
-    if (off < 0 || ci >= p.cin) {
+fn x_norm_at(pix: i32, ci: u32) -> u32 {
+    if (pix < 0 || ci >= p.cin) {
         return NO_NORM;
     }
-    let seg = u32(off) / p.cin / p.seg_px;
+    let seg = u32(pix) / p.seg_px;
     return (seg * 3u * p.cin + ci) / 4u;
 }
 

@@ -7,16 +7,24 @@
 @group(0) @binding(1) var<storage, read> x: array<vec4<T>>;
 @group(0) @binding(X2_BINDING) var<storage, read> x2: array<vec4<T>>;
 
-// Channels ci..ci+3 of the pixel at element offset `off` of the pair (-1: zero padding), zero
-// past Cin.
-fn load_x4(off: i32, ci: u32) -> vec4<T> {
-    if (off < 0 || ci >= p.cin) {
+// Channels ci..ci+3 of pixel `pix` of the pair (-1: zero padding), zero past Cin.
+fn load_x4(pix: i32, ci: u32) -> vec4<T> {
+    if (pix < 0 || ci >= p.cin) {
         return vec4<T>(0.0);
     }
-    let px = u32(off) / p.cin;
     if (ci < p.pair_c1) {
-        return x[((px % p.pair_rows_a) * p.pair_c1 + ci) / 4u];
+        return x[(pair_pixel(u32(pix), p.pair_rows_a) * p.pair_c1 + ci) / 4u];
     }
     let c2 = p.cin - p.pair_c1;
-    return x2[((px % p.pair_rows_b) * c2 + ci - p.pair_c1) / 4u];
+    return x2[(pair_pixel(u32(pix), p.pair_rows_b) * c2 + ci - p.pair_c1) / 4u];
+}
+
+// Pixel `px` of the pair in a part of `rows` pixels. The division only where the part repeats
+// (it has fewer pixels than the pair): a division costs a GPU some twenty instructions, on
+// every load of the K loop.
+fn pair_pixel(px: u32, rows: u32) -> u32 {
+    if (px < rows) {
+        return px;
+    }
+    return px % rows;
 }
