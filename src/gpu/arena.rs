@@ -368,7 +368,8 @@ pub(crate) fn assign_coloured_offsets(lives: &[(u64, usize, usize)], conflicts: 
 /// buffers grow by less than the folded one's bytes. Buffers are tried smallest first, again
 /// after each fold. The colouring shares lives out by each buffer's peak alone, so a small
 /// buffer it opens for a few lives barred from the big ones at one moment often fits in the big
-/// ones' gaps at every other (the 720p TE-3DVAE: 5.8 GiB in four buffers, 5.4 GiB in three).
+/// ones' gaps at every other (the TE-3DVAE's f16 decode at 720p with norms on load: 3.8 GiB in
+/// four buffers, 3.6 GiB in three).
 fn fold_buffers(lives: &[(u64, usize, usize)], partners: &[Vec<usize>], (mut at, mut totals): PackedPlan, align: u64) -> PackedPlan {
     let up = |x: u64| x.div_ceil(align) * align;
     'fold: loop {
