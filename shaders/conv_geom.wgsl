@@ -3,10 +3,8 @@
 //
 // Specialisation consts (see ops/conv/mod.rs): KT, KH, KW (taps per axis; a transposed conv runs as
 // four 2×2 phases), SH, SW (spatial stride), TRANSPOSED (bool: output pixel (2y+py, 2x+px) of
-// phase (py, px)), HAS_RES (bool: add a residual as the output is stored), UP (1, or 2: the
-// convolution reads the nearest ×2 upsampling of x, pixel (y, x) of it being x's (y/2, x/2), so
-// the upsampled tensor is never written; H and W below are then the upsampled sizes); with a
-// normalised input (conv_x_norm.wgsl), SILU.
+// phase (py, px)), HAS_RES (bool: add a residual as the output is stored); with a normalised
+// input (conv_x_norm.wgsl), SILU.
 //
 // Input  x:   [NB, D, H, W, Cin]           (conv2d: D = 1, NB = N; or a channel pair of two
 //                                          tensors, conv_x_pair.wgsl)
@@ -104,8 +102,7 @@ fn tap_pixel(ri: vec4<i32>, tt: u32, ty: u32, tx: u32) -> i32 {
     }
     // b·D + z + (iz − z) is the input frame of this tap.
     let frame = ri.x + i32(tt) - i32(p.pt);
-    let up = i32(UP);
-    return (frame * (i32(p.h) / up) + iy / up) * (i32(p.w) / up) + ix / up;
+    return (frame * i32(p.h) + iy) * i32(p.w) + ix;
 }
 
 // Element offset of output position `q` (channel 0) in phase (py, px).

@@ -2,11 +2,11 @@
 //! `attention.py`, `transformer_2d.py`, `downsampling.py`, `upsampling.py`).
 //! Activations: channels-last `[N, H, W, C]`; token sequences `[N, L, C]`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::Loader;
 use crate::ops::attention::{attention, attention_qkv, AttnOpts};
-use crate::ops::conv::{conv2d, conv2d_normed, conv2d_upsampled, ConvWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, conv_transpose2d, ConvWeight};
 use crate::ops::elementwise::{unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearInput, LinearWeight};
@@ -311,25 +311,40 @@ impl Downsample2D {
 }
 
 /// diffusers `Upsample2D` with a conv: nearest ×2 (or nearest to `size`, as the UNet asks when
-/// the latent is not a multiple of 2^levels), then 3×3 conv.
+/// the latent is not a multiple of 2^levels), then 3×3 conv. The ×2 case runs as the transposed
+/// convolution the two make together ([`ConvWeight::of_upsampling`]): 4/9 of the multiplies,
+/// and the upsampled tensor is never written.
 pub struct Upsample2D {
-    pub conv: ConvWeight,
+    /// The conv folded into the ×2 upsampling, a `ConvTranspose2d` weight.
+    pub folded: ConvWeight,
+    /// The 3×3 conv itself, for the UNets' other sizes; `None` in the VAE decoders, whose
+    /// upsamplings always double.
+    pub conv: Option<ConvWeight>,
 }
 
 impl Upsample2D {
+    /// A VAE decoder's upsampler: ×2 only.
     pub fn load(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
-        Ok(Upsample2D { conv: l.conv2d(&format!("{prefix}.conv"), c, c, 3)? })
+        let (folded, conv) = l.upsampling_conv(&format!("{prefix}.conv"), c, false)?;
+        Ok(Upsample2D { folded, conv })
     }
+
+    /// A UNet's upsampler: ×2, or to the size of a skip of odd size.
+    pub fn load_any_size(l: &mut Loader, prefix: &str, c: usize) -> Result<Self> {
+        let (folded, conv) = l.upsampling_conv(&format!("{prefix}.conv"), c, true)?;
+        Ok(Upsample2D { folded, conv })
+    }
+
     pub fn forward(&self, rec: &mut Recorder, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let r = x.shape().len();
         let doubled = (2 * x.shape()[r - 3], 2 * x.shape()[r - 2]);
-        match size {
-            Some(s) if s != doubled => {
+        match (size, &self.conv) {
+            (Some(s), Some(conv)) if s != doubled => {
                 let h = upsample_nearest_to(rec, x, s)?;
-                conv2d(rec, &h, &self.conv, 1, 1)
+                conv2d(rec, &h, conv, 1, 1)
             }
-            // The convolution reads the ×2 upsampling as it loads: it is never written.
-            _ => conv2d_upsampled(rec, x, &self.conv, 1),
+            (Some(s), None) if s != doubled => bail!("Upsample2D: an upsampling to {s:?} from {:?} needs its 3×3 conv, loaded only for UNets (load_any_size)", x.shape()),
+            _ => conv_transpose2d(rec, x, &self.folded),
         }
     }
 }

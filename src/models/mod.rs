@@ -113,6 +113,25 @@ impl<'a> Loader<'a> {
         ConvWeight::pack_transposed(gpu, w.src(), scale, &shape, Some(&b), dtype, w.on_gpu(on_gpu))
     }
 
+    /// An `Upsample2D`'s Conv2d `prefix.weight [c, c, 3, 3]` and `prefix.bias [c]`, folded into
+    /// the nearest ×2 upsampling before it ([`ConvWeight::of_upsampling`]); with `keep_conv`, the
+    /// 3×3 convolution itself as well, for upsamplings to other sizes.
+    pub fn upsampling_conv(&mut self, prefix: &str, c: usize, keep_conv: bool) -> Result<(ConvWeight, Option<ConvWeight>)> {
+        let shape = [c, c, 3, 3];
+        let b = self.store.take(&format!("{prefix}.bias"), &[c])?;
+        let (gpu, dtype, on_gpu) = (self.gpu, self.dtype, self.generate_on_gpu);
+        let w = self.weight(format!("{prefix}.weight"), &shape)?;
+        // The sums of kernel taps are made on the host, from the weight's values in f32.
+        let host = match &w {
+            Values::Stored(r) => to_f32(&r.data, r.dtype)?,
+            Values::Host(v) => v.clone(),
+            Values::Synthetic(g) => g.values(c * c * 9),
+        };
+        let folded = ConvWeight::of_upsampling(gpu, &host, &shape, Some(&b), dtype).with_context(|| format!("{prefix}.weight"))?;
+        let conv = if keep_conv { Some(ConvWeight::pack(gpu, w.src(), 1.0, &shape, Some(&b), dtype, w.on_gpu(on_gpu))?) } else { None };
+        Ok((folded, conv))
+    }
+
     /// A 1×1 Conv2d `prefix.weight [cout, cin, 1, 1]` with bias, as the linear map it is on
     /// channels-last pixels.
     pub fn conv1x1_as_linear(&mut self, prefix: &str, cout: usize, cin: usize) -> Result<LinearWeight> {
@@ -219,7 +238,7 @@ mod tests {
     use crate::testutil::{assert_stored_exactly, fresh_seed, test_gpu};
 
     /// Every layout a loader packs (conv 2-D, 3-D and transposed, scaled or not; linear with and
-    /// without bias, stacked, from a 1×1 conv; GEGLU), at awkward sizes: a synthetic store's
+    /// without bias, stacked, from a 1×1 conv; GEGLU; an upsampler's folded conv), at awkward sizes: a synthetic store's
     /// weights, generated on the GPU or on the host, equal a checkpoint of the same store's
     /// values packed on the host, in f32 bit for bit and in f16 to the device's rounding.
     #[test]
@@ -235,6 +254,7 @@ mod tests {
             let qkv = l.stacked_linear(&["q".into(), "k".into(), "v".into()], &[5, 7], true).unwrap();
             let p = l.conv1x1_as_linear("p", 7, 33).unwrap();
             let ff = l.geglu("ff", 6, 5).unwrap();
+            let (up, up_conv) = l.upsampling_conv("up", 6, true).unwrap();
             vec![
                 ("conv", c.w),
                 ("conv bias", c.bias),
@@ -248,6 +268,9 @@ mod tests {
                 ("1×1 conv as linear", p.w),
                 ("GEGLU", ff.lin.w),
                 ("GEGLU bias", ff.lin.bias.unwrap()),
+                ("upsampling folded", up.w),
+                ("upsampling folded bias", up.bias),
+                ("upsampling conv", up_conv.unwrap().w),
             ]
         };
         let path = crate::testutil::scratch_dir("synthetic").join(format!("{seed}.safetensors"));

@@ -180,7 +180,7 @@ impl<A: SpatialTransformer, T: TemporalStep> UNetCore<A, T> {
                     attentions.push(parts.attention(l, &format!("{p}.attentions.{j}"), out_ch, c.heads(level), c.only_cross_attention.get(level))?);
                 }
             }
-            let upsampler = if i + 1 < n { Some(Upsample2D::load(l, &format!("{p}.upsamplers.0"), out_ch)?) } else { None };
+            let upsampler = if i + 1 < n { Some(Upsample2D::load_any_size(l, &format!("{p}.upsamplers.0"), out_ch)?) } else { None };
             let temporal = parts.temporal(l, Place::Up(i), out_ch)?;
             up_blocks.push(Level { resnets, attentions, downsampler: None, upsampler, temporal });
         }

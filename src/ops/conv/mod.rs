@@ -8,8 +8,9 @@
 //!   sub-pixel phases, each a 2×2 convolution writing every other output pixel.
 //! * [`conv3d`]: stride 1, "same" zero padding in every axis (kernel (3,1,1), (5,1,1), 3×3×3);
 //!   input `[B, F, H, W, Cin]`.
-//! * [`conv2d_upsampled`]: [`conv2d`] of the nearest ×2 upsampling of its input, read as it
-//!   loads (an `Upsample2D`'s convolution), so the upsampled tensor is never written.
+//! * an `Upsample2D`'s 3×3 convolution of the nearest ×2 upsampling of its input, folded into a
+//!   transposed one ([`ConvWeight::of_upsampling`]): 4/9 of the multiplies, and the upsampled
+//!   tensor is never written.
 //!
 //! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
@@ -140,8 +141,8 @@ impl Load {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, up: usize, load: Load, cfg: CoopCfg) -> Kernel {
-    cfg.specialise(geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res, up))
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, load: Load, cfg: CoopCfg) -> Kernel {
+    cfg.specialise(geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res))
 }
 
 /// K step of the portable kernel.
@@ -204,9 +205,6 @@ struct Problem {
     wo: usize,
     pad: [usize; 3],
     stride: [usize; 2],
-    /// 2 where the convolution reads the nearest ×2 upsampling of its input (`h`, `w` are then
-    /// the upsampled sizes), else 1.
-    up: usize,
     out_shape: Vec<usize>,
 }
 
@@ -241,36 +239,8 @@ pub fn conv2d_add_with(rec: &mut Recorder, x: impl Into<Input>, w: &ConvWeight, 
     launch(rec, &x, w, &conv2d_problem(&x, w, stride, pad)?, res, imp)
 }
 
-/// [`conv2d`] (stride 1) of the nearest ×2 upsampling of `x` `[.., H, W, Cin]`
-/// (`F.interpolate(x, scale_factor=2)`, then the convolution): output `[.., Ho, Wo, Cout]` for a
-/// `2H × 2W` input. The kernels read x's pixel (y/2, x/2) for the upsampled one (y, x), so the
-/// upsampled tensor, four times x, is never written: the same values as
-/// [`upsample_nearest2x`](crate::ops::resize::upsample_nearest2x) then [`conv2d`].
-pub fn conv2d_upsampled(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pad: usize) -> Result<Tensor> {
-    conv2d_upsampled_with(rec, x, w, pad, Impl::Auto)
-}
-
-pub fn conv2d_upsampled_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, pad: usize, imp: Impl) -> Result<Tensor> {
-    let x = Input::from(x);
-    let s = x.shape();
-    ensure!(s.len() == 4 || s.len() == 5, "conv2d_upsampled: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
-    let r = s.len();
-    ensure!(2 * s[r - 3] * s[r - 2] * s[r - 1] * s[..r - 3].iter().product::<usize>() < i32::MAX as usize, "conv2d_upsampled: the upsampled input is too large for 32-bit indexing");
-    // The problem of the upsampled input, read from x.
-    let mut up_shape = s.to_vec();
-    up_shape[r - 3] *= 2;
-    up_shape[r - 2] *= 2;
-    let mut pb = conv2d_problem_of(&up_shape, &x, w, 1, pad)?;
-    pb.up = 2;
-    launch(rec, &x, w, &pb, None, imp)
-}
-
 fn conv2d_problem(x: &Input, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
-    conv2d_problem_of(x.shape(), x, w, stride, pad)
-}
-
-/// The problem of a 2-D convolution of an input of shape `s` (x's, or its upsampling's).
-fn conv2d_problem_of(s: &[usize], x: &Input, w: &ConvWeight, stride: usize, pad: usize) -> Result<Problem> {
+    let s = x.shape();
     ensure!(w.kind == ConvKind::Conv2d, "conv2d: weight is a {:?}", w.kind);
     check_input("conv2d", x, w)?;
     ensure!(s.len() == 4 || s.len() == 5, "conv2d: input {s:?} is not [N, H, W, C] or [B, F, H, W, C]");
@@ -286,7 +256,7 @@ fn conv2d_problem_of(s: &[usize], x: &Input, w: &ConvWeight, stride: usize, pad:
     out_shape[r - 2] = wo;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], up: 1, out_shape })
+    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape })
 }
 
 /// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
@@ -321,7 +291,7 @@ fn transposed_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     out_shape[r - 2] = 2 * wd;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], up: 1, out_shape })
+    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape })
 }
 
 /// 3-D convolution (stride 1, zero padding `k/2` in every axis, so the shape is kept) of
@@ -380,13 +350,12 @@ fn conv3d_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     let [kt, kh, kw] = w.taps;
     let mut out_shape = s.to_vec();
     out_shape[4] = w.cout;
-    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], up: 1, out_shape })
+    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape })
 }
 
 /// The specialisation consts every conv kernel shares.
-fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, up: usize) -> Kernel {
+fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool) -> Kernel {
     k.def("HAS_RES", has_res)
-        .def("UP", format!("{up}u"))
         .def("KT", format!("{}u", taps[0]))
         .def("KH", format!("{}u", taps[1]))
         .def("KW", format!("{}u", taps[2]))
@@ -407,8 +376,7 @@ fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTa
             let key = || {
                 let gn = norm.map(|n| format!(" after group norm{}", if n.silu { " + silu" } else { "" })).unwrap_or_default();
                 let pair = if pair { " from a channel pair" } else { "" };
-                let up = if pb.up > 1 { " upsampled ×2" } else { "" };
-                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{up}{pair}{gn}", gpu.operands_name(x.dtype()), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
+                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{pair}{gn}", gpu.operands_name(x.dtype()), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
             };
             crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
                 let scratch = if pair { x.scratch(r)? } else { Input::Tensor(r.empty(x.shape(), x.dtype())?) };
@@ -516,8 +484,6 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
     if norm.is_some() {
         ensure!(w.cin.is_multiple_of(4), "conv: a GroupNorm applied on load needs Cin % 4 == 0 (Cin = {})", w.cin);
     }
-    // The loads of a norm or a pair count pixels in the input's own grid, not an upsampled one.
-    debug_assert!(pb.up == 1 || (norm.is_none() && x.pair().is_none()), "an upsampled input is read as stored");
     // The second part of a pair is bound after every other binding.
     let x2_binding = 1 + OTHER_BINDINGS + norm.is_some() as u32 + 1;
     let load = match (x.pair(), norm) {
@@ -527,8 +493,8 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
     };
     let (bm, bn) = tile.block();
     let k = match tile {
-        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), pb.up, load, cfg),
-        Tile::Tiled { bn } => geometry(load.kernel(&NAMES_TILED, &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some(), pb.up)
+        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), load, cfg),
+        Tile::Tiled { bn } => geometry(load.kernel(&NAMES_TILED, &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some())
             .def("BN", format!("{bn}u"))
             .def("BK", format!("{TILED_BK}u")),
     };

@@ -44,7 +44,7 @@ fn coop_kernels_validate_and_translate() {
                 let cfgs = [eight, eight.halved().single_buffered()];
                 for (cfg, dt) in cfgs.into_iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
                     assert!(coop_divides(cfg), "{cfg:?}");
-                    let k = coop_kernel(dt, taps, stride, transposed, has_res, 1, load, cfg);
+                    let k = coop_kernel(dt, taps, stride, transposed, has_res, load, cfg);
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                     assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
@@ -627,63 +627,48 @@ fn channel_pair_matches_the_concatenation() {
     }
 }
 
-/// A convolution of the nearest ×2 upsampling of its input, read as it loads
-/// (`conv2d_upsampled`): the values of the CPU convolution of the upsampled input, and the bytes
-/// of the upsampling pass then the convolution, for a 1×1-pixel input, 4-D and 5-D inputs, a
-/// channel count that takes the scalar loads, 3×3 and 1×1 kernels, on every kernel the adapter
-/// runs.
+/// An upsampler's 3×3 convolution folded into the nearest ×2 upsampling before it
+/// (`ConvWeight::of_upsampling`, run by the transposed conv): the values of the CPU convolution
+/// of the host's upsampling, for a 1×1-pixel input, 4-D and 5-D inputs, channel counts that take
+/// the scalar loads and that straddle tiles, with and without a bias, on every kernel the
+/// adapter runs.
 #[test]
-fn upsampled_input_matches_the_upsample_pass() {
-    use crate::ops::resize::upsample_nearest2x;
+fn an_upsampling_folded_into_its_conv_matches_the_conv_of_the_upsampled_input() {
     let gpu = test_gpu();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
-    // (input shape, weight shape)
-    let cases: [(&[usize], &[usize]); 4] = [(&[1, 1, 1, 4], &[7, 4, 3, 3]), (&[2, 3, 5, 12], &[33, 12, 3, 3]), (&[1, 2, 7, 3, 8], &[8, 8, 3, 3]), (&[2, 4, 3, 3], &[5, 3, 1, 1])];
+    // (input shape, Cout, bias)
+    let cases: [(&[usize], usize, bool); 4] = [(&[1, 1, 1, 4], 7, true), (&[2, 3, 5, 12], 33, true), (&[1, 2, 7, 3, 8], 8, false), (&[2, 4, 3, 3], 77, true)];
     for dt in gpu.dtypes() {
         for imp in imps(&gpu, dt) {
-            for &(xs, ws) in &cases {
-                let what = format!("{} {imp:?} x {xs:?} w {ws:?} seed {seed}", dt.name());
+            for &(xs, cout, with_bias) in &cases {
+                let what = format!("{} {imp:?} x {xs:?} -> {cout} bias {with_bias} seed {seed}", dt.name());
                 let r = xs.len();
                 let (h, w, c) = (xs[r - 3], xs[r - 2], xs[r - 1]);
                 let n = xs[..r - 3].iter().product::<usize>();
                 let xv = rand(&mut rng, xs.iter().product(), 1.0, dt);
-                let wv = rand(&mut rng, ws.iter().product(), 0.2, dt);
-                let bv = rand(&mut rng, ws[0], 0.5, dt);
+                let wv = rand(&mut rng, cout * c * 9, 0.2, dt);
+                let bv = rand(&mut rng, cout, 0.5, dt);
+                let bias = with_bias.then_some(&bv[..]);
                 let x = Tensor::from_f32(&gpu, &xv, xs, dt).unwrap();
-                let cw = ConvWeight::from_torch(&gpu, &wv, ws, Some(&bv), dt).unwrap();
-                let pad = ws[2] / 2;
+                let cw = ConvWeight::of_upsampling(&gpu, &wv, &[cout, c, 3, 3], bias, dt).unwrap();
                 // The upsampling on the host: pixel (y, x) of image i is x's (y/2, x/2).
                 let up: Vec<f32> = (0..n * 4 * h * w).flat_map(|p| {
                     let (i, y, xx) = (p / (4 * h * w), (p / (2 * w)) % (2 * h), p % (2 * w));
                     xv[((i * h + y / 2) * w + xx / 2) * c..][..c].to_vec()
                 }).collect();
-                let want = cpu::conv2d(&up, n, 2 * h, 2 * w, c, &wv, ws[0], ws[2], ws[3], Some(&bv), 1, pad);
-                let run = |fused: bool| {
-                    let mut rec = gpu.recorder();
-                    let y = if fused {
-                        conv2d_upsampled_with(&mut rec, &x, &cw, pad, imp)
-                    } else {
-                        // The upsampling pass takes [N, H, W, C].
-                        let u = upsample_nearest2x(&mut rec, &x.reshape(&[n, h, w, c]).unwrap()).unwrap();
-                        let mut us = xs.to_vec();
-                        us[r - 3] *= 2;
-                        us[r - 2] *= 2;
-                        conv2d_with(&mut rec, u.reshape(&us).unwrap(), &cw, 1, pad, imp)
-                    }
-                    .unwrap();
-                    rec.submit();
-                    let mut out_shape = xs.to_vec();
-                    out_shape[r - 3] = 2 * h + 2 * pad - ws[2] + 1;
-                    out_shape[r - 2] = 2 * w + 2 * pad - ws[3] + 1;
-                    out_shape[r - 1] = ws[0];
-                    assert_eq!(y.shape(), out_shape.as_slice(), "{what}");
-                    (y.read_bytes(&gpu).unwrap(), y.to_f32(&gpu).unwrap())
-                };
-                let (fused, got) = run(true);
-                assert_close(&format!("conv of an upsampling, {what}"), &got, &want, dt.tolerance(TOL));
-                assert!(fused == run(false).0, "{what}: reading the upsampling changes the bytes of the convolution of the written one");
+                let want = cpu::conv2d(&up, n, 2 * h, 2 * w, c, &wv, cout, 3, 3, bias, 1, 1);
+                let mut rec = gpu.recorder();
+                let y = conv_transpose2d_with(&mut rec, &x, &cw, imp).unwrap();
+                rec.submit();
+                let mut out_shape = xs.to_vec();
+                out_shape[r - 3] = 2 * h;
+                out_shape[r - 2] = 2 * w;
+                out_shape[r - 1] = cout;
+                assert_eq!(y.shape(), out_shape.as_slice(), "{what}");
+                assert_close(&format!("conv of an upsampling, {what}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
             }
         }
     }
+    assert!(ConvWeight::of_upsampling(&gpu, &[0.5; 4 * 4], &[4, 4, 1, 1], None, DType::F32).is_err(), "a 1×1 upsampling conv");
 }

@@ -62,10 +62,48 @@ impl ConvWeight {
         Layout::transposed(shape)?.build(gpu, src, factor, shape, bias, dtype, on_gpu)
     }
 
+    /// An `Upsample2D`'s convolution (PyTorch `Conv2d` weight `[Cout, Cin, 3, 3]`, padding 1)
+    /// folded into the nearest ×2 upsampling it reads: the `ConvTranspose2d(kernel 4, stride 2,
+    /// padding 1)` weight (`[Cin, Cout, 4, 4]`) with the same outputs, for [`conv_transpose2d`].
+    /// Each output pixel then takes 2×2 input pixels where the convolution of the upsampled
+    /// tensor takes 3×3 of its pixels: 4/9 of the multiplies, and nothing upsampled is read.
+    ///
+    /// Output row 2a+py of the convolution reads upsampled rows 2a+py−1 ..= 2a+py+1, which are
+    /// input rows a−1, a, a (py = 0) or a, a, a+1 (py = 1): two input rows, one of them through
+    /// two kernel rows (the zero padding maps to input rows −1 and H, which the transposed conv
+    /// also treats as zeros). The transposed conv's output row 2a+py reads input row a−1+py+ty
+    /// through its kernel row 3−2ty−py (`Layout::row_fn`), so its kernel row t is the sum of the
+    /// convolution's kernel rows `UPSAMPLED_ROWS[t]`; columns likewise. The sums are formed in
+    /// f64 and rounded once: the outputs differ from the convolution's by the order of the
+    /// additions.
+    pub fn of_upsampling(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<ConvWeight> {
+        let [cout, cin, 3, 3] = *shape else {
+            bail!("upsampling conv weight shape {shape:?}: expected [Cout, Cin, 3, 3]");
+        };
+        ensure!(w.len() == cout * cin * 9, "upsampling conv weight has {} values, expected {} for {shape:?}", w.len(), cout * cin * 9);
+        let mut t = vec![0f32; cin * cout * 16];
+        for ci in 0..cin {
+            for co in 0..cout {
+                let k = &w[(co * cin + ci) * 9..][..9];
+                for (ty, rows) in UPSAMPLED_ROWS.iter().enumerate() {
+                    for (tx, cols) in UPSAMPLED_ROWS.iter().enumerate() {
+                        let sum: f64 = rows.iter().flat_map(|&r| cols.iter().map(move |&c| k[r * 3 + c] as f64)).sum();
+                        t[(ci * cout + co) * 16 + ty * 4 + tx] = sum as f32;
+                    }
+                }
+            }
+        }
+        ConvWeight::from_torch_transposed(gpu, &t, &[cin, cout, 4, 4], bias, dtype)
+    }
+
     pub fn dtype(&self) -> DType {
         self.w.dtype()
     }
 }
+
+/// Kernel row t of an upsampling's convolution folded into a transposed conv
+/// ([`ConvWeight::of_upsampling`]): the sum of these rows of the 3×3 kernel.
+const UPSAMPLED_ROWS: [&[usize]; 4] = [&[2], &[1, 2], &[0, 1], &[0]];
 
 /// Where a PyTorch conv weight's elements go in the packed `[phases·taps][cin_p][cout_p]`
 /// layout: row (phase, tap, ci) holds the weight's elements for every co at a stride. One
