@@ -438,7 +438,13 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
             opts.max_binding.map_or(b, |m| b.min(m.max(4)))
         });
-        print!("{}", diffvsr_wgpu::pipeline::plan::plan(u.input.as_deref(), weights.as_deref(), u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
+        use diffvsr_wgpu::pipeline::plan::{plan, PlanWeights};
+        let weights = match (&weights, u.random_weights) {
+            (_, Some(_)) => PlanWeights::Random,
+            (Some(w), None) => PlanWeights::Release(w),
+            (None, None) => PlanWeights::NotFound,
+        };
+        print!("{}", plan(u.input.as_deref(), weights, u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {

@@ -531,6 +531,9 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     // No call holds more windows than the clip's three.
     let (ok_, text, err) = plan(&["--windows-per-call", "8"]);
     assert!(ok_ && text.contains("windows per UNet call: 3"), "{err}{text}");
+    // Random weights read nothing from disk, and the plan does not send the user to fetch any.
+    let (ok_, text, err) = plan(&["--random-weights", "1"]);
+    assert!(ok_ && text.contains("weights:          seeded random (--random-weights)") && !text.contains("DiffVSR_UNet.pt") && !text.contains("fetch-weights"), "{err}{text}");
     // A stream of a header only: nothing to run, and no --frames it was not given.
     std::fs::write(&input, b"YUV4MPEG2 W7 H5 F25:1 C444\n").unwrap();
     let (ok_, text, err) = plan(&[]);

@@ -40,7 +40,7 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
 /// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
 /// whose tiles depend on the models' measured tensors and are picked when they load).
 #[allow(clippy::too_many_arguments)]
-pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
+pub fn plan(input: Option<&std::path::Path>, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -117,7 +117,7 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
     // Memory: weights from the checkpoint files; the job's own buffers exactly (f32 upper bound).
     let mut weight_bytes = 0u64;
     let mut wl = Vec::new();
-    if let Some(w) = weights {
+    if let PlanWeights::Release(w) = weights {
         let mut files = vec![crate::models::release::video_unet(w).0, crate::models::release::video_vae(w).0];
         if text_encoder {
             files.push(crate::models::release::text_encoder(w).0);
@@ -127,8 +127,6 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
             weight_bytes += b.unwrap_or(0);
             wl.push(format!("{} {}", f.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()), b.map_or("missing".to_string(), human_bytes)));
         }
-    } else {
-        wl.push("not found (run fetch-weights or give --weights)".into());
     }
     // Windows per UNet call: a fixed count as given (one under fixed tiles smaller than the
     // frame); auto is picked when the models load, and counted here at its most.
@@ -159,11 +157,26 @@ pub fn plan(input: Option<&std::path::Path>, weights: Option<&std::path::Path>, 
         + (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK) as u64 * plane * f32b;
     let call = if g == 1 { "the CFG window".to_string() } else { format!("{g} CFG windows") };
     writeln!(o, "memory (estimate):")?;
-    writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?;
+    match weights {
+        PlanWeights::Random => writeln!(o, "  weights:          seeded random (--random-weights), the release's shapes, none read from disk; `forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` prints each model's size on the device")?,
+        PlanWeights::NotFound => writeln!(o, "  weights:          not found: run `diffvsr-wgpu fetch-weights` or give --weights DIR (the job would stop before reading a frame)")?,
+        PlanWeights::Release(_) => writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?,
+    }
     writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
     writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw} --cfg-pair` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", 2 * g)?;
     writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames and a decoded chunk; about twice the last when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") })?;
     Ok(o)
+}
+
+/// Where the plan's job takes its weights from.
+#[derive(Copy, Clone, Debug)]
+pub enum PlanWeights<'a> {
+    /// The release's files in this folder (some may be missing).
+    Release(&'a std::path::Path),
+    /// Seeded random weights (`--random-weights`): nothing is read from disk.
+    Random,
+    /// No folder given and none fetched.
+    NotFound,
 }
 
 /// Bytes of a file, or of all files under a folder.
