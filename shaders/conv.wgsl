@@ -44,6 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     for (var r = t; r < BM; r += WG) {
         rows[r] = row_info(m0 + r, py, px);
+        x_norm_row(r, rows[r]);
     }
     workgroupBarrier();
     let a_kq = t % KQ;
@@ -66,9 +67,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let w_tap = (w_phase + tap * p.cin_p) * cout_q;
         for (var c0 = 0u; c0 < p.cin; c0 += BK) {
             for (var r = 0u; r < A_LOADS; r++) {
-                let pix = tap_pixel(rows[(t + r * WG) / KQ], tt, ty, tx);
+                let row = (t + r * WG) / KQ;
+                let ri = rows[row];
+                let pix = tap_pixel(ri, tt, ty, tx);
                 let ci = c0 + 4u * a_kq;
-                As[t + r * WG] = x_normed(load_x4(pix, ci), x_norm_at(pix, ci));
+                As[t + r * WG] = x_normed(load_x4(pix, ci), x_norm_at(row, ri, tt, pix, ci));
             }
             for (var l = t; l < B_VECS; l += WG) {
                 let k = l / WG_N;

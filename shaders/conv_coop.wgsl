@@ -58,6 +58,7 @@ fn tile_begin(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Tile {
     let t = Tile(tm_i * BM, tn_i * BN, phase, phase / 2u, phase % 2u, (p.cin + BK - 1u) / BK, rest / p.tiles_m >= phases);
     for (var r = lid; r < BM; r += NI) {
         rows[r] = row_info(t.m0 + r, t.py, t.px);
+        x_norm_row(r, rows[r]);
     }
     return t;
 }
@@ -79,9 +80,10 @@ fn fetch(t: Tile, ks: u32, lid: u32) {
     let a_kq = lid % KQ;
     for (var r = 0u; r < A_LOADS; r++) {
         let row = (lid + r * NI) / KQ;
-        let pix = tap_pixel(rows[row], tt, ty, tx);
+        let ri = rows[row];
+        let pix = tap_pixel(ri, tt, ty, tx);
         ra[r] = load_x4(pix, c0 + 4u * a_kq);
-        rn[r] = x_norm_at(pix, c0 + 4u * a_kq);
+        rn[r] = x_norm_at(row, ri, tt, pix, c0 + 4u * a_kq);
     }
     let cout_q = p.cout_p / 4u;
     let w_row = (t.phase * TAPS + tap) * p.cin_p + c0;

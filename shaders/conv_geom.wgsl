@@ -18,8 +18,8 @@ struct Params {
     ho: u32, wo: u32, pt: u32, ph: u32,
     pw: u32, m: u32, tiles_m: u32, tiles_n: u32,
     res_rep: u32,
-    // Pixels per GroupNorm segment of a normalised input (conv_x_norm.wgsl); else unused.
-    seg_px: u32,
+    // Frames per GroupNorm segment of a normalised input (conv_x_norm.wgsl); else unused.
+    seg_frames: u32,
     // A channel pair's geometry (conv_x_pair.wgsl); else unused.
     pair_c1: u32, pair_rows_a: u32, pair_rows_b: u32,
 }

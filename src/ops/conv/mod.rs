@@ -169,8 +169,8 @@ struct Params {
     tiles_n: u32,
     /// Output pixels per residual row (see ops/residual.rs); 1 without a residual.
     res_rep: u32,
-    /// Pixels per GroupNorm segment of a normalised input; 0 without one.
-    seg_px: u32,
+    /// Frames per GroupNorm segment of a normalised input; 0 without one.
+    seg_frames: u32,
     /// A channel pair's [`PairGeometry`]; the input's own Cin and pixels without one.
     pair_c1: u32,
     pair_rows_a: u32,
@@ -481,8 +481,15 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
     ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
     let phases = if transposed { 4 } else { 1 };
-    if norm.is_some() {
+    // The loads find a pixel's GroupNorm segment by its frame: a segment is whole frames, and
+    // where it pools several, every tap of a row reads the row's segment (x_norm_row).
+    let mut seg_frames = 0;
+    if let Some(n) = norm {
         ensure!(w.cin.is_multiple_of(4), "conv: a GroupNorm applied on load needs Cin % 4 == 0 (Cin = {})", w.cin);
+        let frame_px = pb.h * pb.w;
+        ensure!(n.seg_px > 0 && n.seg_px.is_multiple_of(frame_px), "conv: a GroupNorm segment of {} pixels is not whole {}×{} frames", n.seg_px, pb.h, pb.w);
+        seg_frames = n.seg_px / frame_px;
+        ensure!(seg_frames == 1 || w.taps[0] == 1 || seg_frames.is_multiple_of(pb.d), "conv: a GroupNorm segment of {seg_frames} frames splits the {}-frame clips a 3-D convolution's taps span", pb.d);
     }
     // The second part of a pair is bound after every other binding.
     let x2_binding = 1 + OTHER_BINDINGS + norm.is_some() as u32 + 1;
@@ -520,7 +527,7 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
         tiles_m,
         tiles_n,
         res_rep,
-        seg_px: norm.map_or(0, |n| n.seg_px as u32),
+        seg_frames: seg_frames as u32,
         pair_c1: pair.c1 as u32,
         pair_rows_a: pair.rows_a as u32,
         pair_rows_b: pair.rows_b as u32,

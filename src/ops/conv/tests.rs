@@ -52,7 +52,7 @@ fn coop_kernels_validate_and_translate() {
                     let mut layouter = naga::proc::Layouter::default();
                     layouter.update(module.to_ctx()).unwrap();
                     let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
-                    assert_eq!(wg, tiles::coop_smem(cfg), "{cfg:?}");
+                    assert_eq!(wg, tiles::coop_smem_for(cfg, matches!(load, Load::Normed { .. })), "{cfg:?} {load:?}");
                 }
             }
         }
@@ -454,7 +454,8 @@ fn bad_shapes_are_errors() {
 
 /// A GroupNorm (+ SiLU) applied as the convolution loads its input gives what its own pass
 /// then the convolution give, byte for byte, and what the CPU gives: per-image and pooled
-/// statistics, groups whose channels straddle the kernel's 4-channel loads (5 per group),
+/// statistics (each read by 2-D and 3-D kernels), groups whose channels straddle the kernel's
+/// 4-channel loads (5 per group),
 /// padding taps (which stay zero: the padding is the norm's output's), tiles that straddle
 /// images and frames, strided, 1×1, temporal and 3×3×3 kernels, a residual, on every kernel
 /// the adapter runs.
@@ -466,12 +467,16 @@ fn normed_input_matches_the_norm_pass() {
     let mut rng = Rng::new(seed);
     // (input shape, groups, weight shape, stride, pooled over the frames, silu, residual)
     type Case = (&'static [usize], usize, &'static [usize], usize, bool, bool, bool);
-    let cases: [Case; 5] = [
+    let cases: [Case; 7] = [
         (&[2, 3, 7, 9, 40], 8, &[33, 40, 3, 3], 1, false, true, false),
         (&[1, 5, 6, 64], 32, &[64, 64, 3, 3], 2, false, false, true),
         (&[1, 33, 1, 8], 2, &[77, 8, 1, 1], 1, false, true, false),
         (&[2, 3, 5, 7, 64], 32, &[64, 64, 3, 1, 1], 1, true, true, true),
         (&[1, 4, 5, 3, 12], 4, &[7, 12, 3, 3, 3], 1, true, false, false),
+        // Statistics per frame read by a 3-D convolution's time taps (each tap's own frame),
+        // and pooled over the frames read by a 2-D convolution of each frame.
+        (&[2, 4, 5, 3, 12], 4, &[7, 12, 3, 3, 3], 1, false, true, false),
+        (&[2, 3, 5, 7, 16], 4, &[9, 16, 3, 3], 1, true, false, true),
     ];
     for dt in gpu.dtypes() {
         for imp in imps(&gpu, dt) {

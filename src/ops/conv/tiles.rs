@@ -7,10 +7,17 @@ use crate::ops::coop_gemm::CoopGemm;
 /// The cooperative kernel's tile on one adapter: the GEMM core's, two or four blocks wide.
 pub(super) type CoopCfg = CoopGemm;
 
-/// Workgroup memory of the cooperative kernel (bytes): the core's staged tiles, each subgroup's
-/// FS×FS f32 scratch for the epilogue and the rows' geometry.
+/// Workgroup memory of the cooperative kernel (bytes) with either load: the largest,
+/// [`coop_smem_for`] a normalised one (a tile is chosen before its load).
 pub(super) fn coop_smem(c: CoopCfg) -> u32 {
-    c.staged_bytes() + c.nsg * c.fs * c.fs * 4 + c.bm() * 16
+    coop_smem_for(c, true)
+}
+
+/// Workgroup memory of the cooperative kernel (bytes): the core's staged tiles, each subgroup's
+/// FS×FS f32 scratch for the epilogue and the rows' geometry, and where a GroupNorm is applied
+/// on load (`normed`), the rows' segments (`conv_x_norm.wgsl`).
+pub(super) fn coop_smem_for(c: CoopCfg, normed: bool) -> u32 {
+    c.staged_bytes() + c.nsg * c.fs * c.fs * 4 + c.bm() * 16 + if normed { c.bm() * 4 } else { 0 }
 }
 
 /// Whether the core's loads divide evenly among the invocations, and so does the epilogue's
