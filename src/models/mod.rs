@@ -122,10 +122,10 @@ impl<'a> Loader<'a> {
         let (gpu, dtype, on_gpu) = (self.gpu, self.dtype, self.generate_on_gpu);
         let w = self.weight(format!("{prefix}.weight"), &shape)?;
         // The sums of kernel taps are made on the host, from the weight's values in f32.
-        let host = match &w {
-            Values::Stored(r) => to_f32(&r.data, r.dtype)?,
-            Values::Host(v) => v.clone(),
-            Values::Synthetic(g) => g.values(c * c * 9),
+        let host: std::borrow::Cow<[f32]> = match &w {
+            Values::Stored(r) => to_f32(&r.data, r.dtype)?.into(),
+            Values::Host(v) => v.as_slice().into(),
+            Values::Synthetic(g) => g.values(c * c * 9).into(),
         };
         let folded = ConvWeight::of_upsampling(gpu, &host, &shape, Some(&b), dtype).with_context(|| format!("{prefix}.weight"))?;
         let conv = if keep_conv { Some(ConvWeight::pack(gpu, w.src(), 1.0, &shape, Some(&b), dtype, w.on_gpu(on_gpu))?) } else { None };
@@ -238,9 +238,10 @@ mod tests {
     use crate::testutil::{assert_stored_exactly, fresh_seed, test_gpu};
 
     /// Every layout a loader packs (conv 2-D, 3-D and transposed, scaled or not; linear with and
-    /// without bias, stacked, from a 1×1 conv; GEGLU; an upsampler's folded conv), at awkward sizes: a synthetic store's
-    /// weights, generated on the GPU or on the host, equal a checkpoint of the same store's
-    /// values packed on the host, in f32 bit for bit and in f16 to the device's rounding.
+    /// without bias, stacked, from a 1×1 conv; GEGLU; an upsampler's folded conv), at awkward
+    /// sizes: a synthetic store's weights, generated on the GPU or on the host, equal a
+    /// checkpoint of the same store's values packed on the host, in f32 bit for bit and in f16 to
+    /// the device's rounding.
     #[test]
     fn synthetic_weights_equal_their_checkpoint() {
         let gpu = test_gpu();
