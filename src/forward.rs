@@ -198,7 +198,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         );
         println!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
         println!(
-            "arithmetic:             {} per forward, {} effective (matrix products, 2 per multiply-add, as PyTorch counts)",
+            "arithmetic:             {} per forward, {} effective (matrix products, 2 per multiply-add, as PyTorch counts each kernel's work; an upsampler's convolution, folded into its upsampling, counts 4/9 of PyTorch's count)",
             fmt_flops(graph.flops()),
             crate::bench::report::fmt_rate(graph.flops() / gpu_t)
         );
@@ -237,7 +237,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 })).collect::<Vec<_>>(),
                 "by_kernel_note": "the dispatches by kernel specialisation, most activation bytes bound first (what --plan-only prints; --profile times them)",
                 "flops": graph.flops(),
-                "flops_note": "matrix products (matmul, conv, attention), 2 per multiply-add, as PyTorch's FLOP counter counts them",
+                "flops_note": "matrix products (matmul, conv, attention), 2 per multiply-add, as PyTorch's FLOP counter counts the work each kernel does (an upsampler's convolution, folded into its upsampling, counts 4/9 of PyTorch's count for it)",
                 "activation_bytes_bound": graph.activation_bytes_bound(),
                 "packed_activations": gpu.pack_activations(),
                 "read_write_dispatches": graph.read_write_dispatches(),

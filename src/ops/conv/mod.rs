@@ -544,8 +544,9 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
         binds.push((*b).into());
     }
     rec.dispatch(&k, &p, &binds, grid(gpu, tiles_m * tiles_n * phases))?;
-    // Every output position of every phase over all taps, as PyTorch counts a convolution
-    // (the time taps a tile skips as padding included).
+    // Every output position of every phase over all taps, as PyTorch counts a convolution (the
+    // time taps a tile skips as padding included; an upsampler's convolution, folded into its
+    // upsampling, as the transposed one it runs as).
     rec.add_flops(2.0 * (m * phases as usize) as f64 * w.cout as f64 * (w.taps.iter().product::<usize>() * w.cin) as f64);
     Ok(out)
 }
