@@ -90,6 +90,15 @@ UAV_CONFIG["temporal_module_config"] = {"attention_block_types": ["", ""]}
 
 
 def shim_imports():
+    # diffusers 0.30 (the release's) imports transformers.utils.FLAX_WEIGHTS_NAME in its
+    # pipelines, a constant transformers 5 (the lent GPU machine's) dropped: give it back its value.
+    try:
+        import transformers.utils as tu
+
+        if not hasattr(tu, "FLAX_WEIGHTS_NAME"):
+            tu.FLAX_WEIGHTS_NAME = "flax_model.msgpack"
+    except ImportError:
+        pass
     # temporal_module.py imports torchvision without using it.
     # Load what the official modules use from diffusers first: diffusers and transformers probe
     # torchvision's import spec, which the stand-in lacks.
