@@ -5,7 +5,9 @@
 #          models/ (and configs/) -> .whl/DiffVSR/ (DIFFVSR_REPO=/path/to/clone); wheels for what
 #          the card machine lacks (diffusers 0.30.0, rotary-embedding-torch) -> .whl/ (pip
 #          download, no deps). Both folders are git-ignored; nothing fetched is committed.
-#   there: tools/side-by-side.sh run     every case below, each under `timeout`, the whole run held
+#   there: tools/gpu-session.sh run runs this as its step 2 and packs the logs (a device call
+#          brings back at most 8 files); alone:
+#          tools/side-by-side.sh run     every case below, each under `timeout`, the whole run held
 #          to RUN_BUDGET seconds (default 550, inside one 10-minute call); writes $OUT (or
 #          ./gpu-out/side-by-side): the engine's JSON reports, the kernel table, ref.json, BENCHMARKS.json and
 #          table.md, and prints the table.
@@ -169,30 +171,31 @@ if [ "$mode" = tiny ]; then
 else
     U="--model diffvsr-unet"
     V="--model te3dvae-decoder"
+    # Most telling first: a run short of budget skips the rows at the end.
     cases=(
-        "diffvsr-unet 64x64|$U --random-inputs 2x64x64 --dtype f16 --cfg-pair|f16|2x7x8x64x64|diffvsr-unet 64x64|75"
         "diffvsr-unet 128x128|$U --random-inputs 2x128x128 --dtype f16 --cfg-pair|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
-        # The same without sharing the layers before the text between the CFG halves.
-        "diffvsr-unet 128x128 halves apart|$U --random-inputs 2x128x128 --dtype f16|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
+        # f32 storage with the convolutions on tensor cores, operands rounded to f16 (the job's
+        # decode): against the official fp32 decode, whose convolutions PyTorch runs in TF32.
+        "te3dvae-decode 128x128 f32 on f16 operands|$V --random-inputs 1x128x128 --dtype f32 --f16-operands|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
         "diffvsr-unet 180x320|$U --random-inputs 2x180x320 --dtype f16 --cfg-pair|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
+        "te3dvae-decode 180x320 f32 on f16 operands|$V --random-inputs 1x180x320 --dtype f32 --f16-operands|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
+        "te3dvae-decode 128x128 f16|$V --random-inputs 1x128x128 --dtype f16|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
+        "diffvsr-unet 64x64|$U --random-inputs 2x64x64 --dtype f16 --cfg-pair|f16|2x7x8x64x64|diffvsr-unet 64x64|75"
+        "sdx4-unet 16x128x128|--model unet --random-inputs 16x128x128 --dtype f16 --cfg-pair|f16|16x7x128x128|sdx4-unet 16x128x128|60"
         # Four windows in one UNet call (the job's --windows-per-call auto at a 64² latent),
         # against the official UNet at the same batch; its one-window-per-call cost is 4 × the
         # 64x64 row.
         "diffvsr-unet 4 windows 64x64|$U --random-inputs 8x64x64 --dtype f16 --cfg-pair|f16|8x7x8x64x64|diffvsr-unet 4 windows 64x64|75"
         "te3dvae-decode 128x128 f32|$V --random-inputs 1x128x128 --dtype f32|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
-        "te3dvae-decode 128x128 f16|$V --random-inputs 1x128x128 --dtype f16|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
-        "te3dvae-decode 180x320 f32|$V --random-inputs 1x180x320 --dtype f32|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
         "te3dvae-decode 180x320 f16|$V --random-inputs 1x180x320 --dtype f16|f16|1x4x4x180x320|te3dvae-decode 180x320 float16|40"
-        # f32 storage with the convolutions on tensor cores, operands rounded to f16: against the
-        # official fp32 decode, whose convolutions PyTorch runs in TF32 by default.
-        "te3dvae-decode 128x128 f32 on f16 operands|$V --random-inputs 1x128x128 --dtype f32 --f16-operands|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
-        "te3dvae-decode 180x320 f32 on f16 operands|$V --random-inputs 1x180x320 --dtype f32 --f16-operands|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
-        "sdx4-unet 16x128x128|--model unet --random-inputs 16x128x128 --dtype f16 --cfg-pair|f16|16x7x128x128|sdx4-unet 16x128x128|60"
+        # The same without sharing the layers before the text between the CFG halves.
+        "diffvsr-unet 128x128 halves apart|$U --random-inputs 2x128x128 --dtype f16|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
         # A buffer per activation (the arena before packing became the default): its memory and
         # whether packing costs time, at the shape with the worst memory ratio.
         "diffvsr-unet 180x320 unpacked|$U --random-inputs 2x180x320 --dtype f16 --cfg-pair --no-pack-activations|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
+        "te3dvae-decode 180x320 f32|$V --random-inputs 1x180x320 --dtype f32|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
     )
-    refargs=(--device cuda --warmup 3 --iters 10)
+    refargs=(--device cuda --warmup "${REF_WARMUP:-3}" --iters "${REF_ITERS:-10}")
     kargs=(--iters 10 --dtype "$kdtype")
     ref_limit=${REF_TIMEOUT:-170}
 fi

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# What issue 10 needs measured on a lent NVIDIA GPU, in ONE device call. A session has 15 minutes
+# of device time (the machine's start included), a call at most 10, and at most 8 files come back
+# from $OUT, so the steps run by priority inside one budget:
+#   1. the kernel tests on the card: every GPU kernel against its CPU reference, the
+#      cooperative-matrix (tensor-core) kernels on 16×16 fragments included (correct first);
+#   2. the side-by-side table (tools/side-by-side.sh): the engine and the official PyTorch code on
+#      the same models and shapes, then the kernels;
+#   3. per-kernel profiles of the UNet window call and the job's TE-3DVAE decode at a 128² latent,
+#      and the full-size text encoder once;
+#   4. the whole job beside the official pipeline (side-by-side's PART=job), if enough is left.
+# Every step runs under `timeout` within RUN_BUDGET (default 560 s, for a call's timeout_s 600).
+# Logs stay in /tmp/gpu-session and are packed into $OUT/session.tar.gz after every step, so a
+# call cut short still brings back what ran; $OUT also gets summary.txt (printed last),
+# table.md and BENCHMARKS.json.
+#
+#   here:  tools/gpu-session.sh build   release binaries, the job's clip, the official code and
+#                                       the wheels (DIFFVSR_REPO=/path/to/clone), the Vulkan loader
+#   there: tools/gpu-session.sh run     one device call: carry .device-bin .gl .whl, timeout_s 600
+#   here:  tools/gpu-session.sh tiny    the same steps on lavapipe and PyTorch on the CPU, with the
+#                                       tiny test models (PYTHON, DIFFVSR_REPO as side-by-side.sh
+#                                       tiny): a smoke test of the script, its numbers mean nothing
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+mode=${1:-run}
+
+case "$mode" in
+build)
+    set -e
+    bash tools/gpu-check.sh build
+    bash tools/side-by-side.sh build
+    if ! ls .gl/*.deb >/dev/null 2>&1; then
+        # The Vulkan loader and glvnd for the card machine, which has neither (device README).
+        mkdir -p .gl /tmp/amd64/partial
+        o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+        # shellcheck disable=SC2086
+        apt-get $o update -qq
+        # shellcheck disable=SC2086
+        (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+    fi
+    du -shc .device-bin .gl .whl
+    echo "carry .device-bin .gl .whl (64 MiB at most in all); run: tools/gpu-session.sh run, timeout_s 600"
+    exit 0
+    ;;
+run | tiny) ;;
+*)
+    echo "usage: tools/gpu-session.sh build|run|tiny" >&2
+    exit 2
+    ;;
+esac
+
+out=${OUT:-./gpu-out}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=${SESSION_DIR:-/tmp/gpu-session}
+rm -rf "$work"
+mkdir -p "$work"
+budget=${RUN_BUDGET:-560}
+start=$SECONDS
+
+# Seconds a step may take: its own limit, cut to what the budget leaves after `reserve` seconds
+# kept for the steps after it (0: skip the step; never pass 0 to `timeout`, which means no limit).
+left() {
+    local want=$1 rem=$((budget - (SECONDS - start) - ${2:-0}))
+    if [ "$rem" -lt 15 ]; then echo 0; elif [ "$want" -gt "$rem" ]; then echo "$rem"; else echo "$want"; fi
+}
+
+note() {
+    echo "$*" | tee -a "$work/summary.txt"
+}
+
+# Everything so far into $OUT: the archive (replaced whole, never half-written) and the summary.
+pack() {
+    tar -czf "$out/session.tar.gz.part" -C "$work" . && mv "$out/session.tar.gz.part" "$out/session.tar.gz"
+    cp "$work/summary.txt" "$out/summary.txt"
+    for f in table.md BENCHMARKS.json; do
+        [ -f "$work/side-by-side/$f" ] && cp "$work/side-by-side/$f" "$out/$f"
+    done
+}
+
+if [ "$mode" = run ]; then
+    BIN=${BIN:-$ROOT/.device-bin/diffvsr-wgpu}
+    TESTS=${TESTS:-$ROOT/.device-bin/kernel-tests}
+    if ! ldconfig -p | grep -q libvulkan.so.1; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    fi
+    export DIFFVSR_BACKEND=vulkan
+    manifest=$(cat .device-bin/manifest-dir 2>/dev/null || echo "$ROOT")
+    if [ ! -e "$manifest" ]; then
+        mkdir -p "$(dirname "$manifest")" && ln -s "$ROOT" "$manifest"
+    fi
+    # The card's cooperative kernels run on 16×16 fragments: with this set, a card where they
+    # would all skip fails ops::tests::cooperative_kernels_run_here.
+    export DIFFVSR_EXPECT_COOP=16
+    profile_unet="--random-inputs 2x128x128"
+    profile_vae="--random-inputs 1x128x128"
+else
+    BIN=${BIN:-$ROOT/target/release/diffvsr-wgpu}
+    [ -x "$BIN" ] || BIN=$ROOT/target/debug/diffvsr-wgpu
+    TESTS=${TESTS:-}
+    profile_unet="--config tests/data/diffvsr_unet/config.json --random-inputs 2x8x12"
+    profile_vae="--config tests/data/te3dvae/config.json --random-inputs 1x8x12"
+fi
+export BIN
+export RUST_LOG=${RUST_LOG:-warn,wgpu_hal=off}
+# Tuned tiles (the default on a GPU) are shared by every step and come back in the archive.
+export DIFFVSR_TUNE_CACHE=${DIFFVSR_TUNE_CACHE:-$work/tuning}
+
+{
+    echo "gpu-session $mode, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(if [ "$mode" = run ]; then cat .device-bin/commit; else git rev-parse --short HEAD; fi 2>/dev/null)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -2
+    "$BIN" devices 2>&1 | head -20
+} >"$work/summary.txt"
+cat "$work/summary.txt"
+pack
+
+# 1. The kernel tests (not in tiny mode: CI runs them on lavapipe).
+t=$(left "${TEST_TIMEOUT:-120}" 330)
+if [ -n "$TESTS" ] && [ "$t" -gt 0 ]; then
+    note "== 1. kernel tests (limit ${t}s)"
+    # The CPU-only modules (parsers, fetching, fuzz seeds) need no card.
+    timeout "$t" "$TESTS" --test-threads 8 --skip fuzz_targets --skip fetch:: --skip tokenizer:: --skip checkpoint:: >"$work/tests.txt" 2>&1
+    rc=$?
+    grep -E "^test result|FAILED|panicked|cooperative fragments" "$work/tests.txt" | head -40 | tee -a "$work/summary.txt"
+    [ $rc -eq 124 ] && note "kernel tests: timed out after ${t}s ($(grep -c ' ok$' "$work/tests.txt") passed by then)"
+    pack
+elif [ -n "$TESTS" ]; then
+    note "== 1. kernel tests: out of budget"
+else
+    note "== 1. kernel tests: not run in tiny mode (CI runs them on lavapipe)"
+fi
+
+# 2. The side-by-side table, keeping time for the profiles.
+t=$(left 420 90)
+note "== 2. side by side (budget ${t}s)"
+if [ "$t" -gt 0 ]; then
+    # PyTorch's times vary little: fewer repetitions leave more of the call to the engine.
+    OUT="$work/side-by-side" RUN_BUDGET=$t REF_WARMUP=${REF_WARMUP:-2} REF_ITERS=${REF_ITERS:-6} REF_TIMEOUT=${REF_TIMEOUT:-130} \
+        bash tools/side-by-side.sh "$mode" >"$work/side-by-side.txt" 2>&1
+    if [ -f "$work/side-by-side/table.md" ]; then
+        # The models' rows here; the kernels' rows are in table.md.
+        grep -vE "^\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| PyTorch none|^  " "$work/side-by-side/table.md" |
+            grep -E "^(card|engine adapter|reference|PyTorch)|^\| (case|---|diffvsr|te3dvae|sdx4)" >>"$work/summary.txt"
+    else
+        note "no table: see side-by-side.txt"
+        tail -20 "$work/side-by-side.txt" >>"$work/summary.txt"
+    fi
+fi
+pack
+
+# 3. Where the time goes: per-kernel GPU times of the two graphs the job runs most.
+for spec in "diffvsr-unet|--model diffvsr-unet $profile_unet --dtype f16 --cfg-pair" \
+    "te3dvae-f16-operands|--model te3dvae-decoder $profile_vae --dtype f32 --f16-operands"; do
+    IFS='|' read -r name args <<<"$spec"
+    t=$(left 60)
+    [ "$t" -eq 0 ] && { note "== 3. profile $name: out of budget"; continue; }
+    note "== 3. profile $name (limit ${t}s)"
+    # shellcheck disable=SC2086
+    timeout "$t" "$BIN" forward --random-weights 1 $args --report --profile --runs 1 >"$work/profile-$name.txt" 2>&1 ||
+        note "profile $name: exit $?"
+    { grep -E "GPU time per|dispatches:|rror" "$work/profile-$name.txt" | head -4; grep -A 13 "GPU time by kernel" "$work/profile-$name.txt"; } | tee -a "$work/summary.txt"
+    pack
+done
+
+# The full-size text encoder once on the card (f32, both prompts): it runs before the job's
+# video models load.
+t=$(left 30)
+if [ "$t" -gt 0 ] && [ "$mode" = run ]; then
+    note "== 3. text encoder (limit ${t}s)"
+    timeout "$t" "$BIN" forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report >"$work/text-encoder.txt" 2>&1 ||
+        note "text encoder: exit $?"
+    grep -E "GPU time per|rror" "$work/text-encoder.txt" | head -3 | tee -a "$work/summary.txt"
+    pack
+fi
+
+# 4. The whole job, only with room for both sides.
+need=${JOB_MIN:-240}
+[ "$mode" = tiny ] && need=60
+if [ $((budget - (SECONDS - start))) -ge "$need" ]; then
+    t=$(left 500 5)
+    note "== 4. the job beside the official pipeline (budget ${t}s)"
+    each=$(((t - 20) / 2))
+    OUT="$work/job" PART=job RUN_BUDGET=$t JOB_TIMEOUT=$each JOB_REF_TIMEOUT=$each bash tools/side-by-side.sh "$mode" >"$work/job.txt" 2>&1
+    cat "$work/job/job.txt" >>"$work/summary.txt" 2>/dev/null || tail -5 "$work/job.txt" >>"$work/summary.txt"
+else
+    note "== 4. the job: not run, $((budget - (SECONDS - start))) s left (it needs $need): run PART=job tools/side-by-side.sh run in a call of its own"
+fi
+note "session took $((SECONDS - start)) s of its ${budget} s budget"
+pack
+echo
+cat "$out/summary.txt"
