@@ -3,7 +3,8 @@
 # of device time (the machine's start included), a call at most 10, and at most 8 files come back
 # from $OUT, so the steps run by priority inside one budget:
 #   1. the kernel tests on the card: every GPU kernel against its CPU reference, the
-#      cooperative-matrix (tensor-core) kernels on 16×16 fragments included (correct first);
+#      cooperative-matrix (tensor-core) kernels on 16×16 fragments included, then the tiny
+#      models' goldens as whole graphs (correct first);
 #   2. the side-by-side table (tools/side-by-side.sh): the engine and the official PyTorch code on
 #      the same models and shapes, then the kernels;
 #   3. per-kernel profiles of the UNet window call and the job's TE-3DVAE decode at a 128² latent,
@@ -134,6 +135,27 @@ elif [ -n "$TESTS" ]; then
 else
     note "== 1. kernel tests: not run in tiny mode (CI runs them on lavapipe)"
 fi
+
+# The tiny models' goldens through the binary (the reference implementations' outputs are in
+# the inputs files): the models as whole graphs on the card's tensor-core kernels (f16 storage;
+# the TE-3DVAE as the job decodes, f32 on f16 operands). PASS or FAIL with the error.
+D=tests/data
+note "== 1. goldens of the tiny models"
+for spec in "sdx4-unet|unet --config $D/sdx4/unet_config.json --weights $D/sdx4/unet.safetensors --inputs $D/sdx4/unet_io.safetensors --dtype f16" \
+    "sdx4-unet-odd|unet --config $D/sdx4/unet_config.json --weights $D/sdx4/unet.safetensors --inputs $D/sdx4/unet_odd_io.safetensors --dtype f16" \
+    "sdx4-vae|vae-decoder --config $D/sdx4/vae_config.json --weights $D/sdx4/vae.safetensors --inputs $D/sdx4/vae_io.safetensors --dtype f16" \
+    "diffvsr-unet|diffvsr-unet --config $D/diffvsr_unet/config.json --weights $D/diffvsr_unet/unet.pt --inputs $D/diffvsr_unet/io.safetensors --dtype f16" \
+    "diffvsr-unet-heads|diffvsr-unet --config $D/diffvsr_unet_heads/config.json --weights $D/diffvsr_unet_heads/unet.pt --inputs $D/diffvsr_unet_heads/io.safetensors --dtype f16" \
+    "te3dvae|te3dvae-decoder --config $D/te3dvae/config.json --weights $D/te3dvae/weights.pt --inputs $D/te3dvae/io_f4.safetensors --dtype f16" \
+    "te3dvae-f16-operands|te3dvae-decoder --config $D/te3dvae/config.json --weights $D/te3dvae/weights.pt --inputs $D/te3dvae/io_f4.safetensors --dtype f32 --f16-operands"; do
+    IFS='|' read -r name args <<<"$spec"
+    t=$(left 30 300)
+    [ "$t" -eq 0 ] && { note "golden $name: out of budget"; continue; }
+    # shellcheck disable=SC2086
+    timeout "$t" "$BIN" forward --model $args >"$work/golden-$name.txt" 2>&1
+    note "golden $name: exit $? $(grep -oE "relative L2 error.*" "$work/golden-$name.txt" | head -1)"
+done
+pack
 
 # 2. The side-by-side table, keeping time for the profiles.
 t=$(left 420 90)
