@@ -14,7 +14,7 @@
 // through a per-subgroup FS×FS f32 scratch tile (adds the bias and any residual, converts to
 // f16, scatters rows: transposed phases and edge tiles have no constant output stride).
 // Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed and the
-// loads below divide evenly among the invocations), NSG, BN, PREFETCH.
+// loads below divide evenly among the invocations), NSG, BN, PREFETCH, KSTEP.
 
 @group(0) @binding(2) var<storage, read> wt: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> bias: array<T>;
@@ -92,7 +92,9 @@ fn fetch(t: Tile, ks: u32, lid: u32) {
         let k = l / (BN / 4u);
         let nq = t.n0 / 4u + l % (BN / 4u);
         var b = vec4<T>(0.0);
-        if (nq < cout_q) {
+        // Rows past cin_p: a K step of 64 channels over a weight padded to 32 (zeros: A is zero
+        // there too).
+        if (nq < cout_q && c0 + k < p.cin_p) {
             b = wt[(w_row + k) * cout_q + nq];
         }
         rb[r] = b;

@@ -5,10 +5,10 @@
 //
 // NSG subgroups of SG invocations in an SGM × SGN grid, each owning an SB × SB block of the
 // output (SB = 4·FS) as 4 × 4 accumulators: a BM × BN workgroup tile (128 × 256 with 8 subgroups
-// four blocks wide at FS = 16). K goes BK = 2·FS at a time through the staged tiles As [BM][BK]
-// and Bs [BK][BN] (coop_tiles_s1.wgsl or coop_tiles_s4.wgsl declares them, with TV, the f16 per
-// element, and put_a / put_b), rows padded by 8 f16 so that the 16-byte row pieces of one
-// fragment load land on different banks. With PREFETCH the next K step's global loads are in
+// four blocks wide at FS = 16). K goes BK = KSTEP·FS (2·FS, or 64) at a time through the
+// staged tiles As [BM][BK] and Bs [BK][BN] (coop_tiles_s1.wgsl or coop_tiles_s4.wgsl declares
+// them, with TV, the f16 per element, and put_a / put_b), rows padded by 8 f16 so that the
+// 16-byte row pieces of one fragment load land on different banks. With PREFETCH the next K step's global loads are in
 // flight during this step's multiplies; without, each step is loaded, then staged (fewer live
 // registers). The accumulators and fragments are named variables, not arrays: an array of
 // cooperative matrices indexed in a loop can end up in local memory.
@@ -18,7 +18,7 @@
 // only addresses depend on the subgroup id. Each accumulator adds its products in K order, one
 // fragment step after the other, whatever the tile: tiles change the time, never a value.
 //
-// The op's file declares the constants NSG, SG, BN and PREFETCH, and the hooks
+// The op's file declares the constants NSG, SG, BN, PREFETCH and KSTEP, and the hooks
 //   struct Tile                                the workgroup's tile, as its hooks need it;
 //   fn tile_begin(wid, nwg, lid) -> Tile      which tile this workgroup owns (it may fill
 //                                              workgroup memory: a barrier follows);
@@ -35,7 +35,7 @@ const SB: u32 = 4u * FS;
 const SGN: u32 = BN / SB;
 const SGM: u32 = NSG / SGN;
 const BM: u32 = SGM * SB;
-const BK: u32 = 2u * FS;
+const BK: u32 = KSTEP * FS;
 const AS: u32 = BK + 8u;
 const BS: u32 = BN + 8u;
 

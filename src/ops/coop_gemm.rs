@@ -9,7 +9,8 @@ use crate::kernel::Kernel;
 /// too small to fill a GPU) each owning a 4·FS square output block, BN output columns (two or
 /// four blocks); `prefetch`: the next K step's global loads in flight during this step's
 /// multiplies (else loaded and staged in turn: fewer live registers, which a standalone probe
-/// found faster on an H200 at 128 × 256, gpu-facts).
+/// found faster on an H200 at 128 × 256, gpu-facts); `kstep`: fragments per K step (2, or
+/// [`CoopGemm::K64`] / FS for 64 channels: half the barriers per product, a larger staged tile).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct CoopGemm {
     pub fs: u32,
@@ -17,12 +18,16 @@ pub struct CoopGemm {
     pub nsg: u32,
     pub bn: u32,
     pub prefetch: bool,
+    pub kstep: u32,
 }
 
 impl CoopGemm {
-    /// On 8 subgroups, `blocks` output blocks wide, loads overlapped.
+    /// The deep K step, in channels.
+    pub const K64: u32 = 64;
+
+    /// On 8 subgroups, `blocks` output blocks wide, loads overlapped, K steps of two fragments.
     pub fn new(fs: u32, sg: u32, blocks: u32) -> CoopGemm {
-        CoopGemm { fs, sg, nsg: 8, bn: blocks * 4 * fs, prefetch: true }
+        CoopGemm { fs, sg, nsg: 8, bn: blocks * 4 * fs, prefetch: true, kstep: 2 }
     }
 
     /// Output rows per workgroup.
@@ -32,7 +37,7 @@ impl CoopGemm {
 
     /// The K step.
     pub fn bk(self) -> u32 {
-        2 * self.fs
+        self.kstep * self.fs
     }
 
     fn blocks_wide(self) -> u32 {
@@ -71,6 +76,14 @@ impl CoopGemm {
         CoopGemm { prefetch: false, ..self }
     }
 
+    /// The same tile with K steps of [`CoopGemm::K64`] channels. Each accumulator still adds
+    /// its fragment products in K order, one fragment step after the other, so the values are
+    /// those of the two-fragment step (where K is not a multiple of 64, the last step's extra
+    /// fragments are zeros on both sides and add exact zeros).
+    pub fn k64(self) -> CoopGemm {
+        CoopGemm { kstep: Self::K64 / self.fs, ..self }
+    }
+
     /// `k` (an op's side of the core, with the core appended) specialised to this tile.
     pub fn specialise(self, k: Kernel) -> Kernel {
         k.with_coop(self.fs)
@@ -78,6 +91,7 @@ impl CoopGemm {
             .def("NSG", format!("{}u", self.nsg))
             .def("BN", format!("{}u", self.bn))
             .def("PREFETCH", self.prefetch)
+            .def("KSTEP", format!("{}u", self.kstep))
     }
 }
 
@@ -92,7 +106,9 @@ mod tests {
         assert_eq!(t.staged_bytes(), 128 * 40 * 2 + 32 * 264 * 2);
         assert_eq!(CoopGemm::new(16, 32, 2).bm(), 256);
         assert_eq!(t.halved().bm(), 64);
-        for t in [t, t.halved(), CoopGemm::new(16, 32, 2), CoopGemm::new(8, 8, 4), CoopGemm::new(8, 8, 2).halved(), CoopGemm::new(8, 32, 4)] {
+        assert_eq!((t.k64().bk(), CoopGemm::new(8, 8, 2).k64().bk()), (64, 64));
+        assert_eq!(t.halved().k64().staged_bytes(), 64 * 72 * 2 + 64 * 264 * 2);
+        for t in [t, t.halved(), CoopGemm::new(16, 32, 2), CoopGemm::new(8, 8, 4), CoopGemm::new(8, 8, 2).halved(), CoopGemm::new(8, 32, 4), t.halved().k64(), CoopGemm::new(8, 8, 2).halved().k64()] {
             assert!(t.loads_divide(), "{t:?}");
         }
         // Subgroups too wide for 8×8 fragments' tile leave invocations without loads.

@@ -38,10 +38,10 @@ fn coop_kernels_validate_and_translate() {
     for &(taps, stride, transposed) in specs {
         for load in [Load::Scalar, Load::Vec4, Load::Normed { silu: true }, Load::Normed { silu: false }] {
             for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
-                // 8 subgroups with overlapped loads and 4 without; f16 storage, and f32
-                // storage on f16 operands (`--f16-operands`).
+                // 8 subgroups with overlapped loads and 4 without, those also with K steps of
+                // 64 channels; f16 storage, and f32 storage on f16 operands (`--f16-operands`).
                 let eight = CoopCfg::new(fs, sg, bn / (4 * fs));
-                let cfgs = [eight, eight.halved().single_buffered()];
+                let cfgs = [eight, eight.halved().single_buffered(), eight.halved().single_buffered().k64()];
                 for (cfg, dt) in cfgs.into_iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
                     assert!(coop_divides(cfg), "{cfg:?}");
                     let k = coop_kernel(dt, taps, stride, transposed, has_res, load, cfg);
@@ -106,7 +106,7 @@ fn check_coop_conv3d(gpu: &Gpu, rng: &mut Rng, dt: DType, [f, h, w, c]: [usize; 
 /// frames whose time taps reach padding), in every dtype the adapter stores. On CI's
 /// lavapipe the candidates are the portable kernel's two widths; where the cooperative
 /// kernel runs (tools/coop-lavapipe.sh, a GPU), its tiles on 8 and 4 subgroups, one or two
-/// blocks wide, loads overlapped or not.
+/// blocks wide, loads overlapped or not, K steps of two fragments or of 64 channels.
 #[test]
 fn tuned_tiles_agree_byte_for_byte() {
     // No cache file: every candidate must be timed here.
@@ -114,13 +114,14 @@ fn tuned_tiles_agree_byte_for_byte() {
     gpu.set_poison(true);
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
-    // (input shape, weight shape, stride, what)
+    // (input shape, weight shape, stride, what). Cin 136 and 72 take several K steps of 64
+    // channels, the last past the weight's rows (padded to 160 and 96).
     let cases: [(&[usize], &[usize], usize, &str); 5] = [
         (&[2, 7, 9, 36], &[72, 36, 3, 3], 1, "3x3"),
-        (&[1, 33, 5, 64], &[96, 64, 1, 1], 1, "1x1"),
+        (&[1, 33, 5, 136], &[96, 136, 1, 1], 1, "1x1"),
         (&[2, 9, 7, 33], &[68, 33, 3, 3], 2, "3x3 s2"),
         (&[1, 5, 6, 40], &[40, 80, 4, 4], 1, "transposed"),
-        (&[1, 3, 6, 7, 24], &[64, 24, 3, 3, 3], 1, "3x3x3"),
+        (&[1, 3, 6, 7, 72], &[64, 72, 3, 3, 3], 1, "3x3x3"),
     ];
     for dt in gpu.dtypes() {
         for &(xs, ws, stride, what) in &cases {

@@ -88,7 +88,12 @@ impl Tile {
     pub(super) fn label(self) -> String {
         let (bm, bn) = self.block();
         match self {
-            Tile::Coop(c) => format!("coop {bm}x{bn} on {} subgroups{}", c.nsg, if c.prefetch { "" } else { ", loads not overlapped" }),
+            Tile::Coop(c) => format!(
+                "coop {bm}x{bn} on {} subgroups{}{}",
+                c.nsg,
+                if c.prefetch { "" } else { ", loads not overlapped" },
+                if c.kstep == 2 { String::new() } else { format!(", K step {}", c.bk()) }
+            ),
             Tile::Tiled { .. } => format!("tiled {bm}x{bn}"),
         }
     }
@@ -107,9 +112,12 @@ pub(super) fn tiled_bn(cout: usize) -> u32 {
 
 /// `Auto`'s candidates, the rule's choice first: the cooperative kernel where it runs and
 /// Cout ≥ 64 (narrow layers, Cout 3 or 4 at the networks' ends, waste most of its tile), in
-/// its 8-subgroup tile, on 4 subgroups, one output block narrower (on 8 and 4), and the first
-/// two with their loads not overlapped; else the portable kernel at its width and half of it. Every candidate adds each output's products in the same
-/// order (K steps of one size, taps in order), so the tuner's choice changes no value.
+/// its 8-subgroup tile, on 4 subgroups, one output block narrower (on 8 and 4), the first two
+/// with their loads not overlapped, and the 4-subgroup tiles with K steps of 64 channels (loads
+/// not overlapped: a step's loads fill twice the registers), where they fit the workgroup
+/// memory; else the portable kernel at its width and half of it. Every candidate adds each
+/// output's products in the same order (fragment steps in K order, taps in order), so the
+/// tuner's choice changes no value.
 pub(super) fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
     let Some(cfg) = coop_config(gpu, dtype, cout).ok().filter(|_| cout >= 64) else {
         let bn = tiled_bn(cout);
@@ -121,7 +129,8 @@ pub(super) fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
     };
     let narrow = CoopCfg { bn: 8 * cfg.fs, ..cfg };
     let mut v = vec![cfg];
-    for c in [cfg.halved(), narrow, narrow.halved(), cfg.single_buffered(), cfg.halved().single_buffered()] {
+    let deep = |c: CoopCfg| c.halved().single_buffered().k64();
+    for c in [cfg.halved(), narrow, narrow.halved(), cfg.single_buffered(), cfg.halved().single_buffered(), deep(cfg), deep(narrow)] {
         if coop_divides(c) && coop_smem(c) <= gpu.limits.max_compute_workgroup_storage_size && !v.contains(&c) {
             v.push(c);
         }
