@@ -8,10 +8,11 @@
 // four blocks wide at FS = 16). K goes BK = KSTEP·FS (2·FS, or 64) at a time through the
 // staged tiles As [BM][BK] and Bs [BK][BN] (coop_tiles_s1.wgsl or coop_tiles_s4.wgsl declares
 // them, with TV, the f16 per element, and put_a / put_b), rows padded by 8 f16 so that the
-// 16-byte row pieces of one fragment load land on different banks. With PREFETCH the next K step's global loads are in
-// flight during this step's multiplies; without, each step is loaded, then staged (fewer live
-// registers). The accumulators and fragments are named variables, not arrays: an array of
-// cooperative matrices indexed in a loop can end up in local memory.
+// 16-byte row pieces of one fragment load land on different banks. With PREFETCH the next K
+// step's global loads are in flight during this step's multiplies; without, each step is
+// loaded, then staged (fewer live registers). The accumulators and fragments are named
+// variables, not arrays: an array of cooperative matrices indexed in a loop can end up in local
+// memory.
 //
 // Every cooperative operation is executed by all subgroups the same number of times (uniform
 // control flow: workgroups past the end of a grid compute a clamped tile and store nothing);
