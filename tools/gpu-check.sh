@@ -42,19 +42,8 @@ run)
     pack() {
         tar -czf "$out/gpu-check.tar.gz.part" -C "$log" . && mv "$out/gpu-check.tar.gz.part" "$out/gpu-check.tar.gz"
     }
-    # The test binary finds tests/data where it was built: link that to this copy if it differs.
-    manifest=$(cat .device-bin/manifest-dir 2>/dev/null || pwd)
-    if [ ! -e "$manifest" ]; then
-        mkdir -p "$(dirname "$manifest")" && ln -s "$(pwd)" "$manifest"
-    fi
-    if ! ldconfig -p | grep -q libvulkan.so.1; then
-        for f in .gl/*.deb; do dpkg -x "$f" /; done
-        ldconfig
-    fi
-    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
-        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-    fi
-    export DIFFVSR_BACKEND=vulkan RUST_LOG=warn,wgpu_hal=off
+    . tools/device-env.sh
+    export RUST_LOG=warn,wgpu_hal=off
     # Tuned kernel tiles (the default on a GPU) persist here and come back with the logs.
     export DIFFVSR_TUNE_CACHE="$log/tuning"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$log/nvidia-smi.txt"

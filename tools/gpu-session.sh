@@ -83,18 +83,7 @@ pack() {
 if [ "$mode" = run ]; then
     BIN=${BIN:-$ROOT/.device-bin/diffvsr-wgpu}
     TESTS=${TESTS:-$ROOT/.device-bin/kernel-tests}
-    if ! ldconfig -p | grep -q libvulkan.so.1; then
-        for f in .gl/*.deb; do dpkg -x "$f" /; done
-        ldconfig
-    fi
-    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
-        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-    fi
-    export DIFFVSR_BACKEND=vulkan
-    manifest=$(cat .device-bin/manifest-dir 2>/dev/null || echo "$ROOT")
-    if [ ! -e "$manifest" ]; then
-        mkdir -p "$(dirname "$manifest")" && ln -s "$ROOT" "$manifest"
-    fi
+    . tools/device-env.sh
     # The card's cooperative kernels run on 16×16 fragments: with this set, a card where they
     # would all skip fails ops::tests::cooperative_kernels_run_here.
     export DIFFVSR_EXPECT_COOP=16

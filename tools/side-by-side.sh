@@ -88,15 +88,7 @@ else
     budget=${RUN_BUDGET:-550}
     runs=5
     kdtype=${KERNEL_DTYPE:-f16}
-    # The Vulkan loader and the NVIDIA ICD, as tools/gpu-check.sh does it.
-    if ! ldconfig -p | grep -q libvulkan.so.1; then
-        for f in .gl/*.deb; do dpkg -x "$f" /; done
-        ldconfig
-    fi
-    if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
-        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-    fi
-    export DIFFVSR_BACKEND=vulkan
+    . tools/device-env.sh
     # Wheels brought in .whl/ (no network there), into a private folder on PYTHONPATH.
     if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c "import diffusers, rotary_embedding_torch" 2>/dev/null; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/sbs-site .whl/*.whl >"$out/pip.txt" 2>&1 ||

@@ -1,0 +1,18 @@
+# Sourced, from the repository's root, by the scripts that run on a lent NVIDIA machine
+# (gpu-session.sh, gpu-check.sh, side-by-side.sh): the Vulkan loader carried in .gl/ (the card
+# machine has none), the NVIDIA driver's ICD where the loader would not find it, the Vulkan
+# backend, and the test binary's tests/data.
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/share/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+export DIFFVSR_BACKEND=vulkan
+# The test binary finds tests/data at the path it was built in (compiled in): link that path to
+# this copy of the tree where they differ.
+manifest=$(cat .device-bin/manifest-dir 2>/dev/null || pwd)
+if [ ! -e "$manifest" ]; then
+    mkdir -p "$(dirname "$manifest")" && ln -s "$(pwd)" "$manifest"
+fi
