@@ -4,7 +4,8 @@
 # from $OUT, so the steps run by priority inside one budget:
 #   1. the kernel tests on the card: every GPU kernel against its CPU reference, the
 #      cooperative-matrix (tensor-core) kernels on 16×16 fragments included, then the tiny
-#      models' goldens as whole graphs (correct first);
+#      models' goldens as whole graphs, then the full-size UNet and TE-3DVAE on the tensor
+#      cores against their exact f32 paths (correct first);
 #   2. the side-by-side table (tools/side-by-side.sh): the engine and the official PyTorch code on
 #      the same models and shapes, then the kernels;
 #   3. per-kernel profiles of the UNet window call and the job's TE-3DVAE decode at a 128² latent,
@@ -89,12 +90,18 @@ if [ "$mode" = run ]; then
     export DIFFVSR_EXPECT_COOP=16
     profile_unet="--random-inputs 2x128x128"
     profile_vae="--random-inputs 1x128x128"
+    check_unet="--random-inputs 2x64x64"
+    check_vae="--random-inputs 1x32x32"
 else
     BIN=${BIN:-$ROOT/target/release/diffvsr-wgpu}
     [ -x "$BIN" ] || BIN=$ROOT/target/debug/diffvsr-wgpu
     TESTS=${TESTS:-}
     profile_unet="--config tests/data/diffvsr_unet/config.json --random-inputs 2x8x12"
     profile_vae="--config tests/data/te3dvae/config.json --random-inputs 1x8x12"
+    # (The tiny UNet's deepest level is one pixel at an 8×8 latent, where its per-frame
+    # GroupNorms of one or two channels amplify f16 rounding: 16×16 keeps it well conditioned.)
+    check_unet="--config tests/data/diffvsr_unet/config.json --random-inputs 2x16x16"
+    check_vae="--config tests/data/te3dvae/config.json --random-inputs 1x8x12"
 fi
 export BIN
 export RUST_LOG=${RUST_LOG:-warn,wgpu_hal=off}
@@ -143,6 +150,19 @@ for spec in "sdx4-unet|unet --config $D/sdx4/unet_config.json --weights $D/sdx4/
     # shellcheck disable=SC2086
     timeout "$t" "$BIN" forward --model $args >"$work/golden-$name.txt" 2>&1
     note "golden $name: exit $? $(grep -oE "relative L2 error.*" "$work/golden-$name.txt" | head -1)"
+done
+# The full-size models' tensor-core paths against their exact f32 paths on the card, same
+# random weights and inputs: the UNet window call in f16, the TE-3DVAE decode on f16 operands.
+for spec in "diffvsr-unet|--model diffvsr-unet $check_unet --cfg-pair|--dtype f16" \
+    "te3dvae|--model te3dvae-decoder $check_vae|--dtype f32 --f16-operands"; do
+    IFS='|' read -r name args fast <<<"$spec"
+    t=$(left 60 300)
+    [ "$t" -eq 0 ] && { note "f32 check $name: out of budget"; continue; }
+    # shellcheck disable=SC2086
+    timeout "$t" "$BIN" forward --random-weights 1 $args --dtype f32 --output "$work/exact-$name.safetensors" >"$work/exact-$name.txt" 2>&1 &&
+        timeout "$t" "$BIN" forward --random-weights 1 $args $fast --expect "$work/exact-$name.safetensors" >>"$work/exact-$name.txt" 2>&1
+    note "$name ($fast) against f32: exit $? $(grep -oE "relative L2 error.*" "$work/exact-$name.txt" | head -1)"
+    rm -f "$work/exact-$name.safetensors"
 done
 pack
 
