@@ -92,9 +92,7 @@ fn fetch(t: Tile, ks: u32, lid: u32) {
         let k = l / (BN / 4u);
         let nq = t.n0 / 4u + l % (BN / 4u);
         var b = vec4<T>(0.0);
-        // A K step of 64 channels can run past the weight's rows (padded to a multiple of 32):
-        // its products there are zeros (A is zero past Cin), so the loads stop at cin_p.
-        if (nq < cout_q && c0 + k < p.cin_p) {
+        if (nq < cout_q) {
             b = wt[(w_row + k) * cout_q + nq];
         }
         rb[r] = b;

@@ -115,7 +115,7 @@ fn tuned_tiles_agree_byte_for_byte() {
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
     // (input shape, weight shape, stride, what). Cin 136 and 72 take several K steps of 64
-    // channels, the last past the weight's rows (padded to 160 and 96).
+    // channels, the last partly past Cin.
     let cases: [(&[usize], &[usize], usize, &str); 5] = [
         (&[2, 7, 9, 36], &[72, 36, 3, 3], 1, "3x3"),
         (&[1, 33, 5, 136], &[96, 136, 1, 1], 1, "1x1"),

@@ -4,8 +4,9 @@ use anyhow::{bail, ensure, Result};
 
 use super::*;
 
-/// Packed K rows are padded to a multiple of this (the largest K step of any conv kernel).
-const CIN_ALIGN: usize = 32;
+/// Packed K rows are padded to a multiple of this (the largest K step of any conv kernel: the
+/// cooperative tiles' 64-channel step), so the kernels' weight loads need no bounds check.
+const CIN_ALIGN: usize = crate::ops::coop_gemm::CoopGemm::K64 as usize;
 /// Packed weight rows are padded to a multiple of this (vector loads along Cout).
 const COUT_ALIGN: usize = 8;
 
