@@ -41,6 +41,7 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
     v.extend(crate::ops::layout::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::embed::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::conv::bench_cases(gpu, dtype, quick)?);
+    v.extend(crate::ops::winograd::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::models::clip_text::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::attention::bench_cases(gpu, dtype, quick)?);
     v.extend(crate::ops::temporal_attention::bench_cases(gpu, dtype, quick)?);

@@ -22,6 +22,7 @@ pub mod color;
 pub mod pack;
 pub mod residual;
 pub mod synthetic;
+pub mod winograd;
 
 #[cfg(test)]
 mod tests {

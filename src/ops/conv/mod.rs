@@ -315,6 +315,16 @@ pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Opti
     launch(rec, &x, w, &conv3d_problem(&x, w)?, res, imp)
 }
 
+/// [`conv3d`] storing into `out`, a tensor or view of the output's shape and dtype, instead of
+/// a new tensor (the Winograd convolution's products land in the planes of one tensor).
+pub fn conv3d_into(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, out: &Tensor) -> Result<()> {
+    let x = Input::from(x);
+    let pb = conv3d_problem(&x, w)?;
+    let x = loadable(rec, &x, false)?;
+    let tile = choose(rec.gpu(), &x, w, &pb, None, false, Impl::Auto)?;
+    launch_tile_into(rec, &x, w, &pb, None, None, tile, Some(out)).map(drop)
+}
+
 /// [`conv2d`] (plus an optional [`Residual`]) of `GroupNorm(x)`, then SiLU where the norm has
 /// it: `norm` is the table of `x`'s statistics
 /// ([`group_norm_table`](crate::ops::norm::group_norm_table)), applied in its own pass or as the
@@ -471,6 +481,13 @@ fn launch_normed(rec: &mut Recorder, x: &Input, norm: &GnTable, w: &ConvWeight, 
 }
 
 fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res: Option<Residual>, norm: Option<&GnTable>, tile: Tile) -> Result<Tensor> {
+    launch_tile_into(rec, x, w, pb, res, norm, tile, None)
+}
+
+/// [`launch_tile`] storing into `dest` where given (a tensor or view of the output's shape and
+/// dtype), else into a new tensor.
+#[allow(clippy::too_many_arguments)]
+fn launch_tile_into(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res: Option<Residual>, norm: Option<&GnTable>, tile: Tile, dest: Option<&Tensor>) -> Result<Tensor> {
     let gpu = rec.gpu();
     let m = pb.nb * pb.d * pb.ho * pb.wo;
     ensure!(m > 0, "conv: empty output {:?}", pb.out_shape);
@@ -505,7 +522,13 @@ fn launch_tile(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem, res:
             .def("BN", format!("{bn}u"))
             .def("BK", format!("{TILED_BK}u")),
     };
-    let out = rec.empty(&pb.out_shape, x.dtype())?;
+    let out = match dest {
+        Some(t) => {
+            ensure!(t.shape() == pb.out_shape.as_slice() && t.dtype() == x.dtype(), "conv: an output of {:?} {:?} given for {:?} {:?}", t.shape(), t.dtype(), pb.out_shape, x.dtype());
+            t.clone()
+        }
+        None => rec.empty(&pb.out_shape, x.dtype())?,
+    };
     let pair = x.pair().unwrap_or(PairGeometry { c1: w.cin, rows_a: x.numel() / w.cin, rows_b: x.numel() / w.cin });
     let tiles_m = (m as u32).div_ceil(bm);
     let tiles_n = (w.cout as u32).div_ceil(bn);

@@ -1,0 +1,217 @@
+//! 3×3 convolutions (stride 1, padding 1) by Winograd's minimal filtering F(2×2, 3×3) (Lavin and
+//! Gray, 2015): each 2×2 block of outputs takes 16 products per input and output channel pair
+//! instead of the direct convolution's 36.
+//!
+//! Three stages, each a kernel of its own:
+//! 1. the input transform (`shaders/winograd_input.wgsl`): every 4×4 input patch (stride 2) to 16
+//!    values, one per plane ξ of `[N, TH, TW, Cin]`;
+//! 2. 16 products, one per plane, of its `[tiles, Cin]` values with the transformed weight's
+//!    `[Cin, Cout]` plane: one batched matmul for a 2-D convolution; for a 3×3×3 one, the
+//!    convolution kernel with the time taps (KT, 1, 1) on each plane, so the three taps share
+//!    one input transform;
+//! 3. the output transform (`shaders/winograd_output.wgsl`): 16 products to the 2×2 outputs,
+//!    with the bias and a residual.
+//!
+//! The products are 4/9 of the direct convolution's; the transforms write and read about 4×
+//! the input and 4× the output once more, so it pays where the channels are wide
+//! (BENCHMARKS.md works out where). The values are not the direct convolution's bits: the
+//! planes are stored in the storage dtype between the stages (f16 with f16 storage), so the
+//! error is a few times the direct convolution's rounding. An experiment for `bench kernels`:
+//! no model runs it yet.
+
+use anyhow::{bail, ensure, Result};
+
+use crate::kernel::{grid, Kernel, Recorder};
+use crate::ops::conv::{conv3d_into, ConvWeight};
+use crate::ops::matmul::matmul;
+use crate::tensor::{DType, Tensor};
+use crate::Gpu;
+
+mod bench;
+pub mod cpu;
+#[cfg(test)]
+mod tests;
+
+pub use bench::bench_cases;
+
+const SRC_IN: &str = include_str!("../../../shaders/winograd_input.wgsl");
+const SRC_OUT: &str = include_str!("../../../shaders/winograd_output.wgsl");
+
+/// A 3×3 (or 3×3×3) convolution's weight in the Winograd domain: `G g Gᵀ` of each 3×3
+/// kernel ([`cpu::transform_weight`]), 16 planes.
+pub struct WinogradWeight {
+    pub cin: usize,
+    pub cout: usize,
+    /// Time taps: 1 for a 2-D convolution.
+    pub kt: usize,
+    products: Products,
+    bias: Option<Tensor>,
+}
+
+/// How the 16 products run.
+enum Products {
+    /// 2-D: the planes as `[16, Cin, Cout]`, one batched matmul.
+    Matmul(Tensor),
+    /// 3-D: per plane a convolution weight of taps (KT, 1, 1).
+    Conv(Vec<ConvWeight>),
+}
+
+impl WinogradWeight {
+    /// From a PyTorch `Conv2d` weight `[Cout, Cin, 3, 3]` or `Conv3d` weight
+    /// `[Cout, Cin, KT, 3, 3]` (KT odd), with an optional `[Cout]` bias. Cin and Cout must be
+    /// multiples of 4 (the kernels move four channels at a time).
+    pub fn from_torch(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<WinogradWeight> {
+        let (cout, cin, kt, video) = match *shape {
+            [co, ci, 3, 3] => (co, ci, 1, false),
+            [co, ci, kt, 3, 3] if kt % 2 == 1 => (co, ci, kt, true),
+            _ => bail!("winograd: a weight of shape {shape:?} is not [Cout, Cin, 3, 3] or [Cout, Cin, KT odd, 3, 3]"),
+        };
+        ensure!(w.len() == shape.iter().product::<usize>(), "winograd: {} values for a weight of shape {shape:?}", w.len());
+        ensure!(cin.is_multiple_of(4) && cout.is_multiple_of(4), "winograd: Cin ({cin}) and Cout ({cout}) must be multiples of 4");
+        ensure!(bias.is_none_or(|b| b.len() == cout), "winograd: a bias of {} values for Cout {cout}", bias.map_or(0, |b| b.len()));
+        let u = cpu::transform_weight(w, cout, cin, kt);
+        let plane = cout * cin * kt;
+        let products = if video {
+            let ws = (0..16).map(|xi| ConvWeight::from_torch(gpu, &u[xi * plane..(xi + 1) * plane], &[cout, cin, kt, 1, 1], None, dtype));
+            Products::Conv(ws.collect::<Result<_>>()?)
+        } else {
+            // [16][Cout][Cin] → [16][Cin][Cout], the matmul's K-major operand.
+            let mut b = vec![0f32; 16 * cin * cout];
+            for xi in 0..16 {
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        b[(xi * cin + ci) * cout + co] = u[xi * plane + co * cin + ci];
+                    }
+                }
+            }
+            Products::Matmul(Tensor::from_f32(gpu, &b, &[16, cin, cout], dtype)?)
+        };
+        let bias = bias.map(|b| Tensor::from_f32(gpu, b, &[cout], dtype)).transpose()?;
+        Ok(WinogradWeight { cin, cout, kt, products, bias })
+    }
+
+    fn dtype(&self) -> DType {
+        match &self.products {
+            Products::Matmul(u) => u.dtype(),
+            Products::Conv(ws) => ws[0].w.dtype(),
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    units: u32,
+    cv: u32,
+    h: u32,
+    w: u32,
+    th: u32,
+    tw: u32,
+    plane: u32,
+}
+
+/// 2-D convolution, 3×3, stride 1, padding 1, of channels-last `x` `[.., H, W, Cin]` (any
+/// leading axes: images, or frames of a video): `[.., H, W, Cout]`, plus `res` (the output's
+/// shape) where given.
+pub fn conv2d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>) -> Result<Tensor> {
+    ensure!(matches!(w.products, Products::Matmul(_)), "conv2d_winograd: the weight is a 3-D convolution's");
+    ensure!(x.shape().len() >= 3, "conv2d_winograd: input {:?} is not [.., H, W, C]", x.shape());
+    run(rec, x, w, res)
+}
+
+/// 3-D convolution, KT × 3 × 3 (KT odd), stride 1, "same" zero padding, of channels-last video
+/// `x` `[B, F, H, W, Cin]`: `[B, F, H, W, Cout]`, plus `res` where given.
+pub fn conv3d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>) -> Result<Tensor> {
+    ensure!(matches!(w.products, Products::Conv(_)), "conv3d_winograd: the weight is a 2-D convolution's");
+    ensure!(x.shape().len() == 5, "conv3d_winograd: input {:?} is not [B, F, H, W, C]", x.shape());
+    run(rec, x, w, res)
+}
+
+fn run(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>) -> Result<Tensor> {
+    let gpu = rec.gpu();
+    let s = x.shape().to_vec();
+    let r = s.len();
+    let (h, wd, c) = (s[r - 3], s[r - 2], s[r - 1]);
+    let dt = x.dtype();
+    ensure!(c == w.cin, "winograd: input {s:?} has {c} channels, the weight takes {}", w.cin);
+    ensure!(dt == w.dtype(), "winograd: input {dt:?}, weight {:?}", w.dtype());
+    let mut out_shape = s.clone();
+    out_shape[r - 1] = w.cout;
+    let (th, tw) = cpu::tiles(h, wd);
+    let rows = s[..r - 3].iter().product::<usize>() * th * tw;
+    let m = match &w.products {
+        Products::Matmul(u) => {
+            let v = input_transform(rec, x, rows * c)?;
+            let m = matmul(rec, &v.reshape(&[16, rows, c])?, u, None)?;
+            m.reshape(&[16 * rows * w.cout])?
+        }
+        Products::Conv(ws) => {
+            // Each plane is a view the convolution binds: planes start at the offset alignment.
+            let align = (gpu.offset_alignment() as usize / dt.size()).max(4);
+            let (vp, mp) = ((rows * c).next_multiple_of(align), (rows * w.cout).next_multiple_of(align));
+            let v = input_transform(rec, x, vp)?;
+            let m = rec.empty(&[16 * mp], dt)?;
+            let (b, f) = (s[0], s[1]);
+            for (xi, wx) in ws.iter().enumerate() {
+                let vx = v.narrow(0, xi * vp, rows * c)?.reshape(&[b, f, th, tw, c])?;
+                let mx = m.narrow(0, xi * mp, rows * w.cout)?.reshape(&[b, f, th, tw, w.cout])?;
+                conv3d_into(rec, &vx, wx, &mx)?;
+            }
+            m
+        }
+    };
+    output_transform(rec, &m, &out_shape, w.bias.as_ref(), res)
+}
+
+/// The input transform of channels-last `x` `[.., H, W, C]` (C % 4 == 0): 16 planes of
+/// `[.., TH, TW, C]`, each `plane` elements (at least their values, a multiple of 4) after the
+/// one before, as one flat tensor.
+pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, plane: usize) -> Result<Tensor> {
+    let s = x.shape();
+    ensure!(s.len() >= 3 && !s.contains(&0), "winograd: input {s:?} is not a non-empty [.., H, W, C]");
+    let r = s.len();
+    let (h, w, c) = (s[r - 3], s[r - 2], s[r - 1]);
+    ensure!(c.is_multiple_of(4), "winograd: {c} input channels, not a multiple of 4");
+    let (th, tw) = cpu::tiles(h, w);
+    let rows = s[..r - 3].iter().product::<usize>() * th * tw;
+    ensure!(plane >= rows * c && plane.is_multiple_of(4), "internal: winograd planes of {plane} elements for {} values", rows * c);
+    ensure!(16 * plane < u32::MAX as usize, "winograd: {s:?} exceeds 32-bit indexing");
+    let v = rec.empty(&[16 * plane], x.dtype())?;
+    let p = params(rows, c / 4, h, w, plane);
+    let gpu = rec.gpu();
+    rec.dispatch(&Kernel::new("winograd_input", SRC_IN, x.dtype()), &p, &[x.into(), (&v).into()], grid(gpu, p.units.div_ceil(256)))?;
+    Ok(v)
+}
+
+/// The output transform of 16 product planes `m` (flat, equal planes, each starting a plane's
+/// length after the one before) to a tensor of `out_shape` `[.., H, W, Cout]`, plus `bias`
+/// `[Cout]` and `res` (of `out_shape`) where given.
+pub(super) fn output_transform(rec: &mut Recorder, m: &Tensor, out_shape: &[usize], bias: Option<&Tensor>, res: Option<&Tensor>) -> Result<Tensor> {
+    let r = out_shape.len();
+    let (h, w, c) = (out_shape[r - 3], out_shape[r - 2], out_shape[r - 1]);
+    let dt = m.dtype();
+    ensure!(c.is_multiple_of(4), "winograd: {c} output channels, not a multiple of 4");
+    let (th, tw) = cpu::tiles(h, w);
+    let rows = out_shape[..r - 3].iter().product::<usize>() * th * tw;
+    let plane = m.numel() / 16;
+    ensure!(m.numel().is_multiple_of(16) && plane >= rows * c && plane.is_multiple_of(4), "internal: winograd products of {} elements for {} values a plane", m.numel(), rows * c);
+    if let Some(b) = bias {
+        ensure!(b.shape() == [c] && b.dtype() == dt, "winograd: a bias of {:?} {:?} for {c} channels {dt:?}", b.shape(), b.dtype());
+    }
+    if let Some(t) = res {
+        ensure!(t.shape() == out_shape && t.dtype() == dt, "winograd: a residual of {:?} {:?} for an output of {out_shape:?} {dt:?}", t.shape(), t.dtype());
+    }
+    let out = rec.empty(out_shape, dt)?;
+    let k = Kernel::new("winograd_output", SRC_OUT, dt).def("HAS_BIAS", bias.is_some()).def("HAS_RES", res.is_some());
+    let p = params(rows, c / 4, h, w, plane);
+    let gpu = rec.gpu();
+    // Without a bias or a residual, their bindings repeat the planes'.
+    let binds = [m.into(), bias.unwrap_or(m).into(), res.unwrap_or(m).into(), (&out).into()];
+    rec.dispatch(&k, &p, &binds, grid(gpu, p.units.div_ceil(256)))?;
+    Ok(out)
+}
+
+fn params(rows: usize, cv: usize, h: usize, w: usize, plane: usize) -> Params {
+    let (th, tw) = cpu::tiles(h, w);
+    Params { units: (rows * cv) as u32, cv: cv as u32, h: h as u32, w: w as u32, th: th as u32, tw: tw as u32, plane: (plane / 4) as u32 }
+}

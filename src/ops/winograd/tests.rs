@@ -1,0 +1,145 @@
+//! The Winograd kernels against their CPU twins, and the whole convolution against the direct
+//! one (`ops::conv::cpu`), at awkward sizes: odd heights and widths (a last tile half outside),
+//! one-pixel images, frames whose time taps reach the padding.
+
+use super::*;
+use crate::ops::conv::cpu as direct;
+use crate::testutil::*;
+
+/// f32: the planes are stored in f32, so the error is f32 rounding of sums of a few terms.
+const TOL: f64 = 1e-6;
+
+fn rand(rng: &mut Rng, n: usize, scale: f32, dt: DType) -> Vec<f32> {
+    let v = rng.normals(n, scale);
+    if dt == DType::F16 {
+        round_f16(&v)
+    } else {
+        v
+    }
+}
+
+#[test]
+fn transforms_match_their_cpu_twins() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for dt in gpu.dtypes() {
+        // (images, H, W, C); planes padded past their values in the second case.
+        for (n, h, w, c, pad) in [(1, 1, 1, 4, 0), (2, 7, 33, 8, 12), (1, 33, 7, 12, 0), (3, 2, 5, 4, 4)] {
+            let what = format!("{n}x{h}x{w}x{c} {} (seed {seed})", dt.name());
+            let (th, tw) = cpu::tiles(h, w);
+            let plane = n * th * tw * c;
+            let xv = rand(&mut rng, n * h * w * c, 1.0, dt);
+            let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, c], dt).unwrap();
+            let mut rec = gpu.recorder();
+            let v = input_transform(&mut rec, &x, plane + pad).unwrap();
+            rec.submit();
+            let got = v.to_f32(&gpu).unwrap();
+            let got: Vec<f32> = (0..16).flat_map(|xi| got[xi * (plane + pad)..xi * (plane + pad) + plane].to_vec()).collect();
+            assert_close(&format!("input transform {what}"), &got, &cpu::input_transform(&xv, n, h, w, c), dt.tolerance(TOL));
+
+            let mv = rand(&mut rng, 16 * plane, 1.0, dt);
+            let bv = rand(&mut rng, c, 0.5, dt);
+            let rv = rand(&mut rng, n * h * w * c, 1.0, dt);
+            let m = Tensor::from_f32(&gpu, &mv, &[16 * plane], dt).unwrap();
+            let bias = Tensor::from_f32(&gpu, &bv, &[c], dt).unwrap();
+            let res = Tensor::from_f32(&gpu, &rv, &[n, h, w, c], dt).unwrap();
+            for (with_bias, with_res) in [(false, false), (true, true)] {
+                let mut rec = gpu.recorder();
+                let y = output_transform(&mut rec, &m, &[n, h, w, c], with_bias.then_some(&bias), with_res.then_some(&res)).unwrap();
+                rec.submit();
+                let want = cpu::output_transform(&mv, n, h, w, c, with_bias.then_some(&bv[..]), with_res.then_some(&rv[..]));
+                assert_close(&format!("output transform {what}, bias {with_bias}, residual {with_res}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+            }
+        }
+    }
+}
+
+/// The transformed weight is `G g Gᵀ`: its corner entries are the kernel's corners, and the
+/// 1-D transform of a constant kernel row (a, a, a) is (a, 3a/2, a/2, a).
+#[test]
+fn the_weight_transform_is_g_g_gt() {
+    let g = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    let u = cpu::transform_weight(&g, 1, 1, 1);
+    assert_eq!([u[0], u[3], u[12], u[15]], [1.0, 3.0, 7.0, 9.0]);
+    let u = cpu::transform_weight(&[2.0; 9], 1, 1, 1);
+    assert_eq!(&u[..4], &[2.0, 3.0, 1.0, 2.0]);
+}
+
+/// The whole convolution against the direct one, with and without a bias and a residual:
+/// 2-D through the batched matmul, 3-D (time taps 3 and 1) through the convolution kernel on
+/// each plane, in every dtype the adapter stores.
+#[test]
+fn winograd_matches_the_direct_convolution() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for dt in gpu.dtypes() {
+        let tol = dt.tolerance(TOL);
+        // (leading axes, H, W, Cin, Cout, time taps: 0 for 2-D)
+        type Case = (&'static [usize], usize, usize, usize, usize, usize);
+        let cases: [Case; 7] = [
+            (&[1], 1, 1, 4, 4, 0),
+            (&[2], 7, 33, 8, 12, 0),
+            (&[1], 33, 7, 12, 20, 0),
+            (&[3], 77, 2, 4, 8, 0),
+            (&[1, 4], 7, 9, 8, 12, 3),
+            (&[2, 3], 5, 1, 4, 4, 3),
+            (&[1, 2], 6, 5, 12, 8, 1),
+        ];
+        for (k, &(lead, h, w, cin, cout, kt)) in cases.iter().enumerate() {
+            let mut xs = lead.to_vec();
+            xs.extend([h, w, cin]);
+            let mut ys = lead.to_vec();
+            ys.extend([h, w, cout]);
+            let n: usize = lead.iter().product();
+            let ws: Vec<usize> = if kt == 0 { vec![cout, cin, 3, 3] } else { vec![cout, cin, kt, 3, 3] };
+            let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
+            let wv = rng.normals(ws.iter().product(), 0.2);
+            let bv = rand(&mut rng, cout, 0.5, dt);
+            let rv = rand(&mut rng, n * h * w * cout, 1.0, dt);
+            let with = k % 2 == 1;
+            let weight = WinogradWeight::from_torch(&gpu, &wv, &ws, with.then_some(&bv[..]), dt).unwrap();
+            let x = Tensor::from_f32(&gpu, &xv, &xs, dt).unwrap();
+            let res = Tensor::from_f32(&gpu, &rv, &ys, dt).unwrap();
+            let mut rec = gpu.recorder();
+            let y = if kt == 0 { conv2d_winograd(&mut rec, &x, &weight, with.then_some(&res)) } else { conv3d_winograd(&mut rec, &x, &weight, with.then_some(&res)) }.unwrap();
+            rec.submit();
+            // The direct convolution of the same values (f16: of the weights as the direct
+            // kernel would store them, so the difference is the transforms' rounding).
+            let wr = if dt == DType::F16 { round_f16(&wv) } else { wv.clone() };
+            let b = with.then_some(&bv[..]);
+            let mut want = if kt == 0 {
+                direct::conv2d(&xv, n, h, w, cin, &wr, cout, 3, 3, b, 1, 1)
+            } else {
+                direct::conv3d(&xv, lead[0], lead[1], h, w, cin, &wr, cout, [kt, 3, 3], b)
+            };
+            if with {
+                want.iter_mut().zip(&rv).for_each(|(o, r)| *o += r);
+            }
+            let what = format!("winograd {xs:?} -> {cout}, taps {kt}, bias and residual {with}, {} (seed {seed})", dt.name());
+            assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, tol);
+        }
+    }
+}
+
+#[test]
+fn refuses_what_it_cannot_run() {
+    let gpu = test_gpu();
+    let dt = DType::F32;
+    let err = |r: Result<WinogradWeight>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err(WinogradWeight::from_torch(&gpu, &[0.5; 6 * 4 * 9], &[6, 4, 3, 3], None, dt)).contains("multiples of 4"));
+    assert!(err(WinogradWeight::from_torch(&gpu, &[0.5; 4 * 4 * 25], &[4, 4, 5, 5], None, dt)).contains("is not [Cout, Cin, 3, 3]"));
+    let w2 = WinogradWeight::from_torch(&gpu, &[0.5; 4 * 8 * 9], &[4, 8, 3, 3], None, dt).unwrap();
+    let x = Tensor::from_f32(&gpu, &[0.5; 2 * 3 * 3 * 4], &[2, 3, 3, 4], dt).unwrap();
+    let mut rec = gpu.recorder();
+    let e = conv2d_winograd(&mut rec, &x, &w2, None).unwrap_err().to_string();
+    assert!(e.contains("has 4 channels, the weight takes 8"), "{e}");
+    let e = conv3d_winograd(&mut rec, &x.reshape(&[1, 2, 3, 3, 4]).unwrap(), &w2, None).unwrap_err().to_string();
+    assert!(e.contains("2-D convolution's"), "{e}");
+}
+
+#[test]
+fn quick_bench_cases_run() {
+    run_quick_bench_cases(bench_cases);
+}
