@@ -1,5 +1,6 @@
 // Winograd F(2×2, 3×3) input transform (ops/winograd): x [N, H, W, C] channels-last → V, 16
-// planes ξ = 4·i + j of [N, TH, TW, C] (TH = ⌈H/2⌉, TW = ⌈W/2⌉), `plane` vec4 units apart:
+// planes ξ = 4·i + j of [N, BTH, TW, C] for the band of tile rows ty0 .. ty0 + BTH (of TH = ⌈H/2⌉;
+// TW = ⌈W/2⌉), `plane` vec4 units apart:
 //   V[ξ][n, ty, tx, c] = (Bᵀ d B)[i][j],  d = x[n, 2ty − 1 .. 2ty + 3, 2tx − 1 .. 2tx + 3, c]
 // (zero outside the image: the convolution's padding of 1), with
 //   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
@@ -8,13 +9,14 @@
 // load and store of a subgroup is one contiguous span where C is wide.
 
 struct Params {
-    units: u32,   // N·TH·TW·cv: the vec4 units of one plane that hold values
+    units: u32,   // N·BTH·TW·cv: the vec4 units of one plane that hold values
     cv: u32,      // C / 4
     h: u32,
     w: u32,
-    th: u32,
+    bth: u32,     // tile rows of the band the planes hold
     tw: u32,
     plane: u32,   // vec4 units from one plane to the next (≥ units)
+    ty0: u32,     // the band's first tile row
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,8 +66,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tile = u / p.cv;
     let tx = tile % p.tw;
     let rest = tile / p.tw;
-    let ty = rest % p.th;
-    let img = rest / p.th;
+    let ty = p.ty0 + rest % p.bth;
+    let img = rest / p.bth;
     let y0 = i32(2u * ty) - 1;
     let x0 = i32(2u * tx) - 1;
     let k0 = column(img, y0, x0, c);

@@ -1,5 +1,6 @@
 // Winograd F(2×2, 3×3) output transform (ops/winograd): the 16 product planes M[ξ] of
-// [N, TH, TW, Cout] (`plane` vec4 units apart) → y [N, H, W, Cout] channels-last:
+// [N, BTH, TW, Cout] for the band of tile rows ty0 .. ty0 + BTH (`plane` vec4 units apart) → its
+// rows of y [N, H, W, Cout] channels-last:
 //   y[n, 2ty + a, 2tx + b, c] = (Aᵀ m A)[a][b] (+ bias[c]) (+ res[n, 2ty + a, 2tx + b, c]),
 //   m[i][j] = M[4·i + j][n, ty, tx, c],  Aᵀ = [1 1 1 0; 0 1 −1 −1],
 // for the positions inside the image (an odd H or W drops the last tile's second row or column).
@@ -7,13 +8,14 @@
 // (without them, their bindings repeat the planes'). One invocation per (tile, four channels).
 
 struct Params {
-    units: u32,   // N·TH·TW·cv
+    units: u32,   // N·BTH·TW·cv
     cv: u32,      // Cout / 4
     h: u32,
     w: u32,
-    th: u32,
+    bth: u32,     // tile rows of the band the planes hold
     tw: u32,
-    plane: u32,
+    plane: u32,   // vec4 units from one plane to the next (≥ units)
+    ty0: u32,     // the band's first tile row
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -66,8 +68,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tile = u / p.cv;
     let tx = tile % p.tw;
     let rest = tile / p.tw;
-    let ty = rest % p.th;
-    let img = rest / p.th;
+    let ty = p.ty0 + rest % p.bth;
+    let img = rest / p.bth;
     let k0 = column(0u, u);
     let k1 = column(1u, u);
     let k2 = column(2u, u);

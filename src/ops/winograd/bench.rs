@@ -52,8 +52,16 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase
             // x in, 16 planes out; 16 planes in, y out.
             bytes: es * (pixels * cin + 16 * rows * cin + 16 * rows * cout + pixels * cout) as f64,
             run: Box::new(move |r| {
-                let planes = input_transform(r, &x2, rows * cin)?;
-                output_transform(r, &planes, &os, bias.as_ref(), None).map(drop)
+                // In the op's bands.
+                let (n, th, tw) = (rows / (th * tw), th, tw);
+                let per_band = band_rows(r.gpu(), n, (os[os.len() - 3], os[os.len() - 2]), cin, dtype, PLANES_BUDGET)?;
+                let out = r.empty(&os, dtype)?;
+                for ty0 in (0..th).step_by(per_band) {
+                    let band = Band { ty0, rows: per_band.min(th - ty0) };
+                    let planes = input_transform(r, &x2, band, n * band.rows * tw * cin)?;
+                    output_transform(r, &planes, &out, band, bias.as_ref(), None)?;
+                }
+                Ok(())
             }),
         });
         v.push(BenchCase {

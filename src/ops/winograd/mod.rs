@@ -105,9 +105,22 @@ struct Params {
     cv: u32,
     h: u32,
     w: u32,
-    th: u32,
+    bth: u32,
     tw: u32,
     plane: u32,
+    ty0: u32,
+}
+
+/// At most this many bytes in the 16 planes of a band's transformed inputs, and again in its
+/// products: a convolution runs in bands of tile rows so that its planes never need more memory
+/// than this (or a larger binding than the adapter has) beside its input and output.
+pub const PLANES_BUDGET: u64 = 512 << 20;
+
+/// A band of tile rows `ty0 .. ty0 + rows` of every image.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) struct Band {
+    pub ty0: usize,
+    pub rows: usize,
 }
 
 /// 2-D convolution, 3×3, stride 1, padding 1, of channels-last `x` `[.., H, W, Cin]` (any
@@ -128,6 +141,11 @@ pub fn conv3d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: 
 }
 
 fn run(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>) -> Result<Tensor> {
+    run_in_bands(rec, x, w, res, PLANES_BUDGET)
+}
+
+/// The convolution in bands of tile rows whose planes take at most `budget` bytes each.
+pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>, budget: u64) -> Result<Tensor> {
     let gpu = rec.gpu();
     let s = x.shape().to_vec();
     let r = s.len();
@@ -135,83 +153,120 @@ fn run(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>)
     let dt = x.dtype();
     ensure!(c == w.cin, "winograd: input {s:?} has {c} channels, the weight takes {}", w.cin);
     ensure!(dt == w.dtype(), "winograd: input {dt:?}, weight {:?}", w.dtype());
+    ensure!(!s.contains(&0), "winograd: empty input {s:?}");
     let mut out_shape = s.clone();
     out_shape[r - 1] = w.cout;
+    if let Some(t) = res {
+        ensure!(t.shape() == out_shape.as_slice() && t.dtype() == dt, "winograd: a residual of {:?} {:?} for an output of {out_shape:?} {dt:?}", t.shape(), t.dtype());
+    }
+    let n: usize = s[..r - 3].iter().product();
     let (th, tw) = cpu::tiles(h, wd);
-    let rows = s[..r - 3].iter().product::<usize>() * th * tw;
-    let m = match &w.products {
-        Products::Matmul(u) => {
-            let v = input_transform(rec, x, rows * c)?;
-            let m = matmul(rec, &v.reshape(&[16, rows, c])?, u, None)?;
-            m.reshape(&[16 * rows * w.cout])?
-        }
-        Products::Conv(ws) => {
-            // Each plane is a view the convolution binds: planes start at the offset alignment.
-            let align = (gpu.offset_alignment() as usize / dt.size()).max(4);
-            let (vp, mp) = ((rows * c).next_multiple_of(align), (rows * w.cout).next_multiple_of(align));
-            let v = input_transform(rec, x, vp)?;
-            let m = rec.empty(&[16 * mp], dt)?;
-            let (b, f) = (s[0], s[1]);
-            for (xi, wx) in ws.iter().enumerate() {
-                let vx = v.narrow(0, xi * vp, rows * c)?.reshape(&[b, f, th, tw, c])?;
-                let mx = m.narrow(0, xi * mp, rows * w.cout)?.reshape(&[b, f, th, tw, w.cout])?;
-                conv3d_into(rec, &vx, wx, &mx)?;
-            }
-            m
-        }
+    let per_band = band_rows(gpu, n, (h, wd), c.max(w.cout), dt, budget)?;
+    // The 3-D products bind each plane as a view: planes start at the offset alignment.
+    let align = match w.products {
+        Products::Matmul(_) => 4,
+        Products::Conv(_) => (gpu.offset_alignment() as usize / dt.size()).max(4),
     };
-    output_transform(rec, &m, &out_shape, w.bias.as_ref(), res)
+    let out = rec.empty(&out_shape, dt)?;
+    for ty0 in (0..th).step_by(per_band) {
+        let band = Band { ty0, rows: per_band.min(th - ty0) };
+        let rows = n * band.rows * tw;
+        let (vp, mp) = ((rows * c).next_multiple_of(align), (rows * w.cout).next_multiple_of(align));
+        let v = input_transform(rec, x, band, vp)?;
+        let m = match &w.products {
+            Products::Matmul(u) => {
+                // One batched product of the planes, back to back (C % 4 == 0: no padding).
+                matmul(rec, &v.reshape(&[16, rows, c])?, u, None)?.reshape(&[16 * rows * w.cout])?
+            }
+            Products::Conv(ws) => {
+                let m = rec.empty(&[16 * mp], dt)?;
+                let (b, f) = (s[0], s[1]);
+                for (xi, wx) in ws.iter().enumerate() {
+                    let vx = v.narrow(0, xi * vp, rows * c)?.reshape(&[b, f, band.rows, tw, c])?;
+                    let mx = m.narrow(0, xi * mp, rows * w.cout)?.reshape(&[b, f, band.rows, tw, w.cout])?;
+                    conv3d_into(rec, &vx, wx, &mx)?;
+                }
+                m
+            }
+        };
+        output_transform(rec, &m, &out, band, w.bias.as_ref(), res)?;
+    }
+    Ok(out)
 }
 
-/// The input transform of channels-last `x` `[.., H, W, C]` (C % 4 == 0): 16 planes of
-/// `[.., TH, TW, C]`, each `plane` elements (at least their values, a multiple of 4) after the
-/// one before, as one flat tensor.
-pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, plane: usize) -> Result<Tensor> {
+/// Tile rows per band for `n` images of `h` × `w` whose planes hold `widest` channels: the most
+/// whose 16 planes take at most `budget` bytes and fit one binding (each plane padded to the
+/// offset alignment).
+pub(super) fn band_rows(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usize, dt: DType, budget: u64) -> Result<usize> {
+    let (th, tw) = cpu::tiles(h, w);
+    let align = (gpu.offset_alignment() as usize / dt.size()).max(4);
+    let bytes = |rows: usize| (16 * (n * rows * tw * widest).next_multiple_of(align) * dt.size()) as u64;
+    ensure!(
+        bytes(1) <= gpu.max_binding(),
+        "winograd: one row of tiles of {n} images of {h}×{w}×{widest} needs {} in one binding, over this GPU's {}",
+        crate::gpu::human_bytes(bytes(1)),
+        crate::gpu::human_bytes(gpu.max_binding())
+    );
+    let cap = budget.min(gpu.max_binding());
+    Ok((1..=th).rev().find(|&b| bytes(b) <= cap).unwrap_or(1))
+}
+
+/// The input transform of `band` of channels-last `x` `[.., H, W, C]` (C % 4 == 0): 16 planes of
+/// `[.., band rows, TW, C]`, each `plane` elements (at least its values, a multiple of 4) after
+/// the one before, as one flat tensor.
+pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, band: Band, plane: usize) -> Result<Tensor> {
     let s = x.shape();
     ensure!(s.len() >= 3 && !s.contains(&0), "winograd: input {s:?} is not a non-empty [.., H, W, C]");
     let r = s.len();
     let (h, w, c) = (s[r - 3], s[r - 2], s[r - 1]);
     ensure!(c.is_multiple_of(4), "winograd: {c} input channels, not a multiple of 4");
-    let (th, tw) = cpu::tiles(h, w);
-    let rows = s[..r - 3].iter().product::<usize>() * th * tw;
-    ensure!(plane >= rows * c && plane.is_multiple_of(4), "internal: winograd planes of {plane} elements for {} values", rows * c);
-    ensure!(16 * plane < u32::MAX as usize, "winograd: {s:?} exceeds 32-bit indexing");
+    let p = params(s[..r - 3].iter().product(), h, w, c, band, plane)?;
     let v = rec.empty(&[16 * plane], x.dtype())?;
-    let p = params(rows, c / 4, h, w, plane);
     let gpu = rec.gpu();
     rec.dispatch(&Kernel::new("winograd_input", SRC_IN, x.dtype()), &p, &[x.into(), (&v).into()], grid(gpu, p.units.div_ceil(256)))?;
     Ok(v)
 }
 
-/// The output transform of 16 product planes `m` (flat, equal planes, each starting a plane's
-/// length after the one before) to a tensor of `out_shape` `[.., H, W, Cout]`, plus `bias`
-/// `[Cout]` and `res` (of `out_shape`) where given.
-pub(super) fn output_transform(rec: &mut Recorder, m: &Tensor, out_shape: &[usize], bias: Option<&Tensor>, res: Option<&Tensor>) -> Result<Tensor> {
-    let r = out_shape.len();
-    let (h, w, c) = (out_shape[r - 3], out_shape[r - 2], out_shape[r - 1]);
-    let dt = m.dtype();
-    ensure!(c.is_multiple_of(4), "winograd: {c} output channels, not a multiple of 4");
-    let (th, tw) = cpu::tiles(h, w);
-    let rows = out_shape[..r - 3].iter().product::<usize>() * th * tw;
-    let plane = m.numel() / 16;
-    ensure!(m.numel().is_multiple_of(16) && plane >= rows * c && plane.is_multiple_of(4), "internal: winograd products of {} elements for {} values a plane", m.numel(), rows * c);
+/// The output transform of `band`'s 16 product planes `m` (flat, equal planes back to back)
+/// into its rows of `out` `[.., H, W, Cout]`, plus `bias` `[Cout]` and `res` (of `out`'s shape)
+/// where given.
+pub(super) fn output_transform(rec: &mut Recorder, m: &Tensor, out: &Tensor, band: Band, bias: Option<&Tensor>, res: Option<&Tensor>) -> Result<()> {
+    let s = out.shape();
+    let r = s.len();
+    let (h, w, c) = (s[r - 3], s[r - 2], s[r - 1]);
+    let dt = out.dtype();
+    ensure!(c.is_multiple_of(4) && m.dtype() == dt, "winograd: {c} output channels (a multiple of 4 needed), products {:?}, output {dt:?}", m.dtype());
+    ensure!(m.numel().is_multiple_of(16), "internal: winograd products of {} elements", m.numel());
+    let p = params(s[..r - 3].iter().product(), h, w, c, band, m.numel() / 16)?;
     if let Some(b) = bias {
         ensure!(b.shape() == [c] && b.dtype() == dt, "winograd: a bias of {:?} {:?} for {c} channels {dt:?}", b.shape(), b.dtype());
     }
     if let Some(t) = res {
-        ensure!(t.shape() == out_shape && t.dtype() == dt, "winograd: a residual of {:?} {:?} for an output of {out_shape:?} {dt:?}", t.shape(), t.dtype());
+        ensure!(t.shape() == s && t.dtype() == dt, "winograd: a residual of {:?} {:?} for an output of {s:?} {dt:?}", t.shape(), t.dtype());
     }
-    let out = rec.empty(out_shape, dt)?;
     let k = Kernel::new("winograd_output", SRC_OUT, dt).def("HAS_BIAS", bias.is_some()).def("HAS_RES", res.is_some());
-    let p = params(rows, c / 4, h, w, plane);
     let gpu = rec.gpu();
     // Without a bias or a residual, their bindings repeat the planes'.
-    let binds = [m.into(), bias.unwrap_or(m).into(), res.unwrap_or(m).into(), (&out).into()];
-    rec.dispatch(&k, &p, &binds, grid(gpu, p.units.div_ceil(256)))?;
-    Ok(out)
+    let binds = [m.into(), bias.unwrap_or(m).into(), res.unwrap_or(m).into(), out.into()];
+    rec.dispatch(&k, &p, &binds, grid(gpu, p.units.div_ceil(256)))
 }
 
-fn params(rows: usize, cv: usize, h: usize, w: usize, plane: usize) -> Params {
+/// The kernels' parameters for `n` images of `h` × `w` × `c` and `band`, planes `plane`
+/// elements apart.
+fn params(n: usize, h: usize, w: usize, c: usize, band: Band, plane: usize) -> Result<Params> {
     let (th, tw) = cpu::tiles(h, w);
-    Params { units: (rows * cv) as u32, cv: cv as u32, h: h as u32, w: w as u32, th: th as u32, tw: tw as u32, plane: (plane / 4) as u32 }
+    ensure!(band.rows > 0 && band.ty0 + band.rows <= th, "internal: winograd band {band:?} of {th} tile rows");
+    let values = n * band.rows * tw * c;
+    ensure!(plane >= values && plane.is_multiple_of(4), "internal: winograd planes of {plane} elements for {values} values");
+    ensure!(16 * plane < u32::MAX as usize && n * h * w * c < u32::MAX as usize, "winograd: {n} images of {h}×{w}×{c} exceed 32-bit indexing");
+    Ok(Params {
+        units: (values / 4) as u32,
+        cv: (c / 4) as u32,
+        h: h as u32,
+        w: w as u32,
+        bth: band.rows as u32,
+        tw: tw as u32,
+        plane: (plane / 4) as u32,
+        ty0: band.ty0 as u32,
+    })
 }

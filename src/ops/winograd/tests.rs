@@ -18,26 +18,50 @@ fn rand(rng: &mut Rng, n: usize, scale: f32, dt: DType) -> Vec<f32> {
     }
 }
 
+/// Rows `band` of every image of CPU planes `[16][n][th][tw][c]`.
+fn band_of(planes: &[f32], n: usize, (th, tw, c): (usize, usize, usize), band: Band) -> Vec<f32> {
+    let mut out = Vec::new();
+    for xi in 0..16 {
+        for img in 0..n {
+            let at = ((xi * n + img) * th + band.ty0) * tw * c;
+            out.extend_from_slice(&planes[at..at + band.rows * tw * c]);
+        }
+    }
+    out
+}
+
+/// Each transform on a band of tile rows (the whole image, and an inner band where there is
+/// one), planes padded past their values, against its CPU twin.
 #[test]
 fn transforms_match_their_cpu_twins() {
     let gpu = test_gpu();
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
     for dt in gpu.dtypes() {
-        // (images, H, W, C); planes padded past their values in the second case.
+        // (images, H, W, C, plane padding)
         for (n, h, w, c, pad) in [(1, 1, 1, 4, 0), (2, 7, 33, 8, 12), (1, 33, 7, 12, 0), (3, 2, 5, 4, 4)] {
-            let what = format!("{n}x{h}x{w}x{c} {} (seed {seed})", dt.name());
             let (th, tw) = cpu::tiles(h, w);
-            let plane = n * th * tw * c;
             let xv = rand(&mut rng, n * h * w * c, 1.0, dt);
             let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, c], dt).unwrap();
-            let mut rec = gpu.recorder();
-            let v = input_transform(&mut rec, &x, plane + pad).unwrap();
-            rec.submit();
-            let got = v.to_f32(&gpu).unwrap();
-            let got: Vec<f32> = (0..16).flat_map(|xi| got[xi * (plane + pad)..xi * (plane + pad) + plane].to_vec()).collect();
-            assert_close(&format!("input transform {what}"), &got, &cpu::input_transform(&xv, n, h, w, c), dt.tolerance(TOL));
+            let all = cpu::input_transform(&xv, n, h, w, c);
+            let mut bands = vec![Band { ty0: 0, rows: th }];
+            if th >= 3 {
+                bands.push(Band { ty0: 1, rows: th - 2 });
+            }
+            for band in bands {
+                let what = format!("{n}x{h}x{w}x{c} band {band:?} {} (seed {seed})", dt.name());
+                let plane = n * band.rows * tw * c;
+                let mut rec = gpu.recorder();
+                let v = input_transform(&mut rec, &x, band, plane + pad).unwrap();
+                rec.submit();
+                let got = v.to_f32(&gpu).unwrap();
+                let got: Vec<f32> = (0..16).flat_map(|xi| got[xi * (plane + pad)..xi * (plane + pad) + plane].to_vec()).collect();
+                assert_close(&format!("input transform {what}"), &got, &band_of(&all, n, (th, tw, c), band), dt.tolerance(TOL));
+            }
 
+            // The output transform of the whole image, then of its inner band into a tensor
+            // whose other rows keep their poison (NaN): nothing outside the band is written.
+            let plane = n * th * tw * c;
             let mv = rand(&mut rng, 16 * plane, 1.0, dt);
             let bv = rand(&mut rng, c, 0.5, dt);
             let rv = rand(&mut rng, n * h * w * c, 1.0, dt);
@@ -45,11 +69,26 @@ fn transforms_match_their_cpu_twins() {
             let bias = Tensor::from_f32(&gpu, &bv, &[c], dt).unwrap();
             let res = Tensor::from_f32(&gpu, &rv, &[n, h, w, c], dt).unwrap();
             for (with_bias, with_res) in [(false, false), (true, true)] {
-                let mut rec = gpu.recorder();
-                let y = output_transform(&mut rec, &m, &[n, h, w, c], with_bias.then_some(&bias), with_res.then_some(&res)).unwrap();
-                rec.submit();
+                let what = format!("output transform {n}x{h}x{w}x{c} {}, bias {with_bias}, residual {with_res} (seed {seed})", dt.name());
                 let want = cpu::output_transform(&mv, n, h, w, c, with_bias.then_some(&bv[..]), with_res.then_some(&rv[..]));
-                assert_close(&format!("output transform {what}, bias {with_bias}, residual {with_res}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                let mut rec = gpu.recorder();
+                let y = rec.empty(&[n, h, w, c], dt).unwrap();
+                output_transform(&mut rec, &m, &y, Band { ty0: 0, rows: th }, with_bias.then_some(&bias), with_res.then_some(&res)).unwrap();
+                rec.submit();
+                assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                if th >= 3 {
+                    let band = Band { ty0: 1, rows: th - 2 };
+                    let mb = Tensor::from_f32(&gpu, &band_of(&mv, n, (th, tw, c), band), &[16 * n * band.rows * tw * c], dt).unwrap();
+                    let mut rec = gpu.recorder();
+                    let y = rec.empty(&[n, h, w, c], dt).unwrap();
+                    output_transform(&mut rec, &mb, &y, band, with_bias.then_some(&bias), with_res.then_some(&res)).unwrap();
+                    rec.submit();
+                    let got = y.to_f32(&gpu).unwrap();
+                    let inside = |i: usize| (2..2 * (th - 1)).contains(&((i / (w * c)) % h));
+                    let (gi, wi): (Vec<f32>, Vec<f32>) = (0..got.len()).filter(|&i| inside(i)).map(|i| (got[i], want[i])).unzip();
+                    assert_close(&format!("{what}, band {band:?}"), &gi, &wi, dt.tolerance(TOL));
+                    assert!((0..got.len()).filter(|&i| !inside(i)).all(|i| got[i].is_nan()), "{what}: band {band:?} wrote outside its rows");
+                }
             }
         }
     }
@@ -102,8 +141,10 @@ fn winograd_matches_the_direct_convolution() {
             let weight = WinogradWeight::from_torch(&gpu, &wv, &ws, with.then_some(&bv[..]), dt).unwrap();
             let x = Tensor::from_f32(&gpu, &xv, &xs, dt).unwrap();
             let res = Tensor::from_f32(&gpu, &rv, &ys, dt).unwrap();
+            // In one band, and in bands of one tile row (at most).
             let mut rec = gpu.recorder();
             let y = if kt == 0 { conv2d_winograd(&mut rec, &x, &weight, with.then_some(&res)) } else { conv3d_winograd(&mut rec, &x, &weight, with.then_some(&res)) }.unwrap();
+            let banded = run_in_bands(&mut rec, &x, &weight, with.then_some(&res), 1).unwrap();
             rec.submit();
             // The direct convolution of the same values (f16: of the weights as the direct
             // kernel would store them, so the difference is the transforms' rounding).
@@ -119,6 +160,7 @@ fn winograd_matches_the_direct_convolution() {
             }
             let what = format!("winograd {xs:?} -> {cout}, taps {kt}, bias and residual {with}, {} (seed {seed})", dt.name());
             assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, tol);
+            assert_close(&format!("{what}, in bands of one tile row"), &banded.to_f32(&gpu).unwrap(), &want, tol);
         }
     }
 }
