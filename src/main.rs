@@ -71,6 +71,12 @@ struct GpuArgs {
     /// them apart where it is off.
     #[arg(long, env = "DIFFVSR_NORM_INTO_CONV", default_value = "auto", value_name = "auto|on|off")]
     norm_into_conv: TuneMode,
+    /// Run the TE-3DVAE's 3×3×3 convolutions by Winograd's F(2×2, 3×3): 4/9 of the multiplies
+    /// for two more passes over memory, values within a few roundings of the direct
+    /// convolution's (an experiment: faster or not depends on the GPU; see BENCHMARKS.md; or
+    /// DIFFVSR_WINOGRAD=1).
+    #[arg(long)]
+    winograd: bool,
 }
 
 impl GpuArgs {
@@ -104,6 +110,7 @@ impl GpuArgs {
             no_pack_activations: self.no_pack_activations || GpuOptions::from_env().no_pack_activations,
             f16_operands: self.f16_operands == TuneMode::On,
             norm_into_conv: self.norm_into_conv,
+            winograd: self.winograd || GpuOptions::from_env().winograd,
         })
     }
 }

@@ -67,13 +67,17 @@ pub struct GpuOptions {
     /// instead of after a pass of its own (`DIFFVSR_NORM_INTO_CONV`): auto times both per shape
     /// where tuning is on and keeps them apart elsewhere.
     pub norm_into_conv: TuneMode,
+    /// The TE-3DVAE's 3×3×3 convolutions run by Winograd's F(2×2, 3×3) (`ops::winograd`): 4/9
+    /// of the multiplies, values within a few roundings of the storage dtype of the direct
+    /// convolution's (`DIFFVSR_WINOGRAD`). Off by default: an experiment to time on GPUs.
+    pub winograd: bool,
 }
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
     /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
     /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
-    /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off).
+    /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`.
     pub fn from_env() -> Self {
         let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         GpuOptions {
@@ -89,6 +93,7 @@ impl GpuOptions {
             tune_cache: super::tune::default_cache_dir(),
             replay_tuning: false,
             norm_into_conv: std::env::var("DIFFVSR_NORM_INTO_CONV").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
+            winograd: flag("DIFFVSR_WINOGRAD"),
         }
     }
 }
@@ -213,6 +218,7 @@ pub struct Gpu {
     exact_operands: AtomicBool,
     tuner: Tuner,
     norm_into_conv: TuneMode,
+    winograd: bool,
 }
 
 impl Gpu {
@@ -300,6 +306,7 @@ impl Gpu {
             exact_operands: AtomicBool::new(false),
             tuner: if tune && opts.replay_tuning { Tuner::replaying(tune_cache) } else { Tuner::new(tune, tune_cache) },
             norm_into_conv: opts.norm_into_conv,
+            winograd: opts.winograd,
         }))
     }
 
@@ -312,6 +319,11 @@ impl Gpu {
     /// ([`GpuOptions::norm_into_conv`]).
     pub fn norm_into_conv(&self) -> TuneMode {
         self.norm_into_conv
+    }
+
+    /// Whether the video VAE's 3×3×3 convolutions run by Winograd ([`GpuOptions::winograd`]).
+    pub fn winograd(&self) -> bool {
+        self.winograd
     }
 
     /// Whether captured graphs pack their activations at offsets of a few buffers (the default;
