@@ -143,7 +143,8 @@ for spec in "sdx4-unet|unet --config $D/sdx4/unet_config.json --weights $D/sdx4/
     "diffvsr-unet|diffvsr-unet --config $D/diffvsr_unet/config.json --weights $D/diffvsr_unet/unet.pt --inputs $D/diffvsr_unet/io.safetensors --dtype f16" \
     "diffvsr-unet-heads|diffvsr-unet --config $D/diffvsr_unet_heads/config.json --weights $D/diffvsr_unet_heads/unet.pt --inputs $D/diffvsr_unet_heads/io.safetensors --dtype f16" \
     "te3dvae|te3dvae-decoder --config $D/te3dvae/config.json --weights $D/te3dvae/weights.pt --inputs $D/te3dvae/io_f4.safetensors --dtype f16" \
-    "te3dvae-f16-operands|te3dvae-decoder --config $D/te3dvae/config.json --weights $D/te3dvae/weights.pt --inputs $D/te3dvae/io_f4.safetensors --dtype f32 --f16-operands"; do
+    "te3dvae-f16-operands|te3dvae-decoder --config $D/te3dvae/config.json --weights $D/te3dvae/weights.pt --inputs $D/te3dvae/io_f4.safetensors --dtype f32 --f16-operands" \
+    "te3dvae-f16-operands-winograd|te3dvae-decoder --config $D/te3dvae/config.json --weights $D/te3dvae/weights.pt --inputs $D/te3dvae/io_f4.safetensors --dtype f32 --f16-operands --winograd"; do
     IFS='|' read -r name args <<<"$spec"
     t=$(left 30 300)
     [ "$t" -eq 0 ] && { note "golden $name: out of budget"; continue; }
@@ -152,9 +153,11 @@ for spec in "sdx4-unet|unet --config $D/sdx4/unet_config.json --weights $D/sdx4/
     note "golden $name: exit $? $(grep -oE "relative L2 error.*" "$work/golden-$name.txt" | head -1)"
 done
 # The full-size models' tensor-core paths against their exact f32 paths on the card, same
-# random weights and inputs: the UNet window call in f16, the TE-3DVAE decode on f16 operands.
+# random weights and inputs: the UNet window call in f16, the TE-3DVAE decode on f16 operands
+# (and so with its 3x3x3 convolutions by Winograd).
 for spec in "diffvsr-unet|--model diffvsr-unet $check_unet --cfg-pair|--dtype f16" \
-    "te3dvae|--model te3dvae-decoder $check_vae|--dtype f32 --f16-operands"; do
+    "te3dvae|--model te3dvae-decoder $check_vae|--dtype f32 --f16-operands" \
+    "te3dvae-winograd|--model te3dvae-decoder $check_vae|--dtype f32 --f16-operands --winograd"; do
     IFS='|' read -r name args fast <<<"$spec"
     t=$(left 60 300)
     [ "$t" -eq 0 ] && { note "f32 check $name: out of budget"; continue; }

@@ -155,6 +155,7 @@ if [ "$mode" = tiny ]; then
         "te3dvae-decode 8x12 f32|$V --random-inputs 1x8x12 --dtype f32|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "te3dvae-decode 8x12 f16|$V --random-inputs 1x8x12 --dtype f16|f16|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "te3dvae-decode 8x12 f32 on f16 operands|$V --random-inputs 1x8x12 --dtype f32 --f16-operands|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
+        "te3dvae-decode 8x12 f16, Winograd|$V --random-inputs 1x8x12 --dtype f16 --winograd|f16|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "sdx4-unet 2x16x16|$S --random-inputs 2x16x16 --dtype f16|f16|2x7x16x16|sdx4-unet 2x16x16|40"
     )
     refargs=(--device cpu --tiny --warmup 1 --iters 2)
@@ -169,9 +170,13 @@ else
         # f32 storage with the convolutions on tensor cores, operands rounded to f16 (the job's
         # decode): against the official fp32 decode, whose convolutions PyTorch runs in TF32.
         "te3dvae-decode 128x128 f32 on f16 operands|$V --random-inputs 1x128x128 --dtype f32 --f16-operands|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
+        # The same with its temporal 3x3x3 convolutions by Winograd (4/9 of their multiplies,
+        # more passes over memory): whether that wins is this row's question.
+        "te3dvae-decode 128x128 f32 on f16 operands, Winograd|$V --random-inputs 1x128x128 --dtype f32 --f16-operands --winograd|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"
         "diffvsr-unet 180x320|$U --random-inputs 2x180x320 --dtype f16 --cfg-pair|f16|2x7x8x180x320|diffvsr-unet 180x320|90"
         "te3dvae-decode 180x320 f32 on f16 operands|$V --random-inputs 1x180x320 --dtype f32 --f16-operands|f32|1x4x4x180x320|te3dvae-decode 180x320 float32|40"
         "te3dvae-decode 128x128 f16|$V --random-inputs 1x128x128 --dtype f16|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
+        "te3dvae-decode 128x128 f16, Winograd|$V --random-inputs 1x128x128 --dtype f16 --winograd|f16|1x4x4x128x128|te3dvae-decode 128x128 float16|30"
         "diffvsr-unet 64x64|$U --random-inputs 2x64x64 --dtype f16 --cfg-pair|f16|2x7x8x64x64|diffvsr-unet 64x64|75"
         "sdx4-unet 16x128x128|--model unet --random-inputs 16x128x128 --dtype f16 --cfg-pair|f16|16x7x128x128|sdx4-unet 16x128x128|60"
         # Four windows in one UNet call (the job's --windows-per-call auto at a 64² latent),
