@@ -17,6 +17,7 @@ struct Params {
     tw: u32,
     plane: u32,   // vec4 units from one plane to the next (≥ units)
     ty0: u32,     // the band's first tile row
+    res_rep: u32, // (the output transform's)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -1,11 +1,13 @@
 // Winograd F(2×2, 3×3) output transform (ops/winograd): the 16 product planes M[ξ] of
 // [N, BTH, TW, Cout] for the band of tile rows ty0 .. ty0 + BTH (`plane` vec4 units apart) → its
 // rows of y [N, H, W, Cout] channels-last:
-//   y[n, 2ty + a, 2tx + b, c] = (Aᵀ m A)[a][b] (+ bias[c]) (+ res[n, 2ty + a, 2tx + b, c]),
+//   y[n, 2ty + a, 2tx + b, c] = (Aᵀ m A)[a][b] (+ bias[c]) (+ res[(pixel / res_rep)·C + c]),
 //   m[i][j] = M[4·i + j][n, ty, tx, c],  Aᵀ = [1 1 1 0; 0 1 −1 −1],
 // for the positions inside the image (an odd H or W drops the last tile's second row or column).
-// Computed in f32 from the stored planes, then stored in T. Specialised by HAS_BIAS and HAS_RES
-// (without them, their bindings repeat the planes'). One invocation per (tile, four channels).
+// pixel being the output pixel's index (res_rep 1: a residual of y's shape; the pixels per batch
+// element: a time embedding per batch element, ops/residual.rs). Computed in f32 from the stored
+// planes, then stored in T. Specialised by HAS_BIAS and HAS_RES (without them, their bindings
+// repeat the planes'). One invocation per (tile, four channels).
 
 struct Params {
     units: u32,   // N·BTH·TW·cv
@@ -16,6 +18,7 @@ struct Params {
     tw: u32,
     plane: u32,   // vec4 units from one plane to the next (≥ units)
     ty0: u32,     // the band's first tile row
+    res_rep: u32, // output pixels per residual row
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,13 +49,14 @@ fn store(img: u32, yy: u32, xx: u32, c: u32, val: vec4<f32>) {
     if (yy >= p.h || xx >= p.w) {
         return;
     }
-    let o = ((img * p.h + yy) * p.w + xx) * p.cv + c;
+    let px = (img * p.h + yy) * p.w + xx;
+    let o = px * p.cv + c;
     var r = val;
     if (HAS_BIAS) {
         r += vec4<f32>(bias[c]);
     }
     if (HAS_RES) {
-        r += vec4<f32>(res[o]);
+        r += vec4<f32>(res[(px / p.res_rep) * p.cv + c]);
     }
     y[o] = vec4<T>(r);
 }

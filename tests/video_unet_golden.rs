@@ -42,6 +42,26 @@ fn diffvsr_unet_matches_official_f16() {
     check(ModelKind::DiffvsrUnet, "diffvsr_unet", DType::F16, 1e-2, 9);
 }
 
+/// `--winograd`: every resnet's 3×3 convolutions by Winograd's F(2×2, 3×3) (their inputs
+/// normalised in a pass of their own; the up path's channel pairs and the time embedding as a
+/// residual per batch element) must match the official UNet at every tap within the direct
+/// path's tolerances, in f32 and f16 storage.
+#[test]
+fn diffvsr_unet_by_winograd_matches_official() {
+    let gpu = diffvsr_wgpu::Gpu::new(&diffvsr_wgpu::GpuOptions { winograd: true, ..diffvsr_wgpu::GpuOptions::from_env() }).unwrap();
+    gpu.set_poison(true);
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
+        if dtype == DType::F16 && !gpu.has_f16() {
+            eprintln!("f16 skipped: adapter lacks SHADER_F16");
+            continue;
+        }
+        let dir = "diffvsr_unet";
+        let r = check_model(&gpu, ModelKind::DiffvsrUnet, &data(dir, "config.json"), &data(dir, "unet.pt"), &data(dir, "io.safetensors"), dtype).unwrap();
+        eprintln!("{dir} by Winograd {} ({} dispatches): {}", dtype.name(), r.dispatches, r.lines.join(", "));
+        r.assert_within(&format!("{dir} by Winograd {dtype:?}"), tol, 9);
+    }
+}
+
 /// Two heads of 32 in every transformer (spatial, temporal and MSTA attention), at an odd 9×13.
 #[test]
 fn diffvsr_unet_multi_head_matches_official_f32() {

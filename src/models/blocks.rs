@@ -6,13 +6,14 @@ use anyhow::{bail, Result};
 
 use super::Loader;
 use crate::ops::attention::{attention, attention_qkv, AttnOpts};
-use crate::ops::conv::{conv2d, conv2d_normed, conv_transpose2d, ConvWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, conv3d_normed, conv_transpose2d, ConvKind, ConvWeight};
 use crate::ops::elementwise::{unary, Unary};
 use crate::ops::embed::{embedding_lookup, timestep_embedding_as};
 use crate::ops::matmul::{linear, linear_add, linear_geglu, GegluWeight, LinearInput, LinearWeight};
 use crate::ops::input::Input;
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_apply, group_norm_table_w, GnTable, GroupNormOpts, NormWeight};
+use crate::ops::winograd::{conv2d_winograd, conv3d_winograd, WinogradWeight};
 use crate::ops::resize::upsample_nearest_to;
 use crate::{Recorder, Tensor};
 
@@ -25,10 +26,10 @@ pub const PER_IMAGE_SILU: GroupNormOpts = GroupNormOpts { frames: 1, pooled: fal
 /// out = shortcut(x) + h`. Both additions happen in the convolutions' stores.
 pub struct ResnetBlock2D {
     pub norm1: NormWeight,
-    pub conv1: ConvWeight,
+    pub conv1: NormedConv,
     pub time_emb_proj: Option<LinearWeight>,
     pub norm2: NormWeight,
-    pub conv2: ConvWeight,
+    pub conv2: NormedConv,
     pub conv_shortcut: Option<ConvWeight>,
     pub groups: usize,
     pub eps: f32,
@@ -42,13 +43,13 @@ impl ResnetBlock2D {
     pub fn load(l: &mut Loader, prefix: &str, cin: usize, cout: usize, temb_channels: Option<usize>, groups: usize, eps: f32) -> Result<Self> {
         Ok(ResnetBlock2D {
             norm1: l.norm(&format!("{prefix}.norm1"), cin)?,
-            conv1: l.conv2d(&format!("{prefix}.conv1"), cout, cin, 3)?,
+            conv1: NormedConv::load(l, &format!("{prefix}.conv1"), &[cout, cin, 3, 3], 1.0)?,
             time_emb_proj: match temb_channels {
                 Some(t) => Some(l.linear(&format!("{prefix}.time_emb_proj"), cout, t, true)?),
                 None => None,
             },
             norm2: l.norm(&format!("{prefix}.norm2"), cout)?,
-            conv2: l.conv2d(&format!("{prefix}.conv2"), cout, cout, 3)?,
+            conv2: NormedConv::load(l, &format!("{prefix}.conv2"), &[cout, cout, 3, 3], 1.0)?,
             conv_shortcut: if cin != cout { Some(l.conv2d(&format!("{prefix}.conv_shortcut"), cout, cin, 1)?) } else { None },
             groups,
             eps,
@@ -75,16 +76,69 @@ impl ResnetBlock2D {
         let h = match (&self.time_emb_proj, temb_silu) {
             (Some(p), Some(t)) => {
                 let t = linear(rec, t, p)?;
-                conv2d_normed(rec, x, &norm1, &self.conv1, 1, 1, Some(Residual::PerBatch(&t)))?
+                self.conv1.forward(rec, x, &norm1, Some(Residual::PerBatch(&t)))?
             }
-            _ => conv2d_normed(rec, x, &norm1, &self.conv1, 1, 1, None)?,
+            _ => self.conv1.forward(rec, x, &norm1, None)?,
         };
         let norm2 = group_norm_table_w(rec, &h, self.groups, self.eps, &self.norm2, opts)?;
         let skip = match &self.conv_shortcut {
             Some(s) => conv2d(rec, x, s, 1, 0)?,
             None => x.materialise(rec)?.into_owned(),
         };
-        conv2d_normed(rec, &h, &norm2, &self.conv2, 1, 1, Some(Residual::Same(&skip)))
+        self.conv2.forward(rec, &h, &norm2, Some(Residual::Same(&skip)))
+    }
+}
+
+/// A resnet's 3×3 convolution (stride 1, padding 1), or the TE-3DVAE's 3×3×3 one, of the
+/// GroupNorm (+ SiLU) of its input: direct, or by Winograd's F(2×2, 3×3) (`ops::winograd`) where
+/// `--winograd` asks for it ([`crate::Gpu::winograd`]) and the channels are multiples of 4 (the
+/// norm then runs in a pass of its own).
+pub enum NormedConv {
+    Direct(ConvWeight),
+    Winograd(WinogradWeight),
+}
+
+impl NormedConv {
+    /// `prefix.weight` of `shape` (`[Cout, Cin, 3, 3]` or `[Cout, Cin, 3, 3, 3]`) and
+    /// `prefix.bias`, both times `scale`.
+    pub fn load(l: &mut Loader, prefix: &str, shape: &[usize], scale: f32) -> Result<Self> {
+        let (cout, cin) = (shape[0], shape[1]);
+        if !l.gpu.winograd() || !cin.is_multiple_of(4) || !cout.is_multiple_of(4) {
+            return Ok(NormedConv::Direct(l.conv_scaled(prefix, shape, scale)?));
+        }
+        let w: Vec<f32> = l.raw(&format!("{prefix}.weight"), shape)?.iter().map(|v| v * scale).collect();
+        let b: Vec<f32> = l.raw(&format!("{prefix}.bias"), &[cout])?.iter().map(|v| v * scale).collect();
+        Ok(NormedConv::Winograd(WinogradWeight::from_torch(l.gpu, &w, shape, Some(&b), l.dtype)?))
+    }
+
+    /// Output channels.
+    pub fn cout(&self) -> usize {
+        match self {
+            NormedConv::Direct(w) => w.cout,
+            NormedConv::Winograd(w) => w.cout,
+        }
+    }
+
+    /// The convolution of `x` normalised by `norm` (its table), plus `res` where given: `x` is
+    /// `[.., H, W, Cin]` (or a channel pair) for a 2-D convolution, `[B, F, H, W, Cin]` for a
+    /// 3-D one.
+    pub fn forward(&self, rec: &mut Recorder, x: impl Into<Input>, norm: &GnTable, res: Option<Residual>) -> Result<Tensor> {
+        let x = x.into();
+        match self {
+            NormedConv::Direct(w) if w.kind == ConvKind::Conv3d => {
+                let x = x.materialise(rec)?.into_owned();
+                conv3d_normed(rec, &x, norm, w, res)
+            }
+            NormedConv::Direct(w) => conv2d_normed(rec, x, norm, w, 1, 1, res),
+            NormedConv::Winograd(w) => {
+                let h = group_norm_apply(rec, x, norm)?;
+                if w.is_3d() {
+                    conv3d_winograd(rec, &h, w, res)
+                } else {
+                    conv2d_winograd(rec, &h, w, res)
+                }
+            }
+        }
     }
 }
 

@@ -9,18 +9,17 @@
 
 use anyhow::{bail, Result};
 
-use super::blocks::{FeedForward, Qkv, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
+use super::blocks::{FeedForward, NormedConv, Qkv, ResnetBlock2D, Upsample2D, PER_IMAGE, PER_IMAGE_SILU};
 use super::sd_vae::{VaeDecoder, UNUSED_PREFIXES};
 use super::Loader;
 use crate::ops::concat::concat;
-use crate::ops::conv::{conv2d, conv2d_normed, conv3d, conv3d_normed, ConvWeight};
-use crate::ops::winograd::{conv3d_winograd, WinogradWeight};
+use crate::ops::conv::{conv2d, conv2d_normed, conv3d, ConvWeight};
 use crate::ops::elementwise::{add, mix, unary, Unary};
 use crate::ops::embed::timestep_embedding_as;
 use crate::ops::layout::{ncfhw_to_nfhwc, nfhwc_to_ncfhw};
 use crate::ops::matmul::{linear, linear_add, LinearInput, LinearWeight};
 use crate::ops::residual::Residual;
-use crate::ops::norm::{group_norm_apply, group_norm_table_w, GnTable, GroupNormOpts, NormWeight};
+use crate::ops::norm::{group_norm_table_w, GroupNormOpts, NormWeight};
 use crate::ops::temporal_attention::{temporal_attention_qkv, Rope};
 use crate::{DType, Recorder, Tensor};
 
@@ -49,41 +48,9 @@ fn scalar(l: &mut Loader, name: &str) -> Result<f32> {
 /// weights times a constant (see [`SpatioTemporalResBlock`]).
 pub struct TemporalResnetBlock {
     pub norm1: NormWeight,
-    pub conv1: Conv3x3x3,
+    pub conv1: NormedConv,
     pub norm2: NormWeight,
-    pub conv2: Conv3x3x3,
-}
-
-/// A temporal resnet's 3×3×3 convolution of a GroupNorm (+ SiLU) of its input: direct, or by
-/// Winograd where `--winograd` asks for it ([`crate::Gpu::winograd`]; the norm then runs in its own
-/// pass).
-pub enum Conv3x3x3 {
-    Direct(ConvWeight),
-    Winograd(WinogradWeight),
-}
-
-impl Conv3x3x3 {
-    /// `prefix.weight [c, c, 3, 3, 3]` and `prefix.bias`, times `scale`.
-    fn load(l: &mut Loader, prefix: &str, c: usize, scale: f32) -> Result<Self> {
-        let shape = [c, c, 3, 3, 3];
-        if !l.gpu.winograd() || !c.is_multiple_of(4) {
-            return Ok(Conv3x3x3::Direct(l.conv_scaled(prefix, &shape, scale)?));
-        }
-        let w: Vec<f32> = l.raw(&format!("{prefix}.weight"), &shape)?.iter().map(|v| v * scale).collect();
-        let b: Vec<f32> = l.raw(&format!("{prefix}.bias"), &[c])?.iter().map(|v| v * scale).collect();
-        Ok(Conv3x3x3::Winograd(WinogradWeight::from_torch(l.gpu, &w, &shape, Some(&b), l.dtype)?))
-    }
-
-    /// The convolution of `x` normalised by `norm`, plus `res` where given.
-    fn forward(&self, rec: &mut Recorder, x: &Tensor, norm: &GnTable, res: Option<&Tensor>) -> Result<Tensor> {
-        match self {
-            Conv3x3x3::Direct(w) => conv3d_normed(rec, x, norm, w, res.map(Residual::Same)),
-            Conv3x3x3::Winograd(w) => {
-                let h = group_norm_apply(rec, x, norm)?;
-                conv3d_winograd(rec, &h, w, res)
-            }
-        }
-    }
+    pub conv2: NormedConv,
 }
 
 impl TemporalResnetBlock {
@@ -91,9 +58,9 @@ impl TemporalResnetBlock {
     pub fn load(l: &mut Loader, prefix: &str, c: usize, branch_scale: f32) -> Result<Self> {
         Ok(TemporalResnetBlock {
             norm1: l.norm(&format!("{prefix}.norm1"), c)?,
-            conv1: Conv3x3x3::load(l, &format!("{prefix}.conv1"), c, 1.0)?,
+            conv1: NormedConv::load(l, &format!("{prefix}.conv1"), &[c, c, 3, 3, 3], 1.0)?,
             norm2: l.norm(&format!("{prefix}.norm2"), c)?,
-            conv2: Conv3x3x3::load(l, &format!("{prefix}.conv2"), c, branch_scale)?,
+            conv2: NormedConv::load(l, &format!("{prefix}.conv2"), &[c, c, 3, 3, 3], branch_scale)?,
         })
     }
 
@@ -103,7 +70,7 @@ impl TemporalResnetBlock {
         let norm1 = group_norm_table_w(rec, x, TE_GROUPS, 1e-5, &self.norm1, gn)?;
         let h = self.conv1.forward(rec, x, &norm1, None)?;
         let norm2 = group_norm_table_w(rec, &h, TE_GROUPS, 1e-5, &self.norm2, gn)?;
-        self.conv2.forward(rec, &h, &norm2, Some(x))
+        self.conv2.forward(rec, &h, &norm2, Some(Residual::Same(x)))
     }
 }
 
@@ -389,7 +356,7 @@ fn upsampled_image_bytes(x: &Tensor, c: usize) -> u64 {
 /// operation up to the join works on each image alone.
 fn upsample_into_resnet(rec: &mut Recorder, u: &Upsample2D, r: &SpatioTemporalResBlock, x: &Tensor, frames: usize) -> Result<Tensor> {
     let n = x.shape()[0];
-    let widest = x.shape()[3].max(r.spatial.conv1.cout);
+    let widest = x.shape()[3].max(r.spatial.conv1.cout());
     let per_image = upsampled_image_bytes(x, widest);
     let group = ((rec.gpu().max_binding() / per_image.max(1)) as usize).clamp(1, n);
     let mut parts = Vec::new();

@@ -24,6 +24,7 @@ use anyhow::{bail, ensure, Result};
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::conv::{conv3d_into, ConvWeight};
 use crate::ops::matmul::matmul;
+use crate::ops::residual::Residual;
 use crate::tensor::{DType, Tensor};
 use crate::Gpu;
 
@@ -75,19 +76,26 @@ impl WinogradWeight {
             let ws = (0..16).map(|xi| ConvWeight::from_torch(gpu, &u[xi * plane..(xi + 1) * plane], &[cout, cin, kt, 1, 1], None, dtype));
             Products::Conv(ws.collect::<Result<_>>()?)
         } else {
-            // [16][Cout][Cin] → [16][Cin][Cout], the matmul's K-major operand.
+            // [16][Cout][Cin] → [16][Cin][Cout], the matmul's K-major operand, a plane per thread.
             let mut b = vec![0f32; 16 * cin * cout];
-            for xi in 0..16 {
-                for co in 0..cout {
-                    for ci in 0..cin {
-                        b[(xi * cin + ci) * cout + co] = u[xi * plane + co * cin + ci];
-                    }
+            std::thread::scope(|s| {
+                for (dst, src) in b.chunks_mut(plane).zip(u.chunks(plane)) {
+                    s.spawn(move || {
+                        for (co, row) in src.chunks(cin).enumerate() {
+                            row.iter().enumerate().for_each(|(ci, &v)| dst[ci * cout + co] = v);
+                        }
+                    });
                 }
-            }
+            });
             Products::Matmul(Tensor::from_f32(gpu, &b, &[16, cin, cout], dtype)?)
         };
         let bias = bias.map(|b| Tensor::from_f32(gpu, b, &[cout], dtype)).transpose()?;
         Ok(WinogradWeight { cin, cout, kt, products, bias })
+    }
+
+    /// Whether this is a 3-D convolution's weight (for [`conv3d_winograd`]).
+    pub fn is_3d(&self) -> bool {
+        matches!(self.products, Products::Conv(_))
     }
 
     fn dtype(&self) -> DType {
@@ -109,6 +117,7 @@ struct Params {
     tw: u32,
     plane: u32,
     ty0: u32,
+    res_rep: u32,
 }
 
 /// At most this many bytes in the 16 planes of a band's transformed inputs, and again in its
@@ -124,9 +133,9 @@ pub(super) struct Band {
 }
 
 /// 2-D convolution, 3×3, stride 1, padding 1, of channels-last `x` `[.., H, W, Cin]` (any
-/// leading axes: images, or frames of a video): `[.., H, W, Cout]`, plus `res` (the output's
-/// shape) where given.
-pub fn conv2d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>) -> Result<Tensor> {
+/// leading axes: images, or frames of a video): `[.., H, W, Cout]`, plus `res` where given (of
+/// the output's shape, or a row per batch element).
+pub fn conv2d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
     ensure!(matches!(w.products, Products::Matmul(_)), "conv2d_winograd: the weight is a 3-D convolution's");
     ensure!(x.shape().len() >= 3, "conv2d_winograd: input {:?} is not [.., H, W, C]", x.shape());
     run(rec, x, w, res)
@@ -134,18 +143,18 @@ pub fn conv2d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: 
 
 /// 3-D convolution, KT × 3 × 3 (KT odd), stride 1, "same" zero padding, of channels-last video
 /// `x` `[B, F, H, W, Cin]`: `[B, F, H, W, Cout]`, plus `res` where given.
-pub fn conv3d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>) -> Result<Tensor> {
+pub fn conv3d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
     ensure!(matches!(w.products, Products::Conv(_)), "conv3d_winograd: the weight is a 2-D convolution's");
     ensure!(x.shape().len() == 5, "conv3d_winograd: input {:?} is not [B, F, H, W, C]", x.shape());
     run(rec, x, w, res)
 }
 
-fn run(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>) -> Result<Tensor> {
+fn run(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
     run_in_bands(rec, x, w, res, PLANES_BUDGET)
 }
 
 /// The convolution in bands of tile rows whose planes take at most `budget` bytes each.
-pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<&Tensor>, budget: u64) -> Result<Tensor> {
+pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>, budget: u64) -> Result<Tensor> {
     let gpu = rec.gpu();
     let s = x.shape().to_vec();
     let r = s.len();
@@ -157,7 +166,7 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, r
     let mut out_shape = s.clone();
     out_shape[r - 1] = w.cout;
     if let Some(t) = res {
-        ensure!(t.shape() == out_shape.as_slice() && t.dtype() == dt, "winograd: a residual of {:?} {:?} for an output of {out_shape:?} {dt:?}", t.shape(), t.dtype());
+        t.rep("winograd", &out_shape, dt)?;
     }
     let n: usize = s[..r - 3].iter().product();
     let (th, tw) = cpu::tiles(h, wd);
@@ -228,26 +237,26 @@ pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, band: Band, plane:
 }
 
 /// The output transform of `band`'s 16 product planes `m` (flat, equal planes back to back)
-/// into its rows of `out` `[.., H, W, Cout]`, plus `bias` `[Cout]` and `res` (of `out`'s shape)
+/// into its rows of `out` `[.., H, W, Cout]`, plus `bias` `[Cout]` and `res` (a [`Residual`] of `out`)
 /// where given.
-pub(super) fn output_transform(rec: &mut Recorder, m: &Tensor, out: &Tensor, band: Band, bias: Option<&Tensor>, res: Option<&Tensor>) -> Result<()> {
+pub(super) fn output_transform(rec: &mut Recorder, m: &Tensor, out: &Tensor, band: Band, bias: Option<&Tensor>, res: Option<Residual>) -> Result<()> {
     let s = out.shape();
     let r = s.len();
     let (h, w, c) = (s[r - 3], s[r - 2], s[r - 1]);
     let dt = out.dtype();
     ensure!(c.is_multiple_of(4) && m.dtype() == dt, "winograd: {c} output channels (a multiple of 4 needed), products {:?}, output {dt:?}", m.dtype());
     ensure!(m.numel().is_multiple_of(16), "internal: winograd products of {} elements", m.numel());
-    let p = params(s[..r - 3].iter().product(), h, w, c, band, m.numel() / 16)?;
+    let mut p = params(s[..r - 3].iter().product(), h, w, c, band, m.numel() / 16)?;
     if let Some(b) = bias {
         ensure!(b.shape() == [c] && b.dtype() == dt, "winograd: a bias of {:?} {:?} for {c} channels {dt:?}", b.shape(), b.dtype());
     }
     if let Some(t) = res {
-        ensure!(t.shape() == s && t.dtype() == dt, "winograd: a residual of {:?} {:?} for an output of {s:?} {dt:?}", t.shape(), t.dtype());
+        p.res_rep = t.rep("winograd", s, dt)?;
     }
     let k = Kernel::new("winograd_output", SRC_OUT, dt).def("HAS_BIAS", bias.is_some()).def("HAS_RES", res.is_some());
     let gpu = rec.gpu();
     // Without a bias or a residual, their bindings repeat the planes'.
-    let binds = [m.into(), bias.unwrap_or(m).into(), res.unwrap_or(m).into(), out.into()];
+    let binds = [m.into(), bias.unwrap_or(m).into(), res.map_or(m, |t| t.tensor()).into(), out.into()];
     rec.dispatch(&k, &p, &binds, grid(gpu, p.units.div_ceil(256)))
 }
 
@@ -268,5 +277,6 @@ fn params(n: usize, h: usize, w: usize, c: usize, band: Band, plane: usize) -> R
         tw: tw as u32,
         plane: (plane / 4) as u32,
         ty0: band.ty0 as u32,
+        res_rep: 1,
     })
 }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::ops::conv::cpu as direct;
+use crate::ops::residual::Residual;
 use crate::testutil::*;
 
 /// f32: the planes are stored in f32, so the error is f32 rounding of sums of a few terms.
@@ -73,7 +74,7 @@ fn transforms_match_their_cpu_twins() {
                 let want = cpu::output_transform(&mv, n, h, w, c, with_bias.then_some(&bv[..]), with_res.then_some(&rv[..]));
                 let mut rec = gpu.recorder();
                 let y = rec.empty(&[n, h, w, c], dt).unwrap();
-                output_transform(&mut rec, &m, &y, Band { ty0: 0, rows: th }, with_bias.then_some(&bias), with_res.then_some(&res)).unwrap();
+                output_transform(&mut rec, &m, &y, Band { ty0: 0, rows: th }, with_bias.then_some(&bias), with_res.then_some(Residual::Same(&res))).unwrap();
                 rec.submit();
                 assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
                 if th >= 3 {
@@ -81,7 +82,7 @@ fn transforms_match_their_cpu_twins() {
                     let mb = Tensor::from_f32(&gpu, &band_of(&mv, n, (th, tw, c), band), &[16 * n * band.rows * tw * c], dt).unwrap();
                     let mut rec = gpu.recorder();
                     let y = rec.empty(&[n, h, w, c], dt).unwrap();
-                    output_transform(&mut rec, &mb, &y, band, with_bias.then_some(&bias), with_res.then_some(&res)).unwrap();
+                    output_transform(&mut rec, &mb, &y, band, with_bias.then_some(&bias), with_res.then_some(Residual::Same(&res))).unwrap();
                     rec.submit();
                     let got = y.to_f32(&gpu).unwrap();
                     let inside = |i: usize| (2..2 * (th - 1)).contains(&((i / (w * c)) % h));
@@ -103,6 +104,11 @@ fn the_weight_transform_is_g_g_gt() {
     assert_eq!([u[0], u[3], u[12], u[15]], [1.0, 3.0, 7.0, 9.0]);
     let u = cpu::transform_weight(&[2.0; 9], 1, 1, 1);
     assert_eq!(&u[..4], &[2.0, 3.0, 1.0, 2.0]);
+    // In ranges of kernels on several threads (over 16 384 kernels each, on a machine of several
+    // cores): the same values as in one range.
+    let (cout, cin) = (41, 1201);
+    let w = Rng::new(fresh_seed()).normals(cout * cin * 9, 1.0);
+    assert!(cpu::transform_weight(&w, cout, cin, 1) == cpu::transform_kernels(&w, 0, cout * cin), "the parallel weight transform differs");
 }
 
 /// The whole convolution against the direct one, with and without a bias and a residual:
@@ -136,15 +142,24 @@ fn winograd_matches_the_direct_convolution() {
             let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
             let wv = rng.normals(ws.iter().product(), 0.2);
             let bv = rand(&mut rng, cout, 0.5, dt);
-            let rv = rand(&mut rng, n * h * w * cout, 1.0, dt);
             let with = k % 2 == 1;
+            // The residual: of the output's shape with the bias, or (case 2 and 5) a row per
+            // batch element, as a resnet's time embedding.
+            let per_batch = k % 3 == 2;
+            let rs: Vec<usize> = if per_batch { vec![lead[0], cout] } else { ys.clone() };
+            let rv = rand(&mut rng, rs.iter().product(), 1.0, dt);
+            let res = Tensor::from_f32(&gpu, &rv, &rs, dt).unwrap();
+            let r = if per_batch {
+                Some(Residual::PerBatch(&res))
+            } else {
+                with.then_some(Residual::Same(&res))
+            };
             let weight = WinogradWeight::from_torch(&gpu, &wv, &ws, with.then_some(&bv[..]), dt).unwrap();
             let x = Tensor::from_f32(&gpu, &xv, &xs, dt).unwrap();
-            let res = Tensor::from_f32(&gpu, &rv, &ys, dt).unwrap();
             // In one band, and in bands of one tile row (at most).
             let mut rec = gpu.recorder();
-            let y = if kt == 0 { conv2d_winograd(&mut rec, &x, &weight, with.then_some(&res)) } else { conv3d_winograd(&mut rec, &x, &weight, with.then_some(&res)) }.unwrap();
-            let banded = run_in_bands(&mut rec, &x, &weight, with.then_some(&res), 1).unwrap();
+            let y = if kt == 0 { conv2d_winograd(&mut rec, &x, &weight, r) } else { conv3d_winograd(&mut rec, &x, &weight, r) }.unwrap();
+            let banded = run_in_bands(&mut rec, &x, &weight, r, 1).unwrap();
             rec.submit();
             // The direct convolution of the same values (f16: of the weights as the direct
             // kernel would store them, so the difference is the transforms' rounding).
@@ -155,10 +170,13 @@ fn winograd_matches_the_direct_convolution() {
             } else {
                 direct::conv3d(&xv, lead[0], lead[1], h, w, cin, &wr, cout, [kt, 3, 3], b)
             };
-            if with {
-                want.iter_mut().zip(&rv).for_each(|(o, r)| *o += r);
+            if r.is_some() {
+                let per = want.len() / lead[0];
+                for (i, o) in want.iter_mut().enumerate() {
+                    *o += if per_batch { rv[(i / per) * cout + i % cout] } else { rv[i] };
+                }
             }
-            let what = format!("winograd {xs:?} -> {cout}, taps {kt}, bias and residual {with}, {} (seed {seed})", dt.name());
+            let what = format!("winograd {xs:?} -> {cout}, taps {kt}, bias {with}, residual {:?}, {} (seed {seed})", r.map(|r| r.tensor().shape().to_vec()), dt.name());
             assert_close(&what, &y.to_f32(&gpu).unwrap(), &want, tol);
             assert_close(&format!("{what}, in bands of one tile row"), &banded.to_f32(&gpu).unwrap(), &want, tol);
         }
