@@ -271,6 +271,36 @@ fn plan_limits_plan_for_a_larger_gpu() {
     assert_eq!(planning.pool.stats().created_bytes, 0, "nothing may be allocated");
 }
 
+/// A tensor an op sized to fit one binding (`empty_banded`, the Winograd planes) is planned and
+/// bound like any other but is not the graph's largest tensor, which tiling scales with the
+/// frame: `--tile auto` would otherwise tile a frame for planes that band themselves.
+#[test]
+fn banded_tensors_are_not_the_largest() {
+    let gpu = test_gpu();
+    let mut rec = Recorder::capture(&gpu);
+    let x = rec.empty(&[1024], DType::F32).unwrap();
+    let planes = rec.empty_banded(&[4096], DType::F32).unwrap();
+    let _y = add(&mut rec, &x, &x).unwrap();
+    let _z = unary(&mut rec, Unary::Silu, &planes).unwrap();
+    assert_eq!(rec.planned_largest(), 4 * 4096, "the banded input's output grows with the frame");
+    let mut rec = Recorder::capture(&gpu);
+    let x = rec.empty(&[1024], DType::F32).unwrap();
+    let planes = rec.empty_banded(&[4096], DType::F32).unwrap();
+    let _y = add(&mut rec, &x, &x).unwrap();
+    let _z = copy_banded(&mut rec, &planes);
+    assert_eq!(rec.planned_largest(), 4 * 1024);
+    let graph = rec.into_graph().unwrap();
+    assert_eq!(graph.largest_tensor_bytes(), 4 * 1024);
+    assert!(graph.planned_bytes() >= 4 * (4096 + 1024), "the banded tensor is still planned");
+}
+
+/// A write of `t` into another banded tensor (as the Winograd products are).
+fn copy_banded(rec: &mut Recorder, t: &Tensor) -> Tensor {
+    let out = rec.empty_banded(t.shape(), t.dtype()).unwrap();
+    unary_into(rec, Unary::Silu, t, &out).unwrap();
+    out
+}
+
 /// A GPU with a small binding limit (as `DIFFVSR_MAX_BINDING` simulates one): a tensor that fits
 /// a buffer but not one binding is refused before any wgpu call, naming the setting to lower.
 #[test]

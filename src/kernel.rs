@@ -156,7 +156,8 @@ pub struct GraphPlan {
     /// The activation buffers the plan would create in an empty arena, and their count.
     pub planned_bytes: u64,
     pub buffers: usize,
-    /// The most activation bytes alive at once, and the largest activation.
+    /// The most activation bytes alive at once, and the largest activation that grows with the
+    /// frame ([`Graph::largest_tensor_bytes`]).
     pub live_peak: u64,
     pub largest: u64,
     /// The dispatches by kernel specialisation, most activation bytes bound first.
@@ -281,16 +282,28 @@ impl<'g> Recorder<'g> {
         self.gpu
     }
 
-    /// The largest tensor a capturing recorder has planned so far (0 for an eager one): what
-    /// its graph would need of one binding, known before anything is allocated.
+    /// The largest tensor a capturing recorder has planned so far (0 for an eager one), of
+    /// those that grow with the frame (not [`Recorder::empty_banded`]'s): what its graph would
+    /// need of one binding, known before anything is allocated, for tiling a frame by.
     pub fn planned_largest(&self) -> u64 {
         self.capture.as_ref().map_or(0, |c| c.trace.lock().unwrap().largest())
     }
 
     /// A new tensor for an op's output: from the device pool (eager) or the graph's arena (capture).
     pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.empty_as(shape, dtype, false)
+    }
+
+    /// [`Recorder::empty`] for a tensor its op sized to fit one binding whatever the frame (a
+    /// band of a larger computation, `ops::winograd`): it does not count as a tensor that grows
+    /// with the frame ([`Recorder::planned_largest`]), which tiling is planned by.
+    pub fn empty_banded(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.empty_as(shape, dtype, true)
+    }
+
+    fn empty_as(&self, shape: &[usize], dtype: DType, banded: bool) -> Result<Tensor> {
         match &self.capture {
-            Some(c) => Tensor::planned(&c.trace, shape, dtype),
+            Some(c) => Tensor::planned(&c.trace, shape, dtype, banded),
             None => Tensor::empty_in(self.gpu, self.pool.as_ref().unwrap_or(&self.gpu.pool), shape, dtype),
         }
     }
@@ -644,7 +657,7 @@ pub struct Graph {
     arena: Arena,
     /// The most activation bytes alive at once during the capture.
     live_peak: u64,
-    /// The graph's largest activation (bytes).
+    /// The graph's largest activation that grows with the frame (bytes).
     largest: u64,
     /// Σ over dispatches of their activation bindings' sizes.
     activation_bytes_bound: u64,
@@ -773,7 +786,9 @@ impl Graph {
         self.read_write_dispatches
     }
 
-    /// The graph's largest activation tensor (bytes): what one storage binding must hold.
+    /// The graph's largest activation tensor that grows with the frame (bytes): what one storage
+    /// binding must hold, and what tiling a frame is planned by. Tensors an op sized to fit one
+    /// binding ([`Recorder::empty_banded`]) are not counted.
     pub fn largest_tensor_bytes(&self) -> u64 {
         self.largest
     }

@@ -83,8 +83,8 @@ impl Tensor {
     }
 
     /// A tensor of a graph being captured: memory planned when the capture ends (`gpu/arena.rs`).
-    pub(crate) fn planned(trace: &Arc<Mutex<Trace>>, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let buf = Trace::slot(trace, tensor_bytes(shape, dtype)?);
+    pub(crate) fn planned(trace: &Arc<Mutex<Trace>>, shape: &[usize], dtype: DType, banded: bool) -> Result<Tensor> {
+        let buf = Trace::slot(trace, tensor_bytes(shape, dtype)?, banded);
         Ok(Tensor { buf, offset: 0, shape: shape.to_vec(), dtype, view: false })
     }
 

@@ -97,19 +97,23 @@ pub(crate) struct Trace {
 
 struct Life {
     bytes: u64,
+    /// Sized by its op to fit one binding whatever the frame (a band of a larger computation):
+    /// not a tensor that grows with the frame ([`Trace::largest`]).
+    banded: bool,
     start: usize,
     end: Option<usize>,
     storage: Weak<Storage>,
 }
 
 impl Trace {
-    /// A new slot of `bytes`, alive from now until its last view drops.
-    pub(crate) fn slot(trace: &Arc<Mutex<Trace>>, bytes: u64) -> Arc<Storage> {
+    /// A new slot of `bytes`, alive from now until its last view drops; `banded`: see
+    /// [`Life::banded`].
+    pub(crate) fn slot(trace: &Arc<Mutex<Trace>>, bytes: u64, banded: bool) -> Arc<Storage> {
         let mut t = trace.lock().unwrap();
         let id = t.slots.len();
         let storage = Arc::new(Storage::Planned(Slot { id, trace: trace.clone(), place: OnceLock::new() }));
         let start = t.now;
-        t.slots.push(Life { bytes, start, end: None, storage: Arc::downgrade(&storage) });
+        t.slots.push(Life { bytes, banded, start, end: None, storage: Arc::downgrade(&storage) });
         storage
     }
 
@@ -155,9 +159,10 @@ impl Trace {
         }).max().unwrap_or(0) as u64
     }
 
-    /// The largest slot (bytes).
+    /// The largest slot that grows with the frame (bytes): not [`Life::banded`] ones, which
+    /// their ops sized to fit one binding. What tiling a frame must keep within one binding.
     pub(crate) fn largest(&self) -> u64 {
-        self.slots.iter().map(|l| l.bytes).max().unwrap_or(0)
+        self.slots.iter().filter(|l| !l.banded).map(|l| l.bytes).max().unwrap_or(0)
     }
 }
 

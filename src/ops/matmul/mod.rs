@@ -28,7 +28,7 @@
 //! the output is `[batch.., M, N]`. A token sequence `[batch, tokens, C]` or channels-last
 //! `[N, H, W, C]` activation is already in this form with K = C.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::input::Input;
@@ -399,6 +399,13 @@ fn coop_kernel(v4: bool, cfg: CoopCfg, dtype: DType, srcs: &[&'static str; 3], n
 
 #[allow(clippy::too_many_arguments)]
 fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, norm: Option<ANorm>, v: Variant) -> Result<Tensor> {
+    run_into(rec, a, b, bias, store, p, norm, v, None)
+}
+
+/// [`run`] storing into `dest` where given (a tensor or view of the output's shape and dtype),
+/// else into a new tensor.
+#[allow(clippy::too_many_arguments)]
+fn run_into(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store: Store, p: &Plan, norm: Option<ANorm>, v: Variant, dest: Option<&Tensor>) -> Result<Tensor> {
     let gpu = rec.gpu();
     if let Some(n) = norm {
         if p.batch != 1 {
@@ -422,7 +429,13 @@ fn run(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
         }
         Store::Plain => 1,
     };
-    let out = rec.empty(&out_shape, a.dtype())?;
+    let out = match dest {
+        Some(t) => {
+            ensure!(t.shape() == out_shape.as_slice() && t.dtype() == a.dtype(), "matmul: an output of {:?} {:?} given for {out_shape:?} {:?}", t.shape(), t.dtype(), a.dtype());
+            t.clone()
+        }
+        None => rec.empty(&out_shape, a.dtype())?,
+    };
     if out.numel() == 0 {
         return Ok(out);
     }
@@ -503,6 +516,16 @@ fn matmul_store(rec: &mut Recorder, a: &Tensor, b: &Tensor, bias: Option<&Tensor
     let p = plan(a.shape(), b.shape(), bias.map(|t| t.shape()))?;
     let v = choose_tuned(rec.gpu(), a, b, bias, store, &p, None, path)?;
     run(rec, a, b, bias, store, &p, None, v)
+}
+
+/// [`matmul`] without a bias, storing into `out` (a tensor or view of the product's shape and
+/// dtype) instead of a new tensor: the Winograd convolution's products land in a tensor it
+/// sized itself (`ops::winograd`).
+pub fn matmul_into(rec: &mut Recorder, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
+    check_dtypes(a, b, None)?;
+    let p = plan(a.shape(), b.shape(), None)?;
+    let v = choose_tuned(rec.gpu(), a, b, None, Store::Plain, &p, None, Impl::Auto)?;
+    run_into(rec, a, b, None, Store::Plain, &p, None, v, Some(out)).map(drop)
 }
 
 /// An `nn.Linear` layer's parameters on the GPU. The weight is stored transposed, `[in, out]`

@@ -23,7 +23,7 @@ use anyhow::{bail, ensure, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::conv::{conv3d_into, ConvWeight};
-use crate::ops::matmul::matmul;
+use crate::ops::matmul::matmul_into;
 use crate::ops::residual::Residual;
 use crate::tensor::{DType, Tensor};
 use crate::Gpu;
@@ -185,10 +185,12 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, r
         let m = match &w.products {
             Products::Matmul(u) => {
                 // One batched product of the planes, back to back (C % 4 == 0: no padding).
-                matmul(rec, &v.reshape(&[16, rows, c])?, u, None)?.reshape(&[16 * rows * w.cout])?
+                let m = rec.empty_banded(&[16 * mp], dt)?;
+                matmul_into(rec, &v.reshape(&[16, rows, c])?, u, &m.reshape(&[16, rows, w.cout])?)?;
+                m
             }
             Products::Conv(ws) => {
-                let m = rec.empty(&[16 * mp], dt)?;
+                let m = rec.empty_banded(&[16 * mp], dt)?;
                 let (b, f) = (s[0], s[1]);
                 for (xi, wx) in ws.iter().enumerate() {
                     let vx = v.narrow(0, xi * vp, rows * c)?.reshape(&[b, f, band.rows, tw, c])?;
@@ -230,7 +232,7 @@ pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, band: Band, plane:
     let (h, w, c) = (s[r - 3], s[r - 2], s[r - 1]);
     ensure!(c.is_multiple_of(4), "winograd: {c} input channels, not a multiple of 4");
     let p = params(s[..r - 3].iter().product(), h, w, c, band, plane)?;
-    let v = rec.empty(&[16 * plane], x.dtype())?;
+    let v = rec.empty_banded(&[16 * plane], x.dtype())?;
     let gpu = rec.gpu();
     rec.dispatch(&Kernel::new("winograd_input", SRC_IN, x.dtype()), &p, &[x.into(), (&v).into()], grid(gpu, p.units.div_ceil(256)))?;
     Ok(v)
