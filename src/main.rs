@@ -71,10 +71,10 @@ struct GpuArgs {
     /// them apart where it is off.
     #[arg(long, env = "DIFFVSR_NORM_INTO_CONV", default_value = "auto", value_name = "auto|on|off")]
     norm_into_conv: TuneMode,
-    /// Run the TE-3DVAE's 3×3×3 convolutions by Winograd's F(2×2, 3×3): 4/9 of the multiplies
-    /// for two more passes over memory, values within a few roundings of the direct
-    /// convolution's (an experiment: faster or not depends on the GPU; see BENCHMARKS.md; or
-    /// DIFFVSR_WINOGRAD=1).
+    /// Run every resnet's 3×3 convolutions (and the TE-3DVAE's 3×3×3 ones) by Winograd's
+    /// F(2×2, 3×3): 4/9 of their multiplies for more passes over memory, values within a few
+    /// roundings of the direct convolution's (an experiment: faster or not depends on the GPU;
+    /// see BENCHMARKS.md; or DIFFVSR_WINOGRAD=1).
     #[arg(long)]
     winograd: bool,
 }

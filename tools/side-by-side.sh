@@ -151,6 +151,7 @@ if [ "$mode" = tiny ]; then
     cases=(
         "diffvsr-unet 8x12|$U --random-inputs 2x8x12 --dtype f16 --cfg-pair|f16|2x7x8x8x12|diffvsr-unet 8x12|60"
         "diffvsr-unet 16x16|$U --random-inputs 2x16x16 --dtype f16 --cfg-pair|f16|2x7x8x16x16|diffvsr-unet 16x16|60"
+        "diffvsr-unet 16x16, Winograd|$U --random-inputs 2x16x16 --dtype f16 --cfg-pair --winograd|f16|2x7x8x16x16|diffvsr-unet 16x16|60"
         "diffvsr-unet 2 windows 8x12|$U --random-inputs 4x8x12 --dtype f16 --cfg-pair|f16|4x7x8x8x12|diffvsr-unet 2 windows 8x12|60"
         "te3dvae-decode 8x12 f32|$V --random-inputs 1x8x12 --dtype f32|f32|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
         "te3dvae-decode 8x12 f16|$V --random-inputs 1x8x12 --dtype f16|f16|1x4x4x8x12|te3dvae-decode 8x12 float32|40"
@@ -167,6 +168,9 @@ else
     # Most telling first: a run short of budget skips the rows at the end.
     cases=(
         "diffvsr-unet 128x128|$U --random-inputs 2x128x128 --dtype f16 --cfg-pair|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
+        # Every resnet's 3x3 convolutions by Winograd F(2x2,3x3): 20.1 of the 28.1 TFLOP, twice
+        # the bytes bound. Whether it wins is this row's question.
+        "diffvsr-unet 128x128, Winograd|$U --random-inputs 2x128x128 --dtype f16 --cfg-pair --winograd|f16|2x7x8x128x128|diffvsr-unet 128x128|75"
         # f32 storage with the convolutions on tensor cores, operands rounded to f16 (the job's
         # decode): against the official fp32 decode, whose convolutions PyTorch runs in TF32.
         "te3dvae-decode 128x128 f32 on f16 operands|$V --random-inputs 1x128x128 --dtype f32 --f16-operands|f32|1x4x4x128x128|te3dvae-decode 128x128 float32|30"

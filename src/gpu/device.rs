@@ -67,9 +67,10 @@ pub struct GpuOptions {
     /// instead of after a pass of its own (`DIFFVSR_NORM_INTO_CONV`): auto times both per shape
     /// where tuning is on and keeps them apart elsewhere.
     pub norm_into_conv: TuneMode,
-    /// The TE-3DVAE's 3×3×3 convolutions run by Winograd's F(2×2, 3×3) (`ops::winograd`): 4/9
-    /// of the multiplies, values within a few roundings of the storage dtype of the direct
-    /// convolution's (`DIFFVSR_WINOGRAD`). Off by default: an experiment to time on GPUs.
+    /// Every resnet's 3×3 convolutions, and the TE-3DVAE's 3×3×3 ones, run by Winograd's
+    /// F(2×2, 3×3) (`ops::winograd`, `models::blocks::NormedConv`): 4/9 of the multiplies,
+    /// values within a few roundings of the storage dtype of the direct convolution's
+    /// (`DIFFVSR_WINOGRAD`). Off by default: an experiment to time on GPUs.
     pub winograd: bool,
 }
 
@@ -321,7 +322,7 @@ impl Gpu {
         self.norm_into_conv
     }
 
-    /// Whether the video VAE's 3×3×3 convolutions run by Winograd ([`GpuOptions::winograd`]).
+    /// Whether the resnets' 3×3 convolutions run by Winograd ([`GpuOptions::winograd`]).
     pub fn winograd(&self) -> bool {
         self.winograd
     }
