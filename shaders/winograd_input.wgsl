@@ -1,6 +1,6 @@
-// Winograd F(2×2, 3×3) input transform (ops/winograd): x [N, H, W, C] channels-last → V, 16
-// planes ξ = 4·i + j of [N, BTH, TW, C] for the band of tile rows ty0 .. ty0 + BTH (of TH = ⌈H/2⌉;
-// TW = ⌈W/2⌉), `plane` vec4 units apart:
+// Winograd F(2×2, 3×3) input transform (ops/winograd; winograd_tiles.wgsl comes first):
+// x [N, H, W, C] channels-last → V, 16 planes ξ = 4·i + j of [N, BTH, TW, C] for the band of
+// tile rows ty0 .. ty0 + BTH, `plane` vec4 units apart:
 //   V[ξ][n, ty, tx, c] = (Bᵀ d B)[i][j],  d = x[n, 2ty − 1 .. 2ty + 3, 2tx − 1 .. 2tx + 3, c]
 // (zero outside the image: the convolution's padding of 1), with
 //   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
@@ -8,19 +8,6 @@
 // One invocation per (tile, four channels): adjacent lanes take adjacent channels, so every
 // load and store of a subgroup is one contiguous span where C is wide.
 
-struct Params {
-    units: u32,   // N·BTH·TW·cv: the vec4 units of one plane that hold values
-    cv: u32,      // C / 4
-    h: u32,
-    w: u32,
-    bth: u32,     // tile rows of the band the planes hold
-    tw: u32,
-    plane: u32,   // vec4 units from one plane to the next (≥ units)
-    ty0: u32,     // the band's first tile row
-    res_rep: u32, // (the output transform's)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<T>>;
 @group(0) @binding(2) var<storage, read_write> v: array<vec4<T>>;
 
@@ -63,18 +50,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (u >= p.units) {
         return;
     }
-    let c = u % p.cv;
-    let tile = u / p.cv;
-    let tx = tile % p.tw;
-    let rest = tile / p.tw;
-    let ty = p.ty0 + rest % p.bth;
-    let img = rest / p.bth;
-    let y0 = i32(2u * ty) - 1;
-    let x0 = i32(2u * tx) - 1;
-    let k0 = column(img, y0, x0, c);
-    let k1 = column(img, y0, x0 + 1, c);
-    let k2 = column(img, y0, x0 + 2, c);
-    let k3 = column(img, y0, x0 + 3, c);
+    let t = tile_at(u);
+    let y0 = i32(2u * t.ty) - 1;
+    let x0 = i32(2u * t.tx) - 1;
+    let k0 = column(t.img, y0, x0, t.c4);
+    let k1 = column(t.img, y0, x0 + 1, t.c4);
+    let k2 = column(t.img, y0, x0 + 2, t.c4);
+    let k3 = column(t.img, y0, x0 + 3, t.c4);
     store_row(0u, u, k0.r0, k1.r0, k2.r0, k3.r0);
     store_row(1u, u, k0.r1, k1.r1, k2.r1, k3.r1);
     store_row(2u, u, k0.r2, k1.r2, k2.r2, k3.r2);

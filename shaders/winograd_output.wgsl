@@ -1,4 +1,5 @@
-// Winograd F(2×2, 3×3) output transform (ops/winograd): the 16 product planes M[ξ] of
+// Winograd F(2×2, 3×3) output transform (ops/winograd; winograd_tiles.wgsl comes first): the 16
+// product planes M[ξ] of
 // [N, BTH, TW, Cout] for the band of tile rows ty0 .. ty0 + BTH (`plane` vec4 units apart) → its
 // rows of y [N, H, W, Cout] channels-last:
 //   y[n, 2ty + a, 2tx + b, c] = (Aᵀ m A)[a][b] (+ bias[c]) (+ res[(pixel / res_rep)·C + c]),
@@ -9,19 +10,6 @@
 // planes, then stored in T. Specialised by HAS_BIAS and HAS_RES (without them, their bindings
 // repeat the planes'). One invocation per (tile, four channels).
 
-struct Params {
-    units: u32,   // N·BTH·TW·cv
-    cv: u32,      // Cout / 4
-    h: u32,
-    w: u32,
-    bth: u32,     // tile rows of the band the planes hold
-    tw: u32,
-    plane: u32,   // vec4 units from one plane to the next (≥ units)
-    ty0: u32,     // the band's first tile row
-    res_rep: u32, // output pixels per residual row
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> m: array<vec4<T>>;
 @group(0) @binding(2) var<storage, read> bias: array<vec4<T>>;
 @group(0) @binding(3) var<storage, read> res: array<vec4<T>>;
@@ -68,19 +56,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (u >= p.units) {
         return;
     }
-    let c = u % p.cv;
-    let tile = u / p.cv;
-    let tx = tile % p.tw;
-    let rest = tile / p.tw;
-    let ty = p.ty0 + rest % p.bth;
-    let img = rest / p.bth;
+    let t = tile_at(u);
     let k0 = column(0u, u);
     let k1 = column(1u, u);
     let k2 = column(2u, u);
     let k3 = column(3u, u);
     // (Aᵀ m) A: row a of Aᵀ m is (k0.sa, k1.sa, k2.sa, k3.sa).
-    store(img, 2u * ty, 2u * tx, c, k0.s0 + k1.s0 + k2.s0);
-    store(img, 2u * ty, 2u * tx + 1u, c, k1.s0 - k2.s0 - k3.s0);
-    store(img, 2u * ty + 1u, 2u * tx, c, k0.s1 + k1.s1 + k2.s1);
-    store(img, 2u * ty + 1u, 2u * tx + 1u, c, k1.s1 - k2.s1 - k3.s1);
+    let y0 = 2u * t.ty;
+    let x0 = 2u * t.tx;
+    store(t.img, y0, x0, t.c4, k0.s0 + k1.s0 + k2.s0);
+    store(t.img, y0, x0 + 1u, t.c4, k1.s0 - k2.s0 - k3.s0);
+    store(t.img, y0 + 1u, x0, t.c4, k0.s1 + k1.s1 + k2.s1);
+    store(t.img, y0 + 1u, x0 + 1u, t.c4, k1.s1 - k2.s1 - k3.s1);
 }

@@ -35,8 +35,8 @@ mod tests;
 
 pub use bench::bench_cases;
 
-const SRC_IN: &str = include_str!("../../../shaders/winograd_input.wgsl");
-const SRC_OUT: &str = include_str!("../../../shaders/winograd_output.wgsl");
+const SRC_IN: &str = concat!(include_str!("../../../shaders/winograd_tiles.wgsl"), include_str!("../../../shaders/winograd_input.wgsl"));
+const SRC_OUT: &str = concat!(include_str!("../../../shaders/winograd_tiles.wgsl"), include_str!("../../../shaders/winograd_output.wgsl"));
 
 /// A 3×3 (or 3×3×3) convolution's weight in the Winograd domain: `G g Gᵀ` of each 3×3
 /// kernel ([`cpu::transform_weight`]), 16 planes.
