@@ -16,8 +16,8 @@
 //! the input and 4× the output once more, so it pays where the channels are wide
 //! (BENCHMARKS.md works out where). The values are not the direct convolution's bits: the
 //! planes are stored in the storage dtype between the stages (f16 with f16 storage), so the
-//! error is a few times the direct convolution's rounding. An experiment for `bench kernels`:
-//! no model runs it yet.
+//! error is a few times the direct convolution's rounding. Models run it where `--winograd`
+//! asks (`models::blocks::NormedConv`); `bench kernels` times it beside the direct kernels.
 
 use anyhow::{bail, ensure, Result};
 
