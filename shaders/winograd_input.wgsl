@@ -4,7 +4,9 @@
 //   V[ξ][n, ty, tx, c] = (Bᵀ d B)[i][j],  d = x[n, 2ty − 1 .. 2ty + 3, 2tx − 1 .. 2tx + 3, c]
 // (zero outside the image: the convolution's padding of 1), with
 //   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1].
-// Each entry is a sum of four inputs with signs ±1, computed in f32 and stored in T.
+// Each entry is a sum of four inputs with signs ±1, computed in f32 and stored in T. The inputs
+// come through load_x: as stored (winograd_x_plain.wgsl) or through a GroupNorm
+// (winograd_x_norm.wgsl).
 // One invocation per (tile, four channels): adjacent lanes take adjacent channels, so every
 // load and store of a subgroup is one contiguous span where C is wide.
 
@@ -15,7 +17,7 @@ fn at(img: u32, y: i32, xx: i32, c: u32) -> vec4<f32> {
     if (y < 0 || xx < 0 || u32(y) >= p.h || u32(xx) >= p.w) {
         return vec4<f32>(0.0);
     }
-    return vec4<f32>(x[((img * p.h + u32(y)) * p.w + u32(xx)) * p.cv + c]);
+    return load_x(((img * p.h + u32(y)) * p.w + u32(xx)) * p.cv + c, img, c);
 }
 
 // Bᵀ applied to one column of the 4×4 patch: rows 0..3 of Bᵀ d for that column.

@@ -13,6 +13,7 @@ struct Params {
     plane: u32,   // vec4 units from one plane to the next (≥ units)
     ty0: u32,     // the band's first tile row
     res_rep: u32, // output pixels per residual row (the output transform's)
+    seg_frames: u32, // images per GroupNorm segment (winograd_x_norm.wgsl's)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

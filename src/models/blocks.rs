@@ -92,7 +92,7 @@ impl ResnetBlock2D {
 /// A resnet's 3×3 convolution (stride 1, padding 1), or the TE-3DVAE's 3×3×3 one, of the
 /// GroupNorm (+ SiLU) of its input: direct, or by Winograd's F(2×2, 3×3) (`ops::winograd`) where
 /// `--winograd` asks for it ([`crate::Gpu::winograd`]) and the channels are multiples of 4 (the
-/// norm then runs in a pass of its own).
+/// norm then applied as its input transform loads).
 pub enum NormedConv {
     Direct(ConvWeight),
     Winograd(WinogradWeight),
@@ -131,11 +131,16 @@ impl NormedConv {
             }
             NormedConv::Direct(w) => conv2d_normed(rec, x, norm, w, 1, 1, res),
             NormedConv::Winograd(w) => {
-                let h = group_norm_apply(rec, x, norm)?;
+                // The input transform applies the norm as it loads; a channel pair is normalised
+                // (and so concatenated) in the norm's own pass first.
+                let (h, n) = match x {
+                    Input::Tensor(t) => (t, Some(norm)),
+                    pair => (group_norm_apply(rec, pair, norm)?, None),
+                };
                 if w.is_3d() {
-                    conv3d_winograd(rec, &h, w, res)
+                    conv3d_winograd(rec, &h, n, w, res)
                 } else {
-                    conv2d_winograd(rec, &h, w, res)
+                    conv2d_winograd(rec, &h, n, w, res)
                 }
             }
         }

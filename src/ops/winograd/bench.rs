@@ -58,7 +58,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase
                 let out = r.empty(&os, dtype)?;
                 for ty0 in (0..th).step_by(per_band) {
                     let band = Band { ty0, rows: per_band.min(th - ty0) };
-                    let planes = input_transform(r, &x2, band, n * band.rows * tw * cin)?;
+                    let planes = input_transform(r, &x2, None, band, n * band.rows * tw * cin)?;
                     output_transform(r, &planes, &out, band, bias.as_ref(), None)?;
                 }
                 Ok(())
@@ -69,7 +69,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase
             shape,
             flops,
             bytes: es * (pixels * (cin + cout)) as f64,
-            run: Box::new(move |r| if kt == 0 { conv2d_winograd(r, &x, &w, None) } else { conv3d_winograd(r, &x, &w, None) }.map(drop)),
+            run: Box::new(move |r| if kt == 0 { conv2d_winograd(r, &x, None, &w, None) } else { conv3d_winograd(r, &x, None, &w, None) }.map(drop)),
         });
     }
     Ok(v)

@@ -24,6 +24,7 @@ use anyhow::{bail, ensure, Result};
 use crate::kernel::{grid, Kernel, Recorder};
 use crate::ops::conv::{conv3d_into, ConvWeight};
 use crate::ops::matmul::matmul_into;
+use crate::ops::norm::GnTable;
 use crate::ops::residual::Residual;
 use crate::tensor::{DType, Tensor};
 use crate::Gpu;
@@ -35,7 +36,17 @@ mod tests;
 
 pub use bench::bench_cases;
 
-const SRC_IN: &str = concat!(include_str!("../../../shaders/winograd_tiles.wgsl"), include_str!("../../../shaders/winograd_input.wgsl"));
+const SRC_IN: &str = concat!(
+    include_str!("../../../shaders/winograd_tiles.wgsl"),
+    include_str!("../../../shaders/winograd_x_plain.wgsl"),
+    include_str!("../../../shaders/winograd_input.wgsl")
+);
+/// The input transform of a GroupNorm's output, normalised as it loads.
+const SRC_IN_NORM: &str = concat!(
+    include_str!("../../../shaders/winograd_tiles.wgsl"),
+    include_str!("../../../shaders/winograd_x_norm.wgsl"),
+    include_str!("../../../shaders/winograd_input.wgsl")
+);
 const SRC_OUT: &str = concat!(include_str!("../../../shaders/winograd_tiles.wgsl"), include_str!("../../../shaders/winograd_output.wgsl"));
 
 /// A 3×3 (or 3×3×3) convolution's weight in the Winograd domain: `G g Gᵀ` of each 3×3
@@ -118,6 +129,7 @@ struct Params {
     plane: u32,
     ty0: u32,
     res_rep: u32,
+    seg_frames: u32,
 }
 
 /// At most this many bytes in the 16 planes of a band's transformed inputs, and again in its
@@ -133,28 +145,30 @@ pub(super) struct Band {
 }
 
 /// 2-D convolution, 3×3, stride 1, padding 1, of channels-last `x` `[.., H, W, Cin]` (any
-/// leading axes: images, or frames of a video): `[.., H, W, Cout]`, plus `res` where given (of
-/// the output's shape, or a row per batch element).
-pub fn conv2d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
+/// leading axes: images, or frames of a video), or of its GroupNorm (+ SiLU) where `norm` (the
+/// table of `x`'s statistics) is given, applied as the input transform loads: `[.., H, W, Cout]`,
+/// plus `res` where given (of the output's shape, or a row per batch element).
+pub fn conv2d_winograd(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable>, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
     ensure!(matches!(w.products, Products::Matmul(_)), "conv2d_winograd: the weight is a 3-D convolution's");
     ensure!(x.shape().len() >= 3, "conv2d_winograd: input {:?} is not [.., H, W, C]", x.shape());
-    run(rec, x, w, res)
+    run(rec, x, norm, w, res)
 }
 
 /// 3-D convolution, KT × 3 × 3 (KT odd), stride 1, "same" zero padding, of channels-last video
-/// `x` `[B, F, H, W, Cin]`: `[B, F, H, W, Cout]`, plus `res` where given.
-pub fn conv3d_winograd(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
+/// `x` `[B, F, H, W, Cin]` (or its GroupNorm, as [`conv2d_winograd`]): `[B, F, H, W, Cout]`, plus
+/// `res` where given.
+pub fn conv3d_winograd(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable>, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
     ensure!(matches!(w.products, Products::Conv(_)), "conv3d_winograd: the weight is a 2-D convolution's");
     ensure!(x.shape().len() == 5, "conv3d_winograd: input {:?} is not [B, F, H, W, C]", x.shape());
-    run(rec, x, w, res)
+    run(rec, x, norm, w, res)
 }
 
-fn run(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
-    run_in_bands(rec, x, w, res, PLANES_BUDGET)
+fn run(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable>, w: &WinogradWeight, res: Option<Residual>) -> Result<Tensor> {
+    run_in_bands(rec, x, norm, w, res, PLANES_BUDGET)
 }
 
 /// The convolution in bands of tile rows whose planes take at most `budget` bytes each.
-pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, res: Option<Residual>, budget: u64) -> Result<Tensor> {
+pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable>, w: &WinogradWeight, res: Option<Residual>, budget: u64) -> Result<Tensor> {
     let gpu = rec.gpu();
     let s = x.shape().to_vec();
     let r = s.len();
@@ -181,7 +195,7 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, w: &WinogradWeight, r
         let band = Band { ty0, rows: per_band.min(th - ty0) };
         let rows = n * band.rows * tw;
         let (vp, mp) = ((rows * c).next_multiple_of(align), (rows * w.cout).next_multiple_of(align));
-        let v = input_transform(rec, x, band, vp)?;
+        let v = input_transform(rec, x, norm, band, vp)?;
         let m = match &w.products {
             Products::Matmul(u) => {
                 // One batched product of the planes, back to back (C % 4 == 0: no padding).
@@ -222,19 +236,30 @@ pub(super) fn band_rows(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usi
     Ok((1..=th).rev().find(|&b| bytes(b) <= cap).unwrap_or(1))
 }
 
-/// The input transform of `band` of channels-last `x` `[.., H, W, C]` (C % 4 == 0): 16 planes of
-/// `[.., band rows, TW, C]`, each `plane` elements (at least its values, a multiple of 4) after
-/// the one before, as one flat tensor.
-pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, band: Band, plane: usize) -> Result<Tensor> {
+/// The input transform of `band` of channels-last `x` `[.., H, W, C]` (C % 4 == 0), or of its
+/// GroupNorm (+ SiLU) where `norm` (the table of `x`'s statistics) is given, applied as it
+/// loads: 16 planes of `[.., band rows, TW, C]`, each `plane` elements (at least its values, a
+/// multiple of 4) after the one before, as one flat tensor.
+pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable>, band: Band, plane: usize) -> Result<Tensor> {
     let s = x.shape();
     ensure!(s.len() >= 3 && !s.contains(&0), "winograd: input {s:?} is not a non-empty [.., H, W, C]");
     let r = s.len();
     let (h, w, c) = (s[r - 3], s[r - 2], s[r - 1]);
     ensure!(c.is_multiple_of(4), "winograd: {c} input channels, not a multiple of 4");
-    let p = params(s[..r - 3].iter().product(), h, w, c, band, plane)?;
+    let mut p = params(s[..r - 3].iter().product(), h, w, c, band, plane)?;
     let v = rec.empty_banded(&[16 * plane], x.dtype())?;
     let gpu = rec.gpu();
-    rec.dispatch(&Kernel::new("winograd_input", SRC_IN, x.dtype()), &p, &[x.into(), (&v).into()], grid(gpu, p.units.div_ceil(256)))?;
+    let groups = grid(gpu, p.units.div_ceil(256));
+    match norm {
+        None => rec.dispatch(&Kernel::new("winograd_input", SRC_IN, x.dtype()), &p, &[x.into(), (&v).into()], groups)?,
+        Some(n) => {
+            ensure!(n.shape == s, "winograd: a GroupNorm table of {:?} given with the input {s:?}", n.shape);
+            ensure!(n.seg_px > 0 && n.seg_px.is_multiple_of(h * w), "winograd: a GroupNorm segment of {} pixels is not whole {h}×{w} images", n.seg_px);
+            p.seg_frames = (n.seg_px / (h * w)) as u32;
+            let k = Kernel::new("winograd_input_gn", SRC_IN_NORM, x.dtype()).def("SILU", n.silu);
+            rec.dispatch(&k, &p, &[x.into(), (&v).into(), (&n.table).into()], groups)?
+        }
+    }
     Ok(v)
 }
 
@@ -280,5 +305,6 @@ fn params(n: usize, h: usize, w: usize, c: usize, band: Band, plane: usize) -> R
         plane: (plane / 4) as u32,
         ty0: band.ty0 as u32,
         res_rep: 1,
+        seg_frames: 1,
     })
 }

@@ -53,7 +53,7 @@ fn transforms_match_their_cpu_twins() {
                 let what = format!("{n}x{h}x{w}x{c} band {band:?} {} (seed {seed})", dt.name());
                 let plane = n * band.rows * tw * c;
                 let mut rec = gpu.recorder();
-                let v = input_transform(&mut rec, &x, band, plane + pad).unwrap();
+                let v = input_transform(&mut rec, &x, None, band, plane + pad).unwrap();
                 rec.submit();
                 let got = v.to_f32(&gpu).unwrap();
                 let got: Vec<f32> = (0..16).flat_map(|xi| got[xi * (plane + pad)..xi * (plane + pad) + plane].to_vec()).collect();
@@ -91,6 +91,41 @@ fn transforms_match_their_cpu_twins() {
                     assert!((0..got.len()).filter(|&i| !inside(i)).all(|i| got[i].is_nan()), "{what}: band {band:?} wrote outside its rows");
                 }
             }
+        }
+    }
+}
+
+/// The input transform of a GroupNorm (+ SiLU) applied as it loads gives the planes of the
+/// norm's own pass followed by the plain transform, to the bit: per image and pooled over a
+/// clip's frames, with and without SiLU, on a band.
+#[test]
+fn a_norm_applied_as_it_loads_gives_the_same_planes() {
+    use crate::ops::norm::{group_norm_apply, group_norm_table_w, GroupNormOpts, NormWeight};
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for dt in gpu.dtypes() {
+        // (images [N, H, W, C] normalised each, or clips [B, F, H, W, C] pooled over F; groups; SiLU)
+        let cases: [(&[usize], usize, bool); 3] = [(&[1, 7, 9, 8], 2, true), (&[2, 3, 5, 6, 12], 3, false), (&[4, 9, 3, 16], 4, true)];
+        for (s, groups, silu) in cases {
+            let r = s.len();
+            let (c, frames) = (s[r - 1], if r == 5 { s[1] } else { 1 });
+            let x = Tensor::from_f32(&gpu, &rng.normals(s.iter().product(), 2.0), s, dt).unwrap();
+            let w = NormWeight::from_torch(&gpu, &rng.normals(c, 1.0), &rng.normals(c, 0.5)).unwrap();
+            let (th, tw) = cpu::tiles(s[r - 3], s[r - 2]);
+            let band = Band { ty0: th / 3, rows: th - th / 3 };
+            let plane = s[..r - 3].iter().product::<usize>() * band.rows * tw * c;
+            let mut rec = gpu.recorder();
+            let table = group_norm_table_w(&mut rec, &x, groups, 1e-5, &w, GroupNormOpts { frames, pooled: frames > 1, silu }).unwrap();
+            let normed = group_norm_apply(&mut rec, &x, &table).unwrap();
+            let apart = input_transform(&mut rec, &normed, None, band, plane).unwrap();
+            let on_load = input_transform(&mut rec, &x, Some(&table), band, plane).unwrap();
+            rec.submit();
+            assert!(
+                on_load.read_bytes(&gpu).unwrap() == apart.read_bytes(&gpu).unwrap(),
+                "{s:?} {} groups {groups} frames {frames} silu {silu}: other planes than the norm's pass then the transform (seed {seed})",
+                dt.name()
+            );
         }
     }
 }
@@ -158,8 +193,8 @@ fn winograd_matches_the_direct_convolution() {
             let x = Tensor::from_f32(&gpu, &xv, &xs, dt).unwrap();
             // In one band, and in bands of one tile row (at most).
             let mut rec = gpu.recorder();
-            let y = if kt == 0 { conv2d_winograd(&mut rec, &x, &weight, r) } else { conv3d_winograd(&mut rec, &x, &weight, r) }.unwrap();
-            let banded = run_in_bands(&mut rec, &x, &weight, r, 1).unwrap();
+            let y = if kt == 0 { conv2d_winograd(&mut rec, &x, None, &weight, r) } else { conv3d_winograd(&mut rec, &x, None, &weight, r) }.unwrap();
+            let banded = run_in_bands(&mut rec, &x, None, &weight, r, 1).unwrap();
             rec.submit();
             // The direct convolution of the same values (f16: of the weights as the direct
             // kernel would store them, so the difference is the transforms' rounding).
@@ -193,9 +228,9 @@ fn refuses_what_it_cannot_run() {
     let w2 = WinogradWeight::from_torch(&gpu, &[0.5; 4 * 8 * 9], &[4, 8, 3, 3], None, dt).unwrap();
     let x = Tensor::from_f32(&gpu, &[0.5; 2 * 3 * 3 * 4], &[2, 3, 3, 4], dt).unwrap();
     let mut rec = gpu.recorder();
-    let e = conv2d_winograd(&mut rec, &x, &w2, None).unwrap_err().to_string();
+    let e = conv2d_winograd(&mut rec, &x, None, &w2, None).unwrap_err().to_string();
     assert!(e.contains("has 4 channels, the weight takes 8"), "{e}");
-    let e = conv3d_winograd(&mut rec, &x.reshape(&[1, 2, 3, 3, 4]).unwrap(), &w2, None).unwrap_err().to_string();
+    let e = conv3d_winograd(&mut rec, &x.reshape(&[1, 2, 3, 3, 4]).unwrap(), None, &w2, None).unwrap_err().to_string();
     assert!(e.contains("2-D convolution's"), "{e}");
 }
 
