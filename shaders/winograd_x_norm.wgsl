@@ -2,7 +2,8 @@
 // load (winograd_input.wgsl): x is the norm's input, `norm` its [segments, 3, C] table of scales,
 // shifts K and offsets (group_norm_finalize.wgsl), segments of p.seg_frames images. The
 // arithmetic is group_norm_apply.wgsl's, rounded to T as that pass stores it, so the planes are
-// the norm's pass then the plain transform's, to the bit. Zero padding is not loaded: it stays
+// the norm's pass then the plain transform's (to the bit in f32; a driver may round the f16
+// conversion here and that pass's store differently). Zero padding is not loaded: it stays
 // zero, the padding of the norm's output.
 @group(0) @binding(3) var<storage, read> norm: array<vec4<f32>>;
 

@@ -96,8 +96,8 @@ fn transforms_match_their_cpu_twins() {
 }
 
 /// The input transform of a GroupNorm (+ SiLU) applied as it loads gives the planes of the
-/// norm's own pass followed by the plain transform, to the bit: per image and pooled over a
-/// clip's frames, with and without SiLU, on a band.
+/// norm's own pass followed by the plain transform: to the bit in f32, within an f16 rounding in
+/// f16 (see below); per image and pooled over a clip's frames, with and without SiLU, on a band.
 #[test]
 fn a_norm_applied_as_it_loads_gives_the_same_planes() {
     use crate::ops::norm::{group_norm_apply, group_norm_table_w, GroupNormOpts, NormWeight};
@@ -121,11 +121,17 @@ fn a_norm_applied_as_it_loads_gives_the_same_planes() {
             let apart = input_transform(&mut rec, &normed, None, band, plane).unwrap();
             let on_load = input_transform(&mut rec, &x, Some(&table), band, plane).unwrap();
             rec.submit();
-            assert!(
-                on_load.read_bytes(&gpu).unwrap() == apart.read_bytes(&gpu).unwrap(),
-                "{s:?} {} groups {groups} frames {frames} silu {silu}: other planes than the norm's pass then the transform (seed {seed})",
-                dt.name()
-            );
+            let what = format!("{s:?} {} groups {groups} frames {frames} silu {silu} (seed {seed})", dt.name());
+            if dt == DType::F32 {
+                assert!(on_load.read_bytes(&gpu).unwrap() == apart.read_bytes(&gpu).unwrap(), "{what}: other planes than the norm's pass then the transform");
+            } else {
+                // WGSL leaves the rounding of an f32 → f16 conversion to the device, and a driver
+                // may treat the norm pass's store and the transform's conversion (whose f16 value
+                // goes straight back to f32) differently: Mesa 22's lavapipe gives the same bytes,
+                // Mesa 26's differs by 3e-4 (relative L2) with SiLU, about an f16 rounding.
+                let (got, want) = (on_load.to_f32(&gpu).unwrap(), apart.to_f32(&gpu).unwrap());
+                assert_close(&format!("{what}: the planes of the norm's pass then the transform"), &got, &want, 1e-3);
+            }
         }
     }
 }
