@@ -37,7 +37,8 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase
         let flops = 2.0 * (pixels * cout * cin * 9 * kt.max(1)) as f64;
         let es = dtype.size() as f64;
         let (th, tw) = cpu::tiles(s[r - 3], s[r - 2]);
-        let rows = s[..r - 3].iter().product::<usize>() * th * tw;
+        let images: usize = s[..r - 3].iter().product();
+        let rows = images * th * tw;
         let shape = format!("{s:?} -> {cout}");
         let mut out_shape = s.clone();
         out_shape[r - 1] = cout;
@@ -53,12 +54,9 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase
             bytes: es * (pixels * cin + 16 * rows * cin + 16 * rows * cout + pixels * cout) as f64,
             run: Box::new(move |r| {
                 // In the op's bands.
-                let (n, th, tw) = (rows / (th * tw), th, tw);
-                let per_band = band_rows(r.gpu(), n, (os[os.len() - 3], os[os.len() - 2]), cin, dtype, PLANES_BUDGET)?;
                 let out = r.empty(&os, dtype)?;
-                for ty0 in (0..th).step_by(per_band) {
-                    let band = Band { ty0, rows: per_band.min(th - ty0) };
-                    let planes = input_transform(r, &x2, None, band, n * band.rows * tw * cin)?;
+                for band in bands(r.gpu(), images, (os[os.len() - 3], os[os.len() - 2]), cin, dtype, PLANES_BUDGET)? {
+                    let planes = input_transform(r, &x2, None, band, images * band.rows * tw * cin)?;
                     output_transform(r, &planes, &out, band, bias.as_ref(), None)?;
                 }
                 Ok(())

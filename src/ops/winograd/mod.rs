@@ -54,8 +54,6 @@ const SRC_OUT: &str = concat!(include_str!("../../../shaders/winograd_tiles.wgsl
 pub struct WinogradWeight {
     pub cin: usize,
     pub cout: usize,
-    /// Time taps: 1 for a 2-D convolution.
-    pub kt: usize,
     products: Products,
     bias: Option<Tensor>,
 }
@@ -101,7 +99,7 @@ impl WinogradWeight {
             Products::Matmul(Tensor::from_f32(gpu, &b, &[16, cin, cout], dtype)?)
         };
         let bias = bias.map(|b| Tensor::from_f32(gpu, b, &[cout], dtype)).transpose()?;
-        Ok(WinogradWeight { cin, cout, kt, products, bias })
+        Ok(WinogradWeight { cin, cout, products, bias })
     }
 
     /// Whether this is a 3-D convolution's weight (for [`conv3d_winograd`]).
@@ -183,16 +181,14 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable
         t.rep("winograd", &out_shape, dt)?;
     }
     let n: usize = s[..r - 3].iter().product();
-    let (th, tw) = cpu::tiles(h, wd);
-    let per_band = band_rows(gpu, n, (h, wd), c.max(w.cout), dt, budget)?;
+    let (_, tw) = cpu::tiles(h, wd);
     // The 3-D products bind each plane as a view: planes start at the offset alignment.
     let align = match w.products {
         Products::Matmul(_) => 4,
         Products::Conv(_) => (gpu.offset_alignment() as usize / dt.size()).max(4),
     };
     let out = rec.empty(&out_shape, dt)?;
-    for ty0 in (0..th).step_by(per_band) {
-        let band = Band { ty0, rows: per_band.min(th - ty0) };
+    for band in bands(gpu, n, (h, wd), c.max(w.cout), dt, budget)? {
         let rows = n * band.rows * tw;
         let (vp, mp) = ((rows * c).next_multiple_of(align), (rows * w.cout).next_multiple_of(align));
         let v = input_transform(rec, x, norm, band, vp)?;
@@ -219,10 +215,10 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable
     Ok(out)
 }
 
-/// Tile rows per band for `n` images of `h` × `w` whose planes hold `widest` channels: the most
-/// whose 16 planes take at most `budget` bytes and fit one binding (each plane padded to the
-/// offset alignment).
-pub(super) fn band_rows(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usize, dt: DType, budget: u64) -> Result<usize> {
+/// The bands of tile rows for `n` images of `h` × `w` whose planes hold `widest` channels: as
+/// many rows each as keep the 16 planes within `budget` bytes and one binding (each plane padded
+/// to the offset alignment), the last band the rest.
+pub(super) fn bands(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usize, dt: DType, budget: u64) -> Result<Vec<Band>> {
     let (th, tw) = cpu::tiles(h, w);
     let align = (gpu.offset_alignment() as usize / dt.size()).max(4);
     let bytes = |rows: usize| (16 * (n * rows * tw * widest).next_multiple_of(align) * dt.size()) as u64;
@@ -233,7 +229,8 @@ pub(super) fn band_rows(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usi
         crate::gpu::human_bytes(gpu.max_binding())
     );
     let cap = budget.min(gpu.max_binding());
-    Ok((1..=th).rev().find(|&b| bytes(b) <= cap).unwrap_or(1))
+    let per = (1..=th).rev().find(|&b| bytes(b) <= cap).unwrap_or(1);
+    Ok((0..th).step_by(per).map(|ty0| Band { ty0, rows: per.min(th - ty0) }).collect())
 }
 
 /// The input transform of `band` of channels-last `x` `[.., H, W, C]` (C % 4 == 0), or of its
