@@ -106,9 +106,10 @@ impl NormedConv {
         if !l.gpu.winograd() || !cin.is_multiple_of(4) || !cout.is_multiple_of(4) {
             return Ok(NormedConv::Direct(l.conv_scaled(prefix, shape, scale)?));
         }
-        let w: Vec<f32> = l.raw(&format!("{prefix}.weight"), shape)?.iter().map(|v| v * scale).collect();
-        let b: Vec<f32> = l.raw(&format!("{prefix}.bias"), &[cout])?.iter().map(|v| v * scale).collect();
-        Ok(NormedConv::Winograd(WinogradWeight::from_torch(l.gpu, &w, shape, Some(&b), l.dtype)?))
+        // Packed as the direct convolution's weight (generated on the GPU where the loader does),
+        // transformed on the GPU.
+        let (direct, b) = l.conv_scaled_f32(prefix, shape, scale)?;
+        Ok(NormedConv::Winograd(WinogradWeight::from_direct(l.gpu, &direct, Some(&b), l.dtype)?))
     }
 
     /// Output channels.

@@ -93,10 +93,22 @@ impl<'a> Loader<'a> {
     /// upload): a constant factor on the layer's output folded into the layer, so the output
     /// can go straight into a residual sum.
     pub fn conv_scaled(&mut self, prefix: &str, shape: &[usize], scale: f32) -> Result<ConvWeight> {
+        Ok(self.conv_packed(prefix, shape, scale, self.dtype)?.0)
+    }
+
+    /// [`conv_scaled`](Self::conv_scaled) packed in f32 whatever the model's dtype, with the
+    /// bias's values: the source of a weight transformed on the GPU (Winograd's,
+    /// [`WinogradWeight::from_direct`](crate::ops::winograd::WinogradWeight::from_direct)).
+    pub fn conv_scaled_f32(&mut self, prefix: &str, shape: &[usize], scale: f32) -> Result<(ConvWeight, Vec<f32>)> {
+        self.conv_packed(prefix, shape, scale, DType::F32)
+    }
+
+    fn conv_packed(&mut self, prefix: &str, shape: &[usize], scale: f32, dtype: DType) -> Result<(ConvWeight, Vec<f32>)> {
         let b = scaled(self.store.take(&format!("{prefix}.bias"), &shape[..1])?, scale);
-        let (gpu, dtype, on_gpu) = (self.gpu, self.dtype, self.generate_on_gpu);
+        let (gpu, on_gpu) = (self.gpu, self.generate_on_gpu);
         let w = self.weight(format!("{prefix}.weight"), shape)?;
-        ConvWeight::pack(gpu, w.src(), scale, shape, Some(&b), dtype, w.on_gpu(on_gpu))
+        let cw = ConvWeight::pack(gpu, w.src(), scale, shape, Some(&b), dtype, w.on_gpu(on_gpu))?;
+        Ok((cw, b))
     }
 
     /// A ConvTranspose2d: `prefix.weight [cin, cout, k, k]` (PyTorch's transposed layout) and `prefix.bias [cout]`.

@@ -132,6 +132,9 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, store:
         }
     };
     store.finish()?;
+    // Hand the load's freed temporaries (weights packed in f32 before a transform on the GPU)
+    // back to the driver: the pool would otherwise keep them for activations that never ask.
+    gpu.pool.trim();
     Ok(m)
 }
 

@@ -8,31 +8,12 @@ pub fn tiles(h: usize, w: usize) -> (usize, usize) {
 
 /// `G g Gᵀ` of every 3×3 kernel of a PyTorch weight `[Cout, Cin, KT, 3, 3]` (KT = 1 for
 /// `[Cout, Cin, 3, 3]`): 16 planes of `[Cout, Cin, KT]`, with
-/// `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`. Parallel over ranges of kernels (a full-size UNet's
-/// weights are a few hundred million values).
+/// `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`. The twin of `shaders/winograd_weight.wgsl` (which
+/// writes the planes in the products' layouts).
 pub fn transform_weight(w: &[f32], cout: usize, cin: usize, kt: usize) -> Vec<f32> {
-    let plane = cout * cin * kt;
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
-    let per = plane.div_ceil(threads).max(1 << 14);
-    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let jobs: Vec<_> = (0..plane).step_by(per).map(|k0| s.spawn(move || transform_kernels(w, k0, (k0 + per).min(plane)))).collect();
-        jobs.into_iter().map(|j| j.join().expect("a weight transform thread panicked")).collect()
-    });
-    let mut u = vec![0f32; 16 * plane];
-    for (i, part) in parts.iter().enumerate() {
-        let (k0, len) = (i * per, part.len() / 16);
-        for xi in 0..16 {
-            u[xi * plane + k0..xi * plane + k0 + len].copy_from_slice(&part[xi * len..(xi + 1) * len]);
-        }
-    }
-    u
-}
-
-/// `G g Gᵀ` of kernels `k0 .. k1`: 16 planes of `k1 − k0` values.
-pub(super) fn transform_kernels(w: &[f32], k0: usize, k1: usize) -> Vec<f32> {
-    let len = k1 - k0;
+    let len = cout * cin * kt;
     let mut u = vec![0f32; 16 * len];
-    for k in k0..k1 {
+    for k in 0..len {
         let g: [f64; 9] = std::array::from_fn(|e| w[9 * k + e] as f64);
         // G g: 4 rows of 3 (rows of g combined).
         let mut gg = [[0f64; 3]; 4];
@@ -47,7 +28,7 @@ pub(super) fn transform_kernels(w: &[f32], k0: usize, k1: usize) -> Vec<f32> {
         for (i, r) in gg.iter().enumerate() {
             let row = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
             for (j, v) in row.iter().enumerate() {
-                u[(4 * i + j) * len + k - k0] = *v as f32;
+                u[(4 * i + j) * len + k] = *v as f32;
             }
         }
     }

@@ -19,10 +19,10 @@
 //! error is a few times the direct convolution's rounding. Models run it where `--winograd`
 //! asks (`models::blocks::NormedConv`); `bench kernels` times it beside the direct kernels.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
-use crate::ops::conv::{conv3d_into, ConvWeight};
+use crate::ops::conv::{conv3d_into, ConvKind, ConvWeight};
 use crate::ops::matmul::matmul_into;
 use crate::ops::norm::GnTable;
 use crate::ops::residual::Residual;
@@ -47,10 +47,12 @@ const SRC_IN_NORM: &str = concat!(
     include_str!("../../../shaders/winograd_x_norm.wgsl"),
     include_str!("../../../shaders/winograd_input.wgsl")
 );
+/// The weight transform, from the direct convolution's packed weight.
+const SRC_WEIGHT: &str = include_str!("../../../shaders/winograd_weight.wgsl");
 const SRC_OUT: &str = concat!(include_str!("../../../shaders/winograd_tiles.wgsl"), include_str!("../../../shaders/winograd_output.wgsl"));
 
 /// A 3×3 (or 3×3×3) convolution's weight in the Winograd domain: `G g Gᵀ` of each 3×3
-/// kernel ([`cpu::transform_weight`]), 16 planes.
+/// kernel (CPU twin: [`cpu::transform_weight`]), 16 planes.
 pub struct WinogradWeight {
     pub cin: usize,
     pub cout: usize,
@@ -71,33 +73,47 @@ impl WinogradWeight {
     /// `[Cout, Cin, KT, 3, 3]` (KT odd), with an optional `[Cout]` bias. Cin and Cout must be
     /// multiples of 4 (the kernels move four channels at a time).
     pub fn from_torch(gpu: &Gpu, w: &[f32], shape: &[usize], bias: Option<&[f32]>, dtype: DType) -> Result<WinogradWeight> {
-        let (cout, cin, kt, video) = match *shape {
-            [co, ci, 3, 3] => (co, ci, 1, false),
-            [co, ci, kt, 3, 3] if kt % 2 == 1 => (co, ci, kt, true),
-            _ => bail!("winograd: a weight of shape {shape:?} is not [Cout, Cin, 3, 3] or [Cout, Cin, KT odd, 3, 3]"),
-        };
-        ensure!(w.len() == shape.iter().product::<usize>(), "winograd: {} values for a weight of shape {shape:?}", w.len());
+        ensure!(matches!(*shape, [_, _, 3, 3] | [_, _, _, 3, 3]), "winograd: a weight of shape {shape:?} is not [Cout, Cin, 3, 3] or [Cout, Cin, KT odd, 3, 3]");
+        let direct = ConvWeight::from_torch(gpu, w, shape, None, DType::F32)?;
+        WinogradWeight::from_direct(gpu, &direct, bias, dtype)
+    }
+
+    /// From the direct convolution's weight packed in f32 (`ConvWeight`, however it was made:
+    /// from a checkpoint on the host, or generated on the GPU), transformed on the GPU
+    /// (`shaders/winograd_weight.wgsl`) into `dtype`: nothing but the direct weight's 9 values
+    /// per kernel crosses the bus, and a model built with random weights on a GPU never leaves it.
+    pub fn from_direct(gpu: &Gpu, direct: &ConvWeight, bias: Option<&[f32]>, dtype: DType) -> Result<WinogradWeight> {
+        let (cin, cout, [kt, kh, kw]) = (direct.cin, direct.cout, direct.taps);
+        let video = direct.kind == ConvKind::Conv3d;
+        ensure!(
+            direct.kind != ConvKind::ConvTranspose2d && (kh, kw) == (3, 3) && kt % 2 == 1 && (video || kt == 1),
+            "winograd: a {:?} weight of taps {:?} is not a 3×3 or KT odd × 3 × 3 convolution's",
+            direct.kind,
+            direct.taps
+        );
+        ensure!(direct.w.dtype() == DType::F32, "internal: winograd transforms a direct weight packed in f32, not {:?}", direct.w.dtype());
         ensure!(cin.is_multiple_of(4) && cout.is_multiple_of(4), "winograd: Cin ({cin}) and Cout ({cout}) must be multiples of 4");
         ensure!(bias.is_none_or(|b| b.len() == cout), "winograd: a bias of {} values for Cout {cout}", bias.map_or(0, |b| b.len()));
-        let u = cpu::transform_weight(w, cout, cin, kt);
-        let plane = cout * cin * kt;
+        let (cin_p, cout_p) = (direct.cin_p, direct.cout_p);
+        let mut rec = gpu.recorder();
         let products = if video {
-            let ws = (0..16).map(|xi| ConvWeight::from_torch(gpu, &u[xi * plane..(xi + 1) * plane], &[cout, cin, kt, 1, 1], None, dtype));
+            // Each plane a (KT, 1, 1) convolution weight in the packed layout, padding and all:
+            // views of one tensor, made in one pass over the direct weight.
+            let zero_bias = Tensor::from_f32(gpu, &vec![0.0; cout], &[cout], dtype)?;
+            let plane = kt * cin_p * cout_p;
+            let stride = plane.next_multiple_of((gpu.offset_alignment() as usize / dtype.size()).max(1));
+            let all = Tensor::empty(gpu, &[16 * stride], dtype)?;
+            transform_weight(&mut rec, direct, &all, (cin_p, cout_p), stride)?;
+            let view = |xi: usize| all.narrow(0, xi * stride, plane)?.reshape(&[kt, cin_p, cout_p]);
+            let ws = (0..16).map(|xi| Ok(ConvWeight { kind: ConvKind::Conv3d, cin, cout, taps: [kt, 1, 1], cin_p, cout_p, w: view(xi)?, bias: zero_bias.clone() }));
             Products::Conv(ws.collect::<Result<_>>()?)
         } else {
-            // [16][Cout][Cin] → [16][Cin][Cout], the matmul's K-major operand, a plane per thread.
-            let mut b = vec![0f32; 16 * cin * cout];
-            std::thread::scope(|s| {
-                for (dst, src) in b.chunks_mut(plane).zip(u.chunks(plane)) {
-                    s.spawn(move || {
-                        for (co, row) in src.chunks(cin).enumerate() {
-                            row.iter().enumerate().for_each(|(ci, &v)| dst[ci * cout + co] = v);
-                        }
-                    });
-                }
-            });
-            Products::Matmul(Tensor::from_f32(gpu, &b, &[16, cin, cout], dtype)?)
+            // [16][Cin][Cout], the matmul's K-major operand.
+            let u = Tensor::empty(gpu, &[16, cin, cout], dtype)?;
+            transform_weight(&mut rec, direct, &u, (cin, cout), cin * cout)?;
+            Products::Matmul(u)
         };
+        rec.submit();
         let bias = bias.map(|b| Tensor::from_f32(gpu, b, &[cout], dtype)).transpose()?;
         Ok(WinogradWeight { cin, cout, products, bias })
     }
@@ -128,6 +144,38 @@ struct Params {
     ty0: u32,
     res_rep: u32,
     seg_frames: u32,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct WeightParams {
+    units: u32,
+    dst_cin: u32,
+    dst_cout: u32,
+    cin_p: u32,
+    cout_p: u32,
+    dst_plane: u32,
+}
+
+/// Records `G g Gᵀ` of the direct weight's kernels (`direct.w`, f32 `[KT·9][cin_p][cout_p]`)
+/// into `out`: 16 planes of `[KT][dst_cin][dst_cout]`, `stride` elements apart (`dst_cin` ≤
+/// cin_p, `dst_cout` ≤ cout_p: the rows and columns kept).
+fn transform_weight(rec: &mut Recorder, direct: &ConvWeight, out: &Tensor, (dst_cin, dst_cout): (usize, usize), stride: usize) -> Result<()> {
+    let units = direct.taps[0] * dst_cin * dst_cout;
+    ensure!(dst_cin <= direct.cin_p && dst_cout <= direct.cout_p && stride >= units, "internal: winograd weight planes of {dst_cin}×{dst_cout}, {stride} apart, from {:?}", direct.w.shape());
+    ensure!(out.numel() == 16 * stride, "internal: winograd weight planes {stride} apart in {:?}", out.shape());
+    ensure!(direct.w.numel() <= u32::MAX as usize && out.numel() <= u32::MAX as usize, "winograd: a weight of {} elements exceeds 32-bit indexing", out.numel());
+    let p = WeightParams {
+        units: units as u32,
+        dst_cin: dst_cin as u32,
+        dst_cout: dst_cout as u32,
+        cin_p: direct.cin_p as u32,
+        cout_p: direct.cout_p as u32,
+        dst_plane: stride as u32,
+    };
+    let k = Kernel::new("winograd_weight", SRC_WEIGHT, out.dtype());
+    let groups = grid(rec.gpu(), p.units.div_ceil(256));
+    rec.dispatch(&k, &p, &[(&direct.w).into(), out.into()], groups)
 }
 
 /// At most this many bytes in the 16 planes of a band's transformed inputs, and again in its

@@ -145,11 +145,53 @@ fn the_weight_transform_is_g_g_gt() {
     assert_eq!([u[0], u[3], u[12], u[15]], [1.0, 3.0, 7.0, 9.0]);
     let u = cpu::transform_weight(&[2.0; 9], 1, 1, 1);
     assert_eq!(&u[..4], &[2.0, 3.0, 1.0, 2.0]);
-    // In ranges of kernels on several threads (over 16 384 kernels each, on a machine of several
-    // cores): the same values as in one range.
-    let (cout, cin) = (41, 1201);
-    let w = Rng::new(fresh_seed()).normals(cout * cin * 9, 1.0);
-    assert!(cpu::transform_weight(&w, cout, cin, 1) == cpu::transform_kernels(&w, 0, cout * cin), "the parallel weight transform differs");
+}
+
+/// The weight transform on the GPU against its CPU twin, into both products' layouts: the
+/// 2-D products' `[16][Cin][Cout]` and the 3-D products' (KT, 1, 1) convolution weights,
+/// packed with their padding, which must hold zeros (the outputs are poisoned first).
+#[test]
+fn the_weight_transform_on_the_gpu_matches_its_cpu_twin() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for dt in gpu.dtypes() {
+        // (Cout, Cin, KT, 3-D)
+        for (cout, cin, kt, video) in [(4, 4, 1, false), (12, 68, 1, false), (36, 8, 3, true), (4, 12, 1, true)] {
+            let shape = if video { vec![cout, cin, kt, 3, 3] } else { vec![cout, cin, 3, 3] };
+            let what = format!("{shape:?} {} (seed {seed})", dt.name());
+            let w = rng.normals(cout * cin * kt * 9, 1.0);
+            let uw = WinogradWeight::from_torch(&gpu, &w, &shape, None, dt).unwrap();
+            // [16][Cout][Cin][KT]
+            let want = cpu::transform_weight(&w, cout, cin, kt);
+            let at = |xi: usize, co: usize, ci: usize, t: usize| want[((xi * cout + co) * cin + ci) * kt + t];
+            match &uw.products {
+                Products::Matmul(u) => {
+                    let want: Vec<f32> = (0..16).flat_map(|xi| (0..cin).flat_map(move |ci| (0..cout).map(move |co| (xi, ci, co)))).map(|(xi, ci, co)| at(xi, co, ci, 0)).collect();
+                    assert_close(&format!("2-D weight planes {what}"), &u.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+                }
+                Products::Conv(ws) => {
+                    for (xi, cw) in ws.iter().enumerate() {
+                        assert_eq!((cw.taps, cw.cin, cw.cout), ([kt, 1, 1], cin, cout), "{what}");
+                        let (cin_p, cout_p) = (cw.cin_p, cw.cout_p);
+                        let got = cw.w.to_f32(&gpu).unwrap();
+                        let mut want = vec![0f32; kt * cin_p * cout_p];
+                        let mut padding = Vec::new();
+                        for (e, v) in want.iter_mut().enumerate() {
+                            let (t, ci, co) = (e / (cin_p * cout_p), e / cout_p % cin_p, e % cout_p);
+                            if ci < cin && co < cout {
+                                *v = at(xi, co, ci, t);
+                            } else {
+                                padding.push(got[e]);
+                            }
+                        }
+                        assert!(padding.iter().all(|&v| v == 0.0), "{what}: plane {xi}'s padding is not all zeros");
+                        assert_close(&format!("3-D weight plane {xi} {what}"), &got, &want, dt.tolerance(TOL));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The whole convolution against the direct one, with and without a bias and a residual:
@@ -231,6 +273,8 @@ fn refuses_what_it_cannot_run() {
     let err = |r: Result<WinogradWeight>| r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err(WinogradWeight::from_torch(&gpu, &[0.5; 6 * 4 * 9], &[6, 4, 3, 3], None, dt)).contains("multiples of 4"));
     assert!(err(WinogradWeight::from_torch(&gpu, &[0.5; 4 * 4 * 25], &[4, 4, 5, 5], None, dt)).contains("is not [Cout, Cin, 3, 3]"));
+    assert!(err(WinogradWeight::from_torch(&gpu, &[0.5; 4 * 4 * 18], &[4, 4, 2, 3, 3], None, dt)).contains("not a 3×3 or KT odd"));
+    assert!(err(WinogradWeight::from_torch(&gpu, &[0.5; 7], &[4, 4, 3, 3], None, dt)).contains("7 values where its shape needs 144"));
     let w2 = WinogradWeight::from_torch(&gpu, &[0.5; 4 * 8 * 9], &[4, 8, 3, 3], None, dt).unwrap();
     let x = Tensor::from_f32(&gpu, &[0.5; 2 * 3 * 3 * 4], &[2, 3, 3, 4], dt).unwrap();
     let mut rec = gpu.recorder();
