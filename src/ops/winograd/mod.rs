@@ -80,8 +80,9 @@ impl WinogradWeight {
 
     /// From the direct convolution's weight packed in f32 (`ConvWeight`, however it was made:
     /// from a checkpoint on the host, or generated on the GPU), transformed on the GPU
-    /// (`shaders/winograd_weight.wgsl`) into `dtype`: nothing but the direct weight's 9 values
-    /// per kernel crosses the bus, and a model built with random weights on a GPU never leaves it.
+    /// (`shaders/winograd_weight.wgsl`) into `dtype`: a checkpoint's kernels cross the bus as
+    /// the direct weight's 9 values, and a model built with random weights on a GPU never
+    /// crosses it.
     pub fn from_direct(gpu: &Gpu, direct: &ConvWeight, bias: Option<&[f32]>, dtype: DType) -> Result<WinogradWeight> {
         let (cin, cout, [kt, kh, kw]) = (direct.cin, direct.cout, direct.taps);
         let video = direct.kind == ConvKind::Conv3d;
