@@ -121,7 +121,10 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     eprintln!("measuring the adapter's ceilings (copy bandwidth, best GEMM) ...");
     let ceil = ceilings::measure(gpu, opts.dtype, opts.quick, opts.iters)?;
     print_ceilings(&ceil);
-    println!("{:<34} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", "kernel", "shape", "time", "TFLOP/s", "GB/s", "%GEMM", "%copy");
+    // The name column fits the longest name, so a name never runs into its shape (readers of the
+    // text, tools/side_by_side_table.py among them, find the shape column from the header).
+    let nw = selected.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).max(34);
+    println!("{:<nw$} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", "kernel", "shape", "time", "TFLOP/s", "GB/s", "%GEMM", "%copy");
     let n = selected.len();
     use std::io::IsTerminal as _;
     let tty = std::io::stderr().is_terminal();
@@ -141,7 +144,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         let m = Measured { name: case.name, shape: case.shape, seconds: t, flops: case.flops, bytes: case.bytes };
         let num = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
-        println!("{:<34} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", m.name, m.shape, fmt_time(t), num(m.tflops(), 2), num(m.gbs(), 1), pct(m.of_gemm(&ceil)), pct(m.of_copy(&ceil)));
+        println!("{:<nw$} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", m.name, m.shape, fmt_time(t), num(m.tflops(), 2), num(m.gbs(), 1), pct(m.of_gemm(&ceil)), pct(m.of_copy(&ceil)));
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         rows.push(m);

@@ -109,7 +109,7 @@ export RUST_LOG=${RUST_LOG:-warn,wgpu_hal=off}
 export DIFFVSR_TUNE_CACHE=${DIFFVSR_TUNE_CACHE:-$work/tuning}
 
 {
-    echo "gpu-session $mode, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(if [ "$mode" = run ]; then cat .device-bin/commit; else git rev-parse --short HEAD; fi 2>/dev/null)"
+    echo "gpu-session $mode, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(if [ "$mode" = run ]; then cat .device-bin/commit; else echo "$(git rev-parse --short HEAD) (the checkout's; BIN may be older)"; fi 2>/dev/null)"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -2
     "$BIN" devices 2>&1 | head -20
 } >"$work/summary.txt"
@@ -187,7 +187,7 @@ if [ "$t" -gt 0 ]; then
     if [ -f "$work/side-by-side/table.md" ]; then
         # The models' rows here; the kernels' rows are in table.md.
         grep -vE "^\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| PyTorch none|^  " "$work/side-by-side/table.md" |
-            grep -E "^(card|engine adapter|reference|PyTorch)|^\| (case|---|diffvsr|te3dvae|sdx4)" >>"$work/summary.txt"
+            grep -E "^(card|engine adapter|reference|PyTorch)|^\|( (case|diffvsr|te3dvae|sdx4)|---)" >>"$work/summary.txt"
     else
         note "no table: see side-by-side.txt"
         tail -20 "$work/side-by-side.txt" >>"$work/summary.txt"

@@ -29,7 +29,9 @@ def load(path, default=None):
 
 
 UNIT = {"s": 1e3, "ms": 1.0, "us": 1e-3}
-PATH_SUFFIX = re.compile(r"(?: \(portable\)| portable| coop-v4| coop)$")
+# The suffixes naming one implementation of a case among several (the row keeps the fastest):
+# portable or cooperative tiles, the cooperative tiles on 4 subgroups, Winograd's algorithm.
+PATH_SUFFIX = re.compile(r"(?: \(portable\)| portable| coop-v4 4sg| coop-v4| coop| \(4 subgroups\)| Winograd)$")
 
 
 def parse_kernel_table(path):
@@ -39,13 +41,19 @@ def parse_kernel_table(path):
         lines = open(path, errors="replace").read().splitlines()
     except OSError:
         return rows
+    # The shape column starts where the header's "shape" does (the name column is as wide as the
+    # longest name; 34 characters before that was so).
+    col = 34
     for line in lines:
+        if line.startswith("kernel ") and " shape " in line:
+            col = line.index(" shape ") + 1
+            continue
         # time, TFLOP/s, GB/s, then the fractions of the ceilings (%GEMM, %copy) where printed.
         m = re.match(r"^(?P<head>.*?)\s+(?P<t>[\d.]+) (?P<u>s|ms|us)\s+(?P<tf>\S+)\s+(?P<gb>\S+)(?:\s+\S+){0,2}\s*$", line)
-        if not m or line.startswith("kernel ") or line.startswith("device"):
+        if not m or line.startswith("device"):
             continue
         head = m.group("head")
-        name, shape = head[:34].strip(), head[34:].strip()
+        name, shape = head[:col].strip(), head[col:].strip()
         ms = float(m.group("t")) * UNIT[m.group("u")]
         base = PATH_SUFFIX.sub("", name)
         label = name[len(base):].strip(" ()") or "default"
