@@ -34,9 +34,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rest = idx / p.tiles_n;
     let tm_i = rest % p.tiles_m;
     let phase = rest / p.tiles_m;
-    if (phase >= select(1u, 4u, TRANSPOSED)) {
+    if (phase >= PHASES) {
         return; // padding workgroups of a folded grid (uniform per workgroup)
     }
+    set_phase(phase);
     let py = phase / 2u;
     let px = phase % 2u;
     let m0 = tm_i * BM;

@@ -7,8 +7,8 @@
 //
 // The multiplies are the cooperative GEMM core's (coop_gemm.wgsl, shared with the matmul, with
 // coop_tiles_s4.wgsl's vec4<f16> staged tiles); this file is the convolution's side of it: which
-// output tile a workgroup owns (with the transposed convolution's phase), the rows' geometry, the
-// im2col loads tap by tap and the epilogue. NSG (8, or 4 for grids too small to fill the GPU)
+// output tile a workgroup owns (with its phase: a transposed convolution's, or Winograd's plane),
+// the rows' geometry, the im2col loads tap by tap and the epilogue. NSG (8, or 4 for grids too small to fill the GPU)
 // subgroups each own a 4·FS square block: with 8, BN = 4 blocks gives a 128 × 256 tile at
 // FS = 16 and BN = 2 blocks a 256 × 128 one; 4 subgroups halve the rows. The epilogue goes
 // through a per-subgroup FS×FS f32 scratch tile (adds the bias and any residual, converts to
@@ -34,9 +34,9 @@ var<private> rb: array<vec4<T>, B_LOADS>;
 // Where each of ra's vectors finds its normalisation (x_norm_at; unused for a plain input).
 var<private> rn: array<u32, A_LOADS>;
 
-// The workgroup's output tile: its first row and channel, the transposed convolution's phase
-// (py, px), K steps per tap (nck), and `spare`: past the end of a folded grid (it computes a
-// clamped tile and stores nothing).
+// The workgroup's output tile: its first row and channel, its phase (a transposed convolution's,
+// with its (py, px), or Winograd's plane), K steps per tap (nck), and `spare`: past the end of a
+// folded grid (it computes a clamped tile and stores nothing).
 struct Tile {
     m0: u32,
     n0: u32,
@@ -52,10 +52,10 @@ fn tile_begin(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Tile {
     let tn_i = idx % p.tiles_n;
     let rest = idx / p.tiles_n;
     let tm_i = rest % p.tiles_m;
-    let phases = select(1u, 4u, TRANSPOSED);
-    let phase = min(rest / p.tiles_m, phases - 1u);
+    let phase = min(rest / p.tiles_m, PHASES - 1u);
+    set_phase(phase);
     // K runs tap by tap, BK channels at a time (channels past Cin are zero on both sides).
-    let t = Tile(tm_i * BM, tn_i * BN, phase, phase / 2u, phase % 2u, (p.cin + BK - 1u) / BK, rest / p.tiles_m >= phases);
+    let t = Tile(tm_i * BM, tn_i * BN, phase, phase / 2u, phase % 2u, (p.cin + BK - 1u) / BK, rest / p.tiles_m >= PHASES);
     for (var r = lid; r < BM; r += NI) {
         rows[r] = row_info(t.m0 + r, t.py, t.px);
         x_norm_row(r, rows[r]);

@@ -3,14 +3,18 @@
 //
 // Specialisation consts (see ops/conv/mod.rs): KT, KH, KW (taps per axis; a transposed conv runs as
 // four 2×2 phases), SH, SW (spatial stride), TRANSPOSED (bool: output pixel (2y+py, 2x+px) of
-// phase (py, px)), HAS_RES (bool: add a residual as the output is stored); with a normalised
-// input (conv_x_norm.wgsl), SILU.
+// phase (py, px)), PLANES (bool: the phases are PHASES independent convolutions of as many
+// equal parts of x into the same parts of out, each with its own weight: Winograd's products,
+// ops/winograd), PHASES (4 for TRANSPOSED, the parts for PLANES, else 1), HAS_RES (bool: add a
+// residual as the output is stored); with a normalised input (conv_x_norm.wgsl), SILU.
 //
 // Input  x:   [NB, D, H, W, Cin]           (conv2d: D = 1, NB = N; or a channel pair of two
 //                                          tensors, conv_x_pair.wgsl)
 // Output out: [NB, D, HO·OS, WO·OS, Cout]  (OS = 2 when TRANSPOSED, else 1; depth stride 1)
 // Weight w:   [PHASES][TAPS][CIN_P][COUT_P] as vec4 along Cout; rows ci >= Cin and columns
 //             co >= Cout are zero, so weight loads need no bounds checks.
+// With PLANES, x and out are [PHASES·NB, D, ..] and phase q reads and writes batch entries
+// q·NB .. (q+1)·NB.
 
 struct Params {
     nb: u32, d: u32, h: u32, w: u32,
@@ -30,6 +34,14 @@ struct Params {
 @group(0) @binding(5) var<storage, read> res: array<T>;
 
 const TAPS: u32 = KT * KH * KW;
+
+// With PLANES, the frames before this workgroup's part of x and out (phase · NB · D); else 0.
+// Set once by the kernel's entry point, before row_info.
+var<private> plane_frames: u32;
+
+fn set_phase(phase: u32) {
+    plane_frames = select(0u, phase * p.nb * p.d, PLANES);
+}
 
 // An output position of the GEMM's M axis, split into its coordinates (depth folded in time).
 struct Pos {
@@ -62,7 +74,7 @@ fn row_info(m: u32, py: u32, px: u32) -> vec4<i32> {
         pad_y = 1 - i32(py);
         pad_x = 1 - i32(px);
     }
-    return vec4<i32>(i32(q.b * p.d + q.z), i32(q.z) - i32(p.pt), i32(q.y * SH) - pad_y, i32(q.x * SW) - pad_x);
+    return vec4<i32>(i32(plane_frames + q.b * p.d + q.z), i32(q.z) - i32(p.pt), i32(q.y * SH) - pad_y, i32(q.x * SW) - pad_x);
 }
 
 // The time taps [first, end) that reach an input frame for some row of the tile m0 .. m0+bm;
@@ -121,5 +133,5 @@ fn out_offset(q: Pos, py: u32, px: u32) -> u32 {
         let w2 = 2u * p.wo;
         return (((q.b * p.d + q.z) * h2 + 2u * q.y + py) * w2 + 2u * q.x + px) * p.cout;
     }
-    return (((q.b * p.d + q.z) * p.ho + q.y) * p.wo + q.x) * p.cout;
+    return (((plane_frames + q.b * p.d + q.z) * p.ho + q.y) * p.wo + q.x) * p.cout;
 }

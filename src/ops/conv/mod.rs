@@ -141,8 +141,8 @@ impl Load {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool, load: Load, cfg: CoopCfg) -> Kernel {
-    cfg.specialise(geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, has_res))
+fn coop_kernel(dtype: DType, taps: [usize; 3], stride: [usize; 2], transposed: bool, planes: usize, has_res: bool, load: Load, cfg: CoopCfg) -> Kernel {
+    cfg.specialise(geometry(load.kernel(&NAMES_COOP, &SRC_COOP, dtype), taps, stride, transposed, planes, has_res))
 }
 
 /// K step of the portable kernel.
@@ -206,6 +206,9 @@ struct Problem {
     pad: [usize; 3],
     stride: [usize; 2],
     out_shape: Vec<usize>,
+    /// Independent convolutions in one dispatch (Winograd's planes, [`conv3d_planes_into`]):
+    /// `nb` is each one's batch; 1 for an ordinary convolution.
+    planes: usize,
 }
 
 fn check_input(what: &str, x: &Input, w: &ConvWeight) -> Result<()> {
@@ -256,7 +259,7 @@ fn conv2d_problem(x: &Input, w: &ConvWeight, stride: usize, pad: usize) -> Resul
     out_shape[r - 2] = wo;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape })
+    Ok(Problem { nb, d: 1, h, w: wd, ho, wo, pad: [0, pad, pad], stride: [stride, stride], out_shape, planes: 1 })
 }
 
 /// `ConvTranspose2d(kernel 4, stride 2, padding 1)` of channels-last `x` `[N, H, W, Cin]` (or
@@ -291,7 +294,7 @@ fn transposed_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     out_shape[r - 2] = 2 * wd;
     out_shape[r - 1] = w.cout;
     let nb = s[..s.len() - 3].iter().product();
-    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape })
+    Ok(Problem { nb, d: 1, h, w: wd, ho: h, wo: wd, pad: [0, 0, 0], stride: [1, 1], out_shape, planes: 1 })
 }
 
 /// 3-D convolution (stride 1, zero padding `k/2` in every axis, so the shape is kept) of
@@ -315,13 +318,26 @@ pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Opti
     launch(rec, &x, w, &conv3d_problem(&x, w)?, res, imp)
 }
 
-/// [`conv3d`] storing into `out`, a tensor or view of the output's shape and dtype, instead of
-/// a new tensor (the Winograd convolution's products land in the planes of one tensor).
-pub fn conv3d_into(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, out: &Tensor) -> Result<()> {
+/// `planes` independent 3-D convolutions in one dispatch (Winograd's products of a 3-D
+/// convolution, `ops::winograd`): part q of `x` (`[planes·B, F, H, W, Cin]`, batch entries
+/// q·B .. (q+1)·B) by weight q of `w` (whose packed tensor holds `planes` weights of its taps
+/// back to back) into the same part of `out` (`[planes·B, F, H, W, Cout]`, a tensor or view,
+/// written whole), as [`conv3d`] would, with `w`'s bias and no residual.
+pub fn conv3d_planes_into(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, planes: usize, out: &Tensor) -> Result<()> {
+    conv3d_planes_into_with(rec, x, w, planes, out, Impl::Auto)
+}
+
+pub fn conv3d_planes_into_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, planes: usize, out: &Tensor, imp: Impl) -> Result<()> {
+    let s = x.shape();
+    ensure!(planes > 0 && s.len() == 5 && s[0].is_multiple_of(planes), "conv3d planes: input {s:?} is not {planes} equal parts of [B, F, H, W, C]");
+    let per_plane = w.taps.iter().product::<usize>() * w.cin_p * w.cout_p;
+    ensure!(w.w.numel() == planes * per_plane, "conv3d planes: a weight of {} elements for {planes} planes of {per_plane}", w.w.numel());
     let x = Input::from(x);
-    let pb = conv3d_problem(&x, w)?;
+    let mut pb = conv3d_problem(&x, w)?;
+    pb.nb /= planes;
+    pb.planes = planes;
     let x = loadable(rec, &x, false)?;
-    let tile = choose(rec.gpu(), &x, w, &pb, None, false, Impl::Auto)?;
+    let tile = choose(rec.gpu(), &x, w, &pb, None, false, imp)?;
     launch_tile_into(rec, &x, w, &pb, None, None, tile, Some(out)).map(drop)
 }
 
@@ -360,11 +376,11 @@ fn conv3d_problem(x: &Input, w: &ConvWeight) -> Result<Problem> {
     let [kt, kh, kw] = w.taps;
     let mut out_shape = s.to_vec();
     out_shape[4] = w.cout;
-    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape })
+    Ok(Problem { nb: s[0], d, h, w: wd, ho: h, wo: wd, pad: [kt / 2, kh / 2, kw / 2], stride: [1, 1], out_shape, planes: 1 })
 }
 
-/// The specialisation consts every conv kernel shares.
-fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, has_res: bool) -> Kernel {
+/// The specialisation consts every conv kernel shares (`planes`: see [`Problem::planes`]).
+fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, planes: usize, has_res: bool) -> Kernel {
     k.def("HAS_RES", has_res)
         .def("KT", format!("{}u", taps[0]))
         .def("KH", format!("{}u", taps[1]))
@@ -372,6 +388,8 @@ fn geometry(k: Kernel, taps: [usize; 3], stride: [usize; 2], transposed: bool, h
         .def("SH", format!("{}u", stride[0]))
         .def("SW", format!("{}u", stride[1]))
         .def("TRANSPOSED", transposed)
+        .def("PLANES", planes > 1)
+        .def("PHASES", format!("{}u", if transposed { 4 } else { planes }))
 }
 
 /// The tile `imp` asks for: `Auto` runs the tuner over [`auto_tiles`] (timing each on scratch
@@ -386,7 +404,8 @@ fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTa
             let key = || {
                 let gn = norm.map(|n| format!(" after group norm{}", if n.silu { " + silu" } else { "" })).unwrap_or_default();
                 let pair = if pair { " from a channel pair" } else { "" };
-                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{pair}{gn}", gpu.operands_name(x.dtype()), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
+                let planes = if pb.planes > 1 { format!(" in {} planes", pb.planes) } else { String::new() };
+                format!("conv {} taps {:?} stride {:?} pad {:?} {} -> {} on {:?}{planes}{pair}{gn}", gpu.operands_name(x.dtype()), w.taps, pb.stride, pb.pad, w.cin, w.cout, x.shape())
             };
             crate::kernel::tuned(gpu, key, &tiles, |t| t.label(), |r, t| {
                 let scratch = if pair { x.scratch(r)? } else { Input::Tensor(r.empty(x.shape(), x.dtype())?) };
@@ -497,7 +516,7 @@ fn launch_tile_into(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem,
     };
     ensure!(pb.out_shape.iter().product::<usize>() < u32::MAX as usize && x.numel() < i32::MAX as usize, "conv: tensor too large for 32-bit indexing");
     let transposed = w.kind == ConvKind::ConvTranspose2d;
-    let phases = if transposed { 4 } else { 1 };
+    let phases = if transposed { 4 } else { pb.planes as u32 };
     // The loads find a pixel's GroupNorm segment by its frame: a segment is whole frames, and
     // where it pools several, every tap of a row reads the row's segment (x_norm_row).
     let mut seg_frames = 0;
@@ -517,8 +536,8 @@ fn launch_tile_into(rec: &mut Recorder, x: &Input, w: &ConvWeight, pb: &Problem,
     };
     let (bm, bn) = tile.block();
     let k = match tile {
-        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, res.is_some(), load, cfg),
-        Tile::Tiled { bn } => geometry(load.kernel(&NAMES_TILED, &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, res.is_some())
+        Tile::Coop(cfg) => coop_kernel(x.dtype(), w.taps, pb.stride, transposed, pb.planes, res.is_some(), load, cfg),
+        Tile::Tiled { bn } => geometry(load.kernel(&NAMES_TILED, &SRC_TILED, x.dtype()), w.taps, pb.stride, transposed, pb.planes, res.is_some())
             .def("BN", format!("{bn}u"))
             .def("BK", format!("{TILED_BK}u")),
     };

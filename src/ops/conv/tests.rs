@@ -33,9 +33,19 @@ fn imps(gpu: &Gpu, dt: DType) -> Vec<Impl> {
 /// functions can pick, on any machine.
 #[test]
 fn coop_kernels_validate_and_translate() {
-    let specs: &[([usize; 3], [usize; 2], bool)] =
-        &[([1, 1, 1], [1, 1], false), ([1, 3, 3], [1, 1], false), ([1, 3, 3], [2, 2], false), ([1, 2, 2], [1, 1], true), ([3, 1, 1], [1, 1], false), ([5, 1, 1], [1, 1], false), ([3, 3, 3], [1, 1], false)];
-    for &(taps, stride, transposed) in specs {
+    // (taps, stride, transposed, planes): the last two Winograd's products.
+    let specs: &[([usize; 3], [usize; 2], bool, usize)] = &[
+        ([1, 1, 1], [1, 1], false, 1),
+        ([1, 3, 3], [1, 1], false, 1),
+        ([1, 3, 3], [2, 2], false, 1),
+        ([1, 2, 2], [1, 1], true, 1),
+        ([3, 1, 1], [1, 1], false, 1),
+        ([5, 1, 1], [1, 1], false, 1),
+        ([3, 3, 3], [1, 1], false, 1),
+        ([3, 1, 1], [1, 1], false, 16),
+        ([1, 1, 1], [1, 1], false, 16),
+    ];
+    for &(taps, stride, transposed, planes) in specs {
         for load in [Load::Scalar, Load::Vec4, Load::Normed { silu: true }, Load::Normed { silu: false }] {
             for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
                 // 8 subgroups with overlapped loads and 4 without, those also with K steps of
@@ -44,7 +54,7 @@ fn coop_kernels_validate_and_translate() {
                 let cfgs = [eight, eight.halved().single_buffered(), eight.halved().single_buffered().k64()];
                 for (cfg, dt) in cfgs.into_iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
                     assert!(coop_divides(cfg), "{cfg:?}");
-                    let k = coop_kernel(dt, taps, stride, transposed, has_res, load, cfg);
+                    let k = coop_kernel(dt, taps, stride, transposed, planes, has_res, load, cfg);
                     let (module, _) = translate_check(&k);
                     // The parameter block is the Rust one (checked at dispatch where the kernel runs).
                     assert_eq!(crate::gpu::pipelines::uniform_size(&module).unwrap(), std::mem::size_of::<Params>() as u64);
@@ -318,6 +328,47 @@ fn conv_transpose2d_matches_cpu() {
             }
         }
     }
+}
+
+/// Several 3-D convolutions in one dispatch (Winograd's planes): each part of the batch by its
+/// own weight, against the CPU per part, with two batch entries per part (so a part's offset
+/// counts its batch), taps in time only and in every axis, Cin that loads by vectors and by
+/// scalars, the output poisoned first.
+#[test]
+fn conv3d_planes_match_cpu_per_plane() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    // (planes, b, f, h, w, cin, cout, kernel)
+    let cases = [(3, 2, 3, 5, 7, 8, 12, [3, 1, 1]), (2, 1, 4, 3, 5, 6, 9, [3, 3, 3]), (16, 2, 2, 1, 3, 4, 4, [1, 1, 1])];
+    for dt in gpu.dtypes() {
+        for imp in imps(&gpu, dt) {
+            for &(planes, b, f, h, w, cin, cout, k) in &cases {
+                let what = format!("{planes} planes {imp:?} {dt:?} x[{b},{f},{h},{w},{cin}] k{k:?} -> {cout} seed {seed}");
+                let part = b * f * h * w * cin;
+                let xv = rand(&mut rng, planes * part, 1.0, dt);
+                let wvs: Vec<Vec<f32>> = (0..planes).map(|_| rand(&mut rng, cout * cin * k.iter().product::<usize>(), 0.3, dt)).collect();
+                let cws: Vec<ConvWeight> = wvs.iter().map(|wv| ConvWeight::from_torch(&gpu, wv, &[cout, cin, k[0], k[1], k[2]], None, dt).unwrap()).collect();
+                // The packed weights back to back, as one weight of `planes` planes.
+                let packed: Vec<f32> = cws.iter().flat_map(|c| c.w.to_f32(&gpu).unwrap()).collect();
+                let s = cws[0].w.shape();
+                let all = ConvWeight { w: Tensor::from_f32(&gpu, &packed, &[planes * s[0], s[1], s[2]], dt).unwrap(), ..cws[0].clone() };
+                let x = Tensor::from_f32(&gpu, &xv, &[planes * b, f, h, w, cin], dt).unwrap();
+                let out = Tensor::empty(&gpu, &[planes * b, f, h, w, cout], dt).unwrap();
+                let mut rec = gpu.recorder();
+                conv3d_planes_into_with(&mut rec, &x, &all, planes, &out, imp).unwrap();
+                rec.submit();
+                let got = out.to_f32(&gpu).unwrap();
+                let want: Vec<f32> = (0..planes).flat_map(|q| cpu::conv3d(&xv[q * part..(q + 1) * part], b, f, h, w, cin, &wvs[q], cout, k, None)).collect();
+                assert_close(&what, &got, &want, dt.tolerance(TOL));
+            }
+        }
+    }
+    // A weight of another number of planes is refused.
+    let cw = ConvWeight::from_torch(&gpu, &[0.5; 4 * 4 * 3], &[4, 4, 3, 1, 1], None, DType::F32).unwrap();
+    let x = Tensor::from_f32(&gpu, &[0.5; 2 * 2 * 4], &[2, 2, 1, 1, 4], DType::F32).unwrap();
+    let e = conv3d_planes_into(&mut gpu.recorder(), &x, &cw, 2, &x).unwrap_err().to_string();
+    assert!(e.contains("for 2 planes"), "{e}");
 }
 
 #[test]

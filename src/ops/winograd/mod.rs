@@ -7,8 +7,8 @@
 //!    values, one per plane ξ of `[N, TH, TW, Cin]`;
 //! 2. 16 products, one per plane, of its `[tiles, Cin]` values with the transformed weight's
 //!    `[Cin, Cout]` plane: one batched matmul for a 2-D convolution; for a 3×3×3 one, the
-//!    convolution kernel with the time taps (KT, 1, 1) on each plane, so the three taps share
-//!    one input transform;
+//!    convolution kernel with the time taps (KT, 1, 1) on each plane, all 16 in one dispatch
+//!    (`conv3d_planes_into`), so the three taps share one input transform;
 //! 3. the output transform (`shaders/winograd_output.wgsl`): 16 products to the 2×2 outputs,
 //!    with the bias and a residual.
 //!
@@ -22,7 +22,7 @@
 use anyhow::{ensure, Result};
 
 use crate::kernel::{grid, Kernel, Recorder};
-use crate::ops::conv::{conv3d_into, ConvKind, ConvWeight};
+use crate::ops::conv::{conv3d_planes_into, ConvKind, ConvWeight};
 use crate::ops::matmul::matmul_into;
 use crate::ops::norm::GnTable;
 use crate::ops::residual::Residual;
@@ -64,8 +64,9 @@ pub struct WinogradWeight {
 enum Products {
     /// 2-D: the planes as `[16, Cin, Cout]`, one batched matmul.
     Matmul(Tensor),
-    /// 3-D: per plane a convolution weight of taps (KT, 1, 1).
-    Conv(Vec<ConvWeight>),
+    /// 3-D: 16 convolution weights of taps (KT, 1, 1), one per plane, back to back in one
+    /// packed tensor (for `conv3d_planes_into`).
+    Conv(ConvWeight),
 }
 
 impl WinogradWeight {
@@ -98,16 +99,13 @@ impl WinogradWeight {
         let (cin_p, cout_p) = (direct.cin_p, direct.cout_p);
         let mut rec = gpu.recorder();
         let products = if video {
-            // Each plane a (KT, 1, 1) convolution weight in the packed layout, padding and all:
-            // views of one tensor, made in one pass over the direct weight.
-            let zero_bias = Tensor::from_f32(gpu, &vec![0.0; cout], &[cout], dtype)?;
+            // The planes' (KT, 1, 1) convolution weights in the packed layout, padding and all,
+            // back to back, made in one pass over the direct weight.
             let plane = kt * cin_p * cout_p;
-            let stride = plane.next_multiple_of((gpu.offset_alignment() as usize / dtype.size()).max(1));
-            let all = Tensor::empty(gpu, &[16 * stride], dtype)?;
-            transform_weight(&mut rec, direct, &all, (cin_p, cout_p), stride)?;
-            let view = |xi: usize| all.narrow(0, xi * stride, plane)?.reshape(&[kt, cin_p, cout_p]);
-            let ws = (0..16).map(|xi| Ok(ConvWeight { kind: ConvKind::Conv3d, cin, cout, taps: [kt, 1, 1], cin_p, cout_p, w: view(xi)?, bias: zero_bias.clone() }));
-            Products::Conv(ws.collect::<Result<_>>()?)
+            let all = Tensor::empty(gpu, &[16 * kt, cin_p, cout_p], dtype)?;
+            transform_weight(&mut rec, direct, &all, (cin_p, cout_p), plane)?;
+            let zero_bias = Tensor::from_f32(gpu, &vec![0.0; cout], &[cout], dtype)?;
+            Products::Conv(ConvWeight { kind: ConvKind::Conv3d, cin, cout, taps: [kt, 1, 1], cin_p, cout_p, w: all, bias: zero_bias })
         } else {
             // [16][Cin][Cout], the matmul's K-major operand.
             let u = Tensor::empty(gpu, &[16, cin, cout], dtype)?;
@@ -127,7 +125,7 @@ impl WinogradWeight {
     fn dtype(&self) -> DType {
         match &self.products {
             Products::Matmul(u) => u.dtype(),
-            Products::Conv(ws) => ws[0].w.dtype(),
+            Products::Conv(w) => w.w.dtype(),
         }
     }
 }
@@ -231,46 +229,32 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable
     }
     let n: usize = s[..r - 3].iter().product();
     let (_, tw) = cpu::tiles(h, wd);
-    // The 3-D products bind each plane as a view: planes start at the offset alignment.
-    let align = match w.products {
-        Products::Matmul(_) => 4,
-        Products::Conv(_) => (gpu.offset_alignment() as usize / dt.size()).max(4),
-    };
     let out = rec.empty(&out_shape, dt)?;
     for band in bands(gpu, n, (h, wd), c.max(w.cout), dt, budget)? {
+        // The planes back to back (C % 4 == 0, so each is whole vectors).
         let rows = n * band.rows * tw;
-        let (vp, mp) = ((rows * c).next_multiple_of(align), (rows * w.cout).next_multiple_of(align));
-        let v = input_transform(rec, x, norm, band, vp)?;
-        let m = match &w.products {
-            Products::Matmul(u) => {
-                // One batched product of the planes, back to back (C % 4 == 0: no padding).
-                let m = rec.empty_banded(&[16 * mp], dt)?;
-                matmul_into(rec, &v.reshape(&[16, rows, c])?, u, &m.reshape(&[16, rows, w.cout])?)?;
-                m
-            }
-            Products::Conv(ws) => {
-                let m = rec.empty_banded(&[16 * mp], dt)?;
+        let v = input_transform(rec, x, norm, band, rows * c)?;
+        let m = rec.empty_banded(&[16 * rows * w.cout], dt)?;
+        match &w.products {
+            // One batched product of the planes.
+            Products::Matmul(u) => matmul_into(rec, &v.reshape(&[16, rows, c])?, u, &m.reshape(&[16, rows, w.cout])?)?,
+            // The planes as 16 parts of one batch, each with its weight, in one dispatch.
+            Products::Conv(u) => {
                 let (b, f) = (s[0], s[1]);
-                for (xi, wx) in ws.iter().enumerate() {
-                    let vx = v.narrow(0, xi * vp, rows * c)?.reshape(&[b, f, band.rows, tw, c])?;
-                    let mx = m.narrow(0, xi * mp, rows * w.cout)?.reshape(&[b, f, band.rows, tw, w.cout])?;
-                    conv3d_into(rec, &vx, wx, &mx)?;
-                }
-                m
+                conv3d_planes_into(rec, &v.reshape(&[16 * b, f, band.rows, tw, c])?, u, 16, &m.reshape(&[16 * b, f, band.rows, tw, w.cout])?)?
             }
-        };
+        }
         output_transform(rec, &m, &out, band, w.bias.as_ref(), res)?;
     }
     Ok(out)
 }
 
 /// The bands of tile rows for `n` images of `h` × `w` whose planes hold `widest` channels: as
-/// many rows each as keep the 16 planes within `budget` bytes and one binding (each plane padded
-/// to the offset alignment), the last band the rest.
+/// many rows each as keep the 16 planes within `budget` bytes and one binding, the last band
+/// the rest.
 pub(super) fn bands(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usize, dt: DType, budget: u64) -> Result<Vec<Band>> {
     let (th, tw) = cpu::tiles(h, w);
-    let align = (gpu.offset_alignment() as usize / dt.size()).max(4);
-    let bytes = |rows: usize| (16 * (n * rows * tw * widest).next_multiple_of(align) * dt.size()) as u64;
+    let bytes = |rows: usize| (16 * n * rows * tw * widest * dt.size()) as u64;
     ensure!(
         bytes(1) <= gpu.max_binding(),
         "winograd: one row of tiles of {n} images of {h}×{w}×{widest} needs {} in one binding, over this GPU's {}",

@@ -148,7 +148,7 @@ fn the_weight_transform_is_g_g_gt() {
 }
 
 /// The weight transform on the GPU against its CPU twin, into both products' layouts: the
-/// 2-D products' `[16][Cin][Cout]` and the 3-D products' (KT, 1, 1) convolution weights,
+/// 2-D products' `[16][Cin][Cout]` and the 3-D products' 16 (KT, 1, 1) convolution weights,
 /// packed with their padding, which must hold zeros (the outputs are poisoned first).
 #[test]
 fn the_weight_transform_on_the_gpu_matches_its_cpu_twin() {
@@ -170,12 +170,14 @@ fn the_weight_transform_on_the_gpu_matches_its_cpu_twin() {
                     let want: Vec<f32> = (0..16).flat_map(|xi| (0..cin).flat_map(move |ci| (0..cout).map(move |co| (xi, ci, co)))).map(|(xi, ci, co)| at(xi, co, ci, 0)).collect();
                     assert_close(&format!("2-D weight planes {what}"), &u.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
                 }
-                Products::Conv(ws) => {
-                    for (xi, cw) in ws.iter().enumerate() {
-                        assert_eq!((cw.taps, cw.cin, cw.cout), ([kt, 1, 1], cin, cout), "{what}");
-                        let (cin_p, cout_p) = (cw.cin_p, cw.cout_p);
-                        let got = cw.w.to_f32(&gpu).unwrap();
-                        let mut want = vec![0f32; kt * cin_p * cout_p];
+                Products::Conv(cw) => {
+                    assert_eq!((cw.taps, cw.cin, cw.cout), ([kt, 1, 1], cin, cout), "{what}");
+                    let (cin_p, cout_p) = (cw.cin_p, cw.cout_p);
+                    let plane = kt * cin_p * cout_p;
+                    let all = cw.w.to_f32(&gpu).unwrap();
+                    assert_eq!(all.len(), 16 * plane, "{what}");
+                    for (xi, got) in all.chunks(plane).enumerate() {
+                        let mut want = vec![0f32; plane];
                         let mut padding = Vec::new();
                         for (e, v) in want.iter_mut().enumerate() {
                             let (t, ci, co) = (e / (cin_p * cout_p), e / cout_p % cin_p, e % cout_p);
@@ -186,7 +188,7 @@ fn the_weight_transform_on_the_gpu_matches_its_cpu_twin() {
                             }
                         }
                         assert!(padding.iter().all(|&v| v == 0.0), "{what}: plane {xi}'s padding is not all zeros");
-                        assert_close(&format!("3-D weight plane {xi} {what}"), &got, &want, dt.tolerance(TOL));
+                        assert_close(&format!("3-D weight plane {xi} {what}"), got, &want, dt.tolerance(TOL));
                     }
                 }
             }
