@@ -11,6 +11,9 @@
 //! * an `Upsample2D`'s 3×3 convolution of the nearest ×2 upsampling of its input, folded into a
 //!   transposed one ([`ConvWeight::of_upsampling`]): 4/9 of the multiplies, and the upsampled
 //!   tensor is never written.
+//! * [`conv3d_planes_into`]: several 3-D convolutions in one dispatch, each part of a batch by
+//!   its own weight (Winograd's 16 products, `ops::winograd`), run like a transposed
+//!   convolution's phases.
 //!
 //! Two kernels, each one shader specialised by consts (taps per axis, stride, transposed) for
 //! every variant above: `conv.wgsl`, portable (workgroup-memory tiles, 4×4 outputs per
