@@ -8,11 +8,12 @@
 // The multiplies are the cooperative GEMM core's (coop_gemm.wgsl, shared with the matmul, with
 // coop_tiles_s4.wgsl's vec4<f16> staged tiles); this file is the convolution's side of it: which
 // output tile a workgroup owns (with its phase: a transposed convolution's, or Winograd's plane),
-// the rows' geometry, the im2col loads tap by tap and the epilogue. NSG (8, or 4 for grids too small to fill the GPU)
-// subgroups each own a 4·FS square block: with 8, BN = 4 blocks gives a 128 × 256 tile at
-// FS = 16 and BN = 2 blocks a 256 × 128 one; 4 subgroups halve the rows. The epilogue goes
-// through a per-subgroup FS×FS f32 scratch tile (adds the bias and any residual, converts to
-// f16, scatters rows: transposed phases and edge tiles have no constant output stride).
+// the rows' geometry, the im2col loads tap by tap and the epilogue. NSG (8, or 4 for grids too
+// small to fill the GPU) subgroups each own a 4·FS square block: with 8, BN = 4 blocks gives a
+// 128 × 256 tile at FS = 16 and BN = 2 blocks a 256 × 128 one; 4 subgroups halve the rows. The
+// epilogue goes through a per-subgroup FS×FS f32 scratch tile (adds the bias and any residual,
+// converts to f16, scatters rows: transposed phases and edge tiles have no constant output
+// stride).
 // Extra consts: SG (subgroup size; the host only picks this kernel when it is fixed and the
 // loads below divide evenly among the invocations), NSG, BN, PREFETCH, KSTEP.
 

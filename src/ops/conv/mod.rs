@@ -330,6 +330,7 @@ pub fn conv3d_planes_into(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, planes
     conv3d_planes_into_with(rec, x, w, planes, out, Impl::Auto)
 }
 
+/// [`conv3d_planes_into`] on the kernel `imp` asks for.
 pub fn conv3d_planes_into_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, planes: usize, out: &Tensor, imp: Impl) -> Result<()> {
     let s = x.shape();
     ensure!(planes > 0 && s.len() == 5 && s[0].is_multiple_of(planes), "conv3d planes: input {s:?} is not {planes} equal parts of [B, F, H, W, C]");
