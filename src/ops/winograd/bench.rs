@@ -56,7 +56,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase
                 // In the op's bands.
                 let out = r.empty(&os, dtype)?;
                 for band in bands(r.gpu(), images, (os[os.len() - 3], os[os.len() - 2]), cin, dtype, PLANES_BUDGET)? {
-                    let planes = input_transform(r, &x2, None, band, images * band.rows * tw * cin)?;
+                    let planes = input_transform(r, &x2, None, band)?;
                     output_transform(r, &planes, &out, band, bias.as_ref(), None)?;
                 }
                 Ok(())

@@ -233,7 +233,7 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable
     for band in bands(gpu, n, (h, wd), c.max(w.cout), dt, budget)? {
         // The planes back to back (C % 4 == 0, so each is whole vectors).
         let rows = n * band.rows * tw;
-        let v = input_transform(rec, x, norm, band, rows * c)?;
+        let v = input_transform(rec, x, norm, band)?;
         let m = rec.empty_banded(&[16 * rows * w.cout], dt)?;
         match &w.products {
             // One batched product of the planes.
@@ -268,15 +268,16 @@ pub(super) fn bands(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usize, 
 
 /// The input transform of `band` of channels-last `x` `[.., H, W, C]` (C % 4 == 0), or of its
 /// GroupNorm (+ SiLU) where `norm` (the table of `x`'s statistics) is given, applied as it
-/// loads: 16 planes of `[.., band rows, TW, C]`, each `plane` elements (at least its values, a
-/// multiple of 4) after the one before, as one flat tensor.
-pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable>, band: Band, plane: usize) -> Result<Tensor> {
+/// loads: 16 planes of `[.., band rows, TW, C]` back to back, as one flat tensor.
+pub(super) fn input_transform(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable>, band: Band) -> Result<Tensor> {
     let s = x.shape();
     ensure!(s.len() >= 3 && !s.contains(&0), "winograd: input {s:?} is not a non-empty [.., H, W, C]");
     let r = s.len();
     let (h, w, c) = (s[r - 3], s[r - 2], s[r - 1]);
     ensure!(c.is_multiple_of(4), "winograd: {c} input channels, not a multiple of 4");
-    let mut p = params(s[..r - 3].iter().product(), h, w, c, band, plane)?;
+    let n: usize = s[..r - 3].iter().product();
+    let plane = n * band.rows * cpu::tiles(h, w).1 * c;
+    let mut p = params(n, h, w, c, band, plane)?;
     let v = rec.empty_banded(&[16 * plane], x.dtype())?;
     let gpu = rec.gpu();
     let groups = grid(gpu, p.units.div_ceil(256));
