@@ -113,10 +113,15 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     println!("device: {}", gpu.describe());
     let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
     println!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
-    let selected: Vec<BenchCase> =
-        cases(gpu, opts.dtype, opts.quick)?.into_iter().filter(|c| opts.filter.as_ref().is_none_or(|f| c.name.contains(f.as_str()))).collect();
+    let all = cases(gpu, opts.dtype, opts.quick)?;
+    let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let selected: Vec<BenchCase> = all.into_iter().filter(|c| opts.filter.as_deref().is_none_or(|f| filter_matches(f, &c.name))).collect();
     if selected.is_empty() {
-        anyhow::bail!("no benchmark case matches --filter {:?}", opts.filter.as_deref().unwrap_or(""));
+        anyhow::bail!(
+            "no benchmark case matches --filter {:?} (a part of a name in any case, or several parts as A|B); the cases: {}",
+            opts.filter.as_deref().unwrap_or(""),
+            names.join(", ")
+        );
     }
     eprintln!("measuring the adapter's ceilings (copy bandwidth, best GEMM) ...");
     let ceil = ceilings::measure(gpu, opts.dtype, opts.quick, opts.iters)?;
@@ -165,6 +170,13 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     Ok(rows)
 }
 
+/// Whether `--filter f` selects the case `name`: it contains `f`, or one of the parts of
+/// `f` split at `|` (`--filter "winograd|group_norm"`; empty parts select nothing), in any case.
+fn filter_matches(f: &str, name: &str) -> bool {
+    let name = name.to_lowercase();
+    f.split('|').any(|part| !part.is_empty() && name.contains(&part.to_lowercase()))
+}
+
 pub fn fmt_time(t: f64) -> String {
     if t >= 1.0 {
         format!("{t:.3} s")
@@ -179,6 +191,17 @@ pub fn fmt_time(t: f64) -> String {
 mod tests {
     use super::*;
     use crate::testutil::test_gpu;
+
+    #[test]
+    fn a_filter_of_several_parts_selects_each() {
+        assert!(filter_matches("conv", "conv 3x3 256"));
+        assert!(!filter_matches("conv", "matmul portable"));
+        assert!(filter_matches("winograd|group_norm", "group_norm per-frame"));
+        assert!(!filter_matches("winograd|group_norm", "layer_norm"));
+        assert!(filter_matches("winograd|group_norm", "conv 3x3 256 Winograd"));
+        assert!(filter_matches("x|matmul", "matmul portable"));
+        assert!(!filter_matches("|", "matmul portable"));
+    }
 
     /// `bench kernels` end to end on one quick case: ceilings measured (finite, positive), the
     /// table row, and the JSON and SVG files written and readable.

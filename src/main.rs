@@ -372,7 +372,7 @@ struct UpscaleCli {
 enum BenchWhat {
     /// Time each kernel at DiffVSR's real shapes (GPU timestamps where available).
     Kernels {
-        /// Only kernels whose name contains this.
+        /// Only kernels whose name contains this (in any case), or any of several parts given as A|B.
         #[arg(long)]
         filter: Option<String>,
         #[command(flatten)]
