@@ -40,10 +40,11 @@ struct GpuArgs {
     /// Backend to use: vulkan, metal, dx12 or gl.
     #[arg(long, env = "DIFFVSR_BACKEND")]
     backend: Option<String>,
-    /// Never use f16 storage, even where the adapter supports it.
+    /// Never use f16 storage, even where the adapter supports it (or DIFFVSR_NO_F16=1).
     #[arg(long)]
     no_f16: bool,
-    /// Never use cooperative matrices (tensor cores), even where the adapter reports them.
+    /// Never use cooperative matrices (tensor cores), even where the adapter reports them (or
+    /// DIFFVSR_NO_COOP=1).
     #[arg(long)]
     no_coop: bool,
     /// Give each activation a buffer of its own instead of packing them at offsets of a few
@@ -97,20 +98,22 @@ impl GpuArgs {
     /// --plan-only`: nothing is timed; where tuning is on, the choices of earlier runs are
     /// made), with `plan_limits` (binding, buffer) as the adapter's.
     fn open_planning(&self, plan_only: bool, plan_limits: Option<(u64, u64)>) -> Result<std::sync::Arc<Gpu>> {
+        // The switches that are also environment variables (GpuOptions::from_env): either turns them on.
+        let env = GpuOptions::from_env();
         Gpu::new(&GpuOptions {
             plan_limits,
             tune: self.tune,
-            tune_cache: GpuOptions::from_env().tune_cache,
+            tune_cache: env.tune_cache,
             replay_tuning: plan_only,
             adapter: self.adapter.clone(),
             backend: self.backend.clone(),
-            no_f16: self.no_f16,
-            no_coop: self.no_coop,
-            max_binding: GpuOptions::from_env().max_binding,
-            no_pack_activations: self.no_pack_activations || GpuOptions::from_env().no_pack_activations,
+            no_f16: self.no_f16 || env.no_f16,
+            no_coop: self.no_coop || env.no_coop,
+            max_binding: env.max_binding,
+            no_pack_activations: self.no_pack_activations || env.no_pack_activations,
             f16_operands: self.f16_operands == TuneMode::On,
             norm_into_conv: self.norm_into_conv,
-            winograd: self.winograd || GpuOptions::from_env().winograd,
+            winograd: self.winograd || env.winograd,
         })
     }
 }
@@ -350,9 +353,9 @@ struct UpscaleCli {
     #[arg(long, value_name = "N")]
     tile_overlap: Option<usize>,
     /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep
-    /// the call within one 128×128-latent window's pixels (up to 4, for inputs below 512×512),
-    /// when the frame is one tile under --tile auto; else 1. Changes speed and memory, never
-    /// the output.
+    /// the call within one 128×128-latent window's pixels (the latent is the input's size: 2
+    /// from about 90×90 inputs down, up to 4 from 64×64), when the frame is one tile under
+    /// --tile auto; else 1. Changes speed and memory, never the output.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     windows_per_call: diffvsr_wgpu::pipeline::groups::WindowsPerCall,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a

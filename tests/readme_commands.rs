@@ -56,6 +56,29 @@ fn readme_cargo_run_commands_work_as_written() {
     }
 }
 
+/// README's `DIFFVSR_NO_F16=1` turns f16 storage off as `--no-f16` does: asking for f16 then
+/// fails, naming both switches.
+#[test]
+fn no_f16_from_the_environment_is_the_flag() {
+    let forward = |flag: Option<&str>, env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"));
+        c.args(["forward", "--model", "te3dvae-decoder", "--config", "tests/data/te3dvae/config.json", "--random-weights", "1", "--random-inputs", "1x8x8", "--dtype", "f16"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("DIFFVSR_NO_F16");
+        c.args(flag);
+        if let Some(v) = env {
+            c.env("DIFFVSR_NO_F16", v);
+        }
+        c.output().unwrap()
+    };
+    for (flag, env) in [(Some("--no-f16"), None), (None, Some("1"))] {
+        let o = forward(flag, env);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag:?} {env:?}: f16 ran with f16 turned off");
+        assert!(err.contains("--no-f16 or DIFFVSR_NO_F16"), "{flag:?} {env:?}: {err}");
+    }
+}
+
 #[test]
 fn readme_test_command_is_what_ci_runs() {
     let cmds = sh_commands(&readme());

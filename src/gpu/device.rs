@@ -376,13 +376,13 @@ impl Gpu {
     }
 
     /// Fails with the fix when `dtype` is storage this adapter can't run (f16 without
-    /// SHADER_F16: most GL drivers, older GPUs, or `DIFFVSR_NO_F16`).
+    /// SHADER_F16: most GL drivers, older GPUs, or `--no-f16` / `DIFFVSR_NO_F16`).
     pub fn require_dtype(&self, dtype: DType) -> Result<()> {
         if dtype == DType::F16 && !self.use_f16 {
             bail!(
                 "f16 storage: this adapter ({:?} backend) lacks SHADER_F16{}; use --dtype f32",
                 self.info.backend,
-                if self.features.contains(wgpu::Features::SHADER_F16) { " (turned off by DIFFVSR_NO_F16)" } else { "" }
+                if self.features.contains(wgpu::Features::SHADER_F16) { " (turned off by --no-f16 or DIFFVSR_NO_F16)" } else { "" }
             );
         }
         Ok(())

@@ -13,9 +13,10 @@
 //! 267 ms; two 128² windows in one call took 503 ms, 6% less than two calls.
 //!
 //! What `auto` picks: as many windows as keep the call within the latent pixels of one
-//! 128² window ([`GROUP_PIXELS`]; a 512×512 input), at most [`MAX_AUTO`], so a clip of small
-//! frames never needs more UNet memory than a 512×512 clip. One window per call where that gains
-//! nothing: frames of 128² latent pixels or more, frames cut into spatial tiles (tiles exist to
+//! 128² window ([`GROUP_PIXELS`]; a 128×128 input, as the latent is at the input's size), at
+//! most [`MAX_AUTO`], so a clip of small frames never needs more UNet memory than a 128×128
+//! clip (two windows from about 90×90 down, four from 64×64). One window per call where that
+//! gains nothing: frames of 128² latent pixels or more, frames cut into spatial tiles (tiles exist to
 //! save memory), a software adapter (a CPU gains nothing from a larger batch; it only delays the
 //! first output frame), and under a fixed `--tile` (the binding check below needs the tile
 //! planner's measurement of the UNet's largest tensor). Whatever the count, no call holds more
