@@ -140,7 +140,9 @@ fn full_size_diffvsr_unet_has_the_official_keys() {
 /// One full-size forward (8 frames of 8×8). On request only (`-- --ignored`): about 3 minutes of
 /// lavapipe time (convolutions and matmuls at 320–1280 channels), and what it exercises is
 /// checked elsewhere: the kernels at these widths by their op tests, the graph against the
-/// official code by the tiny goldens (multi-head included). `tools/gpu-check.sh` runs it on a GPU.
+/// official code by the tiny goldens (multi-head included). On a GPU, `tools/gpu-session.sh` and
+/// `tools/gpu-check.sh` run the full-size model through `forward --random-weights` instead, at
+/// larger latents.
 #[test]
 #[ignore]
 fn full_size_diffvsr_unet_runs() {

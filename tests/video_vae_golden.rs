@@ -152,7 +152,9 @@ fn full_size_te3dvae_keys_match() {
 /// One full-size TE-3DVAE forward (2 frames of a 2×4 latent). On request only (`-- --ignored`):
 /// about 20 s of lavapipe time, alone at the end of this file's run, and what it exercises is
 /// checked elsewhere: the kernels at 512 channels and the dh-512 mid attention by their op tests,
-/// the graph against the official code by the tiny goldens. `tools/gpu-check.sh` runs it on a GPU.
+/// the graph against the official code by the tiny goldens. On a GPU, `tools/gpu-session.sh` and
+/// `tools/gpu-check.sh` run the full-size model through `forward --random-weights` instead, at
+/// larger latents.
 #[test]
 #[ignore]
 fn full_size_te3dvae_runs() {

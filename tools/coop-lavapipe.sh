@@ -9,7 +9,10 @@
 #   tools/coop-lavapipe.sh coop_matches     # tests whose names contain a filter (libtest args)
 #
 # (The filter and README tests start the binary, which would find the system's driver, and the
-# GL tests use GL: they are not run here.)
+# GL tests use GL: they are not run here. One golden starts the binary too,
+# video_unet_golden::plan_only_prints_what_a_run_allocates: that child runs on the system's C
+# library, cannot load unstable's lavapipe, and falls back to the GL backend, where its f32
+# graph passes; it checks GL there, not the cooperative kernels.)
 #
 # The first run downloads Mesa and its libraries from Debian unstable (~60 MB, Debian's own
 # servers, through a private apt configuration: the system's sources are not touched) into

@@ -16,9 +16,11 @@
 #          /work/official/venv/bin/python; DIFFVSR_REPO default /work/official/DiffVSR). A smoke
 #          test of the script: its numbers say nothing about any GPU.
 #
-# Cases: DiffVSR UNet window call (CFG pair x 8 frames) at 64², 128², 180x320 latent (f16);
-# TE-3DVAE decode of one 4-frame chunk at 128² and 180x320, f32, f16 and f32 on f16 operands; SD x4 UNet batch 16 at
-# 128² (f16); `bench kernels` against PyTorch matmul / linear / SDPA / conv at the same shapes.
+# Cases: DiffVSR UNet window call (CFG pair x 8 frames) at 64², 128², 180x320 latent (f16), at
+# 128² also with --winograd and with the CFG halves apart, at 180x320 also unpacked, and four
+# windows in one call at 64²; TE-3DVAE decode of one 4-frame chunk at 128² and 180x320, f32, f16
+# and f32 on f16 operands, at 128² also with --winograd; SD x4 UNet batch 16 at 128² (f16);
+# `bench kernels` against PyTorch matmul / linear / SDPA / conv at the same shapes.
 # A failing or timed-out case is recorded as failed with its error; the run goes on.
 #
 # PART=job (a call of its own; issue 9's benchmark): the whole job on a 32-frame 128x128 clip

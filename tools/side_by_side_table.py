@@ -2,8 +2,8 @@
 """Merges what tools/side-by-side.sh measured into one table of ratios (engine / PyTorch).
 
 Reads, from the run's folder:
-  cases.json              the cases the script ran: name, kind, engine JSON file, reference case name,
-                          the engine command, status and error of the engine step
+  cases.json              the model cases the script ran: name, shape, dtype, reference case name,
+                          engine JSON file, status and error of the engine step, the engine command
   engine-*.json           `forward --report --json` outputs
   bench-kernels.txt       the engine's `bench kernels` table (text; parsed here)
   ref.json                tools/bench_reference.py's output
