@@ -189,6 +189,123 @@ pub fn rgb_to_yuv(rec: &mut Recorder, rgb: &Tensor, format: &FrameFormat, params
     Ok(YuvPlanes { y, uv: Some((u, v)) })
 }
 
+/// A frame → the model's RGB, channels-last `[H, W, 3]` f32 in [−1, 1] on the host, converted on
+/// the GPU ([`yuv_to_rgb`]) in bands of rows where the frame's tensors would pass `max_bytes` (the
+/// adapter's largest binding, [`Gpu::max_binding`]): each band with two rows of context above and
+/// below for the chroma taps, so the bands join to the whole frame's conversion byte for byte.
+pub fn frame_to_rgb_f32(gpu: &Gpu, frame: &Frame, params: &YuvParams, max_bytes: u64) -> Result<Vec<f32>> {
+    let f = frame.format;
+    let (w, h) = (f.width as usize, f.height as usize);
+    let mut out = Vec::with_capacity(w * h * 3);
+    for band in row_bands(w, h, max_bytes)? {
+        let sub = band.sub_frame(frame);
+        let planes = upload_frame(gpu, &sub)?;
+        let mut rec = gpu.recorder();
+        let uv = planes.uv.as_ref().map(|(u, v)| (u, v));
+        let rgb = yuv_to_rgb(&mut rec, &planes.y, uv, &sub.format, params, DType::F32)?;
+        rec.submit();
+        let hwc = rgb.to_f32(gpu)?;
+        out.extend_from_slice(&hwc[(band.r0 - band.lo) * w * 3..(band.r1 - band.lo) * w * 3]);
+    }
+    Ok(out)
+}
+
+/// Channels-last RGB `[H, W, 3]` f32 in [−1, 1] on the host → a frame of `format`, converted on
+/// the GPU ([`rgb_to_yuv`]) in bands of rows as [`frame_to_rgb_f32`] cuts them.
+pub fn rgb_f32_to_frame(gpu: &Gpu, hwc: &[f32], format: FrameFormat, params: &YuvParams, max_bytes: u64) -> Result<Frame> {
+    let (w, h) = (format.width as usize, format.height as usize);
+    if hwc.len() != w * h * 3 {
+        bail!("rgb_to_yuv: {} RGB values for a {w}×{h} frame ({} expected)", hwc.len(), w * h * 3);
+    }
+    let (cw, _) = format.chroma_size();
+    let mut frame = Frame { format, planes: [Vec::with_capacity(w * h), Vec::new(), Vec::new()], params: Vec::new() };
+    for band in row_bands(w, h, max_bytes)? {
+        let sub_format = FrameFormat { height: (band.hi - band.lo) as u32, ..format };
+        let t = Tensor::from_f32(gpu, &hwc[band.lo * w * 3..band.hi * w * 3], &[band.hi - band.lo, w, 3], DType::F32)?;
+        let mut rec = gpu.recorder();
+        let planes = rgb_to_yuv(&mut rec, &t, &sub_format, params)?;
+        rec.submit();
+        let sub = download_frame(gpu, &planes, sub_format)?;
+        frame.planes[0].extend_from_slice(&sub.planes[0][(band.r0 - band.lo) * w..(band.r1 - band.lo) * w]);
+        let (c0, c1) = band.chroma_rows(format);
+        let cw = cw as usize;
+        for i in 1..3 {
+            frame.planes[i].extend_from_slice(&sub.planes[i][c0 * cw..c1 * cw]);
+        }
+    }
+    Ok(frame)
+}
+
+/// Rows `r0..r1` of a frame, converted as rows `lo..hi` (the band and up to two rows of context
+/// on either side). `r0` and `lo` are even, so a halved chroma row of the band is a whole
+/// chroma row of the context's, on the same grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Band {
+    r0: usize,
+    r1: usize,
+    lo: usize,
+    hi: usize,
+}
+
+impl Band {
+    /// The band's chroma rows within its context's chroma plane ([0, 0) for mono).
+    fn chroma_rows(self, format: FrameFormat) -> (usize, usize) {
+        match format.chroma {
+            Chroma::Mono => (0, 0),
+            Chroma::C420 => ((self.r0 - self.lo) / 2, self.r1.div_ceil(2) - self.lo / 2),
+            Chroma::C422 | Chroma::C444 => (self.r0 - self.lo, self.r1 - self.lo),
+        }
+    }
+
+    /// The context rows `lo..hi` of `frame` as a frame of their own.
+    fn sub_frame(self, frame: &Frame) -> Frame {
+        let f = frame.format;
+        if (self.lo, self.hi) == (0, f.height as usize) {
+            return Frame { format: f, planes: frame.planes.clone(), params: Vec::new() };
+        }
+        let w = f.width as usize;
+        let format = FrameFormat { height: (self.hi - self.lo) as u32, ..f };
+        let (cw, _) = f.chroma_size();
+        let (c0, c1) = match f.chroma {
+            Chroma::Mono => (0, 0),
+            Chroma::C420 => (self.lo / 2, self.hi.div_ceil(2)),
+            Chroma::C422 | Chroma::C444 => (self.lo, self.hi),
+        };
+        let cw = cw as usize;
+        let planes = [frame.planes[0][self.lo * w..self.hi * w].to_vec(), frame.planes[1][c0 * cw..c1 * cw].to_vec(), frame.planes[2][c0 * cw..c1 * cw].to_vec()];
+        Frame { format, planes, params: Vec::new() }
+    }
+}
+
+/// The conversion's largest tensor per pixel: RGB in f32.
+const RGB_BYTES: usize = 3 * 4;
+
+/// Row bands of a `w`×`h` frame whose largest tensor, the RGB of a band and its context, fits
+/// `max_bytes`: the whole frame where it fits, else bands of an even number of rows.
+fn row_bands(w: usize, h: usize, max_bytes: u64) -> Result<Vec<Band>> {
+    let row = (w * RGB_BYTES) as u64;
+    if row * h as u64 <= max_bytes {
+        return Ok(vec![Band { r0: 0, r1: h, lo: 0, hi: h }]);
+    }
+    // Context of two rows above and below each band.
+    let rows = (max_bytes / row).saturating_sub(4) as usize & !1;
+    if rows == 0 {
+        bail!(
+            "a frame {w} pixels wide is too wide for this GPU's colour conversion: it converts at least 6 rows at once, \
+             {} bytes of RGB, and the GPU binds at most {max_bytes} bytes; use a narrower video (or a GPU with a larger \
+             storage binding)",
+            row * 6
+        );
+    }
+    Ok((0..h)
+        .step_by(rows)
+        .map(|r0| {
+            let r1 = (r0 + rows).min(h);
+            Band { r0, r1, lo: r0.saturating_sub(2), hi: (r1 + 2).min(h) }
+        })
+        .collect())
+}
+
 /// Uploads a frame's planes (Y `[H, W]`, U and V `[ch, cw]`, u32 samples).
 pub fn upload_frame(gpu: &Gpu, frame: &Frame) -> Result<YuvPlanes> {
     let f = frame.format;
@@ -426,6 +543,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A frame too large for one binding converts in bands of rows, each with its context:
+    /// both directions give the whole frame's conversion byte for byte, for every chroma layout
+    /// and siting, odd heights and bands down to two rows. The bands tile the frame; a row too
+    /// wide for any band is refused, naming the frame's width.
+    #[test]
+    fn bands_of_rows_join_to_the_whole_frame() {
+        let gpu = test_gpu();
+        let seed = fresh_seed();
+        let mut rng = Rng::new(seed);
+        let p = YuvParams { matrix: Matrix::Bt709, range: Range::Limited, depth: 10 };
+        for (chroma, siting) in FORMATS {
+            for (w, h) in [(7u32, 13u32), (6, 2), (5, 9), (3, 1)] {
+                let format = FrameFormat { width: w, height: h, chroma, siting, depth: 10 };
+                let frame = random_frame(&mut rng, format);
+                let whole_rgb = frame_to_rgb_f32(&gpu, &frame, &p, u64::MAX).unwrap();
+                let rgb: Vec<f32> = (0..w * h * 3).map(|_| rng.uniform() * 2.4 - 1.2).collect();
+                let whole = rgb_f32_to_frame(&gpu, &rgb, format, &p, u64::MAX).unwrap();
+                for rows in [2usize, 4] {
+                    let max = ((rows + 4) * w as usize * RGB_BYTES) as u64;
+                    let bands = row_bands(w as usize, h as usize, max).unwrap();
+                    let what = format!("{format:?} in bands of {rows} rows ({} bands, seed {seed})", bands.len());
+                    assert_eq!(bands.first().unwrap().r0, 0, "{what}");
+                    assert_eq!(bands.last().unwrap().r1, h as usize, "{what}");
+                    assert!(bands.windows(2).all(|b| b[0].r1 == b[1].r0), "{what}");
+                    assert!(bands.iter().all(|b| b.lo % 2 == 0 && ((b.hi - b.lo) * w as usize * RGB_BYTES) as u64 <= max), "{what}");
+                    let got = frame_to_rgb_f32(&gpu, &frame, &p, max).unwrap();
+                    assert!(got.iter().zip(&whole_rgb).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: RGB differs");
+                    let back = rgb_f32_to_frame(&gpu, &rgb, format, &p, max).unwrap();
+                    assert_eq!(back.planes, whole.planes, "{what}: YUV differs");
+                }
+            }
+        }
+        let e = row_bands(4096, 8, 5 * 4096 * RGB_BYTES as u64).unwrap_err().to_string();
+        assert!(e.contains("4096 pixels wide") && e.contains("narrower"), "{e}");
     }
 
     #[test]

@@ -344,12 +344,7 @@ fn emit_chunk<W: Write>(
 /// the YUV matrix and the code range run on the GPU (`ops::color::yuv_to_rgb`, whose CPU twin
 /// is `video::color::frame_to_rgb`); the reflect padding on the host.
 fn frame_to_padded_rgb(gpu: &Gpu, frame: &Frame, params: &YuvParams, pad: &LatentPad) -> Result<PaddedFrame> {
-    let planes = color::upload_frame(gpu, frame)?;
-    let mut rec = gpu.recorder();
-    let uv = planes.uv.as_ref().map(|(u, v)| (u, v));
-    let rgb = color::yuv_to_rgb(&mut rec, &planes.y, uv, &frame.format, params, DType::F32)?;
-    rec.submit();
-    let hwc = rgb.to_f32(gpu)?;
+    let hwc = color::frame_to_rgb_f32(gpu, frame, params, gpu.max_binding())?;
     let n = hwc.len() / LR_CHANNELS;
     let mut out = Vec::new();
     for c in 0..LR_CHANNELS {
@@ -363,11 +358,7 @@ fn frame_to_padded_rgb(gpu: &Gpu, frame: &Frame, params: &YuvParams, pad: &Laten
 /// `format`: the clamp, the YUV matrix, the code range, chroma downsampling and rounding run on
 /// the GPU (`ops::color::rgb_to_yuv`, whose CPU twin is `video::color::rgb_to_frame`).
 fn rgb_to_output_frame(gpu: &Gpu, hwc: &[f32], format: FrameFormat, params: &YuvParams) -> Result<Frame> {
-    let t = Tensor::from_f32(gpu, hwc, &[format.height as usize, format.width as usize, LR_CHANNELS], DType::F32)?;
-    let mut rec = gpu.recorder();
-    let planes = color::rgb_to_yuv(&mut rec, &t, &format, params)?;
-    rec.submit();
-    color::download_frame(gpu, &planes, format)
+    color::rgb_f32_to_frame(gpu, hwc, format, params, gpu.max_binding())
 }
 
 #[cfg(test)]
