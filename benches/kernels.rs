@@ -12,7 +12,7 @@ fn kernels(c: &mut Criterion) {
             return;
         }
     };
-    let quick = std::env::var("DIFFVSR_BENCH_QUICK").is_ok() || gpu.info.device_type == wgpu::DeviceType::Cpu;
+    let quick = diffvsr_wgpu::gpu::device::flag("DIFFVSR_BENCH_QUICK") || gpu.info.device_type == wgpu::DeviceType::Cpu;
     let dtype = if gpu.has_f16() { DType::F16 } else { DType::F32 };
     let mut group = c.benchmark_group(format!("kernels-{}", dtype.name()));
     group.sample_size(10);

@@ -217,7 +217,7 @@ enum Cmd {
         #[arg(long)]
         expect: Option<PathBuf>,
         /// Relative L2 tolerance for --expect (default: 1e-4 with f32 storage, 1e-2 with f16).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_tolerance)]
         tolerance: Option<f64>,
         /// Storage dtype (default: f16 for the UNet where supported, f32 for the VAE decoder).
         #[arg(long)]
@@ -297,8 +297,8 @@ struct UpscaleCli {
     /// Denoising steps.
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE)]
+    /// Classifier-free guidance scale (1: none; a negative scale is taken as given).
+    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
     guidance: f32,
     /// Low-res noise augmentation level (0 to 350).
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
@@ -435,6 +435,26 @@ fn bench_setup(gpu: &GpuArgs, BenchSizing { dtype, quick, full, .. }: &BenchSizi
 }
 
 /// The `upscale` command (and the filter without a command).
+/// `--guidance`: any finite number (NaN or infinity would turn every output frame into NaN).
+fn parse_finite(s: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err("a finite number".into())
+    }
+}
+
+/// `--tolerance`: a relative error, positive and finite.
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("a positive relative error, e.g. 1e-4".into())
+    }
+}
+
 fn run_upscale(u: UpscaleCli) -> Result<()> {
     let tiles = diffvsr_wgpu::pipeline::tiles::TileOptions { tile: u.tile, overlap: u.tile_overlap };
     tiles.check().map_err(anyhow::Error::msg)?;
@@ -566,9 +586,11 @@ fn run(cli: Cli) -> Result<()> {
             let t = std::time::Instant::now();
             let r = diffvsr_wgpu::models::clip_text::encode_prompt_to_file(&g, &weights, &text, &output, dtype)?;
             eprintln!(
-                "{text:?}: {} of {} tokens used; prompt_embeds {:?} written to {} ({:.1} s)",
+                "{text:?}: {} of {} tokens used{}; prompt_embeds {:?} written to {} ({:.1} s)",
                 r.used,
                 r.ids.len(),
+                // A prompt that fills every token may have been cut, as CLIP's tokenizer cuts it.
+                if r.used == r.ids.len() { " (the limit: words past it are dropped)" } else { "" },
                 r.shape,
                 output.display(),
                 t.elapsed().as_secs_f64()
@@ -598,12 +620,21 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `--random-inputs BxHxW`: three positive sizes, H and W at most 16384 (a y4m frame's
+/// largest side) and at most 2^30 latent pixels in all, so a typo fails here, not as an
+/// allocation of hundreds of GB.
 fn parse_bhw(s: &str) -> Result<(usize, usize, usize), String> {
-    let v: Vec<usize> = s.split('x').map(|p| p.parse().map_err(|_| format!("'{s}' is not BxHxW, e.g. 16x128x128"))).collect::<Result<_, _>>()?;
-    match v[..] {
-        [b, h, w] if b > 0 && h > 0 && w > 0 => Ok((b, h, w)),
-        _ => Err(format!("'{s}' is not BxHxW with positive sizes, e.g. 16x128x128")),
+    let v: Vec<usize> = s.split('x').map(|p| p.trim().parse().map_err(|_| format!("'{s}' is not BxHxW (three whole numbers), e.g. 16x128x128"))).collect::<Result<_, _>>()?;
+    let [b, h, w] = v[..] else {
+        return Err(format!("'{s}' has {} parts: BxHxW has three, e.g. 16x128x128", v.len()));
+    };
+    if b == 0 || h == 0 || w == 0 {
+        return Err(format!("'{s}': every size must be positive, e.g. 16x128x128"));
     }
+    if h > 16384 || w > 16384 || b.saturating_mul(h).saturating_mul(w) > 1 << 30 {
+        return Err(format!("'{s}': at most 16384 a side and 2^30 pixels in all (B·H·W)"));
+    }
+    Ok((b, h, w))
 }
 
 /// Mesa's Vulkan drivers try to reach a Wayland compositor when the instance is created and print
@@ -651,4 +682,28 @@ fn parse_plan_limits(s: &str) -> std::result::Result<(u64, u64), String> {
         return Err(format!("'{s}': a binding cannot be larger than a buffer"));
     }
     Ok((binding, buffer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_bhw, parse_finite, parse_tolerance};
+
+    /// Malformed numbers on the command line fail in the parser with what is wrong: a wrong
+    /// number of parts, a zero, a size that would allocate hundreds of GB, NaN or infinity.
+    #[test]
+    fn command_line_numbers_are_checked_where_they_are_read() {
+        assert_eq!(parse_bhw("2x64x48"), Ok((2, 64, 48)));
+        for (s, want) in [("1x8", "has 2 parts"), ("2x", "three whole numbers"), ("0x8x8", "positive"), ("1x99999x99999", "at most 16384"), ("64x16384x16384", "2^30")] {
+            let e = parse_bhw(s).unwrap_err();
+            assert!(e.contains(want), "{s}: {e}");
+        }
+        assert_eq!(parse_finite("-5"), Ok(-5.0));
+        for s in ["nan", "inf", "-inf", "1e39"] {
+            assert!(parse_finite(s).is_err(), "{s}");
+        }
+        assert_eq!(parse_tolerance("1e-3"), Ok(1e-3));
+        for s in ["nan", "0", "-1", "inf"] {
+            assert!(parse_tolerance(s).is_err(), "{s}");
+        }
+    }
 }

@@ -315,6 +315,17 @@ fn bad_settings_fail_with_a_message() {
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("interlaced") && err.contains("bwdif") && !err.contains("models loaded"), "{err}");
+    // Prompt embeddings of another text encoder's width: refused by name once the UNet loads,
+    // before any window runs.
+    std::fs::write(&input, &progressive).unwrap();
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&neg, 2);
+    let wide: Vec<f32> = vec![0.5; 77 * 48];
+    let view = safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::F32, vec![1, 77, 48], bytemuck::cast_slice(&wide)).unwrap();
+    safetensors::serialize_to_file([("prompt_embeds", view)], None, &pos).unwrap();
+    let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--prompt-embeds: embeddings of shape [1, 77, 48]") && err.contains("width of 32") && !err.contains("tile"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -80,13 +80,18 @@ impl GpuOptions {
     /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
     /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`.
     pub fn from_env() -> Self {
-        let flag = |k: &str| std::env::var(k).map(|v| v != "0" && !v.is_empty()).unwrap_or(false);
         GpuOptions {
             adapter: std::env::var("DIFFVSR_ADAPTER").ok().filter(|s| !s.is_empty()),
             backend: std::env::var("DIFFVSR_BACKEND").ok().filter(|s| !s.is_empty()),
             no_f16: flag("DIFFVSR_NO_F16"),
             no_coop: flag("DIFFVSR_NO_COOP"),
-            max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().and_then(|v| v.parse().ok()),
+            max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().filter(|v| !v.is_empty()).and_then(|v| {
+                let n = v.trim().parse().ok();
+                if n.is_none() {
+                    log::warn!("DIFFVSR_MAX_BINDING={v:?} is not a number of bytes: ignored");
+                }
+                n
+            }),
             plan_limits: None,
             no_pack_activations: flag("DIFFVSR_NO_PACK_ACTIVATIONS"),
             f16_operands: flag("DIFFVSR_F16_OPERANDS"),
@@ -96,6 +101,25 @@ impl GpuOptions {
             norm_into_conv: std::env::var("DIFFVSR_NORM_INTO_CONV").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
             winograd: flag("DIFFVSR_WINOGRAD"),
         }
+    }
+}
+
+/// An on/off environment variable: `1`, `true`, `yes`, `on` turn it on; unset, empty, `0`,
+/// `false`, `no`, `off` leave it off (any case); anything else is ignored with a warning.
+pub fn flag(name: &str) -> bool {
+    let Ok(v) = std::env::var(name) else { return false };
+    parse_flag(&v).unwrap_or_else(|| {
+        log::warn!("{name}={v:?} is neither on (1, true, yes, on) nor off (0, false, no, off): ignored");
+        false
+    })
+}
+
+/// The value of an on/off variable ([`flag`]); `None` where it is neither.
+pub fn parse_flag(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "" | "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -299,9 +323,9 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             pool: Arc::new(BufferPool::default()),
             error,
-            poison: AtomicBool::new(std::env::var("DIFFVSR_POISON").map(|v| v == "1").unwrap_or(false)),
+            poison: AtomicBool::new(flag("DIFFVSR_POISON")),
             use_f16,
-            shader_checks: std::env::var("DIFFVSR_SHADER_CHECKS").map(|v| v == "1").unwrap_or(false),
+            shader_checks: flag("DIFFVSR_SHADER_CHECKS"),
             pack_activations: !opts.no_pack_activations,
             f16_operands: opts.f16_operands && use_f16,
             exact_operands: AtomicBool::new(false),
@@ -557,4 +581,24 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
 enum DeviceError {
     OutOfMemory,
     Other(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_flag;
+
+    /// `DIFFVSR_NO_F16=false` must not turn f16 off: the words mean what they say, and a value
+    /// that is neither is no switch at all.
+    #[test]
+    fn on_off_variables_read_their_words() {
+        for v in ["1", "true", "YES", "on", " On "] {
+            assert_eq!(parse_flag(v), Some(true), "{v:?}");
+        }
+        for v in ["", "0", "false", "No", "OFF"] {
+            assert_eq!(parse_flag(v), Some(false), "{v:?}");
+        }
+        for v in ["2", "maybe", "-1"] {
+            assert_eq!(parse_flag(v), None, "{v:?}");
+        }
+    }
 }

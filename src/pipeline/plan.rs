@@ -46,7 +46,13 @@ pub fn plan(input: Option<&std::path::Path>, weights: PlanWeights<'_>, frames: O
     let mut o = String::new();
     let (header, t): (crate::video::y4m::Header, Option<usize>) = match input {
         Some(p) => y4m_file_frames(p)?,
-        None => (Reader::new(std::io::stdin().lock())?.header().clone(), None),
+        None => {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() {
+                bail!("--plan reads the y4m header: stdin is a terminal; pipe a stream in or give -i FILE.y4m");
+            }
+            (Reader::new(std::io::stdin().lock())?.header().clone(), None)
+        }
     };
     // What a run would refuse, --plan refuses too.
     header.require_progressive()?;

@@ -93,6 +93,24 @@ fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbe
     Ok((pos.expect("set above"), neg.expect("set above")))
 }
 
+/// The filter reads and writes y4m streams: a terminal as stdin would wait for a stream that
+/// never comes, and as stdout would fill with binary samples.
+fn check_streams(stdin_is_terminal: bool, stdout_is_terminal: bool) -> Result<()> {
+    if stdin_is_terminal {
+        bail!(
+            "no input: stdin is a terminal, and the filter reads a y4m stream. Pipe one in \
+             (ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu | ...) or give -i FILE.y4m"
+        );
+    }
+    if stdout_is_terminal {
+        bail!(
+            "stdout is a terminal, and the filter writes a y4m stream (binary). Pipe it on \
+             (... | ffmpeg -f yuv4mpegpipe -i - out.mp4) or give -o FILE.y4m"
+        );
+    }
+    Ok(())
+}
+
 /// The `upscale` command: loads the models from the release folder, then runs [`run_job`] from
 /// the input to the output with progress on stderr.
 pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
@@ -104,7 +122,14 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if a.steps == 0 || a.steps > 1000 {
         bail!("--steps {}: between 1 and 1000", a.steps);
     }
+    if !a.guidance.is_finite() {
+        bail!("--guidance {}: a finite number (the default is {})", a.guidance, crate::pipeline::scheduler::DEFAULT_GUIDANCE);
+    }
     a.tiles.check().map_err(anyhow::Error::msg)?;
+    {
+        use std::io::IsTerminal;
+        check_streams(a.input.is_none() && std::io::stdin().is_terminal(), a.output.is_none() && std::io::stdout().is_terminal())?;
+    }
     // Open the input first: a malformed stream is reported before minutes of model loading.
     let input: Box<dyn Read> = match &a.input {
         Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
@@ -129,6 +154,12 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     };
     let embeds_given = a.prompt_embeds.is_some() && a.negative_prompt_embeds.is_some();
     if a.random_weights.is_none() {
+        if !a.weights.exists() {
+            bail!("--weights {}: no such folder. Give the DiffVSR release folder, or run 'diffvsr-wgpu fetch-weights' and leave --weights out", a.weights.display());
+        }
+        if !a.weights.is_dir() {
+            bail!("--weights {} is a file: give the release folder that holds DiffVSR_UNet.pt, TE-3DVAE.pt and upscaler4x/", a.weights.display());
+        }
         // Everything missing at once, before minutes of loading.
         let missing = release::missing_for_upscale(&a.weights, !embeds_given);
         if !missing.is_empty() {
@@ -143,7 +174,14 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let loading = std::time::Instant::now();
     // The prompts first: the text encoder is loaded, run and freed before the video models, so
     // it never shares the GPU with them, and a missing one is reported before their load.
-    let encoded = if a.random_weights.is_some() && !embeds_given { None } else { Some(prompt_embeds(gpu, a)?) };
+    // With random weights there is no text encoder: a missing file's embeddings are random.
+    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
+    let encoded = if a.random_weights.is_some() && !embeds_given {
+        (from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?)
+    } else {
+        let (p, n) = prompt_embeds(gpu, a)?;
+        (Some(p), Some(n))
+    };
     // The encoder's buffers went back to the pool: hand them to the driver.
     gpu.pool.trim();
     let unet = match load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
@@ -154,16 +192,28 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
     };
-    let (positive, negative) = match (encoded, a.random_weights) {
-        (Some(e), _) => e,
-        (None, seed) => {
-            // --random-weights without both embeddings files: random ones of the UNet's width.
-            let d = unet.config.base.cross_attention_dim;
-            let mut rng = crate::rng::Rng::new(seed.unwrap_or_default() ^ 0x5EED);
-            let mut random = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]);
-            (random()?, random()?)
-        }
+    // --random-weights without an embeddings file: random ones of the UNet's width.
+    let d = unet.config.base.cross_attention_dim;
+    let mut rng = crate::rng::Rng::new(a.random_weights.unwrap_or_default() ^ 0x5EED);
+    let mut random = || PromptEmbeds::new(rng.normals(77 * d, 1.0), vec![1, 77, d]);
+    let positive = match encoded.0 {
+        Some(e) => e,
+        None => random()?,
     };
+    let negative = match encoded.1 {
+        Some(e) => e,
+        None => random()?,
+    };
+    // Embeddings from another text encoder are refused now, not after the first window's capture.
+    let source = |flag: &'static str, file: &Option<std::path::PathBuf>| if file.is_some() { flag } else { "the text encoder" };
+    for (from, e) in [(source("--prompt-embeds", &a.prompt_embeds), &positive), (source("--negative-prompt-embeds", &a.negative_prompt_embeds), &negative)] {
+        if e.shape[2] != d {
+            bail!("{from}: embeddings of shape {:?}, but this UNet takes a width of {d} (cross_attention_dim): they come from another text encoder", e.shape);
+        }
+    }
+    if positive.shape != negative.shape {
+        bail!("--prompt-embeds {:?} and --negative-prompt-embeds {:?} differ in shape: encode both with the same text encoder", positive.shape, negative.shape);
+    }
     if !a.quiet {
         // Waits for the uploads: the time is the models' on the GPU, not only read and queued.
         gpu.sync()?;
@@ -287,4 +337,19 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         eprintln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_streams;
+
+    /// A terminal for stdin or stdout is refused with the pipe to use, before any work.
+    #[test]
+    fn a_terminal_is_no_y4m_stream() {
+        assert!(check_streams(false, false).is_ok());
+        let e = check_streams(true, false).unwrap_err().to_string();
+        assert!(e.contains("stdin is a terminal") && e.contains("-i FILE.y4m"), "{e}");
+        let e = check_streams(false, true).unwrap_err().to_string();
+        assert!(e.contains("stdout is a terminal") && e.contains("-o FILE.y4m"), "{e}");
+    }
 }
