@@ -62,6 +62,9 @@ fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType, f16_o
         (None, Some(p)) => (p.clone(), false),
         (None, None) => return Ok(None),
     };
+    if explicit {
+        crate::weights::check_regular_file(&path, "--expect reference")?;
+    }
     let mut store = WeightStore::open(&path)?;
     if !store.contains("output") {
         if explicit {

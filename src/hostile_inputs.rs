@@ -37,6 +37,10 @@ fn forward_inputs_are_bounded_safetensors_files() {
     save_f32(&p, &[("latents", &[1, 4, f, h, w], &rng.normals(4 * f * h * w, 1.0))]).unwrap();
     let e = err(ModelKind::Te3dVaeDecoder, &p);
     assert!(e.contains("'latents'") && e.contains("20000 frames") && e.contains("frames.safetensors"), "{e}");
+    // No frames at all: refused by the shape, not by a kernel deep in the decoder.
+    save_f32(&p, &[("latents", &[1, 4, 0, 2, 2], &[])]).unwrap();
+    let e = err(ModelKind::Te3dVaeDecoder, &p);
+    assert!(e.contains("'latents' [1, 4, 0, 2, 2]") && e.contains("axis of size 0"), "{e}");
     // A window the model takes loads.
     save_f32(&p, &[("latents", &[1, 4, 4, 2, 2], &rng.normals(64, 1.0))]).unwrap();
     let inp = load_inputs(&test_gpu(), ModelKind::Te3dVaeDecoder, &p, DType::F32).unwrap();

@@ -72,6 +72,8 @@ pub struct WeightStore {
     synthetic: Option<u64>,
     /// What a synthetic store was asked for, in order (checked against the official key lists).
     requested: Vec<(String, Vec<usize>)>,
+    /// Refuse tensors stored as integers or booleans ([`WeightStore::model_weights`]).
+    floats_only: bool,
 }
 
 impl WeightStore {
@@ -116,6 +118,7 @@ impl WeightStore {
             notes: Vec::new(),
             synthetic: None,
             requested: Vec::new(),
+            floats_only: false,
         };
         for p in paths {
             store.add_file(&p, key)?;
@@ -134,11 +137,15 @@ impl WeightStore {
             notes: Vec::new(),
             synthetic: Some(seed),
             requested: Vec::new(),
+            floats_only: false,
         }
     }
 
     fn add_file(&mut self, path: &Path, key: Option<&str>) -> Result<()> {
         let f = std::fs::File::open(path).with_context(|| format!("cannot open weights file {}", path.display()))?;
+        if f.metadata().is_ok_and(|m| m.len() == 0) {
+            bail!("weights file {} is empty (0 bytes): an interrupted download or copy? Get it again", path.display());
+        }
         // SAFETY: the map is read-only; a file truncated underneath us while mapped is outside
         // what we can defend against (as for every mmap user), and is not a normal workflow.
         let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
@@ -281,6 +288,13 @@ impl WeightStore {
         Some(Synthetic::for_tensor(seed, name, shape))
     }
 
+    /// From here on, every tensor taken must be stored as floats (f32, f16, bf16 or f64): a
+    /// model's weights. An integer weight is a quantised checkpoint, whose integers converted
+    /// by value would run as nonsense; inputs (timesteps, token ids) stay free to be integers.
+    pub fn model_weights(&mut self) {
+        self.floats_only = true;
+    }
+
     /// Checks that the files hold tensor `name` with `shape`, readable (its storage passes its
     /// CRC), and marks it used: [`take`](Self::take) without the conversion. Its elements are
     /// then [`raw`](Self::raw), e.g. to pack them straight from the file.
@@ -295,6 +309,14 @@ impl WeightStore {
                 self.files[e.file].path.display(),
                 e.shape,
                 shape
+            );
+        }
+        if self.floats_only && !matches!(e.dtype, FileDtype::F32 | FileDtype::F16 | FileDtype::BF16 | FileDtype::F64) {
+            bail!(
+                "tensor '{name}' in {} is stored as {:?}: model weights must be f32, f16 or bf16 (a quantised checkpoint is not \
+                 supported: give the float weights it was made from)",
+                self.files[e.file].path.display(),
+                e.dtype
             );
         }
         self.verify(name)?;
@@ -506,8 +528,14 @@ pub fn save_f32(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()>
             Ok((n.to_string(), safetensors::tensor::TensorView::new(FileDtype::F32, s.to_vec(), bytemuck::cast_slice(d))?))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path).with_context(|| format!("writing {}", path.display()))?;
+    safetensors::serialize_to_file(views, None, path).map_err(|e| write_error(path, e))?;
     Ok(())
+}
+
+/// A failed safetensors write, as one message: safetensors' I/O error says its cause and also
+/// hands it on as its source, so a chained report would print the OS error twice.
+pub fn write_error(path: &Path, e: safetensors::SafeTensorError) -> anyhow::Error {
+    anyhow::anyhow!("writing {}: {e}", path.display())
 }
 
 #[cfg(test)]
@@ -542,7 +570,8 @@ mod tests {
         for cut in [full.len() - 1, full.len() / 2, 10, 4, 0] {
             std::fs::write(&p, &full[..cut]).unwrap();
             let e = WeightStore::open(&p).err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(e.contains("not a valid safetensors file"), "cut {cut}: {e}");
+            let want = if cut == 0 { "is empty (0 bytes)" } else { "not a valid safetensors file" };
+            assert!(e.contains(want), "cut {cut}: {e}");
         }
         std::fs::write(&p, b"garbage garbage garbage").unwrap();
         assert!(WeightStore::open(&p).is_err());
@@ -618,6 +647,23 @@ mod tests {
             assert!(e.contains("'packed.weight'") && e.contains(&format!("{name}.safetensors")) && !e.contains("-out"), "{e}");
             assert!(!out.exists());
         }
+    }
+
+    /// Integers convert by value where any tensor may be taken (inputs: timesteps, token ids),
+    /// but once a model's loader has the store, an integer weight (a quantised checkpoint) is
+    /// refused by name and dtype, never loaded as its integers.
+    #[test]
+    fn integer_weights_are_refused_once_a_model_loads() {
+        let p = tmp("ints.safetensors");
+        let q: Vec<i16> = vec![3, -7, 100];
+        let views = vec![("conv.weight", safetensors::tensor::TensorView::new(FileDtype::I16, vec![3], bytemuck::cast_slice(&q)).unwrap())];
+        safetensors::serialize_to_file(views, None, &p).unwrap();
+        let mut s = WeightStore::open(&p).unwrap();
+        assert_eq!(s.take("conv.weight", &[3]).unwrap(), vec![3.0, -7.0, 100.0]);
+        let mut s = WeightStore::open(&p).unwrap();
+        s.model_weights();
+        let e = format!("{:#}", s.take("conv.weight", &[3]).unwrap_err());
+        assert!(e.contains("'conv.weight'") && e.contains("I16") && e.contains("quantised"), "{e}");
     }
 
     #[test]

@@ -150,6 +150,9 @@ pub fn convert(input: &Path, output: &Path, key: Option<&str>, dtype: Option<DTy
     // Written under a temporary name beside the output and renamed when complete, so a failed
     // or interrupted conversion never leaves a partial file under the output's name; a failure
     // removes the temporary file too.
+    if output.is_dir() {
+        bail!("output {} is a folder: give the file to write, e.g. {}", output.display(), output.join("model.safetensors").display());
+    }
     let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
     let tmp = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
     // safetensors writes through a private temporary file (mode 0600); the output gets the
@@ -160,7 +163,7 @@ pub fn convert(input: &Path, output: &Path, key: Option<&str>, dtype: Option<DTy
         .with_context(|| format!("creating {}", tmp.display()));
     let written = permissions
         .and_then(|p| {
-            safetensors::serialize_to_file(views, Some(meta), &tmp).with_context(|| format!("writing {}", output.display()))?;
+            safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| crate::weights::write_error(output, e))?;
             std::fs::set_permissions(&tmp, p).with_context(|| format!("setting the permissions of {}", tmp.display()))
         })
         .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));

@@ -531,7 +531,7 @@ pub(crate) mod tests {
         for cut in (0..full.len()).step_by(97).chain([full.len() - 1, full.len() - 22, 4, 1]) {
             std::fs::write(&p, &full[..cut]).unwrap();
             let e = open_err(&p, None);
-            assert!(e.contains("truncated or corrupt") || e.contains("not a valid safetensors"), "cut {cut}: {e}");
+            assert!(e.contains("truncated or corrupt") || e.contains("not a valid safetensors") || (cut == 0 && e.contains("is empty")), "cut {cut}: {e}");
         }
 
         // A flipped byte in a tensor's storage fails its CRC when the tensor is read.

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::Loader;
 use crate::ops::attention::{attention_qkv, AttnOpts};
@@ -243,7 +243,7 @@ pub fn save_prompt_embeds(path: &Path, embeds: &[f32], shape: &[usize], prompt: 
         ("prompt".to_string(), prompt.to_string()),
         ("input_ids".to_string(), ids.join(",")),
     ]);
-    safetensors::serialize_to_file([("prompt_embeds", view)], Some(meta), path).with_context(|| format!("writing {}", path.display()))?;
+    safetensors::serialize_to_file([("prompt_embeds", view)], Some(meta), path).map_err(|e| crate::weights::write_error(path, e))?;
     Ok(())
 }
 

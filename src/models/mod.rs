@@ -35,6 +35,7 @@ pub struct Loader<'a> {
 
 impl<'a> Loader<'a> {
     pub fn new(gpu: &'a Gpu, store: &'a mut WeightStore, dtype: DType) -> Self {
+        store.model_weights();
         Loader { gpu, store, dtype, generate_on_gpu: !gpu.is_software() }
     }
 

@@ -254,6 +254,9 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &Path, dtype: DType) -> Res
     let limit = gpu.max_binding();
     let check = |name: &str, shape: &[usize]| -> Result<()> {
         let what = || format!("input '{name}' {shape:?} in {}", path.display());
+        if shape.contains(&0) {
+            bail!("{}: an axis of size 0 (every axis, frames included, must hold at least one element)", what());
+        }
         let bytes = shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64)).filter(|&b| b <= limit);
         if bytes.is_none() {
             bail!("{}: larger than this GPU can bind ({} per tensor): use fewer frames or a smaller size", what(), crate::gpu::human_bytes(limit));

@@ -73,11 +73,9 @@ impl fmt::Display for Y4mError {
     }
 }
 
-impl std::error::Error for Y4mError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.io.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+// No `source`: the message already says the I/O error (`Y4mError::io`), and a chained report
+// would print it twice. The error itself stays in `io` (`is_broken_pipe`).
+impl std::error::Error for Y4mError {}
 
 /// Chroma subsampling of a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +263,12 @@ impl Header {
     /// Parses a header line (without or with its trailing newline).
     pub fn parse(line: &[u8]) -> Result<Header, Y4mError> {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
+        if line.ends_with(b"\r") {
+            return Err(Y4mError::header(
+                "the header line ends in CR LF (a Windows line ending): y4m lines end in LF alone; the file was altered as text \
+                 (make it again with ffmpeg … -f yuv4mpegpipe -)",
+            ));
+        }
         if !line.starts_with(MAGIC) {
             let shown = String::from_utf8_lossy(&line[..line.len().min(16)]).into_owned();
             return Err(Y4mError::header(format!(
@@ -521,6 +525,13 @@ impl<R: Read> Reader<R> {
             Vec::new()
         } else if body.starts_with(FRAME_MAGIC) && body.get(FRAME_MAGIC.len()) == Some(&b' ') {
             body[FRAME_MAGIC.len() + 1..].to_vec()
+        } else if body.starts_with(MAGIC) {
+            return Err(Y4mError::frame(
+                i,
+                "a second stream header where a FRAME line should be: two y4m files were concatenated. Join \
+                 streams with ffmpeg (its concat demuxer), or upscale them one at a time"
+                    .to_string(),
+            ));
         } else {
             let shown = String::from_utf8_lossy(&body[..body.len().min(16)]).into_owned();
             return Err(Y4mError::frame(
@@ -865,6 +876,7 @@ mod tests {
             (b"YUV4MPEG2 W7 H7 Iq\n", "interlacing"),
             (b"YUV4MPEG2 W7 H7 XCOLORRANGE=TV\n", "XCOLORRANGE must be LIMITED or FULL"),
             (b"YUV4MPEG2 W7 H7", "stream ended inside a line"),
+            (b"YUV4MPEG2 W7 H7 C420jpeg\r\n", "CR LF (a Windows line ending)"),
         ];
         for (bytes, want) in cases {
             let e = err_of(bytes);
@@ -921,6 +933,10 @@ mod tests {
         let mut bad = good.clone();
         bad.splice(hl + 5..hl + 5, b"Ix".iter().copied());
         assert!(err_of(&bad).to_string().contains("y4m frame 0: bad FRAME line"));
+        // Two streams concatenated: the second header where frame 3's FRAME line would be.
+        let e = err_of(&[good.as_slice(), &good].concat());
+        assert_eq!(e.frame, Some(3));
+        assert!(e.to_string().contains("two y4m files were concatenated"), "{e}");
         // A FRAME line that never ends.
         let mut bad = good[..hl].to_vec();
         bad.extend_from_slice(b"FRAME ");
