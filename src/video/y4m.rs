@@ -387,6 +387,19 @@ impl Header {
         let mut out = self.clone();
         out.width = mul(self.width, "width")?;
         out.height = mul(self.height, "height")?;
+        // The output must be a stream this reader (and so a later run on it) accepts.
+        if out.width > MAX_DIMENSION || out.height > MAX_DIMENSION {
+            return Err(Y4mError::header(format!(
+                "the ×{factor} output of a {}x{} input would be {}x{}: at most {MAX_DIMENSION} a side, so inputs up to {} \
+                 (scale or crop first, e.g. ffmpeg … -vf scale=-2:{} …)",
+                self.width,
+                self.height,
+                out.width,
+                out.height,
+                MAX_DIMENSION / factor,
+                (MAX_DIMENSION / factor).min(self.height)
+            )));
+        }
         if out.format().frame_bytes().is_none() {
             return Err(Y4mError::header(format!("output frame size {}x{} overflows", out.width, out.height)));
         }
@@ -784,6 +797,16 @@ mod tests {
         assert_eq!(l.range, Range::Limited);
     }
 
+    /// The output header must be one the reader takes back: a ×4 output past 16384 a side is
+    /// refused with the input size that fits.
+    #[test]
+    fn an_output_past_the_largest_side_is_refused() {
+        let ok = Header::parse(b"YUV4MPEG2 W4096 H2160 C420jpeg").unwrap().scaled(4).unwrap();
+        assert!(Header::parse(&ok.to_bytes()).is_ok());
+        let e = Header::parse(b"YUV4MPEG2 W7 H4097 C420jpeg").unwrap().scaled(4).unwrap_err().to_string();
+        assert!(e.contains("would be 28x16388") && e.contains("inputs up to 4096"), "{e}");
+    }
+
     #[test]
     fn scaled_header_keeps_everything_but_size() {
         for &(c, ..) in VARIANTS {
@@ -799,8 +822,8 @@ mod tests {
                 format!("YUV4MPEG2 W28 H52 F24:1 Ip A1:1 C{c} XCOLORRANGE=FULL Qx\n")
             );
         }
-        let big = Header::new(16384, 16384, "420").unwrap();
-        assert_eq!(big.scaled(4).unwrap().width, 65536);
+        let big = Header::new(4096, 4096, "420").unwrap();
+        assert_eq!(big.scaled(4).unwrap().width, 16384);
     }
 
     #[test]
