@@ -528,13 +528,44 @@ pub fn save_f32(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()>
             Ok((n.to_string(), safetensors::tensor::TensorView::new(FileDtype::F32, s.to_vec(), bytemuck::cast_slice(d))?))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path).map_err(|e| write_error(path, e))?;
-    Ok(())
+    write_safetensors(path, views, None)
+}
+
+/// Writes a safetensors file as a finished whole: under a temporary name beside `output`,
+/// renamed when complete (a failed or interrupted write never leaves a partial file under the
+/// output's name, and removes the temporary one), with the permissions any new file gets here
+/// (the umask's, as `cp` or `torch.save` would give it: safetensors itself writes through a
+/// private temporary file, mode 0600). A folder as the output is refused by name.
+pub fn write_safetensors<S, V, I>(output: &Path, data: I, meta: Option<HashMap<String, String>>) -> Result<()>
+where
+    S: AsRef<str> + Ord + std::fmt::Display,
+    V: safetensors::tensor::View,
+    I: IntoIterator<Item = (S, V)>,
+{
+    if output.is_dir() {
+        bail!("output {} is a folder: give the file to write, e.g. {}", output.display(), output.join("model.safetensors").display());
+    }
+    let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
+    let tmp = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
+    let permissions = std::fs::File::create(&tmp)
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .with_context(|| format!("creating {}", tmp.display()));
+    let written = permissions
+        .and_then(|p| {
+            safetensors::serialize_to_file(data, meta, &tmp).map_err(|e| write_error(output, e))?;
+            std::fs::set_permissions(&tmp, p).with_context(|| format!("setting the permissions of {}", tmp.display()))
+        })
+        .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A failed safetensors write, as one message: safetensors' I/O error says its cause and also
 /// hands it on as its source, so a chained report would print the OS error twice.
-pub fn write_error(path: &Path, e: safetensors::SafeTensorError) -> anyhow::Error {
+fn write_error(path: &Path, e: safetensors::SafeTensorError) -> anyhow::Error {
     anyhow::anyhow!("writing {}: {e}", path.display())
 }
 
@@ -664,6 +695,23 @@ mod tests {
         s.model_weights();
         let e = format!("{:#}", s.take("conv.weight", &[3]).unwrap_err());
         assert!(e.contains("'conv.weight'") && e.contains("I16") && e.contains("quantised"), "{e}");
+    }
+
+    /// `forward --output` and `encode-prompt` write as `convert` does: the permissions of any
+    /// new file (not safetensors' private 0600), no temporary file left, a folder refused.
+    #[cfg(unix)]
+    #[test]
+    fn written_files_get_a_new_files_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tmp("perm.safetensors");
+        save_f32(&p, &[("w", &[2], &[1.0, 2.0])]).unwrap();
+        let probe = tmp("probe");
+        let fresh = std::fs::File::create(&probe).unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, fresh & 0o777);
+        let dir = p.parent().unwrap();
+        assert!(!std::fs::read_dir(dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".perm.safetensors.tmp")));
+        let e = format!("{:#}", save_f32(dir, &[("w", &[1], &[1.0])]).unwrap_err());
+        assert!(e.contains("is a folder"), "{e}");
     }
 
     #[test]

@@ -147,30 +147,7 @@ pub fn convert(input: &Path, output: &Path, key: Option<&str>, dtype: Option<DTy
     if let Some(k) = key {
         meta.insert("key".to_string(), k.to_string());
     }
-    // Written under a temporary name beside the output and renamed when complete, so a failed
-    // or interrupted conversion never leaves a partial file under the output's name; a failure
-    // removes the temporary file too.
-    if output.is_dir() {
-        bail!("output {} is a folder: give the file to write, e.g. {}", output.display(), output.join("model.safetensors").display());
-    }
-    let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
-    let tmp = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    // safetensors writes through a private temporary file (mode 0600); the output gets the
-    // permissions any new file gets here (the umask's), as `cp` or `torch.save` would give it.
-    let permissions = std::fs::File::create(&tmp)
-        .and_then(|f| f.metadata())
-        .map(|m| m.permissions())
-        .with_context(|| format!("creating {}", tmp.display()));
-    let written = permissions
-        .and_then(|p| {
-            safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| crate::weights::write_error(output, e))?;
-            std::fs::set_permissions(&tmp, p).with_context(|| format!("setting the permissions of {}", tmp.display()))
-        })
-        .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    crate::weights::write_safetensors(output, views, Some(meta))?;
     let bytes_out = std::fs::metadata(output).with_context(|| format!("reading back {}", output.display()))?.len();
     Ok(ConvertSummary {
         tensors: names.len(),

@@ -243,8 +243,7 @@ pub fn save_prompt_embeds(path: &Path, embeds: &[f32], shape: &[usize], prompt: 
         ("prompt".to_string(), prompt.to_string()),
         ("input_ids".to_string(), ids.join(",")),
     ]);
-    safetensors::serialize_to_file([("prompt_embeds", view)], Some(meta), path).map_err(|e| crate::weights::write_error(path, e))?;
-    Ok(())
+    crate::weights::write_safetensors(path, [("prompt_embeds", view)], Some(meta))
 }
 
 /// What [`encode_prompt_to_file`] wrote.

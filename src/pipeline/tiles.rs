@@ -242,9 +242,14 @@ impl TilePlan {
         let (rs, cs) = self.spans();
         let (th, tw) = self.tile_size();
         let starts = |v: &[Range<usize>]| v.iter().map(|r| r.start.to_string()).collect::<Vec<_>>().join(",");
-        let overlap = |v: &[Range<usize>]| v.windows(2).map(|p| p[0].end - p[1].start).min();
-        let ov = overlap(&rs).into_iter().chain(overlap(&cs)).min().unwrap_or(0);
-        let join = if ov == 0 { "side by side (no overlap)".to_string() } else { format!("overlapping by at least {ov}, feathered") };
+        // Overlaps between neighbours along either axis (an axis of one tile has none).
+        let overlaps: Vec<usize> = [&rs, &cs].iter().flat_map(|v| v.windows(2).map(|p| p[0].end - p[1].start)).collect();
+        let (least, most) = (overlaps.iter().copied().min().unwrap_or(0), overlaps.iter().copied().max().unwrap_or(0));
+        let join = match (least, most) {
+            (_, 0) => "side by side (no overlap)".to_string(),
+            (0, m) => format!("some side by side, others overlapping by up to {m}, feathered"),
+            (l, _) => format!("overlapping by at least {l}, feathered"),
+        };
         format!("{}x{} = {} tiles of {tw}x{th}, {join} (columns from {}; rows from {})", cs.len(), rs.len(), self.tiles.len(), starts(&cs), starts(&rs))
     }
 }
@@ -453,6 +458,12 @@ mod tests {
         assert!(axis_spans(13, 8, 0).unwrap_err().contains("multiple of 8"));
         assert!(axis_spans(64, 12, 0).unwrap_err().contains("--tile 12"));
         assert!(axis_spans(64, 16, 16).unwrap_err().contains("--tile-overlap"));
+        // The summary says what the spans do: 24 rows in tiles of 16 overlap by 8 even with no
+        // overlap asked for, while 32 columns sit side by side.
+        let plan = TilePlan::new(24, 32, 16, 0).unwrap();
+        assert!(plan.summary().contains("some side by side, others overlapping by up to 8"), "{}", plan.summary());
+        assert!(TilePlan::new(32, 32, 16, 0).unwrap().summary().contains("side by side (no overlap)"));
+        assert!(TilePlan::new(32, 32, 16, 8).unwrap().summary().contains("overlapping by at least 8"));
     }
 
     #[test]
