@@ -257,11 +257,12 @@ impl Band {
         }
     }
 
-    /// The context rows `lo..hi` of `frame` as a frame of their own.
-    fn sub_frame(self, frame: &Frame) -> Frame {
+    /// The context rows `lo..hi` of `frame` as a frame of their own (the frame itself where
+    /// they are all of it).
+    fn sub_frame(self, frame: &Frame) -> std::borrow::Cow<'_, Frame> {
         let f = frame.format;
         if (self.lo, self.hi) == (0, f.height as usize) {
-            return Frame { format: f, planes: frame.planes.clone(), params: Vec::new() };
+            return std::borrow::Cow::Borrowed(frame);
         }
         let w = f.width as usize;
         let format = FrameFormat { height: (self.hi - self.lo) as u32, ..f };
@@ -273,7 +274,7 @@ impl Band {
         };
         let cw = cw as usize;
         let planes = [frame.planes[0][self.lo * w..self.hi * w].to_vec(), frame.planes[1][c0 * cw..c1 * cw].to_vec(), frame.planes[2][c0 * cw..c1 * cw].to_vec()];
-        Frame { format, planes, params: Vec::new() }
+        std::borrow::Cow::Owned(Frame { format, planes, params: Vec::new() })
     }
 }
 

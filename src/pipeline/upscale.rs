@@ -73,8 +73,7 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Prompt embeddings (positive, negative): from files where given, else from the release's text
 /// encoder (loaded once, both prompts encoded in one batch).
 fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbeds)> {
-    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
-    let (mut pos, mut neg) = (from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?);
+    let (mut pos, mut neg) = embeds_files(a)?;
     if pos.is_none() || neg.is_none() {
         let enc = crate::models::clip_text::TextEncoder::load(gpu, &a.weights, DType::F32).context("loading the text encoder (or give --prompt-embeds and --negative-prompt-embeds)")?;
         let mut rec = gpu.recorder();
@@ -91,6 +90,12 @@ fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbe
         }
     }
     Ok((pos.expect("set above"), neg.expect("set above")))
+}
+
+/// The `--prompt-embeds` and `--negative-prompt-embeds` files' embeddings, where given.
+fn embeds_files(a: &UpscaleArgs) -> Result<(Option<PromptEmbeds>, Option<PromptEmbeds>)> {
+    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
+    Ok((from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?))
 }
 
 /// The filter reads and writes y4m streams: a terminal as stdin would wait for a stream that
@@ -175,9 +180,8 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     // The prompts first: the text encoder is loaded, run and freed before the video models, so
     // it never shares the GPU with them, and a missing one is reported before their load.
     // With random weights there is no text encoder: a missing file's embeddings are random.
-    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
     let encoded = if a.random_weights.is_some() && !embeds_given {
-        (from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?)
+        embeds_files(a)?
     } else {
         let (p, n) = prompt_embeds(gpu, a)?;
         (Some(p), Some(n))
