@@ -218,7 +218,7 @@ pub fn rgb_f32_to_frame(gpu: &Gpu, hwc: &[f32], format: FrameFormat, params: &Yu
         bail!("rgb_to_yuv: {} RGB values for a {w}×{h} frame ({} expected)", hwc.len(), w * h * 3);
     }
     let (cw, _) = format.chroma_size();
-    let mut frame = Frame { format, planes: [Vec::with_capacity(w * h), Vec::new(), Vec::new()], params: Vec::new() };
+    let mut frame = Frame { format, planes: [Vec::new(), Vec::new(), Vec::new()], params: Vec::new() };
     for band in row_bands(w, h, max_bytes)? {
         let sub_format = FrameFormat { height: (band.hi - band.lo) as u32, ..format };
         let t = Tensor::from_f32(gpu, &hwc[band.lo * w * 3..band.hi * w * 3], &[band.hi - band.lo, w, 3], DType::F32)?;
@@ -226,6 +226,10 @@ pub fn rgb_f32_to_frame(gpu: &Gpu, hwc: &[f32], format: FrameFormat, params: &Yu
         let planes = rgb_to_yuv(&mut rec, &t, &sub_format, params)?;
         rec.submit();
         let sub = download_frame(gpu, &planes, sub_format)?;
+        if (band.lo, band.hi) == (0, h) {
+            // The whole frame in one band (every frame that fits the binding): as downloaded.
+            return Ok(sub);
+        }
         frame.planes[0].extend_from_slice(&sub.planes[0][(band.r0 - band.lo) * w..(band.r1 - band.lo) * w]);
         let (c0, c1) = band.chroma_rows(format);
         let cw = cw as usize;
