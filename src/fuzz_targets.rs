@@ -151,6 +151,12 @@ pub fn y4m(data: &[u8]) {
     let Ok(mut reader) = Reader::new(data) else { return };
     let header = reader.header().clone();
     let _ = header.scaled(4).map(|h| h.to_bytes());
+    // `--output-chroma 444 --output-depth 16`: its header must read back as that format.
+    let deepest = crate::video::y4m::OutputFormat { chroma: Some(crate::video::y4m::Chroma::C444), depth: Some(16) };
+    if let Ok(h) = deepest.header(&header, 4) {
+        let back = crate::video::y4m::Header::parse(&h.to_bytes()).expect("an output header reads back");
+        assert_eq!(back, h);
+    }
     let params = YuvParams { matrix: MatrixChoice::Auto.resolve(header.height), range: header.range, depth: header.depth };
     let mut writer = Writer::new(Vec::new(), header.clone()).expect("writing to memory");
     let mut frames = Vec::new();

@@ -312,6 +312,13 @@ struct UpscaleCli {
     /// YUV matrix: auto (BT.709 from 720 lines up, else BT.601), bt601 or bt709.
     #[arg(long, default_value = "auto")]
     matrix: diffvsr_wgpu::video::color::MatrixChoice,
+    /// Output chroma subsampling: 420, 422 or 444 (or yuv420p …; default: the input's).
+    #[arg(long, value_parser = parse_output_chroma)]
+    output_chroma: Option<diffvsr_wgpu::video::y4m::Chroma>,
+    /// Output bits per sample: 8, 9, 10, 12, 14 or 16 (default: the input's). More bits than the
+    /// input's keep the model's finer steps, e.g. 10 for a 10-bit encode of an 8-bit source.
+    #[arg(long, value_parser = parse_output_depth)]
+    output_depth: Option<u8>,
     /// Prompt.
     #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_PROMPT)]
     prompt: String,
@@ -445,6 +452,25 @@ fn parse_finite(s: &str) -> Result<f32, String> {
     }
 }
 
+/// `--output-chroma`: a subsampling y4m carries in colour.
+fn parse_output_chroma(s: &str) -> Result<diffvsr_wgpu::video::y4m::Chroma, String> {
+    use diffvsr_wgpu::video::y4m::Chroma;
+    match s.trim().trim_start_matches("yuv").trim_end_matches('p') {
+        "420" => Ok(Chroma::C420),
+        "422" => Ok(Chroma::C422),
+        "444" => Ok(Chroma::C444),
+        _ => Err("420, 422 or 444".into()),
+    }
+}
+
+/// `--output-depth`: a bit depth ffmpeg reads from y4m.
+fn parse_output_depth(s: &str) -> Result<u8, String> {
+    match s.trim().parse::<u8>() {
+        Ok(d @ (8 | 9 | 10 | 12 | 14 | 16)) => Ok(d),
+        _ => Err("8, 9, 10, 12, 14 or 16 (the depths ffmpeg reads from y4m)".into()),
+    }
+}
+
 /// `--tolerance`: a relative error, positive and finite.
 fn parse_tolerance(s: &str) -> Result<f64, String> {
     let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
@@ -458,6 +484,7 @@ fn parse_tolerance(s: &str) -> Result<f64, String> {
 fn run_upscale(u: UpscaleCli) -> Result<()> {
     let tiles = diffvsr_wgpu::pipeline::tiles::TileOptions { tile: u.tile, overlap: u.tile_overlap };
     tiles.check().map_err(anyhow::Error::msg)?;
+    let output_format = diffvsr_wgpu::video::y4m::OutputFormat { chroma: u.output_chroma, depth: u.output_depth };
     if u.plan {
         let weights = u.weights.clone().or_else(|| fetch::default_weights_dir().ok());
         let text_encoder = u.prompt_embeds.is_none() || u.negative_prompt_embeds.is_none();
@@ -474,7 +501,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
             (Some(w), None) => PlanWeights::Release(w),
             (None, None) => PlanWeights::NotFound,
         };
-        print!("{}", plan(u.input.as_deref(), weights, u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
+        print!("{}", plan(u.input.as_deref(), output_format, weights, u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {
@@ -494,6 +521,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         seed: u.seed,
         ilt: u.ilt,
         matrix: u.matrix,
+        output_format,
         prompt: u.prompt,
         negative_prompt: u.negative_prompt,
         prompt_embeds: u.prompt_embeds,
@@ -686,7 +714,7 @@ fn parse_plan_limits(s: &str) -> std::result::Result<(u64, u64), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_bhw, parse_finite, parse_tolerance};
+    use super::{parse_bhw, parse_finite, parse_output_chroma, parse_output_depth, parse_tolerance};
 
     /// Malformed numbers on the command line fail in the parser with what is wrong: a wrong
     /// number of parts, a zero, a size that would allocate hundreds of GB, NaN or infinity.
@@ -704,6 +732,15 @@ mod tests {
         assert_eq!(parse_tolerance("1e-3"), Ok(1e-3));
         for s in ["nan", "0", "-1", "inf"] {
             assert!(parse_tolerance(s).is_err(), "{s}");
+        }
+        use diffvsr_wgpu::video::y4m::Chroma;
+        assert_eq!((parse_output_chroma("444"), parse_output_chroma("yuv422p"), parse_output_chroma("420")), (Ok(Chroma::C444), Ok(Chroma::C422), Ok(Chroma::C420)));
+        for s in ["mono", "411", "yuv420p10", ""] {
+            assert!(parse_output_chroma(s).unwrap_err().contains("420, 422 or 444"), "{s}");
+        }
+        assert_eq!((parse_output_depth("10"), parse_output_depth("16")), (Ok(10), Ok(16)));
+        for s in ["7", "11", "17", "ten"] {
+            assert!(parse_output_depth(s).unwrap_err().contains("8, 9, 10, 12, 14 or 16"), "{s}");
         }
     }
 }

@@ -291,6 +291,50 @@ fn ten_bit_stays_ten_bit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--output-depth` and `--output-chroma`: a 4:2:0 8-bit input written as 4:2:0 10-bit and as
+/// 4:4:4 16-bit. The deeper samples are the default run's picture at finer steps: every 10-bit
+/// sample within 0.625 of four times the 8-bit one (half a step of each), and the 16-bit luma
+/// within 0.502 of 256 times it (the luma does not depend on the chroma subsampling).
+#[test]
+fn output_depth_and_chroma_are_the_same_picture_at_finer_steps() {
+    let dir = tmp("outfmt");
+    let rel = micro_release().to_path_buf();
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    let (w, h, n) = (7usize, 5usize, 2usize);
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(w, h, n)).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()];
+        args.extend(extra);
+        ok(&upscale(&rel, &input, &out, &args));
+        std::fs::read(out).unwrap()
+    };
+    let (ow, oh) = (4 * w, 4 * h);
+    let (luma, chroma420) = (ow * oh, 2 * ow.div_ceil(2) * oh.div_ceil(2));
+    let words = |f: &[u8]| f.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f64).collect::<Vec<_>>();
+
+    let (header8, f8) = frames(&run("8.y4m", &[]), luma + chroma420);
+    let (header10, f10) = frames(&run("10.y4m", &["--output-depth", "10"]), 2 * (luma + chroma420));
+    let (header16, f16) = frames(&run("444p16.y4m", &["--output-chroma", "444", "--output-depth", "16"]), 2 * 3 * luma);
+    assert_eq!(header8, format!("YUV4MPEG2 W{ow} H{oh} F25:1 Ip A1:1 C420jpeg XCOLORRANGE=LIMITED"));
+    assert_eq!(header10, format!("YUV4MPEG2 W{ow} H{oh} F25:1 Ip A1:1 C420p10 XCOLORRANGE=LIMITED"));
+    assert_eq!(header16, format!("YUV4MPEG2 W{ow} H{oh} F25:1 Ip A1:1 C444p16 XCOLORRANGE=LIMITED"));
+    assert_eq!((f8.len(), f10.len(), f16.len()), (n, n, n));
+    for k in 0..n {
+        let (s10, s16) = (words(&f10[k]), words(&f16[k]));
+        let worst10 = f8[k].iter().zip(&s10).map(|(&a, b)| (b / 4.0 - a as f64).abs()).fold(0.0, f64::max);
+        assert!(worst10 <= 0.625 + 1e-3, "frame {k}: a 10-bit sample {worst10} 8-bit steps from the 8-bit run's");
+        let worst16 = f8[k][..luma].iter().zip(&s16[..luma]).map(|(&a, b)| (b / 256.0 - a as f64).abs()).fold(0.0, f64::max);
+        assert!(worst16 <= 0.502 + 1e-3, "frame {k}: a 16-bit luma sample {worst16} 8-bit steps from the 8-bit run's");
+        // The finer steps are used: not every 10-bit sample is a multiple of 4.
+        assert!(s10.iter().any(|v| v % 4.0 != 0.0), "frame {k}: 10-bit samples only at 8-bit steps");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bad_settings_fail_with_a_message() {
     let dir = tmp("bad");

@@ -8,7 +8,7 @@ use crate::pipeline::engine::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS, PROBE}
 use crate::pipeline::groups::{self, WindowsPerCall};
 use crate::pipeline::tiles::{LatentPad, TileOptions, TileSize, SCALE};
 use crate::pipeline::windows::{self, FrameRange, STRIDE, WINDOW};
-use crate::video::y4m::Reader;
+use crate::video::y4m::{OutputFormat, Reader};
 
 /// A y4m file's header and frame count (from its size; `None` when the size is not a whole
 /// number of plain frames, or the path is not a regular file, e.g. a pipe).
@@ -40,7 +40,7 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
 /// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
 /// whose tiles depend on the models' measured tensors and are picked when they load).
 #[allow(clippy::too_many_arguments)]
-pub fn plan(input: Option<&std::path::Path>, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
+pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -64,7 +64,8 @@ pub fn plan(input: Option<&std::path::Path>, weights: PlanWeights<'_>, frames: O
         None if input.is_some() => "frame count unknown (the file size is not a whole number of plain frames)".into(),
         None => "frame count unknown until the stream ends (stdin)".into(),
     })?;
-    writeln!(o, "output:   {}x{} (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8)", SCALE as u32 * fmt.width, SCALE as u32 * fmt.height)?;
+    let out = output_format.header(&header, SCALE as u32)?.format();
+    writeln!(o, "output:   {}x{} {:?} {}-bit (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8)", out.width, out.height, out.chroma, out.depth)?;
     tiles.check().map_err(anyhow::Error::msg)?;
     // The tile sizes the job tensors below are counted at (the whole latent where unknown).
     let (mut uh, mut uw, mut vh, mut vw) = (ph, pw, ph, pw);

@@ -37,6 +37,8 @@ pub struct UpscaleArgs {
     pub seed: u64,
     pub ilt: Ilt,
     pub matrix: MatrixChoice,
+    /// `--output-chroma`, `--output-depth`: the output's format where it is not the input's.
+    pub output_format: crate::video::y4m::OutputFormat,
     pub prompt: String,
     pub negative_prompt: String,
     /// `prompt_embeds` files (from `encode-prompt`) for the prompt and the negative prompt; the
@@ -142,7 +144,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     };
     let reader = Reader::new(std::io::BufReader::new(input))?;
     reader.header().require_progressive()?;
-    let out_header = reader.header().scaled(SCALE as u32)?;
+    let out_header = a.output_format.header(reader.header(), SCALE as u32)?;
 
     let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);
     let vae_dtype = default_dtype(gpu, ModelKind::Te3dVaeDecoder);

@@ -111,6 +111,22 @@ pub enum Range {
     Full,
 }
 
+/// `--output-chroma` and `--output-depth`: the output's chroma format and bit depth where they
+/// are not the input's (`None`: the input's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputFormat {
+    pub chroma: Option<Chroma>,
+    pub depth: Option<u8>,
+}
+
+impl OutputFormat {
+    /// The output header of an upscale by `factor` of a stream whose header is `input`.
+    pub fn header(self, input: &Header, factor: u32) -> Result<Header, Y4mError> {
+        let h = input.scaled(factor)?;
+        h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))
+    }
+}
+
 /// Size and sample format of one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameFormat {
@@ -402,6 +418,45 @@ impl Header {
         }
         if out.format().frame_bytes().is_none() {
             return Err(Y4mError::header(format!("output frame size {}x{} overflows", out.width, out.height)));
+        }
+        Ok(out)
+    }
+
+    /// This header with another chroma format or bit depth (`--output-chroma`,
+    /// `--output-depth`); everything else kept. Unchanged (the same bytes) when both are the
+    /// header's own. A new `C` tag names the format as ffmpeg writes it: an 8-bit 4:2:0 stream
+    /// keeps its chroma siting (`420jpeg`, `420mpeg2`, `420paldv`); a converted one, and every
+    /// high-bit-depth 4:2:0 one (`420p10`), is centred, which is what those tags mean to this
+    /// reader. ffmpeg's `XYSCSS` tag, an older spelling of the `C` tag, is dropped rather than
+    /// left contradicting it.
+    pub fn with_format(&self, chroma: Chroma, depth: u8) -> Result<Header, Y4mError> {
+        if chroma == self.chroma && depth == self.depth {
+            return Ok(self.clone());
+        }
+        if !(8..=16).contains(&depth) {
+            return Err(Y4mError::header(format!("output bit depth {depth}: y4m carries 8 to 16 bits")));
+        }
+        let siting = match chroma {
+            Chroma::C420 if chroma == self.chroma && depth == 8 => self.siting,
+            Chroma::C422 => Siting::Left,
+            _ => Siting::Center,
+        };
+        let base = match (chroma, siting, depth) {
+            (Chroma::C420, Siting::Center, 8) => "420jpeg",
+            (Chroma::C420, Siting::Left, 8) => "420mpeg2",
+            (Chroma::C420, Siting::TopLeft, 8) => "420paldv",
+            (Chroma::C420, ..) => "420p",
+            (Chroma::C422, ..) => if depth == 8 { "422" } else { "422p" },
+            (Chroma::C444, ..) => if depth == 8 { "444" } else { "444p" },
+            (Chroma::Mono, ..) => "mono",
+        };
+        let tag = if depth == 8 { base.to_string() } else { format!("{base}{depth}") };
+        let mut out = self.clone();
+        (out.chroma, out.siting, out.depth) = (chroma, siting, depth);
+        out.colourspace_tag = Some(tag);
+        out.x_tags.retain(|x| !x.starts_with("YSCSS="));
+        if out.format().frame_bytes().is_none() {
+            return Err(Y4mError::header(format!("output frame size {}x{} at {depth} bits overflows", out.width, out.height)));
         }
         Ok(out)
     }
@@ -824,6 +879,39 @@ mod tests {
         }
         let big = Header::new(4096, 4096, "420").unwrap();
         assert_eq!(big.scaled(4).unwrap().width, 16384);
+    }
+
+    /// Every format converts to every other, and the header written reads back as that format
+    /// with the rest of the header as it was; a format asked for that is the input's own keeps
+    /// the header's bytes (its `XYSCSS` tag included).
+    #[test]
+    fn an_output_format_header_reads_back_as_that_format() {
+        for &(c, chroma, siting, depth) in VARIANTS {
+            let line = format!("YUV4MPEG2 W28 H52 F24:1 Ip A1:1 C{c} XYSCSS=ANY XCOLORRANGE=FULL Qx");
+            let h = Header::parse(line.as_bytes()).unwrap();
+            assert_eq!(h.with_format(chroma, depth).unwrap().to_bytes(), format!("{line}\n").into_bytes());
+            for &(_, to_chroma, _, to_depth) in VARIANTS {
+                if (to_chroma, to_depth) == (chroma, depth) {
+                    continue;
+                }
+                let o = h.with_format(to_chroma, to_depth).unwrap();
+                let back = Header::parse(&o.to_bytes()).unwrap();
+                assert_eq!(back, o, "{c} to {to_chroma:?} {to_depth}");
+                // 4:2:0 keeps its siting only at 8 bits and when it was 4:2:0 already.
+                let expected = match to_chroma {
+                    Chroma::C420 if chroma == Chroma::C420 && to_depth == 8 => siting,
+                    Chroma::C422 => Siting::Left,
+                    _ => Siting::Center,
+                };
+                assert_eq!((back.chroma, back.siting, back.depth), (to_chroma, expected, to_depth), "{c} to {to_chroma:?} {to_depth}");
+                assert_eq!((back.width, back.height, back.range), (28, 52, Range::Full));
+                assert_eq!((back.frame_rate.as_deref(), back.interlacing.as_deref(), back.pixel_aspect.as_deref()), (Some("24:1"), Some("p"), Some("1:1")));
+                assert_eq!((back.x_tags.clone(), back.other.clone()), (vec!["COLORRANGE=FULL".to_string()], vec!["Qx".to_string()]));
+            }
+        }
+        let h = Header::new(8, 8, "420").unwrap();
+        assert!(h.with_format(Chroma::C444, 7).is_err());
+        assert!(h.with_format(Chroma::C444, 17).is_err());
     }
 
     #[test]
