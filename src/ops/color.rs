@@ -422,7 +422,7 @@ mod tests {
     fn all_params(depths: &[u8]) -> Vec<YuvParams> {
         let mut v = Vec::new();
         for &depth in depths {
-            for matrix in [Matrix::Bt601, Matrix::Bt709] {
+            for matrix in [Matrix::Bt601, Matrix::Bt709, Matrix::Bt2020] {
                 for range in [Range::Limited, Range::Full] {
                     v.push(YuvParams { matrix, range, depth });
                 }

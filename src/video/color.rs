@@ -2,7 +2,8 @@
 //! released pipeline takes 8-bit RGB from its video decoder, spec §4.3 "Frames → (x/255 − 0.5)·2").
 //! The GPU kernels (`ops/color.rs` in design/layout.md) are tested against these.
 //!
-//! * Matrices: BT.601 (Kr 0.299, Kb 0.114) and BT.709 (Kr 0.2126, Kb 0.0722);
+//! * Matrices: BT.601 (Kr 0.299, Kb 0.114), BT.709 (Kr 0.2126, Kb 0.0722) and BT.2020's
+//!   non-constant-luminance one (Kr 0.2627, Kb 0.0593; only when asked: y4m carries no matrix);
 //!   `--matrix auto` picks BT.709 from 720 lines up, else BT.601 ([`Matrix::auto`]).
 //! * Ranges at any bit depth d: limited Y = 16·2^(d−8) + 219·2^(d−8)·Y′,
 //!   C = 128·2^(d−8) + 224·2^(d−8)·C′; full Y = (2^d − 1)·Y′, C = 2^(d−1) + (2^d − 1)·C′
@@ -20,6 +21,8 @@ use super::y4m::{Chroma, Frame, FrameFormat, Range, Siting};
 pub enum Matrix {
     Bt601,
     Bt709,
+    /// BT.2020 (and BT.2100) non-constant luminance.
+    Bt2020,
 }
 
 impl Matrix {
@@ -28,6 +31,7 @@ impl Matrix {
         match self {
             Matrix::Bt601 => (0.299, 0.114),
             Matrix::Bt709 => (0.2126, 0.0722),
+            Matrix::Bt2020 => (0.2627, 0.0593),
         }
     }
     /// The `--matrix auto` rule: BT.709 for frames of 720 lines or more, else BT.601. y4m carries
@@ -66,7 +70,8 @@ impl std::str::FromStr for MatrixChoice {
             "auto" => Ok(MatrixChoice::Auto),
             "bt601" | "bt.601" | "601" => Ok(MatrixChoice::Fixed(Matrix::Bt601)),
             "bt709" | "bt.709" | "709" => Ok(MatrixChoice::Fixed(Matrix::Bt709)),
-            _ => Err(format!("--matrix {s}: expected auto, bt601 or bt709")),
+            "bt2020" | "bt.2020" | "2020" | "bt2020nc" => Ok(MatrixChoice::Fixed(Matrix::Bt2020)),
+            _ => Err(format!("--matrix {s}: expected auto, bt601, bt709 or bt2020")),
         }
     }
 }
@@ -277,7 +282,7 @@ mod tests {
 
     fn all_params() -> Vec<YuvParams> {
         let mut v = Vec::new();
-        for matrix in [Matrix::Bt601, Matrix::Bt709] {
+        for matrix in [Matrix::Bt601, Matrix::Bt709, Matrix::Bt2020] {
             for range in [Range::Limited, Range::Full] {
                 for depth in [8, 10, 12, 16] {
                     v.push(YuvParams { matrix, range, depth });
@@ -311,6 +316,11 @@ mod tests {
         let p10 = YuvParams { matrix: Matrix::Bt709, range: Range::Limited, depth: 10 };
         assert_eq!(q3(&p10, [1.0, 1.0, 1.0]), [940, 512, 512]);
         assert_eq!(q3(&p10, [0.0, 0.0, 0.0]), [64, 512, 512]);
+        // BT.2020 10-bit limited primaries (Y = 64 + 876·Kx, C = 512 + 896·C′).
+        let p2020 = YuvParams { matrix: Matrix::Bt2020, range: Range::Limited, depth: 10 };
+        assert_eq!(q3(&p2020, [1.0, 0.0, 0.0]), [294, 387, 960]);
+        assert_eq!(q3(&p2020, [0.0, 1.0, 0.0]), [658, 189, 100]);
+        assert_eq!(q3(&p2020, [0.0, 0.0, 1.0]), [116, 960, 476]);
         // And back: limited 8-bit red decodes to (1, 0, 0) within the rounding of its codes.
         let rgb = p601.yuv_to_rgb(81.0, 90.0, 240.0);
         for (g, w) in rgb.iter().zip([1.0, 0.0, 0.0]) {
@@ -326,6 +336,7 @@ mod tests {
         assert_eq!("auto".parse::<MatrixChoice>().unwrap().resolve(2160), Matrix::Bt709);
         assert_eq!("BT601".parse::<MatrixChoice>().unwrap().resolve(2160), Matrix::Bt601);
         assert_eq!("bt709".parse::<MatrixChoice>().unwrap().resolve(13), Matrix::Bt709);
+        assert_eq!("BT.2020".parse::<MatrixChoice>().unwrap().resolve(480), Matrix::Bt2020);
         assert!("srgb".parse::<MatrixChoice>().unwrap_err().contains("--matrix srgb"));
     }
 
