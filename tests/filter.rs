@@ -344,6 +344,16 @@ fn bad_settings_fail_with_a_message() {
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--noise-level", "400"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--noise-level 400"), "{}", String::from_utf8_lossy(&o.stderr));
+    // The output (or the preview) is the input, by its name or through a hard link: refused,
+    // and the input is left whole.
+    let link = dir.join("link.y4m");
+    std::fs::hard_link(&input, &link).unwrap();
+    for (out, extra) in [(&input, vec![]), (&link, vec![]), (&dir.join("out.y4m"), vec!["--gif", link.to_str().unwrap()])] {
+        let o = upscale(&rel, &input, out, &extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("is the input file"), "{err}");
+        assert_eq!(std::fs::read(&input).unwrap(), stream(7, 5, 1), "the input was altered");
+    }
     // Not a y4m stream at all.
     std::fs::write(&input, b"RIFF....WAVEfmt ").unwrap();
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);

@@ -118,6 +118,46 @@ fn check_streams(stdin_is_terminal: bool, stdout_is_terminal: bool) -> Result<()
     Ok(())
 }
 
+/// Whether two paths name one existing file: the same device and inode on Unix (hard links and
+/// symbolic links included), the same canonical path elsewhere.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(x), Ok(y)) if (x.dev(), x.ino()) == (y.dev(), y.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    }
+}
+
+/// The files the job writes (`-o`, `--gif`) must not be its input, or each other: creating one
+/// truncates it, and the input's frames not yet read would be lost. Where the input is stdin
+/// redirected from a file (`< in.y4m`), that file counts as the input (Unix).
+fn check_paths(a: &UpscaleArgs) -> Result<()> {
+    let stdin = std::path::PathBuf::from("/dev/stdin");
+    let input = match &a.input {
+        Some(p) => Some(p.as_path()),
+        None if cfg!(unix) && std::fs::metadata(&stdin).is_ok_and(|m| m.is_file()) => Some(stdin.as_path()),
+        None => None,
+    };
+    if let (Some(i), Some(o)) = (input, &a.output) {
+        if same_file(i, o) {
+            bail!("-o {} is the input file: writing it would destroy the frames not yet read. Write to another file", o.display());
+        }
+    }
+    if let Some(g) = &a.gif {
+        if input.is_some_and(|i| same_file(i, g)) {
+            bail!("--gif {} is the input file: writing it would destroy the frames not yet read. Give another path", g.display());
+        }
+        if a.output.as_deref().is_some_and(|o| same_file(o, g) || o == g.as_path()) {
+            bail!("--gif {} is also the output (-o): give the preview its own path", g.display());
+        }
+    }
+    Ok(())
+}
+
 /// The `upscale` command: loads the models from the release folder, then runs [`run_job`] from
 /// the input to the output with progress on stderr.
 pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
@@ -137,6 +177,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         use std::io::IsTerminal;
         check_streams(a.input.is_none() && std::io::stdin().is_terminal(), a.output.is_none() && std::io::stdout().is_terminal())?;
     }
+    check_paths(a)?;
     // Open the input first: a malformed stream is reported before minutes of model loading.
     let input: Box<dyn Read> = match &a.input {
         Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
