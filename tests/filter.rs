@@ -354,6 +354,15 @@ fn bad_settings_fail_with_a_message() {
         assert!(!o.status.success() && err.contains("is the input file"), "{err}");
         assert_eq!(std::fs::read(&input).unwrap(), stream(7, 5, 1), "the input was altered");
     }
+    // An output the job could not create is named before the models load: with an empty
+    // release folder, before the release is found incomplete.
+    let empty = dir.join("empty-release");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (out, want) in [(dir.clone(), "is a folder"), (dir.join("no-such-folder").join("out.y4m"), "there is no folder")] {
+        let o = upscale(&empty, &input, &out, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{err}");
+    }
     // Not a y4m stream at all.
     std::fs::write(&input, b"RIFF....WAVEfmt ").unwrap();
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);
@@ -361,14 +370,15 @@ fn bad_settings_fail_with_a_message() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("y4m stream header"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    // Interlaced frames: refused with the ffmpeg fix before the models load.
+    // Interlaced frames: refused with the ffmpeg fix before the models load (before the empty
+    // release folder is looked at).
     let progressive = stream(7, 5, 1);
     let at = progressive.iter().position(|&b| b == b'\n').unwrap();
     let header = String::from_utf8(progressive[..at].to_vec()).unwrap().replace(" Ip ", " It ");
     std::fs::write(&input, [header.as_bytes(), &progressive[at..]].concat()).unwrap();
-    let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);
+    let o = upscale(&empty, &input, &dir.join("out.y4m"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("interlaced") && err.contains("bwdif") && !err.contains("models loaded"), "{err}");
+    assert!(!o.status.success() && err.contains("interlaced") && err.contains("bwdif"), "{err}");
     // Prompt embeddings of another text encoder's width: refused by name once the UNet loads,
     // before any window runs.
     std::fs::write(&input, &progressive).unwrap();

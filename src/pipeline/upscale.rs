@@ -132,9 +132,10 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
-/// The files the job writes (`-o`, `--gif`) must not be its input, or each other: creating one
-/// truncates it, and the input's frames not yet read would be lost. Where the input is stdin
-/// redirected from a file (`< in.y4m`), that file counts as the input (Unix).
+/// The files the job writes (`-o`, `--gif`) must be creatable (not a folder, in a folder that
+/// exists), and must not be its input, or each other: creating one truncates it, and the
+/// input's frames not yet read would be lost. Where the input is stdin redirected from a file
+/// (`< in.y4m`), that file counts as the input (Unix).
 fn check_paths(a: &UpscaleArgs) -> Result<()> {
     let stdin = std::path::PathBuf::from("/dev/stdin");
     let input = match &a.input {
@@ -142,6 +143,22 @@ fn check_paths(a: &UpscaleArgs) -> Result<()> {
         None if cfg!(unix) && std::fs::metadata(&stdin).is_ok_and(|m| m.is_file()) => Some(stdin.as_path()),
         None => None,
     };
+    if let Some(i) = &a.input {
+        if i.is_dir() {
+            bail!("-i {} is a folder: give a y4m file (or pipe the stream in on stdin)", i.display());
+        }
+    }
+    // A path the job cannot create fails now, not after minutes of model loading.
+    for (flag, path) in [("-o", &a.output), ("--gif", &a.gif)] {
+        let Some(p) = path else { continue };
+        if p.is_dir() {
+            bail!("{flag} {} is a folder: give a file path in it, e.g. {}", p.display(), p.join(if flag == "-o" { "out.y4m" } else { "preview.gif" }).display());
+        }
+        let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !folder.is_dir() {
+            bail!("{flag} {}: there is no folder {}; create it first", p.display(), folder.display());
+        }
+    }
     if let (Some(i), Some(o)) = (input, &a.output) {
         if same_file(i, o) {
             bail!("-o {} is the input file: writing it would destroy the frames not yet read. Write to another file", o.display());
