@@ -290,6 +290,8 @@ fn check_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<()> {
 /// CLIP's tokenizer, ready to turn prompts into fixed-length id sequences.
 pub struct ClipTokenizer {
     tk: Tokenizer,
+    /// The same tokenizer without truncation or padding: what a long prompt loses.
+    whole: Tokenizer,
     pub specials: SpecialTokens,
     pub bos_id: u32,
     pub eos_id: u32,
@@ -337,6 +339,7 @@ impl ClipTokenizer {
         tk.with_decoder(Some(ByteLevelDecoder::default()));
         let added: Vec<AddedToken> = specials.added.iter().map(SpecialToken::added).collect();
         tk.add_special_tokens(added).map_err(tkerr)?;
+        let whole = tk.clone();
         let id = |t: &SpecialToken| {
             tk.token_to_id(&t.content).ok_or_else(|| anyhow!("special token '{}' is not in the vocabulary", t.content))
         };
@@ -367,7 +370,7 @@ impl ClipTokenizer {
             pad_type_id: 0,
             pad_token: pad.content.clone(),
         }));
-        Ok(ClipTokenizer { tk, specials, bos_id, eos_id, pad_id, max_length })
+        Ok(ClipTokenizer { tk, whole, specials, bos_id, eos_id, pad_id, max_length })
     }
 
     /// `[BOS] tokens… [EOS] pad…`, exactly [`ClipTokenizer::max_length`] ids (longer prompts are
@@ -377,6 +380,18 @@ impl ClipTokenizer {
         let ids = e.get_ids().to_vec();
         debug_assert_eq!(ids.len(), self.max_length);
         Ok(ids)
+    }
+
+    /// The end of `text` that [`ClipTokenizer::encode`] cuts off (the tokens past
+    /// `max_length − 2`, as text), or `None` when the whole prompt fits. transformers cuts the
+    /// same tokens (and diffusers warns with them).
+    pub fn cut_off(&self, text: &str) -> Result<Option<String>> {
+        let e = self.whole.encode(text, false).map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
+        let room = self.max_length - 2;
+        match e.get_ids().get(room..) {
+            Some(rest) if !rest.is_empty() => Ok(Some(self.decode(rest)?)),
+            _ => Ok(None),
+        }
     }
 
     /// Token strings of `ids` (byte-level symbols, `</w>` word ends), for debugging.
@@ -516,6 +531,10 @@ mod tests {
         assert_eq!(ids[0], 49406);
         assert_eq!(ids[76], 49407);
         assert!(ids[1..76].iter().all(|&i| i == 320), "{ids:?}");
+        // What is cut off is named: nothing for 75 tokens, the rest beyond.
+        assert_eq!(t.cut_off(&"a ".repeat(75)).unwrap(), None);
+        assert_eq!(t.cut_off("clear, high quality, high-resolution, 4K").unwrap(), None);
+        assert_eq!(t.cut_off(&format!("{}tail end", "a ".repeat(75))).unwrap().as_deref(), Some("tail end"));
     }
 
     #[test]

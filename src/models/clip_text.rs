@@ -222,6 +222,10 @@ impl TextEncoder {
     pub fn tokenize(&self, prompts: &[&str]) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         for p in prompts {
+            if let Some(rest) = self.tokenizer.cut_off(p)? {
+                let start: String = p.chars().take(24).collect();
+                log::warn!("the prompt \"{start}…\" is longer than the text encoder's {} tokens: its end, {rest:?}, is ignored", self.tokenizer.max_length - 2);
+            }
             ids.extend(self.tokenizer.encode(p)?);
         }
         Ok(ids)
