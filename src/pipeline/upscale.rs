@@ -118,6 +118,11 @@ fn check_streams(stdin_is_terminal: bool, stdout_is_terminal: bool) -> Result<()
     Ok(())
 }
 
+/// "1 frame", "2 frames".
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Whether two paths name one existing file: the same device and inode on Unix (hard links and
 /// symbolic links included), the same canonical path elsewhere.
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
@@ -383,10 +388,10 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
             false => String::new(),
         };
         eprintln!(
-            "{} frames in, {} out, {} windows, {:.1} s; tiles: {}; windows per UNet call: {} ({}){tuned}",
-            stats.frames_in,
+            "{} in, {} out, {}, {:.1} s; tiles: {}; windows per UNet call: {} ({}){tuned}",
+            count(stats.frames_in, "frame"),
             stats.frames_out,
-            stats.windows,
+            count(stats.windows, "window"),
             elapsed.as_secs_f64(),
             stats.tiles,
             g.windows,
@@ -394,7 +399,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         );
     }
     if stats.redecoded > 0 && !a.quiet {
-        eprintln!("note: {} decodes overflowed f16 operands and were run again on f32 operands (--f16-operands off runs them all so)", stats.redecoded);
+        eprintln!("note: {} overflowed f16 operands and ran again on f32 operands (--f16-operands off runs them all so)", count(stats.redecoded, "decode"));
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.
