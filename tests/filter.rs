@@ -85,6 +85,14 @@ fn embeds(path: &Path, salt: u32) {
     safetensors::serialize_to_file([("prompt_embeds", view)], None, path).unwrap();
 }
 
+/// The prompt and negative prompt embeddings (`pos`, `neg`), written into `dir`.
+fn embeds_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
+    embeds(&pos, 1);
+    embeds(&neg, 2);
+    (pos, neg)
+}
+
 /// A 4:2:0 8-bit stream of `n` frames `w`×`h` with a moving pattern.
 fn stream(w: usize, h: usize, n: usize) -> Vec<u8> {
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
@@ -137,9 +145,7 @@ fn frames(bytes: &[u8], payload: usize) -> (String, Vec<Vec<u8>>) {
 fn upscale_is_4x_frame_exact_and_deterministic() {
     let dir = tmp("det");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     // 7 frames of 7×5: odd, not multiples of 8 (the latent pads to 8×8, the output crops back).
     let (w, h, n) = (7, 5, 7);
     let input = dir.join("in.y4m");
@@ -240,9 +246,7 @@ fn one_frame_in_gives_one_frame_out_with_the_text_encoder() {
 fn a_truncated_stream_names_the_frame_and_fails() {
     let dir = tmp("trunc");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let input = dir.join("in.y4m");
     let mut s = stream(7, 5, 3);
     s.truncate(s.len() - 10);
@@ -260,9 +264,7 @@ fn a_truncated_stream_names_the_frame_and_fails() {
 fn ten_bit_stays_ten_bit() {
     let dir = tmp("p10");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     // 3 frames of 5×3, 4:2:0 10-bit (little-endian 16-bit samples).
     let (w, h, n) = (5usize, 3usize, 3usize);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
@@ -299,9 +301,7 @@ fn ten_bit_stays_ten_bit() {
 fn output_depth_and_chroma_are_the_same_picture_at_finer_steps() {
     let dir = tmp("outfmt");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let (w, h, n) = (7usize, 5usize, 2usize);
     let input = dir.join("in.y4m");
     std::fs::write(&input, stream(w, h, n)).unwrap();
@@ -401,9 +401,7 @@ fn bad_settings_fail_with_a_message() {
 fn segments_join_to_the_whole_run_byte_for_byte() {
     let dir = tmp("seg");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let (w, h, n) = (7, 5, 13);
     let input = dir.join("in.y4m");
     let clip = stream(w, h, n);
@@ -465,9 +463,7 @@ fn no_command_is_the_upscale_filter() {
     use std::process::Stdio;
     let dir = tmp("nocmd");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let input = dir.join("in.y4m");
     let clip = stream(7, 5, 3);
     std::fs::write(&input, &clip).unwrap();
@@ -525,9 +521,7 @@ fn between_two_ffmpegs() {
     }
     let dir = tmp("ffmpeg");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let mut src = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=8x6:rate=8", "-frames:v", "7", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", "-"])
         .stdout(Stdio::piped())
@@ -624,9 +618,7 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
 fn gif_preview_of_a_segment_and_progress_lines() {
     let dir = tmp("gif");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let input = dir.join("in.y4m");
     std::fs::write(&input, stream(7, 5, 13)).unwrap();
     let (out, gif) = (dir.join("out.y4m"), dir.join("preview.gif"));
@@ -688,9 +680,7 @@ fn stop_by_signal(signal: &str) {
     use std::process::Stdio;
     let dir = tmp(&format!("sig{signal}"));
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let (w, h, n) = (7, 5, 13);
     let clip = stream(w, h, n);
     let header_len = clip.iter().position(|&b| b == b'\n').unwrap() + 1;
@@ -770,9 +760,7 @@ fn stop_by_signal(signal: &str) {
 fn large_frames_run_in_feathered_tiles() {
     let dir = tmp("tiles");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let (w, h, n) = (21, 6, 2);
     let input = dir.join("in.y4m");
     std::fs::write(&input, stream(w, h, n)).unwrap();
@@ -825,9 +813,7 @@ fn large_frames_run_in_feathered_tiles() {
 fn other_chroma_formats_and_depths_keep_their_format() {
     let dir = tmp("formats");
     let rel = micro_release().to_path_buf();
-    let (pos, neg) = (dir.join("pos.safetensors"), dir.join("neg.safetensors"));
-    embeds(&pos, 1);
-    embeds(&neg, 2);
+    let (pos, neg) = embeds_pair(&dir);
     let (w, h, n) = (7usize, 5usize, 2usize);
     // (C tag, extra header tag, chroma plane size for (w, h), bytes per sample)
     let plane = |cw: usize, ch: usize| cw * ch;
