@@ -424,16 +424,13 @@ impl Gpu {
     /// the adapter has 16×16×16 (NVIDIA, AMD), else 8 where it has 8×8×8 (Apple's simdgroup
     /// matrices, Mesa's lavapipe), else `None`.
     pub fn coop_fragment(&self) -> Option<u32> {
-        use wgpu::CooperativeScalarType as S;
-        let has = |n: u32| self.coop.iter().any(|c| c.m_size == n && c.n_size == n && c.k_size == n && c.ab_type == S::F16 && c.cr_type == S::F32);
-        [16, 8].into_iter().find(|&n| has(n))
+        coop_fragment_of(&self.coop)
     }
 
     /// A fixed subgroup width (the cooperative kernels split their tiles among a known number of
     /// subgroups), or `None` where it varies or subgroups are missing.
     pub fn fixed_subgroup_size(&self) -> Option<u32> {
-        let (lo, hi) = (self.info.subgroup_min_size, self.info.subgroup_max_size);
-        (self.has_subgroups() && lo == hi && lo > 0).then_some(lo)
+        fixed_subgroup_of(&self.info, self.has_subgroups())
     }
 
     /// Storage dtypes this device can run: f32 always, f16 with SHADER_F16.
@@ -563,6 +560,7 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
                 );
             }
         }
+        let _ = writeln!(out, "    cooperative-matrix kernels: {}", tensor_cores_line(f, &a.cooperative_matrix_properties(), &info));
         let _ = writeln!(
             out,
             "    limits: storage binding {}, buffer {}, workgroup storage {} B, invocations/workgroup {}, workgroups/dim {}",
@@ -576,6 +574,38 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
     Ok(out)
 }
 
+/// The square f16×f16→f32 fragment size the cooperative kernels take from these properties
+/// ([`Gpu::coop_fragment`]).
+fn coop_fragment_of(props: &[wgpu::CooperativeMatrixProperties]) -> Option<u32> {
+    use wgpu::CooperativeScalarType as S;
+    let has = |n: u32| props.iter().any(|c| c.m_size == n && c.n_size == n && c.k_size == n && c.ab_type == S::F16 && c.cr_type == S::F32);
+    [16, 8].into_iter().find(|&n| has(n))
+}
+
+/// The adapter's subgroup width where it is one width ([`Gpu::fixed_subgroup_size`]).
+fn fixed_subgroup_of(info: &wgpu::AdapterInfo, has_subgroups: bool) -> Option<u32> {
+    let (lo, hi) = (info.subgroup_min_size, info.subgroup_max_size);
+    (has_subgroups && lo == hi && lo > 0).then_some(lo)
+}
+
+/// What `devices` says of the tensor-core kernels on an adapter: whether the engine can take
+/// its cooperative matrices, and if not, why.
+fn tensor_cores_line(features: wgpu::Features, props: &[wgpu::CooperativeMatrixProperties], info: &wgpu::AdapterInfo) -> String {
+    if !features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return "no: the driver offers no cooperative matrices (the portable kernels run)".into();
+    }
+    let Some(fs) = coop_fragment_of(props) else {
+        return "no: no 16×16 or 8×8 f16×f16→f32 fragments (the portable kernels run)".into();
+    };
+    match fixed_subgroup_of(info, features.contains(wgpu::Features::SUBGROUP)) {
+        Some(sg) => format!("yes: {fs}×{fs} fragments on subgroups of {sg} (matmul, convolution and attention where their tiles fit; --no-coop turns them off)"),
+        None => format!(
+            "no: the subgroup width varies ({}..{}) and the kernels split their tiles among subgroups of one known width (the portable kernels run)",
+            info.subgroup_min_size, info.subgroup_max_size
+        ),
+    }
+}
+
 /// A device error wgpu reported asynchronously, kept until the next sync.
 #[derive(Clone, Debug)]
 enum DeviceError {
@@ -586,6 +616,23 @@ enum DeviceError {
 #[cfg(test)]
 mod tests {
     use super::parse_flag;
+
+    /// `devices` says whether the cooperative kernels can run and, where not, why: no
+    /// cooperative matrices, no usable fragments, or a subgroup width that varies (AMD's 32..64).
+    #[test]
+    fn devices_says_why_cooperative_kernels_do_not_run() {
+        use super::tensor_cores_line;
+        use wgpu::{CooperativeMatrixProperties as P, CooperativeScalarType as S, Features as F};
+        let mut info = crate::testutil::test_gpu().info.clone();
+        (info.subgroup_min_size, info.subgroup_max_size) = (32, 32);
+        let frag = |n: u32, c: S| P { m_size: n, n_size: n, k_size: n, ab_type: S::F16, cr_type: c, saturating_accumulation: false };
+        let all = F::EXPERIMENTAL_COOPERATIVE_MATRIX | F::SUBGROUP;
+        assert!(tensor_cores_line(all, &[frag(16, S::F32)], &info).starts_with("yes: 16×16 fragments on subgroups of 32"));
+        assert!(tensor_cores_line(F::SUBGROUP, &[frag(16, S::F32)], &info).contains("no cooperative matrices"));
+        assert!(tensor_cores_line(all, &[frag(16, S::F16)], &info).contains("no 16×16 or 8×8 f16×f16→f32 fragments"));
+        info.subgroup_max_size = 64;
+        assert!(tensor_cores_line(all, &[frag(16, S::F32)], &info).contains("subgroup width varies (32..64)"));
+    }
 
     /// `DIFFVSR_NO_F16=false` must not turn f16 off: the words mean what they say, and a value
     /// that is neither is no switch at all.
