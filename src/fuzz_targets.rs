@@ -121,6 +121,12 @@ pub fn tokenizer_text(data: &[u8]) {
     if let Ok(ids) = tok.encode(&text) {
         assert_eq!(ids.len(), tok.max_length, "every prompt becomes max_length ids");
         let _ = tok.decode(&ids);
+        // A prompt with a cut-off end filled every slot: its end token is the last id.
+        if let Ok(Some(_)) = tok.cut_off(&text) {
+            if !text.to_lowercase().contains("<|endoftext|>") {
+                assert_eq!(ids.iter().position(|&i| i == tok.eos_id), Some(tok.max_length - 1), "a cut prompt fills every slot");
+            }
+        }
     }
 }
 
