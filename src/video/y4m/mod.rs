@@ -1,0 +1,205 @@
+//! YUV4MPEG2 (y4m) stream reader and writer for the streaming filter (issue 9, deliverables 5 and 8;
+//! the released pipeline reads whole mp4 files instead, spec §4.3).
+//!
+//! * [`Reader`] parses the stream header (`W`, `H`, `F`, `I`, `A`, `C`, `X…`) from any [`Read`]
+//!   (stdin included) and then hands out one [`Frame`] at a time as the bytes arrive, so memory is
+//!   one frame, whatever the clip length. Everything is bounded: header lines, `FRAME` lines and
+//!   the frame size (checked arithmetic, `W`/`H` at most [`MAX_DIMENSION`]) are checked before
+//!   anything is allocated. Every error names the field or the frame index and what is wrong.
+//! * [`Writer`] writes a header (usually [`Header::scaled`] of the input's, ×4) and then frames;
+//!   a frame's bytes are built first and go out in one `write_all`, so a frame is written whole
+//!   or (if the writer itself fails) not at all by this code.
+//!
+//! Colourspaces (`C` tag): every 4:2:0 variant (`420jpeg` and `420` centred, `420mpeg2` left,
+//! `420paldv` top-left, as ffmpeg reads them), `422`, `444`, `mono`, each with the high-bit-depth
+//! `pN` suffix (`420p10`, `mono12`, …; 9 to 16 bits, samples little-endian u16). `411` and
+//! `444alpha` are refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (limited when
+//! absent); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
+//! output header.
+//!
+//! Why not the `y4m` crate (0.8): it has no 9/14/16-bit or `mono10` formats, reads no `I` tag and
+//! writes none, does not check `W`/`H` bounds with checked arithmetic, writes a frame in four
+//! `write_all` calls, and its errors do not say which frame or field is wrong.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+/// Largest accepted `W` or `H` (input side); a larger value is refused before allocating.
+pub const MAX_DIMENSION: u32 = 16384;
+/// Largest accepted stream header line, in bytes (the magic and the newline included).
+pub const MAX_HEADER_BYTES: usize = 4096;
+/// Largest accepted `FRAME` line, in bytes (the newline included).
+pub const MAX_FRAME_LINE_BYTES: usize = 1024;
+/// First size of the frame buffer; it doubles as frame bytes arrive, up to the frame size.
+const FRAME_BUFFER_START: usize = 1 << 20;
+
+const MAGIC: &[u8] = b"YUV4MPEG2";
+const FRAME_MAGIC: &[u8] = b"FRAME";
+
+/// What went wrong, and where: the header (with the field) or a frame (with its 0-based index).
+#[derive(Debug)]
+pub struct Y4mError {
+    /// `None` for the stream header, `Some(i)` for frame `i` (0-based, in stream order).
+    pub frame: Option<u64>,
+    /// What is wrong and, where it helps, what to do.
+    pub message: String,
+    /// The I/O error underneath, if any.
+    pub io: Option<io::Error>,
+}
+
+impl Y4mError {
+    fn header(message: impl Into<String>) -> Y4mError {
+        Y4mError { frame: None, message: message.into(), io: None }
+    }
+    fn frame(index: u64, message: impl Into<String>) -> Y4mError {
+        Y4mError { frame: Some(index), message: message.into(), io: None }
+    }
+    fn io(frame: Option<u64>, what: &str, e: io::Error) -> Y4mError {
+        Y4mError { frame, message: format!("{what}: {e}"), io: Some(e) }
+    }
+    /// True when the underlying error is a closed pipe (the downstream reader quit): the filter
+    /// should end quietly then.
+    pub fn is_broken_pipe(&self) -> bool {
+        self.io.as_ref().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl fmt::Display for Y4mError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.frame {
+            None => write!(f, "y4m stream header: {}", self.message),
+            Some(i) => write!(f, "y4m frame {i}: {}", self.message),
+        }
+    }
+}
+
+// No `source`: the message already says the I/O error (`Y4mError::io`), and a chained report
+// would print it twice. The error itself stays in `io` (`is_broken_pipe`).
+impl std::error::Error for Y4mError {}
+
+/// Chroma subsampling of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chroma {
+    /// Half width, half height chroma.
+    C420,
+    /// Half width, full height chroma.
+    C422,
+    /// Full-size chroma.
+    C444,
+    /// Luma only (no U, V planes).
+    Mono,
+}
+
+/// Where a chroma sample sits relative to the luma grid (for 4:2:0; 4:2:2 is always `Left`:
+/// co-sited with the even luma columns; 4:4:4 and mono are `Center` and it does not matter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Siting {
+    /// Centred between luma samples in both directions (`420jpeg`, `420`, the y4m default).
+    Center,
+    /// Co-sited with the even luma columns, centred vertically (`420mpeg2`).
+    Left,
+    /// Co-sited with the even luma columns and rows (`420paldv`).
+    TopLeft,
+}
+
+/// Quantisation range, from `XCOLORRANGE` (limited when the tag is absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Range {
+    /// Y in 16..235, U/V in 16..240 (scaled by 2^(depth−8)).
+    Limited,
+    /// Y, U, V in 0..2^depth − 1.
+    Full,
+}
+
+/// `--output-chroma` and `--output-depth`: the output's chroma format and bit depth where they
+/// are not the input's (`None`: the input's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputFormat {
+    pub chroma: Option<Chroma>,
+    pub depth: Option<u8>,
+}
+
+impl OutputFormat {
+    /// The output header of an upscale by `factor` of a stream whose header is `input`.
+    pub fn header(self, input: &Header, factor: u32) -> Result<Header, Y4mError> {
+        let h = input.scaled(factor)?;
+        h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))
+    }
+}
+
+/// Size and sample format of one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameFormat {
+    pub width: u32,
+    pub height: u32,
+    pub chroma: Chroma,
+    pub siting: Siting,
+    /// Bits per sample, 8 to 16.
+    pub depth: u8,
+}
+
+impl FrameFormat {
+    /// Width and height of the U and V planes ((0, 0) for mono). Odd sizes round up.
+    pub fn chroma_size(&self) -> (u32, u32) {
+        let (w, h) = (self.width, self.height);
+        match self.chroma {
+            Chroma::C420 => (w.div_ceil(2), h.div_ceil(2)),
+            Chroma::C422 => (w.div_ceil(2), h),
+            Chroma::C444 => (w, h),
+            Chroma::Mono => (0, 0),
+        }
+    }
+    /// Samples in plane `i` (0 = Y, 1 = U, 2 = V).
+    pub fn plane_len(&self, i: usize) -> usize {
+        if i == 0 {
+            self.width as usize * self.height as usize
+        } else {
+            let (cw, ch) = self.chroma_size();
+            cw as usize * ch as usize
+        }
+    }
+    /// 1 for 8-bit samples, 2 (little-endian) above.
+    pub fn bytes_per_sample(&self) -> usize {
+        if self.depth > 8 {
+            2
+        } else {
+            1
+        }
+    }
+    /// Largest sample value, 2^depth − 1.
+    pub fn max_sample(&self) -> u16 {
+        ((1u32 << self.depth) - 1) as u16
+    }
+    /// Bytes of one frame's planes (the `FRAME` line excluded), with checked arithmetic.
+    pub fn frame_bytes(&self) -> Option<usize> {
+        let y = (self.width as usize).checked_mul(self.height as usize)?;
+        let (cw, ch) = self.chroma_size();
+        let c = (cw as usize).checked_mul(ch as usize)?.checked_mul(2)?;
+        y.checked_add(c)?.checked_mul(self.bytes_per_sample())
+    }
+}
+
+/// One frame: planes Y, U, V as u16 samples (U and V empty for mono), row-major.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub format: FrameFormat,
+    pub planes: [Vec<u16>; 3],
+    /// What followed `FRAME` on its line (without the separating space), kept for the output.
+    pub params: Vec<u8>,
+}
+
+impl Frame {
+    /// A frame of `format` with every sample `value` (for tests and padding).
+    pub fn filled(format: FrameFormat, value: [u16; 3]) -> Frame {
+        let planes = [0, 1, 2].map(|i| vec![value[i]; format.plane_len(i)]);
+        Frame { format, planes, params: Vec::new() }
+    }
+}
+
+mod header;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+pub use header::Header;
+pub use stream::{FrameHook, Reader, Writer};
