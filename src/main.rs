@@ -344,7 +344,7 @@ struct UpscaleCli {
     /// of a whole-clip run, so a long video can be split over many GPUs and the parts joined
     /// (concatenate the frames). Denoises only the windows that touch the segment; reads the
     /// input from its start but keeps only those windows' frames (from START−7 on), and stops
-    /// reading after the last of them (at most 8 frames past END). `START:` runs to the end of
+    /// reading after the last of them (at most 10 frames past END). `START:` runs to the end of
     /// the stream. END past the end of the stream is not an error: the frames from START
     /// to the last are written and a note says so on stderr; START past the end is an error.
     #[arg(long, value_name = "START:END")]
@@ -693,6 +693,12 @@ fn main() -> ExitCode {
         // SIGINT whichever signal it was (the handler is not told).
         Err(e) if diffvsr_wgpu::pipeline::interrupt::is_interrupted(&e) => {
             eprintln!("{e:#}");
+            ExitCode::from(130)
+        }
+        // A stop signal came first, and the error is its echo (the upstream ffmpeg got it too
+        // and closed the pipe before the stream's header, say).
+        Err(e) if diffvsr_wgpu::pipeline::interrupt::requested() => {
+            eprintln!("stopped by a signal (Ctrl-C, SIGTERM or SIGHUP); then: {e:#}");
             ExitCode::from(130)
         }
         Err(e) => {

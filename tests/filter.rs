@@ -751,6 +751,65 @@ fn stop_by_signal(signal: &str) {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// One Ctrl-C stops the filter while its input stalls: stdin stays open after the first
+/// window's 8 frames, and once the frames that window makes final are out, the filter, blocked
+/// waiting for the next frame, exits 130 at once with those whole frames written (the input is
+/// read on a thread of its own; the job waits for it in short steps, looking for the stop).
+#[cfg(unix)]
+#[test]
+fn a_stop_signal_ends_a_stalled_input() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let dir = tmp("stall");
+    let rel = micro_release().to_path_buf();
+    let (pos, neg) = embeds_pair(&dir);
+    let (w, h) = (7, 5);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .arg("--weights")
+        .arg(&rel)
+        .args(["--steps", "1", "--quiet", "--windows-per-call", "1", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&stream(w, h, 8)).unwrap();
+    stdin.flush().unwrap();
+    // The first window makes output frames 0 to 3 final; then the job waits for frame 8.
+    let (ow, oh) = (4 * w, 4 * h);
+    let out_frame = 6 + ow * oh + 2 * (ow.div_ceil(2) * oh.div_ceil(2));
+    let mut stdout = child.stdout.take().unwrap();
+    let (mut out, mut buf) = (Vec::new(), [0u8; 4096]);
+    while out.iter().position(|&b| b == b'\n').is_none_or(|nl| out.len() < nl + 1 + 4 * out_frame) {
+        let k = stdout.read(&mut buf).unwrap();
+        assert!(k > 0, "the filter ended before its first 4 frames");
+        out.extend_from_slice(&buf[..k]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed().as_secs() > 30 {
+            let _ = child.kill();
+            panic!("one SIGINT did not end the filter waiting for input within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    stdout.read_to_end(&mut out).unwrap();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("stopped after 4 whole output frames") && !log.contains("panicked"), "{log}");
+    let nl = out.iter().position(|&b| b == b'\n').unwrap();
+    assert_eq!(out.len() - (nl + 1), 4 * out_frame, "the 4 whole frames and nothing more");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Spatial tiles, end to end: a 21×6 clip (latent 24×8) with `--tile 16 --tile-overlap 8`
 /// runs both models in 2 feathered tiles and writes every frame at 4× size; `--plan` lists the
 /// tiles; bad tile flags fail with a message before any model loads. (`--tile auto` under a

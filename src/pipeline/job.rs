@@ -50,7 +50,7 @@
 //! it (models, files, progress, the GIF preview) is [`upscale`](crate::pipeline::upscale).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 
@@ -63,10 +63,11 @@ use crate::pipeline::interrupt;
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::scheduler::{Ddim, LowResNoise};
+use crate::pipeline::source::FrameSource;
 use crate::pipeline::tiles::{LatentPad, SCALE};
 use crate::pipeline::windows::{self, WINDOW};
 use crate::video::color::YuvParams;
-use crate::video::y4m::{Frame, FrameFormat, Reader, Writer};
+use crate::video::y4m::{Frame, FrameFormat, Writer};
 use crate::{DType, Gpu, Tensor};
 
 /// What the job did.
@@ -100,13 +101,13 @@ type PaddedFrame = Vec<f32>;
 /// Runs the whole job; see the module doc. Errors name the frame; frames already written are
 /// whole. The writer is flushed after every frame so a downstream reader sees them at once.
 #[allow(clippy::too_many_arguments)]
-pub fn run_job<R: Read, W: Write>(
+pub fn run_job<W: Write>(
     gpu: &Gpu,
     unet: &VideoUNet,
     unet_dtype: DType,
     vae: &Te3dVaeDecoder,
     vae_dtype: DType,
-    mut reader: Reader<R>,
+    mut reader: impl FrameSource,
     writer: &mut Writer<W>,
     opts: &JobOptions,
     mut progress: impl FnMut(Progress),
@@ -164,7 +165,7 @@ pub fn run_job<R: Read, W: Write>(
         let group = groups::next_group(i, per_call, last_window);
         while total.is_none() && !windows::window_ready(group.end - 1, read, None) {
             interrupt::check()?;
-            match reader.read_frame()? {
+            match reader.next_frame()? {
                 Some(_) if read < first_read => read += 1,
                 Some(frame) => {
                     let padded = frame_to_padded_rgb(gpu, &frame, &in_params, &pad).with_context(|| format!("converting input frame {read} to RGB"))?;
@@ -368,6 +369,8 @@ mod tests {
     use crate::pipeline::test_models::{micro_models, test_options};
     use crate::pipeline::windows::{FrameRange, STRIDE};
     use crate::testutil::{test_gpu, Rng};
+    use crate::video::y4m::Reader;
+    use std::io::Read;
 
     /// Hands out at most `chunk` bytes per read and counts what it handed out.
     struct Trickle {

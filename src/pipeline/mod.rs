@@ -11,6 +11,8 @@
 //!   `--tile`/`--tile-overlap` flags and the `--tile auto` choice (spec §4.3 "Spatial tiling").
 //! * [`progress`]: the job's progress line on stderr (frames, window, step, frames/s, ETA).
 //! * [`interrupt`]: stopping on Ctrl-C between frames, with whole frames written.
+//! * [`source`]: the job's input frames, read ahead on a thread of their own so that a stop
+//!   signal is answered while the input stalls.
 //! * [`groups`]: `--windows-per-call`, several windows in one UNet call.
 //!
 //! No GPU in these. On top of them: [`options`] (what a job is given), [`engine`] (the captured
@@ -31,6 +33,7 @@ pub mod groups;
 pub mod chunks;
 pub mod interrupt;
 pub mod progress;
+pub mod source;
 #[cfg(test)]
 mod golden_window;
 #[cfg(test)]

@@ -159,7 +159,10 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, weight
     // Input frames, the call's windows' LR frames and one decoded chunk (when tiled, about as
     // much again: the UNet tiles' latents and the VAE tiles' outputs, until blended).
     let held = WINDOW + g * STRIDE;
+    // And the frames read ahead, as they arrive (u16 samples).
+    let ahead = (crate::pipeline::source::READ_AHEAD_FRAMES * fmt.plane_len(0).max(1) * 3 * 2) as u64;
     let host = held as u64 * LR_CHANNELS as u64 * plane * f32b
+        + ahead
         + gb * LR_CHANNELS as u64 * WINDOW as u64 * plane * f32b
         + (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK) as u64 * plane * f32b;
     let call = if g == 1 { "the CFG window".to_string() } else { format!("{g} CFG windows") };
@@ -171,7 +174,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, weight
     }
     writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
     writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw} --cfg-pair` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", 2 * g)?;
-    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames and a decoded chunk; about twice the last when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") })?;
+    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames, a decoded chunk and {} frames read ahead; about twice the decoded chunk when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") }, crate::pipeline::source::READ_AHEAD_FRAMES)?;
     Ok(o)
 }
 

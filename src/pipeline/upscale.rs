@@ -14,7 +14,8 @@ use crate::pipeline::progress::Progress;
 use crate::pipeline::tiles::{TileOptions, SCALE};
 use crate::pipeline::windows::{FrameRange, Ilt};
 use crate::video::color::{MatrixChoice, YuvParams};
-use crate::video::y4m::{Reader, Writer};
+use crate::pipeline::source::{FrameSource, ReadAhead};
+use crate::video::y4m::Writer;
 use crate::{DType, Gpu};
 
 /// The released prompt (spec §4.3).
@@ -201,11 +202,12 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     }
     check_paths(a)?;
     // Open the input first: a malformed stream is reported before minutes of model loading.
-    let input: Box<dyn Read> = match &a.input {
+    // Read on a thread of its own: a stop signal is answered while the input stalls.
+    let input: Box<dyn Read + Send> = match &a.input {
         Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
-        None => Box::new(std::io::stdin().lock()),
+        None => Box::new(std::io::stdin()),
     };
-    let reader = Reader::new(std::io::BufReader::new(input))?;
+    let reader = ReadAhead::start(input)?;
     reader.header().require_progressive()?;
     let out_header = a.output_format.header(reader.header(), SCALE as u32)?;
 
