@@ -305,6 +305,7 @@ fn emit_chunk<W: Write>(
     if !(first..first + DECODE_CHUNK).any(|f| emit.contains(&f)) {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     let (ph, pw) = pad.padded();
     let rgb = engine.decode_fused(prev, cur)?;
     let (oh, ow) = (SCALE * ph, SCALE * pw);
@@ -338,6 +339,7 @@ fn emit_chunk<W: Write>(
         stats.frames_out += 1;
         progress(Progress::Frames { done: stats.frames_out, total });
     }
+    progress(Progress::Decoded { took: started.elapsed() });
     Ok(())
 }
 

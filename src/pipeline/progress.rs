@@ -4,10 +4,11 @@
 //! ten times a second); elsewhere (logs, CI) one plain line per finished window (or group of
 //! windows denoised together).
 //!
-//! The ETA: once a window of the run has been done whole (its steps, then the decode and
-//! writing of the frames it finished, and the reads for the next), the mean time per window ×
-//! the windows left, less the time already spent in the current one. Before that, the steps
-//! alone: time per step done × steps left (the first window's decode not yet counted).
+//! The ETA adds the two kinds of work left: denoising steps × the time a step takes (measured
+//! between steps of one window, so a decode between windows does not count as steps), and
+//! decode chunks (4 output frames each, decoded and written) × the mean time of those done.
+//! Until a chunk is done the decodes are unknown and left out. With spatial tiles the line says
+//! which tile's steps run (`step 3/50 tile 2/4`).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ pub enum Progress {
     Step { window: usize, group: usize, windows: Option<usize>, step: usize, steps: usize },
     /// `done` output frames are written; `total` once the stream length is known.
     Frames { done: usize, total: Option<usize> },
+    /// A chunk of output frames was decoded and written, in `took`.
+    Decoded { took: Duration },
 }
 
 /// How progress is shown.
@@ -56,7 +59,10 @@ pub struct Reporter<E: Write> {
     out: E,
     style: Style,
     t0: Instant,
+    /// Steps per window: the DDIM steps × the UNet's tiles (from the job's events).
     steps: usize,
+    /// The DDIM steps (`--steps`).
+    ddim_steps: usize,
     /// The `--frames` segment (START 0 and no END for a whole run).
     start: usize,
     end: Option<usize>,
@@ -66,9 +72,16 @@ pub struct Reporter<E: Write> {
     frames_total: Option<usize>,
     /// Latest (first window, windows in its group, step), step 1-based.
     at: Option<(usize, usize, usize)>,
-    /// Elapsed time at the first step event of the run's first window and of the current one.
-    first_window_at: Option<(usize, Duration)>,
-    current_window_at: Option<(usize, Duration)>,
+    /// The window and time of the last step event.
+    last_step: Option<(usize, Duration)>,
+    /// The time of the last event of any kind.
+    last_event: Duration,
+    /// Time between step events of one window, and the window-steps it covered.
+    step_secs: f64,
+    window_steps_timed: usize,
+    /// Decoded chunks and their time.
+    chunks_done: usize,
+    chunk_secs: f64,
     frames_done: usize,
     last_draw: Option<Duration>,
     spin: usize,
@@ -85,13 +98,18 @@ impl<E: Write> Reporter<E> {
             style,
             t0: Instant::now(),
             steps: steps.max(1),
+            ddim_steps: steps.max(1),
             start,
             end,
             window_count: input_frames.filter(|&t| t > 0).map(windows::window_count),
             frames_total: input_frames.map(|t| end.unwrap_or(t).min(t).saturating_sub(start)),
             at: None,
-            first_window_at: None,
-            current_window_at: None,
+            last_step: None,
+            last_event: Duration::ZERO,
+            step_secs: 0.0,
+            window_steps_timed: 0,
+            chunks_done: 0,
+            chunk_secs: 0.0,
             frames_done: 0,
             last_draw: None,
             spin: 0,
@@ -108,20 +126,30 @@ impl<E: Write> Reporter<E> {
         Some(first..end + 1)
     }
 
-    /// Time left (see the module doc).
+    /// The decode chunks this run writes (those holding one of its output frames), once the
+    /// run's length is known.
+    fn run_chunks(&self) -> Option<usize> {
+        let n = self.frames_total?;
+        let chunk = crate::pipeline::engine::DECODE_CHUNK;
+        Some(if n == 0 { 0 } else { (self.start + n - 1) / chunk - self.start / chunk + 1 })
+    }
+
+    /// Time left at `elapsed` (see the module doc): the work left as of the last event, less
+    /// the time since.
     pub fn eta(&self, elapsed: Duration) -> Option<Duration> {
         let w = self.run_windows()?;
         let (window, group, step) = self.at?;
-        if let (Some((i0, t0)), Some((i, t))) = (self.first_window_at, self.current_window_at) {
-            if i > i0 {
-                let per_window = (t - t0).as_secs_f64() / (i - i0) as f64;
-                let left = per_window * w.end.saturating_sub(i) as f64 - (elapsed.saturating_sub(t)).as_secs_f64();
-                return Some(Duration::from_secs_f64(left.max(0.0)));
-            }
-        }
-        let done = (window.checked_sub(w.start)? * self.steps + group * step) as f64;
-        let total = (w.len() * self.steps) as f64;
-        (done > 0.0).then(|| Duration::from_secs_f64(elapsed.as_secs_f64() * (total - done).max(0.0) / done))
+        let (_, at) = self.last_step?;
+        let done = window.checked_sub(w.start)? * self.steps + group * step;
+        let left = (w.len() * self.steps).saturating_sub(done);
+        let per_step = match self.window_steps_timed {
+            0 => at.as_secs_f64() / done.max(1) as f64,
+            n => self.step_secs / n as f64,
+        };
+        let per_chunk = if self.chunks_done > 0 { self.chunk_secs / self.chunks_done as f64 } else { 0.0 };
+        let chunks_left = self.run_chunks().map_or(0, |c| c.saturating_sub(self.chunks_done));
+        let secs = left as f64 * per_step + chunks_left as f64 * per_chunk - elapsed.saturating_sub(self.last_event).as_secs_f64();
+        Some(Duration::from_secs_f64(secs.max(0.0)))
     }
 
     /// The progress line at `elapsed` (without `\r` or newline).
@@ -137,9 +165,17 @@ impl<E: Write> Reporter<E> {
                 1 => format!("window {first}"),
                 g => format!("windows {first}-{}", first + g - 1),
             };
-            match self.run_windows() {
-                Some(w) => s += &format!(", {which}/{} step {step}/{}", w.len(), self.steps),
-                None => s += &format!(", {which} step {step}/{}", self.steps),
+            if let Some(w) = self.run_windows() {
+                s += &format!(", {which}/{}", w.len());
+            } else {
+                s += &format!(", {which}");
+            }
+            // Tile t's steps are the t-th run of the DDIM steps.
+            let (d, tiles) = (self.ddim_steps, self.steps / self.ddim_steps);
+            if tiles > 1 && self.steps.is_multiple_of(d) {
+                s += &format!(" step {}/{d} tile {}/{tiles}", (step - 1) % d + 1, (step - 1) / d + 1);
+            } else {
+                s += &format!(" step {step}/{}", self.steps);
             }
         }
         if self.frames_done > 0 && secs > 0.0 {
@@ -167,10 +203,13 @@ impl<E: Write> Reporter<E> {
         let mut window_done = false;
         match p {
             Progress::Step { window, group, windows, step, steps } => {
-                if self.current_window_at.is_none_or(|(i, _)| i != window) {
-                    self.current_window_at = Some((window, elapsed));
-                    self.first_window_at.get_or_insert((window, elapsed));
+                if let Some((w, t)) = self.last_step {
+                    if w == window && step > 1 {
+                        self.step_secs += elapsed.saturating_sub(t).as_secs_f64();
+                        self.window_steps_timed += group.max(1);
+                    }
                 }
+                self.last_step = Some((window, elapsed));
                 self.at = Some((window, group.max(1), step));
                 self.steps = steps.max(1);
                 if windows.is_some() {
@@ -184,7 +223,12 @@ impl<E: Write> Reporter<E> {
                     self.frames_total = total;
                 }
             }
+            Progress::Decoded { took } => {
+                self.chunks_done += 1;
+                self.chunk_secs += took.as_secs_f64();
+            }
         }
+        self.last_event = elapsed;
         let draw = match self.style {
             Style::Terminal => window_done || self.last_draw.is_none_or(|t| elapsed.saturating_sub(t) >= REDRAW),
             Style::Lines => window_done,
@@ -247,20 +291,24 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(7500)), "2 h 05 min");
     }
 
-    /// 13 frames: 3 windows of 10 steps. After window 0's 5th step, 5 of 30 steps are done.
+    /// 13 frames: 3 windows of 10 steps. After window 0's 5th step at 10 s, 5 of 30 steps are
+    /// done, 2 s each (the decodes not yet timed).
     #[test]
     fn eta_counts_the_steps_left_of_the_run() {
+        let secs = Duration::from_secs;
         let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
-        assert_eq!(r.eta(Duration::from_secs(10)), None, "no step done yet");
-        r.event(step(0, None, 5));
-        assert_eq!(r.eta(Duration::from_secs(10)), Some(Duration::from_secs(50)));
-        let line = r.line(Duration::from_secs(10));
+        assert_eq!(r.eta(secs(10)), None, "no step done yet");
+        r.event_at(step(0, None, 5), secs(10));
+        assert_eq!(r.eta(secs(10)), Some(secs(50)));
+        let line = r.line(secs(10));
         assert!(line.contains("frames 0/13") && line.contains("window 1/3 step 5/10") && line.contains("ETA 50 s"), "{line}");
+        // Later, less the time since the last event.
+        assert_eq!(r.eta(secs(15)), Some(secs(45)));
         // A segment 6:13 runs windows 0..3 too (frame 6 is in window 0); 9:13 runs windows 1..3.
         let mut r = Reporter::new(Vec::new(), Style::Lines, 10, Some(FrameRange { start: 9, end: Some(13) }), Some(13));
-        r.event(step(1, Some(3), 10));
-        assert_eq!(r.eta(Duration::from_secs(10)), Some(Duration::from_secs(10)));
-        assert!(r.line(Duration::from_secs(10)).contains("frames 0/4, window 1/2 step 10/10"));
+        r.event_at(step(1, Some(3), 10), secs(10));
+        assert_eq!(r.eta(secs(10)), Some(secs(10)));
+        assert!(r.line(secs(10)).contains("frames 0/4, window 1/2 step 10/10"));
     }
 
     /// A stream of unknown length: no ETA; a spinner on a terminal, nothing in plain lines;
@@ -282,29 +330,45 @@ mod tests {
         assert!(out.starts_with("frames 0, window 1 step 10/10,") && !out.contains("ETA") && out.ends_with('\n'), "{out:?}");
     }
 
-    /// Once a window has been done whole, the ETA is the mean time per window (decode
-    /// included) × the windows left, less the time spent in the current one.
+    /// The steps are timed between steps of one window (a decode between windows is not a
+    /// step), and once a chunk has been decoded its time counts for every chunk left.
     #[test]
-    fn eta_uses_whole_windows_once_one_is_done() {
+    fn eta_adds_the_decodes_once_one_is_timed() {
         let secs = Duration::from_secs;
         let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
-        r.event_at(step(0, None, 1), secs(1));
-        r.event_at(step(0, None, 10), secs(10));
-        // Steps only so far: 10 s for 10 of 30 steps.
-        assert_eq!(r.eta(secs(10)), Some(secs(20)));
-        r.event_at(Progress::Frames { done: 4, total: None }, secs(40));
-        // Window 1 starts at 41 s: a window takes 40 s (steps 10 s, decode and the rest 30 s).
-        r.event_at(step(1, None, 1), secs(41));
-        assert_eq!(r.eta(secs(41)), Some(secs(80)), "windows 1 and 2 left");
-        assert_eq!(r.eta(secs(61)), Some(secs(60)));
-        assert_eq!(r.eta(secs(200)), Some(secs(0)));
+        for k in 1..=10 {
+            r.event_at(step(0, None, k), secs(2 * k as u64));
+        }
+        // 2 s a step, 20 steps left; the 4 chunks (frames 0-3, 4-7, 8-11, 12) not yet timed.
+        assert_eq!(r.eta(secs(20)), Some(secs(40)));
+        r.event_at(Progress::Frames { done: 4, total: None }, secs(29));
+        r.event_at(Progress::Decoded { took: Duration::from_secs(9) }, secs(29));
+        // Window 1's first step 30 s after window 0's last (the decode between): not a step.
+        r.event_at(step(1, None, 1), secs(50));
+        assert_eq!(r.eta(secs(50)), Some(secs(19 * 2 + 3 * 9)));
+        r.event_at(step(1, None, 2), secs(52));
+        assert_eq!(r.eta(secs(52)), Some(secs(18 * 2 + 3 * 9)));
+        assert_eq!(r.eta(secs(60)), Some(secs(18 * 2 + 3 * 9 - 8)));
+        assert_eq!(r.eta(secs(500)), Some(secs(0)));
+        // A segment's chunks: output frames 6..13 are in chunks 1, 2 and 3.
+        let r = Reporter::new(Vec::new(), Style::Lines, 10, Some(FrameRange { start: 6, end: None }), Some(13));
+        assert_eq!(r.run_chunks(), Some(3));
+    }
+
+    /// With spatial tiles, each tile runs the DDIM steps in turn: the line says which.
+    #[test]
+    fn tiles_show_their_own_steps() {
+        let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
+        r.event(Progress::Step { window: 0, group: 1, windows: None, step: 13, steps: 40 });
+        let line = r.line(Duration::from_secs(1));
+        assert!(line.contains("window 1/3 step 3/10 tile 2/4"), "{line}");
     }
 
     /// Windows denoised together show as a range, and their steps count for each of them.
     #[test]
     fn a_group_of_windows_shows_its_range() {
         let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
-        r.event(Progress::Step { window: 0, group: 2, windows: None, step: 5, steps: 10 });
+        r.event_at(Progress::Step { window: 0, group: 2, windows: None, step: 5, steps: 10 }, Duration::from_secs(10));
         let line = r.line(Duration::from_secs(10));
         // 2 × 5 of 30 window-steps in 10 s.
         assert!(line.contains("windows 1-2/3 step 5/10") && line.contains("ETA 20 s"), "{line}");
