@@ -320,10 +320,10 @@ struct UpscaleCli {
     #[arg(long, value_parser = parse_output_depth)]
     output_depth: Option<u8>,
     /// Prompt.
-    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_PROMPT)]
+    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_PROMPT, conflicts_with = "prompt_embeds")]
     prompt: String,
     /// Negative prompt.
-    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_NEGATIVE_PROMPT)]
+    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_NEGATIVE_PROMPT, conflicts_with = "negative_prompt_embeds")]
     negative_prompt: String,
     /// Prompt embeddings from `encode-prompt` (safetensors `prompt_embeds` [1,77,D]) instead of --prompt.
     #[arg(long)]
@@ -484,6 +484,7 @@ fn parse_tolerance(s: &str) -> Result<f64, String> {
 fn run_upscale(u: UpscaleCli) -> Result<()> {
     let tiles = diffvsr_wgpu::pipeline::tiles::TileOptions { tile: u.tile, overlap: u.tile_overlap };
     tiles.check().map_err(anyhow::Error::msg)?;
+    diffvsr_wgpu::pipeline::upscale::check_settings(u.steps, u.noise_level, u.guidance)?;
     let output_format = diffvsr_wgpu::video::y4m::OutputFormat { chroma: u.output_chroma, depth: u.output_depth };
     if u.plan {
         let weights = u.weights.clone().or_else(|| fetch::default_weights_dir().ok());

@@ -363,6 +363,17 @@ fn bad_settings_fail_with_a_message() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(want), "{err}");
     }
+    // So is a START past the end of the input file, and a prompt given twice (as text and as
+    // embeddings); --plan refuses the numbers a run refuses.
+    for (extra, want) in [
+        (vec!["--frames", "5:9"], "has only 1 frame (0 to 0)"),
+        (vec!["--prompt", "a cat", "--prompt-embeds", "cat.safetensors"], "cannot be used with"),
+        (vec!["--plan", "--noise-level", "400"], "--noise-level 400: at most 350"),
+    ] {
+        let o = upscale(&empty, &input, &dir.join("out.y4m"), &extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{extra:?}: {err}");
+    }
     // Not a y4m stream at all.
     std::fs::write(&input, b"RIFF....WAVEfmt ").unwrap();
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &[]);

@@ -181,26 +181,40 @@ fn check_paths(a: &UpscaleArgs) -> Result<()> {
     Ok(())
 }
 
+/// The sampler's numbers a run refuses (and `--plan` with it).
+pub fn check_settings(steps: usize, noise_level: u32, guidance: f32) -> Result<()> {
+    if noise_level > crate::pipeline::scheduler::MAX_NOISE_LEVEL {
+        bail!("--noise-level {noise_level}: at most {}", crate::pipeline::scheduler::MAX_NOISE_LEVEL);
+    }
+    if steps == 0 || steps > 1000 {
+        bail!("--steps {steps}: between 1 and 1000");
+    }
+    if !guidance.is_finite() {
+        bail!("--guidance {guidance}: a finite number (the default is {})", crate::pipeline::scheduler::DEFAULT_GUIDANCE);
+    }
+    Ok(())
+}
+
 /// The `upscale` command: loads the models from the release folder, then runs [`run_job`] from
 /// the input to the output with progress on stderr.
 pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     use crate::models::registry::{default_dtype, load_model, Model, ModelKind};
     use crate::models::release;
-    if a.noise_level > crate::pipeline::scheduler::MAX_NOISE_LEVEL {
-        bail!("--noise-level {}: at most {}", a.noise_level, crate::pipeline::scheduler::MAX_NOISE_LEVEL);
-    }
-    if a.steps == 0 || a.steps > 1000 {
-        bail!("--steps {}: between 1 and 1000", a.steps);
-    }
-    if !a.guidance.is_finite() {
-        bail!("--guidance {}: a finite number (the default is {})", a.guidance, crate::pipeline::scheduler::DEFAULT_GUIDANCE);
-    }
+    check_settings(a.steps, a.noise_level, a.guidance)?;
     a.tiles.check().map_err(anyhow::Error::msg)?;
     {
         use std::io::IsTerminal;
         check_streams(a.input.is_none() && std::io::stdin().is_terminal(), a.output.is_none() && std::io::stdout().is_terminal())?;
     }
     check_paths(a)?;
+    // A START past the end of an input file is known from its size: refused before loading.
+    if let (Some(p), Some(r)) = (&a.input, a.frames) {
+        if let Ok((_, Some(t))) = y4m_file_frames(p) {
+            if r.start >= t {
+                bail!("--frames {}:{}: {} has only {} (0 to {})", r.start, r.end.map_or(String::new(), |e| e.to_string()), p.display(), count(t, "frame"), t.saturating_sub(1));
+            }
+        }
+    }
     // Open the input first: a malformed stream is reported before minutes of model loading.
     // Read on a thread of its own: a stop signal is answered while the input stalls.
     let input: Box<dyn Read + Send> = match &a.input {
