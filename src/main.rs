@@ -459,7 +459,7 @@ fn parse_output_chroma(s: &str) -> Result<diffvsr_wgpu::video::y4m::Chroma, Stri
         "420" => Ok(Chroma::C420),
         "422" => Ok(Chroma::C422),
         "444" => Ok(Chroma::C444),
-        _ => Err("420, 422 or 444".into()),
+        _ => Err("420, 422 or 444 (also written yuv420p, 420p …; the bit depth is --output-depth)".into()),
     }
 }
 
@@ -502,7 +502,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
             (Some(w), None) => PlanWeights::Release(w),
             (None, None) => PlanWeights::NotFound,
         };
-        print!("{}", plan(u.input.as_deref(), output_format, weights, u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
+        print!("{}", plan(u.input.as_deref(), output_format, u.matrix, weights, u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {

@@ -40,7 +40,7 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
 /// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
 /// whose tiles depend on the models' measured tensors and are picked when they load).
 #[allow(clippy::too_many_arguments)]
-pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
+pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix: crate::video::color::MatrixChoice, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -66,6 +66,12 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, weight
     })?;
     let out = output_format.header(&header, SCALE as u32)?.format();
     writeln!(o, "output:   {}x{} {:?} {}-bit (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8)", out.width, out.height, out.chroma, out.depth)?;
+    let (m_in, m_out) = (matrix.resolve(fmt.height), matrix.resolve(out.height));
+    let why = match matrix {
+        crate::video::color::MatrixChoice::Auto => "--matrix auto: BT.709 from 720 lines up, for each side",
+        _ => "--matrix: both sides",
+    };
+    writeln!(o, "matrix:   {} in ({} lines), {} out ({} lines) ({why}); y4m carries no matrix, so tag the encode to match, e.g. -colorspace {}", m_in.name(), fmt.height, m_out.name(), out.height, m_out.ffmpeg_colorspace())?;
     tiles.check().map_err(anyhow::Error::msg)?;
     // The tile sizes the job tensors below are counted at (the whole latent where unknown).
     let (mut uh, mut uw, mut vh, mut vw) = (ph, pw, ph, pw);

@@ -34,6 +34,24 @@ impl Matrix {
             Matrix::Bt2020 => (0.2627, 0.0593),
         }
     }
+    /// "BT.601", "BT.709", "BT.2020".
+    pub fn name(self) -> &'static str {
+        match self {
+            Matrix::Bt601 => "BT.601",
+            Matrix::Bt709 => "BT.709",
+            Matrix::Bt2020 => "BT.2020",
+        }
+    }
+
+    /// ffmpeg's `-colorspace` for this matrix (what to tag an encode of the output with).
+    pub fn ffmpeg_colorspace(self) -> &'static str {
+        match self {
+            Matrix::Bt601 => "smpte170m",
+            Matrix::Bt709 => "bt709",
+            Matrix::Bt2020 => "bt2020nc",
+        }
+    }
+
     /// The `--matrix auto` rule: BT.709 for frames of 720 lines or more, else BT.601. y4m carries
     /// no matrix, so players guess from the size the same way; apply it to the input height when
     /// reading and to the output height when writing.

@@ -213,14 +213,13 @@ impl Header {
         // The output must be a stream this reader (and so a later run on it) accepts.
         if out.width > MAX_DIMENSION || out.height > MAX_DIMENSION {
             return Err(Y4mError::header(format!(
-                "the ×{factor} output of a {}x{} input would be {}x{}: at most {MAX_DIMENSION} a side, so inputs up to {} \
-                 (scale or crop first, e.g. ffmpeg … -vf scale=-2:{} …)",
+                "the ×{factor} output of a {}x{} input would be {}x{}: at most {MAX_DIMENSION} a side, so inputs up to {m} \
+                 (scale or crop first, e.g. ffmpeg … -vf scale={m}:{m}:force_original_aspect_ratio=decrease:force_divisible_by=2 …)",
                 self.width,
                 self.height,
                 out.width,
                 out.height,
-                MAX_DIMENSION / factor,
-                (MAX_DIMENSION / factor).min(self.height)
+                m = MAX_DIMENSION / factor,
             )));
         }
         if out.format().frame_bytes().is_none() {
