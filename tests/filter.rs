@@ -401,6 +401,13 @@ fn bad_settings_fail_with_a_message() {
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--prompt-embeds: embeddings of shape [1, 77, 48]") && err.contains("width of 32") && !err.contains("tile"), "{err}");
+    // Embeddings of another token count than the negative prompt's: named with both sources.
+    let short: Vec<f32> = vec![0.5; 10 * 32];
+    let view = safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::F32, vec![1, 10, 32], bytemuck::cast_slice(&short)).unwrap();
+    safetensors::serialize_to_file([("prompt_embeds", view)], None, &pos).unwrap();
+    let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("[1, 10, 32] (from --prompt-embeds") && err.contains("one token count"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

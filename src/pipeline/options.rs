@@ -29,7 +29,11 @@ impl PromptEmbeds {
     pub fn from_file(path: &std::path::Path) -> Result<PromptEmbeds> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
-        let t = st.tensor("prompt_embeds").with_context(|| format!("{}: no tensor 'prompt_embeds'", path.display()))?;
+        let Ok(t) = st.tensor("prompt_embeds") else {
+            let mut names = st.names();
+            names.sort();
+            bail!("{}: no tensor 'prompt_embeds' (it holds {}): give a file encode-prompt wrote", path.display(), if names.is_empty() { "none".to_string() } else { names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ") });
+        };
         let data: Vec<f32> = match t.dtype() {
             safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             safetensors::Dtype::F16 => t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),

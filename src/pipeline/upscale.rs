@@ -92,7 +92,20 @@ fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbe
             pos = Some(PromptEmbeds::new(v[half..].to_vec(), vec![1, s[1], s[2]]).context("the prompt's embeddings")?);
         }
     }
-    Ok((pos.expect("set above"), neg.expect("set above")))
+    let (pos, neg) = (pos.expect("set above"), neg.expect("set above"));
+    // Both halves of a CFG pair run in one batch, so they need one token count. (A width the
+    // UNet does not take is named once it loads.)
+    if pos.shape[1] != neg.shape[1] {
+        let from = |f: &Option<std::path::PathBuf>, flag: &str| f.as_ref().map_or("from the text encoder".to_string(), |p| format!("from {flag} {}", p.display()));
+        bail!(
+            "the prompt's embeddings are {:?} ({}) and the negative prompt's {:?} ({}): the two must have one token count, 77 as encode-prompt writes them",
+            pos.shape,
+            from(&a.prompt_embeds, "--prompt-embeds"),
+            neg.shape,
+            from(&a.negative_prompt_embeds, "--negative-prompt-embeds")
+        );
+    }
+    Ok((pos, neg))
 }
 
 /// The `--prompt-embeds` and `--negative-prompt-embeds` files' embeddings, where given.

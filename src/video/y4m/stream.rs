@@ -271,7 +271,9 @@ impl<W: Write> Writer<W> {
     }
 
     pub fn flush(&mut self) -> Result<(), Y4mError> {
-        self.inner.flush().map_err(|e| Y4mError::io(None, "flushing the output", e))
+        // Named by the last frame written (the header's alone before the first).
+        let last = self.frames_written().checked_sub(1);
+        self.inner.flush().map_err(|e| Y4mError::io(last, "flushing the output", e))
     }
 
     pub fn into_inner(self) -> W {
