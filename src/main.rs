@@ -356,7 +356,7 @@ struct UpscaleCli {
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below the tile; default a
-    /// quarter of the tile).
+    /// quarter of the tile rounded down to a multiple of 8, at least 8; none for 8-pixel tiles).
     #[arg(long, value_name = "N")]
     tile_overlap: Option<usize>,
     /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep
