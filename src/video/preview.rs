@@ -30,15 +30,22 @@ pub fn preview_size(w: usize, h: usize) -> (usize, usize) {
     (scale(w), scale(h))
 }
 
-/// GIF frame delay (hundredths of a second) for a y4m frame rate `N:D` (25 fps when absent or
-/// unreadable). At least 2: viewers show shorter delays as 1/10 s.
-pub fn frame_delay(frame_rate: Option<&str>) -> u16 {
-    let (n, d) = frame_rate
+/// A y4m frame rate `N:D` as (N, D) (25 fps when absent or unreadable).
+pub fn frame_rate(frame_rate: Option<&str>) -> (u64, u64) {
+    frame_rate
         .and_then(|r| r.split_once(':'))
         .and_then(|(n, d)| Some((n.parse::<u64>().ok()?, d.parse::<u64>().ok()?)))
-        .filter(|&(n, d)| n > 0 && d > 0)
-        .unwrap_or((25, 1));
-    ((100 * d + n / 2) / n).clamp(2, u16::MAX as u64) as u16
+        .filter(|&(n, d)| n > 0 && d > 0 && n < 1 << 32 && d < 1 << 32)
+        .unwrap_or((25, 1))
+}
+
+/// GIF delay (hundredths of a second) of frame `k` at `rate` (N, D): frame k's start rounded
+/// to a hundredth, from the next one's, so the delays alternate (3, 4, 3, … at 29.97 fps) and
+/// the preview keeps the stream's pace. At least 2: viewers show shorter delays as 1/10 s
+/// (above 50 fps the preview is slower than the stream).
+pub fn frame_delay((n, d): (u64, u64), k: u64) -> u16 {
+    let start = |k: u64| (200 * d * k + n) / (2 * n); // round(100·d·k / n)
+    (start(k + 1) - start(k)).clamp(2, u16::MAX as u64) as u16
 }
 
 /// Planar RGB `[3][h][w]` in [0, 1] → interleaved 8-bit RGB of `ow`×`oh`, each output pixel the
@@ -68,7 +75,7 @@ pub struct GifPreview<W: Write> {
     encoder: Option<gif::Encoder<W>>,
     params: YuvParams,
     size: (usize, usize),
-    delay: u16,
+    rate: (u64, u64),
     frames: usize,
 }
 
@@ -86,7 +93,7 @@ impl<W: Write> GifPreview<W> {
         // GIF sizes are 16-bit; the preview is at most MAX_SIDE on its long side.
         let mut encoder = gif::Encoder::new(inner, w as u16, h as u16, &[]).context("writing the GIF header")?;
         encoder.set_repeat(gif::Repeat::Infinite).context("writing the GIF header")?;
-        Ok(GifPreview { encoder: Some(encoder), params, size: (w, h), delay: frame_delay(header.frame_rate.as_deref()), frames: 0 })
+        Ok(GifPreview { encoder: Some(encoder), params, size: (w, h), rate: frame_rate(header.frame_rate.as_deref()), frames: 0 })
     }
 
     /// The preview's width and height.
@@ -107,7 +114,7 @@ impl<W: Write> GifPreview<W> {
         let (w, h) = self.size;
         let pixels = shrink_rgb(&rgb, fw, fh, w, h);
         let mut g = gif::Frame::from_rgb_speed(w as u16, h as u16, &pixels, QUANT_SPEED);
-        g.delay = self.delay;
+        g.delay = frame_delay(self.rate, self.frames as u64);
         enc.write_frame(&g).with_context(|| format!("writing GIF frame {}", self.frames))?;
         self.frames += 1;
         Ok(())
@@ -139,13 +146,17 @@ mod tests {
 
     #[test]
     fn delays_follow_the_frame_rate() {
-        assert_eq!(frame_delay(Some("25:1")), 4);
-        assert_eq!(frame_delay(Some("30000:1001")), 3);
-        assert_eq!(frame_delay(Some("24:1")), 4);
-        assert_eq!(frame_delay(Some("1:1")), 100);
-        assert_eq!(frame_delay(Some("120:1")), 2, "at least 2");
-        assert_eq!(frame_delay(Some("0:0")), 4);
-        assert_eq!(frame_delay(None), 4);
+        let delays = |r: Option<&str>, k: u64| (0..k).map(|i| frame_delay(frame_rate(r), i)).collect::<Vec<_>>();
+        assert_eq!(delays(Some("25:1"), 3), [4, 4, 4]);
+        assert_eq!(delays(Some("30000:1001"), 4), [3, 4, 3, 3]);
+        assert_eq!(delays(Some("24:1"), 6), [4, 4, 5, 4, 4, 4]);
+        assert_eq!(delays(Some("1:1"), 1), [100]);
+        assert_eq!(delays(Some("120:1"), 2), [2, 2], "at least 2");
+        assert_eq!(delays(Some("0:0"), 1), [4]);
+        assert_eq!(delays(None, 1), [4]);
+        // The pace holds over a long clip: 3000 frames at 29.97 fps last 100.1 s.
+        assert_eq!(delays(Some("30000:1001"), 3000).iter().map(|&d| d as u64).sum::<u64>(), 10010);
+        assert_eq!(delays(Some("24000:1001"), 2400).iter().map(|&d| d as u64).sum::<u64>(), 10010);
     }
 
     #[test]
