@@ -511,6 +511,8 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         (None, Some(_)) => PathBuf::new(),
         (None, None) => fetch::default_weights_dir()?,
     };
+    // Before the GPU opens (its warnings would come first).
+    diffvsr_wgpu::pipeline::upscale::check_std_streams(u.input.as_deref(), u.output.as_deref())?;
     let g = u.gpu.open_for_upscale()?;
     let a = diffvsr_wgpu::pipeline::upscale::UpscaleArgs {
         input: u.input,

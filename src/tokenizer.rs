@@ -389,7 +389,12 @@ impl ClipTokenizer {
         let e = self.whole.encode(text, false).map_err(|e| anyhow!("tokenizing {text:?}: {e}"))?;
         let room = self.max_length - 2;
         match e.get_ids().get(room..) {
-            Some(rest) if !rest.is_empty() => Ok(Some(self.decode(rest)?)),
+            // As the user wrote it: from the first cut token's place in the text (else as the
+            // tokens decode).
+            Some(rest) if !rest.is_empty() => match e.get_offsets().get(room).and_then(|&(start, _)| text.get(start..)) {
+                Some(tail) => Ok(Some(tail.trim().to_string())),
+                None => Ok(Some(self.decode(rest)?)),
+            },
             _ => Ok(None),
         }
     }
@@ -535,6 +540,8 @@ mod tests {
         assert_eq!(t.cut_off(&"a ".repeat(75)).unwrap(), None);
         assert_eq!(t.cut_off("clear, high quality, high-resolution, 4K").unwrap(), None);
         assert_eq!(t.cut_off(&format!("{}tail end", "a ".repeat(75))).unwrap().as_deref(), Some("tail end"));
+        // The cut part as written (capitals and punctuation kept), not as the tokens decode.
+        assert_eq!(t.cut_off(&format!("{}Tail, END!", "a ".repeat(75))).unwrap().as_deref(), Some("Tail, END!"));
     }
 
     #[test]

@@ -116,6 +116,13 @@ fn embeds_files(a: &UpscaleArgs) -> Result<(Option<PromptEmbeds>, Option<PromptE
 
 /// The filter reads and writes y4m streams: a terminal as stdin would wait for a stream that
 /// never comes, and as stdout would fill with binary samples.
+/// [`check_streams`] for this process's stdin and stdout, where no file replaces them (the
+/// binary calls it before opening the GPU; [`upscale`] again).
+pub fn check_std_streams(input: Option<&std::path::Path>, output: Option<&std::path::Path>) -> Result<()> {
+    use std::io::IsTerminal;
+    check_streams(input.is_none() && std::io::stdin().is_terminal(), output.is_none() && std::io::stdout().is_terminal())
+}
+
 fn check_streams(stdin_is_terminal: bool, stdout_is_terminal: bool) -> Result<()> {
     if stdin_is_terminal {
         bail!(
@@ -215,10 +222,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     use crate::models::release;
     check_settings(a.steps, a.noise_level, a.guidance)?;
     a.tiles.check().map_err(anyhow::Error::msg)?;
-    {
-        use std::io::IsTerminal;
-        check_streams(a.input.is_none() && std::io::stdin().is_terminal(), a.output.is_none() && std::io::stdout().is_terminal())?;
-    }
+    check_std_streams(a.input.as_deref(), a.output.as_deref())?;
     check_paths(a)?;
     // A START past the end of an input file is known from its size: refused before loading.
     if let (Some(p), Some(r)) = (&a.input, a.frames) {
