@@ -224,12 +224,16 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     a.tiles.check().map_err(anyhow::Error::msg)?;
     check_std_streams(a.input.as_deref(), a.output.as_deref())?;
     check_paths(a)?;
-    // A START past the end of an input file is known from its size: refused before loading.
-    if let (Some(p), Some(r)) = (&a.input, a.frames) {
-        if let Ok((_, Some(t))) = y4m_file_frames(p) {
-            if r.start >= t {
-                bail!("--frames {}:{}: {} has only {} (0 to {})", r.start, r.end.map_or(String::new(), |e| e.to_string()), p.display(), count(t, "frame"), t.saturating_sub(1));
-            }
+    // The clip's length, for the ETA and the windows per call, when the input is a file (from
+    // its size). (Only a regular file: a named pipe must not be read twice.)
+    let input_frames = match &a.input {
+        Some(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => y4m_file_frames(p).ok().and_then(|(_, t)| t),
+        _ => None,
+    };
+    // A START past the end of an input file is so known: refused before loading.
+    if let (Some(p), Some(r), Some(t)) = (&a.input, a.frames, input_frames) {
+        if r.start >= t {
+            bail!("--frames {}:{}: {} has only {} (0 to {})", r.start, r.end.map_or(String::new(), |e| e.to_string()), p.display(), count(t, "frame"), t.saturating_sub(1));
         }
     }
     // Open the input first: a malformed stream is reported before minutes of model loading.
@@ -334,12 +338,6 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if a.random_weights.is_some() && !a.quiet {
         eprintln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
     }
-    // The clip's length, for the ETA and the windows per call, when the input is a file (from
-    // its size). (Only a regular file: a named pipe must not be read twice.)
-    let input_frames = match &a.input {
-        Some(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => y4m_file_frames(p).ok().and_then(|(_, t)| t),
-        _ => None,
-    };
     let opts = JobOptions {
         steps: a.steps,
         guidance: a.guidance,
