@@ -491,18 +491,18 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         let text_encoder = u.prompt_embeds.is_none() || u.negative_prompt_embeds.is_none();
         // The adapter's binding limit (its limits only: no device is opened).
         let opts = GpuOptions { adapter: u.gpu.adapter.clone(), backend: u.gpu.backend.clone(), ..GpuOptions::from_env() };
-        let binding = gpu::select_adapter(&opts).ok().map(|a| {
+        use diffvsr_wgpu::pipeline::plan::{plan, PlanAdapter, PlanWeights};
+        let adapter = gpu::select_adapter(&opts).ok().map(|a| {
             let l = a.limits();
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
-            opts.max_binding.map_or(b, |m| b.min(m.max(4)))
+            PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software: a.get_info().device_type == wgpu::DeviceType::Cpu }
         });
-        use diffvsr_wgpu::pipeline::plan::{plan, PlanWeights};
         let weights = match (&weights, u.random_weights) {
             (_, Some(_)) => PlanWeights::Random,
             (Some(w), None) => PlanWeights::Release(w),
             (None, None) => PlanWeights::NotFound,
         };
-        print!("{}", plan(u.input.as_deref(), output_format, u.matrix, weights, u.frames, text_encoder, tiles, u.windows_per_call, binding)?);
+        print!("{}", plan(u.input.as_deref(), output_format, u.matrix, weights, u.frames, text_encoder, tiles, u.windows_per_call, adapter)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {

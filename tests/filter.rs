@@ -610,8 +610,12 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     assert!(text.contains("output frames 9..13; windows 1..3 of 3"), "{text}");
     let (ok_, _, err) = plan(&["--frames", "13:20"]);
     assert!(!ok_ && err.contains("only 13 frames"), "{err}");
-    // Windows per UNet call: auto says how it picks; a count scales the job's buffers.
+    // Windows per UNet call: auto says how it picks (one on a software adapter, as the run
+    // does); a count scales the job's buffers.
     assert!(text.contains("windows per UNet call: auto"), "{text}");
+    if diffvsr_wgpu::testutil::test_gpu().is_software() {
+        assert!(text.contains("auto: 1 (a software adapter"), "{text}");
+    }
     let (ok_, text, err) = plan(&["--windows-per-call", "2"]);
     assert!(ok_ && text.contains("windows per UNet call: 2") && text.contains("2 CFG windows [4,7,8,8,8]") && text.contains("at most 16 input frames"), "{err}{text}");
     let (ok_, _, err) = plan(&["--windows-per-call", "9"]);

@@ -34,13 +34,23 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     Ok((h, t))
 }
 
+/// What `--plan` knows of the adapter a run would take (its limits only: no device is opened).
+#[derive(Clone, Copy, Debug)]
+pub struct PlanAdapter {
+    /// The largest storage binding, in bytes.
+    pub max_binding: u64,
+    /// A software (CPU) adapter, on which `--windows-per-call auto` keeps one window per call.
+    pub software: bool,
+}
+
 /// What `--plan` prints: the windows to run, the segment, the spatial tiles and a memory
 /// estimate, without loading a model or reading a frame. The frame count comes from the input
 /// file's size (a stream on stdin has no known length: the plan then gives the windows as they
 /// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
 /// whose tiles depend on the models' measured tensors and are picked when they load).
 #[allow(clippy::too_many_arguments)]
-pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix: crate::video::color::MatrixChoice, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, max_binding: Option<u64>) -> Result<String> {
+pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix: crate::video::color::MatrixChoice, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, adapter: Option<PlanAdapter>) -> Result<String> {
+    let max_binding = adapter.map(|a| a.max_binding);
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -145,6 +155,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     // frame); auto is picked when the models load, and counted here at its most.
     let g = match windows_per_call {
         WindowsPerCall::Fixed(n) if (uh, uw) == (ph, pw) => n,
+        WindowsPerCall::Auto if adapter.is_some_and(|a| a.software) => 1,
         WindowsPerCall::Auto if (uh, uw) == (ph, pw) => (groups::GROUP_PIXELS / (ph * pw)).clamp(1, groups::MAX_AUTO),
         _ => 1,
     };
@@ -152,6 +163,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let g = windows::windows_to_run(t, start, end).map_or(g, |w| g.min(w.max(1)));
     match windows_per_call {
         WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
+        WindowsPerCall::Auto if adapter.is_some_and(|a| a.software) => writeln!(o, "windows per UNet call: auto: 1 (a software adapter gains nothing from a larger batch)")?,
         WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}; else 1)", 128, 128, groups::MAX_AUTO)?,
     }
     let plane = (ph * pw) as u64;
@@ -174,7 +186,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let call = if g == 1 { "the CFG window".to_string() } else { format!("{g} CFG windows") };
     writeln!(o, "memory (estimate):")?;
     match weights {
-        PlanWeights::Random => writeln!(o, "  weights:          seeded random (--random-weights), the release's shapes, none read from disk; `forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` prints each model's size on the device")?,
+        PlanWeights::Random => writeln!(o, "  weights:          seeded random (--random-weights), the release's shapes (or those of the config overrides in --weights), none read from disk; `forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` prints each model's size on the device")?,
         PlanWeights::NotFound => writeln!(o, "  weights:          not found: run `diffvsr-wgpu fetch-weights` or give --weights DIR (the job would stop before reading a frame)")?,
         PlanWeights::Release(_) => writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?,
     }
