@@ -93,7 +93,7 @@ impl BufferPool {
 /// A storage buffer of `size` bytes, or an error naming what to lower: over the buffer limit,
 /// or out of device memory (`in_use`: bytes the caller already holds, for the message).
 /// What to do when the work does not fit the GPU, in an error message.
-pub(crate) const SMALLER: &str = "upscale with smaller tiles (--tile 64) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
+pub(crate) const SMALLER: &str = "upscale with smaller tiles (a --tile N, a multiple of 8, below the tile that failed) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
 
 pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, in_use: u64) -> Result<wgpu::Buffer> {
     if size > lim.max_buffer {
