@@ -587,6 +587,11 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     };
     let (ok_, text, err) = plan(&[]);
     assert!(ok_, "{err}");
+    // stdin redirected from the file is measured as the file is (on Linux).
+    if cfg!(target_os = "linux") {
+        let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("--plan").stdin(std::fs::File::open(&input).unwrap()).output().unwrap();
+        assert!(String::from_utf8_lossy(&o.stdout).contains("13 frames (from the file size)"), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     for want in [
         "13 frames",
         "28x20",

@@ -34,6 +34,13 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     Ok((h, t))
 }
 
+/// stdin as a path to measure, where it is a regular file (`< in.y4m`) on Linux: there
+/// `/dev/stdin` opens the file anew, at its start, without moving stdin's own offset.
+pub fn stdin_file() -> Option<std::path::PathBuf> {
+    let p = std::path::PathBuf::from("/dev/stdin");
+    (cfg!(target_os = "linux") && std::fs::metadata(&p).is_ok_and(|m| m.is_file())).then_some(p)
+}
+
 /// What `--plan` knows of the adapter a run would take (its limits only: no device is opened).
 #[derive(Clone, Copy, Debug)]
 pub struct PlanAdapter {
@@ -54,7 +61,8 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
-    let (header, t): (crate::video::y4m::Header, Option<usize>) = match input {
+    let stdin = stdin_file();
+    let (header, t): (crate::video::y4m::Header, Option<usize>) = match input.or(stdin.as_deref()) {
         Some(p) => y4m_file_frames(p)?,
         None => {
             use std::io::IsTerminal;

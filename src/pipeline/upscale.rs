@@ -225,9 +225,10 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     check_std_streams(a.input.as_deref(), a.output.as_deref())?;
     check_paths(a)?;
     // The clip's length, for the ETA and the windows per call, when the input is a file (from
-    // its size). (Only a regular file: a named pipe must not be read twice.)
-    let input_frames = match &a.input {
-        Some(p) if std::fs::metadata(p).is_ok_and(|m| m.is_file()) => y4m_file_frames(p).ok().and_then(|(_, t)| t),
+    // its size; stdin too where it is one). (Only a regular file: a named pipe must not be
+    // read twice.)
+    let input_frames = match a.input.clone().or_else(crate::pipeline::plan::stdin_file) {
+        Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.is_file()) => y4m_file_frames(&p).ok().and_then(|(_, t)| t),
         _ => None,
     };
     // A START past the end of an input file is so known: refused before loading.
