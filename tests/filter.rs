@@ -702,10 +702,27 @@ fn a_stop_signal_leaves_whole_frames() {
     stop_by_signal("TERM");
 }
 
+/// The filter on the micro release as a child with piped stdin, stdout and stderr: one step,
+/// quiet, one window per call (the first output frame then comes from the first 8 input
+/// frames; on a GPU, auto would wait for a group's frames).
+#[cfg(unix)]
+fn spawn_filter(rel: &Path, pos: &Path, neg: &Path, extra: &[&str]) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .arg("--weights")
+        .arg(rel)
+        .args(["--steps", "1", "--quiet", "--windows-per-call", "1", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[cfg(unix)]
 fn stop_by_signal(signal: &str) {
     use std::io::{Read, Write};
-    use std::process::Stdio;
     let dir = tmp(&format!("sig{signal}"));
     let rel = micro_release().to_path_buf();
     let (pos, neg) = embeds_pair(&dir);
@@ -714,19 +731,7 @@ fn stop_by_signal(signal: &str) {
     let header_len = clip.iter().position(|&b| b == b'\n').unwrap() + 1;
     let frame_in = 6 + w * h + 2 * (w.div_ceil(2) * h.div_ceil(2));
     let gif = dir.join("preview.gif");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
-        .arg("--weights")
-        .arg(&rel)
-        .arg("--gif")
-        .arg(&gif)
-        // One window per call: the first output frame must come from the first 8 input frames
-        // (on a GPU, auto would wait for a group's frames, which come only after the signal).
-        .args(["--steps", "1", "--quiet", "--windows-per-call", "1", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_filter(&rel, &pos, &neg, &["--gif", gif.to_str().unwrap()]);
     // The first window's 8 frames at once; the rest, slowly, only after the signal.
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let mut stdin = child.stdin.take().unwrap();
@@ -787,20 +792,11 @@ fn stop_by_signal(signal: &str) {
 #[test]
 fn a_stop_signal_ends_a_stalled_input() {
     use std::io::{Read, Write};
-    use std::process::Stdio;
     let dir = tmp("stall");
     let rel = micro_release().to_path_buf();
     let (pos, neg) = embeds_pair(&dir);
     let (w, h) = (7, 5);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
-        .arg("--weights")
-        .arg(&rel)
-        .args(["--steps", "1", "--quiet", "--windows-per-call", "1", "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_filter(&rel, &pos, &neg, &[]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&stream(w, h, 8)).unwrap();
     stdin.flush().unwrap();
