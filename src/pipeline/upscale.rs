@@ -116,7 +116,7 @@ fn embeds_files(a: &UpscaleArgs) -> Result<(Option<PromptEmbeds>, Option<PromptE
 
 /// The filter reads and writes y4m streams: a terminal as stdin would wait for a stream that
 /// never comes, and as stdout would fill with binary samples.
-/// [`check_streams`] for this process's stdin and stdout, where no file replaces them (the
+/// The terminal check of `check_streams` for this process's stdin and stdout, where no file replaces them (the
 /// binary calls it before opening the GPU; [`upscale`] again).
 pub fn check_std_streams(input: Option<&std::path::Path>, output: Option<&std::path::Path>) -> Result<()> {
     use std::io::IsTerminal;
