@@ -34,11 +34,16 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     Ok((h, t))
 }
 
-/// stdin as a path to measure, where it is a regular file (`< in.y4m`) on Linux: there
-/// `/dev/stdin` opens the file anew, at its start, without moving stdin's own offset.
+/// stdin as a path, where it is a regular file (`< in.y4m`; Unix).
 pub fn stdin_file() -> Option<std::path::PathBuf> {
     let p = std::path::PathBuf::from("/dev/stdin");
-    (cfg!(target_os = "linux") && std::fs::metadata(&p).is_ok_and(|m| m.is_file())).then_some(p)
+    (cfg!(unix) && std::fs::metadata(&p).is_ok_and(|m| m.is_file())).then_some(p)
+}
+
+/// [`stdin_file`] where it can be read to measure the clip: on Linux, where `/dev/stdin` opens
+/// the file anew, at its start, without moving stdin's own offset (elsewhere it shares it).
+pub fn stdin_file_to_measure() -> Option<std::path::PathBuf> {
+    stdin_file().filter(|_| cfg!(target_os = "linux"))
 }
 
 /// What `--plan` knows of the adapter a run would take (its limits only: no device is opened).
@@ -61,7 +66,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
     let mut o = String::new();
-    let stdin = stdin_file();
+    let stdin = stdin_file_to_measure();
     let (header, t): (crate::video::y4m::Header, Option<usize>) = match input.or(stdin.as_deref()) {
         Some(p) => y4m_file_frames(p)?,
         None => {

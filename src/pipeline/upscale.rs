@@ -163,12 +163,8 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 /// input's frames not yet read would be lost. Where the input is stdin redirected from a file
 /// (`< in.y4m`), that file counts as the input (Unix).
 fn check_paths(a: &UpscaleArgs) -> Result<()> {
-    let stdin = std::path::PathBuf::from("/dev/stdin");
-    let input = match &a.input {
-        Some(p) => Some(p.as_path()),
-        None if cfg!(unix) && std::fs::metadata(&stdin).is_ok_and(|m| m.is_file()) => Some(stdin.as_path()),
-        None => None,
-    };
+    let stdin = crate::pipeline::plan::stdin_file();
+    let input = a.input.as_deref().or(stdin.as_deref());
     if let Some(i) = &a.input {
         if i.is_dir() {
             bail!("-i {} is a folder: give a y4m file (or pipe the stream in on stdin)", i.display());
@@ -227,7 +223,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     // The clip's length, for the ETA and the windows per call, when the input is a file (from
     // its size; stdin too where it is one). (Only a regular file: a named pipe must not be
     // read twice.)
-    let input_frames = match a.input.clone().or_else(crate::pipeline::plan::stdin_file) {
+    let input_frames = match a.input.clone().or_else(crate::pipeline::plan::stdin_file_to_measure) {
         Some(p) if std::fs::metadata(&p).is_ok_and(|m| m.is_file()) => y4m_file_frames(&p).ok().and_then(|(_, t)| t),
         _ => None,
     };
