@@ -173,10 +173,22 @@ pub struct Arena(Arc<Mutex<ArenaState>>);
 #[derive(Default)]
 struct ArenaState {
     buffers: Vec<wgpu::Buffer>,
-    /// Bytes of `buffers`.
+    /// Bytes of `buffers` (of a dry arena: of the buffers it would have created).
     created_bytes: u64,
     /// Slots at offsets of one buffer rather than a buffer each (see the module docs).
     packed: bool,
+    /// A dry arena ([`Arena::dry`]) creates no buffer: it keeps the sizes it would have created.
+    dry: Option<Vec<u64>>,
+}
+
+/// Where a plan's parts go, given the buffers an arena holds: a buffer index for each part
+/// (a packed plan's buffers, or a slot each), indices past the existing ones being buffers to
+/// create, of the sizes in `new`.
+struct Assignment {
+    /// Packed: each slot's (part, offset); `None` for a buffer per slot (offset 0).
+    at: Option<Vec<(usize, u64)>>,
+    buffer_of: Vec<usize>,
+    new: Vec<u64>,
 }
 
 impl Arena {
@@ -199,6 +211,16 @@ impl Arena {
         }
     }
 
+    /// An arena of the device's kind that creates nothing: graphs captured into it end with
+    /// [`Recorder::into_plan`](crate::Recorder::into_plan) only, and it adds up the buffers it
+    /// would have created, reusing them across those plans as a real arena would
+    /// ([`Arena::peak_bytes`]): what several graphs sharing an arena need, before any exists.
+    pub fn dry(gpu: &Gpu) -> Arena {
+        let a = Arena::for_gpu(gpu);
+        a.0.lock().unwrap().dry = Some(Vec::new());
+        a
+    }
+
     /// Device memory the arena holds: the buffers of the largest plans captured into it.
     pub fn peak_bytes(&self) -> u64 {
         self.0.lock().unwrap().created_bytes
@@ -206,7 +228,8 @@ impl Arena {
 
     /// How many buffers the arena holds.
     pub fn buffer_count(&self) -> usize {
-        self.0.lock().unwrap().buffers.len()
+        let st = self.0.lock().unwrap();
+        st.dry.as_ref().map_or(st.buffers.len(), Vec::len)
     }
 
     /// Gives every slot of `trace` a place, creating (and, on a poisoning device, filling
@@ -216,40 +239,62 @@ impl Arena {
     pub(crate) fn place(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> Result<Vec<Place>> {
         let lives = lives(trace);
         let mut st = self.0.lock().unwrap();
-        if let Some((at, totals)) = st.packed_plan(gpu, &lives, conflicts) {
-            // Largest first, each in the smallest buffer already there (and not taken by
-            // another of this plan's) that holds it, or a new one.
+        if st.dry.is_some() {
+            return Err(anyhow!("internal: a dry arena's graphs are planned (Recorder::into_plan), never placed"));
+        }
+        let existing: Vec<u64> = st.buffers.iter().map(|b| b.size()).collect();
+        let a = st.assign(gpu, &lives, conflicts, &existing);
+        for &size in &a.new {
+            st.create(gpu, size)?;
+        }
+        Ok(match &a.at {
+            Some(at) => at.iter().map(|&(c, o)| (st.buffers[a.buffer_of[c]].clone(), o)).collect(),
+            None => a.buffer_of.iter().map(|&i| (st.buffers[i].clone(), 0)).collect(),
+        })
+    }
+
+    /// The bytes and buffers [`Arena::place`] would create for `trace` in this arena, without
+    /// creating any: in an empty arena what a graph's activations need (`forward
+    /// --plan-only`); in a dry one, what this graph adds to those planned into it before (and
+    /// the dry arena counts them as created).
+    pub(crate) fn plan_bytes(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> (u64, usize) {
+        let lives = lives(trace);
+        let mut st = self.0.lock().unwrap();
+        let existing: Vec<u64> = match &st.dry {
+            Some(sizes) => sizes.clone(),
+            None => st.buffers.iter().map(|b| b.size()).collect(),
+        };
+        let new = st.assign(gpu, &lives, conflicts, &existing).new;
+        let bytes = new.iter().sum();
+        if let Some(sizes) = st.dry.as_mut() {
+            sizes.extend(&new);
+            st.created_bytes += bytes;
+        }
+        (bytes, new.len())
+    }
+}
+
+impl ArenaState {
+    /// Where the parts of a plan of `lives` go among buffers of the `existing` sizes, and the
+    /// buffers to create. Packed: each part (largest first) in the smallest existing buffer not
+    /// taken by another part that holds it, or a new one. A buffer per slot: `assign_buffers`.
+    fn assign(&self, gpu: &Gpu, lives: &[(u64, usize, usize)], conflicts: &[(usize, usize)], existing: &[u64]) -> Assignment {
+        if let Some((at, totals)) = self.packed_plan(gpu, lives, conflicts) {
+            let mut sizes = existing.to_vec();
             let mut order: Vec<usize> = (0..totals.len()).collect();
             order.sort_by_key(|&c| std::cmp::Reverse(totals[c]));
             let mut buffer_of = vec![usize::MAX; totals.len()];
             for c in order {
-                let found = (0..st.buffers.len()).filter(|b| !buffer_of.contains(b) && st.buffers[*b].size() >= totals[c]).min_by_key(|&b| st.buffers[b].size());
-                buffer_of[c] = match found {
-                    Some(b) => b,
-                    None => st.create(gpu, totals[c].max(4))?,
-                };
+                let found = (0..sizes.len()).filter(|b| !buffer_of.contains(b) && sizes[*b] >= totals[c]).min_by_key(|&b| sizes[b]);
+                buffer_of[c] = found.unwrap_or_else(|| {
+                    sizes.push(totals[c].max(4));
+                    sizes.len() - 1
+                });
             }
-            return Ok(at.iter().map(|&(c, o)| (st.buffers[buffer_of[c]].clone(), o)).collect());
+            return Assignment { at: Some(at), buffer_of, new: sizes[existing.len()..].to_vec() };
         }
-        let existing: Vec<u64> = st.buffers.iter().map(|b| b.size()).collect();
-        let (assign, new_sizes) = assign_buffers(&lives, &existing);
-        for size in new_sizes {
-            st.create(gpu, size)?;
-        }
-        Ok(assign.iter().map(|&i| (st.buffers[i].clone(), 0)).collect())
-    }
-
-    /// The bytes [`Arena::place`] would create for `trace` in an empty arena of this kind, and
-    /// how many buffers, without creating any: what a graph's activations need (`forward
-    /// --plan-only`).
-    pub(crate) fn plan_bytes(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> (u64, usize) {
-        let lives = lives(trace);
-        let st = self.0.lock().unwrap();
-        let sizes = match st.packed_plan(gpu, &lives, conflicts) {
-            Some((_, totals)) => totals.iter().map(|&t| t.max(4)).collect(),
-            None => assign_buffers(&lives, &[]).1,
-        };
-        (sizes.iter().sum(), sizes.len())
+        let (buffer_of, new) = assign_buffers(lives, existing);
+        Assignment { at: None, buffer_of, new }
     }
 }
 

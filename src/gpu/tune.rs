@@ -96,6 +96,8 @@ pub struct Tuner {
     cache: Option<PathBuf>,
     /// A write to `cache` failed (warned about once).
     write_failed: AtomicBool,
+    /// Set while graphs are recorded only to be planned ([`Tuner::untimed`]).
+    untimed: AtomicBool,
 }
 
 /// The cache file's contents.
@@ -118,7 +120,7 @@ impl Tuner {
                 Err(e) => log::warn!("the tuning cache {} is unreadable ({e:#}); its shapes are timed again", path.display()),
             }
         }
-        Tuner { on, replay_only: false, picks: Mutex::new(picks), met: Mutex::default(), cache: cache.filter(|_| on), write_failed: Default::default() }
+        Tuner { on, replay_only: false, picks: Mutex::new(picks), met: Mutex::default(), cache: cache.filter(|_| on), write_failed: Default::default(), untimed: Default::default() }
     }
 
     /// A tuner that makes the choices the cache file holds (those of earlier runs on this
@@ -132,9 +134,25 @@ impl Tuner {
         self.on
     }
 
-    /// Whether candidates are timed for shapes without a choice (not when replaying).
+    /// Whether candidates are timed for shapes without a choice (not when replaying, nor
+    /// within [`Tuner::untimed`]).
     pub fn times(&self) -> bool {
-        self.on && !self.replay_only
+        self.on && !self.replay_only && !self.untimed.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` (the recording of graphs that are planned and never run: the job's memory plan
+    /// weighing tile sizes) timing nothing: shapes with a choice get it, others the default.
+    /// Timing a candidate allocates its shape's tensors, which for a tile being weighed because
+    /// it may not fit is the wrong thing to do, and costs time for shapes that may never run.
+    pub fn untimed<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Restore<'a>(&'a AtomicBool, bool);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.store(self.1, Ordering::Relaxed);
+            }
+        }
+        let _restore = Restore(&self.untimed, self.untimed.swap(true, Ordering::Relaxed));
+        f()
     }
 
     /// The candidate to run for `key`, given the candidates' `labels` (the default first): the
