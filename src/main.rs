@@ -78,6 +78,17 @@ struct GpuArgs {
     /// see BENCHMARKS.md; or DIFFVSR_WINOGRAD=1).
     #[arg(long)]
     winograd: bool,
+    /// The GPU memory the job may use, weights included (e.g. 10GiB): `--tile auto` and
+    /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
+    /// may use (Vulkan); Metal, DX12 and GL report nothing, and then only the binding limit is
+    /// planned for. For sharing a GPU with other work.
+    #[arg(long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    gpu_memory: Option<u64>,
+}
+
+/// A `--gpu-memory` size (`10GiB`, `512MiB`, bytes).
+fn parse_size(s: &str) -> Result<u64, String> {
+    diffvsr_wgpu::gpu::parse_bytes(s)
 }
 
 impl GpuArgs {
@@ -114,6 +125,7 @@ impl GpuArgs {
             f16_operands: self.f16_operands == TuneMode::On,
             norm_into_conv: self.norm_into_conv,
             winograd: self.winograd || env.winograd,
+            gpu_memory: self.gpu_memory,
         })
     }
 }

@@ -72,13 +72,17 @@ pub struct GpuOptions {
     /// values within a few roundings of the storage dtype of the direct convolution's
     /// (`DIFFVSR_WINOGRAD`). Off by default: an experiment to time on GPUs.
     pub winograd: bool,
+    /// The device memory a job may plan for, weights included (`--gpu-memory`,
+    /// `DIFFVSR_GPU_MEMORY`; see `gpu::memory`).
+    pub gpu_memory: Option<u64>,
 }
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
     /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
     /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
-    /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`.
+    /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`, `DIFFVSR_GPU_MEMORY` (a size:
+    /// `8GiB`; unreadable values are ignored with a warning).
     pub fn from_env() -> Self {
         GpuOptions {
             adapter: std::env::var("DIFFVSR_ADAPTER").ok().filter(|s| !s.is_empty()),
@@ -100,6 +104,9 @@ impl GpuOptions {
             replay_tuning: false,
             norm_into_conv: std::env::var("DIFFVSR_NORM_INTO_CONV").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
             winograd: flag("DIFFVSR_WINOGRAD"),
+            gpu_memory: std::env::var("DIFFVSR_GPU_MEMORY").ok().filter(|v| !v.trim().is_empty()).and_then(|v| {
+                super::parse_bytes(&v).map_err(|e| log::warn!("DIFFVSR_GPU_MEMORY: {e}: ignored")).ok()
+            }),
         }
     }
 }
@@ -244,6 +251,8 @@ pub struct Gpu {
     tuner: Tuner,
     norm_into_conv: TuneMode,
     winograd: bool,
+    /// [`GpuOptions::gpu_memory`] in bytes, 0 for none ([`Gpu::set_memory_cap`]).
+    pub(crate) memory_cap: std::sync::atomic::AtomicU64,
 }
 
 impl Gpu {
@@ -332,6 +341,7 @@ impl Gpu {
             tuner: if tune && opts.replay_tuning { Tuner::replaying(tune_cache) } else { Tuner::new(tune, tune_cache) },
             norm_into_conv: opts.norm_into_conv,
             winograd: opts.winograd,
+            memory_cap: std::sync::atomic::AtomicU64::new(opts.gpu_memory.unwrap_or(0)),
         }))
     }
 
@@ -561,6 +571,7 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
             }
         }
         let _ = writeln!(out, "    cooperative-matrix kernels: {}", tensor_cores_line(f, &a.cooperative_matrix_properties(), &info));
+        let _ = writeln!(out, "    memory: {}", memory_line(super::memory::heap_report(a), info.device_type == wgpu::DeviceType::Cpu));
         let _ = writeln!(
             out,
             "    limits: storage binding {}, buffer {}, workgroup storage {} B, invocations/workgroup {}, workgroups/dim {}",
@@ -572,6 +583,19 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// What `devices` says of an adapter's memory: the largest device-local heap and the budget
+/// the driver gives a process, or that nothing is reported (and what then plans the job).
+fn memory_line(report: Option<super::memory::HeapReport>, software: bool) -> String {
+    match report {
+        Some(r) if software => format!("{} device-local by the driver's count; a software adapter's memory is the host's, so the job does not plan by it (--gpu-memory SIZE does)", human_bytes(r.size)),
+        Some(r) => match r.budget {
+            Some((budget, _)) => format!("{} device-local, {} of it for this process now (VK_EXT_memory_budget)", human_bytes(r.size), human_bytes(budget)),
+            None => format!("{} device-local (no VK_EXT_memory_budget: other programs' use unknown)", human_bytes(r.size)),
+        },
+        None => "not reported on this backend: --tile auto plans for the binding limit only, or for --gpu-memory SIZE".into(),
+    }
 }
 
 /// The square f16×f16→f32 fragment size the cooperative kernels take from these properties
@@ -632,6 +656,20 @@ mod tests {
         assert!(tensor_cores_line(all, &[frag(16, S::F16)], &info).contains("no 16×16 or 8×8 f16×f16→f32 fragments"));
         info.subgroup_max_size = 64;
         assert!(tensor_cores_line(all, &[frag(16, S::F32)], &info).contains("subgroup width varies (32..64)"));
+    }
+
+    /// `devices` says what the job plans memory by: the driver's budget, the heap, nothing (a
+    /// backend that does not say, a software adapter), and where `--gpu-memory` comes in.
+    #[test]
+    fn devices_says_what_memory_the_job_plans_by() {
+        use super::memory_line;
+        use crate::gpu::memory::HeapReport;
+        let gib = 1u64 << 30;
+        let budget = HeapReport { size: 80 * gib, budget: Some((76 * gib, gib)) };
+        assert_eq!(memory_line(Some(budget), false), "80.0 GiB device-local, 76.0 GiB of it for this process now (VK_EXT_memory_budget)");
+        assert!(memory_line(Some(HeapReport { budget: None, ..budget }), false).contains("other programs' use unknown"));
+        assert!(memory_line(Some(budget), true).contains("the host's, so the job does not plan by it (--gpu-memory SIZE does)"));
+        assert!(memory_line(None, false).contains("not reported on this backend") && memory_line(None, false).contains("--gpu-memory"));
     }
 
     /// `DIFFVSR_NO_F16=false` must not turn f16 off: the words mean what they say, and a value
