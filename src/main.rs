@@ -363,8 +363,9 @@ struct UpscaleCli {
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
     /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), for the UNet and the
     /// VAE decoder alike, or `auto`: the largest tile each model's biggest tensor allows under
-    /// the GPU's binding limit (one tile, the whole frame, when it fits). Tiles overlap and are
-    /// blended with feathered weights. Lower it if the GPU runs out of memory.
+    /// the GPU's binding limit and whose graphs fit the GPU's memory where that is known (the
+    /// Vulkan driver's figure, or --gpu-memory); one tile, the whole frame, when it fits. Tiles
+    /// overlap and are blended with feathered weights. Lower it if the GPU runs out of memory.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below the tile; default a
@@ -374,7 +375,8 @@ struct UpscaleCli {
     /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep
     /// the call within one 128×128-latent window's pixels (the latent is the input's size: 2
     /// from about 90×90 inputs down, up to 4 from 64×64), when the frame is one tile under
-    /// --tile auto; else 1. Changes speed and memory, never the output.
+    /// --tile auto, and within the GPU's memory where known; else 1. Changes speed and memory,
+    /// never the output.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     windows_per_call: diffvsr_wgpu::pipeline::groups::WindowsPerCall,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a
@@ -507,7 +509,13 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
         let adapter = gpu::select_adapter(&opts).ok().map(|a| {
             let l = a.limits();
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
-            PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software: a.get_info().device_type == wgpu::DeviceType::Cpu }
+            let software = a.get_info().device_type == wgpu::DeviceType::Cpu;
+            let memory = match (u.gpu.gpu_memory, gpu::memory::heap_report(&a)) {
+                (Some(cap), _) => Some((cap, "--gpu-memory")),
+                (None, Some(r)) if !software => Some(r.budget.map_or((r.size, "the device-local heap"), |(budget, _)| (budget, "the driver's budget for this process"))),
+                _ => None,
+            };
+            PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software, memory }
         });
         let weights = match (&weights, u.random_weights) {
             (_, Some(_)) => PlanWeights::Random,

@@ -871,14 +871,18 @@ fn large_frames_run_in_feathered_tiles() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(text.contains(&format!("--tile 16: UNet and VAE {two} (columns from 0,8; rows from 0)")), "{text}");
     assert!(text.contains("[2,7,8,8,16]"), "{text}");
-    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).arg("--plan").output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stdout).contains("tiles:    auto: picked when the models load"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).args(["--plan", "--gpu-memory", "10GiB"]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("tiles:    auto: picked when the models load") && text.contains("GPU memory:       10.0 GiB (--gpu-memory)"), "{text}");
 
     for (args, msg) in [
         (&["--tile", "12"][..], "--tile 12: must be a multiple of 8"),
         (&["--tile", "big"][..], "expected auto or a size"),
         (&["--tile", "16", "--tile-overlap", "16"][..], "--tile-overlap 16 must be below --tile 16"),
         (&["--tile-overlap", "4"][..], "--tile-overlap 4: must be a multiple of 8"),
+        // Less GPU memory than the job holds before its first tile: said before any frame runs.
+        (&["--gpu-memory", "1KiB"][..], "does not fit the GPU's memory even in 8x8 tiles"),
+        (&["--gpu-memory", "lots"][..], "is not a size"),
     ] {
         let (o, _) = run(args);
         let err = String::from_utf8_lossy(&o.stderr);

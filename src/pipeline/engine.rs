@@ -14,15 +14,17 @@ use std::cell::{Cell, RefCell};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::models::unet::UNetInputs;
 use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::concat::copy;
 use crate::ops::layout::nfhwc_to_ncfhw;
 use crate::ops::noise::{gaussian_noise, source_frames};
-use crate::ops::sampler::{add_noise_into, guided_ddim_step_into, scale_into, StepSlots};
+use crate::ops::sampler::{add_noise_into, scale_into, StepSlots};
 use crate::pipeline::chunks::{fuse_chunk_into, ChunkWeights};
 use crate::pipeline::interrupt;
+use crate::pipeline::graphs::{record_step, StepInputs};
+use crate::pipeline::graphs::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
+use crate::pipeline::memory_plan::{decode_largest, step_largest, Need};
 use crate::pipeline::noise::Stream;
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::scheduler::DdimStep;
@@ -30,13 +32,6 @@ use crate::pipeline::tiles::{tile_for_binding, TilePlan, TileSize, BUFFER_HEADRO
 use crate::pipeline::windows::WINDOW;
 use crate::step_values::{Scalar, StepValues};
 use crate::{DType, Gpu, Recorder, Tensor};
-
-/// Latent channels of the SD×4 family.
-pub(crate) const LATENT_CHANNELS: usize = 4;
-/// Channels of the (RGB) low-res conditioning image.
-pub(crate) const LR_CHANNELS: usize = 3;
-/// Frames per VAE decode chunk (as released).
-pub const DECODE_CHUNK: usize = 4;
 
 /// The spatial tiles of a job over the padded latent: the UNet's, the VAE's (in latent
 /// pixels) and the VAE's ×4 in output pixels (same tiles, weights recomputed at that size).
@@ -48,6 +43,19 @@ pub struct JobTiles {
     /// `--tile auto`: the measured bytes per latent pixel of the UNet's and the VAE's largest
     /// tensors.
     pub measured: Option<(f64, f64)>,
+    /// `--tile auto` where the GPU's memory is known: what it planned for.
+    pub memory: Option<MemoryTiles>,
+}
+
+/// What `--tile auto` planned for where the device memory is known ([`memory_plan`](crate::pipeline::memory_plan)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryTiles {
+    /// Bytes available when the tiles were chosen, and the share of it the job plans to use.
+    pub available: u64,
+    pub budget: u64,
+    /// Whether memory, not the binding limit, set each model's tile.
+    pub unet_limited: bool,
+    pub vae_limited: bool,
 }
 
 impl JobTiles {
@@ -57,11 +65,16 @@ impl JobTiles {
     }
     pub fn new(unet: TilePlan, vae: TilePlan) -> JobTiles {
         let vae_px = vae.scaled(SCALE);
-        JobTiles { unet, vae, vae_px, measured: None }
+        JobTiles { unet, vae, vae_px, measured: None, memory: None }
     }
     /// In words, for the job's summary.
     pub fn summary(&self) -> String {
-        format!("UNet {}; VAE {}", self.unet.summary(), self.vae.summary())
+        let by_memory = |limited: bool| match self.memory {
+            Some(m) if limited => format!(" (to fit the GPU's memory: {} available)", crate::gpu::human_bytes(m.available)),
+            _ => String::new(),
+        };
+        let m = self.memory.unwrap_or(MemoryTiles { available: 0, budget: 0, unet_limited: false, vae_limited: false });
+        format!("UNet {}{}; VAE {}{}", self.unet.summary(), by_memory(m.unet_limited), self.vae.summary(), by_memory(m.vae_limited))
     }
 }
 
@@ -84,6 +97,7 @@ pub(crate) const PROBE: usize = 16;
 pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<JobTiles> {
     opts.tiles.check().map_err(anyhow::Error::msg)?;
     let mut measured = None;
+    let mut memory = None;
     let (ut, vt) = match opts.tiles.tile {
         TileSize::Fixed(n) => (n, n),
         TileSize::Auto => {
@@ -96,7 +110,7 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
                 (h * w) as f64
             };
             let step = probe.step(1);
-            let unet_px = step.graph.largest_tensor_bytes().max(step.sample.bytes()) as f64 / px;
+            let unet_px = step.graph.largest_tensor_bytes().max(step.inputs.sample.bytes()) as f64 / px;
             let vae_px = probe.vae_graph.largest_tensor_bytes().max(probe.vae_in.bytes()) as f64 / px;
             drop(probe);
             let (limit, buffer) = (gpu.max_binding(), gpu.limits.max_buffer_size);
@@ -111,43 +125,26 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
             // into frame groups, which a small probe never needs.
             let fits = |largest: Result<u64>| largest.is_ok_and(|b| b <= limit.min((BUFFER_HEADROOM * buffer as f64) as u64));
             let whole = ph.max(pw);
-            if ut < whole && fits(whole_frame_largest(gpu, |rec| unet_step_largest(rec, unet, opts, ph, pw, unet_dtype))) {
+            if ut < whole && fits(step_largest(gpu, unet, opts, (ph, pw), unet_dtype)) {
                 ut = whole;
             }
-            if vt < whole && fits(whole_frame_largest(gpu, |rec| vae_chunk_largest(rec, vae, ph, pw, vae_dtype))) {
+            if vt < whole && fits(decode_largest(gpu, vae, (ph, pw), vae_dtype)) {
                 log::info!("--tile auto: the VAE decoder fits the whole frame once it splits its upsamplings");
                 vt = whole;
+            }
+            if let Some(need) = Need::new(gpu, unet, vae, opts, (ph, pw), unet_dtype, vae_dtype)? {
+                let (u, v) = need.tiles(ut, vt)?;
+                if u < ut.min(whole) || v < vt.min(whole) {
+                    log::info!("--tile auto: tiles for the GPU's memory: UNet {u} (binding limit: {ut}), VAE {v} (binding limit: {vt})");
+                }
+                memory = Some(MemoryTiles { available: need.available, budget: need.budget, unet_limited: u < ut.min(whole), vae_limited: v < vt.min(whole) });
+                (ut, vt) = (u, v);
             }
             (ut, vt)
         }
     };
     let plan = |t: usize| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
-    Ok(JobTiles { measured, ..JobTiles::new(plan(ut)?, plan(vt)?) })
-}
-
-/// The largest tensor `record` plans in a capture that is never allocated or run.
-fn whole_frame_largest(gpu: &Gpu, record: impl FnOnce(&mut Recorder) -> Result<()>) -> Result<u64> {
-    let mut rec = Recorder::capture(gpu);
-    record(&mut rec)?;
-    Ok(rec.planned_largest())
-}
-
-/// Records the UNet's forward on one window's CFG pair at `ph`×`pw` (inputs planned too).
-fn unet_step_largest(rec: &mut Recorder, unet: &VideoUNet, opts: &JobOptions, ph: usize, pw: usize, dtype: DType) -> Result<()> {
-    let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
-    let sample = rec.empty(&[2, LATENT_CHANNELS + LR_CHANNELS, WINDOW, ph, pw], dtype)?;
-    let ctx = rec.empty(&[2, l, d], dtype)?;
-    let timestep = rec.empty(&[2], DType::F32)?;
-    let labels = rec.empty(&[2], DType::U32)?;
-    unet.forward(rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx, cfg_pair: true })?;
-    Ok(())
-}
-
-/// Records the VAE decoder's forward on one chunk at `ph`×`pw` (its input planned too).
-fn vae_chunk_largest(rec: &mut Recorder, vae: &Te3dVaeDecoder, ph: usize, pw: usize, dtype: DType) -> Result<()> {
-    let x = rec.empty(&[1, LATENT_CHANNELS, DECODE_CHUNK, ph, pw], dtype)?;
-    vae.forward(rec, &x)?;
-    Ok(())
+    Ok(JobTiles { measured, memory, ..JobTiles::new(plan(ut)?, plan(vt)?) })
 }
 
 /// What a window's noise is keyed by: the seed, and per frame of the window the absolute padded
@@ -170,17 +167,9 @@ impl WindowNoise {
     }
 }
 
-/// One captured sampler step for `k` windows in one UNet call (batch 2k: the windows'
-/// negative halves, then their positive halves, as the guided step reads a CFG pair).
+/// One captured sampler step for `k` windows in one UNet call, with its inputs.
 struct StepGraph {
-    /// `[2k, 7, 8, h, w]` in the UNet's dtype: batch g < k is window slot g's negative half,
-    /// k + g its positive half; channels 0–3 latents, 4–6 noisy LR.
-    sample: Tensor,
-    /// `[k, 4, 8, h, w]`, f32: the latents between steps (spec §2.5: the release steps fp16
-    /// latents; f32 is the harmless improvement), copied into both halves of `sample`.
-    latents: Tensor,
-    /// `[2k]`.
-    timestep: Tensor,
+    inputs: StepInputs,
     graph: crate::kernel::Graph,
 }
 
@@ -329,7 +318,7 @@ impl<'g> Engine<'g> {
         for (t, tile) in plan.tiles.iter().enumerate() {
             self.load_sample(1, 0, &cut_planes(&plan, &group[0].lr, LR_CHANNELS * WINDOW, t), &group[0].noise, tile.rows.start as u32, tile.cols.start as u32)?;
             self.run_steps(1, steps, guidance, |s| on_step(t * n + s))?;
-            outs.push(self.step(1).latents.to_f32(self.gpu)?);
+            outs.push(self.step(1).inputs.latents.to_f32(self.gpu)?);
         }
         let whole = blend_planes(&plan, &outs, LATENT_CHANNELS * WINDOW);
         Ok(vec![Tensor::from_f32(self.gpu, &whole, &[1, LATENT_CHANNELS, WINDOW, plan.height, plan.width], DType::F32)?])
@@ -343,10 +332,10 @@ impl<'g> Engine<'g> {
     fn load_sample(&self, k: usize, slot: usize, lr_tile: &[f32], window: &WindowNoise, y0: u32, x0: u32) -> Result<()> {
         let gpu = self.gpu;
         let step = self.step(k);
-        let s = step.sample.shape().to_vec();
-        let (th, tw, dt) = (s[3], s[4], step.sample.dtype());
+        let s = step.inputs.sample.shape().to_vec();
+        let (th, tw, dt) = (s[3], s[4], step.inputs.sample.dtype());
         let lr = Tensor::from_f32(gpu, lr_tile, &[1, LR_CHANNELS, WINDOW, th, tw], dt)?;
-        let latents = step.latents.narrow(0, slot, 1)?;
+        let latents = step.inputs.latents.narrow(0, slot, 1)?;
         let mut rec = gpu.recorder();
         let z = gaussian_noise(&mut rec, &window.latent_frames, window.seed, Stream::Latent, y0, x0, [th, tw, LATENT_CHANNELS], DType::F32)?;
         let z = nfhwc_to_ncfhw(&mut rec, &z.reshape(&[1, WINDOW, th, tw, LATENT_CHANNELS])?)?;
@@ -355,7 +344,7 @@ impl<'g> Engine<'g> {
         let e = nfhwc_to_ncfhw(&mut rec, &e.reshape(&[1, WINDOW, th, tw, LR_CHANNELS])?)?;
         let [c0, c1] = window.lr_coeffs.map(|c| Scalar::Const(c as f32));
         for half in [slot, k + slot] {
-            let b = step.sample.narrow(0, half, 1)?;
+            let b = step.inputs.sample.narrow(0, half, 1)?;
             scale_into(&mut rec, &latents, &Scalar::Const(1.0), &b.narrow(1, 0, LATENT_CHANNELS)?)?;
             add_noise_into(&mut rec, &lr, &e, &c0, &c1, &b.narrow(1, LATENT_CHANNELS, LR_CHANNELS)?)?;
         }
@@ -369,12 +358,12 @@ impl<'g> Engine<'g> {
     fn denoise(&mut self, samples: &[&[f32]], steps: &[DdimStep], guidance: f32, on_step: impl FnMut(usize)) -> Result<Vec<Tensor>> {
         let k = samples.len();
         let step = self.step(k);
-        let half = step.sample.numel() / (2 * k);
-        let lat = step.latents.numel() / k;
+        let half = step.inputs.sample.numel() / (2 * k);
+        let lat = step.inputs.latents.numel() / k;
         for (slot, s) in samples.iter().enumerate() {
-            step.sample.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..half])?;
-            step.sample.narrow(0, k + slot, 1)?.write_f32(self.gpu, &s[half..])?;
-            step.latents.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..lat])?;
+            step.inputs.sample.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..half])?;
+            step.inputs.sample.narrow(0, k + slot, 1)?.write_f32(self.gpu, &s[half..])?;
+            step.inputs.latents.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..lat])?;
         }
         self.run_steps(k, steps, guidance, on_step)?;
         (0..k).map(|slot| self.final_latents(k, slot)).collect()
@@ -387,7 +376,7 @@ impl<'g> Engine<'g> {
             StepSlots::set(&mut self.values, &s.coeffs, guidance)?;
             self.values.upload(self.gpu)?;
             let step = self.step(k);
-            step.timestep.write_f32(self.gpu, &vec![s.t as f32; 2 * k])?;
+            step.inputs.timestep.write_f32(self.gpu, &vec![s.t as f32; 2 * k])?;
             step.graph.run(self.gpu)?;
             on_step(i + 1);
             interrupt::check()?;
@@ -398,7 +387,7 @@ impl<'g> Engine<'g> {
     /// A copy of slot `slot`'s latents after the last step of the `k`-window step (the next
     /// group's steps overwrite them).
     fn final_latents(&self, k: usize, slot: usize) -> Result<Tensor> {
-        let latents = self.step(k).latents.narrow(0, slot, 1)?;
+        let latents = self.step(k).inputs.latents.narrow(0, slot, 1)?;
         let out = Tensor::empty(self.gpu, latents.shape(), DType::F32)?;
         let mut rec = self.gpu.recorder();
         copy(&mut rec, &latents, &out)?;
@@ -441,41 +430,15 @@ impl<'g> Engine<'g> {
     }
 }
 
-/// Captures the sampler step for `k` windows per UNet call at a `th`×`tw` latent in `arena`:
-/// the UNet on the k CFG pairs, then guidance and DDIM (η = 0, v-prediction) in one pass, in
-/// place on the f32 latents — x ← a·x + b·(v_u + g·(v_c − v_u)) — and x into both CFG halves of
-/// the sample.
+/// Captures the sampler step for `k` windows per UNet call at a `th`×`tw` latent in `arena`
+/// ([`record_step`]), with its inputs on the GPU.
 #[allow(clippy::too_many_arguments)]
-fn capture_step(gpu: &Gpu, arena: &crate::kernel::Arena, unet: &VideoUNet, opts: &JobOptions, (th, tw): (usize, usize), k: usize, values: &StepValues, dtype: DType) -> Result<StepGraph> {
-    let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
-    // The context: k negative prompts, then k positive ones (the sample's batch order).
-    let ctx: Vec<f32> = [&opts.negative.data, &opts.positive.data].iter().flat_map(|e| std::iter::repeat_n(e.as_slice(), k).flatten().copied()).collect();
-    let ctx = Tensor::from_f32(gpu, &ctx, &[2 * k, l, d], dtype)?;
-    let sample = Tensor::empty(gpu, &[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?;
-    let timestep = Tensor::from_f32(gpu, &vec![0.0; 2 * k], &[2 * k], DType::F32)?;
-    let labels = Tensor::from_u32(gpu, &vec![opts.noise_level; 2 * k], &[2 * k])?;
-    let latents = Tensor::empty(gpu, &[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?;
+fn capture_step(gpu: &Gpu, arena: &crate::kernel::Arena, unet: &VideoUNet, opts: &JobOptions, tile: (usize, usize), k: usize, values: &StepValues, dtype: DType) -> Result<StepGraph> {
+    let inputs = StepInputs::new(gpu, opts, tile, k, dtype)?;
     let mut rec = Recorder::capture_in(gpu, arena);
-    let v = unet.forward(&mut rec, &UNetInputs { sample: &sample, timestep: &timestep, class_labels: Some(&labels), encoder_hidden_states: &ctx, cfg_pair: true })?;
-    let [a, b, g] = StepSlots::scalars(values)?;
-    guided_ddim_step_into(&mut rec, &latents, &v, &a, &b, &g, &latents)?;
-    load_latents(&mut rec, &latents, &sample)?;
+    record_step(&mut rec, unet, &inputs, values)?;
     let graph = rec.into_graph()?;
-    Ok(StepGraph { sample, latents, timestep, graph })
-}
-
-/// The f32 latents `[k, 4, 8, h, w]` into the latent channels of both CFG halves of each
-/// window slot of `sample` (`[2k, 7, 8, h, w]`, in the UNet's dtype): one copy per batch element,
-/// since a view spans whole leading batch elements only.
-fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result<()> {
-    let k = latents.shape()[0];
-    for slot in 0..k {
-        let z = latents.narrow(0, slot, 1)?;
-        for half in [slot, k + slot] {
-            scale_into(rec, &z, &Scalar::Const(1.0), &sample.narrow(0, half, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
-        }
-    }
-    Ok(())
+    Ok(StepGraph { inputs, graph })
 }
 
 /// Windows through the job's engine, for the pipeline golden test (`pipeline::golden_window`):
@@ -541,6 +504,7 @@ fn blend_planes(plan: &TilePlan, tiles: &[Vec<f32>], planes: usize) -> Vec<f32> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::unet::UNetInputs;
     use crate::models::registry::{Model, ModelKind};
     use crate::pipeline::scheduler::LowResNoise;
     use crate::pipeline::test_models::{micro_models, test_options, tiny_models};
@@ -612,8 +576,8 @@ mod tests {
         let (start, y0, x0) = (12, 8, 24);
         let coeffs = LowResNoise::released().coeffs(opts.noise_level).unwrap();
         engine.load_sample(1, 0, &lr, &WindowNoise::new(&gpu, seed, start, coeffs).unwrap(), y0, x0).unwrap();
-        let got = engine.step(1).sample.to_f32(&gpu).unwrap();
-        assert_eq!(engine.step(1).latents.to_f32(&gpu).unwrap(), got[..LATENT_CHANNELS * WINDOW * h * w], "the f32 latents are the sample's");
+        let got = engine.step(1).inputs.sample.to_f32(&gpu).unwrap();
+        assert_eq!(engine.step(1).inputs.latents.to_f32(&gpu).unwrap(), got[..LATENT_CHANNELS * WINDOW * h * w], "the f32 latents are the sample's");
 
         let batch = (LATENT_CHANNELS + LR_CHANNELS) * WINDOW * plane;
         let mut want = vec![0f32; 2 * batch];
@@ -703,6 +667,63 @@ mod tests {
         let (unet, vae) = tiny_models(&gpu, dt);
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
+    }
+
+    /// Where the GPU's memory is known (here a `--gpu-memory` cap, as lavapipe's heap is the
+    /// host's), `--tile auto` keeps each model's need within the budget: one tile when roomy;
+    /// with a budget under the larger model's whole-frame need, that model gets the largest
+    /// tile that fits (the next larger does not), the job's summary says memory set it, and the
+    /// engine builds; a budget no tile fits is an error naming memory.
+    #[test]
+    fn tile_auto_fits_the_gpu_memory() {
+        use crate::gpu::GpuOptions;
+        use crate::pipeline::memory_plan::{Need, HEADROOM};
+        let dt = DType::F32;
+        // A device of its own: what it holds moves only with this test.
+        let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(3), 1, 1);
+        let (ph, pw) = (24, 40);
+        let choose = |cap: u64| {
+            gpu.set_memory_cap(Some(cap));
+            choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt)
+        };
+        let roomy = choose(u64::MAX / 2).unwrap();
+        assert_eq!((roomy.unet.tiles.len(), roomy.vae.tiles.len()), (1, 1), "{}", roomy.summary());
+        assert!(roomy.memory.is_some_and(|m| !m.unet_limited && !m.vae_limited), "{:?}", roomy.memory);
+
+        let need = Need::new(&gpu, &unet, &vae, &opts, (ph, pw), dt, dt).unwrap().unwrap();
+        let at = |s: usize| (s.min(ph), s.min(pw));
+        let outside = need.outside(at(pw), at(pw), 1);
+        let (nu, nv) = (need.arena(Some(at(pw)), None, 1).unwrap() + outside, need.arena(None, Some(at(pw)), 1).unwrap() + outside);
+        let held = gpu.held_bytes().unwrap();
+        // A budget of 70% of the larger model's whole-frame need: that model gets tiles.
+        let budget = nu.max(nv) * 7 / 10;
+        let tiles = choose(held + (budget as f64 / HEADROOM) as u64).unwrap();
+        let m = tiles.memory.unwrap();
+        let side = |p: &TilePlan| p.tile_size().0.max(p.tile_size().1);
+        let (ut, vt) = (side(&tiles.unet), side(&tiles.vae));
+        let both = |u: usize, v: usize| need.arena(Some(at(u)), Some(at(v)), 1).unwrap() + need.outside(at(ut), at(vt), 1);
+        assert!(both(ut, vt) <= m.budget, "tiles {ut}, {vt} need {} over the budget {}", both(ut, vt), m.budget);
+        if m.unet_limited {
+            assert!(both(ut + 8, vt) > m.budget, "UNet tile {} would fit too", ut + 8);
+        }
+        if m.vae_limited {
+            assert!(both(ut, vt + 8) > m.budget, "VAE tile {} would fit too", vt + 8);
+        }
+        let (what, limited, count) = if nu >= nv { ("UNet", m.unet_limited, tiles.unet.tiles.len()) } else { ("VAE", m.vae_limited, tiles.vae.tiles.len()) };
+        assert!(limited && count > 1, "the {what} needs {} B whole, over the budget {}: {}", nu.max(nv), m.budget, tiles.summary());
+        assert!(tiles.summary().contains("to fit the GPU's memory"), "{}", tiles.summary());
+        eprintln!("whole frame: UNet {nu} B, VAE {nv} B; budget {}: {}", m.budget, tiles.summary());
+        // The engine's arena is exactly what the dry plan of its graphs said.
+        let plan = need.arena(Some(at(ut)), Some(at(vt)), 1).unwrap();
+        let engine = Engine::tiled(&gpu, &unet, &vae, &opts, tiles, 1, dt, dt).unwrap();
+        let arena = engine.vae_graph.planned_bytes();
+        assert_eq!(arena, plan, "the engine's arena against the dry plan of its graphs");
+        drop(engine);
+
+        let err = choose(held + 1000).expect_err("no tile fits a kilobyte").to_string();
+        assert!(err.contains("does not fit the GPU's memory even in 8x8 tiles"), "{err}");
     }
 
     /// A decode chunk whose latents reach past f16's range (in f32 storage) comes out non-finite

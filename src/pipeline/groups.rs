@@ -22,6 +22,8 @@
 //! planner's measurement of the UNet's largest tensor). Whatever the count, no call holds more
 //! windows than the run has where that is known before it starts (an input file's length, a
 //! `--frames` segment), so a short clip captures no step graph for windows that never come.
+//! Where the GPU's memory is known, no more windows than fit it ([`memory_plan`](crate::pipeline::memory_plan)):
+//! auto takes fewer, and a fixed count over it is refused before anything is captured.
 
 use std::fmt;
 
@@ -78,6 +80,10 @@ pub struct GroupContext {
     /// The windows the run denoises, where known before it starts (a file's length, a
     /// `--frames` segment): no call holds more.
     pub run_windows: Option<usize>,
+    /// Where the GPU's memory is known and a call of several windows was weighed
+    /// ([`memory_plan`](crate::pipeline::memory_plan)): the most windows whose call fits it,
+    /// and the bytes available.
+    pub memory_windows: Option<(usize, u64)>,
 }
 
 /// Windows per UNet call, and why, in words (for the job's summary).
@@ -93,7 +99,9 @@ impl WindowsPerCall {
     /// tiles a fixed N runs one window per call, and says so. No call holds more windows than
     /// the run has, where that is known.
     pub fn resolve(self, c: &GroupContext) -> Result<Grouping, String> {
-        let fits = |g: usize| c.largest_per_px.is_none_or(|b| g as f64 * b * c.tile_px as f64 <= c.max_binding as f64);
+        let binding_fits = |g: usize| c.largest_per_px.is_none_or(|b| g as f64 * b * c.tile_px as f64 <= c.max_binding as f64);
+        let memory_fits = |g: usize| c.memory_windows.is_none_or(|(m, _)| g <= m);
+        let fits = |g: usize| binding_fits(g) && memory_fits(g);
         let one = |why: &str| Ok(Grouping { windows: 1, why: why.to_string() });
         // A run of fewer windows than a call could hold: its windows, no more (checked against
         // the binding limit as such).
@@ -104,7 +112,15 @@ impl WindowsPerCall {
         };
         match self {
             WindowsPerCall::Fixed(n) if c.unet_tiles > 1 => Ok(Grouping { windows: 1, why: format!("--windows-per-call {n} does not apply: the frame runs in {} UNet tiles, one window at a time", c.unet_tiles) }),
-            WindowsPerCall::Fixed(n) if !fits(run(n)) => {
+            WindowsPerCall::Fixed(n) if !memory_fits(run(n)) => {
+                let (most, available) = c.memory_windows.expect("memory_fits is false only with a figure");
+                Err(format!(
+                    "--windows-per-call {n}: {} windows in one UNet call would not fit the GPU's memory ({} available); at most {most} fit here",
+                    run(n),
+                    crate::gpu::human_bytes(available)
+                ))
+            }
+            WindowsPerCall::Fixed(n) if !binding_fits(run(n)) => {
                 let most = (1..run(n)).rev().find(|&g| fits(g)).unwrap_or(1);
                 let mib = c.max_binding as f64 / (1u64 << 20) as f64;
                 Err(format!("--windows-per-call {n}: the UNet's largest tensor would exceed the GPU's binding limit ({mib:.1} MiB); at most {most} windows fit in one call here"))
@@ -115,8 +131,13 @@ impl WindowsPerCall {
             WindowsPerCall::Auto if c.largest_per_px.is_none() => one("auto: with a fixed --tile windows are not grouped"),
             WindowsPerCall::Auto => {
                 let g = (GROUP_PIXELS / c.tile_px.max(1)).clamp(1, MAX_AUTO);
+                let by_memory = !memory_fits(g);
                 let g = (1..=g).rev().find(|&g| fits(g)).unwrap_or(1);
-                let why = if g == 1 { "auto: the frame fills a call".to_string() } else { format!("auto: small frames{}", short(g)) };
+                let why = match (g, by_memory) {
+                    (_, true) => format!("auto: {g} window{} fit the GPU's memory", if g == 1 { "" } else { "s" }),
+                    (1, false) => "auto: the frame fills a call".to_string(),
+                    _ => format!("auto: small frames{}", short(g)),
+                };
                 Ok(Grouping { windows: run(g), why })
             }
         }
@@ -134,7 +155,7 @@ mod tests {
     use super::*;
 
     fn ctx(tile_px: usize) -> GroupContext {
-        GroupContext { software: false, unet_tiles: 1, tile_px, largest_per_px: Some(1000.0), max_binding: 2 << 30, run_windows: None }
+        GroupContext { software: false, unet_tiles: 1, tile_px, largest_per_px: Some(1000.0), max_binding: 2 << 30, run_windows: None, memory_windows: None }
     }
 
     #[test]
@@ -191,6 +212,21 @@ mod tests {
         assert_eq!(WindowsPerCall::Fixed(3).resolve(&runs(5)).unwrap().windows, 3);
         // Eight would exceed a 9 MB binding, the run's two do not.
         assert_eq!(WindowsPerCall::Fixed(8).resolve(&GroupContext { max_binding: 9_000_000, ..runs(2) }).unwrap().windows, 2);
+    }
+
+    /// Where the GPU's memory holds fewer windows than auto would group, auto takes those and
+    /// says why; a fixed count over it is refused, naming the most that fit.
+    #[test]
+    fn memory_caps_the_windows_per_call() {
+        let with = |m| GroupContext { memory_windows: Some((m, 3 << 30)), ..ctx(64 * 64) };
+        let g = WindowsPerCall::Auto.resolve(&with(2)).unwrap();
+        assert!(g.windows == 2 && g.why.contains("fit the GPU's memory"), "{g:?}");
+        let g = WindowsPerCall::Auto.resolve(&with(1)).unwrap();
+        assert!(g.windows == 1 && g.why.contains("1 window fit"), "{g:?}");
+        assert_eq!(WindowsPerCall::Auto.resolve(&with(4)).unwrap(), WindowsPerCall::Auto.resolve(&ctx(64 * 64)).unwrap());
+        let e = WindowsPerCall::Fixed(3).resolve(&with(2)).unwrap_err();
+        assert!(e.contains("at most 2 fit") && e.contains("3.0 GiB available"), "{e}");
+        assert_eq!(WindowsPerCall::Fixed(2).resolve(&with(2)).unwrap().windows, 2);
     }
 
     #[test]

@@ -57,9 +57,11 @@ use anyhow::{bail, Context, Result};
 use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::color;
-use crate::pipeline::engine::{choose_tiles, Engine, JobTiles, WindowInput, WindowNoise, DECODE_CHUNK, LR_CHANNELS};
+use crate::pipeline::engine::{choose_tiles, Engine, JobTiles, WindowInput, WindowNoise};
+use crate::pipeline::graphs::{DECODE_CHUNK, LR_CHANNELS};
 use crate::pipeline::groups::{self, Grouping};
 use crate::pipeline::interrupt;
+use crate::pipeline::memory_plan::Need;
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::scheduler::{Ddim, LowResNoise};
@@ -129,7 +131,7 @@ pub fn run_job<W: Write>(
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
     let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
     let tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
-    let grouping = opts.windows_per_call.resolve(&group_context(gpu, &tiles, run_windows(opts))).map_err(anyhow::Error::msg)?;
+    let grouping = windows_per_call(gpu, unet, vae, opts, &tiles, (unet_dtype, vae_dtype))?;
     let per_call = grouping.windows;
     let mut stats = JobStats { tiles: tiles.summary(), windows_per_call: grouping, ..JobStats::default() };
     let mut engine = Engine::tiled(gpu, unet, vae, opts, tiles, per_call, unet_dtype, vae_dtype)?;
@@ -269,6 +271,22 @@ fn run_windows(opts: &JobOptions) -> Option<usize> {
     windows::windows_to_run(opts.input_frames, start, end)
 }
 
+/// The windows per UNet call ([`groups`]): by the adapter, the tiles and the run's length, then,
+/// where that is several and the GPU's memory is known, by what fits it ([`Need::most_windows`]).
+fn windows_per_call(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, tiles: &JobTiles, (unet_dtype, vae_dtype): (DType, DType)) -> Result<groups::Grouping> {
+    let mut ctx = group_context(gpu, tiles, run_windows(opts));
+    let grouping = opts.windows_per_call.resolve(&ctx).map_err(anyhow::Error::msg)?;
+    if grouping.windows == 1 {
+        return Ok(grouping);
+    }
+    let Some(need) = Need::new(gpu, unet, vae, opts, (tiles.unet.height, tiles.unet.width), unet_dtype, vae_dtype)? else {
+        return Ok(grouping);
+    };
+    let (ut, vt) = (tiles.unet.tile_size(), tiles.vae.tile_size());
+    ctx.memory_windows = Some((need.most_windows(ut, vt, grouping.windows)?, need.available));
+    opts.windows_per_call.resolve(&ctx).map_err(anyhow::Error::msg)
+}
+
 /// What `--windows-per-call` decides on: the adapter, the UNet's tiles and `--tile auto`'s
 /// measurement, and the run's windows where known.
 fn group_context(gpu: &Gpu, tiles: &JobTiles, run_windows: Option<usize>) -> groups::GroupContext {
@@ -280,6 +298,7 @@ fn group_context(gpu: &Gpu, tiles: &JobTiles, run_windows: Option<usize>) -> gro
         largest_per_px: tiles.measured.map(|(u, _)| u),
         max_binding: gpu.max_binding(),
         run_windows,
+        memory_windows: None,
     }
 }
 
@@ -440,6 +459,33 @@ mod tests {
         assert!(first < header + 10 * frame_len && first < total_len, "first output after {first} of {total_len} input bytes");
         let out_frame = 6 + 3 * 16 * w * h;
         assert_eq!(watch.out.len(), b"YUV4MPEG2 W20 H12 F25:1 C444\n".len() + n * out_frame);
+    }
+
+    /// Where the GPU's memory is known (a `--gpu-memory` cap here), a call of more windows
+    /// than fit it is refused before anything is captured, naming the most that fit; that many
+    /// are taken.
+    #[test]
+    fn windows_per_call_fit_the_gpu_memory() {
+        use crate::pipeline::memory_plan::HEADROOM;
+        // A device of its own: what it holds moves only with this test.
+        let gpu = crate::Gpu::new(&crate::gpu::GpuOptions::from_env()).unwrap();
+        let dt = DType::F32;
+        let (unet, vae) = micro_models(&gpu, dt);
+        let with = |n| JobOptions { windows_per_call: WindowsPerCall::Fixed(n), ..test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1) };
+        let (ph, pw) = (8, 16);
+        let tiles = JobTiles::whole(ph, pw);
+        gpu.set_memory_cap(Some(u64::MAX / 2));
+        let opts = with(3);
+        let need = Need::new(&gpu, &unet, &vae, &opts, (ph, pw), dt, dt).unwrap().unwrap();
+        let n = |k| need.arena(Some((ph, pw)), Some((ph, pw)), k).unwrap() + need.outside((ph, pw), (ph, pw), k);
+        let (two, three) = (n(2), n(3));
+        assert!(two < three, "{two} {three}");
+        // A budget halfway between two windows' need and three's.
+        let budget = (two + three) / 2;
+        gpu.set_memory_cap(Some(gpu.held_bytes().unwrap() + (budget as f64 / HEADROOM) as u64));
+        let e = windows_per_call(&gpu, &unet, &vae, &opts, &tiles, (dt, dt)).unwrap_err().to_string();
+        assert!(e.contains("--windows-per-call 3") && e.contains("at most 2 fit"), "{e}");
+        assert_eq!(windows_per_call(&gpu, &unet, &vae, &with(2), &tiles, (dt, dt)).unwrap().windows, 2);
     }
 
     /// A y4m clip of `n` 5×3 4:4:4 frames with varied pixels, and its header's length.

@@ -15,8 +15,10 @@
 //!   signal is answered while the input stalls.
 //! * [`groups`]: `--windows-per-call`, several windows in one UNet call.
 //!
-//! No GPU in these. On top of them: [`options`] (what a job is given), [`engine`] (the captured
-//! sampler steps and decode on the GPU, and the job's tiles), [`chunks`] (the ILT fuse of the
+//! No GPU in these. On top of them: [`options`] (what a job is given), [`graphs`] (the sampler step and
+//! the decode chunk as recorded), [`engine`] (those graphs captured and run on the GPU, and the
+//! job's tiles), [`memory_plan`] (tiles and windows
+//! per call sized to the GPU's memory), [`chunks`] (the ILT fuse of the
 //! windows' final latents into the decoder's input, on the GPU), [`job`] (the streaming loop),
 //! [`upscale`] (the command around it) and [`plan`] (`upscale --plan`).
 
@@ -25,7 +27,9 @@ pub mod scheduler;
 pub mod tiles;
 pub mod windows;
 pub mod options;
+pub mod graphs;
 pub mod engine;
+pub mod memory_plan;
 pub mod job;
 pub mod plan;
 pub mod upscale;

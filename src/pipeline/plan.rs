@@ -4,7 +4,8 @@ use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
-use crate::pipeline::engine::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS, PROBE};
+use crate::pipeline::engine::PROBE;
+use crate::pipeline::graphs::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
 use crate::pipeline::groups::{self, WindowsPerCall};
 use crate::pipeline::tiles::{LatentPad, TileOptions, TileSize, SCALE};
 use crate::pipeline::windows::{self, FrameRange, STRIDE, WINDOW};
@@ -53,6 +54,9 @@ pub struct PlanAdapter {
     pub max_binding: u64,
     /// A software (CPU) adapter, on which `--windows-per-call auto` keeps one window per call.
     pub software: bool,
+    /// The device memory a job may plan for, weights included, and whence: `--gpu-memory`, or
+    /// the driver's budget or heap (`gpu::memory`); `None` where neither says.
+    pub memory: Option<(u64, &'static str)>,
 }
 
 /// What `--plan` prints: the windows to run, the segment, the spatial tiles and a memory
@@ -108,7 +112,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         TileSize::Auto => {
             let limit = max_binding.map_or("unknown here (no adapter found)".to_string(), crate::gpu::human_bytes);
             let overlap = tiles.overlap.map_or("a quarter of the tile".to_string(), |v| v.to_string());
-            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}); one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
+            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}), and, where the GPU's memory is known (the Vulkan driver's budget, or --gpu-memory), the largest tile whose graphs, planned exactly, fit it; one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
         }
     }
     let (start, end) = match frames {
@@ -205,6 +209,10 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     }
     writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
     writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw} --cfg-pair` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", 2 * g)?;
+    match adapter.and_then(|a| a.memory) {
+        Some((bytes, whence)) => writeln!(o, "  GPU memory:       {} ({whence}): the weights, the job's tensors and the activations must fit it; --tile auto and --windows-per-call auto plan for it when the models load", human_bytes(bytes))?,
+        None => writeln!(o, "  GPU memory:       not known here (GPU drivers on Vulkan report it; a software adapter's is the host's; --gpu-memory SIZE gives a figure): --tile auto plans for the binding limit only")?,
+    }
     writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames, a decoded chunk and {} frames read ahead; about twice the decoded chunk when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") }, crate::pipeline::source::READ_AHEAD_FRAMES)?;
     Ok(o)
 }

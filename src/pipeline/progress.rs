@@ -130,7 +130,7 @@ impl<E: Write> Reporter<E> {
     /// run's length is known.
     fn run_chunks(&self) -> Option<usize> {
         let n = self.frames_total?;
-        let chunk = crate::pipeline::engine::DECODE_CHUNK;
+        let chunk = crate::pipeline::graphs::DECODE_CHUNK;
         Some(if n == 0 { 0 } else { (self.start + n - 1) / chunk - self.start / chunk + 1 })
     }
 

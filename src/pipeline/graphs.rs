@@ -1,0 +1,95 @@
+//! The job's two graphs as they are recorded: the sampler step (the UNet on the CFG pairs of
+//! k windows, the guided DDIM step, the new latents into the sample) and the decode chunk.
+//! The engine ([`engine`](crate::pipeline::engine)) captures them into its arena and replays
+//! them; the memory plan ([`memory_plan`](crate::pipeline::memory_plan)) records the very same
+//! graphs into a dry arena to weigh a tile before anything is allocated. One recording for both,
+//! so what is weighed is what runs.
+
+use anyhow::Result;
+
+use crate::models::unet::UNetInputs;
+use crate::models::video_unet::VideoUNet;
+use crate::ops::sampler::{guided_ddim_step_into, scale_into, StepSlots};
+use crate::pipeline::options::JobOptions;
+use crate::pipeline::windows::WINDOW;
+use crate::step_values::{Scalar, StepValues};
+use crate::{DType, Gpu, Recorder, Tensor};
+
+/// Latent channels of the SD×4 family.
+pub(crate) const LATENT_CHANNELS: usize = 4;
+/// Channels of the (RGB) low-res conditioning image.
+pub(crate) const LR_CHANNELS: usize = 3;
+/// Frames per VAE decode chunk (as released).
+pub const DECODE_CHUNK: usize = 4;
+
+/// The sampler step's inputs for `k` windows per UNet call (batch 2k: the windows' negative
+/// halves, then their positive halves, as the guided step reads a CFG pair), kept outside the
+/// graph's arena: the caller writes them between replays.
+pub(crate) struct StepInputs {
+    /// `[2k, 7, 8, h, w]` in the UNet's dtype: batch g < k is window slot g's negative half,
+    /// k + g its positive half; channels 0–3 latents, 4–6 noisy LR.
+    pub sample: Tensor,
+    /// `[k, 4, 8, h, w]`, f32: the latents between steps (spec §2.5: the release steps fp16
+    /// latents; f32 is the harmless improvement), copied into both halves of `sample`.
+    pub latents: Tensor,
+    /// `[2k]`.
+    pub timestep: Tensor,
+    /// `[2k]`: the noise level.
+    labels: Tensor,
+    /// `[2k, 77, d]`: k negative prompts, then k positive ones (the sample's batch order).
+    context: Tensor,
+}
+
+impl StepInputs {
+    /// On the GPU, for a step that runs.
+    pub fn new(gpu: &Gpu, opts: &JobOptions, (th, tw): (usize, usize), k: usize, dtype: DType) -> Result<StepInputs> {
+        let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+        let ctx: Vec<f32> = [&opts.negative.data, &opts.positive.data].iter().flat_map(|e| std::iter::repeat_n(e.as_slice(), k).flatten().copied()).collect();
+        Ok(StepInputs {
+            sample: Tensor::empty(gpu, &[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?,
+            latents: Tensor::empty(gpu, &[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?,
+            timestep: Tensor::from_f32(gpu, &vec![0.0; 2 * k], &[2 * k], DType::F32)?,
+            labels: Tensor::from_u32(gpu, &vec![opts.noise_level; 2 * k], &[2 * k])?,
+            context: Tensor::from_f32(gpu, &ctx, &[2 * k, l, d], dtype)?,
+        })
+    }
+
+    /// Of the same shapes and never allocated, for a step that is only planned: tensors of a
+    /// capture that never ends, which a graph recorded with them binds as outside its arena.
+    pub fn placeholders(gpu: &Gpu, opts: &JobOptions, (th, tw): (usize, usize), k: usize, dtype: DType) -> Result<StepInputs> {
+        let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+        let never = Recorder::capture(gpu);
+        Ok(StepInputs {
+            sample: never.empty(&[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?,
+            latents: never.empty(&[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?,
+            timestep: never.empty(&[2 * k], DType::F32)?,
+            labels: never.empty(&[2 * k], DType::U32)?,
+            context: never.empty(&[2 * k, l, d], dtype)?,
+        })
+    }
+}
+
+/// Records the sampler step on `inputs`: the UNet on the k CFG pairs, then guidance and DDIM
+/// (η = 0, v-prediction) in one pass, in place on the f32 latents — x ← a·x + b·(v_u + g·(v_c −
+/// v_u)) with a, b, g the per-step scalars of `values` — and x into both CFG halves of the sample.
+pub(crate) fn record_step(rec: &mut Recorder, unet: &VideoUNet, inputs: &StepInputs, values: &StepValues) -> Result<()> {
+    let StepInputs { sample, latents, timestep, labels, context } = inputs;
+    let v = unet.forward(rec, &UNetInputs { sample, timestep, class_labels: Some(labels), encoder_hidden_states: context, cfg_pair: true })?;
+    let [a, b, g] = StepSlots::scalars(values)?;
+    guided_ddim_step_into(rec, latents, &v, &a, &b, &g, latents)?;
+    load_latents(rec, latents, sample)
+}
+
+/// The f32 latents `[k, 4, 8, h, w]` into the latent channels of both CFG halves of each
+/// window slot of `sample` (`[2k, 7, 8, h, w]`, in the UNet's dtype): one copy per batch element,
+/// since a view spans whole leading batch elements only.
+fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result<()> {
+    let k = latents.shape()[0];
+    for slot in 0..k {
+        let z = latents.narrow(0, slot, 1)?;
+        for half in [slot, k + slot] {
+            scale_into(rec, &z, &Scalar::Const(1.0), &sample.narrow(0, half, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The job sized to the GPU's memory: `--tile auto` and `--windows-per-call auto` keep what the
+//! job allocates within the device memory this process may use, where the driver or
+//! `--gpu-memory` says how much that is ([`Gpu::memory`](crate::Gpu::memory)). Elsewhere they plan for
+//! the binding limit alone (`engine::choose_tiles`).
+//!
+//! What the job holds on the GPU once its models are loaded:
+//! * the weights: already allocated when this runs, so already out of what is available;
+//! * one arena for the captured graphs, planned by lifetime: the decode chunk and the sampler
+//!   steps share it and never run at once, each later plan reusing the earlier ones' buffers
+//!   where they are large enough, so it holds about the largest plan (often somewhat more);
+//! * the graphs' inputs outside the arena (each step's sample and latents and context, the
+//!   decode's input) and the job's own tensors (every window's final latents until its chunks
+//!   are decoded, a fused chunk, the noise of a window, the colour conversion of a frame).
+//!
+//! The arena's part is planned exactly: the engine's graphs ([`graphs`](crate::pipeline::graphs))
+//! are recorded at the tiles being weighed, in the engine's order, into a dry arena
+//! ([`Arena::dry`]) that shares its imagined buffers between them as the engine's arena does,
+//! with nothing allocated and no kernel timed; the engine's arena then comes out at exactly
+//! that plan (`engine::tests::tile_auto_fits_the_gpu_memory`). The rest is counted from the shapes (`Need::outside`). A tile, or a number
+//! of windows per call, is kept when its arena plan plus the rest is within [`HEADROOM`] of
+//! what is available.
+
+use anyhow::Result;
+
+use crate::gpu::human_bytes;
+use crate::models::video_unet::VideoUNet;
+use crate::models::video_vae::Te3dVaeDecoder;
+use crate::ops::sampler::StepSlots;
+use crate::pipeline::graphs::{record_step, StepInputs, DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
+use crate::pipeline::options::JobOptions;
+use crate::pipeline::tiles::{LATENT_MULTIPLE, SCALE};
+use crate::pipeline::windows::WINDOW;
+use crate::gpu::arena::Arena;
+use crate::step_values::StepValues;
+use crate::{DType, Gpu, Recorder};
+
+/// The share of the available memory the job plans to fill: the rest is left for the
+/// allocator's blocks and rounding, and the driver.
+pub const HEADROOM: f64 = 0.9;
+
+/// What a job's tiles and window groups are weighed with: the models, the frame and the
+/// memory budget.
+pub(crate) struct Need<'a> {
+    pub gpu: &'a Gpu,
+    pub unet: &'a VideoUNet,
+    pub vae: &'a Te3dVaeDecoder,
+    pub opts: &'a JobOptions,
+    /// The padded latent.
+    pub frame: (usize, usize),
+    pub unet_dtype: DType,
+    pub vae_dtype: DType,
+    /// Bytes the job may allocate: [`HEADROOM`] of what is available.
+    pub budget: u64,
+    /// What was available, for messages.
+    pub available: u64,
+}
+
+impl<'a> Need<'a> {
+    /// The budget of `gpu` now, where its memory is known; `None` where it is not.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(gpu: &'a Gpu, unet: &'a VideoUNet, vae: &'a Te3dVaeDecoder, opts: &'a JobOptions, frame: (usize, usize), unet_dtype: DType, vae_dtype: DType) -> Result<Option<Need<'a>>> {
+        // Free buffers the pool keeps (a probe's, the text encoder's) count as held: let them
+        // go. So do the staging buffers of writes not yet submitted (the weights' uploads, as
+        // much again as the weights): a submission flushes them, and once it is done they free.
+        gpu.pool.trim();
+        gpu.queue.submit([]);
+        gpu.sync()?;
+        let Some(m) = gpu.memory() else { return Ok(None) };
+        log::info!("device memory: {}", m.describe());
+        Ok(Some(Need { gpu, unet, vae, opts, frame, unet_dtype, vae_dtype, budget: (HEADROOM * m.available as f64) as u64, available: m.available }))
+    }
+
+    /// The arena bytes of the engine's graphs, planned in one dry arena in the engine's order
+    /// (`Engine::tiled`: the decode chunk at VAE tile `vt`, then the sampler steps at UNet tile
+    /// `ut` from `k` windows per call down to 1): what the engine would create, the buffers of
+    /// one plan reused by the next. Either model alone with the other `None`.
+    pub fn arena(&self, ut: Option<(usize, usize)>, vt: Option<(usize, usize)>, k: usize) -> Result<u64> {
+        let arena = Arena::dry(self.gpu);
+        if let Some(t) = vt {
+            let mut rec = Recorder::capture_in(self.gpu, &arena);
+            self.gpu.tuner().untimed(|| record_decode(&mut rec, self.vae, t, self.vae_dtype))?;
+            rec.into_plan();
+        }
+        if let Some(t) = ut {
+            let values = StepValues::new(self.gpu, &StepSlots::NAMES)?;
+            for g in (1..=k).rev() {
+                let inputs = StepInputs::placeholders(self.gpu, self.opts, t, g, self.unet_dtype)?;
+                let mut rec = Recorder::capture_in(self.gpu, &arena);
+                self.gpu.tuner().untimed(|| record_step(&mut rec, self.unet, &inputs, &values))?;
+                rec.into_plan();
+            }
+        }
+        Ok(arena.peak_bytes())
+    }
+
+    /// Bytes outside the arena with UNet tile `ut`, VAE tile `vt` and `k` windows per call
+    /// (the steps for 1 to k windows are all captured), rounded up as the buffer pool rounds.
+    pub fn outside(&self, (uh, uw): (usize, usize), (vh, vw): (usize, usize), k: usize) -> u64 {
+        let (ph, pw) = self.frame;
+        let (u, v, frame) = ((uh * uw) as f64, (vh * vw) as f64, (ph * pw) as f64);
+        let (ud, vd) = (self.unet_dtype.size() as f64, self.vae_dtype.size() as f64);
+        let (l, d) = (self.opts.positive.shape[1] as f64, self.opts.positive.shape[2] as f64);
+        let (c, lr, f) = (LATENT_CHANNELS as f64, LR_CHANNELS as f64, WINDOW as f64);
+        let steps: f64 = (1..=k)
+            .map(|g| {
+                let g = g as f64;
+                // The sample [2g, 7, 8, th, tw], the f32 latents [g, 4, 8, th, tw], the context.
+                2.0 * g * (c + lr) * f * u * ud + g * c * f * u * 4.0 + 2.0 * g * l * d * ud
+            })
+            .sum();
+        let decode_in = c * DECODE_CHUNK as f64 * v * vd;
+        // Final latents held: the previous window's and the group's; a fused chunk; a window's
+        // noise (f32) and LR tile; one output frame's RGB (f32) and input frame's.
+        let finals = (k as f64 + 1.0) * c * f * frame * 4.0;
+        let chunk = c * DECODE_CHUNK as f64 * frame * 4.0;
+        let window = (c + lr) * f * u * 4.0 + lr * f * u * ud;
+        let frames = lr * (SCALE * SCALE) as f64 * frame * 4.0 * 2.0 + lr * frame * 4.0;
+        (1.25 * (steps + decode_in + finals + chunk + window + frames)) as u64
+    }
+
+    /// The job's tiles within the budget, at most the binding limit's `ut` and `vt` (sides):
+    /// each model's largest tile whose plan alone (with what lies outside the arena) fits, then,
+    /// where the two plans share the arena less tightly than that, the tile of the model with
+    /// the larger plan (or else the other's) lowered until the shared arena fits.
+    pub fn tiles(&self, ut: usize, vt: usize) -> Result<(usize, usize)> {
+        let (ph, pw) = self.frame;
+        let at = |s: usize| (s.min(ph), s.min(pw));
+        let outside = self.outside(at(ut), at(vt), 1);
+        let alone_u = |t| Ok(self.arena(Some(t), None, 1)? + outside);
+        let alone_v = |t| Ok(self.arena(None, Some(t), 1)? + outside);
+        let u = largest_tile(self.frame, self.budget, ut, alone_u)?.map_err(|n| self.too_small("UNet's sampler step", n))?;
+        let v = largest_tile(self.frame, self.budget, vt, alone_v)?.map_err(|n| self.too_small("VAE decoder's chunk", n))?;
+        let both = |u: usize, v: usize| -> Result<u64> { Ok(self.arena(Some(at(u)), Some(at(v)), 1)? + outside) };
+        let n = both(u, v)?;
+        if n <= self.budget {
+            return Ok((u, v));
+        }
+        log::info!("--tile auto: the two models' plans share the arena less tightly than either alone ({} for both): lowering a tile", human_bytes(n));
+        let unet_first = alone_u(at(u))? >= alone_v(at(v))?;
+        let lower_u = |v: usize| largest_tile(self.frame, self.budget, u, |t| both(t.0.max(t.1), v));
+        let lower_v = |u: usize| largest_tile(self.frame, self.budget, v, |t| both(u, t.0.max(t.1)));
+        let tried = if unet_first { lower_u(v)?.map(|u| (u, v)) } else { lower_v(u)?.map(|v| (u, v)) };
+        match tried {
+            Ok(t) => Ok(t),
+            Err(_) if unet_first => lower_v(LATENT_MULTIPLE)?.map(|v| (LATENT_MULTIPLE, v)).map_err(|n| self.too_small("UNet and VAE decoder together", n)),
+            Err(_) => lower_u(LATENT_MULTIPLE)?.map(|u| (u, LATENT_MULTIPLE)).map_err(|n| self.too_small("UNet and VAE decoder together", n)),
+        }
+    }
+
+    /// What no tile fitting says: the need of the smallest tile against what is available.
+    pub fn too_small(&self, what: &str, need: u64) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the {what} does not fit the GPU's memory even in 8x8 tiles: it needs {}, and {} is available (of which the job plans to use {:.0}%); \
+             close other programs using the GPU, or use one with more memory (--gpu-memory, if set, caps what is planned for)",
+            human_bytes(need),
+            human_bytes(self.available),
+            HEADROOM * 100.0
+        )
+    }
+
+    /// The most windows per call, up to `most`, whose steps at UNet tile `ut` (with the decode
+    /// at VAE tile `vt`) fit the budget; at least 1.
+    pub fn most_windows(&self, ut: (usize, usize), vt: (usize, usize), most: usize) -> Result<usize> {
+        for k in (2..=most).rev() {
+            if self.arena(Some(ut), Some(vt), k)? + self.outside(ut, vt, k) <= self.budget {
+                return Ok(k);
+            }
+        }
+        Ok(1)
+    }
+}
+
+/// The largest tile side, at most `start` (a multiple of 8, or at least the frame's longer
+/// side for the whole frame), whose `need` for its tile's dimensions over the `frame` is within
+/// `budget`: `start` when it fits, else the largest multiple of 8 below it that does, each
+/// weighed with `need` (a side at or past a frame side covers that side). `Err(need at 8)` when
+/// not even 8 fits.
+pub fn largest_tile(frame: (usize, usize), budget: u64, start: usize, need: impl Fn((usize, usize)) -> Result<u64>) -> Result<Result<usize, u64>> {
+    let (ph, pw) = frame;
+    let m = LATENT_MULTIPLE;
+    let dims = |s: usize| (s.min(ph), s.min(pw));
+    let fits = |s: usize| -> Result<(bool, u64)> {
+        let n = need(dims(s))?;
+        Ok((n <= budget, n))
+    };
+    let start = start.min(ph.max(pw));
+    let (ok, n) = fits(start)?;
+    if ok {
+        return Ok(Ok(start));
+    }
+    if start <= m {
+        return Ok(Err(n));
+    }
+    // Activations grow with the tile's pixels: a first guess at the side whose pixels scale the
+    // need down to the budget, then a bisection between a side that fits and one that does not.
+    let (th, tw) = dims(start);
+    let target = (th * tw) as f64 * budget as f64 / n as f64;
+    let short = ph.min(pw);
+    let guess = if target >= (short * short) as f64 { target / short as f64 } else { target.sqrt() };
+    let mut bad = start.div_ceil(m); // in units of 8: fails
+    let mut guess = ((guess as usize) / m).clamp(1, bad - 1);
+    let mut good = loop {
+        let (ok, n) = fits(guess * m)?;
+        if ok {
+            break guess;
+        }
+        if guess == 1 {
+            return Ok(Err(n));
+        }
+        bad = guess;
+        guess = (guess / 2).max(1);
+    };
+    while bad - good > 1 {
+        let mid = (good + bad) / 2;
+        if fits(mid * m)?.0 {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(Ok(good * m))
+}
+
+/// The largest tensor of the sampler step for one window at a `th`×`tw` tile (its arena's and
+/// its sample's), recorded and planned, never allocated, run or timed.
+pub(crate) fn step_largest(gpu: &Gpu, unet: &VideoUNet, opts: &JobOptions, tile: (usize, usize), dtype: DType) -> Result<u64> {
+    let values = StepValues::new(gpu, &StepSlots::NAMES)?;
+    let inputs = StepInputs::placeholders(gpu, opts, tile, 1, dtype)?;
+    let mut rec = Recorder::capture(gpu);
+    gpu.tuner().untimed(|| record_step(&mut rec, unet, &inputs, &values))?;
+    Ok(rec.planned_largest().max(inputs.sample.bytes()))
+}
+
+/// The largest tensor of the decode chunk at a `th`×`tw` latent tile (its arena's and its
+/// input's), recorded and planned, never allocated, run or timed.
+pub(crate) fn decode_largest(gpu: &Gpu, vae: &Te3dVaeDecoder, tile: (usize, usize), dtype: DType) -> Result<u64> {
+    let mut rec = Recorder::capture(gpu);
+    let input = gpu.tuner().untimed(|| record_decode(&mut rec, vae, tile, dtype))?;
+    Ok(rec.planned_largest().max(input))
+}
+
+/// Records the decode chunk at a `th`×`tw` latent tile on a placeholder input (outside the
+/// arena, as the engine's is); returns the input's bytes.
+fn record_decode(rec: &mut Recorder, vae: &Te3dVaeDecoder, (th, tw): (usize, usize), dtype: DType) -> Result<u64> {
+    let never = Recorder::capture(rec.gpu());
+    let input = never.empty(&[1, LATENT_CHANNELS, DECODE_CHUNK, th, tw], dtype)?;
+    vae.forward(rec, &input)?;
+    Ok(input.bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest side that fits, found by planning a few sides, over square and non-square
+    /// frames; the whole frame when it fits; `Err` with the smallest tile's need when none does.
+    #[test]
+    fn largest_tile_finds_the_largest_side_that_fits() {
+        let need = |(h, w): (usize, usize)| Ok((h * w) as u64 * 100 + 5_000);
+        let brute = |frame: (usize, usize), budget: u64| {
+            let d = |s: usize| (s.min(frame.0), s.min(frame.1));
+            (1..=frame.0.max(frame.1) / 8).rev().map(|k| k * 8).find(|&s| need(d(s)).unwrap() <= budget)
+        };
+        for frame in [(64, 64), (24, 200), (200, 24), (8, 8), (136, 240)] {
+            for budget in [1_000u64, 11_400, 11_500, 60_000, 300_000, 1_000_000, 4_000_000] {
+                let got = largest_tile(frame, budget, frame.0.max(frame.1), need).unwrap();
+                match brute(frame, budget) {
+                    Some(s) => assert_eq!(got, Ok(s), "frame {frame:?} budget {budget}"),
+                    None => assert_eq!(got, Err(need((8, 8)).unwrap()), "frame {frame:?} budget {budget}"),
+                }
+            }
+        }
+        // A start below the frame (the binding limit's tile) is kept when it fits.
+        assert_eq!(largest_tile((64, 64), u64::MAX, 32, need).unwrap(), Ok(32));
+        // Planning errors pass through.
+        assert!(largest_tile((64, 64), 10, 64, |_| anyhow::bail!("no")).is_err());
+    }
+}
