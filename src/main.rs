@@ -78,12 +78,6 @@ struct GpuArgs {
     /// see BENCHMARKS.md; or DIFFVSR_WINOGRAD=1).
     #[arg(long)]
     winograd: bool,
-    /// The GPU memory the job may use, weights included (e.g. 10GiB): `--tile auto` and
-    /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
-    /// may use (Vulkan); Metal, DX12 and GL report nothing, and then only the binding limit is
-    /// planned for. For sharing a GPU with other work.
-    #[arg(long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size)]
-    gpu_memory: Option<u64>,
 }
 
 /// A `--gpu-memory` size (`10GiB`, `512MiB`, bytes).
@@ -125,7 +119,7 @@ impl GpuArgs {
             f16_operands: self.f16_operands == TuneMode::On,
             norm_into_conv: self.norm_into_conv,
             winograd: self.winograd || env.winograd,
-            gpu_memory: self.gpu_memory,
+            gpu_memory: None,
         })
     }
 }
@@ -379,6 +373,12 @@ struct UpscaleCli {
     /// never the output.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     windows_per_call: diffvsr_wgpu::pipeline::groups::WindowsPerCall,
+    /// The GPU memory the job may use, weights included (e.g. 10GiB): `--tile auto` and
+    /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
+    /// may use (Vulkan); Metal, DX12 and GL report nothing, and then only the binding limit is
+    /// planned for. For sharing a GPU with other work.
+    #[arg(long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    gpu_memory: Option<u64>,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a
     /// model or reading a frame (the frame count comes from the input file's size).
     #[arg(long)]
@@ -510,7 +510,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
             let l = a.limits();
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
             let software = a.get_info().device_type == wgpu::DeviceType::Cpu;
-            let memory = match (u.gpu.gpu_memory, gpu::memory::heap_report(&a)) {
+            let memory = match (u.gpu_memory, gpu::memory::heap_report(&a)) {
                 (Some(cap), _) => Some((cap, "--gpu-memory")),
                 (None, Some(r)) if !software => Some(r.budget.map_or((r.size, "the device-local heap"), |(budget, _)| (budget, "the driver's budget for this process"))),
                 _ => None,
@@ -534,6 +534,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
     // Before the GPU opens (its warnings would come first).
     diffvsr_wgpu::pipeline::upscale::check_std_streams(u.input.as_deref(), u.output.as_deref())?;
     let g = u.gpu.open_for_upscale()?;
+    g.set_memory_cap(u.gpu_memory);
     let a = diffvsr_wgpu::pipeline::upscale::UpscaleArgs {
         input: u.input,
         output: u.output,

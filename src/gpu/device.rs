@@ -72,8 +72,8 @@ pub struct GpuOptions {
     /// values within a few roundings of the storage dtype of the direct convolution's
     /// (`DIFFVSR_WINOGRAD`). Off by default: an experiment to time on GPUs.
     pub winograd: bool,
-    /// The device memory a job may plan for, weights included (`--gpu-memory`,
-    /// `DIFFVSR_GPU_MEMORY`; see `gpu::memory`).
+    /// The device memory a job may plan for, weights included (the upscale command's
+    /// `--gpu-memory`; see `gpu::memory`).
     pub gpu_memory: Option<u64>,
 }
 
@@ -81,8 +81,7 @@ impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
     /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
     /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
-    /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`, `DIFFVSR_GPU_MEMORY` (a size:
-    /// `8GiB`; unreadable values are ignored with a warning).
+    /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`.
     pub fn from_env() -> Self {
         GpuOptions {
             adapter: std::env::var("DIFFVSR_ADAPTER").ok().filter(|s| !s.is_empty()),
@@ -104,9 +103,7 @@ impl GpuOptions {
             replay_tuning: false,
             norm_into_conv: std::env::var("DIFFVSR_NORM_INTO_CONV").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
             winograd: flag("DIFFVSR_WINOGRAD"),
-            gpu_memory: std::env::var("DIFFVSR_GPU_MEMORY").ok().filter(|v| !v.trim().is_empty()).and_then(|v| {
-                super::parse_bytes(&v).map_err(|e| log::warn!("DIFFVSR_GPU_MEMORY: {e}: ignored")).ok()
-            }),
+            gpu_memory: None,
         }
     }
 }
