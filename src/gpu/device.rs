@@ -478,7 +478,7 @@ impl Gpu {
     pub fn check(&self) -> Result<()> {
         match self.error.lock().unwrap().take() {
             None => Ok(()),
-            Some(DeviceError::OutOfMemory) => bail!("the GPU ran out of memory: {}, or close other programs using the GPU", super::pool::SMALLER),
+            Some(DeviceError::OutOfMemory) => bail!("the GPU ran out of memory: {}, {}", super::pool::SMALLER, super::pool::OUT_OF_MEMORY),
             Some(DeviceError::Other(m)) => bail!("GPU error: {m}"),
         }
     }

@@ -94,6 +94,9 @@ impl BufferPool {
 /// or out of device memory (`in_use`: bytes the caller already holds, for the message).
 /// What to do when the work does not fit the GPU, in an error message.
 pub(crate) const SMALLER: &str = "upscale with smaller tiles (a --tile N, a multiple of 8, below the tile that failed) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
+/// What else to do when the GPU runs out of memory: where the driver does not report it,
+/// `--tile auto` can be told how much there is.
+pub(crate) const OUT_OF_MEMORY: &str = "or give the job the GPU's memory to plan its tiles by (--gpu-memory SIZE, e.g. the card's size less 1 GiB: Metal, DX12 and GL do not report it), or close other programs using the GPU";
 
 pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, in_use: u64) -> Result<wgpu::Buffer> {
     if size > lim.max_buffer {
@@ -109,7 +112,7 @@ pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, 
     if let Some(e) = pollster::block_on(scope.pop()) {
         bail!(
             "the GPU ran out of memory allocating {} ({} already in use): \
-             {SMALLER}, or close other programs using the GPU ({e})",
+             {SMALLER}, {OUT_OF_MEMORY} ({e})",
             human_bytes(size),
             human_bytes(in_use)
         );
