@@ -844,4 +844,37 @@ mod tests {
         assert!(v * (vh * vw) as f64 <= two as f64);
         eprintln!("at a 2 GiB binding limit: {}", t2.summary());
     }
+
+
+    /// What `--tile auto` picks for the released models (their configs, seeded random weights,
+    /// the default dtypes: UNet f16 where the adapter has it, VAE f32) on GPUs of 8 to 48 GiB
+    /// (`--gpu-memory`, weights included, with a 2 GiB binding limit and 4 GiB buffers planned
+    /// for) at common input sizes: the table in README's "Which GPU". Plans only, past the
+    /// 16×16 probe. Slow on a software adapter (the full-size models; minutes):
+    /// `cargo test --lib released_tiles_by_gpu_memory -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn released_tiles_by_gpu_memory() {
+        use crate::gpu::GpuOptions;
+        use crate::models::registry::{default_dtype, load_model_from, Model, ModelKind};
+        let gpu = Gpu::new(&GpuOptions { plan_limits: Some((2 << 30, 4 << 30)), ..GpuOptions::from_env() }).unwrap();
+        let (ud, vd) = (default_dtype(&gpu, ModelKind::DiffvsrUnet), default_dtype(&gpu, ModelKind::Te3dVaeDecoder));
+        let mut store = crate::weights::WeightStore::synthetic(1);
+        let Model::VideoUnet(unet) = load_model_from(&gpu, ModelKind::DiffvsrUnet, None, &mut store, ud).unwrap() else { unreachable!() };
+        let Model::Te3dVaeDecoder(vae) = load_model_from(&gpu, ModelKind::Te3dVaeDecoder, None, &mut store, vd).unwrap() else { unreachable!() };
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(3), 1, 1);
+        eprintln!("{} (UNet {ud:?}, VAE {vd:?}); weights and the rest held: {} B", gpu.describe(), gpu.held_bytes().unwrap_or(0));
+        for (name, w, h) in [("360p", 640, 360), ("480p", 854, 480), ("540p", 960, 540), ("720p", 1280, 720)] {
+            let (ph, pw) = crate::pipeline::tiles::LatentPad::new(h, w).padded();
+            for gib in [8u64, 12, 16, 24, 48] {
+                gpu.set_memory_cap(Some(gib << 30));
+                let started = std::time::Instant::now();
+                let line = match choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, ud, vd) {
+                    Ok(t) => t.summary(),
+                    Err(e) => format!("{e:#}"),
+                };
+                eprintln!("| {name} ({w}x{h}) | {gib} GiB | {line} | {:.1} s |", started.elapsed().as_secs_f64());
+            }
+        }
+    }
 }

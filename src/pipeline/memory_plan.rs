@@ -120,8 +120,8 @@ impl<'a> Need<'a> {
 
     /// The job's tiles within the budget, at most the binding limit's `ut` and `vt` (sides):
     /// each model's largest tile whose plan alone (with what lies outside the arena) fits, then,
-    /// where the two plans share the arena less tightly than that, the tile of the model with
-    /// the larger plan (or else the other's) lowered until the shared arena fits.
+    /// where the two plans share the arena less tightly than that, both tiles lowered by the
+    /// same share of their sides until the shared arena fits.
     pub fn tiles(&self, ut: usize, vt: usize) -> Result<(usize, usize)> {
         let (ph, pw) = self.frame;
         let at = |s: usize| (s.min(ph), s.min(pw));
@@ -135,16 +135,30 @@ impl<'a> Need<'a> {
         if n <= self.budget {
             return Ok((u, v));
         }
-        log::info!("--tile auto: the two models' plans share the arena less tightly than either alone ({} for both): lowering a tile", human_bytes(n));
-        let unet_first = alone_u(at(u))? >= alone_v(at(v))?;
-        let lower_u = |v: usize| largest_tile(self.frame, self.budget, u, |t| both(t.0.max(t.1), v));
-        let lower_v = |u: usize| largest_tile(self.frame, self.budget, v, |t| both(u, t.0.max(t.1)));
-        let tried = if unet_first { lower_u(v)?.map(|u| (u, v)) } else { lower_v(u)?.map(|v| (u, v)) };
-        match tried {
-            Ok(t) => Ok(t),
-            Err(_) if unet_first => lower_v(LATENT_MULTIPLE)?.map(|v| (LATENT_MULTIPLE, v)).map_err(|n| self.too_small("UNet and VAE decoder together", n)),
-            Err(_) => lower_u(LATENT_MULTIPLE)?.map(|u| (u, LATENT_MULTIPLE)).map_err(|n| self.too_small("UNet and VAE decoder together", n)),
+        log::info!("--tile auto: the two models' plans share the arena less tightly than either alone ({} for both): lowering both tiles", human_bytes(n));
+        // Both tiles lowered together, by the same share of their sides, so that neither model
+        // is squeezed to a sliver to make room for the other (lowering one alone left the VAE
+        // 24-pixel tiles beside a UNet that filled the budget): the largest share that fits.
+        const SHARES: usize = 64;
+        let m = LATENT_MULTIPLE;
+        let scaled = |f: usize| ((u * f / SHARES / m * m).max(m), (v * f / SHARES / m * m).max(m));
+        let fits = |f: usize| -> Result<bool> {
+            let (a, b) = scaled(f);
+            Ok(both(a, b)? <= self.budget)
+        };
+        let smallest = both(m, m)?;
+        if smallest > self.budget {
+            return Err(self.too_small("UNet and VAE decoder together", smallest));
         }
+        if !fits(1)? {
+            return Ok((m, m));
+        }
+        let (a, b) = scaled(last_true(1, SHARES, fits)?);
+        // Then each tile raised again as far as the other allows, the UNet's first: its tiles
+        // run every step, the VAE's once a chunk.
+        let a = m * last_true(a / m, u / m, |k| Ok(both(k * m, b)? <= self.budget))?;
+        let b = m * last_true(b / m, v / m, |k| Ok(both(a, k * m)? <= self.budget))?;
+        Ok((a, b))
     }
 
     /// What no tile fitting says: the need of the smallest tile against what is available.
@@ -219,6 +233,21 @@ pub fn largest_tile(frame: (usize, usize), budget: u64, start: usize, need: impl
         }
     }
     Ok(Ok(good * m))
+}
+
+/// The largest `k` in `lo..=hi` for which `ok(k)` holds, given that it holds at `lo` and is
+/// monotone (true, then false): a bisection.
+fn last_true(lo: usize, hi: usize, ok: impl Fn(usize) -> Result<bool>) -> Result<usize> {
+    let (mut good, mut bad) = (lo, hi + 1);
+    while bad - good > 1 {
+        let mid = (good + bad) / 2;
+        if ok(mid)? {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(good)
 }
 
 /// The largest tensor of the sampler step for one window at a `th`×`tw` tile (its arena's and
