@@ -379,15 +379,7 @@ impl Gpu {
     /// (`pipeline::engine`). Kernels chosen meanwhile on other threads are exact too; the
     /// pipeline captures on one thread.
     pub fn with_exact_operands<T>(&self, capture: impl FnOnce() -> T) -> T {
-        /// Restores the option when the capture returns or panics.
-        struct Restore<'a>(&'a AtomicBool, bool);
-        impl Drop for Restore<'_> {
-            fn drop(&mut self) {
-                self.0.store(self.1, Ordering::Release);
-            }
-        }
-        let _restore = Restore(&self.exact_operands, self.exact_operands.swap(true, Ordering::AcqRel));
-        capture()
+        super::with_flag_set(&self.exact_operands, capture)
     }
 
     /// Whether the cooperative (tensor-core) kernels may take tensors of `dtype` storage: f16,

@@ -145,14 +145,7 @@ impl Tuner {
     /// Timing a candidate allocates its shape's tensors, which for a tile being weighed because
     /// it may not fit is the wrong thing to do, and costs time for shapes that may never run.
     pub fn untimed<T>(&self, f: impl FnOnce() -> T) -> T {
-        struct Restore<'a>(&'a AtomicBool, bool);
-        impl Drop for Restore<'_> {
-            fn drop(&mut self) {
-                self.0.store(self.1, Ordering::Relaxed);
-            }
-        }
-        let _restore = Restore(&self.untimed, self.untimed.swap(true, Ordering::Relaxed));
-        f()
+        super::with_flag_set(&self.untimed, f)
     }
 
     /// The candidate to run for `key`, given the candidates' `labels` (the default first): the
@@ -305,6 +298,22 @@ mod tests {
 
     fn labels(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("tile {i}")).collect()
+    }
+
+    /// Within `untimed` nothing is timed (nested too), and timing is back after it, also after
+    /// a panic inside.
+    #[test]
+    fn untimed_pauses_timing_and_restores_it() {
+        let t = Tuner::new(true, None);
+        assert!(t.times());
+        t.untimed(|| {
+            assert!(!t.times());
+            t.untimed(|| assert!(!t.times()));
+            assert!(!t.times());
+        });
+        assert!(t.times());
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.untimed(|| panic!("inside"))));
+        assert!(caught.is_err() && t.times());
     }
 
     #[test]

@@ -181,7 +181,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     match windows_per_call {
         WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
         WindowsPerCall::Auto if adapter.is_some_and(|a| a.software) => writeln!(o, "windows per UNet call: auto: 1 (a software adapter gains nothing from a larger batch)")?,
-        WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}; else 1)", 128, 128, groups::MAX_AUTO)?,
+        WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}, and within the GPU's memory where known; else 1)", 128, 128, groups::MAX_AUTO)?,
     }
     let plane = (ph * pw) as u64;
     let f32b = 4u64;
