@@ -356,10 +356,11 @@ struct UpscaleCli {
     #[arg(long, value_name = "START:END")]
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
     /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), for the UNet and the
-    /// VAE decoder alike, or `auto`: the largest tile each model's biggest tensor allows under
-    /// the GPU's binding limit and whose graphs fit the GPU's memory where that is known (the
-    /// Vulkan driver's figure, or --gpu-memory); one tile, the whole frame, when it fits. Tiles
-    /// overlap and are blended with feathered weights. Lower it if the GPU runs out of memory.
+    /// VAE decoder alike, or `auto`: per model, a tile its biggest tensor allows under the GPU's
+    /// binding limit and whose graphs fit the GPU's memory where that is known (the Vulkan
+    /// driver's figure, or --gpu-memory), the largest or one a little smaller that processes
+    /// fewer pixels; one tile, the whole frame, when it fits. Tiles overlap and are blended with
+    /// feathered weights. Lower it if the GPU runs out of memory.
     #[arg(long, value_name = "N|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below the tile; default a

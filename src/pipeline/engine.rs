@@ -140,7 +140,12 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
                 memory = Some(MemoryTiles { available: need.available, budget: need.budget, unet_limited: u < ut.min(whole), vae_limited: v < vt.min(whole) });
                 (ut, vt) = (u, v);
             }
-            (ut, vt)
+            // Within what fits, the sides that process the fewest pixels (overlaps counted).
+            let (cu, cv) = (opts.tiles.cheapest(ph, pw, ut), opts.tiles.cheapest(ph, pw, vt));
+            if (cu, cv) != (ut, vt) {
+                log::info!("--tile auto: tiles of {cu} (UNet) and {cv} (VAE) process fewer pixels than the largest that fit ({ut}, {vt})");
+            }
+            (cu, cv)
         }
     };
     let plan = |t: usize| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
@@ -705,11 +710,13 @@ mod tests {
         let (ut, vt) = (side(&tiles.unet), side(&tiles.vae));
         let both = |u: usize, v: usize| need.arena(Some(at(u)), Some(at(v)), 1).unwrap() + need.outside(at(ut), at(vt), 1);
         assert!(both(ut, vt) <= m.budget, "tiles {ut}, {vt} need {} over the budget {}", both(ut, vt), m.budget);
+        // Each limited side is the cheapest (fewest pixels) up to the largest that fits.
+        let largest = |fits: &dyn Fn(usize) -> bool| (1..=pw / 8).map(|k| 8 * k).filter(|&s| fits(s)).max().unwrap();
         if m.unet_limited {
-            assert!(both(ut + 8, vt) > m.budget, "UNet tile {} would fit too", ut + 8);
+            assert_eq!(ut, opts.tiles.cheapest(ph, pw, largest(&|s| both(s, vt) <= m.budget)), "UNet");
         }
         if m.vae_limited {
-            assert!(both(ut, vt + 8) > m.budget, "VAE tile {} would fit too", vt + 8);
+            assert_eq!(vt, opts.tiles.cheapest(ph, pw, largest(&|s| both(ut, s) <= m.budget)), "VAE");
         }
         let (what, limited, count) = if nu >= nv { ("UNet", m.unet_limited, tiles.unet.tiles.len()) } else { ("VAE", m.vae_limited, tiles.vae.tiles.len()) };
         assert!(limited && count > 1, "the {what} needs {} B whole, over the budget {}: {}", nu.max(nv), m.budget, tiles.summary());
