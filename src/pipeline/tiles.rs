@@ -573,10 +573,10 @@ mod tests {
         for (h, w) in [(480, 856), (544, 960), (720, 1280), (24, 200), (136, 240)] {
             for most in [16, 40, 96, 176, 200, 288] {
                 let s = auto.cheapest(h, w, most);
-                assert!(s <= most && s % 8 == 0, "{h}x{w} at most {most}: {s}");
+                assert!(s <= most && s.is_multiple_of(8), "{h}x{w} at most {most}: {s}");
                 if most < h.max(w) {
                     assert!(s >= 3 * most / 4, "{h}x{w} at most {most}: {s}");
-                    let best = (3 * most / 4..=most).filter(|s| s % 8 == 0).map(|s| work(h, w, s)).min().unwrap();
+                    let best = (3 * most / 4..=most).filter(|s| s.is_multiple_of(8)).map(|s| work(h, w, s)).min().unwrap();
                     let (got, at_most) = (work(h, w, s) as f64, work(h, w, most) as f64);
                     assert!(got == best as f64 && got <= 0.95 * at_most || s == most, "{h}x{w} at most {most}: {s}");
                 }
