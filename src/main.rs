@@ -119,7 +119,6 @@ impl GpuArgs {
             f16_operands: self.f16_operands == TuneMode::On,
             norm_into_conv: self.norm_into_conv,
             winograd: self.winograd || env.winograd,
-            gpu_memory: None,
         })
     }
 }

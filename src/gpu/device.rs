@@ -72,9 +72,6 @@ pub struct GpuOptions {
     /// values within a few roundings of the storage dtype of the direct convolution's
     /// (`DIFFVSR_WINOGRAD`). Off by default: an experiment to time on GPUs.
     pub winograd: bool,
-    /// The device memory a job may plan for, weights included (the upscale command's
-    /// `--gpu-memory`; see `gpu::memory`).
-    pub gpu_memory: Option<u64>,
 }
 
 impl GpuOptions {
@@ -103,7 +100,6 @@ impl GpuOptions {
             replay_tuning: false,
             norm_into_conv: std::env::var("DIFFVSR_NORM_INTO_CONV").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
             winograd: flag("DIFFVSR_WINOGRAD"),
-            gpu_memory: None,
         }
     }
 }
@@ -248,7 +244,7 @@ pub struct Gpu {
     tuner: Tuner,
     norm_into_conv: TuneMode,
     winograd: bool,
-    /// [`GpuOptions::gpu_memory`] in bytes, 0 for none ([`Gpu::set_memory_cap`]).
+    /// The upscale command's `--gpu-memory` in bytes, 0 for none ([`Gpu::set_memory_cap`]).
     pub(crate) memory_cap: std::sync::atomic::AtomicU64,
 }
 
@@ -338,7 +334,7 @@ impl Gpu {
             tuner: if tune && opts.replay_tuning { Tuner::replaying(tune_cache) } else { Tuner::new(tune, tune_cache) },
             norm_into_conv: opts.norm_into_conv,
             winograd: opts.winograd,
-            memory_cap: std::sync::atomic::AtomicU64::new(opts.gpu_memory.unwrap_or(0)),
+            memory_cap: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 

@@ -22,7 +22,7 @@ use crate::ops::noise::{gaussian_noise, source_frames};
 use crate::ops::sampler::{add_noise_into, scale_into, StepSlots};
 use crate::pipeline::chunks::{fuse_chunk_into, ChunkWeights};
 use crate::pipeline::interrupt;
-use crate::pipeline::graphs::{record_step, StepInputs};
+use crate::pipeline::graphs::{plan_graphs, record_step, StepInputs};
 use crate::pipeline::graphs::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
 use crate::pipeline::memory_plan::{decode_largest, step_largest, Need};
 use crate::pipeline::noise::Stream;
@@ -244,6 +244,13 @@ impl<'g> Engine<'g> {
         // it has run, before the next step. The decode is planned first: its tensors (at 4× the
         // latent's size) are the larger, and a later plan reuses only buffers that hold its
         // tensors; then the steps from the most windows per call down.
+        // Kernel shapes the tuner has not met are timed as they are captured, each candidate on
+        // tensors of its own: done first, on graphs planned and never allocated, so that those
+        // tensors never come on top of the decode's arena (the memory plan counts the arena).
+        if gpu.tuner().times() {
+            let (ut, vt) = (tiles.unet.tile_size(), tiles.vae.tile_size());
+            plan_graphs(gpu, unet, vae, opts, Some(ut), Some(vt), per_call.max(1), (unet_dtype, vae_dtype), &crate::kernel::Arena::dry(gpu))?;
+        }
         let arena = crate::kernel::Arena::for_gpu(gpu);
         let (vh, vw) = tiles.vae.tile_size();
         let vae_in = Tensor::empty(gpu, &[1, LATENT_CHANNELS, DECODE_CHUNK, vh, vw], vae_dtype)?;
@@ -731,6 +738,26 @@ mod tests {
 
         let err = choose(held + 1000).expect_err("no tile fits a kilobyte").to_string();
         assert!(err.contains("does not fit the GPU's memory even in 8x8 tiles"), "{err}");
+    }
+
+    /// With tuning on, the graphs `plan_graphs` records (never allocated), which
+    /// `Engine::tiled` plans before its arena exists, meet every kernel shape its captures
+    /// meet: the captures then time nothing, so no candidate's tensors are allocated beside the
+    /// engine's arena. (Micro models at an 8×8 latent:
+    /// lavapipe times every candidate.)
+    #[test]
+    fn tuning_is_done_before_the_arena_exists() {
+        use crate::gpu::{GpuOptions, TuneMode};
+        let gpu = Gpu::new(&GpuOptions { tune: TuneMode::On, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
+        let dt = DType::F32;
+        let (unet, vae) = micro_models(&gpu, dt);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(6), 1, 1);
+        let (h, w) = (8, 8);
+        plan_graphs(&gpu, &unet, &vae, &opts, Some((h, w)), Some((h, w)), 1, (dt, dt), &crate::kernel::Arena::dry(&gpu)).unwrap();
+        let planned = gpu.tuner().picks().len();
+        assert!(planned > 0, "nothing was tuned: the test shows nothing");
+        Engine::tiled(&gpu, &unet, &vae, &opts, JobTiles::whole(h, w), 1, dt, dt).unwrap();
+        assert_eq!(gpu.tuner().picks().len(), planned, "the captures met shapes the planned graphs did not");
     }
 
     /// A decode chunk whose latents reach past f16's range (in f32 storage) comes out non-finite

@@ -8,7 +8,9 @@
 use anyhow::Result;
 
 use crate::models::unet::UNetInputs;
+use crate::gpu::arena::Arena;
 use crate::models::video_unet::VideoUNet;
+use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::sampler::{guided_ddim_step_into, scale_into, StepSlots};
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::windows::WINDOW;
@@ -93,3 +95,37 @@ fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result
     }
     Ok(())
 }
+
+/// Records the decode chunk at a `th`×`tw` latent tile on a placeholder input (outside the
+/// arena, as the engine's is); returns the input's bytes.
+pub(crate) fn record_decode(rec: &mut Recorder, vae: &Te3dVaeDecoder, (th, tw): (usize, usize), dtype: DType) -> Result<u64> {
+    let never = Recorder::capture(rec.gpu());
+    let input = never.empty(&[1, LATENT_CHANNELS, DECODE_CHUNK, th, tw], dtype)?;
+    vae.forward(rec, &input)?;
+    Ok(input.bytes())
+}
+
+/// The engine's graphs as `Engine::tiled` captures them, in its order (the decode chunk at
+/// VAE tile `vt`, then the sampler steps at UNet tile `ut` from `k` windows per call down to
+/// 1), recorded into `arena` on placeholder inputs and planned, never run: in a dry arena
+/// ([`Arena::dry`]), what they need. Kernels the tuner has not met are timed as they are
+/// recorded, unless the caller has paused it ([`Tuner::untimed`](crate::gpu::tune::Tuner::untimed)).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_graphs(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ut: Option<(usize, usize)>, vt: Option<(usize, usize)>, k: usize, (unet_dtype, vae_dtype): (DType, DType), arena: &Arena) -> Result<()> {
+    if let Some(t) = vt {
+        let mut rec = Recorder::capture_in(gpu, arena);
+        record_decode(&mut rec, vae, t, vae_dtype)?;
+        rec.into_plan();
+    }
+    if let Some(t) = ut {
+        let values = StepValues::new(gpu, &StepSlots::NAMES)?;
+        for g in (1..=k).rev() {
+            let inputs = StepInputs::placeholders(gpu, opts, t, g, unet_dtype)?;
+            let mut rec = Recorder::capture_in(gpu, arena);
+            record_step(&mut rec, unet, &inputs, &values)?;
+            rec.into_plan();
+        }
+    }
+    Ok(())
+}
+

@@ -131,7 +131,7 @@ impl WindowsPerCall {
             WindowsPerCall::Auto if c.largest_per_px.is_none() => one("auto: with a fixed --tile windows are not grouped"),
             WindowsPerCall::Auto => {
                 let g = (GROUP_PIXELS / c.tile_px.max(1)).clamp(1, MAX_AUTO);
-                let by_memory = !memory_fits(g);
+                let by_memory = !memory_fits(run(g));
                 let g = (1..=g).rev().find(|&g| fits(g)).unwrap_or(1);
                 let why = match (g, by_memory) {
                     (_, true) => format!("auto: {g} window{} fit the GPU's memory", if g == 1 { "" } else { "s" }),
@@ -227,6 +227,9 @@ mod tests {
         let e = WindowsPerCall::Fixed(3).resolve(&with(2)).unwrap_err();
         assert!(e.contains("at most 2 fit") && e.contains("3.0 GiB available"), "{e}");
         assert_eq!(WindowsPerCall::Fixed(2).resolve(&with(2)).unwrap().windows, 2);
+        // A run of two windows, where three would fit: the run, not memory, set the count.
+        let g = WindowsPerCall::Auto.resolve(&GroupContext { run_windows: Some(2), ..with(3) }).unwrap();
+        assert!(g.windows == 2 && g.why.contains("the run has 2 windows"), "{g:?}");
     }
 
     #[test]

@@ -16,21 +16,26 @@
 //! are recorded at the tiles being weighed, in the engine's order, into a dry arena
 //! ([`Arena::dry`]) that shares its imagined buffers between them as the engine's arena does,
 //! with nothing allocated and no kernel timed; the engine's arena then comes out at exactly
-//! that plan (`engine::tests::tile_auto_fits_the_gpu_memory`). The rest is counted from the shapes (`Need::outside`). A tile, or a number
+//! that plan (`engine::tests::tile_auto_fits_the_gpu_memory`, where nothing is tuned). Where
+//! the tuner is on, its choices only take tensors away (a norm applied as the next kernel
+//! loads), and the engine times new shapes before its arena exists (`graphs::plan_graphs`), so
+//! no candidate's tensors come on top of it. Not planned: the decode on f32 operands that a
+//! chunk overflowing f16 operands is captured for, into the same arena, at its first overflow
+//! (with the default f32 VAE its plan is the f16-operand one's). The rest is counted from the shapes (`Need::outside`). A tile, or a number
 //! of windows per call, is kept when its arena plan plus the rest is within [`HEADROOM`] of
 //! what is available.
 
 use anyhow::Result;
 
+use crate::gpu::arena::Arena;
 use crate::gpu::human_bytes;
 use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::sampler::StepSlots;
-use crate::pipeline::graphs::{record_step, StepInputs, DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
+use crate::pipeline::graphs::{plan_graphs, record_decode, record_step, StepInputs, DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::tiles::{LATENT_MULTIPLE, SCALE};
 use crate::pipeline::windows::WINDOW;
-use crate::gpu::arena::Arena;
 use crate::step_values::StepValues;
 use crate::{DType, Gpu, Recorder};
 
@@ -76,20 +81,7 @@ impl<'a> Need<'a> {
     /// one plan reused by the next. Either model alone with the other `None`.
     pub fn arena(&self, ut: Option<(usize, usize)>, vt: Option<(usize, usize)>, k: usize) -> Result<u64> {
         let arena = Arena::dry(self.gpu);
-        if let Some(t) = vt {
-            let mut rec = Recorder::capture_in(self.gpu, &arena);
-            self.gpu.tuner().untimed(|| record_decode(&mut rec, self.vae, t, self.vae_dtype))?;
-            rec.into_plan();
-        }
-        if let Some(t) = ut {
-            let values = StepValues::new(self.gpu, &StepSlots::NAMES)?;
-            for g in (1..=k).rev() {
-                let inputs = StepInputs::placeholders(self.gpu, self.opts, t, g, self.unet_dtype)?;
-                let mut rec = Recorder::capture_in(self.gpu, &arena);
-                self.gpu.tuner().untimed(|| record_step(&mut rec, self.unet, &inputs, &values))?;
-                rec.into_plan();
-            }
-        }
+        self.gpu.tuner().untimed(|| plan_graphs(self.gpu, self.unet, self.vae, self.opts, ut, vt, k, (self.unet_dtype, self.vae_dtype), &arena))?;
         Ok(arena.peak_bytes())
     }
 
@@ -125,12 +117,14 @@ impl<'a> Need<'a> {
     pub fn tiles(&self, ut: usize, vt: usize) -> Result<(usize, usize)> {
         let (ph, pw) = self.frame;
         let at = |s: usize| (s.min(ph), s.min(pw));
-        let outside = self.outside(at(ut), at(vt), 1);
-        let alone_u = |t| Ok(self.arena(Some(t), None, 1)? + outside);
-        let alone_v = |t| Ok(self.arena(None, Some(t), 1)? + outside);
-        let u = largest_tile(self.frame, self.budget, ut, alone_u)?.map_err(|n| self.too_small("UNet's sampler step", n))?;
-        let v = largest_tile(self.frame, self.budget, vt, alone_v)?.map_err(|n| self.too_small("VAE decoder's chunk", n))?;
-        let both = |u: usize, v: usize| -> Result<u64> { Ok(self.arena(Some(at(u)), Some(at(v)), 1)? + outside) };
+        let least = self.least();
+        // What lies outside the arena, for each pair of tiles weighed (the other model at its
+        // largest while one is searched alone).
+        let alone_u = |t: (usize, usize)| Ok(self.arena(Some(t), None, 1)? + self.outside(t, at(vt), 1));
+        let alone_v = |t: (usize, usize)| Ok(self.arena(None, Some(t), 1)? + self.outside(at(ut), t, 1));
+        let u = largest_tile(self.frame, self.budget, least, ut, alone_u)?.map_err(|n| self.too_small("UNet's sampler step", n))?;
+        let v = largest_tile(self.frame, self.budget, least, vt, alone_v)?.map_err(|n| self.too_small("VAE decoder's chunk", n))?;
+        let both = |u: usize, v: usize| -> Result<u64> { Ok(self.arena(Some(at(u)), Some(at(v)), 1)? + self.outside(at(u), at(v), 1)) };
         let n = both(u, v)?;
         if n <= self.budget {
             return Ok((u, v));
@@ -141,19 +135,16 @@ impl<'a> Need<'a> {
         // 24-pixel tiles beside a UNet that filled the budget): the largest share that fits.
         const SHARES: usize = 64;
         let m = LATENT_MULTIPLE;
-        let scaled = |f: usize| ((u * f / SHARES / m * m).max(m), (v * f / SHARES / m * m).max(m));
+        let scaled = |f: usize| ((u * f / SHARES / m * m).max(least), (v * f / SHARES / m * m).max(least));
         let fits = |f: usize| -> Result<bool> {
             let (a, b) = scaled(f);
             Ok(both(a, b)? <= self.budget)
         };
-        let smallest = both(m, m)?;
+        let smallest = both(least, least)?;
         if smallest > self.budget {
             return Err(self.too_small("UNet and VAE decoder together", smallest));
         }
-        if !fits(1)? {
-            return Ok((m, m));
-        }
-        let (a, b) = scaled(last_true(1, SHARES, fits)?);
+        let (a, b) = if fits(1)? { scaled(last_true(1, SHARES, fits)?) } else { (least, least) };
         // Then each tile raised again as far as the other allows, the UNet's first: its tiles
         // run every step, the VAE's once a chunk.
         let a = m * last_true(a / m, u / m, |k| Ok(both(k * m, b)? <= self.budget))?;
@@ -161,10 +152,20 @@ impl<'a> Need<'a> {
         Ok((a, b))
     }
 
+    /// The smallest tile side weighed: 8, or above a fixed `--tile-overlap`.
+    fn least(&self) -> usize {
+        self.opts.tiles.overlap.map_or(LATENT_MULTIPLE, |o| o.div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE + LATENT_MULTIPLE)
+    }
+
     /// What no tile fitting says: the need of the smallest tile against what is available.
     pub fn too_small(&self, what: &str, need: u64) -> anyhow::Error {
+        let least = self.least();
+        let overlap = match self.opts.tiles.overlap {
+            Some(o) => format!(" (tiles stay above --tile-overlap {o}: a smaller overlap allows smaller tiles)"),
+            None => String::new(),
+        };
         anyhow::anyhow!(
-            "the {what} does not fit the GPU's memory even in 8x8 tiles: it needs {}, and {} is available (of which the job plans to use {:.0}%); \
+            "the {what} does not fit the GPU's memory even in {least}x{least} tiles{overlap}: it needs {}, and {} is available (of which the job plans to use {:.0}%); \
              close other programs using the GPU, or use one with more memory (--gpu-memory, if set, caps what is planned for)",
             human_bytes(need),
             human_bytes(self.available),
@@ -185,11 +186,12 @@ impl<'a> Need<'a> {
 }
 
 /// The largest tile side, at most `start` (a multiple of 8, or at least the frame's longer
-/// side for the whole frame), whose `need` for its tile's dimensions over the `frame` is within
+/// side for the whole frame) and at least `least` (a multiple of 8: above a fixed
+/// `--tile-overlap`), whose `need` for its tile's dimensions over the `frame` is within
 /// `budget`: `start` when it fits, else the largest multiple of 8 below it that does, each
-/// weighed with `need` (a side at or past a frame side covers that side). `Err(need at 8)` when
-/// not even 8 fits.
-pub fn largest_tile(frame: (usize, usize), budget: u64, start: usize, need: impl Fn((usize, usize)) -> Result<u64>) -> Result<Result<usize, u64>> {
+/// weighed with `need` (a side at or past a frame side covers that side). `Err(need at the
+/// smallest side weighed)` when none fits.
+pub fn largest_tile(frame: (usize, usize), budget: u64, least: usize, start: usize, need: impl Fn((usize, usize)) -> Result<u64>) -> Result<Result<usize, u64>> {
     let (ph, pw) = frame;
     let m = LATENT_MULTIPLE;
     let dims = |s: usize| (s.min(ph), s.min(pw));
@@ -202,7 +204,8 @@ pub fn largest_tile(frame: (usize, usize), budget: u64, start: usize, need: impl
     if ok {
         return Ok(Ok(start));
     }
-    if start <= m {
+    let lo = (least / m).max(1); // in units of 8
+    if start <= lo * m {
         return Ok(Err(n));
     }
     // Activations grow with the tile's pixels: a first guess at the side whose pixels scale the
@@ -212,17 +215,17 @@ pub fn largest_tile(frame: (usize, usize), budget: u64, start: usize, need: impl
     let short = ph.min(pw);
     let guess = if target >= (short * short) as f64 { target / short as f64 } else { target.sqrt() };
     let mut bad = start.div_ceil(m); // in units of 8: fails
-    let mut guess = ((guess as usize) / m).clamp(1, bad - 1);
+    let mut guess = ((guess as usize) / m).clamp(lo, bad - 1);
     let mut good = loop {
         let (ok, n) = fits(guess * m)?;
         if ok {
             break guess;
         }
-        if guess == 1 {
+        if guess == lo {
             return Ok(Err(n));
         }
         bad = guess;
-        guess = (guess / 2).max(1);
+        guess = (guess / 2).max(lo);
     };
     while bad - good > 1 {
         let mid = (good + bad) / 2;
@@ -268,15 +271,6 @@ pub(crate) fn decode_largest(gpu: &Gpu, vae: &Te3dVaeDecoder, tile: (usize, usiz
     Ok(rec.planned_largest().max(input))
 }
 
-/// Records the decode chunk at a `th`×`tw` latent tile on a placeholder input (outside the
-/// arena, as the engine's is); returns the input's bytes.
-fn record_decode(rec: &mut Recorder, vae: &Te3dVaeDecoder, (th, tw): (usize, usize), dtype: DType) -> Result<u64> {
-    let never = Recorder::capture(rec.gpu());
-    let input = never.empty(&[1, LATENT_CHANNELS, DECODE_CHUNK, th, tw], dtype)?;
-    vae.forward(rec, &input)?;
-    Ok(input.bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +286,7 @@ mod tests {
         };
         for frame in [(64, 64), (24, 200), (200, 24), (8, 8), (136, 240)] {
             for budget in [1_000u64, 11_400, 11_500, 60_000, 300_000, 1_000_000, 4_000_000] {
-                let got = largest_tile(frame, budget, frame.0.max(frame.1), need).unwrap();
+                let got = largest_tile(frame, budget, 8, frame.0.max(frame.1), need).unwrap();
                 match brute(frame, budget) {
                     Some(s) => assert_eq!(got, Ok(s), "frame {frame:?} budget {budget}"),
                     None => assert_eq!(got, Err(need((8, 8)).unwrap()), "frame {frame:?} budget {budget}"),
@@ -300,8 +294,11 @@ mod tests {
             }
         }
         // A start below the frame (the binding limit's tile) is kept when it fits.
-        assert_eq!(largest_tile((64, 64), u64::MAX, 32, need).unwrap(), Ok(32));
+        assert_eq!(largest_tile((64, 64), u64::MAX, 8, 32, need).unwrap(), Ok(32));
         // Planning errors pass through.
-        assert!(largest_tile((64, 64), 10, 64, |_| anyhow::bail!("no")).is_err());
+        assert!(largest_tile((64, 64), 10, 8, 64, |_| anyhow::bail!("no")).is_err());
+        // A least side (above a fixed overlap) is never gone below: none fits then.
+        assert_eq!(largest_tile((64, 64), 11_500, 24, 64, need).unwrap(), Err(need((24, 24)).unwrap()));
+        assert_eq!(largest_tile((64, 64), 300_000, 24, 64, need).unwrap(), Ok(brute((64, 64), 300_000).unwrap()));
     }
 }

@@ -112,7 +112,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         TileSize::Auto => {
             let limit = max_binding.map_or("unknown here (no adapter found)".to_string(), crate::gpu::human_bytes);
             let overlap = tiles.overlap.map_or("a quarter of the tile".to_string(), |v| v.to_string());
-            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}), and, where the GPU's memory is known (the Vulkan driver's budget, or --gpu-memory), the largest tile whose graphs, planned exactly, fit it (or one a little smaller where that processes at least 5% fewer pixels); one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
+            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}), and, where the GPU's memory is known (the Vulkan driver's budget, or --gpu-memory), whose graphs, planned exactly, fit it: the largest such tile, or one a little smaller where that processes at least 5% fewer pixels; one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
         }
     }
     let (start, end) = match frames {

@@ -29,7 +29,10 @@ pub(crate) fn tiny_models(gpu: &crate::Gpu, dt: DType) -> (Box<crate::models::vi
 /// The micro models of [`crate::testutil::write_micro_configs`] with synthetic weights.
 pub(crate) fn micro_models(gpu: &crate::Gpu, dt: DType) -> (Box<crate::models::video_unet::VideoUNet>, crate::models::video_vae::Te3dVaeDecoder) {
     use crate::weights::WeightStore;
-    let dir = crate::testutil::scratch_dir("micro-configs");
+    // A folder per call: tests building the micro models at once must not remove each
+    // other's configs.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = crate::testutil::scratch_dir(&format!("micro-configs-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let (uc, vc) = crate::testutil::write_micro_configs(&dir).unwrap();
     let unet = match crate::models::registry::load_model_from(gpu, ModelKind::DiffvsrUnet, Some(&uc), &mut WeightStore::synthetic(11), dt).unwrap() {
         Model::VideoUnet(u) => u,
