@@ -691,8 +691,9 @@ mod tests {
         use crate::gpu::GpuOptions;
         use crate::pipeline::memory_plan::{Need, HEADROOM};
         let dt = DType::F32;
-        // A device of its own: what it holds moves only with this test.
-        let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
+        // A device of its own: what it holds moves only with this test. Untuned, also on a
+        // GPU: tuned choices may take tensors away, and the arena would be less than the plan.
+        let gpu = Gpu::new(&GpuOptions { tune: crate::gpu::TuneMode::Off, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
         let (unet, vae) = tiny_models(&gpu, dt);
         let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(3), 1, 1);
         let (ph, pw) = (24, 40);
