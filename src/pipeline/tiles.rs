@@ -15,10 +15,9 @@
 //!   ([`TilePlan::scaled`]) blends the VAE's pixel tiles.
 //! * `--tile N` / `--tile-overlap N` ([`TileOptions`], in latent = LR pixels, multiples of 8).
 //! * `--tile auto`: [`tile_for_binding`] picks the largest tile whose biggest tensor fits the
-//!   adapter's binding limit, from the bytes per latent pixel the job measures on a probe graph
-//!   (wgpu does not report an adapter's memory size, so the job does not plan for it; running out
-//!   of memory is an error naming `--tile`). [`tile_for_limits`] and the [`MemoryModel`] estimate
-//!   also weigh a working set against a known memory size.
+//!   adapter's binding limit, from the bytes per latent pixel the job measures on a probe graph;
+//!   where the GPU's memory is known, [`memory_plan`](crate::pipeline::memory_plan) lowers it
+//!   to what fits, and [`TileOptions::cheapest`] weighs slightly smaller sides.
 
 use std::ops::Range;
 
@@ -364,38 +363,24 @@ pub const BUFFER_HEADROOM: f64 = 0.8;
 
 /// `--tile auto` for one model: the largest tile (square, or the whole latent) whose largest
 /// tensor, at `bytes_per_px` per latent pixel of the tile, fits one binding
-/// (`max_binding_bytes`) and, rounded up by the pool, one buffer (`max_buffer_bytes`).
+/// (`max_binding_bytes`) and, rounded up by the pool, one buffer (`max_buffer_bytes`). Errors
+/// when not even an 8×8 tile fits.
 pub fn tile_for_binding(max_binding_bytes: u64, max_buffer_bytes: u64, bytes_per_px: f64, height: usize, width: usize) -> Result<TileChoice, String> {
-    let model = MemoryModel { largest_buffer_per_px: bytes_per_px, working_set_per_px: 0.0, fixed_bytes: 0.0 };
-    let limit = max_binding_bytes.min((BUFFER_HEADROOM * max_buffer_bytes as f64) as u64);
-    tile_for_limits(limit, u64::MAX, &model, height, width)
-}
-
-/// What `--tile auto` assumes about memory, per latent pixel of a tile (one window of 8 frames,
-/// CFG batch 2, and the VAE's 4-frame decode chunk).
-///
-/// Assumptions of [`MemoryModel::diffvsr_estimate`] (to be replaced by the executor's measured
-/// arena sizes once it reports them):
-/// * the largest single buffer is the TE-3DVAE's 256-channel full-resolution activation
-///   (after `up_blocks.1`'s up-sampler, spec §4.2) for a 4-frame chunk in f32:
-///   4 frames × 16 output pixels × 256 channels × 4 bytes = 64 KiB per latent pixel;
-/// * the working set (both models' live activations, arena peak) is 4× that, since the decoder
-///   holds a resnet's input, its two convs' outputs and the skip at once;
-/// * weights and the fixed overhead are `fixed_bytes` (the UNet in f16 ≈ 1.9 GB, the TE-3DVAE in
-///   f32 ≈ 0.6 GB, the text encoder freed after the prompts);
-/// * 20% of the adapter's memory is left for the driver and fragmentation.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct MemoryModel {
-    pub largest_buffer_per_px: f64,
-    pub working_set_per_px: f64,
-    pub fixed_bytes: f64,
-}
-
-impl MemoryModel {
-    pub fn diffvsr_estimate() -> MemoryModel {
-        let largest = 4.0 * 16.0 * 256.0 * 4.0;
-        MemoryModel { largest_buffer_per_px: largest, working_set_per_px: 4.0 * largest, fixed_bytes: 2.5e9 }
+    let limit = max_binding_bytes.min((BUFFER_HEADROOM * max_buffer_bytes as f64) as u64) as f64;
+    let fits = |px: usize| px as f64 * bytes_per_px <= limit;
+    // A whole non-square latent that fits needs no tiling.
+    if fits(height * width) {
+        let tile = height.max(width);
+        return Ok(TileChoice { tile, overlap: default_overlap(tile) });
     }
+    let mut s = height.max(width).div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE;
+    while s >= LATENT_MULTIPLE && !fits(s * s) {
+        s -= LATENT_MULTIPLE;
+    }
+    if s < LATENT_MULTIPLE {
+        return Err(format!("not even an 8x8 tile's largest tensor fits one binding of {}", crate::gpu::human_bytes(limit as u64)));
+    }
+    Ok(TileChoice { tile: s, overlap: default_overlap(s) })
 }
 
 /// The `--tile auto` choice.
@@ -413,33 +398,6 @@ pub fn default_overlap(tile: usize) -> usize {
         return 0;
     }
     (tile / 4 / LATENT_MULTIPLE).max(1) * LATENT_MULTIPLE
-}
-
-/// Picks the largest square tile (multiple of 8) of a `height`×`width` padded latent whose
-/// largest buffer fits `max_binding_bytes` and whose working set plus fixed bytes fits 80% of
-/// `mem_bytes`. Errors when not even an 8×8 tile fits.
-pub fn tile_for_limits(max_binding_bytes: u64, mem_bytes: u64, model: &MemoryModel, height: usize, width: usize) -> Result<TileChoice, String> {
-    let budget = 0.8 * mem_bytes as f64 - model.fixed_bytes;
-    let fits = |s: usize| {
-        let px = (s * s) as f64;
-        px * model.largest_buffer_per_px <= max_binding_bytes as f64 && px * model.working_set_per_px <= budget
-    };
-    // A whole non-square latent that fits needs no tiling.
-    let whole = (height * width) as f64;
-    if whole * model.largest_buffer_per_px <= max_binding_bytes as f64 && whole * model.working_set_per_px <= budget {
-        let tile = height.max(width);
-        return Ok(TileChoice { tile, overlap: default_overlap(tile) });
-    }
-    let mut s = height.max(width).div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE;
-    while s >= LATENT_MULTIPLE && !fits(s) {
-        s -= LATENT_MULTIPLE;
-    }
-    if s < LATENT_MULTIPLE {
-        return Err(format!(
-            "no tile fits: binding limit {max_binding_bytes} B, memory {mem_bytes} B; use a GPU with more memory or set --tile by hand"
-        ));
-    }
-    Ok(TileChoice { tile: s, overlap: default_overlap(s) })
 }
 
 #[cfg(test)]
@@ -538,22 +496,26 @@ mod tests {
     }
 
     #[test]
-    fn tile_for_limits_fits_the_limits() {
-        let m = MemoryModel::diffvsr_estimate();
-        // 720p output = 180×320 LR → 184×320 latent on a 2 GiB binding limit, 24 GB card: tiled.
-        let c = tile_for_limits(2 << 30, 24_000_000_000, &m, 184, 320).unwrap();
+    fn tile_for_binding_fits_the_limit() {
+        // The TE-3DVAE's largest tensor in f32 (4 frames × 16 output pixels × 256 channels × 4
+        // bytes per latent pixel): a 720p output (184×320 latent) on a 2 GiB binding limit is tiled.
+        let per_px = 4.0 * 16.0 * 256.0 * 4.0;
+        let c = tile_for_binding(2 << 30, u64::MAX, per_px, 184, 320).unwrap();
         assert!(c.tile < 184 && c.tile.is_multiple_of(8));
         let px = (c.tile * c.tile) as f64;
-        assert!(px * m.largest_buffer_per_px <= (2u64 << 30) as f64);
+        assert!(px * per_px <= (2u64 << 30) as f64);
         let bigger = ((c.tile + 8) * (c.tile + 8)) as f64;
-        assert!(bigger * m.largest_buffer_per_px > (2u64 << 30) as f64 || bigger * m.working_set_per_px > 0.8 * 24e9 - m.fixed_bytes);
+        assert!(bigger * per_px > (2u64 << 30) as f64);
         assert_eq!(c.overlap, default_overlap(c.tile));
+        // The buffer limit counts too, after the pool's rounding headroom.
+        let by_buffer = tile_for_binding(2 << 30, 1 << 30, per_px, 184, 320).unwrap();
+        assert!(by_buffer.tile < c.tile && (by_buffer.tile * by_buffer.tile) as f64 * per_px <= BUFFER_HEADROOM * (1u64 << 30) as f64);
         // A small clip fits whole.
-        let c = tile_for_limits(2 << 30, 24_000_000_000, &m, 64, 64).unwrap();
+        let c = tile_for_binding(2 << 30, u64::MAX, per_px, 64, 64).unwrap();
         assert!(c.tile >= 64);
         assert_eq!(TilePlan::new(64, 64, c.tile, c.overlap).unwrap().tiles.len(), 1);
-        // Nothing fits in 1 GB of memory with 2.5 GB of weights.
-        assert!(tile_for_limits(2 << 30, 1_000_000_000, &m, 64, 64).unwrap_err().contains("no tile fits"));
+        // Nothing fits a 1 MB binding.
+        assert!(tile_for_binding(1_000_000, u64::MAX, per_px, 64, 64).unwrap_err().contains("not even an 8x8 tile"));
         assert_eq!(default_overlap(256), 64);
         assert_eq!((default_overlap(8), default_overlap(16), default_overlap(40)), (0, 8, 8));
     }
