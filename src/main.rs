@@ -354,16 +354,18 @@ struct UpscaleCli {
     /// to the last are written and a note says so on stderr; START past the end is an error.
     #[arg(long, value_name = "START:END")]
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
-    /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), for the UNet and the
-    /// VAE decoder alike, or `auto`: per model, a tile its biggest tensor allows under the GPU's
-    /// binding limit and whose graphs fit the GPU's memory where that is known (the Vulkan
-    /// driver's figure, or --gpu-memory), the largest or one a little smaller that processes
-    /// fewer pixels; one tile, the whole frame, when it fits. Tiles overlap and are blended with
-    /// feathered weights. Lower it if the GPU runs out of memory.
-    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), or WxH for
+    /// rectangular tiles, for the UNet and the VAE decoder alike; or `auto`: per model, of the
+    /// tiles (rectangles too) its biggest tensor allows under the GPU's binding limit and whose
+    /// graphs fit the GPU's memory where that is known (the Vulkan driver's figure, or
+    /// --gpu-memory), the one that processes the fewest pixels, overlaps counted; one tile, the
+    /// whole frame, when it fits. Tiles overlap and are blended with feathered weights. Lower it
+    /// if the GPU runs out of memory.
+    #[arg(long, value_name = "N|WxH|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below the tile; default a
-    /// quarter of the tile rounded down to a multiple of 8, at least 8; none for 8-pixel tiles).
+    /// quarter of the tile's shorter side that cuts the frame, rounded down to a multiple of 8,
+    /// at least 8; none for 8-pixel tiles).
     #[arg(long, value_name = "N")]
     tile_overlap: Option<usize>,
     /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep

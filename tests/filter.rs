@@ -834,8 +834,8 @@ fn a_stop_signal_ends_a_stalled_input() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Spatial tiles, end to end: a 21×6 clip (latent 24×8) with `--tile 16 --tile-overlap 8`
-/// runs both models in 2 feathered tiles and writes every frame at 4× size; `--plan` lists the
+/// Spatial tiles, end to end: a 21×6 clip (latent 24×8) with `--tile 16x8 --tile-overlap 8`
+/// (width × height) runs both models in 2 feathered tiles and writes every frame at 4× size; `--plan` lists the
 /// tiles; bad tile flags fail with a message before any model loads. (`--tile auto` under a
 /// small binding limit is `engine::tests::tile_auto_fits_the_binding_limit`; one tile equal to
 /// the untiled job is checked in `upscale_is_4x_frame_exact_and_deterministic`.)
@@ -854,7 +854,7 @@ fn large_frames_run_in_feathered_tiles() {
         let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).arg("-o").arg(&out).args(["--steps", "1"]).args(pe).args(extra).output().unwrap();
         (o, std::fs::read(&out).unwrap_or_default())
     };
-    let (o, tiled) = run(&["--tile", "16", "--tile-overlap", "8"]);
+    let (o, tiled) = run(&["--tile", "16x8", "--tile-overlap", "8"]);
     ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
     let two = "2x1 = 2 tiles of 16x8, overlapping by at least 8, feathered";
@@ -865,7 +865,7 @@ fn large_frames_run_in_feathered_tiles() {
     assert_eq!(f.len(), n);
     assert!(f.iter().all(|fr| fr[..ow * oh].iter().any(|&v| v != fr[0])), "a constant output frame");
 
-    // --plan lists fixed tiles (and loads nothing).
+    // --plan lists fixed tiles (and loads nothing); a square side covers the 8 rows alike.
     let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).args(["--plan", "--tile", "16"]).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -877,7 +877,8 @@ fn large_frames_run_in_feathered_tiles() {
 
     for (args, msg) in [
         (&["--tile", "12"][..], "--tile 12: must be a multiple of 8"),
-        (&["--tile", "big"][..], "expected auto or a size"),
+        (&["--tile", "big"][..], "expected auto, a size"),
+        (&["--tile", "16x"][..], "or WIDTHxHEIGHT"),
         (&["--tile", "16", "--tile-overlap", "16"][..], "--tile-overlap 16 must be below --tile 16"),
         (&["--tile-overlap", "4"][..], "--tile-overlap 4: must be a multiple of 8"),
         // Less GPU memory than the job holds before its first tile: said before any frame runs.

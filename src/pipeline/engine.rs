@@ -28,7 +28,7 @@ use crate::pipeline::memory_plan::{decode_largest, step_largest, Need};
 use crate::pipeline::noise::Stream;
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::scheduler::DdimStep;
-use crate::pipeline::tiles::{tile_for_binding, TilePlan, TileSize, BUFFER_HEADROOM, SCALE};
+use crate::pipeline::tiles::{tile_for_binding, TileBound, TileDims, TilePlan, TileSize, BUFFER_HEADROOM, SCALE};
 use crate::pipeline::windows::WINDOW;
 use crate::step_values::{Scalar, StepValues};
 use crate::{DType, Gpu, Recorder, Tensor};
@@ -61,7 +61,7 @@ pub struct MemoryTiles {
 impl JobTiles {
     /// One tile of the whole padded latent for both models (the untiled job).
     pub fn whole(ph: usize, pw: usize) -> JobTiles {
-        JobTiles::new(TilePlan::new(ph, pw, ph.max(pw), 0).expect("one tile"), TilePlan::new(ph, pw, ph.max(pw), 0).expect("one tile"))
+        JobTiles::new(TilePlan::new(ph, pw, (ph, pw), 0).expect("one tile"), TilePlan::new(ph, pw, (ph, pw), 0).expect("one tile"))
     }
     pub fn new(unet: TilePlan, vae: TilePlan) -> JobTiles {
         let vae_px = vae.scaled(SCALE);
@@ -99,7 +99,7 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
     let mut measured = None;
     let mut memory = None;
     let (ut, vt) = match opts.tiles.tile {
-        TileSize::Fixed(n) => (n, n),
+        TileSize::Fixed { rows, cols } => ((rows, cols), (rows, cols)),
         TileSize::Auto => {
             let probe = match Engine::new(gpu, unet, vae, opts, PROBE, PROBE, unet_dtype, vae_dtype) {
                 Ok(p) => p,
@@ -117,39 +117,78 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
             log::info!("--tile auto: largest tensor per latent pixel: UNet {unet_px:.0} B, VAE decoder {vae_px:.0} B; binding limit {limit} B, buffer limit {buffer} B");
             measured = Some((unet_px, vae_px));
             let pick = |what: &str, per_px: f64| {
-                tile_for_binding(limit, buffer, per_px, ph, pw).map(|c| c.tile).map_err(|e| anyhow::anyhow!("--tile auto: the {what}'s largest tensor takes {per_px:.0} bytes per latent pixel: {e}"))
+                tile_for_binding(limit, buffer, per_px, ph, pw).map_err(|e| anyhow::anyhow!("--tile auto: the {what}'s largest tensor takes {per_px:.0} bytes per latent pixel: {e}"))
             };
-            let (mut ut, mut vt) = (pick("UNet", unet_px)?, pick("VAE decoder", vae_px)?);
+            let (mut ub, mut vb) = (pick("UNet", unet_px)?, pick("VAE decoder", vae_px)?);
             // Where the probe's bound asks for tiles, the whole frame recorded exactly (nothing
             // allocated) may still fit: the TE-3DVAE splits an upsampling over the binding limit
             // into frame groups, which a small probe never needs.
             let fits = |largest: Result<u64>| largest.is_ok_and(|b| b <= limit.min((BUFFER_HEADROOM * buffer as f64) as u64));
             let whole = ph.max(pw);
-            if ut < whole && fits(step_largest(gpu, unet, opts, (ph, pw), unet_dtype)) {
-                ut = whole;
+            if ub.area < ph * pw && fits(step_largest(gpu, unet, opts, (ph, pw), unet_dtype)) {
+                ub = TileBound::whole(ph, pw);
             }
-            if vt < whole && fits(decode_largest(gpu, vae, (ph, pw), vae_dtype)) {
+            if vb.area < ph * pw && fits(decode_largest(gpu, vae, (ph, pw), vae_dtype)) {
                 log::info!("--tile auto: the VAE decoder fits the whole frame once it splits its upsamplings");
-                vt = whole;
+                vb = TileBound::whole(ph, pw);
             }
-            if let Some(need) = Need::new(gpu, unet, vae, opts, (ph, pw), unet_dtype, vae_dtype)? {
-                let (u, v) = need.tiles(ut, vt)?;
-                if u < ut.min(whole) || v < vt.min(whole) {
-                    log::info!("--tile auto: tiles for the GPU's memory: UNet {u} (binding limit: {ut}), VAE {v} (binding limit: {vt})");
+            let at = |s: usize| (s.min(ph), s.min(pw));
+            let need = Need::new(gpu, unet, vae, opts, (ph, pw), unet_dtype, vae_dtype)?;
+            if let Some(need) = &need {
+                let (u, v) = need.tiles(ub.side, vb.side)?;
+                let (ul, vl) = (u < ub.side.min(whole), v < vb.side.min(whole));
+                if ul || vl {
+                    log::info!("--tile auto: tiles for the GPU's memory: UNet {u} (binding limit: {}), VAE {v} (binding limit: {})", ub.side, vb.side);
                 }
-                memory = Some(MemoryTiles { available: need.available, budget: need.budget, unet_limited: u < ut.min(whole), vae_limited: v < vt.min(whole) });
-                (ut, vt) = (u, v);
+                // A side memory lowered bounds the pixels by its square: what was planned.
+                let lowered = |s: usize| TileBound { side: s, area: at(s).0 * at(s).1 };
+                if ul {
+                    ub = lowered(u);
+                }
+                if vl {
+                    vb = lowered(v);
+                }
+                memory = Some(MemoryTiles { available: need.available, budget: need.budget, unet_limited: ul, vae_limited: vl });
             }
-            // Within what fits, the sides that process the fewest pixels (overlaps counted).
-            let (cu, cv) = (opts.tiles.cheapest(ph, pw, ut), opts.tiles.cheapest(ph, pw, vt));
-            if (cu, cv) != (ut, vt) {
-                log::info!("--tile auto: tiles of {cu} (UNet) and {cv} (VAE) process fewer pixels than the largest that fit ({ut}, {vt})");
+            // Within what fits, the tiles that process the fewest pixels (overlaps counted),
+            // rectangles included.
+            let (cu, cv) = (opts.tiles.cheapest(ph, pw, ub), opts.tiles.cheapest(ph, pw, vb));
+            let (su, sv) = (at(ub.side), at(vb.side));
+            // The bound counts pixels at the probe's bytes per pixel; the tiles chosen are
+            // recorded once more to be sure their largest tensor fits (else the square).
+            let cu = if cu != su && !fits(step_largest(gpu, unet, opts, cu, unet_dtype)) { su } else { cu };
+            let cv = if cv != sv && !fits(decode_largest(gpu, vae, cv, vae_dtype)) { sv } else { cv };
+            // The memory plan weighed squares: other tiles are kept only where the two graphs,
+            // planned again at them, still fit (a rectangle may hold more pixels than the square).
+            let (cu, cv) = match &need {
+                Some(need) if (cu, cv) != (su, sv) => {
+                    let mut kept = (su, sv);
+                    for (u, v) in [(cu, cv), (cu, sv), (su, cv)] {
+                        if need.fits(u, v)? {
+                            kept = (u, v);
+                            break;
+                        }
+                    }
+                    if kept != (cu, cv) {
+                        log::info!("--tile auto: the tiles of fewest pixels ({} UNet, {} VAE) do not fit the GPU's memory with both graphs planned: {}, {}", wxh(cu), wxh(cv), wxh(kept.0), wxh(kept.1));
+                    }
+                    kept
+                }
+                _ => (cu, cv),
+            };
+            if (cu, cv) != (su, sv) {
+                log::info!("--tile auto: tiles of {} (UNet) and {} (VAE) process fewer pixels than the largest squares that fit ({}, {})", wxh(cu), wxh(cv), ub.side, vb.side);
             }
             (cu, cv)
         }
     };
-    let plan = |t: usize| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
+    let plan = |t: TileDims| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
     Ok(JobTiles { measured, memory, ..JobTiles::new(plan(ut)?, plan(vt)?) })
+}
+
+/// Tiles of `(rows, cols)` as the summaries write them: width x height.
+fn wxh((rows, cols): TileDims) -> String {
+    format!("{cols}x{rows}")
 }
 
 /// What a window's noise is keyed by: the seed, and per frame of the window the absolute padded
@@ -622,8 +661,8 @@ mod tests {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let (ph, pw) = (24, 40);
-        let unet = TilePlan::new(ph, pw, 24, 8).unwrap();
-        let vae = TilePlan::new(ph, pw, 16, 8).unwrap();
+        let unet = TilePlan::new(ph, pw, (24, 24), 8).unwrap();
+        let vae = TilePlan::new(ph, pw, (16, 16), 8).unwrap();
         let tiles = JobTiles::new(unet, vae);
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (2, 2 * 4));
         assert!(tiles.summary().contains("2x1 = 2 tiles of 24x24") && tiles.summary().contains("4x2 = 8 tiles of 16x16"), "{}", tiles.summary());
@@ -671,7 +710,7 @@ mod tests {
         // A square UNet tile whose largest tensor (at the measured bytes per pixel) passes the limit.
         let (unet_px, _) = tiles.measured.unwrap();
         let s = ((limit as f64 / unet_px).sqrt() as usize / 8 + 1) * 8;
-        let bigger = TilePlan::new(s, s, s, 0).unwrap();
+        let bigger = TilePlan::new(s, s, (s, s), 0).unwrap();
         let err = Engine::tiled(&gpu, &unet, &vae, &opts, JobTiles::new(bigger, tiles.vae.clone()), 1, dt, dt).err().expect("a larger UNet tile must not fit").to_string();
         assert!(err.contains("--tile") && err.contains("max_storage_buffer_binding_size"), "{err}");
 
@@ -714,24 +753,29 @@ mod tests {
         let budget = nu.max(nv) * 7 / 10;
         let tiles = choose(held + (budget as f64 / HEADROOM) as u64).unwrap();
         let m = tiles.memory.unwrap();
-        let side = |p: &TilePlan| p.tile_size().0.max(p.tile_size().1);
-        let (ut, vt) = (side(&tiles.unet), side(&tiles.vae));
-        let both = |u: usize, v: usize| need.arena(Some(at(u)), Some(at(v)), 1).unwrap() + need.outside(at(ut), at(vt), 1);
-        assert!(both(ut, vt) <= m.budget, "tiles {ut}, {vt} need {} over the budget {}", both(ut, vt), m.budget);
-        // Each limited side is the cheapest (fewest pixels) up to the largest that fits.
-        let largest = |fits: &dyn Fn(usize) -> bool| (1..=pw / 8).map(|k| 8 * k).filter(|&s| fits(s)).max().unwrap();
+        let (ut, vt) = (tiles.unet.tile_size(), tiles.vae.tile_size());
+        let both = |u: (usize, usize), v: (usize, usize)| need.arena(Some(u), Some(v), 1).unwrap() + need.outside(u, v, 1);
+        assert!(both(ut, vt) <= m.budget, "tiles {ut:?}, {vt:?} need {} over the budget {}", both(ut, vt), m.budget);
+        // Each limited model's tiles are those of fewest pixels (overlaps counted) within the
+        // largest square that fits beside the other's, or that square where they do not fit.
+        let largest = |fits: &dyn Fn((usize, usize)) -> bool| (1..=pw / 8).map(|k| 8 * k).filter(|&s| fits(at(s))).max().unwrap();
+        let within = |s: usize| crate::pipeline::tiles::TileBound { side: s, area: at(s).0 * at(s).1 };
         if m.unet_limited {
-            assert_eq!(ut, opts.tiles.cheapest(ph, pw, largest(&|s| both(s, vt) <= m.budget)), "UNet");
+            let s = largest(&|u| both(u, vt) <= m.budget);
+            let c = opts.tiles.cheapest(ph, pw, within(s));
+            assert!(ut == c || (ut == at(s) && both(c, vt) > m.budget), "UNet: {ut:?}, cheapest {c:?}, square {s}");
         }
         if m.vae_limited {
-            assert_eq!(vt, opts.tiles.cheapest(ph, pw, largest(&|s| both(ut, s) <= m.budget)), "VAE");
+            let s = largest(&|v| both(ut, v) <= m.budget);
+            let c = opts.tiles.cheapest(ph, pw, within(s));
+            assert!(vt == c || (vt == at(s) && both(ut, c) > m.budget), "VAE: {vt:?}, cheapest {c:?}, square {s}");
         }
         let (what, limited, count) = if nu >= nv { ("UNet", m.unet_limited, tiles.unet.tiles.len()) } else { ("VAE", m.vae_limited, tiles.vae.tiles.len()) };
         assert!(limited && count > 1, "the {what} needs {} B whole, over the budget {}: {}", nu.max(nv), m.budget, tiles.summary());
         assert!(tiles.summary().contains("to fit the GPU's memory"), "{}", tiles.summary());
         eprintln!("whole frame: UNet {nu} B, VAE {nv} B; budget {}: {}", m.budget, tiles.summary());
         // The engine's arena is exactly what the dry plan of its graphs said.
-        let plan = need.arena(Some(at(ut)), Some(at(vt)), 1).unwrap();
+        let plan = need.arena(Some(ut), Some(vt), 1).unwrap();
         let engine = Engine::tiled(&gpu, &unet, &vae, &opts, tiles, 1, dt, dt).unwrap();
         let arena = engine.vae_graph.planned_bytes();
         assert_eq!(arena, plan, "the engine's arena against the dry plan of its graphs");
@@ -838,7 +882,7 @@ mod tests {
         let (ph, pw) = (8, 16);
         let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
         let (_, vae_px) = tiles.measured.unwrap();
-        let probe_only = tile_for_binding(gpu.max_binding(), gpu.limits.max_buffer_size, vae_px, ph, pw).unwrap().tile;
+        let probe_only = tile_for_binding(gpu.max_binding(), gpu.limits.max_buffer_size, vae_px, ph, pw).unwrap().side;
         assert!(probe_only < pw, "the probe's bound alone already fits the frame ({probe_only}): the test shows nothing");
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
         let engine = Engine::tiled(&gpu, &unet, &vae, &opts, tiles, 1, dt, dt).unwrap();
@@ -871,8 +915,8 @@ mod tests {
         let two = 2u64 << 30;
         assert!(v * (184.0 * 320.0) > two as f64, "one whole 720p VAE chunk would fit 2 GiB");
         let at = |per_px: f64| {
-            let t = crate::pipeline::tiles::tile_for_binding(two, u64::MAX, per_px, 184, 320).unwrap().tile;
-            TilePlan::new(184, 320, t, crate::pipeline::tiles::default_overlap(t)).unwrap()
+            let bound = crate::pipeline::tiles::tile_for_binding(two, u64::MAX, per_px, 184, 320).unwrap();
+            opts.tiles.plan(184, 320, opts.tiles.cheapest(184, 320, bound)).unwrap()
         };
         let t2 = JobTiles::new(at(u), at(v));
         let (vh, vw) = t2.vae.tile_size();

@@ -152,6 +152,12 @@ impl<'a> Need<'a> {
         Ok((a, b))
     }
 
+    /// Whether the engine's graphs at UNet tiles `u` and VAE tiles `v`, one window per call,
+    /// fit the budget.
+    pub fn fits(&self, u: (usize, usize), v: (usize, usize)) -> Result<bool> {
+        Ok(self.arena(Some(u), Some(v), 1)? + self.outside(u, v, 1) <= self.budget)
+    }
+
     /// The smallest tile side weighed: 8, or above a fixed `--tile-overlap`.
     fn least(&self) -> usize {
         self.opts.tiles.overlap.map_or(LATENT_MULTIPLE, |o| o.div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE + LATENT_MULTIPLE)

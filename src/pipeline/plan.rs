@@ -103,16 +103,16 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     // The tile sizes the job tensors below are counted at (the whole latent where unknown).
     let (mut uh, mut uw, mut vh, mut vw) = (ph, pw, ph, pw);
     match tiles.tile {
-        TileSize::Fixed(n) => {
-            let p = tiles.plan(ph, pw, n).map_err(anyhow::Error::msg)?;
+        TileSize::Fixed { rows, cols } => {
+            let p = tiles.plan(ph, pw, (rows, cols)).map_err(anyhow::Error::msg)?;
             (uh, uw) = p.tile_size();
             (vh, vw) = (uh, uw);
-            writeln!(o, "tiles:    --tile {n}: UNet and VAE {} (VAE tiles x{SCALE} in output pixels, blended with the same feathered weights)", p.summary())?;
+            writeln!(o, "tiles:    --tile {}: UNet and VAE {} (VAE tiles x{SCALE} in output pixels, blended with the same feathered weights)", tiles.tile, p.summary())?;
         }
         TileSize::Auto => {
             let limit = max_binding.map_or("unknown here (no adapter found)".to_string(), crate::gpu::human_bytes);
-            let overlap = tiles.overlap.map_or("a quarter of the tile".to_string(), |v| v.to_string());
-            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}), and, where the GPU's memory is known (the Vulkan driver's budget, or --gpu-memory), whose graphs, planned exactly, fit it: the largest such tile, or one a little smaller where that processes at least 5% fewer pixels; one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` fixes the tiles (then listed here)")?;
+            let overlap = tiles.overlap.map_or("a quarter of the tile's shorter side".to_string(), |v| v.to_string());
+            writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}), and, where the GPU's memory is known (the Vulkan driver's budget, or --gpu-memory), whose graphs, planned exactly, fit it: of the tiles (rectangles too) that fit, the one that processes the fewest pixels, overlaps counted (more tiles than the largest square's only where that saves at least 5%); one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` or `--tile WxH` fixes the tiles (then listed here)")?;
         }
     }
     let (start, end) = match frames {

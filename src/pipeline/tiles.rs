@@ -13,11 +13,14 @@
 //!   sum to 1 at every position and the 2-D weight is their product, so the weights of all tiles
 //!   sum to 1 everywhere (a constant image stays constant across seams). The same plan ×4
 //!   ([`TilePlan::scaled`]) blends the VAE's pixel tiles.
-//! * `--tile N` / `--tile-overlap N` ([`TileOptions`], in latent = LR pixels, multiples of 8).
-//! * `--tile auto`: [`tile_for_binding`] picks the largest tile whose biggest tensor fits the
-//!   adapter's binding limit, from the bytes per latent pixel the job measures on a probe graph;
-//!   where the GPU's memory is known, [`memory_plan`](crate::pipeline::memory_plan) lowers it
-//!   to what fits, and [`TileOptions::cheapest`] weighs slightly smaller sides.
+//! * `--tile N` or `--tile WxH` / `--tile-overlap N` ([`TileOptions`], in latent = LR pixels,
+//!   multiples of 8).
+//! * `--tile auto`: [`tile_for_binding`] bounds a tile by the adapter's binding limit (its
+//!   largest square side and its most pixels), from the bytes per latent pixel the job measures
+//!   on a probe graph; where the GPU's memory is known,
+//!   [`memory_plan`](crate::pipeline::memory_plan) lowers it to what fits, and
+//!   [`TileOptions::cheapest`] weighs the rectangles within that bound for the fewest pixels
+//!   processed.
 
 use std::ops::Range;
 
@@ -158,10 +161,11 @@ pub struct TilePlan {
 }
 
 impl TilePlan {
-    /// Tiles of at most `tile`×`tile` over a `height`×`width` padded latent (multiples of 8).
-    pub fn new(height: usize, width: usize, tile: usize, overlap: usize) -> Result<TilePlan, String> {
-        let rs = axis_spans(height, tile, overlap)?;
-        let cs = axis_spans(width, tile, overlap)?;
+    /// Tiles of at most `rows`×`cols` over a `height`×`width` padded latent (multiples of 8),
+    /// neighbours overlapping by at least `overlap` along either axis.
+    pub fn new(height: usize, width: usize, (rows, cols): TileDims, overlap: usize) -> Result<TilePlan, String> {
+        let rs = axis_spans(height, rows, overlap)?;
+        let cs = axis_spans(width, cols, overlap)?;
         Ok(TilePlan::from_spans(height, width, &rs, &cs))
     }
 
@@ -253,13 +257,25 @@ impl TilePlan {
     }
 }
 
-/// `--tile`: `auto` (from the adapter's binding limit) or a side in latent pixels (= LR pixels),
-/// a multiple of 8.
+/// A tile's size in latent pixels: (rows, columns), multiples of 8. A size at or past a frame
+/// side covers that side.
+pub type TileDims = (usize, usize);
+
+/// `--tile`: `auto` (from the adapter's binding limit and the GPU's memory), a side in latent
+/// pixels (= LR pixels; square tiles), or `WxH` (width × height, as video sizes are written),
+/// multiples of 8.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TileSize {
     #[default]
     Auto,
-    Fixed(usize),
+    Fixed { rows: usize, cols: usize },
+}
+
+impl TileSize {
+    /// Square tiles of side `n`.
+    pub fn square(n: usize) -> TileSize {
+        TileSize::Fixed { rows: n, cols: n }
+    }
 }
 
 impl std::str::FromStr for TileSize {
@@ -268,17 +284,25 @@ impl std::str::FromStr for TileSize {
         if s.eq_ignore_ascii_case("auto") {
             return Ok(TileSize::Auto);
         }
-        let n: usize = s.trim().parse().map_err(|_| format!("--tile {s}: expected auto or a size in LR pixels (a multiple of {LATENT_MULTIPLE}, e.g. 128)"))?;
-        check_multiple("--tile", n, LATENT_MULTIPLE)?;
-        Ok(TileSize::Fixed(n))
+        let bad = || format!("--tile {s}: expected auto, a size in LR pixels (a multiple of {LATENT_MULTIPLE}, e.g. 128) or WIDTHxHEIGHT (e.g. 320x192)");
+        let side = |v: &str| -> Result<usize, String> {
+            let n: usize = v.trim().parse().map_err(|_| bad())?;
+            check_multiple("--tile", n, LATENT_MULTIPLE)?;
+            Ok(n)
+        };
+        match s.split_once(['x', 'X']) {
+            Some((w, h)) => Ok(TileSize::Fixed { rows: side(h)?, cols: side(w)? }),
+            None => side(s).map(TileSize::square),
+        }
     }
 }
 
 impl std::fmt::Display for TileSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
+        match *self {
             TileSize::Auto => write!(f, "auto"),
-            TileSize::Fixed(n) => write!(f, "{n}"),
+            TileSize::Fixed { rows, cols } if rows == cols => write!(f, "{rows}"),
+            TileSize::Fixed { rows, cols } => write!(f, "{cols}x{rows}"),
         }
     }
 }
@@ -291,7 +315,8 @@ fn check_multiple(flag: &str, n: usize, min: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The job's tile flags: `--tile` and `--tile-overlap` (None: [`default_overlap`] of the tile).
+/// The job's tile flags: `--tile` and `--tile-overlap` (None: [`default_overlap`] of the tile's
+/// shorter side among those that cut the frame).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TileOptions {
     pub tile: TileSize,
@@ -302,58 +327,107 @@ impl TileOptions {
     /// Checks the flags on their own (before a frame size is known): sizes are multiples of 8
     /// and the overlap is below a fixed tile.
     pub fn check(&self) -> Result<(), String> {
-        if let TileSize::Fixed(n) = self.tile {
-            check_multiple("--tile", n, LATENT_MULTIPLE)?;
+        if let TileSize::Fixed { rows, cols } = self.tile {
+            check_multiple("--tile", rows, LATENT_MULTIPLE)?;
+            check_multiple("--tile", cols, LATENT_MULTIPLE)?;
         }
         if let Some(o) = self.overlap {
             check_multiple("--tile-overlap", o, 0)?;
-            if let TileSize::Fixed(n) = self.tile {
-                if o >= n {
-                    return Err(format!("--tile-overlap {o} must be below --tile {n}"));
+            // Below a side that cuts the frame: here, below the longer side at least (the
+            // shorter may span the frame; `plan` checks the rest once the frame is known).
+            if let TileSize::Fixed { rows, cols } = self.tile {
+                if o >= rows.max(cols) {
+                    return Err(format!("--tile-overlap {o} must be below --tile {}", self.tile));
                 }
             }
         }
         Ok(())
     }
 
-    /// The tile side, at most `most`, that makes `--tile auto` process the fewest latent
-    /// pixels over a `height`×`width` frame (tiles × their area, overlaps counted): every tile
-    /// runs all the steps, so that is its work. The largest side that fits is not always it
-    /// (at 368×640 with `most` 288: 6 tiles of 288², 498k pixels; 8 of 216², 373k). Only
-    /// sides down to 3/4 of `most` are weighed, and one is taken only where it saves at least
-    /// [`CHEAPER`] of the work: a tile also costs a fixed overhead (its dispatches, its
-    /// readback, a seam to blend) that pixels do not count, and no GPU has measured it yet.
-    /// `most` itself when it covers the frame.
-    pub fn cheapest(&self, height: usize, width: usize, most: usize) -> usize {
-        if most >= height.max(width) || most < 2 * LATENT_MULTIPLE {
-            return most;
+    /// The overlap of tiles of `dims` over a `height`×`width` frame: `--tile-overlap`, else
+    /// [`default_overlap`] of the tile's shorter side among those that cut the frame.
+    pub fn overlap_for(&self, height: usize, width: usize, dims: TileDims) -> usize {
+        self.overlap.unwrap_or_else(|| default_overlap(cut_side(height, width, dims)))
+    }
+
+    /// How many tiles of `dims` cover a `height`×`width` frame; `None` where the overlap does
+    /// not fit them.
+    fn count(&self, height: usize, width: usize, dims: TileDims) -> Option<usize> {
+        let overlap = self.overlap_for(height, width, dims);
+        Some(axis_spans(height, dims.0, overlap).ok()?.len() * axis_spans(width, dims.1, overlap).ok()?.len())
+    }
+
+    /// The tile within `bound` that makes `--tile auto` process the fewest latent pixels over a
+    /// `height`×`width` frame (tiles × their area, overlaps counted): every tile runs all the
+    /// steps, so that is its work. The largest square is not always it: at 368×640 under a
+    /// 2 GiB binding limit (at most 87 381 pixels a tile, squares of 288) six squares of 288
+    /// process 498k pixels, eight of 216² 373k, and four tiles of 216×344 (rows × columns) 297k.
+    /// Weighed are the rectangles of at most `bound.area` pixels whose sides that cut the frame
+    /// are at least 3/4 of `bound.side`, rounded up to a multiple of 8 (so that no tile is a
+    /// sliver: with both sides cut, at most 1.8 times as long as wide); a side may also cover
+    /// the frame's whole height or width. Of those with no more tiles than the largest square, the one with the fewest
+    /// pixels; more tiles only where they save at least [`CHEAPER`] of its work, since a tile
+    /// also costs a fixed overhead (its dispatches, its readback, a seam to blend) that pixels
+    /// do not count and no GPU has measured yet. The whole frame when it fits.
+    pub fn cheapest(&self, height: usize, width: usize, bound: TileBound) -> TileDims {
+        let square = (bound.side.min(height), bound.side.min(width));
+        let area = bound.area.max(square.0 * square.1);
+        if square == (height, width) || height * width <= area {
+            return (height, width);
         }
-        let work = |s: usize| -> Option<usize> {
-            let overlap = self.overlap.unwrap_or_else(|| default_overlap(s));
-            let (rows, cols) = (axis_spans(height, s, overlap).ok()?, axis_spans(width, s, overlap).ok()?);
-            Some(rows.len() * cols.len() * s.min(height) * s.min(width))
-        };
-        let Some(at_most) = work(most) else { return most };
-        let sides = (3 * most / 4..=most).rev().filter(|s| s.is_multiple_of(LATENT_MULTIPLE));
-        match sides.filter_map(|s| work(s).map(|w| (w, std::cmp::Reverse(s)))).min() {
-            Some((w, std::cmp::Reverse(s))) if (w as f64) <= (1.0 - CHEAPER) * at_most as f64 => s,
-            _ => most,
+        let m = LATENT_MULTIPLE;
+        let least = (3 * bound.side).div_ceil(4 * m) * m;
+        let work = |d: TileDims| self.count(height, width, d).map(|n| (n * d.0 * d.1, n));
+        let Some(base) = work(square) else { return square };
+        // (pixels, tiles, dims): the best with no more tiles than the square, and the best.
+        let (mut fewer, mut best) = ((base.0, base.1, square), (base.0, base.1, square));
+        for rows in (least.min(height)..=height).step_by(m) {
+            for cols in (least.min(width)..=width).step_by(m) {
+                if rows * cols > area {
+                    break;
+                }
+                let Some((w, n)) = work((rows, cols)) else { continue };
+                if n <= base.1 && (w, n) < (fewer.0, fewer.1) {
+                    fewer = (w, n, (rows, cols));
+                }
+                if (w, n) < (best.0, best.1) {
+                    best = (w, n, (rows, cols));
+                }
+            }
+        }
+        if best.0 as f64 <= (1.0 - CHEAPER) * fewer.0 as f64 {
+            best.2
+        } else {
+            fewer.2
         }
     }
 
-    /// The plan over a `height`×`width` padded latent with tile side `tile` (`--tile`, or what
-    /// auto picked) and the overlap asked for (or the default for that tile).
-    pub fn plan(&self, height: usize, width: usize, tile: usize) -> Result<TilePlan, String> {
-        let overlap = self.overlap.unwrap_or_else(|| default_overlap(tile));
-        if overlap >= tile && tile < height.max(width) {
-            return Err(format!("--tile-overlap {overlap} must be below the tile ({tile}{}); lower it or give a larger --tile", if self.tile == TileSize::Auto { ", picked by --tile auto" } else { "" }));
+    /// The plan over a `height`×`width` padded latent with tiles of `dims` (`--tile`, or what
+    /// auto picked) and the overlap asked for (or the default for those tiles).
+    pub fn plan(&self, height: usize, width: usize, dims: TileDims) -> Result<TilePlan, String> {
+        let overlap = self.overlap_for(height, width, dims);
+        let cut = cut_side(height, width, dims);
+        if overlap >= cut && (dims.0 < height || dims.1 < width) {
+            let auto = if self.tile == TileSize::Auto { ", picked by --tile auto" } else { "" };
+            return Err(format!("--tile-overlap {overlap} must be below the tile ({}x{}{auto}); lower it or give a larger --tile", dims.1, dims.0));
         }
-        TilePlan::new(height, width, tile, overlap)
+        TilePlan::new(height, width, dims, overlap)
     }
 }
 
-/// The least share of the work (latent pixels processed) a smaller tile must save for `--tile
-/// auto` to take it over the largest that fits ([`TileOptions::cheapest`]).
+/// The shorter side of tiles of `dims` among those that cut a `height`×`width` frame (a side
+/// at or past the frame's covers it); the longer when neither does (one tile).
+fn cut_side(height: usize, width: usize, (rows, cols): TileDims) -> usize {
+    match (rows < height, cols < width) {
+        (true, true) => rows.min(cols),
+        (true, false) => rows,
+        (false, true) => cols,
+        (false, false) => rows.max(cols),
+    }
+}
+
+/// The least share of the work (latent pixels processed) that more tiles must save for `--tile
+/// auto` to take them ([`TileOptions::cheapest`]).
 pub const CHEAPER: f64 = 0.05;
 
 /// Fraction of the largest buffer (`max_buffer_size`) `--tile auto` lets one tensor fill: the
@@ -361,38 +435,45 @@ pub const CHEAPER: f64 = 0.05;
 /// limit also fits it as a buffer. (A binding holds the tensor's exact bytes: no headroom.)
 pub const BUFFER_HEADROOM: f64 = 0.8;
 
-/// `--tile auto` for one model: the largest tile (square, or the whole latent) whose largest
-/// tensor, at `bytes_per_px` per latent pixel of the tile, fits one binding
-/// (`max_binding_bytes`) and, rounded up by the pool, one buffer (`max_buffer_bytes`). Errors
-/// when not even an 8×8 tile fits.
-pub fn tile_for_binding(max_binding_bytes: u64, max_buffer_bytes: u64, bytes_per_px: f64, height: usize, width: usize) -> Result<TileChoice, String> {
+/// How large a model's tile may be under `--tile auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileBound {
+    /// The largest square tile's side (a multiple of 8), or at least the frame's longer side
+    /// where the whole frame fits.
+    pub side: usize,
+    /// The most latent pixels one tile may hold, at least the square's (clipped to the frame).
+    pub area: usize,
+}
+
+impl TileBound {
+    /// The whole `height`×`width` frame as one tile.
+    pub fn whole(height: usize, width: usize) -> TileBound {
+        TileBound { side: height.max(width), area: height * width }
+    }
+}
+
+/// `--tile auto` for one model: the tiles whose largest tensor, at `bytes_per_px` per latent
+/// pixel of the tile, fits one binding (`max_binding_bytes`) and, rounded up by the pool, one
+/// buffer (`max_buffer_bytes`): the whole `height`×`width` frame where it fits, else the
+/// largest square side and the most pixels. Errors when not even an 8×8 tile fits.
+pub fn tile_for_binding(max_binding_bytes: u64, max_buffer_bytes: u64, bytes_per_px: f64, height: usize, width: usize) -> Result<TileBound, String> {
     let limit = max_binding_bytes.min((BUFFER_HEADROOM * max_buffer_bytes as f64) as u64) as f64;
-    let fits = |px: usize| px as f64 * bytes_per_px <= limit;
+    let area = (limit / bytes_per_px).floor().min(usize::MAX as f64) as usize;
     // A whole non-square latent that fits needs no tiling.
-    if fits(height * width) {
-        let tile = height.max(width);
-        return Ok(TileChoice { tile, overlap: default_overlap(tile) });
+    if area >= height * width {
+        return Ok(TileBound { area, ..TileBound::whole(height, width) });
     }
-    let mut s = height.max(width).div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE;
-    while s >= LATENT_MULTIPLE && !fits(s * s) {
-        s -= LATENT_MULTIPLE;
-    }
-    if s < LATENT_MULTIPLE {
+    let m = LATENT_MULTIPLE;
+    let side = (area as f64).sqrt() as usize / m * m;
+    if side < m {
         return Err(format!("not even an 8x8 tile's largest tensor fits one binding of {}", crate::gpu::human_bytes(limit as u64)));
     }
-    Ok(TileChoice { tile: s, overlap: default_overlap(s) })
+    Ok(TileBound { side, area })
 }
 
-/// The `--tile auto` choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TileChoice {
-    /// Tile side in latent pixels; ≥ both padded latent sides means one tile.
-    pub tile: usize,
-    pub overlap: usize,
-}
-
-/// Default overlap for a tile: a quarter of it (the release: 64 of 256), at least 8, a multiple
-/// of 8; none for the smallest tile (8), which cannot overlap its neighbour and stay a step ahead.
+/// Default overlap for a tile side: a quarter of it (the release: 64 of 256), at least 8, a
+/// multiple of 8; none for the smallest tile (8), which cannot overlap its neighbour and stay a
+/// step ahead.
 pub fn default_overlap(tile: usize) -> usize {
     if tile <= LATENT_MULTIPLE {
         return 0;
@@ -447,10 +528,10 @@ mod tests {
         assert!(axis_spans(64, 16, 16).unwrap_err().contains("--tile-overlap"));
         // The summary says what the spans do: 24 rows in tiles of 16 overlap by 8 even with no
         // overlap asked for, while 32 columns sit side by side.
-        let plan = TilePlan::new(24, 32, 16, 0).unwrap();
+        let plan = TilePlan::new(24, 32, (16, 16), 0).unwrap();
         assert!(plan.summary().contains("some side by side, others overlapping by up to 8"), "{}", plan.summary());
-        assert!(TilePlan::new(32, 32, 16, 0).unwrap().summary().contains("side by side (no overlap)"));
-        assert!(TilePlan::new(32, 32, 16, 8).unwrap().summary().contains("overlapping by at least 8"));
+        assert!(TilePlan::new(32, 32, (16, 16), 0).unwrap().summary().contains("side by side (no overlap)"));
+        assert!(TilePlan::new(32, 32, (16, 16), 8).unwrap().summary().contains("overlapping by at least 8"));
     }
 
     #[test]
@@ -459,7 +540,7 @@ mod tests {
         let mut rng = Rng::new(seed);
         for (h, w) in [(8usize, 8usize), (56, 104), (264, 40), (104, 264)] {
             for (tile, ov) in [(32usize, 8usize), (48, 16), (64, 24)] {
-                let plan = TilePlan::new(h, w, tile, ov).unwrap();
+                let plan = TilePlan::new(h, w, (tile, tile), ov).unwrap();
                 let k = 0.3 + rng.uniform();
                 let tiles: Vec<Vec<f32>> = plan.tiles.iter().map(|t| vec![k; t.rows.len() * t.cols.len()]).collect();
                 let out = plan.blend(&tiles);
@@ -483,7 +564,7 @@ mod tests {
 
     #[test]
     fn weights_are_feathered_not_pasted() {
-        let plan = TilePlan::new(8, 104, 64, 24).unwrap();
+        let plan = TilePlan::new(8, 104, (64, 64), 24).unwrap();
         assert_eq!(plan.tiles.len(), 2);
         let (a, b) = (&plan.tiles[0], &plan.tiles[1]);
         let overlap = a.cols.end - b.cols.start;
@@ -500,74 +581,115 @@ mod tests {
         // The TE-3DVAE's largest tensor in f32 (4 frames × 16 output pixels × 256 channels × 4
         // bytes per latent pixel): a 720p output (184×320 latent) on a 2 GiB binding limit is tiled.
         let per_px = 4.0 * 16.0 * 256.0 * 4.0;
-        let c = tile_for_binding(2 << 30, u64::MAX, per_px, 184, 320).unwrap();
-        assert!(c.tile < 184 && c.tile.is_multiple_of(8));
-        let px = (c.tile * c.tile) as f64;
-        assert!(px * per_px <= (2u64 << 30) as f64);
-        let bigger = ((c.tile + 8) * (c.tile + 8)) as f64;
-        assert!(bigger * per_px > (2u64 << 30) as f64);
-        assert_eq!(c.overlap, default_overlap(c.tile));
+        let two = 2u64 << 30;
+        let c = tile_for_binding(two, u64::MAX, per_px, 184, 320).unwrap();
+        assert!(c.side < 184 && c.side.is_multiple_of(8));
+        assert!((c.side * c.side) as f64 * per_px <= two as f64 && ((c.side + 8) * (c.side + 8)) as f64 * per_px > two as f64);
+        // The most pixels: exactly what fits, more than the square holds.
+        assert!(c.area as f64 * per_px <= two as f64 && (c.area + 1) as f64 * per_px > two as f64 && c.area > c.side * c.side);
         // The buffer limit counts too, after the pool's rounding headroom.
-        let by_buffer = tile_for_binding(2 << 30, 1 << 30, per_px, 184, 320).unwrap();
-        assert!(by_buffer.tile < c.tile && (by_buffer.tile * by_buffer.tile) as f64 * per_px <= BUFFER_HEADROOM * (1u64 << 30) as f64);
+        let by_buffer = tile_for_binding(two, 1 << 30, per_px, 184, 320).unwrap();
+        assert!(by_buffer.side < c.side && by_buffer.area as f64 * per_px <= BUFFER_HEADROOM * (1u64 << 30) as f64);
         // A small clip fits whole.
-        let c = tile_for_binding(2 << 30, u64::MAX, per_px, 64, 64).unwrap();
-        assert!(c.tile >= 64);
-        assert_eq!(TilePlan::new(64, 64, c.tile, c.overlap).unwrap().tiles.len(), 1);
+        let c = tile_for_binding(two, u64::MAX, per_px, 64, 64).unwrap();
+        assert!(c.side >= 64 && c.area >= 64 * 64);
+        let auto = TileOptions::default();
+        assert_eq!(auto.plan(64, 64, auto.cheapest(64, 64, c)).unwrap().tiles.len(), 1);
         // Nothing fits a 1 MB binding.
         assert!(tile_for_binding(1_000_000, u64::MAX, per_px, 64, 64).unwrap_err().contains("not even an 8x8 tile"));
         assert_eq!(default_overlap(256), 64);
         assert_eq!((default_overlap(8), default_overlap(16), default_overlap(40)), (0, 8, 8));
     }
 
-    /// `--tile auto` takes the side that processes the fewest pixels, not the largest, when it
-    /// saves at least 5% and is at least 3/4 of the largest.
+    /// `--tile auto` takes the tile that processes the fewest pixels within its bound, often a
+    /// rectangle and not the largest square; more tiles than the square's only where that saves
+    /// at least 5%.
     #[test]
-    fn the_cheapest_side_is_not_always_the_largest() {
-        let auto = TileOptions { tile: TileSize::Auto, overlap: None };
-        let work = |h: usize, w: usize, s: usize| {
-            let p = TilePlan::new(h, w, s, default_overlap(s)).unwrap();
-            p.tiles.len() * p.tile_size().0 * p.tile_size().1
+    fn the_cheapest_tile_is_not_always_the_largest_square() {
+        let auto = TileOptions::default();
+        let work = |o: &TileOptions, h: usize, w: usize, d: TileDims| {
+            let p = o.plan(h, w, d).unwrap();
+            (p.tiles.len() * p.tile_size().0 * p.tile_size().1, p.tiles.len())
         };
-        assert_eq!(auto.cheapest(368, 640, 288), 216);
-        assert_eq!((work(368, 640, 288), work(368, 640, 216)), (6 * 288 * 288, 8 * 216 * 216));
-        // Never more work than the largest side, over awkward frames and limits.
-        for (h, w) in [(480, 856), (544, 960), (720, 1280), (24, 200), (136, 240)] {
-            for most in [16, 40, 96, 176, 200, 288] {
-                let s = auto.cheapest(h, w, most);
-                assert!(s <= most && s.is_multiple_of(8), "{h}x{w} at most {most}: {s}");
-                if most < h.max(w) {
-                    assert!(s >= 3 * most / 4, "{h}x{w} at most {most}: {s}");
-                    // The fewest pixels in the range where that saves 5%, else the largest side.
-                    let best = (3 * most / 4..=most).filter(|s| s.is_multiple_of(8)).map(|s| work(h, w, s)).min().unwrap();
-                    let want = if best as f64 <= 0.95 * work(h, w, most) as f64 { best } else { work(h, w, most) };
-                    assert_eq!(work(h, w, s), want, "{h}x{w} at most {most}: {s}");
+        // 640×360 (368 rows padded) under a 2 GiB binding limit at the UNet's 24 576 bytes per
+        // pixel: four tiles of 216×344, where squares would take six of 288² or eight of 216².
+        let bound = tile_for_binding(2 << 30, u64::MAX, 24_576.0, 368, 640).unwrap();
+        assert_eq!((bound.side, bound.area), (288, 87_381));
+        assert_eq!(auto.cheapest(368, 640, bound), (216, 344));
+        assert_eq!(work(&auto, 368, 640, (216, 344)), (4 * 216 * 344, 4));
+        assert_eq!(work(&auto, 368, 640, (288, 288)), (6 * 288 * 288, 6));
+        // Against every rectangle, over awkward frames and bounds (brute force).
+        for (h, w) in [(480, 856), (544, 960), (720, 1280), (24, 200), (136, 240), (64, 2000)] {
+            for (side, extra) in [(16, 0), (40, 100), (96, 0), (176, 3000), (200, 0), (288, 1900)] {
+                for o in [auto, TileOptions { tile: TileSize::Auto, overlap: Some(16) }] {
+                    let bound = TileBound { side, area: side * side + extra };
+                    let d = o.cheapest(h, w, bound);
+                    let at = format!("{h}x{w} within {bound:?}, overlap {:?}: {d:?}", o.overlap);
+                    assert!(d.0.is_multiple_of(8) && d.1.is_multiple_of(8) && d.0 <= h && d.1 <= w, "{at}");
+                    assert!(d.0 * d.1 <= bound.area.max(side.min(h) * side.min(w)), "{at}");
+                    let square = (side.min(h), side.min(w));
+                    if h * w <= bound.area || square == (h, w) {
+                        assert_eq!(d, (h, w), "{at}");
+                        continue;
+                    }
+                    let least = (3 * side).div_ceil(32) * 8;
+                    assert!((d.0 == h || d.0 >= least) && (d.1 == w || d.1 >= least), "a sliver: {at}");
+                    let Ok(base) = o.plan(h, w, square).map(|_| work(&o, h, w, square)) else { continue };
+                    let mut all = vec![base];
+                    for r in (least.min(h)..=h).step_by(8) {
+                        for c in (least.min(w)..=w).step_by(8).take_while(|c| r * c <= bound.area) {
+                            if o.plan(h, w, (r, c)).is_ok() {
+                                all.push(work(&o, h, w, (r, c)));
+                            }
+                        }
+                    }
+                    let fewer = all.iter().filter(|x| x.1 <= base.1).min().unwrap();
+                    let best = all.iter().min().unwrap();
+                    let want = if best.0 as f64 <= 0.95 * fewer.0 as f64 { best } else { fewer };
+                    assert_eq!(work(&o, h, w, d), *want, "{at}");
+                    assert!(want.0 <= base.0, "{at}");
                 }
             }
         }
-        // A side that covers the frame is kept; a fixed overlap is respected (no side at or
-        // below it, where the default overlap would have taken 216).
-        assert_eq!(auto.cheapest(64, 96, 96), 96);
+        // A fixed overlap is respected: no cut side at or below it.
         let wide = TileOptions { tile: TileSize::Auto, overlap: Some(224) };
-        let s = wide.cheapest(368, 640, 288);
-        assert!(s > 224 && wide.plan(368, 640, s).is_ok(), "{s}");
+        let d = wide.cheapest(368, 640, bound);
+        assert!(wide.plan(368, 640, d).is_ok() && (d.0 > 224 || d.0 == 368) && d.1 > 224, "{d:?}");
     }
 
     #[test]
     fn tile_flags_are_checked() {
         use crate::pipeline::tiles::TileSize;
         let f = |tile: TileSize, overlap: Option<usize>| TileOptions { tile, overlap }.check();
-        assert!(f(TileSize::Auto, None).is_ok() && f(TileSize::Fixed(64), Some(16)).is_ok() && f(TileSize::Fixed(64), Some(0)).is_ok());
-        assert!(f(TileSize::Fixed(64), Some(12)).unwrap_err().contains("--tile-overlap 12: must be a multiple of 8"));
-        assert!(f(TileSize::Fixed(64), Some(64)).unwrap_err().contains("--tile-overlap 64 must be below --tile 64"));
+        let sq = TileSize::square;
+        assert!(f(TileSize::Auto, None).is_ok() && f(sq(64), Some(16)).is_ok() && f(sq(64), Some(0)).is_ok());
+        assert!(f(sq(64), Some(12)).unwrap_err().contains("--tile-overlap 12: must be a multiple of 8"));
+        assert!(f(sq(64), Some(64)).unwrap_err().contains("--tile-overlap 64 must be below --tile 64"));
+        let rect = "320x192".parse::<TileSize>().unwrap();
+        assert_eq!(rect, TileSize::Fixed { rows: 192, cols: 320 });
+        assert_eq!(rect.to_string(), "320x192");
+        assert!(f(rect, Some(320)).unwrap_err().contains("--tile-overlap 320 must be below --tile 320x192"));
+        // Below the shorter side only where that side cuts the frame: known at plan time.
+        assert!(f(rect, Some(192)).is_ok() && f(rect, Some(64)).is_ok());
+        let o = TileOptions { tile: rect, overlap: Some(192) };
+        assert!(o.plan(192, 1000, (192, 320)).is_ok());
+        assert!(o.plan(400, 1000, (192, 320)).unwrap_err().contains("--tile-overlap 192 must be below the tile (320x192)"));
         assert!("60".parse::<TileSize>().unwrap_err().contains("--tile 60: must be a multiple of 8"));
+        assert!("320x60".parse::<TileSize>().unwrap_err().contains("--tile 60: must be a multiple of 8"));
         assert!("0".parse::<TileSize>().unwrap_err().contains("at least 8"));
-        assert!("big".parse::<TileSize>().unwrap_err().contains("auto or a size"));
+        assert!("big".parse::<TileSize>().unwrap_err().contains("auto, a size"));
+        assert!("320x".parse::<TileSize>().unwrap_err().contains("WIDTHxHEIGHT"));
         assert_eq!("AUTO".parse::<TileSize>().unwrap(), TileSize::Auto);
-        assert_eq!("128".parse::<TileSize>().unwrap(), TileSize::Fixed(128));
+        assert_eq!("128".parse::<TileSize>().unwrap(), sq(128));
+        assert_eq!(sq(128).to_string(), "128");
         // Auto with an overlap at least the tile it picked: named at plan time.
         let o = TileOptions { tile: TileSize::Auto, overlap: Some(32) };
-        assert!(o.plan(64, 64, 32).unwrap_err().contains("picked by --tile auto"));
-        assert_eq!(o.plan(16, 16, 32).unwrap().tiles.len(), 1);
+        assert!(o.plan(64, 64, (32, 32)).unwrap_err().contains("picked by --tile auto"));
+        assert_eq!(o.plan(16, 16, (32, 32)).unwrap().tiles.len(), 1);
+        // A rectangle's default overlap is a quarter of the shorter side that cuts the frame.
+        let d = TileOptions::default();
+        assert_eq!((d.overlap_for(368, 640, (368, 264)), d.overlap_for(368, 640, (216, 344)), d.overlap_for(368, 640, (400, 640))), (64, 48, 160));
+        let p = d.plan(368, 640, (216, 344)).unwrap();
+        assert_eq!((p.tiles.len(), p.tile_size()), (4, (216, 344)));
     }
 }
