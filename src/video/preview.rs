@@ -6,7 +6,8 @@
 //! shows exactly what was written), shrunk by area averaging so that its long side is at most
 //! [`MAX_SIDE`] pixels (never enlarged), and quantised to its own 256-colour palette (the `gif`
 //! crate's NeuQuant). The frame delay comes from the stream's frame rate, in GIF's hundredths
-//! of a second.
+//! of a second; above 50 fps some frames are skipped, so that the preview keeps the stream's
+//! pace.
 
 use std::io::Write;
 
@@ -39,13 +40,21 @@ pub fn frame_rate(frame_rate: Option<&str>) -> (u64, u64) {
         .unwrap_or((25, 1))
 }
 
-/// GIF delay (hundredths of a second) of frame `k` at `rate` (N, D): frame k's start rounded
-/// to a hundredth, from the next one's, so the delays alternate (3, 4, 3, … at 29.97 fps) and
-/// the preview keeps the stream's pace. At least 2: viewers show shorter delays as 1/10 s
-/// (above 50 fps the preview is slower than the stream).
-pub fn frame_delay((n, d): (u64, u64), k: u64) -> u16 {
+/// Whether frame `k` of a stream at `rate` (N, D) is shown in the preview, and for how long:
+/// `Some((delay, next))`, the GIF delay in hundredths of a second and the next frame shown, or
+/// `None` for a frame skipped. Frame k starts at its time rounded to a hundredth, and is shown
+/// until the first later frame that starts at least 2 hundredths after it (viewers show
+/// shorter delays as 1/10 s): below 50 fps that is the next frame, and the delays alternate
+/// (3, 4, 3, … at 29.97 fps); above, frames between are skipped (one in three at 60 fps).
+/// Either way the delays sum to the stream's length, so the preview keeps its pace. Frame 0
+/// is shown; a later frame is shown where the one shown before it says so, as
+/// [`GifPreview::push`] follows.
+pub fn frame_delay((n, d): (u64, u64), k: u64) -> (u16, u64) {
     let start = |k: u64| (200 * d * k + n) / (2 * n); // round(100·d·k / n)
-    (start(k + 1) - start(k)).clamp(2, u16::MAX as u64) as u16
+    // The least j with start(j) ≥ start(k) + 2: 200·d·j + n ≥ 2·n·(start(k) + 2).
+    let t = start(k) + 2;
+    let next = (2 * n * t - n).div_ceil(200 * d).max(k + 1);
+    ((start(next) - start(k)).min(u16::MAX as u64) as u16, next)
 }
 
 /// Planar RGB `[3][h][w]` in [0, 1] → interleaved 8-bit RGB of `ow`×`oh`, each output pixel the
@@ -76,7 +85,9 @@ pub struct GifPreview<W: Write> {
     params: YuvParams,
     size: (usize, usize),
     rate: (u64, u64),
+    /// Output frames pushed, and the next of them the preview shows ([`frame_delay`]).
     frames: usize,
+    next_shown: u64,
 }
 
 impl GifPreview<std::io::BufWriter<std::fs::File>> {
@@ -93,7 +104,7 @@ impl<W: Write> GifPreview<W> {
         // GIF sizes are 16-bit; the preview is at most MAX_SIDE on its long side.
         let mut encoder = gif::Encoder::new(inner, w as u16, h as u16, &[]).context("writing the GIF header")?;
         encoder.set_repeat(gif::Repeat::Infinite).context("writing the GIF header")?;
-        Ok(GifPreview { encoder: Some(encoder), params, size: (w, h), rate: frame_rate(header.frame_rate.as_deref()), frames: 0 })
+        Ok(GifPreview { encoder: Some(encoder), params, size: (w, h), rate: frame_rate(header.frame_rate.as_deref()), frames: 0, next_shown: 0 })
     }
 
     /// The preview's width and height.
@@ -101,22 +112,30 @@ impl<W: Write> GifPreview<W> {
         self.size
     }
 
-    /// Frames added so far.
+    /// Output frames pushed so far (some skipped above 50 fps).
     pub fn frames(&self) -> usize {
         self.frames
     }
 
-    /// Adds one output frame.
+    /// Adds one output frame: shown, or skipped where the stream runs faster than a GIF can
+    /// show ([`frame_delay`]).
     pub fn push(&mut self, frame: &Frame) -> Result<()> {
         let enc = self.encoder.as_mut().context("internal: frame added to a finished GIF")?;
+        let k = self.frames as u64;
+        if k < self.next_shown {
+            self.frames += 1;
+            return Ok(());
+        }
+        let (delay, next) = frame_delay(self.rate, k);
         let (fw, fh) = (frame.format.width as usize, frame.format.height as usize);
         let rgb = frame_to_rgb(frame, &self.params);
         let (w, h) = self.size;
         let pixels = shrink_rgb(&rgb, fw, fh, w, h);
         let mut g = gif::Frame::from_rgb_speed(w as u16, h as u16, &pixels, QUANT_SPEED);
-        g.delay = frame_delay(self.rate, self.frames as u64);
+        g.delay = delay;
         enc.write_frame(&g).with_context(|| format!("writing GIF frame {}", self.frames))?;
         self.frames += 1;
+        self.next_shown = next;
         Ok(())
     }
 
@@ -146,17 +165,41 @@ mod tests {
 
     #[test]
     fn delays_follow_the_frame_rate() {
-        let delays = |r: Option<&str>, k: u64| (0..k).map(|i| frame_delay(frame_rate(r), i)).collect::<Vec<_>>();
+        // The frames shown over the first `k` of a stream, as the preview follows them.
+        let shown = |r: Option<&str>, k: u64| {
+            let (rate, mut next, mut out) = (frame_rate(r), 0, vec![]);
+            for i in 0..k {
+                if i == next {
+                    let (d, j) = frame_delay(rate, i);
+                    out.push((i, d));
+                    next = j;
+                }
+            }
+            out
+        };
+        let delays = |r: Option<&str>, k: u64| shown(r, k).iter().map(|&(_, d)| d).collect::<Vec<_>>();
         assert_eq!(delays(Some("25:1"), 3), [4, 4, 4]);
         assert_eq!(delays(Some("30000:1001"), 4), [3, 4, 3, 3]);
         assert_eq!(delays(Some("24:1"), 6), [4, 4, 5, 4, 4, 4]);
         assert_eq!(delays(Some("1:1"), 1), [100]);
-        assert_eq!(delays(Some("120:1"), 2), [2, 2], "at least 2");
+        assert_eq!(delays(Some("50:1"), 3), [2, 2, 2]);
         assert_eq!(delays(Some("0:0"), 1), [4]);
         assert_eq!(delays(None, 1), [4]);
-        // The pace holds over a long clip: 3000 frames at 29.97 fps last 100.1 s.
-        assert_eq!(delays(Some("30000:1001"), 3000).iter().map(|&d| d as u64).sum::<u64>(), 10010);
-        assert_eq!(delays(Some("24000:1001"), 2400).iter().map(|&d| d as u64).sum::<u64>(), 10010);
+        // Above 50 fps frames are skipped, no delay is under 2: at 60 fps two in three shown.
+        assert_eq!(shown(Some("60:1"), 7), [(0, 2), (1, 3), (3, 2), (4, 3), (6, 2)]);
+        assert_eq!(shown(Some("120:1"), 6), [(0, 2), (2, 2), (5, 2)]);
+        // The pace holds over a long clip, frames skipped or not: 3000 frames at 29.97 fps last
+        // 100.1 s, 6000 at 59.94 fps too, 12 000 at 120 fps 100 s. The last frame shown is shown
+        // until the clip's end.
+        for (r, k, cs) in [("30000:1001", 3000, 10010), ("24000:1001", 2400, 10010), ("60000:1001", 6000, 10010), ("120:1", 12000, 10000)] {
+            let s = shown(Some(r), k);
+            assert_eq!(s.iter().map(|&(_, d)| d as u64).sum::<u64>(), cs, "{r}");
+            assert!(s.iter().all(|&(_, d)| d >= 2), "{r}");
+            let (last, d) = *s.last().unwrap();
+            assert_eq!(frame_delay(frame_rate(Some(r)), last), (d, k), "{r}: the last frame shown reaches the clip's end");
+        }
+        // A very slow rate: the delay saturates.
+        assert_eq!(frame_delay((1, 1000), 0).0, u16::MAX);
     }
 
     #[test]
@@ -217,5 +260,22 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 3);
+
+        // At 60 fps, 7 frames pushed: 5 shown, as `frame_delay` says, the others skipped.
+        let mut header = Header::new(16, 8, "420jpeg").unwrap();
+        header.frame_rate = Some("60:1".into());
+        let mut p = GifPreview::new(Vec::new(), &header, params).unwrap();
+        let (w, h) = (16, 8);
+        for f in 0..7 {
+            p.push(&rgb_to_frame(&vec![f as f32 / 7.0; 3 * w * h], header.format(), &params)).unwrap();
+        }
+        assert_eq!(p.frames(), 7);
+        let bytes = p.finish().unwrap();
+        let mut d = gif::DecodeOptions::new().read_info(bytes.as_slice()).unwrap();
+        let mut delays = vec![];
+        while let Some(fr) = d.read_next_frame().unwrap() {
+            delays.push(fr.delay);
+        }
+        assert_eq!(delays, [2, 3, 2, 3, 2]);
     }
 }
