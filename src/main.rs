@@ -358,12 +358,14 @@ struct UpscaleCli {
     /// rectangular tiles, for the UNet and the VAE decoder alike; or `auto`: per model, of the
     /// tiles (rectangles too) its biggest tensor allows under the GPU's binding limit and whose
     /// graphs fit the GPU's memory where that is known (the Vulkan driver's figure, or
-    /// --gpu-memory), the one that processes the fewest pixels, overlaps counted; one tile, the
-    /// whole frame, when it fits. Tiles overlap and are blended with feathered weights. Lower it
+    /// --gpu-memory), the one that processes the fewest pixels, overlaps counted (sides at
+    /// least 3/4 of the largest square's; more tiles than that square's only where they save
+    /// 5%); one tile, the whole frame, when it fits. Tiles overlap and are blended with feathered weights. Lower it
     /// if the GPU runs out of memory.
     #[arg(long, value_name = "N|WxH|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
-    /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below the tile; default a
+    /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below each side of the tile
+    /// that cuts the frame; default a
     /// quarter of the tile's shorter side that cuts the frame, rounded down to a multiple of 8,
     /// at least 8; none for 8-pixel tiles).
     #[arg(long, value_name = "N")]

@@ -879,6 +879,8 @@ fn large_frames_run_in_feathered_tiles() {
         (&["--tile", "12"][..], "--tile 12: must be a multiple of 8"),
         (&["--tile", "big"][..], "expected auto, a size"),
         (&["--tile", "16x"][..], "or WIDTHxHEIGHT"),
+        // An overlap not below a side that cuts the frame (the 8 columns; the 16 rows span its 8).
+        (&["--tile", "8x16", "--tile-overlap", "8"][..], "--tile-overlap 8 must be below the tile (8x16)"),
         (&["--tile", "16", "--tile-overlap", "16"][..], "--tile-overlap 16 must be below --tile 16"),
         (&["--tile-overlap", "4"][..], "--tile-overlap 4: must be a multiple of 8"),
         // Less GPU memory than the job holds before its first tile: said before any frame runs.

@@ -93,7 +93,7 @@ impl BufferPool {
 /// A storage buffer of `size` bytes, or an error naming what to lower: over the buffer limit,
 /// or out of device memory (`in_use`: bytes the caller already holds, for the message).
 /// What to do when the work does not fit the GPU, in an error message.
-pub(crate) const SMALLER: &str = "upscale with smaller tiles (a --tile N, a multiple of 8, below the tile that failed) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
+pub(crate) const SMALLER: &str = "upscale with smaller tiles (a --tile N or WxH, multiples of 8, below the tile that failed) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
 /// What else to do when the GPU runs out of memory: where the driver does not report it,
 /// `--tile auto` can be told how much there is.
 pub(crate) const OUT_OF_MEMORY: &str = "or close other programs using the GPU (where the driver does not report the GPU's memory, as on Metal, DX12 and GL, upscale's --gpu-memory SIZE lets --tile auto plan for it)";

@@ -83,10 +83,13 @@ impl JobTiles {
 /// the probe itself exceeds the binding limit (a tiny simulated limit), 8 is tried.
 pub(crate) const PROBE: usize = 16;
 
-/// Picks the job's tiles over the `ph`×`pw` padded latent: `--tile N` for both models, or for
-/// `--tile auto` the largest tile each model's biggest tensor allows under the adapter's binding
-/// limit (and its buffer limit, after
-/// [`BUFFER_HEADROOM`](crate::pipeline::tiles::BUFFER_HEADROOM)). The bytes per latent pixel
+/// Picks the job's tiles over the `ph`×`pw` padded latent: `--tile N` or `WxH` for both
+/// models, or for `--tile auto`, per model, the tiles of fewest pixels processed
+/// ([`TileOptions::cheapest`](crate::pipeline::tiles::TileOptions::cheapest), rectangles
+/// included) within what its biggest tensor allows under the adapter's binding limit (and its
+/// buffer limit, after [`BUFFER_HEADROOM`](crate::pipeline::tiles::BUFFER_HEADROOM)) and,
+/// where the GPU's memory is known, within the memory plan's square
+/// ([`Need::tiles`]), the chosen pair planned again ([`Need::fits`]). The bytes per latent pixel
 /// are measured, not assumed: both graphs are captured once at a 16×16 probe
 /// latent (8×8 where that does not fit) and their largest tensors (arena activations, the
 /// sample and the decode input) divided by its pixels (an upper bound: the few tensors that do
@@ -162,13 +165,7 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
             // planned again at them, still fit (a rectangle may hold more pixels than the square).
             let (cu, cv) = match &need {
                 Some(need) if (cu, cv) != (su, sv) => {
-                    let mut kept = (su, sv);
-                    for (u, v) in [(cu, cv), (cu, sv), (su, cv)] {
-                        if need.fits(u, v)? {
-                            kept = (u, v);
-                            break;
-                        }
-                    }
+                    let kept = fitting_pair((cu, cv), (su, sv), |u, v| need.fits(u, v))?;
                     if kept != (cu, cv) {
                         log::info!("--tile auto: the tiles of fewest pixels ({} UNet, {} VAE) do not fit the GPU's memory with both graphs planned: {}, {}", wxh(cu), wxh(cv), wxh(kept.0), wxh(kept.1));
                     }
@@ -176,14 +173,28 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
                 }
                 _ => (cu, cv),
             };
-            if (cu, cv) != (su, sv) {
-                log::info!("--tile auto: tiles of {} (UNet) and {} (VAE) process fewer pixels than the largest squares that fit ({}, {})", wxh(cu), wxh(cv), ub.side, vb.side);
+            for (what, c, s) in [("UNet", cu, su), ("VAE", cv, sv)] {
+                if c != s {
+                    log::info!("--tile auto: {what} tiles of {} process fewer pixels than the largest square that fits ({})", wxh(c), wxh(s));
+                }
             }
             (cu, cv)
         }
     };
     let plan = |t: TileDims| opts.tiles.plan(ph, pw, t).map_err(anyhow::Error::msg);
     Ok(JobTiles { measured, memory, ..JobTiles::new(plan(ut)?, plan(vt)?) })
+}
+
+/// The first pair of (UNet, VAE) tiles that `fits`: the pair chosen `c`, then each of its
+/// tiles beside the other model's square, then the squares `s`, which the memory plan has
+/// fitted already (not weighed again).
+fn fitting_pair(c: (TileDims, TileDims), s: (TileDims, TileDims), mut fits: impl FnMut(TileDims, TileDims) -> Result<bool>) -> Result<(TileDims, TileDims)> {
+    for (u, v) in [c, (c.0, s.1), (s.0, c.1)] {
+        if fits(u, v)? {
+            return Ok((u, v));
+        }
+    }
+    Ok(s)
 }
 
 /// Tiles of `(rows, cols)` as the summaries write them: width x height.
@@ -720,11 +731,34 @@ mod tests {
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
     }
 
+    /// Where the chosen tiles do not fit with both graphs planned, the UNet's are kept before the
+    /// VAE's (they run every step), and the squares, already fitted, are the last resort.
+    #[test]
+    fn the_fitting_pair_prefers_the_chosen_tiles() {
+        // Chosen tiles of more pixels than the squares (as a rectangle under the binding limit
+        // may be), and a planner that fits only the pairs it is given.
+        let (c, s) = (((16, 40), (24, 16)), ((24, 24), (16, 16)));
+        let only = |ok: Vec<(TileDims, TileDims)>| move |u: TileDims, v: TileDims| -> Result<bool> { Ok(ok.contains(&(u, v))) };
+        assert_eq!(fitting_pair(c, s, only(vec![c, s])).unwrap(), c);
+        assert_eq!(fitting_pair(c, s, only(vec![((16, 40), (16, 16)), ((24, 24), (24, 16))])).unwrap(), ((16, 40), (16, 16)));
+        assert_eq!(fitting_pair(c, s, only(vec![((24, 24), (24, 16))])).unwrap(), ((24, 24), (24, 16)));
+        assert_eq!(fitting_pair(c, s, only(vec![])).unwrap(), s);
+        let mut asked = vec![];
+        fitting_pair(c, s, |u, v| {
+            asked.push((u, v));
+            Ok(false)
+        })
+        .unwrap();
+        assert_eq!(asked, [c, ((16, 40), (16, 16)), ((24, 24), (24, 16))], "the squares are not planned again");
+        assert!(fitting_pair(c, s, |_, _| anyhow::bail!("planning failed")).is_err());
+    }
+
     /// Where the GPU's memory is known (here a `--gpu-memory` cap, as lavapipe's heap is the
     /// host's), `--tile auto` keeps each model's need within the budget: one tile when roomy;
-    /// with a budget under the larger model's whole-frame need, that model gets the largest
-    /// tile that fits (the next larger does not), the job's summary says memory set it, and the
-    /// engine builds; a budget no tile fits is an error naming memory.
+    /// with a budget under the larger model's whole-frame need, that model gets the tiles of
+    /// fewest pixels within the largest square that fits (or that square), the job's summary
+    /// says memory set it, and the engine builds; a budget no tile fits is an error naming
+    /// memory.
     #[test]
     fn tile_auto_fits_the_gpu_memory() {
         use crate::gpu::GpuOptions;

@@ -111,7 +111,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         }
         TileSize::Auto => {
             let limit = max_binding.map_or("unknown here (no adapter found)".to_string(), crate::gpu::human_bytes);
-            let overlap = tiles.overlap.map_or("a quarter of the tile's shorter side".to_string(), |v| v.to_string());
+            let overlap = tiles.overlap.map_or("a quarter of the tile's shorter side that cuts the frame".to_string(), |v| v.to_string());
             writeln!(o, "tiles:    auto: picked when the models load, per model, from its largest tensor per latent pixel (measured on a {PROBE}x{PROBE} probe graph) and this adapter's binding limit ({limit}), and, where the GPU's memory is known (the Vulkan driver's budget, or --gpu-memory), whose graphs, planned exactly, fit it: of the tiles (rectangles too) that fit, the one that processes the fewest pixels, overlaps counted (more tiles than the largest square's only where that saves at least 5%); one tile when the whole latent fits (by that measure, or by the whole frame's graph recorded exactly); overlap {overlap}; `--tile N` or `--tile WxH` fixes the tiles (then listed here)")?;
         }
     }
@@ -208,7 +208,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         PlanWeights::Release(_) => writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?,
     }
     writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
-    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw} --cfg-pair` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", 2 * g)?;
+    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here, as BxHxW, the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw} --cfg-pair` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", 2 * g)?;
     match adapter.and_then(|a| a.memory) {
         Some((bytes, whence)) => writeln!(o, "  GPU memory:       {} ({whence}): the weights, the job's tensors and the activations must fit it; --tile auto and --windows-per-call auto plan for it when the models load", human_bytes(bytes))?,
         None => writeln!(o, "  GPU memory:       not known here (GPU drivers on Vulkan report it; a software adapter's is the host's; --gpu-memory SIZE gives a figure): --tile auto plans for the binding limit only")?,

@@ -287,8 +287,10 @@ impl std::str::FromStr for TileSize {
         let bad = || format!("--tile {s}: expected auto, a size in LR pixels (a multiple of {LATENT_MULTIPLE}, e.g. 128) or WIDTHxHEIGHT (e.g. 320x192)");
         let side = |v: &str| -> Result<usize, String> {
             let n: usize = v.trim().parse().map_err(|_| bad())?;
-            check_multiple("--tile", n, LATENT_MULTIPLE)?;
-            Ok(n)
+            match check_multiple("--tile", n, LATENT_MULTIPLE) {
+                Err(e) if v.len() < s.len() => Err(format!("--tile {s}: {}", e.trim_start_matches(&format!("--tile {n}: ")))),
+                r => r.map(|_| n),
+            }
         };
         match s.split_once(['x', 'X']) {
             Some((w, h)) => Ok(TileSize::Fixed { rows: side(h)?, cols: side(w)? }),
@@ -325,7 +327,8 @@ pub struct TileOptions {
 
 impl TileOptions {
     /// Checks the flags on their own (before a frame size is known): sizes are multiples of 8
-    /// and the overlap is below a fixed tile.
+    /// and the overlap is below a fixed tile's longer side (below each side that cuts the frame
+    /// is checked by [`TileOptions::plan`] once the frame is known).
     pub fn check(&self) -> Result<(), String> {
         if let TileSize::Fixed { rows, cols } = self.tile {
             check_multiple("--tile", rows, LATENT_MULTIPLE)?;
@@ -359,13 +362,13 @@ impl TileOptions {
 
     /// The tile within `bound` that makes `--tile auto` process the fewest latent pixels over a
     /// `height`×`width` frame (tiles × their area, overlaps counted): every tile runs all the
-    /// steps, so that is its work. The largest square is not always it: at 368×640 under a
+    /// steps, so that is its work. The largest square is not always it: at 360×640 under a
     /// 2 GiB binding limit (at most 87 381 pixels a tile, squares of 288) six squares of 288
     /// process 498k pixels, eight of 216² 373k, and four tiles of 216×344 (rows × columns) 297k.
     /// Weighed are the rectangles of at most `bound.area` pixels whose sides that cut the frame
-    /// are at least 3/4 of `bound.side`, rounded up to a multiple of 8 (so that no tile is a
-    /// sliver: with both sides cut, at most 1.8 times as long as wide); a side may also cover
-    /// the frame's whole height or width. Of those with no more tiles than the largest square, the one with the fewest
+    /// are at least 3/4 of `bound.side`, rounded up to a multiple of 8, so that no tile is a
+    /// sliver (with both sides cut, about 1.8 times as long as wide at most, for large tiles);
+    /// a side may also cover the frame's whole height or width. Of those with no more tiles than the largest square, the one with the fewest
     /// pixels; more tiles only where they save at least [`CHEAPER`] of its work, since a tile
     /// also costs a fixed overhead (its dispatches, its readback, a seam to blend) that pixels
     /// do not count and no GPU has measured yet. The whole frame when it fits.
@@ -378,7 +381,9 @@ impl TileOptions {
         let m = LATENT_MULTIPLE;
         let least = (3 * bound.side).div_ceil(4 * m) * m;
         let work = |d: TileDims| self.count(height, width, d).map(|n| (n * d.0 * d.1, n));
-        let Some(base) = work(square) else { return square };
+        // A square the overlap does not fit (a fixed `--tile-overlap` at its side) bounds
+        // nothing: any tile that fits is weighed then.
+        let base = work(square).unwrap_or((usize::MAX, usize::MAX));
         // (pixels, tiles, dims): the best with no more tiles than the square, and the best.
         let (mut fewer, mut best) = ((base.0, base.1, square), (base.0, base.1, square));
         for rows in (least.min(height)..=height).step_by(m) {
@@ -611,13 +616,14 @@ mod tests {
             let p = o.plan(h, w, d).unwrap();
             (p.tiles.len() * p.tile_size().0 * p.tile_size().1, p.tiles.len())
         };
-        // 640×360 (368 rows padded) under a 2 GiB binding limit at the UNet's 24 576 bytes per
-        // pixel: four tiles of 216×344, where squares would take six of 288² or eight of 216².
-        let bound = tile_for_binding(2 << 30, u64::MAX, 24_576.0, 368, 640).unwrap();
+        // 640×360 under a 2 GiB binding limit at the UNet's 24 576 bytes per pixel: four tiles
+        // of 216×344 (rows × columns), where squares would take six of 288² or eight of 216².
+        let bound = tile_for_binding(2 << 30, u64::MAX, 24_576.0, 360, 640).unwrap();
         assert_eq!((bound.side, bound.area), (288, 87_381));
-        assert_eq!(auto.cheapest(368, 640, bound), (216, 344));
-        assert_eq!(work(&auto, 368, 640, (216, 344)), (4 * 216 * 344, 4));
-        assert_eq!(work(&auto, 368, 640, (288, 288)), (6 * 288 * 288, 6));
+        assert_eq!(auto.cheapest(360, 640, bound), (216, 344));
+        assert_eq!(work(&auto, 360, 640, (216, 344)), (4 * 216 * 344, 4));
+        assert_eq!(work(&auto, 360, 640, (288, 288)), (6 * 288 * 288, 6));
+        assert_eq!(work(&auto, 360, 640, (216, 216)), (8 * 216 * 216, 8));
         // Against every rectangle, over awkward frames and bounds (brute force).
         for (h, w) in [(480, 856), (544, 960), (720, 1280), (24, 200), (136, 240), (64, 2000)] {
             for (side, extra) in [(16, 0), (40, 100), (96, 0), (176, 3000), (200, 0), (288, 1900)] {
@@ -653,8 +659,12 @@ mod tests {
         }
         // A fixed overlap is respected: no cut side at or below it.
         let wide = TileOptions { tile: TileSize::Auto, overlap: Some(224) };
-        let d = wide.cheapest(368, 640, bound);
-        assert!(wide.plan(368, 640, d).is_ok() && (d.0 > 224 || d.0 == 368) && d.1 > 224, "{d:?}");
+        let d = wide.cheapest(360, 640, bound);
+        assert!(wide.plan(360, 640, d).is_ok() && (d.0 > 224 || d.0 == 360) && d.1 > 224, "{d:?}");
+        // One at the square's side: a tile spanning the frame's height still fits.
+        let at_side = TileOptions { tile: TileSize::Auto, overlap: Some(200) };
+        let d = at_side.cheapest(64, 2000, TileBound { side: 200, area: 200 * 200 });
+        assert!(d.0 == 64 && d.1 > 200 && at_side.plan(64, 2000, d).is_ok(), "{d:?}");
     }
 
     #[test]
@@ -675,7 +685,7 @@ mod tests {
         assert!(o.plan(192, 1000, (192, 320)).is_ok());
         assert!(o.plan(400, 1000, (192, 320)).unwrap_err().contains("--tile-overlap 192 must be below the tile (320x192)"));
         assert!("60".parse::<TileSize>().unwrap_err().contains("--tile 60: must be a multiple of 8"));
-        assert!("320x60".parse::<TileSize>().unwrap_err().contains("--tile 60: must be a multiple of 8"));
+        assert!("320x60".parse::<TileSize>().unwrap_err().contains("--tile 320x60: must be a multiple of 8"));
         assert!("0".parse::<TileSize>().unwrap_err().contains("at least 8"));
         assert!("big".parse::<TileSize>().unwrap_err().contains("auto, a size"));
         assert!("320x".parse::<TileSize>().unwrap_err().contains("WIDTHxHEIGHT"));

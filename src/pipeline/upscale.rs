@@ -11,7 +11,7 @@ use crate::pipeline::job::{run_job, JobStats};
 use crate::pipeline::options::{JobOptions, PromptEmbeds};
 use crate::pipeline::plan::y4m_file_frames;
 use crate::pipeline::progress::Progress;
-use crate::pipeline::tiles::{TileOptions, SCALE};
+use crate::pipeline::tiles::{LatentPad, TileOptions, TileSize, SCALE};
 use crate::pipeline::windows::{FrameRange, Ilt};
 use crate::video::color::{MatrixChoice, YuvParams};
 use crate::pipeline::source::{FrameSource, ReadAhead};
@@ -242,6 +242,12 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let reader = ReadAhead::start(input)?;
     reader.header().require_progressive()?;
     let out_header = a.output_format.header(reader.header(), SCALE as u32)?;
+    // Fixed tiles against the frame (an overlap at or above a side that cuts it), before loading.
+    if let TileSize::Fixed { rows, cols } = a.tiles.tile {
+        let fmt = reader.header().format();
+        let (ph, pw) = LatentPad::new(fmt.height as usize, fmt.width as usize).padded();
+        a.tiles.plan(ph, pw, (rows, cols)).map_err(anyhow::Error::msg)?;
+    }
 
     let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);
     let vae_dtype = default_dtype(gpu, ModelKind::Te3dVaeDecoder);
