@@ -859,6 +859,10 @@ fn large_frames_run_in_feathered_tiles() {
     let err = String::from_utf8_lossy(&o.stderr);
     let two = "2x1 = 2 tiles of 16x8, overlapping by at least 8, feathered";
     assert!(err.contains(&format!("tiles: UNet {two}")) && err.contains(&format!("VAE {two}")), "{err}");
+    // The summary splits the job's time: "…, T s (denoising D s, decoding and writing E s); …".
+    let secs = |after: &str| -> f64 { err.split(after).nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no '{after}' time in {err}")) };
+    let (total, denoising, decoding) = (secs(" window, "), secs("(denoising "), secs("decoding and writing "));
+    assert!(denoising > 0.0 && decoding > 0.0 && denoising + decoding <= total + 0.1, "{err}");
     let (ow, oh) = (4 * w, 4 * h);
     let (header, f) = frames(&tiled, ow * oh + 2 * (ow.div_ceil(2) * oh.div_ceil(2)));
     assert!(header.starts_with(&format!("YUV4MPEG2 W{ow} H{oh} ")), "{header}");

@@ -10,7 +10,8 @@
 #      the same models and shapes, then the kernels;
 #   3. per-kernel profiles of the UNet window call and the job's TE-3DVAE decode at a 128² latent,
 #      and the full-size text encoder once;
-#   4. the whole job beside the official pipeline (side-by-side's PART=job), if enough is left.
+#   4. the whole job beside the official pipeline (side-by-side's PART=job), if enough is left;
+#   5. a tiled job, rectangles against squares (side-by-side's PART=tiles), with what is left.
 # Every step runs under `timeout` within RUN_BUDGET (default 560 s, for a call's timeout_s 600).
 # Logs stay in /tmp/gpu-session and are packed into $OUT/session.tar.gz after every step, so a
 # call cut short still brings back what ran; $OUT also gets summary.txt (printed last),
@@ -231,6 +232,15 @@ if [ $((budget - (SECONDS - start))) -ge "$need" ]; then
     cat "$work/job/job.txt" >>"$work/summary.txt" 2>/dev/null || tail -5 "$work/job.txt" >>"$work/summary.txt"
 else
     note "== 4. the job: not run, $((budget - (SECONDS - start))) s left (it needs $need): run PART=job tools/side-by-side.sh run in a call of its own"
+fi
+# 5. Rectangular tiles against squares (the engine alone), with what is left.
+if [ $((budget - (SECONDS - start))) -ge "${TILES_MIN:-100}" ]; then
+    t=$(left 300 5)
+    note "== 5. a tiled job: rectangles against squares (budget ${t}s)"
+    OUT="$work/tiles" PART=tiles RUN_BUDGET=$t TILES_TIMEOUT=$(((t - 10) / 2)) bash tools/side-by-side.sh "$mode" >"$work/tiles.txt" 2>&1
+    cat "$work/tiles/tiles.txt" >>"$work/summary.txt" 2>/dev/null || tail -5 "$work/tiles.txt" >>"$work/summary.txt"
+else
+    note "== 5. the tiled job: not run, $((budget - (SECONDS - start))) s left: PART=tiles tools/side-by-side.sh run in a call of its own"
 fi
 note "session took $((SECONDS - start)) s of its ${budget} s budget"
 pack

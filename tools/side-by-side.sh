@@ -29,6 +29,12 @@
 # official pipeline (tools/bench_official_pipeline.py: UNet fp16, VAE fp32 as released;
 # torch.cuda.max_memory_allocated). Writes job.txt and job-ref.json. In tiny mode: 12 frames of
 # 8x8, 2 steps, the tiny test configs, on lavapipe and the CPU.
+#
+# PART=tiles (the engine alone): a tiled job, 8 frames of 640x360, 4 steps, random
+# weights, run with `--tile auto` (rectangles: 4 UNet tiles of 344x216 under a 2 GiB binding
+# limit) and with `--tile 216` (the 8 squares auto took before, for the VAE too), the job's
+# denoising and decoding times and the tiles each ran. Writes tiles.txt. In tiny mode: 8 frames
+# of 24x16 in tiles of 16 and of 8.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -43,6 +49,8 @@ build)
     strip .device-bin/diffvsr-wgpu || true
     # PART=job's clip (the card machine has no ffmpeg): 32 frames of 128x128, 4:2:0.
     ffmpeg -v error -y -f lavfi -i testsrc2=size=128x128:rate=25 -frames:v 32 -pix_fmt yuv420p -f yuv4mpegpipe .device-bin/clip-128.y4m
+    # PART=tiles' clip: 8 frames of 640x360.
+    ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -frames:v 8 -pix_fmt yuv420p -f yuv4mpegpipe .device-bin/clip-360.y4m
     repo=${DIFFVSR_REPO:-/work/official/DiffVSR}
     if [ -d "$repo/models" ]; then
         rm -rf .whl/DiffVSR && mkdir -p .whl/DiffVSR
@@ -72,7 +80,7 @@ run | tiny) ;;
 esac
 
 out=${OUT:-./gpu-out/side-by-side}
-PART=${PART:-all} # all | models | kernels
+PART=${PART:-all} # all | models | kernels | job | tiles
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 start=$SECONDS
@@ -113,6 +121,37 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
 "$BIN" devices >"$out/devices.txt" 2>&1 || true
+
+if [ "$PART" = tiles ]; then
+    if [ "$mode" = tiny ]; then
+        clip="$out/clip-tiles.y4m"
+        ffmpeg -v error -y -f lavfi -i testsrc2=size=24x16:rate=25 -frames:v 8 -pix_fmt yuv420p -f yuv4mpegpipe "$clip"
+        cfg="$out/configs"
+        mkdir -p "$cfg"
+        cp tests/data/diffvsr_unet/config.json "$cfg/unet_3d_config.json"
+        cp tests/data/te3dvae/config.json "$cfg/vae_config.json"
+        steps=2 wargs=(--weights "$cfg") tiles=(16 8)
+    else
+        clip=.device-bin/clip-360.y4m steps=4 wargs=() tiles=(auto 216)
+    fi
+    echo "== engine: a tiled job, 8 frames of $(head -c 40 "$clip" | grep -ao 'W[0-9]* H[0-9]*'), $steps steps, random weights" | tee "$out/tiles.txt"
+    for t in "${tiles[@]}"; do
+        lim=$(left "${TILES_TIMEOUT:-150}")
+        [ "$lim" -eq 0 ] && { echo "--tile $t: out of budget" | tee -a "$out/tiles.txt"; continue; }
+        t0=$(date +%s.%N)
+        timeout "$lim" "$BIN" upscale --random-weights 1 "${wargs[@]}" --steps "$steps" --tile "$t" -i "$clip" -o /dev/null >"$out/tiles-$t.log" 2>&1
+        rc=$?
+        t1=$(date +%s.%N)
+        # The job's summary line: "… out, N windows, S s (denoising D s, decoding and writing
+        # E s); tiles: …; windows per UNet call: …".
+        sum=$(tr '\r' '\n' <"$out/tiles-$t.log" | grep -m1 "; tiles: ")
+        job=$(sed -n 's/.*, \([0-9.]*\) s (denoising \([0-9.]*\) s, decoding and writing \([0-9.]*\) s); tiles: .*/\1 s by the job: denoising \2 s, decoding \3 s/p' <<<"$sum")
+        ran=$(sed -n 's/.*; tiles: \(.*\); windows per UNet call.*/\1/p' <<<"$sum")
+        "$PY" -c "import sys; print(f'--tile {sys.argv[3]}: {float(sys.argv[2])-float(sys.argv[1]):.1f} s wall with the model build, {sys.argv[5]}, exit {sys.argv[4]}; tiles: {sys.argv[6]}')" \
+            "$t0" "$t1" "$t" "$rc" "${job:-?}" "${ran:-not printed (see tiles-$t.log)}" | tee -a "$out/tiles.txt"
+    done
+    exit 0
+fi
 
 if [ "$PART" = job ]; then
     if [ "$mode" = tiny ]; then

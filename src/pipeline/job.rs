@@ -95,6 +95,10 @@ pub struct JobStats {
     /// Decodes (chunks, or VAE tiles of one) that overflowed f16 operands and ran again on f32
     /// operands ([`JobOptions::redecode_overflow`]).
     pub redecoded: usize,
+    /// Wall time spent denoising (every window's steps, until the GPU has finished them) and
+    /// decoding (the chunks, their conversion to the output format and their writing).
+    pub denoising: std::time::Duration,
+    pub decoding: std::time::Duration,
 }
 
 /// One input frame, padded: RGB `[3][ph][pw]` in [−1, 1].
@@ -195,7 +199,12 @@ pub fn run_job<W: Write>(
         let inputs = group.clone().map(|w| window_input(gpu, w, total, &held, plane, opts.seed, lr_coeffs)).collect::<Result<Vec<_>>>()?;
         let n_steps = steps.len() * engine.tiles.unet.tiles.len();
         let k = inputs.len();
+        let started = std::time::Instant::now();
         let zs = engine.denoise_group(&inputs, &steps, opts.guidance, |s| progress(Progress::Step { window: i, group: k, windows: windows_total, step: s, steps: n_steps }))?;
+        // Waits for the GPU, so that the time is the steps' and not the decode's after them (a
+        // pause of the queue once a group, not a readback in the loop).
+        gpu.sync()?;
+        stats.denoising += started.elapsed();
         for z in zs {
             // Chunk i (padded frames 4i…4i+3) is final now: window 0's first half, or the ILT
             // blend of the previous window's second half with this window's first half. A
@@ -358,6 +367,7 @@ fn emit_chunk<W: Write>(
         stats.frames_out += 1;
         progress(Progress::Frames { done: stats.frames_out, total });
     }
+    stats.decoding += started.elapsed();
     progress(Progress::Decoded { took: started.elapsed() });
     Ok(())
 }

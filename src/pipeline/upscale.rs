@@ -422,11 +422,13 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
             false => String::new(),
         };
         eprintln!(
-            "{} in, {} out, {}, {:.1} s; tiles: {}; windows per UNet call: {} ({}){tuned}",
+            "{} in, {} out, {}, {:.1} s (denoising {:.1} s, decoding and writing {:.1} s); tiles: {}; windows per UNet call: {} ({}){tuned}",
             count(stats.frames_in, "frame"),
             stats.frames_out,
             count(stats.windows, "window"),
             elapsed.as_secs_f64(),
+            stats.denoising.as_secs_f64(),
+            stats.decoding.as_secs_f64(),
             stats.tiles,
             g.windows,
             g.why
