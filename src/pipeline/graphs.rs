@@ -5,7 +5,7 @@
 //! graphs into a dry arena to weigh a tile before anything is allocated. One recording for both,
 //! so what is weighed is what runs.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::models::unet::UNetInputs;
 use crate::gpu::arena::Arena;
@@ -13,6 +13,7 @@ use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::sampler::{guided_ddim_step_into, scale_into, StepSlots};
 use crate::pipeline::options::JobOptions;
+use crate::pipeline::tiles::SCALE;
 use crate::pipeline::windows::WINDOW;
 use crate::step_values::{Scalar, StepValues};
 use crate::{DType, Gpu, Recorder, Tensor};
@@ -23,6 +24,36 @@ pub(crate) const LATENT_CHANNELS: usize = 4;
 pub(crate) const LR_CHANNELS: usize = 3;
 /// Frames per VAE decode chunk (as released).
 pub const DECODE_CHUNK: usize = 4;
+
+/// Whether the UNet and the prompts make a DiffVSR job: the UNet takes the latents and the LR
+/// image (7 channels) and gives latents (4), and both prompts' embeddings have its
+/// cross-attention width and the same shape. Checked before anything is recorded, so that a
+/// mismatch is named rather than met as a shape error deep in a graph.
+pub(crate) fn check_job_models(unet: &VideoUNet, opts: &JobOptions) -> Result<()> {
+    let c = &unet.config.base;
+    if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
+        bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
+    }
+    for (name, e) in [("prompt", &opts.positive), ("negative prompt", &opts.negative)] {
+        if e.shape[2] != c.cross_attention_dim {
+            bail!("{name} embeddings are {:?} but the UNet's cross_attention_dim is {}: they come from another text encoder", e.shape, c.cross_attention_dim);
+        }
+    }
+    if opts.positive.shape != opts.negative.shape {
+        bail!("prompt embeddings {:?} and negative prompt embeddings {:?} differ in shape", opts.positive.shape, opts.negative.shape);
+    }
+    Ok(())
+}
+
+/// Whether the decoder gave `out` for the latents of shape `input` (`[1, 4, 4, h, w]`) as the
+/// pipeline needs: their RGB at ×4 (`[1, 3, 4, 4h, 4w]`).
+pub(crate) fn check_decoded(out: &[usize], input: &[usize]) -> Result<()> {
+    let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * input[3], SCALE * input[4]];
+    if out != want {
+        bail!("the VAE decoder gives {out:?} for latents {input:?}; the pipeline needs a ×4 decoder ({want:?})");
+    }
+    Ok(())
+}
 
 /// The sampler step's inputs for `k` windows per UNet call (batch 2k: the windows' negative
 /// halves, then their positive halves, as the guided step reads a CFG pair), kept outside the
@@ -101,7 +132,8 @@ fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result
 pub(crate) fn record_decode(rec: &mut Recorder, vae: &Te3dVaeDecoder, (th, tw): (usize, usize), dtype: DType) -> Result<u64> {
     let never = Recorder::capture(rec.gpu());
     let input = never.empty(&[1, LATENT_CHANNELS, DECODE_CHUNK, th, tw], dtype)?;
-    vae.forward(rec, &input)?;
+    let out = vae.forward(rec, &input)?;
+    check_decoded(out.shape(), input.shape())?;
     Ok(input.bytes())
 }
 

@@ -1,7 +1,7 @@
 //! The job sized to the GPU's memory: `--tile auto` and `--windows-per-call auto` keep what the
 //! job allocates within the device memory this process may use, where the driver or
 //! `--gpu-memory` says how much that is ([`Gpu::memory`](crate::Gpu::memory)). Elsewhere they plan for
-//! the binding limit alone (`engine::choose_tiles`).
+//! the binding limit alone ([`tile_choice`](crate::pipeline::tile_choice)).
 //!
 //! What the job holds on the GPU once its models are loaded:
 //! * the weights: already allocated when this runs, so already out of what is available;

@@ -16,9 +16,9 @@
 //! * [`groups`]: `--windows-per-call`, several windows in one UNet call.
 //!
 //! No GPU in these. On top of them: [`options`] (what a job is given), [`graphs`] (the sampler step and
-//! the decode chunk as recorded), [`engine`] (those graphs captured and run on the GPU, and the
-//! job's tiles), [`memory_plan`] (tiles and windows
-//! per call sized to the GPU's memory), [`chunks`] (the ILT fuse of the
+//! the decode chunk as recorded), [`tile_choice`] (the job's tiles: fixed, or what `--tile auto`
+//! picks), [`engine`] (those graphs captured and run on the GPU), [`memory_plan`] (tiles and
+//! windows per call sized to the GPU's memory), [`chunks`] (the ILT fuse of the
 //! windows' final latents into the decoder's input, on the GPU), [`job`] (the streaming loop),
 //! [`upscale`] (the command around it) and [`plan`] (`upscale --plan`).
 
@@ -28,6 +28,7 @@ pub mod tiles;
 pub mod windows;
 pub mod options;
 pub mod graphs;
+pub mod tile_choice;
 pub mod engine;
 pub mod memory_plan;
 pub mod job;

@@ -4,7 +4,7 @@ use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
-use crate::pipeline::engine::PROBE;
+use crate::pipeline::tile_choice::PROBE;
 use crate::pipeline::graphs::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
 use crate::pipeline::groups::{self, WindowsPerCall};
 use crate::pipeline::tiles::{LatentPad, TileOptions, TileSize, SCALE};
