@@ -342,7 +342,8 @@ struct UpscaleCli {
     #[arg(long)]
     quiet: bool,
     /// Also write a small animated GIF of the output (at most 320 pixels on the long side, the
-    /// stream's frame rate), frame by frame as the output is written; with --frames, of the segment.
+    /// stream's frame rate; above 50 fps some frames are skipped to keep its pace), frame by
+    /// frame as the output is written; with --frames, of the segment.
     #[arg(long, value_name = "PREVIEW.gif")]
     gif: Option<PathBuf>,
     /// Emit only output frames START to END−1 (counted from 0), bit-identical to the same frames

@@ -1,9 +1,12 @@
 //! The job's two graphs as they are recorded: the sampler step (the UNet on the CFG pairs of
-//! k windows, the guided DDIM step, the new latents into the sample) and the decode chunk.
-//! The engine ([`engine`](crate::pipeline::engine)) captures them into its arena and replays
-//! them; the memory plan ([`memory_plan`](crate::pipeline::memory_plan)) records the very same
-//! graphs into a dry arena to weigh a tile before anything is allocated. One recording for both,
-//! so what is weighed is what runs.
+//! k windows, the guided DDIM step, the new latents into the sample) and the decode chunk;
+//! and the checks that the models and prompts make a job at all ([`check_job_models`],
+//! [`check_decoded`]). The engine ([`engine`](crate::pipeline::engine)) captures the step
+//! through [`record_step`] and the decode through the same `forward` call as
+//! [`record_decode`], into its arena, and replays them; the memory plan
+//! ([`memory_plan`](crate::pipeline::memory_plan)) and the tile choice
+//! ([`tile_choice`](crate::pipeline::tile_choice)) record the very same graphs into a dry
+//! arena to weigh a tile before anything is allocated, so what is weighed is what runs.
 
 use anyhow::{bail, Result};
 
@@ -161,3 +164,30 @@ pub(crate) fn plan_graphs(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opt
     Ok(())
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::options::PromptEmbeds;
+    use crate::pipeline::test_models::{test_options, tiny_models};
+    use crate::testutil::{test_gpu, Rng};
+
+    /// Models and prompts that make no job are named, before anything is recorded.
+    #[test]
+    fn mismatched_models_and_prompts_are_named() {
+        let gpu = test_gpu();
+        let (unet, _) = tiny_models(&gpu, DType::F32);
+        let d = unet.config.base.cross_attention_dim;
+        let mut rng = Rng::new(1);
+        let opts = test_options(d, &mut rng, 1, 1);
+        check_job_models(&unet, &opts).unwrap();
+        let other = test_options(d + 8, &mut rng, 1, 1);
+        let err = check_job_models(&unet, &other).unwrap_err().to_string();
+        assert!(err.contains("prompt embeddings are [1, 77,") && err.contains("cross_attention_dim") && err.contains("another text encoder"), "{err}");
+        let short = JobOptions { negative: PromptEmbeds::new(rng.normals(70 * d, 1.0), vec![1, 70, d]).unwrap(), ..opts };
+        assert!(check_job_models(&unet, &short).unwrap_err().to_string().contains("differ in shape"));
+        check_decoded(&[1, 3, 4, 32, 40], &[1, 4, 4, 8, 10]).unwrap();
+        let err = check_decoded(&[1, 3, 4, 16, 20], &[1, 4, 4, 8, 10]).unwrap_err().to_string();
+        assert!(err.contains("×4 decoder ([1, 3, 4, 32, 40])"), "{err}");
+    }
+}

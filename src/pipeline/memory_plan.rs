@@ -16,7 +16,7 @@
 //! are recorded at the tiles being weighed, in the engine's order, into a dry arena
 //! ([`Arena::dry`]) that shares its imagined buffers between them as the engine's arena does,
 //! with nothing allocated and no kernel timed; the engine's arena then comes out at exactly
-//! that plan (`engine::tests::tile_auto_fits_the_gpu_memory`, where nothing is tuned). Where
+//! that plan (`tile_choice::tests::tile_auto_fits_the_gpu_memory`, where nothing is tuned). Where
 //! the tuner is on, its choices only take tensors away (a norm applied as the next kernel
 //! loads), and the engine times new shapes before its arena exists (`graphs::plan_graphs`), so
 //! no candidate's tensors come on top of it. Not planned: the decode on f32 operands that a

@@ -80,6 +80,9 @@ pub(crate) const PROBE: usize = 16;
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, ph: usize, pw: usize, unet_dtype: DType, vae_dtype: DType) -> Result<JobTiles> {
     opts.tiles.check().map_err(anyhow::Error::msg)?;
+    // A model or prompt that makes no job is named before any graph is recorded (here, by the
+    // windows per call's memory plan, or by the engine).
+    check_job_models(unet, opts)?;
     let mut measured = None;
     let mut memory = None;
     let (ut, vt) = match opts.tiles.tile {
@@ -88,12 +91,12 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
             // The bytes per latent pixel: both graphs recorded at a probe tile and planned, with
             // nothing allocated, run or timed (at 8×8 where the probe's tensors pass the
             // binding limit, which recording refuses).
-            check_job_models(unet, opts)?;
             let probe = |t: usize| -> Result<(f64, f64)> {
                 let px = (t * t) as f64;
                 Ok((step_largest(gpu, unet, opts, (t, t), unet_dtype)? as f64 / px, decode_largest(gpu, vae, (t, t), vae_dtype)? as f64 / px))
             };
-            let (unet_px, vae_px) = probe(PROBE).or_else(|_| probe(PROBE / 2)).context("--tile auto: recording the models at an 8x8 probe latent")?;
+            // (Where 8×8 fails too, the 16×16 probe's error is the one that says why.)
+            let (unet_px, vae_px) = probe(PROBE).or_else(|e| probe(PROBE / 2).map_err(|_| e)).context("--tile auto: recording the models at a probe latent")?;
             let (limit, buffer) = (gpu.max_binding(), gpu.limits.max_buffer_size);
             log::info!("--tile auto: largest tensor per latent pixel: UNet {unet_px:.0} B, VAE decoder {vae_px:.0} B; binding limit {limit} B, buffer limit {buffer} B");
             measured = Some((unet_px, vae_px));
@@ -348,7 +351,7 @@ mod tests {
     /// What `--tile auto` picks for the released models (their configs, seeded random weights,
     /// the default dtypes: UNet f16 where the adapter has it, VAE f32) for a 720p output
     /// (180×320 LR, latent 184×320) on a GPU with a 2 GiB binding limit. Prints the measured
-    /// bytes per latent pixel and the tiles; captures only the probe graphs. Slow on a software
+    /// bytes per latent pixel and the tiles; records the graphs, never allocating them. Slow on a software
     /// adapter (it builds the full-size models): `cargo test --lib released_tiles -- --ignored --nocapture`.
     #[test]
     #[ignore]

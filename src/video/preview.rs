@@ -40,21 +40,23 @@ pub fn frame_rate(frame_rate: Option<&str>) -> (u64, u64) {
         .unwrap_or((25, 1))
 }
 
-/// Whether frame `k` of a stream at `rate` (N, D) is shown in the preview, and for how long:
-/// `Some((delay, next))`, the GIF delay in hundredths of a second and the next frame shown, or
-/// `None` for a frame skipped. Frame k starts at its time rounded to a hundredth, and is shown
-/// until the first later frame that starts at least 2 hundredths after it (viewers show
-/// shorter delays as 1/10 s): below 50 fps that is the next frame, and the delays alternate
-/// (3, 4, 3, … at 29.97 fps); above, frames between are skipped (one in three at 60 fps).
-/// Either way the delays sum to the stream's length, so the preview keeps its pace. Frame 0
-/// is shown; a later frame is shown where the one shown before it says so, as
-/// [`GifPreview::push`] follows.
+/// For frame `k` of a stream at `rate` (N, D), when shown in the preview: its GIF delay in
+/// hundredths of a second, and the next frame shown. Frame k starts at its time rounded to a
+/// hundredth and is shown until the first later frame that starts at least 2 hundredths after
+/// it (viewers show shorter delays as 1/10 s): below 50 fps that is the next frame, and the
+/// delays alternate (3, 4, 3, … at 29.97 fps); above, the frames between are skipped (one in
+/// three at 60 fps). Either way the delays sum to the stream's length, so the preview keeps its
+/// pace (the last frame shown may last up to a hundredth longer where the frames after it were
+/// to be skipped). Frame 0 is shown, and each frame shown names the next: [`GifPreview::push`]
+/// skips the ones between.
 pub fn frame_delay((n, d): (u64, u64), k: u64) -> (u16, u64) {
-    let start = |k: u64| (200 * d * k + n) / (2 * n); // round(100·d·k / n)
-    // The least j with start(j) ≥ start(k) + 2: 200·d·j + n ≥ 2·n·(start(k) + 2).
+    let (n, d, k) = (n as u128, d as u128, k as u128);
+    let start = |k: u128| (200 * d * k + n) / (2 * n); // round(100·d·k / n)
+    // The least j with start(j) ≥ start(k) + 2: 200·d·j + n ≥ 2·n·(start(k) + 2), always
+    // past k (2·n·start(k) > 200·d·k − n).
     let t = start(k) + 2;
-    let next = (2 * n * t - n).div_ceil(200 * d).max(k + 1);
-    ((start(next) - start(k)).min(u16::MAX as u64) as u16, next)
+    let next = (2 * n * t - n).div_ceil(200 * d);
+    ((start(next) - start(k)).min(u16::MAX as u128) as u16, next.min(u64::MAX as u128) as u64)
 }
 
 /// Planar RGB `[3][h][w]` in [0, 1] → interleaved 8-bit RGB of `ow`×`oh`, each output pixel the
