@@ -1,9 +1,9 @@
 //! The job's two graphs as they are recorded: the sampler step (the UNet on the CFG pairs of
 //! k windows, the guided DDIM step, the new latents into the sample) and the decode chunk;
-//! and the checks that the models and prompts make a job at all ([`check_job_models`],
-//! [`check_decoded`]). The engine ([`engine`](crate::pipeline::engine)) captures the step
-//! through [`record_step`] and the decode through the same `forward` call as
-//! [`record_decode`], into its arena, and replays them; the memory plan
+//! and the checks that the models and prompts make a job at all (`check_job_models`,
+//! `check_decoded`). The engine ([`engine`](crate::pipeline::engine)) captures the step
+//! through `record_step` and the decode through the same `forward` call as
+//! `record_decode`, into its arena, and replays them; the memory plan
 //! ([`memory_plan`](crate::pipeline::memory_plan)) and the tile choice
 //! ([`tile_choice`](crate::pipeline::tile_choice)) record the very same graphs into a dry
 //! arena to weigh a tile before anything is allocated, so what is weighed is what runs.
