@@ -122,15 +122,20 @@ driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
 "$BIN" devices >"$out/devices.txt" 2>&1 || true
 
+# Tiny mode's job input: $2 frames of $1 (WxH) into the file $3, and the tiny test configs in
+# $out/configs for upscale's --weights.
+tiny_clip() {
+    ffmpeg -v error -y -f lavfi -i "testsrc2=size=$1:rate=25" -frames:v "$2" -pix_fmt yuv420p -f yuv4mpegpipe "$3"
+    mkdir -p "$out/configs"
+    cp tests/data/diffvsr_unet/config.json "$out/configs/unet_3d_config.json"
+    cp tests/data/te3dvae/config.json "$out/configs/vae_config.json"
+}
+
 if [ "$PART" = tiles ]; then
     if [ "$mode" = tiny ]; then
         clip="$out/clip-tiles.y4m"
-        ffmpeg -v error -y -f lavfi -i testsrc2=size=24x16:rate=25 -frames:v 8 -pix_fmt yuv420p -f yuv4mpegpipe "$clip"
-        cfg="$out/configs"
-        mkdir -p "$cfg"
-        cp tests/data/diffvsr_unet/config.json "$cfg/unet_3d_config.json"
-        cp tests/data/te3dvae/config.json "$cfg/vae_config.json"
-        steps=2 wargs=(--weights "$cfg") tiles=(16 8)
+        tiny_clip 24x16 8 "$clip"
+        steps=2 wargs=(--weights "$out/configs") tiles=(16 8)
     else
         clip=.device-bin/clip-360.y4m steps=4 wargs=() tiles=(auto 216)
     fi
@@ -156,12 +161,8 @@ fi
 if [ "$PART" = job ]; then
     if [ "$mode" = tiny ]; then
         clip="$out/clip.y4m"
-        ffmpeg -v error -y -f lavfi -i testsrc2=size=8x8:rate=25 -frames:v 12 -pix_fmt yuv420p -f yuv4mpegpipe "$clip"
-        cfg="$out/configs"
-        mkdir -p "$cfg"
-        cp tests/data/diffvsr_unet/config.json "$cfg/unet_3d_config.json"
-        cp tests/data/te3dvae/config.json "$cfg/vae_config.json"
-        frames=12 size=8 steps=2 wargs=(--weights "$cfg") pargs=(--tiny --device cpu)
+        tiny_clip 8x8 12 "$clip"
+        frames=12 size=8 steps=2 wargs=(--weights "$out/configs") pargs=(--tiny --device cpu)
     else
         clip=.device-bin/clip-128.y4m frames=32 size=128 steps=50 wargs=() pargs=()
     fi
