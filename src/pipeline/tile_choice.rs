@@ -313,6 +313,39 @@ mod tests {
         assert!(err.contains("does not fit the GPU's memory even in 8x8 tiles"), "{err}");
     }
 
+    /// Under memory, the tiles of fewest pixels may be rectangles cut on both sides (within the
+    /// memory plan's square): over a 48×72 latent, lowering the memory finds such tiles, which
+    /// both graphs, planned again at them, fit; the engine's arena is exactly that plan.
+    #[test]
+    fn tiles_under_memory_may_be_rectangles() {
+        use crate::gpu::GpuOptions;
+        use crate::pipeline::memory_plan::Need;
+        let dt = DType::F32;
+        let gpu = Gpu::new(&GpuOptions { tune: crate::gpu::TuneMode::Off, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 1, 1);
+        let (ph, pw) = (48, 72);
+        let held = gpu.held_bytes().unwrap();
+        let rect = |d: TileDims| d.0 != d.1 && d.0 < ph && d.1 < pw;
+        let mut found = None;
+        for share in (30..=90).rev().step_by(15) {
+            gpu.set_memory_cap(Some(held + 60_000_000 * share / 100));
+            let tiles = choose_tiles(&gpu, &unet, &vae, &opts, ph, pw, dt, dt).unwrap();
+            let (u, v) = (tiles.unet.tile_size(), tiles.vae.tile_size());
+            eprintln!("{share}% of 60 MB: {}", tiles.summary());
+            if rect(u) || rect(v) {
+                found = Some(tiles);
+                break;
+            }
+        }
+        let tiles = found.expect("no memory gave rectangular tiles cut on both sides");
+        let need = Need::new(&gpu, &unet, &vae, &opts, (ph, pw), dt, dt).unwrap().unwrap();
+        let (u, v) = (tiles.unet.tile_size(), tiles.vae.tile_size());
+        assert!(need.fits(u, v).unwrap(), "{}", tiles.summary());
+        let plan = need.arena(Some(u), Some(v), 1).unwrap();
+        let engine = Engine::tiled(&gpu, &unet, &vae, &opts, tiles, 1, dt, dt).unwrap();
+        assert_eq!(engine.decode_graph().planned_bytes(), plan);
+    }
 
     /// `--tile auto` where the probe's per-pixel bound asks for tiles but the TE-3DVAE fits the
     /// whole frame once it splits its upsampling into frame groups: a decoder whose last
