@@ -386,7 +386,6 @@ fn blend_planes(plan: &TilePlan, tiles: &[Vec<f32>], planes: usize) -> Vec<f32> 
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

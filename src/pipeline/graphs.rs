@@ -164,7 +164,6 @@ pub(crate) fn plan_graphs(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opt
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

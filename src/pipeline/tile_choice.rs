@@ -191,7 +191,6 @@ mod tests {
     use crate::pipeline::test_models::{micro_models, test_options, tiny_models};
     use crate::testutil::{test_gpu, Rng};
 
-
     /// `--tile auto` on a GPU with a small binding limit (as `DIFFVSR_MAX_BINDING` simulates):
     /// both models get several tiles, the VAE's smaller (its tensors at ×4 are the largest), and
     /// the graphs for those tiles capture within the limit; a UNet tile one step larger than
@@ -223,7 +222,6 @@ mod tests {
         assert_eq!((tiles.unet.tiles.len(), tiles.vae.tiles.len()), (1, 1), "{}", tiles.summary());
     }
 
-
     /// Where the chosen tiles do not fit with both graphs planned, the UNet's are kept before the
     /// VAE's (they run every step), and the squares, already fitted, are the last resort.
     #[test]
@@ -245,7 +243,6 @@ mod tests {
         assert_eq!(asked, [c, ((16, 40), (16, 16)), ((24, 24), (24, 16))], "the squares are not planned again");
         assert!(fitting_pair(c, s, |_, _| anyhow::bail!("planning failed")).is_err());
     }
-
 
     /// Where the GPU's memory is known (here a `--gpu-memory` cap, as lavapipe's heap is the
     /// host's), `--tile auto` keeps each model's need within the budget: one tile when roomy;
@@ -380,7 +377,6 @@ mod tests {
         assert!(engine.decode_graph().largest_tensor_bytes() <= limit, "{} B", engine.decode_graph().largest_tensor_bytes());
     }
 
-
     /// What `--tile auto` picks for the released models (their configs, seeded random weights,
     /// the default dtypes: UNet f16 where the adapter has it, VAE f32) for a 720p output
     /// (180×320 LR, latent 184×320) on a GPU with a 2 GiB binding limit. Prints the measured
@@ -415,7 +411,6 @@ mod tests {
         assert!(v * (vh * vw) as f64 <= two as f64);
         eprintln!("at a 2 GiB binding limit: {}", t2.summary());
     }
-
 
     /// What `--tile auto` picks for the released models (their configs, seeded random weights,
     /// the default dtypes: UNet f16 where the adapter has it, VAE f32) on GPUs of 8 to 48 GiB
