@@ -125,12 +125,11 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
                     log::info!("--tile auto: tiles for the GPU's memory: UNet {u} (binding limit: {}), VAE {v} (binding limit: {})", ub.side, vb.side);
                 }
                 // A side memory lowered bounds the pixels by its square: what was planned.
-                let lowered = |s: usize| TileBound { side: s, area: at(s).0 * at(s).1 };
                 if ul {
-                    ub = lowered(u);
+                    ub = TileBound::square(u, ph, pw);
                 }
                 if vl {
-                    vb = lowered(v);
+                    vb = TileBound::square(v, ph, pw);
                 }
                 memory = Some(MemoryTiles { available: need.available, budget: need.budget, unet_limited: ul, vae_limited: vl });
             }
@@ -244,6 +243,17 @@ mod tests {
         assert!(fitting_pair(c, s, |_, _| anyhow::bail!("planning failed")).is_err());
     }
 
+    /// A device of a memory test's own (what it holds moves only with that test), untuned also
+    /// on a GPU (tuned choices may take tensors away, and the arena would be less than the
+    /// plan), the tiny models in f32 on it, and job options for them from `seed`.
+    fn untuned_tiny_job(seed: u64) -> (std::sync::Arc<Gpu>, Box<VideoUNet>, Te3dVaeDecoder, JobOptions) {
+        use crate::gpu::GpuOptions;
+        let gpu = Gpu::new(&GpuOptions { tune: crate::gpu::TuneMode::Off, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
+        let (unet, vae) = tiny_models(&gpu, DType::F32);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(seed), 1, 1);
+        (gpu, unet, vae, opts)
+    }
+
     /// Where the GPU's memory is known (here a `--gpu-memory` cap, as lavapipe's heap is the
     /// host's), `--tile auto` keeps each model's need within the budget: one tile when roomy;
     /// with a budget under the larger model's whole-frame need, that model gets the tiles of
@@ -252,14 +262,9 @@ mod tests {
     /// memory.
     #[test]
     fn tile_auto_fits_the_gpu_memory() {
-        use crate::gpu::GpuOptions;
         use crate::pipeline::memory_plan::{Need, HEADROOM};
         let dt = DType::F32;
-        // A device of its own: what it holds moves only with this test. Untuned, also on a
-        // GPU: tuned choices may take tensors away, and the arena would be less than the plan.
-        let gpu = Gpu::new(&GpuOptions { tune: crate::gpu::TuneMode::Off, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
-        let (unet, vae) = tiny_models(&gpu, dt);
-        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(3), 1, 1);
+        let (gpu, unet, vae, opts) = untuned_tiny_job(3);
         let (ph, pw) = (24, 40);
         let choose = |cap: u64| {
             gpu.set_memory_cap(Some(cap));
@@ -284,15 +289,14 @@ mod tests {
         // Each limited model's tiles are those of fewest pixels (overlaps counted) within the
         // largest square that fits beside the other's, or that square where they do not fit.
         let largest = |fits: &dyn Fn((usize, usize)) -> bool| (1..=pw / 8).map(|k| 8 * k).filter(|&s| fits(at(s))).max().unwrap();
-        let within = |s: usize| crate::pipeline::tiles::TileBound { side: s, area: at(s).0 * at(s).1 };
         if m.unet_limited {
             let s = largest(&|u| both(u, vt) <= m.budget);
-            let c = opts.tiles.cheapest(ph, pw, within(s));
+            let c = opts.tiles.cheapest(ph, pw, TileBound::square(s, ph, pw));
             assert!(ut == c || (ut == at(s) && both(c, vt) > m.budget), "UNet: {ut:?}, cheapest {c:?}, square {s}");
         }
         if m.vae_limited {
             let s = largest(&|v| both(ut, v) <= m.budget);
-            let c = opts.tiles.cheapest(ph, pw, within(s));
+            let c = opts.tiles.cheapest(ph, pw, TileBound::square(s, ph, pw));
             assert!(vt == c || (vt == at(s) && both(ut, c) > m.budget), "VAE: {vt:?}, cheapest {c:?}, square {s}");
         }
         let (what, limited, count) = if nu >= nv { ("UNet", m.unet_limited, tiles.unet.tiles.len()) } else { ("VAE", m.vae_limited, tiles.vae.tiles.len()) };
@@ -315,12 +319,9 @@ mod tests {
     /// both graphs, planned again at them, fit; the engine's arena is exactly that plan.
     #[test]
     fn tiles_under_memory_may_be_rectangles() {
-        use crate::gpu::GpuOptions;
         use crate::pipeline::memory_plan::Need;
         let dt = DType::F32;
-        let gpu = Gpu::new(&GpuOptions { tune: crate::gpu::TuneMode::Off, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
-        let (unet, vae) = tiny_models(&gpu, dt);
-        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 1, 1);
+        let (gpu, unet, vae, opts) = untuned_tiny_job(5);
         let (ph, pw) = (48, 72);
         let held = gpu.held_bytes().unwrap();
         let rect = |d: TileDims| d.0 != d.1 && d.0 < ph && d.1 < pw;

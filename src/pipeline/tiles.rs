@@ -455,6 +455,11 @@ impl TileBound {
     pub fn whole(height: usize, width: usize) -> TileBound {
         TileBound { side: height.max(width), area: height * width }
     }
+
+    /// Squares of `side` over a `height`×`width` frame: the pixels of one, clipped to the frame.
+    pub fn square(side: usize, height: usize, width: usize) -> TileBound {
+        TileBound { side, area: side.min(height) * side.min(width) }
+    }
 }
 
 /// `--tile auto` for one model: the tiles whose largest tensor, at `bytes_per_px` per latent
