@@ -11,7 +11,7 @@ use crate::models::video_vae::Te3dVaeDecoder;
 use crate::pipeline::graphs::check_job_models;
 use crate::pipeline::memory_plan::{decode_largest, step_largest, Need};
 use crate::pipeline::options::JobOptions;
-use crate::pipeline::tiles::{tile_for_binding, TileBound, TileDims, TilePlan, TileSize, BUFFER_HEADROOM, SCALE};
+use crate::pipeline::tiles::{tensor_limit, tile_for_binding, TileBound, TileDims, TilePlan, TileSize, SCALE};
 use crate::{DType, Gpu};
 
 /// The spatial tiles of a job over the padded latent: the UNet's, the VAE's (in latent
@@ -107,7 +107,7 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
             // Where the probe's bound asks for tiles, the whole frame recorded exactly (nothing
             // allocated) may still fit: the TE-3DVAE splits an upsampling over the binding limit
             // into frame groups, which a small probe never needs.
-            let fits = |largest: Result<u64>| largest.is_ok_and(|b| b <= limit.min((BUFFER_HEADROOM * buffer as f64) as u64));
+            let fits = |largest: Result<u64>| largest.is_ok_and(|b| b <= tensor_limit(limit, buffer));
             let whole = ph.max(pw);
             if ub.area < ph * pw && fits(step_largest(gpu, unet, opts, (ph, pw), unet_dtype)) {
                 ub = TileBound::whole(ph, pw);

@@ -440,6 +440,11 @@ pub const CHEAPER: f64 = 0.05;
 /// limit also fits it as a buffer. (A binding holds the tensor's exact bytes: no headroom.)
 pub const BUFFER_HEADROOM: f64 = 0.8;
 
+/// The most bytes one tensor may hold: one binding, and one buffer after the pool's rounding.
+pub fn tensor_limit(max_binding_bytes: u64, max_buffer_bytes: u64) -> u64 {
+    max_binding_bytes.min((BUFFER_HEADROOM * max_buffer_bytes as f64) as u64)
+}
+
 /// How large a model's tile may be under `--tile auto`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TileBound {
@@ -467,7 +472,7 @@ impl TileBound {
 /// buffer (`max_buffer_bytes`): the whole `height`×`width` frame where it fits, else the
 /// largest square side and the most pixels. Errors when not even an 8×8 tile fits.
 pub fn tile_for_binding(max_binding_bytes: u64, max_buffer_bytes: u64, bytes_per_px: f64, height: usize, width: usize) -> Result<TileBound, String> {
-    let limit = max_binding_bytes.min((BUFFER_HEADROOM * max_buffer_bytes as f64) as u64) as f64;
+    let limit = tensor_limit(max_binding_bytes, max_buffer_bytes) as f64;
     let area = (limit / bytes_per_px).floor().min(usize::MAX as f64) as usize;
     // A whole non-square latent that fits needs no tiling.
     if area >= height * width {
