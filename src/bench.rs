@@ -67,7 +67,7 @@ fn timing(gpu: &Gpu) -> &'static str {
 
 /// Prints the ceilings as `bench ceilings` and `bench kernels` show them.
 fn print_ceilings(c: &Ceilings) {
-    println!("ceilings: copy {:.1} GB/s ({}), GEMM {} ({}); ridge at {:.1} FLOP/byte", c.copy_gbs, c.copy_shape, report::fmt_rate(c.gemm_tflops * 1e12), c.gemm_case, c.ridge());
+    crate::outln!("ceilings: copy {:.1} GB/s ({}), GEMM {} ({}); ridge at {:.1} FLOP/byte", c.copy_gbs, c.copy_shape, report::fmt_rate(c.gemm_tflops * 1e12), c.gemm_case, c.ridge());
 }
 
 fn meta(gpu: &Gpu, dtype: DType) -> Meta {
@@ -123,13 +123,13 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
             names.join(", ")
         );
     }
-    eprintln!("measuring the adapter's ceilings (copy bandwidth, best GEMM) ...");
+    crate::diagln!("measuring the adapter's ceilings (copy bandwidth, best GEMM) ...");
     let ceil = ceilings::measure(gpu, opts.dtype, opts.quick, opts.iters)?;
     print_ceilings(&ceil);
     // The name column fits the longest name, so a name never runs into its shape (readers of the
     // text, tools/side_by_side_table.py among them, find the shape column from the header).
     let nw = selected.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).max(34);
-    println!("{:<nw$} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", "kernel", "shape", "time", "TFLOP/s", "GB/s", "%GEMM", "%copy");
+    crate::outln!("{:<nw$} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", "kernel", "shape", "time", "TFLOP/s", "GB/s", "%GEMM", "%copy");
     let n = selected.len();
     use std::io::IsTerminal as _;
     let tty = std::io::stderr().is_terminal();
@@ -138,34 +138,34 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         // Progress on stderr (the table on stdout stays clean for redirection): a line that is
         // overwritten on a terminal, one line per case elsewhere.
         if tty {
-            eprint!("[{}/{n}] {} {} ...\r", i + 1, case.name, case.shape);
+            crate::diag!("[{}/{n}] {} {} ...\r", i + 1, case.name, case.shape);
         } else {
-            eprintln!("[{}/{n}] {} {}", i + 1, case.name, case.shape);
+            crate::diagln!("[{}/{n}] {} {}", i + 1, case.name, case.shape);
         }
         let t = time_case(gpu, &case, opts.iters)?;
         if tty {
-            eprint!("\x1b[2K");
+            crate::diag!("\x1b[2K");
         }
         let m = Measured { name: case.name, shape: case.shape, seconds: t, flops: case.flops, bytes: case.bytes };
         let num = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
-        println!("{:<nw$} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", m.name, m.shape, fmt_time(t), num(m.tflops(), 2), num(m.gbs(), 1), pct(m.of_gemm(&ceil)), pct(m.of_copy(&ceil)));
+        crate::outln!("{:<nw$} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", m.name, m.shape, fmt_time(t), num(m.tflops(), 2), num(m.gbs(), 1), pct(m.of_gemm(&ceil)), pct(m.of_copy(&ceil)));
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         rows.push(m);
     }
     // The rows above ran the tuned tiles; say where they are not the rule's.
     for t in gpu.tuner().picks().iter().filter(|t| t.pick != 0) {
-        println!("tuned: {}", t.describe());
+        crate::outln!("tuned: {}", t.describe());
     }
     if let Some(p) = &opts.json {
         write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, opts.dtype), &ceil, &rows))?)?;
-        eprintln!("wrote {}", p.display());
+        crate::diagln!("wrote {}", p.display());
     }
     if let Some(p) = &opts.roofline {
         let title = format!("{} ({})", gpu.describe(), opts.dtype.name());
         write_file(p, &report::roofline_svg(&title, &ceil, &rows))?;
-        eprintln!("wrote {}", p.display());
+        crate::diagln!("wrote {}", p.display());
     }
     Ok(rows)
 }

@@ -220,7 +220,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
         let blob = blobs.join(&f.etag);
         if let Ok(m) = fs::metadata(&blob) {
             if opts.verify_cached && opts.progress {
-                eprintln!("verifying {} ({})", f.path, human(m.len()));
+                crate::diagln!("verifying {} ({})", f.path, human(m.len()));
             }
             let size_ok = f.size.is_none_or(|s| m.len() == s);
             let hash_ok = !opts.verify_cached || verify_hash(&blob, f).is_ok();
@@ -249,7 +249,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
             Outcome::Cached
         } else {
             if pb.is_hidden() && opts.progress {
-                eprintln!("downloading {} ({})", f.path, f.size.map(human).unwrap_or_else(|| "size unknown".into()));
+                crate::diagln!("downloading {} ({})", f.path, f.size.map(human).unwrap_or_else(|| "size unknown".into()));
             }
             pb.set_message(f.path.clone());
             let o = download(&hub, f, &commit, &blobs, &pb)?;

@@ -80,7 +80,7 @@ fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType, f16_o
     let err = crate::golden::rel_l2(got, &want);
     let tol = o.tolerance.unwrap_or_else(|| default_tolerance(dtype, f16_operands));
     let pass = err <= tol;
-    println!(
+    crate::outln!(
         "relative L2 error vs {} 'output': {err:.3e} (tolerance {tol:.0e}, {} storage{}): {}",
         path.display(),
         dtype.name(),
@@ -112,7 +112,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     gpu.sync()?;
     let load_s = t0.elapsed().as_secs_f64();
     // Before the forward, which may take long: loading time is a figure people check.
-    eprintln!("loaded {:?} ({weights_name}, {} on the GPU, {}) in {load_s:.2} s", o.model, crate::gpu::human_bytes(weight_bytes), dtype.name());
+    crate::diagln!("loaded {:?} ({weights_name}, {} on the GPU, {}) in {load_s:.2} s", o.model, crate::gpu::human_bytes(weight_bytes), dtype.name());
     let mut inputs = match (&o.inputs, o.random_inputs) {
         (Some(p), None) => load_inputs(gpu, o.model, p, dtype)?,
         (None, Some(size)) => random_inputs(gpu, &model, size, dtype)?,
@@ -136,7 +136,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         0 => String::new(),
         n => format!(", {n} of them with read-write bindings only"),
     };
-    eprintln!("graph: {}{rw}, built in {build_s:.2} s", graph_summary(&graph.plan()));
+    crate::diagln!("graph: {}{rw}, built in {build_s:.2} s", graph_summary(&graph.plan()));
     graph.run(gpu)?;
     let result = out.to_f32(gpu)?;
     // f32 storage whose convolutions round their operands to f16 (`--f16-operands`).
@@ -154,7 +154,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     let verdict = compare(o, out.shape(), &result, dtype, f16_operands)?;
     if let Some(path) = &o.output {
         save_f32(path, &[("output", out.shape(), &result)])?;
-        eprintln!("wrote output {:?} to {}", out.shape(), path.display());
+        crate::diagln!("wrote output {:?} to {}", out.shape(), path.display());
     }
 
     if o.report || o.json.is_some() {
@@ -173,40 +173,40 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         submit.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let gpu_t = times[times.len() / 2];
         let sub_t = submit[submit.len() / 2];
-        println!("device:                 {}", gpu.describe());
-        println!("model:                  {:?} ({weights_name}, storage {})", o.model, gpu.operands_name(dtype));
-        println!("weights on device:      {}", crate::gpu::human_bytes(weight_bytes));
-        println!(
+        crate::outln!("device:                 {}", gpu.describe());
+        crate::outln!("model:                  {:?} ({weights_name}, storage {})", o.model, gpu.operands_name(dtype));
+        crate::outln!("weights on device:      {}", crate::gpu::human_bytes(weight_bytes));
+        crate::outln!(
             "planned activations:    {} (the arena the forward's memory plan created; tensors live at once peak at {})",
             crate::gpu::human_bytes(graph.planned_bytes()),
             crate::gpu::human_bytes(graph.live_peak_bytes())
         );
-        println!(
+        crate::outln!(
             "device memory in all:   {} (the device pool's peak, weights, inputs and outputs, plus the activations' buffers: what the engine allocated, not the driver's own)",
             crate::gpu::human_bytes(device_total(gpu, graph.planned_bytes()))
         );
-        println!(
+        crate::outln!(
             "dispatches:             {} (binding {} of activations in all: each kernel's inputs and outputs once)",
             graph.dispatches(),
             crate::gpu::human_bytes(graph.activation_bytes_bound())
         );
         if graph.read_write_dispatches() > 0 {
-            println!("read-write dispatches:  {} (packed activations: an input and an output share a buffer)", graph.read_write_dispatches());
+            crate::outln!("read-write dispatches:  {} (packed activations: an input and an output share a buffer)", graph.read_write_dispatches());
         }
-        println!("command buffers:        1 per forward");
-        println!(
+        crate::outln!("command buffers:        1 per forward");
+        crate::outln!(
             "GPU time per forward:   {} ({})",
             crate::bench::fmt_time(gpu_t),
             if gpu.has_timestamps() { "timestamps, median" } else { "wall clock, median" }
         );
-        println!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
-        println!(
+        crate::outln!("CPU time to submit:     {} ({:.1}% of GPU time)", crate::bench::fmt_time(sub_t), 100.0 * sub_t / gpu_t);
+        crate::outln!(
             "arithmetic:             {} per forward, {} effective (matrix products, 2 per multiply-add, as PyTorch counts each kernel's work; an upsampler's convolution, folded into its upsampling, counts 4/9 of PyTorch's count)",
             fmt_flops(graph.flops()),
             crate::bench::report::fmt_rate(graph.flops() / gpu_t)
         );
-        println!("kernel tiles:           {}", tuning_summary(gpu));
-        println!("load {:.2} s, graph build {:.2} s", load_s, build_s);
+        crate::outln!("kernel tiles:           {}", tuning_summary(gpu));
+        crate::outln!("load {:.2} s, graph build {:.2} s", load_s, build_s);
         if let Some(path) = &o.json {
             let pool = gpu.pool.stats();
             let (b, h, w) = o.random_inputs.unwrap_or((0, 0, 0));
@@ -265,7 +265,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 })).collect::<Vec<_>>(),
             });
             std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote report to {}", path.display());
+            crate::diagln!("wrote report to {}", path.display());
         }
     }
     if o.profile {
@@ -328,25 +328,25 @@ fn device_total(gpu: &Gpu, activation_bytes: u64) -> u64 {
 /// of `--plan-limits`.
 fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, build_s: f64) {
     use crate::gpu::human_bytes;
-    eprintln!("graph: {}, planned in {build_s:.2} s; not run (--plan-only)", graph_summary(plan));
-    println!("device:                 {}", gpu.describe());
-    println!(
+    crate::diagln!("graph: {}, planned in {build_s:.2} s; not run (--plan-only)", graph_summary(plan));
+    crate::outln!("device:                 {}", gpu.describe());
+    crate::outln!(
         "planned for:            a largest storage binding of {} and a largest buffer of {}",
         human_bytes(gpu.max_binding()),
         human_bytes(gpu.limits.max_buffer_size)
     );
-    println!("weights on device:      {}", human_bytes(weight_bytes));
-    println!("inputs on device:       {}", human_bytes(gpu.pool.stats().live_bytes.saturating_sub(weight_bytes)));
-    println!("planned activations:    {} (outputs included)", human_bytes(plan.planned_bytes));
-    println!(
+    crate::outln!("weights on device:      {}", human_bytes(weight_bytes));
+    crate::outln!("inputs on device:       {}", human_bytes(gpu.pool.stats().live_bytes.saturating_sub(weight_bytes)));
+    crate::outln!("planned activations:    {} (outputs included)", human_bytes(plan.planned_bytes));
+    crate::outln!(
         "device memory in all:   {} (the pool's peak so far, weights and inputs, plus the planned activations: what `--report` prints for a run, less its outputs' readback)",
         human_bytes(device_total(gpu, plan.planned_bytes))
     );
-    println!("dispatches:             {} ({})", plan.dispatches, fmt_flops(plan.flops));
+    crate::outln!("dispatches:             {} ({})", plan.dispatches, fmt_flops(plan.flops));
     if gpu.tuner().is_on() {
         // The tiles, and where each norm runs, are those a tuned run would take once the cache
         // has them: a plan times nothing.
-        println!(
+        crate::outln!(
             "kernel tiles:           earlier tuned runs' choices for {} shapes (the tuning cache), the fixed rules' for the others (--plan-only times nothing)",
             gpu.tuner().picks().len()
         );
@@ -358,11 +358,11 @@ fn print_plan(gpu: &Gpu, plan: &crate::kernel::GraphPlan, weight_bytes: u64, bui
 /// each kind binds (its share of the graph's traffic, what fusion removes) and the FLOPs the
 /// matrix ops count.
 fn print_tally(rows: &[crate::kernel::KernelTally], bytes_bound: u64) {
-    println!("dispatches by kernel (activation bytes bound, most first):");
-    println!("{:>6} {:>11} {:>6} {:>14}  kernel", "calls", "bound", "share", "arithmetic");
+    crate::outln!("dispatches by kernel (activation bytes bound, most first):");
+    crate::outln!("{:>6} {:>11} {:>6} {:>14}  kernel", "calls", "bound", "share", "arithmetic");
     for r in rows {
         let arith = if r.flops > 0.0 { fmt_flops(r.flops) } else { "-".into() };
-        println!(
+        crate::outln!(
             "{:>6} {:>11} {:>5.1}% {:>14}  {}",
             r.calls,
             crate::gpu::human_bytes(r.bytes_bound),
@@ -399,13 +399,13 @@ fn print_profile(steps: &[crate::kernel::StepTime]) {
     }
     by.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     let total: f64 = steps.iter().map(|s| s.seconds).sum();
-    println!("GPU time by kernel (one replay, a pass per dispatch: {} in all, {} dispatches):", crate::bench::fmt_time(total), steps.len());
-    println!("{:>12} {:>6} {:>6} {:>11} {:>11} {:>14}  kernel", "time", "share", "calls", "bound", "rate", "arithmetic");
+    crate::outln!("GPU time by kernel (one replay, a pass per dispatch: {} in all, {} dispatches):", crate::bench::fmt_time(total), steps.len());
+    crate::outln!("{:>12} {:>6} {:>6} {:>11} {:>11} {:>14}  kernel", "time", "share", "calls", "bound", "rate", "arithmetic");
     for r in &by {
         let per_s = |x: f64| if r.seconds > 0.0 { x / r.seconds } else { 0.0 };
         let rate = if r.seconds > 0.0 { format!("{:.1} GB/s", per_s(r.bytes as f64) * 1e-9) } else { "-".into() };
         let arith = if r.flops > 0.0 && r.seconds > 0.0 { crate::bench::report::fmt_rate(per_s(r.flops)) } else { "-".into() };
-        println!(
+        crate::outln!(
             "{:>12} {:>5.1}% {:>6} {:>11} {:>11} {:>14}  {}",
             crate::bench::fmt_time(r.seconds),
             100.0 * r.seconds / total.max(1e-12),

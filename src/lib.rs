@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod console;
 pub mod dtype;
 pub mod fetch;
 pub mod golden;

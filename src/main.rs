@@ -289,10 +289,10 @@ enum Cmd {
 /// The `upscale` command's flags.
 #[derive(Args)]
 struct UpscaleCli {
-    /// Input y4m file (default: stdin).
+    /// Input y4m file (default, or `-`: stdin).
     #[arg(short, long)]
     input: Option<PathBuf>,
-    /// Output y4m file (default: stdout).
+    /// Output y4m file (default, or `-`: stdout).
     #[arg(short, long)]
     output: Option<PathBuf>,
     /// The DiffVSR release folder (default: the release `fetch-weights` downloaded). A
@@ -453,7 +453,7 @@ fn bench_setup(gpu: &GpuArgs, BenchSizing { dtype, quick, full, .. }: &BenchSizi
     let software = g.is_software();
     let quick = quick || (software && !full);
     if software && quick && !full {
-        eprintln!("software adapter: using the quick shapes (--full for DiffVSR's real shapes)");
+        diffvsr_wgpu::diagln!("software adapter: using the quick shapes (--full for DiffVSR's real shapes)");
     }
     let dtype = dtype.unwrap_or(if g.has_f16() { DType::F16 } else { DType::F32 });
     g.require_dtype(dtype)?;
@@ -500,7 +500,10 @@ fn parse_tolerance(s: &str) -> Result<f64, String> {
     }
 }
 
-fn run_upscale(u: UpscaleCli) -> Result<()> {
+fn run_upscale(mut u: UpscaleCli) -> Result<()> {
+    // `-` names stdin or stdout, as in ffmpeg's own command lines (not a file called `-`).
+    u.input = u.input.filter(|p| p.as_os_str() != "-");
+    u.output = u.output.filter(|p| p.as_os_str() != "-");
     let tiles = diffvsr_wgpu::pipeline::tiles::TileOptions { tile: u.tile, overlap: u.tile_overlap };
     tiles.check().map_err(anyhow::Error::msg)?;
     diffvsr_wgpu::pipeline::upscale::check_settings(u.steps, u.noise_level, u.guidance)?;
@@ -527,7 +530,7 @@ fn run_upscale(u: UpscaleCli) -> Result<()> {
             (Some(w), None) => PlanWeights::Release(w),
             (None, None) => PlanWeights::NotFound,
         };
-        print!("{}", plan(u.input.as_deref(), output_format, u.matrix, weights, u.frames, text_encoder, tiles, u.windows_per_call, adapter)?);
+        diffvsr_wgpu::out!("{}", plan(u.input.as_deref(), output_format, u.matrix, weights, u.frames, text_encoder, tiles, u.windows_per_call, adapter)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {
@@ -578,10 +581,10 @@ fn stop_on_signals() {
     use diffvsr_wgpu::pipeline::interrupt;
     let r = ctrlc::set_handler(|| {
         if interrupt::request() {
-            eprintln!("\nstop signal again: stopping at once (the frame being written may be cut)");
+            diffvsr_wgpu::diagln!("\nstop signal again: stopping at once (the frame being written may be cut)");
             std::process::exit(130);
         }
-        eprintln!("\nstop signal (Ctrl-C, SIGTERM or SIGHUP): stopping after the frame being written (again to stop at once)");
+        diffvsr_wgpu::diagln!("\nstop signal (Ctrl-C, SIGTERM or SIGHUP): stopping after the frame being written (again to stop at once)");
     });
     if let Err(e) = r {
         log::warn!("signal handler not installed ({e}): Ctrl-C or SIGTERM will end the job at once");
@@ -594,7 +597,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cmd {
         Cmd::Devices { backend } => {
-            print!("{}", gpu::devices_report(backend.as_deref())?);
+            diffvsr_wgpu::out!("{}", gpu::devices_report(backend.as_deref())?);
             Ok(())
         }
         Cmd::FetchWeights { endpoint, token, repo, revision, cache_dir, include, verify, retries, no_convert } => {
@@ -612,10 +615,10 @@ fn run(cli: Cli) -> Result<()> {
             o.verify_cached = verify;
             o.retries = retries;
             o.convert = !no_convert;
-            eprintln!("fetching {} ({}) from {} into {}", o.repo_id, o.revision, o.endpoint, o.cache_dir.display());
+            diffvsr_wgpu::diagln!("fetching {} ({}) from {} into {}", o.repo_id, o.revision, o.endpoint, o.cache_dir.display());
             let r = fetch::fetch(&o)?;
             let fetched = r.files.iter().filter(|(_, out)| *out != fetch::Outcome::Cached).count();
-            eprintln!(
+            diffvsr_wgpu::diagln!(
                 "{} files at commit {}: {fetched} downloaded ({:.1} MB), {} already cached",
                 r.files.len(),
                 r.commit,
@@ -642,7 +645,7 @@ fn run(cli: Cli) -> Result<()> {
             g.require_dtype(dtype)?;
             let t = std::time::Instant::now();
             let r = diffvsr_wgpu::models::clip_text::encode_prompt_to_file(&g, &weights, &text, &output, dtype)?;
-            eprintln!(
+            diffvsr_wgpu::diagln!(
                 "{text:?}: {} of {} tokens used{}; prompt_embeds {:?} written to {} ({:.1} s)",
                 r.used,
                 r.ids.len(),
@@ -713,7 +716,21 @@ fn quiet_display_probe() {
     }
 }
 
+/// An empty setting variable is no setting (`DIFFVSR_WEIGHTS= diffvsr-wgpu …`, a shell's way to
+/// clear one for a command), as the engine's own readers of variables take it; clap would take
+/// it as an empty value and refuse it as a missing `--weights`.
+fn drop_empty_settings() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("DIFFVSR_") || k == "HF_ENDPOINT"))
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
+    }
+}
+
 fn main() -> ExitCode {
+    drop_empty_settings();
     quiet_display_probe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
     match run(Cli::parse()) {
@@ -721,17 +738,17 @@ fn main() -> ExitCode {
         // Stopped by Ctrl-C (or SIGTERM, SIGHUP): said as such, with the shell's exit code for
         // SIGINT whichever signal it was (the handler is not told).
         Err(e) if diffvsr_wgpu::pipeline::interrupt::is_interrupted(&e) => {
-            eprintln!("{e:#}");
+            diffvsr_wgpu::diagln!("{e:#}");
             ExitCode::from(130)
         }
         // A stop signal came first, and the error is its echo (the upstream ffmpeg got it too
         // and closed the pipe before the stream's header, say).
         Err(e) if diffvsr_wgpu::pipeline::interrupt::requested() => {
-            eprintln!("stopped by a signal (Ctrl-C, SIGTERM or SIGHUP); then: {e:#}");
+            diffvsr_wgpu::diagln!("stopped by a signal (Ctrl-C, SIGTERM or SIGHUP); then: {e:#}");
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            diffvsr_wgpu::diagln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

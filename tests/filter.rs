@@ -514,6 +514,29 @@ fn no_command_is_the_upscale_filter() {
     ok(&o);
     assert!(std::fs::read(&top).unwrap() == want, "the filter with -i/-o differs from upscale");
 
+    // `-i - -o -` are stdin and stdout, as in ffmpeg's command lines. A job whose stderr's
+    // reader has gone (`2>&1 >out | head`) finishes all the same, with exit code 0 (without
+    // --quiet, so it has notes to write).
+    let noisy: Vec<&str> = common.iter().copied().filter(|&a| a != "--quiet").collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .args(&noisy)
+        .args(["-i", "-", "-o", "-"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "with stderr closed: {:?}", o.status);
+    assert!(o.stdout == want, "-i - -o - differs from upscale ({} vs {} bytes)", o.stdout.len(), want.len());
+    // A report whose reader has gone (`devices | head -c 1`) ends quietly too; an empty setting
+    // variable is no setting.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("devices").env("DIFFVSR_BACKEND", "").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "devices with stdout closed: {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
+
     // --help lists the commands and the filter's options; a filter option with a command fails.
     let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&o.stdout);

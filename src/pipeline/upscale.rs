@@ -330,7 +330,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         let operands = if crate::ops::conv::on_f16_operands(gpu, vae_dtype) { " on f16 operands" } else { "" };
         // Tuning runs as each graph is first captured: say why the first window takes longer.
         let tuning = if gpu.tuner().is_on() { "; the first window also times the kernel tiles of shapes the tuning cache lacks (--tune off skips it)" } else { "" };
-        eprintln!(
+        crate::diagln!(
             "models loaded in {:.1} s (UNet {}, TE-3DVAE {}{operands}; {} on the GPU){tuning}",
             loading.elapsed().as_secs_f64(),
             unet_dtype.name(),
@@ -339,7 +339,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         );
     }
     if a.random_weights.is_some() && !a.quiet {
-        eprintln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
+        crate::diagln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
     }
     let opts = JobOptions {
         steps: a.steps,
@@ -421,7 +421,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
             }
             false => String::new(),
         };
-        eprintln!(
+        crate::diagln!(
             "{} in, {} out, {}, {:.1} s (denoising {:.1} s, decoding and writing {:.1} s); tiles: {}; windows per UNet call: {} ({}){tuned}",
             count(stats.frames_in, "frame"),
             stats.frames_out,
@@ -435,11 +435,11 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         );
     }
     if stats.redecoded > 0 && !a.quiet {
-        eprintln!("note: {} overflowed f16 operands and ran again on f32 operands (--f16-operands off runs them all so)", count(stats.redecoded, "decode"));
+        crate::diagln!("note: {} overflowed f16 operands and ran again on f32 operands (--f16-operands off runs them all so)", count(stats.redecoded, "decode"));
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.
-        eprintln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
+        crate::diagln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
     }
     Ok(stats)
 }

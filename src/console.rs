@@ -1,0 +1,56 @@
+//! Lines for the person at the terminal, written so that a closed pipe never ends the program
+//! with a panic. `println!` and `eprintln!` panic when their stream is a pipe whose reader has
+//! gone (`diffvsr-wgpu devices | head -c 10`, or a job's `2>&1 >/dev/null | head`), which turned
+//! a finished job into exit code 101.
+//!
+//! - [`outln!`](crate::outln) / [`out!`](crate::out): a command's own output on stdout (reports, tables, plans). When its
+//!   reader has gone there is nothing left to do: the program ends quietly with exit code 0, as
+//!   `upscale` does when the reader of its frames goes.
+//! - [`diagln!`](crate::diagln) / [`diag!`](crate::diag): progress, notes and errors on stderr. A line that cannot be written
+//!   is dropped; the work goes on, and the exit code still tells whether it succeeded.
+
+use std::io::Write;
+
+/// Writes `args` to stdout; a reader gone ends the program with exit code 0, any other write
+/// error is ignored (there is no one to tell).
+#[doc(hidden)]
+pub fn out(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Writes `args` to stderr, dropping it where it cannot be written.
+#[doc(hidden)]
+pub fn diag(args: std::fmt::Arguments<'_>) {
+    let _ = std::io::stderr().write_fmt(args);
+}
+
+/// `println!` whose closed stdout ends the program quietly (exit code 0) instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::console::out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::console::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` whose closed stdout ends the program quietly (exit code 0) instead of panicking.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::console::out(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that drops the line where stderr cannot be written instead of panicking.
+#[macro_export]
+macro_rules! diagln {
+    () => { $crate::console::diag(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::console::diag(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprint!` that drops the text where stderr cannot be written instead of panicking.
+#[macro_export]
+macro_rules! diag {
+    ($($arg:tt)*) => { $crate::console::diag(format_args!($($arg)*)) };
+}
