@@ -251,12 +251,14 @@ fn a_truncated_stream_names_the_frame_and_fails() {
     let mut s = stream(7, 5, 3);
     s.truncate(s.len() - 10);
     std::fs::write(&input, s).unwrap();
-    let out = dir.join("out.y4m");
-    let o = upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
+    let (out, gif) = (dir.join("out.y4m"), dir.join("preview.gif"));
+    let o = upscale(&rel, &input, &out, &["--gif", gif.to_str().unwrap(), "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
     assert!(!o.status.success(), "a truncated stream must fail");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("frame 2"), "the message names the frame: {err}");
     assert!(!err.contains("panicked"), "{err}");
+    // It failed before writing a frame: the files it created are gone, no header-only stubs.
+    assert!(!out.exists() && !gif.exists(), "stubs left: {} {}", out.exists(), gif.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -9,12 +9,14 @@ use crate::pipeline::groups::WindowsPerCall;
 use crate::pipeline::interrupt;
 use crate::pipeline::job::{run_job, JobStats};
 use crate::pipeline::options::{JobOptions, PromptEmbeds};
+use crate::pipeline::out_file::OutFile;
 use crate::pipeline::plan::y4m_file_frames;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::tiles::{LatentPad, TileOptions, TileSize, SCALE};
 use crate::pipeline::windows::{FrameRange, Ilt};
 use crate::video::color::{MatrixChoice, YuvParams};
 use crate::pipeline::source::{FrameSource, ReadAhead};
+use crate::video::preview::GifPreview;
 use crate::video::y4m::Writer;
 use crate::{DType, Gpu};
 
@@ -248,6 +250,12 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         let (ph, pw) = LatentPad::new(fmt.height as usize, fmt.width as usize).padded();
         a.tiles.plan(ph, pw, (rows, cols)).map_err(anyhow::Error::msg)?;
     }
+    // The files written, opened now: one the job cannot write fails before the models load.
+    let mut out_file = a.output.as_deref().map(|p| OutFile::open("-o", p)).transpose()?;
+    let mut gif_file = a.gif.as_deref().map(|p| OutFile::open("--gif", p)).transpose()?;
+    if a.random_weights.is_some() && !a.weights.as_os_str().is_empty() && !a.weights.is_dir() {
+        bail!("--weights {}: no such folder (with --random-weights it holds the configs to use in place of the built-in ones; leave it out for those)", a.weights.display());
+    }
 
     let unet_dtype = default_dtype(gpu, ModelKind::DiffvsrUnet);
     let vae_dtype = default_dtype(gpu, ModelKind::Te3dVaeDecoder);
@@ -357,19 +365,20 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         redecode_overflow: a.redecode_overflow,
     };
 
-    let output: Box<dyn Write> = match &a.output {
-        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+    let output: Box<dyn Write> = match out_file.as_mut() {
+        Some(f) => Box::new(f.start()?),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut writer = Writer::new(std::io::BufWriter::new(output), out_header)?;
     // --gif: each frame also goes to the preview as it is written.
-    let preview = match &a.gif {
-        Some(p) => {
+    let preview = match (&a.gif, gif_file.as_mut()) {
+        (Some(p), Some(f)) => {
             let h = writer.header();
             let params = YuvParams { matrix: opts.matrix.resolve(h.height), range: h.range, depth: h.depth };
-            Some(std::rc::Rc::new(std::cell::RefCell::new(crate::video::preview::GifPreview::create(p, h, params)?)))
+            let gif = GifPreview::new(std::io::BufWriter::new(f.start()?), h, params).with_context(|| format!("--gif {}", p.display()))?;
+            Some(std::rc::Rc::new(std::cell::RefCell::new(gif)))
         }
-        None => None,
+        _ => None,
     };
     if let Some(p) = &preview {
         let p = p.clone();
@@ -387,6 +396,11 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     });
     reporter.clear();
     let elapsed = reporter.elapsed();
+    // The files stay where the job wrote a frame or ended well (a stream of a header only);
+    // else the ones this run created go again.
+    if writer.frames_written() > 0 || result.is_ok() {
+        out_file.iter_mut().chain(gif_file.iter_mut()).for_each(OutFile::keep);
+    }
     drop(writer);
     // The preview is closed (its trailer written) whether the job ended, failed or stopped.
     let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish());

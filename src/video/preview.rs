@@ -92,14 +92,6 @@ pub struct GifPreview<W: Write> {
     next_shown: u64,
 }
 
-impl GifPreview<std::io::BufWriter<std::fs::File>> {
-    /// Creates `path` for the frames of a stream with `header` (the output's), read as `params`.
-    pub fn create(path: &std::path::Path, header: &Header, params: YuvParams) -> Result<Self> {
-        let f = std::fs::File::create(path).with_context(|| format!("--gif: creating {}", path.display()))?;
-        GifPreview::new(std::io::BufWriter::new(f), header, params).with_context(|| format!("--gif {}", path.display()))
-    }
-}
-
 impl<W: Write> GifPreview<W> {
     pub fn new(inner: W, header: &Header, params: YuvParams) -> Result<Self> {
         let (w, h) = preview_size(header.width as usize, header.height as usize);
