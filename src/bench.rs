@@ -77,8 +77,9 @@ fn meta(gpu: &Gpu, dtype: DType) -> Meta {
 
 /// `bench ceilings`: the adapter's copy bandwidth and best GEMM.
 pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Option<&std::path::Path>) -> Result<Ceilings> {
-    println!("device: {}", gpu.describe());
-    println!("dtype: {}   timing: {}", dtype.name(), timing(gpu));
+    json.map(crate::weights::check_output_folder).transpose()?;
+    crate::outln!("device: {}", gpu.describe());
+    crate::outln!("dtype: {}   timing: {}", dtype.name(), timing(gpu));
     let c = ceilings::measure(gpu, dtype, quick, iters)?;
     print_ceilings(&c);
     if let Some(p) = json {
@@ -110,9 +111,13 @@ fn coop_summary(gpu: &Gpu) -> String {
 /// `bench kernels`: the ceilings, then every selected case, as a table on stdout (progress on
 /// stderr), and the JSON and roofline files when asked for. Returns the measured cases.
 pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
-    println!("device: {}", gpu.describe());
+    // The files to write, checked before minutes of timing: a missing folder fails now.
+    for p in opts.json.iter().chain(&opts.roofline) {
+        crate::weights::check_output_folder(p)?;
+    }
+    crate::outln!("device: {}", gpu.describe());
     let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
-    println!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
+    crate::outln!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
     let all = cases(gpu, opts.dtype, opts.quick)?;
     let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
     let selected: Vec<BenchCase> = all.into_iter().filter(|c| opts.filter.as_deref().is_none_or(|f| filter_matches(f, &c.name))).collect();

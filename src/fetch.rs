@@ -280,7 +280,8 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
 }
 
 /// Converts the fetched [`CONVERT`] checkpoints to safetensors, each once per commit (again when
-/// it was just downloaded, so a repaired blob never keeps a stale conversion).
+/// it was just downloaded, so a repaired blob never keeps a stale conversion, and when the
+/// conversion no longer opens as a whole safetensors file, e.g. cut short).
 fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool) -> Result<()> {
     let out_dir = repo.join("converted").join(&report.commit);
     for &(file, key) in CONVERT {
@@ -288,12 +289,12 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool) ->
         let src = report.snapshot.join(file);
         let stem = Path::new(file).file_stem().unwrap().to_string_lossy().into_owned();
         let dst = out_dir.join(format!("{stem}.safetensors"));
-        if dst.is_file() && *outcome == Outcome::Cached {
+        if dst.is_file() && *outcome == Outcome::Cached && crate::weights::WeightStore::open(&dst).is_ok() {
             continue;
         }
         fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         if progress {
-            eprintln!("converting {file} to {}", dst.display());
+            crate::diagln!("converting {file} to {}", dst.display());
         }
         let tmp = out_dir.join(format!("{stem}.safetensors.tmp{}", std::process::id()));
         let r = crate::checkpoint::convert::convert(&src, &tmp, key, None)

@@ -91,6 +91,13 @@ fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType, f16_o
 }
 
 pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
+    // The files to write, checked before the forward: a missing folder fails now.
+    if let Some(p) = &o.output {
+        crate::weights::check_output_file(p)?;
+    }
+    if let Some(p) = &o.json {
+        crate::weights::check_output_folder(p)?;
+    }
     let dtype = o.dtype.unwrap_or_else(|| default_dtype(gpu, o.model));
     gpu.require_dtype(dtype)?;
     let t0 = Instant::now();

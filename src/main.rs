@@ -626,15 +626,16 @@ fn run(cli: Cli) -> Result<()> {
                 r.files.len() - fetched
             );
             for c in &r.converted {
-                eprintln!("converted: {}", c.display());
+                diffvsr_wgpu::diagln!("converted: {}", c.display());
             }
             for e in &r.convert_errors {
-                eprintln!("warning: {e} (the .pt files are complete and load directly)");
+                diffvsr_wgpu::diagln!("warning: {e} (the .pt files are complete and load directly)");
             }
-            println!("{}", r.snapshot.display());
+            diffvsr_wgpu::outln!("{}", r.snapshot.display());
             Ok(())
         }
         Cmd::EncodePrompt { text, output, weights, dtype, gpu } => {
+            diffvsr_wgpu::weights::check_output_file(&output)?;
             let weights = match weights {
                 Some(w) => w,
                 // The fetched release (its top folder holds upscaler4x/), or an error saying
@@ -672,9 +673,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Upscale(u) => run_upscale(u),
         Cmd::Convert { input, output, key, dtype } => {
+            if std::fs::canonicalize(&input).ok().is_some_and(|i| std::fs::canonicalize(&output).is_ok_and(|o| o == i)) {
+                anyhow::bail!("convert: the output {} is the input: give the converted file a path of its own", output.display());
+            }
+            diffvsr_wgpu::weights::check_output_file(&output)?;
             let summary = checkpoint::convert::convert(&input, &output, key.as_deref(), dtype)?;
-            println!("converted {} -> {}", input.display(), output.display());
-            print!("{summary}");
+            diffvsr_wgpu::outln!("converted {} -> {}", input.display(), output.display());
+            diffvsr_wgpu::out!("{summary}");
             Ok(())
         }
     }

@@ -176,7 +176,7 @@ impl WeightStore {
             Format::Other => {
                 let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
                     anyhow::anyhow!(
-                        "{} is not a valid safetensors file ({e}); it may be truncated or corrupt: download it again",
+                        "{} is not a valid safetensors file ({e}); it may be truncated or corrupt: download it again (a conversion fetch-weights made is made again by running fetch-weights)",
                         path.display()
                     )
                 })?;
@@ -531,20 +531,44 @@ pub fn save_f32(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()>
     write_safetensors(path, views, None)
 }
 
+/// Refuses an output path that cannot be written as a file made whole and renamed into place:
+/// a folder, something other than a regular file (a device, a named pipe), or a path in a
+/// folder that does not exist. Before the work, so a long run does not fail at its end.
+pub fn check_output_file(output: &Path) -> Result<()> {
+    if output.is_dir() {
+        bail!("output {} is a folder: give the file to write, e.g. {}", output.display(), output.join("model.safetensors").display());
+    }
+    if std::fs::metadata(output).is_ok_and(|m| !m.is_file()) {
+        bail!("output {} is not a regular file (a device or a named pipe): give the path of a file to write", output.display());
+    }
+    check_output_folder(output)
+}
+
+/// Refuses an output path in a folder that does not exist, naming the folder (before the work).
+pub fn check_output_folder(output: &Path) -> Result<()> {
+    let folder = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!("output {}: there is no folder {}; create it first", output.display(), folder.display());
+    }
+    Ok(())
+}
+
 /// Writes a safetensors file as a finished whole: under a temporary name beside `output`,
 /// renamed when complete (a failed or interrupted write never leaves a partial file under the
 /// output's name, and removes the temporary one), with the permissions any new file gets here
 /// (the umask's, as `cp` or `torch.save` would give it: safetensors itself writes through a
-/// private temporary file, mode 0600). A folder as the output is refused by name.
+/// private temporary file, mode 0600). A folder, a device or a named pipe as the output is
+/// refused by name (renaming over it would replace it: `/dev/null` as root); a link is
+/// followed, so the file it names is written.
 pub fn write_safetensors<S, V, I>(output: &Path, data: I, meta: Option<HashMap<String, String>>) -> Result<()>
 where
     S: AsRef<str> + Ord + std::fmt::Display,
     V: safetensors::tensor::View,
     I: IntoIterator<Item = (S, V)>,
 {
-    if output.is_dir() {
-        bail!("output {} is a folder: give the file to write, e.g. {}", output.display(), output.join("model.safetensors").display());
-    }
+    let resolved = std::fs::canonicalize(output).ok();
+    let output = resolved.as_deref().unwrap_or(output);
+    check_output_file(output)?;
     let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
     let tmp = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
     let permissions = std::fs::File::create(&tmp)
@@ -712,6 +736,29 @@ mod tests {
         assert!(!std::fs::read_dir(dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".perm.safetensors.tmp")));
         let e = format!("{:#}", save_f32(dir, &[("w", &[1], &[1.0])]).unwrap_err());
         assert!(e.contains("is a folder"), "{e}");
+    }
+
+    /// A device or a named pipe is refused, not replaced by a file renamed over it (as root,
+    /// `/dev/null` would be); a link is written through to the file it names; a missing folder
+    /// is named, not a temporary file in it.
+    #[cfg(unix)]
+    #[test]
+    fn written_files_replace_only_files() {
+        let e = format!("{:#}", save_f32(Path::new("/dev/null"), &[("w", &[1], &[1.0])]).unwrap_err());
+        assert!(e.contains("not a regular file"), "{e}");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null is still a device");
+        let target = tmp("target.safetensors");
+        save_f32(&target, &[("w", &[1], &[1.0])]).unwrap();
+        let link = tmp("link.safetensors");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        save_f32(&link, &[("w", &[2], &[3.0, 4.0])]).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
+        assert_eq!(WeightStore::open(&target).unwrap().take("w", &[2]).unwrap(), vec![3.0, 4.0]);
+        let missing = tmp("no-such-folder").join("out.safetensors");
+        let e = format!("{:#}", save_f32(&missing, &[("w", &[1], &[1.0])]).unwrap_err());
+        assert!(e.contains("there is no folder") && !e.contains(".tmp"), "{e}");
     }
 
     #[test]

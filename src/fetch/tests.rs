@@ -445,6 +445,13 @@ fn checkpoints_are_converted_once_to_safetensors() {
     let r = fetch(&o).unwrap();
     assert!(r.converted.is_empty() && r.convert_errors.is_empty());
     assert_eq!(fs::metadata(&unet).unwrap().modified().unwrap(), before);
+
+    // A conversion cut short (a full disk, a damaged copy) is made again, not kept for ever.
+    let len = fs::metadata(&vae).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&vae).unwrap().set_len(len / 2).unwrap();
+    let r = fetch(&o).unwrap();
+    assert_eq!((r.converted, r.convert_errors), (vec![vae.clone()], vec![]));
+    assert_same_tensors(&vae, &data.join("module.safetensors"));
 }
 
 #[test]
