@@ -320,7 +320,8 @@ struct UpscaleCli {
     /// Output chroma subsampling: 420, 422 or 444 (or yuv420p …; default: the input's).
     #[arg(long, value_parser = parse_output_chroma)]
     output_chroma: Option<diffvsr_wgpu::video::y4m::Chroma>,
-    /// Output bits per sample: 8, 9, 10, 12, 14 or 16 (default: the input's). More bits than the
+    /// Output bits per sample: 8, 9, 10, 12, 14 (not for monochrome, which ffmpeg's y4m lacks) or 16
+    /// (default: the input's). More bits than the
     /// input's keep the model's finer steps, e.g. 10 for a 10-bit encode of an 8-bit source.
     #[arg(long, value_parser = parse_output_depth)]
     output_depth: Option<u8>,

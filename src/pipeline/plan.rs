@@ -1,6 +1,6 @@
 //! `upscale --plan`: what a run would do, without loading a model or reading a frame.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use anyhow::{bail, Context, Result};
 
@@ -12,7 +12,8 @@ use crate::pipeline::windows::{self, FrameRange, STRIDE, WINDOW};
 use crate::video::y4m::{OutputFormat, Reader};
 
 /// A y4m file's header and frame count (from its size; `None` when the size is not a whole
-/// number of plain frames, or the path is not a regular file, e.g. a pipe).
+/// number of frames whose first and last begin with a bare `FRAME` line, or the path is not a
+/// regular file, e.g. a pipe).
 pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header, Option<usize>)> {
     let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
     let meta = f.metadata().with_context(|| format!("reading {}", p.display()))?;
@@ -20,7 +21,7 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     // The header line, as written (its length locates the first frame).
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
-    while f.read(&mut byte)? == 1 && byte[0] != b'\n' {
+    while f.read(&mut byte).with_context(|| format!("reading {}", p.display()))? == 1 && byte[0] != b'\n' {
         line.push(byte[0]);
         if line.len() > 4096 {
             bail!("{}: not a y4m stream header (no end of line in 4096 bytes)", p.display());
@@ -29,10 +30,17 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     let reader = Reader::new(std::io::Cursor::new([line.as_slice(), b"\n"].concat()))?;
     let h = reader.header().clone();
     let fb = 6 + h.format().frame_bytes().context("the frame size overflows")? as u64;
-    let body = size - (line.len() as u64 + 1).min(size);
-    // Exact when no FRAME line carries parameters (as ffmpeg writes them).
-    let t = (meta.is_file() && body % fb == 0).then_some((body / fb) as usize);
-    Ok((h, t))
+    let start = line.len() as u64 + 1;
+    let body = size - start.min(size);
+    // Exact when no FRAME line carries parameters (as ffmpeg writes them): then the size is a
+    // whole number of frames and the first and the last start with a bare `FRAME` line. With
+    // parameters a size can still divide by chance, but the last frame's line is then elsewhere.
+    let mut bare = |at: u64| {
+        let mut marker = [0u8; 6];
+        f.seek(std::io::SeekFrom::Start(at)).and_then(|_| f.read_exact(&mut marker)).is_ok() && &marker == b"FRAME\n"
+    };
+    let whole = meta.is_file() && body % fb == 0 && (body == 0 || (bare(start) && bare(size - fb)));
+    Ok((h, whole.then_some((body / fb) as usize)))
 }
 
 /// stdin as a path, where it is a regular file (`< in.y4m`; Unix).
@@ -239,4 +247,39 @@ fn dir_or_file_bytes(p: &std::path::Path) -> Option<u64> {
         total += dir_or_file_bytes(&e.ok()?.path())?;
     }
     Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::y4m_file_frames;
+
+    /// An 8×8 4:2:0 stream of `n` frames (96 bytes each) behind `marker` lines.
+    fn stream(n: usize, marker: &str) -> Vec<u8> {
+        let mut s = b"YUV4MPEG2 W8 H8 F25:1 Ip C420jpeg\n".to_vec();
+        for k in 0..n {
+            s.extend_from_slice(marker.as_bytes());
+            s.extend((0..96).map(|i| (i * 7 + k * 3) as u8));
+        }
+        s
+    }
+
+    #[test]
+    fn a_file_is_counted_only_where_its_frame_lines_are_bare() {
+        let dir = crate::testutil::scratch_dir("plan-file-frames");
+        let count = |name: &str, bytes: Vec<u8>| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            y4m_file_frames(&p).unwrap().1
+        };
+        assert_eq!(count("plain.y4m", stream(3, "FRAME\n")), Some(3));
+        assert_eq!(count("empty.y4m", stream(0, "FRAME\n")), Some(0));
+        // 34 frames behind `FRAME Ip` lines are 34 × 105 = 35 × 102 bytes: 35 plain frames by
+        // size alone.
+        assert_eq!(count("params.y4m", stream(34, "FRAME Ip\n")), None);
+        // Cut short by a part of a frame: no whole number of frames.
+        let mut cut = stream(3, "FRAME\n");
+        cut.truncate(cut.len() - 5);
+        assert_eq!(count("cut.y4m", cut), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

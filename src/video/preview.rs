@@ -4,7 +4,7 @@
 //!
 //! Each frame is converted back to RGB with the output's matrix, range and depth (the preview
 //! shows exactly what was written), shrunk by area averaging so that its long side is at most
-//! [`MAX_SIDE`] pixels (never enlarged), and quantised to its own 256-colour palette (the `gif`
+//! [`MAX_SIDE`] pixels (never enlarged; anamorphic pixels, y4m's `A`, at their aspect), and quantised to its own 256-colour palette (the `gif`
 //! crate's NeuQuant). The frame delay comes from the stream's frame rate, in GIF's hundredths
 //! of a second; above 50 fps some frames are skipped, so that the preview keeps the stream's
 //! pace.
@@ -21,23 +21,34 @@ pub const MAX_SIDE: usize = 320;
 /// NeuQuant sampling factor (1 = best and slowest, 30 = fastest); 10 is its usual default.
 const QUANT_SPEED: i32 = 10;
 
-/// The preview's size for a `w`×`h` frame: the same aspect, the long side at most [`MAX_SIDE`].
-pub fn preview_size(w: usize, h: usize) -> (usize, usize) {
-    let long = w.max(h);
-    if long <= MAX_SIDE {
-        return (w, h);
-    }
-    let scale = |v: usize| ((v * MAX_SIDE + long / 2) / long).max(1);
-    (scale(w), scale(h))
+/// The preview's size for a `w`×`h` frame whose pixels have the aspect `(n, d)` (width to
+/// height, y4m's `A`): the picture's shape as a player shows it (an anamorphic DVD frame of
+/// 720×480 at 32:27 as 16:9), the long side at most [`MAX_SIDE`], and never more pixels across
+/// or down than the frame has (area averaging only shrinks).
+pub fn preview_size(w: usize, h: usize, (n, d): (u64, u64)) -> (usize, usize) {
+    let shown_w = w as f64 * n as f64 / d as f64;
+    let scale = (MAX_SIDE as f64 / shown_w.max(h as f64)).min(w as f64 / shown_w).min(1.0);
+    let fit = |v: f64, most: usize| ((v * scale).round() as usize).clamp(1, most);
+    (fit(shown_w, w), fit(h as f64, h))
+}
+
+/// A y4m ratio `N:D` as (N, D); `default` where it is absent, unreadable or has a zero (`0:0`
+/// is y4m's "unknown").
+fn ratio(r: Option<&str>, default: (u64, u64)) -> (u64, u64) {
+    r.and_then(|r| r.split_once(':'))
+        .and_then(|(n, d)| Some((n.parse::<u64>().ok()?, d.parse::<u64>().ok()?)))
+        .filter(|&(n, d)| n > 0 && d > 0 && n < 1 << 32 && d < 1 << 32)
+        .unwrap_or(default)
 }
 
 /// A y4m frame rate `N:D` as (N, D) (25 fps when absent or unreadable).
 pub fn frame_rate(frame_rate: Option<&str>) -> (u64, u64) {
-    frame_rate
-        .and_then(|r| r.split_once(':'))
-        .and_then(|(n, d)| Some((n.parse::<u64>().ok()?, d.parse::<u64>().ok()?)))
-        .filter(|&(n, d)| n > 0 && d > 0 && n < 1 << 32 && d < 1 << 32)
-        .unwrap_or((25, 1))
+    ratio(frame_rate, (25, 1))
+}
+
+/// A y4m pixel aspect `N:D` as (N, D) (square pixels when absent, unknown or unreadable).
+pub fn pixel_aspect(aspect: Option<&str>) -> (u64, u64) {
+    ratio(aspect, (1, 1))
 }
 
 /// For frame `k` of a stream at `rate` (N, D), when shown in the preview: its GIF delay in
@@ -94,7 +105,7 @@ pub struct GifPreview<W: Write> {
 
 impl<W: Write> GifPreview<W> {
     pub fn new(inner: W, header: &Header, params: YuvParams) -> Result<Self> {
-        let (w, h) = preview_size(header.width as usize, header.height as usize);
+        let (w, h) = preview_size(header.width as usize, header.height as usize, pixel_aspect(header.pixel_aspect.as_deref()));
         // GIF sizes are 16-bit; the preview is at most MAX_SIDE on its long side.
         let mut encoder = gif::Encoder::new(inner, w as u16, h as u16, &[]).context("writing the GIF header")?;
         encoder.set_repeat(gif::Repeat::Infinite).context("writing the GIF header")?;
@@ -150,11 +161,20 @@ mod tests {
 
     #[test]
     fn sizes_keep_the_aspect_and_never_grow() {
-        assert_eq!(preview_size(28, 20), (28, 20));
-        assert_eq!(preview_size(320, 100), (320, 100));
-        assert_eq!(preview_size(3840, 2160), (320, 180));
-        assert_eq!(preview_size(720, 1280), (180, 320));
-        assert_eq!(preview_size(4000, 4), (320, 1));
+        let square = (1, 1);
+        assert_eq!(preview_size(28, 20, square), (28, 20));
+        assert_eq!(preview_size(320, 100, square), (320, 100));
+        assert_eq!(preview_size(3840, 2160, square), (320, 180));
+        assert_eq!(preview_size(720, 1280, square), (180, 320));
+        assert_eq!(preview_size(4000, 4, square), (320, 1));
+        // Anamorphic pixels are shown at their aspect: NTSC DVD frames as 16:9 and 4:3 (×4 too),
+        // and a small frame of wide pixels narrowed in height, not widened past its own width.
+        assert_eq!(preview_size(720, 480, (32, 27)), (320, 180));
+        assert_eq!(preview_size(2880, 1920, (32, 27)), (320, 180));
+        assert_eq!(preview_size(720, 480, (8, 9)), (320, 240));
+        assert_eq!(preview_size(28, 20, (2, 1)), (28, 10));
+        assert_eq!(preview_size(28, 20, (1, 2)), (14, 20));
+        assert_eq!((pixel_aspect(Some("32:27")), pixel_aspect(Some("0:0")), pixel_aspect(None)), ((32, 27), (1, 1), (1, 1)));
     }
 
     #[test]

@@ -184,7 +184,9 @@ impl FrameFormat {
 pub struct Frame {
     pub format: FrameFormat,
     pub planes: [Vec<u16>; 3],
-    /// What followed `FRAME` on its line (without the separating space), kept for the output.
+    /// What followed `FRAME` on its line (without the separating space). Read, not passed on:
+    /// the output's frame lines are bare (a frame's own `I`, the one parameter with a meaning,
+    /// matters only in mixed-interlace streams, which are refused).
     pub params: Vec<u8>,
 }
 

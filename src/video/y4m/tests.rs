@@ -146,6 +146,13 @@ fn an_output_format_header_reads_back_as_that_format() {
     let h = Header::new(8, 8, "420").unwrap();
     assert!(h.with_format(Chroma::C444, 7).is_err());
     assert!(h.with_format(Chroma::C444, 17).is_err());
+    // ffmpeg has no 14-bit grey in y4m (it would read `Cmono14` as 8-bit); its other depths pass.
+    let mono = Header::new(8, 8, "mono").unwrap();
+    assert!(mono.with_format(Chroma::Mono, 14).unwrap_err().to_string().contains("--output-depth 12 or 16"));
+    for depth in [9, 10, 12, 16] {
+        assert_eq!(mono.with_format(Chroma::Mono, depth).unwrap().colourspace_tag, Some(format!("mono{depth}")));
+    }
+    assert!(mono.with_format(Chroma::C444, 14).is_ok());
 }
 
 #[test]
