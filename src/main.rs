@@ -302,7 +302,8 @@ struct UpscaleCli {
     /// Denoising steps.
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
-    /// Classifier-free guidance scale (1: none; a negative scale is taken as given).
+    /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the
+    /// positive prompt's prediction alone, the negative prompt unused).
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
     guidance: f32,
     /// Low-res noise augmentation level (0 to 350).

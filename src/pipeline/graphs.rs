@@ -72,7 +72,8 @@ pub(crate) struct StepInputs {
     pub timestep: Tensor,
     /// `[2k]`: the noise level.
     labels: Tensor,
-    /// `[2k, 77, d]`: k negative prompts, then k positive ones (the sample's batch order).
+    /// `[2k, 77, d]`: k negative prompts ([`JobOptions::unconditional`]), then k positive ones
+    /// (the sample's batch order).
     context: Tensor,
 }
 
@@ -80,7 +81,7 @@ impl StepInputs {
     /// On the GPU, for a step that runs.
     pub fn new(gpu: &Gpu, opts: &JobOptions, (th, tw): (usize, usize), k: usize, dtype: DType) -> Result<StepInputs> {
         let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
-        let ctx: Vec<f32> = [&opts.negative.data, &opts.positive.data].iter().flat_map(|e| std::iter::repeat_n(e.as_slice(), k).flatten().copied()).collect();
+        let ctx: Vec<f32> = [&opts.unconditional().data, &opts.positive.data].iter().flat_map(|e| std::iter::repeat_n(e.as_slice(), k).flatten().copied()).collect();
         Ok(StepInputs {
             sample: Tensor::empty(gpu, &[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?,
             latents: Tensor::empty(gpu, &[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?,
@@ -188,5 +189,29 @@ mod tests {
         check_decoded(&[1, 3, 4, 32, 40], &[1, 4, 4, 8, 10]).unwrap();
         let err = check_decoded(&[1, 3, 4, 16, 20], &[1, 4, 4, 8, 10]).unwrap_err().to_string();
         assert!(err.contains("×4 decoder ([1, 3, 4, 32, 40])"), "{err}");
+    }
+
+    /// At a guidance scale of 1 or less the released pipeline guides nothing: the positive
+    /// prompt's prediction alone, whatever the negative prompt and the scale. So a window's
+    /// latents at guidance 0.5 and −2 are those of a run whose negative prompt is the positive
+    /// one (where every scale gives v_c), and guidance 1.5's are not.
+    #[test]
+    fn guidance_at_or_below_one_is_the_positive_prompt_alone() {
+        use crate::pipeline::engine::denoise_and_decode_windows;
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = tiny_models(&gpu, dt);
+        let mut rng = Rng::new(crate::testutil::fresh_seed());
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut rng, 7, 1);
+        let (h, w) = (8, 8);
+        // One window's sample, both CFG halves alike, as the job builds it.
+        let half = rng.normals((LATENT_CHANNELS + LR_CHANNELS) * WINDOW * h * w, 1.0);
+        let sample = [half.clone(), half].concat();
+        let run = |o: JobOptions| denoise_and_decode_windows(&gpu, &unet, &vae, &o, h, w, 1, dt, dt, std::slice::from_ref(&sample), false).unwrap().0;
+        let alone = run(JobOptions { guidance: 3.0, negative: opts.positive.clone(), ..opts.clone() });
+        for g in [1.0, 0.5, -2.0] {
+            assert!(run(JobOptions { guidance: g, ..opts.clone() }) == alone, "guidance {g}");
+        }
+        assert!(run(JobOptions { guidance: 1.5, ..opts }) != alone, "guidance 1.5 guides");
     }
 }

@@ -48,7 +48,7 @@ impl PromptEmbeds {
 pub struct JobOptions {
     /// DDIM steps (≥ 1).
     pub steps: usize,
-    /// Classifier-free guidance scale.
+    /// Classifier-free guidance scale; at 1 or less no guidance ([`JobOptions::unconditional`]).
     pub guidance: f32,
     /// Low-res noise level (also the UNet's class label), 0…350.
     pub noise_level: u32,
@@ -73,6 +73,21 @@ pub struct JobOptions {
     /// whose decode overflowed f16's range is decoded again with f32 operands (`auto`, the
     /// default), instead of stopping the job (`on`).
     pub redecode_overflow: bool,
+}
+
+impl JobOptions {
+    /// The embeddings of the CFG pair's unconditional half. The released pipeline guides only
+    /// above a scale of 1 (`do_classifier_free_guidance = guidance_scale > 1.0`); at 1 or less
+    /// it takes the positive prompt's prediction alone. Giving both halves the positive prompt
+    /// does the same here: the halves compute the same v, and v_u + g·(v_c − v_u) is v_c at any
+    /// g. (The UNet still runs on the pair.)
+    pub fn unconditional(&self) -> &PromptEmbeds {
+        if self.guidance > 1.0 {
+            &self.negative
+        } else {
+            &self.positive
+        }
+    }
 }
 
 #[cfg(test)]
