@@ -52,6 +52,7 @@ impl ClipTextConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        crate::config::require_positive("layer_norm_eps", self.layer_norm_eps)?;
         if self.hidden_act != "gelu" {
             bail!("unsupported hidden_act '{}' (only exact \"gelu\"; OpenAI CLIP's quick_gelu is not implemented)", self.hidden_act);
         }

@@ -17,6 +17,15 @@ use serde::Deserialize;
 /// overflows. Larger values are corrupt or hostile configs.
 pub const MAX_DIM: usize = 1 << 16;
 
+/// Refuses a config value that must be a positive, finite number (a norm's epsilon, a VAE's
+/// scaling factor): zero, negative or non-finite ones make NaNs or silently wrong output.
+pub fn require_positive(name: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{name} {v}: must be a positive, finite number (the released configs give 1e-5 for epsilons, 0.08333 for the upscaler's scaling_factor)");
+    }
+    Ok(())
+}
+
 /// A value diffusers allows as either one number/bool for all blocks or one per block.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(untagged)]
@@ -160,6 +169,7 @@ impl UNet2DConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        require_positive("norm_eps", self.norm_eps)?;
         let n = self.block_out_channels.len();
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
             bail!("block_out_channels, down_block_types and up_block_types must have the same non-zero length");
@@ -291,6 +301,7 @@ impl VaeConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        require_positive("scaling_factor", self.scaling_factor)?;
         if self.block_out_channels.is_empty() || self.up_block_types.len() != self.block_out_channels.len() {
             bail!("up_block_types must have one entry per block_out_channels entry");
         }
@@ -528,6 +539,8 @@ mod tests {
             (r#"{"block_out_channels": [256, 0, 512, 1024]}"#, "positive"),
             (r#"{"block_out_channels": [4611686018427387904, 512, 512, 1024]}"#, "exceeds"),
             (r#"{"num_class_embeds": 4611686018427387904}"#, "exceeds"),
+            (r#"{"norm_eps": -1}"#, "norm_eps -1: must be a positive, finite number"),
+            (r#"{"norm_eps": 0}"#, "norm_eps 0"),
         ] {
             let e = unet(j).unwrap_err();
             assert!(e.contains(want), "{j}: {e}");
@@ -543,6 +556,11 @@ mod tests {
         assert!(vae(r#"{"norm_num_groups": 0}"#).contains("norm_num_groups"));
         assert!(vae(r#"{"block_out_channels": [], "up_block_types": []}"#).contains("one entry per"));
         assert!(vae(r#"{"block_out_channels": [0, 0, 0]}"#).contains("positive"));
+        assert!(vae(r#"{"scaling_factor": -0.08333}"#).contains("scaling_factor -0.08333: must be a positive"));
+        let video_vae = |j: &str| serde_json::from_str::<VideoVaeConfig>(j).unwrap().validate_te3dvae().unwrap_err().to_string();
+        assert!(video_vae(r#"{"scaling_factor": 0}"#).contains("scaling_factor 0: must be a positive"));
+        let clip = serde_json::from_str::<ClipTextConfig>(r#"{"layer_norm_eps": -1}"#).unwrap();
+        assert!(clip.validate().unwrap_err().to_string().contains("layer_norm_eps -1"));
         // Per-block values never panic on access, even unvalidated.
         assert_eq!(PerBlock::<usize>::Each(vec![]).get(3), 0);
         assert_eq!(PerBlock::Each(vec![1, 2]).get(5), 2);

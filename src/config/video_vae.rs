@@ -69,6 +69,7 @@ impl VideoVaeConfig {
     }
 
     fn validate_common(&self) -> Result<()> {
+        crate::config::require_positive("scaling_factor", self.scaling_factor)?;
         if self.block_out_channels.is_empty() || self.block_out_channels.contains(&0) || self.latent_channels == 0 || self.out_channels == 0 {
             bail!("block_out_channels, latent_channels and out_channels must be non-empty / positive");
         }

@@ -359,7 +359,12 @@ fn emit_chunk<W: Write>(
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
             // Decoded again on f32 operands where that was allowed: the UNet's latents, or the
             // decoder in f32, overflowed.
-            bail!("output frame {f}: a non-finite value (at {i}): the UNet or the VAE decoder overflowed its dtype; try --no-f16 (f32 storage and operands throughout)");
+            let fix = if engine.gpu.has_f16() || engine.gpu.f16_operands() {
+                "try --no-f16 (f32 storage and operands throughout)"
+            } else {
+                "it ran in f32 already: a huge --guidance, or the models' weights or configs (their scaling factors and epsilons), are the likely cause"
+            };
+            bail!("output frame {f}: a non-finite value (at {i}): the UNet or the VAE decoder overflowed its dtype; {fix}");
         }
         let frame = rgb_to_output_frame(engine.gpu, &out, out_fmt, out_params).with_context(|| format!("converting output frame {f} to YUV"))?;
         interrupt::check()?;

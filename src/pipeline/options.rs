@@ -7,6 +7,10 @@ use crate::pipeline::tiles::TileOptions;
 use crate::pipeline::windows::{FrameRange, Ilt};
 use crate::video::color::MatrixChoice;
 
+/// The largest prompt-embeddings file read: 64 MiB, far above a prompt's (77 × 1024 f32 is 308
+/// KiB).
+const MAX_EMBEDS_FILE: u64 = 64 << 20;
+
 /// Text embeddings `[1, L, D]` on the host (from the text encoder or a `--prompt-embeds` file).
 #[derive(Clone, Debug)]
 pub struct PromptEmbeds {
@@ -19,6 +23,9 @@ impl PromptEmbeds {
         if shape.len() != 3 || shape[0] != 1 || shape.iter().product::<usize>() != data.len() {
             bail!("prompt embeddings must be [1, L, D] with matching data, got shape {shape:?} and {} values", data.len());
         }
+        if shape[1] == 0 || shape[2] == 0 {
+            bail!("prompt embeddings {shape:?} hold no token: the cross-attention needs at least one (encode-prompt writes 77)");
+        }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             bail!("prompt embeddings hold a non-finite value at {i}");
         }
@@ -27,6 +34,12 @@ impl PromptEmbeds {
 
     /// Reads `prompt_embeds [1, L, D]` from a safetensors file (as `encode-prompt` writes it).
     pub fn from_file(path: &std::path::Path) -> Result<PromptEmbeds> {
+        // A regular file of a sane size: `/dev/zero` or a stray video would be read whole.
+        crate::weights::check_regular_file(path, "prompt embeddings")?;
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if size > MAX_EMBEDS_FILE {
+            bail!("prompt embeddings {}: {size} bytes, more than a prompt's ({} at most): give a file encode-prompt wrote", path.display(), MAX_EMBEDS_FILE);
+        }
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", path.display()))?;
         let Ok(t) = st.tensor("prompt_embeds") else {
@@ -100,5 +113,9 @@ mod tests {
         assert!(PromptEmbeds::new(vec![0.0; 6], vec![2, 1, 3]).is_err());
         assert!(PromptEmbeds::new(vec![0.0; 5], vec![1, 2, 3]).is_err());
         assert!(PromptEmbeds::new(vec![f32::NAN; 6], vec![1, 2, 3]).is_err());
+        assert!(PromptEmbeds::new(vec![], vec![1, 0, 3]).unwrap_err().to_string().contains("no token"));
+        // Only regular files are read: a device would be read without end.
+        #[cfg(unix)]
+        assert!(PromptEmbeds::from_file(std::path::Path::new("/dev/zero")).unwrap_err().to_string().contains("not a regular file"));
     }
 }

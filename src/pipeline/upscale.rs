@@ -112,8 +112,8 @@ fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbe
 
 /// The `--prompt-embeds` and `--negative-prompt-embeds` files' embeddings, where given.
 fn embeds_files(a: &UpscaleArgs) -> Result<(Option<PromptEmbeds>, Option<PromptEmbeds>)> {
-    let from_file = |p: &Option<std::path::PathBuf>| p.as_deref().map(PromptEmbeds::from_file).transpose();
-    Ok((from_file(&a.prompt_embeds)?, from_file(&a.negative_prompt_embeds)?))
+    let from_file = |p: &Option<std::path::PathBuf>, flag: &str| p.as_deref().map(|p| PromptEmbeds::from_file(p).with_context(|| flag.to_string())).transpose();
+    Ok((from_file(&a.prompt_embeds, "--prompt-embeds")?, from_file(&a.negative_prompt_embeds, "--negative-prompt-embeds")?))
 }
 
 /// The filter reads and writes y4m streams: a terminal as stdin would wait for a stream that
