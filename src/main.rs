@@ -351,10 +351,12 @@ struct UpscaleCli {
     /// Emit only output frames START to END−1 (counted from 0), bit-identical to the same frames
     /// of a whole-clip run, so a long video can be split over many GPUs and the parts joined
     /// (concatenate the frames). Denoises only the windows that touch the segment; reads the
-    /// input from its start but keeps only those windows' frames (from START−7 on), and stops
+    /// input from its start but keeps only those windows' frames (from 11 to 14 frames before START on), and stops
     /// reading after the last of them (at most 10 frames past END). `START:` runs to the end of
     /// the stream. END past the end of the stream is not an error: the frames from START
     /// to the last are written and a note says so on stderr; START past the end is an error.
+    /// Parts join byte for byte on one kind of GPU with the same tiles: give parts that share
+    /// a GPU or run on different cards one fixed --tile (auto picks by free memory).
     #[arg(long, value_name = "START:END")]
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
     /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), or WxH for

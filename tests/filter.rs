@@ -368,7 +368,7 @@ fn bad_settings_fail_with_a_message() {
     // So is a START past the end of the input file, and a prompt given twice (as text and as
     // embeddings); --plan refuses the numbers a run refuses.
     for (extra, want) in [
-        (vec!["--frames", "5:9"], "has only 1 frame (0 to 0)"),
+        (vec!["--frames", "5:9"], "--frames 5:9 starts past the end: "),
         (vec!["--prompt", "a cat", "--prompt-embeds", "cat.safetensors"], "cannot be used with"),
         (vec!["--plan", "--noise-level", "400"], "--noise-level 400: at most 350"),
     ] {

@@ -183,14 +183,18 @@ pub fn run_job<W: Write>(
                 None => total = Some(read),
             }
         }
+        // A START past the end is an error, an empty stream too (without --frames it is not:
+        // its output is the header alone).
+        if let (Some(t), Some(r)) = (total, opts.frames) {
+            if r.start >= t {
+                bail!(r.past_the_end(t, "the input"));
+            }
+        }
         if total == Some(0) {
             break;
         }
         let mut group = group;
         if let Some(t) = total {
-            if start_frame >= t {
-                bail!("--frames {start_frame}:{}: the input has only {t} frames (0 to {})", end_frame.map_or(String::new(), |e| e.to_string()), t - 1);
-            }
             if i >= windows::window_count(t) {
                 break;
             }
@@ -502,6 +506,24 @@ mod tests {
         let e = windows_per_call(&gpu, &unet, &vae, &opts, &tiles, (dt, dt)).unwrap_err().to_string();
         assert!(e.contains("--windows-per-call 3") && e.contains("at most 2 fit"), "{e}");
         assert_eq!(windows_per_call(&gpu, &unet, &vae, &with(2), &tiles, (dt, dt)).unwrap().windows, 2);
+    }
+
+    /// A stream of a header only is an empty output, but a START past its end (`--frames 3:5`
+    /// on an empty pipe, whose length nothing told before) is an error.
+    #[test]
+    fn an_empty_stream_has_no_frame_to_start_at() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = micro_models(&gpu, dt);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1);
+        let run = |frames: Option<FrameRange>| {
+            let reader = Reader::new(std::io::Cursor::new(micro_clip(0).0)).unwrap();
+            let mut writer = Writer::new(Vec::new(), reader.header().scaled(4).unwrap()).unwrap();
+            run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &JobOptions { frames, ..opts.clone() }, |_| {}).map(|s| s.frames_out)
+        };
+        assert_eq!(run(None).unwrap(), 0);
+        let e = run(Some(FrameRange { start: 3, end: Some(5) })).unwrap_err().to_string();
+        assert!(e.contains("--frames 3:5 starts past the end: the input has no frames"), "{e}");
     }
 
     /// A y4m clip of `n` 5×3 4:4:4 frames with varied pixels, and its header's length.

@@ -135,8 +135,8 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         writeln!(o, "segment:  none: the input has no frames (a run writes the output's header and no frame)")?;
         return Ok(o);
     }
-    if let Some(t) = t.filter(|&t| start >= t) {
-        bail!("--frames {start}:{}: the input has only {t} frames", end.map_or(String::new(), |e| e.to_string()));
+    if let (Some(t), Some(r)) = (t.filter(|&t| start >= t), frames) {
+        bail!(r.past_the_end(t, "the input"));
     }
     match (t, seg_end) {
         (Some(t), Some(e)) => {

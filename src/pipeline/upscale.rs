@@ -232,7 +232,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     // A START past the end of an input file is so known: refused before loading.
     if let (Some(p), Some(r), Some(t)) = (&a.input, a.frames, input_frames) {
         if r.start >= t {
-            bail!("--frames {}:{}: {} has only {} (0 to {})", r.start, r.end.map_or(String::new(), |e| e.to_string()), p.display(), count(t, "frame"), t.saturating_sub(1));
+            bail!(r.past_the_end(t, &p.display().to_string()));
         }
     }
     // Open the input first: a malformed stream is reported before minutes of model loading.
@@ -453,7 +453,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     }
     if let (Some(t), Some(r)) = (stats.cut_at, a.frames) {
         // Said even with --quiet: the output is shorter than asked.
-        crate::diagln!("note: --frames {}:{}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, r.end.map_or(String::new(), |e| e.to_string()), r.start, stats.frames_out);
+        crate::diagln!("note: --frames {r}: the input has only {t} frames; wrote frames {}..{t} ({} frames)", r.start, stats.frames_out);
     }
     Ok(stats)
 }

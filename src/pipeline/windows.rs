@@ -204,6 +204,28 @@ pub struct FrameRange {
     pub end: Option<usize>,
 }
 
+impl FrameRange {
+    /// The error for a START at or past the end of `what` (the input, a file) of `t` frames.
+    pub fn past_the_end(&self, t: usize, what: &str) -> String {
+        let has = match t {
+            0 => "no frames".to_string(),
+            1 => "only 1 frame (frame 0)".to_string(),
+            t => format!("only {t} frames (0 to {})", t - 1),
+        };
+        format!("--frames {self} starts past the end: {what} has {has}")
+    }
+}
+
+/// `START:END`, or `START:` to the end, as given.
+impl std::fmt::Display for FrameRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.end {
+            Some(e) => write!(f, "{}:{e}", self.start),
+            None => write!(f, "{}:", self.start),
+        }
+    }
+}
+
 impl std::str::FromStr for FrameRange {
     type Err = String;
     fn from_str(s: &str) -> Result<FrameRange, String> {
@@ -270,6 +292,16 @@ mod tests {
 
     /// The windows a run denoises: the clip's or the segment's when the length is known, an
     /// upper bound from END alone, nothing for an open stream.
+    /// The START-past-the-end message reads well with and without END.
+    #[test]
+    fn a_start_past_the_end_is_named_once() {
+        let open = FrameRange { start: 20, end: None };
+        assert_eq!(open.past_the_end(13, "the input"), "--frames 20: starts past the end: the input has only 13 frames (0 to 12)");
+        let closed = FrameRange { start: 3, end: Some(5) };
+        assert_eq!(closed.past_the_end(1, "in.y4m"), "--frames 3:5 starts past the end: in.y4m has only 1 frame (frame 0)");
+        assert_eq!(closed.past_the_end(0, "the input"), "--frames 3:5 starts past the end: the input has no frames");
+    }
+
     #[test]
     fn windows_to_run_counts_the_segment() {
         assert_eq!(windows_to_run(Some(13), 0, None), Some(window_count(13)));
