@@ -725,16 +725,18 @@ fn quiet_display_probe() {
     }
 }
 
-/// An empty setting variable is no setting (`DIFFVSR_WEIGHTS= diffvsr-wgpu …`, a shell's way to
-/// clear one for a command), as the engine's own readers of variables take it; clap would take
-/// it as an empty value and refuse it as a missing `--weights`.
+/// The variables clap reads as flags (`env = …` above).
+const FLAG_VARIABLES: [&str; 8] = ["DIFFVSR_ADAPTER", "DIFFVSR_BACKEND", "DIFFVSR_F16_OPERANDS", "DIFFVSR_TUNE", "DIFFVSR_NORM_INTO_CONV", "DIFFVSR_WEIGHTS", "DIFFVSR_GPU_MEMORY", "HF_ENDPOINT"];
+
+/// An empty flag variable is no setting (`DIFFVSR_WEIGHTS= diffvsr-wgpu …`, a shell's way to
+/// clear one for a command); clap would take it as an empty value and refuse it as a missing
+/// `--weights`. (Other variables keep their own meaning of empty: `DIFFVSR_TUNE_CACHE=` turns
+/// the tuning cache off.)
 fn drop_empty_settings() {
-    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
-        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("DIFFVSR_") || k == "HF_ENDPOINT"))
-        .map(|(k, _)| k)
-        .collect();
-    for k in empty {
-        std::env::remove_var(k);
+    for k in FLAG_VARIABLES {
+        if std::env::var_os(k).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(k);
+        }
     }
 }
 
@@ -776,6 +778,20 @@ fn parse_plan_limits(s: &str) -> std::result::Result<(u64, u64), String> {
 #[cfg(test)]
 mod tests {
     use super::{parse_bhw, parse_finite, parse_output_chroma, parse_output_depth, parse_tolerance};
+
+    /// The flag variables emptied ones are dropped of are exactly those clap reads.
+    #[test]
+    fn flag_variables_are_the_ones_clap_reads() {
+        use clap::CommandFactory;
+        fn collect(c: &clap::Command, out: &mut std::collections::BTreeSet<String>) {
+            out.extend(c.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()));
+            c.get_subcommands().for_each(|s| collect(s, out));
+        }
+        let mut read = std::collections::BTreeSet::new();
+        collect(&super::Cli::command(), &mut read);
+        let listed: std::collections::BTreeSet<String> = super::FLAG_VARIABLES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(read, listed);
+    }
 
     /// Malformed numbers on the command line fail in the parser with what is wrong: a wrong
     /// number of parts, a zero, a size that would allocate hundreds of GB, NaN or infinity.

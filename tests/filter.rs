@@ -538,6 +538,21 @@ fn no_command_is_the_upscale_filter() {
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "devices with stdout closed: {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
+    // A command with work after its report still does it (here the JSON written after the
+    // report's lines), and ends with its own exit code.
+    let json = dir.join("report.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .args(["forward", "--model", "te3dvae-decoder", "--random-weights", "1", "--random-inputs", "1x8x8", "--report", "--config"])
+        .arg(data("te3dvae/config.json"))
+        .arg("--json")
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success() && json.is_file(), "forward --report with stdout closed: {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
 
     // --help lists the commands and the filter's options; a filter option with a command fails.
     let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--help").output().unwrap();
