@@ -252,13 +252,16 @@ fn a_truncated_stream_names_the_frame_and_fails() {
     s.truncate(s.len() - 10);
     std::fs::write(&input, s).unwrap();
     let (out, gif) = (dir.join("out.y4m"), dir.join("preview.gif"));
+    std::fs::write(&gif, b"an earlier preview").unwrap();
     let o = upscale(&rel, &input, &out, &["--gif", gif.to_str().unwrap(), "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
     assert!(!o.status.success(), "a truncated stream must fail");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("frame 2"), "the message names the frame: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    // It failed before writing a frame: the files it created are gone, no header-only stubs.
-    assert!(!out.exists() && !gif.exists(), "stubs left: {} {}", out.exists(), gif.exists());
+    // It failed before writing a frame: the file it created is gone, the one that was there is
+    // as it was (no header-only stubs).
+    assert!(!out.exists(), "a header-only output was left");
+    assert_eq!(std::fs::read(&gif).unwrap(), b"an earlier preview", "the existing --gif file was touched");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,10 +1,14 @@
 //! The files a job writes (`-o`, `--gif`), opened before the models load, so that a path the
 //! job cannot write (a read-only folder) fails at once, not after minutes of loading. A file is
-//! emptied only when the job starts writing it, and a file this run created is removed again
-//! where the job ends without writing a frame to it (a failure, a stop), so no header-only stub
+//! emptied only when the first byte reaches it, and a job that ends without writing a frame (a
+//! failure, a stop) abandons its files: what their writers still hold (a header) is dropped, an
+//! existing file keeps its bytes, and one this run created is removed, so no header-only stub
 //! is left behind.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
@@ -14,11 +18,13 @@ pub struct OutFile {
     /// This run created the file (it did not exist): removed again unless kept.
     created: bool,
     kept: bool,
+    /// Set by [`OutFile::abandon`]; the writer from [`OutFile::start`] then writes nothing.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl OutFile {
     /// Opens `path` for writing (`flag` names it in errors), creating it where it does not exist;
-    /// an existing file keeps its bytes until [`OutFile::start`].
+    /// an existing file keeps its bytes until the first is written.
     pub fn open(flag: &str, path: &Path) -> Result<OutFile> {
         let created = std::fs::symlink_metadata(path).is_err();
         let file = std::fs::OpenOptions::new()
@@ -27,21 +33,26 @@ impl OutFile {
             .truncate(false)
             .open(path)
             .with_context(|| format!("{flag} {}: cannot write it", path.display()))?;
-        Ok(OutFile { path: path.to_path_buf(), file: Some(file), created, kept: false })
+        Ok(OutFile { path: path.to_path_buf(), file: Some(file), created, kept: false, abandoned: Arc::new(AtomicBool::new(false)) })
     }
 
-    /// The file, emptied where it is a regular one (a device or a named pipe is written as is).
-    pub fn start(&mut self) -> Result<std::fs::File> {
+    /// The writer of the job's bytes: it empties the file (a regular one; a device or a named
+    /// pipe is written as is) as the first byte comes.
+    pub fn start(&mut self) -> Result<Deferred> {
         let file = self.file.take().context("internal: an output file started twice")?;
-        if file.metadata().is_ok_and(|m| m.is_file()) {
-            file.set_len(0).with_context(|| format!("emptying {}", self.path.display()))?;
-        }
-        Ok(file)
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        Ok(Deferred { file, emptied: !regular, abandoned: self.abandoned.clone() })
     }
 
-    /// The job wrote to it (or ended well): it stays.
+    /// The job wrote a frame to it, or ended well (a stream of a header only): it stays.
     pub fn keep(&mut self) {
         self.kept = true;
+    }
+
+    /// The job ends without a frame: its writer drops what it is given from now on (the header
+    /// its buffers still hold), and a file this run created goes when this is dropped.
+    pub fn abandon(&mut self) {
+        self.abandoned.store(true, Ordering::Relaxed);
     }
 }
 
@@ -53,23 +64,60 @@ impl Drop for OutFile {
     }
 }
 
+/// An [`OutFile`]'s writer: empties the file at the first byte, drops everything once abandoned.
+pub struct Deferred {
+    file: std::fs::File,
+    emptied: bool,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Write for Deferred {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(buf.len());
+        }
+        if !self.emptied {
+            self.file.set_len(0)?;
+            self.emptied = true;
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.file.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::OutFile;
+    use std::io::Write;
 
     #[test]
-    fn a_file_is_emptied_when_started_and_removed_unless_kept() {
-        use std::io::Write;
+    fn a_file_is_emptied_at_its_first_byte_and_left_as_it_was_when_abandoned() {
         let dir = crate::testutil::scratch_dir("out-file");
-        // An existing file keeps its bytes until the job starts it.
+        // An existing file keeps its bytes until the first is written.
         let old = dir.join("old.y4m");
-        std::fs::write(&old, b"precious").unwrap();
-        drop(OutFile::open("-o", &old).unwrap());
-        assert_eq!(std::fs::read(&old).unwrap(), b"precious");
+        std::fs::write(&old, b"precious bytes").unwrap();
+        let mut o = OutFile::open("-o", &old).unwrap();
+        drop(o.start().unwrap());
+        drop(o);
+        assert_eq!(std::fs::read(&old).unwrap(), b"precious bytes", "started, nothing written");
+        // Abandoned with a header still buffered: nothing reaches the file.
+        let mut o = OutFile::open("-o", &old).unwrap();
+        let mut w = std::io::BufWriter::new(o.start().unwrap());
+        w.write_all(b"YUV4MPEG2").unwrap();
+        o.abandon();
+        drop(w);
+        drop(o);
+        assert_eq!(std::fs::read(&old).unwrap(), b"precious bytes", "abandoned");
         let mut o = OutFile::open("-o", &old).unwrap();
         o.start().unwrap().write_all(b"new").unwrap();
         drop(o);
-        assert_eq!(std::fs::read(&old).unwrap(), b"new", "an existing file is not removed");
+        assert_eq!(std::fs::read(&old).unwrap(), b"new", "emptied at the first byte; an existing file is not removed");
         // A file this run created goes again unless kept.
         let new = dir.join("new.y4m");
         let mut o = OutFile::open("-o", &new).unwrap();
@@ -77,10 +125,10 @@ mod tests {
         drop(o);
         assert!(!new.exists(), "a created file not kept is removed");
         let mut o = OutFile::open("-o", &new).unwrap();
-        o.start().unwrap();
+        o.start().unwrap().write_all(b"YUV4MPEG2").unwrap();
         o.keep();
         drop(o);
-        assert!(new.exists());
+        assert_eq!(std::fs::read(&new).unwrap(), b"YUV4MPEG2");
         // A folder that cannot be written is refused at open, naming the flag.
         let e = OutFile::open("--gif", &dir.join("no-such-folder/p.gif")).err().unwrap();
         assert!(format!("{e:#}").contains("--gif"), "{e:#}");

@@ -397,9 +397,14 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     reporter.clear();
     let elapsed = reporter.elapsed();
     // The files stay where the job wrote a frame or ended well (a stream of a header only);
-    // else the ones this run created go again.
-    if writer.frames_written() > 0 || result.is_ok() {
-        out_file.iter_mut().chain(gif_file.iter_mut()).for_each(OutFile::keep);
+    // else they are abandoned: an existing file keeps its bytes, a created one goes again.
+    let keep = writer.frames_written() > 0 || result.is_ok();
+    for f in out_file.iter_mut().chain(gif_file.iter_mut()) {
+        if keep {
+            f.keep()
+        } else {
+            f.abandon()
+        }
     }
     drop(writer);
     // The preview is closed (its trailer written) whether the job ended, failed or stopped.
