@@ -303,7 +303,7 @@ struct UpscaleCli {
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
     /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the
-    /// positive prompt's prediction alone, the negative prompt unused).
+    /// positive prompt's prediction alone; the negative prompt is still read, to no effect).
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
     guidance: f32,
     /// Low-res noise augmentation level (0 to 350).

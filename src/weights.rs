@@ -544,8 +544,12 @@ pub fn check_output_file(output: &Path) -> Result<()> {
     check_output_folder(output)
 }
 
-/// Refuses an output path in a folder that does not exist, naming the folder (before the work).
+/// Refuses an output path that is a folder, or in a folder that does not exist, naming it
+/// (before the work).
 pub fn check_output_folder(output: &Path) -> Result<()> {
+    if output.is_dir() {
+        bail!("output {} is a folder: give the path of a file to write in it", output.display());
+    }
     let folder = output.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !folder.is_dir() {
         bail!("output {}: there is no folder {}; create it first", output.display(), folder.display());
@@ -558,8 +562,8 @@ pub fn check_output_folder(output: &Path) -> Result<()> {
 /// output's name, and removes the temporary one), with the permissions any new file gets here
 /// (the umask's, as `cp` or `torch.save` would give it: safetensors itself writes through a
 /// private temporary file, mode 0600). A folder, a device or a named pipe as the output is
-/// refused by name (renaming over it would replace it: `/dev/null` as root); a link is
-/// followed, so the file it names is written.
+/// refused by name (renaming over it would replace it: `/dev/null` as root); a link to an
+/// existing file is followed, so that file is written (a dangling link is replaced).
 pub fn write_safetensors<S, V, I>(output: &Path, data: I, meta: Option<HashMap<String, String>>) -> Result<()>
 where
     S: AsRef<str> + Ord + std::fmt::Display,
@@ -759,6 +763,9 @@ mod tests {
         let missing = tmp("no-such-folder").join("out.safetensors");
         let e = format!("{:#}", save_f32(&missing, &[("w", &[1], &[1.0])]).unwrap_err());
         assert!(e.contains("there is no folder") && !e.contains(".tmp"), "{e}");
+        // A JSON or SVG path (checked for its folder only) that is a folder is refused too.
+        let e = format!("{:#}", check_output_folder(&tmp("x").with_file_name("")).unwrap_err());
+        assert!(e.contains("is a folder"), "{e}");
     }
 
     #[test]

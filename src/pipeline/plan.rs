@@ -96,7 +96,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let (ph, pw) = pad.padded();
     writeln!(o, "input:    {}x{} {:?} {}-bit, {}", fmt.width, fmt.height, fmt.chroma, fmt.depth, match t {
         Some(t) => format!("{t} frames (from the file size)"),
-        None if input.is_some() => "frame count unknown (the file size is not a whole number of plain frames)".into(),
+        None if input.is_some() => "frame count unknown (the file size is not a whole number of frames, or its FRAME lines carry parameters)".into(),
         None => "frame count unknown until the stream ends (stdin)".into(),
     })?;
     let out = output_format.header(&header, SCALE as u32)?.format();

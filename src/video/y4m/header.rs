@@ -236,17 +236,18 @@ impl Header {
     /// reader. ffmpeg's `XYSCSS` tag, an older spelling of the `C` tag, is dropped rather than
     /// left contradicting it.
     pub fn with_format(&self, chroma: Chroma, depth: u8) -> Result<Header, Y4mError> {
+        if chroma == Chroma::Mono && depth == 14 {
+            // ffmpeg reads `Cmono14` as its `mono` prefix, 8-bit: the frames would be misread
+            // (a 14-bit grey input too, passed on as it is).
+            return Err(Y4mError::header(
+                "14-bit monochrome: ffmpeg's y4m reader knows mono, mono9, mono10, mono12 and mono16, and would read `Cmono14` as 8-bit; give --output-depth 12 or 16",
+            ));
+        }
         if chroma == self.chroma && depth == self.depth {
             return Ok(self.clone());
         }
         if !(8..=16).contains(&depth) {
             return Err(Y4mError::header(format!("output bit depth {depth}: y4m carries 8 to 16 bits")));
-        }
-        if chroma == Chroma::Mono && depth == 14 {
-            // ffmpeg reads `Cmono14` as its `mono` prefix, 8-bit: the frames would be misread.
-            return Err(Y4mError::header(
-                "14-bit monochrome: ffmpeg's y4m reader knows mono, mono9, mono10, mono12 and mono16, and would read `Cmono14` as 8-bit; give --output-depth 12 or 16",
-            ));
         }
         let siting = match chroma {
             Chroma::C420 if chroma == self.chroma && depth == 8 => self.siting,

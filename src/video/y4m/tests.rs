@@ -153,6 +153,9 @@ fn an_output_format_header_reads_back_as_that_format() {
         assert_eq!(mono.with_format(Chroma::Mono, depth).unwrap().colourspace_tag, Some(format!("mono{depth}")));
     }
     assert!(mono.with_format(Chroma::C444, 14).is_ok());
+    let mono14 = Header::new(8, 8, "mono14").unwrap();
+    assert!(mono14.with_format(Chroma::Mono, 14).is_err(), "nor passed on from a 14-bit grey input");
+    assert!(mono14.with_format(Chroma::Mono, 16).is_ok());
 }
 
 #[test]
