@@ -407,7 +407,8 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         }
     }
     drop(writer);
-    // The preview is closed (its trailer written) whether the job ended, failed or stopped.
+    // The preview is closed (its trailer written) whether the job ended, failed or stopped; an
+    // abandoned one (no frame written) takes none of it.
     let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish());
     let stats = match result {
         // After Ctrl-C, an error is the stop itself, or its echo (a pipeline's other ends got
