@@ -98,6 +98,9 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     if let Some(p) = &o.json {
         crate::weights::check_output_folder(p)?;
     }
+    if o.cfg_pair && !matches!(o.model, ModelKind::Unet | ModelKind::DiffvsrUnet | ModelKind::UavUnet) {
+        bail!("--cfg-pair is for the UNets (the sampler's classifier-free-guidance pair); {:?} takes no such pair", o.model);
+    }
     let dtype = o.dtype.unwrap_or_else(|| default_dtype(gpu, o.model));
     gpu.require_dtype(dtype)?;
     let t0 = Instant::now();

@@ -310,7 +310,7 @@ struct UpscaleCli {
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
     noise_level: u32,
     /// Seed of all noise: the same seed gives the same bytes.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_seed)]
     seed: u64,
     /// ILT weights: released (0.8/0.2 … 0.2/0.8) or paper (1 − j/3).
     #[arg(long, default_value = "released")]
@@ -492,6 +492,12 @@ fn parse_output_depth(s: &str) -> Result<u8, String> {
         Ok(d @ (8 | 9 | 10 | 12 | 14 | 16)) => Ok(d),
         _ => Err("8, 9, 10, 12, 14 or 16 (the depths ffmpeg reads from y4m)".into()),
     }
+}
+
+/// `--seed`: a whole number from 0 to 2^64 − 1 (clap's default parser called `-1` an unexpected
+/// argument).
+fn parse_seed(s: &str) -> Result<u64, String> {
+    s.trim().parse::<u64>().map_err(|_| format!("{s}: a whole number from 0 to {}", u64::MAX))
 }
 
 /// `--tolerance`: a relative error, positive and finite.
@@ -777,7 +783,7 @@ fn parse_plan_limits(s: &str) -> std::result::Result<(u64, u64), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_bhw, parse_finite, parse_output_chroma, parse_output_depth, parse_tolerance};
+    use super::{parse_bhw, parse_finite, parse_output_chroma, parse_output_depth, parse_seed, parse_tolerance};
 
     /// The flag variables emptied ones are dropped of are exactly those clap reads.
     #[test]
@@ -809,6 +815,10 @@ mod tests {
         assert_eq!(parse_tolerance("1e-3"), Ok(1e-3));
         for s in ["nan", "0", "-1", "inf"] {
             assert!(parse_tolerance(s).is_err(), "{s}");
+        }
+        assert_eq!((parse_seed("0"), parse_seed("18446744073709551615")), (Ok(0), Ok(u64::MAX)));
+        for s in ["-1", "1.5", "18446744073709551616", ""] {
+            assert!(parse_seed(s).unwrap_err().contains("a whole number from 0 to"), "{s}");
         }
         use diffvsr_wgpu::video::y4m::Chroma;
         assert_eq!((parse_output_chroma("444"), parse_output_chroma("yuv422p"), parse_output_chroma("420")), (Ok(Chroma::C444), Ok(Chroma::C422), Ok(Chroma::C420)));

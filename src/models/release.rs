@@ -55,6 +55,9 @@ pub fn checkpoint_path(weights_dir: &Path, file: &str) -> PathBuf {
 /// The folder holding `text_encoder/` and `tokenizer/`: `dir` itself, or `dir/upscaler4x`
 /// (DiffVSR's `pretrained_models/` layout).
 pub fn resolve_pipeline_dir(dir: &Path) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        bail!("{}: no such folder; give the SD x4 upscaler folder (DiffVSR's upscaler4x/) or the release's top folder, or run 'diffvsr-wgpu fetch-weights' and leave --weights out", dir.display());
+    }
     for cand in [dir.to_path_buf(), dir.join(PIPELINE_DIR)] {
         if cand.join("text_encoder").is_dir() && cand.join("tokenizer").is_dir() {
             return Ok(cand);
@@ -134,7 +137,13 @@ pub fn missing_for_upscale(release_dir: &Path, text_encoder: bool) -> Vec<String
         }
     }
     if text_encoder && resolve_pipeline_dir(release_dir).is_err() {
-        missing.push(format!("{PIPELINE_DIR}/text_encoder and {PIPELINE_DIR}/tokenizer"));
+        // Name what is missing of the two (both where neither layout holds either).
+        let absent: Vec<String> = ["text_encoder", "tokenizer"]
+            .iter()
+            .filter(|d| !release_dir.join(d).is_dir() && !release_dir.join(PIPELINE_DIR).join(d).is_dir())
+            .map(|d| format!("{PIPELINE_DIR}/{d}"))
+            .collect();
+        missing.push(if absent.is_empty() { format!("{PIPELINE_DIR}/text_encoder and {PIPELINE_DIR}/tokenizer in one folder") } else { absent.join(" and ") });
     }
     missing
 }
@@ -159,6 +168,19 @@ mod tests {
         assert_eq!(video_unet(&dir), (dir.join("DiffVSR_UNet.safetensors"), Some(dir.join(UNET_CONFIG_OVERRIDE))));
         assert_eq!(video_vae(&dir).0, dir.join(VAE_CHECKPOINT));
         assert!(component(&dir, "unet").unwrap_err().to_string().contains("fetch-weights"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What a release lacks is named as it is: the one folder missing of the text encoder's two,
+    /// or a folder that does not exist at all.
+    #[test]
+    fn missing_parts_are_named_one_by_one() {
+        let dir = crate::testutil::scratch_dir("release-missing");
+        std::fs::create_dir_all(dir.join("upscaler4x/text_encoder")).unwrap();
+        std::fs::write(dir.join(UNET_CHECKPOINT), b"x").unwrap();
+        assert_eq!(missing_for_upscale(&dir, true), vec![VAE_CHECKPOINT.to_string(), "upscaler4x/tokenizer".to_string()]);
+        assert_eq!(missing_for_upscale(&dir, false), vec![VAE_CHECKPOINT.to_string()]);
+        assert!(resolve_pipeline_dir(&dir.join("nowhere")).unwrap_err().to_string().contains("no such folder"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
