@@ -302,8 +302,9 @@ struct UpscaleCli {
     /// Denoising steps.
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
-    /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the
-    /// positive prompt's prediction alone; the negative prompt is still read, to no effect).
+    /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the UNet
+    /// runs on the positive prompt alone, half the work; the negative prompt is still read, to
+    /// no effect).
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
     guidance: f32,
     /// Low-res noise augmentation level (0 to 350).
@@ -540,7 +541,7 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
             (Some(w), None) => PlanWeights::Release(w),
             (None, None) => PlanWeights::NotFound,
         };
-        diffvsr_wgpu::out!("{}", plan(u.input.as_deref(), output_format, u.matrix, weights, u.frames, text_encoder, tiles, u.windows_per_call, adapter)?);
+        diffvsr_wgpu::out!("{}", plan(u.input.as_deref(), output_format, u.matrix, weights, u.frames, text_encoder, u.guidance, tiles, u.windows_per_call, adapter)?);
         return Ok(());
     }
     let weights = match (u.weights, u.random_weights) {

@@ -666,6 +666,9 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     }
     let (ok_, text, err) = plan(&["--windows-per-call", "2"]);
     assert!(ok_ && text.contains("windows per UNet call: 2") && text.contains("2 CFG windows [4,7,8,8,8]") && text.contains("at most 16 input frames"), "{err}{text}");
+    // Without guidance a window is one sample, not a pair.
+    let (ok_, text, err) = plan(&["--windows-per-call", "2", "--guidance", "1"]);
+    assert!(ok_ && text.contains("2 windows (no guidance: the positive prompt alone) [2,7,8,8,8]"), "{err}{text}");
     let (ok_, _, err) = plan(&["--windows-per-call", "9"]);
     assert!(!ok_ && err.contains("from 1 to 8"), "{err}");
     // No call holds more windows than the clip's three.

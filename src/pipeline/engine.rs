@@ -212,7 +212,7 @@ impl<'g> Engine<'g> {
 
     /// Writes one tile's sample on the GPU into batch slot `slot` of the `k`-window step: the
     /// f32 latents `[4][8][th][tw]` from the initial noise (rescheduled, keyed by absolute frame
-    /// and the tile's position (y0, x0) in the padded frame), and both CFG halves of the sample
+    /// and the tile's position (y0, x0) in the padded frame), and each CFG half of the sample
     /// `[7][8][th][tw]`: channels 0–3 those latents, channels 4–6 the LR tile (`[3][8][th][tw]`)
     /// augmented with its own noise (`ops::sampler::add_noise_into`).
     fn load_sample(&self, k: usize, slot: usize, lr_tile: &[f32], window: &WindowNoise, y0: u32, x0: u32) -> Result<()> {
@@ -229,7 +229,7 @@ impl<'g> Engine<'g> {
         let e = gaussian_noise(&mut rec, &window.lr_frames, window.seed, Stream::LowRes, y0, x0, [th, tw, LR_CHANNELS], dt)?;
         let e = nfhwc_to_ncfhw(&mut rec, &e.reshape(&[1, WINDOW, th, tw, LR_CHANNELS])?)?;
         let [c0, c1] = window.lr_coeffs.map(|c| Scalar::Const(c as f32));
-        for half in [slot, k + slot] {
+        for half in step.inputs.halves_of(slot) {
             let b = step.inputs.sample.narrow(0, half, 1)?;
             scale_into(&mut rec, &latents, &Scalar::Const(1.0), &b.narrow(1, 0, LATENT_CHANNELS)?)?;
             add_noise_into(&mut rec, &lr, &e, &c0, &c1, &b.narrow(1, LATENT_CHANNELS, LR_CHANNELS)?)?;
@@ -239,16 +239,18 @@ impl<'g> Engine<'g> {
     }
 
     /// Denoises a group of windows through all steps from samples built on the host (each
-    /// `[2, 7, 8, h, w]`, both halves' latents alike); returns their final latents on the GPU.
+    /// `[2, 7, 8, h, w]`, both halves' latents alike; without guidance only the first half is
+    /// taken); returns their final latents on the GPU.
     #[cfg(test)]
     fn denoise(&mut self, samples: &[&[f32]], steps: &[DdimStep], guidance: f32, on_step: impl FnMut(usize)) -> Result<Vec<Tensor>> {
         let k = samples.len();
         let step = self.step(k);
-        let half = step.inputs.sample.numel() / (2 * k);
+        let half = step.inputs.sample.numel() / (step.inputs.halves * k);
         let lat = step.inputs.latents.numel() / k;
         for (slot, s) in samples.iter().enumerate() {
-            step.inputs.sample.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..half])?;
-            step.inputs.sample.narrow(0, k + slot, 1)?.write_f32(self.gpu, &s[half..])?;
+            for (h, b) in step.inputs.halves_of(slot).enumerate() {
+                step.inputs.sample.narrow(0, b, 1)?.write_f32(self.gpu, &s[h * half..(h + 1) * half])?;
+            }
             step.inputs.latents.narrow(0, slot, 1)?.write_f32(self.gpu, &s[..lat])?;
         }
         self.run_steps(k, steps, guidance, on_step)?;
@@ -262,7 +264,7 @@ impl<'g> Engine<'g> {
             StepSlots::set(&mut self.values, &s.coeffs, guidance)?;
             self.values.upload(self.gpu)?;
             let step = self.step(k);
-            step.inputs.timestep.write_f32(self.gpu, &vec![s.t as f32; 2 * k])?;
+            step.inputs.timestep.write_f32(self.gpu, &vec![s.t as f32; step.inputs.halves * k])?;
             step.graph.run(self.gpu)?;
             on_step(i + 1);
             interrupt::check()?;

@@ -14,7 +14,7 @@ use crate::models::unet::UNetInputs;
 use crate::gpu::arena::Arena;
 use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
-use crate::ops::sampler::{guided_ddim_step_into, scale_into, StepSlots};
+use crate::ops::sampler::{ddim_step_into, guided_ddim_step_into, scale_into, StepSlots};
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::tiles::SCALE;
 use crate::pipeline::windows::WINDOW;
@@ -58,74 +58,94 @@ pub(crate) fn check_decoded(out: &[usize], input: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// The sampler step's inputs for `k` windows per UNet call (batch 2k: the windows' negative
-/// halves, then their positive halves, as the guided step reads a CFG pair), kept outside the
+/// The sampler step's inputs for `k` windows per UNet call (batch 2k under guidance: the
+/// windows' negative halves, then their positive halves, as the guided step reads a CFG pair;
+/// batch k without: the positive prompt alone, [`JobOptions::cfg_halves`]), kept outside the
 /// graph's arena: the caller writes them between replays.
 pub(crate) struct StepInputs {
-    /// `[2k, 7, 8, h, w]` in the UNet's dtype: batch g < k is window slot g's negative half,
-    /// k + g its positive half; channels 0–3 latents, 4–6 noisy LR.
+    /// `[halves·k, 7, 8, h, w]` in the UNet's dtype: batch g < k is window slot g's negative
+    /// half (its only one without guidance), k + g its positive half; channels 0–3 latents, 4–6
+    /// noisy LR.
     pub sample: Tensor,
     /// `[k, 4, 8, h, w]`, f32: the latents between steps (spec §2.5: the release steps fp16
-    /// latents; f32 is the harmless improvement), copied into both halves of `sample`.
+    /// latents; f32 is the harmless improvement), copied into each half of `sample`.
     pub latents: Tensor,
-    /// `[2k]`.
+    /// `[halves·k]`.
     pub timestep: Tensor,
-    /// `[2k]`: the noise level.
+    /// `[halves·k]`: the noise level.
     labels: Tensor,
-    /// `[2k, 77, d]`: k negative prompts ([`JobOptions::unconditional`]), then k positive ones
-    /// (the sample's batch order).
+    /// `[halves·k, 77, d]`: k negative prompts, then k positive ones (the sample's batch order);
+    /// k positive ones without guidance.
     context: Tensor,
+    /// 2 (the CFG pair) or 1 ([`JobOptions::cfg_halves`]).
+    pub halves: usize,
 }
 
 impl StepInputs {
     /// On the GPU, for a step that runs.
     pub fn new(gpu: &Gpu, opts: &JobOptions, (th, tw): (usize, usize), k: usize, dtype: DType) -> Result<StepInputs> {
-        let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
-        let ctx: Vec<f32> = [&opts.unconditional().data, &opts.positive.data].iter().flat_map(|e| std::iter::repeat_n(e.as_slice(), k).flatten().copied()).collect();
+        let (l, d, halves) = (opts.positive.shape[1], opts.positive.shape[2], opts.cfg_halves());
+        let prompts = if halves == 2 { vec![&opts.negative, &opts.positive] } else { vec![&opts.positive] };
+        let ctx: Vec<f32> = prompts.iter().flat_map(|e| std::iter::repeat_n(e.data.as_slice(), k).flatten().copied()).collect();
+        let b = halves * k;
         Ok(StepInputs {
-            sample: Tensor::empty(gpu, &[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?,
+            sample: Tensor::empty(gpu, &[b, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?,
             latents: Tensor::empty(gpu, &[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?,
-            timestep: Tensor::from_f32(gpu, &vec![0.0; 2 * k], &[2 * k], DType::F32)?,
-            labels: Tensor::from_u32(gpu, &vec![opts.noise_level; 2 * k], &[2 * k])?,
-            context: Tensor::from_f32(gpu, &ctx, &[2 * k, l, d], dtype)?,
+            timestep: Tensor::from_f32(gpu, &vec![0.0; b], &[b], DType::F32)?,
+            labels: Tensor::from_u32(gpu, &vec![opts.noise_level; b], &[b])?,
+            context: Tensor::from_f32(gpu, &ctx, &[b, l, d], dtype)?,
+            halves,
         })
     }
 
     /// Of the same shapes and never allocated, for a step that is only planned: tensors of a
     /// capture that never ends, which a graph recorded with them binds as outside its arena.
     pub fn placeholders(gpu: &Gpu, opts: &JobOptions, (th, tw): (usize, usize), k: usize, dtype: DType) -> Result<StepInputs> {
-        let (l, d) = (opts.positive.shape[1], opts.positive.shape[2]);
+        let (l, d, halves) = (opts.positive.shape[1], opts.positive.shape[2], opts.cfg_halves());
+        let b = halves * k;
         let never = Recorder::capture(gpu);
         Ok(StepInputs {
-            sample: never.empty(&[2 * k, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?,
+            sample: never.empty(&[b, LATENT_CHANNELS + LR_CHANNELS, WINDOW, th, tw], dtype)?,
             latents: never.empty(&[k, LATENT_CHANNELS, WINDOW, th, tw], DType::F32)?,
-            timestep: never.empty(&[2 * k], DType::F32)?,
-            labels: never.empty(&[2 * k], DType::U32)?,
-            context: never.empty(&[2 * k, l, d], dtype)?,
+            timestep: never.empty(&[b], DType::F32)?,
+            labels: never.empty(&[b], DType::U32)?,
+            context: never.empty(&[b, l, d], dtype)?,
+            halves,
         })
+    }
+
+    /// The sample's batch elements of window slot `slot`: its halves, negative first.
+    pub fn halves_of(&self, slot: usize) -> impl Iterator<Item = usize> {
+        let k = self.latents.shape()[0];
+        (0..self.halves).map(move |h| h * k + slot)
     }
 }
 
 /// Records the sampler step on `inputs`: the UNet on the k CFG pairs, then guidance and DDIM
 /// (η = 0, v-prediction) in one pass, in place on the f32 latents — x ← a·x + b·(v_u + g·(v_c −
 /// v_u)) with a, b, g the per-step scalars of `values` — and x into both CFG halves of the sample.
+/// Without guidance (one half), the UNet on the k positive samples and x ← a·x + b·v.
 pub(crate) fn record_step(rec: &mut Recorder, unet: &VideoUNet, inputs: &StepInputs, values: &StepValues) -> Result<()> {
-    let StepInputs { sample, latents, timestep, labels, context } = inputs;
-    let v = unet.forward(rec, &UNetInputs { sample, timestep, class_labels: Some(labels), encoder_hidden_states: context, cfg_pair: true })?;
+    let StepInputs { sample, latents, timestep, labels, context, halves } = inputs;
+    let pair = *halves == 2;
+    let v = unet.forward(rec, &UNetInputs { sample, timestep, class_labels: Some(labels), encoder_hidden_states: context, cfg_pair: pair })?;
     let [a, b, g] = StepSlots::scalars(values)?;
-    guided_ddim_step_into(rec, latents, &v, &a, &b, &g, latents)?;
-    load_latents(rec, latents, sample)
+    if pair {
+        guided_ddim_step_into(rec, latents, &v, &a, &b, &g, latents)?;
+    } else {
+        ddim_step_into(rec, latents, &v, &a, &b, latents)?;
+    }
+    load_latents(rec, inputs)
 }
 
-/// The f32 latents `[k, 4, 8, h, w]` into the latent channels of both CFG halves of each
-/// window slot of `sample` (`[2k, 7, 8, h, w]`, in the UNet's dtype): one copy per batch element,
+/// The f32 latents `[k, 4, 8, h, w]` into the latent channels of each half of each window slot
+/// of the sample (`[halves·k, 7, 8, h, w]`, in the UNet's dtype): one copy per batch element,
 /// since a view spans whole leading batch elements only.
-fn load_latents(rec: &mut Recorder, latents: &Tensor, sample: &Tensor) -> Result<()> {
-    let k = latents.shape()[0];
-    for slot in 0..k {
-        let z = latents.narrow(0, slot, 1)?;
-        for half in [slot, k + slot] {
-            scale_into(rec, &z, &Scalar::Const(1.0), &sample.narrow(0, half, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
+fn load_latents(rec: &mut Recorder, inputs: &StepInputs) -> Result<()> {
+    for slot in 0..inputs.latents.shape()[0] {
+        let z = inputs.latents.narrow(0, slot, 1)?;
+        for half in inputs.halves_of(slot) {
+            scale_into(rec, &z, &Scalar::Const(1.0), &inputs.sample.narrow(0, half, 1)?.narrow(1, 0, LATENT_CHANNELS)?)?;
         }
     }
     Ok(())
@@ -191,10 +211,11 @@ mod tests {
         assert!(err.contains("×4 decoder ([1, 3, 4, 32, 40])"), "{err}");
     }
 
-    /// At a guidance scale of 1 or less the released pipeline guides nothing: the positive
-    /// prompt's prediction alone, whatever the negative prompt and the scale. So a window's
-    /// latents at guidance 0.5 and −2 are those of a run whose negative prompt is the positive
-    /// one (where every scale gives v_c), and guidance 1.5's are not.
+    /// At a guidance scale of 1 or less the released pipeline guides nothing: it runs the UNet
+    /// on the positive prompt alone and takes its prediction, whatever the negative prompt and
+    /// the scale. So the step's batch is one per window, not a pair, and a window's latents at
+    /// guidance 1, 0.5 and −2 are those of a guided run whose negative prompt is the positive
+    /// one (where every scale gives v_c); guidance 1.5's are not.
     #[test]
     fn guidance_at_or_below_one_is_the_positive_prompt_alone() {
         use crate::pipeline::engine::denoise_and_decode_windows;
@@ -208,6 +229,8 @@ mod tests {
         let half = rng.normals((LATENT_CHANNELS + LR_CHANNELS) * WINDOW * h * w, 1.0);
         let sample = [half.clone(), half].concat();
         let run = |o: JobOptions| denoise_and_decode_windows(&gpu, &unet, &vae, &o, h, w, 1, dt, dt, std::slice::from_ref(&sample), false).unwrap().0;
+        let batch = |g: f32| StepInputs::placeholders(&gpu, &JobOptions { guidance: g, ..opts.clone() }, (h, w), 2, dt).unwrap().sample.shape()[0];
+        assert_eq!((batch(1.0), batch(0.5), batch(1.5)), (2, 2, 4), "the batch of two windows");
         let alone = run(JobOptions { guidance: 3.0, negative: opts.positive.clone(), ..opts.clone() });
         for g in [1.0, 0.5, -2.0] {
             assert!(run(JobOptions { guidance: g, ..opts.clone() }) == alone, "guidance {g}");

@@ -526,6 +526,25 @@ mod tests {
         assert!(e.contains("--frames 3:5 starts past the end: the input has no frames"), "{e}");
     }
 
+    /// Without guidance (a scale of 1 or less) the job runs the UNet on the positive prompt
+    /// alone, one sample per window (`JobOptions::cfg_halves`), and writes the bytes of a guided
+    /// job whose negative prompt is the positive one.
+    #[test]
+    fn a_job_without_guidance_is_the_positive_prompt_alone() {
+        let gpu = test_gpu();
+        let dt = DType::F32;
+        let (unet, vae) = micro_models(&gpu, dt);
+        let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(6), 4, 1);
+        let run = |o: JobOptions| {
+            let reader = Reader::new(std::io::Cursor::new(micro_clip(3).0)).unwrap();
+            let mut writer = Writer::new(Vec::new(), reader.header().scaled(4).unwrap()).unwrap();
+            run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &o, |_| {}).unwrap();
+            writer.into_inner()
+        };
+        let unguided = run(JobOptions { guidance: 0.5, ..opts.clone() });
+        assert!(unguided == run(JobOptions { guidance: 3.0, negative: opts.positive.clone(), ..opts }));
+    }
+
     /// A y4m clip of `n` 5×3 4:4:4 frames with varied pixels, and its header's length.
     fn micro_clip(n: usize) -> (Vec<u8>, usize) {
         let (w, h) = (5usize, 3usize);

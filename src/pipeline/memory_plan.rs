@@ -93,11 +93,13 @@ impl<'a> Need<'a> {
         let (ud, vd) = (self.unet_dtype.size() as f64, self.vae_dtype.size() as f64);
         let (l, d) = (self.opts.positive.shape[1] as f64, self.opts.positive.shape[2] as f64);
         let (c, lr, f) = (LATENT_CHANNELS as f64, LR_CHANNELS as f64, WINDOW as f64);
+        let halves = self.opts.cfg_halves() as f64;
         let steps: f64 = (1..=k)
             .map(|g| {
                 let g = g as f64;
-                // The sample [2g, 7, 8, th, tw], the f32 latents [g, 4, 8, th, tw], the context.
-                2.0 * g * (c + lr) * f * u * ud + g * c * f * u * 4.0 + 2.0 * g * l * d * ud
+                // The sample [2g, 7, 8, th, tw] (g without guidance), the f32 latents [g, 4, 8,
+                // th, tw], the context.
+                halves * g * (c + lr) * f * u * ud + g * c * f * u * 4.0 + halves * g * l * d * ud
             })
             .sum();
         let decode_in = c * DECODE_CHUNK as f64 * v * vd;

@@ -61,7 +61,7 @@ impl PromptEmbeds {
 pub struct JobOptions {
     /// DDIM steps (≥ 1).
     pub steps: usize,
-    /// Classifier-free guidance scale; at 1 or less no guidance ([`JobOptions::unconditional`]).
+    /// Classifier-free guidance scale; at 1 or less no guidance ([`JobOptions::cfg_halves`]).
     pub guidance: f32,
     /// Low-res noise level (also the UNet's class label), 0…350.
     pub noise_level: u32,
@@ -89,16 +89,15 @@ pub struct JobOptions {
 }
 
 impl JobOptions {
-    /// The embeddings of the CFG pair's unconditional half. The released pipeline guides only
-    /// above a scale of 1 (`do_classifier_free_guidance = guidance_scale > 1.0`); at 1 or less
-    /// it takes the positive prompt's prediction alone. Giving both halves the positive prompt
-    /// does the same here: the halves compute the same v, and v_u + g·(v_c − v_u) is v_c at any
-    /// g. (The UNet still runs on the pair.)
-    pub fn unconditional(&self) -> &PromptEmbeds {
+    /// The UNet's batch per window: 2, classifier-free guidance's pair [negative, positive],
+    /// where the scale guides; 1, the positive prompt alone, at a scale of 1 or less. The released
+    /// pipeline guides only above 1 (`do_classifier_free_guidance = guidance_scale > 1.0`) and
+    /// otherwise runs the UNet on the positive prompt and takes its prediction as it is.
+    pub fn cfg_halves(&self) -> usize {
         if self.guidance > 1.0 {
-            &self.negative
+            2
         } else {
-            &self.positive
+            1
         }
     }
 }

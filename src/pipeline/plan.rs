@@ -73,7 +73,7 @@ pub struct PlanAdapter {
 /// will run). `max_binding` is the adapter's binding limit where known (for `--tile auto`,
 /// whose tiles depend on the models' measured tensors and are picked when they load).
 #[allow(clippy::too_many_arguments)]
-pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix: crate::video::color::MatrixChoice, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, tiles: TileOptions, windows_per_call: WindowsPerCall, adapter: Option<PlanAdapter>) -> Result<String> {
+pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix: crate::video::color::MatrixChoice, weights: PlanWeights<'_>, frames: Option<FrameRange>, text_encoder: bool, guidance: f32, tiles: TileOptions, windows_per_call: WindowsPerCall, adapter: Option<PlanAdapter>) -> Result<String> {
     let max_binding = adapter.map(|a| a.max_binding);
     use crate::gpu::human_bytes;
     use std::fmt::Write as _;
@@ -194,7 +194,10 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let plane = (ph * pw) as u64;
     let f32b = 4u64;
     let gb = g as u64;
-    let sample = gb * 2 * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * (uh * uw) as u64 * f32b;
+    // The UNet's batch per window: the CFG pair, or the positive prompt alone at a guidance of
+    // 1 or less (`JobOptions::cfg_halves`).
+    let halves = if guidance > 1.0 { 2 } else { 1 };
+    let sample = gb * halves * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * (uh * uw) as u64 * f32b;
     // The f32 latents between steps (a tile per window of a call), and the final latents of a
     // call's windows and the one before them (whole frames).
     let latents = LATENT_CHANNELS as u64 * WINDOW as u64 * (gb * (uh * uw) as u64 + (gb + 1) * plane) * f32b;
@@ -208,15 +211,20 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         + ahead
         + gb * LR_CHANNELS as u64 * WINDOW as u64 * plane * f32b
         + (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK) as u64 * plane * f32b;
-    let call = if g == 1 { "the CFG window".to_string() } else { format!("{g} CFG windows") };
+    let call = match (g, halves) {
+        (1, 2) => "the CFG window".to_string(),
+        (_, 2) => format!("{g} CFG windows"),
+        (1, _) => "the window (no guidance: the positive prompt alone)".to_string(),
+        _ => format!("{g} windows (no guidance: the positive prompt alone)"),
+    };
     writeln!(o, "memory (estimate):")?;
     match weights {
         PlanWeights::Random => writeln!(o, "  weights:          seeded random (--random-weights), the release's shapes (or those of the config overrides in --weights), none read from disk; `forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` prints each model's size on the device")?,
         PlanWeights::NotFound => writeln!(o, "  weights:          not found: run `diffvsr-wgpu fetch-weights` or give --weights DIR (the job would stop before reading a frame)")?,
         PlanWeights::Release(_) => writeln!(o, "  weights:          {} on disk ({}); on the device about this with f32 storage, about half with f16", human_bytes(weight_bytes), wl.join(", "))?,
     }
-    writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), 2 * g, g + 1)?;
-    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here, as BxHxW, the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw} --cfg-pair` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", 2 * g)?;
+    writeln!(o, "  job tensors:      {} ({call} [{},7,8,{uh},{uw}], the latents, {} windows' final latents, and the decode chunk in and out at {vw}x{vh}, f32)", human_bytes(sample + latents + vae), halves * gb, g + 1)?;
+    writeln!(o, "  activations:      not estimated here: the UNet's and VAE's arena peaks need the graphs captured (`forward --model M --random-weights 1 --random-inputs BxHxW --plan-only` plans them without running: here, as BxHxW, the UNet call is `--model diffvsr-unet --random-inputs {}x{uh}x{uw}{}` and a decode chunk `--model te3dvae-decoder --random-inputs 1x{vh}x{vw}`; add `--plan-limits BINDING,BUFFER` to plan for another GPU than this one)", halves * gb, if halves == 2 { " --cfg-pair" } else { "" })?;
     match adapter.and_then(|a| a.memory) {
         Some((bytes, whence)) => writeln!(o, "  GPU memory:       {} ({whence}): the weights, the job's tensors and the activations must fit it; --tile auto and --windows-per-call auto plan for it when the models load", human_bytes(bytes))?,
         None => writeln!(o, "  GPU memory:       not known here (GPU drivers on Vulkan report it; a software adapter's is the host's; --gpu-memory SIZE gives a figure): --tile auto plans for the binding limit only")?,
