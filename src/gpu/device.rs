@@ -39,6 +39,10 @@ pub struct GpuOptions {
     /// Treat the GPU as if its largest storage binding were at most this many bytes: to plan
     /// for, or test on, a smaller GPU (`DIFFVSR_MAX_BINDING`).
     pub max_binding: Option<u64>,
+    /// Open the device with at most this much workgroup memory per workgroup (bytes), enforced
+    /// by wgpu's validation: to test on a smaller GPU (16 KiB is WebGPU's and GLES 3.1's least)
+    /// (`DIFFVSR_MAX_WORKGROUP_STORAGE`).
+    pub max_workgroup_storage: Option<u32>,
     /// Plan as if the adapter's largest storage binding and largest buffer were these many
     /// bytes (`forward --plan-only --plan-limits`): for capturing and planning a graph meant
     /// for a larger GPU. Nothing over the adapter's own limits may then be bound or created.
@@ -76,7 +80,7 @@ pub struct GpuOptions {
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
-    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
+    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_MAX_WORKGROUP_STORAGE`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
     /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
     /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`.
     pub fn from_env() -> Self {
@@ -89,6 +93,13 @@ impl GpuOptions {
                 let n = v.trim().parse().ok();
                 if n.is_none() {
                     log::warn!("DIFFVSR_MAX_BINDING={v:?} is not a number of bytes: ignored");
+                }
+                n
+            }),
+            max_workgroup_storage: std::env::var("DIFFVSR_MAX_WORKGROUP_STORAGE").ok().filter(|v| !v.is_empty()).and_then(|v| {
+                let n = v.trim().parse().ok();
+                if n.is_none() {
+                    log::warn!("DIFFVSR_MAX_WORKGROUP_STORAGE={v:?} is not a number of bytes: ignored");
                 }
                 n
             }),
@@ -266,7 +277,10 @@ impl Gpu {
         if opts.no_coop {
             features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
         }
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(m) = opts.max_workgroup_storage {
+            limits.max_compute_workgroup_storage_size = limits.max_compute_workgroup_storage_size.min(m);
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("diffvsr-wgpu"),
             required_features: features,

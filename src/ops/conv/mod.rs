@@ -417,7 +417,7 @@ fn choose(gpu: &Gpu, x: &Input, w: &ConvWeight, pb: &Problem, norm: Option<&GnTa
                 launch_tile(r, &scratch, w, pb, None, norm.as_ref(), t).map(drop)
             })?
         }
-        Impl::Tiled => Tile::Tiled { bn: tiled_bn(w.cout) },
+        Impl::Tiled => Tile::Tiled { bn: tiled_bn(gpu, x.dtype(), w.cout) },
         Impl::Coop | Impl::CoopHalf => {
             let cfg = coop_config(gpu, x.dtype(), w.cout).map_err(|e| anyhow::anyhow!("conv: cooperative kernel unavailable: {e}"))?;
             match imp {

@@ -729,3 +729,64 @@ fn an_upsampling_folded_into_its_conv_matches_the_conv_of_the_upsampled_input() 
     }
     assert!(ConvWeight::of_upsampling(&gpu, &[0.5; 4 * 4], &[4, 4, 1, 1], None, DType::F32).is_err(), "a 1×1 upsampling conv");
 }
+
+/// The workgroup memory the host reckons for the portable kernel's tiles ([`tiles::tiled_smem`],
+/// with a GroupNorm applied on load) is what the shader declares, in both storage types.
+#[test]
+fn portable_tiles_reckon_the_shaders_workgroup_memory() {
+    for dt in [DType::F32, DType::F16] {
+        for bn in [16u32, 32, 64] {
+            for load in [Load::Vec4, Load::Scalar, Load::Normed { silu: true }] {
+                let k = geometry(load.kernel(&NAMES_TILED, &SRC_TILED, dt), [1, 3, 3], [1, 1], false, 1, false).def("BN", format!("{bn}u")).def("BK", format!("{TILED_BK}u"));
+                let (module, _) = translate_check(&k);
+                let mut layouter = naga::proc::Layouter::default();
+                layouter.update(module.to_ctx()).unwrap();
+                let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
+                let norm_rows = if matches!(load, Load::Normed { .. }) { 0 } else { 4 * (4096 / bn) };
+                assert_eq!(wg + norm_rows, tiles::tiled_smem(bn, dt), "{dt:?} BN {bn} {load:?}");
+            }
+        }
+    }
+}
+
+/// On an adapter with 16 KiB of workgroup memory (WebGPU's and GLES 3.1's least; wgpu 30 does
+/// not check kernels against it, so the tiles are asserted to fit), the portable kernels take
+/// tiles that fit: a 3-channel convolution's 32-wide tile, not the 16-wide one (21.5 KiB in f32),
+/// and a 256×256 matmul's 64×128 tile, not 128×128 (16.3 KiB); both run and match the CPU.
+#[test]
+fn small_workgroup_memory_takes_tiles_that_fit() {
+    let gpu = Gpu::new(&crate::GpuOptions { max_workgroup_storage: Some(16384), ..crate::GpuOptions::from_env() }).unwrap();
+    assert_eq!(gpu.limits.max_compute_workgroup_storage_size, 16384);
+    assert!(tiles::tiled_smem(16, DType::F32) > 16384);
+    for dt in [DType::F32, DType::F16] {
+        for cout in 1..=80 {
+            assert!(auto_tiles(&gpu, dt, cout).iter().all(|t| matches!(t, Tile::Tiled { bn } if tiles::tiled_smem(*bn, dt) <= 16384) || matches!(t, Tile::Coop(_))), "{dt:?} Cout {cout}");
+        }
+    }
+    assert_eq!(tiled_bn(&gpu, DType::F32, 3), 32);
+    assert_eq!(tiled_bn(&test_gpu(), DType::F32, 3), 16, "16 wide where the adapter has the memory (lavapipe: 32 KiB)");
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let dt = DType::F32;
+    let (n, h, w, cin, cout) = (1, 9, 13, 8, 3);
+    let xv = rand(&mut rng, n * h * w * cin, 1.0, dt);
+    let wv = rand(&mut rng, cout * cin * 9, 0.3, dt);
+    let x = Tensor::from_f32(&gpu, &xv, &[n, h, w, cin], dt).unwrap();
+    let cw = ConvWeight::from_torch(&gpu, &wv, &[cout, cin, 3, 3], None, dt).unwrap();
+    let mut rec = gpu.recorder();
+    let y = conv2d(&mut rec, &x, &cw, 1, 1).unwrap();
+    rec.submit();
+    let want = cpu::conv2d(&xv, n, h, w, cin, &wv, cout, 3, 3, None, 1, 1);
+    assert_close(&format!("conv2d -> 3 at 16 KiB seed {seed}"), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+    gpu.sync().unwrap();
+    let (m, k, nn) = (256, 24, 256);
+    let (av, bv) = (rand(&mut rng, m * k, 1.0, dt), rand(&mut rng, k * nn, 1.0, dt));
+    let a = Tensor::from_f32(&gpu, &av, &[m, k], dt).unwrap();
+    let b = Tensor::from_f32(&gpu, &bv, &[k, nn], dt).unwrap();
+    let mut rec = gpu.recorder();
+    let c = crate::ops::matmul::matmul(&mut rec, &a, &b, None).unwrap();
+    rec.submit();
+    let want = crate::ops::matmul::cpu::matmul(&av, &bv, None, 1, m, nn, k, true);
+    assert_close(&format!("matmul 256x24x256 at 16 KiB seed {seed}"), &c.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+    gpu.sync().unwrap();
+}

@@ -99,15 +99,26 @@ impl Tile {
     }
 }
 
-/// The portable kernel's tile width: the narrowest that covers Cout, at most 64.
-pub(super) fn tiled_bn(cout: usize) -> u32 {
-    if cout <= 16 {
+/// The portable kernel's tile width: the narrowest that covers Cout, at most 64, of those whose
+/// workgroup memory the adapter has. A narrow tile is a tall one (BM = 4096 / BN rows), so 16
+/// wide takes the most (21.5 KiB in f32, over the 16 KiB some adapters give); 64 wide fits any.
+pub(super) fn tiled_bn(gpu: &Gpu, dtype: DType, cout: usize) -> u32 {
+    let narrowest = if cout <= 16 {
         16
     } else if cout <= 32 {
         32
     } else {
         64
-    }
+    };
+    [narrowest, 32, 64].into_iter().filter(|&bn| bn >= narrowest).find(|&bn| tiled_smem(bn, dtype) <= gpu.limits.max_compute_workgroup_storage_size).unwrap_or(64)
+}
+
+/// The portable kernel's workgroup memory at width `bn` (shaders/conv.wgsl): the input tile
+/// [BM][16] in the storage type, the weight tile [16][BN] in f32, the rows' geometry (16 B a row)
+/// and, where a GroupNorm is applied as it loads, its segment per row (conv_x_norm.wgsl).
+pub(super) fn tiled_smem(bn: u32, dtype: DType) -> u32 {
+    let bm = 4096 / bn;
+    bm * 16 * dtype.size() as u32 + 16 * bn * 4 + bm * 16 + bm * 4
 }
 
 /// `Auto`'s candidates, the rule's choice first: the cooperative kernel where it runs and
@@ -120,9 +131,9 @@ pub(super) fn tiled_bn(cout: usize) -> u32 {
 /// tuner's choice changes no value.
 pub(super) fn auto_tiles(gpu: &Gpu, dtype: DType, cout: usize) -> Vec<Tile> {
     let Some(cfg) = coop_config(gpu, dtype, cout).ok().filter(|_| cout >= 64) else {
-        let bn = tiled_bn(cout);
+        let bn = tiled_bn(gpu, dtype, cout);
         let mut v = vec![Tile::Tiled { bn }];
-        if bn > 16 {
+        if bn > 16 && tiled_smem(bn / 2, dtype) <= gpu.limits.max_compute_workgroup_storage_size {
             v.push(Tile::Tiled { bn: bn / 2 });
         }
         return v;

@@ -225,12 +225,14 @@ fn coop_shape_ok(p: &Plan, store: Store) -> bool {
 }
 
 /// The portable kernel's tile for this shape: 128-wide where the dimension allows, shrunk while
-/// the launch would have fewer than ~128 workgroups (to keep a large GPU busy).
-fn portable_tile(p: &Plan) -> (u32, u32) {
+/// the launch would have fewer than ~128 workgroups (to keep a large GPU busy), or while its
+/// workgroup memory is over `smem_limit` (128×128 takes 16.3 KiB in f32; 64×64 fits any
+/// adapter).
+fn portable_tile(p: &Plan, dtype: DType, smem_limit: u32) -> (u32, u32) {
     let big = |x: usize| if x >= 128 { 2u32 } else { 1 };
     let (mut rm, mut rn) = (big(p.m), big(p.n));
     let count = |rm: u32, rn: u32| p.m.div_ceil(64 * rm as usize) * p.n.div_ceil(64 * rn as usize) * p.batch;
-    while count(rm, rn) < 128 && (rm > 1 || rn > 1) {
+    while (count(rm, rn) < 128 || portable_smem(rm, rn, dtype) > smem_limit) && (rm > 1 || rn > 1) {
         if rm >= rn {
             rm = 1;
         } else {
@@ -238,6 +240,12 @@ fn portable_tile(p: &Plan) -> (u32, u32) {
         }
     }
     (rm, rn)
+}
+
+/// The portable kernel's workgroup memory for an (rm, rn) tile (shaders/matmul.wgsl): a's tile
+/// [16][BM/4 + 1] vec4 in the storage type, b's [16][BN/4] vec4 in f32.
+fn portable_smem(rm: u32, rn: u32, dtype: DType) -> u32 {
+    16 * (16 * rm + 1) * 4 * dtype.size() as u32 + 16 * (16 * rn) * 16
 }
 
 /// The kernel `path` asks for; for `Auto`, the rule's choice (see [`auto_variants`]).
@@ -256,9 +264,9 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
         Ok(())
     };
     Ok(match path {
-        Impl::Auto => auto_variants(gpu, coop_ok().is_ok(), p)[0],
+        Impl::Auto => auto_variants(gpu, dtype, coop_ok().is_ok(), p)[0],
         Impl::Portable => {
-            let (rm, rn) = portable_tile(p);
+            let (rm, rn) = portable_tile(p, dtype, gpu.limits.max_compute_workgroup_storage_size);
             Variant::Tiled { rm, rn }
         }
         Impl::Coop => {
@@ -284,15 +292,16 @@ fn choose(gpu: &Gpu, dtype: DType, p: &Plan, store: Store, path: Impl) -> Result
 /// kernel in its four tiles. Every candidate
 /// adds each output's products in K order with the same K step, so the tuner's choice changes
 /// no value.
-fn auto_variants(gpu: &Gpu, coop: bool, p: &Plan) -> Vec<Variant> {
+fn auto_variants(gpu: &Gpu, dtype: DType, coop: bool, p: &Plan) -> Vec<Variant> {
     if coop {
         let halves: &[bool] = if coop_config(gpu).is_some_and(|c| coop_divides(c.halved())) { &[false, true] } else { &[false] };
         return [true, false].iter().flat_map(|&prefetch| halves.iter().map(move |&half| Variant::Coop { v4: true, half, prefetch })).collect();
     }
-    let (rm, rn) = portable_tile(p);
+    let limit = gpu.limits.max_compute_workgroup_storage_size;
+    let (rm, rn) = portable_tile(p, dtype, limit);
     let mut v = vec![Variant::Tiled { rm, rn }];
     for (rm, rn) in [(2, 2), (2, 1), (1, 2), (1, 1)] {
-        if !v.contains(&Variant::Tiled { rm, rn }) {
+        if !v.contains(&Variant::Tiled { rm, rn }) && portable_smem(rm, rn, dtype) <= limit {
             v.push(Variant::Tiled { rm, rn });
         }
     }
@@ -348,7 +357,7 @@ fn choose_tuned(gpu: &Gpu, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, store:
     if path != Impl::Auto {
         return Ok(v);
     }
-    let variants = auto_variants(gpu, matches!(v, Variant::Coop { .. }), p);
+    let variants = auto_variants(gpu, a.dtype(), matches!(v, Variant::Coop { .. }), p);
     let key = || {
         let after = match norm {
             Some(NormIn::Layer(..)) => " after layer norm",

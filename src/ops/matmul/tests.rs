@@ -97,7 +97,7 @@ fn tuned_variants_agree_byte_for_byte() {
             let p = plan(o.a.shape(), o.b.shape(), Some(o.c.shape())).unwrap();
             let store = if geglu { Store::Geglu } else { Store::Plain };
             let rule = choose(&gpu, dt, &p, store, Impl::Auto).unwrap();
-            let variants = auto_variants(&gpu, matches!(rule, Variant::Coop { .. }), &p);
+            let variants = auto_variants(&gpu, dt, matches!(rule, Variant::Coop { .. }), &p);
             assert_eq!(variants[0], rule);
             assert!(variants.len() >= 2, "one candidate {variants:?}: nothing for the tuner to choose");
             let what = format!("lead {lead:?} M{m} N{n} K{k} shared {shared} geglu {geglu} {} (seed {seed})", dt.name());
@@ -331,8 +331,23 @@ fn plan_folds_shared_weights_and_keeps_batches() {
     assert_eq!(p.out_shape, vec![2, 3, 5, 9]);
     let p = plan(&[4, 5, 7], &[4, 7, 9], None).unwrap();
     assert_eq!((p.batch, p.m, p.a_bs, p.b_bs, p.o_bs), (4, 5, 35, 63, 45));
-    assert_eq!(portable_tile(&Plan { batch: 1, m: 8192, n: 8192, k: 8192, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] }), (2, 2));
-    assert_eq!(portable_tile(&Plan { batch: 1, m: 7, n: 300, k: 8, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] }), (1, 1));
+    let big = Plan { batch: 1, m: 8192, n: 8192, k: 8192, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] };
+    assert_eq!(portable_tile(&big, DType::F32, 32768), (2, 2));
+    assert_eq!(portable_tile(&Plan { batch: 1, m: 7, n: 300, k: 8, a_bs: 0, b_bs: 0, o_bs: 0, out_shape: vec![] }, DType::F32, 32768), (1, 1));
+    // The workgroup memory reckoned for each tile is what the shader declares.
+    for dt in [DType::F32, DType::F16] {
+        for (rm, rn) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+            let k = Kernel::new(PLAIN_NAMES[0], PLAIN[0], dt).def("RM", format!("{rm}u")).def("RN", format!("{rn}u")).def("HAS_BIAS", true).def("HAS_RES", false).def("GEGLU", false).def("GROUP_M", format!("{GROUP_M}u"));
+            let (module, _) = translate_check(&k);
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).unwrap();
+            let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
+            assert_eq!(wg, portable_smem(rm, rn, dt), "{dt:?} {rm}x{rn}");
+        }
+    }
+    // 128×128 takes 16 640 B in f32, over an adapter's 16 KiB: one side shrinks; in f16 it fits.
+    assert_eq!(portable_tile(&big, DType::F32, 16384), (1, 2));
+    assert_eq!(portable_tile(&big, DType::F16, 16384), (2, 2));
 }
 
 /// The cooperative kernels' full WGSL (both tile element types, with and without bias,
