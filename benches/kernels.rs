@@ -16,7 +16,11 @@ fn kernels(c: &mut Criterion) {
     let dtype = if gpu.has_f16() { DType::F16 } else { DType::F32 };
     let mut group = c.benchmark_group(format!("kernels-{}", dtype.name()));
     group.sample_size(10);
-    for case in bench::cases(&gpu, dtype, quick).expect("bench cases") {
+    let (cases, skipped) = bench::cases(&gpu, dtype, quick);
+    for s in skipped {
+        eprintln!("skipped {s}");
+    }
+    for case in cases {
         group.bench_function(format!("{} {}", case.name, case.shape), |b| {
             // GPU time per run, summed over iterations (criterion's custom timing).
             b.iter_custom(|iters| {

@@ -31,24 +31,35 @@ pub struct BenchOptions {
 }
 
 /// Every benchmark case, op by op.
-pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase>> {
-    let mut v = Vec::new();
-    v.extend(crate::ops::elementwise::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::matmul::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::norm::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::resize::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::concat::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::layout::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::embed::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::conv::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::winograd::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::models::clip_text::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::attention::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::temporal_attention::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::sampler::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::noise::bench_cases(gpu, dtype, quick)?);
-    v.extend(crate::ops::color::bench_cases(gpu, dtype, quick)?);
-    Ok(v)
+/// Every op's cases, and for each op whose cases this adapter cannot even set up (their inputs
+/// over its binding limit: the full-size cases on a GPU binding 128 MiB), why.
+pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> (Vec<BenchCase>, Vec<String>) {
+    type Op = fn(&Gpu, DType, bool) -> Result<Vec<BenchCase>>;
+    let ops: [(&str, Op); 15] = [
+        ("elementwise", crate::ops::elementwise::bench_cases),
+        ("matmul", crate::ops::matmul::bench_cases),
+        ("norm", crate::ops::norm::bench_cases),
+        ("resize", crate::ops::resize::bench_cases),
+        ("concat", crate::ops::concat::bench_cases),
+        ("layout", crate::ops::layout::bench_cases),
+        ("embed", crate::ops::embed::bench_cases),
+        ("conv", crate::ops::conv::bench_cases),
+        ("winograd", crate::ops::winograd::bench_cases),
+        ("clip_text", crate::models::clip_text::bench_cases),
+        ("attention", crate::ops::attention::bench_cases),
+        ("temporal_attention", crate::ops::temporal_attention::bench_cases),
+        ("sampler", crate::ops::sampler::bench_cases),
+        ("noise", crate::ops::noise::bench_cases),
+        ("color", crate::ops::color::bench_cases),
+    ];
+    let (mut v, mut skipped) = (Vec::new(), Vec::new());
+    for (op, make) in ops {
+        match make(gpu, dtype, quick) {
+            Ok(c) => v.extend(c),
+            Err(e) => skipped.push(format!("the {op} cases: {e:#}")),
+        }
+    }
+    (v, skipped)
 }
 
 /// Timestamped dispatches per run; a case that records more is an error rather than under-counted.
@@ -118,14 +129,16 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     crate::outln!("device: {}", gpu.describe());
     let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
     crate::outln!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
-    let all = cases(gpu, opts.dtype, opts.quick)?;
+    // What this adapter cannot hold is skipped, said on stderr, and the rest measured.
+    let (all, mut skipped) = cases(gpu, opts.dtype, opts.quick);
     let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
     let selected: Vec<BenchCase> = all.into_iter().filter(|c| opts.filter.as_deref().is_none_or(|f| filter_matches(f, &c.name))).collect();
     if selected.is_empty() {
         anyhow::bail!(
-            "no benchmark case matches --filter {:?} (a part of a name in any case, or several parts as A|B); the cases: {}",
+            "no benchmark case matches --filter {:?} (a part of a name in any case, or several parts as A|B); the cases: {}{}",
             opts.filter.as_deref().unwrap_or(""),
-            names.join(", ")
+            names.join(", "),
+            skipped.iter().map(|s| format!("; skipped {s}")).collect::<String>()
         );
     }
     crate::diagln!("measuring the adapter's ceilings (copy bandwidth, best GEMM) ...");
@@ -147,10 +160,18 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         } else {
             crate::diagln!("[{}/{n}] {} {}", i + 1, case.name, case.shape);
         }
-        let t = time_case(gpu, &case, opts.iters)?;
+        let t = time_case(gpu, &case, opts.iters);
         if tty {
             crate::diag!("\x1b[2K");
         }
+        // A case over this adapter's limits is skipped; anything else fails the run.
+        let t = match t {
+            Err(e) if over_limits(&e) => {
+                skipped.push(format!("'{}' {}: {e:#}", case.name, case.shape));
+                continue;
+            }
+            t => t?,
+        };
         let m = Measured { name: case.name, shape: case.shape, seconds: t, flops: case.flops, bytes: case.bytes };
         let num = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
@@ -158,6 +179,13 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         rows.push(m);
+    }
+    if !skipped.is_empty() {
+        let hint = if opts.quick { "" } else { "; --quick has smaller shapes" };
+        crate::diagln!("skipped (over this adapter's limits{hint}): {}", skipped.join("; "));
+        if rows.is_empty() {
+            anyhow::bail!("no benchmark case fits this adapter: {}", skipped.join("; "));
+        }
     }
     // The rows above ran the tuned tiles; say where they are not the rule's.
     for t in gpu.tuner().picks().iter().filter(|t| t.pick != 0) {
@@ -173,6 +201,13 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         crate::diagln!("wrote {}", p.display());
     }
     Ok(rows)
+}
+
+/// Whether a case failed for a limit of the adapter (a tensor over its binding or buffer size),
+/// not for a fault of the kernel.
+fn over_limits(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("in one binding") || text.contains("largest buffer")
 }
 
 /// Whether `--filter f` selects the case `name`: it contains `f`, or one of the parts of
@@ -232,5 +267,18 @@ mod tests {
         let drawing = std::fs::read_to_string(&svg).unwrap();
         assert_eq!(drawing.matches("<circle").count(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// On an adapter that binds less than some cases need (here 256 KiB: the convolutions' and
+    /// others' inputs), those are skipped and the rest measured, whatever the filter selects;
+    /// a filter that selects only cases that do not fit fails, naming them.
+    #[test]
+    fn cases_over_the_binding_limit_are_skipped() {
+        let gpu = crate::Gpu::new(&crate::GpuOptions { max_binding: Some(256 << 10), ..crate::GpuOptions::from_env() }).unwrap();
+        let opts = |f: &str| BenchOptions { filter: Some(f.into()), dtype: DType::F32, iters: 1, quick: true, json: None, roofline: None };
+        let rows = run_kernels(&gpu, &opts("conv|matmul portable")).unwrap();
+        assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["matmul portable"]);
+        let e = format!("{:#}", run_kernels(&gpu, &opts("conv")).err().unwrap());
+        assert!(e.contains("skipped the conv cases") && e.contains("in one binding"), "{e}");
     }
 }
