@@ -526,7 +526,13 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
         // The adapter's binding limit (its limits only: no device is opened).
         let opts = GpuOptions { adapter: u.gpu.adapter.clone(), backend: u.gpu.backend.clone(), ..GpuOptions::from_env() };
         use diffvsr_wgpu::pipeline::plan::{plan, PlanAdapter, PlanWeights};
-        let adapter = gpu::select_adapter(&opts).ok().map(|a| {
+        // No adapter at all still plans (for the binding limit "unknown here"); an adapter or
+        // backend that was named and is not there is an error, as for a run.
+        let chosen = match gpu::select_adapter(&opts) {
+            Err(e) if opts.adapter.is_some() || opts.backend.is_some() => return Err(e),
+            r => r.ok(),
+        };
+        let adapter = chosen.map(|a| {
             let l = a.limits();
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
             let software = a.get_info().device_type == wgpu::DeviceType::Cpu;

@@ -630,6 +630,11 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     };
     let (ok_, text, err) = plan(&[]);
     assert!(ok_, "{err}");
+    // A backend or adapter named and not there fails, as for a run.
+    for (extra, want) in [(["--backend", "foo"], "unknown backend 'foo'"), (["--adapter", "no such gpu"], "no adapter name contains that")] {
+        let (ok_, _, err) = plan(&extra);
+        assert!(!ok_ && err.contains(want), "{extra:?}: {err}");
+    }
     // stdin redirected from the file is measured as the file is (on Linux).
     if cfg!(target_os = "linux") {
         let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("--plan").stdin(std::fs::File::open(&input).unwrap()).output().unwrap();

@@ -90,16 +90,17 @@ impl GpuOptions {
             no_f16: flag("DIFFVSR_NO_F16"),
             no_coop: flag("DIFFVSR_NO_COOP"),
             max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().filter(|v| !v.is_empty()).and_then(|v| {
-                let n = v.trim().parse().ok();
+                // Bytes, or a size with its unit (128MiB), as --gpu-memory reads it.
+                let n = super::pool::parse_bytes(&v).ok();
                 if n.is_none() {
-                    log::warn!("DIFFVSR_MAX_BINDING={v:?} is not a number of bytes: ignored");
+                    log::warn!("DIFFVSR_MAX_BINDING={v:?} is not a size (bytes, or e.g. 128MiB): ignored");
                 }
                 n
             }),
             max_workgroup_storage: std::env::var("DIFFVSR_MAX_WORKGROUP_STORAGE").ok().filter(|v| !v.is_empty()).and_then(|v| {
-                let n = v.trim().parse().ok();
+                let n = super::pool::parse_bytes(&v).ok().and_then(|n| u32::try_from(n).ok());
                 if n.is_none() {
-                    log::warn!("DIFFVSR_MAX_WORKGROUP_STORAGE={v:?} is not a number of bytes: ignored");
+                    log::warn!("DIFFVSR_MAX_WORKGROUP_STORAGE={v:?} is not a size (bytes, or e.g. 16KiB): ignored");
                 }
                 n
             }),
@@ -135,7 +136,7 @@ pub fn parse_flag(v: &str) -> Option<bool> {
 }
 
 pub fn parse_backend(name: &str) -> Result<wgpu::Backends> {
-    Ok(match name.to_ascii_lowercase().as_str() {
+    Ok(match name.trim().to_ascii_lowercase().as_str() {
         "vulkan" | "vk" => wgpu::Backends::VULKAN,
         "metal" | "mtl" => wgpu::Backends::METAL,
         "dx12" | "d3d12" => wgpu::Backends::DX12,
@@ -182,6 +183,14 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
     }
 }
 
+/// The adapter taken when none is named: discrete > integrated > software, native APIs before GL.
+fn default_adapter(adapters: &[wgpu::Adapter]) -> Option<&wgpu::Adapter> {
+    adapters.iter().min_by_key(|a| {
+        let i = a.get_info();
+        (type_rank(i.device_type), backend_rank(i.backend))
+    })
+}
+
 /// Picks the adapter: the user's choice, else discrete > integrated > software, native APIs before GL.
 pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     let backends = match &opts.backend {
@@ -190,14 +199,22 @@ pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     };
     let adapters = enumerate(backends);
     if adapters.is_empty() {
-        bail!(
-            "no GPU adapter found{}. Install a Vulkan driver for your GPU (NVIDIA/AMD/Intel drivers, or on Linux \
-             without a GPU the software driver: `apt-get install mesa-vulkan-drivers libvulkan1`), \
-             or try another --backend",
-            opts.backend.as_ref().map(|b| format!(" on backend '{b}'")).unwrap_or_default()
-        );
+        // The advice fits the backend asked for: Metal and DX12 exist on one system each, GL
+        // needs its EGL libraries.
+        let advice = if backends == wgpu::Backends::METAL {
+            "Metal is macOS's (and iOS's) only; leave --backend out to take this system's own"
+        } else if backends == wgpu::Backends::DX12 {
+            "DX12 is Windows's only; leave --backend out to take this system's own"
+        } else if backends == wgpu::Backends::GL {
+            "install your GPU's OpenGL driver with EGL (on Linux: `apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri`), or leave --backend out"
+        } else {
+            "install a Vulkan driver for your GPU (NVIDIA/AMD/Intel drivers, or on Linux without a GPU the software driver: \
+             `apt-get install mesa-vulkan-drivers libvulkan1`), or try another --backend"
+        };
+        bail!("no GPU adapter found{}: {advice}", opts.backend.as_ref().map(|b| format!(" on backend '{}'", b.trim())).unwrap_or_default());
     }
     let chosen = if let Some(sel) = &opts.adapter {
+        let sel = sel.trim();
         if let Ok(i) = sel.parse::<usize>() {
             adapters.into_iter().nth(i).ok_or_else(|| {
                 anyhow!("--adapter {i}: no adapter with that index; run `diffvsr-wgpu devices` to list them")
@@ -212,17 +229,12 @@ pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
                 })?
         }
     } else {
-        let mut adapters = adapters;
-        adapters.sort_by_key(|a| {
-            let i = a.get_info();
-            (type_rank(i.device_type), backend_rank(i.backend))
-        });
-        adapters.into_iter().next().unwrap()
+        default_adapter(&adapters).cloned().expect("adapters is not empty")
     };
     let info = chosen.get_info();
     if info.device_type == wgpu::DeviceType::Cpu {
         log::warn!(
-            "using the software adapter '{}' ({:?}): expect it to be very slow. Install your GPU's driver for real speed.",
+            "using the software adapter '{}' ({:?}): expect it to be very slow. Install your GPU's driver for real speed (a GPU with only an OpenGL driver, as in some VMs, is found with --backend gl).",
             info.name,
             info.backend
         );
@@ -522,17 +534,12 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
     let backends = backend.map(parse_backend).transpose()?.unwrap_or(wgpu::Backends::all());
     let adapters = enumerate(backends);
     let mut out = String::new();
-    if adapters.is_empty() {
-        let _ = writeln!(
-            out,
-            "no GPU adapters found{}. Install a Vulkan driver (or on Linux without a GPU: apt-get install mesa-vulkan-drivers libvulkan1{})",
-            backend.map(|b| format!(" on backend '{b}'")).unwrap_or_default(),
-            if backends == wgpu::Backends::GL { "; for GL: libegl1 libegl-mesa0 libgl1-mesa-dri" } else { "" }
-        );
-        return Ok(out);
-    }
     let default_opts = GpuOptions { backend: backend.map(str::to_string), ..GpuOptions::default() };
-    let default_name = select_adapter(&default_opts).ok().map(|a| a.get_info());
+    if adapters.is_empty() {
+        // No adapter is an error (exit code 1), with select_adapter's advice for the backend.
+        select_adapter(&default_opts)?;
+    }
+    let default_name = default_adapter(&adapters).map(|a| a.get_info());
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let f = a.features();
@@ -639,6 +646,19 @@ enum DeviceError {
 #[cfg(test)]
 mod tests {
     use super::parse_flag;
+
+    /// A backend this system lacks is named with advice for it (not "install a Vulkan driver"),
+    /// and `devices` on it fails; names are read trimmed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_backend_this_system_lacks_is_named_with_its_advice() {
+        let on = |b: &str| super::GpuOptions { backend: Some(b.to_string()), ..super::GpuOptions::default() };
+        let e = super::select_adapter(&on("metal")).err().unwrap().to_string();
+        assert!(e.contains("Metal is macOS's") && !e.contains("Vulkan"), "{e}");
+        assert!(super::select_adapter(&on("dx12")).err().unwrap().to_string().contains("DX12 is Windows's"));
+        assert!(super::devices_report(Some("dx12")).is_err());
+        assert_eq!(super::parse_backend(" Vulkan ").unwrap(), wgpu::Backends::VULKAN);
+    }
 
     /// `devices` says whether the cooperative kernels can run and, where not, why: no
     /// cooperative matrices, no usable fragments, or a subgroup width that varies (AMD's 32..64).
