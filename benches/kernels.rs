@@ -16,11 +16,19 @@ fn kernels(c: &mut Criterion) {
     let dtype = if gpu.has_f16() { DType::F16 } else { DType::F32 };
     let mut group = c.benchmark_group(format!("kernels-{}", dtype.name()));
     group.sample_size(10);
-    let (cases, skipped) = bench::cases(&gpu, dtype, quick);
+    let (cases, skipped) = bench::cases(&gpu, dtype, quick).expect("bench cases");
     for s in skipped {
         eprintln!("skipped {s}");
     }
     for case in cases {
+        // A case over this adapter's limits is skipped, as `bench kernels` skips it.
+        match bench::time_case(&gpu, &case, 1) {
+            Err(e) if bench::over_limits(&e) => {
+                eprintln!("skipped '{}': {e:#}", case.name);
+                continue;
+            }
+            r => drop(r.expect("run")),
+        }
         group.bench_function(format!("{} {}", case.name, case.shape), |b| {
             // GPU time per run, summed over iterations (criterion's custom timing).
             b.iter_custom(|iters| {

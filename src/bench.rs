@@ -32,8 +32,9 @@ pub struct BenchOptions {
 
 /// Every benchmark case, op by op.
 /// Every op's cases, and for each op whose cases this adapter cannot even set up (their inputs
-/// over its binding limit: the full-size cases on a GPU binding 128 MiB), why.
-pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> (Vec<BenchCase>, Vec<String>) {
+/// over its limits: the full-size cases on a GPU binding 128 MiB), why; any other failure to set
+/// one up is an error.
+pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<(Vec<BenchCase>, Vec<String>)> {
     type Op = fn(&Gpu, DType, bool) -> Result<Vec<BenchCase>>;
     let ops: [(&str, Op); 15] = [
         ("elementwise", crate::ops::elementwise::bench_cases),
@@ -56,10 +57,11 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> (Vec<BenchCase>, Vec<Strin
     for (op, make) in ops {
         match make(gpu, dtype, quick) {
             Ok(c) => v.extend(c),
-            Err(e) => skipped.push(format!("the {op} cases: {e:#}")),
+            Err(e) if over_limits(&e) => skipped.push(format!("the {op} cases: {e:#}")),
+            Err(e) => return Err(e.context(format!("setting up the {op} cases"))),
         }
     }
-    (v, skipped)
+    Ok((v, skipped))
 }
 
 /// Timestamped dispatches per run; a case that records more is an error rather than under-counted.
@@ -130,7 +132,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
     crate::outln!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
     // What this adapter cannot hold is skipped, said on stderr, and the rest measured.
-    let (all, mut skipped) = cases(gpu, opts.dtype, opts.quick);
+    let (all, mut skipped) = cases(gpu, opts.dtype, opts.quick)?;
     let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
     let selected: Vec<BenchCase> = all.into_iter().filter(|c| opts.filter.as_deref().is_none_or(|f| filter_matches(f, &c.name))).collect();
     if selected.is_empty() {
@@ -203,11 +205,11 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     Ok(rows)
 }
 
-/// Whether a case failed for a limit of the adapter (a tensor over its binding or buffer size),
-/// not for a fault of the kernel.
-fn over_limits(e: &anyhow::Error) -> bool {
+/// Whether a case failed for a limit of the adapter (a tensor over its binding or buffer size,
+/// too few storage bindings per stage), not for a fault of the kernel.
+pub fn over_limits(e: &anyhow::Error) -> bool {
     let text = format!("{e:#}");
-    text.contains("in one binding") || text.contains("largest buffer")
+    text.contains("in one binding") || text.contains("largest buffer") || text.contains("too few storage bindings")
 }
 
 /// Whether `--filter f` selects the case `name`: it contains `f`, or one of the parts of

@@ -529,7 +529,9 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
         // No adapter at all still plans (for the binding limit "unknown here"); an adapter or
         // backend that was named and is not there is an error, as for a run.
         let chosen = match gpu::select_adapter(&opts) {
-            Err(e) if opts.adapter.is_some() || opts.backend.is_some() => return Err(e),
+            Err(e) if opts.adapter.is_some() || opts.backend.is_some() => {
+                return Err(e.context("--plan: the adapter or backend asked for (--adapter, --backend, or DIFFVSR_ADAPTER, DIFFVSR_BACKEND)"));
+            }
             r => r.ok(),
         };
         let adapter = chosen.map(|a| {
@@ -825,6 +827,10 @@ mod tests {
             assert!(parse_tolerance(s).is_err(), "{s}");
         }
         assert_eq!((parse_seed("0"), parse_seed("18446744073709551615")), (Ok(0), Ok(u64::MAX)));
+        // A negative seed reaches the parser (not clap's "unexpected argument").
+        use clap::Parser;
+        let e = super::Cli::try_parse_from(["diffvsr-wgpu", "--seed", "-1", "--plan"]).err().unwrap().to_string();
+        assert!(e.contains("a whole number from 0 to"), "{e}");
         for s in ["-1", "1.5", "18446744073709551616", ""] {
             assert!(parse_seed(s).unwrap_err().contains("a whole number from 0 to"), "{s}");
         }

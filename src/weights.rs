@@ -352,7 +352,7 @@ impl WeightStore {
             let shown: Vec<&str> = extra.iter().take(10).map(|s| s.as_str()).collect();
             let files: Vec<String> = self.files.iter().map(|f| f.path.display().to_string()).collect();
             // Several files are a folder's checkpoints merged: likely another model's among them.
-            let hint = if files.len() > 1 { "; the folder's checkpoints were read as one: give the model's own file" } else { "" };
+            let hint = if files.len() > 1 { "; the folder's files were read as one checkpoint: where they are several models', give the model's own file" } else { "" };
             bail!(
                 "{} unexpected tensor(s) in {}, e.g. {}: the checkpoint does not belong to this model/config{hint}",
                 extra.len(),

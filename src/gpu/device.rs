@@ -39,9 +39,10 @@ pub struct GpuOptions {
     /// Treat the GPU as if its largest storage binding were at most this many bytes: to plan
     /// for, or test on, a smaller GPU (`DIFFVSR_MAX_BINDING`).
     pub max_binding: Option<u64>,
-    /// Open the device with at most this much workgroup memory per workgroup (bytes), enforced
-    /// by wgpu's validation: to test on a smaller GPU (16 KiB is WebGPU's and GLES 3.1's least)
-    /// (`DIFFVSR_MAX_WORKGROUP_STORAGE`).
+    /// Open the device with at most this much workgroup memory per workgroup (bytes): the
+    /// kernels then pick tiles that fit it, as on a smaller GPU (16 KiB is WebGPU's and GLES
+    /// 3.1's least). wgpu 30 does not itself check a kernel against it, so a miscounted kernel
+    /// still runs where the card has more (`DIFFVSR_MAX_WORKGROUP_STORAGE`).
     pub max_workgroup_storage: Option<u32>,
     /// Plan as if the adapter's largest storage binding and largest buffer were these many
     /// bytes (`forward --plan-only --plan-limits`): for capturing and planning a graph meant
@@ -201,10 +202,12 @@ pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     if adapters.is_empty() {
         // The advice fits the backend asked for: Metal and DX12 exist on one system each, GL
         // needs its EGL libraries.
-        let advice = if backends == wgpu::Backends::METAL {
+        let advice = if backends == wgpu::Backends::METAL && !cfg!(target_vendor = "apple") {
             "Metal is macOS's (and iOS's) only; leave --backend out to take this system's own"
-        } else if backends == wgpu::Backends::DX12 {
+        } else if backends == wgpu::Backends::DX12 && !cfg!(target_os = "windows") {
             "DX12 is Windows's only; leave --backend out to take this system's own"
+        } else if backends == wgpu::Backends::METAL || backends == wgpu::Backends::DX12 {
+            "this system's GPU driver reports no adapter there (a virtual machine without GPU access?); `diffvsr-wgpu devices` lists what there is"
         } else if backends == wgpu::Backends::GL {
             "install your GPU's OpenGL driver with EGL (on Linux: `apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri`), or leave --backend out"
         } else {

@@ -56,7 +56,11 @@ pub fn checkpoint_path(weights_dir: &Path, file: &str) -> PathBuf {
 /// (DiffVSR's `pretrained_models/` layout).
 pub fn resolve_pipeline_dir(dir: &Path) -> Result<PathBuf> {
     if !dir.is_dir() {
-        bail!("{}: no such folder; give the SD x4 upscaler folder (DiffVSR's upscaler4x/) or the release's top folder, or run 'diffvsr-wgpu fetch-weights' and leave --weights out", dir.display());
+        bail!(
+            "{}: {}; give the SD x4 upscaler folder (DiffVSR's upscaler4x/) or the release's top folder, or run 'diffvsr-wgpu fetch-weights' and leave --weights out",
+            dir.display(),
+            if dir.exists() { "a file, not a folder" } else { "no such folder" }
+        );
     }
     for cand in [dir.to_path_buf(), dir.join(PIPELINE_DIR)] {
         if cand.join("text_encoder").is_dir() && cand.join("tokenizer").is_dir() {

@@ -1,6 +1,6 @@
 //! The job's GPU engine: the sampler step captured once per job and group size (the UNet on
-//! the CFG pairs of up to N windows, the guided DDIM step, the latents written back into the
-//! sample), the decode chunk captured once, both in one arena, at the tiles
+//! the CFG pairs of up to N windows, or on their positive samples without guidance, the DDIM
+//! step, the latents written back into the sample), the decode chunk captured once, both in one arena, at the tiles
 //! [`tile_choice`](crate::pipeline::tile_choice) picked; and the host-side cut and blend of
 //! tiles. The streaming loop that drives it is [`job`](crate::pipeline::job).
 //!

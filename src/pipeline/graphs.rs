@@ -1,5 +1,6 @@
 //! The job's two graphs as they are recorded: the sampler step (the UNet on the CFG pairs of
-//! k windows, the guided DDIM step, the new latents into the sample) and the decode chunk;
+//! k windows, or on their positive samples without guidance, the DDIM step, the new latents
+//! into the sample) and the decode chunk;
 //! and the checks that the models and prompts make a job at all (`check_job_models`,
 //! `check_decoded`). The engine ([`engine`](crate::pipeline::engine)) captures the step
 //! through `record_step` and the decode through the same `forward` call as
@@ -64,8 +65,8 @@ pub(crate) fn check_decoded(out: &[usize], input: &[usize]) -> Result<()> {
 /// graph's arena: the caller writes them between replays.
 pub(crate) struct StepInputs {
     /// `[halves·k, 7, 8, h, w]` in the UNet's dtype: batch g < k is window slot g's negative
-    /// half (its only one without guidance), k + g its positive half; channels 0–3 latents, 4–6
-    /// noisy LR.
+    /// half, k + g its positive half (without guidance, g is the window's one sample, for the
+    /// positive prompt); channels 0–3 latents, 4–6 noisy LR.
     pub sample: Tensor,
     /// `[k, 4, 8, h, w]`, f32: the latents between steps (spec §2.5: the release steps fp16
     /// latents; f32 is the harmless improvement), copied into each half of `sample`.

@@ -2,7 +2,8 @@
 //!
 //! Windows are independent until their final latents are fused (the ILT blend reads final
 //! latents only, and the noise is keyed by absolute frame and pixel), so G windows can be
-//! denoised together: one UNet call of batch 2G (G CFG pairs) per step instead of G calls.
+//! denoised together: one UNet call of batch 2G (G CFG pairs; G without guidance) per step
+//! instead of G calls.
 //! No kernel mixes batch elements or picks its reduction order from the batch size, so each
 //! window's latents are the same bytes whatever it is grouped with: grouping changes the speed
 //! and the memory, never the output, and `--frames` parts still join byte for byte

@@ -7,8 +7,8 @@
 //!   reflect-padded to a multiple of 8 ([`LatentPad`]: the SD×4 UNet's latent is the LR frame).
 //! * Windows of 8 frames, stride 4 ([`windows`]); a window runs as soon as its frames are read
 //!   (or the stream has ended and the tail is mirror-padded). With `--windows-per-call N`
-//!   ([`groups`]), up to N windows run together, as one UNet call of batch 2N per step, once
-//!   the last of them can run.
+//!   ([`groups`]), up to N windows run together, as one UNet call of batch 2N per step (N
+//!   without guidance), once the last of them can run.
 //! * Per window and tile, built on the GPU (`Engine::load_sample`): the initial latents from
 //!   the Philox noise kernel (`ops::noise`, keyed by the seed, the absolute padded frame, so
 //!   rescheduled as released, and the absolute pixel), and the LR frames with their noise
@@ -16,7 +16,8 @@
 //!   size (UNet on the CFG pair [negative, positive] of each window of the group; the
 //!   guidance combine and the DDIM step in one kernel,
 //!   `ops::sampler::guided_ddim_step_into`, on f32 latents whatever the UNet's dtype; the new
-//!   latents into both batch elements), replayed every step with the timestep and the per-step
+//!   latents into both batch elements; at a guidance of 1 or less, as released, the UNet on
+//!   the positive prompt alone and a plain DDIM step), replayed every step with the timestep and the per-step
 //!   scalars (a, b, guidance) written before the replay. Nothing is read back inside the step
 //!   loop.
 //! * Spatial tiles ([`tiles`](crate::pipeline::tiles), `--tile`): when the padded latent is
@@ -516,12 +517,8 @@ mod tests {
         let dt = DType::F32;
         let (unet, vae) = micro_models(&gpu, dt);
         let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1);
-        let run = |frames: Option<FrameRange>| {
-            let reader = Reader::new(std::io::Cursor::new(micro_clip(0).0)).unwrap();
-            let mut writer = Writer::new(Vec::new(), reader.header().scaled(4).unwrap()).unwrap();
-            run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &JobOptions { frames, ..opts.clone() }, |_| {}).map(|s| s.frames_out)
-        };
-        assert_eq!(run(None).unwrap(), 0);
+        let run = |frames: Option<FrameRange>| micro_job(&gpu, (&unet, &vae), 0, &JobOptions { frames, ..opts.clone() });
+        assert_eq!(run(None).unwrap(), b"YUV4MPEG2 W20 H12 F25:1 C444\n", "the header alone");
         let e = run(Some(FrameRange { start: 3, end: Some(5) })).unwrap_err().to_string();
         assert!(e.contains("--frames 3:5 starts past the end: the input has no frames"), "{e}");
     }
@@ -535,14 +532,17 @@ mod tests {
         let dt = DType::F32;
         let (unet, vae) = micro_models(&gpu, dt);
         let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(6), 4, 1);
-        let run = |o: JobOptions| {
-            let reader = Reader::new(std::io::Cursor::new(micro_clip(3).0)).unwrap();
-            let mut writer = Writer::new(Vec::new(), reader.header().scaled(4).unwrap()).unwrap();
-            run_job(&gpu, &unet, dt, &vae, dt, reader, &mut writer, &o, |_| {}).unwrap();
-            writer.into_inner()
-        };
+        let run = |o: JobOptions| micro_job(&gpu, (&unet, &vae), 3, &o).unwrap();
         let unguided = run(JobOptions { guidance: 0.5, ..opts.clone() });
         assert!(unguided == run(JobOptions { guidance: 3.0, negative: opts.positive.clone(), ..opts }));
+    }
+
+    /// The job of the micro models (f32) on a clip of `n` micro frames: the bytes it writes.
+    fn micro_job(gpu: &Gpu, (unet, vae): (&VideoUNet, &Te3dVaeDecoder), n: usize, opts: &JobOptions) -> Result<Vec<u8>> {
+        let reader = Reader::new(std::io::Cursor::new(micro_clip(n).0))?;
+        let mut writer = Writer::new(Vec::new(), reader.header().scaled(4)?)?;
+        run_job(gpu, unet, DType::F32, vae, DType::F32, reader, &mut writer, opts, |_| {})?;
+        Ok(writer.into_inner())
     }
 
     /// A y4m clip of `n` 5×3 4:4:4 frames with varied pixels, and its header's length.
