@@ -428,7 +428,7 @@ impl Gpu {
     pub fn require_dtype(&self, dtype: DType) -> Result<()> {
         if dtype == DType::F16 && !self.use_f16 {
             if self.features.contains(wgpu::Features::SHADER_F16) {
-                bail!("f16 storage is turned off by --no-f16 (or DIFFVSR_NO_F16): drop that, or use --dtype f32");
+                bail!("f16 storage is turned off by --no-f16 or DIFFVSR_NO_F16: drop that, or use --dtype f32");
             }
             bail!("f16 storage: this adapter ({:?} backend) lacks SHADER_F16; use --dtype f32", self.info.backend);
         }
