@@ -23,7 +23,7 @@ fn kernels(c: &mut Criterion) {
     for case in cases {
         // A case over this adapter's limits is skipped, as `bench kernels` skips it.
         match bench::time_case(&gpu, &case, 1) {
-            Err(e) if bench::over_limits(&e) => {
+            Err(e) if diffvsr_wgpu::gpu::is_over_limits(&e) => {
                 eprintln!("skipped '{}': {e:#}", case.name);
                 continue;
             }

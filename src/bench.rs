@@ -32,8 +32,8 @@ pub struct BenchOptions {
 
 /// Every benchmark case, op by op.
 /// Every op's cases, and for each op whose cases this adapter cannot even set up (their inputs
-/// over its limits: the full-size cases on a GPU binding 128 MiB), why; any other failure to set
-/// one up is an error.
+/// over its limits, [`crate::gpu::OverLimit`]: the full-size cases on a GPU binding 128 MiB),
+/// why; any other failure to set one up is an error.
 pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<(Vec<BenchCase>, Vec<String>)> {
     type Op = fn(&Gpu, DType, bool) -> Result<Vec<BenchCase>>;
     let ops: [(&str, Op); 15] = [
@@ -57,7 +57,7 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<(Vec<BenchCase>, Ve
     for (op, make) in ops {
         match make(gpu, dtype, quick) {
             Ok(c) => v.extend(c),
-            Err(e) if over_limits(&e) => skipped.push(format!("the {op} cases: {e:#}")),
+            Err(e) if crate::gpu::is_over_limits(&e) => skipped.push(format!("the {op} cases: {e:#}")),
             Err(e) => return Err(e.context(format!("setting up the {op} cases"))),
         }
     }
@@ -168,7 +168,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         }
         // A case over this adapter's limits is skipped; anything else fails the run.
         let t = match t {
-            Err(e) if over_limits(&e) => {
+            Err(e) if crate::gpu::is_over_limits(&e) => {
                 skipped.push(format!("'{}' {}: {e:#}", case.name, case.shape));
                 continue;
             }
@@ -203,13 +203,6 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         crate::diagln!("wrote {}", p.display());
     }
     Ok(rows)
-}
-
-/// Whether a case failed for a limit of the adapter (a tensor over its binding or buffer size,
-/// too few storage bindings per stage), not for a fault of the kernel.
-pub fn over_limits(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}");
-    text.contains("in one binding") || text.contains("largest buffer") || text.contains("too few storage bindings")
 }
 
 /// Whether `--filter f` selects the case `name`: it contains `f`, or one of the parts of

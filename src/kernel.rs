@@ -429,7 +429,7 @@ impl<'g> Recorder<'g> {
         for t in tensors {
             let bytes = t.bytes().div_ceil(4) * 4;
             if bytes > max {
-                bail!(
+                return Err(crate::gpu::OverLimit(format!(
                     "kernel '{}' needs a tensor {:?} of {} in one binding, but this GPU binds at most {} \
                      (max_storage_buffer_binding_size): {}",
                     kernel.name,
@@ -437,7 +437,8 @@ impl<'g> Recorder<'g> {
                     human_bytes(bytes),
                     human_bytes(max),
                     crate::gpu::pool::SMALLER
-                );
+                ))
+                .into());
             }
             if t.offset() % align != 0 {
                 bail!(

@@ -522,39 +522,30 @@ fn no_command_is_the_upscale_filter() {
     // `-i - -o -` are stdin and stdout, as in ffmpeg's command lines. A job whose stderr's
     // reader has gone (`2>&1 >out | head`) finishes all the same, with exit code 0 (without
     // --quiet, so it has notes to write).
+    // The binary run by `cmd` with the reader of one of its streams gone before it writes.
+    let closing = |cmd: &mut Command, stderr: bool| {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        if stderr {
+            drop(child.stderr.take());
+        } else {
+            drop(child.stdout.take());
+        }
+        child.wait_with_output().unwrap()
+    };
+    let bin = || Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"));
     let noisy: Vec<&str> = common.iter().copied().filter(|&a| a != "--quiet").collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
-        .args(&noisy)
-        .args(["-i", "-", "-o", "-"])
-        .stdin(std::fs::File::open(&input).unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stderr.take());
-    let o = child.wait_with_output().unwrap();
+    let o = closing(bin().args(&noisy).args(["-i", "-", "-o", "-"]).stdin(std::fs::File::open(&input).unwrap()), true);
     assert!(o.status.success(), "with stderr closed: {:?}", o.status);
     assert!(o.stdout == want, "-i - -o - differs from upscale ({} vs {} bytes)", o.stdout.len(), want.len());
     // A report whose reader has gone (`devices | head -c 1`) ends quietly too; an empty setting
     // variable is no setting.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("devices").env("DIFFVSR_BACKEND", "").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
+    let o = closing(bin().arg("devices").env("DIFFVSR_BACKEND", ""), false);
     assert!(o.status.success(), "devices with stdout closed: {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
     // A command with work after its report still does it (here the JSON written after the
     // report's lines), and ends with its own exit code.
     let json = dir.join("report.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
-        .args(["forward", "--model", "te3dvae-decoder", "--random-weights", "1", "--random-inputs", "1x8x8", "--report", "--config"])
-        .arg(data("te3dvae/config.json"))
-        .arg("--json")
-        .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
+    let forward = ["forward", "--model", "te3dvae-decoder", "--random-weights", "1", "--random-inputs", "1x8x8", "--report", "--config"];
+    let o = closing(bin().args(forward).arg(data("te3dvae/config.json")).arg("--json").arg(&json), false);
     assert!(o.status.success() && json.is_file(), "forward --report with stdout closed: {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
 
     // --help lists the commands and the filter's options; a filter option with a command fails.

@@ -14,6 +14,25 @@ pub use device::{devices_report, enumerate, parse_backend, select_adapter, wante
 pub use pool::{human_bytes, parse_bytes};
 pub use tune::TuneMode;
 
+/// A limit of the adapter a shape ran into (a tensor over its binding or buffer size, too few
+/// storage bindings per stage): what a smaller shape or a larger GPU avoids, not a fault of the
+/// kernel. Told apart by [`is_over_limits`]; `bench kernels` skips such cases.
+#[derive(Debug)]
+pub struct OverLimit(pub String);
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+/// Whether `e` (or an error it wraps) is an [`OverLimit`].
+pub fn is_over_limits(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<OverLimit>())
+}
+
 /// Runs `f` with `flag` set, then puts back what it was, also when `f` panics: a switch the
 /// device reads while something is captured (`Gpu::with_exact_operands`, `Tuner::untimed`).
 pub(crate) fn with_flag_set<T>(flag: &std::sync::atomic::AtomicBool, f: impl FnOnce() -> T) -> T {

@@ -100,12 +100,13 @@ pub(crate) const OUT_OF_MEMORY: &str = "or close other programs using the GPU (w
 
 pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, in_use: u64) -> Result<wgpu::Buffer> {
     if size > lim.max_buffer {
-        bail!(
+        return Err(super::OverLimit(format!(
             "a tensor of {} is larger than this GPU's largest buffer ({}, max_buffer_size): \
              {SMALLER}",
             human_bytes(size),
             human_bytes(lim.max_buffer)
-        );
+        ))
+        .into());
     }
     let scope = lim.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let buffer = lim.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage: STORAGE_USAGE, mapped_at_creation: false });

@@ -174,13 +174,8 @@ fn check_paths(a: &UpscaleArgs) -> Result<()> {
     }
     // A path the job cannot create fails now, not after minutes of model loading.
     for (flag, path) in [("-o", &a.output), ("--gif", &a.gif)] {
-        let Some(p) = path else { continue };
-        if p.is_dir() {
-            bail!("{flag} {} is a folder: give a file path in it, e.g. {}", p.display(), p.join(if flag == "-o" { "out.y4m" } else { "preview.gif" }).display());
-        }
-        let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        if !folder.is_dir() {
-            bail!("{flag} {}: there is no folder {}; create it first", p.display(), folder.display());
+        if let Some(p) = path {
+            crate::weights::check_output_folder(p).with_context(|| flag.to_string())?;
         }
     }
     if let (Some(i), Some(o)) = (input, &a.output) {

@@ -767,7 +767,7 @@ fn norm_on_load(rec: &Recorder, x: &Tensor, n: NormIn, w: &LinearWeight, store: 
     let gpu = rec.gpu();
     let fusable = BINDINGS + n.bindings() <= gpu.limits.max_storage_buffers_per_shader_stage;
     if fuse == Fuse::Fused && !fusable {
-        bail!("linear: this adapter has too few storage bindings per shader stage to apply a norm as the matmul loads");
+        return Err(crate::gpu::OverLimit("linear: this adapter has too few storage bindings per shader stage to apply a norm as the matmul loads".into()).into());
     }
     fuse.on_load(gpu, fusable, || {
         let rows = x.numel() / w.in_features.max(1);

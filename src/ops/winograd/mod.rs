@@ -255,12 +255,14 @@ pub(super) fn run_in_bands(rec: &mut Recorder, x: &Tensor, norm: Option<&GnTable
 pub(super) fn bands(gpu: &Gpu, n: usize, (h, w): (usize, usize), widest: usize, dt: DType, budget: u64) -> Result<Vec<Band>> {
     let (th, tw) = cpu::tiles(h, w);
     let bytes = |rows: usize| (16 * n * rows * tw * widest * dt.size()) as u64;
-    ensure!(
-        bytes(1) <= gpu.max_binding(),
-        "winograd: one row of tiles of {n} images of {h}×{w}×{widest} needs {} in one binding, over this GPU's {}",
-        crate::gpu::human_bytes(bytes(1)),
-        crate::gpu::human_bytes(gpu.max_binding())
-    );
+    if bytes(1) > gpu.max_binding() {
+        return Err(crate::gpu::OverLimit(format!(
+            "winograd: one row of tiles of {n} images of {h}×{w}×{widest} needs {} in one binding, over this GPU's {}",
+            crate::gpu::human_bytes(bytes(1)),
+            crate::gpu::human_bytes(gpu.max_binding())
+        ))
+        .into());
+    }
     let cap = budget.min(gpu.max_binding());
     let per = (1..=th).rev().find(|&b| bytes(b) <= cap).unwrap_or(1);
     Ok((0..th).step_by(per).map(|ty0| Band { ty0, rows: per.min(th - ty0) }).collect())
