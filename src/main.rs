@@ -374,7 +374,7 @@ struct UpscaleCli {
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below each side of the tile
     /// that cuts the frame; default a
     /// quarter of the tile's shorter side that cuts the frame, rounded down to a multiple of 8,
-    /// at least 8; none for 8-pixel tiles).
+    /// at least 8; none for 8-pixel tiles, which auto picks only with --tile-overlap 0).
     #[arg(long, value_name = "N")]
     tile_overlap: Option<usize>,
     /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep

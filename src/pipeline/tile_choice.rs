@@ -158,6 +158,10 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
                     log::info!("--tile auto: {what} tiles of {} process fewer pixels than the largest square that fits ({})", wxh(c), wxh(s));
                 }
             }
+            let m = memory.unwrap_or(MemoryTiles { available: 0, budget: 0, unet_limited: false, vae_limited: false });
+            for (what, t, by_memory) in [("UNet", cu, m.unet_limited), ("VAE decoder", cv, m.vae_limited)] {
+                refuse_seams(opts, ph, pw, what, t, by_memory.then_some(m.available))?;
+            }
             (cu, cv)
         }
     };
@@ -177,6 +181,26 @@ fn fitting_pair(c: (TileDims, TileDims), s: (TileDims, TileDims), mut fits: impl
     Ok(s)
 }
 
+/// `--tile auto` never picks tiles that sit side by side without `--tile-overlap 0`: only
+/// 8-pixel sides cut the frame without an overlap (an overlap must be below the side, in steps
+/// of 8), and their unblended seams would show in every frame. Such tiles come only from a
+/// GPU memory (`available`, where it set them) or binding limit far below the job's; the error
+/// says which and the ways out.
+fn refuse_seams(opts: &JobOptions, ph: usize, pw: usize, what: &str, t: TileDims, available: Option<u64>) -> Result<()> {
+    let cuts = t.0 < ph || t.1 < pw;
+    if !cuts || opts.tiles.overlap.is_some() || opts.tiles.overlap_for(ph, pw, t) > 0 {
+        return Ok(());
+    }
+    let (cause, fix) = match available {
+        Some(a) => (format!("the GPU's memory ({} available to the job)", crate::gpu::human_bytes(a)), "Free GPU memory (or raise --gpu-memory)"),
+        None => ("the adapter's binding limit".to_string(), "Use a GPU with a larger binding limit"),
+    };
+    anyhow::bail!(
+        "--tile auto: {cause} fits the {what} only in tiles of {}, which cannot overlap: their seams would show in every frame. {fix}, or accept seams with --tile-overlap 0 (or a fixed --tile)",
+        wxh(t)
+    )
+}
+
 /// Tiles of `(rows, cols)` as the summaries write them: width x height.
 fn wxh((rows, cols): TileDims) -> String {
     format!("{cols}x{rows}")
@@ -186,6 +210,7 @@ fn wxh((rows, cols): TileDims) -> String {
 mod tests {
     use super::*;
     use crate::models::registry::{Model, ModelKind};
+    use crate::pipeline::tiles::TileOptions;
     use crate::pipeline::engine::Engine;
     use crate::pipeline::test_models::{micro_models, test_options, tiny_models};
     use crate::testutil::{test_gpu, Rng};
@@ -310,8 +335,40 @@ mod tests {
         assert_eq!(arena, plan, "the engine's arena against the dry plan of its graphs");
         drop(engine);
 
+        // A budget that fits 8×8 tiles and no 16-pixel side: those tiles cannot overlap, so
+        // auto refuses them unless `--tile-overlap 0` accepts seams.
+        let (b8, b16) = (both(at(8), at(8)), both(at(16), at(8)).min(both(at(8), at(16))));
+        assert!(b8 < b16, "{b8} {b16}");
+        let cap = held + (((b8 + b16) / 2) as f64 / HEADROOM) as u64;
+        let err = choose(cap).expect_err("8-pixel tiles side by side").to_string();
+        assert!(err.contains("only in tiles of 8x8, which cannot overlap") && err.contains("--tile-overlap 0") && err.contains("GPU's memory"), "{err}");
+        let seams = JobOptions { tiles: TileOptions { overlap: Some(0), ..opts.tiles }, ..opts.clone() };
+        gpu.set_memory_cap(Some(cap));
+        let tiles = choose_tiles(&gpu, &unet, &vae, &seams, ph, pw, dt, dt).unwrap();
+        assert!(tiles.summary().contains("8x8, side by side (no overlap)"), "{}", tiles.summary());
+
         let err = choose(held + 1000).expect_err("no tile fits a kilobyte").to_string();
         assert!(err.contains("does not fit the GPU's memory even in 8x8 tiles"), "{err}");
+    }
+
+    /// Tiles that cut the frame along an 8-pixel side have no overlap; `--tile auto` refuses
+    /// them (naming the cause) unless `--tile-overlap` was given.
+    #[test]
+    fn tile_auto_refuses_tiles_without_overlap() {
+        let opts = test_options(8, &mut Rng::new(1), 1, 1);
+        let refuse = |o: &JobOptions, t: TileDims, available: Option<u64>| refuse_seams(o, 24, 40, "VAE decoder", t, available);
+        for t in [(8, 8), (8, 40), (24, 8), (16, 8)] {
+            let err = refuse(&opts, t, Some(5 << 20)).expect_err("side by side").to_string();
+            assert!(err.contains("the GPU's memory (5.0 MiB available to the job) fits the VAE decoder only in tiles of") && err.contains("--tile-overlap 0"), "{t:?}: {err}");
+            assert!(refuse(&opts, t, None).unwrap_err().to_string().contains("binding limit"), "{t:?}");
+            let seams = JobOptions { tiles: TileOptions { overlap: Some(0), ..opts.tiles }, ..opts.clone() };
+            refuse(&seams, t, None).unwrap();
+        }
+        // Overlapping tiles, one tile, and an 8-pixel side that does not cut the frame.
+        for t in [(16, 16), (24, 40), (8, 16)] {
+            let h = if t == (8, 16) { 8 } else { 24 };
+            refuse_seams(&opts, h, 40, "UNet", t, None).unwrap();
+        }
     }
 
     /// Under memory, the tiles of fewest pixels may be rectangles cut on both sides (within the
