@@ -68,6 +68,9 @@ def main():
     vae = vae.to(device, torch.float32)
     stand_in = TextEncoderStandIn()
     stand_in.dtype = half
+    # diffusers' `pipe.device` asks the first module of a set (its order changes per process):
+    # the stand-in must say the models' device, or a run may put the latents on the CPU.
+    stand_in.device = device
     pipe = official.StableDiffusionUpscalePipeline(
         vae=vae,
         text_encoder=stand_in,

@@ -1,7 +1,7 @@
 # Sourced, from the repository's root, by the scripts that run on a lent NVIDIA machine
 # (gpu-session.sh, gpu-check.sh, side-by-side.sh): the Vulkan loader carried in .gl/ (the card
 # machine has none), the NVIDIA driver's ICD where the loader would not find it, the Vulkan
-# backend, and the test binary's tests/data.
+# backend, the binaries unpacked, and the test binary's tests/data.
 if ! ldconfig -p | grep -q libvulkan.so.1; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
@@ -10,6 +10,16 @@ if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && ! ls /usr/shar
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
 export DIFFVSR_BACKEND=vulkan
+# The binaries and clips travel xz-compressed (tools/device-files.sh): unpacked here, each time
+# (a file kept from an earlier call may be older than its archive). Python's lzma: the machine
+# may lack xz.
+for z in .device-bin/*.xz; do
+    [ -f "$z" ] || continue
+    f=${z%.xz}
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$z" "$f.part" &&
+        mv "$f.part" "$f" || echo "unpacking $z failed" >&2
+    case "$f" in *.y4m) ;; *) chmod +x "$f" ;; esac
+done
 # The test binary finds tests/data at the path it was built in (compiled in): link that path to
 # this copy of the tree where they differ.
 manifest=$(cat .device-bin/manifest-dir 2>/dev/null || pwd)

@@ -7,7 +7,9 @@
 #             random weights, with a per-kernel profile) and the kernel benchmark in f16 and
 #             f32, packing the logs into $OUT/gpu-check.tar.gz (OUT defaults to ./gpu-out).
 # tools/gpu-session.sh is the one call to make first (a session's device time fits one call);
-# this is the longer diagnosis, for device time left over.
+# this is the longer diagnosis, for device time left over. Its steps' limits add up to about
+# 1200 s, past one call's 600: lower TEST_TIMEOUT, FORWARD_TIMEOUT and BENCH_TIMEOUT to fit the
+# call (every step is packed as it ends, so a call cut short keeps what ran).
 # Record what it measured in BENCHMARKS.md with the card's name.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +28,14 @@ for l in sys.stdin:
     cp target/release/diffvsr-wgpu .device-bin/
     cp "$bin" .device-bin/kernel-tests
     strip .device-bin/diffvsr-wgpu .device-bin/kernel-tests || true
+    . tools/device-files.sh
+    compress_for_device .device-bin/diffvsr-wgpu .device-bin/kernel-tests
     # What the binaries were built from, and where the test binary looks for tests/data
     # (compiled in; a run links it to the card machine's copy of the tree where that differs).
     echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes)" >.device-bin/commit
     pwd >.device-bin/manifest-dir
     ls -la .device-bin
+    check_travel_size .device-bin .gl
     ;;
 run)
     # Logs go to $log and are packed into $OUT/gpu-check.tar.gz after every step: a device call
@@ -46,32 +51,37 @@ run)
     export RUST_LOG=warn,wgpu_hal=off
     # Tuned kernel tiles (the default on a GPU) persist here and come back with the logs.
     export DIFFVSR_TUNE_CACHE="$log/tuning"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$log/nvidia-smi.txt"
-    ./.device-bin/diffvsr-wgpu devices 2>&1 | tee "$log/devices.txt"
+    timeout -k 5 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$log/nvidia-smi.txt"
+    timeout -k 5 30 ./.device-bin/diffvsr-wgpu devices 2>&1 | tee "$log/devices.txt"
     echo "== kernel tests"
     # An NVIDIA card must run the cooperative kernels on 16×16 fragments: with this set,
     # ops::tests::cooperative_kernels_run_here fails where they would all skip.
-    DIFFVSR_EXPECT_COOP=16 timeout "${TEST_TIMEOUT:-180}" ./.device-bin/kernel-tests --test-threads 8 --nocapture 2>&1 | tee "$log/tests.txt" | grep -E "test result|FAILED|panicked|skipped|cooperative fragments" | head -60
+    DIFFVSR_EXPECT_COOP=16 timeout -k 10 "${TEST_TIMEOUT:-180}" ./.device-bin/kernel-tests --test-threads 8 --nocapture 2>&1 | tee "$log/tests.txt" | grep -E "test result|FAILED|panicked|skipped|cooperative fragments" | sed -n 1,60p
     pack
     echo "== full-size forwards (random weights)"
     # Tuned (the default on a GPU; its log lists each shape's candidates and times), then with
     # the fixed rules' tiles, to measure what tuning gains and what it costs the graph build.
-    RUST_LOG=warn,wgpu_hal=off,diffvsr_wgpu::gpu::tune=debug timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --profile 2>&1 | tee "$log/forward-diffvsr-unet.txt" | grep -v "tuned " | head -30
-    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off 2>&1 | tee "$log/forward-diffvsr-unet-untuned.txt" | head -30
+    RUST_LOG=warn,wgpu_hal=off,diffvsr_wgpu::gpu::tune=debug timeout -k 10 "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --profile 2>&1 | tee "$log/forward-diffvsr-unet.txt" | grep -v "tuned " | sed -n 1,30p
+    pack
+    timeout -k 10 "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off 2>&1 | tee "$log/forward-diffvsr-unet-untuned.txt" | sed -n 1,30p
+    pack
     # The rules' tiles with every GroupNorm + SiLU applied as its convolution loads (the tuned
     # run above times that choice per shape; this is all of them at once).
-    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off --norm-into-conv on 2>&1 | tee "$log/forward-diffvsr-unet-norms-on-load.txt" | head -30
-    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$log/forward-te3dvae.txt" | head -30
+    timeout -k 10 "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model diffvsr-unet --random-weights 1 --random-inputs 2x64x64 --cfg-pair --report --tune off --norm-into-conv on 2>&1 | tee "$log/forward-diffvsr-unet-norms-on-load.txt" | sed -n 1,30p
+    pack
+    timeout -k 10 "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --report --profile 2>&1 | tee "$log/forward-te3dvae.txt" | sed -n 1,30p
+    pack
     # The same decode with its convolutions, linear layers and attention on f16 operands
     # (what `upscale` runs by default; forward's default stays f32 operands, as above).
-    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --f16-operands --report --profile 2>&1 | tee "$log/forward-te3dvae-f16-operands.txt" | head -30
-    timeout "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report 2>&1 | tee "$log/forward-text-encoder.txt" | head -12
+    timeout -k 10 "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model te3dvae-decoder --random-weights 1 --random-inputs 1x64x64 --f16-operands --report --profile 2>&1 | tee "$log/forward-te3dvae-f16-operands.txt" | sed -n 1,30p
+    pack
+    timeout -k 10 "${FORWARD_TIMEOUT:-120}" ./.device-bin/diffvsr-wgpu forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report 2>&1 | tee "$log/forward-text-encoder.txt" | sed -n 1,12p
     pack
     echo "== bench f16"
-    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f16 --iters 10 --json "$log/bench-f16.json" --roofline "$log/roofline-f16.svg" 2>&1 | tee "$log/bench-f16.txt"
+    timeout -k 10 "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f16 --iters 10 --json "$log/bench-f16.json" --roofline "$log/roofline-f16.svg" 2>&1 | tee "$log/bench-f16.txt"
     pack
     echo "== bench f32"
-    timeout "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f32 --iters 5 --no-coop --json "$log/bench-f32.json" 2>&1 | tee "$log/bench-f32.txt"
+    timeout -k 10 "${BENCH_TIMEOUT:-150}" ./.device-bin/diffvsr-wgpu bench kernels --dtype f32 --iters 5 --no-coop --json "$log/bench-f32.json" 2>&1 | tee "$log/bench-f32.txt"
     pack
     ;;
 *)

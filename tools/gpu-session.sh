@@ -12,7 +12,8 @@
 #      and the full-size text encoder once;
 #   4. the whole job beside the official pipeline (side-by-side's PART=job), if enough is left;
 #   5. a tiled job, rectangles against squares (side-by-side's PART=tiles), with what is left.
-# Every step runs under `timeout` within RUN_BUDGET (default 560 s, for a call's timeout_s 600).
+# Every step runs under `timeout` within RUN_BUDGET (default 560 s, for a call's timeout_s 600;
+# where the device tool offers less, set it to that limit less 40).
 # Logs stay in /tmp/gpu-session and are packed into $OUT/session.tar.gz after every step, so a
 # call cut short still brings back what ran; $OUT also gets summary.txt (printed last),
 # table.md and BENCHMARKS.json.
@@ -42,8 +43,9 @@ build)
         # shellcheck disable=SC2086
         (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
     fi
-    du -shc .device-bin .gl .whl
-    echo "carry .device-bin .gl .whl (64 MiB at most in all); run: tools/gpu-session.sh run, timeout_s 600"
+    . tools/device-files.sh
+    check_travel_size .device-bin .gl .whl
+    echo "carry .device-bin .gl .whl; run: tools/gpu-session.sh run, timeout_s 600"
     exit 0
     ;;
 run | tiny) ;;
@@ -74,8 +76,12 @@ note() {
 }
 
 # Everything so far into $OUT: the archive (replaced whole, never half-written) and the summary.
+# (tar exits 1 where a file changed as it read it: the background packer of step 2 meets logs
+# being written.)
 pack() {
-    tar -czf "$out/session.tar.gz.part" -C "$work" . && mv "$out/session.tar.gz.part" "$out/session.tar.gz"
+    local part="$out/session.tar.gz.${1:-part}"
+    tar -czf "$part" -C "$work" . 2>/dev/null
+    [ $? -le 1 ] && mv "$part" "$out/session.tar.gz"
     cp "$work/summary.txt" "$out/summary.txt"
     for f in table.md BENCHMARKS.json; do
         [ -f "$work/side-by-side/$f" ] && cp "$work/side-by-side/$f" "$out/$f"
@@ -111,8 +117,8 @@ export DIFFVSR_TUNE_CACHE=${DIFFVSR_TUNE_CACHE:-$work/tuning}
 
 {
     echo "gpu-session $mode, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(if [ "$mode" = run ]; then cat .device-bin/commit; else echo "$(git rev-parse --short HEAD) (the checkout's; BIN may be older)"; fi 2>/dev/null)"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -2
-    "$BIN" devices 2>&1 | head -20
+    timeout -k 5 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed -n 1,2p
+    timeout -k 5 30 "$BIN" devices 2>&1 | sed -n 1,20p
 } >"$work/summary.txt"
 cat "$work/summary.txt"
 pack
@@ -122,10 +128,10 @@ t=$(left "${TEST_TIMEOUT:-120}" 330)
 if [ -n "$TESTS" ] && [ "$t" -gt 0 ]; then
     note "== 1. kernel tests (limit ${t}s)"
     # The CPU-only modules (parsers, fetching, fuzz seeds) need no card.
-    timeout "$t" "$TESTS" --test-threads 8 --skip fuzz_targets --skip fetch:: --skip tokenizer:: --skip checkpoint:: >"$work/tests.txt" 2>&1
+    timeout -k 10 "$t" "$TESTS" --test-threads 8 --skip fuzz_targets --skip fetch:: --skip tokenizer:: --skip checkpoint:: >"$work/tests.txt" 2>&1
     rc=$?
     grep -E "^test result|FAILED|panicked|cooperative fragments" "$work/tests.txt" | head -40 | tee -a "$work/summary.txt"
-    [ $rc -eq 124 ] && note "kernel tests: timed out after ${t}s ($(grep -c ' ok$' "$work/tests.txt") passed by then)"
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && note "kernel tests: timed out after ${t}s ($(grep -c ' ok$' "$work/tests.txt") passed by then)"
     pack
 elif [ -n "$TESTS" ]; then
     note "== 1. kernel tests: out of budget"
@@ -150,7 +156,7 @@ for spec in "sdx4-unet|unet --config $D/sdx4/unet_config.json --weights $D/sdx4/
     t=$(left 30 300)
     [ "$t" -eq 0 ] && { note "golden $name: out of budget"; continue; }
     # shellcheck disable=SC2086
-    timeout "$t" "$BIN" forward --model $args >"$work/golden-$name.txt" 2>&1
+    timeout -k 10 "$t" "$BIN" forward --model $args >"$work/golden-$name.txt" 2>&1
     note "golden $name: exit $? $(grep -oE "relative L2 error.*" "$work/golden-$name.txt" | head -1)"
 done
 # The full-size models' tensor-core paths against their exact f32 paths on the card, same
@@ -163,7 +169,7 @@ for spec in "diffvsr-unet|--model diffvsr-unet $check_unet --cfg-pair|--dtype f1
     [ "$t" -eq 0 ] && { note "f32 check $name: out of budget"; continue; }
     # Untuned: tiles change no value, and tuning these shapes would only spend the budget.
     # shellcheck disable=SC2086
-    DIFFVSR_TUNE=off timeout "$t" "$BIN" forward --random-weights 1 $args --dtype f32 --output "$work/exact-$name.safetensors" >"$work/exact-$name.txt" 2>&1
+    DIFFVSR_TUNE=off timeout -k 10 "$t" "$BIN" forward --random-weights 1 $args --dtype f32 --output "$work/exact-$name.safetensors" >"$work/exact-$name.txt" 2>&1
     rc=$?
     [ $rc -ne 0 ] && { note "$name f32: exit $rc (see exact-$name.txt)"; continue; }
     IFS=';' read -r -a paths <<<"$fasts"
@@ -171,7 +177,7 @@ for spec in "diffvsr-unet|--model diffvsr-unet $check_unet --cfg-pair|--dtype f1
         t=$(left 60 300)
         [ "$t" -eq 0 ] && { note "$name ($fast): out of budget"; continue; }
         # shellcheck disable=SC2086
-        DIFFVSR_TUNE=off timeout "$t" "$BIN" forward --random-weights 1 $args $fast --expect "$work/exact-$name.safetensors" >>"$work/exact-$name.txt" 2>&1
+        DIFFVSR_TUNE=off timeout -k 10 "$t" "$BIN" forward --random-weights 1 $args $fast --expect "$work/exact-$name.safetensors" >>"$work/exact-$name.txt" 2>&1
         note "$name ($fast) against f32: exit $? $(grep -oE "relative L2 error.*" "$work/exact-$name.txt" | tail -1)"
     done
     rm -f "$work/exact-$name.safetensors"
@@ -183,8 +189,15 @@ t=$(left 420 90)
 note "== 2. side by side (budget ${t}s)"
 if [ "$t" -gt 0 ]; then
     # PyTorch's times vary little: fewer repetitions leave more of the call to the engine.
+    # Its files are packed every 30 s as they come: a call cut inside it keeps what ran.
+    # (Its own partial name: a tar it leaves running when stopped writes nothing the next pack reads.)
+    (while sleep 30; do pack bg; done) &
+    packer=$!
     OUT="$work/side-by-side" RUN_BUDGET=$t REF_WARMUP=${REF_WARMUP:-2} REF_ITERS=${REF_ITERS:-6} REF_TIMEOUT=${REF_TIMEOUT:-130} \
         bash tools/side-by-side.sh "$mode" >"$work/side-by-side.txt" 2>&1
+    kill "$packer" 2>/dev/null
+    wait "$packer" 2>/dev/null
+    rm -f "$out/session.tar.gz.bg"
     if [ -f "$work/side-by-side/table.md" ]; then
         # The models' rows here; the kernels' rows are in table.md.
         grep -vE "^\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| [^|]*\| PyTorch none|^  " "$work/side-by-side/table.md" |
@@ -204,7 +217,7 @@ for spec in "diffvsr-unet|--model diffvsr-unet $profile_unet --dtype f16 --cfg-p
     [ "$t" -eq 0 ] && { note "== 3. profile $name: out of budget"; continue; }
     note "== 3. profile $name (limit ${t}s)"
     # shellcheck disable=SC2086
-    timeout "$t" "$BIN" forward --random-weights 1 $args --report --profile --runs 1 >"$work/profile-$name.txt" 2>&1 ||
+    timeout -k 10 "$t" "$BIN" forward --random-weights 1 $args --report --profile --runs 1 >"$work/profile-$name.txt" 2>&1 ||
         note "profile $name: exit $?"
     { grep -E "GPU time per|dispatches:|rror" "$work/profile-$name.txt" | head -4; grep -A 13 "GPU time by kernel" "$work/profile-$name.txt"; } | tee -a "$work/summary.txt"
     pack
@@ -215,7 +228,7 @@ done
 t=$(left 30)
 if [ "$t" -gt 0 ] && [ "$mode" = run ]; then
     note "== 3. text encoder (limit ${t}s)"
-    timeout "$t" "$BIN" forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report >"$work/text-encoder.txt" 2>&1 ||
+    timeout -k 10 "$t" "$BIN" forward --model text-encoder --random-weights 1 --random-inputs 2x77x1 --dtype f32 --report >"$work/text-encoder.txt" 2>&1 ||
         note "text encoder: exit $?"
     grep -E "GPU time per|rror" "$work/text-encoder.txt" | head -3 | tee -a "$work/summary.txt"
     pack
@@ -230,6 +243,7 @@ if [ $((budget - (SECONDS - start))) -ge "$need" ]; then
     each=$(((t - 20) / 2))
     OUT="$work/job" PART=job RUN_BUDGET=$t JOB_TIMEOUT=$each JOB_REF_TIMEOUT=$each bash tools/side-by-side.sh "$mode" >"$work/job.txt" 2>&1
     cat "$work/job/job.txt" >>"$work/summary.txt" 2>/dev/null || tail -5 "$work/job.txt" >>"$work/summary.txt"
+    pack
 else
     note "== 4. the job: not run, $((budget - (SECONDS - start))) s left (it needs $need): run PART=job tools/side-by-side.sh run in a call of its own"
 fi

@@ -51,25 +51,34 @@ build)
     ffmpeg -v error -y -f lavfi -i testsrc2=size=128x128:rate=25 -frames:v 32 -pix_fmt yuv420p -f yuv4mpegpipe .device-bin/clip-128.y4m
     # PART=tiles' clip: 8 frames of 640x360.
     ffmpeg -v error -y -f lavfi -i testsrc2=size=640x360:rate=25 -frames:v 8 -pix_fmt yuv420p -f yuv4mpegpipe .device-bin/clip-360.y4m
+    . tools/device-files.sh
+    compress_for_device .device-bin/diffvsr-wgpu .device-bin/clip-128.y4m .device-bin/clip-360.y4m
     repo=${DIFFVSR_REPO:-/work/official/DiffVSR}
+    rm -rf .whl/DiffVSR
     if [ -d "$repo/models" ]; then
-        rm -rf .whl/DiffVSR && mkdir -p .whl/DiffVSR
+        mkdir -p .whl/DiffVSR
         cp -a "$repo/models" .whl/DiffVSR/
         [ -d "$repo/configs" ] && cp -a "$repo/configs" .whl/DiffVSR/
         echo "official code: $repo -> .whl/DiffVSR (git-ignored, not committed)"
     else
-        echo "no official clone at $repo (set DIFFVSR_REPO): the reference will fail" >&2
+        # Without it every PyTorch row of the device call would fail.
+        echo "no official clone at $repo: set DIFFVSR_REPO to a clone with models/ and configs/" >&2
+        exit 1
     fi
     # The card machine (Python 3.12, torch, einops, huggingface_hub, safetensors, Pillow, ...) lacks
     # diffusers and rotary-embedding-torch: pure-Python wheels, no deps (see the device README).
     mkdir -p .whl
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${DEVICE_PYTHON:-3.12}" --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-        "diffusers==${DIFFUSERS_VERSION:-0.30.0}" "rotary-embedding-torch==${ROTARY_VERSION:-0.2.3}" \
-        || echo "pip download failed: bring the wheels into .whl/ by hand" >&2
+        "diffusers==${DIFFUSERS_VERSION:-0.30.0}" "rotary-embedding-torch==${ROTARY_VERSION:-0.2.3}" ||
+        echo "pip download failed: bring the wheels into .whl/ by hand" >&2
+    if ! ls .whl/diffusers-*.whl .whl/rotary_embedding_torch-*.whl >/dev/null 2>&1; then
+        echo "the diffusers and rotary-embedding-torch wheels are not in .whl/: the reference would fail" >&2
+        exit 1
+    fi
     ls -la .device-bin .whl
-    du -sh .device-bin .whl 2>/dev/null
-    echo "carry to the device: .device-bin .gl .whl (64 MiB at most in all)"
+    check_travel_size .device-bin .gl .whl
+    echo "carry to the device: .device-bin .gl .whl"
     exit 0
     ;;
 run | tiny) ;;
@@ -117,10 +126,10 @@ left() {
     if [ "$rem" -lt 10 ]; then echo 0; elif [ "$want" -gt "$rem" ]; then echo "$rem"; else echo "$want"; fi
 }
 
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
-nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
-"$BIN" devices >"$out/devices.txt" 2>&1 || true
+card=$(timeout -k 5 30 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+driver=$(timeout -k 5 30 nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+timeout -k 5 30 nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || true
+timeout -k 5 30 "$BIN" devices >"$out/devices.txt" 2>&1 || true
 
 # Tiny mode's job input: $2 frames of $1 (WxH) into the file $3, and the tiny test configs in
 # $out/configs for upscale's --weights.
@@ -144,7 +153,7 @@ if [ "$PART" = tiles ]; then
         lim=$(left "${TILES_TIMEOUT:-150}")
         [ "$lim" -eq 0 ] && { echo "--tile $t: out of budget" | tee -a "$out/tiles.txt"; continue; }
         t0=$(date +%s.%N)
-        timeout "$lim" "$BIN" upscale --random-weights 1 "${wargs[@]}" --steps "$steps" --tile "$t" -i "$clip" -o /dev/null >"$out/tiles-$t.log" 2>&1
+        timeout -k 10 "$lim" "$BIN" upscale --random-weights 1 "${wargs[@]}" --steps "$steps" --tile "$t" -i "$clip" -o /dev/null >"$out/tiles-$t.log" 2>&1
         rc=$?
         t1=$(date +%s.%N)
         # The job's summary line: "… out, N windows, S s (denoising D s, decoding and writing
@@ -170,15 +179,29 @@ if [ "$PART" = job ]; then
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$out/job-memory.csv" 2>/dev/null &
     smi=$!
     t0=$(date +%s.%N)
-    timeout "$(left "${JOB_TIMEOUT:-300}")" "$BIN" upscale --random-weights 1 "${wargs[@]}" --steps "$steps" -i "$clip" -o /dev/null 2>&1 |
-        tr '\r' '\n' | grep -v "^\s*$" | tail -2 | tee -a "$out/job.txt"
+    # (`left` says 0 when nothing is left: never `timeout 0`, which means no limit.)
+    lim=$(left "${JOB_TIMEOUT:-300}")
+    if [ "$lim" -gt 0 ]; then
+        timeout -k 10 "$lim" "$BIN" upscale --random-weights 1 "${wargs[@]}" --steps "$steps" -i "$clip" -o /dev/null >"$out/job-engine.log" 2>&1
+        rc=$?
+    else
+        echo "out of run budget" >"$out/job-engine.log"
+        rc=124
+    fi
     t1=$(date +%s.%N)
     kill "$smi" 2>/dev/null
+    tr '\r' '\n' <"$out/job-engine.log" | grep -v "^\s*$" | tail -2 | tee -a "$out/job.txt"
     peak=$(sort -n "$out/job-memory.csv" 2>/dev/null | tail -1)
-    "$PY" -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); n=int(sys.argv[3]); print(f'engine: {t:.1f} s wall (with model build), {t/n:.2f} s per output frame; peak GPU memory {sys.argv[4]} MiB (whole card, nvidia-smi)')" \
-        "$t0" "$t1" "$frames" "${peak:-?}" | tee -a "$out/job.txt"
+    if [ $rc -eq 0 ]; then
+        "$PY" -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); n=int(sys.argv[3]); print(f'engine: {t:.1f} s wall (with model build), {t/n:.2f} s per output frame; peak GPU memory {sys.argv[4]} MiB (whole card, nvidia-smi)')" \
+            "$t0" "$t1" "$frames" "${peak:-?}" | tee -a "$out/job.txt"
+    else
+        echo "engine: FAILED (exit $rc; see job-engine.log), no timing" | tee -a "$out/job.txt"
+    fi
     echo "== official pipeline" | tee -a "$out/job.txt"
-    timeout "$(left "${JOB_REF_TIMEOUT:-300}")" "$PY" tools/bench_official_pipeline.py --diffvsr-repo "$REPO" "${pargs[@]}" \
+    lim=$(left "${JOB_REF_TIMEOUT:-300}")
+    [ "$lim" -gt 0 ] || { echo "official pipeline: out of run budget" | tee -a "$out/job.txt"; exit 0; }
+    timeout -k 10 "$lim" "$PY" tools/bench_official_pipeline.py --diffvsr-repo "$REPO" "${pargs[@]}" \
         --frames "$frames" --size "$size" --steps "$steps" --out "$out/job-ref.json" 2>&1 | tail -3 | tee -a "$out/job.txt"
     exit 0
 fi
@@ -253,7 +276,7 @@ if [ "$t" -eq 0 ]; then
 else
     echo "== PyTorch reference (limit ${t}s)"
     # shellcheck disable=SC2086
-    timeout "$t" $rcmd 2>&1 | tee "$out/ref.txt" | grep -vE "^\s*$" | tail -40
+    timeout -k 10 "$t" $rcmd 2>&1 | tee "$out/ref.txt" | grep -vE "^\s*$" | tail -40
 fi
 
 commands=()
@@ -277,10 +300,10 @@ for c in "${cases[@]}"; do
     else
         echo "== engine: $name (limit ${t}s)"
         # shellcheck disable=SC2086
-        timeout "$t" $cmd >"$out/engine-$i.txt" 2>&1
+        timeout -k 10 "$t" $cmd >"$out/engine-$i.txt" 2>&1
         rc=$?
         grep -E "GPU time|planned|weights on|dispatches|error|Error" "$out/engine-$i.txt" | head -8
-        if [ $rc -eq 124 ]; then
+        if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
             status=failed
             err="timed out after ${t}s"
         elif [ $rc -ne 0 ] || [ ! -s "$out/$j" ]; then
@@ -305,9 +328,9 @@ elif [ "$t" -eq 0 ]; then
     kerr="out of run budget"
 else
     echo "== engine: bench kernels (limit ${t}s)"
-    timeout "$t" $kcmd >"$out/bench-kernels.txt" 2>"$out/bench-kernels.err"
+    timeout -k 10 "$t" $kcmd >"$out/bench-kernels.txt" 2>"$out/bench-kernels.err"
     rc=$?
-    [ $rc -eq 0 ] || kerr="exit $rc$([ $rc -eq 124 ] && echo ": timed out after ${t}s, partial table")"
+    [ $rc -eq 0 ] || kerr="exit $rc$([ $rc -eq 124 ] || [ $rc -eq 137 ] && echo ": timed out after ${t}s, partial table")"
 fi
 printf '{"command": "%s", "error": "%s"}\n' "$kcmd" "$kerr" >"$out/kernels-status.json"
 [ "$PART" = models ] || commands+=("$kcmd")

@@ -21,9 +21,11 @@ import sys
 
 
 def load(path, default=None):
+    # The shell writes error texts cut by bytes (a split UTF-8 character) and unescaped: read
+    # them leniently rather than lose the whole file.
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return json.load(f, strict=False)
     except (OSError, ValueError):
         return default
 
