@@ -79,6 +79,26 @@ fn no_f16_from_the_environment_is_the_flag() {
     }
 }
 
+/// The auto|on|off switches that are also environment variables take the flag's values there
+/// without a warning (DIFFVSR_F16_OPERANDS=auto was also read as an on/off switch and said
+/// "ignored").
+#[test]
+fn auto_on_off_variables_take_the_flags_values() {
+    for var in ["DIFFVSR_F16_OPERANDS", "DIFFVSR_TUNE", "DIFFVSR_NORM_INTO_CONV"] {
+        for v in ["auto", "on", "off"] {
+            let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+                .args(["forward", "--model", "te3dvae-decoder", "--config", "tests/data/te3dvae/config.json", "--random-weights", "1", "--random-inputs", "1x8x8", "--plan-only"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env(var, v)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{var}={v}: {err}");
+            assert!(!err.contains(var), "{var}={v} warned: {err}");
+        }
+    }
+}
+
 #[test]
 fn readme_test_command_is_what_ci_runs() {
     let cmds = sh_commands(&readme());

@@ -107,7 +107,9 @@ impl GpuOptions {
             }),
             plan_limits: None,
             no_pack_activations: flag("DIFFVSR_NO_PACK_ACTIVATIONS"),
-            f16_operands: flag("DIFFVSR_F16_OPERANDS"),
+            // The command line reads it as auto|on|off (auto: each command's own choice);
+            // here, with no command to choose, auto is off.
+            f16_operands: std::env::var("DIFFVSR_F16_OPERANDS").is_ok_and(|v| !v.trim().eq_ignore_ascii_case("auto")) && flag("DIFFVSR_F16_OPERANDS"),
             tune: std::env::var("DIFFVSR_TUNE").ok().and_then(|v| v.parse().ok()).unwrap_or_default(),
             tune_cache: super::tune::default_cache_dir(),
             replay_tuning: false,
