@@ -29,7 +29,9 @@
 use std::fmt;
 
 /// Latent pixels per UNet call `auto` fills up to (one 128² window).
-pub const GROUP_PIXELS: usize = 128 * 128;
+pub const GROUP_PIXELS: usize = GROUP_SIDE * GROUP_SIDE;
+/// The side of [`GROUP_PIXELS`]' square.
+pub const GROUP_SIDE: usize = 128;
 /// Most windows `auto` puts in one call.
 pub const MAX_AUTO: usize = 4;
 /// Most windows `--windows-per-call N` accepts.

@@ -94,11 +94,16 @@ impl JobOptions {
     /// pipeline guides only above 1 (`do_classifier_free_guidance = guidance_scale > 1.0`) and
     /// otherwise runs the UNet on the positive prompt and takes its prediction as it is.
     pub fn cfg_halves(&self) -> usize {
-        if self.guidance > 1.0 {
-            2
-        } else {
-            1
-        }
+        cfg_halves(self.guidance)
+    }
+}
+
+/// The UNet's samples per window at a guidance scale ([`JobOptions::cfg_halves`]).
+pub fn cfg_halves(guidance: f32) -> usize {
+    if guidance > 1.0 {
+        2
+    } else {
+        1
     }
 }
 

@@ -162,7 +162,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
             writeln!(o, "segment:  output frames {start} to the end of the stream; windows of {WINDOW} frames at stride {STRIDE} from window {}, each run as soon as its frames have arrived; the tail is mirror-padded", windows::first_window_for(start))?;
         }
     }
-    // Memory: weights from the checkpoint files; the job's own buffers exactly (f32 upper bound).
+    // Memory: weights from the checkpoint files; the job's own buffers, estimated (f32 upper bound).
     let mut weight_bytes = 0u64;
     let mut wl = Vec::new();
     if let PlanWeights::Release(w) = weights {
@@ -176,27 +176,22 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
             wl.push(format!("{} {}", f.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()), b.map_or("missing".to_string(), human_bytes)));
         }
     }
-    // Windows per UNet call: a fixed count as given (one under fixed tiles smaller than the
-    // frame); auto is picked when the models load, and counted here at its most.
-    let g = match windows_per_call {
-        WindowsPerCall::Fixed(n) if (uh, uw) == (ph, pw) => n,
-        WindowsPerCall::Auto if adapter.is_some_and(|a| a.software) => 1,
-        WindowsPerCall::Auto if (uh, uw) == (ph, pw) => (groups::GROUP_PIXELS / (ph * pw)).clamp(1, groups::MAX_AUTO),
-        _ => 1,
-    };
+    let fixed_tile = matches!(tiles.tile, TileSize::Fixed { .. });
+    let g = planned_windows(windows_per_call, adapter.is_some_and(|a| a.software), fixed_tile, (uh, uw) == (ph, pw), ph * pw);
     // No call holds more windows than the run has, where that is known.
     let g = windows::windows_to_run(t, start, end).map_or(g, |w| g.min(w.max(1)));
     match windows_per_call {
         WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
         WindowsPerCall::Auto if adapter.is_some_and(|a| a.software) => writeln!(o, "windows per UNet call: auto: 1 (a software adapter gains nothing from a larger batch)")?,
-        WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}, and within the GPU's memory where known; else 1)", 128, 128, groups::MAX_AUTO)?,
+        WindowsPerCall::Auto if fixed_tile => writeln!(o, "windows per UNet call: auto: 1 (with a fixed --tile windows are not grouped)")?,
+        WindowsPerCall::Auto => writeln!(o, "windows per UNet call: auto: picked when the models load, {g} at most here (on a GPU, with the frame in one tile under --tile auto: as many as keep a call within one {}x{}-latent window's pixels, up to {}, and within the GPU's memory where known; else 1)", groups::GROUP_SIDE, groups::GROUP_SIDE, groups::MAX_AUTO)?,
     }
     let plane = (ph * pw) as u64;
     let f32b = 4u64;
     let gb = g as u64;
     // The UNet's batch per window: the CFG pair, or the positive prompt alone at a guidance of
     // 1 or less (`JobOptions::cfg_halves`).
-    let halves = if guidance > 1.0 { 2 } else { 1 };
+    let halves = crate::pipeline::options::cfg_halves(guidance) as u64;
     let sample = gb * halves * (LATENT_CHANNELS + LR_CHANNELS) as u64 * WINDOW as u64 * (uh * uw) as u64 * f32b;
     // The f32 latents between steps (a tile per window of a call), and the final latents of a
     // call's windows and the one before them (whole frames).
@@ -257,9 +252,35 @@ fn dir_or_file_bytes(p: &std::path::Path) -> Option<u64> {
     Some(total)
 }
 
+/// Windows per UNet call as the plan counts them: a fixed count as given (one under fixed
+/// tiles smaller than the frame); auto as [`WindowsPerCall::resolve`] picks it when the models
+/// load, at its most (memory and the binding limit are not known here): one on a software
+/// adapter, under a fixed `--tile` or in UNet tiles, else as many windows as fill one
+/// [`groups::GROUP_PIXELS`] call.
+fn planned_windows(w: WindowsPerCall, software: bool, fixed_tile: bool, one_tile: bool, latent_px: usize) -> usize {
+    match w {
+        WindowsPerCall::Fixed(n) if one_tile => n,
+        WindowsPerCall::Auto if !software && !fixed_tile && one_tile => (groups::GROUP_PIXELS / latent_px.max(1)).clamp(1, groups::MAX_AUTO),
+        _ => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::y4m_file_frames;
+    use super::{planned_windows, y4m_file_frames, WindowsPerCall};
+
+    /// The plan counts windows per call as the run picks them: under a fixed `--tile` that
+    /// covers a small frame auto groups nothing (the plan had said 4 at a 64² latent).
+    #[test]
+    fn planned_windows_follow_the_run() {
+        let auto = WindowsPerCall::Auto;
+        assert_eq!(planned_windows(auto, false, false, true, 64 * 64), 4);
+        assert_eq!(planned_windows(auto, false, true, true, 64 * 64), 1);
+        assert_eq!(planned_windows(auto, true, false, true, 64 * 64), 1);
+        assert_eq!(planned_windows(auto, false, false, false, 64 * 64), 1);
+        assert_eq!(planned_windows(WindowsPerCall::Fixed(3), false, true, true, 64 * 64), 3);
+        assert_eq!(planned_windows(WindowsPerCall::Fixed(3), false, true, false, 64 * 64), 1);
+    }
 
     /// An 8×8 4:2:0 stream of `n` frames (96 bytes each) behind `marker` lines.
     fn stream(n: usize, marker: &str) -> Vec<u8> {
