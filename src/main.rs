@@ -134,7 +134,8 @@ enum Cmd {
         backend: Option<String>,
     },
     /// Download the DiffVSR weights from the Hugging Face hub into its standard cache (shared
-    /// with Python tools). Resumes broken downloads, verifies sizes and sha256, skips what is
+    /// with Python tools). Resumes broken downloads, verifies sizes and hashes (sha256, or the
+    /// git blob id for files outside Git LFS), skips what is
     /// already there; the commands that need the DiffVSR weights then find them by default.
     FetchWeights {
         /// Hub URL (a mirror, or a local server).
@@ -222,7 +223,8 @@ enum Cmd {
         /// in the inputs file is the reference.
         #[arg(long)]
         expect: Option<PathBuf>,
-        /// Relative L2 tolerance for --expect (default: 1e-4 with f32 storage, 1e-2 with f16).
+        /// Relative L2 tolerance for --expect (default: 1e-4 with f32 storage, 2e-3 with f32
+        /// storage on f16 operands, 1e-2 with f16).
         #[arg(long, value_parser = parse_tolerance)]
         tolerance: Option<f64>,
         /// Storage dtype (default: f16 for the UNet where supported, f32 for the VAE decoder).
@@ -300,7 +302,7 @@ struct UpscaleCli {
     /// unet_3d_config.json or vae_config.json beside the checkpoints overrides the built-in configs.
     #[arg(long, env = "DIFFVSR_WEIGHTS")]
     weights: Option<PathBuf>,
-    /// Denoising steps.
+    /// Denoising steps (1 to 1000).
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
     /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the UNet
