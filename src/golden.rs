@@ -34,7 +34,8 @@ impl GoldenReport {
 }
 
 /// Loads `kind` (config + weights), runs it on the inputs in `io`, and compares with the
-/// `output` and `tap.*` tensors stored there.
+/// `output` and `tap.*` tensors stored there (every one of them: a stored tap the model does
+/// not produce is an error).
 pub fn check_model(gpu: &Gpu, kind: ModelKind, config: &Path, weights: &Path, io: &Path, dtype: DType) -> Result<GoldenReport> {
     let model = load_model(gpu, kind, Some(config), weights, dtype)?;
     let inputs = load_inputs(gpu, kind, io, dtype)?;
@@ -65,6 +66,11 @@ pub fn check_model(gpu: &Gpu, kind: ModelKind, config: &Path, weights: &Path, io
         compared += 1;
         lines.push(format!("{name}: {e:.2e}"));
     }
+    // Every intermediate the reference stored is compared: a tap renamed or dropped in the
+    // model would otherwise narrow the check without a word.
+    let made: std::collections::HashSet<String> = taps.iter().map(|(n, _)| format!("tap.{n}")).collect();
+    let missed: Vec<String> = golden.keys().into_iter().filter(|k| k.starts_with("tap.") && !made.contains(k)).collect();
+    ensure!(missed.is_empty(), "the reference's intermediates {missed:?} were not produced by the model (a tap renamed or dropped?)");
     let shape = golden.shape("output").context("the golden file has no 'output'")?;
     ensure!(out.shape() == shape.as_slice(), "output shape {:?}, reference {shape:?}", out.shape());
     let want = golden.take("output", &shape)?;

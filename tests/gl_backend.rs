@@ -44,10 +44,10 @@ fn tiny_goldens_match_through_gl() {
     let Some(gpu) = gl_gpu() else { return };
     // (model, config, weights, inputs and references, tolerance as in the Vulkan golden tests)
     let cases: [(ModelKind, &str, &str, &str, f64); 4] = [
-        (ModelKind::Unet, "sdx4/unet_config.json", "sdx4/unet.safetensors", "sdx4/unet_io.safetensors", 1e-4),
-        (ModelKind::VaeDecoder, "sdx4/vae_config.json", "sdx4/vae.safetensors", "sdx4/vae_io.safetensors", 1e-4),
+        (ModelKind::Unet, "sdx4/unet_config.json", "sdx4/unet.safetensors", "sdx4/unet_io.safetensors", 1e-5),
+        (ModelKind::VaeDecoder, "sdx4/vae_config.json", "sdx4/vae.safetensors", "sdx4/vae_io.safetensors", 1e-5),
         (ModelKind::DiffvsrUnet, "diffvsr_unet/config.json", "diffvsr_unet/unet.pt", "diffvsr_unet/io.safetensors", 1e-5),
-        (ModelKind::Te3dVaeDecoder, "te3dvae/config.json", "te3dvae/weights.pt", "te3dvae/io_f4.safetensors", 1e-4),
+        (ModelKind::Te3dVaeDecoder, "te3dvae/config.json", "te3dvae/weights.pt", "te3dvae/io_f4.safetensors", 1e-5),
     ];
     for (kind, config, weights, io, tol) in cases {
         let t0 = std::time::Instant::now();

@@ -1,6 +1,9 @@
 //! The tiny SD×4 UNet and VAE decoder against diffusers' own outputs (tests/data/sdx4, made by
 //! tools/golden_sdx4.py): final outputs and intermediate activations, f32 and f16 storage, run
 //! through a captured graph (the same path `forward` uses).
+//!
+//! f32 is held to 1e-5, as the video goldens: measured 1.0e-6 (UNet) and 1.3e-6 (VAE) on
+//! lavapipe.
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +36,7 @@ fn check_io(kind: ModelKind, stem: &str, io_name: &str, dtype: DType, tol: f64, 
 
 #[test]
 fn unet_matches_diffusers_f32() {
-    check(ModelKind::Unet, "unet", DType::F32, 1e-4);
+    check(ModelKind::Unet, "unet", DType::F32, 1e-5);
 }
 
 #[test]
@@ -44,12 +47,12 @@ fn unet_matches_diffusers_f16() {
 /// A 12×18 latent (not a multiple of 8): each up-sampler goes to its skip's size, as diffusers does.
 #[test]
 fn unet_matches_diffusers_at_an_odd_latent_size() {
-    check_io(ModelKind::Unet, "unet", "unet_odd_io.safetensors", DType::F32, 1e-4, 0);
+    check_io(ModelKind::Unet, "unet", "unet_odd_io.safetensors", DType::F32, 1e-5, 0);
 }
 
 #[test]
 fn vae_decoder_matches_diffusers_f32() {
-    check(ModelKind::VaeDecoder, "vae", DType::F32, 1e-4);
+    check(ModelKind::VaeDecoder, "vae", DType::F32, 1e-5);
 }
 
 #[test]
@@ -155,7 +158,7 @@ fn unet_matches_diffusers_in_a_packed_arena() {
     graph.run(&gpu).unwrap();
     let want = WeightStore::open(&data("unet_io.safetensors")).unwrap().take("output", &[2, 4, 16, 24]).unwrap();
     let e = rel_l2(&out.to_f32(&gpu).unwrap(), &want);
-    assert!(e < 1e-4, "packed arena: relative L2 error {e:e}");
+    assert!(e < 1e-5, "packed arena: relative L2 error {e:e}");
     assert_eq!(graph.read_write_dispatches(), 0, "dispatches bound read-write only");
     let per_tensor = {
         let mut rec = Recorder::capture_in(&gpu, &Arena::new());
@@ -169,7 +172,9 @@ fn unet_matches_diffusers_in_a_packed_arena() {
 
 #[test]
 fn captured_unet_replays_a_new_timestep() {
-    let gpu = test_gpu();
+    // A device of its own: the pipeline count below must not see other tests' compiles.
+    let gpu = diffvsr_wgpu::Gpu::new(&diffvsr_wgpu::GpuOptions::from_env()).unwrap();
+    gpu.set_poison(true);
     let model = load_model(&gpu, ModelKind::Unet, Some(&data("unet_config.json")), &data("unet.safetensors"), DType::F32).unwrap();
     let inputs = load_inputs(&gpu, ModelKind::Unet, &data("unet_io.safetensors"), DType::F32).unwrap();
     let mut rec = Recorder::capture(&gpu);
@@ -181,7 +186,7 @@ fn captured_unet_replays_a_new_timestep() {
     let mut golden = WeightStore::open(&data("unet_io.safetensors")).unwrap();
     let want = golden.take("output", &[2, 4, 16, 24]).unwrap();
     graph.run(&gpu).unwrap();
-    assert!(rel_l2(&out.to_f32(&gpu).unwrap(), &want) < 1e-4);
+    assert!(rel_l2(&out.to_f32(&gpu).unwrap(), &want) < 1e-5);
 
     timestep.write_f32(&gpu, &[41.0, 761.0]).unwrap();
     graph.run(&gpu).unwrap();

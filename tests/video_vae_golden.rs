@@ -3,6 +3,8 @@
 //! Upscale-A-Video's vae_3d, weights read from `.pt` checkpoints in the official layout through
 //! the native reader, final outputs and intermediates compared in f32 and f16 storage, run
 //! through a captured graph (the same path `forward` uses). Also the full-size key check.
+//!
+//! f32 is held to 1e-5, as the video UNets: measured 1.4e-6 to 1.7e-6 on lavapipe.
 
 use std::path::{Path, PathBuf};
 
@@ -31,7 +33,7 @@ fn check(kind: ModelKind, model: &str, io: &str, dtype: DType, tol: f64) {
 
 #[test]
 fn te3dvae_matches_official_f32_4_frames() {
-    check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f4.safetensors", DType::F32, 1e-4);
+    check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f4.safetensors", DType::F32, 1e-5);
 }
 
 /// f32 storage with `--f16-operands`: where the adapter has cooperative matrices, the
@@ -42,6 +44,7 @@ fn te3dvae_matches_official_f32_4_frames() {
 #[test]
 fn te3dvae_on_f16_operands_matches_official_f32() {
     let gpu = Gpu::new(&GpuOptions { f16_operands: true, ..GpuOptions::from_env() }).unwrap();
+    gpu.set_poison(true);
     if !diffvsr_wgpu::ops::conv::on_f16_operands(&gpu, DType::F32) {
         eprintln!("skipped: the adapter has no cooperative matrices (or no f16) to take f16 operands");
         return;
@@ -59,7 +62,7 @@ fn te3dvae_on_f16_operands_matches_official_f32() {
 fn te3dvae_by_winograd_matches_official() {
     let gpu = Gpu::new(&GpuOptions { winograd: true, ..GpuOptions::from_env() }).unwrap();
     gpu.set_poison(true);
-    for (dtype, tol) in [(DType::F32, 1e-4), (DType::F16, 1e-2)] {
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
         if dtype == DType::F16 && !gpu.has_f16() {
             eprintln!("f16 skipped: adapter lacks SHADER_F16");
             continue;
@@ -77,12 +80,12 @@ fn te3dvae_matches_official_f16_4_frames() {
 
 #[test]
 fn te3dvae_matches_official_f32_8_frames() {
-    check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f8.safetensors", DType::F32, 1e-4);
+    check(ModelKind::Te3dVaeDecoder, "te3dvae", "io_f8.safetensors", DType::F32, 1e-5);
 }
 
 #[test]
 fn uav_vae3d_matches_official_f32() {
-    check(ModelKind::UavVae3dDecoder, "uav_vae3d", "io_f3.safetensors", DType::F32, 1e-4);
+    check(ModelKind::UavVae3dDecoder, "uav_vae3d", "io_f3.safetensors", DType::F32, 1e-5);
 }
 
 #[test]
@@ -196,6 +199,7 @@ fn te3dvae_splits_an_upsampling_over_the_binding_limit() {
     };
     let (want, n_whole, largest) = run(&test_gpu());
     let small = Gpu::new(&GpuOptions { max_binding: Some(1 << 20), ..GpuOptions::from_env() }).unwrap();
+    small.set_poison(true);
     let (got, n_split, largest_split) = run(&small);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(largest > 1 << 20 && largest_split <= 1 << 20, "largest tensors {largest} and {largest_split} bytes");
