@@ -555,11 +555,13 @@ mod tests {
         use crate::gpu::GpuOptions;
         let dt = DType::F32;
         let gpu = Gpu::new(&GpuOptions { f16_operands: true, ..GpuOptions::from_env() }).unwrap();
+        gpu.set_poison(true);
         if !crate::ops::conv::on_f16_operands(&gpu, dt) {
             eprintln!("skipped: this adapter has no f16 operands (no cooperative matrices)");
             return;
         }
         let exact_gpu = Gpu::new(&GpuOptions { f16_operands: false, ..GpuOptions::from_env() }).unwrap();
+        exact_gpu.set_poison(true);
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
         let (unet, vae) = tiny_models(&gpu, dt);

@@ -47,6 +47,21 @@ fn self_attention_matches_cpu() {
     }
 }
 
+/// Head widths that are no multiple of the kernels' 16-channel loading chunk (the last chunk
+/// short, or a head narrower than one chunk), as `attention` accepts any multiple of 4.
+#[test]
+fn head_widths_off_the_chunk_match_cpu() {
+    let gpu = test_gpu();
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    for dt in gpu.dtypes() {
+        for (heads, dh) in [(1usize, 4usize), (3, 20), (2, 40), (1, 12)] {
+            check(&mut rng, seed, dt, 2, 2, 33, 33, heads, dh, false, Tuning::default());
+            check(&mut rng, seed, dt, 1, 1, 7, 77, heads, dh, true, Tuning::default());
+        }
+    }
+}
+
 #[test]
 fn causal_attention_matches_cpu() {
     let gpu = test_gpu();
@@ -266,17 +281,23 @@ fn coop_tiles_agree_byte_for_byte() {
             let ramp = 1.0 + 5.0 * (j % lk) as f32 / lk as f32;
             row.iter_mut().for_each(|x| *x *= ramp);
         }
-        let (q, _) = upload(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
-        let (k, _) = upload(&gpu, &keys, &[bk, lk, c], dt);
-        let (v, _) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
-        let go = |path: Impl| {
+        let (q, qh) = upload(&gpu, &rng.normals(b * lq * c, 1.0), &[b, lq, c], dt);
+        let (k, kh) = upload(&gpu, &keys, &[bk, lk, c], dt);
+        let (v, vh) = upload(&gpu, &rng.normals(bk * lk * c, 1.0), &[bk, lk, c], dt);
+        let go_tensor = |path: Impl| {
             let mut rec = gpu.recorder();
             let y = attention_with(&mut rec, &q, &k, &v, heads, AttnOpts::new(dh), path).unwrap();
             rec.submit();
-            y.read_bytes(&gpu).unwrap()
+            y
         };
+        let go = |path: Impl| go_tensor(path).read_bytes(&gpu).unwrap();
         let what = format!("{dt:?} b{b}/{bk} lq{lq} lk{lk} {heads}x{dh} seed {seed}");
-        let narrow = go(Impl::Coop(CoopTile::Narrow));
+        // The tiles are compared byte for byte with the narrow one, and that with the CPU (at
+        // f16's tolerance: f16 storage, or f32 storage on f16 operands).
+        let y = go_tensor(Impl::Coop(CoopTile::Narrow));
+        let want = cpu::attention(&qh, &kh, &vh, b, bk, lq, lk, heads, dh, AttnOpts::new(dh));
+        assert_close(&format!("{what}: narrow tile"), &y.to_f32(&gpu).unwrap(), &want, DType::F16.tolerance(TOL));
+        let narrow = y.read_bytes(&gpu).unwrap();
         for &tile in &tiles[1..] {
             assert!(go(Impl::Coop(tile)) == narrow, "{what}: {} gives other bytes than the narrow tile", tile.label());
         }
@@ -353,6 +374,7 @@ fn f32_storage_takes_f16_operands_only_where_asked() {
     let plain = test_gpu();
     assert!(plain.f16_operands() || !coop_applies(&plain, dt, 77, 64, false), "f32 attention must stay exact by default");
     let gpu = crate::Gpu::new(&crate::GpuOptions { f16_operands: true, ..crate::GpuOptions::from_env() }).unwrap();
+    gpu.set_poison(true);
     let Some(fs) = coop_fs(&gpu) else {
         eprintln!("skipped: adapter lacks cooperative matrices");
         return;

@@ -23,6 +23,13 @@ struct Operands {
     shared: bool,
 }
 
+/// The GEGLU store's output from the product rows (`n` columns in groups of four `(x_j,
+/// x_j+1, g_j, g_j+1)`): `x·gelu(g)` at columns j, j + 1 of an `n`/2-wide row.
+fn geglu_groups(y: &[f32], n: usize) -> Vec<f32> {
+    use crate::ops::elementwise::cpu::gelu;
+    y.chunks(n).flat_map(|row| row.chunks(4).flat_map(|g| [g[0] * gelu(g[2]), g[1] * gelu(g[3])])).collect()
+}
+
 impl Operands {
     #[allow(clippy::too_many_arguments)]
     fn new(gpu: &Gpu, rng: &mut Rng, dt: DType, lead: &[usize], m: usize, n: usize, k: usize, shared: bool) -> Operands {
@@ -101,7 +108,7 @@ fn tuned_variants_agree_byte_for_byte() {
             assert_eq!(variants[0], rule);
             assert!(variants.len() >= 2, "one candidate {variants:?}: nothing for the tuner to choose");
             let what = format!("lead {lead:?} M{m} N{n} K{k} shared {shared} geglu {geglu} {} (seed {seed})", dt.name());
-            let go = |v: Option<Variant>| {
+            let go_tensor = |v: Option<Variant>| {
                 let mut rec = gpu.recorder();
                 let y = match v {
                     Some(v) => run(&mut rec, &o.a, &o.b, Some(&o.c), store, &p, None, v),
@@ -109,9 +116,14 @@ fn tuned_variants_agree_byte_for_byte() {
                 }
                 .unwrap();
                 rec.submit();
-                y.read_bytes(&gpu).unwrap()
+                y
             };
-            let first = go(Some(variants[0]));
+            let go = |v: Option<Variant>| go_tensor(v).read_bytes(&gpu).unwrap();
+            // The candidates are compared byte for byte with the first, and the first with the CPU.
+            let y = go_tensor(Some(variants[0]));
+            let want = if geglu { geglu_groups(&o.want(true), n) } else { o.want(true) };
+            assert_close(&format!("{what}: {}", variants[0].label()), &y.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
+            let first = y.read_bytes(&gpu).unwrap();
             for &v in &variants[1..] {
                 assert!(go(Some(v)) == first, "{what}: {} gives other bytes than {}", v.label(), variants[0].label());
             }
@@ -402,6 +414,7 @@ fn f32_storage_takes_f16_operands_only_where_asked() {
     let plain = test_gpu();
     assert!(plain.f16_operands() || choose(&plain, dt, &p, Store::Plain, Impl::Coop).is_err(), "f32 matmuls must stay exact by default");
     let gpu = Gpu::new(&crate::GpuOptions { f16_operands: true, ..crate::GpuOptions::from_env() }).unwrap();
+    gpu.set_poison(true);
     if let Err(e) = choose(&gpu, dt, &p, Store::Plain, Impl::Coop) {
         eprintln!("skipped: {e}");
         return;
