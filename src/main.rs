@@ -162,7 +162,7 @@ enum Cmd {
         #[arg(long)]
         verify: bool,
         /// Further tries after a network failure, each resuming where the last stopped.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 5)]
         retries: u32,
         /// Keep the checkpoints as .pt only (by default they are also converted once to
         /// safetensors, in converted/<commit>/ beside the snapshot).
@@ -201,7 +201,7 @@ enum Cmd {
         #[arg(long, conflicts_with = "random_weights")]
         weights: Option<PathBuf>,
         /// Build the model with seeded random weights instead (full-size checks without a download).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         random_weights: Option<u64>,
         /// Inputs (.safetensors): unet: sample [B,C,H,W], timestep [B], class_labels [B],
         /// encoder_hidden_states [B,77,D]; diffvsr-unet, uav-unet: the same with sample
@@ -225,7 +225,7 @@ enum Cmd {
         expect: Option<PathBuf>,
         /// Relative L2 tolerance for --expect (default: 1e-4 with f32 storage, 2e-3 with f32
         /// storage on f16 operands, 1e-2 with f16).
-        #[arg(long, value_parser = parse_tolerance)]
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
         tolerance: Option<f64>,
         /// Storage dtype (default: f16 for the UNet where supported, f32 for the VAE decoder).
         #[arg(long)]
@@ -234,7 +234,7 @@ enum Cmd {
         #[arg(long)]
         report: bool,
         /// Timed repetitions for --report.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 5)]
         runs: usize,
         /// Also write the report as one JSON object (model, dtype, shape, device, median GPU ms,
         /// dispatches, also by kernel, planned and measured bytes) to this file; implies --report.
@@ -303,7 +303,7 @@ struct UpscaleCli {
     #[arg(long, env = "DIFFVSR_WEIGHTS")]
     weights: Option<PathBuf>,
     /// Denoising steps (1 to 1000).
-    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
     /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the UNet
     /// runs on the positive prompt alone, half the work; the negative prompt is still read, to
@@ -311,7 +311,7 @@ struct UpscaleCli {
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
     guidance: f32,
     /// Low-res noise augmentation level (0 to 350).
-    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
     noise_level: u32,
     /// Seed of all noise: the same seed gives the same bytes.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_seed)]
@@ -371,20 +371,20 @@ struct UpscaleCli {
     /// least 3/4 of the largest square's; more tiles than that square's only where they save
     /// 5%); one tile, the whole frame, when it fits. Tiles overlap and are blended with feathered weights. Lower it
     /// if the GPU runs out of memory.
-    #[arg(long, value_name = "N|WxH|auto", default_value = "auto")]
+    #[arg(long, allow_negative_numbers = true, value_name = "N|WxH|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below each side of the tile
     /// that cuts the frame; default a
     /// quarter of the tile's shorter side that cuts the frame, rounded down to a multiple of 8,
     /// at least 8; none for 8-pixel tiles, which auto picks only with --tile-overlap 0).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
     tile_overlap: Option<usize>,
     /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep
     /// the call within one 128×128-latent window's pixels (the latent is the input's size: 2
     /// from about 90×90 inputs down, up to 4 from 64×64), when the frame is one tile under
     /// --tile auto, and within the GPU's memory where known; else 1. Changes speed and memory,
     /// never the output.
-    #[arg(long, value_name = "N|auto", default_value = "auto")]
+    #[arg(long, allow_negative_numbers = true, value_name = "N|auto", default_value = "auto")]
     windows_per_call: diffvsr_wgpu::pipeline::groups::WindowsPerCall,
     /// The GPU memory the job may use, weights included (e.g. 10GiB): `--tile auto` and
     /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
@@ -399,7 +399,7 @@ struct UpscaleCli {
     /// Time the job without the release: seeded random weights in place of the checkpoints (the
     /// built-in configs, or the overrides in --weights DIR) and random prompt embeddings unless
     /// given. The output is noise-like, not an upscale.
-    #[arg(long, value_name = "SEED")]
+    #[arg(long, allow_negative_numbers = true, value_name = "SEED")]
     random_weights: Option<u64>,
     #[command(flatten)]
     gpu: GpuArgs,
@@ -442,7 +442,7 @@ struct BenchSizing {
     #[arg(long)]
     dtype: Option<DType>,
     /// Timed repetitions per case.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10)]
     iters: u32,
     /// Small sizes (a smoke run; the default on a software adapter).
     #[arg(long, conflicts_with = "full")]
@@ -809,6 +809,26 @@ mod tests {
         collect(&super::Cli::command(), &mut read);
         let listed: std::collections::BTreeSet<String> = super::FLAG_VARIABLES.iter().map(|s| s.to_string()).collect();
         assert_eq!(read, listed);
+    }
+
+    /// A negative number for a flag that takes a count or a size is named as that flag's
+    /// invalid value, not taken for an unknown option ("unexpected argument '-1'").
+    #[test]
+    fn negative_counts_are_named_as_the_flags_values() {
+        use clap::Parser;
+        for (args, flag) in [
+            (&["upscale", "--steps", "-1"][..], "--steps"),
+            (&["upscale", "--noise-level", "-5"], "--noise-level"),
+            (&["upscale", "--tile", "-8"], "--tile"),
+            (&["upscale", "--tile-overlap", "-8"], "--tile-overlap"),
+            (&["upscale", "--windows-per-call", "-2"], "--windows-per-call"),
+            (&["upscale", "--random-weights", "-1"], "--random-weights"),
+            (&["forward", "--model", "unet", "--runs", "-3"], "--runs"),
+            (&["bench", "kernels", "--iters", "-1"], "--iters"),
+        ] {
+            let e = super::Cli::try_parse_from(std::iter::once("diffvsr-wgpu").chain(args.iter().copied())).err().unwrap_or_else(|| panic!("{args:?} parsed")).to_string();
+            assert!(e.contains("invalid value '-") && e.contains(flag), "{args:?}: {e}");
+        }
     }
 
     /// Malformed numbers on the command line fail in the parser with what is wrong: a wrong
