@@ -3,9 +3,9 @@
 // f32 while an f16 UNet writes `y`). Entry `main` is specialised by the const OP:
 //   0 axpby:  out[i] = A·x[i] + B·y[i]
 //             (the DDIM step with y = v; the low-res noise augmentation with y = noise)
-//   1 cfg:    out[i] = u + G·(c − u),              u = y[i], c = y[n + i]  (y = [negative; positive])
-//   2 guided: out[i] = A·x[i] + B·(u + G·(c − u))  (CFG fused into the DDIM step)
-//   3 blend:  out[i] = wp·x[i] + wn·y[i], per frame f = i / frame:
+//   1 guided: out[i] = A·x[i] + B·(u + G·(c − u)), u = y[i], c = y[n + i]
+//             (CFG fused into the DDIM step; y = [negative; positive])
+//   2 blend:  out[i] = wp·x[i] + wn·y[i], per frame f = i / frame:
 //             (wp, wn) = (w[f], 1 − w[f]) or, when WPAIR, (w[2f], w[2f + 1])
 // A, B and G are each a constant parameter or a per-step value (slot in `step_values`).
 
@@ -22,7 +22,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<X>;
-// cfg binds `y` again as `x` (unused), so every variant has the same layout.
 @group(0) @binding(2) var<storage, read> y: array<Y>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 // Per-step values (src/step_values.rs); bound to `x` when every scalar is a constant.
@@ -47,15 +46,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var r: f32;
     if (OP == 0u) {
         r = scalar(p.a, p.a_slot) * f32(x[i]) + scalar(p.b, p.b_slot) * f32(y[i]);
-    } else if (OP == 1u || OP == 2u) {
+    } else if (OP == 1u) {
         let u = f32(y[i]);
         let c = f32(y[p.n + i]);
         let v = u + scalar(p.g, p.g_slot) * (c - u);
-        if (OP == 1u) {
-            r = v;
-        } else {
-            r = scalar(p.a, p.a_slot) * f32(x[i]) + scalar(p.b, p.b_slot) * v;
-        }
+        r = scalar(p.a, p.a_slot) * f32(x[i]) + scalar(p.b, p.b_slot) * v;
     } else {
         let f = i / p.frame;
         var wp: f32;

@@ -15,14 +15,13 @@
 //!
 //! ```text
 //! DDIM step      x_{t−1} = a·x_t + b·v             (a, b: scheduler::DdimCoeffs)
-//! CFG            v = v_u + g·(v_c − v_u)           (batch [negative, positive])
-//! guided step    x_{t−1} = a·x_t + b·(v_u + g·(v_c − v_u))
+//! guided step    x_{t−1} = a·x_t + b·(v_u + g·(v_c − v_u))   (CFG, batch [negative, positive])
 //! noise aug.     x̃ = √ᾱ·x + √(1−ᾱ)·ε              (scheduler::LowResNoise::coeffs)
 //! ILT blend      frame j: w_prev,j·prev + w_new,j·new
 //! ```
 //!
-//! Layout: flat, except that the ILT blend is frame-major (`[P, ...]` or `[1, P, ...]`) and CFG
-//! splits its input along the first axis.
+//! Layout: flat, except that the ILT blend is frame-major (`[P, ...]` or `[1, P, ...]`) and the
+//! guided step splits its velocity along the first axis.
 
 use anyhow::{bail, Result};
 
@@ -51,9 +50,8 @@ struct Params {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Op {
     Axpby = 0,
-    Cfg = 1,
-    Guided = 2,
-    Blend = 3,
+    Guided = 1,
+    Blend = 2,
 }
 
 /// The one per-step values buffer the slots among `scalars` read (None when all are constants).
@@ -207,26 +205,6 @@ fn half_shape(what: &str, v_pair: &Tensor) -> Result<Vec<usize>> {
         }
         _ => bail!("{what}: v_pair {v_pair:?} must have an even, non-zero first axis (batch [negative, positive])"),
     }
-}
-
-/// Classifier-free guidance: `v_pair` is `[2·B, ...]`, the negative (unconditional) half first,
-/// as the released pipeline batches it; `out` (`[B, ...]`) = v_u + g·(v_c − v_u).
-pub fn cfg_combine_into(rec: &mut Recorder, v_pair: &Tensor, guidance: &Scalar, out: &Tensor) -> Result<()> {
-    check_floats("cfg_combine", &[("v_pair", v_pair), ("out", out)])?;
-    let h = half_shape("cfg_combine", v_pair)?;
-    if out.shape() != h.as_slice() {
-        bail!("cfg_combine: output {out:?} must have half of v_pair {v_pair:?}'s batch ({h:?})");
-    }
-    check_out("cfg_combine", out, &[], &[v_pair])?;
-    run(rec, "cfg_combine", Op::Cfg, v_pair, v_pair, out, 1, [&ZERO, &ZERO, guidance], None)
-}
-
-/// [`cfg_combine_into`] into a new `[B, ...]` tensor.
-pub fn cfg_combine(rec: &mut Recorder, v_pair: &Tensor, guidance: &Scalar) -> Result<Tensor> {
-    let h = half_shape("cfg_combine", v_pair)?;
-    let out = rec.empty(&h, v_pair.dtype())?;
-    cfg_combine_into(rec, v_pair, guidance, &out)?;
-    Ok(out)
 }
 
 /// CFG fused into the DDIM step, one pass over memory:
@@ -388,10 +366,12 @@ pub mod cpu {
         x.iter().zip(v).map(|(&x, &v)| a * x + b * v).collect()
     }
 
-    /// `v_pair` = [negative half; positive half].
+    /// Classifier-free guidance, `v_pair` = [negative half; positive half]:
+    /// v = v_u + g·(v_c − v_u).
     pub fn cfg_combine(v_pair: &[f32], g: f32) -> Vec<f32> {
+        assert!(v_pair.len().is_multiple_of(2), "cfg_combine: v_pair has an odd length");
         let (u, c) = v_pair.split_at(v_pair.len() / 2);
-        crate::pipeline::scheduler::cfg_combine(u, c, g)
+        u.iter().zip(c).map(|(&u, &c)| u + g * (c - u)).collect()
     }
 
     /// The unfused pair: CFG, then the DDIM step.
@@ -500,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn cfg_and_guided_step_match_cpu() {
+    fn guided_step_matches_cpu() {
         let gpu = test_gpu();
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
@@ -516,15 +496,11 @@ mod tests {
                 let (vp, vph) = upload(&gpu, &rng.normals(2 * n, 1.0), &ps, dt);
                 let sv = step_values(&gpu, a, b, g);
                 let mut rec = gpu.recorder();
-                let v = cfg_combine(&mut rec, &vp, &sv.slot("g").unwrap()).unwrap();
                 let fresh = rec.empty(s, dt).unwrap();
                 guided_ddim_step_into(&mut rec, &x, &vp, &a.into(), &b.into(), &g.into(), &fresh).unwrap();
                 guided_ddim_step_into(&mut rec, &x, &vp, &sv.slot("a").unwrap(), &sv.slot("b").unwrap(), &sv.slot("g").unwrap(), &x).unwrap();
                 rec.submit();
                 let what = format!("{s:?} {dt:?} g={g} seed {seed}");
-                assert_eq!(v.shape(), s);
-                let vh = cpu::cfg_combine(&vph, g);
-                assert_close(&format!("cfg_combine {what}"), &v.to_f32(&gpu).unwrap(), &vh, dt.tolerance(TOL));
                 let want = cpu::guided_ddim_step(&xh, &vph, a, b, g);
                 assert_close(&format!("guided_ddim_step {what}"), &fresh.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
                 assert_close(&format!("guided_ddim_step in place {what}"), &x.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
@@ -705,8 +681,8 @@ mod tests {
             let e = ilt_blend_into(&mut rec, &x, &t(&[1, 2, 3, 4], DType::F16), &Tensor::from_f32(&gpu, &[0.5; 2], &[2], DType::F32).unwrap(), &x).unwrap_err().to_string();
             assert!(e.contains("new_head") && e.contains("f16"), "{e}");
         }
-        let e = cfg_combine(&mut rec, &t(&[3, 2], DType::F32), &c).unwrap_err().to_string();
-        assert!(e.contains("[3, 2]"), "{e}");
+        let e = guided_ddim_step_into(&mut rec, &x, &t(&[3, 2, 3, 4], DType::F32), &c, &c, &c, &x).unwrap_err().to_string();
+        assert!(e.contains("[3, 2, 3, 4]") && e.contains("even"), "{e}");
         let e = guided_ddim_step_into(&mut rec, &x, &t(&[2, 2, 3, 5], DType::F32), &c, &c, &c, &x).unwrap_err().to_string();
         assert!(e.contains("[2, 2, 3, 5]") && e.contains("[1, 2, 3, 4]"), "{e}");
         // An output that partly overlaps an input.
@@ -732,7 +708,7 @@ mod tests {
     #[test]
     fn kernels_translate() {
         for dt in [DType::F32, DType::F16] {
-            for op in 0..4u32 {
+            for op in 0..3u32 {
                 for pair in [false, true] {
                     for other in [DType::F32, DType::F16] {
                         translate_check(&Kernel::new("sampler", SRC, dt).alias("X", dt).alias("Y", other).def("OP", format!("{op}u")).def("WPAIR", pair));

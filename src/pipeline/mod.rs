@@ -2,7 +2,7 @@
 //! streaming loop decides on the host, with CPU references for the GPU kernels that apply it.
 //!
 //! * [`scheduler`]: DDIM (v-prediction, η = 0) as released, with the `linear` override; per-step
-//!   coefficients; CFG combine; the low-res noise augmentation (spec §2.3–2.5).
+//!   coefficients; the low-res noise augmentation (spec §2.3–2.5).
 //! * [`noise`]: Philox4x32-10 Gaussian noise keyed by seed, frame, position, channel; the noise
 //!   rescheduling permutations (spec §4.3).
 //! * [`windows`]: mirror padding, 8/4 windows, ILT weights, streaming finality, `--frames`

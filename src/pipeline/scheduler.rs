@@ -319,12 +319,6 @@ pub fn ddim_step_unfused(x: &[f32], v: &[f32], alpha_bar: f64, alpha_bar_prev: f
         .collect()
 }
 
-/// Classifier-free guidance (batch [negative, positive]): v = v_u + g·(v_c − v_u).
-pub fn cfg_combine(v_uncond: &[f32], v_cond: &[f32], guidance: f32) -> Vec<f32> {
-    assert_eq!(v_uncond.len(), v_cond.len(), "cfg_combine: halves differ in length");
-    v_uncond.iter().zip(v_cond).map(|(&u, &c)| u + guidance * (c - u)).collect()
-}
-
 /// The low-res noise augmentation: x̃ = √ᾱ_n·x + √(1−ᾱ_n)·ε with the low-res schedule.
 #[derive(Clone, Debug)]
 pub struct LowResNoise {
@@ -516,7 +510,8 @@ mod tests {
     fn cfg_combine_matches_the_pipeline() {
         let g = golden();
         let c = &g["cfg"];
-        let got = cfg_combine(&vec32(&c["uncond"]), &vec32(&c["cond"]), c["guidance"].as_f64().unwrap() as f32);
+        let v_pair = [vec32(&c["uncond"]), vec32(&c["cond"])].concat();
+        let got = crate::ops::sampler::cpu::cfg_combine(&v_pair, c["guidance"].as_f64().unwrap() as f32);
         for (a, b) in got.iter().zip(vec32(&c["out"])) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
