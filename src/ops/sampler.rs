@@ -10,14 +10,14 @@
 //! UNet writes the velocity (spec §2.5: the release steps fp16 latents; f32 is the harmless
 //! improvement), and [`scale_into`] moves them into the UNet's f16 sample.
 //!
-//! The maths is `pipeline::scheduler` / `pipeline::windows`' (the CPU twins in [`cpu`] call or
-//! equal them):
+//! The maths, with coefficients from `pipeline::scheduler` and ILT weights from
+//! `pipeline::windows` (the CPU references are in [`cpu`]):
 //!
 //! ```text
 //! DDIM step      x_{t−1} = a·x_t + b·v             (a, b: scheduler::DdimCoeffs)
 //! guided step    x_{t−1} = a·x_t + b·(v_u + g·(v_c − v_u))   (CFG, batch [negative, positive])
 //! noise aug.     x̃ = √ᾱ·x + √(1−ᾱ)·ε              (scheduler::LowResNoise::coeffs)
-//! ILT blend      frame j: w_prev,j·prev + w_new,j·new
+//! ILT blend      frame j: w_prev,j·prev + w_new,j·new     (windows::ilt_weights)
 //! ```
 //!
 //! Layout: flat, except that the ILT blend is frame-major (`[P, ...]` or `[1, P, ...]`) and the
@@ -358,11 +358,15 @@ pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<cr
     ])
 }
 
-/// CPU references, in f32 as the kernels compute. They equal `pipeline::scheduler`'s and
-/// `pipeline::windows`' host maths (tested below).
+/// CPU references, in f32 as the kernels compute: the ones the pipeline's tests check the
+/// sampling maths with (`pipeline::scheduler` against diffusers, `pipeline::engine`,
+/// `pipeline::golden_window`).
 pub mod cpu {
-    /// `a·x + b·v` (also the noise augmentation with v = noise).
+    /// The DDIM step `a·x + b·v`, with (a, b) a step's
+    /// [`DdimCoeffs::as_f32`](crate::pipeline::scheduler::DdimCoeffs::as_f32) (also the noise
+    /// augmentation with v = noise).
     pub fn ddim_step(x: &[f32], v: &[f32], a: f32, b: f32) -> Vec<f32> {
+        assert_eq!(x.len(), v.len(), "ddim_step: x and v differ in length");
         x.iter().zip(v).map(|(&x, &v)| a * x + b * v).collect()
     }
 
@@ -379,6 +383,8 @@ pub mod cpu {
         ddim_step(x, &cfg_combine(v_pair, g), a, b)
     }
 
+    /// The low-res noise augmentation `c0·x + c1·noise`, with (c0, c1) the noise level's
+    /// [`LowResNoise::coeffs`](crate::pipeline::scheduler::LowResNoise::coeffs) as f32.
     pub fn add_noise(x: &[f32], noise: &[f32], c0: f32, c1: f32) -> Vec<f32> {
         ddim_step(x, noise, c0, c1)
     }
@@ -400,7 +406,7 @@ pub mod cpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::scheduler::{self, Ddim, LowResNoise};
+    use crate::pipeline::scheduler::{Ddim, LowResNoise};
     use crate::pipeline::windows::{ilt_weights, Ilt};
     use crate::testutil::*;
 
@@ -417,26 +423,23 @@ mod tests {
         sv
     }
 
+    /// The CPU blend weighs frame j of both windows with frame j's weights: (w_prev, w_new)
+    /// pairs, or w with w_new = 1 − w.
     #[test]
-    fn cpu_twins_equal_the_pipeline_host_maths() {
+    fn cpu_ilt_blend_weighs_each_frame_with_its_weights() {
         let seed = fresh_seed();
         let mut rng = Rng::new(seed);
-        for s in Ddim::released().steps(7).unwrap() {
-            let (x, v) = (rng.normals(33, 1.0), rng.normals(33, 1.0));
-            let [a, b] = s.coeffs.as_f32();
-            assert_eq!(cpu::ddim_step(&x, &v, a, b), scheduler::ddim_step(&x, &v, &s.coeffs), "seed {seed} t {}", s.t);
+        let fl = 7;
+        let (p, q) = (rng.normals(4 * fl, 1.0), rng.normals(4 * fl, 1.0));
+        for ilt in [Ilt::Released, Ilt::Paper] {
+            let w: Vec<(f32, f32)> = (0..4).map(|j| ilt_weights(ilt, j)).collect();
+            let pairs: Vec<f32> = w.iter().flat_map(|&(w0, w1)| [w0, w1]).collect();
+            let want: Vec<f32> = (0..4 * fl).map(|i| p[i] * w[i / fl].0 + q[i] * w[i / fl].1).collect();
+            assert_eq!(cpu::ilt_blend(&p, &q, &pairs, true), want, "{ilt:?} seed {seed}");
         }
-        let low = LowResNoise::released();
-        let c = low.coeffs(50).unwrap();
-        let (x, n) = (rng.normals(33, 1.0), rng.normals(33, 1.0));
-        assert_eq!(cpu::add_noise(&x, &n, c[0] as f32, c[1] as f32), scheduler::add_noise(&x, &n, c));
-        let w: Vec<f32> = (0..4).flat_map(|j| <[f32; 2]>::from(ilt_weights(Ilt::Released, j))).collect();
-        let (p, q) = (rng.normals(4 * 7, 1.0), rng.normals(4 * 7, 1.0));
-        let got = cpu::ilt_blend(&p, &q, &w, true);
-        for j in 0..4 {
-            let r = j * 7..(j + 1) * 7;
-            assert_eq!(got[r.clone()], crate::pipeline::windows::ilt_blend(&p[r.clone()], &q[r], ilt_weights(Ilt::Released, j))[..]);
-        }
+        let w: Vec<f32> = (0..4).map(|_| rng.uniform()).collect();
+        let want: Vec<f32> = (0..4 * fl).map(|i| p[i] * w[i / fl] + q[i] * (1.0 - w[i / fl])).collect();
+        assert_eq!(cpu::ilt_blend(&p, &q, &w, false), want, "seed {seed}");
     }
 
     #[test]

@@ -441,14 +441,14 @@ mod tests {
 
     /// The sample `Engine::load_sample` builds on the GPU for a tile at (8, 24) of window 3
     /// (whose latent noise is rescheduled) equals the host construction: `pipeline::noise` at
-    /// the absolute frames and positions, `scheduler::add_noise`, both CFG halves alike; the
-    /// f32 latents are the sample's. The captured step is the UNet and three sampler dispatches.
+    /// the absolute frames and positions, `ops::sampler::cpu::add_noise`, both CFG halves alike;
+    /// the f32 latents are the sample's. The captured step is the UNet and three sampler dispatches.
     /// (What the step computes, replayed over steps, is checked against the official pipeline by
     /// `pipeline::golden_window`.)
     #[test]
     fn gpu_window_sample_matches_the_host_construction() {
         use crate::pipeline::noise;
-        use crate::pipeline::scheduler::add_noise;
+        use crate::ops::sampler::cpu::add_noise;
         let gpu = test_gpu();
         let dt = DType::F32;
         let (unet, vae) = tiny_models(&gpu, dt);
@@ -473,7 +473,7 @@ mod tests {
             let z = noise::latent_noise(seed, f, y0, x0, h, w);
             let n = noise::noise_region(seed, Stream::LowRes, f as u32, LR_CHANNELS, y0, x0, h, w);
             let frame: Vec<f32> = (0..LR_CHANNELS).flat_map(|c| lr[(c * WINDOW + k) * plane..(c * WINDOW + k + 1) * plane].to_vec()).collect();
-            let aug = add_noise(&frame, &n, coeffs);
+            let aug = add_noise(&frame, &n, coeffs[0] as f32, coeffs[1] as f32);
             for b in 0..2 {
                 for c in 0..LATENT_CHANNELS {
                     let o = b * batch + (c * WINDOW + k) * plane;

@@ -13,10 +13,11 @@
 
 use crate::golden::rel_l2;
 use crate::models::registry::{load_model, Model, ModelKind};
+use crate::ops::sampler::cpu::add_noise;
 use crate::pipeline::engine;
 use crate::pipeline::options::{JobOptions, PromptEmbeds};
 use crate::pipeline::noise::rescheduled_source;
-use crate::pipeline::scheduler::{add_noise, Ddim, LowResNoise};
+use crate::pipeline::scheduler::{Ddim, LowResNoise};
 use crate::pipeline::windows::{Ilt, STRIDE, WINDOW};
 use crate::testutil::test_gpu;
 use crate::video::color::MatrixChoice;
@@ -78,7 +79,8 @@ fn two_windows_match_official_pipeline() {
     let ours: Vec<f32> = Ddim::released().steps(steps).unwrap().iter().map(|s| s.t as f32).collect();
     assert_eq!(ours, timesteps, "DDIM timesteps");
     assert_eq!(labels, [noise_level; 2], "class labels");
-    let noisy = add_noise(&lr, &lr_noise, LowResNoise::released().coeffs(noise_level as u32).unwrap());
+    let [c0, c1] = LowResNoise::released().coeffs(noise_level as u32).unwrap();
+    let noisy = add_noise(&lr, &lr_noise, c0 as f32, c1 as f32);
     let noisy_w0 = frames_of(&noisy, 3, frames, 0..WINDOW, plane);
     let e = rel_l2(&noisy_w0, &unet_lowres[..noisy_w0.len()]);
     assert!(e < 1e-6, "noisy LR image: relative L2 {e:.2e}");

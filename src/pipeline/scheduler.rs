@@ -297,13 +297,6 @@ impl Ddim {
     }
 }
 
-/// CPU reference of the GPU DDIM step: x_prev = a·x + b·v, elementwise.
-pub fn ddim_step(x: &[f32], v: &[f32], c: &DdimCoeffs) -> Vec<f32> {
-    assert_eq!(x.len(), v.len(), "ddim_step: x and v differ in length");
-    let [a, b] = c.as_f32();
-    x.iter().zip(v).map(|(&x, &v)| a * x + b * v).collect()
-}
-
 /// The step in diffusers' order (x̂0, ε̂, then the combination), in f64: the unfused reference.
 pub fn ddim_step_unfused(x: &[f32], v: &[f32], alpha_bar: f64, alpha_bar_prev: f64) -> Vec<f32> {
     let (st, rt) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
@@ -349,16 +342,10 @@ impl LowResNoise {
     }
 }
 
-/// CPU reference of the noise augmentation kernel: `c[0]·x + c[1]·n`.
-pub fn add_noise(x: &[f32], noise: &[f32], c: [f64; 2]) -> Vec<f32> {
-    assert_eq!(x.len(), noise.len(), "add_noise: x and noise differ in length");
-    let [a, b] = c.map(|v| v as f32);
-    x.iter().zip(noise).map(|(&x, &n)| a * x + b * n).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::sampler::cpu::{add_noise, cfg_combine, ddim_step};
     use crate::testutil::{fresh_seed, Rng};
     use serde_json::Value;
 
@@ -456,7 +443,8 @@ mod tests {
             //    terms separates them, so 2e-6 absolute.
             let (a32, p32) = (table32[step.t], if step.t_prev >= 0 { table32[step.t_prev as usize] } else { final32 });
             let c32 = DdimCoeffs::new(a32, p32);
-            for (what, got) in [("fused", ddim_step(&x, &v, &c32)), ("unfused", ddim_step_unfused(&x, &v, a32, p32))] {
+            let [a, b] = c32.as_f32();
+            for (what, got) in [("fused", ddim_step(&x, &v, a, b)), ("unfused", ddim_step_unfused(&x, &v, a32, p32))] {
                 let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
                 assert!(err < 2e-6, "{what} n={n} step {i} (t={}): max abs error {err:e}", step.t);
             }
@@ -464,7 +452,8 @@ mod tests {
             //    the float32 tables cause, which are bounded here rather than assumed.
             let (da, db) = ((step.coeffs.a - c32.a).abs() as f32, (step.coeffs.b - c32.b).abs() as f32);
             assert!(da < 1e-5 && db < 1e-5, "t={}: coefficient drift {da:e} {db:e}", step.t);
-            let got = ddim_step(&x, &v, &step.coeffs);
+            let [a, b] = step.coeffs.as_f32();
+            let got = ddim_step(&x, &v, a, b);
             for k in 0..got.len() {
                 let tol = 2e-6 + da * x[k].abs() + db * v[k].abs();
                 assert!((got[k] - want[k]).abs() <= tol, "n={n} step {i}: {} vs {}", got[k], want[k]);
@@ -497,7 +486,8 @@ mod tests {
                 let len = [1, 7, 13, 33][rng.below(4) as usize];
                 let x = rng.normals(len, 1.0);
                 let v = rng.normals(len, 1.0);
-                let a = ddim_step(&x, &v, &s.coeffs);
+                let [ca, cb] = s.coeffs.as_f32();
+                let a = ddim_step(&x, &v, ca, cb);
                 let b = ddim_step_unfused(&x, &v, s.alpha_bar, s.alpha_bar_prev);
                 for (p, q) in a.iter().zip(&b) {
                     assert!((p - q).abs() < 2e-6 * (1.0 + q.abs()), "seed {seed} n={n} t={}: {p} vs {q}", s.t);
@@ -511,7 +501,7 @@ mod tests {
         let g = golden();
         let c = &g["cfg"];
         let v_pair = [vec32(&c["uncond"]), vec32(&c["cond"])].concat();
-        let got = crate::ops::sampler::cpu::cfg_combine(&v_pair, c["guidance"].as_f64().unwrap() as f32);
+        let got = cfg_combine(&v_pair, c["guidance"].as_f64().unwrap() as f32);
         for (a, b) in got.iter().zip(vec32(&c["out"])) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
@@ -527,7 +517,7 @@ mod tests {
             let (x, n, want) = (vec32(&case["x"]), vec32(&case["noise"]), vec32(&case["out"]));
             // With diffusers' float32 ᾱ_n: float32 arithmetic only.
             let a32 = table32[level as usize];
-            let got = add_noise(&x, &n, [a32.sqrt(), (1.0 - a32).sqrt()]);
+            let got = add_noise(&x, &n, a32.sqrt() as f32, (1.0 - a32).sqrt() as f32);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 2e-6, "level {level}: {a} vs {b}");
             }
@@ -536,7 +526,7 @@ mod tests {
             let c = low.coeffs(level).unwrap();
             let (da, db) = ((c[0] - a32.sqrt()).abs() as f32, (c[1] - (1.0 - a32).sqrt()).abs() as f32);
             assert!(da < 1e-6 && db < 2e-6, "level {level}: coefficient drift {da:e} {db:e}");
-            let got = add_noise(&x, &n, c);
+            let got = add_noise(&x, &n, c[0] as f32, c[1] as f32);
             for k in 0..got.len() {
                 assert!((got[k] - want[k]).abs() <= 2e-6 + da * x[k].abs() + db * n[k].abs(), "level {level}");
             }
