@@ -11,8 +11,9 @@
 //!   w_prev = 0.2 + 0.6·α_j, w_cur = 0.2 + 0.6·(1 − α_j) (0.8/0.2 … 0.2/0.8), or the paper's
 //!   α_j / 1 − α_j with `--ilt paper`, α_j = 1 − j/(P−1), P = 4; frames 4…7 of window i copied.
 //! * Streaming: output frame f is final once window ⌊f/4⌋ is done (or the clip is known to have no
-//!   such window) — [`final_frames`]; window i can run once input frame 4i + 7 has arrived or the
-//!   clip has ended ([`window_ready`]).
+//!   such window), so [`crate::pipeline::job`] writes frames 4i…4i+3 right after window i (the
+//!   last window's second half once the clip has ended); window i can run once input frame
+//!   4i + 7 has arrived or the clip has ended ([`window_ready`]).
 //! * Segments (`--frames START:END`): the windows that touch frames START…END−1 and the input
 //!   frames they read ([`segment_plan`]); blending those windows gives the whole-run values.
 
@@ -112,21 +113,6 @@ pub fn frame_sources(ilt: Ilt, t: usize, f: usize) -> Vec<(usize, usize, f32)> {
     } else {
         let (wp, wc) = ilt_weights(ilt, j);
         vec![(b - 1, STRIDE + j, wp), (b, j, wc)]
-    }
-}
-
-/// The window after which output frame `f` no longer changes.
-pub fn final_after_window(t: usize, f: usize) -> usize {
-    (f / STRIDE).min(window_count(t) - 1)
-}
-
-/// How many leading output frames are final once windows 0…`windows_done`−1 are done. `total`
-/// is the clip length once the stream has ended (`None` while frames may still come).
-pub fn final_frames(windows_done: usize, total: Option<usize>) -> usize {
-    match total {
-        Some(t) if windows_done >= window_count(t) => t,
-        Some(t) => (windows_done * STRIDE).min(t),
-        None => windows_done * STRIDE,
     }
 }
 
@@ -391,19 +377,12 @@ mod tests {
         for t in [1usize, 7, 8, 13, 33] {
             let nw = window_count(t);
             for f in 0..t {
-                let w = final_after_window(t, f);
-                // No window after w feeds frame f; window w does.
-                assert!(frame_sources(Ilt::Released, t, f).iter().all(|&(i, ..)| i <= w));
-                assert!(frame_sources(Ilt::Released, t, f).iter().any(|&(i, ..)| i == w));
-                // final_frames agrees, with the length known or not yet.
-                assert!(final_frames(w + 1, Some(t)) > f);
-                // …and not before window w is done.
-                assert!(final_frames(w, Some(t)) <= f, "T={t} f={f}");
-                // Without the length, a frame past the last window's start needs the end of stream.
-                assert_eq!(final_frames(w + 1, None) > f, f < STRIDE * (w + 1), "T={t} f={f}");
+                // The job writes frame f once window ⌊f/4⌋ (or the last) is done: no window
+                // after it feeds the frame, and that window does.
+                let w = (f / STRIDE).min(nw - 1);
+                assert!(frame_sources(Ilt::Released, t, f).iter().all(|&(i, ..)| i <= w), "T={t} f={f}");
+                assert!(frame_sources(Ilt::Released, t, f).iter().any(|&(i, ..)| i == w), "T={t} f={f}");
             }
-            assert_eq!(final_frames(nw, Some(t)), t);
-            assert_eq!(final_frames(0, Some(t)), 0);
             for i in 0..nw {
                 assert!(window_ready(i, 0, Some(t)));
                 assert!(window_ready(i, window_start(i) + WINDOW, None));
@@ -411,10 +390,6 @@ mod tests {
             }
             assert!(!window_ready(nw, usize::MAX / 2, Some(t)));
         }
-        // 13 frames: after window 0, frames 0-3 are final; after window 1, 0-7; the tail needs all.
-        assert_eq!(final_frames(1, None), 4);
-        assert_eq!(final_frames(2, Some(13)), 8);
-        assert_eq!(final_frames(3, Some(13)), 13);
     }
 
     #[test]
