@@ -2,11 +2,10 @@
 // every operand's length and the broadcast's inner size divide by 4, else 1). The prefix (see
 // ops/elementwise.rs) defines VT (storage vector), VF (f32 vector), V and gelu_v.
 // Entry `main` is specialised by the const OP:
-//   binary ops (a, b -> out), b broadcast as a viewed [outer, rep, inner], b viewed [outer, 1, inner]:
-//     0 add, 1 mul, 2 sub
-//   unary ops (a -> out), `alpha` a scalar parameter or a per-step value:
-//     10 scale (alpha * x), 11 silu, 12 gelu (erf)
-//   14 mix: out = sigmoid(alpha) * a + (1 - sigmoid(alpha)) * b   (same shapes)
+//   0 add (a, b -> out), b broadcast as a viewed [outer, rep, inner], b viewed [outer, 1, inner]
+//   unary ops (a -> out): 11 silu, 12 gelu (erf)
+//   14 mix: out = sigmoid(alpha) * a + (1 - sigmoid(alpha)) * b   (same shapes), `alpha` a
+//     scalar parameter or a per-step value
 
 struct Params {
     n: u32,       // output vectors (elements / V)
@@ -40,16 +39,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var r: VF;
     let x = VF(a[i]);
-    if (OP < 10u) {
+    if (OP == 0u) {
         // The broadcast index of element V·i; V divides inner, so its V elements are contiguous.
         let e = i * V;
         let y = VF(b[((e / (p.inner * p.rep)) * p.inner + e % p.inner) / V]);
-        if (OP == 0u) { r = x + y; } else if (OP == 1u) { r = x * y; } else { r = x - y; }
+        r = x + y;
     } else if (OP == 14u) {
         let s = 1.0 / (1.0 + exp(-alpha()));
         r = s * x + (1.0 - s) * VF(b[i]);
-    } else if (OP == 10u) {
-        r = alpha() * x;
     } else if (OP == 11u) {
         r = x / (VF(1.0) + exp(-x));
     } else {

@@ -6,12 +6,14 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::kernel::{grid, Arena, Kernel};
 use crate::ops::concat::copy;
 use crate::ops::elementwise::{add, binary_into, cpu, mix, mix_into, unary, unary_into, Binary, Unary};
-use crate::step_values::StepValues;
+use crate::ops::sampler::scale_into;
+use crate::step_values::{Scalar, StepValues};
 use crate::testutil::*;
 use crate::{DType, Recorder, Tensor};
 
-/// `y = mix(m, s·x, x) + b`, with `s` and `m` per-step values: a captured graph replayed with
-/// new values matches both the CPU reference and a graph captured afresh with those values.
+/// `y = mix(m, s·x, x) + b`, with `s` and `m` per-step values (`s·x` is the sampler's
+/// `scale_into`): a captured graph replayed with new values matches both the CPU reference and
+/// a graph captured afresh with those values.
 #[test]
 fn replay_with_new_step_values_matches_a_fresh_capture() {
     let gpu = test_gpu();
@@ -23,7 +25,8 @@ fn replay_with_new_step_values_matches_a_fresh_capture() {
         let (b, bh) = upload(&gpu, &rng.normals(11, 1.0), &[11], dt);
         let mut sv = StepValues::new(&gpu, &["scale", "mix"]).unwrap();
         let record = |rec: &mut Recorder, sv: &StepValues| {
-            let sx = unary(rec, Unary::Scale(sv.slot("scale").unwrap()), &x).unwrap();
+            let sx = rec.empty(x.shape(), x.dtype()).unwrap();
+            scale_into(rec, &x, &sv.slot("scale").unwrap(), &sx).unwrap();
             let m = mix(rec, sv.slot("mix").unwrap(), &sx, &x).unwrap();
             add(rec, &m, &b).unwrap()
         };
@@ -85,7 +88,7 @@ fn views_and_in_place_writes_match_cpu() {
         let (bias, biash) = upload(&gpu, &rng.normals(c, 1.0), &[c], dt);
         binary_into(&mut rec, Binary::Add, &a, &bias, &a).unwrap();
         // And the whole buffer scaled by 2 in place.
-        unary_into(&mut rec, Unary::scale(2.0), &run, &run).unwrap();
+        scale_into(&mut rec, &run, &Scalar::Const(2.0), &run).unwrap();
         rec.submit();
 
         runh[s1 * frame..(s1 + 4) * frame].copy_from_slice(&winh[4 * frame..]);

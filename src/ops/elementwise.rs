@@ -1,10 +1,10 @@
-//! Elementwise ops (`shaders/elementwise.wgsl`): add/mul/sub with a broadcast operand,
-//! scale, SiLU, exact GELU and the learned mix `σ(m)·x + (1−σ(m))·y`. (GEGLU is gated in the
-//! projection's store, `matmul::linear_geglu`; its CPU twin stays here with GELU's.)
+//! Elementwise ops (`shaders/elementwise.wgsl`): add with a broadcast operand, SiLU, exact GELU
+//! and the learned mix `σ(m)·x + (1−σ(m))·y`. (GEGLU is gated in the projection's store,
+//! `matmul::linear_geglu`; its CPU twin stays here with GELU's.)
 //!
 //! Each op allocates its output, or writes into a given tensor or view with its `_into` twin;
-//! the output may be the first operand itself (an in-place update). Scales and mix weights are
-//! [`Scalar`]s: a constant, or a per-step value read at run time.
+//! the output may be the first operand itself (an in-place update). Mix weights are [`Scalar`]s:
+//! a constant, or a per-step value read at run time.
 //!
 //! Layout: flat. Broadcasting views `a` as `[outer, rep, inner]` and `b` as `[outer, 1, inner]`:
 //! a per-channel bias on channels-last `[N, H, W, C]` is `b = [C]` (outer 1, rep N·H·W, inner C);
@@ -44,22 +44,12 @@ struct Params {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Binary {
     Add = 0,
-    Mul = 1,
-    Sub = 2,
 }
 
 #[derive(Clone, Debug)]
 pub enum Unary {
-    Scale(Scalar),
     Silu,
     Gelu,
-}
-
-impl Unary {
-    /// Scaling by a constant.
-    pub fn scale(s: f32) -> Unary {
-        Unary::Scale(Scalar::Const(s))
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -167,10 +157,6 @@ pub fn add_assign(rec: &mut Recorder, acc: &Tensor, x: &Tensor) -> Result<Tensor
     Ok(acc.clone())
 }
 
-pub fn mul(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(rec, Binary::Mul, a, b)
-}
-
 pub fn unary(rec: &mut Recorder, op: Unary, x: &Tensor) -> Result<Tensor> {
     let out = rec.empty(x.shape(), x.dtype())?;
     unary_into(rec, op, x, &out)?;
@@ -183,13 +169,12 @@ pub fn unary_into(rec: &mut Recorder, op: Unary, x: &Tensor, out: &Tensor) -> Re
         bail!("{op:?}: {x:?} into {out:?}: shapes or dtypes differ");
     }
     check_out(&format!("{op:?}"), out, &[x])?;
-    let (code, alpha) = match op {
-        Unary::Scale(s) => (10, s),
-        Unary::Silu => (11, Scalar::Const(0.0)),
-        Unary::Gelu => (12, Scalar::Const(0.0)),
+    let code = match op {
+        Unary::Silu => 11,
+        Unary::Gelu => 12,
     };
     // No broadcast: `inner` is the whole tensor (which lets the vec4 kernel take it).
-    run(rec, code, x, x, out, x.numel(), 1, &alpha)
+    run(rec, code, x, x, out, x.numel(), 1, &Scalar::Const(0.0))
 }
 
 /// The learned mix `σ(m)·x + (1−σ(m))·y` (TE-3DVAE time mixer and video block).
@@ -298,18 +283,14 @@ pub mod cpu {
                 let y = b[(i / (inner * rep)) * inner + i % inner];
                 match op {
                     Binary::Add => a[i] + y,
-                    Binary::Mul => a[i] * y,
-                    Binary::Sub => a[i] - y,
                 }
             })
             .collect()
     }
 
-    /// `scale` is the value of a [`Unary::Scale`] operand.
-    pub fn unary(op: &Unary, scale: f32, x: &[f32]) -> Vec<f32> {
+    pub fn unary(op: &Unary, x: &[f32]) -> Vec<f32> {
         x.iter()
             .map(|&v| match op {
-                Unary::Scale(_) => scale * v,
                 Unary::Silu => silu(v),
                 Unary::Gelu => gelu(v),
             })
@@ -355,15 +336,13 @@ mod tests {
         ];
         for dt in gpu.dtypes() {
             for &(sa, sb) in cases {
-                for op in [Binary::Add, Binary::Mul, Binary::Sub] {
-                    let (a, ah) = upload(&gpu, &rng.normals(sa.iter().product(), 1.0), sa, dt);
-                    let (b, bh) = upload(&gpu, &rng.normals(sb.iter().product(), 1.0), sb, dt);
-                    let mut rec = gpu.recorder();
-                    let out = binary(&mut rec, op, &a, &b).unwrap();
-                    rec.submit();
-                    let want = cpu::binary(op, &ah, sa, &bh, sb);
-                    assert_close(&format!("{op:?} {sa:?}+{sb:?} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
-                }
+                let (a, ah) = upload(&gpu, &rng.normals(sa.iter().product(), 1.0), sa, dt);
+                let (b, bh) = upload(&gpu, &rng.normals(sb.iter().product(), 1.0), sb, dt);
+                let mut rec = gpu.recorder();
+                let out = binary(&mut rec, Binary::Add, &a, &b).unwrap();
+                rec.submit();
+                let want = cpu::binary(Binary::Add, &ah, sa, &bh, sb);
+                assert_close(&format!("add {sa:?}+{sb:?} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
             }
         }
     }
@@ -375,14 +354,14 @@ mod tests {
         let mut rng = Rng::new(seed);
         for dt in gpu.dtypes() {
             for n in [1usize, 7, 33, 77, 1000] {
-                for op in [Unary::scale(-0.37), Unary::Silu, Unary::Gelu] {
+                for op in [Unary::Silu, Unary::Gelu] {
                     // Uniform in [-4, 4): covers GELU's tails without f16 subnormal outputs.
                     let v: Vec<f32> = (0..n).map(|_| rng.uniform() * 8.0 - 4.0).collect();
                     let (x, xh) = upload(&gpu, &v, &[n], dt);
                     let mut rec = gpu.recorder();
                     let out = unary(&mut rec, op.clone(), &x).unwrap();
                     rec.submit();
-                    assert_close(&format!("{op:?} n={n} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::unary(&op, -0.37, &xh), dt.tolerance(TOL));
+                    assert_close(&format!("{op:?} n={n} {dt:?} seed {seed}"), &out.to_f32(&gpu).unwrap(), &cpu::unary(&op, &xh), dt.tolerance(TOL));
                 }
             }
         }
