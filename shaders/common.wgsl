@@ -14,18 +14,9 @@ fn erfc_pos(z: f32) -> f32 {
         t * (-0.82215223 + t * 0.17087277)))))))));
 }
 
-fn erf_f32(x: f32) -> f32 {
-    let r = erfc_pos(abs(x));
-    return select(r - 1.0, 1.0 - r, x >= 0.0);
-}
-
 // Exact (erf) GELU, as PyTorch's default `gelu`: 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(−x/√2).
 fn gelu_f32(x: f32) -> f32 {
     let z = x * 0.70710678118654752;
     let r = erfc_pos(abs(z));
     return 0.5 * x * select(r, 2.0 - r, z >= 0.0);
-}
-
-fn silu_f32(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
 }
