@@ -41,14 +41,6 @@ impl Scalar {
         }
     }
 
-    /// The value a CPU reference uses: the constant, or the slot's current host value.
-    pub fn host_value(&self, step: &StepValues) -> f32 {
-        match self {
-            Scalar::Const(v) => *v,
-            Scalar::Slot { index, .. } => step.host[*index as usize],
-        }
-    }
-
     /// Slot index meaning "use the constant in the parameters".
     pub const NO_SLOT: u32 = u32::MAX;
 }
@@ -87,16 +79,8 @@ impl StepValues {
         Ok(())
     }
 
-    pub fn get(&self, name: &str) -> Result<f32> {
-        Ok(self.host[self.index(name)?])
-    }
-
     /// Writes the host values to the device, ordered before the next submission (the next replay).
     pub fn upload(&self, gpu: &Gpu) -> Result<()> {
         self.tensor.write_f32(gpu, &self.host)
-    }
-
-    pub fn tensor(&self) -> &Tensor {
-        &self.tensor
     }
 }

@@ -399,11 +399,6 @@ impl ClipTokenizer {
         }
     }
 
-    /// Token strings of `ids` (byte-level symbols, `</w>` word ends), for debugging.
-    pub fn id_to_token(&self, id: u32) -> Option<String> {
-        self.tk.id_to_token(id)
-    }
-
     /// The text of `ids` without special tokens (`</w>` become spaces), as transformers decodes.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         let s = self.tk.decode(ids, true).map_err(|e| anyhow!("decoding: {e}"))?;

@@ -56,10 +56,6 @@ impl Kernel {
         self.aliases.push((name, dtype));
         self
     }
-    pub fn with_f16(mut self) -> Kernel {
-        self.needs_f16 = true;
-        self
-    }
     /// A cooperative-matrix kernel on `fs`×`fs`×`fs` fragments (see [`Kernel::coop`]).
     pub fn with_coop(mut self, fs: u32) -> Kernel {
         assert!(fs == 8 || fs == 16, "cooperative fragments are 8×8 or 16×16, not {fs}");
@@ -150,11 +146,9 @@ pub struct PipelineCache {
 }
 
 impl PipelineCache {
-    pub fn len(&self) -> usize {
+    /// Number of compiled pipelines ([`crate::Gpu::pipeline_count`]).
+    pub(crate) fn len(&self) -> usize {
         self.map.lock().unwrap().len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The compiled pipeline for `k`, compiling it on first use.

@@ -112,12 +112,8 @@ impl<'a> Loader<'a> {
         Ok((cw, b))
     }
 
-    /// A ConvTranspose2d: `prefix.weight [cin, cout, k, k]` (PyTorch's transposed layout) and `prefix.bias [cout]`.
-    pub fn conv_transposed(&mut self, prefix: &str, cin: usize, cout: usize, k: usize) -> Result<ConvWeight> {
-        self.conv_transposed_scaled(prefix, cin, cout, k, 1.0)
-    }
-
-    /// [`conv_transposed`](Self::conv_transposed) scaled like [`conv_scaled`](Self::conv_scaled).
+    /// A ConvTranspose2d: `prefix.weight [cin, cout, k, k]` (PyTorch's transposed layout) and
+    /// `prefix.bias [cout]`, scaled like [`conv_scaled`](Self::conv_scaled).
     pub fn conv_transposed_scaled(&mut self, prefix: &str, cin: usize, cout: usize, k: usize, scale: f32) -> Result<ConvWeight> {
         let shape = [cin, cout, k, k];
         let b = scaled(self.store.take(&format!("{prefix}.bias"), &[cout])?, scale);

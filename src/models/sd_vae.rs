@@ -28,12 +28,9 @@ pub struct VaeAttention {
 }
 
 impl VaeAttention {
-    pub fn load(l: &mut Loader, prefix: &str, c: usize, groups: usize) -> Result<Self> {
-        Self::load_with(l, prefix, c, groups, false)
-    }
-
-    /// [`Self::load`]; `prefer_old`: the names to ask for when the store has neither (a
-    /// synthetic store, as in full-size key checks of models saved with the old names).
+    /// The attention at `prefix`, under whichever names the store holds; `prefer_old`: the names
+    /// to ask for when the store has neither (a synthetic store, as in full-size key checks of
+    /// models saved with the old names).
     pub fn load_with(l: &mut Loader, prefix: &str, c: usize, groups: usize, prefer_old: bool) -> Result<Self> {
         let old = l.store.contains(&format!("{prefix}.query.weight")) || (prefer_old && !l.store.contains(&format!("{prefix}.to_q.weight")));
         let name = |new: &str, old_name: &str| format!("{prefix}.{}", if old { old_name } else { new });

@@ -159,9 +159,6 @@ impl NormWeight {
             beta: Tensor::from_f32(gpu, beta, &[c], DType::F32)?,
         })
     }
-    pub fn channels(&self) -> usize {
-        self.gamma.numel()
-    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

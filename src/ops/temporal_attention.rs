@@ -221,12 +221,9 @@ pub fn bench_cases(gpu: &crate::Gpu, dtype: DType, quick: bool) -> Result<Vec<cr
 pub mod cpu {
     use super::*;
 
-    /// RoPE as `rotary-embedding-torch` applies it: interleaved pairs of the first 32 channels.
-    pub fn rope(x: &mut [f64], pos: usize) {
-        rope_by(x, pos, &rope_angle)
-    }
-
-    /// [`rope`] with the angle of (position, pair) given.
+    /// RoPE as `rotary-embedding-torch` applies it: interleaved pairs of the first 32 channels,
+    /// pair j at position `pos` rotated by `angle(pos, j)` ([`rope_angle`] or
+    /// [`rope_angle_from`]).
     pub fn rope_by(x: &mut [f64], pos: usize, angle: &dyn Fn(usize, usize) -> f64) {
         for j in 0..ROPE_DIM / 2 {
             let (s, c) = angle(pos, j).sin_cos();

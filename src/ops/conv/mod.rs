@@ -311,11 +311,7 @@ pub fn conv3d_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, imp: Impl) ->
     conv3d_add_with(rec, x, w, None, imp)
 }
 
-/// [`conv3d`] plus a [`Residual`] added as the output is stored.
-pub fn conv3d_add(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Residual) -> Result<Tensor> {
-    conv3d_add_with(rec, x, w, Some(res), Impl::Auto)
-}
-
+/// [`conv3d_with`] plus a [`Residual`], if any, added as the output is stored.
 pub fn conv3d_add_with(rec: &mut Recorder, x: &Tensor, w: &ConvWeight, res: Option<Residual>, imp: Impl) -> Result<Tensor> {
     let x = Input::from(x);
     launch(rec, &x, w, &conv3d_problem(&x, w)?, res, imp)
