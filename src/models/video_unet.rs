@@ -297,7 +297,6 @@ impl SpatialTransformer for Transformer3D {
 
 pub struct VideoUNet {
     pub config: VideoUNetConfig,
-    pub kind: VideoUNetKind,
     pub core: UNetCore<Transformer3D, TemporalModule3D>,
 }
 
@@ -347,7 +346,7 @@ impl VideoUNet {
         // The shared RoPE module's inverse frequencies: each temporal attention rotates by its own
         // copy (`<attn>.rotary_emb.freqs`, the same parameter), so this one is not used.
         l.raw("temporal_rotary_emb.freqs", &[16])?;
-        Ok(VideoUNet { config: config.clone(), kind, core })
+        Ok(VideoUNet { config: config.clone(), core })
     }
 
     /// One forward pass; returns `[B, out_channels, F, H, W]` (PyTorch layout). Intermediates are

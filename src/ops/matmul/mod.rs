@@ -813,7 +813,6 @@ fn norm_on_load(rec: &Recorder, x: &Tensor, n: NormIn, w: &LinearWeight, store: 
 pub struct GegluWeight {
     /// `[in, 2·inner]` in the interleaved order.
     pub lin: LinearWeight,
-    pub inner: usize,
 }
 
 impl GegluWeight {
@@ -845,7 +844,7 @@ impl GegluWeight {
             let pb: Vec<f32> = (0..2 * inner).map(|i| b[src(i)]).collect();
             lin = lin.with_bias(gpu, &pb)?;
         }
-        Ok(GegluWeight { lin, inner })
+        Ok(GegluWeight { lin })
     }
 }
 
