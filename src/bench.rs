@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use ceilings::Ceilings;
 use report::{Measured, Meta};
 
-pub use crate::ops::bench_case::{random_tensor, BenchCase};
+pub use crate::ops::bench_case::BenchCase;
 use crate::{DType, Gpu};
 
 pub struct BenchOptions {

@@ -40,7 +40,7 @@ pub const DIFFVSR_REPO: &str = "huihui9998/DiffVSR";
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub const DEFAULT_REVISION: &str = "main";
 // The release's layout (what to download, what makes a complete folder, what to convert).
-pub use crate::models::release::{checkpoint_path, CONVERT, DEFAULT_INCLUDE, REQUIRED};
+pub use crate::models::release::{CONVERT, DEFAULT_INCLUDE, REQUIRED};
 
 #[derive(Clone, Debug)]
 pub struct FetchOptions {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::fake_hub::{FakeFile, FakeHub, REPO};
 use super::*;
+use crate::models::release::checkpoint_path;
 use crate::rng::Rng;
 
 /// A folder under the system temp dir, removed when dropped.

@@ -10,7 +10,7 @@ pub mod pipelines;
 pub mod pool;
 pub mod tune;
 
-pub use device::{devices_report, enumerate, parse_backend, select_adapter, wanted_features, Gpu, GpuOptions};
+pub use device::{devices_report, select_adapter, Gpu, GpuOptions};
 pub use pool::{human_bytes, parse_bytes};
 pub use tune::TuneMode;
 

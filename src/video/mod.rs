@@ -5,6 +5,3 @@
 pub mod color;
 pub mod preview;
 pub mod y4m;
-
-pub use color::{Matrix, MatrixChoice, YuvParams};
-pub use y4m::{Chroma, Frame, FrameFormat, Header, Range, Reader, Siting, Writer, Y4mError};
