@@ -283,7 +283,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
 /// it was just downloaded, so a repaired blob never keeps a stale conversion, and when the
 /// conversion no longer opens as a whole safetensors file, e.g. cut short).
 fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool) -> Result<()> {
-    let out_dir = repo.join("converted").join(&report.commit);
+    let out_dir = converted_dir(repo, &report.commit);
     for &(file, key) in CONVERT {
         let Some((_, outcome)) = report.files.iter().find(|(p, _)| p == file) else { continue };
         let src = report.snapshot.join(file);

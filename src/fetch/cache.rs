@@ -82,9 +82,10 @@ pub fn weights_dir_in(cache_dir: &Path, repo_id: &str, revision: &str) -> Result
     }
 }
 
-/// `converted/<commit>` of the cache entry: the safetensors copies of the [`CONVERT`] checkpoints.
-pub fn converted_dir(cache_dir: &Path, repo_id: &str, commit: &str) -> PathBuf {
-    repo_cache_dir(cache_dir, repo_id).join("converted").join(commit)
+/// `converted/<commit>` of the cache entry `repo` ([`repo_cache_dir`]): the safetensors copies
+/// of the [`CONVERT`] checkpoints.
+pub fn converted_dir(repo: &Path, commit: impl AsRef<Path>) -> PathBuf {
+    repo.join("converted").join(commit)
 }
 
 pub(super) fn is_commit_hash(s: &str) -> bool {

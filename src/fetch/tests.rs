@@ -427,7 +427,7 @@ fn checkpoints_are_converted_once_to_safetensors() {
     o.convert = true;
     let r = fetch(&o).unwrap();
     assert!(r.convert_errors.is_empty(), "{:?}", r.convert_errors);
-    let conv = converted_dir(&tmp.0, REPO, &hub.commit);
+    let conv = converted_dir(&repo_cache_dir(&tmp.0, REPO), &hub.commit);
     let (unet, vae) = (conv.join("DiffVSR_UNet.safetensors"), conv.join("TE-3DVAE.safetensors"));
     assert_eq!(r.converted, vec![unet.clone(), vae.clone()]);
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/checkpoints");
@@ -471,7 +471,7 @@ fn failed_conversion_is_reported_without_failing_the_fetch() {
     assert_eq!(r.convert_errors.len(), 1);
     eprintln!("conversion error text: {}", r.convert_errors[0]);
     assert!(r.convert_errors[0].contains("TE-3DVAE.pt"), "{:?}", r.convert_errors);
-    let conv = converted_dir(&tmp.0, REPO, &hub.commit);
+    let conv = converted_dir(&repo_cache_dir(&tmp.0, REPO), &hub.commit);
     assert_eq!(fs::read_dir(&conv).unwrap().count(), 1, "no partial output left");
     weights_dir_in(&tmp.0, REPO, "main").unwrap();
 }

@@ -42,7 +42,7 @@ pub fn checkpoint_path(weights_dir: &Path, file: &str) -> PathBuf {
     if let (Some(commit), Some(snapshots)) = (weights_dir.file_name(), weights_dir.parent()) {
         if snapshots.file_name().is_some_and(|n| n == "snapshots") {
             if let Some(repo) = snapshots.parent() {
-                let conv = repo.join("converted").join(commit).join(&st);
+                let conv = crate::fetch::converted_dir(repo, commit).join(&st);
                 if conv.is_file() {
                     return conv;
                 }
