@@ -1,4 +1,4 @@
-//! The sampling job's plain-data floor (design/layout.md floor 7; issue 9): everything the
+//! The sampling job's plain-data floor (shared/design/layout.md floor 7; issue 9): everything the
 //! streaming loop decides on the host, with CPU references for the GPU kernels that apply it.
 //!
 //! * [`scheduler`]: DDIM (v-prediction, η = 0) as released, with the `linear` override; per-step

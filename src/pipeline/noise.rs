@@ -13,9 +13,9 @@
 //!   frame, channel): never on where windows, tiles or segments fall.
 //! * Noise rescheduling as released (spec §4.3: frames [f0, f0+4) take a shuffle of frames
 //!   [f0−8, f0−4), for f0 = 8, 12, …): block b ≥ 2 (frames 4b…4b+3) carries the noise of block
-//!   b − 2 permuted by [`block_permutation`]`(seed, b)`, drawn from the `PERMUTATION` stream;
-//!   [`latent_noise_frame`] follows the chain to the frame whose noise a frame carries, so the GPU
-//!   kernel just takes that frame index.
+//!   b − 2 permuted by [`block_permutation`]`(seed, b)`, drawn from the
+//!   [`Stream::Permutation`] stream; [`latent_noise_frame`] follows the chain to the frame whose
+//!   noise a frame carries, so the GPU kernel just takes that frame index.
 //!
 //! For the WGSL twin: WGSL has no 64-bit integers, so `mulhilo(M, c)` is built from 16-bit halves
 //! (or a 32×32→64 helper), and the key bumps wrap in u32, exactly as [`philox4x32_10`] does;

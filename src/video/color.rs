@@ -1,6 +1,6 @@
 //! CPU references for colour conversion and chroma resampling (issue 9, deliverable 5; the
 //! released pipeline takes 8-bit RGB from its video decoder, spec §4.3 "Frames → (x/255 − 0.5)·2").
-//! The GPU kernels (`ops/color.rs` in design/layout.md) are tested against these.
+//! The GPU kernels (`ops/color.rs` in shared/design/layout.md) are tested against these.
 //!
 //! * Matrices: BT.601 (Kr 0.299, Kb 0.114), BT.709 (Kr 0.2126, Kb 0.0722) and BT.2020's
 //!   non-constant-luminance one (Kr 0.2627, Kb 0.0593; only when asked: y4m carries no matrix);
