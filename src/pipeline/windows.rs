@@ -91,9 +91,10 @@ pub fn ilt_weights(ilt: Ilt, j: usize) -> (f32, f32) {
     (p as f32, c as f32)
 }
 
-/// CPU reference of the ILT blend kernel: w_prev·prev + w_cur·cur, in f32 (the release blends
-/// its fp16 window latents in fp16 before storing them in an f32 tensor; f32 is the harmless
-/// improvement).
+/// One frame's ILT blend on the host: w_prev·prev + w_cur·cur, in f32 (the release blends its
+/// fp16 window latents in fp16 before storing them in an f32 tensor; f32 is the harmless
+/// improvement). The blend kernel's CPU reference, `ops::sampler::cpu::ilt_blend`, applies it
+/// frame by frame.
 pub fn ilt_blend(prev: &[f32], cur: &[f32], weights: (f32, f32)) -> Vec<f32> {
     assert_eq!(prev.len(), cur.len(), "ilt_blend: frames differ in size");
     prev.iter().zip(cur).map(|(&p, &c)| weights.0 * p + weights.1 * c).collect()
