@@ -47,7 +47,8 @@ impl DType {
     /// the CPU references take the same f16-rounded inputs, so a kernel that accumulates in f32
     /// stays well under 1e-3, while one that accumulated in f16 would exceed it from about 80
     /// terms on (simulated: 1.3e-3 at 77, 2.5e-3 at 297). Tests that round intermediates too
-    /// say so and state their own.
+    /// (Winograd's planes) or compare f16 operands with unrounded f32 references (f32 storage
+    /// on f16 operands: `forward`'s 2e-3) state their own.
     pub fn tolerance(self, f32_tol: f64) -> f64 {
         match self {
             DType::F32 => f32_tol,

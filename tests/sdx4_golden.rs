@@ -173,7 +173,8 @@ fn unet_matches_diffusers_in_a_packed_arena() {
 #[test]
 fn captured_unet_replays_a_new_timestep() {
     // A device of its own: the pipeline count below must not see other tests' compiles.
-    let gpu = diffvsr_wgpu::Gpu::new(&diffvsr_wgpu::GpuOptions::from_env()).unwrap();
+    // (Untuned and without the user's tuning cache, as the shared test device.)
+    let gpu = diffvsr_wgpu::Gpu::new(&diffvsr_wgpu::GpuOptions { tune: diffvsr_wgpu::gpu::TuneMode::Off, tune_cache: None, ..diffvsr_wgpu::GpuOptions::from_env() }).unwrap();
     gpu.set_poison(true);
     let model = load_model(&gpu, ModelKind::Unet, Some(&data("unet_config.json")), &data("unet.safetensors"), DType::F32).unwrap();
     let inputs = load_inputs(&gpu, ModelKind::Unet, &data("unet_io.safetensors"), DType::F32).unwrap();

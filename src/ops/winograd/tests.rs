@@ -202,7 +202,10 @@ fn winograd_matches_the_direct_convolution() {
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
     for dt in gpu.dtypes() {
-        let tol = dt.tolerance(TOL);
+        // Winograd stores its planes (the transformed input, the products) in the storage
+        // dtype, so f16 rounds three times, amplified by the transforms' sums: 1.2e-3 seen on
+        // the 4-value 1×1 case, over the one-store 1e-3.
+        let tol = if dt == DType::F16 { 5e-3 } else { dt.tolerance(TOL) };
         // (leading axes, H, W, Cin, Cout, time taps: 0 for 2-D)
         type Case = (&'static [usize], usize, usize, usize, usize, usize);
         let cases: [Case; 7] = [
