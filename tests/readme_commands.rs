@@ -90,6 +90,7 @@ fn auto_on_off_variables_take_the_flags_values() {
                 .args(["forward", "--model", "te3dvae-decoder", "--config", "tests/data/te3dvae/config.json", "--random-weights", "1", "--random-inputs", "1x8x8", "--plan-only"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .env(var, v)
+                .env_remove("RUST_LOG")
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&o.stderr);
