@@ -16,9 +16,16 @@ export DIFFVSR_BACKEND=vulkan
 for z in .device-bin/*.xz; do
     [ -f "$z" ] || continue
     f=${z%.xz}
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$z" "$f.part" &&
-        mv "$f.part" "$f" || echo "unpacking $z failed" >&2
-    case "$f" in *.y4m) ;; *) chmod +x "$f" ;; esac
+    if python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as i, open(sys.argv[2], "wb") as o:
+    shutil.copyfileobj(i, o)' "$z" "$f.part"; then
+        mv "$f.part" "$f"
+        case "$f" in *.y4m) ;; *) chmod +x "$f" ;; esac
+    else
+        # Never a cut file in its place: the steps that need it fail as missing.
+        rm -f "$f.part" "$f"
+        echo "device-env: unpacking $z FAILED: the steps that need $(basename "$f") will fail" >&2
+    fi
 done
 # The test binary finds tests/data at the path it was built in (compiled in): link that path to
 # this copy of the tree where they differ.

@@ -14,12 +14,13 @@ compress_for_device() {
 }
 
 # Fails where the tracked and untracked-not-ignored files and the carried folders (the
-# arguments) would exceed the 64 MiB a device call takes: the call would be refused.
+# arguments; those missing count nothing) would exceed the 64 MiB a device call takes: the
+# call would be refused. (du fails on a missing path: the callers run under pipefail and set -e.)
 check_travel_size() {
     local tracked untracked carried total limit=$((64 << 20))
-    tracked=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-    untracked=$(git ls-files -z -o --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-    carried=$(du -cb "$@" 2>/dev/null | tail -1 | cut -f1)
+    tracked=$({ git ls-files -z | du -cb --files0-from=- 2>/dev/null || true; } | tail -1 | cut -f1)
+    untracked=$({ git ls-files -z -o --exclude-standard | du -cb --files0-from=- 2>/dev/null || true; } | tail -1 | cut -f1)
+    carried=$({ du -cb -- "$@" 2>/dev/null || true; } | tail -1 | cut -f1)
     total=$((${tracked:-0} + ${untracked:-0} + ${carried:-0}))
     echo "what travels: tracked $((${tracked:-0} >> 10)) KiB, untracked $((${untracked:-0} >> 10)) KiB, carried ($*) $((${carried:-0} >> 10)) KiB: $((total >> 10)) KiB of $((limit >> 10))"
     if [ "$total" -gt "$limit" ]; then

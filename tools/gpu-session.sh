@@ -32,8 +32,6 @@ mode=${1:-run}
 case "$mode" in
 build)
     set -e
-    bash tools/gpu-check.sh build
-    bash tools/side-by-side.sh build
     if ! ls .gl/*.deb >/dev/null 2>&1; then
         # The Vulkan loader and glvnd for the card machine, which has neither (device README).
         mkdir -p .gl /tmp/amd64/partial
@@ -43,6 +41,8 @@ build)
         # shellcheck disable=SC2086
         (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
     fi
+    bash tools/gpu-check.sh build
+    bash tools/side-by-side.sh build
     . tools/device-files.sh
     check_travel_size .device-bin .gl .whl
     echo "carry .device-bin .gl .whl; run: tools/gpu-session.sh run, timeout_s 600"
@@ -131,7 +131,7 @@ if [ -n "$TESTS" ] && [ "$t" -gt 0 ]; then
     timeout -k 10 "$t" "$TESTS" --test-threads 8 --skip fuzz_targets --skip fetch:: --skip tokenizer:: --skip checkpoint:: >"$work/tests.txt" 2>&1
     rc=$?
     grep -E "^test result|FAILED|panicked|cooperative fragments" "$work/tests.txt" | head -40 | tee -a "$work/summary.txt"
-    [ $rc -eq 124 ] || [ $rc -eq 137 ] && note "kernel tests: timed out after ${t}s ($(grep -c ' ok$' "$work/tests.txt") passed by then)"
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && note "kernel tests: timed out after ${t}s (or killed: exit $rc) ($(grep -c ' ok$' "$work/tests.txt") passed by then)"
     pack
 elif [ -n "$TESTS" ]; then
     note "== 1. kernel tests: out of budget"
@@ -190,8 +190,9 @@ note "== 2. side by side (budget ${t}s)"
 if [ "$t" -gt 0 ]; then
     # PyTorch's times vary little: fewer repetitions leave more of the call to the engine.
     # Its files are packed every 30 s as they come: a call cut inside it keeps what ran.
-    # (Its own partial name: a tar it leaves running when stopped writes nothing the next pack reads.)
-    (while sleep 30; do pack bg; done) &
+    # (Its own partial name: a tar it leaves running when stopped writes nothing the next pack
+    # reads; its sleep is stopped with it, not left holding the call's output open.)
+    (trap 'kill $! 2>/dev/null; exit 0' TERM; while :; do sleep 30 & wait $!; pack bg; done) &
     packer=$!
     OUT="$work/side-by-side" RUN_BUDGET=$t REF_WARMUP=${REF_WARMUP:-2} REF_ITERS=${REF_ITERS:-6} REF_TIMEOUT=${REF_TIMEOUT:-130} \
         bash tools/side-by-side.sh "$mode" >"$work/side-by-side.txt" 2>&1

@@ -305,7 +305,7 @@ for c in "${cases[@]}"; do
         grep -E "GPU time|planned|weights on|dispatches|error|Error" "$out/engine-$i.txt" | head -8
         if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
             status=failed
-            err="timed out after ${t}s"
+            err="timed out after ${t}s (exit $rc; 137: killed, also by the OOM killer)"
         elif [ $rc -ne 0 ] || [ ! -s "$out/$j" ]; then
             status=failed
             err="exit $rc: $(tail -3 "$out/engine-$i.txt" | tr '\n\r\t"\\' '     ' | cut -c1-400)"
