@@ -179,10 +179,8 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         for _ in 0..o.runs.max(1) {
             times.push(graph.run_timed(gpu)?);
         }
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        submit.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let gpu_t = times[times.len() / 2];
-        let sub_t = submit[submit.len() / 2];
+        let gpu_t = crate::kernel::median(&mut times);
+        let sub_t = crate::kernel::median(&mut submit);
         crate::outln!("device:                 {}", gpu.describe());
         crate::outln!("model:                  {:?} ({weights_name}, storage {})", o.model, gpu.operands_name(dtype));
         crate::outln!("weights on device:      {}", crate::gpu::human_bytes(weight_bytes));

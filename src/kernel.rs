@@ -579,8 +579,18 @@ pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dy
         let stamps = rec.submit_timed()?;
         per_run.push(if timed > 0 { stamps.iter().sum::<f64>() } else { start.elapsed().as_secs_f64() });
     }
-    per_run.sort_by(f64::total_cmp);
-    Ok(per_run[per_run.len() / 2])
+    Ok(median(&mut per_run))
+}
+
+/// The median of timings (of an even count, the mean of the middle two; at least one).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n.is_multiple_of(2) {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
 }
 
 /// Timed runs per candidate when tuning (after one warm-up run); the median is kept.
@@ -820,6 +830,14 @@ mod tests {
     use crate::ops::elementwise::{add, cpu, unary, Unary};
     use crate::testutil::*;
     use crate::{DType, Recorder, Tensor};
+
+    /// Timings' median: the middle one, or the mean of the middle two of an even count.
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(super::median(&mut [5.0]), 5.0);
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [3.0, 1.0, 4.0, 2.0]), 2.5);
+    }
 
     /// A captured chain replays with new inputs, and reuses memory for dropped intermediates.
     #[test]

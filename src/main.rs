@@ -233,8 +233,8 @@ enum Cmd {
         /// Print planned memory, dispatch count and GPU time per forward.
         #[arg(long)]
         report: bool,
-        /// Timed repetitions for --report.
-        #[arg(long, allow_negative_numbers = true, default_value_t = 5)]
+        /// Timed repetitions for --report (at least 1; the median is reported).
+        #[arg(long, allow_negative_numbers = true, default_value_t = 5, value_parser = parse_count)]
         runs: usize,
         /// Also write the report as one JSON object (model, dtype, shape, device, median GPU ms,
         /// dispatches, also by kernel, planned and measured bytes) to this file; implies --report.
@@ -441,8 +441,8 @@ struct BenchSizing {
     /// Storage dtype: f32 or f16 (default: f16 where supported).
     #[arg(long)]
     dtype: Option<DType>,
-    /// Timed repetitions per case.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 10)]
+    /// Timed repetitions per case (at least 1; the median is reported).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     iters: u32,
     /// Small sizes (a smoke run; the default on a software adapter).
     #[arg(long, conflicts_with = "full")]
@@ -502,6 +502,14 @@ fn parse_output_depth(s: &str) -> Result<u8, String> {
 /// argument).
 fn parse_seed(s: &str) -> Result<u64, String> {
     s.trim().parse::<u64>().map_err(|_| format!("{s}: a whole number from 0 to {}", u64::MAX))
+}
+
+/// A count of at least one (`--runs`).
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>().map_err(|e| e.to_string())? {
+        0 => Err("at least 1".to_string()),
+        n => Ok(n),
+    }
 }
 
 /// `--tolerance`: a relative error, positive and finite.
@@ -812,7 +820,8 @@ mod tests {
     }
 
     /// A negative number for a flag that takes a count or a size is named as that flag's
-    /// invalid value, not taken for an unknown option ("unexpected argument '-1'").
+    /// invalid value, not taken for an unknown option ("unexpected argument '-1'"); so is a
+    /// count of zero repetitions.
     #[test]
     fn negative_counts_are_named_as_the_flags_values() {
         use clap::Parser;
@@ -825,9 +834,12 @@ mod tests {
             (&["upscale", "--random-weights", "-1"], "--random-weights"),
             (&["forward", "--model", "unet", "--runs", "-3"], "--runs"),
             (&["bench", "kernels", "--iters", "-1"], "--iters"),
+            // Zero repetitions would time nothing (they ran once, quietly).
+            (&["bench", "kernels", "--iters", "0"], "--iters"),
+            (&["forward", "--model", "unet", "--runs", "0"], "--runs"),
         ] {
             let e = super::Cli::try_parse_from(std::iter::once("diffvsr-wgpu").chain(args.iter().copied())).err().unwrap_or_else(|| panic!("{args:?} parsed")).to_string();
-            assert!(e.contains("invalid value '-") && e.contains(flag), "{args:?}: {e}");
+            assert!(e.contains(&format!("invalid value '{}'", args[args.len() - 1])) && e.contains(flag), "{args:?}: {e}");
         }
     }
 
