@@ -90,7 +90,10 @@ fn meta(gpu: &Gpu, dtype: DType) -> Meta {
 
 /// `bench ceilings`: the adapter's copy bandwidth and best GEMM.
 pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Option<&std::path::Path>) -> Result<Ceilings> {
-    json.map(crate::weights::check_output_folder).transpose()?;
+    if let Some(p) = json {
+        crate::weights::check_output_folder(p)?;
+        check_writable(p)?;
+    }
     crate::outln!("device: {}", gpu.describe());
     crate::outln!("dtype: {}   timing: {}", dtype.name(), timing(gpu));
     let c = ceilings::measure(gpu, dtype, quick, iters)?;
@@ -99,6 +102,17 @@ pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Opti
         write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, dtype), &c, &[]))?)?;
     }
     Ok(c)
+}
+
+/// Opens `p` for writing without changing it (a file created here is removed again), so a path
+/// the run could not write is told before the run.
+fn check_writable(p: &std::path::Path) -> Result<()> {
+    let existed = p.exists();
+    std::fs::OpenOptions::new().append(true).create(true).open(p).with_context(|| format!("cannot write {}", p.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
 }
 
 fn write_file(p: &std::path::Path, text: &str) -> Result<()> {
@@ -124,9 +138,16 @@ fn coop_summary(gpu: &Gpu) -> String {
 /// `bench kernels`: the ceilings, then every selected case, as a table on stdout (progress on
 /// stderr), and the JSON and roofline files when asked for. Returns the measured cases.
 pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
-    // The files to write, checked before minutes of timing: a missing folder fails now.
+    // The files to write, checked before minutes of timing: a missing folder or one this
+    // process cannot write to fails now, as does one file asked for twice.
+    if let (Some(j), Some(r)) = (&opts.json, &opts.roofline) {
+        if j == r {
+            anyhow::bail!("--json and --roofline name the same file {}: give each its own", j.display());
+        }
+    }
     for p in opts.json.iter().chain(&opts.roofline) {
         crate::weights::check_output_folder(p)?;
+        check_writable(p)?;
     }
     crate::outln!("device: {}", gpu.describe());
     let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
@@ -239,7 +260,7 @@ mod tests {
     }
 
     /// `bench kernels` end to end on one quick case: ceilings measured (finite, positive), the
-    /// table row, and the JSON and SVG files written and readable.
+    /// table row, and the JSON and SVG files written and readable; their paths checked first.
     #[test]
     fn quick_run_writes_json_and_roofline_with_ceilings() {
         let gpu = test_gpu();
@@ -261,6 +282,14 @@ mod tests {
         assert!(frac > 0.0 && frac.is_finite(), "{frac}");
         let drawing = std::fs::read_to_string(&svg).unwrap();
         assert_eq!(drawing.matches("<circle").count(), 1);
+        // One file for both is refused before any timing; a path checked and not written is
+        // left as it was (here: not there).
+        let same = BenchOptions { filter: Some("matmul portable".into()), dtype: DType::F32, iters: 1, quick: true, json: Some(json.clone()), roofline: Some(json.clone()) };
+        let e = run_kernels(&gpu, &same).err().unwrap().to_string();
+        assert!(e.contains("same file"), "{e}");
+        let fresh = dir.join("fresh.json");
+        check_writable(&fresh).unwrap();
+        assert!(!fresh.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

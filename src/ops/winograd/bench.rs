@@ -66,7 +66,8 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<BenchCase
             name: name.to_string(),
             shape,
             flops,
-            bytes: es * (pixels * (cin + cout)) as f64,
+            // x in, y out, and the transformed weights: 16 planes of Cin × Cout per time tap.
+            bytes: es * (pixels * (cin + cout) + 16 * cin * cout * kt.max(1)) as f64,
             run: Box::new(move |r| if kt == 0 { conv2d_winograd(r, &x, None, &w, None) } else { conv3d_winograd(r, &x, None, &w, None) }.map(drop)),
         });
     }
