@@ -80,7 +80,8 @@ fn timing(gpu: &Gpu) -> &'static str {
 
 /// Prints the ceilings as `bench ceilings` and `bench kernels` show them.
 fn print_ceilings(c: &Ceilings) {
-    crate::outln!("ceilings: copy {:.1} GB/s ({}), GEMM {} ({}); ridge at {:.1} FLOP/byte", c.copy_gbs, c.copy_shape, report::fmt_rate(c.gemm_tflops * 1e12), c.gemm_case, c.ridge());
+    let quick = if c.quick { " (quick sizes: lower bounds on a GPU, which rows may pass; --full measures the real ones)" } else { "" };
+    crate::outln!("ceilings: copy {:.1} GB/s ({}), GEMM {} ({}); ridge at {:.1} FLOP/byte{quick}", c.copy_gbs, c.copy_shape, report::fmt_rate(c.gemm_tflops * 1e12), c.gemm_case, c.ridge());
 }
 
 fn meta(gpu: &Gpu, dtype: DType) -> Meta {

@@ -23,6 +23,9 @@ pub struct Ceilings {
     pub gemm_tflops: f64,
     /// Which matmul that was, e.g. "matmul coop-v4 8192x8192x8192".
     pub gemm_case: String,
+    /// Measured at the quick sizes: on a GPU far below its roofs (launches dominate a 256³
+    /// GEMM), so lower bounds that other rows may pass.
+    pub quick: bool,
 }
 
 impl Ceilings {
@@ -77,5 +80,5 @@ pub fn measure(gpu: &Gpu, dtype: DType, quick: bool, iters: u32) -> Result<Ceili
     let Some((gemm_tflops, gemm_case)) = best else {
         anyhow::bail!("bench ceilings: no GEMM size fits the adapter's binding limit ({} bytes)", gpu.limits.max_storage_buffer_binding_size);
     };
-    Ok(Ceilings { copy_gbs, copy_shape, gemm_tflops, gemm_case })
+    Ok(Ceilings { copy_gbs, copy_shape, gemm_tflops, gemm_case, quick })
 }

@@ -71,6 +71,8 @@ pub fn to_json(meta: &Meta, ceilings: &Ceilings, rows: &[Measured]) -> serde_jso
             "copy_shape": ceilings.copy_shape,
             "gemm_tflops": ceilings.gemm_tflops,
             "gemm_case": ceilings.gemm_case,
+            "ridge_flop_per_byte": ceilings.ridge(),
+            "quick_sizes": ceilings.quick,
         },
         "cases": cases,
     })
@@ -160,7 +162,7 @@ mod tests {
     use super::*;
 
     fn sample() -> (Ceilings, Vec<Measured>) {
-        let c = Ceilings { copy_gbs: 100.0, copy_shape: "1024 f32".into(), gemm_tflops: 2.0, gemm_case: "matmul portable 256x256x256".into() };
+        let c = Ceilings { copy_gbs: 100.0, copy_shape: "1024 f32".into(), gemm_tflops: 2.0, gemm_case: "matmul portable 256x256x256".into(), quick: true };
         let rows = vec![
             Measured { name: "matmul <portable>".into(), shape: "64x64 . 64x64".into(), seconds: 1e-3, flops: 2.0 * 64f64.powi(3), bytes: 3.0 * 64.0 * 64.0 * 4.0 },
             Measured { name: "conv & bias".into(), shape: "x".into(), seconds: 2e-3, flops: 1e9, bytes: 1e6 },
@@ -177,6 +179,7 @@ mod tests {
         let cases = j["cases"].as_array().unwrap();
         assert_eq!(cases.len(), 3);
         assert_eq!(j["ceilings"]["gemm_tflops"], 2.0);
+        assert_eq!((j["ceilings"]["ridge_flop_per_byte"].as_f64(), j["ceilings"]["quick_sizes"].as_bool()), (Some(20.0), Some(true)));
         // conv: 1e9 FLOP in 2 ms = 0.5 TFLOP/s = 25% of the GEMM roof; 1e6 B in 2 ms = 0.5 GB/s.
         assert!((cases[1]["fraction_of_gemm"].as_f64().unwrap() - 0.25).abs() < 1e-12);
         assert!((cases[1]["fraction_of_copy"].as_f64().unwrap() - 0.005).abs() < 1e-12);
