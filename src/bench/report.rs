@@ -95,8 +95,10 @@ fn xml_escape(s: &str) -> String {
 /// min(copy bandwidth · intensity, GEMM peak). Cases without FLOPs (memory-bound) have no place
 /// on it: the SVG names how many, and the table and JSON give them as fractions of the copy roof.
 pub fn roofline_svg(title: &str, ceilings: &Ceilings, rows: &[Measured]) -> String {
-    let (w, h, left, right, top, bottom) = (900.0, 560.0, 80.0, 260.0, 50.0, 60.0);
     let pts: Vec<(&Measured, f64, f64)> = rows.iter().filter(|m| m.flops > 0.0 && m.bytes > 0.0 && m.seconds > 0.0).map(|m| (m, m.flops / m.bytes, m.flops / m.seconds)).collect();
+    // Tall enough for a legend line per point (14 px each below the top margin).
+    let (w, left, right, top, bottom) = (900.0, 80.0, 260.0, 50.0, 60.0);
+    let h = f64::max(560.0, top + 14.0 * (pts.len() as f64 + 2.0));
     let peak = ceilings.gemm_tflops * 1e12;
     let bw = ceilings.copy_gbs * 1e9;
     let ridge = ceilings.ridge();
@@ -104,7 +106,8 @@ pub fn roofline_svg(title: &str, ceilings: &Ceilings, rows: &[Measured]) -> Stri
     let lo_x = pts.iter().map(|p| p.1).fold(ridge / 100.0, f64::min).log10().floor();
     let hi_x = pts.iter().map(|p| p.1).fold(ridge * 10.0, f64::max).log10().ceil();
     let lo_y = pts.iter().map(|p| p.2).fold(bw * 10f64.powf(lo_x), f64::min).log10().floor();
-    let hi_y = (peak * 2.0).log10().ceil();
+    // Up to twice the peak, or the highest point (a quick ceiling or an effective rate may pass it).
+    let hi_y = pts.iter().map(|p| p.2).fold(peak * 2.0, f64::max).log10().ceil();
     let sx = |x: f64| left + (x.log10() - lo_x) / (hi_x - lo_x) * (w - left - right);
     let sy = |y: f64| h - bottom - (y.log10() - lo_y) / (hi_y - lo_y) * (h - top - bottom);
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n");
@@ -147,7 +150,7 @@ pub fn roofline_svg(title: &str, ceilings: &Ceilings, rows: &[Measured]) -> Stri
         let (x, y) = (sx(*ai), sy(*fl));
         let label = format!("{} {}: {} at {ai:.1} FLOP/B", m.name, m.shape, fmt_rate(*fl));
         s += &format!("<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4\" fill=\"#036\"><title>{}</title></circle><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n", xml_escape(&label), x + 6.0, y - 4.0, i + 1);
-        s += &format!("<text x=\"{:.1}\" y=\"{:.1}\">{} {}</text>\n", w - right + 12.0, top + 14.0 * (i as f64 + 1.0), i + 1, xml_escape(&m.name));
+        s += &format!("<text x=\"{:.1}\" y=\"{:.1}\">{} {} {}</text>\n", w - right + 12.0, top + 14.0 * (i as f64 + 1.0), i + 1, xml_escape(&m.name), xml_escape(&m.shape));
     }
     let memory_bound = rows.len() - pts.len();
     if memory_bound > 0 {
@@ -206,6 +209,26 @@ mod tests {
             let num = |k: &str| -> f64 { part.split(&format!("{k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap() };
             let (x, y) = (num("cx"), num("cy"));
             assert!((80.0..=640.0).contains(&x) && (50.0..=500.0).contains(&y), "point at ({x}, {y})");
+        }
+    }
+
+    /// Forty cases, one at ten times the GEMM ceiling (a quick ceiling passed): the picture
+    /// grows to hold every legend line, and every point stays inside the plot.
+    #[test]
+    fn roofline_holds_many_cases_and_points_over_the_ceiling() {
+        let (c, _) = sample();
+        let rows: Vec<Measured> = (0..40).map(|i| Measured { name: format!("case {i}"), shape: format!("s{i}"), seconds: 1e-3, flops: if i == 0 { 2e10 } else { 1e6 * (i + 1) as f64 }, bytes: 1e6 }).collect();
+        let svg = roofline_svg("many", &c, &rows);
+        let height: f64 = svg.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        assert!(svg.contains(">40 case 39 s39</text>"), "legend with shapes");
+        let ys = svg.split("<text x=\"").skip(1).filter(|t| t.contains(">40 case 39")).map(|t| t.split("y=\"").nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap());
+        for y in ys {
+            assert!(y < height, "legend line at {y} in a picture {height} high");
+        }
+        for part in svg.split("<circle").skip(1) {
+            let num = |k: &str| -> f64 { part.split(&format!("{k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap() };
+            let y = num("cy");
+            assert!((50.0..=height - 60.0).contains(&y), "point at y {y}, picture {height} high");
         }
     }
 }

@@ -297,7 +297,9 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
         name: format!("clip text encoder layer (x{})", c.num_hidden_layers),
         shape: format!("2x77x{}, {} heads, ffn {}", c.hidden_size, c.num_attention_heads, c.intermediate_size),
         flops: one.flops(2, 77),
-        bytes: 0.0,
+        // A floor: the layer's weights read once (attention's four h×h projections, the MLP's
+        // two h×ffn) and its input and output; intermediates are not counted.
+        bytes: (dtype.size() * (4 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * c.intermediate_size + 2 * 2 * 77 * c.hidden_size)) as f64,
         run: Box::new(move |r| layer.forward(r, &x).map(drop)),
     }])
 }
