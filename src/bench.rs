@@ -86,7 +86,7 @@ fn print_ceilings(c: &Ceilings) {
 
 fn meta(gpu: &Gpu, dtype: DType) -> Meta {
     let unix_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Meta { device: gpu.describe(), dtype: dtype.name().into(), timing: timing(gpu).into(), unix_time }
+    Meta { device: gpu.describe(), dtype: gpu.operands_name(dtype).into(), timing: timing(gpu).into(), unix_time }
 }
 
 /// `bench ceilings`: the adapter's copy bandwidth and best GEMM.
@@ -96,7 +96,7 @@ pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Opti
         check_writable(p)?;
     }
     crate::outln!("device: {}", gpu.describe());
-    crate::outln!("dtype: {}   timing: {}", dtype.name(), timing(gpu));
+    crate::outln!("dtype: {}   timing: {}", gpu.operands_name(dtype), timing(gpu));
     let c = ceilings::measure(gpu, dtype, quick, iters)?;
     print_ceilings(&c);
     if let Some(p) = json {
@@ -152,7 +152,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     }
     crate::outln!("device: {}", gpu.describe());
     let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
-    crate::outln!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", opts.dtype.name(), timing(gpu), coop_summary(gpu));
+    crate::outln!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", gpu.operands_name(opts.dtype), timing(gpu), coop_summary(gpu));
     // What this adapter cannot hold is skipped, said on stderr, and the rest measured.
     let (all, mut skipped) = cases(gpu, opts.dtype, opts.quick)?;
     let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
@@ -220,7 +220,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         crate::diagln!("wrote {}", p.display());
     }
     if let Some(p) = &opts.roofline {
-        let title = format!("{} ({})", gpu.describe(), opts.dtype.name());
+        let title = format!("{} ({})", gpu.describe(), gpu.operands_name(opts.dtype));
         write_file(p, &report::roofline_svg(&title, &ceil, &rows))?;
         crate::diagln!("wrote {}", p.display());
     }

@@ -6,7 +6,9 @@ use super::*;
 /// `bench ceilings` takes the best).
 pub fn bench_paths(gpu: &Gpu, dtype: DType) -> Vec<(Impl, &'static str)> {
     let mut paths = vec![(Impl::Portable, "portable")];
-    if dtype == DType::F16 && coop_available(gpu) {
+    // f32 storage takes them on f16 operands where asked (`--f16-operands on`), as the
+    // convolutions and attention then do: the GEMM ceiling must be theirs too.
+    if gpu.coop_takes(dtype) && coop_available(gpu) {
         paths.push((Impl::Coop, "coop"));
         paths.push((Impl::CoopV4, "coop-v4"));
     }
