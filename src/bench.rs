@@ -35,26 +35,35 @@ pub struct BenchOptions {
 /// over its limits, [`crate::gpu::OverLimit`]: the full-size cases on a GPU binding 128 MiB),
 /// why; any other failure to set one up is an error.
 pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<(Vec<BenchCase>, Vec<String>)> {
-    type Op = fn(&Gpu, DType, bool) -> Result<Vec<BenchCase>>;
-    let ops: [(&str, Op); 15] = [
-        ("elementwise", crate::ops::elementwise::bench_cases),
-        ("matmul", crate::ops::matmul::bench_cases),
-        ("norm", crate::ops::norm::bench_cases),
-        ("resize", crate::ops::resize::bench_cases),
-        ("concat", crate::ops::concat::bench_cases),
-        ("layout", crate::ops::layout::bench_cases),
-        ("embed", crate::ops::embed::bench_cases),
-        ("conv", crate::ops::conv::bench_cases),
-        ("winograd", crate::ops::winograd::bench_cases),
-        ("clip_text", crate::models::clip_text::bench_cases),
-        ("attention", crate::ops::attention::bench_cases),
-        ("temporal_attention", crate::ops::temporal_attention::bench_cases),
-        ("sampler", crate::ops::sampler::bench_cases),
-        ("noise", crate::ops::noise::bench_cases),
-        ("color", crate::ops::color::bench_cases),
-    ];
+    cases_of(gpu, dtype, quick, |_| true)
+}
+
+type MakeCases = fn(&Gpu, DType, bool) -> Result<Vec<BenchCase>>;
+
+/// Every op's benchmark cases, by op.
+const OPS: [(&str, MakeCases); 15] = [
+    ("elementwise", crate::ops::elementwise::bench_cases),
+    ("matmul", crate::ops::matmul::bench_cases),
+    ("norm", crate::ops::norm::bench_cases),
+    ("resize", crate::ops::resize::bench_cases),
+    ("concat", crate::ops::concat::bench_cases),
+    ("layout", crate::ops::layout::bench_cases),
+    ("embed", crate::ops::embed::bench_cases),
+    ("conv", crate::ops::conv::bench_cases),
+    ("winograd", crate::ops::winograd::bench_cases),
+    ("clip_text", crate::models::clip_text::bench_cases),
+    ("attention", crate::ops::attention::bench_cases),
+    ("temporal_attention", crate::ops::temporal_attention::bench_cases),
+    ("sampler", crate::ops::sampler::bench_cases),
+    ("noise", crate::ops::noise::bench_cases),
+    ("color", crate::ops::color::bench_cases),
+];
+
+/// The cases of the ops `take` names (set up, inputs allocated), and those skipped as over
+/// the adapter's limits.
+fn cases_of(gpu: &Gpu, dtype: DType, quick: bool, take: impl Fn(&str) -> bool) -> Result<(Vec<BenchCase>, Vec<String>)> {
     let (mut v, mut skipped) = (Vec::new(), Vec::new());
-    for (op, make) in ops {
+    for (op, make) in OPS.into_iter().filter(|(op, _)| take(op)) {
         match make(gpu, dtype, quick) {
             Ok(c) => v.extend(c),
             Err(e) if crate::gpu::is_over_limits(&e) => skipped.push(format!("the {op} cases: {e:#}")),
@@ -62,6 +71,26 @@ pub fn cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<(Vec<BenchCase>, Ve
         }
     }
     Ok((v, skipped))
+}
+
+/// The ops with a case `filter` selects, learnt from their quick cases (the same names on
+/// small tensors), so that `--full --filter` sets up only those at full size (the whole
+/// suite's inputs are gigabytes); and every case's name.
+fn ops_selected(gpu: &Gpu, dtype: DType, filter: &str) -> (Vec<&'static str>, Vec<String>) {
+    let (mut ops, mut names) = (Vec::new(), Vec::new());
+    for (op, make) in OPS {
+        match make(gpu, dtype, true) {
+            Ok(c) => {
+                if c.iter().any(|c| filter_matches(filter, &c.name)) {
+                    ops.push(op);
+                }
+                names.extend(c.into_iter().map(|c| c.name));
+            }
+            // Kept: its full setup says why it cannot run here.
+            Err(_) => ops.push(op),
+        }
+    }
+    (ops, names)
 }
 
 /// Timestamped dispatches per run; a case that records more is an error rather than under-counted.
@@ -154,8 +183,18 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     let tiles = if gpu.tuner().is_on() { "tuned per shape" } else { "the fixed rules' (--tune on to time them)" };
     crate::outln!("dtype: {}   timing: {}   cooperative matrices: {}   tiles: {tiles}", gpu.operands_name(opts.dtype), timing(gpu), coop_summary(gpu));
     // What this adapter cannot hold is skipped, said on stderr, and the rest measured.
-    let (all, mut skipped) = cases(gpu, opts.dtype, opts.quick)?;
-    let names: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
+    let (all, mut skipped, names) = match opts.filter.as_deref() {
+        Some(f) if !opts.quick => {
+            let (ops, names) = ops_selected(gpu, opts.dtype, f);
+            let (all, skipped) = cases_of(gpu, opts.dtype, false, |op| ops.contains(&op))?;
+            (all, skipped, names)
+        }
+        _ => {
+            let (all, skipped) = cases(gpu, opts.dtype, opts.quick)?;
+            let names = all.iter().map(|c| c.name.clone()).collect();
+            (all, skipped, names)
+        }
+    };
     let selected: Vec<BenchCase> = all.into_iter().filter(|c| opts.filter.as_deref().is_none_or(|f| filter_matches(f, &c.name))).collect();
     if selected.is_empty() {
         anyhow::bail!(
@@ -292,6 +331,17 @@ mod tests {
         check_writable(&fresh).unwrap();
         assert!(!fresh.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--full --filter` sets up only the ops with a selected case (found from their quick
+    /// cases); every case's name is kept for the message when none matches.
+    #[test]
+    fn a_filter_picks_the_ops_to_set_up() {
+        let gpu = test_gpu();
+        let (ops, names) = ops_selected(&gpu, DType::F32, "temporal attention|ddim");
+        assert_eq!(ops, ["temporal_attention", "sampler"]);
+        assert!(names.iter().any(|n| n == "matmul portable") && names.len() > 40, "{names:?}");
+        assert!(ops_selected(&gpu, DType::F32, "zzzz").0.is_empty());
     }
 
     /// On an adapter that binds less than some cases need (here 256 KiB: the convolutions' and
