@@ -73,15 +73,24 @@ fn cases_of(gpu: &Gpu, dtype: DType, quick: bool, take: impl Fn(&str) -> bool) -
     Ok((v, skipped))
 }
 
-/// The ops with a case `filter` selects, learnt from their quick cases (the same names on
-/// small tensors), so that `--full --filter` sets up only those at full size (the whole
-/// suite's inputs are gigabytes); and every case's name.
+/// The ops with a case `filter` selects, learnt from their quick cases (small tensors), so that
+/// `--full --filter` sets up only those at full size (the whole suite's inputs are gigabytes);
+/// and every quick case's name. A part of the filter (`A|B`) that names no quick case may name a
+/// row only the full sizes have (a tile that needs more rows): then every op is set up.
 fn ops_selected(gpu: &Gpu, dtype: DType, filter: &str) -> (Vec<&'static str>, Vec<String>) {
     let (mut ops, mut names) = (Vec::new(), Vec::new());
+    let mut found = vec![false; filter.split('|').count()];
     for (op, make) in OPS {
         match make(gpu, dtype, true) {
             Ok(c) => {
-                if c.iter().any(|c| filter_matches(filter, &c.name)) {
+                let mut selected = false;
+                for (k, part) in filter.split('|').enumerate() {
+                    if c.iter().any(|c| filter_matches(part, &c.name)) {
+                        found[k] = true;
+                        selected = true;
+                    }
+                }
+                if selected {
                     ops.push(op);
                 }
                 names.extend(c.into_iter().map(|c| c.name));
@@ -89,6 +98,10 @@ fn ops_selected(gpu: &Gpu, dtype: DType, filter: &str) -> (Vec<&'static str>, Ve
             // Kept: its full setup says why it cannot run here.
             Err(_) => ops.push(op),
         }
+    }
+    let parts_found = filter.split('|').zip(&found).all(|(part, &f)| f || part.is_empty());
+    if !parts_found {
+        ops = OPS.iter().map(|(op, _)| *op).collect();
     }
     (ops, names)
 }
@@ -134,15 +147,31 @@ pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Opti
     Ok(c)
 }
 
-/// Opens `p` for writing without changing it (a file created here is removed again), so a path
-/// the run could not write is told before the run.
+/// Tells before the run a path it could not write: a new file is created and removed again, an
+/// existing regular file opened to append (nothing changes); anything else (a link, a pipe, a
+/// device) is left alone, not opened.
 fn check_writable(p: &std::path::Path) -> Result<()> {
-    let existed = p.exists();
-    std::fs::OpenOptions::new().append(true).create(true).open(p).with_context(|| format!("cannot write {}", p.display()))?;
-    if !existed {
-        let _ = std::fs::remove_file(p);
+    let cannot = || format!("cannot write {}", p.display());
+    match std::fs::symlink_metadata(p) {
+        Err(_) => {
+            std::fs::OpenOptions::new().write(true).create_new(true).open(p).with_context(cannot)?;
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(m) if m.is_file() => {
+            std::fs::OpenOptions::new().append(true).open(p).with_context(cannot)?;
+        }
+        Ok(_) => {}
     }
     Ok(())
+}
+
+/// Whether two output paths name one file: the same folder (links resolved) and name.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let place = |p: &std::path::Path| {
+        let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        folder.canonicalize().ok().map(|f| f.join(p.file_name().unwrap_or_default()))
+    };
+    a == b || place(a).is_some_and(|x| Some(x) == place(b))
 }
 
 fn write_file(p: &std::path::Path, text: &str) -> Result<()> {
@@ -171,7 +200,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     // The files to write, checked before minutes of timing: a missing folder or one this
     // process cannot write to fails now, as does one file asked for twice.
     if let (Some(j), Some(r)) = (&opts.json, &opts.roofline) {
-        if j == r {
+        if same_file(j, r) {
             anyhow::bail!("--json and --roofline name the same file {}: give each its own", j.display());
         }
     }
@@ -185,8 +214,10 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     // What this adapter cannot hold is skipped, said on stderr, and the rest measured.
     let (all, mut skipped, names) = match opts.filter.as_deref() {
         Some(f) if !opts.quick => {
-            let (ops, names) = ops_selected(gpu, opts.dtype, f);
+            let (ops, quick_names) = ops_selected(gpu, opts.dtype, f);
             let (all, skipped) = cases_of(gpu, opts.dtype, false, |op| ops.contains(&op))?;
+            // Every op set up: the message lists the full sizes' names.
+            let names = if ops.len() == OPS.len() { all.iter().map(|c| c.name.clone()).collect() } else { quick_names };
             (all, skipped, names)
         }
         _ => {
@@ -330,18 +361,20 @@ mod tests {
         let fresh = dir.join("fresh.json");
         check_writable(&fresh).unwrap();
         assert!(!fresh.exists());
+        assert!(same_file(&json, &dir.join(".").join("bench.json")) && !same_file(&json, &svg));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// `--full --filter` sets up only the ops with a selected case (found from their quick
-    /// cases); every case's name is kept for the message when none matches.
+    /// cases), all of them where a part of the filter names no quick case.
     #[test]
     fn a_filter_picks_the_ops_to_set_up() {
         let gpu = test_gpu();
         let (ops, names) = ops_selected(&gpu, DType::F32, "temporal attention|ddim");
         assert_eq!(ops, ["temporal_attention", "sampler"]);
         assert!(names.iter().any(|n| n == "matmul portable") && names.len() > 40, "{names:?}");
-        assert!(ops_selected(&gpu, DType::F32, "zzzz").0.is_empty());
+        // A part that names no quick case may name a full-size row: every op is set up.
+        assert_eq!(ops_selected(&gpu, DType::F32, "ddim|zzzz").0.len(), OPS.len());
     }
 
     /// On an adapter that binds less than some cases need (here 256 KiB: the convolutions' and

@@ -97,7 +97,11 @@ fn xml_escape(s: &str) -> String {
 pub fn roofline_svg(title: &str, ceilings: &Ceilings, rows: &[Measured]) -> String {
     let pts: Vec<(&Measured, f64, f64)> = rows.iter().filter(|m| m.flops > 0.0 && m.bytes > 0.0 && m.seconds > 0.0).map(|m| (m, m.flops / m.bytes, m.flops / m.seconds)).collect();
     // Tall enough for a legend line per point (14 px each below the top margin).
-    let (w, left, right, top, bottom) = (900.0, 80.0, 260.0, 50.0, 60.0);
+    // The legend's column as wide as its longest line (about 6.5 px a character at 11 px).
+    let longest = pts.iter().enumerate().map(|(i, (m, _, _))| format!("{} {} {}", i + 1, m.name, m.shape).chars().count()).max().unwrap_or(0);
+    let right = f64::max(260.0, 20.0 + 6.5 * longest as f64);
+    let (left, top, bottom) = (80.0, 50.0, 60.0);
+    let w = 640.0 + right;
     let h = f64::max(560.0, top + 14.0 * (pts.len() as f64 + 2.0));
     let peak = ceilings.gemm_tflops * 1e12;
     let bw = ceilings.copy_gbs * 1e9;
@@ -221,10 +225,13 @@ mod tests {
         let svg = roofline_svg("many", &c, &rows);
         let height: f64 = svg.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
         assert!(svg.contains(">40 case 39 s39</text>"), "legend with shapes");
-        let ys = svg.split("<text x=\"").skip(1).filter(|t| t.contains(">40 case 39")).map(|t| t.split("y=\"").nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap());
-        for y in ys {
-            assert!(y < height, "legend line at {y} in a picture {height} high");
-        }
+        let ys: Vec<f64> = svg.split("<text x=\"").skip(1).filter(|t| t.contains(">40 case 39")).map(|t| t.split("y=\"").nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap()).collect();
+        assert_eq!(ys.len(), 1, "legend line 40");
+        assert!(ys[0] < height, "legend line at {} in a picture {height} high", ys[0]);
+        // Its column holds the longest line: the picture is wider than the plot by that much.
+        let long = roofline_svg("long", &c, &[Measured { name: "n".repeat(80), shape: "s".into(), seconds: 1e-3, flops: 1e6, bytes: 1e6 }]);
+        let width: f64 = long.split("width=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        assert!(width >= 640.0 + 20.0 + 6.5 * 84.0, "{width}");
         for part in svg.split("<circle").skip(1) {
             let num = |k: &str| -> f64 { part.split(&format!("{k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse().unwrap() };
             let y = num("cy");

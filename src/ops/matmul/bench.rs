@@ -41,7 +41,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
     let q = if quick { 16 } else { 1 };
     let (tokens, tokens16) = if quick { (2 * 64, 2 * 64) } else { (16 * 4096, 16 * 256) };
     let mut paths16 = paths.clone();
-    if dtype == DType::F16 && coop_config(gpu).is_some_and(|c| coop_divides(c.halved())) {
+    if gpu.coop_takes(dtype) && coop_available(gpu) && coop_config(gpu).is_some_and(|c| coop_divides(c.halved())) {
         paths16.push((Impl::CoopV4Half, "coop-v4 4sg"));
     }
     let layers = [
