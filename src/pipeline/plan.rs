@@ -177,9 +177,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         }
     }
     let fixed_tile = matches!(tiles.tile, TileSize::Fixed { .. });
-    let g = planned_windows(windows_per_call, adapter.is_some_and(|a| a.software), fixed_tile, (uh, uw) == (ph, pw), ph * pw);
-    // No call holds more windows than the run has, where that is known.
-    let g = windows::windows_to_run(t, start, end).map_or(g, |w| g.min(w.max(1)));
+    let g = planned_windows(windows_per_call, adapter.is_some_and(|a| a.software), fixed_tile, (uh, uw) == (ph, pw), ph * pw, windows::windows_to_run(t, start, end));
     match windows_per_call {
         WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
         WindowsPerCall::Auto if adapter.is_some_and(|a| a.software) => writeln!(o, "windows per UNet call: auto: 1 (a software adapter gains nothing from a larger batch)")?,
@@ -252,17 +250,22 @@ fn dir_or_file_bytes(p: &std::path::Path) -> Option<u64> {
     Some(total)
 }
 
-/// Windows per UNet call as the plan counts them: a fixed count as given (one under fixed
-/// tiles smaller than the frame); auto as [`WindowsPerCall::resolve`] picks it when the models
-/// load, at its most (memory and the binding limit are not known here): one on a software
-/// adapter, under a fixed `--tile` or in UNet tiles, else as many windows as fill one
-/// [`groups::GROUP_PIXELS`] call.
-fn planned_windows(w: WindowsPerCall, software: bool, fixed_tile: bool, one_tile: bool, latent_px: usize) -> usize {
-    match w {
-        WindowsPerCall::Fixed(n) if one_tile => n,
-        WindowsPerCall::Auto if !software && !fixed_tile && one_tile => (groups::GROUP_PIXELS / latent_px.max(1)).clamp(1, groups::MAX_AUTO),
-        _ => 1,
-    }
+/// Windows per UNet call as the plan counts them: the run's own rule
+/// ([`WindowsPerCall::resolve`]) with what is not known before the models load left out (the
+/// GPU's memory, the UNet's bytes per pixel against the binding limit): auto at its most.
+fn planned_windows(w: WindowsPerCall, software: bool, fixed_tile: bool, one_tile: bool, latent_px: usize, run_windows: Option<usize>) -> usize {
+    let c = groups::GroupContext {
+        software,
+        unet_tiles: if one_tile { 1 } else { 2 },
+        tile_px: latent_px,
+        // Under a fixed --tile the run measures nothing (and groups nothing under auto); under
+        // --tile auto no tensor is counted against the limit here.
+        largest_per_px: (!fixed_tile).then_some(0.0),
+        max_binding: u64::MAX,
+        run_windows,
+        memory_windows: None,
+    };
+    w.resolve(&c).map_or(1, |g| g.windows)
 }
 
 #[cfg(test)]
@@ -274,12 +277,14 @@ mod tests {
     #[test]
     fn planned_windows_follow_the_run() {
         let auto = WindowsPerCall::Auto;
-        assert_eq!(planned_windows(auto, false, false, true, 64 * 64), 4);
-        assert_eq!(planned_windows(auto, false, true, true, 64 * 64), 1);
-        assert_eq!(planned_windows(auto, true, false, true, 64 * 64), 1);
-        assert_eq!(planned_windows(auto, false, false, false, 64 * 64), 1);
-        assert_eq!(planned_windows(WindowsPerCall::Fixed(3), false, true, true, 64 * 64), 3);
-        assert_eq!(planned_windows(WindowsPerCall::Fixed(3), false, true, false, 64 * 64), 1);
+        assert_eq!(planned_windows(auto, false, false, true, 64 * 64, None), 4);
+        assert_eq!(planned_windows(auto, false, true, true, 64 * 64, None), 1);
+        assert_eq!(planned_windows(auto, true, false, true, 64 * 64, None), 1);
+        assert_eq!(planned_windows(auto, false, false, false, 64 * 64, None), 1);
+        assert_eq!(planned_windows(WindowsPerCall::Fixed(3), false, true, true, 64 * 64, None), 3);
+        assert_eq!(planned_windows(WindowsPerCall::Fixed(3), false, true, false, 64 * 64, None), 1);
+        // No call holds more windows than the run has.
+        assert_eq!(planned_windows(auto, false, false, true, 64 * 64, Some(2)), 2);
     }
 
     /// An 8×8 4:2:0 stream of `n` frames (96 bytes each) behind `marker` lines.

@@ -29,7 +29,7 @@ pub struct JobTiles {
 }
 
 /// What `--tile auto` planned for where the device memory is known ([`memory_plan`](crate::pipeline::memory_plan)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryTiles {
     /// Bytes available when the tiles were chosen, and the share of it the job plans to use.
     pub available: u64,
@@ -54,7 +54,7 @@ impl JobTiles {
             Some(m) if limited => format!(" (to fit the GPU's memory: {} available)", crate::gpu::human_bytes(m.available)),
             _ => String::new(),
         };
-        let m = self.memory.unwrap_or(MemoryTiles { available: 0, budget: 0, unet_limited: false, vae_limited: false });
+        let m = self.memory.unwrap_or_default();
         format!("UNet {}{}; VAE {}{}", self.unet.summary(), by_memory(m.unet_limited), self.vae.summary(), by_memory(m.vae_limited))
     }
 }
@@ -158,7 +158,7 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
                     log::info!("--tile auto: {what} tiles of {} process fewer pixels than the largest square that fits ({})", wxh(c), wxh(s));
                 }
             }
-            let m = memory.unwrap_or(MemoryTiles { available: 0, budget: 0, unet_limited: false, vae_limited: false });
+            let m = memory.unwrap_or_default();
             for (what, t, by_memory) in [("UNet", cu, m.unet_limited), ("VAE decoder", cv, m.vae_limited)] {
                 refuse_seams(opts, ph, pw, what, t, by_memory.then_some(m.available))?;
             }
