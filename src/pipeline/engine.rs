@@ -176,8 +176,14 @@ impl<'g> Engine<'g> {
         fuse_chunk_into(&mut rec, prev, cur, &self.chunk_weights, &chunk)?;
         rec.submit();
         let latents = chunk.to_f32(gpu)?;
-        let outs = (0..plan.tiles.len()).map(|t| self.decode(&cut_planes(plan, &latents, LATENT_CHANNELS * DECODE_CHUNK, t))).collect::<Result<Vec<_>>>()?;
-        Ok(blend_planes(&self.tiles.vae_px, &outs, LR_CHANNELS * DECODE_CHUNK))
+        // Each tile's pixels blended in as they come: the host holds the chunk and one tile.
+        let px = &self.tiles.vae_px;
+        let mut rgb = vec![0f32; LR_CHANNELS * DECODE_CHUNK * px.height * px.width];
+        for t in 0..plan.tiles.len() {
+            let out = self.decode(&cut_planes(plan, &latents, LATENT_CHANNELS * DECODE_CHUNK, t))?;
+            add_tile_planes(px, &mut rgb, LR_CHANNELS * DECODE_CHUNK, t, &out);
+        }
+        Ok(rgb)
     }
 
     /// Denoises a group of windows (at most the engine's windows per call) through all steps.
@@ -200,13 +206,12 @@ impl<'g> Engine<'g> {
         }
         ensure!(k == 1, "internal: windows are grouped only when the frame is one UNet tile");
         let n = steps.len();
-        let mut outs = Vec::with_capacity(plan.tiles.len());
+        let mut whole = vec![0f32; LATENT_CHANNELS * WINDOW * plan.height * plan.width];
         for (t, tile) in plan.tiles.iter().enumerate() {
             self.load_sample(1, 0, &cut_planes(&plan, &group[0].lr, LR_CHANNELS * WINDOW, t), &group[0].noise, tile.rows.start as u32, tile.cols.start as u32)?;
             self.run_steps(1, steps, guidance, |s| on_step(t * n + s))?;
-            outs.push(self.step(1).inputs.latents.to_f32(self.gpu)?);
+            add_tile_planes(&plan, &mut whole, LATENT_CHANNELS * WINDOW, t, &self.step(1).inputs.latents.to_f32(self.gpu)?);
         }
-        let whole = blend_planes(&plan, &outs, LATENT_CHANNELS * WINDOW);
         Ok(vec![Tensor::from_f32(self.gpu, &whole, &[1, LATENT_CHANNELS, WINDOW, plan.height, plan.width], DType::F32)?])
     }
 
@@ -370,22 +375,14 @@ fn cut_planes(plan: &TilePlan, data: &[f32], planes: usize, t: usize) -> Vec<f32
     data.chunks_exact(size).flat_map(|p| plan.cut(p, t)).collect()
 }
 
-/// The feathered blend of every tile's `[planes][th][tw]` into `[planes][h][w]`.
-fn blend_planes(plan: &TilePlan, tiles: &[Vec<f32>], planes: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(planes * plan.height * plan.width);
-    for p in 0..planes {
-        let plane: Vec<Vec<f32>> = plan
-            .tiles
-            .iter()
-            .zip(tiles)
-            .map(|(t, d)| {
-                let n = t.rows.len() * t.cols.len();
-                d[p * n..(p + 1) * n].to_vec()
-            })
-            .collect();
-        out.extend(plan.blend(&plane));
+/// Adds tile `t`'s `[planes][th][tw]` into the feathered blend `out` (`[planes][h][w]`, from
+/// zeros): after every tile in order, each plane is [`TilePlan::blend`] of the tiles' planes.
+fn add_tile_planes(plan: &TilePlan, out: &mut [f32], planes: usize, t: usize, data: &[f32]) {
+    let (size, n) = (plan.height * plan.width, data.len() / planes);
+    assert_eq!((out.len(), data.len()), (planes * size, planes * n));
+    for (o, d) in out.chunks_exact_mut(size).zip(data.chunks_exact(n)) {
+        plan.add_tile(o, t, d);
     }
-    out
 }
 
 #[cfg(test)]
@@ -488,8 +485,18 @@ mod tests {
         assert_close(&format!("window sample (seed {seed})"), &got, &want, 1e-5);
     }
 
+    /// Every tile's planes added in order, as the engine does.
+    fn blend_planes(plan: &TilePlan, tiles: &[Vec<f32>], planes: usize) -> Vec<f32> {
+        let mut out = vec![0f32; planes * plan.height * plan.width];
+        for (t, d) in tiles.iter().enumerate() {
+            add_tile_planes(plan, &mut out, planes, t, d);
+        }
+        out
+    }
+
     /// The job's tile paths on the host: cutting a window's planes into UNet tiles and blending
-    /// them back gives the window (a constant stays constant across seams); and the VAE path —
+    /// them back gives the window (a constant stays constant across seams; each plane, added
+    /// tile by tile, is the plan's blend of that plane to the bit); and the VAE path —
     /// latent tiles cut, each "decoded" ×4 (here nearest-neighbour, which commutes with
     /// cutting), blended with the ×4 plan — equals decoding the whole chunk.
     #[test]
@@ -507,7 +514,13 @@ mod tests {
         let plan = &tiles.unet;
         let cut: Vec<Vec<f32>> = (0..plan.tiles.len()).map(|t| cut_planes(plan, &data, planes, t)).collect();
         assert!(cut.iter().all(|c| c.len() == planes * 24 * 24));
-        assert_close(&format!("UNet tiles blended back (seed {seed})"), &blend_planes(plan, &cut, planes), &data, 1e-6);
+        let back = blend_planes(plan, &cut, planes);
+        assert_close(&format!("UNet tiles blended back (seed {seed})"), &back, &data, 1e-6);
+        let n = 24 * 24;
+        for (p, got) in back.chunks_exact(ph * pw).enumerate() {
+            let plane: Vec<Vec<f32>> = cut.iter().map(|c| c[p * n..(p + 1) * n].to_vec()).collect();
+            assert!(plan.blend(&plane).iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()), "plane {p} (seed {seed})");
+        }
         let k = 0.25 + rng.uniform();
         let consts: Vec<Vec<f32>> = cut.iter().map(|c| vec![k; c.len()]).collect();
         assert!(blend_planes(plan, &consts, planes).iter().all(|v| (v - k).abs() < 1e-5));

@@ -195,15 +195,17 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     // call's windows and the one before them (whole frames).
     let latents = LATENT_CHANNELS as u64 * WINDOW as u64 * (gb * (uh * uw) as u64 + (gb + 1) * plane) * f32b;
     let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * (vh * vw) as u64 * f32b;
-    // Input frames, the call's windows' LR frames and one decoded chunk (when tiled, about as
-    // much again: the UNet tiles' latents and the VAE tiles' outputs, until blended).
+    // Input frames, the call's windows' LR frames, one decoded chunk and one output frame's
+    // RGB cut from it; when tiled, one VAE tile's decoded pixels (each tile is blended into the
+    // chunk as it comes).
     let held = WINDOW + g * STRIDE;
     // And the frames read ahead, as they arrive (u16 samples).
     let ahead = (crate::pipeline::source::READ_AHEAD_FRAMES * fmt.plane_len(0).max(1) * 3 * 2) as u64;
     let host = held as u64 * LR_CHANNELS as u64 * plane * f32b
         + ahead
         + gb * LR_CHANNELS as u64 * WINDOW as u64 * plane * f32b
-        + (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK) as u64 * plane * f32b;
+        + (LR_CHANNELS * SCALE * SCALE) as u64 * (DECODE_CHUNK as u64 * plane + plane) * f32b
+        + if (vh, vw) == (ph, pw) { 0 } else { (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK * vh * vw) as u64 * f32b };
     let call = match (g, halves) {
         (1, 2) => "the CFG window".to_string(),
         (_, 2) => format!("{g} CFG windows"),
@@ -222,7 +224,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         Some((bytes, whence)) => writeln!(o, "  GPU memory:       {} ({whence}): the weights, the job's tensors and the activations must fit it; --tile auto and --windows-per-call auto plan for it when the models load", human_bytes(bytes))?,
         None => writeln!(o, "  GPU memory:       not known here (GPU drivers on Vulkan report it; a software adapter's is the host's; --gpu-memory SIZE gives a figure): --tile auto plans for the binding limit only")?,
     }
-    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames, a decoded chunk and {} frames read ahead; about twice the decoded chunk when tiled), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") }, crate::pipeline::source::READ_AHEAD_FRAMES)?;
+    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames, a decoded chunk, an output frame's RGB and {} frames read ahead; when tiled, a VAE tile's pixels too), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") }, crate::pipeline::source::READ_AHEAD_FRAMES)?;
     Ok(o)
 }
 

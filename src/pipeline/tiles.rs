@@ -192,20 +192,31 @@ impl TilePlan {
         TilePlan::from_spans(self.height * factor, self.width * factor, &rs, &cs)
     }
 
-    /// CPU reference of the blend: Σ_t weight_t · tile_t over a `[h][w]` plane.
+    /// The blend: Σ_t weight_t · tile_t over a `[h][w]` plane ([`TilePlan::add_tile`] for each
+    /// tile in order).
     pub fn blend(&self, tiles: &[Vec<f32>]) -> Vec<f32> {
         assert_eq!(tiles.len(), self.tiles.len());
         let mut out = vec![0f32; self.height * self.width];
-        for (t, data) in self.tiles.iter().zip(tiles) {
-            let tw = t.cols.len();
-            assert_eq!(data.len(), t.rows.len() * tw);
-            for (i, y) in t.rows.clone().enumerate() {
-                for (j, x) in t.cols.clone().enumerate() {
-                    out[y * self.width + x] += t.weights[i * tw + j] * data[i * tw + j];
-                }
-            }
+        for (t, data) in tiles.iter().enumerate() {
+            self.add_tile(&mut out, t, data);
         }
         out
+    }
+
+    /// Adds tile `t`'s term of the blend, weight_t · tile_t (`data`: `[th][tw]`), into `out`
+    /// (`[h][w]`, starting at zeros): once every tile has been added in order, `out` is
+    /// [`TilePlan::blend`] of them, to the bit, and no tile had to be kept until the last came.
+    pub fn add_tile(&self, out: &mut [f32], t: usize, data: &[f32]) {
+        let t = &self.tiles[t];
+        let tw = t.cols.len();
+        assert_eq!(data.len(), t.rows.len() * tw);
+        assert_eq!(out.len(), self.height * self.width);
+        for (i, y) in t.rows.clone().enumerate() {
+            let (w, d) = (&t.weights[i * tw..(i + 1) * tw], &data[i * tw..(i + 1) * tw]);
+            for ((o, &w), &d) in out[y * self.width + t.cols.start..y * self.width + t.cols.end].iter_mut().zip(w).zip(d) {
+                *o += w * d;
+            }
+        }
     }
 
     /// CPU reference of cutting tile `t` out of a `[h][w]` plane.
