@@ -10,9 +10,9 @@ struct Params {
     cw: u32,        // chroma plane size (unused for mono)
     ch: u32,
     mono: u32,      // 1: no chroma planes, R = G = B = Y'
-    halve_x: u32,   // chroma halved along x / y
-    halve_y: u32,
-    co_x: u32,      // chroma co-sited with even luma columns / rows (else centred between)
+    sub_x: u32,     // luma samples per chroma sample along x / y: 1, 2 or 4
+    sub_y: u32,
+    co_x: u32,      // chroma co-sited with the first luma column / row it covers (else centred)
     co_y: u32,
     yo: f32,        // Y offset (code values)
     co: f32,        // chroma offset
@@ -35,13 +35,15 @@ struct Tap {
     f: f32,
 }
 
-// Chroma tap of luma index i along an axis with n chroma samples.
-fn tap(i: u32, n: u32, halved: u32, co: u32) -> Tap {
+// Chroma tap of luma index i along an axis with n chroma samples, each shared by f luma samples:
+// co-sited, chroma sample k sits at luma f·k; centred, at the middle of its f luma samples.
+fn tap(i: u32, n: u32, f: u32, co: u32) -> Tap {
     var c = f32(i);
-    if (halved != 0u) {
-        c = f32(i) / 2.0;
-        if (co == 0u) {
-            c = c - 0.25;
+    if (f > 1u) {
+        if (co != 0u) {
+            c = f32(i) / f32(f);
+        } else {
+            c = (f32(i) + 0.5) / f32(f) - 0.5;
         }
     }
     c = clamp(c, 0.0, f32(n - 1u));
@@ -77,8 +79,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var g = yl;
     var b = yl;
     if (p.mono == 0u) {
-        let tx = tap(x, p.cw, p.halve_x, p.co_x);
-        let ty = tap(y, p.ch, p.halve_y, p.co_y);
+        let tx = tap(x, p.cw, p.sub_x, p.co_x);
+        let ty = tap(y, p.ch, p.sub_y, p.co_y);
         let u = up(1u, tx, ty) - p.co;
         let v = up(2u, tx, ty) - p.co;
         r = yl + p.arv * v;

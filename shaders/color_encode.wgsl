@@ -1,18 +1,19 @@
 // The model's RGB output -> one YUV plane (ops/color.rs, CPU twin video::color::rgb_to_frame).
 // Input channels-last [H, W, 3] in [−1, 1], clamped and mapped to [0, 1] as the pipeline does.
 // One invocation per sample of the plane written: the plane's code value is an affine function
-// of RGB (offset + c·rgb, matrix and range folded in); a halved chroma axis averages with
-// video::color::downsample_chroma's taps (2-tap box between luma samples, [1 2 1]/4 co-sited,
-// edges clamped), rows first, in the same order; then rounded half away from zero and clamped
-// to 0..2^depth − 1. Luma is the same kernel with neither axis halved.
+// of RGB (offset + c·rgb, matrix and range folded in); a subsampled chroma axis (f luma samples
+// per chroma sample, 2 or 4) averages with video::color::downsample_chroma's taps (centred: the
+// box of its f luma samples; co-sited: the triangle of 2f − 1 around the first, [1 2 1]/4 or
+// [1 2 3 4 3 2 1]/16; edges clamped), rows first, in the same order; then rounded half away from
+// zero and clamped to 0..2^depth − 1. Luma is the same kernel with neither axis subsampled.
 
 struct Params {
     w: u32,
     h: u32,
     pw: u32,        // size of the plane written
     ph: u32,
-    halve_x: u32,
-    halve_y: u32,
+    sub_x: u32,
+    sub_y: u32,
     co_x: u32,
     co_y: u32,
     off: f32,
@@ -34,29 +35,36 @@ fn code(x: u32, y: u32) -> f32 {
     return p.off + (p.cr * r + p.cg * g + p.cb * b);
 }
 
-// Luma index of tap t (0..3) of output sample k along an axis of n luma samples, with weight.
-fn tap_at(k: u32, t: u32, n: u32, co: u32) -> vec2<f32> {
-    let c = i32(2u * k);
+// The number of taps of a subsampled axis: f centred, 2f − 1 co-sited.
+fn tap_count(f: u32, co: u32) -> u32 {
+    return select(f, 2u * f - 1u, co != 0u);
+}
+
+// Luma index of tap t of output sample k along an axis of n luma samples, f per chroma sample,
+// with its weight.
+fn tap_at(k: u32, t: u32, n: u32, f: u32, co: u32) -> vec2<f32> {
+    let c = i32(f * k);
     var i: i32;
     var wt: f32;
     if (co != 0u) {
-        i = c - 1 + i32(t);
-        wt = select(0.25, 0.5, t == 1u);
+        let d = i32(t) - i32(f - 1u);
+        i = c + d;
+        wt = f32(i32(f) - abs(d)) / f32(f * f);
     } else {
         i = c + i32(t);
-        wt = 0.5;
+        wt = 1.0 / f32(f);
     }
     return vec2<f32>(f32(clamp(i, 0, i32(n) - 1)), wt);
 }
 
 fn row(kx: u32, y: u32) -> f32 {
-    if (p.halve_x == 0u) {
+    if (p.sub_x == 1u) {
         return code(kx, y);
     }
-    let taps = select(2u, 3u, p.co_x != 0u);
+    let taps = tap_count(p.sub_x, p.co_x);
     var s = 0.0;
     for (var t = 0u; t < taps; t++) {
-        let a = tap_at(kx, t, p.w, p.co_x);
+        let a = tap_at(kx, t, p.w, p.sub_x, p.co_x);
         s += a.y * code(u32(a.x), y);
     }
     return s;
@@ -80,13 +88,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let kx = i % p.pw;
     let ky = i / p.pw;
     var v: f32;
-    if (p.halve_y == 0u) {
+    if (p.sub_y == 1u) {
         v = row(kx, ky);
     } else {
-        let taps = select(2u, 3u, p.co_y != 0u);
+        let taps = tap_count(p.sub_y, p.co_y);
         v = 0.0;
         for (var t = 0u; t < taps; t++) {
-            let a = tap_at(ky, t, p.h, p.co_y);
+            let a = tap_at(ky, t, p.h, p.sub_y, p.co_y);
             v += a.y * row(kx, u32(a.x));
         }
     }

@@ -322,7 +322,7 @@ struct UpscaleCli {
     /// YUV matrix: auto (BT.709 from 720 lines up, else BT.601; the input and the output each by its own height), bt601, bt709 or bt2020 (non-constant luminance; y4m carries no matrix, so give it for BT.2020 sources).
     #[arg(long, default_value = "auto")]
     matrix: diffvsr_wgpu::video::color::MatrixChoice,
-    /// Output chroma subsampling: 420, 422 or 444 (or yuv420p …; default: the input's).
+    /// Output chroma subsampling: 420, 422, 444 or 411 (8-bit only; or yuv420p …; default: the input's).
     #[arg(long, value_parser = parse_output_chroma)]
     output_chroma: Option<diffvsr_wgpu::video::y4m::Chroma>,
     /// Output bits per sample: 8, 9, 10, 12, 14 (not for monochrome, which ffmpeg's y4m lacks) or 16
@@ -486,7 +486,8 @@ fn parse_output_chroma(s: &str) -> Result<diffvsr_wgpu::video::y4m::Chroma, Stri
         "420" => Ok(Chroma::C420),
         "422" => Ok(Chroma::C422),
         "444" => Ok(Chroma::C444),
-        _ => Err("420, 422 or 444 (also written yuv420p, 420p …; the bit depth is --output-depth)".into()),
+        "411" => Ok(Chroma::C411),
+        _ => Err("420, 422, 444 or 411 (also written yuv420p, 420p …; the bit depth is --output-depth)".into()),
     }
 }
 
@@ -870,8 +871,9 @@ mod tests {
         }
         use diffvsr_wgpu::video::y4m::Chroma;
         assert_eq!((parse_output_chroma("444"), parse_output_chroma("yuv422p"), parse_output_chroma("420")), (Ok(Chroma::C444), Ok(Chroma::C422), Ok(Chroma::C420)));
-        for s in ["mono", "411", "yuv420p10", ""] {
-            assert!(parse_output_chroma(s).unwrap_err().contains("420, 422 or 444"), "{s}");
+        assert_eq!(parse_output_chroma("yuv411p"), Ok(Chroma::C411));
+        for s in ["mono", "410", "yuv420p10", ""] {
+            assert!(parse_output_chroma(s).unwrap_err().contains("420, 422, 444 or 411"), "{s}");
         }
         assert_eq!((parse_output_depth("10"), parse_output_depth("16")), (Ok(10), Ok(16)));
         for s in ["7", "11", "17", "ten"] {

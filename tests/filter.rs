@@ -945,7 +945,7 @@ fn large_frames_run_in_feathered_tiles() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The other chroma formats end to end (4:2:0 8- and 10-bit are above): 4:2:2 8-bit, 4:4:4
+/// The other chroma formats end to end (4:2:0 8- and 10-bit are above): 4:2:2 and 4:1:1 8-bit, 4:4:4
 /// 12-bit (little-endian 16-bit samples) and mono, 2 frames of 7×5 each. The output keeps the
 /// format, depth and tags at 4× size, every sample fits the depth, and the luma is not flat.
 #[test]
@@ -958,6 +958,7 @@ fn other_chroma_formats_and_depths_keep_their_format() {
     let plane = |cw: usize, ch: usize| cw * ch;
     for (tag, extra, chroma_w, chroma_h, bytes) in [
         ("422", "", 4usize, 5usize, 1usize),
+        ("411", " XYSCSS=411", 2, 5, 1),
         ("444p12", " XYSCSS=444P12", 7, 5, 2),
         ("mono", "", 0, 0, 1),
     ] {
@@ -982,6 +983,7 @@ fn other_chroma_formats_and_depths_keep_their_format() {
         let (ow, oh) = (4 * w, 4 * h);
         let (ocw, och) = match tag {
             "422" => (ow.div_ceil(2), oh),
+            "411" => (ow.div_ceil(4), oh),
             "mono" => (0, 0),
             _ => (ow, oh),
         };

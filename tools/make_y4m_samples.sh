@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../tests/data/y4m"
 src=(-v error -f lavfi -i testsrc2=size=16x8:rate=30000/1001 -vf scale=13:7 -frames:v 2 -strict -1)
-for pf in yuv420p yuv422p yuv444p gray; do
+for pf in yuv420p yuv422p yuv444p yuv411p gray; do
     ffmpeg -y "${src[@]}" -pix_fmt "$pf" -f yuv4mpegpipe "$pf.y4m"
 done
 # Above 8 bits ffmpeg's y4m writer (5.1 at least) cuts odd-width chroma rows to half the row's

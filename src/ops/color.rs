@@ -24,8 +24,8 @@ struct DecodeParams {
     cw: u32,
     ch: u32,
     mono: u32,
-    halve_x: u32,
-    halve_y: u32,
+    sub_x: u32,
+    sub_y: u32,
     co_x: u32,
     co_y: u32,
     yo: f32,
@@ -44,8 +44,8 @@ struct EncodeParams {
     h: u32,
     pw: u32,
     ph: u32,
-    halve_x: u32,
-    halve_y: u32,
+    sub_x: u32,
+    sub_y: u32,
     co_x: u32,
     co_y: u32,
     off: f32,
@@ -61,13 +61,16 @@ pub struct YuvPlanes {
     pub uv: Option<(Tensor, Tensor)>,
 }
 
-/// (co-sited x, co-sited y, halved x, halved y), as `video::color` lays chroma out.
-fn layout(chroma: Chroma, siting: Siting) -> (bool, bool, bool, bool) {
-    match chroma {
-        Chroma::C420 => (siting != Siting::Center, siting == Siting::TopLeft, true, true),
-        Chroma::C422 => (true, false, true, false),
-        Chroma::C444 | Chroma::Mono => (false, false, false, false),
-    }
+/// (co-sited x, co-sited y, luma samples per chroma sample along x, along y), as
+/// `video::color` lays chroma out.
+fn layout(chroma: Chroma, siting: Siting) -> (bool, bool, u32, u32) {
+    let (sx, sy) = chroma.subsampling();
+    let (co_x, co_y) = match chroma {
+        Chroma::C420 => (siting != Siting::Center, siting == Siting::TopLeft),
+        Chroma::C422 | Chroma::C411 => (true, false),
+        Chroma::C444 | Chroma::Mono => (false, false),
+    };
+    (co_x, co_y, sx, sy)
 }
 
 fn check_format(what: &str, format: &FrameFormat, params: &YuvParams) -> Result<()> {
@@ -111,7 +114,7 @@ pub fn yuv_to_rgb(rec: &mut Recorder, y: &Tensor, uv: Option<(&Tensor, &Tensor)>
             (u, v)
         }
     };
-    let (co_x, co_y, halve_x, halve_y) = layout(format.chroma, format.siting);
+    let (co_x, co_y, sub_x, sub_y) = layout(format.chroma, format.siting);
     let (yo, ys, co, cs) = params.code_scales();
     let (kr, kb) = params.matrix.kr_kb();
     let kg = 1.0 - kr - kb;
@@ -122,8 +125,8 @@ pub fn yuv_to_rgb(rec: &mut Recorder, y: &Tensor, uv: Option<(&Tensor, &Tensor)>
         cw: cw.max(1),
         ch: ch.max(1),
         mono: (format.chroma == Chroma::Mono) as u32,
-        halve_x: halve_x as u32,
-        halve_y: halve_y as u32,
+        sub_x,
+        sub_y,
         co_x: co_x as u32,
         co_y: co_y as u32,
         yo: yo as f32,
@@ -157,17 +160,17 @@ pub fn rgb_to_yuv(rec: &mut Recorder, rgb: &Tensor, format: &FrameFormat, params
     let max_code = ((1u32 << params.depth) - 1) as f32;
     let k = Kernel::new("color_encode", ENCODE_SRC, rgb.dtype());
     let gpu = rec.gpu();
-    let plane = |rec: &mut Recorder, coef: [f64; 4], halve: bool| -> Result<Tensor> {
-        let (co_x, co_y, halve_x, halve_y) = if halve { layout(format.chroma, format.siting) } else { (false, false, false, false) };
-        let (pw, ph) = if halve { let (a, b) = format.chroma_size(); (a as usize, b as usize) } else { (w, h) };
+    let plane = |rec: &mut Recorder, coef: [f64; 4], is_chroma: bool| -> Result<Tensor> {
+        let (co_x, co_y, sub_x, sub_y) = if is_chroma { layout(format.chroma, format.siting) } else { (false, false, 1, 1) };
+        let (pw, ph) = if is_chroma { let (a, b) = format.chroma_size(); (a as usize, b as usize) } else { (w, h) };
         let out = rec.empty(&[ph, pw], DType::U32)?;
         let p = EncodeParams {
             w: w as u32,
             h: h as u32,
             pw: pw as u32,
             ph: ph as u32,
-            halve_x: halve_x as u32,
-            halve_y: halve_y as u32,
+            sub_x,
+            sub_y,
             co_x: co_x as u32,
             co_y: co_y as u32,
             off: coef[0] as f32,
@@ -257,7 +260,7 @@ impl Band {
         match format.chroma {
             Chroma::Mono => (0, 0),
             Chroma::C420 => ((self.r0 - self.lo) / 2, self.r1.div_ceil(2) - self.lo / 2),
-            Chroma::C422 | Chroma::C444 => (self.r0 - self.lo, self.r1 - self.lo),
+            Chroma::C422 | Chroma::C411 | Chroma::C444 => (self.r0 - self.lo, self.r1 - self.lo),
         }
     }
 
@@ -274,7 +277,7 @@ impl Band {
         let (c0, c1) = match f.chroma {
             Chroma::Mono => (0, 0),
             Chroma::C420 => (self.lo / 2, self.hi.div_ceil(2)),
-            Chroma::C422 | Chroma::C444 => (self.lo, self.hi),
+            Chroma::C422 | Chroma::C411 | Chroma::C444 => (self.lo, self.hi),
         };
         let cw = cw as usize;
         let planes = [frame.planes[0][self.lo * w..self.hi * w].to_vec(), frame.planes[1][c0 * cw..c1 * cw].to_vec(), frame.planes[2][c0 * cw..c1 * cw].to_vec()];
@@ -409,11 +412,12 @@ mod tests {
     use crate::video::color::Matrix;
     use crate::video::y4m::Range;
 
-    const FORMATS: [(Chroma, Siting); 6] = [
+    const FORMATS: [(Chroma, Siting); 7] = [
         (Chroma::C420, Siting::Center),
         (Chroma::C420, Siting::Left),
         (Chroma::C420, Siting::TopLeft),
         (Chroma::C422, Siting::Left),
+        (Chroma::C411, Siting::Left),
         (Chroma::C444, Siting::Center),
         (Chroma::Mono, Siting::Center),
     ];

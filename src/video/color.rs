@@ -150,34 +150,38 @@ impl YuvParams {
     }
 }
 
-/// Chroma-plane coordinate of luma sample `i` along one axis: `co_sited` puts chroma sample k at
-/// luma 2k, otherwise at luma 2k + ½.
-fn chroma_coord(i: usize, co_sited: bool) -> f64 {
+/// Chroma-plane coordinate of luma sample `i` along an axis where `f` luma samples share a
+/// chroma sample (2 or 4): `co_sited` puts chroma sample k at luma f·k, otherwise at the centre
+/// of its f luma samples, f·k + (f − 1)/2 (for f = 2: i/2 − ¼).
+fn chroma_coord(i: usize, co_sited: bool, f: usize) -> f64 {
     if co_sited {
-        i as f64 / 2.0
+        i as f64 / f as f64
     } else {
-        i as f64 / 2.0 - 0.25
+        (i as f64 + 0.5) / f as f64 - 0.5
     }
 }
 
-/// (horizontally co-sited, vertically co-sited, halved horizontally, halved vertically).
-fn layout(chroma: Chroma, siting: Siting) -> (bool, bool, bool, bool) {
-    match chroma {
-        Chroma::C420 => (siting != Siting::Center, siting == Siting::TopLeft, true, true),
-        Chroma::C422 => (true, false, true, false),
-        Chroma::C444 | Chroma::Mono => (false, false, false, false),
-    }
+/// (horizontally co-sited, vertically co-sited, luma samples per chroma sample along x, along
+/// y: 1, 2 or 4).
+fn layout(chroma: Chroma, siting: Siting) -> (bool, bool, usize, usize) {
+    let (sx, sy) = chroma.subsampling();
+    let (co_x, co_y) = match chroma {
+        Chroma::C420 => (siting != Siting::Center, siting == Siting::TopLeft),
+        Chroma::C422 | Chroma::C411 => (true, false),
+        Chroma::C444 | Chroma::Mono => (false, false),
+    };
+    (co_x, co_y, sx as usize, sy as usize)
 }
 
 /// Upsamples one chroma plane (`cw`×`ch`, row-major) to the luma size `w`×`h` for `chroma` at
 /// `siting`, bilinearly, clamping at the edges. 4:4:4 is returned as is.
 pub fn upsample_chroma(plane: &[f32], cw: usize, ch: usize, w: usize, h: usize, chroma: Chroma, siting: Siting) -> Vec<f32> {
     assert_eq!(plane.len(), cw * ch, "chroma plane size");
-    let (hx, hy, halve_x, halve_y) = layout(chroma, siting);
-    let taps = |n_out: usize, n_in: usize, halved: bool, co: bool| -> Vec<(usize, usize, f32)> {
+    let (hx, hy, sx, sy) = layout(chroma, siting);
+    let taps = |n_out: usize, n_in: usize, f: usize, co: bool| -> Vec<(usize, usize, f32)> {
         (0..n_out)
             .map(|i| {
-                let c = if halved { chroma_coord(i, co) } else { i as f64 };
+                let c = if f > 1 { chroma_coord(i, co, f) } else { i as f64 };
                 let c = c.clamp(0.0, (n_in - 1) as f64);
                 let i0 = c.floor() as usize;
                 let i1 = (i0 + 1).min(n_in - 1);
@@ -185,8 +189,8 @@ pub fn upsample_chroma(plane: &[f32], cw: usize, ch: usize, w: usize, h: usize, 
             })
             .collect()
     };
-    let tx = taps(w, cw, halve_x, hx);
-    let ty = taps(h, ch, halve_y, hy);
+    let tx = taps(w, cw, sx, hx);
+    let ty = taps(h, ch, sy, hy);
     let mut out = vec![0f32; w * h];
     for (y, &(y0, y1, fy)) in ty.iter().enumerate() {
         for (x, &(x0, x1, fx)) in tx.iter().enumerate() {
@@ -202,24 +206,26 @@ pub fn upsample_chroma(plane: &[f32], cw: usize, ch: usize, w: usize, h: usize, 
 /// Averages a full-size (`w`×`h`) chroma plane down to `chroma`'s plane size at `siting`.
 pub fn downsample_chroma(plane: &[f32], w: usize, h: usize, chroma: Chroma, siting: Siting) -> Vec<f32> {
     assert_eq!(plane.len(), w * h, "plane size");
-    let (hx, hy, halve_x, halve_y) = layout(chroma, siting);
-    // Weights over luma indices for output sample k along one axis of length n.
-    let taps = |n: usize, k: usize, co: bool| -> Vec<(usize, f32)> {
+    let (hx, hy, sx, sy) = layout(chroma, siting);
+    // Weights over luma indices for output sample k along one axis of length n, where f luma
+    // samples share a chroma sample: co-sited, a triangle over the 2f − 1 samples around f·k
+    // ([1 2 1]/4 for f = 2, [1 2 3 4 3 2 1]/16 for 4); centred, the box of its f samples.
+    let taps = |n: usize, k: usize, f: usize, co: bool| -> Vec<(usize, f32)> {
         let at = |i: isize| i.clamp(0, n as isize - 1) as usize;
-        let c = 2 * k as isize;
+        let (c, f) = ((f * k) as isize, f as isize);
         if co {
-            vec![(at(c - 1), 0.25), (at(c), 0.5), (at(c + 1), 0.25)]
+            (1 - f..f).map(|d| (at(c + d), (f - d.abs()) as f32 / (f * f) as f32)).collect()
         } else {
-            vec![(at(c), 0.5), (at(c + 1), 0.5)]
+            (0..f).map(|d| (at(c + d), 1.0 / f as f32)).collect()
         }
     };
-    let cw = if halve_x { w.div_ceil(2) } else { w };
-    let ch = if halve_y { h.div_ceil(2) } else { h };
+    let cw = w.div_ceil(sx);
+    let ch = h.div_ceil(sy);
     let mut rows = vec![0f32; cw * h];
     for y in 0..h {
         for k in 0..cw {
-            rows[y * cw + k] = if halve_x {
-                taps(w, k, hx).iter().map(|&(i, wt)| wt * plane[y * w + i]).sum()
+            rows[y * cw + k] = if sx > 1 {
+                taps(w, k, sx, hx).iter().map(|&(i, wt)| wt * plane[y * w + i]).sum()
             } else {
                 plane[y * w + k]
             };
@@ -229,7 +235,7 @@ pub fn downsample_chroma(plane: &[f32], w: usize, h: usize, chroma: Chroma, siti
     for k in 0..ch {
         for x in 0..cw {
             out[k * cw + x] =
-                if halve_y { taps(h, k, hy).iter().map(|&(i, wt)| wt * rows[i * cw + x]).sum() } else { rows[k * cw + x] };
+                if sy > 1 { taps(h, k, sy, hy).iter().map(|&(i, wt)| wt * rows[i * cw + x]).sum() } else { rows[k * cw + x] };
         }
     }
     out
@@ -402,11 +408,12 @@ mod tests {
         v
     }
 
-    const SITINGS: [(Chroma, Siting); 5] = [
+    const SITINGS: [(Chroma, Siting); 6] = [
         (Chroma::C420, Siting::Center),
         (Chroma::C420, Siting::Left),
         (Chroma::C420, Siting::TopLeft),
         (Chroma::C422, Siting::Left),
+        (Chroma::C411, Siting::Left),
         (Chroma::C444, Siting::Center),
     ];
 
@@ -414,31 +421,30 @@ mod tests {
     fn resampling_keeps_constants_and_puts_ramps_at_the_siting() {
         let mut rng = Rng::new(fresh_seed());
         for (chroma, siting) in SITINGS {
-            let (hx, hy, halve_x, halve_y) = layout(chroma, siting);
+            let (hx, hy, sx, sy) = layout(chroma, siting);
             for (w, h) in [(1usize, 1usize), (7, 13), (33, 7), (13, 33)] {
-                let cw = if halve_x { w.div_ceil(2) } else { w };
-                let ch = if halve_y { h.div_ceil(2) } else { h };
+                let (cw, ch) = (w.div_ceil(sx), h.div_ceil(sy));
                 let k = 17.0 + 900.0 * rng.uniform();
                 assert!(upsample_chroma(&vec![k; cw * ch], cw, ch, w, h, chroma, siting).iter().all(|&v| (v - k).abs() < 1e-3));
                 assert!(downsample_chroma(&vec![k; w * h], w, h, chroma, siting).iter().all(|&v| (v - k).abs() < 1e-3));
                 let (ax, ay) = (rng.uniform() as f64 * 3.0 + 0.5, rng.uniform() as f64 * 3.0 + 0.5);
-                // Luma position of chroma sample k along an axis.
-                let site = |k: usize, halved: bool, co: bool| match (halved, co) {
-                    (false, _) => k as f64,
-                    (true, true) => 2.0 * k as f64,
-                    (true, false) => 2.0 * k as f64 + 0.5,
+                // Luma position of chroma sample k along an axis where f luma samples share one.
+                let site = |k: usize, f: usize, co: bool| match (f, co) {
+                    (1, _) => k as f64,
+                    (_, true) => (f * k) as f64,
+                    (_, false) => (f * k) as f64 + (f - 1) as f64 / 2.0,
                 };
                 // Upsampling a ramp sampled at the chroma sites gives the ramp at every luma
                 // sample that lies between two chroma sites (away from the clamped edges).
-                let c = ramp(cw, ch, ax, ay, |k| site(k, halve_x, hx), |k| site(k, halve_y, hy));
+                let c = ramp(cw, ch, ax, ay, |k| site(k, sx, hx), |k| site(k, sy, hy));
                 let up = upsample_chroma(&c, cw, ch, w, h, chroma, siting);
                 let full = ramp(w, h, ax, ay, |x| x as f64, |y| y as f64);
                 for y in 0..h {
                     for x in 0..w {
-                        let inside = |i: usize, n: usize, nc: usize, halved: bool, co: bool| {
-                            !halved || (i as f64 >= site(0, true, co) && (i as f64) <= site(nc - 1, true, co) && i < n)
+                        let inside = |i: usize, n: usize, nc: usize, f: usize, co: bool| {
+                            f == 1 || (i as f64 >= site(0, f, co) && (i as f64) <= site(nc - 1, f, co) && i < n)
                         };
-                        if inside(x, w, cw, halve_x, hx) && inside(y, h, ch, halve_y, hy) {
+                        if inside(x, w, cw, sx, hx) && inside(y, h, ch, sy, hy) {
                             assert!((up[y * w + x] - full[y * w + x]).abs() < 1e-3, "{chroma:?} {siting:?} {w}x{h} up at ({x},{y})");
                         }
                     }
@@ -447,8 +453,9 @@ mod tests {
                 let down = downsample_chroma(&full, w, h, chroma, siting);
                 for ky in 0..ch {
                     for kx in 0..cw {
-                        let ok_x = !halve_x || (2 * kx + 1 < w && (!hx || kx > 0));
-                        let ok_y = !halve_y || (2 * ky + 1 < h && (!hy || ky > 0));
+                        // Every tap inside the frame (none clamped at an edge).
+                        let interior = |k: usize, n: usize, f: usize, co: bool| f == 1 || (f * k + f - 1 < n && (!co || f * k + 1 >= f));
+                        let (ok_x, ok_y) = (interior(kx, w, sx, hx), interior(ky, h, sy, hy));
                         if ok_x && ok_y {
                             assert!(
                                 (down[ky * cw + kx] - c[ky * cw + kx]).abs() < 1e-3,

@@ -43,6 +43,7 @@ fn parse_colourspace(v: &str) -> Result<(Chroma, Siting, u8), Y4mError> {
         "420mpeg2" => Some((Chroma::C420, Siting::Left, 8)),
         "420paldv" => Some((Chroma::C420, Siting::TopLeft, 8)),
         "422" => Some((Chroma::C422, Siting::Left, 8)),
+        "411" => Some((Chroma::C411, Siting::Left, 8)),
         "444" => Some((Chroma::C444, Siting::Center, 8)),
         "mono" => Some((Chroma::Mono, Siting::Center, 8)),
         _ => None,
@@ -53,7 +54,7 @@ fn parse_colourspace(v: &str) -> Result<(Chroma, Siting, u8), Y4mError> {
     let unsupported = || {
         Y4mError::header(format!(
             "unsupported colourspace C{v}: this filter reads 420jpeg, 420, 420mpeg2, 420paldv, 422, 444 and mono \
-             (with p9…p16 / mono9…mono16 for high bit depth); convert first, e.g. ffmpeg … -pix_fmt yuv420p -f yuv4mpegpipe -"
+             (each also with p9…p16 / mono9…mono16 for high bit depth) and 411 (8-bit); convert first, e.g. ffmpeg … -pix_fmt yuv420p -f yuv4mpegpipe -"
         ))
     };
     let (base, digits) = if let Some(d) = v.strip_prefix("mono") {
@@ -243,6 +244,12 @@ impl Header {
                 "14-bit monochrome: ffmpeg's y4m reader knows mono, mono9, mono10, mono12 and mono16, and would read `Cmono14` as 8-bit; give --output-depth 12 or 16",
             ));
         }
+        if chroma == Chroma::C411 && depth != 8 {
+            // ffmpeg's y4m has no high-bit-depth 4:1:1 (a 4:1:1 input too, asked for more bits).
+            return Err(Y4mError::header(format!(
+                "4:1:1 at {depth} bits: ffmpeg's y4m carries 4:1:1 only at 8 bits; give --output-chroma 420, 422 or 444 with --output-depth {depth}, or --output-depth 8"
+            )));
+        }
         if chroma == self.chroma && depth == self.depth {
             return Ok(self.clone());
         }
@@ -251,7 +258,7 @@ impl Header {
         }
         let siting = match chroma {
             Chroma::C420 if chroma == self.chroma && depth == 8 => self.siting,
-            Chroma::C422 => Siting::Left,
+            Chroma::C422 | Chroma::C411 => Siting::Left,
             _ => Siting::Center,
         };
         let base = match (chroma, siting, depth) {
@@ -260,6 +267,7 @@ impl Header {
             (Chroma::C420, Siting::TopLeft, 8) => "420paldv",
             (Chroma::C420, ..) => "420p",
             (Chroma::C422, ..) => if depth == 8 { "422" } else { "422p" },
+            (Chroma::C411, ..) => "411",
             (Chroma::C444, ..) => if depth == 8 { "444" } else { "444p" },
             (Chroma::Mono, ..) => "mono",
         };

@@ -12,8 +12,9 @@
 //!
 //! Colourspaces (`C` tag): every 4:2:0 variant (`420jpeg` and `420` centred, `420mpeg2` left,
 //! `420paldv` top-left, as ffmpeg reads them), `422`, `444`, `mono`, each with the high-bit-depth
-//! `pN` suffix (`420p10`, `mono12`, …; 9 to 16 bits, samples little-endian u16). `411` and
-//! `444alpha` are refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (limited when
+//! `pN` suffix (`420p10`, `mono12`, …; 9 to 16 bits, samples little-endian u16), and `411` (DV
+//! NTSC's 4:1:1, chroma co-sited with every fourth luma column; 8-bit, as ffmpeg has it).
+//! `444alpha` is refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (limited when
 //! absent); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
 //! output header.
 //!
@@ -86,12 +87,15 @@ pub enum Chroma {
     C422,
     /// Full-size chroma.
     C444,
+    /// Quarter width, full height chroma (DV NTSC's `yuv411p`; 8-bit only in y4m).
+    C411,
     /// Luma only (no U, V planes).
     Mono,
 }
 
-/// Where a chroma sample sits relative to the luma grid (for 4:2:0; 4:2:2 is always `Left`:
-/// co-sited with the even luma columns; 4:4:4 and mono are `Center` and it does not matter).
+/// Where a chroma sample sits relative to the luma grid (for 4:2:0; 4:2:2 and 4:1:1 are always
+/// `Left`: co-sited with the first luma column of each pair, or four; 4:4:4 and mono are
+/// `Center` and it does not matter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Siting {
     /// Centred between luma samples in both directions (`420jpeg`, `420`, the y4m default).
@@ -138,16 +142,26 @@ pub struct FrameFormat {
     pub depth: u8,
 }
 
+impl Chroma {
+    /// How many luma samples share one chroma sample along (x, y): 1, 2 or 4.
+    pub fn subsampling(self) -> (u32, u32) {
+        match self {
+            Chroma::C420 => (2, 2),
+            Chroma::C422 => (2, 1),
+            Chroma::C411 => (4, 1),
+            Chroma::C444 | Chroma::Mono => (1, 1),
+        }
+    }
+}
+
 impl FrameFormat {
     /// Width and height of the U and V planes ((0, 0) for mono). Odd sizes round up.
     pub fn chroma_size(&self) -> (u32, u32) {
-        let (w, h) = (self.width, self.height);
-        match self.chroma {
-            Chroma::C420 => (w.div_ceil(2), h.div_ceil(2)),
-            Chroma::C422 => (w.div_ceil(2), h),
-            Chroma::C444 => (w, h),
-            Chroma::Mono => (0, 0),
+        if self.chroma == Chroma::Mono {
+            return (0, 0);
         }
+        let (sx, sy) = self.chroma.subsampling();
+        (self.width.div_ceil(sx), self.height.div_ceil(sy))
     }
     /// Samples in plane `i` (0 = Y, 1 = U, 2 = V).
     pub fn plane_len(&self, i: usize) -> usize {

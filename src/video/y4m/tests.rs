@@ -10,6 +10,7 @@ const VARIANTS: &[(&str, Chroma, Siting, u8)] = &[
     ("420p10", Chroma::C420, Siting::Center, 10),
     ("420p12", Chroma::C420, Siting::Center, 12),
     ("422", Chroma::C422, Siting::Left, 8),
+    ("411", Chroma::C411, Siting::Left, 8),
     ("422p10", Chroma::C422, Siting::Left, 10),
     ("422p12", Chroma::C422, Siting::Left, 12),
     ("444", Chroma::C444, Siting::Center, 8),
@@ -125,7 +126,7 @@ fn an_output_format_header_reads_back_as_that_format() {
         let h = Header::parse(line.as_bytes()).unwrap();
         assert_eq!(h.with_format(chroma, depth).unwrap().to_bytes(), format!("{line}\n").into_bytes());
         for &(_, to_chroma, _, to_depth) in VARIANTS {
-            if (to_chroma, to_depth) == (chroma, depth) {
+            if (to_chroma, to_depth) == (chroma, depth) || (to_chroma == Chroma::C411 && to_depth != 8) {
                 continue;
             }
             let o = h.with_format(to_chroma, to_depth).unwrap();
@@ -134,7 +135,7 @@ fn an_output_format_header_reads_back_as_that_format() {
             // 4:2:0 keeps its siting only at 8 bits and when it was 4:2:0 already.
             let expected = match to_chroma {
                 Chroma::C420 if chroma == Chroma::C420 && to_depth == 8 => siting,
-                Chroma::C422 => Siting::Left,
+                Chroma::C422 | Chroma::C411 => Siting::Left,
                 _ => Siting::Center,
             };
             assert_eq!((back.chroma, back.siting, back.depth), (to_chroma, expected, to_depth), "{c} to {to_chroma:?} {to_depth}");
@@ -144,6 +145,13 @@ fn an_output_format_header_reads_back_as_that_format() {
         }
     }
     let h = Header::new(8, 8, "420").unwrap();
+    // ffmpeg's y4m has 4:1:1 at 8 bits only: a 4:1:1 output (or input kept) at more is refused.
+    for depth in [10, 16] {
+        assert!(h.with_format(Chroma::C411, depth).unwrap_err().to_string().contains("only at 8 bits"));
+        let e = Header::new(8, 8, "411").unwrap().with_format(Chroma::C411, depth).unwrap_err().to_string();
+        assert!(e.contains("--output-chroma 420, 422 or 444"), "{e}");
+    }
+    assert_eq!(h.with_format(Chroma::C411, 8).unwrap().colourspace_tag.as_deref(), Some("411"));
     assert!(h.with_format(Chroma::C444, 7).is_err());
     assert!(h.with_format(Chroma::C444, 17).is_err());
     // ffmpeg has no 14-bit grey in y4m (it would read `Cmono14` as 8-bit); its other depths pass.
@@ -221,7 +229,7 @@ fn malformed_headers_name_the_problem() {
         (b"YUV4MPEG2 W7 H16385\n", "height must be 1 to 16384"),
         (b"YUV4MPEG2 W99999999999999999999 H7\n", "W must be a positive integer"),
         (b"YUV4MPEG2 W-3 H7\n", "W must be a positive integer"),
-        (b"YUV4MPEG2 W7 H7 C411\n", "unsupported colourspace C411"),
+        (b"YUV4MPEG2 W7 H7 C411p10\n", "unsupported colourspace C411p10"),
         (b"YUV4MPEG2 W7 H7 C444alpha\n", "unsupported colourspace C444alpha"),
         (b"YUV4MPEG2 W7 H7 C420p7\n", "unsupported colourspace C420p7"),
         (b"YUV4MPEG2 W7 H7 C420p\n", "unsupported colourspace C420p"),
@@ -371,6 +379,7 @@ const FFMPEG_SAMPLES: &[(&str, u32, Chroma, Siting, u8, Range, &str)] = &[
     ("yuv420p_topleft", 13, Chroma::C420, Siting::TopLeft, 8, Range::Limited, "p"),
     ("yuv420p_tt", 13, Chroma::C420, Siting::Center, 8, Range::Limited, "t"),
     ("yuv422p", 13, Chroma::C422, Siting::Left, 8, Range::Limited, "p"),
+    ("yuv411p", 13, Chroma::C411, Siting::Left, 8, Range::Limited, "p"),
     ("yuv444p", 13, Chroma::C444, Siting::Center, 8, Range::Limited, "p"),
     ("w14_gray", 14, Chroma::Mono, Siting::Center, 8, Range::Full, "p"),
     ("w14_gray10le", 14, Chroma::Mono, Siting::Center, 10, Range::Full, "p"),
