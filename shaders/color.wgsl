@@ -35,15 +35,21 @@ struct Tap {
     f: f32,
 }
 
+// 1/f for the subsampling factors (2 or 4), as constants: exact, where a WGSL division may be
+// off by 2.5 ULP.
+fn inv(f: u32) -> f32 {
+    return select(0.5, 0.25, f == 4u);
+}
+
 // Chroma tap of luma index i along an axis with n chroma samples, each shared by f luma samples:
 // co-sited, chroma sample k sits at luma f·k; centred, at the middle of its f luma samples.
 fn tap(i: u32, n: u32, f: u32, co: u32) -> Tap {
     var c = f32(i);
     if (f > 1u) {
         if (co != 0u) {
-            c = f32(i) / f32(f);
+            c = f32(i) * inv(f);
         } else {
-            c = (f32(i) + 0.5) / f32(f) - 0.5;
+            c = (f32(i) + 0.5) * inv(f) - 0.5;
         }
     }
     c = clamp(c, 0.0, f32(n - 1u));

@@ -35,6 +35,12 @@ fn code(x: u32, y: u32) -> f32 {
     return p.off + (p.cr * r + p.cg * g + p.cb * b);
 }
 
+// 1/f for the subsampling factors (2 or 4), as constants: exact, where a WGSL division may be
+// off by 2.5 ULP.
+fn inv(f: u32) -> f32 {
+    return select(0.5, 0.25, f == 4u);
+}
+
 // The number of taps of a subsampled axis: f centred, 2f − 1 co-sited.
 fn tap_count(f: u32, co: u32) -> u32 {
     return select(f, 2u * f - 1u, co != 0u);
@@ -49,10 +55,10 @@ fn tap_at(k: u32, t: u32, n: u32, f: u32, co: u32) -> vec2<f32> {
     if (co != 0u) {
         let d = i32(t) - i32(f - 1u);
         i = c + d;
-        wt = f32(i32(f) - abs(d)) / f32(f * f);
+        wt = f32(i32(f) - abs(d)) * (inv(f) * inv(f));
     } else {
         i = c + i32(t);
-        wt = 1.0 / f32(f);
+        wt = inv(f);
     }
     return vec2<f32>(f32(clamp(i, 0, i32(n) - 1)), wt);
 }

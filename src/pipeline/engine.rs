@@ -494,9 +494,28 @@ mod tests {
         out
     }
 
+    /// The blend written out independently, as it was before tiles were added one by one:
+    /// every tile's weighted values summed into each plane in tile order, from zeros.
+    fn blend_reference(plan: &TilePlan, tiles: &[Vec<f32>], planes: usize) -> Vec<f32> {
+        let (h, w) = (plan.height, plan.width);
+        let mut out = vec![0f32; planes * h * w];
+        for (t, data) in plan.tiles.iter().zip(tiles) {
+            let (th, tw) = (t.rows.len(), t.cols.len());
+            for p in 0..planes {
+                for i in 0..th {
+                    for j in 0..tw {
+                        out[p * h * w + (t.rows.start + i) * w + t.cols.start + j] += t.weights[i * tw + j] * data[p * th * tw + i * tw + j];
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The job's tile paths on the host: cutting a window's planes into UNet tiles and blending
-    /// them back gives the window (a constant stays constant across seams; each plane, added
-    /// tile by tile, is the plan's blend of that plane to the bit); and the VAE path —
+    /// them back gives the window (a constant stays constant across seams; the planes added tile
+    /// by tile are, to the bit, the blend summed in tile order, on a grid where four tiles
+    /// overlap at the corners); and the VAE path —
     /// latent tiles cut, each "decoded" ×4 (here nearest-neighbour, which commutes with
     /// cutting), blended with the ×4 plan — equals decoding the whole chunk.
     #[test]
@@ -514,13 +533,13 @@ mod tests {
         let plan = &tiles.unet;
         let cut: Vec<Vec<f32>> = (0..plan.tiles.len()).map(|t| cut_planes(plan, &data, planes, t)).collect();
         assert!(cut.iter().all(|c| c.len() == planes * 24 * 24));
-        let back = blend_planes(plan, &cut, planes);
-        assert_close(&format!("UNet tiles blended back (seed {seed})"), &back, &data, 1e-6);
-        let n = 24 * 24;
-        for (p, got) in back.chunks_exact(ph * pw).enumerate() {
-            let plane: Vec<Vec<f32>> = cut.iter().map(|c| c[p * n..(p + 1) * n].to_vec()).collect();
-            assert!(plan.blend(&plane).iter().zip(got).all(|(a, b)| a.to_bits() == b.to_bits()), "plane {p} (seed {seed})");
-        }
+        assert_close(&format!("UNet tiles blended back (seed {seed})"), &blend_planes(plan, &cut, planes), &data, 1e-6);
+        // Tiles of other values than the frame's (so the blend is no identity), on the VAE's
+        // 4x2 grid.
+        let grid = &tiles.vae;
+        let noisy: Vec<Vec<f32>> = (0..grid.tiles.len()).map(|t| cut_planes(grid, &data, planes, t).iter().map(|v| v + rng.normal()).collect()).collect();
+        let (got, want) = (blend_planes(grid, &noisy, planes), blend_reference(grid, &noisy, planes));
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "tiles added one by one differ from the blend in tile order (seed {seed})");
         let k = 0.25 + rng.uniform();
         let consts: Vec<Vec<f32>> = cut.iter().map(|c| vec![k; c.len()]).collect();
         assert!(blend_planes(plan, &consts, planes).iter().all(|v| (v - k).abs() < 1e-5));

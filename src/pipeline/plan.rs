@@ -196,8 +196,9 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let latents = LATENT_CHANNELS as u64 * WINDOW as u64 * (gb * (uh * uw) as u64 + (gb + 1) * plane) * f32b;
     let vae = (LATENT_CHANNELS + LR_CHANNELS * (SCALE * SCALE)) as u64 * DECODE_CHUNK as u64 * (vh * vw) as u64 * f32b;
     // Input frames, the call's windows' LR frames, one decoded chunk and one output frame's
-    // RGB cut from it; when tiled, one VAE tile's decoded pixels (each tile is blended into the
-    // chunk as it comes).
+    // RGB cut from it; when the VAE is tiled, the fused chunk's latents read back, one latent
+    // tile cut from them and one tile's decoded pixels (each tile is blended into the chunk as
+    // it comes). Under --tile auto the tiles are not known here: counted untiled.
     let held = WINDOW + g * STRIDE;
     // And the frames read ahead, as they arrive (u16 samples).
     let ahead = (crate::pipeline::source::READ_AHEAD_FRAMES * fmt.plane_len(0).max(1) * 3 * 2) as u64;
@@ -205,7 +206,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         + ahead
         + gb * LR_CHANNELS as u64 * WINDOW as u64 * plane * f32b
         + (LR_CHANNELS * SCALE * SCALE) as u64 * (DECODE_CHUNK as u64 * plane + plane) * f32b
-        + if (vh, vw) == (ph, pw) { 0 } else { (LR_CHANNELS * SCALE * SCALE * DECODE_CHUNK * vh * vw) as u64 * f32b };
+        + if (vh, vw) == (ph, pw) { 0 } else { (DECODE_CHUNK * (LATENT_CHANNELS * (ph * pw + vh * vw) + LR_CHANNELS * SCALE * SCALE * vh * vw)) as u64 * f32b };
     let call = match (g, halves) {
         (1, 2) => "the CFG window".to_string(),
         (_, 2) => format!("{g} CFG windows"),
@@ -224,7 +225,11 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         Some((bytes, whence)) => writeln!(o, "  GPU memory:       {} ({whence}): the weights, the job's tensors and the activations must fit it; --tile auto and --windows-per-call auto plan for it when the models load", human_bytes(bytes))?,
         None => writeln!(o, "  GPU memory:       not known here (GPU drivers on Vulkan report it; a software adapter's is the host's; --gpu-memory SIZE gives a figure): --tile auto plans for the binding limit only")?,
     }
-    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames, a decoded chunk, an output frame's RGB and {} frames read ahead; when tiled, a VAE tile's pixels too), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") }, crate::pipeline::source::READ_AHEAD_FRAMES)?;
+    writeln!(o, "  host:             {} (at most {held} input frames, {} LR frames, a decoded chunk, an output frame's RGB and {} frames read ahead{}), whatever the clip length", human_bytes(host), if g == 1 { "a window's".to_string() } else { format!("{g} windows'") }, crate::pipeline::source::READ_AHEAD_FRAMES, match tiles.tile {
+        TileSize::Auto => "; where --tile auto tiles the VAE, a tile's pixels and the chunk's latents too",
+        TileSize::Fixed { .. } if (vh, vw) != (ph, pw) => "; with the VAE tiled, a tile's pixels and the chunk's latents",
+        TileSize::Fixed { .. } => "",
+    })?;
     Ok(o)
 }
 

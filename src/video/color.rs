@@ -11,8 +11,9 @@
 //! * RGB is planar `[3][H][W]` f32 in [0, 1] (not clamped on the way in, so out-of-gamut YUV
 //!   round-trips); the model's [−1, 1] is `2x − 1` on top.
 //! * Chroma upsampling to 4:4:4 is bilinear at the variant's siting (edges clamped); downsampling
-//!   averages: a 2-tap box where chroma sits between luma samples, a [1 2 1]/4 filter where it is
-//!   co-sited, so a linear ramp lands exactly on the chroma sample positions both ways.
+//!   averages: a 2-tap box where chroma sits between luma samples, a triangle where it is
+//!   co-sited ([1 2 1]/4 for 4:2:0 and 4:2:2, [1 2 3 4 3 2 1]/16 for 4:1:1's four luma samples
+//!   per chroma sample), so a linear ramp lands exactly on the chroma sample positions both ways.
 
 use super::y4m::{Chroma, Frame, FrameFormat, Range, Siting};
 

@@ -53,8 +53,8 @@ fn parse_colourspace(v: &str) -> Result<(Chroma, Siting, u8), Y4mError> {
     }
     let unsupported = || {
         Y4mError::header(format!(
-            "unsupported colourspace C{v}: this filter reads 420jpeg, 420, 420mpeg2, 420paldv, 422, 444 and mono \
-             (each also with p9…p16 / mono9…mono16 for high bit depth) and 411 (8-bit); convert first, e.g. ffmpeg … -pix_fmt yuv420p -f yuv4mpegpipe -"
+            "unsupported colourspace C{v}: this filter reads 420jpeg, 420, 420mpeg2, 420paldv, 422, 444, mono and 411 \
+             (and for high bit depth 420, 422 and 444 with p9…p16, and mono9…mono16); convert first, e.g. ffmpeg … -pix_fmt yuv420p -f yuv4mpegpipe -"
         ))
     };
     let (base, digits) = if let Some(d) = v.strip_prefix("mono") {
@@ -235,7 +235,8 @@ impl Header {
     /// keeps its chroma siting (`420jpeg`, `420mpeg2`, `420paldv`); a converted one, and every
     /// high-bit-depth 4:2:0 one (`420p10`), is centred, which is what those tags mean to this
     /// reader. ffmpeg's `XYSCSS` tag, an older spelling of the `C` tag, is dropped rather than
-    /// left contradicting it.
+    /// left contradicting it. 4:1:1 above 8 bits and 14-bit grey, which ffmpeg's y4m lacks, are
+    /// refused.
     pub fn with_format(&self, chroma: Chroma, depth: u8) -> Result<Header, Y4mError> {
         if chroma == Chroma::Mono && depth == 14 {
             // ffmpeg reads `Cmono14` as its `mono` prefix, 8-bit: the frames would be misread
