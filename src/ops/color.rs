@@ -61,16 +61,11 @@ pub struct YuvPlanes {
     pub uv: Option<(Tensor, Tensor)>,
 }
 
-/// (co-sited x, co-sited y, luma samples per chroma sample along x, along y), as
-/// `video::color` lays chroma out.
+/// (co-sited x, co-sited y, luma samples per chroma sample along x, along y): the CPU twin's
+/// layout, for the kernels' parameters.
 fn layout(chroma: Chroma, siting: Siting) -> (bool, bool, u32, u32) {
-    let (sx, sy) = chroma.subsampling();
-    let (co_x, co_y) = match chroma {
-        Chroma::C420 => (siting != Siting::Center, siting == Siting::TopLeft),
-        Chroma::C422 | Chroma::C411 => (true, false),
-        Chroma::C444 | Chroma::Mono => (false, false),
-    };
-    (co_x, co_y, sx, sy)
+    let (co_x, co_y, sx, sy) = crate::video::color::layout(chroma, siting);
+    (co_x, co_y, sx as u32, sy as u32)
 }
 
 fn check_format(what: &str, format: &FrameFormat, params: &YuvParams) -> Result<()> {

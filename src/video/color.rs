@@ -164,7 +164,7 @@ fn chroma_coord(i: usize, co_sited: bool, f: usize) -> f64 {
 
 /// (horizontally co-sited, vertically co-sited, luma samples per chroma sample along x, along
 /// y: 1, 2 or 4).
-fn layout(chroma: Chroma, siting: Siting) -> (bool, bool, usize, usize) {
+pub(crate) fn layout(chroma: Chroma, siting: Siting) -> (bool, bool, usize, usize) {
     let (sx, sy) = chroma.subsampling();
     let (co_x, co_y) = match chroma {
         Chroma::C420 => (siting != Siting::Center, siting == Siting::TopLeft),
