@@ -13,7 +13,10 @@
 //! Colourspaces (`C` tag): every 4:2:0 variant (`420jpeg` and `420` centred, `420mpeg2` left,
 //! `420paldv` top-left, as ffmpeg reads them), `422`, `444`, `mono`, each with the high-bit-depth
 //! `pN` suffix (`420p10`, `mono12`, …; 9 to 16 bits, samples little-endian u16), and `411` (DV
-//! NTSC's 4:1:1, chroma co-sited with every fourth luma column; 8-bit, as ffmpeg has it).
+//! NTSC's 4:1:1, chroma co-sited with every fourth luma column; 8-bit, as ffmpeg has it). 4:2:2
+//! and 4:1:1 chroma is co-sited horizontally, as the y4m format (mjpegtools' "H cosited") and
+//! the DV and BT.601 standards have it; ffmpeg's swscale, converting either with no chroma
+//! location given, centres it instead (a shift of ¼ or ⅜ of a luma pixel in the chroma).
 //! `444alpha` is refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (limited when
 //! absent); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
 //! output header.
