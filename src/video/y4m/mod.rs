@@ -16,7 +16,7 @@
 //! NTSC's 4:1:1, chroma co-sited with every fourth luma column; 8-bit, as ffmpeg has it). 4:2:2
 //! and 4:1:1 chroma is co-sited horizontally, as the y4m format (mjpegtools' "H cosited") and
 //! the DV and BT.601 standards have it; ffmpeg's swscale, converting either with no chroma
-//! location given, centres it instead (a shift of ¼ or ⅜ of a luma pixel in the chroma).
+//! location given, centres it instead (the chroma shifted by ½ or 1½ luma pixels).
 //! `444alpha` is refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (limited when
 //! absent); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
 //! output header.
