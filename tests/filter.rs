@@ -947,7 +947,8 @@ fn large_frames_run_in_feathered_tiles() {
 
 /// The other chroma formats end to end (4:2:0 8- and 10-bit are above): 4:2:2 and 4:1:1 8-bit, 4:4:4
 /// 12-bit (little-endian 16-bit samples) and mono, 2 frames of 7×5 each. The output keeps the
-/// format, depth and tags at 4× size, every sample fits the depth, and the luma is not flat.
+/// format, depth and tags at 4× size, every sample fits the depth, and the luma is not flat;
+/// a plan of 4:1:1 kept says how to get 4:2:0, and one of 4:2:0 asked for does not.
 #[test]
 fn other_chroma_formats_and_depths_keep_their_format() {
     let dir = tmp("formats");
@@ -979,7 +980,16 @@ fn other_chroma_formats_and_depths_keep_their_format() {
         let input = dir.join(format!("in-{tag}.y4m"));
         std::fs::write(&input, s).unwrap();
         let out = dir.join(format!("out-{tag}.y4m"));
-        ok(&upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
+        let o = upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
+        ok(&o);
+        // --quiet: not even the note on 4:1:1 (which --plan prints too).
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("note"), "{tag}");
+        let plan = |extra: &[&str]| {
+            let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).arg("--plan").args(extra).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        assert_eq!(plan(&[]).contains("--output-chroma 420 writes 4:2:0"), tag == "411", "{tag}");
+        assert!(!plan(&["--output-chroma", "420"]).contains("--output-chroma 420 writes"), "{tag}");
         let (ow, oh) = (4 * w, 4 * h);
         let (ocw, och) = match tag {
             "422" => (ow.div_ceil(2), oh),

@@ -101,6 +101,9 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     })?;
     let out = output_format.header(&header, SCALE as u32)?.format();
     writeln!(o, "output:   {}x{} {:?} {}-bit (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8)", out.width, out.height, out.chroma, out.depth)?;
+    if let Some(advice) = output_format.advice(&header) {
+        writeln!(o, "          {advice}")?;
+    }
     let (m_in, m_out) = (matrix.resolve(fmt.height), matrix.resolve(out.height));
     let why = match matrix {
         crate::video::color::MatrixChoice::Auto => "--matrix auto: BT.709 from 720 lines up, for each side",

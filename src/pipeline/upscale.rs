@@ -239,6 +239,9 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let reader = ReadAhead::start(input)?;
     reader.header().require_progressive()?;
     let out_header = a.output_format.header(reader.header(), SCALE as u32)?;
+    if let (Some(advice), false) = (a.output_format.advice(reader.header()), a.quiet) {
+        crate::diagln!("note: {advice}");
+    }
     // Fixed tiles against the frame (an overlap at or above a side that cuts it), before loading.
     if let TileSize::Fixed { rows, cols } = a.tiles.tile {
         let fmt = reader.header().format();

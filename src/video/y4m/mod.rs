@@ -132,6 +132,15 @@ impl OutputFormat {
         let h = input.scaled(factor)?;
         h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))
     }
+
+    /// What to tell the user about the output format this gives `input`, if anything: a 4:1:1
+    /// input keeps 4:1:1 unless told otherwise, as ffmpeg would, but encoders then pick 4:2:2,
+    /// which most players cannot play.
+    pub fn advice(self, input: &Header) -> Option<&'static str> {
+        (input.chroma == Chroma::C411 && self.chroma.is_none()).then_some(
+            "the input is 4:1:1 (DV NTSC) and the output keeps it; encoders pick 4:2:2 for it (libx264: High 4:2:2, which most players and browsers cannot play): --output-chroma 420 writes 4:2:0",
+        )
+    }
 }
 
 /// Size and sample format of one frame.
