@@ -342,7 +342,7 @@ struct UpscaleCli {
     /// Negative prompt embeddings from `encode-prompt` instead of --negative-prompt.
     #[arg(long)]
     negative_prompt_embeds: Option<PathBuf>,
-    /// No progress on stderr (frames written, window and step, frames/s, ETA once the length is
+    /// No progress, notes or summary on stderr (progress: frames written, window and step, frames/s, ETA once the length is
     /// known). Ctrl-C (or SIGTERM, SIGHUP) stops after the frame being written (exit code 130;
     /// a second one stops at once).
     #[arg(long)]

@@ -982,14 +982,23 @@ fn other_chroma_formats_and_depths_keep_their_format() {
         let out = dir.join(format!("out-{tag}.y4m"));
         let o = upscale(&rel, &input, &out, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
         ok(&o);
-        // --quiet: not even the note on 4:1:1 (which --plan prints too).
-        assert!(!String::from_utf8_lossy(&o.stderr).contains("note"), "{tag}");
+        // The note on a 4:1:1 output: not under --quiet; in --plan; on stderr before the models
+        // load (here a run stopped by a missing --weights folder, after it).
+        const NOTE: &str = "note: the input is 4:1:1";
+        assert!(!String::from_utf8_lossy(&o.stderr).contains(NOTE), "{tag}");
         let plan = |extra: &[&str]| {
             let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--weights").arg(&rel).arg("-i").arg(&input).arg("--plan").args(extra).output().unwrap();
-            String::from_utf8_lossy(&o.stdout).into_owned()
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(o.status.success() && text.contains("output:"), "{tag} {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
+            text
         };
         assert_eq!(plan(&[]).contains("--output-chroma 420 writes 4:2:0"), tag == "411", "{tag}");
         assert!(!plan(&["--output-chroma", "420"]).contains("--output-chroma 420 writes"), "{tag}");
+        let missing = dir.join("no-such-release");
+        let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu")).arg("--random-weights").arg("1").arg("--weights").arg(&missing).arg("-i").arg(&input).arg("-o").arg(&out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("no such folder"), "{tag}: {err}");
+        assert_eq!(err.contains(NOTE), tag == "411", "{tag}: {err}");
         let (ow, oh) = (4 * w, 4 * h);
         let (ocw, och) = match tag {
             "422" => (ow.div_ceil(2), oh),

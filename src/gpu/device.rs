@@ -415,10 +415,12 @@ impl Gpu {
         dtype == DType::F16 || dtype == DType::F32 && self.f16_operands()
     }
 
-    /// `dtype`'s name as the kernels take it: "f32 on f16 operands" where f32 storage rounds its
-    /// operands to f16 (the tuner's keys: the candidates and their times differ), which needs
-    /// the tensor-core kernels: without cooperative matrices, or with a subgroup size that
+    /// `dtype`'s name as the kernels take it: "f32 on f16 operands" where f32 storage may round
+    /// its operands to f16 (the tuner's keys: the candidates and their times differ), which
+    /// needs the tensor-core kernels: without cooperative matrices, or with a subgroup size that
     /// varies, `--f16-operands on` leaves every kernel on f32 operands, and the name says so.
+    /// Where they exist, an op whose own tiles do not fit the adapter's limits (workgroup
+    /// memory, invocations) still runs exact under this name.
     pub fn operands_name(&self, dtype: DType) -> &'static str {
         if dtype == DType::F32 && self.coop_takes(dtype) && self.coop_fragment().is_some() && self.fixed_subgroup_size().is_some() {
             "f32 on f16 operands"

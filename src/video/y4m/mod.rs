@@ -138,7 +138,7 @@ impl OutputFormat {
     /// which most players cannot play.
     pub fn advice(self, input: &Header) -> Option<&'static str> {
         (input.chroma == Chroma::C411 && self.chroma.is_none()).then_some(
-            "the input is 4:1:1 (DV NTSC) and the output keeps it; encoders pick 4:2:2 for it (libx264: High 4:2:2, which most players and browsers cannot play): --output-chroma 420 writes 4:2:0",
+            "the input is 4:1:1 (DV NTSC) and the output keeps it; most encoders pick 4:2:2 for it (libx264: High 4:2:2, which most players and browsers cannot play): --output-chroma 420 writes 4:2:0",
         )
     }
 }
