@@ -3,7 +3,8 @@
 //! emptied only when the first byte reaches it, and a job that ends without writing a frame (a
 //! failure, a stop) abandons its files: what their writers still hold (a header) is dropped, an
 //! existing file keeps its bytes, and one this run created is removed, so no header-only stub
-//! is left behind.
+//! is left behind. A job that fails after whole frames keeps them, its file cut back to them
+//! where a failed write (a full disk) left part of the next ([`OutFile::keep_whole`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,20 @@ impl OutFile {
     /// The job wrote a frame to it, or ended well (a stream of a header only): it stays.
     pub fn keep(&mut self) {
         self.kept = true;
+    }
+
+    /// The job failed after writing whole frames (`len` bytes: the header and those frames): a
+    /// regular file is cut back to them, dropping the part of a frame a failed write (a full
+    /// disk) may have left, so it stays a valid stream that `--frames` parts join to. Call it
+    /// once the writer has been dropped (its buffer flushed or failed).
+    pub fn keep_whole(&mut self, len: u64) -> Result<()> {
+        self.kept = true;
+        // Only a regular file is cut (opening a named pipe whose reader has gone would block).
+        if !std::fs::metadata(&self.path).is_ok_and(|m| m.is_file() && m.len() > len) {
+            return Ok(());
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&self.path).with_context(|| format!("reopening {} to cut its last, partial frame", self.path.display()))?;
+        file.set_len(len).with_context(|| format!("cutting {} back to its whole frames ({len} bytes)", self.path.display()))
     }
 
     /// The job ends without a frame: its writer drops what it is given from now on (the header
@@ -129,6 +144,21 @@ mod tests {
         o.keep();
         drop(o);
         assert_eq!(std::fs::read(&new).unwrap(), b"YUV4MPEG2");
+        // A failed job's file is cut back to its whole frames; a named pipe is left alone (not
+        // even opened: its reader may be gone).
+        let mut o = OutFile::open("-o", &new).unwrap();
+        o.start().unwrap().write_all(b"YUV4MPEG2 FRAME\nFRA").unwrap();
+        o.keep_whole(16).unwrap();
+        drop(o);
+        assert_eq!(std::fs::read(&new).unwrap(), b"YUV4MPEG2 FRAME\n");
+        #[cfg(unix)]
+        {
+            let fifo = dir.join("fifo");
+            if std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
+                let mut o = OutFile { path: fifo.clone(), file: None, created: false, kept: false, abandoned: Default::default() };
+                o.keep_whole(0).unwrap();
+            }
+        }
         // A folder that cannot be written is refused at open, naming the flag.
         let e = OutFile::open("--gif", &dir.join("no-such-folder/p.gif")).err().unwrap();
         assert!(format!("{e:#}").contains("--gif"), "{e:#}");

@@ -397,6 +397,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     // The files stay where the job wrote a frame or ended well (a stream of a header only);
     // else they are abandoned: an existing file keeps its bytes, a created one goes again.
     let keep = writer.frames_written() > 0 || result.is_ok();
+    let whole = writer.flushed_bytes();
     for f in out_file.iter_mut().chain(gif_file.iter_mut()) {
         if keep {
             f.keep()
@@ -405,6 +406,13 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         }
     }
     drop(writer);
+    // A failed write (a full disk) may leave part of a frame in the file: cut back to the whole
+    // frames, which `--frames` then continues.
+    if let (Some(f), true, true) = (out_file.as_mut(), result.is_err() && keep, whole > 0) {
+        if let Err(e) = f.keep_whole(whole) {
+            log::warn!("{e:#}");
+        }
+    }
     // The preview is closed (its trailer written) whether the job ended, failed or stopped; an
     // abandoned one (no frame written) takes none of it.
     let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish());
@@ -424,6 +432,18 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
                 )
             };
             return Err(interrupt::Interrupted { detail }.into());
+        }
+        // Failed after whole frames: they stay, and where to go on from is said.
+        Err(e) if frames_done > 0 && !is_broken_pipe(&e) => {
+            let start = a.frames.map_or(0, |r| r.start);
+            let end = a.frames.and_then(|r| r.end).map_or(String::new(), |e| e.to_string());
+            let held = a.output.as_ref().map_or(String::new(), |p| format!(", kept in {}", p.display()));
+            bail!(
+                "{e:#}\n{} written (frames {start}..{}{held}): once the cause is mended, --frames {}:{end} runs the rest and the parts join",
+                count(frames_done, "whole output frame"),
+                start + frames_done,
+                start + frames_done
+            );
         }
         r => r?,
     };

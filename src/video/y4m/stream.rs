@@ -194,14 +194,19 @@ pub struct Writer<W: Write> {
     inner: W,
     header: Header,
     written: u64,
+    /// Bytes handed to `inner` whole (the header and each frame's one `write_all`), and those
+    /// of them through the last successful flush.
+    bytes: u64,
+    flushed: u64,
     on_frame: Option<FrameHook>,
 }
 
 impl<W: Write> Writer<W> {
     /// Writes `header` (e.g. `input.scaled(4)?`).
     pub fn new(mut inner: W, header: Header) -> Result<Writer<W>, Y4mError> {
-        inner.write_all(&header.to_bytes()).map_err(|e| Y4mError::io(None, "writing the stream header", e))?;
-        Ok(Writer { inner, header, written: 0, on_frame: None })
+        let h = header.to_bytes();
+        inner.write_all(&h).map_err(|e| Y4mError::io(None, "writing the stream header", e))?;
+        Ok(Writer { inner, header, written: 0, bytes: h.len() as u64, flushed: 0, on_frame: None })
     }
 
     /// Calls `hook` with every frame after its bytes are written (its error fails the write,
@@ -217,6 +222,13 @@ impl<W: Write> Writer<W> {
     /// Frames written so far.
     pub fn frames_written(&self) -> u64 {
         self.written
+    }
+
+    /// The length of the stream through the last successful [`Writer::flush`]: the header and
+    /// whole frames, all of them out of this writer's hands. After a failed write (a full disk)
+    /// the sink may hold part of a frame past it; a file cut back to it is a valid stream.
+    pub fn flushed_bytes(&self) -> u64 {
+        self.flushed
     }
 
     /// Builds the frame's bytes (`FRAME` line and planes), checks them against the header, then
@@ -264,6 +276,7 @@ impl<W: Write> Writer<W> {
         }
         self.inner.write_all(&bytes).map_err(|e| Y4mError::io(Some(i), "writing the frame", e))?;
         self.written += 1;
+        self.bytes += bytes.len() as u64;
         if let Some(hook) = &mut self.on_frame {
             hook(frame).map_err(|e| Y4mError::io(Some(i), "after writing the frame", e))?;
         }
@@ -273,7 +286,9 @@ impl<W: Write> Writer<W> {
     pub fn flush(&mut self) -> Result<(), Y4mError> {
         // Named by the last frame written (the header's alone before the first).
         let last = self.frames_written().checked_sub(1);
-        self.inner.flush().map_err(|e| Y4mError::io(last, "flushing the output", e))
+        self.inner.flush().map_err(|e| Y4mError::io(last, "flushing the output", e))?;
+        self.flushed = self.bytes;
+        Ok(())
     }
 
     pub fn into_inner(self) -> W {

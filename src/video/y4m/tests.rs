@@ -347,6 +347,24 @@ fn writer_hook_sees_each_written_frame() {
 }
 
 #[test]
+fn flushed_bytes_count_whole_frames_through_the_last_flush() {
+    let header = Header::new(7, 5, "420").unwrap();
+    let h = header.to_bytes().len() as u64;
+    let record = 6 + header.format().frame_bytes().unwrap() as u64;
+    let frame = random_frame(&mut Rng::new(fresh_seed()), header.format());
+    let mut w = Writer::new(Vec::new(), header).unwrap();
+    assert_eq!(w.flushed_bytes(), 0);
+    w.flush().unwrap();
+    assert_eq!(w.flushed_bytes(), h);
+    w.write_frame(&frame).unwrap();
+    assert_eq!(w.flushed_bytes(), h, "written, not flushed");
+    w.write_frame(&frame).unwrap();
+    w.flush().unwrap();
+    assert_eq!(w.flushed_bytes(), h + 2 * record);
+    assert_eq!(w.into_inner().len() as u64, h + 2 * record);
+}
+
+#[test]
 fn writer_refuses_mismatched_frames_before_writing() {
     let mut rng = Rng::new(fresh_seed());
     let header = Header::new(13, 7, "422p12").unwrap();
