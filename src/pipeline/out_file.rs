@@ -21,6 +21,8 @@ pub struct OutFile {
     kept: bool,
     /// Set by [`OutFile::abandon`]; the writer from [`OutFile::start`] then writes nothing.
     abandoned: Arc<AtomicBool>,
+    /// Set by the writer as it empties a regular file for the first byte.
+    touched: Arc<AtomicBool>,
 }
 
 impl OutFile {
@@ -34,7 +36,7 @@ impl OutFile {
             .truncate(false)
             .open(path)
             .with_context(|| format!("{flag} {}: cannot write it", path.display()))?;
-        Ok(OutFile { path: path.to_path_buf(), file: Some(file), created, kept: false, abandoned: Arc::new(AtomicBool::new(false)) })
+        Ok(OutFile { path: path.to_path_buf(), file: Some(file), created, kept: false, abandoned: Default::default(), touched: Default::default() })
     }
 
     /// The writer of the job's bytes: it empties the file (a regular one; a device or a named
@@ -42,7 +44,7 @@ impl OutFile {
     pub fn start(&mut self) -> Result<Deferred> {
         let file = self.file.take().context("internal: an output file started twice")?;
         let regular = file.metadata().is_ok_and(|m| m.is_file());
-        Ok(Deferred { file, emptied: !regular, abandoned: self.abandoned.clone() })
+        Ok(Deferred { file, emptied: !regular, abandoned: self.abandoned.clone(), touched: self.touched.clone() })
     }
 
     /// The job wrote a frame to it, or ended well (a stream of a header only): it stays.
@@ -56,7 +58,17 @@ impl OutFile {
     /// once the writer has been dropped (its buffer flushed or failed).
     pub fn keep_whole(&mut self, len: u64) -> Result<()> {
         self.kept = true;
-        // Only a regular file is cut (opening a named pipe whose reader has gone would block).
+        self.cut(len)
+    }
+
+    /// Whether the path is a regular file (not a device, a named pipe or gone).
+    pub fn is_regular(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.is_file())
+    }
+
+    /// Cuts a regular file back to `len` bytes where it is longer (opening a named pipe whose
+    /// reader has gone would block: only a regular file is opened).
+    fn cut(&self, len: u64) -> Result<()> {
         if !std::fs::metadata(&self.path).is_ok_and(|m| m.is_file() && m.len() > len) {
             return Ok(());
         }
@@ -65,9 +77,16 @@ impl OutFile {
     }
 
     /// The job ends without a frame: its writer drops what it is given from now on (the header
-    /// its buffers still hold), and a file this run created goes when this is dropped.
+    /// its buffers still hold), and a file this run created goes when this is dropped. One that
+    /// existed and was already written to (the first frame failed part way: a full disk) is
+    /// emptied rather than left holding part of a stream.
     pub fn abandon(&mut self) {
         self.abandoned.store(true, Ordering::Relaxed);
+        if self.touched.load(Ordering::Relaxed) && !self.created {
+            if let Err(e) = self.cut(0) {
+                log::warn!("{e:#}");
+            }
+        }
     }
 }
 
@@ -84,6 +103,7 @@ pub struct Deferred {
     file: std::fs::File,
     emptied: bool,
     abandoned: Arc<AtomicBool>,
+    touched: Arc<AtomicBool>,
 }
 
 impl Write for Deferred {
@@ -94,6 +114,7 @@ impl Write for Deferred {
         if !self.emptied {
             self.file.set_len(0)?;
             self.emptied = true;
+            self.touched.store(true, Ordering::Relaxed);
         }
         self.file.write(buf)
     }
@@ -133,6 +154,13 @@ mod tests {
         o.start().unwrap().write_all(b"new").unwrap();
         drop(o);
         assert_eq!(std::fs::read(&old).unwrap(), b"new", "emptied at the first byte; an existing file is not removed");
+        // Written to, then abandoned (the first frame failed part way): emptied, not left
+        // holding part of a stream.
+        let mut o = OutFile::open("-o", &old).unwrap();
+        o.start().unwrap().write_all(b"YUV4MPEG2 FRA").unwrap();
+        o.abandon();
+        drop(o);
+        assert_eq!(std::fs::read(&old).unwrap(), b"", "a partial first frame left in an existing file");
         // A file this run created goes again unless kept.
         let new = dir.join("new.y4m");
         let mut o = OutFile::open("-o", &new).unwrap();
@@ -155,7 +183,7 @@ mod tests {
         {
             let fifo = dir.join("fifo");
             if std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
-                let mut o = OutFile { path: fifo.clone(), file: None, created: false, kept: false, abandoned: Default::default() };
+                let mut o = OutFile { path: fifo.clone(), file: None, created: false, kept: false, abandoned: Default::default(), touched: Default::default() };
                 o.keep_whole(0).unwrap();
             }
         }

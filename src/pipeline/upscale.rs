@@ -396,7 +396,8 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let elapsed = reporter.elapsed();
     // The files stay where the job wrote a frame or ended well (a stream of a header only);
     // else they are abandoned: an existing file keeps its bytes, a created one goes again.
-    let keep = writer.frames_written() > 0 || result.is_ok();
+    // Kept: frames written whole (flushed; a frame whose write or flush failed is not one).
+    let keep = frames_done > 0 || result.is_ok();
     let whole = writer.flushed_bytes();
     for f in out_file.iter_mut().chain(gif_file.iter_mut()) {
         if keep {
@@ -408,9 +409,11 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     drop(writer);
     // A failed write (a full disk) may leave part of a frame in the file: cut back to the whole
     // frames, which `--frames` then continues.
-    if let (Some(f), true, true) = (out_file.as_mut(), result.is_err() && keep, whole > 0) {
-        if let Err(e) = f.keep_whole(whole) {
-            log::warn!("{e:#}");
+    let mut cut_back = false;
+    if let (Some(f), true) = (out_file.as_mut(), result.is_err() && keep) {
+        match f.keep_whole(whole) {
+            Ok(()) => cut_back = f.is_regular(),
+            Err(e) => log::warn!("{e:#}"),
         }
     }
     // The preview is closed (its trailer written) whether the job ended, failed or stopped; an
@@ -437,9 +440,14 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         Err(e) if frames_done > 0 && !is_broken_pipe(&e) => {
             let start = a.frames.map_or(0, |r| r.start);
             let end = a.frames.and_then(|r| r.end).map_or(String::new(), |e| e.to_string());
-            let held = a.output.as_ref().map_or(String::new(), |p| format!(", kept in {}", p.display()));
+            // Where the output is a regular -o file it was cut back to them; elsewhere (stdout,
+            // a pipe, a device) part of the next may follow them.
+            let held = match (&a.output, cut_back) {
+                (Some(p), true) => format!(", kept in {}, which the parts join to", p.display()),
+                _ => ", then perhaps part of the next: keep only the whole ones to join the parts".to_string(),
+            };
             bail!(
-                "{e:#}\n{} written (frames {start}..{}{held}): once the cause is mended, --frames {}:{end} runs the rest and the parts join",
+                "{e:#}\n{} written (frames {start}..{}{held}); once the cause is mended, --frames {}:{end} runs the rest",
                 count(frames_done, "whole output frame"),
                 start + frames_done,
                 start + frames_done
