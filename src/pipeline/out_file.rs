@@ -4,7 +4,7 @@
 //! failure, a stop) abandons its files: what their writers still hold (a header) is dropped, an
 //! existing file keeps its bytes, and one this run created is removed, so no header-only stub
 //! is left behind. A job that fails after whole frames keeps them, its file cut back to them
-//! where a failed write (a full disk) left part of the next ([`OutFile::keep_whole`]).
+//! where a failed write (a full disk) left part of the next ([`OutFile::cut_back`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,28 +52,21 @@ impl OutFile {
         self.kept = true;
     }
 
-    /// The job failed after writing whole frames (`len` bytes: the header and those frames): a
-    /// regular file is cut back to them, dropping the part of a frame a failed write (a full
-    /// disk) may have left, so it stays a valid stream that `--frames` parts join to. Call it
-    /// once the writer has been dropped (its buffer flushed or failed).
-    pub fn keep_whole(&mut self, len: u64) -> Result<()> {
-        self.kept = true;
-        self.cut(len)
-    }
-
-    /// Whether the path is a regular file (not a device, a named pipe or gone).
-    pub fn is_regular(&self) -> bool {
-        std::fs::metadata(&self.path).is_ok_and(|m| m.is_file())
-    }
-
-    /// Cuts a regular file back to `len` bytes where it is longer (opening a named pipe whose
-    /// reader has gone would block: only a regular file is opened).
-    fn cut(&self, len: u64) -> Result<()> {
-        if !std::fs::metadata(&self.path).is_ok_and(|m| m.is_file() && m.len() > len) {
-            return Ok(());
+    /// Cuts a regular file back to `len` bytes where it is longer: after a job that failed
+    /// having written whole frames (`len`: the header and those frames), the part of a frame a
+    /// failed write (a full disk) may have left goes, so the file stays a valid stream that
+    /// `--frames` parts join to. Call it once the writer has been dropped (its buffer flushed or
+    /// failed). Returns whether the path is a regular file, now of at most `len` bytes; a device
+    /// or a named pipe is not even opened (one whose reader has gone would block).
+    pub fn cut_back(&self, len: u64) -> Result<bool> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.is_file() && m.len() > len => {}
+            Ok(m) => return Ok(m.is_file()),
+            Err(_) => return Ok(false),
         }
         let file = std::fs::OpenOptions::new().write(true).open(&self.path).with_context(|| format!("reopening {} to cut its last, partial frame", self.path.display()))?;
-        file.set_len(len).with_context(|| format!("cutting {} back to its whole frames ({len} bytes)", self.path.display()))
+        file.set_len(len).with_context(|| format!("cutting {} back to its whole frames ({len} bytes)", self.path.display()))?;
+        Ok(true)
     }
 
     /// The job ends without a frame: its writer drops what it is given from now on (the header
@@ -83,7 +76,7 @@ impl OutFile {
     pub fn abandon(&mut self) {
         self.abandoned.store(true, Ordering::Relaxed);
         if self.touched.load(Ordering::Relaxed) && !self.created {
-            if let Err(e) = self.cut(0) {
+            if let Err(e) = self.cut_back(0) {
                 log::warn!("{e:#}");
             }
         }
@@ -176,15 +169,16 @@ mod tests {
         // even opened: its reader may be gone).
         let mut o = OutFile::open("-o", &new).unwrap();
         o.start().unwrap().write_all(b"YUV4MPEG2 FRAME\nFRA").unwrap();
-        o.keep_whole(16).unwrap();
+        o.keep();
+        assert!(o.cut_back(16).unwrap());
         drop(o);
         assert_eq!(std::fs::read(&new).unwrap(), b"YUV4MPEG2 FRAME\n");
         #[cfg(unix)]
         {
             let fifo = dir.join("fifo");
             if std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
-                let mut o = OutFile { path: fifo.clone(), file: None, created: false, kept: false, abandoned: Default::default(), touched: Default::default() };
-                o.keep_whole(0).unwrap();
+                let o = OutFile { path: fifo.clone(), file: None, created: false, kept: true, abandoned: Default::default(), touched: Default::default() };
+                assert!(!o.cut_back(0).unwrap(), "a named pipe is no regular file");
             }
         }
         // A folder that cannot be written is refused at open, naming the flag.

@@ -409,13 +409,13 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     drop(writer);
     // A failed write (a full disk) may leave part of a frame in the file: cut back to the whole
     // frames, which `--frames` then continues.
-    let mut cut_back = false;
-    if let (Some(f), true) = (out_file.as_mut(), result.is_err() && keep) {
-        match f.keep_whole(whole) {
-            Ok(()) => cut_back = f.is_regular(),
-            Err(e) => log::warn!("{e:#}"),
-        }
-    }
+    let cut_back = match (out_file.as_ref(), result.is_err() && keep) {
+        (Some(f), true) => f.cut_back(whole).unwrap_or_else(|e| {
+            log::warn!("{e:#}");
+            false
+        }),
+        _ => false,
+    };
     // The preview is closed (its trailer written) whether the job ended, failed or stopped; an
     // abandoned one (no frame written) takes none of it.
     let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish());
