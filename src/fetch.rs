@@ -4,7 +4,7 @@
 //! The cache is huggingface_hub's own layout, so Python tools share the download:
 //!
 //! ```text
-//! $HF_HUB_CACHE (or $HF_HOME/hub, or ~/.cache/huggingface/hub)
+//! $HF_HUB_CACHE (or $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub)
 //! └── models--huihui9998--DiffVSR/
 //!     ├── blobs/<etag>                  file contents, named by sha256 (LFS) or git blob id
 //!     ├── blobs/<etag>.incomplete       a partial download, resumed with a Range request

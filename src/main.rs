@@ -151,7 +151,8 @@ enum Cmd {
         /// Branch, tag or commit.
         #[arg(long, default_value = fetch::DEFAULT_REVISION)]
         revision: String,
-        /// Hub cache folder (default: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub).
+        /// Hub cache folder (default: HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else HF_HOME/hub, else
+        /// XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
         /// Fetch only repository paths matching this glob (`*` matches across folders; repeat
@@ -342,7 +343,8 @@ struct UpscaleCli {
     /// Negative prompt embeddings from `encode-prompt` instead of --negative-prompt.
     #[arg(long)]
     negative_prompt_embeds: Option<PathBuf>,
-    /// No progress, notes or summary on stderr (progress: frames written, window and step, frames/s, ETA once the length is
+    /// No progress, notes or summary on stderr (only the note that --frames ran past the input's end
+    /// stays; progress: frames written, window and step, frames/s, ETA once the length is
     /// known). Ctrl-C (or SIGTERM, SIGHUP) stops after the frame being written (exit code 130;
     /// a second one stops at once).
     #[arg(long)]

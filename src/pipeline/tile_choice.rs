@@ -473,7 +473,7 @@ mod tests {
     /// What `--tile auto` picks for the released models (their configs, seeded random weights,
     /// the default dtypes: UNet f16 where the adapter has it, VAE f32) on GPUs of 8 to 48 GiB
     /// (`--gpu-memory`, weights included, with a 2 GiB binding limit and 4 GiB buffers planned
-    /// for) at common input sizes: the table in README's "Which GPU". Plans only, past the
+    /// for) at common input sizes: the table in README's "Upscaling". Plans only, past the
     /// 16×16 probe. Slow on a software adapter (the full-size models; minutes):
     /// `cargo test --lib released_tiles_by_gpu_memory -- --ignored --nocapture`.
     #[test]
