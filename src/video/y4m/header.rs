@@ -93,6 +93,14 @@ impl Header {
                  (make it again with ffmpeg … -f yuv4mpegpipe -)",
             ));
         }
+        if line.contains(&b'\r') {
+            // Kept inside a field it would move with it in the output header, maybe to the end
+            // of the line, which the check above then refuses.
+            return Err(Y4mError::header(
+                "the header line holds a carriage return (CR): y4m header fields are separated by single spaces \
+                 (make the stream again with ffmpeg … -f yuv4mpegpipe -)",
+            ));
+        }
         if !line.starts_with(MAGIC) {
             let shown = String::from_utf8_lossy(&line[..line.len().min(16)]).into_owned();
             return Err(Y4mError::header(format!(
@@ -105,6 +113,7 @@ impl Header {
             return Err(Y4mError::header("bad magic: \"YUV4MPEG2\" must be followed by a space"));
         }
         let (mut w, mut h) = (None, None);
+        let mut range_tagged = false;
         let mut hd = Header {
             width: 0,
             height: 0,
@@ -157,6 +166,7 @@ impl Header {
                 }
                 'X' => {
                     if let Some(r) = v.strip_prefix("COLORRANGE=") {
+                        range_tagged = true;
                         hd.range = match r {
                             "LIMITED" => Range::Limited,
                             "FULL" => Range::Full,
@@ -171,6 +181,9 @@ impl Header {
                 }
                 _ => hd.other.push(field.to_string()),
             }
+        }
+        if !range_tagged {
+            hd.range = Range::untagged(hd.chroma);
         }
         hd.width = w.ok_or_else(|| Y4mError::header("missing width field W"))?;
         hd.height = h.ok_or_else(|| Y4mError::header("missing height field H"))?;
@@ -277,6 +290,11 @@ impl Header {
         (out.chroma, out.siting, out.depth) = (chroma, siting, depth);
         out.colourspace_tag = Some(tag);
         out.x_tags.retain(|x| !x.starts_with("YSCSS="));
+        if out.range != Range::untagged(chroma) && !out.x_tags.iter().any(|x| x.starts_with("COLORRANGE=")) {
+            // Grey without a range tag is full range, colour limited: a grey input turned
+            // colour (or the reverse) names its range, or readers would take the other one.
+            out.x_tags.push(out.range.tag().to_string());
+        }
         if out.format().frame_bytes().is_none() {
             return Err(Y4mError::header(format!("output frame size {}x{} at {depth} bits overflows", out.width, out.height)));
         }

@@ -17,8 +17,8 @@
 //! and 4:1:1 chroma is co-sited horizontally, as the y4m format (mjpegtools' "H cosited") and
 //! the DV and BT.601 standards have it; ffmpeg's swscale, converting either with no chroma
 //! location given, centres it instead (the chroma shifted by ½ or 1½ luma pixels).
-//! `444alpha` is refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (limited when
-//! absent); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
+//! `444alpha` is refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (without it: full
+//! for `mono`, limited for colour, as ffmpeg reads them); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
 //! output header.
 //!
 //! Why not the `y4m` crate (0.8): it has no 9/14/16-bit or `mono10` formats, reads no `I` tag and
@@ -109,13 +109,33 @@ pub enum Siting {
     TopLeft,
 }
 
-/// Quantisation range, from `XCOLORRANGE` (limited when the tag is absent).
+/// Quantisation range, from `XCOLORRANGE`; without the tag, full for grey (`mono`) and limited
+/// for colour, as ffmpeg reads them ([`Range::untagged`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Range {
     /// Y in 16..235, U/V in 16..240 (scaled by 2^(depth−8)).
     Limited,
     /// Y, U, V in 0..2^depth − 1.
     Full,
+}
+
+impl Range {
+    /// The range of a stream without an `XCOLORRANGE` tag, as ffmpeg takes it: grey (`mono`,
+    /// which ffmpeg's own y4m output tags when it knows) full, colour limited.
+    pub fn untagged(chroma: Chroma) -> Range {
+        match chroma {
+            Chroma::Mono => Range::Full,
+            _ => Range::Limited,
+        }
+    }
+
+    /// Its `X` tag, without the `X`.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Range::Limited => "COLORRANGE=LIMITED",
+            Range::Full => "COLORRANGE=FULL",
+        }
+    }
 }
 
 /// `--output-chroma` and `--output-depth`: the output's chroma format and bit depth where they
@@ -130,7 +150,17 @@ impl OutputFormat {
     /// The output header of an upscale by `factor` of a stream whose header is `input`.
     pub fn header(self, input: &Header, factor: u32) -> Result<Header, Y4mError> {
         let h = input.scaled(factor)?;
-        h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))
+        let h = h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))?;
+        // The larger sizes (and a new `C` tag) lengthen the line: it must still be one this
+        // reader, and so a later run on the output, takes.
+        let len = h.to_bytes().len();
+        if len > MAX_HEADER_BYTES {
+            return Err(Y4mError::header(format!(
+                "the output header would be {len} bytes, over the {MAX_HEADER_BYTES} a y4m header may have here: the input's header carries \
+                 long tags or unknown fields (make the stream again with ffmpeg … -f yuv4mpegpipe -)"
+            )));
+        }
+        Ok(h)
     }
 
     /// What to tell the user about the output format this gives `input`, if anything: a 4:1:1

@@ -87,6 +87,27 @@ fn header_defaults_and_unknown_fields() {
     assert_eq!(l.range, Range::Limited);
 }
 
+/// Without `XCOLORRANGE` grey is full range and colour limited, as ffmpeg reads them (its
+/// swscale maps an untagged `Cmono` Y of 16 to RGB 16, an untagged `C420jpeg` one to 0); a
+/// converted output whose range would read otherwise without the tag names it.
+#[test]
+fn untagged_grey_is_full_range_and_a_converted_output_names_its_range() {
+    for (c, range) in [("mono", Range::Full), ("mono10", Range::Full), ("420jpeg", Range::Limited), ("444p12", Range::Limited)] {
+        assert_eq!(Header::parse(format!("YUV4MPEG2 W8 H8 C{c}").as_bytes()).unwrap().range, range, "{c}");
+    }
+    let tagged = Header::parse(b"YUV4MPEG2 W8 H8 Cmono XCOLORRANGE=LIMITED").unwrap();
+    assert_eq!(tagged.range, Range::Limited);
+    let grey = Header::new(8, 8, "mono").unwrap();
+    let colour = Header::new(8, 8, "420jpeg").unwrap();
+    for (from, to, tag) in [(&grey, Chroma::C420, Some("COLORRANGE=FULL")), (&colour, Chroma::Mono, Some("COLORRANGE=LIMITED")), (&grey, Chroma::Mono, None), (&colour, Chroma::C444, None)] {
+        let o = from.with_format(to, 10).unwrap();
+        assert_eq!(o.x_tags.first().map(String::as_str), tag, "{:?} to {to:?}", from.chroma);
+        assert_eq!(Header::parse(&o.to_bytes()).unwrap().range, from.range, "{:?} to {to:?}", from.chroma);
+    }
+    // A tag already there is kept as it is, not doubled.
+    assert_eq!(tagged.with_format(Chroma::C420, 8).unwrap().x_tags, vec!["COLORRANGE=LIMITED".to_string()]);
+}
+
 /// The output header must be one the reader takes back: a ×4 output past 16384 a side is
 /// refused with the input size that fits.
 #[test]
@@ -95,6 +116,17 @@ fn an_output_past_the_largest_side_is_refused() {
     assert!(Header::parse(&ok.to_bytes()).is_ok());
     let e = Header::parse(b"YUV4MPEG2 W7 H4097 C420jpeg").unwrap().scaled(4).unwrap_err().to_string();
     assert!(e.contains("would be 28x16388") && e.contains("inputs up to 4096"), "{e}");
+    // A header of the largest length read grows by the larger sizes (and a longer `C` tag):
+    // refused rather than written past what a later run reads.
+    let pad = |len: usize| {
+        let base = b"YUV4MPEG2 W9 H9 C420jpeg X".as_slice();
+        [base, &vec![b'a'; len - base.len() - 1], b"\n"].concat()
+    };
+    let longest = Header::parse(&pad(MAX_HEADER_BYTES)).unwrap();
+    let e = OutputFormat::default().header(&longest, 4).unwrap_err().to_string();
+    assert!(e.contains("would be 4098 bytes"), "{e}");
+    let fits = OutputFormat::default().header(&Header::parse(&pad(MAX_HEADER_BYTES - 2)).unwrap(), 4).unwrap();
+    assert_eq!(fits.to_bytes().len(), MAX_HEADER_BYTES);
 }
 
 #[test]
@@ -240,6 +272,8 @@ fn malformed_headers_name_the_problem() {
         (b"YUV4MPEG2 W7 H7 XCOLORRANGE=TV\n", "XCOLORRANGE must be LIMITED or FULL"),
         (b"YUV4MPEG2 W7 H7", "stream ended inside a line"),
         (b"YUV4MPEG2 W7 H7 C420jpeg\r\n", "CR LF (a Windows line ending)"),
+        // Inside the line a CR would travel with its field, perhaps to the output line's end.
+        (b"YUV4MPEG2 W7 H7 Zq\r C420jpeg\n", "carriage return (CR)"),
     ];
     for (bytes, want) in cases {
         let e = err_of(bytes);
