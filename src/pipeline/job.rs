@@ -162,8 +162,9 @@ pub fn run_job<W: Write>(
     let mut i = windows::first_window_for(start_frame); // next window
     // Output frames to write: START up to END and the clip's end.
     let emit = |total: Option<usize>| start_frame..end_frame.unwrap_or(usize::MAX).min(total.unwrap_or(usize::MAX));
-    // How many frames this run writes, once known (for progress).
-    let frames_total = |total: Option<usize>| Some(emit(total).len()).filter(|_| emit(total).end != usize::MAX);
+    // How many frames this run writes, once the clip's length is known (for progress; until
+    // then END − START is only a bound, and the reporter may know the length from the file).
+    let frames_total = |total: Option<usize>| total.map(|t| emit(Some(t)).len());
 
     loop {
         if i > last_window {

@@ -102,7 +102,8 @@ impl<E: Write> Reporter<E> {
             start,
             end,
             window_count: input_frames.filter(|&t| t > 0).map(windows::window_count),
-            frames_total: input_frames.map(|t| end.unwrap_or(t).min(t).saturating_sub(start)),
+            // Without the clip's length, END − START stands in until the stream ends.
+            frames_total: input_frames.map_or(end.map(|e| e.saturating_sub(start)), |t| Some(end.unwrap_or(t).min(t).saturating_sub(start))),
             at: None,
             last_step: None,
             last_event: Duration::ZERO,
