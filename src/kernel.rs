@@ -695,14 +695,14 @@ impl Graph {
         }
     }
 
-    /// Submits one replay (does not wait). A device error reported since the last sync (out of
-    /// memory, say) is returned here rather than replaying on a broken device.
-    pub fn run(&self, gpu: &Gpu) -> Result<()> {
+    /// Submits one replay (does not wait) and returns its submission, for
+    /// [`Gpu::wait_for`]. A device error reported since the last sync (out of memory, say) is
+    /// returned here rather than replaying on a broken device.
+    pub fn run(&self, gpu: &Gpu) -> Result<wgpu::SubmissionIndex> {
         gpu.check()?;
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
         self.encode(&mut enc, None);
-        gpu.queue.submit([enc.finish()]);
-        Ok(())
+        Ok(gpu.queue.submit([enc.finish()]))
     }
 
     /// One replay, waited for; GPU seconds when the adapter has timestamps, else wall-clock.

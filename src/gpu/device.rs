@@ -487,6 +487,15 @@ impl Gpu {
         self.poison.load(Ordering::Relaxed)
     }
 
+    /// Waits until the submission `index` (and those before it) is done, not for later ones;
+    /// returns a device error as [`Gpu::sync`] does.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        let waited = self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None });
+        self.check()?;
+        waited.map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
+        Ok(())
+    }
+
     /// Waits until all submitted work is done; returns the first device error reported since
     /// the last sync (out of memory, a lost device, a validation error), if any.
     pub fn sync(&self) -> Result<()> {

@@ -263,18 +263,26 @@ impl<'g> Engine<'g> {
     }
 
     /// All DDIM steps of the `k`-window step on its latents in place (one replay of the
-    /// captured step each). Nothing is read back.
+    /// captured step each), paced by [`one_ahead`]: `on_step` hears of each step once the GPU
+    /// has run it. Nothing is read back.
     fn run_steps(&mut self, k: usize, steps: &[DdimStep], guidance: f32, mut on_step: impl FnMut(usize)) -> Result<()> {
-        for (i, s) in steps.iter().enumerate() {
-            StepSlots::set(&mut self.values, &s.coeffs, guidance)?;
-            self.values.upload(self.gpu)?;
-            let step = self.step(k);
-            step.inputs.timestep.write_f32(self.gpu, &vec![s.t as f32; step.inputs.halves * k])?;
-            step.graph.run(self.gpu)?;
-            on_step(i + 1);
-            interrupt::check()?;
-        }
-        Ok(())
+        let gpu = self.gpu;
+        one_ahead(
+            steps.len(),
+            |i| {
+                let s = &steps[i];
+                StepSlots::set(&mut self.values, &s.coeffs, guidance)?;
+                self.values.upload(self.gpu)?;
+                let step = self.step(k);
+                step.inputs.timestep.write_f32(self.gpu, &vec![s.t as f32; step.inputs.halves * k])?;
+                step.graph.run(self.gpu)
+            },
+            |index| gpu.wait_for(index),
+            |done| {
+                on_step(done);
+                interrupt::check()
+            },
+        )
     }
 
     /// A copy of slot `slot`'s latents after the last step of the `k`-window step (the next
@@ -321,6 +329,28 @@ impl<'g> Engine<'g> {
         self.redecoded.set(self.redecoded.get() + 1);
         out.to_f32(gpu)
     }
+}
+
+/// Submits `n` pieces of GPU work in order, keeping the host one piece ahead of the GPU: piece
+/// `i + 1` is submitted before waiting for piece `i`, after which `done(i + 1)` is called. The
+/// GPU never waits for the host (the next piece is queued while one runs), and the host never
+/// runs far ahead of the GPU: submitting does not wait, so without the waits every step of a
+/// window would be queued in a moment, the progress would count steps submitted, not run (its
+/// ETA timing the submissions), and a stop would wait for the whole queue to drain.
+fn one_ahead<I>(n: usize, mut submit: impl FnMut(usize) -> Result<I>, mut wait: impl FnMut(I) -> Result<()>, mut done: impl FnMut(usize) -> Result<()>) -> Result<()> {
+    let mut running = None;
+    for i in 0..n {
+        let index = submit(i)?;
+        if let Some(before) = running.replace(index) {
+            wait(before)?;
+            done(i)?;
+        }
+    }
+    if let Some(last) = running {
+        wait(last)?;
+        done(n)?;
+    }
+    Ok(())
 }
 
 /// Captures the sampler step for `k` windows per UNet call at a `th`×`tw` latent in `arena`
@@ -393,6 +423,36 @@ mod tests {
     use crate::pipeline::test_models::{micro_models, test_options, tiny_models};
     use crate::pipeline::tiles::SCALE;
     use crate::testutil::{assert_close, fresh_seed, test_gpu, Rng};
+
+    /// The steps' pacing: step i + 1 is submitted before step i is waited for (the GPU is never
+    /// left idle), each step is reported only after its wait, and a stop reported after a step
+    /// submits nothing more.
+    #[test]
+    fn steps_are_reported_once_run_with_the_next_one_queued() {
+        for n in [0, 1, 2, 5] {
+            let log = RefCell::new(Vec::new());
+            let note = |s: String| {
+                log.borrow_mut().push(s);
+                Ok(())
+            };
+            one_ahead(n, |i| note(format!("submit {i}")).map(|_| i), |i| note(format!("wait {i}")), |d| note(format!("done {d}"))).unwrap();
+            let mut want = Vec::new();
+            for i in 0..n {
+                want.push(format!("submit {i}"));
+                if i > 0 {
+                    want.extend([format!("wait {}", i - 1), format!("done {i}")]);
+                }
+            }
+            if n > 0 {
+                want.extend([format!("wait {}", n - 1), format!("done {n}")]);
+            }
+            assert_eq!(log.into_inner(), want, "{n} steps");
+        }
+        let submitted = Cell::new(0);
+        let stop = one_ahead(5, |i| anyhow::Ok(submitted.replace(i + 1)), |_| Ok(()), |d| if d == 2 { bail!("stopped") } else { Ok(()) });
+        assert!(stop.is_err());
+        assert_eq!(submitted.get(), 3, "steps 0 to 2 queued when step 2 is reported, no more");
+    }
 
     /// The UNet's CFG-pair forward (halves shared, as the step runs it) at an `h`×`w` latent (f32), captured alone in an arena of its own.
     fn unet_alone(gpu: &crate::Gpu, unet: &VideoUNet, opts: &JobOptions, h: usize, w: usize) -> crate::kernel::Graph {
