@@ -209,8 +209,9 @@ impl<W: Write> Writer<W> {
         Ok(Writer { inner, header, written: 0, bytes: h.len() as u64, flushed: 0, on_frame: None })
     }
 
-    /// Calls `hook` with every frame after its bytes are written (its error fails the write,
-    /// naming the frame; the frame's bytes are out already, whole).
+    /// Calls `hook` with every frame (checked against the header) before its bytes are written:
+    /// its error fails the write, naming the frame, with nothing of the frame written, so that
+    /// the frames written are still the frames counted (a stream on stdout cannot be cut back).
     pub fn on_frame(&mut self, hook: FrameHook) {
         self.on_frame = Some(hook);
     }
@@ -274,12 +275,12 @@ impl<W: Write> Writer<W> {
                 }
             }
         }
+        if let Some(hook) = &mut self.on_frame {
+            hook(frame).map_err(|e| Y4mError::io(Some(i), "before writing the frame", e))?;
+        }
         self.inner.write_all(&bytes).map_err(|e| Y4mError::io(Some(i), "writing the frame", e))?;
         self.written += 1;
         self.bytes += bytes.len() as u64;
-        if let Some(hook) = &mut self.on_frame {
-            hook(frame).map_err(|e| Y4mError::io(Some(i), "after writing the frame", e))?;
-        }
         Ok(())
     }
 

@@ -357,7 +357,8 @@ fn malformed_frames_name_the_frame_and_the_problem() {
     assert!(r.read_frame().unwrap().is_none());
 }
 
-/// The frame hook sees each written frame after its bytes; its error names the frame.
+/// The frame hook sees each frame before its bytes are written; its error names the frame and
+/// writes nothing of it.
 #[test]
 fn writer_hook_sees_each_written_frame() {
     let mut rng = Rng::new(fresh_seed());
@@ -375,9 +376,11 @@ fn writer_hook_sees_each_written_frame() {
     let frames: Vec<Frame> = (0..2).map(|_| random_frame(&mut rng, header.format())).collect();
     w.write_frame(&frames[0]).unwrap();
     let e = w.write_frame(&frames[1]).unwrap_err();
-    assert!(e.to_string().contains("y4m frame 1: after writing the frame: preview disk full"), "{e}");
+    assert!(e.to_string().contains("y4m frame 1: before writing the frame: preview disk full"), "{e}");
     assert_eq!(*seen.borrow(), frames);
-    assert_eq!(w.frames_written(), 2, "the frame's bytes were written whole before the hook");
+    // Nothing of the failed frame is written: the stream holds the frames counted.
+    assert_eq!(w.frames_written(), 1);
+    assert_eq!(w.into_inner(), stream(&header, &frames[..1]));
 }
 
 #[test]
