@@ -264,6 +264,12 @@ mod tests {
         let cfg = r#"{"model_max_length": 8, "pad_token": "!"}"#;
         put("tokenizer_files", "tiny", format!("{vocab}\0#version: 0.2\na b</w>\n\0{cfg}").as_bytes());
         put("tokenizer_files", "regress-empty-merges", format!("{vocab}\0#version: 0.2\n").as_bytes());
+        // A CR inside the header line, which travelled with its field to the output line's end;
+        // a header of the largest length read, which the ×4 sizes lengthen past it.
+        put("y4m", "regress-cr-inside-header.y4m", &[b"YUV4MPEG2 W4 H4 Zq\r C444\nFRAME\n".as_slice(), &[128; 48]].concat());
+        let long = b"YUV4MPEG2 W9 H9 C420jpeg X".as_slice();
+        let pad = vec![b'a'; crate::video::y4m::MAX_HEADER_BYTES - long.len() - 1];
+        put("y4m", "regress-longest-header.y4m", &[long, &pad, b"\nFRAME\n", &[128; 81 + 2 * 25]].concat());
         put("tokenizer_files", "regress-duplicate-ids", format!("{}\0#version: 0.2\na b</w>\n", vocab.replace("5}", "2}").replace("\"ab</w>\": 5", "\"ab</w>\": 2")).as_bytes());
     }
 }
