@@ -163,7 +163,7 @@ pub fn y4m(data: &[u8]) {
         let back = crate::video::y4m::Header::parse(&h.to_bytes()).expect("an output header reads back");
         assert_eq!(back, h);
     }
-    let params = YuvParams { matrix: MatrixChoice::Auto.resolve(header.height), range: header.range, depth: header.depth };
+    let params = YuvParams { matrix: MatrixChoice::Auto.resolve(header.width, header.height), range: header.range, depth: header.depth };
     let mut writer = Writer::new(Vec::new(), header.clone()).expect("writing to memory");
     let mut frames = Vec::new();
     while let Ok(Some(frame)) = reader.read_frame() {

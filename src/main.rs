@@ -320,7 +320,7 @@ struct UpscaleCli {
     /// ILT weights: released (0.8/0.2 … 0.2/0.8) or paper (1 − j/3).
     #[arg(long, default_value = "released")]
     ilt: diffvsr_wgpu::pipeline::windows::Ilt,
-    /// YUV matrix: auto (BT.709 from 720 lines up, else BT.601; the input and the output each by its own height), bt601, bt709 or bt2020 (non-constant luminance; y4m carries no matrix, so give it for BT.2020 sources).
+    /// YUV matrix: auto (BT.709 for frames 1280 or more wide or past 576 lines, else BT.601, as mpv guesses; the input and the output each by its own size), bt601, bt709 or bt2020 (non-constant luminance; y4m carries no matrix, so give it for BT.2020 sources).
     #[arg(long, default_value = "auto")]
     matrix: diffvsr_wgpu::video::color::MatrixChoice,
     /// Output chroma subsampling: 420, 422, 444 or 411 (8-bit only; or yuv420p …; default: the input's).

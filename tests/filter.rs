@@ -676,7 +676,7 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
         "13 frames",
         "28x20",
         "windows 0..3 of 3",
-        "matrix:   BT.601 in (5 lines), BT.601 out (20 lines)",
+        "matrix:   BT.601 in (7x5), BT.601 out (28x20)",
         "window 2: padded frames 8..16, input frames [8, 9, 10, 11, 12, 11, 10, 9]",
         "memory (estimate)",
         "DiffVSR_UNet.pt",

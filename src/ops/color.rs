@@ -341,7 +341,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
     use crate::video::y4m::Range;
     let (w, h) = if quick { (16u32, 8u32) } else { (1280, 720) };
     let format = FrameFormat { width: w, height: h, chroma: Chroma::C420, siting: Siting::Center, depth: 8 };
-    let params = YuvParams { matrix: Matrix::auto(h), range: Range::Limited, depth: 8 };
+    let params = YuvParams { matrix: Matrix::auto(w, h), range: Range::Limited, depth: 8 };
     let mut rng = crate::rng::Rng::new(7);
     let mut frame = Frame::filled(format, [0, 0, 0]);
     for p in frame.planes.iter_mut() {

@@ -129,8 +129,8 @@ pub fn run_job<W: Write>(
     if out_fmt.width != SCALE as u32 * in_fmt.width || out_fmt.height != SCALE as u32 * in_fmt.height {
         bail!("the output header is {}x{}; the input is {}x{} and the job upscales ×{SCALE}", out_fmt.width, out_fmt.height, in_fmt.width, in_fmt.height);
     }
-    let in_params = YuvParams { matrix: opts.matrix.resolve(in_fmt.height), range: header.range, depth: header.depth };
-    let out_params = YuvParams { matrix: opts.matrix.resolve(out_fmt.height), range: writer.header().range, depth: writer.header().depth };
+    let in_params = YuvParams { matrix: opts.matrix.resolve(in_fmt.width, in_fmt.height), range: header.range, depth: header.depth };
+    let out_params = YuvParams { matrix: opts.matrix.resolve(out_fmt.width, out_fmt.height), range: writer.header().range, depth: writer.header().depth };
     let pad = LatentPad::new(in_fmt.height as usize, in_fmt.width as usize);
     let (ph, pw) = pad.padded();
     let plane = ph * pw;

@@ -104,12 +104,12 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     if let Some(advice) = output_format.advice(&header) {
         writeln!(o, "          {advice}")?;
     }
-    let (m_in, m_out) = (matrix.resolve(fmt.height), matrix.resolve(out.height));
+    let (m_in, m_out) = (matrix.resolve(fmt.width, fmt.height), matrix.resolve(out.width, out.height));
     let why = match matrix {
-        crate::video::color::MatrixChoice::Auto => "--matrix auto: BT.709 from 720 lines up, for each side",
+        crate::video::color::MatrixChoice::Auto => "--matrix auto: BT.709 from 1280 wide or past 576 lines, for each side",
         _ => "--matrix: both sides",
     };
-    writeln!(o, "matrix:   {} in ({} lines), {} out ({} lines) ({why}); y4m carries no matrix, so tag the encode to match, e.g. -colorspace {}", m_in.name(), fmt.height, m_out.name(), out.height, m_out.ffmpeg_colorspace())?;
+    writeln!(o, "matrix:   {} in ({}x{}), {} out ({}x{}) ({why}); y4m carries no matrix, so tag the encode to match, e.g. -colorspace {}", m_in.name(), fmt.width, fmt.height, m_out.name(), out.width, out.height, m_out.ffmpeg_colorspace())?;
     tiles.check().map_err(anyhow::Error::msg)?;
     // The tile sizes the job tensors below are counted at (the whole latent where unknown).
     let (mut uh, mut uw, mut vh, mut vw) = (ph, pw, ph, pw);

@@ -372,7 +372,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let preview = match (&a.gif, gif_file.as_mut()) {
         (Some(p), Some(f)) => {
             let h = writer.header();
-            let params = YuvParams { matrix: opts.matrix.resolve(h.height), range: h.range, depth: h.depth };
+            let params = YuvParams { matrix: opts.matrix.resolve(h.width, h.height), range: h.range, depth: h.depth };
             let gif = GifPreview::new(std::io::BufWriter::new(f.start()?), h, params).with_context(|| format!("--gif {}", p.display()))?;
             Some(std::rc::Rc::new(std::cell::RefCell::new(gif)))
         }

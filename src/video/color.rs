@@ -4,7 +4,8 @@
 //!
 //! * Matrices: BT.601 (Kr 0.299, Kb 0.114), BT.709 (Kr 0.2126, Kb 0.0722) and BT.2020's
 //!   non-constant-luminance one (Kr 0.2627, Kb 0.0593; only when asked: y4m carries no matrix);
-//!   `--matrix auto` picks BT.709 from 720 lines up, else BT.601 ([`Matrix::auto`]).
+//!   `--matrix auto` picks BT.709 for frames 1280 wide or more than 576 lines, else BT.601
+//!   ([`Matrix::auto`]).
 //! * Ranges at any bit depth d: limited Y = 16·2^(d−8) + 219·2^(d−8)·Y′,
 //!   C = 128·2^(d−8) + 224·2^(d−8)·C′; full Y = (2^d − 1)·Y′, C = 2^(d−1) + (2^d − 1)·C′
 //!   (the ffmpeg/JPEG convention), with Y′ ∈ [0, 1], C′ ∈ [−½, ½].
@@ -53,11 +54,13 @@ impl Matrix {
         }
     }
 
-    /// The `--matrix auto` rule: BT.709 for frames of 720 lines or more, else BT.601. y4m carries
-    /// no matrix, so players guess from the size the same way; apply it to the input height when
-    /// reading and to the output height when writing.
-    pub fn auto(lines: u32) -> Matrix {
-        if lines >= 720 {
+    /// The `--matrix auto` rule: BT.709 for frames 1280 or more wide or more than 576 lines high
+    /// (past PAL's SD), else BT.601: mpv's guess for video that names no matrix, which counts
+    /// cropped HD (1280×536, a 2.39:1 film in 720p) as HD, where a rule by lines alone would
+    /// not. y4m carries no matrix, so players guess from the size; apply it to the input's size
+    /// when reading and to the output's when writing.
+    pub fn auto(width: u32, height: u32) -> Matrix {
+        if width >= 1280 || height > 576 {
             Matrix::Bt709
         } else {
             Matrix::Bt601
@@ -73,10 +76,10 @@ pub enum MatrixChoice {
 }
 
 impl MatrixChoice {
-    /// Resolves the flag for a frame of `lines` lines.
-    pub fn resolve(self, lines: u32) -> Matrix {
+    /// Resolves the flag for a frame of `width`×`height`.
+    pub fn resolve(self, width: u32, height: u32) -> Matrix {
         match self {
-            MatrixChoice::Auto => Matrix::auto(lines),
+            MatrixChoice::Auto => Matrix::auto(width, height),
             MatrixChoice::Fixed(m) => m,
         }
     }
@@ -355,13 +358,18 @@ mod tests {
 
     #[test]
     fn matrix_auto_rule_and_flag() {
-        assert_eq!(Matrix::auto(719), Matrix::Bt601);
-        assert_eq!(Matrix::auto(720), Matrix::Bt709);
-        assert_eq!(Matrix::auto(1), Matrix::Bt601);
-        assert_eq!("auto".parse::<MatrixChoice>().unwrap().resolve(2160), Matrix::Bt709);
-        assert_eq!("BT601".parse::<MatrixChoice>().unwrap().resolve(2160), Matrix::Bt601);
-        assert_eq!("bt709".parse::<MatrixChoice>().unwrap().resolve(13), Matrix::Bt709);
-        assert_eq!("BT.2020".parse::<MatrixChoice>().unwrap().resolve(480), Matrix::Bt2020);
+        // SD (NTSC, PAL, their widescreen and square-pixel sizes) is BT.601; HD, cropped HD
+        // and anything past PAL's 576 lines BT.709.
+        for (w, h) in [(720, 480), (720, 576), (1024, 576), (1279, 576), (1, 1), (7, 13)] {
+            assert_eq!(Matrix::auto(w, h), Matrix::Bt601, "{w}x{h}");
+        }
+        for (w, h) in [(1280, 720), (1280, 536), (1920, 800), (1280, 1), (960, 720), (720, 577), (2880, 1920)] {
+            assert_eq!(Matrix::auto(w, h), Matrix::Bt709, "{w}x{h}");
+        }
+        assert_eq!("auto".parse::<MatrixChoice>().unwrap().resolve(3840, 2160), Matrix::Bt709);
+        assert_eq!("BT601".parse::<MatrixChoice>().unwrap().resolve(3840, 2160), Matrix::Bt601);
+        assert_eq!("bt709".parse::<MatrixChoice>().unwrap().resolve(7, 13), Matrix::Bt709);
+        assert_eq!("BT.2020".parse::<MatrixChoice>().unwrap().resolve(720, 480), Matrix::Bt2020);
         assert!("srgb".parse::<MatrixChoice>().unwrap_err().contains("--matrix srgb"));
     }
 
