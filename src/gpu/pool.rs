@@ -16,6 +16,18 @@ fn bucket(bytes: u64) -> u64 {
     b.div_ceil(step) * step
 }
 
+/// The size of the buffer the pool makes for `bytes`: its bucket, or where the bucket's
+/// rounding (up to 25%) would pass the largest buffer, the request itself (4-byte aligned).
+/// Where the largest buffer equals the binding limit (DX12's and most Linux Vulkan drivers'
+/// 2 GiB − 1), a tensor the binding takes, say a 16384×9600 frame's RGB in f32 (1.76 GiB),
+/// then still gets its buffer.
+fn buffer_size(bytes: u64, max_buffer: u64) -> u64 {
+    match bucket(bytes) {
+        b if b <= max_buffer => b,
+        _ => bytes.max(4).next_multiple_of(4),
+    }
+}
+
 pub const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
@@ -55,7 +67,7 @@ impl BufferPool {
             let mut s = self.stats.lock().unwrap();
             s.largest_request = s.largest_request.max(bytes);
         }
-        let size = bucket(bytes);
+        let size = buffer_size(bytes, lim.max_buffer);
         // Best fit among free buffers up to 1.5x the request, so buffers freed by one layer
         // serve the next layer's slightly different shapes.
         let reused = {
@@ -175,7 +187,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{bucket, parse_bytes};
+    use super::{bucket, buffer_size, parse_bytes, BufferPool};
 
     #[test]
     fn sizes_parse_as_written() {
@@ -197,5 +209,26 @@ mod tests {
             assert!(s as f64 <= (b.max(256) as f64) * 1.26 + 64.0, "{b} -> {s}");
             assert_eq!(s % 64, 0);
         }
+    }
+
+    /// A request under the largest buffer whose bucket is over it gets a buffer of its own size
+    /// (the case of a GPU whose largest buffer is its binding limit, 2 GiB − 1), not an error.
+    #[test]
+    fn a_request_near_the_largest_buffer_is_not_rounded_past_it() {
+        let max = i32::MAX as u64;
+        for bytes in [1_887_436_800u64, 2_147_450_880, max - 3] {
+            assert!(bucket(bytes) > max, "{bytes}: the case");
+            let s = buffer_size(bytes, max);
+            assert!(s >= bytes && s <= max && s.is_multiple_of(4), "{bytes} -> {s}");
+        }
+        assert_eq!(buffer_size(1000, max), bucket(1000));
+        assert!(buffer_size(max + 1, max) > max, "over the limit stays over it (and is refused)");
+        // Through the pool, on a device told its largest buffer is 1000 bytes.
+        let gpu = crate::testutil::test_gpu();
+        let pool = std::sync::Arc::new(BufferPool::default());
+        let lim = super::BufferLimits { device: &gpu.device, max_buffer: 1000 };
+        assert_eq!(bucket(900), 1024);
+        assert_eq!(pool.take(&lim, 900).unwrap().buffer.size(), 900);
+        assert!(pool.take(&lim, 1001).is_err());
     }
 }
