@@ -59,6 +59,23 @@ impl JobTiles {
     }
 }
 
+/// Whatever the tiles, the job holds a window's final latents for the whole `ph`×`pw` padded
+/// latent (f32, 4 channels × 8 frames: 128 bytes a pixel) in one buffer: refused before
+/// anything runs where that passes the GPU's largest buffer (a 4096×4096 input where buffers
+/// stop at 2 GiB − 1, as on DX12), rather than after the first window's steps.
+fn check_whole_frame(ph: usize, pw: usize, max_buffer: u64) -> Result<()> {
+    let bytes = (crate::pipeline::graphs::LATENT_CHANNELS * crate::pipeline::windows::WINDOW * 4) as u64 * (ph * pw) as u64;
+    if bytes > max_buffer {
+        anyhow::bail!(
+            "a {pw}x{ph} (padded) input's window of latents takes {} in one buffer, over this GPU's largest buffer ({}, max_buffer_size), whatever the tiles: \
+             scale or crop the input to fewer pixels first (ffmpeg … -vf scale=…)",
+            crate::gpu::human_bytes(bytes),
+            crate::gpu::human_bytes(max_buffer)
+        );
+    }
+    Ok(())
+}
+
 /// Latent side of the probe graphs `--tile auto` measures (a multiple of 8; every activation
 /// of both models scales with the tile's pixels, attention included: it is flash-style). Where
 /// the probe itself exceeds the binding limit (a tiny simulated limit), 8 is tried.
@@ -83,6 +100,7 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
     // A model or prompt that makes no job is named before any graph is recorded (here, by the
     // windows per call's memory plan, or by the engine).
     check_job_models(unet, opts)?;
+    check_whole_frame(ph, pw, gpu.limits.max_buffer_size)?;
     let mut measured = None;
     let mut memory = None;
     let (ut, vt) = match opts.tiles.tile {
@@ -271,6 +289,16 @@ mod tests {
     /// A device of a memory test's own (what it holds moves only with that test), untuned also
     /// on a GPU (tuned choices may take tensors away, and the arena would be less than the
     /// plan), the tiny models in f32 on it, and job options for them from `seed`.
+    /// The whole frame's latents against the largest buffer: a 4096×4096 input is refused where
+    /// buffers stop at 2 GiB − 1 and passes at 4 GiB; 4096×4088 passes at 2 GiB − 1.
+    #[test]
+    fn a_frame_whose_latents_pass_the_largest_buffer_is_refused_at_once() {
+        let e = check_whole_frame(4096, 4096, i32::MAX as u64).unwrap_err().to_string();
+        assert!(e.contains("4096x4096") && e.contains("2.0 GiB") && e.contains("scale or crop"), "{e}");
+        assert!(check_whole_frame(4096, 4096, 4 << 30).is_ok());
+        assert!(check_whole_frame(4088, 4096, i32::MAX as u64).is_ok());
+    }
+
     fn untuned_tiny_job(seed: u64) -> (std::sync::Arc<Gpu>, Box<VideoUNet>, Te3dVaeDecoder, JobOptions) {
         use crate::gpu::GpuOptions;
         let gpu = Gpu::new(&GpuOptions { tune: crate::gpu::TuneMode::Off, tune_cache: None, ..GpuOptions::from_env() }).unwrap();
