@@ -465,12 +465,13 @@ fn gather<'a>(
     offset: usize,
 ) -> Cow<'a, [u8]> {
     let numel: usize = shape.iter().product();
+    if numel == 0 {
+        // An empty view's offset may lie past its storage (PyTorch allows it): nothing to read.
+        return Cow::Borrowed(&[]);
+    }
     let Some(strides) = strides else {
         return Cow::Borrowed(&storage[offset * es..(offset + numel) * es]);
     };
-    if numel == 0 {
-        return Cow::Borrowed(&[]);
-    }
     let mut out = Vec::with_capacity(numel * es);
     // Copy the innermost dimension as one run when it is dense.
     let nd = shape.len();

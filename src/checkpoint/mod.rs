@@ -41,13 +41,20 @@ pub enum Format {
     Other,
 }
 
+/// torch's legacy magic number 0x1950a86a20f9469cfc6c as a pickle LONG1: opcode, length, bytes.
+const LEGACY_MAGIC: [u8; 12] = [0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
+
+/// The format of a file from its first bytes (512 are enough). Each check matches more than a
+/// byte or two: a safetensors file starts with its header's length, any 8 bytes (a header of
+/// 384 bytes starts `80 01`, as a pickle's PROTO 1 does), then `{`.
 pub fn sniff(data: &[u8]) -> Format {
     if data.starts_with(b"PK\x03\x04") {
         Format::TorchZip
-    } else if data.first() == Some(&0x80) && data.get(1).is_some_and(|&p| (1..=5).contains(&p)) {
+    } else if data.first() == Some(&0x80) && data.get(1).is_some_and(|&p| (1..=5).contains(&p)) && data.get(2..14) == Some(&LEGACY_MAGIC) {
         // Legacy files start with PROTO and torch's magic number as LONG1.
         Format::TorchLegacy
-    } else if data.get(257..262) == Some(b"ustar") {
+    } else if data.get(257..262) == Some(b"ustar") && data.get(8) != Some(&b'{') {
+        // A tar archive (torch.save's oldest format); byte 8 is in its first member's name.
         Format::TorchLegacy
     } else {
         Format::Other
@@ -513,6 +520,38 @@ pub(crate) mod tests {
         assert!(e.contains("unexpected tensor"), "{e}");
     }
 
+    /// A safetensors file whose header length reads as a pickle's PROTO (a 384-byte header:
+    /// `80 01 00 …`) or that holds "ustar" where a tar archive has it is safetensors, not a
+    /// legacy checkpoint; the legacy files are still found.
+    #[test]
+    fn safetensors_headers_that_look_like_legacy_files_are_safetensors() {
+        for (name, len) in [("n", 384usize), ("ustar", 640)] {
+            let mut json = format!("{{\"{name}\":{{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}}}");
+            if name == "ustar" {
+                // "ustar" as a key at byte 257 (the header starts at byte 8).
+                let tail = "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},\"ustar\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+                json = format!("{{\"{}{tail}", "p".repeat(257 - 8 - 2 - tail.find("ustar").unwrap()));
+            }
+            json.push_str(&" ".repeat(len - json.len()));
+            let file = [&(len as u64).to_le_bytes()[..], json.as_bytes(), &1f32.to_le_bytes()].concat();
+            if name == "ustar" {
+                assert_eq!(&file[257..262], b"ustar");
+            } else {
+                assert_eq!(&file[..2], &[0x80, 0x01]);
+            }
+            assert_eq!(sniff(&file[..file.len().min(512)]), Format::Other, "{name}");
+            let p = tmp(&format!("looks-legacy-{name}.safetensors"));
+            std::fs::write(&p, &file).unwrap();
+            let mut store = WeightStore::open(&p).unwrap();
+            assert_eq!(store.take(name, &[1]).unwrap(), vec![1.0]);
+        }
+        assert_eq!(sniff(&std::fs::read(data("legacy.pt")).unwrap()), Format::TorchLegacy);
+        let mut tar = vec![0u8; 512];
+        tar[..6].copy_from_slice(b"pickle");
+        tar[257..262].copy_from_slice(b"ustar");
+        assert_eq!(sniff(&tar), Format::TorchLegacy);
+    }
+
     #[test]
     fn bad_files_are_refused_clearly() {
         let e = open_err(&data("legacy.pt"), None);
@@ -662,6 +701,14 @@ pub(crate) mod tests {
         let mut s = WeightStore::open(&p).unwrap();
         let want: Vec<f32> = (0..3).flat_map(|_| vals[2..6].to_vec()).collect();
         assert_eq!(s.take("w", &[3, 4]).unwrap(), want);
+        // An empty view whose offset is past its storage (torch's as_strided allows it) reads
+        // as empty, and converts.
+        std::fs::write(&p, torch_zip(&state_dict_pkl(&[("w", "0", 8, 100, &[0], &[1])]), &[("0", &store)])).unwrap();
+        assert_eq!(WeightStore::open(&p).unwrap().take("w", &[0]).unwrap(), Vec::<f32>::new());
+        let out = dir.join("empty.safetensors");
+        convert::convert(&p, &out, None, None).unwrap();
+        assert_eq!(WeightStore::open(&out).unwrap().take("w", &[0]).unwrap(), Vec::<f32>::new());
+        std::fs::remove_file(&out).unwrap();
 
         let big = (VIEW_FLOOR as u64 / 4) * 2;
         for (shape, strides, offset, want) in [
