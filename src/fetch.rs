@@ -274,22 +274,25 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
         write_atomic(&refpath, commit.as_bytes())?;
     }
     if opts.convert {
-        convert_checkpoints(&repo, &mut report, opts.progress)?;
+        convert_checkpoints(&repo, &mut report, opts.progress, opts.verify_cached)?;
     }
     Ok(report)
 }
 
 /// Converts the fetched [`CONVERT`] checkpoints to safetensors, each once per commit (again when
-/// it was just downloaded, so a repaired blob never keeps a stale conversion, and when the
-/// conversion no longer opens as a whole safetensors file, e.g. cut short).
-fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool) -> Result<()> {
+/// it was just downloaded, so a repaired blob never keeps a stale conversion, when the
+/// conversion no longer opens as a whole safetensors file, e.g. cut short, and under
+/// `--verify`: the copy is what the models load, and safetensors has no checksum to check it
+/// by, so a verified checkpoint is converted afresh). Each copy reaches the disk before it
+/// takes its name, so a crash leaves the old copy or the whole new one.
+fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, verify: bool) -> Result<()> {
     let out_dir = converted_dir(repo, &report.commit);
     for &(file, key) in CONVERT {
         let Some((_, outcome)) = report.files.iter().find(|(p, _)| p == file) else { continue };
         let src = report.snapshot.join(file);
         let stem = Path::new(file).file_stem().unwrap().to_string_lossy().into_owned();
         let dst = out_dir.join(format!("{stem}.safetensors"));
-        if dst.is_file() && *outcome == Outcome::Cached && crate::weights::WeightStore::open(&dst).is_ok() {
+        if !verify && dst.is_file() && *outcome == Outcome::Cached && crate::weights::WeightStore::open(&dst).is_ok() {
             continue;
         }
         fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -298,6 +301,7 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool) ->
         }
         let tmp = out_dir.join(format!("{stem}.safetensors.tmp{}", std::process::id()));
         let r = crate::checkpoint::convert::convert(&src, &tmp, key, None)
+            .and_then(|_| fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("writing {} to the disk", tmp.display())))
             .and_then(|_| fs::rename(&tmp, &dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display())));
         match r {
             Ok(()) => report.converted.push(dst),

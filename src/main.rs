@@ -159,7 +159,8 @@ enum Cmd {
         /// for several). Default: DiffVSR_UNet.pt, TE-3DVAE.pt and upscaler4x/*.
         #[arg(long)]
         include: Vec<String>,
-        /// Re-hash the weights already in the cache, downloading damaged ones again.
+        /// Re-hash the weights already in the cache, downloading damaged ones again, and convert
+        /// the checkpoints to safetensors afresh (the copies the engine loads have no hash).
         #[arg(long)]
         verify: bool,
         /// Further tries after a network failure, each resuming where the last stopped.

@@ -453,6 +453,18 @@ fn checkpoints_are_converted_once_to_safetensors() {
     let r = fetch(&o).unwrap();
     assert_eq!((r.converted, r.convert_errors), (vec![vae.clone()], vec![]));
     assert_same_tensors(&vae, &data.join("module.safetensors"));
+
+    // A copy damaged where its header still reads (a flipped byte in the data) is what the
+    // models would load: --verify converts the checkpoints afresh.
+    let mut bytes = fs::read(&unet).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    fs::write(&unet, &bytes).unwrap();
+    assert!(fetch(&o).unwrap().converted.is_empty(), "without --verify the copy is trusted");
+    o.verify_cached = true;
+    let r = fetch(&o).unwrap();
+    assert_eq!((r.converted, r.convert_errors), (vec![unet.clone(), vae.clone()], vec![]));
+    assert_same_tensors(&unet, &data.join("ema.safetensors"));
 }
 
 #[test]
