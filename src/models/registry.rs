@@ -82,6 +82,12 @@ pub fn load_model(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, weights: &P
 /// failing on any missing, misshapen or unexpected tensor.
 pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, store: &mut WeightStore, dtype: DType) -> Result<Model> {
     gpu.require_dtype(dtype)?;
+    // What a config file says is checked as the model loads: its errors name the file (a
+    // release folder's override is read without being asked for).
+    let named = |e: anyhow::Error| match config {
+        Some(p) => e.context(format!("with the config {}", p.display())),
+        None => e,
+    };
     let mut l = Loader::new(gpu, store, dtype);
     let m = match kind {
         ModelKind::Unet => {
@@ -89,21 +95,21 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, store:
                 Some(p) => UNet2DConfig::from_file(p)?,
                 None => UNet2DConfig::default(),
             };
-            Model::Unet(Box::new(UNet2D::load(&mut l, &c)?))
+            Model::Unet(Box::new(UNet2D::load(&mut l, &c).map_err(named)?))
         }
         ModelKind::VaeDecoder => {
             let c = match config {
                 Some(p) => VaeConfig::from_file(p)?,
                 None => VaeConfig::default(),
             };
-            Model::VaeDecoder(VaeDecoder::load(&mut l, &c)?)
+            Model::VaeDecoder(VaeDecoder::load(&mut l, &c).map_err(named)?)
         }
         ModelKind::TextEncoder => {
             let c = match config {
                 Some(p) => ClipTextConfig::from_file(p)?,
                 None => ClipTextConfig::default(),
             };
-            Model::TextEncoder(ClipTextModel::load(&mut l, &c)?)
+            Model::TextEncoder(ClipTextModel::load(&mut l, &c).map_err(named)?)
         }
         ModelKind::DiffvsrUnet | ModelKind::UavUnet => {
             let vk = if kind == ModelKind::DiffvsrUnet { VideoUNetKind::DiffVsr } else { VideoUNetKind::Uav };
@@ -111,27 +117,28 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, store:
                 Some(p) => VideoUNetConfig::from_file(p, vk)?,
                 None => VideoUNetConfig::official(vk),
             };
-            if c.kind()? != vk {
-                bail!("the config is a {:?} UNet but --model asks for {kind:?}", c.kind()?);
+            let is = c.kind().map_err(named)?;
+            if is != vk {
+                return Err(named(anyhow::anyhow!("the config describes a {is:?} UNet, and a {vk:?} one is being loaded")));
             }
-            Model::VideoUnet(Box::new(VideoUNet::load(&mut l, &c)?))
+            Model::VideoUnet(Box::new(VideoUNet::load(&mut l, &c).map_err(named)?))
         }
         ModelKind::Te3dVaeDecoder => {
             let c = match config {
                 Some(p) => VideoVaeConfig::from_file(p)?,
                 None => VideoVaeConfig::default(),
             };
-            Model::Te3dVaeDecoder(Te3dVaeDecoder::load(&mut l, &c)?)
+            Model::Te3dVaeDecoder(Te3dVaeDecoder::load(&mut l, &c).map_err(named)?)
         }
         ModelKind::UavVae3dDecoder => {
             let c = match config {
                 Some(p) => VideoVaeConfig::from_file(p)?,
                 None => VideoVaeConfig::uav_vae3d(),
             };
-            Model::UavVae3dDecoder(UavVae3dDecoder::load(&mut l, &c)?)
+            Model::UavVae3dDecoder(UavVae3dDecoder::load(&mut l, &c).map_err(named)?)
         }
     };
-    store.finish()?;
+    store.finish().map_err(named)?;
     // Hand the load's freed temporaries (weights packed in f32 before a transform on the GPU)
     // back to the driver: the pool would otherwise keep them for activations that never ask.
     gpu.pool.trim();
@@ -395,5 +402,20 @@ mod tests {
             let e = fetched_weights(m).unwrap_err().to_string();
             assert!(e.contains("Google Drive") && e.contains("--weights"), "{e}");
         }
+    }
+
+    /// A config that parses but does not describe the model (a release folder's override is
+    /// read unasked) is named in the error, with the weights the job then loads.
+    #[test]
+    fn a_config_that_does_not_fit_the_model_is_named() {
+        let gpu = crate::testutil::test_gpu();
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let sd_vae = data.join("sdx4/vae_config.json");
+        let err = |r: Result<Model>| format!("{:#}", r.err().expect("the load fails"));
+        let e = err(load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&sd_vae), &data.join("te3dvae/weights.pt"), DType::F32));
+        assert!(e.contains("te3dvae/weights.pt") && e.contains("with the config") && e.contains("sdx4/vae_config.json"), "{e}");
+        let te_config = data.join("te3dvae/config.json");
+        let e = err(load_model(&gpu, ModelKind::DiffvsrUnet, Some(&te_config), &data.join("diffvsr_unet/unet.pt"), DType::F32));
+        assert!(e.contains("te3dvae/config.json"), "{e}");
     }
 }
