@@ -149,6 +149,9 @@ impl WeightStore {
         // SAFETY: the map is read-only; a file truncated underneath us while mapped is outside
         // what we can defend against (as for every mmap user), and is not a normal workflow.
         let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
+        if let Some(what) = text_in_place_of_weights(&map) {
+            bail!("weights file {} is {what}", path.display());
+        }
         let idx = self.files.len();
         let mut entries: Vec<(String, Entry)> = Vec::new();
         let mut storages: Vec<Storage> = Vec::new();
@@ -457,6 +460,23 @@ pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
 
 /// The elements of a strided view of `storage` (elements of `es` bytes) in row-major order.
 /// The view must have been checked to lie inside the storage.
+/// What a text file saved under a weights name is, with the way to the weights: a Git LFS
+/// pointer (a clone made without git-lfs) or a web page (a download that saved a sign-in or
+/// error page); `None` for anything else.
+fn text_in_place_of_weights(data: &[u8]) -> Option<&'static str> {
+    let head = &data[..data.len().min(64)];
+    if head.starts_with(b"version https://git-lfs.github.com/spec/") {
+        return Some(
+            "a Git LFS pointer, not the weights: the repository was cloned without git-lfs; run `git lfs install && git lfs pull` \
+             in the clone, or get the release with `diffvsr-wgpu fetch-weights`",
+        );
+    }
+    let text = String::from_utf8_lossy(head).trim_start().to_ascii_lowercase();
+    (text.starts_with("<!doctype html") || text.starts_with("<html")).then_some(
+        "a web page, not the weights: a download that saved a sign-in or error page; download it again (`diffvsr-wgpu fetch-weights` checks sizes and hashes)",
+    )
+}
+
 fn gather<'a>(
     storage: &'a [u8],
     es: usize,
@@ -603,6 +623,22 @@ fn write_error(path: &Path, e: safetensors::SafeTensorError) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Git LFS pointer or a web page saved under a weights name says what it is and how to
+    /// get the weights (not "not a valid safetensors file … download it again", which a clone
+    /// without git-lfs repeats).
+    #[test]
+    fn text_in_place_of_weights_says_what_it_is() {
+        let p = tmp("DiffVSR_UNet.pt");
+        std::fs::write(&p, "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 3836789143\n").unwrap();
+        let e = WeightStore::open(&p).err().unwrap().to_string();
+        assert!(e.contains("DiffVSR_UNet.pt") && e.contains("Git LFS pointer") && e.contains("git lfs pull") && e.contains("fetch-weights"), "{e}");
+        std::fs::write(&p, "\n  <!DOCTYPE html>\n<html><body>Sign in</body></html>").unwrap();
+        let e = WeightStore::open(&p).err().unwrap().to_string();
+        assert!(e.contains("a web page"), "{e}");
+        std::fs::write(&p, "<HTML><head>").unwrap();
+        assert!(WeightStore::open(&p).err().unwrap().to_string().contains("a web page"));
+    }
 
     fn tmp(name: &str) -> PathBuf {
         crate::testutil::scratch_dir("weights").join(name)
