@@ -301,7 +301,8 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
         }
         let tmp = out_dir.join(format!("{stem}.safetensors.tmp{}", std::process::id()));
         let r = crate::checkpoint::convert::convert(&src, &tmp, key, None)
-            .and_then(|_| fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("writing {} to the disk", tmp.display())))
+            // (Opened for writing: Windows flushes only a handle that may write.)
+            .and_then(|_| fs::OpenOptions::new().write(true).open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("writing {} to the disk", tmp.display())))
             .and_then(|_| fs::rename(&tmp, &dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display())));
         match r {
             Ok(()) => report.converted.push(dst),

@@ -458,8 +458,6 @@ pub fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
     true
 }
 
-/// The elements of a strided view of `storage` (elements of `es` bytes) in row-major order.
-/// The view must have been checked to lie inside the storage.
 /// What a text file saved under a weights name is, with the way to the weights: a Git LFS
 /// pointer (a clone made without git-lfs) or a web page (a download that saved a sign-in or
 /// error page); `None` for anything else.
@@ -477,6 +475,8 @@ fn text_in_place_of_weights(data: &[u8]) -> Option<&'static str> {
     )
 }
 
+/// The elements of a strided view of `storage` (elements of `es` bytes) in row-major order.
+/// The view must have been checked to lie inside the storage.
 fn gather<'a>(
     storage: &'a [u8],
     es: usize,

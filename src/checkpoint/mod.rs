@@ -44,13 +44,19 @@ pub enum Format {
 /// torch's legacy magic number 0x1950a86a20f9469cfc6c as a pickle LONG1: opcode, length, bytes.
 const LEGACY_MAGIC: [u8; 12] = [0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
+/// Whether torch's magic number opens the pickle after its PROTO opcode: at once, or (protocol 4
+/// and 5) after a FRAME opcode and its 8-byte length.
+fn legacy_magic_after_proto(rest: &[u8]) -> bool {
+    rest.get(..12) == Some(&LEGACY_MAGIC) || (rest.first() == Some(&0x95) && rest.get(9..21) == Some(&LEGACY_MAGIC))
+}
+
 /// The format of a file from its first bytes (512 are enough). Each check matches more than a
 /// byte or two: a safetensors file starts with its header's length, any 8 bytes (a header of
 /// 384 bytes starts `80 01`, as a pickle's PROTO 1 does), then `{`.
 pub fn sniff(data: &[u8]) -> Format {
     if data.starts_with(b"PK\x03\x04") {
         Format::TorchZip
-    } else if data.first() == Some(&0x80) && data.get(1).is_some_and(|&p| (1..=5).contains(&p)) && data.get(2..14) == Some(&LEGACY_MAGIC) {
+    } else if data.first() == Some(&0x80) && data.get(1).is_some_and(|&p| (2..=5).contains(&p)) && legacy_magic_after_proto(&data[2..]) {
         // Legacy files start with PROTO and torch's magic number as LONG1.
         Format::TorchLegacy
     } else if data.get(257..262) == Some(b"ustar") && data.get(8) != Some(&b'{') {
@@ -545,7 +551,11 @@ pub(crate) mod tests {
             let mut store = WeightStore::open(&p).unwrap();
             assert_eq!(store.take(name, &[1]).unwrap(), vec![1.0]);
         }
-        assert_eq!(sniff(&std::fs::read(data("legacy.pt")).unwrap()), Format::TorchLegacy);
+        let legacy = std::fs::read(data("legacy.pt")).unwrap();
+        assert_eq!(sniff(&legacy), Format::TorchLegacy);
+        // Protocol 4 and 5 put a FRAME (0x95 and a u64 length) before the magic number.
+        let framed = [&[0x80, 0x04, 0x95], &13u64.to_le_bytes()[..], &legacy[2..]].concat();
+        assert_eq!(sniff(&framed), Format::TorchLegacy);
         let mut tar = vec![0u8; 512];
         tar[..6].copy_from_slice(b"pickle");
         tar[257..262].copy_from_slice(b"ustar");

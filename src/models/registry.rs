@@ -414,8 +414,9 @@ mod tests {
         let err = |r: Result<Model>| format!("{:#}", r.err().expect("the load fails"));
         let e = err(load_model(&gpu, ModelKind::Te3dVaeDecoder, Some(&sd_vae), &data.join("te3dvae/weights.pt"), DType::F32));
         assert!(e.contains("te3dvae/weights.pt") && e.contains("with the config") && e.contains("sdx4/vae_config.json"), "{e}");
-        let te_config = data.join("te3dvae/config.json");
-        let e = err(load_model(&gpu, ModelKind::DiffvsrUnet, Some(&te_config), &data.join("diffvsr_unet/unet.pt"), DType::F32));
-        assert!(e.contains("te3dvae/config.json"), "{e}");
+        // An Upscale-A-Video UNet's config where the DiffVSR UNet loads.
+        let uav = data.join("uav_unet/config.json");
+        let e = err(load_model(&gpu, ModelKind::DiffvsrUnet, Some(&uav), &data.join("diffvsr_unet/unet.pt"), DType::F32));
+        assert!(e.contains("uav_unet/config.json") && e.contains("describes a Uav UNet, and a DiffVsr one is being loaded"), "{e}");
     }
 }

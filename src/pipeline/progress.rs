@@ -312,6 +312,21 @@ mod tests {
         assert!(r.line(secs(10)).contains("frames 0/4, window 1/2 step 10/10"));
     }
 
+    /// `--frames 2:100`: from a file of 13 frames, 11 to write, which frames written before
+    /// the stream's end (sent without a total) do not change; on a pipe, END − START stands in
+    /// until the stream ends and the job sends the count.
+    #[test]
+    fn an_end_past_the_clip_counts_the_frames_the_clip_has() {
+        let part = Some(FrameRange { start: 2, end: Some(100) });
+        let mut file = Reporter::new(Vec::new(), Style::Lines, 10, part, Some(13));
+        file.event(Progress::Frames { done: 2, total: None });
+        assert!(file.line(Duration::from_secs(1)).starts_with("frames 2/11,"));
+        let mut pipe = Reporter::new(Vec::new(), Style::Lines, 10, part, None);
+        assert!(pipe.line(Duration::from_secs(1)).starts_with("frames 0/98,"));
+        pipe.event(Progress::Frames { done: 2, total: Some(11) });
+        assert!(pipe.line(Duration::from_secs(1)).starts_with("frames 2/11,"));
+    }
+
     /// A stream of unknown length: no ETA; a spinner on a terminal, nothing in plain lines;
     /// the ETA appears once the job reports the window count.
     #[test]

@@ -286,9 +286,6 @@ mod tests {
         assert!(fitting_pair(c, s, |_, _| anyhow::bail!("planning failed")).is_err());
     }
 
-    /// A device of a memory test's own (what it holds moves only with that test), untuned also
-    /// on a GPU (tuned choices may take tensors away, and the arena would be less than the
-    /// plan), the tiny models in f32 on it, and job options for them from `seed`.
     /// The whole frame's latents against the largest buffer: a 4096×4096 input is refused where
     /// buffers stop at 2 GiB − 1 and passes at 4 GiB; 4096×4088 passes at 2 GiB − 1.
     #[test]
@@ -299,6 +296,9 @@ mod tests {
         assert!(check_whole_frame(4088, 4096, i32::MAX as u64).is_ok());
     }
 
+    /// A device of a memory test's own (what it holds moves only with that test), untuned also
+    /// on a GPU (tuned choices may take tensors away, and the arena would be less than the
+    /// plan), the tiny models in f32 on it, and job options for them from `seed`.
     fn untuned_tiny_job(seed: u64) -> (std::sync::Arc<Gpu>, Box<VideoUNet>, Te3dVaeDecoder, JobOptions) {
         use crate::gpu::GpuOptions;
         let gpu = Gpu::new(&GpuOptions { tune: crate::gpu::TuneMode::Off, tune_cache: None, ..GpuOptions::from_env() }).unwrap();

@@ -4,7 +4,7 @@
 //!
 //! * Matrices: BT.601 (Kr 0.299, Kb 0.114), BT.709 (Kr 0.2126, Kb 0.0722) and BT.2020's
 //!   non-constant-luminance one (Kr 0.2627, Kb 0.0593; only when asked: y4m carries no matrix);
-//!   `--matrix auto` picks BT.709 for frames 1280 wide or more than 576 lines, else BT.601
+//!   `--matrix auto` picks BT.709 for frames 1280 or more wide or more than 576 lines, else BT.601
 //!   ([`Matrix::auto`]).
 //! * Ranges at any bit depth d: limited Y = 16·2^(d−8) + 219·2^(d−8)·Y′,
 //!   C = 128·2^(d−8) + 224·2^(d−8)·C′; full Y = (2^d − 1)·Y′, C = 2^(d−1) + (2^d − 1)·C′

@@ -248,7 +248,8 @@ impl Header {
     /// keeps its chroma siting (`420jpeg`, `420mpeg2`, `420paldv`); a converted one, and every
     /// high-bit-depth 4:2:0 one (`420p10`), is centred, which is what those tags mean to this
     /// reader. ffmpeg's `XYSCSS` tag, an older spelling of the `C` tag, is dropped rather than
-    /// left contradicting it. 4:1:1 above 8 bits and 14-bit grey, which ffmpeg's y4m lacks, are
+    /// left contradicting it; grey turned colour or colour turned grey gains an `XCOLORRANGE`
+    /// tag where it had none (an untagged grey stream is full range, colour limited). 4:1:1 above 8 bits and 14-bit grey, which ffmpeg's y4m lacks, are
     /// refused.
     pub fn with_format(&self, chroma: Chroma, depth: u8) -> Result<Header, Y4mError> {
         if chroma == Chroma::Mono && depth == 14 {

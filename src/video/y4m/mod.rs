@@ -19,7 +19,8 @@
 //! location given, centres it instead (the chroma shifted by ½ or 1½ luma pixels).
 //! `444alpha` is refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (without it: full
 //! for `mono`, limited for colour, as ffmpeg reads them); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
-//! output header.
+//! output header (a grey↔colour `--output-chroma` adds the `XCOLORRANGE` tag the untagged
+//! default would contradict).
 //!
 //! Why not the `y4m` crate (0.8): it has no 9/14/16-bit or `mono10` formats, reads no `I` tag and
 //! writes none, does not check `W`/`H` bounds with checked arithmetic, writes a frame in four
