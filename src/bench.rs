@@ -166,7 +166,7 @@ fn check_writable(p: &std::path::Path) -> Result<()> {
 }
 
 /// Whether two output paths name one file: the same folder (links resolved) and name.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     let place = |p: &std::path::Path| {
         let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         folder.canonicalize().ok().map(|f| f.join(p.file_name().unwrap_or_default()))

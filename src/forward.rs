@@ -81,7 +81,7 @@ fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType, f16_o
     let tol = o.tolerance.unwrap_or_else(|| default_tolerance(dtype, f16_operands));
     let pass = err <= tol;
     crate::outln!(
-        "relative L2 error vs {} 'output': {err:.3e} (tolerance {tol:.0e}, {} storage{}): {}",
+        "relative L2 error vs {} 'output': {err:.3e} (tolerance {tol:e}, {} storage{}): {}",
         path.display(),
         dtype.name(),
         if f16_operands { ", f16 operands" } else { "" },
@@ -90,14 +90,35 @@ fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType, f16_o
     Ok(Some(pass))
 }
 
-pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
-    // The files to write, checked before the forward: a missing folder fails now.
+/// The files to write, checked before the forward: a missing folder fails now, and none may be
+/// a file the run reads or the other one written (the output is written before a FAIL is
+/// returned: over its own `--expect` file, the next run would compare it with itself and pass).
+fn check_files(o: &ForwardOptions) -> Result<()> {
     if let Some(p) = &o.output {
         crate::weights::check_output_file(p)?;
     }
     if let Some(p) = &o.json {
         crate::weights::check_output_folder(p)?;
     }
+    let same = |a: &std::path::Path, b: &std::path::Path| crate::bench::same_file(a, b) || crate::pipeline::upscale::same_file(a, b);
+    for (flag, written) in [("--output", &o.output), ("--json", &o.json)] {
+        let Some(w) = written else { continue };
+        for (read_flag, read) in [("--inputs", &o.inputs), ("--expect", &o.expect)] {
+            if read.as_deref().is_some_and(|r| same(w, r)) {
+                bail!("{flag} {} is the {read_flag} file: writing it would replace what the run reads; give another file", w.display());
+            }
+        }
+    }
+    if let (Some(out), Some(json)) = (&o.output, &o.json) {
+        if same(out, json) {
+            bail!("--output and --json name the same file {}: give each its own", out.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
+    check_files(o)?;
     if o.cfg_pair && !matches!(o.model, ModelKind::Unet | ModelKind::DiffvsrUnet | ModelKind::UavUnet) {
         bail!("--cfg-pair is for the UNets (the sampler's classifier-free-guidance pair); {:?} takes no such pair", o.model);
     }
@@ -434,5 +455,55 @@ fn fmt_flops(f: f64) -> String {
         f if f >= 1e9 => format!("{:.1} GFLOP", f * 1e-9),
         f if f >= 1e6 => format!("{:.1} MFLOP", f * 1e-6),
         f => format!("{f:.0} FLOP"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--output` or `--json` naming a file the run reads (by name, by another path to it, or by
+    /// a hard link), or each other, is refused before anything runs; other names pass.
+    #[test]
+    fn written_files_may_not_be_read_ones() {
+        let dir = crate::testutil::scratch_dir("forward-files");
+        let (inputs, reference) = (dir.join("io.safetensors"), dir.join("ref.safetensors"));
+        std::fs::write(&inputs, b"x").unwrap();
+        std::fs::write(&reference, b"y").unwrap();
+        let link = dir.join("ref-link.safetensors");
+        let _ = std::fs::remove_file(&link);
+        std::fs::hard_link(&reference, &link).unwrap();
+        let opts = |output: Option<PathBuf>, json: Option<PathBuf>| ForwardOptions {
+            model: ModelKind::Unet,
+            config: None,
+            weights: None,
+            random_weights: None,
+            inputs: Some(inputs.clone()),
+            random_inputs: None,
+            output,
+            expect: Some(reference.clone()),
+            tolerance: None,
+            dtype: None,
+            report: false,
+            runs: 1,
+            json,
+            profile: false,
+            cfg_pair: false,
+            plan_only: false,
+        };
+        let refused = |o: ForwardOptions, want: &str| {
+            let e = check_files(&o).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        refused(opts(Some(reference.clone()), None), "--output");
+        refused(opts(Some(dir.join(".").join("ref.safetensors")), None), "is the --expect file");
+        if cfg!(unix) {
+            // (Elsewhere a hard link is another canonical path.)
+            refused(opts(Some(link.clone()), None), "is the --expect file");
+        }
+        refused(opts(Some(inputs.clone()), None), "is the --inputs file");
+        refused(opts(None, Some(inputs.clone())), "--json");
+        refused(opts(Some(dir.join("out.safetensors")), Some(dir.join("out.safetensors"))), "the same file");
+        check_files(&opts(Some(dir.join("out.safetensors")), Some(dir.join("report.json")))).unwrap();
     }
 }

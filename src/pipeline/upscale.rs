@@ -148,7 +148,7 @@ fn count(n: usize, what: &str) -> String {
 
 /// Whether two paths name one existing file: the same device and inode on Unix (hard links and
 /// symbolic links included), the same canonical path elsewhere.
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
