@@ -30,7 +30,6 @@ pub struct BenchOptions {
     pub roofline: Option<std::path::PathBuf>,
 }
 
-/// Every benchmark case, op by op.
 /// Every op's cases, and for each op whose cases this adapter cannot even set up (their inputs
 /// over its limits, [`crate::gpu::OverLimit`]: the full-size cases on a GPU binding 128 MiB),
 /// why; any other failure to set one up is an error.
@@ -377,16 +376,20 @@ mod tests {
         assert_eq!(ops_selected(&gpu, DType::F32, "ddim|zzzz").0.len(), OPS.len());
     }
 
-    /// On an adapter that binds less than some cases need (here 256 KiB: the convolutions' and
-    /// others' inputs), those are skipped and the rest measured, whatever the filter selects;
-    /// a filter that selects only cases that do not fit fails, naming them.
+    /// On an adapter that binds less than some cases need (here 256 KiB: the larger
+    /// convolutions' inputs, 1 MiB for the 3×3×3 one's), those cases are skipped and the rest
+    /// measured, the op's smaller cases too (a GroupNorm set up for a case that does not fit
+    /// skips that case alone), whatever the filter selects; a filter that selects only cases
+    /// that do not fit fails, naming them.
     #[test]
     fn cases_over_the_binding_limit_are_skipped() {
         let gpu = crate::Gpu::new(&crate::GpuOptions { max_binding: Some(256 << 10), ..crate::GpuOptions::from_env() }).unwrap();
         let opts = |f: &str| BenchOptions { filter: Some(f.into()), dtype: DType::F32, iters: 1, quick: true, json: None, roofline: None };
-        let rows = run_kernels(&gpu, &opts("conv|matmul portable")).unwrap();
-        assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["matmul portable"]);
-        let e = format!("{:#}", run_kernels(&gpu, &opts("conv")).err().unwrap());
-        assert!(e.contains("skipped the conv cases") && e.contains("in one binding"), "{e}");
+        let rows = run_kernels(&gpu, &opts("conv3x3|conv3d 3x3x3|matmul portable")).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert!(names.contains(&"matmul portable") && names.contains(&"conv3x3"), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("conv3d 3x3x3")), "{names:?}");
+        let e = format!("{:#}", run_kernels(&gpu, &opts("conv3d 3x3x3")).err().unwrap());
+        assert!(e.contains("no benchmark case fits") && e.contains("'conv3d 3x3x3, GN+SiLU on load'") && e.contains("in one binding"), "{e}");
     }
 }

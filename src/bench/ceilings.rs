@@ -39,7 +39,7 @@ impl Ceilings {
 /// copy and 128–256 GEMMs instead of 256 Mi elements and 4096–8192 (both bounded by the adapter's
 /// binding limit).
 pub fn measure(gpu: &Gpu, dtype: DType, quick: bool, iters: u32) -> Result<Ceilings> {
-    let max_elems = (gpu.limits.max_storage_buffer_binding_size / dtype.size() as u64) as usize;
+    let max_elems = (gpu.max_binding() / dtype.size() as u64) as usize;
     let n = (if quick { 1usize << 24 } else { 1 << 28 }).min(max_elems) / 1024 * 1024;
     // Contents do not matter to a copy: fresh buffers (zeroed by wgpu), no host upload.
     let (src, dst) = (Tensor::empty(gpu, &[n], dtype)?, Tensor::empty(gpu, &[n], dtype)?);
@@ -78,7 +78,7 @@ pub fn measure(gpu: &Gpu, dtype: DType, quick: bool, iters: u32) -> Result<Ceili
         }
     }
     let Some((gemm_tflops, gemm_case)) = best else {
-        anyhow::bail!("bench ceilings: no GEMM size fits the adapter's binding limit ({} bytes)", gpu.limits.max_storage_buffer_binding_size);
+        anyhow::bail!("bench ceilings: no GEMM size fits the adapter's binding limit ({} bytes)", gpu.max_binding());
     };
     Ok(Ceilings { copy_gbs, copy_shape, gemm_tflops, gemm_case, quick })
 }

@@ -9,7 +9,7 @@ use crate::bench::ceilings::Ceilings;
 pub struct Measured {
     pub name: String,
     pub shape: String,
-    /// Median (GPU timestamps) or mean (wall clock) seconds per run.
+    /// Median seconds per run (GPU timestamps, else wall clock).
     pub seconds: f64,
     /// FLOP per run (0 for memory-bound kernels).
     pub flops: f64,
