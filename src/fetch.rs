@@ -287,6 +287,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
 /// takes its name, so a crash leaves the old copy or the whole new one.
 fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, verify: bool) -> Result<()> {
     let out_dir = converted_dir(repo, &report.commit);
+    remove_ended_conversions(&out_dir);
     for &(file, key) in CONVERT {
         let Some((_, outcome)) = report.files.iter().find(|(p, _)| p == file) else { continue };
         let src = report.snapshot.join(file);
@@ -313,6 +314,24 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
         }
     }
     Ok(())
+}
+
+/// Removes what conversions that ended without finishing left in `out_dir` (a Ctrl-C or a kill
+/// midway leaves a temporary file as large as the checkpoint, 3.8 GB for the UNet): the files
+/// named `….tmp<PID>` whose process no longer runs. Where processes cannot be looked up that
+/// way (no `/proc`, as on macOS and Windows), nothing is removed.
+fn remove_ended_conversions(out_dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(out_dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.rsplit_once(".tmp")).and_then(|(_, p)| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 mod cache;

@@ -435,6 +435,19 @@ fn checkpoints_are_converted_once_to_safetensors() {
     assert_same_tensors(&vae, &data.join("module.safetensors"));
     assert_eq!(fs::read_dir(&conv).unwrap().count(), 2, "no temporary files left");
 
+    // What an interrupted conversion left (its process gone: no PID is this large) is removed
+    // by the next run; a name that only looks alike stays.
+    if Path::new("/proc/self").exists() {
+        let stale = [conv.join("DiffVSR_UNet.safetensors.tmp4294967295"), conv.join(".DiffVSR_UNet.safetensors.tmp4294967295.tmp4294967295")];
+        let kept = conv.join("notes.tmpfile");
+        for p in stale.iter().chain([&kept]) {
+            fs::write(p, b"partial").unwrap();
+        }
+        fetch(&o).unwrap();
+        assert!(stale.iter().all(|p| !p.exists()) && kept.exists());
+        fs::remove_file(&kept).unwrap();
+    }
+
     // Models find the conversion from the weights folder.
     let dir = weights_dir_in(&tmp.0, REPO, "main").unwrap();
     assert_eq!(checkpoint_path(&dir, "DiffVSR_UNet.pt"), unet);
