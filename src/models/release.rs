@@ -52,6 +52,25 @@ pub fn checkpoint_path(weights_dir: &Path, file: &str) -> PathBuf {
     weights_dir.join(file)
 }
 
+/// Where a weights folder holds a safetensors copy beside checkpoint `file` that is older than
+/// the checkpoint (the checkpoint replaced after a `convert`), what to say: the copy is what
+/// loads.
+pub fn stale_copy(weights_dir: &Path, file: &str) -> Option<String> {
+    let pt = weights_dir.join(file);
+    let copy = checkpoint_path(weights_dir, file);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if copy.parent() != Some(weights_dir) || copy == pt || modified(&pt)? <= modified(&copy)? {
+        return None;
+    }
+    Some(format!(
+        "{} is older than {} beside it, and is what loads: convert the checkpoint again (diffvsr-wgpu convert {} {}) or delete the copy",
+        copy.display(),
+        pt.display(),
+        pt.display(),
+        copy.display()
+    ))
+}
+
 /// The folder holding `text_encoder/` and `tokenizer/`: `dir` itself, or `dir/upscaler4x`
 /// (DiffVSR's `pretrained_models/` layout).
 pub fn resolve_pipeline_dir(dir: &Path) -> Result<PathBuf> {
@@ -172,6 +191,19 @@ mod tests {
         assert_eq!(video_unet(&dir), (dir.join("DiffVSR_UNet.safetensors"), Some(dir.join(UNET_CONFIG_OVERRIDE))));
         assert_eq!(video_vae(&dir).0, dir.join(VAE_CHECKPOINT));
         assert!(component(&dir, "unet").unwrap_err().to_string().contains("fetch-weights"));
+        // A checkpoint newer than its copy beside it (replaced after a convert) is said to be
+        // shadowed by the copy; an older one is not, nor a checkpoint without a copy.
+        let (pt, copy) = (dir.join(UNET_CHECKPOINT), dir.join("DiffVSR_UNet.safetensors"));
+        std::fs::write(&pt, b"y").unwrap();
+        let at = |p: &Path, secs: u64| std::fs::File::options().write(true).open(p).unwrap().set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+        at(&copy, 1_000_000);
+        at(&pt, 2_000_000);
+        let note = stale_copy(&dir, UNET_CHECKPOINT).unwrap();
+        assert!(note.contains("DiffVSR_UNet.safetensors is older than") && note.contains("diffvsr-wgpu convert"), "{note}");
+        at(&pt, 500_000);
+        assert_eq!(stale_copy(&dir, UNET_CHECKPOINT), None);
+        std::fs::write(dir.join(VAE_CHECKPOINT), b"z").unwrap();
+        assert_eq!(stale_copy(&dir, VAE_CHECKPOINT), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -286,6 +286,11 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
                 if embeds_given { "" } else { " (the text encoder is not needed with --prompt-embeds and --negative-prompt-embeds)" }
             );
         }
+        for file in [release::UNET_CHECKPOINT, release::VAE_CHECKPOINT] {
+            if let (Some(note), false) = (release::stale_copy(&a.weights, file), a.quiet) {
+                crate::diagln!("note: {note}");
+            }
+        }
     }
     let loading = std::time::Instant::now();
     // The prompts first: the text encoder is loaded, run and freed before the video models, so
