@@ -681,11 +681,10 @@ fn run(cli: Cli) -> Result<()> {
             let t = std::time::Instant::now();
             let r = diffvsr_wgpu::models::clip_text::encode_prompt_to_file(&g, &weights, &text, &output, dtype)?;
             diffvsr_wgpu::diagln!(
-                "{text:?}: {} of {} tokens used{}; prompt_embeds {:?} written to {} ({:.1} s)",
+                // (A prompt cut at the limit was warned of by the tokenizer, with what was cut.)
+                "{text:?}: {} of {} tokens used; prompt_embeds {:?} written to {} ({:.1} s)",
                 r.used,
                 r.ids.len(),
-                // A prompt that fills every token may have been cut, as CLIP's tokenizer cuts it.
-                if r.used == r.ids.len() { " (the limit: words past it are dropped)" } else { "" },
                 r.shape,
                 output.display(),
                 t.elapsed().as_secs_f64()

@@ -274,8 +274,16 @@ pub fn encode_prompt_to_file(gpu: &Gpu, weights: &Path, text: &str, out: &Path, 
         bail!("the text encoder produced a non-finite value at {i}: the weights may be damaged or overflow {}", dtype.name());
     }
     save_prompt_embeds(out, &v, e.shape(), text, &ids)?;
-    let used = ids.iter().skip(1).position(|&i| i == enc.tokenizer.eos_id).map_or(ids.len(), |p| p + 2);
+    let used = used_tokens(&ids, enc.tokenizer.eos_id, enc.tokenizer.pad_id);
     Ok(EncodedPrompt { ids, used, shape: e.shape().to_vec() })
+}
+
+/// How many of a prompt's ids are its own (start and end tokens included), not padding: through
+/// the last end token where padding is another token (a literal `<|endoftext|>` in the prompt
+/// is an end token too), else through the first end token after the start.
+fn used_tokens(ids: &[u32], eos: u32, pad: u32) -> usize {
+    let last = if pad != eos { ids.iter().rposition(|&i| i == eos) } else { ids.iter().skip(1).position(|&i| i == eos).map(|p| p + 1) };
+    last.map_or(ids.len(), |p| p + 1)
 }
 
 /// Benchmarks: one encoder layer of the SD×4 text encoder (23 such layers make the model) on the
@@ -393,6 +401,18 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use std::collections::HashMap;
+
+    /// The tokens a prompt uses: a literal end token inside it counts (SD×4 pads with `!`, id
+    /// 0), a prompt of every slot uses them all, and where padding is the end token the first
+    /// end token ends the prompt.
+    #[test]
+    fn used_tokens_count_to_the_prompts_last_end_token() {
+        let (bos, eos) = (49406, 49407);
+        assert_eq!(used_tokens(&[bos, 7, eos, 8, eos, 0, 0], eos, 0), 5);
+        assert_eq!(used_tokens(&[bos, eos, 0, 0], eos, 0), 2);
+        assert_eq!(used_tokens(&[bos, 7, 8, eos], eos, 0), 4);
+        assert_eq!(used_tokens(&[bos, 7, eos, eos, eos], eos, eos), 3);
+    }
 
     /// tests/data of the checkout that built the tests, else of the working directory (a test
     /// binary copied to another machine and run from the repository root there).
