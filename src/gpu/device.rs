@@ -186,11 +186,40 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
     }
 }
 
-/// The adapter taken when none is named: discrete > integrated > software, native APIs before GL.
+/// Storage buffers the engine's kernels bind at least (a matmul's a, b, bias, out and residual;
+/// the fused paths that bind more check the limit and fall back).
+const MIN_STORAGE_BUFFERS: u32 = 5;
+/// Invocations per workgroup of the portable kernels (`@workgroup_size(256)`).
+const MIN_INVOCATIONS: u32 = 256;
+
+/// Why an adapter with these downlevel flags and limits cannot run the engine's kernels at all,
+/// if it cannot: no compute shaders (OpenGL below 4.3, OpenGL ES below 3.1), or fewer storage
+/// buffers per shader or invocations per workgroup than every kernel needs.
+pub(crate) fn shortfall(flags: wgpu::DownlevelFlags, l: &wgpu::Limits) -> Option<String> {
+    let mut lacks = Vec::new();
+    if !flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS) {
+        lacks.push("no compute shaders (an OpenGL below 4.3 or OpenGL ES below 3.1)".to_string());
+    }
+    if l.max_storage_buffers_per_shader_stage < MIN_STORAGE_BUFFERS {
+        lacks.push(format!("{} storage buffers per shader, where the kernels bind {MIN_STORAGE_BUFFERS}", l.max_storage_buffers_per_shader_stage));
+    }
+    let invocations = l.max_compute_invocations_per_workgroup.min(l.max_compute_workgroup_size_x);
+    if invocations < MIN_INVOCATIONS {
+        lacks.push(format!("{invocations} invocations per workgroup, where the kernels run {MIN_INVOCATIONS}"));
+    }
+    (!lacks.is_empty()).then(|| lacks.join(", "))
+}
+
+fn adapter_shortfall(a: &wgpu::Adapter) -> Option<String> {
+    shortfall(a.get_downlevel_capabilities().flags, &a.limits())
+}
+
+/// The adapter taken when none is named: one that can run the kernels, discrete > integrated >
+/// software, native APIs before GL (one that cannot where no other is, for its error).
 fn default_adapter(adapters: &[wgpu::Adapter]) -> Option<&wgpu::Adapter> {
     adapters.iter().min_by_key(|a| {
         let i = a.get_info();
-        (type_rank(i.device_type), backend_rank(i.backend))
+        (adapter_shortfall(a).is_some(), type_rank(i.device_type), backend_rank(i.backend))
     })
 }
 
@@ -290,6 +319,15 @@ impl Gpu {
 
     pub fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Arc<Gpu>> {
         let info = adapter.get_info();
+        if let Some(why) = adapter_shortfall(&adapter) {
+            bail!(
+                "the adapter '{}' ({:?}) cannot run this engine's kernels: {why}. Choose another with --adapter or --backend \
+                 (`diffvsr-wgpu devices` lists them), or install a Vulkan driver for the GPU; without one, the software \
+                 Vulkan driver (on Linux `apt-get install mesa-vulkan-drivers`) runs everything, slowly",
+                info.name,
+                info.backend
+            );
+        }
         let mut features = adapter.features() & wanted_features();
         if opts.no_coop {
             features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
@@ -556,17 +594,17 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
         // No adapter is an error (exit code 1), with select_adapter's advice for the backend.
         select_adapter(&default_opts)?;
     }
-    let default_name = default_adapter(&adapters).map(|a| a.get_info());
+    // The default by position: two identical GPUs share a name, and the first is taken.
+    let default_at = default_adapter(&adapters).and_then(|d| adapters.iter().position(|a| std::ptr::eq(a, d)));
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let f = a.features();
         let l = a.limits();
-        let is_default = default_name
-            .as_ref()
-            .map(|d| d.name == info.name && d.backend == info.backend)
-            .unwrap_or(false);
         let yn = |b: bool| if b { "yes" } else { "no" };
-        let _ = writeln!(out, "[{i}] {}{}", info.name, if is_default { "  (default)" } else { "" });
+        let _ = writeln!(out, "[{i}] {}{}", info.name, if default_at == Some(i) { "  (default)" } else { "" });
+        if let Some(why) = adapter_shortfall(a) {
+            let _ = writeln!(out, "    cannot run the engine's kernels: {why}");
+        }
         let _ = writeln!(out, "    backend: {:?}   type: {:?}", info.backend, info.device_type);
         let _ = writeln!(out, "    driver: {} {}", info.driver, info.driver_info);
         let _ = writeln!(
@@ -597,9 +635,10 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
         let _ = writeln!(out, "    memory: {}", memory_line(super::memory::heap_report(a), info.device_type == wgpu::DeviceType::Cpu));
         let _ = writeln!(
             out,
-            "    limits: storage binding {}, buffer {}, workgroup storage {} B, invocations/workgroup {}, workgroups/dim {}",
+            "    limits: storage binding {}, buffer {}, storage buffers/shader {}, workgroup storage {} B, invocations/workgroup {}, workgroups/dim {}",
             human_bytes(l.max_storage_buffer_binding_size),
             human_bytes(l.max_buffer_size),
+            l.max_storage_buffers_per_shader_stage,
             l.max_compute_workgroup_storage_size,
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroups_per_dimension
@@ -663,6 +702,19 @@ enum DeviceError {
 #[cfg(test)]
 mod tests {
     use super::parse_flag;
+
+    /// What an adapter must have to run the kernels at all: wgpu's downlevel defaults (4
+    /// storage buffers per shader, as some GL and mobile drivers have) fall short, and so does
+    /// a GL without compute shaders; the WebGPU defaults with compute pass.
+    #[test]
+    fn adapters_that_cannot_run_the_kernels_are_told_apart() {
+        let compute = wgpu::DownlevelFlags::COMPUTE_SHADERS;
+        assert_eq!(super::shortfall(compute, &wgpu::Limits::default()), None);
+        let low = super::shortfall(compute, &wgpu::Limits::downlevel_defaults()).unwrap();
+        assert!(low.contains("4 storage buffers per shader") && !low.contains("compute"), "{low}");
+        let gl = super::shortfall(wgpu::DownlevelFlags::empty(), &wgpu::Limits::downlevel_webgl2_defaults()).unwrap();
+        assert!(gl.contains("no compute shaders") && gl.contains("invocations per workgroup"), "{gl}");
+    }
 
     /// A backend this system lacks is named with advice for it (not "install a Vulkan driver"),
     /// and `devices` on it fails; names are read trimmed.

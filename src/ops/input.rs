@@ -100,11 +100,12 @@ impl Input {
 
     /// Whether a GroupNorm or convolution kernel that loads `vector` channels at a time can
     /// read this directly and still bind everything else it needs (`other_bindings` storage
-    /// buffers) within the adapter's limit: one tensor always; a pair where both parts' channel
-    /// counts divide by the vector (so no load straddles them) and one more binding is left.
+    /// buffers) within the adapter's limit: one tensor where one more binding is left (a fused
+    /// path asks, to fall back where it is not); a pair where both parts' channel counts divide
+    /// by the vector (so no load straddles them) and two more are left.
     pub fn readable_directly(&self, rec: &Recorder, vector: usize, other_bindings: u32) -> bool {
         match self {
-            Input::Tensor(_) => true,
+            Input::Tensor(_) => other_bindings < rec.gpu().limits.max_storage_buffers_per_shader_stage,
             Input::Pair { a, b, .. } => {
                 let (c1, c2) = (*a.shape().last().unwrap_or(&0), *b.shape().last().unwrap_or(&0));
                 c1.is_multiple_of(vector) && c2.is_multiple_of(vector) && other_bindings + 2 <= rec.gpu().limits.max_storage_buffers_per_shader_stage
