@@ -8,6 +8,12 @@
 //! padding to `model_max_length`), so the BPE, the added-token matching and the truncation are the
 //! reference's own code, not a re-implementation.
 //!
+//! The official DiffVSR environment tokenizes with transformers 4.26's slow tokenizer, which
+//! runs `ftfy.fix_text` first where ftfy is installed (it is, in DiffVSR_env.yml): curly quotes,
+//! Latin ligatures, full-width forms, HTML entities and mis-decoded UTF-8 are repaired there and
+//! not here, so prompts holding them tokenize differently (README, "Text prompts"); ASCII
+//! prompts do not.
+//!
 //! Special tokens resolve from the config files the way transformers 5.24 resolves them, which
 //! matters for the SD×4 release: its `tokenizer_config.json` says pad `<|endoftext|>` but its
 //! `special_tokens_map.json` says `!`, and the map wins, so the pad id is 0 and a `!` in a prompt

@@ -170,6 +170,10 @@ impl PipelineCache {
             .map_err(|e| anyhow!("kernel '{}' ({}) does not validate:\n{}", k.name, k.dtype.name(), e.emit_to_string(&src)))?;
         let params_size = uniform_size(&module)?;
         let writable = writable_bindings(&module);
+        // A backend's own compile or link failure (GLSL, MSL, HLSL, SPIR-V) is an internal error
+        // to wgpu, not a validation one: caught too, or an invalid pipeline would be cached and
+        // the cause reported only at the next sync, as a bare "GPU error".
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(k.name), source: wgpu::ShaderSource::Wgsl(src.into()) };
         let shader = if shader_checks {
@@ -196,7 +200,8 @@ impl PipelineCache {
             },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let validation = pollster::block_on(scope.pop());
+        if let Some(e) = validation.or(pollster::block_on(internal.pop())) {
             return Err(anyhow!("kernel '{}' ({}) failed to build: {e}", k.name, k.dtype.name()));
         }
         let p = Arc::new(Pipeline { pipeline, params_size, writable });
