@@ -399,6 +399,12 @@ fn bad_settings_fail_with_a_message() {
         assert!(!o.status.success() && err.contains("is the input file"), "{err}");
         assert_eq!(std::fs::read(&input).unwrap(), stream(7, 5, 1), "the input was altered");
     }
+    // The preview naming the output, which does not exist yet, by another spelling.
+    let out = dir.join("new-out.y4m");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let o = upscale(&rel, &input, &out, &["--gif", dir.join("sub").join("..").join("new-out.y4m").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is also the output (-o)") && !out.exists(), "{err}");
     // An output the job could not create is named before the models load: with an empty
     // release folder, before the release is found incomplete.
     let empty = dir.join("empty-release");

@@ -187,7 +187,8 @@ fn check_paths(a: &UpscaleArgs) -> Result<()> {
         if input.is_some_and(|i| same_file(i, g)) {
             bail!("--gif {} is the input file: writing it would destroy the frames not yet read. Give another path", g.display());
         }
-        if a.output.as_deref().is_some_and(|o| same_file(o, g) || o == g.as_path()) {
+        // (By inode where both exist, else by folder and name: `out.y4m` and `./out.y4m`.)
+        if a.output.as_deref().is_some_and(|o| same_file(o, g) || crate::bench::same_file(o, g)) {
             bail!("--gif {} is also the output (-o): give the preview its own path", g.display());
         }
     }
@@ -423,7 +424,8 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     };
     // The preview is closed (its trailer written) whether the job ended, failed or stopped; an
     // abandoned one (no frame written) takes none of it.
-    let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish());
+    // It shows the frames the output holds: one handed over whose write failed is left out.
+    let gif = preview.map(|p| std::rc::Rc::try_unwrap(p).ok().expect("the writer and its hook are gone").into_inner().finish(frames_done));
     let stats = match result {
         // After Ctrl-C, an error is the stop itself, or its echo (a pipeline's other ends got
         // the signal too: a truncated input, a closed output).

@@ -101,6 +101,10 @@ pub struct GifPreview<W: Write> {
     /// Output frames pushed, and the next of them the preview shows ([`frame_delay`]).
     frames: usize,
     next_shown: u64,
+    /// The last frame shown, held back until the next is pushed or the preview finishes: the
+    /// output's write of that frame may still fail, and the preview is to hold the frames the
+    /// output does ([`GifPreview::finish`]).
+    pending: Option<(usize, gif::Frame<'static>)>,
 }
 
 impl<W: Write> GifPreview<W> {
@@ -109,7 +113,7 @@ impl<W: Write> GifPreview<W> {
         // GIF sizes are 16-bit; the preview is at most MAX_SIDE on its long side.
         let mut encoder = gif::Encoder::new(inner, w as u16, h as u16, &[]).context("writing the GIF header")?;
         encoder.set_repeat(gif::Repeat::Infinite).context("writing the GIF header")?;
-        Ok(GifPreview { encoder: Some(encoder), params, size: (w, h), rate: frame_rate(header.frame_rate.as_deref()), frames: 0, next_shown: 0 })
+        Ok(GifPreview { encoder: Some(encoder), params, size: (w, h), rate: frame_rate(header.frame_rate.as_deref()), frames: 0, next_shown: 0, pending: None })
     }
 
     /// The preview's width and height.
@@ -125,7 +129,9 @@ impl<W: Write> GifPreview<W> {
     /// Adds one output frame: shown, or skipped where the stream runs faster than a GIF can
     /// show ([`frame_delay`]).
     pub fn push(&mut self, frame: &Frame) -> Result<()> {
-        let enc = self.encoder.as_mut().context("internal: frame added to a finished GIF")?;
+        if self.encoder.is_none() {
+            anyhow::bail!("internal: frame added to a finished GIF");
+        }
         let k = self.frames as u64;
         if k < self.next_shown {
             self.frames += 1;
@@ -138,14 +144,28 @@ impl<W: Write> GifPreview<W> {
         let pixels = shrink_rgb(&rgb, fw, fh, w, h);
         let mut g = gif::Frame::from_rgb_speed(w as u16, h as u16, &pixels, QUANT_SPEED);
         g.delay = delay;
-        enc.write_frame(&g).with_context(|| format!("writing GIF frame {}", self.frames))?;
+        self.write_pending()?;
+        self.pending = Some((self.frames, g));
         self.frames += 1;
         self.next_shown = next;
         Ok(())
     }
 
-    /// Writes the trailer and flushes; returns the writer.
-    pub fn finish(mut self) -> Result<W> {
+    fn write_pending(&mut self) -> Result<()> {
+        if let (Some((k, g)), Some(enc)) = (self.pending.take(), self.encoder.as_mut()) {
+            enc.write_frame(&g).with_context(|| format!("writing GIF frame {k}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the frames among the first `written` pushed (those the output holds: a frame
+    /// handed over whose write then failed is not shown), the trailer, and flushes; returns the
+    /// writer.
+    pub fn finish(mut self, written: usize) -> Result<W> {
+        if self.pending.as_ref().is_some_and(|&(k, _)| k >= written) {
+            self.pending = None;
+        }
+        self.write_pending()?;
         let enc = self.encoder.take().context("internal: GIF finished twice")?;
         let mut w = enc.into_inner().context("writing the GIF trailer")?;
         w.flush().context("writing the GIF")?;
@@ -257,7 +277,7 @@ mod tests {
             p.push(&rgb_to_frame(&rgb, header.format(), &params)).unwrap();
         }
         assert_eq!(p.frames(), 3);
-        let bytes = p.finish().unwrap();
+        let bytes = p.finish(3).unwrap();
         assert_eq!(bytes.last(), Some(&0x3b), "the GIF ends with its trailer");
         let mut opts = gif::DecodeOptions::new();
         opts.set_color_output(gif::ColorOutput::RGBA);
@@ -284,12 +304,28 @@ mod tests {
             p.push(&rgb_to_frame(&vec![f as f32 / 7.0; 3 * w * h], header.format(), &params)).unwrap();
         }
         assert_eq!(p.frames(), 7);
-        let bytes = p.finish().unwrap();
-        let mut d = gif::DecodeOptions::new().read_info(bytes.as_slice()).unwrap();
-        let mut delays = vec![];
-        while let Some(fr) = d.read_next_frame().unwrap() {
-            delays.push(fr.delay);
+        let bytes = p.finish(7).unwrap();
+        let delays = |bytes: Vec<u8>| {
+            let mut d = gif::DecodeOptions::new().read_info(bytes.as_slice()).unwrap();
+            let mut delays = vec![];
+            while let Some(fr) = d.read_next_frame().unwrap() {
+                delays.push(fr.delay);
+            }
+            delays
+        };
+        assert_eq!(delays(bytes), [2, 3, 2, 3, 2]);
+
+        // A last frame whose output write failed (6 of 7 written) is left out; one skipped
+        // (frame 5, at 60 fps) takes nothing away.
+        let mut p = GifPreview::new(Vec::new(), &header, params).unwrap();
+        for f in 0..7 {
+            p.push(&rgb_to_frame(&vec![f as f32 / 7.0; 3 * w * h], header.format(), &params)).unwrap();
         }
-        assert_eq!(delays, [2, 3, 2, 3, 2]);
+        assert_eq!(delays(p.finish(6).unwrap()), [2, 3, 2, 3]);
+        let mut p = GifPreview::new(Vec::new(), &header, params).unwrap();
+        for f in 0..6 {
+            p.push(&rgb_to_frame(&vec![f as f32 / 7.0; 3 * w * h], header.format(), &params)).unwrap();
+        }
+        assert_eq!(delays(p.finish(6).unwrap()), [2, 3, 2, 3]);
     }
 }
