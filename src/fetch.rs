@@ -318,8 +318,11 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
 
 /// Removes what conversions that ended without finishing left in `out_dir` (a Ctrl-C or a kill
 /// midway leaves a temporary file as large as the checkpoint, 3.8 GB for the UNet): the files
-/// named `….tmp<PID>` whose process no longer runs. Where processes cannot be looked up that
-/// way (no `/proc`, as on macOS and Windows), nothing is removed.
+/// named `….tmp<PID>` whose process no longer runs here and that nothing has written to for
+/// [`STALE_AFTER`]: a cache shared between containers or hosts (which see other PIDs, or none)
+/// may hold another one's conversion in progress, and that one writes all along. Where
+/// processes cannot be looked up that way (no `/proc`, as on macOS and Windows), nothing is
+/// removed.
 fn remove_ended_conversions(out_dir: &Path) {
     if !Path::new("/proc/self").exists() {
         return;
@@ -328,11 +331,15 @@ fn remove_ended_conversions(out_dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.rsplit_once(".tmp")).and_then(|(_, p)| p.parse::<u32>().ok()) else { continue };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        let idle = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|d| d >= STALE_AFTER);
+        if pid != std::process::id() && idle && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_file(e.path());
         }
     }
 }
+
+/// How long a conversion's temporary file must have gone unwritten to count as left behind.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 mod cache;
 mod download;

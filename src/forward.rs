@@ -103,7 +103,7 @@ fn check_files(o: &ForwardOptions) -> Result<()> {
     let same = |a: &std::path::Path, b: &std::path::Path| crate::bench::same_file(a, b) || crate::pipeline::upscale::same_file(a, b);
     for (flag, written) in [("--output", &o.output), ("--json", &o.json)] {
         let Some(w) = written else { continue };
-        for (read_flag, read) in [("--inputs", &o.inputs), ("--expect", &o.expect)] {
+        for (read_flag, read) in [("--inputs", &o.inputs), ("--expect", &o.expect), ("--weights", &o.weights), ("--config", &o.config)] {
             if read.as_deref().is_some_and(|r| same(w, r)) {
                 bail!("{flag} {} is the {read_flag} file: writing it would replace what the run reads; give another file", w.display());
             }
@@ -503,6 +503,9 @@ mod tests {
         }
         refused(opts(Some(inputs.clone()), None), "is the --inputs file");
         refused(opts(None, Some(inputs.clone())), "--json");
+        let mut weights = opts(Some(dir.join("w.safetensors")), None);
+        weights.weights = Some(dir.join("w.safetensors"));
+        refused(weights, "is the --weights file");
         refused(opts(Some(dir.join("out.safetensors")), Some(dir.join("out.safetensors"))), "the same file");
         check_files(&opts(Some(dir.join("out.safetensors")), Some(dir.join("report.json")))).unwrap();
     }

@@ -435,16 +435,23 @@ fn checkpoints_are_converted_once_to_safetensors() {
     assert_same_tensors(&vae, &data.join("module.safetensors"));
     assert_eq!(fs::read_dir(&conv).unwrap().count(), 2, "no temporary files left");
 
-    // What an interrupted conversion left (its process gone: no PID is this large) is removed
-    // by the next run; a name that only looks alike stays.
+    // What an interrupted conversion left (its process gone: no PID is this large, and
+    // unwritten for an hour) is removed by the next run; a file written a moment ago stays (a
+    // conversion in progress in another container sharing the cache), and so does a name that
+    // only looks alike.
     if Path::new("/proc/self").exists() {
         let stale = [conv.join("DiffVSR_UNet.safetensors.tmp4294967295"), conv.join(".DiffVSR_UNet.safetensors.tmp4294967295.tmp4294967295")];
-        let kept = conv.join("notes.tmpfile");
-        for p in stale.iter().chain([&kept]) {
+        let (recent, kept) = (conv.join("TE-3DVAE.safetensors.tmp4294967294"), conv.join("notes.tmpfile"));
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in stale.iter().chain([&recent, &kept]) {
             fs::write(p, b"partial").unwrap();
+            if p != &recent {
+                fs::File::options().write(true).open(p).unwrap().set_modified(hour_ago).unwrap();
+            }
         }
         fetch(&o).unwrap();
-        assert!(stale.iter().all(|p| !p.exists()) && kept.exists());
+        assert!(stale.iter().all(|p| !p.exists()) && recent.exists() && kept.exists());
+        fs::remove_file(&recent).unwrap();
         fs::remove_file(&kept).unwrap();
     }
 

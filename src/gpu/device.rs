@@ -223,7 +223,8 @@ fn default_adapter(adapters: &[wgpu::Adapter]) -> Option<&wgpu::Adapter> {
     })
 }
 
-/// Picks the adapter: the user's choice, else discrete > integrated > software, native APIs before GL.
+/// Picks the adapter: the user's choice, else discrete > integrated > software, native APIs before
+/// GL, among those that can run the kernels ([`shortfall`]).
 pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     let backends = match &opts.backend {
         Some(b) => parse_backend(b)?,

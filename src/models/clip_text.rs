@@ -254,7 +254,7 @@ pub fn save_prompt_embeds(path: &Path, embeds: &[f32], shape: &[usize], prompt: 
 pub struct EncodedPrompt {
     /// The padded ids (77).
     pub ids: Vec<u32>,
-    /// Ids up to and including the end token.
+    /// Ids through the prompt's last end token (padding excluded).
     pub used: usize,
     /// `[1, 77, D]`.
     pub shape: Vec<usize>,

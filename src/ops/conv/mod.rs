@@ -460,6 +460,11 @@ fn launch_normed(rec: &mut Recorder, x: &Input, norm: &GnTable, w: &ConvWeight, 
     let readable = x.readable_directly(rec, 4, OTHER_BINDINGS + 1);
     if fuse == Fuse::Fused {
         ensure!(fusable, "conv: a GroupNorm can only be applied on load where Cin is a multiple of 4 (Cin = {})", w.cin);
+        // The input, its table and the others: a limit of the adapter, as a binding's size is.
+        let (need, has) = (OTHER_BINDINGS + 2, gpu.limits.max_storage_buffers_per_shader_stage);
+        if has < need {
+            return Err(crate::gpu::OverLimit(format!("conv: a GroupNorm applied on load binds {need} storage buffers, and this GPU binds {has} per shader")).into());
+        }
     }
     let fused = fuse.on_load(gpu, fusable && readable, || {
         let apart = choose(gpu, x, w, pb, None, true, imp)?;
