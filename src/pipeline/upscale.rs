@@ -305,10 +305,14 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     };
     // The encoder's buffers went back to the pool: hand them to the driver.
     gpu.pool.trim();
+    // A stop asked for while the models load ends the job between them (nothing written yet:
+    // the files this run created go again), not after the load and the first window's setup.
+    interrupt::check()?;
     let unet = match load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype)? {
         Model::VideoUnet(u) => u,
         _ => bail!("internal: {} did not load as a video UNet", uw.display()),
     };
+    interrupt::check()?;
     let vae = match load(ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype)? {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
@@ -335,6 +339,7 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if positive.shape != negative.shape {
         bail!("--prompt-embeds {:?} and --negative-prompt-embeds {:?} differ in shape: encode both with the same text encoder", positive.shape, negative.shape);
     }
+    interrupt::check()?;
     if !a.quiet {
         // Waits for the uploads: the time is the models' on the GPU, not only read and queued.
         gpu.sync()?;
