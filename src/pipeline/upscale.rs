@@ -467,8 +467,8 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         }
         r => r?,
     };
-    if let Some(g) = gif {
-        g?;
+    if let (Some(g), Some(p)) = (gif, &a.gif) {
+        g.with_context(|| format!("--gif {}", p.display()))?;
     }
     if !a.quiet {
         let g = &stats.windows_per_call;
