@@ -105,7 +105,6 @@ fn ops_selected(gpu: &Gpu, dtype: DType, filter: &str) -> (Vec<&'static str>, Ve
     (ops, names)
 }
 
-/// Timestamped dispatches per run; a case that records more is an error rather than under-counted.
 /// Median seconds per run of `case` over `iters` timed runs (after one warm-up run).
 pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
     crate::kernel::time_runs(gpu, None, iters, &*case.run).map_err(|e| e.context(format!("bench case '{}'", case.name)))
@@ -164,15 +163,6 @@ fn check_writable(p: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether two output paths name one file: the same folder (links resolved) and name.
-pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    let place = |p: &std::path::Path| {
-        let folder = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        folder.canonicalize().ok().map(|f| f.join(p.file_name().unwrap_or_default()))
-    };
-    a == b || place(a).is_some_and(|x| Some(x) == place(b))
-}
-
 fn write_file(p: &std::path::Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
 }
@@ -199,7 +189,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     // The files to write, checked before minutes of timing: a missing folder or one this
     // process cannot write to fails now, as does one file asked for twice.
     if let (Some(j), Some(r)) = (&opts.json, &opts.roofline) {
-        if same_file(j, r) {
+        if crate::paths::one_file(j, r) {
             anyhow::bail!("--json and --roofline name the same file {}: give each its own", j.display());
         }
     }
@@ -360,7 +350,7 @@ mod tests {
         let fresh = dir.join("fresh.json");
         check_writable(&fresh).unwrap();
         assert!(!fresh.exists());
-        assert!(same_file(&json, &dir.join(".").join("bench.json")) && !same_file(&json, &svg));
+        assert!(crate::paths::one_file(&json, &dir.join(".").join("bench.json")) && !crate::paths::one_file(&json, &svg));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -297,13 +297,20 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
             continue;
         }
         fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        // The copy converted again goes first: a conversion that then fails (a full disk, with
+        // the old copy and the new one's temporary file both there) leaves the .pt to load,
+        // not the copy --verify or a repaired blob was to replace.
+        if dst.is_file() {
+            fs::remove_file(&dst).with_context(|| format!("removing the old conversion {}", dst.display()))?;
+        }
         if progress {
             crate::diagln!("converting {file} to {}", dst.display());
         }
         let tmp = out_dir.join(format!("{stem}.safetensors.tmp{}", std::process::id()));
         let r = crate::checkpoint::convert::convert(&src, &tmp, key, None)
-            // (Opened for writing: Windows flushes only a handle that may write.)
-            .and_then(|_| fs::OpenOptions::new().write(true).open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("writing {} to the disk", tmp.display())))
+            // (Windows flushes only a handle that may write; elsewhere one that reads does, also
+            // where the umask left the file read-only.)
+            .and_then(|_| fs::OpenOptions::new().read(true).write(cfg!(windows)).open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("writing {} to the disk", tmp.display())))
             .and_then(|_| fs::rename(&tmp, &dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display())));
         match r {
             Ok(()) => report.converted.push(dst),

@@ -100,13 +100,18 @@ fn check_files(o: &ForwardOptions) -> Result<()> {
     if let Some(p) = &o.json {
         crate::weights::check_output_folder(p)?;
     }
-    let same = |a: &std::path::Path, b: &std::path::Path| crate::bench::same_file(a, b) || crate::pipeline::upscale::same_file(a, b);
+    let same = crate::paths::one_file;
     for (flag, written) in [("--output", &o.output), ("--json", &o.json)] {
         let Some(w) = written else { continue };
         for (read_flag, read) in [("--inputs", &o.inputs), ("--expect", &o.expect), ("--weights", &o.weights), ("--config", &o.config)] {
             if read.as_deref().is_some_and(|r| same(w, r)) {
                 bail!("{flag} {} is the {read_flag} file: writing it would replace what the run reads; give another file", w.display());
             }
+        }
+        // A weights folder: every safetensors file in it is read, and a new one would be an
+        // unexpected tensor file to the next run.
+        if o.weights.as_deref().is_some_and(|d| crate::paths::inside(w, d)) {
+            bail!("{flag} {} is in the --weights folder: give a file outside it", w.display());
         }
     }
     if let (Some(out), Some(json)) = (&o.output, &o.json) {
@@ -506,6 +511,11 @@ mod tests {
         let mut weights = opts(Some(dir.join("w.safetensors")), None);
         weights.weights = Some(dir.join("w.safetensors"));
         refused(weights, "is the --weights file");
+        // Into a weights folder (every safetensors file in it is read).
+        let mut folder = opts(Some(dir.join("sub").join("out.safetensors")), None);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        folder.weights = Some(dir.join("sub"));
+        refused(folder, "is in the --weights folder");
         refused(opts(Some(dir.join("out.safetensors")), Some(dir.join("out.safetensors"))), "the same file");
         check_files(&opts(Some(dir.join("out.safetensors")), Some(dir.join("report.json")))).unwrap();
     }

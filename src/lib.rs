@@ -18,6 +18,7 @@ mod hostile_inputs;
 pub mod kernel;
 pub mod models;
 pub mod ops;
+pub mod paths;
 pub mod pipeline;
 pub mod rng;
 pub mod step_values;

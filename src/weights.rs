@@ -150,7 +150,7 @@ impl WeightStore {
         // what we can defend against (as for every mmap user), and is not a normal workflow.
         let map = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
         if let Some(what) = text_in_place_of_weights(&map) {
-            bail!("weights file {} is {what}", path.display());
+            bail!("{} is {what}", path.display());
         }
         let idx = self.files.len();
         let mut entries: Vec<(String, Entry)> = Vec::new();
@@ -465,13 +465,13 @@ fn text_in_place_of_weights(data: &[u8]) -> Option<&'static str> {
     let head = &data[..data.len().min(64)];
     if head.starts_with(b"version https://git-lfs.github.com/spec/") {
         return Some(
-            "a Git LFS pointer, not the weights: the repository was cloned without git-lfs; run `git lfs install && git lfs pull` \
-             in the clone, or get the release with `diffvsr-wgpu fetch-weights`",
+            "a Git LFS pointer, not the file's contents: the repository was cloned without git-lfs; run `git lfs install && git lfs pull` \
+             in the clone (the DiffVSR release: `diffvsr-wgpu fetch-weights` gets it)",
         );
     }
     let text = String::from_utf8_lossy(head).trim_start().to_ascii_lowercase();
     (text.starts_with("<!doctype html") || text.starts_with("<html")).then_some(
-        "a web page, not the weights: a download that saved a sign-in or error page; download it again (`diffvsr-wgpu fetch-weights` checks sizes and hashes)",
+        "a web page, not the file's contents: a download that saved a sign-in or error page; download it again (the DiffVSR release: `diffvsr-wgpu fetch-weights` checks sizes and hashes)",
     )
 }
 

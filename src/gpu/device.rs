@@ -225,7 +225,7 @@ fn default_adapter(adapters: &[wgpu::Adapter]) -> Option<&wgpu::Adapter> {
 
 /// Picks the adapter: the user's choice, else discrete > integrated > software, native APIs before
 /// GL, among those that can run the kernels (compute shaders, 5 storage buffers per shader, 256
-/// invocations per workgroup).
+/// invocations per workgroup) where there is one; [`Gpu::from_adapter`] refuses one that cannot.
 pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     let backends = match &opts.backend {
         Some(b) => parse_backend(b)?,

@@ -62,15 +62,15 @@ impl JobTiles {
 /// Whatever the tiles, the job holds a window's final latents for the whole `ph`×`pw` padded
 /// latent (f32, 4 channels × 8 frames: 128 bytes a pixel) in one buffer: refused before
 /// anything runs where that passes the GPU's largest buffer (a 4096×4096 input where buffers
-/// stop at 2 GiB − 1, as on DX12), rather than after the first window's steps.
-fn check_whole_frame(ph: usize, pw: usize, max_buffer: u64) -> Result<()> {
+/// stop at 2 GiB − 1, as on DX12), rather than after the first window's steps (`upscale` asks
+/// before it loads the models).
+pub(crate) fn check_whole_frame(ph: usize, pw: usize, max_buffer: u64) -> Result<()> {
     let bytes = (crate::pipeline::graphs::LATENT_CHANNELS * crate::pipeline::windows::WINDOW * 4) as u64 * (ph * pw) as u64;
     if bytes > max_buffer {
         anyhow::bail!(
-            "a {pw}x{ph} (padded) input's window of latents takes {} in one buffer, over this GPU's largest buffer ({}, max_buffer_size), whatever the tiles: \
+            "a {pw}x{ph} (padded) input's window of latents takes {} ({bytes} bytes) in one buffer, over this GPU's largest buffer ({max_buffer} bytes, max_buffer_size), whatever the tiles: \
              scale or crop the input to fewer pixels first (ffmpeg … -vf scale=…)",
             crate::gpu::human_bytes(bytes),
-            crate::gpu::human_bytes(max_buffer)
         );
     }
     Ok(())
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn a_frame_whose_latents_pass_the_largest_buffer_is_refused_at_once() {
         let e = check_whole_frame(4096, 4096, i32::MAX as u64).unwrap_err().to_string();
-        assert!(e.contains("4096x4096") && e.contains("2.0 GiB") && e.contains("scale or crop"), "{e}");
+        assert!(e.contains("4096x4096") && e.contains("2147483648 bytes") && e.contains("2147483647 bytes") && e.contains("scale or crop"), "{e}");
         assert!(check_whole_frame(4096, 4096, 4 << 30).is_ok());
         assert!(check_whole_frame(4088, 4096, i32::MAX as u64).is_ok());
     }

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use anyhow::{bail, Context, Result};
 
 use crate::pipeline::groups::WindowsPerCall;
+use crate::paths::one_file;
 use crate::pipeline::interrupt;
 use crate::pipeline::job::{run_job, JobStats};
 use crate::pipeline::options::{JobOptions, PromptEmbeds};
@@ -146,20 +147,6 @@ fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
-/// Whether two paths name one existing file: the same device and inode on Unix (hard links and
-/// symbolic links included), the same canonical path elsewhere.
-pub(crate) fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(x), Ok(y)) if (x.dev(), x.ino()) == (y.dev(), y.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-    }
-}
-
 /// The files the job writes (`-o`, `--gif`) must be creatable (not a folder, in a folder that
 /// exists), and must not be its input, or each other: creating one truncates it, and the
 /// input's frames not yet read would be lost. Where the input is stdin redirected from a file
@@ -179,16 +166,16 @@ fn check_paths(a: &UpscaleArgs) -> Result<()> {
         }
     }
     if let (Some(i), Some(o)) = (input, &a.output) {
-        if same_file(i, o) {
+        if one_file(i, o) {
             bail!("-o {} is the input file: writing it would destroy the frames not yet read. Write to another file", o.display());
         }
     }
     if let Some(g) = &a.gif {
-        if input.is_some_and(|i| same_file(i, g)) {
+        if input.is_some_and(|i| one_file(i, g)) {
             bail!("--gif {} is the input file: writing it would destroy the frames not yet read. Give another path", g.display());
         }
         // (By inode where both exist, else by folder and name: `out.y4m` and `./out.y4m`.)
-        if a.output.as_deref().is_some_and(|o| same_file(o, g) || crate::bench::same_file(o, g)) {
+        if a.output.as_deref().is_some_and(|o| one_file(o, g)) {
             bail!("--gif {} is also the output (-o): give the preview its own path", g.display());
         }
     }
@@ -243,12 +230,14 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if let (Some(advice), false) = (a.output_format.advice(reader.header()), a.quiet) {
         crate::diagln!("note: {advice}");
     }
-    // Fixed tiles against the frame (an overlap at or above a side that cuts it), before loading.
+    // Fixed tiles against the frame (an overlap at or above a side that cuts it), and the
+    // frame's latents against the largest buffer, before loading.
+    let fmt = reader.header().format();
+    let (ph, pw) = LatentPad::new(fmt.height as usize, fmt.width as usize).padded();
     if let TileSize::Fixed { rows, cols } = a.tiles.tile {
-        let fmt = reader.header().format();
-        let (ph, pw) = LatentPad::new(fmt.height as usize, fmt.width as usize).padded();
         a.tiles.plan(ph, pw, (rows, cols)).map_err(anyhow::Error::msg)?;
     }
+    crate::pipeline::tile_choice::check_whole_frame(ph, pw, gpu.limits.max_buffer_size)?;
     // The files written, opened now: one the job cannot write fails before the models load.
     let mut out_file = a.output.as_deref().map(|p| OutFile::open("-o", p)).transpose()?;
     let mut gif_file = a.gif.as_deref().map(|p| OutFile::open("--gif", p)).transpose()?;

@@ -93,19 +93,19 @@ impl Header {
                  (make it again with ffmpeg … -f yuv4mpegpipe -)",
             ));
         }
-        if line.contains(&b'\r') {
-            // Kept inside a field it would move with it in the output header, maybe to the end
-            // of the line, which the check above then refuses.
-            return Err(Y4mError::header(
-                "the header line holds a carriage return (CR): y4m header fields are separated by single spaces \
-                 (make the stream again with ffmpeg … -f yuv4mpegpipe -)",
-            ));
-        }
         if !line.starts_with(MAGIC) {
             let shown = String::from_utf8_lossy(&line[..line.len().min(16)]).into_owned();
             return Err(Y4mError::header(format!(
                 "bad magic {shown:?}: a y4m stream starts with \"YUV4MPEG2 \" (use ffmpeg … -f yuv4mpegpipe -)"
             )));
+        }
+        if line.contains(&b'\r') {
+            // Kept inside a field it would move with it in the output header, maybe to the end
+            // of the line, which the CR LF check refuses.
+            return Err(Y4mError::header(
+                "the header line holds a carriage return (CR): y4m header fields are separated by single spaces \
+                 (make the stream again with ffmpeg … -f yuv4mpegpipe -)",
+            ));
         }
         let rest = &line[MAGIC.len()..];
         let text = std::str::from_utf8(rest).map_err(|_| Y4mError::header("header is not ASCII text"))?;
