@@ -548,6 +548,9 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
             }
             r => r.ok(),
         };
+        if let Some(a) = &chosen {
+            gpu::check_can_run(a).map_err(|e| e.context("--plan"))?;
+        }
         let adapter = chosen.map(|a| {
             let l = a.limits();
             let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);

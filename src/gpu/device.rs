@@ -214,6 +214,22 @@ fn adapter_shortfall(a: &wgpu::Adapter) -> Option<String> {
     shortfall(a.get_downlevel_capabilities().flags, &a.limits())
 }
 
+/// An error naming what `adapter` lacks and the ways out, where it cannot run the kernels (the
+/// device is refused; `--plan` refuses to plan for it).
+pub fn check_can_run(adapter: &wgpu::Adapter) -> Result<()> {
+    if let Some(why) = adapter_shortfall(adapter) {
+        let info = adapter.get_info();
+        bail!(
+            "the adapter '{}' ({:?}) cannot run this engine's kernels: {why}. Choose another with --adapter or --backend \
+             (`diffvsr-wgpu devices` lists them), or install a Vulkan driver for the GPU; without one, the software \
+             Vulkan driver (on Linux `apt-get install mesa-vulkan-drivers`) runs everything, slowly",
+            info.name,
+            info.backend
+        );
+    }
+    Ok(())
+}
+
 /// The adapter taken when none is named: one that can run the kernels, discrete > integrated >
 /// software, native APIs before GL (one that cannot where no other is, for its error).
 fn default_adapter(adapters: &[wgpu::Adapter]) -> Option<&wgpu::Adapter> {
@@ -321,15 +337,7 @@ impl Gpu {
 
     pub fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Arc<Gpu>> {
         let info = adapter.get_info();
-        if let Some(why) = adapter_shortfall(&adapter) {
-            bail!(
-                "the adapter '{}' ({:?}) cannot run this engine's kernels: {why}. Choose another with --adapter or --backend \
-                 (`diffvsr-wgpu devices` lists them), or install a Vulkan driver for the GPU; without one, the software \
-                 Vulkan driver (on Linux `apt-get install mesa-vulkan-drivers`) runs everything, slowly",
-                info.name,
-                info.backend
-            );
-        }
+        check_can_run(&adapter)?;
         let mut features = adapter.features() & wanted_features();
         if opts.no_coop {
             features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);

@@ -10,7 +10,7 @@ pub mod pipelines;
 pub mod pool;
 pub mod tune;
 
-pub use device::{devices_report, select_adapter, Gpu, GpuOptions};
+pub use device::{check_can_run, devices_report, select_adapter, Gpu, GpuOptions};
 pub use pool::{human_bytes, parse_bytes};
 pub use tune::TuneMode;
 
