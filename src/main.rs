@@ -619,6 +619,8 @@ fn stop_on_signals() {
     let r = ctrlc::set_handler(|| {
         if interrupt::request() {
             diffvsr_wgpu::diagln!("\nstop signal again: stopping at once (the frame being written may be cut)");
+            // Files this run created and wrote no frame to go, as in an orderly stop.
+            diffvsr_wgpu::pipeline::out_file::remove_unfinished();
             std::process::exit(130);
         }
         diffvsr_wgpu::diagln!("\nstop signal (Ctrl-C, SIGTERM or SIGHUP): stopping after the frame being written (again to stop at once)");

@@ -34,7 +34,7 @@ pub mod memory_plan;
 pub mod job;
 pub mod plan;
 pub mod upscale;
-mod out_file;
+pub mod out_file;
 pub mod groups;
 pub mod chunks;
 pub mod interrupt;

@@ -9,7 +9,24 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Files this run created that hold no frame yet: what a forced exit removes
+/// ([`remove_unfinished`]), as an orderly end removes them (a second stop signal ends the
+/// process at once, without the files' drops).
+static UNFINISHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A frame is written: the files this run created are output now, whatever comes.
+pub fn frame_written() {
+    UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Removes the files this run created that hold no frame (before a forced exit).
+pub fn remove_unfinished() {
+    for p in UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+}
 
 use anyhow::{Context, Result};
 
@@ -36,6 +53,9 @@ impl OutFile {
             .truncate(false)
             .open(path)
             .with_context(|| format!("{flag} {}: cannot write it", path.display()))?;
+        if created {
+            UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_path_buf());
+        }
         Ok(OutFile { path: path.to_path_buf(), file: Some(file), created, kept: false, abandoned: Default::default(), touched: Default::default() })
     }
 
@@ -88,6 +108,7 @@ impl Drop for OutFile {
         if self.created && !self.kept {
             let _ = std::fs::remove_file(&self.path);
         }
+        UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| p != &self.path);
     }
 }
 
@@ -124,6 +145,30 @@ impl Write for Deferred {
 mod tests {
     use super::OutFile;
     use std::io::Write;
+
+    /// A forced exit (a second stop signal, no drops) removes the files this run created while
+    /// they hold no frame, and none once a frame is written; an existing file is never removed.
+    #[test]
+    fn a_forced_exit_removes_created_files_without_a_frame() {
+        let dir = crate::testutil::scratch_dir("out-file-forced");
+        let (header_only, old) = (dir.join("header-only.y4m"), dir.join("old.y4m"));
+        std::fs::write(&old, b"precious bytes").unwrap();
+        let mut a = OutFile::open("-o", &header_only).unwrap();
+        a.start().unwrap().write_all(b"YUV4MPEG2").unwrap();
+        let b = OutFile::open("--gif", &old).unwrap();
+        super::remove_unfinished();
+        assert!(!header_only.exists() && old.exists());
+        drop((a, b));
+        let framed = dir.join("framed.y4m");
+        let mut c = OutFile::open("-o", &framed).unwrap();
+        c.start().unwrap().write_all(b"YUV4MPEG2 W1 H1\nFRAME\n").unwrap();
+        super::frame_written();
+        super::remove_unfinished();
+        assert!(framed.exists());
+        c.keep();
+        drop(c);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_file_is_emptied_at_its_first_byte_and_left_as_it_was_when_abandoned() {
