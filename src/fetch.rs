@@ -284,7 +284,8 @@ pub fn fetch(opts: &FetchOptions) -> Result<FetchReport> {
 /// conversion no longer opens as a whole safetensors file, e.g. cut short, and under
 /// `--verify`: the copy is what the models load, and safetensors has no checksum to check it
 /// by, so a verified checkpoint is converted afresh). Each copy reaches the disk before it
-/// takes its name, so a crash leaves the old copy or the whole new one.
+/// takes its name, and an old copy goes before its conversion again: a crash or a failure
+/// leaves the whole new copy or none, and then the `.pt` loads.
 fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, verify: bool) -> Result<()> {
     let out_dir = converted_dir(repo, &report.commit);
     remove_ended_conversions(&out_dir);
@@ -301,7 +302,10 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
         // the old copy and the new one's temporary file both there) leaves the .pt to load,
         // not the copy --verify or a repaired blob was to replace.
         if dst.is_file() {
-            fs::remove_file(&dst).with_context(|| format!("removing the old conversion {}", dst.display()))?;
+            if let Err(e) = fs::remove_file(&dst) {
+                report.convert_errors.push(format!("converting {file}: removing the old conversion {}: {e}", dst.display()));
+                continue;
+            }
         }
         if progress {
             crate::diagln!("converting {file} to {}", dst.display());

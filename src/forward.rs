@@ -109,8 +109,8 @@ fn check_files(o: &ForwardOptions) -> Result<()> {
             }
         }
         // A weights folder: every safetensors file in it is read, and a new one would be an
-        // unexpected tensor file to the next run.
-        if o.weights.as_deref().is_some_and(|d| crate::paths::inside(w, d)) {
+        // unexpected tensor file to the next run (a JSON report is not read there).
+        if flag == "--output" && o.weights.as_deref().is_some_and(|d| crate::paths::inside(w, d)) {
             bail!("{flag} {} is in the --weights folder: give a file outside it", w.display());
         }
     }
@@ -516,6 +516,10 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         folder.weights = Some(dir.join("sub"));
         refused(folder, "is in the --weights folder");
+        // A JSON report is not read there.
+        let mut report = opts(None, Some(dir.join("sub").join("report.json")));
+        report.weights = Some(dir.join("sub"));
+        check_files(&report).unwrap();
         refused(opts(Some(dir.join("out.safetensors")), Some(dir.join("out.safetensors"))), "the same file");
         check_files(&opts(Some(dir.join("out.safetensors")), Some(dir.join("report.json")))).unwrap();
     }

@@ -31,7 +31,9 @@ fn same_place(a: &Path, b: &Path) -> bool {
     a == b || place(a).is_some_and(|x| Some(x) == place(b))
 }
 
-/// Whether `file` would be written inside `folder` (an existing folder, by its canonical path).
+/// Whether `file` would be written directly in `folder` (an existing folder; its file's folder
+/// compared with it as [`one_file`] compares, so any spelling or link of it counts; not its
+/// subfolders).
 pub fn inside(file: &Path, folder: &Path) -> bool {
     let parent = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     folder.is_dir() && one_file(parent, folder)

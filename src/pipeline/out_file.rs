@@ -146,10 +146,15 @@ mod tests {
     use super::OutFile;
     use std::io::Write;
 
+    /// The files created are listed process-wide: the tests that create some run one at a time
+    /// (a `remove_unfinished` would take another test's file).
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// A forced exit (a second stop signal, no drops) removes the files this run created while
     /// they hold no frame, and none once a frame is written; an existing file is never removed.
     #[test]
     fn a_forced_exit_removes_created_files_without_a_frame() {
+        let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
         let dir = crate::testutil::scratch_dir("out-file-forced");
         let (header_only, old) = (dir.join("header-only.y4m"), dir.join("old.y4m"));
         std::fs::write(&old, b"precious bytes").unwrap();
@@ -172,6 +177,7 @@ mod tests {
 
     #[test]
     fn a_file_is_emptied_at_its_first_byte_and_left_as_it_was_when_abandoned() {
+        let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
         let dir = crate::testutil::scratch_dir("out-file");
         // An existing file keeps its bytes until the first is written.
         let old = dir.join("old.y4m");

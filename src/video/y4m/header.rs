@@ -87,17 +87,18 @@ impl Header {
     /// Parses a header line (without or with its trailing newline).
     pub fn parse(line: &[u8]) -> Result<Header, Y4mError> {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
-        if line.ends_with(b"\r") {
-            return Err(Y4mError::header(
-                "the header line ends in CR LF (a Windows line ending): y4m lines end in LF alone; the file was altered as text \
-                 (make it again with ffmpeg … -f yuv4mpegpipe -)",
-            ));
-        }
+        // Not a y4m stream at all (a PNG's first line ends in CR LF too) is said first.
         if !line.starts_with(MAGIC) {
             let shown = String::from_utf8_lossy(&line[..line.len().min(16)]).into_owned();
             return Err(Y4mError::header(format!(
                 "bad magic {shown:?}: a y4m stream starts with \"YUV4MPEG2 \" (use ffmpeg … -f yuv4mpegpipe -)"
             )));
+        }
+        if line.ends_with(b"\r") {
+            return Err(Y4mError::header(
+                "the header line ends in CR LF (a Windows line ending): y4m lines end in LF alone; the file was altered as text \
+                 (make it again with ffmpeg … -f yuv4mpegpipe -)",
+            ));
         }
         if line.contains(&b'\r') {
             // Kept inside a field it would move with it in the output header, maybe to the end

@@ -272,6 +272,8 @@ fn malformed_headers_name_the_problem() {
         (b"YUV4MPEG2 W7 H7 XCOLORRANGE=TV\n", "XCOLORRANGE must be LIMITED or FULL"),
         (b"YUV4MPEG2 W7 H7", "stream ended inside a line"),
         (b"YUV4MPEG2 W7 H7 C420jpeg\r\n", "CR LF (a Windows line ending)"),
+        // Not a y4m stream, whose first line ends in CR LF too: told so first.
+        (b"\x89PNG\r\n", "bad magic"),
         // Inside the line a CR would travel with its field, perhaps to the output line's end.
         (b"YUV4MPEG2 W7 H7 Zq\r C420jpeg\n", "carriage return (CR)"),
     ];
