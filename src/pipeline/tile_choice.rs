@@ -62,8 +62,8 @@ impl JobTiles {
 /// Whatever the tiles, the job holds a window's final latents for the whole `ph`×`pw` padded
 /// latent (f32, 4 channels × 8 frames: 128 bytes a pixel) in one buffer: refused before
 /// anything runs where that passes the GPU's largest buffer (a 4096×4096 input where buffers
-/// stop at 2 GiB − 1, as on DX12), rather than after the first window's steps (`upscale` asks
-/// before it loads the models).
+/// stop at 2 GiB − 1, as on DX12), rather than after the first window's steps: `upscale` asks
+/// before it loads the models.
 pub(crate) fn check_whole_frame(ph: usize, pw: usize, max_buffer: u64) -> Result<()> {
     let bytes = (crate::pipeline::graphs::LATENT_CHANNELS * crate::pipeline::windows::WINDOW * 4) as u64 * (ph * pw) as u64;
     if bytes > max_buffer {
@@ -100,7 +100,6 @@ pub(crate) fn choose_tiles(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, op
     // A model or prompt that makes no job is named before any graph is recorded (here, by the
     // windows per call's memory plan, or by the engine).
     check_job_models(unet, opts)?;
-    check_whole_frame(ph, pw, gpu.limits.max_buffer_size)?;
     let mut measured = None;
     let mut memory = None;
     let (ut, vt) = match opts.tiles.tile {

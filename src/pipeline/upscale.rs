@@ -387,7 +387,9 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let result = run_job(gpu, &unet, unet_dtype, &vae, vae_dtype, reader, &mut writer, &opts, |p| {
         if let Progress::Frames { done, .. } = p {
             frames_done = done;
-            crate::pipeline::out_file::frame_written();
+            if done == 1 {
+                crate::pipeline::out_file::frame_written();
+            }
         }
         if !a.quiet {
             reporter.event(p);
