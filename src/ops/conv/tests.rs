@@ -46,7 +46,9 @@ fn coop_kernels_validate_and_translate() {
         ([1, 1, 1], [1, 1], false, 16),
     ];
     for &(taps, stride, transposed, planes) in specs {
-        for load in [Load::Scalar, Load::Vec4, Load::Normed { silu: true }, Load::Normed { silu: false }] {
+        // A channel pair's second part is bound after the others (and the norm's table).
+        let pairs = [Load::Pair { norm: None, x2_binding: OTHER_BINDINGS + 2 }, Load::Pair { norm: Some(true), x2_binding: OTHER_BINDINGS + 3 }];
+        for load in [Load::Scalar, Load::Vec4, Load::Normed { silu: true }, Load::Normed { silu: false }].into_iter().chain(pairs) {
             for (fs, sg, bn, has_res) in [(16, 32, 128, false), (16, 32, 256, true), (16, 16, 128, true), (16, 64, 256, false), (8, 8, 64, true), (8, 8, 128, false), (8, 32, 128, true)] {
                 // 8 subgroups with overlapped loads and 4 without, those also with K steps of
                 // 64 channels; f16 storage, and f32 storage on f16 operands (`--f16-operands`).
@@ -62,7 +64,8 @@ fn coop_kernels_validate_and_translate() {
                     let mut layouter = naga::proc::Layouter::default();
                     layouter.update(module.to_ctx()).unwrap();
                     let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
-                    assert_eq!(wg, tiles::coop_smem_for(cfg, matches!(load, Load::Normed { .. })), "{cfg:?} {load:?}");
+                    let normed = matches!(load, Load::Normed { .. } | Load::Pair { norm: Some(_), .. });
+                    assert_eq!(wg, tiles::coop_smem_for(cfg, normed), "{cfg:?} {load:?}");
                 }
             }
         }
@@ -760,13 +763,14 @@ fn an_upsampling_folded_into_its_conv_matches_the_conv_of_the_upsampled_input() 
 fn portable_tiles_reckon_the_shaders_workgroup_memory() {
     for dt in [DType::F32, DType::F16] {
         for bn in [16u32, 32, 64] {
-            for load in [Load::Vec4, Load::Scalar, Load::Normed { silu: true }] {
+            let pairs = [Load::Pair { norm: None, x2_binding: OTHER_BINDINGS + 2 }, Load::Pair { norm: Some(false), x2_binding: OTHER_BINDINGS + 3 }];
+            for load in [Load::Vec4, Load::Scalar, Load::Normed { silu: true }].into_iter().chain(pairs) {
                 let k = geometry(load.kernel(&NAMES_TILED, &SRC_TILED, dt), [1, 3, 3], [1, 1], false, 1, false).def("BN", format!("{bn}u")).def("BK", format!("{TILED_BK}u"));
                 let (module, _) = translate_check(&k);
                 let mut layouter = naga::proc::Layouter::default();
                 layouter.update(module.to_ctx()).unwrap();
                 let wg: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
-                let norm_rows = if matches!(load, Load::Normed { .. }) { 0 } else { 4 * (4096 / bn) };
+                let norm_rows = if matches!(load, Load::Normed { .. } | Load::Pair { norm: Some(_), .. }) { 0 } else { 4 * (4096 / bn) };
                 assert_eq!(wg + norm_rows, tiles::tiled_smem(bn, dt), "{dt:?} BN {bn} {load:?}");
             }
         }
