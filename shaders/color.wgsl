@@ -1,8 +1,10 @@
 // YUV planes -> the model's RGB input (ops/color.rs, CPU twin video::color::frame_to_rgb).
 // One invocation per luma sample: chroma is upsampled bilinearly at the variant's siting with
 // clamped edges (exactly video::color::upsample_chroma's taps and lerps), converted with the
-// matrix and range folded into the coefficients below, and written channels-last [H, W, 3] as
-// 2·rgb − 1 (not clamped). Planes hold one sample per u32.
+// matrix and range folded into the coefficients below, clamped to [0, 1] (the released pipeline
+// reads 8-bit RGB from its video decoder, so colours outside the RGB cube, such as limited-range
+// super-whites, never reach the model) and written channels-last [H, W, 3] as 2·rgb − 1. Planes
+// hold one sample per u32.
 
 struct Params {
     w: u32,
@@ -93,7 +95,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         g = yl - (p.agu * u + p.agv * v);
         b = yl + p.abu * u;
     }
-    out[3u * i] = T(2.0 * r - 1.0);
-    out[3u * i + 1u] = T(2.0 * g - 1.0);
-    out[3u * i + 2u] = T(2.0 * b - 1.0);
+    let rgb = clamp(vec3<f32>(r, g, b), vec3<f32>(0.0), vec3<f32>(1.0));
+    out[3u * i] = T(2.0 * rgb.x - 1.0);
+    out[3u * i + 1u] = T(2.0 * rgb.y - 1.0);
+    out[3u * i + 2u] = T(2.0 * rgb.z - 1.0);
 }

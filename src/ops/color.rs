@@ -1,6 +1,7 @@
 //! YUV ↔ RGB with chroma resampling on the GPU (issue 9 item 5; `shaders/color.wgsl`,
 //! `shaders/color_encode.wgsl`). The CPU twins are `video::color::{frame_to_rgb, rgb_to_frame}`
-//! with the pipeline's `(rgb − 0.5)·2` / `clamp(x, −1, 1)·0.5 + 0.5` around them (see [`cpu`]).
+//! with the pipeline's `(clamp(rgb, 0, 1) − 0.5)·2` / `clamp(x, −1, 1)·0.5 + 0.5` around them
+//! (see [`cpu`]).
 //!
 //! Planes are u32 tensors with one sample per element: Y `[H, W]`, U and V `[ch, cw]` at the
 //! chroma size `video::y4m::FrameFormat::chroma_size` gives (odd sizes round up); mono frames
@@ -89,7 +90,8 @@ fn check_plane(what: &str, name: &str, t: &Tensor, want: [usize; 2], format: &Fr
 }
 
 /// YUV planes → channels-last RGB `[H, W, 3]` in [−1, 1] of `dtype` (what the pipeline feeds
-/// the model: `(rgb − 0.5)·2`, unclamped, as `video::color::frame_to_rgb` leaves it).
+/// the model: `(clamp(rgb, 0, 1) − 0.5)·2` of `video::color::frame_to_rgb`, which does not clamp:
+/// the released pipeline reads 8-bit RGB, so colours outside the RGB cube never reach its model).
 pub fn yuv_to_rgb(rec: &mut Recorder, y: &Tensor, uv: Option<(&Tensor, &Tensor)>, format: &FrameFormat, params: &YuvParams, dtype: DType) -> Result<Tensor> {
     const WHAT: &str = "yuv_to_rgb";
     check_format(WHAT, format, params)?;
@@ -380,11 +382,11 @@ pub mod cpu {
     use super::*;
     use crate::video::color::{frame_to_rgb, rgb_to_frame};
 
-    /// A frame → `[H, W, 3]` in [−1, 1]: `(v − 0.5)·2` of `frame_to_rgb`.
+    /// A frame → `[H, W, 3]` in [−1, 1]: `(clamp(v, 0, 1) − 0.5)·2` of `frame_to_rgb`.
     pub fn yuv_to_rgb(frame: &Frame, params: &YuvParams) -> Vec<f32> {
         let planar = frame_to_rgb(frame, params);
         let n = planar.len() / 3;
-        (0..n).flat_map(|i| (0..3).map(move |c| (i, c))).map(|(i, c)| (planar[c * n + i] - 0.5) * 2.0).collect()
+        (0..n).flat_map(|i| (0..3).map(move |c| (i, c))).map(|(i, c)| (planar[c * n + i].clamp(0.0, 1.0) - 0.5) * 2.0).collect()
     }
 
     /// `[H, W, 3]` in [−1, 1] → a frame: `clamp(x, −1, 1)·0.5 + 0.5`, then `rgb_to_frame`.
@@ -405,6 +407,7 @@ mod tests {
     use super::*;
     use crate::testutil::*;
     use crate::video::color::Matrix;
+    use crate::video::color::frame_to_rgb;
     use crate::video::y4m::Range;
 
     const FORMATS: [(Chroma, Siting); 7] = [
@@ -430,8 +433,8 @@ mod tests {
         v
     }
 
-    /// A frame of uniformly random codes over the whole 0..2^depth range (out-of-gamut colours
-    /// included: neither side clamps on the way in).
+    /// A frame of uniformly random codes over the whole 0..2^depth range (colours outside the
+    /// RGB cube included, so both sides' clamp on the way in is compared too).
     fn random_frame(rng: &mut Rng, format: FrameFormat) -> Frame {
         let mut f = Frame::filled(format, [0, 0, 0]);
         for p in f.planes.iter_mut() {
@@ -517,6 +520,33 @@ mod tests {
         }
         eprintln!("rgb_to_yuv: {off_by_one} of {total} codes differ by 1 from the CPU twin, the rest are equal");
         assert!(off_by_one * 200 <= total, "seed {seed}: {off_by_one} of {total} codes off by one");
+    }
+
+    /// Colours outside the RGB cube reach the model clamped, as the released pipeline's 8-bit RGB
+    /// frames hold them: limited-range super-white (Y 255), a saturated red past the cube (Y 235,
+    /// V 240: R′ 1.70) and super-black (Y 0) give exactly 1 and −1 where they leave the cube.
+    #[test]
+    fn model_input_is_clamped_to_the_rgb_cube() {
+        let gpu = test_gpu();
+        let p = YuvParams { matrix: Matrix::Bt601, range: Range::Limited, depth: 8 };
+        let format = FrameFormat { width: 3, height: 1, chroma: Chroma::C444, siting: Siting::Center, depth: 8 };
+        let mut frame = Frame::filled(format, [0, 128, 128]);
+        for (i, yuv) in [[255u16, 128, 128], [235, 128, 240], [0, 128, 128]].into_iter().enumerate() {
+            (0..3).for_each(|c| frame.planes[c][i] = yuv[c]);
+        }
+        let unclamped = frame_to_rgb(&frame, &p);
+        assert!(unclamped[0] > 1.05 && unclamped[1] > 1.5 && unclamped[2] < -0.05, "{unclamped:?}");
+        for dt in gpu.dtypes() {
+            let planes = upload_frame(&gpu, &frame).unwrap();
+            let mut rec = gpu.recorder();
+            let out = yuv_to_rgb(&mut rec, &planes.y, planes.uv.as_ref().map(|(u, v)| (u, v)), &format, &p, dt).unwrap();
+            rec.submit();
+            let got = out.to_f32(&gpu).unwrap();
+            assert_eq!([got[0], got[1], got[2]], [1.0; 3], "{dt:?} super-white: {got:?}");
+            assert_eq!(got[3], 1.0, "{dt:?} R of a red past the cube: {got:?}");
+            assert_eq!([got[6], got[7], got[8]], [-1.0; 3], "{dt:?} super-black: {got:?}");
+            assert_close(&format!("{dt:?}"), &got, &cpu::yuv_to_rgb(&frame, &p), dt.tolerance(1e-6));
+        }
     }
 
     /// Frames large enough that every chroma row and column has interior taps, at 16 bits too.

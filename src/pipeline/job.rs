@@ -385,8 +385,9 @@ fn emit_chunk<W: Write>(
 }
 
 /// An input frame → the model's LR input, padded: `[3][ph][pw]` in [−1, 1]. Chroma upsampling,
-/// the YUV matrix and the code range run on the GPU (`ops::color::yuv_to_rgb`, whose CPU twin
-/// is `video::color::frame_to_rgb`); the reflect padding on the host.
+/// the YUV matrix, the code range and the clamp to the RGB cube run on the GPU
+/// (`ops::color::yuv_to_rgb`, whose CPU twin is `ops::color::cpu::yuv_to_rgb`); the reflect
+/// padding on the host.
 fn frame_to_padded_rgb(gpu: &Gpu, frame: &Frame, params: &YuvParams, pad: &LatentPad) -> Result<PaddedFrame> {
     let hwc = color::frame_to_rgb_f32(gpu, frame, params, gpu.max_binding())?;
     let n = hwc.len() / LR_CHANNELS;

@@ -10,7 +10,7 @@
 //!   C = 128·2^(d−8) + 224·2^(d−8)·C′; full Y = (2^d − 1)·Y′, C = 2^(d−1) + (2^d − 1)·C′
 //!   (the ffmpeg/JPEG convention), with Y′ ∈ [0, 1], C′ ∈ [−½, ½].
 //! * RGB is planar `[3][H][W]` f32 in [0, 1] (not clamped on the way in, so out-of-gamut YUV
-//!   round-trips); the model's [−1, 1] is `2x − 1` on top.
+//!   round-trips); the model's [−1, 1] is `2·clamp(x, 0, 1) − 1` on top (`ops::color`).
 //! * Chroma upsampling to 4:4:4 is bilinear at the variant's siting (edges clamped); downsampling
 //!   averages: a 2-tap box where chroma sits between luma samples, a triangle where it is
 //!   co-sited ([1 2 1]/4 for 4:2:0 and 4:2:2, [1 2 3 4 3 2 1]/16 for 4:1:1's four luma samples
