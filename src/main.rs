@@ -304,7 +304,7 @@ struct UpscaleCli {
     /// unet_3d_config.json or vae_config.json beside the checkpoints overrides the built-in configs.
     #[arg(long, env = "DIFFVSR_WEIGHTS")]
     weights: Option<PathBuf>,
-    /// Denoising steps (1 to 1000).
+    /// Denoising steps (1 to 999).
     #[arg(long, allow_negative_numbers = true, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
     /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the UNet

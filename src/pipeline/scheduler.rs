@@ -28,6 +28,9 @@ pub const DEFAULT_NOISE_LEVEL: u32 = 50;
 pub const MAX_NOISE_LEVEL: u32 = 350;
 /// `--steps` default (spec §4.3).
 pub const DEFAULT_STEPS: usize = 50;
+/// Most `--steps` the released schedule takes: its "leading" spacing with steps_offset 1 puts
+/// the first of 1000 steps at t = 1000, past its 1000 training timesteps (diffusers fails there).
+pub const MAX_STEPS: usize = 999;
 /// `--guidance` default (spec §4.3).
 pub const DEFAULT_GUIDANCE: f32 = 5.0;
 
@@ -423,8 +426,8 @@ mod tests {
         assert!(d.timesteps(0).unwrap_err().contains("--steps 0"));
         assert!(d.timesteps(1001).is_err());
         // leading + steps_offset 1 at 1000 steps reaches t = 1000: refused with advice.
-        assert!(d.steps(1000).unwrap_err().contains("use fewer steps"));
-        assert_eq!(d.steps(999).unwrap().len(), 999);
+        assert!(d.steps(MAX_STEPS + 1).unwrap_err().contains("use fewer steps"));
+        assert_eq!(d.steps(MAX_STEPS).unwrap().len(), MAX_STEPS);
     }
 
     #[test]

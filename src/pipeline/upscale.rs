@@ -187,8 +187,8 @@ pub fn check_settings(steps: usize, noise_level: u32, guidance: f32) -> Result<(
     if noise_level > crate::pipeline::scheduler::MAX_NOISE_LEVEL {
         bail!("--noise-level {noise_level}: at most {}", crate::pipeline::scheduler::MAX_NOISE_LEVEL);
     }
-    if steps == 0 || steps > 1000 {
-        bail!("--steps {steps}: between 1 and 1000");
+    if steps == 0 || steps > crate::pipeline::scheduler::MAX_STEPS {
+        bail!("--steps {steps}: between 1 and {} (the released schedule's timesteps)", crate::pipeline::scheduler::MAX_STEPS);
     }
     if !guidance.is_finite() {
         bail!("--guidance {guidance}: a finite number (the default is {})", crate::pipeline::scheduler::DEFAULT_GUIDANCE);
@@ -496,7 +496,23 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_streams;
+    use super::{check_settings, check_streams};
+    use crate::pipeline::scheduler::{Ddim, MAX_STEPS};
+
+    /// Every step count the settings pass, the schedule takes: the refusal comes before the
+    /// models load, not from the schedule after them (1000 steps reach t = 1000).
+    #[test]
+    fn settings_take_what_the_schedule_takes() {
+        for steps in [1, 50, MAX_STEPS] {
+            check_settings(steps, 50, 5.0).unwrap();
+            Ddim::released().steps(steps).unwrap();
+        }
+        for steps in [0, MAX_STEPS + 1] {
+            let e = check_settings(steps, 50, 5.0).unwrap_err().to_string();
+            assert!(e.contains(&format!("--steps {steps}: between 1 and {MAX_STEPS}")), "{e}");
+        }
+        assert!(check_settings(50, 351, 5.0).is_err() && check_settings(50, 50, f32::NAN).is_err());
+    }
 
     /// A terminal for stdin or stdout is refused with the pipe to use, before any work.
     #[test]
