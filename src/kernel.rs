@@ -88,7 +88,9 @@ struct PendingStep {
     /// binding of this step into one buffer (a packed arena).
     kernel: Kernel,
     pipeline: Arc<crate::gpu::pipelines::Pipeline>,
-    params: wgpu::Buffer,
+    /// The parameter block's bytes, uploaded with the others by [`Recorder::into_graph`] (a
+    /// plan creates no buffer).
+    params: Vec<u8>,
     binds: Vec<Bind>,
     workgroups: [u32; 3],
     /// Arithmetic the op says this dispatch does ([`Recorder::add_flops`]).
@@ -363,10 +365,6 @@ impl<'g> Recorder<'g> {
         }
         let mut bytes = bytemuck::bytes_of(params).to_vec();
         bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
-        let ubuf = wgpu::util::DeviceExt::create_buffer_init(
-            &self.gpu.device,
-            &wgpu::util::BufferInitDescriptor { label: Some("params"), contents: &bytes, usage: wgpu::BufferUsages::UNIFORM },
-        );
         self.dispatches += 1;
         if let Some(c) = &mut self.capture {
             let binds = tensors
@@ -376,10 +374,11 @@ impl<'g> Recorder<'g> {
                     None => Bind::Buffer(t.buf.clone(), t.offset(), t.binding_size()),
                 })
                 .collect();
-            c.steps.push(PendingStep { label: kernel.label(), kernel: kernel.clone(), pipeline, params: ubuf, binds, workgroups, flops: 0.0 });
+            c.steps.push(PendingStep { label: kernel.label(), kernel: kernel.clone(), pipeline, params: bytes, binds, workgroups, flops: 0.0 });
             c.trace.lock().unwrap().now += 1;
             return Ok(());
         }
+        let ubuf = uniform_buffer(self.gpu, "params", &bytes);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: ubuf.as_entire_binding() }];
         for (i, t) in tensors.iter().enumerate() {
             // Kept until submit (see the pool's safety note).
@@ -487,11 +486,21 @@ impl<'g> Recorder<'g> {
             (c.arena.place(self.gpu, &trace, &conflicts)?, trace.peak_live(), trace.largest())
         };
         resolve_live_slots(&c.trace, &places);
+        // Every step's parameter block in one buffer, each at an offset a uniform binding takes.
+        let align = self.gpu.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
+        let mut all_params = Vec::new();
+        let mut params_at = Vec::with_capacity(c.steps.len());
+        for p in &c.steps {
+            all_params.resize(all_params.len().div_ceil(align) * align, 0);
+            params_at.push((all_params.len() as u64, p.params.len() as u64));
+            all_params.extend_from_slice(&p.params);
+        }
+        let params = uniform_buffer(self.gpu, "graph params", &all_params);
         let mut keep = Vec::new();
         let mut steps = Vec::with_capacity(c.steps.len());
         let mut activation_bytes_bound = 0u64;
         let mut read_write_dispatches = 0;
-        for p in c.steps {
+        for (p, (at, size)) in c.steps.into_iter().zip(params_at) {
             let bytes_bound = p.activation_bytes_bound();
             activation_bytes_bound += bytes_bound;
             let mut placed = Vec::with_capacity(p.binds.len());
@@ -511,7 +520,8 @@ impl<'g> Recorder<'g> {
             let mixed = (0..n).any(|i| (i + 1..n).any(|j| placed[i].0 == placed[j].0 && writes(i) != writes(j)));
             read_write_dispatches += mixed as usize;
             let pipeline = if mixed { self.gpu.pipeline(&p.kernel.clone().all_read_write())? } else { p.pipeline.clone() };
-            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: p.params.as_entire_binding() }];
+            let params = wgpu::BufferBinding { buffer: &params, offset: at, size: wgpu::BufferSize::new(size) };
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(params) }];
             for (i, &(buffer, offset, size)) in placed.iter().enumerate() {
                 let binding = wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(size) };
                 entries.push(wgpu::BindGroupEntry { binding: (i + 1) as u32, resource: wgpu::BindingResource::Buffer(binding) });
@@ -549,6 +559,20 @@ impl<'g> Recorder<'g> {
             by_kernel: tally(c.steps.iter().map(|p| (p.label.as_str(), p.activation_bytes_bound(), p.flops))),
         }
     }
+}
+
+/// A uniform buffer holding `bytes` (a multiple of 16, not empty). Written through the queue,
+/// not mapped at creation: wgpu's `create_buffer_init` panics where the buffer is invalid (a lost
+/// device), where a write is an error like any other.
+fn uniform_buffer(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.len().max(16) as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    gpu.queue.write_buffer(&buf, 0, bytes);
+    buf
 }
 
 /// Timestamps one timed run may take: 2 queries a dispatch, and wgpu caps a query set at 4096.

@@ -371,6 +371,11 @@ impl Gpu {
                 });
             }
         }));
+        // A lost device is the cause of whatever errors follow it: it replaces them, and stays.
+        let slot = error.clone();
+        device.set_device_lost_callback(move |reason, why| {
+            *slot.lock().unwrap() = Some(DeviceError::Lost(format!("{reason:?}: {why}")));
+        });
         let coop = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             adapter.cooperative_matrix_properties()
         } else {
@@ -538,27 +543,38 @@ impl Gpu {
     /// Waits until the submission `index` (and those before it) is done, not for later ones;
     /// returns a device error as [`Gpu::sync`] does.
     pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
-        let waited = self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None });
-        self.check()?;
-        waited.map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
-        Ok(())
+        self.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
     }
 
     /// Waits until all submitted work is done; returns the first device error reported since
     /// the last sync (out of memory, a lost device, a validation error), if any.
     pub fn sync(&self) -> Result<()> {
-        let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
-        self.check()?;
-        waited.map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
-        Ok(())
+        self.poll(wgpu::PollType::wait_indefinitely())
     }
 
-    /// Returns (and clears) the first device error reported since the last check, without waiting.
+    /// Polls the device, then returns the first device error; wgpu's panic on a lost device
+    /// (see [`super::lost`]) is one of them.
+    fn poll(&self, how: wgpu::PollType) -> Result<()> {
+        let waited = super::lost::quietly(|| self.device.poll(how));
+        self.check()?;
+        match waited {
+            Ok(w) => w.map(drop).map_err(|e| anyhow!("waiting for the GPU failed: {e}")),
+            Err(panic) => bail!("{}", super::lost::message(&panic)),
+        }
+    }
+
+    /// Returns (and clears) the first device error reported since the last check, without
+    /// waiting; a lost device's is returned by every check after it.
     pub fn check(&self) -> Result<()> {
-        match self.error.lock().unwrap().take() {
+        let mut slot = self.error.lock().unwrap();
+        if let Some(DeviceError::Lost(why)) = &*slot {
+            bail!("{}", super::lost::message(why));
+        }
+        match slot.take() {
             None => Ok(()),
             Some(DeviceError::OutOfMemory) => bail!("the GPU ran out of memory: {}, {}", super::pool::SMALLER, super::pool::OUT_OF_MEMORY),
             Some(DeviceError::Other(m)) => bail!("GPU error: {m}"),
+            Some(DeviceError::Lost(_)) => unreachable!("returned above"),
         }
     }
 
@@ -706,6 +722,8 @@ fn tensor_cores_line(features: wgpu::Features, props: &[wgpu::CooperativeMatrixP
 #[derive(Clone, Debug)]
 enum DeviceError {
     OutOfMemory,
+    /// wgpu's reason and message.
+    Lost(String),
     Other(String),
 }
 

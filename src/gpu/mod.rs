@@ -1,10 +1,11 @@
 //! The device layer, below the executor: adapters, limits, features and device errors
-//! (`device.rs`), buffers and their pool (`pool.rs`), kernels and the pipeline cache
+//! (`device.rs`; a lost device in `lost.rs`), buffers and their pool (`pool.rs`), kernels and the pipeline cache
 //! (`pipelines.rs`), the device memory a job may plan for (`memory.rs`), and the kernel tiles timed per shape on the adapter (`tune.rs`). It knows
 //! nothing of what tensors mean.
 
 pub mod arena;
 pub mod device;
+pub mod lost;
 pub mod memory;
 pub mod pipelines;
 pub mod pool;
