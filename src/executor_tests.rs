@@ -272,6 +272,10 @@ fn plan_limits_plan_for_a_larger_gpu() {
     assert_eq!(plan.live_peak, 2 * (160 << 20), "input and output alive together");
     assert!(plan.planned_bytes >= plan.live_peak, "{plan:?}");
     assert_eq!(planning.pool.stats().created_bytes, 0, "nothing may be allocated");
+    // Metal reports its largest buffer as the binding limit: no binding past what 32-bit
+    // element indices address in f16.
+    let metal_like = Gpu::new(&GpuOptions { plan_limits: Some((8 << 30, 8 << 30)), ..GpuOptions::from_env() }).unwrap();
+    assert_eq!(metal_like.max_binding(), i32::MAX as u64);
 }
 
 /// A tensor an op sized to fit one binding (`empty_banded`, the Winograd planes) is planned and

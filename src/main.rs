@@ -552,8 +552,7 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
             gpu::check_can_run(a).map_err(|e| e.context("--plan"))?;
         }
         let adapter = chosen.map(|a| {
-            let l = a.limits();
-            let b = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+            let b = gpu::device::binding_limit(&a.limits());
             let software = a.get_info().device_type == wgpu::DeviceType::Cpu;
             let memory = match (u.gpu_memory, gpu::memory::heap_report(&a)) {
                 (Some(cap), _) => Some((cap, "--gpu-memory")),

@@ -593,9 +593,9 @@ impl Gpu {
         BufferLimits { device: &self.device, max_buffer: self.limits.max_buffer_size }
     }
 
-    /// The largest storage binding (bytes) a kernel may read or write through.
+    /// The largest storage binding (bytes) a kernel may read or write through ([`binding_limit`]).
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        binding_limit(&self.limits)
     }
 
     /// Byte offsets of bound views must be multiples of this.
@@ -716,6 +716,14 @@ fn tensor_cores_line(features: wgpu::Features, props: &[wgpu::CooperativeMatrixP
             info.subgroup_min_size, info.subgroup_max_size
         ),
     }
+}
+
+/// The largest storage binding (bytes) kernels may use under `limits`: the adapter's binding
+/// and buffer limits, and never past 2 GiB − 1, what the kernels' 32-bit element indices address
+/// in f16. wgpu caps Vulkan's and DX12's bindings there; Metal's is its largest buffer (several
+/// GiB on larger Macs), where tiles sized to it would give tensors the kernels refuse.
+pub fn binding_limit(limits: &wgpu::Limits) -> u64 {
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(i32::MAX as u64)
 }
 
 /// A device error wgpu reported asynchronously, kept until the next sync.
