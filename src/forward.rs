@@ -216,9 +216,18 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
             crate::gpu::human_bytes(graph.live_peak_bytes())
         );
         crate::outln!(
-            "device memory in all:   {} (the device pool's peak, weights, inputs and outputs, plus the activations' buffers: what the engine allocated, not the driver's own)",
+            "device memory in all:   {} (the device pool's peak, weights and inputs, plus the activations' buffers, outputs included: what the engine allocated, not the driver's own)",
             crate::gpu::human_bytes(device_total(gpu, graph.planned_bytes()))
         );
+        let allocator = gpu.device.generate_allocator_report();
+        match &allocator {
+            Some(r) => crate::outln!(
+                "driver allocations:     {} live in {} of memory blocks (wgpu's allocator after the runs: buffers, staging and parameter blocks)",
+                crate::gpu::human_bytes(r.total_allocated_bytes),
+                crate::gpu::human_bytes(r.total_reserved_bytes)
+            ),
+            None => crate::outln!("driver allocations:     not reported by this backend"),
+        }
         crate::outln!(
             "dispatches:             {} (binding {} of activations in all: each kernel's inputs and outputs once)",
             graph.dispatches(),
@@ -244,7 +253,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         if let Some(path) = &o.json {
             let pool = gpu.pool.stats();
             let (b, h, w) = o.random_inputs.unwrap_or((0, 0, 0));
-            let report = serde_json::json!({
+            let mut report = serde_json::json!({
                 "model": format!("{:?}", o.model),
                 "config": o.config.as_ref().map(|p| p.display().to_string()),
                 "weights": weights_name,
@@ -283,7 +292,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                 "planned_activation_bytes": graph.planned_bytes(),
                 "planned_activation_bytes_note": "planned: peak of the forward's memory plan (arena)",
                 "pool_peak_live_bytes": pool.peak_live_bytes,
-                "pool_peak_live_bytes_note": "measured: the device buffer pool's peak of bytes handed out at once (weights, inputs, outputs; the activations live in the arena, not here)",
+                "pool_peak_live_bytes_note": "measured: the device buffer pool's peak of bytes handed out at once (weights, inputs; the activations and outputs live in the arena, not here)",
                 "measured_peak_bytes": device_total(gpu, graph.planned_bytes()),
                 "measured_peak_bytes_note": "measured: pool peak + the arena's buffers as created (weights + activations); buffers the engine allocated, not the driver's own count",
                 "load_s": load_s,
@@ -298,6 +307,9 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
                     "from_cache": t.cached,
                 })).collect::<Vec<_>>(),
             });
+            // Beside the object, whose size reaches the json! macro's recursion limit.
+            report["allocator"] = serde_json::json!(allocator.as_ref().map(|r| serde_json::json!({"allocated_bytes": r.total_allocated_bytes, "reserved_bytes": r.total_reserved_bytes})));
+            report["allocator_note"] = serde_json::json!("wgpu's allocator after the runs (null where the backend reports none): the live allocations (buffers, staging, parameter blocks) and the memory blocks reserved for them, the driver-side view of measured_peak_bytes");
             std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("writing {}", path.display()))?;
             crate::diagln!("wrote report to {}", path.display());
         }
@@ -350,8 +362,8 @@ fn graph_summary(p: &crate::kernel::GraphPlan) -> String {
     )
 }
 
-/// The device memory the engine allocates for a forward: the pool's peak (weights, inputs,
-/// outputs) plus the activations' buffers (`--report`'s "in all", its JSON's
+/// The device memory the engine allocates for a forward: the pool's peak (weights, inputs)
+/// plus the activations' buffers (outputs included) (`--report`'s "in all", its JSON's
 /// `measured_peak_bytes`; `--plan-only`'s before any activation exists).
 fn device_total(gpu: &Gpu, activation_bytes: u64) -> u64 {
     gpu.pool.stats().peak_live_bytes + activation_bytes

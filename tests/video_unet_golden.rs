@@ -315,4 +315,11 @@ fn plan_only_prints_what_a_run_allocates() {
     let calls: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
     assert_eq!(calls, report["dispatches"].as_u64().unwrap(), "by_kernel misses dispatches");
     assert!(rows.iter().any(|r| r["kernel"].as_str().unwrap().starts_with("group_norm_stats")), "{rows:?}");
+    // wgpu's allocator, where the backend reports one (Vulkan does), holds at least the weights
+    // and the activations the engine counts.
+    if let Some(a) = report["allocator"].as_object() {
+        let counted = report["weight_bytes"].as_u64().unwrap() + report["planned_activation_bytes"].as_u64().unwrap();
+        assert!(a["allocated_bytes"].as_u64().unwrap() >= counted, "{a:?} under {counted}");
+        assert!(a["reserved_bytes"].as_u64().unwrap() >= a["allocated_bytes"].as_u64().unwrap(), "{a:?}");
+    }
 }
