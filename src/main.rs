@@ -80,9 +80,14 @@ struct GpuArgs {
     winograd: bool,
 }
 
-/// A `--gpu-memory` size (`10GiB`, `512MiB`, bytes).
+/// A `--gpu-memory` size (`10GiB`, `512MiB`, bytes). A bare number under 1 MiB is refused: no
+/// job fits in it, and `--gpu-memory 10` means 10 GiB far more often than 10 bytes.
 fn parse_size(s: &str) -> Result<u64, String> {
-    diffvsr_wgpu::gpu::parse_bytes(s)
+    let bytes = diffvsr_wgpu::gpu::parse_bytes(s)?;
+    if bytes < 1 << 20 && s.trim().chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!("{s} bytes is too little GPU memory for any job: give a unit, e.g. {s}GiB"));
+    }
+    Ok(bytes)
 }
 
 impl GpuArgs {
@@ -305,7 +310,7 @@ struct UpscaleCli {
     #[arg(long, env = "DIFFVSR_WEIGHTS")]
     weights: Option<PathBuf>,
     /// Denoising steps (1 to 999).
-    #[arg(long, allow_negative_numbers = true, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_steps, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
     /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the UNet
     /// runs on the positive prompt alone, half the work; the negative prompt is still read, to
@@ -313,7 +318,7 @@ struct UpscaleCli {
     #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
     guidance: f32,
     /// Low-res noise augmentation level (0 to 350).
-    #[arg(long, allow_negative_numbers = true, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_noise_level, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
     noise_level: u32,
     /// Seed of all noise: the same seed gives the same bytes.
     #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_seed)]
@@ -364,7 +369,7 @@ struct UpscaleCli {
     /// to the last are written and a note says so on stderr; START past the end is an error.
     /// Parts join byte for byte on one kind of GPU with the same tiles: give parts that share
     /// a GPU or run on different cards one fixed --tile (auto picks by free memory).
-    #[arg(long, value_name = "START:END")]
+    #[arg(long, value_name = "START:END", allow_hyphen_values = true)]
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
     /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), or WxH for
     /// rectangular tiles, for the UNet and the VAE decoder alike; or `auto`: per model, of the
@@ -393,7 +398,7 @@ struct UpscaleCli {
     /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
     /// may use (Vulkan); Metal, DX12 and GL report nothing, and then only the binding limit is
     /// planned for. For sharing a GPU with other work.
-    #[arg(long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     gpu_memory: Option<u64>,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a
     /// model or reading a frame (the frame count comes from the input file's size).
@@ -506,6 +511,21 @@ fn parse_output_depth(s: &str) -> Result<u8, String> {
 /// argument).
 fn parse_seed(s: &str) -> Result<u64, String> {
     s.trim().parse::<u64>().map_err(|_| format!("{s}: a whole number from 0 to {}", u64::MAX))
+}
+
+/// A whole number from `lo` to `hi`, said so where it is not one.
+fn parse_within(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    s.trim().parse::<u64>().ok().filter(|n| (lo..=hi).contains(n)).ok_or_else(|| format!("a whole number from {lo} to {hi}"))
+}
+
+/// `--steps`: 1 to the most the released schedule takes.
+fn parse_steps(s: &str) -> Result<usize, String> {
+    parse_within(s, 1, diffvsr_wgpu::pipeline::scheduler::MAX_STEPS as u64).map(|n| n as usize)
+}
+
+/// `--noise-level`: 0 to the pipeline's `max_noise_level`.
+fn parse_noise_level(s: &str) -> Result<u32, String> {
+    parse_within(s, 0, diffvsr_wgpu::pipeline::scheduler::MAX_NOISE_LEVEL as u64).map(|n| n as u32)
 }
 
 /// A count of at least one (`--runs`).
@@ -835,6 +855,9 @@ mod tests {
         for (args, flag) in [
             (&["upscale", "--steps", "-1"][..], "--steps"),
             (&["upscale", "--noise-level", "-5"], "--noise-level"),
+            (&["upscale", "--frames", "-1"], "--frames"),
+            (&["upscale", "--frames", "-1:5"], "--frames"),
+            (&["upscale", "--gpu-memory", "-1"], "--gpu-memory"),
             (&["upscale", "--tile", "-8"], "--tile"),
             (&["upscale", "--tile-overlap", "-8"], "--tile-overlap"),
             (&["upscale", "--windows-per-call", "-2"], "--windows-per-call"),
@@ -847,6 +870,27 @@ mod tests {
         ] {
             let e = super::Cli::try_parse_from(std::iter::once("diffvsr-wgpu").chain(args.iter().copied())).err().unwrap_or_else(|| panic!("{args:?} parsed")).to_string();
             assert!(e.contains(&format!("invalid value '{}'", args[args.len() - 1])) && e.contains(flag), "{args:?}: {e}");
+        }
+    }
+
+    /// Sampler numbers out of range say the range (not "invalid digit" or u32's range); a bare
+    /// `--gpu-memory` number too small for any job asks for a unit.
+    #[test]
+    fn ranges_and_units_are_said() {
+        use clap::Parser;
+        for (args, want) in [
+            (&["--steps", "-1"][..], "a whole number from 1 to 999"),
+            (&["--steps", "1000"], "a whole number from 1 to 999"),
+            (&["--noise-level", "-5"], "a whole number from 0 to 350"),
+            (&["--noise-level", "351"], "a whole number from 0 to 350"),
+            (&["--gpu-memory", "10"], "give a unit, e.g. 10GiB"),
+            (&["--gpu-memory", "10PB"], "GB and TB read as those"),
+        ] {
+            let e = super::Cli::try_parse_from(std::iter::once("diffvsr-wgpu").chain(args.iter().copied())).err().unwrap_or_else(|| panic!("{args:?} parsed")).to_string();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        for ok in [&["--steps", "999", "--noise-level", "0"][..], &["--gpu-memory", "10GB"], &["--gpu-memory", "8589934592"]] {
+            super::Cli::try_parse_from(std::iter::once("diffvsr-wgpu").chain(ok.iter().copied())).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
     }
 

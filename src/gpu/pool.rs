@@ -176,7 +176,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        u => return Err(format!("'{s}': unknown unit '{u}' (use B, KiB, MiB, GiB or TiB)")),
+        u => return Err(format!("'{s}': unknown unit '{u}' (use B, KiB, MiB, GiB or TiB; KB, MB, GB and TB read as those)")),
     };
     let bytes = v * (1u64 << shift) as f64;
     if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
