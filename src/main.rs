@@ -793,11 +793,44 @@ fn drop_empty_settings() {
     }
 }
 
+/// Notes for an error `text` naming a flag the environment set (`--weights` from
+/// `DIFFVSR_WEIGHTS`, say) where the command line (`args`) did not: a stale export in a shell
+/// profile is otherwise hard to trace from a message about a flag never typed.
+fn env_notes(text: &str, args: &[String], var: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    use clap::CommandFactory;
+    fn flags(c: &clap::Command, out: &mut Vec<(String, String)>) {
+        out.extend(c.get_arguments().filter_map(|a| Some((a.get_long()?.to_string(), a.get_env()?.to_string_lossy().into_owned()))));
+        c.get_subcommands().for_each(|s| flags(s, out));
+    }
+    let mut all = Vec::new();
+    flags(&Cli::command(), &mut all);
+    all.sort();
+    all.dedup();
+    let typed = |long: &str| args.iter().any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let named = |long: &str| text.match_indices(&format!("--{long}")).any(|(i, m)| !text[i + m.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-'));
+    all.into_iter()
+        .filter(|(long, _)| named(long) && !typed(long))
+        .filter_map(|(long, env)| var(&env).map(|v| format!("note: --{long} was not given: it came from the environment, {env}={v}")))
+        .collect()
+}
+
 fn main() -> ExitCode {
     drop_empty_settings();
     quiet_display_probe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
-    match run(Cli::parse()) {
+    let args: Vec<String> = std::env::args().collect();
+    let notes = |text: &str| env_notes(text, &args, |k| std::env::var(k).ok()).into_iter().for_each(|n| diffvsr_wgpu::diagln!("{n}"));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr() {
+                notes(&e.to_string());
+            }
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // Stopped by Ctrl-C (or SIGTERM, SIGHUP): said as such, with the shell's exit code for
         // SIGINT whichever signal it was (the handler is not told).
@@ -813,6 +846,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             diffvsr_wgpu::diagln!("error: {e:#}");
+            notes(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -844,6 +878,23 @@ mod tests {
         collect(&super::Cli::command(), &mut read);
         let listed: std::collections::BTreeSet<String> = super::FLAG_VARIABLES.iter().map(|s| s.to_string()).collect();
         assert_eq!(read, listed);
+    }
+
+    /// An error naming a flag the environment set, not the command line, says so.
+    #[test]
+    fn flags_from_the_environment_are_named() {
+        let var = |k: &str| (k == "DIFFVSR_WEIGHTS").then(|| "/nonexistent".to_string());
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = "--weights /nonexistent: no such folder";
+        assert_eq!(super::env_notes(e, &args(&["diffvsr-wgpu", "-i", "in.y4m"]), var), ["note: --weights was not given: it came from the environment, DIFFVSR_WEIGHTS=/nonexistent"]);
+        for typed in [&["diffvsr-wgpu", "--weights", "/nonexistent"][..], &["diffvsr-wgpu", "--weights=/nonexistent"]] {
+            assert!(super::env_notes(e, &args(typed), var).is_empty(), "{typed:?}");
+        }
+        assert!(super::env_notes("--steps 0: between 1 and 999", &args(&["x"]), var).is_empty());
+        // A longer flag that begins with another's name is not that flag.
+        let var = |k: &str| (k == "DIFFVSR_TUNE").then(|| "on".to_string());
+        assert!(super::env_notes("--tune-cache: not a folder", &args(&["x"]), var).is_empty());
+        assert_eq!(super::env_notes("invalid value 'x' for '--tune <MODE>'", &args(&["x"]), var).len(), 1);
     }
 
     /// A negative number for a flag that takes a count or a size is named as that flag's
