@@ -90,10 +90,20 @@ fn compare(o: &ForwardOptions, shape: &[usize], got: &[f32], dtype: DType, f16_o
     Ok(Some(pass))
 }
 
-/// The files to write, checked before the forward: a missing folder fails now, and none may be
-/// a file the run reads or the other one written (the output is written before a FAIL is
-/// returned: over its own `--expect` file, the next run would compare it with itself and pass).
+/// The files to read and to write, checked before the model loads: a missing file or folder
+/// fails now, and none of those written may be a file the run reads or the other one written
+/// (the output is written before a FAIL is returned: over its own `--expect` file, the next run
+/// would compare it with itself and pass).
 fn check_files(o: &ForwardOptions) -> Result<()> {
+    // The files read after the model's load (and `--expect` after the forward too) are there.
+    for (flag, read) in [("--inputs", &o.inputs), ("--expect", &o.expect), ("--config", &o.config)] {
+        let Some(p) = read else { continue };
+        match std::fs::metadata(p) {
+            Err(e) => bail!("{flag} {}: {e}", p.display()),
+            Ok(m) if m.is_dir() => bail!("{flag} {} is a folder: give the file", p.display()),
+            Ok(_) => {}
+        }
+    }
     if let Some(p) = &o.output {
         crate::weights::check_output_file(p)?;
     }
@@ -513,6 +523,16 @@ mod tests {
             assert!(e.contains(want), "{e}");
         };
         refused(opts(Some(reference.clone()), None), "--output");
+        // A file read that is not there, or is a folder, fails before the model loads.
+        let mut missing = opts(None, None);
+        missing.expect = Some(dir.join("no-such.safetensors"));
+        refused(missing, "--expect");
+        let mut folder_input = opts(None, None);
+        folder_input.inputs = Some(dir.clone());
+        refused(folder_input, "--inputs");
+        let mut no_config = opts(None, None);
+        no_config.config = Some(dir.join("no-such.json"));
+        refused(no_config, "--config");
         refused(opts(Some(dir.join(".").join("ref.safetensors")), None), "is the --expect file");
         if cfg!(unix) {
             // (Elsewhere a hard link is another canonical path.)
