@@ -814,6 +814,13 @@ fn env_notes(text: &str, args: &[String], var: impl Fn(&str) -> Option<String>) 
         .collect()
 }
 
+/// A note for a parse error about a bare file name (`diffvsr-wgpu in.y4m` reads as a command
+/// name, `-i in.y4m out.y4m` as one after the options): files are given with `-i` and `-o`.
+fn file_note(text: &str, args: &[String]) -> Option<String> {
+    let bare = args.iter().skip(1).find(|a| !a.starts_with('-') && text.contains(&format!("'{a}'")) && (a.contains('.') || std::path::Path::new(a).exists()))?;
+    Some(format!("note: '{bare}' reads as a command; files are given with -i and -o, e.g. diffvsr-wgpu -i in.y4m -o out.y4m"))
+}
+
 fn main() -> ExitCode {
     drop_empty_settings();
     quiet_display_probe();
@@ -826,6 +833,9 @@ fn main() -> ExitCode {
             let _ = e.print();
             if e.use_stderr() {
                 notes(&e.to_string());
+                if let Some(n) = file_note(&e.to_string(), &args) {
+                    diffvsr_wgpu::diagln!("{n}");
+                }
             }
             return ExitCode::from(e.exit_code() as u8);
         }
@@ -878,6 +888,21 @@ mod tests {
         collect(&super::Cli::command(), &mut read);
         let listed: std::collections::BTreeSet<String> = super::FLAG_VARIABLES.iter().map(|s| s.to_string()).collect();
         assert_eq!(read, listed);
+    }
+
+    /// A bare file name taken for a command is told how files are given.
+    #[test]
+    fn bare_files_are_told_about_i_and_o() {
+        use clap::Parser;
+        for args in [&["diffvsr-wgpu", "in.y4m"][..], &["diffvsr-wgpu", "-i", "in.y4m", "out.y4m"]] {
+            let e = super::Cli::try_parse_from(args).err().unwrap().to_string();
+            let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            let n = super::file_note(&e, &owned).unwrap_or_else(|| panic!("{args:?}: no note for {e}"));
+            assert!(n.contains("given with -i and -o"), "{n}");
+        }
+        // A mistyped command is not a file.
+        let e = super::Cli::try_parse_from(["diffvsr-wgpu", "upscle"]).err().unwrap().to_string();
+        assert_eq!(super::file_note(&e, &["diffvsr-wgpu".into(), "upscle".into()]), None);
     }
 
     /// An error naming a flag the environment set, not the command line, says so.
