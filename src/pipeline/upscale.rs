@@ -182,6 +182,28 @@ fn check_paths(a: &UpscaleArgs) -> Result<()> {
     Ok(())
 }
 
+/// Settings given that change nothing in this run, said before it starts.
+fn idle_settings(a: &UpscaleArgs) -> Vec<String> {
+    let mut notes = Vec::new();
+    if crate::pipeline::options::cfg_halves(a.guidance) == 1 {
+        notes.push(format!(
+            "--guidance {}: at 1 or less there is no classifier-free guidance (the UNet runs on the positive prompt alone; the negative prompt has no effect)",
+            a.guidance
+        ));
+    }
+    if a.random_weights.is_some() {
+        for (flag, text, default, embeds) in [
+            ("--prompt", &a.prompt, DEFAULT_PROMPT, &a.prompt_embeds),
+            ("--negative-prompt", &a.negative_prompt, DEFAULT_NEGATIVE_PROMPT, &a.negative_prompt_embeds),
+        ] {
+            if text != default && embeds.is_none() {
+                notes.push(format!("{flag} has no effect with --random-weights: there is no text encoder, and random embeddings stand in"));
+            }
+        }
+    }
+    notes
+}
+
 /// The sampler's numbers a run refuses (and `--plan` with it).
 pub fn check_settings(steps: usize, noise_level: u32, guidance: f32) -> Result<()> {
     if noise_level > crate::pipeline::scheduler::MAX_NOISE_LEVEL {
@@ -347,6 +369,9 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if a.random_weights.is_some() && !a.quiet {
         crate::diagln!("--random-weights: synthetic weights, the output is not an upscale (a timing run)");
     }
+    if !a.quiet {
+        idle_settings(a).iter().for_each(|n| crate::diagln!("note: {n}"));
+    }
     let opts = JobOptions {
         steps: a.steps,
         guidance: a.guidance,
@@ -496,7 +521,44 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_settings, check_streams};
+    use super::{check_settings, check_streams, idle_settings, UpscaleArgs, DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT};
+
+    /// A guidance of 1 or less, and prompts beside random weights, are said to change nothing.
+    #[test]
+    fn idle_settings_are_said() {
+        let a = UpscaleArgs {
+            input: None,
+            output: None,
+            weights: Default::default(),
+            steps: 50,
+            guidance: 5.0,
+            noise_level: 50,
+            seed: 10,
+            ilt: crate::pipeline::windows::Ilt::Released,
+            matrix: crate::video::color::MatrixChoice::Auto,
+            output_format: crate::video::y4m::OutputFormat { chroma: None, depth: None },
+            prompt: DEFAULT_PROMPT.into(),
+            negative_prompt: DEFAULT_NEGATIVE_PROMPT.into(),
+            prompt_embeds: None,
+            negative_prompt_embeds: None,
+            quiet: false,
+            frames: None,
+            gif: None,
+            tiles: Default::default(),
+            windows_per_call: Default::default(),
+            random_weights: None,
+            redecode_overflow: false,
+        };
+        assert!(idle_settings(&a).is_empty());
+        let unguided = UpscaleArgs { guidance: 1.0, ..a.clone() };
+        assert!(idle_settings(&unguided)[0].contains("no classifier-free guidance"), "{:?}", idle_settings(&unguided));
+        let random = UpscaleArgs { random_weights: Some(1), ..a.clone() };
+        assert!(idle_settings(&random).is_empty(), "the default prompts are no choice");
+        let prompted = UpscaleArgs { prompt: "a cat".into(), ..random.clone() };
+        assert!(idle_settings(&prompted)[0].starts_with("--prompt has no effect"), "{:?}", idle_settings(&prompted));
+        let with_embeds = UpscaleArgs { prompt_embeds: Some("pos.safetensors".into()), ..prompted };
+        assert!(idle_settings(&with_embeds).is_empty());
+    }
     use crate::pipeline::scheduler::{Ddim, MAX_STEPS};
 
     /// Every step count the settings pass, the schedule takes: the refusal comes before the
