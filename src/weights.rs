@@ -176,6 +176,12 @@ impl WeightStore {
                 }
                 self.notes.extend(ck.notes.into_iter().map(|n| format!("{}: {n}", path.display())));
             }
+            // A safetensors header is JSON after its 8-byte length: anything else at byte 8 is
+            // another kind of file, not a damaged copy to download again.
+            Format::Other if map.len() > 8 && map[8] != b'{' => {
+                let head: String = String::from_utf8_lossy(&map[..map.len().min(16)]).chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '.' }).collect();
+                bail!("{} is neither a PyTorch checkpoint nor a safetensors file (it begins \"{head}\"): give a weights file", path.display());
+            }
             Format::Other => {
                 let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
                     anyhow::anyhow!(
@@ -633,6 +639,13 @@ mod tests {
         std::fs::write(&p, "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 3836789143\n").unwrap();
         let e = WeightStore::open(&p).err().unwrap().to_string();
         assert!(e.contains("DiffVSR_UNet.pt") && e.contains("Git LFS pointer") && e.contains("git lfs pull") && e.contains("fetch-weights"), "{e}");
+        std::fs::write(&p, "YUV4MPEG2 W64 H48 F25:1 Ip C420jpeg\nFRAME\n").unwrap();
+        let e = WeightStore::open(&p).err().unwrap().to_string();
+        assert!(e.contains("neither a PyTorch checkpoint nor a safetensors file (it begins \"YUV4MPEG2 W64 H4\")"), "{e}");
+        // A safetensors file cut inside its header is still called damaged.
+        std::fs::write(&p, [&16u64.to_le_bytes()[..], b"{\"a\":"].concat()).unwrap();
+        let e = WeightStore::open(&p).err().unwrap().to_string();
+        assert!(e.contains("not a valid safetensors file") && e.contains("download it again"), "{e}");
         std::fs::write(&p, "\n  <!DOCTYPE html>\n<html><body>Sign in</body></html>").unwrap();
         let e = WeightStore::open(&p).err().unwrap().to_string();
         assert!(e.contains("a web page"), "{e}");
