@@ -20,7 +20,14 @@ use diffvsr_wgpu::{bench, checkpoint, fetch, forward, gpu, DType, Gpu, GpuOption
                   from stdin (or -i) upscaled ×4 to stdout (or -o), e.g. \
                   `ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu | ffmpeg -f yuv4mpegpipe -i - out.mp4`. \
                   Large frames run in spatial tiles (--tile). The other commands list GPUs, fetch and convert the weights, encode \
-                  prompts, run one forward pass of each model against reference tensors, and benchmark kernels."
+                  prompts, run one forward pass of each model against reference tensors, and benchmark kernels.",
+    after_help = "Examples:\n  \
+                  diffvsr-wgpu fetch-weights\n  \
+                  ffmpeg -i in.mp4 -f yuv4mpegpipe - | diffvsr-wgpu | ffmpeg -f yuv4mpegpipe -i - out.mp4\n  \
+                  diffvsr-wgpu -i in.y4m -o out.y4m --gif preview.gif\n  \
+                  diffvsr-wgpu -i in.y4m --plan    (what a run would do: windows, tiles, memory)\n  \
+                  diffvsr-wgpu devices\n\n\
+                  README.md has the rest: prompts, --frames parts, tiles, choosing a GPU."
 )]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
@@ -33,6 +40,7 @@ struct Cli {
 
 /// How to choose and use the GPU (commands that run one).
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "GPU")]
 struct GpuArgs {
     /// Adapter to use: an index from `devices`, or part of its name.
     #[arg(long, env = "DIFFVSR_ADAPTER")]
@@ -55,8 +63,9 @@ struct GpuArgs {
     /// tensor cores with operands rounded to f16, accumulating and storing in f32, as PyTorch's
     /// TF32 default does, where the adapter has cooperative matrices: about 7e-4 relative error
     /// on the VAE goldens, against 2e-3 with f16 storage. auto: on for `upscale`, which decodes
-    /// again with f32 operands any chunk that overflows f16's range; off for `forward` and
-    /// `bench` (checks against references). on: everywhere, an overflow stops with an error.
+    /// again with f32 operands any chunk that overflows f16's range; off for `forward`, `bench`
+    /// (checks against references) and `encode-prompt`. on (or the flag alone, so give a value
+    /// where a word follows it): everywhere, an overflow stops with an error.
     #[arg(long, env = "DIFFVSR_F16_OPERANDS", default_value = "auto", value_name = "auto|on|off", num_args = 0..=1, default_missing_value = "on")]
     f16_operands: TuneMode,
     /// Time the candidate tiles of each matmul, convolution and attention shape the first time it runs and
@@ -300,65 +309,65 @@ enum Cmd {
 #[derive(Args)]
 struct UpscaleCli {
     /// Input y4m file (default, or `-`: stdin).
-    #[arg(short, long)]
+    #[arg(help_heading = "Files", short, long)]
     input: Option<PathBuf>,
     /// Output y4m file (default, or `-`: stdout).
-    #[arg(short, long)]
+    #[arg(help_heading = "Files", short, long)]
     output: Option<PathBuf>,
     /// The DiffVSR release folder (default: the release `fetch-weights` downloaded). A
     /// unet_3d_config.json or vae_config.json beside the checkpoints overrides the built-in configs.
-    #[arg(long, env = "DIFFVSR_WEIGHTS")]
+    #[arg(help_heading = "Files", long, env = "DIFFVSR_WEIGHTS")]
     weights: Option<PathBuf>,
     /// Denoising steps (1 to 999).
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_steps, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
+    #[arg(help_heading = "Sampling", long, allow_negative_numbers = true, value_parser = parse_steps, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_STEPS)]
     steps: usize,
     /// Classifier-free guidance scale (at 1 or less none, as in the released pipeline: the UNet
     /// runs on the positive prompt alone, half the work; the negative prompt is still read, to
     /// no effect).
-    #[arg(long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
+    #[arg(help_heading = "Sampling", long, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_GUIDANCE, allow_negative_numbers = true, value_parser = parse_finite)]
     guidance: f32,
     /// Low-res noise augmentation level (0 to 350).
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_noise_level, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
+    #[arg(help_heading = "Sampling", long, allow_negative_numbers = true, value_parser = parse_noise_level, default_value_t = diffvsr_wgpu::pipeline::scheduler::DEFAULT_NOISE_LEVEL)]
     noise_level: u32,
     /// Seed of all noise: the same seed gives the same bytes.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_seed)]
+    #[arg(help_heading = "Sampling", long, default_value_t = 10, allow_negative_numbers = true, value_parser = parse_seed)]
     seed: u64,
     /// ILT weights: released (0.8/0.2 … 0.2/0.8) or paper (1 − j/3).
-    #[arg(long, default_value = "released")]
+    #[arg(help_heading = "Sampling", long, default_value = "released")]
     ilt: diffvsr_wgpu::pipeline::windows::Ilt,
     /// YUV matrix: auto (BT.709 for frames 1280 or more wide or past 576 lines, else BT.601, as mpv guesses; the input and the output each by its own size), bt601, bt709 or bt2020 (non-constant luminance; y4m carries no matrix, so give it for BT.2020 sources).
-    #[arg(long, default_value = "auto")]
+    #[arg(help_heading = "Colour and output format", long, default_value = "auto")]
     matrix: diffvsr_wgpu::video::color::MatrixChoice,
     /// Output chroma subsampling: 420, 422, 444 or 411 (8-bit only; or yuv420p …; default: the input's).
-    #[arg(long, value_parser = parse_output_chroma)]
+    #[arg(help_heading = "Colour and output format", long, value_parser = parse_output_chroma)]
     output_chroma: Option<diffvsr_wgpu::video::y4m::Chroma>,
     /// Output bits per sample: 8, 9, 10, 12, 14 (not for monochrome, which ffmpeg's y4m lacks) or 16
     /// (default: the input's). More bits than the
     /// input's keep the model's finer steps, e.g. 10 for a 10-bit encode of an 8-bit source.
-    #[arg(long, value_parser = parse_output_depth)]
+    #[arg(help_heading = "Colour and output format", long, value_parser = parse_output_depth)]
     output_depth: Option<u8>,
     /// Prompt.
-    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_PROMPT, conflicts_with = "prompt_embeds")]
+    #[arg(help_heading = "Prompts", long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_PROMPT, conflicts_with = "prompt_embeds")]
     prompt: String,
     /// Negative prompt.
-    #[arg(long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_NEGATIVE_PROMPT, conflicts_with = "negative_prompt_embeds")]
+    #[arg(help_heading = "Prompts", long, default_value = diffvsr_wgpu::pipeline::upscale::DEFAULT_NEGATIVE_PROMPT, conflicts_with = "negative_prompt_embeds")]
     negative_prompt: String,
     /// Prompt embeddings from `encode-prompt` (safetensors `prompt_embeds` [1,77,D]) instead of --prompt.
-    #[arg(long)]
+    #[arg(help_heading = "Prompts", long)]
     prompt_embeds: Option<PathBuf>,
     /// Negative prompt embeddings from `encode-prompt` instead of --negative-prompt.
-    #[arg(long)]
+    #[arg(help_heading = "Prompts", long)]
     negative_prompt_embeds: Option<PathBuf>,
     /// No progress, notes or summary on stderr (only the note that --frames ran past the input's end
     /// stays; progress: frames written, window and step, frames/s, ETA once the length is
     /// known). Ctrl-C (or SIGTERM, SIGHUP) stops after the frame being written (exit code 130;
     /// a second one stops at once).
-    #[arg(long)]
+    #[arg(help_heading = "Frames, progress and planning", long)]
     quiet: bool,
     /// Also write a small animated GIF of the output (at most 320 pixels on the long side, the
     /// stream's frame rate; above 50 fps some frames are skipped to keep its pace), frame by
     /// frame as the output is written; with --frames, of the segment.
-    #[arg(long, value_name = "PREVIEW.gif")]
+    #[arg(help_heading = "Files", long, value_name = "PREVIEW.gif")]
     gif: Option<PathBuf>,
     /// Emit only output frames START to END−1 (counted from 0), bit-identical to the same frames
     /// of a whole-clip run, so a long video can be split over many GPUs and the parts joined
@@ -369,7 +378,7 @@ struct UpscaleCli {
     /// to the last are written and a note says so on stderr; START past the end is an error.
     /// Parts join byte for byte on one kind of GPU with the same tiles: give parts that share
     /// a GPU or run on different cards one fixed --tile (auto picks by free memory).
-    #[arg(long, value_name = "START:END", allow_hyphen_values = true)]
+    #[arg(help_heading = "Frames, progress and planning", long, value_name = "START:END", allow_hyphen_values = true)]
     frames: Option<diffvsr_wgpu::pipeline::windows::FrameRange>,
     /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), or WxH for
     /// rectangular tiles, for the UNet and the VAE decoder alike; or `auto`: per model, of the
@@ -379,35 +388,35 @@ struct UpscaleCli {
     /// least 3/4 of the largest square's; more tiles than that square's only where they save
     /// 5%); one tile, the whole frame, when it fits. Tiles overlap and are blended with feathered weights. Lower it
     /// if the GPU runs out of memory.
-    #[arg(long, allow_negative_numbers = true, value_name = "N|WxH|auto", default_value = "auto")]
+    #[arg(help_heading = "Tiles and GPU memory", long, allow_negative_numbers = true, value_name = "N|WxH|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below each side of the tile
     /// that cuts the frame; default a
     /// quarter of the tile's shorter side that cuts the frame, rounded down to a multiple of 8,
     /// at least 8; none for 8-pixel tiles, which auto picks only with --tile-overlap 0).
-    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    #[arg(help_heading = "Tiles and GPU memory", long, allow_negative_numbers = true, value_name = "N")]
     tile_overlap: Option<usize>,
     /// Windows denoised together in one UNet call (1 to 8), or `auto`: on a GPU, as many as keep
     /// the call within one 128×128-latent window's pixels (the latent is the input's size: 2
     /// from about 90×90 inputs down, up to 4 from 64×64), when the frame is one tile under
     /// --tile auto, and within the GPU's memory where known; else 1. Changes speed and memory,
     /// never the output.
-    #[arg(long, allow_negative_numbers = true, value_name = "N|auto", default_value = "auto")]
+    #[arg(help_heading = "Tiles and GPU memory", long, allow_negative_numbers = true, value_name = "N|auto", default_value = "auto")]
     windows_per_call: diffvsr_wgpu::pipeline::groups::WindowsPerCall,
     /// The GPU memory the job may use, weights included (e.g. 10GiB): `--tile auto` and
     /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
     /// may use (Vulkan); Metal, DX12 and GL report nothing, and then only the binding limit is
     /// planned for. For sharing a GPU with other work.
-    #[arg(long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+    #[arg(help_heading = "Tiles and GPU memory", long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     gpu_memory: Option<u64>,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a
     /// model or reading a frame (the frame count comes from the input file's size).
-    #[arg(long)]
+    #[arg(help_heading = "Frames, progress and planning", long)]
     plan: bool,
     /// Time the job without the release: seeded random weights in place of the checkpoints (the
     /// built-in configs, or the overrides in --weights DIR) and random prompt embeddings unless
     /// given. The output is noise-like, not an upscale.
-    #[arg(long, allow_negative_numbers = true, value_name = "SEED")]
+    #[arg(help_heading = "Frames, progress and planning", long, allow_negative_numbers = true, value_name = "SEED")]
     random_weights: Option<u64>,
     #[command(flatten)]
     gpu: GpuArgs,
