@@ -833,7 +833,18 @@ fn file_note(text: &str, args: &[String]) -> Option<String> {
 fn main() -> ExitCode {
     drop_empty_settings();
     quiet_display_probe();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off")).init();
+    // Warnings and errors read as the program's own messages ("warning: …", as "error:" and
+    // "note:"); RUST_LOG's debug and trace lines keep their level and module.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off"))
+        .format(|buf, r| {
+            use std::io::Write;
+            match r.level() {
+                log::Level::Error => writeln!(buf, "error: {}", r.args()),
+                log::Level::Warn => writeln!(buf, "warning: {}", r.args()),
+                level => writeln!(buf, "[{level} {}] {}", r.target(), r.args()),
+            }
+        })
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let notes = |text: &str| env_notes(text, &args, |k| std::env::var(k).ok()).into_iter().for_each(|n| diffvsr_wgpu::diagln!("{n}"));
     let cli = match Cli::try_parse() {
