@@ -17,6 +17,9 @@ use crate::video::y4m::{OutputFormat, Reader};
 pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header, Option<usize>)> {
     let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
     let meta = f.metadata().with_context(|| format!("reading {}", p.display()))?;
+    if meta.is_dir() {
+        bail!("-i {} is a folder: give a y4m file (or pipe the stream in on stdin)", p.display());
+    }
     let size = meta.len();
     // The header line, as written (its length locates the first frame).
     let mut line = Vec::new();
@@ -324,6 +327,9 @@ mod tests {
         let mut cut = stream(3, "FRAME\n");
         cut.truncate(cut.len() - 5);
         assert_eq!(count("cut.y4m", cut), None);
+        // A folder is told to be one, as the run tells it.
+        let e = y4m_file_frames(&dir).unwrap_err().to_string();
+        assert!(e.contains("is a folder: give a y4m file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

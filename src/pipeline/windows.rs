@@ -222,7 +222,9 @@ impl std::str::FromStr for FrameRange {
             if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(bad());
             }
-            v.parse().map_err(|_| bad())
+            // Past 2^32 − 1 frames (four years at 30 fps) a number is a typo, and sums with it
+            // would overflow.
+            v.parse::<u32>().map(|n| n as usize).map_err(|_| format!("--frames {s}: frame numbers are at most {}", u32::MAX))
         };
         let start = num(a)?;
         let end = if b.is_empty() { None } else { Some(num(b)?) };
@@ -464,6 +466,10 @@ mod tests {
         }
         for bad in ["6:6", "7:6"] {
             assert!(bad.parse::<FrameRange>().unwrap_err().contains("START must be below END"), "{bad}");
+        }
+        assert_eq!("0:4294967295".parse::<FrameRange>().unwrap().end, Some(u32::MAX as usize));
+        for bad in ["0:4294967296", "18446744073709551615:", "99999999999999999999999:"] {
+            assert!(bad.parse::<FrameRange>().unwrap_err().contains("frame numbers are at most 4294967295"), "{bad}");
         }
     }
 
