@@ -301,8 +301,13 @@ mod tests {
         for dt in gpu.dtypes() {
             // Frames filling none, part, all or each of the kernel's four groups of four.
             for f in [1usize, 3, 4, 8, 13, 16] {
-                for (heads, dh) in [(2usize, 32usize), (1, 64), (3, 64)] {
-                    for rope in [false, true] {
+                // Head widths of any multiple of 4; RoPE, which rotates 32 channels, from 32.
+                for (heads, dh) in [(2usize, 32usize), (1, 64), (3, 64), (1, 4), (2, 20), (1, 40), (2, 96)] {
+                    // The networks' widths (32, 64) at every frame count, the others at two.
+                    if dh != 32 && dh != 64 && f != 3 && f != 13 {
+                        continue;
+                    }
+                    for rope in [false, true].into_iter().filter(|&r| !r || dh >= ROPE_DIM) {
                         let shape = [2, f, 3, 5, heads * dh];
                         let n: usize = shape.iter().product();
                         // Scale 2 makes the scores spread so the softmax, RoPE and bias all matter.

@@ -93,9 +93,10 @@ fn transforms_match_their_cpu_twins() {
     }
 }
 
-/// The input transform of a GroupNorm (+ SiLU) applied as it loads gives the planes of the
-/// norm's own pass followed by the plain transform: to the bit in f32, within an f16 rounding in
-/// f16 (see below); per image and pooled over a clip's frames, with and without SiLU, on a band.
+/// The input transform of a GroupNorm (+ SiLU) applied as it loads gives the CPU norm's then
+/// the CPU transform's values, and the planes of the norm's own pass followed by the plain
+/// transform: to the bit in f32, within an f16 rounding in f16 (see below); per image and
+/// pooled over a clip's frames, with and without SiLU, on a band.
 #[test]
 fn a_norm_applied_as_it_loads_gives_the_same_planes() {
     use crate::ops::norm::{group_norm_apply, group_norm_table_w, GroupNormOpts, NormWeight};
@@ -108,9 +109,11 @@ fn a_norm_applied_as_it_loads_gives_the_same_planes() {
         for (s, groups, silu) in cases {
             let r = s.len();
             let (c, frames) = (s[r - 1], if r == 5 { s[1] } else { 1 });
-            let x = Tensor::from_f32(&gpu, &rng.normals(s.iter().product(), 2.0), s, dt).unwrap();
-            let w = NormWeight::from_torch(&gpu, &rng.normals(c, 1.0), &rng.normals(c, 0.5)).unwrap();
-            let (th, _) = cpu::tiles(s[r - 3], s[r - 2]);
+            let xv = rand(&mut rng, s.iter().product(), 2.0, dt);
+            let x = Tensor::from_f32(&gpu, &xv, s, dt).unwrap();
+            let (gamma, beta) = (rng.normals(c, 1.0), rng.normals(c, 0.5));
+            let w = NormWeight::from_torch(&gpu, &gamma, &beta).unwrap();
+            let (th, tw) = cpu::tiles(s[r - 3], s[r - 2]);
             let band = Band { ty0: th / 3, rows: th - th / 3 };
             let mut rec = gpu.recorder();
             let table = group_norm_table_w(&mut rec, &x, groups, 1e-5, &w, GroupNormOpts { frames, pooled: frames > 1, silu }).unwrap();
@@ -119,6 +122,13 @@ fn a_norm_applied_as_it_loads_gives_the_same_planes() {
             let on_load = input_transform(&mut rec, &x, Some(&table), band).unwrap();
             rec.submit();
             let what = format!("{s:?} {} groups {groups} frames {frames} silu {silu} (seed {seed})", dt.name());
+            // The values: the CPU norm (stored in the storage type, as its pass stores it), then
+            // the CPU transform.
+            let (images, px) = (s[..r - 3].iter().product::<usize>(), s[r - 3] * s[r - 2]);
+            let normed = crate::ops::norm::cpu::group_norm(&xv, images, px, c, groups, 1e-5, &gamma, &beta, frames, frames > 1, silu);
+            let normed = if dt == DType::F16 { round_f16(&normed) } else { normed };
+            let want = band_of(&cpu::input_transform(&normed, images, s[r - 3], s[r - 2], c), images, (th, tw, c), band);
+            assert_close(&format!("{what}: the planes against the CPU norm then transform"), &on_load.to_f32(&gpu).unwrap(), &want, dt.tolerance(TOL));
             if dt == DType::F32 {
                 assert!(on_load.read_bytes(&gpu).unwrap() == apart.read_bytes(&gpu).unwrap(), "{what}: other planes than the norm's pass then the transform");
             } else {
