@@ -213,7 +213,7 @@ mod tests {
     /// Writes the regression seeds that the readers' unit tests build in code (run once with
     /// `cargo test --lib write_regression_seeds -- --ignored`; the files are committed).
     #[test]
-    #[ignore]
+    #[ignore = "writes the committed fuzz seeds, by hand"]
     fn write_regression_seeds() {
         use crate::checkpoint::tests::{state_dict_pkl, torch_zip};
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");

@@ -123,7 +123,7 @@ fn loading_errors_name_the_problem() {
 /// full-size DiffVSR UNet check (`video_unet_golden`) builds and runs the same shared skeleton
 /// (`models/unet.rs`) at the same widths.
 #[test]
-#[ignore]
+#[ignore = "full size, ~90 s on lavapipe; on request"]
 fn full_size_sdx4_unet_runs_at_a_small_latent() {
     use diffvsr_wgpu::models::registry::{load_model_from, random_inputs};
     let gpu = test_gpu();

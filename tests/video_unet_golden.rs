@@ -144,7 +144,7 @@ fn full_size_diffvsr_unet_has_the_official_keys() {
 /// `tools/gpu-check.sh` run the full-size model through `forward --random-weights` instead, at
 /// larger latents.
 #[test]
-#[ignore]
+#[ignore = "full size, minutes on lavapipe; the GPU scripts run it through forward"]
 fn full_size_diffvsr_unet_runs() {
     full_size(ModelKind::DiffvsrUnet, "diffvsr_unet", true);
 }

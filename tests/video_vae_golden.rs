@@ -159,7 +159,7 @@ fn full_size_te3dvae_keys_match() {
 /// `tools/gpu-check.sh` run the full-size model through `forward --random-weights` instead, at
 /// larger latents.
 #[test]
-#[ignore]
+#[ignore = "full size, slow on lavapipe; the GPU scripts run it through forward"]
 fn full_size_te3dvae_runs() {
     full_size(ModelKind::Te3dVaeDecoder, "te3dvae", 336, 2, (2, 4), true);
 }

@@ -255,6 +255,7 @@ mod tests {
             rec.submit();
             let got = out.to_u32(&gpu).unwrap();
             let want = cpu::philox_words(&table, key, stream, y0, x0, h, w);
+            assert_eq!(got.len(), want.len(), "[{f}, {h}, {w}]");
             let bad = got.iter().zip(&want).position(|(a, b)| a != b);
             assert!(bad.is_none(), "[{f}, {h}, {w}] key {key:#x}: first differing word {bad:?}, seed {seed}");
         }

@@ -202,7 +202,7 @@ mod tests {
             let row_len = cols * groups + 3;
             let stride = rows + 2;
             let src_len = stride * cols + rows;
-            for dt in [DType::F32, DType::F16] {
+            for dt in gpu.dtypes() {
                 let out = Tensor::empty(&gpu, &[rows, row_len], dt).unwrap();
                 let mut want = vec![0f32; rows * row_len];
                 let mut rec = gpu.recorder();

@@ -468,7 +468,7 @@ mod tests {
     /// bytes per latent pixel and the tiles; records the graphs, never allocating them. Slow on a software
     /// adapter (it builds the full-size models): `cargo test --lib released_tiles -- --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "a measurement by hand: full-size models, ~40 s on lavapipe"]
     fn released_tiles_for_720p_under_2_gib() {
         use crate::gpu::GpuOptions;
         use crate::models::registry::{default_dtype, load_model_from, Model, ModelKind};
@@ -504,7 +504,7 @@ mod tests {
     /// 16×16 probe. Slow on a software adapter (the full-size models; minutes):
     /// `cargo test --lib released_tiles_by_gpu_memory -- --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "README's tiles table, by hand: full-size models, minutes on lavapipe"]
     fn released_tiles_by_gpu_memory() {
         use crate::gpu::GpuOptions;
         use crate::models::registry::{default_dtype, load_model_from, Model, ModelKind};
