@@ -384,3 +384,35 @@ fn profile_times_every_dispatch_under_its_kernel_label() {
     let want: Vec<f32> = xh.iter().map(|&v| v / (1.0 + (-v).exp()) + v).collect();
     assert_close(&format!("seed {seed}"), &z.to_f32(&gpu).unwrap(), &want, 1e-5);
 }
+
+/// A captured graph's activations are poisoned before their first dispatch at every replay
+/// (on a poisoning device): a slot bound before anything writes it reads NaN, even where the
+/// plan gave it the memory of a tensor that died earlier in the graph, with finite values, and
+/// again at the second replay. The poison steps are not the graph's dispatches.
+#[test]
+fn graph_activations_are_poisoned_before_their_first_dispatch() {
+    let gpu = test_gpu();
+    assert!(gpu.poison());
+    let seed = fresh_seed();
+    let mut rng = Rng::new(seed);
+    let n = 1000;
+    let (x, xh) = upload(&gpu, &rng.normals(n, 1.0), &[n], DType::F32);
+    let mut rec = Recorder::capture(&gpu);
+    let a = unary(&mut rec, Unary::Silu, &x).unwrap();
+    let c = add(&mut rec, &a, &x).unwrap();
+    drop(a);
+    // Never written: planned over `a`'s memory (its life ended at `c`).
+    let b = rec.empty(&[n], DType::F32).unwrap();
+    let out = add(&mut rec, &b, &c).unwrap();
+    drop(b);
+    let graph = rec.into_graph().unwrap();
+    assert_eq!(graph.dispatches(), 3, "poison steps counted as dispatches");
+    assert!(graph.planned_bytes() < 4 * 4 * n as u64, "the plan did not reuse a's memory for b ({} bytes)", graph.planned_bytes());
+    let want: Vec<f32> = xh.iter().map(|&v| v / (1.0 + (-v).exp()) + v).collect();
+    for replay in 0..2 {
+        graph.run(&gpu).unwrap();
+        gpu.sync().unwrap();
+        assert_close(&format!("replay {replay}, seed {seed}"), &c.to_f32(&gpu).unwrap(), &want, 1e-5);
+        assert!(out.to_f32(&gpu).unwrap().iter().all(|v| v.is_nan()), "replay {replay}: an unwritten activation read finite values");
+    }
+}

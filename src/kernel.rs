@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 
 pub use crate::gpu::pipelines::Kernel;
 use crate::gpu::arena::{resolve_live_slots, Storage, Trace};
@@ -79,7 +79,50 @@ struct Capture {
     arena: Arena,
     trace: Arc<Mutex<Trace>>,
     steps: Vec<PendingStep>,
+    /// The slots a poison step already fills ([`Capture::poison_first_use`]).
+    poisoned: std::collections::HashSet<usize>,
 }
+
+/// `shaders/poison.wgsl`'s parameters.
+#[repr(C)]
+#[derive(Copy, Clone, bytemuck::Pod, bytemuck::Zeroable)]
+struct PoisonParams {
+    n: u32,
+    word: u32,
+    _pad: [u32; 2],
+}
+
+impl Capture {
+    /// On a poisoning device, a step that fills each slot of `binds` with NaN (as f32 and as
+    /// both f16 halves) before the first dispatch that binds it, at every replay: a pool tensor is
+    /// poisoned when it is made, but an arena slot's memory held another tensor's values (earlier
+    /// in the graph, or in the last replay), which a kernel that leaves part of its output
+    /// unwritten would pass on unseen. Poison steps are not counted as the graph's dispatches.
+    fn poison_first_use(&mut self, gpu: &Gpu, binds: &[Bind]) -> Result<()> {
+        for b in binds {
+            let Bind::Slot(id, ..) = *b else { continue };
+            if !self.poisoned.insert(id) {
+                continue;
+            }
+            let words = self.trace.lock().unwrap().slot_bytes(id) / 4;
+            if words == 0 {
+                continue;
+            }
+            let kernel = Kernel::new("poison", POISON_SRC, DType::F32);
+            let pipeline = gpu.pipeline(&kernel)?;
+            let params = PoisonParams { n: words as u32, word: 0x7FC0_7FC0, _pad: [0; 2] };
+            ensure!(words <= u32::MAX as u64, "internal: a slot of {words} words to poison");
+            let mut bytes = bytemuck::bytes_of(&params).to_vec();
+            bytes.resize(bytes.len().div_ceil(16) * 16, 0);
+            let workgroups = grid(gpu, (words as u32).div_ceil(256));
+            self.steps.push(PendingStep { label: "poison".into(), kernel, pipeline, params: bytes, binds: vec![Bind::Slot(id, 0, words * 4)], workgroups, flops: 0.0, poison: true });
+            self.trace.lock().unwrap().now += 1;
+        }
+        Ok(())
+    }
+}
+
+const POISON_SRC: &str = include_str!("../shaders/poison.wgsl");
 
 /// A captured dispatch whose bind group waits for the memory plan.
 struct PendingStep {
@@ -95,6 +138,8 @@ struct PendingStep {
     workgroups: [u32; 3],
     /// Arithmetic the op says this dispatch does ([`Recorder::add_flops`]).
     flops: f64,
+    /// A poison step ([`Capture::poison_first_use`]): not one of the graph's dispatches.
+    poison: bool,
 }
 
 impl PendingStep {
@@ -213,6 +258,8 @@ struct Step {
     bytes_bound: u64,
     /// The arithmetic of the dispatch (0 where the op does not count it).
     flops: f64,
+    /// A poison step ([`Capture::poison_first_use`]), not counted as a dispatch.
+    poison: bool,
 }
 
 /// One dispatch of a [`Graph::profile`] replay.
@@ -273,7 +320,7 @@ impl<'g> Recorder<'g> {
             encoder: None,
             keep: Vec::new(),
             timer: None,
-            capture: Some(Capture { arena: arena.clone(), trace: Arc::default(), steps: Vec::new() }),
+            capture: Some(Capture { arena: arena.clone(), trace: Arc::default(), steps: Vec::new(), poisoned: Default::default() }),
             taps: None,
             pool: None,
             dispatches: 0,
@@ -367,14 +414,17 @@ impl<'g> Recorder<'g> {
         bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
         self.dispatches += 1;
         if let Some(c) = &mut self.capture {
-            let binds = tensors
+            let binds: Vec<Bind> = tensors
                 .iter()
                 .map(|t| match t.buf.slot_of(&c.trace) {
                     Some(id) => Bind::Slot(id, t.offset(), t.binding_size()),
                     None => Bind::Buffer(t.buf.clone(), t.offset(), t.binding_size()),
                 })
                 .collect();
-            c.steps.push(PendingStep { label: kernel.label(), kernel: kernel.clone(), pipeline, params: bytes, binds, workgroups, flops: 0.0 });
+            if self.gpu.poison() {
+                c.poison_first_use(self.gpu, &binds)?;
+            }
+            c.steps.push(PendingStep { label: kernel.label(), kernel: kernel.clone(), pipeline, params: bytes, binds, workgroups, flops: 0.0, poison: false });
             c.trace.lock().unwrap().now += 1;
             return Ok(());
         }
@@ -501,7 +551,7 @@ impl<'g> Recorder<'g> {
         let mut activation_bytes_bound = 0u64;
         let mut read_write_dispatches = 0;
         for (p, (at, size)) in c.steps.into_iter().zip(params_at) {
-            let bytes_bound = p.activation_bytes_bound();
+            let bytes_bound = if p.poison { 0 } else { p.activation_bytes_bound() };
             activation_bytes_bound += bytes_bound;
             let mut placed = Vec::with_capacity(p.binds.len());
             for b in &p.binds {
@@ -532,7 +582,7 @@ impl<'g> Recorder<'g> {
                 Bind::Buffer(s, ..) => Some(s),
                 Bind::Slot(..) => None,
             }));
-            steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups, bytes_bound, flops: p.flops });
+            steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups, bytes_bound, flops: p.flops, poison: p.poison });
         }
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
         Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, read_write_dispatches, _keep: keep })
@@ -548,15 +598,16 @@ impl<'g> Recorder<'g> {
         narrow_lives(&c);
         let trace = c.trace.lock().unwrap();
         let (planned_bytes, buffers) = c.arena.plan_bytes(self.gpu, &trace, &conflicts);
+        let counted = || c.steps.iter().filter(|p| !p.poison);
         GraphPlan {
-            dispatches: c.steps.len(),
-            flops: c.steps.iter().map(|p| p.flops).sum(),
-            activation_bytes_bound: c.steps.iter().map(PendingStep::activation_bytes_bound).sum(),
+            dispatches: counted().count(),
+            flops: counted().map(|p| p.flops).sum(),
+            activation_bytes_bound: counted().map(PendingStep::activation_bytes_bound).sum(),
             planned_bytes,
             buffers,
             live_peak: trace.peak_live(),
             largest: trace.largest(),
-            by_kernel: tally(c.steps.iter().map(|p| (p.label.as_str(), p.activation_bytes_bound(), p.flops))),
+            by_kernel: tally(counted().map(|p| (p.label.as_str(), p.activation_bytes_bound(), p.flops))),
         }
     }
 }
@@ -744,8 +795,9 @@ impl Graph {
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-9)
     }
 
+    /// The graph's dispatches (a poisoning device's poison steps not counted).
     pub fn dispatches(&self) -> usize {
-        self.steps.len()
+        self.steps.iter().filter(|s| !s.poison).count()
     }
 
     /// One replay with a timestamp pair around every dispatch: the kernel label, GPU seconds and
@@ -778,7 +830,7 @@ impl Graph {
                 pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
             }
             let ticks = resolve_timestamps(gpu, &mut enc, &set, 2 * n)?;
-            out.extend(chunk.iter().zip(ticks.chunks(2)).map(|(s, t)| StepTime {
+            out.extend(chunk.iter().zip(ticks.chunks(2)).filter(|(s, _)| !s.poison).map(|(s, t)| StepTime {
                 label: s.label.clone(),
                 seconds: t[1].saturating_sub(t[0]) as f64 * period,
                 bytes_bound: s.bytes_bound,
@@ -844,7 +896,7 @@ impl Graph {
             buffers: self.arena.buffer_count(),
             live_peak: self.live_peak,
             largest: self.largest,
-            by_kernel: tally(self.steps.iter().map(|s| (s.label.as_str(), s.bytes_bound, s.flops))),
+            by_kernel: tally(self.steps.iter().filter(|s| !s.poison).map(|s| (s.label.as_str(), s.bytes_bound, s.flops))),
         }
     }
 }

@@ -121,6 +121,11 @@ impl Trace {
         self.slots[id].end = Some(self.now);
     }
 
+    /// The bytes of slot `id`.
+    pub(crate) fn slot_bytes(&self, id: usize) -> u64 {
+        self.slots[id].bytes
+    }
+
     /// How many slots the capture made.
     pub(crate) fn slot_count(&self) -> usize {
         self.slots.len()
