@@ -79,8 +79,6 @@ struct Capture {
     arena: Arena,
     trace: Arc<Mutex<Trace>>,
     steps: Vec<PendingStep>,
-    /// The slots a poison step already fills ([`Capture::poison_first_use`]).
-    poisoned: std::collections::HashSet<usize>,
 }
 
 /// `shaders/poison.wgsl`'s parameters.
@@ -101,10 +99,8 @@ impl Capture {
     fn poison_first_use(&mut self, gpu: &Gpu, binds: &[Bind]) -> Result<()> {
         for b in binds {
             let Bind::Slot(id, ..) = *b else { continue };
-            if !self.poisoned.insert(id) {
-                continue;
-            }
-            let words = self.trace.lock().unwrap().slot_bytes(id) / 4;
+            let Some(bytes) = self.trace.lock().unwrap().first_poison(id) else { continue };
+            let words = bytes / 4;
             if words == 0 {
                 continue;
             }
@@ -320,7 +316,7 @@ impl<'g> Recorder<'g> {
             encoder: None,
             keep: Vec::new(),
             timer: None,
-            capture: Some(Capture { arena: arena.clone(), trace: Arc::default(), steps: Vec::new(), poisoned: Default::default() }),
+            capture: Some(Capture { arena: arena.clone(), trace: Arc::default(), steps: Vec::new() }),
             taps: None,
             pool: None,
             dispatches: 0,

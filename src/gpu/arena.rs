@@ -103,6 +103,8 @@ struct Life {
     start: usize,
     end: Option<usize>,
     storage: Weak<Storage>,
+    /// A poison step fills the slot ([`Trace::first_poison`]).
+    poisoned: bool,
 }
 
 impl Trace {
@@ -113,7 +115,7 @@ impl Trace {
         let id = t.slots.len();
         let storage = Arc::new(Storage::Planned(Slot { id, trace: trace.clone(), place: OnceLock::new() }));
         let start = t.now;
-        t.slots.push(Life { bytes, banded, start, end: None, storage: Arc::downgrade(&storage) });
+        t.slots.push(Life { bytes, banded, start, end: None, storage: Arc::downgrade(&storage), poisoned: false });
         storage
     }
 
@@ -121,9 +123,11 @@ impl Trace {
         self.slots[id].end = Some(self.now);
     }
 
-    /// The bytes of slot `id`.
-    pub(crate) fn slot_bytes(&self, id: usize) -> u64 {
-        self.slots[id].bytes
+    /// The bytes of slot `id` the first time it is asked for, then `None`: a capture's poison
+    /// step for the slot is recorded once (`kernel.rs`).
+    pub(crate) fn first_poison(&mut self, id: usize) -> Option<u64> {
+        let life = &mut self.slots[id];
+        (!std::mem::replace(&mut life.poisoned, true)).then_some(life.bytes)
     }
 
     /// How many slots the capture made.
