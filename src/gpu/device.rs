@@ -509,6 +509,12 @@ impl Gpu {
         coop_fragment_of(&self.coop)
     }
 
+    /// Whether a workgroup of `invocations` along x (as every kernel lays them out) fits the
+    /// adapter: its invocations per workgroup and its workgroup width.
+    pub fn workgroup_fits(&self, invocations: u32) -> bool {
+        invocations <= self.limits.max_compute_invocations_per_workgroup && invocations <= self.limits.max_compute_workgroup_size_x
+    }
+
     /// A fixed subgroup width (the cooperative kernels split their tiles among a known number of
     /// subgroups), or `None` where it varies or subgroups are missing.
     pub fn fixed_subgroup_size(&self) -> Option<u32> {

@@ -89,8 +89,7 @@ pub(super) fn coop_fs(gpu: &crate::Gpu) -> Option<usize> {
 /// Whether the adapter has the invocations and workgroup memory for `tile` at this head width.
 fn tile_fits(gpu: &crate::Gpu, fs: usize, dh: usize, staged_q: bool, tile: CoopTile) -> bool {
     let invocations = 4 * tile.strips() * fs * fs / 8;
-    gpu.limits.max_compute_invocations_per_workgroup as usize >= invocations
-        && gpu.limits.max_compute_workgroup_size_x as usize >= invocations
+    gpu.workgroup_fits(invocations as u32)
         && gpu.limits.max_compute_workgroup_storage_size as usize >= coop_consts(fs, dh, staged_q, tile).3
 }
 

@@ -52,7 +52,7 @@ pub(super) fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCf
     let Some(sg) = gpu.fixed_subgroup_size() else {
         return Err(format!("the adapter's subgroup size varies ({}..{}) or it has no subgroups", gpu.info.subgroup_min_size, gpu.info.subgroup_max_size));
     };
-    if 8 * sg > gpu.limits.max_compute_invocations_per_workgroup {
+    if !gpu.workgroup_fits(8 * sg) {
         return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * sg));
     }
     let smem = gpu.limits.max_compute_workgroup_storage_size;

@@ -97,7 +97,7 @@ fn coop_divides(c: CoopCfg) -> bool {
 fn coop_config(gpu: &Gpu) -> Option<CoopCfg> {
     let cfg = CoopCfg::new(gpu.coop_fragment()?, gpu.fixed_subgroup_size()?, 4);
     (coop_divides(cfg)
-        && cfg.invocations() <= gpu.limits.max_compute_invocations_per_workgroup
+        && gpu.workgroup_fits(cfg.invocations())
         && coop_wg_bytes(cfg) <= gpu.limits.max_compute_workgroup_storage_size)
         .then_some(cfg)
 }
