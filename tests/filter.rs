@@ -716,7 +716,7 @@ fn plan_prints_windows_segments_and_memory_and_runs_nothing() {
     assert!(!ok_ && err.contains("from 1 to 8"), "{err}");
     // No call holds more windows than the clip's three.
     let (ok_, text, err) = plan(&["--windows-per-call", "8"]);
-    assert!(ok_ && text.contains("windows per UNet call: 3"), "{err}{text}");
+    assert!(ok_ && text.contains("windows per UNet call: 3 (--windows-per-call 8: no call holds more windows than the run has)"), "{err}{text}");
     // Random weights read nothing from disk, and the plan does not send the user to fetch any.
     let (ok_, text, err) = plan(&["--random-weights", "1"]);
     assert!(ok_ && text.contains("weights:          seeded random (--random-weights)") && !text.contains("DiffVSR_UNet.pt") && !text.contains("fetch-weights"), "{err}{text}");

@@ -185,6 +185,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let fixed_tile = matches!(tiles.tile, TileSize::Fixed { .. });
     let g = planned_windows(windows_per_call, adapter.is_some_and(|a| a.software), fixed_tile, (uh, uw) == (ph, pw), ph * pw, windows::windows_to_run(t, start, end));
     match windows_per_call {
+        WindowsPerCall::Fixed(n) if g < n => writeln!(o, "windows per UNet call: {g} (--windows-per-call {n}: {})", if g == 1 && (uh, uw) != (ph, pw) { "a tiled frame's windows run one by one" } else { "no call holds more windows than the run has" })?,
         WindowsPerCall::Fixed(_) => writeln!(o, "windows per UNet call: {g}")?,
         WindowsPerCall::Auto if adapter.is_some_and(|a| a.software) => writeln!(o, "windows per UNet call: auto: 1 (a software adapter gains nothing from a larger batch)")?,
         WindowsPerCall::Auto if fixed_tile => writeln!(o, "windows per UNet call: auto: 1 (with a fixed --tile windows are not grouped)")?,
