@@ -241,7 +241,7 @@ enum Cmd {
         expect: Option<PathBuf>,
         /// Relative L2 tolerance for --expect (default: 1e-4 with f32 storage, 2e-3 with f32
         /// storage on f16 operands, 1e-2 with f16).
-        #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance, requires = "expect")]
         tolerance: Option<f64>,
         /// Storage dtype (default: f16 for the UNet where supported, f32 for the VAE decoder).
         #[arg(long)]
@@ -268,7 +268,7 @@ enum Cmd {
         /// it: prints the dispatches, FLOPs and memory (weights, inputs, planned activations) a
         /// run would need. It times nothing: where tuning is on, it makes the choices the tuning
         /// cache holds from earlier runs. With --plan-limits, for a GPU larger than this one.
-        #[arg(long, conflicts_with_all = ["report", "json", "profile", "output", "expect"])]
+        #[arg(long, conflicts_with_all = ["report", "json", "profile", "output", "expect", "runs"])]
         plan_only: bool,
         /// With --plan-only: plan as if this adapter's largest storage binding and largest
         /// buffer were BINDING and BUFFER, e.g. 2GiB,4GiB (an NVIDIA H100 or H200 on Vulkan), so
@@ -908,6 +908,19 @@ mod tests {
         collect(&super::Cli::command(), &mut read);
         let listed: std::collections::BTreeSet<String> = super::FLAG_VARIABLES.iter().map(|s| s.to_string()).collect();
         assert_eq!(read, listed);
+    }
+
+    /// Forward's settings that would change nothing are refused: a tolerance without a
+    /// reference, timed runs of a plan; their defaults stay silent.
+    #[test]
+    fn forward_settings_without_effect_are_refused() {
+        use clap::Parser;
+        let parse = |a: &[&str]| super::Cli::try_parse_from(["diffvsr-wgpu", "forward", "--model", "unet", "--random-weights", "1", "--random-inputs", "1x8x8"].iter().chain(a).copied());
+        let e = parse(&["--tolerance", "1e-3"]).err().unwrap().to_string();
+        assert!(e.contains("--expect"), "{e}");
+        let e = parse(&["--plan-only", "--runs", "3"]).err().unwrap().to_string();
+        assert!(e.contains("--runs"), "{e}");
+        assert!(parse(&["--plan-only"]).is_ok() && parse(&["--tolerance", "1e-3", "--expect", "r.safetensors"]).is_ok() && parse(&["--report", "--runs", "3"]).is_ok());
     }
 
     /// A bare file name taken for a command is told how files are given.
