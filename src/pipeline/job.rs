@@ -589,6 +589,8 @@ mod tests {
         assert!(two.max_frames_held <= WINDOW + 2 * STRIDE, "held {} input frames", two.max_frames_held);
         let (seg, got) = run(2, Some(FrameRange { start: 9, end: Some(n) }));
         assert_eq!((seg.frames_out, seg.windows), (n - 9, 2));
+        // What --plan promises for a segment.
+        assert!(seg.max_frames_held <= crate::pipeline::windows::max_frames_held(9, 2), "held {} input frames", seg.max_frames_held);
         assert!(got[header..] == want[header + 9 * frame..], "a segment at 2 windows per call: frames 9..{n} differ from the whole run's");
     }
 }

@@ -206,7 +206,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     // RGB cut from it; when the VAE is tiled, the fused chunk's latents read back, one latent
     // tile cut from them and one tile's decoded pixels (each tile is blended into the chunk as
     // it comes). Under --tile auto the tiles are not known here: counted untiled.
-    let held = WINDOW + g * STRIDE;
+    let held = windows::max_frames_held(start, g);
     // And the frames read ahead, as they arrive (u16 samples).
     let ahead = (crate::pipeline::source::READ_AHEAD_FRAMES * fmt.plane_len(0).max(1) * 3 * 2) as u64;
     let host = held as u64 * LR_CHANNELS as u64 * plane * f32b

@@ -260,6 +260,15 @@ pub fn windows_to_run(total: Option<usize>, start: usize, end: Option<usize>) ->
     }
 }
 
+/// The most input frames a streaming run from output frame `start` holds at once with `g`
+/// windows per call: a call's windows and the stride before them, and for a segment's first
+/// call the frames before its first window that the clip's tail mirror could reach back to
+/// while the length is unknown (up to 7).
+pub fn max_frames_held(start: usize, g: usize) -> usize {
+    let before_first = window_start(first_window_for(start)) - segment_first_read(start);
+    (WINDOW + g * STRIDE).max(before_first + WINDOW + (g.max(1) - 1) * STRIDE)
+}
+
 /// Input frames a streaming segment ending before `end` reads when the stream is at least that
 /// long: enough that its last window runs on real frames, without mirror padding. Past this it
 /// reads nothing; a stream that ends earlier has a known length, which fixes the mirror
@@ -454,6 +463,23 @@ mod tests {
         }
         assert!(segment_plan(13, 6, 14).unwrap_err().contains("only 13 frames"));
         assert!(segment_plan(13, 6, 6).unwrap_err().contains("START must be below END"));
+    }
+
+    /// The frames a streaming run holds, as the job reads them (`segment_first_read` up to a
+    /// call's last window, nothing dropped before the call runs): 12 for a whole run at one
+    /// window per call, 15 for a segment from window 2 on, 4 more per window of a call.
+    #[test]
+    fn frames_held_by_a_run_and_a_segment() {
+        assert_eq!((max_frames_held(0, 1), max_frames_held(0, 2)), (12, 16));
+        for start in 12..40 {
+            let (first, read) = (first_window_for(start), segment_first_read(start));
+            for g in 1..=4 {
+                // Held before the first call runs: from the first read to its last window's end.
+                let first_call = window_start(first + g - 1) + WINDOW - read;
+                assert!(first_call <= max_frames_held(start, g), "start {start} g {g}: {first_call}");
+            }
+        }
+        assert_eq!(max_frames_held(20, 1), 15);
     }
 
     #[test]
