@@ -100,19 +100,18 @@ impl Capture {
         for b in binds {
             let Bind::Slot(id, ..) = *b else { continue };
             let Some(bytes) = self.trace.lock().unwrap().first_poison(id) else { continue };
+            // Slots are whole words, at least one.
             let words = bytes / 4;
-            if words == 0 {
-                continue;
-            }
+            ensure!(words <= u32::MAX as u64, "internal: a slot of {words} words to poison");
             let kernel = Kernel::new("poison", POISON_SRC, DType::F32);
             let pipeline = gpu.pipeline(&kernel)?;
             let params = PoisonParams { n: words as u32, word: 0x7FC0_7FC0, _pad: [0; 2] };
-            ensure!(words <= u32::MAX as u64, "internal: a slot of {words} words to poison");
             let mut bytes = bytemuck::bytes_of(&params).to_vec();
             bytes.resize(bytes.len().div_ceil(16) * 16, 0);
             let workgroups = grid(gpu, (words as u32).div_ceil(256));
+            // Not a dispatch of the trace's: the slot's life starts at the dispatch it precedes,
+            // so the plan is the one a device that does not poison makes.
             self.steps.push(PendingStep { label: "poison".into(), kernel, pipeline, params: bytes, binds: vec![Bind::Slot(id, 0, words * 4)], workgroups, flops: 0.0, poison: true });
-            self.trace.lock().unwrap().now += 1;
         }
         Ok(())
     }
@@ -154,7 +153,12 @@ impl PendingStep {
 fn narrow_lives(c: &Capture) {
     let mut trace = c.trace.lock().unwrap();
     let mut uses: Vec<Option<(usize, usize)>> = vec![None; trace.slot_count()];
-    for (i, p) in c.steps.iter().enumerate() {
+    // Dispatch indices as the trace counts them: a poison step takes the one of the dispatch
+    // it precedes.
+    let mut next = 0;
+    for p in &c.steps {
+        let i = next;
+        next += !p.poison as usize;
         for b in &p.binds {
             if let Bind::Slot(id, ..) = b {
                 let u = &mut uses[*id];
@@ -608,7 +612,7 @@ impl<'g> Recorder<'g> {
     }
 }
 
-/// A uniform buffer holding `bytes` (a multiple of 16, not empty). Written through the queue,
+/// A uniform buffer holding `bytes` (a multiple of 16; at least 16 bytes are made). Written through the queue,
 /// not mapped at creation: wgpu's `create_buffer_init` panics where the buffer is invalid (a lost
 /// device), where a write is an error like any other.
 fn uniform_buffer(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {

@@ -407,7 +407,7 @@ struct UpscaleCli {
     /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
     /// may use (Vulkan); Metal, DX12 and GL report nothing, and then only the binding limit is
     /// planned for. For sharing a GPU with other work.
-    #[arg(help_heading = "Tiles and GPU memory", long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+    #[arg(help_heading = "Tiles and GPU memory", long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size, allow_negative_numbers = true)]
     gpu_memory: Option<u64>,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a
     /// model or reading a frame (the frame count comes from the input file's size).
@@ -825,8 +825,17 @@ fn env_notes(text: &str, args: &[String], var: impl Fn(&str) -> Option<String>) 
 
 /// A note for a parse error about a bare file name (`diffvsr-wgpu in.y4m` reads as a command
 /// name, `-i in.y4m out.y4m` as one after the options): files are given with `-i` and `-o`.
-fn file_note(text: &str, args: &[String]) -> Option<String> {
-    let bare = args.iter().skip(1).find(|a| !a.starts_with('-') && text.contains(&format!("'{a}'")) && (a.contains('.') || std::path::Path::new(a).exists()))?;
+fn file_note(e: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    // The word clap took for a command: an unknown one, or one after options it cannot follow
+    // (not a flag's bad value, which clap quotes too: `--steps 7.5`).
+    let word = match e.kind() {
+        ErrorKind::InvalidSubcommand => e.get(ContextKind::InvalidSubcommand),
+        ErrorKind::ArgumentConflict | ErrorKind::UnknownArgument => e.get(ContextKind::InvalidArg).or_else(|| e.get(ContextKind::InvalidSubcommand)),
+        _ => None,
+    };
+    let Some(ContextValue::String(word)) = word else { return None };
+    let bare = args.iter().skip(1).find(|a| *a == word && !a.starts_with('-') && (a.contains('.') || std::path::Path::new(a).exists()))?;
     Some(format!("note: '{bare}' reads as a command; files are given with -i and -o, e.g. diffvsr-wgpu -i in.y4m -o out.y4m"))
 }
 
@@ -845,7 +854,8 @@ fn main() -> ExitCode {
             }
         })
         .init();
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy: a file name that is not UTF-8 is still read by clap from args_os.
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let notes = |text: &str| env_notes(text, &args, |k| std::env::var(k).ok()).into_iter().for_each(|n| diffvsr_wgpu::diagln!("{n}"));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -853,7 +863,7 @@ fn main() -> ExitCode {
             let _ = e.print();
             if e.use_stderr() {
                 notes(&e.to_string());
-                if let Some(n) = file_note(&e.to_string(), &args) {
+                if let Some(n) = file_note(&e, &args) {
                     diffvsr_wgpu::diagln!("{n}");
                 }
             }
@@ -928,14 +938,17 @@ mod tests {
     fn bare_files_are_told_about_i_and_o() {
         use clap::Parser;
         for args in [&["diffvsr-wgpu", "in.y4m"][..], &["diffvsr-wgpu", "-i", "in.y4m", "out.y4m"]] {
-            let e = super::Cli::try_parse_from(args).err().unwrap().to_string();
+            let e = super::Cli::try_parse_from(args).err().unwrap();
             let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
             let n = super::file_note(&e, &owned).unwrap_or_else(|| panic!("{args:?}: no note for {e}"));
             assert!(n.contains("given with -i and -o"), "{n}");
         }
-        // A mistyped command is not a file.
-        let e = super::Cli::try_parse_from(["diffvsr-wgpu", "upscle"]).err().unwrap().to_string();
-        assert_eq!(super::file_note(&e, &["diffvsr-wgpu".into(), "upscle".into()]), None);
+        // A mistyped command is not a file, nor a flag's bad value with a dot.
+        for args in [&["diffvsr-wgpu", "upscle"][..], &["diffvsr-wgpu", "--steps", "7.5"], &["diffvsr-wgpu", "--frames", "1.5:3"]] {
+            let e = super::Cli::try_parse_from(args).err().unwrap();
+            let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            assert_eq!(super::file_note(&e, &owned), None, "{args:?}");
+        }
     }
 
     /// An error naming a flag the environment set, not the command line, says so.

@@ -216,6 +216,10 @@ impl std::fmt::Display for FrameRange {
 impl std::str::FromStr for FrameRange {
     type Err = String;
     fn from_str(s: &str) -> Result<FrameRange, String> {
+        if s.starts_with("--") {
+            // `--frames --plan`: the value taken is the next option.
+            return Err(format!("--frames needs START:END (e.g. 0:100) before {s}"));
+        }
         let bad = || format!("--frames {s}: expected START:END (output frames START to END−1, counted from 0, e.g. 0:100) or START: (to the end)");
         let (a, b) = s.split_once(':').ok_or_else(bad)?;
         let num = |v: &str| -> Result<usize, String> {
@@ -494,6 +498,7 @@ mod tests {
             assert!(bad.parse::<FrameRange>().unwrap_err().contains("START must be below END"), "{bad}");
         }
         assert_eq!("0:4294967295".parse::<FrameRange>().unwrap().end, Some(u32::MAX as usize));
+        assert!("--plan".parse::<FrameRange>().unwrap_err().contains("--frames needs START:END (e.g. 0:100) before --plan"));
         for bad in ["0:4294967296", "18446744073709551615:", "99999999999999999999999:"] {
             assert!(bad.parse::<FrameRange>().unwrap_err().contains("frame numbers are at most 4294967295"), "{bad}");
         }
