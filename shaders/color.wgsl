@@ -1,4 +1,4 @@
-// YUV planes -> the model's RGB input (ops/color.rs, CPU twin video::color::frame_to_rgb).
+// YUV planes -> the model's RGB input (ops/color.rs, CPU twin ops::color::cpu::yuv_to_rgb).
 // One invocation per luma sample: chroma is upsampled bilinearly at the variant's siting with
 // clamped edges (exactly video::color::upsample_chroma's taps and lerps), converted with the
 // matrix and range folded into the coefficients below, clamped to [0, 1] (the released pipeline

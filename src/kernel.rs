@@ -480,7 +480,7 @@ impl<'g> Recorder<'g> {
             if bytes > max {
                 return Err(crate::gpu::OverLimit(format!(
                     "kernel '{}' needs a tensor {:?} of {} in one binding, but this GPU binds at most {} \
-                     (max_storage_buffer_binding_size): {}",
+                     (max_storage_buffer_binding_size, at most 2 GiB − 1 here): {}",
                     kernel.name,
                     t.shape(),
                     human_bytes(bytes),

@@ -843,13 +843,16 @@ fn main() -> ExitCode {
     drop_empty_settings();
     quiet_display_probe();
     // Warnings and errors read as the program's own messages ("warning: …", as "error:" and
-    // "note:"); RUST_LOG's debug and trace lines keep their level and module.
+    // "note:"), another crate's naming it; RUST_LOG's debug and trace lines keep their level
+    // and module.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_hal=off"))
         .format(|buf, r| {
             use std::io::Write;
+            // Another crate's (wgpu's) are said to be its.
+            let from = if r.target().starts_with("diffvsr_wgpu") { String::new() } else { format!(" ({})", r.target()) };
             match r.level() {
-                log::Level::Error => writeln!(buf, "error: {}", r.args()),
-                log::Level::Warn => writeln!(buf, "warning: {}", r.args()),
+                log::Level::Error => writeln!(buf, "error{from}: {}", r.args()),
+                log::Level::Warn => writeln!(buf, "warning{from}: {}", r.args()),
                 level => writeln!(buf, "[{level} {}] {}", r.target(), r.args()),
             }
         })

@@ -178,7 +178,8 @@ impl WeightStore {
             }
             // A safetensors header is JSON after its 8-byte length: anything else at byte 8 is
             // another kind of file, not a damaged copy to download again.
-            Format::Other if map.len() > 8 && map[8] != b'{' => {
+            // (A file of zeros is a download cut off, damaged as the branch below says.)
+            Format::Other if map.len() > 8 && map[8] != b'{' && map[..9].iter().any(|&b| b != 0) => {
                 let head: String = String::from_utf8_lossy(&map[..map.len().min(16)]).chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '.' }).collect();
                 bail!("{} is neither a PyTorch checkpoint nor a safetensors file (it begins \"{head}\"): give a weights file", path.display());
             }
@@ -642,6 +643,10 @@ mod tests {
         std::fs::write(&p, "YUV4MPEG2 W64 H48 F25:1 Ip C420jpeg\nFRAME\n").unwrap();
         let e = WeightStore::open(&p).err().unwrap().to_string();
         assert!(e.contains("neither a PyTorch checkpoint nor a safetensors file (it begins \"YUV4MPEG2 W64 H4\")"), "{e}");
+        // A file of zeros (a preallocated download cut off) is called damaged.
+        std::fs::write(&p, [0u8; 4096]).unwrap();
+        let e = WeightStore::open(&p).err().unwrap().to_string();
+        assert!(e.contains("download it again"), "{e}");
         // A safetensors file cut inside its header is still called damaged.
         std::fs::write(&p, [&16u64.to_le_bytes()[..], b"{\"a\":"].concat()).unwrap();
         let e = WeightStore::open(&p).err().unwrap().to_string();

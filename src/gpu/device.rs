@@ -374,7 +374,13 @@ impl Gpu {
         // A lost device is the cause of whatever errors follow it: it replaces them, and stays.
         let slot = error.clone();
         device.set_device_lost_callback(move |reason, why| {
-            *slot.lock().unwrap() = Some(DeviceError::Lost(format!("{reason:?}: {why}")));
+            let mut slot = slot.lock().unwrap();
+            let before = match slot.take() {
+                Some(DeviceError::Other(m)) => format!("; the error before it: {m}"),
+                Some(DeviceError::OutOfMemory) => "; before it the GPU ran out of memory".to_string(),
+                Some(DeviceError::Lost(_)) | None => String::new(),
+            };
+            *slot = Some(DeviceError::Lost(format!("{reason:?}: {why}{before}")));
         });
         let coop = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
             adapter.cooperative_matrix_properties()
@@ -559,13 +565,14 @@ impl Gpu {
     }
 
     /// Polls the device, then returns the first device error; wgpu's panic on a lost device
-    /// (see [`super::lost`]) is one of them.
+    /// (see [`super::lost`]) is caught, the loss told by the device-lost callback.
     fn poll(&self, how: wgpu::PollType) -> Result<()> {
         let waited = super::lost::quietly(|| self.device.poll(how));
         self.check()?;
         match waited {
             Ok(w) => w.map(drop).map_err(|e| anyhow!("waiting for the GPU failed: {e}")),
-            Err(panic) => bail!("{}", super::lost::message(&panic)),
+            // No loss reported (a loss is returned by the check above): wgpu's own failure.
+            Err(panic) => bail!("waiting for the GPU failed: {panic}"),
         }
     }
 
@@ -725,9 +732,10 @@ fn tensor_cores_line(features: wgpu::Features, props: &[wgpu::CooperativeMatrixP
 }
 
 /// The largest storage binding (bytes) kernels may use under `limits`: the adapter's binding
-/// and buffer limits, and never past 2 GiB − 1, what the kernels' 32-bit element indices address
-/// in f16. wgpu caps Vulkan's and DX12's bindings there; Metal's is its largest buffer (several
-/// GiB on larger Macs), where tiles sized to it would give tensors the kernels refuse.
+/// and buffer limits, and never past 2 GiB − 1, where wgpu caps Vulkan's and DX12's bindings
+/// and under which every tensor has fewer than 2^31 elements, what the kernels' 32-bit index
+/// checks take (the convolution's: under `i32::MAX` elements). Metal reports its largest
+/// buffer (several GiB on larger Macs), where tiles sized to it gave tensors the kernels refuse.
 pub fn binding_limit(limits: &wgpu::Limits) -> u64 {
     limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(i32::MAX as u64)
 }

@@ -38,7 +38,7 @@ pub fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// What a run tells the user when the device is lost (`why`: wgpu's reason and message).
 pub fn message(why: &str) -> String {
     format!(
-        "the GPU device was lost ({why}): its driver reset it, after a GPU fault or a kernel that ran past the driver's time limit (such as Windows' 2-second TDR), or the GPU was removed. Run again; if it recurs, update the GPU driver, use smaller tiles (--tile), or raise the driver's time limit on a GPU that also drives a display"
+        "the GPU device was lost ({why}): its driver reset it, after a GPU fault or a kernel that ran past the driver's time limit (such as Windows' 2-second TDR), or the GPU was removed. Run again; if it recurs, update the GPU driver, use smaller tiles (upscale's --tile), or raise the driver's time limit on a GPU that also drives a display"
     )
 }
 

@@ -175,6 +175,11 @@ impl Tuner {
                 }
             })
             .collect();
+        if seconds.iter().all(Option::is_none) {
+            // Nothing timed (a lost device, say): the default, neither kept nor written, so a
+            // later run times the shape again.
+            return 0;
+        }
         let pick = fastest(&seconds);
         let t = Tuned { key: key.to_string(), labels: labels.to_vec(), seconds, pick, cached: false };
         self.met.lock().unwrap().insert(key.to_string());
@@ -379,6 +384,13 @@ mod tests {
         assert_eq!(tuner.pick("fails", &labels(3), |i| if i == 1 { anyhow::bail!("out of memory") } else { Ok([1.0, 0.1, 0.5][i]) }), 2);
         assert_eq!(tuner.pick("default fails", &labels(2), |i| if i == 0 { anyhow::bail!("no") } else { Ok(0.1) }), 0);
         assert_eq!(tuner.picks().iter().find(|t| t.key == "fails").unwrap().seconds, vec![Some(1.0), None, Some(0.5)]);
+        // Where every timing fails (a lost device), nothing is kept or written.
+        let dir = crate::testutil::scratch_dir("tune-all-fail");
+        let path = dir.join("cache.json");
+        let kept = Tuner::new(true, Some(path.clone()));
+        assert_eq!(kept.pick("all fail", &labels(2), |_| anyhow::bail!("the GPU device was lost")), 0);
+        assert_eq!(kept.known("all fail", &labels(2)), None);
+        assert!(!path.exists(), "an untimed choice was written");
     }
 
     #[test]

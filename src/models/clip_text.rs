@@ -666,7 +666,7 @@ mod tests {
     /// `full_width_layer_matches_cpu_reference`, the layer stack against transformers by the tiny
     /// goldens, and 23 identical layers add nothing to either.
     #[test]
-    #[ignore = "full size, ~90 s on lavapipe; tools/gpu-check.sh runs it on a GPU"]
+    #[ignore = "full size, ~90 s on lavapipe; the GPU scripts run the full-size encoder through forward"]
     fn full_size_random_weights_run_one_prompt() {
         let gpu = test_gpu();
         {

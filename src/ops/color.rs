@@ -445,7 +445,7 @@ mod tests {
 
     /// Compared by relative L2 over the four sizes of one (dtype, params, format) together: a
     /// 1×1 frame has three outputs, and one near 0 (RGB near ½) makes the relative error of
-    /// that frame alone meaningless (the CPU twin itself rounds RGB to f32 before `(v − 0.5)·2`,
+    /// that frame alone meaningless (the CPU twin itself rounds RGB to f32 before `(clamp(v) − 0.5)·2`,
     /// so its absolute error is ~6e-8 there too). A wrong 1×1 sample of size ~1 still moves the
     /// joint error by ~1e-1, far above the tolerance.
     #[test]

@@ -185,9 +185,11 @@ fn check_paths(a: &UpscaleArgs) -> Result<()> {
 /// Settings given that change nothing in this run, said before it starts.
 fn idle_settings(a: &UpscaleArgs) -> Vec<String> {
     let mut notes = Vec::new();
-    if crate::pipeline::options::cfg_halves(a.guidance) == 1 {
+    // A negative prompt given beside a guidance of 1 or less (the choice alone is no mistake).
+    let negative_given = a.negative_prompt != DEFAULT_NEGATIVE_PROMPT || a.negative_prompt_embeds.is_some();
+    if crate::pipeline::options::cfg_halves(a.guidance) == 1 && negative_given {
         notes.push(format!(
-            "--guidance {}: at 1 or less there is no classifier-free guidance (the UNet runs on the positive prompt alone; the negative prompt has no effect)",
+            "--guidance {}: at 1 or less there is no classifier-free guidance (the UNet runs on the positive prompt alone): the negative prompt has no effect",
             a.guidance
         ));
     }
@@ -551,7 +553,9 @@ mod tests {
         };
         assert!(idle_settings(&a).is_empty());
         let unguided = UpscaleArgs { guidance: 1.0, ..a.clone() };
-        assert!(idle_settings(&unguided)[0].contains("no classifier-free guidance"), "{:?}", idle_settings(&unguided));
+        assert!(idle_settings(&unguided).is_empty(), "no negative prompt was given");
+        let unguided = UpscaleArgs { negative_prompt: "blurry".into(), ..unguided };
+        assert!(idle_settings(&unguided)[0].contains("the negative prompt has no effect"), "{:?}", idle_settings(&unguided));
         let random = UpscaleArgs { random_weights: Some(1), ..a.clone() };
         assert!(idle_settings(&random).is_empty(), "the default prompts are no choice");
         let prompted = UpscaleArgs { prompt: "a cat".into(), ..random.clone() };

@@ -53,7 +53,7 @@ pub(super) fn coop_config(gpu: &Gpu, dtype: DType, cout: usize) -> Result<CoopCf
         return Err(format!("the adapter's subgroup size varies ({}..{}) or it has no subgroups", gpu.info.subgroup_min_size, gpu.info.subgroup_max_size));
     };
     if !gpu.workgroup_fits(8 * sg) {
-        return Err(format!("{} invocations per workgroup exceed the adapter's limit", 8 * sg));
+        return Err(format!("a workgroup of {} invocations exceeds the adapter's limits (invocations per workgroup, workgroup width)", 8 * sg));
     }
     let smem = gpu.limits.max_compute_workgroup_storage_size;
     let (narrow, wide) = (CoopCfg::new(fs, sg, 2), CoopCfg::new(fs, sg, 4));
