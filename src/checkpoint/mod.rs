@@ -213,6 +213,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
     let mut storages: Vec<TorchStorage> = Vec::new();
     let mut storage_index: HashMap<std::rc::Rc<str>, usize> = HashMap::new();
     let mut tensors = Vec::with_capacity(order.len());
+    let mut all_views = 0usize;
     for name in order {
         let t = by_name[&name];
         let st = &t.storage;
@@ -268,6 +269,17 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
                 t.offset
             )
         })?;
+        // Together too: one expanded view under many names (a memoised pickle value costs a few
+        // bytes a name) would otherwise multiply what `convert` writes without bound.
+        let view_bytes = t.shape.iter().product::<usize>() * es;
+        all_views = all_views.saturating_add(view_bytes);
+        if all_views > max_view_bytes(data.len()) {
+            bail!(
+                "{}: the tensors up to '{name}' hold {all_views} bytes together, more than {VIEW_EXPANSION}x the file's size: \
+                 views repeat their storages over and over (the same expanded view under many names); refusing to materialise them",
+                path.display()
+            );
+        }
         tensors.push(TorchTensor {
             name,
             dtype: st.dtype,
@@ -741,6 +753,14 @@ pub(crate) mod tests {
         std::fs::write(&p, torch_zip(&state_dict_pkl(&[("w", "0", 9, 0, &[8], &[1])]), &[("0", &store)])).unwrap();
         let e = open_err(&p, None);
         assert!(e.contains("holds 32 bytes") && e.contains("9 elements"), "{e}");
+        // Expanded views each within the bound, under more names than the bound takes together
+        // (a disk-filling `convert`: 30 names of 16 MiB from a 1 KB file wrote 503 MB).
+        let shape = [(VIEW_FLOOR as u64 / 4) / 4, 4];
+        let names: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+        let entries: Vec<(&str, &str, u64, u64, &[u64], &[u64])> = names.iter().map(|n| (n.as_str(), "0", 8, 0, &shape[..], &[0, 1][..])).collect();
+        std::fs::write(&p, torch_zip(&state_dict_pkl(&entries), &[("0", &store)])).unwrap();
+        let e = open_err(&p, None);
+        assert!(e.contains("together, more than 4x the file's size"), "{e}");
         std::fs::remove_file(&p).unwrap();
 
         // A conversion that fails while writing (the output name is taken by a folder) leaves
