@@ -128,6 +128,11 @@ pub fn convert(input: &Path, output: &Path, key: Option<&str>, dtype: Option<DTy
     if names.is_empty() {
         bail!("{} holds no tensors", input.display());
     }
+    // The safetensors header keeps its metadata under this key: a tensor of that name would
+    // give a file that no reader takes (a duplicate JSON field).
+    if names.iter().any(|n| n == "__metadata__") {
+        bail!("{} holds a tensor named __metadata__, the name safetensors keeps for its header's metadata: rename it before converting", input.display());
+    }
     let overflow = Cell::new(0usize);
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
     let mut bytes_in = 0usize;

@@ -134,7 +134,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
         [one] => one.clone(),
         [] => bail!("{} is a zip archive without a data.pkl: not a torch.save checkpoint", path.display()),
         _ => {
-            bail!("{} holds several data.pkl ({}): not a single torch.save checkpoint", path.display(), pkls.join(", "))
+            bail!("{} holds several data.pkl ({}): not a single torch.save checkpoint", path.display(), listed(pkls.iter().map(|n| shown(n)), pkls.len()))
         }
     };
     let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
@@ -143,11 +143,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
         let mut s = String::new();
         zip.by_index(i).map_err(|e| corrupt(&e))?.read_to_string(&mut s).map_err(|e| corrupt(&e))?;
         if s.trim() != "little" {
-            bail!(
-                "{} was saved on a '{}'-endian machine: only little-endian checkpoints are supported",
-                path.display(),
-                s.trim()
-            );
+            bail!("{} was saved on a '{}'-endian machine: only little-endian checkpoints are supported", path.display(), shown(s.trim()));
         }
     }
 
@@ -172,42 +168,45 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
     // Later keys win, as when Python builds the dict.
     let mut order: Vec<String> = Vec::new();
     let mut by_name: HashMap<String, &pickle::Tensor> = HashMap::new();
-    let mut skipped: Vec<String> = Vec::new();
+    // The entries skipped: how many, and the first few described (each description may scan a
+    // dict, and a pickle may name one value from millions of entries).
+    let (mut skipped, mut skipped_shown): (usize, Vec<String>) = (0, Vec::new());
     for (k, v) in dict {
         let name = match k {
-            Value::Str(s) => s.to_string(),
+            Value::Str(s) if s.len() > MAX_NAME_LEN => {
+                bail!("{}: a tensor name of {} bytes ('{}'): torch writes module paths of a few hundred at most; the file is corrupt", path.display(), s.len(), shown(s));
+            }
+            Value::Str(s) => s,
             other => {
-                skipped.push(format!("<key {}>", pk.describe(other)));
+                skipped += 1;
+                if skipped_shown.len() < LISTED {
+                    skipped_shown.push(format!("<key {}>", pk.describe(other)));
+                }
                 continue;
             }
         };
         match pk.tensor(v) {
             Some(t) => {
-                if by_name.insert(name.clone(), t).is_none() {
-                    order.push(name);
+                if by_name.insert(name.to_string(), t).is_none() {
+                    order.push(name.to_string());
                 }
             }
             None => {
-                let hint = if pk.dict(v).is_some_and(|d| d.iter().any(|(_, x)| pk.tensor(x).is_some())) {
-                    " (select it with --key)"
-                } else {
-                    ""
-                };
-                skipped.push(format!("{name} ({}){hint}", pk.describe(v)));
+                skipped += 1;
+                if skipped_shown.len() < LISTED {
+                    let hint = if pk.dict(v).is_some_and(|d| d.iter().any(|(_, x)| pk.tensor(x).is_some())) { " (select it with --key)" } else { "" };
+                    skipped_shown.push(format!("{} ({}){hint}", shown(name), pk.describe(v)));
+                }
             }
         }
     }
-    if !skipped.is_empty() {
-        notes.push(format!(
-            "skipped {} non-tensor entr{}: {}",
-            skipped.len(),
-            if skipped.len() == 1 { "y" } else { "ies" },
-            skipped.join(", ")
-        ));
+    let skipped_list = listed(skipped_shown.into_iter(), skipped);
+    if skipped > 0 {
+        notes.push(format!("skipped {skipped} non-tensor entr{}: {skipped_list}", if skipped == 1 { "y" } else { "ies" }));
     }
 
     if order.is_empty() {
-        bail!("{}: the chosen dict holds no tensors; it holds: {}", path.display(), skipped.join(", "));
+        bail!("{}: the chosen dict holds no tensors; it holds: {skipped_list}", path.display());
     }
 
     let mut storages: Vec<TorchStorage> = Vec::new();
@@ -295,6 +294,34 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
     Ok(TorchCheckpoint { tensors, storages, notes })
 }
 
+/// The longest tensor name taken (bytes): module paths are a few hundred at most, and a pickle
+/// could name a memoised string of megabytes from millions of entries.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// How many entries a message lists before "… and N more".
+const LISTED: usize = 20;
+
+/// A name from the file as a message shows it: at most 80 characters, control characters
+/// escaped (a name could clear the terminal or fake an output line).
+pub fn shown(name: &str) -> String {
+    let mut s: String = name.chars().take(80).flat_map(|c| if c.is_control() { c.escape_debug().collect::<Vec<_>>() } else { vec![c] }).collect();
+    if name.chars().nth(80).is_some() {
+        s.push('…');
+    }
+    s
+}
+
+/// The first [`LISTED`] of `items` (of `total`), joined, with how many more there are.
+fn listed(items: impl Iterator<Item = String>, total: usize) -> String {
+    let v: Vec<String> = items.take(LISTED).collect();
+    let more = total.saturating_sub(v.len());
+    if more > 0 {
+        format!("{}, … and {more} more", v.join(", "))
+    } else {
+        v.join(", ")
+    }
+}
+
 /// A materialised view may hold at most this many times the file's bytes (plus
 /// [`VIEW_FLOOR`]): views that overlap themselves (`expand`, stride 0) are the only way a tensor
 /// can be larger than its storage, and no checkpoint needs them to be much larger.
@@ -377,19 +404,17 @@ pub fn select<'p>(pk: &'p Pickle, key: Option<&str>) -> Result<(&'p Items, Vec<S
         bail!("the checkpoint holds a {}, not a dict of tensors", pk.describe(&pk.root));
     };
     let entries = |d: &Items| -> String {
-        let v: Vec<String> = d
-            .iter()
-            .take(20)
-            .map(|(k, v)| match k {
-                Value::Str(s) => format!("'{s}' ({})", pk.describe(v)),
-                k => format!("{} ({})", pk.describe(k), pk.describe(v)),
-            })
-            .collect();
-        v.join(", ")
+        let v = d.iter().map(|(k, v)| match k {
+            Value::Str(s) => format!("'{}' ({})", shown(s), pk.describe(v)),
+            k => format!("{} ({})", pk.describe(k), pk.describe(v)),
+        });
+        listed(v, d.len())
     };
     let get =
         |d: &'p Items, k: &str| d.iter().rev().find(|(kk, _)| matches!(kk, Value::Str(s) if &**s == k)).map(|(_, v)| v);
-    let holds_tensors = |d: &Items| d.iter().any(|(_, v)| pk.tensor(v).is_some());
+    // Each dict scanned once: a pickle may name one large dict from many entries (memoised).
+    let scanned = std::cell::RefCell::new(HashMap::<*const Items, bool>::new());
+    let holds_tensors = |d: &Items| *scanned.borrow_mut().entry(d as *const Items).or_insert_with(|| d.iter().any(|(_, v)| pk.tensor(v).is_some()));
 
     if let Some(key) = key {
         let mut cur = top;
@@ -406,24 +431,25 @@ pub fn select<'p>(pk: &'p Pickle, key: Option<&str>) -> Result<(&'p Items, Vec<S
     if holds_tensors(top) {
         return Ok((top, Vec::new()));
     }
-    let candidates: Vec<(&str, &'p Items)> = top
-        .iter()
-        .filter_map(|(k, v)| match (k, pk.dict(v)) {
-            (Value::Str(s), Some(d)) if holds_tensors(d) => Some((&**s, d)),
-            _ => None,
-        })
-        .collect();
+    // A key given twice names its last value, as when Python builds the dict.
+    let mut candidates: Vec<(&str, &'p Items)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in top.iter().rev() {
+        if let (Value::Str(s), Some(d)) = (k, pk.dict(v)) {
+            if seen.insert(&**s) && holds_tensors(d) {
+                candidates.push((&**s, d));
+            }
+        }
+    }
+    candidates.reverse();
     match candidates.as_slice() {
         [] => bail!("no tensors at the top level or one level down; the checkpoint holds: {}", entries(top)),
         [(name, d)] => Ok((d, vec![format!("state dict: entry '{name}' (the only dict of tensors)")])),
         many => {
-            let names: Vec<&str> = many.iter().map(|(n, _)| *n).collect();
+            let names = listed(many.iter().map(|(n, _)| shown(n)), many.len());
             match many.iter().find(|(n, _)| *n == "ema") {
-                Some((_, d)) => Ok((
-                    d,
-                    vec![format!("state dict: entry 'ema' (EMA weights, preferred among {})", names.join(", "))],
-                )),
-                None => bail!("the checkpoint holds several state dicts ({}): choose one with --key", names.join(", ")),
+                Some((_, d)) => Ok((d, vec![format!("state dict: entry 'ema' (EMA weights, preferred among {names})")])),
+                None => bail!("the checkpoint holds several state dicts ({names}): choose one with --key"),
             }
         }
     }
@@ -770,6 +796,64 @@ pub(crate) mod tests {
         assert!(convert::convert(&data("plain.pt"), &blocker, None, None).is_err());
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("blocker")], "convert left files behind");
+    }
+
+    /// What a file names reaches messages bounded and escaped: skipped entries are counted, the
+    /// first 20 listed; control characters are escaped (a name could clear the terminal or fake
+    /// an output line); a name past [`MAX_NAME_LEN`] is refused; a key given twice names one state
+    /// dict.
+    #[test]
+    fn names_from_the_file_reach_messages_bounded() {
+        let store = vec![0u8; 32];
+        let dir = tmp("names");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("names.pt");
+        // A state dict with extra non-tensor entries appended (key → None).
+        let with_extra = |keys: &[String]| {
+            let mut pkl = state_dict_pkl(&[("w", "0", 8, 0, &[8], &[1])]);
+            pkl.pop(); // STOP
+            pkl.push(b'(');
+            for k in keys {
+                pkl.push(b'X');
+                pkl.extend((k.len() as u32).to_le_bytes());
+                pkl.extend(k.as_bytes());
+                pkl.push(b'N');
+            }
+            pkl.extend(b"u.");
+            pkl
+        };
+        let keys: Vec<String> = (0..500).map(|i| format!("extra{i}")).chain(["\x1b[2J\nFAKE: converted".to_string()]).collect();
+        std::fs::write(&p, torch_zip(&with_extra(&keys), &[("0", &store)])).unwrap();
+        let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
+        let note = ck.notes.iter().find(|n| n.starts_with("skipped")).unwrap();
+        assert!(note.starts_with("skipped 501 non-tensor entries: extra0 (None)") && note.ends_with("… and 481 more") && note.len() < 600, "{note}");
+        std::fs::write(&p, torch_zip(&with_extra(&["\x1b[2J\nFAKE".to_string()]), &[("0", &store)])).unwrap();
+        let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
+        assert!(ck.notes.iter().any(|n| n.contains("\\u{1b}[2J\\nFAKE (None)")), "{:?}", ck.notes);
+        std::fs::write(&p, torch_zip(&with_extra(&["k".repeat(MAX_NAME_LEN + 1)]), &[("0", &store)])).unwrap();
+        let e = open_err(&p, None);
+        assert!(e.contains(&format!("a tensor name of {} bytes", MAX_NAME_LEN + 1)) && e.len() < 400, "{e}");
+        assert_eq!(listed((0..3).map(|i| i.to_string()), 3), "0, 1, 2");
+        assert_eq!(shown(&"é".repeat(100)).chars().count(), 81);
+        // {'sd': D, 'sd': D}: one key, one state dict (Python keeps the last), not "several".
+        let inner = state_dict_pkl(&[("w", "0", 8, 0, &[8], &[1])]);
+        let inner = &inner[2..inner.len() - 1];
+        let mut outer = vec![0x80, 2, b'}', b'('];
+        for _ in 0..2 {
+            outer.push(b'X');
+            outer.extend(2u32.to_le_bytes());
+            outer.extend(b"sd");
+            outer.extend(inner);
+        }
+        outer.extend(b"u.");
+        std::fs::write(&p, torch_zip(&outer, &[("0", &store)])).unwrap();
+        let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
+        assert!(ck.notes.iter().any(|n| n.contains("entry 'sd' (the only dict of tensors)")), "{:?}", ck.notes);
+        // A tensor named as safetensors' metadata would give a file no reader takes.
+        std::fs::write(&p, torch_zip(&state_dict_pkl(&[("__metadata__", "0", 8, 0, &[8], &[1])]), &[("0", &store)])).unwrap();
+        let e = format!("{:#}", convert::convert(&p, &dir.join("meta.safetensors"), None, None).unwrap_err());
+        assert!(e.contains("a tensor named __metadata__"), "{e}");
+        assert!(!dir.join("meta.safetensors").exists());
     }
 
     /// Many tensors naming one storage share its key (no copy per persistent id), and a storage

@@ -116,7 +116,7 @@ impl Pickle {
             Value::Int(i) => format!("int {i}"),
             Value::BigInt => "int".into(),
             Value::Float(f) => format!("float {f}"),
-            Value::Str(s) => format!("str '{}'", s.chars().take(40).collect::<String>()),
+            Value::Str(s) => format!("str '{}'", super::shown(s)),
             Value::Bytes(b) => format!("bytes[{}]", b.len()),
             Value::Global(g) => format!("{g:?}"),
             Value::Obj(_) => match self.obj(v) {
@@ -171,11 +171,13 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
         ("torch", "uint8") => dtype(FileDtype::U8),
         ("torch", "bool") => dtype(FileDtype::BOOL),
         ("torch", n) if n.ends_with("Storage") => {
-            bail!("tensor storage type 'torch.{n}' is not supported (only float, half, bfloat16, double, integer and bool tensors)")
+            bail!("tensor storage type 'torch.{}' is not supported (only float, half, bfloat16, double, integer and bool tensors)", super::shown(n))
         }
         _ => bail!(
-            "global '{module}.{name}' is not allowed: a checkpoint is data, and only the globals that rebuild tensors \
-             and state dicts are accepted (no code is ever run); this file may be malicious, or hold objects other than tensors"
+            "global '{}.{}' is not allowed: a checkpoint is data, and only the globals that rebuild tensors \
+             and state dicts are accepted (no code is ever run); this file may be malicious, or hold objects other than tensors",
+            super::shown(module),
+            super::shown(name)
         ),
     }
 }
@@ -705,7 +707,7 @@ impl Machine<'_> {
             bail!("persistent id {} is not a torch storage reference", describe_items(&items))
         };
         if &**tag != "storage" {
-            bail!("persistent id kind '{tag}' is not 'storage'");
+            bail!("persistent id kind '{}' is not 'storage'", super::shown(tag));
         }
         let key: Rc<str> = match key {
             // Shared, not copied: a pickle may name one storage many times (through the memo).
@@ -738,14 +740,14 @@ impl Machine<'_> {
 }
 
 fn describe_items(items: &[Value]) -> String {
-    let parts: Vec<String> = items.iter().take(6).map(|v| format!("{v:?}")).collect();
+    let parts: Vec<String> = items.iter().take(6).map(|v| super::shown(&format!("{v:?}"))).collect();
     format!("({})", parts.join(", "))
 }
 
 fn uint(v: &Value, what: &str) -> Result<usize> {
     match v {
         Value::Int(i) if *i >= 0 => usize::try_from(*i).map_err(|_| anyhow!("{what} {i} is too large")),
-        _ => bail!("{what} must be a non-negative int, found {v:?}"),
+        _ => bail!("{what} must be a non-negative int, found {}", super::shown(&format!("{v:?}"))),
     }
 }
 
