@@ -783,7 +783,7 @@ pub(crate) mod tests {
         // (a disk-filling `convert`: 30 names of 16 MiB from a 1 KB file wrote 503 MB).
         let shape = [(VIEW_FLOOR as u64 / 4) / 4, 4];
         let names: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
-        let entries: Vec<(&str, &str, u64, u64, &[u64], &[u64])> = names.iter().map(|n| (n.as_str(), "0", 8, 0, &shape[..], &[0, 1][..])).collect();
+        let entries: Vec<TensorSpec> = names.iter().map(|n| (n.as_str(), "0", 8, 0, &shape[..], &[0, 1][..])).collect();
         std::fs::write(&p, torch_zip(&state_dict_pkl(&entries), &[("0", &store)])).unwrap();
         let e = open_err(&p, None);
         assert!(e.contains("together, more than 4x the file's size"), "{e}");
