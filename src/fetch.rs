@@ -344,7 +344,8 @@ fn remove_ended_conversions(out_dir: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.rsplit_once(".tmp")).and_then(|(_, p)| p.parse::<u32>().ok()) else { continue };
         let idle = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|d| d >= STALE_AFTER);
         if pid != std::process::id() && idle && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_file(e.path());
+            // A folder since writes put safetensors' own temporary file in one; a file before.
+            let _ = if e.path().is_dir() { fs::remove_dir_all(e.path()) } else { fs::remove_file(e.path()) };
         }
     }
 }

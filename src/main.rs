@@ -639,6 +639,20 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
     }
 }
 
+/// A stop signal during `convert` or `fetch-weights` removes the temporary files of the
+/// safetensors copy being written (gigabytes, hidden beside the output) and ends the process
+/// (exit 130); downloads keep their `.part` files, which the next run resumes.
+fn remove_temporaries_on_signals() {
+    let r = ctrlc::set_handler(|| {
+        diffvsr_wgpu::weights::remove_temporaries();
+        diffvsr_wgpu::diagln!("\nstopped by a signal (Ctrl-C, SIGTERM or SIGHUP)");
+        std::process::exit(130);
+    });
+    if let Err(e) = r {
+        log::warn!("no stop-signal handler ({e}): a stop may leave a conversion's temporary files");
+    }
+}
+
 /// Ctrl-C (SIGINT; the console's Ctrl-C on Windows), and SIGTERM and SIGHUP (`kill`, a container
 /// or service manager stopping the job, a closed terminal) ask the job to stop after the frame it
 /// is writing, so the output holds only whole frames; a second signal ends the process at once.
@@ -668,6 +682,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::FetchWeights { endpoint, token, repo, revision, cache_dir, include, verify, retries, no_convert } => {
+            remove_temporaries_on_signals();
             let mut o = fetch::FetchOptions::from_env()?;
             o.endpoint = endpoint;
             o.token = token.or(o.token);
@@ -739,6 +754,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Upscale(u) => run_upscale(u),
         Cmd::Convert { input, output, key, dtype } => {
+            remove_temporaries_on_signals();
             if std::fs::canonicalize(&input).ok().is_some_and(|i| std::fs::canonicalize(&output).is_ok_and(|o| o == i)) {
                 anyhow::bail!("convert: the output {} is the input: give the converted file a path of its own", output.display());
             }

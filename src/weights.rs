@@ -587,9 +587,23 @@ pub fn check_output_folder(output: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a safetensors file as a finished whole: under a temporary name beside `output`,
-/// renamed when complete (a failed or interrupted write never leaves a partial file under the
-/// output's name, and removes the temporary one), with the permissions any new file gets here
+/// Temporary folders of writes under way, removed by [`remove_temporaries`] when a stop signal
+/// ends the process mid-write.
+static WRITING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the temporary folders of the writes under way (a stop signal's handler calls it
+/// before the process exits: a conversion's temporary files are gigabytes).
+pub fn remove_temporaries() {
+    for d in WRITING.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Writes a safetensors file as a finished whole: in a temporary folder beside `output`
+/// (`.NAME.tmpPID`, where safetensors also makes its own temporary file), renamed when complete
+/// (a failed or interrupted write never leaves a partial file under the output's name, and
+/// removes the folder; a stop signal's handler does too, [`remove_temporaries`]), with the
+/// permissions any new file gets here
 /// (the umask's, as `cp` or `torch.save` would give it: safetensors itself writes through a
 /// private temporary file, mode 0600). A folder, a device or a named pipe as the output is
 /// refused by name (renaming over it would replace it: `/dev/null` as root); a link to an
@@ -604,7 +618,11 @@ where
     let output = resolved.as_deref().unwrap_or(output);
     check_output_file(output)?;
     let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
-    let tmp = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
+    let tmp_dir = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    std::fs::create_dir(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
+    WRITING.lock().unwrap_or_else(|e| e.into_inner()).push(tmp_dir.clone());
+    let tmp = tmp_dir.join(file_name);
     let permissions = std::fs::File::create(&tmp)
         .and_then(|f| f.metadata())
         .map(|m| m.permissions())
@@ -615,9 +633,8 @@ where
             std::fs::set_permissions(&tmp, p).with_context(|| format!("setting the permissions of {}", tmp.display()))
         })
         .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    WRITING.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| d != &tmp_dir);
+    let _ = std::fs::remove_dir_all(&tmp_dir);
     written
 }
 
@@ -822,6 +839,14 @@ mod tests {
         assert!(e.contains("there is no folder") && !e.contains(".tmp"), "{e}");
         // A JSON or SVG path (checked for its folder only) that is a folder is refused too.
         let e = format!("{:#}", check_output_folder(&tmp("x").with_file_name("")).unwrap_err());
+        // A write under way keeps its temporary folder registered; a stop signal's handler
+        // removes it (what the write left so far and safetensors' own temporary file inside).
+        let under_way = tmp(".stopped.safetensors.tmp1");
+        std::fs::create_dir_all(&under_way).unwrap();
+        std::fs::write(under_way.join(".tmpXyZ"), b"partial").unwrap();
+        WRITING.lock().unwrap().push(under_way.clone());
+        remove_temporaries();
+        assert!(!under_way.exists());
         assert!(e.contains("is a folder"), "{e}");
     }
 

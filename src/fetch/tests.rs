@@ -449,8 +449,13 @@ fn checkpoints_are_converted_once_to_safetensors() {
                 fs::File::options().write(true).open(p).unwrap().set_modified(hour_ago).unwrap();
             }
         }
+        // A write's temporary folder (safetensors' own temporary file inside), left the same way.
+        let stale_dir = conv.join(".TE-3DVAE.safetensors.tmp4294967293");
+        fs::create_dir_all(&stale_dir).unwrap();
+        fs::write(stale_dir.join(".tmpAbC123"), b"partial").unwrap();
+        fs::File::open(&stale_dir).unwrap().set_modified(hour_ago).unwrap();
         fetch(&o).unwrap();
-        assert!(stale.iter().all(|p| !p.exists()) && recent.exists() && kept.exists());
+        assert!(stale.iter().all(|p| !p.exists()) && !stale_dir.exists() && recent.exists() && kept.exists());
         fs::remove_file(&recent).unwrap();
         fs::remove_file(&kept).unwrap();
     }
