@@ -779,6 +779,15 @@ fn gif_preview_of_a_segment_and_progress_lines() {
         assert!(l.contains(&format!("window {}/3 step 1/1", k + 1)) && l.contains("/11,") && l.contains("ETA"), "{l}");
     }
     assert!(err.contains("11 out") && err.contains("the input has only 13 frames"), "{err}");
+
+    // A stream of a header only: its output is the header alone, and no GIF (one of no frame
+    // is no picture: viewers and ffmpeg refuse it).
+    std::fs::write(&input, stream(7, 5, 0)).unwrap();
+    let none = dir.join("none.gif");
+    ok(&upscale(&rel, &input, &out, &["--gif", none.to_str().unwrap(), "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
+    assert!(!none.exists(), "a GIF of no frame");
+    let header_only = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+    assert!(header_only.starts_with("YUV4MPEG2 W28 H20 ") && !header_only.contains("FRAME"), "{header_only}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

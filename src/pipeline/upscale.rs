@@ -429,11 +429,23 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     // Kept: frames written whole (flushed; a frame whose write or flush failed is not one).
     let keep = frames_done > 0 || result.is_ok();
     let whole = writer.flushed_bytes();
-    for f in out_file.iter_mut().chain(gif_file.iter_mut()) {
+    for f in out_file.iter_mut() {
         if keep {
             f.keep()
         } else {
             f.abandon()
+        }
+    }
+    // A GIF of no frame is no picture (viewers and ffmpeg refuse it): a stream of a header only
+    // gives none.
+    for f in gif_file.iter_mut() {
+        if frames_done > 0 {
+            f.keep()
+        } else {
+            f.abandon();
+            if result.is_ok() && !a.quiet {
+                crate::diagln!("note: the input has no frame to write, so --gif wrote no preview");
+            }
         }
     }
     drop(writer);
