@@ -24,7 +24,14 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     // The header line, as written (its length locates the first frame).
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
-    while f.read(&mut byte).with_context(|| format!("reading {}", p.display()))? == 1 && byte[0] != b'\n' {
+    loop {
+        if f.read(&mut byte).with_context(|| format!("reading {}", p.display()))? == 0 {
+            // As the run's reader: a header must end its line.
+            bail!("{}: the stream ended inside its header line (no end of line)", p.display());
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
         line.push(byte[0]);
         if line.len() > 4096 {
             bail!("{}: not a y4m stream header (no end of line in 4096 bytes)", p.display());
@@ -328,6 +335,10 @@ mod tests {
         let mut cut = stream(3, "FRAME\n");
         cut.truncate(cut.len() - 5);
         assert_eq!(count("cut.y4m", cut), None);
+        // A header without its end of line is refused, as the run refuses it.
+        std::fs::write(dir.join("no-newline.y4m"), b"YUV4MPEG2 W8 H8 F25:1 Ip C420jpeg").unwrap();
+        let e = y4m_file_frames(&dir.join("no-newline.y4m")).unwrap_err().to_string();
+        assert!(e.contains("ended inside its header line"), "{e}");
         // A folder is told to be one, as the run tells it.
         let e = y4m_file_frames(&dir).unwrap_err().to_string();
         assert!(e.contains("is a folder: give a y4m file"), "{e}");
