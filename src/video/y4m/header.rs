@@ -183,6 +183,14 @@ impl Header {
                 _ => hd.other.push(field.to_string()),
             }
         }
+        // Without a C tag, the older XYSCSS one names the format where it names one ffmpeg's
+        // reader knows (420JPEG, 422, 444P10, …), as that reader takes it; else 4:2:0.
+        if hd.colourspace_tag.is_none() {
+            let xyscss = hd.x_tags.iter().rev().find_map(|t| t.strip_prefix("YSCSS="));
+            if let Some(Ok((c, s, d))) = xyscss.map(|v| parse_colourspace(&v.to_ascii_lowercase())) {
+                (hd.chroma, hd.siting, hd.depth) = (c, s, d);
+            }
+        }
         if !range_tagged {
             hd.range = Range::untagged(hd.chroma);
         }

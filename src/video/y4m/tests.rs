@@ -85,6 +85,14 @@ fn header_defaults_and_unknown_fields() {
     assert_eq!(h.to_bytes(), b"YUV4MPEG2 W13 H1 Zfoo\n");
     let l = Header::parse(b"YUV4MPEG2 W13 H1 XCOLORRANGE=LIMITED C444p10").unwrap();
     assert_eq!(l.range, Range::Limited);
+    // No C tag: the older XYSCSS one names the format, as ffmpeg's reader takes it (else 4:2:0);
+    // a C tag wins over it.
+    let x = Header::parse(b"YUV4MPEG2 W12 H2 XYSCSS=444P10\n").unwrap();
+    assert_eq!((x.chroma, x.depth, x.colourspace_tag.as_deref()), (Chroma::C444, 10, None));
+    assert_eq!(x.to_bytes(), b"YUV4MPEG2 W12 H2 XYSCSS=444P10\n");
+    assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 XYSCSS=411\n").unwrap().chroma, Chroma::C411);
+    assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 XYSCSS=FOO\n").unwrap().chroma, Chroma::C420);
+    assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 C422 XYSCSS=444\n").unwrap().chroma, Chroma::C422);
 }
 
 /// Without `XCOLORRANGE` grey is full range and colour limited, as ffmpeg reads them (its
