@@ -248,20 +248,40 @@ fn a_truncated_stream_names_the_frame_and_fails() {
     let rel = micro_release().to_path_buf();
     let (pos, neg) = embeds_pair(&dir);
     let input = dir.join("in.y4m");
-    let mut s = stream(7, 5, 3);
-    s.truncate(s.len() - 10);
-    std::fs::write(&input, s).unwrap();
     let (out, gif) = (dir.join("out.y4m"), dir.join("preview.gif"));
+    let run = |cut_from: &[u8]| {
+        std::fs::write(&input, cut_from).unwrap();
+        upscale(&rel, &input, &out, &["--gif", gif.to_str().unwrap(), "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()])
+    };
+    // Cut inside frame 0: nothing to write. The file the run created is gone, the one that was
+    // there is as it was (no header-only stubs).
     std::fs::write(&gif, b"an earlier preview").unwrap();
-    let o = upscale(&rel, &input, &out, &["--gif", gif.to_str().unwrap(), "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
-    assert!(!o.status.success(), "a truncated stream must fail");
+    let mut s = stream(7, 5, 1);
+    s.truncate(s.len() - 10);
+    let o = run(&s);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("frame 2"), "the message names the frame: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    // It failed before writing a frame: the file it created is gone, the one that was there is
-    // as it was (no header-only stubs).
+    assert!(!o.status.success() && err.contains("frame 0") && err.contains("truncated") && !err.contains("panicked"), "{err}");
     assert!(!out.exists(), "a header-only output was left");
     assert_eq!(std::fs::read(&gif).unwrap(), b"an earlier preview", "the existing --gif file was touched");
+    // Cut inside frame 2 (its data, then its FRAME line): the clip ends at its two whole frames,
+    // as ffmpeg reads such a stream; both are upscaled and written, and the run still fails,
+    // naming the cut (with no `--frames` to go on with: there is no rest).
+    let payload = 28 * 20 + 2 * (14 * 10);
+    for cut in [10, stream(7, 5, 3).len() - stream(7, 5, 2).len() - 3] {
+        let mut s = stream(7, 5, 3);
+        s.truncate(s.len() - cut);
+        let o = run(&s);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a truncated stream must fail");
+        assert!(err.contains("frame 2") && err.contains("its 2 whole frames, which were upscaled and written") && !err.contains("--frames"), "{err}");
+        let (_, want) = frames(&std::fs::read(&out).unwrap(), payload);
+        assert_eq!(want.len(), 2, "cut {cut}");
+        // The same frames as a run of the two whole frames alone.
+        std::fs::write(&input, stream(7, 5, 2)).unwrap();
+        let whole = dir.join("whole.y4m");
+        ok(&upscale(&rel, &input, &whole, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
+        assert!(std::fs::read(&whole).unwrap() == std::fs::read(&out).unwrap(), "cut {cut}: not the run of the whole frames");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -388,7 +408,8 @@ fn bad_settings_fail_with_a_message() {
     std::fs::write(&input, stream(7, 5, 1)).unwrap();
     let o = upscale(&rel, &input, &dir.join("out.y4m"), &["--noise-level", "400"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--noise-level 400"), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("invalid value '400' for '--noise-level") && err.contains("from 0 to 350"), "{err}");
     // The output (or the preview) is the input, by its name or through a hard link: refused,
     // and the input is left whole.
     let link = dir.join("link.y4m");
@@ -419,7 +440,7 @@ fn bad_settings_fail_with_a_message() {
     for (extra, want) in [
         (vec!["--frames", "5:9"], "--frames 5:9 starts past the end: "),
         (vec!["--prompt", "a cat", "--prompt-embeds", "cat.safetensors"], "cannot be used with"),
-        (vec!["--plan", "--noise-level", "400"], "--noise-level 400: at most 350"),
+        (vec!["--plan", "--noise-level", "400"], "a whole number from 0 to 350"),
     ] {
         let o = upscale(&empty, &input, &dir.join("out.y4m"), &extra);
         let err = String::from_utf8_lossy(&o.stderr);

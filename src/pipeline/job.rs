@@ -166,6 +166,10 @@ pub fn run_job<W: Write>(
     // then END − START is only a bound, and the reporter may know the length from the file).
     let frames_total = |total: Option<usize>| total.map(|t| emit(Some(t)).len());
 
+    // A stream cut inside a frame (an upstream ffmpeg stopped) ends the clip at its last whole
+    // frame, as ffmpeg reads it: those frames are upscaled and written, then the cut is the
+    // job's error.
+    let mut cut: Option<anyhow::Error> = None;
     loop {
         if i > last_window {
             break;
@@ -174,7 +178,14 @@ pub fn run_job<W: Write>(
         let group = groups::next_group(i, per_call, last_window);
         while total.is_none() && !windows::window_ready(group.end - 1, read, None) {
             interrupt::check()?;
-            match reader.next_frame()? {
+            let next = match reader.next_frame() {
+                Err(e) if e.downcast_ref::<crate::video::y4m::Y4mError>().is_some_and(|y| y.cut) => {
+                    cut = Some(e);
+                    None
+                }
+                r => r?,
+            };
+            match next {
                 Some(_) if read < first_read => read += 1,
                 Some(frame) => {
                     let padded = frame_to_padded_rgb(gpu, &frame, &in_params, &pad).with_context(|| format!("converting input frame {read} to RGB"))?;
@@ -189,7 +200,7 @@ pub fn run_job<W: Write>(
         // its output is the header alone).
         if let (Some(t), Some(r)) = (total, opts.frames) {
             if r.start >= t {
-                bail!(r.past_the_end(t, "the input"));
+                return Err(cut.map_or_else(|| anyhow::anyhow!(r.past_the_end(t, "the input")), |e| CutInput::after(e, t)));
             }
         }
         if total == Some(0) {
@@ -257,8 +268,39 @@ pub fn run_job<W: Write>(
         }
     }
     stats.redecoded = engine.redecoded.get();
-    Ok(stats)
+    match cut {
+        Some(e) => Err(CutInput::after(e, read)),
+        None => Ok(stats),
+    }
 }
+
+/// The input ended inside a frame: its whole frames before the cut were upscaled (the clip
+/// taken to end at the last of them) and written.
+#[derive(Debug)]
+pub struct CutInput {
+    /// The input's whole frames.
+    pub whole_frames: usize,
+    cause: String,
+}
+
+impl CutInput {
+    fn after(e: anyhow::Error, whole_frames: usize) -> anyhow::Error {
+        CutInput { whole_frames, cause: format!("{e:#}") }.into()
+    }
+}
+
+impl std::fmt::Display for CutInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the input ends inside frame {n}, so the clip was taken to end at its {n} whole frames, which were upscaled and written (a stream whose source stopped mid-frame; make it again to upscale the rest)",
+            self.cause,
+            n = self.whole_frames
+        )
+    }
+}
+
+impl std::error::Error for CutInput {}
 
 /// Window `w`'s input: its LR frames `[3][8][ph][pw]` from the held input frames (mirror
 /// padding only once the stream's length `total` is known) and its noise tables; the noise and

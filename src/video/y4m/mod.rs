@@ -50,17 +50,23 @@ pub struct Y4mError {
     pub message: String,
     /// The I/O error underneath, if any.
     pub io: Option<io::Error>,
+    /// The stream ended inside frame `frame` (its FRAME line or its data): the frames before
+    /// it are whole.
+    pub cut: bool,
 }
 
 impl Y4mError {
     fn header(message: impl Into<String>) -> Y4mError {
-        Y4mError { frame: None, message: message.into(), io: None }
+        Y4mError { frame: None, message: message.into(), io: None, cut: false }
     }
     fn frame(index: u64, message: impl Into<String>) -> Y4mError {
-        Y4mError { frame: Some(index), message: message.into(), io: None }
+        Y4mError { frame: Some(index), message: message.into(), io: None, cut: false }
+    }
+    fn cut(index: u64, message: impl Into<String>) -> Y4mError {
+        Y4mError { cut: true, ..Y4mError::frame(index, message) }
     }
     fn io(frame: Option<u64>, what: &str, e: io::Error) -> Y4mError {
-        Y4mError { frame, message: format!("{what}: {e}"), io: Some(e) }
+        Y4mError { frame, message: format!("{what}: {e}"), io: Some(e), cut: false }
     }
     /// True when the underlying error is a closed pipe (the downstream reader quit): the filter
     /// should end quietly then.

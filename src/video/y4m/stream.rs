@@ -14,6 +14,9 @@ fn read_retrying<R: BufRead>(r: &mut R) -> io::Result<&[u8]> {
     r.fill_buf()
 }
 
+/// How [`read_line_bounded`]'s message for an input that ends inside a line begins.
+const ENDED_INSIDE_A_LINE: &str = "stream ended inside a line";
+
 /// Reads up to and including `\n`, at most `max` bytes. `Ok(None)` on end of input before any byte.
 fn read_line_bounded<R: BufRead>(r: &mut R, max: usize) -> io::Result<Result<Option<Vec<u8>>, String>> {
     let mut line = Vec::new();
@@ -23,7 +26,7 @@ fn read_line_bounded<R: BufRead>(r: &mut R, max: usize) -> io::Result<Result<Opt
             if line.is_empty() {
                 return Ok(Ok(None));
             }
-            return Ok(Err(format!("stream ended inside a line after {} bytes", line.len())));
+            return Ok(Err(format!("{ENDED_INSIDE_A_LINE} after {} bytes", line.len())));
         }
         let take = buf.iter().position(|&b| b == b'\n').map(|p| p + 1);
         let n = take.unwrap_or(buf.len()).min(max - line.len());
@@ -103,6 +106,7 @@ impl<R: Read> Reader<R> {
         {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(None),
+            Err(m) if m.starts_with(ENDED_INSIDE_A_LINE) => return Err(Y4mError::cut(i, format!("truncated: {m} (its FRAME line)"))),
             Err(m) => return Err(Y4mError::frame(i, format!("bad FRAME line: {m}"))),
         };
         let body = &line[..line.len() - 1];
@@ -141,7 +145,7 @@ impl<R: Read> Reader<R> {
             }
             match self.inner.read(&mut self.buf[got..]) {
                 Ok(0) => {
-                    return Err(Y4mError::frame(
+                    return Err(Y4mError::cut(
                         i,
                         format!("truncated: stream ended after {got} of the frame's {} bytes", self.frame_bytes),
                     ))

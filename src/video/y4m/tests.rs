@@ -326,16 +326,17 @@ fn malformed_frames_name_the_frame_and_the_problem() {
     let e = err_of(&good[..good.len() - 5]);
     assert_eq!(e.frame, Some(2));
     assert!(e.to_string().contains("truncated") && e.to_string().contains(&format!("{} of", fl - 6 - 5)), "{e}");
+    assert!(e.cut, "a stream cut inside a frame says so (the frames before it are whole)");
     // Truncated inside frame 1's FRAME line.
     let e = err_of(&good[..hl + fl + 3]);
     assert_eq!(e.frame, Some(1));
-    assert!(e.to_string().contains("bad FRAME line"), "{e}");
+    assert!(e.cut && e.to_string().contains("truncated: stream ended inside a line after 3 bytes (its FRAME line)"), "{e}");
     // A bad FRAME line for frame 1.
     let mut bad = good.clone();
     bad[hl + fl..hl + fl + 5].copy_from_slice(b"FRAMX");
     let e = err_of(&bad);
     assert_eq!(e.frame, Some(1));
-    assert!(e.to_string().contains("y4m frame 1: bad FRAME line \"FRAMX"), "{e}");
+    assert!(e.to_string().contains("y4m frame 1: bad FRAME line \"FRAMX") && !e.cut, "{e}");
     // FRAME glued to parameters without a space.
     let mut bad = good.clone();
     bad.splice(hl + 5..hl + 5, b"Ix".iter().copied());
