@@ -149,15 +149,15 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
 
     let mut pkl = Vec::new();
     {
-        let mut f = zip.by_name(&pkl_name).map_err(|e| corrupt(&e))?;
-        if f.compression() != zip::CompressionMethod::Stored {
-            bail!(
-                "{}: {pkl_name} is compressed ({}); torch.save stores entries uncompressed: was the file re-zipped?",
-                path.display(),
-                f.compression()
-            );
+        // Its method read raw first: the zip crate here decompresses nothing, and opening a
+        // compressed entry would fail as a corrupt file.
+        let index = zip.index_for_name(&pkl_name).ok_or_else(|| corrupt(&format!("no entry {pkl_name}")))?;
+        let method = zip.by_index_raw(index).map_err(|e| corrupt(&e))?.compression();
+        if method != zip::CompressionMethod::Stored {
+            bail!("{}: {pkl_name} is compressed ({method}); torch.save stores entries uncompressed: was the file re-zipped?", path.display());
         }
         // Reading through the zip crate checks the entry's CRC.
+        let mut f = zip.by_name(&pkl_name).map_err(|e| corrupt(&e))?;
         f.read_to_end(&mut pkl).map_err(|e| corrupt(&e))?;
     }
     let pk = pickle::unpickle(&pkl).with_context(|| format!("reading {pkl_name} in {}", path.display()))?;
@@ -849,6 +849,18 @@ pub(crate) mod tests {
         std::fs::write(&p, torch_zip(&outer, &[("0", &store)])).unwrap();
         let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
         assert!(ck.notes.iter().any(|n| n.contains("entry 'sd' (the only dict of tensors)")), "{:?}", ck.notes);
+        // A re-zipped (deflated) archive is told so, not called corrupt: every entry's method
+        // set to deflate (8) in its local header and the central directory.
+        let mut zipped = torch_zip(&state_dict_pkl(&[("w", "0", 8, 0, &[8], &[1])]), &[("0", &store)]);
+        for (sig, at) in [(b"PK\x03\x04", 8), (b"PK\x01\x02", 10)] {
+            let starts: Vec<usize> = zipped.windows(4).enumerate().filter(|(_, w)| w == sig).map(|(i, _)| i).collect();
+            for i in starts {
+                zipped[i + at] = 8;
+            }
+        }
+        std::fs::write(&p, zipped).unwrap();
+        let e = open_err(&p, None);
+        assert!(e.contains("is compressed") && e.contains("re-zipped"), "{e}");
         // A tensor named as safetensors' metadata would give a file no reader takes.
         std::fs::write(&p, torch_zip(&state_dict_pkl(&[("__metadata__", "0", 8, 0, &[8], &[1])]), &[("0", &store)])).unwrap();
         let e = format!("{:#}", convert::convert(&p, &dir.join("meta.safetensors"), None, None).unwrap_err());
