@@ -311,17 +311,17 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
             crate::diagln!("converting {file} to {}", dst.display());
         }
         let tmp = out_dir.join(format!("{stem}.safetensors.tmp{}", std::process::id()));
+        // A stop signal meanwhile removes it (the whole copy, while it syncs).
+        crate::weights::writing_temporary(&tmp);
         let r = crate::checkpoint::convert::convert(&src, &tmp, key, None)
             // (Windows flushes only a handle that may write; elsewhere one that reads does, also
             // where the umask left the file read-only.)
             .and_then(|_| fs::OpenOptions::new().read(true).write(cfg!(windows)).open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("writing {} to the disk", tmp.display())))
             .and_then(|_| fs::rename(&tmp, &dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display())));
+        crate::weights::written_temporary(&tmp);
         match r {
             Ok(()) => report.converted.push(dst),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                report.convert_errors.push(format!("converting {file}: {e:#}"));
-            }
+            Err(e) => report.convert_errors.push(format!("converting {file}: {e:#}")),
         }
     }
     Ok(())
@@ -329,8 +329,8 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
 
 /// Removes what conversions that ended without finishing left in `out_dir` (a Ctrl-C or a kill
 /// midway leaves a temporary file as large as the checkpoint, 3.8 GB for the UNet): the files
-/// named `….tmp<PID>` whose process no longer runs here and that nothing has written to for
-/// [`STALE_AFTER`]: a cache shared between containers or hosts (which see other PIDs, or none)
+/// and folders named `….tmp<PID>` whose process no longer runs here and that nothing has written
+/// to (in a folder: nor to what it holds) for [`STALE_AFTER`]: a cache shared between containers or hosts (which see other PIDs, or none)
 /// may hold another one's conversion in progress, and that one writes all along. Where
 /// processes cannot be looked up that way (no `/proc`, as on macOS and Windows), nothing is
 /// removed.
@@ -342,12 +342,20 @@ fn remove_ended_conversions(out_dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.rsplit_once(".tmp")).and_then(|(_, p)| p.parse::<u32>().ok()) else { continue };
-        let idle = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|d| d >= STALE_AFTER);
+        let idle = last_written(&e.path()).and_then(|t| t.elapsed().ok()).is_some_and(|d| d >= STALE_AFTER);
         if pid != std::process::id() && idle && !Path::new(&format!("/proc/{pid}")).exists() {
             // A folder since writes put safetensors' own temporary file in one; a file before.
             let _ = if e.path().is_dir() { fs::remove_dir_all(e.path()) } else { fs::remove_file(e.path()) };
         }
     }
+}
+
+/// When `p` was last written: a file's time, or a folder's newest of its own and its files' (a
+/// write's temporary folder keeps its time while the file inside it grows).
+fn last_written(p: &Path) -> Option<std::time::SystemTime> {
+    let own = fs::metadata(p).and_then(|m| m.modified()).ok()?;
+    let inside = fs::read_dir(p).into_iter().flatten().flatten().filter_map(|e| e.metadata().and_then(|m| m.modified()).ok());
+    Some(inside.fold(own, std::cmp::max))
 }
 
 /// How long a conversion's temporary file must have gone unwritten to count as left behind.

@@ -587,16 +587,48 @@ pub fn check_output_folder(output: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Temporary folders of writes under way, removed by [`remove_temporaries`] when a stop signal
-/// ends the process mid-write.
+/// Temporary files and folders of writes under way, removed by [`remove_temporaries`] when a
+/// stop signal ends the process mid-write.
 static WRITING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-/// Removes the temporary folders of the writes under way (a stop signal's handler calls it
-/// before the process exits: a conversion's temporary files are gigabytes).
+/// Removes the temporary files and folders of the writes under way (a stop signal's handler
+/// calls it before the process exits: a conversion's temporary files are gigabytes).
 pub fn remove_temporaries() {
-    for d in WRITING.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-        let _ = std::fs::remove_dir_all(d);
-    }
+    remove_temporaries_where(|_| true);
+}
+
+/// [`remove_temporaries`] for those `which` picks.
+fn remove_temporaries_where(which: impl Fn(&Path) -> bool) {
+    let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    writing.retain(|p| {
+        if !which(p) {
+            return true;
+        }
+        remove_path(p);
+        false
+    });
+}
+
+/// Removes a file, or a folder with what it holds; what is not there is no error.
+fn remove_path(p: &Path) {
+    let _ = match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(_) => Ok(()),
+    };
+}
+
+/// Registers a temporary file or folder a write under way fills (removed by a stop signal's
+/// handler until [`written_temporary`]).
+pub fn writing_temporary(p: &Path) {
+    WRITING.lock().unwrap_or_else(|e| e.into_inner()).push(p.to_path_buf());
+}
+
+/// The write into `p` ended (renamed into place, or failed): removes `p` where it is still there,
+/// then forgets it.
+pub fn written_temporary(p: &Path) {
+    remove_temporaries_where(|q| q == p);
+    remove_path(p);
 }
 
 /// Writes a safetensors file as a finished whole: in a temporary folder beside `output`
@@ -619,9 +651,11 @@ where
     check_output_file(output)?;
     let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;
     let tmp_dir = output.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp_dir);
+    // What a killed run of the same PID left (a container's PID is often 1): a folder, or a
+    // file from before writes went into one.
+    remove_path(&tmp_dir);
     std::fs::create_dir(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
-    WRITING.lock().unwrap_or_else(|e| e.into_inner()).push(tmp_dir.clone());
+    writing_temporary(&tmp_dir);
     let tmp = tmp_dir.join(file_name);
     let permissions = std::fs::File::create(&tmp)
         .and_then(|f| f.metadata())
@@ -633,8 +667,7 @@ where
             std::fs::set_permissions(&tmp, p).with_context(|| format!("setting the permissions of {}", tmp.display()))
         })
         .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));
-    WRITING.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| d != &tmp_dir);
-    let _ = std::fs::remove_dir_all(&tmp_dir);
+    written_temporary(&tmp_dir);
     written
 }
 
@@ -841,12 +874,20 @@ mod tests {
         let e = format!("{:#}", check_output_folder(&tmp("x").with_file_name("")).unwrap_err());
         // A write under way keeps its temporary folder registered; a stop signal's handler
         // removes it (what the write left so far and safetensors' own temporary file inside).
+        // (Only this test's: other tests write meanwhile.)
         let under_way = tmp(".stopped.safetensors.tmp1");
         std::fs::create_dir_all(&under_way).unwrap();
         std::fs::write(under_way.join(".tmpXyZ"), b"partial").unwrap();
-        WRITING.lock().unwrap().push(under_way.clone());
-        remove_temporaries();
-        assert!(!under_way.exists());
+        writing_temporary(&under_way);
+        remove_temporaries_where(|p| p == under_way);
+        assert!(!under_way.exists() && !WRITING.lock().unwrap().contains(&under_way));
+        // A file where the write's temporary folder goes (left by a killed run of the same PID,
+        // from before writes went into a folder) does not block the write.
+        let out = tmp("blocked.safetensors");
+        let left = out.with_file_name(format!(".blocked.safetensors.tmp{}", std::process::id()));
+        std::fs::write(&left, b"left by a killed run").unwrap();
+        save_f32(&out, &[("w", &[2], &[1.0, 2.0])]).unwrap();
+        assert!(out.is_file() && !left.exists());
         assert!(e.contains("is a folder"), "{e}");
     }
 

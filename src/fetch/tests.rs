@@ -453,9 +453,17 @@ fn checkpoints_are_converted_once_to_safetensors() {
         let stale_dir = conv.join(".TE-3DVAE.safetensors.tmp4294967293");
         fs::create_dir_all(&stale_dir).unwrap();
         fs::write(stale_dir.join(".tmpAbC123"), b"partial").unwrap();
+        fs::File::options().write(true).open(stale_dir.join(".tmpAbC123")).unwrap().set_modified(hour_ago).unwrap();
         fs::File::open(&stale_dir).unwrap().set_modified(hour_ago).unwrap();
+        // One whose file is still being written (the folder's own time stays old) stays.
+        let busy_dir = conv.join(".DiffVSR_UNet.safetensors.tmp4294967292");
+        fs::create_dir_all(&busy_dir).unwrap();
+        fs::write(busy_dir.join(".tmpDeF456"), b"growing").unwrap();
+        fs::File::open(&busy_dir).unwrap().set_modified(hour_ago).unwrap();
         fetch(&o).unwrap();
         assert!(stale.iter().all(|p| !p.exists()) && !stale_dir.exists() && recent.exists() && kept.exists());
+        assert!(busy_dir.join(".tmpDeF456").exists(), "a conversion in progress was removed");
+        fs::remove_dir_all(&busy_dir).unwrap();
         fs::remove_file(&recent).unwrap();
         fs::remove_file(&kept).unwrap();
     }
