@@ -260,7 +260,7 @@ fn a_truncated_stream_names_the_frame_and_fails() {
     s.truncate(s.len() - 10);
     let o = run(&s);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("frame 0") && err.contains("truncated") && !err.contains("panicked"), "{err}");
+    assert!(!o.status.success() && err.contains("inside frame 0, before any whole frame: nothing was written") && !err.contains("panicked"), "{err}");
     assert!(!out.exists(), "a header-only output was left");
     assert_eq!(std::fs::read(&gif).unwrap(), b"an earlier preview", "the existing --gif file was touched");
     // Cut inside frame 2 (its data, then its FRAME line): the clip ends at its two whole frames,
@@ -273,7 +273,7 @@ fn a_truncated_stream_names_the_frame_and_fails() {
         let o = run(&s);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "a truncated stream must fail");
-        assert!(err.contains("frame 2") && err.contains("its 2 whole frames, which were upscaled and written") && !err.contains("--frames"), "{err}");
+        assert!(err.contains("frame 2") && err.contains("its 2 whole frames: output frames 0..2 were upscaled and written") && !err.contains("--frames"), "{err}");
         let (_, want) = frames(&std::fs::read(&out).unwrap(), payload);
         assert_eq!(want.len(), 2, "cut {cut}");
         // The same frames as a run of the two whole frames alone.
@@ -281,6 +281,16 @@ fn a_truncated_stream_names_the_frame_and_fails() {
         let whole = dir.join("whole.y4m");
         ok(&upscale(&rel, &input, &whole, &["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]));
         assert!(std::fs::read(&whole).unwrap() == std::fs::read(&out).unwrap(), "cut {cut}: not the run of the whole frames");
+    }
+    // A segment says what of it was written: from START to the whole frames' end, or nothing
+    // where START is past them.
+    let mut s = stream(7, 5, 3);
+    s.truncate(s.len() - 10);
+    std::fs::write(&input, &s).unwrap();
+    for (frames, says) in [("1:", "output frames 1..2 were upscaled and written"), ("3:", "its 2 whole frames end before --frames 3: nothing was written")] {
+        let o = upscale(&rel, &input, &out, &["--frames", frames, "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "--frames {frames}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -200,7 +200,7 @@ pub fn run_job<W: Write>(
         // its output is the header alone).
         if let (Some(t), Some(r)) = (total, opts.frames) {
             if r.start >= t {
-                return Err(cut.map_or_else(|| anyhow::anyhow!(r.past_the_end(t, "the input")), |e| CutInput::after(e, t)));
+                return Err(cut.map_or_else(|| anyhow::anyhow!(r.past_the_end(t, "the input")), |e| CutInput::after(e, t, r.start..r.start)));
             }
         }
         if total == Some(0) {
@@ -269,34 +269,41 @@ pub fn run_job<W: Write>(
     }
     stats.redecoded = engine.redecoded.get();
     match cut {
-        Some(e) => Err(CutInput::after(e, read)),
+        Some(e) => Err(CutInput::after(e, read, want)),
         None => Ok(stats),
     }
 }
 
-/// The input ended inside a frame: its whole frames before the cut were upscaled (the clip
-/// taken to end at the last of them) and written.
+/// The input ended inside a frame: the clip was taken to end at its last whole frame, and the
+/// output frames `written` of them were upscaled and written.
 #[derive(Debug)]
 pub struct CutInput {
     /// The input's whole frames.
     pub whole_frames: usize,
+    /// The output frames written (empty: none).
+    pub written: std::ops::Range<usize>,
     cause: String,
 }
 
 impl CutInput {
-    fn after(e: anyhow::Error, whole_frames: usize) -> anyhow::Error {
-        CutInput { whole_frames, cause: format!("{e:#}") }.into()
+    fn after(e: anyhow::Error, whole_frames: usize, written: std::ops::Range<usize>) -> anyhow::Error {
+        CutInput { whole_frames, written, cause: format!("{e:#}") }.into()
     }
 }
 
 impl std::fmt::Display for CutInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: the input ends inside frame {n}, so the clip was taken to end at its {n} whole frames, which were upscaled and written (a stream whose source stopped mid-frame; make it again to upscale the rest)",
-            self.cause,
-            n = self.whole_frames
-        )
+        let n = self.whole_frames;
+        write!(f, "{}: the input ends inside frame {n}", self.cause)?;
+        let (a, b) = (self.written.start, self.written.end);
+        match (n, a < b) {
+            (0, _) => write!(f, ", before any whole frame: nothing was written"),
+            (_, false) => write!(f, ": its {n} whole frames end before --frames {a}: nothing was written"),
+            (_, true) => write!(
+                f,
+                ", so the clip was taken to end at its {n} whole frames: output frames {a}..{b} were upscaled and written (a stream whose source stopped mid-frame; make it again to upscale the rest)"
+            ),
+        }
     }
 }
 
