@@ -600,6 +600,7 @@ pub fn remove_temporaries() {
 /// [`remove_temporaries`] for those `which` picks.
 fn remove_temporaries_where(which: impl Fn(&Path) -> bool) {
     let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    // Removed under the lock: a stop signal's handler (another thread) waits, then finds it gone.
     writing.retain(|p| {
         if !which(p) {
             return true;

@@ -137,6 +137,10 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
             bail!("{} holds several data.pkl ({}): not a single torch.save checkpoint", path.display(), listed(pkls.iter().map(|n| shown(n)), pkls.len()))
         }
     };
+    // The archive's name starts every entry's, and messages show entries whole.
+    if pkl_name.len() > MAX_NAME_LEN || pkl_name.chars().any(char::is_control) {
+        bail!("{}: its data.pkl is named '{}' ({} bytes): torch.save names it after the file; the file is corrupt", path.display(), shown(&pkl_name), pkl_name.len());
+    }
     let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
 
     if let Some(i) = zip.index_for_name(&format!("{prefix}byteorder")) {
@@ -173,8 +177,14 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
     let (mut skipped, mut skipped_shown): (usize, Vec<String>) = (0, Vec::new());
     for (k, v) in dict {
         let name = match k {
-            Value::Str(s) if s.len() > MAX_NAME_LEN => {
-                bail!("{}: a tensor name of {} bytes ('{}'): torch writes module paths of a few hundred at most; the file is corrupt", path.display(), s.len(), shown(s));
+            // Messages show tensor names whole.
+            Value::Str(s) if s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) => {
+                bail!(
+                    "{}: a key '{}' ({} bytes): torch writes module paths, of a few hundred bytes at most and without control characters; the file is corrupt",
+                    path.display(),
+                    shown(s),
+                    s.len()
+                );
             }
             Value::Str(s) => s,
             other => {
@@ -274,7 +284,7 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
         all_views = all_views.saturating_add(view_bytes);
         if all_views > max_view_bytes(data.len()) {
             bail!(
-                "{}: the tensors up to '{name}' hold {all_views} bytes together, more than {VIEW_EXPANSION}x the file's size: \
+                "{}: the tensors up to '{name}' hold {all_views} bytes together, more than {VIEW_EXPANSION}x the file's size plus 16 MiB: \
                  views repeat their storages over and over (the same expanded view under many names); refusing to materialise them",
                 path.display()
             );
@@ -435,9 +445,11 @@ pub fn select<'p>(pk: &'p Pickle, key: Option<&str>) -> Result<(&'p Items, Vec<S
     let mut candidates: Vec<(&str, &'p Items)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (k, v) in top.iter().rev() {
-        if let (Value::Str(s), Some(d)) = (k, pk.dict(v)) {
-            if seen.insert(&**s) && holds_tensors(d) {
-                candidates.push((&**s, d));
+        if let Value::Str(s) = k {
+            if seen.insert(&**s) {
+                if let Some(d) = pk.dict(v).filter(|d| holds_tensors(d)) {
+                    candidates.push((&**s, d));
+                }
             }
         }
     }
@@ -822,17 +834,18 @@ pub(crate) mod tests {
             pkl.extend(b"u.");
             pkl
         };
-        let keys: Vec<String> = (0..500).map(|i| format!("extra{i}")).chain(["\x1b[2J\nFAKE: converted".to_string()]).collect();
+        let keys: Vec<String> = (0..501).map(|i| format!("extra{i}")).collect();
         std::fs::write(&p, torch_zip(&with_extra(&keys), &[("0", &store)])).unwrap();
         let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
         let note = ck.notes.iter().find(|n| n.starts_with("skipped")).unwrap();
         assert!(note.starts_with("skipped 501 non-tensor entries: extra0 (None)") && note.ends_with("… and 481 more") && note.len() < 600, "{note}");
+        // A key with control characters is refused, shown escaped.
         std::fs::write(&p, torch_zip(&with_extra(&["\x1b[2J\nFAKE".to_string()]), &[("0", &store)])).unwrap();
-        let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
-        assert!(ck.notes.iter().any(|n| n.contains("\\u{1b}[2J\\nFAKE (None)")), "{:?}", ck.notes);
+        let e = open_err(&p, None);
+        assert!(e.contains("a key '\\u{1b}[2J\\nFAKE'") && !e.contains('\x1b'), "{e}");
         std::fs::write(&p, torch_zip(&with_extra(&["k".repeat(MAX_NAME_LEN + 1)]), &[("0", &store)])).unwrap();
         let e = open_err(&p, None);
-        assert!(e.contains(&format!("a tensor name of {} bytes", MAX_NAME_LEN + 1)) && e.len() < 400, "{e}");
+        assert!(e.contains(&format!("({} bytes)", MAX_NAME_LEN + 1)) && e.len() < 400, "{e}");
         assert_eq!(listed((0..3).map(|i| i.to_string()), 3), "0, 1, 2");
         assert_eq!(shown(&"é".repeat(100)).chars().count(), 81);
         // {'sd': D, 'sd': D}: one key, one state dict (Python keeps the last), not "several".
@@ -849,6 +862,13 @@ pub(crate) mod tests {
         std::fs::write(&p, torch_zip(&outer, &[("0", &store)])).unwrap();
         let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
         assert!(ck.notes.iter().any(|n| n.contains("entry 'sd' (the only dict of tensors)")), "{:?}", ck.notes);
+        // {'sd': D, 'sd': None}: the later value, None, is what Python holds: no state dict.
+        let mut later_none = outer[..outer.len() - 2].to_vec();
+        later_none.truncate(later_none.len() - inner.len());
+        later_none.push(b'N');
+        later_none.extend(b"u.");
+        std::fs::write(&p, torch_zip(&later_none, &[("0", &store)])).unwrap();
+        assert!(open_err(&p, None).contains("no tensors at the top level"));
         // A re-zipped (deflated) archive is told so, not called corrupt: every entry's method
         // set to deflate (8) in its local header and the central directory.
         let mut zipped = torch_zip(&state_dict_pkl(&[("w", "0", 8, 0, &[8], &[1])]), &[("0", &store)]);

@@ -27,6 +27,9 @@ pub fn y4m_file_frames(p: &std::path::Path) -> Result<(crate::video::y4m::Header
     loop {
         if f.read(&mut byte).with_context(|| format!("reading {}", p.display()))? == 0 {
             // As the run's reader: a header must end its line.
+            if line.is_empty() {
+                bail!("{}: empty input: no y4m stream header (expected \"YUV4MPEG2 …\")", p.display());
+            }
             bail!("{}: the stream ended inside its header line (no end of line)", p.display());
         }
         if byte[0] == b'\n' {
@@ -339,6 +342,8 @@ mod tests {
         std::fs::write(dir.join("no-newline.y4m"), b"YUV4MPEG2 W8 H8 F25:1 Ip C420jpeg").unwrap();
         let e = y4m_file_frames(&dir.join("no-newline.y4m")).unwrap_err().to_string();
         assert!(e.contains("ended inside its header line"), "{e}");
+        std::fs::write(dir.join("empty.y4m"), b"").unwrap();
+        assert!(y4m_file_frames(&dir.join("empty.y4m")).unwrap_err().to_string().contains("empty input: no y4m stream header"));
         // A folder is told to be one, as the run tells it.
         let e = y4m_file_frames(&dir).unwrap_err().to_string();
         assert!(e.contains("is a folder: give a y4m file"), "{e}");

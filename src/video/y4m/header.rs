@@ -78,6 +78,33 @@ fn parse_colourspace(v: &str) -> Result<(Chroma, Siting, u8), Y4mError> {
     Ok((chroma, siting, depth))
 }
 
+/// The `XYSCSS` values ffmpeg's y4m reader knows where a header has no `C` tag, as the prefixes
+/// it matches in the order it tries them, with the `C` tag of the same format. Measured with
+/// ffprobe 5.1: `422P10` reads as 8-bit 4:2:2 (it has no entry, and `422` is its prefix),
+/// `420P11` and `MONO` as 4:2:0, `444p10` (lowercase) and `444ALPHA` as 8-bit 4:4:4.
+const XYSCSS_FORMATS: [(&str, &str); 20] = [
+    ("420JPEG", "420jpeg"),
+    ("420MPEG2", "420mpeg2"),
+    ("420PALDV", "420paldv"),
+    ("420P9", "420p9"),
+    ("422P9", "422p9"),
+    ("444P9", "444p9"),
+    ("420P10", "420p10"),
+    ("444P10", "444p10"),
+    ("420P12", "420p12"),
+    ("422P12", "422p12"),
+    ("444P12", "444p12"),
+    ("420P14", "420p14"),
+    ("422P14", "422p14"),
+    ("444P14", "444p14"),
+    ("420P16", "420p16"),
+    ("422P16", "422p16"),
+    ("444P16", "444p16"),
+    ("411", "411"),
+    ("422", "422"),
+    ("444", "444"),
+];
+
 impl Header {
     /// A header for a plain stream (no tags beyond `W H F C`), e.g. for tests.
     pub fn new(width: u32, height: u32, colourspace: &str) -> Result<Header, Y4mError> {
@@ -183,11 +210,12 @@ impl Header {
                 _ => hd.other.push(field.to_string()),
             }
         }
-        // Without a C tag, the older XYSCSS one names the format where it names one ffmpeg's
-        // reader knows (420JPEG, 422, 444P10, …), as that reader takes it; else 4:2:0.
+        // Without a C tag, the older XYSCSS one names the format as ffmpeg's reader takes it
+        // (its prefixes, in its order: XYSCSS_FORMATS); else 4:2:0.
         if hd.colourspace_tag.is_none() {
             let xyscss = hd.x_tags.iter().rev().find_map(|t| t.strip_prefix("YSCSS="));
-            if let Some(Ok((c, s, d))) = xyscss.map(|v| parse_colourspace(&v.to_ascii_lowercase())) {
+            let tag = xyscss.and_then(|v| XYSCSS_FORMATS.iter().find(|(prefix, _)| v.starts_with(prefix)));
+            if let Some(Ok((c, s, d))) = tag.map(|(_, c)| parse_colourspace(c)) {
                 (hd.chroma, hd.siting, hd.depth) = (c, s, d);
             }
         }

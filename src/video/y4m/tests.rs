@@ -92,6 +92,11 @@ fn header_defaults_and_unknown_fields() {
     assert_eq!(x.to_bytes(), b"YUV4MPEG2 W12 H2 XYSCSS=444P10\n");
     assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 XYSCSS=411\n").unwrap().chroma, Chroma::C411);
     assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 XYSCSS=FOO\n").unwrap().chroma, Chroma::C420);
+    // As ffprobe 5.1 reads them: prefixes, in its order, case-sensitive.
+    for (v, chroma, depth) in [("422P10", Chroma::C422, 8), ("420P11", Chroma::C420, 8), ("MONO", Chroma::C420, 8), ("444p10", Chroma::C444, 8), ("444ALPHA", Chroma::C444, 8), ("444P10X", Chroma::C444, 10), ("422P9", Chroma::C422, 9)] {
+        let h = Header::parse(format!("YUV4MPEG2 W12 H2 XYSCSS={v}\n").as_bytes()).unwrap();
+        assert_eq!((h.chroma, h.depth), (chroma, depth), "XYSCSS={v}");
+    }
     assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 C422 XYSCSS=444\n").unwrap().chroma, Chroma::C422);
 }
 
