@@ -318,7 +318,9 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
             // where the umask left the file read-only.)
             .and_then(|_| fs::OpenOptions::new().read(true).write(cfg!(windows)).open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("writing {} to the disk", tmp.display())))
             .and_then(|_| fs::rename(&tmp, &dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display())));
-        crate::weights::written_temporary(&tmp);
+        // Removed where it failed only: after the rename a file of that name is another
+        // container's (the same PID in a shared cache).
+        crate::weights::written_temporary(&tmp, r.is_err());
         match r {
             Ok(()) => report.converted.push(dst),
             Err(e) => report.convert_errors.push(format!("converting {file}: {e:#}")),
@@ -330,10 +332,10 @@ fn convert_checkpoints(repo: &Path, report: &mut FetchReport, progress: bool, ve
 /// Removes what conversions that ended without finishing left in `out_dir` (a Ctrl-C or a kill
 /// midway leaves a temporary file as large as the checkpoint, 3.8 GB for the UNet): the files
 /// and folders named `….tmp<PID>` whose process no longer runs here and that nothing has written
-/// to (in a folder: nor to what it holds) for [`STALE_AFTER`]: a cache shared between containers or hosts (which see other PIDs, or none)
-/// may hold another one's conversion in progress, and that one writes all along. Where
-/// processes cannot be looked up that way (no `/proc`, as on macOS and Windows), nothing is
-/// removed.
+/// to (in a folder: nor to what it holds) for [`STALE_AFTER`]: a cache shared between
+/// containers or hosts (which see other PIDs, or none) may hold another one's conversion in
+/// progress, and that one writes all along. Where processes cannot be looked up that way (no
+/// `/proc`, as on macOS and Windows), nothing is removed.
 fn remove_ended_conversions(out_dir: &Path) {
     if !Path::new("/proc/self").exists() {
         return;
@@ -344,7 +346,7 @@ fn remove_ended_conversions(out_dir: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.rsplit_once(".tmp")).and_then(|(_, p)| p.parse::<u32>().ok()) else { continue };
         let idle = last_written(&e.path()).and_then(|t| t.elapsed().ok()).is_some_and(|d| d >= STALE_AFTER);
         if pid != std::process::id() && idle && !Path::new(&format!("/proc/{pid}")).exists() {
-            // A folder since writes put safetensors' own temporary file in one; a file before.
+            // A write's folder (safetensors' own temporary file inside), or a conversion's file.
             let _ = if e.path().is_dir() { fs::remove_dir_all(e.path()) } else { fs::remove_file(e.path()) };
         }
     }

@@ -600,14 +600,12 @@ pub fn remove_temporaries() {
 /// [`remove_temporaries`] for those `which` picks.
 fn remove_temporaries_where(which: impl Fn(&Path) -> bool) {
     let mut writing = WRITING.lock().unwrap_or_else(|e| e.into_inner());
-    // Removed under the lock: a stop signal's handler (another thread) waits, then finds it gone.
-    writing.retain(|p| {
-        if !which(p) {
-            return true;
-        }
+    // Removed under the lock (a stop signal's handler, another thread, waits, then finds them
+    // gone), newest first: a write's folder before the file its copy is renamed to (fetch's).
+    for p in writing.iter().rev().filter(|p| which(p)) {
         remove_path(p);
-        false
-    });
+    }
+    writing.retain(|p| !which(p));
 }
 
 /// Removes a file, or a folder with what it holds; what is not there is no error.
@@ -625,11 +623,13 @@ pub fn writing_temporary(p: &Path) {
     WRITING.lock().unwrap_or_else(|e| e.into_inner()).push(p.to_path_buf());
 }
 
-/// The write into `p` ended (renamed into place, or failed): removes `p` where it is still there,
-/// then forgets it.
-pub fn written_temporary(p: &Path) {
-    remove_temporaries_where(|q| q == p);
-    remove_path(p);
+/// The write into `p` ended: forgets it, and where it `failed` removes what it left.
+pub fn written_temporary(p: &Path, failed: bool) {
+    if failed {
+        remove_temporaries_where(|q| q == p);
+    } else {
+        WRITING.lock().unwrap_or_else(|e| e.into_inner()).retain(|q| q != p);
+    }
 }
 
 /// Writes a safetensors file as a finished whole: in a temporary folder beside `output`
@@ -668,7 +668,8 @@ where
             std::fs::set_permissions(&tmp, p).with_context(|| format!("setting the permissions of {}", tmp.display()))
         })
         .and_then(|()| std::fs::rename(&tmp, output).with_context(|| format!("renaming {} to {}", tmp.display(), output.display())));
-    written_temporary(&tmp_dir);
+    // The folder is this write's alone (its file renamed away or failed): removed either way.
+    written_temporary(&tmp_dir, true);
     written
 }
 

@@ -260,7 +260,7 @@ fn a_truncated_stream_names_the_frame_and_fails() {
     s.truncate(s.len() - 10);
     let o = run(&s);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("inside frame 0, before any whole frame: nothing was written") && !err.contains("panicked"), "{err}");
+    assert!(!o.status.success() && err.contains("inside frame 0, before any whole frame: no frame was written") && !err.contains("panicked"), "{err}");
     assert!(!out.exists(), "a header-only output was left");
     assert_eq!(std::fs::read(&gif).unwrap(), b"an earlier preview", "the existing --gif file was touched");
     // Cut inside frame 2 (its data, then its FRAME line): the clip ends at its two whole frames,
@@ -287,7 +287,7 @@ fn a_truncated_stream_names_the_frame_and_fails() {
     let mut s = stream(7, 5, 3);
     s.truncate(s.len() - 10);
     std::fs::write(&input, &s).unwrap();
-    for (frames, says) in [("1:", "output frames 1..2 were upscaled and written"), ("3:", "its 2 whole frames end before --frames 3: nothing was written")] {
+    for (frames, says) in [("1:", "output frames 1..2 were upscaled and written"), ("3:", "its 2 whole frames end before --frames 3: no frame was written")] {
         let o = upscale(&rel, &input, &out, &["--frames", frames, "--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(says), "--frames {frames}: {err}");

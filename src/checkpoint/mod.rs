@@ -177,14 +177,9 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
     let (mut skipped, mut skipped_shown): (usize, Vec<String>) = (0, Vec::new());
     for (k, v) in dict {
         let name = match k {
-            // Messages show tensor names whole.
-            Value::Str(s) if s.len() > MAX_NAME_LEN || s.chars().any(char::is_control) => {
-                bail!(
-                    "{}: a key '{}' ({} bytes): torch writes module paths, of a few hundred bytes at most and without control characters; the file is corrupt",
-                    path.display(),
-                    shown(s),
-                    s.len()
-                );
+            // Past this a key is no module path (messages show skipped ones through `shown`).
+            Value::Str(s) if s.len() > MAX_NAME_LEN => {
+                bail!("{}: a key of {} bytes ('{}'): torch writes module paths of a few hundred at most; the file is corrupt", path.display(), s.len(), shown(s));
             }
             Value::Str(s) => s,
             other => {
@@ -196,12 +191,19 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
             }
         };
         match pk.tensor(v) {
+            // Messages show tensor names whole: a module path has no control characters.
+            Some(_) if name.chars().any(char::is_control) => {
+                bail!("{}: a tensor named '{}': torch writes module paths, without control characters; the file is corrupt", path.display(), shown(name));
+            }
             Some(t) => {
                 if by_name.insert(name.to_string(), t).is_none() {
                     order.push(name.to_string());
                 }
             }
             None => {
+                // A later value replaces an earlier tensor of the key, as in Python (`order`
+                // drops it below).
+                by_name.remove(&**name);
                 skipped += 1;
                 if skipped_shown.len() < LISTED {
                     let hint = if pk.dict(v).is_some_and(|d| d.iter().any(|(_, x)| pk.tensor(x).is_some())) { " (select it with --key)" } else { "" };
@@ -210,6 +212,10 @@ pub fn open(path: &Path, data: &[u8], key: Option<&str>) -> Result<TorchCheckpoi
             }
         }
     }
+    // Each key once, at its first place (Python keeps a key where it was first set), if its
+    // last value is a tensor.
+    let mut placed = std::collections::HashSet::new();
+    order.retain(|n| by_name.contains_key(n) && placed.insert(n.clone()));
     let skipped_list = listed(skipped_shown.into_iter(), skipped);
     if skipped > 0 {
         notes.push(format!("skipped {skipped} non-tensor entr{}: {skipped_list}", if skipped == 1 { "y" } else { "ies" }));
@@ -385,7 +391,7 @@ fn check_view(shape: &[usize], strides: &[usize], offset: usize, numel: usize, e
     if bytes.is_none() {
         bail!(
             "the view holds {count} elements of {es} bytes, read from a storage of {numel}: more than {VIEW_EXPANSION}x the \
-             file's size, which only an expanded (stride-0) view can do; refusing to materialise it (re-save the tensor \
+             file's size plus 16 MiB, which only an expanded (stride-0) view can do; refusing to materialise it (re-save the tensor \
              with .clone() or as safetensors)"
         );
     }
@@ -839,13 +845,19 @@ pub(crate) mod tests {
         let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
         let note = ck.notes.iter().find(|n| n.starts_with("skipped")).unwrap();
         assert!(note.starts_with("skipped 501 non-tensor entries: extra0 (None)") && note.ends_with("… and 481 more") && note.len() < 600, "{note}");
-        // A key with control characters is refused, shown escaped.
+        // A skipped key with control characters is shown escaped; a tensor named so is refused.
         std::fs::write(&p, torch_zip(&with_extra(&["\x1b[2J\nFAKE".to_string()]), &[("0", &store)])).unwrap();
+        let ck = open(&p, &std::fs::read(&p).unwrap(), None).unwrap();
+        assert!(ck.notes.iter().any(|n| n.contains("\\u{1b}[2J\\nFAKE (None)") && !n.contains('\x1b')), "{:?}", ck.notes);
+        std::fs::write(&p, torch_zip(&state_dict_pkl(&[("\x1b[2Jw", "0", 8, 0, &[8], &[1])]), &[("0", &store)])).unwrap();
         let e = open_err(&p, None);
-        assert!(e.contains("a key '\\u{1b}[2J\\nFAKE'") && !e.contains('\x1b'), "{e}");
+        assert!(e.contains("a tensor named '\\u{1b}[2Jw'") && !e.contains('\x1b'), "{e}");
+        // {'w': T, 'w': None}: the later value wins, so no tensor is left.
+        std::fs::write(&p, torch_zip(&with_extra(&["w".to_string()]), &[("0", &store)])).unwrap();
+        assert!(open_err(&p, None).contains("holds no tensors"));
         std::fs::write(&p, torch_zip(&with_extra(&["k".repeat(MAX_NAME_LEN + 1)]), &[("0", &store)])).unwrap();
         let e = open_err(&p, None);
-        assert!(e.contains(&format!("({} bytes)", MAX_NAME_LEN + 1)) && e.len() < 400, "{e}");
+        assert!(e.contains(&format!("a key of {} bytes", MAX_NAME_LEN + 1)) && e.len() < 400, "{e}");
         assert_eq!(listed((0..3).map(|i| i.to_string()), 3), "0, 1, 2");
         assert_eq!(shown(&"é".repeat(100)).chars().count(), 81);
         // {'sd': D, 'sd': D}: one key, one state dict (Python keeps the last), not "several".

@@ -718,8 +718,8 @@ impl Machine<'_> {
         if key.len() > MAX_KEY_LEN {
             bail!("storage key of {} bytes is too long (torch writes short names; at most {MAX_KEY_LEN})", key.len());
         }
-        if key.is_empty() || key.contains(['/', '\\']) || key.contains("..") {
-            bail!("storage key '{key}' is not a plain name");
+        if key.is_empty() || key.contains(['/', '\\']) || key.contains("..") || key.chars().any(char::is_control) {
+            bail!("storage key '{}' is not a plain name", super::shown(&key));
         }
         let numel = uint(numel, "storage size")?;
         Ok(self.new_obj(Obj::Storage(Storage { key, dtype: *dtype, numel })))

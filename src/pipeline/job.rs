@@ -297,11 +297,12 @@ impl std::fmt::Display for CutInput {
         write!(f, "{}: the input ends inside frame {n}", self.cause)?;
         let (a, b) = (self.written.start, self.written.end);
         match (n, a < b) {
-            (0, _) => write!(f, ", before any whole frame: nothing was written"),
-            (_, false) => write!(f, ": its {n} whole frames end before --frames {a}: nothing was written"),
+            (0, _) => write!(f, ", before any whole frame: no frame was written"),
+            (_, false) => write!(f, ": its {n} whole frames end before --frames {a}: no frame was written"),
             (_, true) => write!(
                 f,
-                ", so the clip was taken to end at its {n} whole frames: output frames {a}..{b} were upscaled and written (a stream whose source stopped mid-frame; make it again to upscale the rest)"
+                ", so the clip was taken to end at its {n} whole frames: output frames {a}..{b} were upscaled and written (a stream whose source stopped mid-frame{})",
+                if b == n { "; make it again to upscale the rest" } else { "" }
             ),
         }
     }

@@ -479,7 +479,8 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
             };
             return Err(interrupt::Interrupted { detail }.into());
         }
-        // An input cut inside a frame: all its whole frames were written, nothing to go on to.
+        // An input cut inside a frame: the run's frames up to the cut were written (the error
+        // says which), and there is nothing after it to go on to.
         Err(e) if e.downcast_ref::<crate::pipeline::job::CutInput>().is_some() => return Err(e),
         // Failed after whole frames: they stay, and where to go on from is said.
         Err(e) if frames_done > 0 && !is_broken_pipe(&e) => {

@@ -213,8 +213,8 @@ impl Header {
         // Without a C tag, the older XYSCSS one names the format as ffmpeg's reader takes it
         // (its prefixes, in its order: XYSCSS_FORMATS); else 4:2:0.
         if hd.colourspace_tag.is_none() {
-            let xyscss = hd.x_tags.iter().rev().find_map(|t| t.strip_prefix("YSCSS="));
-            let tag = xyscss.and_then(|v| XYSCSS_FORMATS.iter().find(|(prefix, _)| v.starts_with(prefix)));
+            // Every XYSCSS tag is tried; the last that names a format wins.
+            let tag = hd.x_tags.iter().rev().filter_map(|t| t.strip_prefix("YSCSS=")).find_map(|v| XYSCSS_FORMATS.iter().find(|(prefix, _)| v.starts_with(prefix)));
             if let Some(Ok((c, s, d))) = tag.map(|(_, c)| parse_colourspace(c)) {
                 (hd.chroma, hd.siting, hd.depth) = (c, s, d);
             }

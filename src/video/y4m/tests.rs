@@ -98,6 +98,7 @@ fn header_defaults_and_unknown_fields() {
         assert_eq!((h.chroma, h.depth), (chroma, depth), "XYSCSS={v}");
     }
     assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 C422 XYSCSS=444\n").unwrap().chroma, Chroma::C422);
+    assert_eq!(Header::parse(b"YUV4MPEG2 W12 H2 XYSCSS=444 XYSCSS=FOO\n").unwrap().chroma, Chroma::C444);
 }
 
 /// Without `XCOLORRANGE` grey is full range and colour limited, as ffmpeg reads them (its
