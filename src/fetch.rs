@@ -347,7 +347,7 @@ fn remove_ended_conversions(out_dir: &Path) {
         let idle = last_written(&e.path()).and_then(|t| t.elapsed().ok()).is_some_and(|d| d >= STALE_AFTER);
         if pid != std::process::id() && idle && !Path::new(&format!("/proc/{pid}")).exists() {
             // A write's folder (safetensors' own temporary file inside), or a conversion's file.
-            let _ = if e.path().is_dir() { fs::remove_dir_all(e.path()) } else { fs::remove_file(e.path()) };
+            crate::weights::remove_path(&e.path());
         }
     }
 }

@@ -609,7 +609,7 @@ fn remove_temporaries_where(which: impl Fn(&Path) -> bool) {
 }
 
 /// Removes a file, or a folder with what it holds; what is not there is no error.
-fn remove_path(p: &Path) {
+pub(crate) fn remove_path(p: &Path) {
     let _ = match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
         Ok(_) => std::fs::remove_file(p),
