@@ -105,6 +105,7 @@ impl Capture {
             ensure!(words <= u32::MAX as u64, "internal: a slot of {words} words to poison");
             let kernel = Kernel::new("poison", POISON_SRC, DType::F32);
             let pipeline = gpu.pipeline(&kernel)?;
+            // NaN as f32 and as both f16 halves.
             let params = PoisonParams { n: words as u32, word: 0x7FC0_7FC0, _pad: [0; 2] };
             let mut bytes = bytemuck::bytes_of(&params).to_vec();
             bytes.resize(bytes.len().div_ceil(16) * 16, 0);

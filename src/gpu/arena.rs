@@ -241,8 +241,7 @@ impl Arena {
         st.dry.as_ref().map_or(st.buffers.len(), Vec::len)
     }
 
-    /// Gives every slot of `trace` a place, creating (and, on a poisoning device, filling
-    /// with NaN) the buffers the arena lacks: the place of each slot, by slot id. `conflicts`
+    /// Gives every slot of `trace` a place, creating the buffers the arena lacks: the place of each slot, by slot id. `conflicts`
     /// are the pairs of slots one dispatch binds writable and read-only (a packed arena keeps
     /// each pair in different buffers).
     pub(crate) fn place(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> Result<Vec<Place>> {
@@ -338,14 +337,10 @@ impl ArenaState {
         (totals.iter().sum::<u64>() <= per_tensor).then_some((at, totals))
     }
 
-    /// A new buffer of `size` bytes (NaN-filled on a poisoning device); its index.
+    /// A new buffer of `size` bytes; its index. (On a poisoning device each slot is filled
+    /// before its first dispatch, by the graph's own poison steps: `kernel.rs`.)
     fn create(&mut self, gpu: &Gpu, size: u64) -> Result<usize> {
         let b = create_storage_buffer(&gpu.buffer_limits(), size, "graph activations", self.created_bytes)?;
-        if gpu.poison() {
-            // NaN as f32 and as both f16 halves.
-            let data = vec![0x7FC0_7FC0u32; (size / 4) as usize];
-            gpu.queue.write_buffer(&b, 0, bytemuck::cast_slice(&data));
-        }
         self.created_bytes += size;
         self.buffers.push(b);
         Ok(self.buffers.len() - 1)
