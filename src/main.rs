@@ -641,7 +641,7 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
 
 /// A stop signal during `convert` or `fetch-weights` removes the temporary files of the
 /// safetensors copy being written (gigabytes, hidden beside the output) and ends the process
-/// (exit 130); downloads keep their `.part` files, which the next run resumes.
+/// (exit 130); downloads keep their `blobs/<etag>.incomplete` files, which the next run resumes.
 fn remove_temporaries_on_signals() {
     let r = ctrlc::set_handler(|| {
         diffvsr_wgpu::weights::remove_temporaries();

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a lent NVIDIA machine (no Rust toolchain, no network there):
-#   1. here:  tools/gpu-check.sh build     -> builds release binaries into .device-bin/
+#   1. here:  tools/gpu-check.sh build     -> builds release binaries into .device-bin/ (the
+#             Vulkan loader's .debs in .gl/ come from tools/gpu-session.sh build: run that first);
+#             carry .device-bin and .gl
 #   2. there: tools/gpu-check.sh run       -> unpacks the Vulkan loader from .gl/, lists devices,
 #             runs every kernel test (the cooperative-matrix ones included), the full-size
 #             forwards CI leaves to request (the DiffVSR UNet on one window, the TE-3DVAE, the text encoder;
