@@ -112,7 +112,7 @@ pub fn time_case(gpu: &Gpu, case: &BenchCase, iters: u32) -> Result<f64> {
 
 fn timing(gpu: &Gpu) -> &'static str {
     if gpu.has_timestamps() {
-        "GPU timestamps (median)"
+        "GPU timestamps from a run's first dispatch to its last (median)"
     } else {
         "wall clock (median)"
     }
@@ -140,7 +140,7 @@ pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Opti
     let c = ceilings::measure(gpu, dtype, quick, iters)?;
     print_ceilings(&c);
     if let Some(p) = json {
-        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, dtype), &c, &[]))?)?;
+        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, dtype), &c, &[], &[], &[]))?)?;
     }
     Ok(c)
 }
@@ -256,7 +256,11 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
             t => t?,
         };
         let m = Measured { name: case.name, shape: case.shape, seconds: t, flops: case.flops, bytes: case.bytes };
-        let num = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        // A rate too small for the column's digits (a software adapter's TFLOP/s) keeps three
+        // significant ones, in e-notation, rather than reading 0.00.
+        let num = |v: Option<f64>, digits: usize| {
+            v.map_or("-".to_string(), |v| if v != 0.0 && v.abs() < 0.5 * 10f64.powi(-(digits as i32)) { format!("{v:.2e}") } else { format!("{v:.digits$}") })
+        };
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
         crate::outln!("{:<nw$} {:<40} {:>11} {:>10} {:>10} {:>7} {:>7}", m.name, m.shape, fmt_time(t), num(m.tflops(), 2), num(m.gbs(), 1), pct(m.of_gemm(&ceil)), pct(m.of_copy(&ceil)));
         use std::io::Write as _;
@@ -271,11 +275,12 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         }
     }
     // The rows above ran the tuned tiles; say where they are not the rule's.
-    for t in gpu.tuner().picks().iter().filter(|t| t.pick != 0) {
-        crate::outln!("tuned: {}", t.describe());
+    let tuned: Vec<String> = gpu.tuner().picks().iter().filter(|t| t.pick != 0).map(|t| t.describe()).collect();
+    for t in &tuned {
+        crate::outln!("tuned: {t}");
     }
     if let Some(p) = &opts.json {
-        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, opts.dtype), &ceil, &rows))?)?;
+        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, opts.dtype), &ceil, &rows, &skipped, &tuned))?)?;
         crate::diagln!("wrote {}", p.display());
     }
     if let Some(p) = &opts.roofline {

@@ -510,18 +510,20 @@ impl<'g> Recorder<'g> {
         }
     }
 
-    /// Submits, waits, and returns the GPU time of each timed dispatch in seconds (empty when the
-    /// adapter has no timestamp queries).
-    pub fn submit_timed(mut self) -> Result<Vec<f64>> {
+    /// Submits, waits, and returns the GPU seconds from the start of the first timed dispatch to
+    /// the end of the last (`None` when nothing was timed: no timestamp queries). The span, not
+    /// the sum of the dispatches' own times, so the gaps between dependent dispatches (barriers,
+    /// launches) count: a case of several kernels is not made to look faster than a fused one.
+    pub fn submit_timed(mut self) -> Result<Option<f64>> {
         let mut enc = self.encoder.take().expect("eager recorder");
         let Some(t) = self.timer.take().filter(|t| t.used > 0) else {
             self.gpu.queue.submit([enc.finish()]);
             self.gpu.sync()?;
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let ticks = resolve_timestamps(self.gpu, &mut enc, &t.set, 2 * t.used)?;
         let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
-        Ok(ticks.chunks(2).map(|c| c[1].saturating_sub(c[0]) as f64 * period).collect())
+        Ok(Some(timed_span(&ticks) as f64 * period))
     }
 
     /// Ends a capture: plans the activations' memory (creating what the arena lacks, which can
@@ -630,9 +632,20 @@ fn uniform_buffer(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
 /// Timestamps one timed run may take: 2 queries a dispatch, and wgpu caps a query set at 4096.
 pub const MAX_TIMED_DISPATCHES: u32 = 2048;
 
+/// Ticks from the first begin to the last end of timestamp pairs `[begin, end, begin, end, ..]`
+/// written in submission order (0 for none, or a clock that went backwards).
+fn timed_span(ticks: &[u64]) -> u64 {
+    match (ticks.first(), ticks.last()) {
+        (Some(&first), Some(&last)) => last.saturating_sub(first),
+        _ => 0,
+    }
+}
+
 /// Median seconds per run of `run` over `iters` runs, after one warm-up run (which compiles
-/// its pipelines and touches its memory): GPU timestamps summed over a run's dispatches where
-/// the adapter has them, else the wall clock around each run's submission. With `pool`, the
+/// its pipelines and touches its memory): the GPU's timestamps from a run's first dispatch to
+/// its last where the adapter has them (gaps between dispatches included), else the wall
+/// clock around each run's submission. A median that is not a positive time is an error (a
+/// timer that cannot be trusted), never a rate of infinity. With `pool`, the
 /// runs' new tensors come from it (scratch that is freed with it).
 pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dyn Fn(&mut Recorder) -> Result<()>) -> Result<f64> {
     let recorder = |timed| match pool {
@@ -652,10 +665,17 @@ pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dy
             bail!("a timed run records {} dispatches, more than the {MAX_TIMED_DISPATCHES} that can be timed", rec.dispatches);
         }
         let start = std::time::Instant::now();
-        let stamps = rec.submit_timed()?;
-        per_run.push(if timed > 0 { stamps.iter().sum::<f64>() } else { start.elapsed().as_secs_f64() });
+        let span = rec.submit_timed()?;
+        per_run.push(span.unwrap_or_else(|| start.elapsed().as_secs_f64()));
     }
-    Ok(median(&mut per_run))
+    let t = median(&mut per_run);
+    if !(t > 0.0 && t.is_finite()) {
+        bail!(
+            "the GPU's timer gave {t} s per run (median of {}): its timestamps cannot be trusted on this adapter",
+            per_run.len()
+        );
+    }
+    Ok(t)
 }
 
 /// The median of timings (of an even count, the mean of the middle two; at least one).
@@ -914,6 +934,33 @@ mod tests {
         assert_eq!(super::median(&mut [5.0]), 5.0);
         assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(super::median(&mut [3.0, 1.0, 4.0, 2.0]), 2.5);
+    }
+
+    /// A timed run is its first dispatch's start to its last one's end: the gap between two
+    /// dispatches counts (the sum of their own times, 10 ticks, would hide it).
+    #[test]
+    fn a_timed_run_spans_the_gaps_between_its_dispatches() {
+        assert_eq!(super::timed_span(&[100, 104, 130, 136]), 36);
+        assert_eq!(super::timed_span(&[7, 9]), 2);
+        assert_eq!(super::timed_span(&[]), 0);
+        assert_eq!(super::timed_span(&[50, 40]), 0, "a clock that went backwards is no time");
+    }
+
+    /// Timing a case of one and of two dispatches on the test adapter gives positive, finite
+    /// medians (by timestamps where it has them, as lavapipe does).
+    #[test]
+    fn time_runs_gives_positive_times() {
+        let gpu = test_gpu();
+        let mut rng = Rng::new(fresh_seed());
+        let n = 1 << 16;
+        let x = Tensor::from_f32(&gpu, &rng.normals(n, 1.0), &[n], DType::F32).unwrap();
+        let one = super::time_runs(&gpu, None, 3, &|r| unary(r, Unary::Silu, &x).map(drop)).unwrap();
+        let two = super::time_runs(&gpu, None, 3, &|r| {
+            let h = unary(r, Unary::Silu, &x)?;
+            add(r, &h, &x).map(drop)
+        })
+        .unwrap();
+        assert!(one > 0.0 && one.is_finite() && two > 0.0 && two.is_finite(), "{one} s, {two} s");
     }
 
     /// A captured chain replays with new inputs, and reuses memory for dropped intermediates.

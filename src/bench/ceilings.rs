@@ -35,12 +35,14 @@ impl Ceilings {
     }
 }
 
-/// Measures the ceilings in `dtype`. `quick` (a software adapter's default) uses a 16 Mi-element
+/// Measures the ceilings in `dtype`. `quick` (a software adapter's default) uses a 64 Mi-element
 /// copy and 128–256 GEMMs instead of 256 Mi elements and 4096–8192 (both bounded by the adapter's
-/// binding limit).
+/// binding limit). Even the quick copy moves a quarter of a GiB or more (two 128 MiB buffers in
+/// f16), past any GPU's last-level cache (96 MB on AMD's largest Infinity Cache, 50–72 MB of L2
+/// on NVIDIA's): a copy the cache held would report its bandwidth, not the memory's.
 pub fn measure(gpu: &Gpu, dtype: DType, quick: bool, iters: u32) -> Result<Ceilings> {
     let max_elems = (gpu.max_binding() / dtype.size() as u64) as usize;
-    let n = (if quick { 1usize << 24 } else { 1 << 28 }).min(max_elems) / 1024 * 1024;
+    let n = (if quick { 1usize << 26 } else { 1 << 28 }).min(max_elems) / 1024 * 1024;
     // Contents do not matter to a copy: fresh buffers (zeroed by wgpu), no host upload.
     let (src, dst) = (Tensor::empty(gpu, &[n], dtype)?, Tensor::empty(gpu, &[n], dtype)?);
     let copy_shape = format!("{n} {}", dtype.name());

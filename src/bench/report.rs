@@ -43,8 +43,10 @@ pub struct Meta {
     pub unix_time: u64,
 }
 
-/// The `--json` object.
-pub fn to_json(meta: &Meta, ceilings: &Ceilings, rows: &[Measured]) -> serde_json::Value {
+/// The `--json` object: with the cases, those `skipped` (over the adapter's limits, each with
+/// why) and the kernel tiles `tuned` away from the rules' (as the text output lists both), so a
+/// reader tells a case this adapter could not hold from one the build lacks.
+pub fn to_json(meta: &Meta, ceilings: &Ceilings, rows: &[Measured], skipped: &[String], tuned: &[String]) -> serde_json::Value {
     let cases: Vec<serde_json::Value> = rows
         .iter()
         .map(|m| {
@@ -75,6 +77,8 @@ pub fn to_json(meta: &Meta, ceilings: &Ceilings, rows: &[Measured]) -> serde_jso
             "quick_sizes": ceilings.quick,
         },
         "cases": cases,
+        "skipped": skipped,
+        "tuned": tuned,
     })
 }
 
@@ -182,9 +186,10 @@ mod tests {
     fn json_has_every_case_with_fractions_of_the_ceilings() {
         let (c, rows) = sample();
         let meta = Meta { device: "dev".into(), dtype: "f32".into(), timing: "wall clock".into(), unix_time: 1 };
-        let j = to_json(&meta, &c, &rows);
+        let j = to_json(&meta, &c, &rows, &["'conv3d' [1]: too big".into()], &[]);
         let cases = j["cases"].as_array().unwrap();
         assert_eq!(cases.len(), 3);
+        assert_eq!((j["skipped"][0].as_str(), j["tuned"].as_array().map(Vec::len)), (Some("'conv3d' [1]: too big"), Some(0)));
         assert_eq!(j["ceilings"]["gemm_tflops"], 2.0);
         assert_eq!((j["ceilings"]["ridge_flop_per_byte"].as_f64(), j["ceilings"]["quick_sizes"].as_bool()), (Some(20.0), Some(true)));
         // conv: 1e9 FLOP in 2 ms = 0.5 TFLOP/s = 25% of the GEMM roof; 1e6 B in 2 ms = 0.5 GB/s.

@@ -302,7 +302,7 @@ pub fn bench_cases(gpu: &Gpu, dtype: DType, quick: bool) -> Result<Vec<crate::op
     let layer = model.layers.remove(0);
     let x = crate::ops::bench_case::random_tensor(gpu, &[2, 77, c.hidden_size], dtype, 6)?;
     Ok(vec![crate::ops::bench_case::BenchCase {
-        name: format!("clip text encoder layer (x{})", c.num_hidden_layers),
+        name: format!("clip text encoder layer (1 of {})", c.num_hidden_layers),
         shape: format!("2x77x{}, {} heads, ffn {}", c.hidden_size, c.num_attention_heads, c.intermediate_size),
         flops: one.flops(2, 77),
         // A floor: the layer's weights read once (attention's four h×h projections, the MLP's
