@@ -130,6 +130,7 @@ impl GpuArgs {
             no_coop: self.no_coop || env.no_coop,
             max_binding: env.max_binding,
             max_workgroup_storage: env.max_workgroup_storage,
+            offset_alignment: env.offset_alignment,
             no_pack_activations: self.no_pack_activations || env.no_pack_activations,
             f16_operands: self.f16_operands == TuneMode::On,
             norm_into_conv: self.norm_into_conv,

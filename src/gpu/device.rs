@@ -44,6 +44,10 @@ pub struct GpuOptions {
     /// 3.1's least). wgpu 30 does not itself check a kernel against it, so a miscounted kernel
     /// still runs where the card has more (`DIFFVSR_MAX_WORKGROUP_STORAGE`).
     pub max_workgroup_storage: Option<u32>,
+    /// Treat the GPU as if bound views had to start at multiples of this many bytes (a power of
+    /// two, raised to, never below, the adapter's own): as on GPUs that ask 64 (Intel, Mali) or
+    /// 256 (some GL drivers), where lavapipe asks 32 (`DIFFVSR_OFFSET_ALIGNMENT`).
+    pub offset_alignment: Option<u32>,
     /// Plan as if the adapter's largest storage binding and largest buffer were these many
     /// bytes (`forward --plan-only --plan-limits`): for capturing and planning a graph meant
     /// for a larger GPU. Nothing over the adapter's own limits may then be bound or created.
@@ -81,7 +85,7 @@ pub struct GpuOptions {
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
-    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_MAX_WORKGROUP_STORAGE`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
+    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_MAX_WORKGROUP_STORAGE`, `DIFFVSR_OFFSET_ALIGNMENT`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
     /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
     /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`.
     pub fn from_env() -> Self {
@@ -102,6 +106,13 @@ impl GpuOptions {
                 let n = super::pool::parse_bytes(&v).ok().and_then(|n| u32::try_from(n).ok());
                 if n.is_none() {
                     log::warn!("DIFFVSR_MAX_WORKGROUP_STORAGE={v:?} is not a size (bytes, or e.g. 16KiB): ignored");
+                }
+                n
+            }),
+            offset_alignment: std::env::var("DIFFVSR_OFFSET_ALIGNMENT").ok().filter(|v| !v.is_empty()).and_then(|v| {
+                let n = v.trim().parse::<u32>().ok().filter(|n| n.is_power_of_two() && *n <= 1 << 16);
+                if n.is_none() {
+                    log::warn!("DIFFVSR_OFFSET_ALIGNMENT={v:?} is not a power of two up to 65536 (bytes): ignored");
                 }
                 n
             }),
@@ -396,6 +407,10 @@ impl Gpu {
         if let Some(m) = opts.max_binding {
             // A simulated smaller GPU: what one binding may hold shrinks (buffers may stay larger).
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m.max(4));
+        }
+        if let Some(a) = opts.offset_alignment {
+            // A simulated stricter GPU: a multiple of the larger power of two is one of both.
+            limits.min_storage_buffer_offset_alignment = limits.min_storage_buffer_offset_alignment.max(a);
         }
         let tune = match opts.tune {
             TuneMode::On => true,
