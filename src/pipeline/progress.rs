@@ -2,7 +2,8 @@
 //! once the run's length is known (from the input file's size, or once the stream has ended;
 //! until then a spinner on a terminal). On a terminal one line is rewritten in place (at most
 //! ten times a second); elsewhere (logs, CI) one plain line per finished window (or group of
-//! windows denoised together).
+//! windows denoised together), and one after the run's first step, so that a log shows the job
+//! under way before a whole window is done (minutes on a slow GPU).
 //!
 //! The ETA adds the two kinds of work left: denoising steps × the time a step takes (measured
 //! between steps of one window, so a decode between windows does not count as steps), and
@@ -155,6 +156,11 @@ impl<E: Write> Reporter<E> {
 
     /// The progress line at `elapsed` (without `\r` or newline).
     pub fn line(&mut self, elapsed: Duration) -> String {
+        self.line_with(elapsed, true)
+    }
+
+    /// The progress line, with the ETA where `eta` and known.
+    fn line_with(&mut self, elapsed: Duration, eta: bool) -> String {
         let secs = elapsed.as_secs_f64();
         let mut s = match self.frames_total {
             Some(t) => format!("frames {}/{t}", self.frames_done),
@@ -183,7 +189,7 @@ impl<E: Write> Reporter<E> {
             s += &format!(", {:.2} frames/s", self.frames_done as f64 / secs);
         }
         s += &format!(", {} elapsed", human_duration(elapsed));
-        match self.eta(elapsed) {
+        match self.eta(elapsed).filter(|_| eta) {
             Some(eta) => s += &format!(", ETA {}", human_duration(eta)),
             None if self.style == Style::Terminal => {
                 s += &format!(" {}", SPINNER[self.spin % SPINNER.len()]);
@@ -202,6 +208,9 @@ impl<E: Write> Reporter<E> {
     /// One job event at `elapsed` since the reporter was made.
     pub fn event_at(&mut self, p: Progress, elapsed: Duration) {
         let mut window_done = false;
+        // The run's first step of several: its time includes preparing the graphs (kernel
+        // compilation, tuning), so it says nothing yet of the time left.
+        let first_step = self.last_draw.is_none() && matches!(p, Progress::Step { step: 1, steps, .. } if steps > 1);
         match p {
             Progress::Step { window, group, windows, step, steps } => {
                 if let Some((w, t)) = self.last_step {
@@ -232,13 +241,17 @@ impl<E: Write> Reporter<E> {
         self.last_event = elapsed;
         let draw = match self.style {
             Style::Terminal => window_done || self.last_draw.is_none_or(|t| elapsed.saturating_sub(t) >= REDRAW),
-            Style::Lines => window_done,
+            Style::Lines => window_done || first_step,
         };
         if !draw {
             return;
         }
         self.last_draw = Some(elapsed);
-        let line = self.line(elapsed);
+        let line = if first_step && self.style == Style::Lines {
+            self.line_with(elapsed, false) + " (the first step, with the graphs' preparation)"
+        } else {
+            self.line(elapsed)
+        };
         // Progress is best effort: a closed stderr must not stop the job.
         let _ = match self.style {
             Style::Terminal => write!(self.out, "\r{line}\x1b[K"),
@@ -390,7 +403,9 @@ mod tests {
         assert!(line.contains("windows 1-2/3 step 5/10") && line.contains("ETA 20 s"), "{line}");
     }
 
-    /// Plain lines: one per finished window, no carriage returns; a terminal rewrites one line.
+    /// Plain lines: one after the run's first step (without an ETA: that step's time includes
+    /// the graphs' preparation), then one per finished window, no carriage returns; a terminal
+    /// rewrites one line.
     #[test]
     fn lines_once_per_window_terminal_in_place() {
         let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
@@ -401,7 +416,10 @@ mod tests {
             r.event(Progress::Frames { done: 4 * (w + 1), total: None });
         }
         let out = String::from_utf8(r.into_inner()).unwrap();
-        assert_eq!(out.lines().count(), 3, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines[0].contains("window 1/3 step 1/10") && lines[0].contains("the first step") && !lines[0].contains("ETA"), "{out}");
+        assert!(lines[1..].iter().enumerate().all(|(w, l)| l.contains(&format!("window {}/3 step 10/10", w + 1)) && l.contains("ETA")), "{out}");
         assert!(!out.contains('\r'));
         let mut r = Reporter::new(Vec::new(), Style::Terminal, 10, None, Some(13));
         r.event(step(0, None, 1));
