@@ -164,6 +164,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         (None, Some(size)) => random_inputs(gpu, &model, size, dtype)?,
         _ => bail!("give exactly one of --inputs FILE and --random-inputs BxHxW"),
     };
+    inputs.check_class_labels(gpu, model.class_embeds())?;
     if o.cfg_pair {
         inputs = inputs.into_cfg_pair(gpu, o.inputs.is_none())?;
     }

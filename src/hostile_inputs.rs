@@ -80,3 +80,16 @@ fn wrong_class_labels_length_is_named() {
     let labels = crate::Tensor::from_u32(&gpu, &[20, 7], &[2]).unwrap();
     assert_eq!(te.forward_silu(&mut rec, &t, Some(&labels), DType::F32).unwrap().shape(), &[2, 128]);
 }
+
+/// Class labels (the noise level) past the UNet's table are refused, not clamped on the GPU to
+/// its last row (a forward conditioned on another level).
+#[test]
+fn class_labels_past_the_table_are_refused() {
+    let gpu = test_gpu();
+    let labels = crate::Tensor::from_u32(&gpu, &[3, 12], &[2]).unwrap();
+    let inp = crate::models::registry::Inputs { tensors: vec![("class_labels".into(), labels)], ids: None, cfg_pair: false };
+    let e = format!("{:#}", inp.check_class_labels(&gpu, Some(10)).unwrap_err());
+    assert!(e.contains("holds 12") && e.contains("0 to 9 only"), "{e}");
+    inp.check_class_labels(&gpu, Some(13)).unwrap();
+    inp.check_class_labels(&gpu, None).unwrap();
+}

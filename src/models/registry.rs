@@ -193,6 +193,16 @@ impl Inputs {
         self.cfg_pair = true;
         Ok(self)
     }
+
+    /// Refuses class labels (the noise level) past the UNet's table of `rows`: the lookup on the
+    /// GPU would clamp them to its last row, a forward conditioned on another level.
+    pub fn check_class_labels(&self, gpu: &Gpu, rows: Option<usize>) -> Result<()> {
+        let (Ok(labels), Some(rows)) = (self.get("class_labels"), rows) else { return Ok(()) };
+        if let Some(&bad) = labels.to_u32(gpu)?.iter().find(|&&l| l as usize >= rows) {
+            bail!("'class_labels' holds {bad}, but this UNet has class (noise-level) embeddings for 0 to {} only (num_class_embeds {rows})", rows.saturating_sub(1));
+        }
+        Ok(())
+    }
 }
 
 /// Seeded random inputs of batch `b` at latent size `h`×`w` for `model` (for benchmarks and
@@ -324,6 +334,15 @@ pub fn load_inputs(gpu: &Gpu, kind: ModelKind, path: &Path, dtype: DType) -> Res
 }
 
 impl Model {
+    /// Rows of the UNet's class (noise-level) embedding table, where it has one.
+    pub fn class_embeds(&self) -> Option<usize> {
+        match self {
+            Model::Unet(u) => u.config.num_class_embeds,
+            Model::VideoUnet(u) => u.config.base.num_class_embeds,
+            _ => None,
+        }
+    }
+
     /// Records one forward of the model on `inp`; returns the output (PyTorch layout).
     /// Intermediates are tapped (see [`Recorder::tap`]).
     pub fn forward(&self, rec: &mut Recorder, inp: &Inputs) -> Result<Tensor> {

@@ -46,6 +46,16 @@ pub(crate) fn check_job_models(unet: &VideoUNet, opts: &JobOptions) -> Result<()
     if opts.positive.shape != opts.negative.shape {
         bail!("prompt embeddings {:?} and negative prompt embeddings {:?} differ in shape", opts.positive.shape, opts.negative.shape);
     }
+    // The noise level is the UNet's class label: past its table the lookup would clamp to the
+    // last row (a kernel cannot refuse it), an upscale conditioned on another level.
+    if let Some(n) = c.num_class_embeds.filter(|&n| opts.noise_level as usize >= n) {
+        bail!(
+            "--noise-level {}: this UNet has noise-level embeddings for 0 to {} only (num_class_embeds {n} in its config): give --noise-level {} or less",
+            opts.noise_level,
+            n.saturating_sub(1),
+            n.saturating_sub(1)
+        );
+    }
     Ok(())
 }
 
@@ -207,6 +217,11 @@ mod tests {
         assert!(err.contains("prompt embeddings are [1, 77,") && err.contains("cross_attention_dim") && err.contains("another text encoder"), "{err}");
         let short = JobOptions { negative: PromptEmbeds::new(rng.normals(70 * d, 1.0), vec![1, 70, d]).unwrap(), ..opts };
         assert!(check_job_models(&unet, &short).unwrap_err().to_string().contains("differ in shape"));
+        // A noise level past the UNet's class table (1000 rows in the tiny config).
+        let rows = unet.config.base.num_class_embeds.unwrap();
+        check_job_models(&unet, &JobOptions { noise_level: rows as u32 - 1, ..test_options(d, &mut rng, 1, 1) }).unwrap();
+        let err = check_job_models(&unet, &JobOptions { noise_level: rows as u32, ..test_options(d, &mut rng, 1, 1) }).unwrap_err().to_string();
+        assert!(err.contains(&format!("for 0 to {} only", rows - 1)) && err.contains("give --noise-level"), "{err}");
         check_decoded(&[1, 3, 4, 32, 40], &[1, 4, 4, 8, 10]).unwrap();
         let err = check_decoded(&[1, 3, 4, 16, 20], &[1, 4, 4, 8, 10]).unwrap_err().to_string();
         assert!(err.contains("×4 decoder ([1, 3, 4, 32, 40])"), "{err}");
