@@ -135,7 +135,7 @@ fn check_files(o: &ForwardOptions) -> Result<()> {
 pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     check_files(o)?;
     if o.cfg_pair && !matches!(o.model, ModelKind::Unet | ModelKind::DiffvsrUnet | ModelKind::UavUnet) {
-        bail!("--cfg-pair is for the UNets (the sampler's classifier-free-guidance pair); {:?} takes no such pair", o.model);
+        bail!("--cfg-pair is for the UNets (the sampler's classifier-free-guidance pair); {} takes no such pair", o.model);
     }
     let dtype = o.dtype.unwrap_or_else(|| default_dtype(gpu, o.model));
     gpu.require_dtype(dtype)?;
@@ -158,7 +158,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
     gpu.sync()?;
     let load_s = t0.elapsed().as_secs_f64();
     // Before the forward, which may take long: loading time is a figure people check.
-    crate::diagln!("loaded {:?} ({weights_name}, {} on the GPU, {}) in {load_s:.2} s", o.model, crate::gpu::human_bytes(weight_bytes), dtype.name());
+    crate::diagln!("loaded {} ({weights_name}, {} on the GPU, {}) in {load_s:.2} s", o.model, crate::gpu::human_bytes(weight_bytes), dtype.name());
     let mut inputs = match (&o.inputs, o.random_inputs) {
         (Some(p), None) => load_inputs(gpu, o.model, p, dtype)?,
         (None, Some(size)) => random_inputs(gpu, &model, size, dtype)?,

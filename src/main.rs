@@ -489,11 +489,9 @@ fn bench_setup(gpu: &GpuArgs, BenchSizing { dtype, quick, full, .. }: &BenchSizi
 /// The `upscale` command (and the filter without a command).
 /// `--guidance`: any finite number (NaN or infinity would turn every output frame into NaN).
 fn parse_finite(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err("a finite number".into())
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err("give a number, e.g. 5".into()),
     }
 }
 

@@ -315,7 +315,8 @@ impl WeightStore {
         };
         if e.shape != shape {
             bail!(
-                "tensor '{name}' in {} has shape {:?}, but the model config expects {:?}: the config and weights don't match",
+                "tensor '{name}' in {} has shape {:?}, but the model config expects {:?}: the config and weights don't match \
+                 (a config file beside the weights overrides the built-in one: correct it, or remove it)",
                 self.files[e.file].path.display(),
                 e.shape,
                 shape
@@ -655,7 +656,11 @@ where
     // What a killed run of the same PID left (a container's PID is often 1): a folder, or a
     // file from before writes went into one.
     remove_path(&tmp_dir);
-    std::fs::create_dir(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
+    // Named as the output the user gave (the hidden folder means nothing to them).
+    std::fs::create_dir(&tmp_dir).map_err(|e| {
+        let folder = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        anyhow::anyhow!("output {}: cannot write in {} ({e}): give a path in a folder you can write to", output.display(), folder.display())
+    })?;
     writing_temporary(&tmp_dir);
     let tmp = tmp_dir.join(file_name);
     let permissions = std::fs::File::create(&tmp)
@@ -906,5 +911,14 @@ mod tests {
         let mut s = WeightStore::open(&p).unwrap();
         assert_eq!(s.take("h", &[3]).unwrap(), vec![1.5, -2.0, 0.25]);
         assert_eq!(s.take("b", &[3]).unwrap(), vec![1.5, -2.0, 0.25]);
+    }
+
+    /// An output in a folder that cannot be written names the output and its folder, not the
+    /// hidden temporary folder the write goes through first.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unwritable_output_folder_names_the_output() {
+        let e = format!("{:#}", save_f32(Path::new("/sys/x.safetensors"), &[("a", &[1], &[1.0])]).unwrap_err());
+        assert!(e.starts_with("output /sys/x.safetensors: cannot write in /sys (") && e.contains("a folder you can write to") && !e.contains(".tmp"), "{e}");
     }
 }

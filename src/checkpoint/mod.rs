@@ -328,7 +328,7 @@ pub fn shown(name: &str) -> String {
 }
 
 /// The first [`LISTED`] of `items` (of `total`), joined, with how many more there are.
-fn listed(items: impl Iterator<Item = String>, total: usize) -> String {
+pub(crate) fn listed(items: impl Iterator<Item = String>, total: usize) -> String {
     let v: Vec<String> = items.take(LISTED).collect();
     let more = total.saturating_sub(v.len());
     if more > 0 {
@@ -467,7 +467,7 @@ pub fn select<'p>(pk: &'p Pickle, key: Option<&str>) -> Result<(&'p Items, Vec<S
             let names = listed(many.iter().map(|(n, _)| shown(n)), many.len());
             match many.iter().find(|(n, _)| *n == "ema") {
                 Some((_, d)) => Ok((d, vec![format!("state dict: entry 'ema' (EMA weights, preferred among {names})")])),
-                None => bail!("the checkpoint holds several state dicts ({names}): choose one with --key"),
+                None => bail!("the checkpoint holds several state dicts ({names}): choose one with convert's --key (diffvsr-wgpu convert IN OUT --key NAME), then give OUT"),
             }
         }
     }

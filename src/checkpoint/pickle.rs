@@ -174,8 +174,12 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
             bail!("tensor storage type 'torch.{}' is not supported (only float, half, bfloat16, double, integer and bool tensors)", super::shown(n))
         }
         _ => bail!(
-            "global '{}.{}' is not allowed: a checkpoint is data, and only the globals that rebuild tensors \
-             and state dicts are accepted (no code is ever run); this file may be malicious, or hold objects other than tensors",
+            "global '{}.{}' is not allowed: the file holds a Python object beside (or instead of) its tensors, \
+             which this reader never loads, as it runs no code from a checkpoint (only the globals that rebuild \
+             tensors and state dicts are taken). A training checkpoint often holds such objects (its \
+             arguments, an optimizer): if you trust the file, save its state dict alone in Python, e.g. \
+             torch.save(torch.load(F, weights_only=False)['state_dict'], 'weights.pt'), or with \
+             safetensors.torch.save_file; otherwise it may be malicious",
             super::shown(module),
             super::shown(name)
         ),

@@ -337,6 +337,16 @@ pub enum VideoUNetKind {
     Uav,
 }
 
+impl std::fmt::Display for VideoUNetKind {
+    /// The model's name as people know it (in messages).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VideoUNetKind::DiffVsr => "DiffVSR (UNet3DVSRModel)",
+            VideoUNetKind::Uav => "Upscale-A-Video (UNetVideoModel)",
+        })
+    }
+}
+
 /// A video UNet config as the official repos publish it (DiffVSR `configs/unet_3d_config.json`,
 /// UAV `configs/unet_video_config.json`): the SD×4 UNet's settings with `*3D` block names plus the
 /// temporal-layer settings.
@@ -419,7 +429,8 @@ impl VideoUNetConfig {
         match self.class_name.as_deref() {
             Some("UNet3DVSRModel") => Ok(VideoUNetKind::DiffVsr),
             Some("UNetVideoModel") => Ok(VideoUNetKind::Uav),
-            o => bail!("video UNet _class_name {o:?}: expected UNet3DVSRModel (DiffVSR) or UNetVideoModel (Upscale-A-Video)"),
+            Some(o) => bail!("video UNet _class_name \"{}\": expected UNet3DVSRModel (DiffVSR) or UNetVideoModel (Upscale-A-Video)", o.escape_debug()),
+            None => bail!("the video UNet config has no _class_name: expected UNet3DVSRModel (DiffVSR) or UNetVideoModel (Upscale-A-Video)"),
         }
     }
 

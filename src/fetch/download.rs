@@ -35,6 +35,20 @@ pub(super) fn download(hub: &Hub, f: &RemoteFile, commit: &str, blobs: &Path, pb
     let mut may_restart = resumed_from > 0;
     loop {
         hub.with_retries(|| get_into(hub, &url, f, &part, pb, &mut received)).map_err(|e| {
+            let full = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+            });
+            let have = fs::metadata(&part).map_or(0, |m| m.len());
+            if full {
+                // Running again as the message below says would fail the same way.
+                let left = f.size.map_or(String::new(), |s| format!(", {} of {} still to come", human(s.saturating_sub(have)), f.path));
+                return e.context(format!(
+                    "the disk holding {} is full ({} kept in {}{left}): free space there, or give --cache-dir on another disk, then run 'diffvsr-wgpu fetch-weights' again to resume",
+                    blobs.display(),
+                    human(have),
+                    part.display()
+                ));
+            }
             match fs::metadata(&part) {
                 Ok(m) if m.len() > 0 => e.context(format!(
                     "{} of {} kept in {}: run 'diffvsr-wgpu fetch-weights' again to resume",

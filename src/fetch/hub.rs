@@ -188,10 +188,10 @@ impl<'a> Hub<'a> {
     pub(super) fn new(opts: &'a FetchOptions) -> Result<Hub<'a>> {
         let endpoint = opts.endpoint.trim_end_matches('/').to_string();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            bail!("hub endpoint {endpoint:?} is not an http(s) URL");
+            bail!("--endpoint {endpoint:?} is not a URL: give it with its scheme, e.g. https://hf-mirror.com");
         }
         if opts.revision.is_empty() || check_repo_path(&opts.revision).is_err() {
-            bail!("unusable revision {:?}", opts.revision);
+            bail!("--revision {:?} is unusable: give a branch, tag or commit, e.g. main", opts.revision);
         }
         let authority = endpoint.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("");
         let host = match authority.strip_prefix('[') {

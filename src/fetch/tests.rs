@@ -167,6 +167,21 @@ fn damaged_cached_blob_is_replaced_with_verify() {
     assert_eq!(fs::read(&blob).unwrap(), f.data);
 }
 
+/// A full disk says so, with where to free space or move the cache (running again as the
+/// message for a cut connection says would only fail again). The partial file is /dev/full.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_says_to_free_space() {
+    let hub = FakeHub::start(repo_files());
+    let tmp = TempDir::new("full");
+    let f = hub.file("DiffVSR_UNet.pt").clone();
+    let blobs = repo_dir(&tmp.0).join("blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    std::os::unix::fs::symlink("/dev/full", blobs.join(format!("{}.incomplete", f.etag()))).unwrap();
+    let e = err_text(fetch(&opts(&hub, &tmp.0)));
+    assert!(e.contains("is full") && e.contains("free space there, or give --cache-dir on another disk") && e.contains("still to come"), "{e}");
+}
+
 #[test]
 fn cut_connection_resumes_on_the_next_run() {
     let hub = FakeHub::start(repo_files());
@@ -346,7 +361,12 @@ fn clear_errors_for_wrong_repository_revision_or_pattern() {
 
     let mut o = opts(&hub, &tmp.0);
     o.revision = "../x".to_string();
-    assert!(err_text(fetch(&o)).contains("unusable revision"));
+    let e = err_text(fetch(&o));
+    assert!(e.contains("--revision \"../x\" is unusable") && e.contains("e.g. main"), "{e}");
+    let mut o = opts(&hub, &tmp.0);
+    o.endpoint = "hf-mirror.com".to_string();
+    let e = err_text(fetch(&o));
+    assert!(e.contains("--endpoint \"hf-mirror.com\" is not a URL") && e.contains("https://hf-mirror.com"), "{e}");
 
     // --include selects other files; README alone is not a weights folder.
     let mut o = opts(&hub, &tmp.0);

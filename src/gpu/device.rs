@@ -110,9 +110,10 @@ impl GpuOptions {
                 n
             }),
             offset_alignment: std::env::var("DIFFVSR_OFFSET_ALIGNMENT").ok().filter(|v| !v.is_empty()).and_then(|v| {
-                let n = v.trim().parse::<u32>().ok().filter(|n| n.is_power_of_two() && *n <= 1 << 16);
+                // 256 is the most any GPU may ask (WebGPU's bound on this limit).
+                let n = v.trim().parse::<u32>().ok().filter(|n| n.is_power_of_two() && *n <= 256);
                 if n.is_none() {
-                    log::warn!("DIFFVSR_OFFSET_ALIGNMENT={v:?} is not a power of two up to 65536 (bytes): ignored");
+                    log::warn!("DIFFVSR_OFFSET_ALIGNMENT={v:?} is not a power of two up to 256 (bytes): ignored");
                 }
                 n
             }),
@@ -231,7 +232,7 @@ pub fn check_can_run(adapter: &wgpu::Adapter) -> Result<()> {
     if let Some(why) = adapter_shortfall(adapter) {
         let info = adapter.get_info();
         bail!(
-            "the adapter '{}' ({:?}) cannot run this engine's kernels: {why}. Choose another with --adapter or --backend \
+            "the adapter '{}' ({}) cannot run this engine's kernels: {why}. Choose another with --adapter or --backend \
              (`diffvsr-wgpu devices` lists them), or install a Vulkan driver for the GPU; without one, the software \
              Vulkan driver (on Linux `apt-get install mesa-vulkan-drivers`) runs everything, slowly",
             info.name,
@@ -296,8 +297,11 @@ pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
     };
     let info = chosen.get_info();
     if info.device_type == wgpu::DeviceType::Cpu {
+        // A GPU with only an OpenGL driver (some VMs) is found through GL, unless that is where
+        // this adapter already is.
+        let gl = if info.backend == wgpu::Backend::Gl { "" } else { " (a GPU with only an OpenGL driver, as in some VMs, is found with --backend gl)" };
         log::warn!(
-            "using the software adapter '{}' ({:?}): expect it to be very slow. Install your GPU's driver for real speed (a GPU with only an OpenGL driver, as in some VMs, is found with --backend gl).",
+            "using the software adapter '{}' ({}): expect it to be very slow. Install your GPU's driver for real speed{gl}.",
             info.name,
             info.backend
         );
@@ -368,7 +372,7 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-            .with_context(|| format!("could not open device '{}' ({:?})", info.name, info.backend))?;
+            .with_context(|| format!("could not open device '{}' ({})", info.name, info.backend))?;
         // Errors wgpu reports asynchronously are kept and returned by the next sync or replay,
         // so the caller can stop cleanly (never half a frame) and say what to do.
         let error: Arc<Mutex<Option<DeviceError>>> = Arc::default();
@@ -510,7 +514,7 @@ impl Gpu {
             if self.features.contains(wgpu::Features::SHADER_F16) {
                 bail!("f16 storage is turned off by --no-f16 or DIFFVSR_NO_F16: drop that, or use --dtype f32");
             }
-            bail!("f16 storage: this adapter ({:?} backend) lacks SHADER_F16; use --dtype f32", self.info.backend);
+            bail!("f16 storage: this adapter ({} backend) has no f16 in its shaders (SHADER_F16); use --dtype f32", self.info.backend);
         }
         Ok(())
     }
@@ -601,7 +605,10 @@ impl Gpu {
         match slot.take() {
             None => Ok(()),
             Some(DeviceError::OutOfMemory) => bail!("the GPU ran out of memory: {}, {}", super::pool::SMALLER, super::pool::OUT_OF_MEMORY),
-            Some(DeviceError::Other(m)) => bail!("GPU error: {m}"),
+            Some(DeviceError::Other(m)) => bail!(
+                "GPU error: {m}\nThis is the engine's fault or the driver's, not the input's: try --no-coop (tensor cores) or --no-f16, \
+                 another --backend, or a newer driver, and report it with the output of 'diffvsr-wgpu devices'"
+            ),
             Some(DeviceError::Lost(_)) => unreachable!("returned above"),
         }
     }

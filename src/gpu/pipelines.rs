@@ -202,7 +202,12 @@ impl PipelineCache {
         });
         let validation = pollster::block_on(scope.pop());
         if let Some(e) = validation.or(pollster::block_on(internal.pop())) {
-            return Err(anyhow!("kernel '{}' ({}) failed to build: {e}", k.name, k.dtype.name()));
+            return Err(anyhow!(
+                "kernel '{}' ({}) failed to build: {e}\nThe GPU's driver refused one of the engine's kernels: try --no-coop (tensor cores) or \
+                 --no-f16, another --backend, or a newer driver, and report it with the output of 'diffvsr-wgpu devices'",
+                k.name,
+                k.dtype.name()
+            ));
         }
         let p = Arc::new(Pipeline { pipeline, params_size, writable });
         // RUST_LOG=diffvsr_wgpu::gpu::pipelines=debug lists every specialisation built and its

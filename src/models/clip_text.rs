@@ -271,7 +271,8 @@ pub fn encode_prompt_to_file(gpu: &Gpu, weights: &Path, text: &str, out: &Path, 
     rec.submit();
     let v = e.to_f32(gpu)?;
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        bail!("the text encoder produced a non-finite value at {i}: the weights may be damaged or overflow {}", dtype.name());
+        let fix = if dtype == DType::F16 { "encode with --dtype f32, or check the weights (fetch-weights --verify)" } else { "check the weights (fetch-weights --verify)" };
+        bail!("the text encoder produced a non-finite value at {i}: the weights may be damaged, or overflow {}: {fix}", dtype.name());
     }
     save_prompt_embeds(out, &v, e.shape(), text, &ids)?;
     let used = used_tokens(&ids, enc.tokenizer.eos_id, enc.tokenizer.pad_id);

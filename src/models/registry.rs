@@ -48,6 +48,21 @@ impl std::str::FromStr for ModelKind {
     }
 }
 
+impl std::fmt::Display for ModelKind {
+    /// The name `--model` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelKind::Unet => "unet",
+            ModelKind::VaeDecoder => "vae-decoder",
+            ModelKind::TextEncoder => "text-encoder",
+            ModelKind::DiffvsrUnet => "diffvsr-unet",
+            ModelKind::UavUnet => "uav-unet",
+            ModelKind::Te3dVaeDecoder => "te3dvae-decoder",
+            ModelKind::UavVae3dDecoder => "uav-vae3d-decoder",
+        })
+    }
+}
+
 /// The model, loaded and ready to capture a forward.
 // One model value per load, moved once: the variants' size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -119,7 +134,7 @@ pub fn load_model_from(gpu: &Gpu, kind: ModelKind, config: Option<&Path>, store:
             };
             let is = c.kind().map_err(named)?;
             if is != vk {
-                return Err(named(anyhow::anyhow!("the config describes a {is:?} UNet, and a {vk:?} one is being loaded")));
+                return Err(named(anyhow::anyhow!("the config describes the {is} UNet, but the {vk} UNet is being loaded: give that model's config")));
             }
             Model::VideoUnet(Box::new(VideoUNet::load(&mut l, &c).map_err(named)?))
         }
@@ -436,6 +451,6 @@ mod tests {
         // An Upscale-A-Video UNet's config where the DiffVSR UNet loads.
         let uav = data.join("uav_unet/config.json");
         let e = err(load_model(&gpu, ModelKind::DiffvsrUnet, Some(&uav), &data.join("diffvsr_unet/unet.pt"), DType::F32));
-        assert!(e.contains("uav_unet/config.json") && e.contains("describes a Uav UNet, and a DiffVsr one is being loaded"), "{e}");
+        assert!(e.contains("uav_unet/config.json") && e.contains("describes the Upscale-A-Video (UNetVideoModel) UNet, but the DiffVSR (UNet3DVSRModel) UNet is being loaded"), "{e}");
     }
 }

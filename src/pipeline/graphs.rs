@@ -36,7 +36,11 @@ pub const DECODE_CHUNK: usize = 4;
 pub(crate) fn check_job_models(unet: &VideoUNet, opts: &JobOptions) -> Result<()> {
     let c = &unet.config.base;
     if c.in_channels != LATENT_CHANNELS + LR_CHANNELS || c.out_channels != LATENT_CHANNELS {
-        bail!("the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4", c.in_channels, c.out_channels);
+        bail!(
+            "the UNet has {} input and {} output channels; the DiffVSR sampler needs 7 and 4 (a unet_3d_config.json beside the checkpoints overrides the release's: correct it, or remove it)",
+            c.in_channels,
+            c.out_channels
+        );
     }
     for (name, e) in [("prompt", &opts.positive), ("negative prompt", &opts.negative)] {
         if e.shape[2] != c.cross_attention_dim {
@@ -64,7 +68,9 @@ pub(crate) fn check_job_models(unet: &VideoUNet, opts: &JobOptions) -> Result<()
 pub(crate) fn check_decoded(out: &[usize], input: &[usize]) -> Result<()> {
     let want = [1, LR_CHANNELS, DECODE_CHUNK, SCALE * input[3], SCALE * input[4]];
     if out != want {
-        bail!("the VAE decoder gives {out:?} for latents {input:?}; the pipeline needs a ×4 decoder ({want:?})");
+        bail!(
+            "the VAE decoder gives {out:?} for latents {input:?}; the pipeline needs a ×4 decoder ({want:?}) (a vae_config.json beside the checkpoints overrides the release's: correct it, or remove it)"
+        );
     }
     Ok(())
 }

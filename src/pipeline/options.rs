@@ -20,8 +20,11 @@ pub struct PromptEmbeds {
 
 impl PromptEmbeds {
     pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Result<PromptEmbeds> {
+        if shape.len() == 2 && shape.iter().product::<usize>() == data.len() {
+            bail!("prompt embeddings are {shape:?}; they must be [1, L, D]: save them with a batch axis (t.unsqueeze(0) in PyTorch), or make them with encode-prompt");
+        }
         if shape.len() != 3 || shape[0] != 1 || shape.iter().product::<usize>() != data.len() {
-            bail!("prompt embeddings must be [1, L, D] with matching data, got shape {shape:?} and {} values", data.len());
+            bail!("prompt embeddings must be [1, L, D] with matching data, got shape {shape:?} and {} values: make them with encode-prompt", data.len());
         }
         if shape[1] == 0 || shape[2] == 0 {
             bail!("prompt embeddings {shape:?} hold no token: the cross-attention needs at least one (encode-prompt writes 77)");
@@ -45,12 +48,14 @@ impl PromptEmbeds {
         let Ok(t) = st.tensor("prompt_embeds") else {
             let mut names = st.names();
             names.sort();
-            bail!("{}: no tensor 'prompt_embeds' (it holds {}): give a file encode-prompt wrote", path.display(), if names.is_empty() { "none".to_string() } else { names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ") });
+            let held = if names.is_empty() { "none".to_string() } else { crate::checkpoint::listed(names.iter().map(|n| format!("'{}'", crate::checkpoint::shown(n))), names.len()) };
+            bail!("{}: no tensor 'prompt_embeds' (it holds {held}): give a file encode-prompt wrote", path.display());
         };
         let data: Vec<f32> = match t.dtype() {
             safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             safetensors::Dtype::F16 => t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            d => bail!("{}: prompt_embeds is {d:?}; expected F32 or F16", path.display()),
+            safetensors::Dtype::BF16 => t.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            d => bail!("{}: prompt_embeds is {d:?}; it must be F32, F16 or BF16: make it with encode-prompt", path.display()),
         };
         PromptEmbeds::new(data, t.shape().to_vec()).with_context(|| format!("{}", path.display()))
     }
@@ -118,6 +123,22 @@ mod tests {
         assert!(PromptEmbeds::new(vec![0.0; 5], vec![1, 2, 3]).is_err());
         assert!(PromptEmbeds::new(vec![f32::NAN; 6], vec![1, 2, 3]).is_err());
         assert!(PromptEmbeds::new(vec![], vec![1, 0, 3]).unwrap_err().to_string().contains("no token"));
+        // A [L, D] export (no batch axis) is told how to add it.
+        assert!(PromptEmbeds::new(vec![0.5; 6], vec![2, 3]).unwrap_err().to_string().contains("t.unsqueeze(0)"));
+        // BF16 files read; a wrong file lists at most 20 of its names.
+        let dir = crate::testutil::scratch_dir("embeds");
+        let bf16: Vec<u8> = [0.5f32, -2.0, 1.5, 0.25, 3.0, -1.0].iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![1, 2, 3], &bf16).unwrap();
+        let p = dir.join("bf16.safetensors");
+        safetensors::serialize_to_file([("prompt_embeds", view)], None, &p).unwrap();
+        assert_eq!(PromptEmbeds::from_file(&p).unwrap().data, vec![0.5, -2.0, 1.5, 0.25, 3.0, -1.0]);
+        let names: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
+        let one = [0u8; 4];
+        let views: Vec<(&str, _)> = names.iter().map(|n| (n.as_str(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &one).unwrap())).collect();
+        let p = dir.join("other.safetensors");
+        safetensors::serialize_to_file(views, None, &p).unwrap();
+        let e = PromptEmbeds::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("'t19', … and 10 more") && !e.contains("'t20'"), "{e}");
         // Only regular files are read: a device would be read without end.
         #[cfg(unix)]
         assert!(PromptEmbeds::from_file(std::path::Path::new("/dev/zero")).unwrap_err().to_string().contains("not a regular file"));

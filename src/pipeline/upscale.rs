@@ -346,7 +346,11 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     let source = |flag: &'static str, file: &Option<std::path::PathBuf>| if file.is_some() { flag } else { "the text encoder" };
     for (from, e) in [(source("--prompt-embeds", &a.prompt_embeds), &positive), (source("--negative-prompt-embeds", &a.negative_prompt_embeds), &negative)] {
         if e.shape[2] != d {
-            bail!("{from}: embeddings of shape {:?}, but this UNet takes a width of {d} (cross_attention_dim): they come from another text encoder", e.shape);
+            bail!(
+                "{from}: embeddings of shape {:?}, but this UNet takes a width of {d} (cross_attention_dim): they come from another text encoder; \
+                 encode the prompt again with this release's (diffvsr-wgpu encode-prompt TEXT -o FILE), or give its text (--prompt, --negative-prompt) instead",
+                e.shape
+            );
         }
     }
     if positive.shape != negative.shape {
