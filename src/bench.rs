@@ -139,10 +139,19 @@ pub fn run_ceilings(gpu: &Gpu, dtype: DType, quick: bool, iters: u32, json: Opti
     crate::outln!("dtype: {}   timing: {}", gpu.operands_name(dtype), timing(gpu));
     let c = ceilings::measure(gpu, dtype, quick, iters)?;
     print_ceilings(&c);
+    let tuned = tuned_picks(gpu);
+    for t in &tuned {
+        crate::outln!("tuned: {t}");
+    }
     if let Some(p) = json {
-        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, dtype), &c, &[], &[], &[]))?)?;
+        write_file(p, &serde_json::to_string_pretty(&report::to_json(&meta(gpu, dtype), &c, &[], &[], &tuned))?)?;
     }
     Ok(c)
+}
+
+/// The kernel tiles tuning chose away from the rules' (what the rows measured ran).
+fn tuned_picks(gpu: &Gpu) -> Vec<String> {
+    gpu.tuner().picks().iter().filter(|t| t.pick != 0).map(|t| t.describe()).collect()
 }
 
 /// Tells before the run a path it could not write: a new file is created and removed again, an
@@ -275,7 +284,7 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
         }
     }
     // The rows above ran the tuned tiles; say where they are not the rule's.
-    let tuned: Vec<String> = gpu.tuner().picks().iter().filter(|t| t.pick != 0).map(|t| t.describe()).collect();
+    let tuned = tuned_picks(gpu);
     for t in &tuned {
         crate::outln!("tuned: {t}");
     }

@@ -219,7 +219,7 @@ pub fn run(gpu: &Gpu, o: &ForwardOptions) -> Result<()> {
         let gpu_t = crate::kernel::median(&mut times);
         let sub_t = crate::kernel::median(&mut submit);
         crate::outln!("device:                 {}", gpu.describe());
-        crate::outln!("model:                  {:?} ({weights_name}, storage {})", o.model, gpu.operands_name(dtype));
+        crate::outln!("model:                  {} ({weights_name}, storage {})", o.model, gpu.operands_name(dtype));
         crate::outln!("weights on device:      {}", crate::gpu::human_bytes(weight_bytes));
         crate::outln!(
             "planned activations:    {} (the arena the forward's memory plan created; tensors live at once peak at {})",

@@ -516,6 +516,10 @@ impl<'g> Recorder<'g> {
     /// launches) count: a case of several kernels is not made to look faster than a fused one.
     pub fn submit_timed(mut self) -> Result<Option<f64>> {
         let mut enc = self.encoder.take().expect("eager recorder");
+        if self.timer.as_ref().is_some_and(|t| (t.used as usize) < self.dispatches) {
+            // The span would end at the last timed dispatch, short of the run.
+            bail!("a timed run records {} dispatches, more than its timer's {}", self.dispatches, self.timer.as_ref().map_or(0, |t| t.capacity));
+        }
         let Some(t) = self.timer.take().filter(|t| t.used > 0) else {
             self.gpu.queue.submit([enc.finish()]);
             self.gpu.sync()?;
@@ -644,8 +648,9 @@ fn timed_span(ticks: &[u64]) -> u64 {
 /// Median seconds per run of `run` over `iters` runs, after one warm-up run (which compiles
 /// its pipelines and touches its memory): the GPU's timestamps from a run's first dispatch to
 /// its last where the adapter has them (gaps between dispatches included), else the wall
-/// clock around each run's submission. A median that is not a positive time is an error (a
-/// timer that cannot be trusted), never a rate of infinity. With `pool`, the
+/// clock around each run's submission. Timestamps whose median is not a positive time (a
+/// timer that cannot be trusted) are replaced by the wall clock, with a warning; never a rate
+/// of infinity. With `pool`, the
 /// runs' new tensors come from it (scratch that is freed with it).
 pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dyn Fn(&mut Recorder) -> Result<()>) -> Result<f64> {
     let recorder = |timed| match pool {
@@ -656,24 +661,29 @@ pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dy
     run(&mut rec)?;
     rec.submit();
     gpu.sync()?;
-    let timed = if gpu.has_timestamps() { MAX_TIMED_DISPATCHES } else { 0 };
-    let mut per_run = Vec::new();
-    for _ in 0..iters.max(1) {
-        let mut rec = recorder(timed);
-        run(&mut rec)?;
-        if rec.dispatches > MAX_TIMED_DISPATCHES as usize {
-            bail!("a timed run records {} dispatches, more than the {MAX_TIMED_DISPATCHES} that can be timed", rec.dispatches);
+    let timings = |timed: u32| -> Result<f64> {
+        let mut per_run = Vec::new();
+        for _ in 0..iters.max(1) {
+            let mut rec = recorder(timed);
+            run(&mut rec)?;
+            if rec.dispatches > MAX_TIMED_DISPATCHES as usize {
+                bail!("a timed run records {} dispatches, more than the {MAX_TIMED_DISPATCHES} that can be timed", rec.dispatches);
+            }
+            let start = std::time::Instant::now();
+            let span = rec.submit_timed()?;
+            per_run.push(span.unwrap_or_else(|| start.elapsed().as_secs_f64()));
         }
-        let start = std::time::Instant::now();
-        let span = rec.submit_timed()?;
-        per_run.push(span.unwrap_or_else(|| start.elapsed().as_secs_f64()));
+        Ok(median(&mut per_run))
+    };
+    let valid = |t: f64| t > 0.0 && t.is_finite();
+    let t = timings(if gpu.has_timestamps() { MAX_TIMED_DISPATCHES } else { 0 })?;
+    if valid(t) {
+        return Ok(t);
     }
-    let t = median(&mut per_run);
-    if !(t > 0.0 && t.is_finite()) {
-        bail!(
-            "the GPU's timer gave {t} s per run (median of {}): its timestamps cannot be trusted on this adapter",
-            per_run.len()
-        );
+    log::warn!("the GPU's timestamps gave {t} s per run: timed by the wall clock instead");
+    let t = timings(0)?;
+    if !valid(t) {
+        bail!("timing gave {t} s per run, by the GPU's timestamps and by the wall clock");
     }
     Ok(t)
 }

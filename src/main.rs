@@ -432,7 +432,8 @@ enum BenchWhat {
         filter: Option<String>,
         #[command(flatten)]
         sizing: BenchSizing,
-        /// Also write the run (device, ceilings, every case with its fractions of them) as JSON.
+        /// Also write the run (device, timing, ceilings, every case with its fractions of them, the
+        /// cases skipped and why, the tiles tuned away from the rules') as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
         /// Also draw each compute kernel against the measured copy and GEMM roofs (SVG).
@@ -589,6 +590,10 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
             };
             PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software, memory }
         });
+        // What the run refuses before loading: a noise level past an override config's table.
+        if let Some(c) = weights.as_deref().and_then(|w| diffvsr_wgpu::models::release::video_unet(w).1) {
+            diffvsr_wgpu::pipeline::upscale::noise_level_fits(&c, u.noise_level).map_err(|e| e.context("--plan"))?;
+        }
         let weights = match (&weights, u.random_weights) {
             (_, Some(_)) => PlanWeights::Random,
             (Some(w), None) => PlanWeights::Release(w),

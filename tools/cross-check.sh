@@ -23,7 +23,7 @@ status=0
 need_pkg() { # command package
     command -v "$1" > /dev/null && return 0
     if [ "$(id -u)" = 0 ]; then
-        apt-get install -y -q "$2" > /dev/null
+        apt-get update -qq && apt-get install -y -q "$2" > /dev/null
     else
         echo "cross-check: $1 is missing: install Debian's $2" >&2
         return 1
@@ -44,11 +44,11 @@ check() { # target, then env assignments for cargo
 for w in "${want[@]}"; do
     case $w in
     windows)
-        need_pkg x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
+        need_pkg x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64 || { status=1; continue; }
         check x86_64-pc-windows-gnu
         ;;
     macos)
-        need_pkg clang clang
+        need_pkg clang clang || { status=1; continue; }
         stubs=$(mktemp -d)
         trap 'rm -rf "$stubs"' EXIT
         # What ring's C files include beyond the compiler's own freestanding headers.

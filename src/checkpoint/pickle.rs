@@ -173,6 +173,13 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
         ("torch", n) if n.ends_with("Storage") => {
             bail!("tensor storage type 'torch.{}' is not supported (only float, half, bfloat16, double, integer and bool tensors)", super::shown(n))
         }
+        // Globals whose only use in a pickle is to run code: no advice to load such a file.
+        (m, _) if CODE_MODULES.contains(&m.split('.').next().unwrap_or(m)) => bail!(
+            "global '{}.{}' is not allowed: it runs code when the file is loaded (no code is ever run here); \
+             the file is malicious, or not a checkpoint: do not load it in Python",
+            super::shown(module),
+            super::shown(name)
+        ),
         _ => bail!(
             "global '{}.{}' is not allowed: the file holds a Python object beside (or instead of) its tensors, \
              which this reader never loads, as it runs no code from a checkpoint (only the globals that rebuild \
@@ -185,6 +192,13 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
         ),
     }
 }
+
+/// Modules a pickle names only to run code (shell commands, evaluation, imports, files, the
+/// network): the message for them gives no advice to load the file.
+const CODE_MODULES: &[&str] = &[
+    "os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "runpy", "importlib", "shutil", "socket", "pty", "commands",
+    "webbrowser", "code", "codeop", "ctypes", "pickle", "_pickle", "marshal", "types", "operator", "functools", "io", "pathlib",
+];
 
 fn opcode_name(op: u8) -> &'static str {
     match op {
@@ -844,7 +858,10 @@ mod tests {
     #[test]
     fn code_execution_is_refused() {
         let e = err(b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85R.");
-        assert!(e.contains("GLOBAL") && e.contains("'posix.system' is not allowed"), "{e}");
+        assert!(e.contains("GLOBAL") && e.contains("'posix.system' is not allowed") && e.contains("do not load it") && !e.contains("weights_only=False"), "{e}");
+        // An ordinary object (a training run's arguments) is told how to keep the tensors alone.
+        let e = err(b"\x80\x02c__main__\nNamespace\n.");
+        assert!(e.contains("'__main__.Namespace'") && e.contains("state dict alone"), "{e}");
         let e = err(b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.");
         assert!(e.contains("STACK_GLOBAL") && e.contains("'builtins.eval'"), "{e}");
         let e = err(b"\x80\x02c__builtin__\nset\n.");

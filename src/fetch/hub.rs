@@ -188,7 +188,7 @@ impl<'a> Hub<'a> {
     pub(super) fn new(opts: &'a FetchOptions) -> Result<Hub<'a>> {
         let endpoint = opts.endpoint.trim_end_matches('/').to_string();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            bail!("--endpoint {endpoint:?} is not a URL: give it with its scheme, e.g. https://hf-mirror.com");
+            bail!("--endpoint {endpoint:?} is not an http(s) URL: give it with its scheme, e.g. https://hf-mirror.com");
         }
         if opts.revision.is_empty() || check_repo_path(&opts.revision).is_err() {
             bail!("--revision {:?} is unusable: give a branch, tag or commit, e.g. main", opts.revision);

@@ -366,7 +366,7 @@ fn clear_errors_for_wrong_repository_revision_or_pattern() {
     let mut o = opts(&hub, &tmp.0);
     o.endpoint = "hf-mirror.com".to_string();
     let e = err_text(fetch(&o));
-    assert!(e.contains("--endpoint \"hf-mirror.com\" is not a URL") && e.contains("https://hf-mirror.com"), "{e}");
+    assert!(e.contains("--endpoint \"hf-mirror.com\" is not an http(s) URL") && e.contains("https://hf-mirror.com"), "{e}");
 
     // --include selects other files; README alone is not a weights folder.
     let mut o = opts(&hub, &tmp.0);

@@ -260,13 +260,18 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("diffvsr-wgpu").join("tuning"))
 }
 
+/// How candidates are timed ([`crate::kernel::time_runs`]), in the cache key: choices timed
+/// another way are timed again. "span": first dispatch's start to last one's end (before
+/// 2026-12-07 the dispatches' own times were summed, with no tag).
+const TIMING: &str = "span";
+
 /// The cache file in `dir` for one adapter: named after the card, and keyed by everything
 /// that can change which tile is fastest or which tiles exist (the adapter and its backend,
-/// driver and driver version, this build's version).
+/// driver and driver version, this build's version, how candidates are timed).
 pub fn cache_file(dir: &Path, info: &wgpu::AdapterInfo) -> PathBuf {
     use sha2::Digest as _;
     let id = format!(
-        "{}|{:?}|{:x}:{:x}|{}|{}|{}",
+        "{}|{:?}|{:x}:{:x}|{}|{}|{}|{TIMING}",
         info.name,
         info.backend,
         info.vendor,

@@ -50,17 +50,20 @@ pub(crate) fn check_job_models(unet: &VideoUNet, opts: &JobOptions) -> Result<()
     if opts.positive.shape != opts.negative.shape {
         bail!("prompt embeddings {:?} and negative prompt embeddings {:?} differ in shape", opts.positive.shape, opts.negative.shape);
     }
-    // The noise level is the UNet's class label: past its table the lookup would clamp to the
-    // last row (a kernel cannot refuse it), an upscale conditioned on another level.
-    if let Some(n) = c.num_class_embeds.filter(|&n| opts.noise_level as usize >= n) {
-        bail!(
-            "--noise-level {}: this UNet has noise-level embeddings for 0 to {} only (num_class_embeds {n} in its config): give --noise-level {} or less",
-            opts.noise_level,
-            n.saturating_sub(1),
-            n.saturating_sub(1)
-        );
+    check_noise_level(opts.noise_level, c.num_class_embeds, "its config")
+}
+
+/// The noise level is the UNet's class label: past its table of `rows` (from `config`, as the
+/// message names it) the lookup would clamp to the last row (a kernel cannot refuse it), an
+/// upscale conditioned on another level.
+pub(crate) fn check_noise_level(level: u32, rows: Option<usize>, config: &str) -> Result<()> {
+    match rows {
+        Some(0) => bail!("this UNet has no noise-level embeddings (num_class_embeds 0 in {config}): the DiffVSR sampler needs them"),
+        Some(n) if level as usize >= n => {
+            bail!("--noise-level {level}: this UNet has noise-level embeddings for 0 to {} only (num_class_embeds {n} in {config}): give --noise-level {} or less", n - 1, n - 1)
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether the decoder gave `out` for the latents of shape `input` (`[1, 4, 4, h, w]`) as the
@@ -228,6 +231,16 @@ mod tests {
         check_job_models(&unet, &JobOptions { noise_level: rows as u32 - 1, ..test_options(d, &mut rng, 1, 1) }).unwrap();
         let err = check_job_models(&unet, &JobOptions { noise_level: rows as u32, ..test_options(d, &mut rng, 1, 1) }).unwrap_err().to_string();
         assert!(err.contains(&format!("for 0 to {} only", rows - 1)) && err.contains("give --noise-level"), "{err}");
+        // An override config beside the checkpoints is read before anything loads (`upscale`,
+        // `--plan`), and named.
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/diffvsr_unet/config.json")).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["num_class_embeds"] = 10.into();
+        let p = crate::testutil::scratch_dir("noise-level").join("unet_3d_config.json");
+        std::fs::write(&p, json.to_string()).unwrap();
+        crate::pipeline::upscale::noise_level_fits(&p, 9).unwrap();
+        let err = crate::pipeline::upscale::noise_level_fits(&p, 10).unwrap_err().to_string();
+        assert!(err.contains("0 to 9 only") && err.contains(&p.display().to_string()), "{err}");
         check_decoded(&[1, 3, 4, 32, 40], &[1, 4, 4, 8, 10]).unwrap();
         let err = check_decoded(&[1, 3, 4, 16, 20], &[1, 4, 4, 8, 10]).unwrap_err().to_string();
         assert!(err.contains("×4 decoder ([1, 3, 4, 32, 40])"), "{err}");

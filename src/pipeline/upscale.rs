@@ -68,6 +68,13 @@ pub struct UpscaleArgs {
     pub redecode_overflow: bool,
 }
 
+/// Refuses `--noise-level` past the class table of the UNet config at `path` (an override
+/// beside the checkpoints: `upscale` before loading, `--plan`).
+pub fn noise_level_fits(path: &std::path::Path, level: u32) -> Result<()> {
+    let c = crate::config::VideoUNetConfig::from_file(path, crate::config::VideoUNetKind::DiffVsr)?;
+    crate::pipeline::graphs::check_noise_level(level, c.base.num_class_embeds, &path.display().to_string())
+}
+
 /// True when `e` comes from a closed output pipe (the downstream reader quit).
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -277,6 +284,10 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
         // `--random-weights` without `--weights`: the built-in configs, not files in the
         // working folder.
         (uc, vc) = (None, None);
+    }
+    // Before anything loads (the release's own config takes every level; an override may not).
+    if let Some(p) = &uc {
+        noise_level_fits(p, a.noise_level)?;
     }
     let load = |kind, config: Option<&std::path::Path>, weights: &std::path::Path, dtype| match a.random_weights {
         Some(seed) => crate::models::registry::load_model_from(gpu, kind, config, &mut crate::weights::WeightStore::synthetic(seed), dtype),
