@@ -136,6 +136,7 @@ pub fn run_job<W: Write>(
     let plane = ph * pw;
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
     let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
+    progress(Progress::Preparing { tuning: gpu.tuner().is_on() });
     let tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
     let grouping = windows_per_call(gpu, unet, vae, opts, &tiles, (unet_dtype, vae_dtype))?;
     let per_call = grouping.windows;

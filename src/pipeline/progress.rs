@@ -3,7 +3,8 @@
 //! until then a spinner on a terminal). On a terminal one line is rewritten in place (at most
 //! ten times a second); elsewhere (logs, CI) one plain line per finished window (or group of
 //! windows denoised together), and one after the run's first step, so that a log shows the job
-//! under way before a whole window is done (minutes on a slow GPU).
+//! under way before a whole window is done (minutes on a slow GPU). Before the first window,
+//! either style says that the graphs are being prepared (kernels compiled, tiles timed).
 //!
 //! The ETA adds the two kinds of work left: denoising steps × the time a step takes (measured
 //! between steps of one window, so a decode between windows does not count as steps), and
@@ -20,6 +21,9 @@ use crate::pipeline::windows::{self, FrameRange};
 /// reader, so that this file does not import the job).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
+    /// The job prepares its graphs (kernels compiled, tiles timed where tuning is on) before
+    /// the first window: seconds on a GPU, more on a cold driver cache.
+    Preparing { tuning: bool },
     /// The `group` windows from `window` on (denoised together in one UNet call per step;
     /// usually 1) finished denoising step `step` (1-based) of `steps`; `windows` is the window
     /// count once the stream length is known. With spatial tiles the steps of every tile count:
@@ -88,6 +92,8 @@ pub struct Reporter<E: Write> {
     spin: usize,
     /// A terminal line is on screen (to be cleared before other output).
     drawn: bool,
+    /// A step event has come.
+    stepped: bool,
 }
 
 impl<E: Write> Reporter<E> {
@@ -116,6 +122,7 @@ impl<E: Write> Reporter<E> {
             last_draw: None,
             spin: 0,
             drawn: false,
+            stepped: false,
         }
     }
 
@@ -210,9 +217,23 @@ impl<E: Write> Reporter<E> {
         let mut window_done = false;
         // The run's first step of several: its time includes preparing the graphs (kernel
         // compilation, tuning), so it says nothing yet of the time left.
-        let first_step = self.last_draw.is_none() && matches!(p, Progress::Step { step: 1, steps, .. } if steps > 1);
+        let first_step = !self.stepped && matches!(p, Progress::Step { step: 1, steps, .. } if steps > 1);
         match p {
+            Progress::Preparing { tuning } => {
+                // One line before the first window's setup (a terminal's is replaced by the
+                // first step's).
+                let what = if tuning { "compiling kernels and timing their tiles" } else { "compiling kernels" };
+                let line = format!("preparing the graphs ({what}) …");
+                let _ = match self.style {
+                    Style::Terminal => write!(self.out, "\r{line}\x1b[K"),
+                    Style::Lines => writeln!(self.out, "{line}"),
+                };
+                let _ = self.out.flush();
+                self.drawn = self.style == Style::Terminal;
+                return;
+            }
             Progress::Step { window, group, windows, step, steps } => {
+                self.stepped = true;
                 if let Some((w, t)) = self.last_step {
                     if w == window && step > 1 {
                         self.step_secs += elapsed.saturating_sub(t).as_secs_f64();
@@ -409,6 +430,7 @@ mod tests {
     #[test]
     fn lines_once_per_window_terminal_in_place() {
         let mut r = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(13));
+        r.event(Progress::Preparing { tuning: true });
         for w in 0..3 {
             for s in 1..=10 {
                 r.event(step(w, None, s));
@@ -417,7 +439,9 @@ mod tests {
         }
         let out = String::from_utf8(r.into_inner()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 4, "{out}");
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(lines[0].starts_with("preparing the graphs (compiling kernels and timing their tiles)"), "{out}");
+        let lines = &lines[1..];
         assert!(lines[0].contains("window 1/3 step 1/10") && lines[0].contains("the first step") && !lines[0].contains("ETA"), "{out}");
         assert!(lines[1..].iter().enumerate().all(|(w, l)| l.contains(&format!("window {}/3 step 10/10", w + 1)) && l.contains("ETA")), "{out}");
         assert!(!out.contains('\r'));
