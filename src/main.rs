@@ -793,7 +793,8 @@ fn parse_bhw(s: &str) -> Result<(usize, usize, usize), String> {
 /// ssh sessions), although nothing is wrong for compute. Give them a private, empty runtime
 /// folder instead, before any thread exists.
 fn quiet_display_probe() {
-    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+    // Only where Mesa's Wayland probe runs (not Windows or macOS).
+    if cfg!(any(windows, target_os = "macos")) || std::env::var_os("XDG_RUNTIME_DIR").is_some() {
         return;
     }
     let dir = std::env::temp_dir().join("diffvsr-wgpu-runtime");
@@ -862,6 +863,10 @@ fn file_note(e: &clap::Error, args: &[String]) -> Option<String> {
 fn main() -> ExitCode {
     drop_empty_settings();
     quiet_display_probe();
+    // The progress line rewrites itself with ANSI escapes, which a classic Windows console
+    // shows as text until they are turned on (a console that cannot keeps them off).
+    #[cfg(windows)]
+    let _ = anstyle_query::windows::enable_ansi_colors();
     // Warnings and errors read as the program's own messages ("warning: …", as "error:" and
     // "note:"), another crate's naming it; RUST_LOG's debug and trace lines keep their level
     // and module.

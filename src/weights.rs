@@ -649,7 +649,9 @@ where
     V: safetensors::tensor::View,
     I: IntoIterator<Item = (S, V)>,
 {
-    let resolved = std::fs::canonicalize(output).ok();
+    // A link is followed to its file (resolved only then: on Windows a resolved path is a
+    // verbatim `\\?\C:\…`, which would show in every message).
+    let resolved = std::fs::symlink_metadata(output).ok().filter(|m| m.file_type().is_symlink()).and_then(|_| std::fs::canonicalize(output).ok());
     let output = resolved.as_deref().unwrap_or(output);
     check_output_file(output)?;
     let file_name = output.file_name().with_context(|| format!("output {} has no file name", output.display()))?;

@@ -7,8 +7,11 @@ pub(super) fn env_nonempty(name: &str) -> Option<String> {
 }
 
 fn home_dir() -> Result<PathBuf> {
-    env_nonempty("HOME")
-        .or_else(|| env_nonempty("USERPROFILE"))
+    // As Python's expanduser, which huggingface_hub uses: USERPROFILE first on Windows (MSYS2's
+    // and Cygwin's HOME is another folder), HOME elsewhere.
+    let (first, second) = if cfg!(windows) { ("USERPROFILE", "HOME") } else { ("HOME", "USERPROFILE") };
+    env_nonempty(first)
+        .or_else(|| env_nonempty(second))
         .map(PathBuf::from)
         .ok_or_else(|| anyhow!("cannot find the home folder (HOME is not set): set HF_HOME or HF_HUB_CACHE"))
 }
@@ -118,13 +121,18 @@ fn make_link(target: &Path, _blob: &Path, pointer: &Path) -> Result<()> {
 
 #[cfg(not(unix))]
 fn make_link(target: &Path, blob: &Path, pointer: &Path) -> Result<()> {
-    // Windows allows symlinks only in developer mode; without them, copy (huggingface_hub
-    // falls back the same way).
+    // Windows allows symlinks only in developer mode; without them a hard link (NTFS needs no
+    // privilege for one, and it takes no space: a copy would take gigabytes, made again at
+    // every run, as the pointer is then no link to read), and a copy only where neither works
+    // (FAT, exFAT).
     #[cfg(windows)]
     if std::os::windows::fs::symlink_file(target, pointer).is_ok() {
         return Ok(());
     }
     let _ = target;
+    if fs::hard_link(blob, pointer).is_ok() {
+        return Ok(());
+    }
     fs::copy(blob, pointer).map(|_| ()).with_context(|| format!("copying {} to {}", blob.display(), pointer.display()))
 }
 

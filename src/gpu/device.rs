@@ -269,6 +269,8 @@ pub fn select_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
             "DX12 is Windows's only; leave --backend out to take this system's own"
         } else if backends == wgpu::Backends::METAL || backends == wgpu::Backends::DX12 {
             "this system's GPU driver reports no adapter there (a virtual machine without GPU access?); `diffvsr-wgpu devices` lists what there is"
+        } else if backends == wgpu::Backends::VULKAN && cfg!(target_vendor = "apple") {
+            "this build runs on Metal on Apple systems, not Vulkan; leave --backend out (or give --backend metal)"
         } else if backends == wgpu::Backends::GL {
             "install your GPU's OpenGL driver with EGL (on Linux: `apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri`), or leave --backend out"
         } else {

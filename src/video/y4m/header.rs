@@ -124,7 +124,8 @@ impl Header {
         if line.ends_with(b"\r") {
             return Err(Y4mError::header(
                 "the header line ends in CR LF (a Windows line ending): y4m lines end in LF alone; the file was altered as text \
-                 (make it again with ffmpeg … -f yuv4mpegpipe -)",
+                 (make it again with ffmpeg … -f yuv4mpegpipe -), or the stream came through a Windows PowerShell pipe, which \
+                 re-encodes bytes as text before PowerShell 7.4 (pipe in cmd.exe or PowerShell 7.4 and later, or give -i and -o files)",
             ));
         }
         if line.contains(&b'\r') {
