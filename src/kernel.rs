@@ -649,8 +649,9 @@ fn timed_span(ticks: &[u64]) -> u64 {
 /// its pipelines and touches its memory): the GPU's timestamps from a run's first dispatch to
 /// its last where the adapter has them (gaps between dispatches included), else the wall
 /// clock around each run's submission. Timestamps whose median is not a positive time (a
-/// timer that cannot be trusted) are replaced by the wall clock, with a warning; never a rate
-/// of infinity. With `pool`, the
+/// timer that cannot be trusted) are replaced by the wall clock, with a warning, for this and
+/// every later timing of the process ([`crate::gpu::tune::WALL_CLOCK`]); never a rate of
+/// infinity. With `pool`, the
 /// runs' new tensors come from it (scratch that is freed with it).
 pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dyn Fn(&mut Recorder) -> Result<()>) -> Result<f64> {
     let recorder = |timed| match pool {
@@ -675,12 +676,20 @@ pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dy
         }
         Ok(median(&mut per_run))
     };
+    use std::sync::atomic::Ordering::Relaxed;
     let valid = |t: f64| t > 0.0 && t.is_finite();
-    let t = timings(if gpu.has_timestamps() { MAX_TIMED_DISPATCHES } else { 0 })?;
+    let stamps = gpu.has_timestamps() && !crate::gpu::tune::WALL_CLOCK.load(Relaxed);
+    let t = timings(if stamps { MAX_TIMED_DISPATCHES } else { 0 })?;
     if valid(t) {
         return Ok(t);
     }
-    log::warn!("the GPU's timestamps gave {t} s per run: timed by the wall clock instead");
+    if !stamps {
+        bail!("the wall clock gave {t} s per run");
+    }
+    // From now on for every timing (one clock for all that are compared), said once.
+    if !crate::gpu::tune::WALL_CLOCK.swap(true, Relaxed) {
+        log::warn!("the GPU's timestamps gave {t} s per run: timings use the wall clock from here on");
+    }
     let t = timings(0)?;
     if !valid(t) {
         bail!("timing gave {t} s per run, by the GPU's timestamps and by the wall clock");

@@ -590,8 +590,10 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
             };
             PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software, memory }
         });
-        // What the run refuses before loading: a noise level past an override config's table.
-        if let Some(c) = weights.as_deref().and_then(|w| diffvsr_wgpu::models::release::video_unet(w).1) {
+        // What the run refuses before loading: a noise level past an override config's table
+        // (random weights without --weights take the built-in configs).
+        let configs_from = if u.random_weights.is_some() && u.weights.is_none() { None } else { weights.as_deref() };
+        if let Some(c) = configs_from.and_then(|w| diffvsr_wgpu::models::release::video_unet(w).1) {
             diffvsr_wgpu::pipeline::upscale::noise_level_fits(&c, u.noise_level).map_err(|e| e.context("--plan"))?;
         }
         let weights = match (&weights, u.random_weights) {
@@ -863,10 +865,6 @@ fn file_note(e: &clap::Error, args: &[String]) -> Option<String> {
 fn main() -> ExitCode {
     drop_empty_settings();
     quiet_display_probe();
-    // The progress line rewrites itself with ANSI escapes, which a classic Windows console
-    // shows as text until they are turned on (a console that cannot keeps them off).
-    #[cfg(windows)]
-    let _ = anstyle_query::windows::enable_ansi_colors();
     // Warnings and errors read as the program's own messages ("warning: …", as "error:" and
     // "note:"), another crate's naming it; RUST_LOG's debug and trace lines keep their level
     // and module.

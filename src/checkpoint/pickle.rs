@@ -174,7 +174,7 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
             bail!("tensor storage type 'torch.{}' is not supported (only float, half, bfloat16, double, integer and bool tensors)", super::shown(n))
         }
         // Globals whose only use in a pickle is to run code: no advice to load such a file.
-        (m, _) if CODE_MODULES.contains(&m.split('.').next().unwrap_or(m)) => bail!(
+        (m, n) if runs_code(m, n) => bail!(
             "global '{}.{}' is not allowed: it runs code when the file is loaded (no code is ever run here); \
              the file is malicious, or not a checkpoint: do not load it in Python",
             super::shown(module),
@@ -193,12 +193,22 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
     }
 }
 
-/// Modules a pickle names only to run code (shell commands, evaluation, imports, files, the
-/// network): the message for them gives no advice to load the file.
-const CODE_MODULES: &[&str] = &[
-    "os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "runpy", "importlib", "shutil", "socket", "pty", "commands",
-    "webbrowser", "code", "codeop", "ctypes", "pickle", "_pickle", "marshal", "types", "operator", "functools", "io", "pathlib",
-];
+/// Modules a pickle names only to run code (shell commands, imports, files, the network,
+/// attribute-call gadgets): the message for them gives no advice to load the file.
+const CODE_MODULES: &[&str] =
+    &["os", "posix", "nt", "subprocess", "sys", "runpy", "importlib", "shutil", "socket", "pty", "commands", "webbrowser", "code", "codeop", "ctypes", "pickle", "_pickle", "marshal", "operator"];
+
+/// The builtins that run code or reach files; the others (`set`, `slice`, `frozenset`,
+/// `complex`, which `torch.save`'s protocol 2 writes as `__builtin__.*`) are ordinary objects.
+const CODE_BUILTINS: &[&str] = &["eval", "exec", "execfile", "compile", "__import__", "getattr", "setattr", "delattr", "open", "input", "breakpoint", "globals", "vars", "apply"];
+
+/// Whether `module.name` is named only to run code (see [`CODE_MODULES`], [`CODE_BUILTINS`]).
+fn runs_code(module: &str, name: &str) -> bool {
+    match module {
+        "builtins" | "__builtin__" => CODE_BUILTINS.contains(&name),
+        m => CODE_MODULES.contains(&m.split('.').next().unwrap_or(m)),
+    }
+}
 
 fn opcode_name(op: u8) -> &'static str {
     match op {
@@ -859,13 +869,14 @@ mod tests {
     fn code_execution_is_refused() {
         let e = err(b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85R.");
         assert!(e.contains("GLOBAL") && e.contains("'posix.system' is not allowed") && e.contains("do not load it") && !e.contains("weights_only=False"), "{e}");
-        // An ordinary object (a training run's arguments) is told how to keep the tensors alone.
+        // An ordinary object (a training run's arguments, a set as protocol 2 names it) is told
+        // how to keep the tensors alone.
         let e = err(b"\x80\x02c__main__\nNamespace\n.");
         assert!(e.contains("'__main__.Namespace'") && e.contains("state dict alone"), "{e}");
-        let e = err(b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.");
-        assert!(e.contains("STACK_GLOBAL") && e.contains("'builtins.eval'"), "{e}");
         let e = err(b"\x80\x02c__builtin__\nset\n.");
-        assert!(e.contains("'__builtin__.set'"), "{e}");
+        assert!(e.contains("'__builtin__.set'") && e.contains("state dict alone") && !e.contains("malicious, or not"), "{e}");
+        let e = err(b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.");
+        assert!(e.contains("STACK_GLOBAL") && e.contains("'builtins.eval'") && e.contains("do not load it"), "{e}");
         // INST and OBJ build arbitrary classes in protocol 0/1.
         let e = err(b"(ios\nsystem\nS'id'\n.");
         assert!(e.contains("INST"), "{e}");

@@ -13,7 +13,7 @@ fn home_dir() -> Result<PathBuf> {
     env_nonempty(first)
         .or_else(|| env_nonempty(second))
         .map(PathBuf::from)
-        .ok_or_else(|| anyhow!("cannot find the home folder (HOME is not set): set HF_HOME or HF_HUB_CACHE"))
+        .ok_or_else(|| anyhow!("cannot find the home folder (neither HOME nor USERPROFILE is set): set HF_HOME or HF_HUB_CACHE"))
 }
 
 /// `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
@@ -105,6 +105,15 @@ pub(super) fn link_snapshot(repo: &Path, snapshot: &Path, f: &RemoteFile) -> Res
     let target: PathBuf = std::iter::repeat_n("..", depth).collect::<PathBuf>().join("blobs").join(&f.etag);
     if let Ok(existing) = fs::read_link(&pointer) {
         if existing == target {
+            return Ok(());
+        }
+    }
+    // A hard link (or copy) made where symlinks are refused: kept where it is the blob's file
+    // (a hard link shares its size and time; blobs never change in place), so a run does not
+    // remove a weights file another process may have open.
+    #[cfg(not(unix))]
+    if let (Ok(p), Ok(b)) = (fs::symlink_metadata(&pointer), fs::metadata(repo.join("blobs").join(&f.etag))) {
+        if p.is_file() && p.len() == b.len() && p.modified().ok().is_some_and(|t| b.modified().ok() == Some(t)) {
             return Ok(());
         }
     }

@@ -164,17 +164,25 @@ impl Tuner {
             return 0;
         }
         // Timed without the lock: timing runs kernels, and other threads may tune other shapes.
-        let seconds: Vec<Option<f64>> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, label)| match time(i) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    log::warn!("tuning {key}: timing {label} failed ({e:#}); it is not chosen");
-                    None
-                }
-            })
-            .collect();
+        let mut time_all = || -> Vec<Option<f64>> {
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, label)| match time(i) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        log::warn!("tuning {key}: timing {label} failed ({e:#}); it is not chosen");
+                        None
+                    }
+                })
+                .collect()
+        };
+        let wall_clock = WALL_CLOCK.load(Ordering::Relaxed);
+        let mut seconds = time_all();
+        if !wall_clock && WALL_CLOCK.load(Ordering::Relaxed) {
+            // Some were timed by timestamps, the rest by the wall clock: all again on one.
+            seconds = time_all();
+        }
         if seconds.iter().all(Option::is_none) {
             // Nothing timed (a lost device, say): the default, neither kept nor written, so a
             // later run times the shape again.
@@ -259,6 +267,11 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     let base = nonempty("XDG_CACHE_HOME").or_else(|| nonempty("LOCALAPPDATA")).or_else(|| nonempty("HOME").map(|h| h.join(".cache")))?;
     Some(base.join("diffvsr-wgpu").join("tuning"))
 }
+
+/// Set once a timed run's timestamps gave no positive time ([`crate::kernel::time_runs`]): every
+/// later timing in the process takes the wall clock, so that the candidates one choice compares
+/// share a clock (a tuning that saw it set times its candidates again).
+pub static WALL_CLOCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How candidates are timed ([`crate::kernel::time_runs`]), in the cache key: choices timed
 /// another way are timed again. "span": first dispatch's start to last one's end (before

@@ -90,8 +90,8 @@ pub struct Reporter<E: Write> {
     frames_done: usize,
     last_draw: Option<Duration>,
     spin: usize,
-    /// A terminal line is on screen (to be cleared before other output).
-    drawn: bool,
+    /// Characters of the terminal line on screen (to be cleared before other output), 0 for none.
+    shown: usize,
     /// A step event has come.
     stepped: bool,
 }
@@ -121,7 +121,7 @@ impl<E: Write> Reporter<E> {
             frames_done: 0,
             last_draw: None,
             spin: 0,
-            drawn: false,
+            shown: 0,
             stepped: false,
         }
     }
@@ -220,16 +220,12 @@ impl<E: Write> Reporter<E> {
         let first_step = !self.stepped && matches!(p, Progress::Step { step: 1, steps, .. } if steps > 1);
         match p {
             Progress::Preparing { tuning } => {
-                // One line before the first window's setup (a terminal's is replaced by the
-                // first step's).
+                // One line before the first window's setup, ended in either style: warnings
+                // printed while the graphs are prepared follow it, not glued to its end.
                 let what = if tuning { "compiling kernels and timing their tiles" } else { "compiling kernels" };
-                let line = format!("preparing the graphs ({what}) …");
-                let _ = match self.style {
-                    Style::Terminal => write!(self.out, "\r{line}\x1b[K"),
-                    Style::Lines => writeln!(self.out, "{line}"),
-                };
+                self.clear();
+                let _ = writeln!(self.out, "preparing the graphs ({what}) …");
                 let _ = self.out.flush();
-                self.drawn = self.style == Style::Terminal;
                 return;
             }
             Progress::Step { window, group, windows, step, steps } => {
@@ -275,19 +271,26 @@ impl<E: Write> Reporter<E> {
         };
         // Progress is best effort: a closed stderr must not stop the job.
         let _ = match self.style {
-            Style::Terminal => write!(self.out, "\r{line}\x1b[K"),
+            Style::Terminal => {
+                // Spaces over what the last line left, not an ANSI erase: a classic Windows
+                // console prints escapes as text unless asked not to, and asking fails where
+                // stdout is a pipe, the filter's usual case.
+                let n = line.chars().count();
+                let r = write!(self.out, "\r{line}{}", " ".repeat(self.shown.saturating_sub(n)));
+                self.shown = n;
+                r
+            }
             Style::Lines => writeln!(self.out, "{line}"),
         };
         let _ = self.out.flush();
-        self.drawn = self.style == Style::Terminal;
     }
 
     /// Clears the terminal line (before other output on stderr).
     pub fn clear(&mut self) {
-        if self.drawn {
-            let _ = write!(self.out, "\r\x1b[K");
+        if self.shown > 0 {
+            let _ = write!(self.out, "\r{}\r", " ".repeat(self.shown));
             let _ = self.out.flush();
-            self.drawn = false;
+            self.shown = 0;
         }
     }
 
@@ -449,6 +452,8 @@ mod tests {
         r.event(step(0, None, 1));
         r.clear();
         let out = String::from_utf8(r.into_inner()).unwrap();
-        assert!(out.starts_with('\r') && !out.contains('\n') && out.ends_with("\r\x1b[K"), "{out:?}");
+        // Cleared with spaces over the line (no ANSI escapes, which classic Windows consoles print).
+        let n = out.trim_start_matches('\r').trim_end().chars().count();
+        assert!(out.starts_with('\r') && !out.contains('\n') && !out.contains('\x1b') && out.ends_with(&format!("\r{}\r", " ".repeat(n))), "{out:?}");
     }
 }
