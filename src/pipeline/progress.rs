@@ -157,6 +157,10 @@ impl<E: Write> Reporter<E> {
         };
         let per_chunk = if self.chunks_done > 0 { self.chunk_secs / self.chunks_done as f64 } else { 0.0 };
         let chunks_left = self.run_chunks().map_or(0, |c| c.saturating_sub(self.chunks_done));
+        if left == 0 && chunks_left > 0 && self.chunks_done == 0 {
+            // Only decodes left, none timed yet: "0 s" would be no estimate at all.
+            return None;
+        }
         let secs = left as f64 * per_step + chunks_left as f64 * per_chunk - elapsed.saturating_sub(self.last_event).as_secs_f64();
         Some(Duration::from_secs_f64(secs.max(0.0)))
     }
@@ -374,6 +378,7 @@ mod tests {
         let b = r.line(Duration::from_secs(1));
         assert!(!a.contains("ETA") && a.ends_with(['|', '/', '-', '\\']) && a != b, "{a} / {b}");
         r.event(Progress::Frames { done: 4, total: Some(6) });
+        r.event(Progress::Decoded { took: Duration::ZERO });
         r.event(step(1, Some(2), 10));
         let c = r.line(Duration::from_secs(20));
         assert!(c.contains("frames 4/6") && c.contains("window 2/2") && c.contains("0.20 frames/s") && c.contains("ETA 0 s"), "{c}");
@@ -403,6 +408,12 @@ mod tests {
         assert_eq!(r.eta(secs(52)), Some(secs(18 * 2 + 3 * 9)));
         assert_eq!(r.eta(secs(60)), Some(secs(18 * 2 + 3 * 9 - 8)));
         assert_eq!(r.eta(secs(500)), Some(secs(0)));
+        // A single window's last step, its decodes not yet timed: no ETA rather than "0 s".
+        let mut one = Reporter::new(Vec::new(), Style::Lines, 10, None, Some(8));
+        one.event_at(step(0, None, 10), secs(20));
+        assert_eq!(one.eta(secs(20)), None);
+        one.event_at(Progress::Decoded { took: Duration::from_secs(3) }, secs(23));
+        assert_eq!(one.eta(secs(23)), Some(secs(3)), "the second chunk at the first one's time");
         // A segment's chunks: output frames 6..13 are in chunks 1, 2 and 3.
         let r = Reporter::new(Vec::new(), Style::Lines, 10, Some(FrameRange { start: 6, end: None }), Some(13));
         assert_eq!(r.run_chunks(), Some(3));
@@ -439,6 +450,7 @@ mod tests {
                 r.event(step(w, None, s));
             }
             r.event(Progress::Frames { done: 4 * (w + 1), total: None });
+            r.event(Progress::Decoded { took: Duration::from_millis(10) });
         }
         let out = String::from_utf8(r.into_inner()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
