@@ -247,16 +247,16 @@ pub fn run_kernels(gpu: &Gpu, opts: &BenchOptions) -> Result<Vec<Measured>> {
     for (i, case) in selected.into_iter().enumerate() {
         // Progress on stderr (the table on stdout stays clean for redirection): a line that is
         // overwritten on a terminal, one line per case elsewhere.
-        let line = format!("[{}/{n}] {} {} ...", i + 1, case.name, case.shape);
+        let line = format!("[{}/{n}] {} {}", i + 1, case.name, case.shape);
         if tty {
-            crate::diag!("{line}\r");
+            crate::diag!("{line} ...\r");
         } else {
-            crate::diagln!("[{}/{n}] {} {}", i + 1, case.name, case.shape);
+            crate::diagln!("{line}");
         }
         let t = time_case(gpu, &case, opts.iters);
         if tty {
             // Spaces, not an ANSI erase (which classic Windows consoles print as text).
-            crate::diag!("{}\r", " ".repeat(line.chars().count()));
+            crate::diag!("{}\r", " ".repeat(line.chars().count() + 4));
         }
         // A case over this adapter's limits is skipped; anything else fails the run.
         let t = match t {

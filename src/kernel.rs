@@ -518,7 +518,7 @@ impl<'g> Recorder<'g> {
         let mut enc = self.encoder.take().expect("eager recorder");
         if self.timer.as_ref().is_some_and(|t| (t.used as usize) < self.dispatches) {
             // The span would end at the last timed dispatch, short of the run.
-            bail!("a timed run records {} dispatches, more than its timer's {}", self.dispatches, self.timer.as_ref().map_or(0, |t| t.capacity));
+            bail!("a timed run records {} dispatches, more than the {} its timer can time", self.dispatches, self.timer.as_ref().map_or(0, |t| t.capacity));
         }
         let Some(t) = self.timer.take().filter(|t| t.used > 0) else {
             self.gpu.queue.submit([enc.finish()]);
@@ -667,9 +667,7 @@ pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dy
         for _ in 0..iters.max(1) {
             let mut rec = recorder(timed);
             run(&mut rec)?;
-            if rec.dispatches > MAX_TIMED_DISPATCHES as usize {
-                bail!("a timed run records {} dispatches, more than the {MAX_TIMED_DISPATCHES} that can be timed", rec.dispatches);
-            }
+            // A run past the timer's dispatches is refused there (its span would end short).
             let start = std::time::Instant::now();
             let span = rec.submit_timed()?;
             per_run.push(span.unwrap_or_else(|| start.elapsed().as_secs_f64()));
@@ -980,6 +978,12 @@ mod tests {
         })
         .unwrap();
         assert!(one > 0.0 && one.is_finite() && two > 0.0 && two.is_finite(), "{one} s, {two} s");
+        // A run of more dispatches than a timer can time is refused, not timed short.
+        if gpu.has_timestamps() {
+            let many = super::MAX_TIMED_DISPATCHES as usize + 1;
+            let e = super::time_runs(&gpu, None, 1, &|r| (0..many).try_for_each(|_| unary(r, Unary::Silu, &x).map(drop))).unwrap_err();
+            assert!(e.to_string().contains("its timer can time"), "{e}");
+        }
     }
 
     /// A captured chain replays with new inputs, and reuses memory for dropped intermediates.

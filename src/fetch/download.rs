@@ -49,14 +49,10 @@ pub(super) fn download(hub: &Hub, f: &RemoteFile, commit: &str, blobs: &Path, pb
                     part.display()
                 ));
             }
-            match fs::metadata(&part) {
-                Ok(m) if m.len() > 0 => e.context(format!(
-                    "{} of {} kept in {}: run 'diffvsr-wgpu fetch-weights' again to resume",
-                    human(m.len()),
-                    f.path,
-                    part.display()
-                )),
-                _ => e,
+            if have > 0 {
+                e.context(format!("{} of {} kept in {}: run 'diffvsr-wgpu fetch-weights' again to resume", human(have), f.path, part.display()))
+            } else {
+                e
             }
         })?;
         pb.set_message(format!("verifying {}", f.path));
