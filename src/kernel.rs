@@ -506,7 +506,7 @@ impl<'g> Recorder<'g> {
     /// [`Gpu::sync`].
     pub fn submit(mut self) {
         if let Some(enc) = self.encoder.take() {
-            self.gpu.queue.submit([enc.finish()]);
+            self.gpu.submit(enc);
         }
     }
 
@@ -521,7 +521,7 @@ impl<'g> Recorder<'g> {
             bail!("a timed run records {} dispatches, more than the {} its timer can time", self.dispatches, self.timer.as_ref().map_or(0, |t| t.capacity));
         }
         let Some(t) = self.timer.take().filter(|t| t.used > 0) else {
-            self.gpu.queue.submit([enc.finish()]);
+            self.gpu.submit(enc);
             self.gpu.sync()?;
             return Ok(None);
         };
@@ -761,7 +761,7 @@ fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::Que
     enc.resolve_query_set(set, 0..count, &resolve, 0);
     enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, n * 8);
     let done = std::mem::replace(enc, gpu.device.create_command_encoder(&Default::default()));
-    gpu.queue.submit([done.finish()]);
+    gpu.submit(done);
     let (tx, rx) = std::sync::mpsc::channel();
     read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
@@ -815,7 +815,7 @@ impl Graph {
         gpu.check()?;
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
         self.encode(&mut enc, None);
-        Ok(gpu.queue.submit([enc.finish()]))
+        Ok(gpu.submit(enc))
     }
 
     /// One replay, waited for; GPU seconds when the adapter has timestamps, else wall-clock.

@@ -338,6 +338,8 @@ pub struct Gpu {
     winograd: bool,
     /// The upscale command's `--gpu-memory` in bytes, 0 for none ([`Gpu::set_memory_cap`]).
     pub(crate) memory_cap: std::sync::atomic::AtomicU64,
+    /// Counts finished submissions on the GPU, for readbacks to check ([`Gpu::submit`]).
+    pub(crate) seal: super::seal::Seal,
 }
 
 impl Gpu {
@@ -395,7 +397,7 @@ impl Gpu {
             let before = match slot.take() {
                 Some(DeviceError::Other(m)) => format!("; the error before it: {m}"),
                 Some(DeviceError::OutOfMemory) => "; before it the GPU ran out of memory".to_string(),
-                Some(DeviceError::Lost(_)) | None => String::new(),
+                Some(DeviceError::Lost(_) | DeviceError::Unfinished(_)) | None => String::new(),
             };
             *slot = Some(DeviceError::Lost(format!("{reason:?}: {why}{before}")));
         });
@@ -425,6 +427,7 @@ impl Gpu {
             TuneMode::Auto => opts.plan_limits.is_none() && info.device_type != wgpu::DeviceType::Cpu,
         };
         let tune_cache = opts.tune_cache.as_ref().map(|d| super::tune::cache_file(d, &info));
+        let seal = super::seal::Seal::new(&device);
         Ok(Arc::new(Gpu {
             adapter,
             device,
@@ -446,6 +449,7 @@ impl Gpu {
             norm_into_conv: opts.norm_into_conv,
             winograd: opts.winograd,
             memory_cap: std::sync::atomic::AtomicU64::new(0),
+            seal,
         }))
     }
 
@@ -573,6 +577,32 @@ impl Gpu {
         self.poison.load(Ordering::Relaxed)
     }
 
+    /// Submits a command buffer of kernels, ended by a dispatch that counts it on the GPU: a
+    /// readback ([`Gpu::submit_readback`]) then sees whether all work before it finished
+    /// (`seal.rs`). Every submission that dispatches goes through here.
+    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.seal.submit(&self.queue, enc)
+    }
+
+    /// Submits a readback `enc` that also copies the GPU's count of finished submissions into
+    /// `staging` at byte `at` (4 bytes); pass what the copy finds, once mapped, and the returned
+    /// expectation to [`Gpu::check_finished`].
+    pub(crate) fn submit_readback(&self, enc: wgpu::CommandEncoder, staging: &wgpu::Buffer, at: u64) -> u32 {
+        self.seal.submit_readback(&self.queue, enc, staging, at)
+    }
+
+    /// An error when a readback's count of finished submissions (`found`) is short of those
+    /// submitted before it (`expected`); it stays, as a lost device's does.
+    pub(crate) fn check_finished(&self, expected: u32, found: u32) -> Result<()> {
+        let Err(e) = super::seal::check(expected, found, self.info.backend) else { return Ok(()) };
+        let mut slot = self.error.lock().unwrap();
+        if !matches!(&*slot, Some(DeviceError::Lost(_))) {
+            *slot = Some(DeviceError::Unfinished(e.to_string()));
+        }
+        drop(slot);
+        self.check()
+    }
+
     /// Waits until the submission `index` (and those before it) is done, not for later ones;
     /// returns a device error as [`Gpu::sync`] does.
     pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
@@ -601,8 +631,10 @@ impl Gpu {
     /// waiting; a lost device's is returned by every check after it.
     pub fn check(&self) -> Result<()> {
         let mut slot = self.error.lock().unwrap();
-        if let Some(DeviceError::Lost(why)) = &*slot {
-            bail!("{}", super::lost::message(why));
+        match &*slot {
+            Some(DeviceError::Lost(why)) => bail!("{}", super::lost::message(why)),
+            Some(DeviceError::Unfinished(m)) => bail!("{m}"),
+            _ => {}
         }
         match slot.take() {
             None => Ok(()),
@@ -611,7 +643,7 @@ impl Gpu {
                 "GPU error: {m}\nThis is the engine's fault or the driver's, not the input's: try --no-coop (tensor cores) or --no-f16, \
                  another --backend, or a newer driver, and report it with the output of 'diffvsr-wgpu devices'"
             ),
-            Some(DeviceError::Lost(_)) => unreachable!("returned above"),
+            Some(DeviceError::Lost(_) | DeviceError::Unfinished(_)) => unreachable!("returned above"),
         }
     }
 
@@ -770,6 +802,9 @@ enum DeviceError {
     OutOfMemory,
     /// wgpu's reason and message.
     Lost(String),
+    /// Submitted work that did not finish, seen by a readback ([`Gpu::submit`]): the message.
+    /// Like a loss it stays, as what later work reads may be what that work never wrote.
+    Unfinished(String),
     Other(String),
 }
 

@@ -1,6 +1,6 @@
 //! The device layer, below the executor: adapters, limits, features and device errors
 //! (`device.rs`; a lost device in `lost.rs`), buffers and their pool (`pool.rs`), kernels and the pipeline cache
-//! (`pipelines.rs`), the device memory a job may plan for (`memory.rs`), and the kernel tiles timed per shape on the adapter (`tune.rs`). It knows
+//! (`pipelines.rs`), the count of finished submissions that readbacks check (`seal.rs`), the device memory a job may plan for (`memory.rs`), and the kernel tiles timed per shape on the adapter (`tune.rs`). It knows
 //! nothing of what tensors mean.
 
 pub mod arena;
@@ -9,6 +9,7 @@ pub mod lost;
 pub mod memory;
 pub mod pipelines;
 pub mod pool;
+mod seal;
 pub mod tune;
 
 pub use device::{check_can_run, devices_report, select_adapter, Gpu, GpuOptions};
