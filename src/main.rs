@@ -406,8 +406,9 @@ struct UpscaleCli {
     windows_per_call: diffvsr_wgpu::pipeline::groups::WindowsPerCall,
     /// The GPU memory the job may use, weights included (e.g. 10GiB): `--tile auto` and
     /// `--windows-per-call auto` plan to fit it. Default: what the driver reports this process
-    /// may use (Vulkan); Metal, DX12 and GL report nothing, and then only the binding limit is
-    /// planned for. For sharing a GPU with other work.
+    /// may use (Vulkan's budget, Metal's recommended working set, DXGI's budget on DX12); GL
+    /// reports nothing, and then only the binding limit is planned for. For sharing a GPU with
+    /// other work.
     #[arg(help_heading = "Tiles and GPU memory", long, env = "DIFFVSR_GPU_MEMORY", value_name = "SIZE", value_parser = parse_size, allow_negative_numbers = true)]
     gpu_memory: Option<u64>,
     /// Print the plan (windows, segment, tiles, memory estimate) and exit without loading a

@@ -748,10 +748,10 @@ fn memory_line(report: Option<super::memory::HeapReport>, software: bool) -> Str
     match report {
         Some(r) if software => format!("{} device-local by the driver's count; a software adapter's memory is the host's, so the job does not plan by it (--gpu-memory SIZE does)", human_bytes(r.size)),
         Some(r) => match r.budget {
-            Some((budget, _)) => format!("{} device-local, {} of it for this process now (VK_EXT_memory_budget)", human_bytes(r.size), human_bytes(budget)),
+            Some((budget, _)) => format!("{} device-local, {} of it for this process now ({})", human_bytes(r.size), human_bytes(budget), r.via),
             None => format!("{} device-local (no VK_EXT_memory_budget: other programs' use unknown)", human_bytes(r.size)),
         },
-        None => "not reported on this backend: --tile auto plans for the binding limit only, or for --gpu-memory SIZE".into(),
+        None => "not reported (GL, or a driver that does not answer): --tile auto plans for the binding limit only, or for --gpu-memory SIZE".into(),
     }
 }
 
@@ -862,11 +862,13 @@ mod tests {
         use super::memory_line;
         use crate::gpu::memory::HeapReport;
         let gib = 1u64 << 30;
-        let budget = HeapReport { size: 80 * gib, budget: Some((76 * gib, gib)) };
+        let budget = HeapReport { size: 80 * gib, budget: Some((76 * gib, gib)), via: "VK_EXT_memory_budget" };
         assert_eq!(memory_line(Some(budget), false), "80.0 GiB device-local, 76.0 GiB of it for this process now (VK_EXT_memory_budget)");
         assert!(memory_line(Some(HeapReport { budget: None, ..budget }), false).contains("other programs' use unknown"));
         assert!(memory_line(Some(budget), true).contains("the host's, so the job does not plan by it (--gpu-memory SIZE does)"));
-        assert!(memory_line(None, false).contains("not reported on this backend") && memory_line(None, false).contains("--gpu-memory"));
+        assert!(memory_line(None, false).contains("not reported (GL") && memory_line(None, false).contains("--gpu-memory"));
+        let metal = HeapReport { size: 12 * gib, budget: Some((12 * gib, gib)), via: "Metal's recommended working set" };
+        assert!(memory_line(Some(metal), false).ends_with("12.0 GiB of it for this process now (Metal's recommended working set)"));
     }
 
     /// `DIFFVSR_NO_F16=false` must not turn f16 off: the words mean what they say, and a value

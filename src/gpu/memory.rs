@@ -1,12 +1,19 @@
 //! How much device memory a job may plan for (`--tile auto` and `--windows-per-call auto` size
 //! their work by it).
 //!
-//! wgpu reports binding and buffer limits but not a GPU's memory. On Vulkan the driver says it
-//! through the adapter's raw handles: the size of the largest device-local heap and, with
-//! `VK_EXT_memory_budget` (NVIDIA, AMD, Intel and Mesa drivers have it), how much of that heap
-//! this process may use now (its budget, which other programs' use lowers) and how much it uses.
-//! Metal, DX12 and GL report nothing here: there only `--gpu-memory` (or `DIFFVSR_GPU_MEMORY`)
-//! gives a figure, and without one the job plans for the binding limit alone, as before.
+//! wgpu reports binding and buffer limits but not a GPU's memory. The driver says it through the
+//! adapter's raw handles:
+//! * Vulkan: the size of the largest device-local heap and, with `VK_EXT_memory_budget` (NVIDIA,
+//!   AMD, Intel and Mesa drivers have it), how much of that heap this process may use now (its
+//!   budget, which other programs' use lowers) and how much it uses;
+//! * Metal: the device's recommended working set (the memory it can use without a penalty; on
+//!   Apple silicon a share of the unified memory) and what this process has allocated on it;
+//! * DX12: DXGI's local-memory budget for this process and its usage, and the dedicated video
+//!   memory.
+//!
+//! GL reports nothing: there only `--gpu-memory` (or `DIFFVSR_GPU_MEMORY`) gives a figure, and
+//! without one the job plans for the binding limit alone. (The Metal and DX12 queries are
+//! compiled for their targets by `tools/cross-check.sh`; only the Vulkan one runs here.)
 //!
 //! `--gpu-memory SIZE` caps what the job plans for, weights included: for sharing a GPU with
 //! other work, or for a driver that reports nothing. It is a planning figure; nothing is
@@ -52,17 +59,30 @@ impl DeviceMemory {
     }
 }
 
-/// What the Vulkan driver reports of the largest device-local heap: its size, and with the
-/// budget extension (this process's budget, its usage) in that heap.
+/// What the driver reports of the GPU's memory: the largest device-local heap's size (Metal:
+/// the recommended working set; DX12: the dedicated video memory), and where it says (this
+/// process's budget, its usage).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeapReport {
     pub size: u64,
     pub budget: Option<(u64, u64)>,
+    /// Where the budget comes from, for `devices`: `VK_EXT_memory_budget`, Metal's working set,
+    /// DXGI.
+    pub via: &'static str,
 }
 
-/// [`HeapReport`] of `adapter`, where it is a Vulkan adapter whose driver answers.
-#[cfg(any(windows, target_os = "linux", target_os = "android", target_os = "freebsd"))]
+/// [`HeapReport`] of `adapter`, where its driver answers (Vulkan, Metal, DX12).
 pub fn heap_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
+    match adapter.get_info().backend {
+        wgpu::Backend::Vulkan => vulkan_report(adapter),
+        wgpu::Backend::Metal => metal_report(adapter),
+        wgpu::Backend::Dx12 => dx12_report(adapter),
+        _ => None,
+    }
+}
+
+#[cfg(any(windows, target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn vulkan_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
     use ash::vk;
     // SAFETY: the handles are used only for two queries of the physical device's properties,
     // while `adapter` (which owns them) is borrowed; nothing is created or destroyed.
@@ -88,12 +108,53 @@ pub fn heap_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
     let heaps = &props.memory_heaps[..(props.memory_heap_count as usize).min(vk::MAX_MEMORY_HEAPS)];
     let (i, heap) = heaps.iter().enumerate().filter(|(_, h)| h.flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL)).max_by_key(|(_, h)| h.size)?;
     let budget = (has_budget && budget.heap_budget[i] > 0).then(|| (budget.heap_budget[i], budget.heap_usage[i]));
-    Some(HeapReport { size: heap.size, budget })
+    Some(HeapReport { size: heap.size, budget, via: "VK_EXT_memory_budget" })
 }
 
-/// Not a Vulkan platform: nothing reported.
+/// Not a Vulkan platform here (ash is built for those only).
 #[cfg(not(any(windows, target_os = "linux", target_os = "android", target_os = "freebsd")))]
-pub fn heap_report(_adapter: &wgpu::Adapter) -> Option<HeapReport> {
+fn vulkan_report(_adapter: &wgpu::Adapter) -> Option<HeapReport> {
+    None
+}
+
+/// Metal: the device's recommended working set, as both the size and the budget (past it, in
+/// Apple's words, the device is likely to be overcommitted and slow down), and what this process
+/// has allocated on the device.
+#[cfg(target_vendor = "apple")]
+fn metal_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
+    use objc2_metal::MTLDevice;
+    // SAFETY: two property reads of the adapter's MTLDevice while `adapter` (which owns it) is
+    // borrowed; nothing is created or destroyed.
+    let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Metal>() }?;
+    let device = hal.raw_device();
+    let working_set = device.recommendedMaxWorkingSetSize();
+    let allocated = device.currentAllocatedSize() as u64;
+    (working_set > 0).then_some(HeapReport { size: working_set, budget: Some((working_set, allocated)), via: "Metal's recommended working set" })
+}
+
+#[cfg(not(target_vendor = "apple"))]
+fn metal_report(_adapter: &wgpu::Adapter) -> Option<HeapReport> {
+    None
+}
+
+/// DX12: DXGI's budget for this process in the adapter's local memory, and its usage there; the
+/// dedicated video memory as the size (an integrated GPU, which has little or none, its budget).
+#[cfg(windows)]
+fn dx12_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
+    use windows::Win32::Graphics::Dxgi::{DXGI_MEMORY_SEGMENT_GROUP_LOCAL, DXGI_QUERY_VIDEO_MEMORY_INFO};
+    // SAFETY: two queries of the adapter's IDXGIAdapter3 into structures owned here, while
+    // `adapter` (which owns it) is borrowed; nothing is created or destroyed.
+    let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Dx12>() }?;
+    let raw = hal.as_raw();
+    let mut info = DXGI_QUERY_VIDEO_MEMORY_INFO::default();
+    unsafe { raw.QueryVideoMemoryInfo(0, DXGI_MEMORY_SEGMENT_GROUP_LOCAL, &mut info) }.ok()?;
+    let dedicated = unsafe { raw.GetDesc1() }.map(|d| d.DedicatedVideoMemory as u64).unwrap_or(0);
+    let size = if dedicated > 0 { dedicated } else { info.Budget };
+    (info.Budget > 0).then_some(HeapReport { size, budget: Some((info.Budget, info.CurrentUsage)), via: "DXGI's budget" })
+}
+
+#[cfg(not(windows))]
+fn dx12_report(_adapter: &wgpu::Adapter) -> Option<HeapReport> {
     None
 }
 
@@ -160,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_least_of_budget_heap_and_cap() {
-        let with_budget = HeapReport { size: 24 * GIB, budget: Some((20 * GIB, 3 * GIB)) };
+        let with_budget = HeapReport { size: 24 * GIB, budget: Some((20 * GIB, 3 * GIB)), via: "VK_EXT_memory_budget" };
         let m = available(Some(with_budget), Some(2 * GIB), None).unwrap();
         assert_eq!((m.available, m.source, m.heap), (17 * GIB, MemorySource::Budget, Some(24 * GIB)));
         // A cap below the budget wins; what this process holds counts against it.
@@ -169,7 +230,7 @@ mod tests {
         let m = available(Some(with_budget), Some(2 * GIB), Some(30 * GIB)).unwrap();
         assert_eq!(m.source, MemorySource::Budget);
         // No budget extension: the heap less what is held.
-        let heap_only = HeapReport { size: 24 * GIB, budget: None };
+        let heap_only = HeapReport { size: 24 * GIB, budget: None, via: "VK_EXT_memory_budget" };
         let m = available(Some(heap_only), Some(5 * GIB), None).unwrap();
         assert_eq!((m.available, m.source), (19 * GIB, MemorySource::Heap));
         assert_eq!(available(Some(heap_only), None, None), None);

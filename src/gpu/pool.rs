@@ -108,7 +108,7 @@ impl BufferPool {
 pub(crate) const SMALLER: &str = "upscale with smaller tiles (a --tile N or WxH, multiples of 8, below the tile that failed) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
 /// What else to do when the GPU runs out of memory: where the driver does not report it,
 /// `--tile auto` can be told how much there is.
-pub(crate) const OUT_OF_MEMORY: &str = "or close other programs using the GPU (where the driver does not report the GPU's memory, as on Metal, DX12 and GL, upscale's --gpu-memory SIZE lets --tile auto plan for it)";
+pub(crate) const OUT_OF_MEMORY: &str = "or close other programs using the GPU (where the driver does not report the GPU's memory, as on GL, upscale's --gpu-memory SIZE lets --tile auto plan for it)";
 
 pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, in_use: u64) -> Result<wgpu::Buffer> {
     if size > lim.max_buffer {
