@@ -672,6 +672,8 @@ pub fn time_runs(gpu: &Gpu, pool: Option<&Arc<BufferPool>>, iters: u32, run: &dy
             let span = rec.submit_timed()?;
             per_run.push(span.unwrap_or_else(|| start.elapsed().as_secs_f64()));
         }
+        // Runs that stopped early are no timing (`gpu/seal.rs`; timestamps check their own).
+        gpu.sync_finished()?;
         Ok(median(&mut per_run))
     };
     use std::sync::atomic::Ordering::Relaxed;
@@ -766,7 +768,8 @@ fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::Que
     read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    gpu.sync()?;
+    // Timestamps of work that stopped early are no timing (`gpu/seal.rs`).
+    gpu.sync_finished()?;
     rx.recv().map_err(|_| anyhow!("timestamp readback dropped"))?.map_err(|e| anyhow!("timestamp readback failed: {e}"))?;
     let ticks: Vec<u64> = bytemuck::cast_slice(&read.slice(..).get_mapped_range().map_err(|e| anyhow!("{e:?}"))?).to_vec();
     Ok(ticks)
@@ -792,7 +795,9 @@ pub struct Graph {
 }
 
 impl Graph {
-    fn encode(&self, enc: &mut wgpu::CommandEncoder, ts: Option<&wgpu::QuerySet>) {
+    /// The replay into `enc`, in one pass; `seal`: that pass ends with the device's count of
+    /// finished submissions ([`Gpu::seal_in`]), for [`Gpu::submit_sealed`].
+    fn encode(&self, enc: &mut wgpu::CommandEncoder, ts: Option<&wgpu::QuerySet>, seal: Option<&Gpu>) {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("graph"),
             timestamp_writes: ts.map(|set| wgpu::ComputePassTimestampWrites {
@@ -806,6 +811,9 @@ impl Graph {
             pass.set_bind_group(0, &s.bind_group, &[]);
             pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
         }
+        if let Some(gpu) = seal {
+            gpu.seal_in(&mut pass);
+        }
     }
 
     /// Submits one replay (does not wait) and returns its submission, for
@@ -814,8 +822,8 @@ impl Graph {
     pub fn run(&self, gpu: &Gpu) -> Result<wgpu::SubmissionIndex> {
         gpu.check()?;
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
-        self.encode(&mut enc, None);
-        Ok(gpu.submit(enc))
+        self.encode(&mut enc, None, Some(gpu));
+        Ok(gpu.submit_sealed(enc))
     }
 
     /// One replay, waited for; GPU seconds when the adapter has timestamps, else wall-clock.
@@ -824,11 +832,13 @@ impl Graph {
             let t = std::time::Instant::now();
             self.run(gpu)?;
             gpu.sync()?;
-            return Ok(t.elapsed().as_secs_f64());
+            let seconds = t.elapsed().as_secs_f64();
+            gpu.sync_finished()?;
+            return Ok(seconds);
         }
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("graph timer"), ty: wgpu::QueryType::Timestamp, count: 2 });
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
-        self.encode(&mut enc, Some(&set));
+        self.encode(&mut enc, Some(&set), None);
         let ticks = resolve_timestamps(gpu, &mut enc, &set, 2)?;
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-9)
     }

@@ -384,8 +384,8 @@ struct UpscaleCli {
     /// Spatial tile side in LR pixels (= latent pixels; a multiple of 8), or WxH for
     /// rectangular tiles, for the UNet and the VAE decoder alike; or `auto`: per model, of the
     /// tiles (rectangles too) its biggest tensor allows under the GPU's binding limit and whose
-    /// graphs fit the GPU's memory where that is known (the Vulkan driver's figure, or
-    /// --gpu-memory), the one that processes the fewest pixels, overlaps counted (sides at
+    /// graphs fit the GPU's memory where that is known (the driver's figure on Vulkan, Metal
+    /// and DX12, or --gpu-memory), the one that processes the fewest pixels, overlaps counted (sides at
     /// least 3/4 of the largest square's; more tiles than that square's only where they save
     /// 5%); one tile, the whole frame, when it fits. Tiles overlap and are blended with feathered weights. Lower it
     /// if the GPU runs out of memory.
@@ -586,7 +586,11 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
             let software = a.get_info().device_type == wgpu::DeviceType::Cpu;
             let memory = match (u.gpu_memory, gpu::memory::heap_report(&a)) {
                 (Some(cap), _) => Some((cap, "--gpu-memory")),
-                (None, Some(r)) if !software => Some(r.budget.map_or((r.size, "the device-local heap"), |(budget, _)| (budget, "the driver's budget for this process"))),
+                (None, Some(r)) if !software => Some(match r.budget {
+                    None => (r.size, "the device-local heap"),
+                    Some((set, _)) if r.api == gpu::memory::MemoryApi::Metal => (set, "Metal's recommended working set"),
+                    Some((budget, _)) => (budget, "the driver's budget for this process"),
+                }),
                 _ => None,
             };
             PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software, memory }

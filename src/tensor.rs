@@ -283,29 +283,27 @@ impl Tensor {
         let start = at / 4 * 4;
         let end = (at + self.bytes()).div_ceil(4) * 4;
         let size = (end - start).max(4);
-        // The data, then the GPU's count of finished submissions (see `Gpu::submit_readback`).
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: size + 4,
+            size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, start, &staging, 0, size);
-        let expected = gpu.submit_readback(enc, &staging, size);
+        // With the GPU's count of finished submissions: the data is refused where work before
+        // it stopped early (`gpu/seal.rs`).
+        let finished = gpu.submit_readback(enc);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         gpu.sync()?;
+        gpu.check_finished(finished)?;
         rx.recv().map_err(|_| anyhow!("GPU readback was dropped"))?.map_err(|e| anyhow!("GPU readback failed: {e}"))?;
-        let mapped = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?;
-        let found = u32::from_le_bytes(mapped[size as usize..].try_into().expect("four bytes"));
         let skip = (at - start) as usize;
-        let v = mapped[skip..skip + self.bytes() as usize].to_vec();
-        drop(mapped);
+        let v = staging.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?[skip..skip + self.bytes() as usize].to_vec();
         staging.unmap();
-        gpu.check_finished(expected, found)?;
         Ok(v)
     }
 }

@@ -381,15 +381,7 @@ impl Gpu {
         // so the caller can stop cleanly (never half a frame) and say what to do.
         let error: Arc<Mutex<Option<DeviceError>>> = Arc::default();
         let slot = error.clone();
-        device.on_uncaptured_error(Arc::new(move |e| {
-            let mut slot = slot.lock().unwrap();
-            if slot.is_none() {
-                *slot = Some(match e {
-                    wgpu::Error::OutOfMemory { .. } => DeviceError::OutOfMemory,
-                    other => DeviceError::Other(other.to_string()),
-                });
-            }
-        }));
+        device.on_uncaptured_error(Arc::new(move |e| keep_error(&slot, e)));
         // A lost device is the cause of whatever errors follow it: it replaces them, and stays.
         let slot = error.clone();
         device.set_device_lost_callback(move |reason, why| {
@@ -577,30 +569,95 @@ impl Gpu {
         self.poison.load(Ordering::Relaxed)
     }
 
-    /// Submits a command buffer of kernels, ended by a dispatch that counts it on the GPU: a
-    /// readback ([`Gpu::submit_readback`]) then sees whether all work before it finished
-    /// (`seal.rs`). Every submission that dispatches goes through here.
-    pub(crate) fn submit(&self, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
-        self.seal.submit(&self.queue, enc)
+    /// Submits a command buffer of kernels, ended by a pass with a dispatch that counts it on
+    /// the GPU: a readback ([`Gpu::submit_readback`]) then sees whether all work before it
+    /// finished (`seal.rs`). Every submission that dispatches goes through here or
+    /// [`Gpu::submit_sealed`].
+    pub(crate) fn submit(&self, mut enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.seal.record_pass(&mut enc);
+        self.submit_sealed(enc)
     }
 
-    /// Submits a readback `enc` that also copies the GPU's count of finished submissions into
-    /// `staging` at byte `at` (4 bytes); pass what the copy finds, once mapped, and the returned
-    /// expectation to [`Gpu::check_finished`].
-    pub(crate) fn submit_readback(&self, enc: wgpu::CommandEncoder, staging: &wgpu::Buffer, at: u64) -> u32 {
-        self.seal.submit_readback(&self.queue, enc, staging, at)
+    /// Records the counting dispatch as the last of `pass`, the last pass of an encoder then
+    /// given to [`Gpu::submit_sealed`]: in the pass of the work it seals it runs after that work
+    /// on every backend.
+    pub(crate) fn seal_in(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.seal.record(pass);
     }
 
-    /// An error when a readback's count of finished submissions (`found`) is short of those
-    /// submitted before it (`expected`); it stays, as a lost device's does.
-    pub(crate) fn check_finished(&self, expected: u32, found: u32) -> Result<()> {
-        let Err(e) = super::seal::check(expected, found, self.info.backend) else { return Ok(()) };
-        let mut slot = self.error.lock().unwrap();
-        if !matches!(&*slot, Some(DeviceError::Lost(_))) {
-            *slot = Some(DeviceError::Unfinished(e.to_string()));
+    /// Submits a command buffer whose last pass ends with [`Gpu::seal_in`]'s dispatch. One that
+    /// wgpu refuses (a validation error, out of memory: it drops the whole submission, the seal
+    /// with it) is not counted; its error is kept for the next check, as wgpu's uncaptured
+    /// errors are.
+    pub(crate) fn submit_sealed(&self, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        let mut submitted = self.seal.submitted.lock().unwrap();
+        let scopes = [wgpu::ErrorFilter::OutOfMemory, wgpu::ErrorFilter::Validation, wgpu::ErrorFilter::Internal].map(|f| self.device.push_error_scope(f));
+        let index = self.queue.submit([enc.finish()]);
+        let mut refused = None;
+        for scope in scopes.into_iter().rev() {
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                refused.get_or_insert(e);
+            }
         }
+        match refused {
+            None => *submitted = submitted.wrapping_add(1),
+            Some(e) => {
+                drop(submitted);
+                keep_error(&self.error, e);
+            }
+        }
+        index
+    }
+
+    /// Submits a readback `enc` that also copies the GPU's count of finished submissions,
+    /// mapped with the data; after the wait, [`Gpu::check_finished`] compares it with the
+    /// count submitted before it.
+    pub(crate) fn submit_readback(&self, mut enc: wgpu::CommandEncoder) -> Finished {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("submission count readback"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.seal.copy_count(&mut enc, &buffer);
+        let submitted = self.seal.submitted.lock().unwrap();
+        self.queue.submit([enc.finish()]);
+        let expected = *submitted;
+        drop(submitted);
+        let (tx, rx) = std::sync::mpsc::channel();
+        buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        Finished { expected, buffer, rx }
+    }
+
+    /// Once the GPU is done with a [`Gpu::submit_readback`]: an error when its count of finished
+    /// submissions is short of those submitted before it. The error stays, as a lost device's
+    /// does: later work may read what the stopped work never wrote.
+    pub(crate) fn check_finished(&self, f: Finished) -> Result<()> {
+        f.rx.recv().map_err(|_| anyhow!("GPU readback was dropped"))?.map_err(|e| anyhow!("GPU readback failed: {e}"))?;
+        let found = u32::from_le_bytes(f.buffer.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?[..4].try_into().expect("four bytes"));
+        let Err(e) = super::seal::check(f.expected, found, self.info.backend) else { return Ok(()) };
+        let mut slot = self.error.lock().unwrap();
+        let before = match slot.take() {
+            Some(lost @ DeviceError::Lost(_)) => Some(lost),
+            Some(DeviceError::Other(m)) => Some(DeviceError::Unfinished(format!("{e}; the error before it: {m}"))),
+            Some(DeviceError::OutOfMemory) => Some(DeviceError::Unfinished(format!("{e}; before it the GPU ran out of memory"))),
+            Some(DeviceError::Unfinished(m)) => Some(DeviceError::Unfinished(m)),
+            None => None,
+        };
+        *slot = Some(before.unwrap_or_else(|| DeviceError::Unfinished(e.to_string())));
         drop(slot);
         self.check()
+    }
+
+    /// Waits for the GPU, then checks that all work submitted so far finished (a count readback
+    /// of its own): for results that leave the GPU by another way than a tensor readback (GPU
+    /// timestamps, wall-clock timings of kernels).
+    pub(crate) fn sync_finished(&self) -> Result<()> {
+        let f = self.submit_readback(self.device.create_command_encoder(&Default::default()));
+        self.sync()?;
+        self.check_finished(f)
     }
 
     /// Waits until the submission `index` (and those before it) is done, not for later ones;
@@ -745,10 +802,12 @@ pub fn devices_report(backend: Option<&str>) -> Result<String> {
 /// What `devices` says of an adapter's memory: the largest device-local heap and the budget
 /// the driver gives a process, or that nothing is reported (and what then plans the job).
 fn memory_line(report: Option<super::memory::HeapReport>, software: bool) -> String {
+    use super::memory::MemoryApi;
     match report {
         Some(r) if software => format!("{} device-local by the driver's count; a software adapter's memory is the host's, so the job does not plan by it (--gpu-memory SIZE does)", human_bytes(r.size)),
         Some(r) => match r.budget {
-            Some((budget, _)) => format!("{} device-local, {} of it for this process now ({})", human_bytes(r.size), human_bytes(budget), r.via),
+            Some((set, _)) if r.api == MemoryApi::Metal => format!("{} recommended working set (Metal: what the GPU can use without slowing down; other programs' use not known)", human_bytes(set)),
+            Some((budget, _)) => format!("{} device-local, {} of it for this process now ({})", human_bytes(r.size), human_bytes(budget), if r.api == MemoryApi::Dx12 { "DXGI's budget" } else { "VK_EXT_memory_budget" }),
             None => format!("{} device-local (no VK_EXT_memory_budget: other programs' use unknown)", human_bytes(r.size)),
         },
         None => "not reported (GL, or a driver that does not answer): --tile auto plans for the binding limit only, or for --gpu-memory SIZE".into(),
@@ -794,6 +853,24 @@ fn tensor_cores_line(features: wgpu::Features, props: &[wgpu::CooperativeMatrixP
 /// buffer (several GiB on larger Macs), where tiles sized to it gave tensors the kernels refuse.
 pub fn binding_limit(limits: &wgpu::Limits) -> u64 {
     limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(i32::MAX as u64)
+}
+
+/// Keeps `e` for the next check, unless an error is kept already (the first is the cause).
+fn keep_error(slot: &Mutex<Option<DeviceError>>, e: wgpu::Error) {
+    let mut slot = slot.lock().unwrap();
+    if slot.is_none() {
+        *slot = Some(match e {
+            wgpu::Error::OutOfMemory { .. } => DeviceError::OutOfMemory,
+            other => DeviceError::Other(other.to_string()),
+        });
+    }
+}
+
+/// A [`Gpu::submit_readback`]'s count of finished submissions, on its way back.
+pub(crate) struct Finished {
+    expected: u32,
+    buffer: wgpu::Buffer,
+    rx: std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
 }
 
 /// A device error wgpu reported asynchronously, kept until the next sync.
@@ -860,15 +937,17 @@ mod tests {
     #[test]
     fn devices_says_what_memory_the_job_plans_by() {
         use super::memory_line;
-        use crate::gpu::memory::HeapReport;
+        use crate::gpu::memory::{HeapReport, MemoryApi};
         let gib = 1u64 << 30;
-        let budget = HeapReport { size: 80 * gib, budget: Some((76 * gib, gib)), via: "VK_EXT_memory_budget" };
+        let budget = HeapReport { size: 80 * gib, budget: Some((76 * gib, gib)), api: MemoryApi::Vulkan };
         assert_eq!(memory_line(Some(budget), false), "80.0 GiB device-local, 76.0 GiB of it for this process now (VK_EXT_memory_budget)");
         assert!(memory_line(Some(HeapReport { budget: None, ..budget }), false).contains("other programs' use unknown"));
         assert!(memory_line(Some(budget), true).contains("the host's, so the job does not plan by it (--gpu-memory SIZE does)"));
         assert!(memory_line(None, false).contains("not reported (GL") && memory_line(None, false).contains("--gpu-memory"));
-        let metal = HeapReport { size: 12 * gib, budget: Some((12 * gib, gib)), via: "Metal's recommended working set" };
-        assert!(memory_line(Some(metal), false).ends_with("12.0 GiB of it for this process now (Metal's recommended working set)"));
+        let metal = HeapReport { size: 12 * gib, budget: Some((12 * gib, gib)), api: MemoryApi::Metal };
+        assert!(memory_line(Some(metal), false).starts_with("12.0 GiB recommended working set (Metal"), "{}", memory_line(Some(metal), false));
+        let dxgi = HeapReport { size: 8 * gib, budget: Some((7 * gib, gib)), api: MemoryApi::Dx12 };
+        assert_eq!(memory_line(Some(dxgi), false), "8.0 GiB device-local, 7.0 GiB of it for this process now (DXGI's budget)");
     }
 
     /// `DIFFVSR_NO_F16=false` must not turn f16 off: the words mean what they say, and a value

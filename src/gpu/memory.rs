@@ -26,8 +26,10 @@ use super::{human_bytes, Gpu};
 /// Where [`Gpu::memory`]'s figures come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemorySource {
-    /// The driver's budget for this process (`VK_EXT_memory_budget`).
+    /// The driver's budget for this process (`VK_EXT_memory_budget`, DXGI's budget).
     Budget,
+    /// Metal's recommended working set for the device (other programs' use is not known).
+    WorkingSet,
     /// The heap's size less what this process holds (no budget extension: other programs'
     /// use is not known).
     Heap,
@@ -52,6 +54,7 @@ impl DeviceMemory {
         let heap = self.heap.map(|h| format!("{} device-local; ", human_bytes(h))).unwrap_or_default();
         let why = match self.source {
             MemorySource::Budget => "this process's budget from the driver, less what it holds",
+            MemorySource::WorkingSet => "Metal's recommended working set for the GPU less what this process holds; other programs' use unknown",
             MemorySource::Heap => "the heap less what this process holds; other programs' use unknown (no VK_EXT_memory_budget)",
             MemorySource::Cap => "--gpu-memory less what this process holds",
         };
@@ -60,15 +63,25 @@ impl DeviceMemory {
 }
 
 /// What the driver reports of the GPU's memory: the largest device-local heap's size (Metal:
-/// the recommended working set; DX12: the dedicated video memory), and where it says (this
-/// process's budget, its usage).
+/// the recommended working set; DX12: the dedicated video memory or the budget, the larger),
+/// and where it says (this process's budget, its usage; Metal: the working set, this process's
+/// allocations).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeapReport {
     pub size: u64,
     pub budget: Option<(u64, u64)>,
-    /// Where the budget comes from, for `devices`: `VK_EXT_memory_budget`, Metal's working set,
-    /// DXGI.
-    pub via: &'static str,
+    pub api: MemoryApi,
+}
+
+/// Which driver query a [`HeapReport`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryApi {
+    /// The memory heaps, and `VK_EXT_memory_budget` where the driver has it.
+    Vulkan,
+    /// `recommendedMaxWorkingSetSize` and `currentAllocatedSize` of the MTLDevice.
+    Metal,
+    /// `IDXGIAdapter3::QueryVideoMemoryInfo` (local memory) and the adapter's description.
+    Dx12,
 }
 
 /// [`HeapReport`] of `adapter`, where its driver answers (Vulkan, Metal, DX12).
@@ -108,7 +121,7 @@ fn vulkan_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
     let heaps = &props.memory_heaps[..(props.memory_heap_count as usize).min(vk::MAX_MEMORY_HEAPS)];
     let (i, heap) = heaps.iter().enumerate().filter(|(_, h)| h.flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL)).max_by_key(|(_, h)| h.size)?;
     let budget = (has_budget && budget.heap_budget[i] > 0).then(|| (budget.heap_budget[i], budget.heap_usage[i]));
-    Some(HeapReport { size: heap.size, budget, via: "VK_EXT_memory_budget" })
+    Some(HeapReport { size: heap.size, budget, api: MemoryApi::Vulkan })
 }
 
 /// Not a Vulkan platform here (ash is built for those only).
@@ -129,7 +142,7 @@ fn metal_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
     let device = hal.raw_device();
     let working_set = device.recommendedMaxWorkingSetSize();
     let allocated = device.currentAllocatedSize() as u64;
-    (working_set > 0).then_some(HeapReport { size: working_set, budget: Some((working_set, allocated)), via: "Metal's recommended working set" })
+    (working_set > 0).then_some(HeapReport { size: working_set, budget: Some((working_set, allocated)), api: MemoryApi::Metal })
 }
 
 #[cfg(not(target_vendor = "apple"))]
@@ -138,7 +151,7 @@ fn metal_report(_adapter: &wgpu::Adapter) -> Option<HeapReport> {
 }
 
 /// DX12: DXGI's budget for this process in the adapter's local memory, and its usage there; the
-/// dedicated video memory as the size (an integrated GPU, which has little or none, its budget).
+/// dedicated video memory or the budget, the larger, as the size.
 #[cfg(windows)]
 fn dx12_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
     use windows::Win32::Graphics::Dxgi::{DXGI_MEMORY_SEGMENT_GROUP_LOCAL, DXGI_QUERY_VIDEO_MEMORY_INFO};
@@ -149,8 +162,9 @@ fn dx12_report(adapter: &wgpu::Adapter) -> Option<HeapReport> {
     let mut info = DXGI_QUERY_VIDEO_MEMORY_INFO::default();
     unsafe { raw.QueryVideoMemoryInfo(0, DXGI_MEMORY_SEGMENT_GROUP_LOCAL, &mut info) }.ok()?;
     let dedicated = unsafe { raw.GetDesc1() }.map(|d| d.DedicatedVideoMemory as u64).unwrap_or(0);
-    let size = if dedicated > 0 { dedicated } else { info.Budget };
-    (info.Budget > 0).then_some(HeapReport { size, budget: Some((info.Budget, info.CurrentUsage)), via: "DXGI's budget" })
+    // An integrated GPU has little dedicated memory (or none) beside a budget in shared memory.
+    let size = dedicated.max(info.Budget);
+    (info.Budget > 0).then_some(HeapReport { size, budget: Some((info.Budget, info.CurrentUsage)), api: MemoryApi::Dx12 })
 }
 
 #[cfg(not(windows))]
@@ -163,6 +177,7 @@ fn dx12_report(_adapter: &wgpu::Adapter) -> Option<HeapReport> {
 pub fn available(report: Option<HeapReport>, held: Option<u64>, cap: Option<u64>) -> Option<DeviceMemory> {
     let heap = report.map(|r| r.size);
     let driver = report.and_then(|r| match (r.budget, held) {
+        (Some((budget, usage)), _) if r.api == MemoryApi::Metal => Some((budget.saturating_sub(usage), MemorySource::WorkingSet)),
         (Some((budget, usage)), _) => Some((budget.saturating_sub(usage), MemorySource::Budget)),
         (None, Some(held)) => Some((r.size.saturating_sub(held), MemorySource::Heap)),
         // The heap alone, with nothing known of what is in it, says too little to plan by.
@@ -221,7 +236,7 @@ mod tests {
 
     #[test]
     fn the_least_of_budget_heap_and_cap() {
-        let with_budget = HeapReport { size: 24 * GIB, budget: Some((20 * GIB, 3 * GIB)), via: "VK_EXT_memory_budget" };
+        let with_budget = HeapReport { size: 24 * GIB, budget: Some((20 * GIB, 3 * GIB)), api: MemoryApi::Vulkan };
         let m = available(Some(with_budget), Some(2 * GIB), None).unwrap();
         assert_eq!((m.available, m.source, m.heap), (17 * GIB, MemorySource::Budget, Some(24 * GIB)));
         // A cap below the budget wins; what this process holds counts against it.
@@ -230,7 +245,7 @@ mod tests {
         let m = available(Some(with_budget), Some(2 * GIB), Some(30 * GIB)).unwrap();
         assert_eq!(m.source, MemorySource::Budget);
         // No budget extension: the heap less what is held.
-        let heap_only = HeapReport { size: 24 * GIB, budget: None, via: "VK_EXT_memory_budget" };
+        let heap_only = HeapReport { size: 24 * GIB, budget: None, api: MemoryApi::Vulkan };
         let m = available(Some(heap_only), Some(5 * GIB), None).unwrap();
         assert_eq!((m.available, m.source), (19 * GIB, MemorySource::Heap));
         assert_eq!(available(Some(heap_only), None, None), None);
@@ -241,6 +256,11 @@ mod tests {
         // Holding more than the cap leaves nothing, not an underflow.
         assert_eq!(available(None, Some(5 * GIB), Some(4 * GIB)).unwrap().available, 0);
         assert!(m.describe().contains("3.0 GiB available"), "{}", m.describe());
+        // Metal's working set less this process's allocations on the device.
+        let metal = HeapReport { size: 12 * GIB, budget: Some((12 * GIB, 2 * GIB)), api: MemoryApi::Metal };
+        let m = available(Some(metal), None, None).unwrap();
+        assert_eq!((m.available, m.source), (10 * GIB, MemorySource::WorkingSet));
+        assert!(m.describe().contains("recommended working set"), "{}", m.describe());
     }
 
     /// The software driver's heap is reported, and a buffer this process creates shows in what
@@ -249,7 +269,8 @@ mod tests {
     fn the_driver_reports_a_heap_and_what_is_held() {
         // A device of its own: the shared one's allocations move while other tests run.
         let gpu = crate::Gpu::new(&crate::GpuOptions::from_env()).unwrap();
-        let Some(report) = heap_report(&gpu.adapter) else {
+        let report = heap_report(&gpu.adapter).filter(|r| r.api == MemoryApi::Vulkan);
+        let Some(report) = report else {
             eprintln!("skipped: this adapter reports no Vulkan heap ({})", gpu.describe());
             return;
         };

@@ -1,6 +1,9 @@
-//! Every command buffer the engine submits ends with a dispatch that adds one to a counter on
-//! the GPU, and every readback copies that counter beside its data: a readback whose counter is
-//! short of the submissions before it shows work that stopped before its end. Vulkan reports
+//! Every command buffer of kernels the engine submits ends with a dispatch that adds one to a
+//! counter on the GPU (in the pass of the work it seals where it can: Metal may overlap the
+//! passes of one command buffer that share no buffer), and every readback copies that counter
+//! (timings check it too): a count short of the submissions before it shows work that stopped
+//! before its end. A command buffer wgpu refuses (a validation error: it drops the whole
+//! submission) is not counted; its error is reported as before. Vulkan reports
 //! such a stop (a lost device, an out-of-memory) through wgpu, but wgpu 30's Metal backend marks
 //! a command buffer done in its completion handler without asking its status (a GPU timeout, out
 //! of memory), and its GL backend never asks whether the context was reset: there, without this
@@ -17,10 +20,10 @@ pub(crate) struct Seal {
     counter: wgpu::Buffer,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    /// Sealed submissions so far (wrapping, as the GPU's counter does). Held across a
-    /// submission, so the number a readback expects is the one before it in the queue.
-    submitted: Mutex<u32>,
-    /// Tests: the next sealed submission leaves its count out, as work that stopped early.
+    /// Sealed submissions wgpu accepted so far (wrapping, as the GPU's counter does). Held
+    /// across a submission, so the number a readback expects is the one before it in the queue.
+    pub(crate) submitted: Mutex<u32>,
+    /// Tests: the next seal leaves its count out, as work that stopped early.
     #[cfg(test)]
     pub(crate) drop_next: std::sync::atomic::AtomicBool,
 }
@@ -57,30 +60,28 @@ impl Seal {
         }
     }
 
-    /// Ends `enc` with the counting dispatch and submits it.
-    pub(crate) fn submit(&self, queue: &wgpu::Queue, mut enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+    /// Records the counting dispatch as the last of `pass`. In the pass of the work it seals,
+    /// it runs after that work on every backend (a pass's dispatches run in order; Metal may
+    /// overlap the passes of one command buffer that share no buffer).
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         #[cfg(test)]
-        let count = !self.drop_next.swap(false, std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(test))]
-        let count = true;
-        if count {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("seal"), timestamp_writes: None });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &self.bind_group, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
+        if self.drop_next.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
-        let mut submitted = self.submitted.lock().unwrap();
-        *submitted = submitted.wrapping_add(1);
-        queue.submit([enc.finish()])
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
     }
 
-    /// Ends `enc` (a readback) with a copy of the counter into `staging` at byte `at`, submits
-    /// it, and returns the count the copy must find there: every sealed submission before it.
-    pub(crate) fn submit_readback(&self, queue: &wgpu::Queue, mut enc: wgpu::CommandEncoder, staging: &wgpu::Buffer, at: u64) -> u32 {
-        enc.copy_buffer_to_buffer(&self.counter, 0, staging, at, 4);
-        let submitted = self.submitted.lock().unwrap();
-        queue.submit([enc.finish()]);
-        *submitted
+    /// Ends `enc` with a pass of its own holding the counting dispatch.
+    pub(crate) fn record_pass(&self, enc: &mut wgpu::CommandEncoder) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("seal"), timestamp_writes: None });
+        self.record(&mut pass);
+    }
+
+    /// Copies the counter into `staging` (4 bytes at 0) at the end of `enc`.
+    pub(crate) fn copy_count(&self, enc: &mut wgpu::CommandEncoder, staging: &wgpu::Buffer) {
+        enc.copy_buffer_to_buffer(&self.counter, 0, staging, 0, 4);
     }
 }
 
@@ -92,50 +93,97 @@ pub(crate) fn check(expected: u32, found: u32, backend: wgpu::Backend) -> Result
     bail!(
         "the GPU stopped work it was given before its end, and its driver ({backend}) did not say why (its count of finished \
          submissions reads {found} where {expected} were submitted): a GPU timeout or running out of memory does this. What that \
-         work should have computed is missing, so nothing more is written from this run. Run again with smaller tiles (upscale's \
-         --tile, --windows-per-call 1); if it recurs, update the GPU driver or try another --backend"
+         work should have computed is missing, so nothing more is read back from this device. Run again; if it recurs, {}, or \
+         update the GPU driver or try another --backend",
+        super::pool::SMALLER
     )
 }
 
 #[cfg(test)]
 mod tests {
     use crate::ops::elementwise::{unary, Unary};
-    use crate::{DType, Gpu, GpuOptions, Tensor};
+    use crate::{DType, Gpu, GpuOptions, Recorder, Tensor};
+
+    const SILU: [f32; 3] = [0.731_058_6, -0.238_405_84, 2.857_722_3];
+
+    fn silu_close(v: Vec<f32>) -> bool {
+        v.iter().zip(SILU).all(|(a, b)| (a - b).abs() < 1e-5)
+    }
+
+    fn silu_of(gpu: &Gpu, x: &Tensor) -> Tensor {
+        let mut rec = gpu.recorder();
+        let y = unary(&mut rec, Unary::Silu, x).unwrap();
+        rec.submit();
+        y
+    }
 
     /// Readbacks after finished work pass (eager submissions, a captured graph's replays); one
-    /// after a submission that stopped short of its end (simulated: its count left out) is an
-    /// error that names the cause and the fix, and every later readback and replay is refused.
+    /// after a submission that stopped short of its end (simulated: its count left out), eager
+    /// or a replay, is an error that names the cause and the fix, and every later readback,
+    /// replay and timing is refused.
     #[test]
     fn work_that_stopped_early_is_an_error_at_the_next_readback() {
+        for stop_in_graph in [false, true] {
+            let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
+            let x = Tensor::from_f32(&gpu, &[1.0, -2.0, 3.0], &[3], DType::F32).unwrap();
+            assert!(silu_close(silu_of(&gpu, &x).to_f32(&gpu).unwrap()));
+            let mut rec = Recorder::capture(&gpu);
+            let y = unary(&mut rec, Unary::Silu, &x).unwrap();
+            let graph = rec.into_graph().unwrap();
+            for _ in 0..3 {
+                graph.run(&gpu).unwrap();
+            }
+            assert!(silu_close(y.to_f32(&gpu).unwrap()));
+
+            gpu.seal.drop_next.store(true, std::sync::atomic::Ordering::Relaxed);
+            let out = if stop_in_graph {
+                graph.run(&gpu).unwrap();
+                y.clone()
+            } else {
+                silu_of(&gpu, &x)
+            };
+            let n = *gpu.seal.submitted.lock().unwrap();
+            let e = format!("{:#}", out.to_f32(&gpu).unwrap_err());
+            let counts = format!("reads {} where {n} were submitted", n - 1);
+            assert!(e.contains("stopped work it was given") && e.contains(&counts) && e.contains("--tile"), "{e}");
+            // It stays: what later work reads may be what the stopped work never wrote.
+            assert_eq!(format!("{:#}", x.to_f32(&gpu).unwrap_err()), e);
+            assert_eq!(format!("{:#}", graph.run(&gpu).unwrap_err()), e);
+            assert_eq!(format!("{:#}", gpu.sync().unwrap_err()), e);
+        }
+    }
+
+    /// Timings are refused where the timed work stopped early: a replay timed by the GPU's
+    /// timestamps or by the wall clock.
+    #[test]
+    fn a_timing_of_work_that_stopped_early_is_an_error() {
         let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
         let x = Tensor::from_f32(&gpu, &[1.0, -2.0, 3.0], &[3], DType::F32).unwrap();
-        let silu_of = |t: &Tensor| {
-            let mut rec = gpu.recorder();
-            let y = unary(&mut rec, Unary::Silu, t).unwrap();
-            rec.submit();
-            y
-        };
-        let silu = [0.731_058_6, -0.238_405_84, 2.857_722_3];
-        let close = |v: Vec<f32>| v.iter().zip(silu).all(|(a, b)| (a - b).abs() < 1e-5);
-        assert!(close(silu_of(&x).to_f32(&gpu).unwrap()));
-        let mut rec = crate::Recorder::capture(&gpu);
-        let y = unary(&mut rec, Unary::Silu, &x).unwrap();
+        let mut rec = Recorder::capture(&gpu);
+        unary(&mut rec, Unary::Silu, &x).unwrap();
         let graph = rec.into_graph().unwrap();
-        for _ in 0..3 {
-            graph.run(&gpu).unwrap();
-        }
-        assert!(close(y.to_f32(&gpu).unwrap()));
-
+        assert!(graph.run_timed(&gpu).unwrap() > 0.0);
         gpu.seal.drop_next.store(true, std::sync::atomic::Ordering::Relaxed);
-        let short = silu_of(&x);
-        let n = *gpu.seal.submitted.lock().unwrap();
-        assert!(n >= 5, "{n} submissions");
-        let e = format!("{:#}", short.to_f32(&gpu).unwrap_err());
-        let counts = format!("reads {} where {n} were submitted", n - 1);
-        assert!(e.contains("stopped work it was given") && e.contains(&counts) && e.contains("--tile"), "{e}");
-        // It stays: what later work reads may be what the stopped work never wrote.
-        assert_eq!(format!("{:#}", x.to_f32(&gpu).unwrap_err()), e);
-        assert_eq!(format!("{:#}", graph.run(&gpu).unwrap_err()), e);
-        assert_eq!(format!("{:#}", gpu.sync().unwrap_err()), e);
+        let e = format!("{:#}", crate::kernel::time_runs(&gpu, None, 1, &|r| unary(r, Unary::Silu, &x).map(drop)).unwrap_err());
+        assert!(e.contains("stopped work it was given"), "{e}");
+    }
+
+    /// A command buffer wgpu refuses is dropped whole, its count with it: its error is
+    /// returned once, as before, and the device goes on (no readback is refused for it).
+    #[test]
+    fn a_refused_submission_is_not_counted() {
+        let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
+        let x = Tensor::from_f32(&gpu, &[1.0, -2.0, 3.0], &[3], DType::F32).unwrap();
+        let y = silu_of(&gpu, &x);
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        // A copy of 3 bytes (not a multiple of 4): a validation error, the buffer refused.
+        let (src, _) = x.location().unwrap();
+        let (dst, _) = y.location().unwrap();
+        enc.copy_buffer_to_buffer(src, 0, dst, 0, 3);
+        gpu.submit(enc);
+        let e = gpu.sync().unwrap_err().to_string();
+        assert!(e.starts_with("GPU error"), "{e}");
+        assert!(silu_close(y.to_f32(&gpu).unwrap()));
+        assert!(silu_close(silu_of(&gpu, &x).to_f32(&gpu).unwrap()));
     }
 }
