@@ -64,6 +64,10 @@ pub use crate::gpu::arena::Arena;
 /// `read_write`, since WebGPU forbids binding one buffer as both read-only and writable.
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
+    /// An eager recorder's last pass, left open so that [`Recorder::submit`] ends it with the
+    /// device's count of finished submissions (`gpu/seal.rs`: in the pass of the work it seals,
+    /// it runs after that work on every backend). Declared before the encoder: dropped first.
+    pass: Option<Box<wgpu::ComputePass<'static>>>,
     encoder: Option<wgpu::CommandEncoder>,
     keep: Vec<Arc<Storage>>,
     timer: Option<Timer>,
@@ -298,7 +302,7 @@ impl<'g> Recorder<'g> {
             capacity: timed,
             used: 0,
         });
-        Recorder { gpu, encoder: Some(encoder), keep: Vec::new(), timer, capture: None, taps: None, pool: None, dispatches: 0 }
+        Recorder { gpu, pass: None, encoder: Some(encoder), keep: Vec::new(), timer, capture: None, taps: None, pool: None, dispatches: 0 }
     }
 
     /// [`Recorder::new`] whose new tensors come from `pool` instead of the device's: scratch
@@ -318,6 +322,7 @@ impl<'g> Recorder<'g> {
     pub fn capture_in(gpu: &'g Gpu, arena: &Arena) -> Recorder<'g> {
         Recorder {
             gpu,
+            pass: None,
             encoder: None,
             keep: Vec::new(),
             timer: None,
@@ -454,11 +459,14 @@ impl<'g> Recorder<'g> {
             }
             _ => None,
         };
+        // A pass per dispatch (each may have its timestamps); the last one stays open.
+        self.pass = None;
         let enc = self.encoder.as_mut().expect("eager recorder");
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: ts });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: ts }).forget_lifetime();
         pass.set_pipeline(&pipeline.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        self.pass = Some(Box::new(pass));
         Ok(())
     }
 
@@ -505,8 +513,16 @@ impl<'g> Recorder<'g> {
     /// Submits everything recorded so far (does not wait). Device errors surface at the next
     /// [`Gpu::sync`].
     pub fn submit(mut self) {
-        if let Some(enc) = self.encoder.take() {
-            self.gpu.submit(enc);
+        let Some(enc) = self.encoder.take() else { return };
+        match self.pass.take() {
+            Some(mut pass) => {
+                self.gpu.seal_in(&mut pass);
+                drop(pass);
+                self.gpu.submit_sealed(enc);
+            }
+            None => {
+                self.gpu.submit(enc);
+            }
         }
     }
 
@@ -515,6 +531,8 @@ impl<'g> Recorder<'g> {
     /// the sum of the dispatches' own times, so the gaps between dependent dispatches (barriers,
     /// launches) count: a case of several kernels is not made to look faster than a fused one.
     pub fn submit_timed(mut self) -> Result<Option<f64>> {
+        // Sealed in a pass of its own, after the last timestamp.
+        self.pass = None;
         let mut enc = self.encoder.take().expect("eager recorder");
         if self.timer.as_ref().is_some_and(|t| (t.used as usize) < self.dispatches) {
             // The span would end at the last timed dispatch, short of the run.

@@ -1,6 +1,7 @@
 //! Every command buffer of kernels the engine submits ends with a dispatch that adds one to a
-//! counter on the GPU (in the pass of the work it seals where it can: Metal may overlap the
-//! passes of one command buffer that share no buffer), and every readback copies that counter
+//! counter on the GPU (in the last pass of the work it seals, after which it runs on every
+//! backend: Metal may overlap the passes of one command buffer that share no buffer; a timed
+//! run's in a pass of its own, after its last timestamp), and every readback copies that counter
 //! (timings check it too): a count short of the submissions before it shows work that stopped
 //! before its end. A command buffer wgpu refuses (a validation error: it drops the whole
 //! submission) is not counted; its error is reported as before. Vulkan reports
