@@ -21,12 +21,14 @@ The pipeline runs as released except for what a test must pin down:
     when embeddings are given).
 12 frames: two 8-frame windows (starts 0 and 4), so the noise rescheduling (frames 8-11 take
 a shuffle of frames 0-3's initial noise) and the ILT fuse (`fuse_latents`, frames 4-7) both act.
-LR 8x16 (non-square, a multiple of 8 as the job pads it), 2 DDIM steps, guidance 5, noise level
-50, eta 0. The pipeline's own __call__ does the CFG batch order, the timesteps, the class labels,
+LR 8x16 (non-square, a multiple of 8), 2 DDIM steps, guidance 5, noise level 50, eta 0; with
+`--lr 12x20`, an LR size whose sides are no multiples of 8, which the release runs at its own
+size (its UNet steps up to each skip's size) and so does the job where one tile covers the frame. The pipeline's own __call__ does the CFG batch order, the timesteps, the class labels,
 scale_model_input, the guidance combine, the DDIM step, the windows, the fuse, 1/scaling_factor
 and the chunked decode; hooks record what went in and out.
 
-Writes tests/data/pipeline_window/windows.safetensors (f32, engine layout [B, C, F, H, W]):
+Writes tests/data/pipeline_window/windows.safetensors (with --lr HxW other than 8x16,
+windows_HxW.safetensors; f32, engine layout [B, C, F, H, W], shapes here at 8x16):
   lr             [1, 3, 12, 8, 16]    LR frames in [-1, 1] (the pipeline's `image`)
   lr_noise       [1, 3, 12, 8, 16]    the augmentation noise (the pipeline's randn_tensor draw)
   latents_init   [1, 4, 12, 8, 16]    the initial latents (`latents=`, before the rescheduling)
@@ -56,6 +58,7 @@ committed); only models/, configs/ and utils.py are read. From a bare mirror who
         mkdir -p $(dirname $f); git --git-dir=$G show 3b2b998:$f > $f; done
 Run:
     HF_HUB_OFFLINE=1 /work/ext/venv/bin/python tools/golden_pipeline.py --diffvsr-repo /work/ext/DiffVSR
+    HF_HUB_OFFLINE=1 /work/ext/venv/bin/python tools/golden_pipeline.py --diffvsr-repo /work/ext/DiffVSR --lr 12x20
 
 Shims (the released code as-is does not import under its own pinned diffusers 0.30.0):
   * models/scheduling_ddim.py and the pipeline import `randn_tensor` from `diffusers.utils`,
@@ -270,7 +273,8 @@ def main(repo, out_dir):
         "scalars": torch.tensor([GUIDANCE, float(NOISE_LEVEL), sf]),
     }
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "windows.safetensors")
+    name = "windows.safetensors" if (LR_H, LR_W) == (8, 16) else f"windows_{LR_H}x{LR_W}.safetensors"
+    path = os.path.join(out_dir, name)
     save_file({k: v.float().contiguous() for k, v in io.items()}, path)
     print(f"{path}: {os.path.getsize(path)} bytes; timesteps {timesteps.tolist()}, class labels {labels.tolist()}, "
           f"shuffle {perm}, fused latents std {fused.std():.3f}, decoded std {decoded.std():.3f} "
@@ -281,5 +285,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--diffvsr-repo", default="/work/ext/DiffVSR")
     ap.add_argument("--out", default=os.path.join(DATA, "pipeline_window"))
+    ap.add_argument("--lr", default="8x16", help="LR frame size HxW")
     a = ap.parse_args()
+    LR_H, LR_W = (int(v) for v in a.lr.split("x"))
     main(a.diffvsr_repo, a.out)

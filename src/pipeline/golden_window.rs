@@ -3,7 +3,7 @@
 //! `tests/data/pipeline_window/windows.safetensors` was made by `tools/golden_pipeline.py`: the
 //! released `StableDiffusionUpscalePipeline.__call__` (with inference_tile.py's scheduler
 //! override) on the tiny UNet and TE-3DVAE of `tests/data/diffvsr_unet` and `tests/data/te3dvae`,
-//! 12 frames (two 8-frame windows, stride 4), LR 8×16, 2 DDIM steps, guidance 5, noise level
+//! 12 frames (two 8-frame windows, stride 4), LR 8×16 (and 12×20 in `windows_12x20.safetensors`), 2 DDIM steps, guidance 5, noise level
 //! 50, with its noise (initial latents, LR augmentation, the rescheduling's shuffle) and prompt
 //! embeddings given, all in f32. Here the same inputs go through the job's pieces: the released
 //! schedules ([`Ddim::released`], [`LowResNoise::released`]), [`add_noise`], the rescheduling
@@ -46,8 +46,21 @@ fn frames_of(x: &[f32], channels: usize, total: usize, frames: std::ops::Range<u
 
 #[test]
 fn two_windows_match_official_pipeline() {
+    two_windows_match("windows.safetensors", &[DType::F32, DType::F16]);
+}
+
+/// The same at an LR size whose sides are no multiples of 8 (12×20), which the release runs at
+/// its own size (its UNet steps up to each skip's size: 12 → 6 → 3 → 2 rows, 20 → 10 → 5 → 3
+/// columns), as the job does where one tile covers the frame (`LatentPad::unpadded`). The f32
+/// UNet only: the f16 path at odd sizes is the video UNet goldens'.
+#[test]
+fn two_windows_at_sides_off_the_multiples_of_8_match_official_pipeline() {
+    two_windows_match("windows_12x20.safetensors", &[DType::F32]);
+}
+
+fn two_windows_match(file: &str, unet_dtypes: &[DType]) {
     let gpu = test_gpu();
-    let mut g = WeightStore::open(&data("pipeline_window/windows.safetensors")).unwrap();
+    let mut g = WeightStore::open(&data(&format!("pipeline_window/{file}"))).unwrap();
     let mut take = |name: &str| -> (Vec<f32>, Vec<usize>) {
         let shape = g.shape(name).unwrap_or_else(|| panic!("the golden has no '{name}'"));
         (g.take(name, &shape).unwrap(), shape)
@@ -131,7 +144,7 @@ fn two_windows_match_official_pipeline() {
     };
     assert_eq!(vae.config.scaling_factor as f32, scaling, "the VAE config's scaling_factor");
     for (unet_dt, tol) in [(DType::F32, TOL_F32), (DType::F16, TOL_F16)] {
-        if !gpu.dtypes().contains(&unet_dt) {
+        if !gpu.dtypes().contains(&unet_dt) || !unet_dtypes.contains(&unet_dt) {
             continue;
         }
         let unet = match load_model(&gpu, ModelKind::DiffvsrUnet, Some(&data("diffvsr_unet/config.json")), &data("diffvsr_unet/unet.pt"), unet_dt).unwrap() {
@@ -158,7 +171,7 @@ fn two_windows_match_official_pipeline() {
             compare_decoded(&chunks, &decoded, frames, plane, &mut report);
         }
         let text: Vec<String> = report.iter().map(|(n, e)| format!("{n} {e:.2e}")).collect();
-        eprintln!("official pipeline, two windows, UNet {unet_dt:?}, {per_call} per call: {}", text.join(", "));
+        eprintln!("official pipeline, two windows at {h}x{w}, UNet {unet_dt:?}, {per_call} per call: {}", text.join(", "));
         assert!(report.iter().all(|(_, e)| *e <= tol), "UNet {unet_dt:?}: relative L2 above {tol:.0e}: {}", text.join(", "));
     }
 }

@@ -3,8 +3,9 @@
 //! What it does, per spec §4.3 (the released pipeline) with this engine's seeded noise:
 //!
 //! * Reads frames as they arrive; each is converted to RGB in [−1, 1] on the GPU
-//!   ([`ops::color`](crate::ops::color): chroma upsampling, matrix, range) and
-//!   reflect-padded to a multiple of 8 ([`LatentPad`]: the SD×4 UNet's latent is the LR frame).
+//!   ([`ops::color`](crate::ops::color): chroma upsampling, matrix, range); the SD×4 UNet's
+//!   latent is the LR frame, at its own size where one tile covers it for both models (as
+//!   released), else reflect-padded to a multiple of 8 for the tiles ([`LatentPad`]).
 //! * Windows of 8 frames, stride 4 ([`windows`]); a window runs as soon as its frames are read
 //!   (or the stream has ended and the tail is mirror-padded). With `--windows-per-call N`
 //!   ([`groups`]), up to N windows run together, as one UNet call of batch 2N per step (N
@@ -131,13 +132,21 @@ pub fn run_job<W: Write>(
     }
     let in_params = YuvParams { matrix: opts.matrix.resolve(in_fmt.width, in_fmt.height), range: header.range, depth: header.depth };
     let out_params = YuvParams { matrix: opts.matrix.resolve(out_fmt.width, out_fmt.height), range: writer.header().range, depth: writer.header().depth };
-    let pad = LatentPad::new(in_fmt.height as usize, in_fmt.width as usize);
-    let (ph, pw) = pad.padded();
-    let plane = ph * pw;
+    let (h, w) = (in_fmt.height as usize, in_fmt.width as usize);
+    let mut pad = LatentPad::new(h, w);
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
     let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
     progress(Progress::Preparing { tuning: gpu.tuner().is_on() });
-    let tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
+    let (ph, pw) = pad.padded();
+    let mut tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
+    // Tiles need multiples of 8; one tile for both models runs the frame at its own size, as
+    // the release does (its UNet steps up to each skip's size), not on mirrored rows.
+    if tiles.is_whole() && pad.may_run_unpadded(gpu.offset_alignment()) {
+        pad = LatentPad::unpadded(h, w);
+        tiles = tiles.whole_at(h, w);
+    }
+    let (ph, pw) = pad.padded();
+    let plane = ph * pw;
     let grouping = windows_per_call(gpu, unet, vae, opts, &tiles, (unet_dtype, vae_dtype))?;
     let per_call = grouping.windows;
     let mut stats = JobStats { tiles: tiles.summary(), windows_per_call: grouping, ..JobStats::default() };
@@ -600,14 +609,48 @@ mod tests {
 
     /// A y4m clip of `n` 5×3 4:4:4 frames with varied pixels, and its header's length.
     fn micro_clip(n: usize) -> (Vec<u8>, usize) {
-        let (w, h) = (5usize, 3usize);
-        let mut data = b"YUV4MPEG2 W5 H3 F25:1 C444\n".to_vec();
+        clip_of(5, 3, n)
+    }
+
+    /// A y4m clip of `n` `w`×`h` 4:4:4 frames with varied pixels, and its header's length.
+    fn clip_of(w: usize, h: usize, n: usize) -> (Vec<u8>, usize) {
+        let mut data = format!("YUV4MPEG2 W{w} H{h} F25:1 C444\n").into_bytes();
         let header = data.len();
         for f in 0..n {
             data.extend_from_slice(b"FRAME\n");
             data.extend((0..3 * w * h).map(|i| (20 + (i * 13 + f * 7) % 200) as u8));
         }
         (data, header)
+    }
+
+    /// A frame whose sides are no multiples of 8 (20×12) runs at its own size where one tile
+    /// covers it, as the release runs it (the engine at such a size against the release is
+    /// `golden_window`'s), and padded to multiples of 8 where it is tiled, or where the GPU's
+    /// views could not start at its planes (a 256-byte offset alignment: a plane of 480 bytes).
+    #[test]
+    fn one_tile_runs_the_frame_at_its_own_size() {
+        use crate::pipeline::tiles::{TileOptions, TileSize};
+        let run_in = |gpu: &Gpu, tiles: TileOptions, dt: DType| {
+            let (unet, vae) = micro_models(gpu, dt);
+            let opts = JobOptions { tiles, ..test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1) };
+            let reader = Reader::new(std::io::Cursor::new(clip_of(20, 12, 4).0)).unwrap();
+            let mut writer = Writer::new(Vec::new(), reader.header().scaled(4).unwrap()).unwrap();
+            let stats = run_job(gpu, &unet, dt, &vae, dt, reader, &mut writer, &opts, |_| {}).unwrap();
+            assert_eq!(stats.frames_out, 4);
+            stats.tiles
+        };
+        let run = |gpu: &Gpu, tiles: TileOptions| run_in(gpu, tiles, DType::F32);
+        let gpu = test_gpu();
+        // In every storage dtype: the job's views of f16 planes start where the GPU allows.
+        for dt in gpu.dtypes() {
+            let tiles = run_in(&gpu, TileOptions::default(), dt);
+            assert!(tiles.starts_with("UNet one tile (20x12, the whole latent)") && tiles.contains("VAE one tile (20x12"), "{dt:?}: {tiles}");
+        }
+        let tiles = run(&gpu, TileOptions { tile: TileSize::Fixed { rows: 16, cols: 16 }, overlap: None });
+        assert!(tiles.contains("tiles of 16x16"), "{tiles}");
+        let strict = crate::Gpu::new(&crate::gpu::GpuOptions { offset_alignment: Some(256), ..crate::gpu::GpuOptions::from_env() }).unwrap();
+        let tiles = run(&strict, TileOptions::default());
+        assert!(tiles.starts_with("UNet one tile (24x16, the whole latent)"), "{tiles}");
     }
 
     /// Several windows per UNet call change no byte of the output: 13 frames (3 windows) at 1

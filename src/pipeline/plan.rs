@@ -113,7 +113,14 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         None => "frame count unknown until the stream ends (stdin)".into(),
     })?;
     let out = output_format.header(&header, SCALE as u32)?.format();
-    writeln!(o, "output:   {}x{} {:?} {}-bit (x{SCALE}); latent {pw}x{ph} (input reflect-padded to multiples of 8)", out.width, out.height, out.chroma, out.depth)?;
+    let latent = if pad.may_run_unpadded(1) {
+        format!("latent {}x{}, the input's own size as released, where one tile covers it and its planes suit the GPU's view alignment; else the input reflect-padded to {pw}x{ph} (tiles are multiples of 8)", fmt.width, fmt.height)
+    } else if (ph, pw) != (fmt.height as usize, fmt.width as usize) {
+        format!("latent {pw}x{ph} (input reflect-padded to multiples of 8)")
+    } else {
+        format!("latent {pw}x{ph}")
+    };
+    writeln!(o, "output:   {}x{} {:?} {}-bit (x{SCALE}); {latent}", out.width, out.height, out.chroma, out.depth)?;
     if let Some(advice) = output_format.advice(&header) {
         writeln!(o, "          {advice}")?;
     }

@@ -40,9 +40,17 @@ pub struct MemoryTiles {
 }
 
 impl JobTiles {
-    /// One tile of the whole padded latent for both models (the untiled job).
+    /// One tile of the whole latent for both models (the untiled job), of any size.
     pub fn whole(ph: usize, pw: usize) -> JobTiles {
-        JobTiles::new(TilePlan::new(ph, pw, (ph, pw), 0).expect("one tile"), TilePlan::new(ph, pw, (ph, pw), 0).expect("one tile"))
+        JobTiles::new(TilePlan::whole(ph, pw), TilePlan::whole(ph, pw))
+    }
+    /// Whether one tile covers the latent for both models.
+    pub fn is_whole(&self) -> bool {
+        self.unet.is_whole() && self.vae.is_whole()
+    }
+    /// The same choice (one tile for both models) over an `h`×`w` latent: the unpadded frame.
+    pub fn whole_at(&self, h: usize, w: usize) -> JobTiles {
+        JobTiles { measured: self.measured, memory: self.memory, ..JobTiles::whole(h, w) }
     }
     pub fn new(unet: TilePlan, vae: TilePlan) -> JobTiles {
         let vae_px = vae.scaled(SCALE);

@@ -2,10 +2,13 @@
 //! above 400² into 256-pixel tiles with 64 of overlap and pastes the centres without blending,
 //! spec §4.3 "Spatial tiling"):
 //!
-//! * The latent is at LR resolution and must be a multiple of 8 in each direction: the LR frame is
-//!   reflect-padded at the bottom and right ([`LatentPad`], the same mirror as the temporal
-//!   padding, so even a 1-pixel frame pads) and the ×4 output is cropped back to exactly 4W × 4H.
-//!   Never resized.
+//! * The latent is at LR resolution. Where one tile covers the frame for both models, it is the
+//!   LR frame at its own size, as the release runs it ([`LatentPad::unpadded`]; sides of at
+//!   least 8, planes that the GPU's views can start at: [`LatentPad::may_run_unpadded`]). Tiles
+//!   need multiples of 8: for them (and for the other frames) the
+//!   LR frame is reflect-padded at the bottom and right ([`LatentPad`], the same mirror as the
+//!   temporal padding, so even a 1-pixel frame pads) and the ×4 output is cropped back to
+//!   exactly 4W × 4H. Never resized.
 //! * Tiles over the padded latent ([`TilePlan`]): a multiple of 8 in size and position, spread
 //!   evenly with at least the requested overlap; one tile when the latent fits.
 //! * Feathered blend: along each axis a tile's weight rises with a smoothstep over its overlap with
@@ -45,6 +48,23 @@ impl LatentPad {
         assert!(height >= 1 && width >= 1);
         let up = |n: usize| n.div_ceil(LATENT_MULTIPLE) * LATENT_MULTIPLE - n;
         LatentPad { height, width, bottom: up(height), right: up(width) }
+    }
+    /// No padding: the latent is the LR frame at its own size, as the release runs it (its UNet
+    /// steps up to each skip's size where a side is no multiple of 8, spec §9). The job takes it
+    /// where one tile covers the frame for both models and [`LatentPad::may_run_unpadded`].
+    pub fn unpadded(height: usize, width: usize) -> LatentPad {
+        assert!(height >= 1 && width >= 1);
+        LatentPad { height, width, bottom: 0, right: 0 }
+    }
+    /// Whether the job may run this frame unpadded (where one tile covers it): sides of at least
+    /// [`LATENT_MULTIPLE`] (three ×2 down-samplings of fewer pixels are not tested against the
+    /// release), and a frame's plane of f16 values a multiple of `align`, the GPU's view offset
+    /// alignment in bytes, so that the job's views of whole planes (a frame, a channel, a window's
+    /// half, a CFG half) bind where the GPU allows. A 720p output's 180×320 latent passes at any
+    /// alignment WebGPU allows (256); a padded latent passes always.
+    pub fn may_run_unpadded(&self, align: u64) -> bool {
+        let plane_bytes = (2 * self.height * self.width) as u64;
+        (self.bottom > 0 || self.right > 0) && self.height >= LATENT_MULTIPLE && self.width >= LATENT_MULTIPLE && plane_bytes.is_multiple_of(align.max(1))
     }
     /// Padded latent size (rows, columns).
     pub fn padded(&self) -> (usize, usize) {
@@ -161,6 +181,18 @@ pub struct TilePlan {
 }
 
 impl TilePlan {
+    /// One tile over a whole `height`×`width` latent of any size (weight 1): the untiled job,
+    /// which runs an unpadded latent where it can ([`LatentPad::unpadded`]).
+    pub fn whole(height: usize, width: usize) -> TilePlan {
+        assert!(height >= 1 && width >= 1);
+        TilePlan::from_spans(height, width, std::slice::from_ref(&(0..height)), std::slice::from_ref(&(0..width)))
+    }
+
+    /// Whether one tile covers the latent.
+    pub fn is_whole(&self) -> bool {
+        self.tiles.len() == 1
+    }
+
     /// Tiles of at most `rows`×`cols` over a `height`×`width` padded latent (multiples of 8),
     /// neighbours overlapping by at least `overlap` along either axis.
     pub fn new(height: usize, width: usize, (rows, cols): TileDims, overlap: usize) -> Result<TilePlan, String> {
