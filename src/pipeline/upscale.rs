@@ -261,6 +261,9 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     if let (Some(advice), false) = (a.output_format.advice(reader.header()), a.quiet) {
         crate::diagln!("note: {advice}");
     }
+    if let (Some(note), false) = (matrix_note(a.matrix, reader.header().format(), out_header.format()), a.quiet) {
+        crate::diagln!("note: {note}");
+    }
     // Fixed tiles against the frame (an overlap at or above a side that cuts it), and the
     // frame's latents against the largest buffer, before loading.
     let fmt = reader.header().format();
@@ -551,8 +554,44 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     Ok(stats)
 }
 
+/// Where `--matrix auto` reads the input and writes the output by different matrices (an SD
+/// input's HD upscale), what to tag the encode with: players and encoders that guess by size
+/// agree, but anything that takes BT.601 for untagged video shifts the hues.
+fn matrix_note(choice: MatrixChoice, input: crate::video::y4m::FrameFormat, output: crate::video::y4m::FrameFormat) -> Option<String> {
+    let (m_in, m_out) = (choice.resolve(input.width, input.height), choice.resolve(output.width, output.height));
+    let colour = |f: &crate::video::y4m::FrameFormat| f.chroma != crate::video::y4m::Chroma::Mono;
+    (m_in != m_out && choice == MatrixChoice::Auto && colour(&input) && colour(&output)).then(|| {
+        format!(
+            "--matrix auto reads the {}x{} input as {} and writes the {}x{} output as {} (as players guess by size): tag the encode with -colorspace {} (or give --matrix {} to keep the input's)",
+            input.width,
+            input.height,
+            m_in.name(),
+            output.width,
+            output.height,
+            m_out.name(),
+            m_out.ffmpeg_colorspace(),
+            m_in.name().to_lowercase().replace('.', "")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    /// An SD input's HD upscale under `--matrix auto` is read and written by different matrices:
+    /// the run says what to tag the encode with; not where both sides agree, a matrix is given,
+    /// or a side is grey.
+    #[test]
+    fn a_matrix_change_by_size_is_told() {
+        use crate::video::color::{Matrix, MatrixChoice};
+        use crate::video::y4m::{Chroma, FrameFormat, Siting};
+        let f = |width, height, chroma| FrameFormat { width, height, chroma, siting: Siting::Left, depth: 8 };
+        let note = super::matrix_note(MatrixChoice::Auto, f(640, 360, Chroma::C420), f(2560, 1440, Chroma::C420)).unwrap();
+        assert!(note.contains("640x360 input as BT.601") && note.contains("2560x1440 output as BT.709") && note.contains("-colorspace bt709") && note.contains("--matrix bt601"), "{note}");
+        assert_eq!(super::matrix_note(MatrixChoice::Auto, f(1280, 720, Chroma::C420), f(5120, 2880, Chroma::C420)), None);
+        assert_eq!(super::matrix_note(MatrixChoice::Fixed(Matrix::Bt601), f(640, 360, Chroma::C420), f(2560, 1440, Chroma::C420)), None);
+        assert_eq!(super::matrix_note(MatrixChoice::Auto, f(640, 360, Chroma::Mono), f(2560, 1440, Chroma::Mono)), None);
+    }
+
     use super::{check_settings, check_streams, idle_settings, UpscaleArgs, DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT};
 
     /// A guidance of 1 or less, and prompts beside random weights, are said to change nothing.
