@@ -514,7 +514,10 @@ impl<'g> Recorder<'g> {
     /// [`Gpu::sync`].
     pub fn submit(mut self) {
         let Some(enc) = self.encoder.take() else { return };
-        match self.pass.take() {
+        // A timed recorder's last pass has timestamps: sealed in a pass of its own, after them.
+        let open = if self.timer.is_some() { None } else { self.pass.take() };
+        self.pass = None;
+        match open {
             Some(mut pass) => {
                 self.gpu.seal_in(&mut pass);
                 drop(pass);

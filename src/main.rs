@@ -593,7 +593,9 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
                 }),
                 _ => None,
             };
-            PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software, memory }
+            // As the device would: the adapter's alignment, raised by DIFFVSR_OFFSET_ALIGNMENT.
+            let offset_alignment = u64::from(a.limits().min_storage_buffer_offset_alignment.max(opts.offset_alignment.unwrap_or(0)));
+            PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software, memory, offset_alignment }
         });
         // What the run refuses before loading: a noise level past an override config's table
         // (random weights without --weights take the built-in configs).

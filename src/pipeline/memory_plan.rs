@@ -50,7 +50,8 @@ pub(crate) struct Need<'a> {
     pub unet: &'a VideoUNet,
     pub vae: &'a Te3dVaeDecoder,
     pub opts: &'a JobOptions,
-    /// The padded latent.
+    /// The latent the job runs: padded to multiples of 8 where tiled, the frame's own size where
+    /// one tile covers it (`LatentPad::unpadded`).
     pub frame: (usize, usize),
     pub unet_dtype: DType,
     pub vae_dtype: DType,

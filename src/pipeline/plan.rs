@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use crate::pipeline::tile_choice::PROBE;
 use crate::pipeline::graphs::{DECODE_CHUNK, LATENT_CHANNELS, LR_CHANNELS};
 use crate::pipeline::groups::{self, WindowsPerCall};
-use crate::pipeline::tiles::{LatentPad, TileOptions, TileSize, SCALE};
+use crate::pipeline::tiles::{LatentPad, TileOptions, TilePlan, TileSize, SCALE};
 use crate::pipeline::windows::{self, FrameRange, STRIDE, WINDOW};
 use crate::video::y4m::{OutputFormat, Reader};
 
@@ -78,6 +78,9 @@ pub struct PlanAdapter {
     /// The device memory a job may plan for, weights included, and whence: `--gpu-memory`, or
     /// the driver's budget or heap (`gpu::memory`); `None` where neither says.
     pub memory: Option<(u64, &'static str)>,
+    /// Byte offsets of bound views are multiples of this (with `DIFFVSR_OFFSET_ALIGNMENT`):
+    /// whether a frame one tile covers runs at its own size (`LatentPad::may_run_unpadded`).
+    pub offset_alignment: u64,
 }
 
 /// What `--plan` prints: the windows to run, the segment, the spatial tiles and a memory
@@ -106,14 +109,24 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     header.require_progressive()?;
     let fmt = header.format();
     let pad = LatentPad::new(fmt.height as usize, fmt.width as usize);
-    let (ph, pw) = pad.padded();
+    let (mut ph, mut pw) = pad.padded();
+    // A fixed tile that covers the frame runs it at its own size where the adapter's views allow,
+    // as the run does (`run_job`); under --tile auto that is known once the models load.
+    let own_size = match tiles.tile {
+        TileSize::Fixed { rows, cols } => {
+            tiles.plan(ph, pw, (rows, cols)).is_ok_and(|p| p.is_whole()) && adapter.is_some_and(|a| pad.may_run_unpadded(a.offset_alignment))
+        }
+        TileSize::Auto => false,
+    };
     writeln!(o, "input:    {}x{} {:?} {}-bit, {}", fmt.width, fmt.height, fmt.chroma, fmt.depth, match t {
         Some(t) => format!("{t} frames (from the file size)"),
         None if input.is_some() => "frame count unknown (the file size is not a whole number of frames, or its FRAME lines carry parameters)".into(),
         None => "frame count unknown until the stream ends (stdin)".into(),
     })?;
     let out = output_format.header(&header, SCALE as u32)?.format();
-    let latent = if pad.may_run_unpadded(1) {
+    let latent = if own_size {
+        format!("latent {}x{}, the input's own size as released (one tile covers it)", fmt.width, fmt.height)
+    } else if pad.may_run_unpadded(1) && tiles.tile == TileSize::Auto {
         format!("latent {}x{}, the input's own size as released, where one tile covers it and its planes suit the GPU's view alignment; else the input reflect-padded to {pw}x{ph} (tiles are multiples of 8)", fmt.width, fmt.height)
     } else if (ph, pw) != (fmt.height as usize, fmt.width as usize) {
         format!("latent {pw}x{ph} (input reflect-padded to multiples of 8)")
@@ -121,6 +134,9 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
         format!("latent {pw}x{ph}")
     };
     writeln!(o, "output:   {}x{} {:?} {}-bit (x{SCALE}); {latent}", out.width, out.height, out.chroma, out.depth)?;
+    if own_size {
+        (ph, pw) = (fmt.height as usize, fmt.width as usize);
+    }
     if let Some(advice) = output_format.advice(&header) {
         writeln!(o, "          {advice}")?;
     }
@@ -135,7 +151,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let (mut uh, mut uw, mut vh, mut vw) = (ph, pw, ph, pw);
     match tiles.tile {
         TileSize::Fixed { rows, cols } => {
-            let p = tiles.plan(ph, pw, (rows, cols)).map_err(anyhow::Error::msg)?;
+            let p = if own_size { TilePlan::whole(ph, pw) } else { tiles.plan(ph, pw, (rows, cols)).map_err(anyhow::Error::msg)? };
             (uh, uw) = p.tile_size();
             (vh, vw) = (uh, uw);
             writeln!(o, "tiles:    --tile {}: UNet and VAE {} (VAE tiles x{SCALE} in output pixels, blended with the same feathered weights)", tiles.tile, p.summary())?;
@@ -301,7 +317,8 @@ fn planned_windows(w: WindowsPerCall, software: bool, fixed_tile: bool, one_tile
 
 #[cfg(test)]
 mod tests {
-    use super::{planned_windows, y4m_file_frames, WindowsPerCall};
+    use super::{plan, planned_windows, y4m_file_frames, PlanAdapter, PlanWeights, TileOptions, TileSize, WindowsPerCall};
+    use crate::video::y4m::OutputFormat;
 
     /// The plan counts windows per call as the run picks them: under a fixed `--tile` that
     /// covers a small frame auto groups nothing (the plan had said 4 at a 64² latent).
@@ -354,6 +371,28 @@ mod tests {
         // A folder is told to be one, as the run tells it.
         let e = y4m_file_frames(&dir).unwrap_err().to_string();
         assert!(e.contains("is a folder: give a y4m file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fixed tile that covers a frame whose sides are no multiples of 8 runs it at its own size
+    /// where the adapter's views allow (as `run_job` does), padded where they do not.
+    #[test]
+    fn a_covering_fixed_tile_plans_the_frame_at_its_own_size() {
+        let dir = crate::testutil::scratch_dir("plan-own-size");
+        let p = dir.join("odd.y4m");
+        let mut s = b"YUV4MPEG2 W20 H12 F25:1 C444\n".to_vec();
+        s.extend_from_slice(b"FRAME\n");
+        s.extend((0..3 * 20 * 12).map(|i| i as u8));
+        std::fs::write(&p, s).unwrap();
+        let tiles = TileOptions { tile: TileSize::Fixed { rows: 32, cols: 32 }, overlap: None };
+        let run = |align: u64| {
+            let adapter = PlanAdapter { max_binding: 1 << 30, software: true, memory: None, offset_alignment: align };
+            plan(Some(&p), OutputFormat::default(), crate::video::color::MatrixChoice::Auto, PlanWeights::Random, None, false, 5.0, tiles, WindowsPerCall::Auto, Some(adapter)).unwrap()
+        };
+        let own = run(32);
+        assert!(own.contains("latent 20x12, the input's own size as released") && own.contains("one tile (20x12, the whole latent)"), "{own}");
+        let padded = run(256);
+        assert!(padded.contains("latent 24x16 (input reflect-padded") && padded.contains("one tile (24x16, the whole latent)"), "{padded}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -14,7 +14,8 @@ use crate::pipeline::options::JobOptions;
 use crate::pipeline::tiles::{tensor_limit, tile_for_binding, TileBound, TileDims, TilePlan, TileSize, SCALE};
 use crate::{DType, Gpu};
 
-/// The spatial tiles of a job over the padded latent: the UNet's, the VAE's (in latent
+/// The spatial tiles of a job over its latent (padded to multiples of 8 where there are several,
+/// or one over the frame's own size: [`JobTiles::whole_at`]): the UNet's, the VAE's (in latent
 /// pixels) and the VAE's ×4 in output pixels (same tiles, weights recomputed at that size).
 #[derive(Clone, Debug)]
 pub struct JobTiles {
@@ -89,7 +90,8 @@ pub(crate) fn check_whole_frame(ph: usize, pw: usize, max_buffer: u64) -> Result
 /// the probe itself exceeds the binding limit (a tiny simulated limit), 8 is tried.
 pub(crate) const PROBE: usize = 16;
 
-/// Picks the job's tiles over the `ph`×`pw` padded latent: `--tile N` or `WxH` for both
+/// Picks the job's tiles over the `ph`×`pw` padded latent (where the choice is one tile, the
+/// job then runs the frame's own size: `run_job`): `--tile N` or `WxH` for both
 /// models, or for `--tile auto`, per model, the tiles of fewest pixels processed
 /// ([`TileOptions::cheapest`](crate::pipeline::tiles::TileOptions::cheapest), rectangles
 /// included) within what its biggest tensor allows under the adapter's binding limit (and its

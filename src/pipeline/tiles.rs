@@ -4,7 +4,7 @@
 //!
 //! * The latent is at LR resolution. Where one tile covers the frame for both models, it is the
 //!   LR frame at its own size, as the release runs it ([`LatentPad::unpadded`]; sides of at
-//!   least 8, planes that the GPU's views can start at: [`LatentPad::may_run_unpadded`]). Tiles
+//!   least 8, whose planes the GPU's views can start at: [`LatentPad::may_run_unpadded`]). Tiles
 //!   need multiples of 8: for them (and for the other frames) the
 //!   LR frame is reflect-padded at the bottom and right ([`LatentPad`], the same mirror as the
 //!   temporal padding, so even a 1-pixel frame pads) and the ×4 output is cropped back to
@@ -32,6 +32,13 @@ pub const LATENT_MULTIPLE: usize = 8;
 /// VAE upscale factor: output pixels per latent pixel.
 pub const SCALE: usize = 4;
 
+/// The fewest `[h][w]` planes between two views the job binds of its `[B, C, F, h, w]` tensors:
+/// one channel of the decoder's 4-frame input (`chunks::fuse_chunk_into`); a window's 8 frames of
+/// a channel, its halves of 4 frames in f32, a CFG half or batch slot are multiples of it. A
+/// view at a step of fewer planes (a single frame) would need [`LatentPad::may_run_unpadded`]
+/// lowered; `Recorder::dispatch` refuses a view off the GPU's alignment, with a message.
+pub const VIEW_PLANES: usize = 4;
+
 /// Reflect padding of an LR frame to the latent size, and the crop back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LatentPad {
@@ -58,13 +65,13 @@ impl LatentPad {
     }
     /// Whether the job may run this frame unpadded (where one tile covers it): sides of at least
     /// [`LATENT_MULTIPLE`] (three ×2 down-samplings of fewer pixels are not tested against the
-    /// release), and a frame's plane of f16 values a multiple of `align`, the GPU's view offset
-    /// alignment in bytes, so that the job's views of whole planes (a frame, a channel, a window's
-    /// half, a CFG half) bind where the GPU allows. A 720p output's 180×320 latent passes at any
-    /// alignment WebGPU allows (256); a padded latent passes always.
+    /// release), and [`VIEW_PLANES`] planes of f16 values a multiple of `align`, the GPU's view
+    /// offset alignment in bytes: the smallest step between the views of whole planes the job
+    /// binds. A 720p output's 180×320 latent and a 1080p output's 270×480 pass at any alignment
+    /// WebGPU allows (256); a padded latent passes always.
     pub fn may_run_unpadded(&self, align: u64) -> bool {
-        let plane_bytes = (2 * self.height * self.width) as u64;
-        (self.bottom > 0 || self.right > 0) && self.height >= LATENT_MULTIPLE && self.width >= LATENT_MULTIPLE && plane_bytes.is_multiple_of(align.max(1))
+        let step = (VIEW_PLANES * 2 * self.height * self.width) as u64;
+        (self.bottom > 0 || self.right > 0) && self.height >= LATENT_MULTIPLE && self.width >= LATENT_MULTIPLE && step.is_multiple_of(align.max(1))
     }
     /// Padded latent size (rows, columns).
     pub fn padded(&self) -> (usize, usize) {

@@ -562,7 +562,7 @@ fn matrix_note(choice: MatrixChoice, input: crate::video::y4m::FrameFormat, outp
     let colour = |f: &crate::video::y4m::FrameFormat| f.chroma != crate::video::y4m::Chroma::Mono;
     (m_in != m_out && choice == MatrixChoice::Auto && colour(&input) && colour(&output)).then(|| {
         format!(
-            "--matrix auto reads the {}x{} input as {} and writes the {}x{} output as {} (as players guess by size): tag the encode with -colorspace {} (or give --matrix {} to keep the input's)",
+            "--matrix auto reads the {}x{} input as {} and writes the {}x{} output as {} (as players guess by size): tag the encode with -colorspace {} (or give --matrix {} to keep the input's, and tag -colorspace {})",
             input.width,
             input.height,
             m_in.name(),
@@ -570,7 +570,8 @@ fn matrix_note(choice: MatrixChoice, input: crate::video::y4m::FrameFormat, outp
             output.height,
             m_out.name(),
             m_out.ffmpeg_colorspace(),
-            m_in.name().to_lowercase().replace('.', "")
+            m_in.name().to_lowercase().replace('.', ""),
+            m_in.ffmpeg_colorspace()
         )
     })
 }
@@ -586,7 +587,7 @@ mod tests {
         use crate::video::y4m::{Chroma, FrameFormat, Siting};
         let f = |width, height, chroma| FrameFormat { width, height, chroma, siting: Siting::Left, depth: 8 };
         let note = super::matrix_note(MatrixChoice::Auto, f(640, 360, Chroma::C420), f(2560, 1440, Chroma::C420)).unwrap();
-        assert!(note.contains("640x360 input as BT.601") && note.contains("2560x1440 output as BT.709") && note.contains("-colorspace bt709") && note.contains("--matrix bt601"), "{note}");
+        assert!(note.contains("640x360 input as BT.601") && note.contains("2560x1440 output as BT.709") && note.contains("-colorspace bt709") && note.contains("--matrix bt601") && note.contains("-colorspace smpte170m"), "{note}");
         assert_eq!(super::matrix_note(MatrixChoice::Auto, f(1280, 720, Chroma::C420), f(5120, 2880, Chroma::C420)), None);
         assert_eq!(super::matrix_note(MatrixChoice::Fixed(Matrix::Bt601), f(640, 360, Chroma::C420), f(2560, 1440, Chroma::C420)), None);
         assert_eq!(super::matrix_note(MatrixChoice::Auto, f(640, 360, Chroma::Mono), f(2560, 1440, Chroma::Mono)), None);
