@@ -1,4 +1,4 @@
-// Adds one to a counter: the last dispatch of every command buffer the engine submits
+// Adds one to a counter: the last dispatch of every command buffer of kernels the engine submits
 // (gpu/seal.rs). Every readback also copies the counter, so work that stopped before its end (a
 // GPU timeout or out-of-memory that the backend did not report, as on Metal) is an error there,
 // not frames computed from what that work never wrote.

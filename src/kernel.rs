@@ -513,20 +513,24 @@ impl<'g> Recorder<'g> {
     /// Submits everything recorded so far (does not wait). Device errors surface at the next
     /// [`Gpu::sync`].
     pub fn submit(mut self) {
-        let Some(enc) = self.encoder.take() else { return };
-        // A timed recorder's last pass has timestamps: sealed in a pass of its own, after them.
-        let open = if self.timer.is_some() { None } else { self.pass.take() };
-        self.pass = None;
-        match open {
-            Some(mut pass) => {
-                self.gpu.seal_in(&mut pass);
-                drop(pass);
-                self.gpu.submit_sealed(enc);
-            }
+        if let Some(enc) = self.sealed_encoder() {
+            self.gpu.submit_sealed(enc);
+        }
+    }
+
+    /// The encoder, its work ended by the device's count of finished submissions
+    /// ([`Gpu::seal_in`]): in the last pass (a timed one too: one invocation at the end of its
+    /// span), or a pass of its own where nothing was dispatched.
+    fn sealed_encoder(&mut self) -> Option<wgpu::CommandEncoder> {
+        let mut enc = self.encoder.take()?;
+        match self.pass.take() {
+            Some(mut pass) => self.gpu.seal_in(&mut pass),
             None => {
-                self.gpu.submit(enc);
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("seal"), timestamp_writes: None });
+                self.gpu.seal_in(&mut pass);
             }
         }
+        Some(enc)
     }
 
     /// Submits, waits, and returns the GPU seconds from the start of the first timed dispatch to
@@ -534,15 +538,13 @@ impl<'g> Recorder<'g> {
     /// the sum of the dispatches' own times, so the gaps between dependent dispatches (barriers,
     /// launches) count: a case of several kernels is not made to look faster than a fused one.
     pub fn submit_timed(mut self) -> Result<Option<f64>> {
-        // Sealed in a pass of its own, after the last timestamp.
-        self.pass = None;
-        let mut enc = self.encoder.take().expect("eager recorder");
         if self.timer.as_ref().is_some_and(|t| (t.used as usize) < self.dispatches) {
             // The span would end at the last timed dispatch, short of the run.
             bail!("a timed run records {} dispatches, more than the {} its timer can time", self.dispatches, self.timer.as_ref().map_or(0, |t| t.capacity));
         }
+        let mut enc = self.sealed_encoder().expect("eager recorder");
         let Some(t) = self.timer.take().filter(|t| t.used > 0) else {
-            self.gpu.submit(enc);
+            self.gpu.submit_sealed(enc);
             self.gpu.sync()?;
             return Ok(None);
         };
@@ -751,7 +753,8 @@ pub(crate) fn tuned<C: Copy>(gpu: &Gpu, key: impl FnOnce() -> String, candidates
     if !tuner.times() {
         return Ok(candidates[0]);
     }
-    gpu.sync()?;
+    // Earlier work that failed is told as itself, not as a failed candidate's timing.
+    gpu.sync_finished()?;
     let pick = tuner.pick(&key, &labels, |i| {
         let scratch = Arc::new(BufferPool::default());
         time_runs(gpu, Some(&scratch), TUNE_ITERS, &|r| run(r, candidates[i]))
@@ -766,7 +769,8 @@ impl Gpu {
     }
 }
 
-/// Resolves `count` timestamps recorded in `enc`, submits `enc`, waits, returns the raw ticks.
+/// Resolves `count` timestamps recorded in `enc` (its work sealed: [`Gpu::seal_in`]), submits
+/// `enc`, waits, returns the raw ticks.
 fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::QuerySet, count: u32) -> Result<Vec<u64>> {
     let n = count as u64;
     let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -784,7 +788,7 @@ fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::Que
     enc.resolve_query_set(set, 0..count, &resolve, 0);
     enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, n * 8);
     let done = std::mem::replace(enc, gpu.device.create_command_encoder(&Default::default()));
-    gpu.submit(done);
+    gpu.submit_sealed(done);
     let (tx, rx) = std::sync::mpsc::channel();
     read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
@@ -859,7 +863,7 @@ impl Graph {
         }
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("graph timer"), ty: wgpu::QueryType::Timestamp, count: 2 });
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
-        self.encode(&mut enc, Some(&set), None);
+        self.encode(&mut enc, Some(&set), Some(gpu));
         let ticks = resolve_timestamps(gpu, &mut enc, &set, 2)?;
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-9)
     }
@@ -897,6 +901,10 @@ impl Graph {
                 pass.set_pipeline(&s.pipeline.pipeline);
                 pass.set_bind_group(0, &s.bind_group, &[]);
                 pass.dispatch_workgroups(s.workgroups[0], s.workgroups[1], s.workgroups[2]);
+                if i + 1 == n {
+                    // The count of finished submissions, after the last step (one invocation).
+                    gpu.seal_in(&mut pass);
+                }
             }
             let ticks = resolve_timestamps(gpu, &mut enc, &set, 2 * n)?;
             out.extend(chunk.iter().zip(ticks.chunks(2)).filter(|(s, _)| !s.poison).map(|(s, t)| StepTime {

@@ -586,15 +586,10 @@ fn run_upscale(mut u: UpscaleCli) -> Result<()> {
             let software = a.get_info().device_type == wgpu::DeviceType::Cpu;
             let memory = match (u.gpu_memory, gpu::memory::heap_report(&a)) {
                 (Some(cap), _) => Some((cap, "--gpu-memory")),
-                (None, Some(r)) if !software => Some(match r.budget {
-                    None => (r.size, "the device-local heap"),
-                    Some((set, _)) if r.api == gpu::memory::MemoryApi::Metal => (set, "Metal's recommended working set"),
-                    Some((budget, _)) => (budget, "the driver's budget for this process"),
-                }),
+                (None, Some(r)) if !software => Some(r.figure()),
                 _ => None,
             };
-            // As the device would: the adapter's alignment, raised by DIFFVSR_OFFSET_ALIGNMENT.
-            let offset_alignment = u64::from(a.limits().min_storage_buffer_offset_alignment.max(opts.offset_alignment.unwrap_or(0)));
+            let offset_alignment = u64::from(gpu::device::offset_alignment_for(&a.limits(), &opts));
             PlanAdapter { max_binding: opts.max_binding.map_or(b, |m| b.min(m.max(4))), software, memory, offset_alignment }
         });
         // What the run refuses before loading: a noise level past an override config's table

@@ -338,7 +338,7 @@ pub struct Gpu {
     winograd: bool,
     /// The upscale command's `--gpu-memory` in bytes, 0 for none ([`Gpu::set_memory_cap`]).
     pub(crate) memory_cap: std::sync::atomic::AtomicU64,
-    /// Counts finished submissions on the GPU, for readbacks to check ([`Gpu::submit`]).
+    /// Counts finished submissions on the GPU, for readbacks to check ([`Gpu::submit_sealed`]).
     pub(crate) seal: super::seal::Seal,
 }
 
@@ -408,10 +408,7 @@ impl Gpu {
             // A simulated smaller GPU: what one binding may hold shrinks (buffers may stay larger).
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(m.max(4));
         }
-        if let Some(a) = opts.offset_alignment {
-            // A simulated stricter GPU: a multiple of the larger power of two is one of both.
-            limits.min_storage_buffer_offset_alignment = limits.min_storage_buffer_offset_alignment.max(a);
-        }
+        limits.min_storage_buffer_offset_alignment = offset_alignment_for(&limits, opts);
         let tune = match opts.tune {
             TuneMode::On => true,
             TuneMode::Off => false,
@@ -569,18 +566,10 @@ impl Gpu {
         self.poison.load(Ordering::Relaxed)
     }
 
-    /// Submits a command buffer of kernels, ended by a pass with a dispatch that counts it on
-    /// the GPU: a readback ([`Gpu::submit_readback`]) then sees whether all work before it
-    /// finished (`seal.rs`). Every submission that dispatches goes through here or
-    /// [`Gpu::submit_sealed`].
-    pub(crate) fn submit(&self, mut enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
-        self.seal.record_pass(&mut enc);
-        self.submit_sealed(enc)
-    }
-
     /// Records the counting dispatch as the last of `pass`, the last pass of an encoder then
-    /// given to [`Gpu::submit_sealed`]: in the pass of the work it seals it runs after that work
-    /// on every backend.
+    /// given to [`Gpu::submit_sealed`] (every submission that dispatches ends so): it comes after
+    /// the dispatches of its pass (Metal runs a pass's dispatches in order; Vulkan and DX12
+    /// report a stop themselves).
     pub(crate) fn seal_in(&self, pass: &mut wgpu::ComputePass<'_>) {
         self.seal.record(pass);
     }
@@ -612,7 +601,7 @@ impl Gpu {
     /// Submits a readback `enc` that also copies the GPU's count of finished submissions,
     /// mapped with the data; after the wait, [`Gpu::check_finished`] compares it with the
     /// count submitted before it.
-    pub(crate) fn submit_readback(&self, mut enc: wgpu::CommandEncoder) -> Finished {
+    pub(crate) fn submit_readback(&self, mut enc: wgpu::CommandEncoder) -> PendingCount {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("submission count readback"),
             size: 4,
@@ -628,13 +617,13 @@ impl Gpu {
         buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        Finished { expected, buffer, rx }
+        PendingCount { expected, buffer, rx }
     }
 
     /// Once the GPU is done with a [`Gpu::submit_readback`]: an error when its count of finished
     /// submissions is short of those submitted before it. The error stays, as a lost device's
     /// does: later work may read what the stopped work never wrote.
-    pub(crate) fn check_finished(&self, f: Finished) -> Result<()> {
+    pub(crate) fn check_finished(&self, f: PendingCount) -> Result<()> {
         f.rx.recv().map_err(|_| anyhow!("GPU readback was dropped"))?.map_err(|e| anyhow!("GPU readback failed: {e}"))?;
         let found = u32::from_le_bytes(f.buffer.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?[..4].try_into().expect("four bytes"));
         let Err(e) = super::seal::check(f.expected, found, self.info.backend) else { return Ok(()) };
@@ -689,8 +678,8 @@ impl Gpu {
     pub fn check(&self) -> Result<()> {
         let mut slot = self.error.lock().unwrap();
         match &*slot {
-            Some(DeviceError::Lost(why)) => bail!("{}", super::lost::message(why)),
-            Some(DeviceError::Unfinished(m)) => bail!("{m}"),
+            Some(DeviceError::Lost(why)) => return Err(super::DeviceFailed(super::lost::message(why)).into()),
+            Some(DeviceError::Unfinished(m)) => return Err(super::DeviceFailed(m.clone()).into()),
             _ => {}
         }
         match slot.take() {
@@ -846,6 +835,13 @@ fn tensor_cores_line(features: wgpu::Features, props: &[wgpu::CooperativeMatrixP
     }
 }
 
+/// The view offset alignment a device opened with `opts` keeps (`--plan` asks without opening
+/// one): the adapter's, raised by `DIFFVSR_OFFSET_ALIGNMENT` (a simulated stricter GPU: a
+/// multiple of the larger power of two is one of both).
+pub fn offset_alignment_for(limits: &wgpu::Limits, opts: &GpuOptions) -> u32 {
+    limits.min_storage_buffer_offset_alignment.max(opts.offset_alignment.unwrap_or(0))
+}
+
 /// The largest storage binding (bytes) kernels may use under `limits`: the adapter's binding
 /// and buffer limits, and never past 2 GiB − 1, where wgpu caps Vulkan's and DX12's bindings
 /// and under which every tensor has fewer than 2^31 elements, what the kernels' 32-bit index
@@ -866,8 +862,8 @@ fn keep_error(slot: &Mutex<Option<DeviceError>>, e: wgpu::Error) {
     }
 }
 
-/// A [`Gpu::submit_readback`]'s count of finished submissions, on its way back.
-pub(crate) struct Finished {
+/// A [`Gpu::submit_readback`]'s count of finished submissions, on its way back from the GPU.
+pub(crate) struct PendingCount {
     expected: u32,
     buffer: wgpu::Buffer,
     rx: std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
@@ -879,7 +875,7 @@ enum DeviceError {
     OutOfMemory,
     /// wgpu's reason and message.
     Lost(String),
-    /// Submitted work that did not finish, seen by a readback ([`Gpu::submit`]): the message.
+    /// Submitted work that did not finish, seen by a readback ([`Gpu::check_finished`]): the message.
     /// Like a loss it stays, as what later work reads may be what that work never wrote.
     Unfinished(String),
     Other(String),

@@ -51,7 +51,8 @@ pub struct DeviceMemory {
 impl DeviceMemory {
     /// In words, for `devices`, `--plan` and the logs.
     pub fn describe(&self) -> String {
-        let heap = self.heap.map(|h| format!("{} device-local; ", human_bytes(h))).unwrap_or_default();
+        // Metal's "heap" is the working set itself, named in `why`.
+        let heap = self.heap.filter(|_| self.source != MemorySource::WorkingSet).map(|h| format!("{} device-local; ", human_bytes(h))).unwrap_or_default();
         let why = match self.source {
             MemorySource::Budget => "this process's budget from the driver, less what it holds",
             MemorySource::WorkingSet => "Metal's recommended working set for the GPU less what this process holds; other programs' use unknown",
@@ -71,6 +72,18 @@ pub struct HeapReport {
     pub size: u64,
     pub budget: Option<(u64, u64)>,
     pub api: MemoryApi,
+}
+
+impl HeapReport {
+    /// The figure a job plans by before anything is allocated, and whence (`upscale --plan`):
+    /// the process's budget, Metal's working set, or the heap where no budget is reported.
+    pub fn figure(&self) -> (u64, &'static str) {
+        match self.budget {
+            None => (self.size, "the device-local heap"),
+            Some((set, _)) if self.api == MemoryApi::Metal => (set, "Metal's recommended working set"),
+            Some((budget, _)) => (budget, "the driver's budget for this process"),
+        }
+    }
 }
 
 /// Which driver query a [`HeapReport`] comes from.

@@ -35,6 +35,24 @@ pub fn is_over_limits(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<OverLimit>())
 }
 
+/// The device can run nothing more: it was lost, or work stopped before its end (`seal.rs`).
+/// Told apart by [`is_device_failed`]: the tuner takes no choice from timings that met it.
+#[derive(Debug)]
+pub struct DeviceFailed(pub String);
+
+impl std::fmt::Display for DeviceFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeviceFailed {}
+
+/// Whether `e` (or an error it wraps) is a [`DeviceFailed`].
+pub fn is_device_failed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<DeviceFailed>())
+}
+
 /// Runs `f` with `flag` set, then puts back what it was, also when `f` panics: a switch the
 /// device reads while something is captured (`Gpu::with_exact_operands`, `Tuner::untimed`).
 pub(crate) fn with_flag_set<T>(flag: &std::sync::atomic::AtomicBool, f: impl FnOnce() -> T) -> T {

@@ -1,7 +1,7 @@
 //! Every command buffer of kernels the engine submits ends with a dispatch that adds one to a
-//! counter on the GPU (in the last pass of the work it seals, after which it runs on every
-//! backend: Metal may overlap the passes of one command buffer that share no buffer; a timed
-//! run's in a pass of its own, after its last timestamp), and every readback copies that counter
+//! counter on the GPU, as the last dispatch of its last pass (Metal runs a pass's dispatches in
+//! order, so the count comes after that pass's work; passes of the same command buffer that
+//! share no buffer with it may overlap it there), and every readback copies that counter
 //! (timings check it too): a count short of the submissions before it shows work that stopped
 //! before its end. A command buffer wgpu refuses (a validation error: it drops the whole
 //! submission) is not counted; its error is reported as before. Vulkan reports
@@ -61,9 +61,8 @@ impl Seal {
         }
     }
 
-    /// Records the counting dispatch as the last of `pass`. In the pass of the work it seals,
-    /// it runs after that work on every backend (a pass's dispatches run in order; Metal may
-    /// overlap the passes of one command buffer that share no buffer).
+    /// Records the counting dispatch as the last of `pass` (see the module doc for what it
+    /// comes after).
     pub(crate) fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         #[cfg(test)]
         if self.drop_next.swap(false, std::sync::atomic::Ordering::Relaxed) {
@@ -72,12 +71,6 @@ impl Seal {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(1, 1, 1);
-    }
-
-    /// Ends `enc` with a pass of its own holding the counting dispatch.
-    pub(crate) fn record_pass(&self, enc: &mut wgpu::CommandEncoder) {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("seal"), timestamp_writes: None });
-        self.record(&mut pass);
     }
 
     /// Copies the counter into `staging` (4 bytes at 0) at the end of `enc`.
@@ -154,19 +147,28 @@ mod tests {
         }
     }
 
-    /// Timings are refused where the timed work stopped early: a replay timed by the GPU's
-    /// timestamps or by the wall clock.
+    /// Timings are refused where the timed work stopped early: a timed replay, and a kernel's
+    /// timing (`time_runs`, as the tuner and `bench` time; the stop in its warm-up run), by the
+    /// GPU's timestamps where the adapter has them, else by the wall clock. A device whose work
+    /// stopped is a `DeviceFailed` error, from which the tuner chooses nothing.
     #[test]
     fn a_timing_of_work_that_stopped_early_is_an_error() {
+        let stop_next = |gpu: &Gpu| gpu.seal.drop_next.store(true, std::sync::atomic::Ordering::Relaxed);
         let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
         let x = Tensor::from_f32(&gpu, &[1.0, -2.0, 3.0], &[3], DType::F32).unwrap();
         let mut rec = Recorder::capture(&gpu);
         unary(&mut rec, Unary::Silu, &x).unwrap();
         let graph = rec.into_graph().unwrap();
         assert!(graph.run_timed(&gpu).unwrap() > 0.0);
-        gpu.seal.drop_next.store(true, std::sync::atomic::Ordering::Relaxed);
-        let e = format!("{:#}", crate::kernel::time_runs(&gpu, None, 1, &|r| unary(r, Unary::Silu, &x).map(drop)).unwrap_err());
-        assert!(e.contains("stopped work it was given"), "{e}");
+        stop_next(&gpu);
+        let e = graph.run_timed(&gpu).unwrap_err();
+        assert!(format!("{e:#}").contains("stopped work it was given") && crate::gpu::is_device_failed(&e), "{e:#}");
+
+        let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
+        let x = Tensor::from_f32(&gpu, &[1.0, -2.0, 3.0], &[3], DType::F32).unwrap();
+        stop_next(&gpu);
+        let e = crate::kernel::time_runs(&gpu, None, 1, &|r| unary(r, Unary::Silu, &x).map(drop)).unwrap_err();
+        assert!(format!("{e:#}").contains("stopped work it was given") && crate::gpu::is_device_failed(&e), "{e:#}");
     }
 
     /// A command buffer wgpu refuses is dropped whole, its count with it: its error is
@@ -181,7 +183,8 @@ mod tests {
         let (src, _) = x.location().unwrap();
         let (dst, _) = y.location().unwrap();
         enc.copy_buffer_to_buffer(src, 0, dst, 0, 3);
-        gpu.submit(enc);
+        gpu.seal_in(&mut enc.begin_compute_pass(&Default::default()));
+        gpu.submit_sealed(enc);
         let e = gpu.sync().unwrap_err().to_string();
         assert!(e.starts_with("GPU error"), "{e}");
         assert!(silu_close(y.to_f32(&gpu).unwrap()));

@@ -164,6 +164,9 @@ impl Tuner {
             return 0;
         }
         // Timed without the lock: timing runs kernels, and other threads may tune other shapes.
+        // A device that failed (lost, or work stopped early) fails every later timing too, for
+        // no fault of those candidates: nothing is chosen from such a round.
+        let mut device_failed = false;
         let mut time_all = || -> Vec<Option<f64>> {
             labels
                 .iter()
@@ -171,6 +174,7 @@ impl Tuner {
                 .map(|(i, label)| match time(i) {
                     Ok(s) => Some(s),
                     Err(e) => {
+                        device_failed |= super::is_device_failed(&e);
                         log::warn!("tuning {key}: timing {label} failed ({e:#}); it is not chosen");
                         None
                     }
@@ -183,9 +187,9 @@ impl Tuner {
             // Some were timed by timestamps, the rest by the wall clock: all again on one.
             seconds = time_all();
         }
-        if seconds.iter().all(Option::is_none) {
-            // Nothing timed (a lost device, say): the default, neither kept nor written, so a
-            // later run times the shape again.
+        if device_failed || seconds.iter().all(Option::is_none) {
+            // The device failed, or nothing was timed: the default, neither kept nor written, so
+            // a later run times the shape again.
             return 0;
         }
         let pick = fastest(&seconds);
@@ -409,6 +413,12 @@ mod tests {
         assert_eq!(kept.pick("all fail", &labels(2), |_| anyhow::bail!("the GPU device was lost")), 0);
         assert_eq!(kept.known("all fail", &labels(2)), None);
         assert!(!path.exists(), "an untimed choice was written");
+        // A device that failed during the round (its work stopped early, `seal.rs`) fails the
+        // candidates after it for no fault of theirs: nothing is kept from the round either.
+        let failed = |i: usize| if i == 1 { Err(crate::gpu::DeviceFailed("the GPU stopped work it was given".into()).into()) } else { Ok([1.0, 0.5, 0.1][i]) };
+        assert_eq!(kept.pick("device failed", &labels(3), failed), 0);
+        assert_eq!(kept.known("device failed", &labels(3)), None);
+        assert!(!path.exists(), "a choice from a failed device's round was written");
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub fn plan(input: Option<&std::path::Path>, output_format: OutputFormat, matrix
     let out = output_format.header(&header, SCALE as u32)?.format();
     let latent = if own_size {
         format!("latent {}x{}, the input's own size as released (one tile covers it)", fmt.width, fmt.height)
-    } else if pad.may_run_unpadded(1) && tiles.tile == TileSize::Auto {
+    } else if pad.may_run_unpadded(adapter.map_or(1, |a| a.offset_alignment)) && tiles.tile == TileSize::Auto {
         format!("latent {}x{}, the input's own size as released, where one tile covers it and its planes suit the GPU's view alignment; else the input reflect-padded to {pw}x{ph} (tiles are multiples of 8)", fmt.width, fmt.height)
     } else if (ph, pw) != (fmt.height as usize, fmt.width as usize) {
         format!("latent {pw}x{ph} (input reflect-padded to multiples of 8)")

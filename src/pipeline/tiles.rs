@@ -68,7 +68,7 @@ impl LatentPad {
     /// release), and [`VIEW_PLANES`] planes of f16 values a multiple of `align`, the GPU's view
     /// offset alignment in bytes: the smallest step between the views of whole planes the job
     /// binds. A 720p output's 180×320 latent and a 1080p output's 270×480 pass at any alignment
-    /// WebGPU allows (256); a padded latent passes always.
+    /// WebGPU allows (256). False where there is no padding to skip (sides of multiples of 8).
     pub fn may_run_unpadded(&self, align: u64) -> bool {
         let step = (VIEW_PLANES * 2 * self.height * self.width) as u64;
         (self.bottom > 0 || self.right > 0) && self.height >= LATENT_MULTIPLE && self.width >= LATENT_MULTIPLE && step.is_multiple_of(align.max(1))

@@ -570,7 +570,7 @@ fn matrix_note(choice: MatrixChoice, input: crate::video::y4m::FrameFormat, outp
             output.height,
             m_out.name(),
             m_out.ffmpeg_colorspace(),
-            m_in.name().to_lowercase().replace('.', ""),
+            m_in.flag(),
             m_in.ffmpeg_colorspace()
         )
     })
@@ -591,6 +591,10 @@ mod tests {
         assert_eq!(super::matrix_note(MatrixChoice::Auto, f(1280, 720, Chroma::C420), f(5120, 2880, Chroma::C420)), None);
         assert_eq!(super::matrix_note(MatrixChoice::Fixed(Matrix::Bt601), f(640, 360, Chroma::C420), f(2560, 1440, Chroma::C420)), None);
         assert_eq!(super::matrix_note(MatrixChoice::Auto, f(640, 360, Chroma::Mono), f(2560, 1440, Chroma::Mono)), None);
+        // The flag the note names is one --matrix takes.
+        for m in [Matrix::Bt601, Matrix::Bt709, Matrix::Bt2020] {
+            assert_eq!(m.flag().parse::<MatrixChoice>(), Ok(MatrixChoice::Fixed(m)));
+        }
     }
 
     use super::{check_settings, check_streams, idle_settings, UpscaleArgs, DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT};

@@ -36,6 +36,14 @@ impl Matrix {
             Matrix::Bt2020 => (0.2627, 0.0593),
         }
     }
+    /// `--matrix`'s value for this matrix: "bt601", "bt709", "bt2020".
+    pub fn flag(self) -> &'static str {
+        match self {
+            Matrix::Bt601 => "bt601",
+            Matrix::Bt709 => "bt709",
+            Matrix::Bt2020 => "bt2020",
+        }
+    }
     /// "BT.601", "BT.709", "BT.2020".
     pub fn name(self) -> &'static str {
         match self {
