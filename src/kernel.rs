@@ -65,8 +65,8 @@ pub use crate::gpu::arena::Arena;
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
     /// An eager recorder's last pass, left open so that [`Recorder::submit`] ends it with the
-    /// device's count of finished submissions (`gpu/seal.rs`: in the pass of the work it seals,
-    /// it runs after that work on every backend). Declared before the encoder: dropped first.
+    /// device's count of finished submissions (`gpu/seal.rs`: after the dispatches of that
+    /// pass). Declared before the encoder: dropped first.
     pass: Option<Box<wgpu::ComputePass<'static>>>,
     encoder: Option<wgpu::CommandEncoder>,
     keep: Vec<Arc<Storage>>,
@@ -542,13 +542,13 @@ impl<'g> Recorder<'g> {
             // The span would end at the last timed dispatch, short of the run.
             bail!("a timed run records {} dispatches, more than the {} its timer can time", self.dispatches, self.timer.as_ref().map_or(0, |t| t.capacity));
         }
-        let mut enc = self.sealed_encoder().expect("eager recorder");
+        let enc = self.sealed_encoder().expect("eager recorder");
         let Some(t) = self.timer.take().filter(|t| t.used > 0) else {
             self.gpu.submit_sealed(enc);
             self.gpu.sync()?;
             return Ok(None);
         };
-        let ticks = resolve_timestamps(self.gpu, &mut enc, &t.set, 2 * t.used)?;
+        let ticks = resolve_timestamps(self.gpu, enc, &t.set, 2 * t.used)?;
         let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
         Ok(Some(timed_span(&ticks) as f64 * period))
     }
@@ -771,7 +771,7 @@ impl Gpu {
 
 /// Resolves `count` timestamps recorded in `enc` (its work sealed: [`Gpu::seal_in`]), submits
 /// `enc`, waits, returns the raw ticks.
-fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::QuerySet, count: u32) -> Result<Vec<u64>> {
+fn resolve_timestamps(gpu: &Gpu, enc: wgpu::CommandEncoder, set: &wgpu::QuerySet, count: u32) -> Result<Vec<u64>> {
     let n = count as u64;
     let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("timestamps"),
@@ -785,16 +785,19 @@ fn resolve_timestamps(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, set: &wgpu::Que
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    enc.resolve_query_set(set, 0..count, &resolve, 0);
-    enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, n * 8);
-    let done = std::mem::replace(enc, gpu.device.create_command_encoder(&Default::default()));
-    gpu.submit_sealed(done);
+    gpu.submit_sealed(enc);
+    // The timestamps come back with the count of finished submissions: timestamps of work
+    // that stopped early are no timing (`gpu/seal.rs`).
+    let mut back = gpu.device.create_command_encoder(&Default::default());
+    back.resolve_query_set(set, 0..count, &resolve, 0);
+    back.copy_buffer_to_buffer(&resolve, 0, &read, 0, n * 8);
+    let finished = gpu.submit_readback(back);
     let (tx, rx) = std::sync::mpsc::channel();
     read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    // Timestamps of work that stopped early are no timing (`gpu/seal.rs`).
-    gpu.sync_finished()?;
+    gpu.sync()?;
+    gpu.check_finished(finished)?;
     rx.recv().map_err(|_| anyhow!("timestamp readback dropped"))?.map_err(|e| anyhow!("timestamp readback failed: {e}"))?;
     let ticks: Vec<u64> = bytemuck::cast_slice(&read.slice(..).get_mapped_range().map_err(|e| anyhow!("{e:?}"))?).to_vec();
     Ok(ticks)
@@ -864,7 +867,7 @@ impl Graph {
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("graph timer"), ty: wgpu::QueryType::Timestamp, count: 2 });
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("graph") });
         self.encode(&mut enc, Some(&set), Some(gpu));
-        let ticks = resolve_timestamps(gpu, &mut enc, &set, 2)?;
+        let ticks = resolve_timestamps(gpu, enc, &set, 2)?;
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * gpu.queue.get_timestamp_period() as f64 * 1e-9)
     }
 
@@ -906,7 +909,7 @@ impl Graph {
                     gpu.seal_in(&mut pass);
                 }
             }
-            let ticks = resolve_timestamps(gpu, &mut enc, &set, 2 * n)?;
+            let ticks = resolve_timestamps(gpu, enc, &set, 2 * n)?;
             out.extend(chunk.iter().zip(ticks.chunks(2)).filter(|(s, _)| !s.poison).map(|(s, t)| StepTime {
                 label: s.label.clone(),
                 seconds: t[1].saturating_sub(t[0]) as f64 * period,

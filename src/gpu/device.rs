@@ -386,11 +386,7 @@ impl Gpu {
         let slot = error.clone();
         device.set_device_lost_callback(move |reason, why| {
             let mut slot = slot.lock().unwrap();
-            let before = match slot.take() {
-                Some(DeviceError::Other(m)) => format!("; the error before it: {m}"),
-                Some(DeviceError::OutOfMemory) => "; before it the GPU ran out of memory".to_string(),
-                Some(DeviceError::Lost(_) | DeviceError::Unfinished(_)) | None => String::new(),
-            };
+            let before = earlier(slot.take());
             *slot = Some(DeviceError::Lost(format!("{reason:?}: {why}{before}")));
         });
         let coop = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
@@ -628,14 +624,11 @@ impl Gpu {
         let found = u32::from_le_bytes(f.buffer.slice(..).get_mapped_range().map_err(|e| anyhow!("GPU readback failed: {e:?}"))?[..4].try_into().expect("four bytes"));
         let Err(e) = super::seal::check(f.expected, found, self.info.backend) else { return Ok(()) };
         let mut slot = self.error.lock().unwrap();
-        let before = match slot.take() {
-            Some(lost @ DeviceError::Lost(_)) => Some(lost),
-            Some(DeviceError::Other(m)) => Some(DeviceError::Unfinished(format!("{e}; the error before it: {m}"))),
-            Some(DeviceError::OutOfMemory) => Some(DeviceError::Unfinished(format!("{e}; before it the GPU ran out of memory"))),
-            Some(DeviceError::Unfinished(m)) => Some(DeviceError::Unfinished(m)),
-            None => None,
-        };
-        *slot = Some(before.unwrap_or_else(|| DeviceError::Unfinished(e.to_string())));
+        // A loss, or a stop seen before, stays the cause; an error reported before is told.
+        *slot = Some(match slot.take() {
+            Some(kept @ (DeviceError::Lost(_) | DeviceError::Unfinished(_))) => kept,
+            other => DeviceError::Unfinished(format!("{e}{}", earlier(other))),
+        });
         drop(slot);
         self.check()
     }
@@ -849,6 +842,16 @@ pub fn offset_alignment_for(limits: &wgpu::Limits, opts: &GpuOptions) -> u32 {
 /// buffer (several GiB on larger Macs), where tiles sized to it gave tensors the kernels refuse.
 pub fn binding_limit(limits: &wgpu::Limits) -> u64 {
     limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(i32::MAX as u64)
+}
+
+/// What a later error's message adds of an error kept before it (an out-of-memory or another
+/// error; nothing for a loss or a stop, which the later one replaces or keeps).
+fn earlier(kept: Option<DeviceError>) -> String {
+    match kept {
+        Some(DeviceError::Other(m)) => format!("; the error before it: {m}"),
+        Some(DeviceError::OutOfMemory) => "; before it the GPU ran out of memory".to_string(),
+        Some(DeviceError::Lost(_) | DeviceError::Unfinished(_)) | None => String::new(),
+    }
 }
 
 /// Keeps `e` for the next check, unless an error is kept already (the first is the cause).
