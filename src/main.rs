@@ -129,6 +129,7 @@ impl GpuArgs {
             no_f16: self.no_f16 || env.no_f16,
             no_coop: self.no_coop || env.no_coop,
             max_binding: env.max_binding,
+            max_memory: env.max_memory,
             max_workgroup_storage: env.max_workgroup_storage,
             offset_alignment: env.offset_alignment,
             no_pack_activations: self.no_pack_activations || env.no_pack_activations,
@@ -387,8 +388,9 @@ struct UpscaleCli {
     /// graphs fit the GPU's memory where that is known (the driver's figure on Vulkan, Metal
     /// and DX12, or --gpu-memory), the one that processes the fewest pixels, overlaps counted (sides at
     /// least 3/4 of the largest square's; more tiles than that square's only where they save
-    /// 5%); one tile, the whole frame, when it fits. Tiles overlap and are blended with feathered weights. Lower it
-    /// if the GPU runs out of memory.
+    /// 5%); one tile, the whole frame, when it fits. Tiles overlap and are blended with feathered weights.
+    /// Where the GPU runs out of memory building the job, auto plans again for less (a note
+    /// says so); a fixed tile is kept: lower it.
     #[arg(help_heading = "Tiles and GPU memory", long, allow_negative_numbers = true, value_name = "N|WxH|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below each side of the tile

@@ -39,6 +39,12 @@ pub struct GpuOptions {
     /// Treat the GPU as if its largest storage binding were at most this many bytes: to plan
     /// for, or test on, a smaller GPU (`DIFFVSR_MAX_BINDING`).
     pub max_binding: Option<u64>,
+    /// Treat the GPU as if it had this many bytes of memory for this process: a buffer that
+    /// would take the allocator's live bytes past it fails as out of memory, and nothing reports
+    /// the figure (as on GL), so `--tile auto` meets it only as a failed allocation
+    /// (`DIFFVSR_MAX_MEMORY`; to test that path). No effect where the driver gives no allocator
+    /// report (GL).
+    pub max_memory: Option<u64>,
     /// Open the device with at most this much workgroup memory per workgroup (bytes): the
     /// kernels then pick tiles that fit it, as on a smaller GPU (16 KiB is WebGPU's and GLES
     /// 3.1's least). wgpu 30 does not itself check a kernel against it, so a miscounted kernel
@@ -85,7 +91,7 @@ pub struct GpuOptions {
 
 impl GpuOptions {
     /// Reads `DIFFVSR_ADAPTER`, `DIFFVSR_BACKEND`, `DIFFVSR_NO_F16`, `DIFFVSR_NO_COOP`,
-    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_MAX_WORKGROUP_STORAGE`, `DIFFVSR_OFFSET_ALIGNMENT`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
+    /// `DIFFVSR_MAX_BINDING`, `DIFFVSR_MAX_MEMORY`, `DIFFVSR_MAX_WORKGROUP_STORAGE`, `DIFFVSR_OFFSET_ALIGNMENT`, `DIFFVSR_NO_PACK_ACTIVATIONS`, `DIFFVSR_F16_OPERANDS`,
     /// `DIFFVSR_TUNE` (auto, on, off; unreadable values mean auto), `DIFFVSR_TUNE_CACHE`,
     /// `DIFFVSR_NORM_INTO_CONV` (auto, on, off), `DIFFVSR_WINOGRAD`.
     pub fn from_env() -> Self {
@@ -94,14 +100,8 @@ impl GpuOptions {
             backend: std::env::var("DIFFVSR_BACKEND").ok().filter(|s| !s.is_empty()),
             no_f16: flag("DIFFVSR_NO_F16"),
             no_coop: flag("DIFFVSR_NO_COOP"),
-            max_binding: std::env::var("DIFFVSR_MAX_BINDING").ok().filter(|v| !v.is_empty()).and_then(|v| {
-                // Bytes, or a size with its unit (128MiB), as --gpu-memory reads it.
-                let n = super::pool::parse_bytes(&v).ok();
-                if n.is_none() {
-                    log::warn!("DIFFVSR_MAX_BINDING={v:?} is not a size (bytes, or e.g. 128MiB): ignored");
-                }
-                n
-            }),
+            max_binding: size_var("DIFFVSR_MAX_BINDING"),
+            max_memory: size_var("DIFFVSR_MAX_MEMORY"),
             max_workgroup_storage: std::env::var("DIFFVSR_MAX_WORKGROUP_STORAGE").ok().filter(|v| !v.is_empty()).and_then(|v| {
                 let n = super::pool::parse_bytes(&v).ok().and_then(|n| u32::try_from(n).ok());
                 if n.is_none() {
@@ -129,6 +129,17 @@ impl GpuOptions {
             winograd: flag("DIFFVSR_WINOGRAD"),
         }
     }
+}
+
+/// A size in environment variable `name`: bytes, or a size with its unit (128MiB), as
+/// --gpu-memory reads it; unset or empty is none, anything else is ignored with a warning.
+fn size_var(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+    let n = super::pool::parse_bytes(&v).ok();
+    if n.is_none() {
+        log::warn!("{name}={v:?} is not a size (bytes, or e.g. 128MiB): ignored");
+    }
+    n
 }
 
 /// An on/off environment variable: `1`, `true`, `yes`, `on` turn it on; unset, empty, `0`,
@@ -336,6 +347,9 @@ pub struct Gpu {
     tuner: Tuner,
     norm_into_conv: TuneMode,
     winograd: bool,
+    /// `GpuOptions::max_memory`: a simulated smaller GPU's memory in bytes, 0 for none
+    /// ([`Gpu::simulate_memory`]).
+    max_memory: std::sync::atomic::AtomicU64,
     /// The upscale command's `--gpu-memory` in bytes, 0 for none ([`Gpu::set_memory_cap`]).
     pub(crate) memory_cap: std::sync::atomic::AtomicU64,
     /// Counts finished submissions on the GPU, for readbacks to check ([`Gpu::submit_sealed`]).
@@ -433,6 +447,7 @@ impl Gpu {
             tuner: if tune && opts.replay_tuning { Tuner::replaying(tune_cache) } else { Tuner::new(tune, tune_cache) },
             norm_into_conv: opts.norm_into_conv,
             winograd: opts.winograd,
+            max_memory: std::sync::atomic::AtomicU64::new(opts.max_memory.unwrap_or(0)),
             memory_cap: std::sync::atomic::AtomicU64::new(0),
             seal,
         }))
@@ -677,7 +692,9 @@ impl Gpu {
         }
         match slot.take() {
             None => Ok(()),
-            Some(DeviceError::OutOfMemory) => bail!("the GPU ran out of memory: {}, {}", super::pool::SMALLER, super::pool::OUT_OF_MEMORY),
+            Some(DeviceError::OutOfMemory) => {
+                Err(super::OutOfMemory { message: format!("the GPU ran out of memory: {}, {}", super::pool::SMALLER, super::pool::OUT_OF_MEMORY), wanted: None }.into())
+            }
             Some(DeviceError::Other(m)) => bail!(
                 "GPU error: {m}\nThis is the engine's fault or the driver's, not the input's: try --no-coop (tensor cores) or --no-f16, \
                  another --backend, or a newer driver, and report it with the output of 'diffvsr-wgpu devices'"
@@ -698,7 +715,15 @@ impl Gpu {
 
     /// What a buffer pool may allocate on this device.
     pub fn buffer_limits(&self) -> BufferLimits<'_> {
-        BufferLimits { device: &self.device, max_buffer: self.limits.max_buffer_size }
+        let max_memory = Some(self.max_memory.load(Ordering::Relaxed)).filter(|&m| m > 0);
+        BufferLimits { device: &self.device, max_buffer: self.limits.max_buffer_size, max_memory }
+    }
+
+    /// Simulates a GPU with `bytes` of memory for this process from now on (`None`: the GPU's
+    /// own), as [`GpuOptions::max_memory`] does from the start: for tests where the models load
+    /// first and the memory runs short after.
+    pub fn simulate_memory(&self, bytes: Option<u64>) {
+        self.max_memory.store(bytes.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The largest storage binding (bytes) a kernel may read or write through ([`binding_limit`]).

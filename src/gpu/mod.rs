@@ -53,6 +53,31 @@ pub fn is_device_failed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<DeviceFailed>())
 }
 
+/// The GPU ran out of memory: a buffer it could not allocate, or work it refused for want of
+/// memory. Told apart by [`out_of_memory`]: `--tile auto` plans again for less
+/// (`pipeline::job`).
+#[derive(Debug)]
+pub struct OutOfMemory {
+    pub message: String,
+    /// Where a buffer failed and the driver reports this process's allocations: the bytes they
+    /// would have come to with it (the allocator's live bytes plus the buffer's size), which
+    /// did not fit.
+    pub wanted: Option<u64>,
+}
+
+impl std::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OutOfMemory {}
+
+/// The [`OutOfMemory`] `e` is (or wraps), if any.
+pub fn out_of_memory(e: &anyhow::Error) -> Option<&OutOfMemory> {
+    e.chain().find_map(|c| c.downcast_ref::<OutOfMemory>())
+}
+
 /// Runs `f` with `flag` set, then puts back what it was, also when `f` panics: a switch the
 /// device reads while something is captured (`Gpu::with_exact_operands`, `Tuner::untimed`).
 pub(crate) fn with_flag_set<T>(flag: &std::sync::atomic::AtomicBool, f: impl FnOnce() -> T) -> T {

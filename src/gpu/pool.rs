@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 /// Rounds a byte size up to a pool bucket: powers of two split into 4 steps, so reuse is
 /// likely and waste is at most 25%.
@@ -37,6 +37,8 @@ pub struct BufferLimits<'a> {
     pub device: &'a wgpu::Device,
     /// `max_buffer_size` (or a lower limit the user set to simulate a smaller GPU).
     pub max_buffer: u64,
+    /// A simulated smaller GPU's memory (`GpuOptions::max_memory`).
+    pub max_memory: Option<u64>,
 }
 
 /// Free buffers by bucket size.
@@ -102,14 +104,16 @@ impl BufferPool {
     }
 }
 
-/// A storage buffer of `size` bytes, or an error naming what to lower: over the buffer limit,
-/// or out of device memory (`in_use`: bytes the caller already holds, for the message).
 /// What to do when the work does not fit the GPU, in an error message.
 pub(crate) const SMALLER: &str = "upscale with smaller tiles (a --tile N or WxH, multiples of 8, below the tile that failed) and one window per UNet call (--windows-per-call 1), or give forward and bench smaller shapes";
 /// What else to do when the GPU runs out of memory: where the driver does not report it,
 /// `--tile auto` can be told how much there is.
 pub(crate) const OUT_OF_MEMORY: &str = "or close other programs using the GPU (where the driver does not report the GPU's memory, as on GL, upscale's --gpu-memory SIZE lets --tile auto plan for it)";
 
+/// A storage buffer of `size` bytes, or an error naming what to lower: over the buffer limit
+/// ([`OverLimit`](super::OverLimit)), or out of device memory
+/// ([`OutOfMemory`](super::OutOfMemory); `in_use`: bytes the caller already holds, for the
+/// message).
 pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, in_use: u64) -> Result<wgpu::Buffer> {
     if size > lim.max_buffer {
         return Err(super::OverLimit(format!(
@@ -120,15 +124,25 @@ pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, 
         ))
         .into());
     }
+    // The allocator's live bytes (Vulkan, DX12): what a simulated smaller GPU counts against,
+    // and what an out-of-memory error says the allocations would have come to.
+    let live = || lim.device.generate_allocator_report().map(|r| r.total_allocated_bytes);
+    let failed = |why: String| -> anyhow::Error {
+        super::OutOfMemory {
+            message: format!("the GPU ran out of memory allocating {} ({} already in use): {SMALLER}, {OUT_OF_MEMORY} ({why})", human_bytes(size), human_bytes(in_use)),
+            wanted: live().map(|b| b + size),
+        }
+        .into()
+    };
+    if let (Some(max), Some(held)) = (lim.max_memory, live()) {
+        if held + size > max {
+            return Err(failed(format!("a simulated GPU of {} (DIFFVSR_MAX_MEMORY), {} held", human_bytes(max), human_bytes(held))));
+        }
+    }
     let scope = lim.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let buffer = lim.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage: STORAGE_USAGE, mapped_at_creation: false });
     if let Some(e) = pollster::block_on(scope.pop()) {
-        bail!(
-            "the GPU ran out of memory allocating {} ({} already in use): \
-             {SMALLER}, {OUT_OF_MEMORY} ({e})",
-            human_bytes(size),
-            human_bytes(in_use)
-        );
+        return Err(failed(e.to_string()));
     }
     Ok(buffer)
 }
@@ -226,7 +240,7 @@ mod tests {
         // Through the pool, on a device told its largest buffer is 1000 bytes.
         let gpu = crate::testutil::test_gpu();
         let pool = std::sync::Arc::new(BufferPool::default());
-        let lim = super::BufferLimits { device: &gpu.device, max_buffer: 1000 };
+        let lim = super::BufferLimits { device: &gpu.device, max_buffer: 1000, max_memory: None };
         assert_eq!(bucket(900), 1024);
         assert_eq!(pool.take(&lim, 900).unwrap().buffer.size(), 900);
         assert!(pool.take(&lim, 1001).is_err());

@@ -47,7 +47,9 @@
 //! windows touching the segment (see [`windows::segment_plan`]); `--plan`
 //! ([`plan`](crate::pipeline::plan)) prints what a run would do.
 //!
-//! This file is the streaming loop ([`run_job`]). The GPU side it drives (the captured steps
+//! This file is the streaming loop ([`run_job`]). Its setup before the first frame (padding,
+//! tiles, windows per call, the engine; planned again for less where the GPU runs out of
+//! memory) is [`prepare`](crate::pipeline::prepare). The GPU side it drives (the captured steps
 //! and decode, the tiles) is [`engine`](crate::pipeline::engine); the `upscale` command around
 //! it (models, files, progress, the GIF preview) is [`upscale`](crate::pipeline::upscale).
 
@@ -60,11 +62,10 @@ use crate::models::video_unet::VideoUNet;
 use crate::models::video_vae::Te3dVaeDecoder;
 use crate::ops::color;
 use crate::pipeline::engine::{Engine, WindowInput, WindowNoise};
-use crate::pipeline::tile_choice::{choose_tiles, JobTiles};
 use crate::pipeline::graphs::{DECODE_CHUNK, LR_CHANNELS};
 use crate::pipeline::groups::{self, Grouping};
 use crate::pipeline::interrupt;
-use crate::pipeline::memory_plan::Need;
+use crate::pipeline::prepare::{prepare, Prepared};
 use crate::pipeline::options::JobOptions;
 use crate::pipeline::progress::Progress;
 use crate::pipeline::scheduler::{Ddim, LowResNoise};
@@ -134,24 +135,14 @@ pub fn run_job<W: Write>(
     let in_params = YuvParams { matrix: opts.matrix.resolve(in_fmt.width, in_fmt.height), range: header.range, depth: header.depth };
     let out_params = YuvParams { matrix: opts.matrix.resolve(out_fmt.width, out_fmt.height), range: writer.header().range, depth: writer.header().depth };
     let (h, w) = (in_fmt.height as usize, in_fmt.width as usize);
-    let mut pad = LatentPad::new(h, w);
     let steps = Ddim::released().steps(opts.steps).map_err(anyhow::Error::msg)?;
     let lr_coeffs = LowResNoise::released().coeffs(opts.noise_level).map_err(anyhow::Error::msg)?;
     progress(Progress::Preparing { tuning: gpu.tuner().is_on() });
-    let (ph, pw) = pad.padded();
-    let mut tiles = choose_tiles(gpu, unet, vae, opts, ph, pw, unet_dtype, vae_dtype)?;
-    // Tiles need multiples of 8; one tile for both models runs the frame at its own size, as
-    // the release does (its UNet steps up to each skip's size), not on mirrored rows.
-    if tiles.is_whole() && pad.may_run_unpadded(gpu.offset_alignment()) {
-        pad = LatentPad::unpadded(h, w);
-        tiles = tiles.whole_at(h, w);
-    }
+    let Prepared { pad, grouping, mut engine } = prepare(gpu, unet, vae, opts, (h, w), (unet_dtype, vae_dtype), &mut progress)?;
     let (ph, pw) = pad.padded();
     let plane = ph * pw;
-    let grouping = windows_per_call(gpu, unet, vae, opts, &tiles, (unet_dtype, vae_dtype))?;
     let per_call = grouping.windows;
-    let mut stats = JobStats { tiles: tiles.summary(), windows_per_call: grouping, ..JobStats::default() };
-    let mut engine = Engine::tiled(gpu, unet, vae, opts, tiles, per_call, unet_dtype, vae_dtype)?;
+    let mut stats = JobStats { tiles: engine.tiles.summary(), windows_per_call: grouping, ..JobStats::default() };
 
     let mut held: BTreeMap<usize, PaddedFrame> = BTreeMap::new();
     let mut total: Option<usize> = None;
@@ -343,42 +334,6 @@ fn window_input(gpu: &Gpu, w: usize, total: Option<usize>, held: &BTreeMap<usize
 
 /// The windows a run denoises, where known before it reads a frame: those of the `--frames`
 /// segment (up to its END, or the input's length when that is known), or of the whole input.
-fn run_windows(opts: &JobOptions) -> Option<usize> {
-    let (start, end) = opts.frames.map_or((0, None), |r| (r.start, r.end));
-    windows::windows_to_run(opts.input_frames, start, end)
-}
-
-/// The windows per UNet call ([`groups`]): by the adapter, the tiles and the run's length, then,
-/// where that is several and the GPU's memory is known, by what fits it ([`Need::most_windows`]).
-fn windows_per_call(gpu: &Gpu, unet: &VideoUNet, vae: &Te3dVaeDecoder, opts: &JobOptions, tiles: &JobTiles, (unet_dtype, vae_dtype): (DType, DType)) -> Result<groups::Grouping> {
-    let mut ctx = group_context(gpu, tiles, run_windows(opts));
-    let grouping = opts.windows_per_call.resolve(&ctx).map_err(anyhow::Error::msg)?;
-    if grouping.windows == 1 {
-        return Ok(grouping);
-    }
-    let Some(need) = Need::new(gpu, unet, vae, opts, (tiles.unet.height, tiles.unet.width), unet_dtype, vae_dtype)? else {
-        return Ok(grouping);
-    };
-    let (ut, vt) = (tiles.unet.tile_size(), tiles.vae.tile_size());
-    ctx.memory_windows = Some((need.most_windows(ut, vt, grouping.windows)?, need.available));
-    opts.windows_per_call.resolve(&ctx).map_err(anyhow::Error::msg)
-}
-
-/// What `--windows-per-call` decides on: the adapter, the UNet's tiles and `--tile auto`'s
-/// measurement, and the run's windows where known.
-fn group_context(gpu: &Gpu, tiles: &JobTiles, run_windows: Option<usize>) -> groups::GroupContext {
-    let (th, tw) = tiles.unet.tile_size();
-    groups::GroupContext {
-        software: gpu.is_software(),
-        unet_tiles: tiles.unet.tiles.len(),
-        tile_px: th * tw,
-        largest_per_px: tiles.measured.map(|(u, _)| u),
-        max_binding: gpu.max_binding(),
-        run_windows,
-        memory_windows: None,
-    }
-}
-
 /// Decodes latent chunk `k` (padded frames 4k…4k+3: what window `cur` = k makes final, fused
 /// with `prev` = window k − 1 by [`Engine::decode_fused`]) and writes the frames among them in
 /// `emit` (real input frames, within the `--frames` segment); a chunk with none is not decoded.
@@ -543,33 +498,6 @@ mod tests {
         assert!(first < header + 10 * frame_len && first < total_len, "first output after {first} of {total_len} input bytes");
         let out_frame = 6 + 3 * 16 * w * h;
         assert_eq!(watch.out.len(), b"YUV4MPEG2 W20 H12 F25:1 C444\n".len() + n * out_frame);
-    }
-
-    /// Where the GPU's memory is known (a `--gpu-memory` cap here), a call of more windows
-    /// than fit it is refused before anything is captured, naming the most that fit; that many
-    /// are taken.
-    #[test]
-    fn windows_per_call_fit_the_gpu_memory() {
-        use crate::pipeline::memory_plan::HEADROOM;
-        // A device of its own: what it holds moves only with this test.
-        let gpu = crate::Gpu::new(&crate::gpu::GpuOptions::from_env()).unwrap();
-        let dt = DType::F32;
-        let (unet, vae) = micro_models(&gpu, dt);
-        let with = |n| JobOptions { windows_per_call: WindowsPerCall::Fixed(n), ..test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1) };
-        let (ph, pw) = (8, 16);
-        let tiles = JobTiles::whole(ph, pw);
-        gpu.set_memory_cap(Some(u64::MAX / 2));
-        let opts = with(3);
-        let need = Need::new(&gpu, &unet, &vae, &opts, (ph, pw), dt, dt).unwrap().unwrap();
-        let n = |k| need.arena(Some((ph, pw)), Some((ph, pw)), k).unwrap() + need.outside((ph, pw), (ph, pw), k);
-        let (two, three) = (n(2), n(3));
-        assert!(two < three, "{two} {three}");
-        // A budget halfway between two windows' need and three's.
-        let budget = (two + three) / 2;
-        gpu.set_memory_cap(Some(gpu.held_bytes().unwrap() + (budget as f64 / HEADROOM) as u64));
-        let e = windows_per_call(&gpu, &unet, &vae, &opts, &tiles, (dt, dt)).unwrap_err().to_string();
-        assert!(e.contains("--windows-per-call 3") && e.contains("at most 2 fit"), "{e}");
-        assert_eq!(windows_per_call(&gpu, &unet, &vae, &with(2), &tiles, (dt, dt)).unwrap().windows, 2);
     }
 
     /// A stream of a header only is an empty output, but a START past its end (`--frames 3:5`

@@ -76,6 +76,20 @@ impl<'a> Need<'a> {
         Ok(Some(Need { gpu, unet, vae, opts, frame, unet_dtype, vae_dtype, budget: (HEADROOM * m.available as f64) as u64, available: m.available }))
     }
 
+    /// A need whatever the GPU's memory (no budget): for what a plan takes
+    /// ([`Need::job_bytes`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn unbounded(gpu: &'a Gpu, unet: &'a VideoUNet, vae: &'a Te3dVaeDecoder, opts: &'a JobOptions, frame: (usize, usize), unet_dtype: DType, vae_dtype: DType) -> Need<'a> {
+        Need { gpu, unet, vae, opts, frame, unet_dtype, vae_dtype, budget: u64::MAX, available: u64::MAX }
+    }
+
+    /// The bytes the job allocates beside its weights with `tiles` and `k` windows per call, as
+    /// the plan counts them: the arena and what lies outside it.
+    pub fn job_bytes(&self, tiles: &crate::pipeline::tile_choice::JobTiles, k: usize) -> Result<u64> {
+        let (ut, vt) = (tiles.unet.tile_size(), tiles.vae.tile_size());
+        Ok(self.arena(Some(ut), Some(vt), k)? + self.outside(ut, vt, k))
+    }
+
     /// The arena bytes of the engine's graphs, planned in one dry arena in the engine's order
     /// (`Engine::tiled`: the decode chunk at VAE tile `vt`, then the sampler steps at UNet tile
     /// `ut` from `k` windows per call down to 1): what the engine would create, the buffers of

@@ -19,7 +19,9 @@
 //! the decode chunk as recorded), [`tile_choice`] (the job's tiles: fixed, or what `--tile auto`
 //! picks), [`engine`] (those graphs captured and run on the GPU), [`memory_plan`] (tiles and
 //! windows per call sized to the GPU's memory), [`chunks`] (the ILT fuse of the
-//! windows' final latents into the decoder's input, on the GPU), [`job`] (the streaming loop),
+//! windows' final latents into the decoder's input, on the GPU), [`prepare`] (the job's setup
+//! before its first frame, planned again for less where the GPU runs out of memory), [`job`]
+//! (the streaming loop),
 //! [`upscale`] (the command around it) and [`plan`] (`upscale --plan`).
 
 pub mod noise;
@@ -32,6 +34,7 @@ pub mod tile_choice;
 pub mod engine;
 pub mod memory_plan;
 pub mod job;
+pub mod prepare;
 pub mod plan;
 pub mod upscale;
 pub mod out_file;

@@ -19,7 +19,7 @@ use crate::pipeline::windows::{self, FrameRange};
 
 /// Where the job is: the events the job's `run_job` reports (defined here, beside their
 /// reader, so that this file does not import the job).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// The job prepares its graphs (kernels compiled, tiles timed where tuning is on) before
     /// the first window: seconds on a GPU, more on a cold driver cache.
@@ -33,6 +33,8 @@ pub enum Progress {
     Frames { done: usize, total: Option<usize> },
     /// A chunk of output frames was decoded and written, in `took`.
     Decoded { took: Duration },
+    /// Something the user should know of the run, said once as a line (`note: …`).
+    Note(String),
 }
 
 /// How progress is shown.
@@ -229,6 +231,12 @@ impl<E: Write> Reporter<E> {
                 let what = if tuning { "compiling kernels and timing their tiles" } else { "compiling kernels" };
                 self.clear();
                 let _ = writeln!(self.out, "preparing the graphs ({what}) …");
+                let _ = self.out.flush();
+                return;
+            }
+            Progress::Note(note) => {
+                self.clear();
+                let _ = writeln!(self.out, "note: {note}");
                 let _ = self.out.flush();
                 return;
             }
@@ -467,5 +475,12 @@ mod tests {
         // Cleared with spaces over the line (no ANSI escapes, which classic Windows consoles print).
         let n = out.trim_start_matches('\r').trim_end().chars().count();
         assert!(out.starts_with('\r') && !out.contains('\n') && !out.contains('\x1b') && out.ends_with(&format!("\r{}\r", " ".repeat(n))), "{out:?}");
+        // A note is a line of its own, the terminal's progress line cleared before it.
+        let mut r = Reporter::new(Vec::new(), Style::Terminal, 10, None, Some(13));
+        r.event(step(0, None, 1));
+        r.event(Progress::Note("planning again".into()));
+        let out = String::from_utf8(r.into_inner()).unwrap();
+        let (line, note) = out.rsplit_once('\r').unwrap();
+        assert!(line.ends_with(' ') && note == "note: planning again\n", "{out:?}");
     }
 }
