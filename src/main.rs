@@ -390,7 +390,7 @@ struct UpscaleCli {
     /// least 3/4 of the largest square's; more tiles than that square's only where they save
     /// 5%); one tile, the whole frame, when it fits. Tiles overlap and are blended with feathered weights.
     /// Where the GPU runs out of memory building the job, auto plans again for less (a note
-    /// says so); a fixed tile is kept: lower it.
+    /// says so; not on GL, whose driver errors wgpu does not report); a fixed tile is kept: lower it.
     #[arg(help_heading = "Tiles and GPU memory", long, allow_negative_numbers = true, value_name = "N|WxH|auto", default_value = "auto")]
     tile: diffvsr_wgpu::pipeline::tiles::TileSize,
     /// Overlap of neighbouring tiles in LR pixels (a multiple of 8, below each side of the tile

@@ -39,11 +39,11 @@ pub struct GpuOptions {
     /// Treat the GPU as if its largest storage binding were at most this many bytes: to plan
     /// for, or test on, a smaller GPU (`DIFFVSR_MAX_BINDING`).
     pub max_binding: Option<u64>,
-    /// Treat the GPU as if it had this many bytes of memory for this process: a buffer that
-    /// would take the allocator's live bytes past it fails as out of memory, and nothing reports
-    /// the figure (as on GL), so `--tile auto` meets it only as a failed allocation
-    /// (`DIFFVSR_MAX_MEMORY`; to test that path). No effect where the driver gives no allocator
-    /// report (GL).
+    /// Treat the GPU as if it had this many bytes of memory for this process: a tensor or graph
+    /// buffer that would take the allocator's live bytes past it fails as out of memory, and
+    /// nothing reports the figure, so `--tile auto` meets it only as a failed allocation
+    /// (`DIFFVSR_MAX_MEMORY`; to test that path). Vulkan and DX12 only: elsewhere wgpu gives no
+    /// allocator report.
     pub max_memory: Option<u64>,
     /// Open the device with at most this much workgroup memory per workgroup (bytes): the
     /// kernels then pick tiles that fit it, as on a smaller GPU (16 KiB is WebGPU's and GLES

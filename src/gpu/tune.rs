@@ -165,7 +165,9 @@ impl Tuner {
         }
         // Timed without the lock: timing runs kernels, and other threads may tune other shapes.
         // A device that failed (lost, or work stopped early) fails every later timing too, for
-        // no fault of those candidates: nothing is chosen from such a round.
+        // no fault of those candidates, and one out of memory fails a candidate for the memory
+        // others hold at the time (a job whose tiles are then planned again for less): nothing
+        // is chosen from such a round.
         let mut device_failed = false;
         let mut time_all = || -> Vec<Option<f64>> {
             labels
@@ -174,7 +176,7 @@ impl Tuner {
                 .map(|(i, label)| match time(i) {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        device_failed |= super::is_device_failed(&e);
+                        device_failed |= super::is_device_failed(&e) || super::out_of_memory(&e).is_some();
                         log::warn!("tuning {key}: timing {label} failed ({e:#}); it is not chosen");
                         None
                     }
@@ -188,8 +190,8 @@ impl Tuner {
             seconds = time_all();
         }
         if device_failed || seconds.iter().all(Option::is_none) {
-            // The device failed, or nothing was timed: the default, neither kept nor written, so
-            // a later run times the shape again.
+            // The device failed or ran out of memory, or nothing was timed: the default, neither
+            // kept nor written, so a later run times the shape again.
             return 0;
         }
         let pick = fastest(&seconds);
@@ -419,6 +421,11 @@ mod tests {
         assert_eq!(kept.pick("device failed", &labels(3), failed), 0);
         assert_eq!(kept.known("device failed", &labels(3)), None);
         assert!(!path.exists(), "a choice from a failed device's round was written");
+        // So is a round where the GPU ran out of memory: a job then plans again for less.
+        let short = |i: usize| if i == 1 { Err(crate::gpu::OutOfMemory { message: "the GPU ran out of memory".into(), wanted: None }.into()) } else { Ok([1.0, 0.5, 0.1][i]) };
+        assert_eq!(kept.pick("out of memory", &labels(3), short), 0);
+        assert_eq!(kept.known("out of memory", &labels(3)), None);
+        assert!(!path.exists(), "a choice from a round that ran out of memory was written");
     }
 
     #[test]

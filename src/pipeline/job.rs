@@ -95,6 +95,10 @@ pub struct JobStats {
     pub gpu_bytes_created_late: u64,
     /// The spatial tiles the job ran (UNet and VAE), in words.
     pub tiles: String,
+    /// `--tile auto` where the GPU's memory was known (the driver's figure, `--gpu-memory`, or
+    /// less after running out of memory: `prepare`): the bytes it planned the job for, beside
+    /// the weights.
+    pub planned_memory: Option<u64>,
     /// Windows per UNet call, and why.
     pub windows_per_call: Grouping,
     /// Decodes (chunks, or VAE tiles of one) that overflowed f16 operands and ran again on f32
@@ -143,7 +147,7 @@ pub fn run_job<W: Write>(
     let (ph, pw) = pad.padded();
     let plane = ph * pw;
     let per_call = grouping.windows;
-    let mut stats = JobStats { tiles: engine.tiles.summary(), windows_per_call: grouping, ..JobStats::default() };
+    let mut stats = JobStats { tiles: engine.tiles.summary(), planned_memory: engine.tiles.memory.map(|m| m.available), windows_per_call: grouping, ..JobStats::default() };
 
     let mut held: BTreeMap<usize, PaddedFrame> = BTreeMap::new();
     let mut total: Option<usize> = None;
@@ -333,8 +337,6 @@ fn window_input(gpu: &Gpu, w: usize, total: Option<usize>, held: &BTreeMap<usize
     Ok(WindowInput { lr, noise: WindowNoise::new(gpu, seed, windows::window_start(w), lr_coeffs)? })
 }
 
-/// The windows a run denoises, where known before it reads a frame: those of the `--frames`
-/// segment (up to its END, or the input's length when that is known), or of the whole input.
 /// Decodes latent chunk `k` (padded frames 4k…4k+3: what window `cur` = k makes final, fused
 /// with `prev` = window k − 1 by [`Engine::decode_fused`]) and writes the frames among them in
 /// `emit` (real input frames, within the `--frames` segment); a chunk with none is not decoded.

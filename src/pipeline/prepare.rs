@@ -3,13 +3,14 @@
 //!
 //! Under `--tile auto`, a GPU that runs out of memory while the engine is built is planned for
 //! again with less, up to [`MEMORY_RETRIES`] times, with a note on stderr: the memory the job
-//! plans for is then capped, as `--gpu-memory` caps it, at what it holds (the weights) plus
-//! what the failed engine would have needed, less a quarter (its planned bytes, or what its
-//! allocations came to at the failure where the driver reports them and that is less). That is
-//! the path where the driver reports no memory (GL, where the tiles were sized to the binding
-//! limit alone), where it reports more than it then gives, or where another program took some
-//! since. Fixed tiles (`--tile N`) are not changed: the error says what to lower. Nothing has
-//! been read or written when this runs, so a plan made again loses no frame.
+//! plans for is then capped, as `--gpu-memory` caps it, so that the plan's budget (its
+//! [`HEADROOM`] of what is available beside the weights) is three quarters of what the failed
+//! engine needed (its planned bytes, or what its allocations came to at the failure where the
+//! driver reports them and that is less). That is
+//! the path where the driver reports more memory than it then gives, or another program took
+//! some since. (Not GL's: wgpu's GL backend reports no failed allocation.) Fixed tiles
+//! (`--tile N`) are not changed: the error says what to lower. Nothing has been read or
+//! written when this runs, so a plan made again loses no frame.
 
 use anyhow::Result;
 
@@ -43,9 +44,18 @@ pub(crate) struct Prepared<'g> {
 }
 
 /// Plans and builds the job for an `h`×`w` input (see the module doc); `progress` hears of each
-/// plan made again for less memory ([`Progress::Note`]).
+/// plan made again for less memory ([`Progress::Note`]). The memory cap a retry sets holds for
+/// this job's planning only: the GPU's own (or `--gpu-memory`'s) is put back after.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn prepare<'g>(gpu: &'g Gpu, unet: &VideoUNet, vae: &'g Te3dVaeDecoder, opts: &JobOptions, (h, w): (usize, usize), (unet_dtype, vae_dtype): (DType, DType), progress: &mut impl FnMut(Progress)) -> Result<Prepared<'g>> {
+pub(crate) fn prepare<'g>(gpu: &'g Gpu, unet: &VideoUNet, vae: &'g Te3dVaeDecoder, opts: &JobOptions, (h, w): (usize, usize), dtypes: (DType, DType), progress: &mut impl FnMut(Progress)) -> Result<Prepared<'g>> {
+    let cap = gpu.memory_cap();
+    let prepared = prepare_within(gpu, unet, vae, opts, (h, w), dtypes, progress);
+    gpu.set_memory_cap(cap);
+    prepared
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_within<'g>(gpu: &'g Gpu, unet: &VideoUNet, vae: &'g Te3dVaeDecoder, opts: &JobOptions, (h, w): (usize, usize), (unet_dtype, vae_dtype): (DType, DType), progress: &mut impl FnMut(Progress)) -> Result<Prepared<'g>> {
     let mut retries = 0;
     loop {
         let pad = LatentPad::new(h, w);
@@ -70,16 +80,18 @@ pub(crate) fn prepare<'g>(gpu: &'g Gpu, unet: &VideoUNet, vae: &'g Te3dVaeDecode
         }
         retries += 1;
         let wanted = oom.wanted;
-        // The failed engine's buffers are gone (dropped with it); the pool's free ones go too,
-        // and an out-of-memory error kept from a submission is this one. A lost device stays.
+        // The failed engine's buffers went with it; the pool's free ones go too, and the
+        // staging of writes not yet submitted once a submission flushes them (as `Need::new`
+        // does). An out-of-memory error kept from a submission is this one; a lost device stays.
         gpu.pool.trim();
-        if let Err(kept) = gpu.check() {
+        gpu.queue.submit([]);
+        if let Err(kept) = gpu.sync() {
             if out_of_memory(&kept).is_none() {
-                return Err(kept);
+                return Err(after(kept, retries));
             }
         }
         let held = gpu.held_bytes().unwrap_or_else(|| gpu.pool.stats().live_bytes);
-        let planned = Need::unbounded(gpu, unet, vae, opts, (tiles.unet.height, tiles.unet.width), unet_dtype, vae_dtype).job_bytes(&tiles, grouping.windows)?;
+        let planned = Need::unbounded(gpu, unet, vae, opts, (tiles.unet.height, tiles.unet.width), unet_dtype, vae_dtype).job_bytes(&tiles, grouping.windows).map_err(|e| after(e, retries))?;
         let needed = wanted.map_or(planned, |b| planned.min(b.saturating_sub(held)));
         let target = (RETRY_SHARE * needed as f64) as u64;
         let cap = held + (target as f64 / HEADROOM) as u64;
@@ -112,7 +124,8 @@ fn count_windows(n: usize) -> String {
     }
 }
 
-/// The windows this run denoises, where its length is known.
+/// The windows a run denoises, where known before it reads a frame: those of the `--frames`
+/// segment (up to its END, or the input's length when that is known), or of the whole input.
 fn run_windows(opts: &JobOptions) -> Option<usize> {
     let (start, end) = opts.frames.map_or((0, None), |r| (r.start, r.end));
     windows::windows_to_run(opts.input_frames, start, end)
@@ -220,7 +233,9 @@ mod tests {
         // A device of its own: what it holds moves only with this test.
         let small = crate::Gpu::new(&crate::gpu::GpuOptions::from_env()).unwrap();
         let (unet, vae) = micro_models(&small, dt);
+        // What the models hold once their uploads are flushed (as `Need::new` counts it).
         small.pool.trim();
+        small.queue.submit([]);
         small.sync().unwrap();
         let Some(held) = small.held_bytes() else {
             eprintln!("skipped: this adapter reports no allocations ({})", small.describe());
@@ -240,8 +255,14 @@ mod tests {
         assert_eq!(stats.frames_out, n);
         assert!(!notes.is_empty() && notes.iter().all(|m| m.contains("ran out of memory") && m.contains("planning again")), "{notes:?}");
         assert!(stats.tiles.contains("tiles of") && stats.tiles.contains("to fit the GPU's memory"), "{}", stats.tiles);
+        assert!(small.memory_cap().is_none(), "the cap of the retry holds for that job's planning only");
         // The same as a run planned for that memory from the start (`--gpu-memory`; its engine
         // built anew, none of the failed ones' state).
+        let planned = stats.planned_memory.expect("the memory it planned for");
+        small.pool.trim();
+        small.queue.submit([]);
+        small.sync().unwrap();
+        small.set_memory_cap(Some(small.held_bytes().unwrap() + planned));
         let (again, want, notes) = run(&small, (&unet, &vae), TileOptions::default());
         assert_eq!((again.unwrap().tiles, notes.len()), (stats.tiles.clone(), 0));
         assert!(got == want, "the output after planning again differs from a run planned so from the start");
