@@ -20,7 +20,8 @@
 //! `444alpha` is refused with a hint. `XCOLORRANGE=LIMITED|FULL` sets the range (without it: full
 //! for `mono`, limited for colour, as ffmpeg reads them); every `X` tag, the `C` tag as written and any unknown field are kept verbatim for the
 //! output header (a grey↔colour `--output-chroma` adds the `XCOLORRANGE` tag the untagged
-//! default would contradict).
+//! default would contradict; an `XYSCSS` tag beside a `C` tag is dropped where the ×4 sizes
+//! would pass the 96 bytes ffmpeg reads, [`FFMPEG_MAX_HEADER_BYTES`]).
 //!
 //! Why not the `y4m` crate (0.8): it has no 9/14/16-bit or `mono10` formats, reads no `I` tag and
 //! writes none, does not check `W`/`H` bounds with checked arithmetic, writes a frame in four
@@ -33,6 +34,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 pub const MAX_DIMENSION: u32 = 16384;
 /// Largest accepted stream header line, in bytes (the magic and the newline included).
 pub const MAX_HEADER_BYTES: usize = 4096;
+/// The longest stream header ffmpeg's y4m reader takes (the newline included; 97 bytes is
+/// "Header too large" in ffmpeg 5.1, and the same limit stands in its current source).
+pub const FFMPEG_MAX_HEADER_BYTES: usize = 96;
 /// Largest accepted `FRAME` line, in bytes (the newline included).
 pub const MAX_FRAME_LINE_BYTES: usize = 1024;
 /// First size of the frame buffer; it doubles as frame bytes arrive, up to the frame size.
@@ -157,7 +161,14 @@ impl OutputFormat {
     /// The output header of an upscale by `factor` of a stream whose header is `input`.
     pub fn header(self, input: &Header, factor: u32) -> Result<Header, Y4mError> {
         let h = input.scaled(factor)?;
-        let h = h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))?;
+        let mut h = h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))?;
+        // The larger sizes add up to two digits: an input header ffmpeg just takes (96 bytes)
+        // would give one it refuses. Its `XYSCSS` tag, which ffmpeg writes beside the `C` tag
+        // and reads only where there is none, goes first then (15–18 bytes, more than any
+        // header of ffmpeg's needs).
+        if h.to_bytes().len() > FFMPEG_MAX_HEADER_BYTES && input.to_bytes().len() <= FFMPEG_MAX_HEADER_BYTES && h.colourspace_tag.is_some() {
+            h.x_tags.retain(|x| !x.starts_with("YSCSS="));
+        }
         // The larger sizes (and a new `C` tag) lengthen the line: it must still be one this
         // reader, and so a later run on the output, takes.
         let len = h.to_bytes().len();

@@ -143,6 +143,22 @@ fn an_output_past_the_largest_side_is_refused() {
     assert_eq!(fits.to_bytes().len(), MAX_HEADER_BYTES);
 }
 
+/// ffmpeg reads headers of up to 96 bytes: where the ×4 sizes' extra digits would pass that,
+/// the redundant `XYSCSS` tag (ffmpeg writes it beside the `C` tag) is dropped; elsewhere the
+/// header keeps it.
+#[test]
+fn an_output_header_stays_within_what_ffmpeg_reads() {
+    let line = |w: u32, rate: &str| format!("YUV4MPEG2 W{w} H480 F{rate} Ip A100:101 C420p16 XYSCSS=420P16 XCOLORRANGE=LIMITED\n");
+    // A variable frame rate's long fraction, as ffmpeg writes one: 96 bytes in, 98 out.
+    let long = Header::parse(line(640, "2147483647:357913941").as_bytes()).unwrap();
+    assert_eq!(long.to_bytes().len(), FFMPEG_MAX_HEADER_BYTES);
+    let out = OutputFormat::default().header(&long, 4).unwrap();
+    assert_eq!(out.to_bytes(), b"YUV4MPEG2 W2560 H1920 F2147483647:357913941 Ip A100:101 C420p16 XCOLORRANGE=LIMITED\n");
+    let short = Header::parse(line(640, "25:1").as_bytes()).unwrap();
+    let out = OutputFormat::default().header(&short, 4).unwrap().to_bytes();
+    assert!(out.len() <= FFMPEG_MAX_HEADER_BYTES && String::from_utf8(out).unwrap().contains(" XYSCSS=420P16 "));
+}
+
 #[test]
 fn scaled_header_keeps_everything_but_size() {
     for &(c, ..) in VARIANTS {
