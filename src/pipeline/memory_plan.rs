@@ -83,10 +83,9 @@ impl<'a> Need<'a> {
         Need { gpu, unet, vae, opts, frame, unet_dtype, vae_dtype, budget: u64::MAX, available: u64::MAX }
     }
 
-    /// The bytes the job allocates beside its weights with `tiles` and `k` windows per call, as
-    /// the plan counts them: the arena and what lies outside it.
-    pub fn job_bytes(&self, tiles: &crate::pipeline::tile_choice::JobTiles, k: usize) -> Result<u64> {
-        let (ut, vt) = (tiles.unet.tile_size(), tiles.vae.tile_size());
+    /// The bytes the job allocates beside its weights with UNet tile `ut`, VAE tile `vt` and `k`
+    /// windows per call, as the plan counts them: the arena and what lies outside it.
+    pub fn job_bytes(&self, ut: (usize, usize), vt: (usize, usize), k: usize) -> Result<u64> {
         Ok(self.arena(Some(ut), Some(vt), k)? + self.outside(ut, vt, k))
     }
 

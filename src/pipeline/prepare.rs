@@ -91,7 +91,7 @@ fn prepare_within<'g>(gpu: &'g Gpu, unet: &VideoUNet, vae: &'g Te3dVaeDecoder, o
             }
         }
         let held = gpu.held_bytes().unwrap_or_else(|| gpu.pool.stats().live_bytes);
-        let planned = Need::unbounded(gpu, unet, vae, opts, (tiles.unet.height, tiles.unet.width), unet_dtype, vae_dtype).job_bytes(&tiles, grouping.windows).map_err(|e| after(e, retries))?;
+        let planned = Need::unbounded(gpu, unet, vae, opts, (tiles.unet.height, tiles.unet.width), unet_dtype, vae_dtype).job_bytes(tiles.unet.tile_size(), tiles.vae.tile_size(), grouping.windows).map_err(|e| after(e, retries))?;
         let needed = wanted.map_or(planned, |b| planned.min(b.saturating_sub(held)));
         let target = (RETRY_SHARE * needed as f64) as u64;
         let cap = held + (target as f64 / HEADROOM) as u64;
@@ -242,7 +242,7 @@ mod tests {
             return;
         };
         let opts = test_options(unet.config.base.cross_attention_dim, &mut Rng::new(5), 9, 1);
-        let whole = Need::unbounded(&small, &unet, &vae, &opts, (h, w), dt, dt).job_bytes(&JobTiles::whole(h, w), 1).unwrap();
+        let whole = Need::unbounded(&small, &unet, &vae, &opts, (h, w), dt, dt).job_bytes((h, w), (h, w), 1).unwrap();
         // Room beside the models for 4/5 of what the whole frame's job is planned to take (its
         // engine, what it allocates beside and the plan's margins).
         small.simulate_memory(Some(held + whole * 4 / 5));
