@@ -493,6 +493,31 @@ fn bad_settings_fail_with_a_message() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Weights that do not fit the GPU's memory (a simulated small GPU, `DIFFVSR_MAX_MEMORY`, which
+/// needs Vulkan's or DX12's allocator report): the error names the model and says the weights
+/// do not fit, not that smaller tiles would help.
+#[test]
+fn weights_that_do_not_fit_the_gpu_say_so() {
+    if std::env::var("DIFFVSR_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("gl")) {
+        eprintln!("skipped: GL reports no allocations to simulate a smaller GPU by");
+        return;
+    }
+    let dir = tmp("weights-oom");
+    let input = dir.join("in.y4m");
+    std::fs::write(&input, stream(7, 5, 1)).unwrap();
+    let (pos, neg) = embeds_pair(&dir);
+    let o = Command::new(env!("CARGO_BIN_EXE_diffvsr-wgpu"))
+        .env("DIFFVSR_MAX_MEMORY", "64KiB")
+        .args(["--weights", micro_release().to_str().unwrap(), "-i", input.to_str().unwrap(), "-o", dir.join("out.y4m").to_str().unwrap()])
+        .args(["--prompt-embeds", pos.to_str().unwrap(), "--negative-prompt-embeds", neg.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("loading the weights of the DiffVSR UNet") && err.contains("do not fit") && !err.contains("smaller tiles"), "{err}");
+    assert!(!dir.join("out.y4m").exists(), "an output was left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `--frames 0:6` and `--frames 6:100` of a 13-frame clip (3 windows, a mirrored tail), their
 /// frames joined, equal the whole run byte for byte. 0:6 runs on a stream broken after the
 /// windows it needs (so it stops reading there); 6:100 is cut at the clip's end with a note.

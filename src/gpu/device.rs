@@ -693,7 +693,8 @@ impl Gpu {
         match slot.take() {
             None => Ok(()),
             Some(DeviceError::OutOfMemory) => {
-                Err(super::OutOfMemory { message: format!("the GPU ran out of memory: {}, {}", super::pool::SMALLER, super::pool::OUT_OF_MEMORY), wanted: None }.into())
+                let detail = "the GPU ran out of memory".to_string();
+                Err(super::OutOfMemory { message: format!("{detail}: {}, {}", super::pool::SMALLER, super::pool::OUT_OF_MEMORY), detail, wanted: None }.into())
             }
             Some(DeviceError::Other(m)) => bail!(
                 "GPU error: {m}\nThis is the engine's fault or the driver's, not the input's: try --no-coop (tensor cores) or --no-f16, \

@@ -58,7 +58,11 @@ pub fn is_device_failed(e: &anyhow::Error) -> bool {
 /// (`pipeline::job`).
 #[derive(Debug)]
 pub struct OutOfMemory {
+    /// The whole message, with what to do about it.
     pub message: String,
+    /// What failed, without the advice (for callers that know better what to do: loading
+    /// weights, where smaller tiles do not help).
+    pub detail: String,
     /// Where a buffer failed and the driver reports this process's allocations: the bytes they
     /// would have come to with it (the allocator's live bytes plus the buffer's size), which
     /// did not fit.

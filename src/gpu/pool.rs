@@ -128,11 +128,8 @@ pub(crate) fn create_storage_buffer(lim: &BufferLimits, size: u64, label: &str, 
     // and what an out-of-memory error says the allocations would have come to.
     let live = || lim.device.generate_allocator_report().map(|r| r.total_allocated_bytes);
     let failed = |why: String| -> anyhow::Error {
-        super::OutOfMemory {
-            message: format!("the GPU ran out of memory allocating {} ({} already in use): {SMALLER}, {OUT_OF_MEMORY} ({why})", human_bytes(size), human_bytes(in_use)),
-            wanted: live().map(|b| b + size),
-        }
-        .into()
+        let detail = format!("the GPU ran out of memory allocating {} ({} already in use; {why})", human_bytes(size), human_bytes(in_use));
+        super::OutOfMemory { message: format!("{detail}: {SMALLER}, {OUT_OF_MEMORY}"), detail, wanted: live().map(|b| b + size) }.into()
     };
     // (The report lists every allocation: asked for only where a limit is simulated.)
     if let Some(max) = lim.max_memory {

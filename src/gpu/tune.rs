@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(kept.known("device failed", &labels(3)), None);
         assert!(!path.exists(), "a choice from a failed device's round was written");
         // So is a round where the GPU ran out of memory: a job then plans again for less.
-        let short = |i: usize| if i == 1 { Err(crate::gpu::OutOfMemory { message: "the GPU ran out of memory".into(), wanted: None }.into()) } else { Ok([1.0, 0.5, 0.1][i]) };
+        let short = |i: usize| if i == 1 { Err(crate::gpu::OutOfMemory { message: "the GPU ran out of memory".into(), detail: String::new(), wanted: None }.into()) } else { Ok([1.0, 0.5, 0.1][i]) };
         assert_eq!(kept.pick("out of memory", &labels(3), short), 0);
         assert_eq!(kept.known("out of memory", &labels(3)), None);
         assert!(!path.exists(), "a choice from a round that ran out of memory was written");
