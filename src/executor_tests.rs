@@ -190,6 +190,48 @@ fn two_graphs_share_one_arena() {
     assert_close(&format!("graph b seed {seed}"), &rb.to_f32(&gpu).unwrap(), &want(3), 1e-5);
 }
 
+/// The rule that makes sharing an arena safe is kept, not only followed: a graph's output is
+/// usable until another graph of its arena runs, and refused after (its memory may hold the
+/// other's values by then), until its own graph runs again; a graph that binds another graph's
+/// tensor of the same arena is refused at capture; graphs in arenas of their own are untouched.
+#[test]
+fn a_graph_output_is_refused_once_another_graph_of_its_arena_ran() {
+    let gpu = test_gpu();
+    let n = 1024;
+    let (x, _) = upload(&gpu, &Rng::new(fresh_seed()).normals(n, 1.0), &[n], DType::F32);
+    let capture = |arena: &Arena| {
+        let mut rec = Recorder::capture_in(&gpu, arena);
+        let y = unary(&mut rec, Unary::Silu, &x).unwrap();
+        let z = add(&mut rec, &y, &x).unwrap();
+        (rec.into_graph().unwrap(), z)
+    };
+    let arena = Arena::for_gpu(&gpu);
+    let (ga, za) = capture(&arena);
+    let (gb, zb) = capture(&arena);
+    ga.run(&gpu).unwrap();
+    let first = za.to_f32(&gpu).unwrap();
+    gb.run(&gpu).unwrap();
+    zb.to_f32(&gpu).unwrap();
+    let e = format!("{:#}", za.to_f32(&gpu).unwrap_err());
+    assert!(e.contains("used after capture 2") && e.contains("copy them out of the arena"), "{e}");
+    let mut rec = gpu.recorder();
+    assert!(copy(&mut rec, &za, &Tensor::empty(&gpu, &[n], DType::F32).unwrap()).is_err(), "bound eagerly after the other graph ran");
+    drop(rec);
+    ga.run(&gpu).unwrap();
+    assert_eq!(za.to_f32(&gpu).unwrap(), first, "its own graph ran again");
+    // Binding the other graph's output at capture: refused; from another arena: fine.
+    for (other, refused) in [(&arena, true), (&Arena::for_gpu(&gpu), false)] {
+        let mut rec = Recorder::capture_in(&gpu, other);
+        add(&mut rec, &za, &x).unwrap();
+        let r = rec.into_graph();
+        assert_eq!(r.is_err(), refused, "{:?}", r.err().map(|e| e.to_string()));
+    }
+    let (gc, zc) = capture(&Arena::for_gpu(&gpu));
+    gc.run(&gpu).unwrap();
+    gb.run(&gpu).unwrap();
+    assert_eq!(zc.to_f32(&gpu).unwrap(), first, "a graph in an arena of its own");
+}
+
 /// A tensor's memory is free after the last dispatch that binds it, however long its handle is
 /// held within the capture (a shadowed `let` holds one to the end of its scope): a chain of four
 /// tensors, the first held to the last, needs two tensors' memory at once, not three, and

@@ -42,7 +42,10 @@ pub fn grid(gpu: &Gpu, n: u32) -> [u32; 3] {
 /// The rule that makes sharing safe: a graph's intermediates are only valid while it runs, and
 /// a tensor that outlives its capture (a graph's output) must be consumed before another graph
 /// of the same arena runs — or, better, be written into a tensor outside the arena with an
-/// `_into` op, which is what the pipeline does for everything it keeps across graphs.
+/// `_into` op, which is what the pipeline does for everything it keeps across graphs. It is
+/// kept, not only followed: once another graph of the arena has run, a graph's output is
+/// refused (read, bound eagerly or bound by a new capture) until its own graph runs again, and
+/// a capture that binds another graph's tensor of its arena is refused when it ends.
 pub use crate::gpu::arena::Arena;
 
 /// Records dispatches. Two modes:
@@ -561,11 +564,11 @@ impl<'g> Recorder<'g> {
         let c = self.capture.take().expect("into_graph needs a capturing recorder (Recorder::capture)");
         let conflicts = write_read_pairs(&c.steps);
         narrow_lives(&c);
-        let (places, live_peak, largest) = {
+        let ((capture, places), live_peak, largest) = {
             let trace = c.trace.lock().unwrap();
             (c.arena.place(self.gpu, &trace, &conflicts)?, trace.peak_live(), trace.largest())
         };
-        resolve_live_slots(&c.trace, &places);
+        resolve_live_slots(&c.trace, &places, &c.arena, capture);
         // Every step's parameter block in one buffer, each at an offset a uniform binding takes.
         let align = self.gpu.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
         let mut all_params = Vec::new();
@@ -588,6 +591,14 @@ impl<'g> Recorder<'g> {
                 placed.push(match b {
                     Bind::Slot(id, offset, size) => (&places[*id].0, places[*id].1 + *offset, *size),
                     Bind::Buffer(s, offset, size) => {
+                        // Another graph's tensor in this arena: this graph's own slots may be
+                        // placed over it, and its graph's run would be this one's loss.
+                        if s.home().is_some_and(|(arena, _)| arena.same(&c.arena)) {
+                            bail!(
+                                "internal: a graph captured into an arena binds a tensor of another graph of the same arena (they share memory): \
+                                 copy it out of the arena first (an `_into` op into a tensor of its own), or capture the graphs into different arenas"
+                            );
+                        }
                         let (buf, base) = s.place()?;
                         (buf, base + *offset, *size)
                     }
@@ -615,7 +626,7 @@ impl<'g> Recorder<'g> {
             steps.push(Step { label: p.label, pipeline, bind_group, workgroups: p.workgroups, bytes_bound, flops: p.flops, poison: p.poison });
         }
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        Ok(Graph { steps, arena: c.arena, live_peak, largest, activation_bytes_bound, read_write_dispatches, _keep: keep })
+        Ok(Graph { steps, arena: c.arena, capture, live_peak, largest, activation_bytes_bound, read_write_dispatches, _keep: keep })
     }
 
     /// Ends a capture with its memory plan only: what [`Recorder::into_graph`] would create and
@@ -810,6 +821,8 @@ fn resolve_timestamps(gpu: &Gpu, enc: wgpu::CommandEncoder, set: &wgpu::QuerySet
 pub struct Graph {
     steps: Vec<Step>,
     arena: Arena,
+    /// This graph's number among the captures of its arena ([`Arena::claim`]).
+    capture: u64,
     /// The most activation bytes alive at once during the capture.
     live_peak: u64,
     /// The graph's largest activation that grows with the frame (bytes).
@@ -826,6 +839,8 @@ impl Graph {
     /// The replay into `enc`, in one pass; `seal`: that pass ends with the device's count of
     /// finished submissions ([`Gpu::seal_in`]), for [`Gpu::submit_sealed`].
     fn encode(&self, enc: &mut wgpu::CommandEncoder, ts: Option<&wgpu::QuerySet>, seal: Option<&Gpu>) {
+        // From this replay on, the arena's shared memory holds this graph's values.
+        self.arena.claim(self.capture);
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("graph"),
             timestamp_writes: ts.map(|set| wgpu::ComputePassTimestampWrites {
@@ -883,6 +898,7 @@ impl Graph {
         if !gpu.has_timestamps() {
             bail!("--profile needs timestamp queries, which this adapter does not have");
         }
+        self.arena.claim(self.capture);
         // A query set holds at most 4096 queries: 2048 dispatches per submission.
         const CHUNK: usize = 2048;
         let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;

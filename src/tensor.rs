@@ -199,7 +199,7 @@ impl Tensor {
     /// Whether this is a view of part of another tensor's storage.
     /// Whether the tensor has memory now: false for a tensor of a graph still being captured.
     pub(crate) fn has_memory(&self) -> bool {
-        self.buf.place().is_ok()
+        self.buf.is_placed()
     }
 
     pub fn is_view(&self) -> bool {

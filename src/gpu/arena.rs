@@ -27,7 +27,10 @@
 //!
 //! Graphs captured into one arena never run at the same time, so a later plan reuses the
 //! earlier plans' buffers (those large enough) before creating any: the arena costs about the
-//! largest plan, not the sum.
+//! largest plan, not the sum. Each placed capture has a number in its arena, and the arena
+//! knows whose graph ran last ([`Arena::claim`]): a slot of any other capture is refused
+//! outside its graph's dispatches ([`Storage::place`]), since its memory may hold the other's
+//! values (the rule in `kernel.rs`'s `Arena` docs, kept by the code).
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -48,16 +51,45 @@ pub(crate) type Place = (wgpu::Buffer, u64);
 
 impl Storage {
     /// The buffer and the byte offset of this storage in it; an error for a slot whose capture
-    /// has not ended (its memory is not planned).
+    /// has not ended (its memory is not planned), and for one whose memory another graph of its
+    /// arena has used since its own graph last ran ([`Arena::claim`]): its values may be gone.
     pub(crate) fn place(&self) -> Result<(&wgpu::Buffer, u64)> {
         match self {
             Storage::Pooled(p) => Ok((&p.buffer, 0)),
-            Storage::Planned(s) => s.place.get().map(|(b, o)| (b, *o)).ok_or_else(|| {
-                anyhow!(
-                    "a tensor of a graph still being captured was used outside its dispatches (read, written from the host, \
-                     or bound eagerly): its memory is planned when the capture ends (Recorder::into_graph)"
-                )
-            }),
+            Storage::Planned(s) => {
+                let (b, o) = s.place.get().ok_or_else(|| {
+                    anyhow!(
+                        "a tensor of a graph still being captured was used outside its dispatches (read, written from the host, \
+                         or bound eagerly): its memory is planned when the capture ends (Recorder::into_graph)"
+                    )
+                })?;
+                if let Some((arena, capture)) = s.home.get() {
+                    if let Some(owner) = arena.owner().filter(|o| o != capture) {
+                        return Err(anyhow!(
+                            "internal: a tensor of a captured graph (capture {capture} of its arena) was used after capture {owner}, \
+                             which shares its memory, ran: its values may be gone. Use a graph's outputs before another graph of \
+                             its arena runs, or copy them out of the arena (an `_into` op)"
+                        ));
+                    }
+                }
+                Ok((b, *o))
+            }
+        }
+    }
+
+    /// Whether the storage has memory (false for a slot of a capture still going on).
+    pub(crate) fn is_placed(&self) -> bool {
+        match self {
+            Storage::Pooled(_) => true,
+            Storage::Planned(s) => s.place.get().is_some(),
+        }
+    }
+
+    /// The arena and capture a placed slot belongs to.
+    pub(crate) fn home(&self) -> Option<&(Arena, u64)> {
+        match self {
+            Storage::Planned(s) => s.home.get(),
+            Storage::Pooled(_) => None,
         }
     }
 
@@ -75,6 +107,8 @@ pub(crate) struct Slot {
     id: usize,
     trace: Arc<Mutex<Trace>>,
     place: OnceLock<Place>,
+    /// Set with the place: the arena and the number of the capture placed in it.
+    home: OnceLock<(Arena, u64)>,
 }
 
 impl Drop for Slot {
@@ -113,7 +147,7 @@ impl Trace {
     pub(crate) fn slot(trace: &Arc<Mutex<Trace>>, bytes: u64, banded: bool) -> Arc<Storage> {
         let mut t = trace.lock().unwrap();
         let id = t.slots.len();
-        let storage = Arc::new(Storage::Planned(Slot { id, trace: trace.clone(), place: OnceLock::new() }));
+        let storage = Arc::new(Storage::Planned(Slot { id, trace: trace.clone(), place: OnceLock::new(), home: OnceLock::new() }));
         let start = t.now;
         t.slots.push(Life { bytes, banded, start, end: None, storage: Arc::downgrade(&storage), poisoned: false });
         storage
@@ -182,6 +216,11 @@ pub struct Arena(Arc<Mutex<ArenaState>>);
 #[derive(Default)]
 struct ArenaState {
     buffers: Vec<wgpu::Buffer>,
+    /// Captures placed in the arena so far: each gets the next number, from 1.
+    captures: u64,
+    /// The capture whose graph ran last (0: none yet): only its slots hold their values
+    /// ([`Arena::claim`]).
+    owner: u64,
     /// Bytes of `buffers` (of a dry arena: of the buffers it would have created).
     created_bytes: u64,
     /// Slots at offsets of one buffer rather than a buffer each (see the module docs).
@@ -241,10 +280,29 @@ impl Arena {
         st.dry.as_ref().map_or(st.buffers.len(), Vec::len)
     }
 
-    /// Gives every slot of `trace` a place, creating the buffers the arena lacks: the place of each slot, by slot id. `conflicts`
+    /// Marks `capture`'s graph as the one whose slots now hold their values: it is about to run,
+    /// and whatever another graph of the arena left in the shared memory is gone. Its slots are
+    /// usable outside its dispatches until another capture claims the arena
+    /// ([`Storage::place`] refuses them after).
+    pub(crate) fn claim(&self, capture: u64) {
+        self.0.lock().unwrap().owner = capture;
+    }
+
+    /// The capture whose graph ran last, if any has.
+    fn owner(&self) -> Option<u64> {
+        Some(self.0.lock().unwrap().owner).filter(|&o| o > 0)
+    }
+
+    /// Whether `other` is this arena (its buffers are this one's).
+    pub(crate) fn same(&self, other: &Arena) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Gives every slot of `trace` a place, creating the buffers the arena lacks: the number of
+    /// this capture in the arena and the place of each slot, by slot id. `conflicts`
     /// are the pairs of slots one dispatch binds writable and read-only (a packed arena keeps
     /// each pair in different buffers).
-    pub(crate) fn place(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> Result<Vec<Place>> {
+    pub(crate) fn place(&self, gpu: &Gpu, trace: &Trace, conflicts: &[(usize, usize)]) -> Result<(u64, Vec<Place>)> {
         let lives = lives(trace);
         let mut st = self.0.lock().unwrap();
         if st.dry.is_some() {
@@ -255,10 +313,14 @@ impl Arena {
         for &size in &a.new {
             st.create(gpu, size)?;
         }
-        Ok(match &a.at {
-            Some(at) => at.iter().map(|&(c, o)| (st.buffers[a.buffer_of[c]].clone(), o)).collect(),
-            None => a.buffer_of.iter().map(|&i| (st.buffers[i].clone(), 0)).collect(),
-        })
+        st.captures += 1;
+        Ok((
+            st.captures,
+            match &a.at {
+                Some(at) => at.iter().map(|&(c, o)| (st.buffers[a.buffer_of[c]].clone(), o)).collect(),
+                None => a.buffer_of.iter().map(|&i| (st.buffers[i].clone(), 0)).collect(),
+            },
+        ))
     }
 
     /// The bytes and buffers [`Arena::place`] would create for `trace` in this arena, without
@@ -347,14 +409,16 @@ impl ArenaState {
     }
 }
 
-/// Resolves the slots of `trace` still in use (the graph's outputs and taps) to their buffers.
-pub(crate) fn resolve_live_slots(trace: &Mutex<Trace>, places: &[Place]) {
+/// Resolves the slots of `trace` still in use (the graph's outputs and taps) to their buffers,
+/// as slots of capture `capture` of `arena`.
+pub(crate) fn resolve_live_slots(trace: &Mutex<Trace>, places: &[Place], arena: &Arena, capture: u64) {
     // Upgrade under the lock, set the places after it: a slot dropping meanwhile locks the trace.
     let live: Vec<(usize, Arc<Storage>)> =
         trace.lock().unwrap().slots.iter().enumerate().filter_map(|(i, l)| l.storage.upgrade().map(|s| (i, s))).collect();
     for (i, s) in live {
         if let Storage::Planned(slot) = &*s {
             let _ = slot.place.set(places[i].clone());
+            let _ = slot.home.set((arena.clone(), capture));
         }
     }
 }
