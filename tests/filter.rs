@@ -498,10 +498,6 @@ fn bad_settings_fail_with_a_message() {
 /// do not fit, not that smaller tiles would help.
 #[test]
 fn weights_that_do_not_fit_the_gpu_say_so() {
-    if std::env::var("DIFFVSR_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("gl")) {
-        eprintln!("skipped: GL reports no allocations to simulate a smaller GPU by");
-        return;
-    }
     let dir = tmp("weights-oom");
     let input = dir.join("in.y4m");
     std::fs::write(&input, stream(7, 5, 1)).unwrap();
@@ -513,7 +509,11 @@ fn weights_that_do_not_fit_the_gpu_say_so() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("loading the weights of the DiffVSR UNet") && err.contains("do not fit") && !err.contains("smaller tiles"), "{err}");
+    if err.contains("DIFFVSR_MAX_MEMORY has no effect") {
+        eprintln!("skipped: this backend reports no allocations to simulate a smaller GPU by");
+        return;
+    }
+    assert!(!o.status.success() && err.contains("the weights of the DiffVSR UNet") && err.contains("do not fit") && !err.contains("smaller tiles"), "{err}");
     assert!(!dir.join("out.y4m").exists(), "an output was left");
     std::fs::remove_dir_all(&dir).unwrap();
 }

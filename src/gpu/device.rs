@@ -102,10 +102,10 @@ impl GpuOptions {
             no_coop: flag("DIFFVSR_NO_COOP"),
             max_binding: size_var("DIFFVSR_MAX_BINDING"),
             max_memory: size_var("DIFFVSR_MAX_MEMORY"),
-            max_workgroup_storage: std::env::var("DIFFVSR_MAX_WORKGROUP_STORAGE").ok().filter(|v| !v.is_empty()).and_then(|v| {
-                let n = super::pool::parse_bytes(&v).ok().and_then(|n| u32::try_from(n).ok());
+            max_workgroup_storage: size_var("DIFFVSR_MAX_WORKGROUP_STORAGE").and_then(|n| {
+                let n = u32::try_from(n).ok();
                 if n.is_none() {
-                    log::warn!("DIFFVSR_MAX_WORKGROUP_STORAGE={v:?} is not a size (bytes, or e.g. 16KiB): ignored");
+                    log::warn!("DIFFVSR_MAX_WORKGROUP_STORAGE is over 4 GiB: ignored");
                 }
                 n
             }),
@@ -426,6 +426,9 @@ impl Gpu {
             TuneMode::Auto => opts.plan_limits.is_none() && info.device_type != wgpu::DeviceType::Cpu,
         };
         let tune_cache = opts.tune_cache.as_ref().map(|d| super::tune::cache_file(d, &info));
+        if opts.max_memory.is_some() && device.generate_allocator_report().is_none() {
+            log::warn!("DIFFVSR_MAX_MEMORY has no effect on {:?}: its allocations are not reported to count against it (Vulkan and DX12 report them)", info.backend);
+        }
         let seal = super::seal::Seal::new(&device);
         Ok(Arc::new(Gpu {
             adapter,

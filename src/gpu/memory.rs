@@ -230,6 +230,16 @@ impl Gpu {
         self.memory_cap.store(cap.unwrap_or(0), Ordering::Relaxed);
     }
 
+    /// Lets go of what this process holds and no longer needs, before its memory is read: the
+    /// pool's free buffers, and the staging of writes not yet submitted (a weights upload's, as
+    /// much again as the weights), which a submission flushes and its end frees. Returns a
+    /// device error reported since the last sync.
+    pub fn settle(&self) -> anyhow::Result<()> {
+        self.pool.trim();
+        self.queue.submit([]);
+        self.sync()
+    }
+
     /// Device memory this process holds: the allocator's live allocations (Vulkan, DX12; the
     /// free space of its blocks serves later allocations, so it is not counted), else the buffer
     /// pool's live bytes (weights and tensors; not graph arenas).

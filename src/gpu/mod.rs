@@ -55,7 +55,7 @@ pub fn is_device_failed(e: &anyhow::Error) -> bool {
 
 /// The GPU ran out of memory: a buffer it could not allocate, or work it refused for want of
 /// memory. Told apart by [`out_of_memory`]: `--tile auto` plans again for less
-/// (`pipeline::job`).
+/// (`pipeline::prepare`), and the tuner keeps no choice from a round that met one.
 #[derive(Debug)]
 pub struct OutOfMemory {
     /// The whole message, with what to do about it.

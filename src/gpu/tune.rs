@@ -166,8 +166,8 @@ impl Tuner {
         // Timed without the lock: timing runs kernels, and other threads may tune other shapes.
         // A device that failed (lost, or work stopped early) fails every later timing too, for
         // no fault of those candidates, and one out of memory fails a candidate for the memory
-        // others hold at the time (a job whose tiles are then planned again for less): nothing
-        // is chosen from such a round.
+        // others hold at the time (scratch tensors beside a job's, which may later be planned
+        // for less): nothing is chosen from such a round.
         let mut device_failed = false;
         let mut time_all = || -> Vec<Option<f64>> {
             labels

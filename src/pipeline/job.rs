@@ -42,9 +42,10 @@
 //! * Each output frame is written as soon as no later window can change it; input frames no
 //!   later window needs are dropped, so memory is bounded by the window size.
 //!
-//! The tiles are blended on the host by design (a GPU blend would hold a whole chunk's pixels
-//! on the GPU, memory tiling exists to spare; README "Upscaling"); the untiled job reads back
-//! only decoded pixels. `--frames START:END` runs only the
+//! The tiles are blended on the host: their pixels by design (a GPU blend would hold a whole
+//! chunk's pixels on the GPU, memory tiling exists to spare), their latents because each
+//! tile's are read back once, after all its steps (README "Upscaling"); the untiled job reads
+//! back only decoded pixels. `--frames START:END` runs only the
 //! windows touching the segment (see [`windows::segment_plan`]); `--plan`
 //! ([`plan`](crate::pipeline::plan)) prints what a run would do.
 //!

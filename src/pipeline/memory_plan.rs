@@ -68,9 +68,7 @@ impl<'a> Need<'a> {
         // Free buffers the pool keeps (a probe's, the text encoder's) count as held: let them
         // go. So do the staging buffers of writes not yet submitted (the weights' uploads, as
         // much again as the weights): a submission flushes them, and once it is done they free.
-        gpu.pool.trim();
-        gpu.queue.submit([]);
-        gpu.sync()?;
+        gpu.settle()?;
         let Some(m) = gpu.memory() else { return Ok(None) };
         log::info!("device memory: {}", m.describe());
         Ok(Some(Need { gpu, unet, vae, opts, frame, unet_dtype, vae_dtype, budget: (HEADROOM * m.available as f64) as u64, available: m.available }))
@@ -140,7 +138,7 @@ impl<'a> Need<'a> {
         let alone_v = |t: (usize, usize)| Ok(self.arena(None, Some(t), 1)? + self.outside(at(ut), t, 1));
         let u = largest_tile(self.frame, self.budget, least, ut, alone_u)?.map_err(|n| self.too_small("UNet's sampler step", n))?;
         let v = largest_tile(self.frame, self.budget, least, vt, alone_v)?.map_err(|n| self.too_small("VAE decoder's chunk", n))?;
-        let both = |u: usize, v: usize| -> Result<u64> { Ok(self.arena(Some(at(u)), Some(at(v)), 1)? + self.outside(at(u), at(v), 1)) };
+        let both = |u: usize, v: usize| self.job_bytes(at(u), at(v), 1);
         let n = both(u, v)?;
         if n <= self.budget {
             return Ok((u, v));
@@ -171,7 +169,7 @@ impl<'a> Need<'a> {
     /// Whether the engine's graphs at UNet tiles `u` and VAE tiles `v`, one window per call,
     /// fit the budget.
     pub fn fits(&self, u: (usize, usize), v: (usize, usize)) -> Result<bool> {
-        Ok(self.arena(Some(u), Some(v), 1)? + self.outside(u, v, 1) <= self.budget)
+        Ok(self.job_bytes(u, v, 1)? <= self.budget)
     }
 
     /// The smallest tile side weighed: 8, or above a fixed `--tile-overlap`.
@@ -199,7 +197,7 @@ impl<'a> Need<'a> {
     /// at VAE tile `vt`) fit the budget; at least 1.
     pub fn most_windows(&self, ut: (usize, usize), vt: (usize, usize), most: usize) -> Result<usize> {
         for k in (2..=most).rev() {
-            if self.arena(Some(ut), Some(vt), k)? + self.outside(ut, vt, k) <= self.budget {
+            if self.job_bytes(ut, vt, k)? <= self.budget {
                 return Ok(k);
             }
         }

@@ -88,8 +88,8 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn prompt_embeds(gpu: &Gpu, a: &UpscaleArgs) -> Result<(PromptEmbeds, PromptEmbeds)> {
     let (mut pos, mut neg) = embeds_files(a)?;
     if pos.is_none() || neg.is_none() {
-        let enc = weights_fit(crate::models::clip_text::TextEncoder::load(gpu, &a.weights, DType::F32), "the text encoder (about 1.3 GiB in f32, freed once the prompts are encoded; --prompt-embeds and --negative-prompt-embeds from `encode-prompt` on another GPU skip it)")
-            .context("loading the text encoder (or give --prompt-embeds and --negative-prompt-embeds)")?;
+        let enc = weights_fit(gpu, "the text encoder (about 1.3 GiB in f32, freed once the prompts are encoded)", || crate::models::clip_text::TextEncoder::load(gpu, &a.weights, DType::F32))
+            .context("loading the text encoder (or give --prompt-embeds and --negative-prompt-embeds, from `encode-prompt` on any GPU)")?;
         let mut rec = gpu.recorder();
         let e = enc.encode(&mut rec, &[&a.negative_prompt, &a.prompt])?;
         rec.submit();
@@ -336,12 +336,12 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     // A stop asked for while the models load ends the job between them (nothing written yet:
     // the files this run created go again), not after the load and the first window's setup.
     interrupt::check()?;
-    let unet = match weights_fit(load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype), &format!("the DiffVSR UNet (the release's: about 1.8 GiB in f16, 3.6 GiB in f32; here {})", unet_dtype.name()))? {
+    let unet = match weights_fit(gpu, &format!("the DiffVSR UNet (the release's: about 1.8 GiB in f16, 3.6 GiB in f32; here {})", unet_dtype.name()), || load(ModelKind::DiffvsrUnet, uc.as_deref(), &uw, unet_dtype))? {
         Model::VideoUnet(u) => u,
         _ => bail!("internal: {} did not load as a video UNet", uw.display()),
     };
     interrupt::check()?;
-    let vae = match weights_fit(load(ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype), &format!("the TE-3DVAE decoder (the release's: about 0.5 GiB in f32; here {})", vae_dtype.name()))? {
+    let vae = match weights_fit(gpu, &format!("the TE-3DVAE decoder (the release's: about 0.5 GiB in f32; here {})", vae_dtype.name()), || load(ModelKind::Te3dVaeDecoder, vc.as_deref(), &vw, vae_dtype))? {
         Model::Te3dVaeDecoder(v) => v,
         _ => bail!("internal: {} did not load as the TE-3DVAE decoder", vw.display()),
     };
@@ -555,13 +555,18 @@ pub fn upscale(gpu: &Gpu, a: &UpscaleArgs) -> Result<JobStats> {
     Ok(stats)
 }
 
-/// `loaded`, or where the GPU ran out of memory loading the weights of `what`, an error that says
-/// so: the weights alone do not fit, which smaller tiles (the advice of the error inside) do not
-/// change.
-fn weights_fit<T>(loaded: Result<T>, what: &str) -> Result<T> {
+/// What `load` loads, its uploads flushed and done (a weights upload stages as much again as
+/// the weights, and the staging can run out too); where the GPU ran out of memory, an error that
+/// says the weights of `what` do not fit, which smaller tiles (the advice of the error inside)
+/// do not change.
+fn weights_fit<T>(gpu: &Gpu, what: &str, load: impl FnOnce() -> Result<T>) -> Result<T> {
+    let loaded = load().and_then(|m| {
+        gpu.settle()?;
+        Ok(m)
+    });
     loaded.map_err(|e| match crate::gpu::out_of_memory(&e) {
         Some(oom) => anyhow::anyhow!(
-            "{}, loading the weights of {what}: they do not fit beside what else holds the GPU's memory (tiles do not change what weights take). \
+            "{}: the weights of {what} do not fit beside what else holds the GPU's memory (tiles do not change what weights take). \
              Close other programs using the GPU, or use one with more memory",
             oom.detail
         ),

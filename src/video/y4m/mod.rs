@@ -163,11 +163,15 @@ impl OutputFormat {
         let h = input.scaled(factor)?;
         let mut h = h.with_format(self.chroma.unwrap_or(h.chroma), self.depth.unwrap_or(h.depth))?;
         // The larger sizes add up to two digits: an input header ffmpeg just takes (96 bytes)
-        // would give one it refuses. Its `XYSCSS` tag, which ffmpeg writes beside the `C` tag
-        // and reads only where there is none, goes first then (15–18 bytes, more than any
-        // header of ffmpeg's needs).
+        // would give one it refuses. Its `XYSCSS` tag, which ffmpeg writes beside the `C` tag of
+        // colour streams and reads only where there is none, goes then (11–16 bytes with its
+        // space: enough for every header ffmpeg writes for colour).
         if h.to_bytes().len() > FFMPEG_MAX_HEADER_BYTES && input.to_bytes().len() <= FFMPEG_MAX_HEADER_BYTES && h.colourspace_tag.is_some() {
             h.x_tags.retain(|x| !x.starts_with("YSCSS="));
+        }
+        let len = h.to_bytes().len();
+        if len > FFMPEG_MAX_HEADER_BYTES {
+            log::warn!("the output's y4m header is {len} bytes, over the {FFMPEG_MAX_HEADER_BYTES} ffmpeg reads (\"Header too large\"): the input's header carries long tags; make the input with ffmpeg … -f yuv4mpegpipe - to read the output with ffmpeg");
         }
         // The larger sizes (and a new `C` tag) lengthen the line: it must still be one this
         // reader, and so a later run on the output, takes.
