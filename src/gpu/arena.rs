@@ -28,8 +28,8 @@
 //! Graphs captured into one arena never run at the same time, so a later plan reuses the
 //! earlier plans' buffers (those large enough) before creating any: the arena costs about the
 //! largest plan, not the sum. Each placed capture has a number in its arena, and the arena
-//! knows whose graph ran last ([`Arena::claim`]): a slot of any other capture is refused
-//! outside its graph's dispatches ([`Storage::place`]), since its memory may hold the other's
+//! knows whose graph ran last (`Arena::claim`): a slot of any other capture is refused
+//! outside its graph's dispatches (`Storage::place`), since its memory may hold the other's
 //! values (the rule in `kernel.rs`'s `Arena` docs, kept by the code).
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
