@@ -423,6 +423,17 @@ impl<'g> Recorder<'g> {
         bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
         self.dispatches += 1;
         if let Some(c) = &mut self.capture {
+            // A tensor of another captured graph is refused: in the same arena this graph's own
+            // tensors may be placed over it, and in another its graph's arena may be claimed by
+            // a third graph between this one's replays, unseen (a replay checks nothing).
+            // (A slot of a capture not yet ended is refused when this one ends, as unplaced.)
+            if tensors.iter().any(|t| t.buf.is_placed_slot()) {
+                bail!(
+                    "kernel '{}': a graph being captured binds a tensor of another captured graph, whose memory other graphs may use \
+                     between this one's replays: copy it out of its arena first (an `_into` op into a tensor of its own)",
+                    kernel.name
+                );
+            }
             let binds: Vec<Bind> = tensors
                 .iter()
                 .map(|t| match t.buf.slot_of(&c.trace) {
@@ -516,8 +527,18 @@ impl<'g> Recorder<'g> {
     /// Submits everything recorded so far (does not wait). Device errors surface at the next
     /// [`Gpu::sync`].
     pub fn submit(mut self) {
+        self.check_kept_slots();
         if let Some(enc) = self.sealed_encoder() {
             self.gpu.submit_sealed(enc);
+        }
+    }
+
+    /// A graph's tensor bound eagerly was checked when it was bound; a graph of its arena run
+    /// between then and this submission took its memory: that is kept as a device error, which
+    /// the next readback or sync returns (the recorded work reads what that graph left).
+    fn check_kept_slots(&self) {
+        if let Some(e) = self.keep.iter().find_map(|s| s.place().err()) {
+            self.gpu.keep_message(format!("{e:#}"));
         }
     }
 
@@ -541,6 +562,9 @@ impl<'g> Recorder<'g> {
     /// the sum of the dispatches' own times, so the gaps between dependent dispatches (barriers,
     /// launches) count: a case of several kernels is not made to look faster than a fused one.
     pub fn submit_timed(mut self) -> Result<Option<f64>> {
+        if let Some(e) = self.keep.iter().find_map(|s| s.place().err()) {
+            return Err(e);
+        }
         if self.timer.as_ref().is_some_and(|t| (t.used as usize) < self.dispatches) {
             // The span would end at the last timed dispatch, short of the run.
             bail!("a timed run records {} dispatches, more than the {} its timer can time", self.dispatches, self.timer.as_ref().map_or(0, |t| t.capacity));
@@ -591,14 +615,6 @@ impl<'g> Recorder<'g> {
                 placed.push(match b {
                     Bind::Slot(id, offset, size) => (&places[*id].0, places[*id].1 + *offset, *size),
                     Bind::Buffer(s, offset, size) => {
-                        // Another graph's tensor in this arena: this graph's own slots may be
-                        // placed over it, and its graph's run would be this one's loss.
-                        if s.home().is_some_and(|(arena, _)| arena.same(&c.arena)) {
-                            bail!(
-                                "internal: a graph captured into an arena binds a tensor of another graph of the same arena (they share memory): \
-                                 copy it out of the arena first (an `_into` op into a tensor of its own), or capture the graphs into different arenas"
-                            );
-                        }
                         let (buf, base) = s.place()?;
                         (buf, base + *offset, *size)
                     }

@@ -197,11 +197,6 @@ impl Tensor {
         self.offset
     }
     /// Whether this is a view of part of another tensor's storage.
-    /// Whether the tensor has memory now: false for a tensor of a graph still being captured.
-    pub(crate) fn has_memory(&self) -> bool {
-        self.buf.is_placed()
-    }
-
     pub fn is_view(&self) -> bool {
         self.view
     }

@@ -64,11 +64,12 @@ impl Storage {
                     )
                 })?;
                 if let Some((arena, capture)) = s.home.get() {
-                    if let Some(owner) = arena.owner().filter(|o| o != capture) {
+                    // (An arena dropped since: nothing can have used the memory after its graph.)
+                    if let Some(owner) = arena.upgrade().and_then(|a| Arena(a).owner()).filter(|o| o != capture) {
                         return Err(anyhow!(
-                            "internal: a tensor of a captured graph (capture {capture} of its arena) was used after capture {owner}, \
-                             which shares its memory, ran: its values may be gone. Use a graph's outputs before another graph of \
-                             its arena runs, or copy them out of the arena (an `_into` op)"
+                            "a tensor of a captured graph (capture {capture} of its arena) was used after capture {owner}, which \
+                             shares its memory, ran: its values may be gone. Use or write a graph's tensors before another graph of \
+                             its arena runs (or after its own graph runs again), or copy them out of the arena (an `_into` op)"
                         ));
                     }
                 }
@@ -77,20 +78,9 @@ impl Storage {
         }
     }
 
-    /// Whether the storage has memory (false for a slot of a capture still going on).
-    pub(crate) fn is_placed(&self) -> bool {
-        match self {
-            Storage::Pooled(_) => true,
-            Storage::Planned(s) => s.place.get().is_some(),
-        }
-    }
-
-    /// The arena and capture a placed slot belongs to.
-    pub(crate) fn home(&self) -> Option<&(Arena, u64)> {
-        match self {
-            Storage::Planned(s) => s.home.get(),
-            Storage::Pooled(_) => None,
-        }
+    /// Whether this is a slot of a graph whose capture has ended (placed in its arena).
+    pub(crate) fn is_placed_slot(&self) -> bool {
+        matches!(self, Storage::Planned(s) if s.place.get().is_some())
     }
 
     /// The slot id, when this is an unplaced slot of the capture `trace`.
@@ -107,8 +97,9 @@ pub(crate) struct Slot {
     id: usize,
     trace: Arc<Mutex<Trace>>,
     place: OnceLock<Place>,
-    /// Set with the place: the arena and the number of the capture placed in it.
-    home: OnceLock<(Arena, u64)>,
+    /// Set with the place: the arena (not kept alive by its slots) and the number of the
+    /// capture placed in it.
+    home: OnceLock<(Weak<Mutex<ArenaState>>, u64)>,
 }
 
 impl Drop for Slot {
@@ -209,7 +200,9 @@ impl Trace {
     }
 }
 
-/// Activation memory shared by the graphs captured into it (see the module docs).
+/// Activation memory shared by the graphs captured into it (see the module docs). Its graphs
+/// are replayed from one thread: which graph's values the memory holds follows the order of
+/// their replays (`Arena::claim`).
 #[derive(Clone, Default)]
 pub struct Arena(Arc<Mutex<ArenaState>>);
 
@@ -291,11 +284,6 @@ impl Arena {
     /// The capture whose graph ran last, if any has.
     fn owner(&self) -> Option<u64> {
         Some(self.0.lock().unwrap().owner).filter(|&o| o > 0)
-    }
-
-    /// Whether `other` is this arena (its buffers are this one's).
-    pub(crate) fn same(&self, other: &Arena) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Gives every slot of `trace` a place, creating the buffers the arena lacks: the number of
@@ -418,7 +406,7 @@ pub(crate) fn resolve_live_slots(trace: &Mutex<Trace>, places: &[Place], arena: 
     for (i, s) in live {
         if let Storage::Planned(slot) = &*s {
             let _ = slot.place.set(places[i].clone());
-            let _ = slot.home.set((arena.clone(), capture));
+            let _ = slot.home.set((Arc::downgrade(&arena.0), capture));
         }
     }
 }

@@ -883,6 +883,17 @@ fn earlier(kept: Option<DeviceError>) -> String {
     }
 }
 
+impl Gpu {
+    /// Keeps an error the engine found in work it submits (not wgpu's) for the next check, as
+    /// wgpu's asynchronous errors are kept, unless an error is kept already.
+    pub(crate) fn keep_message(&self, message: String) {
+        let mut slot = self.error.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(DeviceError::Other(message));
+        }
+    }
+}
+
 /// Keeps `e` for the next check, unless an error is kept already (the first is the cause).
 fn keep_error(slot: &Mutex<Option<DeviceError>>, e: wgpu::Error) {
     let mut slot = slot.lock().unwrap();

@@ -112,7 +112,7 @@ impl<'g> Engine<'g> {
         // The steps and the decode never run at the same time: one arena holds about the largest
         // of the plans, not their sum. Safe because nothing of a step's activations is read after
         // it runs (its result goes into its latents), and the decode's output is read as soon as
-        // it has run, before the next step. The decode is planned first: its tensors (at 4× the
+        // it has run, before the next step (the arena refuses any other use: `kernel::Arena`). The decode is planned first: its tensors (at 4× the
         // latent's size) are the larger, and a later plan reuses only buffers that hold its
         // tensors; then the steps from the most windows per call down.
         // Kernel shapes the tuner has not met are timed as they are captured, each candidate on

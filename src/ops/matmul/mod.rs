@@ -323,9 +323,10 @@ impl Variant {
 /// operands of this problem, with a plain store, the first time it meets it, where tuning is
 /// on); any other path as [`choose`] resolves it.
 /// An operand for a timing run: a weight is bound as it is; an activation still being captured
-/// has no memory yet, so a scratch tensor of its shape stands in.
+/// has no memory yet (nor may a graph's tensor be used while another graph holds its arena),
+/// so a scratch tensor of its shape stands in.
 fn bound_or_scratch(r: &mut Recorder, t: &Tensor) -> Result<Tensor> {
-    if t.has_memory() {
+    if t.location().is_ok() {
         Ok(t.clone())
     } else {
         r.empty(t.shape(), t.dtype())
