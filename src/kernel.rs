@@ -44,8 +44,8 @@ pub fn grid(gpu: &Gpu, n: u32) -> [u32; 3] {
 /// of the same arena runs — or, better, be written into a tensor outside the arena with an
 /// `_into` op, which is what the pipeline does for everything it keeps across graphs. It is
 /// kept, not only followed: once another graph of the arena has run, a graph's output is
-/// refused (read, bound eagerly or bound by a new capture) until its own graph runs again, and
-/// a capture that binds another graph's tensor of its arena is refused when it ends.
+/// refused (read back or bound eagerly) until its own graph runs again, and no capture may bind
+/// another graph's tensor (of its arena or another).
 pub use crate::gpu::arena::Arena;
 
 /// Records dispatches. Two modes:
@@ -537,9 +537,15 @@ impl<'g> Recorder<'g> {
     /// between then and this submission took its memory: that is kept as a device error, which
     /// the next readback or sync returns (the recorded work reads what that graph left).
     fn check_kept_slots(&self) {
-        if let Some(e) = self.keep.iter().find_map(|s| s.place().err()) {
+        if let Some(e) = self.stale_slot() {
             self.gpu.keep_message(format!("{e:#}"));
         }
+    }
+
+    /// The error of the first graph tensor bound here whose arena another graph has claimed
+    /// since ([`Storage::place`]'s check, again at submission).
+    fn stale_slot(&self) -> Option<anyhow::Error> {
+        self.keep.iter().find_map(|s| s.place().err())
     }
 
     /// The encoder, its work ended by the device's count of finished submissions
@@ -562,7 +568,7 @@ impl<'g> Recorder<'g> {
     /// the sum of the dispatches' own times, so the gaps between dependent dispatches (barriers,
     /// launches) count: a case of several kernels is not made to look faster than a fused one.
     pub fn submit_timed(mut self) -> Result<Option<f64>> {
-        if let Some(e) = self.keep.iter().find_map(|s| s.place().err()) {
+        if let Some(e) = self.stale_slot() {
             return Err(e);
         }
         if self.timer.as_ref().is_some_and(|t| (t.used as usize) < self.dispatches) {

@@ -168,7 +168,7 @@ impl Tuner {
         // no fault of those candidates, and one out of memory fails a candidate for the memory
         // others hold at the time (scratch tensors beside a job's, which may later be planned
         // for less): nothing is chosen from such a round.
-        let mut device_failed = false;
+        let mut spoiled = false;
         let mut time_all = || -> Vec<Option<f64>> {
             labels
                 .iter()
@@ -176,7 +176,7 @@ impl Tuner {
                 .map(|(i, label)| match time(i) {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        device_failed |= super::is_device_failed(&e) || super::out_of_memory(&e).is_some();
+                        spoiled |= super::is_device_failed(&e) || super::out_of_memory(&e).is_some();
                         log::warn!("tuning {key}: timing {label} failed ({e:#}); it is not chosen");
                         None
                     }
@@ -189,7 +189,7 @@ impl Tuner {
             // Some were timed by timestamps, the rest by the wall clock: all again on one.
             seconds = time_all();
         }
-        if device_failed || seconds.iter().all(Option::is_none) {
+        if spoiled || seconds.iter().all(Option::is_none) {
             // The device failed or ran out of memory, or nothing was timed: the default, neither
             // kept nor written, so a later run times the shape again.
             return 0;
